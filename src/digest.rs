@@ -1,0 +1,114 @@
+//! Content digests: hashing bytes and streams into OCI `sha256:` digests.
+//!
+//! keel only writes sha256; the type is oci-spec's `Digest` so descriptors carry it as-is.
+use std::io::{self, Read, Write};
+
+pub use oci_spec::image::Digest;
+use sha2::{Digest as _, Sha256};
+
+/// The sha256 digest of a byte slice.
+pub fn of_bytes(bytes: &[u8]) -> Digest {
+    from_hasher(Sha256::new_with_prefix(bytes))
+}
+
+/// Reads `r` to the end and returns its digest and length.
+pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut w = HashingWriter::new(io::sink());
+    let n = io::copy(&mut r, &mut w)?;
+    Ok((w.finish().0, n))
+}
+
+/// Parses `sha256:<64 lowercase hex>`; anything else is `None`.
+pub fn parse(s: &str) -> Option<Digest> {
+    let hex = s.strip_prefix("sha256:")?;
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn from_hasher(h: Sha256) -> Digest {
+    let hex = hex::encode(h.finalize());
+    format!("sha256:{hex}").parse().expect("a sha256 hex string is a valid digest")
+}
+
+/// A writer that hashes everything passing through it and counts the bytes.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    len: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
+    }
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+    /// The digest of what was written, the byte count and the inner writer.
+    pub fn finish(self) -> (Digest, u64, W) {
+        (from_hasher(self.hasher), self.len, self.inner)
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// The hex part of a digest (what blob file names use).
+pub fn hex_of(d: &Digest) -> &str {
+    d.digest()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_input_has_the_well_known_digest() {
+        assert_eq!(
+            of_bytes(b"").to_string(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn docker_v22_vectors_hash_to_their_recorded_digests() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/conformance/oci-image-spec-schema/test-vectors/docker-v2.2");
+        let index = std::fs::read_to_string(dir.join("index.tsv")).unwrap();
+        let mut checked = 0;
+        for line in index.lines().skip(1) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            let (file, want) = (cols[0], cols[2]);
+            let bytes = std::fs::read(dir.join(file)).unwrap();
+            let want = if want.starts_with("sha256:") { want.to_string() } else { format!("sha256:{want}") };
+            assert_eq!(of_bytes(&bytes).to_string(), want, "{file}");
+            checked += 1;
+        }
+        assert!(checked >= 4);
+    }
+
+    #[test]
+    fn parse_rejects_uppercase_and_short_digests() {
+        assert!(parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_none());
+        assert!(parse("sha256:abc").is_none());
+        assert!(parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_none());
+        assert!(parse("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_some());
+    }
+}
