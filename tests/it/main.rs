@@ -1,0 +1,9 @@
+//! keel's integration tests: one binary, a module per area. Each test drives the real
+//! `keel` binary against a temporary root, the way users and CI do.
+mod common;
+
+mod dockerfile;
+mod integrate;
+mod layer;
+mod runtime;
+mod store;
