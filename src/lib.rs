@@ -2,8 +2,12 @@
 //!
 //! The engine is a pipeline of modules, one per stage; `cli` is the only place that
 //! talks to the user and the only place that uses `anyhow`.
+pub mod archive;
+pub mod bootstrap;
 pub mod cli;
 pub mod digest;
+pub mod image;
 pub mod layer;
 pub mod reference;
+pub mod report;
 pub mod store;

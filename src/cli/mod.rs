@@ -1,5 +1,154 @@
-//! The command line: clap definitions and dispatch. The only module that prints to the
-//! user (through `Reporter`) and the only one that uses `anyhow`.
+//! The command line: clap definitions and dispatch. The only module that talks to the
+//! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
+mod image;
+mod system;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::report::{Progress, Reporter};
+use crate::store::Store;
+
+/// keel builds container images and runs containers, with no daemon.
+#[derive(Debug, Parser)]
+#[command(name = "keel", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Directory holding images, layers, containers and caches.
+    /// Default: /var/lib/keel as root, $XDG_DATA_HOME/keel otherwise.
+    #[arg(long, global = true, env = "KEEL_ROOT", value_name = "DIR")]
+    root: Option<PathBuf>,
+    /// More diagnostics on stderr (-v debug, -vv trace); KEEL_LOG=filter for fine control.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// How to show progress: auto (spinners on a terminal), plain (one line per event), quiet.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        value_name = "MODE"
+    )]
+    progress: Progress,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Create an image from a rootfs tarball (plain or gzip; `-` reads stdin).
+    Import(image::ImportArgs),
+    /// Create a base image from the host's busybox or with debootstrap.
+    #[command(subcommand)]
+    Bootstrap(image::BootstrapCommand),
+    /// List images.
+    #[command(alias = "image-ls")]
+    Images(image::ImagesArgs),
+    /// Show an image's manifest and config as JSON.
+    Inspect(image::InspectArgs),
+    /// Give an image another name.
+    Tag(image::TagArgs),
+    /// Remove image names (their blobs go at the next `keel gc`).
+    Rmi(image::RmiArgs),
+    /// Write images to a tar archive (OCI layout and docker-archive at once).
+    Save(image::SaveArgs),
+    /// Load images from an OCI or docker archive.
+    Load(image::LoadArgs),
+    /// Remove unreferenced blobs and stray temporary files.
+    Gc(system::GcArgs),
+    /// Verify every blob and reference in the store.
+    Fsck,
+    /// Show keel's version, root and what this host supports.
+    Info(system::InfoArgs),
+}
+
+/// Shared state for a command: the root (opened on demand) and the reporter.
+pub struct Ctx {
+    root: PathBuf,
+    pub reporter: Reporter,
+}
+
+impl Ctx {
+    pub fn store(&self) -> anyhow::Result<Store> {
+        use anyhow::Context;
+        Store::open(&self.root)
+            .with_context(|| format!("opening the keel store at {}", self.root.display()))
+    }
+}
+
+fn default_root() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/keel");
+    }
+    let data = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute());
+    let data = data.unwrap_or_else(|| {
+        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
+            .join(".local/share")
+    });
+    data.join("keel")
+}
+
+fn init_logging(verbose: u8) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("KEEL_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::new(f),
+        _ => EnvFilter::new(match verbose {
+            0 => "warn",
+            1 => "keel=debug",
+            _ => "keel=trace",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Runs keel; returns the process exit code (0 ok, 1 failure, 2 usage error).
 pub fn main() -> i32 {
-    0
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return code;
+        }
+    };
+    init_logging(cli.verbose);
+    let ctx = Ctx {
+        root: cli.root.clone().unwrap_or_else(default_root),
+        reporter: Reporter::new(cli.progress),
+    };
+    match dispatch(cli.command, &ctx) {
+        Ok(code) => code,
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return 0;
+            }
+            eprintln!("keel: error: {e:#}");
+            1
+        }
+    }
+}
+
+fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
+    match cmd {
+        Command::Import(a) => image::import(a, ctx),
+        Command::Bootstrap(c) => image::bootstrap(c, ctx),
+        Command::Images(a) => image::images(a, ctx),
+        Command::Inspect(a) => image::inspect(a, ctx),
+        Command::Tag(a) => image::tag(a, ctx),
+        Command::Rmi(a) => image::rmi(a, ctx),
+        Command::Save(a) => image::save(a, ctx),
+        Command::Load(a) => image::load(a, ctx),
+        Command::Gc(a) => system::gc(a, ctx),
+        Command::Fsck => system::fsck(ctx),
+        Command::Info(a) => system::info(a, ctx),
+    }
 }

@@ -1,0 +1,92 @@
+//! Store-wide and host commands: gc, fsck, info.
+use anyhow::Result;
+use clap::Args;
+
+use super::image::human_size;
+use super::Ctx;
+
+#[derive(Debug, Args)]
+pub struct GcArgs {}
+
+pub fn gc(_a: GcArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let r = store.gc()?;
+    println!(
+        "removed {} blobs and {} temporary files, freed {}",
+        r.blobs_removed,
+        r.temp_files_removed,
+        human_size(r.bytes_freed)
+    );
+    Ok(0)
+}
+
+pub fn fsck(ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let r = store.fsck()?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if r.stray_temp_files > 0 {
+        ctx.reporter.note(format!(
+            "{} stray temporary files from interrupted writes (harmless; `keel gc` removes them)",
+            r.stray_temp_files
+        ));
+    }
+    if r.problems.is_empty() {
+        println!(
+            "ok: {} blobs and {} images checked",
+            r.blobs_checked, r.images_checked
+        );
+        Ok(0)
+    } else {
+        eprintln!(
+            "keel: fsck found {} problem(s) in {}",
+            r.problems.len(),
+            store.root().display()
+        );
+        Ok(1)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+/// How the cgroup filesystems are mounted on this host.
+fn cgroup_layout() -> &'static str {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let v1 = mounts.lines().any(|l| l.contains(" - cgroup "));
+    let v2 = mounts.lines().any(|l| l.contains(" - cgroup2 "));
+    match (v1, v2) {
+        (true, true) => "hybrid (v1 controllers, v2 hierarchy)",
+        (true, false) => "v1",
+        (false, true) => "v2",
+        (false, false) => "none",
+    }
+}
+
+pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "root": ctx.root.display().to_string(),
+        "kernel": kernel,
+        "arch": std::env::consts::ARCH,
+        "cgroups": cgroup_layout(),
+    });
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("keel version:  {}", env!("CARGO_PKG_VERSION"));
+        println!("root:          {}", ctx.root.display());
+        println!("kernel:        {kernel} ({})", std::env::consts::ARCH);
+        println!("cgroups:       {}", cgroup_layout());
+    }
+    Ok(0)
+}
