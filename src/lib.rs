@@ -5,6 +5,7 @@
 pub mod archive;
 pub mod bootstrap;
 pub mod cli;
+pub mod context;
 pub mod digest;
 pub mod image;
 pub mod layer;
