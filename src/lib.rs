@@ -4,6 +4,7 @@
 //! talks to the user and the only place that uses `anyhow`.
 pub mod archive;
 pub mod bootstrap;
+pub mod build;
 pub mod cli;
 pub mod context;
 pub mod digest;

@@ -6,11 +6,21 @@ use super::image::human_size;
 use super::Ctx;
 
 #[derive(Debug, Args)]
-pub struct GcArgs {}
+pub struct GcArgs {
+    /// Also drop the whole build cache (by default entries used in the last 7 days stay).
+    #[arg(long)]
+    cache: bool,
+}
 
-pub fn gc(_a: GcArgs, ctx: &Ctx) -> Result<i32> {
+pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
-    let r = store.gc()?;
+    let keep = if a.cache {
+        std::time::Duration::ZERO
+    } else {
+        crate::build::cache::KEEP_UNUSED
+    };
+    let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
+    let r = store.gc(&roots)?;
     println!(
         "removed {} blobs and {} temporary files, freed {}",
         r.blobs_removed,

@@ -73,10 +73,12 @@ impl Store {
         Ok(live)
     }
 
-    /// Removes unreferenced blobs and stray temp files. Waits for writers in flight.
-    pub fn gc(&self) -> Result<GcReport> {
+    /// Removes blobs reachable neither from the index, nor from containers, nor from
+    /// `extra_roots` (the build cache's layers), and stray temp files. Waits for writers.
+    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport> {
         let _lock = self.gc_guard()?;
-        let live = self.reachable()?;
+        let mut live = self.reachable()?;
+        live.extend(extra_roots.iter().map(|d| d.to_string()));
         let mut report = GcReport::default();
         let blobs = self.layout().join("blobs/sha256");
         for e in fs::read_dir(&blobs)
