@@ -289,9 +289,7 @@ fn commit_with_config(
     layers: Vec<StoredLayer>,
     names: &[ImageRef],
 ) -> Result<ImageRecord, ArchiveError> {
-    let size = std::fs::metadata(store.blob_path(config))
-        .map_err(io::Error::from)?
-        .len();
+    let size = std::fs::metadata(store.blob_path(config))?.len();
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",

@@ -38,7 +38,7 @@ pub fn import(a: ImportArgs, ctx: &Ctx) -> Result<i32> {
         .task(format!("importing {} as {}", a.file, a.name.tagged_name()));
     let rec = crate::image::import::import(&store, open_input(&a.file)?, &a.file, &a.name)
         .with_context(|| format!("importing {}", a.file))?;
-    task.done(rec.manifest_digest().to_string());
+    task.done(rec.manifest_digest());
     println!("{}", rec.id());
     Ok(0)
 }
@@ -80,7 +80,7 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
                 bb.display()
             ));
             let rec = crate::bootstrap::busybox(&store, &bb, &name)?;
-            task.done(rec.manifest_digest().to_string());
+            task.done(rec.manifest_digest());
             rec
         }
         BootstrapCommand::Debian {
@@ -94,7 +94,7 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
                 name.tagged_name()
             ));
             let rec = crate::bootstrap::debian(&store, &suite, &variant, &mirror, &name)?;
-            task.done(rec.manifest_digest().to_string());
+            task.done(rec.manifest_digest());
             rec
         }
     };

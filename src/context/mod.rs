@@ -104,10 +104,8 @@ pub fn clean_source(src: &str) -> Result<String, ContextError> {
     for c in Path::new(src).components() {
         match c {
             Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
-            Component::ParentDir => {
-                if parts.pop().is_none() {
-                    return Err(ContextError::Escapes(src.to_string()));
-                }
+            Component::ParentDir if parts.pop().is_none() => {
+                return Err(ContextError::Escapes(src.to_string()));
             }
             _ => {}
         }

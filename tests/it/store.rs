@@ -507,13 +507,12 @@ fn concurrent_tag_and_import_processes_lose_no_tag() {
     .unwrap();
     let mut children = Vec::new();
     for p in 0..8 {
-        let mut c = k.cmd();
+        let mut c = Command::new("sh");
         if p % 2 == 0 {
             let script = (0..10)
                 .map(|i| format!("\"$0\" --root \"$1\" tag base base:tag-{p}-{i} || exit 1"))
                 .collect::<Vec<_>>()
                 .join("\n");
-            c = Command::new("sh");
             c.arg("-c")
                 .arg(script)
                 .arg(env!("CARGO_BIN_EXE_keel"))
@@ -525,7 +524,6 @@ fn concurrent_tag_and_import_processes_lose_no_tag() {
                 })
                 .collect::<Vec<_>>()
                 .join("\n");
-            c = Command::new("sh");
             c.arg("-c")
                 .arg(script)
                 .arg(env!("CARGO_BIN_EXE_keel"))
