@@ -19,7 +19,8 @@ pub struct Cli {
     #[arg(long, global = true, env = "KEEL_ROOT", value_name = "DIR")]
     root: Option<PathBuf>,
     /// More diagnostics on stderr (-v debug, -vv trace); KEEL_LOG=filter for fine control.
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    /// Give it before the command (`keel -v run …`): after it, `-v` is `run`'s volume flag.
+    #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
     /// How to show progress: auto (spinners on a terminal), plain (one line per event), quiet.
     #[arg(
