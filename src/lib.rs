@@ -6,6 +6,7 @@ pub mod archive;
 pub mod bootstrap;
 pub mod build;
 pub mod cli;
+pub mod container;
 pub mod context;
 pub mod digest;
 pub mod image;
