@@ -2,6 +2,7 @@
 //! where it is in its life (state.json), its log, and the `image` file that keeps its
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
+pub mod flags;
 pub mod volume;
 
 use std::fs;
