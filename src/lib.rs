@@ -6,4 +6,5 @@ pub mod cli;
 pub mod digest;
 pub mod layer;
 pub mod reference;
+pub mod runtime;
 pub mod store;
