@@ -13,4 +13,5 @@ pub mod image;
 pub mod layer;
 pub mod reference;
 pub mod report;
+pub mod runtime;
 pub mod store;
