@@ -1,3 +1,4 @@
 //! `keel build`: walks the build plan, looks up the cache, runs steps in snapshots and
 //! commits layers. (The executor lands with the Dockerfile front end.)
 pub mod cache;
+pub mod copy;
