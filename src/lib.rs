@@ -8,3 +8,4 @@ pub mod layer;
 pub mod reference;
 pub mod runtime;
 pub mod store;
+pub mod sys;
