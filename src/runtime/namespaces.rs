@@ -1,0 +1,141 @@
+//! The default backend: new mount, PID, UTS, IPC (and network) namespaces, pivot_root
+//! into the rootfs, a tiny init as PID 1 that forwards signals and reaps, and the
+//! command as its child with Docker's capabilities, no_new_privs and the requested user.
+//!
+//! Process tree: keel → init (PID 1 inside, clone()d into the namespaces) → command.
+//! An init is used (like `docker run --init`) because the kernel ignores signals without
+//! a handler sent to a namespace's PID 1, so `kill -9 $$` and SIGTERM would otherwise
+//! not end a shell.
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use super::setup::{self, Prepared, Report, Stdio};
+use super::spec::{ContainerSpec, MountOp, Namespace};
+use super::{Cleanup, Container, Isolation, RuntimeError};
+use crate::sys;
+
+/// Linux namespaces + pivot_root.
+pub struct Namespaces;
+
+impl Isolation for Namespaces {
+    fn name(&self) -> &'static str {
+        "namespaces"
+    }
+
+    fn available(&self) -> Result<(), RuntimeError> {
+        let why = |w: &str| {
+            Err(RuntimeError::Unavailable {
+                backend: "namespaces",
+                why: w.to_string(),
+            })
+        };
+        for kind in ["mnt", "pid", "uts", "ipc", "net"] {
+            if !sys::ns::supported(kind) {
+                return why(&format!(
+                    "the kernel has no {kind} namespaces; use --isolation chroot"
+                ));
+            }
+        }
+        if !nix::unistd::geteuid().is_root() {
+            return why("keel must run as root; use --isolation oci with a rootless runtime");
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        stdio: Stdio,
+    ) -> Result<Container, RuntimeError> {
+        let rootfs = super::check_rootfs(rootfs)?;
+        let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+        super::ensure_cwd(&rootfs, &spec.cwd)?;
+        let cgroup = super::make_cgroup(spec)?;
+        let (go_r, go_w) = sys::proc::pipe()?;
+        let (rep_r, rep_w) = sys::proc::pipe()?;
+        let (go_w_raw, rep_r_raw) = (go_w.as_raw_fd(), rep_r.as_raw_fd());
+        let child = Box::new(|| {
+            sys::proc::close_raw(go_w_raw);
+            sys::proc::close_raw(rep_r_raw);
+            if !super::await_go(&go_r) {
+                sys::proc::exit(1);
+            }
+            init(spec, &rootfs, &prep, &stdio, &rep_w)
+        });
+        let pid = match sys::ns::clone_into(&spec.namespaces, child) {
+            Ok(pid) => pid,
+            Err(e) => {
+                if let Some(cg) = cgroup {
+                    let _ = cg.destroy();
+                }
+                return Err(e.into());
+            }
+        };
+        drop((go_r, rep_w));
+        super::handshake(pid, cgroup, go_w, rep_r, Cleanup::None)
+    }
+}
+
+/// PID 1 of the container: build the filesystem view, start the command, then forward
+/// signals to it and reap zombies until it ends; exit with its status.
+fn init(
+    spec: &ContainerSpec,
+    rootfs: &Path,
+    prep: &Prepared,
+    stdio: &Stdio,
+    report: &std::os::fd::OwnedFd,
+) -> isize {
+    let setup = |m: String| -> ! { setup::fail(report, Report::Setup(m), 255) };
+    let e = |e: sys::SysError| e.to_string();
+    if let Err(m) = prepare_root(spec, rootfs) {
+        setup(m);
+    }
+    if let Err(m) = sys::proc::kill_with_parent().map_err(e) {
+        setup(m);
+    }
+    if let Err(m) = sys::proc::block_all_signals().map_err(e) {
+        setup(m);
+    }
+    let child = match sys::proc::fork() {
+        Ok(sys::proc::Fork::Child) => setup::exec_child(spec, prep, stdio, report),
+        Ok(sys::proc::Fork::Parent(pid)) => pid,
+        Err(err) => setup(err.to_string()),
+    };
+    // Our copy of the report pipe must close so the parent sees EOF once the command execs.
+    sys::proc::close_raw(report.as_raw_fd());
+    loop {
+        let Ok(sig) = sys::proc::sigwait() else {
+            sys::proc::exit(255)
+        };
+        if sig == libc::SIGCHLD {
+            while let Ok(Some((pid, ended))) = sys::proc::reap_any() {
+                if pid == child {
+                    sys::proc::exit(ended.code());
+                }
+            }
+        } else {
+            let _ = sys::proc::kill(child, sig);
+        }
+    }
+}
+
+/// Mount namespace setup, ending inside the new root.
+fn prepare_root(spec: &ContainerSpec, rootfs: &Path) -> Result<(), String> {
+    let e = |e: sys::SysError| e.to_string();
+    sys::mount::make_rprivate(Path::new("/")).map_err(e)?;
+    // pivot_root needs the new root to be a mount point.
+    sys::mount::bind(rootfs, rootfs, false).map_err(e)?;
+    setup::apply_mounts(rootfs, &spec.mounts, &[])?;
+    if spec.namespaces.contains(&Namespace::Uts) {
+        sys::ns::sethostname(&spec.hostname).map_err(e)?;
+    }
+    if spec.namespaces.contains(&Namespace::Network) {
+        sys::net::loopback_up().map_err(e)?;
+    }
+    sys::mount::pivot_root(rootfs).map_err(e)?;
+    if spec.mounts.contains(&MountOp::RootReadOnly) {
+        sys::mount::remount_root_readonly().map_err(e)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Network-namespace helpers: bring the loopback interface up.
+use std::os::fd::AsRawFd;
+
+use super::SysError;
+
+/// Sets `lo` up in the caller's network namespace (a new one starts with it down).
+pub fn loopback_up() -> Result<(), SysError> {
+    use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
+    let sock = super::check(
+        "socket",
+        socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        ),
+    )?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (d, s) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *d = *s as libc::c_char;
+    }
+    // SAFETY: valid socket fd and a properly initialized ifreq for SIOCGIFFLAGS.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(SysError::new(
+            "get lo flags",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: SIOCGIFFLAGS filled the flags member of the union.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: as above, for SIOCSIFFLAGS.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(SysError::new("set lo up", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
