@@ -4,6 +4,7 @@
 //! keeps the books, atomically and under a lock so names stay unique.
 pub mod flags;
 pub mod ports;
+pub mod proxy;
 pub mod run;
 pub mod volume;
 
