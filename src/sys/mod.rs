@@ -6,6 +6,7 @@ pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod proc;
+pub mod session;
 
 use std::path::{Path, PathBuf};
 
