@@ -2,3 +2,4 @@
 //! commits layers. (The executor lands with the Dockerfile front end.)
 pub mod cache;
 pub mod copy;
+pub mod plan;

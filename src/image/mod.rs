@@ -14,7 +14,7 @@ use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Result, Store};
 
 /// A layer blob already in the store, with the digest of its uncompressed tar.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StoredLayer {
     pub descriptor: Descriptor,
     pub diff_id: Digest,
