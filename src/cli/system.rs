@@ -65,16 +65,35 @@ pub struct InfoArgs {
     format: String,
 }
 
-/// How the cgroup filesystems are mounted on this host.
-fn cgroup_layout() -> &'static str {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let v1 = mounts.lines().any(|l| l.contains(" - cgroup "));
-    let v2 = mounts.lines().any(|l| l.contains(" - cgroup2 "));
-    match (v1, v2) {
-        (true, true) => "hybrid (v1 controllers, v2 hierarchy)",
-        (true, false) => "v1",
-        (false, true) => "v2",
-        (false, false) => "none",
+/// Each isolation backend and whether it works here (with the reason when not).
+fn backends() -> Vec<(&'static str, Result<(), String>)> {
+    ["namespaces", "chroot", "oci"]
+        .into_iter()
+        .map(|name| {
+            let b = crate::runtime::backend(name, None).expect("a known backend");
+            (name, b.available().map_err(|e| e.to_string()))
+        })
+        .collect()
+}
+
+fn cgroups() -> String {
+    let l = crate::runtime::cgroup_layout();
+    match l.kind() {
+        "hybrid" => format!(
+            "hybrid (v1 controllers: {}; v2 controllers: {})",
+            l.v1.keys().cloned().collect::<Vec<_>>().join(" "),
+            if l.v2_controllers.is_empty() {
+                "none".into()
+            } else {
+                l.v2_controllers.join(" ")
+            }
+        ),
+        "v1" => format!(
+            "v1 ({})",
+            l.v1.keys().cloned().collect::<Vec<_>>().join(" ")
+        ),
+        "v2" => format!("v2 ({})", l.v2_controllers.join(" ")),
+        other => other.to_string(),
     }
 }
 
@@ -88,7 +107,8 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "root": ctx.root.display().to_string(),
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
-        "cgroups": cgroup_layout(),
+        "cgroups": cgroups(),
+        "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -96,7 +116,13 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         println!("keel version:  {}", env!("CARGO_PKG_VERSION"));
         println!("root:          {}", ctx.root.display());
         println!("kernel:        {kernel} ({})", std::env::consts::ARCH);
-        println!("cgroups:       {}", cgroup_layout());
+        println!("cgroups:       {}", cgroups());
+        for (name, r) in backends() {
+            match r {
+                Ok(()) => println!("isolation:     {name}: available"),
+                Err(why) => println!("isolation:     {name}: unavailable ({why})"),
+            }
+        }
     }
     Ok(0)
 }
