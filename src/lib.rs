@@ -14,5 +14,6 @@ pub mod layer;
 pub mod reference;
 pub mod report;
 pub mod runtime;
+pub mod storage;
 pub mod store;
 pub mod sys;

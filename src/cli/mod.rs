@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. The only module that talks to the
 //! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
 mod image;
+mod run;
 mod system;
 
 use std::path::PathBuf;
@@ -61,6 +62,29 @@ enum Command {
     Fsck,
     /// Show keel's version, root and what this host supports.
     Info(system::InfoArgs),
+    /// Run a command in a new container.
+    Run(Box<run::RunArgs>),
+    /// List containers.
+    Ps(run::PsArgs),
+    /// Print a container's output.
+    Logs(run::LogsArgs),
+    /// Stop containers (their StopSignal, then SIGKILL).
+    Stop(run::StopArgs),
+    /// Send a signal to containers.
+    Kill(run::KillArgs),
+    /// Remove containers.
+    Rm(run::RmArgs),
+    /// Wait for containers to stop and print their exit codes.
+    Wait(run::WaitArgs),
+    /// Print a container's published ports.
+    Port(run::PortArgs),
+    /// Run a command in a running container.
+    Exec(run::ExecArgs),
+    /// Manage volumes.
+    #[command(subcommand)]
+    Volume(run::VolumeCommand),
+    #[command(name = "__supervise", hide = true)]
+    Supervise(run::SuperviseArgs),
 }
 
 /// Shared state for a command: the root (opened on demand) and the reporter.
@@ -151,5 +175,16 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Gc(a) => system::gc(a, ctx),
         Command::Fsck => system::fsck(ctx),
         Command::Info(a) => system::info(a, ctx),
+        Command::Run(a) => run::run(*a, ctx),
+        Command::Ps(a) => run::ps(a, ctx),
+        Command::Logs(a) => run::logs(a, ctx),
+        Command::Stop(a) => run::stop(a, ctx),
+        Command::Kill(a) => run::kill(a, ctx),
+        Command::Rm(a) => run::rm(a, ctx),
+        Command::Wait(a) => run::wait(a, ctx),
+        Command::Port(a) => run::port(a, ctx),
+        Command::Exec(a) => run::exec(a, ctx),
+        Command::Volume(c) => run::volume(c, ctx),
+        Command::Supervise(a) => run::supervise(a, ctx),
     }
 }

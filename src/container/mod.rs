@@ -3,6 +3,7 @@
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
 pub mod flags;
+pub mod launch;
 pub mod ports;
 pub mod proxy;
 pub mod run;

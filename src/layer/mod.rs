@@ -5,6 +5,10 @@
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 
+pub mod diff;
+pub mod pack;
+pub mod unpack;
+
 /// Longest entry name keel accepts (Linux PATH_MAX); longer names are hostile or broken.
 pub const MAX_ENTRY_PATH: usize = 4096;
 

@@ -2,6 +2,7 @@
 //! Each function wraps one operation, returns [`SysError`] naming the operation and path,
 //! and makes no policy decisions (those live in `runtime::spec` and the backends).
 pub mod caps;
+pub mod fs;
 pub mod mount;
 pub mod net;
 pub mod ns;

@@ -5,5 +5,6 @@ mod common;
 mod dockerfile;
 mod integrate;
 mod layer;
+mod run;
 mod runtime;
 mod store;
