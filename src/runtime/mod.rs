@@ -282,3 +282,14 @@ fn handshake(
 fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
     matches!(crate::sys::proc::read_to_end(go_read).as_deref(), Ok(b"g"))
 }
+
+/// The fds a forked child keeps: its pipe ends and the container's stdio.
+fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    pipes
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain(io.into_iter().flatten().map(|f| f.as_raw_fd()))
+        .collect()
+}

@@ -2,11 +2,12 @@
 //! into the rootfs, a tiny init as PID 1 that forwards signals and reaps, and the
 //! command as its child with Docker's capabilities, no_new_privs and the requested user.
 //!
-//! Process tree: keel → init (PID 1 inside, clone()d into the namespaces) → command.
+//! Process tree: keel → outer (host PID namespace; forwards signals) → init (PID 1
+//! inside; forwards signals, reaps) → command.
 //! An init is used (like `docker run --init`) because the kernel ignores signals without
 //! a handler sent to a namespace's PID 1, so `kill -9 $$` and SIGTERM would otherwise
 //! not end a shell.
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
 use super::setup::{self, Prepared, Report, Stdio};
@@ -54,17 +55,15 @@ impl Isolation for Namespaces {
         let cgroup = super::make_cgroup(spec)?;
         let (go_r, go_w) = sys::proc::pipe()?;
         let (rep_r, rep_w) = sys::proc::pipe()?;
-        let (go_w_raw, rep_r_raw) = (go_w.as_raw_fd(), rep_r.as_raw_fd());
-        let child = Box::new(|| {
-            sys::proc::close_raw(go_w_raw);
-            sys::proc::close_raw(rep_r_raw);
-            if !super::await_go(&go_r) {
-                sys::proc::exit(1);
+        let pid = match sys::proc::fork() {
+            Ok(sys::proc::Fork::Child) => {
+                sys::proc::close_fds_except(&super::keep_fds(&[&go_r, &rep_w], &stdio));
+                if !super::await_go(&go_r) {
+                    sys::proc::exit(1);
+                }
+                outer(spec, &rootfs, &prep, &stdio, &rep_w)
             }
-            init(spec, &rootfs, &prep, &stdio, &rep_w)
-        });
-        let pid = match sys::ns::clone_into(&spec.namespaces, child) {
-            Ok(pid) => pid,
+            Ok(sys::proc::Fork::Parent(pid)) => pid,
             Err(e) => {
                 if let Some(cg) = cgroup {
                     let _ = cg.destroy();
@@ -77,6 +76,35 @@ impl Isolation for Namespaces {
     }
 }
 
+/// The first child, still in the host PID namespace: enter new namespaces, fork the
+/// container's PID 1, pass signals on to it and exit with its status. (`clone()` straight
+/// into the namespaces would skip glibc's fork handlers, leaving malloc locks held by other
+/// threads of keel locked in the child.)
+fn outer(
+    spec: &ContainerSpec,
+    rootfs: &Path,
+    prep: &Prepared,
+    stdio: &Stdio,
+    report: &OwnedFd,
+) -> ! {
+    let setup = |m: String| -> ! { setup::fail(report, Report::Setup(m), 255) };
+    let e = |e: sys::SysError| e.to_string();
+    if let Err(m) = sys::proc::kill_with_parent()
+        .and_then(|_| sys::ns::unshare(&spec.namespaces))
+        .and_then(|_| sys::proc::block_all_signals())
+        .map_err(e)
+    {
+        setup(m);
+    }
+    let init_pid = match sys::proc::fork() {
+        Ok(sys::proc::Fork::Child) => init(spec, rootfs, prep, stdio, report),
+        Ok(sys::proc::Fork::Parent(pid)) => pid,
+        Err(err) => setup(err.to_string()),
+    };
+    sys::proc::close_raw(report.as_raw_fd());
+    supervise(init_pid)
+}
+
 /// PID 1 of the container: build the filesystem view, start the command, then forward
 /// signals to it and reap zombies until it ends; exit with its status.
 fn init(
@@ -84,17 +112,13 @@ fn init(
     rootfs: &Path,
     prep: &Prepared,
     stdio: &Stdio,
-    report: &std::os::fd::OwnedFd,
-) -> isize {
+    report: &OwnedFd,
+) -> ! {
     let setup = |m: String| -> ! { setup::fail(report, Report::Setup(m), 255) };
-    let e = |e: sys::SysError| e.to_string();
-    if let Err(m) = prepare_root(spec, rootfs) {
-        setup(m);
-    }
-    if let Err(m) = sys::proc::kill_with_parent().map_err(e) {
-        setup(m);
-    }
-    if let Err(m) = sys::proc::block_all_signals().map_err(e) {
+    if let Err(m) = sys::proc::kill_with_parent()
+        .map_err(|e| e.to_string())
+        .and_then(|_| prepare_root(spec, rootfs))
+    {
         setup(m);
     }
     let child = match sys::proc::fork() {
@@ -104,6 +128,12 @@ fn init(
     };
     // Our copy of the report pipe must close so the parent sees EOF once the command execs.
     sys::proc::close_raw(report.as_raw_fd());
+    supervise(child)
+}
+
+/// With all signals blocked: forward every signal but SIGCHLD to `child`, reap any child
+/// that ends, and exit with `child`'s status (128+N for signal N) when it ends.
+fn supervise(child: i32) -> ! {
     loop {
         let Ok(sig) = sys::proc::sigwait() else {
             sys::proc::exit(255)
