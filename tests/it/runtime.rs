@@ -443,3 +443,67 @@ fn unknown_user_is_a_clear_error() {
     .unwrap_err();
     assert!(e.to_string().contains("unable to find user mallory"), "{e}");
 }
+
+/// `start` returns a handle; a signal sent to it reaches the command (through the
+/// namespaces backend's init, or runc's forwarding), and `wait` reports the outcome.
+#[test]
+fn signals_reach_the_command() {
+    use std::io::BufRead;
+    require!(is_root(), "needs root");
+    let d = tempfile::tempdir().unwrap();
+    let r = rootfs(d.path());
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| "runc".into());
+    let backends: Vec<Box<dyn Isolation>> = vec![
+        Box::new(runtime::namespaces::Namespaces),
+        Box::new(runtime::chroot::Chroot),
+        Box::new(runtime::oci::Oci::new(runc)),
+    ];
+    // A trap works everywhere (runc's PID 1 ignores untrapped SIGTERM); without a trap the
+    // default action applies except for a namespace's PID 1, which keel's init avoids.
+    let cases = [
+        (
+            "trap 'exit 7' TERM; echo ready; while :; do sleep 1; done",
+            7,
+            true,
+        ),
+        ("echo ready; while :; do sleep 1; done", 143, false),
+    ];
+    for b in backends {
+        if let Err(e) = b.available() {
+            eprintln!("SKIP {}: {e}", b.name());
+            continue;
+        }
+        for (script, want, everywhere) in cases {
+            if !everywhere && b.name() == "oci" {
+                continue;
+            }
+            let id = unique_id(b.name());
+            let spec = plan_for_rootfs(&id, &image(), &cmd(sh(script)), &r).unwrap();
+            let (rd, wr) = nix::unistd::pipe().unwrap();
+            let c = b
+                .start(
+                    &spec,
+                    &r,
+                    Stdio {
+                        stdin: None,
+                        stdout: Some(wr),
+                        stderr: None,
+                    },
+                )
+                .unwrap();
+            let mut line = String::new();
+            std::io::BufReader::new(std::fs::File::from(rd))
+                .read_line(&mut line)
+                .unwrap();
+            assert_eq!(line, "ready\n", "{}", b.name());
+            c.kill(libc::SIGTERM).unwrap();
+            let exit = c.wait().unwrap();
+            assert_eq!(exit.code, want, "{}: {script}", b.name());
+            assert_eq!(cgroups_named(&id), Vec::<PathBuf>::new());
+        }
+    }
+}
