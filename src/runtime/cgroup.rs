@@ -167,7 +167,8 @@ impl Cgroup {
             cg.dirs.push(dir.clone());
             if let Some(m) = limits.memory_bytes {
                 write(&dir.join("memory.max"), &m.to_string())?;
-                write(&dir.join("memory.swap.max"), "0").or_else(|_| Ok::<_, CgroupError>(()))?;
+                // Absent without swap accounting; the memory limit alone still holds.
+                let _ = write(&dir.join("memory.swap.max"), "0");
             }
             if let Some(p) = limits.pids {
                 write(&dir.join("pids.max"), &p.to_string())?;

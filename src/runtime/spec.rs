@@ -361,7 +361,7 @@ impl Accounts {
         let mut additional_gids: Vec<u32> = Vec::new();
         if !entry.name.is_empty() {
             for grp in &self.groups {
-                if grp.members.iter().any(|m| *m == entry.name)
+                if grp.members.contains(&entry.name)
                     && grp.gid != gid
                     && !additional_gids.contains(&grp.gid)
                 {
@@ -708,6 +708,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn args_follow_docker_rules() {
         let empty = Config::default();
         let cases: Vec<(

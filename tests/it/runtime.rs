@@ -507,3 +507,74 @@ fn signals_reach_the_command() {
         }
     }
 }
+
+/// Each `-p` flavour answers an HTTP request from the host (busybox httpd inside a private
+/// network namespace), through keel's userland proxy.
+#[test]
+fn published_ports_answer_http() {
+    use keel::runtime::ports::{self, PortSpec};
+    use std::io::{BufRead, Write};
+    require!(is_root(), "needs root");
+    let d = tempfile::tempdir().unwrap();
+    let r = rootfs(d.path());
+    std::fs::create_dir_all(r.join("www")).unwrap();
+    std::fs::write(r.join("www/index.html"), "hello keel\n").unwrap();
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (p1, p2) = (free(), free());
+    let flavours = [
+        format!("127.0.0.1:{p1}:80"),
+        format!("127.0.0.1:{p2}:{p2}"),
+        "127.0.0.1::80".to_string(),
+        "127.0.0.1:0:0".to_string(),
+    ];
+    let b = runtime::namespaces::Namespaces;
+    for f in flavours {
+        let specs = [PortSpec::parse(&f).unwrap()];
+        let mut proxy = ports::bind(&specs).unwrap();
+        let mut opts = cmd(sh(
+            "httpd -p ${PORT:-80} -h /www && echo ready && exec sleep 1000",
+        ));
+        if specs[0].container_port != 0 && specs[0].container_port != 80 {
+            opts.env.push(format!("PORT={}", specs[0].container_port));
+        }
+        opts.env.extend(proxy.port_env(&specs));
+        let spec = plan_for_rootfs(&unique_id("ports"), &image(), &opts, &r).unwrap();
+        let (rd, wr) = nix::unistd::pipe().unwrap();
+        let c = b
+            .start(
+                &spec,
+                &r,
+                Stdio {
+                    stdin: None,
+                    stdout: Some(wr),
+                    stderr: None,
+                },
+            )
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(std::fs::File::from(rd))
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "-p {f}");
+        proxy.start(c.pid);
+        let host = proxy.published()[0].host;
+        let mut s = std::net::TcpStream::connect(host).unwrap();
+        s.write_all(b"GET /index.html HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut resp = String::new();
+        std::io::Read::read_to_string(&mut s, &mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.") && resp.ends_with("hello keel\n"),
+            "-p {f} via {host}: {resp:?}"
+        );
+        c.kill(libc::SIGTERM).unwrap();
+        assert_eq!(c.wait().unwrap().code, 143, "-p {f}");
+        drop(proxy);
+    }
+}
