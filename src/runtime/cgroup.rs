@@ -221,6 +221,19 @@ impl Cgroup {
         Ok(cg)
     }
 
+    /// The directories `keel/<id>` that already exist (to join a running container).
+    /// Returned without ownership of teardown: the container's own handle removes them.
+    pub fn existing(layout: &CgroupLayout, id: &str) -> Vec<PathBuf> {
+        let rel = Path::new("keel").join(id);
+        layout
+            .v1
+            .values()
+            .chain(layout.v2.iter())
+            .map(|m| m.join(&rel))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
     /// Moves `pid` into every directory of this cgroup.
     pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
         self.dirs

@@ -169,3 +169,61 @@ fn prepare_root(spec: &ContainerSpec, rootfs: &Path) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Runs another command in a running container (`keel exec`): joins the namespaces and
+/// cgroups of the container whose supervisor is `container_pid` (a [`Container::pid`] from
+/// this backend), then applies `spec`'s user, env, cwd and capabilities and execs
+/// `spec.args`. Only `spec.id` (for the cgroups) and the process fields of `spec` are used.
+pub fn exec(
+    container_pid: i32,
+    spec: &ContainerSpec,
+    stdio: Stdio,
+) -> Result<Container, RuntimeError> {
+    let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+    // Open every namespace before joining any: /proc changes meaning after the mount setns.
+    let mut fds = Vec::new();
+    for kind in ["ipc", "uts", "net", "pid_for_children", "mnt"] {
+        fds.push(sys::ns::open_ns(container_pid, kind)?);
+    }
+    let dirs = super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id);
+    let (go_r, go_w) = sys::proc::pipe()?;
+    let (rep_r, rep_w) = sys::proc::pipe()?;
+    let mut keep: Vec<&OwnedFd> = vec![&go_r, &rep_w];
+    keep.extend(fds.iter());
+    let pid = match sys::proc::fork()? {
+        sys::proc::Fork::Child => {
+            sys::proc::close_fds_except(&super::keep_fds(&keep, &stdio));
+            if !super::await_go(&go_r) {
+                sys::proc::exit(1);
+            }
+            let setup = |m: String| -> ! { setup::fail(&rep_w, Report::Setup(m), 255) };
+            if let Err(e) = sys::proc::kill_with_parent() {
+                setup(e.to_string());
+            }
+            for fd in &fds {
+                if let Err(e) = sys::ns::setns(fd) {
+                    setup(format!("{e}; is the container still running?"));
+                }
+            }
+            if let Err(e) = sys::proc::block_all_signals() {
+                setup(e.to_string());
+            }
+            let child = match sys::proc::fork() {
+                Ok(sys::proc::Fork::Child) => setup::exec_child(spec, &prep, &stdio, &rep_w),
+                Ok(sys::proc::Fork::Parent(pid)) => pid,
+                Err(e) => setup(e.to_string()),
+            };
+            sys::proc::close_raw(rep_w.as_raw_fd());
+            supervise(child)
+        }
+        sys::proc::Fork::Parent(pid) => pid,
+    };
+    drop((go_r, rep_w, fds));
+    // Joined, not owned: the container's own handle removes the cgroups.
+    if let Err(e) = (super::cgroup::Cgroup { dirs }).add(pid) {
+        let _ = sys::proc::kill(pid, libc::SIGKILL);
+        let _ = sys::proc::wait(pid);
+        return Err(e.into());
+    }
+    super::handshake(pid, None, go_w, rep_r, Cleanup::None)
+}

@@ -578,3 +578,77 @@ fn published_ports_answer_http() {
         drop(proxy);
     }
 }
+
+/// `keel exec`: a second command joins a running container's namespaces and cgroups.
+#[test]
+fn exec_joins_a_running_container() {
+    use std::io::BufRead;
+    require!(is_root(), "needs root");
+    let d = tempfile::tempdir().unwrap();
+    let r = rootfs(d.path());
+    std::fs::write(r.join("marker"), "inside\n").unwrap();
+    let id = unique_id("exec");
+    let limits = Limits {
+        pids: Some(50),
+        ..Default::default()
+    };
+    let opts = RunOptions {
+        hostname: Some("execbox".into()),
+        limits,
+        ..cmd(sh("echo ready; exec sleep 1000"))
+    };
+    let spec = plan_for_rootfs(&id, &image(), &opts, &r).unwrap();
+    let (rd, wr) = nix::unistd::pipe().unwrap();
+    let c = runtime::namespaces::Namespaces
+        .start(
+            &spec,
+            &r,
+            Stdio {
+                stdin: None,
+                stdout: Some(wr),
+                stderr: None,
+            },
+        )
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(std::fs::File::from(rd))
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+
+    let opts = RunOptions { user: Some("alice".into()), ..cmd(sh("hostname; cat /marker; id -u; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep CapEff /proc/self/status; grep -c :pids:/keel/ /proc/self/cgroup")) };
+    let xspec = plan_for_rootfs(&id, &image(), &opts, &r).unwrap();
+    let out = tempfile::tempfile().unwrap();
+    let x = runtime::namespaces::exec(
+        c.pid,
+        &xspec,
+        Stdio {
+            stdin: None,
+            stdout: Some(out.try_clone().unwrap().into()),
+            stderr: None,
+        },
+    )
+    .unwrap();
+    assert_eq!(x.wait().unwrap().code, 0);
+    let mut text = String::new();
+    use std::io::{Read, Seek};
+    let mut out = out;
+    out.seek(std::io::SeekFrom::Start(0)).unwrap();
+    out.read_to_string(&mut text).unwrap();
+    // PID 1 is keel's init (a fork of the test binary), so only its presence is checked.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[..3], ["execbox", "inside", "1000"], "{text}");
+    assert!(
+        !lines[3].is_empty() && lines[4] == "CapEff:\t0000000000000000",
+        "{text}"
+    );
+    if runtime::cgroup_layout().v1.contains_key("pids") {
+        assert_eq!(
+            lines[5], "1",
+            "exec'd process is not in the container's pids cgroup: {text}"
+        );
+    }
+    c.kill(libc::SIGTERM).unwrap();
+    assert_eq!(c.wait().unwrap().code, 143);
+    assert_eq!(cgroups_named(&id), Vec::<PathBuf>::new());
+}
