@@ -652,3 +652,47 @@ fn exec_joins_a_running_container() {
     assert_eq!(c.wait().unwrap().code, 143);
     assert_eq!(cgroups_named(&id), Vec::<PathBuf>::new());
 }
+
+/// Not a timed test: prints start-to-exit latency of `/bin/true` per backend
+/// (`cargo test --release --test it runtime::bench -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_start_to_exit() {
+    require!(is_root(), "needs root");
+    let d = tempfile::tempdir().unwrap();
+    let r = rootfs(d.path());
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| "runc".into());
+    let backends: Vec<Box<dyn Isolation>> = vec![
+        Box::new(runtime::namespaces::Namespaces),
+        Box::new(runtime::chroot::Chroot),
+        Box::new(runtime::oci::Oci::new(runc)),
+    ];
+    for b in &backends {
+        for network in [NetworkMode::Host, NetworkMode::Private] {
+            let n = 50;
+            let t = std::time::Instant::now();
+            for _ in 0..n {
+                let spec = plan_for_rootfs(
+                    &unique_id("bench"),
+                    &image(),
+                    &RunOptions {
+                        network,
+                        ..cmd(Some(vec!["/bin/true".into()]))
+                    },
+                    &r,
+                )
+                .unwrap();
+                assert_eq!(b.run(&spec, &r, Stdio::default()).unwrap().code, 0);
+            }
+            eprintln!(
+                "{:<10} network={network:?}: {:.2} ms per run ({n} runs)",
+                b.name(),
+                t.elapsed().as_secs_f64() * 1000.0 / n as f64
+            );
+        }
+    }
+}
