@@ -20,7 +20,7 @@ impl Isolation for Chroot {
     }
 
     fn available(&self) -> Result<(), RuntimeError> {
-        if !nix::unistd::geteuid().is_root() {
+        if !sys::proc::is_root() {
             return Err(RuntimeError::Unavailable {
                 backend: "chroot",
                 why: "keel must run as root for chroot and mounts".into(),

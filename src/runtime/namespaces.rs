@@ -37,7 +37,7 @@ impl Isolation for Namespaces {
                 ));
             }
         }
-        if !nix::unistd::geteuid().is_root() {
+        if !sys::proc::is_root() {
             return why("keel must run as root; use --isolation oci with a rootless runtime");
         }
         Ok(())

@@ -288,3 +288,8 @@ pub fn close_fds_except(keep: &[i32]) {
         }
     }
 }
+
+/// True when the effective uid is 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
