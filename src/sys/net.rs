@@ -6,7 +6,7 @@ use super::SysError;
 /// Sets `lo` up in the caller's network namespace (a new one starts with it down).
 pub fn loopback_up() -> Result<(), SysError> {
     use nix::sys::socket::{socket, AddressFamily, SockFlag, SockType};
-    let sock = super::check(
+    let sock = super::error::check(
         "socket",
         socket(
             AddressFamily::Inet,

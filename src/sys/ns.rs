@@ -4,7 +4,8 @@ use std::path::Path;
 
 use nix::sched::CloneFlags;
 
-use super::{check, check_at, SysError};
+use super::error::{check, check_at};
+use super::SysError;
 use crate::runtime::spec::Namespace;
 
 /// The clone/unshare flags for a namespace list.

@@ -9,7 +9,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{check, check_at, SysError};
+use super::error::{check, check_at};
+use super::SysError;
 
 /// Which side of a fork we are on.
 pub enum Fork {
