@@ -167,7 +167,8 @@ impl Cgroup {
             cg.dirs.push(dir.clone());
             if let Some(m) = limits.memory_bytes {
                 write(&dir.join("memory.max"), &m.to_string())?;
-                write(&dir.join("memory.swap.max"), "0").or_else(|_| Ok::<_, CgroupError>(()))?;
+                // Absent without swap accounting; the memory limit alone still holds.
+                let _ = write(&dir.join("memory.swap.max"), "0");
             }
             if let Some(p) = limits.pids {
                 write(&dir.join("pids.max"), &p.to_string())?;
@@ -218,6 +219,19 @@ impl Cgroup {
             write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
         Ok(cg)
+    }
+
+    /// The directories `keel/<id>` that already exist (to join a running container).
+    /// Returned without ownership of teardown: the container's own handle removes them.
+    pub fn existing(layout: &CgroupLayout, id: &str) -> Vec<PathBuf> {
+        let rel = Path::new("keel").join(id);
+        layout
+            .v1
+            .values()
+            .chain(layout.v2.iter())
+            .map(|m| m.join(&rel))
+            .filter(|d| d.is_dir())
+            .collect()
     }
 
     /// Moves `pid` into every directory of this cgroup.

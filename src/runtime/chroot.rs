@@ -4,7 +4,6 @@
 //! Weaker isolation, documented as such: no PID, UTS, IPC or network separation, the
 //! host's hostname, and a root process could escape a chroot. Capabilities, no_new_privs,
 //! the user and cgroup limits still apply.
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use super::setup::{self, Prepared, Report, Stdio};
@@ -21,7 +20,7 @@ impl Isolation for Chroot {
     }
 
     fn available(&self) -> Result<(), RuntimeError> {
-        if !nix::unistd::geteuid().is_root() {
+        if !sys::proc::is_root() {
             return Err(RuntimeError::Unavailable {
                 backend: "chroot",
                 why: "keel must run as root for chroot and mounts".into(),
@@ -44,8 +43,7 @@ impl Isolation for Chroot {
         let (rep_r, rep_w) = sys::proc::pipe()?;
         let pid = match sys::proc::fork() {
             Ok(sys::proc::Fork::Child) => {
-                sys::proc::close_raw(go_w.as_raw_fd());
-                sys::proc::close_raw(rep_r.as_raw_fd());
+                sys::proc::close_fds_except(&super::keep_fds(&[&go_r, &rep_w], &stdio));
                 if !super::await_go(&go_r) {
                     sys::proc::exit(1);
                 }

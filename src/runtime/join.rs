@@ -1,8 +1,7 @@
-//! `keel exec`: a new process inside a running container. It joins the namespaces of the
-//! container's first process that differ from keel's own (so it works the same for the
-//! namespaces and oci backends), or chroots into its root (chroot backend), then takes
-//! the same final steps as the container's own process: capabilities, user, workdir,
-//! no_new_privs, exec.
+//! `keel exec` for chroot containers (namespaces containers use `namespaces::exec`): a
+//! new process that joins whatever namespaces the container's process has apart from
+//! keel's own and chroots into its root, then takes the same final steps as the
+//! container's own process: capabilities, user, workdir, no_new_privs, exec.
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 

@@ -63,7 +63,8 @@ pub struct Exit {
 
 /// A started container; [`Container::wait`] ends it and cleans up (cgroups, mounts, state).
 pub struct Container {
-    /// Host pid of the container's first process (init / the command / runc).
+    /// Host pid of the container's first process (keel's supervisor / the command /
+    /// runc); 0 when nothing was started (the command was missing, see `exec_error`).
     pub pid: i32,
     exec_error: Option<(i32, String)>,
     cgroup: Option<cgroup::Cgroup>,
@@ -90,18 +91,28 @@ impl Container {
     /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH received by this
     /// process to the container until it is waited for (for a foreground `keel run`).
     pub fn forward_signals(&mut self) -> Result<(), RuntimeError> {
+        if self.pid == 0 {
+            return Ok(());
+        }
         self._forwarding = Some(crate::sys::proc::forward_signals(self.pid)?);
         Ok(())
     }
 
     /// Sends signal `sig` to the container's first process.
     pub fn kill(&self, sig: i32) -> Result<(), RuntimeError> {
+        if self.pid == 0 {
+            return Ok(());
+        }
         Ok(crate::sys::proc::kill(self.pid, sig)?)
     }
 
     /// Waits for the container to end, then removes its cgroups, mounts and state.
     pub fn wait(mut self) -> Result<Exit, RuntimeError> {
-        let ended = crate::sys::proc::wait(self.pid);
+        let ended = if self.pid == 0 {
+            Ok(crate::sys::proc::Ended::Exited(0))
+        } else {
+            crate::sys::proc::wait(self.pid)
+        };
         self.waited = true;
         self._forwarding = None;
         let cleaned = self.cleanup();
@@ -282,4 +293,15 @@ fn handshake(
 /// Child side of the handshake: wait for the parent's go byte (EOF means it gave up).
 fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
     matches!(crate::sys::proc::read_to_end(go_read).as_deref(), Ok(b"g"))
+}
+
+/// The fds a forked child keeps: its pipe ends and the container's stdio.
+fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    pipes
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain(io.into_iter().flatten().map(|f| f.as_raw_fd()))
+        .collect()
 }

@@ -348,24 +348,21 @@ impl Isolation for Oci {
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
         std::fs::write(bundle.join("config.json"), json).map_err(io)?;
-        let cleanup = Cleanup::Oci {
+        let cleanup = || Cleanup::Oci {
             runtime: self.runtime.clone(),
             root: self.state_root.clone(),
             id: spec.id.clone(),
             bundle: bundle.clone(),
         };
         if let Err((code, msg)) = check_command(&rootfs, spec) {
-            // Nothing to run: a short-lived `true` stands in so wait() behaves the same.
-            let child = Command::new("/bin/sh")
-                .args(["-c", &format!("exit {code}")])
-                .spawn()
-                .map_err(io)?;
+            // Nothing to run: pid 0 tells wait() there is no process.
+            let _ = std::fs::remove_dir_all(&bundle);
             return Ok(Container {
-                pid: child.id() as i32,
+                pid: 0,
                 exec_error: Some((code, msg)),
                 cgroup: None,
-                cleanup,
-                waited: false,
+                cleanup: Cleanup::None,
+                waited: true,
                 _forwarding: None,
             });
         }
@@ -389,7 +386,7 @@ impl Isolation for Oci {
             pid: child.id() as i32,
             exec_error: None,
             cgroup: None,
-            cleanup,
+            cleanup: cleanup(),
             waited: false,
             _forwarding: None,
         })

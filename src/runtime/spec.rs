@@ -361,7 +361,7 @@ impl Accounts {
         let mut additional_gids: Vec<u32> = Vec::new();
         if !entry.name.is_empty() {
             for grp in &self.groups {
-                if grp.members.iter().any(|m| *m == entry.name)
+                if grp.members.contains(&entry.name)
                     && grp.gid != gid
                     && !additional_gids.contains(&grp.gid)
                 {
@@ -407,6 +407,51 @@ pub fn parse_memory(text: &str) -> Result<u64, SpecError> {
     };
     let n: u64 = num.parse().map_err(|_| bad())?;
     n.checked_mul(mult).filter(|&b| b > 0).ok_or_else(bad)
+}
+
+/// Linux signal names and numbers (x86-64/arm64 numbering), for StopSignal and `keel kill`.
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", 1),
+    ("INT", 2),
+    ("QUIT", 3),
+    ("ILL", 4),
+    ("TRAP", 5),
+    ("ABRT", 6),
+    ("BUS", 7),
+    ("FPE", 8),
+    ("KILL", 9),
+    ("USR1", 10),
+    ("SEGV", 11),
+    ("USR2", 12),
+    ("PIPE", 13),
+    ("ALRM", 14),
+    ("TERM", 15),
+    ("STKFLT", 16),
+    ("CHLD", 17),
+    ("CONT", 18),
+    ("STOP", 19),
+    ("TSTP", 20),
+    ("TTIN", 21),
+    ("TTOU", 22),
+    ("URG", 23),
+    ("XCPU", 24),
+    ("XFSZ", 25),
+    ("VTALRM", 26),
+    ("PROF", 27),
+    ("WINCH", 28),
+    ("IO", 29),
+    ("PWR", 30),
+    ("SYS", 31),
+];
+
+/// Parses a signal as Docker accepts it (`SIGTERM`, `TERM`, `term`, `15`); `None` if unknown.
+pub fn parse_signal(text: &str) -> Option<i32> {
+    let t = text.trim().to_ascii_uppercase();
+    if let Ok(n) = t.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let name = t.strip_prefix("SIG").unwrap_or(&t);
+    SIGNALS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
 }
 
 /// Plans a container: the image config (may be empty) plus flags, with accounts from the
@@ -708,6 +753,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn args_follow_docker_rules() {
         let empty = Config::default();
         let cases: Vec<(
@@ -814,6 +860,24 @@ mod tests {
             Accounts::parse("", "").unwrap().resolve("0").unwrap().home,
             "/"
         );
+    }
+
+    #[test]
+    fn signals_parse() {
+        let cases = [
+            ("SIGTERM", Some(15)),
+            ("term", Some(15)),
+            ("9", Some(9)),
+            ("SIGWINCH", Some(28)),
+            ("0", None),
+            ("SIGNOPE", None),
+            ("", None),
+        ];
+        for (t, want) in cases {
+            assert_eq!(parse_signal(t), want, "{t:?}");
+        }
+        assert_eq!(parse_signal("USR1"), Some(libc::SIGUSR1));
+        assert_eq!(parse_signal("CHLD"), Some(libc::SIGCHLD));
     }
 
     #[test]

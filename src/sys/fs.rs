@@ -4,7 +4,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use super::{check_at, SysError};
+use super::error::{check_at, SysError};
 
 fn cpath(path: &Path) -> Result<CString, SysError> {
     CString::new(path.as_os_str().as_bytes())

@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 
 use nix::mount::{MntFlags, MsFlags};
 
-use super::{check_at, SysError};
+use super::error::check_at;
+use super::SysError;
 
 /// Splits option words into mount flags and the filesystem data string
 /// (words that are not flags, e.g. `mode=755`, are passed to the filesystem).

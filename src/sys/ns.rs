@@ -1,10 +1,11 @@
-//! Namespace operations: unshare, setns, clone into new namespaces, hostname.
+//! Namespace operations: unshare, setns, hostname.
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::CloneFlags;
 
-use super::{check, check_at, SysError};
+use super::error::{check, check_at};
+use super::SysError;
 use crate::runtime::spec::Namespace;
 
 /// The clone/unshare flags for a namespace list.
@@ -23,19 +24,6 @@ fn flags(ns: &[Namespace]) -> CloneFlags {
 /// Moves the calling process into new namespaces (a new PID namespace applies to children).
 pub fn unshare(ns: &[Namespace]) -> Result<(), SysError> {
     check("unshare", nix::sched::unshare(flags(ns)))
-}
-
-/// Starts `child` as a new process in new namespaces (it is PID 1 of a new PID namespace)
-/// and returns its pid. `child`'s return value is its exit status.
-pub fn clone_into(
-    ns: &[Namespace],
-    child: Box<dyn FnMut() -> isize + '_>,
-) -> Result<i32, SysError> {
-    let mut stack = vec![0u8; 256 * 1024];
-    // SAFETY: no CLONE_VM, so the child runs on its own copy of `stack` and of memory; the
-    // callback only uses what it owns and ends in exec or _exit.
-    let pid = unsafe { nix::sched::clone(child, &mut stack, flags(ns), Some(libc::SIGCHLD)) };
-    check("clone", pid).map(|p| p.as_raw())
 }
 
 /// Opens `/proc/PID/ns/KIND` (e.g. `net`) for a later [`setns`].

@@ -9,7 +9,8 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use super::{check, check_at, SysError};
+use super::error::{check, check_at};
+use super::SysError;
 
 /// Which side of a fork we are on.
 pub enum Fork {
@@ -270,4 +271,26 @@ pub fn dup_to(fd: &OwnedFd, target: i32) -> Result<(), SysError> {
 /// Closes a raw fd number (a forked child closing its copy of an inherited pipe end).
 pub fn close_raw(fd: i32) {
     let _ = nix::unistd::close(fd);
+}
+
+/// Closes every fd of this process except 0, 1, 2 and `keep`. A forked child of a
+/// multi-threaded parent inherits other threads' pipes; a long-lived child (an init)
+/// holding them would keep another container's start handshake from seeing EOF.
+pub fn close_fds_except(keep: &[i32]) {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// True when the effective uid is 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::{check, SysError};
+use super::error::{check, SysError};
 
 /// Starts a new session (detaches from the controlling terminal and its signals).
 pub fn new_session() -> Result<(), SysError> {
