@@ -52,8 +52,11 @@ def _context_scan(node, env, path):
         return []
     cmd = shlex.split(env.subst('$KEEL')) + ['context-files', name]
     top = env.Dir('#').abspath
-    out = subprocess.run(cmd, cwd=top, env=env['ENV'], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        out = subprocess.run(cmd, cwd=top, env=env['ENV'], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, universal_newlines=True)
+    except OSError as e:
+        raise SCons.Errors.UserError('%s: %s; install keel or set KEEL' % (' '.join(cmd), e))
     if out.returncode != 0:
         raise SCons.Errors.UserError('%s failed: %s' % (' '.join(cmd), out.stderr.strip()))
     return [env.File('#' + f) for f in out.stdout.splitlines() if f]
@@ -88,7 +91,9 @@ def KeelExec(env, target, source, command, keel_env=None, **kw):
 
 
 def generate(env):
-    env.SetDefault(KEEL=shutil.which('keel') or 'keel', KEEL_DIR='.keel')
+    # $KEEL in the environment (may carry options, e.g. `keel --root DIR`), else keel on PATH.
+    env.SetDefault(KEEL=os.environ.get('KEEL') or shutil.which('keel') or 'keel',
+                   KEEL_DIR='.keel')
     for var in _PASS_ENV:
         if var in os.environ:
             env['ENV'][var] = os.environ[var]
