@@ -44,11 +44,14 @@ fn load_project(file: Option<&Path>) -> Result<Project> {
     Ok(p)
 }
 
+/// Is this context-relative path excluded by .dockerignore?
+type IgnoreFn = Box<dyn Fn(&str) -> bool>;
+
 /// The `.dockerignore` predicate of a context directory.
 ///
 /// FIXME(#5): the lead swaps this for the engine's matcher (the one `keel build` uses, so
 /// both agree). This stand-in handles comments, `dir/` prefixes, globs and `!` exceptions.
-fn ignore_predicate(context_dir: &Path) -> Result<Box<dyn Fn(&str) -> bool>> {
+fn ignore_predicate(context_dir: &Path) -> Result<IgnoreFn> {
     let text = match std::fs::read_to_string(context_dir.join(".dockerignore")) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

@@ -171,6 +171,7 @@ env = { HOME = "/custom" }
     }
 
     #[test]
+    #[allow(clippy::type_complexity)]
     fn plans() {
         let p = Project::parse(TOML, "keel.toml", Path::new("/p")).unwrap();
         let cmd = vec!["make".to_string(), "test".to_string()];
