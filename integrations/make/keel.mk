@@ -6,7 +6,9 @@
 #     test: ; $(KEEL_IN) make check          # the default env ({{default_env}})
 #     lint: ; $(KEEL_IN_<env>) ./lint.sh     # a named env
 # Images rebuild only when their Dockerfile or a context file (after .dockerignore)
-# changes: $(KEEL_DIR)/NAME.d lists them, written by `keel context-files` after each build.
+# changes, or such a file is added or removed: $(KEEL_DIR)/NAME.d lists them. It is
+# refreshed by `keel context-files` each time make reads this file, so set KEEL before
+# the include (or on the command line).
 
 KEEL ?= {{keel}}
 KEEL_DIR ?= .keel

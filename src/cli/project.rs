@@ -98,6 +98,9 @@ pub struct ContextFilesArgs {
     /// Print a make rule making TARGET depend on the files (what keel.mk uses).
     #[arg(long, value_name = "TARGET")]
     make_deps: Option<String>,
+    /// Write the output to FILE instead, and only when it changed (keeps its mtime).
+    #[arg(long, value_name = "FILE")]
+    update: Option<PathBuf>,
     /// Project file (default: keel.toml here or in the nearest parent directory).
     #[arg(short = 'f', long = "file", value_name = "FILE")]
     file: Option<PathBuf>,
@@ -115,15 +118,20 @@ pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
         files.extend(project::context_files(&p, img, &*ign)?);
     }
     let files: Vec<String> = files.into_iter().collect();
-    let mut out = match &a.make_deps {
+    let out = match &a.make_deps {
         Some(target) => project::render_make_deps(target, &files),
         None => files.iter().map(|f| format!("{f}\n")).collect(),
     };
-    if out.is_empty() {
-        out.clear();
+    match &a.update {
+        Some(path) => {
+            project::write_if_changed(path, &out)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(out.as_bytes())?;
+        }
     }
-    use std::io::Write;
-    std::io::stdout().write_all(out.as_bytes())?;
     Ok(0)
 }
 

@@ -32,7 +32,7 @@ mod port;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use context::{context_files, make_escape, render_make_deps, STATE_DIR};
+pub use context::{context_files, make_escape, render_make_deps, write_if_changed, STATE_DIR};
 pub use exec::{name_for_id, plan_exec, ExecPlan, Owner, GROUP_VAR, PASSWD_VAR};
 pub use order::build_order;
 pub use port::{render_ports, PortFormat, PortMapping};

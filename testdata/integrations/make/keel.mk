@@ -8,7 +8,9 @@
 #     test: ; $(KEEL_IN) make check          # the default env (dev)
 #     lint: ; $(KEEL_IN_<env>) ./lint.sh     # a named env
 # Images rebuild only when their Dockerfile or a context file (after .dockerignore)
-# changes: $(KEEL_DIR)/NAME.d lists them, written by `keel context-files` after each build.
+# changes, or such a file is added or removed: $(KEEL_DIR)/NAME.d lists them. It is
+# refreshed by `keel context-files` each time make reads this file, so set KEEL before
+# the include (or on the command line).
 
 KEEL ?= keel
 KEEL_DIR ?= .keel
@@ -31,11 +33,12 @@ KEEL_IN = $(KEEL_IN_dev)
 # Image base (base/Dockerfile, context base)
 .PHONY: image-base push-base run-base
 image-base: $(KEEL_DIR)/base.iid
+# Its context files (after .dockerignore), refreshed on every make run; the file is
+# rewritten only when the list changes, so adding or removing a file rebuilds too.
+KEEL_REFRESH_base := $(shell $(KEEL) context-files base --make-deps $(KEEL_DIR)/base.iid --update $(KEEL_DIR)/base.d)
 -include $(KEEL_DIR)/base.d
-$(KEEL_DIR)/base.iid: keel.toml $(KEEL_MK) | $(KEEL_DIR)
+$(KEEL_DIR)/base.iid: keel.toml $(KEEL_MK) $(wildcard $(KEEL_DIR)/base.d) | $(KEEL_DIR)
 	$(KEEL) build -f base/Dockerfile -t base base --iidfile $@.tmp
-	$(KEEL) context-files base --make-deps $@ > $(KEEL_DIR)/base.d.tmp
-	mv $(KEEL_DIR)/base.d.tmp $(KEEL_DIR)/base.d
 	mv $@.tmp $@
 push-base: image-base
 	$(KEEL) push base
@@ -45,11 +48,12 @@ run-base: image-base
 # Image app (Dockerfile, context .)
 .PHONY: image-app push-app run-app
 image-app: $(KEEL_DIR)/app.iid
+# Its context files (after .dockerignore), refreshed on every make run; the file is
+# rewritten only when the list changes, so adding or removing a file rebuilds too.
+KEEL_REFRESH_app := $(shell $(KEEL) context-files app --make-deps $(KEEL_DIR)/app.iid --update $(KEEL_DIR)/app.d)
 -include $(KEEL_DIR)/app.d
-$(KEEL_DIR)/app.iid: keel.toml $(KEEL_MK) $(KEEL_DIR)/base.iid | $(KEEL_DIR)
+$(KEEL_DIR)/app.iid: keel.toml $(KEEL_MK) $(wildcard $(KEEL_DIR)/app.d) $(KEEL_DIR)/base.iid | $(KEEL_DIR)
 	$(KEEL) build -f Dockerfile -t app -t registry.example/app:1.0 --build-arg 'GREETING=hello world' . --iidfile $@.tmp
-	$(KEEL) context-files app --make-deps $@ > $(KEEL_DIR)/app.d.tmp
-	mv $(KEEL_DIR)/app.d.tmp $(KEEL_DIR)/app.d
 	mv $@.tmp $@
 push-app: image-app
 	$(KEEL) push registry.example/app:1.0
