@@ -508,6 +508,68 @@ fn jenkins_groovy_parses() {
     assert!(!o.status.success());
 }
 
+/// The `sh '…'` steps of a generated Jenkinsfile with their stage names, unescaped from
+/// Groovy single-quoted strings.
+fn jenkinsfile_sh_steps(text: &str) -> Vec<(String, String)> {
+    let mut stage = String::new();
+    let mut out = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("stage('") {
+            stage = rest.split('\'').next().unwrap().to_string();
+        }
+        if let Some(rest) = line.strip_prefix("sh '") {
+            let body = rest.strip_suffix('\'').expect("one-line sh step");
+            let mut cmd = String::new();
+            let mut chars = body.chars();
+            while let Some(c) = chars.next() {
+                cmd.push(if c == '\\' { chars.next().unwrap() } else { c });
+            }
+            out.push((stage.clone(), cmd));
+        }
+    }
+    out
+}
+
+/// The shell commands in the pipeline's stages run for real, in stage order, with
+/// `$KEEL` a program recording its arguments (real images: the e2e test below).
+#[test]
+fn jenkins_pipeline_commands_run() {
+    let (t, dir) = sample_copy();
+    let files = render("jenkins", &dir, &AdapterOptions::default());
+    let jf = &files
+        .iter()
+        .find(|f| f.path == "Jenkinsfile")
+        .unwrap()
+        .contents;
+    let rec = argv_recorder(t.path());
+    let log = t.path().join("argv.log");
+    let steps = jenkinsfile_sh_steps(jf);
+    let stages: Vec<&str> = steps.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(
+        stages,
+        ["Build images", "Build images", "Test", "Push", "Push"]
+    );
+    for (_, cmd) in &steps {
+        let out = Command::new("sh")
+            .current_dir(&dir)
+            .arg("-c")
+            .arg(cmd)
+            .env("KEEL", &rec)
+            .env("ARGV_LOG", &log)
+            .output()
+            .unwrap();
+        crate::common::assert_success(&out, cmd);
+    }
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "[build][-f][base/Dockerfile][-t][base][base]\n\
+         [build][-f][Dockerfile][-t][app][-t][registry.example/app:1.0][--build-arg][GREETING=hello world][.]\n\
+         [exec-in][dev][--][sh][-c][make test]\n\
+         [push][base]\n\
+         [push][registry.example/app:1.0]\n"
+    );
+}
+
 /// The JJB YAML renders with `jenkins-jobs test`, braces undoubled, commands intact.
 #[test]
 fn jenkins_job_builder_renders() {
@@ -530,6 +592,31 @@ fn jenkins_job_builder_renders() {
     );
     assert!(xml.contains("exec-in dev -- sh -c 'make test'"), "{xml}");
     assert!(xml.contains("Builds the images of keel.toml"), "{xml}");
+    // The job's shell step, as Jenkins would run it, with a recording $KEEL.
+    let start = xml.find("<command>").unwrap() + "<command>".len();
+    let end = xml.find("</command>").unwrap();
+    let script = xml[start..end]
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let rec = argv_recorder(t.path());
+    let log = t.path().join("argv.log");
+    run_ok(
+        Command::new("sh")
+            .current_dir(&dir)
+            .arg("-c")
+            .arg(&script)
+            .env("KEEL", &rec)
+            .env("ARGV_LOG", &log),
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "[build][-f][base/Dockerfile][-t][base][base]\n\
+         [build][-f][Dockerfile][-t][app][-t][registry.example/app:1.0][--build-arg][GREETING=hello world][.]\n\
+         [exec-in][dev][--][sh][-c][make test]\n"
+    );
 }
 
 /// The interpreter buildbot runs under (Debian's is /usr/bin/python3, not a venv's).
@@ -1014,24 +1101,17 @@ fn e2e_jenkins_pipeline_commands_run() {
         .unwrap()
         .contents;
     // Run every `sh '…'` of the Build and Test stages, as Jenkins would.
+    let keel = keel_wrapper(&k, _t.path());
     let mut ran = 0;
-    for line in jf.lines().map(str::trim) {
-        let Some(rest) = line.strip_prefix("sh '") else {
-            continue;
-        };
-        let cmd = rest
-            .strip_suffix('\'')
-            .unwrap()
-            .replace("\\'", "'")
-            .replace("\\\\", "\\");
-        if cmd.contains(" push ") {
+    for (stage, cmd) in jenkinsfile_sh_steps(jf) {
+        if stage == "Push" {
             continue;
         }
         let out = Command::new("sh")
             .current_dir(&dir)
             .arg("-c")
             .arg(&cmd)
-            .env("KEEL", keel_cmdline(&k))
+            .env("KEEL", &keel)
             .output()
             .unwrap();
         crate::common::assert_success(&out, &cmd);
