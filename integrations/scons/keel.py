@@ -1,4 +1,4 @@
-{{header}}"""SCons tool for keel (https://github.com/keel): build the images of {{project_file}}
+{{header}}"""SCons tool for keel: build the images of {{project_file}}
 and run commands inside its build environments.
 
 Put this file at site_scons/site_tools/keel.py next to your SConstruct (which must sit
