@@ -3,3 +3,5 @@
 pub mod cache;
 pub mod copy;
 pub mod plan;
+pub mod repro;
+pub mod step;

@@ -27,41 +27,88 @@ pub enum StepError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("copying into {dest}: {why}")]
     Copy { dest: String, why: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
-    move |source| StepError::Io { path: path.to_path_buf(), source }
+    move |source| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// The layers below a step, as the storage driver wants them.
 pub fn layer_blobs(store: &Store, layers: &[StoredLayer]) -> Vec<LayerBlob> {
-    layers.iter().map(|l| LayerBlob { diff_id: l.diff_id.clone(), blob: store.blob_path(l.descriptor.digest()) }).collect()
+    layers
+        .iter()
+        .map(|l| LayerBlob {
+            diff_id: l.diff_id.clone(),
+            blob: store.blob_path(l.descriptor.digest()),
+        })
+        .collect()
 }
 
 /// Commits what changed in `snap` as one layer; `None` when nothing changed.
-pub fn commit(store: &Store, snapshotter: &dyn Snapshotter, snap: &Snapshot, epoch: Option<u64>) -> Result<Option<StoredLayer>, StepError> {
+pub fn commit(
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+    snap: &Snapshot,
+    epoch: Option<u64>,
+) -> Result<Option<StoredLayer>, StepError> {
     let changes = snapshotter.changes(snap)?;
     if changes.is_empty() {
         return Ok(None);
     }
     let mut blob = store.blob_writer()?;
-    let opts = layer::pack::PackOptions { epoch, ..Default::default() };
+    let opts = layer::pack::PackOptions {
+        epoch,
+        ..Default::default()
+    };
     layer::pack::pack(&changes, &snap.rootfs, &mut blob, &opts)?;
     let (digest, size) = blob.commit(None)?;
-    Ok(Some(StoredLayer { descriptor: oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageLayer, size, digest.clone()), diff_id: digest }))
+    Ok(Some(StoredLayer {
+        descriptor: oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageLayer,
+            size,
+            digest.clone(),
+        ),
+        diff_id: digest,
+    }))
 }
 
 /// Runs `spec` in `snap`, streaming its output line by line to `line` (and the log file);
 /// a non-zero exit is an error carrying the last lines.
-pub fn run(backend: &dyn Isolation, spec: &ContainerSpec, snap: &Snapshot, log: &Path, mut line: impl FnMut(&str)) -> Result<(), StepError> {
+pub fn run(
+    backend: &dyn Isolation,
+    spec: &ContainerSpec,
+    snap: &Snapshot,
+    log: &Path,
+    mut line: impl FnMut(&str),
+) -> Result<(), StepError> {
     let (read_end, write_end) = crate::sys::proc::pipe().map_err(runtime::RuntimeError::from)?;
     let err_end = write_end.try_clone().map_err(io(log))?;
-    let stdin = fs::File::open("/dev/null").map(OwnedFd::from).map_err(io(Path::new("/dev/null")))?;
-    let container = backend.start(spec, &snap.rootfs, runtime::Stdio { stdin: Some(stdin), stdout: Some(write_end), stderr: Some(err_end) })?;
-    let mut logf = fs::OpenOptions::new().create(true).append(true).open(log).map_err(io(log))?;
+    let stdin = fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io(Path::new("/dev/null")))?;
+    let container = backend.start(
+        spec,
+        &snap.rootfs,
+        runtime::Stdio {
+            stdin: Some(stdin),
+            stdout: Some(write_end),
+            stderr: Some(err_end),
+        },
+    )?;
+    let mut logf = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io(log))?;
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     for l in BufReader::new(fs::File::from(read_end)).split(b'\n') {
         let l = String::from_utf8_lossy(&l.map_err(io(log))?).into_owned();
@@ -78,7 +125,10 @@ pub fn run(backend: &dyn Isolation, spec: &ContainerSpec, snap: &Snapshot, log: 
         tail.push_back(msg.clone());
     }
     if exit.code != 0 {
-        return Err(StepError::Failed { code: exit.code, tail: tail.into() });
+        return Err(StepError::Failed {
+            code: exit.code,
+            tail: tail.into(),
+        });
     }
     Ok(())
 }
@@ -86,12 +136,18 @@ pub fn run(backend: &dyn Isolation, spec: &ContainerSpec, snap: &Snapshot, log: 
 /// Resolves container path `p` inside `rootfs` without leaving it (symlinks are followed
 /// as the container would see them).
 pub fn in_rootfs(rootfs: &Path, p: &str) -> Result<PathBuf, StepError> {
-    runtime::setup::secure_target(rootfs, p, false).map_err(|why| StepError::Copy { dest: p.to_string(), why })
+    runtime::setup::secure_target(rootfs, p, false).map_err(|why| StepError::Copy {
+        dest: p.to_string(),
+        why,
+    })
 }
 
 /// Whether container path `p` is an existing directory in `rootfs`.
 pub fn is_dir_in(rootfs: &Path, p: &str) -> bool {
-    let parent = Path::new(p).parent().map(|x| x.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
+    let parent = Path::new(p)
+        .parent()
+        .map(|x| x.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
     let name = Path::new(p).file_name().map(|n| n.to_os_string());
     match (in_rootfs_existing(rootfs, &parent), name) {
         (Some(dir), Some(n)) => dir.join(n).is_dir(),
@@ -109,9 +165,22 @@ fn in_rootfs_existing(rootfs: &Path, p: &str) -> Option<PathBuf> {
 pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), StepError> {
     use std::os::unix::fs::{lchown, PermissionsExt};
     for op in ops {
-        let parent = Path::new(&op.dest).parent().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| "/".into());
-        let dir = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| StepError::Copy { dest: op.dest.clone(), why })?;
-        let name = Path::new(&op.dest).file_name().ok_or_else(|| StepError::Copy { dest: op.dest.clone(), why: "no file name".into() })?;
+        let parent = Path::new(&op.dest)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        let dir = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| {
+            StepError::Copy {
+                dest: op.dest.clone(),
+                why,
+            }
+        })?;
+        let name = Path::new(&op.dest)
+            .file_name()
+            .ok_or_else(|| StepError::Copy {
+                dest: op.dest.clone(),
+                why: "no file name".into(),
+            })?;
         let target = dir.join(name);
         let src = ctx.path_of(&op.src);
         match op.kind {
@@ -131,12 +200,14 @@ pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), St
                 if target.is_symlink() || target.is_file() {
                     fs::remove_file(&target).map_err(io(&target))?;
                 }
-                std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target).map_err(io(&target))?;
+                std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target)
+                    .map_err(io(&target))?;
             }
         }
         lchown(&target, Some(op.owner.uid), Some(op.owner.gid)).map_err(io(&target))?;
         if op.kind != FileKind::Symlink {
-            fs::set_permissions(&target, fs::Permissions::from_mode(op.mode)).map_err(io(&target))?;
+            fs::set_permissions(&target, fs::Permissions::from_mode(op.mode))
+                .map_err(io(&target))?;
         }
     }
     Ok(())
@@ -155,7 +226,9 @@ pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<()
 /// Whether `path` looks like a tar archive ADD should extract (plain or gzip).
 pub fn is_archive(path: &Path) -> bool {
     let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(path) else { return false };
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
     use std::io::Read;
     let n = f.read(&mut head).unwrap_or(0);
     if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
@@ -165,6 +238,11 @@ pub fn is_archive(path: &Path) -> bool {
 }
 
 /// Prepares a snapshot for a step, naming it so leftovers are recognisable.
-pub fn snapshot(store: &Store, snapshotter: &dyn Snapshotter, id: &str, layers: &[StoredLayer]) -> Result<Snapshot, StepError> {
+pub fn snapshot(
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+    id: &str,
+    layers: &[StoredLayer],
+) -> Result<Snapshot, StepError> {
     Ok(snapshotter.prepare(id, &layer_blobs(store, layers))?)
 }

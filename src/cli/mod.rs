@@ -1,9 +1,11 @@
 //! The command line: clap definitions and dispatch. The only module that talks to the
 //! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
 mod image;
+mod project;
 mod run;
 mod system;
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -83,6 +85,15 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(run::VolumeCommand),
+    /// Print the files an image's build context uses (after .dockerignore).
+    ContextFiles(project::ContextFilesArgs),
+    /// Run a command inside a keel.toml build environment.
+    ExecIn(project::ExecInArgs),
+    /// Emit glue for a build tool or process manager (make, maven, scons, jenkins, …).
+    Integrate(project::IntegrateArgs),
+    /// Runs `keel-NAME` from PATH (git/cargo-style external subcommands).
+    #[command(external_subcommand)]
+    External(Vec<OsString>),
     #[command(name = "__supervise", hide = true)]
     Supervise(run::SuperviseArgs),
 }
@@ -162,6 +173,25 @@ pub fn main() -> i32 {
     }
 }
 
+/// `keel NAME ARGS…` for an unknown NAME runs `keel-NAME ARGS…` from PATH, with the
+/// root in KEEL_ROOT, and passes its exit status through.
+fn external(args: Vec<std::ffi::OsString>, ctx: &Ctx) -> anyhow::Result<i32> {
+    let name = args[0].to_string_lossy().into_owned();
+    let exe = format!("keel-{name}");
+    let status = match std::process::Command::new(&exe)
+        .args(&args[1..])
+        .env("KEEL_ROOT", &ctx.root)
+        .status()
+    {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("unknown command {name:?}: it is not a keel command and no {exe} is on PATH; see `keel --help`")
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("running {exe}"))),
+    };
+    Ok(status.code().unwrap_or(1))
+}
+
 fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
     match cmd {
         Command::Import(a) => image::import(a, ctx),
@@ -186,5 +216,9 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Exec(a) => run::exec(a, ctx),
         Command::Volume(c) => run::volume(c, ctx),
         Command::Supervise(a) => run::supervise(a, ctx),
+        Command::ContextFiles(a) => project::context_files(a, ctx),
+        Command::ExecIn(a) => project::exec_in(a, ctx),
+        Command::Integrate(a) => project::integrate(a, ctx),
+        Command::External(args) => external(args, ctx),
     }
 }

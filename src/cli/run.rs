@@ -521,8 +521,28 @@ pub fn port(a: PortArgs, ctx: &Ctx) -> Result<i32> {
                 );
             }
         }
-        "json" => println!("{}", serde_json::to_string_pretty(&c.ports)?),
-        other => bail!("unknown --format {other:?}; use text or json"),
+        other => {
+            let format = match other {
+                "env" => crate::project::PortFormat::Env,
+                "make" => crate::project::PortFormat::Make,
+                "json" => crate::project::PortFormat::Json,
+                "properties" => crate::project::PortFormat::Properties,
+                _ => bail!("unknown --format {other:?}; use text, env, make, json or properties"),
+            };
+            let mappings: Vec<crate::project::PortMapping> = c
+                .ports
+                .iter()
+                .map(|p| crate::project::PortMapping {
+                    container: format!("{}/{}", p.container_port, p.proto),
+                    host_ip: p.host_ip.clone(),
+                    host_port: p.host_port,
+                })
+                .collect();
+            print!(
+                "{}",
+                crate::project::render_ports(&c.name, &mappings, format)
+            );
+        }
     }
     Ok(0)
 }
