@@ -4,6 +4,7 @@
 //! talks to the user and the only place that uses `anyhow`.
 pub mod cli;
 pub mod digest;
+pub mod dockerfile;
 pub mod layer;
 pub mod reference;
 pub mod store;

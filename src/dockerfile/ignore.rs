@@ -1,0 +1,1 @@
+//! `.dockerignore`: reading the file into patterns and matching context paths.
