@@ -445,3 +445,112 @@ fn shell_words_test() {
     }
     f.check("wordsTest");
 }
+
+// ---- dockerignore ----
+
+#[test]
+fn dockerignore_readall() {
+    use dockerfile::ignore::read_patterns;
+    let input = String::from_utf8(read("dockerignore/readall/input.dockerignore")).unwrap();
+    let want = json("dockerignore/readall/expected.json");
+    let want: Vec<String> = serde_json::from_value(want["expected"].clone()).unwrap();
+    assert_eq!(read_patterns(&input), want);
+    let txt = String::from_utf8(read("dockerignore/readall/expected.txt")).unwrap();
+    assert_eq!(read_patterns(&input), txt.lines().collect::<Vec<_>>());
+    assert!(read_patterns("").is_empty());
+}
+
+/// Builds a matcher and matches one path; `Err(())` when either step fails.
+fn ignore_match(patterns: &[String], path: &str) -> Result<bool, String> {
+    let m = dockerfile::ignore::Matcher::new(patterns).map_err(|e| e.to_string())?;
+    m.matches(path).map_err(|e| e.to_string())
+}
+
+#[test]
+fn dockerignore_patterns_tsv() {
+    let text = String::from_utf8(read("dockerignore/patterns.tsv")).unwrap();
+    let mut f = Failures(Vec::new());
+    let mut n = 0;
+    for (i, line) in text.lines().enumerate().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols.len(), 7, "line {}: {line:?}", i + 1);
+        let (pattern, path, want, want_err) =
+            (cols[0], cols[1], cols[2] == "true", !cols[4].is_empty());
+        n += 1;
+        let got = ignore_match(&[pattern.to_string()], path);
+        let ok = match &got {
+            Err(_) => want_err,
+            Ok(m) => !want_err && *m == want,
+        };
+        if !ok {
+            f.0.push(format!(
+                "line {}: pattern {pattern:?} path {path:?}: expected {} got {got:?} ({})",
+                i + 1,
+                if want_err {
+                    "error".to_string()
+                } else {
+                    want.to_string()
+                },
+                cols[5]
+            ));
+        }
+    }
+    assert_eq!(n, 122);
+    f.check("patterns.tsv");
+}
+
+#[test]
+fn dockerignore_multi_patterns_tsv() {
+    let text = String::from_utf8(read("dockerignore/multi-patterns.tsv")).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split('\t').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let mut f = Failures(Vec::new());
+    for line in lines {
+        let cols: Vec<&str> = line.split('\t').collect();
+        let patterns: Vec<String> = serde_json::from_str(cols[col("patterns_json")]).unwrap();
+        let path = cols[col("path")];
+        let want = cols[col("expected_match")] == "true";
+        let want_err = !cols[col("expected_error")].is_empty();
+        let got = ignore_match(&patterns, path);
+        let ok = match &got {
+            Err(_) => want_err,
+            Ok(m) => !want_err && *m == want,
+        };
+        if !ok {
+            f.0.push(format!(
+                "{patterns:?} path {path:?}: expected {want} (error: {want_err}), got {got:?}"
+            ));
+        }
+    }
+    f.check("multi-patterns.tsv");
+}
+
+#[test]
+fn dockerignore_pattern_list() {
+    use dockerfile::ignore::Matcher;
+    let d = json("dockerignore/pattern-list.json");
+    for c in d["cases"].as_array().unwrap() {
+        let patterns: Vec<String> = serde_json::from_value(c["patterns"].clone()).unwrap();
+        let m = Matcher::new(&patterns);
+        assert_eq!(
+            m.is_err(),
+            c["expect_error"].as_bool().unwrap(),
+            "{patterns:?}: {m:?}"
+        );
+        let Ok(m) = m else { continue };
+        if let Some(n) = c["expect_pattern_count"].as_u64() {
+            assert_eq!(m.len() as u64, n, "{patterns:?}");
+        }
+        if let Some(x) = c["expect_has_exclusions"].as_bool() {
+            assert_eq!(m.has_exclusions(), x, "{patterns:?}");
+        }
+        for call in c["then"].as_array().into_iter().flatten() {
+            let r = m.matches(call["path"].as_str().unwrap());
+            assert!(
+                r.is_err(),
+                "{patterns:?} {call}: expected an error, got {r:?}"
+            );
+        }
+    }
+}
