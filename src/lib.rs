@@ -9,6 +9,7 @@ pub mod cli;
 pub mod container;
 pub mod context;
 pub mod digest;
+pub mod dockerfile;
 pub mod image;
 pub mod integrate;
 pub mod layer;

@@ -105,6 +105,7 @@ pub struct Executor<'a> {
     counter: usize,
     ran: usize,
     cached: usize,
+    metadata: usize,
     log_dir: PathBuf,
     build_id: String,
     started: Instant,
@@ -153,7 +154,7 @@ impl<'a> Executor<'a> {
         let log_dir = store.root().join("logs").join("last-build");
         let _ = std::fs::remove_dir_all(&log_dir);
         let _ = std::fs::create_dir_all(&log_dir);
-        Ok(Executor { store, plan, opts, context, stat, cache, snapshotter, backend, results: BTreeMap::new(), counter: 0, ran: 0, cached: 0, log_dir, build_id, started: Instant::now() })
+        Ok(Executor { store, plan, opts, context, stat, cache, snapshotter, backend, results: BTreeMap::new(), counter: 0, ran: 0, cached: 0, metadata: 0, log_dir, build_id, started: Instant::now() })
     }
 
     fn say(&self, line: impl AsRef<str>) {
@@ -171,7 +172,7 @@ impl<'a> Executor<'a> {
         }
         self.stat.save();
         let state = self.results.remove(&target).expect("the target stage was built");
-        self.say(format!("built in {:.2}s: {} steps ran, {} cached", self.started.elapsed().as_secs_f64(), self.ran, self.cached));
+        self.say(format!("built in {:.2}s: {} steps ran, {} cached, {} metadata-only", self.started.elapsed().as_secs_f64(), self.ran, self.cached, self.metadata));
         Ok(BuildOutcome { state, ran: self.ran, cached: self.cached, log_dir: self.log_dir })
     }
 
@@ -240,10 +241,11 @@ impl<'a> Executor<'a> {
                 self.cached += 1;
                 self.say(format!("#{n} CACHED"));
             }
-            Outcome::Ran(_) => {
+            Outcome::Ran => {
                 self.ran += 1;
                 self.say(format!("#{n} DONE {:.2}s", t.elapsed().as_secs_f64()));
             }
+            Outcome::Metadata => self.metadata += 1,
         }
         Ok(state)
     }
@@ -279,7 +281,7 @@ impl<'a> Executor<'a> {
                     }
                 }
                 state.key = KeyInputs { parent: state.key.clone(), instruction: format!("ARG {}", json!(args)), ..Default::default() }.key().0.to_string();
-                return Ok((state, Outcome::Ran(None)));
+                return Ok((state, Outcome::Metadata));
             }
             StepKind::Env(pairs) => {
                 let mut vars = vars.clone();
@@ -372,7 +374,7 @@ impl<'a> Executor<'a> {
         }
         // Metadata steps: the key follows the resulting config.
         state.key = KeyInputs { parent: state.key.clone(), instruction: s.text.clone(), env: BTreeMap::from([("config".into(), state.config["config"].to_string())]), ..Default::default() }.key().0.to_string();
-        Ok((state, Outcome::Ran(None)))
+        Ok((state, Outcome::Metadata))
     }
 
     fn position(&self, stage: &Stage, s: &Step) -> String {
@@ -485,7 +487,7 @@ impl<'a> Executor<'a> {
         add_layer(&mut state, layer, &self.opts.created, &created_by);
         state.key = inputs.key().0.to_string();
         self.remember(&inputs, &position, &state);
-        Ok((state, Outcome::Ran(why)))
+        Ok((state, Outcome::Ran))
     }
 
     fn copy_step(&mut self, n: usize, s: &Step, mut state: State, vars: &BTreeMap<String, String>) -> Result<(State, Outcome), StepFailure> {
@@ -623,7 +625,7 @@ impl<'a> Executor<'a> {
             add_layer(&mut state, layer, &self.opts.created, &format!("{what} {} {dest}", srcs_expanded.join(" ")));
             state.key = inputs.key().0.to_string();
             self.remember(&inputs, &position, &state);
-            Ok((state, Outcome::Ran(why)))
+            Ok((state, Outcome::Ran))
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
@@ -642,8 +644,10 @@ fn what_static(add: bool) -> &'static str {
 
 enum Outcome {
     Cached,
-    /// Ran; with why the cache missed (None for metadata steps), already reported.
-    Ran(Option<String>),
+    /// Ran (a cache miss is explained when it is reported).
+    Ran,
+    /// Changed only the config: nothing to run or cache.
+    Metadata,
 }
 
 /// `1000:1000` or `1000` (numeric owners need no /etc/passwd).

@@ -1,5 +1,6 @@
 //! The command line: clap definitions and dispatch. The only module that talks to the
 //! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
+mod build;
 mod image;
 mod project;
 mod run;
@@ -85,6 +86,8 @@ enum Command {
     /// Manage volumes.
     #[command(subcommand)]
     Volume(run::VolumeCommand),
+    /// Build an image from a Dockerfile (or the images of keel.toml).
+    Build(Box<build::BuildArgs>),
     /// Print the files an image's build context uses (after .dockerignore).
     ContextFiles(project::ContextFilesArgs),
     /// Run a command inside a keel.toml build environment.
@@ -216,6 +219,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Exec(a) => run::exec(a, ctx),
         Command::Volume(c) => run::volume(c, ctx),
         Command::Supervise(a) => run::supervise(a, ctx),
+        Command::Build(a) => build::build(*a, ctx),
         Command::ContextFiles(a) => project::context_files(a, ctx),
         Command::ExecIn(a) => project::exec_in(a, ctx),
         Command::Integrate(a) => project::integrate(a, ctx),
