@@ -85,7 +85,57 @@ fn parse_kv(flag: &str, v: &str, host: bool) -> Result<(String, String)> {
     }
 }
 
+/// `keel build` in a project: with no CONTEXT every `[[image]]` of keel.toml in
+/// dependency order, with an image NAME that image (after the images it builds on).
+fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
+    let here = Path::new(crate::project::PROJECT_FILE);
+    let file = match &a.context {
+        None if here.is_file() => here.to_path_buf(),
+        None if a.file.is_none() && !Path::new("Dockerfile").exists() => match crate::project::Project::find(Path::new(".")) {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+        Some(c) if !Path::new(c).is_dir() => match crate::project::Project::find(Path::new(".")) {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let project = crate::project::Project::load(&file)?;
+    if a.context.is_none() && project.images.is_empty() {
+        return Ok(None);
+    }
+    let order = crate::project::build_order(&project, a.context.as_deref())?;
+    #[derive(clap::Parser)]
+    struct One {
+        #[command(flatten)]
+        args: BuildArgs,
+    }
+    for img in order {
+        use clap::Parser;
+        let argv = img.build_args();
+        let mut one = One::try_parse_from(std::iter::once("keel".to_string()).chain(argv[1..].iter().cloned()))?.args;
+        one.file = one.file.map(|f| project.dir.join(f).display().to_string());
+        one.context = one.context.map(|c| project.dir.join(c).display().to_string());
+        one.no_cache |= a.no_cache;
+        one.quiet = a.quiet;
+        one.isolation = a.isolation.clone().or(one.isolation);
+        one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
+        if !a.quiet {
+            eprintln!("== building {} ({})", img.name, img.dockerfile());
+        }
+        let code = build(one, ctx)?;
+        if code != 0 {
+            return Ok(Some(code));
+        }
+    }
+    Ok(Some(0))
+}
+
 pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
+    if let Some(code) = build_project(&a, ctx)? {
+        return Ok(code);
+    }
     let context_dir = PathBuf::from(a.context.clone().unwrap_or_else(|| ".".into()));
     if !context_dir.is_dir() {
         bail!("build context {} is not a directory; give the directory holding your sources (e.g. `keel build .`)", context_dir.display());

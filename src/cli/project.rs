@@ -47,48 +47,11 @@ fn load_project(file: Option<&Path>) -> Result<Project> {
 /// Is this context-relative path excluded by .dockerignore?
 type IgnoreFn = Box<dyn Fn(&str) -> bool>;
 
-/// The `.dockerignore` predicate of a context directory.
-///
-/// FIXME(#5): the lead swaps this for the engine's matcher (the one `keel build` uses, so
-/// both agree). This stand-in handles comments, `dir/` prefixes, globs and `!` exceptions.
+/// The context's .dockerignore as a predicate: the same matcher `keel build` uses, so
+/// build tools track exactly the files a build reads.
 fn ignore_predicate(context_dir: &Path) -> Result<IgnoreFn> {
-    let text = match std::fs::read_to_string(context_dir.join(".dockerignore")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => {
-            return Err(e).context(format!("reading {}/.dockerignore", context_dir.display()))
-        }
-    };
-    let mut rules: Vec<(bool, globset::GlobMatcher)> = Vec::new();
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let (neg, pat) = match line.strip_prefix('!') {
-            Some(p) => (true, p.trim()),
-            None => (false, line),
-        };
-        let pat = pat
-            .trim_start_matches("./")
-            .trim_start_matches('/')
-            .trim_end_matches('/');
-        for p in [pat.to_string(), format!("{pat}/**")] {
-            let g = globset::GlobBuilder::new(&p)
-                .literal_separator(true)
-                .build()
-                .with_context(|| format!(".dockerignore: bad pattern {line:?}"))?;
-            rules.push((neg, g.compile_matcher()));
-        }
-    }
-    Ok(Box::new(move |rel: &str| {
-        let mut ignored = false;
-        for (neg, g) in &rules {
-            if g.is_match(rel) {
-                ignored = !neg;
-            }
-        }
-        ignored
-    }))
+    let ign = crate::build::front::dockerignore(context_dir)?;
+    Ok(ign)
 }
 
 #[derive(Debug, Args)]
