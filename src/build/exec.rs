@@ -31,9 +31,18 @@ pub struct State {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("{file}:{line}: {step}: {source}")]
-    Step { file: String, line: usize, step: String, source: Box<StepFailure> },
+    Step {
+        file: String,
+        line: usize,
+        step: String,
+        source: Box<StepFailure>,
+    },
     #[error("{file}:{line}: base image {image:?} is not in the store; create it first (`keel bootstrap busybox {image}`, `keel load -i FILE`, `keel import ROOTFS.tar {image}` or build it)")]
-    MissingBase { file: String, line: usize, image: String },
+    MissingBase {
+        file: String,
+        line: usize,
+        image: String,
+    },
     #[error(transparent)]
     Plan(#[from] super::plan::PlanError),
     #[error(transparent)]
@@ -114,7 +123,14 @@ pub struct Executor<'a> {
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
 
 fn env_list(cfg: &Value) -> Vec<String> {
-    cfg["config"]["Env"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).unwrap_or_default()
+    cfg["config"]["Env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn set_env(cfg: &mut Value, k: &str, v: &str) {
@@ -125,11 +141,22 @@ fn set_env(cfg: &mut Value, k: &str, v: &str) {
 }
 
 fn config_str(cfg: &Value, field: &str) -> Option<String> {
-    cfg["config"][field].as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    cfg["config"][field]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
 }
 
 fn shell_of(cfg: &Value) -> Vec<String> {
-    cfg["config"]["Shell"].as_array().map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()).filter(|v: &Vec<String>| !v.is_empty()).unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
+    cfg["config"]["Shell"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .filter(|v: &Vec<String>| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
 }
 
 fn empty_config(created: &str) -> Value {
@@ -144,17 +171,43 @@ fn empty_config(created: &str) -> Value {
 }
 
 impl<'a> Executor<'a> {
-    pub fn new(store: &'a Store, plan: &'a Plan, opts: &'a BuildOptions, context: &'a Context) -> Result<Executor<'a>, BuildError> {
+    pub fn new(
+        store: &'a Store,
+        plan: &'a Plan,
+        opts: &'a BuildOptions,
+        context: &'a Context,
+    ) -> Result<Executor<'a>, BuildError> {
         let cache = BuildCache::new(store.root());
         let stat = StatIndex::load(&cache.stat_dir(), context.root());
         let snapshotter = crate::storage::open(opts.storage_driver.as_deref(), store.root())?;
-        let backend = runtime::backend(opts.isolation.as_deref().unwrap_or("namespaces"), None).ok_or_else(|| runtime::RuntimeError::Unavailable { backend: "unknown", why: "use --isolation namespaces, chroot or oci".into() })?;
+        let backend = runtime::backend(opts.isolation.as_deref().unwrap_or("namespaces"), None)
+            .ok_or_else(|| runtime::RuntimeError::Unavailable {
+                backend: "unknown",
+                why: "use --isolation namespaces, chroot or oci".into(),
+            })?;
         backend.available()?;
         let build_id = crate::container::new_id()[..12].to_string();
         let log_dir = store.root().join("logs").join("last-build");
         let _ = std::fs::remove_dir_all(&log_dir);
         let _ = std::fs::create_dir_all(&log_dir);
-        Ok(Executor { store, plan, opts, context, stat, cache, snapshotter, backend, results: BTreeMap::new(), counter: 0, ran: 0, cached: 0, metadata: 0, log_dir, build_id, started: Instant::now() })
+        Ok(Executor {
+            store,
+            plan,
+            opts,
+            context,
+            stat,
+            cache,
+            snapshotter,
+            backend,
+            results: BTreeMap::new(),
+            counter: 0,
+            ran: 0,
+            cached: 0,
+            metadata: 0,
+            log_dir,
+            build_id,
+            started: Instant::now(),
+        })
     }
 
     fn say(&self, line: impl AsRef<str>) {
@@ -171,9 +224,23 @@ impl<'a> Executor<'a> {
             self.results.insert(i, st);
         }
         self.stat.save();
-        let state = self.results.remove(&target).expect("the target stage was built");
-        self.say(format!("built in {:.2}s: {} steps ran, {} cached, {} metadata-only", self.started.elapsed().as_secs_f64(), self.ran, self.cached, self.metadata));
-        Ok(BuildOutcome { state, ran: self.ran, cached: self.cached, log_dir: self.log_dir })
+        let state = self
+            .results
+            .remove(&target)
+            .expect("the target stage was built");
+        self.say(format!(
+            "built in {:.2}s: {} steps ran, {} cached, {} metadata-only",
+            self.started.elapsed().as_secs_f64(),
+            self.ran,
+            self.cached,
+            self.metadata
+        ));
+        Ok(BuildOutcome {
+            state,
+            ran: self.ran,
+            cached: self.cached,
+            log_dir: self.log_dir,
+        })
     }
 
     fn global_args(&self) -> BTreeMap<String, String> {
@@ -182,44 +249,78 @@ impl<'a> Executor<'a> {
 
     fn expand(&self, word: &str, vars: &BTreeMap<String, String>) -> Result<String, StepFailure> {
         let lookup = |k: &str| vars.get(k).cloned();
-        crate::dockerfile::expand::process_word(word, &lookup).map_err(|e| StepFailure::Invalid(e.to_string()))
+        crate::dockerfile::expand::process_word(word, &lookup)
+            .map_err(|e| StepFailure::Invalid(e.to_string()))
     }
 
     fn base_state(&mut self, stage: &Stage) -> Result<State, BuildError> {
         let globals = self.global_args();
-        let base = self.expand(&stage.base, &globals).map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
+        let base = self
+            .expand(&stage.base, &globals)
+            .map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
         if base == "scratch" {
-            return Ok(State { config: empty_config(&self.opts.created), layers: Vec::new(), key: "scratch".into() });
+            return Ok(State {
+                config: empty_config(&self.opts.created),
+                layers: Vec::new(),
+                key: "scratch".into(),
+            });
         }
         if let Some(j) = self.plan.stage_by_ref(&base).filter(|j| *j < stage.index) {
-            return Ok(self.results.get(&j).cloned().expect("dependencies are built first"));
+            return Ok(self
+                .results
+                .get(&j)
+                .cloned()
+                .expect("dependencies are built first"));
         }
         let rec = match self.store.resolve(&base) {
             Ok(r) => r,
-            Err(crate::store::StoreError::NoSuchImage(_)) => return Err(BuildError::MissingBase { file: self.opts.file_name.clone(), line: stage.line, image: base }),
+            Err(crate::store::StoreError::NoSuchImage(_)) => {
+                return Err(BuildError::MissingBase {
+                    file: self.opts.file_name.clone(),
+                    line: stage.line,
+                    image: base,
+                })
+            }
             Err(e) => return Err(e.into()),
         };
         Ok(state_of_image(self.store, &rec)?)
     }
 
     fn fail(&self, line: usize, step: &str, source: StepFailure) -> BuildError {
-        BuildError::Step { file: self.opts.file_name.clone(), line, step: step.to_string(), source: Box::new(source) }
+        BuildError::Step {
+            file: self.opts.file_name.clone(),
+            line,
+            step: step.to_string(),
+            source: Box::new(source),
+        }
     }
 
     fn build_stage(&mut self, stage: &Stage) -> Result<State, BuildError> {
         let mut state = self.base_state(stage)?;
-        let label = stage.name.clone().unwrap_or_else(|| format!("stage-{}", stage.index));
+        let label = stage
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("stage-{}", stage.index));
         self.counter += 1;
         self.say(format!("#{} [{label}] FROM {}", self.counter, stage.base));
         // Build args visible in this stage (declared by ARG here) and whether ENTRYPOINT
         // was set here (it resets an inherited CMD).
         let mut args: BTreeMap<String, String> = BTreeMap::new();
         let mut cmd_set = false;
-        let triggers: Vec<String> = state.config["config"]["OnBuild"].as_array().map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect()).unwrap_or_default();
+        let triggers: Vec<String> = state.config["config"]["OnBuild"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
         if !triggers.is_empty() {
             state.config["config"]["OnBuild"] = Value::Null;
-            let steps = super::front::triggers(&triggers).map_err(|e| self.fail(stage.line, "ONBUILD", StepFailure::Invalid(e)))?;
-            for s in steps {
+            let steps = super::front::triggers(&triggers)
+                .map_err(|e| self.fail(stage.line, "ONBUILD", StepFailure::Invalid(e)))?;
+            for mut s in steps {
+                s.line = stage.line; // a trigger fails at the FROM that pulled it in
                 state = self.step(&label, stage, &s, state, &mut args, &mut cmd_set)?;
             }
         }
@@ -229,13 +330,32 @@ impl<'a> Executor<'a> {
         Ok(state)
     }
 
-    fn step(&mut self, label: &str, stage: &Stage, s: &Step, state: State, args: &mut BTreeMap<String, String>, cmd_set: &mut bool) -> Result<State, BuildError> {
+    fn step(
+        &mut self,
+        label: &str,
+        stage: &Stage,
+        s: &Step,
+        state: State,
+        args: &mut BTreeMap<String, String>,
+        cmd_set: &mut bool,
+    ) -> Result<State, BuildError> {
         self.counter += 1;
         let n = self.counter;
-        let pos = stage.steps.iter().position(|x| std::ptr::eq(x, s)).map(|p| p + 1).unwrap_or(0);
-        self.say(format!("#{n} [{label} {pos}/{}] {}", stage.steps.len(), s.text));
+        let pos = stage
+            .steps
+            .iter()
+            .position(|x| std::ptr::eq(x, s))
+            .map(|p| p + 1)
+            .unwrap_or(0);
+        self.say(format!(
+            "#{n} [{label} {pos}/{}] {}",
+            stage.steps.len(),
+            s.text
+        ));
         let t = Instant::now();
-        let (state, outcome) = self.eval(n, stage, s, state, args, cmd_set).map_err(|e| self.fail(s.line, &s.text, e))?;
+        let (state, outcome) = self
+            .eval(n, stage, s, state, args, cmd_set)
+            .map_err(|e| self.fail(s.line, &s.text, e))?;
         match outcome {
             Outcome::Cached => {
                 self.cached += 1;
@@ -261,7 +381,15 @@ impl<'a> Executor<'a> {
         v
     }
 
-    fn eval(&mut self, n: usize, stage: &Stage, s: &Step, mut state: State, args: &mut BTreeMap<String, String>, cmd_set: &mut bool) -> Result<(State, Outcome), StepFailure> {
+    fn eval(
+        &mut self,
+        n: usize,
+        stage: &Stage,
+        s: &Step,
+        mut state: State,
+        args: &mut BTreeMap<String, String>,
+        cmd_set: &mut bool,
+    ) -> Result<(State, Outcome), StepFailure> {
         let vars = self.vars(&state, args);
         let meta = |state: &mut State, created_by: String| {
             let entry = json!({"created": self.opts.created, "created_by": created_by, "empty_layer": true});
@@ -280,7 +408,8 @@ impl<'a> Executor<'a> {
                         args.insert(k.clone(), v);
                     }
                 }
-                state.key = KeyInputs { parent: state.key.clone(), instruction: format!("ARG {}", json!(args)), ..Default::default() }.key().0.to_string();
+                // Build args reach the keys of the steps that see them (RUN env, expanded
+                // words), not the chain itself: a new value reruns only those.
                 return Ok((state, Outcome::Metadata));
             }
             StepKind::Env(pairs) => {
@@ -302,7 +431,11 @@ impl<'a> Executor<'a> {
             StepKind::Expose(ports) => {
                 for p in ports {
                     let p = self.expand(p, &vars)?;
-                    let p = if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") };
+                    let p = if p.contains('/') {
+                        p.to_ascii_lowercase()
+                    } else {
+                        format!("{p}/tcp")
+                    };
                     state.config["config"]["ExposedPorts"][p] = json!({});
                 }
                 meta(&mut state, nop(&s.text));
@@ -317,7 +450,11 @@ impl<'a> Executor<'a> {
             StepKind::Workdir(w) => {
                 let w = self.expand(w, &vars)?;
                 let cur = config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
-                let abs = if w.starts_with('/') { w } else { format!("{}/{w}", cur.trim_end_matches('/')) };
+                let abs = if w.starts_with('/') {
+                    w
+                } else {
+                    format!("{}/{w}", cur.trim_end_matches('/'))
+                };
                 state.config["config"]["WorkingDir"] = json!(copy::clean_abs(&abs));
                 meta(&mut state, nop(&s.text));
             }
@@ -348,9 +485,19 @@ impl<'a> Executor<'a> {
             StepKind::Healthcheck(h) => {
                 let mut v = Map::new();
                 v.insert("Test".into(), json!(h.test));
-                for (k, d) in [("Interval", &h.interval), ("Timeout", &h.timeout), ("StartPeriod", &h.start_period), ("StartInterval", &h.start_interval)] {
+                for (k, d) in [
+                    ("Interval", &h.interval),
+                    ("Timeout", &h.timeout),
+                    ("StartPeriod", &h.start_period),
+                    ("StartInterval", &h.start_interval),
+                ] {
                     if let Some(d) = d {
-                        v.insert(k.into(), json!(duration_ns(d).ok_or_else(|| StepFailure::Invalid(format!("invalid duration {d:?} in HEALTHCHECK; use e.g. 30s or 1m30s")))?));
+                        v.insert(
+                            k.into(),
+                            json!(duration_ns(d).ok_or_else(|| StepFailure::Invalid(format!(
+                                "invalid duration {d:?} in HEALTHCHECK; use e.g. 30s or 1m30s"
+                            )))?),
+                        );
                     }
                 }
                 if let Some(r) = h.retries {
@@ -360,7 +507,10 @@ impl<'a> Executor<'a> {
                 meta(&mut state, nop(&s.text));
             }
             StepKind::Onbuild(t) => {
-                let mut list = state.config["config"]["OnBuild"].as_array().cloned().unwrap_or_default();
+                let mut list = state.config["config"]["OnBuild"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
                 list.push(json!(t));
                 state.config["config"]["OnBuild"] = json!(list);
                 meta(&mut state, nop(&s.text));
@@ -369,22 +519,56 @@ impl<'a> Executor<'a> {
                 state.config["author"] = json!(m);
                 meta(&mut state, nop(&s.text));
             }
-            StepKind::Run { cmd, heredocs, network, mounts } => return self.run_step(n, stage, s, state, args, cmd, heredocs, network.as_deref(), mounts),
+            StepKind::Run {
+                cmd,
+                heredocs,
+                network,
+                mounts,
+            } => {
+                return self.run_step(
+                    n,
+                    stage,
+                    s,
+                    state,
+                    args,
+                    cmd,
+                    heredocs,
+                    network.as_deref(),
+                    mounts,
+                )
+            }
             StepKind::Copy { .. } => return self.copy_step(n, s, state, &vars),
         }
         // Metadata steps: the key follows the resulting config.
-        state.key = KeyInputs { parent: state.key.clone(), instruction: s.text.clone(), env: BTreeMap::from([("config".into(), state.config["config"].to_string())]), ..Default::default() }.key().0.to_string();
+        state.key = KeyInputs {
+            parent: state.key.clone(),
+            instruction: s.text.clone(),
+            env: BTreeMap::from([("config".into(), state.config["config"].to_string())]),
+            ..Default::default()
+        }
+        .key()
+        .0
+        .to_string();
         Ok((state, Outcome::Metadata))
     }
 
     fn position(&self, stage: &Stage, s: &Step) -> String {
-        format!("{}|{}|{}|{}", self.context.root().display(), self.opts.file_name, stage.index, s.line)
+        format!(
+            "{}|{}|{}|{}",
+            self.context.root().display(),
+            self.opts.file_name,
+            stage.index,
+            s.line
+        )
     }
 
     /// Looks the key up; on a hit returns the cached state.
     fn lookup(&self, inputs: &KeyInputs, position: &str) -> (Option<State>, Option<String>) {
         if self.opts.explain {
-            self.say(format!("  key inputs: {}", serde_json::to_string(inputs).unwrap_or_default()));
+            self.say(format!(
+                "  key inputs: {}",
+                serde_json::to_string(inputs).unwrap_or_default()
+            ));
         }
         let key = inputs.key();
         if !self.opts.no_cache {
@@ -392,7 +576,11 @@ impl<'a> Executor<'a> {
                 return (Some(hit), None);
             }
         }
-        let why = if self.opts.no_cache { "--no-cache".to_string() } else { inputs.explain_change(self.cache.last_inputs(position).as_ref()) };
+        let why = if self.opts.no_cache {
+            "--no-cache".to_string()
+        } else {
+            inputs.explain_change(self.cache.last_inputs(position).as_ref())
+        };
         (None, Some(why))
     }
 
@@ -402,11 +590,33 @@ impl<'a> Executor<'a> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_step(&mut self, n: usize, stage: &Stage, s: &Step, mut state: State, args: &BTreeMap<String, String>, cmd: &Cmdline, heredocs: &[super::plan::Heredoc], network: Option<&str>, mounts: &[RunMount]) -> Result<(State, Outcome), StepFailure> {
+    fn run_step(
+        &mut self,
+        n: usize,
+        stage: &Stage,
+        s: &Step,
+        mut state: State,
+        args: &BTreeMap<String, String>,
+        cmd: &Cmdline,
+        heredocs: &[super::plan::Heredoc],
+        network: Option<&str>,
+        mounts: &[RunMount],
+    ) -> Result<(State, Outcome), StepFailure> {
         let shell = shell_of(&state.config);
         let argv = match (cmd, heredocs.is_empty()) {
+            (Cmdline::Shell(c), false)
+                if c.split_whitespace().all(|w| {
+                    w.trim_start_matches(|ch: char| ch.is_ascii_digit())
+                        .starts_with("<<")
+                }) =>
+            {
+                // `RUN <<EOF`: the body is the script.
+                let body: String = heredocs.iter().map(|h| h.content.as_str()).collect();
+                shell.iter().cloned().chain(std::iter::once(body)).collect()
+            }
             (Cmdline::Shell(c), false) => {
-                // The shell runs heredocs itself: hand it the command with its bodies.
+                // `RUN cmd <<EOF`: the shell runs heredocs itself; hand it the command
+                // followed by the bodies and their terminators.
                 let mut script = c.clone();
                 for h in heredocs {
                     script.push('\n');
@@ -416,20 +626,38 @@ impl<'a> Executor<'a> {
                     }
                     script.push_str(&h.name);
                 }
-                shell.iter().cloned().chain(std::iter::once(script)).collect()
+                shell
+                    .iter()
+                    .cloned()
+                    .chain(std::iter::once(script))
+                    .collect()
             }
             _ => cmd.argv(&shell),
         };
         let net = match network.unwrap_or("default") {
             "none" => NetworkMode::None,
             "host" | "default" => NetworkMode::Host,
-            other => return Err(StepFailure::Invalid(format!("RUN --network={other} is not supported; use default, host or none"))),
+            other => {
+                return Err(StepFailure::Invalid(format!(
+                    "RUN --network={other} is not supported; use default, host or none"
+                )))
+            }
         };
         let inputs = KeyInputs {
             parent: state.key.clone(),
             instruction: format!("RUN {} network={net:?} mounts={:?}", json!(argv), mounts),
             args: args.clone(),
-            env: BTreeMap::from([("env".into(), json!(env_list(&state.config)).to_string()), ("user".into(), config_str(&state.config, "User").unwrap_or_default()), ("workdir".into(), config_str(&state.config, "WorkingDir").unwrap_or_default())]),
+            env: BTreeMap::from([
+                ("env".into(), json!(env_list(&state.config)).to_string()),
+                (
+                    "user".into(),
+                    config_str(&state.config, "User").unwrap_or_default(),
+                ),
+                (
+                    "workdir".into(),
+                    config_str(&state.config, "WorkingDir").unwrap_or_default(),
+                ),
+            ]),
             files: BTreeMap::new(),
         };
         let position = self.position(stage, s);
@@ -441,18 +669,38 @@ impl<'a> Executor<'a> {
             self.say(format!("#{n} running: {why}"));
         }
         let snap_id = format!("build-{}-{n}", self.build_id);
-        let snap = step::snapshot(self.store, self.snapshotter.as_ref(), &snap_id, &state.layers)?;
+        let snap = step::snapshot(
+            self.store,
+            self.snapshotter.as_ref(),
+            &snap_id,
+            &state.layers,
+        )?;
         let result = (|| -> Result<Option<StoredLayer>, StepFailure> {
             let mut binds = Vec::new();
             let mut tmpfs = Vec::new();
             for m in mounts {
-                let target = m.get("target").or(m.get("dst")).or(m.get("destination")).ok_or_else(|| StepFailure::Invalid("RUN --mount needs target=PATH".into()))?.to_string();
+                let target = m
+                    .get("target")
+                    .or(m.get("dst"))
+                    .or(m.get("destination"))
+                    .ok_or_else(|| StepFailure::Invalid("RUN --mount needs target=PATH".into()))?
+                    .to_string();
                 match m.kind() {
                     "cache" => {
                         let id = m.get("id").unwrap_or(&target).to_string();
-                        let dir = self.cache.mounts_dir().join(crate::digest::of_bytes(id.as_bytes()).digest());
-                        std::fs::create_dir_all(&dir).map_err(|source| StepError::Io { path: dir.clone(), source })?;
-                        binds.push(BindMount { src: dir, dst: target, ro: false });
+                        let dir = self
+                            .cache
+                            .mounts_dir()
+                            .join(crate::digest::of_bytes(id.as_bytes()).digest());
+                        std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
+                            path: dir.clone(),
+                            source,
+                        })?;
+                        binds.push(BindMount {
+                            src: dir,
+                            dst: target,
+                            ro: false,
+                        });
                     }
                     "tmpfs" => tmpfs.push(target),
                     "bind" => {
@@ -461,16 +709,46 @@ impl<'a> Executor<'a> {
                         if m.get("from").is_some() {
                             return Err(StepFailure::Invalid("RUN --mount=type=bind,from=... is not supported yet; COPY --from the files instead".into()));
                         }
-                        binds.push(BindMount { src: self.context.path_of(&rel), dst: target, ro: m.get("rw").is_none() && m.get("readwrite").is_none() });
+                        binds.push(BindMount {
+                            src: self.context.path_of(&rel),
+                            dst: target,
+                            ro: m.get("rw").is_none() && m.get("readwrite").is_none(),
+                        });
                     }
-                    "secret" | "ssh" => return Err(StepFailure::Invalid(format!("RUN --mount=type={} needs secrets keel does not pass yet", m.kind()))),
-                    other => return Err(StepFailure::Invalid(format!("unknown RUN --mount type {other:?}; use cache, bind or tmpfs"))),
+                    "secret" | "ssh" => {
+                        return Err(StepFailure::Invalid(format!(
+                            "RUN --mount=type={} needs secrets keel does not pass yet",
+                            m.kind()
+                        )))
+                    }
+                    other => {
+                        return Err(StepFailure::Invalid(format!(
+                            "unknown RUN --mount type {other:?}; use cache, bind or tmpfs"
+                        )))
+                    }
                 }
             }
-            let mut env: Vec<String> = args.iter().filter(|(k, _)| !env_list(&state.config).iter().any(|e| e.split('=').next() == Some(k.as_str()))).map(|(k, v)| format!("{k}={v}")).collect();
+            let mut env: Vec<String> = args
+                .iter()
+                .filter(|(k, _)| {
+                    !env_list(&state.config)
+                        .iter()
+                        .any(|e| e.split('=').next() == Some(k.as_str()))
+                })
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             env.sort();
-            let opts = RunOptions { cmd: Some(argv.clone()), entrypoint: Some(Vec::new()), env, network: net, binds, tmpfs, ..Default::default() };
-            let cfg: oci_spec::image::Config = serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
+            let opts = RunOptions {
+                cmd: Some(argv.clone()),
+                entrypoint: Some(Vec::new()),
+                env,
+                network: net,
+                binds,
+                tmpfs,
+                ..Default::default()
+            };
+            let cfg: oci_spec::image::Config =
+                serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
             let spec = runtime::plan_for_rootfs(&snap_id, &cfg, &opts, &snap.rootfs)?;
             let log = self.log_dir.join(format!("step-{n}.log"));
             let quiet = self.opts.quiet;
@@ -479,7 +757,12 @@ impl<'a> Executor<'a> {
                     eprintln!("#{n} {l}");
                 }
             })?;
-            Ok(step::commit(self.store, self.snapshotter.as_ref(), &snap, self.opts.epoch)?)
+            Ok(step::commit(
+                self.store,
+                self.snapshotter.as_ref(),
+                &snap,
+                self.opts.epoch,
+            )?)
         })();
         let _ = self.snapshotter.remove(&snap);
         let layer = result?;
@@ -490,16 +773,42 @@ impl<'a> Executor<'a> {
         Ok((state, Outcome::Ran))
     }
 
-    fn copy_step(&mut self, n: usize, s: &Step, mut state: State, vars: &BTreeMap<String, String>) -> Result<(State, Outcome), StepFailure> {
-        let StepKind::Copy { add, srcs, dest, from, chown, chmod, link: _, exclude, heredocs } = &s.kind else { unreachable!() };
+    fn copy_step(
+        &mut self,
+        n: usize,
+        s: &Step,
+        mut state: State,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let StepKind::Copy {
+            add,
+            srcs,
+            dest,
+            from,
+            chown,
+            chmod,
+            link: _,
+            exclude,
+            heredocs,
+        } = &s.kind
+        else {
+            unreachable!()
+        };
         let what = if *add { "ADD" } else { "COPY" };
         let dest = self.expand(dest, vars)?;
-        let chmod = chmod.as_deref().map(|c| self.expand(c, vars)).transpose()?.map(|c| copy::parse_chmod(&c)).transpose()?;
+        let chmod = chmod
+            .as_deref()
+            .map(|c| self.expand(c, vars))
+            .transpose()?
+            .map(|c| copy::parse_chmod(&c))
+            .transpose()?;
         let chown = chown.as_deref().map(|c| self.expand(c, vars)).transpose()?;
         let mut srcs_expanded = Vec::new();
         for src in srcs {
             let v = self.expand(src, vars)?;
-            if *add && (v.starts_with("http://") || v.starts_with("https://") || v.starts_with("git@")) {
+            if *add
+                && (v.starts_with("http://") || v.starts_with("https://") || v.starts_with("git@"))
+            {
                 return Err(StepFailure::Invalid(format!("ADD {v}: remote sources are not supported (keel builds offline); download it in a RUN step or put it in the context")));
             }
             srcs_expanded.push(v);
@@ -509,14 +818,25 @@ impl<'a> Executor<'a> {
             None => None,
             Some(f) => {
                 let f = self.expand(f, vars)?;
-                Some(match self.plan.stage_by_ref(&f).and_then(|j| self.results.get(&j).cloned()) {
-                    Some(st) => st,
-                    None => state_of_image(self.store, &self.store.resolve(&f)?)?,
-                })
+                Some(
+                    match self
+                        .plan
+                        .stage_by_ref(&f)
+                        .and_then(|j| self.results.get(&j).cloned())
+                    {
+                        Some(st) => st,
+                        None => state_of_image(self.store, &self.store.resolve(&f)?)?,
+                    },
+                )
             }
         };
         let from_snap = match &from_state {
-            Some(st) => Some(step::snapshot(self.store, self.snapshotter.as_ref(), &format!("build-{}-{n}-from", self.build_id), &st.layers)?),
+            Some(st) => Some(step::snapshot(
+                self.store,
+                self.snapshotter.as_ref(),
+                &format!("build-{}-{n}-from", self.build_id),
+                &st.layers,
+            )?),
             None => None,
         };
         let result = (|| -> Result<(State, Outcome), StepFailure> {
@@ -532,9 +852,14 @@ impl<'a> Executor<'a> {
             for src in &srcs_expanded {
                 selections.extend(ctx.select(src)?);
             }
-            let excludes = exclude.iter().map(|e| globset::Glob::new(e).map(|g| g.compile_matcher())).collect::<Result<Vec<_>, _>>().map_err(|e| StepFailure::Invalid(format!("--exclude: {e}")))?;
+            let excludes = exclude
+                .iter()
+                .map(|e| globset::Glob::new(e).map(|g| g.compile_matcher()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StepFailure::Invalid(format!("--exclude: {e}")))?;
             for sel in &mut selections {
-                sel.entries.retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
+                sel.entries
+                    .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
             }
             let numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
             // Key: every selected file's path, type, mode and owner as they will land, and
@@ -543,7 +868,10 @@ impl<'a> Executor<'a> {
             for sel in &selections {
                 for (f, rel) in sel.files() {
                     let mode = match (chmod, f.kind) {
-                        (Some(m), crate::context::FileKind::File | crate::context::FileKind::Dir) => m,
+                        (
+                            Some(m),
+                            crate::context::FileKind::File | crate::context::FileKind::Dir,
+                        ) => m,
                         (_, crate::context::FileKind::Symlink) => 0o777,
                         _ => f.mode,
                     };
@@ -555,15 +883,29 @@ impl<'a> Executor<'a> {
                                 self.stat.digest(&ctx.path_of(&f.rel))?.to_string()
                             }
                         }
-                        crate::context::FileKind::Symlink => f.link_target.as_ref().map(|t| t.display().to_string()).unwrap_or_default(),
+                        crate::context::FileKind::Symlink => f
+                            .link_target
+                            .as_ref()
+                            .map(|t| t.display().to_string())
+                            .unwrap_or_default(),
                         crate::context::FileKind::Dir => String::new(),
                     };
-                    let owner = if chown.is_some() { String::new() } else { "0:0".into() };
-                    files.insert(format!("{}:{rel}", sel.name), format!("{:?} {mode:o} {owner} {content}", f.kind));
+                    let owner = if chown.is_some() {
+                        String::new()
+                    } else {
+                        "0:0".into()
+                    };
+                    files.insert(
+                        format!("{}:{rel}", sel.name),
+                        format!("{:?} {mode:o} {owner} {content}", f.kind),
+                    );
                 }
             }
             for h in heredocs {
-                files.insert(format!("<<{}", h.name), crate::digest::of_bytes(h.content.as_bytes()).to_string());
+                files.insert(
+                    format!("<<{}", h.name),
+                    crate::digest::of_bytes(h.content.as_bytes()).to_string(),
+                );
             }
             let inputs = KeyInputs {
                 parent: state.key.clone(),
@@ -572,7 +914,12 @@ impl<'a> Executor<'a> {
                 env: BTreeMap::from([("workdir".into(), config_str(&state.config, "WorkingDir").unwrap_or_default())]),
                 ..Default::default()
             };
-            let position = format!("{}|{}|{}", self.context.root().display(), self.opts.file_name, s.line);
+            let position = format!(
+                "{}|{}|{}",
+                self.context.root().display(),
+                self.opts.file_name,
+                s.line
+            );
             let (hit, why) = self.lookup(&inputs, &position);
             if let Some(hit) = hit {
                 return Ok((hit, Outcome::Cached));
@@ -581,7 +928,12 @@ impl<'a> Executor<'a> {
                 self.say(format!("#{n} running: {what}: {why}"));
             }
             let snap_id = format!("build-{}-{n}", self.build_id);
-            let snap = step::snapshot(self.store, self.snapshotter.as_ref(), &snap_id, &state.layers)?;
+            let snap = step::snapshot(
+                self.store,
+                self.snapshotter.as_ref(),
+                &snap_id,
+                &state.layers,
+            )?;
             let r = (|| -> Result<Option<StoredLayer>, StepFailure> {
                 let owner = match (&chown, numeric_owner) {
                     (None, _) => None,
@@ -589,40 +941,100 @@ impl<'a> Executor<'a> {
                     (Some(c), None) => {
                         let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
                         let u = acc.resolve(c)?;
-                        Some(Owner { uid: u.uid, gid: u.gid })
+                        Some(Owner {
+                            uid: u.uid,
+                            gid: u.gid,
+                        })
                     }
                 };
                 let workdir = config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
-                let abs_dest = if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", workdir.trim_end_matches('/')) };
+                let abs_dest = if dest.starts_with('/') {
+                    dest.clone()
+                } else {
+                    format!("{}/{dest}", workdir.trim_end_matches('/'))
+                };
                 let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
                 let mut plain = Vec::new();
                 for sel in selections.iter() {
-                    let archive = *add && sel.top.kind == crate::context::FileKind::File && step::is_archive(&ctx.path_of(&sel.top.rel));
+                    let archive = *add
+                        && sel.top.kind == crate::context::FileKind::File
+                        && step::is_archive(&ctx.path_of(&sel.top.rel));
                     if archive {
-                        step::apply_add_archive(&ctx.path_of(&sel.top.rel), &snap.rootfs, &copy::clean_abs(&abs_dest))?;
+                        step::apply_add_archive(
+                            &ctx.path_of(&sel.top.rel),
+                            &snap.rootfs,
+                            &copy::clean_abs(&abs_dest),
+                        )?;
                     } else {
                         plain.push(sel.clone());
                     }
                 }
                 if !plain.is_empty() {
-                    let ops = copy::plan(what_static(*add), &plain, &dest, &workdir, chmod, owner, dest_is_dir)?;
+                    let ops = copy::plan(
+                        what_static(*add),
+                        &plain,
+                        &dest,
+                        &workdir,
+                        chmod,
+                        owner,
+                        dest_is_dir,
+                    )?;
                     step::apply_copy(ctx, &snap.rootfs, &ops)?;
                 }
                 for h in heredocs {
-                    let target = if dest.ends_with('/') || dest_is_dir { format!("{}/{}", copy::clean_abs(&abs_dest), h.name) } else { copy::clean_abs(&abs_dest) };
-                    let path = step::in_rootfs(&snap.rootfs, &target)?;
-                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io { path: path.clone(), source })?;
+                    let target = if dest.ends_with('/') || dest_is_dir {
+                        format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
+                    } else {
+                        copy::clean_abs(&abs_dest)
+                    };
+                    let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
+                    let path = step::in_rootfs(
+                        &snap.rootfs,
+                        if parent.is_empty() { "/" } else { parent },
+                    )?
+                    .join(name);
+                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                     use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(chmod.unwrap_or(0o644))).map_err(|source| StepError::Io { path: path.clone(), source })?;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
+                    )
+                    .map_err(|source| StepError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
                     if let Some(o) = owner {
-                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(|source| StepError::Io { path: path.clone(), source })?;
+                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
+                            |source| StepError::Io {
+                                path: path.clone(),
+                                source,
+                            },
+                        )?;
                     }
                 }
-                Ok(step::commit(self.store, self.snapshotter.as_ref(), &snap, self.opts.epoch)?)
+                Ok(step::commit(
+                    self.store,
+                    self.snapshotter.as_ref(),
+                    &snap,
+                    self.opts.epoch,
+                )?)
             })();
             let _ = self.snapshotter.remove(&snap);
             let layer = r?;
-            add_layer(&mut state, layer, &self.opts.created, &format!("{what} {} {dest}", srcs_expanded.join(" ")));
+            let shown: Vec<String> = srcs_expanded
+                .iter()
+                .cloned()
+                .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
+                .collect();
+            add_layer(
+                &mut state,
+                layer,
+                &self.opts.created,
+                &format!("{what} {} {dest}", shown.join(" ")),
+            );
             state.key = inputs.key().0.to_string();
             self.remember(&inputs, &position, &state);
             Ok((state, Outcome::Ran))
@@ -653,7 +1065,10 @@ enum Outcome {
 /// `1000:1000` or `1000` (numeric owners need no /etc/passwd).
 fn parse_numeric_owner(s: &str) -> Option<Owner> {
     let (u, g) = s.split_once(':').unwrap_or((s, s));
-    Some(Owner { uid: u.parse().ok()?, gid: g.parse().ok()? })
+    Some(Owner {
+        uid: u.parse().ok()?,
+        gid: g.parse().ok()?,
+    })
 }
 
 /// Docker's duration syntax (`30s`, `1m30s`, `500ms`) in nanoseconds.
@@ -703,25 +1118,53 @@ fn push_history(cfg: &mut Value, entry: Value) {
 fn add_layer(state: &mut State, layer: Option<StoredLayer>, created: &str, created_by: &str) {
     match layer {
         Some(l) => {
-            let mut ids = state.config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+            let mut ids = state.config["rootfs"]["diff_ids"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             ids.push(json!(l.diff_id.to_string()));
             state.config["rootfs"] = json!({"type": "layers", "diff_ids": ids});
-            push_history(&mut state.config, json!({"created": created, "created_by": created_by}));
+            push_history(
+                &mut state.config,
+                json!({"created": created, "created_by": created_by}),
+            );
             state.layers.push(l);
         }
-        None => push_history(&mut state.config, json!({"created": created, "created_by": created_by, "empty_layer": true})),
+        None => push_history(
+            &mut state.config,
+            json!({"created": created, "created_by": created_by, "empty_layer": true}),
+        ),
     }
 }
 
 /// The build state of an image in the store.
 pub fn state_of_image(store: &Store, rec: &ImageRecord) -> Result<State, crate::store::StoreError> {
     let config: Value = store.read_json("config", rec.id())?;
-    let layers = rec.manifest.layers().iter().zip(rec.config.rootfs().diff_ids()).map(|(l, d)| StoredLayer { descriptor: l.clone(), diff_id: crate::digest::parse(d).unwrap_or_else(|| l.digest().clone()) }).collect();
-    Ok(State { config, layers, key: rec.manifest_digest().to_string() })
+    let layers = rec
+        .manifest
+        .layers()
+        .iter()
+        .zip(rec.config.rootfs().diff_ids())
+        .map(|(l, d)| StoredLayer {
+            descriptor: l.clone(),
+            diff_id: crate::digest::parse(d).unwrap_or_else(|| l.digest().clone()),
+        })
+        .collect();
+    Ok(State {
+        config,
+        layers,
+        key: rec.manifest_digest().to_string(),
+    })
 }
 
 /// Stores the final config and manifest, and tags the image.
-pub fn commit(store: &Store, state: &State, created: &str, labels: &[(String, String)], names: &[crate::reference::ImageRef]) -> Result<ImageRecord, crate::store::StoreError> {
+pub fn commit(
+    store: &Store,
+    state: &State,
+    created: &str,
+    labels: &[(String, String)],
+    names: &[crate::reference::ImageRef],
+) -> Result<ImageRecord, crate::store::StoreError> {
     let mut config = state.config.clone();
     config["created"] = json!(created);
     for (k, v) in labels {
@@ -738,7 +1181,8 @@ pub fn commit(store: &Store, state: &State, created: &str, labels: &[(String, St
         "layers": state.layers.iter().map(|l| &l.descriptor).collect::<Vec<_>>(),
     });
     let (digest, size) = store.put_json(&manifest)?;
-    let descriptor = oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, size, digest);
+    let descriptor =
+        oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, size, digest);
     for n in names {
         store.tag(n, &descriptor)?;
     }
@@ -760,7 +1204,13 @@ mod tests {
 
     #[test]
     fn numeric_owners() {
-        assert_eq!(parse_numeric_owner("1000:1001"), Some(Owner { uid: 1000, gid: 1001 }));
+        assert_eq!(
+            parse_numeric_owner("1000:1001"),
+            Some(Owner {
+                uid: 1000,
+                gid: 1001
+            })
+        );
         assert_eq!(parse_numeric_owner("7"), Some(Owner { uid: 7, gid: 7 }));
         assert_eq!(parse_numeric_owner("app:app"), None);
     }

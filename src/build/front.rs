@@ -12,12 +12,35 @@ pub enum FrontError {
     #[error("{0}")]
     Parse(#[from] dockerfile::ParseError),
     #[error("{file}:{line}: {msg}")]
-    At { file: String, line: usize, msg: String },
+    At {
+        file: String,
+        line: usize,
+        msg: String,
+    },
     #[error(".dockerignore: {0}")]
     Ignore(String),
 }
 
-const INSTRUCTIONS: [&str; 18] = ["ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"];
+const INSTRUCTIONS: [&str; 18] = [
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
 
 /// Levenshtein distance, for "did you mean" hints.
 fn distance(a: &str, b: &str) -> usize {
@@ -26,7 +49,11 @@ fn distance(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+            cur.push(
+                (prev[j] + usize::from(ca != *cb))
+                    .min(prev[j + 1] + 1)
+                    .min(cur[j] + 1),
+            );
         }
         prev = cur;
     }
@@ -36,7 +63,12 @@ fn distance(a: &str, b: &str) -> usize {
 /// The known word closest to `word`, if it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     let up = word.to_ascii_uppercase();
-    known.iter().map(|k| (distance(&up, &k.to_ascii_uppercase()), *k)).filter(|(d, k)| *d <= 2.max(k.len() / 4)).min().map(|(_, k)| k)
+    known
+        .iter()
+        .map(|k| (distance(&up, &k.to_ascii_uppercase()), *k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
+        .min()
+        .map(|(_, k)| k)
 }
 
 /// Flags of one instruction: `--name=value` or `--name` (boolean), checked against the
@@ -55,18 +87,49 @@ impl Flags {
                 None => (body.to_string(), None),
             };
             if !allowed.contains(&name.as_str()) {
-                let hint = suggest(&name, allowed).map(|s| format!("; did you mean --{s}?")).unwrap_or_else(|| if allowed.is_empty() { format!("; {} takes no flags", node.keyword.to_ascii_uppercase()) } else { format!("; {} accepts {}", node.keyword.to_ascii_uppercase(), allowed.iter().map(|a| format!("--{a}")).collect::<Vec<_>>().join(", ")) });
-                return Err(FrontError::At { file: file.into(), line: node.start_line, msg: format!("unknown flag --{name} for {}{hint}", node.keyword.to_ascii_uppercase()) });
+                let hint = suggest(&name, allowed)
+                    .map(|s| format!("; did you mean --{s}?"))
+                    .unwrap_or_else(|| {
+                        if allowed.is_empty() {
+                            format!("; {} takes no flags", node.keyword.to_ascii_uppercase())
+                        } else {
+                            format!(
+                                "; {} accepts {}",
+                                node.keyword.to_ascii_uppercase(),
+                                allowed
+                                    .iter()
+                                    .map(|a| format!("--{a}"))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            )
+                        }
+                    });
+                return Err(FrontError::At {
+                    file: file.into(),
+                    line: node.start_line,
+                    msg: format!(
+                        "unknown flag --{name} for {}{hint}",
+                        node.keyword.to_ascii_uppercase()
+                    ),
+                });
             }
             values.push((name, value));
         }
         Ok(Flags { values })
     }
     fn get(&self, name: &str) -> Option<String> {
-        self.values.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone().unwrap_or_else(|| "true".into()))
+        self.values
+            .iter()
+            .rev()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone().unwrap_or_else(|| "true".into()))
     }
     fn all(&self, name: &str) -> Vec<String> {
-        self.values.iter().filter(|(n, _)| n == name).filter_map(|(_, v)| v.clone()).collect()
+        self.values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .filter_map(|(_, v)| v.clone())
+            .collect()
     }
     fn bool(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| v != "false")
@@ -76,7 +139,15 @@ impl Flags {
 fn heredocs(node: &Node) -> Vec<Heredoc> {
     node.heredocs
         .iter()
-        .map(|h| Heredoc { name: h.name.clone(), content: if h.chomp { dockerfile::parse::chomp_heredoc_content(&h.content) } else { h.content.clone() }, expand: h.expand })
+        .map(|h| Heredoc {
+            name: h.name.clone(),
+            content: if h.chomp {
+                dockerfile::parse::chomp_heredoc_content(&h.content)
+            } else {
+                h.content.clone()
+            },
+            expand: h.expand,
+        })
         .collect()
 }
 
@@ -99,13 +170,27 @@ fn mount(spec: &str) -> RunMount {
 
 /// The text after the keyword: what ONBUILD stores as its trigger.
 fn after_keyword(original: &str) -> String {
-    original.trim_start().split_once(char::is_whitespace).map(|(_, r)| r.trim().to_string()).unwrap_or_default()
+    original
+        .trim_start()
+        .split_once(char::is_whitespace)
+        .map(|(_, r)| r.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
-    let at = |msg: String| FrontError::At { file: file.into(), line: node.start_line, msg };
+    let at = |msg: String| FrontError::At {
+        file: file.into(),
+        line: node.start_line,
+        msg,
+    };
     let kw = node.keyword.as_str();
-    let need = |n: usize, usage: &str| if node.args.len() < n { Err(at(format!("{} needs {usage}", kw.to_ascii_uppercase()))) } else { Ok(()) };
+    let need = |n: usize, usage: &str| {
+        if node.args.len() < n {
+            Err(at(format!("{} needs {usage}", kw.to_ascii_uppercase())))
+        } else {
+            Ok(())
+        }
+    };
     Ok(match kw {
         "run" => {
             let f = Flags::parse(file, node, &["mount", "network", "security"])?;
@@ -115,7 +200,12 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
             if node.args.is_empty() && node.heredocs.is_empty() {
                 return Err(at("RUN needs a command".into()));
             }
-            StepKind::Run { cmd: cmdline(node), heredocs: heredocs(node), network: f.get("network"), mounts: f.all("mount").iter().map(|m| mount(m)).collect() }
+            StepKind::Run {
+                cmd: cmdline(node),
+                heredocs: heredocs(node),
+                network: f.get("network"),
+                mounts: f.all("mount").iter().map(|m| mount(m)).collect(),
+            }
         }
         "cmd" => {
             Flags::parse(file, node, &[])?;
@@ -127,16 +217,32 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
         }
         "env" | "label" => {
             Flags::parse(file, node, &[])?;
-            let kv: Vec<(String, String)> = node.key_values().into_iter().map(|(k, v, _)| (k.to_string(), v.to_string())).collect();
+            let kv: Vec<(String, String)> = node
+                .key_values()
+                .into_iter()
+                .map(|(k, v, _)| (k.to_string(), v.to_string()))
+                .collect();
             if kv.is_empty() {
                 return Err(at(format!("{} needs KEY=VALUE", kw.to_ascii_uppercase())));
             }
-            if kw == "env" { StepKind::Env(kv) } else { StepKind::Label(kv) }
+            if kw == "env" {
+                StepKind::Env(kv)
+            } else {
+                StepKind::Label(kv)
+            }
         }
         "arg" => {
             Flags::parse(file, node, &[])?;
             need(1, "a name (ARG NAME or ARG NAME=default)")?;
-            StepKind::Arg(node.args.iter().map(|a| match a.split_once('=') { Some((k, v)) => (k.to_string(), Some(v.to_string())), None => (a.clone(), None) }).collect())
+            StepKind::Arg(
+                node.args
+                    .iter()
+                    .map(|a| match a.split_once('=') {
+                        Some((k, v)) => (k.to_string(), Some(v.to_string())),
+                        None => (a.clone(), None),
+                    })
+                    .collect(),
+            )
         }
         "expose" => {
             Flags::parse(file, node, &[])?;
@@ -159,20 +265,58 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
             StepKind::User(node.args[0].clone())
         }
         "copy" | "add" => {
-            let allowed: &[&str] = if kw == "copy" { &["from", "chown", "chmod", "link", "exclude", "parents"] } else { &["chown", "chmod", "link", "exclude", "keep-git-dir", "checksum", "unpack"] };
+            let allowed: &[&str] = if kw == "copy" {
+                &["from", "chown", "chmod", "link", "exclude", "parents"]
+            } else {
+                &[
+                    "chown",
+                    "chmod",
+                    "link",
+                    "exclude",
+                    "keep-git-dir",
+                    "checksum",
+                    "unpack",
+                ]
+            };
             let f = Flags::parse(file, node, allowed)?;
             let hd = heredocs(node);
-            let words: Vec<String> = node.args.iter().filter(|a| !hd.iter().any(|h| a.trim_start_matches(|c: char| c.is_ascii_digit()).starts_with("<<") && a.contains(&h.name))).cloned().collect();
+            let words: Vec<String> = node
+                .args
+                .iter()
+                .filter(|a| {
+                    !hd.iter().any(|h| {
+                        a.trim_start_matches(|c: char| c.is_ascii_digit())
+                            .starts_with("<<")
+                            && a.contains(&h.name)
+                    })
+                })
+                .cloned()
+                .collect();
             if words.is_empty() || (words.len() < 2 && hd.is_empty()) {
-                return Err(at(format!("{} needs a source and a destination; add the destination path", kw.to_ascii_uppercase())));
+                return Err(at(format!(
+                    "{} needs a source and a destination; add the destination path",
+                    kw.to_ascii_uppercase()
+                )));
             }
             let (srcs, dest) = words.split_at(words.len() - 1);
-            StepKind::Copy { add: kw == "add", srcs: srcs.to_vec(), dest: dest[0].clone(), from: f.get("from"), chown: f.get("chown"), chmod: f.get("chmod"), link: f.bool("link"), exclude: f.all("exclude"), heredocs: hd }
+            StepKind::Copy {
+                add: kw == "add",
+                srcs: srcs.to_vec(),
+                dest: dest[0].clone(),
+                from: f.get("from"),
+                chown: f.get("chown"),
+                chmod: f.get("chmod"),
+                link: f.bool("link"),
+                exclude: f.all("exclude"),
+                heredocs: hd,
+            }
         }
         "shell" => {
             Flags::parse(file, node, &[])?;
             if !node.json || node.args.is_empty() {
-                return Err(at("SHELL needs the JSON form, e.g. SHELL [\"/bin/bash\", \"-c\"]".into()));
+                return Err(at(
+                    "SHELL needs the JSON form, e.g. SHELL [\"/bin/bash\", \"-c\"]".into(),
+                ));
             }
             StepKind::Shell(node.args.clone())
         }
@@ -182,22 +326,55 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
             StepKind::StopSignal(node.args[0].clone())
         }
         "healthcheck" => {
-            let f = Flags::parse(file, node, &["interval", "timeout", "start-period", "start-interval", "retries"])?;
-            let kind = node.args.first().map(|a| a.to_ascii_uppercase()).unwrap_or_else(|| "NONE".into());
+            let f = Flags::parse(
+                file,
+                node,
+                &[
+                    "interval",
+                    "timeout",
+                    "start-period",
+                    "start-interval",
+                    "retries",
+                ],
+            )?;
+            let kind = node
+                .args
+                .first()
+                .map(|a| a.to_ascii_uppercase())
+                .unwrap_or_else(|| "NONE".into());
             let test = match kind.as_str() {
                 "NONE" => vec!["NONE".to_string()],
                 "CMD" if node.json => std::iter::once("CMD".to_string()).chain(node.args[1..].iter().cloned()).collect(),
                 "CMD" => vec!["CMD-SHELL".to_string(), node.args[1..].join(" ")],
                 other => return Err(at(format!("HEALTHCHECK type {other:?} is unknown; use HEALTHCHECK CMD ... or HEALTHCHECK NONE"))),
             };
-            let retries = f.get("retries").map(|r| r.parse::<u32>().map_err(|_| at(format!("HEALTHCHECK --retries={r} is not a number")))).transpose()?;
-            StepKind::Healthcheck(Healthcheck { test, interval: f.get("interval"), timeout: f.get("timeout"), start_period: f.get("start-period"), start_interval: f.get("start-interval"), retries })
+            let retries = f
+                .get("retries")
+                .map(|r| {
+                    r.parse::<u32>()
+                        .map_err(|_| at(format!("HEALTHCHECK --retries={r} is not a number")))
+                })
+                .transpose()?;
+            StepKind::Healthcheck(Healthcheck {
+                test,
+                interval: f.get("interval"),
+                timeout: f.get("timeout"),
+                start_period: f.get("start-period"),
+                start_interval: f.get("start-interval"),
+                retries,
+            })
         }
         "onbuild" => {
             Flags::parse(file, node, &[])?;
-            let sub = node.sub.as_ref().ok_or_else(|| at("ONBUILD needs an instruction".into()))?;
+            let sub = node
+                .sub
+                .as_ref()
+                .ok_or_else(|| at("ONBUILD needs an instruction".into()))?;
             if matches!(sub.keyword.as_str(), "onbuild" | "from" | "maintainer") {
-                return Err(at(format!("ONBUILD {} is not allowed", sub.keyword.to_ascii_uppercase())));
+                return Err(at(format!(
+                    "ONBUILD {} is not allowed",
+                    sub.keyword.to_ascii_uppercase()
+                )));
             }
             step(file, sub)?; // a trigger must itself be valid
             StepKind::Onbuild(after_keyword(&node.original))
@@ -207,8 +384,13 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
             StepKind::Maintainer(node.args.join(" "))
         }
         other => {
-            let hint = suggest(other, &INSTRUCTIONS).map(|s| format!("; did you mean {s}?")).unwrap_or_default();
-            return Err(at(format!("unknown instruction {}{hint}", other.to_ascii_uppercase())));
+            let hint = suggest(other, &INSTRUCTIONS)
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_default();
+            return Err(at(format!(
+                "unknown instruction {}{hint}",
+                other.to_ascii_uppercase()
+            )));
         }
     })
 }
@@ -216,30 +398,66 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
 /// Parses a Dockerfile into a plan.
 pub fn plan(file: &str, bytes: &[u8]) -> Result<Plan, FrontError> {
     let ast = dockerfile::parse(file, bytes)?;
-    let mut plan = Plan { global_args: Vec::new(), stages: Vec::new() };
+    let mut plan = Plan {
+        global_args: Vec::new(),
+        stages: Vec::new(),
+    };
     for node in &ast.children {
         if node.keyword == "from" {
             let f = Flags::parse(file, node, &["platform"])?;
-            let at = |msg: String| FrontError::At { file: file.into(), line: node.start_line, msg };
+            let at = |msg: String| FrontError::At {
+                file: file.into(),
+                line: node.start_line,
+                msg,
+            };
             let (base, name) = match node.args.as_slice() {
                 [b] => (b.clone(), None),
                 [b, as_, n] if as_.eq_ignore_ascii_case("as") => (b.clone(), Some(n.clone())),
-                _ => return Err(at("FROM needs an image, optionally followed by AS NAME".into())),
+                _ => {
+                    return Err(at(
+                        "FROM needs an image, optionally followed by AS NAME".into()
+                    ))
+                }
             };
-            plan.stages.push(Stage { index: plan.stages.len(), name, base, platform: f.get("platform"), line: node.start_line, steps: Vec::new() });
+            plan.stages.push(Stage {
+                index: plan.stages.len(),
+                name,
+                base,
+                platform: f.get("platform"),
+                line: node.start_line,
+                steps: Vec::new(),
+            });
             continue;
         }
         let kind = step(file, node)?;
         match plan.stages.last_mut() {
-            Some(stage) => stage.steps.push(Step { line: node.start_line, text: node.original.trim().to_string(), kind }),
+            Some(stage) => stage.steps.push(Step {
+                line: node.start_line,
+                text: node.original.trim().to_string(),
+                kind,
+            }),
             None => match kind {
                 StepKind::Arg(a) => plan.global_args.extend(a),
-                _ => return Err(FrontError::At { file: file.into(), line: node.start_line, msg: format!("{} before the first FROM; only ARG may come before FROM", node.keyword.to_ascii_uppercase()) }),
+                _ => {
+                    return Err(FrontError::At {
+                        file: file.into(),
+                        line: node.start_line,
+                        msg: format!(
+                            "{} before the first FROM; only ARG may come before FROM",
+                            node.keyword.to_ascii_uppercase()
+                        ),
+                    })
+                }
             },
         }
     }
     if plan.stages.is_empty() {
-        return Err(FrontError::At { file: file.into(), line: 1, msg: "no FROM instruction; a Dockerfile starts with FROM IMAGE (or FROM scratch)".into() });
+        return Err(FrontError::At {
+            file: file.into(),
+            line: 1,
+            msg: "no FROM instruction; a Dockerfile starts with FROM IMAGE (or FROM scratch)"
+                .into(),
+        });
     }
     Ok(plan)
 }
@@ -251,7 +469,11 @@ pub fn triggers(texts: &[String]) -> Result<Vec<Step>, String> {
         let ast = dockerfile::parse("ONBUILD trigger", t.as_bytes()).map_err(|e| e.to_string())?;
         for node in &ast.children {
             let kind = step("ONBUILD trigger", node).map_err(|e| e.to_string())?;
-            out.push(Step { line: 0, text: format!("ONBUILD {}", node.original.trim()), kind });
+            out.push(Step {
+                line: 0,
+                text: format!("ONBUILD {}", node.original.trim()),
+                kind,
+            });
         }
     }
     Ok(out)
@@ -264,7 +486,8 @@ pub fn dockerignore(context: &Path) -> Result<crate::context::IgnoreFn, FrontErr
         Err(_) => return Ok(Box::new(|_: &str| false)),
     };
     let patterns = dockerfile::ignore::read_patterns(&text);
-    let matcher = dockerfile::ignore::Matcher::new(&patterns).map_err(|e| FrontError::Ignore(e.to_string()))?;
+    let matcher = dockerfile::ignore::Matcher::new(&patterns)
+        .map_err(|e| FrontError::Ignore(e.to_string()))?;
     Ok(Box::new(move |p: &str| matcher.matches(p).unwrap_or(false)))
 }
 

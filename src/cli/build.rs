@@ -62,16 +62,30 @@ pub struct BuildArgs {
 }
 
 fn epoch() -> Option<u64> {
-    std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|s| s.trim().parse().ok())
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
 }
 
 /// The config's `created`: SOURCE_DATE_EPOCH, else the commit time of a clean git checkout,
 /// else the epoch: meaningful where possible, reproducible always.
 fn created_for(context: &Path) -> String {
     let secs = epoch().or_else(|| {
-        let clean = std::process::Command::new("git").arg("-C").arg(context).args(["status", "--porcelain", "--untracked-files=no"]).output().ok().filter(|o| o.status.success() && o.stdout.is_empty())?;
+        let clean = std::process::Command::new("git")
+            .arg("-C")
+            .arg(context)
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success() && o.stdout.is_empty())?;
         let _ = clean;
-        let out = std::process::Command::new("git").arg("-C").arg(context).args(["log", "-1", "--format=%ct"]).output().ok().filter(|o| o.status.success())?;
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(context)
+            .args(["log", "-1", "--format=%ct"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     });
     crate::image::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.unwrap_or(0)))
@@ -91,10 +105,12 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
     let here = Path::new(crate::project::PROJECT_FILE);
     let file = match &a.context {
         None if here.is_file() => here.to_path_buf(),
-        None if a.file.is_none() && !Path::new("Dockerfile").exists() => match crate::project::Project::find(Path::new(".")) {
-            Some(f) => f,
-            None => return Ok(None),
-        },
+        None if a.file.is_none() && !Path::new("Dockerfile").exists() => {
+            match crate::project::Project::find(Path::new(".")) {
+                Some(f) => f,
+                None => return Ok(None),
+            }
+        }
         Some(c) if !Path::new(c).is_dir() => match crate::project::Project::find(Path::new(".")) {
             Some(f) => f,
             None => return Ok(None),
@@ -114,9 +130,14 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
     for img in order {
         use clap::Parser;
         let argv = img.build_args();
-        let mut one = One::try_parse_from(std::iter::once("keel".to_string()).chain(argv[1..].iter().cloned()))?.args;
+        let mut one = One::try_parse_from(
+            std::iter::once("keel".to_string()).chain(argv[1..].iter().cloned()),
+        )?
+        .args;
         one.file = one.file.map(|f| project.dir.join(f).display().to_string());
-        one.context = one.context.map(|c| project.dir.join(c).display().to_string());
+        one.context = one
+            .context
+            .map(|c| project.dir.join(c).display().to_string());
         one.no_cache |= a.no_cache;
         one.quiet = a.quiet;
         one.isolation = a.isolation.clone().or(one.isolation);
@@ -155,10 +176,21 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             std::io::stdin().read_to_end(&mut b)?;
             ("Dockerfile".to_string(), b)
         }
-        Some(f) => (f.to_string(), std::fs::read(f).with_context(|| format!("reading the Dockerfile {f}"))?),
+        Some(f) => (
+            f.to_string(),
+            std::fs::read(f).with_context(|| format!("reading the Dockerfile {f}"))?,
+        ),
         None => {
             let p = context_dir.join("Dockerfile");
-            (p.display().to_string(), std::fs::read(&p).with_context(|| format!("reading {}; pass -f FILE if the Dockerfile is elsewhere", p.display()))?)
+            (
+                p.display().to_string(),
+                std::fs::read(&p).with_context(|| {
+                    format!(
+                        "reading {}; pass -f FILE if the Dockerfile is elsewhere",
+                        p.display()
+                    )
+                })?,
+            )
         }
     };
     let plan = crate::build::front::plan(&file_name, &bytes)?;
@@ -167,7 +199,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         let (k, val) = parse_kv("--build-arg", v, true)?;
         build_args.insert(k, val);
     }
-    let labels = a.label.iter().map(|l| parse_kv("--label", l, false)).collect::<Result<Vec<_>>>()?;
+    let labels = a
+        .label
+        .iter()
+        .map(|l| parse_kv("--label", l, false))
+        .collect::<Result<Vec<_>>>()?;
     let store = ctx.store()?;
     let created = created_for(&context_dir);
     let opts = BuildOptions {
@@ -179,7 +215,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         explain: a.explain,
         isolation: a.isolation.clone(),
         storage_driver: a.storage_driver.clone(),
-        epoch: if a.timestamps == "keep" { None } else { Some(epoch().unwrap_or(0)) },
+        epoch: if a.timestamps == "keep" {
+            None
+        } else {
+            Some(epoch().unwrap_or(0))
+        },
         created: created.clone(),
         quiet: a.quiet || ctx.reporter.is_quiet(),
     };
@@ -192,12 +232,16 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         Ok(o) => o,
         Err(e) => {
             let logs = store.root().join("logs/last-build");
-            return Err(anyhow::Error::new(e).context(format!("build failed; nothing was tagged; step logs are in {}", logs.display())));
+            return Err(anyhow::Error::new(e).context(format!(
+                "build failed; nothing was tagged; step logs are in {}",
+                logs.display()
+            )));
         }
     };
     let rec = exec::commit(&store, &outcome.state, &created, &labels, &a.tags)?;
     if let Some(f) = &a.iidfile {
-        std::fs::write(f, rec.id().to_string()).with_context(|| format!("writing --iidfile {}", f.display()))?;
+        std::fs::write(f, rec.id().to_string())
+            .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
     if !opts.quiet {
         for t in &a.tags {
@@ -209,11 +253,18 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
 }
 
 /// Builds twice, without cache, in two scratch roots that hold only the base images.
-fn check_reproducible(store: &crate::store::Store, plan: &crate::build::plan::Plan, opts: &BuildOptions, context_dir: &Path) -> Result<i32> {
+fn check_reproducible(
+    store: &crate::store::Store,
+    plan: &crate::build::plan::Plan,
+    opts: &BuildOptions,
+    context_dir: &Path,
+) -> Result<i32> {
     let mut ids = Vec::new();
     let mut roots = Vec::new();
     for round in 0..2 {
-        let scratch = tempfile::Builder::new().prefix("keel-repro-").tempdir_in(store.tmp_dir())?;
+        let scratch = tempfile::Builder::new()
+            .prefix("keel-repro-")
+            .tempdir_in(store.tmp_dir())?;
         let sub = crate::store::Store::open(scratch.path())?;
         copy_bases(store, &sub, plan, opts)?;
         let mut o = opts.clone();
@@ -221,38 +272,56 @@ fn check_reproducible(store: &crate::store::Store, plan: &crate::build::plan::Pl
         o.quiet = true;
         let ignore = crate::build::front::dockerignore(context_dir)?;
         let context = crate::context::Context::new(context_dir, ignore)?;
-        let outcome = Executor::new(&sub, plan, &o, &context)?.build().with_context(|| format!("reproducibility build {}", round + 1))?;
+        let outcome = Executor::new(&sub, plan, &o, &context)?
+            .build()
+            .with_context(|| format!("reproducibility build {}", round + 1))?;
         let rec = exec::commit(&sub, &outcome.state, &o.created, &o.labels, &[])?;
         ids.push(rec);
         roots.push(scratch);
     }
     if ids[0].manifest_digest() == ids[1].manifest_digest() {
-        println!("reproducible: both builds gave {}", ids[0].manifest_digest());
+        println!(
+            "reproducible: both builds gave {}",
+            ids[0].manifest_digest()
+        );
         return Ok(0);
     }
     let a = crate::store::Store::open(roots[0].path())?;
     let b = crate::store::Store::open(roots[1].path())?;
     let diff = crate::build::repro::first_difference(&a, &ids[0], &b, &ids[1])?;
-    eprintln!("keel: not reproducible: {} vs {}: {diff}", ids[0].manifest_digest(), ids[1].manifest_digest());
+    eprintln!(
+        "keel: not reproducible: {} vs {}: {diff}",
+        ids[0].manifest_digest(),
+        ids[1].manifest_digest()
+    );
     Ok(1)
 }
 
 /// Copies the store images the plan's FROM lines name into `to` (blobs are hard-linked).
-fn copy_bases(from: &crate::store::Store, to: &crate::store::Store, plan: &crate::build::plan::Plan, opts: &BuildOptions) -> Result<()> {
+fn copy_bases(
+    from: &crate::store::Store,
+    to: &crate::store::Store,
+    plan: &crate::build::plan::Plan,
+    opts: &BuildOptions,
+) -> Result<()> {
     let globals = crate::build::plan::global_arg_values(&plan.global_args, &opts.build_args);
     for s in &plan.stages {
         let lookup = |k: &str| globals.get(k).cloned();
-        let base = crate::dockerfile::expand::process_word(&s.base, &lookup).unwrap_or_else(|_| s.base.clone());
+        let base = crate::dockerfile::expand::process_word(&s.base, &lookup)
+            .unwrap_or_else(|_| s.base.clone());
         if base == "scratch" || plan.stage_by_ref(&base).is_some_and(|j| j < s.index) {
             continue;
         }
-        let Ok(rec) = from.resolve(&base) else { continue };
+        let Ok(rec) = from.resolve(&base) else {
+            continue;
+        };
         let mut digests = vec![rec.manifest_digest().clone(), rec.id().clone()];
         digests.extend(rec.manifest.layers().iter().map(|l| l.digest().clone()));
         for d in digests {
             let dst = to.blob_path(&d);
             if !dst.exists() {
-                std::fs::hard_link(from.blob_path(&d), &dst).or_else(|_| std::fs::copy(from.blob_path(&d), &dst).map(drop))?;
+                std::fs::hard_link(from.blob_path(&d), &dst)
+                    .or_else(|_| std::fs::copy(from.blob_path(&d), &dst).map(drop))?;
             }
         }
         if let Ok(r) = ImageRef::parse(&base) {

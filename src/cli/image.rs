@@ -254,7 +254,8 @@ pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
             "RepoTags": rec.names,
             "Size": rec.size(),
             "Manifest": rec.manifest,
-            "Config": serde_json::to_value(&rec.config)?,
+            // The stored document itself: docker's fields (Healthcheck, Shell, OnBuild) included.
+            "Config": store.read_json::<serde_json::Value>("config", rec.id())?,
         }));
     }
     println!("{}", serde_json::to_string_pretty(&docs)?);

@@ -170,7 +170,7 @@ pub fn main() -> i32 {
             }) {
                 return 0;
             }
-            eprintln!("keel: error: {e:#}");
+            eprintln!("keel: error: {}", error_text(&e));
             1
         }
     }
@@ -193,6 +193,22 @@ fn external(args: Vec<std::ffi::OsString>, ctx: &Ctx) -> anyhow::Result<i32> {
         Err(e) => return Err(anyhow::Error::new(e).context(format!("running {exe}"))),
     };
     Ok(status.code().unwrap_or(1))
+}
+
+/// The error and its causes on one line, each cause once (many library errors already
+/// quote their source in their own message).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !msg.contains(&s) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&s);
+        }
+    }
+    msg
 }
 
 fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {

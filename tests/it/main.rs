@@ -2,6 +2,8 @@
 //! `keel` binary against a temporary root, the way users and CI do.
 mod common;
 
+mod build;
+
 mod dockerfile;
 mod integrate;
 mod layer;
