@@ -15,9 +15,39 @@ pub use parse::{parse, Ast, Heredoc, Node, Warning};
 
 use std::fmt;
 
-/// A Dockerfile that cannot be parsed or understood, located in its file.
+/// A Dockerfile that cannot be parsed or understood, located in its file. Boxed so that
+/// `Result<_, ParseError>` stays small; fields are reached through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub struct ParseError(pub Box<ErrorDetail>);
+
+impl ParseError {
+    pub fn new(
+        file: impl Into<String>,
+        line: usize,
+        column: usize,
+        text: impl Into<String>,
+        kind: ErrorKind,
+    ) -> ParseError {
+        ParseError(Box::new(ErrorDetail {
+            file: file.into(),
+            line,
+            column,
+            text: text.into(),
+            kind,
+        }))
+    }
+}
+
+impl std::ops::Deref for ParseError {
+    type Target = ErrorDetail;
+    fn deref(&self) -> &ErrorDetail {
+        &self.0
+    }
+}
+
+/// Where and what: the fields of a `ParseError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDetail {
     pub file: String,
     /// 1-based line of the instruction (or the offending line).
     pub line: usize,

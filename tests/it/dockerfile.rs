@@ -554,3 +554,34 @@ fn dockerignore_pattern_list() {
         }
     }
 }
+
+// ---- typed instructions over the conformance corpus ----
+
+#[test]
+fn instructions_from_positive_cases() {
+    // Real-world Dockerfiles must convert to typed instructions; the few that BuildKit
+    // itself would also reject at this layer are listed with the reason.
+    let rejected: &[(&str, &str)] = &[
+        ("flags", "unknown flag user on COPY"),
+        ("health", "HEALTHCHECK requires at least one argument"),
+    ];
+    let mut f = Failures(Vec::new());
+    for (name, dir) in cases("dockerfile-parser/positive") {
+        let ast = parse(
+            "Dockerfile",
+            &std::fs::read(dir.join("Dockerfile")).unwrap(),
+        )
+        .unwrap();
+        let got = dockerfile::instructions(&ast);
+        let expect_err = rejected.iter().find(|(n, _)| *n == name);
+        match (&got, expect_err) {
+            (Ok(v), None) => assert_eq!(v.len(), ast.children.len(), "{name}"),
+            (Err(e), Some((_, why))) => assert!(e.to_string().contains(why), "{name}: {e}"),
+            (Ok(_), Some(_)) => {
+                f.0.push(format!("{name}: converted but should be rejected"))
+            }
+            (Err(e), None) => f.0.push(format!("{name}: {e}")),
+        }
+    }
+    f.check("instructions");
+}
