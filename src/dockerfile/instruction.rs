@@ -5,6 +5,7 @@
 //! Pure and unexpanded: ENV/LABEL/ARG values, paths and commands stay as written (quotes
 //! included); variables are expanded when a stage is evaluated, with `expand.rs`. The stage
 //! graph is built from this list in `plan/`, not here.
+use super::expand::{Env, ExpandError, Lexer};
 use super::parse::{Ast, Heredoc, Node};
 use super::{ErrorKind, ParseError};
 use std::time::Duration;
@@ -197,6 +198,111 @@ impl Instruction {
             Instruction::Onbuild { .. } => "ONBUILD",
             Instruction::Maintainer(_) => "MAINTAINER",
         }
+    }
+}
+
+impl Instruction {
+    /// Expands variables and removes quotes in the arguments Docker expands (BuildKit's
+    /// `Expand` methods): FROM image and platform; ENV/LABEL keys and values; ARG names
+    /// and defaults; WORKDIR, USER, STOPSIGNAL, EXPOSE, VOLUME; COPY/ADD sources,
+    /// destination and `--from/--chown/--chmod/--exclude/--checksum`; RUN mount fields.
+    /// RUN/CMD/ENTRYPOINT/SHELL/HEALTHCHECK commands and ONBUILD triggers are left alone
+    /// (the shell, or the later build, sees them). `lexer` carries the file's escape
+    /// character; `env` is what the step can see (build args and ENV so far).
+    pub fn expand(&self, lexer: &Lexer, env: Env) -> Result<Instruction, ExpandError> {
+        let w = |s: &str| lexer.process_word(s, env);
+        let opt = |s: &Option<String>| s.as_deref().map(w).transpose();
+        let all = |v: &[String]| v.iter().map(|s| w(s)).collect::<Result<Vec<_>, _>>();
+        let pairs = |v: &[(String, String)]| {
+            v.iter()
+                .map(|(k, x)| Ok((w(k)?, w(x)?)))
+                .collect::<Result<Vec<_>, ExpandError>>()
+        };
+        Ok(match self {
+            Instruction::From {
+                image,
+                name,
+                platform,
+            } => Instruction::From {
+                image: w(image)?,
+                name: name.clone(),
+                platform: opt(platform)?,
+            },
+            Instruction::Env(v) => Instruction::Env(pairs(v)?),
+            Instruction::Label(v) => Instruction::Label(pairs(v)?),
+            Instruction::Arg(v) => Instruction::Arg(
+                v.iter()
+                    .map(|(k, d)| Ok((w(k)?, opt(d)?)))
+                    .collect::<Result<_, ExpandError>>()?,
+            ),
+            Instruction::Workdir(s) => Instruction::Workdir(w(s)?),
+            Instruction::User(s) => Instruction::User(w(s)?),
+            Instruction::StopSignal(s) => Instruction::StopSignal(w(s)?),
+            Instruction::Expose(v) => Instruction::Expose(
+                v.iter()
+                    .map(|p| lexer.process_words(p, env))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .concat(),
+            ),
+            Instruction::Volume(v) => Instruction::Volume(all(v)?),
+            Instruction::Copy(c) | Instruction::Add(c) => {
+                let c = CopyArgs {
+                    // Heredoc sources (`<<EOF`) name their heredoc; they are not paths.
+                    srcs: c
+                        .srcs
+                        .iter()
+                        .map(|s| {
+                            if s.starts_with("<<")
+                                || s.trim_start_matches(|c: char| c.is_ascii_digit())
+                                    .starts_with("<<")
+                            {
+                                Ok(s.clone())
+                            } else {
+                                w(s)
+                            }
+                        })
+                        .collect::<Result<_, _>>()?,
+                    dest: w(&c.dest)?,
+                    from: opt(&c.from)?,
+                    chown: opt(&c.chown)?,
+                    chmod: opt(&c.chmod)?,
+                    exclude: all(&c.exclude)?,
+                    checksum: opt(&c.checksum)?,
+                    ..c.clone()
+                };
+                if matches!(self, Instruction::Copy(_)) {
+                    Instruction::Copy(c)
+                } else {
+                    Instruction::Add(c)
+                }
+            }
+            Instruction::Run {
+                command,
+                heredocs,
+                mounts,
+                network,
+                security,
+            } => Instruction::Run {
+                command: command.clone(),
+                heredocs: heredocs.clone(),
+                mounts: mounts
+                    .iter()
+                    .map(|m| {
+                        Ok(RunMount {
+                            target: opt(&m.target)?,
+                            source: opt(&m.source)?,
+                            from: opt(&m.from)?,
+                            id: opt(&m.id)?,
+                            env: opt(&m.env)?,
+                            ..m.clone()
+                        })
+                    })
+                    .collect::<Result<_, ExpandError>>()?,
+                network: *network,
+                security: security.clone(),
+            },
+            other => other.clone(),
+        })
     }
 }
 
@@ -1242,6 +1348,79 @@ mod tests {
         let v = instructions(&ast).unwrap();
         assert_eq!((v[1].start_line, v[1].end_line), (3, 4));
         assert_eq!(v[1].original, "RUN x   y");
+    }
+
+    #[test]
+    fn expand_table() {
+        let env = |n: &str| match n {
+            "V" => Some("1.2".to_string()),
+            "D" => Some("/srv".to_string()),
+            "PS" => Some("80 443".to_string()),
+            _ => None,
+        };
+        let lx = Lexer::new('\\');
+        let cases = [
+            (
+                "ENV a=\"x $V\" b=${U:-d}",
+                "ENV",
+                Instruction::Env(vec![("a".into(), "x 1.2".into()), ("b".into(), "d".into())]),
+            ),
+            (
+                "LABEL 'k'=\"v w\"",
+                "LABEL",
+                Instruction::Label(vec![("k".into(), "v w".into())]),
+            ),
+            (
+                "ARG X=$V",
+                "ARG",
+                Instruction::Arg(vec![("X".into(), Some("1.2".into()))]),
+            ),
+            (
+                "WORKDIR $D/app",
+                "WORKDIR",
+                Instruction::Workdir("/srv/app".into()),
+            ),
+            (
+                "RUN echo $V",
+                "RUN",
+                Instruction::Run {
+                    command: ShellOrExec::Shell("echo $V".into()),
+                    heredocs: vec![],
+                    mounts: vec![],
+                    network: None,
+                    security: None,
+                },
+            ),
+            (
+                "EXPOSE $PS ${P:-22}",
+                "EXPOSE",
+                Instruction::Expose(vec!["80".into(), "443".into(), "22".into()]),
+            ),
+        ];
+        for (src, kw, want) in cases {
+            let got = one(src).unwrap().expand(&lx, &env).unwrap();
+            assert_eq!(got.keyword(), kw);
+            assert_eq!(got, want, "{src}");
+        }
+        let Instruction::Copy(c) = one("COPY --chown=$V a${V} <<EOF $D/\nx\nEOF")
+            .unwrap()
+            .expand(&lx, &env)
+            .unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (c.chown.as_deref(), c.srcs.clone(), c.dest.as_str()),
+            (
+                Some("1.2"),
+                vec!["a1.2".to_string(), "<<EOF".to_string()],
+                "/srv/"
+            )
+        );
+        assert!(one("ENV a=${U:?needed}")
+            .unwrap()
+            .expand(&lx, &env)
+            .is_err());
     }
 
     #[test]
