@@ -811,6 +811,17 @@ pub fn chomp_heredoc_content(content: &str) -> String {
         .collect()
 }
 
+impl Heredoc {
+    /// The body as the command or file sees it: `<<-` strips leading tabs.
+    pub fn body(&self) -> String {
+        if self.chomp {
+            chomp_heredoc_content(&self.content)
+        } else {
+            self.content.clone()
+        }
+    }
+}
+
 impl Node {
     /// True for RUN/COPY/ADD in shell form, directly or under ONBUILD.
     pub fn can_contain_heredoc(&self) -> bool {
