@@ -363,6 +363,7 @@ impl Flags {
                 return Err(ErrorKind::UnknownFlag {
                     instruction,
                     flag: name,
+                    accepted: allowed.iter().map(|a| a.to_string()).collect(),
                 });
             }
             values.push((name, value));
@@ -1137,9 +1138,18 @@ mod tests {
             e.kind,
             ErrorKind::UnknownFlag {
                 instruction: "COPY".into(),
-                flag: "frm".into()
+                flag: "frm".into(),
+                accepted: ["from", "chown", "chmod", "link", "exclude", "parents"]
+                    .map(String::from)
+                    .to_vec(),
             }
         );
+        assert!(
+            e.to_string()
+                .contains("hint: remove or fix the flag; COPY accepts --from, --chown"),
+            "{e}"
+        );
+        assert!(err("CMD --x a").contains("CMD accepts no flags"));
         assert_eq!(e.column, 6);
         assert!(err("CMD --doit echo").contains("unknown flag doit on CMD"));
     }

@@ -115,13 +115,18 @@ pub enum ErrorKind {
         "{instruction}: syntax error - can't find = in {word:?}; must be of the form: name=value"
     )]
     MissingEquals { instruction: String, word: String },
-    #[error("unknown instruction: {name}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    #[error("unknown instruction: {name}")]
     UnknownInstruction {
         name: String,
         suggestion: Option<String>,
     },
     #[error("unknown flag {flag} on {instruction}")]
-    UnknownFlag { instruction: String, flag: String },
+    UnknownFlag {
+        instruction: String,
+        flag: String,
+        /// The flags the instruction does accept (without `--`).
+        accepted: Vec<String>,
+    },
     #[error("{instruction}: {message}")]
     Invalid {
         instruction: String,
@@ -158,8 +163,23 @@ impl ErrorKind {
             ErrorKind::UnknownInstruction { .. } => {
                 "see the Dockerfile reference for the instructions keel knows".into()
             }
-            ErrorKind::UnknownFlag { instruction, .. } => {
-                format!("remove the flag; see the reference for the flags {instruction} accepts")
+            ErrorKind::UnknownFlag {
+                instruction,
+                accepted,
+                ..
+            } if accepted.is_empty() => {
+                format!("remove the flag; {instruction} accepts no flags")
+            }
+            ErrorKind::UnknownFlag {
+                instruction,
+                accepted,
+                ..
+            } => {
+                let list: Vec<String> = accepted.iter().map(|f| format!("--{f}")).collect();
+                format!(
+                    "remove or fix the flag; {instruction} accepts {}",
+                    list.join(", ")
+                )
             }
             ErrorKind::Invalid { hint, .. } => return hint.clone(),
         })
