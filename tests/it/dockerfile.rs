@@ -585,3 +585,62 @@ fn instructions_from_positive_cases() {
     }
     f.check("instructions");
 }
+
+#[test]
+fn truncated_inputs_never_panic() {
+    // Every prefix of every conformance Dockerfile (cut at any byte, even inside a UTF-8
+    // sequence, a quote or a heredoc) must give a result or an error, never a panic.
+    let lexer = expand::Lexer::new('\\');
+    let env = |_: &str| Some("v a l".to_string());
+    let mut inputs: Vec<Vec<u8>> = cases("dockerfile-parser/positive")
+        .into_iter()
+        .chain(cases("dockerfile-parser/negative"))
+        .map(|(_, d)| std::fs::read(d.join("Dockerfile")).unwrap())
+        .collect();
+    inputs.push(read("dockerfile-parser/heredoc/extract/Dockerfile"));
+    let mut parsed = 0;
+    for input in inputs {
+        for cut in 0..=input.len().min(600) {
+            let Ok(ast) = parse("Dockerfile", &input[..cut]) else {
+                continue;
+            };
+            parsed += 1;
+            let _ = ast.dump();
+            for node in &ast.children {
+                for a in &node.args {
+                    let _ = expand::process_words(a, &env);
+                }
+            }
+            if let Ok(list) = dockerfile::instructions(&ast) {
+                for i in list {
+                    let _ = i.value.expand(&lexer, &env);
+                }
+            }
+        }
+    }
+    assert!(parsed > 500, "only {parsed} prefixes parsed");
+}
+
+#[test]
+fn odd_ignore_patterns_never_panic() {
+    // Every 3-character pattern over glob metacharacters builds or fails cleanly, and
+    // matching gives a result or an error, never a panic.
+    let alphabet = ['*', '?', '[', ']', '\\', '-', '^', '!', '/', 'a'];
+    let paths = ["a", "a/b", "-", "]"];
+    let mut built = 0;
+    for x in alphabet {
+        for y in alphabet {
+            for z in alphabet {
+                let p = format!("{x}{y}{z}");
+                if let Ok(m) = dockerfile::ignore::Matcher::new(&[p.clone(), format!("!{p}/x")]) {
+                    built += 1;
+                    for path in paths {
+                        let _ = m.matches(path);
+                        let _ = m.can_skip_dir(path);
+                    }
+                }
+            }
+        }
+    }
+    assert!(built > 100, "only {built} matchers built");
+}
