@@ -3,7 +3,8 @@
 //!
 //! Pure: the environment comes in through a lookup closure (BuildKit `EnvGetter`); this
 //! module never reads the process environment. Supported: `$V`, `${V}`, `${V:-w}`,
-//! `${V-w}`, `${V:+w}`, `${V+w}`, `${V:?msg}`, `${V?msg}`, single and double quotes, and the
+//! `${V-w}`, `${V:+w}`, `${V+w}`, `${V:?msg}`, `${V?msg}`, `${V#p}`, `${V##p}`, `${V%p}`,
+//! `${V%%p}`, `${V/p/r}`, `${V//p/r}`, single and double quotes, and the
 //! escape character (`\` or `` ` ``). Positional and special parameters (`$1`, `$@`, `$#`…)
 //! are never set in a Dockerfile, so they expand to nothing.
 //! The conformance vectors are `testdata/conformance/dockerfile-shell/{envVarTest,wordsTest}`.
@@ -43,6 +44,8 @@ pub struct Lexer {
     pub raw_escapes: bool,
     /// Leave references to unset variables as written instead of expanding to "".
     pub skip_unset_env: bool,
+    /// Treat quotes as ordinary characters (for heredoc bodies, where only `$` matters).
+    pub skip_process_quotes: bool,
 }
 
 impl Lexer {
@@ -52,6 +55,7 @@ impl Lexer {
             raw_quotes: false,
             raw_escapes: false,
             skip_unset_env: false,
+            skip_process_quotes: false,
         }
     }
 
@@ -200,12 +204,12 @@ impl ShellWord<'_> {
                     result.push_str(&tmp);
                     words.add_string(&tmp);
                 }
-                '\'' => {
+                '\'' if !self.lexer.skip_process_quotes => {
                     let tmp = self.process_single_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);
                 }
-                '"' => {
+                '"' if !self.lexer.skip_process_quotes => {
                     let tmp = self.process_double_quote()?;
                     result.push_str(&tmp);
                     words.add_raw_string(&tmp);
@@ -345,10 +349,18 @@ impl ShellWord<'_> {
             }
             _ => {}
         }
-        if !matches!(ch, '+' | '-' | '?') {
+        if ch == '/' && !null_is_unset {
+            return self.process_replace(&name);
+        }
+        if !matches!(ch, '+' | '-' | '?' | '#' | '%') {
             return Err(Fail::Modifier(modifier));
         }
-        let (word, _) = match self.process_stop_on(Some('}'), false) {
+        // Patterns keep their escapes so that `\*` stays a literal star.
+        let pattern_op = ch == '#' || ch == '%';
+        if null_is_unset && pattern_op {
+            return Err(Fail::Modifier(modifier));
+        }
+        let (word, _) = match self.process_stop_on(Some('}'), pattern_op) {
             Ok(r) => r,
             Err(e) if self.peek().is_none() => {
                 let _ = e;
@@ -364,6 +376,14 @@ impl ShellWord<'_> {
             None => true,
             Some(v) => null_is_unset && v.is_empty(),
         };
+        if pattern_op {
+            let value = value.unwrap_or_default();
+            let (greedy, pattern) = match word.strip_prefix(ch) {
+                Some(p) => (true, p.to_string()),
+                None => (false, word),
+            };
+            return trim_pattern(&value, &pattern, ch == '#', greedy);
+        }
         match ch {
             '-' => Ok(if empty_or_unset {
                 word
@@ -379,6 +399,35 @@ impl ShellWord<'_> {
                 Some(v) => Ok(v),
             },
         }
+    }
+
+    /// `${V/pattern/replacement}` (first match) and `${V//pattern/replacement}` (all).
+    fn process_replace(&mut self, name: &str) -> Result<String, Fail> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.next();
+        }
+        let (pattern, _) = self
+            .process_stop_on(Some('/'), true)
+            .map_err(|_| Fail::MissingBrace)?;
+        let (replacement, _) = self
+            .process_stop_on(Some('}'), true)
+            .map_err(|_| Fail::MissingBrace)?;
+        let value = self.lookup(name);
+        if self.lexer.skip_unset_env && value.is_none() {
+            let slash = if all { "//" } else { "/" };
+            return Ok(format!("${{{name}{slash}{pattern}/{replacement}}}"));
+        }
+        let value = value.unwrap_or_default();
+        let re = shell_pattern_regex(&pattern, true)
+            .ok_or_else(|| Fail::Modifier(format!("/{pattern}")))?;
+        let re = regex::Regex::new(&re).map_err(|_| Fail::Modifier(format!("/{pattern}")))?;
+        let replacement = regex::NoExpand(&replacement);
+        Ok(if all {
+            re.replace_all(&value, replacement).into_owned()
+        } else {
+            re.replace(&value, replacement).into_owned()
+        })
     }
 
     /// A variable name: letters, digits and `_`; or all-digit positional parameters; or a
@@ -407,6 +456,68 @@ impl ShellWord<'_> {
     }
 }
 
+/// A shell glob (`*`, `?`, `[...]`, `\x`) as a regex body; `*` is greedy when asked.
+fn shell_pattern_regex(pattern: &str, greedy: bool) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = pattern.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push_str(if greedy { ".*" } else { ".*?" }),
+            '?' => out.push('.'),
+            '\\' => out.push_str(&regex::escape(&chars.next()?.to_string())),
+            '[' => {
+                out.push('[');
+                if chars.peek() == Some(&'!') {
+                    chars.next();
+                    out.push('^');
+                }
+                loop {
+                    let c = chars.next()?;
+                    if c == ']' {
+                        break;
+                    }
+                    if matches!(c, '[' | '&' | '~' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push(']');
+            }
+            c => out.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    Some(out)
+}
+
+/// `${V#p}`/`${V##p}` remove the shortest/longest matching prefix, `${V%p}`/`${V%%p}`
+/// the shortest/longest matching suffix.
+fn trim_pattern(value: &str, pattern: &str, prefix: bool, greedy: bool) -> Result<String, Fail> {
+    let body =
+        shell_pattern_regex(pattern, true).ok_or_else(|| Fail::Modifier(pattern.to_string()))?;
+    let re = regex::Regex::new(&format!("^(?s:{body})$"))
+        .map_err(|_| Fail::Modifier(pattern.to_string()))?;
+    let mut cuts: Vec<usize> = value
+        .char_indices()
+        .map(|(i, _)| i)
+        .chain([value.len()])
+        .collect();
+    // Shortest first for prefixes means increasing cut; for suffixes decreasing.
+    if prefix == greedy {
+        cuts.reverse();
+    }
+    for cut in cuts {
+        let (part, rest) = if prefix {
+            (&value[..cut], &value[cut..])
+        } else {
+            (&value[cut..], &value[..cut])
+        };
+        if re.is_match(part) {
+            return Ok(rest.to_string());
+        }
+    }
+    Ok(value.to_string())
+}
+
 fn or(word: String, default: &str) -> String {
     if word.is_empty() {
         default.to_string()
@@ -423,6 +534,7 @@ mod tests {
         match name {
             "A" => Some("a b".into()),
             "E" => Some(String::new()),
+            "F" => Some("a/b/c.tar.gz".into()),
             _ => None,
         }
     }
@@ -440,7 +552,16 @@ mod tests {
             ("${U:?}", Err(())),
             ("${E?}", Ok("")),
             ("${E:?boom}", Err(())),
-            ("${A%x}", Err(())),
+            ("${A%%x}", Ok("a b")),
+            ("${A:%x}", Err(())),
+            ("${F#*/}", Ok("b/c.tar.gz")),
+            ("${F##*/}", Ok("c.tar.gz")),
+            ("${F%.*}", Ok("a/b/c.tar")),
+            ("${F%%.*}", Ok("a/b/c")),
+            ("${F/b/x}", Ok("a/x/c.tar.gz")),
+            ("${F//[ab]/_}", Ok("_/_/c.t_r.gz")),
+            ("${F#\\*}", Ok("a/b/c.tar.gz")),
+            ("${A^x}", Err(())),
             ("'$A'", Ok("$A")),
             ("\"$A\"", Ok("a b")),
             ("\\$A", Ok("$A")),
@@ -461,6 +582,17 @@ mod tests {
     fn required_message_names_variable() {
         let e = process_word("${U?set U}", &env).unwrap_err();
         assert!(e.to_string().contains("U: set U"), "{e}");
+    }
+
+    #[test]
+    fn heredoc_body_mode() {
+        let mut lx = Lexer::new('\\');
+        lx.skip_process_quotes = true;
+        lx.raw_escapes = true;
+        assert_eq!(
+            lx.process_word("echo '$A' \"x\"\n", &env).unwrap(),
+            "echo 'a b' \"x\"\n"
+        );
     }
 
     #[test]

@@ -105,6 +105,31 @@ struct Pattern {
     text: String,
     exclusion: bool,
     kind: Kind,
+    /// Per path segment, for `can_skip_dir` (only filled for `!` patterns).
+    segments: Vec<Segment>,
+}
+
+/// One `/`-separated piece of a pattern, for the skip-directory test.
+#[derive(Debug, Clone)]
+enum Segment {
+    /// Contains `**`: may span any number of directories.
+    Any,
+    Literal(String),
+    /// A glob; `None` when it does not compile (treated as "may match").
+    Glob(Option<Regex>),
+}
+
+impl Segment {
+    fn new(seg: &str) -> Segment {
+        if seg.contains("**") {
+            Segment::Any
+        } else if !seg.contains(['*', '?', '[', '\\']) {
+            Segment::Literal(seg.to_string())
+        } else {
+            let body = go_regex_to_rust(&compile_regex_string(seg).0);
+            Segment::Glob(Regex::new(&format!("^{body}$")).ok())
+        }
+    }
 }
 
 impl Pattern {
@@ -157,7 +182,13 @@ impl Matcher {
                 why: why.into(),
             })?;
             let kind = compile(&p);
+            let segments = if exclusion {
+                p.split('/').map(Segment::new).collect()
+            } else {
+                Vec::new()
+            };
             out.push(Pattern {
+                segments,
                 text: p,
                 exclusion,
                 kind,
@@ -186,7 +217,12 @@ impl Matcher {
     pub fn matches(&self, path: &str) -> Result<bool, IgnoreError> {
         let mut matched = false;
         let parent = dir(path);
-        let parent_dirs: Vec<&str> = parent.split('/').collect();
+        // Ends of the parent's prefixes: "a", "a/b", … as slices of `parent`.
+        let ends: Vec<usize> = parent
+            .match_indices('/')
+            .map(|(i, _)| i)
+            .chain([parent.len()])
+            .collect();
         for p in &self.patterns {
             // An include pattern cannot change an already-ignored path, nor an exception
             // a path that is not ignored.
@@ -195,8 +231,8 @@ impl Matcher {
             }
             let mut m = p.is_match(path)?;
             if !m && parent != "." {
-                for i in 0..parent_dirs.len() {
-                    if p.is_match(&parent_dirs[..=i].join("/")).unwrap_or(false) {
+                for &end in &ends {
+                    if p.is_match(&parent[..end]).unwrap_or(false) {
                         m = true;
                         break;
                     }
@@ -220,38 +256,22 @@ impl Matcher {
             .patterns
             .iter()
             .filter(|p| p.exclusion)
-            .any(|p| could_match_under(&p.text, &dir_parts)))
+            .any(|p| could_match_under(&p.segments, &dir_parts)))
     }
 }
 
-/// Conservative: could `pattern` match `dir` itself, a parent, or anything below it?
-fn could_match_under(pattern: &str, dir_parts: &[&str]) -> bool {
-    let pat_parts: Vec<&str> = pattern.split('/').collect();
-    for (pp, dp) in pat_parts.iter().zip(dir_parts) {
-        if pp.contains("**") {
-            return true;
-        }
-        if !has_meta(pp) {
-            if pp != dp {
-                return false;
-            }
-            continue;
-        }
-        match Regex::new(&format!("^{}$", go_regex_to_rust(&segment_regex(pp)))) {
-            Ok(re) if !re.is_match(dp) => return false,
+/// Conservative: could a pattern with these segments match `dir` itself, a parent, or
+/// anything below it?
+fn could_match_under(segments: &[Segment], dir_parts: &[&str]) -> bool {
+    for (seg, part) in segments.iter().zip(dir_parts) {
+        match seg {
+            Segment::Any => return true,
+            Segment::Literal(l) if l != part => return false,
+            Segment::Glob(Some(re)) if !re.is_match(part) => return false,
             _ => {}
         }
     }
     true
-}
-
-fn has_meta(s: &str) -> bool {
-    s.contains(['*', '?', '[', '\\'])
-}
-
-/// A single path segment's glob as a Go regex body (no `**` inside).
-fn segment_regex(seg: &str) -> String {
-    compile_regex_string(seg).0
 }
 
 /// Validates `pattern` the way Go's `filepath.Match` does (Unix).

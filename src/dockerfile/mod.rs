@@ -15,9 +15,39 @@ pub use parse::{parse, Ast, Heredoc, Node, Warning};
 
 use std::fmt;
 
-/// A Dockerfile that cannot be parsed or understood, located in its file.
+/// A Dockerfile that cannot be parsed or understood, located in its file. Boxed so that
+/// `Result<_, ParseError>` stays small; fields are reached through `Deref`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParseError {
+pub struct ParseError(pub Box<ErrorDetail>);
+
+impl ParseError {
+    pub fn new(
+        file: impl Into<String>,
+        line: usize,
+        column: usize,
+        text: impl Into<String>,
+        kind: ErrorKind,
+    ) -> ParseError {
+        ParseError(Box::new(ErrorDetail {
+            file: file.into(),
+            line,
+            column,
+            text: text.into(),
+            kind,
+        }))
+    }
+}
+
+impl std::ops::Deref for ParseError {
+    type Target = ErrorDetail;
+    fn deref(&self) -> &ErrorDetail {
+        &self.0
+    }
+}
+
+/// Where and what: the fields of a `ParseError`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorDetail {
     pub file: String,
     /// 1-based line of the instruction (or the offending line).
     pub line: usize,
@@ -85,13 +115,18 @@ pub enum ErrorKind {
         "{instruction}: syntax error - can't find = in {word:?}; must be of the form: name=value"
     )]
     MissingEquals { instruction: String, word: String },
-    #[error("unknown instruction: {name}{}", suggestion.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default())]
+    #[error("unknown instruction: {name}")]
     UnknownInstruction {
         name: String,
         suggestion: Option<String>,
     },
     #[error("unknown flag {flag} on {instruction}")]
-    UnknownFlag { instruction: String, flag: String },
+    UnknownFlag {
+        instruction: String,
+        flag: String,
+        /// The flags the instruction does accept (without `--`).
+        accepted: Vec<String>,
+    },
     #[error("{instruction}: {message}")]
     Invalid {
         instruction: String,
@@ -128,8 +163,23 @@ impl ErrorKind {
             ErrorKind::UnknownInstruction { .. } => {
                 "see the Dockerfile reference for the instructions keel knows".into()
             }
-            ErrorKind::UnknownFlag { instruction, .. } => {
-                format!("remove the flag; see the reference for the flags {instruction} accepts")
+            ErrorKind::UnknownFlag {
+                instruction,
+                accepted,
+                ..
+            } if accepted.is_empty() => {
+                format!("remove the flag; {instruction} accepts no flags")
+            }
+            ErrorKind::UnknownFlag {
+                instruction,
+                accepted,
+                ..
+            } => {
+                let list: Vec<String> = accepted.iter().map(|f| format!("--{f}")).collect();
+                format!(
+                    "remove or fix the flag; {instruction} accepts {}",
+                    list.join(", ")
+                )
             }
             ErrorKind::Invalid { hint, .. } => return hint.clone(),
         })

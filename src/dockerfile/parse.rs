@@ -275,16 +275,13 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         .iter()
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let err = |kind: ErrorKind, line: usize, column: usize| ParseError {
-        file: file.to_string(),
-        line,
-        column,
-        text: line
+    let err = |kind: ErrorKind, line: usize, column: usize| {
+        let text = line
             .checked_sub(1)
             .and_then(|i| lines.get(i))
             .cloned()
-            .unwrap_or_default(),
-        kind,
+            .unwrap_or_default();
+        ParseError::new(file, line, column, text, kind)
     };
     // Go's scanner refuses longer lines anywhere in the file.
     if let Some(i) = raw_lines.iter().position(|l| l.len() > MAX_LINE) {
@@ -467,7 +464,7 @@ enum Json {
     Array(Vec<String>),
     /// Well-formed JSON array with a non-string element: an error, not a fallback.
     NotStrings,
-    NotJson,
+    Invalid,
 }
 
 /// Exec-form argument parsing (BuildKit `parseJSON`).
@@ -475,14 +472,14 @@ pub fn parse_json_array(rest: &str) -> Result<Option<Vec<String>>, ErrorKind> {
     match json_array(rest) {
         Json::Array(v) => Ok(Some(v)),
         Json::NotStrings => Err(ErrorKind::NotStringArray),
-        Json::NotJson => Ok(None),
+        Json::Invalid => Ok(None),
     }
 }
 
 fn json_array(rest: &str) -> Json {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
-        return Json::NotJson;
+        return Json::Invalid;
     }
     match serde_json::from_str::<serde_json::Value>(rest) {
         Ok(serde_json::Value::Array(items)) => {
@@ -495,7 +492,7 @@ fn json_array(rest: &str) -> Json {
             }
             Json::Array(out)
         }
-        _ => Json::NotJson,
+        _ => Json::Invalid,
     }
 }
 
@@ -812,6 +809,17 @@ pub fn chomp_heredoc_content(content: &str) -> String {
         .split_inclusive('\n')
         .map(|l| l.trim_start_matches('\t'))
         .collect()
+}
+
+impl Heredoc {
+    /// The body as the command or file sees it: `<<-` strips leading tabs.
+    pub fn body(&self) -> String {
+        if self.chomp {
+            chomp_heredoc_content(&self.content)
+        } else {
+            self.content.clone()
+        }
+    }
 }
 
 impl Node {
