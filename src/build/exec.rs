@@ -53,6 +53,10 @@ pub enum BuildError {
     Runtime(#[from] runtime::RuntimeError),
     #[error(transparent)]
     Context(#[from] crate::context::ContextError),
+    #[error(
+        "interrupted by signal {0}; the step's container was stopped and its snapshot removed"
+    )]
+    Interrupted(i32),
 }
 
 /// Why one step failed.
@@ -186,6 +190,9 @@ impl<'a> Executor<'a> {
                 why: "use --isolation namespaces, chroot or oci".into(),
             })?;
         backend.available()?;
+        // Ctrl-C / SIGTERM: record it, let the running step's container get it, and stop
+        // between steps with everything cleaned up (rather than dying mid-step).
+        crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
         let build_id = crate::container::new_id()[..12].to_string();
         let log_dir = store.root().join("logs").join("last-build");
         let _ = std::fs::remove_dir_all(&log_dir);
@@ -339,6 +346,9 @@ impl<'a> Executor<'a> {
         args: &mut BTreeMap<String, String>,
         cmd_set: &mut bool,
     ) -> Result<State, BuildError> {
+        if let Some(sig) = crate::sys::proc::termination_requested() {
+            return Err(BuildError::Interrupted(sig));
+        }
         self.counter += 1;
         let n = self.counter;
         let pos = stage

@@ -16,7 +16,7 @@ use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
-    #[error("the command exited with status {code}")]
+    #[error("the command exited with status {code}{}", show_tail(tail))]
     Failed { code: i32, tail: Vec<String> },
     #[error(transparent)]
     Runtime(#[from] runtime::RuntimeError),
@@ -33,6 +33,13 @@ pub enum StepError {
     },
     #[error("copying into {dest}: {why}")]
     Copy { dest: String, why: String },
+}
+
+fn show_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!("; its last output:\n  {}", tail.join("\n  "))
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
@@ -95,7 +102,7 @@ pub fn run(
     let stdin = fs::File::open("/dev/null")
         .map(OwnedFd::from)
         .map_err(io(Path::new("/dev/null")))?;
-    let container = backend.start(
+    let mut container = backend.start(
         spec,
         &snap.rootfs,
         runtime::Stdio {
@@ -104,6 +111,11 @@ pub fn run(
             stderr: Some(err_end),
         },
     )?;
+    container.forward_signals()?;
+    if let Some(sig) = crate::sys::proc::termination_requested() {
+        // Asked to stop while the container was starting: it missed the forwarded signal.
+        let _ = container.kill(sig);
+    }
     let mut logf = fs::OpenOptions::new()
         .create(true)
         .append(true)

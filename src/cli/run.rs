@@ -290,14 +290,22 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-/// A record that says running but whose processes are gone (the machine rebooted, or
-/// the supervisor was killed) is shown as exited.
+/// A record that says running but whose supervisor and process are gone (the machine
+/// rebooted, or the supervisor was killed) is shown as exited.
 fn refresh(
     containers: &Containers,
     c: &ContainerConfig,
     mut st: container::ContainerState,
 ) -> container::ContainerState {
-    if st.status == Status::Running && st.pid.is_some_and(|p| !crate::sys::session::alive(p)) {
+    // While the supervisor lives its record is the truth: it writes the exit status as
+    // soon as it has reaped the container.
+    let supervisor_gone = st
+        .supervisor_pid
+        .is_none_or(|p| !crate::sys::session::alive(p));
+    if st.status == Status::Running
+        && supervisor_gone
+        && st.pid.is_none_or(|p| !crate::sys::session::alive(p))
+    {
         st.status = Status::Exited;
         st.exit_code = st.exit_code.or(Some(137));
         let _ = containers.set_state(&c.id, &st);

@@ -369,6 +369,7 @@ impl Prepared {
         let mut st = containers.state(&self.config.id)?;
         st.status = Status::Running;
         st.pid = Some(container.pid);
+        st.supervisor_pid = Some(std::process::id() as i32);
         st.started = Some(rfc3339(std::time::SystemTime::now()));
         containers.set_state(&self.config.id, &st)?;
         let published = std::mem::take(&mut self.published);

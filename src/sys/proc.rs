@@ -207,7 +207,13 @@ pub fn sigwait() -> Result<i32, SysError> {
 const SLOTS: usize = 64;
 static TARGETS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 
+/// The last terminating signal (INT, TERM, HUP) received while the handlers were installed.
+static TERMINATION: AtomicI32 = AtomicI32::new(0);
+
 extern "C" fn forward(sig: libc::c_int) {
+    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+        TERMINATION.store(sig, Ordering::Relaxed);
+    }
     for t in &TARGETS {
         let pid = t.load(Ordering::Relaxed);
         if pid > 0 {
@@ -222,6 +228,19 @@ extern "C" fn forward(sig: libc::c_int) {
 /// targets they do nothing, so the process keeps running rather than dying of e.g. SIGINT).
 pub struct Forwarding {
     slot: usize,
+}
+
+/// The terminating signal this process received since its handlers were installed, if
+/// any: long operations (a build) check it between steps and stop cleanly.
+pub fn termination_requested() -> Option<i32> {
+    Some(TERMINATION.load(Ordering::Relaxed)).filter(|s| *s != 0)
+}
+
+/// Installs the forwarding handlers with no target yet, so INT/TERM/HUP are recorded
+/// (see [`termination_requested`]) instead of killing the process mid-operation.
+pub fn catch_termination() -> Result<(), SysError> {
+    drop(forward_signals(0)?);
+    Ok(())
 }
 
 /// Starts forwarding [`FORWARDED`] signals to `pid` (at most 64 at once).

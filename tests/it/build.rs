@@ -537,3 +537,66 @@ fn stop_signal_from_the_image_is_honoured() {
     assert!(k.ok(&["logs", "s"]).contains("got-usr1"));
     k.ok(&["rm", "s"]);
 }
+
+#[test]
+fn sigterm_stops_a_build_and_cleans_up() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(
+        &k,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM bb\nRUN echo started; sleep 60\nRUN echo never\n",
+        )],
+    );
+    let mut child = k
+        .cmd()
+        .arg("build")
+        .arg("-t")
+        .arg("slow")
+        .arg(&ctx)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    use std::io::BufRead;
+    while !seen.lines().any(|l| l.trim_end().ends_with(" started")) {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "build ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let t = std::time::Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{rest}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "the build did not stop promptly"
+    );
+    assert!(
+        !rest.contains("echo never") || rest.contains("interrupted"),
+        "{rest}"
+    );
+    assert!(k.fails(&["inspect", "slow"]).contains("no such image"));
+    let left = fs::read_dir(k.root().join("storage/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "snapshots left behind");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(k.root().to_str().unwrap()),
+        "mounts left behind"
+    );
+}
