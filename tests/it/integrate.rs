@@ -1,7 +1,7 @@
 //! Integration tests: keel.toml glue (`keel integrate`). Golden files per adapter, and the
 //! real tools reading what keel generates: make, scons, mvn, groovy, jenkins-jobs,
-//! buildbot, supervisord, runit, systemd-analyze. Tests that need `keel build`/`keel run`
-//! are written in full and `#[ignore]`d until the engine is wired.
+//! buildbot, supervisord, runit, systemd-analyze; and end to end (`e2e_*`), each tool
+//! building real images and running real containers through the generated glue.
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -975,12 +975,19 @@ fn iid(dir: &Path, name: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_make_builds_once_and_tracks_context() {
     require!(is_root(), "needs root");
     let k = e2e_keel();
     let (_t, dir) = sample_copy();
-    k.ok(&["integrate", "make", "--write", dir.to_str().unwrap()]);
+    let toml = dir.join("keel.toml");
+    k.ok(&[
+        "integrate",
+        "make",
+        "-f",
+        toml.to_str().unwrap(),
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
     let kv = format!("KEEL={}", keel_cmdline(&k));
     let m = |args: &[&str]| {
         Command::new("make")
@@ -1029,12 +1036,19 @@ fn e2e_make_builds_once_and_tracks_context() {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_scons_builds_once_and_tracks_context() {
     require!(is_root() && have("scons"), "needs root and scons");
     let k = e2e_keel();
     let (_t, dir) = sample_copy();
-    k.ok(&["integrate", "scons", "--write", dir.to_str().unwrap()]);
+    let toml = dir.join("keel.toml");
+    k.ok(&[
+        "integrate",
+        "scons",
+        "-f",
+        toml.to_str().unwrap(),
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
     let keel = keel_cmdline(&k);
     let s = |args: &[&str]| {
         Command::new("scons")
@@ -1056,12 +1070,19 @@ fn e2e_scons_builds_once_and_tracks_context() {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_maven_package_builds_the_image() {
     require!(is_root() && have("mvn"), "needs root and maven");
     let k = e2e_keel();
     let (t, dir) = sample_copy();
-    k.ok(&["integrate", "maven", "--write", dir.to_str().unwrap()]);
+    let toml = dir.join("keel.toml");
+    k.ok(&[
+        "integrate",
+        "maven",
+        "-f",
+        toml.to_str().unwrap(),
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
     std::fs::write(dir.join("pom.xml"), sample_pom(&dir)).unwrap();
     // exec-maven-plugin takes one executable: wrap keel with its root.
     let wrapper = keel_wrapper(&k, t.path());
@@ -1081,7 +1102,6 @@ fn e2e_maven_package_builds_the_image() {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_jenkins_pipeline_commands_run() {
     require!(is_root(), "needs root");
     let k = e2e_keel();
@@ -1271,7 +1291,6 @@ fn buildbot_master_runs_keel_steps() {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_buildbot_success_and_failure() {
     require!(is_root() && have("buildbot"), "needs root and buildbot");
     let k = e2e_keel();
@@ -1327,7 +1346,6 @@ fn container_pids(name: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_supervisord_keeps_a_container_serving() {
     require!(
         is_root() && have("supervisord"),
@@ -1376,7 +1394,6 @@ fn e2e_supervisord_keeps_a_container_serving() {
 }
 
 #[test]
-#[ignore = "needs keel build/run (lead wires)"]
 fn e2e_runit_keeps_a_container_serving() {
     require!(is_root() && have("runsv"), "needs root and runit");
     let k = e2e_keel();
