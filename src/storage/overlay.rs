@@ -18,6 +18,13 @@ pub(super) fn probe(dirs: &Dirs) -> Result<(), String> {
     static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
     RESULT
         .get_or_init(|| {
+            // A successful probe is remembered per kernel, so each keel process does not
+            // pay for a test mount.
+            let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+            let stamp = dirs.base.join("overlay-works");
+            if fs::read_to_string(&stamp).ok().as_deref() == Some(kernel.as_str()) {
+                return Ok(());
+            }
             let base = dirs.base.join("probe");
             let _ = fs::create_dir_all(&dirs.base);
             let t = tempfile::Builder::new()
@@ -36,6 +43,7 @@ pub(super) fn probe(dirs: &Dirs) -> Result<(), String> {
             crate::sys::mount::mount_fs("overlay", "overlay", &p.join("merged"), &opts)
                 .map_err(|e| e.to_string())?;
             let _ = crate::sys::mount::umount_detach(&p.join("merged"));
+            let _ = fs::write(&stamp, &kernel);
             Ok(())
         })
         .clone()
