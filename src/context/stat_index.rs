@@ -4,7 +4,7 @@
 //! match and the file was not modified within the timestamp granularity of the moment
 //! the index was written ("racily clean" files are re-hashed, as git does), so a changed
 //! file is never a stale hit even when its size and mtime were restored.
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -34,14 +34,15 @@ struct Entry {
 struct OnDisk {
     /// When the index was last written (ns since the epoch).
     written_ns: i128,
-    files: BTreeMap<PathBuf, Entry>,
+    files: HashMap<String, Entry>,
 }
 
 /// Digest cache for one context directory, persisted under the keel root.
 pub struct StatIndex {
     file: Option<PathBuf>,
     disk: OnDisk,
-    fresh: BTreeMap<PathBuf, Entry>,
+    /// Whether this run learned anything worth writing back.
+    dirty: bool,
     /// How many files had to be read (for tests and `--explain`).
     pub hashed: usize,
 }
@@ -72,7 +73,7 @@ impl StatIndex {
         StatIndex {
             file: None,
             disk: OnDisk::default(),
-            fresh: BTreeMap::new(),
+            dirty: false,
             hashed: 0,
         }
     }
@@ -88,7 +89,7 @@ impl StatIndex {
         StatIndex {
             file: Some(file),
             disk,
-            fresh: BTreeMap::new(),
+            dirty: false,
             hashed: 0,
         }
     }
@@ -97,61 +98,57 @@ impl StatIndex {
     pub fn digest(&mut self, path: &Path) -> Result<Digest, ContextError> {
         let m = fs::symlink_metadata(path).map_err(io_err(path))?;
         let key = stat_key(&m);
-        let trusted = |e: &Entry| {
-            e.key == key
-                && key.mtime_ns < self.disk.written_ns - RACY_NS
-                && key.ctime_ns < self.disk.written_ns - RACY_NS
-        };
-        if let Some(e) = self
-            .fresh
-            .get(path)
-            .or_else(|| self.disk.files.get(path).filter(|e| trusted(e)))
-        {
-            if let Some(d) = digest::parse(&e.digest) {
-                let e = e.clone();
-                self.fresh.insert(path.to_path_buf(), e);
-                return Ok(d);
+        let name = path.to_string_lossy();
+        let settled = self.disk.written_ns - RACY_NS;
+        if let Some(e) = self.disk.files.get(name.as_ref()) {
+            if e.key == key && key.mtime_ns < settled && key.ctime_ns < settled {
+                if let Some(d) = digest::parse(&e.digest) {
+                    return Ok(d);
+                }
             }
         }
         let f = fs::File::open(path).map_err(io_err(path))?;
         let (d, _) = digest::of_reader(f).map_err(io_err(path))?;
         self.hashed += 1;
         // Re-stat: a file changing while it was read must not be remembered.
-        let after = fs::symlink_metadata(path).map(|m| stat_key(&m)).ok();
-        if after.as_ref() == Some(&key) {
-            self.fresh.insert(
-                path.to_path_buf(),
+        if fs::symlink_metadata(path)
+            .map(|m| stat_key(&m))
+            .ok()
+            .as_ref()
+            == Some(&key)
+        {
+            self.disk.files.insert(
+                name.into_owned(),
                 Entry {
                     key,
                     digest: d.to_string(),
                 },
             );
+            self.dirty = true;
         }
         Ok(d)
     }
 
-    /// Writes the digests used in this run (atomically; best effort: a failure only costs
-    /// re-hashing next time).
+    /// Writes what this run learned (atomically; best effort: a failure only costs
+    /// re-hashing next time). Nothing is written when nothing was hashed.
     pub fn save(&mut self) {
         let Some(file) = &self.file else { return };
-        let mut disk = OnDisk {
-            written_ns: now_ns(),
-            files: std::mem::take(&mut self.fresh),
-        };
-        // Keep remembered entries of files this run did not look at.
-        for (k, v) in std::mem::take(&mut self.disk.files) {
-            disk.files.entry(k).or_insert(v);
+        if !self.dirty {
+            return;
         }
+        self.disk.written_ns = now_ns();
         let Some(dir) = file.parent() else { return };
         let _ = fs::create_dir_all(dir);
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-            let buffered = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            if serde_json::to_writer(buffered, &disk).is_ok() {
+            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            if serde_json::to_writer(&mut buffered, &self.disk).is_ok()
+                && std::io::Write::flush(&mut buffered).is_ok()
+            {
+                drop(buffered);
                 let _ = tmp.persist(file);
             }
         }
-        self.fresh = disk.files.clone();
-        self.disk = disk;
+        self.dirty = false;
     }
 }
 
