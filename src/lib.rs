@@ -6,4 +6,6 @@ pub mod cli;
 pub mod digest;
 pub mod layer;
 pub mod reference;
+pub mod storage;
 pub mod store;
+pub mod sys;

@@ -1,0 +1,1 @@
+//! Storage drivers: root filesystems (snapshots) for containers and build steps.

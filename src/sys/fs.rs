@@ -1,0 +1,209 @@
+//! Filesystem syscalls the layer and storage code needs and std does not offer:
+//! device nodes, no-follow times and xattrs, `O_NOFOLLOW` creation, overlay mounts.
+//!
+//! Each function wraps one kernel operation and returns `io::Error`; callers add the
+//! entry or snapshot the error is about. Nothing here decides policy.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::AT_FDCWD;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{makedev, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
+
+/// The kind of special file `mknod` creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeKind {
+    Char,
+    Block,
+    Fifo,
+}
+
+/// Creates a device node or fifo at `path` (which must not exist).
+pub fn mknod(path: &Path, kind: NodeKind, perm: u32, major: u64, minor: u64) -> io::Result<()> {
+    let sflag = match kind {
+        NodeKind::Char => SFlag::S_IFCHR,
+        NodeKind::Block => SFlag::S_IFBLK,
+        NodeKind::Fifo => SFlag::S_IFIFO,
+    };
+    nix::sys::stat::mknod(
+        path,
+        sflag,
+        Mode::from_bits_truncate(perm),
+        makedev(major, minor),
+    )?;
+    Ok(())
+}
+
+/// Changes the owner of `path` without following a final symlink.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Sets access and modification time of `path` (a symlink itself, never its target).
+pub fn set_times_nofollow(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
+    let t = TimeSpec::new(secs, nanos);
+    nix::sys::stat::utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)?;
+    Ok(())
+}
+
+/// Creates a new regular file for writing; fails if anything (even a dangling symlink)
+/// already exists at `path`, and never follows a symlink in the final component.
+pub fn create_file_nofollow(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Sets an extended attribute on `path` itself (never a symlink's target).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    xattr::set(path, name, value)
+}
+
+/// Reads an extended attribute of `path` itself; `None` when it is not set.
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    xattr::get(path, name)
+}
+
+/// Lists extended attribute names of `path` itself, sorted for reproducible output.
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = xattr::list(path)?
+        .filter_map(|n| n.into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The kernel's limit on the mount data string (one page).
+const MOUNT_DATA_MAX: usize = 4000;
+
+/// Mounts overlayfs at `target`. `lowers` are listed top-most first. When the option
+/// string would overflow the one-page mount data limit, lower directories are passed
+/// as short `/proc/self/fd/N` paths of directory descriptors held open for the call
+/// (overlayfs resolves each lowerdir path, following the magic link).
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    let tail = format!(
+        ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        upper.display(),
+        work.display()
+    );
+    let plain: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let mut held = Vec::new();
+    let lower_opt =
+        if plain.iter().map(|s| s.len() + 1).sum::<usize>() + tail.len() + 9 < MOUNT_DATA_MAX {
+            plain.join(":")
+        } else {
+            let mut short = Vec::with_capacity(lowers.len());
+            for l in lowers {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(l)?;
+                short.push(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                held.push(f);
+            }
+            short.join(":")
+        };
+    let data = format!("lowerdir={lower_opt}{tail}");
+    if data.len() >= MOUNT_DATA_MAX {
+        return Err(io::Error::other(format!("overlay mount options are {} bytes, more than one page even with short lower paths ({} layers)", data.len(), lowers.len())));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    drop(held);
+    Ok(())
+}
+
+/// Detaches the mount at `target` (lazily, so a busy mount still leaves the table).
+pub fn unmount(target: &Path) -> io::Result<()> {
+    nix::mount::umount2(target, MntFlags::MNT_DETACH)?;
+    Ok(())
+}
+
+/// True when `path` is a mount point listed in /proc/self/mountinfo.
+pub fn is_mount_point(path: &Path) -> io::Result<bool> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(|m| unescape_mount_path(m) == path.as_os_str().to_string_lossy())
+            .unwrap_or(false)
+    }))
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_paths_are_unescaped() {
+        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
+        assert_eq!(unescape_mount_path("/plain"), "/plain");
+    }
+
+    #[test]
+    fn overlay_mounts_with_more_lower_dirs_than_a_page_holds() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root for mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let long = "l".repeat(120);
+        let mut lowers = Vec::new();
+        for i in 0..60 {
+            let d = tmp.path().join(format!("{long}{i:03}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), b"x").unwrap();
+            lowers.push(d);
+        }
+        let (up, work, merged) = (
+            tmp.path().join("u"),
+            tmp.path().join("w"),
+            tmp.path().join("m"),
+        );
+        for d in [&up, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        mount_overlay(&lowers, &up, &work, &merged).unwrap();
+        let ok = merged.join("f0").exists() && merged.join("f59").exists();
+        unmount(&merged).unwrap();
+        assert!(ok, "every lower layer is visible in the merged view");
+        assert!(!is_mount_point(&merged).unwrap());
+    }
+}
