@@ -2,6 +2,8 @@
 //! unpacking stacks of layers safely and packing changesets reproducibly.
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
+pub mod diff;
+pub mod pack;
 pub mod unpack;
 
 use std::io::{self, BufRead, BufReader, Read};

@@ -38,6 +38,16 @@ pub fn mknod(path: &Path, kind: NodeKind, perm: u32, major: u64, minor: u64) -> 
     Ok(())
 }
 
+/// The major number of a `st_rdev` value.
+pub fn dev_major(dev: u64) -> u32 {
+    nix::sys::stat::major(dev) as u32
+}
+
+/// The minor number of a `st_rdev` value.
+pub fn dev_minor(dev: u64) -> u32 {
+    nix::sys::stat::minor(dev) as u32
+}
+
 /// Changes the owner of `path` without following a final symlink.
 pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))

@@ -578,3 +578,181 @@ fn gzip_layers_are_read() {
     s.unpack(gz.finish().unwrap()).unwrap();
     assert_eq!(fs::read_to_string(s.target().join("b/y/z")).unwrap(), "z");
 }
+
+// ---------- diff and pack ----------
+
+use keel::layer::diff::{diff_trees, Change, ChangeKind};
+use keel::layer::pack::{pack, PackOptions};
+
+/// A tree exercising every entry kind packing keeps; `mtime` varies between calls.
+fn sample_tree(root: &Path, mtime: i64) {
+    fs::create_dir_all(root.join("usr/bin")).unwrap();
+    fs::create_dir_all(root.join("tmp")).unwrap();
+    fs::write(root.join("usr/bin/tool"), "#!/bin/sh\necho hi\n").unwrap();
+    fs::write(root.join("usr/bin/suid"), "s").unwrap();
+    fs::hard_link(root.join("usr/bin/tool"), root.join("usr/bin/tool-alias")).unwrap();
+    std::os::unix::fs::symlink("bin/tool", root.join("usr/tool")).unwrap();
+    fs::write(root.join("long-".repeat(40)), "long name").unwrap();
+    fs::set_permissions(root.join("usr/bin/tool"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(root.join("tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    if nix::unistd::geteuid().is_root() {
+        std::os::unix::fs::lchown(root.join("usr/bin/suid"), Some(1000), Some(50)).unwrap();
+        xattr::set(
+            root.join("usr/bin/tool"),
+            "security.capability",
+            &[1, 0, 0, 2, 0, 32, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        )
+        .unwrap();
+    }
+    fs::set_permissions(
+        root.join("usr/bin/suid"),
+        fs::Permissions::from_mode(0o4755),
+    )
+    .unwrap();
+    for e in walkdir::WalkDir::new(root).contents_first(true) {
+        let e = e.unwrap();
+        keel::sys::fs::set_times_nofollow(e.path(), mtime, 0).unwrap();
+    }
+}
+
+fn all_added(root: &Path) -> Vec<Change> {
+    let empty = tempfile::tempdir().unwrap();
+    let changes = diff_trees(empty.path(), root).unwrap();
+    assert!(changes.iter().all(|c| c.kind == ChangeKind::Added));
+    changes
+}
+
+fn pack_vec(changes: &[Change], root: &Path, opts: &PackOptions) -> Vec<u8> {
+    let mut out = Vec::new();
+    pack(changes, root, &mut out, opts).unwrap();
+    out
+}
+
+#[test]
+fn packing_is_reproducible_across_mtimes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    sample_tree(&a, 1_000);
+    sample_tree(&b, 2_000_000_000);
+    let opts = PackOptions {
+        epoch: 1_700_000_000,
+        keep_timestamps: false,
+    };
+    let (ta, tb) = (
+        pack_vec(&all_added(&a), &a, &opts),
+        pack_vec(&all_added(&b), &b, &opts),
+    );
+    assert!(
+        ta == tb,
+        "the same tree with different mtimes packed to different bytes"
+    );
+    // Keeping timestamps makes them differ, and entries come sorted, parents first.
+    let keep = PackOptions {
+        keep_timestamps: true,
+        ..opts
+    };
+    assert!(pack_vec(&all_added(&a), &a, &keep) != pack_vec(&all_added(&b), &b, &keep));
+    let mut ar = tar::Archive::new(Cursor::new(ta));
+    let names: Vec<PathBuf> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().into_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+    assert!(
+        names.iter().position(|n| n == Path::new("usr")).unwrap()
+            < names
+                .iter()
+                .position(|n| n == Path::new("usr/bin"))
+                .unwrap()
+    );
+    let mut ar = tar::Archive::new(Cursor::new(pack_vec(&all_added(&a), &a, &opts)));
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let h = e.header();
+        assert_eq!(h.mtime().unwrap(), 1_700_000_000);
+        assert_eq!(h.username_bytes(), Some(&b""[..]));
+        assert_eq!(h.groupname_bytes(), Some(&b""[..]));
+    }
+}
+
+/// Paths with type, mode, owner, content or link target, and xattr of a tree.
+fn full_tree(root: &Path) -> BTreeMap<String, String> {
+    tree(root)
+        .into_iter()
+        .map(|(k, v)| {
+            let m = fs::symlink_metadata(root.join(&k)).unwrap();
+            let cap = xattr::get(root.join(&k), "security.capability")
+                .ok()
+                .flatten();
+            let mode = if m.file_type().is_symlink() {
+                0
+            } else {
+                m.mode() & 0o7777
+            };
+            (
+                k,
+                format!(
+                    "{v} mode={mode:o} owner={}:{} cap={cap:?}",
+                    m.uid(),
+                    m.gid()
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn pack_then_unpack_round_trips() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    sample_tree(&src, 5);
+    fs::create_dir(&dst).unwrap();
+    let tar = pack_vec(&all_added(&src), &src, &PackOptions::default());
+    unpack(Cursor::new(tar), &dst, &UnpackOptions::default()).unwrap();
+    assert_eq!(full_tree(&dst), full_tree(&src));
+    let ino = |p: &Path| {
+        fs::metadata(p.join("usr/bin/tool")).unwrap().ino()
+            == fs::metadata(p.join("usr/bin/tool-alias")).unwrap().ino()
+    };
+    assert!(ino(&dst), "the hardlink survived the round trip");
+}
+
+#[test]
+fn changesets_pack_into_layers_that_replay_the_change() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (lower, upper, replay) = (
+        tmp.path().join("lower"),
+        tmp.path().join("upper"),
+        tmp.path().join("replay"),
+    );
+    for d in [&lower, &upper, &replay] {
+        sample_tree(d, 5);
+    }
+    fs::remove_file(upper.join("usr/tool")).unwrap();
+    fs::remove_dir_all(upper.join("tmp")).unwrap();
+    fs::write(upper.join("usr/bin/suid"), "changed").unwrap();
+    fs::create_dir(upper.join("etc")).unwrap();
+    fs::write(upper.join("etc/new"), "new").unwrap();
+    let changes = diff_trees(&lower, &upper).unwrap();
+    let kinds: Vec<(String, ChangeKind)> = changes
+        .iter()
+        .map(|c| (c.path.display().to_string(), c.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("etc".to_string(), ChangeKind::Added),
+            ("etc/new".to_string(), ChangeKind::Added),
+            ("tmp".to_string(), ChangeKind::Deleted),
+            ("usr/bin/suid".to_string(), ChangeKind::Modified),
+            ("usr/tool".to_string(), ChangeKind::Deleted),
+        ]
+    );
+    let tar = pack_vec(&changes, &upper, &PackOptions::default());
+    let stats = unpack(Cursor::new(tar), &replay, &UnpackOptions::default()).unwrap();
+    assert_eq!(stats.whiteouts, 2);
+    assert_eq!(full_tree(&replay), full_tree(&upper));
+}

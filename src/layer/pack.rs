@@ -1,0 +1,169 @@
+//! Packing a changeset into a reproducible, uncompressed layer tarball.
+//!
+//! The same tree always gives the same bytes: entries sorted by path (component-wise,
+//! so parents come before children), every parent directory of a change included with
+//! its real metadata, uid/gid/mode exactly as on disk, mtimes set to `epoch`
+//! (`SOURCE_DATE_EPOCH` semantics, <https://reproducible-builds.org/specs/source-date-epoch/>)
+//! unless `keep_timestamps`, no atime/ctime, empty uname/gname. Deletions become OCI
+//! whiteouts (`.wh.NAME`); hardlinks inside the layer stay hardlinks; the
+//! `security.capability` and `user.*` xattrs travel as `SCHILY.xattr` PAX records.
+//!
+//! This module reads the tree and writes the tar; it does not compress or hash.
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use tar::{EntryType, Header};
+
+use super::diff::{Change, ChangeKind};
+use super::unpack::WHITEOUT_PREFIX;
+use super::LayerError;
+use crate::sys::fs as sysfs;
+
+/// How timestamps are written.
+#[derive(Debug, Clone, Default)]
+pub struct PackOptions {
+    /// Seconds since the Unix epoch written as every entry's mtime.
+    pub epoch: u64,
+    /// Keep each file's own mtime instead (`--timestamps keep`).
+    pub keep_timestamps: bool,
+}
+
+/// Counts of what `pack` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackStats {
+    pub entries: u64,
+    pub whiteouts: u64,
+    /// Bytes of regular-file content.
+    pub bytes: u64,
+}
+
+/// Extended attributes that are part of an image (others are host noise).
+fn keep_xattr(name: &str) -> bool {
+    name == "security.capability" || name.starts_with("user.")
+}
+
+enum Item {
+    Entry,
+    Whiteout,
+}
+
+/// Writes the layer for `changes`, reading added and modified paths (and the parents
+/// of every change) from `root` — the snapshot's merged root filesystem.
+pub fn pack(
+    changes: &[Change],
+    root: &Path,
+    out: impl Write,
+    opts: &PackOptions,
+) -> Result<PackStats, LayerError> {
+    let mut items: BTreeMap<PathBuf, Item> = BTreeMap::new();
+    for c in changes {
+        let parent = c.path.parent().unwrap_or(Path::new(""));
+        for anc in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            items.entry(anc.to_path_buf()).or_insert(Item::Entry);
+        }
+        match c.kind {
+            ChangeKind::Added | ChangeKind::Modified => {
+                items.insert(c.path.clone(), Item::Entry);
+            }
+            ChangeKind::Deleted => {
+                let name = c
+                    .path
+                    .file_name()
+                    .ok_or_else(|| LayerError::bad("<root>", "the layer root cannot be deleted"))?;
+                let mut wh = OsString::from(WHITEOUT_PREFIX);
+                wh.push(name);
+                items.insert(parent.join(wh), Item::Whiteout);
+            }
+        }
+    }
+
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    let mut stats = PackStats::default();
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    for (rel, item) in &items {
+        let shown = || rel.display().to_string();
+        let err = |e: io::Error| LayerError::bad(shown(), format!("packing: {e}"));
+        stats.entries += 1;
+        let mut h = Header::new_gnu();
+        if let Item::Whiteout = item {
+            stats.whiteouts += 1;
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_mtime(opts.epoch);
+            h.set_size(0);
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+            continue;
+        }
+        let p = root.join(rel);
+        let m = fs::symlink_metadata(&p).map_err(err)?;
+        h.set_uid(m.uid() as u64);
+        h.set_gid(m.gid() as u64);
+        h.set_mode(m.mode() & 0o7777);
+        h.set_mtime(if opts.keep_timestamps {
+            m.mtime().max(0) as u64
+        } else {
+            opts.epoch
+        });
+        h.set_size(0);
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Ok(names) = sysfs::list_xattrs(&p) {
+            for n in names.into_iter().filter(|n| keep_xattr(n)) {
+                if let Ok(Some(v)) = sysfs::get_xattr(&p, &n) {
+                    pax.push((format!("SCHILY.xattr.{n}"), v));
+                }
+            }
+        }
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(err)?;
+        }
+        let ft = m.file_type();
+        if ft.is_dir() {
+            h.set_entry_type(EntryType::Directory);
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+        } else if ft.is_symlink() {
+            h.set_entry_type(EntryType::Symlink);
+            let target = fs::read_link(&p).map_err(err)?;
+            b.append_link(&mut h, rel, &target).map_err(err)?;
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                    h.set_entry_type(EntryType::Link);
+                    b.append_link(&mut h, rel, first).map_err(err)?;
+                    continue;
+                }
+                links.insert((m.dev(), m.ino()), rel.clone());
+            }
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(m.size());
+            let f = fs::File::open(&p).map_err(err)?;
+            // A file that changes size while being packed would corrupt the stream.
+            b.append_data(&mut h, rel, io::Read::take(f, m.size()))
+                .map_err(err)?;
+            stats.bytes += m.size();
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            h.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else {
+                EntryType::Fifo
+            });
+            let rdev = m.rdev();
+            h.set_device_major(sysfs::dev_major(rdev)).map_err(err)?;
+            h.set_device_minor(sysfs::dev_minor(rdev)).map_err(err)?;
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+        } else {
+            // Sockets do not belong in images.
+            stats.entries -= 1;
+        }
+    }
+    b.finish()
+        .map_err(|e| LayerError::bad("<end of layer>", format!("writing tar: {e}")))?;
+    Ok(stats)
+}
