@@ -51,18 +51,41 @@ fn lstat(p: &Path) -> Result<Option<Metadata>, LayerError> {
 /// from). Metadata decides first; files whose size matches but whose times differ are
 /// compared by content, so a touched-but-identical file is no change.
 pub fn diff_trees(lower: &Path, upper: &Path) -> Result<Vec<Change>, LayerError> {
+    diff_trees_since(lower, upper, None)
+}
+
+/// Like [`diff_trees`] for an `upper` that was copied from `lower` (mtimes preserved)
+/// before `stamp`, a (seconds, nanoseconds) ctime taken on the same filesystem right
+/// after the copy: a file whose ctime is older than the stamp and whose size and mtime
+/// match is unchanged without reading it. Any write or chmod since bumps the ctime,
+/// which userspace cannot set back, so a stamp never hides a change.
+pub fn diff_trees_since(
+    lower: &Path,
+    upper: &Path,
+    stamp: Option<(i64, i64)>,
+) -> Result<Vec<Change>, LayerError> {
     let mut out = Vec::new();
-    diff_dir(lower, upper, Path::new(""), &mut out)?;
+    diff_dir(
+        &Ctx {
+            lower,
+            upper,
+            stamp,
+        },
+        Path::new(""),
+        &mut out,
+    )?;
     out.sort();
     Ok(out)
 }
 
-fn diff_dir(
-    lower: &Path,
-    upper: &Path,
-    rel: &Path,
-    out: &mut Vec<Change>,
-) -> Result<(), LayerError> {
+struct Ctx<'a> {
+    lower: &'a Path,
+    upper: &'a Path,
+    stamp: Option<(i64, i64)>,
+}
+
+fn diff_dir(cx: &Ctx, rel: &Path, out: &mut Vec<Change>) -> Result<(), LayerError> {
+    let (lower, upper) = (cx.lower, cx.upper);
     let (ldir, udir) = (lower.join(rel), upper.join(rel));
     let lnames = sorted_names(&ldir)?;
     let unames = sorted_names(&udir)?;
@@ -86,14 +109,14 @@ fn diff_dir(
                 }
             }
             Some(lm) => {
-                if !same_entry(&lower.join(&r), &lm, &upper.join(&r), &um)? {
+                if !same_entry(&lower.join(&r), &lm, &upper.join(&r), &um, cx.stamp)? {
                     out.push(Change {
                         path: r.clone(),
                         kind: ChangeKind::Modified,
                     });
                 }
                 if um.is_dir() {
-                    diff_dir(lower, upper, &r, out)?;
+                    diff_dir(cx, &r, out)?;
                 }
             }
         }
@@ -130,7 +153,13 @@ fn added_tree(
 
 /// True when two entries of the same type would pack to the same layer entry
 /// (ignoring mtime, which packing clamps anyway).
-fn same_entry(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool, LayerError> {
+fn same_entry(
+    lp: &Path,
+    lm: &Metadata,
+    up: &Path,
+    um: &Metadata,
+    stamp: Option<(i64, i64)>,
+) -> Result<bool, LayerError> {
     if lm.mode() != um.mode() || lm.uid() != um.uid() || lm.gid() != um.gid() {
         return Ok(false);
     }
@@ -149,11 +178,11 @@ fn same_entry(lp: &Path, lm: &Metadata, up: &Path, um: &Metadata) -> Result<bool
         if lm.size() != um.size() {
             return Ok(false);
         }
-        if lm.mtime() == um.mtime()
-            && lm.mtime_nsec() == um.mtime_nsec()
-            && lm.ino() == um.ino()
-            && lm.dev() == um.dev()
-        {
+        let same_mtime = lm.mtime() == um.mtime() && lm.mtime_nsec() == um.mtime_nsec();
+        if same_mtime && lm.ino() == um.ino() && lm.dev() == um.dev() {
+            return Ok(true);
+        }
+        if same_mtime && stamp.is_some_and(|s| (um.ctime(), um.ctime_nsec()) < s) {
             return Ok(true);
         }
         return same_content(lp, up);

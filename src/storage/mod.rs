@@ -1,1 +1,292 @@
-//! Storage drivers: root filesystems (snapshots) for containers and build steps.
+//! Storage drivers: root filesystems (snapshots) for containers and build steps, made
+//! from an image's layer stack plus a writable top.
+//!
+//! Two drivers implement [`Snapshotter`]: `overlay` (kernel overlayfs over layers
+//! unpacked once each) and `copy` (merged trees cached per layer-chain prefix, copied
+//! into a plain directory; works on any filesystem). Everything lives under
+//! `<root>/storage/`:
+//!
+//! ```text
+//! layers/<diff-id hex>/      one unpacked layer, overlay whiteouts (overlay driver)
+//! chains/<chain-id hex>/     merged tree of layers 1..n (copy driver)
+//! snapshots/<id>/            snapshot.json, rootfs/, and upper/ + work/ for overlay
+//! tmp/                       unpacks in progress; renamed into place when complete
+//! ```
+//!
+//! Caches are only ever renamed into place complete, so a killed keel never leaves a
+//! half-unpacked layer behind (stray `tmp/` entries are garbage). This module does not
+//! know about the image store: callers pass the blob paths and diff ids.
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::layer::diff::Change;
+use crate::layer::LayerError;
+
+pub mod copy;
+pub mod overlay;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("layer {diff_id}: {source}")]
+    Layer { diff_id: String, source: LayerError },
+    #[error("snapshot {id}: {source}")]
+    Changes { id: String, source: LayerError },
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{driver} not available ({why}); use --storage-driver copy")]
+    Unavailable { driver: &'static str, why: String },
+    #[error("unknown storage driver {0:?}; use overlay or copy")]
+    UnknownDriver(String),
+    #[error("snapshot {0:?} already exists; remove it first or pick another id")]
+    Exists(String),
+    #[error("no snapshot {0:?}")]
+    NotFound(String),
+    #[error(
+        "invalid snapshot id {0:?}: use letters, digits, '-', '_' and '.', not starting with '.'"
+    )]
+    BadId(String),
+}
+
+impl StorageError {
+    pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
+        let path = path.to_path_buf();
+        move |source| StorageError::Io { what, path, source }
+    }
+}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One layer of an image: its uncompressed digest and the blob file (maybe gzip).
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub diff_id: Digest,
+    pub blob: PathBuf,
+}
+
+/// A prepared root filesystem with a writable top.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    /// The directory a container uses as its root.
+    pub rootfs: PathBuf,
+    /// `<root>/storage/snapshots/<id>`: everything the snapshot owns.
+    pub dir: PathBuf,
+    pub driver: String,
+    /// Diff ids of the layers below, bottom first.
+    pub layers: Vec<String>,
+    /// What the writable top is compared against: the overlay lower dirs (top-most
+    /// first) or the copy driver's merged parent tree.
+    pub parents: Vec<PathBuf>,
+    /// Layers extracted by the `prepare` call that made this snapshot (0 when every
+    /// layer came from the cache).
+    #[serde(default)]
+    pub unpacked: usize,
+}
+
+/// A storage driver.
+pub trait Snapshotter: Send + Sync {
+    /// Creates snapshot `id` from `layers` (bottom first) with an empty writable top.
+    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot>;
+    /// What changed in the writable top against the layers, sorted by path.
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
+    /// Unmounts and deletes the snapshot; nothing of it is left behind.
+    fn remove(&self, snap: &Snapshot) -> Result<()>;
+    fn name(&self) -> &'static str;
+    /// Loads a snapshot prepared earlier (possibly by another keel process).
+    fn get(&self, id: &str) -> Result<Snapshot> {
+        load_snapshot(
+            &self.storage_root().join("snapshots").join(check_id(id)?),
+            id,
+        )
+    }
+    /// `<root>/storage`.
+    fn storage_root(&self) -> &Path;
+}
+
+/// Whether a driver works on this host, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverSupport {
+    pub name: &'static str,
+    pub available: bool,
+    /// Empty when available; otherwise the reason.
+    pub detail: String,
+}
+
+/// Which drivers work under `root` on this host (overlay is tried with a real mount).
+pub fn detect(root: &Path) -> Vec<DriverSupport> {
+    let storage = root.join("storage");
+    let copy = match fs::create_dir_all(storage.join("tmp")) {
+        Ok(()) => DriverSupport {
+            name: "copy",
+            available: true,
+            detail: String::new(),
+        },
+        Err(e) => DriverSupport {
+            name: "copy",
+            available: false,
+            detail: format!("cannot create {}: {e}", storage.display()),
+        },
+    };
+    let overlay = match overlay::probe(&storage) {
+        Ok(()) => DriverSupport {
+            name: "overlay",
+            available: true,
+            detail: String::new(),
+        },
+        Err(why) => DriverSupport {
+            name: "overlay",
+            available: false,
+            detail: why,
+        },
+    };
+    vec![overlay, copy]
+}
+
+/// Opens the driver `kind` (`overlay` or `copy`), or picks overlay when it works here
+/// and copy otherwise.
+pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
+    let storage = root.join("storage");
+    match kind {
+        Some("copy") => Ok(Box::new(copy::CopyDriver::new(&storage)?)),
+        Some("overlay") => match overlay::probe(&storage) {
+            Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
+            Err(why) => Err(StorageError::Unavailable {
+                driver: "overlayfs",
+                why,
+            }),
+        },
+        Some(other) => Err(StorageError::UnknownDriver(other.to_string())),
+        None => match overlay::probe(&storage) {
+            Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
+            Err(why) => {
+                tracing::debug!("overlay storage unavailable ({why}); using copy");
+                Ok(Box::new(copy::CopyDriver::new(&storage)?))
+            }
+        },
+    }
+}
+
+/// Snapshot ids become directory names: keep them tame.
+pub(crate) fn check_id(id: &str) -> Result<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(id)
+    } else {
+        Err(StorageError::BadId(id.to_string()))
+    }
+}
+
+pub(crate) fn load_snapshot(dir: &Path, id: &str) -> Result<Snapshot> {
+    let meta = dir.join("snapshot.json");
+    let bytes = match fs::read(&meta) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StorageError::NotFound(id.to_string()))
+        }
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "reading",
+                path: meta,
+                source: e,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| StorageError::Io {
+        what: "parsing",
+        path: meta,
+        source: e.into(),
+    })
+}
+
+pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
+    let meta = snap.dir.join("snapshot.json");
+    let json = serde_json::to_vec_pretty(snap).expect("snapshot serialises");
+    fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
+}
+
+/// Creates `<storage>/snapshots/<id>`, failing when it exists.
+pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
+    let dir = storage.join("snapshots").join(check_id(id)?);
+    fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
+    match fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(StorageError::Exists(id.to_string()))
+        }
+        Err(e) => Err(StorageError::Io {
+            what: "creating",
+            path: dir,
+            source: e,
+        }),
+    }
+}
+
+/// Builds a cache entry at `dest` unless it exists: `fill` populates a fresh temp
+/// directory (mode 0755) next to it, which is then renamed into place. Losing a race
+/// with another process is fine: its complete entry is kept. Returns whether `fill` ran.
+pub(crate) fn build_cached(
+    storage: &Path,
+    dest: &Path,
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<bool> {
+    if dest.is_dir() {
+        return Ok(false);
+    }
+    let tmp_root = storage.join("tmp");
+    fs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("unpack-")
+        .tempdir_in(&tmp_root)
+        .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .map_err(StorageError::io("chmod", tmp.path()))?;
+    fill(tmp.path())?;
+    let tmp = tmp.keep();
+    match fs::rename(&tmp, dest) {
+        Ok(()) => Ok(true),
+        Err(_) if dest.is_dir() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(true)
+        }
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(StorageError::Io {
+                what: "renaming into place",
+                path: dest.to_path_buf(),
+                source: e,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_are_checked() {
+        for ok in ["abc", "a-b_c.1", "0123456789abcdef"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
+    }
+}

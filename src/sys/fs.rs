@@ -38,6 +38,11 @@ pub fn mknod(path: &Path, kind: NodeKind, perm: u32, major: u64, minor: u64) -> 
     Ok(())
 }
 
+/// True when the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// The major number of a `st_rdev` value.
 pub fn dev_major(dev: u64) -> u32 {
     nix::sys::stat::major(dev) as u32

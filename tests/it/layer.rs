@@ -756,3 +756,222 @@ fn changesets_pack_into_layers_that_replay_the_change() {
     assert_eq!(stats.whiteouts, 2);
     assert_eq!(full_tree(&replay), full_tree(&upper));
 }
+
+// ---------- storage drivers ----------
+
+use keel::storage::{self, LayerBlob};
+
+/// Three layers: a base, one deleting a file (gzip blob), one making `b/` opaque.
+fn three_layers(at: &Path) -> Vec<LayerBlob> {
+    use std::io::Write;
+    let tars = [
+        tarball(&[
+            dir("a/"),
+            file("a/keep", "k"),
+            file("a/gone", "g"),
+            dir("b/"),
+            file("b/x", "x"),
+            dir("c/"),
+            file("c/file", "c1"),
+            symlink("link", "a/keep"),
+        ]),
+        tarball(&[dir("a/"), file("a/.wh.gone", ""), file("c/file", "c2")]),
+        tarball(&[dir("b/"), file("b/.wh..wh..opq", ""), file("b/new", "n")]),
+    ];
+    tars.iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let diff_id = keel::digest::of_bytes(t);
+            let blob = at.join(format!("layer{i}"));
+            if i == 1 {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(t).unwrap();
+                fs::write(&blob, gz.finish().unwrap()).unwrap();
+            } else {
+                fs::write(&blob, t).unwrap();
+            }
+            LayerBlob { diff_id, blob }
+        })
+        .collect()
+}
+
+fn merged_three() -> BTreeMap<String, String> {
+    [
+        ("a", "dir"),
+        ("a/keep", "k"),
+        ("b", "dir"),
+        ("b/new", "n"),
+        ("c", "dir"),
+        ("c/file", "c2"),
+        ("link", "-> a/keep"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn mounted(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let p = path.display().to_string();
+    info.lines().any(|l| l.contains(&p))
+}
+
+fn snapshot_lifecycle(kind: &str) {
+    let tmp = tempfile::Builder::new()
+        .prefix("keel-storage-")
+        .tempdir()
+        .unwrap();
+    let root = tmp.path().join("root");
+    let layers = three_layers(tmp.path());
+    let drv = storage::open(Some(kind), &root).unwrap();
+    assert_eq!(drv.name(), kind);
+
+    let snap = drv.prepare("s1", &layers).unwrap();
+    assert_eq!(snap.unpacked, 3);
+    assert_eq!(
+        tree(&snap.rootfs),
+        merged_three(),
+        "{kind}: the merged tree honours whiteouts"
+    );
+    assert_eq!(drv.get("s1").unwrap().rootfs, snap.rootfs);
+    assert!(matches!(
+        drv.prepare("s1", &layers),
+        Err(storage::StorageError::Exists(_))
+    ));
+
+    // Change the writable top: add, modify, delete, and re-create a directory.
+    let r = &snap.rootfs;
+    fs::write(r.join("new.txt"), "hello").unwrap();
+    fs::remove_file(r.join("a/keep")).unwrap();
+    fs::write(r.join("c/file"), "c3").unwrap();
+    fs::remove_dir_all(r.join("b")).unwrap();
+    fs::create_dir(r.join("b")).unwrap();
+    fs::write(r.join("b/again"), "again").unwrap();
+    let changes = drv.changes(&snap).unwrap();
+    let has = |p: &str, k: ChangeKind| {
+        changes
+            .iter()
+            .any(|c| c.path == Path::new(p) && c.kind == k)
+    };
+    assert!(has("new.txt", ChangeKind::Added), "{kind}: {changes:?}");
+    assert!(has("a/keep", ChangeKind::Deleted), "{kind}: {changes:?}");
+    assert!(has("c/file", ChangeKind::Modified), "{kind}: {changes:?}");
+    assert!(
+        has("b/new", ChangeKind::Deleted) && has("b/again", ChangeKind::Added),
+        "{kind}: {changes:?}"
+    );
+    assert!(
+        !changes
+            .iter()
+            .any(|c| c.path == Path::new("link") || c.path == Path::new("b/x")),
+        "{kind}: unchanged or lower-hidden paths are not changes: {changes:?}"
+    );
+
+    // The changeset, packed as a layer on top of the three, reproduces the rootfs.
+    let replay = tmp.path().join("replay");
+    fs::create_dir(&replay).unwrap();
+    for l in &layers {
+        keel::layer::unpack::unpack_file(&l.blob, &replay, &UnpackOptions::default()).unwrap();
+    }
+    let mut layer4 = Vec::new();
+    pack(&changes, r, &mut layer4, &PackOptions::default()).unwrap();
+    unpack(Cursor::new(layer4), &replay, &UnpackOptions::default()).unwrap();
+    assert_eq!(
+        full_tree(&replay),
+        full_tree(r),
+        "{kind}: committed changeset replays the snapshot"
+    );
+
+    // A second snapshot of the same layers comes from the cache.
+    let cache = if kind == "overlay" {
+        root.join("storage/layers")
+            .join(keel::digest::hex_of(&layers[0].diff_id))
+    } else {
+        let chains = storage::copy::chain_ids(&layers);
+        root.join("storage/chains")
+            .join(keel::digest::hex_of(&chains[2]))
+    };
+    let before = fs::metadata(&cache).unwrap().ino();
+    let snap2 = drv.prepare("s2", &layers).unwrap();
+    assert_eq!(snap2.unpacked, 0, "{kind}: nothing re-extracted");
+    assert_eq!(fs::metadata(&cache).unwrap().ino(), before);
+    assert_eq!(
+        tree(&snap2.rootfs),
+        merged_three(),
+        "{kind}: the first snapshot's writes do not leak"
+    );
+    assert_eq!(
+        drv.changes(&snap2).unwrap(),
+        vec![],
+        "{kind}: a fresh snapshot has no changes"
+    );
+
+    for s in [&snap, &snap2] {
+        drv.remove(s).unwrap();
+        assert!(!s.dir.exists(), "{kind}: snapshot dir removed");
+        assert!(!mounted(&s.rootfs), "{kind}: nothing left mounted");
+    }
+    assert!(matches!(
+        drv.get("s1"),
+        Err(storage::StorageError::NotFound(_))
+    ));
+    let leftovers: Vec<_> = fs::read_dir(root.join("storage/tmp")).unwrap().collect();
+    assert!(
+        leftovers.is_empty(),
+        "{kind}: temp dirs left: {leftovers:?}"
+    );
+}
+
+#[test]
+fn copy_driver_snapshot_lifecycle() {
+    crate::require!(
+        crate::common::is_root(),
+        "the copy driver test checks owners and overlay-style whiteouts as root"
+    );
+    snapshot_lifecycle("copy");
+}
+
+#[test]
+fn overlay_driver_snapshot_lifecycle() {
+    crate::require!(crate::common::is_root(), "overlay mounts need root");
+    let probe = tempfile::tempdir().unwrap();
+    let overlay_here = storage::detect(probe.path())
+        .iter()
+        .any(|d| d.name == "overlay" && d.available);
+    crate::require!(overlay_here, "overlayfs is not available on this host");
+    snapshot_lifecycle("overlay");
+}
+
+#[test]
+fn drivers_are_detected_and_chosen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let found = storage::detect(tmp.path());
+    let names: Vec<_> = found.iter().map(|d| d.name).collect();
+    assert_eq!(names, ["overlay", "copy"]);
+    assert!(found[1].available, "copy works everywhere");
+    let auto = storage::open(None, tmp.path()).unwrap();
+    assert_eq!(
+        auto.name(),
+        if found[0].available {
+            "overlay"
+        } else {
+            "copy"
+        }
+    );
+    let err = storage::open(Some("zfs"), tmp.path())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("unknown storage driver \"zfs\""), "{err}");
+    assert!(matches!(
+        auto.prepare("../evil", &[]),
+        Err(storage::StorageError::BadId(_))
+    ));
+    let leftovers: Vec<_> = fs::read_dir(tmp.path().join("storage/tmp"))
+        .unwrap()
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "probing leaves nothing behind: {leftovers:?}"
+    );
+}

@@ -1,0 +1,188 @@
+//! The `overlay` driver: each layer is unpacked once into `layers/<diff-id hex>/` with
+//! overlayfs whiteouts, and a snapshot is an overlay mount of those layers with its own
+//! `upper/` and `work/` (kernel docs: filesystems/overlayfs.rst).
+//!
+//! The driver owns its directories under `<root>/storage`; mounting goes through
+//! `sys::fs`.
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{
+    build_cached, load_snapshot, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot,
+    Snapshotter, StorageError,
+};
+use crate::digest::hex_of;
+use crate::layer::diff::{diff_overlay, Change};
+use crate::layer::unpack::{unpack_file, UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
+use crate::sys::fs as sysfs;
+
+pub struct OverlayDriver {
+    storage: PathBuf,
+}
+
+impl OverlayDriver {
+    /// A driver rooted at `<root>/storage` (created if missing; not probed).
+    pub fn new(storage: &Path) -> Result<OverlayDriver> {
+        fs::create_dir_all(storage.join("layers"))
+            .map_err(StorageError::io("creating", storage))?;
+        Ok(OverlayDriver {
+            storage: storage.to_path_buf(),
+        })
+    }
+
+    /// Unpacks `layer` into the cache unless it is there; returns its directory and
+    /// whether it was extracted now.
+    pub fn ensure_layer(&self, layer: &LayerBlob) -> Result<(PathBuf, bool)> {
+        let dest = self.storage.join("layers").join(hex_of(&layer.diff_id));
+        let fresh = build_cached(&self.storage, &dest, |tmp| {
+            // Image layers may carry device nodes (debootstrap's /dev); containers get
+            // their own /dev mounted over it, so they are kept.
+            let opts = UnpackOptions {
+                whiteouts: Whiteouts::Overlay,
+                allow_devices: true,
+                ..UnpackOptions::default()
+            };
+            unpack_file(&layer.blob, tmp, &opts)
+                .map(drop)
+                .map_err(|source| StorageError::Layer {
+                    diff_id: layer.diff_id.to_string(),
+                    source,
+                })
+        })?;
+        Ok((dest, fresh))
+    }
+
+    fn empty_lower(&self) -> Result<PathBuf> {
+        let p = self.storage.join("empty");
+        fs::create_dir_all(&p).map_err(StorageError::io("creating", &p))?;
+        Ok(p)
+    }
+}
+
+impl Snapshotter for OverlayDriver {
+    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        let mut lowers = Vec::with_capacity(layers.len());
+        let mut unpacked = 0;
+        for l in layers {
+            let (dir, fresh) = self.ensure_layer(l)?;
+            unpacked += fresh as usize;
+            lowers.push(dir);
+        }
+        // overlayfs lists the top-most lower first.
+        lowers.reverse();
+        if lowers.is_empty() {
+            lowers.push(self.empty_lower()?);
+        }
+        let dir = new_snapshot_dir(&self.storage, id)?;
+        let snap = Snapshot {
+            id: id.to_string(),
+            rootfs: dir.join("rootfs"),
+            dir: dir.clone(),
+            driver: self.name().to_string(),
+            layers: layers.iter().map(|l| l.diff_id.to_string()).collect(),
+            parents: lowers,
+            unpacked,
+        };
+        let made = (|| {
+            for sub in ["upper", "work", "rootfs"] {
+                fs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
+            }
+            // The snapshot is recorded before mounting so `remove` can always find it.
+            save_snapshot(&snap)?;
+            sysfs::mount_overlay(
+                &snap.parents,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &snap.rootfs,
+            )
+            .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(snap)
+    }
+
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
+        diff_overlay(&snap.dir.join("upper"), &snap.parents).map_err(|source| {
+            StorageError::Changes {
+                id: snap.id.clone(),
+                source,
+            }
+        })
+    }
+
+    fn remove(&self, snap: &Snapshot) -> Result<()> {
+        if sysfs::is_mount_point(&snap.rootfs).unwrap_or(true) {
+            match sysfs::unmount(&snap.rootfs) {
+                Ok(()) => {}
+                // Not mounted (EINVAL) or already gone: nothing to undo.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound
+                    ) => {}
+                Err(e) => {
+                    return Err(StorageError::Io {
+                        what: "unmounting",
+                        path: snap.rootfs.clone(),
+                        source: e,
+                    })
+                }
+            }
+        }
+        match fs::remove_dir_all(&snap.dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::Io {
+                what: "removing",
+                path: snap.dir.clone(),
+                source: e,
+            }),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn storage_root(&self) -> &Path {
+        &self.storage
+    }
+
+    fn get(&self, id: &str) -> Result<Snapshot> {
+        load_snapshot(
+            &self.storage.join("snapshots").join(super::check_id(id)?),
+            id,
+        )
+    }
+}
+
+/// Tries a real overlay mount (with a whiteout and an opaque directory in the lower
+/// layer) under `<storage>/tmp`; the error says what is missing.
+pub fn probe(storage: &Path) -> std::result::Result<(), String> {
+    let tmp_root = storage.join("tmp");
+    fs::create_dir_all(&tmp_root)
+        .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("probe-")
+        .tempdir_in(&tmp_root)
+        .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
+    let d = |s: &str| tmp.path().join(s);
+    for s in ["lower", "lower/opaque", "upper", "work", "merged"] {
+        fs::create_dir(d(s)).map_err(|e| e.to_string())?;
+    }
+    sysfs::mknod(&d("lower/gone"), sysfs::NodeKind::Char, 0, 0, 0)
+        .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;
+    sysfs::set_xattr(&d("lower/opaque"), OVERLAY_OPAQUE_XATTR, b"y")
+        .map_err(|e| format!("no trusted xattrs on {}: {e}", storage.display()))?;
+    sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"))
+        .map_err(|e| format!("test mount failed: {e}"))?;
+    let ok = !d("merged/gone").exists();
+    let _ = sysfs::unmount(&d("merged"));
+    if !ok {
+        return Err("whiteouts are not honoured".into());
+    }
+    Ok(())
+}
