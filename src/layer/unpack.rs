@@ -134,7 +134,7 @@ pub fn unpack(
     }
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
-        .sort_by(|a, b| b.0.components().count().cmp(&a.0.components().count()));
+        .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (p, secs) in &u.dir_times {
         sysfs::set_times_nofollow(p, *secs, 0)
             .map_err(|e| LayerError::bad(p.display().to_string(), format!("setting mtime: {e}")))?;
@@ -282,7 +282,7 @@ impl Unpacker<'_> {
 
     fn touch(&mut self, rel: &Path) {
         let mut p = rel.to_path_buf();
-        while p.as_os_str().len() > 0 && self.touched.insert(p.clone()) {
+        while !p.as_os_str().is_empty() && self.touched.insert(p.clone()) {
             if !p.pop() {
                 break;
             }
@@ -327,7 +327,12 @@ impl Unpacker<'_> {
             fs::set_permissions(dest, fs::Permissions::from_mode(mode))
                 .map_err(|e| ctx("changing mode", e))?;
         }
-        for (k, v) in xattrs {
+        // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
+        // must not forge it. Whiteouts are the only way to delete through a layer.
+        for (k, v) in xattrs
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with("trusted."))
+        {
             // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
             let _ = sysfs::set_xattr(dest, &k, &v);
         }

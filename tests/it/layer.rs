@@ -37,7 +37,7 @@ fn raw(name: &[u8], kind: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
 }
 
 fn pad(v: &mut Vec<u8>) {
-    while v.len() % 512 != 0 {
+    while !v.len().is_multiple_of(512) {
         v.push(0);
     }
 }
@@ -66,13 +66,19 @@ fn gnu_long_name(name: &[u8], next: Vec<u8>) -> Vec<u8> {
 
 /// A PAX extended header setting `path`, then `next`.
 fn pax_path(path: &[u8], next: Vec<u8>) -> Vec<u8> {
-    let body_len = b" path=\n".len() + path.len();
+    pax("path", path, next)
+}
+
+/// A PAX extended header with one record `key=value`, then `next`.
+fn pax(key: &str, value: &[u8], next: Vec<u8>) -> Vec<u8> {
+    let path = value;
+    let body_len = 3 + key.len() + path.len();
     // The record length counts its own digits.
     let mut len = body_len + 1;
     while len != body_len + len.to_string().len() {
         len = body_len + len.to_string().len();
     }
-    let mut rec = format!("{len} path=").into_bytes();
+    let mut rec = format!("{len} {key}=").into_bytes();
     rec.extend_from_slice(path);
     rec.push(b'\n');
     let mut out = raw(b"PaxHeaders/x", EntryType::XHeader, b"", &rec);
@@ -973,5 +979,30 @@ fn drivers_are_detected_and_chosen() {
     assert!(
         leftovers.is_empty(),
         "probing leaves nothing behind: {leftovers:?}"
+    );
+}
+
+#[test]
+fn layers_cannot_forge_overlay_xattrs() {
+    crate::require!(crate::common::is_root(), "trusted xattrs need root");
+    let tmp = tempfile::tempdir().unwrap();
+    let tar = tarball(&[
+        pax("SCHILY.xattr.trusted.overlay.opaque", b"y", dir("b/")),
+        pax("SCHILY.xattr.user.keel", b"kept", file("f", "x")),
+    ]);
+    let opts = UnpackOptions {
+        whiteouts: Whiteouts::Overlay,
+        ..UnpackOptions::default()
+    };
+    unpack(Cursor::new(tar), tmp.path(), &opts).unwrap();
+    assert_eq!(
+        xattr::get(tmp.path().join("b"), "trusted.overlay.opaque").unwrap(),
+        None
+    );
+    assert_eq!(
+        xattr::get(tmp.path().join("f"), "user.keel")
+            .unwrap()
+            .as_deref(),
+        Some(&b"kept"[..])
     );
 }
