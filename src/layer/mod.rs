@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
 pub mod diff;
+pub mod guard;
 pub mod pack;
 pub mod unpack;
 

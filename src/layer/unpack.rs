@@ -109,7 +109,7 @@ pub fn unpack(
             format!("unpack target is not usable: {e}"),
         )
     })?;
-    let mut archive = tar::Archive::new(decompressed(reader)?);
+    let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
     let mut u = Unpacker {
         root,
         opts,
@@ -117,16 +117,13 @@ pub fn unpack(
         dir_times: Vec::new(),
         touched: HashSet::new(),
     };
-    let mut last = String::from("<start of layer>");
+    // A broken header has no name of its own: name the entry before it.
+    let mut last = String::from("<first header>");
     for entry in archive.entries()? {
-        let mut entry = entry.map_err(|e| {
-            LayerError::bad(
-                format!("after {last}"),
-                format!("malformed tar stream: {e}"),
-            )
-        })?;
+        let mut entry = entry
+            .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
         let raw = entry.path_bytes().into_owned();
-        last = String::from_utf8_lossy(&raw).into_owned();
+        last = format!("<header after {}>", String::from_utf8_lossy(&raw));
         u.entry(&raw, &mut entry).map_err(|e| match e {
             LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(&raw), io.to_string()),
             other => other,
