@@ -96,6 +96,7 @@ fn tarball(entries: &[Vec<u8>]) -> Vec<u8> {
 /// change), so any write outside the target is visible.
 struct Scene {
     tmp: tempfile::TempDir,
+    passwd_links: u64,
 }
 
 impl Scene {
@@ -112,7 +113,8 @@ impl Scene {
             fs::Permissions::from_mode(0o600),
         )
         .unwrap();
-        Scene { tmp }
+        let passwd_links = fs::symlink_metadata("/etc/passwd").unwrap().nlink();
+        Scene { tmp, passwd_links }
     }
     fn target(&self) -> PathBuf {
         self.tmp.path().join("target")
@@ -150,7 +152,10 @@ impl Scene {
             "secret"
         );
         // /etc/passwd must keep its single link, whatever a hostile hardlink tried.
-        assert_eq!(fs::symlink_metadata("/etc/passwd").unwrap().nlink(), 1);
+        assert_eq!(
+            fs::symlink_metadata("/etc/passwd").unwrap().nlink(),
+            self.passwd_links
+        );
     }
 }
 
@@ -1030,4 +1035,82 @@ fn layers_cannot_forge_overlay_xattrs() {
             .as_deref(),
         Some(&b"kept"[..])
     );
+}
+
+#[test]
+fn a_failed_unpack_caches_nothing() {
+    crate::require!(crate::common::is_root(), "the drivers keep owners as root");
+    for kind in ["copy", "overlay"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let Ok(drv) = storage::open(Some(kind), &root) else {
+            eprintln!("SKIP {kind}: not available here");
+            continue;
+        };
+        let mut layers = three_layers(tmp.path());
+        // Layer 3 is cut off in the middle of its content.
+        let full = fs::read(&layers[2].blob).unwrap();
+        let cut = tmp.path().join("cut");
+        fs::write(&cut, &full[..3 * 512 + 1]).unwrap();
+        layers[2].blob = cut;
+        let err = drv.prepare("s", &layers).unwrap_err().to_string();
+        assert!(
+            err.contains(&layers[2].diff_id.to_string()),
+            "{kind}: error names the layer: {err}"
+        );
+        assert!(
+            err.contains("b/new"),
+            "{kind}: error names the entry: {err}"
+        );
+        assert!(
+            !root.join("storage/snapshots/s").exists(),
+            "{kind}: no snapshot dir"
+        );
+        let tmps: Vec<_> = fs::read_dir(root.join("storage/tmp")).unwrap().collect();
+        assert!(tmps.is_empty(), "{kind}: temp dirs left: {tmps:?}");
+        let cached = if kind == "overlay" {
+            root.join("storage/layers")
+        } else {
+            root.join("storage/chains")
+        };
+        let names: Vec<String> = fs::read_dir(&cached)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "{kind}: only the two good layers are cached: {names:?}"
+        );
+    }
+}
+
+#[test]
+fn packed_layers_extract_with_gnu_tar() {
+    crate::require!(crate::common::have("tar"), "GNU tar is not installed");
+    crate::require!(crate::common::is_root(), "extracting owners needs root");
+    let tmp = tempfile::tempdir().unwrap();
+    let (src, dst) = (tmp.path().join("src"), tmp.path().join("dst"));
+    sample_tree(&src, 5);
+    fs::create_dir(&dst).unwrap();
+    let layer = tmp.path().join("layer.tar");
+    pack(
+        &all_added(&src),
+        &src,
+        fs::File::create(&layer).unwrap(),
+        &PackOptions::default(),
+    )
+    .unwrap();
+    crate::common::run_ok(
+        std::process::Command::new("tar")
+            .arg("--xattrs")
+            .arg("--xattrs-include=*")
+            .arg("-xpf")
+            .arg(&layer)
+            .arg("-C")
+            .arg(&dst),
+    );
+    assert_eq!(full_tree(&dst), full_tree(&src));
+    let listing = crate::common::run_ok(std::process::Command::new("tar").arg("-tvf").arg(&layer));
+    assert!(listing.contains("usr/bin/suid"), "{listing}");
 }
