@@ -81,6 +81,12 @@ pub fn pack(
         }
     }
 
+    let root_dir = fs::File::open(root).map_err(|e| {
+        LayerError::bad(
+            root.display().to_string(),
+            format!("opening the tree to pack: {e}"),
+        )
+    })?;
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut stats = PackStats::default();
@@ -141,7 +147,14 @@ pub fn pack(
             }
             h.set_entry_type(EntryType::Regular);
             h.set_size(m.size());
-            let f = fs::File::open(&p).map_err(err)?;
+            let f = sysfs::open_beneath(&root_dir, rel).map_err(err)?;
+            let fm = f.metadata().map_err(err)?;
+            if (fm.dev(), fm.ino(), fm.size()) != (m.dev(), m.ino(), m.size()) {
+                return Err(LayerError::bad(
+                    shown(),
+                    "the file changed while it was being packed; pack only a quiescent tree",
+                ));
+            }
             // A file that changes size while being packed would corrupt the stream.
             b.append_data(&mut h, rel, io::Read::take(f, m.size()))
                 .map_err(err)?;

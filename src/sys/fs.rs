@@ -76,6 +76,30 @@ pub fn create_file_nofollow(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens `rel` under the directory `root` for reading without following any symlink
+/// and without leaving `root` (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a
+/// tree that changes under us cannot make us read a host file. Kernels before 5.6
+/// lack openat2; there the final component alone is protected (`O_NOFOLLOW`).
+pub fn open_beneath(root: &File, rel: &Path) -> io::Result<File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match nix::fcntl::openat2(root, rel, how) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(nix::errno::Errno::ENOSYS) => {
+            let fd = nix::fcntl::openat(
+                root,
+                rel,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )?;
+            Ok(File::from(fd))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sets an extended attribute on `path` itself (never a symlink's target).
 pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
     xattr::set(path, name, value)

@@ -1114,3 +1114,22 @@ fn packed_layers_extract_with_gnu_tar() {
     let listing = crate::common::run_ok(std::process::Command::new("tar").arg("-tvf").arg(&layer));
     assert!(listing.contains("usr/bin/suid"), "{listing}");
 }
+
+#[test]
+fn packing_never_reads_through_a_symlink() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/etc", tmp.path().join("evil")).unwrap();
+    let changes = [Change {
+        path: "evil/passwd".into(),
+        kind: ChangeKind::Added,
+    }];
+    let err = pack(
+        &changes,
+        tmp.path(),
+        std::io::sink(),
+        &PackOptions::default(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("evil/passwd"), "{err}");
+}
