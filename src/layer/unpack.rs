@@ -133,7 +133,14 @@ pub fn unpack(
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
     for (p, secs) in &u.dir_times {
-        sysfs::set_times_nofollow(p, *secs, 0)
+        // Later entries may have replaced a directory (or one of its parents) with a
+        // symlink: re-resolve in scope and touch only what is still a directory there.
+        let rel = p.strip_prefix(&u.root).unwrap_or(Path::new(""));
+        let Ok(now) = resolve_in_root(&u.root, rel, false) else {
+            continue;
+        };
+        let now = u.root.join(now);
+        sysfs::set_times_nofollow(&now, *secs, 0)
             .map_err(|e| LayerError::bad(p.display().to_string(), format!("setting mtime: {e}")))?;
     }
     Ok(u.stats)

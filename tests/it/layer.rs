@@ -114,6 +114,7 @@ impl Scene {
         )
         .unwrap();
         let passwd_links = fs::symlink_metadata("/etc/passwd").unwrap().nlink();
+        keel::sys::fs::set_times_nofollow(&tmp.path().join("canary"), 42, 0).unwrap();
         Scene { tmp, passwd_links }
     }
     fn target(&self) -> PathBuf {
@@ -142,6 +143,11 @@ impl Scene {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(canary, ["secret"], "the canary directory changed");
+        assert_eq!(
+            fs::symlink_metadata(self.canary()).unwrap().mtime(),
+            42,
+            "the canary directory's mtime changed"
+        );
         let m = fs::symlink_metadata(self.canary().join("secret")).unwrap();
         assert!(
             m.is_file() && m.nlink() == 1 && m.mode() & 0o7777 == 0o600,
@@ -1132,4 +1138,14 @@ fn packing_never_reads_through_a_symlink() {
     .unwrap_err()
     .to_string();
     assert!(err.contains("evil/passwd"), "{err}");
+}
+
+#[test]
+fn deferred_directory_times_do_not_follow_later_symlinks() {
+    let s = Scene::new();
+    let outside = s.tmp.path().display().to_string();
+    // `x/canary/` gets its mtime at the end, after `x` became a symlink to the scene.
+    let tar = tarball(&[dir("x/"), dir("x/canary/"), symlink("x", &outside)]);
+    s.unpack(tar).unwrap();
+    s.assert_contained();
 }
