@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::layer::diff::Change;
+use crate::layer::pack::{pack, PackOptions, PackStats};
 use crate::layer::LayerError;
 
 pub mod copy;
@@ -156,7 +157,7 @@ pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
     let storage = root.join("storage");
     match kind {
         Some("copy") => Ok(Box::new(copy::CopyDriver::new(&storage)?)),
-        Some("overlay") => match overlay::probe(&storage) {
+        Some("overlay") => match overlay::probe_cached(&storage) {
             Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
             Err(why) => Err(StorageError::Unavailable {
                 driver: "overlayfs",
@@ -164,7 +165,7 @@ pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
             }),
         },
         Some(other) => Err(StorageError::UnknownDriver(other.to_string())),
-        None => match overlay::probe(&storage) {
+        None => match overlay::probe_cached(&storage) {
             Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
             Err(why) => {
                 tracing::debug!("overlay storage unavailable ({why}); using copy");
@@ -172,6 +173,23 @@ pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
             }
         },
     }
+}
+
+/// Commits a snapshot: its changeset, packed as a reproducible uncompressed layer
+/// into `out` (the snapshot must be prepared and quiescent).
+pub fn commit(
+    drv: &dyn Snapshotter,
+    snap: &Snapshot,
+    out: impl io::Write,
+    opts: &PackOptions,
+) -> Result<(Vec<Change>, PackStats)> {
+    let changes = drv.changes(snap)?;
+    let stats =
+        pack(&changes, &snap.rootfs, out, opts).map_err(|source| StorageError::Changes {
+            id: snap.id.clone(),
+            source,
+        })?;
+    Ok((changes, stats))
 }
 
 /// Snapshot ids become directory names: keep them tame.

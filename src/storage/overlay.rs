@@ -159,6 +159,28 @@ impl Snapshotter for OverlayDriver {
     }
 }
 
+/// Like [`probe`], but remembers a success in `<storage>/overlay-ok` (with the kernel
+/// release and the storage directory's device), so starting a container does not pay
+/// for a test mount every time.
+pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let marker = storage.join("overlay-ok");
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let stamp = |dev: u64| format!("{} {dev}\n", kernel.trim());
+    let dev = fs::metadata(storage).map(|m| m.dev()).ok();
+    if let (Some(dev), Ok(have)) = (dev, fs::read_to_string(&marker)) {
+        if have == stamp(dev) {
+            return Ok(());
+        }
+    }
+    probe(storage)?;
+    if let Ok(m) = fs::metadata(storage) {
+        // Best effort: without the marker the next call probes again.
+        let _ = fs::write(&marker, stamp(m.dev()));
+    }
+    Ok(())
+}
+
 /// Tries a real overlay mount (with a whiteout and an opaque directory in the lower
 /// layer) under `<storage>/tmp`; the error says what is missing.
 pub fn probe(storage: &Path) -> std::result::Result<(), String> {

@@ -1149,3 +1149,36 @@ fn deferred_directory_times_do_not_follow_later_symlinks() {
     s.unpack(tar).unwrap();
     s.assert_contained();
 }
+
+#[test]
+fn commit_packs_a_snapshots_changes() {
+    crate::require!(crate::common::is_root(), "the drivers keep owners as root");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let layers = three_layers(tmp.path());
+    let drv = storage::open(None, &root).unwrap();
+    let snap = drv.prepare("c1", &layers).unwrap();
+    fs::write(snap.rootfs.join("a/added"), "+").unwrap();
+    let mut out = Vec::new();
+    let (changes, stats) =
+        storage::commit(drv.as_ref(), &snap, &mut out, &PackOptions::default()).unwrap();
+    assert_eq!(
+        changes,
+        vec![Change {
+            path: "a/added".into(),
+            kind: ChangeKind::Added
+        }]
+    );
+    assert_eq!(
+        (stats.entries, stats.bytes),
+        (2, 1),
+        "the parent directory and the file"
+    );
+    let names: Vec<String> = tar::Archive::new(Cursor::new(out))
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert_eq!(names, ["a", "a/added"]);
+    drv.remove(&snap).unwrap();
+}
