@@ -6,7 +6,8 @@
 //! (`SOURCE_DATE_EPOCH` semantics, <https://reproducible-builds.org/specs/source-date-epoch/>)
 //! unless `keep_timestamps`, no atime/ctime, empty uname/gname. Deletions become OCI
 //! whiteouts (`.wh.NAME`); hardlinks inside the layer stay hardlinks; the
-//! `security.capability` and `user.*` xattrs travel as `SCHILY.xattr` PAX records.
+//! `security.capability` xattr (and `user.*` when asked) travel as `SCHILY.xattr` PAX
+//! records; other xattrs are host noise (SELinux labels, overlay metadata).
 //!
 //! This module reads the tree and writes the tar; it does not compress or hash.
 use std::collections::{BTreeMap, HashMap};
@@ -30,6 +31,9 @@ pub struct PackOptions {
     pub epoch: u64,
     /// Keep each file's own mtime instead (`--timestamps keep`).
     pub keep_timestamps: bool,
+    /// Also keep `user.*` xattrs (off by default: checkouts and downloads carry
+    /// host-specific ones, which would break reproducibility).
+    pub user_xattrs: bool,
 }
 
 /// Counts of what `pack` wrote.
@@ -42,8 +46,8 @@ pub struct PackStats {
 }
 
 /// Extended attributes that are part of an image (others are host noise).
-fn keep_xattr(name: &str) -> bool {
-    name == "security.capability" || name.starts_with("user.")
+fn keep_xattr(name: &str, opts: &PackOptions) -> bool {
+    name == "security.capability" || (opts.user_xattrs && name.starts_with("user."))
 }
 
 enum Item {
@@ -118,7 +122,7 @@ pub fn pack(
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(names) = sysfs::list_xattrs(&p) {
-            for n in names.into_iter().filter(|n| keep_xattr(n)) {
+            for n in names.into_iter().filter(|n| keep_xattr(n, opts)) {
                 if let Ok(Some(v)) = sysfs::get_xattr(&p, &n) {
                     pax.push((format!("SCHILY.xattr.{n}"), v));
                 }

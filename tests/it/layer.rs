@@ -676,9 +676,16 @@ fn packing_is_reproducible_across_mtimes() {
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     sample_tree(&a, 1_000);
     sample_tree(&b, 2_000_000_000);
+    // Host noise: a user xattr only one checkout has.
+    xattr::set(
+        a.join("usr/bin/tool"),
+        "user.xdg.origin.url",
+        b"https://example.com",
+    )
+    .unwrap();
     let opts = PackOptions {
         epoch: 1_700_000_000,
-        keep_timestamps: false,
+        ..PackOptions::default()
     };
     let (ta, tb) = (
         pack_vec(&all_added(&a), &a, &opts),
@@ -688,6 +695,11 @@ fn packing_is_reproducible_across_mtimes() {
         ta == tb,
         "the same tree with different mtimes packed to different bytes"
     );
+    let users = PackOptions {
+        user_xattrs: true,
+        ..opts.clone()
+    };
+    assert!(pack_vec(&all_added(&a), &a, &users) != pack_vec(&all_added(&b), &b, &users));
     // Keeping timestamps makes them differ, and entries come sorted, parents first.
     let keep = PackOptions {
         keep_timestamps: true,
