@@ -192,6 +192,110 @@ pub fn commit(
     Ok((changes, stats))
 }
 
+/// Every snapshot under `<root>/storage/snapshots`, whichever driver made it.
+pub fn list_snapshots(root: &Path) -> Result<Vec<Snapshot>> {
+    let dir = root.join("storage/snapshots");
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "listing",
+                path: dir,
+                source: e,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(StorageError::io("listing", &dir))?;
+        let id = e.file_name().to_string_lossy().into_owned();
+        match load_snapshot(&e.path(), &id) {
+            Ok(s) => out.push(s),
+            // A snapshot dir without metadata is a prepare that was killed: not a snapshot.
+            Err(StorageError::NotFound(_)) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// What [`prune_cache`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub layers: usize,
+    pub chains: usize,
+    pub temp: usize,
+}
+
+/// Temp entries older than this are leftovers of a killed keel.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes cached layers and chain trees that neither an existing snapshot nor one of
+/// the `keep` layer stacks (bottom first, e.g. every image in the store) needs, and
+/// temp entries older than a day.
+pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
+    use std::collections::HashSet;
+    let storage = root.join("storage");
+    let mut stacks: Vec<Vec<Digest>> = keep.to_vec();
+    for snap in list_snapshots(root)? {
+        stacks.push(
+            snap.layers
+                .iter()
+                .filter_map(|d| crate::digest::parse(d))
+                .collect(),
+        );
+    }
+    let mut layers = HashSet::new();
+    let mut chains = HashSet::new();
+    for stack in &stacks {
+        let blobs: Vec<LayerBlob> = stack
+            .iter()
+            .map(|d| LayerBlob {
+                diff_id: d.clone(),
+                blob: PathBuf::new(),
+            })
+            .collect();
+        layers.extend(stack.iter().map(|d| crate::digest::hex_of(d).to_string()));
+        chains.extend(
+            copy::chain_ids(&blobs)
+                .iter()
+                .map(|d| crate::digest::hex_of(d).to_string()),
+        );
+    }
+    let mut stats = PruneStats::default();
+    let mut sweep = |sub: &str, keep: &HashSet<String>, count: &mut usize| -> Result<()> {
+        let dir = storage.join(sub);
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            if !keep.contains(&*e.file_name().to_string_lossy()) {
+                fs::remove_dir_all(e.path()).map_err(StorageError::io("removing", &e.path()))?;
+                *count += 1;
+            }
+        }
+        Ok(())
+    };
+    sweep("layers", &layers, &mut stats.layers)?;
+    sweep("chains", &chains, &mut stats.chains)?;
+    if let Ok(rd) = fs::read_dir(storage.join("tmp")) {
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if old && fs::remove_dir_all(e.path()).is_ok() {
+                stats.temp += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
 /// Snapshot ids become directory names: keep them tame.
 pub(crate) fn check_id(id: &str) -> Result<&str> {
     let ok = !id.is_empty()

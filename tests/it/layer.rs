@@ -1194,3 +1194,55 @@ fn commit_packs_a_snapshots_changes() {
     assert_eq!(names, ["a", "a/added"]);
     drv.remove(&snap).unwrap();
 }
+
+#[test]
+fn unused_cache_entries_are_pruned() {
+    crate::require!(crate::common::is_root(), "the drivers keep owners as root");
+    for kind in ["copy", "overlay"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        let Ok(drv) = storage::open(Some(kind), &root) else {
+            eprintln!("SKIP {kind}: not available here");
+            continue;
+        };
+        let layers = three_layers(tmp.path());
+        let snap = drv.prepare("p", &layers).unwrap();
+        let stale = root.join("storage/tmp/unpack-stale");
+        fs::create_dir_all(stale.join("x")).unwrap();
+        keel::sys::fs::set_times_nofollow(&stale, 1_000, 0).unwrap();
+        let fresh = root.join("storage/tmp/unpack-running");
+        fs::create_dir_all(&fresh).unwrap();
+        // The snapshot keeps everything it uses.
+        let stats = storage::prune_cache(&root, &[]).unwrap();
+        assert_eq!(
+            (stats.layers, stats.chains, stats.temp),
+            (0, 0, 1),
+            "{kind}"
+        );
+        assert!(
+            !stale.exists() && fresh.exists(),
+            "{kind}: only the stale temp dir goes"
+        );
+        drv.remove(&snap).unwrap();
+        assert_eq!(storage::list_snapshots(&root).unwrap().len(), 0);
+        // Without it, only what the kept stack (the first two layers) needs stays.
+        let keep = vec![layers[..2]
+            .iter()
+            .map(|l| l.diff_id.clone())
+            .collect::<Vec<_>>()];
+        let stats = storage::prune_cache(&root, &keep).unwrap();
+        if kind == "overlay" {
+            assert_eq!(stats.layers, 1, "{kind}");
+            assert!(root
+                .join("storage/layers")
+                .join(keel::digest::hex_of(&layers[0].diff_id))
+                .is_dir());
+        } else {
+            assert_eq!(stats.chains, 1, "{kind}");
+        }
+        // And the cache still serves the kept stack without extracting.
+        let again = drv.prepare("q", &layers[..2]).unwrap();
+        assert_eq!(again.unpacked, 0, "{kind}");
+        drv.remove(&again).unwrap();
+    }
+}
