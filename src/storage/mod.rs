@@ -265,7 +265,7 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
         );
     }
     let mut stats = PruneStats::default();
-    let mut sweep = |sub: &str, keep: &HashSet<String>, count: &mut usize| -> Result<()> {
+    let sweep = |sub: &str, keep: &HashSet<String>, count: &mut usize| -> Result<()> {
         let dir = storage.join(sub);
         let Ok(rd) = fs::read_dir(&dir) else {
             return Ok(());
