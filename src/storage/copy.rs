@@ -159,10 +159,17 @@ impl Snapshotter for CopyDriver {
     }
 
     fn get(&self, id: &str) -> Result<Snapshot> {
-        load_snapshot(
+        let snap = load_snapshot(
             &self.storage.join("snapshots").join(super::check_id(id)?),
             id,
-        )
+        )?;
+        if snap.driver != self.name() {
+            return Err(StorageError::OtherDriver {
+                id: id.to_string(),
+                driver: snap.driver,
+            });
+        }
+        Ok(snap)
     }
 }
 

@@ -48,6 +48,8 @@ pub enum StorageError {
     UnknownDriver(String),
     #[error("snapshot {0:?} already exists; remove it first or pick another id")]
     Exists(String),
+    #[error("snapshot {id:?} was made by the {driver} driver; use --storage-driver {driver}")]
+    OtherDriver { id: String, driver: String },
     #[error("no snapshot {0:?}")]
     NotFound(String),
     #[error(
@@ -102,12 +104,8 @@ pub trait Snapshotter: Send + Sync {
     fn remove(&self, snap: &Snapshot) -> Result<()>;
     fn name(&self) -> &'static str;
     /// Loads a snapshot prepared earlier (possibly by another keel process).
-    fn get(&self, id: &str) -> Result<Snapshot> {
-        load_snapshot(
-            &self.storage_root().join("snapshots").join(check_id(id)?),
-            id,
-        )
-    }
+    /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
+    fn get(&self, id: &str) -> Result<Snapshot>;
     /// `<root>/storage`.
     fn storage_root(&self) -> &Path;
 }
@@ -296,6 +294,19 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
     Ok(stats)
 }
 
+/// Loads snapshot `id` together with the driver that made it (for `keel rm` and
+/// friends, whatever `--storage-driver` says now).
+pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
+    let snap = load_snapshot(&root.join("storage/snapshots").join(check_id(id)?), id)?;
+    let storage = root.join("storage");
+    let drv: Box<dyn Snapshotter> = match snap.driver.as_str() {
+        "overlay" => Box::new(overlay::OverlayDriver::new(&storage)?),
+        "copy" => Box::new(copy::CopyDriver::new(&storage)?),
+        other => return Err(StorageError::UnknownDriver(other.to_string())),
+    };
+    Ok((drv, snap))
+}
+
 /// Snapshot ids become directory names: keep them tame.
 pub(crate) fn check_id(id: &str) -> Result<&str> {
     let ok = !id.is_empty()
@@ -345,6 +356,15 @@ pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
     fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
     match fs::create_dir(&dir) {
         Ok(()) => Ok(dir),
+        // No metadata: a prepare killed before it finished. Its dir is garbage.
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
+        {
+            let _ = crate::sys::fs::unmount(&dir.join("rootfs"));
+            fs::remove_dir_all(&dir).map_err(StorageError::io("removing the leftover", &dir))?;
+            fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
+            Ok(dir)
+        }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
             Err(StorageError::Exists(id.to_string()))
         }

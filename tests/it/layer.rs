@@ -1246,3 +1246,33 @@ fn unused_cache_entries_are_pruned() {
         drv.remove(&again).unwrap();
     }
 }
+
+#[test]
+fn snapshots_are_found_by_id_with_their_driver() {
+    crate::require!(crate::common::is_root(), "the drivers keep owners as root");
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    let layers = three_layers(tmp.path());
+    let copy = storage::open(Some("copy"), &root).unwrap();
+    // A prepare killed before writing its metadata leaves a dir the next prepare reuses.
+    fs::create_dir_all(root.join("storage/snapshots/k/rootfs/junk")).unwrap();
+    let snap = copy.prepare("k", &layers[..1]).unwrap();
+    assert!(!snap.rootfs.join("junk").exists());
+    let (drv, found) = storage::load(&root, "k").unwrap();
+    assert_eq!(
+        (drv.name(), found.rootfs.clone()),
+        ("copy", snap.rootfs.clone())
+    );
+    if let Ok(overlay) = storage::open(Some("overlay"), &root) {
+        let err = overlay.get("k").unwrap_err().to_string();
+        assert!(
+            err.contains("made by the copy driver; use --storage-driver copy"),
+            "{err}"
+        );
+    }
+    drv.remove(&found).unwrap();
+    assert!(matches!(
+        storage::load(&root, "k"),
+        Err(storage::StorageError::NotFound(_))
+    ));
+}
