@@ -178,11 +178,24 @@ impl Unpacker<'_> {
             return Ok(());
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let name_bytes = name.as_bytes();
+        let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
+        if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
+            // Deleting under a directory the lower layers do not have deletes nothing;
+            // it must not create that directory either.
+            match resolve_in_root(&self.root, parent_rel, false) {
+                Err(ResolveError::Missing(_)) => {
+                    self.stats.whiteouts += 1;
+                    return Ok(());
+                }
+                Err(why) => return Err(LayerError::bad(shown, why.to_string())),
+                Ok(_) => {}
+            }
+        }
         let parent = self.resolve_dir(parent_rel, &shown)?;
         self.touch(&rel);
 
-        let name_bytes = name.as_bytes();
-        if name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes()) {
+        if is_whiteout {
             self.stats.whiteouts += 1;
             return self.whiteout(
                 &shown,
@@ -402,8 +415,8 @@ impl Unpacker<'_> {
     /// Resolves a relative directory path inside the root, following symlinks in scope
     /// and creating missing directories. Returns the absolute host path.
     fn resolve_dir(&self, rel: &Path, shown: &str) -> Result<PathBuf, LayerError> {
-        let resolved =
-            resolve_in_root(&self.root, rel, true).map_err(|why| LayerError::bad(shown, why))?;
+        let resolved = resolve_in_root(&self.root, rel, true)
+            .map_err(|why| LayerError::bad(shown, why.to_string()))?;
         Ok(self.root.join(resolved))
     }
 
@@ -443,7 +456,25 @@ impl Unpacker<'_> {
 /// were `/`: absolute link targets restart at the root, `..` pops a component and may
 /// not climb above the root. Missing directories are created when `create`. Returns
 /// the resolved path relative to the root.
-pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, String> {
+/// Why [`resolve_in_root`] failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResolveError {
+    /// A component (relative to the root, as resolved so far) does not exist.
+    Missing(PathBuf),
+    /// The path escapes, loops, or runs through a non-directory.
+    Refused(String),
+}
+
+impl std::fmt::Display for ResolveError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResolveError::Missing(p) => write!(f, "{p:?} does not exist"),
+            ResolveError::Refused(why) => f.write_str(why),
+        }
+    }
+}
+
+pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, ResolveError> {
     let mut stack: Vec<OsString> = Vec::new();
     let mut queue: VecDeque<OsString> = rel
         .components()
@@ -456,7 +487,9 @@ pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf,
         }
         if c == ".." {
             if stack.pop().is_none() {
-                return Err("a symlink on the way climbs above the layer root".into());
+                return Err(ResolveError::Refused(
+                    "a symlink on the way climbs above the layer root".into(),
+                ));
             }
             continue;
         }
@@ -465,9 +498,10 @@ pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf,
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err("too many levels of symlinks".into());
+                    return Err(ResolveError::Refused("too many levels of symlinks".into()));
                 }
-                let target = fs::read_link(&here).map_err(|e| e.to_string())?;
+                let target =
+                    fs::read_link(&here).map_err(|e| ResolveError::Refused(e.to_string()))?;
                 let mut parts: VecDeque<OsString> = VecDeque::new();
                 for tc in target.components() {
                     match tc {
@@ -480,26 +514,27 @@ pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf,
             }
             Ok(m) if m.is_dir() => stack.push(c),
             Ok(_) => {
-                return Err(format!(
+                return Err(ResolveError::Refused(format!(
                     "{:?} is not a directory",
                     stack.iter().collect::<PathBuf>().join(&c)
-                ))
+                )))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                fs::create_dir(&here).map_err(|e| format!("creating parent directory: {e}"))?;
+                fs::create_dir(&here).map_err(|e| {
+                    ResolveError::Refused(format!("creating parent directory: {e}"))
+                })?;
                 stack.push(c);
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(format!(
-                    "{:?} does not exist",
-                    stack.iter().collect::<PathBuf>().join(&c)
+                return Err(ResolveError::Missing(
+                    stack.iter().collect::<PathBuf>().join(&c),
                 ))
             }
             Err(e) => {
-                return Err(format!(
+                return Err(ResolveError::Refused(format!(
                     "{:?}: {e}",
                     stack.iter().collect::<PathBuf>().join(&c)
-                ))
+                )))
             }
         }
     }
@@ -552,7 +587,7 @@ mod tests {
             ("file/x", Err("not a directory")),
         ];
         for (input, want) in table {
-            let got = resolve_in_root(r, Path::new(input), true);
+            let got = resolve_in_root(r, Path::new(input), true).map_err(|e| e.to_string());
             match (want, &got) {
                 (Ok(w), Ok(g)) => assert_eq!(g, Path::new(w), "{input}"),
                 (Err(w), Err(g)) => assert!(g.contains(w), "{input}: {g}"),

@@ -562,6 +562,22 @@ fn whiteouts_apply_to_lower_layers() {
     s.unpack(lower_layer()).unwrap();
     let stats = s.unpack(upper_layer()).unwrap();
     assert_eq!(stats.whiteouts, 3);
+    // Whiteouts under directories nobody has delete nothing and create nothing; one
+    // reached through an escaping symlink is refused.
+    s.unpack(tarball(&[
+        file("nowhere/deep/.wh.x", ""),
+        file("nowhere/.wh..wh..opq", ""),
+    ]))
+    .unwrap();
+    refused(
+        s.unpack(tarball(&[
+            symlink("up", "../.."),
+            file("up/canary/.wh.secret", ""),
+        ])),
+        "up/canary/.wh.secret",
+        "climbs above",
+    );
+    fs::remove_file(s.target().join("up")).unwrap();
     assert_eq!(tree(&s.target()), expected_merged());
     s.assert_contained();
 }
