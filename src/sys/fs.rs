@@ -134,10 +134,10 @@ pub fn mount_overlay(
 ) -> io::Result<()> {
     let tail = format!(
         ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
-        upper.display(),
-        work.display()
+        escape_overlay_path(upper),
+        escape_overlay_path(work)
     );
-    let plain: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+    let plain: Vec<String> = lowers.iter().map(|p| escape_overlay_path(p)).collect();
     let mut held = Vec::new();
     let lower_opt =
         if plain.iter().map(|s| s.len() + 1).sum::<usize>() + tail.len() + 9 < MOUNT_DATA_MAX {
@@ -167,6 +167,19 @@ pub fn mount_overlay(
     )?;
     drop(held);
     Ok(())
+}
+
+/// Escapes the characters overlayfs's option parser treats specially (`,` separates
+/// options, `:` separates lower dirs, `\\` escapes).
+fn escape_overlay_path(p: &Path) -> String {
+    let mut out = String::new();
+    for ch in p.display().to_string().chars() {
+        if matches!(ch, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
 }
 
 /// Detaches the mount at `target` (lazily, so a busy mount still leaves the table).
@@ -209,6 +222,37 @@ fn unescape_mount_path(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn overlay_paths_are_escaped() {
+        assert_eq!(
+            escape_overlay_path(Path::new("/a,b:c\\d")),
+            "/a\\,b\\:c\\\\d"
+        );
+        assert_eq!(escape_overlay_path(Path::new("/plain")), "/plain");
+    }
+
+    #[test]
+    fn overlay_mounts_paths_with_separators() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root for mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("odd,name:here");
+        let dirs: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dirs[0].join("f"), b"x").unwrap();
+        mount_overlay(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]).unwrap();
+        let ok = dirs[3].join("f").exists();
+        unmount(&dirs[3]).unwrap();
+        assert!(ok);
+    }
 
     #[test]
     fn mountinfo_paths_are_unescaped() {
