@@ -21,7 +21,11 @@ pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
 /// Parses `sha256:<64 lowercase hex>`; anything else is `None`.
 pub fn parse(s: &str) -> Option<Digest> {
     let hex = s.strip_prefix("sha256:")?;
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() != 64
+        || !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return None;
     }
     s.parse().ok()
@@ -29,7 +33,9 @@ pub fn parse(s: &str) -> Option<Digest> {
 
 fn from_hasher(h: Sha256) -> Digest {
     let hex = hex::encode(h.finalize());
-    format!("sha256:{hex}").parse().expect("a sha256 hex string is a valid digest")
+    format!("sha256:{hex}")
+        .parse()
+        .expect("a sha256 hex string is a valid digest")
 }
 
 /// A writer that hashes everything passing through it and counts the bytes.
@@ -41,7 +47,11 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter { inner, hasher: Sha256::new(), len: 0 }
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            len: 0,
+        }
     }
     pub fn len(&self) -> u64 {
         self.len
@@ -97,7 +107,11 @@ mod tests {
             let cols: Vec<&str> = line.split('\t').collect();
             let (file, want) = (cols[0], cols[2]);
             let bytes = std::fs::read(dir.join(file)).unwrap();
-            let want = if want.starts_with("sha256:") { want.to_string() } else { format!("sha256:{want}") };
+            let want = if want.starts_with("sha256:") {
+                want.to_string()
+            } else {
+                format!("sha256:{want}")
+            };
             assert_eq!(of_bytes(&bytes).to_string(), want, "{file}");
             checked += 1;
         }
@@ -106,9 +120,17 @@ mod tests {
 
     #[test]
     fn parse_rejects_uppercase_and_short_digests() {
-        assert!(parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_none());
+        assert!(
+            parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855")
+                .is_none()
+        );
         assert!(parse("sha256:abc").is_none());
-        assert!(parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_none());
-        assert!(parse("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_some());
+        assert!(
+            parse("md5:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").is_none()
+        );
+        assert!(
+            parse("sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+                .is_some()
+        );
     }
 }

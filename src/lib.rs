@@ -2,10 +2,21 @@
 //!
 //! The engine is a pipeline of modules, one per stage; `cli` is the only place that
 //! talks to the user and the only place that uses `anyhow`.
+pub mod archive;
+pub mod bootstrap;
+pub mod build;
 pub mod cli;
+pub mod container;
+pub mod context;
 pub mod digest;
+pub mod dockerfile;
+pub mod image;
+pub mod integrate;
 pub mod layer;
+pub mod project;
 pub mod reference;
+pub mod report;
+pub mod runtime;
 pub mod storage;
 pub mod store;
 pub mod sys;

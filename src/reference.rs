@@ -26,7 +26,13 @@ impl ImageRef {
             return Err(bad("it is empty"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(digest::parse(d).ok_or_else(|| bad("the part after @ must be sha256:<64 hex digits>"))?)),
+            Some((r, d)) => (
+                r,
+                Some(
+                    digest::parse(d)
+                        .ok_or_else(|| bad("the part after @ must be sha256:<64 hex digits>"))?,
+                ),
+            ),
             None => (s, None),
         };
         // A ':' after the last '/' starts the tag; one before it is a registry port.
@@ -39,28 +45,43 @@ impl ImageRef {
             return Err(bad("the repository name is empty"));
         }
         for (i, component) in repository.split('/').enumerate() {
-            let is_host = i == 0 && repository.contains('/') && (component.contains('.') || component.contains(':') || component == "localhost");
+            let is_host = i == 0
+                && repository.contains('/')
+                && (component.contains('.') || component.contains(':') || component == "localhost");
             let ok = if is_host {
-                component.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+                component
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
             } else {
                 !component.is_empty()
-                    && component.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                    && component.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
+                    })
                     && component.as_bytes()[0].is_ascii_alphanumeric()
             };
             if !ok {
-                return Err(bad("repository names use lowercase letters, digits and . _ - separated by /"));
+                return Err(bad(
+                    "repository names use lowercase letters, digits and . _ - separated by /",
+                ));
             }
         }
         if let Some(t) = tag {
             let ok = !t.is_empty()
                 && t.len() <= 128
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
                 && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_');
             if !ok {
-                return Err(bad("tags are up to 128 letters, digits, . _ - and start with a letter, digit or _"));
+                return Err(bad(
+                    "tags are up to 128 letters, digits, . _ - and start with a letter, digit or _",
+                ));
             }
         }
-        Ok(ImageRef { repository: repository.to_string(), tag: tag.map(str::to_string), digest })
+        Ok(ImageRef {
+            repository: repository.to_string(),
+            tag: tag.map(str::to_string),
+            digest,
+        })
     }
 
     /// The tag, `latest` when none was given (and no digest pins the image).
@@ -98,9 +119,24 @@ mod tests {
         let cases: &[(&str, &str, Option<&str>, bool)] = &[
             ("busybox", "busybox", None, false),
             ("busybox:1.36", "busybox", Some("1.36"), false),
-            ("localhost:5000/team/app:v2", "localhost:5000/team/app", Some("v2"), false),
-            ("registry.example.com:443/app", "registry.example.com:443/app", None, false),
-            ("quay.io/a/b/c:x_y-z.1", "quay.io/a/b/c", Some("x_y-z.1"), false),
+            (
+                "localhost:5000/team/app:v2",
+                "localhost:5000/team/app",
+                Some("v2"),
+                false,
+            ),
+            (
+                "registry.example.com:443/app",
+                "registry.example.com:443/app",
+                None,
+                false,
+            ),
+            (
+                "quay.io/a/b/c:x_y-z.1",
+                "quay.io/a/b/c",
+                Some("x_y-z.1"),
+                false,
+            ),
         ];
         for (input, repo, tag, _) in cases {
             let r = ImageRef::parse(input).unwrap();
@@ -114,9 +150,21 @@ mod tests {
 
     #[test]
     fn rejects_malformed_names_with_a_reason() {
-        for bad in ["", "UPPER", "a:", "a:-x", "a@sha256:zz", "/a", "a//b", "a:b:c"] {
+        for bad in [
+            "",
+            "UPPER",
+            "a:",
+            "a:-x",
+            "a@sha256:zz",
+            "/a",
+            "a//b",
+            "a:b:c",
+        ] {
             let e = ImageRef::parse(bad).unwrap_err();
-            assert!(e.to_string().contains("invalid image reference"), "{bad}: {e}");
+            assert!(
+                e.to_string().contains("invalid image reference"),
+                "{bad}: {e}"
+            );
         }
     }
 }

@@ -23,7 +23,10 @@ pub enum LayerError {
 
 impl LayerError {
     pub fn bad(entry: impl Into<String>, why: impl Into<String>) -> Self {
-        LayerError::BadEntry { entry: entry.into(), why: why.into() }
+        LayerError::BadEntry {
+            entry: entry.into(),
+            why: why.into(),
+        }
     }
 }
 
@@ -32,7 +35,13 @@ impl LayerError {
 pub fn clean_entry_path(raw: &[u8]) -> Result<PathBuf, LayerError> {
     let shown = || String::from_utf8_lossy(raw).into_owned();
     if raw.len() > MAX_ENTRY_PATH {
-        return Err(LayerError::bad(format!("{}…", String::from_utf8_lossy(&raw[..64])), format!("name is {} bytes long, more than the {MAX_ENTRY_PATH} a path may have", raw.len())));
+        return Err(LayerError::bad(
+            format!("{}…", String::from_utf8_lossy(&raw[..64])),
+            format!(
+                "name is {} bytes long, more than the {MAX_ENTRY_PATH} a path may have",
+                raw.len()
+            ),
+        ));
     }
     if raw.contains(&0) {
         return Err(LayerError::bad(shown(), "name contains a NUL byte"));
@@ -44,9 +53,21 @@ pub fn clean_entry_path(raw: &[u8]) -> Result<PathBuf, LayerError> {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::RootDir => return Err(LayerError::bad(shown(), "absolute paths are not allowed in a layer")),
-            Component::ParentDir => return Err(LayerError::bad(shown(), "'..' would climb out of the layer root")),
-            Component::Prefix(_) => return Err(LayerError::bad(shown(), "unsupported path prefix")),
+            Component::RootDir => {
+                return Err(LayerError::bad(
+                    shown(),
+                    "absolute paths are not allowed in a layer",
+                ))
+            }
+            Component::ParentDir => {
+                return Err(LayerError::bad(
+                    shown(),
+                    "'..' would climb out of the layer root",
+                ))
+            }
+            Component::Prefix(_) => {
+                return Err(LayerError::bad(shown(), "unsupported path prefix"))
+            }
         }
     }
     Ok(out)
@@ -86,7 +107,10 @@ pub fn decompressed(r: impl Read + 'static) -> Result<Box<dyn Read>, LayerError>
     match Compression::sniff(head) {
         Compression::None => Ok(Box::new(br)),
         Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(br))),
-        Compression::Zstd => Err(LayerError::bad("<layer>", "zstd-compressed layers are not supported yet; recompress with gzip")),
+        Compression::Zstd => Err(LayerError::bad(
+            "<layer>",
+            "zstd-compressed layers are not supported yet; recompress with gzip",
+        )),
     }
 }
 
@@ -96,9 +120,18 @@ mod tests {
 
     #[test]
     fn entry_paths_are_cleaned_or_refused() {
-        let ok: &[(&str, &str)] = &[("./etc/passwd", "etc/passwd"), ("bin/", "bin"), ("./", ""), ("a/./b", "a/b")];
+        let ok: &[(&str, &str)] = &[
+            ("./etc/passwd", "etc/passwd"),
+            ("bin/", "bin"),
+            ("./", ""),
+            ("a/./b", "a/b"),
+        ];
         for (raw, want) in ok {
-            assert_eq!(clean_entry_path(raw.as_bytes()).unwrap(), Path::new(want), "{raw}");
+            assert_eq!(
+                clean_entry_path(raw.as_bytes()).unwrap(),
+                Path::new(want),
+                "{raw}"
+            );
         }
         for raw in ["/etc/passwd", "../x", "a/../../x", "a/.."] {
             assert!(clean_entry_path(raw.as_bytes()).is_err(), "{raw}");
@@ -110,6 +143,9 @@ mod tests {
     fn compression_is_sniffed_from_magic_bytes() {
         assert_eq!(Compression::sniff(&[0x1f, 0x8b, 8]), Compression::Gzip);
         assert_eq!(Compression::sniff(b"etc/\0\0"), Compression::None);
-        assert_eq!(Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]), Compression::Zstd);
+        assert_eq!(
+            Compression::sniff(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
     }
 }

@@ -4,7 +4,7 @@
 //! so parents come before children), every parent directory of a change included with
 //! its real metadata, uid/gid/mode exactly as on disk, mtimes set to `epoch`
 //! (`SOURCE_DATE_EPOCH` semantics, <https://reproducible-builds.org/specs/source-date-epoch/>)
-//! unless `keep_timestamps`, no atime/ctime, empty uname/gname. Deletions become OCI
+//! when one is given, no atime/ctime, empty uname/gname. Deletions become OCI
 //! whiteouts (`.wh.NAME`); hardlinks inside the layer stay hardlinks; the
 //! `security.capability` xattr (and `user.*` when asked) travel as `SCHILY.xattr` PAX
 //! records; other xattrs are host noise (SELinux labels, overlay metadata).
@@ -27,10 +27,9 @@ use crate::sys::fs as sysfs;
 /// How timestamps are written.
 #[derive(Debug, Clone, Default)]
 pub struct PackOptions {
-    /// Seconds since the Unix epoch written as every entry's mtime.
-    pub epoch: u64,
-    /// Keep each file's own mtime instead (`--timestamps keep`).
-    pub keep_timestamps: bool,
+    /// Every mtime becomes this (seconds since the Unix epoch); `None` keeps the real
+    /// mtimes (`--timestamps keep`).
+    pub epoch: Option<u64>,
     /// Also keep `user.*` xattrs (off by default: checkouts and downloads carry
     /// host-specific ones, which would break reproducibility).
     pub user_xattrs: bool,
@@ -104,7 +103,7 @@ pub fn pack(
             stats.whiteouts += 1;
             h.set_entry_type(EntryType::Regular);
             h.set_mode(0o644);
-            h.set_mtime(opts.epoch);
+            h.set_mtime(opts.epoch.unwrap_or(0));
             h.set_size(0);
             b.append_data(&mut h, rel, io::empty()).map_err(err)?;
             continue;
@@ -114,11 +113,7 @@ pub fn pack(
         h.set_uid(m.uid() as u64);
         h.set_gid(m.gid() as u64);
         h.set_mode(m.mode() & 0o7777);
-        h.set_mtime(if opts.keep_timestamps {
-            m.mtime().max(0) as u64
-        } else {
-            opts.epoch
-        });
+        h.set_mtime(opts.epoch.unwrap_or(m.mtime().max(0) as u64));
         h.set_size(0);
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
         if let Ok(names) = sysfs::list_xattrs(&p) {

@@ -6,7 +6,6 @@
 //! snapshot against its chain sees only what the container changed.
 use std::collections::HashMap;
 use std::fs;
-use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -139,15 +138,7 @@ impl Snapshotter for CopyDriver {
     }
 
     fn remove(&self, snap: &Snapshot) -> Result<()> {
-        match fs::remove_dir_all(&snap.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::Io {
-                what: "removing",
-                path: snap.dir.clone(),
-                source: e,
-            }),
-        }
+        super::teardown(&snap.dir)
     }
 
     fn name(&self) -> &'static str {

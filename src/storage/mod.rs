@@ -50,6 +50,8 @@ pub enum StorageError {
     Exists(String),
     #[error("snapshot {id:?} was made by the {driver} driver; use --storage-driver {driver}")]
     OtherDriver { id: String, driver: String },
+    #[error(transparent)]
+    Sys(#[from] crate::sys::SysError),
     #[error("no snapshot {0:?}")]
     NotFound(String),
     #[error(
@@ -106,6 +108,11 @@ pub trait Snapshotter: Send + Sync {
     /// Loads a snapshot prepared earlier (possibly by another keel process).
     /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
     fn get(&self, id: &str) -> Result<Snapshot>;
+    /// Removes snapshot `id` when only its id is known (`keel rm`); a missing or
+    /// half-prepared snapshot is removed as far as it exists.
+    fn remove_id(&self, id: &str) -> Result<()> {
+        teardown(&self.storage_root().join("snapshots").join(check_id(id)?))
+    }
     /// `<root>/storage`.
     fn storage_root(&self) -> &Path;
 }
@@ -307,6 +314,53 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
     Ok((drv, snap))
 }
 
+/// Unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
+/// and whatever a chroot-style backend mounted inside it — /proc, volumes), then deletes
+/// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
+/// the volume's data.
+pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    let real = match fs::canonicalize(dir) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "resolving",
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
+        .into_iter()
+        .filter(|p| p.starts_with(&real))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in &points {
+        // A stacked mount point appears once per mount; detaching twice fails harmlessly.
+        let _ = crate::sys::mount::umount_detach(p);
+    }
+    if let Some(left) = crate::sys::mount::mount_points()?
+        .into_iter()
+        .find(|p| p.starts_with(&real))
+    {
+        return Err(StorageError::Io {
+            what: "unmounting",
+            path: left,
+            source: io::Error::other("still mounted; refusing to delete below it"),
+        });
+    }
+    match fs::remove_dir_all(&real) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::Io {
+            what: "removing",
+            path: real,
+            source: e,
+        }),
+    }
+}
+
 /// Snapshot ids become directory names: keep them tame.
 pub(crate) fn check_id(id: &str) -> Result<&str> {
     let ok = !id.is_empty()
@@ -360,8 +414,7 @@ pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
         Err(e)
             if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
         {
-            let _ = crate::sys::fs::unmount(&dir.join("rootfs"));
-            fs::remove_dir_all(&dir).map_err(StorageError::io("removing the leftover", &dir))?;
+            teardown(&dir)?;
             fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
             Ok(dir)
         }

@@ -114,33 +114,7 @@ impl Snapshotter for OverlayDriver {
     }
 
     fn remove(&self, snap: &Snapshot) -> Result<()> {
-        if sysfs::is_mount_point(&snap.rootfs).unwrap_or(true) {
-            match sysfs::unmount(&snap.rootfs) {
-                Ok(()) => {}
-                // Not mounted (EINVAL) or already gone: nothing to undo.
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::InvalidInput | std::io::ErrorKind::NotFound
-                    ) => {}
-                Err(e) => {
-                    return Err(StorageError::Io {
-                        what: "unmounting",
-                        path: snap.rootfs.clone(),
-                        source: e,
-                    })
-                }
-            }
-        }
-        match fs::remove_dir_all(&snap.dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(StorageError::Io {
-                what: "removing",
-                path: snap.dir.clone(),
-                source: e,
-            }),
-        }
+        super::teardown(&snap.dir)
     }
 
     fn name(&self) -> &'static str {

@@ -1,3 +1,196 @@
-//! The image store: an OCI image layout under `<root>/images` plus keel's own state
-//! directories beside it. Owns blob writes (atomic, verified), index updates (locked,
-//! atomic) and name resolution. See docs/store.md.
+//! The image store: an OCI image layout under `<root>/images` plus keel's own state beside
+//! it (`tmp/` for in-flight writes, `locks/`). Owns blob writes (atomic and verified),
+//! index updates (locked and atomic), and name resolution. It never unpacks layers or
+//! runs anything. See docs/store.md for the on-disk contract.
+mod blob;
+mod check;
+mod index;
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use blob::BlobWriter;
+pub use check::{FsckReport, GcReport};
+pub use index::{ImageRecord, REF_NAME};
+
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error(
+        "blob {digest} is missing from the store; run `keel fsck` to see what else is damaged"
+    )]
+    MissingBlob { digest: Digest },
+    #[error(
+        "content written as {expected} hashed to {actual}; the source is corrupt or truncated"
+    )]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error(
+        "blob {digest} is corrupt (it hashes to {actual}); remove the image and load it again"
+    )]
+    CorruptBlob { digest: Digest, actual: Digest },
+    #[error("{what} {digest} is not valid JSON of its kind: {why}")]
+    BadDocument {
+        what: &'static str,
+        digest: Digest,
+        why: String,
+    },
+    #[error("no such image: {0}; `keel images` lists what the store has")]
+    NoSuchImage(String),
+    #[error("{0:?} matches more than one image; give more of the id or a full name")]
+    Ambiguous(String),
+    #[error(
+        "{path} is not a keel store ({why}); point --root at an empty or keel-owned directory"
+    )]
+    NotAStore { path: PathBuf, why: String },
+    #[error(transparent)]
+    Reference(#[from] crate::reference::ReferenceError),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Wraps an io::Error with the operation and path it came from.
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StoreError {
+    let path = path.to_path_buf();
+    move |source| StoreError::Io { op, path, source }
+}
+
+/// An open keel root.
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
+
+impl Store {
+    /// Opens (creating if needed) the store under `root`.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let store = Store { root: root.into() };
+        for dir in [
+            store.layout().join("blobs/sha256"),
+            store.tmp_dir(),
+            store.locks_dir(),
+        ] {
+            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        }
+        let layout_file = store.layout().join("oci-layout");
+        match fs::read_to_string(&layout_file) {
+            Ok(s) if s.contains("imageLayoutVersion") => {}
+            Ok(_) => {
+                return Err(StoreError::NotAStore {
+                    path: layout_file,
+                    why: "oci-layout has no imageLayoutVersion".into(),
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                store.write_atomic(&layout_file, OCI_LAYOUT.as_bytes())?
+            }
+            Err(e) => return Err(io_err("reading", &layout_file)(e)),
+        }
+        if !store.index_path().exists() {
+            store.update_index(|_| Ok(()))?;
+        }
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The OCI image layout directory (usable as `oci:<path>:<name>` by skopeo and umoci).
+    pub fn layout(&self) -> PathBuf {
+        self.root.join("images")
+    }
+    pub fn index_path(&self) -> PathBuf {
+        self.layout().join("index.json")
+    }
+    pub fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+    fn locks_dir(&self) -> PathBuf {
+        self.root.join("locks")
+    }
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.layout()
+            .join("blobs")
+            .join(d.algorithm().as_ref())
+            .join(d.digest())
+    }
+    pub fn has_blob(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Writes `bytes` to `path` through a temp file, fsync and rename.
+    pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
+        use std::io::Write;
+        let dir = path.parent().expect("store paths have parents");
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(io_err("creating a temp file in", dir))?;
+        tmp.write_all(bytes)
+            .map_err(io_err("writing", tmp.path()))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(io_err("syncing", tmp.path()))?;
+        tmp.persist(path)
+            .map_err(|e| io_err("renaming into", path)(e.error))?;
+        sync_dir(dir)
+    }
+
+    /// Holds the shared side of the gc lock: writers take it so that `gc` (which takes it
+    /// exclusively) never collects a blob that a write in flight has not referenced yet.
+    pub fn writer_guard(&self) -> Result<LockGuard> {
+        LockGuard::take(&self.locks_dir().join("gc.lock"), false)
+    }
+    pub(crate) fn gc_guard(&self) -> Result<LockGuard> {
+        LockGuard::take(&self.locks_dir().join("gc.lock"), true)
+    }
+    pub(crate) fn index_guard(&self) -> Result<LockGuard> {
+        LockGuard::take(&self.locks_dir().join("index.lock"), true)
+    }
+}
+
+/// An flock(2) held for as long as the guard lives.
+pub struct LockGuard {
+    _file: File,
+}
+
+impl LockGuard {
+    fn take(path: &Path, exclusive: bool) -> Result<LockGuard> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err("opening lock", path))?;
+        let r = if exclusive {
+            file.lock()
+        } else {
+            file.lock_shared()
+        };
+        r.map_err(io_err("locking", path))?;
+        Ok(LockGuard { _file: file })
+    }
+}
+
+/// fsyncs a directory so a rename inside it is durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(io_err("syncing directory", dir))
+}
+
+/// Serialises a document with sorted object keys, so equal content gives equal bytes
+/// (oci-spec keeps maps in HashMaps, whose order varies from run to run).
+pub fn canonical_json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    let value = serde_json::to_value(v).expect("OCI documents serialise to JSON");
+    serde_json::to_vec(&value).expect("a JSON value serialises")
+}

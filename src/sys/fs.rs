@@ -188,37 +188,6 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// True when `path` is a mount point listed in /proc/self/mountinfo.
-pub fn is_mount_point(path: &Path) -> io::Result<bool> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(|m| unescape_mount_path(m) == path.as_os_str().to_string_lossy())
-            .unwrap_or(false)
-    }))
-}
-
-/// Undoes mountinfo's octal escapes (`\040` for a space and so on).
-fn unescape_mount_path(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
-        {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,12 +224,6 @@ mod tests {
     }
 
     #[test]
-    fn mountinfo_paths_are_unescaped() {
-        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
-    }
-
-    #[test]
     fn overlay_mounts_with_more_lower_dirs_than_a_page_holds() {
         if !nix::unistd::geteuid().is_root() {
             eprintln!("SKIP: needs root for mount");
@@ -287,6 +250,6 @@ mod tests {
         let ok = merged.join("f0").exists() && merged.join("f59").exists();
         unmount(&merged).unwrap();
         assert!(ok, "every lower layer is visible in the merged view");
-        assert!(!is_mount_point(&merged).unwrap());
+        assert!(!crate::sys::mount::mount_points().unwrap().contains(&merged));
     }
 }

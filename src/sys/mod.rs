@@ -1,2 +1,13 @@
-//! The only caller of nix/libc: one small function per kernel operation.
+//! Thin wrappers over kernel operations: the only module that calls nix/libc directly.
+//! Each function wraps one operation, returns [`SysError`] naming the operation and path,
+//! and makes no policy decisions (those live in `runtime::spec` and the backends).
+pub mod caps;
+pub mod error;
 pub mod fs;
+pub mod mount;
+pub mod net;
+pub mod ns;
+pub mod proc;
+pub mod session;
+
+pub use error::SysError;

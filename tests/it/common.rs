@@ -10,7 +10,12 @@ pub struct Keel {
 
 impl Keel {
     pub fn new() -> Keel {
-        Keel { dir: tempfile::Builder::new().prefix("keel-test-").tempdir().unwrap() }
+        Keel {
+            dir: tempfile::Builder::new()
+                .prefix("keel-test-")
+                .tempdir()
+                .unwrap(),
+        }
     }
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
@@ -18,7 +23,10 @@ impl Keel {
     /// A `keel` command with `--root` set and plain progress output.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_keel"));
-        c.arg("--root").arg(self.root()).arg("--progress").arg("plain");
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--progress")
+            .arg("plain");
         c.env_remove("KEEL_ROOT").env_remove("KEEL_LOG");
         c
     }
@@ -31,7 +39,11 @@ impl Keel {
     /// Runs keel with `args` and asserts failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.cmd().args(args).output().unwrap();
-        assert!(!out.status.success(), "keel {args:?} succeeded but should fail\nstdout: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "keel {args:?} succeeded but should fail\nstdout: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         String::from_utf8(out.stderr).unwrap()
     }
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -51,7 +63,9 @@ pub fn assert_success(out: &Output, what: impl std::fmt::Debug) {
 
 /// Runs an external command and asserts success; returns stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e}"));
     assert_success(&out, &cmd);
     String::from_utf8(out.stdout).unwrap()
 }
@@ -85,15 +99,25 @@ macro_rules! require {
 /// Builds a small rootfs tree from the host's static busybox (with applet links).
 pub fn busybox_rootfs(dir: &Path) {
     let bb = Path::new("/bin/busybox");
-    assert!(bb.exists(), "busybox-static is not installed (apt-get install busybox-static)");
+    assert!(
+        bb.exists(),
+        "busybox-static is not installed (apt-get install busybox-static)"
+    );
     std::fs::create_dir_all(dir.join("bin")).unwrap();
     std::fs::copy(bb, dir.join("bin/busybox")).unwrap();
-    for applet in ["sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "httpd", "env", "pwd", "mkdir", "touch", "rm", "wc"] {
+    for applet in [
+        "sh", "ls", "cat", "echo", "true", "false", "id", "hostname", "sleep", "httpd", "env",
+        "pwd", "mkdir", "touch", "rm", "wc",
+    ] {
         std::os::unix::fs::symlink("busybox", dir.join("bin").join(applet)).unwrap();
     }
     for d in ["etc", "tmp", "proc", "sys", "dev", "root"] {
         std::fs::create_dir_all(dir.join(d)).unwrap();
     }
-    std::fs::write(dir.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n").unwrap();
+    std::fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
+    )
+    .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nalice:x:1000:\n").unwrap();
 }

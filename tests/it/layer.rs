@@ -700,7 +700,7 @@ fn packing_is_reproducible_across_mtimes() {
     )
     .unwrap();
     let opts = PackOptions {
-        epoch: 1_700_000_000,
+        epoch: Some(1_700_000_000),
         ..PackOptions::default()
     };
     let (ta, tb) = (
@@ -718,7 +718,7 @@ fn packing_is_reproducible_across_mtimes() {
     assert!(pack_vec(&all_added(&a), &a, &users) != pack_vec(&all_added(&b), &b, &users));
     // Keeping timestamps makes them differ, and entries come sorted, parents first.
     let keep = PackOptions {
-        keep_timestamps: true,
+        epoch: None,
         ..opts
     };
     assert!(pack_vec(&all_added(&a), &a, &keep) != pack_vec(&all_added(&b), &b, &keep));

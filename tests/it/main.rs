@@ -2,8 +2,11 @@
 //! `keel` binary against a temporary root, the way users and CI do.
 mod common;
 
+mod build;
+
 mod dockerfile;
 mod integrate;
 mod layer;
+mod run;
 mod runtime;
 mod store;

@@ -1,0 +1,308 @@
+//! `keel bootstrap`: base images for users without registry access, made from what the
+//! host has: its static busybox (with every applet linked) or debootstrap. The busybox
+//! image is reproducible: same busybox binary, same image digest.
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_spec::image::{Descriptor, MediaType};
+
+use crate::image::{commit_image, new_config, StoredLayer};
+use crate::reference::ImageRef;
+use crate::store::{ImageRecord, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error("{tool} not found; install it with `apt-get install {package}` (or pass its path with --{flag})")]
+    ToolMissing {
+        tool: &'static str,
+        package: &'static str,
+        flag: &'static str,
+    },
+    #[error("{path} is not a statically linked busybox ({why}); install busybox-static")]
+    NotStatic { path: PathBuf, why: String },
+    #[error("running {cmd} failed: {why}")]
+    Command { cmd: String, why: String },
+    #[error("writing the base layer: {0}")]
+    Io(#[from] io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Layer(#[from] crate::layer::LayerError),
+}
+
+/// Where Debian's busybox-static puts its binary, and the usual fallbacks.
+pub fn find_busybox(explicit: Option<&Path>) -> Result<PathBuf, BootstrapError> {
+    let candidates: Vec<PathBuf> = match explicit {
+        Some(p) => vec![p.to_path_buf()],
+        None => ["/bin/busybox", "/usr/bin/busybox", "/sbin/busybox"]
+            .iter()
+            .map(PathBuf::from)
+            .collect(),
+    };
+    candidates
+        .into_iter()
+        .find(|p| p.is_file())
+        .ok_or(BootstrapError::ToolMissing {
+            tool: "busybox",
+            package: "busybox-static",
+            flag: "busybox",
+        })
+}
+
+/// The applet paths (`bin/sh`, `usr/bin/wc`, …) a busybox binary provides.
+fn applets(busybox: &Path) -> Result<Vec<String>, BootstrapError> {
+    let out = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .map_err(|e| BootstrapError::Command {
+            cmd: format!("{} --list-full", busybox.display()),
+            why: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(BootstrapError::NotStatic {
+            path: busybox.into(),
+            why: "`--list-full` failed".into(),
+        });
+    }
+    let mut list: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().trim_start_matches('/').to_string())
+        .filter(|l| !l.is_empty())
+        .collect();
+    list.sort();
+    list.dedup();
+    Ok(list)
+}
+
+fn is_static(busybox: &Path) -> Result<(), BootstrapError> {
+    let bytes = std::fs::read(busybox)?;
+    let not_static = |why: &str| {
+        Err(BootstrapError::NotStatic {
+            path: busybox.into(),
+            why: why.into(),
+        })
+    };
+    if !bytes.starts_with(b"\x7fELF") || bytes.len() < 64 || bytes[4] != 2 || bytes[5] != 1 {
+        return not_static("not a 64-bit little-endian ELF file");
+    }
+    // A PT_INTERP program header names a dynamic loader the image would not have.
+    let u64_at = |o: usize| u64::from_le_bytes(bytes[o..o + 8].try_into().expect("8 bytes"));
+    let u16_at = |o: usize| u16::from_le_bytes(bytes[o..o + 2].try_into().expect("2 bytes"));
+    let (phoff, phentsize, phnum) = (
+        u64_at(0x20) as usize,
+        u16_at(0x36) as usize,
+        u16_at(0x38) as usize,
+    );
+    for i in 0..phnum {
+        let at = phoff + i * phentsize;
+        if at + 4 > bytes.len() {
+            return not_static("truncated program headers");
+        }
+        if u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) == 3 {
+            return not_static("it is dynamically linked");
+        }
+    }
+    Ok(())
+}
+
+/// Writes a busybox rootfs as a tar stream: directories, /etc files, the binary and one
+/// symlink per applet. Entries are sorted with fixed times so the layer is reproducible.
+pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), BootstrapError> {
+    is_static(busybox)?;
+    let applets = applets(busybox)?;
+    let mut dirs: Vec<(&str, u32)> = vec![
+        ("bin", 0o755),
+        ("dev", 0o755),
+        ("etc", 0o755),
+        ("home", 0o755),
+        ("proc", 0o555),
+        ("root", 0o700),
+        ("sbin", 0o755),
+        ("sys", 0o555),
+        ("tmp", 0o1777),
+        ("usr", 0o755),
+        ("usr/bin", 0o755),
+        ("usr/sbin", 0o755),
+        ("var", 0o755),
+        ("var/tmp", 0o1777),
+        ("var/www", 0o755),
+    ];
+    dirs.sort();
+    let mtime = crate::image::reproducible_time()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let header = |kind: tar::EntryType, mode: u32, size: u64| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_mtime(mtime);
+        h.set_uid(0);
+        h.set_gid(0);
+        h
+    };
+    let files: Vec<(&str, String)> = vec![
+        ("etc/group", "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n".into()),
+        ("etc/hostname", "keel\n".into()),
+        ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
+        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into()),
+        ("etc/shadow", "root:*:19000:0:99999:7:::\n".into()),
+    ];
+    let mut tar = tar::Builder::new(out);
+    // Collect every path, then write in byte order (parents sort before children).
+    enum Item<'a> {
+        Dir(u32),
+        File(&'a str),
+        Busybox,
+        Link,
+    }
+    let mut items: Vec<(String, Item)> = Vec::new();
+    for (d, mode) in &dirs {
+        items.push((format!("{d}/"), Item::Dir(*mode)));
+    }
+    for (p, content) in &files {
+        items.push((p.to_string(), Item::File(content)));
+    }
+    items.push(("bin/busybox".into(), Item::Busybox));
+    for a in &applets {
+        if a != "bin/busybox" && !files.iter().any(|(p, _)| p == a) {
+            items.push((a.clone(), Item::Link));
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.dedup_by(|a, b| a.0 == b.0);
+    for (path, item) in items {
+        match item {
+            Item::Dir(mode) => tar.append_data(
+                &mut header(tar::EntryType::Directory, mode, 0),
+                &path,
+                io::empty(),
+            )?,
+            Item::File(content) => {
+                let mode = if path == "etc/shadow" { 0o640 } else { 0o644 };
+                tar.append_data(
+                    &mut header(tar::EntryType::Regular, mode, content.len() as u64),
+                    &path,
+                    content.as_bytes(),
+                )?
+            }
+            Item::Busybox => {
+                let f = std::fs::File::open(busybox)?;
+                let len = f.metadata()?.len();
+                tar.append_data(&mut header(tar::EntryType::Regular, 0o755, len), &path, f)?
+            }
+            Item::Link => tar.append_link(
+                &mut header(tar::EntryType::Symlink, 0o777, 0),
+                &path,
+                "/bin/busybox",
+            )?,
+        }
+    }
+    tar.into_inner()?.flush()?;
+    Ok(())
+}
+
+/// `keel bootstrap busybox NAME`.
+pub fn busybox(
+    store: &Store,
+    busybox: &Path,
+    name: &ImageRef,
+) -> Result<ImageRecord, BootstrapError> {
+    let _writing = store.writer_guard()?;
+    let mut blob = store.blob_writer()?;
+    write_busybox_rootfs(busybox, &mut blob)?;
+    let (digest, size) = blob.commit(None)?;
+    let layer = StoredLayer {
+        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
+        diff_id: digest,
+    };
+    let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    let config = new_config(
+        std::slice::from_ref(&layer),
+        crate::image::reproducible_time(),
+        "keel bootstrap busybox",
+        env,
+        Some(vec!["sh".into()]),
+    );
+    Ok(commit_image(
+        store,
+        &config,
+        &[layer],
+        std::slice::from_ref(name),
+    )?)
+}
+
+/// `keel bootstrap debian NAME`: debootstrap into a scratch directory, then pack it as
+/// one layer.
+pub fn debian(
+    store: &Store,
+    suite: &str,
+    variant: &str,
+    mirror: &str,
+    name: &ImageRef,
+) -> Result<ImageRecord, BootstrapError> {
+    let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file());
+    let debootstrap = debootstrap.ok_or(BootstrapError::ToolMissing {
+        tool: "debootstrap",
+        package: "debootstrap",
+        flag: "mirror",
+    })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("debootstrap-")
+        .tempdir_in(store.tmp_dir())?;
+    let target = scratch.path().join("rootfs");
+    let status = Command::new(&debootstrap)
+        .arg(format!("--variant={variant}"))
+        .arg(suite)
+        .arg(&target)
+        .arg(mirror)
+        .status()
+        .map_err(|e| BootstrapError::Command {
+            cmd: debootstrap.display().to_string(),
+            why: e.to_string(),
+        })?;
+    if !status.success() {
+        return Err(BootstrapError::Command {
+            cmd: format!(
+                "debootstrap --variant={variant} {suite} {} {mirror}",
+                target.display()
+            ),
+            why: format!("it exited with {status}; its log is in the output above"),
+        });
+    }
+    // apt caches are not part of a base image.
+    let _ = std::fs::remove_dir_all(target.join("var/cache/apt/archives"));
+    let _writing = store.writer_guard()?;
+    let mut blob = store.blob_writer()?;
+    {
+        let mut tar = tar::Builder::new(&mut blob);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Complete);
+        tar.append_dir_all(".", &target)?;
+        tar.finish()?;
+    }
+    let (digest, size) = blob.commit(None)?;
+    let layer = StoredLayer {
+        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
+        diff_id: digest,
+    };
+    let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
+    let config = new_config(
+        std::slice::from_ref(&layer),
+        crate::image::created_time(),
+        &format!("keel bootstrap debian --suite {suite} --variant {variant}"),
+        env,
+        Some(vec!["bash".into()]),
+    );
+    Ok(commit_image(
+        store,
+        &config,
+        &[layer],
+        std::slice::from_ref(name),
+    )?)
+}

@@ -1,0 +1,257 @@
+//! The build cache: step cache keys (pure) and step results kept under `<root>/cache`.
+//!
+//! A key is the sha256 of the step's inputs written canonically: the parent state, the
+//! instruction after expansion, the build args and env it can see, and for COPY/ADD the
+//! path, mode, owner and content digest of every file it selects (never mtimes). The
+//! same inputs are kept per step position so a miss can say what changed.
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{self, Digest};
+
+/// Everything a step's result depends on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyInputs {
+    /// The key of the previous step, or the base image's manifest digest.
+    pub parent: String,
+    /// The instruction as it runs (after variable expansion), with its flags.
+    pub instruction: String,
+    /// Build args the step can see (name → value).
+    pub args: BTreeMap<String, String>,
+    /// Environment and other settings the step runs with (name → value).
+    pub env: BTreeMap<String, String>,
+    /// COPY/ADD inputs: destination path → "kind mode uid:gid digest-or-target".
+    pub files: BTreeMap<String, String>,
+}
+
+impl KeyInputs {
+    pub fn key(&self) -> CacheKey {
+        CacheKey(digest::of_bytes(
+            &serde_json::to_vec(self).expect("key inputs serialise"),
+        ))
+    }
+
+    /// One line naming the first input that differs from `before` (the previous build of
+    /// the same step), for the progress output.
+    pub fn explain_change(&self, before: Option<&KeyInputs>) -> String {
+        let Some(b) = before else {
+            return "not built before".into();
+        };
+        if b.parent != self.parent {
+            return "parent step changed".into();
+        }
+        if b.instruction != self.instruction {
+            return "instruction changed".into();
+        }
+        if let Some(k) = diff_keys(&b.args, &self.args).first() {
+            return format!("build arg {k} changed");
+        }
+        if let Some(k) = diff_keys(&b.env, &self.env).first() {
+            return format!("{k} changed");
+        }
+        let changed = diff_keys(&b.files, &self.files);
+        match changed.len() {
+            0 => "cache entry missing (pruned by `keel gc --cache`?)".into(),
+            1 => format!("{} changed", changed[0]),
+            n => format!("{} and {} other files changed", changed[0], n - 1),
+        }
+    }
+}
+
+fn diff_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+    let mut out: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, _)| k.clone())
+        .collect();
+    out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A step's cache key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct CacheKey(pub Digest);
+
+impl CacheKey {
+    pub fn hex(&self) -> &str {
+        self.0.digest()
+    }
+}
+
+/// How long `keel gc` keeps cache entries nobody has used.
+pub const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The build cache under `<root>/cache`.
+pub struct BuildCache {
+    dir: PathBuf,
+}
+
+impl BuildCache {
+    pub fn new(root: &Path) -> BuildCache {
+        BuildCache {
+            dir: root.join("cache"),
+        }
+    }
+    fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        self.dir.join("steps").join(format!("{}.json", key.hex()))
+    }
+    fn inputs_path(&self, position: &str) -> PathBuf {
+        self.dir.join("last").join(format!(
+            "{}.json",
+            digest::of_bytes(position.as_bytes()).digest()
+        ))
+    }
+    pub fn stat_dir(&self) -> PathBuf {
+        self.dir.join("stat")
+    }
+    pub fn mounts_dir(&self) -> PathBuf {
+        self.dir.join("mounts")
+    }
+
+    /// The stored result for `key`, marking it used.
+    pub fn get<T: for<'de> Deserialize<'de>>(&self, key: &CacheKey) -> Option<T> {
+        let p = self.entry_path(key);
+        let v = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+        let _ = fs::File::options()
+            .write(true)
+            .open(&p)
+            .and_then(|f| f.set_modified(SystemTime::now()));
+        Some(v)
+    }
+
+    /// Stores the result for `key` (atomically).
+    pub fn put<T: Serialize>(&self, key: &CacheKey, value: &T) -> std::io::Result<()> {
+        write_atomic(
+            &self.entry_path(key),
+            &serde_json::to_vec(value).expect("cache entries serialise"),
+        )
+    }
+
+    /// The inputs the previous build used at `position` (Dockerfile, stage and step).
+    pub fn last_inputs(&self, position: &str) -> Option<KeyInputs> {
+        serde_json::from_slice(&fs::read(self.inputs_path(position)).ok()?).ok()
+    }
+    pub fn record_inputs(&self, position: &str, inputs: &KeyInputs) {
+        let _ = write_atomic(
+            &self.inputs_path(position),
+            &serde_json::to_vec(inputs).expect("inputs serialise"),
+        );
+    }
+
+    /// Digests the live cache entries reference (they keep their layers through gc).
+    /// With `prune`, entries unused for `keep` are deleted first.
+    pub fn roots(&self, prune: Option<Duration>) -> Vec<Digest> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.dir.join("steps")) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if let (Some(keep), Some(age)) = (prune, old) {
+                if age >= keep {
+                    let _ = fs::remove_file(e.path());
+                    continue;
+                }
+            }
+            if let Ok(bytes) = fs::read(e.path()) {
+                collect_digests(
+                    &serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+                    &mut out,
+                );
+            }
+        }
+        out
+    }
+}
+
+/// Every `"digest": "sha256:…"` value in a JSON document.
+fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                if k == "digest" {
+                    if let Some(d) = x.as_str().and_then(digest::parse) {
+                        out.push(d);
+                    }
+                }
+                collect_digests(x, out);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| collect_digests(x, out)),
+        _ => {}
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().expect("cache paths have parents");
+    fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, bytes)?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inputs() -> KeyInputs {
+        KeyInputs {
+            parent: "sha256:aa".into(),
+            instruction: "COPY src/ /app".into(),
+            args: BTreeMap::from([("VERSION".into(), "1".into())]),
+            env: BTreeMap::new(),
+            files: BTreeMap::from([
+                ("/app/main.rs".into(), "file 644 0:0 sha256:01".into()),
+                ("/app/lib.rs".into(), "file 644 0:0 sha256:02".into()),
+            ]),
+        }
+    }
+
+    #[test]
+    fn keys_change_exactly_with_their_inputs() {
+        let a = inputs();
+        assert_eq!(a.key(), inputs().key());
+        let mut b = inputs();
+        b.files
+            .insert("/app/main.rs".into(), "file 644 0:0 sha256:03".into());
+        assert_ne!(a.key(), b.key());
+        assert_eq!(b.explain_change(Some(&a)), "/app/main.rs changed");
+        let mut c = inputs();
+        c.args.insert("VERSION".into(), "2".into());
+        assert_eq!(c.explain_change(Some(&a)), "build arg VERSION changed");
+        let mut d = inputs();
+        d.parent = "sha256:bb".into();
+        assert_eq!(d.explain_change(Some(&a)), "parent step changed");
+        assert_eq!(a.explain_change(None), "not built before");
+    }
+
+    #[test]
+    fn entries_round_trip_and_name_their_layers_as_gc_roots() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(d.path());
+        let key = inputs().key();
+        let layer = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        cache
+            .put(&key, &serde_json::json!({"layers": [{"digest": layer}]}))
+            .unwrap();
+        let back: serde_json::Value = cache.get(&key).unwrap();
+        assert_eq!(back["layers"][0]["digest"], layer);
+        assert_eq!(cache.roots(None).len(), 1);
+        assert_eq!(
+            cache.roots(Some(Duration::ZERO)).len(),
+            0,
+            "pruning with zero age drops everything"
+        );
+    }
+}

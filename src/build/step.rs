@@ -1,0 +1,260 @@
+//! Executing the steps that change the filesystem: RUN in a container of the step's
+//! snapshot, COPY/ADD into the snapshot; then committing the snapshot's changeset as a
+//! reproducible layer. Everything else a build does is metadata.
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use crate::build::copy::CopyOp;
+use crate::context::{Context, FileKind};
+use crate::image::StoredLayer;
+use crate::layer;
+use crate::runtime::{self, ContainerSpec, Isolation};
+use crate::storage::{self, LayerBlob, Snapshot, Snapshotter};
+use crate::store::Store;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("the command exited with status {code}{}", show_tail(tail))]
+    Failed { code: i32, tail: Vec<String> },
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error(transparent)]
+    Layer(#[from] layer::LayerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("copying into {dest}: {why}")]
+    Copy { dest: String, why: String },
+}
+
+fn show_tail(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    format!("; its last output:\n  {}", tail.join("\n  "))
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StepError + '_ {
+    move |source| StepError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The layers below a step, as the storage driver wants them.
+pub fn layer_blobs(store: &Store, layers: &[StoredLayer]) -> Vec<LayerBlob> {
+    layers
+        .iter()
+        .map(|l| LayerBlob {
+            diff_id: l.diff_id.clone(),
+            blob: store.blob_path(l.descriptor.digest()),
+        })
+        .collect()
+}
+
+/// Commits what changed in `snap` as one layer; `None` when nothing changed.
+pub fn commit(
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+    snap: &Snapshot,
+    epoch: Option<u64>,
+) -> Result<Option<StoredLayer>, StepError> {
+    let changes = snapshotter.changes(snap)?;
+    if changes.is_empty() {
+        return Ok(None);
+    }
+    let mut blob = store.blob_writer()?;
+    let opts = layer::pack::PackOptions {
+        epoch,
+        ..Default::default()
+    };
+    layer::pack::pack(&changes, &snap.rootfs, &mut blob, &opts)?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(Some(StoredLayer {
+        descriptor: oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageLayer,
+            size,
+            digest.clone(),
+        ),
+        diff_id: digest,
+    }))
+}
+
+/// Runs `spec` in `snap`, streaming its output line by line to `line` (and the log file);
+/// a non-zero exit is an error carrying the last lines.
+pub fn run(
+    backend: &dyn Isolation,
+    spec: &ContainerSpec,
+    snap: &Snapshot,
+    log: &Path,
+    mut line: impl FnMut(&str),
+) -> Result<(), StepError> {
+    let (read_end, write_end) = crate::sys::proc::pipe().map_err(runtime::RuntimeError::from)?;
+    let err_end = write_end.try_clone().map_err(io(log))?;
+    let stdin = fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(io(Path::new("/dev/null")))?;
+    let mut container = backend.start(
+        spec,
+        &snap.rootfs,
+        runtime::Stdio {
+            stdin: Some(stdin),
+            stdout: Some(write_end),
+            stderr: Some(err_end),
+        },
+    )?;
+    container.forward_signals()?;
+    if let Some(sig) = crate::sys::proc::termination_requested() {
+        // Asked to stop while the container was starting: it missed the forwarded signal.
+        let _ = container.kill(sig);
+    }
+    let mut logf = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io(log))?;
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for l in BufReader::new(fs::File::from(read_end)).split(b'\n') {
+        let l = String::from_utf8_lossy(&l.map_err(io(log))?).into_owned();
+        use std::io::Write;
+        let _ = writeln!(logf, "{l}");
+        line(&l);
+        tail.push_back(l);
+        if tail.len() > 20 {
+            tail.pop_front();
+        }
+    }
+    let exit = container.wait()?;
+    if let Some(msg) = &exit.exec_error {
+        tail.push_back(msg.clone());
+    }
+    if exit.code != 0 {
+        return Err(StepError::Failed {
+            code: exit.code,
+            tail: tail.into(),
+        });
+    }
+    Ok(())
+}
+
+/// Resolves container path `p` inside `rootfs` without leaving it (symlinks are followed
+/// as the container would see them).
+pub fn in_rootfs(rootfs: &Path, p: &str) -> Result<PathBuf, StepError> {
+    runtime::setup::secure_target(rootfs, p, false).map_err(|why| StepError::Copy {
+        dest: p.to_string(),
+        why,
+    })
+}
+
+/// Whether container path `p` is an existing directory in `rootfs`.
+pub fn is_dir_in(rootfs: &Path, p: &str) -> bool {
+    let parent = Path::new(p)
+        .parent()
+        .map(|x| x.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let name = Path::new(p).file_name().map(|n| n.to_os_string());
+    match (in_rootfs_existing(rootfs, &parent), name) {
+        (Some(dir), Some(n)) => dir.join(n).is_dir(),
+        (Some(dir), None) => dir.is_dir(),
+        _ => false,
+    }
+}
+
+fn in_rootfs_existing(rootfs: &Path, p: &str) -> Option<PathBuf> {
+    let full = rootfs.join(p.trim_start_matches('/'));
+    full.exists().then(|| in_rootfs(rootfs, p).ok()).flatten()
+}
+
+/// Writes the planned copy into the rootfs.
+pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), StepError> {
+    use std::os::unix::fs::{lchown, PermissionsExt};
+    for op in ops {
+        let parent = Path::new(&op.dest)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "/".into());
+        let dir = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| {
+            StepError::Copy {
+                dest: op.dest.clone(),
+                why,
+            }
+        })?;
+        let name = Path::new(&op.dest)
+            .file_name()
+            .ok_or_else(|| StepError::Copy {
+                dest: op.dest.clone(),
+                why: "no file name".into(),
+            })?;
+        let target = dir.join(name);
+        let src = ctx.path_of(&op.src);
+        match op.kind {
+            FileKind::Dir => {
+                if !target.is_dir() {
+                    let _ = fs::remove_file(&target);
+                    fs::create_dir(&target).map_err(io(&target))?;
+                }
+            }
+            FileKind::File => {
+                if target.is_symlink() || target.is_file() {
+                    fs::remove_file(&target).map_err(io(&target))?;
+                }
+                fs::copy(&src, &target).map_err(io(&src))?;
+            }
+            FileKind::Symlink => {
+                if target.is_symlink() || target.is_file() {
+                    fs::remove_file(&target).map_err(io(&target))?;
+                }
+                std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target)
+                    .map_err(io(&target))?;
+            }
+        }
+        lchown(&target, Some(op.owner.uid), Some(op.owner.gid)).map_err(io(&target))?;
+        if op.kind != FileKind::Symlink {
+            fs::set_permissions(&target, fs::Permissions::from_mode(op.mode))
+                .map_err(io(&target))?;
+        }
+    }
+    Ok(())
+}
+
+/// Extracts a local tar archive (ADD) into `dest` inside the rootfs.
+pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
+    let dir = in_rootfs(rootfs, dest)?;
+    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let f = fs::File::open(archive).map_err(io(archive))?;
+    let opts = layer::unpack::UnpackOptions::default();
+    layer::unpack::unpack(f, &dir, &opts)?;
+    Ok(())
+}
+
+/// Whether `path` looks like a tar archive ADD should extract (plain or gzip).
+pub fn is_archive(path: &Path) -> bool {
+    let mut head = [0u8; 512];
+    let Ok(mut f) = fs::File::open(path) else {
+        return false;
+    };
+    use std::io::Read;
+    let n = f.read(&mut head).unwrap_or(0);
+    if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+        return true;
+    }
+    n >= 262 && &head[257..262] == b"ustar"
+}
+
+/// Prepares a snapshot for a step, naming it so leftovers are recognisable.
+pub fn snapshot(
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+    id: &str,
+    layers: &[StoredLayer],
+) -> Result<Snapshot, StepError> {
+    Ok(snapshotter.prepare(id, &layer_blobs(store, layers))?)
+}

@@ -1,0 +1,332 @@
+//! `keel build`: Dockerfile + context → image, with reproducible defaults.
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+
+use super::Ctx;
+use crate::build::exec::{self, BuildOptions, Executor};
+use crate::reference::ImageRef;
+
+#[derive(Debug, Args, Clone)]
+pub struct BuildArgs {
+    /// Name of the Dockerfile (default: CONTEXT/Dockerfile); `-` reads it from stdin.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<String>,
+    /// Name and optionally a tag (NAME[:TAG]); may be repeated.
+    #[arg(short = 't', long = "tag", value_name = "NAME[:TAG]", value_parser = |s: &str| ImageRef::parse(s).map_err(|e| e.to_string()))]
+    tags: Vec<ImageRef>,
+    /// Set a build-time variable (KEY=VALUE, or KEY to pass the host's value).
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]")]
+    build_args: Vec<String>,
+    /// Build only up to this stage.
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// Base images always come from the local store; only `never`/`missing`/`false` make sense.
+    #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
+    pull: String,
+    /// Add a label to the image (KEY=VALUE).
+    #[arg(long, value_name = "KEY=VALUE")]
+    label: Vec<String>,
+    /// Write the image id to this file.
+    #[arg(long, value_name = "FILE")]
+    iidfile: Option<PathBuf>,
+    /// Target platform; only the host's is supported.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
+    /// Print only the image id.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Print every step's full cache-key inputs.
+    #[arg(long)]
+    explain: bool,
+    /// File timestamps in layers: `reproducible` (SOURCE_DATE_EPOCH or a fixed epoch) or `keep`.
+    #[arg(long, default_value = "reproducible", value_parser = ["reproducible", "keep"])]
+    timestamps: String,
+    /// Build twice without cache in scratch roots and fail, naming the first differing file, if the digests differ.
+    #[arg(long)]
+    check_reproducible: bool,
+    /// Isolation backend for RUN steps.
+    #[arg(long, value_name = "BACKEND")]
+    isolation: Option<String>,
+    /// Storage driver for build steps.
+    #[arg(long, value_name = "DRIVER")]
+    storage_driver: Option<String>,
+    /// The build context directory (or, in a project with keel.toml, an image name).
+    context: Option<String>,
+}
+
+fn epoch() -> Option<u64> {
+    std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+}
+
+/// The config's `created`: SOURCE_DATE_EPOCH, else the commit time of a clean git checkout,
+/// else the epoch: meaningful where possible, reproducible always.
+fn created_for(context: &Path) -> String {
+    let secs = epoch().or_else(|| {
+        let clean = std::process::Command::new("git")
+            .arg("-C")
+            .arg(context)
+            .args(["status", "--porcelain", "--untracked-files=no"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success() && o.stdout.is_empty())?;
+        let _ = clean;
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(context)
+            .args(["log", "-1", "--format=%ct"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())?;
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    });
+    crate::image::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.unwrap_or(0)))
+}
+
+fn parse_kv(flag: &str, v: &str, host: bool) -> Result<(String, String)> {
+    match v.split_once('=') {
+        Some((k, val)) if !k.is_empty() => Ok((k.to_string(), val.to_string())),
+        None if host && !v.is_empty() => Ok((v.to_string(), std::env::var(v).unwrap_or_default())),
+        _ => bail!("invalid {flag} value {v:?}: expected KEY=VALUE"),
+    }
+}
+
+/// `keel build` in a project: with no CONTEXT every `[[image]]` of keel.toml in
+/// dependency order, with an image NAME that image (after the images it builds on).
+fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
+    let here = Path::new(crate::project::PROJECT_FILE);
+    let file = match &a.context {
+        None if here.is_file() => here.to_path_buf(),
+        None if a.file.is_none() && !Path::new("Dockerfile").exists() => {
+            match crate::project::Project::find(Path::new(".")) {
+                Some(f) => f,
+                None => return Ok(None),
+            }
+        }
+        Some(c) if !Path::new(c).is_dir() => match crate::project::Project::find(Path::new(".")) {
+            Some(f) => f,
+            None => return Ok(None),
+        },
+        _ => return Ok(None),
+    };
+    let project = crate::project::Project::load(&file)?;
+    if a.context.is_none() && project.images.is_empty() {
+        return Ok(None);
+    }
+    let order = crate::project::build_order(&project, a.context.as_deref())?;
+    #[derive(clap::Parser)]
+    struct One {
+        #[command(flatten)]
+        args: BuildArgs,
+    }
+    for img in order {
+        use clap::Parser;
+        let argv = img.build_args();
+        let mut one = One::try_parse_from(
+            std::iter::once("keel".to_string()).chain(argv[1..].iter().cloned()),
+        )?
+        .args;
+        one.file = one.file.map(|f| project.dir.join(f).display().to_string());
+        one.context = one
+            .context
+            .map(|c| project.dir.join(c).display().to_string());
+        one.no_cache |= a.no_cache;
+        one.quiet = a.quiet;
+        one.isolation = a.isolation.clone().or(one.isolation);
+        one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
+        if !a.quiet {
+            eprintln!("== building {} ({})", img.name, img.dockerfile());
+        }
+        let code = build(one, ctx)?;
+        if code != 0 {
+            return Ok(Some(code));
+        }
+    }
+    Ok(Some(0))
+}
+
+pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
+    if let Some(code) = build_project(&a, ctx)? {
+        return Ok(code);
+    }
+    let context_dir = PathBuf::from(a.context.clone().unwrap_or_else(|| ".".into()));
+    if !context_dir.is_dir() {
+        bail!("build context {} is not a directory; give the directory holding your sources (e.g. `keel build .`)", context_dir.display());
+    }
+    if let Some(p) = &a.platform {
+        let host = format!("linux/{}", crate::image::host_arch());
+        if p != &host {
+            bail!("--platform {p}: keel builds for the host platform ({host}) only");
+        }
+    }
+    if !matches!(a.pull.as_str(), "never" | "missing" | "false") {
+        bail!("--pull={}: keel never pulls; base images come from the local store (`keel load`, `keel bootstrap`)", a.pull);
+    }
+    let (file_name, bytes) = match a.file.as_deref() {
+        Some("-") => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b)?;
+            ("Dockerfile".to_string(), b)
+        }
+        Some(f) => (
+            f.to_string(),
+            std::fs::read(f).with_context(|| format!("reading the Dockerfile {f}"))?,
+        ),
+        None => {
+            let p = context_dir.join("Dockerfile");
+            (
+                p.display().to_string(),
+                std::fs::read(&p).with_context(|| {
+                    format!(
+                        "reading {}; pass -f FILE if the Dockerfile is elsewhere",
+                        p.display()
+                    )
+                })?,
+            )
+        }
+    };
+    let plan = crate::build::front::plan(&file_name, &bytes)?;
+    let mut build_args = BTreeMap::new();
+    for v in &a.build_args {
+        let (k, val) = parse_kv("--build-arg", v, true)?;
+        build_args.insert(k, val);
+    }
+    let labels = a
+        .label
+        .iter()
+        .map(|l| parse_kv("--label", l, false))
+        .collect::<Result<Vec<_>>>()?;
+    let store = ctx.store()?;
+    let created = created_for(&context_dir);
+    let opts = BuildOptions {
+        file_name: file_name.clone(),
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        labels: labels.clone(),
+        explain: a.explain,
+        isolation: a.isolation.clone(),
+        storage_driver: a.storage_driver.clone(),
+        epoch: if a.timestamps == "keep" {
+            None
+        } else {
+            Some(epoch().unwrap_or(0))
+        },
+        created: created.clone(),
+        quiet: a.quiet || ctx.reporter.is_quiet(),
+    };
+    if a.check_reproducible {
+        return check_reproducible(&store, &plan, &opts, &context_dir);
+    }
+    let ignore = crate::build::front::dockerignore(&context_dir)?;
+    let context = crate::context::Context::new(&context_dir, ignore)?;
+    let outcome = match Executor::new(&store, &plan, &opts, &context)?.build() {
+        Ok(o) => o,
+        Err(e) => {
+            let logs = store.root().join("logs/last-build");
+            return Err(anyhow::Error::new(e).context(format!(
+                "build failed; nothing was tagged; step logs are in {}",
+                logs.display()
+            )));
+        }
+    };
+    let rec = exec::commit(&store, &outcome.state, &created, &labels, &a.tags)?;
+    if let Some(f) = &a.iidfile {
+        std::fs::write(f, rec.id().to_string())
+            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    if !opts.quiet {
+        for t in &a.tags {
+            eprintln!("tagged {}", t.tagged_name());
+        }
+    }
+    println!("{}", rec.id());
+    Ok(0)
+}
+
+/// Builds twice, without cache, in two scratch roots that hold only the base images.
+fn check_reproducible(
+    store: &crate::store::Store,
+    plan: &crate::build::plan::Plan,
+    opts: &BuildOptions,
+    context_dir: &Path,
+) -> Result<i32> {
+    let mut ids = Vec::new();
+    let mut roots = Vec::new();
+    for round in 0..2 {
+        let scratch = tempfile::Builder::new()
+            .prefix("keel-repro-")
+            .tempdir_in(store.tmp_dir())?;
+        let sub = crate::store::Store::open(scratch.path())?;
+        copy_bases(store, &sub, plan, opts)?;
+        let mut o = opts.clone();
+        o.no_cache = true;
+        o.quiet = true;
+        let ignore = crate::build::front::dockerignore(context_dir)?;
+        let context = crate::context::Context::new(context_dir, ignore)?;
+        let outcome = Executor::new(&sub, plan, &o, &context)?
+            .build()
+            .with_context(|| format!("reproducibility build {}", round + 1))?;
+        let rec = exec::commit(&sub, &outcome.state, &o.created, &o.labels, &[])?;
+        ids.push(rec);
+        roots.push(scratch);
+    }
+    if ids[0].manifest_digest() == ids[1].manifest_digest() {
+        println!(
+            "reproducible: both builds gave {}",
+            ids[0].manifest_digest()
+        );
+        return Ok(0);
+    }
+    let a = crate::store::Store::open(roots[0].path())?;
+    let b = crate::store::Store::open(roots[1].path())?;
+    let diff = crate::build::repro::first_difference(&a, &ids[0], &b, &ids[1])?;
+    eprintln!(
+        "keel: not reproducible: {} vs {}: {diff}",
+        ids[0].manifest_digest(),
+        ids[1].manifest_digest()
+    );
+    Ok(1)
+}
+
+/// Copies the store images the plan's FROM lines name into `to` (blobs are hard-linked).
+fn copy_bases(
+    from: &crate::store::Store,
+    to: &crate::store::Store,
+    plan: &crate::build::plan::Plan,
+    opts: &BuildOptions,
+) -> Result<()> {
+    let globals = crate::build::plan::global_arg_values(&plan.global_args, &opts.build_args);
+    for s in &plan.stages {
+        let lookup = |k: &str| globals.get(k).cloned();
+        let base = crate::dockerfile::expand::process_word(&s.base, &lookup)
+            .unwrap_or_else(|_| s.base.clone());
+        if base == "scratch" || plan.stage_by_ref(&base).is_some_and(|j| j < s.index) {
+            continue;
+        }
+        let Ok(rec) = from.resolve(&base) else {
+            continue;
+        };
+        let mut digests = vec![rec.manifest_digest().clone(), rec.id().clone()];
+        digests.extend(rec.manifest.layers().iter().map(|l| l.digest().clone()));
+        for d in digests {
+            let dst = to.blob_path(&d);
+            if !dst.exists() {
+                std::fs::hard_link(from.blob_path(&d), &dst)
+                    .or_else(|_| std::fs::copy(from.blob_path(&d), &dst).map(drop))?;
+            }
+        }
+        if let Ok(r) = ImageRef::parse(&base) {
+            to.tag(&r, &rec.manifest_descriptor)?;
+        }
+    }
+    Ok(())
+}

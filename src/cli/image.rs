@@ -1,0 +1,408 @@
+//! Image commands: import, bootstrap, images, inspect, tag, rmi, save, load.
+use std::io::{IsTerminal, Read, Write};
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use crate::archive;
+use crate::reference::ImageRef;
+use crate::store::ImageRecord;
+
+fn parse_ref(s: &str) -> Result<ImageRef, String> {
+    ImageRef::parse(s).map_err(|e| e.to_string())
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Rootfs tarball (.tar or .tar.gz); `-` reads standard input.
+    file: String,
+    /// Name for the new image (NAME[:TAG]).
+    #[arg(value_parser = parse_ref)]
+    name: ImageRef,
+}
+
+fn open_input(path: &str) -> Result<Box<dyn Read>> {
+    if path == "-" {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    Ok(Box::new(f))
+}
+
+pub fn import(a: ImportArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let task = ctx
+        .reporter
+        .task(format!("importing {} as {}", a.file, a.name.tagged_name()));
+    let rec = crate::image::import::import(&store, open_input(&a.file)?, &a.file, &a.name)
+        .with_context(|| format!("importing {}", a.file))?;
+    task.done(rec.manifest_digest());
+    println!("{}", rec.id());
+    Ok(0)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BootstrapCommand {
+    /// A minimal image from the host's static busybox, with every applet linked.
+    Busybox {
+        #[arg(value_parser = parse_ref)]
+        name: ImageRef,
+        /// Path of the static busybox binary (default: /bin/busybox from busybox-static).
+        #[arg(long, value_name = "PATH")]
+        busybox: Option<PathBuf>,
+    },
+    /// A Debian image made with debootstrap (needs network access to the mirror).
+    Debian {
+        #[arg(value_parser = parse_ref)]
+        name: ImageRef,
+        /// Debian suite to install.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// debootstrap variant (minbase, buildd, …).
+        #[arg(long, default_value = "minbase")]
+        variant: String,
+        /// Debian mirror URL.
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+    },
+}
+
+pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let rec = match c {
+        BootstrapCommand::Busybox { name, busybox } => {
+            let bb = crate::bootstrap::find_busybox(busybox.as_deref())?;
+            let task = ctx.reporter.task(format!(
+                "bootstrapping {} from {}",
+                name.tagged_name(),
+                bb.display()
+            ));
+            let rec = crate::bootstrap::busybox(&store, &bb, &name)?;
+            task.done(rec.manifest_digest());
+            rec
+        }
+        BootstrapCommand::Debian {
+            name,
+            suite,
+            variant,
+            mirror,
+        } => {
+            let task = ctx.reporter.task(format!(
+                "debootstrap {suite} ({variant}) as {}",
+                name.tagged_name()
+            ));
+            let rec = crate::bootstrap::debian(&store, &suite, &variant, &mirror, &name)?;
+            task.done(rec.manifest_digest());
+            rec
+        }
+    };
+    println!("{}", rec.id());
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    /// Output format: table or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    /// Show full image ids.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Only print image ids.
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+fn short_id(rec: &ImageRecord) -> String {
+    rec.id().digest()[..12].to_string()
+}
+
+fn created_of(rec: &ImageRecord) -> Option<std::time::SystemTime> {
+    humantime::parse_rfc3339_weak(rec.config.created().as_deref()?).ok()
+}
+
+pub(crate) fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{v:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_string()
+            + units[u]
+    }
+}
+
+pub(crate) fn human_ago(t: std::time::SystemTime) -> String {
+    let Ok(d) = std::time::SystemTime::now().duration_since(t) else {
+        return "in the future".into();
+    };
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..=59 => return "Less than a minute ago".into(),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        86_400..=2_591_999 => (s / 86_400, "day"),
+        2_592_000..=31_535_999 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut rows = Vec::new();
+    for rec in store.images()? {
+        let names: Vec<Option<String>> = if rec.names.is_empty() {
+            vec![None]
+        } else {
+            rec.names.iter().cloned().map(Some).collect()
+        };
+        for n in names {
+            let (repo, tag) = match n.as_deref().map(ImageRef::parse) {
+                Some(Ok(r)) => (r.repository.clone(), r.tag_or_latest().to_string()),
+                _ => ("<none>".to_string(), "<none>".to_string()),
+            };
+            rows.push((repo, tag, rec.clone()));
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for (_, _, rec) in &rows {
+            writeln!(
+                out,
+                "{}",
+                if a.no_trunc {
+                    rec.id().to_string()
+                } else {
+                    short_id(rec)
+                }
+            )?;
+        }
+    } else if a.format == "json" {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(repo, tag, rec)| {
+                serde_json::json!({
+                    "repository": repo, "tag": tag, "id": rec.id().to_string(), "digest": rec.manifest_digest().to_string(),
+                    "created": rec.config.created(), "size": rec.size(),
+                })
+            })
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+    } else {
+        let table: Vec<[String; 5]> = rows
+            .iter()
+            .map(|(repo, tag, rec)| {
+                let id = if a.no_trunc {
+                    rec.id().to_string()
+                } else {
+                    short_id(rec)
+                };
+                [
+                    repo.clone(),
+                    tag.clone(),
+                    id,
+                    created_of(rec).map(human_ago).unwrap_or_default(),
+                    human_size(rec.size()),
+                ]
+            })
+            .collect();
+        let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from);
+        let mut widths = head.clone().map(|h| h.len());
+        for r in &table {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        for r in std::iter::once(&head).chain(&table) {
+            let line: Vec<String> = r
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            writeln!(out, "{}", line.join("   ").trim_end())?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Image names or ids.
+    #[arg(required = true)]
+    images: Vec<String>,
+}
+
+pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut docs = Vec::new();
+    for i in &a.images {
+        let rec = store.resolve(i)?;
+        docs.push(serde_json::json!({
+            "Id": rec.id().to_string(),
+            "Digest": rec.manifest_digest().to_string(),
+            "RepoTags": rec.names,
+            "Size": rec.size(),
+            "Manifest": rec.manifest,
+            // The stored document itself: docker's fields (Healthcheck, Shell, OnBuild) included.
+            "Config": store.read_json::<serde_json::Value>("config", rec.id())?,
+        }));
+    }
+    println!("{}", serde_json::to_string_pretty(&docs)?);
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// Existing image (name or id).
+    source: String,
+    /// New name (NAME[:TAG]).
+    #[arg(value_parser = parse_ref)]
+    target: ImageRef,
+}
+
+pub fn tag(a: TagArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let rec = store.resolve(&a.source)?;
+    store.tag(&a.target, &rec.manifest_descriptor)?;
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Images to remove (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Remove even if containers use the image, and remove every name of an id.
+    #[arg(short, long)]
+    force: bool,
+}
+
+pub fn rmi(a: RmiArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    for i in &a.images {
+        let rec = store.resolve(i)?;
+        let users: Vec<String> = store
+            .container_images()
+            .into_iter()
+            .filter(|(_, d)| d == rec.manifest_digest())
+            .map(|(c, _)| c)
+            .collect();
+        if !users.is_empty() && !a.force {
+            bail!("image {i} is used by container(s) {}; remove them first (`keel rm`) or use --force", users.join(", "));
+        }
+        // A name removes that name; an id removes every name of the image.
+        let by_name = ImageRef::parse(i)
+            .ok()
+            .map(|r| r.tagged_name())
+            .filter(|n| rec.names.contains(n));
+        let names = match by_name {
+            Some(n) => vec![n],
+            None if rec.names.len() > 1 && !a.force => {
+                bail!(
+                    "image {i} has several names ({}); remove them by name or use --force",
+                    rec.names.join(", ")
+                )
+            }
+            None => rec.names.clone(),
+        };
+        store.untag(&names)?;
+        for n in &names {
+            println!("Untagged: {n}");
+        }
+        if store
+            .images()?
+            .iter()
+            .all(|r| r.manifest_digest() != rec.manifest_digest())
+        {
+            println!("Deleted: {}", rec.id());
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Images to save (names or ids).
+    #[arg(required = true)]
+    images: Vec<String>,
+    /// Write to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+pub fn save(a: SaveArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let mut items = Vec::new();
+    for i in &a.images {
+        let image = store.resolve(i)?;
+        let names = match ImageRef::parse(i) {
+            Ok(r) if image.names.contains(&r.tagged_name()) => vec![r.tagged_name()],
+            _ => image.names.clone(),
+        };
+        items.push(archive::SaveItem { image, names });
+    }
+    match &a.output {
+        Some(path) => {
+            let dir = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let mut tmp = tempfile::Builder::new()
+                .prefix(".keel-save-")
+                .tempfile_in(dir)
+                .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+            archive::save(&store, &items, std::io::BufWriter::new(tmp.as_file_mut()))?;
+            tmp.as_file().sync_all()?;
+            tmp.persist(path)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            if std::io::stdout().is_terminal() {
+                bail!("refusing to write an archive to a terminal; use -o FILE or redirect the output");
+            }
+            archive::save(
+                &store,
+                &items,
+                std::io::BufWriter::new(std::io::stdout().lock()),
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Read from this archive instead of standard input.
+    #[arg(short, long, value_name = "FILE")]
+    input: Option<PathBuf>,
+}
+
+pub fn load(a: LoadArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let (src, name): (Box<dyn Read>, String) = match &a.input {
+        Some(p) => (
+            Box::new(std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?),
+            p.display().to_string(),
+        ),
+        None => (Box::new(std::io::stdin()), "standard input".into()),
+    };
+    let loaded = archive::load(&store, src).with_context(|| format!("loading {name}"))?;
+    for (n, rec) in loaded.images {
+        match n {
+            Some(n) => println!("Loaded image: {n}"),
+            None => println!("Loaded image ID: {}", rec.id()),
+        }
+    }
+    Ok(0)
+}

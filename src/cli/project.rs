@@ -1,0 +1,277 @@
+//! Project commands (keel.toml): `context-files`, `exec-in` and `integrate`.
+//!
+//! The lead registers them in `cli/mod.rs`:
+//! ```text
+//! mod project;
+//! /// Print the files an image's build context uses (after .dockerignore).
+//! ContextFiles(project::ContextFilesArgs),      => project::context_files(a, ctx)
+//! /// Run a command inside an [env] of keel.toml, as the owner of the project tree.
+//! ExecIn(project::ExecInArgs),                  => project::exec_in(a, ctx)
+//! /// Generate glue for make, scons, maven, jenkins, buildbot, systemd, supervisord, runit.
+//! Integrate(project::IntegrateArgs),            => project::integrate(a, ctx)
+//! ```
+//! All the logic lives in `crate::project` and `crate::integrate`; this file finds the
+//! project file, calls them and prints.
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use super::Ctx;
+use crate::integrate::{self, plugin, AdapterOptions, ResolvedProject};
+use crate::project::{self, Owner, Project};
+
+/// Finds and loads keel.toml: `-f FILE`, else the current directory or its nearest parent.
+fn load_project(file: Option<&Path>) -> Result<Project> {
+    let path = match file {
+        Some(f) => f.to_path_buf(),
+        None => {
+            let cwd = std::env::current_dir().context("reading the current directory")?;
+            Project::find(&cwd).with_context(|| {
+                format!(
+                    "no {} in {} or its parents; create one (see docs/keel-toml.md) or pass -f FILE",
+                    project::PROJECT_FILE,
+                    cwd.display()
+                )
+            })?
+        }
+    };
+    let mut p = Project::load(&path)?;
+    p.dir = p
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving the project directory {}", p.dir.display()))?;
+    Ok(p)
+}
+
+/// Is this context-relative path excluded by .dockerignore?
+type IgnoreFn = Box<dyn Fn(&str) -> bool>;
+
+/// The context's .dockerignore as a predicate: the same matcher `keel build` uses, so
+/// build tools track exactly the files a build reads.
+fn ignore_predicate(context_dir: &Path) -> Result<IgnoreFn> {
+    let ign = crate::build::front::dockerignore(context_dir)?;
+    Ok(ign)
+}
+
+#[derive(Debug, Args)]
+pub struct ContextFilesArgs {
+    /// Image of keel.toml (default: every image).
+    name: Option<String>,
+    /// Print a make rule making TARGET depend on the files (what keel.mk uses).
+    #[arg(long, value_name = "TARGET")]
+    make_deps: Option<String>,
+    /// Write the output to FILE instead, and only when it changed (keeps its mtime).
+    #[arg(long, value_name = "FILE")]
+    update: Option<PathBuf>,
+    /// Project file (default: keel.toml here or in the nearest parent directory).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
+    let p = load_project(a.file.as_deref())?;
+    let images = match &a.name {
+        Some(n) => vec![p.image(n)?],
+        None => p.images.iter().collect(),
+    };
+    let mut files = std::collections::BTreeSet::new();
+    for img in images {
+        let ign = ignore_predicate(&p.dir.join(&img.context))?;
+        files.extend(project::context_files(&p, img, &*ign)?);
+    }
+    let files: Vec<String> = files.into_iter().collect();
+    let out = match &a.make_deps {
+        Some(target) => project::render_make_deps(target, &files),
+        None => files.iter().map(|f| format!("{f}\n")).collect(),
+    };
+    match &a.update {
+        Some(path) => {
+            project::write_if_changed(path, &out)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(out.as_bytes())?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct ExecInArgs {
+    /// Environment: an [env.NAME] table of keel.toml.
+    env: String,
+    /// Command and arguments (after `--`).
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    command: Vec<String>,
+    /// Project file (default: keel.toml here or in the nearest parent directory).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+/// The owner of `dir` and names for it from the host's passwd/group (else "keel").
+fn owner_of(dir: &Path) -> Result<Owner> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
+    let name = |db: &str, id: u32| {
+        std::fs::read_to_string(db)
+            .ok()
+            .and_then(|t| project::name_for_id(&t, id))
+            .unwrap_or_else(|| "keel".into())
+    };
+    Ok(Owner {
+        uid: md.uid(),
+        gid: md.gid(),
+        user: name("/etc/passwd", md.uid()),
+        group: name("/etc/group", md.gid()),
+    })
+}
+
+/// `keel exec-in ENV -- CMD…`: plans the equivalent `keel run` and execs it, so the
+/// command's exit status is keel's.
+pub fn exec_in(a: ExecInArgs, ctx: &Ctx) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let p = load_project(a.file.as_deref())?;
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let cwd = cwd.canonicalize().unwrap_or(cwd);
+    let plan = project::plan_exec(&p, &a.env, &p.dir, &cwd, &owner_of(&p.dir)?, &a.command)?;
+    let keel = std::env::current_exe().context("finding the keel binary")?;
+    if let Some(image) = &plan.build_first {
+        let status = std::process::Command::new(&keel)
+            .arg("--root")
+            .arg(&ctx.root)
+            .args(["build", image])
+            .current_dir(&p.dir)
+            .status()
+            .with_context(|| format!("running {} build {image}", keel.display()))?;
+        if !status.success() {
+            bail!(
+                "building image `{image}` for env `{}` failed ({status})",
+                a.env
+            );
+        }
+    }
+    let err = std::process::Command::new(&keel)
+        .arg("--root")
+        .arg(&ctx.root)
+        .args(&plan.run_args)
+        .envs(plan.run_env.iter().map(|(k, v)| (k, v)))
+        .exec();
+    Err(err).with_context(|| format!("executing {} run", keel.display()))
+}
+
+#[derive(Debug, Args)]
+pub struct IntegrateArgs {
+    /// Adapter: make, scons, maven, jenkins, buildbot, systemd, supervisord, runit, or
+    /// NAME for a `keel-integrate-NAME` plugin on PATH.
+    #[arg(required_unless_present = "list")]
+    tool: Option<String>,
+    /// Image to run (systemd, supervisord, runit) or the main image (maven).
+    image: Option<String>,
+    /// Command for the container (process managers), after `--`.
+    #[arg(last = true, value_name = "CMD")]
+    command: Vec<String>,
+    /// List built-in adapters and plugins found on PATH.
+    #[arg(long)]
+    list: bool,
+    /// Write the files under DIR (atomically) instead of printing them.
+    #[arg(short = 'w', long, value_name = "DIR")]
+    write: Option<PathBuf>,
+    /// Service name (process managers).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The [env] test steps run in (default: dev, else the first).
+    #[arg(long, value_name = "ENV")]
+    env: Option<String>,
+    /// Test command CI steps run inside the env (default: make test).
+    #[arg(long, value_name = "CMD")]
+    test: Option<String>,
+    /// Publish a port (process managers; passed to `keel run -p`).
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    publish: Vec<String>,
+    /// How the generated files call keel (default: `keel`; the absolute path of this
+    /// binary for process managers).
+    #[arg(long, value_name = "PATH")]
+    keel: Option<String>,
+    /// Project file (default: keel.toml here or in the nearest parent directory).
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    file: Option<PathBuf>,
+}
+
+pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    if a.list {
+        for ad in integrate::builtin() {
+            println!("{:<12} {}", ad.name(), ad.describe());
+        }
+        for pl in plugin::find_plugins(&path_var) {
+            if integrate::adapter(&pl.name).is_none() {
+                println!("{:<12} plugin {}", pl.name, pl.path.display());
+            }
+        }
+        return Ok(0);
+    }
+    let tool = a.tool.expect("clap requires TOOL without --list");
+    let builtin = integrate::adapter(&tool);
+    let service = !integrate::needs_project(&tool);
+    let keel = match a.keel {
+        Some(k) => k,
+        None if service => std::env::current_exe()
+            .context("finding the keel binary")?
+            .display()
+            .to_string(),
+        None => "keel".into(),
+    };
+    let opts = AdapterOptions {
+        keel,
+        name: a.name,
+        image: a.image,
+        command: a.command,
+        env: a.env,
+        test: a.test,
+        publish: a.publish,
+        write: a.write.as_ref().map(|w| w.display().to_string()),
+    };
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let project = if service {
+        ResolvedProject::empty(&cwd)
+    } else if builtin.is_some() || a.file.is_some() || Project::find(&cwd).is_some() {
+        ResolvedProject::resolve(&load_project(a.file.as_deref())?)?
+    } else {
+        ResolvedProject::empty(&cwd)
+    };
+    let files = match builtin {
+        Some(ad) => ad.render(&project, &opts)?,
+        None => {
+            let pl = plugin::find_plugin(&path_var, &tool).ok_or_else(|| {
+                integrate::IntegrateError::NoAdapter {
+                    name: tool.clone(),
+                    builtin: integrate::builtin()
+                        .iter()
+                        .map(|a| a.name())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+            })?;
+            plugin::run_plugin(&pl, Path::new(&project.dir), &project, &opts)?
+        }
+    };
+    match &a.write {
+        Some(dir) => {
+            for p in integrate::write_files(dir, &files)? {
+                println!("{}", p.display());
+            }
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(integrate::to_stdout(&files).as_bytes())?;
+        }
+    }
+    Ok(0)
+}

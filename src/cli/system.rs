@@ -1,0 +1,128 @@
+//! Store-wide and host commands: gc, fsck, info.
+use anyhow::Result;
+use clap::Args;
+
+use super::image::human_size;
+use super::Ctx;
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Also drop the whole build cache (by default entries used in the last 7 days stay).
+    #[arg(long)]
+    cache: bool,
+}
+
+pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let keep = if a.cache {
+        std::time::Duration::ZERO
+    } else {
+        crate::build::cache::KEEP_UNUSED
+    };
+    let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
+    let r = store.gc(&roots)?;
+    println!(
+        "removed {} blobs and {} temporary files, freed {}",
+        r.blobs_removed,
+        r.temp_files_removed,
+        human_size(r.bytes_freed)
+    );
+    Ok(0)
+}
+
+pub fn fsck(ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let r = store.fsck()?;
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if r.stray_temp_files > 0 {
+        ctx.reporter.note(format!(
+            "{} stray temporary files from interrupted writes (harmless; `keel gc` removes them)",
+            r.stray_temp_files
+        ));
+    }
+    if r.problems.is_empty() {
+        println!(
+            "ok: {} blobs and {} images checked",
+            r.blobs_checked, r.images_checked
+        );
+        Ok(0)
+    } else {
+        eprintln!(
+            "keel: fsck found {} problem(s) in {}",
+            r.problems.len(),
+            store.root().display()
+        );
+        Ok(1)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InfoArgs {
+    /// Output format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    format: String,
+}
+
+/// Each isolation backend and whether it works here (with the reason when not).
+fn backends() -> Vec<(&'static str, Result<(), String>)> {
+    ["namespaces", "chroot", "oci"]
+        .into_iter()
+        .map(|name| {
+            let b = crate::runtime::backend(name, None).expect("a known backend");
+            (name, b.available().map_err(|e| e.to_string()))
+        })
+        .collect()
+}
+
+fn cgroups() -> String {
+    let l = crate::runtime::cgroup_layout();
+    match l.kind() {
+        "hybrid" => format!(
+            "hybrid (v1 controllers: {}; v2 controllers: {})",
+            l.v1.keys().cloned().collect::<Vec<_>>().join(" "),
+            if l.v2_controllers.is_empty() {
+                "none".into()
+            } else {
+                l.v2_controllers.join(" ")
+            }
+        ),
+        "v1" => format!(
+            "v1 ({})",
+            l.v1.keys().cloned().collect::<Vec<_>>().join(" ")
+        ),
+        "v2" => format!("v2 ({})", l.v2_controllers.join(" ")),
+        other => other.to_string(),
+    }
+}
+
+pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "root": ctx.root.display().to_string(),
+        "kernel": kernel,
+        "arch": std::env::consts::ARCH,
+        "cgroups": cgroups(),
+        "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
+    });
+    if a.format == "json" {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+    } else {
+        println!("keel version:  {}", env!("CARGO_PKG_VERSION"));
+        println!("root:          {}", ctx.root.display());
+        println!("kernel:        {kernel} ({})", std::env::consts::ARCH);
+        println!("cgroups:       {}", cgroups());
+        for (name, r) in backends() {
+            match r {
+                Ok(()) => println!("isolation:     {name}: available"),
+                Err(why) => println!("isolation:     {name}: unavailable ({why})"),
+            }
+        }
+    }
+    Ok(0)
+}

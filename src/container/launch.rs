@@ -1,0 +1,415 @@
+//! Starting and ending containers: the supervisor side of `keel run`. For a foreground
+//! run the keel process itself supervises; for `-d` a detached `keel` supervisor does.
+//! The steps: image → snapshot → volumes → spec → backend start → state + proxies →
+//! wait → state → cleanup (snapshot, anonymous volumes and record with `--rm`).
+use std::fs;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use super::flags::VolumeSpec;
+use super::ports;
+use super::run::{validate, RunRequest, Validated};
+use super::volume::Volumes;
+use super::{ContainerConfig, ContainerError, ContainerState, Containers, Status};
+use crate::image::rfc3339;
+use crate::runtime::{self, BindMount, Isolation, RunOptions};
+use crate::storage::{self, LayerBlob, Snapshotter};
+use crate::store::{ImageRecord, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Request(#[from] super::run::RequestError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Port(#[from] ports::PortError),
+    #[error(transparent)]
+    Runtime(#[from] runtime::RuntimeError),
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    #[error("unknown isolation {0:?}: use namespaces, chroot or oci")]
+    UnknownIsolation(String),
+    #[error("starting the port proxy: {0}")]
+    Proxy(crate::sys::SysError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// The isolation backend the request (or the host) calls for, checked to work here.
+pub fn pick_backend(
+    name: Option<&str>,
+    oci_runtime: Option<&Path>,
+) -> Result<Box<dyn Isolation>, LaunchError> {
+    let name = name.unwrap_or("namespaces");
+    let b = runtime::backend(name, oci_runtime)
+        .ok_or_else(|| LaunchError::UnknownIsolation(name.to_string()))?;
+    b.available()?;
+    Ok(b)
+}
+
+/// A container whose record exists and whose rootfs is ready, not yet started.
+pub struct Prepared {
+    pub config: ContainerConfig,
+    pub request: RunRequest,
+    validated: Validated,
+    image: ImageRecord,
+    snapshotter: Box<dyn Snapshotter>,
+    snapshot: storage::Snapshot,
+    published: Vec<ports::Published>,
+    private_port: Option<u16>,
+    anonymous: Vec<String>,
+    root: PathBuf,
+    started: bool,
+}
+
+fn pick_private_port() -> u16 {
+    // Any port is free inside a fresh network namespace; use the one the host kernel
+    // hands out, which is at least in the ephemeral range and differs between runs.
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(8080)
+}
+
+/// Validates `req`, resolves the image, binds host ports, creates the container record
+/// and prepares its rootfs. Every user error surfaces here, before anything starts.
+pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, LaunchError> {
+    let validated = validate(&req)?;
+    let image = store.resolve(&req.image)?;
+    let cfg = image.config.config().clone().unwrap_or_default();
+    let exposed = ports::exposed_tcp(&cfg.exposed_ports().clone().unwrap_or_default());
+    let private_port = ports::needs_private_port(&validated.ports, req.publish_all, &exposed)
+        .then(pick_private_port);
+    let plan = ports::plan(
+        &validated.ports,
+        req.publish_all,
+        &exposed,
+        private_port.unwrap_or(0),
+    );
+    let published = ports::bind(&plan)?;
+    let backend = pick_backend(req.isolation.as_deref(), req.runtime.as_deref())?;
+    let snapshotter = storage::open(req.storage_driver.as_deref(), store.root())?;
+    let root = store.root().to_path_buf();
+    let mut anonymous = Vec::new();
+    let mut volume_names = Vec::new();
+    for v in &validated.volumes {
+        match v {
+            VolumeSpec::Named { name, .. } => volume_names.push(name.clone()),
+            VolumeSpec::Anonymous { .. } => {
+                let n = format!("{}-{}", &id[..12], anonymous.len());
+                anonymous.push(n.clone());
+                volume_names.push(n);
+            }
+            VolumeSpec::Bind { .. } => {}
+        }
+    }
+    let taken: Vec<String> = validated.volumes.iter().map(vol_dst).collect();
+    for dst in cfg.volumes().clone().unwrap_or_default() {
+        if !taken.contains(&dst) {
+            let n = format!("{}-{}", &id[..12], anonymous.len());
+            anonymous.push(n.clone());
+            volume_names.push(n);
+        }
+    }
+    let config = ContainerConfig {
+        id: id.to_string(),
+        name: req.name.clone().unwrap_or_else(|| id[..12].to_string()),
+        image: req.image.clone(),
+        image_digest: image.manifest_digest().clone(),
+        command: req.command.clone(),
+        created: rfc3339(std::time::SystemTime::now()),
+        isolation: backend.name().to_string(),
+        storage_driver: snapshotter.name().to_string(),
+        ports: published.iter().map(|p| p.mapping.clone()).collect(),
+        volumes: volume_names,
+        stop_signal: cfg.stop_signal().clone(),
+        auto_remove: req.rm,
+    };
+    let containers = Containers::new(&root);
+    containers.create(&config)?;
+    let layers: Vec<LayerBlob> = image
+        .manifest
+        .layers()
+        .iter()
+        .zip(image.config.rootfs().diff_ids())
+        .map(|(l, diff)| LayerBlob {
+            diff_id: crate::digest::parse(diff).unwrap_or_else(|| l.digest().clone()),
+            blob: store.blob_path(l.digest()),
+        })
+        .collect();
+    let snapshot = match snapshotter.prepare(id, &layers) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = containers.remove(id);
+            return Err(e.into());
+        }
+    };
+    Ok(Prepared {
+        config,
+        request: req,
+        validated,
+        image,
+        snapshotter,
+        snapshot,
+        published,
+        private_port,
+        anonymous,
+        root,
+        started: false,
+    })
+}
+
+fn vol_dst(v: &VolumeSpec) -> String {
+    match v {
+        VolumeSpec::Bind { dst, .. }
+        | VolumeSpec::Named { dst, .. }
+        | VolumeSpec::Anonymous { dst } => dst.clone(),
+    }
+}
+
+/// Where the container's output goes.
+pub enum Output {
+    /// The terminal of a foreground run.
+    Inherit,
+    /// The container log (detached).
+    Log(PathBuf),
+}
+
+impl Prepared {
+    fn binds(&self) -> Result<Vec<BindMount>, LaunchError> {
+        let volumes = Volumes::new(&self.root);
+        let mut binds = Vec::new();
+        let mut anon = self.anonymous.iter();
+        for v in &self.validated.volumes {
+            binds.push(match v {
+                VolumeSpec::Bind { src, dst, ro } => {
+                    if !src.exists() {
+                        fs::create_dir_all(src).map_err(|source| LaunchError::Io {
+                            path: src.clone(),
+                            source,
+                        })?;
+                    }
+                    let src = fs::canonicalize(src).map_err(|source| LaunchError::Io {
+                        path: src.clone(),
+                        source,
+                    })?;
+                    BindMount {
+                        src,
+                        dst: dst.clone(),
+                        ro: *ro,
+                    }
+                }
+                VolumeSpec::Named { name, dst, ro } => BindMount {
+                    src: volumes.ensure(name)?,
+                    dst: dst.clone(),
+                    ro: *ro,
+                },
+                VolumeSpec::Anonymous { dst } => BindMount {
+                    src: volumes.ensure(anon.next().expect("one name per anonymous volume"))?,
+                    dst: dst.clone(),
+                    ro: false,
+                },
+            });
+        }
+        let taken: Vec<String> = self.validated.volumes.iter().map(vol_dst).collect();
+        for dst in self
+            .image
+            .config
+            .config()
+            .clone()
+            .unwrap_or_default()
+            .volumes()
+            .clone()
+            .unwrap_or_default()
+        {
+            if !taken.contains(&dst) {
+                binds.push(BindMount {
+                    src: volumes.ensure(anon.next().expect("one name per image volume"))?,
+                    dst,
+                    ro: false,
+                });
+            }
+        }
+        Ok(binds)
+    }
+
+    fn options(&self) -> Result<RunOptions, LaunchError> {
+        let r = &self.request;
+        let mut env = r.env.clone();
+        if let Some(p) = self.private_port {
+            env.push(format!("PORT={p}"));
+        }
+        Ok(RunOptions {
+            cmd: (!r.command.is_empty()).then(|| r.command.clone()),
+            entrypoint: r.entrypoint.as_ref().map(|e| {
+                if e.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![e.clone()]
+                }
+            }),
+            env,
+            workdir: r.workdir.clone(),
+            user: r.user.clone(),
+            hostname: r.hostname.clone(),
+            network: self.validated.network,
+            read_only: r.read_only,
+            binds: self.binds()?,
+            tmpfs: r.tmpfs.clone(),
+            limits: self.validated.limits.clone(),
+            tty: r.tty,
+        })
+    }
+
+    /// Runs the container to its end and returns its exit code; `on_started` sees the
+    /// container's pid once its command runs. Cleans up with `--rm`.
+    pub fn run(
+        mut self,
+        output: Output,
+        foreground: bool,
+        on_started: impl FnOnce(i32),
+    ) -> Result<i32, LaunchError> {
+        let containers = Containers::new(&self.root);
+        let result = self.run_inner(&containers, output, foreground, on_started);
+        if result.is_err() && !self.started {
+            // It never ran: leave nothing behind, as if it had not been asked for.
+            let _ = remove(
+                &self.root,
+                &self.config,
+                self.snapshotter.as_ref(),
+                &self.snapshot,
+                &self.anonymous,
+            );
+            return result;
+        }
+        let code = result.as_ref().map(|c| *c).unwrap_or(125);
+        let now = rfc3339(std::time::SystemTime::now());
+        let mut st = containers.state(&self.config.id).unwrap_or(ContainerState {
+            status: Status::Exited,
+            pid: None,
+            supervisor_pid: None,
+            exit_code: None,
+            started: None,
+            finished: None,
+        });
+        st.status = Status::Exited;
+        st.exit_code = Some(code);
+        st.finished = Some(now);
+        let _ = containers.set_state(&self.config.id, &st);
+        if self.request.rm {
+            remove(
+                &self.root,
+                &self.config,
+                self.snapshotter.as_ref(),
+                &self.snapshot,
+                &self.anonymous,
+            )?;
+        }
+        self.published.clear();
+        result
+    }
+
+    fn run_inner(
+        &mut self,
+        containers: &Containers,
+        output: Output,
+        foreground: bool,
+        on_started: impl FnOnce(i32),
+    ) -> Result<i32, LaunchError> {
+        let opts = self.options()?;
+        let cfg = self.image.config.config().clone().unwrap_or_default();
+        let spec = runtime::plan_for_rootfs(&self.config.id, &cfg, &opts, &self.snapshot.rootfs)
+            .map_err(runtime::RuntimeError::from)?;
+        let backend = pick_backend(
+            self.request.isolation.as_deref(),
+            self.request.runtime.as_deref(),
+        )?;
+        let stdio = match &output {
+            Output::Inherit => runtime::Stdio {
+                stdin: if self.request.interactive {
+                    stdin_fd()
+                } else {
+                    devnull()
+                },
+                stdout: None,
+                stderr: None,
+            },
+            Output::Log(path) => {
+                let f = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|source| LaunchError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                let out = OwnedFd::from(f);
+                let err = out.try_clone().map_err(|source| LaunchError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                runtime::Stdio {
+                    stdin: devnull(),
+                    stdout: Some(out),
+                    stderr: Some(err),
+                }
+            }
+        };
+        let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
+        self.started = true;
+        if foreground {
+            container.forward_signals()?;
+        }
+        let mut st = containers.state(&self.config.id)?;
+        st.status = Status::Running;
+        st.pid = Some(container.pid);
+        st.supervisor_pid = Some(std::process::id() as i32);
+        st.started = Some(rfc3339(std::time::SystemTime::now()));
+        containers.set_state(&self.config.id, &st)?;
+        let published = std::mem::take(&mut self.published);
+        let _proxy = if published.is_empty() {
+            None
+        } else {
+            Some(super::proxy::start(published, container.pid).map_err(LaunchError::Proxy)?)
+        };
+        on_started(container.pid);
+        let exit = container.wait()?;
+        if let Some(msg) = &exit.exec_error {
+            eprintln!("keel: {msg}");
+        }
+        Ok(exit.code)
+    }
+}
+
+fn devnull() -> Option<OwnedFd> {
+    fs::File::open("/dev/null").ok().map(OwnedFd::from)
+}
+
+fn stdin_fd() -> Option<OwnedFd> {
+    use std::os::fd::AsFd;
+    std::io::stdin().as_fd().try_clone_to_owned().ok()
+}
+
+/// Removes a stopped container's rootfs, anonymous volumes and record.
+pub fn remove(
+    root: &Path,
+    config: &ContainerConfig,
+    snapshotter: &dyn Snapshotter,
+    snapshot: &storage::Snapshot,
+    anonymous: &[String],
+) -> Result<(), LaunchError> {
+    snapshotter.remove(snapshot)?;
+    let containers = Containers::new(root);
+    containers.remove(&config.id)?;
+    let volumes = Volumes::new(root);
+    for a in anonymous {
+        let _ = volumes.remove(a, &containers);
+    }
+    Ok(())
+}

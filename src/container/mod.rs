@@ -1,0 +1,302 @@
+//! Container records under `<root>/containers/<id>/`: what a container is (config.json),
+//! where it is in its life (state.json), its log, and the `image` file that keeps its
+//! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
+//! keeps the books, atomically and under a lock so names stay unique.
+pub mod flags;
+pub mod launch;
+pub mod ports;
+pub mod proxy;
+pub mod run;
+pub mod volume;
+
+use std::fs;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    #[error("the container name {0:?} is already in use by {1}; remove it (`keel rm -f {0}`) or pick another --name")]
+    NameInUse(String, String),
+    #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
+    BadName(String),
+    #[error("no such container: {0}; `keel ps -a` lists them")]
+    NotFound(String),
+    #[error("{0:?} matches several containers; give more of the id")]
+    Ambiguous(String),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+}
+
+fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ContainerError {
+    let path = path.to_path_buf();
+    move |source| ContainerError::Io { op, path, source }
+}
+
+/// A published port: host address and port → container port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortMapping {
+    pub host_ip: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub proto: String,
+}
+
+/// What a container is; written once at creation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerConfig {
+    pub id: String,
+    pub name: String,
+    /// The image as the user named it, and the manifest it resolved to.
+    pub image: String,
+    pub image_digest: Digest,
+    pub command: Vec<String>,
+    pub created: String,
+    pub isolation: String,
+    pub storage_driver: String,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub stop_signal: Option<String>,
+    #[serde(default)]
+    pub auto_remove: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Created,
+    Running,
+    Exited,
+}
+
+/// Where a container is in its life; rewritten atomically on every change.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerState {
+    pub status: Status,
+    /// The container's main process (PID 1 inside), as the host sees it.
+    pub pid: Option<i32>,
+    /// The supervising keel process (detached containers).
+    pub supervisor_pid: Option<i32>,
+    pub exit_code: Option<i32>,
+    pub started: Option<String>,
+    pub finished: Option<String>,
+}
+
+/// The container store under `<root>/containers`.
+#[derive(Debug, Clone)]
+pub struct Containers {
+    dir: PathBuf,
+}
+
+/// A fresh random container id (64 hex digits, like docker's).
+pub fn new_id() -> String {
+    let mut bytes = [0u8; 32];
+    let filled = fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .is_ok();
+    if !filled {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        bytes[..16].copy_from_slice(&t.to_le_bytes());
+        bytes[16..20].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    hex::encode(bytes)
+}
+
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        && name.len() <= 128
+}
+
+impl Containers {
+    pub fn new(root: &Path) -> Containers {
+        Containers {
+            dir: root.join("containers"),
+        }
+    }
+    pub fn dir_of(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+    pub fn log_path(&self, id: &str) -> PathBuf {
+        self.dir_of(id).join("container.log")
+    }
+
+    /// Creates the record of a new container, refusing a name already taken.
+    pub fn create(&self, config: &ContainerConfig) -> Result<(), ContainerError> {
+        if !valid_name(&config.name) {
+            return Err(ContainerError::BadName(config.name.clone()));
+        }
+        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
+        let lock_path = self.dir.join(".lock");
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err("opening", &lock_path))?;
+        lock.lock().map_err(io_err("locking", &lock_path))?;
+        if let Some(other) = self.list()?.into_iter().find(|c| c.name == config.name) {
+            return Err(ContainerError::NameInUse(
+                config.name.clone(),
+                other.id[..12].to_string(),
+            ));
+        }
+        let dir = self.dir_of(&config.id);
+        let staging = self.dir.join(format!(".new-{}", config.id));
+        fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        write_json(&staging.join("config.json"), config)?;
+        write_json(
+            &staging.join("state.json"),
+            &ContainerState {
+                status: Status::Created,
+                pid: None,
+                supervisor_pid: None,
+                exit_code: None,
+                started: None,
+                finished: None,
+            },
+        )?;
+        fs::write(staging.join("image"), config.image_digest.to_string())
+            .map_err(io_err("writing", &staging))?;
+        fs::rename(&staging, &dir).map_err(io_err("creating", &dir))?;
+        Ok(())
+    }
+
+    pub fn list(&self) -> Result<Vec<ContainerConfig>, ContainerError> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return Ok(out);
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
+            if let Ok(c) = read_json::<ContainerConfig>(&e.path().join("config.json")) {
+                out.push(c);
+            }
+        }
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+        Ok(out)
+    }
+
+    /// Finds a container by name, full id or unique id prefix.
+    pub fn find(&self, key: &str) -> Result<ContainerConfig, ContainerError> {
+        let all = self.list()?;
+        if let Some(c) = all.iter().find(|c| c.name == key || c.id == key) {
+            return Ok(c.clone());
+        }
+        let hits: Vec<_> = all
+            .iter()
+            .filter(|c| key.len() >= 3 && c.id.starts_with(key))
+            .collect();
+        match hits.len() {
+            1 => Ok(hits[0].clone()),
+            0 => Err(ContainerError::NotFound(key.to_string())),
+            _ => Err(ContainerError::Ambiguous(key.to_string())),
+        }
+    }
+
+    pub fn state(&self, id: &str) -> Result<ContainerState, ContainerError> {
+        read_json(&self.dir_of(id).join("state.json"))
+    }
+    pub fn set_state(&self, id: &str, state: &ContainerState) -> Result<(), ContainerError> {
+        write_json(&self.dir_of(id).join("state.json"), state)
+    }
+    /// Rewrites the config (e.g. with the ports actually bound).
+    pub fn set_config(&self, config: &ContainerConfig) -> Result<(), ContainerError> {
+        write_json(&self.dir_of(&config.id).join("config.json"), config)
+    }
+
+    /// Deletes the record (the caller has stopped the container and removed its rootfs).
+    pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        let dir = self.dir_of(id);
+        // Rename first so a half-deleted record is never listed.
+        let doomed = self.dir.join(format!(".rm-{id}"));
+        fs::rename(&dir, &doomed).map_err(io_err("removing", &dir))?;
+        fs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerError> {
+    let bytes = fs::read(path).map_err(io_err("reading", path))?;
+    serde_json::from_slice(&bytes).map_err(|e| ContainerError::Io {
+        op: "parsing",
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })
+}
+
+fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), ContainerError> {
+    let dir = path.parent().expect("record files have parents");
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("writing", path))?;
+    serde_json::to_writer_pretty(&mut tmp, v).map_err(|e| ContainerError::Io {
+        op: "writing",
+        path: path.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    tmp.persist(path)
+        .map_err(|e| io_err("writing", path)(e.error))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(id: &str, name: &str) -> ContainerConfig {
+        ContainerConfig {
+            id: id.into(),
+            name: name.into(),
+            image: "bb".into(),
+            image_digest: crate::digest::of_bytes(b"m"),
+            command: vec!["sh".into()],
+            created: "2026-01-01T00:00:00Z".into(),
+            isolation: "namespaces".into(),
+            storage_driver: "overlay".into(),
+            ports: vec![],
+            volumes: vec![],
+            stop_signal: None,
+            auto_remove: false,
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_lookup_takes_names_ids_and_prefixes() {
+        let d = tempfile::tempdir().unwrap();
+        let c = Containers::new(d.path());
+        let (a, b) = (new_id(), new_id());
+        assert_ne!(a, b);
+        c.create(&config(&a, "web")).unwrap();
+        assert!(matches!(
+            c.create(&config(&b, "web")),
+            Err(ContainerError::NameInUse(..))
+        ));
+        assert!(matches!(
+            c.create(&config(&b, "-bad")),
+            Err(ContainerError::BadName(_))
+        ));
+        c.create(&config(&b, "db")).unwrap();
+        assert_eq!(c.find("web").unwrap().id, a);
+        assert_eq!(c.find(&b[..12]).unwrap().name, "db");
+        assert!(matches!(c.find("nope"), Err(ContainerError::NotFound(_))));
+        assert_eq!(c.state(&a).unwrap().status, Status::Created);
+        c.remove(&a).unwrap();
+        assert_eq!(c.list().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,345 @@
+//! The build context, read where it lies: resolving COPY/ADD sources (paths and globs)
+//! to the files they select, after `.dockerignore`, refusing anything that escapes the
+//! context directory. Content digests come from `StatIndex`, which remembers them by
+//! (device, inode, size, mtime, ctime) so a no-op rebuild reads no file contents.
+mod stat_index;
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+
+pub use stat_index::StatIndex;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("build context {0} is not a directory")]
+    NotADirectory(PathBuf),
+    #[error("source {0:?} is outside the build context; copy the file into the context directory")]
+    Escapes(String),
+    #[error("source {0:?}: no such file or directory in the build context (or it is excluded by .dockerignore)")]
+    NotFound(String),
+    #[error("source {pattern:?}: invalid pattern: {why}")]
+    BadPattern { pattern: String, why: String },
+    #[error("reading {path} in the build context: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError {
+    let path = path.to_path_buf();
+    move |source| ContextError::Io { path, source }
+}
+
+/// What a context entry is.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum FileKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One file, directory or symlink of the context, by its path relative to the context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContextFile {
+    /// Path relative to the context root, `/`-separated.
+    pub rel: String,
+    pub kind: FileKind,
+    /// Permission bits (incl. setuid/setgid/sticky).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+    pub link_target: Option<PathBuf>,
+}
+
+/// The files one COPY/ADD source selects: `top` is what the source named; for a
+/// directory, `entries` are its contents (the directory itself is not copied).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    pub top: ContextFile,
+    pub entries: Vec<ContextFile>,
+    /// The name the source gave, used as the file name when copying a single file (it
+    /// differs from `top.rel` when the source is a symlink inside the context).
+    pub name: String,
+}
+
+impl Selection {
+    /// Every file the selection reads, with its path relative to the selection root
+    /// (for a single file: its own name).
+    pub fn files(&self) -> Vec<(&ContextFile, String)> {
+        if self.top.kind == FileKind::Dir {
+            let prefix = if self.top.rel.is_empty() {
+                String::new()
+            } else {
+                format!("{}/", self.top.rel)
+            };
+            self.entries
+                .iter()
+                .map(|e| (e, e.rel.strip_prefix(&prefix).unwrap_or(&e.rel).to_string()))
+                .collect()
+        } else {
+            vec![(&self.top, self.name.clone())]
+        }
+    }
+}
+
+/// Decides whether a context-relative path is excluded (the .dockerignore matcher).
+pub type IgnoreFn = Box<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// A build context directory and its ignore rules.
+pub struct Context {
+    root: PathBuf,
+    ignored: IgnoreFn,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Cleans a source path lexically: no leading `/` or `./`, `..` only while it stays inside.
+pub fn clean_source(src: &str) -> Result<String, ContextError> {
+    let mut parts: Vec<String> = Vec::new();
+    for c in Path::new(src).components() {
+        match c {
+            Component::Normal(n) => parts.push(n.to_string_lossy().into_owned()),
+            Component::ParentDir if parts.pop().is_none() => {
+                return Err(ContextError::Escapes(src.to_string()));
+            }
+            _ => {}
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+impl Context {
+    pub fn new(root: &Path, ignored: IgnoreFn) -> Result<Context, ContextError> {
+        let root = fs::canonicalize(root).map_err(io_err(root))?;
+        if !root.is_dir() {
+            return Err(ContextError::NotADirectory(root));
+        }
+        Ok(Context { root, ignored })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_ignored(&self, rel: &str) -> bool {
+        !rel.is_empty() && (self.ignored)(rel)
+    }
+
+    fn entry(&self, rel: &str) -> Result<ContextFile, ContextError> {
+        let path = self.root.join(rel);
+        let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        let ft = m.file_type();
+        let kind = if ft.is_symlink() {
+            FileKind::Symlink
+        } else if ft.is_dir() {
+            FileKind::Dir
+        } else if ft.is_file() {
+            FileKind::File
+        } else {
+            return Err(ContextError::Io {
+                path,
+                source: io::Error::other(
+                    "only regular files, directories and symlinks can be copied",
+                ),
+            });
+        };
+        let link_target = if kind == FileKind::Symlink {
+            Some(fs::read_link(&path).map_err(io_err(&path))?)
+        } else {
+            None
+        };
+        Ok(ContextFile {
+            rel: rel.to_string(),
+            kind,
+            mode: m.mode() & 0o7777,
+            uid: m.uid(),
+            gid: m.gid(),
+            size: if kind == FileKind::File { m.len() } else { 0 },
+            link_target,
+        })
+    }
+
+    /// Every non-ignored entry under `rel` (not including `rel`), sorted by path, without
+    /// following symlinks.
+    pub fn walk(&self, rel: &str) -> Result<Vec<ContextFile>, ContextError> {
+        let mut out = Vec::new();
+        let start = if rel.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(rel)
+        };
+        for e in walkdir::WalkDir::new(&start)
+            .min_depth(1)
+            .follow_links(false)
+            .sort_by_file_name()
+        {
+            let e = e.map_err(|e| ContextError::Io {
+                path: start.clone(),
+                source: e.into(),
+            })?;
+            let rel = e
+                .path()
+                .strip_prefix(&self.root)
+                .expect("walk stays under the root")
+                .to_string_lossy()
+                .into_owned();
+            if self.is_ignored(&rel) {
+                // Entries below an ignored directory may still be re-included by a `!`
+                // rule, so the walk goes on below it; only the entry itself is skipped.
+                continue;
+            }
+            out.push(self.entry(&rel)?);
+        }
+        Ok(out)
+    }
+
+    /// Resolves one COPY/ADD source (a path or a glob) to what it selects.
+    pub fn select(&self, src: &str) -> Result<Vec<Selection>, ContextError> {
+        let clean = clean_source(src)?;
+        let tops: Vec<String> = if has_glob(&clean) {
+            let glob = globset::GlobBuilder::new(&clean)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|e| ContextError::BadPattern {
+                    pattern: src.to_string(),
+                    why: e.to_string(),
+                })?
+                .compile_matcher();
+            let depth = clean.split('/').count();
+            let mut hits = Vec::new();
+            for e in walkdir::WalkDir::new(&self.root)
+                .min_depth(1)
+                .max_depth(depth)
+                .follow_links(false)
+                .sort_by_file_name()
+            {
+                let e = e.map_err(|e| ContextError::Io {
+                    path: self.root.clone(),
+                    source: e.into(),
+                })?;
+                let rel = e
+                    .path()
+                    .strip_prefix(&self.root)
+                    .expect("under root")
+                    .to_string_lossy()
+                    .into_owned();
+                if glob.is_match(&rel) && !self.is_ignored(&rel) {
+                    hits.push(rel);
+                }
+            }
+            if hits.is_empty() {
+                return Err(ContextError::NotFound(src.to_string()));
+            }
+            hits
+        } else {
+            if self.is_ignored(&clean) {
+                return Err(ContextError::NotFound(src.to_string()));
+            }
+            vec![clean]
+        };
+        tops.into_iter().map(|t| self.select_one(src, &t)).collect()
+    }
+
+    fn select_one(&self, src: &str, rel: &str) -> Result<Selection, ContextError> {
+        let path = self.root.join(rel);
+        if fs::symlink_metadata(&path).is_err() {
+            return Err(ContextError::NotFound(src.to_string()));
+        }
+        // A source that is itself a symlink is followed, but only to inside the context.
+        let real = fs::canonicalize(&path).map_err(|_| ContextError::NotFound(src.to_string()))?;
+        let real_rel = match real.strip_prefix(&self.root) {
+            Ok(r) => r.to_string_lossy().into_owned(),
+            Err(_) => return Err(ContextError::Escapes(src.to_string())),
+        };
+        let top = self.entry(&real_rel)?;
+        let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
+        let entries = if top.kind == FileKind::Dir {
+            self.walk(&real_rel)?
+        } else {
+            Vec::new()
+        };
+        Ok(Selection { top, entries, name })
+    }
+
+    /// The path on disk of a context-relative entry.
+    pub fn path_of(&self, rel: &str) -> PathBuf {
+        self.root.join(rel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_cleaned_and_escapes_refused() {
+        let ok = [
+            ("./a/b", "a/b"),
+            ("/a", "a"),
+            ("a/../b", "b"),
+            (".", ""),
+            ("a/", "a"),
+        ];
+        for (src, want) in ok {
+            assert_eq!(clean_source(src).unwrap(), want, "{src}");
+        }
+        for bad in ["..", "../x", "a/../../x"] {
+            assert!(
+                matches!(clean_source(bad), Err(ContextError::Escapes(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    fn ctx_with(files: &[(&str, &str)]) -> (tempfile::TempDir, Context) {
+        let d = tempfile::tempdir().unwrap();
+        for (p, body) in files {
+            let path = d.path().join(p);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, body).unwrap();
+        }
+        let c = Context::new(d.path(), Box::new(|p: &str| p.ends_with(".log"))).unwrap();
+        (d, c)
+    }
+
+    #[test]
+    fn selection_follows_docker_rules() {
+        let (d, c) = ctx_with(&[
+            ("src/main.rs", "fn main(){}"),
+            ("src/lib.rs", ""),
+            ("src/debug.log", "x"),
+            ("a.txt", "a"),
+            ("b.txt", "b"),
+            ("c.md", ""),
+        ]);
+        let s = c.select("src").unwrap();
+        assert_eq!(s.len(), 1);
+        let names: Vec<String> = s[0].files().into_iter().map(|(_, n)| n).collect();
+        assert_eq!(
+            names,
+            ["lib.rs", "main.rs"],
+            "directory contents, ignored files skipped"
+        );
+        let g = c.select("*.txt").unwrap();
+        assert_eq!(
+            g.iter().map(|s| s.top.rel.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "b.txt"]
+        );
+        assert!(matches!(
+            c.select("src/debug.log"),
+            Err(ContextError::NotFound(_))
+        ));
+        assert!(matches!(c.select("nope"), Err(ContextError::NotFound(_))));
+        assert!(matches!(c.select("*.none"), Err(ContextError::NotFound(_))));
+        std::os::unix::fs::symlink("/etc/passwd", d.path().join("evil")).unwrap();
+        assert!(matches!(c.select("evil"), Err(ContextError::Escapes(_))));
+        std::os::unix::fs::symlink("a.txt", d.path().join("good")).unwrap();
+        assert_eq!(c.select("good").unwrap()[0].top.kind, FileKind::File);
+    }
+}

@@ -1,0 +1,260 @@
+//! Process managers: `keel integrate systemd|supervisord|runit --name N IMAGE [-- CMD]`
+//! (integrations/{systemd,supervisord,runit}/). Each keeps `keel run --rm --name N` in the
+//! foreground, removes a stale container of that name first, stops it cleanly (`keel
+//! stop N`, or SIGTERM to `keel run`, which stops the container) and restarts it when it
+//! fails. No keel.toml is needed.
+use super::template::{fill, header, shell_join, shell_quote, Comment};
+use super::{Adapter, AdapterOptions, GeneratedFile, IntegrateError, ResolvedProject, Result};
+
+const UNIT: &str = include_str!("../../integrations/systemd/keel.service");
+const SUPERVISORD: &str = include_str!("../../integrations/supervisord/keel.conf");
+const RUNIT_RUN: &str = include_str!("../../integrations/runit/run");
+const RUNIT_FINISH: &str = include_str!("../../integrations/runit/finish");
+const RUNIT_CONTROL_T: &str = include_str!("../../integrations/runit/control-t");
+
+pub struct Systemd;
+pub struct Supervisord;
+pub struct Runit;
+
+/// The validated service name and image.
+fn name_image<'a>(tool: &'static str, opts: &'a AdapterOptions) -> Result<(&'a str, &'a str)> {
+    let usage = || IntegrateError::Options {
+        adapter: tool,
+        message: format!("usage: keel integrate {tool} --name NAME IMAGE [-- CMD...]"),
+    };
+    let name = opts.name.as_deref().ok_or_else(usage)?;
+    let image = opts.image.as_deref().ok_or_else(usage)?;
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && !name.starts_with(['.', '-']);
+    if !ok {
+        return Err(IntegrateError::Options {
+            adapter: tool,
+            message: format!(
+                "--name `{name}` must use letters, digits, '.', '_' and '-' (it names the container, the unit and the service directory)"
+            ),
+        });
+    }
+    Ok((name, image))
+}
+
+/// `keel run` arguments after `--name N`: publish flags, image, command.
+fn run_words(opts: &AdapterOptions, image: &str) -> Vec<String> {
+    let mut w = Vec::new();
+    for p in &opts.publish {
+        w.push("-p".to_string());
+        w.push(p.clone());
+    }
+    w.push(image.to_string());
+    w.extend(opts.command.iter().cloned());
+    w
+}
+
+fn prefixed(s: String) -> String {
+    format!(" {s}")
+}
+
+/// Quotes a word for a systemd command line (systemd.service(5) "Command lines").
+fn systemd_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@+,".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        // Double quotes; `\` and `"` escaped; `$` doubled and `%` doubled so systemd
+        // neither expands variables nor specifiers.
+        let e = s
+            .replace('\\', "\\\\")
+            .replace('"', "\\\"")
+            .replace('$', "$$")
+            .replace('%', "%%");
+        format!("\"{e}\"")
+    }
+}
+
+/// For text inside a single-quoted `sh -c '…'` in an ini value: the inner command is
+/// quoted for sh, then its single quotes are closed and reopened.
+fn in_single_quotes(s: &str) -> String {
+    s.replace('\'', r"'\''")
+}
+
+impl Adapter for Systemd {
+    fn name(&self) -> &'static str {
+        "systemd"
+    }
+    fn describe(&self) -> &'static str {
+        "keel-NAME.service running `keel run --rm --name NAME IMAGE` (Restart=on-failure)"
+    }
+    fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        let (name, image) = name_image("systemd", opts)?;
+        if !opts.keel.starts_with('/') {
+            return Err(IntegrateError::Options {
+                adapter: "systemd",
+                message: format!(
+                    "systemd needs an absolute path for keel, not `{}`; pass --keel /usr/local/bin/keel",
+                    opts.keel
+                ),
+            });
+        }
+        let run_args: Vec<String> = run_words(opts, image)
+            .iter()
+            .map(|w| systemd_quote(w))
+            .collect();
+        let text = fill(
+            "systemd/keel.service",
+            UNIT,
+            &[
+                (
+                    "header",
+                    header(
+                        Comment::Hash,
+                        "the command line",
+                        &opts.regen_command("systemd"),
+                    ),
+                ),
+                ("name", name.to_string()),
+                ("image", image.replace('%', "%%")),
+                ("keel", systemd_quote(&opts.keel)),
+                ("run_args", prefixed(run_args.join(" "))),
+            ],
+        )?;
+        Ok(vec![GeneratedFile::new(
+            format!("keel-{name}.service"),
+            text,
+        )])
+    }
+}
+
+impl Adapter for Supervisord {
+    fn name(&self) -> &'static str {
+        "supervisord"
+    }
+    fn describe(&self) -> &'static str {
+        "[program:NAME] section running `keel run --rm --name NAME IMAGE` (autorestart)"
+    }
+    fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        let (name, image) = name_image("supervisord", opts)?;
+        // supervisord expands %(name)s in values: a literal % is written %%.
+        let esc = |s: String| in_single_quotes(&s).replace('%', "%%");
+        let text = fill(
+            "supervisord/keel.conf",
+            SUPERVISORD,
+            &[
+                (
+                    "header",
+                    header(
+                        Comment::Hash,
+                        "the command line",
+                        &opts.regen_command("supervisord"),
+                    ),
+                ),
+                ("name", name.to_string()),
+                ("image", image.replace('%', "%%")),
+                ("keel_sh", esc(shell_quote(&opts.keel))),
+                (
+                    "run_args_sh",
+                    esc(prefixed(shell_join(&run_words(opts, image)))),
+                ),
+            ],
+        )?;
+        Ok(vec![GeneratedFile::new(format!("keel-{name}.conf"), text)])
+    }
+}
+
+impl Adapter for Runit {
+    fn name(&self) -> &'static str {
+        "runit"
+    }
+    fn describe(&self) -> &'static str {
+        "service directory NAME/ (run, finish, control/t) running `keel run --rm --name NAME IMAGE`"
+    }
+    fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        let (name, image) = name_image("runit", opts)?;
+        let hdr = header(
+            Comment::Hash,
+            "the command line",
+            &opts.regen_command("runit"),
+        );
+        let base = [
+            ("header", hdr),
+            ("name", name.to_string()),
+            ("keel_sh", shell_quote(&opts.keel)),
+        ];
+        let mut run_vals = base.to_vec();
+        run_vals.push(("image", image.to_string()));
+        run_vals.push(("run_args_sh", prefixed(shell_join(&run_words(opts, image)))));
+        Ok(vec![
+            GeneratedFile::new(
+                format!("{name}/run"),
+                fill("runit/run", RUNIT_RUN, &run_vals)?,
+            )
+            .executable(),
+            GeneratedFile::new(
+                format!("{name}/finish"),
+                fill("runit/finish", RUNIT_FINISH, &base)?,
+            )
+            .executable(),
+            GeneratedFile::new(
+                format!("{name}/control/t"),
+                fill("runit/control-t", RUNIT_CONTROL_T, &base)?,
+            )
+            .executable(),
+        ])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_quoting() {
+        let cases = [
+            ("a", "a"),
+            ("a b", "\"a b\""),
+            ("$HOME", "\"$$HOME\""),
+            ("100%", "\"100%%\""),
+            ("say \"hi\"", "\"say \\\"hi\\\"\""),
+        ];
+        for (i, o) in cases {
+            assert_eq!(systemd_quote(i), o);
+        }
+    }
+
+    #[test]
+    fn needs_name_and_image() {
+        let p = ResolvedProject::empty(std::path::Path::new("/x"));
+        let opts = AdapterOptions {
+            image: Some("busybox".into()),
+            ..Default::default()
+        };
+        let e = Runit.render(&p, &opts).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "runit: usage: keel integrate runit --name NAME IMAGE [-- CMD...]"
+        );
+        let opts = AdapterOptions {
+            name: Some("../x".into()),
+            image: Some("busybox".into()),
+            ..Default::default()
+        };
+        assert!(Supervisord
+            .render(&p, &opts)
+            .unwrap_err()
+            .to_string()
+            .contains("--name `../x`"));
+        let opts = AdapterOptions {
+            name: Some("web".into()),
+            image: Some("busybox".into()),
+            ..Default::default()
+        };
+        assert!(Systemd
+            .render(&p, &opts)
+            .unwrap_err()
+            .to_string()
+            .contains("absolute path"));
+    }
+}

@@ -1,0 +1,382 @@
+//! Resource limits through cgroups (v1, v2 and hybrid hosts). Each container gets
+//! `keel/<id>` in the controllers it needs; the child is moved in before exec, and
+//! [`Cgroup::destroy`] kills leftovers and removes the directories.
+//!
+//! Only plain file operations below a mount root taken from [`CgroupLayout`], so a
+//! tempdir can stand in for cgroupfs in tests (youki `v2/pids.rs` does the same).
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::spec::Limits;
+
+/// Errors from cgroup setup and teardown; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("writing {value:?} to {path}: {source}")]
+    Write {
+        path: PathBuf,
+        value: String,
+        source: std::io::Error,
+    },
+    #[error("creating cgroup {path}: {source}")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("removing cgroup {path}: {source}; processes may still be in it")]
+    Remove {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--{flag} needs the {controller} cgroup controller, which this host does not mount; drop the flag")]
+    Missing {
+        flag: &'static str,
+        controller: &'static str,
+    },
+}
+
+/// Where the cgroup hierarchies are mounted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CgroupLayout {
+    /// v1 controller name → mount point (`memory` → `/sys/fs/cgroup/memory`).
+    pub v1: BTreeMap<String, PathBuf>,
+    /// The cgroup2 mount point, if any.
+    pub v2: Option<PathBuf>,
+    /// Controllers enabled in the v2 root (`cgroup.controllers`).
+    pub v2_controllers: Vec<String>,
+}
+
+impl CgroupLayout {
+    /// `v1`, `v2`, `hybrid` (v1 controllers and a v2 mount), or `none`.
+    pub fn kind(&self) -> &'static str {
+        match (self.v1.is_empty(), self.v2.is_some()) {
+            (false, true) => "hybrid",
+            (false, false) => "v1",
+            (true, true) => "v2",
+            (true, false) => "none",
+        }
+    }
+
+    /// Pure part of [`cgroup_layout`]: the cgroup mounts in a mountinfo text.
+    pub fn from_mountinfo(text: &str) -> CgroupLayout {
+        let mut l = CgroupLayout::default();
+        for line in text.lines() {
+            let Some((pre, post)) = line.split_once(" - ") else {
+                continue;
+            };
+            let Some(mp) = pre.split(' ').nth(4) else {
+                continue;
+            };
+            let mut post = post.split(' ');
+            let (fstype, _src, opts) = (
+                post.next().unwrap_or(""),
+                post.next(),
+                post.next().unwrap_or(""),
+            );
+            match fstype {
+                "cgroup2" => l.v2 = Some(PathBuf::from(mp)),
+                "cgroup" => {
+                    for o in opts.split(',') {
+                        if matches!(
+                            o,
+                            "cpu"
+                                | "cpuacct"
+                                | "cpuset"
+                                | "memory"
+                                | "pids"
+                                | "devices"
+                                | "freezer"
+                                | "blkio"
+                        ) {
+                            l.v1.entry(o.to_string())
+                                .or_insert_with(|| PathBuf::from(mp));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        l
+    }
+
+    /// True when limits go through v2 (a v2 mount with the controller and no v1 one).
+    fn use_v2(&self, controller: &str) -> bool {
+        !self.v1.contains_key(controller)
+            && self.v2.is_some()
+            && self.v2_controllers.iter().any(|c| c == controller)
+    }
+}
+
+/// The host's cgroup layout, from `/proc/self/mountinfo` (for `keel info` and limits).
+pub fn cgroup_layout() -> CgroupLayout {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut l = CgroupLayout::from_mountinfo(&text);
+    if let Some(v2) = &l.v2 {
+        let c = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();
+        l.v2_controllers = c.split_whitespace().map(str::to_string).collect();
+    }
+    l
+}
+
+/// The cgroup directories of one container.
+#[derive(Debug, Default)]
+pub struct Cgroup {
+    /// Created directories; the first one lists every process (used to kill leftovers).
+    pub dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
+    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+fn mkdir(path: &Path) -> Result<(), CgroupError> {
+    match std::fs::create_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(source) => Err(CgroupError::Create {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+impl Cgroup {
+    /// Creates `keel/<id>` where needed and writes the limits. The pids controller is
+    /// always used when present, so teardown can find every process of the container.
+    pub fn create(layout: &CgroupLayout, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+        let mut cg = Cgroup::default();
+        let rel = Path::new("keel").join(id);
+        let v2_needed = ["pids", "memory", "cpu"].iter().any(|c| layout.use_v2(c));
+        if let (true, Some(v2)) = (v2_needed, &layout.v2) {
+            // v2: one directory; enable the controllers for keel's subtree.
+            let enable: Vec<String> = ["pids", "memory", "cpu"]
+                .iter()
+                .filter(|c| layout.use_v2(c))
+                .map(|c| format!("+{c}"))
+                .collect();
+            mkdir(&v2.join("keel"))?;
+            write(&v2.join("cgroup.subtree_control"), &enable.join(" "))?;
+            write(&v2.join("keel/cgroup.subtree_control"), &enable.join(" "))?;
+            let dir = v2.join(&rel);
+            mkdir(&dir)?;
+            cg.dirs.push(dir.clone());
+            if let Some(m) = limits.memory_bytes {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                // Absent without swap accounting; the memory limit alone still holds.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+            }
+            if let Some(p) = limits.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            if let Some(q) = limits.cpu_quota() {
+                write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
+            }
+            return Ok(cg);
+        }
+        let ctl = |name: &'static str, flag: &'static str| {
+            layout
+                .v1
+                .get(name)
+                .map(|m| m.join(&rel))
+                .ok_or(CgroupError::Missing {
+                    flag,
+                    controller: name,
+                })
+        };
+        if layout.v1.contains_key("pids") || limits.pids.is_some() {
+            let dir = ctl("pids", "pids-limit")?;
+            mkdir(&dir)?;
+            cg.dirs.push(dir.clone());
+            if let Some(p) = limits.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+        }
+        if let Some(m) = limits.memory_bytes {
+            let dir = ctl("memory", "memory")?;
+            mkdir(&dir)?;
+            cg.dirs.push(dir.clone());
+            write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
+            // No swap on top of the limit (Docker's default --memory-swap is 2x; keel
+            // keeps the hog from swapping so the limit is the limit).
+            let memsw = dir.join("memory.memsw.limit_in_bytes");
+            if memsw.exists() {
+                write(&memsw, &m.to_string())?;
+            }
+        }
+        if let Some(q) = limits.cpu_quota() {
+            let dir = ctl("cpu", "cpus")?;
+            mkdir(&dir)?;
+            cg.dirs.push(dir.clone());
+            write(
+                &dir.join("cpu.cfs_period_us"),
+                &Limits::CPU_PERIOD.to_string(),
+            )?;
+            write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
+        }
+        Ok(cg)
+    }
+
+    /// The directories `keel/<id>` that already exist (to join a running container).
+    /// Returned without ownership of teardown: the container's own handle removes them.
+    pub fn existing(layout: &CgroupLayout, id: &str) -> Vec<PathBuf> {
+        let rel = Path::new("keel").join(id);
+        layout
+            .v1
+            .values()
+            .chain(layout.v2.iter())
+            .map(|m| m.join(&rel))
+            .filter(|d| d.is_dir())
+            .collect()
+    }
+
+    /// Moves `pid` into every directory of this cgroup.
+    pub fn add(&self, pid: i32) -> Result<(), CgroupError> {
+        self.dirs
+            .iter()
+            .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
+    }
+
+    /// The pids listed in the first directory.
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(d) = self.dirs.first() else {
+            return vec![];
+        };
+        let text = std::fs::read_to_string(d.join("cgroup.procs")).unwrap_or_default();
+        text.split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// Kills any process still inside, then removes the directories. Removal retries while
+    /// the kernel still counts exiting tasks (EBUSY), for a bounded time.
+    pub fn destroy(self) -> Result<(), CgroupError> {
+        for _ in 0..500 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                break;
+            }
+            for p in pids {
+                let _ = crate::sys::proc::kill(p, libc::SIGKILL);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        for d in self.dirs.iter().rev() {
+            let mut last = None;
+            for _ in 0..500 {
+                match std::fs::remove_dir(d) {
+                    Ok(()) => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        last = None;
+                        break;
+                    }
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        last = Some(e);
+                        std::thread::sleep(std::time::Duration::from_millis(2));
+                    }
+                    Err(e) => {
+                        last = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(source) = last {
+                return Err(CgroupError::Remove {
+                    path: d.clone(),
+                    source,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HYBRID: &str = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755
+32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu
+35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
+36 31 0:33 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids
+40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd
+41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
+";
+
+    #[test]
+    fn layouts_from_mountinfo() {
+        let l = CgroupLayout::from_mountinfo(HYBRID);
+        assert_eq!(l.kind(), "hybrid");
+        assert_eq!(l.v1["memory"], PathBuf::from("/sys/fs/cgroup/memory"));
+        assert_eq!(l.v1["cpu"], PathBuf::from("/sys/fs/cgroup/cpu"));
+        assert_eq!(l.v1["cpuacct"], PathBuf::from("/sys/fs/cgroup/cpu,cpuacct"));
+        assert!(!l.v1.contains_key("name=systemd"));
+        assert_eq!(l.v2, Some(PathBuf::from("/sys/fs/cgroup/unified")));
+        let v2 = CgroupLayout::from_mountinfo(
+            "30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw,nsdelegate\n",
+        );
+        assert_eq!(v2.kind(), "v2");
+        assert_eq!(CgroupLayout::from_mountinfo("").kind(), "none");
+    }
+
+    fn limits() -> Limits {
+        Limits {
+            memory_bytes: Some(32 << 20),
+            pids: Some(20),
+            cpus: Some(0.5),
+        }
+    }
+
+    #[test]
+    fn v1_writes_limit_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = CgroupLayout::default();
+        for c in ["memory", "pids", "cpu"] {
+            l.v1.insert(c.into(), d.path().join(c));
+        }
+        let cg = Cgroup::create(&l, "c1", &limits()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
+        assert_eq!(read("memory/keel/c1/memory.limit_in_bytes"), "33554432");
+        assert_eq!(read("pids/keel/c1/pids.max"), "20");
+        assert_eq!(read("cpu/keel/c1/cpu.cfs_quota_us"), "50000");
+        assert_eq!(read("cpu/keel/c1/cpu.cfs_period_us"), "100000");
+        cg.add(42).unwrap();
+        assert_eq!(read("pids/keel/c1/cgroup.procs"), "42");
+        assert_eq!(cg.pids(), vec![42]);
+    }
+
+    #[test]
+    fn v2_writes_limit_files_and_enables_controllers() {
+        let d = tempfile::tempdir().unwrap();
+        let l = CgroupLayout {
+            v1: BTreeMap::new(),
+            v2: Some(d.path().into()),
+            v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
+        };
+        Cgroup::create(&l, "c2", &limits()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
+        assert_eq!(read("cgroup.subtree_control"), "+pids +memory +cpu");
+        assert_eq!(read("keel/c2/memory.max"), "33554432");
+        assert_eq!(read("keel/c2/pids.max"), "20");
+        assert_eq!(read("keel/c2/cpu.max"), "50000 100000");
+    }
+
+    #[test]
+    fn missing_controller_is_a_clear_error() {
+        let e = Cgroup::create(&CgroupLayout::default(), "c3", &limits())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--pids-limit needs the pids cgroup controller"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The `chroot` backend for hosts without namespaces: the same mounts, made in the host's
+//! mount namespace below the rootfs (and removed afterwards), then chroot and exec.
+//!
+//! Weaker isolation, documented as such: no PID, UTS, IPC or network separation, the
+//! host's hostname, and a root process could escape a chroot. Capabilities, no_new_privs,
+//! the user and cgroup limits still apply.
+use std::path::Path;
+
+use super::setup::{self, Prepared, Report, Stdio};
+use super::spec::{ContainerSpec, MountOp};
+use super::{Cleanup, Container, Isolation, RuntimeError};
+use crate::sys;
+
+/// chroot(2) with mounts; no namespaces.
+pub struct Chroot;
+
+impl Isolation for Chroot {
+    fn name(&self) -> &'static str {
+        "chroot"
+    }
+
+    fn available(&self) -> Result<(), RuntimeError> {
+        if !sys::proc::is_root() {
+            return Err(RuntimeError::Unavailable {
+                backend: "chroot",
+                why: "keel must run as root for chroot and mounts".into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        stdio: Stdio,
+    ) -> Result<Container, RuntimeError> {
+        let rootfs = super::check_rootfs(rootfs)?;
+        let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+        super::ensure_cwd(&rootfs, &spec.cwd)?;
+        let cgroup = super::make_cgroup(spec)?;
+        let (go_r, go_w) = sys::proc::pipe()?;
+        let (rep_r, rep_w) = sys::proc::pipe()?;
+        let pid = match sys::proc::fork() {
+            Ok(sys::proc::Fork::Child) => {
+                sys::proc::close_fds_except(&super::keep_fds(&[&go_r, &rep_w], &stdio));
+                if !super::await_go(&go_r) {
+                    sys::proc::exit(1);
+                }
+                if let Err(m) = enter(spec, &rootfs) {
+                    setup::fail(&rep_w, Report::Setup(m), 255);
+                }
+                setup::exec_child(spec, &prep, &stdio, &rep_w)
+            }
+            Ok(sys::proc::Fork::Parent(pid)) => pid,
+            Err(e) => {
+                if let Some(cg) = cgroup {
+                    let _ = cg.destroy();
+                }
+                return Err(e.into());
+            }
+        };
+        drop((go_r, rep_w));
+        super::handshake(pid, cgroup, go_w, rep_r, Cleanup::UnmountBelow(rootfs))
+    }
+}
+
+/// Mounts below the rootfs (host namespace), then chroot into it.
+fn enter(spec: &ContainerSpec, rootfs: &Path) -> Result<(), String> {
+    let e = |e: sys::SysError| e.to_string();
+    let _ = sys::proc::kill_with_parent();
+    if spec.mounts.contains(&MountOp::RootReadOnly) {
+        sys::mount::bind(rootfs, rootfs, false).map_err(e)?;
+    }
+    // mqueue without an IPC namespace would expose the host's queues.
+    setup::apply_mounts(rootfs, &spec.mounts, &["mqueue"])?;
+    if spec.mounts.contains(&MountOp::RootReadOnly) {
+        sys::mount::remount_readonly(rootfs).map_err(e)?;
+    }
+    sys::mount::chroot(rootfs).map_err(e)
+}

@@ -1,0 +1,81 @@
+//! `keel exec` for chroot containers (namespaces containers use `namespaces::exec`): a
+//! new process that joins whatever namespaces the container's process has apart from
+//! keel's own and chroots into its root, then takes the same final steps as the
+//! container's own process: capabilities, user, workdir, no_new_privs, exec.
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use super::setup::{self, Prepared, Report, Stdio};
+use super::spec::ContainerSpec;
+use super::{Exit, RuntimeError};
+use crate::sys;
+
+/// Namespace kinds joined, the mount namespace last (it changes what /proc paths mean).
+const KINDS: [&str; 5] = ["ipc", "uts", "net", "pid", "mnt"];
+
+fn same_ns(pid: i32, kind: &str) -> bool {
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}"));
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Runs `spec`'s command inside the container whose first process is `pid`; waits.
+pub fn exec_in(pid: i32, spec: &ContainerSpec, stdio: Stdio) -> Result<Exit, RuntimeError> {
+    let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+    let mut joins: Vec<OwnedFd> = Vec::new();
+    for kind in KINDS {
+        if !same_ns(pid, kind) {
+            joins.push(sys::ns::open_ns(pid, kind)?);
+        }
+    }
+    let chroot_into =
+        same_ns(pid, "mnt").then(|| std::path::PathBuf::from(format!("/proc/{pid}/root")));
+    let (rep_r, rep_w) = sys::proc::pipe()?;
+    let child = match sys::proc::fork()? {
+        sys::proc::Fork::Child => {
+            sys::proc::close_raw(rep_r.as_raw_fd());
+            for fd in &joins {
+                if let Err(e) = sys::ns::setns(fd) {
+                    setup::fail(&rep_w, Report::Setup(e.to_string()), 255);
+                }
+            }
+            if let Some(root) = &chroot_into {
+                if let Err(e) = sys::mount::chroot(root) {
+                    setup::fail(&rep_w, Report::Setup(e.to_string()), 255);
+                }
+            }
+            // Joining a PID namespace takes effect for children: fork once more.
+            match sys::proc::fork() {
+                Ok(sys::proc::Fork::Child) => setup::exec_child(spec, &prep, &stdio, &rep_w),
+                Ok(sys::proc::Fork::Parent(grandchild)) => {
+                    drop(rep_w);
+                    let code = sys::proc::wait(grandchild).map(|e| e.code()).unwrap_or(255);
+                    sys::proc::exit(code)
+                }
+                Err(e) => setup::fail(&rep_w, Report::Setup(e.to_string()), 255),
+            }
+        }
+        sys::proc::Fork::Parent(child) => child,
+    };
+    drop(rep_w);
+    let forwarding = sys::proc::forward_signals(child).ok();
+    let report = sys::proc::read_to_end(&rep_r)?;
+    let code = sys::proc::wait(child)?.code();
+    drop(forwarding);
+    match setup::Report::decode(&report) {
+        None => Ok(Exit {
+            code,
+            exec_error: None,
+        }),
+        Some(Report::Exec { code, message }) => Ok(Exit {
+            code,
+            exec_error: Some(message),
+        }),
+        Some(Report::Setup(m)) => Err(RuntimeError::Setup(m)),
+    }
+}
+
+/// The root directory of a running container's first process, for reading its accounts.
+pub fn root_of(pid: i32) -> std::path::PathBuf {
+    Path::new("/proc").join(pid.to_string()).join("root")
+}

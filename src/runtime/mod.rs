@@ -1,0 +1,307 @@
+//! Running containers: `spec` plans (pure), the backends apply a plan to a prepared rootfs.
+//!
+//! One trait, three backends: [`namespaces::Namespaces`] (default), [`chroot::Chroot`]
+//! (weaker: no namespaces), [`oci::Oci`] (writes a bundle, runs runc/crun/youki). Both
+//! `keel run` and `keel build`'s RUN steps call [`Isolation::run`] or [`Isolation::start`].
+//! This module does not print: exec failures come back in [`Exit::exec_error`].
+pub mod cgroup;
+pub mod chroot;
+pub mod join;
+pub mod namespaces;
+pub mod oci;
+pub mod setup;
+pub mod spec;
+
+use std::path::{Path, PathBuf};
+
+pub use cgroup::{cgroup_layout, CgroupLayout};
+pub use setup::Stdio;
+pub use spec::{
+    plan, plan_for_rootfs, BindMount, ContainerSpec, Limits, MountOp, NetworkMode, RunOptions,
+};
+
+use crate::sys::SysError;
+
+/// Errors starting or running a container; each names the backend step at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] spec::SpecError),
+    #[error(transparent)]
+    Sys(#[from] SysError),
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("{backend} isolation is not available here: {why}")]
+    Unavailable { backend: &'static str, why: String },
+    #[error("container setup failed: {0}")]
+    Setup(String),
+    #[error("rootfs {0} is not a directory; prepare the snapshot first")]
+    NoRootfs(PathBuf),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{runtime} {args} failed ({status}): {stderr}")]
+    Runtime {
+        runtime: String,
+        args: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// How a container ended, in `keel run`'s terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The process's exit code; 128+N after signal N; 127/126 when the command was not
+    /// found / not executable in the image.
+    pub code: i32,
+    /// The error text when the command could not be exec'd (Docker prints it).
+    pub exec_error: Option<String>,
+}
+
+/// A started container; [`Container::wait`] ends it and cleans up (cgroups, mounts, state).
+pub struct Container {
+    /// Host pid of the container's first process (keel's supervisor / the command /
+    /// runc); 0 when nothing was started (the command was missing, see `exec_error`).
+    pub pid: i32,
+    exec_error: Option<(i32, String)>,
+    cgroup: Option<cgroup::Cgroup>,
+    cleanup: Cleanup,
+    waited: bool,
+    _forwarding: Option<crate::sys::proc::Forwarding>,
+}
+
+/// Backend-specific teardown after the process ends.
+enum Cleanup {
+    None,
+    /// Unmount everything at or below the rootfs (chroot mounts live in the host namespace).
+    UnmountBelow(PathBuf),
+    /// `runtime delete -f ID` and remove the bundle directory.
+    Oci {
+        runtime: PathBuf,
+        root: Option<PathBuf>,
+        id: String,
+        bundle: PathBuf,
+    },
+}
+
+impl Container {
+    /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH received by this
+    /// process to the container until it is waited for (for a foreground `keel run`).
+    pub fn forward_signals(&mut self) -> Result<(), RuntimeError> {
+        if self.pid == 0 {
+            return Ok(());
+        }
+        self._forwarding = Some(crate::sys::proc::forward_signals(self.pid)?);
+        Ok(())
+    }
+
+    /// Sends signal `sig` to the container's first process.
+    pub fn kill(&self, sig: i32) -> Result<(), RuntimeError> {
+        if self.pid == 0 {
+            return Ok(());
+        }
+        Ok(crate::sys::proc::kill(self.pid, sig)?)
+    }
+
+    /// Waits for the container to end, then removes its cgroups, mounts and state.
+    pub fn wait(mut self) -> Result<Exit, RuntimeError> {
+        let ended = if self.pid == 0 {
+            Ok(crate::sys::proc::Ended::Exited(0))
+        } else {
+            crate::sys::proc::wait(self.pid)
+        };
+        self.waited = true;
+        self._forwarding = None;
+        let cleaned = self.cleanup();
+        let code = ended?.code();
+        cleaned?;
+        Ok(match self.exec_error.take() {
+            Some((code, msg)) => Exit {
+                code,
+                exec_error: Some(msg),
+            },
+            None => Exit {
+                code,
+                exec_error: None,
+            },
+        })
+    }
+
+    fn cleanup(&mut self) -> Result<(), RuntimeError> {
+        let mut first: Option<RuntimeError> = None;
+        match std::mem::replace(&mut self.cleanup, Cleanup::None) {
+            Cleanup::None => {}
+            Cleanup::UnmountBelow(root) => {
+                if let Err(e) = unmount_below(&root) {
+                    first.get_or_insert(e);
+                }
+            }
+            Cleanup::Oci {
+                runtime,
+                root,
+                id,
+                bundle,
+            } => {
+                if let Err(e) = oci::delete(&runtime, root.as_deref(), &id) {
+                    first.get_or_insert(e);
+                }
+                let _ = std::fs::remove_dir_all(&bundle);
+            }
+        }
+        if let Some(cg) = self.cgroup.take() {
+            if let Err(e) = cg.destroy() {
+                first.get_or_insert(e.into());
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        // A container dropped without wait (an error path): do not leave anything behind.
+        if !self.waited {
+            let _ = crate::sys::proc::kill(self.pid, libc::SIGKILL);
+            let _ = crate::sys::proc::wait(self.pid);
+            let _ = self.cleanup();
+        }
+    }
+}
+
+/// Unmounts every mount point at or below `root`, deepest first.
+fn unmount_below(root: &Path) -> Result<(), RuntimeError> {
+    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
+        .into_iter()
+        .filter(|p| p.starts_with(root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in points {
+        match crate::sys::mount::umount_detach(&p) {
+            Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {}
+            r => r?,
+        }
+    }
+    Ok(())
+}
+
+/// An isolation backend: applies a [`ContainerSpec`] to a prepared rootfs directory.
+pub trait Isolation {
+    /// `namespaces`, `chroot` or `oci`.
+    fn name(&self) -> &'static str;
+    /// Whether this host can run the backend; the error says what is missing.
+    fn available(&self) -> Result<(), RuntimeError>;
+    /// Starts the container and returns once its command has been exec'd (or failed to).
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        stdio: Stdio,
+    ) -> Result<Container, RuntimeError>;
+    /// Starts the container and waits for it to end.
+    fn run(&self, spec: &ContainerSpec, rootfs: &Path, stdio: Stdio) -> Result<Exit, RuntimeError> {
+        self.start(spec, rootfs, stdio)?.wait()
+    }
+}
+
+/// The backend called `name` (`namespaces`, `chroot`, `oci`); `oci_runtime` is the OCI
+/// runtime binary for `oci` (default `runc`).
+pub fn backend(name: &str, oci_runtime: Option<&Path>) -> Option<Box<dyn Isolation>> {
+    match name {
+        "namespaces" => Some(Box::new(namespaces::Namespaces)),
+        "chroot" => Some(Box::new(chroot::Chroot)),
+        "oci" => Some(Box::new(oci::Oci::new(
+            oci_runtime
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| "runc".into()),
+        ))),
+        _ => None,
+    }
+}
+
+fn check_rootfs(rootfs: &Path) -> Result<PathBuf, RuntimeError> {
+    if !rootfs.is_dir() {
+        return Err(RuntimeError::NoRootfs(rootfs.to_path_buf()));
+    }
+    rootfs.canonicalize().map_err(|source| RuntimeError::Io {
+        path: rootfs.to_path_buf(),
+        source,
+    })
+}
+
+/// Creates the working directory in the rootfs when the image lacks it (as Docker does).
+fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
+    setup::secure_target(rootfs, cwd, false)
+        .map(drop)
+        .map_err(RuntimeError::Setup)
+}
+
+/// Creates the container's cgroup when the host has one (limits demand it).
+fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeError> {
+    let layout = cgroup_layout();
+    if layout.kind() == "none" && spec.limits.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(cgroup::Cgroup::create(
+        &layout,
+        &spec.id,
+        &spec.limits,
+    )?))
+}
+
+/// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
+/// child into its cgroup, let it go, then read what it reports before exec.
+fn handshake(
+    pid: i32,
+    cgroup: Option<cgroup::Cgroup>,
+    go: std::os::fd::OwnedFd,
+    report: std::os::fd::OwnedFd,
+    cleanup: Cleanup,
+) -> Result<Container, RuntimeError> {
+    let mut c = Container {
+        pid,
+        exec_error: None,
+        cgroup,
+        cleanup,
+        waited: false,
+        _forwarding: None,
+    };
+    if let Some(cg) = &c.cgroup {
+        cg.add(pid)?; // on error, Drop kills the child and cleans up
+    }
+    crate::sys::proc::write_all(&go, b"g")?;
+    drop(go);
+    let bytes = crate::sys::proc::read_to_end(&report)?;
+    match setup::Report::decode(&bytes) {
+        None => Ok(c),
+        Some(setup::Report::Exec { code, message }) => {
+            c.exec_error = Some((code, message));
+            Ok(c)
+        }
+        Some(setup::Report::Setup(m)) => {
+            let _ = crate::sys::proc::wait(c.pid);
+            c.waited = true;
+            let _ = c.cleanup();
+            Err(RuntimeError::Setup(m))
+        }
+    }
+}
+
+/// Child side of the handshake: wait for the parent's go byte (EOF means it gave up).
+fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
+    matches!(crate::sys::proc::read_to_end(go_read).as_deref(), Ok(b"g"))
+}
+
+/// The fds a forked child keeps: its pipe ends and the container's stdio.
+fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
+    use std::os::fd::AsRawFd;
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    pipes
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .chain(io.into_iter().flatten().map(|f| f.as_raw_fd()))
+        .collect()
+}

@@ -1,0 +1,557 @@
+//! The `oci` backend: writes an OCI runtime bundle (`config.json` built from the same
+//! [`ContainerSpec`]) and runs an external runtime: `runc run --bundle DIR ID` (crun and
+//! youki take the same arguments). No syscalls here; the runtime does them.
+//!
+//! Differences from `namespaces`: the command is PID 1 itself (runc has no init), so it
+//! ignores signals it has no handler for when they come from inside the container.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use oci_spec::runtime::{
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
+    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+};
+
+use super::setup::Stdio;
+use super::spec::{ContainerSpec, MountOp, Namespace};
+use super::{Cleanup, Container, Isolation, RuntimeError};
+
+/// An external OCI runtime.
+pub struct Oci {
+    /// The runtime binary (`runc`, a path, `crun`, …).
+    pub runtime: PathBuf,
+    /// The runtime's state directory (`--root`); `None` uses the runtime's default.
+    pub state_root: Option<PathBuf>,
+}
+
+impl Oci {
+    pub fn new(runtime: PathBuf) -> Oci {
+        Oci {
+            runtime,
+            state_root: None,
+        }
+    }
+
+    fn base(&self) -> Command {
+        let mut c = Command::new(&self.runtime);
+        if let Some(r) = &self.state_root {
+            c.arg("--root").arg(r);
+        }
+        c
+    }
+}
+
+fn oci_err(e: oci_spec::OciSpecError) -> RuntimeError {
+    RuntimeError::Setup(format!("building config.json: {e}"))
+}
+
+/// The bundle's `config.json` for `spec` with its root at `rootfs`. Host device binds and
+/// `/dev` symlinks are left to the runtime, which creates the default devices itself.
+pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
+    let caps: oci_spec::runtime::Capabilities = spec
+        .capabilities
+        .iter()
+        .map(|c| {
+            serde_json::from_value::<Capability>(serde_json::Value::String(c.clone()))
+                .map_err(|e| RuntimeError::Setup(format!("capability {c}: {e}")))
+        })
+        .collect::<Result<_, _>>()?;
+    let user = UserBuilder::default()
+        .uid(spec.user.uid)
+        .gid(spec.user.gid)
+        .additional_gids(spec.user.additional_gids.clone())
+        .build()
+        .map_err(oci_err)?;
+    let process = ProcessBuilder::default()
+        .terminal(spec.tty)
+        .user(user)
+        .args(spec.args.clone())
+        .env(spec.env.clone())
+        .cwd(spec.cwd.clone())
+        .no_new_privileges(spec.no_new_privileges)
+        .capabilities(
+            LinuxCapabilitiesBuilder::default()
+                .bounding(caps.clone())
+                .effective(caps.clone())
+                .permitted(caps)
+                .build()
+                .map_err(oci_err)?,
+        )
+        .build()
+        .map_err(oci_err)?;
+    let mut mounts = Vec::new();
+    let (mut masked, mut readonly, mut root_ro) = (Vec::new(), Vec::new(), false);
+    for op in &spec.mounts {
+        match op {
+            MountOp::Fs {
+                fstype,
+                source,
+                target,
+                options,
+            } => {
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(target)
+                        .typ(fstype)
+                        .source(source)
+                        .options(options.clone())
+                        .build()
+                        .map_err(oci_err)?,
+                );
+            }
+            MountOp::Bind { source, target, .. }
+                if source.starts_with("/dev") && target.starts_with("/dev/") => {}
+            MountOp::Bind {
+                source,
+                target,
+                readonly,
+            } => {
+                let mut o = vec!["rbind".to_string(), "rprivate".to_string()];
+                if *readonly {
+                    o.push("ro".into());
+                }
+                mounts.push(
+                    MountBuilder::default()
+                        .destination(target)
+                        .typ("bind")
+                        .source(source)
+                        .options(o)
+                        .build()
+                        .map_err(oci_err)?,
+                );
+            }
+            MountOp::Symlink { .. } => {}
+            MountOp::Mask { path } => masked.push(path.clone()),
+            MountOp::ReadOnly { path } => readonly.push(path.clone()),
+            MountOp::RootReadOnly => root_ro = true,
+        }
+    }
+    let namespaces = spec
+        .namespaces
+        .iter()
+        .map(|n| {
+            let typ = match n {
+                Namespace::Mount => LinuxNamespaceType::Mount,
+                Namespace::Pid => LinuxNamespaceType::Pid,
+                Namespace::Uts => LinuxNamespaceType::Uts,
+                Namespace::Ipc => LinuxNamespaceType::Ipc,
+                Namespace::Network => LinuxNamespaceType::Network,
+            };
+            LinuxNamespaceBuilder::default()
+                .typ(typ)
+                .build()
+                .map_err(oci_err)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut res = LinuxResourcesBuilder::default();
+    if let Some(m) = spec.limits.memory_bytes {
+        res = res.memory(
+            LinuxMemoryBuilder::default()
+                .limit(m as i64)
+                .swap(m as i64)
+                .build()
+                .map_err(oci_err)?,
+        );
+    }
+    if let Some(p) = spec.limits.pids {
+        res = res.pids(
+            LinuxPidsBuilder::default()
+                .limit(p as i64)
+                .build()
+                .map_err(oci_err)?,
+        );
+    }
+    if let Some(q) = spec.limits.cpu_quota() {
+        res = res.cpu(
+            LinuxCpuBuilder::default()
+                .quota(q)
+                .period(super::Limits::CPU_PERIOD)
+                .build()
+                .map_err(oci_err)?,
+        );
+    }
+    let linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .masked_paths(masked)
+        .readonly_paths(readonly)
+        .resources(res.build().map_err(oci_err)?)
+        .cgroups_path(PathBuf::from(format!("/keel/{}", spec.id)))
+        .build()
+        .map_err(oci_err)?;
+    let root = RootBuilder::default()
+        .path(rootfs)
+        .readonly(root_ro)
+        .build()
+        .map_err(oci_err)?;
+    let mut b = SpecBuilder::default()
+        .version("1.0.2")
+        .root(root)
+        .process(process)
+        .mounts(mounts)
+        .linux(linux);
+    if spec.namespaces.contains(&Namespace::Uts) {
+        b = b.hostname(spec.hostname.clone());
+    }
+    b.build().map_err(oci_err)
+}
+
+/// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
+fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
+    let mut todo: Vec<String> = path
+        .split('/')
+        .filter(|c| !c.is_empty())
+        .rev()
+        .map(str::to_string)
+        .collect();
+    let mut cur: Vec<String> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_str() {
+            "." => continue,
+            ".." => {
+                cur.pop();
+                continue;
+            }
+            _ => {}
+        }
+        let host = root.join(cur.join("/")).join(&c);
+        let meta = std::fs::symlink_metadata(&host).ok()?;
+        if meta.file_type().is_symlink() {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            let target = std::fs::read_link(&host).ok()?;
+            let t = target.to_string_lossy();
+            if t.starts_with('/') {
+                cur.clear();
+            }
+            todo.extend(
+                t.split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                    .map(str::to_string),
+            );
+        } else {
+            cur.push(c);
+        }
+    }
+    Some(root.join(cur.join("/")))
+}
+
+/// Looks the command up in the rootfs before starting the runtime, so a missing or
+/// non-executable command gives Docker's 127/126 instead of the runtime's generic failure.
+pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    let argv0 = &spec.args[0];
+    let path_env = spec.env_value("PATH").unwrap_or(super::spec::DEFAULT_PATH);
+    let candidates: Vec<String> = if argv0.contains('/') {
+        vec![if argv0.starts_with('/') {
+            argv0.clone()
+        } else {
+            format!("{}/{argv0}", spec.cwd)
+        }]
+    } else {
+        path_env
+            .split(':')
+            .map(|d| format!("{}/{argv0}", if d.is_empty() { "." } else { d }))
+            .collect()
+    };
+    let mut denied = None;
+    for c in &candidates {
+        if let Some(p) = resolve_in_root(rootfs, c) {
+            if let Ok(m) = std::fs::metadata(&p) {
+                if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                    return Ok(());
+                }
+                denied.get_or_insert(c.clone());
+            }
+        }
+    }
+    match (denied, argv0.contains('/')) {
+        (Some(p), _) => Err((126, format!("exec {p}: permission denied"))),
+        (None, true) => Err((127, format!("exec {argv0}: no such file or directory"))),
+        (None, false) => Err((
+            127,
+            format!("exec: {argv0:?}: executable file not found in $PATH"),
+        )),
+    }
+}
+
+/// `runtime delete -f ID`; a container the runtime no longer knows is not an error.
+pub fn delete(runtime: &Path, state_root: Option<&Path>, id: &str) -> Result<(), RuntimeError> {
+    let mut c = Command::new(runtime);
+    if let Some(r) = state_root {
+        c.arg("--root").arg(r);
+    }
+    let out = c
+        .args(["delete", "-f", id])
+        .output()
+        .map_err(|source| RuntimeError::Io {
+            path: runtime.to_path_buf(),
+            source,
+        })?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || stderr.contains("does not exist") || stderr.contains("not found") {
+        return Ok(());
+    }
+    Err(RuntimeError::Runtime {
+        runtime: runtime.display().to_string(),
+        args: format!("delete -f {id}"),
+        status: out.status.to_string(),
+        stderr: stderr.trim().to_string(),
+    })
+}
+
+impl Isolation for Oci {
+    fn name(&self) -> &'static str {
+        "oci"
+    }
+
+    fn available(&self) -> Result<(), RuntimeError> {
+        match self.base().arg("--version").output() {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(RuntimeError::Unavailable {
+                backend: "oci",
+                why: format!(
+                    "{} --version failed: {}",
+                    self.runtime.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ),
+            }),
+            Err(e) => Err(RuntimeError::Unavailable {
+                backend: "oci",
+                why: format!(
+                    "cannot run {}: {e}; install runc or pass --runtime PATH",
+                    self.runtime.display()
+                ),
+            }),
+        }
+    }
+
+    fn start(
+        &self,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        stdio: Stdio,
+    ) -> Result<Container, RuntimeError> {
+        let rootfs = super::check_rootfs(rootfs)?;
+        super::ensure_cwd(&rootfs, &spec.cwd)?;
+        let bundle = std::env::temp_dir().join(format!("keel-oci-{}", spec.id));
+        let io = |source| RuntimeError::Io {
+            path: bundle.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&bundle).map_err(io)?;
+        let cfg = config(spec, &rootfs)?;
+        let json = serde_json::to_vec_pretty(&cfg)
+            .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
+        std::fs::write(bundle.join("config.json"), json).map_err(io)?;
+        let cleanup = || Cleanup::Oci {
+            runtime: self.runtime.clone(),
+            root: self.state_root.clone(),
+            id: spec.id.clone(),
+            bundle: bundle.clone(),
+        };
+        if let Err((code, msg)) = check_command(&rootfs, spec) {
+            // Nothing to run: pid 0 tells wait() there is no process.
+            let _ = std::fs::remove_dir_all(&bundle);
+            return Ok(Container {
+                pid: 0,
+                exec_error: Some((code, msg)),
+                cgroup: None,
+                cleanup: Cleanup::None,
+                waited: true,
+                _forwarding: None,
+            });
+        }
+        let mut cmd = self.base();
+        cmd.arg("run").arg("--bundle").arg(&bundle).arg(&spec.id);
+        if let Some(fd) = stdio.stdin {
+            cmd.stdin(std::process::Stdio::from(fd));
+        }
+        if let Some(fd) = stdio.stdout {
+            cmd.stdout(std::process::Stdio::from(fd));
+        }
+        if let Some(fd) = stdio.stderr {
+            cmd.stderr(std::process::Stdio::from(fd));
+        }
+        let child = cmd.spawn().map_err(|source| RuntimeError::Io {
+            path: self.runtime.clone(),
+            source,
+        })?;
+        // The child is reaped by Container::wait (waitpid), not by std.
+        Ok(Container {
+            pid: child.id() as i32,
+            exec_error: None,
+            cgroup: None,
+            cleanup: cleanup(),
+            waited: false,
+            _forwarding: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::spec::{plan, Accounts, BindMount, Limits, NetworkMode, RunOptions};
+
+    fn specs() -> Vec<ContainerSpec> {
+        let a = Accounts::parse("root:x:0:0::/root:/bin/sh\n", "").unwrap();
+        let cfg = oci_spec::image::Config::default();
+        let full = RunOptions {
+            cmd: Some(vec!["sh".into()]),
+            network: NetworkMode::Host,
+            read_only: true,
+            binds: vec![BindMount {
+                src: "/tmp".into(),
+                dst: "/data".into(),
+                ro: true,
+            }],
+            tmpfs: vec!["/run".into()],
+            limits: Limits {
+                memory_bytes: Some(1 << 25),
+                pids: Some(20),
+                cpus: Some(0.5),
+            },
+            ..Default::default()
+        };
+        vec![
+            plan(
+                "c1",
+                &cfg,
+                &RunOptions {
+                    cmd: Some(vec!["true".into()]),
+                    ..Default::default()
+                },
+                &a,
+            )
+            .unwrap(),
+            plan("c2", &cfg, &full, &a).unwrap(),
+        ]
+    }
+
+    /// config.json validates against the OCI runtime-spec JSON schema (python3-jsonschema).
+    #[test]
+    fn config_matches_the_runtime_spec_schema() {
+        let have = Command::new("python3")
+            .args(["-c", "import jsonschema"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        if !have {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "python3-jsonschema is required under CI"
+            );
+            eprintln!("SKIP: python3 with jsonschema is not installed (apt-get install python3-jsonschema)");
+            return;
+        }
+        let schema = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("testdata/conformance/oci-runtime-spec-schema");
+        let d = tempfile::tempdir().unwrap();
+        for spec in specs() {
+            let path = d.path().join(format!("{}.json", spec.id));
+            std::fs::write(
+                &path,
+                serde_json::to_vec_pretty(&config(&spec, Path::new("/rootfs")).unwrap()).unwrap(),
+            )
+            .unwrap();
+            let script = r#"
+import json, sys, pathlib, jsonschema
+d = pathlib.Path(sys.argv[1])
+schema = json.loads((d / "config-schema.json").read_text())
+resolver = jsonschema.RefResolver(base_uri=d.as_uri() + "/", referrer=schema)
+jsonschema.Draft4Validator(schema, resolver=resolver).validate(json.loads(pathlib.Path(sys.argv[2]).read_text()))
+"#;
+            let out = Command::new("python3")
+                .arg("-W")
+                .arg("ignore")
+                .arg("-c")
+                .arg(script)
+                .arg(&schema)
+                .arg(&path)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{} fails the schema:\n{}",
+                spec.id,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+
+    #[test]
+    fn config_maps_the_spec() {
+        let s = &specs()[1];
+        let v = serde_json::to_value(config(s, Path::new("/r")).unwrap()).unwrap();
+        assert_eq!(v["root"]["readonly"], true);
+        assert_eq!(v["linux"]["resources"]["pids"]["limit"], 20);
+        assert_eq!(v["linux"]["resources"]["cpu"]["quota"], 50000);
+        assert_eq!(v["linux"]["maskedPaths"].as_array().unwrap().len(), 11);
+        assert!(v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["type"] != "network"));
+        let binds: Vec<_> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "bind")
+            .collect();
+        assert_eq!(
+            binds.len(),
+            1,
+            "host /dev binds are left to the runtime: {binds:?}"
+        );
+        assert_eq!(
+            binds[0]["options"],
+            serde_json::json!(["rbind", "rprivate", "ro"])
+        );
+        assert!(v.get("hostname").is_some());
+    }
+
+    #[test]
+    fn commands_resolve_inside_the_rootfs() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("bin")).unwrap();
+        std::fs::create_dir_all(r.join("usr")).unwrap();
+        std::fs::write(r.join("bin/busybox"), "").unwrap();
+        std::fs::set_permissions(
+            r.join("bin/busybox"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(r.join("bin/data"), "").unwrap();
+        std::os::unix::fs::symlink("busybox", r.join("bin/sh")).unwrap();
+        std::os::unix::fs::symlink("/bin", r.join("usr/bin")).unwrap();
+        let a = Accounts::default();
+        let cfg = oci_spec::image::Config::default();
+        let code = |argv0: &str| {
+            let s = plan(
+                "x",
+                &cfg,
+                &RunOptions {
+                    cmd: Some(vec![argv0.into()]),
+                    ..Default::default()
+                },
+                &a,
+            )
+            .unwrap();
+            check_command(r, &s).err().map(|e| e.0)
+        };
+        assert_eq!(code("sh"), None);
+        assert_eq!(code("/usr/bin/sh"), None);
+        assert_eq!(code("data"), Some(126));
+        assert_eq!(code("/bin/data"), Some(126));
+        assert_eq!(code("nope"), Some(127));
+        assert_eq!(code("/nope"), Some(127));
+    }
+}

@@ -1,0 +1,241 @@
+//! `gc` and `fsck`: the two whole-store passes. gc marks everything reachable from the
+//! index (and from containers) and sweeps the rest plus stray temp files; fsck re-hashes
+//! every blob and checks every reference.
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+
+use super::{io_err, Result, Store};
+use crate::digest::{self, Digest};
+
+/// What `gc` removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub blobs_removed: usize,
+    pub temp_files_removed: usize,
+    pub bytes_freed: u64,
+}
+
+/// What `fsck` found; `problems` empty means clean.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub blobs_checked: usize,
+    pub images_checked: usize,
+    pub problems: Vec<String>,
+    pub stray_temp_files: usize,
+}
+
+fn is_index(mt: &MediaType) -> bool {
+    matches!(mt, MediaType::ImageIndex)
+        || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+}
+
+impl Store {
+    /// Manifest digests that containers still use (`<root>/containers/<id>/image`).
+    pub fn container_images(&self) -> Vec<(String, Digest)> {
+        let mut out = Vec::new();
+        let Ok(entries) = fs::read_dir(self.root().join("containers")) else {
+            return out;
+        };
+        for e in entries.flatten() {
+            if let Some(d) = fs::read_to_string(e.path().join("image"))
+                .ok()
+                .and_then(|s| digest::parse(s.trim()))
+            {
+                out.push((e.file_name().to_string_lossy().into_owned(), d));
+            }
+        }
+        out
+    }
+
+    /// Digests reachable from the index and from containers.
+    fn reachable(&self) -> Result<BTreeSet<String>> {
+        let mut live = BTreeSet::new();
+        let mut todo: Vec<Descriptor> = self.read_index()?.manifests().clone();
+        for (_, d) in self.container_images() {
+            todo.push(Descriptor::new(MediaType::ImageManifest, 0, d));
+        }
+        while let Some(d) = todo.pop() {
+            if !live.insert(d.digest().to_string()) {
+                continue;
+            }
+            if is_index(d.media_type()) {
+                if let Ok(idx) = self.read_json::<ImageIndex>("index", d.digest()) {
+                    todo.extend(idx.manifests().iter().cloned());
+                }
+            } else if let Ok(m) = self.read_json::<ImageManifest>("manifest", d.digest()) {
+                live.insert(m.config().digest().to_string());
+                live.extend(m.layers().iter().map(|l| l.digest().to_string()));
+            }
+        }
+        Ok(live)
+    }
+
+    /// Removes blobs reachable neither from the index, nor from containers, nor from
+    /// `extra_roots` (the build cache's layers), and stray temp files. Waits for writers.
+    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport> {
+        let _lock = self.gc_guard()?;
+        let mut live = self.reachable()?;
+        live.extend(extra_roots.iter().map(|d| d.to_string()));
+        let mut report = GcReport::default();
+        let blobs = self.layout().join("blobs/sha256");
+        for e in fs::read_dir(&blobs)
+            .map_err(io_err("listing", &blobs))?
+            .flatten()
+        {
+            let name = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !live.contains(&name) {
+                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                report.blobs_removed += 1;
+            }
+        }
+        for dir in [self.tmp_dir(), self.layout()] {
+            for e in fs::read_dir(&dir)
+                .map_err(io_err("listing", &dir))?
+                .flatten()
+            {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let stray = dir == self.tmp_dir() || name.starts_with(".tmp-");
+                if stray {
+                    report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                    remove_any(&e.path())?;
+                    report.temp_files_removed += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Re-hashes every blob and checks every reference from the index.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let mut r = FsckReport::default();
+        let blobs = self.layout().join("blobs/sha256");
+        let mut names: Vec<_> = fs::read_dir(&blobs)
+            .map_err(io_err("listing", &blobs))?
+            .flatten()
+            .collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(want) = digest::parse(&format!("sha256:{name}")) else {
+                r.problems
+                    .push(format!("stray file in blobs/sha256: {name} (not a digest)"));
+                continue;
+            };
+            match fs::File::open(e.path()).and_then(digest::of_reader) {
+                Ok((actual, _)) if actual == want => {}
+                Ok((actual, _)) => r
+                    .problems
+                    .push(format!("corrupt blob {want}: content hashes to {actual}")),
+                Err(err) => r.problems.push(format!("unreadable blob {want}: {err}")),
+            }
+            r.blobs_checked += 1;
+        }
+        let index = match self.read_index() {
+            Ok(i) => i,
+            Err(e) => {
+                r.problems.push(e.to_string());
+                return Ok(r);
+            }
+        };
+        let mut todo: Vec<(String, Descriptor)> = index
+            .manifests()
+            .iter()
+            .map(|d| (entry_label(d), d.clone()))
+            .collect();
+        for (id, d) in self.container_images() {
+            todo.push((
+                format!("container {id}"),
+                Descriptor::new(MediaType::ImageManifest, 0, d),
+            ));
+        }
+        while let Some((label, d)) = todo.pop() {
+            if !self.check_descriptor(&label, &d, &mut r.problems) {
+                continue;
+            }
+            if is_index(d.media_type()) {
+                match self.read_json::<ImageIndex>("index", d.digest()) {
+                    Ok(idx) => {
+                        todo.extend(idx.manifests().iter().map(|m| (label.clone(), m.clone())))
+                    }
+                    Err(e) => r.problems.push(format!("{label}: {e}")),
+                }
+                continue;
+            }
+            r.images_checked += 1;
+            let m = match self.read_json::<ImageManifest>("manifest", d.digest()) {
+                Ok(m) => m,
+                Err(e) => {
+                    r.problems.push(format!("{label}: {e}"));
+                    continue;
+                }
+            };
+            if self.check_descriptor(&format!("{label} config"), m.config(), &mut r.problems) {
+                match self
+                    .read_json::<oci_spec::image::ImageConfiguration>("config", m.config().digest())
+                {
+                    Ok(c) if c.rootfs().diff_ids().len() != m.layers().len() => {
+                        r.problems.push(format!(
+                            "{label}: config lists {} diff_ids but the manifest has {} layers",
+                            c.rootfs().diff_ids().len(),
+                            m.layers().len()
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) => r.problems.push(format!("{label}: {e}")),
+                }
+            }
+            for (i, l) in m.layers().iter().enumerate() {
+                self.check_descriptor(&format!("{label} layer {i}"), l, &mut r.problems);
+            }
+        }
+        r.stray_temp_files = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
+        Ok(r)
+    }
+
+    /// Checks that a descriptor's blob exists with the recorded size; reports otherwise.
+    fn check_descriptor(&self, label: &str, d: &Descriptor, problems: &mut Vec<String>) -> bool {
+        match fs::metadata(self.blob_path(d.digest())) {
+            Err(_) => {
+                problems.push(format!(
+                    "{label}: dangling reference to missing blob {}",
+                    d.digest()
+                ));
+                false
+            }
+            Ok(m) if d.size() != 0 && m.len() != d.size() => {
+                problems.push(format!(
+                    "{label}: blob {} is {} bytes but the reference says {}",
+                    d.digest(),
+                    m.len(),
+                    d.size()
+                ));
+                false
+            }
+            Ok(_) => true,
+        }
+    }
+}
+
+fn entry_label(d: &Descriptor) -> String {
+    match d
+        .annotations()
+        .as_ref()
+        .and_then(|a| a.get(super::REF_NAME))
+    {
+        Some(n) => format!("image {n}"),
+        None => format!("image {}", d.digest()),
+    }
+}
+
+fn remove_any(p: &Path) -> Result<()> {
+    let r = if p.is_dir() && !p.is_symlink() {
+        fs::remove_dir_all(p)
+    } else {
+        fs::remove_file(p)
+    };
+    r.map_err(io_err("removing", p))
+}

@@ -1,0 +1,219 @@
+//! Mount-table operations: mount, bind, remount, unmount, pivot_root, chroot, and reading
+//! `/proc/self/mountinfo`. Option words are the OCI / mount(8) ones (`ro`, `nosuid`, …).
+use std::path::{Path, PathBuf};
+
+use nix::mount::{MntFlags, MsFlags};
+
+use super::error::check_at;
+use super::SysError;
+
+/// Splits option words into mount flags and the filesystem data string
+/// (words that are not flags, e.g. `mode=755`, are passed to the filesystem).
+pub fn parse_options(options: &[String]) -> (MsFlags, String) {
+    let mut flags = MsFlags::empty();
+    let mut data: Vec<&str> = Vec::new();
+    for o in options {
+        match o.as_str() {
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "strictatime" => flags |= MsFlags::MS_STRICTATIME,
+            "relatime" => flags |= MsFlags::MS_RELATIME,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            other => data.push(other),
+        }
+    }
+    (flags, data.join(","))
+}
+
+/// Mounts a filesystem of type `fstype` on `target` with option words.
+pub fn mount_fs(
+    fstype: &str,
+    source: &str,
+    target: &Path,
+    options: &[String],
+) -> Result<(), SysError> {
+    let (flags, data) = parse_options(options);
+    let data = (!data.is_empty()).then_some(data.as_str());
+    check_at(
+        "mount",
+        target,
+        nix::mount::mount(Some(source), target, Some(fstype), flags, data),
+    )
+}
+
+/// Bind-mounts `source` on `target` (recursively), then remounts read-only when asked:
+/// the kernel ignores MS_RDONLY on the initial bind, so it takes a second call.
+pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), SysError> {
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+    check_at(
+        "bind mount",
+        target,
+        nix::mount::mount(Some(source), target, None::<&str>, flags, None::<&str>),
+    )?;
+    if readonly {
+        remount_readonly(target)?;
+    }
+    Ok(())
+}
+
+/// Remounts an existing (bind) mount read-only, keeping nosuid/nodev/noexec.
+pub fn remount_readonly(target: &Path) -> Result<(), SysError> {
+    let keep = statvfs_flags(target);
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | keep;
+    check_at(
+        "remount read-only",
+        target,
+        nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>),
+    )
+}
+
+/// The lock-relevant flags of the mount holding `path` (a read-only remount must repeat them).
+fn statvfs_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let mut out = MsFlags::empty();
+    if let Ok(st) = statvfs(path) {
+        let f = st.flags();
+        for (fs, ms) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            if f.contains(fs) {
+                out |= ms;
+            }
+        }
+    }
+    out
+}
+
+/// Makes every mount below `path` private, so nothing we mount propagates to the host.
+pub fn make_rprivate(path: &Path) -> Result<(), SysError> {
+    let flags = MsFlags::MS_REC | MsFlags::MS_PRIVATE;
+    check_at(
+        "make mounts private",
+        path,
+        nix::mount::mount(None::<&str>, path, None::<&str>, flags, None::<&str>),
+    )
+}
+
+/// Lazily unmounts `target` (MNT_DETACH).
+pub fn umount_detach(target: &Path) -> Result<(), SysError> {
+    check_at(
+        "umount",
+        target,
+        nix::mount::umount2(target, MntFlags::MNT_DETACH),
+    )
+}
+
+/// Makes `new_root` the root of this mount namespace and detaches the old root, using the
+/// `pivot_root(".", ".")` idiom (pivot_root(2) notes) so no put_old directory is needed.
+pub fn pivot_root(new_root: &Path) -> Result<(), SysError> {
+    check_at("chdir", new_root, nix::unistd::chdir(new_root))?;
+    check_at("pivot_root", new_root, nix::unistd::pivot_root(".", "."))?;
+    // The old root is now stacked on "."; make it private first so the detach does not
+    // propagate to the host, then drop it.
+    let flags = MsFlags::MS_REC | MsFlags::MS_SLAVE;
+    check_at(
+        "make old root a slave",
+        Path::new("."),
+        nix::mount::mount(None::<&str>, ".", None::<&str>, flags, None::<&str>),
+    )?;
+    check_at(
+        "umount old root",
+        new_root,
+        nix::mount::umount2(".", MntFlags::MNT_DETACH),
+    )?;
+    check_at("chdir", Path::new("/"), nix::unistd::chdir("/"))
+}
+
+/// chroot(2) into `path` and chdir to the new `/`.
+pub fn chroot(path: &Path) -> Result<(), SysError> {
+    check_at("chroot", path, nix::unistd::chroot(path))?;
+    check_at("chdir", Path::new("/"), nix::unistd::chdir("/"))
+}
+
+/// Remounts `/` read-only (after pivot_root; `--read-only`).
+pub fn remount_root_readonly() -> Result<(), SysError> {
+    remount_readonly(Path::new("/"))
+}
+
+/// Creates a device node (`mknod(2)`), for hosts where binding host devices is not possible.
+pub fn mknod_char(path: &Path, mode: u32, major: u64, minor: u64) -> Result<(), SysError> {
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    check_at(
+        "mknod",
+        path,
+        mknod(
+            path,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(mode),
+            makedev(major, minor),
+        ),
+    )
+}
+
+/// The mount points listed in `/proc/self/mountinfo`, in table order (field 5, unescaped).
+pub fn mount_points() -> Result<Vec<PathBuf>, SysError> {
+    let path = Path::new("/proc/self/mountinfo");
+    let text = std::fs::read_to_string(path).map_err(|e| SysError::at("read", path, e))?;
+    Ok(parse_mountinfo(&text))
+}
+
+/// Pure part of [`mount_points`]: field 5 of each line with octal escapes (`\040`) undone.
+pub fn parse_mountinfo(text: &str) -> Vec<PathBuf> {
+    text.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|f| PathBuf::from(unescape(f)))
+        .collect()
+}
+
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_split_into_flags_and_data() {
+        let o: Vec<String> = ["nosuid", "ro", "mode=755", "size=64k"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (f, d) = parse_options(&o);
+        assert_eq!(f, MsFlags::MS_NOSUID | MsFlags::MS_RDONLY);
+        assert_eq!(d, "mode=755,size=64k");
+    }
+
+    #[test]
+    fn mountinfo_unescapes_paths() {
+        let t = "22 27 0:21 / /proc rw,relatime - proc proc rw\n40 31 0:37 / /a\\040b rw - tmpfs x rw\n";
+        assert_eq!(
+            parse_mountinfo(t),
+            vec![PathBuf::from("/proc"), PathBuf::from("/a b")]
+        );
+    }
+}

@@ -1,0 +1,315 @@
+//! Process operations: fork, exec, wait, kill, pipes, credentials, prctl, and signal
+//! masks/forwarding. Functions meant for a forked child avoid locks the parent may hold.
+use std::ffi::{CStr, CString};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::error::{check, check_at};
+use super::SysError;
+
+/// Which side of a fork we are on.
+pub enum Fork {
+    Child,
+    Parent(i32),
+}
+
+/// fork(2). The child of a multi-threaded process must only exec or `_exit` after doing
+/// simple work (glibc keeps malloc usable in the child).
+pub fn fork() -> Result<Fork, SysError> {
+    // SAFETY: callers (runtime backends) only run setup code and exec/_exit in the child.
+    match check("fork", unsafe { nix::unistd::fork() })? {
+        nix::unistd::ForkResult::Child => Ok(Fork::Child),
+        nix::unistd::ForkResult::Parent { child } => Ok(Fork::Parent(child.as_raw())),
+    }
+}
+
+/// How a waited-for process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl Ended {
+    /// The shell convention: the exit code, or 128+N after signal N.
+    pub fn code(self) -> i32 {
+        match self {
+            Ended::Exited(c) => c,
+            Ended::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+fn ended(st: WaitStatus) -> Option<(i32, Ended)> {
+    match st {
+        WaitStatus::Exited(p, c) => Some((p.as_raw(), Ended::Exited(c))),
+        WaitStatus::Signaled(p, s, _) => Some((p.as_raw(), Ended::Signaled(s as i32))),
+        _ => None,
+    }
+}
+
+/// Waits until `pid` ends (retrying on EINTR).
+pub fn wait(pid: i32) -> Result<Ended, SysError> {
+    loop {
+        match nix::sys::wait::waitpid(Pid::from_raw(pid), None) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => {
+                if let Some((_, e)) = ended(check("waitpid", r)?) {
+                    return Ok(e);
+                }
+            }
+        }
+    }
+}
+
+/// Reaps one ended child without blocking: `Ok(None)` when none has ended (or none exist).
+pub fn reap_any() -> Result<Option<(i32, Ended)>, SysError> {
+    match nix::sys::wait::waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+        Err(nix::errno::Errno::ECHILD) => Ok(None),
+        r => Ok(ended(check("waitpid", r)?)),
+    }
+}
+
+/// Sends signal number `sig` to `pid`.
+pub fn kill(pid: i32, sig: i32) -> Result<(), SysError> {
+    let s = check("kill", Signal::try_from(sig))?;
+    check("kill", nix::sys::signal::kill(Pid::from_raw(pid), s))
+}
+
+/// A close-on-exec pipe: (read end, write end).
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
+    check("pipe", nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
+}
+
+/// Writes all of `buf` to `fd` (retrying on EINTR and short writes).
+pub fn write_all(fd: &OwnedFd, mut buf: &[u8]) -> Result<(), SysError> {
+    while !buf.is_empty() {
+        match nix::unistd::write(fd, buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => buf = &buf[check("write", r)?..],
+        }
+    }
+    Ok(())
+}
+
+/// Reads `fd` until end of file.
+pub fn read_to_end(fd: &OwnedFd) -> Result<Vec<u8>, SysError> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match nix::unistd::read(fd, &mut buf) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => match check("read", r)? {
+                0 => return Ok(out),
+                n => out.extend_from_slice(&buf[..n]),
+            },
+        }
+    }
+}
+
+/// Replaces the process image; returns only on failure.
+pub fn execve(path: &CStr, args: &[CString], env: &[CString]) -> SysError {
+    let e = nix::unistd::execve(path, args, env).unwrap_err();
+    SysError::at(
+        "exec",
+        Path::new(&*path.to_string_lossy()),
+        std::io::Error::from(e),
+    )
+}
+
+/// Ends the process immediately, without running exit handlers or flushing stdio.
+pub fn exit(code: i32) -> ! {
+    // SAFETY: _exit is always safe; it never returns.
+    unsafe { libc::_exit(code) }
+}
+
+/// Sets supplementary groups, then gid, then uid (real, effective and saved).
+pub fn set_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), SysError> {
+    let groups: Vec<nix::unistd::Gid> = groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    check("setgroups", nix::unistd::setgroups(&groups))?;
+    let g = nix::unistd::Gid::from_raw(gid);
+    check("setresgid", nix::unistd::setresgid(g, g, g))?;
+    let u = nix::unistd::Uid::from_raw(uid);
+    check("setresuid", nix::unistd::setresuid(u, u, u))
+}
+
+/// prctl(PR_SET_NO_NEW_PRIVS): exec can never grant more privileges.
+pub fn set_no_new_privs() -> Result<(), SysError> {
+    check("prctl no_new_privs", nix::sys::prctl::set_no_new_privs())
+}
+
+/// prctl(PR_SET_PDEATHSIG): the kernel sends `SIGKILL` when the parent dies.
+pub fn kill_with_parent() -> Result<(), SysError> {
+    check(
+        "prctl pdeathsig",
+        nix::sys::prctl::set_pdeathsig(Signal::SIGKILL),
+    )
+}
+
+/// chdir(2).
+pub fn chdir(path: &Path) -> Result<(), SysError> {
+    check_at("chdir", path, nix::unistd::chdir(path))
+}
+
+/// access(path, X_OK) on a regular file: `Ok(true)` executable, `Ok(false)` present but not.
+pub fn is_executable(path: &Path) -> bool {
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+}
+
+/// The signals `keel run` passes on to the container (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+/// SIGUSR1, SIGUSR2, SIGWINCH).
+pub const FORWARDED: &[i32] = &[
+    libc::SIGINT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+];
+
+/// Blocks all signals in the calling thread (an init process waits for them with [`sigwait`]).
+pub fn block_all_signals() -> Result<(), SysError> {
+    check("sigprocmask", SigSet::all().thread_block())
+}
+
+/// Unblocks all signals and resets every handler to the default (before exec in a child).
+pub fn reset_signals() -> Result<(), SysError> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let dfl = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for sig in Signal::iterator() {
+        if sig != Signal::SIGKILL && sig != Signal::SIGSTOP {
+            // SAFETY: installing SIG_DFL is always sound.
+            let _ = unsafe { sigaction(sig, &dfl) };
+        }
+    }
+    check("sigprocmask", SigSet::all().thread_unblock())
+}
+
+/// Waits for any signal (all must be blocked); returns its number.
+pub fn sigwait() -> Result<i32, SysError> {
+    loop {
+        match SigSet::all().wait() {
+            Err(nix::errno::Errno::EINTR) => continue,
+            r => return check("sigwait", r).map(|s| s as i32),
+        }
+    }
+}
+
+const SLOTS: usize = 64;
+static TARGETS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
+
+/// The last terminating signal (INT, TERM, HUP) received while the handlers were installed.
+static TERMINATION: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn forward(sig: libc::c_int) {
+    if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
+        TERMINATION.store(sig, Ordering::Relaxed);
+    }
+    for t in &TARGETS {
+        let pid = t.load(Ordering::Relaxed);
+        if pid > 0 {
+            // SAFETY: kill is async-signal-safe.
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+/// While alive, the [`FORWARDED`] signals this process receives are sent on to `pid`.
+/// Dropping the guard stops forwarding to it (the handlers stay installed; with no
+/// targets they do nothing, so the process keeps running rather than dying of e.g. SIGINT).
+pub struct Forwarding {
+    slot: usize,
+}
+
+/// The terminating signal this process received since its handlers were installed, if
+/// any: long operations (a build) check it between steps and stop cleanly.
+pub fn termination_requested() -> Option<i32> {
+    Some(TERMINATION.load(Ordering::Relaxed)).filter(|s| *s != 0)
+}
+
+/// Installs the forwarding handlers with no target yet, so INT/TERM/HUP are recorded
+/// (see [`termination_requested`]) instead of killing the process mid-operation.
+pub fn catch_termination() -> Result<(), SysError> {
+    drop(forward_signals(0)?);
+    Ok(())
+}
+
+/// Starts forwarding [`FORWARDED`] signals to `pid` (at most 64 at once).
+pub fn forward_signals(pid: i32) -> Result<Forwarding, SysError> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
+    let slot = TARGETS
+        .iter()
+        .position(|t| {
+            t.compare_exchange(0, pid, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+        })
+        .ok_or_else(|| {
+            SysError::new(
+                "forward signals",
+                std::io::Error::other("too many containers in this process"),
+            )
+        })?;
+    let act = SigAction::new(
+        SigHandler::Handler(forward),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for sig in FORWARDED {
+        let s = check("sigaction", Signal::try_from(*sig))?;
+        // SAFETY: the handler only reads atomics and calls kill(2), both async-signal-safe.
+        check("sigaction", unsafe { sigaction(s, &act) })?;
+    }
+    Ok(Forwarding { slot })
+}
+
+impl Drop for Forwarding {
+    fn drop(&mut self) {
+        TARGETS[self.slot].store(0, Ordering::SeqCst);
+    }
+}
+
+/// Makes `fd` this process's stdin (0), stdout (1) or stderr (2).
+pub fn dup_to(fd: &OwnedFd, target: i32) -> Result<(), SysError> {
+    let r = match target {
+        0 => nix::unistd::dup2_stdin(fd),
+        1 => nix::unistd::dup2_stdout(fd),
+        _ => nix::unistd::dup2_stderr(fd),
+    };
+    check("dup2", r)
+}
+
+/// Closes a raw fd number (a forked child closing its copy of an inherited pipe end).
+pub fn close_raw(fd: i32) {
+    let _ = nix::unistd::close(fd);
+}
+
+/// Closes every fd of this process except 0, 1, 2 and `keep`. A forked child of a
+/// multi-threaded parent inherits other threads' pipes; a long-lived child (an init)
+/// holding them would keep another container's start handshake from seeing EOF.
+pub fn close_fds_except(keep: &[i32]) {
+    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(d) => d
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
+        Err(_) => return,
+    };
+    for fd in fds {
+        if fd > 2 && !keep.contains(&fd) {
+            let _ = nix::unistd::close(fd);
+        }
+    }
+}
+
+/// True when the effective uid is 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}

@@ -1,0 +1,602 @@
+//! `keel build` end to end on a busybox base: every instruction reaching the image, multi-
+//! stage builds and targets, build args, heredocs, .dockerignore, whiteouts, --chown and
+//! --chmod, ADD of a local tar, the cache matrix, reproducibility and failures.
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{is_root, Keel};
+use crate::require;
+
+fn with_base() -> Keel {
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    k
+}
+
+/// Writes `files` (path → content) under a fresh context directory.
+fn context(k: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = k.path(name);
+    for (p, body) in files {
+        let f = dir.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, body).unwrap();
+    }
+    dir
+}
+
+fn build(k: &Keel, ctx: &Path, extra: &[&str]) -> Output {
+    k.cmd()
+        .arg("build")
+        .args(extra)
+        .arg(ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+/// Builds and returns (image id, progress output); panics on failure.
+fn build_ok(k: &Keel, ctx: &Path, extra: &[&str]) -> (String, String) {
+    let out = build(k, ctx, extra);
+    crate::common::assert_success(&out, ("keel build", extra));
+    (
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn run_out(k: &Keel, args: &[&str]) -> String {
+    let out = k
+        .cmd()
+        .arg("run")
+        .arg("--rm")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, ("keel run", args));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn config(k: &Keel, image: &str) -> serde_json::Value {
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", image])).unwrap();
+    v[0]["Config"].clone()
+}
+
+/// The progress lines of the step whose header contains `text`.
+fn step_lines(progress: &str, text: &str) -> String {
+    let header = progress
+        .lines()
+        .find(|l| l.contains(text))
+        .unwrap_or_else(|| panic!("no step {text:?} in:\n{progress}"));
+    let n = header.split_whitespace().next().unwrap().to_string();
+    progress
+        .lines()
+        .filter(|l| l.split_whitespace().next() == Some(n.as_str()))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+const EVERY: &str = r#"# syntax=docker/dockerfile:1
+ARG BASE=bb
+FROM ${BASE} AS base
+MAINTAINER keel tests
+LABEL com.example.name="every instruction" com.example.n=1
+ENV PLAIN value
+ENV QUOTED="two words" REF=$PLAIN-ref
+ARG BUILD_NOTE=default-note
+WORKDIR /srv
+WORKDIR app
+COPY --chown=1000:1000 --chmod=0640 conf.txt ./conf/
+ADD bundle.tar /opt/
+RUN <<EOF
+echo "note=$BUILD_NOTE quoted=$QUOTED" > /srv/app/run.txt
+id -u >> /srv/app/run.txt
+EOF
+COPY <<EOF /srv/app/heredoc.txt
+made by a COPY heredoc
+EOF
+SHELL ["/bin/sh", "-c"]
+RUN echo "$REF" > ref.txt
+USER 1000:1000
+EXPOSE 8080 9090/udp
+VOLUME /data
+STOPSIGNAL SIGUSR1
+HEALTHCHECK --interval=30s --timeout=5s --retries=2 CMD cat /srv/app/ref.txt
+ONBUILD RUN echo triggered > /tmp/onbuild.txt
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/app/run.txt"]
+"#;
+
+#[test]
+fn every_instruction_reaches_the_image() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    // A local tar for ADD to extract.
+    let tar_dir = k.path("tarsrc");
+    fs::create_dir_all(tar_dir.join("pkg")).unwrap();
+    fs::write(tar_dir.join("pkg/data.txt"), "from the tarball").unwrap();
+    let ctx = context(
+        &k,
+        "ctx",
+        &[("Dockerfile", EVERY), ("conf.txt", "setting=1\n")],
+    );
+    let st = Command::new("tar")
+        .arg("-C")
+        .arg(&tar_dir)
+        .arg("-czf")
+        .arg(ctx.join("bundle.tar"))
+        .arg("pkg")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    build_ok(
+        &k,
+        &ctx,
+        &["-t", "every", "--build-arg", "BUILD_NOTE=from-cli"],
+    );
+    let c = config(&k, "every");
+    let cfg = &c["config"];
+    assert_eq!(cfg["Labels"]["com.example.name"], "every instruction");
+    assert_eq!(c["author"], "keel tests");
+    let env: Vec<&str> = cfg["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    for want in ["PLAIN=value", "QUOTED=two words", "REF=value-ref"] {
+        assert!(env.contains(&want), "{want} not in {env:?}");
+    }
+    assert!(
+        !env.iter().any(|e| e.starts_with("BUILD_NOTE")),
+        "build args must not persist in the image env"
+    );
+    assert_eq!(cfg["WorkingDir"], "/srv/app");
+    assert_eq!(cfg["User"], "1000:1000");
+    assert!(
+        cfg["ExposedPorts"].get("8080/tcp").is_some()
+            && cfg["ExposedPorts"].get("9090/udp").is_some()
+    );
+    assert!(cfg["Volumes"].get("/data").is_some());
+    assert_eq!(cfg["StopSignal"], "SIGUSR1");
+    assert_eq!(
+        cfg["Healthcheck"]["Test"],
+        serde_json::json!(["CMD-SHELL", "cat /srv/app/ref.txt"])
+    );
+    assert_eq!(cfg["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(cfg["Healthcheck"]["Retries"], 2);
+    assert_eq!(
+        cfg["OnBuild"],
+        serde_json::json!(["RUN echo triggered > /tmp/onbuild.txt"])
+    );
+    assert_eq!(cfg["Shell"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(cfg["Cmd"], serde_json::json!(["cat /srv/app/run.txt"]));
+    let layers = c["rootfs"]["diff_ids"].as_array().unwrap().len();
+    assert_eq!(
+        layers,
+        1 + 5,
+        "one layer per filesystem step (base + COPY, ADD, RUN, COPY, RUN)"
+    );
+    let history = c["history"].as_array().unwrap();
+    assert_eq!(
+        history.iter().filter(|h| h["empty_layer"] != true).count(),
+        layers
+    );
+    // The image's own command, then the files, as the container sees them.
+    assert_eq!(
+        run_out(&k, &["every"]),
+        "note=from-cli quoted=two words\n0\n"
+    );
+    let files = run_out(&k, &["--entrypoint", "", "-u", "0", "every", "sh", "-c", "ls -ln /srv/app/conf/conf.txt | awk '{print $1, $3, $4}'; cat /opt/pkg/data.txt; echo; cat heredoc.txt ref.txt; id -u"]);
+    assert_eq!(
+        files,
+        "-rw-r----- 1000 1000\nfrom the tarball\nmade by a COPY heredoc\nvalue-ref\n0\n"
+    );
+    // ONBUILD runs when the image is used as a base.
+    let child = context(
+        &k,
+        "child",
+        &[("Dockerfile", "FROM every\nRUN cat /tmp/onbuild.txt\n")],
+    );
+    build_ok(&k, &child, &["-t", "child"]);
+    assert_eq!(
+        run_out(
+            &k,
+            &["--entrypoint", "", "child", "cat", "/tmp/onbuild.txt"]
+        ),
+        "triggered\n"
+    );
+    assert!(
+        config(&k, "child")["config"]["OnBuild"].is_null(),
+        "triggers do not carry over to grandchildren"
+    );
+}
+
+#[test]
+fn multi_stage_builds_only_what_the_target_needs() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[("Dockerfile", "FROM bb AS deps\nRUN echo dep > /dep.txt\n\nFROM bb AS broken\nRUN exit 1\n\nFROM deps AS build\nRUN cat /dep.txt > /built.txt && echo compiled >> /built.txt\n\nFROM bb\nCOPY --from=build /built.txt /out/\nCOPY --from=0 /dep.txt /out/first-stage.txt\n")]);
+    let (_, progress) = build_ok(&k, &ctx, &["-t", "multi"]);
+    assert!(
+        !progress.contains("exit 1"),
+        "an unneeded stage ran:\n{progress}"
+    );
+    assert_eq!(
+        run_out(
+            &k,
+            &["multi", "cat", "/out/built.txt", "/out/first-stage.txt"]
+        ),
+        "dep\ncompiled\ndep\n"
+    );
+    build_ok(&k, &ctx, &["-t", "only-deps", "--target", "deps"]);
+    assert_eq!(run_out(&k, &["only-deps", "cat", "/dep.txt"]), "dep\n");
+    let err = String::from_utf8_lossy(&build(&k, &ctx, &["--target", "nope"]).stderr).into_owned();
+    assert!(
+        err.contains("target stage \"nope\" could not be found"),
+        "{err}"
+    );
+    // A base image keel does not have says how to get it.
+    let missing = context(
+        &k,
+        "missing",
+        &[("Dockerfile", "FROM alpine:3\nRUN true\n")],
+    );
+    let err = String::from_utf8_lossy(&build(&k, &missing, &[]).stderr).into_owned();
+    assert!(
+        err.contains("Dockerfile:1")
+            && err.contains("alpine:3")
+            && err.contains("keel bootstrap busybox"),
+        "{err}"
+    );
+}
+
+#[test]
+fn deletions_become_whiteouts_and_dockerignore_is_honoured() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(
+        &k,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM bb\nCOPY . /ctx/\nRUN rm /etc/hostname && rm -r /ctx/sub\n",
+            ),
+            (
+                ".dockerignore",
+                "# comments are fine\n*.log\nsecret/\n!secret/public.txt\n",
+            ),
+            ("keep.txt", "k"),
+            ("debug.log", "noise"),
+            ("secret/key", "s3cr3t"),
+            ("secret/public.txt", "p"),
+            ("sub/x", "x"),
+        ],
+    );
+    build_ok(&k, &ctx, &["-t", "wh"]);
+    let listing = run_out(
+        &k,
+        &[
+            "wh",
+            "sh",
+            "-c",
+            "find /ctx | sort; ls /etc/hostname 2>&1 || true",
+        ],
+    );
+    assert!(
+        listing.contains("/ctx/keep.txt") && listing.contains("/ctx/secret/public.txt"),
+        "{listing}"
+    );
+    assert!(
+        !listing.contains("debug.log")
+            && !listing.contains("/ctx/secret/key")
+            && !listing.contains("/ctx/sub"),
+        "{listing}"
+    );
+    assert!(listing.contains("No such file"), "{listing}");
+    // The last layer carries the deletions as OCI whiteouts.
+    let archive = k.path("wh.tar");
+    k.ok(&["save", "wh", "-o", archive.to_str().unwrap()]);
+    let x = k.path("x");
+    fs::create_dir(&x).unwrap();
+    assert!(Command::new("tar")
+        .arg("-C")
+        .arg(&x)
+        .arg("-xf")
+        .arg(&archive)
+        .status()
+        .unwrap()
+        .success());
+    let c = config(&k, "wh");
+    let last = c["rootfs"]["diff_ids"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let names = String::from_utf8(
+        Command::new("tar")
+            .arg("-tf")
+            .arg(x.join("blobs/sha256").join(last))
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(names.lines().any(|l| l == "etc/.wh.hostname"), "{names}");
+    assert!(names.lines().any(|l| l == "ctx/.wh.sub"), "{names}");
+}
+
+#[test]
+fn the_cache_reruns_exactly_what_changed_and_says_why() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[
+        ("Dockerfile", "FROM bb\nARG VERSION=1\nCOPY a.txt /a.txt\nRUN echo version=$VERSION > /v.txt\nCOPY src/ /src/\nRUN cat /src/* > /all.txt\n"),
+        (".dockerignore", "**/*.tmp\n"),
+        ("a.txt", "a"),
+        ("src/one", "1"),
+        ("src/two", "2"),
+    ]);
+    let (first, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert!(!p.contains("CACHED"), "{p}");
+    // A no-op rebuild: everything CACHED, same image.
+    let (again, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert_eq!(again, first);
+    assert_eq!(p.matches("CACHED").count(), 4, "{p}");
+    // mtime-only changes and ignored files change nothing.
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    fs::File::options()
+        .write(true)
+        .open(ctx.join("src/one"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    fs::write(ctx.join("src/scratch.tmp"), "ignored").unwrap();
+    let (same, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert_eq!(same, first, "{p}");
+    assert_eq!(p.matches("CACHED").count(), 4, "{p}");
+    // Changing one file reruns from the first COPY that selects it, and says which file.
+    fs::write(ctx.join("src/two"), "TWO").unwrap();
+    let (changed, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert_ne!(changed, first);
+    assert!(step_lines(&p, "COPY a.txt").contains("CACHED"), "{p}");
+    assert!(step_lines(&p, "RUN echo version").contains("CACHED"), "{p}");
+    assert!(step_lines(&p, "COPY src/").contains("two changed"), "{p}");
+    assert!(
+        step_lines(&p, "RUN cat /src").contains("parent step changed"),
+        "{p}"
+    );
+    assert_eq!(run_out(&k, &["c", "cat", "/all.txt"]), "1TWO");
+    // Same size, same mtime, new content: still not a stale hit.
+    let meta = fs::metadata(ctx.join("src/two")).unwrap();
+    fs::write(ctx.join("src/two"), "Two").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(ctx.join("src/two"))
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let (_, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert!(step_lines(&p, "COPY src/").contains("two changed"), "{p}");
+    assert_eq!(run_out(&k, &["c", "cat", "/all.txt"]), "1Two");
+    // A build arg reruns the RUN that sees it.
+    let (_, p) = build_ok(&k, &ctx, &["-t", "c", "--build-arg", "VERSION=2"]);
+    assert!(step_lines(&p, "COPY a.txt").contains("CACHED"), "{p}");
+    assert!(
+        step_lines(&p, "RUN echo version").contains("build arg VERSION changed"),
+        "{p}"
+    );
+    assert_eq!(run_out(&k, &["c", "cat", "/v.txt"]), "version=2\n");
+    // The cache survives gc while it is recent, and --cache drops it.
+    k.ok(&["gc"]);
+    let (_, p) = build_ok(&k, &ctx, &["-t", "c", "--build-arg", "VERSION=2"]);
+    assert_eq!(p.matches("CACHED").count(), 4, "{p}");
+    k.ok(&["rmi", "c"]);
+    k.ok(&["gc", "--cache"]);
+    let (_, p) = build_ok(&k, &ctx, &["-t", "c"]);
+    assert!(!p.contains("CACHED"), "{p}");
+    let (_, p) = build_ok(&k, &ctx, &["-t", "c", "--no-cache"]);
+    assert!(!p.contains("CACHED"), "{p}");
+    k.ok(&["fsck"]);
+}
+
+#[test]
+fn builds_are_reproducible_across_roots_and_checkouts() {
+    require!(is_root(), "RUN steps need root");
+    let files: &[(&str, &str)] = &[
+        (
+            "Dockerfile",
+            "FROM bb\nCOPY . /app/\nRUN echo built > /app/out.txt && touch /app/stamp\n",
+        ),
+        ("a.txt", "a"),
+        ("dir/b.txt", "b"),
+    ];
+    let (k1, k2) = (with_base(), with_base());
+    let c1 = context(&k1, "ctx", files);
+    let c2 = context(&k2, "other-checkout", files);
+    let old = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
+    fs::File::options()
+        .write(true)
+        .open(c2.join("a.txt"))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let (id1, _) = build_ok(&k1, &c1, &["-t", "r"]);
+    let (id2, _) = build_ok(&k2, &c2, &["-t", "r"]);
+    assert_eq!(
+        id1, id2,
+        "two roots and two checkouts gave different images"
+    );
+    let i1: serde_json::Value = serde_json::from_str(&k1.ok(&["inspect", "r"])).unwrap();
+    let i2: serde_json::Value = serde_json::from_str(&k2.ok(&["inspect", "r"])).unwrap();
+    assert_eq!(i1[0]["Digest"], i2[0]["Digest"]);
+    let out = k1
+        .cmd()
+        .args(["build", "--check-reproducible"])
+        .arg(&c1)
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, "--check-reproducible");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reproducible"));
+    // A build that writes the time is not, and the check names the file.
+    let bad = context(
+        &k1,
+        "bad",
+        &[(
+            "Dockerfile",
+            "FROM bb\nRUN cat /proc/sys/kernel/random/uuid > /now.txt\n",
+        )],
+    );
+    let out = k1
+        .cmd()
+        .args(["build", "--check-reproducible"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("now.txt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failing_step_names_itself_tags_nothing_and_caches_nothing() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(
+        &k,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM bb\nRUN echo before\nRUN echo 'about to fail' && exit 7\nRUN echo never\n",
+        )],
+    );
+    let out = build(&k, &ctx, &["-t", "broken"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:3") && err.contains("exit 7") && err.contains("status 7"),
+        "{err}"
+    );
+    assert!(
+        err.contains("about to fail"),
+        "the command's output is shown: {err}"
+    );
+    assert!(
+        err.contains("logs/last-build"),
+        "the log path is printed: {err}"
+    );
+    assert!(!err.contains("echo never"), "{err}");
+    assert!(k.fails(&["inspect", "broken"]).contains("no such image"));
+    let out = build(&k, &ctx, &["-t", "broken"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        step_lines(&err, "RUN echo before").contains("CACHED"),
+        "{err}"
+    );
+    assert!(
+        !step_lines(&err, "exit 7").contains("CACHED"),
+        "a failed step was cached: {err}"
+    );
+    // Syntax errors point at the line and suggest the fix.
+    let typo = context(&k, "typo", &[("Dockerfile", "FROM bb\nCOPPY a b\n")]);
+    let err = String::from_utf8_lossy(&build(&k, &typo, &[]).stderr).into_owned();
+    assert!(
+        err.contains("Dockerfile:2") && err.contains("did you mean COPY?"),
+        "{err}"
+    );
+    let left = fs::read_dir(k.root().join("storage/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "snapshots left behind");
+}
+
+#[test]
+fn stop_signal_from_the_image_is_honoured() {
+    require!(is_root(), "keel run needs root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[("Dockerfile", "FROM bb\nSTOPSIGNAL SIGUSR1\nCMD [\"sh\", \"-c\", \"trap 'echo got-usr1; exit 0' USR1; trap 'echo got-term; exit 9' TERM; echo ready; while true; do sleep 0.1; done\"]\n")]);
+    build_ok(&k, &ctx, &["-t", "stopper"]);
+    k.ok(&["run", "-d", "--name", "s", "stopper"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !k.ok(&["logs", "s"]).contains("ready") {
+        assert!(std::time::Instant::now() < deadline);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    k.ok(&["stop", "s"]);
+    assert_eq!(k.ok(&["wait", "s"]).trim(), "0");
+    assert!(k.ok(&["logs", "s"]).contains("got-usr1"));
+    k.ok(&["rm", "s"]);
+}
+
+#[test]
+fn sigterm_stops_a_build_and_cleans_up() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(
+        &k,
+        "ctx",
+        &[(
+            "Dockerfile",
+            "FROM bb\nRUN echo started; sleep 60\nRUN echo never\n",
+        )],
+    );
+    let mut child = k
+        .cmd()
+        .arg("build")
+        .arg("-t")
+        .arg("slow")
+        .arg(&ctx)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    use std::io::BufRead;
+    while !seen.lines().any(|l| l.trim_end().ends_with(" started")) {
+        let mut line = String::new();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "build ended early: {seen}"
+        );
+        seen.push_str(&line);
+    }
+    let t = std::time::Instant::now();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "{rest}");
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(30),
+        "the build did not stop promptly"
+    );
+    assert!(
+        !rest.contains("echo never") || rest.contains("interrupted"),
+        "{rest}"
+    );
+    assert!(k.fails(&["inspect", "slow"]).contains("no such image"));
+    let left = fs::read_dir(k.root().join("storage/snapshots"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "snapshots left behind");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(k.root().to_str().unwrap()),
+        "mounts left behind"
+    );
+}

@@ -1,0 +1,385 @@
+//! `keel run` and the container lifecycle, driven through the CLI the way users do: exit
+//! codes, flags, volumes, the four port flavours answering HTTP from the host, detached
+//! containers (logs, exec, stop with StopSignal, wait, rm), and nothing left behind.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{is_root, Keel};
+use crate::require;
+
+/// A keel root with a busybox base image called `bb`.
+fn with_busybox() -> Keel {
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    k
+}
+
+fn run_code(k: &Keel, args: &[&str]) -> (i32, String, String) {
+    let out = k
+        .cmd()
+        .arg("run")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mounts() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').nth(4).unwrap_or("").to_string())
+        .collect()
+}
+
+#[test]
+fn run_reports_the_container_exit_status_and_leaves_nothing_with_rm() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    for (args, want) in [
+        (vec!["--rm", "bb", "true"], 0),
+        (vec!["--rm", "bb", "sh", "-c", "exit 3"], 3),
+        (vec!["--rm", "bb", "no-such-command"], 127),
+        (vec!["--rm", "bb", "/etc/passwd"], 126),
+        (vec!["--rm", "bb", "sh", "-c", "kill -9 $$"], 137),
+    ] {
+        let (code, _, err) = run_code(&k, &args);
+        assert_eq!(code, want, "keel run {args:?}: {err}");
+    }
+    // Its own PID namespace: PID 1 is keel's init there, the command right after it.
+    let (_, out, _) = run_code(
+        &k,
+        &[
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "echo $$; ls /proc | grep -c '^[0-9]'",
+        ],
+    );
+    let nums: Vec<u32> = out.lines().map(|l| l.trim().parse().unwrap()).collect();
+    assert!(
+        nums[0] <= 2 && nums[1] <= 4,
+        "not in its own PID namespace: {out}"
+    );
+    let mine = mounts()
+        .into_iter()
+        .filter(|m| m.contains(k.root().to_str().unwrap()))
+        .count();
+    assert_eq!(mine, 0, "mounts under the root remain after --rm");
+    assert!(
+        k.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "containers remain after --rm"
+    );
+}
+
+#[test]
+fn flags_for_env_workdir_user_and_hostname_reach_the_process() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let env_file = k.path("env.list");
+    std::fs::write(&env_file, "# comment\nFROM_FILE=yes\n").unwrap();
+    let (code, out, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "-e",
+            "A=1",
+            "--env-file",
+            env_file.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "65534:65534",
+            "--hostname",
+            "box",
+            "bb",
+            "sh",
+            "-c",
+            "echo $A $FROM_FILE; pwd; id -u; id -g; hostname",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "1 yes\n/tmp\n65534\n65534\nbox\n");
+    let (_, out, _) = run_code(&k, &["--rm", "-u", "nobody", "bb", "id", "-un"]);
+    assert_eq!(out.trim(), "nobody");
+}
+
+#[test]
+fn bind_mounts_named_volumes_and_ro_volumes() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let host = k.path("shared");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::write(host.join("in.txt"), "from host").unwrap();
+    let rw = format!("{}:/data", host.display());
+    let (code, out, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "-v",
+            &rw,
+            "bb",
+            "sh",
+            "-c",
+            "cat /data/in.txt; echo written > /data/out.txt",
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "from host"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(host.join("out.txt")).unwrap(),
+        "written\n"
+    );
+    let ro = format!("{}:/data:ro", host.display());
+    let (code, _, _) = run_code(
+        &k,
+        &["--rm", "-v", &ro, "bb", "sh", "-c", "echo x > /data/nope"],
+    );
+    assert_ne!(code, 0, "a :ro volume accepted a write");
+    assert!(!host.join("nope").exists());
+    let (code, _, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "-v",
+            "shared-vol:/v",
+            "bb",
+            "sh",
+            "-c",
+            "echo one > /v/f",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let (_, out, _) = run_code(&k, &["--rm", "-v", "shared-vol:/w", "bb", "cat", "/w/f"]);
+    assert_eq!(out, "one\n", "a named volume is shared between containers");
+    assert!(k.ok(&["volume", "ls"]).contains("shared-vol"));
+    k.ok(&["volume", "rm", "shared-vol"]);
+    assert!(!k.ok(&["volume", "ls"]).contains("shared-vol"));
+}
+
+#[test]
+fn bad_flags_and_missing_images_fail_before_anything_starts() {
+    let k = with_busybox();
+    for (args, want) in [
+        (vec!["-p", "80:x", "bb", "true"], "invalid -p value"),
+        (vec!["-v", "relative:dst", "bb", "true"], "invalid -v value"),
+        (
+            vec!["-v", "/nonexistent/keel-src:/x:ro", "bb", "true"],
+            "does not exist",
+        ),
+        (vec!["--memory", "12q", "bb", "true"], "invalid memory size"),
+        (
+            vec!["-u", "nosuchuser", "bb", "true"],
+            "unable to find user nosuchuser",
+        ),
+        (
+            vec!["no-such-image", "true"],
+            "no such image: no-such-image",
+        ),
+        (vec!["--isolation", "vm", "bb", "true"], "unknown isolation"),
+    ] {
+        let (code, _, err) = run_code(&k, &args);
+        assert_ne!(code, 0, "{args:?}");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+    }
+    assert!(
+        k.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "a failed run left a container"
+    );
+}
+
+/// GETs `/` from 127.0.0.1:port, retrying while the server starts.
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_ok() && body.contains("200") {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn host_port(k: &Keel, name: &str) -> u16 {
+    let v: serde_json::Value =
+        serde_json::from_str(&k.ok(&["port", name, "--format", "json"])).unwrap();
+    v[0]["host_port"].as_u64().unwrap() as u16
+}
+
+#[test]
+fn all_four_port_flavours_answer_http_from_the_host() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let www = k.path("www");
+    std::fs::create_dir(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from keel\n").unwrap();
+    let vol = format!("{}:/www:ro", www.display());
+    let static1 = free_port();
+    let flavours: Vec<(&str, String, &str)> = vec![
+        (
+            "static1-static2",
+            format!("{static1}:80"),
+            "httpd -f -p 80 -h /www",
+        ),
+        ("random-static", "80".to_string(), "httpd -f -p 80 -h /www"),
+        (
+            "random-random",
+            "0:0".to_string(),
+            "httpd -f -p $PORT -h /www",
+        ),
+    ];
+    for (name, spec, cmd) in &flavours {
+        k.ok(&[
+            "run", "-d", "--name", name, "-p", spec, "-v", &vol, "bb", "sh", "-c", cmd,
+        ]);
+        let port = host_port(&k, name);
+        if *name == "static1-static2" {
+            assert_eq!(port, static1);
+        }
+        assert!(http_get(port).contains("hello from keel"), "{name}");
+        k.ok(&["rm", "-f", name]);
+    }
+    // STATIC->STATIC: the same number on both sides.
+    let same = free_port();
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "static-static",
+        "-p",
+        &format!("{same}:{same}"),
+        "-v",
+        &vol,
+        "bb",
+        "httpd",
+        "-f",
+        "-p",
+        &same.to_string(),
+        "-h",
+        "/www",
+    ]);
+    assert!(http_get(same).contains("hello from keel"));
+    // A taken host port is an error before the container starts.
+    let err = k.fails(&[
+        "run",
+        "-d",
+        "--name",
+        "clash",
+        "-p",
+        &format!("{same}:80"),
+        "bb",
+        "true",
+    ]);
+    assert!(err.contains("already in use"), "{err}");
+    k.ok(&["rm", "-f", "static-static"]);
+    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty());
+}
+
+#[test]
+fn detached_lifecycle_logs_exec_stop_wait_rm() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    // An image whose StopSignal is SIGUSR1: the trap prints and exits 0 on it.
+    let id = k.ok(&["run", "-d", "--name", "svc", "bb", "sh", "-c", "trap 'echo got-usr1; exit 0' USR1; trap 'echo got-term; exit 0' TERM; echo ready; while true; do sleep 0.1; done"]).trim().to_string();
+    assert_eq!(id.len(), 64, "{id}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !k.ok(&["logs", "svc"]).contains("ready") {
+        assert!(Instant::now() < deadline, "no output in keel logs");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let ps = k.ok(&["ps"]);
+    assert!(ps.contains("svc") && ps.contains("Up"), "{ps}");
+    let exec = k
+        .cmd()
+        .args([
+            "exec",
+            "svc",
+            "sh",
+            "-c",
+            "echo in-container; hostname; exit 4",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(exec.status.code(), Some(4));
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout),
+        format!("in-container\n{}\n", &id[..12])
+    );
+    k.ok(&["stop", "-t", "10", "svc"]);
+    assert_eq!(k.ok(&["wait", "svc"]).trim(), "0");
+    assert!(
+        k.ok(&["logs", "svc"]).contains("got-term"),
+        "stop did not send the stop signal"
+    );
+    let ps = k.ok(&["ps", "-a", "--format", "json"]);
+    assert!(ps.contains("\"exited\""), "{ps}");
+    assert!(
+        k.fails(&["rmi", "bb"]).contains("used by container"),
+        "rmi must refuse an image in use"
+    );
+    k.ok(&["rm", "svc"]);
+    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert!(!k.root().join("containers").join(&id).exists());
+    // No cgroup, mount or snapshot of it is left.
+    for ctrl in std::fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        assert!(
+            !ctrl.path().join("keel").join(&id).exists(),
+            "cgroup {} left behind",
+            ctrl.path().join("keel").join(&id).display()
+        );
+    }
+    assert!(
+        !mounts().iter().any(|m| m.contains(&id)),
+        "a mount of the container is left"
+    );
+    assert!(!k.root().join("storage/snapshots").join(&id).exists());
+    k.ok(&["rmi", "bb"]);
+}
+
+#[test]
+fn foreground_run_forwards_signals_to_the_container() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let mut child = k
+        .cmd()
+        .args([
+            "run",
+            "--rm",
+            "bb",
+            "sh",
+            "-c",
+            "trap 'exit 42' TERM; echo up; while true; do sleep 0.1; done",
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 3];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"up\n");
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(42));
+}
