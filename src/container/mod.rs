@@ -245,11 +245,13 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerEr
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), ContainerError> {
     let dir = path.parent().expect("record files have parents");
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("writing", path))?;
-    serde_json::to_writer_pretty(&mut tmp, v).map_err(|e| ContainerError::Io {
+    // One write, not one syscall per token.
+    let bytes = serde_json::to_vec_pretty(v).map_err(|e| ContainerError::Io {
         op: "writing",
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
+    io::Write::write_all(&mut tmp, &bytes).map_err(io_err("writing", path))?;
     tmp.persist(path)
         .map_err(|e| io_err("writing", path)(e.error))?;
     Ok(())

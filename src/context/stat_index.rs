@@ -145,7 +145,8 @@ impl StatIndex {
         let Some(dir) = file.parent() else { return };
         let _ = fs::create_dir_all(dir);
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-            if serde_json::to_writer(&mut tmp, &disk).is_ok() {
+            let buffered = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
+            if serde_json::to_writer(buffered, &disk).is_ok() {
                 let _ = tmp.persist(file);
             }
         }

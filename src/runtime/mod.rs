@@ -239,12 +239,15 @@ fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
         .map_err(RuntimeError::Setup)
 }
 
-/// Creates the container's cgroup when the host has one (limits demand it).
+/// Creates the container's cgroup when limits ask for one.
 fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeError> {
-    let layout = cgroup_layout();
-    if layout.kind() == "none" && spec.limits.is_empty() {
+    // Without limits there is nothing for a cgroup to do (the PID namespace already
+    // bounds the container's processes), and not creating one saves a directory per
+    // controller on every start.
+    if spec.limits.is_empty() {
         return Ok(None);
     }
+    let layout = cgroup_layout();
     Ok(Some(cgroup::Cgroup::create(
         &layout,
         &spec.id,
