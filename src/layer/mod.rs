@@ -2,12 +2,13 @@
 //! unpacking stacks of layers safely and packing changesets reproducibly.
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
-use std::io::{self, BufRead, BufReader, Read};
-use std::path::{Component, Path, PathBuf};
-
 pub mod diff;
+pub mod guard;
 pub mod pack;
 pub mod unpack;
+
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Component, Path, PathBuf};
 
 /// Longest entry name keel accepts (Linux PATH_MAX); longer names are hostile or broken.
 pub const MAX_ENTRY_PATH: usize = 4096;

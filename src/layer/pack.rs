@@ -1,154 +1,181 @@
-//! Packing a changeset into a layer tarball, reproducibly: entries in byte order of their
-//! paths (parents first), owners and modes exactly as on disk, timestamps clamped to the
-//! epoch (SOURCE_DATE_EPOCH semantics) unless asked to keep them, no user or group names,
-//! deletions as `.wh.` whiteouts, hardlinks within the layer kept as links.
+//! Packing a changeset into a reproducible, uncompressed layer tarball.
+//!
+//! The same tree always gives the same bytes: entries sorted by path (component-wise,
+//! so parents come before children), every parent directory of a change included with
+//! its real metadata, uid/gid/mode exactly as on disk, mtimes set to `epoch`
+//! (`SOURCE_DATE_EPOCH` semantics, <https://reproducible-builds.org/specs/source-date-epoch/>)
+//! when one is given, no atime/ctime, empty uname/gname. Deletions become OCI
+//! whiteouts (`.wh.NAME`); hardlinks inside the layer stay hardlinks; the
+//! `security.capability` xattr (and `user.*` when asked) travel as `SCHILY.xattr` PAX
+//! records; other xattrs are host noise (SELinux labels, overlay metadata).
+//!
+//! This module reads the tree and writes the tar; it does not compress or hash.
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::OsString;
 use std::fs;
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::diff::{Change, ChangeKind};
-use super::LayerError;
+use tar::{EntryType, Header};
 
+use super::diff::{Change, ChangeKind};
+use super::unpack::WHITEOUT_PREFIX;
+use super::LayerError;
+use crate::sys::fs as sysfs;
+
+/// How timestamps are written.
 #[derive(Debug, Clone, Default)]
 pub struct PackOptions {
-    /// Every mtime becomes this (seconds since the epoch); `None` keeps the real mtimes.
+    /// Every mtime becomes this (seconds since the Unix epoch); `None` keeps the real
+    /// mtimes (`--timestamps keep`).
     pub epoch: Option<u64>,
+    /// Also keep `user.*` xattrs (off by default: checkouts and downloads carry
+    /// host-specific ones, which would break reproducibility).
+    pub user_xattrs: bool,
+}
+
+/// Counts of what `pack` wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackStats {
+    pub entries: u64,
+    pub whiteouts: u64,
+    /// Bytes of regular-file content.
+    pub bytes: u64,
+}
+
+/// Extended attributes that are part of an image (others are host noise).
+fn keep_xattr(name: &str, opts: &PackOptions) -> bool {
+    name == "security.capability" || (opts.user_xattrs && name.starts_with("user."))
 }
 
 enum Item {
-    /// Write the entry at this path from disk.
     Entry,
-    /// A `.wh.NAME` whiteout for a deleted path.
     Whiteout,
-    /// A `.wh..wh..opq` marker inside the directory (after the directory itself).
-    Opaque,
 }
 
-fn header(kind: tar::EntryType, m: Option<&fs::Metadata>, opts: &PackOptions) -> tar::Header {
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(kind);
-    match m {
-        Some(m) => {
-            h.set_mode(m.mode() & 0o7777);
-            h.set_uid(m.uid() as u64);
-            h.set_gid(m.gid() as u64);
-            h.set_mtime(opts.epoch.unwrap_or(m.mtime().max(0) as u64));
-        }
-        None => {
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(opts.epoch.unwrap_or(0));
-        }
-    }
-    h.set_size(0);
-    h
-}
-
-/// Linux's dev_t encoding (glibc `gnu_dev_major`/`gnu_dev_minor`).
-fn split_dev(dev: u64) -> (u32, u32) {
-    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
-    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
-    (major as u32, minor as u32)
-}
-
-/// Writes the layer for `changes` (paths relative to `root`, the merged tree) to `out`.
+/// Writes the layer for `changes`, reading added and modified paths (and the parents
+/// of every change) from `root` — the snapshot's merged root filesystem.
 pub fn pack(
     changes: &[Change],
     root: &Path,
     out: impl Write,
     opts: &PackOptions,
-) -> Result<(), LayerError> {
-    // Every changed path, its parents (so the layer carries their metadata), and markers.
-    let mut items: BTreeMap<Vec<u8>, (PathBuf, Item)> = BTreeMap::new();
-    let key = |p: &Path| p.as_os_str().as_encoded_bytes().to_vec();
+) -> Result<PackStats, LayerError> {
+    let mut items: BTreeMap<PathBuf, Item> = BTreeMap::new();
     for c in changes {
-        for parent in c.path.ancestors().skip(1) {
-            if !parent.as_os_str().is_empty() {
-                items
-                    .entry(key(parent))
-                    .or_insert((parent.to_path_buf(), Item::Entry));
-            }
+        let parent = c.path.parent().unwrap_or(Path::new(""));
+        for anc in parent.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+            items.entry(anc.to_path_buf()).or_insert(Item::Entry);
         }
         match c.kind {
             ChangeKind::Added | ChangeKind::Modified => {
-                items.insert(key(&c.path), (c.path.clone(), Item::Entry));
+                items.insert(c.path.clone(), Item::Entry);
             }
             ChangeKind::Deleted => {
                 let name = c
                     .path
                     .file_name()
-                    .expect("a changed path has a name")
-                    .to_string_lossy();
-                let wh = c.path.with_file_name(format!(".wh.{name}"));
-                items.insert(key(&wh), (wh, Item::Whiteout));
-            }
-            ChangeKind::Opaque => {
-                items.insert(key(&c.path), (c.path.clone(), Item::Entry));
-                let marker = c.path.join(".wh..wh..opq");
-                items.insert(key(&marker), (marker, Item::Opaque));
+                    .ok_or_else(|| LayerError::bad("<root>", "the layer root cannot be deleted"))?;
+                let mut wh = OsString::from(WHITEOUT_PREFIX);
+                wh.push(name);
+                items.insert(parent.join(wh), Item::Whiteout);
             }
         }
     }
-    // Sort so that a directory's entries follow it directly: compare path components.
-    let mut ordered: Vec<(PathBuf, Item)> = items.into_values().collect();
-    ordered.sort_by(|a, b| a.0.components().cmp(b.0.components()));
-    let mut tar = tar::Builder::new(out);
+
+    let root_dir = fs::File::open(root).map_err(|e| {
+        LayerError::bad(
+            root.display().to_string(),
+            format!("opening the tree to pack: {e}"),
+        )
+    })?;
+    let mut b = tar::Builder::new(out);
+    b.mode(tar::HeaderMode::Complete);
+    let mut stats = PackStats::default();
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
-    for (path, item) in ordered {
-        match item {
-            Item::Whiteout | Item::Opaque => {
-                let mut h = header(tar::EntryType::Regular, None, opts);
-                h.set_mode(0);
-                tar.append_data(&mut h, &path, io::empty())?;
-            }
-            Item::Entry => {
-                let full = root.join(&path);
-                let m = match fs::symlink_metadata(&full) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(e.into()),
-                };
-                let ft = m.file_type();
-                if ft.is_dir() {
-                    let mut h = header(tar::EntryType::Directory, Some(&m), opts);
-                    let mut name = path.as_os_str().to_os_string();
-                    name.push("/");
-                    tar.append_data(&mut h, PathBuf::from(name), io::empty())?;
-                } else if ft.is_symlink() {
-                    let mut h = header(tar::EntryType::Symlink, Some(&m), opts);
-                    tar.append_link(&mut h, &path, fs::read_link(&full)?)?;
-                } else if ft.is_file() {
-                    if m.nlink() > 1 {
-                        if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                            let mut h = header(tar::EntryType::Link, Some(&m), opts);
-                            tar.append_link(&mut h, &path, first)?;
-                            continue;
-                        }
-                        links.insert((m.dev(), m.ino()), path.clone());
-                    }
-                    let mut h = header(tar::EntryType::Regular, Some(&m), opts);
-                    h.set_size(m.len());
-                    tar.append_data(&mut h, &path, fs::File::open(&full)?)?;
-                } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
-                    let kind = if ft.is_char_device() {
-                        tar::EntryType::Char
-                    } else if ft.is_block_device() {
-                        tar::EntryType::Block
-                    } else {
-                        tar::EntryType::Fifo
-                    };
-                    let mut h = header(kind, Some(&m), opts);
-                    let (major, minor) = split_dev(m.rdev());
-                    h.set_device_major(major)?;
-                    h.set_device_minor(minor)?;
-                    tar.append_data(&mut h, &path, io::empty())?;
+    for (rel, item) in &items {
+        let shown = || rel.display().to_string();
+        let err = |e: io::Error| LayerError::bad(shown(), format!("packing: {e}"));
+        stats.entries += 1;
+        let mut h = Header::new_gnu();
+        if let Item::Whiteout = item {
+            stats.whiteouts += 1;
+            h.set_entry_type(EntryType::Regular);
+            h.set_mode(0o644);
+            h.set_mtime(opts.epoch.unwrap_or(0));
+            h.set_size(0);
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+            continue;
+        }
+        let p = root.join(rel);
+        let m = fs::symlink_metadata(&p).map_err(err)?;
+        h.set_uid(m.uid() as u64);
+        h.set_gid(m.gid() as u64);
+        h.set_mode(m.mode() & 0o7777);
+        h.set_mtime(opts.epoch.unwrap_or(m.mtime().max(0) as u64));
+        h.set_size(0);
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Ok(names) = sysfs::list_xattrs(&p) {
+            for n in names.into_iter().filter(|n| keep_xattr(n, opts)) {
+                if let Ok(Some(v)) = sysfs::get_xattr(&p, &n) {
+                    pax.push((format!("SCHILY.xattr.{n}"), v));
                 }
             }
         }
+        if !pax.is_empty() {
+            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+                .map_err(err)?;
+        }
+        let ft = m.file_type();
+        if ft.is_dir() {
+            h.set_entry_type(EntryType::Directory);
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+        } else if ft.is_symlink() {
+            h.set_entry_type(EntryType::Symlink);
+            let target = fs::read_link(&p).map_err(err)?;
+            b.append_link(&mut h, rel, &target).map_err(err)?;
+        } else if ft.is_file() {
+            if m.nlink() > 1 {
+                if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                    h.set_entry_type(EntryType::Link);
+                    b.append_link(&mut h, rel, first).map_err(err)?;
+                    continue;
+                }
+                links.insert((m.dev(), m.ino()), rel.clone());
+            }
+            h.set_entry_type(EntryType::Regular);
+            h.set_size(m.size());
+            let f = sysfs::open_beneath(&root_dir, rel).map_err(err)?;
+            let fm = f.metadata().map_err(err)?;
+            if (fm.dev(), fm.ino(), fm.size()) != (m.dev(), m.ino(), m.size()) {
+                return Err(LayerError::bad(
+                    shown(),
+                    "the file changed while it was being packed; pack only a quiescent tree",
+                ));
+            }
+            // A file that changes size while being packed would corrupt the stream.
+            b.append_data(&mut h, rel, io::Read::take(f, m.size()))
+                .map_err(err)?;
+            stats.bytes += m.size();
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            h.set_entry_type(if ft.is_char_device() {
+                EntryType::Char
+            } else if ft.is_block_device() {
+                EntryType::Block
+            } else {
+                EntryType::Fifo
+            });
+            let rdev = m.rdev();
+            h.set_device_major(sysfs::dev_major(rdev)).map_err(err)?;
+            h.set_device_minor(sysfs::dev_minor(rdev)).map_err(err)?;
+            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+        } else {
+            // Sockets do not belong in images.
+            stats.entries -= 1;
+        }
     }
-    tar.into_inner()?.flush()?;
-    Ok(())
+    b.finish()
+        .map_err(|e| LayerError::bad("<end of layer>", format!("writing tar: {e}")))?;
+    Ok(stats)
 }

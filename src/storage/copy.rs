@@ -1,127 +1,264 @@
-//! The copy driver: for every prefix of a layer stack a merged tree is cached under
-//! `storage/merged/<chain id>/` (each built from the one below plus one layer), and a
-//! snapshot is a plain copy of the top one. Works on any kernel and filesystem.
+//! The `copy` driver: the merged tree of every layer-chain prefix is cached under
+//! `chains/<chain-id hex>/` (OCI image-spec config.md, "ChainID"), and a snapshot is a
+//! plain copy of the top chain. It works on any filesystem and kernel.
+//!
+//! Copies keep owners, modes, mtimes, xattrs and hardlinks, so the tree diff of a
+//! snapshot against its chain sees only what the container changed.
+use std::collections::HashMap;
 use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::{io_err, unpack_atomically, Dirs, LayerBlob, Snapshot, Snapshotter, StorageError};
-use crate::layer::diff::{self, Change};
-use crate::layer::unpack::Whiteouts;
+use super::{
+    build_cached, load_snapshot, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot,
+    Snapshotter, StorageError,
+};
+use crate::digest::{self, hex_of, Digest};
+use crate::layer::diff::{diff_trees_since, Change};
+use crate::layer::unpack::{unpack_file, UnpackOptions, Whiteouts};
+use crate::sys::fs as sysfs;
 
 pub struct CopyDriver {
-    dirs: Dirs,
+    storage: PathBuf,
 }
 
-/// Copies a tree preserving owners, modes, times, links and xattrs (`cp -a`), using
-/// reflinks where the filesystem has them.
-pub(crate) fn copy_tree(src: &Path, dst: &Path) -> Result<(), StorageError> {
-    let out = Command::new("cp")
-        .arg("-a")
-        .arg("--reflink=auto")
-        .arg(src)
-        .arg(dst)
-        .output()
-        .map_err(io_err("running cp -a for", dst))?;
-    if !out.status.success() {
-        return Err(StorageError::Io {
-            op: "copying into",
-            path: dst.to_path_buf(),
-            source: std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
-        });
+/// The ChainID of each prefix of `layers`: `chain(1) = diff_id(1)`,
+/// `chain(n) = sha256(chain(n-1) + " " + diff_id(n))`.
+pub fn chain_ids(layers: &[LayerBlob]) -> Vec<Digest> {
+    let mut out: Vec<Digest> = Vec::with_capacity(layers.len());
+    for l in layers {
+        let next = match out.last() {
+            None => l.diff_id.clone(),
+            Some(prev) => digest::of_bytes(format!("{prev} {}", l.diff_id).as_bytes()),
+        };
+        out.push(next);
     }
-    Ok(())
-}
-
-/// Unmounts every mount point at or below `dir`, deepest first.
-pub(crate) fn unmount_below(dir: &Path) -> Result<(), StorageError> {
-    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
-        .into_iter()
-        .filter(|p| p.starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
-    for p in points {
-        let _ = crate::sys::mount::umount_detach(&p);
-    }
-    Ok(())
+    out
 }
 
 impl CopyDriver {
-    pub(super) fn new(dirs: Dirs) -> CopyDriver {
-        CopyDriver { dirs }
+    pub fn new(storage: &Path) -> Result<CopyDriver> {
+        fs::create_dir_all(storage.join("chains"))
+            .map_err(StorageError::io("creating", storage))?;
+        Ok(CopyDriver {
+            storage: storage.to_path_buf(),
+        })
     }
 
-    /// The merged tree of `layers`, building missing prefixes from the highest cached one.
-    fn merged(&self, layers: &[LayerBlob]) -> Result<PathBuf, StorageError> {
-        if layers.is_empty() {
-            let empty = self.dirs.base.join("empty");
-            fs::create_dir_all(&empty).map_err(io_err("creating", &empty))?;
-            return Ok(empty);
+    /// Makes sure the merged tree of `layers` is cached; returns it and how many layers
+    /// were extracted to build it.
+    fn ensure_chain(&self, layers: &[LayerBlob]) -> Result<(PathBuf, usize)> {
+        let chains = chain_ids(layers);
+        // Find the longest cached prefix, then build upwards from it.
+        let mut have = chains.len();
+        while have > 0 && !self.chain_dir(&chains[have - 1]).is_dir() {
+            have -= 1;
         }
-        let mut chain = String::new();
-        let dirs: Vec<PathBuf> = layers
-            .iter()
-            .map(|l| {
-                chain = crate::digest::of_bytes(format!("{chain} {}", l.diff_id).as_bytes())
-                    .digest()
-                    .to_string();
-                self.dirs.base.join("merged").join(&chain)
-            })
-            .collect();
-        let start = dirs
-            .iter()
-            .rposition(|d| d.is_dir())
-            .map(|i| i + 1)
-            .unwrap_or(0);
-        for i in start..layers.len() {
-            let seed = if i == 0 {
+        let mut unpacked = 0;
+        for i in have..chains.len() {
+            let dest = self.chain_dir(&chains[i]);
+            let parent = if i == 0 {
                 None
             } else {
-                Some(dirs[i - 1].as_path())
+                Some(self.chain_dir(&chains[i - 1]))
             };
-            unpack_atomically(&self.dirs, &layers[i], &dirs[i], Whiteouts::Apply, seed)?;
+            let layer = &layers[i];
+            let fresh = build_cached(&self.storage, &dest, |tmp| {
+                if let Some(p) = &parent {
+                    copy_tree(p, tmp)?;
+                }
+                let opts = UnpackOptions {
+                    whiteouts: Whiteouts::Apply,
+                    allow_devices: true,
+                    ..UnpackOptions::default()
+                };
+                unpack_file(&layer.blob, tmp, &opts)
+                    .map(drop)
+                    .map_err(|source| StorageError::Layer {
+                        diff_id: layer.diff_id.to_string(),
+                        source,
+                    })
+            })?;
+            unpacked += fresh as usize;
         }
-        Ok(dirs[layers.len() - 1].clone())
+        match chains.last() {
+            Some(top) => Ok((self.chain_dir(top), unpacked)),
+            None => {
+                let empty = self.storage.join("empty");
+                fs::create_dir_all(&empty).map_err(StorageError::io("creating", &empty))?;
+                Ok((empty, 0))
+            }
+        }
+    }
+
+    fn chain_dir(&self, chain: &Digest) -> PathBuf {
+        self.storage.join("chains").join(hex_of(chain))
     }
 }
 
 impl Snapshotter for CopyDriver {
+    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        let (base, unpacked) = self.ensure_chain(layers)?;
+        let dir = new_snapshot_dir(&self.storage, id)?;
+        let snap = Snapshot {
+            id: id.to_string(),
+            rootfs: dir.join("rootfs"),
+            dir: dir.clone(),
+            driver: self.name().to_string(),
+            layers: layers.iter().map(|l| l.diff_id.to_string()).collect(),
+            parents: vec![base.clone()],
+            unpacked,
+        };
+        let made = (|| {
+            fs::create_dir(&snap.rootfs).map_err(StorageError::io("creating", &snap.rootfs))?;
+            copy_tree(&base, &snap.rootfs)?;
+            // Files changed after this stamp have a newer ctime (see diff_trees_since).
+            fs::write(dir.join("stamp"), b"").map_err(StorageError::io("writing", &dir))?;
+            save_snapshot(&snap)
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(snap)
+    }
+
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
+        let stamp = fs::symlink_metadata(snap.dir.join("stamp"))
+            .ok()
+            .map(|m| (m.ctime(), m.ctime_nsec()));
+        let base = snap
+            .parents
+            .first()
+            .ok_or_else(|| StorageError::NotFound(snap.id.clone()))?;
+        diff_trees_since(base, &snap.rootfs, stamp).map_err(|source| StorageError::Changes {
+            id: snap.id.clone(),
+            source,
+        })
+    }
+
+    fn remove(&self, snap: &Snapshot) -> Result<()> {
+        super::teardown(&snap.dir)
+    }
+
     fn name(&self) -> &'static str {
         "copy"
     }
 
-    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot, StorageError> {
-        let base = self.merged(layers)?;
-        let dir = self.dirs.snapshot(id);
-        if dir.exists() {
-            self.remove_id(id)?;
+    fn storage_root(&self) -> &Path {
+        &self.storage
+    }
+
+    fn get(&self, id: &str) -> Result<Snapshot> {
+        let snap = load_snapshot(
+            &self.storage.join("snapshots").join(super::check_id(id)?),
+            id,
+        )?;
+        if snap.driver != self.name() {
+            return Err(StorageError::OtherDriver {
+                id: id.to_string(),
+                driver: snap.driver,
+            });
         }
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let rootfs = dir.join("rootfs");
-        copy_tree(&base, &rootfs)?;
-        Ok(Snapshot {
-            id: id.to_string(),
-            rootfs,
-            dir,
-            base,
-        })
+        Ok(snap)
     }
+}
 
-    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>, StorageError> {
-        diff::compare_trees(&snap.base, &snap.rootfs).map_err(io_err("comparing", &snap.rootfs))
+/// Copies the tree `src` into the existing directory `dst`, keeping owners, modes
+/// (setuid included), mtimes, xattrs, hardlinks, symlinks and device nodes.
+pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    let root_meta = fs::symlink_metadata(src).map_err(StorageError::io("reading", src))?;
+    dirs.push((dst.to_path_buf(), root_meta.clone()));
+    copy_attrs(src, dst, &root_meta, false)?;
+    for entry in walkdir::WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| StorageError::Io {
+            what: "walking",
+            path: src.to_path_buf(),
+            source: e.into(),
+        })?;
+        let from = entry.path();
+        let rel = from
+            .strip_prefix(src)
+            .expect("walkdir stays under its root");
+        let to = dst.join(rel);
+        let m = entry.metadata().map_err(|e| StorageError::Io {
+            what: "reading",
+            path: from.to_path_buf(),
+            source: e.into(),
+        })?;
+        let ft = m.file_type();
+        let fail = StorageError::io("copying to", &to);
+        if ft.is_dir() {
+            fs::create_dir(&to).map_err(fail)?;
+            dirs.push((to.clone(), m.clone()));
+            copy_attrs(from, &to, &m, false)?;
+            continue;
+        }
+        if ft.is_file() && m.nlink() > 1 {
+            if let Some(first) = links.get(&(m.dev(), m.ino())) {
+                fs::hard_link(first, &to).map_err(fail)?;
+                continue;
+            }
+            links.insert((m.dev(), m.ino()), to.clone());
+        }
+        if ft.is_file() {
+            // std's copy uses copy_file_range, which reflinks where the filesystem can.
+            fs::copy(from, &to).map_err(fail)?;
+        } else if ft.is_symlink() {
+            let target = fs::read_link(from).map_err(StorageError::io("reading", from))?;
+            std::os::unix::fs::symlink(target, &to).map_err(fail)?;
+        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            let kind = if ft.is_char_device() {
+                sysfs::NodeKind::Char
+            } else if ft.is_block_device() {
+                sysfs::NodeKind::Block
+            } else {
+                sysfs::NodeKind::Fifo
+            };
+            let rdev = m.rdev();
+            sysfs::mknod(
+                &to,
+                kind,
+                m.mode() & 0o7777,
+                sysfs::dev_major(rdev) as u64,
+                sysfs::dev_minor(rdev) as u64,
+            )
+            .map_err(fail)?;
+        } else {
+            continue; // sockets
+        }
+        copy_attrs(from, &to, &m, true)?;
     }
-
-    fn remove(&self, snap: &Snapshot) -> Result<(), StorageError> {
-        self.remove_id(&snap.id)
+    // Directory times last (deepest first): creating entries bumps them.
+    for (d, m) in dirs.iter().rev() {
+        sysfs::set_times_nofollow(d, m.mtime(), m.mtime_nsec())
+            .map_err(StorageError::io("setting times on", d))?;
     }
+    Ok(())
+}
 
-    fn remove_id(&self, id: &str) -> Result<(), StorageError> {
-        let dir = self.dirs.snapshot(id);
-        unmount_below(&dir)?;
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
-            _ => Ok(()),
+/// Owner, then mode (chown clears setuid), then xattrs, then (unless deferred) mtime.
+fn copy_attrs(from: &Path, to: &Path, m: &fs::Metadata, times: bool) -> Result<()> {
+    let fail = StorageError::io("copying attributes to", to);
+    if sysfs::is_root() {
+        sysfs::lchown(to, m.uid(), m.gid()).map_err(StorageError::io("chown", to))?;
+    }
+    if !m.file_type().is_symlink() {
+        fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))
+            .map_err(StorageError::io("chmod", to))?;
+    }
+    if let Ok(names) = sysfs::list_xattrs(from) {
+        for n in names {
+            if let Ok(Some(v)) = sysfs::get_xattr(from, &n) {
+                // Namespaces the destination refuses (e.g. trusted.* without root) are skipped.
+                let _ = sysfs::set_xattr(to, &n, &v);
+            }
         }
     }
+    if times {
+        sysfs::set_times_nofollow(to, m.mtime(), m.mtime_nsec()).map_err(fail)?;
+    }
+    Ok(())
 }

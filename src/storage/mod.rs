@@ -1,161 +1,487 @@
-//! Storage drivers: root filesystems for containers and build steps, as a `Snapshot` of
-//! an image's layer stack with a writable top. `overlay` mounts kernel overlayfs over
-//! layers unpacked once each; `copy` copies a cached merged tree into a plain directory
-//! and works on any kernel and filesystem. Both report the changeset of the writable
-//! top, which the build engine commits as a layer.
-mod copy;
-mod overlay;
-
+//! Storage drivers: root filesystems (snapshots) for containers and build steps, made
+//! from an image's layer stack plus a writable top.
+//!
+//! Two drivers implement [`Snapshotter`]: `overlay` (kernel overlayfs over layers
+//! unpacked once each) and `copy` (merged trees cached per layer-chain prefix, copied
+//! into a plain directory; works on any filesystem). Everything lives under
+//! `<root>/storage/`:
+//!
+//! ```text
+//! layers/<diff-id hex>/      one unpacked layer, overlay whiteouts (overlay driver)
+//! chains/<chain-id hex>/     merged tree of layers 1..n (copy driver)
+//! snapshots/<id>/            snapshot.json, rootfs/, and upper/ + work/ for overlay
+//! tmp/                       unpacks in progress; renamed into place when complete
+//! ```
+//!
+//! Caches are only ever renamed into place complete, so a killed keel never leaves a
+//! half-unpacked layer behind (stray `tmp/` entries are garbage). This module does not
+//! know about the image store: callers pass the blob paths and diff ids.
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest;
 use crate::layer::diff::Change;
-use crate::layer::unpack::{unpack, UnpackOptions, Whiteouts};
+use crate::layer::pack::{pack, PackOptions, PackStats};
 use crate::layer::LayerError;
 
-pub use copy::CopyDriver;
-pub use overlay::OverlayDriver;
+pub mod copy;
+pub mod overlay;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("overlayfs not available ({0}); use --storage-driver copy")]
-    OverlayUnavailable(String),
-    #[error("unknown storage driver {0:?}; use overlay or copy")]
-    Unknown(String),
-    #[error("unpacking layer {diff_id}: {source}")]
-    Unpack { diff_id: String, source: LayerError },
-    #[error("{op} {path}: {source}")]
+    #[error("layer {diff_id}: {source}")]
+    Layer { diff_id: String, source: LayerError },
+    #[error("snapshot {id}: {source}")]
+    Changes { id: String, source: LayerError },
+    #[error("{what} {}: {source}", path.display())]
     Io {
-        op: &'static str,
+        what: &'static str,
         path: PathBuf,
-        source: std::io::Error,
+        source: io::Error,
     },
-    #[error("{0}")]
+    #[error("{driver} not available ({why}); use --storage-driver copy")]
+    Unavailable { driver: &'static str, why: String },
+    #[error("unknown storage driver {0:?}; use overlay or copy")]
+    UnknownDriver(String),
+    #[error("snapshot {0:?} already exists; remove it first or pick another id")]
+    Exists(String),
+    #[error("snapshot {id:?} was made by the {driver} driver; use --storage-driver {driver}")]
+    OtherDriver { id: String, driver: String },
+    #[error(transparent)]
     Sys(#[from] crate::sys::SysError),
+    #[error("no snapshot {0:?}")]
+    NotFound(String),
+    #[error(
+        "invalid snapshot id {0:?}: use letters, digits, '-', '_' and '.', not starting with '.'"
+    )]
+    BadId(String),
 }
 
-pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StorageError {
-    let path = path.to_path_buf();
-    move |source| StorageError::Io { op, path, source }
+impl StorageError {
+    pub(crate) fn io(what: &'static str, path: &Path) -> impl FnOnce(io::Error) -> StorageError {
+        let path = path.to_path_buf();
+        move |source| StorageError::Io { what, path, source }
+    }
 }
 
-/// A layer blob in the store and the digest of its uncompressed content.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// One layer of an image: its uncompressed digest and the blob file (maybe gzip).
 #[derive(Debug, Clone)]
 pub struct LayerBlob {
     pub diff_id: Digest,
     pub blob: PathBuf,
 }
 
-/// A writable root filesystem over a stack of layers.
-#[derive(Debug, Clone)]
+/// A prepared root filesystem with a writable top.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Snapshot {
     pub id: String,
-    /// The directory to use as the container's root.
+    /// The directory a container uses as its root.
     pub rootfs: PathBuf,
-    /// The snapshot's own directory (everything under it goes on remove).
+    /// `<root>/storage/snapshots/<id>`: everything the snapshot owns.
     pub dir: PathBuf,
-    /// The tree the rootfs started from (copy driver) or the upper directory (overlay).
-    pub base: PathBuf,
+    pub driver: String,
+    /// Diff ids of the layers below, bottom first.
+    pub layers: Vec<String>,
+    /// What the writable top is compared against: the overlay lower dirs (top-most
+    /// first) or the copy driver's merged parent tree.
+    pub parents: Vec<PathBuf>,
+    /// Layers extracted by the `prepare` call that made this snapshot (0 when every
+    /// layer came from the cache).
+    #[serde(default)]
+    pub unpacked: usize,
 }
 
-pub trait Snapshotter {
-    /// `overlay` or `copy`.
+/// A storage driver.
+pub trait Snapshotter: Send + Sync {
+    /// Creates snapshot `id` from `layers` (bottom first) with an empty writable top.
+    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot>;
+    /// What changed in the writable top against the layers, sorted by path.
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
+    /// Unmounts and deletes the snapshot; nothing of it is left behind.
+    fn remove(&self, snap: &Snapshot) -> Result<()>;
     fn name(&self) -> &'static str;
-    /// A fresh snapshot `id` over `layers` (bottom first).
-    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot, StorageError>;
-    /// What changed in the snapshot's writable top.
-    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>, StorageError>;
-    /// Unmounts and deletes the snapshot.
-    fn remove(&self, snap: &Snapshot) -> Result<(), StorageError>;
-    /// Removes snapshot `id` (when only its id is known, e.g. `keel rm`).
-    fn remove_id(&self, id: &str) -> Result<(), StorageError>;
+    /// Loads a snapshot prepared earlier (possibly by another keel process).
+    /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
+    fn get(&self, id: &str) -> Result<Snapshot>;
+    /// Removes snapshot `id` when only its id is known (`keel rm`); a missing or
+    /// half-prepared snapshot is removed as far as it exists.
+    fn remove_id(&self, id: &str) -> Result<()> {
+        teardown(&self.storage_root().join("snapshots").join(check_id(id)?))
+    }
+    /// `<root>/storage`.
+    fn storage_root(&self) -> &Path;
 }
 
-/// The directories every driver shares under `<root>/storage`.
-#[derive(Debug, Clone)]
-pub(crate) struct Dirs {
-    pub base: PathBuf,
+/// Whether a driver works on this host, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverSupport {
+    pub name: &'static str,
+    pub available: bool,
+    /// Empty when available; otherwise the reason.
+    pub detail: String,
 }
 
-impl Dirs {
-    pub fn new(root: &Path) -> Dirs {
-        Dirs {
-            base: root.join("storage"),
+/// Which drivers work under `root` on this host (overlay is tried with a real mount).
+pub fn detect(root: &Path) -> Vec<DriverSupport> {
+    let storage = root.join("storage");
+    let copy = match fs::create_dir_all(storage.join("tmp")) {
+        Ok(()) => DriverSupport {
+            name: "copy",
+            available: true,
+            detail: String::new(),
+        },
+        Err(e) => DriverSupport {
+            name: "copy",
+            available: false,
+            detail: format!("cannot create {}: {e}", storage.display()),
+        },
+    };
+    let overlay = match overlay::probe(&storage) {
+        Ok(()) => DriverSupport {
+            name: "overlay",
+            available: true,
+            detail: String::new(),
+        },
+        Err(why) => DriverSupport {
+            name: "overlay",
+            available: false,
+            detail: why,
+        },
+    };
+    vec![overlay, copy]
+}
+
+/// Opens the driver `kind` (`overlay` or `copy`), or picks overlay when it works here
+/// and copy otherwise.
+pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
+    let storage = root.join("storage");
+    match kind {
+        Some("copy") => Ok(Box::new(copy::CopyDriver::new(&storage)?)),
+        Some("overlay") => match overlay::probe_cached(&storage) {
+            Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
+            Err(why) => Err(StorageError::Unavailable {
+                driver: "overlayfs",
+                why,
+            }),
+        },
+        Some(other) => Err(StorageError::UnknownDriver(other.to_string())),
+        None => match overlay::probe_cached(&storage) {
+            Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
+            Err(why) => {
+                tracing::debug!("overlay storage unavailable ({why}); using copy");
+                Ok(Box::new(copy::CopyDriver::new(&storage)?))
+            }
+        },
+    }
+}
+
+/// Commits a snapshot: its changeset, packed as a reproducible uncompressed layer
+/// into `out` (the snapshot must be prepared and quiescent).
+pub fn commit(
+    drv: &dyn Snapshotter,
+    snap: &Snapshot,
+    out: impl io::Write,
+    opts: &PackOptions,
+) -> Result<(Vec<Change>, PackStats)> {
+    let changes = drv.changes(snap)?;
+    let stats =
+        pack(&changes, &snap.rootfs, out, opts).map_err(|source| StorageError::Changes {
+            id: snap.id.clone(),
+            source,
+        })?;
+    Ok((changes, stats))
+}
+
+/// Every snapshot under `<root>/storage/snapshots`, whichever driver made it.
+pub fn list_snapshots(root: &Path) -> Result<Vec<Snapshot>> {
+    let dir = root.join("storage/snapshots");
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "listing",
+                path: dir,
+                source: e,
+            })
+        }
+    };
+    let mut out = Vec::new();
+    for e in rd {
+        let e = e.map_err(StorageError::io("listing", &dir))?;
+        let id = e.file_name().to_string_lossy().into_owned();
+        match load_snapshot(&e.path(), &id) {
+            Ok(s) => out.push(s),
+            // A snapshot dir without metadata is a prepare that was killed: not a snapshot.
+            Err(StorageError::NotFound(_)) => {}
+            Err(err) => return Err(err),
         }
     }
-    pub fn snapshot(&self, id: &str) -> PathBuf {
-        self.base.join("snapshots").join(id)
+    out.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(out)
+}
+
+/// What [`prune_cache`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneStats {
+    pub layers: usize,
+    pub chains: usize,
+    pub temp: usize,
+}
+
+/// Temp entries older than this are leftovers of a killed keel.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes cached layers and chain trees that neither an existing snapshot nor one of
+/// the `keep` layer stacks (bottom first, e.g. every image in the store) needs, and
+/// temp entries older than a day.
+pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
+    use std::collections::HashSet;
+    let storage = root.join("storage");
+    let mut stacks: Vec<Vec<Digest>> = keep.to_vec();
+    for snap in list_snapshots(root)? {
+        stacks.push(
+            snap.layers
+                .iter()
+                .filter_map(|d| crate::digest::parse(d))
+                .collect(),
+        );
     }
-    pub fn tmp(&self) -> PathBuf {
-        self.base.join("tmp")
+    let mut layers = HashSet::new();
+    let mut chains = HashSet::new();
+    for stack in &stacks {
+        let blobs: Vec<LayerBlob> = stack
+            .iter()
+            .map(|d| LayerBlob {
+                diff_id: d.clone(),
+                blob: PathBuf::new(),
+            })
+            .collect();
+        layers.extend(stack.iter().map(|d| crate::digest::hex_of(d).to_string()));
+        chains.extend(
+            copy::chain_ids(&blobs)
+                .iter()
+                .map(|d| crate::digest::hex_of(d).to_string()),
+        );
+    }
+    let mut stats = PruneStats::default();
+    let sweep = |sub: &str, keep: &HashSet<String>, count: &mut usize| -> Result<()> {
+        let dir = storage.join(sub);
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            if !keep.contains(&*e.file_name().to_string_lossy()) {
+                fs::remove_dir_all(e.path()).map_err(StorageError::io("removing", &e.path()))?;
+                *count += 1;
+            }
+        }
+        Ok(())
+    };
+    sweep("layers", &layers, &mut stats.layers)?;
+    sweep("chains", &chains, &mut stats.chains)?;
+    if let Ok(rd) = fs::read_dir(storage.join("tmp")) {
+        for e in rd.flatten() {
+            let old = e
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > STALE_TMP);
+            if old && fs::remove_dir_all(e.path()).is_ok() {
+                stats.temp += 1;
+            }
+        }
+    }
+    Ok(stats)
+}
+
+/// Loads snapshot `id` together with the driver that made it (for `keel rm` and
+/// friends, whatever `--storage-driver` says now).
+pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
+    let snap = load_snapshot(&root.join("storage/snapshots").join(check_id(id)?), id)?;
+    let storage = root.join("storage");
+    let drv: Box<dyn Snapshotter> = match snap.driver.as_str() {
+        "overlay" => Box::new(overlay::OverlayDriver::new(&storage)?),
+        "copy" => Box::new(copy::CopyDriver::new(&storage)?),
+        other => return Err(StorageError::UnknownDriver(other.to_string())),
+    };
+    Ok((drv, snap))
+}
+
+/// Unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
+/// and whatever a chroot-style backend mounted inside it — /proc, volumes), then deletes
+/// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
+/// the volume's data.
+pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    let real = match fs::canonicalize(dir) {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "resolving",
+                path: dir.to_path_buf(),
+                source: e,
+            })
+        }
+    };
+    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
+        .into_iter()
+        .filter(|p| p.starts_with(&real))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    points.dedup();
+    for p in &points {
+        // A stacked mount point appears once per mount; detaching twice fails harmlessly.
+        let _ = crate::sys::mount::umount_detach(p);
+    }
+    if let Some(left) = crate::sys::mount::mount_points()?
+        .into_iter()
+        .find(|p| p.starts_with(&real))
+    {
+        return Err(StorageError::Io {
+            what: "unmounting",
+            path: left,
+            source: io::Error::other("still mounted; refusing to delete below it"),
+        });
+    }
+    match fs::remove_dir_all(&real) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::Io {
+            what: "removing",
+            path: real,
+            source: e,
+        }),
     }
 }
 
-/// Unpacks `layer` into a new directory `dest` atomically: into a temp dir first, then
-/// renamed, so a killed keel never leaves a half-unpacked cache entry.
-pub(crate) fn unpack_atomically(
-    dirs: &Dirs,
-    layer: &LayerBlob,
+/// Snapshot ids become directory names: keep them tame.
+pub(crate) fn check_id(id: &str) -> Result<&str> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if ok {
+        Ok(id)
+    } else {
+        Err(StorageError::BadId(id.to_string()))
+    }
+}
+
+pub(crate) fn load_snapshot(dir: &Path, id: &str) -> Result<Snapshot> {
+    let meta = dir.join("snapshot.json");
+    let bytes = match fs::read(&meta) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(StorageError::NotFound(id.to_string()))
+        }
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "reading",
+                path: meta,
+                source: e,
+            })
+        }
+    };
+    serde_json::from_slice(&bytes).map_err(|e| StorageError::Io {
+        what: "parsing",
+        path: meta,
+        source: e.into(),
+    })
+}
+
+pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
+    let meta = snap.dir.join("snapshot.json");
+    let json = serde_json::to_vec_pretty(snap).expect("snapshot serialises");
+    fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
+}
+
+/// Creates `<storage>/snapshots/<id>`, failing when it exists.
+pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
+    let dir = storage.join("snapshots").join(check_id(id)?);
+    fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
+    match fs::create_dir(&dir) {
+        Ok(()) => Ok(dir),
+        // No metadata: a prepare killed before it finished. Its dir is garbage.
+        Err(e)
+            if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
+        {
+            teardown(&dir)?;
+            fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
+            Ok(dir)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(StorageError::Exists(id.to_string()))
+        }
+        Err(e) => Err(StorageError::Io {
+            what: "creating",
+            path: dir,
+            source: e,
+        }),
+    }
+}
+
+/// Builds a cache entry at `dest` unless it exists: `fill` populates a fresh temp
+/// directory (mode 0755) next to it, which is then renamed into place. Losing a race
+/// with another process is fine: its complete entry is kept. Returns whether `fill` ran.
+pub(crate) fn build_cached(
+    storage: &Path,
     dest: &Path,
-    whiteouts: Whiteouts,
-    seed: Option<&Path>,
-) -> Result<(), StorageError> {
-    let tmp_root = dirs.tmp();
-    fs::create_dir_all(&tmp_root).map_err(io_err("creating", &tmp_root))?;
+    fill: impl FnOnce(&Path) -> Result<()>,
+) -> Result<bool> {
+    if dest.is_dir() {
+        return Ok(false);
+    }
+    let tmp_root = storage.join("tmp");
+    fs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
+    }
     let tmp = tempfile::Builder::new()
         .prefix("unpack-")
         .tempdir_in(&tmp_root)
-        .map_err(io_err("creating a temp dir in", &tmp_root))?;
-    let tree = tmp.path().join("tree");
-    match seed {
-        Some(s) => copy::copy_tree(s, &tree)?,
-        None => fs::create_dir(&tree).map_err(io_err("creating", &tree))?,
-    }
-    let f = fs::File::open(&layer.blob).map_err(io_err("opening", &layer.blob))?;
-    let opts = UnpackOptions {
-        whiteouts,
-        ..UnpackOptions::default()
-    };
-    unpack(f, &tree, &opts).map_err(|source| StorageError::Unpack {
-        diff_id: layer.diff_id.to_string(),
-        source,
-    })?;
-    fs::create_dir_all(dest.parent().expect("cache dirs have parents"))
-        .map_err(io_err("creating", dest))?;
-    match fs::rename(&tree, dest) {
-        Ok(()) => Ok(()),
-        // Another keel unpacked the same layer meanwhile: theirs is as good as ours.
-        Err(_) if dest.is_dir() => Ok(()),
-        Err(e) => Err(io_err("renaming into", dest)(e)),
-    }
-}
-
-/// Which drivers work on this host (with the reason when one does not).
-pub fn detect(root: &Path) -> Vec<(&'static str, Result<(), String>)> {
-    vec![
-        (
-            "overlay",
-            overlay::probe(&Dirs::new(root)).map_err(|e| e.to_string()),
-        ),
-        ("copy", Ok(())),
-    ]
-}
-
-/// Opens driver `kind`, or picks overlay where it works and copy otherwise.
-pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>, StorageError> {
-    let dirs = Dirs::new(root);
-    match kind {
-        Some("overlay") => {
-            overlay::probe(&dirs).map_err(|e| StorageError::OverlayUnavailable(e.to_string()))?;
-            Ok(Box::new(OverlayDriver::new(dirs)))
+        .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
+        .map_err(StorageError::io("chmod", tmp.path()))?;
+    fill(tmp.path())?;
+    let tmp = tmp.keep();
+    match fs::rename(&tmp, dest) {
+        Ok(()) => Ok(true),
+        Err(_) if dest.is_dir() => {
+            let _ = fs::remove_dir_all(&tmp);
+            Ok(true)
         }
-        Some("copy") | Some("vfs") => Ok(Box::new(CopyDriver::new(dirs))),
-        Some(other) => Err(StorageError::Unknown(other.to_string())),
-        None => Ok(if overlay::probe(&dirs).is_ok() {
-            Box::new(OverlayDriver::new(dirs))
-        } else {
-            Box::new(CopyDriver::new(dirs))
-        }),
+        Err(e) => {
+            let _ = fs::remove_dir_all(&tmp);
+            Err(StorageError::Io {
+                what: "renaming into place",
+                path: dest.to_path_buf(),
+                source: e,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_are_checked() {
+        for ok in ["abc", "a-b_c.1", "0123456789abcdef"] {
+            assert!(check_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(129)] {
+            assert!(check_id(bad).is_err(), "{bad}");
+        }
     }
 }

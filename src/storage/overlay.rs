@@ -1,146 +1,191 @@
-//! The overlay driver: each layer is unpacked once into `storage/layers/<diff_id>/` (with
-//! overlayfs whiteouts) and shared; a snapshot is an overlay mount of those layers with
-//! its own upper and work directories.
+//! The `overlay` driver: each layer is unpacked once into `layers/<diff-id hex>/` with
+//! overlayfs whiteouts, and a snapshot is an overlay mount of those layers with its own
+//! `upper/` and `work/` (kernel docs: filesystems/overlayfs.rst).
+//!
+//! The driver owns its directories under `<root>/storage`; mounting goes through
+//! `sys::fs`.
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
 
-use super::{io_err, unpack_atomically, Dirs, LayerBlob, Snapshot, Snapshotter, StorageError};
-use crate::layer::diff::{self, Change};
-use crate::layer::unpack::Whiteouts;
+use super::{
+    build_cached, load_snapshot, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot,
+    Snapshotter, StorageError,
+};
+use crate::digest::hex_of;
+use crate::layer::diff::{diff_overlay, Change};
+use crate::layer::unpack::{unpack_file, UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
+use crate::sys::fs as sysfs;
 
 pub struct OverlayDriver {
-    dirs: Dirs,
-}
-
-/// Whether an overlay mount works under this root (tried once per process).
-pub(super) fn probe(dirs: &Dirs) -> Result<(), String> {
-    static RESULT: OnceLock<Result<(), String>> = OnceLock::new();
-    RESULT
-        .get_or_init(|| {
-            // A successful probe is remembered per kernel, so each keel process does not
-            // pay for a test mount.
-            let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-            let stamp = dirs.base.join("overlay-works");
-            if fs::read_to_string(&stamp).ok().as_deref() == Some(kernel.as_str()) {
-                return Ok(());
-            }
-            let base = dirs.base.join("probe");
-            let _ = fs::create_dir_all(&dirs.base);
-            let t = tempfile::Builder::new()
-                .prefix("probe-")
-                .tempdir_in(&dirs.base)
-                .map_err(|e| format!("creating {}: {e}", base.display()))?;
-            let p = t.path();
-            for d in ["lower", "upper", "work", "merged"] {
-                fs::create_dir(p.join(d)).map_err(|e| e.to_string())?;
-            }
-            let opts = vec![
-                format!("lowerdir={}", p.join("lower").display()),
-                format!("upperdir={}", p.join("upper").display()),
-                format!("workdir={}", p.join("work").display()),
-            ];
-            crate::sys::mount::mount_fs("overlay", "overlay", &p.join("merged"), &opts)
-                .map_err(|e| e.to_string())?;
-            let _ = crate::sys::mount::umount_detach(&p.join("merged"));
-            let _ = fs::write(&stamp, &kernel);
-            Ok(())
-        })
-        .clone()
+    storage: PathBuf,
 }
 
 impl OverlayDriver {
-    pub(super) fn new(dirs: Dirs) -> OverlayDriver {
-        OverlayDriver { dirs }
+    /// A driver rooted at `<root>/storage` (created if missing; not probed).
+    pub fn new(storage: &Path) -> Result<OverlayDriver> {
+        fs::create_dir_all(storage.join("layers"))
+            .map_err(StorageError::io("creating", storage))?;
+        Ok(OverlayDriver {
+            storage: storage.to_path_buf(),
+        })
     }
 
-    fn layer_dir(&self, l: &LayerBlob) -> PathBuf {
-        self.dirs.base.join("layers").join(l.diff_id.digest())
+    /// Unpacks `layer` into the cache unless it is there; returns its directory and
+    /// whether it was extracted now.
+    pub fn ensure_layer(&self, layer: &LayerBlob) -> Result<(PathBuf, bool)> {
+        let dest = self.storage.join("layers").join(hex_of(&layer.diff_id));
+        let fresh = build_cached(&self.storage, &dest, |tmp| {
+            // Image layers may carry device nodes (debootstrap's /dev); containers get
+            // their own /dev mounted over it, so they are kept.
+            let opts = UnpackOptions {
+                whiteouts: Whiteouts::Overlay,
+                allow_devices: true,
+                ..UnpackOptions::default()
+            };
+            unpack_file(&layer.blob, tmp, &opts)
+                .map(drop)
+                .map_err(|source| StorageError::Layer {
+                    diff_id: layer.diff_id.to_string(),
+                    source,
+                })
+        })?;
+        Ok((dest, fresh))
     }
 
-    /// A short stable alias for a layer directory, keeping the mount options under the
-    /// kernel's one-page limit for deep images.
-    fn short_link(&self, l: &LayerBlob) -> Result<PathBuf, StorageError> {
-        let dir = self.dirs.base.join("l");
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
-        let link = dir.join(&l.diff_id.digest()[..16]);
-        if fs::symlink_metadata(&link).is_err() {
-            let _ =
-                std::os::unix::fs::symlink(Path::new("../layers").join(l.diff_id.digest()), &link);
-        }
-        Ok(link)
-    }
-
-    fn parts(&self, id: &str) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
-        let dir = self.dirs.snapshot(id);
-        (dir.join("upper"), dir.join("work"), dir.join("merged"), dir)
+    fn empty_lower(&self) -> Result<PathBuf> {
+        let p = self.storage.join("empty");
+        fs::create_dir_all(&p).map_err(StorageError::io("creating", &p))?;
+        Ok(p)
     }
 }
 
 impl Snapshotter for OverlayDriver {
+    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        let mut lowers = Vec::with_capacity(layers.len());
+        let mut unpacked = 0;
+        for l in layers {
+            let (dir, fresh) = self.ensure_layer(l)?;
+            unpacked += fresh as usize;
+            lowers.push(dir);
+        }
+        // overlayfs lists the top-most lower first.
+        lowers.reverse();
+        if lowers.is_empty() {
+            lowers.push(self.empty_lower()?);
+        }
+        let dir = new_snapshot_dir(&self.storage, id)?;
+        let snap = Snapshot {
+            id: id.to_string(),
+            rootfs: dir.join("rootfs"),
+            dir: dir.clone(),
+            driver: self.name().to_string(),
+            layers: layers.iter().map(|l| l.diff_id.to_string()).collect(),
+            parents: lowers,
+            unpacked,
+        };
+        let made = (|| {
+            for sub in ["upper", "work", "rootfs"] {
+                fs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
+            }
+            // The snapshot is recorded before mounting so `remove` can always find it.
+            save_snapshot(&snap)?;
+            sysfs::mount_overlay(
+                &snap.parents,
+                &dir.join("upper"),
+                &dir.join("work"),
+                &snap.rootfs,
+            )
+            .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+        })();
+        if let Err(e) = made {
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        Ok(snap)
+    }
+
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
+        diff_overlay(&snap.dir.join("upper"), &snap.parents).map_err(|source| {
+            StorageError::Changes {
+                id: snap.id.clone(),
+                source,
+            }
+        })
+    }
+
+    fn remove(&self, snap: &Snapshot) -> Result<()> {
+        super::teardown(&snap.dir)
+    }
+
     fn name(&self) -> &'static str {
         "overlay"
     }
 
-    fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot, StorageError> {
-        let mut lowers = Vec::new();
-        for l in layers {
-            let d = self.layer_dir(l);
-            if !d.is_dir() {
-                unpack_atomically(&self.dirs, l, &d, Whiteouts::Overlay, None)?;
-            }
-            lowers.push(self.short_link(l)?);
-        }
-        if lowers.is_empty() {
-            let empty = self.dirs.base.join("empty");
-            fs::create_dir_all(&empty).map_err(io_err("creating", &empty))?;
-            lowers.push(empty);
-        }
-        let (upper, work, merged, dir) = self.parts(id);
-        if dir.exists() {
-            self.remove_id(id)?;
-        }
-        for d in [&upper, &work, &merged] {
-            fs::create_dir_all(d).map_err(io_err("creating", d))?;
-        }
-        // overlayfs wants the topmost lower first.
-        let lowerdir = lowers
-            .iter()
-            .rev()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(":");
-        let opts = vec![
-            format!("lowerdir={lowerdir}"),
-            format!("upperdir={}", upper.display()),
-            format!("workdir={}", work.display()),
-        ];
-        if let Err(e) = crate::sys::mount::mount_fs("overlay", "overlay", &merged, &opts) {
-            let _ = fs::remove_dir_all(&dir);
-            return Err(e.into());
-        }
-        Ok(Snapshot {
-            id: id.to_string(),
-            rootfs: merged,
-            dir,
-            base: upper,
-        })
+    fn storage_root(&self) -> &Path {
+        &self.storage
     }
 
-    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>, StorageError> {
-        diff::overlay_upper(&snap.base).map_err(io_err("reading", &snap.base))
+    fn get(&self, id: &str) -> Result<Snapshot> {
+        let snap = load_snapshot(
+            &self.storage.join("snapshots").join(super::check_id(id)?),
+            id,
+        )?;
+        if snap.driver != self.name() {
+            return Err(StorageError::OtherDriver {
+                id: id.to_string(),
+                driver: snap.driver,
+            });
+        }
+        Ok(snap)
     }
+}
 
-    fn remove(&self, snap: &Snapshot) -> Result<(), StorageError> {
-        self.remove_id(&snap.id)
-    }
-
-    fn remove_id(&self, id: &str) -> Result<(), StorageError> {
-        let (_, _, merged, dir) = self.parts(id);
-        super::copy::unmount_below(&merged)?;
-        match fs::remove_dir_all(&dir) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &dir)(e)),
-            _ => Ok(()),
+/// Like [`probe`], but remembers a success in `<storage>/overlay-ok` (with the kernel
+/// release and the storage directory's device), so starting a container does not pay
+/// for a test mount every time.
+pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let marker = storage.join("overlay-ok");
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let stamp = |dev: u64| format!("{} {dev}\n", kernel.trim());
+    let dev = fs::metadata(storage).map(|m| m.dev()).ok();
+    if let (Some(dev), Ok(have)) = (dev, fs::read_to_string(&marker)) {
+        if have == stamp(dev) {
+            return Ok(());
         }
     }
+    probe(storage)?;
+    if let Ok(m) = fs::metadata(storage) {
+        // Best effort: without the marker the next call probes again.
+        let _ = fs::write(&marker, stamp(m.dev()));
+    }
+    Ok(())
+}
+
+/// Tries a real overlay mount (with a whiteout and an opaque directory in the lower
+/// layer) under `<storage>/tmp`; the error says what is missing.
+pub fn probe(storage: &Path) -> std::result::Result<(), String> {
+    let tmp_root = storage.join("tmp");
+    fs::create_dir_all(&tmp_root)
+        .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix("probe-")
+        .tempdir_in(&tmp_root)
+        .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
+    let d = |s: &str| tmp.path().join(s);
+    for s in ["lower", "lower/opaque", "upper", "work", "merged"] {
+        fs::create_dir(d(s)).map_err(|e| e.to_string())?;
+    }
+    sysfs::mknod(&d("lower/gone"), sysfs::NodeKind::Char, 0, 0, 0)
+        .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;
+    sysfs::set_xattr(&d("lower/opaque"), OVERLAY_OPAQUE_XATTR, b"y")
+        .map_err(|e| format!("no trusted xattrs on {}: {e}", storage.display()))?;
+    sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"))
+        .map_err(|e| format!("test mount failed: {e}"))?;
+    let ok = !d("merged/gone").exists();
+    let _ = sysfs::unmount(&d("merged"));
+    if !ok {
+        return Err("whiteouts are not honoured".into());
+    }
+    Ok(())
 }

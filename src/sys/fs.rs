@@ -1,108 +1,255 @@
-//! Filesystem operations std does not offer: special files, extended attributes and
-//! setting timestamps on a symlink itself.
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+//! Filesystem syscalls the layer and storage code needs and std does not offer:
+//! device nodes, no-follow times and xattrs, `O_NOFOLLOW` creation, overlay mounts.
+//!
+//! Each function wraps one kernel operation and returns `io::Error`; callers add the
+//! entry or snapshot the error is about. Nothing here decides policy.
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
-use super::error::{check_at, SysError};
+use nix::fcntl::AT_FDCWD;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::{makedev, Mode, SFlag, UtimensatFlags};
+use nix::sys::time::TimeSpec;
 
-fn cpath(path: &Path) -> Result<CString, SysError> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| SysError::at("path", path, std::io::Error::other(e)))
-}
-
-/// The kind of special file to create.
+/// The kind of special file `mknod` creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Special {
+pub enum NodeKind {
     Char,
     Block,
     Fifo,
 }
 
-/// mknod(2) for a device node or FIFO.
-pub fn mknod(
-    path: &Path,
-    kind: Special,
-    mode: u32,
-    major: u64,
-    minor: u64,
-) -> Result<(), SysError> {
-    use nix::sys::stat::{makedev, Mode, SFlag};
-    let flag = match kind {
-        Special::Char => SFlag::S_IFCHR,
-        Special::Block => SFlag::S_IFBLK,
-        Special::Fifo => SFlag::S_IFIFO,
+/// Creates a device node or fifo at `path` (which must not exist).
+pub fn mknod(path: &Path, kind: NodeKind, perm: u32, major: u64, minor: u64) -> io::Result<()> {
+    let sflag = match kind {
+        NodeKind::Char => SFlag::S_IFCHR,
+        NodeKind::Block => SFlag::S_IFBLK,
+        NodeKind::Fifo => SFlag::S_IFIFO,
     };
-    check_at(
-        "mknod",
+    nix::sys::stat::mknod(
         path,
-        nix::sys::stat::mknod(
-            path,
-            flag,
-            Mode::from_bits_truncate(mode),
-            makedev(major, minor),
-        ),
-    )
-}
-
-/// lsetxattr(2): sets an extended attribute on `path` itself (not a symlink's target).
-pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> Result<(), SysError> {
-    let p = cpath(path)?;
-    let n =
-        CString::new(name).map_err(|e| SysError::at("setxattr", path, std::io::Error::other(e)))?;
-    // SAFETY: both strings are NUL-terminated and live across the call; value is a valid slice.
-    let r = unsafe {
-        libc::lsetxattr(
-            p.as_ptr(),
-            n.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if r != 0 {
-        return Err(SysError::at(
-            "setxattr",
-            path,
-            std::io::Error::last_os_error(),
-        ));
-    }
+        sflag,
+        Mode::from_bits_truncate(perm),
+        makedev(major, minor),
+    )?;
     Ok(())
 }
 
-/// lgetxattr(2): an extended attribute of `path` itself, `None` when it is not set.
-pub fn get_xattr(path: &Path, name: &str) -> Result<Option<Vec<u8>>, SysError> {
-    let p = cpath(path)?;
-    let n =
-        CString::new(name).map_err(|e| SysError::at("getxattr", path, std::io::Error::other(e)))?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: NUL-terminated strings; buf is writable for buf.len() bytes.
-    let r = unsafe { libc::lgetxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if r < 0 {
-        let e = std::io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENODATA) | Some(libc::ENOTSUP) => Ok(None),
-            _ => Err(SysError::at("getxattr", path, e)),
-        };
-    }
-    buf.truncate(r as usize);
-    Ok(Some(buf))
+/// True when the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
 }
 
-/// Sets the modification (and access) time of `path` without following a final symlink.
-pub fn set_mtime_nofollow(path: &Path, secs: i64, nsecs: i64) -> Result<(), SysError> {
-    use nix::sys::stat::{utimensat, UtimensatFlags};
-    use nix::sys::time::TimeSpec;
-    let t = TimeSpec::new(secs, nsecs);
-    check_at(
-        "utimensat",
-        path,
-        utimensat(
-            nix::fcntl::AT_FDCWD,
-            path,
-            &t,
-            &t,
-            UtimensatFlags::NoFollowSymlink,
-        ),
-    )
+/// The major number of a `st_rdev` value.
+pub fn dev_major(dev: u64) -> u32 {
+    nix::sys::stat::major(dev) as u32
+}
+
+/// The minor number of a `st_rdev` value.
+pub fn dev_minor(dev: u64) -> u32 {
+    nix::sys::stat::minor(dev) as u32
+}
+
+/// Changes the owner of `path` without following a final symlink.
+pub fn lchown(path: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+}
+
+/// Sets access and modification time of `path` (a symlink itself, never its target).
+pub fn set_times_nofollow(path: &Path, secs: i64, nanos: i64) -> io::Result<()> {
+    let t = TimeSpec::new(secs, nanos);
+    nix::sys::stat::utimensat(AT_FDCWD, path, &t, &t, UtimensatFlags::NoFollowSymlink)?;
+    Ok(())
+}
+
+/// Creates a new regular file for writing; fails if anything (even a dangling symlink)
+/// already exists at `path`, and never follows a symlink in the final component.
+pub fn create_file_nofollow(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode & 0o777)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens `rel` under the directory `root` for reading without following any symlink
+/// and without leaving `root` (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a
+/// tree that changes under us cannot make us read a host file. Kernels before 5.6
+/// lack openat2; there the final component alone is protected (`O_NOFOLLOW`).
+pub fn open_beneath(root: &File, rel: &Path) -> io::Result<File> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag};
+    let how = OpenHow::new()
+        .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    match nix::fcntl::openat2(root, rel, how) {
+        Ok(fd) => Ok(File::from(fd)),
+        Err(nix::errno::Errno::ENOSYS) => {
+            let fd = nix::fcntl::openat(
+                root,
+                rel,
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+                Mode::empty(),
+            )?;
+            Ok(File::from(fd))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Sets an extended attribute on `path` itself (never a symlink's target).
+pub fn set_xattr(path: &Path, name: &str, value: &[u8]) -> io::Result<()> {
+    xattr::set(path, name, value)
+}
+
+/// Reads an extended attribute of `path` itself; `None` when it is not set.
+pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
+    xattr::get(path, name)
+}
+
+/// Lists extended attribute names of `path` itself, sorted for reproducible output.
+pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
+    let mut names: Vec<String> = xattr::list(path)?
+        .filter_map(|n| n.into_string().ok())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+/// The kernel's limit on the mount data string (one page).
+const MOUNT_DATA_MAX: usize = 4000;
+
+/// Mounts overlayfs at `target`. `lowers` are listed top-most first. When the option
+/// string would overflow the one-page mount data limit, lower directories are passed
+/// as short `/proc/self/fd/N` paths of directory descriptors held open for the call
+/// (overlayfs resolves each lowerdir path, following the magic link).
+pub fn mount_overlay(
+    lowers: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> io::Result<()> {
+    let tail = format!(
+        ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        escape_overlay_path(upper),
+        escape_overlay_path(work)
+    );
+    let plain: Vec<String> = lowers.iter().map(|p| escape_overlay_path(p)).collect();
+    let mut held = Vec::new();
+    let lower_opt =
+        if plain.iter().map(|s| s.len() + 1).sum::<usize>() + tail.len() + 9 < MOUNT_DATA_MAX {
+            plain.join(":")
+        } else {
+            let mut short = Vec::with_capacity(lowers.len());
+            for l in lowers {
+                let f = OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+                    .open(l)?;
+                short.push(format!("/proc/self/fd/{}", f.as_raw_fd()));
+                held.push(f);
+            }
+            short.join(":")
+        };
+    let data = format!("lowerdir={lower_opt}{tail}");
+    if data.len() >= MOUNT_DATA_MAX {
+        return Err(io::Error::other(format!("overlay mount options are {} bytes, more than one page even with short lower paths ({} layers)", data.len(), lowers.len())));
+    }
+    nix::mount::mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )?;
+    drop(held);
+    Ok(())
+}
+
+/// Escapes the characters overlayfs's option parser treats specially (`,` separates
+/// options, `:` separates lower dirs, `\\` escapes).
+fn escape_overlay_path(p: &Path) -> String {
+    let mut out = String::new();
+    for ch in p.display().to_string().chars() {
+        if matches!(ch, ',' | ':' | '\\') {
+            out.push('\\');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// Detaches the mount at `target` (lazily, so a busy mount still leaves the table).
+pub fn unmount(target: &Path) -> io::Result<()> {
+    nix::mount::umount2(target, MntFlags::MNT_DETACH)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlay_paths_are_escaped() {
+        assert_eq!(
+            escape_overlay_path(Path::new("/a,b:c\\d")),
+            "/a\\,b\\:c\\\\d"
+        );
+        assert_eq!(escape_overlay_path(Path::new("/plain")), "/plain");
+    }
+
+    #[test]
+    fn overlay_mounts_paths_with_separators() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root for mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("odd,name:here");
+        let dirs: Vec<PathBuf> = ["lower", "upper", "work", "merged"]
+            .iter()
+            .map(|d| base.join(d))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dirs[0].join("f"), b"x").unwrap();
+        mount_overlay(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]).unwrap();
+        let ok = dirs[3].join("f").exists();
+        unmount(&dirs[3]).unwrap();
+        assert!(ok);
+    }
+
+    #[test]
+    fn overlay_mounts_with_more_lower_dirs_than_a_page_holds() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("SKIP: needs root for mount");
+            return;
+        }
+        let tmp = tempfile::tempdir().unwrap();
+        let long = "l".repeat(120);
+        let mut lowers = Vec::new();
+        for i in 0..60 {
+            let d = tmp.path().join(format!("{long}{i:03}"));
+            std::fs::create_dir(&d).unwrap();
+            std::fs::write(d.join(format!("f{i}")), b"x").unwrap();
+            lowers.push(d);
+        }
+        let (up, work, merged) = (
+            tmp.path().join("u"),
+            tmp.path().join("w"),
+            tmp.path().join("m"),
+        );
+        for d in [&up, &work, &merged] {
+            std::fs::create_dir(d).unwrap();
+        }
+        mount_overlay(&lowers, &up, &work, &merged).unwrap();
+        let ok = merged.join("f0").exists() && merged.join("f59").exists();
+        unmount(&merged).unwrap();
+        assert!(ok, "every lower layer is visible in the merged view");
+        assert!(!crate::sys::mount::mount_points().unwrap().contains(&merged));
+    }
 }

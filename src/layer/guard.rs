@@ -1,0 +1,185 @@
+//! A reader that watches a tar stream's headers go by and stops hostile extension
+//! headers before the tar parser buffers them: a GNU long name or link (`L`/`K`) longer
+//! than a path may be, or a PAX header (`x`/`g`) over [`MAX_PAX`], is an error as soon
+//! as its header is read — so a gzip bomb disguised as a file name cannot exhaust
+//! memory. GNU sparse entries, which keel does not support, are refused here too.
+//!
+//! It tracks header positions exactly as the tar format lays them out (512-byte header,
+//! data padded to 512, a PAX `size` record overriding the next entry's size) and never
+//! changes the bytes it passes on.
+use std::io::{self, Read};
+
+use tar::{EntryType, Header, PaxExtensions};
+
+use super::MAX_ENTRY_PATH;
+
+/// Largest PAX extended header keel reads (xattrs included).
+pub const MAX_PAX: u64 = 1 << 20;
+
+pub struct HeaderGuard<R> {
+    inner: R,
+    pos: u64,
+    next_header: u64,
+    hdr: Vec<u8>,
+    pax: Option<Vec<u8>>,
+    pax_end: u64,
+    pax_size: Option<u64>,
+}
+
+impl<R: Read> HeaderGuard<R> {
+    pub fn new(inner: R) -> Self {
+        HeaderGuard {
+            inner,
+            pos: 0,
+            next_header: 0,
+            hdr: Vec::with_capacity(512),
+            pax: None,
+            pax_end: 0,
+            pax_size: None,
+        }
+    }
+
+    fn observe(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            if self.pos >= self.next_header {
+                let take = ((self.next_header + 512 - self.pos) as usize).min(data.len());
+                self.hdr.extend_from_slice(&data[..take]);
+                self.pos += take as u64;
+                data = &data[take..];
+                if self.hdr.len() == 512 {
+                    self.header_done()?;
+                }
+            } else {
+                let take = (self.next_header - self.pos).min(data.len() as u64) as usize;
+                if let Some(p) = &mut self.pax {
+                    let k = self.pax_end.saturating_sub(self.pos).min(take as u64) as usize;
+                    p.extend_from_slice(&data[..k]);
+                }
+                self.pos += take as u64;
+                data = &data[take..];
+                if self.pos >= self.pax_end {
+                    if let Some(p) = self.pax.take() {
+                        self.pax_size = pax_size(&p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn header_done(&mut self) -> io::Result<()> {
+        let raw = std::mem::take(&mut self.hdr);
+        let start = self.next_header + 512;
+        if raw.iter().all(|b| *b == 0) {
+            self.next_header = start;
+            return Ok(());
+        }
+        let h = Header::from_byte_slice(&raw);
+        let kind = h.entry_type();
+        let mut size = h.entry_size()?;
+        let is_ext = matches!(
+            kind,
+            EntryType::GNULongName
+                | EntryType::GNULongLink
+                | EntryType::XHeader
+                | EntryType::XGlobalHeader
+        );
+        if !is_ext {
+            if let Some(s) = self.pax_size.take() {
+                size = s;
+            }
+        }
+        let bad = |msg: String| Err(io::Error::new(io::ErrorKind::InvalidData, msg));
+        match kind {
+            EntryType::GNULongName | EntryType::GNULongLink if size > MAX_ENTRY_PATH as u64 + 1 => {
+                return bad(format!("GNU long name header of {size} bytes is longer than the {MAX_ENTRY_PATH} bytes a path may have"));
+            }
+            EntryType::XHeader | EntryType::XGlobalHeader if size > MAX_PAX => {
+                return bad(format!(
+                    "PAX header of {size} bytes is larger than the {MAX_PAX} keel accepts"
+                ));
+            }
+            EntryType::GNUSparse => {
+                return bad(
+                    "GNU sparse files are not supported; repack the layer without --sparse".into(),
+                )
+            }
+            _ => {}
+        }
+        if kind == EntryType::XHeader {
+            self.pax = Some(Vec::new());
+            self.pax_end = start + size;
+        }
+        self.next_header = start + size.div_ceil(512) * 512;
+        Ok(())
+    }
+}
+
+fn pax_size(data: &[u8]) -> Option<u64> {
+    PaxExtensions::new(data)
+        .filter_map(Result::ok)
+        .filter(|e| e.key() == Ok("size"))
+        .last()
+        .and_then(|e| e.value().ok()?.parse().ok())
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.observe(&buf[..n])?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: EntryType, size: u64) -> Vec<u8> {
+        let mut h = Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_cksum();
+        h.as_bytes().to_vec()
+    }
+
+    /// Feeds `bytes` through the guard in `chunk`-sized reads.
+    fn feed(bytes: &[u8], chunk: usize) -> io::Result<()> {
+        struct Chunky<'a>(&'a [u8], usize);
+        impl Read for Chunky<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                let n = self.1.min(buf.len()).min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        io::copy(&mut HeaderGuard::new(Chunky(bytes, chunk)), &mut io::sink()).map(drop)
+    }
+
+    #[test]
+    fn extension_headers_are_bounded_at_any_read_size() {
+        // A PAX header whose size record makes the next file span 1000 bytes, then a
+        // huge long name that must be caught: position tracking has to be exact.
+        let rec = b"13 size=1000\n";
+        let mut ok = header(EntryType::XHeader, rec.len() as u64);
+        ok.extend_from_slice(rec);
+        ok.resize(1024, 0);
+        ok.extend(header(EntryType::Regular, 0));
+        ok.extend(vec![b'L'; 1024]); // 1000 bytes of data, padded
+        let mut bad = ok.clone();
+        bad.extend(header(EntryType::GNULongName, 1 << 40));
+        ok.extend(header(EntryType::GNULongName, 100));
+        ok.extend(vec![b'n'; 512]);
+        for chunk in [1, 7, 512, 513, 65536] {
+            feed(&ok, chunk).unwrap_or_else(|e| panic!("chunk {chunk}: {e}"));
+            let err = feed(&bad, chunk).unwrap_err().to_string();
+            assert!(
+                err.contains("long name header of 1099511627776 bytes"),
+                "chunk {chunk}: {err}"
+            );
+        }
+        assert!(feed(&header(EntryType::XHeader, MAX_PAX + 1), 512).is_err());
+        assert!(feed(&header(EntryType::GNUSparse, 0), 512).is_err());
+    }
+}
