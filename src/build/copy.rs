@@ -159,6 +159,7 @@ mod tests {
             gid: 1000,
             size: 1,
             link_target: None,
+            stamp: Default::default(),
         }
     }
     fn single(rel: &str) -> Selection {
@@ -177,6 +178,7 @@ mod tests {
             gid: 1000,
             size: 0,
             link_target: None,
+            stamp: Default::default(),
         };
         Selection {
             top,

@@ -890,7 +890,7 @@ impl<'a> Executor<'a> {
                             if from_state.is_some() {
                                 String::new() // the source stage's key pins its content
                             } else {
-                                self.stat.digest(&ctx.path_of(&f.rel))?.to_string()
+                                self.stat.digest_stamped(&ctx.path_of(&f.rel), f.stamp)?
                             }
                         }
                         crate::context::FileKind::Symlink => f

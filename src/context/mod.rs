@@ -52,6 +52,30 @@ pub struct ContextFile {
     pub gid: u32,
     pub size: u64,
     pub link_target: Option<PathBuf>,
+    /// What lstat said, for the digest cache (never part of a cache key).
+    pub stamp: FileStamp,
+}
+
+/// The lstat fields that tell whether a file may have changed since it was hashed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FileStamp {
+    pub dev: u64,
+    pub ino: u64,
+    pub size: u64,
+    pub mtime_ns: i128,
+    pub ctime_ns: i128,
+}
+
+impl FileStamp {
+    pub fn of(m: &fs::Metadata) -> FileStamp {
+        FileStamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            size: m.len(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+        }
+    }
 }
 
 /// The files one COPY/ADD source selects: `top` is what the source named; for a
@@ -161,6 +185,7 @@ impl Context {
             gid: m.gid(),
             size: if kind == FileKind::File { m.len() } else { 0 },
             link_target,
+            stamp: FileStamp::of(&m),
         })
     }
 
@@ -176,7 +201,6 @@ impl Context {
         for e in walkdir::WalkDir::new(&start)
             .min_depth(1)
             .follow_links(false)
-            .sort_by_file_name()
         {
             let e = e.map_err(|e| ContextError::Io {
                 path: start.clone(),
@@ -195,6 +219,8 @@ impl Context {
             }
             out.push(self.entry(&rel)?);
         }
+        // One sort at the end (by path string) is cheaper than sorting every directory.
+        out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)
     }
 

