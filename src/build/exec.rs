@@ -989,6 +989,16 @@ impl<'a> Executor<'a> {
                         owner,
                         dest_is_dir,
                     )?;
+                    if plain.len() == selections.len() && heredocs.is_empty() {
+                        // A plain copy: the layer is written straight from the sources.
+                        return Ok(step::commit_copy(
+                            self.store,
+                            ctx,
+                            &snap.rootfs,
+                            &ops,
+                            self.opts.epoch,
+                        )?);
+                    }
                     step::apply_copy(ctx, &snap.rootfs, &ops)?;
                 }
                 for h in heredocs {

@@ -176,17 +176,26 @@ fn in_rootfs_existing(rootfs: &Path, p: &str) -> Option<PathBuf> {
 /// Writes the planned copy into the rootfs.
 pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), StepError> {
     use std::os::unix::fs::{lchown, PermissionsExt};
+    // Each destination directory is resolved inside the rootfs once, not once per file.
+    let mut dirs: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
     for op in ops {
         let parent = Path::new(&op.dest)
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|| "/".into());
-        let dir = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| {
-            StepError::Copy {
-                dest: op.dest.clone(),
-                why,
+        let dir = match dirs.get(&parent) {
+            Some(d) => d.clone(),
+            None => {
+                let d = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| {
+                    StepError::Copy {
+                        dest: op.dest.clone(),
+                        why,
+                    }
+                })?;
+                dirs.insert(parent, d.clone());
+                d
             }
-        })?;
+        };
         let name = Path::new(&op.dest)
             .file_name()
             .ok_or_else(|| StepError::Copy {
@@ -194,26 +203,30 @@ pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), St
                 why: "no file name".into(),
             })?;
         let target = dir.join(name);
+        let existing = fs::symlink_metadata(&target).ok();
         let src = ctx.path_of(&op.src);
         match op.kind {
             FileKind::Dir => {
-                if !target.is_dir() {
-                    let _ = fs::remove_file(&target);
+                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
+                    if existing.is_some() {
+                        fs::remove_file(&target).map_err(io(&target))?;
+                    }
                     fs::create_dir(&target).map_err(io(&target))?;
                 }
+                dirs.insert(op.dest.clone(), target.clone());
             }
-            FileKind::File => {
-                if target.is_symlink() || target.is_file() {
-                    fs::remove_file(&target).map_err(io(&target))?;
+            FileKind::File | FileKind::Symlink => {
+                match &existing {
+                    Some(m) if m.is_dir() => fs::remove_dir_all(&target).map_err(io(&target))?,
+                    Some(_) => fs::remove_file(&target).map_err(io(&target))?,
+                    None => {}
                 }
-                fs::copy(&src, &target).map_err(io(&src))?;
-            }
-            FileKind::Symlink => {
-                if target.is_symlink() || target.is_file() {
-                    fs::remove_file(&target).map_err(io(&target))?;
+                if op.kind == FileKind::File {
+                    fs::copy(&src, &target).map_err(io(&src))?;
+                } else {
+                    std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target)
+                        .map_err(io(&target))?;
                 }
-                std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target)
-                    .map_err(io(&target))?;
             }
         }
         lchown(&target, Some(op.owner.uid), Some(op.owner.gid)).map_err(io(&target))?;
@@ -257,4 +270,165 @@ pub fn snapshot(
     layers: &[StoredLayer],
 ) -> Result<Snapshot, StepError> {
     Ok(snapshotter.prepare(id, &layer_blobs(store, layers))?)
+}
+
+/// Where a container directory lands in the image, and the directories a layer has to
+/// create on the way: the longest existing prefix is resolved inside the image (so
+/// symlinked directories like `/var/run` are followed), the rest is new.
+fn canonical_dir(
+    rootfs: &Path,
+    dir: &str,
+    created: &mut std::collections::BTreeSet<String>,
+) -> Result<String, StepError> {
+    let parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
+    for keep in (0..=parts.len()).rev() {
+        let prefix = parts[..keep].join("/");
+        // The resolved path comes back relative to the rootfs.
+        let Ok(rel) = layer::unpack::resolve_in_root(rootfs, Path::new(&prefix), false) else {
+            continue;
+        };
+        if !rootfs.join(&rel).is_dir() {
+            return Err(StepError::Copy {
+                dest: dir.to_string(),
+                why: format!("/{prefix} is not a directory in the image"),
+            });
+        }
+        let mut canon = rel.to_string_lossy().into_owned();
+        for c in &parts[keep..] {
+            canon = if canon.is_empty() {
+                c.to_string()
+            } else {
+                format!("{canon}/{c}")
+            };
+            created.insert(canon.clone());
+        }
+        return Ok(canon);
+    }
+    Err(StepError::Copy {
+        dest: dir.to_string(),
+        why: "cannot be resolved in the image".into(),
+    })
+}
+
+/// Commits a COPY as a layer written straight from its sources: each copied entry with the
+/// path, mode and owner the plan gave it, plus the directories the copy creates. Nothing
+/// is copied into a snapshot first, so large copies cost one read and one write.
+pub fn commit_copy(
+    store: &Store,
+    ctx: &Context,
+    rootfs: &Path,
+    ops: &[CopyOp],
+    epoch: Option<u64>,
+) -> Result<Option<StoredLayer>, StepError> {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::os::unix::fs::MetadataExt;
+    let mut created: BTreeSet<String> = BTreeSet::new();
+    let mut canon_dirs: std::collections::HashMap<String, String> =
+        std::collections::HashMap::new();
+    // Layer path → the op that writes it (later ops win, as with a real copy).
+    let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
+    for op in ops {
+        let (parent, name) = op.dest.rsplit_once('/').unwrap_or(("", &op.dest));
+        let canon = match canon_dirs.get(parent) {
+            Some(c) => c.clone(),
+            None => {
+                let c = canonical_dir(rootfs, parent, &mut created)?;
+                canon_dirs.insert(parent.to_string(), c.clone());
+                c
+            }
+        };
+        let path = if canon.is_empty() {
+            name.to_string()
+        } else {
+            format!("{canon}/{name}")
+        };
+        if op.kind == FileKind::Dir {
+            canon_dirs.insert(op.dest.clone(), path.clone());
+        }
+        entries.insert(path, op);
+    }
+    if entries.is_empty() && created.is_empty() {
+        return Ok(None);
+    }
+    let mut all: Vec<String> = entries
+        .keys()
+        .cloned()
+        .chain(created.iter().cloned())
+        .collect();
+    all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
+    all.dedup();
+    let mut blob = store.blob_writer()?;
+    {
+        let mut tar = tar::Builder::new(&mut blob);
+        let header = |kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(uid as u64);
+            h.set_gid(gid as u64);
+            h.set_mtime(mtime);
+            h.set_size(0);
+            h
+        };
+        for path in all {
+            match entries.get(&path) {
+                None => {
+                    let mut h = header(tar::EntryType::Directory, 0o755, 0, 0, epoch.unwrap_or(0));
+                    tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                        .map_err(io(Path::new(&path)))?;
+                }
+                Some(op) => {
+                    let src = ctx.path_of(&op.src);
+                    let m = fs::symlink_metadata(&src).map_err(io(&src))?;
+                    let mtime = epoch.unwrap_or(m.mtime().max(0) as u64);
+                    match op.kind {
+                        FileKind::Dir => {
+                            let mut h = header(
+                                tar::EntryType::Directory,
+                                op.mode,
+                                op.owner.uid,
+                                op.owner.gid,
+                                mtime,
+                            );
+                            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                                .map_err(io(&src))?;
+                        }
+                        FileKind::Symlink => {
+                            let mut h = header(
+                                tar::EntryType::Symlink,
+                                0o777,
+                                op.owner.uid,
+                                op.owner.gid,
+                                mtime,
+                            );
+                            tar.append_link(&mut h, &path, op.link_target.as_deref().unwrap_or(""))
+                                .map_err(io(&src))?;
+                        }
+                        FileKind::File => {
+                            let f = fs::File::open(&src).map_err(io(&src))?;
+                            let mut h = header(
+                                tar::EntryType::Regular,
+                                op.mode,
+                                op.owner.uid,
+                                op.owner.gid,
+                                mtime,
+                            );
+                            h.set_size(f.metadata().map_err(io(&src))?.len());
+                            tar.append_data(&mut h, &path, f).map_err(io(&src))?;
+                        }
+                    }
+                }
+            }
+        }
+        tar.finish().map_err(io(Path::new("layer")))?;
+    }
+    let (digest, size) = blob.commit(None)?;
+    Ok(Some(StoredLayer {
+        descriptor: oci_spec::image::Descriptor::new(
+            oci_spec::image::MediaType::ImageLayer,
+            size,
+            digest.clone(),
+        ),
+        diff_id: digest,
+    }))
 }
