@@ -174,6 +174,32 @@ impl BuildCache {
     }
 }
 
+impl BuildCache {
+    /// The layer stacks (diff_ids, bottom first) of every cache entry, so that their
+    /// unpacked layers survive a storage prune.
+    pub fn layer_stacks(&self) -> Vec<Vec<Digest>> {
+        let Ok(entries) = fs::read_dir(self.dir.join("steps")) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|e| {
+                serde_json::from_slice::<serde_json::Value>(&fs::read(e.path()).ok()?).ok()
+            })
+            .map(|v| {
+                v["layers"]
+                    .as_array()
+                    .map(|ls| {
+                        ls.iter()
+                            .filter_map(|l| l["diff_id"].as_str().and_then(digest::parse))
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+}
+
 /// Every `"digest": "sha256:…"` value in a JSON document.
 fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
     match v {

@@ -27,6 +27,26 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         r.temp_files_removed,
         human_size(r.bytes_freed)
     );
+    // Unpacked layers that no image, cached build step or container needs any more.
+    let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
+    for img in store.images()? {
+        stacks.push(
+            img.config
+                .rootfs()
+                .diff_ids()
+                .iter()
+                .filter_map(|d| crate::digest::parse(d))
+                .collect(),
+        );
+    }
+    stacks.extend(crate::build::cache::BuildCache::new(store.root()).layer_stacks());
+    let p = crate::storage::prune_cache(store.root(), &stacks)?;
+    if p.layers + p.chains + p.temp > 0 {
+        println!(
+            "removed {} unpacked layers, {} merged trees and {} stale temporary directories",
+            p.layers, p.chains, p.temp
+        );
+    }
     Ok(0)
 }
 
