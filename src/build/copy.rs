@@ -44,19 +44,7 @@ pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
 }
 
 /// Normalises an absolute container path (`/a/./b/../c/` → `/a/c`).
-pub fn clean_abs(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    format!("/{}", parts.join("/"))
-}
+pub use crate::runtime::spec::clean as clean_abs;
 
 /// Resolves the destination against WORKDIR and decides whether it names a directory.
 /// `dest_is_dir_in_image` says whether the (single-file) destination already exists as a

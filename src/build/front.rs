@@ -21,56 +21,6 @@ pub enum FrontError {
     Ignore(String),
 }
 
-const INSTRUCTIONS: [&str; 18] = [
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
-];
-
-/// Levenshtein distance, for "did you mean" hints.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            cur.push(
-                (prev[j] + usize::from(ca != *cb))
-                    .min(prev[j + 1] + 1)
-                    .min(cur[j] + 1),
-            );
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The known word closest to `word`, if it is close enough to be a likely typo.
-pub fn suggest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
-    let up = word.to_ascii_uppercase();
-    known
-        .iter()
-        .map(|k| (distance(&up, &k.to_ascii_uppercase()), *k))
-        .filter(|(d, k)| *d <= 2.max(k.len() / 4))
-        .min()
-        .map(|(_, k)| k)
-}
-
 /// Flags of one instruction: `--name=value` or `--name` (boolean), checked against the
 /// instruction's known flags.
 struct Flags {
@@ -87,23 +37,13 @@ impl Flags {
                 None => (body.to_string(), None),
             };
             if !allowed.contains(&name.as_str()) {
-                let hint = suggest(&name, allowed)
-                    .map(|s| format!("; did you mean --{s}?"))
-                    .unwrap_or_else(|| {
-                        if allowed.is_empty() {
-                            format!("; {} takes no flags", node.keyword.to_ascii_uppercase())
-                        } else {
-                            format!(
-                                "; {} accepts {}",
-                                node.keyword.to_ascii_uppercase(),
-                                allowed
-                                    .iter()
-                                    .map(|a| format!("--{a}"))
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            )
-                        }
-                    });
+                // The front end's typed pass reports unknown flags first, with a caret.
+                let hint = if allowed.is_empty() {
+                    format!("; {} takes no flags", node.keyword.to_ascii_uppercase())
+                } else {
+                    let known: Vec<String> = allowed.iter().map(|a| format!("--{a}")).collect();
+                    format!("; {} accepts {}", node.keyword.to_ascii_uppercase(), known.join(", "))
+                };
                 return Err(FrontError::At {
                     file: file.into(),
                     line: node.start_line,
@@ -384,7 +324,7 @@ fn step(file: &str, node: &Node) -> Result<StepKind, FrontError> {
             StepKind::Maintainer(node.args.join(" "))
         }
         other => {
-            let hint = suggest(other, &INSTRUCTIONS)
+            let hint = dockerfile::instruction::suggest(other)
                 .map(|s| format!("; did you mean {s}?"))
                 .unwrap_or_default();
             return Err(at(format!(
@@ -492,16 +432,4 @@ pub fn dockerignore(context: &Path) -> Result<crate::context::IgnoreFn, FrontErr
     let matcher = dockerfile::ignore::Matcher::new(&patterns)
         .map_err(|e| FrontError::Ignore(e.to_string()))?;
     Ok(Box::new(move |p: &str| matcher.matches(p).unwrap_or(false)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn typos_get_a_hint() {
-        assert_eq!(suggest("COPPY", &INSTRUCTIONS), Some("COPY"));
-        assert_eq!(suggest("entrypint", &INSTRUCTIONS), Some("ENTRYPOINT"));
-        assert_eq!(suggest("XYZZY", &INSTRUCTIONS), None);
-    }
 }
