@@ -42,7 +42,11 @@ impl Flags {
                     format!("; {} takes no flags", node.keyword.to_ascii_uppercase())
                 } else {
                     let known: Vec<String> = allowed.iter().map(|a| format!("--{a}")).collect();
-                    format!("; {} accepts {}", node.keyword.to_ascii_uppercase(), known.join(", "))
+                    format!(
+                        "; {} accepts {}",
+                        node.keyword.to_ascii_uppercase(),
+                        known.join(", ")
+                    )
                 };
                 return Err(FrontError::At {
                     file: file.into(),

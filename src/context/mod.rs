@@ -157,6 +157,16 @@ impl Context {
     fn entry(&self, rel: &str) -> Result<ContextFile, ContextError> {
         let path = self.root.join(rel);
         let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
+        self.entry_from(rel, &path, &m)
+    }
+
+    fn entry_from(
+        &self,
+        rel: &str,
+        path: &Path,
+        m: &fs::Metadata,
+    ) -> Result<ContextFile, ContextError> {
+        let path = path.to_path_buf();
         let ft = m.file_type();
         let kind = if ft.is_symlink() {
             FileKind::Symlink
@@ -185,7 +195,7 @@ impl Context {
             gid: m.gid(),
             size: if kind == FileKind::File { m.len() } else { 0 },
             link_target,
-            stamp: FileStamp::of(&m),
+            stamp: FileStamp::of(m),
         })
     }
 
@@ -198,30 +208,42 @@ impl Context {
         } else {
             self.root.join(rel)
         };
-        for e in walkdir::WalkDir::new(&start)
-            .min_depth(1)
-            .follow_links(false)
-        {
-            let e = e.map_err(|e| ContextError::Io {
-                path: start.clone(),
-                source: e.into(),
-            })?;
-            let rel = e
-                .path()
-                .strip_prefix(&self.root)
-                .expect("walk stays under the root")
-                .to_string_lossy()
-                .into_owned();
-            if self.is_ignored(&rel) {
-                // Entries below an ignored directory may still be re-included by a `!`
-                // rule, so the walk goes on below it; only the entry itself is skipped.
-                continue;
-            }
-            out.push(self.entry(&rel)?);
-        }
+        self.walk_dir(&start, rel, &mut out)?;
         // One sort at the end (by path string) is cheaper than sorting every directory.
         out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)
+    }
+
+    /// Reads one directory. Entries are stat'ed relative to the open directory
+    /// (`DirEntry::metadata` is an `fstatat`), not by full path: a no-op rebuild is
+    /// mostly these calls.
+    fn walk_dir(
+        &self,
+        dir: &Path,
+        rel: &str,
+        out: &mut Vec<ContextFile>,
+    ) -> Result<(), ContextError> {
+        for e in fs::read_dir(dir).map_err(io_err(dir))? {
+            let e = e.map_err(io_err(dir))?;
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let child = if rel.is_empty() {
+                name.into_owned()
+            } else {
+                format!("{rel}/{name}")
+            };
+            let m = e.metadata().map_err(io_err(&e.path()))?;
+            let is_dir = m.is_dir();
+            // Entries below an ignored directory may still be re-included by a `!` rule,
+            // so the walk goes on below it; only the entry itself is skipped.
+            if !self.is_ignored(&child) {
+                out.push(self.entry_from(&child, &e.path(), &m)?);
+            }
+            if is_dir {
+                self.walk_dir(&e.path(), &child, out)?;
+            }
+        }
+        Ok(())
     }
 
     /// Resolves one COPY/ADD source (a path or a glob) to what it selects.
