@@ -376,7 +376,19 @@ impl Prepared {
         let _proxy = if published.is_empty() {
             None
         } else {
-            Some(super::proxy::start(published, container.pid).map_err(LaunchError::Proxy)?)
+            // The sockets must be made in the container's network namespace, which under
+            // an OCI runtime belongs to a process below the runtime's.
+            let holder = crate::sys::session::netns_holder(
+                container.pid,
+                std::time::Duration::from_secs(10),
+            )
+            .ok_or_else(|| {
+                LaunchError::Proxy(crate::sys::SysError::new(
+                    "publish ports",
+                    std::io::Error::other("the container has no network namespace of its own"),
+                ))
+            })?;
+            Some(super::proxy::start(published, holder).map_err(LaunchError::Proxy)?)
         };
         on_started(container.pid);
         let exit = container.wait()?;

@@ -49,6 +49,8 @@ pub enum RequestError {
     Network(String),
     #[error("-p/-P need a private network namespace; drop them with --network {0}")]
     PortsWithoutNetwork(String),
+    #[error("-p/-P need a network namespace, which --isolation chroot does not make; use --isolation namespaces or oci (a chroot container shares the host's network: reach its ports directly)")]
+    PortsWithChroot,
     #[error("invalid --pids-limit 0: give a positive number of processes")]
     Pids,
     #[error("-d cannot be combined with -i or -t: a detached container has no terminal; drop -i/-t or -d")]
@@ -91,6 +93,9 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
         "private" | "bridge" | "default" => NetworkMode::Private,
         other => return Err(RequestError::Network(other.to_string())),
     };
+    if (!ports.is_empty() || req.publish_all) && req.isolation.as_deref() == Some("chroot") {
+        return Err(RequestError::PortsWithChroot);
+    }
     if (!ports.is_empty() || req.publish_all) && network != NetworkMode::Private {
         return Err(RequestError::PortsWithoutNetwork(
             req.network.clone().unwrap_or_default(),

@@ -41,6 +41,40 @@ pub fn signal_number(name: &str) -> Option<i32> {
     Signal::from_str(&full).ok().map(|s| s as i32)
 }
 
+/// The first process at or below `pid` (breadth first) whose network namespace differs
+/// from this process's: where a container's sockets live, whether the backend put the
+/// container process right at `pid` (namespaces) or below a runtime (runc's children).
+/// Waits up to `timeout` for a runtime that is still setting the container up.
+pub fn netns_holder(pid: i32, timeout: std::time::Duration) -> Option<i32> {
+    let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut todo = std::collections::VecDeque::from([pid]);
+        while let Some(p) = todo.pop_front() {
+            match std::fs::read_link(format!("/proc/{p}/ns/net")) {
+                Ok(ns) if ns != ours => return Some(p),
+                Ok(_) => {}
+                Err(_) => continue,
+            }
+            let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
+                continue;
+            };
+            for t in tasks.flatten() {
+                if let Ok(kids) = std::fs::read_to_string(t.path().join("children")) {
+                    todo.extend(
+                        kids.split_whitespace()
+                            .filter_map(|k| k.parse::<i32>().ok()),
+                    );
+                }
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,6 +229,29 @@ fn host_port(k: &Keel, name: &str) -> u16 {
 #[test]
 fn all_four_port_flavours_answer_http_from_the_host() {
     require!(is_root(), "keel run needs root");
+    // chroot containers share the host network: -p is refused for them (checked below).
+    for backend in ["namespaces", "oci"] {
+        if backend == "oci" && !crate::common::have("runc") {
+            require!(false, "runc is not installed (apt-get install runc)");
+        }
+        port_flavours_on(backend);
+    }
+    let k = with_busybox();
+    let err = k.fails(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "chroot",
+        "-p",
+        "80",
+        "bb",
+        "true",
+    ]);
+    assert!(err.contains("need a network namespace"), "{err}");
+}
+
+/// The four flavours (and a taken host port) with one isolation backend.
+fn port_flavours_on(backend: &str) {
     let k = with_busybox();
     let www = k.path("www");
     std::fs::create_dir(&www).unwrap();
@@ -250,20 +273,39 @@ fn all_four_port_flavours_answer_http_from_the_host() {
     ];
     for (name, spec, cmd) in &flavours {
         k.ok(&[
-            "run", "-d", "--name", name, "-p", spec, "-v", &vol, "bb", "sh", "-c", cmd,
+            "run",
+            "-d",
+            "--isolation",
+            backend,
+            "--name",
+            name,
+            "-p",
+            spec,
+            "-v",
+            &vol,
+            "bb",
+            "sh",
+            "-c",
+            cmd,
         ]);
         let port = host_port(&k, name);
         if *name == "static1-static2" {
-            assert_eq!(port, static1);
+            assert_eq!(port, static1, "{backend}");
         }
-        assert!(http_get(port).contains("hello from keel"), "{name}");
+        assert!(
+            http_get(port).contains("hello from keel"),
+            "{backend}: {name}"
+        );
         k.ok(&["rm", "-f", name]);
     }
     // STATIC->STATIC: the same number on both sides.
     let same = free_port();
+    let same_s = same.to_string();
     k.ok(&[
         "run",
         "-d",
+        "--isolation",
+        backend,
         "--name",
         "static-static",
         "-p",
@@ -274,15 +316,20 @@ fn all_four_port_flavours_answer_http_from_the_host() {
         "httpd",
         "-f",
         "-p",
-        &same.to_string(),
+        &same_s,
         "-h",
         "/www",
     ]);
-    assert!(http_get(same).contains("hello from keel"));
+    assert!(
+        http_get(same).contains("hello from keel"),
+        "{backend}: static-static"
+    );
     // A taken host port is an error before the container starts.
     let err = k.fails(&[
         "run",
         "-d",
+        "--isolation",
+        backend,
         "--name",
         "clash",
         "-p",
@@ -290,9 +337,9 @@ fn all_four_port_flavours_answer_http_from_the_host() {
         "bb",
         "true",
     ]);
-    assert!(err.contains("already in use"), "{err}");
+    assert!(err.contains("already in use"), "{backend}: {err}");
     k.ok(&["rm", "-f", "static-static"]);
-    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty());
+    assert!(k.ok(&["ps", "-a", "-q"]).trim().is_empty(), "{backend}");
 }
 
 #[test]
