@@ -330,7 +330,24 @@ impl Prepared {
             self.request.isolation.as_deref(),
             self.request.runtime.as_deref(),
         )?;
+        let mut pty_master: Option<OwnedFd> = None;
         let stdio = match &output {
+            Output::Inherit if self.request.tty => {
+                let (master, slave) = crate::sys::tty::open_pty().map_err(LaunchError::Proxy)?;
+                let dup = |fd: &OwnedFd| {
+                    fd.try_clone().map_err(|source| LaunchError::Io {
+                        path: "/dev/ptmx".into(),
+                        source,
+                    })
+                };
+                let (out, err) = (dup(&slave)?, dup(&slave)?);
+                pty_master = Some(master);
+                runtime::Stdio {
+                    stdin: Some(slave),
+                    stdout: Some(out),
+                    stderr: Some(err),
+                }
+            }
             Output::Inherit => runtime::Stdio {
                 stdin: if self.request.interactive {
                     stdin_fd()
@@ -363,6 +380,24 @@ impl Prepared {
         };
         let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
         self.started = true;
+        // `-t`: relay between the user's terminal (raw while the container runs) and the
+        // pseudo-terminal's master.
+        let (_raw, relay) = match pty_master.take() {
+            Some(master) => {
+                let raw = {
+                    use std::os::fd::AsFd;
+                    let stdin = std::io::stdin();
+                    if crate::sys::tty::is_terminal(stdin.as_fd()) {
+                        crate::sys::tty::copy_window_size(stdin.as_fd(), master.as_fd());
+                        crate::sys::tty::RawMode::enter(stdin.as_fd()).ok()
+                    } else {
+                        None
+                    }
+                };
+                (raw, Some(relay_pty(master, self.request.interactive)))
+            }
+            None => (None, None),
+        };
         if foreground {
             container.forward_signals()?;
         }
@@ -392,11 +427,37 @@ impl Prepared {
         };
         on_started(container.pid);
         let exit = container.wait()?;
+        if let Some(r) = relay {
+            let _ = r.join(); // the master reads EOF/EIO once the last slave is closed
+        }
         if let Some(msg) = &exit.exec_error {
             eprintln!("keel: {msg}");
         }
         Ok(exit.code)
     }
+}
+
+/// Copies the pseudo-terminal's output to stdout (and, with `-i`, stdin to it); the
+/// returned thread ends when the container's side of the terminal is closed.
+fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
+    use std::io::{Read, Write};
+    let mut reader = fs::File::from(master);
+    if interactive {
+        if let Ok(mut writer) = reader.try_clone() {
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin(), &mut writer);
+            });
+        }
+    }
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut out = std::io::stdout();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
+                break;
+            }
+        }
+    })
 }
 
 fn devnull() -> Option<OwnedFd> {

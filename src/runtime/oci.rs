@@ -64,7 +64,8 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
         .build()
         .map_err(oci_err)?;
     let process = ProcessBuilder::default()
-        .terminal(spec.tty)
+        // keel hands the runtime a pseudo-terminal as stdio itself (no console socket).
+        .terminal(false)
         .user(user)
         .args(spec.args.clone())
         .env(spec.env.clone())

@@ -221,6 +221,12 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             }
         }
     }
+    if spec.tty && stdio.stdin.is_some() {
+        // `-t`: the pseudo-terminal on fd 0 becomes the process's controlling terminal.
+        if let Err(e) = sys::tty::take_controlling_terminal() {
+            setup(e.to_string());
+        }
+    }
     if let Err(e) = sys::caps::restrict_to(&prep.caps) {
         setup(e.to_string());
     }

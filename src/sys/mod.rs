@@ -9,5 +9,6 @@ pub mod net;
 pub mod ns;
 pub mod proc;
 pub mod session;
+pub mod tty;
 
 pub use error::SysError;

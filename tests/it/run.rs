@@ -430,3 +430,46 @@ fn foreground_run_forwards_signals_to_the_container() {
         .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(42));
 }
+
+#[test]
+fn tty_gives_the_process_a_terminal() {
+    require!(is_root(), "keel run needs root");
+    require!(
+        crate::common::have("script"),
+        "script(1) is not installed (bsdutils)"
+    );
+    let k = with_busybox();
+    // script(1) gives keel a terminal of its own, as a user's shell would.
+    let cmdline = format!("{} --root {} run --rm -t bb sh -c 'test -t 0 && test -t 1 && echo in-a-tty; echo TERM=$TERM'", env!("CARGO_BIN_EXE_keel"), k.root().display());
+    let out = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("in-a-tty") && text.contains("TERM=xterm"),
+        "{text}"
+    );
+    // Without -t the process has no terminal.
+    let (_, plain, _) = run_code(&k, &["--rm", "bb", "sh", "-c", "test -t 1 || echo no-tty"]);
+    assert_eq!(plain, "no-tty\n");
+    // -i -t: an interactive shell reading the user's input, exit status passed through.
+    let mut child = k
+        .cmd()
+        .args(["run", "--rm", "-i", "-t", "bb", "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo typed-$((40+2)); exit 5\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("typed-42"));
+}
