@@ -115,53 +115,59 @@ fn flags_for_env_workdir_user_and_hostname_reach_the_process() {
 #[test]
 fn bind_mounts_named_volumes_and_ro_volumes() {
     require!(is_root(), "keel run needs root");
+    // The same list on every isolation backend (runc must be there for oci).
+    for backend in ["namespaces", "chroot", "oci"] {
+        if backend == "oci" && !crate::common::have("runc") {
+            require!(false, "runc is not installed (apt-get install runc)");
+        }
+        volumes_on(backend);
+    }
+}
+
+fn volumes_on(backend: &str) {
     let k = with_busybox();
     let host = k.path("shared");
     std::fs::create_dir(&host).unwrap();
     std::fs::write(host.join("in.txt"), "from host").unwrap();
     let rw = format!("{}:/data", host.display());
-    let (code, out, err) = run_code(
-        &k,
-        &[
-            "--rm",
-            "-v",
-            &rw,
-            "bb",
-            "sh",
-            "-c",
-            "cat /data/in.txt; echo written > /data/out.txt",
-        ],
-    );
-    assert_eq!((code, out.as_str()), (0, "from host"), "{err}");
+    let run = |args: &[&str]| {
+        let mut all = vec!["--rm", "--isolation", backend];
+        all.extend_from_slice(args);
+        run_code(&k, &all)
+    };
+    let (code, out, err) = run(&[
+        "-v",
+        &rw,
+        "bb",
+        "sh",
+        "-c",
+        "cat /data/in.txt; echo written > /data/out.txt",
+    ]);
+    assert_eq!((code, out.as_str()), (0, "from host"), "{backend}: {err}");
     assert_eq!(
         std::fs::read_to_string(host.join("out.txt")).unwrap(),
-        "written\n"
+        "written\n",
+        "{backend}"
     );
     let ro = format!("{}:/data:ro", host.display());
-    let (code, _, _) = run_code(
-        &k,
-        &["--rm", "-v", &ro, "bb", "sh", "-c", "echo x > /data/nope"],
+    let (code, _, _) = run(&["-v", &ro, "bb", "sh", "-c", "echo x > /data/nope"]);
+    assert_ne!(code, 0, "{backend}: a :ro volume accepted a write");
+    assert!(!host.join("nope").exists(), "{backend}");
+    let (code, _, err) = run(&["-v", "shared-vol:/v", "bb", "sh", "-c", "echo one > /v/f"]);
+    assert_eq!(code, 0, "{backend}: {err}");
+    let (_, out, _) = run(&["-v", "shared-vol:/w", "bb", "cat", "/w/f"]);
+    assert_eq!(
+        out, "one\n",
+        "{backend}: a named volume is shared between containers"
     );
-    assert_ne!(code, 0, "a :ro volume accepted a write");
-    assert!(!host.join("nope").exists());
-    let (code, _, err) = run_code(
-        &k,
-        &[
-            "--rm",
-            "-v",
-            "shared-vol:/v",
-            "bb",
-            "sh",
-            "-c",
-            "echo one > /v/f",
-        ],
-    );
-    assert_eq!(code, 0, "{err}");
-    let (_, out, _) = run_code(&k, &["--rm", "-v", "shared-vol:/w", "bb", "cat", "/w/f"]);
-    assert_eq!(out, "one\n", "a named volume is shared between containers");
     assert!(k.ok(&["volume", "ls"]).contains("shared-vol"));
     k.ok(&["volume", "rm", "shared-vol"]);
     assert!(!k.ok(&["volume", "ls"]).contains("shared-vol"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(k.root().to_str().unwrap()),
+        "{backend}: mounts left behind"
+    );
 }
 
 #[test]
