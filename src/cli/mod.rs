@@ -97,8 +97,20 @@ enum Command {
     /// Runs `keel-NAME` from PATH (git/cargo-style external subcommands).
     #[command(external_subcommand)]
     External(Vec<OsString>),
+    /// Developer tools.
+    #[command(subcommand)]
+    Debug(DebugCommand),
     #[command(name = "__supervise", hide = true)]
     Supervise(run::SuperviseArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DebugCommand {
+    /// Print a Dockerfile's syntax tree as BuildKit's parser dumps it.
+    DumpAst {
+        /// The Dockerfile.
+        file: PathBuf,
+    },
 }
 
 /// Shared state for a command: the root (opened on demand) and the reporter.
@@ -240,5 +252,13 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::ExecIn(a) => project::exec_in(a, ctx),
         Command::Integrate(a) => project::integrate(a, ctx),
         Command::External(args) => external(args, ctx),
+        Command::Debug(DebugCommand::DumpAst { file }) => {
+            use anyhow::Context;
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
+            let ast = crate::dockerfile::parse(&file.display().to_string(), &bytes)?;
+            println!("{}", ast.dump());
+            Ok(0)
+        }
     }
 }

@@ -644,3 +644,19 @@ fn odd_ignore_patterns_never_panic() {
     }
     assert!(built > 100, "only {built} matchers built");
 }
+
+#[test]
+fn keel_debug_dump_ast_prints_buildkits_dump() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/conformance/dockerfile-parser/positive/env");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keel"))
+        .args(["debug", "dump-ast"])
+        .arg(dir.join("Dockerfile"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        std::fs::read_to_string(dir.join("result")).unwrap()
+    );
+}
