@@ -82,13 +82,10 @@ pub fn plan(
     for s in selections {
         let into = |rel: &str| clean_abs(&format!("{root}/{rel}"));
         for (f, rel) in s.files() {
-            let dest = if s.top.kind == FileKind::Dir {
-                into(&rel)
-            } else if ends_slash || dest_is_dir_in_image || !single_file {
-                into(&rel)
-            } else {
-                root.clone()
-            };
+            // Into the destination directory, unless one file goes to a file path.
+            let into_dir =
+                s.top.kind == FileKind::Dir || ends_slash || dest_is_dir_in_image || !single_file;
+            let dest = if into_dir { into(&rel) } else { root.clone() };
             let mode = match (chmod, f.kind) {
                 (Some(m), FileKind::File | FileKind::Dir) => m,
                 (_, FileKind::Symlink) => 0o777,

@@ -628,7 +628,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
             a.container
         ),
     };
-    let image = store.resolve(&c.image_digest.to_string())?;
+    let image = store.resolve(c.image_digest.as_ref())?;
     let config = image.config.config().clone().unwrap_or_default();
     let mut env = Vec::new();
     for e in &a.env {

@@ -22,7 +22,7 @@ pub struct StatIndex {
     /// When the index was last written (ns since the epoch).
     written_ns: i128,
     /// path → (stamp, `sha256:<hex>`); digests stay strings (they go into cache keys).
-    files: HashMap<String, (FileStamp, String)>,
+    files: Remembered,
     /// Whether this run learned anything worth writing back.
     dirty: bool,
     /// How many files had to be read (for tests and `--explain`).
@@ -40,7 +40,10 @@ fn now_ns() -> i128 {
 const RACY_NS: i128 = 2_000_000_000;
 
 /// Parses `dev ino size mtime_ns ctime_ns sha256:hex path` lines after the header.
-fn parse(text: &str) -> Option<(i128, HashMap<String, (FileStamp, String)>)> {
+/// path → (stamp, `sha256:<hex>`).
+type Remembered = HashMap<String, (FileStamp, String)>;
+
+fn parse(text: &str) -> Option<(i128, Remembered)> {
     let mut lines = text.lines();
     let written_ns = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
     let mut files = HashMap::new();
