@@ -202,13 +202,54 @@ impl Context {
     /// Every non-ignored entry under `rel` (not including `rel`), sorted by path, without
     /// following symlinks.
     pub fn walk(&self, rel: &str) -> Result<Vec<ContextFile>, ContextError> {
-        let mut out = Vec::new();
         let start = if rel.is_empty() {
             self.root.clone()
         } else {
             self.root.join(rel)
         };
-        self.walk_dir(&start, rel, &mut out)?;
+        // The top level here, its subdirectories split between two threads: on a large
+        // context the walk is mostly stat calls, and those run in parallel.
+        let mut out = Vec::new();
+        let mut subdirs = Vec::new();
+        for e in fs::read_dir(&start).map_err(io_err(&start))? {
+            let e = e.map_err(io_err(&start))?;
+            let name = e.file_name();
+            let child = if rel.is_empty() {
+                name.to_string_lossy().into_owned()
+            } else {
+                format!("{rel}/{}", name.to_string_lossy())
+            };
+            let m = e.metadata().map_err(io_err(&e.path()))?;
+            if !self.is_ignored(&child) {
+                out.push(self.entry_from(&child, &e.path(), &m)?);
+            }
+            if m.is_dir() {
+                subdirs.push((e.path(), child));
+            }
+        }
+        let halves: Vec<Result<Vec<ContextFile>, ContextError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = [0, 1]
+                .map(|half| {
+                    let mine: Vec<&(PathBuf, String)> =
+                        subdirs.iter().skip(half).step_by(2).collect();
+                    scope.spawn(move || {
+                        let mut v = Vec::new();
+                        for (path, child) in mine {
+                            self.walk_dir(path, child, &mut v)?;
+                        }
+                        Ok(v)
+                    })
+                })
+                .into_iter()
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("walker threads do not panic"))
+                .collect()
+        });
+        for h in halves {
+            out.extend(h?);
+        }
         // One sort at the end (by path string) is cheaper than sorting every directory.
         out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)

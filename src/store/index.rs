@@ -83,6 +83,15 @@ impl Store {
             manifest.digest().clone(),
         );
         entry.set_annotations(Some(HashMap::from([(REF_NAME.to_string(), full.clone())])));
+        // Re-tagging the same image (every no-op rebuild) changes nothing: skip the write.
+        let current = self.read_index()?;
+        if current
+            .manifests()
+            .iter()
+            .any(|d| ref_name(d) == Some(full.as_str()) && d.digest() == manifest.digest())
+        {
+            return Ok(());
+        }
         self.update_index(|index| {
             let mut list = index.manifests().clone();
             list.retain(|d| ref_name(d) != Some(full.as_str()));
