@@ -599,13 +599,49 @@ impl<'a> Executor<'a> {
         self.cache.record_inputs(position, inputs);
     }
 
+    /// What every filesystem step shares: a cache hit returns the stored state; otherwise
+    /// the miss is explained, `body` runs in a fresh snapshot of the state's layers (removed
+    /// afterwards whatever happened), and the layer it made is added and remembered.
+    #[allow(clippy::too_many_arguments)]
+    fn in_snapshot(
+        &self,
+        n: usize,
+        what: &str,
+        mut state: State,
+        inputs: &KeyInputs,
+        position: &str,
+        created_by: &str,
+        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let (hit, why) = self.lookup(inputs, position);
+        if let Some(hit) = hit {
+            return Ok((hit, Outcome::Cached));
+        }
+        if let Some(why) = &why {
+            self.say(format!("#{n} running: {what}{why}"));
+        }
+        let snap_id = format!("build-{}-{n}", self.build_id);
+        let snap = step::snapshot(
+            self.store,
+            self.snapshotter.as_ref(),
+            &snap_id,
+            &state.layers,
+        )?;
+        let result = body(&snap, &state);
+        let _ = self.snapshotter.remove(&snap);
+        add_layer(&mut state, result?, &self.opts.created, created_by);
+        state.key = inputs.key().0.to_string();
+        self.remember(inputs, position, &state);
+        Ok((state, Outcome::Ran))
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_step(
         &mut self,
         n: usize,
         stage: &Stage,
         s: &Step,
-        mut state: State,
+        state: State,
         args: &BTreeMap<String, String>,
         cmd: &Cmdline,
         heredocs: &[super::plan::Heredoc],
@@ -671,21 +707,8 @@ impl<'a> Executor<'a> {
             files: BTreeMap::new(),
         };
         let position = self.position(stage, s);
-        let (hit, why) = self.lookup(&inputs, &position);
-        if let Some(hit) = hit {
-            return Ok((hit, Outcome::Cached));
-        }
-        if let Some(why) = &why {
-            self.say(format!("#{n} running: {why}"));
-        }
-        let snap_id = format!("build-{}-{n}", self.build_id);
-        let snap = step::snapshot(
-            self.store,
-            self.snapshotter.as_ref(),
-            &snap_id,
-            &state.layers,
-        )?;
-        let result = (|| -> Result<Option<StoredLayer>, StepFailure> {
+        let created_by = format!("RUN {}", argv.join(" "));
+        self.in_snapshot(n, "", state, &inputs, &position, &created_by, |snap, state| {
             let mut binds = Vec::new();
             let mut tmpfs = Vec::new();
             for m in mounts {
@@ -759,10 +782,10 @@ impl<'a> Executor<'a> {
             };
             let cfg: oci_spec::image::Config =
                 serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
-            let spec = runtime::plan_for_rootfs(&snap_id, &cfg, &opts, &snap.rootfs)?;
+            let spec = runtime::plan_for_rootfs(&snap.id, &cfg, &opts, &snap.rootfs)?;
             let log = self.log_dir.join(format!("step-{n}.log"));
             let quiet = self.opts.quiet;
-            step::run(self.backend.as_ref(), &spec, &snap, &log, |l| {
+            step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
                 if !quiet {
                     eprintln!("#{n} {l}");
                 }
@@ -770,24 +793,17 @@ impl<'a> Executor<'a> {
             Ok(step::commit(
                 self.store,
                 self.snapshotter.as_ref(),
-                &snap,
+                snap,
                 self.opts.epoch,
             )?)
-        })();
-        let _ = self.snapshotter.remove(&snap);
-        let layer = result?;
-        let created_by = format!("RUN {}", argv.join(" "));
-        add_layer(&mut state, layer, &self.opts.created, &created_by);
-        state.key = inputs.key().0.to_string();
-        self.remember(&inputs, &position, &state);
-        Ok((state, Outcome::Ran))
+        })
     }
 
     fn copy_step(
         &mut self,
         n: usize,
         s: &Step,
-        mut state: State,
+        state: State,
         vars: &BTreeMap<String, String>,
     ) -> Result<(State, Outcome), StepFailure> {
         let StepKind::Copy {
@@ -930,134 +946,119 @@ impl<'a> Executor<'a> {
                 self.opts.file_name,
                 s.line
             );
-            let (hit, why) = self.lookup(&inputs, &position);
-            if let Some(hit) = hit {
-                return Ok((hit, Outcome::Cached));
-            }
-            if let Some(why) = &why {
-                self.say(format!("#{n} running: {what}: {why}"));
-            }
-            let snap_id = format!("build-{}-{n}", self.build_id);
-            let snap = step::snapshot(
-                self.store,
-                self.snapshotter.as_ref(),
-                &snap_id,
-                &state.layers,
-            )?;
-            let r = (|| -> Result<Option<StoredLayer>, StepFailure> {
-                let owner = match (&chown, numeric_owner) {
-                    (None, _) => None,
-                    (Some(_), Some(o)) => Some(o),
-                    (Some(c), None) => {
-                        let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
-                        let u = acc.resolve(c)?;
-                        Some(Owner {
-                            uid: u.uid,
-                            gid: u.gid,
-                        })
-                    }
-                };
-                let workdir = config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
-                let abs_dest = if dest.starts_with('/') {
-                    dest.clone()
-                } else {
-                    format!("{}/{dest}", workdir.trim_end_matches('/'))
-                };
-                let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
-                let mut plain = Vec::new();
-                for sel in selections.iter() {
-                    let archive = *add
-                        && sel.top.kind == crate::context::FileKind::File
-                        && step::is_archive(&ctx.path_of(&sel.top.rel));
-                    if archive {
-                        step::apply_add_archive(
-                            &ctx.path_of(&sel.top.rel),
-                            &snap.rootfs,
-                            &copy::clean_abs(&abs_dest),
-                        )?;
-                    } else {
-                        plain.push(sel.clone());
-                    }
-                }
-                if !plain.is_empty() {
-                    let ops = copy::plan(
-                        what_static(*add),
-                        &plain,
-                        &dest,
-                        &workdir,
-                        chmod,
-                        owner,
-                        dest_is_dir,
-                    )?;
-                    if plain.len() == selections.len() && heredocs.is_empty() {
-                        // A plain copy: the layer is written straight from the sources.
-                        return Ok(step::commit_copy(
-                            self.store,
-                            ctx,
-                            &snap.rootfs,
-                            &ops,
-                            self.opts.epoch,
-                        )?);
-                    }
-                    step::apply_copy(ctx, &snap.rootfs, &ops)?;
-                }
-                for h in heredocs {
-                    let target = if dest.ends_with('/') || dest_is_dir {
-                        format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
-                    } else {
-                        copy::clean_abs(&abs_dest)
-                    };
-                    let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
-                    let path = step::in_rootfs(
-                        &snap.rootfs,
-                        if parent.is_empty() { "/" } else { parent },
-                    )?
-                    .join(name);
-                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
-                    )
-                    .map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    if let Some(o) = owner {
-                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
-                            |source| StepError::Io {
-                                path: path.clone(),
-                                source,
-                            },
-                        )?;
-                    }
-                }
-                Ok(step::commit(
-                    self.store,
-                    self.snapshotter.as_ref(),
-                    &snap,
-                    self.opts.epoch,
-                )?)
-            })();
-            let _ = self.snapshotter.remove(&snap);
-            let layer = r?;
             let shown: Vec<String> = srcs_expanded
                 .iter()
                 .cloned()
                 .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
                 .collect();
-            add_layer(
-                &mut state,
-                layer,
-                &self.opts.created,
-                &format!("{what} {} {dest}", shown.join(" ")),
-            );
-            state.key = inputs.key().0.to_string();
-            self.remember(&inputs, &position, &state);
-            Ok((state, Outcome::Ran))
+            let created_by = format!("{what} {} {dest}", shown.join(" "));
+            self.in_snapshot(
+                n,
+                &format!("{what}: "),
+                state,
+                &inputs,
+                &position,
+                &created_by,
+                |snap, state| {
+                    let owner = match (&chown, numeric_owner) {
+                        (None, _) => None,
+                        (Some(_), Some(o)) => Some(o),
+                        (Some(c), None) => {
+                            let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
+                            let u = acc.resolve(c)?;
+                            Some(Owner {
+                                uid: u.uid,
+                                gid: u.gid,
+                            })
+                        }
+                    };
+                    let workdir =
+                        config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
+                    let abs_dest = if dest.starts_with('/') {
+                        dest.clone()
+                    } else {
+                        format!("{}/{dest}", workdir.trim_end_matches('/'))
+                    };
+                    let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
+                    let mut plain = Vec::new();
+                    for sel in selections.iter() {
+                        let archive = *add
+                            && sel.top.kind == crate::context::FileKind::File
+                            && step::is_archive(&ctx.path_of(&sel.top.rel));
+                        if archive {
+                            step::apply_add_archive(
+                                &ctx.path_of(&sel.top.rel),
+                                &snap.rootfs,
+                                &copy::clean_abs(&abs_dest),
+                            )?;
+                        } else {
+                            plain.push(sel.clone());
+                        }
+                    }
+                    if !plain.is_empty() {
+                        let ops = copy::plan(
+                            what_static(*add),
+                            &plain,
+                            &dest,
+                            &workdir,
+                            chmod,
+                            owner,
+                            dest_is_dir,
+                        )?;
+                        if plain.len() == selections.len() && heredocs.is_empty() {
+                            // A plain copy: the layer is written straight from the sources.
+                            return Ok(step::commit_copy(
+                                self.store,
+                                ctx,
+                                &snap.rootfs,
+                                &ops,
+                                self.opts.epoch,
+                            )?);
+                        }
+                        step::apply_copy(ctx, &snap.rootfs, &ops)?;
+                    }
+                    for h in heredocs {
+                        let target = if dest.ends_with('/') || dest_is_dir {
+                            format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
+                        } else {
+                            copy::clean_abs(&abs_dest)
+                        };
+                        let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
+                        let path = step::in_rootfs(
+                            &snap.rootfs,
+                            if parent.is_empty() { "/" } else { parent },
+                        )?
+                        .join(name);
+                        std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(
+                            &path,
+                            std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
+                        )
+                        .map_err(|source| StepError::Io {
+                            path: path.clone(),
+                            source,
+                        })?;
+                        if let Some(o) = owner {
+                            std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
+                                |source| StepError::Io {
+                                    path: path.clone(),
+                                    source,
+                                },
+                            )?;
+                        }
+                    }
+                    Ok(step::commit(
+                        self.store,
+                        self.snapshotter.as_ref(),
+                        snap,
+                        self.opts.epoch,
+                    )?)
+                },
+            )
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
