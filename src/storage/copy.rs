@@ -10,8 +10,8 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{
-    build_cached, load_snapshot, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot,
-    Snapshotter, StorageError,
+    build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
+    StorageError,
 };
 use crate::digest::{self, hex_of, Digest};
 use crate::layer::diff::{diff_trees_since, Change};
@@ -137,30 +137,12 @@ impl Snapshotter for CopyDriver {
         })
     }
 
-    fn remove(&self, snap: &Snapshot) -> Result<()> {
-        super::teardown(&snap.dir)
-    }
-
     fn name(&self) -> &'static str {
         "copy"
     }
 
     fn storage_root(&self) -> &Path {
         &self.storage
-    }
-
-    fn get(&self, id: &str) -> Result<Snapshot> {
-        let snap = load_snapshot(
-            &self.storage.join("snapshots").join(super::check_id(id)?),
-            id,
-        )?;
-        if snap.driver != self.name() {
-            return Err(StorageError::OtherDriver {
-                id: id.to_string(),
-                driver: snap.driver,
-            });
-        }
-        Ok(snap)
     }
 }
 

@@ -103,11 +103,25 @@ pub trait Snapshotter: Send + Sync {
     /// What changed in the writable top against the layers, sorted by path.
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
     /// Unmounts and deletes the snapshot; nothing of it is left behind.
-    fn remove(&self, snap: &Snapshot) -> Result<()>;
+    fn remove(&self, snap: &Snapshot) -> Result<()> {
+        teardown(&snap.dir)
+    }
     fn name(&self) -> &'static str;
     /// Loads a snapshot prepared earlier (possibly by another keel process).
     /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
-    fn get(&self, id: &str) -> Result<Snapshot>;
+    fn get(&self, id: &str) -> Result<Snapshot> {
+        let snap = load_snapshot(
+            &self.storage_root().join("snapshots").join(check_id(id)?),
+            id,
+        )?;
+        if snap.driver != self.name() {
+            return Err(StorageError::OtherDriver {
+                id: id.to_string(),
+                driver: snap.driver,
+            });
+        }
+        Ok(snap)
+    }
     /// Removes snapshot `id` when only its id is known (`keel rm`); a missing or
     /// half-prepared snapshot is removed as far as it exists.
     fn remove_id(&self, id: &str) -> Result<()> {

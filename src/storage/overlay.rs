@@ -8,8 +8,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    build_cached, load_snapshot, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot,
-    Snapshotter, StorageError,
+    build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
+    StorageError,
 };
 use crate::digest::hex_of;
 use crate::layer::diff::{diff_overlay, Change};
@@ -113,30 +113,12 @@ impl Snapshotter for OverlayDriver {
         })
     }
 
-    fn remove(&self, snap: &Snapshot) -> Result<()> {
-        super::teardown(&snap.dir)
-    }
-
     fn name(&self) -> &'static str {
         "overlay"
     }
 
     fn storage_root(&self) -> &Path {
         &self.storage
-    }
-
-    fn get(&self, id: &str) -> Result<Snapshot> {
-        let snap = load_snapshot(
-            &self.storage.join("snapshots").join(super::check_id(id)?),
-            id,
-        )?;
-        if snap.driver != self.name() {
-            return Err(StorageError::OtherDriver {
-                id: id.to_string(),
-                driver: snap.driver,
-            });
-        }
-        Ok(snap)
     }
 }
 
