@@ -15,6 +15,7 @@ pub mod integrate;
 pub mod layer;
 pub mod project;
 pub mod reference;
+pub mod registry;
 pub mod report;
 pub mod runtime;
 pub mod storage;

@@ -59,6 +59,8 @@ enum Command {
     Save(image::SaveArgs),
     /// Load images from an OCI or docker archive.
     Load(image::LoadArgs),
+    /// Push an image to a registry.
+    Push(image::PushArgs),
     /// Remove unreferenced blobs and stray temporary files.
     Gc(system::GcArgs),
     /// Verify every blob and reference in the store.
@@ -233,6 +235,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Rmi(a) => image::rmi(a, ctx),
         Command::Save(a) => image::save(a, ctx),
         Command::Load(a) => image::load(a, ctx),
+        Command::Push(a) => image::push(a, ctx),
         Command::Gc(a) => system::gc(a, ctx),
         Command::Fsck => system::fsck(ctx),
         Command::Info(a) => system::info(a, ctx),

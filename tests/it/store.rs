@@ -666,3 +666,88 @@ fn names_resolve_in_the_usual_forms_and_bad_input_says_how_to_fix_it() {
     ]);
     assert!(err.contains("apt-get install busybox-static"), "{err}");
 }
+
+#[test]
+fn push_to_a_real_registry_then_read_it_back_with_skopeo() {
+    require!(
+        have("docker-registry") && have("skopeo"),
+        "docker-registry and skopeo are not installed (apt-get install docker-registry skopeo)"
+    );
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    // A registry of our own on loopback, stopped when the test ends.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = k.path("registry.yml");
+    std::fs::write(&conf, format!("version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n", k.path("registry-data").display())).unwrap();
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _registry = Stop(
+        Command::new("docker-registry")
+            .arg("serve")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registry did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let name = format!("localhost:{port}/team/bb:v1");
+    k.ok(&["tag", "bb", &name]);
+    let digest = k.ok(&["push", &name]).trim().to_string();
+    let info: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+    assert_eq!(info[0]["Digest"].as_str().unwrap(), digest);
+    let seen = run_ok(
+        Command::new("skopeo")
+            .args(["inspect", "--tls-verify=false"])
+            .arg(format!("docker://{name}")),
+    );
+    let seen: serde_json::Value = serde_json::from_str(&seen).unwrap();
+    assert_eq!(
+        seen["Digest"].as_str().unwrap(),
+        digest,
+        "the registry holds another manifest"
+    );
+    // A second push uploads nothing.
+    let out = k.cmd().args(["push", &name]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0 blobs uploaded, 2 already there"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Back through skopeo into another keel root: the same image.
+    let archive = k.path("back.tar");
+    run_ok(
+        Command::new("skopeo")
+            .args(["copy", "--src-tls-verify=false"])
+            .arg(format!("docker://{name}"))
+            .arg(format!("oci-archive:{}:{name}", archive.display())),
+    );
+    let k2 = Keel::new();
+    k2.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert_eq!(
+        k2.ok(&["images", "-q", "--no-trunc"]),
+        k.ok(&["images", "-q", "--no-trunc"])
+            .lines()
+            .next()
+            .unwrap()
+            .to_string()
+            + "\n"
+    );
+    assert!(k.fails(&["push", "bb"]).contains("names no registry"));
+}
