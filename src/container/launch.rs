@@ -378,6 +378,11 @@ impl Prepared {
                 }
             }
         };
+        if foreground {
+            // From here on INT/TERM/HUP are recorded (and then passed on) rather than
+            // killing keel before the container is there to receive them.
+            crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
+        }
         let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
         self.started = true;
         // `-t`: relay between the user's terminal (raw while the container runs) and the
@@ -400,6 +405,10 @@ impl Prepared {
         };
         if foreground {
             container.forward_signals()?;
+            // A signal that came while the container was starting was only recorded.
+            if let Some(sig) = crate::sys::proc::termination_requested() {
+                let _ = container.kill(sig);
+            }
         }
         let mut st = containers.state(&self.config.id)?;
         st.status = Status::Running;
