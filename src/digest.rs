@@ -31,7 +31,8 @@ pub fn parse(s: &str) -> Option<Digest> {
     s.parse().ok()
 }
 
-fn from_hasher(h: Sha256) -> Digest {
+/// The digest a finished hasher gives.
+pub fn from_hasher(h: Sha256) -> Digest {
     let hex = hex::encode(h.finalize());
     format!("sha256:{hex}")
         .parse()

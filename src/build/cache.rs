@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
+use crate::context::ContextFile;
 use crate::digest::{self, Digest};
 
 /// Everything a step's result depends on.
@@ -84,6 +85,52 @@ impl CacheKey {
     }
 }
 
+/// What `lstat` said of every file a COPY step selects, with the step's other inputs
+/// (never file contents). While every stamped file is older than the racy window, the same
+/// stamp means the same files, so the step's key can be reused without reading the stat
+/// index or building the key inputs: the no-op rebuild's fast path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelectionStamp(pub Digest);
+
+impl SelectionStamp {
+    /// The stamp of `inputs` (the step's other key inputs, in a fixed order) and of each
+    /// `(name, file)` selected; also the newest mtime/ctime among the files.
+    pub fn of<'a, S: AsRef<str>>(
+        inputs: &[&str],
+        files: impl IntoIterator<Item = (&'a str, S, &'a ContextFile)>,
+    ) -> (SelectionStamp, i128) {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        for i in inputs {
+            h.update(i.as_bytes());
+            h.update([0]);
+        }
+        let mut newest = i128::MIN;
+        for (name, rel, f) in files {
+            let s = &f.stamp;
+            for part in [name.as_bytes(), b":", rel.as_ref().as_bytes(), b"\0"] {
+                h.update(part);
+            }
+            h.update([f.kind as u8]);
+            for n in [f.mode, f.uid, f.gid] {
+                h.update(n.to_le_bytes());
+            }
+            for n in [s.dev, s.ino, s.size] {
+                h.update(n.to_le_bytes());
+            }
+            for n in [s.mtime_ns, s.ctime_ns] {
+                h.update(n.to_le_bytes());
+            }
+            if let Some(t) = &f.link_target {
+                h.update(t.as_os_str().as_encoded_bytes());
+            }
+            h.update([0]);
+            newest = newest.max(s.mtime_ns).max(s.ctime_ns);
+        }
+        (SelectionStamp(digest::from_hasher(h)), newest)
+    }
+}
+
 /// How long `keel gc` keeps cache entries nobody has used.
 pub const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -112,6 +159,22 @@ impl BuildCache {
     }
     pub fn mounts_dir(&self) -> PathBuf {
         self.dir.join("mounts")
+    }
+    fn stamp_path(&self, stamp: &SelectionStamp) -> PathBuf {
+        self.dir.join("stamps").join(stamp.0.digest())
+    }
+
+    /// The key a COPY step had when its selection last looked exactly like `stamp`.
+    pub fn key_by_stamp(&self, stamp: &SelectionStamp) -> Option<CacheKey> {
+        let text = fs::read_to_string(self.stamp_path(stamp)).ok()?;
+        digest::parse(text.trim()).map(CacheKey)
+    }
+    /// Remembers `key` for `stamp` (callers only do so for settled selections).
+    pub fn remember_stamp(&self, stamp: &SelectionStamp, key: &CacheKey) {
+        let p = self.stamp_path(stamp);
+        if self.key_by_stamp(stamp).as_ref() != Some(key) {
+            let _ = write_atomic(&p, key.0.to_string().as_bytes());
+        }
     }
 
     /// The stored result for `key`, marking it used.
@@ -148,6 +211,15 @@ impl BuildCache {
     /// With `prune`, entries unused for `keep` are deleted first.
     pub fn roots(&self, prune: Option<Duration>) -> Vec<Digest> {
         let mut out = Vec::new();
+        // Stamps are only shortcuts to keys; those of pruned entries are dropped with them.
+        if let (Some(keep), Ok(stamps)) = (prune, fs::read_dir(self.dir.join("stamps"))) {
+            for e in stamps.flatten() {
+                let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                if age.is_some_and(|a| a >= keep) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         let Ok(entries) = fs::read_dir(self.dir.join("steps")) else {
             return out;
         };
@@ -260,6 +332,53 @@ mod tests {
         d.parent = "sha256:bb".into();
         assert_eq!(d.explain_change(Some(&a)), "parent step changed");
         assert_eq!(a.explain_change(None), "not built before");
+    }
+
+    #[test]
+    fn selection_stamps_change_with_any_stat_field_and_input() {
+        use crate::context::{FileKind, FileStamp};
+        let file = ContextFile {
+            rel: "src/a".into(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            link_target: None,
+            stamp: FileStamp {
+                dev: 1,
+                ino: 2,
+                size: 3,
+                mtime_ns: 4,
+                ctime_ns: 5,
+            },
+        };
+        let stamp = |inputs: &[&str], f: &ContextFile| {
+            SelectionStamp::of(inputs, [("src", "a", f)])
+        };
+        let (base, newest) = stamp(&["COPY src /app"], &file);
+        assert_eq!(newest, 5);
+        assert_eq!(base, stamp(&["COPY src /app"], &file).0);
+        assert_ne!(base, stamp(&["COPY src /srv"], &file).0);
+        let variants: [fn(&mut ContextFile); 7] = [
+            |f| f.stamp.dev += 1,
+            |f| f.stamp.ino += 1,
+            |f| f.stamp.size += 1,
+            |f| f.stamp.mtime_ns += 1,
+            |f| f.stamp.ctime_ns += 1,
+            |f| f.mode = 0o755,
+            |f| f.uid = 1000,
+        ];
+        for (i, change) in variants.iter().enumerate() {
+            let mut g = file.clone();
+            change(&mut g);
+            assert_ne!(base, stamp(&["COPY src /app"], &g).0, "variant {i}");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(d.path());
+        assert_eq!(cache.key_by_stamp(&base), None);
+        cache.remember_stamp(&base, &inputs().key());
+        assert_eq!(cache.key_by_stamp(&base), Some(inputs().key()));
     }
 
     #[test]

@@ -91,8 +91,6 @@ pub struct BuildOptions {
     pub storage_driver: Option<String>,
     /// Layer mtimes and config times: `None` keeps real mtimes (`--timestamps keep`).
     pub epoch: Option<u64>,
-    /// The config's `created` (may differ from the layer epoch: e.g. the git commit time).
-    pub created: String,
     pub quiet: bool,
 }
 
@@ -163,9 +161,8 @@ fn shell_of(cfg: &Value) -> Vec<String> {
         .unwrap_or_else(|| DEFAULT_SHELL.iter().map(|s| s.to_string()).collect())
 }
 
-fn empty_config(created: &str) -> Value {
+fn empty_config() -> Value {
     json!({
-        "created": created,
         "architecture": crate::image::host_arch().to_string(),
         "os": "linux",
         "config": {},
@@ -267,7 +264,7 @@ impl<'a> Executor<'a> {
             .map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
         if base == "scratch" {
             return Ok(State {
-                config: empty_config(&self.opts.created),
+                config: empty_config(),
                 layers: Vec::new(),
                 key: "scratch".into(),
             });
@@ -402,7 +399,7 @@ impl<'a> Executor<'a> {
     ) -> Result<(State, Outcome), StepFailure> {
         let vars = self.vars(&state, args);
         let meta = |state: &mut State, created_by: String| {
-            let entry = json!({"created": self.opts.created, "created_by": created_by, "empty_layer": true});
+            let entry = json!({"created_by": created_by, "empty_layer": true});
             push_history(&mut state.config, entry);
         };
         let nop = |t: &str| format!("/bin/sh -c #(nop) {t}");
@@ -629,7 +626,7 @@ impl<'a> Executor<'a> {
         )?;
         let result = body(&snap, &state);
         let _ = self.snapshotter.remove(&snap);
-        add_layer(&mut state, result?, &self.opts.created, created_by);
+        add_layer(&mut state, result?, created_by);
         state.key = inputs.key().0.to_string();
         self.remember(inputs, position, &state);
         Ok((state, Outcome::Ran))
@@ -888,6 +885,29 @@ impl<'a> Executor<'a> {
                     .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
             }
             let numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
+            let instruction = format!("{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}", json!(srcs_expanded), from_state.as_ref().map(|s| s.key.as_str()).unwrap_or("context"));
+            let workdir_now = config_str(&state.config, "WorkingDir").unwrap_or_default();
+            // The fast path: the same files, unchanged since they settled, give the key
+            // the step had last time — no stat index, no key inputs.
+            let heredoc_text: Vec<&str> = heredocs.iter().flat_map(|h| [h.name.as_str(), h.content.as_str()]).collect();
+            let stamp = from_state.is_none().then(|| {
+                let root = self.context.root().to_string_lossy();
+                let mut parts = vec![root.as_ref(), state.key.as_str(), instruction.as_str(), workdir_now.as_str()];
+                parts.extend(&heredoc_text);
+                super::cache::SelectionStamp::of(
+                    &parts,
+                    selections.iter().flat_map(|sel| {
+                        sel.files().into_iter().map(move |(f, rel)| (sel.name.as_str(), rel, f))
+                    }),
+                )
+            });
+            if let Some((st, _)) = &stamp {
+                if !self.opts.no_cache && !self.opts.explain {
+                    if let Some(hit) = self.cache.key_by_stamp(st).and_then(|k| self.cache.get::<State>(&k)) {
+                        return Ok((hit, Outcome::Cached));
+                    }
+                }
+            }
             // Key: every selected file's path, type, mode and owner as they will land, and
             // its content digest; the destination and flags are in the instruction text.
             let mut files = BTreeMap::new();
@@ -935,9 +955,9 @@ impl<'a> Executor<'a> {
             }
             let inputs = KeyInputs {
                 parent: state.key.clone(),
-                instruction: format!("{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}", json!(srcs_expanded), from_state.as_ref().map(|s| s.key.as_str()).unwrap_or("context")),
+                instruction,
                 files,
-                env: BTreeMap::from([("workdir".into(), config_str(&state.config, "WorkingDir").unwrap_or_default())]),
+                env: BTreeMap::from([("workdir".into(), workdir_now)]),
                 ..Default::default()
             };
             let position = format!(
@@ -952,7 +972,9 @@ impl<'a> Executor<'a> {
                 .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
                 .collect();
             let created_by = format!("{what} {} {dest}", shown.join(" "));
-            self.in_snapshot(
+            let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
+            let key = inputs.key();
+            let done = self.in_snapshot(
                 n,
                 &format!("{what}: "),
                 state,
@@ -1058,7 +1080,11 @@ impl<'a> Executor<'a> {
                         self.opts.epoch,
                     )?)
                 },
-            )
+            )?;
+            if let Some((st, _)) = &stamp {
+                self.cache.remember_stamp(st, &key);
+            }
+            Ok(done)
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
@@ -1136,7 +1162,9 @@ fn push_history(cfg: &mut Value, entry: Value) {
     cfg["history"] = json!(h);
 }
 
-fn add_layer(state: &mut State, layer: Option<StoredLayer>, created: &str, created_by: &str) {
+/// History entries this build adds carry no time until `commit` stamps them all with the
+/// image's `created`: a cached step then gives the same history as a fresh one.
+fn add_layer(state: &mut State, layer: Option<StoredLayer>, created_by: &str) {
     match layer {
         Some(l) => {
             let mut ids = state.config["rootfs"]["diff_ids"]
@@ -1147,13 +1175,13 @@ fn add_layer(state: &mut State, layer: Option<StoredLayer>, created: &str, creat
             state.config["rootfs"] = json!({"type": "layers", "diff_ids": ids});
             push_history(
                 &mut state.config,
-                json!({"created": created, "created_by": created_by}),
+                json!({"created_by": created_by}),
             );
             state.layers.push(l);
         }
         None => push_history(
             &mut state.config,
-            json!({"created": created, "created_by": created_by, "empty_layer": true}),
+            json!({"created_by": created_by, "empty_layer": true}),
         ),
     }
 }
@@ -1188,6 +1216,11 @@ pub fn commit(
 ) -> Result<ImageRecord, crate::store::StoreError> {
     let mut config = state.config.clone();
     config["created"] = json!(created);
+    if let Some(history) = config["history"].as_array_mut() {
+        for h in history.iter_mut().filter(|h| h.get("created").is_none()) {
+            h["created"] = json!(created);
+        }
+    }
     for (k, v) in labels {
         config["config"]["Labels"][k] = json!(v);
     }

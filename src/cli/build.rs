@@ -68,27 +68,58 @@ fn epoch() -> Option<u64> {
 }
 
 /// The config's `created`: SOURCE_DATE_EPOCH, else the commit time of a clean git checkout,
-/// else the epoch: meaningful where possible, reproducible always.
-fn created_for(context: &Path) -> String {
-    let secs = epoch().or_else(|| {
-        let clean = std::process::Command::new("git")
-            .arg("-C")
-            .arg(context)
-            .args(["status", "--porcelain", "--untracked-files=no"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success() && o.stdout.is_empty())?;
-        let _ = clean;
-        let out = std::process::Command::new("git")
-            .arg("-C")
-            .arg(context)
-            .args(["log", "-1", "--format=%ct"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())?;
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    });
-    crate::image::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs.unwrap_or(0)))
+/// else the epoch: meaningful where possible, reproducible always. git runs only when the
+/// context is inside a work tree, and in the background while the build walks the context.
+struct CreatedTime {
+    status: Option<std::process::Child>,
+    log: Option<std::process::Child>,
+}
+
+fn in_git_work_tree(dir: &Path) -> bool {
+    let Ok(abs) = std::fs::canonicalize(dir) else {
+        return false;
+    };
+    abs.ancestors().any(|d| d.join(".git").exists())
+}
+
+impl CreatedTime {
+    fn start(context: &Path) -> CreatedTime {
+        let git = |args: &[&str]| {
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(context)
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .ok()
+        };
+        if epoch().is_some() || !in_git_work_tree(context) {
+            return CreatedTime {
+                status: None,
+                log: None,
+            };
+        }
+        CreatedTime {
+            status: git(&["status", "--porcelain", "--untracked-files=no"]),
+            log: git(&["log", "-1", "--format=%ct"]),
+        }
+    }
+
+    fn finish(self) -> String {
+        let out = |c: Option<std::process::Child>| {
+            c.and_then(|c| c.wait_with_output().ok())
+                .filter(|o| o.status.success())
+                .map(|o| o.stdout)
+        };
+        let clean = out(self.status).is_some_and(|o| o.is_empty());
+        let commit = out(self.log)
+            .and_then(|o| String::from_utf8_lossy(&o).trim().parse::<u64>().ok())
+            .filter(|_| clean);
+        let secs = epoch().or(commit).unwrap_or(0);
+        crate::image::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+    }
 }
 
 fn parse_kv(flag: &str, v: &str, host: bool) -> Result<(String, String)> {
@@ -205,7 +236,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         .map(|l| parse_kv("--label", l, false))
         .collect::<Result<Vec<_>>>()?;
     let store = ctx.store()?;
-    let created = created_for(&context_dir);
+    let created = CreatedTime::start(&context_dir);
     let opts = BuildOptions {
         file_name: file_name.clone(),
         build_args,
@@ -220,11 +251,10 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         } else {
             Some(epoch().unwrap_or(0))
         },
-        created: created.clone(),
         quiet: a.quiet || ctx.reporter.is_quiet(),
     };
     if a.check_reproducible {
-        return check_reproducible(&store, &plan, &opts, &context_dir);
+        return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
     }
     let ignore = crate::build::front::dockerignore(&context_dir)?;
     let context = crate::context::Context::new(&context_dir, ignore)?;
@@ -238,7 +268,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             )));
         }
     };
-    let rec = exec::commit(&store, &outcome.state, &created, &labels, &a.tags)?;
+    let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
@@ -258,6 +288,7 @@ fn check_reproducible(
     plan: &crate::build::plan::Plan,
     opts: &BuildOptions,
     context_dir: &Path,
+    created: &str,
 ) -> Result<i32> {
     let mut ids = Vec::new();
     let mut roots = Vec::new();
@@ -275,7 +306,7 @@ fn check_reproducible(
         let outcome = Executor::new(&sub, plan, &o, &context)?
             .build()
             .with_context(|| format!("reproducibility build {}", round + 1))?;
-        let rec = exec::commit(&sub, &outcome.state, &o.created, &o.labels, &[])?;
+        let rec = exec::commit(&sub, &outcome.state, created, &o.labels, &[])?;
         ids.push(rec);
         roots.push(scratch);
     }

@@ -9,7 +9,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-pub use stat_index::StatIndex;
+pub use stat_index::{is_settled, StatIndex};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -200,70 +200,60 @@ impl Context {
     }
 
     /// Every non-ignored entry under `rel` (not including `rel`), sorted by path, without
-    /// following symlinks.
+    /// following symlinks. On a large context the walk is mostly stat calls, so directories
+    /// are shared out between threads through one queue (whatever the tree's shape).
     pub fn walk(&self, rel: &str) -> Result<Vec<ContextFile>, ContextError> {
         let start = if rel.is_empty() {
             self.root.clone()
         } else {
             self.root.join(rel)
         };
-        // The top level here, its subdirectories split between two threads: on a large
-        // context the walk is mostly stat calls, and those run in parallel.
-        let mut out = Vec::new();
-        let mut subdirs = Vec::new();
-        for e in fs::read_dir(&start).map_err(io_err(&start))? {
-            let e = e.map_err(io_err(&start))?;
-            let name = e.file_name();
-            let child = if rel.is_empty() {
-                name.to_string_lossy().into_owned()
-            } else {
-                format!("{rel}/{}", name.to_string_lossy())
-            };
-            let m = e.metadata().map_err(io_err(&e.path()))?;
-            if !self.is_ignored(&child) {
-                out.push(self.entry_from(&child, &e.path(), &m)?);
-            }
-            if m.is_dir() {
-                subdirs.push((e.path(), child));
-            }
-        }
-        let halves: Vec<Result<Vec<ContextFile>, ContextError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = [0, 1]
-                .map(|half| {
-                    let mine: Vec<&(PathBuf, String)> =
-                        subdirs.iter().skip(half).step_by(2).collect();
-                    scope.spawn(move || {
-                        let mut v = Vec::new();
-                        for (path, child) in mine {
-                            self.walk_dir(path, child, &mut v)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let queue = DirQueue::new((start, rel.to_string()));
+        let parts: Vec<Result<Vec<ContextFile>, ContextError>> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut found = Vec::new();
+                        while let Some((dir, rel)) = queue.next() {
+                            let read = self.read_dir(&dir, &rel, &mut found);
+                            let subdirs = match read {
+                                Ok(s) => s,
+                                Err(e) => {
+                                    queue.abort();
+                                    return Err(e);
+                                }
+                            };
+                            queue.done(subdirs);
                         }
-                        Ok(v)
+                        Ok(found)
                     })
                 })
-                .into_iter()
                 .collect();
-            handles
+            workers
                 .into_iter()
                 .map(|h| h.join().expect("walker threads do not panic"))
                 .collect()
         });
-        for h in halves {
-            out.extend(h?);
+        let mut out = Vec::new();
+        for p in parts {
+            out.extend(p?);
         }
         // One sort at the end (by path string) is cheaper than sorting every directory.
         out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         Ok(out)
     }
 
-    /// Reads one directory. Entries are stat'ed relative to the open directory
-    /// (`DirEntry::metadata` is an `fstatat`), not by full path: a no-op rebuild is
-    /// mostly these calls.
-    fn walk_dir(
+    /// Reads one directory into `out` and returns its subdirectories. Entries are stat'ed
+    /// relative to the open directory (`DirEntry::metadata` is an `fstatat`), not by full
+    /// path: a no-op rebuild is mostly these calls.
+    fn read_dir(
         &self,
         dir: &Path,
         rel: &str,
         out: &mut Vec<ContextFile>,
-    ) -> Result<(), ContextError> {
+    ) -> Result<Vec<(PathBuf, String)>, ContextError> {
+        let mut subdirs = Vec::new();
         for e in fs::read_dir(dir).map_err(io_err(dir))? {
             let e = e.map_err(io_err(dir))?;
             let name = e.file_name();
@@ -274,17 +264,16 @@ impl Context {
                 format!("{rel}/{name}")
             };
             let m = e.metadata().map_err(io_err(&e.path()))?;
-            let is_dir = m.is_dir();
             // Entries below an ignored directory may still be re-included by a `!` rule,
             // so the walk goes on below it; only the entry itself is skipped.
             if !self.is_ignored(&child) {
                 out.push(self.entry_from(&child, &e.path(), &m)?);
             }
-            if is_dir {
-                self.walk_dir(&e.path(), &child, out)?;
+            if m.is_dir() {
+                subdirs.push((e.path(), child));
             }
         }
-        Ok(())
+        Ok(subdirs)
     }
 
     /// Resolves one COPY/ADD source (a path or a glob) to what it selects.
@@ -359,6 +348,64 @@ impl Context {
     /// The path on disk of a context-relative entry.
     pub fn path_of(&self, rel: &str) -> PathBuf {
         self.root.join(rel)
+    }
+}
+
+/// Directories still to read, shared by the walker threads. The walk is over when the
+/// queue is empty and no thread is reading (a reading thread may add more).
+struct DirQueue {
+    state: std::sync::Mutex<DirQueueState>,
+    ready: std::sync::Condvar,
+}
+
+struct DirQueueState {
+    dirs: Vec<(PathBuf, String)>,
+    reading: usize,
+    aborted: bool,
+}
+
+impl DirQueue {
+    fn new(first: (PathBuf, String)) -> DirQueue {
+        DirQueue {
+            state: std::sync::Mutex::new(DirQueueState {
+                dirs: vec![first],
+                reading: 0,
+                aborted: false,
+            }),
+            ready: std::sync::Condvar::new(),
+        }
+    }
+
+    /// The next directory to read, or None when the walk is over.
+    fn next(&self) -> Option<(PathBuf, String)> {
+        let mut s = self.state.lock().expect("walk queue lock");
+        loop {
+            if s.aborted {
+                return None;
+            }
+            if let Some(d) = s.dirs.pop() {
+                s.reading += 1;
+                return Some(d);
+            }
+            if s.reading == 0 {
+                return None;
+            }
+            s = self.ready.wait(s).expect("walk queue lock");
+        }
+    }
+
+    /// A directory was read; these are its subdirectories.
+    fn done(&self, subdirs: Vec<(PathBuf, String)>) {
+        let mut s = self.state.lock().expect("walk queue lock");
+        s.reading -= 1;
+        s.dirs.extend(subdirs);
+        self.ready.notify_all();
+    }
+
+    /// A read failed: every thread stops.
+    fn abort(&self) {
+        self.state.lock().expect("walk queue lock").aborted = true;
+        self.ready.notify_all();
     }
 }
 

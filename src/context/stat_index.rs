@@ -22,7 +22,8 @@ pub struct StatIndex {
     /// When the index was last written (ns since the epoch).
     written_ns: i128,
     /// path → (stamp, `sha256:<hex>`); digests stay strings (they go into cache keys).
-    files: Remembered,
+    /// Read from `file` on first use: a rebuild that hits every step never needs it.
+    files: Option<Remembered>,
     /// Whether this run learned anything worth writing back.
     dirty: bool,
     /// How many files had to be read (for tests and `--explain`).
@@ -38,6 +39,12 @@ fn now_ns() -> i128 {
 
 /// Timestamps closer than this to the index write time are not trusted.
 const RACY_NS: i128 = 2_000_000_000;
+
+/// Whether a file whose newest mtime/ctime is `newest_ns` is past the racy window now: a
+/// later change to it would give it a newer ctime, so its stamp identifies its content.
+pub fn is_settled(newest_ns: i128) -> bool {
+    newest_ns < now_ns() - RACY_NS
+}
 
 /// Parses `dev ino size mtime_ns ctime_ns sha256:hex path` lines after the header.
 /// path → (stamp, `sha256:<hex>`).
@@ -71,7 +78,7 @@ impl StatIndex {
         StatIndex {
             file: None,
             written_ns: 0,
-            files: HashMap::new(),
+            files: Some(HashMap::new()),
             dirty: false,
             hashed: 0,
         }
@@ -81,17 +88,27 @@ impl StatIndex {
     pub fn load(dir: &Path, context_root: &Path) -> StatIndex {
         let name = digest::of_bytes(context_root.as_os_str().as_encoded_bytes());
         let file = dir.join(format!("{}.idx", name.digest()));
-        let (written_ns, files) = fs::read_to_string(&file)
-            .ok()
-            .and_then(|t| parse(&t))
-            .unwrap_or_default();
         StatIndex {
             file: Some(file),
-            written_ns,
-            files,
+            written_ns: 0,
+            files: None,
             dirty: false,
             hashed: 0,
         }
+    }
+
+    fn files(&mut self) -> &mut Remembered {
+        if self.files.is_none() {
+            let (written_ns, files) = self
+                .file
+                .as_ref()
+                .and_then(|f| fs::read_to_string(f).ok())
+                .and_then(|t| parse(&t))
+                .unwrap_or_default();
+            self.written_ns = written_ns;
+            self.files = Some(files);
+        }
+        self.files.get_or_insert_with(HashMap::new)
     }
 
     /// The sha256 (`sha256:<hex>`) of the regular file at `path`, reusing a remembered
@@ -108,8 +125,9 @@ impl StatIndex {
         stamp: FileStamp,
     ) -> Result<String, ContextError> {
         let name = path.to_string_lossy();
+        self.files(); // loads the index (and its write time) on first use
         let settled = self.written_ns - RACY_NS;
-        if let Some((s, d)) = self.files.get(name.as_ref()) {
+        if let Some((s, d)) = self.files().get(name.as_ref()) {
             if *s == stamp && stamp.mtime_ns < settled && stamp.ctime_ns < settled {
                 return Ok(d.clone());
             }
@@ -121,7 +139,7 @@ impl StatIndex {
         if fs::symlink_metadata(path).map(|m| FileStamp::of(&m)).ok() == Some(stamp)
             && !name.contains('\n')
         {
-            self.files.insert(name.into_owned(), (stamp, d.clone()));
+            self.files().insert(name.into_owned(), (stamp, d.clone()));
             self.dirty = true;
         }
         Ok(d)
@@ -136,7 +154,7 @@ impl StatIndex {
         }
         self.written_ns = now_ns();
         let mut text = format!("{HEADER} {}\n", self.written_ns);
-        for (p, (s, d)) in &self.files {
+        for (p, (s, d)) in self.files.iter().flatten() {
             let _ = writeln!(
                 text,
                 "{} {} {} {} {} {d} {p}",

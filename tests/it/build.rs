@@ -408,6 +408,42 @@ fn the_cache_reruns_exactly_what_changed_and_says_why() {
 }
 
 #[test]
+fn settled_files_take_the_stamp_shortcut_and_never_give_stale_hits() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[
+        ("Dockerfile", "FROM bb\nCOPY src/ /src/\nRUN cat /src/* > /all.txt\n"),
+        ("src/one", "1"),
+        ("src/two", "2"),
+    ]);
+    // Past the racy window, the first build remembers the COPY key by the files' stamps.
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    let (first, _) = build_ok(&k, &ctx, &["-t", "s"]);
+    let stamps = k.root().join("cache/stamps");
+    assert_eq!(fs::read_dir(&stamps).unwrap().count(), 1);
+    // The index of file digests is not needed on the shortcut: a no-op rebuild without it
+    // still hits every step.
+    fs::remove_dir_all(k.root().join("cache/stat")).unwrap();
+    let (again, p) = build_ok(&k, &ctx, &["-t", "s"]);
+    assert_eq!(again, first);
+    assert_eq!(p.matches("CACHED").count(), 2, "{p}");
+    assert!(!k.root().join("cache/stat").exists(), "the no-op rebuild hashed files");
+    // New content with the old size and mtime: the ctime moved, so no stale hit.
+    let meta = fs::metadata(ctx.join("src/two")).unwrap();
+    fs::write(ctx.join("src/two"), "3").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(ctx.join("src/two"))
+        .unwrap()
+        .set_modified(meta.modified().unwrap())
+        .unwrap();
+    let (changed, p) = build_ok(&k, &ctx, &["-t", "s"]);
+    assert_ne!(changed, first);
+    assert!(step_lines(&p, "COPY src/").contains("two changed"), "{p}");
+    assert_eq!(run_out(&k, &["s", "cat", "/all.txt"]), "13");
+}
+
+#[test]
 fn builds_are_reproducible_across_roots_and_checkouts() {
     require!(is_root(), "RUN steps need root");
     let files: &[(&str, &str)] = &[
