@@ -269,7 +269,7 @@ pub fn snapshot(
     id: &str,
     layers: &[StoredLayer],
 ) -> Result<Snapshot, StepError> {
-    Ok(snapshotter.prepare(id, &layer_blobs(store, layers))?)
+    Ok(snapshotter.prepare_scratch(id, &layer_blobs(store, layers))?)
 }
 
 /// Where a container directory lands in the image, and the directories a layer has to
@@ -405,7 +405,10 @@ pub fn commit_copy(
                                 .map_err(io(&src))?;
                         }
                         FileKind::File => {
-                            let f = fs::File::open(&src).map_err(io(&src))?;
+                            // The content goes straight from the source into the blob's
+                            // buffers (hashed there), not through tar's small copies.
+                            let mut f = fs::File::open(&src).map_err(io(&src))?;
+                            let size = f.metadata().map_err(io(&src))?.len();
                             let mut h = header(
                                 tar::EntryType::Regular,
                                 op.mode,
@@ -413,8 +416,12 @@ pub fn commit_copy(
                                 op.owner.gid,
                                 mtime,
                             );
-                            h.set_size(f.metadata().map_err(io(&src))?.len());
-                            tar.append_data(&mut h, &path, f).map_err(io(&src))?;
+                            h.set_size(size);
+                            let out = tar.get_mut();
+                            crate::layer::pack::write_header(out, &mut h, &path)
+                                .and_then(|()| out.write_from(&mut f, size))
+                                .and_then(|()| crate::layer::pack::write_padding(out, size))
+                                .map_err(io(&src))?;
                         }
                     }
                 }

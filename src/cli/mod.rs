@@ -35,6 +35,11 @@ pub struct Cli {
         value_name = "MODE"
     )]
     progress: Progress,
+    /// Do not fsync store writes. They stay atomic (a killed keel leaves a consistent
+    /// store), but a power loss may truncate recent blobs: for throwaway roots such as a
+    /// CI job's, where waiting for the disk buys nothing.
+    #[arg(long, global = true, env = "KEEL_NO_FSYNC")]
+    no_fsync: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -118,14 +123,20 @@ enum DebugCommand {
 /// Shared state for a command: the root (opened on demand) and the reporter.
 pub struct Ctx {
     root: PathBuf,
+    durable: bool,
     pub reporter: Reporter,
 }
 
 impl Ctx {
     pub fn store(&self) -> anyhow::Result<Store> {
         use anyhow::Context;
-        Store::open(&self.root)
-            .with_context(|| format!("opening the keel store at {}", self.root.display()))
+        let store = Store::open(&self.root)
+            .with_context(|| format!("opening the keel store at {}", self.root.display()))?;
+        Ok(if self.durable {
+            store
+        } else {
+            store.without_fsync()
+        })
     }
 }
 
@@ -173,6 +184,7 @@ pub fn main() -> i32 {
     init_logging(cli.verbose);
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(default_root),
+        durable: !cli.no_fsync,
         reporter: Reporter::new(cli.progress),
     };
     match dispatch(cli.command, &ctx) {

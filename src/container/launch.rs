@@ -143,7 +143,12 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
             blob: store.blob_path(l.digest()),
         })
         .collect();
-    let snapshot = match snapshotter.prepare(id, &layers) {
+    let made = if req.rm {
+        snapshotter.prepare_scratch(id, &layers)
+    } else {
+        snapshotter.prepare(id, &layers)
+    };
+    let snapshot = match made {
         Ok(s) => s,
         Err(e) => {
             let _ = containers.remove(id);

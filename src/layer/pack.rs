@@ -54,6 +54,41 @@ enum Item {
     Whiteout,
 }
 
+/// Writes `h` as the header of the entry at `path`, preceded by a GNU long-name entry when
+/// the path does not fit the header (as `tar::Builder` does), for callers that then write
+/// the entry's data themselves: `size` bytes followed by `write_padding`.
+pub fn write_header(out: &mut impl Write, h: &mut Header, path: &str) -> io::Result<()> {
+    if h.set_path(path).is_err() {
+        let name = path.as_bytes();
+        let mut long = Header::new_gnu();
+        long.as_gnu_mut().expect("a GNU header").name[..13].copy_from_slice(b"././@LongLink");
+        long.set_mode(0o644);
+        long.set_uid(0);
+        long.set_gid(0);
+        long.set_mtime(0);
+        long.set_size(name.len() as u64 + 1);
+        long.set_entry_type(EntryType::GNULongName);
+        long.set_cksum();
+        out.write_all(long.as_bytes())?;
+        out.write_all(name)?;
+        out.write_all(&[0])?;
+        write_padding(out, name.len() as u64 + 1)?;
+        let keep = name.len().min(100);
+        h.as_old_mut().name[..keep].copy_from_slice(&name[..keep]);
+    }
+    h.set_cksum();
+    out.write_all(h.as_bytes())
+}
+
+/// The zeros that round an entry of `size` data bytes up to tar's 512-byte blocks.
+pub fn write_padding(out: &mut impl Write, size: u64) -> io::Result<()> {
+    let rest = (size % 512) as usize;
+    if rest != 0 {
+        out.write_all(&[0; 512][..512 - rest])?;
+    }
+    Ok(())
+}
+
 /// Writes the layer for `changes`, reading added and modified paths (and the parents
 /// of every change) from `root` — the snapshot's merged root filesystem.
 pub fn pack(

@@ -100,6 +100,11 @@ pub struct Snapshot {
 pub trait Snapshotter: Send + Sync {
     /// Creates snapshot `id` from `layers` (bottom first) with an empty writable top.
     fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot>;
+    /// Like `prepare`, for a snapshot that is removed after one use and never mounted
+    /// again (a build step, a `--rm` container): its writes need not survive a crash.
+    fn prepare_scratch(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        self.prepare(id, layers)
+    }
     /// What changed in the writable top against the layers, sorted by path.
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
     /// Unmounts and deletes the snapshot; nothing of it is left behind.

@@ -61,6 +61,37 @@ impl OverlayDriver {
 
 impl Snapshotter for OverlayDriver {
     fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        self.prepare_mount(id, layers, false)
+    }
+
+    /// A `volatile` overlay: the upper filesystem is never synced on its behalf, so
+    /// unmounting it does not wait for the disk to absorb everything dirty on that
+    /// filesystem (a just-written layer blob, say). Kernels before 5.10 lack the option
+    /// and get a plain mount.
+    fn prepare_scratch(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        self.prepare_mount(id, layers, true)
+    }
+
+    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
+        diff_overlay(&snap.dir.join("upper"), &snap.parents).map_err(|source| {
+            StorageError::Changes {
+                id: snap.id.clone(),
+                source,
+            }
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        "overlay"
+    }
+
+    fn storage_root(&self) -> &Path {
+        &self.storage
+    }
+}
+
+impl OverlayDriver {
+    fn prepare_mount(&self, id: &str, layers: &[LayerBlob], volatile: bool) -> Result<Snapshot> {
         let mut lowers = Vec::with_capacity(layers.len());
         let mut unpacked = 0;
         for l in layers {
@@ -89,36 +120,27 @@ impl Snapshotter for OverlayDriver {
             }
             // The snapshot is recorded before mounting so `remove` can always find it.
             save_snapshot(&snap)?;
-            sysfs::mount_overlay(
-                &snap.parents,
-                &dir.join("upper"),
-                &dir.join("work"),
-                &snap.rootfs,
-            )
-            .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+            let mount = |volatile| {
+                sysfs::mount_overlay(
+                    &snap.parents,
+                    &dir.join("upper"),
+                    &dir.join("work"),
+                    &snap.rootfs,
+                    volatile,
+                )
+            };
+            mount(volatile)
+                .or_else(|e| match e.raw_os_error() {
+                    Some(libc::EINVAL) if volatile => mount(false),
+                    _ => Err(e),
+                })
+                .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
         })();
         if let Err(e) = made {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
         Ok(snap)
-    }
-
-    fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
-        diff_overlay(&snap.dir.join("upper"), &snap.parents).map_err(|source| {
-            StorageError::Changes {
-                id: snap.id.clone(),
-                source,
-            }
-        })
-    }
-
-    fn name(&self) -> &'static str {
-        "overlay"
-    }
-
-    fn storage_root(&self) -> &Path {
-        &self.storage
     }
 }
 
@@ -162,7 +184,7 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;
     sysfs::set_xattr(&d("lower/opaque"), OVERLAY_OPAQUE_XATTR, b"y")
         .map_err(|e| format!("no trusted xattrs on {}: {e}", storage.display()))?;
-    sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"))
+    sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"), false)
         .map_err(|e| format!("test mount failed: {e}"))?;
     let ok = !d("merged/gone").exists();
     let _ = sysfs::unmount(&d("merged"));

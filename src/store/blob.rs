@@ -1,45 +1,174 @@
 //! Blob writes and reads. A blob is streamed into a temp file under `<root>/tmp`, hashed
 //! on the way, fsynced, checked against the expected digest, then renamed into
 //! `blobs/sha256/<hex>`: a blob path either does not exist or holds exactly its content.
+//!
+//! Large blobs (layers) are hashed on the caller's thread while a second thread writes the
+//! already-hashed chunks to the temp file and starts their writeback to disk, so hashing,
+//! copying into the page cache and the disk all work at once and the final fsync only
+//! waits for the tail.
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
+use std::sync::mpsc;
 
 use serde::Serialize;
+use sha2::Digest as _;
 
-use super::{canonical_json, io_err, sync_dir, Result, Store, StoreError};
-use crate::digest::{self, Digest, HashingWriter};
+use super::{canonical_json, io_err, Result, Store, StoreError};
+use crate::digest::{self, Digest};
+
+/// Bytes handed to the disk thread at a time.
+const CHUNK: usize = 4 << 20;
+/// Chunks queued for the disk thread before the hashing side waits.
+const QUEUED: usize = 4;
+/// Writeback is started every this many bytes.
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+/// A chunk on its way to the temp file: the buffer and how much of it is filled.
+type Chunk = (Vec<u8>, usize);
+
+/// The disk side of a blob write, started when the first chunk fills.
+struct DiskThread {
+    to_disk: mpsc::SyncSender<Chunk>,
+    spare: mpsc::Receiver<Vec<u8>>,
+    handle: std::thread::JoinHandle<io::Result<()>>,
+}
+
+impl DiskThread {
+    fn start(mut file: File, writeback: bool) -> DiskThread {
+        let (to_disk, chunks) = mpsc::sync_channel::<Chunk>(QUEUED);
+        let (give_back, spare) = mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            let (mut written, mut kicked) = (0u64, 0u64);
+            for (buf, filled) in chunks {
+                file.write_all(&buf[..filled])?;
+                written += filled as u64;
+                if writeback && written - kicked >= WRITEBACK_EVERY {
+                    // Only a hint: the fsync at commit is what makes the blob durable.
+                    let _ = crate::sys::fs::start_writeback(&file, kicked, written - kicked);
+                    kicked = written;
+                }
+                let _ = give_back.send(buf);
+            }
+            Ok(())
+        });
+        DiskThread {
+            to_disk,
+            spare,
+            handle,
+        }
+    }
+
+    /// Waits for every queued chunk to be written.
+    fn finish(self) -> io::Result<()> {
+        drop(self.to_disk);
+        self.handle
+            .join()
+            .unwrap_or_else(|_| Err(io::Error::other("the blob writer thread panicked")))
+    }
+}
 
 /// A blob being written. Dropping it without `commit` deletes the temp file.
 pub struct BlobWriter {
     store: Store,
-    inner: HashingWriter<BufWriter<tempfile::NamedTempFile>>,
+    tmp: tempfile::NamedTempFile,
+    hasher: sha2::Sha256,
+    len: u64,
+    /// The chunk being filled (always `CHUNK` long) and how much of it is.
+    buf: Vec<u8>,
+    filled: usize,
+    disk: Option<DiskThread>,
 }
 
 impl Write for BlobWriter {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.filled);
+        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.took(n)?;
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
 impl BlobWriter {
     /// Bytes written so far.
     pub fn len(&self) -> u64 {
-        self.inner.len()
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.inner.is_empty()
+        self.len == 0
+    }
+
+    /// Appends exactly `len` bytes read from `r`, reading straight into the chunk buffer
+    /// (no intermediate copy). Fails if `r` ends early.
+    pub fn write_from(&mut self, r: &mut impl Read, len: u64) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let room = (CHUNK - self.filled).min(left.min(usize::MAX as u64) as usize);
+            let n = r.read(&mut self.buf[self.filled..self.filled + room])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("the source ended {left} bytes early (did it change while being read?)"),
+                ));
+            }
+            self.took(n)?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// `n` more bytes of the chunk are filled: hash them, and pass a full chunk on.
+    fn took(&mut self, n: usize) -> io::Result<()> {
+        self.hasher.update(&self.buf[self.filled..self.filled + n]);
+        self.filled += n;
+        self.len += n as u64;
+        if self.filled == CHUNK {
+            self.pass_on()?;
+        }
+        Ok(())
+    }
+
+    fn pass_on(&mut self) -> io::Result<()> {
+        if self.disk.is_none() {
+            let file = self.tmp.as_file().try_clone()?;
+            self.disk = Some(DiskThread::start(file, self.store.is_durable()));
+        }
+        let disk = self.disk.as_ref().expect("started above");
+        let next = disk.spare.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
+        let full = std::mem::replace(&mut self.buf, next);
+        if disk.to_disk.send((full, self.filled)).is_err() {
+            // The disk thread stopped on an error: collect it.
+            let e = self.disk.take().expect("present").finish().err();
+            return Err(e.unwrap_or_else(|| io::Error::other("the blob writer thread stopped")));
+        }
+        self.filled = 0;
+        Ok(())
     }
 
     /// Makes the blob durable under its digest. With `expected`, a mismatch is an error
     /// and nothing is stored.
-    pub fn commit(self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
-        let (actual, len, buf) = self.inner.finish();
-        let tmp = buf
-            .into_inner()
-            .map_err(|e| io_err("writing", &self.store.tmp_dir())(e.into_error()))?;
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let tmp_dir = self.store.tmp_dir();
+        let written = match self.disk.take() {
+            Some(disk) => {
+                let tail = self.filled;
+                let r = if tail > 0 {
+                    disk.to_disk
+                        .send((std::mem::take(&mut self.buf), tail))
+                        .map_err(|_| io::Error::other("the blob writer thread stopped"))
+                } else {
+                    Ok(())
+                };
+                let done = disk.finish();
+                r.and(done)
+            }
+            None => self.tmp.as_file().write_all(&self.buf[..self.filled]),
+        };
+        written.map_err(io_err("writing", &tmp_dir))?;
+        let actual = digest::from_hasher(std::mem::take(&mut self.hasher));
+        let len = self.len;
         if let Some(expected) = expected {
             if *expected != actual {
                 return Err(StoreError::DigestMismatch {
@@ -53,12 +182,12 @@ impl BlobWriter {
             // Content-addressed: an existing blob with this name has these bytes already.
             return Ok((actual, len));
         }
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("syncing", tmp.path()))?;
-        tmp.persist(&dest)
+        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
+        self.tmp
+            .persist(&dest)
             .map_err(|e| io_err("renaming into", &dest)(e.error))?;
-        sync_dir(dest.parent().expect("blob paths have parents"))?;
+        self.store
+            .sync_dir(dest.parent().expect("blob paths have parents"))?;
         Ok((actual, len))
     }
 }
@@ -73,7 +202,12 @@ impl Store {
             .map_err(io_err("creating a temp file in", &dir))?;
         Ok(BlobWriter {
             store: self.clone(),
-            inner: HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp)),
+            tmp,
+            hasher: sha2::Sha256::new(),
+            len: 0,
+            buf: vec![0; CHUNK],
+            filled: 0,
+            disk: None,
         })
     }
 

@@ -66,6 +66,10 @@ pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) ->
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    /// Whether writes are fsynced before they are renamed into place (the default). Without
+    /// it writes stay atomic (a killed keel leaves a consistent store), but a power loss
+    /// can leave truncated blobs that `keel fsck` then names: for throwaway roots.
+    durable: bool,
 }
 
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
@@ -73,7 +77,10 @@ const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 impl Store {
     /// Opens (creating if needed) the store under `root`.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
-        let store = Store { root: root.into() };
+        let store = Store {
+            root: root.into(),
+            durable: true,
+        };
         for dir in [
             store.layout().join("blobs/sha256"),
             store.tmp_dir(),
@@ -137,12 +144,38 @@ impl Store {
             .map_err(io_err("creating a temp file in", dir))?;
         tmp.write_all(bytes)
             .map_err(io_err("writing", tmp.path()))?;
-        tmp.as_file()
-            .sync_all()
-            .map_err(io_err("syncing", tmp.path()))?;
+        self.sync_file(tmp.as_file(), tmp.path())?;
         tmp.persist(path)
             .map_err(|e| io_err("renaming into", path)(e.error))?;
-        sync_dir(dir)
+        self.sync_dir(dir)
+    }
+
+    /// The same store with fsyncs off (`keel --no-fsync`; scratch roots).
+    pub fn without_fsync(mut self) -> Store {
+        self.durable = false;
+        self
+    }
+
+    /// Whether this store fsyncs its writes.
+    pub fn is_durable(&self) -> bool {
+        self.durable
+    }
+
+    pub(crate) fn sync_file(&self, f: &File, path: &Path) -> Result<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        f.sync_all().map_err(io_err("syncing", path))
+    }
+
+    /// fsyncs a directory so a rename inside it is durable.
+    pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
+        if !self.durable {
+            return Ok(());
+        }
+        File::open(dir)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("syncing directory", dir))
     }
 
     /// Holds the shared side of the gc lock: writers take it so that `gc` (which takes it
@@ -179,13 +212,6 @@ impl LockGuard {
         r.map_err(io_err("locking", path))?;
         Ok(LockGuard { _file: file })
     }
-}
-
-/// fsyncs a directory so a rename inside it is durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|f| f.sync_all())
-        .map_err(io_err("syncing directory", dir))
 }
 
 /// Serialises a document with sorted object keys, so equal content gives equal bytes

@@ -131,11 +131,13 @@ pub fn mount_overlay(
     upper: &Path,
     work: &Path,
     target: &Path,
+    volatile: bool,
 ) -> io::Result<()> {
     let tail = format!(
-        ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off",
+        ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off{}",
         escape_overlay_path(upper),
-        escape_overlay_path(work)
+        escape_overlay_path(work),
+        if volatile { ",volatile" } else { "" }
     );
     let plain: Vec<String> = lowers.iter().map(|p| escape_overlay_path(p)).collect();
     let mut held = Vec::new();
@@ -217,7 +219,7 @@ mod tests {
             std::fs::create_dir_all(d).unwrap();
         }
         std::fs::write(dirs[0].join("f"), b"x").unwrap();
-        mount_overlay(&dirs[..1], &dirs[1], &dirs[2], &dirs[3]).unwrap();
+        mount_overlay(&dirs[..1], &dirs[1], &dirs[2], &dirs[3], false).unwrap();
         let ok = dirs[3].join("f").exists();
         unmount(&dirs[3]).unwrap();
         assert!(ok);
@@ -246,10 +248,29 @@ mod tests {
         for d in [&up, &work, &merged] {
             std::fs::create_dir(d).unwrap();
         }
-        mount_overlay(&lowers, &up, &work, &merged).unwrap();
+        mount_overlay(&lowers, &up, &work, &merged, false).unwrap();
         let ok = merged.join("f0").exists() && merged.join("f59").exists();
         unmount(&merged).unwrap();
         assert!(ok, "every lower layer is visible in the merged view");
         assert!(!crate::sys::mount::mount_points().unwrap().contains(&merged));
+    }
+}
+
+/// Starts writing back `len` bytes of `file` from `offset` without waiting for them (or
+/// for a disk cache flush): a later fsync then has less left to wait for.
+pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for `file`'s lifetime.
+    let r = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

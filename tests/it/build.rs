@@ -444,6 +444,21 @@ fn settled_files_take_the_stamp_shortcut_and_never_give_stale_hits() {
 }
 
 #[test]
+fn copied_files_with_long_paths_keep_their_names() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let deep = format!("src/{}/{}", "d".repeat(90), "file-with-a-long-name.txt");
+    let ctx = context(&k, "ctx", &[
+        ("Dockerfile", "FROM bb\nCOPY src/ /opt/app/\n"),
+        (deep.as_str(), "deep content"),
+    ]);
+    build_ok(&k, &ctx, &["-t", "long"]);
+    let inside = format!("/opt/app/{}", deep.trim_start_matches("src/"));
+    assert!(inside.len() > 100);
+    assert_eq!(run_out(&k, &["long", "cat", &inside]), "deep content");
+}
+
+#[test]
 fn builds_are_reproducible_across_roots_and_checkouts() {
     require!(is_root(), "RUN steps need root");
     let files: &[(&str, &str)] = &[

@@ -620,6 +620,7 @@ fn whiteouts_become_overlay_markers() {
         &dirs[2],
         &dirs[3],
         &dirs[4],
+        false,
     )
     .unwrap();
     let merged = tree(&dirs[4]);
