@@ -40,6 +40,10 @@ impl Reporter {
     fn fancy(&self) -> bool {
         self.mode == Progress::Auto && self.tty
     }
+    /// Whether progress is drawn with spinners (auto mode on a terminal).
+    pub fn is_fancy(&self) -> bool {
+        self.fancy()
+    }
 
     /// A one-off status line (stderr).
     pub fn note(&self, msg: impl AsRef<str>) {

@@ -214,7 +214,11 @@ impl BuildCache {
         // Stamps are only shortcuts to keys; those of pruned entries are dropped with them.
         if let (Some(keep), Ok(stamps)) = (prune, fs::read_dir(self.dir.join("stamps"))) {
             for e in stamps.flatten() {
-                let age = e.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+                let age = e
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok());
                 if age.is_some_and(|a| a >= keep) {
                     let _ = fs::remove_file(e.path());
                 }
@@ -353,9 +357,8 @@ mod tests {
                 ctime_ns: 5,
             },
         };
-        let stamp = |inputs: &[&str], f: &ContextFile| {
-            SelectionStamp::of(inputs, [("src", "a", f)])
-        };
+        let stamp =
+            |inputs: &[&str], f: &ContextFile| SelectionStamp::of(inputs, [("src", "a", f)]);
         let (base, newest) = stamp(&["COPY src /app"], &file);
         assert_eq!(newest, 5);
         assert_eq!(base, stamp(&["COPY src /app"], &file).0);

@@ -10,7 +10,9 @@ use serde_json::{json, Map, Value};
 
 use super::cache::{BuildCache, KeyInputs};
 use super::copy::{self, Owner};
+use super::mounts;
 use super::plan::{Cmdline, Plan, RunMount, Stage, Step, StepKind};
+use super::progress::{BuildView, ViewMode};
 use super::step::{self, StepError};
 use crate::context::{Context, Selection, StatIndex};
 use crate::image::StoredLayer;
@@ -92,6 +94,10 @@ pub struct BuildOptions {
     /// Layer mtimes and config times: `None` keeps real mtimes (`--timestamps keep`).
     pub epoch: Option<u64>,
     pub quiet: bool,
+    /// Spinners with each step's output tail (a terminal) rather than plain lines.
+    pub terminal: bool,
+    /// Secrets and SSH agents for `RUN --mount=type=secret|ssh`.
+    pub credentials: mounts::Credentials,
 }
 
 /// What a build produced and did.
@@ -120,6 +126,7 @@ pub struct Executor<'a> {
     log_dir: PathBuf,
     build_id: String,
     started: Instant,
+    view: BuildView,
 }
 
 const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
@@ -211,13 +218,18 @@ impl<'a> Executor<'a> {
             log_dir,
             build_id,
             started: Instant::now(),
+            view: BuildView::new(if opts.quiet {
+                ViewMode::Quiet
+            } else if opts.terminal {
+                ViewMode::Terminal
+            } else {
+                ViewMode::Plain
+            }),
         })
     }
 
     fn say(&self, line: impl AsRef<str>) {
-        if !self.opts.quiet {
-            eprintln!("{}", line.as_ref());
-        }
+        self.view.line(line.as_ref());
     }
 
     /// Builds the target stage and everything it needs.
@@ -354,25 +366,32 @@ impl<'a> Executor<'a> {
             .position(|x| std::ptr::eq(x, s))
             .map(|p| p + 1)
             .unwrap_or(0);
-        self.say(format!(
-            "#{n} [{label} {pos}/{}] {}",
-            stage.steps.len(),
-            s.text
-        ));
+        self.view.step_start(
+            n,
+            &format!("[{label} {pos}/{}] {}", stage.steps.len(), s.text),
+        );
         let t = Instant::now();
-        let (state, outcome) = self
-            .eval(n, stage, s, state, args, cmd_set)
-            .map_err(|e| self.fail(s.line, &s.text, e))?;
+        let (state, outcome) = match self.eval(n, stage, s, state, args, cmd_set) {
+            Ok(done) => done,
+            Err(e) => {
+                self.view.step_failed();
+                return Err(self.fail(s.line, &s.text, e));
+            }
+        };
         match outcome {
             Outcome::Cached => {
                 self.cached += 1;
-                self.say(format!("#{n} CACHED"));
+                self.view.step_end(n, Some("CACHED"));
             }
             Outcome::Ran => {
                 self.ran += 1;
-                self.say(format!("#{n} DONE {:.2}s", t.elapsed().as_secs_f64()));
+                let done = format!("DONE {:.2}s", t.elapsed().as_secs_f64());
+                self.view.step_end(n, Some(&done));
             }
-            Outcome::Metadata => self.metadata += 1,
+            Outcome::Metadata => {
+                self.metadata += 1;
+                self.view.step_end(n, None);
+            }
         }
         Ok(state)
     }
@@ -615,7 +634,7 @@ impl<'a> Executor<'a> {
             return Ok((hit, Outcome::Cached));
         }
         if let Some(why) = &why {
-            self.say(format!("#{n} running: {what}{why}"));
+            self.view.step_note(n, &format!("running: {what}{why}"));
         }
         let snap_id = format!("build-{}-{n}", self.build_id);
         let snap = step::snapshot(
@@ -686,9 +705,48 @@ impl<'a> Executor<'a> {
                 )))
             }
         };
+        // Bind mounts are inputs: from the context, the files they show; from a stage or an
+        // image, its key. (Secrets and agents are not: they never reach the layer.)
+        let mut bind_from = Vec::new();
+        let mut bind_files = BTreeMap::new();
+        for m in mounts {
+            let from = match (m.kind(), m.get("from")) {
+                ("bind", Some(f)) => Some(self.state_from(f)?),
+                ("bind", None) => {
+                    let src = m.get("source").unwrap_or(".");
+                    for sel in self.context.select(src)? {
+                        for (f, rel) in sel.files() {
+                            let content = match f.kind {
+                                crate::context::FileKind::File => self
+                                    .stat
+                                    .digest_stamped(&self.context.path_of(&f.rel), f.stamp)?,
+                                crate::context::FileKind::Symlink => f
+                                    .link_target
+                                    .as_ref()
+                                    .map(|t| t.display().to_string())
+                                    .unwrap_or_default(),
+                                crate::context::FileKind::Dir => String::new(),
+                            };
+                            bind_files.insert(
+                                format!("bind {src}:{rel}"),
+                                format!("{:?} {:o} {content}", f.kind, f.mode),
+                            );
+                        }
+                    }
+                    None
+                }
+                _ => None,
+            };
+            bind_from.push(from);
+        }
+        let from_keys: Vec<&str> = bind_from.iter().flatten().map(|s| s.key.as_str()).collect();
         let inputs = KeyInputs {
             parent: state.key.clone(),
-            instruction: format!("RUN {} network={net:?} mounts={:?}", json!(argv), mounts),
+            instruction: format!(
+                "RUN {} network={net:?} mounts={:?} from={from_keys:?}",
+                json!(argv),
+                mounts
+            ),
             args: args.clone(),
             env: BTreeMap::from([
                 ("env".into(), json!(env_list(&state.config)).to_string()),
@@ -701,99 +759,143 @@ impl<'a> Executor<'a> {
                     config_str(&state.config, "WorkingDir").unwrap_or_default(),
                 ),
             ]),
-            files: BTreeMap::new(),
+            files: bind_files,
         };
         let position = self.position(stage, s);
         let created_by = format!("RUN {}", argv.join(" "));
         self.in_snapshot(n, "", state, &inputs, &position, &created_by, |snap, state| {
-            let mut binds = Vec::new();
-            let mut tmpfs = Vec::new();
-            for m in mounts {
-                let target = m
-                    .get("target")
-                    .or(m.get("dst"))
-                    .or(m.get("destination"))
-                    .ok_or_else(|| StepFailure::Invalid("RUN --mount needs target=PATH".into()))?
-                    .to_string();
-                match m.kind() {
-                    "cache" => {
-                        let id = m.get("id").unwrap_or(&target).to_string();
-                        let dir = self
-                            .cache
-                            .mounts_dir()
-                            .join(crate::digest::of_bytes(id.as_bytes()).digest());
-                        std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
-                            path: dir.clone(),
-                            source,
-                        })?;
-                        binds.push(BindMount {
-                            src: dir,
-                            dst: target,
-                            ro: false,
-                        });
-                    }
-                    "tmpfs" => tmpfs.push(target),
-                    "bind" => {
-                        let src = m.get("source").unwrap_or(".");
-                        let rel = crate::context::clean_source(src)?;
-                        if m.get("from").is_some() {
-                            return Err(StepFailure::Invalid("RUN --mount=type=bind,from=... is not supported yet; COPY --from the files instead".into()));
+            let mut from_snaps = Vec::new();
+            let result = (|| {
+                let mut binds = Vec::new();
+                let mut tmpfs = Vec::new();
+                for (i, m) in mounts.iter().enumerate() {
+                    let target = || {
+                        m.get("target")
+                            .or(m.get("dst"))
+                            .or(m.get("destination"))
+                            .map(str::to_string)
+                            .ok_or_else(|| StepFailure::Invalid(format!("RUN --mount=type={} needs target=PATH", m.kind())))
+                    };
+                    match m.kind() {
+                        "cache" => {
+                            let target = target()?;
+                            let id = m.get("id").unwrap_or(&target).to_string();
+                            let dir = self
+                                .cache
+                                .mounts_dir()
+                                .join(crate::digest::of_bytes(id.as_bytes()).digest());
+                            std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
+                                path: dir.clone(),
+                                source,
+                            })?;
+                            binds.push(BindMount {
+                                src: dir,
+                                dst: target,
+                                ro: false,
+                            });
                         }
-                        binds.push(BindMount {
-                            src: self.context.path_of(&rel),
-                            dst: target,
-                            ro: m.get("rw").is_none() && m.get("readwrite").is_none(),
-                        });
-                    }
-                    "secret" | "ssh" => {
-                        return Err(StepFailure::Invalid(format!(
-                            "RUN --mount=type={} needs secrets keel does not pass yet",
-                            m.kind()
-                        )))
-                    }
-                    other => {
-                        return Err(StepFailure::Invalid(format!(
-                            "unknown RUN --mount type {other:?}; use cache, bind or tmpfs"
-                        )))
+                        "tmpfs" => tmpfs.push(target()?),
+                        "bind" => {
+                            let rel = crate::context::clean_source(m.get("source").unwrap_or("."))?;
+                            let src = match &bind_from[i] {
+                                None => self.context.path_of(&rel),
+                                Some(st) => {
+                                    let from = step::snapshot(
+                                        self.store,
+                                        self.snapshotter.as_ref(),
+                                        &format!("build-{}-{n}-mount{i}", self.build_id),
+                                        &st.layers,
+                                    )?;
+                                    let root = from.rootfs.clone();
+                                    from_snaps.push(from);
+                                    let src = root.join(&rel).canonicalize().map_err(|e| {
+                                        StepFailure::Invalid(format!("RUN --mount=type=bind,from={},source={rel}: {e}", m.get("from").unwrap_or_default()))
+                                    })?;
+                                    if !src.starts_with(&root) {
+                                        return Err(StepFailure::Invalid(format!("RUN --mount source {rel} leads outside the image it is mounted from")));
+                                    }
+                                    src
+                                }
+                            };
+                            binds.push(BindMount {
+                                src,
+                                dst: target()?,
+                                ro: m.get("rw").is_none() && m.get("readwrite").is_none(),
+                            });
+                        }
+                        "secret" | "ssh" => {}
+                        other => {
+                            return Err(StepFailure::Invalid(format!(
+                                "unknown RUN --mount type {other:?}; use bind, cache, tmpfs, secret or ssh"
+                            )))
+                        }
                     }
                 }
+                let creds = mounts::credentials(mounts, &self.opts.credentials, &self.store.tmp_dir())
+                    .map_err(StepFailure::Invalid)?;
+                binds.extend(creds.binds.iter().cloned());
+                let stubs: Vec<PathBuf> = binds
+                    .iter()
+                    .map(|b| b.dst.as_str())
+                    .chain(tmpfs.iter().map(String::as_str))
+                    .flat_map(|t| mounts::stubs_for(&snap.rootfs, t))
+                    .collect();
+                let mut env: Vec<String> = args
+                    .iter()
+                    .filter(|(k, _)| {
+                        !env_list(&state.config)
+                            .iter()
+                            .any(|e| e.split('=').next() == Some(k.as_str()))
+                    })
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                env.sort();
+                env.extend(creds.env.iter().cloned());
+                let opts = RunOptions {
+                    cmd: Some(argv.clone()),
+                    entrypoint: Some(Vec::new()),
+                    env,
+                    network: net,
+                    binds,
+                    tmpfs,
+                    ..Default::default()
+                };
+                let cfg: oci_spec::image::Config =
+                    serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
+                let spec = runtime::plan_for_rootfs(&snap.id, &cfg, &opts, &snap.rootfs)?;
+                let log = self.log_dir.join(format!("step-{n}.log"));
+                let ran = step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
+                    self.view.step_output(n, l)
+                });
+                // Mount points belong to the mounts, not to the image.
+                mounts::remove_stubs(&stubs);
+                ran?;
+                Ok(step::commit(
+                    self.store,
+                    self.snapshotter.as_ref(),
+                    snap,
+                    self.opts.epoch,
+                )?)
+            })();
+            for f in &from_snaps {
+                let _ = self.snapshotter.remove(f);
             }
-            let mut env: Vec<String> = args
-                .iter()
-                .filter(|(k, _)| {
-                    !env_list(&state.config)
-                        .iter()
-                        .any(|e| e.split('=').next() == Some(k.as_str()))
-                })
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            env.sort();
-            let opts = RunOptions {
-                cmd: Some(argv.clone()),
-                entrypoint: Some(Vec::new()),
-                env,
-                network: net,
-                binds,
-                tmpfs,
-                ..Default::default()
-            };
-            let cfg: oci_spec::image::Config =
-                serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
-            let spec = runtime::plan_for_rootfs(&snap.id, &cfg, &opts, &snap.rootfs)?;
-            let log = self.log_dir.join(format!("step-{n}.log"));
-            let quiet = self.opts.quiet;
-            step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
-                if !quiet {
-                    eprintln!("#{n} {l}");
-                }
-            })?;
-            Ok(step::commit(
-                self.store,
-                self.snapshotter.as_ref(),
-                snap,
-                self.opts.epoch,
-            )?)
+            result
         })
+    }
+
+    /// The state a `--from=` names: an earlier stage (by name or index) or a store image.
+    fn state_from(&self, from: &str) -> Result<State, StepFailure> {
+        Ok(
+            match self
+                .plan
+                .stage_by_ref(from)
+                .and_then(|j| self.results.get(&j).cloned())
+            {
+                Some(st) => st,
+                None => state_of_image(self.store, &self.store.resolve(from)?)?,
+            },
+        )
     }
 
     fn copy_step(
@@ -839,19 +941,7 @@ impl<'a> Executor<'a> {
         // Where the sources come from: the context, another stage, or an image.
         let from_state = match from {
             None => None,
-            Some(f) => {
-                let f = self.expand(f, vars)?;
-                Some(
-                    match self
-                        .plan
-                        .stage_by_ref(&f)
-                        .and_then(|j| self.results.get(&j).cloned())
-                    {
-                        Some(st) => st,
-                        None => state_of_image(self.store, &self.store.resolve(&f)?)?,
-                    },
-                )
-            }
+            Some(f) => Some(self.state_from(&self.expand(f, vars)?)?),
         };
         let from_snap = match &from_state {
             Some(st) => Some(step::snapshot(
@@ -885,25 +975,46 @@ impl<'a> Executor<'a> {
                     .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
             }
             let numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
-            let instruction = format!("{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}", json!(srcs_expanded), from_state.as_ref().map(|s| s.key.as_str()).unwrap_or("context"));
+            let instruction = format!(
+                "{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}",
+                json!(srcs_expanded),
+                from_state
+                    .as_ref()
+                    .map(|s| s.key.as_str())
+                    .unwrap_or("context")
+            );
             let workdir_now = config_str(&state.config, "WorkingDir").unwrap_or_default();
             // The fast path: the same files, unchanged since they settled, give the key
             // the step had last time — no stat index, no key inputs.
-            let heredoc_text: Vec<&str> = heredocs.iter().flat_map(|h| [h.name.as_str(), h.content.as_str()]).collect();
+            let heredoc_text: Vec<&str> = heredocs
+                .iter()
+                .flat_map(|h| [h.name.as_str(), h.content.as_str()])
+                .collect();
             let stamp = from_state.is_none().then(|| {
                 let root = self.context.root().to_string_lossy();
-                let mut parts = vec![root.as_ref(), state.key.as_str(), instruction.as_str(), workdir_now.as_str()];
+                let mut parts = vec![
+                    root.as_ref(),
+                    state.key.as_str(),
+                    instruction.as_str(),
+                    workdir_now.as_str(),
+                ];
                 parts.extend(&heredoc_text);
                 super::cache::SelectionStamp::of(
                     &parts,
                     selections.iter().flat_map(|sel| {
-                        sel.files().into_iter().map(move |(f, rel)| (sel.name.as_str(), rel, f))
+                        sel.files()
+                            .into_iter()
+                            .map(move |(f, rel)| (sel.name.as_str(), rel, f))
                     }),
                 )
             });
             if let Some((st, _)) = &stamp {
                 if !self.opts.no_cache && !self.opts.explain {
-                    if let Some(hit) = self.cache.key_by_stamp(st).and_then(|k| self.cache.get::<State>(&k)) {
+                    if let Some(hit) = self
+                        .cache
+                        .key_by_stamp(st)
+                        .and_then(|k| self.cache.get::<State>(&k))
+                    {
                         return Ok((hit, Outcome::Cached));
                     }
                 }
@@ -1173,10 +1284,7 @@ fn add_layer(state: &mut State, layer: Option<StoredLayer>, created_by: &str) {
                 .unwrap_or_default();
             ids.push(json!(l.diff_id.to_string()));
             state.config["rootfs"] = json!({"type": "layers", "diff_ids": ids});
-            push_history(
-                &mut state.config,
-                json!({"created_by": created_by}),
-            );
+            push_history(&mut state.config, json!({"created_by": created_by}));
             state.layers.push(l);
         }
         None => push_history(

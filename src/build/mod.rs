@@ -1,9 +1,11 @@
 //! `keel build`: walks the build plan, looks up the cache, runs steps in snapshots and
-//! commits layers. (The executor lands with the Dockerfile front end.)
+//! commits layers.
 pub mod cache;
 pub mod copy;
 pub mod exec;
 pub mod front;
+pub mod mounts;
 pub mod plan;
+pub mod progress;
 pub mod repro;
 pub mod step;

@@ -51,6 +51,13 @@ pub struct BuildArgs {
     /// Build twice without cache in scratch roots and fail, naming the first differing file, if the digests differ.
     #[arg(long)]
     check_reproducible: bool,
+    /// A secret for `RUN --mount=type=secret` (id=NAME,src=FILE or id=NAME,env=VAR); it
+    /// reaches neither a layer nor a cache key.
+    #[arg(long, value_name = "id=NAME[,src=FILE|,env=VAR]")]
+    secret: Vec<String>,
+    /// An SSH agent socket for `RUN --mount=type=ssh` (`default` is $SSH_AUTH_SOCK).
+    #[arg(long, value_name = "ID[=SOCKET]")]
+    ssh: Vec<String>,
     /// Isolation backend for RUN steps.
     #[arg(long, value_name = "BACKEND")]
     isolation: Option<String>,
@@ -235,6 +242,26 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         .iter()
         .map(|l| parse_kv("--label", l, false))
         .collect::<Result<Vec<_>>>()?;
+    let mut credentials = crate::build::mounts::Credentials::default();
+    for spec in &a.secret {
+        let (id, src) = crate::build::mounts::parse_secret(spec, |v| std::env::var_os(v).is_some())
+            .map_err(anyhow::Error::msg)?;
+        if let crate::build::mounts::SecretSource::File(p) = &src {
+            if !p.is_file() {
+                bail!(
+                    "--secret {spec}: {} is not a readable file; give src=FILE or env=VAR",
+                    p.display()
+                );
+            }
+        }
+        credentials.secrets.insert(id, src);
+    }
+    let agent = std::env::var("SSH_AUTH_SOCK").ok();
+    for spec in &a.ssh {
+        let (id, sock) =
+            crate::build::mounts::parse_ssh(spec, agent.as_deref()).map_err(anyhow::Error::msg)?;
+        credentials.ssh.insert(id, sock);
+    }
     let store = ctx.store()?;
     let created = CreatedTime::start(&context_dir);
     let opts = BuildOptions {
@@ -252,6 +279,8 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             Some(epoch().unwrap_or(0))
         },
         quiet: a.quiet || ctx.reporter.is_quiet(),
+        terminal: ctx.reporter.is_fancy(),
+        credentials,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());

@@ -110,7 +110,9 @@ impl BlobWriter {
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
-                    format!("the source ended {left} bytes early (did it change while being read?)"),
+                    format!(
+                        "the source ended {left} bytes early (did it change while being read?)"
+                    ),
                 ));
             }
             self.took(n)?;

@@ -190,6 +190,25 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Starts writing back `len` bytes of `file` from `offset` without waiting for them (or
+/// for a disk cache flush): a later fsync then has less left to wait for.
+pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for `file`'s lifetime.
+    let r = unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            offset as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,24 +272,5 @@ mod tests {
         unmount(&merged).unwrap();
         assert!(ok, "every lower layer is visible in the merged view");
         assert!(!crate::sys::mount::mount_points().unwrap().contains(&merged));
-    }
-}
-
-/// Starts writing back `len` bytes of `file` from `offset` without waiting for them (or
-/// for a disk cache flush): a later fsync then has less left to wait for.
-pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
-    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for `file`'s lifetime.
-    let r = unsafe {
-        libc::sync_file_range(
-            file.as_raw_fd(),
-            offset as libc::off64_t,
-            len as libc::off64_t,
-            libc::SYNC_FILE_RANGE_WRITE,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }

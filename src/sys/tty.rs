@@ -42,6 +42,21 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     }
 }
 
+/// The number of columns of terminal `fd`, if it is one.
+pub fn columns(fd: BorrowedFd<'_>) -> Option<u16> {
+    nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
+    use std::os::fd::AsRawFd;
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: ws is a valid, writable winsize for the kernel to fill.
+    let ok = unsafe { get_winsize(fd.as_raw_fd(), &mut ws) }.is_ok();
+    (ok && ws.ws_col > 0).then_some(ws.ws_col)
+}
+
 /// Raw mode on a terminal for as long as the guard lives.
 pub struct RawMode {
     fd: OwnedFd,

@@ -411,11 +411,18 @@ fn the_cache_reruns_exactly_what_changed_and_says_why() {
 fn settled_files_take_the_stamp_shortcut_and_never_give_stale_hits() {
     require!(is_root(), "RUN steps need root");
     let k = with_base();
-    let ctx = context(&k, "ctx", &[
-        ("Dockerfile", "FROM bb\nCOPY src/ /src/\nRUN cat /src/* > /all.txt\n"),
-        ("src/one", "1"),
-        ("src/two", "2"),
-    ]);
+    let ctx = context(
+        &k,
+        "ctx",
+        &[
+            (
+                "Dockerfile",
+                "FROM bb\nCOPY src/ /src/\nRUN cat /src/* > /all.txt\n",
+            ),
+            ("src/one", "1"),
+            ("src/two", "2"),
+        ],
+    );
     // Past the racy window, the first build remembers the COPY key by the files' stamps.
     std::thread::sleep(std::time::Duration::from_millis(2500));
     let (first, _) = build_ok(&k, &ctx, &["-t", "s"]);
@@ -427,7 +434,10 @@ fn settled_files_take_the_stamp_shortcut_and_never_give_stale_hits() {
     let (again, p) = build_ok(&k, &ctx, &["-t", "s"]);
     assert_eq!(again, first);
     assert_eq!(p.matches("CACHED").count(), 2, "{p}");
-    assert!(!k.root().join("cache/stat").exists(), "the no-op rebuild hashed files");
+    assert!(
+        !k.root().join("cache/stat").exists(),
+        "the no-op rebuild hashed files"
+    );
     // New content with the old size and mtime: the ctime moved, so no stale hit.
     let meta = fs::metadata(ctx.join("src/two")).unwrap();
     fs::write(ctx.join("src/two"), "3").unwrap();
@@ -448,14 +458,89 @@ fn copied_files_with_long_paths_keep_their_names() {
     require!(is_root(), "RUN steps need root");
     let k = with_base();
     let deep = format!("src/{}/{}", "d".repeat(90), "file-with-a-long-name.txt");
-    let ctx = context(&k, "ctx", &[
-        ("Dockerfile", "FROM bb\nCOPY src/ /opt/app/\n"),
-        (deep.as_str(), "deep content"),
-    ]);
+    let ctx = context(
+        &k,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM bb\nCOPY src/ /opt/app/\n"),
+            (deep.as_str(), "deep content"),
+        ],
+    );
     build_ok(&k, &ctx, &["-t", "long"]);
     let inside = format!("/opt/app/{}", deep.trim_start_matches("src/"));
     assert!(inside.len() > 100);
     assert_eq!(run_out(&k, &["long", "cat", &inside]), "deep content");
+}
+
+#[test]
+fn run_mounts_give_secrets_agents_and_other_stages_without_leaving_traces() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let dockerfile = "FROM bb AS tools\n\
+        RUN mkdir -p /opt/tool && echo tool-v1 > /opt/tool/version\n\
+        FROM bb\n\
+        RUN --mount=type=secret,id=token,env=TOKEN,required sh -c 'echo $TOKEN | tr a-z A-Z > /seen-env'\n\
+        RUN --mount=type=secret,id=token tr a-z A-Z < /run/secrets/token > /seen-file && stat -c %a /run/secrets/token > /secret-mode\n\
+        RUN --mount=type=secret,id=absent,target=/run/absent sh -c 'test -e /run/absent && echo yes || echo no' > /absent\n\
+        RUN --mount=type=bind,from=tools,source=/opt/tool,target=/mnt/tool cat /mnt/tool/version > /tool-version\n\
+        RUN --mount=type=bind,source=data,target=/data cat /data/x > /data-copy\n\
+        RUN --mount=type=ssh test -S $SSH_AUTH_SOCK && echo agent > /agent\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile), ("data/x", "one")]);
+    let secret = k.path("token.txt");
+    fs::write(&secret, "s3cr3t-value").unwrap();
+    let sock = k.path("agent.sock");
+    let _agent = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let ssh_arg = format!("default={}", sock.display());
+    let flags = ["-t", "m", "--secret", &secret_arg, "--ssh", &ssh_arg];
+    let (first, _) = build_ok(&k, &ctx, &flags);
+    let cat = |p: &str| run_out(&k, &["m", "cat", p]);
+    // (The steps store the secret upper-cased, so the blobs can be searched for it.)
+    assert_eq!(cat("/seen-file"), "S3CR3T-VALUE");
+    assert_eq!(cat("/secret-mode"), "400\n");
+    assert_eq!(cat("/seen-env"), "S3CR3T-VALUE\n");
+    assert_eq!(
+        cat("/absent"),
+        "no\n",
+        "a secret the build was not given is not mounted"
+    );
+    assert_eq!(cat("/tool-version"), "tool-v1\n");
+    assert_eq!(cat("/data-copy"), "one");
+    assert_eq!(cat("/agent"), "agent\n");
+    // Mount points are the mounts', not the image's; the secret is in no blob.
+    let left = run_out(
+        &k,
+        &[
+            "m",
+            "sh",
+            "-c",
+            "ls -d /run/secrets /run/buildkit /mnt/tool /data /run/absent 2>/dev/null; true",
+        ],
+    );
+    assert_eq!(left, "", "mount points left in the image");
+    for e in fs::read_dir(k.root().join("images/blobs/sha256")).unwrap() {
+        let bytes = fs::read(e.unwrap().path()).unwrap();
+        assert!(
+            !bytes.windows(12).any(|w| w == b"s3cr3t-value"),
+            "the secret reached a blob"
+        );
+    }
+    // A new secret value is not a new input; a changed bound file is.
+    fs::write(&secret, "other-value!").unwrap();
+    let (again, p) = build_ok(&k, &ctx, &flags);
+    assert_eq!(again, first, "{p}");
+    fs::write(ctx.join("data/x"), "two").unwrap();
+    let (_, p) = build_ok(&k, &ctx, &flags);
+    assert!(
+        step_lines(&p, "source=data").contains("data:x changed"),
+        "{p}"
+    );
+    assert_eq!(cat("/data-copy"), "two");
+    // A required secret that is missing fails the step and says how to pass it.
+    let out = build(&k, &ctx, &["-t", "m2", "--no-cache", "--ssh", &ssh_arg]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--secret id=token"), "{err}");
 }
 
 #[test]

@@ -1,0 +1,357 @@
+//! `RUN --mount`: what each kind binds where, the secrets and SSH agents a build is given
+//! (`keel build --secret`, `--ssh`), and the mount points a step had to create, which are
+//! removed again before its layer is committed (they are the mounts', not the image's).
+//!
+//! Secrets never reach a layer or a cache key: their files live in a private temp
+//! directory for the step and are bind-mounted read-only over an empty stub.
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use super::plan::RunMount;
+use crate::runtime::BindMount;
+
+/// Where a build secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+/// Parses `--secret id=NAME[,src=PATH|,env=VAR][,type=file|env]` (docker's syntax). With
+/// neither `src` nor `env`, the environment variable NAME is used when it is set, else
+/// the file NAME.
+pub fn parse_secret(
+    spec: &str,
+    env_has: impl Fn(&str) -> bool,
+) -> Result<(String, SecretSource), String> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for part in spec.split(',') {
+        let (k, v) = part.split_once('=').ok_or_else(|| {
+            format!("--secret {spec:?}: {part:?} is not KEY=VALUE; use id=NAME,src=FILE or id=NAME,env=VAR")
+        })?;
+        match k {
+            "id" => id = Some(v.to_string()),
+            "src" | "source" => src = Some(v.to_string()),
+            "env" => env = Some(v.to_string()),
+            "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+            _ => {
+                return Err(format!(
+                    "--secret {spec:?}: unknown option {k:?}; use id, src, env or type=file|env"
+                ))
+            }
+        }
+    }
+    let id = id
+        .filter(|i| !i.is_empty())
+        .ok_or_else(|| format!("--secret {spec:?}: needs id=NAME"))?;
+    let source = match (src, env, kind.as_deref()) {
+        (Some(_), Some(_), _) => {
+            return Err(format!("--secret {spec:?}: give src or env, not both"))
+        }
+        (Some(s), None, Some("env")) | (None, Some(s), _) => SecretSource::Env(s),
+        (Some(s), None, _) => SecretSource::File(PathBuf::from(s)),
+        (None, None, Some("file")) => SecretSource::File(PathBuf::from(&id)),
+        (None, None, Some(_)) => SecretSource::Env(id.clone()),
+        (None, None, None) if env_has(&id) => SecretSource::Env(id.clone()),
+        (None, None, None) => SecretSource::File(PathBuf::from(&id)),
+    };
+    Ok((id, source))
+}
+
+/// Parses `--ssh ID[=SOCKET]`; without a socket, `$SSH_AUTH_SOCK` (given as `agent`).
+pub fn parse_ssh(spec: &str, agent: Option<&str>) -> Result<(String, PathBuf), String> {
+    let (id, sock) = match spec.split_once('=') {
+        Some((id, sock)) => (id, Some(sock.to_string())),
+        None => (spec, agent.map(str::to_string)),
+    };
+    if id.is_empty() {
+        return Err(format!("--ssh {spec:?}: needs an id (`default`)"));
+    }
+    let sock = sock.filter(|s| !s.is_empty()).ok_or_else(|| {
+        format!(
+            "--ssh {spec:?}: no agent socket; start ssh-agent (SSH_AUTH_SOCK) or give ID=SOCKET"
+        )
+    })?;
+    Ok((id.to_string(), PathBuf::from(sock)))
+}
+
+/// What the build was given for `--mount=type=secret|ssh`.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub secrets: BTreeMap<String, SecretSource>,
+    pub ssh: BTreeMap<String, PathBuf>,
+}
+
+/// Where a mount's target is, after `target`/`dst`/`destination`, with a default.
+fn target_of(m: &RunMount, default: impl FnOnce() -> Option<String>) -> Result<String, String> {
+    m.get("target")
+        .or(m.get("dst"))
+        .or(m.get("destination"))
+        .map(str::to_string)
+        .or_else(default)
+        .ok_or_else(|| format!("RUN --mount=type={} needs target=PATH", m.kind()))
+}
+
+fn octal(m: &RunMount, key: &str, default: u32) -> Result<u32, String> {
+    match m.get(key) {
+        None => Ok(default),
+        Some(v) => u32::from_str_radix(v, 8)
+            .map_err(|_| format!("RUN --mount {key}={v:?}: expected an octal mode such as 0400")),
+    }
+}
+
+fn number(m: &RunMount, key: &str) -> Result<u32, String> {
+    match m.get(key) {
+        None => Ok(0),
+        Some(v) => v
+            .parse()
+            .map_err(|_| format!("RUN --mount {key}={v:?}: expected a number")),
+    }
+}
+
+/// `required` (a bare flag reads as `true`).
+fn required(m: &RunMount) -> bool {
+    matches!(m.get("required"), Some("true" | "1"))
+}
+
+/// The secrets' and agents' part of a step's mounts, resolved: binds, env, and the private
+/// directory holding the secret files (deleted when this is dropped).
+pub struct CredentialMounts {
+    pub binds: Vec<BindMount>,
+    pub env: Vec<String>,
+    _files: Option<tempfile::TempDir>,
+}
+
+/// Resolves the `type=secret` and `type=ssh` mounts of a step. Secret files are written
+/// under `scratch` (a directory only root can read) with the mount's mode and owner.
+pub fn credentials(
+    mounts: &[RunMount],
+    given: &Credentials,
+    scratch: &Path,
+) -> Result<CredentialMounts, String> {
+    let mut out = CredentialMounts {
+        binds: Vec::new(),
+        env: Vec::new(),
+        _files: None,
+    };
+    let mut agents = 0;
+    for m in mounts {
+        match m.kind() {
+            "secret" => {
+                let id = m
+                    .get("id")
+                    .map(str::to_string)
+                    .or_else(|| {
+                        target_of(m, || None)
+                            .ok()
+                            .and_then(|t| t.rsplit('/').next().map(str::to_string))
+                    })
+                    .filter(|i| !i.is_empty())
+                    .ok_or(
+                        "RUN --mount=type=secret needs id=NAME (or a target to name it after)",
+                    )?;
+                let Some(source) = given.secrets.get(&id) else {
+                    if required(m) {
+                        return Err(format!("RUN --mount=type=secret,id={id} is required but the build has no such secret; pass --secret id={id},src=FILE (or env=VAR)"));
+                    }
+                    continue;
+                };
+                let value = match source {
+                    SecretSource::File(p) => std::fs::read(p)
+                        .map_err(|e| format!("secret {id}: reading {}: {e}", p.display()))?,
+                    SecretSource::Env(v) => std::env::var_os(v)
+                        .ok_or_else(|| format!("secret {id}: environment variable {v} is not set"))?
+                        .into_encoded_bytes(),
+                };
+                if let Some(var) = m.get("env") {
+                    let text = String::from_utf8(value.clone())
+                        .map_err(|_| format!("secret {id}: env={var} needs a UTF-8 value"))?;
+                    out.env.push(format!("{var}={text}"));
+                    if m.get("target").is_none() && m.get("dst").is_none() {
+                        continue;
+                    }
+                }
+                let target = target_of(m, || Some(format!("/run/secrets/{id}")))?;
+                if out._files.is_none() {
+                    out._files = Some(
+                        tempfile::Builder::new()
+                            .prefix("secrets-")
+                            .tempdir_in(scratch)
+                            .map_err(|e| {
+                                format!(
+                                    "creating a secrets directory in {}: {e}",
+                                    scratch.display()
+                                )
+                            })?,
+                    );
+                }
+                let dir = out._files.as_ref().expect("created above").path();
+                let file = dir.join(out.binds.len().to_string());
+                let mode = octal(m, "mode", 0o400)?;
+                std::fs::write(&file, &value)
+                    .and_then(|()| {
+                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
+                    })
+                    .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
+                std::os::unix::fs::chown(&file, Some(number(m, "uid")?), Some(number(m, "gid")?))
+                    .map_err(|e| format!("secret {id}: {e}"))?;
+                out.binds.push(BindMount {
+                    src: file,
+                    dst: target,
+                    ro: true,
+                });
+            }
+            "ssh" => {
+                let id = m.get("id").unwrap_or("default");
+                let Some(sock) = given.ssh.get(id) else {
+                    if required(m) {
+                        return Err(format!("RUN --mount=type=ssh,id={id} is required but the build has no such agent; pass --ssh {id}"));
+                    }
+                    continue;
+                };
+                let target = target_of(m, || Some(format!("/run/buildkit/ssh_agent.{agents}")))?;
+                agents += 1;
+                out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                out.binds.push(BindMount {
+                    src: sock.clone(),
+                    dst: target,
+                    ro: false,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// The paths a mount at `target` will create in `rootfs` (the first missing component and
+/// everything below it), so they can be removed after the step. Empty when the target
+/// exists or passes through a symlink (the runtime resolves those; nothing is guessed).
+pub fn stubs_for(rootfs: &Path, target: &str) -> Vec<PathBuf> {
+    let mut cur = rootfs.to_path_buf();
+    let mut out = Vec::new();
+    for c in Path::new(target).components() {
+        let Component::Normal(name) = c else { continue };
+        cur.push(name);
+        if !out.is_empty() {
+            out.push(cur.clone());
+            continue;
+        }
+        match std::fs::symlink_metadata(&cur) {
+            Err(_) => out.push(cur.clone()),
+            Ok(m) if m.file_type().is_symlink() => return Vec::new(),
+            Ok(_) => {}
+        }
+    }
+    out
+}
+
+/// Removes mount points a step created, deepest first, as long as they are still empty.
+pub fn remove_stubs(stubs: &[PathBuf]) {
+    for p in stubs.iter().rev() {
+        match std::fs::symlink_metadata(p) {
+            Ok(m) if m.is_dir() => {
+                let _ = std::fs::remove_dir(p);
+            }
+            Ok(m) if m.is_file() && m.len() == 0 => {
+                let _ = std::fs::remove_file(p);
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_specs_follow_docker() {
+        let none = |_: &str| false;
+        let has = |v: &str| v == "TOKEN";
+        type Case<'a> = (&'a str, &'a dyn Fn(&str) -> bool, (&'a str, SecretSource));
+        let cases: &[Case] = &[
+            ("id=a,src=/k", &none, ("a", SecretSource::File("/k".into()))),
+            (
+                "id=a,source=/k",
+                &none,
+                ("a", SecretSource::File("/k".into())),
+            ),
+            (
+                "id=a,env=VAR",
+                &none,
+                ("a", SecretSource::Env("VAR".into())),
+            ),
+            (
+                "id=a,type=env,src=VAR",
+                &none,
+                ("a", SecretSource::Env("VAR".into())),
+            ),
+            (
+                "id=TOKEN",
+                &has,
+                ("TOKEN", SecretSource::Env("TOKEN".into())),
+            ),
+            (
+                "id=TOKEN",
+                &none,
+                ("TOKEN", SecretSource::File("TOKEN".into())),
+            ),
+        ];
+        for (spec, env, (id, src)) in cases {
+            assert_eq!(
+                parse_secret(spec, env).unwrap(),
+                (id.to_string(), src.clone()),
+                "{spec}"
+            );
+        }
+        for bad in ["src=/k", "id=a,src=/k,env=V", "id=a,colour=red", "id"] {
+            let e = parse_secret(bad, none).unwrap_err();
+            assert!(e.contains("--secret"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn ssh_specs_use_the_agent_by_default() {
+        assert_eq!(
+            parse_ssh("default", Some("/tmp/agent.1")).unwrap(),
+            ("default".into(), PathBuf::from("/tmp/agent.1"))
+        );
+        assert_eq!(
+            parse_ssh("work=/run/a.sock", None).unwrap(),
+            ("work".into(), PathBuf::from("/run/a.sock"))
+        );
+        assert!(parse_ssh("default", None)
+            .unwrap_err()
+            .contains("SSH_AUTH_SOCK"));
+    }
+
+    #[test]
+    fn stubs_are_the_missing_tail_of_a_target() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("run")).unwrap();
+        assert_eq!(
+            stubs_for(d.path(), "/run/secrets/token"),
+            [
+                d.path().join("run/secrets"),
+                d.path().join("run/secrets/token")
+            ]
+        );
+        assert!(stubs_for(d.path(), "/run").is_empty());
+        std::os::unix::fs::symlink("run", d.path().join("var-run")).unwrap();
+        assert!(stubs_for(d.path(), "/var-run/x").is_empty());
+        std::fs::create_dir(d.path().join("run/secrets")).unwrap();
+        std::fs::write(d.path().join("run/secrets/token"), "").unwrap();
+        remove_stubs(&stubs_for(d.path(), "/nothing"));
+        remove_stubs(&[
+            d.path().join("run/secrets"),
+            d.path().join("run/secrets/token"),
+        ]);
+        assert!(!d.path().join("run/secrets").exists());
+        assert!(d.path().join("run").exists());
+    }
+}
