@@ -92,19 +92,19 @@ pub struct Selection {
 impl Selection {
     /// Every file the selection reads, with its path relative to the selection root
     /// (for a single file: its own name).
-    pub fn files(&self) -> Vec<(&ContextFile, String)> {
+    pub fn files(&self) -> Vec<(&ContextFile, &str)> {
         if self.top.kind == FileKind::Dir {
-            let prefix = if self.top.rel.is_empty() {
-                String::new()
+            let skip = if self.top.rel.is_empty() {
+                0
             } else {
-                format!("{}/", self.top.rel)
+                self.top.rel.len() + 1
             };
             self.entries
                 .iter()
-                .map(|e| (e, e.rel.strip_prefix(&prefix).unwrap_or(&e.rel).to_string()))
+                .map(|e| (e, e.rel.get(skip..).unwrap_or(&e.rel)))
                 .collect()
         } else {
-            vec![(&self.top, self.name.clone())]
+            vec![(&self.top, self.name.as_str())]
         }
     }
 }
@@ -157,16 +157,17 @@ impl Context {
     fn entry(&self, rel: &str) -> Result<ContextFile, ContextError> {
         let path = self.root.join(rel);
         let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        self.entry_from(rel, &path, &m)
+        self.entry_from(rel.to_string(), || path.clone(), &m)
     }
 
+    /// The entry at `rel` from its lstat result; `path` (the entry on disk) is only built
+    /// when needed — for a symlink or an error — since a walk makes 10,000s of these.
     fn entry_from(
         &self,
-        rel: &str,
-        path: &Path,
+        rel: String,
+        path: impl FnOnce() -> PathBuf,
         m: &fs::Metadata,
     ) -> Result<ContextFile, ContextError> {
-        let path = path.to_path_buf();
         let ft = m.file_type();
         let kind = if ft.is_symlink() {
             FileKind::Symlink
@@ -176,19 +177,20 @@ impl Context {
             FileKind::File
         } else {
             return Err(ContextError::Io {
-                path,
+                path: path(),
                 source: io::Error::other(
                     "only regular files, directories and symlinks can be copied",
                 ),
             });
         };
         let link_target = if kind == FileKind::Symlink {
+            let path = path();
             Some(fs::read_link(&path).map_err(io_err(&path))?)
         } else {
             None
         };
         Ok(ContextFile {
-            rel: rel.to_string(),
+            rel,
             kind,
             mode: m.mode() & 0o7777,
             uid: m.uid(),
@@ -264,13 +266,15 @@ impl Context {
                 format!("{rel}/{name}")
             };
             let m = e.metadata().map_err(io_err(&e.path()))?;
+            let is_dir = m.is_dir();
             // Entries below an ignored directory may still be re-included by a `!` rule,
             // so the walk goes on below it; only the entry itself is skipped.
-            if !self.is_ignored(&child) {
-                out.push(self.entry_from(&child, &e.path(), &m)?);
+            let keep = !self.is_ignored(&child);
+            if is_dir {
+                subdirs.push((e.path(), child.clone()));
             }
-            if m.is_dir() {
-                subdirs.push((e.path(), child));
+            if keep {
+                out.push(self.entry_from(child, || e.path(), &m)?);
             }
         }
         Ok(subdirs)
