@@ -460,7 +460,7 @@ mod tests {
         ]);
         let s = c.select("src").unwrap();
         assert_eq!(s.len(), 1);
-        let names: Vec<String> = s[0].files().into_iter().map(|(_, n)| n).collect();
+        let names: Vec<&str> = s[0].files().into_iter().map(|(_, n)| n).collect();
         assert_eq!(
             names,
             ["lib.rs", "main.rs"],
