@@ -85,7 +85,7 @@ pub fn plan(
             // Into the destination directory, unless one file goes to a file path.
             let into_dir =
                 s.top.kind == FileKind::Dir || ends_slash || dest_is_dir_in_image || !single_file;
-            let dest = if into_dir { into(&rel) } else { root.clone() };
+            let dest = if into_dir { into(rel) } else { root.clone() };
             let mode = match (chmod, f.kind) {
                 (Some(m), FileKind::File | FileKind::Dir) => m,
                 (_, FileKind::Symlink) => 0o777,
