@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{is_root, Keel};
+use crate::common::{is_root, run_ok, Keel};
 use crate::require;
 
 fn with_base() -> Keel {
@@ -541,6 +541,55 @@ fn run_mounts_give_secrets_agents_and_other_stages_without_leaving_traces() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--secret id=token"), "{err}");
+}
+
+#[test]
+fn linked_copies_keep_their_layer_when_only_earlier_steps_change() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[
+        ("Dockerfile", "FROM bb\nARG V=1\nRUN echo $V > /v\nCOPY --link --chown=nobody app/ /opt/app/\nRUN cat /opt/app/a /v > /seen\n"),
+        ("app/a", "linked\n"),
+    ]);
+    let layers = |image: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", image])).unwrap();
+        v[0]["Manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap().to_string())
+            .collect()
+    };
+    build_ok(&k, &ctx, &["-t", "l1"]);
+    assert_eq!(run_out(&k, &["l1", "cat", "/seen"]), "linked\n1\n");
+    assert_eq!(
+        run_out(&k, &["l1", "stat", "-c", "%u:%g %a", "/opt/app/a"]),
+        "65534:65534 644\n",
+        "--chown names resolve in the parent"
+    );
+    // The RUN above it changes; the linked layer is linked again, not copied anew.
+    let (_, p) = build_ok(&k, &ctx, &["-t", "l2", "--build-arg", "V=2"]);
+    assert!(
+        step_lines(&p, "COPY --link").contains("linking the layer built before"),
+        "{p}"
+    );
+    assert_eq!(run_out(&k, &["l2", "cat", "/seen"]), "linked\n2\n");
+    let (a, b) = (layers("l1"), layers("l2"));
+    assert_eq!(a.len(), b.len());
+    let n = a.len();
+    assert_ne!(a[n - 3], b[n - 3], "the RUN layer changed");
+    assert_eq!(a[n - 2], b[n - 2], "the linked layer is the same blob");
+    // The linked layer holds only its files and their parent directories.
+    let blob = k
+        .root()
+        .join("images/blobs/sha256")
+        .join(a[n - 2].trim_start_matches("sha256:"));
+    let names = run_ok(Command::new("tar").arg("-tf").arg(&blob));
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["opt/", "opt/app/", "opt/app/a"],
+        "{names}"
+    );
 }
 
 #[test]

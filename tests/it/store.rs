@@ -436,6 +436,39 @@ fn fsck_clean(k: &Keel) {
 }
 
 #[test]
+fn no_fsync_skips_the_fsyncs_and_keeps_the_same_content() {
+    crate::require!(crate::common::have("strace"), "needs strace");
+    let k = Keel::new();
+    let tar = big_rootfs_tar(&k, 12);
+    let syncs = |extra: &[&str], name: &str| -> (usize, String) {
+        let log = k.path(&format!("strace-{name}"));
+        let out = Command::new("strace")
+            .args(["-f", "-qq", "-e", "trace=fsync,fdatasync,sync_file_range", "-o"])
+            .arg(&log)
+            .arg(env!("CARGO_BIN_EXE_keel"))
+            .arg("--root")
+            .arg(k.root())
+            .args(extra)
+            .args(["import"])
+            .arg(&tar)
+            .arg(name)
+            .output()
+            .unwrap();
+        crate::common::assert_success(&out, ("import", extra));
+        let calls = std::fs::read_to_string(&log).unwrap().lines().filter(|l| l.contains('(')).count();
+        (calls, String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let (durable, id1) = syncs(&[], "durable");
+    assert!(durable > 0, "a default import fsyncs its writes");
+    k.ok(&["rmi", "durable"]);
+    k.ok(&["gc"]);
+    let (fast, id2) = syncs(&["--no-fsync"], "fast");
+    assert_eq!(fast, 0, "--no-fsync still synced");
+    assert_eq!(id1, id2);
+    fsck_clean(&k);
+}
+
+#[test]
 fn sigkill_at_any_point_of_import_or_load_leaves_a_clean_store() {
     let k = Keel::new();
     k.ok(&["bootstrap", "busybox", "base"]);

@@ -11,6 +11,8 @@ use serde_json::{json, Map, Value};
 use super::cache::{BuildCache, KeyInputs};
 use super::copy::{self, Owner};
 use super::mounts;
+
+mod link;
 use super::plan::{Cmdline, Plan, RunMount, Stage, Step, StepKind};
 use super::progress::{BuildView, ViewMode};
 use super::step::{self, StepError};
@@ -884,6 +886,24 @@ impl<'a> Executor<'a> {
         })
     }
 
+    /// The uid and gid a `--chown` user name has in `state`'s /etc/passwd and /etc/group.
+    fn owner_in(&self, n: usize, state: &State, chown: &str) -> Result<Owner, StepFailure> {
+        let snap = step::snapshot(
+            self.store,
+            self.snapshotter.as_ref(),
+            &format!("build-{}-{n}-owner", self.build_id),
+            &state.layers,
+        )?;
+        let resolved = runtime::spec::Accounts::read(&snap.rootfs)
+            .and_then(|acc| acc.resolve(chown))
+            .map(|u| Owner {
+                uid: u.uid,
+                gid: u.gid,
+            });
+        let _ = self.snapshotter.remove(&snap);
+        Ok(resolved?)
+    }
+
     /// The state a `--from=` names: an earlier stage (by name or index) or a store image.
     fn state_from(&self, from: &str) -> Result<State, StepFailure> {
         Ok(
@@ -912,7 +932,7 @@ impl<'a> Executor<'a> {
             from,
             chown,
             chmod,
-            link: _,
+            link,
             exclude,
             heredocs,
         } = &s.kind
@@ -974,14 +994,24 @@ impl<'a> Executor<'a> {
                 sel.entries
                     .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
             }
-            let numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
+            let mut numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
+            if let (true, None, Some(c)) = (*link, numeric_owner, &chown) {
+                // A linked layer cannot look at the layers below it, so a user name is
+                // resolved in the parent now, and the ids become part of its key.
+                numeric_owner = Some(self.owner_in(n, &state, c)?);
+            }
             let instruction = format!(
-                "{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}",
+                "{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}{}",
                 json!(srcs_expanded),
                 from_state
                     .as_ref()
                     .map(|s| s.key.as_str())
-                    .unwrap_or("context")
+                    .unwrap_or("context"),
+                if *link {
+                    format!(" link owner={numeric_owner:?}")
+                } else {
+                    String::new()
+                }
             );
             let workdir_now = config_str(&state.config, "WorkingDir").unwrap_or_default();
             // The fast path: the same files, unchanged since they settled, give the key
@@ -1085,113 +1115,112 @@ impl<'a> Executor<'a> {
             let created_by = format!("{what} {} {dest}", shown.join(" "));
             let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
             let key = inputs.key();
-            let done = self.in_snapshot(
-                n,
-                &format!("{what}: "),
-                state,
-                &inputs,
-                &position,
-                &created_by,
-                |snap, state| {
-                    let owner = match (&chown, numeric_owner) {
-                        (None, _) => None,
-                        (Some(_), Some(o)) => Some(o),
-                        (Some(c), None) => {
-                            let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
-                            let u = acc.resolve(c)?;
-                            Some(Owner {
-                                uid: u.uid,
-                                gid: u.gid,
-                            })
-                        }
-                    };
-                    let workdir =
-                        config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
-                    let abs_dest = if dest.starts_with('/') {
-                        dest.clone()
-                    } else {
-                        format!("{}/{dest}", workdir.trim_end_matches('/'))
-                    };
-                    let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
-                    let mut plain = Vec::new();
-                    for sel in selections.iter() {
-                        let archive = *add
-                            && sel.top.kind == crate::context::FileKind::File
-                            && step::is_archive(&ctx.path_of(&sel.top.rel));
-                        if archive {
-                            step::apply_add_archive(
-                                &ctx.path_of(&sel.top.rel),
-                                &snap.rootfs,
-                                &copy::clean_abs(&abs_dest),
-                            )?;
-                        } else {
-                            plain.push(sel.clone());
-                        }
+            let body = |snap: &crate::storage::Snapshot,
+                        state: &State|
+             -> Result<Option<StoredLayer>, StepFailure> {
+                let owner = match (&chown, numeric_owner) {
+                    (None, _) => None,
+                    (Some(_), Some(o)) => Some(o),
+                    (Some(c), None) => {
+                        let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
+                        let u = acc.resolve(c)?;
+                        Some(Owner {
+                            uid: u.uid,
+                            gid: u.gid,
+                        })
                     }
-                    if !plain.is_empty() {
-                        let ops = copy::plan(
-                            what_static(*add),
-                            &plain,
-                            &dest,
-                            &workdir,
-                            chmod,
-                            owner,
-                            dest_is_dir,
-                        )?;
-                        if plain.len() == selections.len() && heredocs.is_empty() {
-                            // A plain copy: the layer is written straight from the sources.
-                            return Ok(step::commit_copy(
-                                self.store,
-                                ctx,
-                                &snap.rootfs,
-                                &ops,
-                                self.opts.epoch,
-                            )?);
-                        }
-                        step::apply_copy(ctx, &snap.rootfs, &ops)?;
-                    }
-                    for h in heredocs {
-                        let target = if dest.ends_with('/') || dest_is_dir {
-                            format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
-                        } else {
-                            copy::clean_abs(&abs_dest)
-                        };
-                        let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
-                        let path = step::in_rootfs(
+                };
+                let workdir = config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
+                let abs_dest = if dest.starts_with('/') {
+                    dest.clone()
+                } else {
+                    format!("{}/{dest}", workdir.trim_end_matches('/'))
+                };
+                let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
+                let mut plain = Vec::new();
+                for sel in selections.iter() {
+                    let archive = *add
+                        && sel.top.kind == crate::context::FileKind::File
+                        && step::is_archive(&ctx.path_of(&sel.top.rel));
+                    if archive {
+                        step::apply_add_archive(
+                            &ctx.path_of(&sel.top.rel),
                             &snap.rootfs,
-                            if parent.is_empty() { "/" } else { parent },
-                        )?
-                        .join(name);
-                        std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
-                        use std::os::unix::fs::PermissionsExt;
-                        std::fs::set_permissions(
-                            &path,
-                            std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
-                        )
-                        .map_err(|source| StepError::Io {
-                            path: path.clone(),
-                            source,
-                        })?;
-                        if let Some(o) = owner {
-                            std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
-                                |source| StepError::Io {
-                                    path: path.clone(),
-                                    source,
-                                },
-                            )?;
-                        }
+                            &copy::clean_abs(&abs_dest),
+                        )?;
+                    } else {
+                        plain.push(sel.clone());
                     }
-                    Ok(step::commit(
-                        self.store,
-                        self.snapshotter.as_ref(),
-                        snap,
-                        self.opts.epoch,
-                    )?)
-                },
-            )?;
+                }
+                if !plain.is_empty() {
+                    let ops = copy::plan(
+                        what_static(*add),
+                        &plain,
+                        &dest,
+                        &workdir,
+                        chmod,
+                        owner,
+                        dest_is_dir,
+                    )?;
+                    if plain.len() == selections.len() && heredocs.is_empty() {
+                        // A plain copy: the layer is written straight from the sources.
+                        return Ok(step::commit_copy(
+                            self.store,
+                            ctx,
+                            &snap.rootfs,
+                            &ops,
+                            self.opts.epoch,
+                        )?);
+                    }
+                    step::apply_copy(ctx, &snap.rootfs, &ops)?;
+                }
+                for h in heredocs {
+                    let target = if dest.ends_with('/') || dest_is_dir {
+                        format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
+                    } else {
+                        copy::clean_abs(&abs_dest)
+                    };
+                    let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
+                    let path = step::in_rootfs(
+                        &snap.rootfs,
+                        if parent.is_empty() { "/" } else { parent },
+                    )?
+                    .join(name);
+                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    use std::os::unix::fs::PermissionsExt;
+                    std::fs::set_permissions(
+                        &path,
+                        std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
+                    )
+                    .map_err(|source| StepError::Io {
+                        path: path.clone(),
+                        source,
+                    })?;
+                    if let Some(o) = owner {
+                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
+                            |source| StepError::Io {
+                                path: path.clone(),
+                                source,
+                            },
+                        )?;
+                    }
+                }
+                Ok(step::commit(
+                    self.store,
+                    self.snapshotter.as_ref(),
+                    snap,
+                    self.opts.epoch,
+                )?)
+            };
+            let label = format!("{what}: ");
+            let done = if *link {
+                self.linked(n, &label, state, &inputs, &position, &created_by, body)?
+            } else {
+                self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
+            };
             if let Some((st, _)) = &stamp {
                 self.cache.remember_stamp(st, &key);
             }
