@@ -27,7 +27,9 @@ impl Keel {
             .arg(self.root())
             .arg("--progress")
             .arg("plain");
-        c.env_remove("KEEL_ROOT").env_remove("KEEL_LOG");
+        c.env_remove("KEEL_ROOT")
+            .env_remove("KEEL_LOG")
+            .env_remove("KEEL_NO_FSYNC");
         c
     }
     /// Runs keel with `args` and asserts success; returns stdout.
