@@ -217,11 +217,28 @@ impl Plan {
 }
 
 /// The default value of each global ARG after `--build-arg` overrides, for FROM lines.
+/// The platform build args BuildKit defines by itself (`TARGETPLATFORM`, `TARGETARCH`,
+/// `BUILDOS`, …) for a build on and for `os/arch`: visible in FROM lines without a
+/// declaration, and in a stage once it declares them (`ARG TARGETARCH`).
+pub fn platform_args(os: &str, arch: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for side in ["TARGET", "BUILD"] {
+        out.insert(format!("{side}PLATFORM"), format!("{os}/{arch}"));
+        out.insert(format!("{side}OS"), os.to_string());
+        out.insert(format!("{side}ARCH"), arch.to_string());
+        out.insert(format!("{side}VARIANT"), String::new());
+    }
+    out
+}
+
+/// The values of the ARGs declared before the first FROM (and the platform args), with
+/// `--build-arg` overriding defaults.
 pub fn global_arg_values(
     global: &[(String, Option<String>)],
     build_args: &BTreeMap<String, String>,
 ) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
+    let arch = crate::image::host_arch().to_string();
+    let mut out = platform_args("linux", &arch);
     for (k, default) in global {
         if let Some(v) = build_args.get(k).cloned().or_else(|| default.clone()) {
             out.insert(k.clone(), v);
@@ -233,6 +250,25 @@ pub fn global_arg_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn platform_args_are_global_and_declared_args_override_them() {
+        let p = platform_args("linux", "arm64");
+        assert_eq!(p["TARGETPLATFORM"], "linux/arm64");
+        assert_eq!(p["BUILDARCH"], "arm64");
+        assert_eq!(p["TARGETOS"], "linux");
+        let host = crate::image::host_arch().to_string();
+        let g = global_arg_values(
+            &[
+                ("BASE".into(), Some("bb".into())),
+                ("TARGETOS".into(), Some("other".into())),
+            ],
+            &BTreeMap::from([("BASE".into(), "alpine".into())]),
+        );
+        assert_eq!(g["BASE"], "alpine");
+        assert_eq!(g["TARGETARCH"], host);
+        assert_eq!(g["TARGETOS"], "other");
+    }
 
     fn stage(index: usize, name: Option<&str>, base: &str, copies_from: &[&str]) -> Stage {
         Stage {

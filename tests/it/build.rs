@@ -593,6 +593,91 @@ fn linked_copies_keep_their_layer_when_only_earlier_steps_change() {
 }
 
 #[test]
+fn on_a_terminal_each_step_is_a_spinner_that_keeps_its_output_tail() {
+    require!(is_root(), "RUN steps need root");
+    require!(
+        crate::common::have("script"),
+        "needs script(1) for a pseudo-terminal"
+    );
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[(
+        "Dockerfile",
+        "FROM bb\nRUN for i in 1 2 3 4 5 6 7 8 9; do echo out-$i; sleep 0.05; done; sleep 0.3\nENV A=1\n",
+    )]);
+    let typescript = k.path("typescript");
+    let cmd = format!(
+        "{} --root {} build -t tty {}",
+        env!("CARGO_BIN_EXE_keel"),
+        k.root().display(),
+        ctx.display()
+    );
+    run_ok(
+        Command::new("script")
+            .args(["-qec", &cmd])
+            .arg(&typescript)
+            .env("COLUMNS", "120"),
+    );
+    let raw = fs::read_to_string(&typescript).unwrap();
+    // Drawn and redrawn in place: cursor movements, the output's tail under the header.
+    assert!(raw.contains("\u{1b}["), "no terminal drawing: {raw}");
+    assert!(raw.contains("out-9"), "{raw}");
+    // When the step ends its spinner collapses into one summary line.
+    let text = raw.replace('\r', "\n");
+    let summary = text
+        .lines()
+        .find(|l| l.contains("#2 [stage-0 1/2] RUN") && l.contains("DONE"))
+        .unwrap_or_else(|| panic!("no summary line: {text}"));
+    assert!(
+        !summary.contains("out-9"),
+        "the summary line carries no output: {summary}"
+    );
+    // The tail keeps the last lines only: the first output line is gone by the end.
+    let last_frame = text
+        .rsplit("#2 [stage-0 1/2] RUN")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(last_frame.contains("out-9"), "{last_frame}");
+    assert!(!last_frame.contains("out-1"), "{last_frame}");
+}
+
+#[test]
+fn platform_args_are_the_hosts_and_other_platforms_are_refused_clearly() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[(
+        "Dockerfile",
+        "FROM --platform=$BUILDPLATFORM bb AS tools\nARG TARGETARCH\nARG TARGETPLATFORM\nRUN echo $TARGETARCH $TARGETPLATFORM $BUILDOS > /p\n",
+    )]);
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    build_ok(
+        &k,
+        &ctx,
+        &["-t", "plat", "--platform", &format!("linux/{arch}")],
+    );
+    // BUILDOS was not declared in the stage, so the RUN does not see it.
+    assert_eq!(
+        run_out(&k, &["plat", "cat", "/p"]),
+        format!("{arch} linux/{arch}\n")
+    );
+    fs::write(
+        ctx.join("Dockerfile"),
+        "FROM --platform=linux/s390x bb\nRUN true\n",
+    )
+    .unwrap();
+    let out = build(&k, &ctx, &["-t", "plat2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Dockerfile:1") && err.contains("host platform"),
+        "{err}"
+    );
+}
+
+#[test]
 fn builds_are_reproducible_across_roots_and_checkouts() {
     require!(is_root(), "RUN steps need root");
     let files: &[(&str, &str)] = &[

@@ -276,6 +276,17 @@ impl<'a> Executor<'a> {
         let base = self
             .expand(&stage.base, &globals)
             .map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
+        if let Some(p) = &stage.platform {
+            let text = format!("FROM --platform={p} {}", stage.base);
+            let wanted = self
+                .expand(p, &globals)
+                .map_err(|e| self.fail(stage.line, &text, e))?;
+            let host = format!("linux/{}", crate::image::host_arch());
+            if wanted.trim_end_matches("/v8") != host {
+                let why = format!("keel builds for the host platform ({host}) only; drop --platform or use $BUILDPLATFORM");
+                return Err(self.fail(stage.line, &text, StepFailure::Invalid(why)));
+            }
+        }
         if base == "scratch" {
             return Ok(State {
                 config: empty_config(),
