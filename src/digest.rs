@@ -1,7 +1,7 @@
 //! Content digests: hashing bytes and streams into OCI `sha256:` digests.
 //!
 //! keel only writes sha256; the type is oci-spec's `Digest` so descriptors carry it as-is.
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 
 pub use oci_spec::image::Digest;
 use sha2::{Digest as _, Sha256};
@@ -13,9 +13,20 @@ pub fn of_bytes(bytes: &[u8]) -> Digest {
 
 /// Reads `r` to the end and returns its digest and length.
 pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
-    let mut w = HashingWriter::new(io::sink());
-    let n = io::copy(&mut r, &mut w)?;
-    Ok((w.finish().0, n))
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 256 << 10];
+    let mut n = 0u64;
+    loop {
+        match r.read(&mut buf) {
+            Ok(0) => return Ok((from_hasher(h), n)),
+            Ok(k) => {
+                h.update(&buf[..k]);
+                n += k as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Parses `sha256:<64 lowercase hex>`; anything else is `None`.
@@ -37,48 +48,6 @@ pub fn from_hasher(h: Sha256) -> Digest {
     format!("sha256:{hex}")
         .parse()
         .expect("a sha256 hex string is a valid digest")
-}
-
-/// A writer that hashes everything passing through it and counts the bytes.
-pub struct HashingWriter<W> {
-    inner: W,
-    hasher: Sha256,
-    len: u64,
-}
-
-impl<W: Write> HashingWriter<W> {
-    pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            len: 0,
-        }
-    }
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn get_ref(&self) -> &W {
-        &self.inner
-    }
-    /// The digest of what was written, the byte count and the inner writer.
-    pub fn finish(self) -> (Digest, u64, W) {
-        (from_hasher(self.hasher), self.len, self.inner)
-    }
-}
-
-impl<W: Write> Write for HashingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.len += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// The hex part of a digest (what blob file names use).
