@@ -24,26 +24,7 @@ pub fn is_terminal(fd: BorrowedFd<'_>) -> bool {
     nix::unistd::isatty(fd).unwrap_or(false)
 }
 
-/// Copies the window size of terminal `from` to terminal `to` (best effort).
-pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
-    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
-    use std::os::fd::AsRawFd;
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: ws is a valid, writable winsize for the kernel to fill.
-    if unsafe { get_winsize(from.as_raw_fd(), &mut ws) }.is_ok() {
-        // SAFETY: ws is a valid winsize the kernel only reads.
-        let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
-    }
-}
-
-/// The number of columns of terminal `fd`, if it is one.
-pub fn columns(fd: BorrowedFd<'_>) -> Option<u16> {
+fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
     nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
     use std::os::fd::AsRawFd;
     let mut ws = libc::winsize {
@@ -54,7 +35,22 @@ pub fn columns(fd: BorrowedFd<'_>) -> Option<u16> {
     };
     // SAFETY: ws is a valid, writable winsize for the kernel to fill.
     let ok = unsafe { get_winsize(fd.as_raw_fd(), &mut ws) }.is_ok();
-    (ok && ws.ws_col > 0).then_some(ws.ws_col)
+    ok.then_some(ws)
+}
+
+/// Copies the window size of terminal `from` to terminal `to` (best effort).
+pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
+    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+    use std::os::fd::AsRawFd;
+    if let Some(ws) = window_size(from) {
+        // SAFETY: ws is a valid winsize the kernel only reads.
+        let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
+    }
+}
+
+/// The number of columns of terminal `fd`, if it is one.
+pub fn columns(fd: BorrowedFd<'_>) -> Option<u16> {
+    window_size(fd).map(|ws| ws.ws_col).filter(|c| *c > 0)
 }
 
 /// Raw mode on a terminal for as long as the guard lives.

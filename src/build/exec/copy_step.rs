@@ -152,21 +152,8 @@ impl Executor<'_> {
                         (_, crate::context::FileKind::Symlink) => 0o777,
                         _ => f.mode,
                     };
-                    let content = match f.kind {
-                        crate::context::FileKind::File => {
-                            if from_state.is_some() {
-                                String::new() // the source stage's key pins its content
-                            } else {
-                                self.stat.digest_stamped(&ctx.path_of(&f.rel), f.stamp)?
-                            }
-                        }
-                        crate::context::FileKind::Symlink => f
-                            .link_target
-                            .as_ref()
-                            .map(|t| t.display().to_string())
-                            .unwrap_or_default(),
-                        crate::context::FileKind::Dir => String::new(),
-                    };
+                    // Files from another stage: that stage's key pins their content.
+                    let content = self.content_input(ctx, f, from_state.is_none())?;
                     let owner = if chown.is_some() {
                         String::new()
                     } else {

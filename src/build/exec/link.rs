@@ -5,7 +5,7 @@
 //! new parent again instead of being copied anew — same layer digest, nothing rewritten.
 use serde::{Deserialize, Serialize};
 
-use super::{add_layer, Executor, Outcome, State, StepFailure};
+use super::{Executor, Outcome, State, StepFailure};
 use crate::build::cache::KeyInputs;
 use crate::build::step;
 use crate::image::StoredLayer;
@@ -23,7 +23,7 @@ impl Executor<'_> {
         &self,
         n: usize,
         what: &str,
-        mut state: State,
+        state: State,
         inputs: &KeyInputs,
         position: &str,
         created_by: &str,
@@ -76,9 +76,6 @@ impl Executor<'_> {
                 made
             }
         };
-        add_layer(&mut state, layer, created_by);
-        state.key = inputs.key().0.to_string();
-        self.remember(inputs, position, &state);
-        Ok((state, Outcome::Ran))
+        Ok(self.finish(state, layer, inputs, position, created_by))
     }
 }

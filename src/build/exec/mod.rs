@@ -638,7 +638,7 @@ impl<'a> Executor<'a> {
         &self,
         n: usize,
         what: &str,
-        mut state: State,
+        state: State,
         inputs: &KeyInputs,
         position: &str,
         created_by: &str,
@@ -660,10 +660,45 @@ impl<'a> Executor<'a> {
         )?;
         let result = body(&snap, &state);
         let _ = self.snapshotter.remove(&snap);
-        add_layer(&mut state, result?, created_by);
+        Ok(self.finish(state, result?, inputs, position, created_by))
+    }
+
+    /// A filesystem step that ran: its layer (if any) added with a history entry, its key
+    /// set, and the result remembered.
+    fn finish(
+        &self,
+        mut state: State,
+        layer: Option<StoredLayer>,
+        inputs: &KeyInputs,
+        position: &str,
+        created_by: &str,
+    ) -> (State, Outcome) {
+        add_layer(&mut state, layer, created_by);
         state.key = inputs.key().0.to_string();
         self.remember(inputs, position, &state);
-        Ok((state, Outcome::Ran))
+        (state, Outcome::Ran)
+    }
+
+    /// What of a selected file goes into a key besides its path and mode: a regular file's
+    /// content digest (when `hash_files`), a symlink's target.
+    fn content_input(
+        &mut self,
+        ctx: &Context,
+        f: &crate::context::ContextFile,
+        hash_files: bool,
+    ) -> Result<String, StepFailure> {
+        use crate::context::FileKind;
+        Ok(match f.kind {
+            FileKind::File if hash_files => {
+                self.stat.digest_stamped(&ctx.path_of(&f.rel), f.stamp)?
+            }
+            FileKind::Symlink => f
+                .link_target
+                .as_ref()
+                .map(|t| t.display().to_string())
+                .unwrap_or_default(),
+            FileKind::File | FileKind::Dir => String::new(),
+        })
     }
 
     /// The uid and gid a `--chown` user name has in `state`'s /etc/passwd and /etc/group.

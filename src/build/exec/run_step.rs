@@ -73,17 +73,7 @@ impl Executor<'_> {
                     let src = m.get("source").unwrap_or(".");
                     for sel in self.context.select(src)? {
                         for (f, rel) in sel.files() {
-                            let content = match f.kind {
-                                crate::context::FileKind::File => self
-                                    .stat
-                                    .digest_stamped(&self.context.path_of(&f.rel), f.stamp)?,
-                                crate::context::FileKind::Symlink => f
-                                    .link_target
-                                    .as_ref()
-                                    .map(|t| t.display().to_string())
-                                    .unwrap_or_default(),
-                                crate::context::FileKind::Dir => String::new(),
-                            };
+                            let content = self.content_input(self.context, f, true)?;
                             bind_files.insert(
                                 format!("bind {src}:{rel}"),
                                 format!("{:?} {:o} {content}", f.kind, f.mode),
