@@ -6,7 +6,7 @@
 //! the user and cgroup limits still apply.
 use std::path::Path;
 
-use super::setup::{self, Prepared, Report, Stdio};
+use super::setup::{self, Report, Stdio};
 use super::spec::{ContainerSpec, MountOp};
 use super::{Cleanup, Container, Isolation, RuntimeError};
 use crate::sys;
@@ -35,33 +35,18 @@ impl Isolation for Chroot {
         rootfs: &Path,
         stdio: Stdio,
     ) -> Result<Container, RuntimeError> {
-        let rootfs = super::check_rootfs(rootfs)?;
-        let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
-        super::ensure_cwd(&rootfs, &spec.cwd)?;
-        let cgroup = super::make_cgroup(spec)?;
-        let (go_r, go_w) = sys::proc::pipe()?;
-        let (rep_r, rep_w) = sys::proc::pipe()?;
-        let pid = match sys::proc::fork() {
-            Ok(sys::proc::Fork::Child) => {
-                sys::proc::close_fds_except(&super::keep_fds(&[&go_r, &rep_w], &stdio));
-                if !super::await_go(&go_r) {
-                    sys::proc::exit(1);
+        super::fork_container(
+            spec,
+            rootfs,
+            stdio,
+            Cleanup::UnmountBelow,
+            |rootfs, prep, stdio, report| {
+                if let Err(m) = enter(spec, rootfs) {
+                    setup::fail(report, Report::Setup(m), 255);
                 }
-                if let Err(m) = enter(spec, &rootfs) {
-                    setup::fail(&rep_w, Report::Setup(m), 255);
-                }
-                setup::exec_child(spec, &prep, &stdio, &rep_w)
-            }
-            Ok(sys::proc::Fork::Parent(pid)) => pid,
-            Err(e) => {
-                if let Some(cg) = cgroup {
-                    let _ = cg.destroy();
-                }
-                return Err(e.into());
-            }
-        };
-        drop((go_r, rep_w));
-        super::handshake(pid, cgroup, go_w, rep_r, Cleanup::UnmountBelow(rootfs))
+                setup::exec_child(spec, prep, stdio, report)
+            },
+        )
     }
 }
 

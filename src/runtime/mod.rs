@@ -255,6 +255,50 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
     )?))
 }
 
+/// How `namespaces` and `chroot` start a container: check the rootfs, prepare what the
+/// child needs, make the cgroup, fork; the child waits for the go byte and then becomes the
+/// container through `child` (which never returns); the parent runs the handshake.
+fn fork_container(
+    spec: &ContainerSpec,
+    rootfs: &Path,
+    stdio: Stdio,
+    cleanup: impl FnOnce(PathBuf) -> Cleanup,
+    child: impl FnOnce(
+        &Path,
+        &setup::Prepared,
+        &Stdio,
+        &std::os::fd::OwnedFd,
+    ) -> std::convert::Infallible,
+) -> Result<Container, RuntimeError> {
+    use crate::sys;
+    let rootfs = check_rootfs(rootfs)?;
+    let prep = setup::Prepared::new(spec).map_err(RuntimeError::Setup)?;
+    ensure_cwd(&rootfs, &spec.cwd)?;
+    let cgroup = make_cgroup(spec)?;
+    let (go_r, go_w) = sys::proc::pipe()?;
+    let (rep_r, rep_w) = sys::proc::pipe()?;
+    let pid = match sys::proc::fork() {
+        Ok(sys::proc::Fork::Child) => {
+            sys::proc::close_fds_except(&keep_fds(&[&go_r, &rep_w], &stdio));
+            if !await_go(&go_r) {
+                sys::proc::exit(1);
+            }
+            // `child` never returns (it execs or exits); the match just says so to the types.
+            #[allow(unreachable_code)]
+            match child(&rootfs, &prep, &stdio, &rep_w) {}
+        }
+        Ok(sys::proc::Fork::Parent(pid)) => pid,
+        Err(e) => {
+            if let Some(cg) = cgroup {
+                let _ = cg.destroy();
+            }
+            return Err(e.into());
+        }
+    };
+    drop((go_r, rep_w));
+    handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))
+}
+
 /// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
 /// child into its cgroup, let it go, then read what it reports before exec.
 fn handshake(

@@ -49,30 +49,13 @@ impl Isolation for Namespaces {
         rootfs: &Path,
         stdio: Stdio,
     ) -> Result<Container, RuntimeError> {
-        let rootfs = super::check_rootfs(rootfs)?;
-        let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
-        super::ensure_cwd(&rootfs, &spec.cwd)?;
-        let cgroup = super::make_cgroup(spec)?;
-        let (go_r, go_w) = sys::proc::pipe()?;
-        let (rep_r, rep_w) = sys::proc::pipe()?;
-        let pid = match sys::proc::fork() {
-            Ok(sys::proc::Fork::Child) => {
-                sys::proc::close_fds_except(&super::keep_fds(&[&go_r, &rep_w], &stdio));
-                if !super::await_go(&go_r) {
-                    sys::proc::exit(1);
-                }
-                outer(spec, &rootfs, &prep, &stdio, &rep_w)
-            }
-            Ok(sys::proc::Fork::Parent(pid)) => pid,
-            Err(e) => {
-                if let Some(cg) = cgroup {
-                    let _ = cg.destroy();
-                }
-                return Err(e.into());
-            }
-        };
-        drop((go_r, rep_w));
-        super::handshake(pid, cgroup, go_w, rep_r, Cleanup::None)
+        super::fork_container(
+            spec,
+            rootfs,
+            stdio,
+            |_| Cleanup::None,
+            |rootfs, prep, stdio, report| outer(spec, rootfs, prep, stdio, report),
+        )
     }
 }
 
