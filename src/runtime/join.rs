@@ -11,7 +11,9 @@ use super::{Exit, RuntimeError};
 use crate::sys;
 
 /// Namespace kinds joined, the mount namespace last (it changes what /proc paths mean).
-const KINDS: [&str; 5] = ["ipc", "uts", "net", "pid", "mnt"];
+/// The PID namespace is the one the process gives its children: a namespaces container's
+/// first process (keel's outer process) created that namespace without being in it.
+const KINDS: [&str; 5] = ["ipc", "uts", "net", "pid_for_children", "mnt"];
 
 fn same_ns(pid: i32, kind: &str) -> bool {
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));

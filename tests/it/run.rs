@@ -369,14 +369,15 @@ fn detached_lifecycle_logs_exec_stop_wait_rm() {
             "svc",
             "sh",
             "-c",
-            "echo in-container; hostname; exit 4",
+            // /proc/self resolves only for a process inside the container's PID namespace.
+            "echo in-container; hostname; readlink /proc/self >/dev/null && echo in-pid-ns; exit 4",
         ])
         .output()
         .unwrap();
     assert_eq!(exec.status.code(), Some(4));
     assert_eq!(
         String::from_utf8_lossy(&exec.stdout),
-        format!("in-container\n{}\n", &id[..12])
+        format!("in-container\n{}\nin-pid-ns\n", &id[..12])
     );
     k.ok(&["stop", "-t", "10", "svc"]);
     assert_eq!(k.ok(&["wait", "svc"]).trim(), "0");
