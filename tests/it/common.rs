@@ -8,6 +8,23 @@ pub struct Keel {
     pub dir: tempfile::TempDir,
 }
 
+/// A test that fails half-way must not leave a detached container running (its
+/// processes, mounts and snapshot would outlive the deleted root): containers still in
+/// the root are removed before it is.
+impl Drop for Keel {
+    fn drop(&mut self) {
+        if !self.root().join("containers").is_dir() {
+            return;
+        }
+        let Ok(out) = self.cmd().args(["ps", "-a", "-q"]).output() else {
+            return;
+        };
+        for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = self.cmd().args(["rm", "-f", id]).output();
+        }
+    }
+}
+
 impl Keel {
     pub fn new() -> Keel {
         Keel {
