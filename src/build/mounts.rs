@@ -123,7 +123,7 @@ fn required(m: &RunMount) -> bool {
 pub struct CredentialMounts {
     pub binds: Vec<BindMount>,
     pub env: Vec<String>,
-    _files: Option<tempfile::TempDir>,
+    secret_dir: Option<tempfile::TempDir>,
 }
 
 /// Resolves the `type=secret` and `type=ssh` mounts of a step. Secret files are written
@@ -136,7 +136,7 @@ pub fn credentials(
     let mut out = CredentialMounts {
         binds: Vec::new(),
         env: Vec::new(),
-        _files: None,
+        secret_dir: None,
     };
     let mut agents = 0;
     for m in mounts {
@@ -176,8 +176,8 @@ pub fn credentials(
                     }
                 }
                 let target = target_of(m, || Some(format!("/run/secrets/{id}")))?;
-                if out._files.is_none() {
-                    out._files = Some(
+                if out.secret_dir.is_none() {
+                    out.secret_dir = Some(
                         tempfile::Builder::new()
                             .prefix("secrets-")
                             .tempdir_in(scratch)
@@ -189,7 +189,7 @@ pub fn credentials(
                             })?,
                     );
                 }
-                let dir = out._files.as_ref().expect("created above").path();
+                let dir = out.secret_dir.as_ref().expect("created above").path();
                 let file = dir.join(out.binds.len().to_string());
                 let mode = octal(m, "mode", 0o400)?;
                 std::fs::write(&file, &value)

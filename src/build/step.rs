@@ -77,15 +77,20 @@ pub fn commit(
         ..Default::default()
     };
     layer::pack::pack(&changes, &snap.rootfs, &mut blob, &opts)?;
+    Ok(Some(stored(blob)?))
+}
+
+/// Stores a finished layer tar (uncompressed, so its digest is also its diff_id).
+fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
     let (digest, size) = blob.commit(None)?;
-    Ok(Some(StoredLayer {
+    Ok(StoredLayer {
         descriptor: oci_spec::image::Descriptor::new(
             oci_spec::image::MediaType::ImageLayer,
             size,
             digest.clone(),
         ),
         diff_id: digest,
-    }))
+    })
 }
 
 /// Runs `spec` in `snap`, streaming its output line by line to `line` (and the log file);
@@ -429,13 +434,5 @@ pub fn commit_copy(
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
-    let (digest, size) = blob.commit(None)?;
-    Ok(Some(StoredLayer {
-        descriptor: oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageLayer,
-            size,
-            digest.clone(),
-        ),
-        diff_id: digest,
-    }))
+    Ok(Some(stored(blob)?))
 }
