@@ -1,0 +1,4 @@
+//! Attacker-side tests: faults.
+#![allow(unused_imports)]
+use crate::canary;
+use crate::common;
