@@ -5,7 +5,6 @@ pub mod copy;
 pub mod exec;
 pub mod front;
 pub mod mounts;
-pub mod plan;
 pub mod progress;
 pub mod repro;
 pub mod step;
