@@ -26,7 +26,7 @@ pub fn dry_run(plan: &Plan, opts: &DryRun) -> Result<String, PlanError> {
     let names: Vec<String> = needed.iter().map(|i| plan.stages[*i].label()).collect();
     let _ = writeln!(
         out,
-        "plan: {} of {} stage(s) needed for target {}: {}",
+        "plan: {} of {} stage(s) needed for target stage {}: {}",
         needed.len(),
         plan.stages.len(),
         plan.stages[target].label(),
@@ -204,7 +204,7 @@ fn key_inputs(st: &Step, declared: &BTreeSet<String>) -> String {
         "no build args".to_string()
     } else {
         let v: Vec<&str> = declared.iter().map(String::as_str).collect();
-        format!("build args {}", v.join(" "))
+        format!("build args {} visible", v.join(" "))
     };
     match &st.op {
         Op::Run(r) => {
@@ -225,7 +225,7 @@ fn key_inputs(st: &Step, declared: &BTreeSet<String>) -> String {
                 None => "every selected file's path, type, mode and content digest".into(),
             };
             format!(
-                "parent + copy (sources, destination, flags after expansion) + workdir + {files}"
+                "parent + copy (sources, destination, flags after expansion; {args}) + workdir + {files}"
             )
         }
         Op::Arg(_) => "none (a build arg reaches the keys of the steps that see it)".into(),
@@ -252,7 +252,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            text.starts_with("plan: 2 of 3 stage(s) needed for target 2: tools, 2\n"),
+            text.starts_with("plan: 2 of 3 stage(s) needed for target stage 2: tools, 2\n"),
             "{text}"
         );
         assert!(
@@ -271,7 +271,7 @@ mod tests {
             text.contains("mode 600, keeping parent directories"),
             "{text}"
         );
-        assert!(text.contains("build args V"), "{text}");
+        assert!(text.contains("expansion; build args V visible)"), "{text}");
         assert!(!text.contains("unused"), "{text}");
     }
 }
