@@ -58,7 +58,7 @@ pub enum BuildError {
         file: String,
         line: usize,
         image: String,
-        source: ImageStateError,
+        source: Box<ImageStateError>,
     },
     #[error(transparent)]
     Plan(#[from] crate::plan::PlanError),
@@ -105,7 +105,7 @@ pub enum StepFailure {
     #[error("image {image:?}: {source}")]
     Image {
         image: String,
-        source: ImageStateError,
+        source: Box<ImageStateError>,
     },
     #[error(transparent)]
     Front(#[from] crate::dockerfile::ParseError),
@@ -315,11 +315,11 @@ impl<'a> Executor<'a> {
         if let Some(j) = self.plan.stage_by_ref(&base).filter(|j| *j < stage.index) {
             return Ok(self.results[&j].clone());
         }
-        let bad = |source| BuildError::BadImage {
+        let bad = |source: ImageStateError| BuildError::BadImage {
             file: self.opts.file_name.clone(),
             line: stage.line,
             image: base.clone(),
-            source,
+            source: Box::new(source),
         };
         let rec = match self.store.resolve(&base) {
             Ok(r) => r,
@@ -559,9 +559,9 @@ impl<'a> Executor<'a> {
         {
             return Ok(st.clone());
         }
-        let image = |source| StepFailure::Image {
+        let image = |source: ImageStateError| StepFailure::Image {
             image: from.to_string(),
-            source,
+            source: Box::new(source),
         };
         let rec = self.store.resolve(from).map_err(|e| image(e.into()))?;
         state_of_image(self.store, &rec).map_err(image)
