@@ -3,8 +3,8 @@
 //! refuses). Errors are `dockerfile::ParseError`s, so they keep the file, line, column,
 //! caret and hint all the way to the user.
 use super::word::Word;
-use super::{Cmdline, CopyOp, Healthcheck, Heredoc, Mount, Network, Op, Plan, RunOp, Stage, Step};
-use crate::dockerfile::instruction::{CopyArgs, Health, ShellOrExec};
+use super::{Cmdline, Healthcheck, Heredoc, Op, Plan, Stage, Step};
+use crate::dockerfile::instruction::{Health, ShellOrExec};
 use crate::dockerfile::{self, Ast, ErrorKind, Instruction, ParseError, Spanned};
 
 /// Plans a parsed Dockerfile: every instruction typed and checked, stages split at FROM.
@@ -93,7 +93,8 @@ fn located(ast: &Ast, ins: &Spanned<Instruction>, message: String, hint: &str) -
     ParseError::new(ast.file.clone(), ins.start_line, column, text, kind)
 }
 
-type Refusal = (String, &'static str);
+/// A plan-time refusal: the message and the hint.
+pub(super) type Refusal = (String, &'static str);
 
 /// One instruction (not FROM) → its step.
 fn step(ins: &Spanned<Instruction>) -> Result<Step, Refusal> {
@@ -105,22 +106,15 @@ fn step(ins: &Spanned<Instruction>) -> Result<Step, Refusal> {
             mounts,
             network,
             security,
-        } => {
-            if security.as_deref() == Some("insecure") {
-                return Err((
-                    "RUN --security=insecure is not supported".into(),
-                    "keel runs every step with the default capabilities; drop the flag",
-                ));
-            }
-            Op::Run(RunOp {
-                cmd: cmdline(command),
-                heredocs: heredocs(docs),
-                network: network.unwrap_or(Network::Default),
-                mounts: mounts.iter().map(Mount::new).collect(),
-            })
-        }
-        Instruction::Copy(c) => Op::Copy(copy(c, false)?),
-        Instruction::Add(c) => Op::Copy(copy(c, true)?),
+        } => Op::Run(super::run::run(
+            command,
+            docs,
+            mounts,
+            *network,
+            security.as_deref(),
+        )?),
+        Instruction::Copy(c) => Op::Copy(super::copy::copy(c, false)?),
+        Instruction::Add(c) => Op::Copy(super::copy::copy(c, true)?),
         Instruction::Cmd(c) => Op::Cmd(cmdline(c)),
         Instruction::Entrypoint(c) => Op::Entrypoint(cmdline(c)),
         Instruction::Env(v) => Op::Env(v.clone()),
@@ -143,14 +137,14 @@ fn step(ins: &Spanned<Instruction>) -> Result<Step, Refusal> {
     })
 }
 
-fn cmdline(c: &ShellOrExec) -> Cmdline {
+pub(super) fn cmdline(c: &ShellOrExec) -> Cmdline {
     match c {
         ShellOrExec::Shell(s) => Cmdline::Shell(s.clone()),
         ShellOrExec::Exec(v) => Cmdline::Exec(v.clone()),
     }
 }
 
-fn heredocs(docs: &[dockerfile::Heredoc]) -> Vec<Heredoc> {
+pub(super) fn heredocs(docs: &[dockerfile::Heredoc]) -> Vec<Heredoc> {
     docs.iter()
         .map(|h| Heredoc {
             name: h.name.clone(),
@@ -162,34 +156,6 @@ fn heredocs(docs: &[dockerfile::Heredoc]) -> Vec<Heredoc> {
             expand: h.expand,
         })
         .collect()
-}
-
-/// Whether a source word names a heredoc (`<<EOF`, `<<-EOF`, `3<<"EOF"`).
-fn is_heredoc_word(word: &str, docs: &[dockerfile::Heredoc]) -> bool {
-    let w = word.trim_start_matches(|c: char| c.is_ascii_digit());
-    w.starts_with("<<") && docs.iter().any(|h| w.contains(&h.name))
-}
-
-fn copy(c: &CopyArgs, add: bool) -> Result<CopyOp, Refusal> {
-    let chown = c.chown.as_deref().map(Word::new).transpose();
-    let chmod = c.chmod.as_deref().map(Word::new).transpose();
-    Ok(CopyOp {
-        add,
-        srcs: c
-            .srcs
-            .iter()
-            .filter(|s| !is_heredoc_word(s, &c.heredocs))
-            .cloned()
-            .collect(),
-        dest: c.dest.clone(),
-        from: c.from.clone(),
-        chown: chown.map_err(|e| (e, "write --chown=USER[:GROUP] or UID[:GID]"))?,
-        chmod: chmod.map_err(|e| (e, "write --chmod=0644"))?,
-        link: c.link,
-        exclude: c.exclude.clone(),
-        parents: c.parents,
-        heredocs: heredocs(&c.heredocs),
-    })
 }
 
 fn health(h: &Health) -> Option<Healthcheck> {
@@ -263,7 +229,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(r.network, Network::None);
+        assert_eq!(r.network, super::super::Network::None);
         assert_eq!(
             r.mounts[0].spec,
             super::super::MountSpec::Tmpfs {

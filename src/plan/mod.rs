@@ -6,7 +6,9 @@
 //! Must not: read files, look at the store, or expand variables other than the global
 //! args of FROM lines (`show.rs`, for `keel build --dry-run`).
 mod build;
+mod copy;
 pub mod mount;
+mod run;
 mod show;
 pub mod word;
 
@@ -17,7 +19,10 @@ use serde::Serialize;
 
 pub use crate::dockerfile::instruction::Network;
 pub use build::{plan, triggers};
+pub use copy::CopyOp;
 pub use mount::{Mount, MountSpec};
+pub use run::RunOp;
+use show::cmd_text;
 pub use show::{dry_run, DryRun};
 pub use word::{Chmod, Chown, Platform, Word};
 
@@ -61,31 +66,6 @@ pub struct Healthcheck {
     pub start_period: Option<Duration>,
     pub start_interval: Option<Duration>,
     pub retries: Option<u32>,
-}
-
-/// RUN.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunOp {
-    pub cmd: Cmdline,
-    pub heredocs: Vec<Heredoc>,
-    pub network: Network,
-    pub mounts: Vec<Mount>,
-}
-
-/// COPY and ADD. Paths and `--from` are as written (expanded when the step runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CopyOp {
-    pub add: bool,
-    pub srcs: Vec<String>,
-    pub dest: String,
-    pub from: Option<String>,
-    pub chown: Option<Word<Chown>>,
-    pub chmod: Option<Word<Chmod>>,
-    pub link: bool,
-    pub exclude: Vec<String>,
-    /// `COPY --parents`: keep each source's parent directories (after a `/./` pivot).
-    pub parents: bool,
-    pub heredocs: Vec<Heredoc>,
 }
 
 /// What a step does.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
-use super::{Cmdline, CopyOp, Healthcheck, Op, Plan, PlanError, RunOp, Stage, Step};
+use super::{Cmdline, Healthcheck, Op, Plan, PlanError, Stage, Step};
 use crate::dockerfile::expand::Lexer;
 
 /// What a dry run is for: the same knobs `keel build` plans with.
@@ -94,7 +94,8 @@ fn parent_of_base(base: &str, kind: &str) -> String {
     }
 }
 
-fn cmd_text(c: &Cmdline) -> String {
+/// A command for a dry run.
+pub(super) fn cmd_text(c: &Cmdline) -> String {
     match c {
         Cmdline::Shell(s) => format!("shell form {s:?} (through the stage's SHELL)"),
         Cmdline::Exec(v) => format!("exec form {v:?}"),
@@ -104,8 +105,8 @@ fn cmd_text(c: &Cmdline) -> String {
 /// The step's typed content, one fact a line.
 fn describe(st: &Step) -> Vec<String> {
     match &st.op {
-        Op::Run(r) => describe_run(r),
-        Op::Copy(c) => describe_copy(c),
+        Op::Run(r) => super::run::describe_run(r),
+        Op::Copy(c) => super::copy::describe_copy(c),
         Op::Env(kv) | Op::Label(kv) => kv.iter().map(|(k, v)| format!("set {k} = {v}")).collect(),
         Op::Arg(a) => a
             .iter()
@@ -126,55 +127,6 @@ fn describe(st: &Step) -> Vec<String> {
         Op::Onbuild(t) => vec![format!("trigger for images built on this one: {t}")],
         Op::Maintainer(m) => vec![format!("author {m}")],
     }
-}
-
-fn describe_run(r: &RunOp) -> Vec<String> {
-    let mut out = vec![format!("run: {}", cmd_text(&r.cmd))];
-    for h in &r.heredocs {
-        let exp = if h.expand { "" } else { ", not expanded" };
-        out.push(format!(
-            "heredoc {} ({} bytes{exp})",
-            h.name,
-            h.content.len()
-        ));
-    }
-    out.push(format!("network: {:?}", r.network).to_lowercase());
-    for m in &r.mounts {
-        out.push(format!("mount: {}", m.spec));
-    }
-    out
-}
-
-fn describe_copy(c: &CopyOp) -> Vec<String> {
-    let from = c.from.as_deref().unwrap_or("the context");
-    let mut srcs: Vec<String> = c.srcs.clone();
-    srcs.extend(c.heredocs.iter().map(|h| format!("<<{}", h.name)));
-    let mut out = vec![format!(
-        "{} from {from}: {} -> {}",
-        if c.add { "add" } else { "copy" },
-        srcs.join(" "),
-        c.dest
-    )];
-    let mut flags = Vec::new();
-    if let Some(o) = &c.chown {
-        flags.push(format!("owner {o}"));
-    }
-    if let Some(m) = &c.chmod {
-        flags.push(format!("mode {m}"));
-    }
-    if c.link {
-        flags.push("linked layer".into());
-    }
-    if c.parents {
-        flags.push("keeping parent directories".into());
-    }
-    for e in &c.exclude {
-        flags.push(format!("excluding {e}"));
-    }
-    if !flags.is_empty() {
-        out.push(flags.join(", "));
-    }
-    out
 }
 
 fn describe_health(h: Option<&Healthcheck>) -> String {
