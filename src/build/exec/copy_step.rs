@@ -133,16 +133,7 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
     ) -> Result<(State, Outcome), StepFailure> {
-        let mut owner = x
-            .chown
-            .as_ref()
-            .and_then(Chown::numeric)
-            .map(|(uid, gid)| Owner { uid, gid });
-        if let (true, None, Some(c)) = (x.link, owner, &x.chown) {
-            // A linked layer cannot look at the layers below it, so a user name is
-            // resolved in the parent now, and the ids become part of its key.
-            owner = Some(self.owner_in(n, &state, &c.spec())?);
-        }
+        let owner = self.owner_before(n, &state, x)?;
         let from_key = from.map_or("context", |s| s.key.as_str());
         let link_owner = if x.link {
             owner.map(|o| (o.uid, o.gid))
@@ -156,16 +147,8 @@ impl Executor<'_> {
         let stamp = from
             .is_none()
             .then(|| self.copy_stamp(&state, &instruction, &workdir, placed, heredocs));
-        if let Some((st, _)) = &stamp {
-            if !self.opts.no_cache && !self.opts.explain {
-                if let Some(hit) = self
-                    .cache
-                    .key_by_stamp(st)
-                    .and_then(|k| self.cache.get::<State>(&k))
-                {
-                    return Ok((hit, Outcome::Cached));
-                }
-            }
+        if let Some(hit) = stamp.as_ref().and_then(|(st, _)| self.stamp_hit(st)) {
+            return Ok((hit, Outcome::Cached));
         }
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
         inputs.files = self.copy_files(ctx, x, placed, heredocs, from.is_none())?;
@@ -176,13 +159,7 @@ impl Executor<'_> {
             self.opts.file_name,
             s.line
         );
-        let shown: Vec<String> = x
-            .srcs
-            .iter()
-            .cloned()
-            .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
-            .collect();
-        let created_by = format!("{} {} {}", x.what(), shown.join(" "), x.dest);
+        let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let key = inputs.key();
         let body = |snap: &crate::storage::Snapshot, state: &State| {
@@ -198,6 +175,32 @@ impl Executor<'_> {
             self.cache.remember_stamp(st, &key);
         }
         Ok(done)
+    }
+
+    /// The owner known before the copy runs: numeric ids, or for `--link` a user name
+    /// resolved in the parent now (a linked layer cannot look at the layers below it, so
+    /// the ids become part of its key). `None`: none given, or resolved when writing.
+    fn owner_before(
+        &self,
+        n: usize,
+        state: &State,
+        x: &Copy,
+    ) -> Result<Option<Owner>, StepFailure> {
+        let numeric = x.chown.as_ref().and_then(Chown::numeric);
+        Ok(match (numeric, &x.chown) {
+            (Some((uid, gid)), _) => Some(Owner { uid, gid }),
+            (None, Some(c)) if x.link => Some(self.owner_in(n, state, &c.spec())?),
+            _ => None,
+        })
+    }
+
+    /// The state a settled selection's stamp points at, unless the cache is bypassed.
+    fn stamp_hit(&self, stamp: &crate::build::cache::SelectionStamp) -> Option<State> {
+        if self.opts.no_cache || self.opts.explain {
+            return None;
+        }
+        let key = self.cache.key_by_stamp(stamp)?;
+        self.cache.get::<State>(&key)
     }
 
     /// The stamp of a context copy: its other inputs and what `lstat` says of its files.
@@ -289,8 +292,6 @@ impl Executor<'_> {
         owner: Option<Owner>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let owner = match (&x.chown, owner) {
-            (None, _) => None,
-            (Some(_), Some(o)) => Some(o),
             (Some(c), None) => {
                 let u = runtime::spec::Accounts::read(&snap.rootfs)?.resolve(&c.spec())?;
                 Some(Owner {
@@ -298,6 +299,7 @@ impl Executor<'_> {
                     gid: u.gid,
                 })
             }
+            (_, known) => known,
         };
         let workdir = state
             .config
@@ -308,34 +310,14 @@ impl Executor<'_> {
             .unwrap_or_else(|| "/".into());
         let abs_dest = copy::clean_abs(&absolute(&x.dest, &workdir));
         let dest_is_dir = step::is_dir_in(&snap.rootfs, &abs_dest);
-        // Sources going to one destination are planned together (a file to a file path,
-        // several into a directory); with `--parents` each has its own destination.
-        let mut groups: Vec<(&str, Vec<Selection>)> = Vec::new();
-        let mut all_plain = heredocs.is_empty();
-        for p in placed {
-            let path = ctx.path_of(&p.sel.top.rel);
-            if x.add && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
-                step::apply_add_archive(&path, &snap.rootfs, &abs_dest)?;
-                all_plain = false;
-                continue;
-            }
-            match groups.last_mut() {
-                Some((d, sels)) if *d == p.dest && !x.parents => sels.push(p.sel.clone()),
-                _ => groups.push((&p.dest, vec![p.sel.clone()])),
-            }
-        }
-        let mut ops = Vec::new();
-        for (d, sels) in &groups {
-            ops.extend(copy::plan(
-                x.what(),
-                sels,
-                d,
-                &workdir,
-                x.chmod,
-                owner,
-                dest_is_dir,
-            )?);
-        }
+        let target = Target {
+            rootfs: &snap.rootfs,
+            abs_dest: &abs_dest,
+            workdir: &workdir,
+            dest_is_dir,
+        };
+        let (ops, archives) = copy_ops(ctx, x, placed, &target, owner)?;
+        let all_plain = !archives && heredocs.is_empty();
         if !ops.is_empty() && all_plain {
             // A plain copy: the layer is written straight from the sources.
             return Ok(step::commit_copy(
@@ -394,6 +376,66 @@ impl Executor<'_> {
         }
         Ok(())
     }
+}
+
+/// Where a copy goes, as the step's snapshot shows it.
+struct Target<'a> {
+    rootfs: &'a std::path::Path,
+    abs_dest: &'a str,
+    workdir: &'a str,
+    dest_is_dir: bool,
+}
+
+/// The tree operations of a copy; local archives an ADD names are extracted into the
+/// rootfs right away (the `bool` says whether there were any). Sources going to one
+/// destination are planned together (a file to a file path, several into a directory);
+/// with `--parents` each has its own destination.
+fn copy_ops(
+    ctx: &Context,
+    x: &Copy,
+    placed: &[Placed],
+    t: &Target,
+    owner: Option<Owner>,
+) -> Result<(Vec<copy::CopyOp>, bool), StepFailure> {
+    let mut groups: Vec<(&str, Vec<Selection>)> = Vec::new();
+    let mut archives = false;
+    for p in placed {
+        let path = ctx.path_of(&p.sel.top.rel);
+        if x.add && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
+            step::apply_add_archive(&path, t.rootfs, t.abs_dest)?;
+            archives = true;
+            continue;
+        }
+        match groups.last_mut() {
+            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(p.sel.clone()),
+            _ => groups.push((&p.dest, vec![p.sel.clone()])),
+        }
+    }
+    let mut ops = Vec::new();
+    for (d, sels) in &groups {
+        let what = x.what();
+        ops.extend(copy::plan(
+            what,
+            sels,
+            d,
+            t.workdir,
+            x.chmod,
+            owner,
+            t.dest_is_dir,
+        )?);
+    }
+    Ok((ops, archives))
+}
+
+/// The history entry of a copy.
+fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
+    let shown: Vec<String> = x
+        .srcs
+        .iter()
+        .cloned()
+        .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
+        .collect();
+    format!("{} {} {}", x.what(), shown.join(" "), x.dest)
 }
 
 fn absolute(dest: &str, workdir: &str) -> String {

@@ -283,17 +283,7 @@ impl Executor<'_> {
             .flat_map(|t| mounts::stubs_for(&snap.rootfs, t))
             .collect();
         let cfg = &state.config.config;
-        // Build args the config's Env does not set reach the command's environment.
-        let mut env: Vec<String> = args
-            .iter()
-            .filter(|(k, _)| {
-                !cfg.env_list()
-                    .iter()
-                    .any(|e| e.split('=').next() == Some(k.as_str()))
-            })
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        env.sort();
+        let mut env = arg_env(args, cfg.env_list());
         env.extend(creds.env.iter().cloned());
         let opts = RunOptions {
             cmd: Some(argv.to_vec()),
@@ -325,6 +315,18 @@ impl Executor<'_> {
             self.opts.epoch,
         )?)
     }
+}
+
+/// Build args the config's Env does not set, as the command's environment (sorted).
+fn arg_env(args: &BTreeMap<String, String>, env: &[String]) -> Vec<String> {
+    let set = |k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+    let mut out: Vec<String> = args
+        .iter()
+        .filter(|(k, _)| !set(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.sort();
+    out
 }
 
 /// The argv of a RUN: `RUN <<EOF` runs the body as the script; `RUN cmd <<EOF` hands the
