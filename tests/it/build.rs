@@ -951,7 +951,9 @@ fn r009_mount_options_expand_and_tmpfs_size_is_enforced() {
     let dockerfile = "FROM bb\nARG T=/cachedir\nARG SIZE=1m\n\
         RUN --mount=type=cache,target=$T,id=c-$T sh -c 'echo kept > $T/f; ls /cachedir > /listing'\n\
         RUN --mount=type=tmpfs,target=/t,size=$SIZE sh -c 'if dd if=/dev/zero of=/t/big bs=1024 count=2048 2>/dev/null; then echo fit; else echo full; fi > /result'\n\
-        RUN --mount=type=tmpfs,target=/u sh -c 'dd if=/dev/zero of=/u/big bs=1024 count=2048 2>/dev/null && echo fit > /unbounded'\n";
+        RUN --mount=type=tmpfs,target=/u sh -c 'dd if=/dev/zero of=/u/big bs=1024 count=2048 2>/dev/null && echo fit > /unbounded'\n\
+        RUN --mount=type=cache,target=/o,id=owned,uid=1000,gid=1001,mode=0700,sharing=locked \
+            --mount=type=cache,target=/o2,id=owned,sharing=locked stat -c '%u %g %a' /o > /owner\n";
     let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
     build_ok(&k, &ctx, &["-t", "m"]);
     assert_eq!(run_out(&k, &["m", "cat", "/listing"]), "f\n");
@@ -967,6 +969,7 @@ fn r009_mount_options_expand_and_tmpfs_size_is_enforced() {
     assert_eq!(left, "clean\n", "the cache's files reached the image");
     assert_eq!(run_out(&k, &["m", "cat", "/result"]), "full\n");
     assert_eq!(run_out(&k, &["m", "cat", "/unbounded"]), "fit\n");
+    assert_eq!(run_out(&k, &["m", "cat", "/owner"]), "1000 1001 700\n");
 }
 
 #[test]

@@ -22,6 +22,7 @@ struct Resolved {
     scratch: Vec<tempfile::TempDir>,
     /// Locks of `sharing=locked` caches, held while the step runs.
     locks: Vec<std::fs::File>,
+    locked: Vec<PathBuf>,
 }
 
 impl Executor<'_> {
@@ -236,8 +237,10 @@ impl Executor<'_> {
             std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
         }
         let mut src = dir.clone();
-        if *sharing != crate::plan::mount::Sharing::Shared {
-            let lock_path = dir.with_extension("lock");
+        let lock_path = dir.with_extension("lock");
+        // A step that mounts one cache twice takes its lock once (flock would deadlock).
+        let held = res.locked.contains(&lock_path);
+        if *sharing != crate::plan::mount::Sharing::Shared && !held {
             let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
             match sharing {
                 crate::plan::mount::Sharing::Locked => lock.lock().map_err(io(&lock_path))?,
@@ -250,6 +253,7 @@ impl Executor<'_> {
                 }
             }
             res.locks.push(lock);
+            res.locked.push(lock_path);
         }
         res.binds.push(BindMount {
             src,
