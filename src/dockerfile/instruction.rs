@@ -1242,6 +1242,14 @@ mod tests {
         let m = parse_mount("type=tmpfs,target=/t,size=64m").unwrap();
         assert_eq!(m.size, Some(64 << 20));
         assert!(parse_mount("type=cache,target=/c,bogus=1").is_err());
+        // A variable in a typed option waits for its value; then it is checked.
+        let m = parse_mount("type=cache,target=$D,uid=$U,size=$S").unwrap();
+        assert_eq!((m.target.as_deref(), m.uid), (Some("$D"), None));
+        let vars = |v: &str| Ok(v.replace("$D", "/d").replace("$U", "7").replace("$S", "1k"));
+        let m = parse_mount_expanded(&m.written, &vars).unwrap();
+        assert_eq!((m.target.as_deref(), m.uid), (Some("/d"), Some(7)));
+        let bad = |v: &str| Ok(v.replace("$D", "/d").replace("$U", "x").replace("$S", "1k"));
+        assert!(parse_mount_expanded("type=cache,target=$D,uid=$U", &bad).is_err());
     }
 
     #[test]

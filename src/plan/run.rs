@@ -6,7 +6,8 @@ use super::build::{heredocs, Refusal};
 use super::{cmd_text, Cmdline, Heredoc, Mount, Network};
 use crate::dockerfile::instruction::{RunMount, ShellOrExec};
 
-/// RUN.
+/// RUN: the command (run through the stage's SHELL when in shell form), its heredocs,
+/// network and mounts, as written; expanded when the step runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunOp {
     pub cmd: Cmdline,
