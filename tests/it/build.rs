@@ -978,11 +978,17 @@ fn r009_every_mount_from_builds_its_stage() {
     let k = with_base();
     let dockerfile = "FROM bb AS one\nRUN echo 1 > /one\n\
         FROM bb AS two\nRUN echo 2 > /two\n\
-        FROM bb\n\
-        RUN --mount=type=bind,from=one,source=/one,target=/m1 --mount=type=bind,from=two,source=/two,target=/m2 sh -c 'cat /m1 /m2 > /both'\n";
+        FROM bb AS both\n\
+        RUN --mount=type=bind,from=one,source=/one,target=/m1 --mount=type=bind,from=two,source=/two,target=/m2 sh -c 'cat /m1 /m2 > /both'\n\
+        FROM bb AS three\nRUN echo 3 > /three\n\
+        FROM both\n\
+        RUN --mount=type=cache,from=three,target=/seeded,id=seeded cat /seeded/three > /seeded-copy\n";
     let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
-    build_ok(&k, &ctx, &["-t", "both"]);
+    build_ok(&k, &ctx, &["-t", "both", "--target", "both"]);
     assert_eq!(run_out(&k, &["both", "cat", "/both"]), "1\n2\n");
+    // A cache mount's from= is a dependency too, and seeds a new cache.
+    build_ok(&k, &ctx, &["-t", "seeded"]);
+    assert_eq!(run_out(&k, &["seeded", "cat", "/seeded-copy"]), "3\n");
 }
 
 /// Stores a copy of `image` whose config has `edit` applied, tagged `name`.

@@ -148,7 +148,10 @@ impl Executor<'_> {
                         ro: !readwrite,
                     });
                 }
-                MountSpec::Cache { .. } => self.cache_mount(m, res)?,
+                MountSpec::Cache { .. } => {
+                    let seed = from[i].as_ref().map(|st| (st, format!("{n}-seed{i}")));
+                    self.cache_mount(m, seed, res)?
+                }
                 MountSpec::Tmpfs { target, size } => res.tmpfs.push(match size {
                     Some(s) => format!("{target}:size={s}"),
                     None => target.clone(),
@@ -188,13 +191,11 @@ impl Executor<'_> {
     /// A read-write bind of the context: a throwaway copy of the source, so the step's
     /// writes never reach the host's files (BuildKit discards them too).
     fn context_copy(&self, source: &str, res: &mut Resolved) -> Result<PathBuf, StepFailure> {
-        let sels = self.context.select(source)?;
         let tmp = tempfile::Builder::new()
             .prefix("rw-bind-")
             .tempdir_in(self.store.tmp_dir())
             .map_err(|e| StepFailure::Invalid(format!("creating a copy of {source}: {e}")))?;
-        let ops = copy::plan("RUN --mount", &sels, "/", "/", None, None, true)?;
-        step::apply_copy(self.context, tmp.path(), &ops)?;
+        let sels = copy_into(self.context, source, tmp.path())?;
         let path = match sels.as_slice() {
             [one] if one.top.kind != crate::context::FileKind::Dir => tmp.path().join(&one.name),
             _ => tmp.path().to_path_buf(),
@@ -204,12 +205,18 @@ impl Executor<'_> {
     }
 
     /// A cache mount: its directory under the cache (made with the mount's mode and
-    /// owner), locked for `sharing=locked`, a fresh one for `private` when it is in use.
-    fn cache_mount(&self, m: &MountSpec, res: &mut Resolved) -> Result<(), StepFailure> {
+    /// owner, and seeded from `source` of the `from=` stage when it has one), locked for
+    /// `sharing=locked`, a fresh one for `private` when another build holds it.
+    fn cache_mount(
+        &self,
+        m: &MountSpec,
+        seed: Option<(&State, String)>,
+        res: &mut Resolved,
+    ) -> Result<(), StepFailure> {
         let MountSpec::Cache {
             target,
             id,
-            from,
+            source,
             sharing,
             mode,
             uid,
@@ -220,9 +227,6 @@ impl Executor<'_> {
         else {
             unreachable!("called for cache mounts")
         };
-        if from.is_some() {
-            return Err(StepFailure::Invalid(format!("RUN --mount=type=cache,from=…: seeding a cache from a stage is not supported; drop from= (target {target})")));
-        }
         let io = |path: &std::path::Path| {
             let path = path.to_path_buf();
             move |source| StepFailure::Step(StepError::Io { path, source })
@@ -235,6 +239,10 @@ impl Executor<'_> {
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
                 .map_err(io(&dir))?;
             std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
+            if let Some((st, name)) = seed {
+                let src = source.as_deref().unwrap_or("/");
+                self.seed_cache(st, &name, src, &dir)?;
+            }
         }
         let mut src = dir.clone();
         let lock_path = dir.with_extension("lock");
@@ -261,6 +269,22 @@ impl Executor<'_> {
             ro: *readonly,
         });
         Ok(())
+    }
+
+    /// Fills a new cache directory with `source` of a stage (BuildKit's `from=` base).
+    fn seed_cache(
+        &self,
+        st: &State,
+        name: &str,
+        source: &str,
+        dir: &std::path::Path,
+    ) -> Result<(), StepFailure> {
+        let snap = self.snapshot(name, &st.layers)?;
+        let seeded = Context::new(&snap.rootfs, Box::new(|_: &str| false))
+            .map_err(StepFailure::from)
+            .and_then(|ctx| copy_into(&ctx, source, dir).map(drop));
+        let _ = self.snapshotter.remove(&snap);
+        seeded
     }
 
     /// Runs the command in `snap` with the resolved mounts and commits what it changed.
@@ -319,6 +343,19 @@ impl Executor<'_> {
             self.opts.epoch,
         )?)
     }
+}
+
+/// Copies what `source` selects in `ctx` into the directory `dir` (a directory's
+/// contents, or a file under its own name).
+fn copy_into(
+    ctx: &Context,
+    source: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<crate::context::Selection>, StepFailure> {
+    let sels = ctx.select(source)?;
+    let ops = copy::plan("RUN --mount", &sels, "/", "/", None, None, true)?;
+    step::apply_copy(ctx, dir, &ops)?;
+    Ok(sels)
 }
 
 /// Build args the config's Env does not set, as the command's environment (sorted).
