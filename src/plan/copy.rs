@@ -32,6 +32,19 @@ fn is_heredoc_word(word: &str, docs: &[dockerfile::Heredoc]) -> bool {
 
 /// The typed step of a COPY (`add` false) or ADD.
 pub(super) fn copy(c: &CopyArgs, add: bool) -> Result<CopyOp, Refusal> {
+    // Both flags are about remote sources, which keel never fetches: refused here rather
+    // than accepted and ignored.
+    if c.checksum.is_some() || c.keep_git_dir {
+        let flag = if c.keep_git_dir {
+            "--keep-git-dir"
+        } else {
+            "--checksum"
+        };
+        return Err((
+            format!("ADD {flag} applies to remote sources, which keel does not fetch"),
+            "download the file in a RUN step or put it in the context, and drop the flag",
+        ));
+    }
     let chown = c.chown.as_deref().map(Word::new).transpose();
     let chmod = c.chmod.as_deref().map(Word::new).transpose();
     Ok(CopyOp {
