@@ -163,7 +163,12 @@ impl fmt::Display for MountSpec {
                 ..
             } => write!(
                 f,
-                "cache {id:?} at {target} (sharing {sharing:?}, mode {mode:o}, owner {uid}:{gid})"
+                "cache {id:?} at {target} (sharing {}, mode {mode:o}, owner {uid}:{gid})",
+                match sharing {
+                    Sharing::Shared => "shared",
+                    Sharing::Private => "private",
+                    Sharing::Locked => "locked",
+                }
             ),
             MountSpec::Tmpfs { target, size } => match size {
                 Some(s) => write!(f, "tmpfs at {target} (at most {s} bytes)"),
@@ -213,7 +218,7 @@ mod tests {
             ),
             (
                 "type=cache,target=/c,sharing=locked,mode=0700,uid=1,gid=2",
-                "cache \"/c\" at /c (sharing Locked, mode 700, owner 1:2)",
+                "cache \"/c\" at /c (sharing locked, mode 700, owner 1:2)",
             ),
             (
                 "type=tmpfs,target=/t,size=1m",

@@ -49,7 +49,14 @@ pub(super) fn describe_run(r: &RunOp) -> Vec<String> {
             h.content.len()
         ));
     }
-    out.push(format!("network: {:?}", r.network).to_lowercase());
+    out.push(
+        match r.network {
+            Network::Default => "network: default (the host's)",
+            Network::None => "network: none",
+            Network::Host => "network: host",
+        }
+        .to_string(),
+    );
     for m in &r.mounts {
         out.push(format!("mount: {}", m.spec));
     }

@@ -141,13 +141,31 @@ fn describe_health(h: Option<&Healthcheck>) -> String {
         ("start interval", h.start_interval),
     ] {
         if let Some(d) = d {
-            let _ = write!(s, ", {name} {d:?}");
+            let _ = write!(s, ", {name} {}", duration_text(d));
         }
     }
     if let Some(r) = h.retries {
         let _ = write!(s, ", {r} retries");
     }
     s
+}
+
+/// A duration as a Dockerfile writes it: `1m30s`, `500ms`.
+fn duration_text(d: std::time::Duration) -> String {
+    if d.subsec_nanos() != 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    let (h, m, s) = (d.as_secs() / 3600, d.as_secs() / 60 % 60, d.as_secs() % 60);
+    let mut out = String::new();
+    for (n, unit) in [(h, "h"), (m, "m"), (s, "s")] {
+        if n != 0 {
+            let _ = write!(out, "{n}{unit}");
+        }
+    }
+    if out.is_empty() {
+        out.push_str("0s");
+    }
+    out
 }
 
 /// What the step's cache key will be made of (see docs/build.md, "Cache keys").
@@ -212,7 +230,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("     mount: cache \"/c\" at /c (sharing Shared, mode 755, owner 0:0)\n"),
+            text.contains("     mount: cache \"/c\" at /c (sharing shared, mode 755, owner 0:0)\n"),
             "{text}"
         );
         assert!(
@@ -225,5 +243,10 @@ mod tests {
         );
         assert!(text.contains("expansion; build args V visible)"), "{text}");
         assert!(!text.contains("unused"), "{text}");
+        let d = std::time::Duration::from_millis;
+        let shown: Vec<String> = [90_000, 500, 3_600_000, 0]
+            .map(|ms| duration_text(d(ms)))
+            .to_vec();
+        assert_eq!(shown, ["1m30s", "500ms", "1h", "0s"]);
     }
 }
