@@ -181,6 +181,7 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
             .context
             .map(|c| project.dir.join(c).display().to_string());
         one.no_cache |= a.no_cache;
+        one.dry_run |= a.dry_run;
         one.quiet = a.quiet;
         one.isolation = a.isolation.clone().or(one.isolation);
         one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
