@@ -426,14 +426,7 @@ pub fn triggers(texts: &[String]) -> Result<Vec<Step>, String> {
     Ok(out)
 }
 
-/// The context's `.dockerignore` as a path predicate (nothing ignored without one).
+/// The context's `.dockerignore` as a path predicate (moved to `context::dockerignore`).
 pub fn dockerignore(context: &Path) -> Result<crate::context::IgnoreFn, FrontError> {
-    let text = match std::fs::read_to_string(context.join(".dockerignore")) {
-        Ok(t) => t,
-        Err(_) => return Ok(Box::new(|_: &str| false)),
-    };
-    let patterns = dockerfile::ignore::read_patterns(&text);
-    let matcher = dockerfile::ignore::Matcher::new(&patterns)
-        .map_err(|e| FrontError::Ignore(e.to_string()))?;
-    Ok(Box::new(move |p: &str| matcher.matches(p).unwrap_or(false)))
+    crate::context::dockerignore(context).map_err(|e| FrontError::Ignore(e.to_string()))
 }
