@@ -1,0 +1,162 @@
+//! Dockerfile: `dockerfile::parse` → `Ast::dump` → `instructions` → `expand`.
+//!
+//! Invariants: parsing never panics and is deterministic; spans lie inside the file; a
+//! file rebuilt from each instruction's logical line (`Node::original`) parses to the
+//! same AST dump, where that holds (no heredocs, no `<<` at all: BuildKit only looks for
+//! heredoc markers on an instruction's first line, and no line ending in the escape).
+use keel::dockerfile::{self, expand::Lexer, Ast};
+
+use crate::harness;
+
+const TARGET: &str = "dockerfile";
+const MAX_LEN: usize = 4096;
+const DICT: &[&[u8]] = &[
+    b"FROM ",
+    b"RUN ",
+    b"COPY ",
+    b"ADD ",
+    b"ENV ",
+    b"ARG ",
+    b"ONBUILD ",
+    b"HEALTHCHECK ",
+    b"CMD ",
+    b"SHELL ",
+    b"LABEL ",
+    b"EXPOSE ",
+    b"WORKDIR ",
+    b"USER ",
+    b"VOLUME ",
+    b"ENTRYPOINT ",
+    b"STOPSIGNAL ",
+    b"MAINTAINER ",
+    b" AS ",
+    b"--mount=type=cache,target=",
+    b"--from=",
+    b"--chown=",
+    b"--chmod=",
+    b"--parents",
+    b"--link",
+    b"--network=none",
+    b"<<EOF\n",
+    b"<<-EOF\n",
+    b"\nEOF\n",
+    b"<<'EOF'",
+    b"<<\"EOF\"",
+    b"# escape=`\n",
+    b"# syntax=x\n",
+    b"# check=skip=all\n",
+    b"\\\n",
+    b"`\n",
+    b"[\"",
+    b"\"]",
+    b"\", \"",
+    b"${",
+    b"}",
+    b"${a:-b}",
+    b"${a:+b}",
+    b"${a#*}",
+    b"${a%%b}",
+    b"${a/b/c}",
+    b"$a",
+    b"=",
+    b"'",
+    b"\"",
+    b"\t",
+    b"\r\n",
+    b"#",
+    b"\xef\xbb\xbf",
+    b"\xff",
+];
+
+fn seeds() -> Vec<Vec<u8>> {
+    harness::seeds(
+        TARGET,
+        &[
+            "testdata/conformance/dockerfile-parser/positive",
+            "testdata/conformance/dockerfile-parser/negative",
+            "testdata/conformance/dockerfile-parser/heredoc",
+            "testdata/conformance/dockerfile-parser/line-numbers",
+        ],
+    )
+}
+
+fn property(input: &[u8]) {
+    let Ok(ast) = dockerfile::parse("Dockerfile", input) else {
+        return;
+    };
+    assert_eq!(
+        dockerfile::parse("Dockerfile", input).ok().as_ref(),
+        Some(&ast),
+        "parsing is deterministic"
+    );
+    let dump = ast.dump();
+    spans_inside_file(&ast);
+    reparses_from_originals(&ast, &dump);
+    let lexer = Lexer::new(ast.escape);
+    let env = |name: &str| (name.len() % 3 != 0).then(|| format!("v {name} *"));
+    for node in &ast.children {
+        for a in &node.args {
+            let _ = lexer.process_words(a, &env);
+        }
+    }
+    if let Ok(list) = dockerfile::instructions(&ast) {
+        for i in list {
+            let _ = i.value.expand(&lexer, &env);
+        }
+    }
+}
+
+fn spans_inside_file(ast: &Ast) {
+    let lines = ast.lines.len().max(1);
+    let mut last = 0;
+    for n in &ast.children {
+        assert!(
+            1 <= n.start_line && n.start_line <= n.end_line && n.end_line <= lines,
+            "{}: lines {}..{} outside 1..{lines}",
+            n.original,
+            n.start_line,
+            n.end_line
+        );
+        assert!(
+            n.start_line > last,
+            "instructions overlap at {}",
+            n.start_line
+        );
+        last = n.end_line;
+    }
+}
+
+fn reparses_from_originals(ast: &Ast, dump: &str) {
+    let escape = ast.escape;
+    let holds = ast.children.iter().all(|n| {
+        n.heredocs.is_empty()
+            && n.sub.as_ref().is_none_or(|s| s.heredocs.is_empty())
+            && !n.original.trim_end().ends_with(escape)
+            && !n.original.contains(['\n', '\r'])
+            && !n.original.contains("<<")
+    });
+    if !holds {
+        return;
+    }
+    let mut text = String::new();
+    if escape != '\\' {
+        text.push_str(&format!("# escape={escape}\n"));
+    }
+    for n in &ast.children {
+        text.push_str(&n.original);
+        text.push('\n');
+    }
+    let again = dockerfile::parse("Dockerfile", text.as_bytes())
+        .unwrap_or_else(|e| panic!("rebuilt file {text:?} does not parse: {e}"));
+    assert_eq!(again.dump(), dump, "rebuilt file {text:?}");
+}
+
+#[test]
+fn dockerfile_corpus() {
+    harness::run_corpus(TARGET, &seeds(), &property);
+}
+
+#[test]
+fn dockerfile_fuzz() {
+    harness::fuzz(TARGET, &seeds(), DICT, MAX_LEN, &property);
+}
