@@ -134,6 +134,7 @@ fn reparses_from_originals(ast: &Ast, dump: &str) {
             && !n.original.trim_end().ends_with(escape)
             && !n.original.contains(['\n', '\r'])
             && !n.original.contains("<<")
+            && !n.keyword.is_empty()
     });
     if !holds {
         return;
@@ -141,6 +142,14 @@ fn reparses_from_originals(ast: &Ast, dump: &str) {
     let mut text = String::new();
     if escape != '\\' {
         text.push_str(&format!("# escape={escape}\n"));
+    }
+    // A BOM is only dropped at the very start of a file: keep one that was not.
+    if ast
+        .children
+        .first()
+        .is_some_and(|n| n.original.starts_with('\u{feff}'))
+    {
+        text.push('\n');
     }
     for n in &ast.children {
         text.push_str(&n.original);

@@ -6,6 +6,8 @@
 //! and the parser's own invariants. Runs on stable Rust as part of `cargo test`.
 mod harness;
 
+mod archive;
+
 mod dockerfile;
 mod ignore;
 mod project;
