@@ -291,3 +291,40 @@ fn unreadable_dockerignore_fails_the_build() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(".dockerignore"), "{err}");
 }
+
+/// `RUN --mount=type=bind` from the context mounted the host's context directory, so a
+/// step could read (and with `rw`, a later layer could keep) every ignored file. BuildKit
+/// mounts the context it received, which never holds them.
+#[test]
+fn run_bind_mount_of_context_hides_ignored_files() {
+    crate::require!(crate::common::is_root(), "RUN steps need root");
+    for mount in ["target=/ctx", "target=/ctx,rw", "source=sub,target=/ctx"] {
+        let k = Keel::new();
+        k.ok(&["bootstrap", "busybox", "bb"]);
+        let run = format!(
+            "FROM bb\nRUN --mount=type=bind,{mount} \
+             cat /ctx/secret.txt /ctx/sub/secret.txt /ctx/link /ctx/sub/link \
+             > /found 2>/dev/null; ls -a /ctx > /listing\n"
+        );
+        let ctx = context(
+            &k,
+            &[
+                ("Dockerfile", &run),
+                (".dockerignore", "secret.txt\n**/secret.txt\n"),
+                ("secret.txt", SECRET),
+                ("sub/secret.txt", SECRET),
+                ("sub/ok.txt", "ok"),
+                ("ok.txt", "ok"),
+            ],
+        );
+        symlink("secret.txt", ctx.join("link")).unwrap();
+        symlink("../secret.txt", ctx.join("sub/link")).unwrap();
+        let out = build_without_secret(&k, &ctx);
+        assert_success(&out, ("keel build", mount));
+        let files = image_files(&k, "probe");
+        let listing = String::from_utf8_lossy(&files["listing"]);
+        assert!(listing.contains("ok.txt"), "{mount}: {listing}");
+        assert!(!listing.contains("secret.txt"), "{mount}: {listing}");
+        assert_eq!(fs::read(ctx.join("secret.txt")).unwrap(), SECRET.as_bytes());
+    }
+}

@@ -112,6 +112,8 @@ impl Executor<'_> {
         let created_by = format!("RUN {}", argv.join(" "));
         self.in_snapshot(n, "", state, &inputs, &position, &created_by, |snap, state| {
             let mut from_snaps = Vec::new();
+            // Copies of the context for bind mounts, removed when the step ends.
+            let mut exports: Vec<tempfile::TempDir> = Vec::new();
             let result = (|| {
                 let mut binds = Vec::new();
                 let mut tmpfs = Vec::new();
@@ -145,7 +147,18 @@ impl Executor<'_> {
                         "bind" => {
                             let rel = crate::context::clean_source(m.get("source").unwrap_or("."))?;
                             let src = match &bind_from[i] {
-                                None => self.context.path_of(&rel),
+                                // Never the host directory: a copy without the files
+                                // .dockerignore keeps out (see context::export).
+                                None => {
+                                    let tmp = self.store.tmp_dir();
+                                    let scratch = tempfile::Builder::new()
+                                        .prefix("bind-")
+                                        .tempdir_in(&tmp)
+                                        .map_err(|source| StepError::Io { path: tmp, source })?;
+                                    let src = self.context.export(&rel, scratch.path())?;
+                                    exports.push(scratch);
+                                    src
+                                }
                                 Some(st) => {
                                     let from = step::snapshot(
                                         self.store,
@@ -227,6 +240,7 @@ impl Executor<'_> {
             for f in &from_snaps {
                 let _ = self.snapshotter.remove(f);
             }
+            drop(exports);
             result
         })
     }
