@@ -93,7 +93,7 @@ fn property(input: &[u8]) {
     spans_inside_file(&ast);
     reparses_from_originals(&ast, &dump);
     let lexer = Lexer::new(ast.escape);
-    let env = |name: &str| (name.len() % 3 != 0).then(|| format!("v {name} *"));
+    let env = |name: &str| (!name.len().is_multiple_of(3)).then(|| format!("v {name} *"));
     for node in &ast.children {
         for a in &node.args {
             let _ = lexer.process_words(a, &env);
