@@ -17,7 +17,8 @@ pub enum FrontError {
         line: usize,
         msg: String,
     },
-    #[error(".dockerignore: {0}")]
+    /// The message names the `.dockerignore` file and line itself.
+    #[error("{0}")]
     Ignore(String),
 }
 

@@ -169,3 +169,91 @@ fn dockerfile_corpus() {
 fn dockerfile_fuzz() {
     harness::fuzz(TARGET, &seeds(), DICT, MAX_LEN, &property);
 }
+
+// ---- the shell-word lexer on its own (variables, quotes, escapes) ----
+
+const SHELL: &str = "shell";
+const SHELL_DICT: &[&[u8]] = &[
+    b"$",
+    b"${",
+    b"}",
+    b":-",
+    b":+",
+    b"-",
+    b"+",
+    b"#",
+    b"##",
+    b"%",
+    b"%%",
+    b"/",
+    b"//",
+    b"?",
+    b":?",
+    b"'",
+    b"\"",
+    b"\\",
+    b"`",
+    b"*",
+    b"[",
+    b"]",
+    b"$$",
+    b" ",
+    b"\t",
+    b"\n",
+    b"\xc3\xa9",
+];
+
+/// The conformance tables' inputs (the first column of each line), one seed each.
+fn shell_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = harness::seeds(SHELL, &[]);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata/conformance/dockerfile-shell");
+    for table in ["envVarTest", "wordsTest"] {
+        let text = std::fs::read_to_string(dir.join(table)).unwrap();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let mut cols = line.split('|');
+            let input = match (cols.next(), cols.next()) {
+                (Some(_platform), Some(input)) if table == "envVarTest" => input,
+                (Some(input), _) => input,
+                _ => continue,
+            };
+            seeds.push(input.trim().as_bytes().to_vec());
+        }
+    }
+    seeds
+}
+
+fn shell_property(input: &[u8]) {
+    let Ok(word) = std::str::from_utf8(input) else {
+        return;
+    };
+    let env = |name: &str| match name.len() % 4 {
+        0 => None,
+        1 => Some(String::new()),
+        2 => Some(format!("a b {name}")),
+        _ => Some("*$x'\"\\".to_string()),
+    };
+    for escape in ['\\', '`'] {
+        let lexer = Lexer::new(escape);
+        let one = lexer.process_word(word, &env);
+        assert_eq!(
+            one.as_ref().ok(),
+            lexer.process_word(word, &env).as_ref().ok(),
+            "deterministic"
+        );
+        let words = lexer.process_words(word, &env);
+        if let (Ok(_), Err(e)) = (&one, &words) {
+            panic!("{word:?} expands as one word but not as words: {e}");
+        }
+    }
+}
+
+#[test]
+fn shell_corpus() {
+    harness::run_corpus(SHELL, &shell_seeds(), &shell_property);
+}
+
+#[test]
+fn shell_fuzz() {
+    harness::fuzz(SHELL, &shell_seeds(), SHELL_DICT, 1024, &shell_property);
+}

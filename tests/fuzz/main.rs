@@ -1,6 +1,6 @@
-//! keel's fuzz targets, one per parser that reads untrusted input: Dockerfiles,
-//! `.dockerignore`, keel.toml, image references, and layer tars (the header guard and
-//! the unpacker). Each target runs its seed corpus (`testdata/fuzz/<target>/`, plus the
+//! keel's fuzz targets, one per parser that reads untrusted input: Dockerfiles (and the
+//! shell-word lexer), `.dockerignore`, keel.toml, image references, layer tars (the header
+//! guard and the unpacker) and image archives. Each target runs its seed corpus (`testdata/fuzz/<target>/`, plus the
 //! conformance files it names) and then searches for a failing input for a share of
 //! `KEEL_FUZZ_SECS` (default 12 s in all), asserting no panic, bounded time and memory,
 //! and the parser's own invariants. Runs on stable Rust as part of `cargo test`.
