@@ -188,7 +188,7 @@ impl Segment {
 }
 
 impl Pattern {
-    /// Checks and compiles one pattern (already trimmed); `None` for an empty one.
+    /// Checks and compiles one pattern (whitespace around it is trimmed); `None` when empty.
     fn new(p: &str) -> Result<Option<Pattern>, IgnoreError> {
         let p = p.trim();
         if p.is_empty() {
