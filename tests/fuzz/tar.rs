@@ -90,11 +90,10 @@ impl Scene {
 }
 
 fn unpack_into(scene: &Scene, input: Vec<u8>) {
+    // What `keel` itself uses: owners kept when root, xattrs applied, no devices.
     let opts = UnpackOptions {
         whiteouts: Whiteouts::Apply,
-        allow_devices: false,
-        preserve_owners: false,
-        xattrs: false,
+        ..UnpackOptions::default()
     };
     let _ = unpack(std::io::Cursor::new(input), &scene.root(), &opts);
 }
