@@ -155,6 +155,32 @@ fn header(name: &[u8], kind: EntryType, size: u64, link: &[u8], mode: u32) -> He
     h
 }
 
+/// PAX records for the next entry: a path or link that overrides the header's, a size
+/// that may disagree with the data, an xattr.
+fn pax_records(u: &mut Unstructured, outside: &Path) -> arbitrary::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    for _ in 0..u.int_in_range(1..=3)? {
+        let (key, value): (&str, Vec<u8>) = match u.int_in_range(0..=4)? {
+            0 => ("path", name(u, outside)?),
+            1 => ("linkpath", name(u, outside)?),
+            2 => {
+                let size: u64 = *u.choose(&[0, 1, 511, 512, 513, 1 << 40, u64::MAX])?;
+                ("size", size.to_string().into_bytes())
+            }
+            3 => ("SCHILY.xattr.user.fuzz", b"v".to_vec()),
+            _ => ("mtime", b"-1.5".to_vec()),
+        };
+        // A record is "LEN KEY=VALUE\n" where LEN counts the whole record, itself included.
+        let body = format!(" {key}={}\n", String::from_utf8_lossy(&value));
+        let mut len = body.len() + 1;
+        while format!("{len}{body}").len() != len {
+            len += 1;
+        }
+        out.extend_from_slice(format!("{len}{body}").as_bytes());
+    }
+    Ok(out)
+}
+
 /// A well-formed tar of random entries aimed at the scene's outside directory.
 fn hostile_tar(u: &mut Unstructured, outside: &Path) -> arbitrary::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -169,6 +195,19 @@ fn hostile_tar(u: &mut Unstructured, outside: &Path) -> arbitrary::Result<Vec<u8
             _ => (EntryType::Regular, b"pwned"),
         };
         let mode = *u.choose(&[0o644, 0o755, 0o000, 0o4777, 0o1777])?;
+        if u.ratio(1, 4)? {
+            let records = pax_records(u, outside)?;
+            let h = header(
+                b"PaxHeader",
+                EntryType::XHeader,
+                records.len() as u64,
+                b"",
+                0o644,
+            );
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(&records);
+            out.resize(out.len().div_ceil(512) * 512, 0);
+        }
         let h = header(&path, kind, body.len() as u64, &link, mode);
         out.extend_from_slice(h.as_bytes());
         out.extend_from_slice(body);
