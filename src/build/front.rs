@@ -10,7 +10,8 @@ pub enum FrontError {
     /// Located with file:line:col, the line with a caret, and a hint.
     #[error("{0}")]
     Parse(#[from] dockerfile::ParseError),
-    #[error(".dockerignore: {0}")]
+    /// The message names the `.dockerignore` file and line itself.
+    #[error("{0}")]
     Ignore(String),
 }
 
@@ -20,14 +21,7 @@ pub fn plan(file: &str, bytes: &[u8]) -> Result<crate::plan::Plan, FrontError> {
     Ok(crate::plan::plan(&ast)?)
 }
 
-/// The context's `.dockerignore` as a path predicate (nothing ignored without one).
+/// The context's `.dockerignore` as a path predicate (moved to `context::dockerignore`).
 pub fn dockerignore(context: &Path) -> Result<crate::context::IgnoreFn, FrontError> {
-    let text = match std::fs::read_to_string(context.join(".dockerignore")) {
-        Ok(t) => t,
-        Err(_) => return Ok(Box::new(|_: &str| false)),
-    };
-    let patterns = dockerfile::ignore::read_patterns(&text);
-    let matcher = dockerfile::ignore::Matcher::new(&patterns)
-        .map_err(|e| FrontError::Ignore(e.to_string()))?;
-    Ok(Box::new(move |p: &str| matcher.matches(p).unwrap_or(false)))
+    crate::context::dockerignore(context).map_err(|e| FrontError::Ignore(e.to_string()))
 }

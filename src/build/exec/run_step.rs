@@ -139,8 +139,9 @@ impl Executor<'_> {
                 } => {
                     let src = match &from[i] {
                         Some(st) => self.stage_source(n, i, st, source, res)?,
-                        None if *readwrite => self.context_copy(source, res)?,
-                        None => self.context.path_of(&crate::context::clean_source(source)?),
+                        // Never the host directory, read-only or not: a throwaway copy
+                        // without the files .dockerignore keeps out.
+                        None => self.context_copy(source, res)?,
                     };
                     res.binds.push(BindMount {
                         src,
@@ -188,8 +189,9 @@ impl Executor<'_> {
         Ok(src)
     }
 
-    /// A read-write bind of the context: a throwaway copy of the source, so the step's
-    /// writes never reach the host's files (BuildKit discards them too).
+    /// A bind of the context: a throwaway copy of what the source selects (after
+    /// `.dockerignore`), so the step neither sees ignored files nor writes to the host's
+    /// (BuildKit discards a read-write bind's writes too).
     fn context_copy(&self, source: &str, res: &mut Resolved) -> Result<PathBuf, StepFailure> {
         let tmp = tempfile::Builder::new()
             .prefix("rw-bind-")
