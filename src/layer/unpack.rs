@@ -596,3 +596,10 @@ mod tests {
         }
     }
 }
+pub fn unpack_tree(
+    reader: impl Read + 'static,
+    tree: &crate::sys::rootfs::Rootfs,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
+    unpack(reader, tree.host(), opts)
+}

@@ -598,6 +598,29 @@ impl Rootfs {
         d.mknod(&name, kind, mode, major, minor)
     }
 
+    /// The directory `p` (created inside the tree where missing) as a tree of its own:
+    /// ADD extracts an archive with its destination as the root.
+    pub fn subtree(&self, p: &Path) -> Result<Rootfs, RootfsError> {
+        let d = self.mkdir_all(p, 0o755, None)?;
+        Ok(Rootfs {
+            root: d.fd,
+            host: self.host.join(relative(p)),
+            resolver: self.resolver,
+        })
+    }
+
+    /// Where `p` lands, as a path relative to the tree's root ("" for the root itself):
+    /// the kernel's name for the resolved descriptor, with the root's name stripped.
+    pub fn in_tree_path(&self, p: &Path) -> Result<PathBuf, RootfsError> {
+        let fd = self.resolve(p)?;
+        let name = |fd: &OwnedFd| std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+        let root = name(&self.root).map_err(|e| Self::err("resolving", Path::new("/"), e))?;
+        let here = name(&fd).map_err(|e| Self::err("resolving", p, e))?;
+        here.strip_prefix(&root)
+            .map(Path::to_path_buf)
+            .map_err(|_| Self::err("resolving", p, io::Error::from(Errno::EXDEV)))
+    }
+
     /// The tree's root as a [`Dir`].
     pub fn root_dir(&self) -> Dir {
         Dir {

@@ -251,38 +251,23 @@ impl Executor<'_> {
                     }
                     step::apply_copy(ctx, &snap.rootfs, &ops)?;
                 }
-                for h in heredocs {
-                    let target = if dest.ends_with('/') || dest_is_dir {
-                        format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
-                    } else {
-                        copy::clean_abs(&abs_dest)
-                    };
-                    let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
-                    let path = step::in_rootfs(
-                        &snap.rootfs,
-                        if parent.is_empty() { "/" } else { parent },
-                    )?
-                    .join(name);
-                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
-                    )
-                    .map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    if let Some(o) = owner {
-                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
-                            |source| StepError::Io {
-                                path: path.clone(),
-                                source,
-                            },
-                        )?;
+                if !heredocs.is_empty() {
+                    // Through the tree's handle: a planted symlink at the target (or on
+                    // the way) is replaced or followed inside the image, never the host.
+                    let tree = crate::sys::rootfs::Rootfs::open(&snap.rootfs)
+                        .map_err(StepError::from)?;
+                    for h in heredocs {
+                        let target = if dest.ends_with('/') || dest_is_dir {
+                            format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
+                        } else {
+                            copy::clean_abs(&abs_dest)
+                        };
+                        let path = std::path::Path::new(&target);
+                        tree.write_file(path, h.content.as_bytes(), chmod.unwrap_or(0o644))
+                            .map_err(StepError::from)?;
+                        if let Some(o) = owner {
+                            tree.lchown(path, o.uid, o.gid).map_err(StepError::from)?;
+                        }
                     }
                 }
                 Ok(step::commit(
