@@ -399,6 +399,15 @@ impl Rootfs {
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        if matches!(
+            p.components().next_back(),
+            Some(Component::ParentDir | Component::CurDir)
+        ) {
+            // `a/..` needs `a` to exist (as the kernel walks it): make it, then look again.
+            let up = p.parent().map(relative).unwrap_or_else(|| ".".into());
+            self.mkdir_all_depth(&up, mode, owner, links)?;
+            return self.dir(p);
+        }
         let (parent, name) = split(p).map_err(|e| Self::err("creating directory", p, e))?;
         let pd = self.mkdir_all_depth(&parent, mode, owner, links)?;
         match pd.mkdir(&name, mode) {
@@ -881,11 +890,12 @@ impl Dir {
     pub fn set_xattr(&self, name: &OsStr, key: &str, value: &[u8]) -> Result<(), RootfsError> {
         // The parent is pinned by its fd's magic link; the final name is looked up with
         // lsetxattr, which never follows it.
-        let p = if name == "." || name.is_empty() {
-            PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+        let name = if name.is_empty() {
+            OsStr::new(".")
         } else {
-            Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name)
+            name
         };
+        let p = Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name);
         xattr::set(&p, key, value).map_err(|e| self.err("setting xattr on", name, e))
     }
 
@@ -938,6 +948,17 @@ impl Dir {
             out.push((n.to_os_string(), kind));
         }
         Ok(out)
+    }
+
+    /// Whether `other` is the same directory (device and inode).
+    pub fn same_dir(&self, other: &Dir) -> bool {
+        match (
+            nix::sys::stat::fstat(&self.fd),
+            nix::sys::stat::fstat(&other.fd),
+        ) {
+            (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+            _ => false,
+        }
     }
 
     /// The raw descriptor (O_PATH), e.g. for a mount target.
@@ -1013,6 +1034,8 @@ mod tests {
         Ok("<outside>".into())
     }
 
+    /// The table of the deleted `layer::unpack::resolve_in_root` (absolute and relative
+    /// links, `..` above the root, loops, a file on the way) is part of this one.
     #[test]
     fn both_resolvers_agree_on_a_hostile_tree() {
         let (_d, r) = hostile();

@@ -254,8 +254,8 @@ impl Executor<'_> {
                 if !heredocs.is_empty() {
                     // Through the tree's handle: a planted symlink at the target (or on
                     // the way) is replaced or followed inside the image, never the host.
-                    let tree = crate::sys::rootfs::Rootfs::open(&snap.rootfs)
-                        .map_err(StepError::from)?;
+                    let tree =
+                        crate::sys::rootfs::Rootfs::open(&snap.rootfs).map_err(StepError::from)?;
                     for h in heredocs {
                         let target = if dest.ends_with('/') || dest_is_dir {
                             format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
