@@ -180,6 +180,10 @@ impl MountTarget {
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
+    /// Whether the target is a directory.
+    pub fn is_dir(&self) -> bool {
+        nix::sys::stat::fstat(&self.fd).is_ok_and(|st| Kind::of(&st) == Kind::Dir)
+    }
 }
 
 /// The in-image path shown in messages: always absolute.
@@ -635,6 +639,16 @@ impl Rootfs {
         Dir {
             fd: self.root.try_clone().expect("duplicating the root fd"),
             shown: "/".into(),
+        }
+    }
+
+    /// A mount target for an existing `p` (symlinks followed in-root); `None` when it
+    /// does not exist.
+    pub fn existing_target(&self, p: &Path) -> Result<Option<MountTarget>, RootfsError> {
+        match self.resolve_raw(p, OFlag::O_PATH, true) {
+            Ok(fd) => Ok(Some(MountTarget { fd })),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(Self::err("resolving mount point", p, e)),
         }
     }
 
