@@ -215,7 +215,7 @@ impl Executor<'_> {
                     self.view.step_output(n, l)
                 });
                 // Mount points belong to the mounts, not to the image.
-                mounts::remove_stubs(&stubs);
+                mounts::remove_stubs(&snap.rootfs, &stubs);
                 ran?;
                 Ok(step::commit(
                     self.store,
