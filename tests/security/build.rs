@@ -133,6 +133,10 @@ fn step_stays_inside(
                 err.contains("error") || err.contains("Error"),
                 "{case} ({style}) failed without a clear error: {err}"
             );
+            eprintln!(
+                "{case} ({style}): refused: {}",
+                err.lines().last().unwrap_or("")
+            );
             continue;
         }
         if let Some((path, want)) = check {
@@ -257,20 +261,30 @@ fn run_mount_targets_through_a_planted_symlink_stay_inside() {
     let secret = k.path("secret.txt");
     fs::write(&secret, "mount-secret").unwrap();
     let secret_arg = format!("id=s,src={}", secret.display());
-    for (kind, mount) in [
-        ("bind", "type=bind,source=.,target=/app/d/m"),
-        ("cache", "type=cache,target=/app/d/m"),
-        ("tmpfs", "type=tmpfs,target=/app/d/m"),
-        ("secret", "type=secret,id=s,target=/app/d/m"),
+    for (kind, mount, cmd, want) in [
+        (
+            "bind",
+            "type=bind,source=.,target=/app/d/m",
+            "ls /app/d/m",
+            "Dockerfile\nf.txt\n",
+        ),
+        ("cache", "type=cache,target=/app/d/m", "ls /app/d/m", ""),
+        ("tmpfs", "type=tmpfs,target=/app/d/m", "ls /app/d/m", ""),
+        (
+            "secret",
+            "type=secret,id=s,target=/app/d/m",
+            "cat /app/d/m",
+            "mount-secret",
+        ),
     ] {
         step_stays_inside(
             &k,
             &c,
             &format!("mount{kind}"),
-            &format!("RUN --mount={mount} ls /app/d/m > /seen"),
+            &format!("RUN --mount={mount} {cmd} > /seen"),
             &[("f.txt", "x")],
             &["--secret", &secret_arg],
-            None,
+            Some(("/seen", want)),
         );
     }
 }
