@@ -692,7 +692,7 @@ fn components_rev(p: &[u8]) -> Vec<OsString> {
 /// its /proc/self/fd magic link (the same inode, no lookup by name).
 fn reopen(fd: &OwnedFd, flags: OFlag) -> io::Result<OwnedFd> {
     if flags.contains(OFlag::O_PATH) {
-        return Ok(fd.try_clone()?);
+        return fd.try_clone();
     }
     let st = nix::sys::stat::fstat(fd)?;
     if Kind::of(&st) == Kind::Dir {

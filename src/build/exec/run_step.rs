@@ -155,13 +155,14 @@ impl Executor<'_> {
                                     )?;
                                     let root = from.rootfs.clone();
                                     from_snaps.push(from);
-                                    let src = root.join(&rel).canonicalize().map_err(|e| {
-                                        StepFailure::Invalid(format!("RUN --mount=type=bind,from={},source={rel}: {e}", m.get("from").unwrap_or_default()))
-                                    })?;
-                                    if !src.starts_with(&root) {
-                                        return Err(StepFailure::Invalid(format!("RUN --mount source {rel} leads outside the image it is mounted from")));
-                                    }
-                                    src
+                                    // The source is resolved inside the image it comes from
+                                    // (its symlinks re-rooted there, never the host's).
+                                    let inside = crate::sys::rootfs::Rootfs::open(&root)
+                                        .and_then(|t| t.in_tree_path(std::path::Path::new(&rel)))
+                                        .map_err(|e| {
+                                            StepFailure::Invalid(format!("RUN --mount=type=bind,from={},source={rel}: {e}", m.get("from").unwrap_or_default()))
+                                        })?;
+                                    root.join(inside)
                                 }
                             };
                             binds.push(BindMount {
