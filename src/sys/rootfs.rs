@@ -1050,6 +1050,14 @@ mod tests {
 
     /// The table of the deleted `layer::unpack::resolve_in_root` (absolute and relative
     /// links, `..` above the root, loops, a file on the way) is part of this one.
+    /// The resolvers this kernel can run (openat2 may be missing).
+    fn resolvers() -> Vec<Resolver> {
+        match kernel_resolver() {
+            Resolver::Openat2 => vec![Resolver::Openat2, Resolver::Userspace],
+            Resolver::Userspace => vec![Resolver::Userspace],
+        }
+    }
+
     #[test]
     fn both_resolvers_agree_on_a_hostile_tree() {
         let (_d, r) = hostile();
@@ -1077,10 +1085,7 @@ mod tests {
             ("c0", true, Err(libc::ELOOP)),
             ("missing/x", true, Err(libc::ENOENT)),
         ];
-        for resolver in [Resolver::Openat2, Resolver::Userspace] {
-            if resolver == Resolver::Openat2 && kernel_resolver() == Resolver::Userspace {
-                continue;
-            }
+        for resolver in resolvers() {
             let fs = Rootfs::open_with(&r, resolver).unwrap();
             for (p, follow, want) in table {
                 let got = outcome(&fs, &r, p, *follow);
@@ -1114,8 +1119,14 @@ mod tests {
 
     #[test]
     fn writes_stay_inside_the_tree() {
+        for resolver in resolvers() {
+            writes_stay_inside_the_tree_with(resolver);
+        }
+    }
+
+    fn writes_stay_inside_the_tree_with(resolver: Resolver) {
         let (d, r) = hostile();
-        let fs = Rootfs::open(&r).unwrap();
+        let fs = Rootfs::open_with(&r, resolver).unwrap();
         // Through an absolute link to a host directory: lands in the tree, re-rooted.
         fs.write_file(Path::new("/hostdir/new"), b"x", 0o644)
             .unwrap_or_else(|e| panic!("{e}"));
@@ -1146,11 +1157,17 @@ mod tests {
 
     #[test]
     fn reads_refuse_special_files_and_cap_the_size() {
+        for resolver in resolvers() {
+            reads_refuse_special_files_and_cap_the_size_with(resolver);
+        }
+    }
+
+    fn reads_refuse_special_files_and_cap_the_size_with(resolver: Resolver) {
         let (d, r) = hostile();
         nix::unistd::mkfifo(&r.join("fifo"), Mode::from_bits_truncate(0o644)).unwrap();
         symlink("/dev/zero", r.join("zero")).unwrap();
         std::fs::create_dir(r.join("dev")).unwrap();
-        let fs = Rootfs::open(&r).unwrap();
+        let fs = Rootfs::open_with(&r, resolver).unwrap();
         assert!(matches!(
             fs.read(Path::new("/fifo"), READ_CAP),
             Err(RootfsError::NotRegular { kind: "a fifo", .. })
@@ -1180,8 +1197,14 @@ mod tests {
 
     #[test]
     fn mount_targets_resolve_inside_the_tree() {
+        for resolver in resolvers() {
+            mount_targets_resolve_inside_the_tree_with(resolver);
+        }
+    }
+
+    fn mount_targets_resolve_inside_the_tree_with(resolver: Resolver) {
         let (d, r) = hostile();
-        let fs = Rootfs::open(&r).unwrap();
+        let fs = Rootfs::open_with(&r, resolver).unwrap();
         let t = fs.mount_target(Path::new("/hostdir/mnt"), false).unwrap();
         let real = std::fs::read_link(t.path()).unwrap();
         assert!(real.starts_with(&r), "{}", real.display());
@@ -1191,5 +1214,41 @@ mod tests {
             .unwrap();
         assert!(std::fs::read_link(f.path()).unwrap().starts_with(&r));
         assert!(r.join("run/secrets/token").is_file());
+    }
+
+    /// rename, hardlink, symlink, mknod and xattrs through a symlinked parent stay in the
+    /// tree, and a hardlink of a link to a host file links the link, not the host file.
+    #[test]
+    fn other_operations_stay_inside_the_tree() {
+        for resolver in resolvers() {
+            let (d, r) = hostile();
+            let fs = Rootfs::open_with(&r, resolver).unwrap();
+            let host_links = std::fs::metadata(d.path().join("host/secret")).unwrap();
+            fs.hardlink(Path::new("/etc/hostabs"), Path::new("/etc/again"))
+                .unwrap();
+            use std::os::unix::fs::MetadataExt;
+            assert_eq!(
+                std::fs::metadata(d.path().join("host/secret"))
+                    .unwrap()
+                    .nlink(),
+                host_links.nlink()
+            );
+            assert!(std::fs::symlink_metadata(r.join("etc/again"))
+                .unwrap()
+                .file_type()
+                .is_symlink());
+            fs.rename(Path::new("/abs/../../file"), Path::new("/rel/moved"))
+                .unwrap();
+            assert!(r.join("usr/lib/moved").is_file());
+            fs.symlink(OsStr::new("/x"), Path::new("/abs/ln")).unwrap();
+            assert!(std::fs::symlink_metadata(r.join("usr/lib/ln")).is_ok());
+            fs.mknod(Path::new("/rel/fifo"), NodeKind::Fifo, 0o600, 0, 0)
+                .unwrap();
+            assert!(r.join("usr/lib/fifo").exists());
+            // user xattrs may be unsupported on the test filesystem: best effort.
+            let _ = fs.set_xattr(Path::new("/rel/moved"), "user.keel", b"1");
+            fs.remove_all(Path::new("/abs/fifo")).unwrap();
+            assert!(!r.join("usr/lib/fifo").exists());
+        }
     }
 }
