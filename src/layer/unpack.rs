@@ -23,7 +23,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use super::{clean_entry_path, decompressed, LayerError};
-use crate::sys::rootfs::{Dir, Kind, NodeKind, Rootfs, RootfsError};
+use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
 
 /// Prefix of an OCI whiteout file name (`.wh.NAME` deletes NAME).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -191,7 +191,7 @@ impl Unpacker<'_, '_> {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
                 let root = Rc::new(self.tree.root_dir());
-                self.metadata(&shown, &root, OsStr::new("."), &rel, entry, true)?;
+                self.metadata(&shown, &root, OsStr::new("."), &rel, entry, true, None)?;
             }
             return Ok(());
         };
@@ -234,7 +234,7 @@ impl Unpacker<'_, '_> {
                     None => parent.mkdir(name, 0o700).map_err(bad(&shown))?,
                 }
                 self.stats.dirs += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, true)?;
+                self.metadata(&shown, &parent, name, &rel, entry, true, None)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 if kind == EntryType::GNUSparse {
@@ -251,13 +251,12 @@ impl Unpacker<'_, '_> {
                 let want = entry.size();
                 let n = io::copy(entry, &mut f)
                     .map_err(|e| LayerError::bad(&shown, format!("reading file content: {e}")))?;
-                drop(f);
                 if n != want {
                     return Err(LayerError::bad(shown, format!("file content is truncated: the header claims {want} bytes, the stream has {n}")));
                 }
                 self.stats.files += 1;
                 self.stats.bytes += n;
-                self.metadata(&shown, &parent, name, &rel, entry, false)?;
+                self.metadata(&shown, &parent, name, &rel, entry, false, Some(&f))?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -269,7 +268,7 @@ impl Unpacker<'_, '_> {
                     .symlink(OsStr::from_bytes(&target), name)
                     .map_err(bad(&shown))?;
                 self.stats.symlinks += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, false)?;
+                self.metadata(&shown, &parent, name, &rel, entry, false, None)?;
             }
             EntryType::Link => {
                 let link = entry
@@ -311,7 +310,7 @@ impl Unpacker<'_, '_> {
                     .mknod(name, k, mode, major, minor)
                     .map_err(bad(&shown))?;
                 self.stats.devices += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, false)?;
+                self.metadata(&shown, &parent, name, &rel, entry, false, None)?;
             }
             other => {
                 return Err(LayerError::bad(
@@ -350,6 +349,7 @@ impl Unpacker<'_, '_> {
         rel: &Path,
         entry: &mut tar::Entry<R>,
         is_dir: bool,
+        file: Option<&fs::File>,
     ) -> Result<(), LayerError> {
         let h = entry.header();
         let is_link = h.entry_type() == EntryType::Symlink;
@@ -372,7 +372,20 @@ impl Unpacker<'_, '_> {
         } else {
             Vec::new()
         };
-        let ctx = |what: &str, e: RootfsError| LayerError::bad(shown, format!("{what}: {e}"));
+        let ctx =
+            |what: &str, e: &dyn std::fmt::Display| LayerError::bad(shown, format!("{what}: {e}"));
+        if let Some(f) = file {
+            // A regular file still open from its creation: metadata through its fd.
+            if self.opts.preserve_owners {
+                open_file::chown(f, uid as u32, gid as u32)
+                    .map_err(|e| ctx("changing owner", &e))?;
+            }
+            open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
+            for (k, v) in xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.")) {
+                let _ = open_file::set_xattr(f, k, v);
+            }
+            return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
+        }
         let root = name == ".";
         if self.opts.preserve_owners {
             if root {
@@ -380,7 +393,7 @@ impl Unpacker<'_, '_> {
             } else {
                 dir.lchown(name, uid as u32, gid as u32)
             }
-            .map_err(|e| ctx("changing owner", e))?;
+            .map_err(|e| ctx("changing owner", &e))?;
         }
         // chmod after chown: chown clears setuid/setgid bits.
         if !is_link {
@@ -389,7 +402,7 @@ impl Unpacker<'_, '_> {
             } else {
                 dir.chmod(name, mode)
             }
-            .map_err(|e| ctx("changing mode", e))?;
+            .map_err(|e| ctx("changing mode", &e))?;
         }
         // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
         // must not forge it. Whiteouts are the only way to delete through a layer.
@@ -404,7 +417,7 @@ impl Unpacker<'_, '_> {
             self.dir_times.push((rel.to_path_buf(), mtime));
         } else {
             dir.set_times(name, mtime, 0)
-                .map_err(|e| ctx("setting mtime", e))?;
+                .map_err(|e| ctx("setting mtime", &e))?;
         }
         Ok(())
     }
