@@ -159,6 +159,13 @@ fn bad(shown: &str) -> impl FnOnce(RootfsError) -> LayerError + '_ {
     move |e| LayerError::bad(shown, e.to_string())
 }
 
+/// What entry metadata is applied to: a name in a resolved directory (never followed),
+/// or a regular file still open from its creation.
+enum At<'a> {
+    Name(&'a Dir, &'a OsStr),
+    Open(&'a fs::File),
+}
+
 struct Unpacker<'t, 'o> {
     tree: &'t Rootfs,
     opts: &'o UnpackOptions,
@@ -191,7 +198,7 @@ impl Unpacker<'_, '_> {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
                 let root = Rc::new(self.tree.root_dir());
-                self.metadata(&shown, &root, OsStr::new("."), &rel, entry, true, None)?;
+                self.metadata(&shown, At::Name(&root, OsStr::new(".")), &rel, entry, true)?;
             }
             return Ok(());
         };
@@ -234,7 +241,7 @@ impl Unpacker<'_, '_> {
                     None => parent.mkdir(name, 0o700).map_err(bad(&shown))?,
                 }
                 self.stats.dirs += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, true, None)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, true)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 if kind == EntryType::GNUSparse {
@@ -256,7 +263,7 @@ impl Unpacker<'_, '_> {
                 }
                 self.stats.files += 1;
                 self.stats.bytes += n;
-                self.metadata(&shown, &parent, name, &rel, entry, false, Some(&f))?;
+                self.metadata(&shown, At::Open(&f), &rel, entry, false)?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -268,7 +275,7 @@ impl Unpacker<'_, '_> {
                     .symlink(OsStr::from_bytes(&target), name)
                     .map_err(bad(&shown))?;
                 self.stats.symlinks += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, false, None)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
             }
             EntryType::Link => {
                 let link = entry
@@ -310,7 +317,7 @@ impl Unpacker<'_, '_> {
                     .mknod(name, k, mode, major, minor)
                     .map_err(bad(&shown))?;
                 self.stats.devices += 1;
-                self.metadata(&shown, &parent, name, &rel, entry, false, None)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
             }
             other => {
                 return Err(LayerError::bad(
@@ -344,12 +351,10 @@ impl Unpacker<'_, '_> {
     fn metadata<R: Read>(
         &mut self,
         shown: &str,
-        dir: &Dir,
-        name: &OsStr,
+        at: At<'_>,
         rel: &Path,
         entry: &mut tar::Entry<R>,
         is_dir: bool,
-        file: Option<&fs::File>,
     ) -> Result<(), LayerError> {
         let h = entry.header();
         let is_link = h.entry_type() == EntryType::Symlink;
@@ -374,18 +379,21 @@ impl Unpacker<'_, '_> {
         };
         let ctx =
             |what: &str, e: &dyn std::fmt::Display| LayerError::bad(shown, format!("{what}: {e}"));
-        if let Some(f) = file {
-            // A regular file still open from its creation: metadata through its fd.
-            if self.opts.preserve_owners {
-                open_file::chown(f, uid as u32, gid as u32)
-                    .map_err(|e| ctx("changing owner", &e))?;
+        let (dir, name) = match at {
+            At::Name(dir, name) => (dir, name),
+            At::Open(f) => {
+                // A regular file still open from its creation: metadata through its fd.
+                if self.opts.preserve_owners {
+                    open_file::chown(f, uid as u32, gid as u32)
+                        .map_err(|e| ctx("changing owner", &e))?;
+                }
+                open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
+                for (k, v) in xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.")) {
+                    let _ = open_file::set_xattr(f, k, v);
+                }
+                return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
             }
-            open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
-            for (k, v) in xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.")) {
-                let _ = open_file::set_xattr(f, k, v);
-            }
-            return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
-        }
+        };
         let root = name == ".";
         if self.opts.preserve_owners {
             if root {
