@@ -217,7 +217,7 @@ impl Unpacker<'_, '_> {
                 Ok(_) => {}
             }
         }
-        let parent = self.resolve_dir(&parent_rel, &shown)?;
+        let parent = self.parent_dir(&parent_rel, &shown)?;
         self.touch(&rel);
 
         if is_whiteout {
@@ -282,7 +282,7 @@ impl Unpacker<'_, '_> {
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::bad(&shown, "hardlink without a target"))?
                     .into_owned();
-                let (src_dir, src_name) = self.resolve_existing(&link, &shown)?;
+                let (src_dir, src_name) = self.hardlink_source(&link, &shown)?;
                 if same_entry(&src_dir, &src_name, &parent, name) {
                     return Ok(());
                 }
@@ -485,7 +485,7 @@ impl Unpacker<'_, '_> {
 
     /// Resolves a relative directory path inside the root (symlinks followed in-root),
     /// creating missing directories.
-    fn resolve_dir(&mut self, rel: &Path, shown: &str) -> Result<Rc<Dir>, LayerError> {
+    fn parent_dir(&mut self, rel: &Path, shown: &str) -> Result<Rc<Dir>, LayerError> {
         if let Some((p, d)) = &self.parent {
             if p == rel {
                 return Ok(d.clone());
@@ -498,7 +498,7 @@ impl Unpacker<'_, '_> {
 
     /// Resolves a hardlink target: the parent in-root, the final component must exist
     /// and must not be a directory.
-    fn resolve_existing(
+    fn hardlink_source(
         &self,
         link: &[u8],
         shown: &str,
