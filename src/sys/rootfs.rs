@@ -419,6 +419,8 @@ impl Rootfs {
                 if let Some((u, g)) = owner {
                     pd.lchown(&name, u, g)?;
                 }
+                // The image gets `mode` itself, not `mode` masked by keel's umask.
+                pd.chmod(&name, mode)?;
             }
             Err(e) if e.errno() == Some(libc::EEXIST) => {
                 if pd.stat(&name)?.map(|s| s.kind) == Some(Kind::Symlink) {
