@@ -269,6 +269,16 @@ impl Store {
         what: &'static str,
         d: &Digest,
     ) -> Result<T> {
+        let size = std::fs::metadata(self.blob_path(d))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > super::MAX_JSON {
+            return Err(StoreError::TooLarge {
+                what,
+                digest: d.clone(),
+                size,
+            });
+        }
         let bytes = self.read_blob(d)?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::BadDocument {
             what,

@@ -5,6 +5,7 @@
 mod blob;
 mod check;
 mod index;
+mod verify;
 
 use std::fs::{self, File};
 use std::io;
@@ -13,6 +14,11 @@ use std::path::{Path, PathBuf};
 pub use blob::BlobWriter;
 pub use check::{FsckReport, GcReport};
 pub use index::{ImageRecord, REF_NAME};
+pub use verify::{is_uncompressed, uncompressed_digest};
+
+/// Largest JSON document (manifest, index, config) keel reads from a blob or an archive:
+/// real ones are a few KiB, and the bound keeps a hostile one from exhausting memory.
+pub const MAX_JSON: u64 = 4 << 20;
 
 use crate::digest::Digest;
 
@@ -36,6 +42,18 @@ pub enum StoreError {
         "blob {digest} is corrupt (it hashes to {actual}); remove the image and load it again"
     )]
     CorruptBlob { digest: Digest, actual: Digest },
+    #[error("layer {layer} does not match its diff_id {diff_id}: its uncompressed content hashes to {actual}; the image is corrupt or forged")]
+    DiffIdMismatch {
+        layer: Digest,
+        diff_id: Digest,
+        actual: Digest,
+    },
+    #[error("{what} {digest} is {size} bytes, more than the {} MiB keel reads for a JSON document", MAX_JSON >> 20)]
+    TooLarge {
+        what: &'static str,
+        digest: Digest,
+        size: u64,
+    },
     #[error("{what} {digest} is not valid JSON of its kind: {why}")]
     BadDocument {
         what: &'static str,

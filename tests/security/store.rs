@@ -147,22 +147,30 @@ fn images(k: &Keel) -> String {
 }
 
 /// The drivers this host can run: copy always, overlay when it works (required under CI).
-fn drivers(k: &Keel) -> Vec<&'static str> {
-    let mut out = vec!["copy"];
-    let probe = k
-        .cmd()
-        .args(["run", "--rm", "--storage-driver", "overlay", "bb", "true"])
-        .output()
-        .unwrap();
-    if probe.status.success() {
-        out.push("overlay");
-    } else if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "overlay storage is required under CI: {}",
-            String::from_utf8_lossy(&probe.stderr)
-        );
-    }
-    out
+/// Probed once, in a root of its own, so no test's layer cache is touched.
+fn drivers(_k: &Keel) -> Vec<&'static str> {
+    static DRIVERS: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    DRIVERS
+        .get_or_init(|| {
+            let k = Keel::new();
+            k.ok(&["bootstrap", "busybox", "bb"]);
+            let probe = k
+                .cmd()
+                .args(["run", "--rm", "--storage-driver", "overlay", "bb", "true"])
+                .output()
+                .unwrap();
+            if probe.status.success() {
+                vec!["copy", "overlay"]
+            } else if std::env::var("CI").as_deref() == Ok("true") {
+                panic!(
+                    "overlay storage is required under CI: {}",
+                    String::from_utf8_lossy(&probe.stderr)
+                );
+            } else {
+                vec!["copy"]
+            }
+        })
+        .clone()
 }
 
 /// Runs `cat /pwned` in `image` and returns what it printed (the run may fail).
@@ -277,12 +285,12 @@ fn a_layer_that_does_not_match_its_diff_id_is_never_unpacked_into_the_cache() {
             "{d}: {err}"
         );
         let storage = k.root().join("storage");
-        for sub in ["layers", "chains"] {
-            let left: Vec<_> = std::fs::read_dir(storage.join(sub))
-                .map(|r| r.flatten().map(|e| e.file_name()).collect())
-                .unwrap_or_default();
-            assert!(left.is_empty(), "{d}: {sub} kept {left:?}");
-        }
+        // Nothing is cached under the claimed diff_id (bb has not run on this driver yet).
+        let sub = if d == "overlay" { "layers" } else { "chains" };
+        let left: Vec<_> = std::fs::read_dir(storage.join(sub))
+            .map(|r| r.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "{d}: {sub} kept {left:?}");
         let tmp: Vec<_> = std::fs::read_dir(storage.join("tmp"))
             .map(|r| r.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
@@ -951,14 +959,16 @@ fn overlay_and_copy_drivers_build_the_same_tree() {
         E::File("dir2/target", b"t"),
         E::Sym("s2", "dir2"),
         E::Hard("h", "s2/target"),
-        E::Hard("h2", "sym/../dir2/target"),
         E::Dir("d"),
         E::File("d/.wh.a", b""),
     ]);
+    // A hardlink through a lower layer's symlink: overlayfs (and docker) cannot make it.
+    let cross = tar_of(&[E::Hard("h2", "sym/file")]);
     let stacks: Vec<(&str, Vec<Vec<u8>>)> = vec![
         ("opaque:1", vec![base.clone(), opaque_root]),
         ("dup:1", vec![base.clone(), links.clone(), links.clone()]),
         ("dup:2", vec![links.clone(), base.clone(), links]),
+        ("cross:1", vec![base, cross]),
     ];
     let imgs: Vec<_> = stacks
         .iter()
@@ -969,6 +979,16 @@ fn overlay_and_copy_drivers_build_the_same_tree() {
         .collect();
     k.ok(&["load", "-i", &write(&k, "eq.tar", &docker_archive(&imgs))]);
     for (name, _) in &stacks {
+        if *name == "cross:1" {
+            for d in ["overlay", "copy"] {
+                let err = k.fails(&["run", "--rm", "--storage-driver", d, name, "true"]);
+                assert!(
+                    err.contains("\"h2\"") && err.contains("sym/file"),
+                    "{d}: {err}"
+                );
+            }
+            continue;
+        }
         let o = rootfs_tree(&k, "overlay", name);
         let c = rootfs_tree(&k, "copy", name);
         let diff: Vec<_> = o
@@ -984,6 +1004,8 @@ fn overlay_and_copy_drivers_build_the_same_tree() {
         assert!(diff.is_empty(), "{name}:\n{}", diff.join("\n"));
         if *name == "opaque:1" {
             assert!(!o.contains_key("keep") && o.contains_key("new"), "{o:?}");
+        } else {
+            assert!(o.contains_key("h") && !o.contains_key("d/a"), "{o:?}");
         }
     }
 }
