@@ -248,7 +248,11 @@ pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<()
     let dir = in_rootfs(rootfs, dest)?;
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     let f = fs::File::open(archive).map_err(io(archive))?;
-    let opts = layer::unpack::UnpackOptions::default();
+    // A user's archive is not a layer: `.wh.` files in it are files (docker's ADD).
+    let opts = layer::unpack::UnpackOptions {
+        whiteouts: layer::unpack::Whiteouts::Plain,
+        ..Default::default()
+    };
     layer::unpack::unpack(f, &dir, &opts)?;
     Ok(())
 }

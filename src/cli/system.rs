@@ -63,12 +63,18 @@ pub struct FsckArgs {
 /// uncompressed, so the blob of a diff_id is the blob of that digest).
 fn layer_stacks(store: &crate::store::Store) -> Result<Vec<Vec<crate::storage::LayerBlob>>> {
     use crate::storage::LayerBlob;
-    let mut records = store.images()?;
-    for (_, d) in store.container_images() {
-        if let Ok(r) = store.resolve(&d.to_string()) {
-            records.push(r);
-        }
-    }
+    // Images that cannot be read are skipped here: the store half of fsck names them.
+    let mut manifests: Vec<crate::digest::Digest> = store
+        .read_index()?
+        .manifests()
+        .iter()
+        .map(|d| d.digest().clone())
+        .collect();
+    manifests.extend(store.container_images().into_iter().map(|(_, d)| d));
+    let records = manifests.into_iter().filter_map(|d| {
+        let desc = oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, d);
+        store.load_record(desc, Vec::new()).ok()
+    });
     let mut stacks = Vec::new();
     for r in records {
         let stack = r
