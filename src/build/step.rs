@@ -245,15 +245,34 @@ pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), St
 
 /// Extracts a local tar archive (ADD) into `dest` inside the rootfs.
 pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
+    refuse_whiteout_names(archive)?;
     let dir = in_rootfs(rootfs, dest)?;
     fs::create_dir_all(&dir).map_err(io(&dir))?;
     let f = fs::File::open(archive).map_err(io(archive))?;
-    // A user's archive is not a layer: `.wh.` files in it are files (docker's ADD).
-    let opts = layer::unpack::UnpackOptions {
-        whiteouts: layer::unpack::Whiteouts::Plain,
-        ..Default::default()
-    };
+    let opts = layer::unpack::UnpackOptions::default();
     layer::unpack::unpack(f, &dir, &opts)?;
+    Ok(())
+}
+
+/// docker's ADD extracts `.wh.NAME` as a plain file, but an image layer can only carry
+/// that name as a whiteout (deleting NAME when the layer is applied): such an archive is
+/// refused before anything is extracted, rather than deleting files of the image.
+fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
+    let f = fs::File::open(archive).map_err(io(archive))?;
+    let plain = layer::guard::HeaderGuard::new(layer::decompressed(f)?);
+    let mut tar = tar::Archive::new(plain);
+    for e in tar.entries().map_err(layer::LayerError::Io)? {
+        let e = e.map_err(layer::LayerError::Io)?;
+        let raw = e.path_bytes();
+        let base = raw.rsplit(|b| *b == b'/').find(|s| !s.is_empty());
+        if base.is_some_and(|b| b.starts_with(b".wh.")) {
+            return Err(layer::LayerError::bad(
+                String::from_utf8_lossy(&raw),
+                format!("ADD {}: names starting with .wh. are whiteouts in an image layer, so this file would delete its namesake from the image; rename it in the archive", archive.display()),
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 

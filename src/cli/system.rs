@@ -72,7 +72,8 @@ fn layer_stacks(store: &crate::store::Store) -> Result<Vec<Vec<crate::storage::L
         .collect();
     manifests.extend(store.container_images().into_iter().map(|(_, d)| d));
     let records = manifests.into_iter().filter_map(|d| {
-        let desc = oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, d);
+        let desc =
+            oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, d);
         store.load_record(desc, Vec::new()).ok()
     });
     let mut stacks = Vec::new();

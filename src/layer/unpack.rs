@@ -40,8 +40,6 @@ pub enum Whiteouts {
     /// One layer into its own directory for overlayfs: `.wh.NAME` becomes a 0:0
     /// character device, an opaque marker the `trusted.overlay.opaque=y` xattr.
     Overlay,
-    /// Not a layer (`ADD archive.tar`): `.wh.` names are plain files, as docker has them.
-    Plain,
 }
 
 /// What `unpack` may do besides creating plain files.
@@ -181,8 +179,7 @@ impl Unpacker<'_> {
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
         let name_bytes = name.as_bytes();
-        let is_whiteout = self.opts.whiteouts != Whiteouts::Plain
-            && name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
+        let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
@@ -390,7 +387,6 @@ impl Unpacker<'_> {
                     )
                 })?;
             }
-            (Whiteouts::Plain, _) => unreachable!("plain archives have no whiteouts"),
             (Whiteouts::Overlay, true) => sysfs::set_xattr(parent, OVERLAY_OPAQUE_XATTR, b"y")
                 .map_err(|e| {
                     LayerError::bad(

@@ -1013,23 +1013,37 @@ fn overlay_and_copy_drivers_build_the_same_tree() {
 }
 
 /// Break (issue 10 item 15): `ADD local.tar` applied OCI whiteouts, so a `.wh.NAME` file
-/// in a user's archive deleted NAME from the image. docker extracts it as a plain file.
+/// in a user's archive deleted NAME from the image (`.wh..wh..opq` emptied the directory).
+/// docker extracts them as plain files, but an image layer can only store such a name as a
+/// whiteout, so keel refuses the archive, naming the entry, and deletes nothing.
 #[test]
-fn add_of_a_local_tar_keeps_whiteout_files_as_plain_files() {
+fn add_of_a_local_tar_with_whiteout_names_deletes_nothing() {
     require!(is_root(), "building needs root");
     let k = Keel::new();
     k.ok(&["bootstrap", "busybox", "bb"]);
     let ctx = k.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(
-        ctx.join("a.tar"),
-        tar_of(&[E::File(".wh.passwd", b""), E::File(".wh..wh..opq", b"")]),
-    )
-    .unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nADD a.tar /etc/\n").unwrap();
+    for (tar, entry) in [
+        (
+            tar_of(&[E::File("ok", b"1"), E::File(".wh.passwd", b"")]),
+            ".wh.passwd",
+        ),
+        (
+            tar_of(&[E::Dir("sub"), E::File("sub/.wh..wh..opq", b"")]),
+            "sub/.wh..wh..opq",
+        ),
+    ] {
+        std::fs::write(ctx.join("a.tar"), gzip(&tar)).unwrap();
+        std::fs::write(ctx.join("Dockerfile"), "FROM bb\nADD a.tar /etc/\n").unwrap();
+        let err = k.fails(&["build", "-t", "added", ctx.to_str().unwrap()]);
+        assert!(err.contains(entry) && err.contains("whiteout"), "{err}");
+    }
+    assert!(!images(&k).contains("added"));
+    // An archive without such names is extracted as before.
+    std::fs::write(ctx.join("a.tar"), tar_of(&[E::File("wh.txt", b"1")])).unwrap();
     k.ok(&["build", "-t", "added", ctx.to_str().unwrap()]);
-    let out = k.ok(&["run", "--rm", "added", "ls", "-a", "/etc"]);
-    for want in ["passwd", ".wh.passwd", ".wh..wh..opq", "group"] {
+    let out = k.ok(&["run", "--rm", "added", "ls", "/etc"]);
+    for want in ["passwd", "group", "wh.txt"] {
         assert!(out.split_whitespace().any(|w| w == want), "{want}: {out}");
     }
 }
