@@ -44,9 +44,9 @@ pub enum StoreError {
     CorruptBlob { digest: Digest, actual: Digest },
     #[error("layer {layer} does not match its diff_id {diff_id}: its uncompressed content hashes to {actual}; the image is corrupt or forged")]
     DiffIdMismatch {
-        layer: Digest,
-        diff_id: Digest,
-        actual: Digest,
+        layer: String,
+        diff_id: String,
+        actual: String,
     },
     #[error("{what} {digest} is {size} bytes, more than the {} MiB keel reads for a JSON document", MAX_JSON >> 20)]
     TooLarge {

@@ -50,9 +50,9 @@ impl Store {
             return Ok(());
         }
         Err(StoreError::DiffIdMismatch {
-            layer: layer.digest().clone(),
-            diff_id: diff_id.clone(),
-            actual,
+            layer: layer.digest().to_string(),
+            diff_id: diff_id.to_string(),
+            actual: actual.to_string(),
         })
     }
 }

@@ -103,7 +103,10 @@ fn config(diff_ids: &[String]) -> Vec<u8> {
 }
 
 /// A docker-archive: `(config, layers, RepoTags)` per image, blobs named by digest.
-fn docker_archive(images: &[(Vec<u8>, Vec<Vec<u8>>, serde_json::Value)]) -> Vec<u8> {
+/// One image of a docker-archive: config bytes, layer tars, RepoTags.
+type ArchivedImage = (Vec<u8>, Vec<Vec<u8>>, serde_json::Value);
+
+fn docker_archive(images: &[ArchivedImage]) -> Vec<u8> {
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let mut manifest = Vec::new();
     for (cfg, layers, tags) in images {
@@ -204,7 +207,7 @@ fn an_archive_claiming_another_images_diff_id_is_refused() {
     let evil = busybox_layer(&[E::File("pwned", b"attacker")]);
     for layer in [evil.clone(), gzip(&evil)] {
         let archive = docker_archive(&[(
-            config(&[trusted.clone()]),
+            config(std::slice::from_ref(&trusted)),
             vec![layer],
             json!(["evil:latest"]),
         )]);
@@ -277,7 +280,7 @@ fn a_layer_that_does_not_match_its_diff_id_is_never_unpacked_into_the_cache() {
     k.ok(&["bootstrap", "busybox", "bb"]);
     let trusted = diff_id_of(&k, "bb");
     let evil = busybox_layer(&[E::File("pwned", b"attacker")]);
-    plant_image(&k, "evil", &config(&[trusted.clone()]), &[evil]);
+    plant_image(&k, "evil", &config(std::slice::from_ref(&trusted)), &[evil]);
     for d in drivers(&k) {
         let err = k.fails(&["run", "--rm", "--storage-driver", d, "evil", "true"]);
         assert!(
@@ -402,7 +405,7 @@ fn peak_rss_of_failing(k: &Keel, args: &[&str]) -> (u64, String) {
     let kib = text
         .lines()
         .filter_map(|l| l.trim().parse::<u64>().ok())
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no RSS in {text}"));
     (kib, err)
 }
