@@ -488,8 +488,10 @@ pub(crate) fn build_cached(
     let tree = tmp.path().join(verify::TREE);
     fs::create_dir(&tree).map_err(StorageError::io("creating", &tree))?;
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))
-        .map_err(StorageError::io("chmod", &tree))?;
+    for dir in [tmp.path(), &tree] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(StorageError::io("chmod", dir))?;
+    }
     // On an error the temp entry is dropped, and with it whatever `fill` wrote.
     let diff_ids = fill(&tree)?;
     verify::write_marker(tmp.path(), kind, diff_ids)?;

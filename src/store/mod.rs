@@ -223,6 +223,8 @@ const ROOT_ENTRIES: &[&str] = &[
     "volumes",
     "cache",
     "logs",
+    // A freshly made filesystem mounted at the root has one.
+    "lost+found",
 ];
 
 /// Refuses a root that exists, is not empty, and is not (or not yet) keel's: one with an
