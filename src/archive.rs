@@ -213,20 +213,7 @@ fn read_contents(store: &Store, input: impl Read + 'static) -> Result<Contents, 
         let path = layer::clean_entry_path(&entry.path_bytes())?;
         let kind = entry.header().entry_type();
         if kind.is_symlink() || kind.is_hard_link() {
-            let shown = path.display().to_string();
-            let target = entry
-                .link_name()?
-                .ok_or_else(|| malformed(&shown, "link without a target"))?;
-            let base = match path.parent() {
-                Some(p) if kind.is_symlink() => p.to_path_buf(),
-                _ => PathBuf::new(),
-            };
-            let to = inside(&base.join(&target)).ok_or_else(|| {
-                malformed(
-                    &shown,
-                    format!("it links to {}, outside the archive", target.display()),
-                )
-            })?;
+            let to = link_target(&path, kind.is_symlink(), entry.link_name()?.as_deref())?;
             c.links.insert(path, to);
             continue;
         }
@@ -258,6 +245,23 @@ fn read_contents(store: &Store, input: impl Read + 'static) -> Result<Contents, 
         c.files.insert(path, stored);
     }
     Ok(c)
+}
+
+/// Where a link entry of the archive leads, as an archive path: a symlink's target is
+/// relative to its directory, a hardlink's to the archive root; neither may leave it.
+fn link_target(path: &Path, symlink: bool, target: Option<&Path>) -> Result<PathBuf, ArchiveError> {
+    let shown = path.display().to_string();
+    let target = target.ok_or_else(|| malformed(&shown, "link without a target"))?;
+    let base = match path.parent() {
+        Some(p) if symlink => p.to_path_buf(),
+        _ => PathBuf::new(),
+    };
+    inside(&base.join(target)).ok_or_else(|| {
+        malformed(
+            &shown,
+            format!("it links to {}, outside the archive", target.display()),
+        )
+    })
 }
 
 /// Reads a JSON document of the archive, refusing one over `MAX_JSON`.
@@ -399,73 +403,77 @@ fn plan_docker(
             format!("it lists more than {MAX_IMAGES} images"),
         ));
     }
-    let mut ready = Vec::new();
-    for e in entries {
-        let names: Vec<ImageRef> = e
-            .repo_tags
-            .clone()
-            .unwrap_or_default()
-            .iter()
-            .map(|t| ImageRef::parse(t))
-            .collect::<Result<_, _>>()
-            .map_err(StoreError::from)?;
-        let label = match names.first() {
-            Some(n) => format!("image {}", n.tagged_name()),
-            None => format!("image {}", e.config),
-        };
-        let (config_digest, _) = lookup(c, &e.config)?;
-        if let Some(named) = e
-            .config
-            .strip_suffix(".json")
-            .and_then(|h| digest::parse(&format!("sha256:{h}")))
-        {
-            if named != config_digest {
-                return Err(malformed(
-                    &e.config,
-                    format!(
-                        "its content hashes to {config_digest}, not to the digest its name gives"
-                    ),
-                ));
-            }
-        }
-        let config: oci_spec::image::ImageConfiguration =
-            store.read_json("config", &config_digest)?;
-        let diff_ids = config.rootfs().diff_ids();
-        if e.layers.len() > MAX_LAYERS {
-            return Err(malformed(
-                "manifest.json",
-                format!(
-                    "{label} has {} layers, more than the {MAX_LAYERS} keel accepts",
-                    e.layers.len()
-                ),
-            ));
-        }
-        if diff_ids.len() != e.layers.len() {
-            return Err(malformed(
-                "manifest.json",
-                format!(
-                    "{label}: its config lists {} diff_ids but {} layers",
-                    diff_ids.len(),
-                    e.layers.len()
-                ),
-            ));
-        }
-        let mut layers = Vec::new();
-        for (p, diff_id) in e.layers.iter().zip(diff_ids) {
-            let (d, size) = lookup(c, p)?;
-            let descriptor = Descriptor::new(sniff_media(store, &d)?, size, d);
-            let diff_id = parse_diff_id(&label, diff_id)?;
-            store.verify_diff_id(&descriptor, &diff_id)?;
-            layers.push(StoredLayer {
-                descriptor,
-                diff_id,
-            });
-        }
-        // Keep the config bytes exactly as they came: the image id stays the same.
-        let record = commit_with_config(store, &config_digest, layers)?;
-        ready.push(Ready { names, record });
+    entries
+        .iter()
+        .map(|e| plan_docker_entry(store, c, e))
+        .collect()
+}
+
+/// One `manifest.json` entry: names, config (bytes kept as they came, so the image id
+/// stays the same) and layers, each verified against its diff_id; writes the manifest.
+fn plan_docker_entry(store: &Store, c: &Contents, e: &DockerEntry) -> Result<Ready, ArchiveError> {
+    let names: Vec<ImageRef> = e
+        .repo_tags
+        .iter()
+        .flatten()
+        .map(|t| ImageRef::parse(t))
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)?;
+    let label = match names.first() {
+        Some(n) => format!("image {}", n.tagged_name()),
+        None => format!("image {}", e.config),
+    };
+    if e.layers.len() > MAX_LAYERS {
+        return Err(malformed(
+            "manifest.json",
+            format!(
+                "{label} has {} layers, more than the {MAX_LAYERS} keel accepts",
+                e.layers.len()
+            ),
+        ));
     }
-    Ok(ready)
+    let config_digest = docker_config(c, &e.config)?;
+    let config: oci_spec::image::ImageConfiguration = store.read_json("config", &config_digest)?;
+    let diff_ids = config.rootfs().diff_ids();
+    if diff_ids.len() != e.layers.len() {
+        return Err(malformed(
+            "manifest.json",
+            format!(
+                "{label}: its config lists {} diff_ids but {} layers",
+                diff_ids.len(),
+                e.layers.len()
+            ),
+        ));
+    }
+    let mut layers = Vec::new();
+    for (p, diff_id) in e.layers.iter().zip(diff_ids) {
+        let (d, size) = lookup(c, p)?;
+        let descriptor = Descriptor::new(sniff_media(store, &d)?, size, d);
+        let diff_id = parse_diff_id(&label, diff_id)?;
+        store.verify_diff_id(&descriptor, &diff_id)?;
+        layers.push(StoredLayer {
+            descriptor,
+            diff_id,
+        });
+    }
+    let record = commit_with_config(store, &config_digest, layers)?;
+    Ok(Ready { names, record })
+}
+
+/// The stored config a `manifest.json` entry names; a name of the form `<hex>.json` must
+/// be the digest of its content.
+fn docker_config(c: &Contents, name: &str) -> Result<Digest, ArchiveError> {
+    let (config_digest, _) = lookup(c, name)?;
+    let named = name
+        .strip_suffix(".json")
+        .and_then(|h| digest::parse(&format!("sha256:{h}")));
+    match named {
+        Some(n) if n != config_digest => Err(malformed(
+            name,
+            format!("its content hashes to {config_digest}, not to the digest its name gives"),
+        )),
+        _ => Ok(config_digest),
+    }
 }
 
 /// The OCI media type of a stored layer blob, from its magic bytes.
