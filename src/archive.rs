@@ -456,7 +456,8 @@ fn plan_docker_entry(store: &Store, c: &Contents, e: &DockerEntry) -> Result<Rea
             diff_id,
         });
     }
-    let record = commit_with_config(store, &config_digest, layers)?;
+    // Names are written last, by `load`, once every image has passed.
+    let record = crate::image::commit_stored_config(store, &config_digest, &layers, &[])?;
     Ok(Ready { names, record })
 }
 
@@ -542,25 +543,6 @@ fn check_unique_names(ready: &[Ready]) -> Result<(), ArchiveError> {
         }
     }
     Ok(())
-}
-
-/// Like `image::commit_image`, for a config already stored byte-for-byte (so a loaded
-/// image keeps its id). Writes the manifest only: naming is the caller's last step.
-fn commit_with_config(
-    store: &Store,
-    config: &Digest,
-    layers: Vec<StoredLayer>,
-) -> Result<ImageRecord, ArchiveError> {
-    let size = std::fs::metadata(store.blob_path(config))?.len();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": Descriptor::new(MediaType::ImageConfig, size, config.clone()),
-        "layers": layers.iter().map(|l| l.descriptor.clone()).collect::<Vec<_>>(),
-    });
-    let (digest, size) = store.put_json(&manifest)?;
-    let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest);
-    Ok(store.load_record(descriptor, Vec::new())?)
 }
 
 /// The name an index entry carries: containerd's full name, else the OCI ref name.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::plan::RunMount;
+use crate::plan::MountSpec;
 use crate::runtime::BindMount;
 
 /// Where a build secret's value comes from.
@@ -86,38 +86,6 @@ pub struct Credentials {
     pub ssh: BTreeMap<String, PathBuf>,
 }
 
-/// Where a mount's target is, after `target`/`dst`/`destination`, with a default.
-fn target_of(m: &RunMount, default: impl FnOnce() -> Option<String>) -> Result<String, String> {
-    m.get("target")
-        .or(m.get("dst"))
-        .or(m.get("destination"))
-        .map(str::to_string)
-        .or_else(default)
-        .ok_or_else(|| format!("RUN --mount=type={} needs target=PATH", m.kind()))
-}
-
-fn octal(m: &RunMount, key: &str, default: u32) -> Result<u32, String> {
-    match m.get(key) {
-        None => Ok(default),
-        Some(v) => u32::from_str_radix(v, 8)
-            .map_err(|_| format!("RUN --mount {key}={v:?}: expected an octal mode such as 0400")),
-    }
-}
-
-fn number(m: &RunMount, key: &str) -> Result<u32, String> {
-    match m.get(key) {
-        None => Ok(0),
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("RUN --mount {key}={v:?}: expected a number")),
-    }
-}
-
-/// `required` (a bare flag reads as `true`).
-fn required(m: &RunMount) -> bool {
-    matches!(m.get("required"), Some("true" | "1"))
-}
-
 /// The secrets' and agents' part of a step's mounts, resolved: binds, env, and the private
 /// directory holding the secret files (deleted when this is dropped).
 pub struct CredentialMounts {
@@ -129,7 +97,7 @@ pub struct CredentialMounts {
 /// Resolves the `type=secret` and `type=ssh` mounts of a step. Secret files are written
 /// under `scratch` (a directory only root can read) with the mount's mode and owner.
 pub fn credentials(
-    mounts: &[RunMount],
+    mounts: &[MountSpec],
     given: &Credentials,
     scratch: &Path,
 ) -> Result<CredentialMounts, String> {
@@ -140,80 +108,22 @@ pub fn credentials(
     };
     let mut agents = 0;
     for m in mounts {
-        match m.kind() {
-            "secret" => {
-                let id = m
-                    .get("id")
-                    .map(str::to_string)
-                    .or_else(|| {
-                        target_of(m, || None)
-                            .ok()
-                            .and_then(|t| t.rsplit('/').next().map(str::to_string))
-                    })
-                    .filter(|i| !i.is_empty())
-                    .ok_or(
-                        "RUN --mount=type=secret needs id=NAME (or a target to name it after)",
-                    )?;
-                let Some(source) = given.secrets.get(&id) else {
-                    if required(m) {
-                        return Err(format!("RUN --mount=type=secret,id={id} is required but the build has no such secret; pass --secret id={id},src=FILE (or env=VAR)"));
-                    }
-                    continue;
-                };
-                let value = match source {
-                    SecretSource::File(p) => std::fs::read(p)
-                        .map_err(|e| format!("secret {id}: reading {}: {e}", p.display()))?,
-                    SecretSource::Env(v) => std::env::var_os(v)
-                        .ok_or_else(|| format!("secret {id}: environment variable {v} is not set"))?
-                        .into_encoded_bytes(),
-                };
-                if let Some(var) = m.get("env") {
-                    let text = String::from_utf8(value.clone())
-                        .map_err(|_| format!("secret {id}: env={var} needs a UTF-8 value"))?;
-                    out.env.push(format!("{var}={text}"));
-                    if m.get("target").is_none() && m.get("dst").is_none() {
-                        continue;
-                    }
-                }
-                let target = target_of(m, || Some(format!("/run/secrets/{id}")))?;
-                if out.secret_dir.is_none() {
-                    out.secret_dir = Some(
-                        tempfile::Builder::new()
-                            .prefix("secrets-")
-                            .tempdir_in(scratch)
-                            .map_err(|e| {
-                                format!(
-                                    "creating a secrets directory in {}: {e}",
-                                    scratch.display()
-                                )
-                            })?,
-                    );
-                }
-                let dir = out.secret_dir.as_ref().expect("created above").path();
-                let file = dir.join(out.binds.len().to_string());
-                let mode = octal(m, "mode", 0o400)?;
-                std::fs::write(&file, &value)
-                    .and_then(|()| {
-                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-                    })
-                    .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
-                std::os::unix::fs::chown(&file, Some(number(m, "uid")?), Some(number(m, "gid")?))
-                    .map_err(|e| format!("secret {id}: {e}"))?;
-                out.binds.push(BindMount {
-                    src: file,
-                    dst: target,
-                    ro: true,
-                });
-            }
-            "ssh" => {
-                let id = m.get("id").unwrap_or("default");
+        match m {
+            MountSpec::Secret { .. } => secret(m, given, scratch, &mut out)?,
+            MountSpec::Ssh {
+                id,
+                target,
+                required,
+            } => {
                 let Some(sock) = given.ssh.get(id) else {
-                    if required(m) {
+                    if *required {
                         return Err(format!("RUN --mount=type=ssh,id={id} is required but the build has no such agent; pass --ssh {id}"));
                     }
                     continue;
                 };
-                let target = target_of(m, || Some(format!("/run/buildkit/ssh_agent.{agents}")))?;
+                let target = target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{agents}"));
                 agents += 1;
                 out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 out.binds.push(BindMount {
@@ -226,6 +136,74 @@ pub fn credentials(
         }
     }
     Ok(out)
+}
+
+/// One secret mount: as an environment variable and/or a file bound read-only.
+fn secret(
+    m: &MountSpec,
+    given: &Credentials,
+    scratch: &Path,
+    out: &mut CredentialMounts,
+) -> Result<(), String> {
+    let MountSpec::Secret {
+        id,
+        target,
+        env,
+        required,
+        mode,
+        uid,
+        gid,
+    } = m
+    else {
+        unreachable!("called for secret mounts")
+    };
+    if id.is_empty() {
+        return Err("RUN --mount=type=secret needs id=NAME (or a target to name it after)".into());
+    }
+    let Some(source) = given.secrets.get(id) else {
+        if *required {
+            return Err(format!("RUN --mount=type=secret,id={id} is required but the build has no such secret; pass --secret id={id},src=FILE (or env=VAR)"));
+        }
+        return Ok(());
+    };
+    let value = match source {
+        SecretSource::File(p) => {
+            std::fs::read(p).map_err(|e| format!("secret {id}: reading {}: {e}", p.display()))?
+        }
+        SecretSource::Env(v) => std::env::var_os(v)
+            .ok_or_else(|| format!("secret {id}: environment variable {v} is not set"))?
+            .into_encoded_bytes(),
+    };
+    if let Some(var) = env {
+        let text = String::from_utf8(value.clone())
+            .map_err(|_| format!("secret {id}: env={var} needs a UTF-8 value"))?;
+        out.env.push(format!("{var}={text}"));
+    }
+    let target = match (target, env) {
+        (Some(t), _) => t.clone(),
+        (None, Some(_)) => return Ok(()),
+        (None, None) => format!("/run/secrets/{id}"),
+    };
+    if out.secret_dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("secrets-")
+            .tempdir_in(scratch)
+            .map_err(|e| format!("creating a secrets directory in {}: {e}", scratch.display()))?;
+        out.secret_dir = Some(dir);
+    }
+    let dir = out.secret_dir.as_ref().expect("created above").path();
+    let file = dir.join(out.binds.len().to_string());
+    std::fs::write(&file, &value)
+        .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)))
+        .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
+    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+        .map_err(|e| format!("secret {id}: {e}"))?;
+    out.binds.push(BindMount {
+        src: file,
+        dst: target,
+        ro: true,
+    });
+    Ok(())
 }
 
 /// The paths a mount at `target` will create in `rootfs` (the first missing component and

@@ -150,7 +150,8 @@ pub struct RunOptions {
     pub network: NetworkMode,
     pub read_only: bool,
     pub binds: Vec<BindMount>,
-    /// Container paths that get a fresh tmpfs.
+    /// Container paths that get a fresh tmpfs: `PATH`, or `PATH:size=BYTES` for a
+    /// bounded one (`RUN --mount=type=tmpfs,size=…`).
     pub tmpfs: Vec<String>,
     pub limits: Limits,
     pub tty: bool,
@@ -673,12 +674,13 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
         });
     }
     for t in &o.tmpfs {
-        user.push(fs(
-            "tmpfs",
-            "tmpfs",
-            &dest(t)?,
-            &["nosuid", "nodev", "noexec", "mode=1777"],
-        ));
+        let (path, size) = match t.split_once(":size=") {
+            Some((p, n)) if n.parse::<u64>().is_ok() => (p, Some(format!("size={n}"))),
+            _ => (t.as_str(), None),
+        };
+        let mut opts = vec!["nosuid", "nodev", "noexec", "mode=1777"];
+        opts.extend(size.as_deref());
+        user.push(fs("tmpfs", "tmpfs", &dest(path)?, &opts));
     }
     // Stable sort by depth keeps the flag order among siblings.
     user.sort_by_key(|op| match op {

@@ -660,3 +660,49 @@ fn keel_debug_dump_ast_prints_buildkits_dump() {
         std::fs::read_to_string(dir.join("result")).unwrap()
     );
 }
+
+// ---- the build plan of every positive case (`keel build --dry-run`) ----
+
+/// What `keel build --dry-run` prints for `bytes` (on amd64, so the golden files do not
+/// depend on the host), or the error it reports.
+fn dry_run(bytes: &[u8]) -> String {
+    let opts = keel::plan::DryRun {
+        arch: "amd64".into(),
+        ..Default::default()
+    };
+    let planned = keel::build::front::plan("Dockerfile", bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|p| keel::plan::dry_run(&p, &opts).map_err(|e| e.to_string()));
+    match planned {
+        Ok(text) => text,
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[test]
+fn plans_of_positive_cases_match_golden_files() {
+    // testdata/plan/<case>.plan; `KEEL_BLESS=1 cargo test --test it plans_of` rewrites them.
+    let bless = std::env::var_os("KEEL_BLESS").is_some();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan");
+    let mut f = Failures(Vec::new());
+    for (name, dir) in cases("dockerfile-parser/positive") {
+        let got = dry_run(&std::fs::read(dir.join("Dockerfile")).unwrap());
+        let golden = golden_dir.join(format!("{name}.plan"));
+        if bless {
+            std::fs::create_dir_all(&golden_dir).unwrap();
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&golden) {
+            Ok(want) if want == got => {}
+            Ok(want) => {
+                f.0.push(format!("{name}:\n--- expected\n{want}--- actual\n{got}"))
+            }
+            Err(e) => f.0.push(format!(
+                "{name}: {}: {e}; bless with KEEL_BLESS=1",
+                golden.display()
+            )),
+        }
+    }
+    f.check("plan");
+}
