@@ -465,8 +465,8 @@ fn decompression_bombs_in_archives_and_rootfs_tarballs_are_refused_early() {
             vec!["import", bomb.as_str(), "bomb"],
         ] {
             let (kib, err) = peak_rss_of_failing(&k, &args);
+            assert!(kib < LIMIT_KIB, "{args:?} peaked at {kib} KiB: {err}");
             assert!(err.contains(what), "{args:?}: {err}");
-            assert!(kib < LIMIT_KIB, "{args:?} peaked at {kib} KiB");
         }
     }
     // JSON read from an archive is bounded too: a 64 MiB manifest.json (gzip) is refused.
@@ -475,11 +475,11 @@ fn decompression_bombs_in_archives_and_rootfs_tarballs_are_refused_early() {
     h.set_cksum();
     let bomb = gz_bomb(&k, "json", h.as_bytes(), BIG / 4);
     let (kib, err) = peak_rss_of_failing(&k, &["load", "-i", &bomb]);
+    assert!(kib < LIMIT_KIB, "peaked at {kib} KiB: {err}");
     assert!(
         err.contains("manifest.json") && err.contains("MiB"),
         "{err}"
     );
-    assert!(kib < LIMIT_KIB, "peaked at {kib} KiB");
     assert_eq!(images(&k).lines().count(), 1);
     fsck_clean(&k);
 }
