@@ -621,3 +621,49 @@ fn inside(p: &Path) -> Option<PathBuf> {
     }
     Some(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn archive_paths_stay_inside() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("a/b", Some("a/b")),
+            ("./a/../b", Some("b")),
+            ("a/./b/", Some("a/b")),
+            ("../x", None),
+            ("a/../../x", None),
+            ("/etc/passwd", None),
+        ];
+        for (p, want) in cases {
+            assert_eq!(inside(Path::new(p)), want.map(PathBuf::from), "{p}");
+        }
+        assert!(link_target(Path::new("d/l"), true, Some(Path::new("../x"))).is_ok());
+        assert!(link_target(Path::new("d/l"), true, Some(Path::new("../../x"))).is_err());
+        assert!(link_target(Path::new("d/l"), false, Some(Path::new("../x"))).is_err());
+        assert!(link_target(Path::new("l"), true, Some(Path::new("/etc/passwd"))).is_err());
+        assert!(link_target(Path::new("l"), true, None).is_err());
+    }
+
+    #[test]
+    fn manifest_json_paths_may_not_climb() {
+        let mut c = Contents::default();
+        let d = digest::of_bytes(b"x");
+        c.files.insert(PathBuf::from("blobs/x"), (d.clone(), 1));
+        c.links
+            .insert(PathBuf::from("l/layer.tar"), PathBuf::from("blobs/x"));
+        c.links.insert(PathBuf::from("loop"), PathBuf::from("loop"));
+        assert_eq!(lookup(&c, "blobs/x").unwrap().0, d);
+        assert_eq!(lookup(&c, "./l/layer.tar").unwrap().0, d);
+        for bad in [
+            "../blobs/x",
+            "l/../../blobs/x",
+            "/blobs/x",
+            "loop",
+            "missing",
+        ] {
+            assert!(lookup(&c, bad).is_err(), "{bad}");
+        }
+    }
+}

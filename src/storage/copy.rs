@@ -342,3 +342,37 @@ fn copy_attrs(from: &Path, to: &Path, m: &fs::Metadata, times: bool) -> Result<(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardlink_targets_resolve_through_the_layers_own_symlinks() {
+        let links: HashMap<PathBuf, PathBuf> = [
+            ("s", "dir"),
+            ("abs", "/dir"),
+            ("up", "d/../dir"),
+            ("loop", "loop"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+        .collect();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("dir/f", Some("dir/f")),
+            ("s/f", Some("dir/f")),
+            ("abs/f", Some("dir/f")),
+            ("up/f", Some("dir/f")),
+            ("s", Some("s")),
+            ("loop/f", None),
+            ("../f", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                resolve_in_layer(raw.as_bytes(), &links),
+                want.map(PathBuf::from),
+                "{raw}"
+            );
+        }
+    }
+}
