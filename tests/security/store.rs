@@ -235,6 +235,16 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 /// Writes an image straight into the store's OCI layout (as a tampered store, or a future
 /// pull that forgot to verify, would leave it) and names it `name`.
 fn plant_image(k: &Keel, name: &str, cfg: &[u8], layers: &[Vec<u8>]) {
+    plant_image_as(
+        k,
+        name,
+        cfg,
+        layers,
+        "application/vnd.oci.image.layer.v1.tar",
+    )
+}
+
+fn plant_image_as(k: &Keel, name: &str, cfg: &[u8], layers: &[Vec<u8>], media: &str) {
     let layout = k.root().join("images");
     let blob = |b: &[u8]| {
         let d = sha(b);
@@ -246,7 +256,7 @@ fn plant_image(k: &Keel, name: &str, cfg: &[u8], layers: &[Vec<u8>]) {
         .iter()
         .map(|l| {
             let (d, s) = blob(l);
-            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d, "size": s})
+            json!({"mediaType": media, "digest": d, "size": s})
         })
         .collect();
     let manifest = serde_json::to_vec(&json!({
@@ -311,6 +321,24 @@ fn a_layer_that_does_not_match_its_diff_id_is_never_unpacked_into_the_cache() {
         text.contains("image evil:latest") && text.contains("diff_id"),
         "{text}"
     );
+    // A gzip layer that lies: unpacking refuses it, and `fsck --full` (which decompresses)
+    // names it.
+    k.ok(&["rmi", "evil"]);
+    let evil = gzip(&busybox_layer(&[E::File("pwned", b"attacker")]));
+    let cfg = config(std::slice::from_ref(&trusted));
+    plant_image_as(
+        &k,
+        "evilgz",
+        &cfg,
+        &[evil],
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    );
+    // (bb's own layer stays cached under that diff_id, and would be used: start afresh.)
+    std::fs::remove_dir_all(k.root().join("storage/chains")).unwrap();
+    let err = k.fails(&["run", "--rm", "--storage-driver", "copy", "evilgz", "true"]);
+    assert!(err.contains("diff_id") && err.contains(&trusted), "{err}");
+    fsck_clean(&k);
+    fsck_says(&k, &["fsck", "--full"], "image evilgz:latest layer 0");
 }
 
 /// Finds the unpacked tree of `diff_id` (the directory holding its files).
