@@ -221,11 +221,34 @@ pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), St
 /// Extracts a local tar archive (ADD) into `dest` inside the rootfs; `dest` (created
 /// inside the tree) is the archive's root, as with Docker's chrooted extraction.
 pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
+    refuse_whiteout_names(archive)?;
     let tree = Rootfs::open(rootfs)?;
     let into = tree.subtree(Path::new(dest))?;
     let f = fs::File::open(archive).map_err(io(archive))?;
     let opts = layer::unpack::UnpackOptions::default();
     layer::unpack::unpack_tree(f, &into, &opts)?;
+    Ok(())
+}
+
+/// docker's ADD extracts `.wh.NAME` as a plain file, but an image layer can only carry
+/// that name as a whiteout (deleting NAME when the layer is applied): such an archive is
+/// refused before anything is extracted, rather than deleting files of the image.
+fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
+    let f = fs::File::open(archive).map_err(io(archive))?;
+    let plain = layer::guard::HeaderGuard::new(layer::decompressed(f)?);
+    let mut tar = tar::Archive::new(plain);
+    for e in tar.entries().map_err(layer::LayerError::Io)? {
+        let e = e.map_err(layer::LayerError::Io)?;
+        let raw = e.path_bytes();
+        let base = raw.rsplit(|b| *b == b'/').find(|s| !s.is_empty());
+        if base.is_some_and(|b| b.starts_with(b".wh.")) {
+            return Err(layer::LayerError::bad(
+                String::from_utf8_lossy(&raw),
+                format!("ADD {}: names starting with .wh. are whiteouts in an image layer, so this file would delete its namesake from the image; rename it in the archive", archive.display()),
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 

@@ -69,7 +69,7 @@ enum Command {
     /// Remove unreferenced blobs and stray temporary files.
     Gc(system::GcArgs),
     /// Verify every blob and reference in the store.
-    Fsck,
+    Fsck(system::FsckArgs),
     /// Show keel's version, root and what this host supports.
     Info(system::InfoArgs),
     /// Run a command in a new container.
@@ -249,7 +249,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Load(a) => image::load(a, ctx),
         Command::Push(a) => image::push(a, ctx),
         Command::Gc(a) => system::gc(a, ctx),
-        Command::Fsck => system::fsck(ctx),
+        Command::Fsck(a) => system::fsck(a, ctx),
         Command::Info(a) => system::info(a, ctx),
         Command::Run(a) => run::run(*a, ctx),
         Command::Ps(a) => run::ps(a, ctx),

@@ -213,18 +213,21 @@ impl Store {
         })
     }
 
-    /// Streams `r` into a blob, verified against `expected` when given.
+    /// Streams `r` into a blob, verified against `expected` when given. A blob the store
+    /// has already is not written again, but the source is still hashed: a source that
+    /// lies about its digest is an error either way.
     pub fn put_blob(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         if let Some(d) = expected {
             if self.has_blob(d) {
-                io::copy(&mut r, &mut io::sink())
+                let (actual, len) = digest::of_reader(&mut r)
                     .map_err(io_err("reading blob source for", &self.blob_path(d)))?;
-                return Ok((
-                    d.clone(),
-                    std::fs::metadata(self.blob_path(d))
-                        .map(|m| m.len())
-                        .unwrap_or(0),
-                ));
+                if actual != *d {
+                    return Err(StoreError::DigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
+                }
+                return Ok((d.clone(), len));
             }
         }
         let mut w = self.blob_writer()?;
@@ -269,6 +272,16 @@ impl Store {
         what: &'static str,
         d: &Digest,
     ) -> Result<T> {
+        let size = std::fs::metadata(self.blob_path(d))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > super::MAX_JSON {
+            return Err(StoreError::TooLarge {
+                what,
+                digest: d.clone(),
+                size,
+            });
+        }
         let bytes = self.read_blob(d)?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::BadDocument {
             what,

@@ -1,6 +1,7 @@
 //! `gc` and `fsck`: the two whole-store passes. gc marks everything reachable from the
 //! index (and from containers) and sweeps the rest plus stray temp files; fsck re-hashes
-//! every blob and checks every reference.
+//! every blob and checks every reference, and that every layer is what its image's
+//! diff_id says (by digest for uncompressed layers; `full` decompresses the others).
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -109,8 +110,9 @@ impl Store {
         Ok(report)
     }
 
-    /// Re-hashes every blob and checks every reference from the index.
-    pub fn fsck(&self) -> Result<FsckReport> {
+    /// Re-hashes every blob and checks every reference from the index; `full` also
+    /// decompresses every compressed layer to check its diff_id.
+    pub fn fsck(&self, full: bool) -> Result<FsckReport> {
         let mut r = FsckReport::default();
         let blobs = self.layout().join("blobs/sha256");
         let mut names: Vec<_> = fs::read_dir(&blobs)
@@ -173,6 +175,7 @@ impl Store {
                     continue;
                 }
             };
+            let mut diff_ids = Vec::new();
             if self.check_descriptor(&format!("{label} config"), m.config(), &mut r.problems) {
                 match self
                     .read_json::<oci_spec::image::ImageConfiguration>("config", m.config().digest())
@@ -184,16 +187,45 @@ impl Store {
                             m.layers().len()
                         ))
                     }
-                    Ok(_) => {}
+                    Ok(c) => diff_ids = c.rootfs().diff_ids().clone(),
                     Err(e) => r.problems.push(format!("{label}: {e}")),
                 }
             }
             for (i, l) in m.layers().iter().enumerate() {
-                self.check_descriptor(&format!("{label} layer {i}"), l, &mut r.problems);
+                let label = format!("{label} layer {i}");
+                if self.check_descriptor(&label, l, &mut r.problems) {
+                    if let Some(d) = diff_ids.get(i) {
+                        self.check_diff_id(&label, l, d, full, &mut r.problems);
+                    }
+                }
             }
         }
         r.stray_temp_files = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         Ok(r)
+    }
+
+    /// Checks a layer against its config's diff_id: by digest when it is stored
+    /// uncompressed, by decompressing it when `full`.
+    fn check_diff_id(
+        &self,
+        label: &str,
+        layer: &Descriptor,
+        diff_id: &str,
+        full: bool,
+        problems: &mut Vec<String>,
+    ) {
+        let Some(want) = digest::parse(diff_id) else {
+            problems.push(format!(
+                "{label}: diff_id {diff_id:?} is not a sha256 digest"
+            ));
+            return;
+        };
+        if !full && !super::is_uncompressed(layer.media_type()) {
+            return;
+        }
+        if let Err(e) = self.verify_diff_id(layer, &want) {
+            problems.push(format!("{label}: {e}"));
+        }
     }
 
     /// Checks that a descriptor's blob exists with the recorded size; reports otherwise.

@@ -5,6 +5,7 @@
 mod blob;
 mod check;
 mod index;
+mod verify;
 
 use std::fs::{self, File};
 use std::io;
@@ -13,6 +14,11 @@ use std::path::{Path, PathBuf};
 pub use blob::BlobWriter;
 pub use check::{FsckReport, GcReport};
 pub use index::{ImageRecord, REF_NAME};
+pub use verify::{is_uncompressed, uncompressed_digest};
+
+/// Largest JSON document (manifest, index, config) keel reads from a blob or an archive:
+/// real ones are a few KiB, and the bound keeps a hostile one from exhausting memory.
+pub const MAX_JSON: u64 = 4 << 20;
 
 use crate::digest::Digest;
 
@@ -36,6 +42,18 @@ pub enum StoreError {
         "blob {digest} is corrupt (it hashes to {actual}); remove the image and load it again"
     )]
     CorruptBlob { digest: Digest, actual: Digest },
+    #[error("layer {layer} does not match its diff_id {diff_id}: its uncompressed content hashes to {actual}; the image is corrupt or forged")]
+    DiffIdMismatch {
+        layer: String,
+        diff_id: String,
+        actual: String,
+    },
+    #[error("{what} {digest} is {size} bytes, more than the {} MiB keel reads for a JSON document", MAX_JSON >> 20)]
+    TooLarge {
+        what: &'static str,
+        digest: Digest,
+        size: u64,
+    },
     #[error("{what} {digest} is not valid JSON of its kind: {why}")]
     BadDocument {
         what: &'static str,
@@ -47,9 +65,11 @@ pub enum StoreError {
     #[error("{0:?} matches more than one image; give more of the id or a full name")]
     Ambiguous(String),
     #[error(
-        "{path} is not a keel store ({why}); point --root at an empty or keel-owned directory"
+        "{} is not a keel store ({why}); point --root at an empty directory or an existing keel root", path.display()
     )]
     NotAStore { path: PathBuf, why: String },
+    #[error("refusing to create a tag with a digest reference ({0}); name the new tag NAME[:TAG] without @sha256:…")]
+    DigestTag(String),
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
 }
@@ -75,12 +95,14 @@ pub struct Store {
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
 impl Store {
-    /// Opens (creating if needed) the store under `root`.
+    /// Opens (creating if needed) the store under `root`. A directory that holds other
+    /// things than keel's own is refused: `--root /etc` must not become a store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store {
             root: root.into(),
             durable: true,
         };
+        check_root(&store.root)?;
         for dir in [
             store.layout().join("blobs/sha256"),
             store.tmp_dir(),
@@ -189,6 +211,49 @@ impl Store {
     pub(crate) fn index_guard(&self) -> Result<LockGuard> {
         LockGuard::take(&self.locks_dir().join("index.lock"), true)
     }
+}
+
+/// What keel itself creates at the top of a root (some before the store is opened).
+const ROOT_ENTRIES: &[&str] = &[
+    "images",
+    "tmp",
+    "locks",
+    "storage",
+    "containers",
+    "volumes",
+    "cache",
+    "logs",
+    // A freshly made filesystem mounted at the root has one.
+    "lost+found",
+];
+
+/// Refuses a root that exists, is not empty, and is not (or not yet) keel's: one with an
+/// image layout is a store; otherwise every entry must be one keel makes.
+fn check_root(root: &Path) -> Result<()> {
+    let entries = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("listing", root)(e)),
+    };
+    if root.join("images/oci-layout").is_file() {
+        return Ok(());
+    }
+    let foreign: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !ROOT_ENTRIES.contains(&n.as_str()))
+        .take(3)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::NotAStore {
+        path: root.to_path_buf(),
+        why: format!(
+            "it is not empty and not a keel root: it holds {}",
+            foreign.join(", ")
+        ),
+    })
 }
 
 /// An flock(2) held for as long as the guard lives.
