@@ -9,6 +9,7 @@ pub mod chroot;
 pub mod join;
 pub mod namespaces;
 pub mod oci;
+pub mod reclaim;
 pub mod setup;
 pub mod spec;
 

@@ -29,6 +29,7 @@ use crate::layer::LayerError;
 
 pub mod copy;
 pub mod overlay;
+pub mod reclaim;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -423,29 +424,43 @@ pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
     fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
 }
 
-/// Creates `<storage>/snapshots/<id>`, failing when it exists.
+/// Creates `<storage>/snapshots/<id>`, failing when it exists. The directory appears
+/// complete with an `owner` file naming this process (made in a `.new-<owner>-<id>`
+/// staging directory, then renamed), so `keel gc` can always tell a live keel's snapshot
+/// from one a dead keel left behind (`reclaim.rs`).
 pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
-    let dir = storage.join("snapshots").join(check_id(id)?);
-    fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        // No metadata: a prepare killed before it finished. Its dir is garbage.
-        Err(e)
-            if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
-        {
+    let snapshots = storage.join("snapshots");
+    let dir = snapshots.join(check_id(id)?);
+    fs::create_dir_all(&snapshots).map_err(StorageError::io("creating", &dir))?;
+    let owner = crate::store::lease::Owner::current().tag();
+    let staging = snapshots.join(format!(".new-{owner}-{id}"));
+    teardown(&staging)?;
+    fs::create_dir(&staging).map_err(StorageError::io("creating", &staging))?;
+    let owner_file = staging.join(reclaim::OWNER_FILE);
+    fs::write(&owner_file, &owner).map_err(StorageError::io("writing", &owner_file))?;
+    // rename(2) replaces an empty directory and fails on a non-empty one.
+    let placed = match fs::rename(&staging, &dir) {
+        Err(_) if dir.is_dir() && !dir.join("snapshot.json").exists() => {
+            // No metadata: a prepare killed before it finished. Its dir is garbage.
             teardown(&dir)?;
-            fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
-            Ok(dir)
+            fs::rename(&staging, &dir)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(StorageError::Exists(id.to_string()))
-        }
-        Err(e) => Err(StorageError::Io {
-            what: "creating",
-            path: dir,
-            source: e,
-        }),
+        r => r,
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(if dir.is_dir() {
+            StorageError::Exists(id.to_string())
+        } else {
+            StorageError::Io {
+                what: "creating",
+                path: dir,
+                source: e,
+            }
+        });
     }
+    crate::fault::point("storage.snapshot-dir");
+    Ok(dir)
 }
 
 /// Builds a cache entry at `dest` unless it exists: `fill` populates a fresh temp
@@ -464,14 +479,17 @@ pub(crate) fn build_cached(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
     }
+    // Named for its owner, so gc removes it as soon as that process is gone.
+    let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
-        .prefix("unpack-")
+        .prefix(&prefix)
         .tempdir_in(&tmp_root)
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
         .map_err(StorageError::io("chmod", tmp.path()))?;
     fill(tmp.path())?;
+    crate::fault::point("storage.unpack-partial");
     let tmp = tmp.keep();
     match fs::rename(&tmp, dest) {
         Ok(()) => Ok(true),
