@@ -202,6 +202,7 @@ pub fn load(store: &Store, input: impl Read + 'static) -> Result<Loaded, Archive
         })
     };
     let mut loaded = Loaded { images: Vec::new() };
+    crate::fault::point("load.blobs-stored");
     if let Some(index_bytes) = meta.get("index.json") {
         let index: ImageIndex =
             serde_json::from_slice(index_bytes).map_err(|e| ArchiveError::Malformed {

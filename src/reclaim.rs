@@ -201,7 +201,8 @@ fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
         r.temp += 1;
     }
     let mut keep: Vec<PathBuf> = Vec::new();
-    for sub in ["storage/snapshots", "storage/tmp"] {
+    // `tmp/` entries are the store's (gc sweeps them, unmounting first).
+    for sub in ["storage/snapshots", "storage/tmp", "tmp"] {
         if let Ok(rd) = fs::read_dir(root.join(sub)) {
             keep.extend(rd.flatten().map(|e| e.path()));
         }

@@ -122,9 +122,12 @@ impl Store {
     }
 }
 
+/// Removes a temp file or directory. A directory may hold mounts (a killed
+/// `--check-reproducible` build's scratch root): those are detached first, so deleting
+/// never reaches through a bind mount into what it shows.
 fn remove_any(p: &Path) -> Result<()> {
     let r = if p.is_dir() && !p.is_symlink() {
-        fs::remove_dir_all(p)
+        crate::storage::reclaim::remove_temp(p).map_err(|e| std::io::Error::other(e.to_string()))
     } else {
         fs::remove_file(p)
     };

@@ -198,6 +198,8 @@ impl<'a> Executor<'a> {
                 why: "use --isolation namespaces, chroot or oci".into(),
             })?;
         backend.available()?;
+        // The build's lease, before its first write: what it writes and reads survives gc.
+        store.lease()?;
         // Ctrl-C / SIGTERM: record it, let the running step's container get it, and stop
         // between steps with everything cleaned up (rather than dying mid-step).
         crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
@@ -314,6 +316,9 @@ impl<'a> Executor<'a> {
             }
             Err(e) => return Err(e.into()),
         };
+        // Leased before use: a concurrent `rmi` + `gc` cannot take the base from under us.
+        self.store.protect_image(&rec)?;
+        crate::fault::point("build.base-resolved");
         Ok(state_of_image(self.store, &rec)?)
     }
 
@@ -613,7 +618,7 @@ impl<'a> Executor<'a> {
         }
         let key = inputs.key();
         if !self.opts.no_cache {
-            if let Some(hit) = self.cache.get::<State>(&key) {
+            if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
                 return (Some(hit), None);
             }
         }
@@ -623,6 +628,12 @@ impl<'a> Executor<'a> {
             inputs.explain_change(self.cache.last_inputs(position).as_ref())
         };
         (None, Some(why))
+    }
+
+    /// Leases a cached state's layers; false when one is gone (gc took it: a miss).
+    fn hold(&self, state: &State) -> bool {
+        let ds: Vec<_> = state.layers.iter().map(|l| l.descriptor.digest()).collect();
+        self.store.protect(ds.iter().copied()).is_ok() && ds.iter().all(|d| self.store.has_blob(d))
     }
 
     fn remember(&self, inputs: &KeyInputs, position: &str, state: &State) {
@@ -652,13 +663,17 @@ impl<'a> Executor<'a> {
             self.view.step_note(n, &format!("running: {what}{why}"));
         }
         let snap_id = format!("build-{}-{n}", self.build_id);
+        let stack: Vec<_> = state.layers.iter().map(|l| l.diff_id.clone()).collect();
+        self.store.lease()?.protect_stack(&stack)?;
         let snap = step::snapshot(
             self.store,
             self.snapshotter.as_ref(),
             &snap_id,
             &state.layers,
         )?;
+        crate::fault::point("build.step-snapshot");
         let result = body(&snap, &state);
+        crate::fault::point("build.step-done");
         let _ = self.snapshotter.remove(&snap);
         Ok(self.finish(state, result?, inputs, position, created_by))
     }
@@ -728,7 +743,11 @@ impl<'a> Executor<'a> {
                 .and_then(|j| self.results.get(&j).cloned())
             {
                 Some(st) => st,
-                None => state_of_image(self.store, &self.store.resolve(from)?)?,
+                None => {
+                    let rec = self.store.resolve(from)?;
+                    self.store.protect_image(&rec)?;
+                    state_of_image(self.store, &rec)?
+                }
             },
         )
     }
@@ -858,6 +877,7 @@ pub fn commit(
         config["config"] = json!({});
     }
     let (config_digest, config_size) = store.put_json(&config)?;
+    crate::fault::point("build.image-config");
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -865,6 +885,7 @@ pub fn commit(
         "layers": state.layers.iter().map(|l| &l.descriptor).collect::<Vec<_>>(),
     });
     let (digest, size) = store.put_json(&manifest)?;
+    crate::fault::point("build.image-manifest");
     let descriptor =
         oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, size, digest);
     for n in names {
