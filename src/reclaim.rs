@@ -200,14 +200,17 @@ fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
         storage::remove_temp(&t)?;
         r.temp += 1;
     }
-    let mut keep: Vec<PathBuf> = Vec::new();
-    // `tmp/` entries are the store's (gc sweeps them, unmounting first).
-    for sub in ["storage/snapshots", "storage/tmp", "tmp"] {
-        if let Ok(rd) = fs::read_dir(root.join(sub)) {
-            keep.extend(rd.flatten().map(|e| e.path()));
+    let kept = || {
+        let mut keep: Vec<PathBuf> = Vec::new();
+        // `tmp/` entries are the store's (gc sweeps them, unmounting first).
+        for sub in ["storage/snapshots", "storage/tmp", "tmp"] {
+            if let Ok(rd) = fs::read_dir(root.join(sub)) {
+                keep.extend(rd.flatten().map(|e| e.path()));
+            }
         }
-    }
-    r.mounts += storage::unmount_all(&storage::stray_mounts(root, &keep)?)?;
+        keep
+    };
+    r.mounts += storage::unmount_all(&storage::stray_mounts(root, kept)?)?;
     Ok(())
 }
 

@@ -98,21 +98,20 @@ pub fn remove(dir: &Path) -> Result<()> {
     teardown(dir)
 }
 
-/// Mount points at or below `root` that are not at or below any of `keep` (deepest
-/// first), from `/proc/self/mountinfo`.
-pub fn stray_mounts(root: &Path, keep: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Mount points at or below `root` that are not at or below any of the directories
+/// `keep` lists (deepest first), from `/proc/self/mountinfo`. The mount table is read
+/// before `keep` runs: a keel that makes a directory and then mounts in it is either
+/// listed by `keep` or mounted after the table was read, never taken for a leftover.
+pub fn stray_mounts(root: &Path, keep: impl FnOnce() -> Vec<PathBuf>) -> Result<Vec<PathBuf>> {
     let Ok(root) = fs::canonicalize(root) else {
         return Ok(Vec::new());
     };
-    let keep: Vec<PathBuf> = keep
+    let points = crate::sys::mount::mount_points()?;
+    let keep: Vec<PathBuf> = keep()
         .iter()
         .filter_map(|k| fs::canonicalize(k).ok())
         .collect();
-    Ok(stray_of(
-        &crate::sys::mount::mount_points()?,
-        &root,
-        &keep,
-    ))
+    Ok(stray_of(&points, &root, &keep))
 }
 
 /// Pure part of [`stray_mounts`].
@@ -133,8 +132,9 @@ pub fn unmount_all(points: &[PathBuf]) -> Result<usize> {
     for p in points {
         match crate::sys::mount::umount_detach(p) {
             Ok(()) => n += 1,
-            // Stacked mounts are listed once each; the second detach finds nothing.
-            Err(e) if e.source.raw_os_error() == Some(libc::EINVAL) => {}
+            // Stacked mounts are listed once each, so the second detach finds nothing; and
+            // a snapshot removed since the table was read took its mount with it.
+            Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
             Err(e) => return Err(StorageError::Sys(e)),
         }
     }

@@ -59,15 +59,18 @@ impl Store {
         let _lock = self.gc_guard()?;
         let mut report = GcReport::default();
         // Leases are read under the lock: a writer protects a blob before it is looked up
-        // or renamed into place, so every blob in flight is in one of these.
-        let mut live = self.reachable()?;
-        live.extend(extra_roots.iter().map(|d| d.to_string()));
+        // or renamed into place, so every blob in flight is in one of these. They are read
+        // before the index: a writer tags, then drops its lease, so a blob is in the
+        // leases read here or in the index read after.
+        let mut live = BTreeSet::new();
         for (_, rec) in lease::list(self.root()) {
             if rec.is_live() {
                 report.live_leases += 1;
                 live.extend(rec.digests);
             }
         }
+        live.extend(self.reachable()?);
+        live.extend(extra_roots.iter().map(|d| d.to_string()));
         let blobs = self.layout().join("blobs/sha256");
         for e in fs::read_dir(&blobs)
             .map_err(io_err("listing", &blobs))?
