@@ -129,9 +129,7 @@ fn reclaim_orphan_containers(
         let Ok(mut st) = containers.state(&c.id) else {
             continue;
         };
-        let supervisor_alive = st
-            .supervisor_pid
-            .is_some_and(crate::sys::session::alive);
+        let supervisor_alive = st.supervisor_pid.is_some_and(crate::sys::session::alive);
         match st.status {
             Status::Created => remove_container(root, &c.id, r)?,
             Status::Running if !supervisor_alive => {
@@ -172,7 +170,11 @@ fn remove_container(root: &Path, id: &str, r: &mut Reclaimed) -> Result<(), Recl
     if let Ok(c) = containers.find(id) {
         containers.remove(&c.id)?;
         let volumes = crate::container::volume::Volumes::new(root);
-        for v in c.volumes.iter().filter(|v| v.starts_with(&id[..12.min(id.len())])) {
+        for v in c
+            .volumes
+            .iter()
+            .filter(|v| v.starts_with(&id[..12.min(id.len())]))
+        {
             let _ = volumes.remove(v, &containers);
         }
         r.containers += 1;

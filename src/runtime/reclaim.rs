@@ -31,8 +31,7 @@ pub fn rooted_in(rootfs: &Path) -> Vec<i32> {
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
         .filter(|&pid| pid != me)
         .filter(|pid| {
-            fs::metadata(format!("/proc/{pid}/root"))
-                .is_ok_and(|m| (m.dev(), m.ino()) == want)
+            fs::metadata(format!("/proc/{pid}/root")).is_ok_and(|m| (m.dev(), m.ino()) == want)
         })
         .collect()
 }
@@ -79,9 +78,7 @@ pub fn remove_cgroups(id: &str) -> usize {
                     break;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(5))
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(5)),
                 Err(e) => {
                     tracing::warn!("cannot remove cgroup {}: {e}", dir.display());
                     break;

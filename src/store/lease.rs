@@ -240,7 +240,10 @@ pub fn list(root: &Path) -> Vec<(PathBuf, LeaseRecord)> {
     let mut out = Vec::new();
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(id) = name.strip_suffix(".json").filter(|_| !name.starts_with('.')) else {
+        let Some(id) = name
+            .strip_suffix(".json")
+            .filter(|_| !name.starts_with('.'))
+        else {
             continue;
         };
         let rec = fs::read(e.path())
@@ -276,7 +279,10 @@ mod tests {
 
     #[test]
     fn start_time_is_field_22_even_with_odd_command_names() {
-        let rest = (4..=52).map(|n| n.to_string()).collect::<Vec<_>>().join(" ");
+        let rest = (4..=52)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
         for comm in ["keel", "a b", "x) (y", ")"] {
             let line = format!("42 ({comm}) S {rest}");
             assert_eq!(parse_start_time(&line), Some(22), "{comm}");
@@ -287,10 +293,15 @@ mod tests {
 
     #[test]
     fn owner_tags_round_trip_and_reject_lookalikes() {
-        let o = Owner { pid: 12, start: 345 };
+        let o = Owner {
+            pid: 12,
+            start: 345,
+        };
         assert_eq!(Owner::from_tag(&o.tag()), Some(o));
         assert_eq!(Owner::from_tag("p12s345-blob-x1"), Some(o));
-        for bad in ["", "blob-1", "p12", "ps1", "p12s", "p12s3x", "q12s3", "pxs3"] {
+        for bad in [
+            "", "blob-1", "p12", "ps1", "p12s", "p12s3x", "q12s3", "pxs3",
+        ] {
             assert_eq!(Owner::from_tag(bad), None, "{bad}");
         }
     }

@@ -110,7 +110,15 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
     let ctx = k.path("ctx").display().to_string();
     match area {
         "build" => s(&["build", "--no-cache", "-t", "out", &ctx]),
-        "build-copy" => s(&["build", "--no-cache", "--storage-driver", "copy", "-t", "out", &ctx]),
+        "build-copy" => s(&[
+            "build",
+            "--no-cache",
+            "--storage-driver",
+            "copy",
+            "-t",
+            "out",
+            &ctx,
+        ]),
         "load" => {
             let tar = k.path("bb.tar").display().to_string();
             k.ok(&["save", "-o", &tar, "bb"]);
@@ -120,24 +128,68 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
         }
         "save" => {
             std::fs::create_dir_all(k.path("out")).unwrap();
-            s(&["save", "-o", &k.path("out/bb.tar").display().to_string(), "bb"])
+            s(&[
+                "save",
+                "-o",
+                &k.path("out/bb.tar").display().to_string(),
+                "bb",
+            ])
         }
         "import" => {
             let tar = k.path("rootfs.tar");
             let dir = k.path("rootfs");
             common::busybox_rootfs(&dir);
-            common::run_ok(Command::new("tar").arg("-C").arg(&dir).arg("-cf").arg(&tar).arg("."));
+            common::run_ok(
+                Command::new("tar")
+                    .arg("-C")
+                    .arg(&dir)
+                    .arg("-cf")
+                    .arg(&tar)
+                    .arg("."),
+            );
             s(&["import", &tar.display().to_string(), "imp"])
         }
-        "run-d" => s(&["run", "-d", "--name", "c1", "bb", "sh", "-c", &format!("sleep 1000; echo {MARK}")]),
+        "run-d" => s(&[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &format!("sleep 1000; echo {MARK}"),
+        ]),
         "run-d-oci" => s(&[
-            "run", "-d", "--isolation", "oci", "--name", "c1", "bb", "sh", "-c",
+            "run",
+            "-d",
+            "--isolation",
+            "oci",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
             &format!("sleep 1000; echo {MARK}"),
         ]),
         "exec" | "rm" => {
-            k.ok(&["run", "-d", "--name", "c1", "bb", "sh", "-c", &format!("sleep 1000; echo {MARK}")]);
+            k.ok(&[
+                "run",
+                "-d",
+                "--name",
+                "c1",
+                "bb",
+                "sh",
+                "-c",
+                &format!("sleep 1000; echo {MARK}"),
+            ]);
             if area == "exec" {
-                s(&["exec", "c1", "sh", "-c", &format!("sleep 1000; echo {MARK}")])
+                s(&[
+                    "exec",
+                    "c1",
+                    "sh",
+                    "-c",
+                    &format!("sleep 1000; echo {MARK}"),
+                ])
             } else {
                 s(&["rm", "-f", "c1"])
             }
@@ -164,7 +216,11 @@ struct HostState {
 
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -173,8 +229,14 @@ fn names(dir: &Path) -> Vec<String> {
 /// Container and snapshot ids seen under the root (to find their cgroups and bundles).
 fn ids_under(root: &Path) -> BTreeSet<String> {
     let mut ids = BTreeSet::new();
-    for n in names(&root.join("containers")).into_iter().chain(names(&root.join("storage/snapshots"))) {
-        let n = n.trim_start_matches(".new-").trim_start_matches(".rm-").trim_start_matches(".request-");
+    for n in names(&root.join("containers"))
+        .into_iter()
+        .chain(names(&root.join("storage/snapshots")))
+    {
+        let n = n
+            .trim_start_matches(".new-")
+            .trim_start_matches(".rm-")
+            .trim_start_matches(".request-");
         let n = n.trim_end_matches(".json");
         // `.new-<owner tag>-<id>` staging directories of snapshots.
         let id = match n.split_once('-') {
@@ -200,11 +262,26 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     for d in ["tmp", "storage/tmp"] {
         temp.extend(names(&root.join(d)).into_iter().map(|n| format!("{d}/{n}")));
     }
-    temp.extend(names(&root.join("images")).into_iter().filter(|n| n.starts_with(".tmp")));
-    temp.extend(names(&root.join("containers")).into_iter().filter(|n| n.starts_with('.') && n != ".lock"));
-    temp.extend(names(&k.path("out")).into_iter().filter(|n| n.starts_with(".keel-save")));
+    temp.extend(
+        names(&root.join("images"))
+            .into_iter()
+            .filter(|n| n.starts_with(".tmp")),
+    );
+    temp.extend(
+        names(&root.join("containers"))
+            .into_iter()
+            .filter(|n| n.starts_with('.') && n != ".lock"),
+    );
+    temp.extend(
+        names(&k.path("out"))
+            .into_iter()
+            .filter(|n| n.starts_with(".keel-save")),
+    );
     let mut processes = Vec::new();
-    for pid in names(Path::new("/proc")).into_iter().filter(|n| n.parse::<u32>().is_ok()) {
+    for pid in names(Path::new("/proc"))
+        .into_iter()
+        .filter(|n| n.parse::<u32>().is_ok())
+    {
         if pid == std::process::id().to_string() {
             continue;
         }
@@ -217,7 +294,11 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     let mut cgroups = Vec::new();
     for hierarchy in names(Path::new("/sys/fs/cgroup")) {
         let base = Path::new("/sys/fs/cgroup").join(&hierarchy);
-        let keel = if hierarchy == "keel" { base } else { base.join("keel") };
+        let keel = if hierarchy == "keel" {
+            base
+        } else {
+            base.join("keel")
+        };
         for id in ids {
             if keel.join(id).is_dir() {
                 cgroups.push(keel.join(id).display().to_string());
@@ -327,7 +408,11 @@ fn run_case(case: &Case) {
     after_gc(&k, case, &what, &ids);
     fsck_clean(&k, &what);
     let state = host_state(&k, &ids);
-    assert_eq!(state, clean_state(), "{what}: gc did not return the host to its state before");
+    assert_eq!(
+        state,
+        clean_state(),
+        "{what}: gc did not return the host to its state before"
+    );
     rerun(&k, case, &args, &what);
 }
 
@@ -342,14 +427,21 @@ fn after_gc(k: &Keel, case: &Case, what: &str, ids: &BTreeSet<String>) {
         // the container): the container is untouched.
         ("exec", _) | ("rm", "lease.taken") => {
             assert_eq!(list.len(), 1, "{what}: {ps}");
-            assert_eq!(list[0]["status"], "running", "{what}: the container must survive: {ps}");
+            assert_eq!(
+                list[0]["status"], "running",
+                "{what}: the container must survive: {ps}"
+            );
             k.ok(&["rm", "-f", "c1"]);
         }
         ("run-d", "run.container-running") => {
             assert_eq!(list.len(), 1, "{what}: {ps}");
             assert_eq!(list[0]["status"], "exited", "{what}: {ps}");
             let st = host_state(k, ids);
-            assert!(st.processes.is_empty(), "{what}: gc left processes: {:?}", st.processes);
+            assert!(
+                st.processes.is_empty(),
+                "{what}: gc left processes: {:?}",
+                st.processes
+            );
             k.ok(&["rm", "c1"]);
         }
         _ => assert!(list.is_empty(), "{what}: gc left containers: {ps}"),
@@ -361,12 +453,26 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
     if matches!(case.area, "exec" | "rm") {
         // gc removed the container (or the test did): start it again.
-        k.ok(&["run", "-d", "--name", "c1", "bb", "sh", "-c", &format!("sleep 1000; echo {MARK}")]);
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &format!("sleep 1000; echo {MARK}"),
+        ]);
         if case.area == "exec" {
             args = vec!["exec", "c1", "true"];
         }
     }
-    let out = k.cmd().args(&args).stdin(std::process::Stdio::null()).output().unwrap();
+    let out = k
+        .cmd()
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
     common::assert_success(&out, format!("{what}: then {args:?}"));
     match case.area {
         "build" | "build-copy" => {
@@ -425,7 +531,11 @@ fn every_listed_fault_point_has_a_case() {
         Vec::<&&str>::new(),
         "listed fault points without a case"
     );
-    assert!(CASES.len() >= 30, "the suite kills at {} points", CASES.len());
+    assert!(
+        CASES.len() >= 30,
+        "the suite kills at {} points",
+        CASES.len()
+    );
 }
 
 /// Break (item 6): `keel gc` during a build deleted the build's temp files and fresh
@@ -475,7 +585,10 @@ fn gc_in_a_loop_beside_eight_parallel_builds_breaks_none() {
                 .unwrap()
         })
         .collect();
-    let outs: Vec<_> = builds.into_iter().map(|b| b.wait_with_output().unwrap()).collect();
+    let outs: Vec<_> = builds
+        .into_iter()
+        .map(|b| b.wait_with_output().unwrap())
+        .collect();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let gcs = gc_loop.join().unwrap();
     for (i, out) in outs.iter().enumerate() {
@@ -489,7 +602,11 @@ fn gc_in_a_loop_beside_eight_parallel_builds_breaks_none() {
     fsck_clean(&k, "after the builds and gc loop");
     k.ok(&["gc"]);
     assert_eq!(host_state(&k, &BTreeSet::new()), clean_state());
-    assert!(started.elapsed().as_secs() < 120, "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed().as_secs() < 120,
+        "took {:?}",
+        started.elapsed()
+    );
 }
 
 /// Break (item 6): removing the base image mid-build, then gc, gave rc 0 and an image
@@ -503,7 +620,11 @@ fn removing_the_base_mid_build_leaves_no_dangling_reference() {
     let k = setup();
     let ctx = k.path("slow");
     std::fs::create_dir_all(&ctx).unwrap();
-    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nRUN sleep 2\nRUN echo done > /done\n").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN sleep 2\nRUN echo done > /done\n",
+    )
+    .unwrap();
     let build = k
         .cmd()
         .args(["build", "--no-cache", "-t", "slow"])
@@ -515,7 +636,10 @@ fn removing_the_base_mid_build_leaves_no_dangling_reference() {
     // Wait until the build has its lease (and so the base) before removing the base.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while names(&k.root().join("storage/snapshots")).is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the build never started a step");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the build never started a step"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     k.ok(&["rmi", "bb"]);
@@ -546,7 +670,10 @@ fn the_next_keel_reclaims_what_a_killed_one_left() {
         .unwrap();
     assert_eq!(out.status.signal(), Some(9), "the build was not killed");
     let ids = ids_under(&k.root());
-    assert!(!host_state(&k, &ids).snapshots.is_empty(), "the kill left no snapshot");
+    assert!(
+        !host_state(&k, &ids).snapshots.is_empty(),
+        "the kill left no snapshot"
+    );
     k.ok(&["images"]);
     let mut st = host_state(&k, &ids);
     // The store's own temp files are gc's business, not start-up's.
