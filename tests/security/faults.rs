@@ -11,9 +11,18 @@ use std::process::Command;
 
 use crate::common::{self, Keel};
 
-/// Put in the command line of every process the suite starts in a container, so a
-/// leftover one is found by its `/proc/PID/cmdline`.
-const MARK: &str = "keelfaultmark";
+/// Put in the command line and the environment of every process a case starts in a
+/// container (every child inherits the environment: a `sleep` started by `sh -c` has the
+/// mark in nothing else), so a leftover one is found through `/proc`. Unique per root,
+/// as the areas run in parallel.
+fn mark(k: &Keel) -> String {
+    let name = k.dir.path().file_name().unwrap().to_string_lossy();
+    format!("keelfaultmark{}", name.trim_start_matches("keel-test-"))
+}
+
+fn env_mark(k: &Keel) -> String {
+    format!("KEEL_FAULT_MARK={}", mark(k))
+}
 
 /// One kill: the command, the point, and which hit of the point (1 = first).
 struct Case {
@@ -69,6 +78,7 @@ const CASES: &[Case] = &[
     c("run-d", "run.container-started", 1),
     c("run-d", "run.container-running", 1),
     c("run-d-oci", "run.container-started", 1),
+    c("run-d-limits", "run.container-started", 1),
     c("exec", "exec.joining", 1),
     c("rm", "lease.taken", 1),
     c("rm", "rm.stopped", 1),
@@ -98,7 +108,9 @@ fn setup() -> Keel {
     std::fs::write(ctx.join("a.txt"), "from the context\n").unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM bb\nCOPY a.txt /a.txt\nRUN echo {MARK} >/dev/null; sleep 0.3; cat /a.txt > /b.txt\n"),
+        format!("FROM bb\nENV {}\nCOPY a.txt /a.txt\nRUN echo {} >/dev/null; sleep 0.3; cat /a.txt > /b.txt\n",
+            env_mark(&k),
+            mark(&k)),
     )
     .unwrap();
     k
@@ -152,16 +164,20 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
         "run-d" => s(&[
             "run",
             "-d",
+            "-e",
+            &env_mark(k),
             "--name",
             "c1",
             "bb",
             "sh",
             "-c",
-            &format!("sleep 1000; echo {MARK}"),
+            &format!("sleep 1000; echo {}", mark(k)),
         ]),
         "run-d-oci" => s(&[
             "run",
             "-d",
+            "-e",
+            &env_mark(k),
             "--isolation",
             "oci",
             "--name",
@@ -169,7 +185,24 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
             "bb",
             "sh",
             "-c",
-            &format!("sleep 1000; echo {MARK}"),
+            &format!("sleep 1000; echo {}", mark(k)),
+        ]),
+        // Limits put the container in `keel/<id>` cgroups, which gc must remove.
+        "run-d-limits" => s(&[
+            "run",
+            "-d",
+            "-e",
+            &env_mark(k),
+            "--pids-limit",
+            "50",
+            "--memory",
+            "64m",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &format!("sleep 1000; echo {}", mark(k)),
         ]),
         "exec" | "rm" => {
             k.ok(&[
@@ -180,7 +213,7 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
                 "bb",
                 "sh",
                 "-c",
-                &format!("sleep 1000; echo {MARK}"),
+                &format!("sleep 1000; echo {}", mark(k)),
             ]);
             if area == "exec" {
                 s(&[
@@ -188,7 +221,7 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
                     "c1",
                     "sh",
                     "-c",
-                    &format!("sleep 1000; echo {MARK}"),
+                    &format!("sleep 1000; echo {}", mark(k)),
                 ])
             } else {
                 s(&["rm", "-f", "c1"])
@@ -287,7 +320,9 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
         }
         let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains(MARK) || cmd.contains(&*root.to_string_lossy()) {
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let marked = String::from_utf8_lossy(&env).contains(&env_mark(k));
+        if marked || cmd.contains(&mark(k)) || cmd.contains(&*root.to_string_lossy()) {
             processes.push(format!("{pid}: {cmd}"));
         }
     }
@@ -456,12 +491,14 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         k.ok(&[
             "run",
             "-d",
+            "-e",
+            &env_mark(k),
             "--name",
             "c1",
             "bb",
             "sh",
             "-c",
-            &format!("sleep 1000; echo {MARK}"),
+            &format!("sleep 1000; echo {}", mark(k)),
         ]);
         if case.area == "exec" {
             args = vec!["exec", "c1", "true"];
@@ -479,7 +516,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
-        "run-d" | "run-d-oci" | "exec" => {
+        "run-d" | "run-d-oci" | "run-d-limits" | "exec" => {
             let _ = k.cmd().args(["rm", "-f", "c1"]).output();
         }
         _ => {}
@@ -517,7 +554,7 @@ fn sigkill_during_load_save_import_then_gc_leaves_the_host_as_before() {
 /// runc container, its mounts and snapshot, and a half-removed record.
 #[test]
 fn sigkill_during_run_exec_rm_then_gc_leaves_the_host_as_before() {
-    run_area(&["run-d", "run-d-oci", "exec", "rm"]);
+    run_area(&["run-d", "run-d-oci", "run-d-limits", "exec", "rm"]);
 }
 
 /// Every fault point keel lists is exercised by at least one case (each case asserts
