@@ -63,7 +63,7 @@ pub fn reclaim(store: &Store) -> Result<Reclaimed, ReclaimError> {
     for (_, l) in &dead {
         reclaim_lease_resources(root, l, &leased, &mut r)?;
     }
-    reclaim_orphan_containers(root, &leased, &mut r)?;
+    reclaim_orphan_containers(root, &mut r)?;
     reclaim_storage(root, &mut r)?;
     sweep_container_leftovers(root, &leased, &mut r);
     for (path, _) in &dead {
@@ -116,19 +116,22 @@ fn reclaim_lease_resources(
 /// Containers no live keel is creating whose supervisor is gone: a record still
 /// `created` is a start that died (removed); a `running` one is stopped (its processes
 /// killed, marked exited 137) and removed if it was `--rm`.
-fn reclaim_orphan_containers(
-    root: &Path,
-    leased: &BTreeSet<String>,
-    r: &mut Reclaimed,
-) -> Result<(), ReclaimError> {
+fn reclaim_orphan_containers(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
     let containers = Containers::new(root);
+    // Records and states first, leases after: a keel names a container in its lease
+    // before making the record and drops it only once the record says running, so a
+    // record seen `created` here is in a lease read afterwards while its maker lives.
+    let mut seen = Vec::new();
     for c in containers.list()? {
+        if let Ok(st) = containers.state(&c.id) {
+            seen.push((c, st));
+        }
+    }
+    let leased = live_containers(root);
+    for (c, mut st) in seen {
         if leased.contains(&c.id) {
             continue;
         }
-        let Ok(mut st) = containers.state(&c.id) else {
-            continue;
-        };
         let supervisor_alive = st.supervisor_pid.is_some_and(crate::sys::session::alive);
         match st.status {
             Status::Created => remove_container(root, &c.id, r)?,
@@ -143,6 +146,15 @@ fn reclaim_orphan_containers(
         }
     }
     Ok(())
+}
+
+/// Containers that live leases are creating or removing.
+fn live_containers(root: &Path) -> BTreeSet<String> {
+    lease::list(root)
+        .into_iter()
+        .filter(|(_, l)| l.is_live())
+        .flat_map(|(_, l)| l.containers)
+        .collect()
 }
 
 fn rootfs_of(root: &Path, id: &str) -> PathBuf {
