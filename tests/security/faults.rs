@@ -79,6 +79,9 @@ const CASES: &[Case] = &[
     c("run-d", "run.container-running", 1),
     c("run-d-oci", "run.container-started", 1),
     c("run-d-limits", "run.container-started", 1),
+    c("run-d-chroot", "run.container-started", 1),
+    c("run-d-chroot", "run.container-running", 1),
+    c("run-rm", "run.container-running", 1),
     c("exec", "exec.joining", 1),
     c("rm", "lease.taken", 1),
     c("rm", "rm.stopped", 1),
@@ -197,6 +200,34 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
             "50",
             "--memory",
             "64m",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &format!("sleep 1000; echo {}", mark(k)),
+        ]),
+        // chroot mounts /proc, /dev, … inside the rootfs itself.
+        "run-d-chroot" => s(&[
+            "run",
+            "-d",
+            "-e",
+            &env_mark(k),
+            "--isolation",
+            "chroot",
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &format!("sleep 1000; echo {}", mark(k)),
+        ]),
+        // In the foreground keel is the supervisor; `--rm` must still remove it.
+        "run-rm" => s(&[
+            "run",
+            "--rm",
+            "-e",
+            &env_mark(k),
             "--name",
             "c1",
             "bb",
@@ -468,7 +499,7 @@ fn after_gc(k: &Keel, case: &Case, what: &str, ids: &BTreeSet<String>) {
             );
             k.ok(&["rm", "-f", "c1"]);
         }
-        ("run-d", "run.container-running") => {
+        ("run-d" | "run-d-chroot", "run.container-running") => {
             assert_eq!(list.len(), 1, "{what}: {ps}");
             assert_eq!(list[0]["status"], "exited", "{what}: {ps}");
             let st = host_state(k, ids);
@@ -486,6 +517,9 @@ fn after_gc(k: &Keel, case: &Case, what: &str, ids: &BTreeSet<String>) {
 /// The same command succeeds after the cleanup (and a built image runs).
 fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if case.area == "run-rm" {
+        args = vec!["run", "--rm", "bb", "true"];
+    }
     if matches!(case.area, "exec" | "rm") {
         // gc removed the container (or the test did): start it again.
         k.ok(&[
@@ -516,7 +550,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
-        "run-d" | "run-d-oci" | "run-d-limits" | "exec" => {
+        "run-d" | "run-d-oci" | "run-d-limits" | "run-d-chroot" | "exec" => {
             let _ = k.cmd().args(["rm", "-f", "c1"]).output();
         }
         _ => {}
@@ -554,7 +588,15 @@ fn sigkill_during_load_save_import_then_gc_leaves_the_host_as_before() {
 /// runc container, its mounts and snapshot, and a half-removed record.
 #[test]
 fn sigkill_during_run_exec_rm_then_gc_leaves_the_host_as_before() {
-    run_area(&["run-d", "run-d-oci", "run-d-limits", "exec", "rm"]);
+    run_area(&[
+        "run-d",
+        "run-d-oci",
+        "run-d-limits",
+        "run-d-chroot",
+        "run-rm",
+        "exec",
+        "rm",
+    ]);
 }
 
 /// Every fault point keel lists is exercised by at least one case (each case asserts
