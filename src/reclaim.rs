@@ -163,7 +163,7 @@ fn rootfs_of(root: &Path, id: &str) -> PathBuf {
 
 /// Kills a container's processes and clears its cgroups and runtime state.
 fn stop_container(root: &Path, id: &str, st: &mut ContainerState, r: &mut Reclaimed) {
-    r.processes += crate::runtime::reclaim::reclaim_container(id, &rootfs_of(root, id));
+    r.processes += crate::runtime::reclaim::reclaim_container(root, id, &rootfs_of(root, id));
     st.status = Status::Exited;
     st.exit_code = st.exit_code.or(Some(137));
     r.stopped += 1;
@@ -172,7 +172,7 @@ fn stop_container(root: &Path, id: &str, st: &mut ContainerState, r: &mut Reclai
 /// Removes container `id` whatever state it is in: processes, cgroups, runtime state,
 /// snapshot, anonymous volumes, record.
 fn remove_container(root: &Path, id: &str, r: &mut Reclaimed) -> Result<(), ReclaimError> {
-    r.processes += crate::runtime::reclaim::reclaim_container(id, &rootfs_of(root, id));
+    r.processes += crate::runtime::reclaim::reclaim_container(root, id, &rootfs_of(root, id));
     let snap = root.join("storage/snapshots").join(id);
     if snap.exists() {
         storage::remove(&snap)?;
@@ -206,7 +206,8 @@ fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
     let names = storage::snapshot_names(root);
     let records: BTreeSet<String> = container_ids(root);
     for s in storage::stale_snapshots(root, names, &|id| records.contains(id)) {
-        r.processes += crate::runtime::reclaim::reclaim_container(&s.id, &s.dir.join("rootfs"));
+        r.processes +=
+            crate::runtime::reclaim::reclaim_container(root, &s.id, &s.dir.join("rootfs"));
         storage::remove(&s.dir)?;
         r.snapshots += 1;
     }

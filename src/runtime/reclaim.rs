@@ -89,9 +89,13 @@ pub fn remove_cgroups(id: &str) -> usize {
     removed
 }
 
-/// The OCI bundle keel writes for container `id` (`oci.rs`).
-fn bundle_of(id: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("keel-oci-{id}"))
+/// Where keel writes the OCI bundle of container `id` (`oci.rs`): the temp dir today,
+/// `<root>/runtime/bundles/<id>` in the runtime rework under way; both are looked at.
+fn bundles_of(root: &Path, id: &str) -> [PathBuf; 2] {
+    [
+        std::env::temp_dir().join(format!("keel-oci-{id}")),
+        root.join("runtime/bundles").join(id),
+    ]
 }
 
 /// runc's default state directory for `id`.
@@ -101,7 +105,7 @@ fn runc_state_of(id: &str) -> PathBuf {
 
 /// Deletes what the OCI runtime keeps for container `id` (`runc delete -f`, only when
 /// runc has state for it) and keel's bundle for it; returns whether anything was there.
-pub fn remove_oci_leftovers(id: &str) -> bool {
+pub fn remove_oci_leftovers(root: &Path, id: &str) -> bool {
     let mut found = false;
     if runc_state_of(id).exists() {
         found = true;
@@ -109,20 +113,21 @@ pub fn remove_oci_leftovers(id: &str) -> bool {
             tracing::warn!("{e}");
         }
     }
-    let bundle = bundle_of(id);
-    if bundle.exists() {
-        found = true;
-        let _ = fs::remove_dir_all(&bundle);
+    for bundle in bundles_of(root, id) {
+        if bundle.exists() {
+            found = true;
+            let _ = fs::remove_dir_all(&bundle);
+        }
     }
     found
 }
 
-/// Everything a dead container `id` with root filesystem `rootfs` may have left in the
-/// kernel and the runtime: processes, cgroups, runc state, bundle. Returns how many
-/// processes were killed.
-pub fn reclaim_container(id: &str, rootfs: &Path) -> usize {
+/// Everything a dead container `id` of keel root `root`, with root filesystem `rootfs`,
+/// may have left in the kernel and the runtime: processes, cgroups, runc state, bundle.
+/// Returns how many processes were killed.
+pub fn reclaim_container(root: &Path, id: &str, rootfs: &Path) -> usize {
     let killed = kill_rooted_in(rootfs);
-    remove_oci_leftovers(id);
+    remove_oci_leftovers(root, id);
     remove_cgroups(id);
     killed
 }

@@ -203,4 +203,27 @@ mod tests {
         let ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["x1", "dead", "nobody"]);
     }
+
+    #[test]
+    fn temp_entries_go_when_their_owner_is_gone_and_untagged_ones_when_old() {
+        let root = tempfile::tempdir().unwrap();
+        let tmp = root.path().join("storage/tmp");
+        let me = Owner::current();
+        let dead = Owner {
+            start: me.start + 1,
+            ..me
+        };
+        for n in [
+            format!("{}-unpack-a", me.tag()),
+            format!("{}-unpack-b", dead.tag()),
+            "unpack-young".to_string(),
+        ] {
+            fs::create_dir_all(tmp.join(n)).unwrap();
+        }
+        let stale: Vec<String> = stale_temp(root.path())
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(stale, [format!("{}-unpack-b", dead.tag())]);
+    }
 }

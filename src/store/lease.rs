@@ -189,8 +189,11 @@ impl Lease {
     /// the protection or has finished deleting.
     pub fn protect_blobs<'a>(&self, ds: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
         let new: Vec<String> = ds.into_iter().map(|d| d.to_string()).collect();
-        if new.iter().all(|d| self.record().digests.contains(d)) {
-            return Ok(());
+        {
+            let held = self.inner.record.lock().expect("lease lock");
+            if new.iter().all(|d| held.digests.contains(d)) {
+                return Ok(());
+            }
         }
         self.update(|r| r.digests.extend(new))
     }
@@ -214,7 +217,9 @@ impl Lease {
         })
     }
 
-    /// The container is complete (or gone): its record owns it from now on.
+    /// The container is complete (or gone): its record owns it from now on. Its layer
+    /// stack is dropped too (the snapshot exists, so gc keeps its layers), which lets gc
+    /// prune the layer cache while a detached container's supervisor holds this lease.
     pub fn release_container(&self, id: &str) -> Result<()> {
         self.update(|r| {
             r.containers.remove(id);
