@@ -334,11 +334,14 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
     Ok((drv, snap))
 }
 
-/// Unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
+/// Kills whatever still runs in `dir/rootfs` (under chroot a container's first process is
+/// no PID-namespace init, so its children outlive it; a RUN step may leave a background
+/// job), unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
 /// and whatever a chroot-style backend mounted inside it — /proc, volumes), then deletes
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),

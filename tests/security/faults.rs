@@ -551,11 +551,19 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             assert_eq!(o, "from the context\n", "{what}");
         }
         "run-d" | "run-d-oci" | "run-d-limits" | "run-d-chroot" | "exec" => {
-            let _ = k.cmd().args(["rm", "-f", "c1"]).output();
+            k.ok(&["rm", "-f", "c1"]);
         }
         _ => {}
     }
     fsck_clean(k, &format!("{what}, after the re-run"));
+    // `rm -f` of the re-run container must leave nothing running either (under chroot,
+    // with no PID namespace, killing the container's first process orphaned the rest).
+    let st = host_state(k, &ids_under(&k.root()));
+    assert!(
+        st.processes.is_empty(),
+        "{what}: processes left after the re-run and rm -f: {:?}",
+        st.processes
+    );
 }
 
 fn run_area(areas: &[&str]) {
