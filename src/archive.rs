@@ -244,6 +244,7 @@ fn read_contents(store: &Store, input: impl Read + 'static) -> Result<Contents, 
             })?;
         c.files.insert(path, stored);
     }
+    crate::fault::point("load.blobs-stored");
     Ok(c)
 }
 

@@ -120,6 +120,7 @@ pub fn run(
         },
     )?;
     container.forward_signals()?;
+    crate::fault::point("build.run-started");
     if let Some(sig) = crate::sys::proc::termination_requested() {
         // Asked to stop while the container was starting: it missed the forwarded signal.
         let _ = container.kill(sig);

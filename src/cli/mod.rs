@@ -132,6 +132,8 @@ impl Ctx {
         use anyhow::Context;
         let store = Store::open(&self.root)
             .with_context(|| format!("opening the keel store at {}", self.root.display()))?;
+        // Cheap unless a keel was killed: then what it left is reclaimed first.
+        crate::reclaim::at_startup(&store);
         Ok(if self.durable {
             store
         } else {

@@ -14,6 +14,15 @@ pub struct GcArgs {
 
 pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    // First what killed keels left (their leases, containers, snapshots, mounts, temp
+    // files): their leases then stop protecting blobs.
+    let left = crate::reclaim::reclaim(&store)?;
+    if !left.is_empty() {
+        println!(
+            "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
+            left.leases, left.containers, left.stopped, left.snapshots, left.processes, left.mounts, left.temp
+        );
+    }
     let keep = if a.cache {
         std::time::Duration::ZERO
     } else {
@@ -27,7 +36,14 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         r.temp_files_removed,
         human_size(r.bytes_freed)
     );
-    // Unpacked layers that no image, cached build step or container needs any more.
+    // Unpacked layers that no image, cached build step or container needs any more; left
+    // alone while a running keel prepares snapshots (its lease holds a layer stack).
+    let preparing = crate::store::lease::list(store.root())
+        .iter()
+        .any(|(_, l)| l.is_live() && !l.stacks.is_empty());
+    if preparing {
+        return Ok(0);
+    }
     let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
     for img in store.images()? {
         stacks.push(

@@ -93,6 +93,7 @@ pub fn import(
         err,
     })?;
     let (digest, size) = blob.commit(None)?;
+    crate::fault::point("import.layer-stored");
     let layer = StoredLayer {
         descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
         diff_id: digest,

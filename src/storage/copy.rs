@@ -218,6 +218,7 @@ impl Snapshotter for CopyDriver {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
+        crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
 

@@ -32,6 +32,7 @@ use crate::layer::LayerError;
 
 pub mod copy;
 pub mod overlay;
+pub mod reclaim;
 pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
@@ -343,11 +344,14 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
     Ok((drv, snap))
 }
 
-/// Unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
+/// Kills whatever still runs in `dir/rootfs` (under chroot a container's first process is
+/// no PID-namespace init, so its children outlive it; a RUN step may leave a background
+/// job), unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
 /// and whatever a chroot-style backend mounted inside it — /proc, volumes), then deletes
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -433,29 +437,43 @@ pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
     fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
 }
 
-/// Creates `<storage>/snapshots/<id>`, failing when it exists.
+/// Creates `<storage>/snapshots/<id>`, failing when it exists. The directory appears
+/// complete with an `owner` file naming this process (made in a `.new-<owner>-<id>`
+/// staging directory, then renamed), so `keel gc` can always tell a live keel's snapshot
+/// from one a dead keel left behind (`reclaim.rs`).
 pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
-    let dir = storage.join("snapshots").join(check_id(id)?);
-    fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        // No metadata: a prepare killed before it finished. Its dir is garbage.
-        Err(e)
-            if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
-        {
+    let snapshots = storage.join("snapshots");
+    let dir = snapshots.join(check_id(id)?);
+    fs::create_dir_all(&snapshots).map_err(StorageError::io("creating", &dir))?;
+    let owner = crate::store::lease::Owner::current().tag();
+    let staging = snapshots.join(format!(".new-{owner}-{id}"));
+    teardown(&staging)?;
+    fs::create_dir(&staging).map_err(StorageError::io("creating", &staging))?;
+    let owner_file = staging.join(reclaim::OWNER_FILE);
+    fs::write(&owner_file, &owner).map_err(StorageError::io("writing", &owner_file))?;
+    // rename(2) replaces an empty directory and fails on a non-empty one.
+    let placed = match fs::rename(&staging, &dir) {
+        Err(_) if dir.is_dir() && !dir.join("snapshot.json").exists() => {
+            // No metadata: a prepare killed before it finished. Its dir is garbage.
             teardown(&dir)?;
-            fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
-            Ok(dir)
+            fs::rename(&staging, &dir)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(StorageError::Exists(id.to_string()))
-        }
-        Err(e) => Err(StorageError::Io {
-            what: "creating",
-            path: dir,
-            source: e,
-        }),
+        r => r,
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(if dir.is_dir() {
+            StorageError::Exists(id.to_string())
+        } else {
+            StorageError::Io {
+                what: "creating",
+                path: dir,
+                source: e,
+            }
+        });
     }
+    crate::fault::point("storage.snapshot-dir");
+    Ok(dir)
 }
 
 /// Builds a cache entry at `dest` unless a complete one is there: `fill` populates the
@@ -481,8 +499,10 @@ pub(crate) fn build_cached(
     if fs::symlink_metadata(dest).is_ok() && !dest.join(verify::MARKER).is_file() {
         set_aside(&tmp_root, dest)?;
     }
+    // Named for its owner, so gc removes it as soon as that process is gone.
+    let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
-        .prefix("unpack-")
+        .prefix(&prefix)
         .tempdir_in(&tmp_root)
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
     let tree = tmp.path().join(verify::TREE);
@@ -494,6 +514,7 @@ pub(crate) fn build_cached(
     }
     // On an error the temp entry is dropped, and with it whatever `fill` wrote.
     let diff_ids = fill(&tree)?;
+    crate::fault::point("storage.unpack-partial");
     verify::write_marker(tmp.path(), kind, diff_ids)?;
     let tmp = tmp.keep();
     match fs::rename(&tmp, dest) {

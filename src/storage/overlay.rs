@@ -142,6 +142,7 @@ impl OverlayDriver {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
+        crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
 }
@@ -191,8 +192,9 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     let tmp_root = storage.join("tmp");
     fs::create_dir_all(&tmp_root)
         .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
+    let prefix = format!("{}-probe-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
-        .prefix("probe-")
+        .prefix(&prefix)
         .tempdir_in(&tmp_root)
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
     let d = |s: &str| tmp.path().join(s);
