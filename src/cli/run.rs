@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Security options: seccomp=unconfined, seccomp=default, no-new-privileges.
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -132,6 +135,7 @@ impl RunArgs {
             isolation: self.isolation,
             storage_driver: self.storage_driver,
             runtime: self.runtime,
+            security_opt: self.security_opt,
         })
     }
 }

@@ -269,6 +269,7 @@ impl Prepared {
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,
+            seccomp: self.validated.seccomp,
         })
     }
 
