@@ -9,6 +9,7 @@ pub mod chroot;
 pub mod join;
 pub mod namespaces;
 pub mod oci;
+pub mod seccomp;
 pub mod setup;
 pub mod spec;
 
@@ -239,12 +240,9 @@ fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
         .map_err(RuntimeError::Setup)
 }
 
-/// Creates the container's cgroup when limits ask for one.
+/// Creates the container's cgroups: always the device allow-list, plus the limits.
 fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeError> {
-    // Without limits there is nothing for a cgroup to do (the PID namespace already
-    // bounds the container's processes), and not creating one saves a directory per
-    // controller on every start.
-    if spec.limits.is_empty() {
+    if spec.limits.is_empty() && spec.devices.is_empty() {
         return Ok(None);
     }
     let layout = cgroup_layout();
@@ -252,6 +250,7 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
         &layout,
         &spec.id,
         &spec.limits,
+        &spec.devices,
     )?))
 }
 

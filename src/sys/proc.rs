@@ -146,6 +146,43 @@ pub fn set_no_new_privs() -> Result<(), SysError> {
     check("prctl no_new_privs", nix::sys::prctl::set_no_new_privs())
 }
 
+/// Makes `/proc/self/cmdline` read `name` (and `comm` its first 15 bytes) by overwriting
+/// the process's own argument area in place, as setproctitle(3) does: `name` and a NUL
+/// at its start, zeros after, and a non-NUL last byte, which tells the kernel to report
+/// only the string up to the first NUL. (prctl(PR_SET_MM) would need CAP_SYS_RESOURCE.)
+/// A container's init uses it so PID 1 does not show keel's path, root and flags.
+pub fn set_cmdline(name: &str) -> Result<(), SysError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| SysError::at("read", Path::new("/proc/self/stat"), e))?;
+    // Fields after the command name (which may hold spaces) start at field 3; arg_start
+    // and arg_end are fields 48 and 49 (proc(5)).
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let field = |n: usize| {
+        rest.split(' ')
+            .nth(n - 3)
+            .and_then(|f| f.parse::<usize>().ok())
+    };
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return Err(SysError::new(
+            "set process title",
+            std::io::Error::other("/proc/self/stat has no argument area"),
+        ));
+    };
+    let len = end.saturating_sub(start);
+    if len >= 2 {
+        let keep = name.len().min(len - 2);
+        // SAFETY: [start, end) is this process's argument area on its own stack, mapped
+        // writable for the life of the process; nothing in keel holds references into it
+        // (std copies arguments out when asked).
+        let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+        area.fill(0);
+        area[..keep].copy_from_slice(&name.as_bytes()[..keep]);
+        area[len - 1] = b' ';
+    }
+    let comm = std::ffi::CString::new(name.as_bytes()).unwrap_or_default();
+    check("prctl PR_SET_NAME", nix::sys::prctl::set_name(&comm))
+}
+
 /// prctl(PR_SET_PDEATHSIG): the kernel sends `SIGKILL` when the parent dies.
 pub fn kill_with_parent() -> Result<(), SysError> {
     check(
