@@ -45,9 +45,10 @@ pub enum LaunchError {
 pub fn pick_backend(
     name: Option<&str>,
     oci_runtime: Option<&Path>,
+    keel_root: &Path,
 ) -> Result<Box<dyn Isolation>, LaunchError> {
     let name = name.unwrap_or("namespaces");
-    let b = runtime::backend(name, oci_runtime)
+    let b = runtime::backend_in(name, oci_runtime, keel_root)
         .ok_or_else(|| LaunchError::UnknownIsolation(name.to_string()))?;
     b.available()?;
     Ok(b)
@@ -93,7 +94,11 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         private_port.unwrap_or(0),
     );
     let published = ports::bind(&plan)?;
-    let backend = pick_backend(req.isolation.as_deref(), req.runtime.as_deref())?;
+    let backend = pick_backend(
+        req.isolation.as_deref(),
+        req.runtime.as_deref(),
+        store.root(),
+    )?;
     let snapshotter = storage::open(req.storage_driver.as_deref(), store.root())?;
     let root = store.root().to_path_buf();
     let mut anonymous = Vec::new();
@@ -335,6 +340,7 @@ impl Prepared {
         let backend = pick_backend(
             self.request.isolation.as_deref(),
             self.request.runtime.as_deref(),
+            &self.root,
         )?;
         let mut pty_master: Option<OwnedFd> = None;
         let stdio = match &output {

@@ -209,16 +209,37 @@ pub trait Isolation {
 }
 
 /// The backend called `name` (`namespaces`, `chroot`, `oci`); `oci_runtime` is the OCI
-/// runtime binary for `oci` (default `runc`).
+/// runtime binary for `oci` (default `runc`). OCI bundles go to
+/// [`oci::DEFAULT_BUNDLE_ROOT`]; [`backend_in`] puts them under a keel root.
 pub fn backend(name: &str, oci_runtime: Option<&Path>) -> Option<Box<dyn Isolation>> {
+    backend_at(name, oci_runtime, None)
+}
+
+/// [`backend`] for the keel root `keel_root`: OCI bundles live in
+/// `<keel_root>/runtime/bundles/<id>` (mode 0700).
+pub fn backend_in(
+    name: &str,
+    oci_runtime: Option<&Path>,
+    keel_root: &Path,
+) -> Option<Box<dyn Isolation>> {
+    backend_at(name, oci_runtime, Some(keel_root))
+}
+
+fn backend_at(
+    name: &str,
+    oci_runtime: Option<&Path>,
+    keel_root: Option<&Path>,
+) -> Option<Box<dyn Isolation>> {
+    let runtime = oci_runtime
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "runc".into());
     match name {
         "namespaces" => Some(Box::new(namespaces::Namespaces)),
         "chroot" => Some(Box::new(chroot::Chroot)),
-        "oci" => Some(Box::new(oci::Oci::new(
-            oci_runtime
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| "runc".into()),
-        ))),
+        "oci" => Some(Box::new(match keel_root {
+            Some(r) => oci::Oci::in_root(runtime, r),
+            None => oci::Oci::new(runtime),
+        })),
         _ => None,
     }
 }

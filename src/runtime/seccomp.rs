@@ -364,7 +364,9 @@ pub fn compile(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>, SeccompE
     let mut order: Vec<Action> = by_action.keys().copied().collect();
     order.sort_by_key(|a| *a != Action::Allow);
     for a in order {
-        if a == policy.default {
+        // An allow-list under an allow default says nothing; an errno program always
+        // counts (even with the default's errno, it overrides the allow-list's answer).
+        if a == Action::Allow && policy.default == Action::Allow {
             continue;
         }
         let (mut chains, always) = by_action.remove(&a).unwrap_or_default();
@@ -501,6 +503,8 @@ mod tests {
         assert!(progs[0].len() > progs[1].len());
         let unconfined = compile(&Policy::allow_all().deny(&["kill".into()])).unwrap();
         assert_eq!(unconfined.len(), 1);
+        // chroot's denials get their own program even with the default's errno (EPERM).
+        assert_eq!(compile(&p.clone().deny(&["kill".into()])).unwrap().len(), 3);
         assert!(compile(&Policy::allow_all()).unwrap().is_empty());
     }
 

@@ -192,11 +192,13 @@ impl<'a> Executor<'a> {
         let cache = BuildCache::new(store.root());
         let stat = StatIndex::load(&cache.stat_dir(), context.root());
         let snapshotter = crate::storage::open(opts.storage_driver.as_deref(), store.root())?;
-        let backend = runtime::backend(opts.isolation.as_deref().unwrap_or("namespaces"), None)
-            .ok_or_else(|| runtime::RuntimeError::Unavailable {
+        let isolation = opts.isolation.as_deref().unwrap_or("namespaces");
+        let backend = runtime::backend_in(isolation, None, store.root()).ok_or_else(|| {
+            runtime::RuntimeError::Unavailable {
                 backend: "unknown",
                 why: "use --isolation namespaces, chroot or oci".into(),
-            })?;
+            }
+        })?;
         backend.available()?;
         // Ctrl-C / SIGTERM: record it, let the running step's container get it, and stop
         // between steps with everything cleaned up (rather than dying mid-step).
