@@ -301,14 +301,9 @@ impl Prepared {
         }
         let code = result.as_ref().map(|c| *c).unwrap_or(125);
         let now = rfc3339(std::time::SystemTime::now());
-        let mut st = containers.state(&self.config.id).unwrap_or(ContainerState {
-            status: Status::Exited,
-            pid: None,
-            supervisor_pid: None,
-            exit_code: None,
-            started: None,
-            finished: None,
-        });
+        let mut st = containers
+            .state(&self.config.id)
+            .unwrap_or_else(|_| ContainerState::created());
         st.status = Status::Exited;
         st.exit_code = Some(code);
         st.finished = Some(now);
@@ -425,7 +420,10 @@ impl Prepared {
         let mut st = containers.state(&self.config.id)?;
         st.status = Status::Running;
         st.pid = Some(container.pid);
-        st.supervisor_pid = Some(std::process::id() as i32);
+        st.pid_start = crate::sys::proc::start_time(container.pid);
+        let me = std::process::id() as i32;
+        st.supervisor_pid = Some(me);
+        st.supervisor_start = crate::sys::proc::start_time(me);
         st.started = Some(rfc3339(std::time::SystemTime::now()));
         containers.set_state(&self.config.id, &st)?;
         let published = std::mem::take(&mut self.published);

@@ -81,6 +81,61 @@ pub fn kill(pid: i32, sig: i32) -> Result<(), SysError> {
     check("kill", nix::sys::signal::kill(Pid::from_raw(pid), s))
 }
 
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, clock ticks since
+/// boot): with the pid, it names one process for good, since a reused pid starts later.
+/// `None` when the process does not exist (or is a zombie, already dead).
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces and parentheses) start at 3.
+    let rest = stat.rsplit_once(") ")?.1;
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+/// Sends `sig` to `pid` only if it is still the process that started at `start` (see
+/// [`start_time`]). A pidfd is opened first and the start time checked after, so a pid
+/// reused in between is never signalled: the pidfd then names the old, dead process.
+/// `Ok(false)` when the process is not (or no longer) that one.
+pub fn kill_if_started(pid: i32, start: u64, sig: i32) -> Result<bool, SysError> {
+    if pid <= 0 {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Ok(false);
+    }
+    // SAFETY: the fd was just returned by the kernel and is owned by nothing else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if start_time(pid) != Some(start) {
+        return Ok(false);
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match r {
+        0 => Ok(true),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            e => Err(SysError::new("pidfd_send_signal", e)),
+        },
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
     check("pipe", nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
@@ -349,4 +404,32 @@ pub fn close_fds_except(keep: &[i32]) {
 /// True when the effective uid is 0.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_times_name_one_process() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(start > 0);
+        assert_eq!(start_time(me), Some(start));
+        assert_eq!(start_time(0), None);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let s = start_time(pid).unwrap();
+        assert!(
+            !kill_if_started(pid, s + 1, libc::SIGKILL).unwrap(),
+            "wrong start time"
+        );
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(kill_if_started(pid, s, libc::SIGKILL).unwrap());
+        child.wait().unwrap();
+        assert!(!kill_if_started(pid, s, libc::SIGKILL).unwrap());
+    }
 }
