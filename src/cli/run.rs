@@ -622,12 +622,9 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         tty: a.tty,
         ..Default::default()
     };
-    let spec = crate::runtime::plan_for_rootfs(
-        &c.id,
-        &config,
-        &opts,
-        &crate::runtime::join::root_of(pid),
-    )?;
+    let root = crate::container::exec::accounts_root(&c, &st)
+        .unwrap_or_else(|| crate::runtime::join::root_of(pid));
+    let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
     let stdin = if a.interactive {
         use std::os::fd::AsFd;
         std::io::stdin().as_fd().try_clone_to_owned().ok()
@@ -636,15 +633,12 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
             .ok()
             .map(std::os::fd::OwnedFd::from)
     };
-    let exit = crate::runtime::join::exec_in(
-        pid,
-        &spec,
-        crate::runtime::Stdio {
-            stdin,
-            stdout: None,
-            stderr: None,
-        },
-    )?;
+    let stdio = crate::runtime::Stdio {
+        stdin,
+        stdout: None,
+        stderr: None,
+    };
+    let exit = crate::container::exec::exec(store.root(), &c, pid, &spec, stdio)?;
     if let Some(msg) = exit.exec_error {
         eprintln!("keel: {msg}");
     }

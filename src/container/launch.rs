@@ -135,6 +135,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         volumes: volume_names,
         stop_signal: cfg.stop_signal().clone(),
         auto_remove: req.rm,
+        runtime: req.runtime.clone(),
     };
     let containers = Containers::new(&root);
     containers.create(&config)?;

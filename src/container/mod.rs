@@ -2,6 +2,7 @@
 //! where it is in its life (state.json), its log, and the `image` file that keeps its
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
+pub mod exec;
 pub mod flags;
 pub mod launch;
 pub mod ports;
@@ -69,6 +70,9 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
     #[serde(default)]
     pub auto_remove: bool,
+    /// The OCI runtime binary (`--runtime`) of an `oci` container, for `keel exec`.
+    #[serde(default)]
+    pub runtime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,6 +338,7 @@ mod tests {
             volumes: vec![],
             stop_signal: None,
             auto_remove: false,
+            runtime: None,
         }
     }
 

@@ -374,6 +374,56 @@ pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, St
     }
 }
 
+/// Runs `spec`'s process in the running container `spec.id` with `runtime exec`
+/// (`keel exec`): the process joins the container's namespaces, cgroups, seccomp
+/// filter and root as runc sets them up. The process description goes to a private file
+/// in the container's bundle directory. Waits for the process and returns how it ended.
+pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit, RuntimeError> {
+    let dir = oci.bundle_root.join(&spec.id);
+    private_dir(&dir)?;
+    let file = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".json")
+        .tempfile_in(&dir)
+        .map_err(|source| RuntimeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    let json = serde_json::to_vec(&process(spec)?)
+        .map_err(|e| RuntimeError::Setup(format!("serializing process.json: {e}")))?;
+    std::fs::write(file.path(), json).map_err(|source| RuntimeError::Io {
+        path: file.path().to_path_buf(),
+        source,
+    })?;
+    let mut cmd = oci.base();
+    cmd.arg("exec")
+        .arg("--process")
+        .arg(file.path())
+        .arg(&spec.id);
+    if let Some(fd) = stdio.stdin {
+        cmd.stdin(std::process::Stdio::from(fd));
+    }
+    if let Some(fd) = stdio.stdout {
+        cmd.stdout(std::process::Stdio::from(fd));
+    }
+    if let Some(fd) = stdio.stderr {
+        cmd.stderr(std::process::Stdio::from(fd));
+    }
+    let status = cmd.status().map_err(|source| RuntimeError::Io {
+        path: oci.runtime.clone(),
+        source,
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    Ok(super::Exit {
+        code,
+        exec_error: None,
+    })
+}
+
 /// `runtime delete -f ID`; a container the runtime no longer knows is not an error.
 pub fn delete(runtime: &Path, state_root: Option<&Path>, id: &str) -> Result<(), RuntimeError> {
     let mut c = Command::new(runtime);

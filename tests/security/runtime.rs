@@ -179,7 +179,8 @@ fn exec_runs_inside_the_container_and_its_cgroups() {
             "n",
             "sh",
             "-c",
-            "n=0; while [ $n -lt 40 ]; do sleep 1000 & n=$((n+1)); echo $n; done",
+            // The sleepers must not hold keel's stdout open after the shell exits.
+            "n=0; while [ $n -lt 40 ]; do sleep 1000 >/dev/null 2>&1 & n=$((n+1)); echo $n; done",
         ],
     );
     let last: usize = out.lines().last().and_then(|l| l.parse().ok()).unwrap_or(0);
