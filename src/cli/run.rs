@@ -446,6 +446,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             println!("{name}");
             continue; // it was --rm and is gone already
         }
+        launch::reclaim_runtime(store.root(), &c)?;
         let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
         snapshotter.remove_id(&c.id)?;
         let anonymous: Vec<String> = c

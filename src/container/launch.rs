@@ -506,3 +506,22 @@ pub fn remove(
     }
     Ok(())
 }
+
+/// For a container being removed: an `oci` container whose supervisor died may still be
+/// running under the runtime (`runc run` outlives a SIGKILLed keel), so it is deleted
+/// there (`runtime delete -f` kills it) and its bundle removed. Nothing for other backends.
+pub fn reclaim_runtime(root: &Path, config: &ContainerConfig) -> Result<(), LaunchError> {
+    if config.isolation != "oci" {
+        return Ok(());
+    }
+    let runc = config.runtime.clone().unwrap_or_else(|| "runc".into());
+    runtime::oci::delete(&runc, None, &config.id)?;
+    let bundle = runtime::oci::bundle_root(root).join(&config.id);
+    match fs::remove_dir_all(&bundle) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::Io {
+            path: bundle,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}

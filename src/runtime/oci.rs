@@ -490,6 +490,11 @@ impl Isolation for Oci {
         };
         private_dir(&self.bundle_root)?;
         private_dir(&bundle)?;
+        // First, so `gc::collect_orphans` knows the bundle has a live owner.
+        if let Some(me) = super::gc::Owner::me() {
+            let owner = serde_json::to_vec(&me).unwrap_or_default();
+            std::fs::write(super::gc::owner_file(&bundle), owner).map_err(io)?;
+        }
         let cfg = config(spec, &rootfs)?;
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;

@@ -259,7 +259,11 @@ fn conformance(backend: &dyn Isolation) {
     } else {
         "CapEff:\t00000000800001db"
     };
-    check("CapEff is Docker's default set", o.stdout.trim() == want, &o);
+    check(
+        "CapEff is Docker's default set",
+        o.stdout.trim() == want,
+        &o,
+    );
     let o = run(
         backend,
         &r,
@@ -638,4 +642,94 @@ fn bench_start_to_exit() {
             );
         }
     }
+}
+
+/// Issue 10 item 11: a keel killed while its OCI container runs leaves `runc run` and
+/// the container going with nobody to clean up; `runtime::gc::collect_orphans` (what
+/// `keel gc` calls) finds it by its dead owner and removes it, its bundle and the empty
+/// cgroups, and leaves a container whose keel still runs alone.
+#[test]
+fn orphans_of_a_killed_keel_are_collected() {
+    require!(is_root(), "needs root");
+    require!(crate::common::have("runc"), "runc is not installed");
+    let k = crate::common::Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let run = |name: &str| {
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--isolation",
+            "oci",
+            "bb",
+            "sleep",
+            "1000",
+        ])
+        .trim()
+        .to_string()
+    };
+    let (dead, live, removed) = (run("dead"), run("live"), run("removed"));
+    let state = |id: &str| -> serde_json::Value {
+        let p = k.root().join("containers").join(id).join("state.json");
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let kill_supervisor = |id: &str| {
+        let supervisor = state(id)["supervisor_pid"].as_i64().unwrap() as i32;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(supervisor),
+            nix::sys::signal::SIGKILL,
+        )
+        .unwrap();
+        let gone = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::path::Path::new(&format!("/proc/{supervisor}")).exists() {
+            assert!(std::time::Instant::now() < gone, "supervisor did not die");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    kill_supervisor(&dead);
+    kill_supervisor(&removed);
+    // A leaked empty cgroup, as a killed keel leaves when it dies during setup.
+    let layout = runtime::cgroup_layout();
+    let leaked = layout
+        .v1
+        .get("pids")
+        .map(|m| m.join("keel").join(unique_id("leak")));
+    if let Some(l) = &leaked {
+        std::fs::create_dir_all(l).unwrap();
+    }
+    let runc_ids = || {
+        let out = std::process::Command::new("runc")
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(runc_ids().contains(&dead));
+    // `keel rm -f` of a container whose keel died deletes it from the runtime too.
+    k.ok(&["rm", "-f", "removed"]);
+    assert!(
+        !runc_ids().contains(&removed),
+        "rm -f left the runtime container"
+    );
+    // Only this test's ids may go (other tests' containers may be starting right now).
+    let leaked_id = leaked
+        .as_ref()
+        .map(|l| l.file_name().unwrap().to_string_lossy().into_owned());
+    let keep = |id: &str| id != dead && Some(id) != leaked_id.as_deref();
+    let found = runtime::gc::collect_orphans(&k.root(), Path::new("runc"), &keep).unwrap();
+    assert_eq!(found.runtime_containers, vec![dead.clone()]);
+    let ids = runc_ids();
+    assert!(!ids.contains(&dead), "orphan still known to runc: {ids}");
+    assert!(
+        ids.contains(&live),
+        "a live keel's container was collected: {ids}"
+    );
+    assert!(!runtime::oci::bundle_root(&k.root()).join(&dead).exists());
+    assert_eq!(cgroups_named(&dead), Vec::<PathBuf>::new());
+    if let Some(l) = &leaked {
+        assert!(!l.exists(), "empty leaked cgroup left");
+    }
+    k.ok(&["rm", "-f", "live", "dead"]);
+    assert!(!runc_ids().contains(&live));
 }
