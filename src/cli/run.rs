@@ -623,8 +623,9 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         tty: a.tty,
         ..Default::default()
     };
-    let root = crate::container::exec::accounts_root(&c, &st)
-        .unwrap_or_else(|| crate::runtime::join::root_of(pid));
+    let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
+        bail!("container {} is not running", a.container);
+    };
     let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
     let stdin = if a.interactive {
         use std::os::fd::AsFd;
@@ -639,7 +640,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         stdout: None,
         stderr: None,
     };
-    let exit = crate::container::exec::exec(store.root(), &c, pid, &spec, stdio)?;
+    let exit = crate::container::exec::exec(store.root(), &c, pid, &root, &spec, stdio)?;
     if let Some(msg) = exit.exec_error {
         eprintln!("keel: {msg}");
     }

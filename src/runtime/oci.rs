@@ -424,6 +424,14 @@ pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit
     })
 }
 
+/// The host pid of the container's first process (`runtime state ID`), e.g. to read the
+/// container's files through `/proc/PID/root`.
+pub fn init_pid(oci: &Oci, id: &str) -> Option<i32> {
+    let out = oci.base().args(["state", id]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["pid"].as_i64().map(|p| p as i32).filter(|p| *p > 0)
+}
+
 /// `runtime delete -f ID`; a container the runtime no longer knows is not an error.
 pub fn delete(runtime: &Path, state_root: Option<&Path>, id: &str) -> Result<(), RuntimeError> {
     let mut c = Command::new(runtime);
