@@ -101,6 +101,16 @@ pub fn secure_target(root: &Path, p: &str, file: bool) -> Result<PathBuf, String
                 std::fs::create_dir(&next)
             };
             made.map_err(|e| format!("creating mount point {}: {e}", next.display()))?;
+            // Docker's modes (0755 directories, 0644 files), whatever keel's umask: a
+            // working directory made under umask 077 would shut out a non-root user.
+            let mode = if file && i + 1 == comps.len() {
+                0o644
+            } else {
+                0o755
+            };
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&next, std::fs::Permissions::from_mode(mode))
+                .map_err(|e| format!("creating mount point {}: {e}", next.display()))?;
         }
         cur = next
             .canonicalize()
@@ -313,5 +323,9 @@ mod tests {
             .starts_with(root.canonicalize().unwrap()));
         let ok = secure_target(&root, "/a/b/file", true).unwrap();
         assert!(ok.is_file() && ok.starts_with(root.canonicalize().unwrap()));
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&root.join("a/b")), 0o755, "umask must not decide");
+        assert_eq!(mode(&ok), 0o644);
     }
 }

@@ -37,6 +37,20 @@ fn rootfs(dir: &Path) -> PathBuf {
         std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
     }
     std::fs::write(r.join("etc/motd"), "not executable\n").unwrap();
+    // An image's directories are 0755 whatever the umask of whoever runs the tests
+    // (uid 1000 must reach /bin/sh under umask 077 too).
+    use std::os::unix::fs::PermissionsExt;
+    let fix = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    for e in walkdir::WalkDir::new(&r).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            fix(e.path(), 0o755);
+        } else if e.file_type().is_file() {
+            let m = e.metadata().unwrap().permissions().mode();
+            fix(e.path(), (m & 0o7777) | 0o044);
+        }
+    }
     r
 }
 
@@ -534,6 +548,11 @@ fn exec_joins_a_running_container() {
     let d = tempfile::tempdir().unwrap();
     let r = rootfs(d.path());
     std::fs::write(r.join("marker"), "inside\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let p = std::fs::Permissions::from_mode(0o644);
+        std::fs::set_permissions(r.join("marker"), p).unwrap();
+    }
     let id = unique_id("exec");
     let limits = Limits {
         pids: Some(50),
