@@ -245,6 +245,9 @@ fn a_stale_pid_in_the_state_file_is_never_signalled() {
     require!(is_root(), "needs root");
     let k = with_busybox();
     let mut canary = CanaryProcess::new();
+    // Start times count clock ticks (10 ms): keep the canary's apart from the
+    // supervisor's, whose recorded start the forged record keeps.
+    std::thread::sleep(Duration::from_millis(100));
     let id = k
         .ok(&["run", "-d", "--name", "gone", "bb", "true"])
         .trim()
