@@ -176,6 +176,11 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
     })
 }
 
+/// The container path a volume flag mounts at.
+pub fn volume_destination(v: &VolumeSpec) -> String {
+    vol_dst(v)
+}
+
 fn vol_dst(v: &VolumeSpec) -> String {
     match v {
         VolumeSpec::Bind { dst, .. }

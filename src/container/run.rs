@@ -97,6 +97,18 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
             }
         }
     }
+    // Destinations and -w are checked here too, so nothing is created for a bad one.
+    for v in &volumes {
+        crate::runtime::spec::dest(&super::launch::volume_destination(v))?;
+    }
+    for t in &req.tmpfs {
+        crate::runtime::spec::dest(t)?;
+    }
+    if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty()) {
+        if !w.starts_with('/') {
+            return Err(SpecError::RelativeWorkdir(w.to_string()).into());
+        }
+    }
     let ports = req
         .publish
         .iter()
@@ -259,6 +271,20 @@ mod tests {
                     ..req()
                 },
                 "--pids-limit",
+            ),
+            (
+                RunRequest {
+                    volumes: vec!["/tmp:/proc/sys".into()],
+                    ..req()
+                },
+                "keel mounts /proc itself",
+            ),
+            (
+                RunRequest {
+                    workdir: Some("rel".into()),
+                    ..req()
+                },
+                "the working directory 'rel' is invalid",
             ),
         ];
         for (r, want) in cases {

@@ -857,7 +857,9 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
     Ok(m)
 }
 
-fn dest(d: &str) -> Result<String, SpecError> {
+/// A mount destination, cleaned; refuses relative paths, `/` and the paths keel mounts
+/// itself (`/proc`, `/sys`, `/dev`, …; see `RESERVED_DESTINATIONS`).
+pub fn dest(d: &str) -> Result<String, SpecError> {
     if !d.starts_with('/') {
         return Err(SpecError::RelativeDestination(d.to_string()));
     }
