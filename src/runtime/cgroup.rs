@@ -35,8 +35,10 @@ pub enum CgroupError {
         flag: &'static str,
         controller: &'static str,
     },
-    #[error("this host has no cgroup v1 devices controller, so keel cannot stop a container from opening host devices (device filtering on cgroup v2 needs a BPF program keel does not load yet); use --isolation oci, where runc does it")]
+    #[error("this host mounts neither the cgroup v1 devices controller nor cgroup2, so keel cannot stop a container from opening host devices; mount one (or use --isolation oci with a runtime that manages cgroups)")]
     NoDeviceController,
+    #[error("setting up the device allow-list on cgroup v2: {0}; use --isolation oci, where runc loads its own device program")]
+    DeviceProgram(crate::sys::SysError),
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -180,7 +182,10 @@ impl Cgroup {
             return Ok(());
         }
         let Some(mount) = layout.v1.get("devices") else {
-            return Err(CgroupError::NoDeviceController);
+            return match &layout.v2 {
+                Some(v2) => self.device_program(&v2.join(rel), rules),
+                None => Err(CgroupError::NoDeviceController),
+            };
         };
         let dir = mount.join(rel);
         mkdir(&dir)?;
@@ -194,6 +199,17 @@ impl Cgroup {
             write(&dir.join(file), &r.cgroup_v1())?;
         }
         Ok(())
+    }
+
+    /// cgroup v2: the rules as a BPF device program attached to `dir` (made if needed).
+    fn device_program(&mut self, dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        mkdir(dir)?;
+        if !self.dirs.iter().any(|d| d == dir) {
+            self.dirs.push(dir.to_path_buf());
+        }
+        let prog = crate::sys::bpf::load_device_program(&super::devices::program(rules))
+            .map_err(CgroupError::DeviceProgram)?;
+        crate::sys::bpf::attach_device_program(dir, &prog).map_err(CgroupError::DeviceProgram)
     }
 
     fn fill(
@@ -443,7 +459,10 @@ mod tests {
         let e = Cgroup::create(&CgroupLayout::default(), "c5", &Limits::default(), &rules)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("no cgroup v1 devices controller"), "{e}");
+        assert!(
+            e.contains("neither the cgroup v1 devices controller nor cgroup2"),
+            "{e}"
+        );
     }
 
     /// A failure half-way (here: the memory hierarchy cannot be entered) removes the

@@ -6,6 +6,7 @@
 //! This module does not print: exec failures come back in [`Exit::exec_error`].
 pub mod cgroup;
 pub mod chroot;
+pub mod devices;
 pub mod gc;
 pub mod join;
 pub mod namespaces;

@@ -752,3 +752,42 @@ fn orphans_of_a_killed_keel_are_collected() {
     k.ok(&["rm", "-f", "live", "dead"]);
     assert!(!runc_ids().contains(&live));
 }
+
+/// Issue 10 item 1 on cgroup v2: with no v1 devices controller the allow-list becomes a
+/// BPF device program on the container's v2 cgroup. Forced here by a layout without v1
+/// controllers (this also runs on hybrid hosts, whose empty v2 tree takes programs): a
+/// process in the cgroup may open /dev/null but not /dev/loop-control (10:237).
+#[test]
+fn cgroup_v2_device_program_allows_only_the_default_devices() {
+    use keel::runtime::cgroup::Cgroup;
+    require!(is_root(), "needs root");
+    let host = runtime::cgroup_layout();
+    require!(host.v2.is_some(), "no cgroup2 mount on this host");
+    let v2_only = runtime::CgroupLayout {
+        v1: Default::default(),
+        v2: host.v2.clone(),
+        v2_controllers: Vec::new(),
+    };
+    let id = unique_id("devices-v2");
+    let rules = keel::runtime::spec::default_device_rules();
+    let cg = Cgroup::create(&v2_only, &id, &Limits::default(), &rules).unwrap();
+    let procs = cg.dirs[0].join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {}; (exec 3</dev/null) && echo null-ok; \
+         (exec 3</dev/loop-control) 2>/dev/null && echo loop-control-opened; echo done",
+        procs.display()
+    );
+    let out = std::process::Command::new("/bin/sh")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    cg.destroy().unwrap();
+    assert_eq!(
+        text,
+        "null-ok\ndone\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(cgroups_named(&id), Vec::<PathBuf>::new());
+}
