@@ -321,7 +321,7 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
         out.flush()?;
         if !a.follow
             || containers
-                .state(&c.id)
+                .refresh(&c)
                 .map(|s| s.status == Status::Exited)
                 .unwrap_or(true)
         {
