@@ -270,7 +270,8 @@ pub fn load(store: &Store, input: impl Read + 'static) -> Result<Loaded, Archive
                 .collect::<Result<_, _>>()
                 .map_err(StoreError::from)?;
             // Keep the config bytes exactly as they came: the image id stays the same.
-            let record = commit_with_config(store, &config_digest, layers, &names)?;
+            let record =
+                crate::image::commit_stored_config(store, &config_digest, &layers, &names)?;
             loaded
                 .images
                 .push((names.first().map(ImageRef::tagged_name), record));
@@ -279,32 +280,6 @@ pub fn load(store: &Store, input: impl Read + 'static) -> Result<Loaded, Archive
         return Err(ArchiveError::UnknownFormat);
     }
     Ok(loaded)
-}
-
-/// Like `image::commit_image`, for a config already stored byte-for-byte (so a loaded
-/// image keeps its id).
-fn commit_with_config(
-    store: &Store,
-    config: &Digest,
-    layers: Vec<StoredLayer>,
-    names: &[ImageRef],
-) -> Result<ImageRecord, ArchiveError> {
-    let size = std::fs::metadata(store.blob_path(config))?.len();
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": Descriptor::new(MediaType::ImageConfig, size, config.clone()),
-        "layers": layers.iter().map(|l| l.descriptor.clone()).collect::<Vec<_>>(),
-    });
-    let (digest, size) = store.put_json(&manifest)?;
-    let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest);
-    for n in names {
-        store.tag(n, &descriptor)?;
-    }
-    Ok(store.load_record(
-        descriptor,
-        names.iter().map(ImageRef::tagged_name).collect(),
-    )?)
 }
 
 /// The name an index entry carries: containerd's full name, else the OCI ref name.

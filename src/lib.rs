@@ -13,6 +13,7 @@ pub mod dockerfile;
 pub mod image;
 pub mod integrate;
 pub mod layer;
+pub mod plan;
 pub mod project;
 pub mod reference;
 pub mod registry;

@@ -1,4 +1,7 @@
 //! keel's binary: parse the command line, run the command, map the outcome to an exit code.
+//! A closed stdout (`keel images | head -1`) ends the command with 0 and no message, even
+//! where output is still written with `println!` (see `report::install_broken_pipe_hook`).
 fn main() {
+    keel::report::install_broken_pipe_hook();
     std::process::exit(keel::cli::main());
 }

@@ -1,8 +1,94 @@
-//! User-facing progress output. One `Reporter` per command decides how events look:
-//! spinners on a terminal (`auto` on a TTY), one plain line per event otherwise (CI logs),
-//! nothing but results with `quiet`. Debug logging goes through `tracing`, not here.
-use std::io::{IsTerminal, Write};
+//! All user-facing output. Command results (data lines on stdout) go through `out_line` /
+//! `outln!`, messages for the user (stderr) through `err_line` / `errln!`, and progress
+//! through one `Reporter` per command, which decides how events look: spinners on a
+//! terminal (`auto` on a TTY), one plain line per event otherwise (CI logs), nothing but
+//! results with `quiet`. Debug logging goes through `tracing`, not here.
+//!
+//! A closed stdout is normal: `keel images | head -1` closes the pipe after one line. Rust
+//! ignores SIGPIPE, so the next write fails with EPIPE; `out_line` returns that error for
+//! the caller to pass up (`?`), and `cli::main` exits 0 quietly on it (STYLE: "a broken
+//! pipe exits 0"). `install_broken_pipe_hook` does the same for output still written with
+//! `println!`, whose EPIPE is a panic.
+use std::fmt;
+use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
+
+/// Writes one line of command output (data, not messages) to stdout. The error, a
+/// `BrokenPipe` when the reader went away, is meant to be passed up with `?`.
+pub fn out_line(line: impl fmt::Display) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    writeln!(out, "{line}")?;
+    // Flushed per line so a pipe reader sees results as they come and a closed pipe shows
+    // up at the line that hit it, not at exit (where the error would have nowhere to go).
+    out.flush()
+}
+
+/// Writes command output as it is (no newline added), e.g. a JSON document or a tar.
+pub fn out_bytes(bytes: &[u8]) -> io::Result<()> {
+    let mut out = io::stdout().lock();
+    out.write_all(bytes)?;
+    out.flush()
+}
+
+/// Writes one message line for the user to stderr. A stderr that cannot be written is
+/// dropped silently: there is nowhere left to report it.
+pub fn err_line(line: impl fmt::Display) {
+    let _ = writeln!(io::stderr().lock(), "{line}");
+}
+
+/// `outln!("{x} {y}")?`: `println!` for command output, returning the write's error.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::report::out_line(format_args!($($arg)*))
+    };
+}
+
+/// `errln!("warning: {x}")`: `eprintln!` for messages, never failing.
+#[macro_export]
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        $crate::report::err_line(format_args!($($arg)*))
+    };
+}
+
+/// True when `e` or any error below it is a closed pipe (EPIPE): the reader of our output
+/// went away, which ends a command successfully.
+pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Makes the panic of `println!`/`print!` on a closed stdout exit 0 without a message;
+/// every other panic is reported as before. A backstop until every print site uses
+/// `out_line`.
+pub fn install_broken_pipe_hook() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info
+            .payload_as_str()
+            .is_some_and(is_stdout_broken_pipe_panic)
+        {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
+}
+
+/// The message std's print macros panic with when stdout is a closed pipe.
+fn is_stdout_broken_pipe_panic(msg: &str) -> bool {
+    msg.starts_with("failed printing to stdout")
+        && (msg.contains("Broken pipe") || msg.contains("os error 32"))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Progress {
@@ -99,5 +185,39 @@ impl Drop for Task {
         if let Some(b) = &self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broken_pipe_panics_are_recognised() {
+        for (msg, want) in [
+            ("failed printing to stdout: Broken pipe (os error 32)", true),
+            (
+                "failed printing to stdout: No space left on device (os error 28)",
+                false,
+            ),
+            (
+                "failed printing to stderr: Broken pipe (os error 32)",
+                false,
+            ),
+            ("index out of bounds", false),
+        ] {
+            assert_eq!(is_stdout_broken_pipe_panic(msg), want, "{msg}");
+        }
+    }
+
+    #[test]
+    fn broken_pipe_is_found_in_the_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("writing the image list")]
+        struct Outer(#[source] io::Error);
+        let pipe = Outer(io::Error::from(io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&pipe));
+        let other = Outer(io::Error::from(io::ErrorKind::NotFound));
+        assert!(!is_broken_pipe(&other));
     }
 }

@@ -1,9 +1,12 @@
 //! The build cache: step cache keys (pure) and step results kept under `<root>/cache`.
 //!
-//! A key is the sha256 of the step's inputs written canonically: the parent state, the
-//! instruction after expansion, the build args and env it can see, and for COPY/ADD the
-//! path, mode, owner and content digest of every file it selects (never mtimes). The
-//! same inputs are kept per step position so a miss can say what changed.
+//! A key is the sha256 of a versioned struct (`KeyInputs`) written as canonical JSON
+//! (sorted keys, no spaces): the format version, the parent state, the typed step after
+//! expansion, the build args and env it can see, and for COPY/ADD the path, mode, owner and
+//! content digest of every file it selects (never mtimes). Changing what goes into a key
+//! bumps `KEY_VERSION`; entries are stored with the version and read only when it matches,
+//! so an entry of another format never hits. docs/build.md describes the format. The same
+//! inputs are kept per step position so a miss can say what changed.
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,13 +17,20 @@ use serde::{Deserialize, Serialize};
 use crate::context::ContextFile;
 use crate::digest::{self, Digest};
 
-/// Everything a step's result depends on.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The version of the key format (and of the cache entries). Bump it whenever a field of
+/// `KeyInputs`, or the serialised shape of a step in `instruction`, changes meaning.
+pub const KEY_VERSION: u32 = 2;
+
+/// Everything a step's result depends on; its key is the digest of its canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyInputs {
+    /// `KEY_VERSION` when the key was made.
+    pub version: u32,
     /// The key of the previous step, or the base image's manifest digest.
     pub parent: String,
-    /// The instruction as it runs (after variable expansion), with its flags.
-    pub instruction: String,
+    /// The typed step as it runs (after variable expansion), serialised: e.g.
+    /// `{"run": {"argv": [...], "network": "default", "mounts": [...]}}`.
+    pub instruction: serde_json::Value,
     /// Build args the step can see (name → value).
     pub args: BTreeMap<String, String>,
     /// Environment and other settings the step runs with (name → value).
@@ -30,16 +40,27 @@ pub struct KeyInputs {
 }
 
 impl KeyInputs {
+    /// Inputs of the current version with nothing but a parent and an instruction.
+    pub fn new(parent: String, instruction: serde_json::Value) -> KeyInputs {
+        KeyInputs {
+            version: KEY_VERSION,
+            parent,
+            instruction,
+            args: BTreeMap::new(),
+            env: BTreeMap::new(),
+            files: BTreeMap::new(),
+        }
+    }
+
+    /// sha256 of the canonical JSON (object keys sorted, no whitespace).
     pub fn key(&self) -> CacheKey {
-        CacheKey(digest::of_bytes(
-            &serde_json::to_vec(self).expect("key inputs serialise"),
-        ))
+        CacheKey(digest::of_bytes(&crate::store::canonical_json(self)))
     }
 
     /// One line naming the first input that differs from `before` (the previous build of
     /// the same step), for the progress output.
     pub fn explain_change(&self, before: Option<&KeyInputs>) -> String {
-        let Some(b) = before else {
+        let Some(b) = before.filter(|b| b.version == self.version) else {
             return "not built before".into();
         };
         if b.parent != self.parent {
@@ -131,6 +152,9 @@ impl SelectionStamp {
     }
 }
 
+/// The field of a cache entry that holds the format version it was written with.
+const ENTRY_VERSION: &str = "keel_cache_version";
+
 /// How long `keel gc` keeps cache entries nobody has used.
 pub const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -177,10 +201,15 @@ impl BuildCache {
         }
     }
 
-    /// The stored result for `key`, marking it used.
+    /// The stored result for `key`, marking it used. Only an entry written with the
+    /// current `KEY_VERSION` counts: one of another format is a miss, never a stale hit.
     pub fn get<T: for<'de> Deserialize<'de>>(&self, key: &CacheKey) -> Option<T> {
         let p = self.entry_path(key);
-        let v = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&fs::read(&p).ok()?).ok()?;
+        if v.get(ENTRY_VERSION).and_then(|x| x.as_u64()) != Some(KEY_VERSION.into()) {
+            return None;
+        }
+        let v = serde_json::from_value(v).ok()?;
         let _ = fs::File::options()
             .write(true)
             .open(&p)
@@ -188,11 +217,15 @@ impl BuildCache {
         Some(v)
     }
 
-    /// Stores the result for `key` (atomically).
+    /// Stores the result for `key` (atomically), marked with `KEY_VERSION`.
     pub fn put<T: Serialize>(&self, key: &CacheKey, value: &T) -> std::io::Result<()> {
+        let mut v = serde_json::to_value(value).expect("cache entries serialise");
+        if let Some(m) = v.as_object_mut() {
+            m.insert(ENTRY_VERSION.into(), KEY_VERSION.into());
+        }
         write_atomic(
             &self.entry_path(key),
-            &serde_json::to_vec(value).expect("cache entries serialise"),
+            &serde_json::to_vec(&v).expect("cache entries serialise"),
         )
     }
 
@@ -309,8 +342,9 @@ mod tests {
 
     fn inputs() -> KeyInputs {
         KeyInputs {
+            version: KEY_VERSION,
             parent: "sha256:aa".into(),
-            instruction: "COPY src/ /app".into(),
+            instruction: serde_json::json!({"copy": {"srcs": ["src/"], "dest": "/app"}}),
             args: BTreeMap::from([("VERSION".into(), "1".into())]),
             env: BTreeMap::new(),
             files: BTreeMap::from([
@@ -336,6 +370,29 @@ mod tests {
         d.parent = "sha256:bb".into();
         assert_eq!(d.explain_change(Some(&a)), "parent step changed");
         assert_eq!(a.explain_change(None), "not built before");
+        let mut old = inputs();
+        old.version = 1;
+        assert_ne!(old.key(), a.key(), "the version is part of the key");
+        assert_eq!(a.explain_change(Some(&old)), "not built before");
+    }
+
+    #[test]
+    fn keys_are_digests_of_canonical_json() {
+        let a = inputs();
+        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":2}"#;
+        assert_eq!(a.key().0, digest::of_bytes(text.as_bytes()));
+    }
+
+    #[test]
+    fn entries_of_another_format_never_hit() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(d.path());
+        let key = inputs().key();
+        // What keel wrote before entries were versioned: the bare value.
+        write_atomic(&cache.entry_path(&key), br#"{"layers": []}"#).unwrap();
+        assert_eq!(cache.get::<serde_json::Value>(&key), None);
+        cache.put(&key, &serde_json::json!({"layers": []})).unwrap();
+        assert!(cache.get::<serde_json::Value>(&key).is_some());
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! Secrets never reach a layer or a cache key: their files live in a private temp
 //! directory for the step and are bind-mounted read-only over an empty stub.
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::plan::RunMount;
+use crate::plan::MountSpec;
 use crate::runtime::BindMount;
+use crate::sys::rootfs::{Dir, Kind, Rootfs};
 
 /// Where a build secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,38 +88,6 @@ pub struct Credentials {
     pub ssh: BTreeMap<String, PathBuf>,
 }
 
-/// Where a mount's target is, after `target`/`dst`/`destination`, with a default.
-fn target_of(m: &RunMount, default: impl FnOnce() -> Option<String>) -> Result<String, String> {
-    m.get("target")
-        .or(m.get("dst"))
-        .or(m.get("destination"))
-        .map(str::to_string)
-        .or_else(default)
-        .ok_or_else(|| format!("RUN --mount=type={} needs target=PATH", m.kind()))
-}
-
-fn octal(m: &RunMount, key: &str, default: u32) -> Result<u32, String> {
-    match m.get(key) {
-        None => Ok(default),
-        Some(v) => u32::from_str_radix(v, 8)
-            .map_err(|_| format!("RUN --mount {key}={v:?}: expected an octal mode such as 0400")),
-    }
-}
-
-fn number(m: &RunMount, key: &str) -> Result<u32, String> {
-    match m.get(key) {
-        None => Ok(0),
-        Some(v) => v
-            .parse()
-            .map_err(|_| format!("RUN --mount {key}={v:?}: expected a number")),
-    }
-}
-
-/// `required` (a bare flag reads as `true`).
-fn required(m: &RunMount) -> bool {
-    matches!(m.get("required"), Some("true" | "1"))
-}
-
 /// The secrets' and agents' part of a step's mounts, resolved: binds, env, and the private
 /// directory holding the secret files (deleted when this is dropped).
 pub struct CredentialMounts {
@@ -129,7 +99,7 @@ pub struct CredentialMounts {
 /// Resolves the `type=secret` and `type=ssh` mounts of a step. Secret files are written
 /// under `scratch` (a directory only root can read) with the mount's mode and owner.
 pub fn credentials(
-    mounts: &[RunMount],
+    mounts: &[MountSpec],
     given: &Credentials,
     scratch: &Path,
 ) -> Result<CredentialMounts, String> {
@@ -140,80 +110,22 @@ pub fn credentials(
     };
     let mut agents = 0;
     for m in mounts {
-        match m.kind() {
-            "secret" => {
-                let id = m
-                    .get("id")
-                    .map(str::to_string)
-                    .or_else(|| {
-                        target_of(m, || None)
-                            .ok()
-                            .and_then(|t| t.rsplit('/').next().map(str::to_string))
-                    })
-                    .filter(|i| !i.is_empty())
-                    .ok_or(
-                        "RUN --mount=type=secret needs id=NAME (or a target to name it after)",
-                    )?;
-                let Some(source) = given.secrets.get(&id) else {
-                    if required(m) {
-                        return Err(format!("RUN --mount=type=secret,id={id} is required but the build has no such secret; pass --secret id={id},src=FILE (or env=VAR)"));
-                    }
-                    continue;
-                };
-                let value = match source {
-                    SecretSource::File(p) => std::fs::read(p)
-                        .map_err(|e| format!("secret {id}: reading {}: {e}", p.display()))?,
-                    SecretSource::Env(v) => std::env::var_os(v)
-                        .ok_or_else(|| format!("secret {id}: environment variable {v} is not set"))?
-                        .into_encoded_bytes(),
-                };
-                if let Some(var) = m.get("env") {
-                    let text = String::from_utf8(value.clone())
-                        .map_err(|_| format!("secret {id}: env={var} needs a UTF-8 value"))?;
-                    out.env.push(format!("{var}={text}"));
-                    if m.get("target").is_none() && m.get("dst").is_none() {
-                        continue;
-                    }
-                }
-                let target = target_of(m, || Some(format!("/run/secrets/{id}")))?;
-                if out.secret_dir.is_none() {
-                    out.secret_dir = Some(
-                        tempfile::Builder::new()
-                            .prefix("secrets-")
-                            .tempdir_in(scratch)
-                            .map_err(|e| {
-                                format!(
-                                    "creating a secrets directory in {}: {e}",
-                                    scratch.display()
-                                )
-                            })?,
-                    );
-                }
-                let dir = out.secret_dir.as_ref().expect("created above").path();
-                let file = dir.join(out.binds.len().to_string());
-                let mode = octal(m, "mode", 0o400)?;
-                std::fs::write(&file, &value)
-                    .and_then(|()| {
-                        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode))
-                    })
-                    .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
-                std::os::unix::fs::chown(&file, Some(number(m, "uid")?), Some(number(m, "gid")?))
-                    .map_err(|e| format!("secret {id}: {e}"))?;
-                out.binds.push(BindMount {
-                    src: file,
-                    dst: target,
-                    ro: true,
-                });
-            }
-            "ssh" => {
-                let id = m.get("id").unwrap_or("default");
+        match m {
+            MountSpec::Secret { .. } => secret(m, given, scratch, &mut out)?,
+            MountSpec::Ssh {
+                id,
+                target,
+                required,
+            } => {
                 let Some(sock) = given.ssh.get(id) else {
-                    if required(m) {
+                    if *required {
                         return Err(format!("RUN --mount=type=ssh,id={id} is required but the build has no such agent; pass --ssh {id}"));
                     }
                     continue;
                 };
-                let target = target_of(m, || Some(format!("/run/buildkit/ssh_agent.{agents}")))?;
+                let target = target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{agents}"));
                 agents += 1;
                 out.env.push(format!("SSH_AUTH_SOCK={target}"));
                 out.binds.push(BindMount {
@@ -228,41 +140,153 @@ pub fn credentials(
     Ok(out)
 }
 
+/// One secret mount: as an environment variable and/or a file bound read-only.
+fn secret(
+    m: &MountSpec,
+    given: &Credentials,
+    scratch: &Path,
+    out: &mut CredentialMounts,
+) -> Result<(), String> {
+    let MountSpec::Secret {
+        id,
+        target,
+        env,
+        required,
+        mode,
+        uid,
+        gid,
+    } = m
+    else {
+        unreachable!("called for secret mounts")
+    };
+    if id.is_empty() {
+        return Err("RUN --mount=type=secret needs id=NAME (or a target to name it after)".into());
+    }
+    let Some(source) = given.secrets.get(id) else {
+        if *required {
+            return Err(format!("RUN --mount=type=secret,id={id} is required but the build has no such secret; pass --secret id={id},src=FILE (or env=VAR)"));
+        }
+        return Ok(());
+    };
+    let value = match source {
+        SecretSource::File(p) => {
+            std::fs::read(p).map_err(|e| format!("secret {id}: reading {}: {e}", p.display()))?
+        }
+        SecretSource::Env(v) => std::env::var_os(v)
+            .ok_or_else(|| format!("secret {id}: environment variable {v} is not set"))?
+            .into_encoded_bytes(),
+    };
+    if let Some(var) = env {
+        let text = String::from_utf8(value.clone())
+            .map_err(|_| format!("secret {id}: env={var} needs a UTF-8 value"))?;
+        out.env.push(format!("{var}={text}"));
+    }
+    let target = match (target, env) {
+        (Some(t), _) => t.clone(),
+        (None, Some(_)) => return Ok(()),
+        (None, None) => format!("/run/secrets/{id}"),
+    };
+    if out.secret_dir.is_none() {
+        let dir = tempfile::Builder::new()
+            .prefix("secrets-")
+            .tempdir_in(scratch)
+            .map_err(|e| format!("creating a secrets directory in {}: {e}", scratch.display()))?;
+        out.secret_dir = Some(dir);
+    }
+    let dir = out.secret_dir.as_ref().expect("created above").path();
+    let file = dir.join(out.binds.len().to_string());
+    std::fs::write(&file, &value)
+        .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)))
+        .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
+    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
+        .map_err(|e| format!("secret {id}: {e}"))?;
+    out.binds.push(BindMount {
+        src: file,
+        dst: target,
+        ro: true,
+    });
+    Ok(())
+}
+
 /// The paths a mount at `target` will create in `rootfs` (the first missing component and
-/// everything below it), so they can be removed after the step. Empty when the target
-/// exists or passes through a symlink (the runtime resolves those; nothing is guessed).
+/// everything below it), as in-image paths with the existing part resolved inside the
+/// tree, so they can be removed after the step. Empty when the target exists.
 pub fn stubs_for(rootfs: &Path, target: &str) -> Vec<PathBuf> {
-    let mut cur = rootfs.to_path_buf();
+    let Ok(tree) = Rootfs::open(rootfs) else {
+        return Vec::new();
+    };
+    let parts: Vec<&OsStr> = Path::new(target)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut keep = parts.len();
+    while keep > 0 {
+        let prefix: PathBuf = parts[..keep].iter().collect();
+        match tree.stat(&prefix) {
+            Ok(Some(_)) => break,
+            Ok(None) => keep -= 1,
+            Err(_) => return Vec::new(),
+        }
+    }
+    if keep == parts.len() {
+        return Vec::new();
+    }
+    // Where the existing part lands inside the tree (symlinks like /var/run followed).
+    let base: PathBuf = parts[..keep].iter().collect();
+    let Ok(mut cur) = tree.in_tree_path(&base) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for c in Path::new(target).components() {
-        let Component::Normal(name) = c else { continue };
+    for name in &parts[keep..] {
         cur.push(name);
-        if !out.is_empty() {
-            out.push(cur.clone());
-            continue;
-        }
-        match std::fs::symlink_metadata(&cur) {
-            Err(_) => out.push(cur.clone()),
-            Ok(m) if m.file_type().is_symlink() => return Vec::new(),
-            Ok(_) => {}
-        }
+        out.push(Path::new("/").join(&cur));
     }
     out
 }
 
 /// Removes mount points a step created, deepest first, as long as they are still empty.
-pub fn remove_stubs(stubs: &[PathBuf]) {
+/// Each is found again from the tree's root without following any symlink: a step that
+/// swapped a directory on the way for a link (to anywhere) keeps its stubs, and nothing
+/// outside them is touched.
+pub fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
+    let Ok(tree) = Rootfs::open(rootfs) else {
+        return;
+    };
     for p in stubs.iter().rev() {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir(p);
+        let Some((dir, name)) = parent_nofollow(&tree, p) else {
+            continue;
+        };
+        match dir.stat(&name) {
+            Ok(Some(m)) if m.kind == Kind::Dir => {
+                let _ = dir.unlink(&name, true);
             }
-            Ok(m) if m.is_file() && m.len() == 0 => {
-                let _ = std::fs::remove_file(p);
+            Ok(Some(m)) if m.kind == Kind::File && m.size == 0 => {
+                let _ = dir.unlink(&name, false);
             }
             _ => {}
         }
     }
+}
+
+/// The parent directory of in-image path `p`, walked from the root one real directory
+/// at a time (a symlink anywhere on the way ends the walk), and `p`'s final name.
+fn parent_nofollow(tree: &Rootfs, p: &Path) -> Option<(Dir, std::ffi::OsString)> {
+    let mut dir = tree.root_dir();
+    let mut names: Vec<&OsStr> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let name = names.pop()?.to_os_string();
+    for n in names {
+        dir = dir.subdir(n).ok()?;
+    }
+    Some((dir, name))
 }
 
 #[cfg(test)]
@@ -333,25 +357,42 @@ mod tests {
     #[test]
     fn stubs_are_the_missing_tail_of_a_target() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("run")).unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("run")).unwrap();
         assert_eq!(
-            stubs_for(d.path(), "/run/secrets/token"),
+            stubs_for(r, "/run/secrets/token"),
             [
-                d.path().join("run/secrets"),
-                d.path().join("run/secrets/token")
+                PathBuf::from("/run/secrets"),
+                PathBuf::from("/run/secrets/token")
             ]
         );
-        assert!(stubs_for(d.path(), "/run").is_empty());
-        std::os::unix::fs::symlink("run", d.path().join("var-run")).unwrap();
-        assert!(stubs_for(d.path(), "/var-run/x").is_empty());
-        std::fs::create_dir(d.path().join("run/secrets")).unwrap();
-        std::fs::write(d.path().join("run/secrets/token"), "").unwrap();
-        remove_stubs(&stubs_for(d.path(), "/nothing"));
-        remove_stubs(&[
-            d.path().join("run/secrets"),
-            d.path().join("run/secrets/token"),
-        ]);
-        assert!(!d.path().join("run/secrets").exists());
-        assert!(d.path().join("run").exists());
+        assert!(stubs_for(r, "/run").is_empty());
+        // Through a symlinked directory: the stubs are where the link leads, in the tree.
+        std::os::unix::fs::symlink("/run", r.join("var-run")).unwrap();
+        assert_eq!(stubs_for(r, "/var-run/x"), [PathBuf::from("/run/x")]);
+        std::fs::create_dir(r.join("run/secrets")).unwrap();
+        std::fs::write(r.join("run/secrets/token"), "").unwrap();
+        remove_stubs(r, &stubs_for(r, "/nothing"));
+        remove_stubs(
+            r,
+            &[
+                PathBuf::from("/run/secrets"),
+                PathBuf::from("/run/secrets/token"),
+            ],
+        );
+        assert!(!r.join("run/secrets").exists());
+        assert!(r.join("run").exists());
+        // A stub whose parent became a symlink is left alone, wherever the link goes.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("sub")).unwrap();
+        std::fs::create_dir(r.join("d")).unwrap();
+        let stubs = stubs_for(r, "/d/sub");
+        std::fs::remove_dir(r.join("d")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("d")).unwrap();
+        remove_stubs(r, &stubs);
+        assert!(
+            host.path().join("sub").is_dir(),
+            "followed a planted symlink"
+        );
     }
 }

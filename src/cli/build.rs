@@ -45,6 +45,10 @@ pub struct BuildArgs {
     /// Print every step's full cache-key inputs.
     #[arg(long)]
     explain: bool,
+    /// Print the plan (the stages the target needs, their steps and what each step's cache
+    /// key is made of) without running anything or opening the store.
+    #[arg(long)]
+    dry_run: bool,
     /// File timestamps in layers: `reproducible` (SOURCE_DATE_EPOCH or a fixed epoch) or `keep`.
     #[arg(long, default_value = "reproducible", value_parser = ["reproducible", "keep"])]
     timestamps: String,
@@ -177,6 +181,7 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
             .context
             .map(|c| project.dir.join(c).display().to_string());
         one.no_cache |= a.no_cache;
+        one.dry_run |= a.dry_run;
         one.quiet = a.quiet;
         one.isolation = a.isolation.clone().or(one.isolation);
         one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
@@ -236,6 +241,15 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     for v in &a.build_args {
         let (k, val) = parse_kv("--build-arg", v, true)?;
         build_args.insert(k, val);
+    }
+    if a.dry_run {
+        let opts = crate::plan::DryRun {
+            target: a.target.clone(),
+            build_args,
+            arch: crate::image::host_arch().to_string(),
+        };
+        print!("{}", crate::plan::dry_run(&plan, &opts)?);
+        return Ok(0);
     }
     let labels = a
         .label
@@ -314,7 +328,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
 /// Builds twice, without cache, in two scratch roots that hold only the base images.
 fn check_reproducible(
     store: &crate::store::Store,
-    plan: &crate::build::plan::Plan,
+    plan: &crate::plan::Plan,
     opts: &BuildOptions,
     context_dir: &Path,
     created: &str,
@@ -362,13 +376,15 @@ fn check_reproducible(
 fn copy_bases(
     from: &crate::store::Store,
     to: &crate::store::Store,
-    plan: &crate::build::plan::Plan,
+    plan: &crate::plan::Plan,
     opts: &BuildOptions,
 ) -> Result<()> {
-    let globals = crate::build::plan::global_arg_values(&plan.global_args, &opts.build_args);
+    let arch = crate::image::host_arch().to_string();
+    let globals = crate::plan::global_arg_values(&plan.global_args, &opts.build_args, &arch);
     for s in &plan.stages {
         let lookup = |k: &str| globals.get(k).cloned();
-        let base = crate::dockerfile::expand::process_word(&s.base, &lookup)
+        let base = crate::dockerfile::expand::Lexer::new(plan.escape)
+            .process_word(&s.base, &lookup)
             .unwrap_or_else(|_| s.base.clone());
         if base == "scratch" || plan.stage_by_ref(&base).is_some_and(|j| j < s.index) {
             continue;

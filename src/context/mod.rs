@@ -2,6 +2,10 @@
 //! to the files they select, after `.dockerignore`, refusing anything that escapes the
 //! context directory. Content digests come from `StatIndex`, which remembers them by
 //! (device, inode, size, mtime, ctime) so a no-op rebuild reads no file contents.
+//!
+//! `.dockerignore` is enforced here and fails closed: a file that cannot be read or
+//! understood fails the build, and a path is judged by where its content really lies, so a
+//! symlink (`link -> secret`, `alias -> .`) never reaches a file the rules keep out.
 mod stat_index;
 
 use std::fs;
@@ -23,6 +27,33 @@ pub enum ContextError {
     BadPattern { pattern: String, why: String },
     #[error("reading {path} in the build context: {source}")]
     Io { path: PathBuf, source: io::Error },
+    #[error("{path}:{line}: {error}")]
+    Dockerignore {
+        path: PathBuf,
+        line: usize,
+        error: crate::dockerfile::ignore::IgnoreError,
+    },
+    #[error("reading {path}: {source}; make it a readable file (or remove it to ignore nothing)")]
+    DockerignoreUnreadable { path: PathBuf, source: io::Error },
+}
+
+/// The context's `.dockerignore` as a path predicate (nothing ignored without one). Every
+/// pattern is checked here, so the predicate itself cannot fail.
+pub fn dockerignore(context_dir: &Path) -> Result<IgnoreFn, ContextError> {
+    let path = context_dir.join(".dockerignore");
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Box::new(|_: &str| false)),
+        Err(source) => return Err(ContextError::DockerignoreUnreadable { path, source }),
+    };
+    let matcher = crate::dockerfile::ignore::Matcher::from_file(&bytes).map_err(|e| {
+        ContextError::Dockerignore {
+            path,
+            line: e.line,
+            error: e.error,
+        }
+    })?;
+    Ok(Box::new(move |p: &str| matcher.matches(p)))
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ContextError {
@@ -339,6 +370,12 @@ impl Context {
             Ok(r) => r.to_string_lossy().into_owned(),
             Err(_) => return Err(ContextError::Escapes(src.to_string())),
         };
+        // The source path may be allowed while the file it leads to is not: `link ->
+        // secret`, `alias/key` with `alias -> data`, `self/.env` with `self -> .`. Docker
+        // never sends the ignored file, so following the link finds nothing there either.
+        if self.is_ignored(&real_rel) {
+            return Err(ContextError::NotFound(src.to_string()));
+        }
         let top = self.entry(&real_rel)?;
         let name = rel.rsplit('/').next().unwrap_or(rel).to_string();
         let entries = if top.kind == FileKind::Dir {

@@ -3,27 +3,59 @@
 //! wins, `!pattern` re-includes, and a pattern that matches a parent directory matches
 //! everything below it.
 //!
-//! Pure: takes the file's text and slash-separated paths relative to the context; the
+//! Pure: takes the file's bytes and slash-separated paths relative to the context; the
 //! context walker does the I/O and asks `Matcher::can_skip_dir` whether to descend.
 //! Glob syntax is Go's `filepath.Match` (Unix): `*` and `?` never cross `/`, `**` crosses
-//! directories, classes `[a-z]`/`[^…]`, `\` escapes; a malformed pattern is an error.
+//! directories, classes `[a-z]`/`[^…]`, `\` escapes.
+//!
+//! Fails closed: every pattern is checked and compiled when the matcher is built, so
+//! matching cannot fail later. Docker only finds some bad patterns (e.g. the reversed
+//! range in `[Local-Only]`) when it first matches a path, and then fails the build; a
+//! matcher that skipped such a pattern instead would send the files it was meant to keep
+//! out (secrets) into the image.
 use regex::Regex;
 
-/// Why a pattern list cannot be used. Each variant names the pattern.
+/// Why a pattern list cannot be used. Each variant names the pattern or the byte.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IgnoreError {
     #[error("illegal exclusion pattern: \"!\"; write the path to re-include after the '!'")]
     BareExclusion,
     #[error("syntax error in pattern {pattern:?}: {why}; escape special characters with '\\'")]
     BadPattern { pattern: String, why: String },
+    #[error(
+        "the byte at offset {offset} (column {column}) is not valid UTF-8; save the file as UTF-8 \
+         (docker reads it as UTF-8 text too)"
+    )]
+    NotUtf8 { offset: usize, column: usize },
+}
+
+/// A `.dockerignore` file that cannot be used: the error and its line (1-based).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {error}")]
+pub struct FileError {
+    pub line: usize,
+    pub error: IgnoreError,
+}
+
+/// One pattern as read from the file, with the line it came from (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PatternLine {
+    pub line: usize,
+    pub pattern: String,
 }
 
 /// Reads a `.dockerignore` file into patterns (moby `ignorefile.ReadAll`): `#` comments at
 /// column 0, blank lines skipped, whitespace trimmed, paths cleaned, a leading `/` removed,
 /// and `! pattern` normalised to `!pattern`. A UTF-8 BOM on the first line is dropped.
 pub fn read_patterns(text: &str) -> Vec<String> {
+    read_lines(text).into_iter().map(|p| p.pattern).collect()
+}
+
+/// `read_patterns`, keeping each pattern's line number for error messages.
+pub fn read_lines(text: &str) -> Vec<PatternLine> {
     let mut out = Vec::new();
     for (i, line) in text.split('\n').enumerate() {
+        let line_no = i + 1;
         let line = line.strip_suffix('\r').unwrap_or(line);
         let line = if i == 0 {
             line.strip_prefix('\u{feff}').unwrap_or(line)
@@ -48,9 +80,32 @@ pub fn read_patterns(text: &str) -> Vec<String> {
                 p.remove(0);
             }
         }
-        out.push(if invert { format!("!{p}") } else { p });
+        let pattern = if invert { format!("!{p}") } else { p };
+        out.push(PatternLine {
+            line: line_no,
+            pattern,
+        });
     }
     out
+}
+
+/// The file's bytes as text, or where the first byte that is not UTF-8 lies.
+pub fn decode(bytes: &[u8]) -> Result<&str, FileError> {
+    std::str::from_utf8(bytes).map_err(|e| {
+        let offset = e.valid_up_to();
+        let before = &bytes[..offset];
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        FileError {
+            line: before.iter().filter(|&&b| b == b'\n').count() + 1,
+            error: IgnoreError::NotUtf8 {
+                offset,
+                column: offset - line_start + 1,
+            },
+        }
+    })
 }
 
 /// Go's `path.Clean` for `/`-separated paths.
@@ -96,8 +151,8 @@ enum Kind {
     Prefix,
     /// `**…` with no other glob: everything ending with the text after `**`.
     Suffix,
-    /// A compiled regular expression, or why it does not compile (reported on use).
-    Regex(Result<Regex, String>),
+    /// A compiled regular expression (built when the matcher is, so matching cannot fail).
+    Regex(Regex),
 }
 
 #[derive(Debug, Clone)]
@@ -133,23 +188,52 @@ impl Segment {
 }
 
 impl Pattern {
-    fn is_match(&self, path: &str) -> Result<bool, IgnoreError> {
+    /// Checks and compiles one pattern (whitespace around it is trimmed); `None` when empty.
+    fn new(p: &str) -> Result<Option<Pattern>, IgnoreError> {
+        let p = p.trim();
+        if p.is_empty() {
+            return Ok(None);
+        }
+        let mut p = clean(p);
+        let exclusion = p.starts_with('!');
+        if exclusion {
+            if p.len() == 1 {
+                return Err(IgnoreError::BareExclusion);
+            }
+            p.remove(0);
+        }
+        let bad = |why: String| IgnoreError::BadPattern {
+            pattern: p.clone(),
+            why,
+        };
+        check_syntax(&p).map_err(|why| bad(why.into()))?;
+        // Docker compiles the regex on first use and fails the build there; compiling it
+        // here turns the same patterns into an error before any file is looked at.
+        let kind = compile(&p).map_err(bad)?;
+        let segments = if exclusion {
+            p.split('/').map(Segment::new).collect()
+        } else {
+            Vec::new()
+        };
+        Ok(Some(Pattern {
+            segments,
+            text: p,
+            exclusion,
+            kind,
+        }))
+    }
+
+    fn is_match(&self, path: &str) -> bool {
         let t = &self.text;
-        Ok(match &self.kind {
+        match &self.kind {
             Kind::Exact => path == t,
             Kind::Prefix => path.starts_with(&t[..t.len() - 2]),
             Kind::Suffix => {
                 let suffix = &t[2..];
                 path.ends_with(suffix) || suffix.strip_prefix('/').is_some_and(|s| s == path)
             }
-            Kind::Regex(Ok(re)) => re.is_match(path),
-            Kind::Regex(Err(why)) => {
-                return Err(IgnoreError::BadPattern {
-                    pattern: t.clone(),
-                    why: why.clone(),
-                })
-            }
-        })
+            Kind::Regex(re) => re.is_match(path),
+        }
     }
 }
 
@@ -161,38 +245,25 @@ pub struct Matcher {
 
 impl Matcher {
     /// Builds a matcher. Empty entries are dropped and whitespace trimmed; `!` alone and
-    /// syntactically malformed patterns are errors.
+    /// malformed patterns (including those Docker only rejects when matching) are errors.
     pub fn new<S: AsRef<str>>(patterns: &[S]) -> Result<Matcher, IgnoreError> {
         let mut out = Vec::new();
         for p in patterns {
-            let p = p.as_ref().trim();
-            if p.is_empty() {
-                continue;
-            }
-            let mut p = clean(p);
-            let exclusion = p.starts_with('!');
-            if exclusion {
-                if p.len() == 1 {
-                    return Err(IgnoreError::BareExclusion);
-                }
-                p.remove(0);
-            }
-            check_syntax(&p).map_err(|why| IgnoreError::BadPattern {
-                pattern: p.clone(),
-                why: why.into(),
+            out.extend(Pattern::new(p.as_ref())?);
+        }
+        Ok(Matcher { patterns: out })
+    }
+
+    /// Builds the matcher of a whole `.dockerignore` file; an error names its line.
+    pub fn from_file(bytes: &[u8]) -> Result<Matcher, FileError> {
+        let text = decode(bytes)?;
+        let mut out = Vec::new();
+        for p in read_lines(text) {
+            let pattern = Pattern::new(&p.pattern).map_err(|error| FileError {
+                line: p.line,
+                error,
             })?;
-            let kind = compile(&p);
-            let segments = if exclusion {
-                p.split('/').map(Segment::new).collect()
-            } else {
-                Vec::new()
-            };
-            out.push(Pattern {
-                segments,
-                text: p,
-                exclusion,
-                kind,
-            });
+            out.extend(pattern);
         }
         Ok(Matcher { patterns: out })
     }
@@ -214,7 +285,7 @@ impl Matcher {
     /// True when `path` (relative to the context, `/`-separated) is ignored: the last
     /// pattern matching it or one of its parent directories decides
     /// (patternmatcher `MatchesOrParentMatches`).
-    pub fn matches(&self, path: &str) -> Result<bool, IgnoreError> {
+    pub fn matches(&self, path: &str) -> bool {
         let mut matched = false;
         let parent = dir(path);
         // Ends of the parent's prefixes: "a", "a/b", … as slices of `parent`.
@@ -229,34 +300,27 @@ impl Matcher {
             if p.exclusion != matched {
                 continue;
             }
-            let mut m = p.is_match(path)?;
-            if !m && parent != "." {
-                for &end in &ends {
-                    if p.is_match(&parent[..end]).unwrap_or(false) {
-                        m = true;
-                        break;
-                    }
-                }
-            }
+            let m = p.is_match(path)
+                || (parent != "." && ends.iter().any(|&end| p.is_match(&parent[..end])));
             if m {
                 matched = !p.exclusion;
             }
         }
-        Ok(matched)
+        matched
     }
 
     /// True when the directory `dir` is ignored and no `!` pattern could re-include
     /// anything below it, so a context walker need not descend into it.
-    pub fn can_skip_dir(&self, dir: &str) -> Result<bool, IgnoreError> {
-        if !self.matches(dir)? {
-            return Ok(false);
+    pub fn can_skip_dir(&self, dir: &str) -> bool {
+        if !self.matches(dir) {
+            return false;
         }
         let dir_parts: Vec<&str> = dir.split('/').collect();
-        Ok(!self
+        !self
             .patterns
             .iter()
             .filter(|p| p.exclusion)
-            .any(|p| could_match_under(&p.segments, &dir_parts)))
+            .any(|p| could_match_under(&p.segments, &dir_parts))
     }
 }
 
@@ -331,24 +395,22 @@ fn check_syntax(pattern: &str) -> Result<(), &'static str> {
 }
 
 /// Chooses the match strategy and builds the Go-syntax regex, as patternmatcher does.
-fn compile(pattern: &str) -> Kind {
+/// The regex's error is why the pattern is malformed (e.g. a reversed range `[z-a]`).
+fn compile(pattern: &str) -> Result<Kind, String> {
     let (re, kind) = compile_regex_string(pattern);
-    match kind {
+    Ok(match kind {
         0 => Kind::Exact,
         1 => Kind::Prefix,
         2 => Kind::Suffix,
         _ => Kind::Regex(
             Regex::new(&format!("^{}$", go_regex_to_rust(&re))).map_err(|e| {
                 // Keep only the last line of regex's multi-line message.
-                e.to_string()
-                    .lines()
-                    .last()
-                    .unwrap_or("bad pattern")
-                    .trim()
-                    .to_string()
-            }),
+                let text = e.to_string();
+                let last = text.lines().last().unwrap_or("bad pattern").trim();
+                last.strip_prefix("error: ").unwrap_or(last).to_string()
+            })?,
         ),
-    }
+    })
 }
 
 /// Returns (regex body in Go syntax, kind: 0 exact, 1 prefix, 2 suffix, 3 regex).
@@ -432,8 +494,11 @@ fn go_regex_to_rust(go: &str) -> String {
         let ch = c[i];
         match ch {
             '\\' if i + 1 < c.len() => {
-                // Escapes mean the same in both syntaxes.
-                out.push('\\');
+                // Escapes mean the same in both syntaxes, except `\<` and `\>`: literal
+                // characters in Go, word boundaries in Rust.
+                if !matches!(c[i + 1], '<' | '>') {
+                    out.push('\\');
+                }
                 out.push(c[i + 1]);
                 i += 2;
                 continue;
@@ -504,17 +569,17 @@ mod tests {
     #[test]
     fn skip_dir_table() {
         let m = Matcher::new(&["vendor", "build", "!build/keep.txt", "*.log"]).unwrap();
-        assert!(m.can_skip_dir("vendor").unwrap());
+        assert!(m.can_skip_dir("vendor"));
         assert!(
-            !m.can_skip_dir("build").unwrap(),
+            !m.can_skip_dir("build"),
             "build/keep.txt can be re-included"
         );
-        assert!(!m.can_skip_dir("src").unwrap(), "src is not ignored");
+        assert!(!m.can_skip_dir("src"), "src is not ignored");
         let m = Matcher::new(&["*", "!**/*.rs"]).unwrap();
-        assert!(!m.can_skip_dir("anything").unwrap());
+        assert!(!m.can_skip_dir("anything"));
         let m = Matcher::new(&["*", "!src"]).unwrap();
-        assert!(m.can_skip_dir("docs").unwrap());
-        assert!(!m.can_skip_dir("src").unwrap());
+        assert!(m.can_skip_dir("docs"));
+        assert!(!m.can_skip_dir("src"));
     }
 
     #[test]
@@ -523,5 +588,13 @@ mod tests {
         assert_eq!(go_regex_to_rust("[]a]"), "[\\]a]");
         assert_eq!(go_regex_to_rust("a\\.b"), "a\\.b");
         assert_eq!(go_regex_to_rust("[[:alpha:]]"), "[[:alpha:]]");
+        assert_eq!(go_regex_to_rust("a\\<b\\>"), "a<b>");
+    }
+
+    #[test]
+    fn escaped_angle_brackets_are_literal() {
+        let m = Matcher::new(&["a\\<b"]).unwrap();
+        assert!(m.matches("a<b"));
+        assert!(!m.matches("a"));
     }
 }

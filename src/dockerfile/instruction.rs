@@ -29,7 +29,8 @@ pub enum ShellOrExec {
 }
 
 /// `RUN --mount=type=…`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MountType {
     Bind,
     Cache,
@@ -39,7 +40,8 @@ pub enum MountType {
 }
 
 /// Sharing mode of a cache mount.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Sharing {
     Shared,
     Private,
@@ -68,10 +70,13 @@ pub struct RunMount {
     pub size: Option<u64>,
     /// Secret exposed as this environment variable.
     pub env: Option<String>,
+    /// The `--mount` value as written: re-parsed after variable expansion when it runs.
+    pub written: String,
 }
 
 /// `RUN --network=…`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Network {
     Default,
     None,
@@ -897,8 +902,25 @@ fn csv_fields(s: &str) -> Vec<String> {
     out
 }
 
-/// Parses one `--mount=` value (BuildKit `instructions.parseMount`).
+/// Parses one `--mount=` value (BuildKit `instructions.parseMount`) as written: a value
+/// holding a variable is kept as text and, for numeric, boolean and enum options, checked
+/// only when the step runs (`parse_mount_expanded`).
 pub fn parse_mount(value: &str) -> Result<RunMount, ErrorKind> {
+    parse_mount_with(value, None)
+}
+
+/// Parses one `--mount=` value after expanding each option's value with `expand` (BuildKit
+/// expands mount options with the stage's build args and env).
+pub fn parse_mount_expanded(
+    value: &str,
+    expand: &dyn Fn(&str) -> Result<String, String>,
+) -> Result<RunMount, ErrorKind> {
+    parse_mount_with(value, Some(expand))
+}
+
+type Expander<'a> = Option<&'a dyn Fn(&str) -> Result<String, String>>;
+
+fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind> {
     let bad = |msg: String, hint: &str| invalid("RUN", msg, Some(hint));
     let mut m = RunMount {
         kind: MountType::Bind,
@@ -914,9 +936,18 @@ pub fn parse_mount(value: &str) -> Result<RunMount, ErrorKind> {
         required: false,
         size: None,
         env: None,
+        written: value.to_string(),
     };
     let mut readonly: Option<bool> = None;
-    let fields = csv_fields(value);
+    let mut fields = csv_fields(value);
+    if let Some(expand) = expand {
+        for f in fields.iter_mut() {
+            if let Some((k, v)) = f.split_once('=') {
+                let v = expand(v).map_err(|e| bad(e, "define the variable with ARG or ENV"))?;
+                *f = format!("{k}={v}");
+            }
+        }
+    }
     // The type decides defaults, so read it first.
     for f in &fields {
         if let Some(t) = f.trim().strip_prefix("type=") {
@@ -944,6 +975,14 @@ pub fn parse_mount(value: &str) -> Result<RunMount, ErrorKind> {
             Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
             None => (f.to_ascii_lowercase(), None),
         };
+        // Unexpanded: a variable in a typed option is checked once it has a value.
+        let typed = !matches!(
+            key.as_str(),
+            "target" | "dst" | "destination" | "source" | "src" | "from" | "id" | "env"
+        );
+        if expand.is_none() && typed && val.as_deref().is_some_and(|v| v.contains('$')) {
+            continue;
+        }
         let need = |v: &Option<String>| {
             v.clone().ok_or_else(|| {
                 bad(
@@ -1203,6 +1242,14 @@ mod tests {
         let m = parse_mount("type=tmpfs,target=/t,size=64m").unwrap();
         assert_eq!(m.size, Some(64 << 20));
         assert!(parse_mount("type=cache,target=/c,bogus=1").is_err());
+        // A variable in a typed option waits for its value; then it is checked.
+        let m = parse_mount("type=cache,target=$D,uid=$U,size=$S").unwrap();
+        assert_eq!((m.target.as_deref(), m.uid), (Some("$D"), None));
+        let vars = |v: &str| Ok(v.replace("$D", "/d").replace("$U", "7").replace("$S", "1k"));
+        let m = parse_mount_expanded(&m.written, &vars).unwrap();
+        assert_eq!((m.target.as_deref(), m.uid), (Some("/d"), Some(7)));
+        let bad = |v: &str| Ok(v.replace("$D", "/d").replace("$U", "x").replace("$S", "1k"));
+        assert!(parse_mount_expanded("type=cache,target=$D,uid=$U", &bad).is_err());
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! Assembling images in the store: config + layers → manifest → tag. Shared by import,
 //! bootstrap, load and build, so every image keel writes has the same shape.
+pub mod config;
 pub mod import;
+
+pub use config::ImageConfig;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, HistoryBuilder, ImageConfiguration, ImageConfigurationBuilder,
-    ImageManifest, ImageManifestBuilder, MediaType, Os, RootFsBuilder,
-};
+use oci_spec::image::{Arch, Descriptor, ImageManifest, ImageManifestBuilder, MediaType};
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
@@ -64,62 +64,59 @@ pub fn new_config(
     created_by: &str,
     env: Vec<String>,
     cmd: Option<Vec<String>>,
-) -> ImageConfiguration {
+) -> ImageConfig {
     let created = rfc3339(created);
-    let mut cfg = ConfigBuilder::default();
-    if !env.is_empty() {
-        cfg = cfg.env(env);
-    }
-    if let Some(cmd) = cmd {
-        cfg = cfg.cmd(cmd);
-    }
-    let history = layers
+    let mut cfg = ImageConfig::scratch();
+    cfg.created = Some(created.clone());
+    cfg.config.env = (!env.is_empty()).then_some(env);
+    cfg.config.cmd = cmd;
+    cfg.rootfs.diff_ids = layers.iter().map(|l| l.diff_id.to_string()).collect();
+    cfg.history = layers
         .iter()
-        .map(|_| {
-            HistoryBuilder::default()
-                .created(created.clone())
-                .created_by(created_by.to_string())
-                .build()
-                .expect("history fields are optional")
+        .map(|_| config::History {
+            created: Some(created.clone()),
+            created_by: Some(created_by.to_string()),
+            ..Default::default()
         })
-        .collect::<Vec<_>>();
-    ImageConfigurationBuilder::default()
-        .created(created)
-        .architecture(host_arch())
-        .os(Os::Linux)
-        .config(cfg.build().expect("config fields are optional"))
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(
-                    layers
-                        .iter()
-                        .map(|l| l.diff_id.to_string())
-                        .collect::<Vec<_>>(),
-                )
-                .build()
-                .expect("rootfs fields set"),
-        )
-        .history(history)
-        .build()
-        .expect("required config fields are set")
+        .collect();
+    cfg
 }
 
-/// Stores `config` and a manifest over `layers`; tags the result with `names`.
+/// Stores `config` and a manifest over `layers`; tags the result with `names`. The one
+/// writer of image configs and manifests: build, import, bootstrap and load use it.
 pub fn commit_image(
     store: &Store,
-    config: &ImageConfiguration,
+    config: &ImageConfig,
     layers: &[StoredLayer],
     names: &[ImageRef],
 ) -> Result<ImageRecord> {
-    let (config_digest, config_size) = store.put_json(config)?;
+    let (digest, _) = store.put_json(config)?;
+    commit_stored_config(store, &digest, layers, names)
+}
+
+/// `commit_image` for a config blob already in the store, kept byte for byte (a loaded
+/// image keeps its id).
+pub fn commit_stored_config(
+    store: &Store,
+    config: &Digest,
+    layers: &[StoredLayer],
+    names: &[ImageRef],
+) -> Result<ImageRecord> {
+    let path = store.blob_path(config);
+    let size = std::fs::metadata(&path)
+        .map_err(|source| crate::store::StoreError::Io {
+            op: "reading the size of",
+            path,
+            source,
+        })?
+        .len();
     let manifest: ImageManifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(Descriptor::new(
             MediaType::ImageConfig,
-            config_size,
-            config_digest,
+            size,
+            config.clone(),
         ))
         .layers(
             layers
@@ -134,10 +131,8 @@ pub fn commit_image(
     for name in names {
         store.tag(name, &descriptor)?;
     }
-    Ok(ImageRecord {
-        manifest_descriptor: descriptor,
-        manifest,
-        config: config.clone(),
-        names: names.iter().map(ImageRef::tagged_name).collect(),
-    })
+    store.load_record(
+        descriptor,
+        names.iter().map(ImageRef::tagged_name).collect(),
+    )
 }

@@ -106,11 +106,19 @@ impl<R: Read> HeaderGuard<R> {
             }
             _ => {}
         }
+        // A size near u64::MAX (base-256 or a PAX `size` record) would wrap the position
+        // and put the guard out of step with the tar reader: no real layer is that big.
+        let Some(next) = size
+            .checked_next_multiple_of(512)
+            .and_then(|padded| start.checked_add(padded))
+        else {
+            return bad(format!("entry size {size} is larger than any layer can be"));
+        };
         if kind == EntryType::XHeader {
             self.pax = Some(Vec::new());
             self.pax_end = start + size;
         }
-        self.next_header = start + size.div_ceil(512) * 512;
+        self.next_header = next;
         Ok(())
     }
 }

@@ -258,9 +258,7 @@ fn check_rootfs(rootfs: &Path) -> Result<PathBuf, RuntimeError> {
 
 /// Creates the working directory in the rootfs when the image lacks it (as Docker does).
 fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
-    setup::secure_target(rootfs, cwd, false)
-        .map(drop)
-        .map_err(RuntimeError::Setup)
+    setup::ensure_dir(rootfs, cwd).map_err(RuntimeError::Setup)
 }
 
 /// Creates the container's cgroups: always the device allow-list, plus the limits.

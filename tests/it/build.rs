@@ -870,3 +870,273 @@ fn sigterm_stops_a_build_and_cleans_up() {
         "mounts left behind"
     );
 }
+
+// ---- issue 9: one front end, typed plan, typed config, versioned cache keys ----
+
+#[test]
+fn r009_copy_parents_keeps_parent_directories_after_the_pivot() {
+    require!(is_root(), "builds need root");
+    let k = with_base();
+    let dockerfile = "FROM bb\n\
+        COPY --parents ./x/a.txt ./y/b.txt /dst/\n\
+        COPY --parents ./x/./sub/c.txt /pivot/\n\
+        COPY --parents ./x/sub /tree/\n";
+    let ctx = context(
+        &k,
+        "ctx",
+        &[
+            ("Dockerfile", dockerfile),
+            ("x/a.txt", "a"),
+            ("y/b.txt", "b"),
+            ("x/sub/c.txt", "c"),
+        ],
+    );
+    build_ok(&k, &ctx, &["-t", "parents"]);
+    let listing = run_out(
+        &k,
+        &[
+            "parents",
+            "sh",
+            "-c",
+            "find /dst /pivot /tree -type f | sort",
+        ],
+    );
+    assert_eq!(
+        listing,
+        "/dst/x/a.txt\n/dst/y/b.txt\n/pivot/sub/c.txt\n/tree/x/sub/c.txt\n"
+    );
+}
+
+#[test]
+fn r009_bind_mounts_never_write_to_the_host_context() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ro = "FROM bb\nRUN --mount=type=bind,source=.,target=/src,rw=false sh -c 'echo hacked > /src/data.txt'\n";
+    let ctx = context(&k, "ro", &[("Dockerfile", ro), ("data.txt", "original")]);
+    let out = build(&k, &ctx, &["-t", "ro"]);
+    assert!(
+        !out.status.success(),
+        "a rw=false bind was writable: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Read-only file system"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(ctx.join("data.txt")).unwrap(),
+        "original"
+    );
+    let rw = "FROM bb\nRUN --mount=type=bind,source=.,target=/src,rw sh -c 'echo changed > /src/data.txt && touch /src/new && cat /src/data.txt > /seen'\n\
+              RUN --mount=type=bind,source=data.txt,target=/one.txt,readwrite sh -c 'echo x >> /one.txt && cat /one.txt > /seen-one'\n";
+    let ctx = context(&k, "rw", &[("Dockerfile", rw), ("data.txt", "original")]);
+    build_ok(&k, &ctx, &["-t", "rw"]);
+    assert_eq!(run_out(&k, &["rw", "cat", "/seen"]), "changed\n");
+    assert_eq!(run_out(&k, &["rw", "cat", "/seen-one"]), "originalx\n");
+    assert_eq!(
+        fs::read_to_string(ctx.join("data.txt")).unwrap(),
+        "original"
+    );
+    assert!(
+        !ctx.join("new").exists(),
+        "a write reached the host context"
+    );
+}
+
+#[test]
+fn r009_mount_options_expand_and_tmpfs_size_is_enforced() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let dockerfile = "FROM bb\nARG T=/cachedir\nARG SIZE=1m\n\
+        RUN --mount=type=cache,target=$T,id=c-$T sh -c 'echo kept > $T/f; ls /cachedir > /listing'\n\
+        RUN --mount=type=tmpfs,target=/t,size=$SIZE sh -c 'if dd if=/dev/zero of=/t/big bs=1024 count=2048 2>/dev/null; then echo fit; else echo full; fi > /result'\n\
+        RUN --mount=type=tmpfs,target=/u sh -c 'dd if=/dev/zero of=/u/big bs=1024 count=2048 2>/dev/null && echo fit > /unbounded'\n\
+        RUN --mount=type=cache,target=/o,id=owned,uid=1000,gid=1001,mode=0700,sharing=locked \
+            --mount=type=cache,target=/o2,id=owned,sharing=locked stat -c '%u %g %a' /o > /owner\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
+    build_ok(&k, &ctx, &["-t", "m"]);
+    assert_eq!(run_out(&k, &["m", "cat", "/listing"]), "f\n");
+    let left = run_out(
+        &k,
+        &[
+            "m",
+            "sh",
+            "-c",
+            "test -e /cachedir/f && echo leaked || echo clean",
+        ],
+    );
+    assert_eq!(left, "clean\n", "the cache's files reached the image");
+    assert_eq!(run_out(&k, &["m", "cat", "/result"]), "full\n");
+    assert_eq!(run_out(&k, &["m", "cat", "/unbounded"]), "fit\n");
+    assert_eq!(run_out(&k, &["m", "cat", "/owner"]), "1000 1001 700\n");
+}
+
+#[test]
+fn r009_every_mount_from_builds_its_stage() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let dockerfile = "FROM bb AS one\nRUN echo 1 > /one\n\
+        FROM bb AS two\nRUN echo 2 > /two\n\
+        FROM bb AS both\n\
+        RUN --mount=type=bind,from=one,source=/one,target=/m1 --mount=type=bind,from=two,source=/two,target=/m2 sh -c 'cat /m1 /m2 > /both'\n\
+        FROM bb AS three\nRUN echo 3 > /three\n\
+        FROM both\n\
+        RUN --mount=type=cache,from=three,target=/seeded,id=seeded cat /seeded/three > /seeded-copy\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
+    build_ok(&k, &ctx, &["-t", "both", "--target", "both"]);
+    assert_eq!(run_out(&k, &["both", "cat", "/both"]), "1\n2\n");
+    // A cache mount's from= is a dependency too, and seeds a new cache.
+    build_ok(&k, &ctx, &["-t", "seeded"]);
+    assert_eq!(run_out(&k, &["seeded", "cat", "/seeded-copy"]), "3\n");
+}
+
+/// Stores a copy of `image` whose config has `edit` applied, tagged `name`.
+fn tag_with_config(k: &Keel, image: &str, name: &str, edit: impl Fn(&mut serde_json::Value)) {
+    use sha2::Digest as _;
+    let layout = k.root().join("images");
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let put = |bytes: &[u8]| {
+        let hex = format!("{:x}", sha2::Sha256::digest(bytes));
+        fs::write(blob(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let index_path = layout.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    let entry = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| {
+            m["annotations"]["org.opencontainers.image.ref.name"] == format!("{image}:latest")
+        })
+        .unwrap()
+        .clone();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(entry["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    edit(&mut config);
+    let (d, size) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = d.into();
+    manifest["config"]["size"] = size.into();
+    let (d, size) = put(&serde_json::to_vec(&manifest).unwrap());
+    let mut e = entry;
+    e["digest"] = d.into();
+    e["size"] = size.into();
+    e["annotations"]["org.opencontainers.image.ref.name"] = format!("{name}:latest").into();
+    index["manifests"].as_array_mut().unwrap().push(e);
+    fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[test]
+fn r009_a_base_config_with_wrong_types_fails_the_build_naming_the_image() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    tag_with_config(&k, "bb", "broken", |c| {
+        c["config"]["Shell"] = "/bin/sh -c".into();
+    });
+    let ctx = context(
+        &k,
+        "ctx",
+        &[("Dockerfile", "FROM broken\nRUN echo ran > /x\n")],
+    );
+    let out = build(&k, &ctx, &["-t", "child"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "built on a malformed config: {err}");
+    assert!(
+        err.contains("Dockerfile:1") && err.contains("\"broken\"") && err.contains("config"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Shell") || err.contains("invalid type"),
+        "{err}"
+    );
+}
+
+#[test]
+fn r009_cache_entries_of_an_older_key_format_never_hit() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[("Dockerfile", "FROM bb\nRUN echo hi > /x\n")]);
+    build_ok(&k, &ctx, &["-t", "v"]);
+    let (_, p) = build_ok(&k, &ctx, &["-t", "v"]);
+    assert!(step_lines(&p, "RUN echo hi").contains("CACHED"), "{p}");
+    // Rewrite every entry the way keel wrote them before keys were versioned: the bare
+    // state, with no format version.
+    let steps = k.root().join("cache/steps");
+    let mut n = 0;
+    for e in fs::read_dir(&steps).unwrap() {
+        let path = e.unwrap().path();
+        let mut v: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        v.as_object_mut()
+            .unwrap()
+            .retain(|k, _| k != "keel_cache_version");
+        fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+        n += 1;
+    }
+    assert!(n > 0, "no cache entries in {}", steps.display());
+    let (_, p) = build_ok(&k, &ctx, &["-t", "v"]);
+    let step = step_lines(&p, "RUN echo hi");
+    assert!(!step.contains("CACHED"), "an old-format entry hit: {p}");
+    assert!(step.contains("running"), "{p}");
+}
+
+#[test]
+fn r009_front_end_errors_reach_the_user_with_line_caret_and_hint() {
+    let k = Keel::new();
+    let cases = [
+        (
+            "FROM bb\nRUNN echo\n",
+            "Dockerfile:2:1: unknown instruction: RUNN\n 2 | RUNN echo\n   | ^\nhint: did you mean RUN?",
+        ),
+        (
+            "FROM bb\nRUN --mount=type=cache,target=/c,sharing=bogus true\n",
+            "Dockerfile:2:1: RUN: unsupported sharing value \"bogus\"\n 2 | RUN --mount=type=cache,target=/c,sharing=bogus true\n   | ^\nhint: use shared, private or locked",
+        ),
+        (
+            "FROM bb\nCOPY --chmod=rwx a /b\n",
+            "Dockerfile:2:1: COPY: invalid --chmod value \"rwx\"; use an octal mode such as 0644\n 2 | COPY --chmod=rwx a /b\n   | ^\nhint: write --chmod=0644",
+        ),
+    ];
+    for (i, (dockerfile, want)) in cases.iter().enumerate() {
+        let ctx = context(&k, &format!("ctx{i}"), &[("Dockerfile", dockerfile)]);
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let out = build(&k, &ctx, extra);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success());
+            let shown = err.replace(&format!("{}/", ctx.display()), "");
+            assert!(shown.contains(want), "want:\n{want}\ngot:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn r009_dry_run_prints_the_plan_without_a_store() {
+    let k = Keel::new();
+    let dockerfile = "ARG BASE=bb\nFROM $BASE AS tools\nRUN --mount=type=cache,target=/c make\n\
+        FROM scratch AS unused\nFROM tools\nCOPY --from=tools /a /b\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
+    let out = build(&k, &ctx, &["--dry-run", "--build-arg", "BASE=alpine"]);
+    crate::common::assert_success(&out, "keel build --dry-run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("stage tools (line 2): FROM alpine (image)"),
+        "{text}"
+    );
+    assert!(text.contains("mount: cache \"/c\" at /c"), "{text}");
+    assert!(text.contains("key: parent + copy"), "{text}");
+    assert!(!text.contains("unused"), "{text}");
+    assert!(
+        !k.root().join("images").exists(),
+        "a dry run opened the store"
+    );
+}

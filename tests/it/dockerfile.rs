@@ -460,10 +460,11 @@ fn dockerignore_readall() {
     assert!(read_patterns("").is_empty());
 }
 
-/// Builds a matcher and matches one path; `Err(())` when either step fails.
+/// Builds a matcher and matches one path. Docker finds some bad patterns only when it
+/// matches; keel rejects all of them when building the matcher, so both count as errors.
 fn ignore_match(patterns: &[String], path: &str) -> Result<bool, String> {
     let m = dockerfile::ignore::Matcher::new(patterns).map_err(|e| e.to_string())?;
-    m.matches(path).map_err(|e| e.to_string())
+    Ok(m.matches(path))
 }
 
 #[test]
@@ -533,9 +534,14 @@ fn dockerignore_pattern_list() {
     for c in d["cases"].as_array().unwrap() {
         let patterns: Vec<String> = serde_json::from_value(c["patterns"].clone()).unwrap();
         let m = Matcher::new(&patterns);
+        // A pattern docker only rejects on its first match (`then` expects an error) is
+        // rejected up front by keel: matching never fails, so it cannot fail open.
+        let fails_later = c["then"]
+            .as_array()
+            .is_some_and(|calls| calls.iter().any(|c| c.get("expect_error").is_some()));
         assert_eq!(
             m.is_err(),
-            c["expect_error"].as_bool().unwrap(),
+            c["expect_error"].as_bool().unwrap() || fails_later,
             "{patterns:?}: {m:?}"
         );
         let Ok(m) = m else { continue };
@@ -545,14 +551,40 @@ fn dockerignore_pattern_list() {
         if let Some(x) = c["expect_has_exclusions"].as_bool() {
             assert_eq!(m.has_exclusions(), x, "{patterns:?}");
         }
-        for call in c["then"].as_array().into_iter().flatten() {
-            let r = m.matches(call["path"].as_str().unwrap());
-            assert!(
-                r.is_err(),
-                "{patterns:?} {call}: expected an error, got {r:?}"
-            );
-        }
     }
+}
+
+#[test]
+fn dockerignore_file_errors_name_the_line() {
+    use dockerfile::ignore::{IgnoreError, Matcher};
+    // (file bytes, line of the error, what the message names)
+    let cases: &[(&[u8], usize, &str)] = &[
+        (b"a\n[Local-Only]/\n", 2, "\"[Local-Only]\""),
+        (b"# c\n\n  \n[z-a]\n", 4, "\"[z-a]\""),
+        (b"ok\r\n!\r\n", 2, "\"!\""),
+        (b"x\n\n\\\n", 3, "trailing backslash"),
+        (b"\xef\xbb\xbfok\n[^\n", 2, "\"[^\""),
+        (b"ok\nalso-ok\nbad\xff", 3, "offset 14 (column 4)"),
+        (b"\xc3", 1, "offset 0 (column 1)"),
+    ];
+    for (bytes, line, names) in cases {
+        let e = Matcher::from_file(bytes).unwrap_err();
+        assert_eq!(e.line, *line, "{bytes:?}: {e}");
+        assert!(e.to_string().contains(names), "{bytes:?}: {e}");
+    }
+    let e = Matcher::from_file(b"caf\xe9").unwrap_err();
+    assert_eq!(
+        e.error,
+        IgnoreError::NotUtf8 {
+            offset: 3,
+            column: 4
+        }
+    );
+    // A file that reads fine gives the same matcher as its pattern list.
+    let text = "\u{feff}# top\n*.log\n!keep.log\n/build/\n";
+    let m = Matcher::from_file(text.as_bytes()).unwrap();
+    assert_eq!(m.len(), 3);
+    assert!(m.matches("x.log") && !m.matches("keep.log") && m.matches("build/a"));
 }
 
 // ---- typed instructions over the conformance corpus ----
@@ -635,8 +667,9 @@ fn odd_ignore_patterns_never_panic() {
                 if let Ok(m) = dockerfile::ignore::Matcher::new(&[p.clone(), format!("!{p}/x")]) {
                     built += 1;
                     for path in paths {
-                        let _ = m.matches(path);
-                        let _ = m.can_skip_dir(path);
+                        if m.can_skip_dir(path) {
+                            assert!(m.matches(path), "{p:?} skips {path:?} it does not ignore");
+                        }
                     }
                 }
             }
@@ -659,4 +692,50 @@ fn keel_debug_dump_ast_prints_buildkits_dump() {
         String::from_utf8(out.stdout).unwrap(),
         std::fs::read_to_string(dir.join("result")).unwrap()
     );
+}
+
+// ---- the build plan of every positive case (`keel build --dry-run`) ----
+
+/// What `keel build --dry-run` prints for `bytes` (on amd64, so the golden files do not
+/// depend on the host), or the error it reports.
+fn dry_run(bytes: &[u8]) -> String {
+    let opts = keel::plan::DryRun {
+        arch: "amd64".into(),
+        ..Default::default()
+    };
+    let planned = keel::build::front::plan("Dockerfile", bytes)
+        .map_err(|e| e.to_string())
+        .and_then(|p| keel::plan::dry_run(&p, &opts).map_err(|e| e.to_string()));
+    match planned {
+        Ok(text) => text,
+        Err(e) => format!("error: {e}\n"),
+    }
+}
+
+#[test]
+fn plans_of_positive_cases_match_golden_files() {
+    // testdata/plan/<case>.plan; `KEEL_BLESS=1 cargo test --test it plans_of` rewrites them.
+    let bless = std::env::var_os("KEEL_BLESS").is_some();
+    let golden_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/plan");
+    let mut f = Failures(Vec::new());
+    for (name, dir) in cases("dockerfile-parser/positive") {
+        let got = dry_run(&std::fs::read(dir.join("Dockerfile")).unwrap());
+        let golden = golden_dir.join(format!("{name}.plan"));
+        if bless {
+            std::fs::create_dir_all(&golden_dir).unwrap();
+            std::fs::write(&golden, &got).unwrap();
+            continue;
+        }
+        match std::fs::read_to_string(&golden) {
+            Ok(want) if want == got => {}
+            Ok(want) => {
+                f.0.push(format!("{name}:\n--- expected\n{want}--- actual\n{got}"))
+            }
+            Err(e) => f.0.push(format!(
+                "{name}: {}: {e}; bless with KEEL_BLESS=1",
+                golden.display()
+            )),
+        }
+    }
+    f.check("plan");
 }

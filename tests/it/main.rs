@@ -7,6 +7,7 @@ mod build;
 mod dockerfile;
 mod integrate;
 mod layer;
+mod report;
 mod run;
 mod runtime;
 mod store;

@@ -8,6 +8,7 @@ mod common;
 mod canary;
 
 mod build;
+mod context;
 mod faults;
 mod runtime;
 mod store;

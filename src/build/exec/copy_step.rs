@@ -1,68 +1,64 @@
-//! COPY and ADD: resolving the sources (context, stage or image), the key over exactly
-//! the files they select (with the settled-stamp shortcut for no-op rebuilds), and the
-//! layer — written straight from the sources when the copy is plain.
+//! COPY and ADD: the step's words expanded into a typed copy, its sources resolved (the
+//! context, a stage or an image; `--exclude`, `--parents`), the key over exactly the files
+//! they select (with the settled-stamp shortcut for no-op rebuilds), and the layer —
+//! written straight from the sources when the copy is plain.
 use std::collections::BTreeMap;
 
+use serde::Serialize;
 use serde_json::json;
 
 use super::*;
+use crate::context::{FileKind, Selection};
+use crate::plan::{Chown, CopyOp, Heredoc};
+
+/// A COPY/ADD after expansion: what the key and the copy are made of.
+#[derive(Debug, Clone, Serialize)]
+struct Copy {
+    add: bool,
+    srcs: Vec<String>,
+    dest: String,
+    chown: Option<Chown>,
+    chmod: Option<u32>,
+    exclude: Vec<String>,
+    parents: bool,
+    link: bool,
+}
+
+/// One selected source and the destination it is copied to.
+struct Placed {
+    sel: Selection,
+    dest: String,
+}
+
+impl Copy {
+    fn what(&self) -> &'static str {
+        if self.add {
+            "ADD"
+        } else {
+            "COPY"
+        }
+    }
+}
 
 impl Executor<'_> {
-    pub(super) fn copy_step(
+    pub(super) fn dispatch_copy(
         &mut self,
         n: usize,
         s: &Step,
         state: State,
+        c: &CopyOp,
         vars: &BTreeMap<String, String>,
     ) -> Result<(State, Outcome), StepFailure> {
-        let StepKind::Copy {
-            add,
-            srcs,
-            dest,
-            from,
-            chown,
-            chmod,
-            link,
-            exclude,
-            heredocs,
-        } = &s.kind
-        else {
-            unreachable!()
-        };
-        let what = if *add { "ADD" } else { "COPY" };
-        let dest = self.expand(dest, vars)?;
-        let chmod = chmod
-            .as_deref()
-            .map(|c| self.expand(c, vars))
-            .transpose()?
-            .map(|c| copy::parse_chmod(&c))
-            .transpose()?;
-        let chown = chown.as_deref().map(|c| self.expand(c, vars)).transpose()?;
-        let mut srcs_expanded = Vec::new();
-        for src in srcs {
-            let v = self.expand(src, vars)?;
-            if *add
-                && (v.starts_with("http://") || v.starts_with("https://") || v.starts_with("git@"))
-            {
-                return Err(StepFailure::Invalid(format!("ADD {v}: remote sources are not supported (keel builds offline); download it in a RUN step or put it in the context")));
-            }
-            srcs_expanded.push(v);
-        }
-        // Where the sources come from: the context, another stage, or an image.
-        let from_state = match from {
+        let x = self.expand_copy(c, vars)?;
+        let from = match &c.from {
             None => None,
             Some(f) => Some(self.state_from(&self.expand(f, vars)?)?),
         };
-        let from_snap = match &from_state {
-            Some(st) => Some(step::snapshot(
-                self.store,
-                self.snapshotter.as_ref(),
-                &format!("build-{}-{n}-from", self.build_id),
-                &st.layers,
-            )?),
+        let from_snap = match &from {
+            Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers)?),
             None => None,
         };
-        let result = (|| -> Result<(State, Outcome), StepFailure> {
+        let result = (|| {
             let from_ctx;
             let ctx: &Context = match &from_snap {
                 Some(snap) => {
@@ -71,249 +67,477 @@ impl Executor<'_> {
                 }
                 None => self.context,
             };
-            let mut selections: Vec<Selection> = Vec::new();
-            for src in &srcs_expanded {
-                selections.extend(ctx.select(src)?);
-            }
-            let excludes = exclude
-                .iter()
-                .map(|e| globset::Glob::new(e).map(|g| g.compile_matcher()))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| StepFailure::Invalid(format!("--exclude: {e}")))?;
-            for sel in &mut selections {
-                sel.entries
-                    .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
-            }
-            let mut numeric_owner = chown.as_deref().and_then(parse_numeric_owner);
-            if let (true, None, Some(c)) = (*link, numeric_owner, &chown) {
-                // A linked layer cannot look at the layers below it, so a user name is
-                // resolved in the parent now, and the ids become part of its key.
-                numeric_owner = Some(self.owner_in(n, &state, c)?);
-            }
-            let instruction = format!(
-                "{what} {} -> {dest} chown={chown:?} chmod={chmod:?} exclude={exclude:?} from={}{}",
-                json!(srcs_expanded),
-                from_state
-                    .as_ref()
-                    .map(|s| s.key.as_str())
-                    .unwrap_or("context"),
-                if *link {
-                    format!(" link owner={numeric_owner:?}")
-                } else {
-                    String::new()
-                }
-            );
-            let workdir_now = config_str(&state.config, "WorkingDir").unwrap_or_default();
-            // The fast path: the same files, unchanged since they settled, give the key
-            // the step had last time — no stat index, no key inputs.
-            let heredoc_text: Vec<&str> = heredocs
-                .iter()
-                .flat_map(|h| [h.name.as_str(), h.content.as_str()])
-                .collect();
-            let stamp = from_state.is_none().then(|| {
-                let root = self.context.root().to_string_lossy();
-                let mut parts = vec![
-                    root.as_ref(),
-                    state.key.as_str(),
-                    instruction.as_str(),
-                    workdir_now.as_str(),
-                ];
-                parts.extend(&heredoc_text);
-                crate::build::cache::SelectionStamp::of(
-                    &parts,
-                    selections.iter().flat_map(|sel| {
-                        sel.files()
-                            .into_iter()
-                            .map(move |(f, rel)| (sel.name.as_str(), rel, f))
-                    }),
-                )
-            });
-            if let Some((st, _)) = &stamp {
-                if !self.opts.no_cache && !self.opts.explain {
-                    if let Some(hit) = self
-                        .cache
-                        .key_by_stamp(st)
-                        .and_then(|k| self.cache.get::<State>(&k))
-                    {
-                        return Ok((hit, Outcome::Cached));
-                    }
-                }
-            }
-            // Key: every selected file's path, type, mode and owner as they will land, and
-            // its content digest; the destination and flags are in the instruction text.
-            let mut files = BTreeMap::new();
-            for sel in &selections {
-                for (f, rel) in sel.files() {
-                    let mode = match (chmod, f.kind) {
-                        (
-                            Some(m),
-                            crate::context::FileKind::File | crate::context::FileKind::Dir,
-                        ) => m,
-                        (_, crate::context::FileKind::Symlink) => 0o777,
-                        _ => f.mode,
-                    };
-                    // Files from another stage: that stage's key pins their content.
-                    let content = self.content_input(ctx, f, from_state.is_none())?;
-                    let owner = if chown.is_some() {
-                        String::new()
-                    } else {
-                        "0:0".into()
-                    };
-                    files.insert(
-                        format!("{}:{rel}", sel.name),
-                        format!("{:?} {mode:o} {owner} {content}", f.kind),
-                    );
-                }
-            }
-            for h in heredocs {
-                files.insert(
-                    format!("<<{}", h.name),
-                    crate::digest::of_bytes(h.content.as_bytes()).to_string(),
-                );
-            }
-            let inputs = KeyInputs {
-                parent: state.key.clone(),
-                instruction,
-                files,
-                env: BTreeMap::from([("workdir".into(), workdir_now)]),
-                ..Default::default()
-            };
-            let position = format!(
-                "{}|{}|{}",
-                self.context.root().display(),
-                self.opts.file_name,
-                s.line
-            );
-            let shown: Vec<String> = srcs_expanded
-                .iter()
-                .cloned()
-                .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
-                .collect();
-            let created_by = format!("{what} {} {dest}", shown.join(" "));
-            let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
-            let key = inputs.key();
-            let body = |snap: &crate::storage::Snapshot,
-                        state: &State|
-             -> Result<Option<StoredLayer>, StepFailure> {
-                let owner = match (&chown, numeric_owner) {
-                    (None, _) => None,
-                    (Some(_), Some(o)) => Some(o),
-                    (Some(c), None) => {
-                        let acc = runtime::spec::Accounts::read(&snap.rootfs)?;
-                        let u = acc.resolve(c)?;
-                        Some(Owner {
-                            uid: u.uid,
-                            gid: u.gid,
-                        })
-                    }
-                };
-                let workdir = config_str(&state.config, "WorkingDir").unwrap_or_else(|| "/".into());
-                let abs_dest = if dest.starts_with('/') {
-                    dest.clone()
-                } else {
-                    format!("{}/{dest}", workdir.trim_end_matches('/'))
-                };
-                let dest_is_dir = step::is_dir_in(&snap.rootfs, &copy::clean_abs(&abs_dest));
-                let mut plain = Vec::new();
-                for sel in selections.iter() {
-                    let archive = *add
-                        && sel.top.kind == crate::context::FileKind::File
-                        && step::is_archive(&ctx.path_of(&sel.top.rel));
-                    if archive {
-                        step::apply_add_archive(
-                            &ctx.path_of(&sel.top.rel),
-                            &snap.rootfs,
-                            &copy::clean_abs(&abs_dest),
-                        )?;
-                    } else {
-                        plain.push(sel.clone());
-                    }
-                }
-                if !plain.is_empty() {
-                    let ops = copy::plan(
-                        what_static(*add),
-                        &plain,
-                        &dest,
-                        &workdir,
-                        chmod,
-                        owner,
-                        dest_is_dir,
-                    )?;
-                    if plain.len() == selections.len() && heredocs.is_empty() {
-                        // A plain copy: the layer is written straight from the sources.
-                        return Ok(step::commit_copy(
-                            self.store,
-                            ctx,
-                            &snap.rootfs,
-                            &ops,
-                            self.opts.epoch,
-                        )?);
-                    }
-                    step::apply_copy(ctx, &snap.rootfs, &ops)?;
-                }
-                for h in heredocs {
-                    let target = if dest.ends_with('/') || dest_is_dir {
-                        format!("{}/{}", copy::clean_abs(&abs_dest), h.name)
-                    } else {
-                        copy::clean_abs(&abs_dest)
-                    };
-                    let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
-                    let path = step::in_rootfs(
-                        &snap.rootfs,
-                        if parent.is_empty() { "/" } else { parent },
-                    )?
-                    .join(name);
-                    std::fs::write(&path, &h.content).map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    use std::os::unix::fs::PermissionsExt;
-                    std::fs::set_permissions(
-                        &path,
-                        std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
-                    )
-                    .map_err(|source| StepError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                    if let Some(o) = owner {
-                        std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(
-                            |source| StepError::Io {
-                                path: path.clone(),
-                                source,
-                            },
-                        )?;
-                    }
-                }
-                Ok(step::commit(
-                    self.store,
-                    self.snapshotter.as_ref(),
-                    snap,
-                    self.opts.epoch,
-                )?)
-            };
-            let label = format!("{what}: ");
-            let done = if *link {
-                self.linked(n, &label, state, &inputs, &position, &created_by, body)?
-            } else {
-                self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
-            };
-            if let Some((st, _)) = &stamp {
-                self.cache.remember_stamp(st, &key);
-            }
-            Ok(done)
+            let placed = place(ctx, &x)?;
+            self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &c.heredocs)
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
         }
         result
     }
+
+    /// The step's words expanded and typed.
+    fn expand_copy(
+        &self,
+        c: &CopyOp,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Copy, StepFailure> {
+        let expand = self.expander(vars);
+        let mut srcs = Vec::new();
+        for src in &c.srcs {
+            let v = self.expand(src, vars)?;
+            if c.add
+                && (v.starts_with("http://") || v.starts_with("https://") || v.starts_with("git@"))
+            {
+                return Err(StepFailure::Invalid(format!("ADD {v}: remote sources are not supported (keel builds offline); download it in a RUN step or put it in the context")));
+            }
+            srcs.push(v);
+        }
+        let typed = |e: String| StepFailure::Invalid(e);
+        Ok(Copy {
+            add: c.add,
+            srcs,
+            dest: self.expand(&c.dest, vars)?,
+            chown: c
+                .chown
+                .as_ref()
+                .map(|w| w.resolve(&expand))
+                .transpose()
+                .map_err(typed)?,
+            chmod: c
+                .chmod
+                .as_ref()
+                .map(|w| w.resolve(&expand).map(|m| m.0))
+                .transpose()
+                .map_err(typed)?,
+            exclude: c
+                .exclude
+                .iter()
+                .map(|e| self.expand(e, vars))
+                .collect::<Result<_, _>>()?,
+            parents: c.parents,
+            link: c.link,
+        })
+    }
+
+    /// Looks the copy up in the cache (stamp first, then key) and otherwise writes it.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_placed(
+        &mut self,
+        n: usize,
+        s: &Step,
+        state: State,
+        x: &Copy,
+        from: Option<&State>,
+        ctx: &Context,
+        placed: &[Placed],
+        heredocs: &[Heredoc],
+    ) -> Result<(State, Outcome), StepFailure> {
+        let owner = self.owner_before(n, &state, x)?;
+        let from_key = from.map_or("context", |s| s.key.as_str());
+        let link_owner = if x.link {
+            owner.map(|o| (o.uid, o.gid))
+        } else {
+            None
+        };
+        let instruction = json!({"copy": {"step": x, "from": from_key, "link_owner": link_owner}});
+        let workdir = state.config.config.working_dir.clone().unwrap_or_default();
+        // The fast path: the same files, unchanged since they settled, give the key the
+        // step had last time — no stat index, no key inputs.
+        let stamp = from
+            .is_none()
+            .then(|| self.copy_stamp(&state, &instruction, &workdir, placed, heredocs));
+        if let Some(hit) = stamp.as_ref().and_then(|(st, _)| self.stamp_hit(st)) {
+            return Ok((hit, Outcome::Cached));
+        }
+        let mut inputs = KeyInputs::new(state.key.clone(), instruction);
+        inputs.files = self.copy_files(ctx, x, placed, heredocs, from.is_none())?;
+        inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
+        let position = format!(
+            "{}|{}|{}",
+            self.context.root().display(),
+            self.opts.file_name,
+            s.line
+        );
+        let created_by = created_by(x, heredocs);
+        let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
+        let key = inputs.key();
+        let body = |snap: &crate::storage::Snapshot, state: &State| {
+            self.write_copy(snap, state, ctx, x, placed, heredocs, owner)
+        };
+        let label = format!("{}: ", x.what());
+        let done = if x.link {
+            self.linked(n, &label, state, &inputs, &position, &created_by, body)?
+        } else {
+            self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
+        };
+        if let Some((st, _)) = &stamp {
+            self.cache.remember_stamp(st, &key);
+        }
+        Ok(done)
+    }
+
+    /// The owner known before the copy runs: numeric ids, or for `--link` a user name
+    /// resolved in the parent now (a linked layer cannot look at the layers below it, so
+    /// the ids become part of its key). `None`: none given, or resolved when writing.
+    fn owner_before(
+        &self,
+        n: usize,
+        state: &State,
+        x: &Copy,
+    ) -> Result<Option<Owner>, StepFailure> {
+        let numeric = x.chown.as_ref().and_then(Chown::numeric);
+        Ok(match (numeric, &x.chown) {
+            (Some((uid, gid)), _) => Some(Owner { uid, gid }),
+            (None, Some(c)) if x.link => Some(self.owner_in(n, state, &c.spec())?),
+            _ => None,
+        })
+    }
+
+    /// The state a settled selection's stamp points at, unless the cache is bypassed.
+    fn stamp_hit(&self, stamp: &crate::build::cache::SelectionStamp) -> Option<State> {
+        if self.opts.no_cache || self.opts.explain {
+            return None;
+        }
+        let key = self.cache.key_by_stamp(stamp)?;
+        self.cache.get::<State>(&key)
+    }
+
+    /// The stamp of a context copy: its other inputs and what `lstat` says of its files.
+    fn copy_stamp(
+        &self,
+        state: &State,
+        instruction: &serde_json::Value,
+        workdir: &str,
+        placed: &[Placed],
+        heredocs: &[Heredoc],
+    ) -> (crate::build::cache::SelectionStamp, i128) {
+        let root = self.context.root().to_string_lossy();
+        let instruction = instruction.to_string();
+        let mut parts = vec![
+            root.as_ref(),
+            state.key.as_str(),
+            instruction.as_str(),
+            workdir,
+        ];
+        for h in heredocs {
+            parts.extend([h.name.as_str(), h.content.as_str()]);
+        }
+        let dests: Vec<String> = placed
+            .iter()
+            .map(|p| format!("{}>{}", p.sel.name, p.dest))
+            .collect();
+        parts.extend(dests.iter().map(String::as_str));
+        crate::build::cache::SelectionStamp::of(
+            &parts,
+            placed.iter().flat_map(|p| {
+                p.sel
+                    .files()
+                    .into_iter()
+                    .map(move |(f, rel)| (p.sel.name.as_str(), rel, f))
+            }),
+        )
+    }
+
+    /// Key entries: every selected file's path, type, mode and owner as they will land,
+    /// and its content digest (files from a stage: that stage's key pins their content).
+    fn copy_files(
+        &mut self,
+        ctx: &Context,
+        x: &Copy,
+        placed: &[Placed],
+        heredocs: &[Heredoc],
+        hash: bool,
+    ) -> Result<BTreeMap<String, String>, StepFailure> {
+        let mut files = BTreeMap::new();
+        for p in placed {
+            for (f, rel) in p.sel.files() {
+                let mode = match (x.chmod, f.kind) {
+                    (Some(m), FileKind::File | FileKind::Dir) => m,
+                    (_, FileKind::Symlink) => 0o777,
+                    _ => f.mode,
+                };
+                let content = self.content_input(ctx, f, hash)?;
+                let owner = if x.chown.is_some() { "" } else { "0:0" };
+                let name = if x.parents {
+                    format!("{}>{}", p.dest, p.sel.name)
+                } else {
+                    p.sel.name.clone()
+                };
+                files.insert(
+                    format!("{name}:{rel}"),
+                    format!("{:?} {mode:o} {owner} {content}", f.kind),
+                );
+            }
+        }
+        for h in heredocs {
+            files.insert(
+                format!("<<{}", h.name),
+                crate::digest::of_bytes(h.content.as_bytes()).to_string(),
+            );
+        }
+        Ok(files)
+    }
+
+    /// Writes the copy into `snap` (or straight into a layer when it is plain).
+    #[allow(clippy::too_many_arguments)]
+    fn write_copy(
+        &self,
+        snap: &crate::storage::Snapshot,
+        state: &State,
+        ctx: &Context,
+        x: &Copy,
+        placed: &[Placed],
+        heredocs: &[Heredoc],
+        owner: Option<Owner>,
+    ) -> Result<Option<StoredLayer>, StepFailure> {
+        let owner = match (&x.chown, owner) {
+            (Some(c), None) => {
+                let u = runtime::spec::Accounts::read(&snap.rootfs)?.resolve(&c.spec())?;
+                Some(Owner {
+                    uid: u.uid,
+                    gid: u.gid,
+                })
+            }
+            (_, known) => known,
+        };
+        let workdir = state
+            .config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into());
+        let abs_dest = copy::clean_abs(&absolute(&x.dest, &workdir));
+        let dest_is_dir = step::is_dir_in(&snap.rootfs, &abs_dest);
+        let target = Target {
+            rootfs: &snap.rootfs,
+            abs_dest: &abs_dest,
+            workdir: &workdir,
+            dest_is_dir,
+        };
+        let (ops, archives) = copy_ops(ctx, x, placed, &target, owner)?;
+        let all_plain = !archives && heredocs.is_empty();
+        if !ops.is_empty() && all_plain {
+            // A plain copy: the layer is written straight from the sources.
+            return Ok(step::commit_copy(
+                self.store,
+                ctx,
+                &snap.rootfs,
+                &ops,
+                self.opts.epoch,
+            )?);
+        }
+        step::apply_copy(ctx, &snap.rootfs, &ops)?;
+        for h in heredocs {
+            self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
+        }
+        Ok(step::commit(
+            self.store,
+            self.snapshotter.as_ref(),
+            snap,
+            self.opts.epoch,
+        )?)
+    }
+
+    /// A `COPY <<EOF` body as a file at (or in) the destination.
+    #[allow(clippy::too_many_arguments)]
+    fn write_heredoc(
+        &self,
+        snap: &crate::storage::Snapshot,
+        h: &Heredoc,
+        dest: &str,
+        abs_dest: &str,
+        dest_is_dir: bool,
+        chmod: Option<u32>,
+        owner: Option<Owner>,
+    ) -> Result<(), StepFailure> {
+        let target = if dest.ends_with('/') || dest_is_dir {
+            format!("{abs_dest}/{}", h.name)
+        } else {
+            abs_dest.to_string()
+        };
+        // Through the tree's handle: a planted symlink at the target (or on the way) is
+        // replaced or followed inside the image, never onto the host.
+        let tree = crate::sys::rootfs::Rootfs::open(&snap.rootfs).map_err(StepError::from)?;
+        let path = std::path::Path::new(&target);
+        tree.write_file(path, h.content.as_bytes(), chmod.unwrap_or(0o644))
+            .map_err(StepError::from)?;
+        if let Some(o) = owner {
+            tree.lchown(path, o.uid, o.gid).map_err(StepError::from)?;
+        }
+        Ok(())
+    }
 }
 
-fn what_static(add: bool) -> &'static str {
-    if add {
-        "ADD"
+/// Where a copy goes, as the step's snapshot shows it.
+struct Target<'a> {
+    rootfs: &'a std::path::Path,
+    abs_dest: &'a str,
+    workdir: &'a str,
+    dest_is_dir: bool,
+}
+
+/// The tree operations of a copy; local archives an ADD names are extracted into the
+/// rootfs right away (the `bool` says whether there were any). Sources going to one
+/// destination are planned together (a file to a file path, several into a directory);
+/// with `--parents` each has its own destination.
+fn copy_ops(
+    ctx: &Context,
+    x: &Copy,
+    placed: &[Placed],
+    t: &Target,
+    owner: Option<Owner>,
+) -> Result<(Vec<copy::CopyOp>, bool), StepFailure> {
+    let mut groups: Vec<(&str, Vec<Selection>)> = Vec::new();
+    let mut archives = false;
+    for p in placed {
+        let path = ctx.path_of(&p.sel.top.rel);
+        if x.add && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
+            step::apply_add_archive(&path, t.rootfs, t.abs_dest)?;
+            archives = true;
+            continue;
+        }
+        match groups.last_mut() {
+            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(p.sel.clone()),
+            _ => groups.push((&p.dest, vec![p.sel.clone()])),
+        }
+    }
+    let mut ops = Vec::new();
+    for (d, sels) in &groups {
+        let what = x.what();
+        ops.extend(copy::plan(
+            what,
+            sels,
+            d,
+            t.workdir,
+            x.chmod,
+            owner,
+            t.dest_is_dir,
+        )?);
+    }
+    Ok((ops, archives))
+}
+
+/// The history entry of a copy.
+fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
+    let shown: Vec<String> = x
+        .srcs
+        .iter()
+        .cloned()
+        .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
+        .collect();
+    format!("{} {} {}", x.what(), shown.join(" "), x.dest)
+}
+
+fn absolute(dest: &str, workdir: &str) -> String {
+    if dest.starts_with('/') {
+        dest.to_string()
     } else {
-        "COPY"
+        format!("{}/{dest}", workdir.trim_end_matches('/'))
+    }
+}
+
+/// Selects every source in `ctx` (less `--exclude`d files) and places it: at the
+/// destination, or with `--parents` at the destination plus its parent directories —
+/// those after a `/./` pivot in the source when it has one (BuildKit's rule).
+fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
+    let excludes = x
+        .exclude
+        .iter()
+        .map(|e| globset::Glob::new(e).map(|g| g.compile_matcher()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| StepFailure::Invalid(format!("--exclude: {e}")))?;
+    let mut out = Vec::new();
+    for src in &x.srcs {
+        for mut sel in ctx.select(src)? {
+            sel.entries
+                .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
+            let dest = if x.parents {
+                parents_dest(&x.dest, src, &sel)
+            } else {
+                x.dest.clone()
+            };
+            out.push(Placed { sel, dest });
+        }
+    }
+    Ok(out)
+}
+
+/// `--parents`: the directory a selection lands in, keeping the source's parents.
+fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
+    let src = src.trim_start_matches("./");
+    // What comes before a `/./` pivot is dropped from the kept path.
+    let dropped = src
+        .find("/./")
+        .map(|i| crate::context::clean_source(&src[..i]).unwrap_or_default());
+    let rel = sel.top.rel.as_str();
+    let kept = match &dropped {
+        Some(d) if !d.is_empty() => rel
+            .strip_prefix(d.as_str())
+            .unwrap_or(rel)
+            .trim_start_matches('/'),
+        _ => rel,
+    };
+    let dir = if sel.top.kind == FileKind::Dir {
+        kept
+    } else {
+        kept.rsplit_once('/').map_or("", |(d, _)| d)
+    };
+    let base = dest.trim_end_matches('/');
+    match dir {
+        "" => format!("{base}/"),
+        d => format!("{base}/{d}/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sel(rel: &str, kind: FileKind) -> Selection {
+        let f = crate::context::ContextFile {
+            rel: rel.into(),
+            kind,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link_target: None,
+            stamp: Default::default(),
+        };
+        Selection {
+            name: rel.rsplit('/').next().unwrap().into(),
+            top: f,
+            entries: vec![],
+        }
+    }
+
+    #[test]
+    fn parents_keep_the_path_after_the_pivot() {
+        let cases = [
+            ("./x/a.txt", "x/a.txt", FileKind::File, "/dst/", "/dst/x/"),
+            ("y/b.txt", "y/b.txt", FileKind::File, "/dst", "/dst/y/"),
+            (
+                "./x/./s/a.txt",
+                "x/s/a.txt",
+                FileKind::File,
+                "/dst/",
+                "/dst/s/",
+            ),
+            ("./x/./a.txt", "x/a.txt", FileKind::File, "/dst/", "/dst/"),
+            ("top.txt", "top.txt", FileKind::File, "/dst/", "/dst/"),
+            ("./x/dir", "x/dir", FileKind::Dir, "/dst/", "/dst/x/dir/"),
+            (
+                "./x/*/c.txt",
+                "x/q/c.txt",
+                FileKind::File,
+                "rel/",
+                "rel/x/q/",
+            ),
+        ];
+        for (src, rel, kind, dest, want) in cases {
+            assert_eq!(parents_dest(dest, src, &sel(rel, kind)), want, "{src}");
+        }
     }
 }

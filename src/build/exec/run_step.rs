@@ -1,233 +1,443 @@
-//! RUN: the command line as it runs, its mounts (and what of them is an input), its
-//! environment, and the container it runs in on the step's snapshot.
+//! RUN: the command line as it runs, its mounts expanded and resolved (and what of them is
+//! an input), its environment, and the container it runs in on the step's snapshot.
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde_json::json;
 
+use super::dispatch::shell_of;
 use super::*;
+use crate::plan::{Cmdline, MountSpec, Network, RunOp};
+use crate::runtime::{BindMount, NetworkMode, RunOptions};
+use crate::storage::Snapshot;
+
+/// What a step's mounts became on the host for one run; dropped (and cleaned) after it.
+#[derive(Default)]
+struct Resolved {
+    binds: Vec<BindMount>,
+    tmpfs: Vec<String>,
+    /// Snapshots of `from=` stages, removed after the step.
+    snaps: Vec<Snapshot>,
+    /// Throwaway copies for read-write binds and private caches.
+    scratch: Vec<tempfile::TempDir>,
+    /// Locks of `sharing=locked` caches, held while the step runs.
+    locks: Vec<std::fs::File>,
+    locked: Vec<PathBuf>,
+}
 
 impl Executor<'_> {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn run_step(
+    pub(super) fn dispatch_run(
         &mut self,
         n: usize,
-        stage: &Stage,
+        scope: &Scope,
         s: &Step,
         state: State,
-        args: &BTreeMap<String, String>,
-        cmd: &Cmdline,
-        heredocs: &[crate::build::plan::Heredoc],
-        network: Option<&str>,
-        mounts: &[RunMount],
+        r: &RunOp,
     ) -> Result<(State, Outcome), StepFailure> {
-        let shell = shell_of(&state.config);
-        let argv = match (cmd, heredocs.is_empty()) {
-            (Cmdline::Shell(c), false)
-                if c.split_whitespace().all(|w| {
-                    w.trim_start_matches(|ch: char| ch.is_ascii_digit())
-                        .starts_with("<<")
-                }) =>
-            {
-                // `RUN <<EOF`: the body is the script.
-                let body: String = heredocs.iter().map(|h| h.content.as_str()).collect();
-                shell.iter().cloned().chain(std::iter::once(body)).collect()
-            }
-            (Cmdline::Shell(c), false) => {
-                // `RUN cmd <<EOF`: the shell runs heredocs itself; hand it the command
-                // followed by the bodies and their terminators.
-                let mut script = c.clone();
-                for h in heredocs {
-                    script.push('\n');
-                    script.push_str(&h.content);
-                    if !h.content.ends_with('\n') && !h.content.is_empty() {
-                        script.push('\n');
-                    }
-                    script.push_str(&h.name);
-                }
-                shell
-                    .iter()
-                    .cloned()
-                    .chain(std::iter::once(script))
-                    .collect()
-            }
-            _ => cmd.argv(&shell),
-        };
-        let net = match network.unwrap_or("default") {
-            "none" => NetworkMode::None,
-            "host" | "default" => NetworkMode::Host,
-            other => {
-                return Err(StepFailure::Invalid(format!(
-                    "RUN --network={other} is not supported; use default, host or none"
-                )))
-            }
-        };
-        // Bind mounts are inputs: from the context, the files they show; from a stage or an
-        // image, its key. (Secrets and agents are not: they never reach the layer.)
-        let mut bind_from = Vec::new();
-        let mut bind_files = BTreeMap::new();
-        for m in mounts {
-            let from = match (m.kind(), m.get("from")) {
-                ("bind", Some(f)) => Some(self.state_from(f)?),
-                ("bind", None) => {
-                    let src = m.get("source").unwrap_or(".");
-                    for sel in self.context.select(src)? {
-                        for (f, rel) in sel.files() {
-                            let content = self.content_input(self.context, f, true)?;
-                            bind_files.insert(
-                                format!("bind {src}:{rel}"),
-                                format!("{:?} {:o} {content}", f.kind, f.mode),
-                            );
-                        }
-                    }
-                    None
-                }
-                _ => None,
-            };
-            bind_from.push(from);
-        }
-        let from_keys: Vec<&str> = bind_from.iter().flatten().map(|s| s.key.as_str()).collect();
-        let inputs = KeyInputs {
-            parent: state.key.clone(),
-            instruction: format!(
-                "RUN {} network={net:?} mounts={:?} from={from_keys:?}",
-                json!(argv),
-                mounts
-            ),
-            args: args.clone(),
-            env: BTreeMap::from([
-                ("env".into(), json!(env_list(&state.config)).to_string()),
-                (
-                    "user".into(),
-                    config_str(&state.config, "User").unwrap_or_default(),
-                ),
-                (
-                    "workdir".into(),
-                    config_str(&state.config, "WorkingDir").unwrap_or_default(),
-                ),
-            ]),
-            files: bind_files,
-        };
-        let position = self.position(stage, s);
+        let vars = self.vars(&state, &scope.args);
+        let expand = self.expander(&vars);
+        let mounts: Vec<MountSpec> = r
+            .mounts
+            .iter()
+            .map(|m| m.expand(&expand))
+            .collect::<Result<_, _>>()
+            .map_err(StepFailure::Invalid)?;
+        let argv = run_argv(&shell_of(&state), &r.cmd, &r.heredocs);
+        let from: Vec<Option<State>> = mounts
+            .iter()
+            .map(|m| m.source_stage().map(|f| self.state_from(f)).transpose())
+            .collect::<Result<_, _>>()?;
+        let inputs = self.run_inputs(&state, &scope.args, &argv, r.network, &mounts, &from)?;
+        let position = self.position(scope.stage, s);
         let created_by = format!("RUN {}", argv.join(" "));
-        self.in_snapshot(n, "", state, &inputs, &position, &created_by, |snap, state| {
-            let mut from_snaps = Vec::new();
-            let result = (|| {
-                let mut binds = Vec::new();
-                let mut tmpfs = Vec::new();
-                for (i, m) in mounts.iter().enumerate() {
-                    let target = || {
-                        m.get("target")
-                            .or(m.get("dst"))
-                            .or(m.get("destination"))
-                            .map(str::to_string)
-                            .ok_or_else(|| StepFailure::Invalid(format!("RUN --mount=type={} needs target=PATH", m.kind())))
-                    };
-                    match m.kind() {
-                        "cache" => {
-                            let target = target()?;
-                            let id = m.get("id").unwrap_or(&target).to_string();
-                            let dir = self
-                                .cache
-                                .mounts_dir()
-                                .join(crate::digest::of_bytes(id.as_bytes()).digest());
-                            std::fs::create_dir_all(&dir).map_err(|source| StepError::Io {
-                                path: dir.clone(),
-                                source,
-                            })?;
-                            binds.push(BindMount {
-                                src: dir,
-                                dst: target,
-                                ro: false,
-                            });
-                        }
-                        "tmpfs" => tmpfs.push(target()?),
-                        "bind" => {
-                            let rel = crate::context::clean_source(m.get("source").unwrap_or("."))?;
-                            let src = match &bind_from[i] {
-                                None => self.context.path_of(&rel),
-                                Some(st) => {
-                                    let from = step::snapshot(
-                                        self.store,
-                                        self.snapshotter.as_ref(),
-                                        &format!("build-{}-{n}-mount{i}", self.build_id),
-                                        &st.layers,
-                                    )?;
-                                    let root = from.rootfs.clone();
-                                    from_snaps.push(from);
-                                    let src = root.join(&rel).canonicalize().map_err(|e| {
-                                        StepFailure::Invalid(format!("RUN --mount=type=bind,from={},source={rel}: {e}", m.get("from").unwrap_or_default()))
-                                    })?;
-                                    if !src.starts_with(&root) {
-                                        return Err(StepFailure::Invalid(format!("RUN --mount source {rel} leads outside the image it is mounted from")));
-                                    }
-                                    src
-                                }
-                            };
-                            binds.push(BindMount {
-                                src,
-                                dst: target()?,
-                                ro: m.get("rw").is_none() && m.get("readwrite").is_none(),
-                            });
-                        }
-                        "secret" | "ssh" => {}
-                        other => {
-                            return Err(StepFailure::Invalid(format!(
-                                "unknown RUN --mount type {other:?}; use bind, cache, tmpfs, secret or ssh"
-                            )))
-                        }
-                    }
+        self.in_snapshot(
+            n,
+            "",
+            state,
+            &inputs,
+            &position,
+            &created_by,
+            |snap, state| {
+                let mut res = Resolved::default();
+                let ran = self
+                    .resolve_mounts(n, &mounts, &from, &mut res)
+                    .and_then(|()| {
+                        self.run_in(n, snap, state, &scope.args, &argv, r.network, &mounts, &res)
+                    });
+                for f in &res.snaps {
+                    let _ = self.snapshotter.remove(f);
                 }
-                let creds = mounts::credentials(mounts, &self.opts.credentials, &self.store.tmp_dir())
-                    .map_err(StepFailure::Invalid)?;
-                binds.extend(creds.binds.iter().cloned());
-                let stubs: Vec<PathBuf> = binds
-                    .iter()
-                    .map(|b| b.dst.as_str())
-                    .chain(tmpfs.iter().map(String::as_str))
-                    .flat_map(|t| mounts::stubs_for(&snap.rootfs, t))
-                    .collect();
-                let mut env: Vec<String> = args
-                    .iter()
-                    .filter(|(k, _)| {
-                        !env_list(&state.config)
-                            .iter()
-                            .any(|e| e.split('=').next() == Some(k.as_str()))
-                    })
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                env.sort();
-                env.extend(creds.env.iter().cloned());
-                let opts = RunOptions {
-                    cmd: Some(argv.clone()),
-                    entrypoint: Some(Vec::new()),
-                    env,
-                    network: net,
-                    binds,
-                    tmpfs,
-                    ..Default::default()
-                };
-                let cfg: oci_spec::image::Config =
-                    serde_json::from_value(state.config["config"].clone()).unwrap_or_default();
-                let spec = runtime::plan_for_rootfs(&snap.id, &cfg, &opts, &snap.rootfs)?;
-                let log = self.log_dir.join(format!("step-{n}.log"));
-                let ran = step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
-                    self.view.step_output(n, l)
-                });
-                // Mount points belong to the mounts, not to the image.
-                mounts::remove_stubs(&stubs);
-                ran?;
-                Ok(step::commit(
-                    self.store,
-                    self.snapshotter.as_ref(),
-                    snap,
-                    self.opts.epoch,
-                )?)
-            })();
-            for f in &from_snaps {
-                let _ = self.snapshotter.remove(f);
+                ran
+            },
+        )
+    }
+
+    /// The key inputs of a RUN: the typed step after expansion, the args and config it
+    /// runs with, and the files of context bind mounts (stage binds: that stage's key).
+    fn run_inputs(
+        &mut self,
+        state: &State,
+        args: &BTreeMap<String, String>,
+        argv: &[String],
+        network: Network,
+        mounts: &[MountSpec],
+        from: &[Option<State>],
+    ) -> Result<KeyInputs, StepFailure> {
+        let mut files = BTreeMap::new();
+        for m in mounts {
+            let MountSpec::Bind {
+                source, from: None, ..
+            } = m
+            else {
+                continue;
+            };
+            for sel in self.context.select(source)? {
+                for (f, rel) in sel.files() {
+                    let content = self.content_input(self.context, f, true)?;
+                    let entry = format!("{:?} {:o} {content}", f.kind, f.mode);
+                    files.insert(format!("bind {source}:{rel}"), entry);
+                }
             }
-            result
-        })
+        }
+        let from_keys: Vec<Option<&str>> = from
+            .iter()
+            .map(|s| s.as_ref().map(|s| s.key.as_str()))
+            .collect();
+        let run =
+            json!({"run": {"argv": argv, "network": network, "mounts": mounts, "from": from_keys}});
+        let cfg = &state.config.config;
+        let mut inputs = KeyInputs::new(state.key.clone(), run);
+        inputs.args = args.clone();
+        inputs.env = BTreeMap::from([
+            ("env".into(), json!(cfg.env_list()).to_string()),
+            ("user".into(), cfg.user.clone().unwrap_or_default()),
+            (
+                "workdir".into(),
+                cfg.working_dir.clone().unwrap_or_default(),
+            ),
+        ]);
+        inputs.files = files;
+        Ok(inputs)
+    }
+
+    /// Turns each mount into a bind or tmpfs on the host side (secrets and agents are
+    /// added when the step runs).
+    fn resolve_mounts(
+        &self,
+        n: usize,
+        mounts: &[MountSpec],
+        from: &[Option<State>],
+        res: &mut Resolved,
+    ) -> Result<(), StepFailure> {
+        for (i, m) in mounts.iter().enumerate() {
+            match m {
+                MountSpec::Bind {
+                    target,
+                    source,
+                    readwrite,
+                    ..
+                } => {
+                    let src = match &from[i] {
+                        Some(st) => self.stage_source(n, i, st, source, res)?,
+                        // Never the host directory, read-only or not: a throwaway copy
+                        // without the files .dockerignore keeps out.
+                        None => self.context_copy(source, res)?,
+                    };
+                    res.binds.push(BindMount {
+                        src,
+                        dst: target.clone(),
+                        ro: !readwrite,
+                    });
+                }
+                MountSpec::Cache { .. } => {
+                    let seed = from[i].as_ref().map(|st| (st, format!("{n}-seed{i}")));
+                    self.cache_mount(m, seed, res)?
+                }
+                MountSpec::Tmpfs { target, size } => res.tmpfs.push(match size {
+                    Some(s) => format!("{target}:size={s}"),
+                    None => target.clone(),
+                }),
+                MountSpec::Secret { .. } | MountSpec::Ssh { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// A `from=` bind's source: inside a fresh snapshot of that stage (thrown away after
+    /// the step, so a read-write bind's writes go nowhere).
+    fn stage_source(
+        &self,
+        n: usize,
+        i: usize,
+        st: &State,
+        source: &str,
+        res: &mut Resolved,
+    ) -> Result<PathBuf, StepFailure> {
+        let rel = crate::context::clean_source(source)?;
+        let snap = self.snapshot(&format!("{n}-mount{i}"), &st.layers)?;
+        let root = snap.rootfs.clone();
+        res.snaps.push(snap);
+        // Resolved inside the image it comes from (its symlinks re-rooted there, never
+        // followed to the host's files).
+        let inside = crate::sys::rootfs::Rootfs::open(&root)
+            .and_then(|t| t.in_tree_path(std::path::Path::new(&rel)))
+            .map_err(|e| StepFailure::Invalid(format!("RUN --mount source {rel}: {e}")))?;
+        Ok(root.join(inside))
+    }
+
+    /// A bind of the context: a throwaway copy of what the source selects (after
+    /// `.dockerignore`), so the step neither sees ignored files nor writes to the host's
+    /// (BuildKit discards a read-write bind's writes too).
+    fn context_copy(&self, source: &str, res: &mut Resolved) -> Result<PathBuf, StepFailure> {
+        let tmp = tempfile::Builder::new()
+            .prefix("rw-bind-")
+            .tempdir_in(self.store.tmp_dir())
+            .map_err(|e| StepFailure::Invalid(format!("creating a copy of {source}: {e}")))?;
+        let sels = copy_into(self.context, source, tmp.path())?;
+        let path = match sels.as_slice() {
+            [one] if one.top.kind != crate::context::FileKind::Dir => tmp.path().join(&one.name),
+            _ => tmp.path().to_path_buf(),
+        };
+        res.scratch.push(tmp);
+        Ok(path)
+    }
+
+    /// A cache mount: its directory under the cache (made with the mount's mode and
+    /// owner, and seeded from `source` of the `from=` stage when it has one), locked for
+    /// `sharing=locked`, a fresh one for `private` when another build holds it.
+    fn cache_mount(
+        &self,
+        m: &MountSpec,
+        seed: Option<(&State, String)>,
+        res: &mut Resolved,
+    ) -> Result<(), StepFailure> {
+        let MountSpec::Cache {
+            target,
+            id,
+            source,
+            sharing,
+            mode,
+            uid,
+            gid,
+            readonly,
+            ..
+        } = m
+        else {
+            unreachable!("called for cache mounts")
+        };
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| StepFailure::Step(StepError::Io { path, source })
+        };
+        let base = self.cache.mounts_dir();
+        let dir = base.join(crate::digest::of_bytes(id.as_bytes()).digest());
+        if !dir.exists() {
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
+                .map_err(io(&dir))?;
+            std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
+            if let Some((st, name)) = seed {
+                let src = source.as_deref().unwrap_or("/");
+                self.seed_cache(st, &name, src, &dir)?;
+            }
+        }
+        let mut src = dir.clone();
+        let lock_path = dir.with_extension("lock");
+        // A step that mounts one cache twice takes its lock once (flock would deadlock).
+        let held = res.locked.contains(&lock_path);
+        if *sharing != crate::plan::mount::Sharing::Shared && !held {
+            let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+            match sharing {
+                crate::plan::mount::Sharing::Locked => lock.lock().map_err(io(&lock_path))?,
+                _ if lock.try_lock().is_ok() => {}
+                _ => {
+                    // Private and in use by another build: this step gets its own.
+                    let tmp = tempfile::tempdir_in(self.store.tmp_dir()).map_err(io(&dir))?;
+                    src = tmp.path().to_path_buf();
+                    res.scratch.push(tmp);
+                }
+            }
+            res.locks.push(lock);
+            res.locked.push(lock_path);
+        }
+        res.binds.push(BindMount {
+            src,
+            dst: target.clone(),
+            ro: *readonly,
+        });
+        Ok(())
+    }
+
+    /// Fills a new cache directory with `source` of a stage (BuildKit's `from=` base).
+    fn seed_cache(
+        &self,
+        st: &State,
+        name: &str,
+        source: &str,
+        dir: &std::path::Path,
+    ) -> Result<(), StepFailure> {
+        let snap = self.snapshot(name, &st.layers)?;
+        let seeded = Context::new(&snap.rootfs, Box::new(|_: &str| false))
+            .map_err(StepFailure::from)
+            .and_then(|ctx| copy_into(&ctx, source, dir).map(drop));
+        let _ = self.snapshotter.remove(&snap);
+        seeded
+    }
+
+    /// Runs the command in `snap` with the resolved mounts and commits what it changed.
+    #[allow(clippy::too_many_arguments)]
+    fn run_in(
+        &self,
+        n: usize,
+        snap: &Snapshot,
+        state: &State,
+        args: &BTreeMap<String, String>,
+        argv: &[String],
+        network: Network,
+        mounts: &[MountSpec],
+        res: &Resolved,
+    ) -> Result<Option<StoredLayer>, StepFailure> {
+        let creds = mounts::credentials(mounts, &self.opts.credentials, &self.store.tmp_dir())
+            .map_err(StepFailure::Invalid)?;
+        let mut binds = res.binds.clone();
+        binds.extend(creds.binds.iter().cloned());
+        let stubs: Vec<PathBuf> = binds
+            .iter()
+            .map(|b| b.dst.as_str())
+            .chain(res.tmpfs.iter().map(|t| t.split(':').next().unwrap_or(t)))
+            .flat_map(|t| mounts::stubs_for(&snap.rootfs, t))
+            .collect();
+        let cfg = &state.config.config;
+        let mut env = arg_env(args, cfg.env_list());
+        env.extend(creds.env.iter().cloned());
+        let opts = RunOptions {
+            cmd: Some(argv.to_vec()),
+            entrypoint: Some(Vec::new()),
+            env,
+            network: match network {
+                Network::None => NetworkMode::None,
+                Network::Host | Network::Default => NetworkMode::Host,
+            },
+            binds,
+            tmpfs: res.tmpfs.clone(),
+            ..Default::default()
+        };
+        let oci = cfg
+            .to_oci()
+            .map_err(|e| StepFailure::Invalid(e.to_string()))?;
+        let spec = runtime::plan_for_rootfs(&snap.id, &oci, &opts, &snap.rootfs)?;
+        let log = self.log_dir.join(format!("step-{n}.log"));
+        let ran = step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
+            self.view.step_output(n, l)
+        });
+        // Mount points belong to the mounts, not to the image.
+        mounts::remove_stubs(&snap.rootfs, &stubs);
+        ran?;
+        Ok(step::commit(
+            self.store,
+            self.snapshotter.as_ref(),
+            snap,
+            self.opts.epoch,
+        )?)
+    }
+}
+
+/// Copies what `source` selects in `ctx` into the directory `dir` (a directory's
+/// contents, or a file under its own name).
+fn copy_into(
+    ctx: &Context,
+    source: &str,
+    dir: &std::path::Path,
+) -> Result<Vec<crate::context::Selection>, StepFailure> {
+    let sels = ctx.select(source)?;
+    let ops = copy::plan("RUN --mount", &sels, "/", "/", None, None, true)?;
+    step::apply_copy(ctx, dir, &ops)?;
+    Ok(sels)
+}
+
+/// Build args the config's Env does not set, as the command's environment (sorted).
+fn arg_env(args: &BTreeMap<String, String>, env: &[String]) -> Vec<String> {
+    let set = |k: &str| env.iter().any(|e| e.split('=').next() == Some(k));
+    let mut out: Vec<String> = args
+        .iter()
+        .filter(|(k, _)| !set(k))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.sort();
+    out
+}
+
+/// The argv of a RUN: `RUN <<EOF` runs the body as the script; `RUN cmd <<EOF` hands the
+/// shell the command followed by the bodies and their terminators (it reads them itself).
+fn run_argv(shell: &[String], cmd: &Cmdline, heredocs: &[crate::plan::Heredoc]) -> Vec<String> {
+    let script = match (cmd, heredocs.is_empty()) {
+        (Cmdline::Shell(c), false)
+            if c.split_whitespace().all(|w| {
+                w.trim_start_matches(|ch: char| ch.is_ascii_digit())
+                    .starts_with("<<")
+            }) =>
+        {
+            heredocs.iter().map(|h| h.content.as_str()).collect()
+        }
+        (Cmdline::Shell(c), false) => {
+            let mut script = c.clone();
+            for h in heredocs {
+                script.push('\n');
+                script.push_str(&h.content);
+                if !h.content.ends_with('\n') && !h.content.is_empty() {
+                    script.push('\n');
+                }
+                script.push_str(&h.name);
+            }
+            script
+        }
+        _ => return cmd.argv(shell),
+    };
+    shell
+        .iter()
+        .cloned()
+        .chain(std::iter::once(script))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Heredoc;
+
+    #[test]
+    fn run_argv_table() {
+        let sh = vec!["/bin/sh".to_string(), "-c".to_string()];
+        let doc = |name: &str, content: &str| Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+        };
+        let cases: Vec<(Cmdline, Vec<Heredoc>, Vec<&str>)> = vec![
+            (
+                Cmdline::Shell("make".into()),
+                vec![],
+                vec!["/bin/sh", "-c", "make"],
+            ),
+            (
+                Cmdline::Exec(vec!["a".into(), "b".into()]),
+                vec![],
+                vec!["a", "b"],
+            ),
+            (
+                Cmdline::Shell("<<EOF".into()),
+                vec![doc("EOF", "echo hi\n")],
+                vec!["/bin/sh", "-c", "echo hi\n"],
+            ),
+            (
+                Cmdline::Shell("cat <<EOF".into()),
+                vec![doc("EOF", "x")],
+                vec!["/bin/sh", "-c", "cat <<EOF\nx\nEOF"],
+            ),
+        ];
+        for (cmd, docs, want) in cases {
+            assert_eq!(run_argv(&sh, &cmd, &docs), want, "{cmd:?}");
+        }
     }
 }

@@ -1,10 +1,34 @@
-//! The build plan (pure): stages with their steps, which stages a target needs, and the
-//! ARG scoping rules. Built from the Dockerfile front end's instructions; the executor
-//! only ever sees these types.
+//! The build plan (pure, no I/O): the front end's typed instructions turned into stages
+//! of typed steps — mounts, network, durations, platforms, `--chown`/`--chmod` — plus the
+//! stage graph (which stages a target needs) and the ARG scoping rules. The executor in
+//! `build/` only ever sees these types; variables in them are expanded when a step runs.
+//!
+//! Must not: read files, look at the store, or expand variables other than the global
+//! args of FROM lines (`show.rs`, for `keel build --dry-run`).
+mod build;
+mod copy;
+pub mod mount;
+mod run;
+mod show;
+pub mod word;
+
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use crate::dockerfile::instruction::Network;
+pub use build::{plan, triggers};
+pub use copy::CopyOp;
+pub use mount::{Mount, MountSpec};
+pub use run::RunOp;
+use show::cmd_text;
+pub use show::{dry_run, DryRun};
+pub use word::{Chmod, Chown, Platform, Word};
 
 /// A command in shell form (run through SHELL) or exec form (argv as written).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Cmdline {
     Shell(String),
     Exec(Vec<String>),
@@ -24,8 +48,8 @@ impl Cmdline {
     }
 }
 
-/// A heredoc attached to RUN/COPY/ADD.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A heredoc attached to RUN/COPY/ADD, `<<-` tabs already stripped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Heredoc {
     pub name: String,
     pub content: String,
@@ -33,52 +57,23 @@ pub struct Heredoc {
     pub expand: bool,
 }
 
-/// `RUN --mount=...` options, as key → value.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct RunMount {
-    pub options: BTreeMap<String, String>,
-}
-
-impl RunMount {
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.options.get(k).map(String::as_str)
-    }
-    pub fn kind(&self) -> &str {
-        self.get("type").unwrap_or("bind")
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// HEALTHCHECK CMD (`None` in `Op::Healthcheck` is HEALTHCHECK NONE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Healthcheck {
-    /// `["NONE"]`, or `["CMD", ...]` / `["CMD-SHELL", "..."]`.
-    pub test: Vec<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
-    pub start_period: Option<String>,
-    pub start_interval: Option<String>,
+    pub test: Cmdline,
+    pub interval: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub start_period: Option<Duration>,
+    pub start_interval: Option<Duration>,
     pub retries: Option<u32>,
 }
 
 /// What a step does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StepKind {
-    Run {
-        cmd: Cmdline,
-        heredocs: Vec<Heredoc>,
-        network: Option<String>,
-        mounts: Vec<RunMount>,
-    },
-    Copy {
-        add: bool,
-        srcs: Vec<String>,
-        dest: String,
-        from: Option<String>,
-        chown: Option<String>,
-        chmod: Option<String>,
-        link: bool,
-        exclude: Vec<String>,
-        heredocs: Vec<Heredoc>,
-    },
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Op {
+    Run(RunOp),
+    Copy(CopyOp),
     Env(Vec<(String, String)>),
     Arg(Vec<(String, Option<String>)>),
     Label(Vec<(String, String)>),
@@ -90,7 +85,7 @@ pub enum StepKind {
     Entrypoint(Cmdline),
     Shell(Vec<String>),
     StopSignal(String),
-    Healthcheck(Healthcheck),
+    Healthcheck(Option<Healthcheck>),
     /// The trigger instruction's source text, stored in the image config.
     Onbuild(String),
     Maintainer(String),
@@ -102,7 +97,7 @@ pub struct Step {
     pub line: usize,
     /// The instruction as written (for progress and history).
     pub text: String,
-    pub kind: StepKind,
+    pub op: Op,
 }
 
 /// A `FROM` and the steps after it.
@@ -112,14 +107,16 @@ pub struct Stage {
     pub name: Option<String>,
     /// The base as written (may contain `$ARG`s declared before the first FROM).
     pub base: String,
-    pub platform: Option<String>,
+    pub platform: Option<Word<Platform>>,
     pub line: usize,
     pub steps: Vec<Step>,
 }
 
-/// A parsed Dockerfile, ready to execute.
+/// A planned Dockerfile, ready to execute.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
+    /// The file's escape character (`# escape=`), for expanding its words.
+    pub escape: char,
     /// ARGs declared before the first FROM (usable in FROM lines, and in a stage after
     /// being re-declared there without a value).
     pub global_args: Vec<(String, Option<String>)>,
@@ -140,6 +137,21 @@ pub enum PlanError {
     },
 }
 
+impl Step {
+    /// Every stage or image this step reads from: `COPY --from` and each mount's `from=`.
+    pub fn sources(&self) -> Vec<&str> {
+        match &self.op {
+            Op::Copy(c) => c.from.as_deref().into_iter().collect(),
+            Op::Run(r) => r
+                .mounts
+                .iter()
+                .filter_map(|m| m.spec.source_stage())
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 impl Plan {
     /// The index of the stage named `target` (or the last stage).
     pub fn target_index(&self, target: Option<&str>) -> Result<usize, PlanError> {
@@ -149,11 +161,7 @@ impl Plan {
         match target {
             None => Ok(self.stages.len() - 1),
             Some(t) => self.stage_by_ref(t).ok_or_else(|| {
-                let names: Vec<String> = self
-                    .stages
-                    .iter()
-                    .map(|s| s.name.clone().unwrap_or_else(|| s.index.to_string()))
-                    .collect();
+                let names: Vec<String> = self.stages.iter().map(Stage::label).collect();
                 PlanError::NoTarget(t.to_string(), names.join(", "))
             }),
         }
@@ -170,27 +178,23 @@ impl Plan {
             .or_else(|| r.parse::<usize>().ok().filter(|i| *i < self.stages.len()))
     }
 
-    /// Stages a stage depends on: its base when that is a stage, and `COPY --from` ones.
+    /// Stages a stage depends on: its base when that is a stage, every `COPY --from` and
+    /// every `from=` of every RUN mount.
     pub fn dependencies(&self, i: usize) -> Result<Vec<usize>, PlanError> {
         let s = &self.stages[i];
+        let refs = std::iter::once((s.line, s.base.as_str())).chain(
+            s.steps
+                .iter()
+                .flat_map(|st| st.sources().into_iter().map(move |f| (st.line, f))),
+        );
         let mut deps = Vec::new();
-        let refs =
-            std::iter::once((s.line, s.base.clone())).chain(s.steps.iter().filter_map(|st| {
-                match &st.kind {
-                    StepKind::Copy { from: Some(f), .. } => Some((st.line, f.clone())),
-                    StepKind::Run { mounts, .. } => mounts
-                        .iter()
-                        .find_map(|m| m.get("from").map(|f| (st.line, f.to_string()))),
-                    _ => None,
-                }
-            }));
         for (line, r) in refs {
-            if let Some(j) = self.stage_by_ref(&r) {
+            if let Some(j) = self.stage_by_ref(r) {
                 if j >= i {
                     return Err(PlanError::ForwardReference {
                         line,
-                        stage: s.name.clone().unwrap_or_else(|| i.to_string()),
-                        reference: r,
+                        stage: s.label(),
+                        reference: r.to_string(),
                     });
                 }
                 deps.push(j);
@@ -216,7 +220,13 @@ impl Plan {
     }
 }
 
-/// The default value of each global ARG after `--build-arg` overrides, for FROM lines.
+impl Stage {
+    /// The stage's name, or its index.
+    pub fn label(&self) -> String {
+        self.name.clone().unwrap_or_else(|| self.index.to_string())
+    }
+}
+
 /// The platform build args BuildKit defines by itself (`TARGETPLATFORM`, `TARGETARCH`,
 /// `BUILDOS`, …) for a build on and for `os/arch`: visible in FROM lines without a
 /// declaration, and in a stage once it declares them (`ARG TARGETARCH`).
@@ -231,14 +241,14 @@ pub fn platform_args(os: &str, arch: &str) -> BTreeMap<String, String> {
     out
 }
 
-/// The values of the ARGs declared before the first FROM (and the platform args), with
-/// `--build-arg` overriding defaults.
+/// The values of the ARGs declared before the first FROM (and the platform args for
+/// `arch`), with `--build-arg` overriding defaults.
 pub fn global_arg_values(
     global: &[(String, Option<String>)],
     build_args: &BTreeMap<String, String>,
+    arch: &str,
 ) -> BTreeMap<String, String> {
-    let arch = crate::image::host_arch().to_string();
-    let mut out = platform_args("linux", &arch);
+    let mut out = platform_args("linux", arch);
     for (k, default) in global {
         if let Some(v) = build_args.get(k).cloned().or_else(|| default.clone()) {
             out.insert(k.clone(), v);
@@ -257,58 +267,30 @@ mod tests {
         assert_eq!(p["TARGETPLATFORM"], "linux/arm64");
         assert_eq!(p["BUILDARCH"], "arm64");
         assert_eq!(p["TARGETOS"], "linux");
-        let host = crate::image::host_arch().to_string();
         let g = global_arg_values(
             &[
                 ("BASE".into(), Some("bb".into())),
                 ("TARGETOS".into(), Some("other".into())),
             ],
             &BTreeMap::from([("BASE".into(), "alpine".into())]),
+            "riscv64",
         );
         assert_eq!(g["BASE"], "alpine");
-        assert_eq!(g["TARGETARCH"], host);
+        assert_eq!(g["TARGETARCH"], "riscv64");
         assert_eq!(g["TARGETOS"], "other");
     }
 
-    fn stage(index: usize, name: Option<&str>, base: &str, copies_from: &[&str]) -> Stage {
-        Stage {
-            index,
-            name: name.map(str::to_string),
-            base: base.into(),
-            platform: None,
-            line: index * 10 + 1,
-            steps: copies_from
-                .iter()
-                .map(|f| Step {
-                    line: index * 10 + 2,
-                    text: format!("COPY --from={f} /x /x"),
-                    kind: StepKind::Copy {
-                        add: false,
-                        srcs: vec!["/x".into()],
-                        dest: "/x".into(),
-                        from: Some(f.to_string()),
-                        chown: None,
-                        chmod: None,
-                        link: false,
-                        exclude: vec![],
-                        heredocs: vec![],
-                    },
-                })
-                .collect(),
-        }
+    fn planned(src: &str) -> Plan {
+        let ast = crate::dockerfile::parse("Dockerfile", src.as_bytes()).unwrap();
+        plan(&ast).unwrap()
     }
 
     #[test]
     fn only_the_stages_a_target_needs_are_built() {
-        let plan = Plan {
-            global_args: vec![],
-            stages: vec![
-                stage(0, Some("deps"), "bb", &[]),
-                stage(1, Some("unused"), "bb", &[]),
-                stage(2, Some("Build"), "deps", &[]),
-                stage(3, None, "bb", &["build", "0"]),
-            ],
-        };
+        let plan = planned(
+            "FROM bb AS deps\nFROM bb AS unused\nFROM deps AS Build\n\
+             FROM bb\nCOPY --from=build /x /x\nCOPY --from=0 /x /x\n",
+        );
         assert_eq!(
             plan.needed(plan.target_index(None).unwrap()).unwrap(),
             [0, 2, 3]
@@ -320,18 +302,22 @@ mod tests {
         );
         assert_eq!(plan.target_index(Some("BUILD")).unwrap(), 2);
         let e = plan.target_index(Some("nope")).unwrap_err();
-        assert_eq!(e.to_string(), "target stage \"nope\" could not be found; the Dockerfile names stages deps, unused, Build, 3");
+        assert_eq!(e.to_string(), "target stage \"nope\" could not be found; the Dockerfile names stages deps, unused, build, 3");
+    }
+
+    #[test]
+    fn every_mount_from_is_a_dependency() {
+        let plan = planned(
+            "FROM bb AS a\nFROM bb AS b\nFROM bb AS c\nFROM bb\n\
+             RUN --mount=from=a,target=/a --mount=type=cache,from=b,target=/b \
+             --mount=type=bind,from=bb,target=/bb true\n",
+        );
+        assert_eq!(plan.needed(3).unwrap(), [0, 1, 3]);
     }
 
     #[test]
     fn a_stage_cannot_use_a_later_one() {
-        let plan = Plan {
-            global_args: vec![],
-            stages: vec![
-                stage(0, Some("a"), "bb", &["b"]),
-                stage(1, Some("b"), "bb", &[]),
-            ],
-        };
+        let plan = planned("FROM bb AS a\nCOPY --from=b /x /x\nFROM bb AS b\n");
         assert!(matches!(
             plan.needed(0),
             Err(PlanError::ForwardReference { .. })
@@ -346,7 +332,7 @@ mod tests {
             ("X".to_string(), None),
         ];
         let over = BTreeMap::from([("TAG".to_string(), "1.0".to_string())]);
-        let v = global_arg_values(&g, &over);
+        let v = global_arg_values(&g, &over, "amd64");
         assert_eq!(v.get("BASE").map(String::as_str), Some("bb"));
         assert_eq!(v.get("TAG").map(String::as_str), Some("1.0"));
         assert!(!v.contains_key("X"));

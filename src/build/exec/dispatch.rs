@@ -1,0 +1,244 @@
+//! One dispatch function per instruction (BuildKit's `dispatchX`): each expands the words
+//! it uses with the stage's variables and edits the typed config. RUN and COPY/ADD, which
+//! change the filesystem, live in `run_step.rs` and `copy_step.rs`.
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Executor, Outcome, Scope, State, StepFailure};
+use crate::build::cache::KeyInputs;
+use crate::image::config::{Empty, HealthConfig, History};
+use crate::plan::{Cmdline, Healthcheck, Op, Step};
+
+const DEFAULT_SHELL: [&str; 2] = ["/bin/sh", "-c"];
+
+/// The stage's SHELL, or `/bin/sh -c`.
+pub(super) fn shell_of(state: &State) -> Vec<String> {
+    match &state.config.config.shell {
+        Some(s) if !s.is_empty() => s.clone(),
+        _ => DEFAULT_SHELL.iter().map(|s| s.to_string()).collect(),
+    }
+}
+
+type Done = Result<(State, Outcome), StepFailure>;
+
+impl Executor<'_> {
+    /// Runs one planned step on `state`.
+    pub(super) fn dispatch(&mut self, n: usize, scope: &mut Scope, s: &Step, state: State) -> Done {
+        let vars = self.vars(&state, &scope.args);
+        let state = match &s.op {
+            Op::Run(r) => return self.dispatch_run(n, scope, s, state, r),
+            Op::Copy(c) => return self.dispatch_copy(n, s, state, c, &vars),
+            Op::Arg(decls) => return self.dispatch_arg(scope, state, decls, &vars),
+            Op::Env(pairs) => self.dispatch_env(state, pairs, vars)?,
+            Op::Label(pairs) => self.dispatch_label(state, pairs, &vars)?,
+            Op::Expose(ports) => self.dispatch_expose(state, ports, &vars)?,
+            Op::Volume(v) => self.dispatch_volume(state, v, &vars)?,
+            Op::Workdir(w) => self.dispatch_workdir(state, w, &vars)?,
+            Op::User(u) => {
+                let u = self.expand(u, &vars)?;
+                set(state, |c| c.config.user = Some(u))
+            }
+            Op::StopSignal(sig) => {
+                let sig = self.expand(sig, &vars)?;
+                set(state, |c| c.config.stop_signal = Some(sig))
+            }
+            Op::Cmd(c) => dispatch_cmd(scope, state, c),
+            Op::Entrypoint(c) => dispatch_entrypoint(scope, state, c),
+            Op::Shell(sh) => set(state, |c| c.config.shell = Some(sh.clone())),
+            Op::Healthcheck(h) => dispatch_healthcheck(state, h.as_ref()),
+            Op::Onbuild(t) => set(state, |c| {
+                c.config
+                    .on_build
+                    .get_or_insert_with(Vec::new)
+                    .push(t.clone())
+            }),
+            Op::Maintainer(m) => set(state, |c| c.author = Some(m.clone())),
+        };
+        Ok((metadata_done(state, s), Outcome::Metadata))
+    }
+
+    fn dispatch_arg(
+        &self,
+        scope: &mut Scope,
+        state: State,
+        decls: &[(String, Option<String>)],
+        vars: &BTreeMap<String, String>,
+    ) -> Done {
+        let globals = self.global_args();
+        for (k, default) in decls {
+            let default = match default {
+                Some(d) => Some(self.expand(d, vars)?),
+                None => globals.get(k).cloned(),
+            };
+            if let Some(v) = self.opts.build_args.get(k).cloned().or(default) {
+                scope.args.insert(k.clone(), v);
+            }
+        }
+        // Build args reach the keys of the steps that see them (RUN env, expanded words),
+        // not the chain itself: a new value reruns only those.
+        Ok((state, Outcome::Metadata))
+    }
+
+    fn dispatch_env(
+        &self,
+        state: State,
+        pairs: &[(String, String)],
+        mut vars: BTreeMap<String, String>,
+    ) -> Result<State, StepFailure> {
+        edit(state, |c| {
+            for (k, v) in pairs {
+                // Later pairs of one ENV see the earlier ones.
+                let v = self.expand(v, &vars)?;
+                c.config.set_env(k, &v);
+                vars.insert(k.clone(), v);
+            }
+            Ok(())
+        })
+    }
+
+    fn dispatch_label(
+        &self,
+        state: State,
+        pairs: &[(String, String)],
+        vars: &BTreeMap<String, String>,
+    ) -> Result<State, StepFailure> {
+        edit(state, |c| {
+            let labels = c.config.labels.get_or_insert_with(BTreeMap::new);
+            for (k, v) in pairs {
+                labels.insert(self.expand(k, vars)?, self.expand(v, vars)?);
+            }
+            Ok(())
+        })
+    }
+
+    fn dispatch_expose(
+        &self,
+        state: State,
+        ports: &[String],
+        vars: &BTreeMap<String, String>,
+    ) -> Result<State, StepFailure> {
+        edit(state, |c| {
+            let all = c.config.exposed_ports.get_or_insert_with(BTreeMap::new);
+            for p in ports {
+                let p = self.expand(p, vars)?;
+                let p = if p.contains('/') {
+                    p.to_ascii_lowercase()
+                } else {
+                    format!("{p}/tcp")
+                };
+                all.insert(p, Empty {});
+            }
+            Ok(())
+        })
+    }
+
+    fn dispatch_volume(
+        &self,
+        state: State,
+        vols: &[String],
+        vars: &BTreeMap<String, String>,
+    ) -> Result<State, StepFailure> {
+        edit(state, |c| {
+            let all = c.config.volumes.get_or_insert_with(BTreeMap::new);
+            for v in vols {
+                all.insert(self.expand(v, vars)?, Empty {});
+            }
+            Ok(())
+        })
+    }
+
+    fn dispatch_workdir(
+        &self,
+        state: State,
+        w: &str,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<State, StepFailure> {
+        let w = self.expand(w, vars)?;
+        edit(state, |c| {
+            let cur = c.config.working_dir.as_deref().filter(|d| !d.is_empty());
+            let abs = match cur {
+                _ if w.starts_with('/') => w.clone(),
+                Some(cur) => format!("{}/{w}", cur.trim_end_matches('/')),
+                None => format!("/{w}"),
+            };
+            c.config.working_dir = Some(crate::build::copy::clean_abs(&abs));
+            Ok(())
+        })
+    }
+}
+
+/// Applies `f` to the state's config.
+fn edit(
+    mut state: State,
+    f: impl FnOnce(&mut crate::image::ImageConfig) -> Result<(), StepFailure>,
+) -> Result<State, StepFailure> {
+    f(&mut state.config)?;
+    Ok(state)
+}
+
+/// Applies an edit that cannot fail.
+fn set(mut state: State, f: impl FnOnce(&mut crate::image::ImageConfig)) -> State {
+    f(&mut state.config);
+    state
+}
+
+fn dispatch_cmd(scope: &mut Scope, mut state: State, c: &Cmdline) -> State {
+    state.config.config.cmd = Some(c.argv(&shell_of(&state)));
+    scope.cmd_set = true;
+    state
+}
+
+fn dispatch_entrypoint(scope: &Scope, mut state: State, c: &Cmdline) -> State {
+    state.config.config.entrypoint = Some(c.argv(&shell_of(&state)));
+    if !scope.cmd_set {
+        state.config.config.cmd = None;
+    }
+    state
+}
+
+fn dispatch_healthcheck(mut state: State, h: Option<&Healthcheck>) -> State {
+    let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64);
+    state.config.config.healthcheck = Some(match h {
+        None => HealthConfig {
+            test: vec!["NONE".into()],
+            ..Default::default()
+        },
+        Some(h) => HealthConfig {
+            test: match &h.test {
+                Cmdline::Exec(v) => std::iter::once("CMD".to_string())
+                    .chain(v.clone())
+                    .collect(),
+                Cmdline::Shell(s) => vec!["CMD-SHELL".into(), s.clone()],
+            },
+            interval: ns(h.interval),
+            timeout: ns(h.timeout),
+            start_period: ns(h.start_period),
+            start_interval: ns(h.start_interval),
+            retries: h.retries,
+        },
+    });
+    state
+}
+
+/// A metadata step's history entry, and its key: it follows the resulting config.
+fn metadata_done(mut state: State, s: &Step) -> State {
+    let created_by = format!("/bin/sh -c #(nop) {}", s.text);
+    state.config.history.push(History {
+        created_by: Some(created_by.clone()),
+        empty_layer: true,
+        ..Default::default()
+    });
+    let instruction = json!({
+        "metadata": {
+            "created_by": created_by,
+            "config": state.config.config,
+            "author": state.config.author,
+        }
+    });
+    state.key = KeyInputs::new(state.key.clone(), instruction)
+        .key()
+        .0
+        .to_string();
+    state
+}
