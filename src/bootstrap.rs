@@ -1,6 +1,7 @@
 //! `keel bootstrap`: base images for users without registry access, made from what the
 //! host has: its static busybox (with every applet linked) or debootstrap. The busybox
 //! image is reproducible: same busybox binary, same image digest.
+use crate::sys::hostfs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -276,7 +277,7 @@ pub fn debian(
         });
     }
     // apt caches are not part of a base image.
-    let _ = std::fs::remove_dir_all(target.join("var/cache/apt/archives"));
+    let _ = hostfs::remove_dir_all(target.join("var/cache/apt/archives"));
     let _writing = store.writer_guard()?;
     let mut blob = store.blob_writer()?;
     {

@@ -1,4 +1,5 @@
 //! `keel build`: Dockerfile + context → image, with reproducible defaults.
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -313,7 +314,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     };
     let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
     if let Some(f) = &a.iidfile {
-        std::fs::write(f, rec.id().to_string())
+        hostfs::write(f, rec.id().to_string())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
     if !opts.quiet {
@@ -397,8 +398,8 @@ fn copy_bases(
         for d in digests {
             let dst = to.blob_path(&d);
             if !dst.exists() {
-                std::fs::hard_link(from.blob_path(&d), &dst)
-                    .or_else(|_| std::fs::copy(from.blob_path(&d), &dst).map(drop))?;
+                hostfs::hard_link(from.blob_path(&d), &dst)
+                    .or_else(|_| hostfs::copy(from.blob_path(&d), &dst).map(drop))?;
             }
         }
         if let Ok(r) = ImageRef::parse(&base) {

@@ -143,7 +143,7 @@ impl Ctx {
 }
 
 fn default_root() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if crate::sys::proc::is_root() {
         return PathBuf::from("/var/lib/keel");
     }
     let data = std::env::var_os("XDG_DATA_HOME")

@@ -1,5 +1,6 @@
 //! Container commands: run, ps, logs, stop, kill, rm, wait, port, exec, volume, and the
 //! hidden supervisor a detached container runs under.
+use crate::sys::hostfs;
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -153,10 +154,10 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     crate::container::run::validate(&req)?;
     store.resolve(&req.image)?;
     let dir = store.root().join("containers");
-    std::fs::create_dir_all(&dir)?;
+    hostfs::create_dir_all(&dir)?;
     let request_file = dir.join(format!(".request-{id}.json"));
     store.lease()?.protect_temp(&request_file)?;
-    std::fs::write(&request_file, serde_json::to_vec(&req)?)?;
+    hostfs::write(&request_file, serde_json::to_vec(&req)?)?;
     crate::fault::point("run.request-written");
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--root")
@@ -172,7 +173,7 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
         .context("starting the container supervisor")?;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let _ = std::fs::remove_file(&request_file);
+    let _ = hostfs::remove_file(&request_file);
     match line.trim().split_once(' ') {
         Some(("started", id)) => {
             println!("{id}");

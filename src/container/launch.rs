@@ -2,6 +2,7 @@
 //! run the keel process itself supervises; for `-d` a detached `keel` supervisor does.
 //! The steps: image → snapshot → volumes → spec → backend start → state + proxies →
 //! wait → state → cleanup (snapshot, anonymous volumes and record with `--rm`).
+use crate::sys::hostfs;
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -215,7 +216,7 @@ impl Prepared {
             binds.push(match v {
                 VolumeSpec::Bind { src, dst, ro } => {
                     if !src.exists() {
-                        fs::create_dir_all(src).map_err(|source| LaunchError::Io {
+                        hostfs::create_dir_all(src).map_err(|source| LaunchError::Io {
                             path: src.clone(),
                             source,
                         })?;
@@ -380,14 +381,11 @@ impl Prepared {
                 stderr: None,
             },
             Output::Log(path) => {
-                let f = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
+                let f = hostfs::open_with(fs::OpenOptions::new().create(true).append(true), path)
                     .map_err(|source| LaunchError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
+                    path: path.clone(),
+                    source,
+                })?;
                 let out = OwnedFd::from(f);
                 let err = out.try_clone().map_err(|source| LaunchError::Io {
                     path: path.clone(),
@@ -534,7 +532,7 @@ pub fn reclaim_runtime(root: &Path, config: &ContainerConfig) -> Result<(), Laun
     let runc = config.runtime.clone().unwrap_or_else(|| "runc".into());
     runtime::oci::delete(&runc, None, &config.id)?;
     let bundle = runtime::oci::bundle_root(root).join(&config.id);
-    match fs::remove_dir_all(&bundle) {
+    match hostfs::remove_dir_all(&bundle) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::Io {
             path: bundle,
             source: e,

@@ -5,6 +5,7 @@
 //!
 //! The state between steps is typed: `image::ImageConfig` and the layers. Must not parse
 //! Dockerfile text (the plan is the only input) or write images itself (`image::commit_image`).
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -203,8 +204,8 @@ impl<'a> Executor<'a> {
         crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
         let build_id = crate::container::new_id()[..12].to_string();
         let log_dir = store.root().join("logs").join("last-build");
-        let _ = std::fs::remove_dir_all(&log_dir);
-        let _ = std::fs::create_dir_all(&log_dir);
+        let _ = hostfs::remove_dir_all(&log_dir);
+        let _ = hostfs::create_dir_all(&log_dir);
         let mode = match (opts.quiet, opts.terminal) {
             (true, _) => ViewMode::Quiet,
             (false, true) => ViewMode::Terminal,
