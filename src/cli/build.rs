@@ -1,5 +1,6 @@
 //! `keel build`: Dockerfile + context → image, with reproducible defaults.
 use crate::sys::hostfs;
+use crate::{errln, outln};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -187,7 +188,7 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
         one.isolation = a.isolation.clone().or(one.isolation);
         one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
         if !a.quiet {
-            eprintln!("== building {} ({})", img.name, img.dockerfile());
+            errln!("== building {} ({})", img.name, img.dockerfile());
         }
         let code = build(one, ctx)?;
         if code != 0 {
@@ -249,7 +250,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             build_args,
             arch: crate::image::host_arch().to_string(),
         };
-        print!("{}", crate::plan::dry_run(&plan, &opts)?);
+        crate::report::out_bytes(crate::plan::dry_run(&plan, &opts)?.as_bytes())?;
         return Ok(0);
     }
     let labels = a
@@ -319,10 +320,10 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     }
     if !opts.quiet {
         for t in &a.tags {
-            eprintln!("tagged {}", t.tagged_name());
+            errln!("tagged {}", t.tagged_name());
         }
     }
-    println!("{}", rec.id());
+    outln!("{}", rec.id())?;
     Ok(0)
 }
 
@@ -356,16 +357,16 @@ fn check_reproducible(
         roots.push(scratch);
     }
     if ids[0].manifest_digest() == ids[1].manifest_digest() {
-        println!(
+        outln!(
             "reproducible: both builds gave {}",
             ids[0].manifest_digest()
-        );
+        )?;
         return Ok(0);
     }
     let a = crate::store::Store::open(roots[0].path())?;
     let b = crate::store::Store::open(roots[1].path())?;
     let diff = crate::build::repro::first_difference(&a, &ids[0], &b, &ids[1])?;
-    eprintln!(
+    errln!(
         "keel: not reproducible: {} vs {}: {diff}",
         ids[0].manifest_digest(),
         ids[1].manifest_digest()

@@ -6,6 +6,7 @@ mod project;
 mod run;
 mod system;
 
+use crate::{errln, outln};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -198,7 +199,7 @@ pub fn main() -> i32 {
             }) {
                 return 0;
             }
-            eprintln!("keel: error: {}", error_text(&e));
+            errln!("keel: error: {}", error_text(&e));
             1
         }
     }
@@ -274,7 +275,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let ast = crate::dockerfile::parse(&file.display().to_string(), &bytes)?;
-            println!("{}", ast.dump());
+            outln!("{}", ast.dump())?;
             Ok(0)
         }
     }

@@ -12,6 +12,7 @@
 //! ```
 //! All the logic lives in `crate::project` and `crate::integrate`; this file finds the
 //! project file, calls them and prints.
+use crate::outln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -208,11 +209,11 @@ pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     if a.list {
         for ad in integrate::builtin() {
-            println!("{:<12} {}", ad.name(), ad.describe());
+            outln!("{:<12} {}", ad.name(), ad.describe())?;
         }
         for pl in plugin::find_plugins(&path_var) {
             if integrate::adapter(&pl.name).is_none() {
-                println!("{:<12} plugin {}", pl.name, pl.path.display());
+                outln!("{:<12} plugin {}", pl.name, pl.path.display())?;
             }
         }
         return Ok(0);
@@ -265,7 +266,7 @@ pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
     match &a.write {
         Some(dir) => {
             for p in integrate::write_files(dir, &files)? {
-                println!("{}", p.display());
+                outln!("{}", p.display())?;
             }
         }
         None => {

@@ -1,6 +1,7 @@
 //! Container commands: run, ps, logs, stop, kill, rm, wait, port, exec, volume, and the
 //! hidden supervisor a detached container runs under.
 use crate::sys::hostfs;
+use crate::{errln, outln};
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -176,7 +177,7 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     let _ = hostfs::remove_file(&request_file);
     match line.trim().split_once(' ') {
         Some(("started", id)) => {
-            println!("{id}");
+            outln!("{id}")?;
             Ok(0)
         }
         Some(("error", msg)) => bail!("{msg}"),
@@ -389,7 +390,7 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
                 wait_exited(&containers, &c, Duration::from_secs(30));
             }
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -413,7 +414,7 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
         if st.status != Status::Running || !st.signal(sig)? {
             bail!("container {name} is not running");
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -448,7 +449,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             wait_exited(&containers, &c, Duration::from_secs(30));
         }
         if containers.find(&c.id).is_err() {
-            println!("{name}");
+            outln!("{name}")?;
             continue; // it was --rm and is gone already
         }
         crate::fault::point("rm.stopped");
@@ -467,7 +468,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
         for v in anonymous {
             let _ = volumes.remove(&v, &containers);
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -489,7 +490,7 @@ pub fn wait(a: WaitArgs, ctx: &Ctx) -> Result<i32> {
             .ok()
             .and_then(|s| s.exit_code)
             .unwrap_or(0);
-        println!("{code}");
+        outln!("{code}")?;
     }
     Ok(0)
 }
@@ -509,10 +510,13 @@ pub fn port(a: PortArgs, ctx: &Ctx) -> Result<i32> {
     match a.format.as_str() {
         "text" => {
             for p in &c.ports {
-                println!(
+                outln!(
                     "{}/{} -> {}:{}",
-                    p.container_port, p.proto, p.host_ip, p.host_port
-                );
+                    p.container_port,
+                    p.proto,
+                    p.host_ip,
+                    p.host_port
+                )?;
             }
         }
         other => {
@@ -532,10 +536,9 @@ pub fn port(a: PortArgs, ctx: &Ctx) -> Result<i32> {
                     host_port: p.host_port,
                 })
                 .collect();
-            print!(
-                "{}",
-                crate::project::render_ports(&c.name, &mappings, format)
-            );
+            crate::report::out_bytes(
+                crate::project::render_ports(&c.name, &mappings, format).as_bytes(),
+            )?;
         }
     }
     Ok(0)
@@ -560,20 +563,20 @@ pub fn volume(c: VolumeCommand, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     match c {
         VolumeCommand::Ls => {
-            println!("VOLUME NAME");
+            outln!("VOLUME NAME")?;
             for v in volumes.list() {
-                println!("{v}");
+                outln!("{v}")?;
             }
         }
         VolumeCommand::Rm { names } => {
             for n in names {
                 volumes.remove(&n, &containers)?;
-                println!("{n}");
+                outln!("{n}")?;
             }
         }
         VolumeCommand::Prune => {
             for n in volumes.prune(&containers)? {
-                println!("{n}");
+                outln!("{n}")?;
             }
         }
     }
@@ -650,7 +653,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
     };
     let exit = crate::container::exec::exec(store.root(), &c, pid, &root, &spec, stdio)?;
     if let Some(msg) = exit.exec_error {
-        eprintln!("keel: {msg}");
+        errln!("keel: {msg}");
     }
     Ok(exit.code)
 }

@@ -2,6 +2,7 @@
 //! run the keel process itself supervises; for `-d` a detached `keel` supervisor does.
 //! The steps: image → snapshot → volumes → spec → backend start → state + proxies →
 //! wait → state → cleanup (snapshot, anonymous volumes and record with `--rm`).
+use crate::errln;
 use crate::sys::hostfs;
 use std::fs;
 use std::os::fd::OwnedFd;
@@ -466,7 +467,7 @@ impl Prepared {
             let _ = r.join(); // the master reads EOF/EIO once the last slave is closed
         }
         if let Some(msg) = &exit.exec_error {
-            eprintln!("keel: {msg}");
+            errln!("keel: {msg}");
         }
         Ok(exit.code)
     }
