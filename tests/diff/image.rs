@@ -95,6 +95,15 @@ impl Image {
                 self.tree.remove(f);
             }
         }
+        let secrets_empty = !self.tree.keys().any(|k| k.starts_with("run/secrets/"));
+        if secrets_empty
+            && self
+                .tree
+                .get("run/secrets")
+                .is_some_and(|l| l.starts_with("dir "))
+        {
+            self.tree.remove("run/secrets");
+        }
         let run_empty = !self.tree.keys().any(|k| k.starts_with("run/"));
         if run_empty && self.tree.get("run").is_some_and(|l| l.starts_with("dir ")) {
             self.tree.remove("run");

@@ -91,6 +91,7 @@ pub struct Case {
     setup: Option<fn(&Path)>,
     args: Vec<String>,
     buildkit: Option<fn(&mut Image)>,
+    buildah_as: Option<String>,
 }
 
 impl Case {
@@ -102,6 +103,7 @@ impl Case {
             setup: None,
             args: Vec::new(),
             buildkit: None,
+            buildah_as: None,
         }
     }
     /// A context file (a path ending in `/` is a directory).
@@ -121,6 +123,14 @@ impl Case {
     /// Turns buildah's image into what BuildKit builds, where the two differ.
     pub fn buildkit(mut self, f: fn(&mut Image)) -> Case {
         self.buildkit = Some(f);
+        self
+    }
+
+    /// Gives buildah this Dockerfile instead: for syntax buildah 1.28 does not parse
+    /// (heredocs, `RUN --network`, `${V-w}`), an equivalent BuildKit gives the same image
+    /// for. The case's comment says why.
+    pub fn buildah_as(mut self, dockerfile: &str) -> Case {
+        self.buildah_as = Some(dockerfile.to_string());
         self
     }
 
@@ -185,6 +195,9 @@ impl Case {
         let ctx = tmp.path().join("ctx");
         self.context(&ctx);
         let got = self.keel(&ctx);
+        if let Some(df) = &self.buildah_as {
+            std::fs::write(ctx.join("Dockerfile"), df).unwrap();
+        }
         let mut want = self.buildah(&ctx, &tmp.path().join("buildah"));
         want.drop_mount_stubs();
         if let Some(f) = self.buildkit {

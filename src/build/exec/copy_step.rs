@@ -68,7 +68,8 @@ impl Executor<'_> {
                 None => self.context,
             };
             let placed = place(ctx, &x)?;
-            self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &c.heredocs)
+            let heredocs = expand_heredocs(&c.heredocs, vars)?;
+            self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &heredocs)
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
@@ -376,6 +377,33 @@ impl Executor<'_> {
         }
         Ok(())
     }
+}
+
+/// `COPY <<EOF` bodies with their variables expanded, unless the delimiter was quoted.
+/// Quotes and backslashes in a body stay as written; only `$VAR` forms are replaced
+/// (BuildKit expands heredocs with a lexer in raw-quotes, raw-escapes mode).
+fn expand_heredocs(
+    docs: &[Heredoc],
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<Heredoc>, StepFailure> {
+    let mut lexer = crate::dockerfile::expand::Lexer::new('\\');
+    lexer.raw_quotes = true;
+    lexer.raw_escapes = true;
+    let lookup = |k: &str| vars.get(k).cloned();
+    docs.iter()
+        .map(|h| {
+            let content = match h.expand {
+                true => lexer
+                    .process_word(&h.content, &lookup)
+                    .map_err(|e| StepFailure::Invalid(format!("<<{}: {e}", h.name)))?,
+                false => h.content.clone(),
+            };
+            Ok(Heredoc {
+                content,
+                ..h.clone()
+            })
+        })
+        .collect()
 }
 
 /// Where a copy goes, as the step's snapshot shows it.

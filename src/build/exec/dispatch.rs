@@ -80,21 +80,23 @@ impl Executor<'_> {
         Ok((state, Outcome::Metadata))
     }
 
+    /// Every value of one ENV expands with the variables as they were before it
+    /// (`ENV A=y B=$A` gives B the old A), as BuildKit's `dispatchEnv` does.
     fn dispatch_env(
         &self,
         state: State,
         pairs: &[(String, String)],
-        mut vars: BTreeMap<String, String>,
+        vars: BTreeMap<String, String>,
     ) -> Result<State, StepFailure> {
-        edit(state, |c| {
-            for (k, v) in pairs {
-                // Later pairs of one ENV see the earlier ones.
-                let v = self.expand(v, &vars)?;
+        let values = pairs
+            .iter()
+            .map(|(k, v)| Ok((k, self.expand(v, &vars)?)))
+            .collect::<Result<Vec<_>, StepFailure>>()?;
+        Ok(set(state, |c| {
+            for (k, v) in values {
                 c.config.set_env(k, &v);
-                vars.insert(k.clone(), v);
             }
-            Ok(())
-        })
+        }))
     }
 
     fn dispatch_label(
@@ -122,12 +124,9 @@ impl Executor<'_> {
             let all = c.config.exposed_ports.get_or_insert_with(BTreeMap::new);
             for p in ports {
                 let p = self.expand(p, vars)?;
-                let p = if p.contains('/') {
-                    p.to_ascii_lowercase()
-                } else {
-                    format!("{p}/tcp")
-                };
-                all.insert(p, Empty {});
+                for port in exposed_ports(&p).map_err(StepFailure::Invalid)? {
+                    all.insert(port, Empty {});
+                }
             }
             Ok(())
         })
@@ -166,6 +165,25 @@ impl Executor<'_> {
             Ok(())
         })
     }
+}
+
+/// The `port/proto` keys one EXPOSE word stands for: a range `7000-7002[/proto]` is one
+/// key per port, as BuildKit's `dispatchExpose` gets them from `nat.ParsePortSpecs`.
+pub(super) fn exposed_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    let bad = || format!("EXPOSE {word}: invalid port; use PORT, PORT/PROTO or FIRST-LAST[/PROTO]");
+    let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(ports)?, num(ports)?),
+    };
+    if first > last || proto.is_empty() {
+        return Err(bad());
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// Applies `f` to the state's config.
@@ -241,4 +259,25 @@ fn metadata_done(mut state: State, s: &Step) -> State {
         .0
         .to_string();
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed_ports;
+
+    #[test]
+    fn expose_words_become_one_key_per_port() {
+        let cases: &[(&str, &[&str])] = &[
+            ("80", &["80/tcp"]),
+            ("53/UDP", &["53/udp"]),
+            ("7000-7002", &["7000/tcp", "7001/tcp", "7002/tcp"]),
+            ("9-10/sctp", &["9/sctp", "10/sctp"]),
+        ];
+        for (word, want) in cases {
+            assert_eq!(exposed_ports(word).unwrap(), *want, "{word}");
+        }
+        for bad in ["", "x", "80-", "9-8", "80/", "70000"] {
+            assert!(exposed_ports(bad).is_err(), "{bad}");
+        }
+    }
 }

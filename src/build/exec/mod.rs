@@ -29,6 +29,9 @@ use crate::runtime::{self, Isolation};
 use crate::storage::Snapshotter;
 use crate::store::{ImageRecord, Store};
 
+/// The PATH a stage gets when its base sets none (BuildKit's `system.DefaultPathEnv`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// Where a build stands after a step: the image config and its layers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct State {
@@ -338,6 +341,11 @@ impl<'a> Executor<'a> {
 
     fn build_stage(&mut self, stage: &Stage) -> Result<State, BuildError> {
         let mut state = self.base_state(stage)?;
+        // Every stage has a PATH: BuildKit's convert.go gives a base without one (scratch,
+        // a bare imported rootfs) the default, in the image config and so for RUN.
+        if !state.config.config.has_env("PATH") {
+            state.config.config.set_env("PATH", DEFAULT_PATH);
+        }
         let label = stage
             .name
             .clone()
