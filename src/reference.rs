@@ -4,6 +4,11 @@ use std::fmt;
 
 use crate::digest::{self, Digest};
 
+/// Longest repository name (docker's `NameTotalLengthMax`).
+pub const MAX_REPOSITORY: usize = 255;
+/// Longest whole reference: repository, `:` tag (128) and `@sha256:` digest fit easily.
+pub const MAX_REFERENCE: usize = 512;
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     #[error("invalid image reference {0:?}: {1}")]
@@ -25,6 +30,12 @@ impl ImageRef {
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
+        if s.len() > MAX_REFERENCE {
+            return Err(bad("it is longer than 512 bytes"));
+        }
+        if s.bytes().any(|b| b.is_ascii_control()) {
+            return Err(bad("it contains a control character"));
+        }
         let (rest, digest) = match s.split_once('@') {
             Some((r, d)) => (
                 r,
@@ -43,6 +54,9 @@ impl ImageRef {
         };
         if repository.is_empty() {
             return Err(bad("the repository name is empty"));
+        }
+        if repository.len() > MAX_REPOSITORY {
+            return Err(bad("the repository name is longer than 255 bytes"));
         }
         for (i, component) in repository.split('/').enumerate() {
             let is_host = i == 0
@@ -159,6 +173,9 @@ mod tests {
             "/a",
             "a//b",
             "a:b:c",
+            "a\nb",
+            &"a".repeat(256),
+            &format!("a:{}", "t".repeat(129)),
         ] {
             let e = ImageRef::parse(bad).unwrap_err();
             assert!(

@@ -5,11 +5,13 @@
 //! Secrets never reach a layer or a cache key: their files live in a private temp
 //! directory for the step and are bind-mounted read-only over an empty stub.
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use crate::plan::MountSpec;
 use crate::runtime::BindMount;
+use crate::sys::rootfs::{Dir, Kind, Rootfs};
 
 /// Where a build secret's value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,40 +209,84 @@ fn secret(
 }
 
 /// The paths a mount at `target` will create in `rootfs` (the first missing component and
-/// everything below it), so they can be removed after the step. Empty when the target
-/// exists or passes through a symlink (the runtime resolves those; nothing is guessed).
+/// everything below it), as in-image paths with the existing part resolved inside the
+/// tree, so they can be removed after the step. Empty when the target exists.
 pub fn stubs_for(rootfs: &Path, target: &str) -> Vec<PathBuf> {
-    let mut cur = rootfs.to_path_buf();
+    let Ok(tree) = Rootfs::open(rootfs) else {
+        return Vec::new();
+    };
+    let parts: Vec<&OsStr> = Path::new(target)
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let mut keep = parts.len();
+    while keep > 0 {
+        let prefix: PathBuf = parts[..keep].iter().collect();
+        match tree.stat(&prefix) {
+            Ok(Some(_)) => break,
+            Ok(None) => keep -= 1,
+            Err(_) => return Vec::new(),
+        }
+    }
+    if keep == parts.len() {
+        return Vec::new();
+    }
+    // Where the existing part lands inside the tree (symlinks like /var/run followed).
+    let base: PathBuf = parts[..keep].iter().collect();
+    let Ok(mut cur) = tree.in_tree_path(&base) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    for c in Path::new(target).components() {
-        let Component::Normal(name) = c else { continue };
+    for name in &parts[keep..] {
         cur.push(name);
-        if !out.is_empty() {
-            out.push(cur.clone());
-            continue;
-        }
-        match std::fs::symlink_metadata(&cur) {
-            Err(_) => out.push(cur.clone()),
-            Ok(m) if m.file_type().is_symlink() => return Vec::new(),
-            Ok(_) => {}
-        }
+        out.push(Path::new("/").join(&cur));
     }
     out
 }
 
 /// Removes mount points a step created, deepest first, as long as they are still empty.
-pub fn remove_stubs(stubs: &[PathBuf]) {
+/// Each is found again from the tree's root without following any symlink: a step that
+/// swapped a directory on the way for a link (to anywhere) keeps its stubs, and nothing
+/// outside them is touched.
+pub fn remove_stubs(rootfs: &Path, stubs: &[PathBuf]) {
+    let Ok(tree) = Rootfs::open(rootfs) else {
+        return;
+    };
     for p in stubs.iter().rev() {
-        match std::fs::symlink_metadata(p) {
-            Ok(m) if m.is_dir() => {
-                let _ = std::fs::remove_dir(p);
+        let Some((dir, name)) = parent_nofollow(&tree, p) else {
+            continue;
+        };
+        match dir.stat(&name) {
+            Ok(Some(m)) if m.kind == Kind::Dir => {
+                let _ = dir.unlink(&name, true);
             }
-            Ok(m) if m.is_file() && m.len() == 0 => {
-                let _ = std::fs::remove_file(p);
+            Ok(Some(m)) if m.kind == Kind::File && m.size == 0 => {
+                let _ = dir.unlink(&name, false);
             }
             _ => {}
         }
     }
+}
+
+/// The parent directory of in-image path `p`, walked from the root one real directory
+/// at a time (a symlink anywhere on the way ends the walk), and `p`'s final name.
+fn parent_nofollow(tree: &Rootfs, p: &Path) -> Option<(Dir, std::ffi::OsString)> {
+    let mut dir = tree.root_dir();
+    let mut names: Vec<&OsStr> = p
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    let name = names.pop()?.to_os_string();
+    for n in names {
+        dir = dir.subdir(n).ok()?;
+    }
+    Some((dir, name))
 }
 
 #[cfg(test)]
@@ -311,25 +357,42 @@ mod tests {
     #[test]
     fn stubs_are_the_missing_tail_of_a_target() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(d.path().join("run")).unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("run")).unwrap();
         assert_eq!(
-            stubs_for(d.path(), "/run/secrets/token"),
+            stubs_for(r, "/run/secrets/token"),
             [
-                d.path().join("run/secrets"),
-                d.path().join("run/secrets/token")
+                PathBuf::from("/run/secrets"),
+                PathBuf::from("/run/secrets/token")
             ]
         );
-        assert!(stubs_for(d.path(), "/run").is_empty());
-        std::os::unix::fs::symlink("run", d.path().join("var-run")).unwrap();
-        assert!(stubs_for(d.path(), "/var-run/x").is_empty());
-        std::fs::create_dir(d.path().join("run/secrets")).unwrap();
-        std::fs::write(d.path().join("run/secrets/token"), "").unwrap();
-        remove_stubs(&stubs_for(d.path(), "/nothing"));
-        remove_stubs(&[
-            d.path().join("run/secrets"),
-            d.path().join("run/secrets/token"),
-        ]);
-        assert!(!d.path().join("run/secrets").exists());
-        assert!(d.path().join("run").exists());
+        assert!(stubs_for(r, "/run").is_empty());
+        // Through a symlinked directory: the stubs are where the link leads, in the tree.
+        std::os::unix::fs::symlink("/run", r.join("var-run")).unwrap();
+        assert_eq!(stubs_for(r, "/var-run/x"), [PathBuf::from("/run/x")]);
+        std::fs::create_dir(r.join("run/secrets")).unwrap();
+        std::fs::write(r.join("run/secrets/token"), "").unwrap();
+        remove_stubs(r, &stubs_for(r, "/nothing"));
+        remove_stubs(
+            r,
+            &[
+                PathBuf::from("/run/secrets"),
+                PathBuf::from("/run/secrets/token"),
+            ],
+        );
+        assert!(!r.join("run/secrets").exists());
+        assert!(r.join("run").exists());
+        // A stub whose parent became a symlink is left alone, wherever the link goes.
+        let host = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host.path().join("sub")).unwrap();
+        std::fs::create_dir(r.join("d")).unwrap();
+        let stubs = stubs_for(r, "/d/sub");
+        std::fs::remove_dir(r.join("d")).unwrap();
+        std::os::unix::fs::symlink(host.path(), r.join("d")).unwrap();
+        remove_stubs(r, &stubs);
+        assert!(
+            host.path().join("sub").is_dir(),
+            "followed a planted symlink"
+        );
     }
 }

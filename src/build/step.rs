@@ -13,6 +13,7 @@ use crate::layer;
 use crate::runtime::{self, ContainerSpec, Isolation};
 use crate::storage::{self, LayerBlob, Snapshot, Snapshotter};
 use crate::store::Store;
+use crate::sys::rootfs::{Dir, Kind, Rootfs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StepError {
@@ -31,6 +32,8 @@ pub enum StepError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Rootfs(#[from] crate::sys::rootfs::RootfsError),
     #[error("copying into {dest}: {why}")]
     Copy { dest: String, why: String },
 }
@@ -117,6 +120,7 @@ pub fn run(
         },
     )?;
     container.forward_signals()?;
+    crate::fault::point("build.run-started");
     if let Some(sig) = crate::sys::proc::termination_requested() {
         // Asked to stop while the container was starting: it missed the forwarded signal.
         let _ = container.kill(sig);
@@ -150,106 +154,102 @@ pub fn run(
     Ok(())
 }
 
-/// Resolves container path `p` inside `rootfs` without leaving it (symlinks are followed
-/// as the container would see them).
-pub fn in_rootfs(rootfs: &Path, p: &str) -> Result<PathBuf, StepError> {
-    runtime::setup::secure_target(rootfs, p, false).map_err(|why| StepError::Copy {
-        dest: p.to_string(),
-        why,
-    })
-}
-
-/// Whether container path `p` is an existing directory in `rootfs`.
+/// Whether container path `p` is a directory in `rootfs` (symlinks followed inside it).
 pub fn is_dir_in(rootfs: &Path, p: &str) -> bool {
-    let parent = Path::new(p)
-        .parent()
-        .map(|x| x.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/".into());
-    let name = Path::new(p).file_name().map(|n| n.to_os_string());
-    match (in_rootfs_existing(rootfs, &parent), name) {
-        (Some(dir), Some(n)) => dir.join(n).is_dir(),
-        (Some(dir), None) => dir.is_dir(),
-        _ => false,
-    }
+    Rootfs::open(rootfs)
+        .and_then(|t| t.stat(Path::new(p)))
+        .is_ok_and(|s| s.is_some_and(|s| s.kind == Kind::Dir))
 }
 
-fn in_rootfs_existing(rootfs: &Path, p: &str) -> Option<PathBuf> {
-    let full = rootfs.join(p.trim_start_matches('/'));
-    full.exists().then(|| in_rootfs(rootfs, p).ok()).flatten()
-}
-
-/// Writes the planned copy into the rootfs.
+/// Writes the planned copy into the rootfs: every destination is resolved inside the
+/// tree, and the final name is replaced, never followed.
 pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), StepError> {
-    use std::os::unix::fs::{lchown, PermissionsExt};
+    let tree = Rootfs::open(rootfs)?;
     // Each destination directory is resolved inside the rootfs once, not once per file.
-    let mut dirs: std::collections::HashMap<String, PathBuf> = std::collections::HashMap::new();
+    let mut dirs: std::collections::HashMap<String, Dir> = std::collections::HashMap::new();
     for op in ops {
         let parent = Path::new(&op.dest)
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|| "/".into());
-        let dir = match dirs.get(&parent) {
-            Some(d) => d.clone(),
-            None => {
-                let d = runtime::setup::secure_target(rootfs, &parent, false).map_err(|why| {
-                    StepError::Copy {
-                        dest: op.dest.clone(),
-                        why,
-                    }
-                })?;
-                dirs.insert(parent, d.clone());
-                d
-            }
-        };
+        if !dirs.contains_key(&parent) {
+            let d = tree.mkdir_all(Path::new(&parent), 0o755, None)?;
+            dirs.insert(parent.clone(), d);
+        }
+        let dir = &dirs[&parent];
         let name = Path::new(&op.dest)
             .file_name()
             .ok_or_else(|| StepError::Copy {
                 dest: op.dest.clone(),
                 why: "no file name".into(),
-            })?;
-        let target = dir.join(name);
-        let existing = fs::symlink_metadata(&target).ok();
+            })?
+            .to_os_string();
+        let existing = dir.stat(&name)?.map(|s| s.kind);
         let src = ctx.path_of(&op.src);
         match op.kind {
             FileKind::Dir => {
-                if !existing.as_ref().is_some_and(|m| m.is_dir()) {
-                    if existing.is_some() {
-                        fs::remove_file(&target).map_err(io(&target))?;
-                    }
-                    fs::create_dir(&target).map_err(io(&target))?;
+                if existing != Some(Kind::Dir) {
+                    dir.remove_all(&name)?;
+                    dir.mkdir(&name, 0o755)?;
                 }
-                dirs.insert(op.dest.clone(), target.clone());
             }
-            FileKind::File | FileKind::Symlink => {
-                match &existing {
-                    Some(m) if m.is_dir() => fs::remove_dir_all(&target).map_err(io(&target))?,
-                    Some(_) => fs::remove_file(&target).map_err(io(&target))?,
-                    None => {}
-                }
-                if op.kind == FileKind::File {
-                    fs::copy(&src, &target).map_err(io(&src))?;
-                } else {
-                    std::os::unix::fs::symlink(op.link_target.as_deref().unwrap_or(""), &target)
-                        .map_err(io(&target))?;
-                }
+            FileKind::File => {
+                dir.remove_all(&name)?;
+                let mut from = fs::File::open(&src).map_err(io(&src))?;
+                let mut to = dir.create_file(&name, 0o600)?;
+                std::io::copy(&mut from, &mut to).map_err(io(&src))?;
+            }
+            FileKind::Symlink => {
+                dir.remove_all(&name)?;
+                dir.symlink(
+                    std::ffi::OsStr::new(op.link_target.as_deref().unwrap_or("")),
+                    &name,
+                )?;
             }
         }
-        lchown(&target, Some(op.owner.uid), Some(op.owner.gid)).map_err(io(&target))?;
+        dir.lchown(&name, op.owner.uid, op.owner.gid)?;
         if op.kind != FileKind::Symlink {
-            fs::set_permissions(&target, fs::Permissions::from_mode(op.mode))
-                .map_err(io(&target))?;
+            dir.chmod(&name, op.mode)?;
+        }
+        if op.kind == FileKind::Dir {
+            let sub = dir.subdir(&name)?;
+            dirs.insert(op.dest.clone(), sub);
         }
     }
     Ok(())
 }
 
-/// Extracts a local tar archive (ADD) into `dest` inside the rootfs.
+/// Extracts a local tar archive (ADD) into `dest` inside the rootfs; `dest` (created
+/// inside the tree) is the archive's root, as with Docker's chrooted extraction.
 pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
-    let dir = in_rootfs(rootfs, dest)?;
-    fs::create_dir_all(&dir).map_err(io(&dir))?;
+    refuse_whiteout_names(archive)?;
+    let tree = Rootfs::open(rootfs)?;
+    let into = tree.subtree(Path::new(dest))?;
     let f = fs::File::open(archive).map_err(io(archive))?;
     let opts = layer::unpack::UnpackOptions::default();
-    layer::unpack::unpack(f, &dir, &opts)?;
+    layer::unpack::unpack_tree(f, &into, &opts)?;
+    Ok(())
+}
+
+/// docker's ADD extracts `.wh.NAME` as a plain file, but an image layer can only carry
+/// that name as a whiteout (deleting NAME when the layer is applied): such an archive is
+/// refused before anything is extracted, rather than deleting files of the image.
+fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
+    let f = fs::File::open(archive).map_err(io(archive))?;
+    let plain = layer::guard::HeaderGuard::new(layer::decompressed(f)?);
+    let mut tar = tar::Archive::new(plain);
+    for e in tar.entries().map_err(layer::LayerError::Io)? {
+        let e = e.map_err(layer::LayerError::Io)?;
+        let raw = e.path_bytes();
+        let base = raw.rsplit(|b| *b == b'/').find(|s| !s.is_empty());
+        if base.is_some_and(|b| b.starts_with(b".wh.")) {
+            return Err(layer::LayerError::bad(
+                String::from_utf8_lossy(&raw),
+                format!("ADD {}: names starting with .wh. are whiteouts in an image layer, so this file would delete its namesake from the image; rename it in the archive", archive.display()),
+            )
+            .into());
+        }
+    }
     Ok(())
 }
 
@@ -281,23 +281,24 @@ pub fn snapshot(
 /// create on the way: the longest existing prefix is resolved inside the image (so
 /// symlinked directories like `/var/run` are followed), the rest is new.
 fn canonical_dir(
-    rootfs: &Path,
+    tree: &Rootfs,
     dir: &str,
     created: &mut std::collections::BTreeSet<String>,
 ) -> Result<String, StepError> {
     let parts: Vec<&str> = dir.split('/').filter(|c| !c.is_empty()).collect();
     for keep in (0..=parts.len()).rev() {
         let prefix = parts[..keep].join("/");
-        // The resolved path comes back relative to the rootfs.
-        let Ok(rel) = layer::unpack::resolve_in_root(rootfs, Path::new(&prefix), false) else {
+        let Ok(Some(stat)) = tree.stat(Path::new(&prefix)) else {
             continue;
         };
-        if !rootfs.join(&rel).is_dir() {
+        if stat.kind != Kind::Dir {
             return Err(StepError::Copy {
                 dest: dir.to_string(),
                 why: format!("/{prefix} is not a directory in the image"),
             });
         }
+        // Where the prefix landed, relative to the root of the tree.
+        let rel = tree.in_tree_path(Path::new(&prefix))?;
         let mut canon = rel.to_string_lossy().into_owned();
         for c in &parts[keep..] {
             canon = if canon.is_empty() {
@@ -327,6 +328,7 @@ pub fn commit_copy(
 ) -> Result<Option<StoredLayer>, StepError> {
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt;
+    let tree = Rootfs::open(rootfs)?;
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut canon_dirs: std::collections::HashMap<String, String> =
         std::collections::HashMap::new();
@@ -337,7 +339,7 @@ pub fn commit_copy(
         let canon = match canon_dirs.get(parent) {
             Some(c) => c.clone(),
             None => {
-                let c = canonical_dir(rootfs, parent, &mut created)?;
+                let c = canonical_dir(&tree, parent, &mut created)?;
                 canon_dirs.insert(parent.to_string(), c.clone());
                 c
             }

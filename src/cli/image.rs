@@ -346,6 +346,7 @@ pub fn save(a: SaveArgs, ctx: &Ctx) -> Result<i32> {
     let mut items = Vec::new();
     for i in &a.images {
         let image = store.resolve(i)?;
+        store.protect_image(&image)?;
         let names = match ImageRef::parse(i) {
             Ok(r) if image.names.contains(&r.tagged_name()) => vec![r.tagged_name()],
             _ => image.names.clone(),
@@ -362,7 +363,10 @@ pub fn save(a: SaveArgs, ctx: &Ctx) -> Result<i32> {
                 .prefix(".keel-save-")
                 .tempfile_in(dir)
                 .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+            // Leased: gc keeps the images' blobs, and removes the temp file if we die.
+            store.lease()?.protect_temp(tmp.path())?;
             archive::save(&store, &items, std::io::BufWriter::new(tmp.as_file_mut()))?;
+            crate::fault::point("save.partial");
             tmp.as_file().sync_all()?;
             tmp.persist(path)
                 .with_context(|| format!("writing {}", path.display()))?;

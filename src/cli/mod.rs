@@ -69,7 +69,7 @@ enum Command {
     /// Remove unreferenced blobs and stray temporary files.
     Gc(system::GcArgs),
     /// Verify every blob and reference in the store.
-    Fsck,
+    Fsck(system::FsckArgs),
     /// Show keel's version, root and what this host supports.
     Info(system::InfoArgs),
     /// Run a command in a new container.
@@ -132,6 +132,8 @@ impl Ctx {
         use anyhow::Context;
         let store = Store::open(&self.root)
             .with_context(|| format!("opening the keel store at {}", self.root.display()))?;
+        // Cheap unless a keel was killed: then what it left is reclaimed first.
+        crate::reclaim::at_startup(&store);
         Ok(if self.durable {
             store
         } else {
@@ -249,7 +251,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Load(a) => image::load(a, ctx),
         Command::Push(a) => image::push(a, ctx),
         Command::Gc(a) => system::gc(a, ctx),
-        Command::Fsck => system::fsck(ctx),
+        Command::Fsck(a) => system::fsck(a, ctx),
         Command::Info(a) => system::info(a, ctx),
         Command::Run(a) => run::run(*a, ctx),
         Command::Ps(a) => run::ps(a, ctx),

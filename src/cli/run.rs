@@ -151,7 +151,9 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     let dir = store.root().join("containers");
     std::fs::create_dir_all(&dir)?;
     let request_file = dir.join(format!(".request-{id}.json"));
+    store.lease()?.protect_temp(&request_file)?;
     std::fs::write(&request_file, serde_json::to_vec(&req)?)?;
+    crate::fault::point("run.request-written");
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--root")
         .arg(store.root())
@@ -450,6 +452,8 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
     for name in &a.containers {
         let c = containers.find(name)?;
         let st = refresh(&containers, &c, containers.state(&c.id)?);
+        // Should this rm die half-way, gc finishes the removal.
+        store.lease()?.protect_container(&c.id)?;
         if st.status == Status::Running {
             if !a.force {
                 bail!(
@@ -468,8 +472,10 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             println!("{name}");
             continue; // it was --rm and is gone already
         }
+        crate::fault::point("rm.stopped");
         let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
         snapshotter.remove_id(&c.id)?;
+        crate::fault::point("rm.snapshot-removed");
         let anonymous: Vec<String> = c
             .volumes
             .iter()
@@ -658,6 +664,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
             .ok()
             .map(std::os::fd::OwnedFd::from)
     };
+    crate::fault::point("exec.joining");
     let exit = crate::runtime::join::exec_in(
         pid,
         &spec,

@@ -14,6 +14,15 @@ pub struct GcArgs {
 
 pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    // First what killed keels left (their leases, containers, snapshots, mounts, temp
+    // files): their leases then stop protecting blobs.
+    let left = crate::reclaim::reclaim(&store)?;
+    if !left.is_empty() {
+        println!(
+            "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
+            left.leases, left.containers, left.stopped, left.snapshots, left.processes, left.mounts, left.temp
+        );
+    }
     let keep = if a.cache {
         std::time::Duration::ZERO
     } else {
@@ -27,7 +36,14 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         r.temp_files_removed,
         human_size(r.bytes_freed)
     );
-    // Unpacked layers that no image, cached build step or container needs any more.
+    // Unpacked layers that no image, cached build step or container needs any more; left
+    // alone while a running keel prepares snapshots (its lease holds a layer stack).
+    let preparing = crate::store::lease::list(store.root())
+        .iter()
+        .any(|(_, l)| l.is_live() && !l.stacks.is_empty());
+    if preparing {
+        return Ok(0);
+    }
     let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
     for img in store.images()? {
         stacks.push(
@@ -50,9 +66,72 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-pub fn fsck(ctx: &Ctx) -> Result<i32> {
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Also decompress every compressed layer to check its diff_id, and unpack every
+    /// cached layer again to compare it file by file (slow; reads everything).
+    #[arg(long, visible_alias = "deep")]
+    full: bool,
+}
+
+/// Every image's layer stack with its blob files (bottom first): tagged images, the
+/// images of containers, and the build cache's stacks (whose layers are stored
+/// uncompressed, so the blob of a diff_id is the blob of that digest).
+fn layer_stacks(store: &crate::store::Store) -> Result<Vec<Vec<crate::storage::LayerBlob>>> {
+    use crate::storage::LayerBlob;
+    // Images that cannot be read are skipped here: the store half of fsck names them.
+    let mut manifests: Vec<crate::digest::Digest> = store
+        .read_index()?
+        .manifests()
+        .iter()
+        .map(|d| d.digest().clone())
+        .collect();
+    manifests.extend(store.container_images().into_iter().map(|(_, d)| d));
+    let records = manifests.into_iter().filter_map(|d| {
+        let desc =
+            oci_spec::image::Descriptor::new(oci_spec::image::MediaType::ImageManifest, 0, d);
+        store.load_record(desc, Vec::new()).ok()
+    });
+    let mut stacks = Vec::new();
+    for r in records {
+        let stack = r
+            .manifest
+            .layers()
+            .iter()
+            .zip(r.config.rootfs().diff_ids())
+            .filter_map(|(l, d)| {
+                Some(LayerBlob {
+                    diff_id: crate::digest::parse(d)?,
+                    blob: store.blob_path(l.digest()),
+                })
+            })
+            .collect();
+        stacks.push(stack);
+    }
+    for ids in crate::build::cache::BuildCache::new(store.root()).layer_stacks() {
+        let stack: Vec<LayerBlob> = ids
+            .into_iter()
+            .map(|d| LayerBlob {
+                blob: store.blob_path(&d),
+                diff_id: d,
+            })
+            .collect();
+        if stack.iter().all(|l| l.blob.is_file()) {
+            stacks.push(stack);
+        }
+    }
+    Ok(stacks)
+}
+
+pub fn fsck(a: FsckArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
-    let r = store.fsck()?;
+    let mut r = store.fsck(a.full)?;
+    let stacks = layer_stacks(&store)?;
+    r.problems.extend(crate::storage::verify::check(
+        store.root(),
+        &stacks,
+        a.full,
+    )?);
     for p in &r.problems {
         println!("{p}");
     }

@@ -66,6 +66,8 @@ pub struct Prepared {
     anonymous: Vec<String>,
     root: PathBuf,
     started: bool,
+    /// Names the container until it runs; released then (its record owns it).
+    lease: crate::store::Lease,
 }
 
 fn pick_private_port() -> u16 {
@@ -131,8 +133,14 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         stop_signal: cfg.stop_signal().clone(),
         auto_remove: req.rm,
     };
+    // Leased before the record exists: should we die before the container runs, gc
+    // removes it; and the image's blobs stay while we unpack them.
+    let lease = store.lease()?;
+    lease.protect_container(id)?;
+    store.protect_image(&image)?;
     let containers = Containers::new(&root);
     containers.create(&config)?;
+    crate::fault::point("run.container-created");
     let layers: Vec<LayerBlob> = image
         .manifest
         .layers()
@@ -167,6 +175,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         anonymous,
         root,
         started: false,
+        lease,
     })
 }
 
@@ -390,6 +399,7 @@ impl Prepared {
         }
         let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
         self.started = true;
+        crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the
         // pseudo-terminal's master.
         let (_raw, relay) = match pty_master.take() {
@@ -440,6 +450,8 @@ impl Prepared {
             Some(super::proxy::start(published, holder).map_err(LaunchError::Proxy)?)
         };
         on_started(container.pid);
+        let _ = self.lease.release_container(&self.config.id);
+        crate::fault::point("run.container-running");
         let exit = container.wait()?;
         if let Some(r) = relay {
             let _ = r.join(); // the master reads EOF/EIO once the last slave is closed

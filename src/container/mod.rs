@@ -23,6 +23,8 @@ pub enum ContainerError {
     NameInUse(String, String),
     #[error("invalid container name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit")]
     BadName(String),
+    #[error("invalid volume name {0:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit (at most 128)")]
+    BadVolumeName(String),
     #[error("no such container: {0}; `keel ps -a` lists them")]
     NotFound(String),
     #[error("{0:?} matches several containers; give more of the id")]

@@ -1,5 +1,7 @@
 //! Named and anonymous volumes under `<root>/volumes/<name>/_data`, shared between
-//! containers; `keel volume ls|rm|prune`.
+//! containers; `keel volume ls|rm|prune`. A volume name becomes a directory name, so
+//! every entry point checks it against docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*` first: a
+//! name such as `../../etc` must never reach a path.
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -18,19 +20,27 @@ impl Volumes {
 
     /// The data directory of volume `name`, created on first use.
     pub fn ensure(&self, name: &str) -> Result<PathBuf, ContainerError> {
-        if !super::valid_name(name) {
-            return Err(ContainerError::BadName(name.to_string()));
-        }
-        let data = self.dir.join(name).join("_data");
+        let data = self.dir_of(name)?.join("_data");
         fs::create_dir_all(&data).map_err(io_err("creating volume", &data))?;
         Ok(data)
     }
 
+    /// `<root>/volumes/<name>`, for a valid name only.
+    fn dir_of(&self, name: &str) -> Result<PathBuf, ContainerError> {
+        if !super::valid_name(name) {
+            return Err(ContainerError::BadVolumeName(name.to_string()));
+        }
+        Ok(self.dir.join(name))
+    }
+
+    /// Volume names (directories under `volumes/` with valid names; anything else there
+    /// was not made by keel and is left alone).
     pub fn list(&self) -> Vec<String> {
         let mut v: Vec<String> = fs::read_dir(&self.dir)
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| super::valid_name(n))
                     .collect()
             })
             .unwrap_or_default();
@@ -49,13 +59,13 @@ impl Volumes {
     }
 
     pub fn remove(&self, name: &str, containers: &Containers) -> Result<(), ContainerError> {
+        let dir = self.dir_of(name)?;
         if self.in_use(containers).iter().any(|v| v == name) {
             return Err(ContainerError::NameInUse(
                 name.to_string(),
                 "a container (remove it first)".into(),
             ));
         }
-        let dir = self.dir.join(name);
         if !dir.exists() {
             return Err(ContainerError::NotFound(format!("volume {name}")));
         }

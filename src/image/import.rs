@@ -1,6 +1,7 @@
 //! `keel import`: a rootfs tarball (plain or gzip) becomes a one-layer image. Entries are
-//! checked (no absolute paths, no `..`, no links out of the tree) and rewritten into an
-//! uncompressed layer with clean names, so the stored layer's digest is its diff_id.
+//! checked (no absolute paths, no `..`, no links out of the tree, extension headers
+//! bounded by the layer unpacker's guard) and rewritten into an uncompressed layer with
+//! clean names, so the stored layer's digest is its diff_id by construction.
 use std::io::{self, Read, Write};
 
 use oci_spec::image::{Descriptor, MediaType};
@@ -24,7 +25,9 @@ pub enum ImportError {
 /// Copies the tar stream `input` into `out`, validating and normalising every entry.
 /// Returns the number of entries written.
 pub fn rewrite_layer(input: impl Read + 'static, out: impl Write) -> Result<usize, LayerError> {
-    let mut archive = tar::Archive::new(layer::decompressed(input)?);
+    // The same header guard as layer unpacking: no unbounded long names or PAX headers.
+    let mut archive =
+        tar::Archive::new(layer::guard::HeaderGuard::new(layer::decompressed(input)?));
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Complete);
     let mut count = 0;
@@ -90,6 +93,7 @@ pub fn import(
         err,
     })?;
     let (digest, size) = blob.commit(None)?;
+    crate::fault::point("import.layer-stored");
     let layer = StoredLayer {
         descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
         diff_id: digest,

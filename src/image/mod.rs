@@ -91,6 +91,7 @@ pub fn commit_image(
     names: &[ImageRef],
 ) -> Result<ImageRecord> {
     let (digest, _) = store.put_json(config)?;
+    crate::fault::point("build.image-config");
     commit_stored_config(store, &digest, layers, names)
 }
 
@@ -127,6 +128,7 @@ pub fn commit_stored_config(
         .build()
         .expect("required manifest fields are set");
     let (digest, size) = store.put_json(&manifest)?;
+    crate::fault::point("build.image-manifest");
     let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest);
     for name in names {
         store.tag(name, &descriptor)?;

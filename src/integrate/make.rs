@@ -13,9 +13,42 @@ const IMAGE_MK: &str = include_str!("../../integrations/make/image.mk");
 
 pub struct Make;
 
-/// Shell words for a make recipe: sh-quoted, then `$` doubled for make.
+/// Shell words for a make recipe: sh-quoted, then `$` doubled for make. (keel.toml
+/// refuses control characters, so no newline can end the recipe line early.)
 fn recipe_words(words: &[String]) -> String {
     shell_join(words).replace('$', "$$")
+}
+
+/// Text for a make comment: one line, whatever it holds.
+fn comment_text(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// A make variable value: `$` doubled, `#` (a comment) escaped, control characters
+/// (refused upstream) replaced.
+fn make_value(s: &str) -> String {
+    make_escaped(s, false)
+}
+
+/// A word of a prerequisite list: as a value, plus spaces (word separators) escaped.
+fn make_word(s: &str) -> String {
+    make_escaped(s, true)
+}
+
+fn make_escaped(s: &str, spaces: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '$' => out.push_str("$$"),
+            '#' => out.push_str("\\#"),
+            ' ' if spaces => out.push_str("\\ "),
+            c if c.is_control() => out.push('?'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 impl Adapter for Make {
@@ -47,9 +80,9 @@ impl Adapter for Make {
                 IMAGE_MK,
                 &[
                     ("name", img.name.clone()),
-                    ("dockerfile", img.dockerfile.clone()),
-                    ("context", img.context.clone()),
-                    ("project_file", p.file.clone()),
+                    ("dockerfile", comment_text(&img.dockerfile)),
+                    ("context", comment_text(&img.context)),
+                    ("project_file", make_word(&p.file)),
                     ("dep_iids", dep_iids),
                     ("build_args", recipe_words(&img.build_args)),
                     ("push", push.trim_end_matches('\n').to_string()),
@@ -81,7 +114,7 @@ impl Adapter for Make {
                     "header",
                     header(Comment::Hash, &p.file, &opts.regen_command("make")),
                 ),
-                ("project_file", p.file.clone()),
+                ("project_file", comment_text(&p.file)),
                 (
                     "image_names",
                     if names.is_empty() {
@@ -94,7 +127,7 @@ impl Adapter for Make {
                     "default_env",
                     default_env.unwrap_or_else(|| "none defined".into()),
                 ),
-                ("keel", opts.keel.clone()),
+                ("keel", make_value(&opts.keel)),
                 ("image_targets", image_targets),
                 ("envs", envs),
                 ("images", images),

@@ -1,28 +1,29 @@
 //! Unpacking one layer tarball into a directory, safely.
 //!
 //! The tarball is hostile until proven otherwise: every entry name goes through
-//! [`clean_entry_path`], parent directories are resolved by following symlinks *scoped
-//! inside the target* (absolute link targets are re-rooted at the target; `..` may not
-//! climb above it), the final component is never followed, hardlinks must name an
-//! existing path inside the target, and device nodes need `allow_devices`.
+//! [`clean_entry_path`], and every entry is created through one [`Rootfs`] handle on
+//! the target: parent directories are resolved in-root (symlinks re-rooted at the
+//! target, `..` clamped there, see `sys::rootfs`), the final component is never
+//! followed, hardlinks must name an existing path inside the target, and device nodes
+//! need `allow_devices`.
 //! Whiteouts follow the OCI image spec (image-spec `layer.md`, "Whiteouts"): applied to
 //! the lower layers already in `target` ([`Whiteouts::Apply`]) or turned into overlayfs
 //! whiteouts for a layer unpacked into its own directory ([`Whiteouts::Overlay`]).
 //!
 //! This module must not know about the store or storage drivers: it gets a reader and a
 //! directory.
-use std::collections::{HashSet, VecDeque};
-use std::ffi::{OsStr, OsString};
+use std::collections::HashSet;
+use std::ffi::OsStr;
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use tar::EntryType;
 
 use super::{clean_entry_path, decompressed, LayerError};
-use crate::sys::fs as sysfs;
+use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
 
 /// Prefix of an OCI whiteout file name (`.wh.NAME` deletes NAME).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -79,9 +80,6 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
-/// Most symlinks followed while resolving one parent path (Linux's MAXSYMLINKS).
-const MAX_SYMLINKS: usize = 40;
-
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
 pub fn unpack_file(
     blob: &Path,
@@ -103,19 +101,30 @@ pub fn unpack(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    let root = fs::canonicalize(target).map_err(|e| {
+    let tree = Rootfs::open(target).map_err(|e| {
         LayerError::bad(
             target.display().to_string(),
             format!("unpack target is not usable: {e}"),
         )
     })?;
+    unpack_tree(reader, &tree, opts)
+}
+
+/// Extracts one layer tar (plain or gzip) into the tree `tree` (ADD extracts into a
+/// directory of an image this way, with that directory as the root).
+pub fn unpack_tree(
+    reader: impl Read + 'static,
+    tree: &Rootfs,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
     let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
     let mut u = Unpacker {
-        root,
+        tree,
         opts,
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
         touched: HashSet::new(),
+        parent: None,
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -132,30 +141,45 @@ pub fn unpack(
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (p, secs) in &u.dir_times {
+    for (rel, secs) in &u.dir_times {
         // Later entries may have replaced a directory (or one of its parents) with a
-        // symlink: re-resolve in scope and touch only what is still a directory there.
-        let rel = p.strip_prefix(&u.root).unwrap_or(Path::new(""));
-        let Ok(now) = resolve_in_root(&u.root, rel, false) else {
+        // symlink: re-resolve in-root and touch only what is still a directory there.
+        if !matches!(tree.lstat(rel), Ok(Some(s)) if s.kind == Kind::Dir) {
             continue;
-        };
-        let now = u.root.join(now);
-        sysfs::set_times_nofollow(&now, *secs, 0)
-            .map_err(|e| LayerError::bad(p.display().to_string(), format!("setting mtime: {e}")))?;
+        }
+        tree.set_times(rel, *secs, 0).map_err(|e| {
+            LayerError::bad(rel.display().to_string(), format!("setting mtime: {e}"))
+        })?;
     }
     Ok(u.stats)
 }
 
-struct Unpacker<'o> {
-    root: PathBuf,
+/// A `RootfsError` as a layer error on entry `shown`.
+fn bad(shown: &str) -> impl FnOnce(RootfsError) -> LayerError + '_ {
+    move |e| LayerError::bad(shown, e.to_string())
+}
+
+/// What entry metadata is applied to: a name in a resolved directory (never followed),
+/// or a regular file still open from its creation.
+enum At<'a> {
+    Name(&'a Dir, &'a OsStr),
+    Open(&'a fs::File),
+}
+
+struct Unpacker<'t, 'o> {
+    tree: &'t Rootfs,
     opts: &'o UnpackOptions,
     stats: UnpackStats,
+    /// Directories (relative to the root) and the mtimes they get at the end.
     dir_times: Vec<(PathBuf, i64)>,
     /// Relative paths this layer wrote (and their ancestors): opaque markers keep them.
     touched: HashSet<PathBuf>,
+    /// The last parent directory resolved (entries come grouped by directory). Dropped
+    /// whenever anything is removed, since a removal can change what a path resolves to.
+    parent: Option<(PathBuf, Rc<Dir>)>,
 }
 
-impl Unpacker<'_> {
+impl Unpacker<'_, '_> {
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
@@ -173,26 +197,27 @@ impl Unpacker<'_> {
         let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
-                self.metadata(&shown, &self.root.clone(), entry, true)?;
+                let root = Rc::new(self.tree.root_dir());
+                self.metadata(&shown, At::Name(&root, OsStr::new(".")), &rel, entry, true)?;
             }
             return Ok(());
         };
-        let parent_rel = rel.parent().unwrap_or(Path::new(""));
+        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name.as_bytes();
         let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
-            match resolve_in_root(&self.root, parent_rel, false) {
-                Err(ResolveError::Missing(_)) => {
+            match self.tree.dir(&parent_rel) {
+                Err(e) if e.is_not_found() => {
                     self.stats.whiteouts += 1;
                     return Ok(());
                 }
-                Err(why) => return Err(LayerError::bad(shown, why.to_string())),
+                Err(e) => return Err(bad(&shown)(e)),
                 Ok(_) => {}
             }
         }
-        let parent = self.resolve_dir(parent_rel, &shown)?;
+        let parent = self.parent_dir(&parent_rel, &shown)?;
         self.touch(&rel);
 
         if is_whiteout {
@@ -200,24 +225,23 @@ impl Unpacker<'_> {
             return self.whiteout(
                 &shown,
                 &parent,
-                parent_rel,
+                &parent_rel,
                 &name_bytes[WHITEOUT_PREFIX.len()..],
             );
         }
-        let dest = parent.join(&name);
+        let name = name.as_os_str();
         match kind {
             EntryType::Directory => {
-                match fs::symlink_metadata(&dest) {
-                    Ok(m) if m.is_dir() => {}
-                    Ok(_) => {
-                        remove_any(&dest)?;
-                        fs::create_dir(&dest)?;
+                match parent.stat(name).map_err(bad(&shown))? {
+                    Some(m) if m.kind == Kind::Dir => {}
+                    Some(_) => {
+                        self.replace(&parent, name, &shown)?;
+                        parent.mkdir(name, 0o700).map_err(bad(&shown))?;
                     }
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => fs::create_dir(&dest)?,
-                    Err(e) => return Err(e.into()),
+                    None => parent.mkdir(name, 0o700).map_err(bad(&shown))?,
                 }
                 self.stats.dirs += 1;
-                self.metadata(&shown, &dest, entry, true)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, true)?;
             }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 if kind == EntryType::GNUSparse {
@@ -226,43 +250,48 @@ impl Unpacker<'_> {
                         "GNU sparse files are not supported; repack the layer without --sparse",
                     ));
                 }
-                replace(&dest)?;
+                self.replace(&parent, name, &shown)?;
                 let mode = entry.header().mode().unwrap_or(0o644);
-                let mut f = sysfs::create_file_nofollow(&dest, mode & 0o700 | 0o600)?;
+                let mut f = parent
+                    .create_file(name, mode & 0o700 | 0o600)
+                    .map_err(bad(&shown))?;
                 let want = entry.size();
                 let n = io::copy(entry, &mut f)
                     .map_err(|e| LayerError::bad(&shown, format!("reading file content: {e}")))?;
-                drop(f);
                 if n != want {
                     return Err(LayerError::bad(shown, format!("file content is truncated: the header claims {want} bytes, the stream has {n}")));
                 }
                 self.stats.files += 1;
                 self.stats.bytes += n;
-                self.metadata(&shown, &dest, entry, false)?;
+                self.metadata(&shown, At::Open(&f), &rel, entry, false)?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::bad(&shown, "symlink without a target"))?
                     .into_owned();
-                replace(&dest)?;
-                std::os::unix::fs::symlink(OsStr::from_bytes(&target), &dest)?;
+                self.replace(&parent, name, &shown)?;
+                parent
+                    .symlink(OsStr::from_bytes(&target), name)
+                    .map_err(bad(&shown))?;
                 self.stats.symlinks += 1;
-                self.metadata(&shown, &dest, entry, false)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
             }
             EntryType::Link => {
                 let link = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::bad(&shown, "hardlink without a target"))?
                     .into_owned();
-                let src = self.resolve_existing(&link, &shown)?;
-                if src == dest {
+                let (src_dir, src_name) = self.hardlink_source(&link, &shown)?;
+                if same_entry(&src_dir, &src_name, &parent, name) {
                     return Ok(());
                 }
-                replace(&dest)?;
+                self.replace(&parent, name, &shown)?;
                 // link(2) does not follow a symlink named as the source, so the new name
                 // shares the inode found inside the target.
-                fs::hard_link(&src, &dest)?;
+                parent
+                    .hardlink_from(&src_dir, &src_name, name)
+                    .map_err(bad(&shown))?;
                 self.stats.hardlinks += 1;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
@@ -275,17 +304,20 @@ impl Unpacker<'_> {
                     return Err(LayerError::bad(shown, format!("{what} entries are not allowed here; only trusted layers may create them")));
                 }
                 let k = match kind {
-                    EntryType::Char => sysfs::NodeKind::Char,
-                    EntryType::Block => sysfs::NodeKind::Block,
-                    _ => sysfs::NodeKind::Fifo,
+                    EntryType::Char => NodeKind::Char,
+                    EntryType::Block => NodeKind::Block,
+                    _ => NodeKind::Fifo,
                 };
                 let h = entry.header();
                 let major = h.device_major().ok().flatten().unwrap_or(0) as u64;
                 let minor = h.device_minor().ok().flatten().unwrap_or(0) as u64;
-                replace(&dest)?;
-                sysfs::mknod(&dest, k, h.mode().unwrap_or(0o600), major, minor)?;
+                let mode = h.mode().unwrap_or(0o600);
+                self.replace(&parent, name, &shown)?;
+                parent
+                    .mknod(name, k, mode, major, minor)
+                    .map_err(bad(&shown))?;
                 self.stats.devices += 1;
-                self.metadata(&shown, &dest, entry, false)?;
+                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
             }
             other => {
                 return Err(LayerError::bad(
@@ -306,11 +338,21 @@ impl Unpacker<'_> {
         }
     }
 
+    /// Clears `name` in `dir` so the new entry replaces it (never following it).
+    fn replace(&mut self, dir: &Dir, name: &OsStr, shown: &str) -> Result<(), LayerError> {
+        if dir.stat(name).map_err(bad(shown))?.is_some() {
+            self.parent = None;
+            dir.remove_all(name).map_err(bad(shown))?;
+        }
+        Ok(())
+    }
+
     /// Owner, mode, xattrs and mtime (deferred for directories) from the entry header.
     fn metadata<R: Read>(
         &mut self,
         shown: &str,
-        dest: &Path,
+        at: At<'_>,
+        rel: &Path,
         entry: &mut tar::Entry<R>,
         is_dir: bool,
     ) -> Result<(), LayerError> {
@@ -335,14 +377,40 @@ impl Unpacker<'_> {
         } else {
             Vec::new()
         };
-        let ctx = |what: &str, e: io::Error| LayerError::bad(shown, format!("{what}: {e}"));
+        let ctx =
+            |what: &str, e: &dyn std::fmt::Display| LayerError::bad(shown, format!("{what}: {e}"));
+        let (dir, name) = match at {
+            At::Name(dir, name) => (dir, name),
+            At::Open(f) => {
+                // A regular file still open from its creation: metadata through its fd.
+                if self.opts.preserve_owners {
+                    open_file::chown(f, uid as u32, gid as u32)
+                        .map_err(|e| ctx("changing owner", &e))?;
+                }
+                open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
+                for (k, v) in xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.")) {
+                    let _ = open_file::set_xattr(f, k, v);
+                }
+                return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
+            }
+        };
+        let root = name == ".";
         if self.opts.preserve_owners {
-            sysfs::lchown(dest, uid as u32, gid as u32).map_err(|e| ctx("changing owner", e))?;
+            if root {
+                dir.lchown_self(uid as u32, gid as u32)
+            } else {
+                dir.lchown(name, uid as u32, gid as u32)
+            }
+            .map_err(|e| ctx("changing owner", &e))?;
         }
         // chmod after chown: chown clears setuid/setgid bits.
         if !is_link {
-            fs::set_permissions(dest, fs::Permissions::from_mode(mode))
-                .map_err(|e| ctx("changing mode", e))?;
+            if root {
+                dir.chmod_self(mode)
+            } else {
+                dir.chmod(name, mode)
+            }
+            .map_err(|e| ctx("changing mode", &e))?;
         }
         // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
         // must not forge it. Whiteouts are the only way to delete through a layer.
@@ -351,12 +419,13 @@ impl Unpacker<'_> {
             .filter(|(k, _)| !k.starts_with("trusted."))
         {
             // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
-            let _ = sysfs::set_xattr(dest, &k, &v);
+            let _ = dir.set_xattr(name, &k, &v);
         }
         if is_dir {
-            self.dir_times.push((dest.to_path_buf(), mtime));
+            self.dir_times.push((rel.to_path_buf(), mtime));
         } else {
-            sysfs::set_times_nofollow(dest, mtime, 0).map_err(|e| ctx("setting mtime", e))?;
+            dir.set_times(name, mtime, 0)
+                .map_err(|e| ctx("setting mtime", &e))?;
         }
         Ok(())
     }
@@ -364,7 +433,7 @@ impl Unpacker<'_> {
     fn whiteout(
         &mut self,
         shown: &str,
-        parent: &Path,
+        parent: &Dir,
         parent_rel: &Path,
         victim: &[u8],
     ) -> Result<(), LayerError> {
@@ -372,22 +441,24 @@ impl Unpacker<'_> {
         if victim.is_empty() || victim == b"." || victim == b".." {
             return Err(LayerError::bad(shown, "whiteout names no file"));
         }
+        let victim = OsStr::from_bytes(victim);
         match (self.opts.whiteouts, opaque) {
-            (Whiteouts::Apply, false) => {
-                remove_any(&parent.join(OsStr::from_bytes(victim))).or_else(ignore_missing)?
+            (Whiteouts::Apply, false) => self.replace(parent, victim, shown)?,
+            (Whiteouts::Apply, true) => {
+                self.parent = None;
+                self.prune_lower(parent, parent_rel, shown)?
             }
-            (Whiteouts::Apply, true) => self.prune_lower(parent, parent_rel)?,
             (Whiteouts::Overlay, false) => {
-                let dest = parent.join(OsStr::from_bytes(victim));
-                replace(&dest)?;
-                sysfs::mknod(&dest, sysfs::NodeKind::Char, 0, 0, 0).map_err(|e| {
+                self.replace(parent, victim, shown)?;
+                parent.mknod(victim, NodeKind::Char, 0, 0, 0).map_err(|e| {
                     LayerError::bad(
                         shown,
                         format!("creating overlay whiteout (needs CAP_MKNOD): {e}"),
                     )
                 })?;
             }
-            (Whiteouts::Overlay, true) => sysfs::set_xattr(parent, OVERLAY_OPAQUE_XATTR, b"y")
+            (Whiteouts::Overlay, true) => parent
+                .set_xattr(OsStr::new("."), OVERLAY_OPAQUE_XATTR, b"y")
                 .map_err(|e| {
                     LayerError::bad(
                         shown,
@@ -399,30 +470,39 @@ impl Unpacker<'_> {
     }
 
     /// Removes everything under `dir` that this layer did not write.
-    fn prune_lower(&self, dir: &Path, rel: &Path) -> Result<(), LayerError> {
-        for child in fs::read_dir(dir)? {
-            let child = child?;
-            let crel = rel.join(child.file_name());
+    fn prune_lower(&self, dir: &Dir, rel: &Path, shown: &str) -> Result<(), LayerError> {
+        for (child, kind) in dir.list().map_err(bad(shown))? {
+            let crel = rel.join(&child);
             if !self.touched.contains(&crel) {
-                remove_any(&child.path())?;
-            } else if child.file_type()?.is_dir() {
-                self.prune_lower(&child.path(), &crel)?;
+                dir.remove_all(&child).map_err(bad(shown))?;
+            } else if kind == Kind::Dir {
+                let sub = dir.subdir(&child).map_err(bad(shown))?;
+                self.prune_lower(&sub, &crel, shown)?;
             }
         }
         Ok(())
     }
 
-    /// Resolves a relative directory path inside the root, following symlinks in scope
-    /// and creating missing directories. Returns the absolute host path.
-    fn resolve_dir(&self, rel: &Path, shown: &str) -> Result<PathBuf, LayerError> {
-        let resolved = resolve_in_root(&self.root, rel, true)
-            .map_err(|why| LayerError::bad(shown, why.to_string()))?;
-        Ok(self.root.join(resolved))
+    /// Resolves a relative directory path inside the root (symlinks followed in-root),
+    /// creating missing directories.
+    fn parent_dir(&mut self, rel: &Path, shown: &str) -> Result<Rc<Dir>, LayerError> {
+        if let Some((p, d)) = &self.parent {
+            if p == rel {
+                return Ok(d.clone());
+            }
+        }
+        let d = Rc::new(self.tree.mkdir_all(rel, 0o755, None).map_err(bad(shown))?);
+        self.parent = Some((rel.to_path_buf(), d.clone()));
+        Ok(d)
     }
 
-    /// Resolves a hardlink target: the parent in scope, the final component must exist
+    /// Resolves a hardlink target: the parent in-root, the final component must exist
     /// and must not be a directory.
-    fn resolve_existing(&self, link: &[u8], shown: &str) -> Result<PathBuf, LayerError> {
+    fn hardlink_source(
+        &self,
+        link: &[u8],
+        shown: &str,
+    ) -> Result<(Dir, std::ffi::OsString), LayerError> {
         let shown_link = String::from_utf8_lossy(link);
         let rel = clean_entry_path(link).map_err(|e| {
             LayerError::bad(
@@ -433,18 +513,24 @@ impl Unpacker<'_> {
         let name = rel
             .file_name()
             .ok_or_else(|| LayerError::bad(shown, "hardlink to the layer root"))?;
-        let parent = resolve_in_root(&self.root, rel.parent().unwrap_or(Path::new("")), false)
+        let dir = self
+            .tree
+            .dir(rel.parent().unwrap_or(Path::new("")))
             .map_err(|why| {
+                let why = if why.is_not_found() {
+                    "does not exist in the layer".to_string()
+                } else {
+                    why.to_string()
+                };
                 LayerError::bad(shown, format!("hardlink target {shown_link:?}: {why}"))
             })?;
-        let src = self.root.join(parent).join(name);
-        match fs::symlink_metadata(&src) {
-            Ok(m) if m.is_dir() => Err(LayerError::bad(
+        match dir.stat(name) {
+            Ok(Some(m)) if m.kind == Kind::Dir => Err(LayerError::bad(
                 shown,
                 format!("hardlink target {shown_link:?} is a directory"),
             )),
-            Ok(_) => Ok(src),
-            Err(_) => Err(LayerError::bad(
+            Ok(Some(_)) => Ok((dir, name.to_os_string())),
+            _ => Err(LayerError::bad(
                 shown,
                 format!("hardlink target {shown_link:?} does not exist in the layer"),
             )),
@@ -452,147 +538,7 @@ impl Unpacker<'_> {
     }
 }
 
-/// Walks `rel` under `root` component by component, following symlinks as if `root`
-/// were `/`: absolute link targets restart at the root, `..` pops a component and may
-/// not climb above the root. Missing directories are created when `create`. Returns
-/// the resolved path relative to the root.
-/// Why [`resolve_in_root`] failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ResolveError {
-    /// A component (relative to the root, as resolved so far) does not exist.
-    Missing(PathBuf),
-    /// The path escapes, loops, or runs through a non-directory.
-    Refused(String),
-}
-
-impl std::fmt::Display for ResolveError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ResolveError::Missing(p) => write!(f, "{p:?} does not exist"),
-            ResolveError::Refused(why) => f.write_str(why),
-        }
-    }
-}
-
-pub fn resolve_in_root(root: &Path, rel: &Path, create: bool) -> Result<PathBuf, ResolveError> {
-    let mut stack: Vec<OsString> = Vec::new();
-    let mut queue: VecDeque<OsString> = rel
-        .components()
-        .map(|c| c.as_os_str().to_os_string())
-        .collect();
-    let mut links = 0;
-    while let Some(c) = queue.pop_front() {
-        if c == "." || c.is_empty() || c == "/" {
-            continue;
-        }
-        if c == ".." {
-            if stack.pop().is_none() {
-                return Err(ResolveError::Refused(
-                    "a symlink on the way climbs above the layer root".into(),
-                ));
-            }
-            continue;
-        }
-        let here: PathBuf = root.join(stack.iter().collect::<PathBuf>()).join(&c);
-        match fs::symlink_metadata(&here) {
-            Ok(m) if m.file_type().is_symlink() => {
-                links += 1;
-                if links > MAX_SYMLINKS {
-                    return Err(ResolveError::Refused("too many levels of symlinks".into()));
-                }
-                let target =
-                    fs::read_link(&here).map_err(|e| ResolveError::Refused(e.to_string()))?;
-                let mut parts: VecDeque<OsString> = VecDeque::new();
-                for tc in target.components() {
-                    match tc {
-                        Component::RootDir => stack.clear(),
-                        other => parts.push_back(other.as_os_str().to_os_string()),
-                    }
-                }
-                parts.extend(queue.drain(..));
-                queue = parts;
-            }
-            Ok(m) if m.is_dir() => stack.push(c),
-            Ok(_) => {
-                return Err(ResolveError::Refused(format!(
-                    "{:?} is not a directory",
-                    stack.iter().collect::<PathBuf>().join(&c)
-                )))
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && create => {
-                fs::create_dir(&here).map_err(|e| {
-                    ResolveError::Refused(format!("creating parent directory: {e}"))
-                })?;
-                stack.push(c);
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(ResolveError::Missing(
-                    stack.iter().collect::<PathBuf>().join(&c),
-                ))
-            }
-            Err(e) => {
-                return Err(ResolveError::Refused(format!(
-                    "{:?}: {e}",
-                    stack.iter().collect::<PathBuf>().join(&c)
-                )))
-            }
-        }
-    }
-    Ok(stack.iter().collect())
-}
-
-/// Removes whatever is at `p` (never following a symlink); a directory goes with its
-/// contents. A missing path is an error (see [`ignore_missing`]).
-fn remove_any(p: &Path) -> io::Result<()> {
-    let m = fs::symlink_metadata(p)?;
-    if m.is_dir() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    }
-}
-
-/// Clears the final component so the new entry replaces it (never following it).
-fn replace(p: &Path) -> io::Result<()> {
-    remove_any(p).or_else(ignore_missing)
-}
-
-fn ignore_missing(e: io::Error) -> io::Result<()> {
-    if e.kind() == io::ErrorKind::NotFound {
-        Ok(())
-    } else {
-        Err(e)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolution_stays_in_the_root() {
-        let tmp = tempfile::tempdir().unwrap();
-        let r = tmp.path();
-        fs::create_dir_all(r.join("usr/lib")).unwrap();
-        std::os::unix::fs::symlink("/usr/lib", r.join("abs")).unwrap();
-        std::os::unix::fs::symlink("usr/lib", r.join("rel")).unwrap();
-        std::os::unix::fs::symlink("../../..", r.join("usr/up")).unwrap();
-        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
-        fs::write(r.join("file"), b"").unwrap();
-        let table: &[(&str, Result<&str, &str>)] = &[
-            ("abs", Ok("usr/lib")),
-            ("rel/x", Ok("usr/lib/x")),
-            ("usr/up", Err("climbs above")),
-            ("loop", Err("too many")),
-            ("file/x", Err("not a directory")),
-        ];
-        for (input, want) in table {
-            let got = resolve_in_root(r, Path::new(input), true).map_err(|e| e.to_string());
-            match (want, &got) {
-                (Ok(w), Ok(g)) => assert_eq!(g, Path::new(w), "{input}"),
-                (Err(w), Err(g)) => assert!(g.contains(w), "{input}: {g}"),
-                _ => panic!("{input}: got {got:?}, want {want:?}"),
-            }
-        }
-    }
+/// Whether `a/an` and `b/bn` are the same directory entry (a hardlink to itself).
+fn same_entry(a: &Dir, an: &OsStr, b: &Dir, bn: &OsStr) -> bool {
+    an == bn && a.same_dir(b)
 }

@@ -28,6 +28,7 @@ mod context;
 mod exec;
 mod order;
 mod port;
+mod values;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -208,6 +209,14 @@ impl Project {
     /// Parses keel.toml text. `file` names it in messages; `dir` is the project directory.
     pub fn parse(text: &str, file: &str, dir: &Path) -> Result<Project> {
         let raw: raw::File = toml::from_str(text).map_err(|e| de_error(text, file, &e))?;
+        if let Some((key, span)) = values::first_control_character(text) {
+            return Err(ProjectError::Invalid {
+                file: file.to_string(),
+                line: line_at(text, span.start),
+                key: key.escape_debug().to_string(),
+                message: "contains a control character (a newline, tab or escape); values reach generated build files, where one would start a new rule or command: remove it".into(),
+            });
+        }
         let line_of = |span: std::ops::Range<usize>| line_at(text, span.start);
         let bad =
             |span: std::ops::Range<usize>, key: &str, message: String| ProjectError::Invalid {

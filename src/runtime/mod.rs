@@ -9,6 +9,7 @@ pub mod chroot;
 pub mod join;
 pub mod namespaces;
 pub mod oci;
+pub mod reclaim;
 pub mod setup;
 pub mod spec;
 
@@ -135,6 +136,9 @@ impl Container {
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
             Cleanup::None => {}
             Cleanup::UnmountBelow(root) => {
+                // Without a PID namespace (chroot) the first process's children outlive
+                // it; once the rootfs is unmounted nothing could find them any more.
+                reclaim::kill_rooted_in(&root);
                 if let Err(e) = unmount_below(&root) {
                     first.get_or_insert(e);
                 }
@@ -234,9 +238,7 @@ fn check_rootfs(rootfs: &Path) -> Result<PathBuf, RuntimeError> {
 
 /// Creates the working directory in the rootfs when the image lacks it (as Docker does).
 fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
-    setup::secure_target(rootfs, cwd, false)
-        .map(drop)
-        .map_err(RuntimeError::Setup)
+    setup::ensure_dir(rootfs, cwd).map_err(RuntimeError::Setup)
 }
 
 /// Creates the container's cgroup when limits ask for one.

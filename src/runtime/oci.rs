@@ -197,54 +197,9 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
     b.build().map_err(oci_err)
 }
 
-/// Resolves `path` inside `root`, following symlinks as if `root` were `/`.
-fn resolve_in_root(root: &Path, path: &str) -> Option<PathBuf> {
-    let mut todo: Vec<String> = path
-        .split('/')
-        .filter(|c| !c.is_empty())
-        .rev()
-        .map(str::to_string)
-        .collect();
-    let mut cur: Vec<String> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = todo.pop() {
-        match c.as_str() {
-            "." => continue,
-            ".." => {
-                cur.pop();
-                continue;
-            }
-            _ => {}
-        }
-        let host = root.join(cur.join("/")).join(&c);
-        let meta = std::fs::symlink_metadata(&host).ok()?;
-        if meta.file_type().is_symlink() {
-            hops += 1;
-            if hops > 40 {
-                return None;
-            }
-            let target = std::fs::read_link(&host).ok()?;
-            let t = target.to_string_lossy();
-            if t.starts_with('/') {
-                cur.clear();
-            }
-            todo.extend(
-                t.split('/')
-                    .filter(|c| !c.is_empty())
-                    .rev()
-                    .map(str::to_string),
-            );
-        } else {
-            cur.push(c);
-        }
-    }
-    Some(root.join(cur.join("/")))
-}
-
 /// Looks the command up in the rootfs before starting the runtime, so a missing or
 /// non-executable command gives Docker's 127/126 instead of the runtime's generic failure.
 pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, String)> {
-    use std::os::unix::fs::PermissionsExt;
     let argv0 = &spec.args[0];
     let path_env = spec.env_value("PATH").unwrap_or(super::spec::DEFAULT_PATH);
     let candidates: Vec<String> = if argv0.contains('/') {
@@ -259,15 +214,16 @@ pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, St
             .map(|d| format!("{}/{argv0}", if d.is_empty() { "." } else { d }))
             .collect()
     };
+    // Candidates are resolved inside the image (sys::rootfs): a symlinked command
+    // counts as the image would see it, never as a host path.
+    let tree = crate::sys::rootfs::Rootfs::open(rootfs).map_err(|e| (127, e.to_string()))?;
     let mut denied = None;
     for c in &candidates {
-        if let Some(p) = resolve_in_root(rootfs, c) {
-            if let Ok(m) = std::fs::metadata(&p) {
-                if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                    return Ok(());
-                }
-                denied.get_or_insert(c.clone());
+        if let Ok(Some(m)) = tree.stat(Path::new(c)) {
+            if m.kind == crate::sys::rootfs::Kind::File && m.mode & 0o111 != 0 {
+                return Ok(());
             }
+            denied.get_or_insert(c.clone());
         }
     }
     match (denied, argv0.contains('/')) {

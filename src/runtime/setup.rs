@@ -4,9 +4,10 @@
 //! [`Report`], never printed.
 use std::ffi::CString;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::spec::{ContainerSpec, MountOp};
+use crate::sys::rootfs::{Rootfs, RootfsError};
 use crate::sys::{self, SysError};
 
 /// What a child tells its parent before exec (nothing at all means exec succeeded).
@@ -69,49 +70,23 @@ impl Prepared {
     }
 }
 
-/// `root` + container path `p`, refusing results that leave `root` through `..` or a
-/// symlink in the image. Missing components are created (dirs; the last as `file` says).
-/// FIXME(#3): check-then-mount is racy against a process already running in the rootfs;
-/// use openat2(RESOLVE_IN_ROOT) + /proc/self/fd mounting.
-pub fn secure_target(root: &Path, p: &str, file: bool) -> Result<PathBuf, String> {
-    let real_root = root
-        .canonicalize()
-        .map_err(|e| format!("resolving rootfs {}: {e}", root.display()))?;
-    let clean = super::spec::clean(p);
-    let comps: Vec<&str> = clean.split('/').filter(|c| !c.is_empty()).collect();
-    let mut cur = real_root.clone();
-    for (i, c) in comps.iter().enumerate() {
-        let next = cur.join(c);
-        if std::fs::symlink_metadata(&next).is_err() {
-            let made = if file && i + 1 == comps.len() {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&next)
-                    .map(drop)
-            } else {
-                std::fs::create_dir(&next)
-            };
-            made.map_err(|e| format!("creating mount point {}: {e}", next.display()))?;
-        }
-        cur = next
-            .canonicalize()
-            .map_err(|e| format!("resolving mount point {}: {e}", next.display()))?;
-        if !cur.starts_with(&real_root) {
-            return Err(format!(
-                "mount point {p} resolves to {} outside the rootfs; fix the symlink in the image",
-                cur.display()
-            ));
-        }
-    }
-    Ok(cur)
+/// Creates directory `p` (and its parents) inside the tree at `root`, resolved in-root:
+/// a working directory through a planted symlink is made inside the image.
+pub fn ensure_dir(root: &Path, p: &str) -> Result<(), String> {
+    let tree = Rootfs::open(root).map_err(|e| e.to_string())?;
+    tree.mkdir_all(Path::new(p), 0o755, None)
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// Applies `ops` below `root` (everything except `RootReadOnly`, which the caller does
 /// after pivot_root). `skip_fs` names filesystem types to leave out (chroot skips mqueue).
+/// Every target is resolved inside the tree (`sys::rootfs`) and mounted on its
+/// `/proc/self/fd/N`, so a symlink in the image cannot move a mount out of the tree.
 pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<(), String> {
     let e = |e: SysError| e.to_string();
+    let r = |e: RootfsError| format!("mount point: {e}");
+    let tree = Rootfs::open(root).map_err(|e| e.to_string())?;
     for op in ops {
         match op {
             MountOp::Fs {
@@ -123,8 +98,8 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
                 if skip_fs.contains(&fstype.as_str()) {
                     continue;
                 }
-                let t = secure_target(root, target, false)?;
-                sys::mount::mount_fs(fstype, source, &t, options).map_err(e)?;
+                let t = tree.mount_target(Path::new(target), false).map_err(r)?;
+                sys::mount::mount_fs(fstype, source, &t.path(), options).map_err(e)?;
             }
             MountOp::Bind {
                 source,
@@ -133,37 +108,51 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
             } => {
                 let meta = std::fs::metadata(source)
                     .map_err(|err| format!("bind source {}: {err}", source.display()))?;
-                let t = secure_target(root, target, !meta.is_dir())?;
-                sys::mount::bind(source, &t, *readonly).map_err(e)?;
+                let t = tree
+                    .mount_target(Path::new(target), !meta.is_dir())
+                    .map_err(r)?;
+                sys::mount::bind(source, &t.path(), false).map_err(e)?;
+                if *readonly {
+                    remount_readonly(&tree, target)?;
+                }
             }
             MountOp::Symlink { target, link } => {
-                let l = root.join(link.trim_start_matches('/'));
-                if std::fs::symlink_metadata(&l).is_err() {
-                    std::os::unix::fs::symlink(target, &l)
-                        .map_err(|err| format!("symlink {}: {err}", l.display()))?;
+                if tree.lstat(Path::new(link)).map_err(r)?.is_none() {
+                    tree.symlink(std::ffi::OsStr::new(target), Path::new(link))
+                        .map_err(r)?;
                 }
             }
             MountOp::Mask { path } => {
-                let p = root.join(path.trim_start_matches('/'));
-                match std::fs::symlink_metadata(&p) {
-                    Err(_) => {}
-                    Ok(m) if m.is_dir() => {
-                        let ro = ["ro".to_string(), "size=0".to_string()];
-                        sys::mount::mount_fs("tmpfs", "tmpfs", &p, &ro).map_err(e)?;
-                    }
-                    Ok(_) => sys::mount::bind(Path::new("/dev/null"), &p, false).map_err(e)?,
+                let Some(t) = tree.existing_target(Path::new(path)).map_err(r)? else {
+                    continue;
+                };
+                if t.is_dir() {
+                    let ro = ["ro".to_string(), "size=0".to_string()];
+                    sys::mount::mount_fs("tmpfs", "tmpfs", &t.path(), &ro).map_err(e)?;
+                } else {
+                    sys::mount::bind(Path::new("/dev/null"), &t.path(), false).map_err(e)?;
                 }
             }
             MountOp::ReadOnly { path } => {
-                let p = root.join(path.trim_start_matches('/'));
-                if p.exists() {
-                    sys::mount::bind(&p, &p, true).map_err(e)?;
+                if let Some(t) = tree.existing_target(Path::new(path)).map_err(r)? {
+                    sys::mount::bind(&t.path(), &t.path(), false).map_err(e)?;
+                    remount_readonly(&tree, path)?;
                 }
             }
             MountOp::RootReadOnly => {}
         }
     }
     Ok(())
+}
+
+/// Remounts the mount just made at `target` read-only. The target is resolved afresh:
+/// the descriptor used for the bind names the directory *under* the new mount.
+fn remount_readonly(tree: &Rootfs, target: &str) -> Result<(), String> {
+    let t = tree
+        .existing_target(Path::new(target))
+        .map_err(|e| format!("mount point: {e}"))?
+        .ok_or_else(|| format!("mount point {target} vanished after mounting"))?;
+    sys::mount::remount_readonly(&t.path()).map_err(|e| e.to_string())
 }
 
 /// Finds the command like execvp does, inside the (already entered) rootfs.
@@ -285,22 +274,21 @@ mod tests {
         assert_eq!(Report::decode(b""), None);
     }
 
+    /// The cases of the deleted `secure_target`: a planted absolute link to a host
+    /// directory and a `..` chain both land inside the tree.
     #[test]
-    fn secure_target_refuses_escapes() {
+    fn ensure_dir_stays_inside_the_tree() {
         let d = tempfile::tempdir().unwrap();
         let root = d.path().join("root");
         std::fs::create_dir_all(root.join("etc")).unwrap();
         std::fs::create_dir(d.path().join("outside")).unwrap();
         std::os::unix::fs::symlink(d.path().join("outside"), root.join("evil")).unwrap();
-        assert!(secure_target(&root, "/evil/x", false).is_err());
+        ensure_dir(&root, "/evil/x").unwrap();
         assert!(
             !d.path().join("outside/x").exists(),
             "created a directory outside the rootfs"
         );
-        assert!(secure_target(&root, "/etc/../../x", false)
-            .unwrap()
-            .starts_with(root.canonicalize().unwrap()));
-        let ok = secure_target(&root, "/a/b/file", true).unwrap();
-        assert!(ok.is_file() && ok.starts_with(root.canonicalize().unwrap()));
+        ensure_dir(&root, "/etc/../../y").unwrap();
+        assert!(root.join("y").is_dir() && !d.path().join("y").exists());
     }
 }

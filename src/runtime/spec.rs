@@ -83,6 +83,8 @@ pub enum SpecError {
     BadCpus(f64),
     #[error("invalid memory size {0:?}: expected a number with an optional b, k, m or g suffix (e.g. 32m)")]
     BadMemory(String),
+    #[error(transparent)]
+    Image(#[from] crate::sys::rootfs::RootfsError),
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -303,18 +305,19 @@ impl Accounts {
         Ok(acc)
     }
 
-    /// Reads `etc/passwd` and `etc/group` below `rootfs`; a missing file counts as empty.
-    /// The files are read as regular paths: callers pass a rootfs they control.
+    /// Reads `/etc/passwd` and `/etc/group` of the image tree at `rootfs`; a missing file
+    /// counts as empty. Both are resolved inside the tree (a symlink cannot reach a host
+    /// file), must be regular files (a fifo or device is refused unopened) and at most
+    /// [`crate::sys::rootfs::READ_CAP`] bytes.
     pub fn read(rootfs: &Path) -> Result<Accounts, SpecError> {
-        let read = |rel: &str| {
-            let path = rootfs.join(rel);
-            match std::fs::read_to_string(&path) {
-                Ok(s) => Ok(s),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(String::new()),
-                Err(source) => Err(SpecError::Read { path, source }),
-            }
+        let tree = crate::sys::rootfs::Rootfs::open(rootfs)?;
+        let read = |p: &str| -> Result<String, SpecError> {
+            let bytes = tree
+                .read_opt(Path::new(p), crate::sys::rootfs::READ_CAP)?
+                .unwrap_or_default();
+            Ok(String::from_utf8_lossy(&bytes).into_owned())
         };
-        Accounts::parse(&read("etc/passwd")?, &read("etc/group")?)
+        Accounts::parse(&read("/etc/passwd")?, &read("/etc/group")?)
     }
 
     /// Resolves a Docker `--user` value (`name`, `uid`, `name:group`, `uid:gid`, …).

@@ -1,6 +1,7 @@
 //! The `copy` driver: the merged tree of every layer-chain prefix is cached under
-//! `chains/<chain-id hex>/` (OCI image-spec config.md, "ChainID"), and a snapshot is a
-//! plain copy of the top chain. It works on any filesystem and kernel.
+//! `chains/<chain-id hex>/diff` (OCI image-spec config.md, "ChainID"), and a snapshot is a
+//! plain copy of the top chain. It works on any filesystem and kernel. Each layer is
+//! verified against its diff_id while it is applied (`verify.rs`).
 //!
 //! Copies keep owners, modes, mtimes, xattrs and hardlinks, so the tree diff of a
 //! snapshot against its chain sees only what the container changed.
@@ -9,13 +10,14 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use super::verify::{unpack_verified, TREE};
 use super::{
     build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
     StorageError,
 };
 use crate::digest::{self, hex_of, Digest};
 use crate::layer::diff::{diff_trees_since, Change};
-use crate::layer::unpack::{unpack_file, UnpackOptions, Whiteouts};
+use crate::layer::unpack::{UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
 
 pub struct CopyDriver {
@@ -51,7 +53,12 @@ impl CopyDriver {
         let chains = chain_ids(layers);
         // Find the longest cached prefix, then build upwards from it.
         let mut have = chains.len();
-        while have > 0 && !self.chain_dir(&chains[have - 1]).is_dir() {
+        while have > 0
+            && !self
+                .chain_dir(&chains[have - 1])
+                .join(super::verify::MARKER)
+                .is_file()
+        {
             have -= 1;
         }
         let mut unpacked = 0;
@@ -63,26 +70,25 @@ impl CopyDriver {
                 Some(self.chain_dir(&chains[i - 1]))
             };
             let layer = &layers[i];
-            let fresh = build_cached(&self.storage, &dest, |tmp| {
+            let fresh = build_cached(&self.storage, &dest, "chain", |tmp| {
                 if let Some(p) = &parent {
-                    copy_tree(p, tmp)?;
+                    copy_tree(&p.join(TREE), tmp)?;
                 }
                 let opts = UnpackOptions {
                     whiteouts: Whiteouts::Apply,
                     allow_devices: true,
                     ..UnpackOptions::default()
                 };
-                unpack_file(&layer.blob, tmp, &opts)
-                    .map(drop)
-                    .map_err(|source| StorageError::Layer {
-                        diff_id: layer.diff_id.to_string(),
-                        source,
-                    })
+                let stats = unpack_verified(layer, tmp, &opts)?;
+                if stats.hardlinks > 0 {
+                    refuse_foreign_hardlinks(layer)?;
+                }
+                Ok(layers[..=i].iter().map(|l| l.diff_id.to_string()).collect())
             })?;
             unpacked += fresh as usize;
         }
         match chains.last() {
-            Some(top) => Ok((self.chain_dir(top), unpacked)),
+            Some(top) => Ok((self.chain_dir(top).join(TREE), unpacked)),
             None => {
                 let empty = self.storage.join("empty");
                 fs::create_dir_all(&empty).map_err(StorageError::io("creating", &empty))?;
@@ -94,6 +100,98 @@ impl CopyDriver {
     fn chain_dir(&self, chain: &Digest) -> PathBuf {
         self.storage.join("chains").join(hex_of(chain))
     }
+}
+
+/// Refuses a layer with a hardlink to a file the layer itself does not contain (say,
+/// through a symlink or directory of a lower layer). Stacked into one tree the link would
+/// work, but overlayfs unpacks each layer alone, and docker refuses it too; both drivers
+/// must build the same tree. Run only for layers with hardlinks (a second read).
+fn refuse_foreign_hardlinks(layer: &LayerBlob) -> Result<()> {
+    use std::collections::HashSet;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = |entry: String, why: String| StorageError::Layer {
+        diff_id: layer.diff_id.to_string(),
+        source: crate::layer::LayerError::bad(entry, why),
+    };
+    let io_fail = |e: std::io::Error| bad("<layer>".into(), e.to_string());
+    let file = fs::File::open(&layer.blob).map_err(StorageError::io("opening", &layer.blob))?;
+    let plain = crate::layer::decompressed(file).map_err(|source| StorageError::Layer {
+        diff_id: layer.diff_id.to_string(),
+        source,
+    })?;
+    let mut archive = tar::Archive::new(crate::layer::guard::HeaderGuard::new(plain));
+    let mut files: HashSet<PathBuf> = HashSet::new();
+    let mut links: HashMap<PathBuf, PathBuf> = HashMap::new();
+    for entry in archive.entries().map_err(io_fail)? {
+        let entry = entry.map_err(io_fail)?;
+        let Ok(path) = crate::layer::clean_entry_path(&entry.path_bytes()) else {
+            continue; // the unpack refused those already
+        };
+        let kind = entry.header().entry_type();
+        let target = entry.link_name_bytes().map(|t| t.into_owned());
+        if kind.is_symlink() {
+            let t = PathBuf::from(std::ffi::OsStr::from_bytes(&target.unwrap_or_default()));
+            links.insert(path, t);
+        } else if kind.is_hard_link() {
+            let raw = target.unwrap_or_default();
+            let resolved = resolve_in_layer(&raw, &links);
+            if !resolved.is_some_and(|r| files.contains(&r)) {
+                return Err(bad(
+                    path.display().to_string(),
+                    format!("hardlink target {:?} is not a file of this layer; a layer may only link to files it contains (overlayfs and docker refuse it too)", String::from_utf8_lossy(&raw)),
+                ));
+            }
+            files.insert(path);
+        } else if kind.is_file() || kind == tar::EntryType::Continuous {
+            files.insert(path);
+        }
+    }
+    Ok(())
+}
+
+/// Where the hardlink target `raw` leads among the layer's own entries: its parent
+/// directories are followed through the layer's symlinks (absolute targets restart at the
+/// root, `..` stops at it), the last component is not. None for a loop.
+fn resolve_in_layer(raw: &[u8], links: &HashMap<PathBuf, PathBuf>) -> Option<PathBuf> {
+    use std::path::Component;
+    let rel = crate::layer::clean_entry_path(raw).ok()?;
+    let name = rel.file_name()?.to_os_string();
+    let mut todo: Vec<std::ffi::OsString> = rel
+        .parent()
+        .into_iter()
+        .flat_map(|p| p.components())
+        .map(|c| c.as_os_str().to_os_string())
+        .collect();
+    todo.reverse();
+    let (mut cur, mut hops) = (PathBuf::new(), 0);
+    while let Some(c) = todo.pop() {
+        match c.to_str() {
+            Some("..") => {
+                cur.pop();
+                continue;
+            }
+            Some(".") | Some("") => continue,
+            _ => {}
+        }
+        cur.push(&c);
+        if let Some(t) = links.get(&cur) {
+            hops += 1;
+            if hops > 40 {
+                return None;
+            }
+            cur.pop();
+            if t.is_absolute() {
+                cur = PathBuf::new();
+            }
+            let parts: Vec<_> = t
+                .components()
+                .filter(|c| !matches!(c, Component::RootDir))
+                .map(|c| c.as_os_str().to_os_string())
+                .collect();
+            todo.extend(parts.into_iter().rev());
+        }
+    }
+    Some(cur.join(name))
 }
 
 impl Snapshotter for CopyDriver {
@@ -120,6 +218,7 @@ impl Snapshotter for CopyDriver {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
+        crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
 
@@ -243,4 +342,38 @@ fn copy_attrs(from: &Path, to: &Path, m: &fs::Metadata, times: bool) -> Result<(
         sysfs::set_times_nofollow(to, m.mtime(), m.mtime_nsec()).map_err(fail)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hardlink_targets_resolve_through_the_layers_own_symlinks() {
+        let links: HashMap<PathBuf, PathBuf> = [
+            ("s", "dir"),
+            ("abs", "/dir"),
+            ("up", "d/../dir"),
+            ("loop", "loop"),
+        ]
+        .into_iter()
+        .map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)))
+        .collect();
+        let cases: &[(&str, Option<&str>)] = &[
+            ("dir/f", Some("dir/f")),
+            ("s/f", Some("dir/f")),
+            ("abs/f", Some("dir/f")),
+            ("up/f", Some("dir/f")),
+            ("s", Some("s")),
+            ("loop/f", None),
+            ("../f", None),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                resolve_in_layer(raw.as_bytes(), &links),
+                want.map(PathBuf::from),
+                "{raw}"
+            );
+        }
+    }
 }

@@ -7,15 +7,18 @@
 //! `<root>/storage/`:
 //!
 //! ```text
-//! layers/<diff-id hex>/      one unpacked layer, overlay whiteouts (overlay driver)
-//! chains/<chain-id hex>/     merged tree of layers 1..n (copy driver)
+//! layers/<diff-id hex>/      one unpacked layer: diff/ (overlay whiteouts) + unpacked.json
+//! chains/<chain-id hex>/     merged tree of layers 1..n: diff/ + unpacked.json (copy driver)
 //! snapshots/<id>/            snapshot.json, rootfs/, and upper/ + work/ for overlay
 //! tmp/                       unpacks in progress; renamed into place when complete
 //! ```
 //!
 //! Caches are only ever renamed into place complete, so a killed keel never leaves a
-//! half-unpacked layer behind (stray `tmp/` entries are garbage). This module does not
-//! know about the image store: callers pass the blob paths and diff ids.
+//! half-unpacked layer behind (stray `tmp/` entries are garbage). Each layer's stream is
+//! hashed while it is unpacked and must match its diff_id (`verify.rs`), and each cache
+//! entry records what it was unpacked from in `unpacked.json`, written last before the
+//! rename: a directory without it is not trusted. This module does not know about the
+//! image store: callers pass the blob paths and diff ids.
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -29,11 +32,19 @@ use crate::layer::LayerError;
 
 pub mod copy;
 pub mod overlay;
+pub mod reclaim;
+pub mod verify;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("layer {diff_id}: {source}")]
     Layer { diff_id: String, source: LayerError },
+    #[error("layer {} does not match its diff_id {diff_id}: its content hashes to {actual}; the image is corrupt or forged, so nothing of it was kept (remove the image and load it again from a trusted source)", blob.display())]
+    DiffIdMismatch {
+        diff_id: String,
+        actual: String,
+        blob: PathBuf,
+    },
     #[error("snapshot {id}: {source}")]
     Changes { id: String, source: LayerError },
     #[error("{what} {}: {source}", path.display())]
@@ -333,11 +344,14 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
     Ok((drv, snap))
 }
 
-/// Unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
+/// Kills whatever still runs in `dir/rootfs` (under chroot a container's first process is
+/// no PID-namespace init, so its children outlive it; a RUN step may leave a background
+/// job), unmounts everything mounted at or below `dir` (deepest first: the overlay rootfs,
 /// and whatever a chroot-style backend mounted inside it — /proc, volumes), then deletes
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -423,40 +437,57 @@ pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
     fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
 }
 
-/// Creates `<storage>/snapshots/<id>`, failing when it exists.
+/// Creates `<storage>/snapshots/<id>`, failing when it exists. The directory appears
+/// complete with an `owner` file naming this process (made in a `.new-<owner>-<id>`
+/// staging directory, then renamed), so `keel gc` can always tell a live keel's snapshot
+/// from one a dead keel left behind (`reclaim.rs`).
 pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
-    let dir = storage.join("snapshots").join(check_id(id)?);
-    fs::create_dir_all(storage.join("snapshots")).map_err(StorageError::io("creating", &dir))?;
-    match fs::create_dir(&dir) {
-        Ok(()) => Ok(dir),
-        // No metadata: a prepare killed before it finished. Its dir is garbage.
-        Err(e)
-            if e.kind() == io::ErrorKind::AlreadyExists && !dir.join("snapshot.json").exists() =>
-        {
+    let snapshots = storage.join("snapshots");
+    let dir = snapshots.join(check_id(id)?);
+    fs::create_dir_all(&snapshots).map_err(StorageError::io("creating", &dir))?;
+    let owner = crate::store::lease::Owner::current().tag();
+    let staging = snapshots.join(format!(".new-{owner}-{id}"));
+    teardown(&staging)?;
+    fs::create_dir(&staging).map_err(StorageError::io("creating", &staging))?;
+    let owner_file = staging.join(reclaim::OWNER_FILE);
+    fs::write(&owner_file, &owner).map_err(StorageError::io("writing", &owner_file))?;
+    // rename(2) replaces an empty directory and fails on a non-empty one.
+    let placed = match fs::rename(&staging, &dir) {
+        Err(_) if dir.is_dir() && !dir.join("snapshot.json").exists() => {
+            // No metadata: a prepare killed before it finished. Its dir is garbage.
             teardown(&dir)?;
-            fs::create_dir(&dir).map_err(StorageError::io("creating", &dir))?;
-            Ok(dir)
+            fs::rename(&staging, &dir)
         }
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            Err(StorageError::Exists(id.to_string()))
-        }
-        Err(e) => Err(StorageError::Io {
-            what: "creating",
-            path: dir,
-            source: e,
-        }),
+        r => r,
+    };
+    if let Err(e) = placed {
+        let _ = fs::remove_dir_all(&staging);
+        return Err(if dir.is_dir() {
+            StorageError::Exists(id.to_string())
+        } else {
+            StorageError::Io {
+                what: "creating",
+                path: dir,
+                source: e,
+            }
+        });
     }
+    crate::fault::point("storage.snapshot-dir");
+    Ok(dir)
 }
 
-/// Builds a cache entry at `dest` unless it exists: `fill` populates a fresh temp
-/// directory (mode 0755) next to it, which is then renamed into place. Losing a race
-/// with another process is fine: its complete entry is kept. Returns whether `fill` ran.
+/// Builds a cache entry at `dest` unless a complete one is there: `fill` populates the
+/// fresh tree `diff/` (mode 0755) of a temp entry and returns the diff_ids it holds; the
+/// marker is written last and the entry renamed into place. Losing a race with another
+/// process is fine: its complete entry is kept. A `dest` without a marker (a foreign or
+/// older directory) is moved aside first. Returns whether `fill` ran.
 pub(crate) fn build_cached(
     storage: &Path,
     dest: &Path,
-    fill: impl FnOnce(&Path) -> Result<()>,
+    kind: &str,
+    fill: impl FnOnce(&Path) -> Result<Vec<String>>,
 ) -> Result<bool> {
-    if dest.is_dir() {
+    if dest.join(verify::MARKER).is_file() {
         return Ok(false);
     }
     let tmp_root = storage.join("tmp");
@@ -464,18 +495,31 @@ pub(crate) fn build_cached(
     if let Some(parent) = dest.parent() {
         fs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
     }
+    // An entry always appears with its marker (rename), so one without is not ours.
+    if fs::symlink_metadata(dest).is_ok() && !dest.join(verify::MARKER).is_file() {
+        set_aside(&tmp_root, dest)?;
+    }
+    // Named for its owner, so gc removes it as soon as that process is gone.
+    let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
-        .prefix("unpack-")
+        .prefix(&prefix)
         .tempdir_in(&tmp_root)
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
+    let tree = tmp.path().join(verify::TREE);
+    fs::create_dir(&tree).map_err(StorageError::io("creating", &tree))?;
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))
-        .map_err(StorageError::io("chmod", tmp.path()))?;
-    fill(tmp.path())?;
+    for dir in [tmp.path(), &tree] {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+            .map_err(StorageError::io("chmod", dir))?;
+    }
+    // On an error the temp entry is dropped, and with it whatever `fill` wrote.
+    let diff_ids = fill(&tree)?;
+    crate::fault::point("storage.unpack-partial");
+    verify::write_marker(tmp.path(), kind, diff_ids)?;
     let tmp = tmp.keep();
     match fs::rename(&tmp, dest) {
         Ok(()) => Ok(true),
-        Err(_) if dest.is_dir() => {
+        Err(_) if dest.join(verify::MARKER).is_file() => {
             let _ = fs::remove_dir_all(&tmp);
             Ok(true)
         }
@@ -488,6 +532,30 @@ pub(crate) fn build_cached(
             })
         }
     }
+}
+
+/// Moves an untrusted cache directory out of the way (into `tmp/`, where it is deleted
+/// now if possible and by `prune_cache` otherwise).
+fn set_aside(tmp_root: &Path, dest: &Path) -> Result<()> {
+    let aside = tempfile::Builder::new()
+        .prefix("stale-")
+        .tempdir_in(tmp_root)
+        .map_err(StorageError::io("creating a temp dir in", tmp_root))?
+        .keep();
+    let to = aside.join("entry");
+    match fs::rename(dest, &to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(StorageError::Io {
+                what: "moving aside",
+                path: dest.to_path_buf(),
+                source: e,
+            })
+        }
+    }
+    let _ = fs::remove_dir_all(&aside);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,19 +1,26 @@
-//! The `overlay` driver: each layer is unpacked once into `layers/<diff-id hex>/` with
+//! The `overlay` driver: each layer is unpacked once into `layers/<diff-id hex>/diff` with
 //! overlayfs whiteouts, and a snapshot is an overlay mount of those layers with its own
 //! `upper/` and `work/` (kernel docs: filesystems/overlayfs.rst).
+//!
+//! The lower stack is what the layers mean, not a literal list: the kernel ignores an
+//! opaque marker on a lower layer's root and refuses the same directory twice, so a layer
+//! with an opaque root hides every layer below it (image-spec layer.md, "Opaque
+//! Whiteout"), and a layer repeated in a manifest is mounted once, at its top-most place
+//! (the copy driver applies it twice, with the same result).
 //!
 //! The driver owns its directories under `<root>/storage`; mounting goes through
 //! `sys::fs`.
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::verify::{unpack_verified, TREE};
 use super::{
     build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
     StorageError,
 };
 use crate::digest::hex_of;
 use crate::layer::diff::{diff_overlay, Change};
-use crate::layer::unpack::{unpack_file, UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
+use crate::layer::unpack::{UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
 use crate::sys::fs as sysfs;
 
 pub struct OverlayDriver {
@@ -30,11 +37,11 @@ impl OverlayDriver {
         })
     }
 
-    /// Unpacks `layer` into the cache unless it is there; returns its directory and
-    /// whether it was extracted now.
+    /// Unpacks `layer` into the cache unless it is there (verifying its diff_id); returns
+    /// its tree and whether it was extracted now.
     pub fn ensure_layer(&self, layer: &LayerBlob) -> Result<(PathBuf, bool)> {
         let dest = self.storage.join("layers").join(hex_of(&layer.diff_id));
-        let fresh = build_cached(&self.storage, &dest, |tmp| {
+        let fresh = build_cached(&self.storage, &dest, "layer", |tmp| {
             // Image layers may carry device nodes (debootstrap's /dev); containers get
             // their own /dev mounted over it, so they are kept.
             let opts = UnpackOptions {
@@ -42,14 +49,10 @@ impl OverlayDriver {
                 allow_devices: true,
                 ..UnpackOptions::default()
             };
-            unpack_file(&layer.blob, tmp, &opts)
-                .map(drop)
-                .map_err(|source| StorageError::Layer {
-                    diff_id: layer.diff_id.to_string(),
-                    source,
-                })
+            unpack_verified(layer, tmp, &opts)?;
+            Ok(vec![layer.diff_id.to_string()])
         })?;
-        Ok((dest, fresh))
+        Ok((dest.join(TREE), fresh))
     }
 
     fn empty_lower(&self) -> Result<PathBuf> {
@@ -92,15 +95,14 @@ impl Snapshotter for OverlayDriver {
 
 impl OverlayDriver {
     fn prepare_mount(&self, id: &str, layers: &[LayerBlob], volatile: bool) -> Result<Snapshot> {
-        let mut lowers = Vec::with_capacity(layers.len());
+        let mut trees = Vec::with_capacity(layers.len());
         let mut unpacked = 0;
         for l in layers {
             let (dir, fresh) = self.ensure_layer(l)?;
             unpacked += fresh as usize;
-            lowers.push(dir);
+            trees.push(dir);
         }
-        // overlayfs lists the top-most lower first.
-        lowers.reverse();
+        let mut lowers = lower_stack(trees);
         if lowers.is_empty() {
             lowers.push(self.empty_lower()?);
         }
@@ -140,8 +142,26 @@ impl OverlayDriver {
             let _ = fs::remove_dir_all(&dir);
             return Err(e);
         }
+        crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
+}
+
+/// The overlay lower dirs (top-most first) for layer trees given bottom first: a tree
+/// already above is skipped, and nothing below a tree with an opaque root is visible.
+fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
+    let mut lowers: Vec<PathBuf> = Vec::with_capacity(trees.len());
+    for t in trees.into_iter().rev() {
+        if lowers.contains(&t) {
+            continue;
+        }
+        let opaque = matches!(sysfs::get_xattr(&t, OVERLAY_OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+        lowers.push(t);
+        if opaque {
+            break;
+        }
+    }
+    lowers
 }
 
 /// Like [`probe`], but remembers a success in `<storage>/overlay-ok` (with the kernel
@@ -172,8 +192,9 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     let tmp_root = storage.join("tmp");
     fs::create_dir_all(&tmp_root)
         .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
+    let prefix = format!("{}-probe-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
-        .prefix("probe-")
+        .prefix(&prefix)
         .tempdir_in(&tmp_root)
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
     let d = |s: &str| tmp.path().join(s);

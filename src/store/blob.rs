@@ -180,14 +180,19 @@ impl BlobWriter {
             }
         }
         let dest = self.store.blob_path(&actual);
+        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
+        crate::fault::point("store.blob-temp");
+        // Protected before it is looked up or renamed into place: gc cannot take it now.
+        let _protected = self.store.protect([&actual])?;
         if dest.is_file() {
             // Content-addressed: an existing blob with this name has these bytes already.
             return Ok((actual, len));
         }
-        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
         self.tmp
             .persist(&dest)
             .map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        drop(_protected);
+        crate::fault::point("store.blob-stored");
         self.store
             .sync_dir(dest.parent().expect("blob paths have parents"))?;
         Ok((actual, len))
@@ -198,8 +203,11 @@ impl Store {
     /// Starts a blob write into the store's temp area.
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let dir = self.tmp_dir();
+        // Named for its owner: gc removes it only once that process is gone.
+        let prefix = format!("{}-blob-", super::lease::Owner::current().tag());
+        self.lease()?;
         let tmp = tempfile::Builder::new()
-            .prefix("blob-")
+            .prefix(&prefix)
             .tempfile_in(&dir)
             .map_err(io_err("creating a temp file in", &dir))?;
         Ok(BlobWriter {
@@ -213,18 +221,25 @@ impl Store {
         })
     }
 
-    /// Streams `r` into a blob, verified against `expected` when given.
+    /// Streams `r` into a blob, verified against `expected` when given. A blob the store
+    /// has already is not written again, but the source is still hashed: a source that
+    /// lies about its digest is an error either way.
     pub fn put_blob(&self, mut r: impl Read, expected: Option<&Digest>) -> Result<(Digest, u64)> {
         if let Some(d) = expected {
-            if self.has_blob(d) {
-                io::copy(&mut r, &mut io::sink())
+            let have = {
+                let _protected = self.protect([d])?;
+                self.has_blob(d)
+            };
+            if have {
+                let (actual, len) = digest::of_reader(&mut r)
                     .map_err(io_err("reading blob source for", &self.blob_path(d)))?;
-                return Ok((
-                    d.clone(),
-                    std::fs::metadata(self.blob_path(d))
-                        .map(|m| m.len())
-                        .unwrap_or(0),
-                ));
+                if actual != *d {
+                    return Err(StoreError::DigestMismatch {
+                        expected: d.clone(),
+                        actual,
+                    });
+                }
+                return Ok((d.clone(), len));
             }
         }
         let mut w = self.blob_writer()?;
@@ -269,6 +284,16 @@ impl Store {
         what: &'static str,
         d: &Digest,
     ) -> Result<T> {
+        let size = std::fs::metadata(self.blob_path(d))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        if size > super::MAX_JSON {
+            return Err(StoreError::TooLarge {
+                what,
+                digest: d.clone(),
+                size,
+            });
+        }
         let bytes = self.read_blob(d)?;
         serde_json::from_slice(&bytes).map_err(|e| StoreError::BadDocument {
             what,

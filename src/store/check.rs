@@ -1,22 +1,12 @@
-//! `gc` and `fsck`: the two whole-store passes. gc marks everything reachable from the
-//! index (and from containers) and sweeps the rest plus stray temp files; fsck re-hashes
-//! every blob and checks every reference.
-use std::collections::BTreeSet;
+//! `fsck`: re-hashes every blob and checks every reference, and that every layer is what
+//! its image's diff_id says (by digest for uncompressed layers; `full` decompresses the
+//! others). gc lives in `gc.rs`.
 use std::fs;
-use std::path::Path;
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
 
 use super::{io_err, Result, Store};
 use crate::digest::{self, Digest};
-
-/// What `gc` removed.
-#[derive(Debug, Default)]
-pub struct GcReport {
-    pub blobs_removed: usize,
-    pub temp_files_removed: usize,
-    pub bytes_freed: u64,
-}
 
 /// What `fsck` found; `problems` empty means clean.
 #[derive(Debug, Default)]
@@ -27,7 +17,7 @@ pub struct FsckReport {
     pub stray_temp_files: usize,
 }
 
-fn is_index(mt: &MediaType) -> bool {
+pub(super) fn is_index(mt: &MediaType) -> bool {
     matches!(mt, MediaType::ImageIndex)
         || mt.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
@@ -50,67 +40,9 @@ impl Store {
         out
     }
 
-    /// Digests reachable from the index and from containers.
-    fn reachable(&self) -> Result<BTreeSet<String>> {
-        let mut live = BTreeSet::new();
-        let mut todo: Vec<Descriptor> = self.read_index()?.manifests().clone();
-        for (_, d) in self.container_images() {
-            todo.push(Descriptor::new(MediaType::ImageManifest, 0, d));
-        }
-        while let Some(d) = todo.pop() {
-            if !live.insert(d.digest().to_string()) {
-                continue;
-            }
-            if is_index(d.media_type()) {
-                if let Ok(idx) = self.read_json::<ImageIndex>("index", d.digest()) {
-                    todo.extend(idx.manifests().iter().cloned());
-                }
-            } else if let Ok(m) = self.read_json::<ImageManifest>("manifest", d.digest()) {
-                live.insert(m.config().digest().to_string());
-                live.extend(m.layers().iter().map(|l| l.digest().to_string()));
-            }
-        }
-        Ok(live)
-    }
-
-    /// Removes blobs reachable neither from the index, nor from containers, nor from
-    /// `extra_roots` (the build cache's layers), and stray temp files. Waits for writers.
-    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport> {
-        let _lock = self.gc_guard()?;
-        let mut live = self.reachable()?;
-        live.extend(extra_roots.iter().map(|d| d.to_string()));
-        let mut report = GcReport::default();
-        let blobs = self.layout().join("blobs/sha256");
-        for e in fs::read_dir(&blobs)
-            .map_err(io_err("listing", &blobs))?
-            .flatten()
-        {
-            let name = format!("sha256:{}", e.file_name().to_string_lossy());
-            if !live.contains(&name) {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
-                report.blobs_removed += 1;
-            }
-        }
-        for dir in [self.tmp_dir(), self.layout()] {
-            for e in fs::read_dir(&dir)
-                .map_err(io_err("listing", &dir))?
-                .flatten()
-            {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let stray = dir == self.tmp_dir() || name.starts_with(".tmp-");
-                if stray {
-                    report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                    remove_any(&e.path())?;
-                    report.temp_files_removed += 1;
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Re-hashes every blob and checks every reference from the index.
-    pub fn fsck(&self) -> Result<FsckReport> {
+    /// Re-hashes every blob and checks every reference from the index; `full` also
+    /// decompresses every compressed layer to check its diff_id.
+    pub fn fsck(&self, full: bool) -> Result<FsckReport> {
         let mut r = FsckReport::default();
         let blobs = self.layout().join("blobs/sha256");
         let mut names: Vec<_> = fs::read_dir(&blobs)
@@ -173,6 +105,7 @@ impl Store {
                     continue;
                 }
             };
+            let mut diff_ids = Vec::new();
             if self.check_descriptor(&format!("{label} config"), m.config(), &mut r.problems) {
                 match self
                     .read_json::<oci_spec::image::ImageConfiguration>("config", m.config().digest())
@@ -184,16 +117,45 @@ impl Store {
                             m.layers().len()
                         ))
                     }
-                    Ok(_) => {}
+                    Ok(c) => diff_ids = c.rootfs().diff_ids().clone(),
                     Err(e) => r.problems.push(format!("{label}: {e}")),
                 }
             }
             for (i, l) in m.layers().iter().enumerate() {
-                self.check_descriptor(&format!("{label} layer {i}"), l, &mut r.problems);
+                let label = format!("{label} layer {i}");
+                if self.check_descriptor(&label, l, &mut r.problems) {
+                    if let Some(d) = diff_ids.get(i) {
+                        self.check_diff_id(&label, l, d, full, &mut r.problems);
+                    }
+                }
             }
         }
         r.stray_temp_files = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         Ok(r)
+    }
+
+    /// Checks a layer against its config's diff_id: by digest when it is stored
+    /// uncompressed, by decompressing it when `full`.
+    fn check_diff_id(
+        &self,
+        label: &str,
+        layer: &Descriptor,
+        diff_id: &str,
+        full: bool,
+        problems: &mut Vec<String>,
+    ) {
+        let Some(want) = digest::parse(diff_id) else {
+            problems.push(format!(
+                "{label}: diff_id {diff_id:?} is not a sha256 digest"
+            ));
+            return;
+        };
+        if !full && !super::is_uncompressed(layer.media_type()) {
+            return;
+        }
+        if let Err(e) = self.verify_diff_id(layer, &want) {
+            problems.push(format!("{label}: {e}"));
+        }
     }
 
     /// Checks that a descriptor's blob exists with the recorded size; reports otherwise.
@@ -229,13 +191,4 @@ fn entry_label(d: &Descriptor) -> String {
         Some(n) => format!("image {n}"),
         None => format!("image {}", d.digest()),
     }
-}
-
-fn remove_any(p: &Path) -> Result<()> {
-    let r = if p.is_dir() && !p.is_symlink() {
-        fs::remove_dir_all(p)
-    } else {
-        fs::remove_file(p)
-    };
-    r.map_err(io_err("removing", p))
 }

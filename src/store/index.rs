@@ -76,6 +76,9 @@ impl Store {
 
     /// Points `name` at the manifest described by `manifest` (replacing any previous target).
     pub fn tag(&self, name: &ImageRef, manifest: &Descriptor) -> Result<()> {
+        if name.digest.is_some() {
+            return Err(StoreError::DigestTag(name.to_string()));
+        }
         let full = name.tagged_name();
         let mut entry = Descriptor::new(
             manifest.media_type().clone(),

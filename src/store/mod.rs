@@ -1,18 +1,28 @@
 //! The image store: an OCI image layout under `<root>/images` plus keel's own state beside
-//! it (`tmp/` for in-flight writes, `locks/`). Owns blob writes (atomic and verified),
-//! index updates (locked and atomic), and name resolution. It never unpacks layers or
-//! runs anything. See docs/store.md for the on-disk contract.
+//! it (`tmp/` for in-flight writes, `locks/`, `leases/`). Owns blob writes (atomic and
+//! verified), index updates (locked and atomic), leases and name resolution. It never
+//! unpacks layers or runs anything. See docs/store.md for the on-disk contract.
 mod blob;
 mod check;
+mod gc;
 mod index;
+pub mod lease;
+mod verify;
 
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
 pub use blob::BlobWriter;
-pub use check::{FsckReport, GcReport};
+pub use check::FsckReport;
+pub use gc::GcReport;
 pub use index::{ImageRecord, REF_NAME};
+pub use verify::{is_uncompressed, uncompressed_digest};
+
+/// Largest JSON document (manifest, index, config) keel reads from a blob or an archive:
+/// real ones are a few KiB, and the bound keeps a hostile one from exhausting memory.
+pub const MAX_JSON: u64 = 4 << 20;
+pub use lease::Lease;
 
 use crate::digest::Digest;
 
@@ -36,6 +46,18 @@ pub enum StoreError {
         "blob {digest} is corrupt (it hashes to {actual}); remove the image and load it again"
     )]
     CorruptBlob { digest: Digest, actual: Digest },
+    #[error("layer {layer} does not match its diff_id {diff_id}: its uncompressed content hashes to {actual}; the image is corrupt or forged")]
+    DiffIdMismatch {
+        layer: String,
+        diff_id: String,
+        actual: String,
+    },
+    #[error("{what} {digest} is {size} bytes, more than the {} MiB keel reads for a JSON document", MAX_JSON >> 20)]
+    TooLarge {
+        what: &'static str,
+        digest: Digest,
+        size: u64,
+    },
     #[error("{what} {digest} is not valid JSON of its kind: {why}")]
     BadDocument {
         what: &'static str,
@@ -47,9 +69,11 @@ pub enum StoreError {
     #[error("{0:?} matches more than one image; give more of the id or a full name")]
     Ambiguous(String),
     #[error(
-        "{path} is not a keel store ({why}); point --root at an empty or keel-owned directory"
+        "{} is not a keel store ({why}); point --root at an empty directory or an existing keel root", path.display()
     )]
     NotAStore { path: PathBuf, why: String },
+    #[error("refusing to create a tag with a digest reference ({0}); name the new tag NAME[:TAG] without @sha256:…")]
+    DigestTag(String),
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
 }
@@ -70,17 +94,23 @@ pub struct Store {
     /// it writes stay atomic (a killed keel leaves a consistent store), but a power loss
     /// can leave truncated blobs that `keel fsck` then names: for throwaway roots.
     durable: bool,
+    /// This process's lease on the store, taken at the first write and shared by every
+    /// clone; released (its file removed) when the last clone is dropped.
+    lease: std::sync::Arc<std::sync::Mutex<Option<Lease>>>,
 }
 
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
 impl Store {
-    /// Opens (creating if needed) the store under `root`.
+    /// Opens (creating if needed) the store under `root`. A directory that holds other
+    /// things than keel's own is refused: `--root /etc` must not become a store.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let store = Store {
             root: root.into(),
             durable: true,
+            lease: Default::default(),
         };
+        check_root(&store.root)?;
         for dir in [
             store.layout().join("blobs/sha256"),
             store.tmp_dir(),
@@ -145,6 +175,7 @@ impl Store {
         tmp.write_all(bytes)
             .map_err(io_err("writing", tmp.path()))?;
         self.sync_file(tmp.as_file(), tmp.path())?;
+        crate::fault::point("store.index-temp");
         tmp.persist(path)
             .map_err(|e| io_err("renaming into", path)(e.error))?;
         self.sync_dir(dir)
@@ -178,17 +209,111 @@ impl Store {
             .map_err(io_err("syncing directory", dir))
     }
 
-    /// Holds the shared side of the gc lock: writers take it so that `gc` (which takes it
-    /// exclusively) never collects a blob that a write in flight has not referenced yet.
-    pub fn writer_guard(&self) -> Result<LockGuard> {
-        LockGuard::take(&self.locks_dir().join("gc.lock"), false)
+    /// This process's lease on the store (taken now if it has none): what it protects
+    /// survives `keel gc` while the process lives. Writers call it before their first
+    /// write; holding the returned handle is optional (the store keeps the lease until
+    /// its last clone is dropped).
+    pub fn writer_guard(&self) -> Result<Lease> {
+        self.lease()
     }
+
+    /// See [`Store::writer_guard`].
+    pub fn lease(&self) -> Result<Lease> {
+        let mut slot = self.lease.lock().expect("lease slot");
+        if let Some(l) = slot.as_ref() {
+            return Ok(l.clone());
+        }
+        let l = Lease::take(&self.root)?;
+        *slot = Some(l.clone());
+        Ok(l)
+    }
+
+    /// Protects blobs `ds` with this process's lease. The returned guard holds the shared
+    /// side of `locks/gc.lock`: keep it until the blobs are in place (or known to be
+    /// there), so a gc sweep in progress either finished before or sees the protection.
+    /// The lock is only ever held this briefly, so builds never wait on a long gc.
+    pub fn protect<'a>(&self, ds: impl IntoIterator<Item = &'a Digest>) -> Result<LockGuard> {
+        let guard = LockGuard::take(&self.locks_dir().join("gc.lock"), false)?;
+        self.lease()?.protect_blobs(ds)?;
+        Ok(guard)
+    }
+
+    /// Protects every blob of an image (manifest, config, layers) and its layer stack.
+    pub fn protect_image(&self, rec: &ImageRecord) -> Result<()> {
+        let mut ds = vec![rec.manifest_digest(), rec.manifest.config().digest()];
+        ds.extend(rec.manifest.layers().iter().map(|l| l.digest()));
+        let _held = self.protect(ds.iter().copied())?;
+        // Resolved before it was protected: a gc in between may have taken it.
+        if let Some(gone) = ds.into_iter().find(|d| !self.has_blob(d)) {
+            return Err(StoreError::MissingBlob {
+                digest: gone.clone(),
+            });
+        }
+        let diff_ids: Vec<Digest> = rec
+            .config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .filter_map(|d| crate::digest::parse(d))
+            .collect();
+        self.lease()?.protect_stack(&diff_ids)
+    }
+
+    /// The exclusive side of `locks/gc.lock`, held by gc only while it marks and sweeps.
     pub(crate) fn gc_guard(&self) -> Result<LockGuard> {
         LockGuard::take(&self.locks_dir().join("gc.lock"), true)
+    }
+    /// Serialises reclamation of dead keels' leftovers (two `keel gc`s, or a gc and a
+    /// start-up check) so they do not tear down the same snapshot at once.
+    pub fn reclaim_guard(&self) -> Result<LockGuard> {
+        LockGuard::take(&self.locks_dir().join("reclaim.lock"), true)
     }
     pub(crate) fn index_guard(&self) -> Result<LockGuard> {
         LockGuard::take(&self.locks_dir().join("index.lock"), true)
     }
+}
+
+/// What keel itself creates at the top of a root (some before the store is opened).
+const ROOT_ENTRIES: &[&str] = &[
+    "images",
+    "tmp",
+    "locks",
+    "storage",
+    "containers",
+    "volumes",
+    "cache",
+    "logs",
+    // A freshly made filesystem mounted at the root has one.
+    "lost+found",
+];
+
+/// Refuses a root that exists, is not empty, and is not (or not yet) keel's: one with an
+/// image layout is a store; otherwise every entry must be one keel makes.
+fn check_root(root: &Path) -> Result<()> {
+    let entries = match fs::read_dir(root) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("listing", root)(e)),
+    };
+    if root.join("images/oci-layout").is_file() {
+        return Ok(());
+    }
+    let foreign: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !ROOT_ENTRIES.contains(&n.as_str()))
+        .take(3)
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::NotAStore {
+        path: root.to_path_buf(),
+        why: format!(
+            "it is not empty and not a keel root: it holds {}",
+            foreign.join(", ")
+        ),
+    })
 }
 
 /// An flock(2) held for as long as the guard lives.

@@ -8,6 +8,7 @@ pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod proc;
+pub mod rootfs;
 pub mod session;
 pub mod tty;
 

@@ -40,7 +40,7 @@ fn property(input: &[u8]) {
         .unwrap()
         .without_fsync();
     let _ = archive::load(&store, std::io::Cursor::new(input.to_vec()));
-    let report = store.fsck().expect("fsck runs after any load");
+    let report = store.fsck(false).expect("fsck runs after any load");
     assert!(
         report.problems.is_empty(),
         "store inconsistent after load: {:?}",

@@ -228,21 +228,25 @@ fn absolute_symlink_parents_are_rerooted_inside_the_target() {
     s.assert_contained();
 }
 
+/// `..` in a symlink is clamped at the target's root (as openat2 RESOLVE_IN_ROOT does):
+/// the entry lands inside the target, never next to it.
 #[test]
-fn relative_symlink_escapes_are_refused() {
+fn relative_symlink_escapes_are_clamped_at_the_root() {
     for link in ["../../..", "..", "a/../../.."] {
         let s = Scene::new();
-        refused(
-            s.unpack(tarball(&[
-                symlink("evil", link),
-                file("evil/canary/pwned", "x"),
-            ])),
-            "evil/canary/pwned",
-            "climbs above",
+        s.unpack(tarball(&[
+            symlink("evil", link),
+            file("evil/canary/pwned", "x"),
+        ]))
+        .unwrap_or_else(|e| panic!("{link}: {e}"));
+        assert_eq!(
+            fs::read_to_string(s.target().join("canary/pwned")).unwrap(),
+            "x",
+            "{link}"
         );
         s.assert_contained();
     }
-    // A chain: a symlink whose target is another in-root symlink that escapes.
+    // A chain: a symlink whose target is another in-root symlink that climbs.
     let s = Scene::new();
     let tar = tarball(&[
         dir("d/"),
@@ -250,7 +254,8 @@ fn relative_symlink_escapes_are_refused() {
         symlink("hop", "d/up"),
         file("hop/canary/secret", "x"),
     ]);
-    refused(s.unpack(tar), "hop/canary/secret", "climbs above");
+    s.unpack(tar).unwrap();
+    assert!(s.target().join("canary/secret").is_file());
     s.assert_contained();
 }
 
@@ -287,10 +292,12 @@ fn hardlink_escapes_are_refused() {
         (&[hardlink("link", "../../etc/passwd")], "link", "'..'"),
         (&[hardlink("link", "/etc/passwd")], "link", "absolute"),
         (&[hardlink("link", "../canary/secret")], "link", "'..'"),
+        // `..` is clamped at the target's root (RESOLVE_IN_ROOT), so this names the
+        // target's own (missing) canary/secret.
         (
             &[symlink("up", "../.."), hardlink("link", "up/canary/secret")],
             "link",
-            "climbs above",
+            "does not exist",
         ),
         (
             &[symlink("root", "/"), hardlink("link", "root/etc/passwd")],
@@ -563,20 +570,17 @@ fn whiteouts_apply_to_lower_layers() {
     let stats = s.unpack(upper_layer()).unwrap();
     assert_eq!(stats.whiteouts, 3);
     // Whiteouts under directories nobody has delete nothing and create nothing; one
-    // reached through an escaping symlink is refused.
+    // reached through an escaping symlink is clamped at the root: it deletes nothing.
     s.unpack(tarball(&[
         file("nowhere/deep/.wh.x", ""),
         file("nowhere/.wh..wh..opq", ""),
     ]))
     .unwrap();
-    refused(
-        s.unpack(tarball(&[
-            symlink("up", "../.."),
-            file("up/canary/.wh.secret", ""),
-        ])),
-        "up/canary/.wh.secret",
-        "climbs above",
-    );
+    s.unpack(tarball(&[
+        symlink("up", "../.."),
+        file("up/canary/.wh.secret", ""),
+    ]))
+    .unwrap();
     fs::remove_file(s.target().join("up")).unwrap();
     assert_eq!(tree(&s.target()), expected_merged());
     s.assert_contained();
@@ -1292,4 +1296,47 @@ fn snapshots_are_found_by_id_with_their_driver() {
         storage::load(&root, "k"),
         Err(storage::StorageError::NotFound(_))
     ));
+}
+
+/// Unpack speed on a 10k-file layer (100 directories of 100 files of 1 KiB): run with
+/// `cargo test --test it unpack_10k -- --ignored --nocapture` to compare changes to the
+/// hot path; prints the best of three.
+#[test]
+#[ignore]
+fn unpack_10k_files_bench() {
+    let mut entries = Vec::new();
+    let body = "x".repeat(1024);
+    for d in 0..100 {
+        entries.push(dir(&format!("d{d}/")));
+        for f in 0..100 {
+            entries.push(file(&format!("d{d}/f{f}"), &body));
+        }
+    }
+    let tar = tarball(&entries);
+    // CPU time of this thread (schedstat's first field, ns): steadier than wall time on
+    // a shared machine.
+    let cpu = || -> u64 {
+        fs::read_to_string("/proc/thread-self/schedstat")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let (mut best, mut best_cpu) = (std::time::Duration::MAX, u64::MAX);
+    for _ in 0..5 {
+        let t = tempfile::tempdir().unwrap();
+        let (start, c0) = (std::time::Instant::now(), cpu());
+        let stats = unpack(
+            Cursor::new(tar.clone()),
+            t.path(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        best = best.min(start.elapsed());
+        best_cpu = best_cpu.min(cpu() - c0);
+        assert_eq!(stats.files, 10_000);
+    }
+    eprintln!(
+        "unpack of 10k files: best of 5 = {best:?} wall, {:?} cpu",
+        std::time::Duration::from_nanos(best_cpu)
+    );
 }

@@ -1,4 +1,453 @@
-//! Attacker-side tests: build.
+//! Attacker-side tests: build. A hostile base image plants symlinks (absolute, and
+//! relative `..` chains long enough to climb out of any snapshot directory) pointing at
+//! a host canary, at every path a later build step writes to or reads from; the step
+//! must write inside the image tree or fail clearly, and the canary stays intact and
+//! unread.
 #![allow(unused_imports)]
-use crate::canary;
-use crate::common;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::canary::{self, CanaryDir};
+use crate::common::{self, is_root, Keel};
+use crate::require;
+
+/// A keel command bounded in time and address space: a hostile image that makes keel
+/// read forever (a fifo) or without bound (`/dev/zero`) must not hang or starve the
+/// machine running the suite. Returns the output and how long it took.
+fn bounded(k: &Keel, args: &[&str]) -> (Output, Duration) {
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "60", "prlimit", "--as=2147483648", "--"])
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .arg("--root")
+        .arg(k.root())
+        .args(["--progress", "plain"])
+        .args(args)
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_LOG")
+        .env_remove("KEEL_NO_FSYNC")
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let out = c
+        .output()
+        .expect("spawning timeout/prlimit (coreutils, util-linux)");
+    (out, start.elapsed())
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn with_base() -> Keel {
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    k
+}
+
+/// A build context with `files` (path → content).
+fn context(k: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    let dir = k.path(name);
+    for (p, body) in files {
+        let f = dir.join(p);
+        fs::create_dir_all(f.parent().unwrap()).unwrap();
+        fs::write(f, body).unwrap();
+    }
+    dir
+}
+
+/// Link targets at `host` (a canary path) from inside an image: absolute, and a `..`
+/// chain from a snapshot below the keel root.
+fn link_targets(host: &Path) -> [(&'static str, String); 2] {
+    [
+        ("absolute", host.display().to_string()),
+        (
+            "relative",
+            format!(
+                "{}{}",
+                "../".repeat(24).trim_end_matches('/'),
+                host.display()
+            ),
+        ),
+    ]
+}
+
+/// Builds `dockerfile` (plus `files`) as `tag`; returns the output (bounded).
+fn build(
+    k: &Keel,
+    name: &str,
+    tag: &str,
+    dockerfile: &str,
+    files: &[(&str, &str)],
+    extra: &[&str],
+) -> Output {
+    let mut all = vec![("Dockerfile", dockerfile)];
+    all.extend_from_slice(files);
+    let ctx = context(k, name, &all);
+    let mut args = vec!["build", "-t", tag];
+    args.extend_from_slice(extra);
+    let ctx = ctx.to_str().unwrap().to_string();
+    args.push(&ctx);
+    bounded(k, &args).0
+}
+
+/// The hostile base for one link style: `/app/cfg` → the canary's file, `/app/d` → the
+/// canary directory, `/etc/passwd` left alone.
+fn hostile_base(k: &Keel, canary: &CanaryDir, style: &str, target: &str) -> String {
+    let tag = format!("hostile-{style}");
+    let df = format!(
+        "FROM bb\n\
+         RUN mkdir -p /app && ln -s {target}/file /app/cfg && ln -s {target} /app/d\n"
+    );
+    let out = build(k, &format!("base-{style}"), &tag, &df, &[], &[]);
+    common::assert_success(&out, ("hostile base", style));
+    canary.assert_intact();
+    tag
+}
+
+/// What a step against the hostile base must do: succeed writing inside the tree (the
+/// image shows `want` at `check`) or fail clearly; the canary is intact either way.
+fn step_stays_inside(
+    k: &Keel,
+    canary: &CanaryDir,
+    case: &str,
+    step: &str,
+    files: &[(&str, &str)],
+    extra: &[&str],
+    check: Option<(&str, &str)>,
+) {
+    for (style, target) in link_targets(canary.path()) {
+        let base = hostile_base(k, canary, style, &target);
+        let tag = format!("{case}-{style}");
+        let df = format!("FROM {base}\n{step}\n");
+        let out = build(k, &format!("{case}-{style}"), &tag, &df, files, extra);
+        canary.assert_intact();
+        canary.assert_not_leaked(&text(&out));
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("error") || err.contains("Error"),
+                "{case} ({style}) failed without a clear error: {err}"
+            );
+            eprintln!(
+                "{case} ({style}): refused: {}",
+                err.lines().last().unwrap_or("")
+            );
+            continue;
+        }
+        if let Some((path, want)) = check {
+            let (run, _) = bounded(k, &["run", "--rm", &tag, "cat", path]);
+            canary.assert_intact();
+            canary.assert_not_leaked(&text(&run));
+            common::assert_success(&run, (case, style, path));
+            assert_eq!(
+                String::from_utf8_lossy(&run.stdout),
+                want,
+                "{case} ({style}): {path} in the image"
+            );
+        }
+    }
+}
+
+/// COPY of a file onto a symlink to a host file replaces the link inside the image.
+#[test]
+fn copy_file_onto_a_planted_symlink_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    step_stays_inside(
+        &k,
+        &c,
+        "copyfile",
+        "COPY f.txt /app/cfg",
+        &[("f.txt", "payload")],
+        &[],
+        Some(("/app/cfg", "payload")),
+    );
+}
+
+/// COPY into a directory that is a symlink to a host directory writes into the tree.
+#[test]
+fn copy_into_a_symlinked_directory_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    step_stays_inside(
+        &k,
+        &c,
+        "copydir",
+        "COPY f.txt /app/d/",
+        &[("f.txt", "payload")],
+        &[],
+        Some(("/app/d/f.txt", "payload")),
+    );
+    step_stays_inside(
+        &k,
+        &c,
+        "copytree",
+        "COPY src/ /app/d/sub/",
+        &[("src/a.txt", "payload-a")],
+        &[],
+        Some(("/app/d/sub/a.txt", "payload-a")),
+    );
+    // A copy that is not written straight into a layer (--chmod with a heredoc goes
+    // through the snapshot) takes the same way in.
+    step_stays_inside(
+        &k,
+        &c,
+        "copymixed",
+        "COPY --chmod=0600 f.txt <<EOF /app/d/\nheredoc\nEOF",
+        &[("f.txt", "payload")],
+        &[],
+        Some(("/app/d/f.txt", "payload")),
+    );
+}
+
+/// `COPY <<EOF /app/cfg` with /app/cfg a symlink to a host file: the heredoc must not be
+/// written through the link onto the host (it was, as root).
+#[test]
+fn heredoc_onto_a_planted_symlink_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    step_stays_inside(
+        &k,
+        &c,
+        "heredoc",
+        "COPY <<EOF /app/cfg\nowned\nEOF",
+        &[],
+        &[],
+        Some(("/app/cfg", "owned\n")),
+    );
+    step_stays_inside(
+        &k,
+        &c,
+        "heredocdir",
+        "COPY <<EOF /app/d/x\nowned\nEOF",
+        &[],
+        &[],
+        Some(("/app/d/x", "owned\n")),
+    );
+}
+
+/// WORKDIR through a symlinked directory is created inside the tree.
+#[test]
+fn workdir_through_a_planted_symlink_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    step_stays_inside(
+        &k,
+        &c,
+        "workdir",
+        "WORKDIR /app/d/w\nRUN echo here > x",
+        &[],
+        &[],
+        Some(("/app/d/w/x", "here\n")),
+    );
+}
+
+/// RUN --mount targets (bind, cache, tmpfs, secret) below a symlinked directory are
+/// created and mounted inside the tree, and their stubs removed inside it.
+#[test]
+fn run_mount_targets_through_a_planted_symlink_stay_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    let secret = k.path("secret.txt");
+    fs::write(&secret, "mount-secret").unwrap();
+    let secret_arg = format!("id=s,src={}", secret.display());
+    for (kind, mount, cmd, want) in [
+        (
+            "bind",
+            "type=bind,source=.,target=/app/d/m",
+            "ls /app/d/m",
+            "Dockerfile\nf.txt\n",
+        ),
+        ("cache", "type=cache,target=/app/d/m", "ls /app/d/m", ""),
+        ("tmpfs", "type=tmpfs,target=/app/d/m", "ls /app/d/m", ""),
+        (
+            "secret",
+            "type=secret,id=s,target=/app/d/m",
+            "cat /app/d/m",
+            "mount-secret",
+        ),
+    ] {
+        step_stays_inside(
+            &k,
+            &c,
+            &format!("mount{kind}"),
+            &format!("RUN --mount={mount} {cmd} > /seen"),
+            &[("f.txt", "x")],
+            &["--secret", &secret_arg],
+            Some(("/seen", want)),
+        );
+    }
+}
+
+/// VOLUME below a symlinked directory: `keel run` mounts the volume inside the tree.
+#[test]
+fn volume_through_a_planted_symlink_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    for (style, target) in link_targets(c.path()) {
+        let base = hostile_base(&k, &c, style, &target);
+        let tag = format!("vol-{style}");
+        let out = build(
+            &k,
+            &tag,
+            &tag,
+            &format!("FROM {base}\nVOLUME /app/d/v\n"),
+            &[],
+            &[],
+        );
+        common::assert_success(&out, "VOLUME build");
+        let (run, _) = bounded(
+            &k,
+            &["run", "--rm", &tag, "sh", "-c", "echo x > /app/d/v/y"],
+        );
+        c.assert_intact();
+        c.assert_not_leaked(&text(&run));
+    }
+}
+
+/// ADD of a local tar into a symlinked directory extracts inside the tree.
+#[test]
+fn add_archive_into_a_planted_symlink_stays_inside() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    let tar_path = k.path("a.tar");
+    {
+        let mut b = tar::Builder::new(fs::File::create(&tar_path).unwrap());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(7);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, "in-tar.txt", &b"payload"[..])
+            .unwrap();
+        b.finish().unwrap();
+    }
+    let bytes = fs::read(&tar_path).unwrap();
+    for (style, target) in link_targets(c.path()) {
+        let base = hostile_base(&k, &c, style, &target);
+        let tag = format!("add-{style}");
+        let ctx = context(
+            &k,
+            &tag,
+            &[("Dockerfile", &format!("FROM {base}\nADD a.tar /app/d/\n"))],
+        );
+        fs::write(ctx.join("a.tar"), &bytes).unwrap();
+        let (out, _) = bounded(&k, &["build", "-t", &tag, ctx.to_str().unwrap()]);
+        c.assert_intact();
+        c.assert_not_leaked(&text(&out));
+        if out.status.success() {
+            let (run, _) = bounded(&k, &["run", "--rm", &tag, "cat", "/app/d/in-tar.txt"]);
+            assert_eq!(String::from_utf8_lossy(&run.stdout), "payload", "{style}");
+        }
+    }
+}
+
+/// A RUN step that swaps the parent of its mount target for a symlink to a host
+/// directory: the mount-stub cleanup must not delete the host's empty directory (the
+/// canary's `sub`) through that link.
+#[test]
+fn mount_stub_cleanup_never_follows_a_planted_symlink() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    let secret = k.path("secret.txt");
+    fs::write(&secret, "x").unwrap();
+    let secret_arg = format!("id=s,src={}", secret.display());
+    for (style, target) in link_targets(c.path()) {
+        for mount in ["type=tmpfs,target=/d/sub", "type=secret,id=s,target=/d/sub"] {
+            let df =
+                format!("FROM bb\nRUN --mount={mount} sh -c 'mv /d /d.old && ln -s {target} /d'\n");
+            let out = build(&k, "stub", "stub", &df, &[], &["--secret", &secret_arg]);
+            c.assert_intact();
+            c.assert_not_leaked(&text(&out));
+            common::assert_success(&out, (style, mount));
+        }
+    }
+}
+
+/// An image whose `/etc/passwd` (or `/etc/group`) is a symlink to a host file, to
+/// `/dev/zero`, or a fifo: `keel run -u NAME` and `COPY --chown=NAME` fail quickly with
+/// a clear error, never read the host file, never hang and never exhaust memory.
+#[test]
+fn hostile_account_files_fail_quickly_and_leak_nothing() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let c = CanaryDir::new();
+    let mut cases: Vec<(String, String)> = Vec::new();
+    for (style, target) in link_targets(c.path()) {
+        cases.push((
+            format!("passwd-{style}"),
+            format!("RUN ln -sf {target}/file /etc/passwd"),
+        ));
+        cases.push((
+            format!("group-{style}"),
+            format!("RUN ln -sf {target}/file /etc/group"),
+        ));
+    }
+    cases.push(("zero".into(), "RUN ln -sf /dev/zero /etc/passwd".into()));
+    cases.push((
+        "fifo".into(),
+        "RUN rm /etc/passwd && mkfifo /etc/passwd".into(),
+    ));
+    for (name, step) in &cases {
+        let out = build(&k, name, name, &format!("FROM bb\n{step}\n"), &[], &[]);
+        common::assert_success(&out, name);
+        let user = if name.starts_with("group") {
+            "0:somegroup"
+        } else {
+            "someuser"
+        };
+        let (run, took) = bounded(&k, &["run", "--rm", "-u", user, name, "true"]);
+        let shown = text(&run);
+        c.assert_not_leaked(&shown);
+        assert!(
+            !run.status.success(),
+            "{name}: keel run -u {user} succeeded"
+        );
+        assert!(
+            took < Duration::from_secs(30),
+            "{name}: keel run took {took:?}"
+        );
+        assert!(
+            shown.contains("/etc/passwd") || shown.contains("/etc/group"),
+            "{name}: the error does not name the account file: {shown}"
+        );
+        let df = format!("FROM {name}\nCOPY --chown={user} f.txt /f.txt\n");
+        let start = Instant::now();
+        let out = build(
+            &k,
+            &format!("{name}-chown"),
+            "chown",
+            &df,
+            &[("f.txt", "x")],
+            &[],
+        );
+        let shown = text(&out);
+        c.assert_not_leaked(&shown);
+        assert!(
+            !out.status.success(),
+            "{name}: COPY --chown={user} succeeded"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{name}: COPY --chown took {:?}",
+            start.elapsed()
+        );
+        assert!(
+            shown.contains("/etc/passwd") || shown.contains("/etc/group"),
+            "{name}: the error does not name the account file: {shown}"
+        );
+        c.assert_intact();
+    }
+}

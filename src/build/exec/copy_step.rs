@@ -358,22 +358,14 @@ impl Executor<'_> {
         } else {
             abs_dest.to_string()
         };
-        let (parent, name) = target.rsplit_once('/').unwrap_or(("", &target));
-        let path =
-            step::in_rootfs(&snap.rootfs, if parent.is_empty() { "/" } else { parent })?.join(name);
-        let io = |source| StepError::Io {
-            path: path.clone(),
-            source,
-        };
-        std::fs::write(&path, &h.content).map_err(io)?;
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(
-            &path,
-            std::fs::Permissions::from_mode(chmod.unwrap_or(0o644)),
-        )
-        .map_err(io)?;
+        // Through the tree's handle: a planted symlink at the target (or on the way) is
+        // replaced or followed inside the image, never onto the host.
+        let tree = crate::sys::rootfs::Rootfs::open(&snap.rootfs).map_err(StepError::from)?;
+        let path = std::path::Path::new(&target);
+        tree.write_file(path, h.content.as_bytes(), chmod.unwrap_or(0o644))
+            .map_err(StepError::from)?;
         if let Some(o) = owner {
-            std::os::unix::fs::lchown(&path, Some(o.uid), Some(o.gid)).map_err(io)?;
+            tree.lchown(path, o.uid, o.gid).map_err(StepError::from)?;
         }
         Ok(())
     }

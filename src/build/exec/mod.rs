@@ -197,6 +197,8 @@ impl<'a> Executor<'a> {
                 why: "use --isolation namespaces, chroot or oci".into(),
             })?;
         backend.available()?;
+        // The build's lease, before its first write: what it writes and reads survives gc.
+        store.lease()?;
         // Ctrl-C / SIGTERM: record it, let the running step's container get it, and stop
         // between steps with everything cleaned up (rather than dying mid-step).
         crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
@@ -336,6 +338,9 @@ impl<'a> Executor<'a> {
             Err(e @ crate::store::StoreError::BadDocument { .. }) => return Err(bad(e.into())),
             Err(e) => return Err(e.into()),
         };
+        // Leased before use: a concurrent `rmi` + `gc` cannot take the base from under us.
+        self.store.protect_image(&rec)?;
+        crate::fault::point("build.base-resolved");
         state_of_image(self.store, &rec).map_err(bad)
     }
 
@@ -448,7 +453,7 @@ impl<'a> Executor<'a> {
         }
         let key = inputs.key();
         if !self.opts.no_cache {
-            if let Some(hit) = self.cache.get::<State>(&key) {
+            if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
                 return (Some(hit), None);
             }
         }
@@ -458,6 +463,12 @@ impl<'a> Executor<'a> {
             inputs.explain_change(self.cache.last_inputs(position).as_ref())
         };
         (None, Some(why))
+    }
+
+    /// Leases a cached state's layers; false when one is gone (gc took it: a miss).
+    fn hold(&self, state: &State) -> bool {
+        let ds: Vec<_> = state.layers.iter().map(|l| l.descriptor.digest()).collect();
+        self.store.protect(ds.iter().copied()).is_ok() && ds.iter().all(|d| self.store.has_blob(d))
     }
 
     fn remember(&self, inputs: &KeyInputs, position: &str, state: &State) {
@@ -487,7 +498,9 @@ impl<'a> Executor<'a> {
             self.view.step_note(n, &format!("running: {what}{why}"));
         }
         let snap = self.snapshot(&format!("{n}"), &state.layers)?;
+        crate::fault::point("build.step-snapshot");
         let result = body(&snap, &state);
+        crate::fault::point("build.step-done");
         let _ = self.snapshotter.remove(&snap);
         Ok(self.finish(state, result?, inputs, position, created_by))
     }
@@ -499,6 +512,9 @@ impl<'a> Executor<'a> {
         layers: &[StoredLayer],
     ) -> Result<crate::storage::Snapshot, StepFailure> {
         let id = format!("build-{}-{suffix}", self.build_id);
+        // The stack is leased first: gc leaves its unpacked layers alone meanwhile.
+        let stack: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        self.store.lease()?.protect_stack(&stack)?;
         Ok(step::snapshot(
             self.store,
             self.snapshotter.as_ref(),
@@ -572,6 +588,9 @@ impl<'a> Executor<'a> {
             source: Box::new(source),
         };
         let rec = self.store.resolve(from).map_err(|e| image(e.into()))?;
+        self.store
+            .protect_image(&rec)
+            .map_err(|e| image(e.into()))?;
         state_of_image(self.store, &rec).map_err(image)
     }
 }

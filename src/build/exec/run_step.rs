@@ -177,16 +177,12 @@ impl Executor<'_> {
         let snap = self.snapshot(&format!("{n}-mount{i}"), &st.layers)?;
         let root = snap.rootfs.clone();
         res.snaps.push(snap);
-        let src = root
-            .join(&rel)
-            .canonicalize()
+        // Resolved inside the image it comes from (its symlinks re-rooted there, never
+        // followed to the host's files).
+        let inside = crate::sys::rootfs::Rootfs::open(&root)
+            .and_then(|t| t.in_tree_path(std::path::Path::new(&rel)))
             .map_err(|e| StepFailure::Invalid(format!("RUN --mount source {rel}: {e}")))?;
-        if !src.starts_with(&root) {
-            return Err(StepFailure::Invalid(format!(
-                "RUN --mount source {rel} leads outside the image it is mounted from"
-            )));
-        }
-        Ok(src)
+        Ok(root.join(inside))
     }
 
     /// A bind of the context: a throwaway copy of what the source selects (after
@@ -336,7 +332,7 @@ impl Executor<'_> {
             self.view.step_output(n, l)
         });
         // Mount points belong to the mounts, not to the image.
-        mounts::remove_stubs(&stubs);
+        mounts::remove_stubs(&snap.rootfs, &stubs);
         ran?;
         Ok(step::commit(
             self.store,

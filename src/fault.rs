@@ -1,0 +1,117 @@
+//! Named fault points: places where the fault suite (tests/security/faults.rs) makes keel
+//! SIGKILL itself, to prove that a keel killed there leaves a consistent store and that
+//! `keel gc` reclaims what it left. Always compiled in; inactive unless the hidden
+//! environment variable `KEEL_FAULT_POINT` names a point, so the cost when off is one
+//! cached lookup.
+//!
+//! `KEEL_FAULT_POINT=NAME` kills at the first time NAME is reached; `NAME#N` at the N-th.
+//! With `KEEL_FAULT_LOG=FILE` the point's name is appended to FILE first, so a test can
+//! tell which process of a pair (a `run -d` client and its supervisor) reached it.
+//! Every point is listed in [`POINTS`]: the suite checks each one is reached.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+
+/// Every fault point, in the order a command reaches them.
+pub const POINTS: &[&str] = &[
+    // A lease was written (any writing command).
+    "lease.taken",
+    // A blob is complete in its temp file, not yet protected or renamed into place.
+    "store.blob-temp",
+    // A blob was renamed into `blobs/`, before anything references it.
+    "store.blob-stored",
+    // A new index.json is written to its temp file, not yet renamed.
+    "store.index-temp",
+    // A layer is being unpacked into the storage cache (temp dir, not renamed).
+    "storage.unpack-partial",
+    // A snapshot directory exists (metadata written), nothing mounted yet.
+    "storage.snapshot-dir",
+    // A snapshot's rootfs is mounted (overlay) or copied (copy driver).
+    "storage.snapshot-mounted",
+    // `keel build`: the base image was resolved and leased.
+    "build.base-resolved",
+    // A filesystem step's snapshot is ready, before COPY/RUN touches it.
+    "build.step-snapshot",
+    // A RUN step's container is running.
+    "build.run-started",
+    // A filesystem step's layer is committed, its snapshot not yet removed.
+    "build.step-done",
+    // The image config is stored; the manifest is not.
+    "build.image-config",
+    // The manifest is stored; no name points at it yet.
+    "build.image-manifest",
+    // `keel load`: every blob of the archive is stored, no name is set yet.
+    "load.blobs-stored",
+    // `keel save -o`: the archive is half-written to its temp file.
+    "save.partial",
+    // `keel import`: the layer is stored; config and manifest are not.
+    "import.layer-stored",
+    // `keel run -d`: the request file is written, no supervisor yet.
+    "run.request-written",
+    // A container record exists; its snapshot does not yet.
+    "run.container-created",
+    // The container's process runs; its record still says created.
+    "run.container-started",
+    // The container runs and its record says so (the supervisor reported back).
+    "run.container-running",
+    // `keel exec`: about to join the container.
+    "exec.joining",
+    // `keel rm`: the container's process was killed, its snapshot not yet removed.
+    "rm.stopped",
+    // `keel rm`: the snapshot is removed, the record is not.
+    "rm.snapshot-removed",
+    // `keel gc`: blobs are being swept.
+    "gc.sweeping",
+];
+
+fn armed() -> Option<&'static (String, usize)> {
+    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+    ARMED
+        .get_or_init(|| {
+            let v = std::env::var("KEEL_FAULT_POINT").ok()?;
+            match v.split_once('#') {
+                Some((name, n)) => Some((name.to_string(), n.parse().ok()?)),
+                None => Some((v, 1)),
+            }
+        })
+        .as_ref()
+}
+
+/// Marks fault point `name`: SIGKILLs this process when the fault suite armed it.
+pub fn point(name: &str) {
+    static HITS: AtomicUsize = AtomicUsize::new(0);
+    debug_assert!(POINTS.contains(&name), "fault point {name:?} is not listed");
+    let Some((want, nth)) = armed() else {
+        return;
+    };
+    if want != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
+        return;
+    }
+    if let Some(log) = std::env::var_os("KEEL_FAULT_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{name}");
+        }
+    }
+    let _ = crate::sys::proc::kill(std::process::id() as i32, libc::SIGKILL);
+    // SIGKILL cannot be caught; this is never reached.
+    std::process::abort();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn points_are_unique_and_named_area_dot_event() {
+        let mut seen = std::collections::BTreeSet::new();
+        for p in POINTS {
+            assert!(seen.insert(p), "{p} listed twice");
+            let (area, event) = p.split_once('.').expect("area.event");
+            assert!(!area.is_empty() && !event.is_empty(), "{p}");
+        }
+    }
+}

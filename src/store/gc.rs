@@ -1,0 +1,141 @@
+//! `gc` over the image store: marks every blob reachable from the index, from containers,
+//! from the caller's extra roots (the build cache) and from every live lease, then sweeps
+//! the rest and the temp files of writers that are gone.
+//!
+//! gc holds `locks/gc.lock` exclusively only while it marks and sweeps; writers take the
+//! shared side just long enough to record a blob in their lease and rename it into place
+//! ([`Store::protect`]), so a build never waits for a gc and a gc never takes a blob a
+//! live writer has written or is reading. A dead keel's leases are not roots: what they
+//! protected is collectable (`crate::reclaim` removes the rest of what it left).
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::Path;
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest, MediaType};
+
+use super::check::is_index;
+use super::lease::{self, Owner};
+use super::{io_err, Result, Store};
+use crate::digest::Digest;
+
+/// What `gc` removed.
+#[derive(Debug, Default)]
+pub struct GcReport {
+    pub blobs_removed: usize,
+    pub temp_files_removed: usize,
+    pub bytes_freed: u64,
+    /// Leases of running keels whose blobs were kept.
+    pub live_leases: usize,
+}
+
+impl Store {
+    /// Digests reachable from the index and from containers.
+    fn reachable(&self) -> Result<BTreeSet<String>> {
+        let mut live = BTreeSet::new();
+        let mut todo: Vec<Descriptor> = self.read_index()?.manifests().clone();
+        for (_, d) in self.container_images() {
+            todo.push(Descriptor::new(MediaType::ImageManifest, 0, d));
+        }
+        while let Some(d) = todo.pop() {
+            if !live.insert(d.digest().to_string()) {
+                continue;
+            }
+            if is_index(d.media_type()) {
+                if let Ok(idx) = self.read_json::<ImageIndex>("index", d.digest()) {
+                    todo.extend(idx.manifests().iter().cloned());
+                }
+            } else if let Ok(m) = self.read_json::<ImageManifest>("manifest", d.digest()) {
+                live.insert(m.config().digest().to_string());
+                live.extend(m.layers().iter().map(|l| l.digest().to_string()));
+            }
+        }
+        Ok(live)
+    }
+
+    /// Removes blobs reachable neither from the index, nor from containers, nor from
+    /// `extra_roots` (the build cache's layers), nor from a live lease; and temp files
+    /// whose owner is gone.
+    pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport> {
+        let _lock = self.gc_guard()?;
+        let mut report = GcReport::default();
+        // Leases are read under the lock: a writer protects a blob before it is looked up
+        // or renamed into place, so every blob in flight is in one of these. They are read
+        // before the index: a writer tags, then drops its lease, so a blob is in the
+        // leases read here or in the index read after.
+        let mut live = BTreeSet::new();
+        for (_, rec) in lease::list(self.root()) {
+            if rec.is_live() {
+                report.live_leases += 1;
+                live.extend(rec.digests);
+            }
+        }
+        live.extend(self.reachable()?);
+        live.extend(extra_roots.iter().map(|d| d.to_string()));
+        let blobs = self.layout().join("blobs/sha256");
+        for e in fs::read_dir(&blobs)
+            .map_err(io_err("listing", &blobs))?
+            .flatten()
+        {
+            let name = format!("sha256:{}", e.file_name().to_string_lossy());
+            if !live.contains(&name) {
+                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                report.blobs_removed += 1;
+                crate::fault::point("gc.sweeping");
+            }
+        }
+        self.sweep_temp(report.live_leases > 0, &mut report)?;
+        Ok(report)
+    }
+
+    /// Removes temp files of writers that are gone: `tmp/<owner tag>-…` whose owner is
+    /// dead, untagged entries unless a live keel might own them, and the index's `.tmp-`
+    /// files (under the index lock, which every index write holds while its file exists).
+    fn sweep_temp(&self, someone_lives: bool, report: &mut GcReport) -> Result<()> {
+        let tmp = self.tmp_dir();
+        for e in fs::read_dir(&tmp)
+            .map_err(io_err("listing", &tmp))?
+            .flatten()
+        {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stray = match Owner::from_tag(&name) {
+                Some(owner) => !owner.alive(),
+                // Made by code that does not tag its temp files: only when no keel runs.
+                None => !someone_lives,
+            };
+            if stray {
+                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                remove_any(&e.path())?;
+                report.temp_files_removed += 1;
+            }
+        }
+        let _index = self.index_guard()?;
+        let layout = self.layout();
+        for e in fs::read_dir(&layout)
+            .map_err(io_err("listing", &layout))?
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(".tmp-") {
+                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
+                remove_any(&e.path())?;
+                report.temp_files_removed += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Removes a temp file or directory. A directory may hold mounts (a killed
+/// `--check-reproducible` build's scratch root): those are detached first, so deleting
+/// never reaches through a bind mount into what it shows.
+fn remove_any(p: &Path) -> Result<()> {
+    let r = if p.is_dir() && !p.is_symlink() {
+        crate::storage::reclaim::remove_temp(p).map_err(|e| std::io::Error::other(e.to_string()))
+    } else {
+        fs::remove_file(p)
+    };
+    match r {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        r => r.map_err(io_err("removing", p)),
+    }
+}

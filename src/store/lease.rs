@@ -1,0 +1,342 @@
+//! Leases: what a running keel protects from `keel gc`, and how a dead keel's leftovers
+//! are found (after containerd's leases, docs/garbage-collection.md there).
+//!
+//! A lease is `<root>/leases/<id>.json`, written before the owner's first write and
+//! removed when it is done. It names its owner — pid and start time (field 22 of
+//! `/proc/PID/stat`), so a reused pid is not mistaken for the owner — and the resources
+//! it protects: blobs (by digest), layer stacks it prepares snapshots from, containers it
+//! is creating, and temp paths outside the root's own temp directories. gc treats every
+//! live lease's blobs as roots; a lease whose owner is gone is dead, and its resources are
+//! reclaimed (`crate::reclaim`). Temp files and snapshot directories carry their owner's
+//! tag ([`Owner::tag`]) in their names or an `owner` file, so they need no lease entry.
+//!
+//! This module only keeps the records; it never removes what they name.
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde::{Deserialize, Serialize};
+
+use super::{io_err, Result};
+use crate::digest::Digest;
+
+/// A process, told apart from a later one with the same pid by its start time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: i32,
+    /// Clock ticks after boot at which the process started (`/proc/PID/stat` field 22).
+    pub start: u64,
+}
+
+impl Owner {
+    /// This process.
+    pub fn current() -> Owner {
+        static ME: OnceLock<Owner> = OnceLock::new();
+        *ME.get_or_init(|| {
+            let pid = std::process::id() as i32;
+            Owner {
+                pid,
+                start: start_time(pid).unwrap_or(0),
+            }
+        })
+    }
+
+    /// `p<pid>s<start>`: the prefix of names this owner gives temp files and directories.
+    pub fn tag(&self) -> String {
+        format!("p{}s{}", self.pid, self.start)
+    }
+
+    /// The owner named at the start of `name` (`p12s345-blob-x` → pid 12, start 345).
+    pub fn from_tag(name: &str) -> Option<Owner> {
+        let rest = name.strip_prefix('p')?;
+        let (pid, rest) = rest.split_once('s')?;
+        let start: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+        let after = &rest[start.len()..];
+        if start.is_empty() || !(after.is_empty() || after.starts_with('-')) {
+            return None;
+        }
+        Some(Owner {
+            pid: pid.parse().ok()?,
+            start: start.parse().ok()?,
+        })
+    }
+
+    /// Whether the process still runs (and is the same process, not a reused pid).
+    pub fn alive(&self) -> bool {
+        start_time(self.pid) == Some(self.start)
+    }
+}
+
+/// The start time of `pid`, or `None` when there is no such process (or it is a zombie).
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `/proc/PID/stat` line (proc(5)); fields are counted after the command
+/// name, which may itself hold spaces and parentheses. A zombie counts as gone.
+fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let fields: Vec<&str> = rest.split(' ').collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    // `rest` starts at field 3 (state), so field 22 is at index 19.
+    fields.get(19)?.parse().ok()
+}
+
+/// What a lease file holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    pub id: String,
+    pub owner: Option<Owner>,
+    /// Blobs the owner wrote or reads (digests): roots for gc while the owner lives.
+    #[serde(default)]
+    pub digests: BTreeSet<String>,
+    /// Layer stacks (diff ids, bottom first) the owner prepares snapshots from: while any
+    /// live lease has one, gc leaves the unpacked-layer cache alone.
+    #[serde(default)]
+    pub stacks: BTreeSet<Vec<String>>,
+    /// Containers the owner is creating or removing: if it dies, they are removed.
+    #[serde(default)]
+    pub containers: BTreeSet<String>,
+    /// Temp paths the owner made outside the root's temp directories (`save -o`).
+    #[serde(default)]
+    pub temp: BTreeSet<PathBuf>,
+}
+
+impl LeaseRecord {
+    /// A lease whose owner is gone (or was never recorded) protects nothing.
+    pub fn is_live(&self) -> bool {
+        self.owner.is_some_and(|o| o.alive())
+    }
+}
+
+/// A lease held by this process; cloning shares it, and the file is removed when the
+/// last clone is dropped.
+#[derive(Clone)]
+pub struct Lease {
+    inner: Arc<Held>,
+}
+
+struct Held {
+    path: PathBuf,
+    record: Mutex<LeaseRecord>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Lease({})", self.inner.path.display())
+    }
+}
+
+/// `<root>/leases`.
+pub fn leases_dir(root: &Path) -> PathBuf {
+    root.join("leases")
+}
+
+impl Lease {
+    /// Writes a new, empty lease for this process under `root`.
+    pub fn take(root: &Path) -> Result<Lease> {
+        let dir = leases_dir(root);
+        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        let owner = Owner::current();
+        let id = format!("{}-{}", owner.tag(), &crate::container::new_id()[..8]);
+        let lease = Lease {
+            inner: Arc::new(Held {
+                path: dir.join(format!("{id}.json")),
+                record: Mutex::new(LeaseRecord {
+                    id,
+                    owner: Some(owner),
+                    ..LeaseRecord::default()
+                }),
+            }),
+        };
+        lease.update(|_| {})?;
+        crate::fault::point("lease.taken");
+        Ok(lease)
+    }
+
+    pub fn id(&self) -> String {
+        self.record().id
+    }
+
+    /// A copy of the record as it stands.
+    pub fn record(&self) -> LeaseRecord {
+        self.inner.record.lock().expect("lease lock").clone()
+    }
+
+    /// Changes the record and rewrites the file (temp file, then rename: readers see the
+    /// old record or the new one). Not fsynced: after a crash every owner is dead anyway.
+    fn update(&self, change: impl FnOnce(&mut LeaseRecord)) -> Result<()> {
+        let mut rec = self.inner.record.lock().expect("lease lock");
+        change(&mut rec);
+        let path = &self.inner.path;
+        let tmp = path.with_file_name(format!(".{}.tmp", rec.id));
+        let bytes = serde_json::to_vec(&*rec).expect("a lease serialises");
+        fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
+        fs::rename(&tmp, path).map_err(io_err("renaming into", path))
+    }
+
+    /// Protects blobs; call before the blob is written or looked up, so gc either sees
+    /// the protection or has finished deleting.
+    pub fn protect_blobs<'a>(&self, ds: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
+        let new: Vec<String> = ds.into_iter().map(|d| d.to_string()).collect();
+        {
+            let held = self.inner.record.lock().expect("lease lock");
+            if new.iter().all(|d| held.digests.contains(d)) {
+                return Ok(());
+            }
+        }
+        self.update(|r| r.digests.extend(new))
+    }
+
+    /// Protects a layer stack (diff ids, bottom first) a snapshot is prepared from.
+    pub fn protect_stack<'a>(&self, diff_ids: impl IntoIterator<Item = &'a Digest>) -> Result<()> {
+        let stack: Vec<String> = diff_ids.into_iter().map(|d| d.to_string()).collect();
+        if stack.is_empty() || self.record().stacks.contains(&stack) {
+            return Ok(());
+        }
+        self.update(|r| {
+            r.stacks.insert(stack);
+        })
+    }
+
+    /// Names a container this process is creating (or removing): if it dies before
+    /// [`Lease::release_container`], gc removes the container.
+    pub fn protect_container(&self, id: &str) -> Result<()> {
+        self.update(|r| {
+            r.containers.insert(id.to_string());
+        })
+    }
+
+    /// The container is complete (or gone): its record owns it from now on. Its layer
+    /// stack is dropped too (the snapshot exists, so gc keeps its layers), which lets gc
+    /// prune the layer cache while a detached container's supervisor holds this lease.
+    pub fn release_container(&self, id: &str) -> Result<()> {
+        self.update(|r| {
+            r.containers.remove(id);
+            r.stacks.clear();
+        })
+    }
+
+    /// Names a temp path to delete should this process die before it is done with it.
+    pub fn protect_temp(&self, path: &Path) -> Result<()> {
+        let p = std::path::absolute(path).map_err(io_err("resolving", path))?;
+        self.update(|r| {
+            r.temp.insert(p);
+        })
+    }
+}
+
+/// Every lease under `root` with its file. A file that does not parse is reported as a
+/// record without an owner (so it counts as dead).
+pub fn list(root: &Path) -> Vec<(PathBuf, LeaseRecord)> {
+    let Ok(rd) = fs::read_dir(leases_dir(root)) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(id) = name
+            .strip_suffix(".json")
+            .filter(|_| !name.starts_with('.'))
+        else {
+            continue;
+        };
+        let rec = fs::read(e.path())
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LeaseRecord>(&b).ok())
+            .unwrap_or_else(|| LeaseRecord {
+                id: id.to_string(),
+                owner: Owner::from_tag(id),
+                ..LeaseRecord::default()
+            });
+        out.push((e.path(), rec));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+/// Whether any lease under `root` is dead (cheap: names and /proc only) — what start-up
+/// checks before deciding to reclaim.
+pub fn any_dead(root: &Path) -> bool {
+    let Ok(rd) = fs::read_dir(leases_dir(root)) else {
+        return false;
+    };
+    rd.flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let id = name.trim_start_matches('.');
+        Owner::from_tag(id).is_none_or(|o| !o.alive())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_command_names() {
+        let rest = (4..=52)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for comm in ["keel", "a b", "x) (y", ")"] {
+            let line = format!("42 ({comm}) S {rest}");
+            assert_eq!(parse_start_time(&line), Some(22), "{comm}");
+        }
+        assert_eq!(parse_start_time(&format!("42 (k) Z {rest}")), None);
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn owner_tags_round_trip_and_reject_lookalikes() {
+        let o = Owner {
+            pid: 12,
+            start: 345,
+        };
+        assert_eq!(Owner::from_tag(&o.tag()), Some(o));
+        assert_eq!(Owner::from_tag("p12s345-blob-x1"), Some(o));
+        for bad in [
+            "", "blob-1", "p12", "ps1", "p12s", "p12s3x", "q12s3", "pxs3",
+        ] {
+            assert_eq!(Owner::from_tag(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn this_process_is_alive_and_a_changed_start_time_is_not() {
+        let me = Owner::current();
+        assert!(me.alive());
+        let other = Owner {
+            start: me.start + 1,
+            ..me
+        };
+        assert!(!other.alive());
+    }
+
+    #[test]
+    fn a_lease_file_lives_as_long_as_its_last_clone() {
+        let dir = tempfile::tempdir().unwrap();
+        let l = Lease::take(dir.path()).unwrap();
+        let d: Digest = crate::digest::of_bytes(b"x");
+        l.protect_blobs([&d]).unwrap();
+        let listed = list(dir.path());
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].1.is_live());
+        assert!(listed[0].1.digests.contains(&d.to_string()));
+        let l2 = l.clone();
+        drop(l);
+        assert_eq!(list(dir.path()).len(), 1);
+        drop(l2);
+        assert!(list(dir.path()).is_empty());
+        assert!(!any_dead(dir.path()));
+    }
+}
