@@ -74,7 +74,10 @@ fn divergence_workdir_created_owned_by_user() {
         "FROM bb\nWORKDIR /made/by/workdir\nUSER daemon\nWORKDIR /owned\nWORKDIR sub\n",
     )
     .buildkit(|i| {
-        // buildah 1.28 leaves WORKDIR directories root-owned; BuildKit makes them as the user.
+        // buildah 1.28 creates no WORKDIR directory; BuildKit makes each, as the user.
+        for d in ["made", "made/by", "made/by/workdir"] {
+            i.file(d, Some("dir 0755 0:0"));
+        }
         i.file("owned", Some("dir 0755 1:1"));
         i.file("owned/sub", Some("dir 0755 1:1"));
     })

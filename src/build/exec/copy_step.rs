@@ -326,10 +326,11 @@ impl Executor<'_> {
                 ctx,
                 &snap.rootfs,
                 &ops,
+                owner,
                 self.opts.epoch,
             )?);
         }
-        step::apply_copy(ctx, &snap.rootfs, &ops)?;
+        step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
             self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
         }

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{Executor, Outcome, Scope, State, StepFailure};
 use crate::build::cache::KeyInputs;
+use crate::build::step::{self, StepError};
 use crate::image::config::{Empty, HealthConfig, History};
 use crate::plan::{Cmdline, Healthcheck, Op, Step};
 
@@ -34,7 +35,7 @@ impl Executor<'_> {
             Op::Label(pairs) => self.dispatch_label(state, pairs, &vars)?,
             Op::Expose(ports) => self.dispatch_expose(state, ports, &vars)?,
             Op::Volume(v) => self.dispatch_volume(state, v, &vars)?,
-            Op::Workdir(w) => self.dispatch_workdir(state, w, &vars)?,
+            Op::Workdir(w) => return self.dispatch_workdir(n, s, state, w, &vars),
             Op::User(u) => {
                 let u = self.expand(u, &vars)?;
                 set(state, |c| c.config.user = Some(u))
@@ -147,23 +148,72 @@ impl Executor<'_> {
         })
     }
 
+    /// WORKDIR sets the config and creates the directory (with missing parents, mode
+    /// 0755, owned by the stage's USER when one is set) even if nothing is ever written
+    /// there: BuildKit's `dispatchWorkdir` adds an `llb.Mkdir` with `WithParents` and
+    /// `WithUser`. An existing directory is left as it is, so the layer is then empty.
     fn dispatch_workdir(
-        &self,
-        state: State,
+        &mut self,
+        n: usize,
+        s: &Step,
+        mut state: State,
         w: &str,
         vars: &BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
+    ) -> Done {
         let w = self.expand(w, vars)?;
-        edit(state, |c| {
-            let cur = c.config.working_dir.as_deref().filter(|d| !d.is_empty());
-            let abs = match cur {
-                _ if w.starts_with('/') => w.clone(),
-                Some(cur) => format!("{}/{w}", cur.trim_end_matches('/')),
-                None => format!("/{w}"),
-            };
-            c.config.working_dir = Some(crate::build::copy::clean_abs(&abs));
-            Ok(())
-        })
+        let cur = state
+            .config
+            .config
+            .working_dir
+            .as_deref()
+            .filter(|d| !d.is_empty());
+        let abs = match cur {
+            _ if w.starts_with('/') => w.clone(),
+            Some(cur) => format!("{}/{w}", cur.trim_end_matches('/')),
+            None => format!("/{w}"),
+        };
+        let abs = crate::build::copy::clean_abs(&abs);
+        state.config.config.working_dir = Some(abs.clone());
+        if abs == "/" {
+            return Ok((metadata_done(state, s), Outcome::Metadata));
+        }
+        let user = state.config.config.user.clone().filter(|u| !u.is_empty());
+        let instruction = json!({"workdir": {"path": abs, "user": user}});
+        let inputs = KeyInputs::new(state.key.clone(), instruction);
+        let position = format!(
+            "{}|{}|{}",
+            self.context.root().display(),
+            self.opts.file_name,
+            s.line
+        );
+        let created_by = format!("WORKDIR {abs}");
+        self.in_snapshot(
+            n,
+            "WORKDIR: ",
+            state,
+            &inputs,
+            &position,
+            &created_by,
+            |snap, _| {
+                let owner = match &user {
+                    Some(u) => {
+                        let u = crate::runtime::spec::Accounts::read(&snap.rootfs)?.resolve(u)?;
+                        Some((u.uid, u.gid))
+                    }
+                    None => None,
+                };
+                let tree =
+                    crate::sys::rootfs::Rootfs::open(&snap.rootfs).map_err(StepError::from)?;
+                tree.mkdir_all(std::path::Path::new(&abs), 0o755, owner)
+                    .map_err(StepError::from)?;
+                Ok(step::commit(
+                    self.store,
+                    self.snapshotter.as_ref(),
+                    snap,
+                    self.opts.epoch,
+                )?)
+            },
+        )
     }
 }
 

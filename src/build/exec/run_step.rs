@@ -352,7 +352,7 @@ fn copy_into(
 ) -> Result<Vec<crate::context::Selection>, StepFailure> {
     let sels = ctx.select(source)?;
     let ops = copy::plan("RUN --mount", &sels, "/", "/", None, None, true)?;
-    step::apply_copy(ctx, dir, &ops)?;
+    step::apply_copy(ctx, dir, &ops, None)?;
     Ok(sels)
 }
 
