@@ -176,8 +176,8 @@ fn every_instruction_reaches_the_image() {
     let layers = c["rootfs"]["diff_ids"].as_array().unwrap().len();
     assert_eq!(
         layers,
-        1 + 5,
-        "one layer per filesystem step (base + COPY, ADD, RUN, COPY, RUN)"
+        1 + 7,
+        "one layer per filesystem step (base + WORKDIR, WORKDIR, COPY, ADD, RUN, COPY, RUN): WORKDIR creates its directory as BuildKit does"
     );
     let history = c["history"].as_array().unwrap();
     assert_eq!(
