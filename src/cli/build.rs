@@ -33,6 +33,11 @@ pub struct BuildArgs {
     /// Add a label to the image (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Export the result without tagging it: `type=local,dest=DIR` (the target stage's
+    /// files, owned by you), `type=tar,dest=FILE`, `type=oci,dest=FILE`,
+    /// `type=docker,dest=FILE`; a bare `DIR` means local, `-` a tar on stdout.
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH|DIR")]
+    output: Vec<String>,
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -236,6 +241,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             )
         }
     };
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| crate::build::output::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = crate::build::front::plan(&file_name, &bytes)?;
     let mut build_args = BTreeMap::new();
     for v in &a.build_args {
@@ -312,6 +322,15 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         }
     };
     let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
+    let to_stdout = outputs.iter().any(|o| {
+        matches!(
+            o,
+            crate::build::output::Output::Tar(crate::build::output::Dest::Stdout)
+        )
+    });
+    for o in &outputs {
+        crate::build::output::export(&store, &rec, o, invoking_user(&context_dir))?;
+    }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
@@ -321,8 +340,23 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             eprintln!("tagged {}", t.tagged_name());
         }
     }
-    println!("{}", rec.id());
+    if !to_stdout {
+        println!("{}", rec.id());
+    }
     Ok(0)
+}
+
+/// Who `--output` files belong to: the caller, or under sudo (root with `SUDO_UID` set)
+/// the owner of the context directory — the user who ran sudo in their own project.
+fn invoking_user(context: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = crate::sys::proc::effective_ids();
+    if uid == 0 && std::env::var_os("SUDO_UID").is_some() {
+        if let Ok(m) = std::fs::metadata(context) {
+            return (m.uid(), m.gid());
+        }
+    }
+    (uid, gid)
 }
 
 /// Builds twice, without cache, in two scratch roots that hold only the base images.

@@ -313,3 +313,11 @@ pub fn close_fds_except(keep: &[i32]) {
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
+
+/// The effective uid and gid.
+pub fn effective_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
