@@ -147,3 +147,220 @@ fn output_flag_errors_name_the_fix() {
     let err = k.fails(&["build", "-o", "type=tar", ctx.to_str().unwrap()]);
     assert!(err.contains("missing dest="), "{err}");
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for remote ADD: serves fixed files with an ETag,
+/// answers `If-None-Match` with 304, and logs every request as `PATH[ if-none-match]`.
+struct Server {
+    base: String,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(files: Vec<(&'static str, Vec<u8>)>) -> Server {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = log.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let path = first.split_whitespace().nth(1).unwrap_or("").to_string();
+                let mut inm = None;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("if-none-match") {
+                            inm = Some(v.trim().to_string());
+                        }
+                    }
+                }
+                let found = files.iter().find(|(p, _)| *p == path);
+                let tag = found.map(|(_, b)| format!("\"{}\"", b.len()));
+                seen.lock().unwrap().push(match inm.is_some() {
+                    true => format!("{path} if-none-match"),
+                    false => path.clone(),
+                });
+                let head = |status: &str, len: usize| {
+                    format!("HTTP/1.1 {status}\r\nContent-Length: {len}\r\nConnection: close\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nETag: {}\r\n\r\n", tag.clone().unwrap_or_default())
+                };
+                let _ = match found {
+                    Some(_) if inm.is_some() && inm == tag => {
+                        conn.write_all(head("304 Not Modified", 0).as_bytes())
+                    }
+                    Some((_, body)) => conn
+                        .write_all(head("200 OK", body.len()).as_bytes())
+                        .and_then(|_| conn.write_all(body)),
+                    None => conn.write_all(head("404 Not Found", 0).as_bytes()),
+                };
+            }
+        });
+        Server { base, log }
+    }
+    fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+fn build_out(k: &Keel, ctx: &Path, out: &Path) -> std::process::Output {
+    k.cmd()
+        .args(["build", "-o"])
+        .arg(out)
+        .arg(ctx)
+        .output()
+        .unwrap()
+}
+
+/// `ADD --checksum` of a URL: verified; a wrong checksum fails naming both digests; a
+/// second build with the same checksum is a cache hit without any request.
+#[test]
+fn remote_add_checksum_is_verified_and_cached_without_a_request() {
+    require!(is_root(), "building needs root");
+    let body = b"remote tool\n".to_vec();
+    let sum = sha256_hex(&body);
+    let srv = Server::start(vec![("/files/tool.txt", body.clone())]);
+    let k = with_base();
+    let df = format!(
+        "FROM bb\nADD --checksum=sha256:{sum} {}/files/tool.txt /opt/\nRUN cat /opt/tool.txt > /copy\n",
+        srv.base
+    );
+    let ctx = context(&k, "ctx", &[("Dockerfile", &df)]);
+    let out = k.path("out");
+    let o = build_out(&k, &ctx, &out);
+    crate::common::assert_success(&o, "first build");
+    assert_eq!(fs::read(out.join("opt/tool.txt")).unwrap(), body);
+    assert_eq!(fs::read(out.join("copy")).unwrap(), body);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(out.join("opt/tool.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(
+        mode & 0o7777,
+        0o600,
+        "a downloaded file is 0600, as docker makes it"
+    );
+    assert_eq!(srv.requests(), ["/files/tool.txt"]);
+
+    let o = build_out(&k, &ctx, &k.path("out2"));
+    crate::common::assert_success(&o, "second build");
+    let progress = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(progress.matches("CACHED").count(), 2, "{progress}");
+    assert_eq!(
+        srv.requests(),
+        ["/files/tool.txt"],
+        "no request the second time"
+    );
+
+    let wrong = "0".repeat(64);
+    let df = format!(
+        "FROM bb\nADD --checksum=sha256:{wrong} {}/files/tool.txt /opt/\n",
+        srv.base
+    );
+    let ctx2 = context(&k, "ctx2", &[("Dockerfile", &df)]);
+    let err = k.fails(&["build", ctx2.to_str().unwrap()]);
+    assert!(
+        err.contains(&format!("expected sha256:{wrong}"))
+            && err.contains(&format!("got sha256:{sum}")),
+        "{err}"
+    );
+}
+
+/// Without a checksum the download's digest is the key, and a cached URL is revalidated
+/// (ETag): a 304 reuses the content and the step's cache.
+#[test]
+fn remote_add_without_checksum_revalidates() {
+    require!(is_root(), "building needs root");
+    let srv = Server::start(vec![("/a.tar", b"not really a tar\n".to_vec())]);
+    let k = with_base();
+    let df = format!("FROM bb\nADD {}/a.tar /dl/\n", srv.base);
+    let ctx = context(&k, "ctx", &[("Dockerfile", &df)]);
+    let out = k.path("out");
+    crate::common::assert_success(&build_out(&k, &ctx, &out), "first build");
+    assert_eq!(
+        fs::read(out.join("dl/a.tar")).unwrap(),
+        b"not really a tar\n"
+    );
+    let o = build_out(&k, &ctx, &k.path("out2"));
+    crate::common::assert_success(&o, "second build");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CACHED"));
+    assert_eq!(srv.requests(), ["/a.tar", "/a.tar if-none-match"]);
+    let err = k.fails(&[
+        "build",
+        context(
+            &k,
+            "c3",
+            &[(
+                "Dockerfile",
+                &format!("FROM bb\nADD {}/missing /x\n", srv.base),
+            )],
+        )
+        .to_str()
+        .unwrap(),
+    ]);
+    assert!(err.contains("answered 404"), "{err}");
+}
+
+/// `ADD <repo>.git#ref` checks the ref out with git: the tree lands at the destination,
+/// without `.git` unless `--keep-git-dir`.
+#[test]
+fn remote_add_git_repository() {
+    require!(is_root(), "building needs root");
+    require!(
+        crate::common::have("git"),
+        "git is needed for ADD of a repository"
+    );
+    let k = with_base();
+    let repo = k.path("repo.git");
+    let work = k.path("work");
+    let git = |dir: &Path, args: &[&str]| {
+        crate::common::run_ok(
+            std::process::Command::new("git")
+                .arg("-C")
+                .arg(dir)
+                .args([
+                    "-c",
+                    "user.name=t",
+                    "-c",
+                    "user.email=t@t",
+                    "-c",
+                    "init.defaultBranch=main",
+                ])
+                .args(args),
+        )
+    };
+    fs::create_dir_all(&repo).unwrap();
+    git(&repo, &["init", "-q", "--bare"]);
+    fs::create_dir_all(work.join("src")).unwrap();
+    fs::write(work.join("src/main.c"), "int main(){}\n").unwrap();
+    git(&work, &["init", "-q", "-b", "main"]);
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "one"]);
+    git(&work, &["tag", "v1"]);
+    fs::write(work.join("later.txt"), "later\n").unwrap();
+    git(&work, &["add", "."]);
+    git(&work, &["commit", "-q", "-m", "two"]);
+    git(&work, &["push", "-q", repo.to_str().unwrap(), "main", "v1"]);
+    let url = format!("file://{}", repo.display());
+    let df = format!("FROM scratch\nADD {url}#v1 /v1/\nADD --keep-git-dir {url}#main /main/\n");
+    let ctx = context(&k, "ctx", &[("Dockerfile", &df)]);
+    let out = k.path("out");
+    crate::common::assert_success(&build_out(&k, &ctx, &out), "git build");
+    assert_eq!(
+        fs::read_to_string(out.join("v1/src/main.c")).unwrap(),
+        "int main(){}\n"
+    );
+    assert!(!out.join("v1/later.txt").exists() && !out.join("v1/.git").exists());
+    assert!(out.join("main/later.txt").exists() && out.join("main/.git").is_dir());
+}
