@@ -27,6 +27,12 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     no_cache: bool,
+    /// Do not use the build cache for these stages (names or indexes; repeat or comma-separate).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Write the image digest, config digest, names and each step's cache result as JSON.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// Base images always come from the local store; only `never`/`missing`/`false` make sense.
     #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
     pull: String,
@@ -293,6 +299,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         build_args,
         target: a.target.clone(),
         no_cache: a.no_cache,
+        no_cache_stages: a.no_cache_filter.clone(),
         labels: labels.clone(),
         explain: a.explain,
         isolation: a.isolation.clone(),
@@ -330,6 +337,17 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     });
     for o in &outputs {
         crate::build::output::export(&store, &rec, o, invoking_user(&context_dir))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let names: Vec<String> = a.tags.iter().map(|t| t.tagged_name()).collect();
+        let doc = serde_json::json!({
+            "containerimage.digest": rec.manifest_digest().to_string(),
+            "containerimage.config.digest": rec.id().to_string(),
+            "image.name": names.join(","),
+            "keel.steps": outcome.steps,
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing --metadata-file {}", f.display()))?;
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())

@@ -364,3 +364,84 @@ fn remote_add_git_repository() {
     assert!(!out.join("v1/later.txt").exists() && !out.join("v1/.git").exists());
     assert!(out.join("main/later.txt").exists() && out.join("main/.git").is_dir());
 }
+
+fn metadata(k: &Keel, ctx: &Path, extra: &[&str]) -> serde_json::Value {
+    let f = k.path("meta.json");
+    let mut args = vec!["build", "-q", "--metadata-file", f.to_str().unwrap()];
+    args.extend(extra);
+    args.push(ctx.to_str().unwrap());
+    let id = k.ok(&args);
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&f).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], id.trim());
+    m
+}
+
+fn cache_results(m: &serde_json::Value) -> Vec<String> {
+    m["keel.steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            format!(
+                "{} {}",
+                s["stage"].as_str().unwrap(),
+                s["cache"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
+/// `--metadata-file` records the image's digests and every step's cache result;
+/// `--no-cache-filter STAGE` reruns only that stage's steps.
+#[test]
+fn metadata_file_and_no_cache_filter() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let df = "FROM bb AS build\nRUN echo b > /b\nFROM bb\nRUN echo f > /f\nCOPY --from=build /b /b\nENV X=1\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", df)]);
+    let m = metadata(&k, &ctx, &["-t", "meta:1"]);
+    assert_eq!(m["image.name"], "meta:1");
+    assert!(m["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(
+        cache_results(&m),
+        [
+            "build ran",
+            "stage-1 ran",
+            "stage-1 ran",
+            "stage-1 metadata"
+        ]
+    );
+    let m = metadata(&k, &ctx, &[]);
+    assert_eq!(
+        cache_results(&m),
+        [
+            "build cached",
+            "stage-1 cached",
+            "stage-1 cached",
+            "stage-1 metadata"
+        ]
+    );
+    let m = metadata(&k, &ctx, &["--no-cache-filter", "build"]);
+    assert_eq!(
+        cache_results(&m),
+        [
+            "build ran",
+            "stage-1 cached",
+            "stage-1 cached",
+            "stage-1 metadata"
+        ]
+    );
+    let m = metadata(&k, &ctx, &["--no-cache-filter", "1"]);
+    assert_eq!(
+        cache_results(&m),
+        [
+            "build cached",
+            "stage-1 ran",
+            "stage-1 ran",
+            "stage-1 metadata"
+        ]
+    );
+}

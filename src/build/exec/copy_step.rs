@@ -247,7 +247,7 @@ impl Executor<'_> {
 
     /// The state a settled selection's stamp points at, unless the cache is bypassed.
     fn stamp_hit(&self, stamp: &crate::build::cache::SelectionStamp) -> Option<State> {
-        if self.opts.no_cache || self.opts.explain {
+        if self.stage_no_cache || self.opts.explain {
             return None;
         }
         let key = self.cache.key_by_stamp(stamp)?;

@@ -123,6 +123,8 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps ignore the cache.
+    pub no_cache_stages: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub explain: bool,
     pub isolation: Option<String>,
@@ -142,6 +144,17 @@ pub struct BuildOutcome {
     pub ran: usize,
     pub cached: usize,
     pub log_dir: PathBuf,
+    /// Every step that ran or hit the cache, in order (for `--metadata-file`).
+    pub steps: Vec<StepRecord>,
+}
+
+/// What happened to one step: `cached`, `ran` or `metadata` (config only).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub stage: String,
+    pub line: usize,
+    pub instruction: String,
+    pub cache: &'static str,
 }
 
 /// One build in progress.
@@ -163,6 +176,9 @@ pub struct Executor<'a> {
     build_id: String,
     started: Instant,
     view: BuildView,
+    records: Vec<StepRecord>,
+    /// The stage being built ignores the cache (`--no-cache`, `--no-cache-filter`).
+    stage_no_cache: bool,
 }
 
 /// A stage while it is being built: its build args so far and whether ENTRYPOINT was
@@ -229,6 +245,8 @@ impl<'a> Executor<'a> {
             build_id,
             started: Instant::now(),
             view: BuildView::new(mode),
+            records: Vec::new(),
+            stage_no_cache: opts.no_cache,
         })
     }
 
@@ -260,6 +278,7 @@ impl<'a> Executor<'a> {
             ran: self.ran,
             cached: self.cached,
             log_dir: self.log_dir,
+            steps: self.records,
         })
     }
 
@@ -355,6 +374,13 @@ impl<'a> Executor<'a> {
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let index = stage.index.to_string();
+        self.stage_no_cache = self.opts.no_cache
+            || self
+                .opts
+                .no_cache_stages
+                .iter()
+                .any(|f| Some(f.as_str()) == stage.name.as_deref() || *f == index);
         self.counter += 1;
         self.say(format!("#{} [{label}] FROM {}", self.counter, stage.base));
         let mut scope = Scope {
@@ -404,6 +430,17 @@ impl<'a> Executor<'a> {
                 return Err(self.fail(s.line, &s.text, e));
             }
         };
+        let cache = match outcome {
+            Outcome::Cached => "cached",
+            Outcome::Ran => "ran",
+            Outcome::Metadata => "metadata",
+        };
+        self.records.push(StepRecord {
+            stage: label.to_string(),
+            line: s.line,
+            instruction: s.text.clone(),
+            cache,
+        });
         match outcome {
             Outcome::Cached => {
                 self.cached += 1;
@@ -452,12 +489,12 @@ impl<'a> Executor<'a> {
             ));
         }
         let key = inputs.key();
-        if !self.opts.no_cache {
+        if !self.stage_no_cache {
             if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
                 return (Some(hit), None);
             }
         }
-        let why = if self.opts.no_cache {
+        let why = if self.stage_no_cache {
             "--no-cache".to_string()
         } else {
             inputs.explain_change(self.cache.last_inputs(position).as_ref())
