@@ -73,6 +73,15 @@ pub struct BuildArgs {
     /// An SSH agent socket for `RUN --mount=type=ssh` (`default` is $SSH_AUTH_SOCK).
     #[arg(long, value_name = "ID[=SOCKET]")]
     ssh: Vec<String>,
+    /// Network for RUN steps that do not say (`RUN --network`): host (the default) or none.
+    #[arg(long, value_name = "host|none", value_parser = ["host", "none", "default"])]
+    network: Option<String>,
+    /// Add a line to the RUN steps' /etc/hosts (NAME:IP); may be repeated.
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Size of the RUN steps' /dev/shm (bytes, or with k/m/g).
+    #[arg(long, value_name = "SIZE")]
+    shm_size: Option<String>,
     /// Isolation backend for RUN steps.
     #[arg(long, value_name = "BACKEND")]
     isolation: Option<String>,
@@ -292,6 +301,30 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             crate::build::mounts::parse_ssh(spec, agent.as_deref()).map_err(anyhow::Error::msg)?;
         credentials.ssh.insert(id, sock);
     }
+    let mut add_hosts = Vec::new();
+    for h in &a.add_host {
+        match h.split_once(':') {
+            Some((name, ip)) if !name.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => {
+                add_hosts.push((name.to_string(), ip.to_string()))
+            }
+            _ => bail!("--add-host {h:?}: expected NAME:IP, e.g. --add-host db:10.0.0.5"),
+        }
+    }
+    let shm_size = match &a.shm_size {
+        None => None,
+        Some(v) => Some(
+            crate::dockerfile::instruction::parse_size(v)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--shm-size {v:?}: expected a size such as 64m or 1g")
+                })?,
+        ),
+    };
+    let network = a.network.as_deref().map(|n| match n {
+        "none" => crate::plan::Network::None,
+        "host" => crate::plan::Network::Host,
+        _ => crate::plan::Network::Default,
+    });
     let store = ctx.store()?;
     let created = CreatedTime::start(&context_dir);
     let opts = BuildOptions {
@@ -312,6 +345,9 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         quiet: a.quiet || ctx.reporter.is_quiet(),
         terminal: ctx.reporter.is_fancy(),
         credentials,
+        network,
+        add_hosts,
+        shm_size,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());

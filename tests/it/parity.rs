@@ -445,3 +445,39 @@ fn metadata_file_and_no_cache_filter() {
         ]
     );
 }
+
+/// `--network none` reaches RUN steps that do not choose, `--add-host` lines are in
+/// their /etc/hosts (which does not reach the image), `--shm-size` sizes /dev/shm.
+#[test]
+fn build_wide_network_hosts_and_shm() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let df = "FROM bb\nRUN ls /sys/class/net > /ifaces\nRUN cat /etc/hosts > /hosts\nRUN df -k /dev/shm | tail -1 > /shm\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", df)]);
+    let out = k.path("out");
+    k.ok(&[
+        "build",
+        "-q",
+        "--network",
+        "none",
+        "--add-host",
+        "db:10.0.0.5",
+        "--shm-size",
+        "2m",
+        "-o",
+        out.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(out.join("ifaces")).unwrap(), "lo\n");
+    let hosts = fs::read_to_string(out.join("hosts")).unwrap();
+    assert!(hosts.contains("10.0.0.5\tdb"), "{hosts}");
+    let image_hosts = fs::read_to_string(out.join("etc/hosts")).unwrap();
+    assert!(
+        !image_hosts.contains("db"),
+        "the hosts file is a mount, not image content"
+    );
+    let shm = fs::read_to_string(out.join("shm")).unwrap();
+    assert!(shm.split_whitespace().nth(1) == Some("2048"), "{shm}");
+    let err = k.fails(&["build", "--add-host", "nocolon", ctx.to_str().unwrap()]);
+    assert!(err.contains("expected NAME:IP"), "{err}");
+}

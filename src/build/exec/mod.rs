@@ -136,6 +136,12 @@ pub struct BuildOptions {
     pub terminal: bool,
     /// Secrets and SSH agents for `RUN --mount=type=secret|ssh`.
     pub credentials: mounts::Credentials,
+    /// `keel build --network`: what a RUN without `--network` gets (`None`: the host's).
+    pub network: Option<crate::plan::Network>,
+    /// `--add-host NAME:IP`: extra lines of the RUN steps' `/etc/hosts`.
+    pub add_hosts: Vec<(String, String)>,
+    /// `--shm-size`: the RUN steps' `/dev/shm` size in bytes.
+    pub shm_size: Option<u64>,
 }
 
 /// What a build produced and did.
