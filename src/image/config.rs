@@ -227,13 +227,4 @@ mod tests {
             assert!(e.to_string().contains("does not fit"), "{bad}: {e}");
         }
     }
-
-    #[test]
-    fn env_is_replaced_by_key() {
-        let mut c = RunConfig::default();
-        c.set_env("A", "1");
-        c.set_env("B", "2");
-        c.set_env("A", "3");
-        assert_eq!(c.env_list(), ["B=2", "A=3"]);
-    }
 }

@@ -983,6 +983,7 @@ mod tests {
                 cpus: Some(1.5),
             },
             tty: true,
+            shm_size: None,
         };
         let cases = [
             (

@@ -553,6 +553,28 @@ fn env_forms() {
     .check();
 }
 
+/// A new value of a key replaces the old one where it stands (convert.go `addEnv`).
+#[test]
+fn env_override_keeps_order() {
+    Case::new(
+        "env_override_keeps_order",
+        "FROM bb\nENV A=1 B=2\nENV A=3\nENV PATH=/opt/bin:$PATH\n",
+    )
+    // buildah 1.28 moves a replaced key to the end; BuildKit's `addEnv` (convert.go)
+    // overwrites the entry in place.
+    .buildkit(|i| {
+        i.set(
+            "Env",
+            Some(json!([
+                "PATH=/opt/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "A=3",
+                "B=2"
+            ])),
+        )
+    })
+    .check();
+}
+
 #[test]
 fn expansion_modifiers() {
     Case::new(
