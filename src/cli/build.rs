@@ -82,6 +82,10 @@ pub struct BuildArgs {
     /// Size of the RUN steps' /dev/shm (bytes, or with k/m/g).
     #[arg(long, value_name = "SIZE")]
     shm_size: Option<String>,
+    /// A named context for FROM NAME / COPY --from=NAME: NAME=DIR,
+    /// NAME=docker-image://REF (from the store) or NAME=oci-layout://PATH[:TAG|@DIGEST].
+    #[arg(long, value_name = "NAME=VALUE")]
+    build_context: Vec<String>,
     /// Isolation backend for RUN steps.
     #[arg(long, value_name = "BACKEND")]
     isolation: Option<String>,
@@ -325,6 +329,16 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         "host" => crate::plan::Network::Host,
         _ => crate::plan::Network::Default,
     });
+    let mut contexts = BTreeMap::new();
+    for c in &a.build_context {
+        let (name, value) = exec::NamedContext::parse(c).map_err(anyhow::Error::msg)?;
+        if let exec::NamedContext::Dir(d) = &value {
+            if !d.is_dir() {
+                bail!("--build-context {c}: {} is not a directory", d.display());
+            }
+        }
+        contexts.insert(name, value);
+    }
     let store = ctx.store()?;
     let created = CreatedTime::start(&context_dir);
     let opts = BuildOptions {
@@ -348,6 +362,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         network,
         add_hosts,
         shm_size,
+        contexts,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());

@@ -481,3 +481,57 @@ fn build_wide_network_hosts_and_shm() {
     let err = k.fails(&["build", "--add-host", "nocolon", ctx.to_str().unwrap()]);
     assert!(err.contains("expected NAME:IP"), "{err}");
 }
+
+/// `--build-context`: a directory, a store image (`docker-image://`) and an OCI layout
+/// (`oci-layout://`) stand for their names in FROM and COPY --from.
+#[test]
+fn named_build_contexts() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let lib = context(
+        &k,
+        "lib",
+        &[("inc/lib.h", "int f();\n"), ("README", "lib\n")],
+    );
+    let saved = k.path("bb.tar");
+    k.ok(&["save", "bb", "-o", saved.to_str().unwrap()]);
+    let layout = k.path("layout");
+    fs::create_dir_all(&layout).unwrap();
+    tar::Archive::new(fs::File::open(&saved).unwrap())
+        .unpack(&layout)
+        .unwrap();
+    let df = "FROM base AS b\nRUN echo from-base > /b\n\
+FROM layout\nCOPY --from=lib /inc/ /usr/include/\nCOPY --from=b /b /b\nCOPY --from=lib README /\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", df)]);
+    let out = k.path("out");
+    k.ok(&[
+        "build",
+        "-q",
+        "--build-context",
+        &format!("lib={}", lib.display()),
+        "--build-context",
+        "base=docker-image://bb",
+        "--build-context",
+        &format!("layout=oci-layout://{}:latest", layout.display()),
+        "-o",
+        out.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(out.join("usr/include/lib.h")).unwrap(),
+        "int f();\n"
+    );
+    assert_eq!(fs::read_to_string(out.join("README")).unwrap(), "lib\n");
+    assert_eq!(fs::read_to_string(out.join("b")).unwrap(), "from-base\n");
+    assert!(
+        out.join("bin/busybox").is_file(),
+        "the layout's image is the base"
+    );
+    let err = k.fails(&[
+        "build",
+        "--build-context",
+        "x=https://h/y",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(err.contains("docker-image://"), "{err}");
+}

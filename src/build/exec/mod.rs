@@ -18,6 +18,7 @@ use super::mounts;
 mod copy_step;
 mod dispatch;
 mod link;
+mod named;
 mod run_step;
 use super::progress::{BuildView, ViewMode};
 use super::step::{self, StepError};
@@ -28,6 +29,7 @@ use crate::plan::{Plan, Stage, Step};
 use crate::runtime::{self, Isolation};
 use crate::storage::Snapshotter;
 use crate::store::{ImageRecord, Store};
+pub use named::NamedContext;
 
 /// The PATH a stage gets when its base sets none (BuildKit's `system.DefaultPathEnv`).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -142,6 +144,8 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, String)>,
     /// `--shm-size`: the RUN steps' `/dev/shm` size in bytes.
     pub shm_size: Option<u64>,
+    /// `--build-context NAME=…`: what FROM/COPY --from/mount from= NAME mean.
+    pub contexts: BTreeMap<String, NamedContext>,
 }
 
 /// What a build produced and did.
@@ -183,6 +187,8 @@ pub struct Executor<'a> {
     started: Instant,
     view: BuildView,
     records: Vec<StepRecord>,
+    /// Named contexts resolved so far (each once per build).
+    named: BTreeMap<String, State>,
     /// The stage being built ignores the cache (`--no-cache`, `--no-cache-filter`).
     stage_no_cache: bool,
 }
@@ -252,6 +258,7 @@ impl<'a> Executor<'a> {
             started: Instant::now(),
             view: BuildView::new(mode),
             records: Vec::new(),
+            named: BTreeMap::new(),
             stage_no_cache: opts.no_cache,
         })
     }
@@ -344,6 +351,9 @@ impl<'a> Executor<'a> {
         }
         if let Some(j) = self.plan.stage_by_ref(&base).filter(|j| *j < stage.index) {
             return Ok(self.results[&j].clone());
+        }
+        if let Some(named) = self.named_state(&base) {
+            return named.map_err(|e| self.fail(stage.line, &text, e));
         }
         let bad = |source: ImageStateError| BuildError::BadImage {
             file: self.opts.file_name.clone(),
@@ -618,13 +628,16 @@ impl<'a> Executor<'a> {
     }
 
     /// The state a `--from=` names: an earlier stage (by name or index) or a store image.
-    fn state_from(&self, from: &str) -> Result<State, StepFailure> {
+    fn state_from(&mut self, from: &str) -> Result<State, StepFailure> {
         if let Some(st) = self
             .plan
             .stage_by_ref(from)
             .and_then(|j| self.results.get(&j))
         {
             return Ok(st.clone());
+        }
+        if let Some(named) = self.named_state(from) {
+            return named;
         }
         let image = |source: ImageStateError| StepFailure::Image {
             image: from.to_string(),
