@@ -535,3 +535,60 @@ FROM layout\nCOPY --from=lib /inc/ /usr/include/\nCOPY --from=b /b /b\nCOPY --fr
     ]);
     assert!(err.contains("docker-image://"), "{err}");
 }
+
+/// Two builds running at once, each with a `sharing=locked` cache mount of the same id,
+/// take turns: the cache's log shows one step's start and end before the other's start.
+#[test]
+fn locked_cache_mounts_serialise_concurrent_builds() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let step = |who: &str| {
+        format!(
+            "FROM bb\nRUN --mount=type=cache,target=/c,id=turns,sharing=locked \
+             echo start {who} >> /c/log && sleep 1 && echo end {who} >> /c/log\n"
+        )
+    };
+    let a = context(&k, "a", &[("Dockerfile", &step("a"))]);
+    let b = context(&k, "b", &[("Dockerfile", &step("b"))]);
+    let spawn = |ctx: &Path| {
+        k.cmd()
+            .args(["build", "-q"])
+            .arg(ctx)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (pa, pb) = (spawn(&a), spawn(&b));
+    for p in [pa, pb] {
+        let o = p.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let read = context(
+        &k,
+        "read",
+        &[(
+            "Dockerfile",
+            "FROM bb\nRUN --mount=type=cache,target=/c,id=turns cat /c/log > /log\n",
+        )],
+    );
+    let out = k.path("out");
+    k.ok(&[
+        "build",
+        "-q",
+        "--no-cache",
+        "-o",
+        out.to_str().unwrap(),
+        read.to_str().unwrap(),
+    ]);
+    let log = fs::read_to_string(out.join("log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    let who = |l: &str| l.split_whitespace().nth(1).unwrap().to_string();
+    assert!(
+        lines[0].starts_with("start")
+            && lines[1].starts_with("end")
+            && who(lines[0]) == who(lines[1]),
+        "the second build entered the locked cache while the first held it:\n{log}"
+    );
+}
