@@ -834,3 +834,172 @@ fn multistage_scratch_files_only() {
     })
     .check();
 }
+
+// ---- more flags ----------------------------------------------------------------------
+
+#[test]
+fn copy_link() {
+    Case::new(
+        "copy_link",
+        "FROM bb\nCOPY --link a /linked/a\nCOPY --link --chmod=700 dir /ld/\n",
+    )
+    .file("a", "a")
+    .file("dir/b", "b")
+    .check();
+}
+
+/// `COPY --exclude` (Dockerfile reference, COPY --exclude): buildah 1.28 does not have
+/// it; the same tree without the excluded file.
+#[test]
+fn copy_exclude() {
+    Case::new(
+        "copy_exclude",
+        "FROM bb\nCOPY --exclude=*.log --exclude=tmp src /s/\n",
+    )
+    .file("src/keep.txt", "k")
+    .file("src/drop.log", "d")
+    .file("src/tmp", "t")
+    .buildah_as("FROM bb\nCOPY src/keep.txt /s/\n")
+    .check();
+}
+
+/// `COPY --parents` (Dockerfile reference, COPY --parents): buildah 1.28 does not have
+/// it; the same tree written with plain COPYs.
+#[test]
+fn copy_parents() {
+    Case::new(
+        "copy_parents",
+        "FROM bb\nCOPY --parents ./x/a.txt ./y/./z/b.txt /p/\n",
+    )
+    .file("x/a.txt", "a")
+    .file("y/z/b.txt", "b")
+    .buildah_as("FROM bb\nCOPY x/a.txt /p/x/\nCOPY y/z/b.txt /p/z/\n")
+    .check();
+}
+
+#[test]
+fn copy_file_over_existing_file_and_link() {
+    Case::new(
+        "copy_file_over_existing_file_and_link",
+        "FROM bb\nRUN echo old > /f && ln -s /f /l\nCOPY new /f\nCOPY new /l\n",
+    )
+    .file("new", "new\n")
+    .check();
+}
+
+#[test]
+fn copy_dir_symlink_source() {
+    Case::new("copy_dir_symlink_source", "FROM bb\nCOPY d /d\n")
+        .file("d/real/f", "f")
+        .setup(|d| symlink("real", d.join("d/alias")).unwrap())
+        .check();
+}
+
+#[test]
+fn run_mount_bind_from_stage() {
+    Case::new(
+        "run_mount_bind_from_stage",
+        "FROM bb AS s\nRUN echo from-stage > /data\nFROM bb\nRUN --mount=type=bind,from=s,source=/data,target=/m cp /m /got\n",
+    )
+    .check();
+}
+
+#[test]
+fn run_mount_cache_uid_mode() {
+    Case::new(
+        "run_mount_cache_uid_mode",
+        "FROM bb\nRUN --mount=type=cache,target=/c,id=diffcase,uid=1,gid=1,mode=0700 stat -c '%u %g %a' /c > /st\n",
+    )
+    .check();
+}
+
+#[test]
+fn workdir_then_copy_and_user() {
+    Case::new(
+        "workdir_then_copy_and_user",
+        "FROM bb\nUSER 1:1\nWORKDIR /app\nCOPY --chown=1:1 a .\nUSER root\nRUN touch made-by-root\n",
+    )
+    .file("a", "a")
+    // WORKDIR's directory as BuildKit makes it: see divergence_workdir_created_owned_by_user.
+    .buildkit(|i| i.file("app", Some("dir 0755 1:1")))
+    .check();
+}
+
+#[test]
+fn from_arg_and_build_arg() {
+    Case::new(
+        "from_arg_and_build_arg",
+        "ARG IMG=nothing\nFROM ${IMG}\nARG IMG\nRUN echo \"$IMG\" > /img\n",
+    )
+    .arg("--build-arg")
+    .arg("IMG=bb")
+    .check();
+}
+
+#[test]
+fn dockerignore_globstar_and_dirs() {
+    Case::new("dockerignore_globstar_and_dirs", "FROM bb\nCOPY . /c/\n")
+        .file(".dockerignore", "**/*.o\nbuild\n!build/keep\n# comment\n")
+        .file("a.o", "o")
+        .file("src/b.o", "o")
+        .file("src/b.c", "c")
+        .file("build/out", "x")
+        .file("build/keep", "k")
+        .check();
+}
+
+#[test]
+fn onbuild_copy_in_child() {
+    Case::new(
+        "onbuild_copy_in_child",
+        "FROM bb AS parent\nONBUILD COPY a /from-onbuild\nFROM parent\nENV DONE=1\n",
+    )
+    .file("a", "a")
+    .check();
+}
+
+#[test]
+fn healthcheck_exec_form() {
+    Case::new(
+        "healthcheck_exec_form",
+        "FROM bb\nHEALTHCHECK --interval=1m30s CMD [\"/bin/true\"]\n",
+    )
+    .check();
+}
+
+#[test]
+fn many_layers_of_whiteouts() {
+    Case::new(
+        "many_layers_of_whiteouts",
+        "FROM bb\nRUN mkdir -p /w/a/b && echo 1 > /w/a/b/f\nRUN rm -rf /w/a && mkdir /w/a && echo 2 > /w/a/g\nRUN rm -rf /w && echo gone > /w\n",
+    )
+    .check();
+}
+
+/// Serves `body` at every path on 127.0.0.1 (one thread, `Connection: close`).
+fn serve(body: &'static [u8]) -> String {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", l.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut c in l.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = c.write_all(head.as_bytes()).and_then(|_| c.write_all(body));
+        }
+    });
+    base
+}
+
+/// ADD of a URL: the file keeps its name, mode 0600 (Dockerfile reference, ADD: "If <src>
+/// is a remote file URL, the destination will have permissions of 600"), never extracted.
+#[test]
+fn add_url() {
+    let base = serve(b"downloaded\n");
+    let df = format!("FROM bb\nADD {base}/dir/tool.tar /dl/\nADD {base}/x /named\n");
+    Case::new("add_url", &df).check();
+}
