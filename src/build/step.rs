@@ -353,6 +353,34 @@ fn canonical_dir(
     })
 }
 
+/// The directories above the copied entries that the image already has, with their mode
+/// and owner: the layer carries them as they are (as `layer::pack` does), since a layer
+/// without them gets them made with default metadata when it is unpacked, and an overlay
+/// of that layer would then hide their real owner and mode.
+fn existing_parents(
+    tree: &Rootfs,
+    entries: &std::collections::BTreeMap<String, &CopyOp>,
+    created: &std::collections::BTreeSet<String>,
+) -> Result<std::collections::BTreeMap<String, (u32, u32, u32)>, StepError> {
+    let mut out = std::collections::BTreeMap::new();
+    for path in entries.keys().chain(created.iter()) {
+        for anc in Path::new(path).ancestors().skip(1) {
+            let a = anc.to_string_lossy().into_owned();
+            if a.is_empty()
+                || entries.contains_key(&a)
+                || created.contains(&a)
+                || out.contains_key(&a)
+            {
+                continue;
+            }
+            if let Some(st) = tree.lstat(anc)?.filter(|st| st.kind == Kind::Dir) {
+                out.insert(a, (st.mode & 0o7777, st.uid, st.gid));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Commits a COPY as a layer written straight from its sources: each copied entry with the
 /// path, mode and owner the plan gave it, plus the directories the copy creates. Nothing
 /// is copied into a snapshot first, so large copies cost one read and one write. The
@@ -400,10 +428,12 @@ pub fn commit_copy(
     if entries.is_empty() && created.is_empty() {
         return Ok(None);
     }
+    let existing = existing_parents(&tree, &entries, &created)?;
     let mut all: Vec<String> = entries
         .keys()
         .cloned()
         .chain(created.iter().cloned())
+        .chain(existing.keys().cloned())
         .collect();
     all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
     all.dedup();
@@ -423,11 +453,13 @@ pub fn commit_copy(
         for path in all {
             match entries.get(&path) {
                 None => {
+                    let (mode, uid, gid) =
+                        existing.get(&path).copied().unwrap_or((0o755, duid, dgid));
                     let mut h = header(
                         tar::EntryType::Directory,
-                        0o755,
-                        duid,
-                        dgid,
+                        mode,
+                        uid,
+                        gid,
                         epoch.unwrap_or(0),
                     );
                     tar.append_data(&mut h, format!("{path}/"), std::io::empty())

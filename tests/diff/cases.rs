@@ -845,6 +845,9 @@ fn copy_link() {
     )
     .file("a", "a")
     .file("dir/b", "b")
+    // buildah 1.28 has no --link; a linked copy's files are those of a plain copy
+    // (Dockerfile reference, COPY --link).
+    .buildah_as("FROM bb\nCOPY a /linked/a\nCOPY --chmod=700 dir /ld/\n")
     .check();
 }
 

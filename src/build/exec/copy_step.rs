@@ -545,8 +545,8 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
     let mut out = Vec::new();
     for src in &x.srcs {
         for mut sel in ctx.select(src)? {
-            sel.entries
-                .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
+            let top = sel.top.rel.clone();
+            sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
             let dest = if x.parents {
                 parents_dest(&x.dest, src, &sel)
             } else {
@@ -556,6 +556,24 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
         }
     }
     Ok(out)
+}
+
+/// Whether `--exclude` drops `rel` (a context path under the selected `top`): a pattern
+/// matches the path relative to the source directory (BuildKit matches the copied
+/// paths below the source) or to the context, or any of its parent directories (so an
+/// excluded directory takes its contents with it).
+fn excluded(matchers: &[globset::GlobMatcher], top: &str, rel: &str) -> bool {
+    let below = rel
+        .strip_prefix(top)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|r| !r.is_empty());
+    let forms = [Some(rel), below];
+    forms.into_iter().flatten().any(|p| {
+        std::path::Path::new(p)
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| matchers.iter().any(|m| m.is_match(a)))
+    })
 }
 
 /// `--parents`: the directory a selection lands in, keeping the source's parents.
@@ -588,6 +606,22 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excludes_match_below_the_source_and_take_directories_whole() {
+        let m = |p: &str| globset::Glob::new(p).unwrap().compile_matcher();
+        let cases = [
+            ("tmp", "src", "src/tmp", true),
+            ("tmp", "src", "src/tmp/x", true),
+            ("*.log", "src", "src/a/b.log", true),
+            ("src/keep", "src", "src/keep", true),
+            ("tmp", "src", "src/keep", false),
+            ("tmp", "src", "src/tmpfile", false),
+        ];
+        for (pat, top, rel, want) in cases {
+            assert_eq!(excluded(&[m(pat)], top, rel), want, "{pat} {rel}");
+        }
+    }
 
     fn sel(rel: &str, kind: FileKind) -> Selection {
         let f = crate::context::ContextFile {
