@@ -1006,3 +1006,15 @@ fn add_url() {
     let df = format!("FROM bb\nADD {base}/dir/tool.tar /dl/\nADD {base}/x /named\n");
     Case::new("add_url", &df).check();
 }
+
+/// A COPY into an existing directory leaves its owner and mode alone, also as the next
+/// RUN sees it (a layer that left the parent out made it root 0755 under overlay).
+#[test]
+fn copy_into_sticky_dir_then_run() {
+    Case::new(
+        "copy_into_sticky_dir_then_run",
+        "FROM bb\nRUN mkdir -p /shared && chmod 1777 /shared && chown 1:1 /shared\nCOPY a /shared/\nRUN touch /shared/x && stat -c '%a %u' /shared > /seen\n",
+    )
+    .file("a", "a")
+    .check();
+}
