@@ -592,3 +592,34 @@ fn locked_cache_mounts_serialise_concurrent_builds() {
         "the second build entered the locked cache while the first held it:\n{log}"
     );
 }
+
+/// `-f -` reads the Dockerfile from standard input; the context is still the directory.
+#[test]
+fn dockerfile_from_stdin() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[("data.txt", "from the context\n")]);
+    let mut child = k
+        .cmd()
+        .args(["build", "-q", "-f", "-", "-o"])
+        .arg(k.path("out"))
+        .arg(&ctx)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nCOPY data.txt /\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    crate::common::assert_success(&o, "keel build -f -");
+    assert_eq!(
+        fs::read_to_string(k.path("out/data.txt")).unwrap(),
+        "from the context\n"
+    );
+}
