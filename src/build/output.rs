@@ -108,9 +108,10 @@ pub fn export(
                 path: dir.clone(),
                 source,
             };
+            let made = !dir.exists();
             std::fs::create_dir_all(dir).map_err(io)?;
             unpack_all(store, image, dir, false)?;
-            own_tree(dir, owner)
+            own_written(store, image, dir, made, owner)
         }
         Output::Tar(dest) => {
             let staging = tempfile::Builder::new()
@@ -153,18 +154,51 @@ fn unpack_all(
     Ok(())
 }
 
-/// Gives every entry under `dir` (itself included) to `owner`, never following links.
-fn own_tree(dir: &Path, (uid, gid): (u32, u32)) -> Result<(), OutputError> {
-    for e in walkdir::WalkDir::new(dir).follow_links(false) {
-        let e = e.map_err(|e| OutputError::Io {
-            path: dir.to_path_buf(),
-            source: e.into(),
-        })?;
-        std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid)).map_err(|source| {
-            OutputError::Io {
-                path: e.path().to_path_buf(),
-                source,
+/// Gives what the export wrote to `owner`: every path the image's layers name (resolved
+/// inside `dir`, so a symlink the image planted cannot send a chown outside), and `dir`
+/// itself when the export created it. Files that were in `dir` before are left alone.
+fn own_written(
+    store: &Store,
+    image: &ImageRecord,
+    dir: &Path,
+    made: bool,
+    (uid, gid): (u32, u32),
+) -> Result<(), OutputError> {
+    let mut paths = std::collections::BTreeSet::new();
+    for layer in image.manifest.layers() {
+        let plain = crate::layer::decompressed(store.open_blob(layer.digest())?)?;
+        let mut tar = tar::Archive::new(plain);
+        let entries = tar.entries().map_err(crate::layer::LayerError::Io)?;
+        for e in entries {
+            let e = e.map_err(crate::layer::LayerError::Io)?;
+            let p = crate::layer::clean_entry_path(&e.path_bytes())?;
+            let whiteout = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(".wh."));
+            if !whiteout && !p.as_os_str().is_empty() {
+                paths.insert(p);
             }
+        }
+    }
+    let tree = crate::sys::rootfs::Rootfs::open(dir).map_err(|e| OutputError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })?;
+    for p in paths {
+        match tree.lchown(&p, uid, gid) {
+            Err(e) if !e.is_not_found() => {
+                return Err(OutputError::Io {
+                    path: dir.join(&p),
+                    source: std::io::Error::other(e.to_string()),
+                })
+            }
+            _ => {}
+        }
+    }
+    if made {
+        std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|source| OutputError::Io {
+            path: dir.to_path_buf(),
+            source,
         })?;
     }
     Ok(())

@@ -66,6 +66,28 @@ fn output_local_holds_the_final_stage_owned_by_the_caller() {
         let m = fs::symlink_metadata(out.join(&p)).unwrap();
         assert_eq!((m.uid(), m.gid()), (1000, 1000), "{p} is not the caller's");
     }
+    assert_eq!(
+        fs::metadata(&out).unwrap().uid(),
+        1000,
+        "out/ was made for the caller"
+    );
+
+    // Exporting into a directory that holds other files leaves those files alone.
+    let out3 = k.path("out3");
+    fs::create_dir_all(&out3).unwrap();
+    fs::write(out3.join("mine.txt"), "mine\n").unwrap();
+    let o = k
+        .cmd()
+        .env("SUDO_UID", "1000")
+        .args(["build", "-q", "-o"])
+        .arg(&out3)
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    crate::common::assert_success(&o, "keel build -o into a used directory");
+    assert_eq!(fs::metadata(out3.join("mine.txt")).unwrap().uid(), 0);
+    assert_eq!(fs::metadata(&out3).unwrap().uid(), 0);
+    assert_eq!(fs::metadata(out3.join("app")).unwrap().uid(), 1000);
     assert_eq!(fs::read_to_string(out.join("app")).unwrap(), "bin\n");
     assert_eq!(fs::read_link(out.join("link")).unwrap(), Path::new("app"));
     assert!(k.ok(&["images"]).lines().count() <= 2, "-o tags nothing");
