@@ -7,6 +7,7 @@
 mod common;
 
 mod build;
+mod parity;
 
 mod dockerfile;
 mod integrate;
