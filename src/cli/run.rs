@@ -85,6 +85,9 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Pull the image: missing (only when the store lacks it), always, or never.
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: crate::registry::PullPolicy,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -138,6 +141,7 @@ impl RunArgs {
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    super::registry::ensure_image(&store, ctx, &a.image, a.pull)?;
     let req = a.into_request()?;
     let id = container::new_id();
     if !req.detach {
