@@ -118,6 +118,7 @@ impl Store {
         ] {
             fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
+        make_private(&store.root)?;
         let layout_file = store.layout().join("oci-layout");
         match fs::read_to_string(&layout_file) {
             Ok(s) if s.contains("imageLayoutVersion") => {}
@@ -314,6 +315,22 @@ fn check_root(root: &Path) -> Result<()> {
             foreign.join(", ")
         ),
     })
+}
+
+/// The root holds container environments, build secrets' temp files and bundles: only
+/// its owner may enter it (podman's 0700; docker's 0710 adds only its group's traverse
+/// bit, which an existing root may keep). Files inside are written 0600 already.
+fn make_private(root: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = fs::metadata(root)
+        .map_err(io_err("reading", root))?
+        .permissions()
+        .mode();
+    if mode & 0o067 != 0 {
+        fs::set_permissions(root, fs::Permissions::from_mode(0o700 | (mode & 0o010)))
+            .map_err(io_err("making private", root))?;
+    }
+    Ok(())
 }
 
 /// An flock(2) held for as long as the guard lives.

@@ -1148,3 +1148,23 @@ fn a_newline_in_a_keel_toml_value_cannot_inject_make_targets() {
         .unwrap_or_else(|_| String::from_utf8_lossy(&out.stdout).into_owned());
     assert!(mk.contains("V=a$$b#c"), "{mk}");
 }
+
+/// Item 14: the root (container environments, bundles, secrets' temp files) is private,
+/// and the store's own files are not readable by others.
+#[test]
+fn the_store_root_is_private_and_its_files_are_not_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let k = crate::common::Keel::new();
+    std::fs::create_dir_all(k.root()).unwrap();
+    std::fs::set_permissions(k.root(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let mode = std::fs::metadata(k.root()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode & 0o067, 0, "root is {mode:o}");
+    for e in walkdir::WalkDir::new(k.root().join("images")) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let m = e.metadata().unwrap().permissions().mode();
+            assert_eq!(m & 0o044, 0, "{} is {:o}", e.path().display(), m & 0o777);
+        }
+    }
+}
