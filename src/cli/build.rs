@@ -27,9 +27,10 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     no_cache: bool,
-    /// Base images always come from the local store; only `never`/`missing`/`false` make sense.
+    /// Fetch FROM images from their registry: missing (only when the store lacks them),
+    /// always (follow moved tags), or never (offline).
     #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
-    pull: String,
+    pull: crate::registry::PullPolicy,
     /// Add a label to the image (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -210,9 +211,6 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             bail!("--platform {p}: keel builds for the host platform ({host}) only");
         }
     }
-    if !matches!(a.pull.as_str(), "never" | "missing" | "false") {
-        bail!("--pull={}: keel never pulls; base images come from the local store (`keel load`, `keel bootstrap`)", a.pull);
-    }
     let (file_name, bytes) = match a.file.as_deref() {
         Some("-") => {
             let mut b = Vec::new();
@@ -295,6 +293,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         quiet: a.quiet || ctx.reporter.is_quiet(),
         terminal: ctx.reporter.is_fancy(),
         credentials,
+        pull: a.pull,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());

@@ -151,6 +151,10 @@ impl Client {
                     continue;
                 }
             };
+            if let (Some(https_error), false) = (last.take(), matches!(resp.status().as_u16(), 200 | 401)) {
+                // An HTTPS server answering plain HTTP (400): the TLS failure is the news.
+                return Err(https_error);
+            }
             let client = Client {
                 agent,
                 host: host.to_string(),
@@ -281,12 +285,17 @@ impl Client {
                 })
             }
         }
-        let v: serde_json::Value = resp
+        let bytes = resp
             .body_mut()
             .with_config()
             .limit(1 << 20)
-            .read_json()
+            .read_to_vec()
             .map_err(|e| transport("GET", realm, e))?;
+        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
+            method: "GET",
+            url: realm.to_string(),
+            why: format!("the token service answered with invalid JSON: {e}"),
+        })?;
         v["token"]
             .as_str()
             .or(v["access_token"].as_str())

@@ -7,6 +7,8 @@ mod build;
 mod dockerfile;
 mod integrate;
 mod layer;
+mod registry;
+mod regserver;
 mod report;
 mod run;
 mod runtime;

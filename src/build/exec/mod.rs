@@ -47,7 +47,14 @@ pub enum BuildError {
         step: String,
         source: Box<StepFailure>,
     },
-    #[error("{file}:{line}: base image {image:?} is not in the store; create it first (`keel bootstrap busybox {image}`, `keel load -i FILE`, `keel import ROOTFS.tar {image}` or build it)")]
+    #[error("{file}:{line}: base image {image:?}: pulling it failed: {source}")]
+    PullBase {
+        file: String,
+        line: usize,
+        image: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("{file}:{line}: base image {image:?} is not in the store (and --pull=never); pull it (`keel pull {image}`) or create it (`keel bootstrap busybox {image}`, `keel load -i FILE`, `keel import ROOTFS.tar {image}` or build it)")]
     MissingBase {
         file: String,
         line: usize,
@@ -131,6 +138,8 @@ pub struct BuildOptions {
     pub terminal: bool,
     /// Secrets and SSH agents for `RUN --mount=type=secret|ssh`.
     pub credentials: mounts::Credentials,
+    /// When a FROM image is fetched from its registry (`--pull`).
+    pub pull: crate::registry::PullPolicy,
 }
 
 /// What a build produced and did.
@@ -323,6 +332,7 @@ impl<'a> Executor<'a> {
             image: base.clone(),
             source: Box::new(source),
         };
+        self.pull_base(stage, &base)?;
         let rec = match self.store.resolve(&base) {
             Ok(r) => r,
             Err(crate::store::StoreError::NoSuchImage(_)) => {
@@ -339,6 +349,39 @@ impl<'a> Executor<'a> {
         self.store.protect_image(&rec)?;
         crate::fault::point("build.base-resolved");
         state_of_image(self.store, &rec).map_err(bad)
+    }
+
+    /// Applies `--pull` to a FROM image: fetched when missing (or always); a digest-pinned
+    /// one the store has never touches the network.
+    fn pull_base(&self, stage: &Stage, base: &str) -> Result<(), BuildError> {
+        use crate::registry::PullPolicy;
+        let have = self.store.resolve(base).is_ok();
+        let want = match self.opts.pull {
+            PullPolicy::Never => false,
+            PullPolicy::Missing => !have,
+            PullPolicy::Always => !base.contains('@'),
+        };
+        let Some(name) = want.then(|| crate::reference::ImageRef::parse(base).ok()).flatten() else {
+            return Ok(());
+        };
+        let fail = |e| BuildError::PullBase {
+            file: self.opts.file_name.clone(),
+            line: stage.line,
+            image: base.to_string(),
+            source: Box::new(e),
+        };
+        let opts = crate::registry::PullOptions {
+            registries: crate::registry::RegistriesConfig::load(self.store.root()).map_err(fail)?,
+            ..Default::default()
+        };
+        let quiet = self.opts.quiet;
+        let report = |e: crate::registry::PullEvent| {
+            if let (crate::registry::PullEvent::Resolved { remote, .. }, false) = (e, quiet) {
+                crate::report::err_line(format!("FROM {base}: pulling {remote}"));
+            }
+        };
+        crate::registry::pull(self.store, &name, &opts, &report).map_err(fail)?;
+        Ok(())
     }
 
     fn build_stage(&mut self, stage: &Stage) -> Result<State, BuildError> {

@@ -1,0 +1,236 @@
+//! keel and a real registry (issue 13): pull over TLS with Basic auth and with the Bearer
+//! token flow, wrong credentials, login/logout, multi-platform indexes pushed by
+//! skopeo, FROM pulling its base, `--pull=never`, and podman running what keel pushed.
+use std::process::{Command, Stdio};
+
+use crate::common::{self, Keel};
+use crate::regserver::{self, Auth, Registry, PASSWORD, USER};
+
+/// A keel command bound to `reg`: its CA through KEEL_CERTS_D, credentials from `auth`.
+fn kc(k: &Keel, reg: &Registry, auth: Option<&std::path::Path>) -> Command {
+    let mut c = k.cmd();
+    c.env("KEEL_CERTS_D", reg.certs_d())
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", k.path("home"));
+    match auth {
+        Some(f) => c.env("REGISTRY_AUTH_FILE", f),
+        None => c.env("REGISTRY_AUTH_FILE", k.path("no-auth.json")),
+    };
+    c
+}
+
+fn ok(mut c: Command, args: &[&str]) -> String {
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    common::assert_success(&out, args);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(mut c: Command, args: &[&str]) -> String {
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(!out.status.success(), "keel {args:?} succeeded but should fail: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Blobs in a root's store.
+fn blob_count(k: &Keel) -> usize {
+    std::fs::read_dir(k.root().join("images/blobs/sha256"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// A root with busybox pushed to `reg` as `bb:1`; returns the pushed manifest digest.
+fn seed(reg: &Registry, auth: &std::path::Path) -> (Keel, String) {
+    let a = Keel::new();
+    a.ok(&["bootstrap", "busybox", "bb"]);
+    let dest = format!("{}/test/bb:1", reg.host());
+    let digest = ok(kc(&a, reg, Some(auth)), &["push", "bb", &dest]);
+    (a, digest.trim().to_string())
+}
+
+fn pull_round_trip(auth: Auth) {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, auth);
+    let good = reg.auth_file(PASSWORD);
+    let (_a, digest) = seed(&reg, &good);
+    let name = format!("{}/test/bb:1", reg.host());
+    // Wrong password: a clear error naming the registry, and nothing in the store.
+    let c = Keel::new();
+    let bad = reg.auth_file("wrong-password");
+    let err = fails(kc(&c, &reg, Some(&bad)), &["pull", &name]);
+    assert!(err.contains(&reg.host()) && err.contains("refused the credentials"), "{err}");
+    assert_eq!(blob_count(&c), 0, "a refused pull wrote blobs");
+    assert!(!c.ok(&["images"]).contains("test/bb"));
+    // No CA: TLS is verified, so the pull fails rather than trusting the registry.
+    let mut no_ca = c.cmd();
+    no_ca.env("KEEL_CERTS_D", c.path("none")).env("REGISTRY_AUTH_FILE", &good);
+    let err = fails(no_ca, &["pull", &name]);
+    assert!(err.to_lowercase().contains("certificate") || err.contains("tls"), "{err}");
+    // Good credentials: pulled, runnable, the same manifest.
+    let b = Keel::new();
+    let out = kc(&b, &reg, Some(&good)).args(["pull", &name]).output().unwrap();
+    common::assert_success(&out, "pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&digest), "{err}");
+    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
+    b.ok(&["fsck"]);
+    // Again: every blob is there, nothing is downloaded.
+    let out = kc(&b, &reg, Some(&good)).args(["pull", &name]).output().unwrap();
+    common::assert_success(&out, "second pull");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 blobs (0 bytes) downloaded"));
+}
+
+/// Issue 13: pull over TLS (CA from certs.d) with Basic auth (htpasswd).
+#[test]
+fn pull_over_tls_with_basic_auth() {
+    pull_round_trip(Auth::Basic);
+}
+
+/// Issue 13: pull with the Bearer token flow (challenge → token server → retry).
+#[test]
+fn pull_with_the_bearer_token_flow() {
+    pull_round_trip(Auth::Token);
+}
+
+/// `keel login` checks and stores credentials where docker reads them; `logout` removes.
+#[test]
+fn login_and_logout() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let k = Keel::new();
+    let file = k.path("auth.json");
+    let login = |pw: &str| {
+        let mut c = kc(&k, &reg, Some(&file));
+        c.args(["login", "-u", USER, "--password-stdin", &reg.host()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("nope");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    assert!(!file.exists(), "a refused login stored credentials");
+    let out = login(PASSWORD);
+    common::assert_success(&out, "login");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&reg.host()), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o077, 0);
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    ok(kc(&k, &reg, Some(&file)), &["push", "bb", &format!("{}/x/bb:1", reg.host())]);
+    ok(kc(&k, &reg, Some(&file)), &["logout", &reg.host()]);
+    assert!(!std::fs::read_to_string(&file).unwrap().contains(&reg.host()));
+    let err = fails(kc(&k, &reg, Some(&file)), &["push", "bb", &format!("{}/x/bb:2", reg.host())]);
+    assert!(err.contains("keel login"), "{err}");
+}
+
+/// Issue 13: FROM a registry image pulls it (default --pull=missing); --pull=never fails
+/// clearly; podman pulls what keel pushed and runs it.
+#[test]
+fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_a, _) = seed(&reg, &good);
+    let b = Keel::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}/test/bb:1\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n", reg.host()),
+    )
+    .unwrap();
+    let ctx_s = ctx.display().to_string();
+    let err = fails(kc(&b, &reg, Some(&good)), &["build", "--pull=never", "-t", "app", &ctx_s]);
+    assert!(err.contains("--pull=never") && err.contains("test/bb:1"), "{err}");
+    assert_eq!(blob_count(&b), 0);
+    let err = fails(kc(&b, &reg, Some(&good)), &["run", "--pull=never", "--rm", &format!("{}/test/bb:1", reg.host()), "true"]);
+    assert!(err.contains("no such image"), "{err}");
+    ok(kc(&b, &reg, Some(&good)), &["build", "-t", "app", &ctx_s]);
+    assert_eq!(b.ok(&["run", "--rm", "app"]), "built\n");
+    let dest = format!("{}/test/app:1", reg.host());
+    ok(kc(&b, &reg, Some(&good)), &["push", "app", &dest]);
+    if !common::have("podman") {
+        crate::require!(false, "podman is not installed (apt-get install podman)");
+    }
+    let pd = b.path("podman");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root").arg(pd.join("root"))
+            .arg("--runroot").arg(pd.join("run"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+            .env("REGISTRY_AUTH_FILE", &good)
+            .args(args);
+        common::run_ok(&mut c)
+    };
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    podman(&["pull", "--cert-dir", &certs, &dest]);
+    assert_eq!(podman(&["run", "--rm", "--net", "none", &dest]), "built\n");
+}
+
+/// Issue 13: a multi-platform index (a buildah manifest list copied with `skopeo copy
+/// --all`) pulls the host's platform; `--platform` picks another; an absent one is an
+/// error listing what the index has.
+#[test]
+fn multi_platform_index_pushed_by_skopeo() {
+    if !regserver::available() {
+        return;
+    }
+    if !(common::have("buildah") && common::have("skopeo")) {
+        crate::require!(false, "buildah and skopeo are needed (apt-get install buildah skopeo)");
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let k = Keel::new();
+    let bd = k.path("buildah");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root").arg(bd.join("root"))
+            .arg("--runroot").arg(bd.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        common::run_ok(&mut c).trim().to_string()
+    };
+    let host_arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
+    let other = if host_arch == "amd64" { "arm64" } else { "amd64" };
+    buildah(&["manifest", "create", "multi"]);
+    for arch in [host_arch, other] {
+        let ctr = buildah(&["from", "scratch"]);
+        let f = k.path(&format!("{arch}.txt"));
+        std::fs::write(&f, arch).unwrap();
+        buildah(&["copy", &ctr, &f.display().to_string(), "/arch.txt"]);
+        buildah(&["config", "--arch", arch, "--os", "linux", &ctr]);
+        let img = format!("img-{arch}");
+        buildah(&["commit", &ctr, &img]);
+        buildah(&["manifest", "add", "multi", &img]);
+    }
+    let layout = k.path("layout");
+    buildah(&["manifest", "push", "--all", "multi", &format!("oci:{}", layout.display())]);
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let name = format!("{}/test/multi:1", reg.host());
+    common::run_ok(Command::new("skopeo").args(["copy", "--all", "--dest-cert-dir", &certs, "--dest-creds", &format!("{USER}:{PASSWORD}"), &format!("oci:{}", layout.display()), &format!("docker://{name}")]));
+    let arch_of = |k: &Keel| {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+        v.to_string()
+    };
+    let h = Keel::new();
+    ok(kc(&h, &reg, Some(&good)), &["pull", &name]);
+    let info = arch_of(&h);
+    assert!(info.contains(&format!("\"architecture\":\"{host_arch}\"")), "{info}");
+    let o = Keel::new();
+    ok(kc(&o, &reg, Some(&good)), &["pull", "--platform", &format!("linux/{other}"), &name]);
+    let info = arch_of(&o);
+    assert!(info.contains(&format!("\"architecture\":\"{other}\"")), "{info}");
+    let err = fails(kc(&o, &reg, Some(&good)), &["pull", "--platform", "linux/s390x", &name]);
+    assert!(err.contains(&format!("linux/{host_arch}")) && err.contains(&format!("linux/{other}")), "{err}");
+}
