@@ -410,4 +410,3 @@ pub fn load(a: LoadArgs, ctx: &Ctx) -> Result<i32> {
     }
     Ok(0)
 }
-

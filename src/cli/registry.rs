@@ -34,7 +34,11 @@ pub struct PullArgs {
 }
 
 /// The pull options for a root: its `registries.toml`, TLS choice, platform.
-pub fn pull_options(store: &Store, tls_verify: bool, platform: Option<Platform>) -> Result<PullOptions> {
+pub fn pull_options(
+    store: &Store,
+    tls_verify: bool,
+    platform: Option<Platform>,
+) -> Result<PullOptions> {
     Ok(PullOptions {
         platform: platform.unwrap_or_else(Platform::host),
         jobs: 3,
@@ -72,11 +76,16 @@ impl PullProgress {
             (Some(m), PullEvent::LayerStart { digest, size }) => {
                 let bar = m.add(indicatif::ProgressBar::new(size));
                 bar.set_style(
-                    indicatif::ProgressStyle::with_template("{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
-                        .expect("valid template"),
+                    indicatif::ProgressStyle::with_template(
+                        "{prefix} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}",
+                    )
+                    .expect("valid template"),
                 );
                 bar.set_prefix(short(&digest));
-                self.bars.lock().expect("bars").insert(digest.to_string(), bar);
+                self.bars
+                    .lock()
+                    .expect("bars")
+                    .insert(digest.to_string(), bar);
             }
             (Some(_), PullEvent::LayerBytes { digest, bytes }) => {
                 if let Some(b) = self.bars.lock().expect("bars").get(&digest.to_string()) {
@@ -88,13 +97,25 @@ impl PullProgress {
                     b.finish();
                 }
             }
-            (None, PullEvent::LayerStart { digest, size }) => {
-                crate::report::err_line(format!("layer {}: downloading {size} bytes", short(&digest)))
-            }
-            (None, PullEvent::LayerDone { digest, size, fetched }) => crate::report::err_line(format!(
+            (None, PullEvent::LayerStart { digest, size }) => crate::report::err_line(format!(
+                "layer {}: downloading {size} bytes",
+                short(&digest)
+            )),
+            (
+                None,
+                PullEvent::LayerDone {
+                    digest,
+                    size,
+                    fetched,
+                },
+            ) => crate::report::err_line(format!(
                 "layer {}: {}",
                 short(&digest),
-                if fetched { format!("done ({size} bytes)") } else { "already present".into() }
+                if fetched {
+                    format!("done ({size} bytes)")
+                } else {
+                    "already present".into()
+                }
             )),
             (None, PullEvent::LayerBytes { .. }) => {}
         }
@@ -163,7 +184,9 @@ pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
     let dest = ImageRef::parse(a.destination.as_deref().unwrap_or(&a.image))?;
     let target = crate::registry::target_of(&dest)?;
     let registries = RegistriesConfig::load(store.root())?;
-    let task = ctx.reporter.task(format!("pushing {} to {}", a.image, dest));
+    let task = ctx
+        .reporter
+        .task(format!("pushing {} to {}", a.image, dest));
     let pushed = crate::registry::push(&store, &image, &target, &registries, !a.tls_verify)
         .with_context(|| format!("pushing {dest}"))?;
     task.done(format!(
@@ -231,7 +254,10 @@ pub fn login(a: LoginArgs, ctx: &Ctx) -> Result<i32> {
     crate::registry::Client::connect(host, &how, Vec::new())
         .with_context(|| format!("logging in to {registry}"))?;
     let file = auth::store(&registry, &creds)?;
-    ctx.reporter.note(format!("credentials for {registry} stored in {}", file.display()));
+    ctx.reporter.note(format!(
+        "credentials for {registry} stored in {}",
+        file.display()
+    ));
     crate::report::out_line("Login Succeeded")?;
     Ok(0)
 }

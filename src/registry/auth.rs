@@ -175,7 +175,10 @@ pub fn lookup_in(doc: &Value, registry: &str) -> Result<Option<Credentials>, Reg
     }
     if let Some(auths) = doc["auths"].as_object() {
         for (k, v) in auths {
-            if keys.iter().any(|want| normalise_key(k) == normalise_key(want)) {
+            if keys
+                .iter()
+                .any(|want| normalise_key(k) == normalise_key(want))
+            {
                 if let Some(c) = decode_entry(v) {
                     return Ok(Some(c));
                 }
@@ -225,7 +228,11 @@ fn helper(name: &str, verb: &str, input: &str) -> Result<String, RegistryError> 
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| RegistryError::Credentials(format!("running {prog} {verb}: {e}; install it or remove it from the auth file")))?;
+        .map_err(|e| {
+            RegistryError::Credentials(format!(
+                "running {prog} {verb}: {e}; install it or remove it from the auth file"
+            ))
+        })?;
     child
         .stdin
         .take()
@@ -256,9 +263,8 @@ fn helper_get(name: &str, registry: &str) -> Result<Option<Credentials>, Registr
         }
         Err(e) => return Err(e),
     };
-    let v: Value = serde_json::from_str(&out).map_err(|e| {
-        RegistryError::Credentials(format!("docker-credential-{name} get: {e}"))
-    })?;
+    let v: Value = serde_json::from_str(&out)
+        .map_err(|e| RegistryError::Credentials(format!("docker-credential-{name} get: {e}")))?;
     Ok(Some(Credentials {
         username: v["Username"].as_str().unwrap_or_default().into(),
         password: v["Secret"].as_str().unwrap_or_default().into(),
@@ -275,7 +281,8 @@ pub fn store(registry: &str, creds: &Credentials) -> Result<PathBuf, RegistryErr
         .filter(|s| !s.is_empty())
         .map(str::to_string);
     if let Some(h) = helper_name {
-        let input = json!({"ServerURL": registry, "Username": creds.username, "Secret": creds.password});
+        let input =
+            json!({"ServerURL": registry, "Username": creds.username, "Secret": creds.password});
         helper(&h, "store", &input.to_string())?;
         return Ok(file);
     }
@@ -323,7 +330,8 @@ pub fn erase(registry: &str) -> Result<bool, RegistryError> {
 /// Writes a credentials file atomically, readable by its owner only.
 fn write_private(file: &Path, doc: &Value) -> Result<(), RegistryError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| RegistryError::Credentials(format!("writing {}: {e}", file.display()));
+    let err =
+        |e: std::io::Error| RegistryError::Credentials(format!("writing {}: {e}", file.display()));
     let dir = file.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!(
@@ -340,7 +348,9 @@ fn write_private(file: &Path, doc: &Value) -> Result<(), RegistryError> {
         .map_err(err)?;
     let mut bytes = serde_json::to_vec_pretty(doc).expect("a JSON value serialises");
     bytes.push(b'\n');
-    f.write_all(&bytes).and_then(|_| f.sync_all()).map_err(err)?;
+    f.write_all(&bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(err)?;
     std::fs::rename(&tmp, file).map_err(err)
 }
 
@@ -383,7 +393,11 @@ mod tests {
             "localhost:5000": {"auth": enc("u:p:with:colons")},
             "ghcr.io": {"identitytoken": "tok"},
         }});
-        let get = |r| lookup_in(&doc, r).unwrap().map(|c| (c.username, c.password));
+        let get = |r| {
+            lookup_in(&doc, r)
+                .unwrap()
+                .map(|c| (c.username, c.password))
+        };
         assert_eq!(get("docker.io"), Some(("hub".into(), "pw".into())));
         assert_eq!(
             get("localhost:5000"),

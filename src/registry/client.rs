@@ -132,14 +132,22 @@ pub fn scope(repository: &str, actions: &str) -> String {
 
 impl Client {
     /// Connects to `host` and settles authorization for `scopes`.
-    pub fn connect(host: &str, how: &Connect, scopes: Vec<String>) -> Result<Client, RegistryError> {
+    pub fn connect(
+        host: &str,
+        how: &Connect,
+        scopes: Vec<String>,
+    ) -> Result<Client, RegistryError> {
         let agent = agent_for(host, how.skip_tls_verify)?;
         let credentials = match &how.credentials {
             Some(c) => Some(c.clone()),
             None => auth::lookup(host)?,
         };
         let plain_ok = how.insecure || how.skip_tls_verify;
-        let schemes: &[&str] = if plain_ok { &["https", "http"] } else { &["https"] };
+        let schemes: &[&str] = if plain_ok {
+            &["https", "http"]
+        } else {
+            &["https"]
+        };
         let mut last = None;
         for scheme in schemes {
             let base = format!("{scheme}://{host}");
@@ -151,7 +159,9 @@ impl Client {
                     continue;
                 }
             };
-            if let (Some(https_error), false) = (last.take(), matches!(resp.status().as_u16(), 200 | 401)) {
+            if let (Some(https_error), false) =
+                (last.take(), matches!(resp.status().as_u16(), 200 | 401))
+            {
                 // An HTTPS server answering plain HTTP (400): the TLS failure is the news.
                 return Err(https_error);
             }
@@ -205,10 +215,13 @@ impl Client {
             })?;
         let value = match &challenge {
             Challenge::Basic => {
-                let c = self.credentials.as_ref().ok_or_else(|| RegistryError::NeedsLogin {
-                    registry: self.host.clone(),
-                    why: "it asks for a user and password and none is stored".into(),
-                })?;
+                let c = self
+                    .credentials
+                    .as_ref()
+                    .ok_or_else(|| RegistryError::NeedsLogin {
+                        registry: self.host.clone(),
+                        why: "it asks for a user and password and none is stored".into(),
+                    })?;
                 let value = c.basic();
                 self.check_basic(&value)?;
                 value
@@ -252,7 +265,12 @@ impl Client {
     }
 
     /// Fetches a token from `realm` (with Basic credentials when there are some).
-    fn token(&self, realm: &str, service: Option<&str>, scopes: &[String]) -> Result<String, RegistryError> {
+    fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &[String],
+    ) -> Result<String, RegistryError> {
         let mut query: Vec<(&str, &str)> = Vec::new();
         if let Some(s) = service {
             query.push(("service", s));
@@ -268,7 +286,10 @@ impl Client {
         match resp.status().as_u16() {
             200 => {}
             401 | 403 if self.credentials.is_some() => {
-                return Err(self.refused(format!("the token service {realm} answered {}", resp.status())))
+                return Err(self.refused(format!(
+                    "the token service {realm} answered {}",
+                    resp.status()
+                )))
             }
             401 | 403 => {
                 return Err(RegistryError::NeedsLogin {
@@ -291,11 +312,12 @@ impl Client {
             .limit(1 << 20)
             .read_to_vec()
             .map_err(|e| transport("GET", realm, e))?;
-        let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
-            method: "GET",
-            url: realm.to_string(),
-            why: format!("the token service answered with invalid JSON: {e}"),
-        })?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
+                method: "GET",
+                url: realm.to_string(),
+                why: format!("the token service answered with invalid JSON: {e}"),
+            })?;
         v["token"]
             .as_str()
             .or(v["access_token"].as_str())
@@ -309,7 +331,12 @@ impl Client {
 
     /// Sends a request without a body, authorized; a 401 (an expired token) gets one
     /// fresh authorization and one retry.
-    pub fn call(&self, method: &'static str, url: &str, headers: &[(&str, &str)]) -> Result<Response<Body>, RegistryError> {
+    pub fn call(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Response<Body>, RegistryError> {
         let resp = self.send(method, url, headers, ())?;
         if resp.status() != 401 {
             return Ok(resp);
@@ -323,7 +350,13 @@ impl Client {
     }
 
     /// Sends a request with a body (no retry: a body is read once).
-    pub fn send(&self, method: &'static str, url: &str, headers: &[(&str, &str)], body: impl ureq::AsSendBody) -> Result<Response<Body>, RegistryError> {
+    pub fn send(
+        &self,
+        method: &'static str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: impl ureq::AsSendBody,
+    ) -> Result<Response<Body>, RegistryError> {
         let mut b = Request::builder().method(method).uri(url);
         for (k, v) in headers {
             b = b.header(*k, *v);

@@ -132,9 +132,15 @@ mod tests {
         assert_eq!(cfg.unqualified_search_registries, ["quay.io", "docker.io"]);
         assert!(cfg.is_insecure("reg.local:5000"));
         assert!(!cfg.is_insecure("reg.local"));
-        assert_eq!(cfg.endpoints("reg.local:5000"), ["m.local", "reg.local:5000"]);
+        assert_eq!(
+            cfg.endpoints("reg.local:5000"),
+            ["m.local", "reg.local:5000"]
+        );
         assert_eq!(cfg.endpoints("quay.io"), ["quay.io"]);
-        assert_eq!(RegistriesConfig::parse("", "t").unwrap(), RegistriesConfig::default());
+        assert_eq!(
+            RegistriesConfig::parse("", "t").unwrap(),
+            RegistriesConfig::default()
+        );
         let bad = RegistriesConfig::parse("unqualified-search-registries = []", "t.toml");
         assert!(bad.unwrap_err().to_string().contains("t.toml"));
         assert!(RegistriesConfig::parse("typo = 1", "t.toml").is_err());

@@ -115,11 +115,20 @@ mod tests {
             ("alpine:3.20", "docker.io/library/alpine:3.20".into()),
             ("team/app", "docker.io/team/app:latest".into()),
             ("docker.io/alpine", "docker.io/library/alpine:latest".into()),
-            ("index.docker.io/alpine", "docker.io/library/alpine:latest".into()),
+            (
+                "index.docker.io/alpine",
+                "docker.io/library/alpine:latest".into(),
+            ),
             ("localhost/app", "localhost/app:latest".into()),
-            ("localhost:5000/team/app:v1", "localhost:5000/team/app:v1".into()),
+            (
+                "localhost:5000/team/app:v1",
+                "localhost:5000/team/app:v1".into(),
+            ),
             ("ghcr.io/o/r:1", "ghcr.io/o/r:1".into()),
-            (&format!("alpine:3@{d}"), format!("docker.io/library/alpine@{d}")),
+            (
+                &format!("alpine:3@{d}"),
+                format!("docker.io/library/alpine@{d}"),
+            ),
             (&format!("reg.io:443/x@{d}"), format!("reg.io:443/x@{d}")),
         ] {
             assert_eq!(first(input), want, "{input}");

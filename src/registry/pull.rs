@@ -102,7 +102,11 @@ pub enum PullEvent {
     /// `bytes` more of a layer arrived.
     LayerBytes { digest: Digest, bytes: u64 },
     /// A layer is stored and verified (`fetched`: false when the store had it).
-    LayerDone { digest: Digest, size: u64, fetched: bool },
+    LayerDone {
+        digest: Digest,
+        size: u64,
+        fetched: bool,
+    },
 }
 
 /// What a pull did.
@@ -120,12 +124,17 @@ pub struct Pulled {
 type Events<'a> = &'a (dyn Fn(PullEvent) + Sync);
 
 /// Pulls `name` into the store and names it `name` (unless it is pinned by digest).
-pub fn pull(store: &Store, name: &ImageRef, opts: &PullOptions, events: Events) -> Result<Pulled, RegistryError> {
+pub fn pull(
+    store: &Store,
+    name: &ImageRef,
+    opts: &PullOptions,
+    events: Events,
+) -> Result<Pulled, RegistryError> {
     let _writing = store.writer_guard()?;
     crate::fault::point("pull.started");
     if let Some(d) = name.digest.as_ref().filter(|d| store.has_blob(d)) {
         // A pinned manifest the store has: no network (its blobs were verified when stored).
-        if let Ok(record) = store.resolve(&d.to_string()) {
+        if let Ok(record) = store.resolve(d.as_ref()) {
             store.protect_image(&record)?;
             return Ok(Pulled {
                 record,
@@ -150,7 +159,9 @@ pub fn pull(store: &Store, name: &ImageRef, opts: &PullOptions, events: Events) 
                     }
                     return Ok(p);
                 }
-                Err(RegistryError::NotFound { .. }) => tried.push(format!("{host}/{}", remote.repository)),
+                Err(RegistryError::NotFound { .. }) => {
+                    tried.push(format!("{host}/{}", remote.repository))
+                }
                 Err(e) if mirror => {
                     tracing::warn!("mirror {host} failed, trying the next source: {e}");
                     tried.push(format!("{host}/{}", remote.repository));
@@ -166,7 +177,13 @@ pub fn pull(store: &Store, name: &ImageRef, opts: &PullOptions, events: Events) 
 }
 
 /// One image from one registry endpoint.
-fn pull_from(store: &Store, host: &str, remote: &Remote, opts: &PullOptions, events: Events) -> Result<Pulled, RegistryError> {
+fn pull_from(
+    store: &Store,
+    host: &str,
+    remote: &Remote,
+    opts: &PullOptions,
+    events: Events,
+) -> Result<Pulled, RegistryError> {
     let how = Connect {
         skip_tls_verify: opts.skip_tls_verify,
         insecure: opts.registries.is_insecure(host),
@@ -179,10 +196,16 @@ fn pull_from(store: &Store, host: &str, remote: &Remote, opts: &PullOptions, eve
         Reference::Tag(_) => None,
     };
     let label = remote.to_string();
-    let mut doc = fetch_manifest(&client, &repo, &remote.reference.to_string(), pinned.as_ref(), &label)?;
+    let mut doc = fetch_manifest(
+        &client,
+        &repo,
+        &remote.reference.to_string(),
+        pinned.as_ref(),
+        &label,
+    )?;
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
-        doc = fetch_manifest(&client, &repo, &chosen.to_string(), Some(&chosen), &label)?;
+        doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
         if doc.is_index() {
             return Err(bad(&label, "its index points at another index"));
         }
@@ -192,10 +215,17 @@ fn pull_from(store: &Store, host: &str, remote: &Remote, opts: &PullOptions, eve
         manifest: doc.digest.clone(),
     });
     crate::fault::point("pull.manifest-fetched");
-    let manifest: ImageManifest = serde_json::from_slice(&doc.bytes)
-        .map_err(|e| bad(&label, &format!("its manifest is not an image manifest: {e}")))?;
+    let manifest: ImageManifest = serde_json::from_slice(&doc.bytes).map_err(|e| {
+        bad(
+            &label,
+            &format!("its manifest is not an image manifest: {e}"),
+        )
+    })?;
     if manifest.layers().len() > MAX_LAYERS {
-        return Err(bad(&label, &format!("it has more than {MAX_LAYERS} layers")));
+        return Err(bad(
+            &label,
+            &format!("it has more than {MAX_LAYERS} layers"),
+        ));
     }
     let mut stats = Stats::default();
     fetch_blob(store, &client, &repo, manifest.config(), None, &mut stats)?;
@@ -204,13 +234,31 @@ fn pull_from(store: &Store, host: &str, remote: &Remote, opts: &PullOptions, eve
         .rootfs()
         .diff_ids()
         .iter()
-        .map(|d| digest::parse(d).ok_or_else(|| bad(&label, &format!("its config has an invalid diff_id {d:?}"))))
+        .map(|d| {
+            digest::parse(d)
+                .ok_or_else(|| bad(&label, &format!("its config has an invalid diff_id {d:?}")))
+        })
         .collect::<Result<_, _>>()?;
     if diff_ids.len() != manifest.layers().len() {
-        return Err(bad(&label, &format!("its config lists {} diff_ids for {} layers", diff_ids.len(), manifest.layers().len())));
+        return Err(bad(
+            &label,
+            &format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        ));
     }
     let work: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
-    fetch_layers(store, &client, &repo, work, opts.jobs.max(1), events, &mut stats)?;
+    fetch_layers(
+        store,
+        &client,
+        &repo,
+        work,
+        opts.jobs.max(1),
+        events,
+        &mut stats,
+    )?;
     crate::fault::point("pull.blobs-stored");
     let (d, size) = store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
     crate::fault::point("pull.manifest-stored");
@@ -242,11 +290,18 @@ struct Document {
 impl Document {
     fn is_index(&self) -> bool {
         matches!(self.media_type, MediaType::ImageIndex)
-            || self.media_type.to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
+            || self.media_type.to_string()
+                == "application/vnd.docker.distribution.manifest.list.v2+json"
     }
 }
 
-fn fetch_manifest(client: &Client, repo: &str, reference: &str, pinned: Option<&Digest>, label: &str) -> Result<Document, RegistryError> {
+fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    pinned: Option<&Digest>,
+    label: &str,
+) -> Result<Document, RegistryError> {
     let url = format!("{repo}/manifests/{reference}");
     let resp = client.call("GET", &url, &[("Accept", ACCEPT)])?;
     match resp.status().as_u16() {
@@ -259,7 +314,12 @@ fn fetch_manifest(client: &Client, repo: &str, reference: &str, pinned: Option<&
         }
         _ => return Err(unexpected("GET", &url, resp)),
     }
-    let header = |k: &str| resp.headers().get(k).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let content_type = header("content-type");
     let claimed = header("docker-content-digest");
     let mut bytes = Vec::new();
@@ -267,17 +327,28 @@ fn fetch_manifest(client: &Client, repo: &str, reference: &str, pinned: Option<&
         .into_reader()
         .take(MAX_JSON + 1)
         .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Http { method: "GET", url: url.clone(), why: e.to_string() })?;
+        .map_err(|e| RegistryError::Http {
+            method: "GET",
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
     if bytes.len() as u64 > MAX_JSON {
-        return Err(bad(label, &format!("its manifest is larger than {} MiB", MAX_JSON >> 20)));
+        return Err(bad(
+            label,
+            &format!("its manifest is larger than {} MiB", MAX_JSON >> 20),
+        ));
     }
     let digest = digest::of_bytes(&bytes);
     if let Some(want) = pinned.map(Digest::to_string).or(claimed) {
         if want != digest.to_string() {
-            return Err(bad(label, &format!("the registry sent a manifest hashing to {digest}, not {want}")));
+            return Err(bad(
+                label,
+                &format!("the registry sent a manifest hashing to {digest}, not {want}"),
+            ));
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
     if v["schemaVersion"].as_u64() == Some(1) {
         return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
     }
@@ -286,21 +357,37 @@ fn fetch_manifest(client: &Client, repo: &str, reference: &str, pinned: Option<&
         .map(str::to_string)
         .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
         .unwrap_or_else(|| {
-            if v.get("manifests").is_some() { "application/vnd.oci.image.index.v1+json".into() } else { "application/vnd.oci.image.manifest.v1+json".into() }
+            if v.get("manifests").is_some() {
+                "application/vnd.oci.image.index.v1+json".into()
+            } else {
+                "application/vnd.oci.image.manifest.v1+json".into()
+            }
         });
-    Ok(Document { bytes, digest, media_type: MediaType::from(media.as_str()) })
+    Ok(Document {
+        bytes,
+        digest,
+        media_type: MediaType::from(media.as_str()),
+    })
 }
 
 /// The manifest of `want` in an index, or an error listing what the index has.
 fn choose_platform(index: &[u8], want: &Platform, label: &str) -> Result<Digest, RegistryError> {
-    let index: ImageIndex = serde_json::from_slice(index).map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
+    let index: ImageIndex = serde_json::from_slice(index)
+        .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
     let mut have = Vec::new();
     let mut fallback = None;
     for m in index.manifests() {
         let Some(p) = m.platform() else { continue };
         let (os, arch) = (p.os().to_string(), p.architecture().to_string());
         let variant = p.variant().clone();
-        have.push(Platform { os: os.clone(), arch: arch.clone(), variant: variant.clone() }.to_string());
+        have.push(
+            Platform {
+                os: os.clone(),
+                arch: arch.clone(),
+                variant: variant.clone(),
+            }
+            .to_string(),
+        );
         if os != want.os || arch != want.arch {
             continue;
         }
@@ -316,7 +403,11 @@ fn choose_platform(index: &[u8], want: &Platform, label: &str) -> Result<Digest,
     fallback.ok_or_else(|| RegistryError::NoPlatform {
         reference: label.to_string(),
         wanted: want.to_string(),
-        have: if have.is_empty() { "no platforms".into() } else { have.join(", ") },
+        have: if have.is_empty() {
+            "no platforms".into()
+        } else {
+            have.join(", ")
+        },
     })
 }
 
@@ -328,7 +419,15 @@ struct Stats {
 }
 
 /// Downloads the layers the store lacks, `jobs` at once, and checks every diff_id.
-fn fetch_layers(store: &Store, client: &Client, repo: &str, work: Vec<(Descriptor, Digest)>, jobs: usize, events: Events, stats: &mut Stats) -> Result<(), RegistryError> {
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    work: Vec<(Descriptor, Digest)>,
+    jobs: usize,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
     let queue = Mutex::new(work.into_iter().collect::<VecDeque<_>>());
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
     let total = Mutex::new(Stats::default());
@@ -376,27 +475,44 @@ impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
         if let (Some(ev), true) = (self.events, n > 0) {
-            ev(PullEvent::LayerBytes { digest: self.digest.clone(), bytes: n as u64 });
+            ev(PullEvent::LayerBytes {
+                digest: self.digest.clone(),
+                bytes: n as u64,
+            });
         }
         Ok(n)
     }
 }
 
 /// Streams one blob into the store unless it is there; its digest and size are checked.
-fn fetch_blob(store: &Store, client: &Client, repo: &str, d: &Descriptor, events: Option<Events>, stats: &mut Stats) -> Result<(), RegistryError> {
+fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    d: &Descriptor,
+    events: Option<Events>,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
     let digest = d.digest();
     {
         let _held = store.protect([digest])?;
         if store.has_blob(digest) {
             stats.present += 1;
             if let Some(ev) = events {
-                ev(PullEvent::LayerDone { digest: digest.clone(), size: d.size(), fetched: false });
+                ev(PullEvent::LayerDone {
+                    digest: digest.clone(),
+                    size: d.size(),
+                    fetched: false,
+                });
             }
             return Ok(());
         }
     }
     if let Some(ev) = events {
-        ev(PullEvent::LayerStart { digest: digest.clone(), size: d.size() });
+        ev(PullEvent::LayerStart {
+            digest: digest.clone(),
+            size: d.size(),
+        });
     }
     let url = format!("{repo}/blobs/{digest}");
     let mut resp = client.call("GET", &url, &[])?;
@@ -404,7 +520,12 @@ fn fetch_blob(store: &Store, client: &Client, repo: &str, d: &Descriptor, events
     if resp.status() == 404 {
         // Foreign / non-distributable layers may live only at their `urls` (image-spec
         // descriptor.md "urls"): try those, over http(s) only.
-        for u in d.urls().iter().flatten().filter(|u| u.starts_with("https://") || u.starts_with("http://")) {
+        for u in d
+            .urls()
+            .iter()
+            .flatten()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        {
             let r = client.call("GET", u, &[])?;
             if r.status() == 200 {
                 resp = r;
@@ -416,20 +537,41 @@ fn fetch_blob(store: &Store, client: &Client, repo: &str, d: &Descriptor, events
     if resp.status() != 200 {
         return Err(unexpected("GET", &source, resp));
     }
-    let blob_err = |why: String| RegistryError::Blob { what: "blob", digest: digest.to_string(), url: source.clone(), why };
-    let mut reader = Counting { inner: resp.into_body().into_reader(), digest, events };
+    let blob_err = |why: String| RegistryError::Blob {
+        what: "blob",
+        digest: digest.to_string(),
+        url: source.clone(),
+        why,
+    };
+    let mut reader = Counting {
+        inner: resp.into_body().into_reader(),
+        digest,
+        events,
+    };
     let mut w = store.blob_writer()?;
-    w.write_from(&mut reader, d.size()).map_err(|e| blob_err(e.to_string()))?;
+    w.write_from(&mut reader, d.size())
+        .map_err(|e| blob_err(e.to_string()))?;
     let mut extra = [0u8; 1];
-    if reader.read(&mut extra).map_err(|e| blob_err(e.to_string()))? > 0 {
-        return Err(blob_err(format!("the registry sent more than the {} bytes its descriptor says", d.size())));
+    if reader
+        .read(&mut extra)
+        .map_err(|e| blob_err(e.to_string()))?
+        > 0
+    {
+        return Err(blob_err(format!(
+            "the registry sent more than the {} bytes its descriptor says",
+            d.size()
+        )));
     }
     w.commit(Some(digest))?;
     crate::fault::point("pull.blob-stored");
     stats.bytes += d.size();
     stats.fetched += 1;
     if let Some(ev) = events {
-        ev(PullEvent::LayerDone { digest: digest.clone(), size: d.size(), fetched: true });
+        ev(PullEvent::LayerDone {
+            digest: digest.clone(),
+            size: d.size(),
+            fetched: true,
+        });
     }
     Ok(())
 }
@@ -455,19 +597,29 @@ mod tests {
                 })
             })
             .collect();
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests})).unwrap()
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap()
     }
 
     #[test]
     fn platforms_are_chosen_from_an_index() {
-        let idx = index(&[("linux", "amd64", None), ("linux", "arm64", Some("v8")), ("linux", "arm", Some("v7"))]);
-        let pick = |s: &str| choose_platform(&idx, &s.parse().unwrap(), "x").map(|d| d.to_string()[7..8].to_string());
+        let idx = index(&[
+            ("linux", "amd64", None),
+            ("linux", "arm64", Some("v8")),
+            ("linux", "arm", Some("v7")),
+        ]);
+        let pick = |s: &str| {
+            choose_platform(&idx, &s.parse().unwrap(), "x").map(|d| d.to_string()[7..8].to_string())
+        };
         assert_eq!(pick("linux/amd64").unwrap(), "0");
         assert_eq!(pick("linux/arm64").unwrap(), "1");
         assert_eq!(pick("linux/arm64/v8").unwrap(), "1");
         assert_eq!(pick("linux/arm/v7").unwrap(), "2");
         let e = pick("linux/s390x").unwrap_err().to_string();
-        assert!(e.contains("linux/amd64, linux/arm64/v8, linux/arm/v7"), "{e}");
+        assert!(
+            e.contains("linux/amd64, linux/arm64/v8, linux/arm/v7"),
+            "{e}"
+        );
         assert!(e.contains("linux/s390x"), "{e}");
         assert!("linux".parse::<Platform>().is_err());
     }

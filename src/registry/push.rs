@@ -75,7 +75,13 @@ pub fn push(
 }
 
 /// One blob: POST an upload session, PUT the bytes with the digest.
-fn upload(store: &Store, client: &Client, repo: &str, digest: &Digest, size: u64) -> Result<(), RegistryError> {
+fn upload(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+) -> Result<(), RegistryError> {
     let start = format!("{repo}/blobs/uploads/");
     let resp = client.call("POST", &start, &[])?;
     if resp.status() != 202 {
@@ -101,7 +107,10 @@ fn upload(store: &Store, client: &Client, repo: &str, digest: &Digest, size: u64
     let resp = client.send(
         "PUT",
         &put,
-        &[("Content-Type", "application/octet-stream"), ("Content-Length", &len)],
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("Content-Length", &len),
+        ],
         ureq::SendBody::from_reader(&mut reader),
     )?;
     if resp.status() != 201 {

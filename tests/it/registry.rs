@@ -28,7 +28,11 @@ fn ok(mut c: Command, args: &[&str]) -> String {
 
 fn fails(mut c: Command, args: &[&str]) -> String {
     let out = c.args(args).stdin(Stdio::null()).output().unwrap();
-    assert!(!out.status.success(), "keel {args:?} succeeded but should fail: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !out.status.success(),
+        "keel {args:?} succeeded but should fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -60,24 +64,38 @@ fn pull_round_trip(auth: Auth) {
     let c = Keel::new();
     let bad = reg.auth_file("wrong-password");
     let err = fails(kc(&c, &reg, Some(&bad)), &["pull", &name]);
-    assert!(err.contains(&reg.host()) && err.contains("refused the credentials"), "{err}");
+    assert!(
+        err.contains(&reg.host()) && err.contains("refused the credentials"),
+        "{err}"
+    );
     assert_eq!(blob_count(&c), 0, "a refused pull wrote blobs");
     assert!(!c.ok(&["images"]).contains("test/bb"));
     // No CA: TLS is verified, so the pull fails rather than trusting the registry.
     let mut no_ca = c.cmd();
-    no_ca.env("KEEL_CERTS_D", c.path("none")).env("REGISTRY_AUTH_FILE", &good);
+    no_ca
+        .env("KEEL_CERTS_D", c.path("none"))
+        .env("REGISTRY_AUTH_FILE", &good);
     let err = fails(no_ca, &["pull", &name]);
-    assert!(err.to_lowercase().contains("certificate") || err.contains("tls"), "{err}");
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("tls"),
+        "{err}"
+    );
     // Good credentials: pulled, runnable, the same manifest.
     let b = Keel::new();
-    let out = kc(&b, &reg, Some(&good)).args(["pull", &name]).output().unwrap();
+    let out = kc(&b, &reg, Some(&good))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
     common::assert_success(&out, "pull");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&digest), "{err}");
     assert_eq!(b.ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
     b.ok(&["fsck"]);
     // Again: every blob is there, nothing is downloaded.
-    let out = kc(&b, &reg, Some(&good)).args(["pull", &name]).output().unwrap();
+    let out = kc(&b, &reg, Some(&good))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
     common::assert_success(&out, "second pull");
     assert!(String::from_utf8_lossy(&out.stderr).contains("0 blobs (0 bytes) downloaded"));
 }
@@ -123,12 +141,23 @@ fn login_and_logout() {
     let text = std::fs::read_to_string(&file).unwrap();
     assert!(text.contains(&reg.host()), "{text}");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o077, 0);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o077,
+        0
+    );
     k.ok(&["bootstrap", "busybox", "bb"]);
-    ok(kc(&k, &reg, Some(&file)), &["push", "bb", &format!("{}/x/bb:1", reg.host())]);
+    ok(
+        kc(&k, &reg, Some(&file)),
+        &["push", "bb", &format!("{}/x/bb:1", reg.host())],
+    );
     ok(kc(&k, &reg, Some(&file)), &["logout", &reg.host()]);
-    assert!(!std::fs::read_to_string(&file).unwrap().contains(&reg.host()));
-    let err = fails(kc(&k, &reg, Some(&file)), &["push", "bb", &format!("{}/x/bb:2", reg.host())]);
+    assert!(!std::fs::read_to_string(&file)
+        .unwrap()
+        .contains(&reg.host()));
+    let err = fails(
+        kc(&k, &reg, Some(&file)),
+        &["push", "bb", &format!("{}/x/bb:2", reg.host())],
+    );
     assert!(err.contains("keel login"), "{err}");
 }
 
@@ -147,14 +176,32 @@ fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
     std::fs::create_dir_all(&ctx).unwrap();
     std::fs::write(
         ctx.join("Dockerfile"),
-        format!("FROM {}/test/bb:1\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n", reg.host()),
+        format!(
+            "FROM {}/test/bb:1\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n",
+            reg.host()
+        ),
     )
     .unwrap();
     let ctx_s = ctx.display().to_string();
-    let err = fails(kc(&b, &reg, Some(&good)), &["build", "--pull=never", "-t", "app", &ctx_s]);
-    assert!(err.contains("--pull=never") && err.contains("test/bb:1"), "{err}");
+    let err = fails(
+        kc(&b, &reg, Some(&good)),
+        &["build", "--pull=never", "-t", "app", &ctx_s],
+    );
+    assert!(
+        err.contains("--pull=never") && err.contains("test/bb:1"),
+        "{err}"
+    );
     assert_eq!(blob_count(&b), 0);
-    let err = fails(kc(&b, &reg, Some(&good)), &["run", "--pull=never", "--rm", &format!("{}/test/bb:1", reg.host()), "true"]);
+    let err = fails(
+        kc(&b, &reg, Some(&good)),
+        &[
+            "run",
+            "--pull=never",
+            "--rm",
+            &format!("{}/test/bb:1", reg.host()),
+            "true",
+        ],
+    );
     assert!(err.contains("no such image"), "{err}");
     ok(kc(&b, &reg, Some(&good)), &["build", "-t", "app", &ctx_s]);
     assert_eq!(b.ok(&["run", "--rm", "app"]), "built\n");
@@ -166,25 +213,52 @@ fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
     let pd = b.path("podman");
     let podman_cmd = |args: &[&str]| {
         let mut c = Command::new("podman");
-        c.arg("--root").arg(pd.join("root"))
-            .arg("--runroot").arg(pd.join("run"))
-            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs", "--events-backend", "file"])
+        c.arg("--root")
+            .arg(pd.join("root"))
+            .arg("--runroot")
+            .arg(pd.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
             .env("REGISTRY_AUTH_FILE", &good)
             .args(args);
         c
     };
     let certs = reg.certs_d().join(reg.host()).display().to_string();
     common::run_ok(&mut podman_cmd(&["pull", "--cert-dir", &certs, &dest]));
-    let out = podman_cmd(&["run", "--rm", "--net", "none", &dest]).output().unwrap();
+    let out = podman_cmd(&["run", "--rm", "--net", "none", &dest])
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     if err.contains("error setting rlimit") {
         // Some sandboxes refuse runc's prlimit() on the container process (podman sets
         // RLIMIT_NOFILE for every container): check the image podman pulled by its files.
-        eprintln!("podman cannot start containers here ({}); checking its copy of the image instead", err.trim());
-        let id = common::run_ok(&mut podman_cmd(&["create", &dest])).trim().to_string();
+        eprintln!(
+            "podman cannot start containers here ({}); checking its copy of the image instead",
+            err.trim()
+        );
+        let id = common::run_ok(&mut podman_cmd(&["create", &dest]))
+            .trim()
+            .to_string();
         let tar = b.path("podman-export.tar");
-        common::run_ok(&mut podman_cmd(&["export", "-o", &tar.display().to_string(), &id]));
-        let built = common::run_ok(Command::new("tar").arg("-xOf").arg(&tar).arg("--wildcards").arg("*built.txt"));
+        common::run_ok(&mut podman_cmd(&[
+            "export",
+            "-o",
+            &tar.display().to_string(),
+            &id,
+        ]));
+        let built = common::run_ok(
+            Command::new("tar")
+                .arg("-xOf")
+                .arg(&tar)
+                .arg("--wildcards")
+                .arg("*built.txt"),
+        );
         assert_eq!(built, "built\n");
     } else {
         common::assert_success(&out, "podman run");
@@ -201,7 +275,10 @@ fn multi_platform_index_pushed_by_skopeo() {
         return;
     }
     if !(common::have("buildah") && common::have("skopeo")) {
-        crate::require!(false, "buildah and skopeo are needed (apt-get install buildah skopeo)");
+        crate::require!(
+            false,
+            "buildah and skopeo are needed (apt-get install buildah skopeo)"
+        );
     }
     let reg = Registry::start(true, Auth::Basic);
     let good = reg.auth_file(PASSWORD);
@@ -209,14 +286,24 @@ fn multi_platform_index_pushed_by_skopeo() {
     let bd = k.path("buildah");
     let buildah = |args: &[&str]| {
         let mut c = Command::new("buildah");
-        c.arg("--root").arg(bd.join("root"))
-            .arg("--runroot").arg(bd.join("run"))
+        c.arg("--root")
+            .arg(bd.join("root"))
+            .arg("--runroot")
+            .arg(bd.join("run"))
             .args(["--storage-driver", "vfs"])
             .args(args);
         common::run_ok(&mut c).trim().to_string()
     };
-    let host_arch = if cfg!(target_arch = "aarch64") { "arm64" } else { "amd64" };
-    let other = if host_arch == "amd64" { "arm64" } else { "amd64" };
+    let host_arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let other = if host_arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
     buildah(&["manifest", "create", "multi"]);
     for arch in [host_arch, other] {
         let ctr = buildah(&["from", "scratch"]);
@@ -229,10 +316,25 @@ fn multi_platform_index_pushed_by_skopeo() {
         buildah(&["manifest", "add", "multi", &img]);
     }
     let layout = k.path("layout");
-    buildah(&["manifest", "push", "--all", "multi", &format!("oci:{}", layout.display())]);
+    buildah(&[
+        "manifest",
+        "push",
+        "--all",
+        "multi",
+        &format!("oci:{}", layout.display()),
+    ]);
     let certs = reg.certs_d().join(reg.host()).display().to_string();
     let name = format!("{}/test/multi:1", reg.host());
-    common::run_ok(Command::new("skopeo").args(["copy", "--all", "--dest-cert-dir", &certs, "--dest-creds", &format!("{USER}:{PASSWORD}"), &format!("oci:{}", layout.display()), &format!("docker://{name}")]));
+    common::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-cert-dir",
+        &certs,
+        "--dest-creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{name}"),
+    ]));
     let arch_of = |k: &Keel| {
         let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
         v.to_string()
@@ -240,11 +342,26 @@ fn multi_platform_index_pushed_by_skopeo() {
     let h = Keel::new();
     ok(kc(&h, &reg, Some(&good)), &["pull", &name]);
     let info = arch_of(&h);
-    assert!(info.contains(&format!("\"architecture\":\"{host_arch}\"")), "{info}");
+    assert!(
+        info.contains(&format!("\"architecture\":\"{host_arch}\"")),
+        "{info}"
+    );
     let o = Keel::new();
-    ok(kc(&o, &reg, Some(&good)), &["pull", "--platform", &format!("linux/{other}"), &name]);
+    ok(
+        kc(&o, &reg, Some(&good)),
+        &["pull", "--platform", &format!("linux/{other}"), &name],
+    );
     let info = arch_of(&o);
-    assert!(info.contains(&format!("\"architecture\":\"{other}\"")), "{info}");
-    let err = fails(kc(&o, &reg, Some(&good)), &["pull", "--platform", "linux/s390x", &name]);
-    assert!(err.contains(&format!("linux/{host_arch}")) && err.contains(&format!("linux/{other}")), "{err}");
+    assert!(
+        info.contains(&format!("\"architecture\":\"{other}\"")),
+        "{info}"
+    );
+    let err = fails(
+        kc(&o, &reg, Some(&good)),
+        &["pull", "--platform", "linux/s390x", &name],
+    );
+    assert!(
+        err.contains(&format!("linux/{host_arch}")) && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
 }

@@ -69,16 +69,71 @@ fn sh(cmd: &mut Command) {
 /// A CA and a server certificate for 127.0.0.1/localhost signed by it.
 fn make_certs(dir: &Path) {
     let o = |args: &[&str]| sh(Command::new("openssl").current_dir(dir).args(args));
-    o(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=keel-test-ca"]);
-    o(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    o(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keel-test-ca",
+    ]);
+    o(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=localhost",
+    ]);
     std::fs::write(
         dir.join("ext.cnf"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
     )
     .unwrap();
-    o(&["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"]);
+    o(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
     // The token server's signing pair.
-    o(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "token.key", "-out", "token.crt", "-days", "2", "-subj", "/CN=keel-test-token"]);
+    o(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "token.key",
+        "-out",
+        "token.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=keel-test-token",
+    ]);
 }
 
 /// A bcrypt htpasswd line (docker-registry accepts bcrypt only).
@@ -88,7 +143,9 @@ fn htpasswd_line() -> String {
         return out.trim().to_string();
     }
     let py = "import crypt,sys; print(sys.argv[1]+':'+crypt.crypt(sys.argv[2], crypt.mksalt(crypt.METHOD_BLOWFISH)))";
-    let out = crate::common::run_ok(Command::new("/usr/bin/python3").args(["-W", "ignore", "-c", py, USER, PASSWORD]));
+    let out = crate::common::run_ok(
+        Command::new("/usr/bin/python3").args(["-W", "ignore", "-c", py, USER, PASSWORD]),
+    );
     out.trim().to_string()
 }
 
@@ -128,7 +185,10 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(port)), H).serve_forever()
 impl Registry {
     /// Starts a registry; waits until it answers.
     pub fn start(tls: bool, auth: Auth) -> Registry {
-        let dir = tempfile::Builder::new().prefix("keel-reg-").tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .prefix("keel-reg-")
+            .tempdir()
+            .unwrap();
         let d = dir.path().to_path_buf();
         let d = d.as_path();
         let port = free_port();
@@ -151,7 +211,10 @@ impl Registry {
             Auth::None => {}
             Auth::Basic => {
                 std::fs::write(d.join("htpasswd"), htpasswd_line() + "\n").unwrap();
-                cfg += &format!("auth:\n  htpasswd:\n    realm: keel-test\n    path: {}\n", d.join("htpasswd").display());
+                cfg += &format!(
+                    "auth:\n  htpasswd:\n    realm: keel-test\n    path: {}\n",
+                    d.join("htpasswd").display()
+                );
             }
             Auth::Token => {
                 let tport = free_port();

@@ -595,7 +595,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             k.ok(&["rm", "-f", "c1"]);
         }
         "pull" => {
-            let o = k.ok(&["run", "--rm", &args[1], "echo", "pulled"]);
+            let o = k.ok(&["run", "--rm", args[1], "echo", "pulled"]);
             assert_eq!(o, "pulled\n", "{what}");
         }
         _ => {}

@@ -361,7 +361,10 @@ impl<'a> Executor<'a> {
             PullPolicy::Missing => !have,
             PullPolicy::Always => !base.contains('@'),
         };
-        let Some(name) = want.then(|| crate::reference::ImageRef::parse(base).ok()).flatten() else {
+        let Some(name) = want
+            .then(|| crate::reference::ImageRef::parse(base).ok())
+            .flatten()
+        else {
             return Ok(());
         };
         let fail = |e| BuildError::PullBase {
