@@ -176,6 +176,9 @@ pub struct PushArgs {
     /// Check TLS certificates (`false` also allows plain HTTP).
     #[arg(long = "tls-verify", default_value_t = true, action = clap::ArgAction::Set)]
     tls_verify: bool,
+    /// How layers travel: gzip (as docker and podman push) or none.
+    #[arg(long, default_value = "gzip", value_name = "FORMAT")]
+    compression_format: crate::registry::Compression,
 }
 
 pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
@@ -187,11 +190,18 @@ pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
     let task = ctx
         .reporter
         .task(format!("pushing {} to {}", a.image, dest));
-    let pushed = crate::registry::push(&store, &image, &target, &registries, !a.tls_verify)
-        .with_context(|| format!("pushing {dest}"))?;
+    let pushed = crate::registry::push(
+        &store,
+        &image,
+        &target,
+        &registries,
+        !a.tls_verify,
+        a.compression_format,
+    )
+    .with_context(|| format!("pushing {dest}"))?;
     task.done(format!(
-        "{} blobs uploaded, {} already there, manifest {}",
-        pushed.uploaded, pushed.present, pushed.manifest
+        "{} blobs uploaded ({} bytes), {} mounted from other repositories, {} already there, {} layers compressed, manifest {}",
+        pushed.uploaded, pushed.bytes, pushed.mounted, pushed.present, pushed.compressed, pushed.manifest
     ));
     crate::report::out_line(&pushed.manifest)?;
     Ok(0)

@@ -15,7 +15,7 @@ pub use client::{Client, Connect};
 pub use config::RegistriesConfig;
 pub use name::{Reference, Remote};
 pub use pull::{pull, PullEvent, PullOptions, Pulled};
-pub use push::{push, target_of, Pushed};
+pub use push::{push, target_of, Compression, Pushed};
 
 use crate::store::StoreError;
 

@@ -264,6 +264,10 @@ fn pull_from(
     crate::fault::point("pull.manifest-stored");
     let descriptor = Descriptor::new(doc.media_type, size, d);
     let record = store.load_record(descriptor, Vec::new())?;
+    let memo = super::push::Memo::new(store);
+    for l in record.manifest.layers() {
+        memo.add_source(host, l.digest(), &remote.repository);
+    }
     Ok(Pulled {
         record,
         remote: format!("{}/{}@{}", remote.registry, remote.repository, doc.digest),

@@ -365,3 +365,86 @@ fn multi_platform_index_pushed_by_skopeo() {
         "{err}"
     );
 }
+
+/// Issue 13: push compresses layers with gzip (smaller than the stored tar), skips what
+/// the registry has, mounts a shared blob from another repository instead of uploading
+/// it again, and does not recompress a layer it compressed before; skopeo reads it.
+#[test]
+fn push_compresses_skips_and_mounts() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Token);
+    let good = reg.auth_file(PASSWORD);
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let stored: u64 = {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "bb"])).unwrap();
+        let m = &v[0]["Manifest"]["layers"];
+        m.as_array()
+            .map(|a| a.iter().map(|l| l["size"].as_u64().unwrap()).sum())
+            .unwrap_or(0)
+    };
+    let push = |dest: &str| {
+        let out = kc(&k, &reg, Some(&good))
+            .args(["push", "bb", dest])
+            .output()
+            .unwrap();
+        common::assert_success(&out, dest);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = push(&format!("{}/one/bb:1", reg.host()));
+    assert!(
+        first.contains("2 blobs uploaded") && first.contains("1 layers compressed"),
+        "{first}"
+    );
+    let again = push(&format!("{}/one/bb:1", reg.host()));
+    assert!(
+        again.contains("0 blobs uploaded")
+            && again.contains("2 already there")
+            && again.contains("0 layers compressed"),
+        "{again}"
+    );
+    let other = push(&format!("{}/two/bb:1", reg.host()));
+    assert!(
+        other.contains("1 mounted") && other.contains("0 layers compressed"),
+        "{other}"
+    );
+    // The registry holds a gzip layer smaller than the stored tar; skopeo reads it.
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let raw = common::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &certs,
+        "--creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("docker://{}/two/bb:1", reg.host()),
+    ]));
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let layer = &m["layers"][0];
+    assert_eq!(
+        layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "{raw}"
+    );
+    assert!(
+        layer["size"].as_u64().unwrap() < stored / 2,
+        "{raw} vs {stored}"
+    );
+    // And keel pulls it back into a fresh root, checking diff_ids against the gzip layer.
+    let b = Keel::new();
+    ok(
+        kc(&b, &reg, Some(&good)),
+        &["pull", &format!("{}/two/bb:1", reg.host())],
+    );
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            &format!("{}/two/bb:1", reg.host()),
+            "echo",
+            "ok"
+        ]),
+        "ok\n"
+    );
+}
