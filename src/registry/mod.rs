@@ -5,6 +5,7 @@
 //! transfers: `pull.rs` (every byte through the store's verified writer) and `push.rs`.
 //! This module never unpacks layers and never writes the store except through `Store`.
 pub mod auth;
+pub mod cache;
 pub mod client;
 pub mod config;
 pub mod name;

@@ -285,10 +285,10 @@ fn bad(reference: &str, why: &str) -> RegistryError {
 }
 
 /// A manifest or index as fetched: its bytes (verified), digest and media type.
-struct Document {
-    bytes: Vec<u8>,
-    digest: Digest,
-    media_type: MediaType,
+pub(super) struct Document {
+    pub(super) bytes: Vec<u8>,
+    pub(super) digest: Digest,
+    pub(super) media_type: MediaType,
 }
 
 impl Document {
@@ -299,7 +299,7 @@ impl Document {
     }
 }
 
-fn fetch_manifest(
+pub(super) fn fetch_manifest(
     client: &Client,
     repo: &str,
     reference: &str,
@@ -416,10 +416,10 @@ fn choose_platform(index: &[u8], want: &Platform, label: &str) -> Result<Digest,
 }
 
 #[derive(Default)]
-struct Stats {
-    bytes: u64,
-    fetched: usize,
-    present: usize,
+pub(super) struct Stats {
+    pub(super) bytes: u64,
+    pub(super) fetched: usize,
+    pub(super) present: usize,
 }
 
 /// Downloads the layers the store lacks, `jobs` at once, and checks every diff_id.
@@ -489,7 +489,7 @@ impl<R: Read> Read for Counting<'_, R> {
 }
 
 /// Streams one blob into the store unless it is there; its digest and size are checked.
-fn fetch_blob(
+pub(super) fn fetch_blob(
     store: &Store,
     client: &Client,
     repo: &str,

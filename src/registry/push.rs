@@ -62,7 +62,7 @@ pub struct Pushed {
 }
 
 /// One blob to send: where its bytes come from.
-struct Outgoing {
+pub(super) struct Outgoing {
     digest: Digest,
     size: u64,
     /// A compressed copy in a temp file, or `None` for the stored blob.
@@ -215,6 +215,18 @@ fn gzip_layer(
     })
 }
 
+impl Outgoing {
+    /// A blob sent as the store has it.
+    pub(super) fn stored(digest: Digest, size: u64) -> Outgoing {
+        Outgoing {
+            digest,
+            size,
+            file: None,
+            gzip_of: None,
+        }
+    }
+}
+
 struct HashingWriter<W> {
     inner: W,
     hasher: sha2::Sha256,
@@ -236,7 +248,7 @@ impl<W: std::io::Write> std::io::Write for HashingWriter<W> {
 
 /// HEAD, then a cross-repository mount from a repository known to hold the blob, then
 /// an upload. Returns the digest and size sent.
-fn send_blob(
+pub(super) fn send_blob(
     store: &Store,
     memo: &Memo,
     client: &Client,
@@ -367,6 +379,13 @@ impl Memo {
             .filter(|(h, _)| *h == host)
             .map(|(_, r)| r.to_string())
             .collect()
+    }
+    /// Some repository known to hold `d`: `(host, repository)`.
+    pub fn any_source(&self, d: &Digest) -> Option<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.join("sources").join(d.digest())).ok()?;
+        let line = text.lines().next_back()?;
+        let (h, r) = line.split_once(' ')?;
+        Some((h.to_string(), r.to_string()))
     }
     /// Notes that `repository` on `host` holds `d`.
     pub fn add_source(&self, host: &str, d: &Digest, repository: &str) {
