@@ -64,6 +64,7 @@ pub fn reclaim(store: &Store) -> Result<Reclaimed, ReclaimError> {
         reclaim_lease_resources(root, l, &leased, &mut r)?;
     }
     reclaim_orphan_containers(root, &mut r)?;
+    reclaim_runtime_orphans(root, &leased);
     reclaim_storage(root, &mut r)?;
     sweep_container_leftovers(root, &leased, &mut r);
     for (path, _) in &dead {
@@ -113,6 +114,25 @@ fn reclaim_lease_resources(
     Ok(())
 }
 
+/// OCI runtime containers and bundles whose owning keel is gone, and empty `keel/<id>`
+/// cgroups of no known container (what a killed `keel run` or build step left in runc and
+/// the kernel). Failures are logged: the rest of the reclamation still runs.
+fn reclaim_runtime_orphans(root: &Path, leased: &BTreeSet<String>) {
+    let known: BTreeSet<String> = Containers::new(root)
+        .list()
+        .map(|cs| cs.into_iter().map(|c| c.id).collect())
+        .unwrap_or_default();
+    let snapshots: BTreeSet<String> = storage::snapshot_names(root).into_iter().collect();
+    let keep = |id: &str| known.contains(id) || leased.contains(id) || snapshots.contains(id);
+    let runc = Path::new("runc");
+    // Empty cgroups younger than this may belong to a container of another root that is
+    // starting right now (`keel/` is host-wide).
+    let age = std::time::Duration::from_secs(60);
+    if let Err(e) = crate::runtime::reclaim::collect_orphans(root, runc, &keep, age) {
+        tracing::warn!("collecting orphaned runtime containers: {e}");
+    }
+}
+
 /// Containers no live keel is creating whose supervisor is gone: a record still
 /// `created` is a start that died (removed); a `running` one is stopped (its processes
 /// killed, marked exited 137) and removed if it was `--rm`.
@@ -132,7 +152,7 @@ fn reclaim_orphan_containers(root: &Path, r: &mut Reclaimed) -> Result<(), Recla
         if leased.contains(&c.id) {
             continue;
         }
-        let supervisor_alive = st.supervisor_pid.is_some_and(crate::sys::session::alive);
+        let supervisor_alive = st.supervisor_alive();
         match st.status {
             Status::Created => remove_container(root, &c.id, r)?,
             Status::Running if !supervisor_alive => {

@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Pull the image: missing (only when the store lacks it), always, or never.
     #[arg(long, default_value = "missing", value_name = "POLICY")]
     pull: crate::registry::PullPolicy,
+    /// Security options: seccomp=unconfined, seccomp=default, no-new-privileges.
+    #[arg(long, value_name = "OPT")]
+    security_opt: Vec<String>,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -135,6 +138,7 @@ impl RunArgs {
             isolation: self.isolation,
             storage_driver: self.storage_driver,
             runtime: self.runtime,
+            security_opt: self.security_opt,
         })
     }
 }
@@ -259,8 +263,7 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     let mut rows = Vec::new();
     for c in containers.list()? {
-        let st = containers.state(&c.id)?;
-        let st = refresh(&containers, &c, st);
+        let st = containers.refresh(&c)?;
         if a.all || st.status == Status::Running {
             rows.push((c, st));
         }
@@ -296,29 +299,6 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-/// A record that says running but whose supervisor and process are gone (the machine
-/// rebooted, or the supervisor was killed) is shown as exited.
-fn refresh(
-    containers: &Containers,
-    c: &ContainerConfig,
-    mut st: container::ContainerState,
-) -> container::ContainerState {
-    // While the supervisor lives its record is the truth: it writes the exit status as
-    // soon as it has reaped the container.
-    let supervisor_gone = st
-        .supervisor_pid
-        .is_none_or(|p| !crate::sys::session::alive(p));
-    if st.status == Status::Running
-        && supervisor_gone
-        && st.pid.is_none_or(|p| !crate::sys::session::alive(p))
-    {
-        st.status = Status::Exited;
-        st.exit_code = st.exit_code.or(Some(137));
-        let _ = containers.set_state(&c.id, &st);
-    }
-    st
-}
-
 #[derive(Debug, Args)]
 pub struct LogsArgs {
     /// Keep printing new output until the container exits.
@@ -347,7 +327,7 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
         out.flush()?;
         if !a.follow
             || containers
-                .state(&c.id)
+                .refresh(&c)
                 .map(|s| s.status == Status::Exited)
                 .unwrap_or(true)
         {
@@ -381,8 +361,11 @@ fn wait_exited(containers: &Containers, c: &ContainerConfig, limit: Duration) ->
         match containers.state(&c.id) {
             Ok(st) if st.status != Status::Running => return true,
             Err(_) => return true, // removed (--rm)
-            Ok(st) => {
-                if refresh(containers, c, st).status != Status::Running {
+            Ok(_) => {
+                if containers
+                    .refresh(c)
+                    .is_ok_and(|st| st.status != Status::Running)
+                {
                     return true;
                 }
             }
@@ -399,12 +382,13 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     for name in &a.containers {
         let c = containers.find(name)?;
-        let st = containers.state(&c.id)?;
-        if let (Status::Running, Some(pid)) = (st.status, st.pid) {
+        // Only a process provably keel's is signalled (a stale pid may be anyone's now).
+        let st = containers.refresh(&c)?;
+        if st.status == Status::Running {
             let sig = signal_number(c.stop_signal.as_deref().unwrap_or("TERM"))?;
-            let _ = crate::sys::proc::kill(pid, sig);
+            let _ = st.signal(sig);
             if !wait_exited(&containers, &c, Duration::from_secs(a.time)) {
-                let _ = crate::sys::proc::kill(pid, libc::SIGKILL);
+                let _ = st.signal(libc::SIGKILL);
                 wait_exited(&containers, &c, Duration::from_secs(30));
             }
         }
@@ -428,13 +412,9 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
     let sig = signal_number(&a.signal)?;
     for name in &a.containers {
         let c = containers.find(name)?;
-        match containers.state(&c.id)? {
-            container::ContainerState {
-                status: Status::Running,
-                pid: Some(pid),
-                ..
-            } => crate::sys::proc::kill(pid, sig)?,
-            _ => bail!("container {name} is not running"),
+        let st = containers.refresh(&c)?;
+        if st.status != Status::Running || !st.signal(sig)? {
+            bail!("container {name} is not running");
         }
         println!("{name}");
     }
@@ -455,7 +435,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     for name in &a.containers {
         let c = containers.find(name)?;
-        let st = refresh(&containers, &c, containers.state(&c.id)?);
+        let st = containers.refresh(&c)?;
         // Should this rm die half-way, gc finishes the removal.
         store.lease()?.protect_container(&c.id)?;
         if st.status == Status::Running {
@@ -464,12 +444,10 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
                     "container {name} is running; stop it first (`keel stop {name}`) or use rm -f"
                 );
             }
-            if let Some(pid) = st.pid {
-                let _ = crate::sys::proc::kill(pid, libc::SIGKILL);
-            }
+            let _ = st.signal(libc::SIGKILL);
             wait_exited(&containers, &c, Duration::from_secs(30));
         }
-        if st.supervisor_pid.is_some_and(crate::sys::session::alive) {
+        if st.supervisor_alive() {
             wait_exited(&containers, &c, Duration::from_secs(30));
         }
         if containers.find(&c.id).is_err() {
@@ -477,6 +455,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             continue; // it was --rm and is gone already
         }
         crate::fault::point("rm.stopped");
+        launch::reclaim_runtime(store.root(), &c)?;
         let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
         snapshotter.remove_id(&c.id)?;
         crate::fault::point("rm.snapshot-removed");
@@ -630,9 +609,9 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
     let c = containers.find(&a.container)?;
-    let st = refresh(&containers, &c, containers.state(&c.id)?);
-    let pid = match (st.status, st.pid) {
-        (Status::Running, Some(pid)) => pid,
+    let st = containers.refresh(&c)?;
+    let pid = match (st.status, st.live_pid()) {
+        (Status::Running, Some((pid, _))) => pid,
         _ => bail!(
             "container {} is not running; start a new one with `keel run`",
             a.container
@@ -654,12 +633,10 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         tty: a.tty,
         ..Default::default()
     };
-    let spec = crate::runtime::plan_for_rootfs(
-        &c.id,
-        &config,
-        &opts,
-        &crate::runtime::join::root_of(pid),
-    )?;
+    let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
+        bail!("container {} is not running", a.container);
+    };
+    let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
     let stdin = if a.interactive {
         use std::os::fd::AsFd;
         std::io::stdin().as_fd().try_clone_to_owned().ok()
@@ -669,15 +646,12 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
             .map(std::os::fd::OwnedFd::from)
     };
     crate::fault::point("exec.joining");
-    let exit = crate::runtime::join::exec_in(
-        pid,
-        &spec,
-        crate::runtime::Stdio {
-            stdin,
-            stdout: None,
-            stderr: None,
-        },
-    )?;
+    let stdio = crate::runtime::Stdio {
+        stdin,
+        stdout: None,
+        stderr: None,
+    };
+    let exit = crate::container::exec::exec(store.root(), &c, pid, &root, &spec, stdio)?;
     if let Some(msg) = exit.exec_error {
         eprintln!("keel: {msg}");
     }

@@ -45,9 +45,10 @@ pub enum LaunchError {
 pub fn pick_backend(
     name: Option<&str>,
     oci_runtime: Option<&Path>,
+    keel_root: &Path,
 ) -> Result<Box<dyn Isolation>, LaunchError> {
     let name = name.unwrap_or("namespaces");
-    let b = runtime::backend(name, oci_runtime)
+    let b = runtime::backend_in(name, oci_runtime, keel_root)
         .ok_or_else(|| LaunchError::UnknownIsolation(name.to_string()))?;
     b.available()?;
     Ok(b)
@@ -95,7 +96,11 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         private_port.unwrap_or(0),
     );
     let published = ports::bind(&plan)?;
-    let backend = pick_backend(req.isolation.as_deref(), req.runtime.as_deref())?;
+    let backend = pick_backend(
+        req.isolation.as_deref(),
+        req.runtime.as_deref(),
+        store.root(),
+    )?;
     let snapshotter = storage::open(req.storage_driver.as_deref(), store.root())?;
     let root = store.root().to_path_buf();
     let mut anonymous = Vec::new();
@@ -132,6 +137,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         volumes: volume_names,
         stop_signal: cfg.stop_signal().clone(),
         auto_remove: req.rm,
+        runtime: req.runtime.clone(),
     };
     // Leased before the record exists: should we die before the container runs, gc
     // removes it; and the image's blobs stay while we unpack them.
@@ -177,6 +183,11 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         started: false,
         lease,
     })
+}
+
+/// The container path a volume flag mounts at.
+pub fn volume_destination(v: &VolumeSpec) -> String {
+    vol_dst(v)
 }
 
 fn vol_dst(v: &VolumeSpec) -> String {
@@ -278,6 +289,7 @@ impl Prepared {
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,
+            seccomp: self.validated.seccomp,
         })
     }
 
@@ -304,14 +316,9 @@ impl Prepared {
         }
         let code = result.as_ref().map(|c| *c).unwrap_or(125);
         let now = rfc3339(std::time::SystemTime::now());
-        let mut st = containers.state(&self.config.id).unwrap_or(ContainerState {
-            status: Status::Exited,
-            pid: None,
-            supervisor_pid: None,
-            exit_code: None,
-            started: None,
-            finished: None,
-        });
+        let mut st = containers
+            .state(&self.config.id)
+            .unwrap_or_else(|_| ContainerState::created());
         st.status = Status::Exited;
         st.exit_code = Some(code);
         st.finished = Some(now);
@@ -343,6 +350,7 @@ impl Prepared {
         let backend = pick_backend(
             self.request.isolation.as_deref(),
             self.request.runtime.as_deref(),
+            &self.root,
         )?;
         let mut pty_master: Option<OwnedFd> = None;
         let stdio = match &output {
@@ -428,7 +436,10 @@ impl Prepared {
         let mut st = containers.state(&self.config.id)?;
         st.status = Status::Running;
         st.pid = Some(container.pid);
-        st.supervisor_pid = Some(std::process::id() as i32);
+        st.pid_start = crate::sys::proc::start_time(container.pid);
+        let me = std::process::id() as i32;
+        st.supervisor_pid = Some(me);
+        st.supervisor_start = crate::sys::proc::start_time(me);
         st.started = Some(rfc3339(std::time::SystemTime::now()));
         containers.set_state(&self.config.id, &st)?;
         let published = std::mem::take(&mut self.published);
@@ -511,4 +522,23 @@ pub fn remove(
         let _ = volumes.remove(a, &containers);
     }
     Ok(())
+}
+
+/// For a container being removed: an `oci` container whose supervisor died may still be
+/// running under the runtime (`runc run` outlives a SIGKILLed keel), so it is deleted
+/// there (`runtime delete -f` kills it) and its bundle removed. Nothing for other backends.
+pub fn reclaim_runtime(root: &Path, config: &ContainerConfig) -> Result<(), LaunchError> {
+    if config.isolation != "oci" {
+        return Ok(());
+    }
+    let runc = config.runtime.clone().unwrap_or_else(|| "runc".into());
+    runtime::oci::delete(&runc, None, &config.id)?;
+    let bundle = runtime::oci::bundle_root(root).join(&config.id);
+    match fs::remove_dir_all(&bundle) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::Io {
+            path: bundle,
+            source: e,
+        }),
+        _ => Ok(()),
+    }
 }

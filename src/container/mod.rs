@@ -2,6 +2,7 @@
 //! where it is in its life (state.json), its log, and the `image` file that keeps its
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
+pub mod exec;
 pub mod flags;
 pub mod launch;
 pub mod ports;
@@ -71,6 +72,9 @@ pub struct ContainerConfig {
     pub stop_signal: Option<String>,
     #[serde(default)]
     pub auto_remove: bool,
+    /// The OCI runtime binary (`--runtime`) of an `oci` container, for `keel exec`.
+    #[serde(default)]
+    pub runtime: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,16 +86,68 @@ pub enum Status {
 }
 
 /// Where a container is in its life; rewritten atomically on every change.
+///
+/// A pid alone does not name a process for long: once it ends, the kernel hands the
+/// number to someone else. So each pid is kept with its start time (`/proc/PID/stat`
+/// field 22), and keel only believes in, or signals, a process whose start time matches.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ContainerState {
     pub status: Status,
     /// The container's main process (PID 1 inside), as the host sees it.
     pub pid: Option<i32>,
+    /// Start time of `pid` (clock ticks since boot).
+    #[serde(default)]
+    pub pid_start: Option<u64>,
     /// The supervising keel process (detached containers).
     pub supervisor_pid: Option<i32>,
+    /// Start time of `supervisor_pid`.
+    #[serde(default)]
+    pub supervisor_start: Option<u64>,
     pub exit_code: Option<i32>,
     pub started: Option<String>,
     pub finished: Option<String>,
+}
+
+/// `(pid, start)` when the process `pid` is alive and still the one that started at
+/// `start`; `None` when either is unknown or the pid now belongs to another process.
+fn proven(pid: Option<i32>, start: Option<u64>) -> Option<(i32, u64)> {
+    let (pid, start) = (pid?, start?);
+    (crate::sys::proc::start_time(pid) == Some(start)).then_some((pid, start))
+}
+
+impl ContainerState {
+    /// A state with nothing started yet.
+    pub fn created() -> ContainerState {
+        ContainerState {
+            status: Status::Created,
+            pid: None,
+            pid_start: None,
+            supervisor_pid: None,
+            supervisor_start: None,
+            exit_code: None,
+            started: None,
+            finished: None,
+        }
+    }
+
+    /// The container's main process, if it provably is still the one keel started.
+    pub fn live_pid(&self) -> Option<(i32, u64)> {
+        proven(self.pid, self.pid_start)
+    }
+
+    /// Whether the recorded supervisor provably still runs.
+    pub fn supervisor_alive(&self) -> bool {
+        proven(self.supervisor_pid, self.supervisor_start).is_some()
+    }
+
+    /// Sends `sig` to the main process if it provably is keel's; `Ok(false)` otherwise
+    /// (a stale pid is never signalled).
+    pub fn signal(&self, sig: i32) -> Result<bool, crate::sys::SysError> {
+        match (self.pid, self.pid_start) {
+            (Some(pid), Some(start)) => crate::sys::proc::kill_if_started(pid, start, sig),
+            _ => Ok(false),
+        }
+    }
 }
 
 /// The container store under `<root>/containers`.
@@ -163,17 +219,7 @@ impl Containers {
         let staging = self.dir.join(format!(".new-{}", config.id));
         fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
         write_json(&staging.join("config.json"), config)?;
-        write_json(
-            &staging.join("state.json"),
-            &ContainerState {
-                status: Status::Created,
-                pid: None,
-                supervisor_pid: None,
-                exit_code: None,
-                started: None,
-                finished: None,
-            },
-        )?;
+        write_json(&staging.join("state.json"), &ContainerState::created())?;
         fs::write(staging.join("image"), config.image_digest.to_string())
             .map_err(io_err("writing", &staging))?;
         fs::rename(&staging, &dir).map_err(io_err("creating", &dir))?;
@@ -219,6 +265,23 @@ impl Containers {
     }
     pub fn set_state(&self, id: &str, state: &ContainerState) -> Result<(), ContainerError> {
         write_json(&self.dir_of(id).join("state.json"), state)
+    }
+
+    /// The state of `c`, corrected: a record that says running but whose supervisor and
+    /// main process are provably gone (the machine rebooted, the supervisor was killed, or
+    /// the pids now belong to other processes) is rewritten as exited (137).
+    pub fn refresh(&self, c: &ContainerConfig) -> Result<ContainerState, ContainerError> {
+        let mut st = self.state(&c.id)?;
+        // While the supervisor lives its record is the truth: it writes the exit status
+        // as soon as it has reaped the container.
+        if st.status == Status::Running && !st.supervisor_alive() && st.live_pid().is_none() {
+            st.status = Status::Exited;
+            st.exit_code = st.exit_code.or(Some(137));
+            st.pid = None;
+            st.pid_start = None;
+            self.set_state(&c.id, &st)?;
+        }
+        Ok(st)
     }
     /// Rewrites the config (e.g. with the ports actually bound).
     pub fn set_config(&self, config: &ContainerConfig) -> Result<(), ContainerError> {
@@ -277,6 +340,7 @@ mod tests {
             volumes: vec![],
             stop_signal: None,
             auto_remove: false,
+            runtime: None,
         }
     }
 
@@ -300,6 +364,15 @@ mod tests {
         assert_eq!(c.find(&b[..12]).unwrap().name, "db");
         assert!(matches!(c.find("nope"), Err(ContainerError::NotFound(_))));
         assert_eq!(c.state(&a).unwrap().status, Status::Created);
+        // A running record whose pids are not provably keel's reads as exited.
+        let mut st = c.state(&a).unwrap();
+        st.status = Status::Running;
+        st.pid = Some(std::process::id() as i32);
+        st.supervisor_pid = Some(std::process::id() as i32);
+        c.set_state(&a, &st).unwrap();
+        let cfg = c.find("web").unwrap();
+        assert_eq!(c.refresh(&cfg).unwrap().status, Status::Exited);
+        assert!(!c.state(&a).unwrap().signal(0).unwrap());
         c.remove(&a).unwrap();
         assert_eq!(c.list().unwrap().len(), 1);
     }

@@ -7,7 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::flags::{FlagError, VolumeSpec};
 use super::ports::PortSpec;
-use crate::runtime::spec::{parse_memory, Limits, NetworkMode, SpecError};
+use crate::runtime::spec::{parse_memory, Limits, NetworkMode, Seccomp, SpecError};
+
+/// Docker's smallest `--memory` (a smaller limit kills the process before it starts).
+pub const MIN_MEMORY: u64 = 6 << 20;
 
 /// What the user asked `keel run` for.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -37,6 +40,9 @@ pub struct RunRequest {
     pub isolation: Option<String>,
     pub storage_driver: Option<String>,
     pub runtime: Option<PathBuf>,
+    /// `--security-opt` values (`seccomp=unconfined`, `no-new-privileges`).
+    #[serde(default)]
+    pub security_opt: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,14 @@ pub enum RequestError {
     InteractiveDetached,
     #[error("the :ro volume source {0} does not exist; create it first or fix the path")]
     MissingRoSource(PathBuf),
+    #[error("invalid --memory value {0:?}: Minimum memory limit allowed is 6MB")]
+    MemoryTooSmall(String),
+    #[error("invalid --cpus value {value}: range of CPUs is from 0.01 to {max}.00, as there are only {max} CPUs available")]
+    CpusRange { value: f64, max: usize },
+    #[error("invalid --security-opt {0:?}: use seccomp=unconfined, seccomp=default or no-new-privileges (keel reads no custom seccomp profiles)")]
+    SecurityOpt(String),
+    #[error("{flag} cannot be honoured by --isolation chroot, which has no {what} namespace; use --isolation namespaces or --isolation oci")]
+    Chroot { flag: String, what: &'static str },
 }
 
 /// A request with every flag parsed.
@@ -66,6 +80,7 @@ pub struct Validated {
     pub ports: Vec<PortSpec>,
     pub network: NetworkMode,
     pub limits: Limits,
+    pub seccomp: Seccomp,
 }
 
 /// Parses every flag of `req`; nothing is created or started.
@@ -82,6 +97,18 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
             }
         }
     }
+    // Destinations and -w are checked here too, so nothing is created for a bad one.
+    for v in &volumes {
+        crate::runtime::spec::dest(&super::launch::volume_destination(v))?;
+    }
+    for t in &req.tmpfs {
+        crate::runtime::spec::dest(t)?;
+    }
+    if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty()) {
+        if !w.starts_with('/') {
+            return Err(SpecError::RelativeWorkdir(w.to_string()).into());
+        }
+    }
     let ports = req
         .publish
         .iter()
@@ -96,12 +123,20 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
     if (!ports.is_empty() || req.publish_all) && req.isolation.as_deref() == Some("chroot") {
         return Err(RequestError::PortsWithChroot);
     }
+    if req.isolation.as_deref() == Some("chroot") {
+        check_chroot(req)?;
+    }
     if (!ports.is_empty() || req.publish_all) && network != NetworkMode::Private {
         return Err(RequestError::PortsWithoutNetwork(
             req.network.clone().unwrap_or_default(),
         ));
     }
     let memory_bytes = req.memory.as_deref().map(parse_memory).transpose()?;
+    if let (Some(m), Some(text)) = (memory_bytes, &req.memory) {
+        if m < MIN_MEMORY {
+            return Err(RequestError::MemoryTooSmall(text.clone()));
+        }
+    }
     if req.pids_limit == Some(0) {
         return Err(RequestError::Pids);
     }
@@ -109,7 +144,10 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
         if !(c > 0.0 && c.is_finite()) {
             return Err(SpecError::BadCpus(c).into());
         }
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        check_cpus(c, max)?;
     }
+    let seccomp = parse_security_opts(&req.security_opt)?;
     if req.detach && (req.interactive || req.tty) {
         return Err(RequestError::InteractiveDetached);
     }
@@ -122,7 +160,45 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
             pids: req.pids_limit,
             cpus: req.cpus,
         },
+        seccomp,
     })
+}
+
+/// Docker's `--cpus` range: 0.01 (a 1 ms CFS quota, the kernel's minimum) up to the
+/// number of CPUs this host has.
+fn check_cpus(value: f64, max: usize) -> Result<(), RequestError> {
+    if value < 0.01 || value > max as f64 {
+        return Err(RequestError::CpusRange { value, max });
+    }
+    Ok(())
+}
+
+/// `--security-opt`: `seccomp=unconfined|default`, `no-new-privileges[=true]` (keel
+/// always sets no_new_privs); anything else is refused rather than ignored.
+fn parse_security_opts(opts: &[String]) -> Result<Seccomp, RequestError> {
+    let mut seccomp = Seccomp::Default;
+    for o in opts {
+        match o.replace(':', "=").as_str() {
+            "seccomp=unconfined" => seccomp = Seccomp::Unconfined,
+            "seccomp=default" | "seccomp=builtin" => seccomp = Seccomp::Default,
+            "no-new-privileges" | "no-new-privileges=true" => {}
+            _ => return Err(RequestError::SecurityOpt(o.clone())),
+        }
+    }
+    Ok(seccomp)
+}
+
+/// Flags the chroot backend cannot honour without namespaces are refused by name.
+fn check_chroot(req: &RunRequest) -> Result<(), RequestError> {
+    let refuse = |flag: String, what| Err(RequestError::Chroot { flag, what });
+    match req.network.as_deref() {
+        None | Some("host") => {}
+        Some(n) => return refuse(format!("--network {n}"), "network"),
+    }
+    if req.hostname.is_some() {
+        return refuse("--hostname".into(), "UTS");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,11 +272,58 @@ mod tests {
                 },
                 "--pids-limit",
             ),
+            (
+                RunRequest {
+                    volumes: vec!["/tmp:/proc/sys".into()],
+                    ..req()
+                },
+                "keel mounts /proc itself",
+            ),
+            (
+                RunRequest {
+                    workdir: Some("rel".into()),
+                    ..req()
+                },
+                "the working directory 'rel' is invalid",
+            ),
         ];
         for (r, want) in cases {
             let e = validate(&r).unwrap_err().to_string();
             assert!(e.contains(want), "{want:?} not in {e:?}");
         }
+        let chroot = |network: Option<&str>, hostname: Option<&str>| RunRequest {
+            isolation: Some("chroot".into()),
+            network: network.map(Into::into),
+            hostname: hostname.map(Into::into),
+            ..req()
+        };
+        for (r, want) in [
+            (chroot(Some("none"), None), "--network none"),
+            (chroot(Some("private"), None), "--network private"),
+            (chroot(None, Some("h")), "--hostname"),
+        ] {
+            let e = validate(&r).unwrap_err().to_string();
+            assert!(
+                e.contains(want) && e.contains("--isolation namespaces"),
+                "{e}"
+            );
+        }
+        assert!(validate(&chroot(Some("host"), None)).is_ok());
+        let e = validate(&RunRequest {
+            memory: Some("10".into()),
+            ..req()
+        })
+        .unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("Minimum memory limit allowed is 6MB"));
+        assert!(check_cpus(0.0001, 2).is_err() && check_cpus(3.0, 2).is_err());
+        assert!(check_cpus(0.01, 2).is_ok() && check_cpus(2.0, 2).is_ok());
+        assert_eq!(
+            parse_security_opts(&["seccomp=unconfined".into()]).unwrap(),
+            Seccomp::Unconfined
+        );
+        assert!(parse_security_opts(&["apparmor=x".into()]).is_err());
         let ok = validate(&RunRequest {
             publish: vec!["8080:80".into()],
             memory: Some("32m".into()),

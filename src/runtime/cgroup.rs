@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::spec::Limits;
+use super::spec::{DeviceRule, Limits};
 
 /// Errors from cgroup setup and teardown; each names the file at fault.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,10 @@ pub enum CgroupError {
         flag: &'static str,
         controller: &'static str,
     },
+    #[error("this host mounts neither the cgroup v1 devices controller nor cgroup2, so keel cannot stop a container from opening host devices; mount one (or use --isolation oci with a runtime that manages cgroups)")]
+    NoDeviceController,
+    #[error("setting up the device allow-list on cgroup v2: {0}; use --isolation oci, where runc loads its own device program")]
+    DeviceProgram(crate::sys::SysError),
 }
 
 /// Where the cgroup hierarchies are mounted.
@@ -146,10 +150,76 @@ fn mkdir(path: &Path) -> Result<(), CgroupError> {
 }
 
 impl Cgroup {
-    /// Creates `keel/<id>` where needed and writes the limits. The pids controller is
-    /// always used when present, so teardown can find every process of the container.
-    pub fn create(layout: &CgroupLayout, id: &str, limits: &Limits) -> Result<Cgroup, CgroupError> {
+    /// Creates `keel/<id>` where needed, writes the device rules (v1 devices controller)
+    /// and the limits. The pids controller is always used when present, so teardown can
+    /// find every process of the container. Transactional: on any error the directories
+    /// made so far are removed again.
+    pub fn create(
+        layout: &CgroupLayout,
+        id: &str,
+        limits: &Limits,
+        devices: &[DeviceRule],
+    ) -> Result<Cgroup, CgroupError> {
         let mut cg = Cgroup::default();
+        match cg.fill(layout, id, limits, devices) {
+            Ok(()) => Ok(cg),
+            Err(e) => {
+                let _ = cg.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the device rules into `devices/keel/<id>` (deny-all first, then the allow
+    /// list). Without a v1 devices controller there is no way to enforce them here.
+    fn devices(
+        &mut self,
+        layout: &CgroupLayout,
+        rel: &Path,
+        rules: &[DeviceRule],
+    ) -> Result<(), CgroupError> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        let Some(mount) = layout.v1.get("devices") else {
+            return match &layout.v2 {
+                Some(v2) => self.device_program(&v2.join(rel), rules),
+                None => Err(CgroupError::NoDeviceController),
+            };
+        };
+        let dir = mount.join(rel);
+        mkdir(&dir)?;
+        self.dirs.push(dir.clone());
+        for r in rules {
+            let file = if r.allow {
+                "devices.allow"
+            } else {
+                "devices.deny"
+            };
+            write(&dir.join(file), &r.cgroup_v1())?;
+        }
+        Ok(())
+    }
+
+    /// cgroup v2: the rules as a BPF device program attached to `dir` (made if needed).
+    fn device_program(&mut self, dir: &Path, rules: &[DeviceRule]) -> Result<(), CgroupError> {
+        mkdir(dir)?;
+        if !self.dirs.iter().any(|d| d == dir) {
+            self.dirs.push(dir.to_path_buf());
+        }
+        let prog = crate::sys::bpf::load_device_program(&super::devices::program(rules))
+            .map_err(CgroupError::DeviceProgram)?;
+        crate::sys::bpf::attach_device_program(dir, &prog).map_err(CgroupError::DeviceProgram)
+    }
+
+    fn fill(
+        &mut self,
+        layout: &CgroupLayout,
+        id: &str,
+        limits: &Limits,
+        devices: &[DeviceRule],
+    ) -> Result<(), CgroupError> {
+        let cg = self;
         let rel = Path::new("keel").join(id);
         let v2_needed = ["pids", "memory", "cpu"].iter().any(|c| layout.use_v2(c));
         if let (true, Some(v2)) = (v2_needed, &layout.v2) {
@@ -176,7 +246,7 @@ impl Cgroup {
             if let Some(q) = limits.cpu_quota() {
                 write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
             }
-            return Ok(cg);
+            return cg.devices(layout, &rel, devices);
         }
         let ctl = |name: &'static str, flag: &'static str| {
             layout
@@ -218,7 +288,7 @@ impl Cgroup {
             )?;
             write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
-        Ok(cg)
+        cg.devices(layout, &rel, devices)
     }
 
     /// The directories `keel/<id>` that already exist (to join a running container).
@@ -342,7 +412,7 @@ mod tests {
         for c in ["memory", "pids", "cpu"] {
             l.v1.insert(c.into(), d.path().join(c));
         }
-        let cg = Cgroup::create(&l, "c1", &limits()).unwrap();
+        let cg = Cgroup::create(&l, "c1", &limits(), &[]).unwrap();
         let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
         assert_eq!(read("memory/keel/c1/memory.limit_in_bytes"), "33554432");
         assert_eq!(read("pids/keel/c1/pids.max"), "20");
@@ -361,7 +431,7 @@ mod tests {
             v2: Some(d.path().into()),
             v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
         };
-        Cgroup::create(&l, "c2", &limits()).unwrap();
+        Cgroup::create(&l, "c2", &limits(), &[]).unwrap();
         let read = |p: &str| std::fs::read_to_string(d.path().join(p)).unwrap();
         assert_eq!(read("cgroup.subtree_control"), "+pids +memory +cpu");
         assert_eq!(read("keel/c2/memory.max"), "33554432");
@@ -370,8 +440,53 @@ mod tests {
     }
 
     #[test]
+    fn v1_writes_device_rules_deny_first() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = CgroupLayout::default();
+        l.v1.insert("devices".into(), d.path().join("devices"));
+        let rules = crate::runtime::spec::default_device_rules();
+        Cgroup::create(&l, "c4", &Limits::default(), &rules).unwrap();
+        let dir = d.path().join("devices/keel/c4");
+        // A tempdir keeps only the last write; cgroupfs appends each rule.
+        assert_eq!(
+            std::fs::read_to_string(dir.join("devices.deny")).unwrap(),
+            "a *:* rwm"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join("devices.allow")).unwrap(),
+            "c 10:229 rwm"
+        );
+        let e = Cgroup::create(&CgroupLayout::default(), "c5", &Limits::default(), &rules)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("neither the cgroup v1 devices controller nor cgroup2"),
+            "{e}"
+        );
+    }
+
+    /// A failure half-way (here: the memory hierarchy cannot be entered) removes the
+    /// directories already made (the pids one; cgroupfs would also drop its files).
+    #[test]
+    fn a_failed_create_leaves_no_directories() {
+        let d = tempfile::tempdir().unwrap();
+        let mut l = CgroupLayout::default();
+        for c in ["memory", "pids"] {
+            l.v1.insert(c.into(), d.path().join(c));
+        }
+        std::fs::write(d.path().join("memory"), "not a hierarchy").unwrap();
+        let only_memory = Limits {
+            memory_bytes: Some(32 << 20),
+            ..Default::default()
+        };
+        assert!(Cgroup::create(&l, "c6", &only_memory, &[]).is_err());
+        assert!(d.path().join("pids/keel").is_dir());
+        assert!(!d.path().join("pids/keel/c6").exists(), "leaked cgroup");
+    }
+
+    #[test]
     fn missing_controller_is_a_clear_error() {
-        let e = Cgroup::create(&CgroupLayout::default(), "c3", &limits())
+        let e = Cgroup::create(&CgroupLayout::default(), "c3", &limits(), &[])
             .unwrap_err()
             .to_string();
         assert!(

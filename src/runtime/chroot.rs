@@ -1,9 +1,12 @@
 //! The `chroot` backend for hosts without namespaces: the same mounts, made in the host's
 //! mount namespace below the rootfs (and removed afterwards), then chroot and exec.
 //!
-//! Weaker isolation, documented as such: no PID, UTS, IPC or network separation, the
-//! host's hostname, and a root process could escape a chroot. Capabilities, no_new_privs,
-//! the user and cgroup limits still apply.
+//! Weaker isolation, documented as such (docs/run.md): no PID, UTS, IPC or network
+//! separation and the host's hostname. What would reach the host without namespaces is
+//! taken away instead: CAP_SYS_CHROOT (a second chroot leaves the root), CAP_KILL and the
+//! signal/trace syscalls (host processes are visible), raw sockets and privileged ports
+//! (host network), CAP_MKNOD. Capabilities, no_new_privs, seccomp, the device allow-list,
+//! the user and cgroup limits apply.
 use std::path::Path;
 
 use super::setup::{self, Report, Stdio};
@@ -35,6 +38,9 @@ impl Isolation for Chroot {
         rootfs: &Path,
         stdio: Stdio,
     ) -> Result<Container, RuntimeError> {
+        // Without PID and network namespaces some capabilities and syscalls reach the
+        // host; the spec says which (`ContainerSpec::for_chroot`).
+        let spec = &spec.for_chroot();
         super::fork_container(
             spec,
             rootfs,

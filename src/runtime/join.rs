@@ -1,7 +1,10 @@
-//! `keel exec` for chroot containers (namespaces containers use `namespaces::exec`): a
-//! new process that joins whatever namespaces the container's process has apart from
-//! keel's own and chroots into its root, then takes the same final steps as the
-//! container's own process: capabilities, user, workdir, no_new_privs, exec.
+//! `keel exec` for namespaces and chroot containers (`oci` ones go through
+//! `oci::exec`, i.e. `runc exec`): a new process that joins the container's cgroups
+//! (every hierarchy where keel made `keel/<id>`, so `--memory`, `--pids-limit` and the
+//! device allow-list hold for it too), then whatever namespaces the container's process
+//! has apart from keel's own, chroots into its root if it shares keel's mount namespace,
+//! and takes the same final steps as the container's own process: capabilities, user,
+//! workdir, no_new_privs, seccomp, exec.
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -32,10 +35,18 @@ pub fn exec_in(pid: i32, spec: &ContainerSpec, stdio: Stdio) -> Result<Exit, Run
     }
     let chroot_into =
         same_ns(pid, "mnt").then(|| std::path::PathBuf::from(format!("/proc/{pid}/root")));
+    let cgroups = super::cgroup::Cgroup {
+        dirs: super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id),
+    };
     let (rep_r, rep_w) = sys::proc::pipe()?;
     let child = match sys::proc::fork()? {
         sys::proc::Fork::Child => {
             sys::proc::close_raw(rep_r.as_raw_fd());
+            // Into the container's cgroups first, while the host's cgroupfs is in view;
+            // everything forked from here on stays inside them.
+            if let Err(e) = cgroups.add(std::process::id() as i32) {
+                setup::fail(&rep_w, Report::Setup(e.to_string()), 255);
+            }
             for fd in &joins {
                 if let Err(e) = sys::ns::setns(fd) {
                     setup::fail(&rep_w, Report::Setup(e.to_string()), 255);

@@ -6,10 +6,12 @@
 //! This module does not print: exec failures come back in [`Exit::exec_error`].
 pub mod cgroup;
 pub mod chroot;
+pub mod devices;
 pub mod join;
 pub mod namespaces;
 pub mod oci;
 pub mod reclaim;
+pub mod seccomp;
 pub mod setup;
 pub mod spec;
 
@@ -212,16 +214,37 @@ pub trait Isolation {
 }
 
 /// The backend called `name` (`namespaces`, `chroot`, `oci`); `oci_runtime` is the OCI
-/// runtime binary for `oci` (default `runc`).
+/// runtime binary for `oci` (default `runc`). OCI bundles go to
+/// [`oci::DEFAULT_BUNDLE_ROOT`]; [`backend_in`] puts them under a keel root.
 pub fn backend(name: &str, oci_runtime: Option<&Path>) -> Option<Box<dyn Isolation>> {
+    backend_at(name, oci_runtime, None)
+}
+
+/// [`backend`] for the keel root `keel_root`: OCI bundles live in
+/// `<keel_root>/runtime/bundles/<id>` (mode 0700).
+pub fn backend_in(
+    name: &str,
+    oci_runtime: Option<&Path>,
+    keel_root: &Path,
+) -> Option<Box<dyn Isolation>> {
+    backend_at(name, oci_runtime, Some(keel_root))
+}
+
+fn backend_at(
+    name: &str,
+    oci_runtime: Option<&Path>,
+    keel_root: Option<&Path>,
+) -> Option<Box<dyn Isolation>> {
+    let runtime = oci_runtime
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| "runc".into());
     match name {
         "namespaces" => Some(Box::new(namespaces::Namespaces)),
         "chroot" => Some(Box::new(chroot::Chroot)),
-        "oci" => Some(Box::new(oci::Oci::new(
-            oci_runtime
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| "runc".into()),
-        ))),
+        "oci" => Some(Box::new(match keel_root {
+            Some(r) => oci::Oci::in_root(runtime, r),
+            None => oci::Oci::new(runtime),
+        })),
         _ => None,
     }
 }
@@ -241,12 +264,9 @@ fn ensure_cwd(rootfs: &Path, cwd: &str) -> Result<(), RuntimeError> {
     setup::ensure_dir(rootfs, cwd).map_err(RuntimeError::Setup)
 }
 
-/// Creates the container's cgroup when limits ask for one.
+/// Creates the container's cgroups: always the device allow-list, plus the limits.
 fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeError> {
-    // Without limits there is nothing for a cgroup to do (the PID namespace already
-    // bounds the container's processes), and not creating one saves a directory per
-    // controller on every start.
-    if spec.limits.is_empty() {
+    if spec.limits.is_empty() && spec.devices.is_empty() {
         return Ok(None);
     }
     let layout = cgroup_layout();
@@ -254,6 +274,7 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
         &layout,
         &spec.id,
         &spec.limits,
+        &spec.devices,
     )?))
 }
 

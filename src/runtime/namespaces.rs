@@ -98,7 +98,10 @@ fn init(
     report: &OwnedFd,
 ) -> ! {
     let setup = |m: String| -> ! { setup::fail(report, Report::Setup(m), 255) };
+    // PID 1's command line is readable by every process in the container: show a
+    // neutral name, not keel's path, root and flags (inherited through fork).
     if let Err(m) = sys::proc::kill_with_parent()
+        .and_then(|_| sys::proc::set_cmdline("init"))
         .map_err(|e| e.to_string())
         .and_then(|_| prepare_root(spec, rootfs))
     {

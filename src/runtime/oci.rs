@@ -8,14 +8,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxMemoryBuilder,
-    LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
-    MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, MountBuilder, Process, ProcessBuilder,
+    RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::setup::Stdio;
 use super::spec::{ContainerSpec, MountOp, Namespace};
 use super::{Cleanup, Container, Isolation, RuntimeError};
+
+/// Where bundles go when no keel root is given: private to root, never the shared /tmp
+/// (a bundle's config.json holds env values and build secrets).
+pub const DEFAULT_BUNDLE_ROOT: &str = "/run/keel/bundles";
 
 /// An external OCI runtime.
 pub struct Oci {
@@ -23,6 +28,8 @@ pub struct Oci {
     pub runtime: PathBuf,
     /// The runtime's state directory (`--root`); `None` uses the runtime's default.
     pub state_root: Option<PathBuf>,
+    /// The directory holding one bundle per container (mode 0700).
+    pub bundle_root: PathBuf,
 }
 
 impl Oci {
@@ -30,6 +37,15 @@ impl Oci {
         Oci {
             runtime,
             state_root: None,
+            bundle_root: DEFAULT_BUNDLE_ROOT.into(),
+        }
+    }
+
+    /// Bundles under `<keel root>/runtime/bundles`.
+    pub fn in_root(runtime: PathBuf, keel_root: &Path) -> Oci {
+        Oci {
+            bundle_root: bundle_root(keel_root),
+            ..Oci::new(runtime)
         }
     }
 
@@ -46,24 +62,50 @@ fn oci_err(e: oci_spec::OciSpecError) -> RuntimeError {
     RuntimeError::Setup(format!("building config.json: {e}"))
 }
 
-/// The bundle's `config.json` for `spec` with its root at `rootfs`. Host device binds and
-/// `/dev` symlinks are left to the runtime, which creates the default devices itself.
-pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
-    let caps: oci_spec::runtime::Capabilities = spec
-        .capabilities
+/// `<keel root>/runtime/bundles`: where the bundles of a keel root's containers live.
+pub fn bundle_root(keel_root: &Path) -> PathBuf {
+    keel_root.join("runtime").join("bundles")
+}
+
+/// Creates `dir` (and missing parents) readable by root only, and tightens it if it
+/// already existed.
+fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let io = |source| RuntimeError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+}
+
+fn capabilities(names: &[String]) -> Result<oci_spec::runtime::Capabilities, RuntimeError> {
+    names
         .iter()
         .map(|c| {
             serde_json::from_value::<Capability>(serde_json::Value::String(c.clone()))
                 .map_err(|e| RuntimeError::Setup(format!("capability {c}: {e}")))
         })
-        .collect::<Result<_, _>>()?;
+        .collect()
+}
+
+/// The OCI process for `spec`: bounding set = the spec's capabilities, effective and
+/// permitted = its effective list (empty for a non-root user), inheritable and ambient
+/// empty (Docker's behaviour).
+pub fn process(spec: &ContainerSpec) -> Result<Process, RuntimeError> {
+    let bounding = capabilities(&spec.capabilities)?;
+    let effective = capabilities(&spec.effective_capabilities)?;
     let user = UserBuilder::default()
         .uid(spec.user.uid)
         .gid(spec.user.gid)
         .additional_gids(spec.user.additional_gids.clone())
         .build()
         .map_err(oci_err)?;
-    let process = ProcessBuilder::default()
+    ProcessBuilder::default()
         // keel hands the runtime a pseudo-terminal as stdio itself (no console socket).
         .terminal(false)
         .user(user)
@@ -73,14 +115,62 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
         .no_new_privileges(spec.no_new_privileges)
         .capabilities(
             LinuxCapabilitiesBuilder::default()
-                .bounding(caps.clone())
-                .effective(caps.clone())
-                .permitted(caps)
+                .bounding(bounding)
+                .effective(effective.clone())
+                .permitted(effective)
+                .inheritable(oci_spec::runtime::Capabilities::new())
+                .ambient(oci_spec::runtime::Capabilities::new())
                 .build()
                 .map_err(oci_err)?,
         )
         .build()
-        .map_err(oci_err)?;
+        .map_err(oci_err)
+}
+
+/// `linux.resources.devices`: the spec's device rules, in order.
+fn device_rules(
+    spec: &ContainerSpec,
+) -> Result<Vec<oci_spec::runtime::LinuxDeviceCgroup>, RuntimeError> {
+    spec.devices
+        .iter()
+        .map(|r| {
+            let typ = match r.kind {
+                'b' => LinuxDeviceType::B,
+                'c' => LinuxDeviceType::C,
+                _ => LinuxDeviceType::A,
+            };
+            let mut b = LinuxDeviceCgroupBuilder::default()
+                .allow(r.allow)
+                .typ(typ)
+                .access(r.access.clone());
+            if let Some(m) = r.major {
+                b = b.major(m);
+            }
+            if let Some(m) = r.minor {
+                b = b.minor(m);
+            }
+            b.build().map_err(oci_err)
+        })
+        .collect()
+}
+
+/// `linux.seccomp` for the spec (none with `seccomp=unconfined`).
+fn seccomp(spec: &ContainerSpec) -> Result<Option<LinuxSeccomp>, RuntimeError> {
+    let host = super::seccomp::Host::this();
+    let Some(policy) =
+        super::seccomp::for_spec(spec, host).map_err(|e| RuntimeError::Setup(e.to_string()))?
+    else {
+        return Ok(None);
+    };
+    serde_json::from_value(super::seccomp::oci_json(&policy))
+        .map(Some)
+        .map_err(|e| RuntimeError::Setup(format!("building config.json seccomp: {e}")))
+}
+
+/// The bundle's `config.json` for `spec` with its root at `rootfs`. Host device binds and
+/// `/dev` symlinks are left to the runtime, which creates the default devices itself.
+pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
+    let process = process(spec)?;
     let mut mounts = Vec::new();
     let (mut masked, mut readonly, mut root_ro) = (Vec::new(), Vec::new(), false);
     for op in &spec.mounts {
@@ -145,7 +235,7 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 .map_err(oci_err)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut res = LinuxResourcesBuilder::default();
+    let mut res = LinuxResourcesBuilder::default().devices(device_rules(spec)?);
     if let Some(m) = spec.limits.memory_bytes {
         res = res.memory(
             LinuxMemoryBuilder::default()
@@ -172,7 +262,11 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 .map_err(oci_err)?,
         );
     }
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default();
+    if let Some(sc) = seccomp(spec)? {
+        linux = linux.seccomp(sc);
+    }
+    let linux = linux
         .namespaces(namespaces)
         .masked_paths(masked)
         .readonly_paths(readonly)
@@ -236,6 +330,64 @@ pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, St
     }
 }
 
+/// Runs `spec`'s process in the running container `spec.id` with `runtime exec`
+/// (`keel exec`): the process joins the container's namespaces, cgroups, seccomp
+/// filter and root as runc sets them up. The process description goes to a private file
+/// in the container's bundle directory. Waits for the process and returns how it ended.
+pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit, RuntimeError> {
+    let dir = oci.bundle_root.join(&spec.id);
+    private_dir(&dir)?;
+    let file = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".json")
+        .tempfile_in(&dir)
+        .map_err(|source| RuntimeError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+    let json = serde_json::to_vec(&process(spec)?)
+        .map_err(|e| RuntimeError::Setup(format!("serializing process.json: {e}")))?;
+    std::fs::write(file.path(), json).map_err(|source| RuntimeError::Io {
+        path: file.path().to_path_buf(),
+        source,
+    })?;
+    let mut cmd = oci.base();
+    cmd.arg("exec")
+        .arg("--process")
+        .arg(file.path())
+        .arg(&spec.id);
+    if let Some(fd) = stdio.stdin {
+        cmd.stdin(std::process::Stdio::from(fd));
+    }
+    if let Some(fd) = stdio.stdout {
+        cmd.stdout(std::process::Stdio::from(fd));
+    }
+    if let Some(fd) = stdio.stderr {
+        cmd.stderr(std::process::Stdio::from(fd));
+    }
+    let status = cmd.status().map_err(|source| RuntimeError::Io {
+        path: oci.runtime.clone(),
+        source,
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    let code = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255);
+    Ok(super::Exit {
+        code,
+        exec_error: None,
+    })
+}
+
+/// The host pid of the container's first process (`runtime state ID`), e.g. to read the
+/// container's files through `/proc/PID/root`.
+pub fn init_pid(oci: &Oci, id: &str) -> Option<i32> {
+    let out = oci.base().args(["state", id]).output().ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["pid"].as_i64().map(|p| p as i32).filter(|p| *p > 0)
+}
+
 /// `runtime delete -f ID`; a container the runtime no longer knows is not an error.
 pub fn delete(runtime: &Path, state_root: Option<&Path>, id: &str) -> Result<(), RuntimeError> {
     let mut c = Command::new(runtime);
@@ -295,12 +447,16 @@ impl Isolation for Oci {
     ) -> Result<Container, RuntimeError> {
         let rootfs = super::check_rootfs(rootfs)?;
         super::ensure_cwd(&rootfs, &spec.cwd)?;
-        let bundle = std::env::temp_dir().join(format!("keel-oci-{}", spec.id));
+        let bundle = self.bundle_root.join(&spec.id);
         let io = |source| RuntimeError::Io {
             path: bundle.clone(),
             source,
         };
-        std::fs::create_dir_all(&bundle).map_err(io)?;
+        private_dir(&self.bundle_root)?;
+        private_dir(&bundle)?;
+        // First, so `reclaim::collect_orphans` knows the bundle has a live owner.
+        let owner = serde_json::to_vec(&super::reclaim::Owner::current()).unwrap_or_default();
+        std::fs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
         let cfg = config(spec, &rootfs)?;
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;

@@ -55,6 +55,8 @@ pub struct Prepared {
     pub args: Vec<CString>,
     pub env: Vec<CString>,
     pub caps: caps::CapsHashSet,
+    /// Seccomp programs to install right before exec (compiled here, not in the child).
+    pub seccomp: Vec<seccompiler::BpfProgram>,
 }
 
 impl Prepared {
@@ -66,6 +68,11 @@ impl Prepared {
             args: spec.args.iter().map(c).collect::<Result<_, _>>()?,
             env: spec.env.iter().map(c).collect::<Result<_, _>>()?,
             caps: sys::caps::parse(&spec.capabilities).map_err(|e| e.to_string())?,
+            seccomp: match super::seccomp::for_spec(spec, super::seccomp::Host::this()) {
+                Ok(Some(policy)) => super::seccomp::compile(&policy).map_err(|e| e.to_string())?,
+                Ok(None) => Vec::new(),
+                Err(e) => return Err(e.to_string()),
+            },
         })
     }
 }
@@ -200,7 +207,7 @@ pub struct Stdio {
 }
 
 /// Final steps in the child that becomes the container process: capabilities, user,
-/// no_new_privs, working directory, stdio, command lookup, exec. Never returns.
+/// no_new_privs, working directory, stdio, command lookup, seccomp, exec. Never returns.
 pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: &OwnedFd) -> ! {
     let setup = |m: String| -> ! { fail(report, Report::Setup(m), 255) };
     for (fd, n) in [(&stdio.stdin, 0), (&stdio.stdout, 1), (&stdio.stderr, 2)] {
@@ -239,6 +246,10 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
         Err((code, message)) => fail(report, Report::Exec { code, message }, code),
     };
     if let Err(e) = sys::proc::reset_signals() {
+        setup(e.to_string());
+    }
+    // Last, so keel's own setup above is not subject to the container's filter.
+    if let Err(e) = sys::seccomp::apply(&prep.seccomp) {
         setup(e.to_string());
     }
     let err = sys::proc::execve(&cmd, &prep.args, &prep.env);

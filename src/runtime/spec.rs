@@ -58,6 +58,129 @@ pub const READONLY_PATHS: &[&str] = &[
 /// Device nodes bind-mounted from the host into the container's `/dev` tmpfs.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// Capabilities the `chroot` backend drops from [`DEFAULT_CAPS`]: without a PID or network
+/// namespace they reach the host (chroot(2) again to leave the root, signals to host
+/// processes, raw sockets and privileged ports on the host's network, device nodes,
+/// the host's audit log).
+pub const CHROOT_DROPPED_CAPS: &[&str] = &[
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Syscalls the `chroot` backend refuses on top of the seccomp profile: with no PID
+/// namespace, signalling, tracing or inspecting another process can reach the host's
+/// processes (a uid 0 sender needs no capability to signal a uid 0 target).
+pub const CHROOT_DENIED_SYSCALLS: &[&str] = &[
+    "kill",
+    "tkill",
+    "tgkill",
+    "rt_sigqueueinfo",
+    "rt_tgsigqueueinfo",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "pidfd_getfd",
+    "ptrace",
+    "process_vm_readv",
+    "process_vm_writev",
+    "kcmp",
+];
+
+/// Container paths a volume or tmpfs may not cover: keel (or the runtime) mounts these,
+/// and a host directory there would replace the kernel's view (runc refuses `/proc` too).
+const RESERVED_DESTINATIONS: &[&str] = &["/proc", "/sys", "/dev", "/dev/pts", "/dev/mqueue"];
+
+/// Files below `/proc` that may be bind-mounted over (runc's list; lxcfs uses them).
+const PROC_ALLOWED: &[&str] = &[
+    "/proc/cpuinfo",
+    "/proc/diskstats",
+    "/proc/meminfo",
+    "/proc/stat",
+    "/proc/swaps",
+    "/proc/uptime",
+    "/proc/loadavg",
+    "/proc/slabinfo",
+    "/proc/net/dev",
+    "/proc/sys/kernel/ns_last_pid",
+];
+
+/// One device cgroup rule (`devices.allow`/`devices.deny` on cgroup v1, and
+/// `linux.resources.devices` in an OCI config). `None` for a number means any (`*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceRule {
+    pub allow: bool,
+    /// `a` (all), `b` (block) or `c` (character).
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    /// Any of `r` (open for reading), `w` (writing), `m` (mknod).
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The v1 cgroup text: `c 1:3 rwm`, `b *:* m`, `a *:* rwm`.
+    pub fn cgroup_v1(&self) -> String {
+        let n = |v: Option<i64>| v.map_or("*".to_string(), |v| v.to_string());
+        if self.kind == 'a' {
+            return format!("a *:* {}", self.access);
+        }
+        format!(
+            "{} {}:{} {}",
+            self.kind,
+            n(self.major),
+            n(self.minor),
+            self.access
+        )
+    }
+}
+
+/// Docker's device policy: deny everything, allow mknod of any node (it is harmless when
+/// the node cannot be opened), and allow opening only the default devices: null, zero,
+/// full, random, urandom, tty, console, ptmx, the pts terminals and fuse.
+pub fn default_device_rules() -> Vec<DeviceRule> {
+    let rule = |allow, kind, major, minor, access: &str| DeviceRule {
+        allow,
+        kind,
+        major,
+        minor,
+        access: access.to_string(),
+    };
+    let mut rules = vec![
+        rule(false, 'a', None, None, "rwm"),
+        rule(true, 'c', None, None, "m"),
+        rule(true, 'b', None, None, "m"),
+    ];
+    for (major, minor) in [
+        (1, 3),
+        (1, 5),
+        (1, 7),
+        (1, 8),
+        (1, 9),
+        (5, 0),
+        (5, 1),
+        (5, 2),
+    ] {
+        rules.push(rule(true, 'c', Some(major), Some(minor), "rwm"));
+    }
+    rules.push(rule(true, 'c', Some(136), None, "rwm"));
+    rules.push(rule(true, 'c', Some(10), Some(229), "rwm"));
+    rules
+}
+
+/// The seccomp filter a container gets (`--security-opt seccomp=…`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Seccomp {
+    /// Docker's default profile (`runtime/seccomp/default.json`).
+    #[default]
+    Default,
+    /// No filter (`seccomp=unconfined`).
+    Unconfined,
+}
+
 /// Errors while planning a container; each names the flag or image field at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -81,6 +204,10 @@ pub enum SpecError {
     RelativeDestination(String),
     #[error("invalid --cpus value {0}: must be a positive number")]
     BadCpus(f64),
+    #[error("invalid mount destination {0:?}: keel mounts {1} itself; mount somewhere else")]
+    ReservedDestination(String, &'static str),
+    #[error("the working directory '{0}' is invalid, it needs to be an absolute path")]
+    RelativeWorkdir(String),
     #[error("invalid memory size {0:?}: expected a number with an optional b, k, m or g suffix (e.g. 32m)")]
     BadMemory(String),
     #[error(transparent)]
@@ -157,6 +284,7 @@ pub struct RunOptions {
     pub tmpfs: Vec<String>,
     pub limits: Limits,
     pub tty: bool,
+    pub seccomp: Seccomp,
 }
 
 /// The user the process runs as.
@@ -219,13 +347,36 @@ pub struct ContainerSpec {
     pub network: NetworkMode,
     pub namespaces: Vec<Namespace>,
     pub mounts: Vec<MountOp>,
+    /// The bounding set (Docker's default list).
     pub capabilities: Vec<String>,
+    /// The effective and permitted sets: the bounding set for uid 0, empty for any other
+    /// user (Docker's behaviour). Inheritable and ambient are always empty.
+    pub effective_capabilities: Vec<String>,
     pub no_new_privileges: bool,
     pub limits: Limits,
     pub tty: bool,
+    /// Device cgroup rules, in order (deny all first).
+    pub devices: Vec<DeviceRule>,
+    pub seccomp: Seccomp,
+    /// Syscalls refused with EPERM on top of the seccomp profile (the chroot backend's).
+    pub denied_syscalls: Vec<String>,
 }
 
 impl ContainerSpec {
+    /// The spec as the `chroot` backend runs it: without PID or network namespaces it
+    /// drops [`CHROOT_DROPPED_CAPS`] and refuses [`CHROOT_DENIED_SYSCALLS`].
+    pub fn for_chroot(&self) -> ContainerSpec {
+        let keep = |c: &String| !CHROOT_DROPPED_CAPS.contains(&c.as_str());
+        let mut s = self.clone();
+        s.capabilities.retain(keep);
+        s.effective_capabilities.retain(keep);
+        s.denied_syscalls = CHROOT_DENIED_SYSCALLS
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        s
+    }
+
     /// The value of `key` in the planned environment.
     pub fn env_value(&self, key: &str) -> Option<&str> {
         self.env
@@ -488,7 +639,7 @@ pub fn plan(
         .unwrap_or("/");
     let cwd = match opts.workdir.as_deref().filter(|w| !w.is_empty()) {
         Some(w) if w.starts_with('/') => clean(w),
-        Some(w) => clean(&format!("{image_wd}/{w}")),
+        Some(w) => return Err(SpecError::RelativeWorkdir(w.to_string())),
         None => clean(image_wd),
     };
     let mut namespaces = vec![
@@ -510,15 +661,23 @@ pub fn plan(
         args,
         env,
         cwd,
-        user,
         hostname,
         network: opts.network,
         namespaces,
         mounts: plan_mounts(opts)?,
+        effective_capabilities: if user.uid == 0 {
+            DEFAULT_CAPS.iter().map(|s| s.to_string()).collect()
+        } else {
+            Vec::new()
+        },
+        user,
         capabilities: DEFAULT_CAPS.iter().map(|s| s.to_string()).collect(),
         no_new_privileges: true,
         limits: opts.limits.clone(),
         tty: opts.tty,
+        devices: default_device_rules(),
+        seccomp: opts.seccomp,
+        denied_syscalls: Vec::new(),
     })
 }
 
@@ -703,13 +862,23 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
     Ok(m)
 }
 
-fn dest(d: &str) -> Result<String, SpecError> {
+/// A mount destination, cleaned; refuses relative paths, `/` and the paths keel mounts
+/// itself (`/proc`, `/sys`, `/dev`, …; see `RESERVED_DESTINATIONS`).
+pub fn dest(d: &str) -> Result<String, SpecError> {
     if !d.starts_with('/') {
         return Err(SpecError::RelativeDestination(d.to_string()));
     }
     let c = clean(d);
     if c == "/" {
         return Err(SpecError::RelativeDestination(d.to_string()));
+    }
+    let under = |r: &str| c == r || c.starts_with(&format!("{r}/"));
+    for r in RESERVED_DESTINATIONS {
+        // Below /dev only the kernel's own mounts are reserved; a file there is fine.
+        let covers = if *r == "/dev" { c == *r } else { under(r) };
+        if covers && !PROC_ALLOWED.contains(&c.as_str()) {
+            return Err(SpecError::ReservedDestination(c, r));
+        }
     }
     Ok(c)
 }
@@ -924,7 +1093,15 @@ mod tests {
         };
         assert_eq!(wd(None), "/app");
         assert_eq!(wd(Some("/srv/")), "/srv");
-        assert_eq!(wd(Some("sub/../x")), "/app/x");
+        let rel = RunOptions {
+            workdir: Some("rel".into()),
+            ..Default::default()
+        };
+        let e = plan("c", &image(), &rel, &a).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "the working directory 'rel' is invalid, it needs to be an absolute path"
+        );
         assert_eq!(clean("/a/./b/../../.."), "/");
         let o = RunOptions {
             tmpfs: sv(&["relative"]),
@@ -945,6 +1122,66 @@ mod tests {
             plan("c", &image(), &o, &a),
             Err(SpecError::BadCpus(_))
         ));
+    }
+
+    #[test]
+    fn reserved_destinations_are_refused() {
+        let cases = [
+            ("/proc", false),
+            ("/proc/sys", false),
+            ("/proc/../proc/1", false),
+            ("/sys", false),
+            ("/sys/kernel", false),
+            ("/dev", false),
+            ("/dev/pts/0", false),
+            ("/proc/cpuinfo", true),
+            ("/dev/shm/x", true),
+            ("/dev/fuse", true),
+            ("/procfs", true),
+            ("/data", true),
+        ];
+        for (d, ok) in cases {
+            assert_eq!(dest(d).is_ok(), ok, "{d}");
+        }
+    }
+
+    #[test]
+    fn chroot_drops_what_it_cannot_contain() {
+        let s = plan("c", &image(), &RunOptions::default(), &accounts()).unwrap();
+        assert!(
+            s.effective_capabilities.is_empty(),
+            "image user alice is not root"
+        );
+        let root = RunOptions {
+            user: Some("0".into()),
+            ..Default::default()
+        };
+        let s = plan("c", &image(), &root, &accounts()).unwrap();
+        assert_eq!(s.effective_capabilities, s.capabilities);
+        let c = s.for_chroot();
+        for cap in CHROOT_DROPPED_CAPS {
+            assert!(!c.capabilities.iter().any(|x| x == cap), "{cap}");
+            assert!(!c.effective_capabilities.iter().any(|x| x == cap), "{cap}");
+        }
+        assert!(c.denied_syscalls.iter().any(|x| x == "kill"));
+        assert_eq!(
+            c.capabilities.len(),
+            DEFAULT_CAPS.len() - CHROOT_DROPPED_CAPS.len()
+        );
+    }
+
+    #[test]
+    fn device_rules_in_cgroup_v1_text() {
+        let r: Vec<String> = default_device_rules()
+            .iter()
+            .map(|r| r.cgroup_v1())
+            .collect();
+        assert_eq!(r[0], "a *:* rwm");
+        assert!(!default_device_rules()[0].allow);
+        assert!(r.contains(&"b *:* m".to_string()));
+        assert!(r.contains(&"c 1:3 rwm".to_string()));
+        assert!(r.contains(&"c 136:* rwm".to_string()));
+        assert!(!r.iter().any(|x| x.starts_with("b ") && x.contains("rw")));
     }
 
     /// Serializes specs for a few inputs and compares them with `testdata/spec/<name>.json`.
@@ -980,6 +1217,7 @@ mod tests {
                 cpus: Some(1.5),
             },
             tty: true,
+            seccomp: Seccomp::Unconfined,
         };
         let cases = [
             (

@@ -120,6 +120,13 @@ impl OverlayDriver {
             for sub in ["upper", "work", "rootfs"] {
                 fs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
             }
+            // The upper dir is the container's `/`: 0755 as in docker, not keel's umask
+            // (under umask 077 a non-root container user could not even chdir to `/`).
+            fs::set_permissions(
+                dir.join("upper"),
+                std::os::unix::fs::PermissionsExt::from_mode(0o755),
+            )
+            .map_err(StorageError::io("creating", &dir))?;
             // The snapshot is recorded before mounting so `remove` can always find it.
             save_snapshot(&snap)?;
             let mount = |volatile| {

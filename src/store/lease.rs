@@ -68,23 +68,7 @@ impl Owner {
     }
 }
 
-/// The start time of `pid`, or `None` when there is no such process (or it is a zombie).
-fn start_time(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    parse_start_time(&stat)
-}
-
-/// Field 22 of a `/proc/PID/stat` line (proc(5)); fields are counted after the command
-/// name, which may itself hold spaces and parentheses. A zombie counts as gone.
-fn parse_start_time(stat: &str) -> Option<u64> {
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let fields: Vec<&str> = rest.split(' ').collect();
-    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
-        return None;
-    }
-    // `rest` starts at field 3 (state), so field 22 is at index 19.
-    fields.get(19)?.parse().ok()
-}
+use crate::sys::proc::start_time;
 
 /// What a lease file holds.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -281,20 +265,6 @@ pub fn any_dead(root: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn start_time_is_field_22_even_with_odd_command_names() {
-        let rest = (4..=52)
-            .map(|n| n.to_string())
-            .collect::<Vec<_>>()
-            .join(" ");
-        for comm in ["keel", "a b", "x) (y", ")"] {
-            let line = format!("42 ({comm}) S {rest}");
-            assert_eq!(parse_start_time(&line), Some(22), "{comm}");
-        }
-        assert_eq!(parse_start_time(&format!("42 (k) Z {rest}")), None);
-        assert_eq!(parse_start_time("garbage"), None);
-    }
 
     #[test]
     fn owner_tags_round_trip_and_reject_lookalikes() {

@@ -17,9 +17,11 @@ pub fn parse(names: &[String]) -> Result<CapsHashSet, SysError> {
         .collect()
 }
 
-/// Drops every capability not in `keep` from the bounding set, then sets the effective,
-/// permitted and inheritable sets to `keep` and clears the ambient set. Call as root,
-/// before changing uid (the caller needs CAP_SETPCAP for the bounding set).
+/// Drops every capability not in `keep` from the bounding set, then sets the effective
+/// and permitted sets to `keep` and empties the inheritable and ambient sets (so no exec
+/// can raise capabilities through file inheritable bits). Call as root, before changing
+/// uid (the caller needs CAP_SETPCAP for the bounding set); a later change to a non-zero
+/// uid clears the effective and permitted sets.
 pub fn restrict_to(keep: &CapsHashSet) -> Result<(), SysError> {
     for cap in caps::all() {
         if !keep.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
@@ -28,8 +30,7 @@ pub fn restrict_to(keep: &CapsHashSet) -> Result<(), SysError> {
         }
     }
     caps::clear(None, CapSet::Ambient).map_err(|e| err("clear ambient capabilities", e))?;
-    caps::set(None, CapSet::Inheritable, keep)
-        .map_err(|e| err("set inheritable capabilities", e))?;
+    caps::clear(None, CapSet::Inheritable).map_err(|e| err("clear inheritable capabilities", e))?;
     caps::set(None, CapSet::Effective, keep).map_err(|e| err("set effective capabilities", e))?;
     caps::set(None, CapSet::Permitted, keep).map_err(|e| err("set permitted capabilities", e))
 }

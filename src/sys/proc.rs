@@ -81,6 +81,67 @@ pub fn kill(pid: i32, sig: i32) -> Result<(), SysError> {
     check("kill", nix::sys::signal::kill(Pid::from_raw(pid), s))
 }
 
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`, clock ticks since
+/// boot): with the pid, it names one process for good, since a reused pid starts later.
+/// `None` when the process does not exist (or is a zombie, already dead).
+pub fn start_time(pid: i32) -> Option<u64> {
+    if pid <= 0 {
+        return None;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_start_time(&stat)
+}
+
+/// Field 22 of a `/proc/PID/stat` line (proc(5)); fields are counted after the command
+/// name, which may itself hold spaces and parentheses. A zombie counts as gone.
+pub fn parse_start_time(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split(' ');
+    if matches!(fields.next(), Some("Z") | Some("X")) {
+        return None;
+    }
+    // `rest` starts at field 3 (state), so field 22 is 18 fields after it.
+    fields.nth(22 - 4)?.parse().ok()
+}
+
+/// Sends `sig` to `pid` only if it is still the process that started at `start` (see
+/// [`start_time`]). A pidfd is opened first and the start time checked after, so a pid
+/// reused in between is never signalled: the pidfd then names the old, dead process.
+/// `Ok(false)` when the process is not (or no longer) that one.
+pub fn kill_if_started(pid: i32, start: u64, sig: i32) -> Result<bool, SysError> {
+    if pid <= 0 {
+        return Ok(false);
+    }
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Ok(false);
+    }
+    // SAFETY: the fd was just returned by the kernel and is owned by nothing else.
+    let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    if start_time(pid) != Some(start) {
+        return Ok(false);
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: pidfd_send_signal with a valid pidfd, no siginfo and no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    match r {
+        0 => Ok(true),
+        _ => match std::io::Error::last_os_error() {
+            e if e.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+            e => Err(SysError::new("pidfd_send_signal", e)),
+        },
+    }
+}
+
 /// A close-on-exec pipe: (read end, write end).
 pub fn pipe() -> Result<(OwnedFd, OwnedFd), SysError> {
     check("pipe", nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC))
@@ -144,6 +205,43 @@ pub fn set_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), SysError> {
 /// prctl(PR_SET_NO_NEW_PRIVS): exec can never grant more privileges.
 pub fn set_no_new_privs() -> Result<(), SysError> {
     check("prctl no_new_privs", nix::sys::prctl::set_no_new_privs())
+}
+
+/// Makes `/proc/self/cmdline` read `name` (and `comm` its first 15 bytes) by overwriting
+/// the process's own argument area in place, as setproctitle(3) does: `name` and a NUL
+/// at its start, zeros after, and a non-NUL last byte, which tells the kernel to report
+/// only the string up to the first NUL. (prctl(PR_SET_MM) would need CAP_SYS_RESOURCE.)
+/// A container's init uses it so PID 1 does not show keel's path, root and flags.
+pub fn set_cmdline(name: &str) -> Result<(), SysError> {
+    let stat = std::fs::read_to_string("/proc/self/stat")
+        .map_err(|e| SysError::at("read", Path::new("/proc/self/stat"), e))?;
+    // Fields after the command name (which may hold spaces) start at field 3; arg_start
+    // and arg_end are fields 48 and 49 (proc(5)).
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let field = |n: usize| {
+        rest.split(' ')
+            .nth(n - 3)
+            .and_then(|f| f.parse::<usize>().ok())
+    };
+    let (Some(start), Some(end)) = (field(48), field(49)) else {
+        return Err(SysError::new(
+            "set process title",
+            std::io::Error::other("/proc/self/stat has no argument area"),
+        ));
+    };
+    let len = end.saturating_sub(start);
+    if len >= 2 {
+        let keep = name.len().min(len - 2);
+        // SAFETY: [start, end) is this process's argument area on its own stack, mapped
+        // writable for the life of the process; nothing in keel holds references into it
+        // (std copies arguments out when asked).
+        let area = unsafe { std::slice::from_raw_parts_mut(start as *mut u8, len) };
+        area.fill(0);
+        area[..keep].copy_from_slice(&name.as_bytes()[..keep]);
+        area[len - 1] = b' ';
+    }
+    let comm = std::ffi::CString::new(name.as_bytes()).unwrap_or_default();
+    check("prctl PR_SET_NAME", nix::sys::prctl::set_name(&comm))
 }
 
 /// prctl(PR_SET_PDEATHSIG): the kernel sends `SIGKILL` when the parent dies.
@@ -312,4 +410,46 @@ pub fn close_fds_except(keep: &[i32]) {
 /// True when the effective uid is 0.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_time_is_field_22_even_with_odd_command_names() {
+        let rest = (4..=52)
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        for comm in ["keel", "a b", "x) (y", ")"] {
+            let line = format!("42 ({comm}) S {rest}");
+            assert_eq!(parse_start_time(&line), Some(22), "{comm}");
+        }
+        assert_eq!(parse_start_time(&format!("42 (k) Z {rest}")), None);
+        assert_eq!(parse_start_time("garbage"), None);
+    }
+
+    #[test]
+    fn start_times_name_one_process() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(start > 0);
+        assert_eq!(start_time(me), Some(start));
+        assert_eq!(start_time(0), None);
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        let s = start_time(pid).unwrap();
+        assert!(
+            !kill_if_started(pid, s + 1, libc::SIGKILL).unwrap(),
+            "wrong start time"
+        );
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(kill_if_started(pid, s, libc::SIGKILL).unwrap());
+        child.wait().unwrap();
+        assert!(!kill_if_started(pid, s, libc::SIGKILL).unwrap());
+    }
 }

@@ -201,6 +201,59 @@ fn bad_flags_and_missing_images_fail_before_anything_starts() {
     );
 }
 
+/// Issue 10 item 15: flags docker refuses were accepted and failed late (or never):
+/// `--memory 10` killed silently, `--cpus 0.0001` leaked a raw cgroup error, `-v` over
+/// `/proc` was mounted, `-w rel` became `/rel`. Each now fails up front, docker's way.
+#[test]
+fn runtime_flags_docker_refuses_are_refused_up_front() {
+    let k = with_busybox();
+    for (args, want) in [
+        (
+            vec!["--memory", "10", "bb", "true"],
+            "Minimum memory limit allowed is 6MB",
+        ),
+        (
+            vec!["--memory", "5m", "bb", "true"],
+            "Minimum memory limit allowed is 6MB",
+        ),
+        (
+            vec!["--cpus", "0.0001", "bb", "true"],
+            "invalid --cpus value 0.0001",
+        ),
+        (
+            vec!["--cpus", "100000", "bb", "true"],
+            "invalid --cpus value 100000",
+        ),
+        (vec!["-v", "/tmp:/proc", "bb", "true"], "/proc"),
+        (vec!["-v", "/tmp:/sys/kernel", "bb", "true"], "/sys/kernel"),
+        (vec!["-v", "/tmp:/dev", "bb", "true"], "/dev"),
+        (vec!["--tmpfs", "/proc/sys", "bb", "true"], "/proc/sys"),
+        (
+            vec!["-w", "rel", "bb", "true"],
+            "the working directory 'rel' is invalid, it needs to be an absolute path",
+        ),
+        (
+            vec!["--security-opt", "seccomp=/nope.json", "bb", "true"],
+            "--security-opt",
+        ),
+    ] {
+        let (code, _, err) = run_code(&k, &args);
+        assert_ne!(code, 0, "{args:?} was accepted");
+        assert!(err.contains(want), "{args:?}: {err:?} lacks {want:?}");
+        assert!(!err.contains("cgroup"), "{args:?}: raw cgroup error: {err}");
+    }
+    assert!(
+        k.ok(&["ps", "-a", "-q"]).trim().is_empty(),
+        "a refused run left a container"
+    );
+    // docker allows binds below /dev (e.g. /dev/fuse-like paths) — only /dev itself is
+    // refused; a bind under /dev/shm is fine.
+    if is_root() {
+        let (code, _, err) = run_code(&k, &["--rm", "-v", "/tmp:/dev/shm/x", "bb", "true"]);
+        assert_eq!(code, 0, "{err}");
+    }
+}
+
 /// GETs `/` from 127.0.0.1:port, retrying while the server starts.
 fn http_get(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -197,11 +197,13 @@ impl<'a> Executor<'a> {
         let cache = BuildCache::new(store.root());
         let stat = StatIndex::load(&cache.stat_dir(), context.root());
         let snapshotter = crate::storage::open(opts.storage_driver.as_deref(), store.root())?;
-        let backend = runtime::backend(opts.isolation.as_deref().unwrap_or("namespaces"), None)
-            .ok_or_else(|| runtime::RuntimeError::Unavailable {
+        let isolation = opts.isolation.as_deref().unwrap_or("namespaces");
+        let backend = runtime::backend_in(isolation, None, store.root()).ok_or_else(|| {
+            runtime::RuntimeError::Unavailable {
                 backend: "unknown",
                 why: "use --isolation namespaces, chroot or oci".into(),
-            })?;
+            }
+        })?;
         backend.available()?;
         // The build's lease, before its first write: what it writes and reads survives gc.
         store.lease()?;
