@@ -31,6 +31,12 @@ pub struct BuildArgs {
     /// always (follow moved tags), or never (offline).
     #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
     pull: crate::registry::PullPolicy,
+    /// Export the build cache to a registry: registry:HOST/REPO[:TAG][,mode=min|max].
+    #[arg(long, value_name = "registry:REF")]
+    cache_to: Option<crate::registry::cache::CacheRef>,
+    /// Use a build cache exported to a registry (repeatable).
+    #[arg(long, value_name = "registry:REF")]
+    cache_from: Vec<crate::registry::cache::CacheRef>,
     /// Add a label to the image (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -300,6 +306,16 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     }
     let ignore = crate::build::front::dockerignore(&context_dir)?;
     let context = crate::context::Context::new(&context_dir, ignore)?;
+    for c in &a.cache_from {
+        let got = crate::registry::cache::import(&store, c)
+            .with_context(|| format!("--cache-from registry:{}", c.image))?;
+        if !opts.quiet {
+            eprintln!(
+                "cache-from {}: {} entries, {} layers available",
+                c.image, got.entries, got.layers
+            );
+        }
+    }
     let outcome = match Executor::new(&store, &plan, &opts, &context)?.build() {
         Ok(o) => o,
         Err(e) => {
@@ -310,7 +326,29 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             )));
         }
     };
+    // Layers of cache hits not fetched yet (no step needed their files) come now.
+    crate::registry::cache::fetch_missing(&store, &outcome.state.layers)?;
     let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
+    if !a.cache_from.is_empty() && !opts.quiet {
+        let (n, bytes) = crate::registry::cache::fetched();
+        eprintln!("cache-from: {n} layers ({bytes} bytes) downloaded");
+    }
+    if let Some(c) = &a.cache_to {
+        let finals: Vec<_> = rec
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().clone())
+            .collect();
+        let sent = crate::registry::cache::export(&store, c, &outcome.keys, &finals)
+            .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        if !opts.quiet {
+            eprintln!(
+                "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",
+                c.image, sent.entries, sent.layers, sent.uploaded, sent.manifest
+            );
+        }
+    }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())
             .with_context(|| format!("writing --iidfile {}", f.display()))?;

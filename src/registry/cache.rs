@@ -56,18 +56,28 @@ impl std::str::FromStr for CacheRef {
     fn from_str(s: &str) -> Result<CacheRef, String> {
         let mut parts = s.split(',');
         let first = parts.next().unwrap_or_default();
-        let Some(r) = first.strip_prefix("registry:").or_else(|| first.strip_prefix("type=registry,ref=")) else {
-            return Err(format!("cache {s:?}: give registry:HOST/REPO[:TAG][,mode=min|max]"));
+        let Some(r) = first
+            .strip_prefix("registry:")
+            .or_else(|| first.strip_prefix("type=registry,ref="))
+        else {
+            return Err(format!(
+                "cache {s:?}: give registry:HOST/REPO[:TAG][,mode=min|max]"
+            ));
         };
         let image = ImageRef::parse(r).map_err(|e| format!("cache {s:?}: {e}"))?;
-        target_of(&image).map_err(|_| format!("cache {s:?}: name the registry (registry:localhost:5000/team/cache)"))?;
+        target_of(&image).map_err(|_| {
+            format!("cache {s:?}: name the registry (registry:localhost:5000/team/cache)")
+        })?;
         let mut mode = Mode::Min;
         for p in parts {
-            mode = match p {
-                "mode=min" => Mode::Min,
-                "mode=max" => Mode::Max,
-                o => return Err(format!("cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max")),
-            };
+            mode =
+                match p {
+                    "mode=min" => Mode::Min,
+                    "mode=max" => Mode::Max,
+                    o => return Err(format!(
+                        "cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max"
+                    )),
+                };
         }
         Ok(CacheRef { image, mode })
     }
@@ -97,27 +107,41 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
     let client = connect(store, &remote, "pull")?;
     let repo = client.repo_url(&remote.repository);
     let label = remote.to_string();
-    let doc = match super::pull::fetch_manifest(&client, &repo, &remote.reference.to_string(), None, &label) {
+    let doc = match super::pull::fetch_manifest(
+        &client,
+        &repo,
+        &remote.reference.to_string(),
+        None,
+        &label,
+    ) {
         Ok(d) => d,
         // No cache there yet: a cold build, not an error (as BuildKit).
         Err(RegistryError::NotFound { .. }) => return Ok(Imported::default()),
         Err(e) => return Err(e),
     };
-    let manifest: Value = serde_json::from_slice(&doc.bytes).map_err(|e| bad(&label, &e.to_string()))?;
+    let manifest: Value =
+        serde_json::from_slice(&doc.bytes).map_err(|e| bad(&label, &e.to_string()))?;
     if manifest["artifactType"] != ARTIFACT_TYPE && manifest["config"]["mediaType"] != CONFIG_TYPE {
         return Err(bad(&label, "it is not a keel build cache (its artifactType is not application/vnd.keel.build-cache.v1+json)"));
     }
-    let config_digest = manifest["config"]["digest"].as_str().and_then(digest::parse).ok_or_else(|| bad(&label, "its config has no valid digest"))?;
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .and_then(digest::parse)
+        .ok_or_else(|| bad(&label, "its config has no valid digest"))?;
     let config = read_small_blob(&client, &repo, &config_digest)?;
     let config: Value = serde_json::from_slice(&config).map_err(|e| bad(&label, &e.to_string()))?;
-    if config["format"].as_u64() != Some(FORMAT) || config["key_version"].as_u64() != Some(KEY_VERSION.into()) {
+    if config["format"].as_u64() != Some(FORMAT)
+        || config["key_version"].as_u64() != Some(KEY_VERSION.into())
+    {
         tracing::warn!("{label}: cache of another format or key version; ignored");
         return Ok(Imported::default());
     }
     let cache = BuildCache::new(store.root());
     let mut out = Imported::default();
     for (hex, entry) in config["entries"].as_object().into_iter().flatten() {
-        let Some(d) = digest::parse(&format!("sha256:{hex}")) else { continue };
+        let Some(d) = digest::parse(&format!("sha256:{hex}")) else {
+            continue;
+        };
         let key = CacheKey(d);
         if cache.get::<Value>(&key).is_none() && cache.put(&key, entry).is_ok() {
             out.entries += 1;
@@ -135,7 +159,10 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
 }
 
 fn bad(reference: &str, why: &str) -> RegistryError {
-    RegistryError::BadManifest { reference: reference.to_string(), why: why.to_string() }
+    RegistryError::BadManifest {
+        reference: reference.to_string(),
+        why: why.to_string(),
+    }
 }
 
 /// A small blob (the cache config), read into memory and verified.
@@ -150,10 +177,19 @@ fn read_small_blob(client: &Client, repo: &str, d: &Digest) -> Result<Vec<u8>, R
         .into_reader()
         .take(MAX_CONFIG)
         .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Http { method: "GET", url: url.clone(), why: e.to_string() })?;
+        .map_err(|e| RegistryError::Http {
+            method: "GET",
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
     let actual = digest::of_bytes(&bytes);
     if actual != *d {
-        return Err(RegistryError::Blob { what: "cache config", digest: d.to_string(), url, why: format!("it hashes to {actual}") });
+        return Err(RegistryError::Blob {
+            what: "cache config",
+            digest: d.to_string(),
+            url,
+            why: format!("it hashes to {actual}"),
+        });
     }
     Ok(bytes)
 }
@@ -168,7 +204,10 @@ static FETCHED_BLOBS: AtomicUsize = AtomicUsize::new(0);
 
 /// Layers and bytes this process fetched from caches.
 pub fn fetched() -> (usize, u64) {
-    (FETCHED_BLOBS.load(Ordering::Relaxed), FETCHED_BYTES.load(Ordering::Relaxed))
+    (
+        FETCHED_BLOBS.load(Ordering::Relaxed),
+        FETCHED_BYTES.load(Ordering::Relaxed),
+    )
 }
 
 fn clients() -> &'static Mutex<HashMap<String, Arc<Client>>> {
@@ -186,14 +225,20 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
         if store.has_blob(d) {
             continue;
         }
-        let Some((host, repository)) = memo.any_source(d) else { continue };
+        let Some((host, repository)) = memo.any_source(d) else {
+            continue;
+        };
         let id = format!("{host}/{repository}");
         let client = {
             let mut map = clients().lock().expect("clients");
             match map.get(&id) {
                 Some(c) => c.clone(),
                 None => {
-                    let remote = Remote { registry: host.clone(), repository: repository.clone(), reference: Reference::Tag("latest".into()) };
+                    let remote = Remote {
+                        registry: host.clone(),
+                        repository: repository.clone(),
+                        reference: Reference::Tag("latest".into()),
+                    };
                     let c = Arc::new(connect(store, &remote, "pull")?);
                     map.insert(id, c.clone());
                     c
@@ -220,15 +265,29 @@ pub struct Exported {
 }
 
 /// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`.
-pub fn export(store: &Store, cref: &CacheRef, keys: &[CacheKey], final_layers: &[Digest]) -> Result<Exported, RegistryError> {
+pub fn export(
+    store: &Store,
+    cref: &CacheRef,
+    keys: &[CacheKey],
+    final_layers: &[Digest],
+) -> Result<Exported, RegistryError> {
     let cache = BuildCache::new(store.root());
     let finals: BTreeSet<String> = final_layers.iter().map(|d| d.to_string()).collect();
     let mut entries = BTreeMap::new();
     let mut layers: BTreeMap<String, Value> = BTreeMap::new();
     for key in keys {
-        let Some(mut entry) = cache.get::<Value>(key) else { continue };
-        let descs: Vec<Value> = entry["layers"].as_array().into_iter().flatten().map(|l| l["descriptor"].clone()).collect();
-        let in_final = descs.iter().all(|d| d["digest"].as_str().is_some_and(|d| finals.contains(d)));
+        let Some(mut entry) = cache.get::<Value>(key) else {
+            continue;
+        };
+        let descs: Vec<Value> = entry["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l["descriptor"].clone())
+            .collect();
+        let in_final = descs
+            .iter()
+            .all(|d| d["digest"].as_str().is_some_and(|d| finals.contains(d)));
         if cref.mode == Mode::Min && !in_final {
             continue;
         }
@@ -250,11 +309,30 @@ pub fn export(store: &Store, cref: &CacheRef, keys: &[CacheKey], final_layers: &
     let mut pushed = super::push::Pushed::default();
     let memo = Memo::new(store);
     for d in layers.values() {
-        let digest = d["digest"].as_str().and_then(digest::parse).ok_or_else(|| bad("cache", "an entry has a layer without a digest"))?;
+        let digest = d["digest"]
+            .as_str()
+            .and_then(digest::parse)
+            .ok_or_else(|| bad("cache", "an entry has a layer without a digest"))?;
         let size = d["size"].as_u64().unwrap_or(0);
-        send_blob(store, &memo, &client, &repo, Outgoing::stored(digest, size), &[], &mut pushed)?;
+        send_blob(
+            store,
+            &memo,
+            &client,
+            &repo,
+            Outgoing::stored(digest, size),
+            &[],
+            &mut pushed,
+        )?;
     }
-    send_blob(store, &memo, &client, &repo, Outgoing::stored(config_digest.clone(), config_size), &[], &mut pushed)?;
+    send_blob(
+        store,
+        &memo,
+        &client,
+        &repo,
+        Outgoing::stored(config_digest.clone(), config_size),
+        &[],
+        &mut pushed,
+    )?;
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
@@ -264,11 +342,21 @@ pub fn export(store: &Store, cref: &CacheRef, keys: &[CacheKey], final_layers: &
     });
     let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
     let url = format!("{repo}/manifests/{}", remote.reference);
-    let resp = client.send("PUT", &url, &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")], &bytes[..])?;
+    let resp = client.send(
+        "PUT",
+        &url,
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &bytes[..],
+    )?;
     if resp.status() != 201 {
         return Err(unexpected("PUT", &url, resp));
     }
-    Ok(Exported { entries: entries.len(), layers: layers.len(), uploaded: pushed.uploaded, manifest: digest::of_bytes(&bytes).to_string() })
+    Ok(Exported {
+        entries: entries.len(),
+        layers: layers.len(),
+        uploaded: pushed.uploaded,
+        manifest: digest::of_bytes(&bytes).to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -277,12 +365,19 @@ mod tests {
 
     #[test]
     fn cache_refs_parse() {
-        let r: CacheRef = "registry:localhost:5000/team/cache:main,mode=max".parse().unwrap();
+        let r: CacheRef = "registry:localhost:5000/team/cache:main,mode=max"
+            .parse()
+            .unwrap();
         assert_eq!(r.image.to_string(), "localhost:5000/team/cache:main");
         assert_eq!(r.mode, Mode::Max);
         let r: CacheRef = "registry:reg.io/c".parse().unwrap();
         assert_eq!(r.mode, Mode::Min);
-        for bad in ["localhost:5000/c", "registry:cache", "registry:reg.io/c,mode=all", "local:/tmp/x"] {
+        for bad in [
+            "localhost:5000/c",
+            "registry:cache",
+            "registry:reg.io/c,mode=all",
+            "local:/tmp/x",
+        ] {
             assert!(bad.parse::<CacheRef>().is_err(), "{bad}");
         }
     }

@@ -448,3 +448,82 @@ fn push_compresses_skips_and_mounts() {
         "ok\n"
     );
 }
+
+/// Issue 13: two roots as two CI agents sharing a cache through the registry. A builds
+/// with `--cache-to`; B, a fresh root, builds with `--cache-from`: every step is CACHED,
+/// the image is the same (same id, same manifest), and B downloads only the layers its
+/// image needs that it lacks (here: the steps' layers, not the base it already has).
+#[test]
+fn build_cache_shared_through_the_registry() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let cache = format!("registry:{}/test/cache:main,mode=max", reg.host());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("f.txt"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN dd if=/dev/urandom of=/big bs=1024 count=256 2>/dev/null\nRUN echo two > /two\nCOPY f.txt /f.txt\n"),
+    )
+    .unwrap();
+    let ctx_s = ctx.path().display().to_string();
+    let build = |k: &Keel, extra: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(extra);
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let a = Keel::new();
+    let (id_a, log_a) = build(&a, &["--cache-to", &cache]);
+    assert!(!log_a.contains("CACHED"), "{log_a}");
+    assert!(log_a.contains("cache-to"), "{log_a}");
+    let manifest = |k: &Keel| {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "app"])).unwrap();
+        let sizes: u64 = v[0]["Manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum();
+        (v[0]["Digest"].as_str().unwrap().to_string(), sizes)
+    };
+    let (digest_a, full) = manifest(&a);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let from = format!("registry:{}/test/cache:main", reg.host());
+    let (id_b, log_b) = build(&b, &["--cache-from", &from]);
+    assert_eq!(log_b.matches("CACHED").count(), 3, "{log_b}");
+    assert_eq!(id_a, id_b, "{log_b}");
+    assert_eq!(manifest(&b).0, digest_a);
+    let line = log_b
+        .lines()
+        .find(|l| l.starts_with("cache-from:") && l.contains("downloaded"))
+        .unwrap_or_else(|| panic!("{log_b}"));
+    let bytes: u64 = line
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        bytes > 256 * 1024 && bytes < full,
+        "downloaded {bytes} of a {full}-byte image: {log_b}"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "app", "cat", "/two", "/f.txt"]),
+        "two\nfrom the context\n"
+    );
+    b.ok(&["fsck"]);
+}

@@ -118,6 +118,8 @@ pub enum StepFailure {
     Front(#[from] crate::dockerfile::ParseError),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// The knobs of `keel build`.
@@ -148,6 +150,8 @@ pub struct BuildOutcome {
     pub ran: usize,
     pub cached: usize,
     pub log_dir: PathBuf,
+    /// The cache entries this build used or made (what `--cache-to` exports).
+    pub keys: Vec<super::cache::CacheKey>,
 }
 
 /// One build in progress.
@@ -169,6 +173,7 @@ pub struct Executor<'a> {
     build_id: String,
     started: Instant,
     view: BuildView,
+    keys: std::cell::RefCell<Vec<super::cache::CacheKey>>,
 }
 
 /// A stage while it is being built: its build args so far and whether ENTRYPOINT was
@@ -237,6 +242,7 @@ impl<'a> Executor<'a> {
             build_id,
             started: Instant::now(),
             view: BuildView::new(mode),
+            keys: Default::default(),
         })
     }
 
@@ -268,6 +274,7 @@ impl<'a> Executor<'a> {
             ran: self.ran,
             cached: self.cached,
             log_dir: self.log_dir,
+            keys: self.keys.into_inner(),
         })
     }
 
@@ -494,6 +501,7 @@ impl<'a> Executor<'a> {
         let key = inputs.key();
         if !self.opts.no_cache {
             if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
+                self.keys.borrow_mut().push(key);
                 return (Some(hit), None);
             }
         }
@@ -505,14 +513,19 @@ impl<'a> Executor<'a> {
         (None, Some(why))
     }
 
-    /// Leases a cached state's layers; false when one is gone (gc took it: a miss).
+    /// Leases a cached state's layers; false when one is gone (gc took it: a miss)
+    /// unless an imported registry cache can fetch it when it is needed (`snapshot`).
     fn hold(&self, state: &State) -> bool {
         let ds: Vec<_> = state.layers.iter().map(|l| l.descriptor.digest()).collect();
-        self.store.protect(ds.iter().copied()).is_ok() && ds.iter().all(|d| self.store.has_blob(d))
+        self.store.protect(ds.iter().copied()).is_ok()
+            && ds
+                .iter()
+                .all(|d| self.store.has_blob(d) || crate::registry::cache::fetchable(self.store, d))
     }
 
     fn remember(&self, inputs: &KeyInputs, position: &str, state: &State) {
         let _ = self.cache.put(&inputs.key(), state);
+        self.keys.borrow_mut().push(inputs.key());
         self.cache.record_inputs(position, inputs);
     }
 
@@ -552,6 +565,8 @@ impl<'a> Executor<'a> {
         layers: &[StoredLayer],
     ) -> Result<crate::storage::Snapshot, StepFailure> {
         let id = format!("build-{}-{suffix}", self.build_id);
+        // Layers of registry-cache hits arrive only now, when a step needs their files.
+        crate::registry::cache::fetch_missing(self.store, layers)?;
         // The stack is leased first: gc leaves its unpacked layers alone meanwhile.
         let stack: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
         self.store.lease()?.protect_stack(&stack)?;
