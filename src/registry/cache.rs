@@ -70,14 +70,15 @@ impl std::str::FromStr for CacheRef {
         })?;
         let mut mode = Mode::Min;
         for p in parts {
-            mode =
-                match p {
-                    "mode=min" => Mode::Min,
-                    "mode=max" => Mode::Max,
-                    o => return Err(format!(
+            mode = match p {
+                "mode=min" => Mode::Min,
+                "mode=max" => Mode::Max,
+                o => {
+                    return Err(format!(
                         "cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max"
-                    )),
-                };
+                    ))
+                }
+            };
         }
         Ok(CacheRef { image, mode })
     }

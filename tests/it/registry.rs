@@ -527,3 +527,54 @@ fn build_cache_shared_through_the_registry() {
     );
     b.ok(&["fsck"]);
 }
+
+/// Issue 13: registries.toml — a short name goes through the search list, a registry's
+/// mirror serves its pulls; and a digest-pinned FROM the store has never touches the
+/// network (the registry is gone when it builds).
+#[test]
+fn search_list_mirrors_and_digest_pins() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, digest) = seed(&reg, &good);
+    let k = Keel::new();
+    k.ok(&["images"]);
+    std::fs::write(
+        k.root().join("registries.toml"),
+        format!(
+            "unqualified-search-registries = [\"{}\"]\n[[registry]]\nlocation = \"mirrored.invalid:5000\"\nmirrors = [\"{}\"]\n",
+            reg.host(),
+            reg.host()
+        ),
+    )
+    .unwrap();
+    ok(kc(&k, &reg, Some(&good)), &["pull", "test/bb:1"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "test/bb:1", "echo", "short"]),
+        "short\n"
+    );
+    ok(
+        kc(&k, &reg, Some(&good)),
+        &["pull", "mirrored.invalid:5000/test/bb:1"],
+    );
+    let pinned = format!("{}/test/bb@{digest}", reg.host());
+    ok(kc(&k, &reg, Some(&good)), &["pull", &pinned]);
+    drop(reg);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {pinned}\nRUN echo pinned > /p\n"),
+    )
+    .unwrap();
+    k.ok(&[
+        "build",
+        "--pull=always",
+        "-t",
+        "pinned",
+        &ctx.display().to_string(),
+    ]);
+    assert_eq!(k.ok(&["run", "--rm", "pinned", "cat", "/p"]), "pinned\n");
+}
