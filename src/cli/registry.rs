@@ -200,8 +200,8 @@ pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
     )
     .with_context(|| format!("pushing {dest}"))?;
     task.done(format!(
-        "{} blobs uploaded ({} bytes), {} mounted from other repositories, {} already there, {} layers compressed, manifest {}",
-        pushed.uploaded, pushed.bytes, pushed.mounted, pushed.present, pushed.compressed, pushed.manifest
+        "{} blobs uploaded, {} already there, {} mounted from other repositories, {} layers compressed ({} bytes sent), manifest {}",
+        pushed.uploaded, pushed.present, pushed.mounted, pushed.compressed, pushed.bytes, pushed.manifest
     ));
     crate::report::out_line(&pushed.manifest)?;
     Ok(0)

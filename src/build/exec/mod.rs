@@ -47,7 +47,7 @@ pub enum BuildError {
         step: String,
         source: Box<StepFailure>,
     },
-    #[error("{file}:{line}: base image {image:?}: pulling it failed: {source}")]
+    #[error("{file}:{line}: base image {image:?} is not in the store and pulling it failed: {source}; check the name and registry (`keel pull {image}`), or create it (`keel bootstrap busybox {image}`, `keel load -i FILE`)")]
     PullBase {
         file: String,
         line: usize,
