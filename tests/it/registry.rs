@@ -578,3 +578,41 @@ fn search_list_mirrors_and_digest_pins() {
     ]);
     assert_eq!(k.ok(&["run", "--rm", "pinned", "cat", "/p"]), "pinned\n");
 }
+
+/// Issue 13: a pull killed after some blobs are stored resumes: the next pull downloads
+/// only what is missing, and the store stays consistent throughout.
+#[test]
+fn a_killed_pull_resumes_from_the_blobs_it_stored() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let name = format!("{}/test/bb:1", reg.host());
+    let k = Keel::new();
+    // Killed right after the second blob (the layer; the config is the first) is stored.
+    let out = kc(&k, &reg, Some(none))
+        .args(["pull", &name])
+        .env("KEEL_FAULT_POINT", "pull.blob-stored#2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the pull was not killed");
+    k.ok(&["fsck"]);
+    assert!(!k.ok(&["images"]).contains("test/bb"));
+    let out = kc(&k, &reg, Some(none))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    common::assert_success(&out, "resumed pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 blobs (0 bytes) downloaded, 2 already present"),
+        "{err}"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", &name, "echo", "resumed"]),
+        "resumed\n"
+    );
+    k.ok(&["fsck"]);
+}
