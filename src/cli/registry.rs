@@ -22,6 +22,10 @@ pub struct PullArgs {
     /// Platform to pick from a multi-platform image (default: the host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
+    /// From a multi-platform image, store every platform's image too (reachable by
+    /// digest; the name goes to the host's or --platform's).
+    #[arg(long)]
+    all_platforms: bool,
     /// Print only the image id.
     #[arg(short, long)]
     quiet: bool,
@@ -41,6 +45,7 @@ pub fn pull_options(
 ) -> Result<PullOptions> {
     Ok(PullOptions {
         platform: platform.unwrap_or_else(Platform::host),
+        all_platforms: false,
         jobs: 3,
         skip_tls_verify: !tls_verify,
         registries: RegistriesConfig::load(store.root())?,
@@ -127,6 +132,7 @@ pub fn pull(a: PullArgs, ctx: &Ctx) -> Result<i32> {
     let name = ImageRef::parse(&a.image)?;
     let mut opts = pull_options(&store, a.tls_verify, a.platform)?;
     opts.jobs = a.jobs.max(1);
+    opts.all_platforms = a.all_platforms;
     let progress = PullProgress::new(ctx, a.quiet);
     let pulled = crate::registry::pull(&store, &name, &opts, &|e| progress.event(e))
         .with_context(|| format!("pulling {}", a.image))?;

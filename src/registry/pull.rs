@@ -75,6 +75,8 @@ impl fmt::Display for Platform {
 #[derive(Debug, Clone)]
 pub struct PullOptions {
     pub platform: Platform,
+    /// From an index, store every platform's image (the name goes to `platform`'s).
+    pub all_platforms: bool,
     /// Layers downloaded at once.
     pub jobs: usize,
     pub skip_tls_verify: bool,
@@ -85,6 +87,7 @@ impl Default for PullOptions {
     fn default() -> Self {
         PullOptions {
             platform: Platform::host(),
+            all_platforms: false,
             jobs: 3,
             skip_tls_verify: false,
             registries: RegistriesConfig::default(),
@@ -203,66 +206,25 @@ fn pull_from(
         pinned.as_ref(),
         &label,
     )?;
+    let mut stats = Stats::default();
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
-        doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
-        if doc.is_index() {
-            return Err(bad(&label, "its index points at another index"));
+        if opts.all_platforms {
+            // Every other platform's image is stored too (by digest; the name goes to the
+            // chosen one), then the index itself.
+            for other in platform_manifests(&doc.bytes, &label)? {
+                if other != chosen {
+                    let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
+                    store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
+                }
+            }
+            store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
         }
+        doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
     }
-    events(PullEvent::Resolved {
-        remote: label.clone(),
-        manifest: doc.digest.clone(),
-    });
-    crate::fault::point("pull.manifest-fetched");
-    let manifest: ImageManifest = serde_json::from_slice(&doc.bytes).map_err(|e| {
-        bad(
-            &label,
-            &format!("its manifest is not an image manifest: {e}"),
-        )
-    })?;
-    if manifest.layers().len() > MAX_LAYERS {
-        return Err(bad(
-            &label,
-            &format!("it has more than {MAX_LAYERS} layers"),
-        ));
-    }
-    let mut stats = Stats::default();
-    fetch_blob(store, &client, &repo, manifest.config(), None, &mut stats)?;
-    let config: ImageConfiguration = store.read_json("config", manifest.config().digest())?;
-    let diff_ids: Vec<Digest> = config
-        .rootfs()
-        .diff_ids()
-        .iter()
-        .map(|d| {
-            digest::parse(d)
-                .ok_or_else(|| bad(&label, &format!("its config has an invalid diff_id {d:?}")))
-        })
-        .collect::<Result<_, _>>()?;
-    if diff_ids.len() != manifest.layers().len() {
-        return Err(bad(
-            &label,
-            &format!(
-                "its config lists {} diff_ids for {} layers",
-                diff_ids.len(),
-                manifest.layers().len()
-            ),
-        ));
-    }
-    let work: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
-    fetch_layers(
-        store,
-        &client,
-        &repo,
-        work,
-        opts.jobs.max(1),
-        events,
-        &mut stats,
+    let descriptor = store_image(
+        store, &client, &repo, &doc, &label, opts, events, &mut stats,
     )?;
-    crate::fault::point("pull.blobs-stored");
-    let (d, size) = store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
-    crate::fault::point("pull.manifest-stored");
-    let descriptor = Descriptor::new(doc.media_type, size, d);
     let record = store.load_record(descriptor, Vec::new())?;
     let memo = super::push::Memo::new(store);
     for l in record.manifest.layers() {
@@ -275,6 +237,77 @@ fn pull_from(
         fetched_blobs: stats.fetched,
         present_blobs: stats.present,
     })
+}
+
+/// The manifests an index lists with a platform.
+fn platform_manifests(index: &[u8], label: &str) -> Result<Vec<Digest>, RegistryError> {
+    let index: ImageIndex = serde_json::from_slice(index)
+        .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
+    Ok(index
+        .manifests()
+        .iter()
+        .filter(|m| m.platform().is_some())
+        .map(|m| m.digest().clone())
+        .collect())
+}
+
+/// One image manifest's blobs (config, then layers in parallel), each verified, then the
+/// manifest itself; returns the manifest's descriptor.
+#[allow(clippy::too_many_arguments)]
+fn store_image(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    doc: &Document,
+    label: &str,
+    opts: &PullOptions,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<Descriptor, RegistryError> {
+    if doc.is_index() {
+        return Err(bad(label, "its index points at another index"));
+    }
+    events(PullEvent::Resolved {
+        remote: label.to_string(),
+        manifest: doc.digest.clone(),
+    });
+    crate::fault::point("pull.manifest-fetched");
+    let manifest: ImageManifest = serde_json::from_slice(&doc.bytes).map_err(|e| {
+        bad(
+            label,
+            &format!("its manifest is not an image manifest: {e}"),
+        )
+    })?;
+    if manifest.layers().len() > MAX_LAYERS {
+        return Err(bad(label, &format!("it has more than {MAX_LAYERS} layers")));
+    }
+    fetch_blob(store, client, repo, manifest.config(), None, stats)?;
+    let config: ImageConfiguration = store.read_json("config", manifest.config().digest())?;
+    let diff_ids: Vec<Digest> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| {
+            digest::parse(d)
+                .ok_or_else(|| bad(label, &format!("its config has an invalid diff_id {d:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(bad(
+            label,
+            &format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        ));
+    }
+    let work: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
+    fetch_layers(store, client, repo, work, opts.jobs.max(1), events, stats)?;
+    crate::fault::point("pull.blobs-stored");
+    let (d, size) = store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
+    crate::fault::point("pull.manifest-stored");
+    Ok(Descriptor::new(doc.media_type.clone(), size, d))
 }
 
 fn bad(reference: &str, why: &str) -> RegistryError {

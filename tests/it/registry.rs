@@ -356,6 +356,14 @@ fn multi_platform_index_pushed_by_skopeo() {
         info.contains(&format!("\"architecture\":\"{other}\"")),
         "{info}"
     );
+    // --all-platforms: both images (config, layer, manifest each) and the index stored.
+    let all = Keel::new();
+    ok(
+        kc(&all, &reg, Some(&good)),
+        &["pull", "--all-platforms", &name],
+    );
+    assert_eq!(blob_count(&all), 7);
+    assert!(arch_of(&all).contains(&format!("\"architecture\":\"{host_arch}\"")));
     let err = fails(
         kc(&o, &reg, Some(&good)),
         &["pull", "--platform", "linux/s390x", &name],
