@@ -31,7 +31,7 @@ pub struct RegistriesConfig {
 pub struct RegistryEntry {
     /// `host[:port]` the entry is about.
     pub location: String,
-    /// Plain HTTP (and unverified TLS) is allowed for it.
+    /// Plain HTTP is allowed for it (after HTTPS fails).
     #[serde(default)]
     pub insecure: bool,
     /// Tried first, in order, when pulling (each `host[:port]`).
