@@ -86,6 +86,9 @@ pub struct BuildArgs {
     /// Add a line to the RUN steps' /etc/hosts (NAME:IP); may be repeated.
     #[arg(long, value_name = "NAME:IP")]
     add_host: Vec<String>,
+    /// A resource limit for RUN steps (NAME=SOFT[:HARD], e.g. nofile=1024:2048); repeatable.
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
     /// Size of the RUN steps' /dev/shm (bytes, or with k/m/g).
     #[arg(long, value_name = "SIZE")]
     shm_size: Option<String>,
@@ -328,6 +331,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
                 })?,
         ),
     };
+    let ulimits = a
+        .ulimit
+        .iter()
+        .map(|u| crate::runtime::spec::Ulimit::parse(u).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let network = a.network.as_deref().map(|n| match n {
         "none" => crate::plan::Network::None,
         "host" => crate::plan::Network::Host,
@@ -366,6 +374,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         network,
         add_hosts,
         shm_size,
+        ulimits,
         contexts,
         pull: a.pull,
     };

@@ -153,6 +153,8 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, String)>,
     /// `--shm-size`: the RUN steps' `/dev/shm` size in bytes.
     pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of the RUN steps' processes.
+    pub ulimits: Vec<runtime::spec::Ulimit>,
     /// `--build-context NAME=…`: what FROM/COPY --from/mount from= NAME mean.
     pub contexts: BTreeMap<String, NamedContext>,
     /// When a FROM image is fetched from its registry (`--pull`).
