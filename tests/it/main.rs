@@ -12,6 +12,8 @@ mod parity;
 mod dockerfile;
 mod integrate;
 mod layer;
+mod registry;
+mod regserver;
 mod report;
 mod run;
 mod runtime;

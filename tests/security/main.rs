@@ -8,6 +8,8 @@
 
 #[path = "../it/common.rs"]
 mod common;
+#[path = "../it/regserver.rs"]
+mod regserver;
 
 mod canary;
 
