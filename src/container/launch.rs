@@ -353,6 +353,7 @@ impl Prepared {
             &self.root,
         )?;
         let mut pty_master: Option<OwnedFd> = None;
+        let mut log_relay = None;
         let stdio = match &output {
             Output::Inherit if self.request.tty => {
                 let (master, slave) = crate::sys::tty::open_pty().map_err(LaunchError::Proxy)?;
@@ -380,15 +381,14 @@ impl Prepared {
                 stderr: None,
             },
             Output::Log(path) => {
-                let f = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| LaunchError::Io {
+                // Through a pipe, so every line gets its time (`keel logs --timestamps`).
+                let (read, out) = crate::sys::proc::pipe().map_err(LaunchError::Proxy)?;
+                log_relay = Some(super::logs::relay(read, path).map_err(|source| {
+                    LaunchError::Io {
                         path: path.clone(),
                         source,
-                    })?;
-                let out = OwnedFd::from(f);
+                    }
+                })?);
                 let err = out.try_clone().map_err(|source| LaunchError::Io {
                     path: path.clone(),
                     source,
@@ -464,6 +464,14 @@ impl Prepared {
         let _ = self.lease.release_container(&self.config.id);
         crate::fault::point("run.container-running");
         let exit = container.wait()?;
+        if let Some(r) = log_relay {
+            // Output the container wrote just before it ended; a process it left behind
+            // (chroot has no PID namespace) may hold the pipe, so only briefly.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !r.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         if let Some(r) = relay {
             let _ = r.join(); // the master reads EOF/EIO once the last slave is closed
         }

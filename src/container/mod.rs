@@ -2,11 +2,16 @@
 //! where it is in its life (state.json), its log, and the `image` file that keeps its
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
+pub mod cp;
 pub mod exec;
 pub mod flags;
 pub mod launch;
+pub mod logs;
 pub mod ports;
 pub mod proxy;
+pub mod query;
+pub mod rename;
+pub mod stats;
 pub mod run;
 pub mod volume;
 

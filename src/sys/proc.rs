@@ -453,3 +453,19 @@ mod tests {
         assert!(!kill_if_started(pid, s, libc::SIGKILL).unwrap());
     }
 }
+
+/// Clock ticks per second (`/proc/PID/stat` times are in these); 100 if unknown.
+pub fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v as u64)
+}
+
+/// The page size in bytes (`/proc/PID/statm` counts pages); 4096 if unknown.
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
+}
