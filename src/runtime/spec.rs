@@ -285,6 +285,9 @@ pub struct RunOptions {
     pub limits: Limits,
     pub tty: bool,
     pub seccomp: Seccomp,
+    /// `--no-init`: the command itself is PID 1 (namespaces backend), with no init to
+    /// forward signals and reap zombies.
+    pub no_init: bool,
 }
 
 /// The user the process runs as.
@@ -360,6 +363,10 @@ pub struct ContainerSpec {
     pub seccomp: Seccomp,
     /// Syscalls refused with EPERM on top of the seccomp profile (the chroot backend's).
     pub denied_syscalls: Vec<String>,
+    /// The command is PID 1 itself (`--no-init`); only the namespaces backend has an
+    /// init to leave out. Not in golden files unless set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_init: bool,
 }
 
 impl ContainerSpec {
@@ -678,6 +685,7 @@ pub fn plan(
         devices: default_device_rules(),
         seccomp: opts.seccomp,
         denied_syscalls: Vec::new(),
+        no_init: opts.no_init,
     })
 }
 
