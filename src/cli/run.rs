@@ -394,7 +394,14 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
                     .skip(lines_seen)
                     .map(|l| format!("{l}\n"))
                     .collect();
-                out.write_all(&select(chunk, &rest, &Selection { timestamps: true, ..Default::default() }))?;
+                out.write_all(&select(
+                    chunk,
+                    &rest,
+                    &Selection {
+                        timestamps: true,
+                        ..Default::default()
+                    },
+                ))?;
             } else {
                 out.write_all(chunk)?;
             }
@@ -747,8 +754,7 @@ fn start_one(store: &crate::store::Store, containers: &Containers, name: &str) -
         return Ok(());
     }
     containers.clear_stopped_by_user(&c.id)?;
-    spawn_supervisor(store, &c.id, true)
-        .with_context(|| format!("starting container {name}"))?;
+    spawn_supervisor(store, &c.id, true).with_context(|| format!("starting container {name}"))?;
     Ok(())
 }
 
@@ -1065,7 +1071,9 @@ fn system_df(ctx: &Ctx) -> Result<i32> {
         .filter(|v| !in_use.contains(v))
         .map(|v| du(&root.join("volumes").join(v)))
         .sum();
-    let cache_size = du(&root.join("cache")) + du(&root.join("storage/layers")) + du(&root.join("storage/chains"));
+    let cache_size = du(&root.join("cache"))
+        + du(&root.join("storage/layers"))
+        + du(&root.join("storage/chains"));
     let rows = [
         UsageRow {
             kind: "Images",

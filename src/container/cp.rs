@@ -54,7 +54,12 @@ fn container_side(s: &str) -> Option<(String, String)> {
         return None;
     }
     let (c, p) = s.split_once(':')?;
-    (!c.is_empty()).then(|| (c.to_string(), if p.is_empty() { "/".into() } else { p.into() }))
+    (!c.is_empty()).then(|| {
+        (
+            c.to_string(),
+            if p.is_empty() { "/".into() } else { p.into() },
+        )
+    })
 }
 
 pub fn parse(src: &str, dst: &str) -> Result<Direction, CpError> {
@@ -181,7 +186,10 @@ mod tests {
                 host: "out".into()
             }
         );
-        assert!(matches!(parse("./a:b", "web:/x").unwrap(), Direction::In { .. }));
+        assert!(matches!(
+            parse("./a:b", "web:/x").unwrap(),
+            Direction::In { .. }
+        ));
         assert!(parse("a", "b").is_err());
         assert!(parse("a:/x", "b:/y").is_err());
     }

@@ -463,12 +463,13 @@ impl Prepared {
             Output::Log(path) => {
                 // Through a pipe, so every line gets its time (`keel logs --timestamps`).
                 let (read, out) = crate::sys::proc::pipe().map_err(LaunchError::Proxy)?;
-                log_relay = Some(super::logs::relay(read, path).map_err(|source| {
-                    LaunchError::Io {
-                        path: path.clone(),
-                        source,
-                    }
-                })?);
+                log_relay =
+                    Some(
+                        super::logs::relay(read, path).map_err(|source| LaunchError::Io {
+                            path: path.clone(),
+                            source,
+                        })?,
+                    );
                 let err = out.try_clone().map_err(|source| LaunchError::Io {
                     path: path.clone(),
                     source,

@@ -167,7 +167,11 @@ mod tests {
                 format!("{T3} c"),
             ),
         ] {
-            assert_eq!(String::from_utf8(select(log, &times, &sel)).unwrap(), want, "{sel:?}");
+            assert_eq!(
+                String::from_utf8(select(log, &times, &sel)).unwrap(),
+                want,
+                "{sel:?}"
+            );
         }
         // An old log without times: everything passes --since, stamps are '-'.
         let sel = Selection {

@@ -12,9 +12,9 @@ pub mod proxy;
 pub mod query;
 pub mod rename;
 pub mod restart;
+pub mod run;
 pub mod stats;
 pub mod usage;
-pub mod run;
 pub mod volume;
 
 use std::fs;

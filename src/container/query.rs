@@ -8,7 +8,9 @@ use super::{ContainerConfig, ContainerState, Status};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum QueryError {
-    #[error("invalid --filter {0:?}: use KEY=VALUE with KEY one of name, id, status, ancestor, exited")]
+    #[error(
+        "invalid --filter {0:?}: use KEY=VALUE with KEY one of name, id, status, ancestor, exited"
+    )]
     BadFilter(String),
     #[error("invalid --filter status={0:?}: use created, running or exited")]
     BadStatus(String),
@@ -315,7 +317,11 @@ mod tests {
         let web = c("web", "bb");
         let up = st(Status::Running, None);
         let gone = st(Status::Exited, Some(3));
-        let f = |s: &[&str]| s.iter().map(|x| Filter::parse(x).unwrap()).collect::<Vec<_>>();
+        let f = |s: &[&str]| {
+            s.iter()
+                .map(|x| Filter::parse(x).unwrap())
+                .collect::<Vec<_>>()
+        };
         for (filters, cs, want) in [
             (f(&["name=we"]), &up, true),
             (f(&["name=db"]), &up, false),
@@ -345,7 +351,9 @@ mod tests {
         assert_eq!(t.header(), "CONTAINER ID\tNAMES");
         assert_eq!(t.render(&web, &up), format!("{}\tweb", &web.id[..12]));
         assert_eq!(
-            Template::parse("{{.State}}").unwrap().render(&web, &st(Status::Exited, Some(1))),
+            Template::parse("{{.State}}")
+                .unwrap()
+                .render(&web, &st(Status::Exited, Some(1))),
             "exited"
         );
         for bad in ["{{.Nope}}", "{{.Names"] {
@@ -356,7 +364,11 @@ mod tests {
     #[test]
     fn inspect_has_docker_fields() {
         let web = c("web", "bb");
-        let v = inspect_json(&web, &st(Status::Exited, Some(2)), json!({"State": {"Restarting": false}}));
+        let v = inspect_json(
+            &web,
+            &st(Status::Exited, Some(2)),
+            json!({"State": {"Restarting": false}}),
+        );
         assert_eq!(v["Name"], "/web");
         assert_eq!(v["State"]["ExitCode"], 2);
         assert_eq!(v["State"]["Status"], "exited");

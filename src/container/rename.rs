@@ -50,8 +50,14 @@ mod tests {
         };
         let a = mk("web");
         mk("db");
-        assert!(matches!(c.rename("web", "db"), Err(ContainerError::NameInUse(..))));
-        assert!(matches!(c.rename("web", "-x"), Err(ContainerError::BadName(_))));
+        assert!(matches!(
+            c.rename("web", "db"),
+            Err(ContainerError::NameInUse(..))
+        ));
+        assert!(matches!(
+            c.rename("web", "-x"),
+            Err(ContainerError::BadName(_))
+        ));
         c.rename("web", "front").unwrap();
         assert_eq!(c.find("front").unwrap().id, a);
         assert!(c.find("web").is_err());

@@ -23,7 +23,9 @@ pub enum RestartPolicy {
     #[default]
     No,
     /// Restart after a non-zero exit, at most `max` times (unbounded when `None`).
-    OnFailure { max: Option<u32> },
+    OnFailure {
+        max: Option<u32>,
+    },
     Always,
     UnlessStopped,
 }
@@ -138,7 +140,11 @@ mod tests {
             (Always, 0, 0, true, false),
             (OnFailure { max: None }, 3, 1000, false, true),
         ] {
-            assert_eq!(p.restarts(code, n, stopped), want, "{p:?} {code} {n} {stopped}");
+            assert_eq!(
+                p.restarts(code, n, stopped),
+                want,
+                "{p:?} {code} {n} {stopped}"
+            );
         }
         assert_eq!(backoff(0), Duration::from_millis(100));
         assert_eq!(backoff(3), Duration::from_millis(800));

@@ -161,7 +161,9 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
     let seccomp = parse_security_opts(&req.security_opt)?;
     let restart = super::restart::RestartPolicy::parse(req.restart.as_deref().unwrap_or("no"))?;
     if req.rm && restart != super::restart::RestartPolicy::No {
-        return Err(super::restart::RestartError::WithRm(req.restart.clone().unwrap_or_default()).into());
+        return Err(
+            super::restart::RestartError::WithRm(req.restart.clone().unwrap_or_default()).into(),
+        );
     }
     if req.init == Some(true) && req.isolation.as_deref() == Some("oci") {
         return Err(RequestError::InitWithOci);

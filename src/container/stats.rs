@@ -61,7 +61,10 @@ fn from_cgroups(dirs: &[PathBuf], read: impl Fn(&Path) -> Option<String>) -> Cgr
         f.pids = f.pids.or(number(r("pids.current")));
         f.cpu = f
             .cpu
-            .or(r("cpu.stat").as_deref().and_then(usage_usec).map(Duration::from_micros))
+            .or(r("cpu.stat")
+                .as_deref()
+                .and_then(usage_usec)
+                .map(Duration::from_micros))
             .or(number(r("cpuacct.usage")).map(Duration::from_nanos));
     }
     f
@@ -100,9 +103,7 @@ pub fn sample(id: &str, pids: &[i32]) -> Sample {
     }
     let hz = crate::sys::proc::clock_ticks_per_second().max(1);
     Sample {
-        cpu: cg
-            .cpu
-            .unwrap_or(Duration::from_millis(ticks * 1000 / hz)),
+        cpu: cg.cpu.unwrap_or(Duration::from_millis(ticks * 1000 / hz)),
         memory: cg.memory.unwrap_or(pages * crate::sys::proc::page_size()),
         memory_limit: cg.limit,
         pids: cg.pids.unwrap_or(pids.len() as u64),

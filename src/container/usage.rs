@@ -54,7 +54,10 @@ mod tests {
         std::fs::hard_link(d.path().join("a/f"), d.path().join("g")).unwrap();
         std::os::unix::fs::symlink("/etc", d.path().join("l")).unwrap();
         let dirs = du(d.path()) - 1000;
-        assert!(dirs < 20_000, "only directory entries and the link besides: {dirs}");
+        assert!(
+            dirs < 20_000,
+            "only directory entries and the link besides: {dirs}"
+        );
         let row = UsageRow {
             kind: "Images",
             total: 2,

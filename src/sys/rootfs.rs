@@ -534,7 +534,8 @@ impl Rootfs {
     /// The target of the symlink `p` (stored text, not resolved).
     pub fn readlink(&self, p: &Path) -> Result<OsString, RootfsError> {
         let (d, name) = self.parent(p)?;
-        nix::fcntl::readlinkat(&d.fd, name.as_os_str()).map_err(|e| Self::err("reading the link", p, e))
+        nix::fcntl::readlinkat(&d.fd, name.as_os_str())
+            .map_err(|e| Self::err("reading the link", p, e))
     }
 
     /// Like [`Rootfs::read`], but a missing file (or parent) is `None`.

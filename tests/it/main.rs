@@ -3,6 +3,7 @@
 mod common;
 
 mod build;
+mod commands;
 
 mod dockerfile;
 mod integrate;
