@@ -181,10 +181,15 @@ fn init_logging(verbose: u8) {
             _ => "keel=trace",
         }),
     };
+    // A span's close event carries its time (time.busy): per build step, per container
+    // start, per glue command, so a slow step shows in a CI log.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        // Colour codes only on a terminal: a CI log must stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 

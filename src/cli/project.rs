@@ -81,6 +81,7 @@ pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
         files.extend(project::context_files(&p, img, &*ign)?);
     }
     let files: Vec<String> = files.into_iter().collect();
+    tracing::debug!(files = files.len(), "context files listed");
     let out = match &a.make_deps {
         Some(target) => project::render_make_deps(target, &files),
         None => files.iter().map(|f| format!("{f}\n")).collect(),
@@ -141,6 +142,7 @@ pub fn exec_in(a: ExecInArgs, ctx: &Ctx) -> Result<i32> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let cwd = cwd.canonicalize().unwrap_or(cwd);
     let plan = project::plan_exec(&p, &a.env, &p.dir, &cwd, &owner_of(&p.dir)?, &a.command)?;
+    tracing::debug!(env = ?a.env, build_first = ?plan.build_first, command = ?a.command, "exec-in plan");
     let keel = std::env::current_exe().context("finding the keel binary")?;
     if let Some(image) = &plan.build_first {
         let status = std::process::Command::new(&keel)

@@ -486,7 +486,13 @@ impl Prepared {
             // killing keel before the container is there to receive them.
             crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
         }
+        let _span =
+            tracing::info_span!("container", id = %&self.config.id[..12], backend = backend.name())
+                .entered();
+        tracing::debug!(rootfs = %self.snapshot.rootfs.display(), driver = self.snapshotter.name(), args = ?spec.args, mounts = spec.mounts.len(), "starting the container");
+        tracing::trace!(mounts = ?spec.mounts, "container mounts");
         let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
+        tracing::debug!(pid = container.pid, "container started");
         self.started = true;
         crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the

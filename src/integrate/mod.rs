@@ -349,6 +349,7 @@ pub fn needs_project(tool: &str) -> bool {
 /// fsync, rename), creating parent directories. Returns the written paths.
 pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
+    tracing::debug!(dir = %dir.display(), files = files.len(), "writing generated glue");
     let mut out = Vec::new();
     for f in files {
         let rel = Path::new(&f.path);

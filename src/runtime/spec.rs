@@ -1226,6 +1226,7 @@ mod tests {
             },
             tty: true,
             seccomp: Seccomp::Unconfined,
+            no_init: false,
         };
         let cases = [
             (

@@ -361,3 +361,128 @@ fn top_stats_and_system_df_prune() {
     assert_eq!(status(&k, "busy"), "running");
     assert!(k.fails(&["top", "done"]).contains("no such container"));
 }
+
+/// A one-RUN Dockerfile on the busybox base in a fresh context directory.
+fn context(k: &Keel, name: &str, run: &str) -> std::path::PathBuf {
+    let dir = k.path(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("Dockerfile"), format!("FROM bb\nRUN {run}\n")).unwrap();
+    dir
+}
+
+#[test]
+fn verbose_build_shows_step_spans_with_timings_and_cache_decisions() {
+    require!(is_root(), "keel build runs RUN steps as root");
+    let k = with_busybox();
+    let dir = context(&k, "ctx", "echo built > /f");
+    let build = |extra: &[&str]| {
+        let out = k
+            .cmd()
+            .args(extra)
+            .args(["build", "-t", "img", dir.to_str().unwrap()])
+            .output()
+            .unwrap();
+        crate::common::assert_success(&out, "keel build");
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let first = build(&["-v"]);
+    // The step's span: its text, and the close event with its time.
+    assert!(first.contains("step{"), "{first}");
+    assert!(first.contains("RUN echo built > /f"), "{first}");
+    assert!(first.contains("close time.busy="), "{first}");
+    assert!(
+        first.contains("cache miss") && first.contains("not built before"),
+        "{first}"
+    );
+    assert!(
+        first.contains("starting the RUN container") && first.contains("backend="),
+        "{first}"
+    );
+    assert!(first.contains("blob written"), "{first}");
+    let second = build(&["-v"]);
+    assert!(second.contains("cache hit"), "{second}");
+    // KEEL_LOG selects the same events; without either flag nothing of it shows.
+    let out = k
+        .cmd()
+        .env("KEEL_LOG", "debug")
+        .args(["build", "-t", "img", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cache hit"));
+    let quiet = build(&[]);
+    assert!(!quiet.contains("cache hit"), "{quiet}");
+}
+
+#[test]
+fn concurrent_builds_get_their_own_logs_and_log_file() {
+    require!(is_root(), "keel build runs RUN steps as root");
+    let k = with_busybox();
+    let a = context(
+        &k,
+        "a",
+        "for i in 1 2 3 4 5; do echo from-a-$i; sleep 0.1; done",
+    );
+    let b = context(
+        &k,
+        "b",
+        "for i in 1 2 3 4 5; do echo from-b-$i; sleep 0.1; done",
+    );
+    let (fa, fb) = (k.path("a.log"), k.path("b.log"));
+    let spawn = |dir: &std::path::Path, file: &std::path::Path| {
+        k.cmd()
+            .args([
+                "build",
+                "--log-file",
+                file.to_str().unwrap(),
+                dir.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut pa, mut pb) = (spawn(&a, &fa), spawn(&b, &fb));
+    assert!(pa.wait().unwrap().success() && pb.wait().unwrap().success());
+    let (la, lb) = (
+        std::fs::read_to_string(&fa).unwrap(),
+        std::fs::read_to_string(&fb).unwrap(),
+    );
+    assert!(la.contains("from-a-5") && !la.contains("from-b"), "{la}");
+    assert!(lb.contains("from-b-5") && !lb.contains("from-a"), "{lb}");
+    // One directory per build, each with its own transcript; last-build is the newest.
+    let builds: Vec<_> = std::fs::read_dir(k.root().join("logs/builds"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(builds.len(), 2, "{builds:?}");
+    let mut seen = Vec::new();
+    for d in &builds {
+        let t = std::fs::read_to_string(d.join("build.log")).unwrap();
+        assert!(
+            t.contains("from-a") != t.contains("from-b"),
+            "interleaved: {t}"
+        );
+        seen.push(t.contains("from-a"));
+    }
+    assert!(seen.contains(&true) && seen.contains(&false));
+    let last = k.root().join("logs/last-build");
+    assert!(std::fs::symlink_metadata(&last)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(last.join("build.log").is_file());
+    // A failed build names its own log directory.
+    let bad = context(&k, "bad", "echo doomed; exit 7");
+    let err = k.fails(&["build", bad.to_str().unwrap()]);
+    let dir = err
+        .split("step logs are in ")
+        .nth(1)
+        .and_then(|r| r.split([':', ' ', '\n']).next())
+        .unwrap_or_else(|| panic!("{err}"));
+    assert!(dir.contains("logs/builds/"), "{err}");
+    assert!(
+        std::fs::read_to_string(std::path::Path::new(dir).join("build.log"))
+            .unwrap()
+            .contains("doomed")
+    );
+}
