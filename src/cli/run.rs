@@ -943,6 +943,9 @@ pub struct InspectArgs {
     /// What to look for: container, image, or (default) a container first, then an image.
     #[arg(long = "type", value_name = "KIND", value_parser = ["container", "image"])]
     kind: Option<String>,
+    /// Print nothing: only the exit status says whether everything named exists.
+    #[arg(short, long)]
+    quiet: bool,
     /// Container or image names or ids.
     #[arg(required = true)]
     names: Vec<String>,
@@ -976,10 +979,17 @@ pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
             None if a.kind.as_deref() == Some("container") => {
                 bail!("no such container: {n}; `keel ps -a` lists them")
             }
-            None => docs.push(super::image::inspect_doc(&store, n)?),
+            None => docs.push(super::image::inspect_doc(&store, n).with_context(|| {
+                format!(
+                    "looking for image {n} in the keel root {}",
+                    store.root().display()
+                )
+            })?),
         }
     }
-    println!("{}", serde_json::to_string_pretty(&docs)?);
+    if !a.quiet {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
     Ok(0)
 }
 

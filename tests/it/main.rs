@@ -6,6 +6,7 @@ mod build;
 mod commands;
 
 mod dockerfile;
+mod glue;
 mod integrate;
 mod layer;
 mod report;
