@@ -412,6 +412,22 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Clock ticks per second (`/proc/PID/stat` times are in these); 100 if unknown.
+pub fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v as u64)
+}
+
+/// The page size in bytes (`/proc/PID/statm` counts pages); 4096 if unknown.
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -452,20 +468,4 @@ mod tests {
         child.wait().unwrap();
         assert!(!kill_if_started(pid, s, libc::SIGKILL).unwrap());
     }
-}
-
-/// Clock ticks per second (`/proc/PID/stat` times are in these); 100 if unknown.
-pub fn clock_ticks_per_second() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .map_or(100, |v| v as u64)
-}
-
-/// The page size in bytes (`/proc/PID/statm` counts pages); 4096 if unknown.
-pub fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-        .ok()
-        .flatten()
-        .map_or(4096, |v| v as u64)
 }
