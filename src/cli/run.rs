@@ -516,6 +516,8 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
     for name in &a.containers {
         let c = containers.find(name)?;
         let st = containers.refresh(&c)?;
+        // A supervisor waiting to restart it (--restart) must not bring it back.
+        containers.mark_stopped_by_user(&c.id)?;
         // Should this rm die half-way, gc finishes the removal.
         store.lease()?.protect_container(&c.id)?;
         if st.status == Status::Running {
@@ -524,12 +526,18 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
                     "container {name} is running; stop it first (`keel stop {name}`) or use rm -f"
                 );
             }
-            containers.mark_stopped_by_user(&c.id)?;
             let _ = st.signal(libc::SIGKILL);
             wait_exited(&containers, &c, Duration::from_secs(30));
         }
         if st.supervisor_alive() {
             wait_exited(&containers, &c, Duration::from_secs(30));
+            // Its supervisor may be between restarts: it sees the mark and ends.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while containers.state(&c.id).is_ok_and(|s| s.supervisor_alive())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         if containers.find(&c.id).is_err() {
             println!("{name}");

@@ -391,7 +391,13 @@ impl Prepared {
             let _ = containers.set_state(&self.config.id, &st);
             if again {
                 tracing::debug!(id = %self.config.id, code, restarts = st.restart_count, "restarting per --restart");
-                std::thread::sleep(super::restart::backoff(st.restart_count));
+                // In slices: `keel stop`/`rm` during the back-off end it at once.
+                let until = std::time::Instant::now() + super::restart::backoff(st.restart_count);
+                while std::time::Instant::now() < until
+                    && !containers.stopped_by_user(&self.config.id)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
                 st.restart_count += 1;
                 let _ = containers.set_state(&self.config.id, &st);
                 if !containers.stopped_by_user(&self.config.id) {

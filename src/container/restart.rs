@@ -97,8 +97,10 @@ impl Containers {
         let p = self.dir_of(id).join(STOP_MARK);
         std::fs::write(&p, b"").map_err(io_err("writing", &p))
     }
+    /// Whether the user ended `id` (a removed container counts: nothing to restart).
     pub fn stopped_by_user(&self, id: &str) -> bool {
-        self.dir_of(id).join(STOP_MARK).exists()
+        let dir = self.dir_of(id);
+        !dir.is_dir() || dir.join(STOP_MARK).exists()
     }
     /// `keel start`/`restart`: the policy applies again.
     pub fn clear_stopped_by_user(&self, id: &str) -> Result<(), ContainerError> {

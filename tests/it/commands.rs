@@ -103,6 +103,27 @@ fn always_restarts_until_the_user_stops_it_and_start_brings_it_back() {
     eventually("running again", || status(&k, "svc") == "running");
     assert_eq!(inspect(&k, "svc")["Id"], id);
     k.ok(&["rm", "-f", "svc"]);
+    // rm while the supervisor waits to restart: it stays removed.
+    k.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "crashy",
+        "--restart",
+        "always",
+        "bb",
+        "sh",
+        "-c",
+        "exit 1",
+    ]);
+    eventually("restarts", || {
+        inspect(&k, "crashy")["RestartCount"].as_u64() >= Some(2)
+    });
+    k.ok(&["rm", "-f", "crashy"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!k
+        .ok(&["ps", "-a", "--format", "{{.Names}}"])
+        .contains("crashy"));
 }
 
 #[test]
