@@ -1051,77 +1051,9 @@ pub fn system(c: SystemCommand, ctx: &Ctx) -> Result<i32> {
 }
 
 fn system_df(ctx: &Ctx) -> Result<i32> {
-    use crate::container::usage::{du, reclaimable_text, UsageRow};
+    use crate::container::usage::{disk_usage, reclaimable_text};
     let store = ctx.store()?;
-    let root = store.root();
-    let containers = Containers::new(root);
-    let all = containers.list()?;
-    let mut used_images = std::collections::BTreeSet::new();
-    let (mut running, mut stopped_size, mut ctr_size) = (0, 0u64, 0u64);
-    for c in &all {
-        let st = containers.refresh(c)?;
-        used_images.insert(c.image_digest.to_string());
-        let size = du(&root.join("storage/snapshots").join(&c.id)) + du(&containers.dir_of(&c.id));
-        ctr_size += size;
-        if st.status == Status::Running {
-            running += 1;
-        } else {
-            stopped_size += size;
-        }
-    }
-    let images = store.images()?;
-    let active_images = images
-        .iter()
-        .filter(|i| used_images.contains(&i.manifest_digest().to_string()))
-        .count();
-    let unused_image_size: u64 = images
-        .iter()
-        .filter(|i| !used_images.contains(&i.manifest_digest().to_string()))
-        .map(|i| i.size())
-        .sum();
-    let vols = Volumes::new(root);
-    let vol_names = vols.list();
-    let in_use: std::collections::BTreeSet<&String> =
-        all.iter().flat_map(|c| c.volumes.iter()).collect();
-    let vol_size = du(&root.join("volumes"));
-    let unused_vol: u64 = vol_names
-        .iter()
-        .filter(|v| !in_use.contains(v))
-        .map(|v| du(&root.join("volumes").join(v)))
-        .sum();
-    let cache_size = du(&root.join("cache"))
-        + du(&root.join("storage/layers"))
-        + du(&root.join("storage/chains"));
-    let rows = [
-        UsageRow {
-            kind: "Images",
-            total: images.len(),
-            active: active_images,
-            size: du(&store.layout()),
-            reclaimable: unused_image_size,
-        },
-        UsageRow {
-            kind: "Containers",
-            total: all.len(),
-            active: running,
-            size: ctr_size,
-            reclaimable: stopped_size,
-        },
-        UsageRow {
-            kind: "Local Volumes",
-            total: vol_names.len(),
-            active: vol_names.iter().filter(|v| in_use.contains(v)).count(),
-            size: vol_size,
-            reclaimable: unused_vol,
-        },
-        UsageRow {
-            kind: "Build Cache",
-            total: 0,
-            active: 0,
-            size: cache_size,
-            reclaimable: du(&root.join("cache")),
-        },
-    ];
+    let rows = disk_usage(&store)?;
     let human = super::image::human_size;
     println!(
         "{:<15} {:<7} {:<7} {:<12} RECLAIMABLE",

@@ -1,7 +1,7 @@
 //! `keel system df`: what the root holds, by kind (images, containers, volumes, build
 //! cache), and how much of it `keel system prune` could give back. Sizes are apparent
 //! sizes of the files under each directory; a hard-linked file counts once.
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 /// Apparent size of everything under `path` (symlinks not followed; each inode once).
@@ -40,6 +40,79 @@ pub struct UsageRow {
 pub fn reclaimable_text(r: &UsageRow, human: impl Fn(u64) -> String) -> String {
     let pct = (r.reclaimable * 100).checked_div(r.size).unwrap_or(0);
     format!("{} ({pct}%)", human(r.reclaimable))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Container(#[from] super::ContainerError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// The four rows of `keel system df` for the root of `store`.
+pub fn disk_usage(store: &crate::store::Store) -> Result<Vec<UsageRow>, UsageError> {
+    use super::{Containers, Status};
+    let root = store.root();
+    let containers = Containers::new(root);
+    let all = containers.list()?;
+    let mut used_images = std::collections::BTreeSet::new();
+    let (mut running, mut stopped_size, mut ctr_size) = (0, 0u64, 0u64);
+    for c in &all {
+        let st = containers.refresh(c)?;
+        used_images.insert(c.image_digest.to_string());
+        let size = du(&root.join("storage/snapshots").join(&c.id)) + du(&containers.dir_of(&c.id));
+        ctr_size += size;
+        if st.status == Status::Running {
+            running += 1;
+        } else {
+            stopped_size += size;
+        }
+    }
+    let images = store.images()?;
+    let (used, unused): (Vec<_>, Vec<_>) = images
+        .iter()
+        .partition(|i| used_images.contains(&i.manifest_digest().to_string()));
+    let vols = super::volume::Volumes::new(root);
+    let vol_names = vols.list();
+    let in_use: BTreeSet<&String> = all.iter().flat_map(|c| c.volumes.iter()).collect();
+    let unused_vol: u64 = vol_names
+        .iter()
+        .filter(|v| !in_use.contains(v))
+        .map(|v| du(&root.join("volumes").join(v)))
+        .sum();
+    let cache = du(&root.join("cache"));
+    Ok(vec![
+        UsageRow {
+            kind: "Images",
+            total: images.len(),
+            active: used.len(),
+            size: du(&store.layout()),
+            reclaimable: unused.iter().map(|i| i.size()).sum(),
+        },
+        UsageRow {
+            kind: "Containers",
+            total: all.len(),
+            active: running,
+            size: ctr_size,
+            reclaimable: stopped_size,
+        },
+        UsageRow {
+            kind: "Local Volumes",
+            total: vol_names.len(),
+            active: vol_names.iter().filter(|v| in_use.contains(v)).count(),
+            size: du(&root.join("volumes")),
+            reclaimable: unused_vol,
+        },
+        // The step cache and the unpacked layers (gc --cache gives back the former).
+        UsageRow {
+            kind: "Build Cache",
+            total: 0,
+            active: 0,
+            size: cache + du(&root.join("storage/layers")) + du(&root.join("storage/chains")),
+            reclaimable: cache,
+        },
+    ])
 }
 
 #[cfg(test)]
