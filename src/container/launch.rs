@@ -345,6 +345,7 @@ impl Prepared {
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,
+            shm_size: None,
             seccomp: self.validated.seccomp,
             no_init: r.init == Some(false),
         })

@@ -235,6 +235,9 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             "{e}; the working directory must exist in the image"
         ));
     }
+    // The container's umask is docker's (runc's) 022, never keel's own: under a caller's
+    // umask 077 RUN steps would otherwise make 0600 files and 0700 directories.
+    sys::proc::set_umask(0o022);
     if spec.no_new_privileges {
         if let Err(e) = sys::proc::set_no_new_privs() {
             setup(e.to_string());

@@ -428,6 +428,19 @@ pub fn page_size() -> u64 {
         .map_or(4096, |v| v as u64)
 }
 
+/// Sets the process's file mode creation mask.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
+/// The effective uid and gid.
+pub fn effective_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ mod common;
 
 mod build;
 mod commands;
+mod parity;
 
 mod dockerfile;
 mod glue;
