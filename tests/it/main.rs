@@ -7,9 +7,11 @@
 mod common;
 
 mod build;
+mod commands;
 mod parity;
 
 mod dockerfile;
+mod glue;
 mod integrate;
 mod layer;
 mod registry;
