@@ -357,10 +357,25 @@ pub fn commit_copy(
     if entries.is_empty() && created.is_empty() {
         return Ok(None);
     }
+    // Parents that already exist go in too, with the parent image's mode and owner, as
+    // BuildKit's COPY layers do: an extractor never has to invent them (with its umask).
+    let mut existing: BTreeMap<String, crate::sys::rootfs::Stat> = BTreeMap::new();
+    for p in entries.keys().chain(created.iter()) {
+        for anc in Path::new(p).ancestors().skip(1) {
+            let a = anc.to_string_lossy().into_owned();
+            if a.is_empty() || entries.contains_key(&a) || created.contains(&a) {
+                continue;
+            }
+            if let Some(st) = tree.lstat(anc)?.filter(|st| st.kind == Kind::Dir) {
+                existing.insert(a, st);
+            }
+        }
+    }
     let mut all: Vec<String> = entries
         .keys()
         .cloned()
         .chain(created.iter().cloned())
+        .chain(existing.keys().cloned())
         .collect();
     all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
     all.dedup();
@@ -380,7 +395,16 @@ pub fn commit_copy(
         for path in all {
             match entries.get(&path) {
                 None => {
-                    let mut h = header(tar::EntryType::Directory, 0o755, 0, 0, epoch.unwrap_or(0));
+                    let (mode, uid, gid) = existing
+                        .get(&path)
+                        .map_or((0o755, 0, 0), |st| (st.mode, st.uid, st.gid));
+                    let mut h = header(
+                        tar::EntryType::Directory,
+                        mode,
+                        uid,
+                        gid,
+                        epoch.unwrap_or(0),
+                    );
                     tar.append_data(&mut h, format!("{path}/"), std::io::empty())
                         .map_err(io(Path::new(&path)))?;
                 }

@@ -198,6 +198,9 @@ pub fn find_command(argv0: &str, path_env: &str) -> Result<CString, (i32, String
     }
 }
 
+/// The umask of every container process, RUN step and `keel exec`: docker's and runc's.
+pub const CONTAINER_UMASK: u32 = 0o022;
+
 /// The stdio fds a container gets; `None` inherits the caller's.
 #[derive(Debug, Default)]
 pub struct Stdio {
@@ -223,6 +226,9 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             setup(e.to_string());
         }
     }
+    // The container's files get docker's modes whatever umask keel was started with
+    // (a daemon's 077 would otherwise end up in RUN layers and in volumes).
+    sys::proc::set_umask(CONTAINER_UMASK);
     if let Err(e) = sys::caps::restrict_to(&prep.caps) {
         setup(e.to_string());
     }
