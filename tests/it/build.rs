@@ -1213,6 +1213,32 @@ fn r012_umask_077_builds_the_same_image_as_022() {
     }
     assert_eq!(ids[0], ids[1], "umask 077 changed the image");
     assert_eq!(layer_cache_modes(&k22), layer_cache_modes(&k77));
+    // A cache directory left 0700 (by an older keel's umask, or by hand) is caught.
+    k77.ok(&["fsck"]);
+    let layers = k77.root().join("storage/layers");
+    let entry = fs::read_dir(&layers)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let dir = fs::read_dir(entry.join("diff"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && !p.is_symlink())
+        .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    let out = k77.cmd().arg("fsck").output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success(),
+        "fsck missed a 0700 directory: {said}"
+    );
+    assert!(
+        said.contains("a directory's mode or owner changed"),
+        "{said}"
+    );
 }
 
 /// r012: a COPY layer carries every parent directory of what it copies, existing ones
