@@ -61,6 +61,18 @@ pub struct RunArgs {
     /// Container hostname (default: the short container id).
     #[arg(long)]
     hostname: Option<String>,
+    /// Nameserver for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// DNS search domain for /etc/resolv.conf (`.` for none).
+    #[arg(long, value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Resolver option for /etc/resolv.conf (e.g. ndots:2).
+    #[arg(long, value_name = "OPT")]
+    dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway with --network host).
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -136,6 +148,12 @@ impl RunArgs {
             storage_driver: self.storage_driver,
             runtime: self.runtime,
             security_opt: self.security_opt,
+            etc: crate::runtime::etc::EtcOptions {
+                dns: self.dns,
+                dns_search: self.dns_search,
+                dns_options: self.dns_option,
+                add_hosts: self.add_host,
+            },
         })
     }
 }

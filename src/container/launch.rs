@@ -264,6 +264,24 @@ impl Prepared {
         Ok(binds)
     }
 
+    /// Writes the container's resolv.conf, hosts and hostname into its record directory
+    /// and returns the binds that put them in `/etc`. A chroot container shares the
+    /// host's network and hostname, so it gets the host's view.
+    fn etc_files(&self) -> Result<Vec<BindMount>, LaunchError> {
+        let chroot = self.request.isolation.as_deref() == Some("chroot");
+        let (network, hostname) = if chroot {
+            let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            (runtime::NetworkMode::Host, host.trim().to_string())
+        } else {
+            let id: String = self.config.id.chars().take(12).collect();
+            let h = self.request.hostname.clone().unwrap_or(id);
+            (self.validated.network, h)
+        };
+        let dir = Containers::new(&self.root).dir_of(&self.config.id);
+        runtime::etc::write(&dir, network, &hostname, &self.validated.etc)
+            .map_err(|e| LaunchError::Request(e.into()))
+    }
+
     fn options(&self) -> Result<RunOptions, LaunchError> {
         let r = &self.request;
         let mut env = r.env.clone();
@@ -285,7 +303,11 @@ impl Prepared {
             hostname: r.hostname.clone(),
             network: self.validated.network,
             read_only: r.read_only,
-            binds: self.binds()?,
+            binds: {
+                let mut b = self.etc_files()?;
+                b.extend(self.binds()?); // a `-v` over /etc/hosts wins, as in docker
+                b
+            },
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,

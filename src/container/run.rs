@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::flags::{FlagError, VolumeSpec};
 use super::ports::PortSpec;
+use crate::runtime::etc::{self, EtcError, EtcOptions};
 use crate::runtime::spec::{parse_memory, Limits, NetworkMode, Seccomp, SpecError};
 
 /// Docker's smallest `--memory` (a smaller limit kills the process before it starts).
@@ -43,6 +44,9 @@ pub struct RunRequest {
     /// `--security-opt` values (`seccomp=unconfined`, `no-new-privileges`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default)]
+    pub etc: EtcOptions,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,8 @@ pub enum RequestError {
     Flag(#[from] FlagError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Etc(#[from] EtcError),
     #[error("invalid --network value {0:?}: use host, none or private")]
     Network(String),
     #[error("-p/-P need a private network namespace; drop them with --network {0}")]
@@ -81,6 +87,8 @@ pub struct Validated {
     pub network: NetworkMode,
     pub limits: Limits,
     pub seccomp: Seccomp,
+    /// The checked `--dns*`/`--add-host` flags (`host-gateway` resolved).
+    pub etc: EtcOptions,
 }
 
 /// Parses every flag of `req`; nothing is created or started.
@@ -151,7 +159,9 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
     if req.detach && (req.interactive || req.tty) {
         return Err(RequestError::InteractiveDetached);
     }
+    let etc = etc::validate(&req.etc, network)?;
     Ok(Validated {
+        etc,
         volumes,
         ports,
         network,

@@ -76,6 +76,22 @@ pub fn create_file_nofollow(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
+/// Writes `bytes` to `path` (replacing a regular file there, never following a symlink
+/// in the final component) and gives it exactly `mode`, whatever the process's umask.
+pub fn write_file_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o7777)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    f.write_all(bytes)
+}
+
 /// Opens `rel` under the directory `root` for reading without following any symlink
 /// and without leaving `root` (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a
 /// tree that changes under us cannot make us read a host file. Kernels before 5.6

@@ -1286,3 +1286,28 @@ fn r012_copy_layers_carry_their_parent_directories() {
         ]
     );
 }
+
+/// r012: a RUN step in a base without /etc/resolv.conf can read one (and /etc/hosts,
+/// /etc/hostname), and the committed layer holds none of them.
+#[test]
+fn r012_run_steps_resolve_but_never_commit_etc_files() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let ctx = context(&k, "ctx", &[(
+        "Dockerfile",
+        "FROM bb\nRUN test ! -e /etc/nsswitch.conf && grep -q nameserver /etc/resolv.conf && grep -q localhost /etc/hosts && test -s /etc/hostname && ping -c1 -W2 localhost >/dev/null && echo ok > /seen\n",
+    )]);
+    build_ok(&k, &ctx, &["-t", "r"]);
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "r"])).unwrap();
+    let layers = v[0]["Manifest"]["layers"].as_array().unwrap();
+    let last = layers.last().unwrap()["digest"].as_str().unwrap();
+    let blob = k
+        .root()
+        .join("images/blobs/sha256")
+        .join(last.trim_start_matches("sha256:"));
+    let names = run_ok(Command::new("tar").arg("-tf").arg(&blob));
+    assert_eq!(names, "seen\n", "the RUN layer holds more than its file");
+    // And the image itself has none of them (bb never had them).
+    let names = run_out(&k, &["r", "sh", "-c", "cat /seen"]);
+    assert_eq!(names, "ok\n");
+}

@@ -533,3 +533,99 @@ fn tty_gives_the_process_a_terminal() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stdout).contains("typed-42"));
 }
+
+/// The nameservers of a resolv.conf text.
+fn nameservers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// r012: every container gets /etc/resolv.conf, /etc/hosts and /etc/hostname as in docker
+/// (the base image has none of them): loopback-safe resolvers in a private network, the
+/// host's file with --network host, --dns/--dns-search/--dns-option/--add-host/--hostname,
+/// and `localhost` and the hostname resolve.
+#[test]
+fn r012_containers_get_resolv_conf_hosts_and_hostname() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let cat = |args: &[&str]| {
+        let (code, out, err) = run_code(&k, args);
+        assert_eq!(code, 0, "keel run {args:?}: {err}");
+        out
+    };
+    let private = cat(&["--rm", "bb", "cat", "/etc/resolv.conf"]);
+    let ns = nameservers(&private);
+    assert!(!ns.is_empty(), "no nameserver: {private:?}");
+    assert!(
+        ns.iter().all(|s| !s.starts_with("127.") && s != "::1"),
+        "a loopback resolver is unreachable from a private network: {private}"
+    );
+    let host_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(
+        cat(&["--rm", "--network", "host", "bb", "cat", "/etc/resolv.conf"]),
+        host_file,
+        "--network host uses the host's file as it is"
+    );
+    let out = cat(&[
+        "--rm",
+        "--hostname",
+        "web1",
+        "--dns",
+        "9.9.9.9",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db:10.0.0.5",
+        "bb",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf /etc/hostname; grep -w db /etc/hosts; hostname",
+    ]);
+    assert_eq!(
+        out,
+        "nameserver 9.9.9.9\nsearch corp.example\noptions ndots:2\nweb1\n10.0.0.5\tdb\nweb1\n"
+    );
+    // localhost and the container's own name resolve (busybox ping uses getaddrinfo).
+    let out = cat(&[
+        "--rm",
+        "--hostname",
+        "web1",
+        "bb",
+        "sh",
+        "-c",
+        "ping -c1 -W2 localhost >/dev/null && ping -c1 -W2 web1 >/dev/null && echo resolved",
+    ]);
+    assert_eq!(out, "resolved\n");
+    let err = k.fails(&["run", "--rm", "--add-host", "nocolon", "bb", "true"]);
+    assert!(
+        err.contains("invalid --add-host value \"nocolon\""),
+        "{err}"
+    );
+    let err = k.fails(&["run", "--rm", "--add-host", "gw:host-gateway", "bb", "true"]);
+    assert!(err.contains("needs --network host"), "{err}");
+    assert_eq!(
+        cat(&[
+            "--rm",
+            "--network",
+            "host",
+            "--add-host",
+            "gw:host-gateway",
+            "bb",
+            "grep",
+            "-w",
+            "gw",
+            "/etc/hosts"
+        ]),
+        "127.0.0.1\tgw\n"
+    );
+    // The files are the container's, not the image's: nothing of them reaches `bb`.
+    for backend in ["oci", "chroot"] {
+        let out = cat(&["--rm", "--isolation", backend, "bb", "sh", "-c",
+            "test -s /etc/resolv.conf && grep -q localhost /etc/hosts && test -s /etc/hostname && echo ok"]);
+        assert_eq!(out, "ok\n", "{backend}");
+    }
+}
