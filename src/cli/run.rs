@@ -611,7 +611,7 @@ pub struct ExecArgs {
     /// Keep standard input open.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (accepted for docker compatibility).
+    /// Allocate a pseudo-terminal (the process's controlling terminal).
     #[arg(short, long)]
     tty: bool,
     container: String,
@@ -637,35 +637,21 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
     for e in &a.env {
         env.extend(parse_env(e, host_env)?);
     }
-    let opts = crate::runtime::RunOptions {
-        cmd: Some(a.command.clone()),
-        entrypoint: Some(Vec::new()),
+    let req = crate::container::exec::ExecRequest {
+        command: a.command.clone(),
         env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
-        hostname: Some(c.name.clone()),
+        interactive: a.interactive,
         tty: a.tty,
-        ..Default::default()
     };
+    let opts = crate::container::exec::options(&c, &req);
     let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
         bail!("container {} is not running", a.container);
     };
     let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
-    let stdin = if a.interactive {
-        use std::os::fd::AsFd;
-        std::io::stdin().as_fd().try_clone_to_owned().ok()
-    } else {
-        std::fs::File::open("/dev/null")
-            .ok()
-            .map(std::os::fd::OwnedFd::from)
-    };
     crate::fault::point("exec.joining");
-    let stdio = crate::runtime::Stdio {
-        stdin,
-        stdout: None,
-        stderr: None,
-    };
-    let exit = crate::container::exec::exec(store.root(), &c, pid, &root, &spec, stdio)?;
+    let exit = crate::container::exec::exec_attached(store.root(), &c, pid, &root, &spec, &req)?;
     if let Some(msg) = exit.exec_error {
         eprintln!("keel: {msg}");
     }

@@ -138,6 +138,15 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         stop_signal: cfg.stop_signal().clone(),
         auto_remove: req.rm,
         runtime: req.runtime.clone(),
+        env: req
+            .env
+            .iter()
+            .cloned()
+            .chain(private_port.map(|p| format!("PORT={p}")))
+            .collect(),
+        workdir: req.workdir.clone(),
+        user: req.user.clone(),
+        hostname: req.hostname.clone(),
     };
     // Leased before the record exists: should we die before the container runs, gc
     // removes it; and the image's blobs stay while we unpack them.
@@ -498,7 +507,7 @@ impl Prepared {
 
 /// Copies the pseudo-terminal's output to stdout (and, with `-i`, stdin to it); the
 /// returned thread ends when the container's side of the terminal is closed.
-fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
+pub(crate) fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
     use std::io::{Read, Write};
     let mut reader = fs::File::from(master);
     if interactive {

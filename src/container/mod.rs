@@ -75,6 +75,17 @@ pub struct ContainerConfig {
     /// The OCI runtime binary (`--runtime`) of an `oci` container, for `keel exec`.
     #[serde(default)]
     pub runtime: Option<PathBuf>,
+    /// What `keel exec` starts from, as `docker exec` does: the env set at `run` time
+    /// (`-e`, `--env-file`, `PORT`; the image's Env is added from the image), and the
+    /// `-w`, `-u` and `--hostname` given to `run`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -629,3 +629,90 @@ fn r012_containers_get_resolv_conf_hosts_and_hostname() {
         assert_eq!(out, "ok\n", "{backend}");
     }
 }
+
+/// r012: `keel exec -it` gives the process a terminal of its own as its controlling
+/// terminal (it failed with "TIOCSCTTY: Operation not permitted"), and `keel exec` starts
+/// from the env, workdir and user the container was run with; `-e`, `-w`, `-u` override.
+#[test]
+fn r012_exec_keeps_the_run_env_and_exec_it_has_a_controlling_terminal() {
+    require!(is_root(), "keel run needs root");
+    require!(
+        crate::common::have("script"),
+        "script(1) is not installed (bsdutils)"
+    );
+    let k = with_busybox();
+    let envfile = k.path("env");
+    std::fs::write(&envfile, "FROM_FILE=f1\n").unwrap();
+    for backend in ["namespaces", "chroot"] {
+        let name = format!("ex-{backend}");
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--isolation",
+            backend,
+            "-e",
+            "FOO=bar",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "-p",
+            "0:0",
+            "bb",
+            "sleep",
+            "60",
+        ]
+        .into_iter()
+        .filter(|a| backend != "chroot" || (*a != "-p" && *a != "0:0"))
+        .collect::<Vec<_>>());
+        let got = k.ok(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "echo $FOO $FROM_FILE; pwd; id -u; if [ -n \"$PORT\" ]; then echo port; fi",
+        ]);
+        let want = if backend == "chroot" {
+            "bar f1\n/tmp\n65534\n"
+        } else {
+            "bar f1\n/tmp\n65534\nport\n"
+        };
+        assert_eq!(got, want, "{backend}");
+        let got = k.ok(&[
+            "exec",
+            "-e",
+            "FOO=baz",
+            "-w",
+            "/",
+            "-u",
+            "root",
+            &name,
+            "sh",
+            "-c",
+            "echo $FOO $FROM_FILE; pwd; id -u",
+        ]);
+        assert_eq!(got, "baz f1\n/\n0\n", "{backend}");
+        // -it under script(1), which gives keel a terminal as a user's shell would.
+        let cmdline = format!(
+            "{} --root {} exec -it {name} sh -c 'test -t 0 && echo in-a-tty; awk \"{{print (\\$7 != 0) ? \\\"has-ctty\\\" : \\\"no-ctty\\\"}}\" /proc/self/stat; exit 3'",
+            env!("CARGO_BIN_EXE_keel"),
+            k.root().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("in-a-tty") && text.contains("has-ctty"),
+            "{backend}: {text}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{backend}: {text}");
+        k.ok(&["rm", "-f", &name]);
+    }
+}
