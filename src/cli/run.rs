@@ -154,6 +154,9 @@ impl RunArgs {
                 dns_options: self.dns_option,
                 add_hosts: self.add_host,
             },
+            // Set by `keel exec-in` (see src/project/exec.rs).
+            add_passwd: std::env::var(crate::project::PASSWD_VAR).ok(),
+            add_group: std::env::var(crate::project::GROUP_VAR).ok(),
         })
     }
 }

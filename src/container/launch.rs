@@ -216,6 +216,29 @@ pub enum Output {
 }
 
 impl Prepared {
+    /// A named volume mounted below exec-in's mapped home (`~/.m2`, `~/.cache/pip`, …) is
+    /// a cache of the tree owner's tools: its top directory is given to the owner, so the
+    /// tools can write there (its content keeps whatever owners earlier runs gave it).
+    fn own_cache(&self, data: PathBuf, dst: &str) -> Result<PathBuf, LaunchError> {
+        let Some(user) = self
+            .request
+            .add_passwd
+            .as_deref()
+            .and_then(|l| runtime::etc::mapped_user(l).ok())
+        else {
+            return Ok(data);
+        };
+        if Path::new(dst).starts_with(&user.home) {
+            crate::sys::fs::lchown(&data, user.uid, user.gid).map_err(|source| {
+                LaunchError::Io {
+                    path: data.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(data)
+    }
+
     fn binds(&self) -> Result<Vec<BindMount>, LaunchError> {
         let volumes = Volumes::new(&self.root);
         let mut binds = Vec::new();
@@ -240,7 +263,7 @@ impl Prepared {
                     }
                 }
                 VolumeSpec::Named { name, dst, ro } => BindMount {
-                    src: volumes.ensure(name)?,
+                    src: self.own_cache(volumes.ensure(name)?, dst)?,
                     dst: dst.clone(),
                     ro: *ro,
                 },
@@ -291,6 +314,36 @@ impl Prepared {
             .map_err(|e| LaunchError::Request(e.into()))
     }
 
+    /// `keel exec-in`'s user mapping: the image's /etc/passwd and /etc/group (read in the
+    /// tree) plus the owner's synthesised entries, bind-mounted from the container's
+    /// record; the home directory made in the container's own layer, owned by the user.
+    fn mapped_user(&self) -> Result<Vec<BindMount>, LaunchError> {
+        let Some(line) = &self.request.add_passwd else {
+            return Ok(Vec::new());
+        };
+        let bad = |e: runtime::etc::EtcError| LaunchError::Request(e.into());
+        let user = runtime::etc::mapped_user(line).map_err(bad)?;
+        let tree = crate::sys::rootfs::Rootfs::open(&self.snapshot.rootfs)
+            .map_err(|e| runtime::RuntimeError::Setup(e.to_string()))?;
+        let read = |p: &str| -> Result<String, LaunchError> {
+            let bytes = tree
+                .read_opt(Path::new(p), crate::sys::rootfs::READ_CAP)
+                .map_err(|e| runtime::RuntimeError::Setup(e.to_string()))?;
+            Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+        };
+        let passwd = runtime::etc::with_entry(&read("/etc/passwd")?, line);
+        let mut group = read("/etc/group")?;
+        if let Some(g) = &self.request.add_group {
+            group = runtime::etc::with_entry(&group, g);
+        }
+        if tree.lstat(Path::new(&user.home)).ok().flatten().is_none() {
+            tree.mkdir_all(Path::new(&user.home), 0o755, Some((user.uid, user.gid)))
+                .map_err(|e| runtime::RuntimeError::Setup(format!("home {}: {e}", user.home)))?;
+        }
+        let dir = Containers::new(&self.root).dir_of(&self.config.id);
+        runtime::etc::write_accounts(&dir, &passwd, &group).map_err(bad)
+    }
+
     fn options(&self) -> Result<RunOptions, LaunchError> {
         let r = &self.request;
         let mut env = r.env.clone();
@@ -314,6 +367,7 @@ impl Prepared {
             read_only: r.read_only,
             binds: {
                 let mut b = self.etc_files()?;
+                b.extend(self.mapped_user()?);
                 b.extend(self.binds()?); // a `-v` over /etc/hosts wins, as in docker
                 b
             },

@@ -47,6 +47,12 @@ pub struct RunRequest {
     /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
     #[serde(default)]
     pub etc: EtcOptions,
+    /// `keel exec-in`'s mapped user: a passwd(5) and a group(5) line for the tree owner
+    /// (from `KEEL_RUN_ADD_PASSWD` / `KEEL_RUN_ADD_GROUP` in keel's environment).
+    #[serde(default)]
+    pub add_passwd: Option<String>,
+    #[serde(default)]
+    pub add_group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,6 +166,9 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
         return Err(RequestError::InteractiveDetached);
     }
     let etc = etc::validate(&req.etc, network)?;
+    if let Some(line) = &req.add_passwd {
+        etc::mapped_user(line)?;
+    }
     Ok(Validated {
         etc,
         volumes,

@@ -47,6 +47,8 @@ pub enum EtcError {
     Dns(String),
     #[error("--add-host {0}:host-gateway needs --network host: a private network namespace has no route to the host")]
     HostGateway(String),
+    #[error("invalid passwd line {0:?} for the mapped user: use NAME:x:UID:GID:GECOS:HOME:SHELL")]
+    Account(String),
     #[error("writing {path}: {source}")]
     Io {
         path: PathBuf,
@@ -236,6 +238,66 @@ pub fn for_step(
     Ok((dir, binds))
 }
 
+/// The user `keel exec-in` maps the tree owner to, from its synthesised passwd line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MappedUser {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// Parses a passwd(5) line `NAME:x:UID:GID:GECOS:HOME:SHELL` as exec-in writes it.
+pub fn mapped_user(line: &str) -> Result<MappedUser, EtcError> {
+    let bad = || EtcError::Account(line.to_string());
+    let f: Vec<&str> = line.trim_end().split(':').collect();
+    if f.len() != 7 || f[0].is_empty() || !f[5].starts_with('/') {
+        return Err(bad());
+    }
+    Ok(MappedUser {
+        uid: f[2].parse().map_err(|_| bad())?,
+        gid: f[3].parse().map_err(|_| bad())?,
+        home: f[5].to_string(),
+    })
+}
+
+/// `db` (an image's passwd or group text) with `line` appended when no entry of `db`
+/// has the id in `line`'s third field (the image's own entry for that id wins).
+pub fn with_entry(db: &str, line: &str) -> String {
+    let id = |l: &str| l.split(':').nth(2).map(str::to_string);
+    let want = id(line);
+    let mut out = db.to_string();
+    if db.lines().any(|l| !l.starts_with('#') && id(l) == want) {
+        return out;
+    }
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
+}
+
+/// Writes `passwd` and `group` texts into `dir` (0644) and returns the binds that put
+/// them over the image's `/etc/passwd` and `/etc/group`.
+pub fn write_accounts(dir: &Path, passwd: &str, group: &str) -> Result<Vec<BindMount>, EtcError> {
+    let mut binds = Vec::new();
+    for (name, text) in [("passwd", passwd), ("group", group)] {
+        let path = dir.join(name);
+        crate::sys::fs::write_file_mode(&path, text.as_bytes(), 0o644).map_err(|source| {
+            EtcError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        binds.push(BindMount {
+            src: path,
+            dst: format!("/etc/{name}"),
+            ro: false,
+        });
+    }
+    Ok(binds)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,5 +409,25 @@ mod tests {
             ..Default::default()
         };
         assert!(validate(&dns, NetworkMode::Private).is_err());
+    }
+
+    #[test]
+    fn synthesised_entries_are_added_only_for_new_ids() {
+        let pw = "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh";
+        let me = "bob:x:1001:1001:keel exec-in user:/home/keel:/bin/sh";
+        assert_eq!(with_entry(pw, me), format!("{pw}\n{me}\n"));
+        let taken = "carol:x:1000:1000:keel exec-in user:/home/keel:/bin/sh";
+        assert_eq!(with_entry(pw, taken), pw);
+        assert_eq!(with_entry("", "g:x:5:"), "g:x:5:\n");
+        assert_eq!(
+            mapped_user(me).unwrap(),
+            MappedUser {
+                uid: 1001,
+                gid: 1001,
+                home: "/home/keel".into()
+            }
+        );
+        assert!(mapped_user("bob:x:notanumber:1:x:/h:/bin/sh").is_err());
+        assert!(mapped_user("bob:x:1:1").is_err());
     }
 }
