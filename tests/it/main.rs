@@ -5,6 +5,7 @@ mod common;
 mod build;
 
 mod dockerfile;
+mod execin;
 mod integrate;
 mod layer;
 mod report;
