@@ -233,3 +233,77 @@ fn r012_exec_in_mvn_offline_package_with_an_m2_cache_as_the_owner() {
     assert!(plugin.is_dir(), "the plugin did not reach the ~/.m2 cache");
     assert_eq!(owner_of(&plugin), (uid, gid));
 }
+
+/// Every path below `dir` not owned by `ids`.
+fn not_owned(dir: &Path, ids: (u32, u32)) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .map(|e| e.unwrap().into_path())
+        .filter(|p| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::symlink_metadata(p).unwrap();
+            (m.uid(), m.gid()) != ids
+        })
+        .map(|p| p.display().to_string())
+        .collect()
+}
+
+/// r012: after a root `make` through the generated keel.mk (`keel integrate make`,
+/// `.keel/` stamps, `--iidfile`), everything keel wrote in the tree belongs to the tree's
+/// owner, who can go on working there.
+#[test]
+fn r012_files_keel_writes_in_a_tree_belong_to_its_owner() {
+    require!(is_root(), "the point is keel running as root");
+    require!(
+        have("useradd") && have("make"),
+        "useradd and make are needed"
+    );
+    let ids = owner_ids();
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let dir = owned_tree(
+        &k,
+        &[
+            ("keel.toml", "[[image]]\nname = \"app\"\ncontext = \".\"\n"),
+            ("Dockerfile", "FROM bb\nCOPY hello /hello\n"),
+            ("hello", "hi\n"),
+            ("Makefile", "include keel.mk\nall: images\n"),
+        ],
+    );
+    let toml = dir.join("keel.toml");
+    k.ok(&[
+        "integrate",
+        "make",
+        "-f",
+        toml.to_str().unwrap(),
+        "--write",
+        dir.to_str().unwrap(),
+    ]);
+    let make = Command::new("make")
+        .current_dir(&dir)
+        .arg(format!(
+            "KEEL={} --root {} --progress plain",
+            env!("CARGO_BIN_EXE_keel"),
+            k.root().display()
+        ))
+        .arg("images")
+        .env_remove("MAKEFLAGS")
+        .output()
+        .unwrap();
+    crate::common::assert_success(&make, "make images (as root)");
+    assert!(dir.join(".keel/app.iid").is_file(), "no iid file");
+    assert_eq!(
+        not_owned(&dir, ids),
+        Vec::<String>::new(),
+        "owned by someone else"
+    );
+    // The owner can work in .keel/ after root's make.
+    run_ok(
+        Command::new("su")
+            .args(["-s", "/bin/sh", OWNER, "-c"])
+            .arg(format!(
+                "touch {0}/.keel/mine && rm {0}/.keel/app.iid",
+                dir.display()
+            )),
+    );
+}
