@@ -440,3 +440,86 @@ pub fn debian(
         std::slice::from_ref(name),
     )?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_name_updates_and_security_next_to_the_mirror() {
+        let cases = [
+            (
+                "http://deb.debian.org/debian",
+                "http://deb.debian.org/debian-security",
+            ),
+            (
+                "http://mirror.example/debian/",
+                "http://mirror.example/debian-security",
+            ),
+            (
+                "http://apt.internal:3142/deb",
+                "http://deb.debian.org/debian-security",
+            ),
+        ];
+        for (mirror, security) in cases {
+            assert_eq!(security_mirror(mirror), security, "{mirror}");
+        }
+        let s = debian_sources("bookworm", "http://mirror.example/debian/");
+        assert!(s.starts_with("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"), "{s}");
+        assert!(s.contains("\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"), "{s}");
+        assert_eq!(
+            s.matches("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+                .count(),
+            2
+        );
+        let sid = debian_sources("sid", "http://deb.debian.org/debian");
+        assert!(
+            !sid.contains("security") && !sid.contains("updates"),
+            "{sid}"
+        );
+    }
+
+    #[test]
+    fn cache_keys_follow_every_input() {
+        let k = cache_key(
+            "bookworm",
+            "minbase",
+            "http://deb.debian.org/debian",
+            "amd64",
+        );
+        assert!(k.starts_with("bookworm-minbase-amd64-"), "{k}");
+        assert_eq!(
+            k,
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://deb.debian.org/debian/",
+                "amd64"
+            )
+        );
+        for other in [
+            cache_key("trixie", "minbase", "http://deb.debian.org/debian", "amd64"),
+            cache_key(
+                "bookworm",
+                "buildd",
+                "http://deb.debian.org/debian",
+                "amd64",
+            ),
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://mirror.example/debian",
+                "amd64",
+            ),
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://deb.debian.org/debian",
+                "arm64",
+            ),
+        ] {
+            assert_ne!(k, other);
+        }
+        assert_eq!(cache_key("../x", "a/b", "m", "amd64").split('/').count(), 1);
+    }
+}

@@ -352,6 +352,10 @@ mod tests {
             stop_signal: None,
             auto_remove: false,
             runtime: None,
+            env: vec![],
+            workdir: None,
+            user: None,
+            hostname: None,
         }
     }
 
