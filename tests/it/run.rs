@@ -716,3 +716,141 @@ fn r012_exec_keeps_the_run_env_and_exec_it_has_a_controlling_terminal() {
         k.ok(&["rm", "-f", &name]);
     }
 }
+
+/// r012: `keel bootstrap debian` gives a docker user's base: deb822 sources with
+/// -updates and -security, no host resolv.conf or hostname baked in, apt lists removed,
+/// `localhost` resolving through glibc, and a cache of debootstrap's downloads so the
+/// next bootstrap fetches no package again. One bootstrap per run; its download cache is
+/// kept outside the clone (/var/cache/keel-test/debootstrap, keyed by the inputs), so a
+/// warm run fetches only the archive's index.
+#[test]
+fn r012_bootstrap_debian_is_a_docker_like_base_and_caches_its_downloads() {
+    require!(is_root(), "debootstrap needs root");
+    require!(
+        crate::common::have("debootstrap")
+            || std::path::Path::new("/usr/sbin/debootstrap").exists(),
+        "debootstrap is not installed (apt-get install debootstrap)"
+    );
+    let cache = std::path::Path::new("/var/cache/keel-test/debootstrap");
+    let debs = || -> usize {
+        walkdir::WalkDir::new(cache)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+            .count()
+    };
+    let warm = debs() > 0;
+    let k = Keel::new();
+    let out = k
+        .cmd()
+        .args([
+            "bootstrap",
+            "debian",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "deb",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bootstrap failed (is deb.debian.org reachable?):\n{log}"
+    );
+    if warm {
+        let fetched: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.starts_with("I: Retrieving ") && !l.contains("Release") && !l.contains("Packages")
+            })
+            .collect();
+        assert!(
+            fetched.is_empty(),
+            "a warm cache fetched packages again: {fetched:?}"
+        );
+    }
+    assert!(
+        debs() > 50,
+        "debootstrap's downloads were not kept in {}",
+        cache.display()
+    );
+    // The layer: no host files, no apt lists, the sources.
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "deb"])).unwrap();
+    let layer = v[0]["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = k
+        .root()
+        .join("images/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let names = crate::common::run_ok(Command::new("tar").arg("-tf").arg(&blob));
+    for gone in [
+        "./etc/resolv.conf",
+        "./etc/hostname",
+        "./etc/apt/sources.list",
+    ] {
+        assert!(
+            !names.lines().any(|l| l == gone || l == &gone[2..]),
+            "{gone} is in the image"
+        );
+    }
+    let lists: Vec<&str> = names
+        .lines()
+        .map(|l| l.trim_start_matches("./"))
+        .filter(|l| {
+            l.starts_with("var/lib/apt/lists/") && !l.starts_with("var/lib/apt/lists/partial")
+        })
+        .filter(|l| *l != "var/lib/apt/lists/" && *l != "var/lib/apt/lists/lock")
+        .collect();
+    assert!(lists.is_empty(), "apt lists left in the image: {lists:?}");
+    let (code, sources, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "deb",
+            "cat",
+            "/etc/apt/sources.list.d/debian.sources",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        sources.contains("Suites: bookworm bookworm-updates\n"),
+        "{sources}"
+    );
+    assert!(
+        sources
+            .contains("URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n"),
+        "{sources}"
+    );
+    // glibc's resolver finds localhost and the container's name in the mounted hosts file.
+    let (code, hosts, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "--hostname",
+            "deb1",
+            "deb",
+            "sh",
+            "-c",
+            "getent hosts localhost deb1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        hosts.contains("localhost") && hosts.contains("deb1"),
+        "{hosts}"
+    );
+    // The sources work: apt fetches the suite, its updates and security indexes.
+    let (code, upd, err) = run_code(
+        &k,
+        &["--rm", "--network", "host", "deb", "apt-get", "update"],
+    );
+    assert_eq!(code, 0, "apt-get update: {upd}{err}");
+    assert!(
+        upd.contains("bookworm-security") && upd.contains("bookworm-updates"),
+        "{upd}"
+    );
+}
