@@ -180,14 +180,15 @@ impl BlobWriter {
             }
         }
         let dest = self.store.blob_path(&actual);
-        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
-        crate::fault::point("store.blob-temp");
         // Protected before it is looked up or renamed into place: gc cannot take it now.
         let _protected = self.store.protect([&actual])?;
         if dest.is_file() {
-            // Content-addressed: an existing blob with this name has these bytes already.
+            // Content-addressed: an existing blob with this name has these bytes already
+            // (and nothing was flushed for it: a no-op rebuild writes nothing to disk).
             return Ok((actual, len));
         }
+        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
+        crate::fault::point("store.blob-temp");
         self.tmp
             .persist(&dest)
             .map_err(|e| io_err("renaming into", &dest)(e.error))?;
@@ -250,7 +251,9 @@ impl Store {
     /// Stores a JSON document (canonical bytes) and returns its digest and size.
     pub fn put_json<T: Serialize>(&self, doc: &T) -> Result<(Digest, u64)> {
         let bytes = canonical_json(doc);
-        self.put_blob(&bytes[..], None)
+        // Named up front, so a document the store has already costs no temp file.
+        let d = digest::of_bytes(&bytes);
+        self.put_blob(&bytes[..], Some(&d))
     }
 
     /// Opens a blob for streaming (unverified; `keel fsck` verifies).

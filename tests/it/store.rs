@@ -802,3 +802,42 @@ fn push_to_a_real_registry_then_read_it_back_with_skopeo() {
     );
     assert!(k.fails(&["push", "bb"]).contains("names no registry"));
 }
+
+/// A no-op rebuild re-finds every blob it would write (the config and manifest are the
+/// ones already stored): it flushes nothing to disk and leaves no temp file behind.
+#[test]
+fn a_no_op_rebuild_flushes_nothing() {
+    crate::require!(crate::common::have("strace"), "needs strace");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(ctx.join("f"), "x").unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY f /f\nLABEL a=b\n").unwrap();
+    k.ok(&["build", "-t", "n", ctx.to_str().unwrap()]);
+    let log = k.path("strace-noop");
+    let out = Command::new("strace")
+        .args([
+            "-f",
+            "-qq",
+            "-e",
+            "trace=fsync,fdatasync,sync_file_range",
+            "-o",
+        ])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .arg("--root")
+        .arg(k.root())
+        .args(["--progress", "plain", "build", "-t", "n"])
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, "no-op rebuild");
+    let calls: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains('('))
+        .map(str::to_string)
+        .collect();
+    assert!(calls.is_empty(), "a no-op rebuild flushed: {calls:?}");
+}
