@@ -217,7 +217,8 @@ pub fn write(
     Ok(binds)
 }
 
-/// The files for one build step (RUN): written in a fresh private directory under
+/// The files for one build step (RUN), resolv.conf and hosts as BuildKit mounts them:
+/// written in a fresh private directory under
 /// `scratch`, which the caller keeps until the step ends; the binds go with the step's
 /// other mounts, so their mount points are removed before the layer is committed.
 pub fn for_step(
@@ -234,7 +235,10 @@ pub fn for_step(
         .prefix("etc-")
         .tempdir_in(scratch)
         .map_err(io)?;
-    let binds = write(dir.path(), network, hostname, &EtcOptions::default())?;
+    let mut binds = write(dir.path(), network, hostname, &EtcOptions::default())?;
+    // As in BuildKit, a step's hostname is only the UTS one: /etc/hostname stays the
+    // image's file, which a step may change or delete like any other.
+    binds.retain(|b| b.dst != "/etc/hostname");
     Ok((dir, binds))
 }
 
