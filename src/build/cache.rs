@@ -19,7 +19,7 @@ use crate::digest::{self, Digest};
 
 /// The version of the key format (and of the cache entries). Bump it whenever a field of
 /// `KeyInputs`, or the serialised shape of a step in `instruction`, changes meaning.
-pub const KEY_VERSION: u32 = 2;
+pub const KEY_VERSION: u32 = 3;
 
 /// Everything a step's result depends on; its key is the digest of its canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn keys_are_digests_of_canonical_json() {
         let a = inputs();
-        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":2}"#;
+        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":3}"#;
         assert_eq!(a.key().0, digest::of_bytes(text.as_bytes()));
     }
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
-use crate::build::copy::CopyOp;
+use crate::build::copy::{CopyOp, Owner};
 use crate::context::{Context, FileKind};
 use crate::image::StoredLayer;
 use crate::layer;
@@ -163,8 +163,16 @@ pub fn is_dir_in(rootfs: &Path, p: &str) -> bool {
 
 /// Writes the planned copy into the rootfs: every destination is resolved inside the
 /// tree, and the final name is replaced, never followed.
-pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), StepError> {
+/// Directories the copy has to create get `dirs_owner` (COPY --chown's owner; BuildKit
+/// creates the destination and its missing parents with it), else root.
+pub fn apply_copy(
+    ctx: &Context,
+    rootfs: &Path,
+    ops: &[CopyOp],
+    dirs_owner: Option<Owner>,
+) -> Result<(), StepError> {
     let tree = Rootfs::open(rootfs)?;
+    let dirs_owner = dirs_owner.map(|o| (o.uid, o.gid));
     // Each destination directory is resolved inside the rootfs once, not once per file.
     let mut dirs: std::collections::HashMap<String, Dir> = std::collections::HashMap::new();
     for op in ops {
@@ -173,7 +181,7 @@ pub fn apply_copy(ctx: &Context, rootfs: &Path, ops: &[CopyOp]) -> Result<(), St
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_else(|| "/".into());
         if !dirs.contains_key(&parent) {
-            let d = tree.mkdir_all(Path::new(&parent), 0o755, None)?;
+            let d = tree.mkdir_all(Path::new(&parent), 0o755, dirs_owner)?;
             dirs.insert(parent.clone(), d);
         }
         let dir = &dirs[&parent];
@@ -253,18 +261,47 @@ fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Whether `path` looks like a tar archive ADD should extract (plain or gzip).
+/// Whether `path` is a tar archive ADD should extract: plain or gzip-compressed, its
+/// (decompressed) start a valid tar header. A compressed file that is not a tar archive
+/// (`notes.txt.gz`) is copied as it is, as BuildKit's `isArchivePath` decides.
 pub fn is_archive(path: &Path) -> bool {
-    let mut head = [0u8; 512];
-    let Ok(mut f) = fs::File::open(path) else {
+    use std::io::Read;
+    let Ok(f) = fs::File::open(path) else {
         return false;
     };
-    use std::io::Read;
-    let n = f.read(&mut head).unwrap_or(0);
-    if n >= 2 && head[0] == 0x1f && head[1] == 0x8b {
+    let Ok(mut plain) = layer::decompressed(f) else {
+        return false;
+    };
+    let mut head = [0u8; 512];
+    if plain.read_exact(&mut head).is_err() {
+        return false;
+    }
+    is_tar_header(&head)
+}
+
+/// A ustar/GNU magic, or an old-style header whose checksum adds up.
+fn is_tar_header(head: &[u8; 512]) -> bool {
+    if &head[257..262] == b"ustar" {
         return true;
     }
-    n >= 262 && &head[257..262] == b"ustar"
+    let field = String::from_utf8_lossy(&head[148..156]);
+    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+    else {
+        return false;
+    };
+    // The checksum counts its own field as spaces.
+    let sum: u32 = head
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u32::from(*b)
+            }
+        })
+        .sum();
+    head[0] != 0 && sum == want
 }
 
 /// Prepares a snapshot for a step, naming it so leftovers are recognisable.
@@ -316,16 +353,50 @@ fn canonical_dir(
     })
 }
 
+/// The directories above the copied entries that the image already has, with their mode
+/// and owner: the layer carries them as they are (as `layer::pack` does), since a layer
+/// without them gets them made with default metadata when it is unpacked, and an overlay
+/// of that layer would then hide their real owner and mode.
+fn existing_parents(
+    tree: &Rootfs,
+    entries: &std::collections::BTreeMap<String, &CopyOp>,
+    created: &std::collections::BTreeSet<String>,
+) -> Result<std::collections::BTreeMap<String, (u32, u32, u32)>, StepError> {
+    let mut out = std::collections::BTreeMap::new();
+    for path in entries.keys().chain(created.iter()) {
+        for anc in Path::new(path).ancestors().skip(1) {
+            let a = anc.to_string_lossy().into_owned();
+            if a.is_empty()
+                || entries.contains_key(&a)
+                || created.contains(&a)
+                || out.contains_key(&a)
+            {
+                continue;
+            }
+            if let Some(st) = tree.lstat(anc)?.filter(|st| st.kind == Kind::Dir) {
+                out.insert(a, (st.mode & 0o7777, st.uid, st.gid));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Commits a COPY as a layer written straight from its sources: each copied entry with the
 /// path, mode and owner the plan gave it, plus the directories the copy creates. Nothing
-/// is copied into a snapshot first, so large copies cost one read and one write.
+/// is copied into a snapshot first, so large copies cost one read and one write. The
+/// directories it creates are owned by `dirs_owner` (as in `apply_copy`), else root.
 pub fn commit_copy(
     store: &Store,
     ctx: &Context,
     rootfs: &Path,
     ops: &[CopyOp],
+    dirs_owner: Option<Owner>,
     epoch: Option<u64>,
 ) -> Result<Option<StoredLayer>, StepError> {
+    let Owner {
+        uid: duid,
+        gid: dgid,
+    } = dirs_owner.unwrap_or(Owner { uid: 0, gid: 0 });
     use std::collections::{BTreeMap, BTreeSet};
     use std::os::unix::fs::MetadataExt;
     let tree = Rootfs::open(rootfs)?;
@@ -357,20 +428,7 @@ pub fn commit_copy(
     if entries.is_empty() && created.is_empty() {
         return Ok(None);
     }
-    // Parents that already exist go in too, with the parent image's mode and owner, as
-    // BuildKit's COPY layers do: an extractor never has to invent them (with its umask).
-    let mut existing: BTreeMap<String, crate::sys::rootfs::Stat> = BTreeMap::new();
-    for p in entries.keys().chain(created.iter()) {
-        for anc in Path::new(p).ancestors().skip(1) {
-            let a = anc.to_string_lossy().into_owned();
-            if a.is_empty() || entries.contains_key(&a) || created.contains(&a) {
-                continue;
-            }
-            if let Some(st) = tree.lstat(anc)?.filter(|st| st.kind == Kind::Dir) {
-                existing.insert(a, st);
-            }
-        }
-    }
+    let existing = existing_parents(&tree, &entries, &created)?;
     let mut all: Vec<String> = entries
         .keys()
         .cloned()
@@ -395,9 +453,8 @@ pub fn commit_copy(
         for path in all {
             match entries.get(&path) {
                 None => {
-                    let (mode, uid, gid) = existing
-                        .get(&path)
-                        .map_or((0o755, 0, 0), |st| (st.mode, st.uid, st.gid));
+                    let (mode, uid, gid) =
+                        existing.get(&path).copied().unwrap_or((0o755, duid, dgid));
                     let mut h = header(
                         tar::EntryType::Directory,
                         mode,

@@ -27,12 +27,23 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     no_cache: bool,
+    /// Do not use the build cache for these stages (names or indexes; repeat or comma-separate).
+    #[arg(long, value_name = "STAGE", value_delimiter = ',')]
+    no_cache_filter: Vec<String>,
+    /// Write the image digest, config digest, names and each step's cache result as JSON.
+    #[arg(long, value_name = "FILE")]
+    metadata_file: Option<PathBuf>,
     /// Base images always come from the local store; only `never`/`missing`/`false` make sense.
     #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
     pull: String,
     /// Add a label to the image (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
+    /// Export the result without tagging it: `type=local,dest=DIR` (the target stage's
+    /// files, owned by you), `type=tar,dest=FILE`, `type=oci,dest=FILE`,
+    /// `type=docker,dest=FILE`; a bare `DIR` means local, `-` a tar on stdout.
+    #[arg(short = 'o', long = "output", value_name = "type=TYPE,dest=PATH|DIR")]
+    output: Vec<String>,
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
@@ -62,6 +73,19 @@ pub struct BuildArgs {
     /// An SSH agent socket for `RUN --mount=type=ssh` (`default` is $SSH_AUTH_SOCK).
     #[arg(long, value_name = "ID[=SOCKET]")]
     ssh: Vec<String>,
+    /// Network for RUN steps that do not say (`RUN --network`): host (the default) or none.
+    #[arg(long, value_name = "host|none", value_parser = ["host", "none", "default"])]
+    network: Option<String>,
+    /// Add a line to the RUN steps' /etc/hosts (NAME:IP); may be repeated.
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
+    /// Size of the RUN steps' /dev/shm (bytes, or with k/m/g).
+    #[arg(long, value_name = "SIZE")]
+    shm_size: Option<String>,
+    /// A named context for FROM NAME / COPY --from=NAME: NAME=DIR,
+    /// NAME=docker-image://REF (from the store) or NAME=oci-layout://PATH[:TAG|@DIGEST].
+    #[arg(long, value_name = "NAME=VALUE")]
+    build_context: Vec<String>,
     /// Isolation backend for RUN steps.
     #[arg(long, value_name = "BACKEND")]
     isolation: Option<String>,
@@ -236,6 +260,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             )
         }
     };
+    let outputs = a
+        .output
+        .iter()
+        .map(|o| crate::build::output::parse(o))
+        .collect::<Result<Vec<_>, _>>()?;
     let plan = crate::build::front::plan(&file_name, &bytes)?;
     let mut build_args = BTreeMap::new();
     for v in &a.build_args {
@@ -276,6 +305,40 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             crate::build::mounts::parse_ssh(spec, agent.as_deref()).map_err(anyhow::Error::msg)?;
         credentials.ssh.insert(id, sock);
     }
+    let mut add_hosts = Vec::new();
+    for h in &a.add_host {
+        match h.split_once(':') {
+            Some((name, ip)) if !name.is_empty() && ip.parse::<std::net::IpAddr>().is_ok() => {
+                add_hosts.push((name.to_string(), ip.to_string()))
+            }
+            _ => bail!("--add-host {h:?}: expected NAME:IP, e.g. --add-host db:10.0.0.5"),
+        }
+    }
+    let shm_size = match &a.shm_size {
+        None => None,
+        Some(v) => Some(
+            crate::dockerfile::instruction::parse_size(v)
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--shm-size {v:?}: expected a size such as 64m or 1g")
+                })?,
+        ),
+    };
+    let network = a.network.as_deref().map(|n| match n {
+        "none" => crate::plan::Network::None,
+        "host" => crate::plan::Network::Host,
+        _ => crate::plan::Network::Default,
+    });
+    let mut contexts = BTreeMap::new();
+    for c in &a.build_context {
+        let (name, value) = exec::NamedContext::parse(c).map_err(anyhow::Error::msg)?;
+        if let exec::NamedContext::Dir(d) = &value {
+            if !d.is_dir() {
+                bail!("--build-context {c}: {} is not a directory", d.display());
+            }
+        }
+        contexts.insert(name, value);
+    }
     let store = ctx.store()?;
     let created = CreatedTime::start(&context_dir);
     let opts = BuildOptions {
@@ -283,6 +346,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         build_args,
         target: a.target.clone(),
         no_cache: a.no_cache,
+        no_cache_stages: a.no_cache_filter.clone(),
         labels: labels.clone(),
         explain: a.explain,
         isolation: a.isolation.clone(),
@@ -295,6 +359,10 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         quiet: a.quiet || ctx.reporter.is_quiet(),
         terminal: ctx.reporter.is_fancy(),
         credentials,
+        network,
+        add_hosts,
+        shm_size,
+        contexts,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
@@ -312,6 +380,26 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         }
     };
     let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
+    let to_stdout = outputs.iter().any(|o| {
+        matches!(
+            o,
+            crate::build::output::Output::Tar(crate::build::output::Dest::Stdout)
+        )
+    });
+    for o in &outputs {
+        crate::build::output::export(&store, &rec, o, invoking_user(&context_dir))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        let names: Vec<String> = a.tags.iter().map(|t| t.tagged_name()).collect();
+        let doc = serde_json::json!({
+            "containerimage.digest": rec.manifest_digest().to_string(),
+            "containerimage.config.digest": rec.id().to_string(),
+            "image.name": names.join(","),
+            "keel.steps": outcome.steps,
+        });
+        std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+    }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())
             .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
@@ -322,8 +410,23 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             eprintln!("tagged {}", t.tagged_name());
         }
     }
-    println!("{}", rec.id());
+    if !to_stdout {
+        println!("{}", rec.id());
+    }
     Ok(0)
+}
+
+/// Who `--output` files belong to: the caller, or under sudo (root with `SUDO_UID` set)
+/// the owner of the context directory — the user who ran sudo in their own project.
+fn invoking_user(context: &Path) -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let (uid, gid) = crate::sys::proc::effective_ids();
+    if uid == 0 && std::env::var_os("SUDO_UID").is_some() {
+        if let Ok(m) = std::fs::metadata(context) {
+            return (m.uid(), m.gid());
+        }
+    }
+    (uid, gid)
 }
 
 /// Builds twice, without cache, in two scratch roots that hold only the base images.

@@ -374,6 +374,7 @@ impl Prepared {
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,
+            shm_size: None,
             seccomp: self.validated.seccomp,
         })
     }

@@ -1084,7 +1084,8 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
     Ok(m)
 }
 
-fn parse_size(s: &str) -> Option<u64> {
+/// A size: bytes, or with a k/m/g suffix (an optional trailing b), binary multiples.
+pub fn parse_size(s: &str) -> Option<u64> {
     let lower = s.to_ascii_lowercase();
     let (num, mult) = match lower.trim_end_matches('b').chars().last()? {
         'k' => (&lower[..lower.trim_end_matches('b').len() - 1], 1u64 << 10),

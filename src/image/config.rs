@@ -167,17 +167,38 @@ impl RunConfig {
         self.env.as_deref().unwrap_or_default()
     }
 
-    /// Sets `key=value`, replacing an earlier value of `key` in place of order.
+    /// Sets `key=value`: an earlier value of `key` is replaced where it stands (BuildKit's
+    /// `addEnv`), a new key goes last.
     pub fn set_env(&mut self, key: &str, value: &str) {
         let env = self.env.get_or_insert_with(Vec::new);
-        env.retain(|e| e.split('=').next() != Some(key));
-        env.push(format!("{key}={value}"));
+        let entry = format!("{key}={value}");
+        match env.iter().position(|e| e.split('=').next() == Some(key)) {
+            Some(i) => env[i] = entry,
+            None => env.push(entry),
+        }
+    }
+
+    /// Whether the environment sets `key`.
+    pub fn has_env(&self, key: &str) -> bool {
+        self.env_list()
+            .iter()
+            .any(|e| e.split('=').next() == Some(key))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_env_replaces_a_value_where_it_stands() {
+        let mut c = RunConfig::default();
+        for (k, v) in [("A", "1"), ("B", "2"), ("A", "3"), ("C", "x=y")] {
+            c.set_env(k, v);
+        }
+        assert_eq!(c.env_list(), ["A=3", "B=2", "C=x=y"]);
+        assert!(c.has_env("C") && !c.has_env("D"));
+    }
 
     #[test]
     fn docker_configs_round_trip_with_unknown_fields() {
@@ -205,14 +226,5 @@ mod tests {
             let e = ImageConfig::from_slice(bad.as_bytes()).unwrap_err();
             assert!(e.to_string().contains("does not fit"), "{bad}: {e}");
         }
-    }
-
-    #[test]
-    fn env_is_replaced_by_key() {
-        let mut c = RunConfig::default();
-        c.set_env("A", "1");
-        c.set_env("B", "2");
-        c.set_env("A", "3");
-        assert_eq!(c.env_list(), ["B=2", "A=3"]);
     }
 }

@@ -22,6 +22,10 @@ pub struct CopyOp {
     /// `COPY --parents`: keep each source's parent directories (after a `/./` pivot).
     pub parents: bool,
     pub heredocs: Vec<Heredoc>,
+    /// `ADD --checksum=sha256:…` of a URL (may hold variables).
+    pub checksum: Option<String>,
+    /// `ADD --keep-git-dir` of a git repository.
+    pub keep_git_dir: bool,
 }
 
 /// Whether a source word names a heredoc (`<<EOF`, `<<-EOF`, `3<<"EOF"`).
@@ -32,19 +36,6 @@ fn is_heredoc_word(word: &str, docs: &[dockerfile::Heredoc]) -> bool {
 
 /// The typed step of a COPY (`add` false) or ADD.
 pub(super) fn copy(c: &CopyArgs, add: bool) -> Result<CopyOp, Refusal> {
-    // Both flags are about remote sources, which keel never fetches: refused here rather
-    // than accepted and ignored.
-    if c.checksum.is_some() || c.keep_git_dir {
-        let flag = if c.keep_git_dir {
-            "--keep-git-dir"
-        } else {
-            "--checksum"
-        };
-        return Err((
-            format!("ADD {flag} applies to remote sources, which keel does not fetch"),
-            "download the file in a RUN step or put it in the context, and drop the flag",
-        ));
-    }
     let chown = c.chown.as_deref().map(Word::new).transpose();
     let chmod = c.chmod.as_deref().map(Word::new).transpose();
     Ok(CopyOp {
@@ -63,6 +54,8 @@ pub(super) fn copy(c: &CopyArgs, add: bool) -> Result<CopyOp, Refusal> {
         exclude: c.exclude.clone(),
         parents: c.parents,
         heredocs: heredocs(&c.heredocs),
+        checksum: c.checksum.clone(),
+        keep_git_dir: c.keep_git_dir,
     })
 }
 
@@ -92,6 +85,12 @@ pub(super) fn describe_copy(c: &CopyOp) -> Vec<String> {
     }
     for e in &c.exclude {
         flags.push(format!("excluding {e}"));
+    }
+    if let Some(sum) = &c.checksum {
+        flags.push(format!("checksum {sum}"));
+    }
+    if c.keep_git_dir {
+        flags.push("keeping .git".into());
     }
     if !flags.is_empty() {
         out.push(flags.join(", "));

@@ -226,9 +226,6 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             setup(e.to_string());
         }
     }
-    // The container's files get docker's modes whatever umask keel was started with
-    // (a daemon's 077 would otherwise end up in RUN layers and in volumes).
-    sys::proc::set_umask(CONTAINER_UMASK);
     if let Err(e) = sys::caps::restrict_to(&prep.caps) {
         setup(e.to_string());
     }
@@ -241,6 +238,9 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             "{e}; the working directory must exist in the image"
         ));
     }
+    // The container's umask is docker's (runc's) 022, never keel's own: under a caller's
+    // umask 077 RUN steps would otherwise make 0600 files and 0700 directories.
+    sys::proc::set_umask(CONTAINER_UMASK);
     if spec.no_new_privileges {
         if let Err(e) = sys::proc::set_no_new_privs() {
             setup(e.to_string());

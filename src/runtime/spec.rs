@@ -284,6 +284,8 @@ pub struct RunOptions {
     pub tmpfs: Vec<String>,
     pub limits: Limits,
     pub tty: bool,
+    /// `/dev/shm`'s size in bytes (default 64 MiB, docker's).
+    pub shm_size: Option<u64>,
     pub seccomp: Seccomp,
 }
 
@@ -768,6 +770,7 @@ fn fs(fstype: &str, source: &str, target: &str, options: &[&str]) -> MountOp {
 /// then user binds and tmpfs sorted by depth (parents first, as Docker does), then masks,
 /// read-only paths and the root remount.
 fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
+    let shm_size = format!("size={}k", o.shm_size.map_or(65536, |b| b.div_ceil(1024)));
     let mut m = vec![
         fs("proc", "proc", "/proc", &["nosuid", "noexec", "nodev"]),
         fs(
@@ -793,7 +796,7 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
             "tmpfs",
             "shm",
             "/dev/shm",
-            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+            &["nosuid", "noexec", "nodev", "mode=1777", &shm_size],
         ),
         fs(
             "mqueue",
@@ -1217,6 +1220,7 @@ mod tests {
                 cpus: Some(1.5),
             },
             tty: true,
+            shm_size: None,
             seccomp: Seccomp::Unconfined,
         };
         let cases = [

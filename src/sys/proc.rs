@@ -202,13 +202,6 @@ pub fn set_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), SysError> {
     check("setresuid", nix::unistd::setresuid(u, u, u))
 }
 
-/// Sets the process's file-mode creation mask and returns the previous one. keel and
-/// everything it starts use 0022 (as docker and buildah do), whatever the caller's is.
-pub fn set_umask(mask: u32) -> u32 {
-    use nix::sys::stat::{umask, Mode};
-    umask(Mode::from_bits_truncate(mask as libc::mode_t)).bits() as u32
-}
-
 /// prctl(PR_SET_NO_NEW_PRIVS): exec can never grant more privileges.
 pub fn set_no_new_privs() -> Result<(), SysError> {
     check("prctl no_new_privs", nix::sys::prctl::set_no_new_privs())
@@ -417,6 +410,19 @@ pub fn close_fds_except(keep: &[i32]) {
 /// True when the effective uid is 0.
 pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
+}
+
+/// Sets the process's file mode creation mask.
+pub fn set_umask(mask: u32) {
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+}
+
+/// The effective uid and gid.
+pub fn effective_ids() -> (u32, u32) {
+    (
+        nix::unistd::geteuid().as_raw(),
+        nix::unistd::getegid().as_raw(),
+    )
 }
 
 #[cfg(test)]

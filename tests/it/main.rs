@@ -3,6 +3,7 @@
 mod common;
 
 mod build;
+mod parity;
 
 mod dockerfile;
 mod execin;

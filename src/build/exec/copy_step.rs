@@ -22,6 +22,15 @@ struct Copy {
     exclude: Vec<String>,
     parents: bool,
     link: bool,
+    /// `ADD --checksum` of a URL, expanded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checksum: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    keep_git_dir: bool,
+    /// The source is a URL or git repository, fetched into a directory of its own: read
+    /// as it is (never extracted, never stamped).
+    #[serde(skip)]
+    remote: bool,
 }
 
 /// One selected source and the destination it is copied to.
@@ -50,6 +59,9 @@ impl Executor<'_> {
         vars: &BTreeMap<String, String>,
     ) -> Result<(State, Outcome), StepFailure> {
         let x = self.expand_copy(c, vars)?;
+        if x.remote {
+            return self.dispatch_remote_add(n, s, state, &x);
+        }
         let from = match &c.from {
             None => None,
             Some(f) => Some(self.state_from(&self.expand(f, vars)?)?),
@@ -68,7 +80,8 @@ impl Executor<'_> {
                 None => self.context,
             };
             let placed = place(ctx, &x)?;
-            self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &c.heredocs)
+            let heredocs = expand_heredocs(&c.heredocs, vars)?;
+            self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &heredocs)
         })();
         if let Some(snap) = &from_snap {
             let _ = self.snapshotter.remove(snap);
@@ -85,13 +98,14 @@ impl Executor<'_> {
         let expand = self.expander(vars);
         let mut srcs = Vec::new();
         for src in &c.srcs {
-            let v = self.expand(src, vars)?;
-            if c.add
-                && (v.starts_with("http://") || v.starts_with("https://") || v.starts_with("git@"))
-            {
-                return Err(StepFailure::Invalid(format!("ADD {v}: remote sources are not supported (keel builds offline); download it in a RUN step or put it in the context")));
-            }
-            srcs.push(v);
+            srcs.push(self.expand(src, vars)?);
+        }
+        let remotes = srcs
+            .iter()
+            .filter(|s| c.add && crate::build::remote::classify(s).is_some())
+            .count();
+        if remotes > 0 && (srcs.len() > 1 || c.from.is_some() || !c.heredocs.is_empty()) {
+            return Err(StepFailure::Invalid(format!("ADD {}: a URL or git repository must be the only source (no --from, no other sources); split it into one ADD per source", srcs.join(" "))));
         }
         let typed = |e: String| StepFailure::Invalid(e);
         Ok(Copy {
@@ -117,7 +131,45 @@ impl Executor<'_> {
                 .collect::<Result<_, _>>()?,
             parents: c.parents,
             link: c.link,
+            checksum: c
+                .checksum
+                .as_ref()
+                .map(|w| self.expand(w, vars))
+                .transpose()?,
+            keep_git_dir: c.keep_git_dir,
+            remote: remotes > 0,
         })
+    }
+
+    /// ADD of a URL or git repository: fetched into a directory of its own (a download
+    /// with a cached `--checksum` makes no request), then copied like a context source;
+    /// its content digests are part of the key.
+    fn dispatch_remote_add(
+        &mut self,
+        n: usize,
+        s: &Step,
+        state: State,
+        x: &Copy,
+    ) -> Result<(State, Outcome), StepFailure> {
+        use crate::build::remote::{self, Remote};
+        let src = &x.srcs[0];
+        let cache = self.store.root().join("cache").join("remote");
+        let tmp = self.store.tmp_dir();
+        let fetched = match remote::classify(src) {
+            Some(Remote::Git { url, reference }) => {
+                if x.checksum.is_some() {
+                    return Err(StepFailure::Invalid(format!("ADD --checksum {src}: a checksum applies to a downloaded file, not a git repository; pin the commit in the #ref instead")));
+                }
+                remote::fetch_git(&tmp, &url, reference.as_deref(), x.keep_git_dir)
+            }
+            _ => remote::fetch_http(&cache, &tmp, src, x.checksum.as_deref()),
+        }
+        .map_err(|e| StepFailure::Invalid(e.to_string()))?;
+        let ctx = Context::new(fetched.dir.path(), Box::new(|_: &str| false))?;
+        let mut local = x.clone();
+        local.srcs = vec![fetched.name.clone()];
+        let placed = place(&ctx, &local)?;
+        self.copy_placed(n, s, state, x, None, &ctx, &placed, &[])
     }
 
     /// Looks the copy up in the cache (stamp first, then key) and otherwise writes it.
@@ -144,8 +196,7 @@ impl Executor<'_> {
         let workdir = state.config.config.working_dir.clone().unwrap_or_default();
         // The fast path: the same files, unchanged since they settled, give the key the
         // step had last time — no stat index, no key inputs.
-        let stamp = from
-            .is_none()
+        let stamp = (from.is_none() && !x.remote)
             .then(|| self.copy_stamp(&state, &instruction, &workdir, placed, heredocs));
         if let Some(hit) = stamp.as_ref().and_then(|(st, _)| self.stamp_hit(st)) {
             return Ok((hit, Outcome::Cached));
@@ -196,7 +247,7 @@ impl Executor<'_> {
 
     /// The state a settled selection's stamp points at, unless the cache is bypassed.
     fn stamp_hit(&self, stamp: &crate::build::cache::SelectionStamp) -> Option<State> {
-        if self.opts.no_cache || self.opts.explain {
+        if self.stage_no_cache || self.opts.explain {
             return None;
         }
         let key = self.cache.key_by_stamp(stamp)?;
@@ -257,7 +308,22 @@ impl Executor<'_> {
                     (_, FileKind::Symlink) => 0o777,
                     _ => f.mode,
                 };
-                let content = self.content_input(ctx, f, hash)?;
+                let content = match (x.remote, f.kind) {
+                    // A fetched file is new every build: hashed directly, not indexed.
+                    (true, FileKind::File) => {
+                        let path = ctx.path_of(&f.rel);
+                        let file = std::fs::File::open(&path)
+                            .map_err(|source| StepError::Io { path, source })?;
+                        crate::digest::of_reader(file)
+                            .map_err(|source| StepError::Io {
+                                path: ctx.path_of(&f.rel),
+                                source,
+                            })?
+                            .0
+                            .to_string()
+                    }
+                    _ => self.content_input(ctx, f, hash)?,
+                };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
                     format!("{}>{}", p.dest, p.sel.name)
@@ -325,10 +391,11 @@ impl Executor<'_> {
                 ctx,
                 &snap.rootfs,
                 &ops,
+                owner,
                 self.opts.epoch,
             )?);
         }
-        step::apply_copy(ctx, &snap.rootfs, &ops)?;
+        step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
             self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
         }
@@ -370,6 +437,33 @@ impl Executor<'_> {
     }
 }
 
+/// `COPY <<EOF` bodies with their variables expanded, unless the delimiter was quoted.
+/// Quotes and backslashes in a body stay as written; only `$VAR` forms are replaced
+/// (BuildKit expands heredocs with a lexer in raw-quotes, raw-escapes mode).
+fn expand_heredocs(
+    docs: &[Heredoc],
+    vars: &BTreeMap<String, String>,
+) -> Result<Vec<Heredoc>, StepFailure> {
+    let mut lexer = crate::dockerfile::expand::Lexer::new('\\');
+    lexer.raw_quotes = true;
+    lexer.raw_escapes = true;
+    let lookup = |k: &str| vars.get(k).cloned();
+    docs.iter()
+        .map(|h| {
+            let content = match h.expand {
+                true => lexer
+                    .process_word(&h.content, &lookup)
+                    .map_err(|e| StepFailure::Invalid(format!("<<{}: {e}", h.name)))?,
+                false => h.content.clone(),
+            };
+            Ok(Heredoc {
+                content,
+                ..h.clone()
+            })
+        })
+        .collect()
+}
+
 /// Where a copy goes, as the step's snapshot shows it.
 struct Target<'a> {
     rootfs: &'a std::path::Path,
@@ -393,7 +487,7 @@ fn copy_ops(
     let mut archives = false;
     for p in placed {
         let path = ctx.path_of(&p.sel.top.rel);
-        if x.add && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
+        if x.add && !x.remote && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
             step::apply_add_archive(&path, t.rootfs, t.abs_dest)?;
             archives = true;
             continue;
@@ -451,8 +545,8 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
     let mut out = Vec::new();
     for src in &x.srcs {
         for mut sel in ctx.select(src)? {
-            sel.entries
-                .retain(|e| !excludes.iter().any(|m| m.is_match(&e.rel)));
+            let top = sel.top.rel.clone();
+            sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
             let dest = if x.parents {
                 parents_dest(&x.dest, src, &sel)
             } else {
@@ -462,6 +556,24 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
         }
     }
     Ok(out)
+}
+
+/// Whether `--exclude` drops `rel` (a context path under the selected `top`): a pattern
+/// matches the path relative to the source directory (BuildKit matches the copied
+/// paths below the source) or to the context, or any of its parent directories (so an
+/// excluded directory takes its contents with it).
+fn excluded(matchers: &[globset::GlobMatcher], top: &str, rel: &str) -> bool {
+    let below = rel
+        .strip_prefix(top)
+        .and_then(|r| r.strip_prefix('/'))
+        .filter(|r| !r.is_empty());
+    let forms = [Some(rel), below];
+    forms.into_iter().flatten().any(|p| {
+        std::path::Path::new(p)
+            .ancestors()
+            .filter(|a| !a.as_os_str().is_empty())
+            .any(|a| matchers.iter().any(|m| m.is_match(a)))
+    })
 }
 
 /// `--parents`: the directory a selection lands in, keeping the source's parents.
@@ -494,6 +606,22 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excludes_match_below_the_source_and_take_directories_whole() {
+        let m = |p: &str| globset::Glob::new(p).unwrap().compile_matcher();
+        let cases = [
+            ("tmp", "src", "src/tmp", true),
+            ("tmp", "src", "src/tmp/x", true),
+            ("*.log", "src", "src/a/b.log", true),
+            ("src/keep", "src", "src/keep", true),
+            ("tmp", "src", "src/keep", false),
+            ("tmp", "src", "src/tmpfile", false),
+        ];
+        for (pat, top, rel, want) in cases {
+            assert_eq!(excluded(&[m(pat)], top, rel), want, "{pat} {rel}");
+        }
+    }
 
     fn sel(rel: &str, kind: FileKind) -> Selection {
         let f = crate::context::ContextFile {

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{Executor, Outcome, Scope, State, StepFailure};
 use crate::build::cache::KeyInputs;
+use crate::build::step::{self, StepError};
 use crate::image::config::{Empty, HealthConfig, History};
 use crate::plan::{Cmdline, Healthcheck, Op, Step};
 
@@ -34,7 +35,7 @@ impl Executor<'_> {
             Op::Label(pairs) => self.dispatch_label(state, pairs, &vars)?,
             Op::Expose(ports) => self.dispatch_expose(state, ports, &vars)?,
             Op::Volume(v) => self.dispatch_volume(state, v, &vars)?,
-            Op::Workdir(w) => self.dispatch_workdir(state, w, &vars)?,
+            Op::Workdir(w) => return self.dispatch_workdir(n, s, state, w, &vars),
             Op::User(u) => {
                 let u = self.expand(u, &vars)?;
                 set(state, |c| c.config.user = Some(u))
@@ -80,21 +81,23 @@ impl Executor<'_> {
         Ok((state, Outcome::Metadata))
     }
 
+    /// Every value of one ENV expands with the variables as they were before it
+    /// (`ENV A=y B=$A` gives B the old A), as BuildKit's `dispatchEnv` does.
     fn dispatch_env(
         &self,
         state: State,
         pairs: &[(String, String)],
-        mut vars: BTreeMap<String, String>,
+        vars: BTreeMap<String, String>,
     ) -> Result<State, StepFailure> {
-        edit(state, |c| {
-            for (k, v) in pairs {
-                // Later pairs of one ENV see the earlier ones.
-                let v = self.expand(v, &vars)?;
+        let values = pairs
+            .iter()
+            .map(|(k, v)| Ok((k, self.expand(v, &vars)?)))
+            .collect::<Result<Vec<_>, StepFailure>>()?;
+        Ok(set(state, |c| {
+            for (k, v) in values {
                 c.config.set_env(k, &v);
-                vars.insert(k.clone(), v);
             }
-            Ok(())
-        })
+        }))
     }
 
     fn dispatch_label(
@@ -122,12 +125,9 @@ impl Executor<'_> {
             let all = c.config.exposed_ports.get_or_insert_with(BTreeMap::new);
             for p in ports {
                 let p = self.expand(p, vars)?;
-                let p = if p.contains('/') {
-                    p.to_ascii_lowercase()
-                } else {
-                    format!("{p}/tcp")
-                };
-                all.insert(p, Empty {});
+                for port in exposed_ports(&p).map_err(StepFailure::Invalid)? {
+                    all.insert(port, Empty {});
+                }
             }
             Ok(())
         })
@@ -148,24 +148,92 @@ impl Executor<'_> {
         })
     }
 
+    /// WORKDIR sets the config and creates the directory (with missing parents, mode
+    /// 0755, owned by the stage's USER when one is set) even if nothing is ever written
+    /// there: BuildKit's `dispatchWorkdir` adds an `llb.Mkdir` with `WithParents` and
+    /// `WithUser`. An existing directory is left as it is, so the layer is then empty.
     fn dispatch_workdir(
-        &self,
-        state: State,
+        &mut self,
+        n: usize,
+        s: &Step,
+        mut state: State,
         w: &str,
         vars: &BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
+    ) -> Done {
         let w = self.expand(w, vars)?;
-        edit(state, |c| {
-            let cur = c.config.working_dir.as_deref().filter(|d| !d.is_empty());
-            let abs = match cur {
-                _ if w.starts_with('/') => w.clone(),
-                Some(cur) => format!("{}/{w}", cur.trim_end_matches('/')),
-                None => format!("/{w}"),
-            };
-            c.config.working_dir = Some(crate::build::copy::clean_abs(&abs));
-            Ok(())
-        })
+        let cur = state
+            .config
+            .config
+            .working_dir
+            .as_deref()
+            .filter(|d| !d.is_empty());
+        let abs = match cur {
+            _ if w.starts_with('/') => w.clone(),
+            Some(cur) => format!("{}/{w}", cur.trim_end_matches('/')),
+            None => format!("/{w}"),
+        };
+        let abs = crate::build::copy::clean_abs(&abs);
+        state.config.config.working_dir = Some(abs.clone());
+        if abs == "/" {
+            return Ok((metadata_done(state, s), Outcome::Metadata));
+        }
+        let user = state.config.config.user.clone().filter(|u| !u.is_empty());
+        let instruction = json!({"workdir": {"path": abs, "user": user}});
+        let inputs = KeyInputs::new(state.key.clone(), instruction);
+        let position = format!(
+            "{}|{}|{}",
+            self.context.root().display(),
+            self.opts.file_name,
+            s.line
+        );
+        let created_by = format!("WORKDIR {abs}");
+        self.in_snapshot(
+            n,
+            "WORKDIR: ",
+            state,
+            &inputs,
+            &position,
+            &created_by,
+            |snap, _| {
+                let owner = match &user {
+                    Some(u) => {
+                        let u = crate::runtime::spec::Accounts::read(&snap.rootfs)?.resolve(u)?;
+                        Some((u.uid, u.gid))
+                    }
+                    None => None,
+                };
+                let tree =
+                    crate::sys::rootfs::Rootfs::open(&snap.rootfs).map_err(StepError::from)?;
+                tree.mkdir_all(std::path::Path::new(&abs), 0o755, owner)
+                    .map_err(StepError::from)?;
+                Ok(step::commit(
+                    self.store,
+                    self.snapshotter.as_ref(),
+                    snap,
+                    self.opts.epoch,
+                )?)
+            },
+        )
     }
+}
+
+/// The `port/proto` keys one EXPOSE word stands for: a range `7000-7002[/proto]` is one
+/// key per port, as BuildKit's `dispatchExpose` gets them from `nat.ParsePortSpecs`.
+pub(super) fn exposed_ports(word: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = match word.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (word, "tcp".to_string()),
+    };
+    let bad = || format!("EXPOSE {word}: invalid port; use PORT, PORT/PROTO or FIRST-LAST[/PROTO]");
+    let num = |s: &str| s.parse::<u16>().map_err(|_| bad());
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => (num(ports)?, num(ports)?),
+    };
+    if first > last || proto.is_empty() {
+        return Err(bad());
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
 }
 
 /// Applies `f` to the state's config.
@@ -241,4 +309,25 @@ fn metadata_done(mut state: State, s: &Step) -> State {
         .0
         .to_string();
     state
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exposed_ports;
+
+    #[test]
+    fn expose_words_become_one_key_per_port() {
+        let cases: &[(&str, &[&str])] = &[
+            ("80", &["80/tcp"]),
+            ("53/UDP", &["53/udp"]),
+            ("7000-7002", &["7000/tcp", "7001/tcp", "7002/tcp"]),
+            ("9-10/sctp", &["9/sctp", "10/sctp"]),
+        ];
+        for (word, want) in cases {
+            assert_eq!(exposed_ports(word).unwrap(), *want, "{word}");
+        }
+        for bad in ["", "x", "80-", "9-8", "80/", "70000"] {
+            assert!(exposed_ports(bad).is_err(), "{bad}");
+        }
+    }
 }

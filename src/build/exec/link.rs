@@ -38,7 +38,7 @@ impl Executor<'_> {
             ..inputs.clone()
         }
         .key();
-        let reused = if self.opts.no_cache {
+        let reused = if self.stage_no_cache {
             None
         } else {
             self.cache.get::<LinkedLayer>(&link_key)

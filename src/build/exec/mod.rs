@@ -18,6 +18,7 @@ use super::mounts;
 mod copy_step;
 mod dispatch;
 mod link;
+mod named;
 mod run_step;
 use super::progress::{BuildView, ViewMode};
 use super::step::{self, StepError};
@@ -28,6 +29,10 @@ use crate::plan::{Plan, Stage, Step};
 use crate::runtime::{self, Isolation};
 use crate::storage::Snapshotter;
 use crate::store::{ImageRecord, Store};
+pub use named::NamedContext;
+
+/// The PATH a stage gets when its base sets none (BuildKit's `system.DefaultPathEnv`).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Where a build stands after a step: the image config and its layers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -120,6 +125,8 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps ignore the cache.
+    pub no_cache_stages: Vec<String>,
     pub labels: Vec<(String, String)>,
     pub explain: bool,
     pub isolation: Option<String>,
@@ -131,6 +138,14 @@ pub struct BuildOptions {
     pub terminal: bool,
     /// Secrets and SSH agents for `RUN --mount=type=secret|ssh`.
     pub credentials: mounts::Credentials,
+    /// `keel build --network`: what a RUN without `--network` gets (`None`: the host's).
+    pub network: Option<crate::plan::Network>,
+    /// `--add-host NAME:IP`: extra lines of the RUN steps' `/etc/hosts`.
+    pub add_hosts: Vec<(String, String)>,
+    /// `--shm-size`: the RUN steps' `/dev/shm` size in bytes.
+    pub shm_size: Option<u64>,
+    /// `--build-context NAME=…`: what FROM/COPY --from/mount from= NAME mean.
+    pub contexts: BTreeMap<String, NamedContext>,
 }
 
 /// What a build produced and did.
@@ -139,6 +154,17 @@ pub struct BuildOutcome {
     pub ran: usize,
     pub cached: usize,
     pub log_dir: PathBuf,
+    /// Every step that ran or hit the cache, in order (for `--metadata-file`).
+    pub steps: Vec<StepRecord>,
+}
+
+/// What happened to one step: `cached`, `ran` or `metadata` (config only).
+#[derive(Debug, Clone, Serialize)]
+pub struct StepRecord {
+    pub stage: String,
+    pub line: usize,
+    pub instruction: String,
+    pub cache: &'static str,
 }
 
 /// One build in progress.
@@ -160,6 +186,11 @@ pub struct Executor<'a> {
     build_id: String,
     started: Instant,
     view: BuildView,
+    records: Vec<StepRecord>,
+    /// Named contexts resolved so far (each once per build).
+    named: BTreeMap<String, State>,
+    /// The stage being built ignores the cache (`--no-cache`, `--no-cache-filter`).
+    stage_no_cache: bool,
 }
 
 /// A stage while it is being built: its build args so far and whether ENTRYPOINT was
@@ -228,6 +259,9 @@ impl<'a> Executor<'a> {
             build_id,
             started: Instant::now(),
             view: BuildView::new(mode),
+            records: Vec::new(),
+            named: BTreeMap::new(),
+            stage_no_cache: opts.no_cache,
         })
     }
 
@@ -259,6 +293,7 @@ impl<'a> Executor<'a> {
             ran: self.ran,
             cached: self.cached,
             log_dir: self.log_dir,
+            steps: self.records,
         })
     }
 
@@ -319,6 +354,9 @@ impl<'a> Executor<'a> {
         if let Some(j) = self.plan.stage_by_ref(&base).filter(|j| *j < stage.index) {
             return Ok(self.results[&j].clone());
         }
+        if let Some(named) = self.named_state(&base) {
+            return named.map_err(|e| self.fail(stage.line, &text, e));
+        }
         let bad = |source: ImageStateError| BuildError::BadImage {
             file: self.opts.file_name.clone(),
             line: stage.line,
@@ -345,10 +383,22 @@ impl<'a> Executor<'a> {
 
     fn build_stage(&mut self, stage: &Stage) -> Result<State, BuildError> {
         let mut state = self.base_state(stage)?;
+        // Every stage has a PATH: BuildKit's convert.go gives a base without one (scratch,
+        // a bare imported rootfs) the default, in the image config and so for RUN.
+        if !state.config.config.has_env("PATH") {
+            state.config.config.set_env("PATH", DEFAULT_PATH);
+        }
         let label = stage
             .name
             .clone()
             .unwrap_or_else(|| format!("stage-{}", stage.index));
+        let index = stage.index.to_string();
+        self.stage_no_cache = self.opts.no_cache
+            || self
+                .opts
+                .no_cache_stages
+                .iter()
+                .any(|f| Some(f.as_str()) == stage.name.as_deref() || *f == index);
         self.counter += 1;
         self.say(format!("#{} [{label}] FROM {}", self.counter, stage.base));
         let mut scope = Scope {
@@ -398,6 +448,17 @@ impl<'a> Executor<'a> {
                 return Err(self.fail(s.line, &s.text, e));
             }
         };
+        let cache = match outcome {
+            Outcome::Cached => "cached",
+            Outcome::Ran => "ran",
+            Outcome::Metadata => "metadata",
+        };
+        self.records.push(StepRecord {
+            stage: label.to_string(),
+            line: s.line,
+            instruction: s.text.clone(),
+            cache,
+        });
         match outcome {
             Outcome::Cached => {
                 self.cached += 1;
@@ -446,12 +507,12 @@ impl<'a> Executor<'a> {
             ));
         }
         let key = inputs.key();
-        if !self.opts.no_cache {
+        if !self.stage_no_cache {
             if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
                 return (Some(hit), None);
             }
         }
-        let why = if self.opts.no_cache {
+        let why = if self.stage_no_cache {
             "--no-cache".to_string()
         } else {
             inputs.explain_change(self.cache.last_inputs(position).as_ref())
@@ -569,13 +630,16 @@ impl<'a> Executor<'a> {
     }
 
     /// The state a `--from=` names: an earlier stage (by name or index) or a store image.
-    fn state_from(&self, from: &str) -> Result<State, StepFailure> {
+    fn state_from(&mut self, from: &str) -> Result<State, StepFailure> {
         if let Some(st) = self
             .plan
             .stage_by_ref(from)
             .and_then(|j| self.results.get(&j))
         {
             return Ok(st.clone());
+        }
+        if let Some(named) = self.named_state(from) {
+            return named;
         }
         let image = |source: ImageStateError| StepFailure::Image {
             image: from.to_string(),

@@ -47,7 +47,12 @@ impl Executor<'_> {
             .iter()
             .map(|m| m.source_stage().map(|f| self.state_from(f)).transpose())
             .collect::<Result<_, _>>()?;
-        let inputs = self.run_inputs(&state, &scope.args, &argv, r.network, &mounts, &from)?;
+        // `keel build --network` decides for RUN steps that do not say.
+        let network = match (r.network, self.opts.network) {
+            (Network::Default, Some(build)) => build,
+            (own, _) => own,
+        };
+        let inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
         let position = self.position(scope.stage, s);
         let created_by = format!("RUN {}", argv.join(" "));
         self.in_snapshot(
@@ -62,7 +67,7 @@ impl Executor<'_> {
                 let ran = self
                     .resolve_mounts(n, &mounts, &from, &mut res)
                     .and_then(|()| {
-                        self.run_in(n, snap, state, &scope.args, &argv, r.network, &mounts, &res)
+                        self.run_in(n, snap, state, &scope.args, &argv, network, &mounts, &res)
                     });
                 for f in &res.snaps {
                     let _ = self.snapshotter.remove(f);
@@ -103,8 +108,15 @@ impl Executor<'_> {
             .iter()
             .map(|s| s.as_ref().map(|s| s.key.as_str()))
             .collect();
-        let run =
+        let mut run =
             json!({"run": {"argv": argv, "network": network, "mounts": mounts, "from": from_keys}});
+        // Build-wide container settings are inputs only when given, so other keys stay.
+        if !self.opts.add_hosts.is_empty() {
+            run["run"]["add_hosts"] = json!(self.opts.add_hosts);
+        }
+        if let Some(shm) = self.opts.shm_size {
+            run["run"]["shm_size"] = json!(shm);
+        }
         let cfg = &state.config.config;
         let mut inputs = KeyInputs::new(state.key.clone(), run);
         inputs.args = args.clone();
@@ -311,6 +323,14 @@ impl Executor<'_> {
             .map_err(|e| StepFailure::Invalid(e.to_string()))?;
         binds.extend(res.binds.iter().cloned());
         binds.extend(creds.binds.iter().cloned());
+        let hosts = self.hosts_file()?;
+        if let Some(h) = &hosts {
+            binds.push(runtime::BindMount {
+                src: h.path().to_path_buf(),
+                dst: "/etc/hosts".into(),
+                ro: true,
+            });
+        }
         let stubs: Vec<PathBuf> = binds
             .iter()
             .map(|b| b.dst.as_str())
@@ -327,6 +347,7 @@ impl Executor<'_> {
             network: net,
             binds,
             tmpfs: res.tmpfs.clone(),
+            shm_size: self.opts.shm_size,
             ..Default::default()
         };
         let oci = cfg
@@ -349,6 +370,31 @@ impl Executor<'_> {
     }
 }
 
+impl Executor<'_> {
+    /// With `--add-host`, the RUN steps' `/etc/hosts`: loopback names, then each
+    /// `NAME IP` given (BuildKit writes its own hosts file the same way).
+    fn hosts_file(&self) -> Result<Option<tempfile::NamedTempFile>, StepFailure> {
+        if self.opts.add_hosts.is_empty() {
+            return Ok(None);
+        }
+        let mut text =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        for (name, ip) in &self.opts.add_hosts {
+            text.push_str(&format!("{ip}\t{name}\n"));
+        }
+        let tmp = self.store.tmp_dir();
+        let io = |source| StepError::Io {
+            path: tmp.clone(),
+            source,
+        };
+        let mut f = tempfile::NamedTempFile::new_in(&tmp).map_err(io)?;
+        std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        Ok(Some(f))
+    }
+}
+
 /// Copies what `source` selects in `ctx` into the directory `dir` (a directory's
 /// contents, or a file under its own name).
 fn copy_into(
@@ -358,7 +404,7 @@ fn copy_into(
 ) -> Result<Vec<crate::context::Selection>, StepFailure> {
     let sels = ctx.select(source)?;
     let ops = copy::plan("RUN --mount", &sels, "/", "/", None, None, true)?;
-    step::apply_copy(ctx, dir, &ops)?;
+    step::apply_copy(ctx, dir, &ops, None)?;
     Ok(sels)
 }
 

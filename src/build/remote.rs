@@ -1,0 +1,355 @@
+//! Remote ADD sources: `ADD https://…` downloads and `ADD <git url>#ref` checkouts, each
+//! delivered as a directory the copy then reads like a context. Owns
+//! `<root>/cache/remote/`: downloaded contents by digest (`blobs/`) and, per URL, the
+//! digest with its `ETag`/`Last-Modified` (`urls/`) for revalidation.
+//!
+//! A download with `--checksum` whose content is cached makes no request at all; without
+//! one, a cached URL is revalidated (`If-None-Match`/`If-Modified-Since`) and a 304 reuses
+//! the cached content. Git goes through the `git` binary. Must not decide where files
+//! land in the image (that is the copy's job).
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    #[error("ADD {url}: checksum mismatch: expected {expected}, got {actual}; fix --checksum or the URL")]
+    Checksum {
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("ADD --checksum={0}: use sha256:<64 hex digits>")]
+    BadChecksum(String),
+    #[error("ADD {url}: {why}")]
+    Fetch { url: String, why: String },
+    #[error("ADD {url}: git {args}: {why}")]
+    Git {
+        url: String,
+        args: String,
+        why: String,
+    },
+    #[error("ADD {url}: {} : {source}", path.display())]
+    Io {
+        url: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A remote source word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Remote {
+    Http(String),
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
+}
+
+/// Classifies an ADD source: a git repository (`git@…`, `git://…`, or a URL whose path
+/// ends in `.git`, with an optional `#ref`), an http(s) URL, or `None` for a local path.
+pub fn classify(src: &str) -> Option<Remote> {
+    let (base, fragment) = match src.split_once('#') {
+        Some((b, f)) => (b, Some(f)),
+        None => (src, None),
+    };
+    let schemes = ["https://", "http://", "git://", "ssh://", "file://"];
+    let is_url = schemes.iter().any(|s| base.starts_with(s));
+    let git = base.starts_with("git@")
+        || base.starts_with("git://")
+        || (is_url && base.trim_end_matches('/').ends_with(".git"));
+    if git {
+        // `#ref:subdir` selects a subdirectory in BuildKit; keel takes the ref only.
+        let reference = fragment.filter(|f| !f.is_empty()).map(str::to_string);
+        return Some(Remote::Git {
+            url: base.to_string(),
+            reference,
+        });
+    }
+    (src.starts_with("https://") || src.starts_with("http://")).then(|| Remote::Http(src.into()))
+}
+
+/// A fetched source: `dir` holds it under `name` (a file, or a checkout directory).
+pub struct Fetched {
+    pub dir: tempfile::TempDir,
+    pub name: String,
+}
+
+/// The file name a URL's content gets: the last path segment (BuildKit's rule).
+pub fn file_name(url: &str) -> String {
+    let path = url.split(['?', '#']).next().unwrap_or(url);
+    let after_host = path.splitn(4, '/').nth(3).unwrap_or("");
+    after_host
+        .rsplit('/')
+        .find(|s| !s.is_empty() && *s != "." && *s != "..")
+        .unwrap_or("download")
+        .to_string()
+}
+
+/// `sha256:<hex>` → the hex part, checked.
+pub fn checksum_hex(c: &str) -> Result<String, RemoteError> {
+    match c.strip_prefix("sha256:") {
+        Some(h) if h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            Ok(h.to_ascii_lowercase())
+        }
+        _ => Err(RemoteError::BadChecksum(c.to_string())),
+    }
+}
+
+/// What is remembered of a URL for revalidation.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct UrlRecord {
+    url: String,
+    digest: String,
+    etag: Option<String>,
+    last_modified: Option<String>,
+}
+
+struct Cache {
+    dir: PathBuf,
+}
+
+impl Cache {
+    fn blob(&self, hex: &str) -> PathBuf {
+        self.dir.join("blobs").join(hex)
+    }
+    fn record_path(&self, url: &str) -> PathBuf {
+        self.dir.join("urls").join(format!(
+            "{}.json",
+            hex::encode(Sha256::digest(url.as_bytes()))
+        ))
+    }
+    fn record(&self, url: &str) -> Option<UrlRecord> {
+        let r: UrlRecord =
+            serde_json::from_slice(&std::fs::read(self.record_path(url)).ok()?).ok()?;
+        (r.url == url && self.blob(&r.digest).is_file()).then_some(r)
+    }
+}
+
+/// Downloads `url` (or finds it in the cache) and checks `checksum`; the content lands in
+/// a fresh directory under `tmp` with mode 0600, as docker gives remote files.
+pub fn fetch_http(
+    cache_root: &Path,
+    tmp: &Path,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<Fetched, RemoteError> {
+    let cache = Cache {
+        dir: cache_root.to_path_buf(),
+    };
+    let io = |path: &Path| {
+        let (url, path) = (url.to_string(), path.to_path_buf());
+        move |source| RemoteError::Io { url, path, source }
+    };
+    let want = checksum.map(checksum_hex).transpose()?;
+    let hex = match want.as_deref().filter(|h| cache.blob(h).is_file()) {
+        Some(h) => h.to_string(),
+        None => download(&cache, url)?,
+    };
+    if let Some(w) = want {
+        if w != hex {
+            return Err(RemoteError::Checksum {
+                url: url.into(),
+                expected: format!("sha256:{w}"),
+                actual: format!("sha256:{hex}"),
+            });
+        }
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("keel-add-")
+        .tempdir_in(tmp)
+        .map_err(io(tmp))?;
+    let name = file_name(url);
+    let dest = dir.path().join(&name);
+    std::fs::copy(cache.blob(&hex), &dest).map_err(io(&dest))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
+    Ok(Fetched { dir, name })
+}
+
+/// GETs `url`, revalidating a cached copy; returns the content's sha256 hex.
+fn download(cache: &Cache, url: &str) -> Result<String, RemoteError> {
+    let fail = |why: String| RemoteError::Fetch {
+        url: url.into(),
+        why,
+    };
+    let known = cache.record(url);
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(r) = &known {
+        if let Some(e) = &r.etag {
+            req = req.header("If-None-Match", e);
+        }
+        if let Some(m) = &r.last_modified {
+            req = req.header("If-Modified-Since", m);
+        }
+    }
+    let resp = req.call().map_err(|e| fail(e.to_string()))?;
+    let status = resp.status().as_u16();
+    if let (304, Some(r)) = (status, &known) {
+        return Ok(r.digest.clone());
+    }
+    if status != 200 {
+        return Err(fail(format!("the server answered {status}; check the URL")));
+    }
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let (etag, last_modified) = (header("etag"), header("last-modified"));
+    let hex = store_body(cache, url, resp.into_body().into_reader())?;
+    let record = UrlRecord {
+        url: url.into(),
+        digest: hex.clone(),
+        etag,
+        last_modified,
+    };
+    let path = cache.record_path(url);
+    let _ = std::fs::create_dir_all(path.parent().expect("urls/ has a parent"));
+    let _ = std::fs::write(&path, serde_json::to_vec(&record).unwrap_or_default());
+    Ok(hex)
+}
+
+/// Streams a body into `blobs/`, hashing it on the way; returns its sha256 hex.
+fn store_body(cache: &Cache, url: &str, mut body: impl Read) -> Result<String, RemoteError> {
+    let blobs = cache.dir.join("blobs");
+    let io = |path: &Path| {
+        let (url, path) = (url.to_string(), path.to_path_buf());
+        move |source| RemoteError::Io { url, path, source }
+    };
+    std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+    let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(io(&blobs))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = body.read(&mut buf).map_err(io(tmp.path()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        tmp.write_all(&buf[..n]).map_err(io(tmp.path()))?;
+    }
+    let hex = hex::encode(hasher.finalize());
+    let dest = cache.blob(&hex);
+    tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
+    Ok(hex)
+}
+
+/// Checks `url` out at `reference` (default: the remote's HEAD) with the `git` binary,
+/// into a fresh directory under `tmp`; `.git` is removed unless `keep_git_dir`.
+pub fn fetch_git(
+    tmp: &Path,
+    url: &str,
+    reference: Option<&str>,
+    keep_git_dir: bool,
+) -> Result<Fetched, RemoteError> {
+    let dir = tempfile::Builder::new()
+        .prefix("keel-add-git-")
+        .tempdir_in(tmp)
+        .map_err(|source| RemoteError::Io {
+            url: url.into(),
+            path: tmp.to_path_buf(),
+            source,
+        })?;
+    let repo = dir.path().join("checkout");
+    let repo_s = repo.to_string_lossy().into_owned();
+    let git = |args: &[&str]| -> Result<(), RemoteError> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| RemoteError::Git {
+                url: url.into(),
+                args: args.join(" "),
+                why: format!("{e}; install git"),
+            })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        Err(RemoteError::Git {
+            url: url.into(),
+            args: args.join(" "),
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    };
+    git(&["init", "-q", &repo_s])?;
+    let fetch_ref = reference.unwrap_or("HEAD");
+    git(&["-C", &repo_s, "fetch", "-q", "--depth", "1", url, fetch_ref])?;
+    git(&["-C", &repo_s, "checkout", "-q", "FETCH_HEAD"])?;
+    if !keep_git_dir {
+        let dotgit = repo.join(".git");
+        std::fs::remove_dir_all(&dotgit).map_err(|source| RemoteError::Io {
+            url: url.into(),
+            path: dotgit,
+            source,
+        })?;
+    }
+    Ok(Fetched {
+        dir,
+        name: "checkout".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_are_classified() {
+        let git = |u: &str, r: Option<&str>| {
+            Some(Remote::Git {
+                url: u.into(),
+                reference: r.map(str::to_string),
+            })
+        };
+        let cases = [
+            (
+                "https://x.org/a/b.tar.gz",
+                Some(Remote::Http("https://x.org/a/b.tar.gz".into())),
+            ),
+            (
+                "http://127.0.0.1:8/f?x=1",
+                Some(Remote::Http("http://127.0.0.1:8/f?x=1".into())),
+            ),
+            (
+                "https://github.com/o/r.git#v1",
+                git("https://github.com/o/r.git", Some("v1")),
+            ),
+            (
+                "git@github.com:o/r.git",
+                git("git@github.com:o/r.git", None),
+            ),
+            ("git://h/r#main", git("git://h/r", Some("main"))),
+            (
+                "file:///srv/r.git#main",
+                git("file:///srv/r.git", Some("main")),
+            ),
+            ("local/file.txt", None),
+            ("file:///etc/passwd", None),
+        ];
+        for (src, want) in cases {
+            assert_eq!(classify(src), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn names_and_checksums() {
+        assert_eq!(file_name("https://h/a/b/tool.tgz?sig=1"), "tool.tgz");
+        assert_eq!(file_name("https://h/dir/"), "dir");
+        assert_eq!(file_name("https://h"), "download");
+        let h = "ab".repeat(32);
+        assert_eq!(checksum_hex(&format!("sha256:{h}")).unwrap(), h);
+        for bad in ["sha256:ab", "md5:00", &h] {
+            assert!(checksum_hex(bad).is_err(), "{bad}");
+        }
+    }
+}
