@@ -229,6 +229,14 @@ impl Containers {
         let dir = self.dir_of(&config.id);
         let staging = self.dir.join(format!(".new-{}", config.id));
         fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        // 0700: config.json keeps the run's env (`-e` values, for `keel exec`), which may
+        // hold secrets; the generated /etc files are bind-mounted, so no container user
+        // needs to reach them by path.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("creating", &staging))?;
+        }
         write_json(&staging.join("config.json"), config)?;
         write_json(&staging.join("state.json"), &ContainerState::created())?;
         fs::write(staging.join("image"), config.image_digest.to_string())
