@@ -61,6 +61,16 @@ pub const POINTS: &[&str] = &[
     "rm.snapshot-removed",
     // `keel gc`: blobs are being swept.
     "gc.sweeping",
+    // `keel pull`: the lease is taken, nothing fetched yet.
+    "pull.started",
+    // `keel pull`: the manifest to pull is fetched and verified, no blob stored yet.
+    "pull.manifest-fetched",
+    // `keel pull`: one blob (config or layer) is downloaded and stored.
+    "pull.blob-stored",
+    // `keel pull`: every blob is stored and verified; the manifest is not.
+    "pull.blobs-stored",
+    // `keel pull`: the manifest is stored; no name points at it yet.
+    "pull.manifest-stored",
 ];
 
 fn armed() -> Option<&'static (String, usize)> {

@@ -33,9 +33,16 @@ pub struct BuildArgs {
     /// Write the image digest, config digest, names and each step's cache result as JSON.
     #[arg(long, value_name = "FILE")]
     metadata_file: Option<PathBuf>,
-    /// Base images always come from the local store; only `never`/`missing`/`false` make sense.
+    /// Fetch FROM images from their registry: missing (only when the store lacks them),
+    /// always (follow moved tags), or never (offline).
     #[arg(long, default_value = "missing", value_name = "POLICY", num_args = 0..=1, default_missing_value = "always")]
-    pull: String,
+    pull: crate::registry::PullPolicy,
+    /// Export the build cache to a registry: registry:HOST/REPO[:TAG][,mode=min|max].
+    #[arg(long, value_name = "registry:REF")]
+    cache_to: Option<crate::registry::cache::CacheRef>,
+    /// Use a build cache exported to a registry (repeatable).
+    #[arg(long, value_name = "registry:REF")]
+    cache_from: Vec<crate::registry::cache::CacheRef>,
     /// Add a label to the image (KEY=VALUE).
     #[arg(long, value_name = "KEY=VALUE")]
     label: Vec<String>,
@@ -79,6 +86,9 @@ pub struct BuildArgs {
     /// Add a line to the RUN steps' /etc/hosts (NAME:IP); may be repeated.
     #[arg(long, value_name = "NAME:IP")]
     add_host: Vec<String>,
+    /// A resource limit for RUN steps (NAME=SOFT[:HARD], e.g. nofile=1024:2048); repeatable.
+    #[arg(long, value_name = "NAME=SOFT[:HARD]")]
+    ulimit: Vec<String>,
     /// Size of the RUN steps' /dev/shm (bytes, or with k/m/g).
     #[arg(long, value_name = "SIZE")]
     shm_size: Option<String>,
@@ -234,9 +244,6 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             bail!("--platform {p}: keel builds for the host platform ({host}) only");
         }
     }
-    if !matches!(a.pull.as_str(), "never" | "missing" | "false") {
-        bail!("--pull={}: keel never pulls; base images come from the local store (`keel load`, `keel bootstrap`)", a.pull);
-    }
     let (file_name, bytes) = match a.file.as_deref() {
         Some("-") => {
             let mut b = Vec::new();
@@ -324,6 +331,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
                 })?,
         ),
     };
+    let ulimits = a
+        .ulimit
+        .iter()
+        .map(|u| crate::runtime::spec::Ulimit::parse(u).map_err(anyhow::Error::msg))
+        .collect::<Result<Vec<_>>>()?;
     let network = a.network.as_deref().map(|n| match n {
         "none" => crate::plan::Network::None,
         "host" => crate::plan::Network::Host,
@@ -362,13 +374,25 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         network,
         add_hosts,
         shm_size,
+        ulimits,
         contexts,
+        pull: a.pull,
     };
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
     }
     let ignore = crate::build::front::dockerignore(&context_dir)?;
     let context = crate::context::Context::new(&context_dir, ignore)?;
+    for c in &a.cache_from {
+        let got = crate::registry::cache::import(&store, c)
+            .with_context(|| format!("--cache-from registry:{}", c.image))?;
+        if !opts.quiet {
+            eprintln!(
+                "cache-from {}: {} entries, {} layers available",
+                c.image, got.entries, got.layers
+            );
+        }
+    }
     let outcome = match Executor::new(&store, &plan, &opts, &context)?.build() {
         Ok(o) => o,
         Err(e) => {
@@ -379,6 +403,8 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             )));
         }
     };
+    // Layers of cache hits not fetched yet (no step needed their files) come now.
+    crate::registry::cache::fetch_missing(&store, &outcome.state.layers)?;
     let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
     let to_stdout = outputs.iter().any(|o| {
         matches!(
@@ -399,6 +425,26 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         });
         std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+    }
+    if !a.cache_from.is_empty() && !opts.quiet {
+        let (n, bytes) = crate::registry::cache::fetched();
+        eprintln!("cache-from: {n} layers ({bytes} bytes) downloaded");
+    }
+    if let Some(c) = &a.cache_to {
+        let finals: Vec<_> = rec
+            .manifest
+            .layers()
+            .iter()
+            .map(|l| l.digest().clone())
+            .collect();
+        let sent = crate::registry::cache::export(&store, c, &outcome.keys, &finals)
+            .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        if !opts.quiet {
+            eprintln!(
+                "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",
+                c.image, sent.entries, sent.layers, sent.uploaded, sent.manifest
+            );
+        }
     }
     if let Some(f) = &a.iidfile {
         std::fs::write(f, rec.id().to_string())

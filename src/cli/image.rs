@@ -421,32 +421,3 @@ pub fn load(a: LoadArgs, ctx: &Ctx) -> Result<i32> {
     }
     Ok(0)
 }
-
-#[derive(Debug, Args)]
-pub struct PushArgs {
-    /// Image to push, named with its registry (`localhost:5000/team/app:tag`).
-    image: String,
-    /// Push under this name instead (it names the registry).
-    destination: Option<String>,
-    /// Speak plain HTTP to the registry (localhost registries always are).
-    #[arg(long = "tls-verify", default_value_t = true, action = clap::ArgAction::Set)]
-    tls_verify: bool,
-}
-
-pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
-    let store = ctx.store()?;
-    let image = store.resolve(&a.image)?;
-    let dest = ImageRef::parse(a.destination.as_deref().unwrap_or(&a.image))?;
-    let target = crate::registry::Target::of(&dest, !a.tls_verify)?;
-    let task = ctx
-        .reporter
-        .task(format!("pushing {} to {}", a.image, dest));
-    let pushed = crate::registry::push(&store, &image, &target)
-        .with_context(|| format!("pushing {}", dest))?;
-    task.done(format!(
-        "{} blobs uploaded, {} already there, manifest {}",
-        pushed.uploaded, pushed.present, pushed.manifest
-    ));
-    println!("{}", pushed.manifest);
-    Ok(0)
-}

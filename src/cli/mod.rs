@@ -3,6 +3,7 @@
 mod build;
 mod image;
 mod project;
+mod registry;
 mod run;
 mod system;
 
@@ -65,7 +66,13 @@ enum Command {
     /// Load images from an OCI or docker archive.
     Load(image::LoadArgs),
     /// Push an image to a registry.
-    Push(image::PushArgs),
+    Push(registry::PushArgs),
+    /// Pull an image from a registry.
+    Pull(registry::PullArgs),
+    /// Store credentials for a registry (where docker and podman read them).
+    Login(registry::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(registry::LogoutArgs),
     /// Remove unreferenced blobs and stray temporary files.
     Gc(system::GcArgs),
     /// Verify every blob and reference in the store.
@@ -249,7 +256,10 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Rmi(a) => image::rmi(a, ctx),
         Command::Save(a) => image::save(a, ctx),
         Command::Load(a) => image::load(a, ctx),
-        Command::Push(a) => image::push(a, ctx),
+        Command::Push(a) => registry::push(a, ctx),
+        Command::Pull(a) => registry::pull(a, ctx),
+        Command::Login(a) => registry::login(a, ctx),
+        Command::Logout(a) => registry::logout(a, ctx),
         Command::Gc(a) => system::gc(a, ctx),
         Command::Fsck(a) => system::fsck(a, ctx),
         Command::Info(a) => system::info(a, ctx),

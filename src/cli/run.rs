@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// Override the image's entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Pull the image: missing (only when the store lacks it), always, or never.
+    #[arg(long, default_value = "missing", value_name = "POLICY")]
+    pull: crate::registry::PullPolicy,
     /// Security options: seccomp=unconfined, seccomp=default, no-new-privileges.
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
@@ -163,6 +166,7 @@ impl RunArgs {
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    super::registry::ensure_image(&store, ctx, &a.image, a.pull)?;
     let req = a.into_request()?;
     let id = container::new_id();
     if !req.detach {

@@ -375,6 +375,7 @@ impl Prepared {
             limits: self.validated.limits.clone(),
             tty: r.tty,
             shm_size: None,
+            ulimits: Vec::new(),
             seccomp: self.validated.seccomp,
         })
     }

@@ -112,6 +112,9 @@ pub struct ImageSpec {
     pub args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub depends_on: Vec<String>,
+    /// A registry build cache used and refreshed by this image's builds
+    /// (`cache = "registry:REF"`: `--cache-from` and `--cache-to`).
+    pub cache: Option<String>,
     /// Line of the `[[image]]` header's `name` key, for messages.
     pub line: usize,
 }
@@ -137,6 +140,14 @@ impl ImageSpec {
         if let Some(t) = &self.target {
             a.push("--target".into());
             a.push(t.clone());
+        }
+        if let Some(c) = &self.cache {
+            a.extend([
+                "--cache-from".into(),
+                c.clone(),
+                "--cache-to".into(),
+                c.clone(),
+            ]);
         }
         a.push(self.context.clone());
         a
@@ -264,8 +275,19 @@ impl Project {
                     ));
                 }
             }
+            let cache = match ri.cache {
+                Some(c) => {
+                    let s = c.span();
+                    c.get_ref()
+                        .parse::<crate::registry::cache::CacheRef>()
+                        .map_err(|m| bad(s, "cache", m))?;
+                    Some(c.into_inner())
+                }
+                None => None,
+            };
             images.push(ImageSpec {
                 name,
+                cache,
                 context,
                 file: file_rel,
                 tags: ri.tags,
@@ -576,6 +598,7 @@ mod raw {
         pub target: Option<String>,
         #[serde(default)]
         pub depends_on: Vec<Spanned<String>>,
+        pub cache: Option<Spanned<String>>,
     }
 
     #[derive(Deserialize)]
@@ -653,7 +676,7 @@ mod tests {
         let cases = [
             (
                 "[[image]]\nname='a'\n\n[[image]]\nname='b'\nbogus=1\n",
-                "keel.toml:6: in [[image]]: unknown field `bogus`, expected one of `name`, `context`, `file`, `tags`, `args`, `target`, `depends_on`; remove it or fix its spelling",
+                "keel.toml:6: in [[image]]: unknown field `bogus`, expected one of `name`, `context`, `file`, `tags`, `args`, `target`, `depends_on`, `cache`; remove it or fix its spelling",
             ),
             (
                 "[[image]]\nname='a'\ntags='x'\n",
@@ -707,6 +730,10 @@ mod tests {
             (
                 "[env.dev]\nimage='x'\nmount='src'\n",
                 "keel.toml:3: env.dev.mount: must be an absolute path such as /src",
+            ),
+            (
+                "[[image]]\nname='a'\ncache='localhost:5000/c'\n",
+                "keel.toml:3: cache: cache \"localhost:5000/c\": give registry:HOST/REPO[:TAG][,mode=min|max]",
             ),
             (
                 "[env.dev]\nimage='x'\ncache={ m2 = 'rel' }\n",

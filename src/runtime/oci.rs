@@ -115,6 +115,7 @@ pub fn process(spec: &ContainerSpec) -> Result<Process, RuntimeError> {
         .env(spec.env.clone())
         .cwd(spec.cwd.clone())
         .no_new_privileges(spec.no_new_privileges)
+        .rlimits(rlimits(spec)?)
         .capabilities(
             LinuxCapabilitiesBuilder::default()
                 .bounding(bounding)
@@ -127,6 +128,28 @@ pub fn process(spec: &ContainerSpec) -> Result<Process, RuntimeError> {
         )
         .build()
         .map_err(oci_err)
+}
+
+/// `process.rlimits`: the spec's `--ulimit`s, as runc sets them.
+fn rlimits(spec: &ContainerSpec) -> Result<Vec<oci_spec::runtime::PosixRlimit>, RuntimeError> {
+    spec.ulimits
+        .iter()
+        .map(|l| {
+            let typ: oci_spec::runtime::PosixRlimitType =
+                format!("RLIMIT_{}", l.name.to_uppercase())
+                    .parse()
+                    .map_err(|_| RuntimeError::Unavailable {
+                        backend: "oci",
+                        why: format!("unknown --ulimit {}", l.name),
+                    })?;
+            oci_spec::runtime::PosixRlimitBuilder::default()
+                .typ(typ)
+                .soft(l.soft)
+                .hard(l.hard)
+                .build()
+                .map_err(oci_err)
+        })
+        .collect()
 }
 
 /// `linux.resources.devices`: the spec's device rules, in order.

@@ -226,6 +226,12 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             setup(e.to_string());
         }
     }
+    // Before the user and capabilities change: raising a hard limit needs privilege.
+    for l in &spec.ulimits {
+        if let Err(e) = sys::proc::set_rlimit(&l.name, l.soft, l.hard) {
+            setup(format!("--ulimit {}: {e}", l.name));
+        }
+    }
     if let Err(e) = sys::caps::restrict_to(&prep.caps) {
         setup(e.to_string());
     }

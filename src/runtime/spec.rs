@@ -286,7 +286,72 @@ pub struct RunOptions {
     pub tty: bool,
     /// `/dev/shm`'s size in bytes (default 64 MiB, docker's).
     pub shm_size: Option<u64>,
+    /// Resource limits set on the process (`--ulimit`).
+    pub ulimits: Vec<Ulimit>,
     pub seccomp: Seccomp,
+}
+
+/// One `--ulimit NAME=SOFT[:HARD]` (docker's names: `nofile`, `nproc`, `core`, …);
+/// `u64::MAX` is unlimited (`-1` on the command line).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ulimit {
+    pub name: String,
+    pub soft: u64,
+    pub hard: u64,
+}
+
+/// The resource names `--ulimit` takes (docker's, each an `RLIMIT_*`).
+pub const ULIMIT_NAMES: &[&str] = &[
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+    "as",
+];
+
+impl Ulimit {
+    /// Parses `NAME=SOFT[:HARD]` (HARD defaults to SOFT; `-1` is unlimited).
+    pub fn parse(spec: &str) -> Result<Ulimit, String> {
+        let bad = |why: &str| format!("--ulimit {spec:?}: {why}");
+        let (name, values) = spec
+            .split_once('=')
+            .ok_or_else(|| bad("expected NAME=SOFT[:HARD], e.g. nofile=1024:2048"))?;
+        if !ULIMIT_NAMES.contains(&name) {
+            return Err(bad(&format!(
+                "unknown limit; use one of {}",
+                ULIMIT_NAMES.join(", ")
+            )));
+        }
+        let num = |v: &str| match v {
+            "-1" => Ok(u64::MAX),
+            v => v
+                .parse::<u64>()
+                .map_err(|_| bad("limits are numbers (or -1)")),
+        };
+        let (soft, hard) = match values.split_once(':') {
+            Some((s, h)) => (num(s)?, num(h)?),
+            None => (num(values)?, num(values)?),
+        };
+        if soft > hard {
+            return Err(bad("the soft limit is above the hard one"));
+        }
+        Ok(Ulimit {
+            name: name.to_string(),
+            soft,
+            hard,
+        })
+    }
 }
 
 /// The user the process runs as.
@@ -362,6 +427,8 @@ pub struct ContainerSpec {
     pub seccomp: Seccomp,
     /// Syscalls refused with EPERM on top of the seccomp profile (the chroot backend's).
     pub denied_syscalls: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ulimits: Vec<Ulimit>,
 }
 
 impl ContainerSpec {
@@ -680,6 +747,7 @@ pub fn plan(
         devices: default_device_rules(),
         seccomp: opts.seccomp,
         denied_syscalls: Vec::new(),
+        ulimits: opts.ulimits.clone(),
     })
 }
 
@@ -1190,6 +1258,27 @@ mod tests {
     /// Serializes specs for a few inputs and compares them with `testdata/spec/<name>.json`.
     /// `KEEL_BLESS=1` rewrites the files.
     #[test]
+    fn ulimits_parse_as_docker_writes_them() {
+        let u = |n: &str, s: u64, h: u64| Ulimit {
+            name: n.into(),
+            soft: s,
+            hard: h,
+        };
+        assert_eq!(
+            Ulimit::parse("nofile=1024:2048").unwrap(),
+            u("nofile", 1024, 2048)
+        );
+        assert_eq!(Ulimit::parse("nproc=64").unwrap(), u("nproc", 64, 64));
+        assert_eq!(
+            Ulimit::parse("core=-1").unwrap(),
+            u("core", u64::MAX, u64::MAX)
+        );
+        for bad in ["nofile", "files=1", "nofile=x", "nofile=9:8", "=1"] {
+            assert!(Ulimit::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn golden_specs() {
         let a = accounts();
         let full = RunOptions {
@@ -1221,6 +1310,7 @@ mod tests {
             },
             tty: true,
             shm_size: None,
+            ulimits: Vec::new(),
             seccomp: Seccomp::Unconfined,
         };
         let cases = [

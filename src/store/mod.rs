@@ -284,6 +284,8 @@ const ROOT_ENTRIES: &[&str] = &[
     "volumes",
     "cache",
     "logs",
+    // keel's registries configuration (search list, mirrors, insecure registries).
+    "registries.toml",
     // A freshly made filesystem mounted at the root has one.
     "lost+found",
 ];

@@ -412,6 +412,39 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
+/// Sets one resource limit of the calling process by docker's name for it (`nofile`,
+/// `nproc`, `core`, …); `u64::MAX` is unlimited.
+pub fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<(), SysError> {
+    use nix::sys::resource::Resource as R;
+    let r = match name {
+        "core" => R::RLIMIT_CORE,
+        "cpu" => R::RLIMIT_CPU,
+        "data" => R::RLIMIT_DATA,
+        "fsize" => R::RLIMIT_FSIZE,
+        "locks" => R::RLIMIT_LOCKS,
+        "memlock" => R::RLIMIT_MEMLOCK,
+        "msgqueue" => R::RLIMIT_MSGQUEUE,
+        "nice" => R::RLIMIT_NICE,
+        "nofile" => R::RLIMIT_NOFILE,
+        "nproc" => R::RLIMIT_NPROC,
+        "rss" => R::RLIMIT_RSS,
+        "rtprio" => R::RLIMIT_RTPRIO,
+        "rttime" => R::RLIMIT_RTTIME,
+        "sigpending" => R::RLIMIT_SIGPENDING,
+        "stack" => R::RLIMIT_STACK,
+        "as" => R::RLIMIT_AS,
+        _ => {
+            return Err(SysError::at(
+                "setrlimit",
+                Path::new(name),
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            ))
+        }
+    };
+    nix::sys::resource::setrlimit(r, soft, hard)
+        .map_err(|e| SysError::at("setrlimit", Path::new(name), std::io::Error::from(e)))
+}
+
 /// Sets the process's file mode creation mask.
 pub fn set_umask(mask: u32) {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));

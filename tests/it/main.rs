@@ -9,6 +9,8 @@ mod dockerfile;
 mod execin;
 mod integrate;
 mod layer;
+mod registry;
+mod regserver;
 mod report;
 mod run;
 mod runtime;

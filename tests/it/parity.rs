@@ -645,3 +645,37 @@ fn dockerfile_from_stdin() {
         "from the context\n"
     );
 }
+
+/// `--ulimit` sets RUN steps' resource limits, with each backend that runs them.
+#[test]
+fn ulimit_reaches_run_steps() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let df = "FROM bb\nRUN echo $(ulimit -Sn) $(ulimit -Hn) > /n\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", df)]);
+    let mut backends = vec!["namespaces", "chroot"];
+    if Path::new("/usr/sbin/runc").exists() || crate::common::have("runc") {
+        backends.push("oci");
+    }
+    for b in backends {
+        let out = k.path(&format!("out-{b}"));
+        k.ok(&[
+            "build",
+            "-q",
+            "--isolation",
+            b,
+            "--ulimit",
+            "nofile=123:456",
+            "-o",
+            out.to_str().unwrap(),
+            ctx.to_str().unwrap(),
+        ]);
+        assert_eq!(
+            fs::read_to_string(out.join("n")).unwrap(),
+            "123 456\n",
+            "{b}"
+        );
+    }
+    let err = k.fails(&["build", "--ulimit", "files=1", ctx.to_str().unwrap()]);
+    assert!(err.contains("unknown limit"), "{err}");
+}

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{self, Keel};
+use crate::regserver::{Auth, Registry};
 
 /// Put in the command line and the environment of every process a case starts in a
 /// container (every child inherits the environment: a `sleep` started by `sh -c` has the
@@ -88,6 +89,22 @@ const CASES: &[Case] = &[
     c("rm", "rm.stopped", 1),
     c("rm", "rm.snapshot-removed", 1),
     c("gc", "gc.sweeping", 1),
+    // `keel pull` of a one-layer image: blob hits are the config (1), the layer (2) and
+    // the manifest (3).
+    c("pull", "lease.taken", 1),
+    c("pull", "pull.started", 1),
+    c("pull", "pull.manifest-fetched", 1),
+    c("pull", "store.blob-temp", 1),
+    c("pull", "store.blob-stored", 1),
+    c("pull", "pull.blob-stored", 1),
+    c("pull", "store.blob-temp", 2),
+    c("pull", "store.blob-stored", 2),
+    c("pull", "pull.blob-stored", 2),
+    c("pull", "pull.blobs-stored", 1),
+    c("pull", "store.blob-temp", 3),
+    c("pull", "store.blob-stored", 3),
+    c("pull", "pull.manifest-stored", 1),
+    c("pull", "store.index-temp", 1),
 ];
 
 /// Whether the suite can run here; under CI a missing root is a failure, not a skip.
@@ -121,7 +138,7 @@ fn setup() -> Keel {
 }
 
 /// The arguments of the command a case kills, after whatever it needs was prepared.
-fn prepare(k: &Keel, area: &str) -> Vec<String> {
+fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let ctx = k.path("ctx").display().to_string();
     match area {
@@ -276,6 +293,14 @@ fn prepare(k: &Keel, area: &str) -> Vec<String> {
         "gc" => {
             k.ok(&["rmi", "bb"]);
             s(&["gc"])
+        }
+        // The image is pushed, then removed from the root: the pull fetches every blob.
+        "pull" => {
+            let name = format!("{}/faults/bb:1", reg.expect("a registry").host());
+            k.ok(&["push", "bb", &name]);
+            k.ok(&["rmi", "bb"]);
+            k.ok(&["gc"]);
+            s(&["pull", &name])
         }
         other => panic!("unknown area {other}"),
     }
@@ -443,7 +468,8 @@ fn fsck_clean(k: &Keel, what: &str) {
 fn run_case(case: &Case) {
     let what = format!("{} killed at {}#{}", case.area, case.point, case.hit);
     let k = setup();
-    let args = prepare(&k, case.area);
+    let reg = (case.area == "pull").then(|| Registry::start(false, Auth::None));
+    let args = prepare(&k, case.area, reg.as_ref());
     let log = k.path("fault.log");
     let out = k
         .cmd()
@@ -568,6 +594,10 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         "run-d" | "run-d-oci" | "run-d-limits" | "run-d-chroot" | "exec" => {
             k.ok(&["rm", "-f", "c1"]);
         }
+        "pull" => {
+            let o = k.ok(&["run", "--rm", args[1], "echo", "pulled"]);
+            assert_eq!(o, "pulled\n", "{what}");
+        }
         _ => {}
     }
     fsck_clean(k, &format!("{what}, after the re-run"));
@@ -620,6 +650,16 @@ fn sigkill_during_run_exec_rm_then_gc_leaves_the_host_as_before() {
         "exec",
         "rm",
     ]);
+}
+
+/// Issue 13: a keel SIGKILLed at any point of a pull leaves a store `keel fsck` passes,
+/// gc takes what it left, and the next pull completes.
+#[test]
+fn sigkill_during_pull_then_gc_leaves_the_host_as_before() {
+    if !crate::regserver::available() {
+        return;
+    }
+    run_area(&["pull"]);
 }
 
 /// Every fault point keel lists is exercised by at least one case (each case asserts

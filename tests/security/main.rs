@@ -4,6 +4,8 @@
 //! One module per area; each test names the break it guards in its doc comment.
 #[path = "../it/common.rs"]
 mod common;
+#[path = "../it/regserver.rs"]
+mod regserver;
 
 mod canary;
 

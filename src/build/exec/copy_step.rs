@@ -251,7 +251,9 @@ impl Executor<'_> {
             return None;
         }
         let key = self.cache.key_by_stamp(stamp)?;
-        self.cache.get::<State>(&key)
+        let hit = self.cache.get::<State>(&key)?;
+        self.keys.borrow_mut().push(key);
+        Some(hit)
     }
 
     /// The stamp of a context copy: its other inputs and what `lstat` says of its files.

@@ -52,7 +52,14 @@ pub enum BuildError {
         step: String,
         source: Box<StepFailure>,
     },
-    #[error("{file}:{line}: base image {image:?} is not in the store; create it first (`keel bootstrap busybox {image}`, `keel load -i FILE`, `keel import ROOTFS.tar {image}` or build it)")]
+    #[error("{file}:{line}: base image {image:?} is not in the store and pulling it failed: {source}; check the name and registry (`keel pull {image}`), or create it (`keel bootstrap busybox {image}`, `keel load -i FILE`)")]
+    PullBase {
+        file: String,
+        line: usize,
+        image: String,
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("{file}:{line}: base image {image:?} is not in the store (and --pull=never); pull it (`keel pull {image}`) or create it (`keel bootstrap busybox {image}`, `keel load -i FILE`, `keel import ROOTFS.tar {image}` or build it)")]
     MissingBase {
         file: String,
         line: usize,
@@ -116,6 +123,8 @@ pub enum StepFailure {
     Front(#[from] crate::dockerfile::ParseError),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Registry(#[from] crate::registry::RegistryError),
 }
 
 /// The knobs of `keel build`.
@@ -144,8 +153,12 @@ pub struct BuildOptions {
     pub add_hosts: Vec<(String, String)>,
     /// `--shm-size`: the RUN steps' `/dev/shm` size in bytes.
     pub shm_size: Option<u64>,
+    /// `--ulimit`: resource limits of the RUN steps' processes.
+    pub ulimits: Vec<runtime::spec::Ulimit>,
     /// `--build-context NAME=…`: what FROM/COPY --from/mount from= NAME mean.
     pub contexts: BTreeMap<String, NamedContext>,
+    /// When a FROM image is fetched from its registry (`--pull`).
+    pub pull: crate::registry::PullPolicy,
 }
 
 /// What a build produced and did.
@@ -156,6 +169,8 @@ pub struct BuildOutcome {
     pub log_dir: PathBuf,
     /// Every step that ran or hit the cache, in order (for `--metadata-file`).
     pub steps: Vec<StepRecord>,
+    /// The cache entries this build used or made (what `--cache-to` exports).
+    pub keys: Vec<super::cache::CacheKey>,
 }
 
 /// What happened to one step: `cached`, `ran` or `metadata` (config only).
@@ -191,6 +206,7 @@ pub struct Executor<'a> {
     named: BTreeMap<String, State>,
     /// The stage being built ignores the cache (`--no-cache`, `--no-cache-filter`).
     stage_no_cache: bool,
+    keys: std::cell::RefCell<Vec<super::cache::CacheKey>>,
 }
 
 /// A stage while it is being built: its build args so far and whether ENTRYPOINT was
@@ -262,6 +278,7 @@ impl<'a> Executor<'a> {
             records: Vec::new(),
             named: BTreeMap::new(),
             stage_no_cache: opts.no_cache,
+            keys: Default::default(),
         })
     }
 
@@ -294,6 +311,7 @@ impl<'a> Executor<'a> {
             cached: self.cached,
             log_dir: self.log_dir,
             steps: self.records,
+            keys: self.keys.into_inner(),
         })
     }
 
@@ -363,6 +381,7 @@ impl<'a> Executor<'a> {
             image: base.clone(),
             source: Box::new(source),
         };
+        self.pull_base(stage, &base)?;
         let rec = match self.store.resolve(&base) {
             Ok(r) => r,
             Err(crate::store::StoreError::NoSuchImage(_)) => {
@@ -379,6 +398,42 @@ impl<'a> Executor<'a> {
         self.store.protect_image(&rec)?;
         crate::fault::point("build.base-resolved");
         state_of_image(self.store, &rec).map_err(bad)
+    }
+
+    /// Applies `--pull` to a FROM image: fetched when missing (or always); a digest-pinned
+    /// one the store has never touches the network.
+    fn pull_base(&self, stage: &Stage, base: &str) -> Result<(), BuildError> {
+        use crate::registry::PullPolicy;
+        let have = self.store.resolve(base).is_ok();
+        let want = match self.opts.pull {
+            PullPolicy::Never => false,
+            PullPolicy::Missing => !have,
+            PullPolicy::Always => !base.contains('@'),
+        };
+        let Some(name) = want
+            .then(|| crate::reference::ImageRef::parse(base).ok())
+            .flatten()
+        else {
+            return Ok(());
+        };
+        let fail = |e| BuildError::PullBase {
+            file: self.opts.file_name.clone(),
+            line: stage.line,
+            image: base.to_string(),
+            source: Box::new(e),
+        };
+        let opts = crate::registry::PullOptions {
+            registries: crate::registry::RegistriesConfig::load(self.store.root()).map_err(fail)?,
+            ..Default::default()
+        };
+        let quiet = self.opts.quiet;
+        let report = |e: crate::registry::PullEvent| {
+            if let (crate::registry::PullEvent::Resolved { remote, .. }, false) = (e, quiet) {
+                crate::report::err_line(format!("FROM {base}: pulling {remote}"));
+            }
+        };
+        crate::registry::pull(self.store, &name, &opts, &report).map_err(fail)?;
+        Ok(())
     }
 
     fn build_stage(&mut self, stage: &Stage) -> Result<State, BuildError> {
@@ -509,6 +564,7 @@ impl<'a> Executor<'a> {
         let key = inputs.key();
         if !self.stage_no_cache {
             if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
+                self.keys.borrow_mut().push(key);
                 return (Some(hit), None);
             }
         }
@@ -520,14 +576,19 @@ impl<'a> Executor<'a> {
         (None, Some(why))
     }
 
-    /// Leases a cached state's layers; false when one is gone (gc took it: a miss).
+    /// Leases a cached state's layers; false when one is gone (gc took it: a miss)
+    /// unless an imported registry cache can fetch it when it is needed (`snapshot`).
     fn hold(&self, state: &State) -> bool {
         let ds: Vec<_> = state.layers.iter().map(|l| l.descriptor.digest()).collect();
-        self.store.protect(ds.iter().copied()).is_ok() && ds.iter().all(|d| self.store.has_blob(d))
+        self.store.protect(ds.iter().copied()).is_ok()
+            && ds
+                .iter()
+                .all(|d| self.store.has_blob(d) || crate::registry::cache::fetchable(self.store, d))
     }
 
     fn remember(&self, inputs: &KeyInputs, position: &str, state: &State) {
         let _ = self.cache.put(&inputs.key(), state);
+        self.keys.borrow_mut().push(inputs.key());
         self.cache.record_inputs(position, inputs);
     }
 
@@ -567,6 +628,8 @@ impl<'a> Executor<'a> {
         layers: &[StoredLayer],
     ) -> Result<crate::storage::Snapshot, StepFailure> {
         let id = format!("build-{}-{suffix}", self.build_id);
+        // Layers of registry-cache hits arrive only now, when a step needs their files.
+        crate::registry::cache::fetch_missing(self.store, layers)?;
         // The stack is leased first: gc leaves its unpacked layers alone meanwhile.
         let stack: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
         self.store.lease()?.protect_stack(&stack)?;

@@ -117,6 +117,9 @@ impl Executor<'_> {
         if let Some(shm) = self.opts.shm_size {
             run["run"]["shm_size"] = json!(shm);
         }
+        if !self.opts.ulimits.is_empty() {
+            run["run"]["ulimits"] = json!(self.opts.ulimits);
+        }
         let cfg = &state.config.config;
         let mut inputs = KeyInputs::new(state.key.clone(), run);
         inputs.args = args.clone();
@@ -348,6 +351,7 @@ impl Executor<'_> {
             binds,
             tmpfs: res.tmpfs.clone(),
             shm_size: self.opts.shm_size,
+            ulimits: self.opts.ulimits.clone(),
             ..Default::default()
         };
         let oci = cfg

@@ -1,0 +1,385 @@
+//! The build cache shared through a registry (`--cache-to registry:REF`,
+//! `--cache-from registry:REF`): an OCI artifact whose config maps step cache keys to
+//! the step results keel keeps in `<root>/cache/steps/` (config, layers with diff_ids,
+//! key), and whose layers are the layer blobs those results name. docs/cache.md
+//! describes the format.
+//!
+//! Import writes the entries into the local build cache and notes where each layer blob
+//! can be fetched; nothing else is downloaded. A blob is fetched (verified, diff_id
+//! checked) only when the build needs it: for a snapshot a step runs in, or for the
+//! final image. So a build whose steps all hit downloads only the image's own layers.
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::Read;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use serde_json::{json, Value};
+
+use super::client::{scope, unexpected, Client, Connect};
+use super::config::RegistriesConfig;
+use super::name::{Reference, Remote};
+use super::push::{send_blob, target_of, Memo, Outgoing};
+use super::RegistryError;
+use crate::build::cache::{BuildCache, CacheKey, KEY_VERSION};
+use crate::digest::{self, Digest};
+use crate::image::StoredLayer;
+use crate::reference::ImageRef;
+use crate::store::Store;
+
+/// The artifact type of a keel build cache manifest.
+pub const ARTIFACT_TYPE: &str = "application/vnd.keel.build-cache.v1+json";
+/// The media type of its config (the entries).
+pub const CONFIG_TYPE: &str = "application/vnd.keel.build-cache.config.v1+json";
+/// The format of the config document.
+pub const FORMAT: u64 = 1;
+/// Largest cache config keel reads.
+const MAX_CONFIG: u64 = 64 << 20;
+
+/// Which entries `--cache-to` exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only steps whose layers are all in the final image.
+    Min,
+    /// Every step of the build (intermediate stages too).
+    Max,
+}
+
+/// `registry:REF[,mode=min|max]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheRef {
+    pub image: ImageRef,
+    pub mode: Mode,
+}
+
+impl std::str::FromStr for CacheRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<CacheRef, String> {
+        let mut parts = s.split(',');
+        let first = parts.next().unwrap_or_default();
+        let Some(r) = first
+            .strip_prefix("registry:")
+            .or_else(|| first.strip_prefix("type=registry,ref="))
+        else {
+            return Err(format!(
+                "cache {s:?}: give registry:HOST/REPO[:TAG][,mode=min|max]"
+            ));
+        };
+        let image = ImageRef::parse(r).map_err(|e| format!("cache {s:?}: {e}"))?;
+        target_of(&image).map_err(|_| {
+            format!("cache {s:?}: name the registry (registry:localhost:5000/team/cache)")
+        })?;
+        let mut mode = Mode::Min;
+        for p in parts {
+            mode = match p {
+                "mode=min" => Mode::Min,
+                "mode=max" => Mode::Max,
+                o => {
+                    return Err(format!(
+                        "cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max"
+                    ))
+                }
+            };
+        }
+        Ok(CacheRef { image, mode })
+    }
+}
+
+fn connect(store: &Store, remote: &Remote, actions: &str) -> Result<Client, RegistryError> {
+    let host = Remote::endpoint_of(&remote.registry);
+    let registries = RegistriesConfig::load(store.root())?;
+    let how = Connect {
+        skip_tls_verify: false,
+        insecure: registries.is_insecure(host),
+        credentials: None,
+    };
+    Client::connect(host, &how, vec![scope(&remote.repository, actions)])
+}
+
+/// What an import found.
+#[derive(Debug, Default)]
+pub struct Imported {
+    pub entries: usize,
+    pub layers: usize,
+}
+
+/// Reads the cache at `cref` into the local build cache (entries only, no layers).
+pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError> {
+    let remote = target_of(&cref.image)?;
+    let client = connect(store, &remote, "pull")?;
+    let repo = client.repo_url(&remote.repository);
+    let label = remote.to_string();
+    let doc = match super::pull::fetch_manifest(
+        &client,
+        &repo,
+        &remote.reference.to_string(),
+        None,
+        &label,
+    ) {
+        Ok(d) => d,
+        // No cache there yet: a cold build, not an error (as BuildKit).
+        Err(RegistryError::NotFound { .. }) => return Ok(Imported::default()),
+        Err(e) => return Err(e),
+    };
+    let manifest: Value =
+        serde_json::from_slice(&doc.bytes).map_err(|e| bad(&label, &e.to_string()))?;
+    if manifest["artifactType"] != ARTIFACT_TYPE && manifest["config"]["mediaType"] != CONFIG_TYPE {
+        return Err(bad(&label, "it is not a keel build cache (its artifactType is not application/vnd.keel.build-cache.v1+json)"));
+    }
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .and_then(digest::parse)
+        .ok_or_else(|| bad(&label, "its config has no valid digest"))?;
+    let config = read_small_blob(&client, &repo, &config_digest)?;
+    let config: Value = serde_json::from_slice(&config).map_err(|e| bad(&label, &e.to_string()))?;
+    if config["format"].as_u64() != Some(FORMAT)
+        || config["key_version"].as_u64() != Some(KEY_VERSION.into())
+    {
+        tracing::warn!("{label}: cache of another format or key version; ignored");
+        return Ok(Imported::default());
+    }
+    let cache = BuildCache::new(store.root());
+    let mut out = Imported::default();
+    for (hex, entry) in config["entries"].as_object().into_iter().flatten() {
+        let Some(d) = digest::parse(&format!("sha256:{hex}")) else {
+            continue;
+        };
+        let key = CacheKey(d);
+        if cache.get::<Value>(&key).is_none() && cache.put(&key, entry).is_ok() {
+            out.entries += 1;
+        }
+    }
+    let memo = Memo::new(store);
+    let host = Remote::endpoint_of(&remote.registry);
+    for l in manifest["layers"].as_array().into_iter().flatten() {
+        if let Some(d) = l["digest"].as_str().and_then(digest::parse) {
+            memo.add_source(host, &d, &remote.repository);
+            out.layers += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn bad(reference: &str, why: &str) -> RegistryError {
+    RegistryError::BadManifest {
+        reference: reference.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// A small blob (the cache config), read into memory and verified.
+fn read_small_blob(client: &Client, repo: &str, d: &Digest) -> Result<Vec<u8>, RegistryError> {
+    let url = format!("{repo}/blobs/{d}");
+    let resp = client.call("GET", &url, &[])?;
+    if resp.status() != 200 {
+        return Err(unexpected("GET", &url, resp));
+    }
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MAX_CONFIG)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::Http {
+            method: "GET",
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+    let actual = digest::of_bytes(&bytes);
+    if actual != *d {
+        return Err(RegistryError::Blob {
+            what: "cache config",
+            digest: d.to_string(),
+            url,
+            why: format!("it hashes to {actual}"),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Whether a missing blob can be fetched from an imported cache.
+pub fn fetchable(store: &Store, d: &Digest) -> bool {
+    Memo::new(store).any_source(d).is_some()
+}
+
+static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
+static FETCHED_BLOBS: AtomicUsize = AtomicUsize::new(0);
+
+/// Layers and bytes this process fetched from caches.
+pub fn fetched() -> (usize, u64) {
+    (
+        FETCHED_BLOBS.load(Ordering::Relaxed),
+        FETCHED_BYTES.load(Ordering::Relaxed),
+    )
+}
+
+fn clients() -> &'static Mutex<HashMap<String, Arc<Client>>> {
+    static C: OnceLock<Mutex<HashMap<String, Arc<Client>>>> = OnceLock::new();
+    C.get_or_init(Default::default)
+}
+
+/// Fetches the layers of `layers` the store lacks from the cache that named them, each
+/// verified by digest and diff_id. A layer no cache names is left to the caller (the
+/// store reports it missing).
+pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), RegistryError> {
+    let memo = Memo::new(store);
+    for l in layers {
+        let d = l.descriptor.digest();
+        if store.has_blob(d) {
+            continue;
+        }
+        let Some((host, repository)) = memo.any_source(d) else {
+            continue;
+        };
+        let id = format!("{host}/{repository}");
+        let client = {
+            let mut map = clients().lock().expect("clients");
+            match map.get(&id) {
+                Some(c) => c.clone(),
+                None => {
+                    let remote = Remote {
+                        registry: host.clone(),
+                        repository: repository.clone(),
+                        reference: Reference::Tag("latest".into()),
+                    };
+                    let c = Arc::new(connect(store, &remote, "pull")?);
+                    map.insert(id, c.clone());
+                    c
+                }
+            }
+        };
+        let repo = client.repo_url(&repository);
+        let mut stats = super::pull::Stats::default();
+        super::pull::fetch_blob(store, &client, &repo, &l.descriptor, None, &mut stats)?;
+        store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+        FETCHED_BYTES.fetch_add(stats.bytes, Ordering::Relaxed);
+        FETCHED_BLOBS.fetch_add(stats.fetched, Ordering::Relaxed);
+    }
+    Ok(())
+}
+
+/// What an export sent.
+#[derive(Debug, Default)]
+pub struct Exported {
+    pub entries: usize,
+    pub layers: usize,
+    pub uploaded: usize,
+    pub manifest: String,
+}
+
+/// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`.
+pub fn export(
+    store: &Store,
+    cref: &CacheRef,
+    keys: &[CacheKey],
+    final_layers: &[Digest],
+) -> Result<Exported, RegistryError> {
+    let cache = BuildCache::new(store.root());
+    let finals: BTreeSet<String> = final_layers.iter().map(|d| d.to_string()).collect();
+    let mut entries = BTreeMap::new();
+    let mut layers: BTreeMap<String, Value> = BTreeMap::new();
+    for key in keys {
+        let Some(mut entry) = cache.get::<Value>(key) else {
+            continue;
+        };
+        let descs: Vec<Value> = entry["layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|l| l["descriptor"].clone())
+            .collect();
+        let in_final = descs
+            .iter()
+            .all(|d| d["digest"].as_str().is_some_and(|d| finals.contains(d)));
+        if cref.mode == Mode::Min && !in_final {
+            continue;
+        }
+        if let Some(m) = entry.as_object_mut() {
+            m.remove("keel_cache_version");
+        }
+        for d in descs {
+            if let Some(k) = d["digest"].as_str() {
+                layers.insert(k.to_string(), d.clone());
+            }
+        }
+        entries.insert(key.hex().to_string(), entry);
+    }
+    let config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries});
+    let (config_digest, config_size) = store.put_json(&config)?;
+    let remote = target_of(&cref.image)?;
+    let client = connect(store, &remote, "pull,push")?;
+    let repo = client.repo_url(&remote.repository);
+    let mut pushed = super::push::Pushed::default();
+    let memo = Memo::new(store);
+    for d in layers.values() {
+        let digest = d["digest"]
+            .as_str()
+            .and_then(digest::parse)
+            .ok_or_else(|| bad("cache", "an entry has a layer without a digest"))?;
+        let size = d["size"].as_u64().unwrap_or(0);
+        send_blob(
+            store,
+            &memo,
+            &client,
+            &repo,
+            Outgoing::stored(digest, size),
+            &[],
+            &mut pushed,
+        )?;
+    }
+    send_blob(
+        store,
+        &memo,
+        &client,
+        &repo,
+        Outgoing::stored(config_digest.clone(), config_size),
+        &[],
+        &mut pushed,
+    )?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+        "layers": layers.values().collect::<Vec<_>>(),
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    let url = format!("{repo}/manifests/{}", remote.reference);
+    let resp = client.send(
+        "PUT",
+        &url,
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
+        &bytes[..],
+    )?;
+    if resp.status() != 201 {
+        return Err(unexpected("PUT", &url, resp));
+    }
+    Ok(Exported {
+        entries: entries.len(),
+        layers: layers.len(),
+        uploaded: pushed.uploaded,
+        manifest: digest::of_bytes(&bytes).to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_refs_parse() {
+        let r: CacheRef = "registry:localhost:5000/team/cache:main,mode=max"
+            .parse()
+            .unwrap();
+        assert_eq!(r.image.to_string(), "localhost:5000/team/cache:main");
+        assert_eq!(r.mode, Mode::Max);
+        let r: CacheRef = "registry:reg.io/c".parse().unwrap();
+        assert_eq!(r.mode, Mode::Min);
+        for bad in [
+            "localhost:5000/c",
+            "registry:cache",
+            "registry:reg.io/c,mode=all",
+            "local:/tmp/x",
+        ] {
+            assert!(bad.parse::<CacheRef>().is_err(), "{bad}");
+        }
+    }
+}

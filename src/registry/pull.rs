@@ -1,0 +1,663 @@
+//! `keel pull`: a manifest (or an index, resolved to one platform's manifest), its config
+//! and its layers, each streamed into the store's verified writer (`BlobWriter::commit`
+//! checks the digest before the blob gets its name), every layer then checked against
+//! its diff_id, the manifest stored last and the name set after that. A pull killed at
+//! any point leaves only whole, verified blobs (which the next pull reuses: it resumes)
+//! and temp files gc reclaims. Layers download in parallel, at most `jobs` at once.
+use std::collections::VecDeque;
+use std::fmt;
+use std::io::Read;
+use std::sync::Mutex;
+
+use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest, MediaType};
+
+use super::client::{scope, unexpected, Client, Connect};
+use super::config::RegistriesConfig;
+use super::name::{candidates, Reference, Remote};
+use super::RegistryError;
+use crate::digest::{self, Digest};
+use crate::reference::ImageRef;
+use crate::store::{ImageRecord, Store, MAX_JSON};
+
+/// Most layers keel accepts in one image (as `keel load`).
+const MAX_LAYERS: usize = crate::archive::MAX_LAYERS;
+
+/// What `Accept` lists for manifests: OCI and Docker schema 2, single and multi-platform.
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// `os/arch[/variant]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The platform keel runs on.
+    pub fn host() -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: crate::image::host_arch().to_string(),
+            variant: None,
+        }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_ascii_lowercase(),
+                arch: arch.to_ascii_lowercase(),
+                variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
+            }),
+            _ => Err(format!(
+                "--platform {s}: give OS/ARCH[/VARIANT], e.g. linux/arm64"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// How to pull.
+#[derive(Debug, Clone)]
+pub struct PullOptions {
+    pub platform: Platform,
+    /// From an index, store every platform's image (the name goes to `platform`'s).
+    pub all_platforms: bool,
+    /// Layers downloaded at once.
+    pub jobs: usize,
+    pub skip_tls_verify: bool,
+    pub registries: RegistriesConfig,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        PullOptions {
+            platform: Platform::host(),
+            all_platforms: false,
+            jobs: 3,
+            skip_tls_verify: false,
+            registries: RegistriesConfig::default(),
+        }
+    }
+}
+
+/// Progress of a pull, for the reporter.
+#[derive(Debug, Clone)]
+pub enum PullEvent {
+    /// The manifest to pull is known.
+    Resolved { remote: String, manifest: Digest },
+    /// A layer download starts.
+    LayerStart { digest: Digest, size: u64 },
+    /// `bytes` more of a layer arrived.
+    LayerBytes { digest: Digest, bytes: u64 },
+    /// A layer is stored and verified (`fetched`: false when the store had it).
+    LayerDone {
+        digest: Digest,
+        size: u64,
+        fetched: bool,
+    },
+}
+
+/// What a pull did.
+#[derive(Debug)]
+pub struct Pulled {
+    pub record: ImageRecord,
+    /// Where it came from (`registry/repository@digest` or the tag asked for).
+    pub remote: String,
+    /// Bytes and blobs downloaded; blobs the store already had.
+    pub fetched_bytes: u64,
+    pub fetched_blobs: usize,
+    pub present_blobs: usize,
+}
+
+type Events<'a> = &'a (dyn Fn(PullEvent) + Sync);
+
+/// Pulls `name` into the store and names it `name` (unless it is pinned by digest).
+pub fn pull(
+    store: &Store,
+    name: &ImageRef,
+    opts: &PullOptions,
+    events: Events,
+) -> Result<Pulled, RegistryError> {
+    let _writing = store.writer_guard()?;
+    crate::fault::point("pull.started");
+    if let Some(d) = name.digest.as_ref().filter(|d| store.has_blob(d)) {
+        // A pinned manifest the store has: no network (its blobs were verified when stored).
+        if let Ok(record) = store.resolve(d.as_ref()) {
+            store.protect_image(&record)?;
+            return Ok(Pulled {
+                record,
+                remote: name.to_string(),
+                fetched_bytes: 0,
+                fetched_blobs: 0,
+                present_blobs: 0,
+            });
+        }
+    }
+    let mut tried = Vec::new();
+    for remote in candidates(name, &opts.registries) {
+        let endpoints = opts.registries.endpoints(&remote.registry);
+        for (i, endpoint) in endpoints.iter().enumerate() {
+            let host = Remote::endpoint_of(endpoint);
+            let mirror = i + 1 < endpoints.len();
+            match pull_from(store, host, &remote, opts, events) {
+                Ok(mut p) => {
+                    if name.digest.is_none() {
+                        store.tag(name, &p.record.manifest_descriptor)?;
+                        p.record.names = vec![name.tagged_name()];
+                    }
+                    return Ok(p);
+                }
+                Err(RegistryError::NotFound { .. }) => {
+                    tried.push(format!("{host}/{}", remote.repository))
+                }
+                Err(e) if mirror => {
+                    tracing::warn!("mirror {host} failed, trying the next source: {e}");
+                    tried.push(format!("{host}/{}", remote.repository));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Err(RegistryError::NotFound {
+        reference: name.to_string(),
+        tried: tried.join(", "),
+    })
+}
+
+/// One image from one registry endpoint.
+fn pull_from(
+    store: &Store,
+    host: &str,
+    remote: &Remote,
+    opts: &PullOptions,
+    events: Events,
+) -> Result<Pulled, RegistryError> {
+    let how = Connect {
+        skip_tls_verify: opts.skip_tls_verify,
+        insecure: opts.registries.is_insecure(host),
+        credentials: None,
+    };
+    let client = Client::connect(host, &how, vec![scope(&remote.repository, "pull")])?;
+    let repo = client.repo_url(&remote.repository);
+    let pinned = match &remote.reference {
+        Reference::Digest(d) => Some(d.clone()),
+        Reference::Tag(_) => None,
+    };
+    let label = remote.to_string();
+    let mut doc = fetch_manifest(
+        &client,
+        &repo,
+        &remote.reference.to_string(),
+        pinned.as_ref(),
+        &label,
+    )?;
+    let mut stats = Stats::default();
+    if doc.is_index() {
+        let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
+        if opts.all_platforms {
+            // Every other platform's image is stored too (by digest; the name goes to the
+            // chosen one), then the index itself.
+            for other in platform_manifests(&doc.bytes, &label)? {
+                if other != chosen {
+                    let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
+                    store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
+                }
+            }
+            store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
+        }
+        doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
+    }
+    let descriptor = store_image(
+        store, &client, &repo, &doc, &label, opts, events, &mut stats,
+    )?;
+    let record = store.load_record(descriptor, Vec::new())?;
+    let memo = super::push::Memo::new(store);
+    for l in record.manifest.layers() {
+        memo.add_source(host, l.digest(), &remote.repository);
+    }
+    Ok(Pulled {
+        record,
+        remote: format!("{}/{}@{}", remote.registry, remote.repository, doc.digest),
+        fetched_bytes: stats.bytes,
+        fetched_blobs: stats.fetched,
+        present_blobs: stats.present,
+    })
+}
+
+/// The manifests an index lists with a platform.
+fn platform_manifests(index: &[u8], label: &str) -> Result<Vec<Digest>, RegistryError> {
+    let index: ImageIndex = serde_json::from_slice(index)
+        .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
+    Ok(index
+        .manifests()
+        .iter()
+        .filter(|m| m.platform().is_some())
+        .map(|m| m.digest().clone())
+        .collect())
+}
+
+/// One image manifest's blobs (config, then layers in parallel), each verified, then the
+/// manifest itself; returns the manifest's descriptor.
+#[allow(clippy::too_many_arguments)]
+fn store_image(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    doc: &Document,
+    label: &str,
+    opts: &PullOptions,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<Descriptor, RegistryError> {
+    if doc.is_index() {
+        return Err(bad(label, "its index points at another index"));
+    }
+    events(PullEvent::Resolved {
+        remote: label.to_string(),
+        manifest: doc.digest.clone(),
+    });
+    crate::fault::point("pull.manifest-fetched");
+    let manifest: ImageManifest = serde_json::from_slice(&doc.bytes).map_err(|e| {
+        bad(
+            label,
+            &format!("its manifest is not an image manifest: {e}"),
+        )
+    })?;
+    if manifest.layers().len() > MAX_LAYERS {
+        return Err(bad(label, &format!("it has more than {MAX_LAYERS} layers")));
+    }
+    fetch_blob(store, client, repo, manifest.config(), None, stats)?;
+    let config: ImageConfiguration = store.read_json("config", manifest.config().digest())?;
+    let diff_ids: Vec<Digest> = config
+        .rootfs()
+        .diff_ids()
+        .iter()
+        .map(|d| {
+            digest::parse(d)
+                .ok_or_else(|| bad(label, &format!("its config has an invalid diff_id {d:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(bad(
+            label,
+            &format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                manifest.layers().len()
+            ),
+        ));
+    }
+    let work: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
+    fetch_layers(store, client, repo, work, opts.jobs.max(1), events, stats)?;
+    crate::fault::point("pull.blobs-stored");
+    let (d, size) = store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
+    crate::fault::point("pull.manifest-stored");
+    Ok(Descriptor::new(doc.media_type.clone(), size, d))
+}
+
+fn bad(reference: &str, why: &str) -> RegistryError {
+    RegistryError::BadManifest {
+        reference: reference.to_string(),
+        why: why.to_string(),
+    }
+}
+
+/// A manifest or index as fetched: its bytes (verified), digest and media type.
+pub(super) struct Document {
+    pub(super) bytes: Vec<u8>,
+    pub(super) digest: Digest,
+    pub(super) media_type: MediaType,
+}
+
+impl Document {
+    fn is_index(&self) -> bool {
+        matches!(self.media_type, MediaType::ImageIndex)
+            || self.media_type.to_string()
+                == "application/vnd.docker.distribution.manifest.list.v2+json"
+    }
+}
+
+pub(super) fn fetch_manifest(
+    client: &Client,
+    repo: &str,
+    reference: &str,
+    pinned: Option<&Digest>,
+    label: &str,
+) -> Result<Document, RegistryError> {
+    let url = format!("{repo}/manifests/{reference}");
+    let resp = client.call("GET", &url, &[("Accept", ACCEPT)])?;
+    match resp.status().as_u16() {
+        200 => {}
+        404 => {
+            return Err(RegistryError::NotFound {
+                reference: label.to_string(),
+                tried: client.host().to_string(),
+            })
+        }
+        _ => return Err(unexpected("GET", &url, resp)),
+    }
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header("content-type");
+    let claimed = header("docker-content-digest");
+    let mut bytes = Vec::new();
+    resp.into_body()
+        .into_reader()
+        .take(MAX_JSON + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| RegistryError::Http {
+            method: "GET",
+            url: url.clone(),
+            why: e.to_string(),
+        })?;
+    if bytes.len() as u64 > MAX_JSON {
+        return Err(bad(
+            label,
+            &format!("its manifest is larger than {} MiB", MAX_JSON >> 20),
+        ));
+    }
+    let digest = digest::of_bytes(&bytes);
+    if let Some(want) = pinned.map(Digest::to_string).or(claimed) {
+        if want != digest.to_string() {
+            return Err(bad(
+                label,
+                &format!("the registry sent a manifest hashing to {digest}, not {want}"),
+            ));
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&bytes)
+        .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
+    if v["schemaVersion"].as_u64() == Some(1) {
+        return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
+    }
+    let media = v["mediaType"]
+        .as_str()
+        .map(str::to_string)
+        .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
+        .unwrap_or_else(|| {
+            if v.get("manifests").is_some() {
+                "application/vnd.oci.image.index.v1+json".into()
+            } else {
+                "application/vnd.oci.image.manifest.v1+json".into()
+            }
+        });
+    Ok(Document {
+        bytes,
+        digest,
+        media_type: MediaType::from(media.as_str()),
+    })
+}
+
+/// The manifest of `want` in an index, or an error listing what the index has.
+fn choose_platform(index: &[u8], want: &Platform, label: &str) -> Result<Digest, RegistryError> {
+    let index: ImageIndex = serde_json::from_slice(index)
+        .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
+    let mut have = Vec::new();
+    let mut fallback = None;
+    for m in index.manifests() {
+        let Some(p) = m.platform() else { continue };
+        let (os, arch) = (p.os().to_string(), p.architecture().to_string());
+        let variant = p.variant().clone();
+        have.push(
+            Platform {
+                os: os.clone(),
+                arch: arch.clone(),
+                variant: variant.clone(),
+            }
+            .to_string(),
+        );
+        if os != want.os || arch != want.arch {
+            continue;
+        }
+        match (&want.variant, &variant) {
+            (Some(w), Some(v)) if w == v => return Ok(m.digest().clone()),
+            (Some(_), _) => {}
+            (None, None) => return Ok(m.digest().clone()),
+            (None, Some(_)) => {
+                fallback.get_or_insert_with(|| m.digest().clone());
+            }
+        }
+    }
+    fallback.ok_or_else(|| RegistryError::NoPlatform {
+        reference: label.to_string(),
+        wanted: want.to_string(),
+        have: if have.is_empty() {
+            "no platforms".into()
+        } else {
+            have.join(", ")
+        },
+    })
+}
+
+#[derive(Default)]
+pub(super) struct Stats {
+    pub(super) bytes: u64,
+    pub(super) fetched: usize,
+    pub(super) present: usize,
+}
+
+/// Downloads the layers the store lacks, `jobs` at once, and checks every diff_id.
+fn fetch_layers(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    work: Vec<(Descriptor, Digest)>,
+    jobs: usize,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
+    let queue = Mutex::new(work.into_iter().collect::<VecDeque<_>>());
+    let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
+    let total = Mutex::new(Stats::default());
+    std::thread::scope(|s| {
+        for _ in 0..jobs {
+            s.spawn(|| loop {
+                if first_error.lock().expect("error slot").is_some() {
+                    return;
+                }
+                let Some((layer, diff_id)) = queue.lock().expect("queue").pop_front() else {
+                    return;
+                };
+                let mut mine = Stats::default();
+                let r = fetch_blob(store, client, repo, &layer, Some(events), &mut mine)
+                    .and_then(|_| Ok(store.verify_diff_id(&layer, &diff_id)?));
+                let mut t = total.lock().expect("stats");
+                t.bytes += mine.bytes;
+                t.fetched += mine.fetched;
+                t.present += mine.present;
+                if let Err(e) = r {
+                    first_error.lock().expect("error slot").get_or_insert(e);
+                    return;
+                }
+            });
+        }
+    });
+    let t = total.into_inner().expect("stats");
+    stats.bytes += t.bytes;
+    stats.fetched += t.fetched;
+    stats.present += t.present;
+    match first_error.into_inner().expect("error slot") {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Reports bytes as they pass.
+struct Counting<'a, R> {
+    inner: R,
+    digest: &'a Digest,
+    events: Option<Events<'a>>,
+}
+
+impl<R: Read> Read for Counting<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let (Some(ev), true) = (self.events, n > 0) {
+            ev(PullEvent::LayerBytes {
+                digest: self.digest.clone(),
+                bytes: n as u64,
+            });
+        }
+        Ok(n)
+    }
+}
+
+/// Streams one blob into the store unless it is there; its digest and size are checked.
+pub(super) fn fetch_blob(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    d: &Descriptor,
+    events: Option<Events>,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
+    let digest = d.digest();
+    {
+        let _held = store.protect([digest])?;
+        if store.has_blob(digest) {
+            stats.present += 1;
+            if let Some(ev) = events {
+                ev(PullEvent::LayerDone {
+                    digest: digest.clone(),
+                    size: d.size(),
+                    fetched: false,
+                });
+            }
+            return Ok(());
+        }
+    }
+    if let Some(ev) = events {
+        ev(PullEvent::LayerStart {
+            digest: digest.clone(),
+            size: d.size(),
+        });
+    }
+    let url = format!("{repo}/blobs/{digest}");
+    let mut resp = client.call("GET", &url, &[])?;
+    let mut source = url.clone();
+    if resp.status() == 404 {
+        // Foreign / non-distributable layers may live only at their `urls` (image-spec
+        // descriptor.md "urls"): try those, over http(s) only.
+        for u in d
+            .urls()
+            .iter()
+            .flatten()
+            .filter(|u| u.starts_with("https://") || u.starts_with("http://"))
+        {
+            let r = client.call("GET", u, &[])?;
+            if r.status() == 200 {
+                resp = r;
+                source = u.clone();
+                break;
+            }
+        }
+    }
+    if resp.status() != 200 {
+        return Err(unexpected("GET", &source, resp));
+    }
+    let blob_err = |why: String| RegistryError::Blob {
+        what: "blob",
+        digest: digest.to_string(),
+        url: source.clone(),
+        why,
+    };
+    let mut reader = Counting {
+        inner: resp.into_body().into_reader(),
+        digest,
+        events,
+    };
+    let mut w = store.blob_writer()?;
+    w.write_from(&mut reader, d.size())
+        .map_err(|e| blob_err(e.to_string()))?;
+    let mut extra = [0u8; 1];
+    if reader
+        .read(&mut extra)
+        .map_err(|e| blob_err(e.to_string()))?
+        > 0
+    {
+        return Err(blob_err(format!(
+            "the registry sent more than the {} bytes its descriptor says",
+            d.size()
+        )));
+    }
+    w.commit(Some(digest))?;
+    crate::fault::point("pull.blob-stored");
+    stats.bytes += d.size();
+    stats.fetched += 1;
+    if let Some(ev) = events {
+        ev(PullEvent::LayerDone {
+            digest: digest.clone(),
+            size: d.size(),
+            fetched: true,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index(platforms: &[(&str, &str, Option<&str>)]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = platforms
+            .iter()
+            .enumerate()
+            .map(|(i, (os, arch, v))| {
+                let mut p = serde_json::json!({"os": os, "architecture": arch});
+                if let Some(v) = v {
+                    p["variant"] = serde_json::json!(v);
+                }
+                serde_json::json!({
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "size": 1,
+                    "digest": format!("sha256:{}", i.to_string().repeat(64)),
+                    "platform": p,
+                })
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
+            .unwrap()
+    }
+
+    #[test]
+    fn platforms_are_chosen_from_an_index() {
+        let idx = index(&[
+            ("linux", "amd64", None),
+            ("linux", "arm64", Some("v8")),
+            ("linux", "arm", Some("v7")),
+        ]);
+        let pick = |s: &str| {
+            choose_platform(&idx, &s.parse().unwrap(), "x").map(|d| d.to_string()[7..8].to_string())
+        };
+        assert_eq!(pick("linux/amd64").unwrap(), "0");
+        assert_eq!(pick("linux/arm64").unwrap(), "1");
+        assert_eq!(pick("linux/arm64/v8").unwrap(), "1");
+        assert_eq!(pick("linux/arm/v7").unwrap(), "2");
+        let e = pick("linux/s390x").unwrap_err().to_string();
+        assert!(
+            e.contains("linux/amd64, linux/arm64/v8, linux/arm/v7"),
+            "{e}"
+        );
+        assert!(e.contains("linux/s390x"), "{e}");
+        assert!("linux".parse::<Platform>().is_err());
+    }
+}

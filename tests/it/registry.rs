@@ -1,0 +1,626 @@
+//! keel and a real registry (issue 13): pull over TLS with Basic auth and with the Bearer
+//! token flow, wrong credentials, login/logout, multi-platform indexes pushed by
+//! skopeo, FROM pulling its base, `--pull=never`, and podman running what keel pushed.
+use std::process::{Command, Stdio};
+
+use crate::common::{self, Keel};
+use crate::regserver::{self, Auth, Registry, PASSWORD, USER};
+
+/// A keel command bound to `reg`: its CA through KEEL_CERTS_D, credentials from `auth`.
+fn kc(k: &Keel, reg: &Registry, auth: Option<&std::path::Path>) -> Command {
+    let mut c = k.cmd();
+    c.env("KEEL_CERTS_D", reg.certs_d())
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR")
+        .env("HOME", k.path("home"));
+    match auth {
+        Some(f) => c.env("REGISTRY_AUTH_FILE", f),
+        None => c.env("REGISTRY_AUTH_FILE", k.path("no-auth.json")),
+    };
+    c
+}
+
+fn ok(mut c: Command, args: &[&str]) -> String {
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    common::assert_success(&out, args);
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn fails(mut c: Command, args: &[&str]) -> String {
+    let out = c.args(args).stdin(Stdio::null()).output().unwrap();
+    assert!(
+        !out.status.success(),
+        "keel {args:?} succeeded but should fail: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Blobs in a root's store.
+fn blob_count(k: &Keel) -> usize {
+    std::fs::read_dir(k.root().join("images/blobs/sha256"))
+        .map(|rd| rd.count())
+        .unwrap_or(0)
+}
+
+/// A root with busybox pushed to `reg` as `bb:1`; returns the pushed manifest digest.
+fn seed(reg: &Registry, auth: &std::path::Path) -> (Keel, String) {
+    let a = Keel::new();
+    a.ok(&["bootstrap", "busybox", "bb"]);
+    let dest = format!("{}/test/bb:1", reg.host());
+    let digest = ok(kc(&a, reg, Some(auth)), &["push", "bb", &dest]);
+    (a, digest.trim().to_string())
+}
+
+fn pull_round_trip(auth: Auth) {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, auth);
+    let good = reg.auth_file(PASSWORD);
+    let (_a, digest) = seed(&reg, &good);
+    let name = format!("{}/test/bb:1", reg.host());
+    // Wrong password: a clear error naming the registry, and nothing in the store.
+    let c = Keel::new();
+    let bad = reg.auth_file("wrong-password");
+    let err = fails(kc(&c, &reg, Some(&bad)), &["pull", &name]);
+    assert!(
+        err.contains(&reg.host()) && err.contains("refused the credentials"),
+        "{err}"
+    );
+    assert_eq!(blob_count(&c), 0, "a refused pull wrote blobs");
+    assert!(!c.ok(&["images"]).contains("test/bb"));
+    // No CA: TLS is verified, so the pull fails rather than trusting the registry.
+    let mut no_ca = c.cmd();
+    no_ca
+        .env("KEEL_CERTS_D", c.path("none"))
+        .env("REGISTRY_AUTH_FILE", &good);
+    let err = fails(no_ca, &["pull", &name]);
+    assert!(
+        err.to_lowercase().contains("certificate") || err.contains("tls"),
+        "{err}"
+    );
+    // Good credentials: pulled, runnable, the same manifest.
+    let b = Keel::new();
+    let out = kc(&b, &reg, Some(&good))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    common::assert_success(&out, "pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&digest), "{err}");
+    assert_eq!(b.ok(&["run", "--rm", &name, "echo", "pulled"]), "pulled\n");
+    b.ok(&["fsck"]);
+    // Again: every blob is there, nothing is downloaded.
+    let out = kc(&b, &reg, Some(&good))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    common::assert_success(&out, "second pull");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 blobs (0 bytes) downloaded"));
+}
+
+/// Issue 13: pull over TLS (CA from certs.d) with Basic auth (htpasswd).
+#[test]
+fn pull_over_tls_with_basic_auth() {
+    pull_round_trip(Auth::Basic);
+}
+
+/// Issue 13: pull with the Bearer token flow (challenge → token server → retry).
+#[test]
+fn pull_with_the_bearer_token_flow() {
+    pull_round_trip(Auth::Token);
+}
+
+/// `keel login` checks and stores credentials where docker reads them; `logout` removes.
+#[test]
+fn login_and_logout() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let k = Keel::new();
+    let file = k.path("auth.json");
+    let login = |pw: &str| {
+        let mut c = kc(&k, &reg, Some(&file));
+        c.args(["login", "-u", USER, "--password-stdin", &reg.host()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        use std::io::Write;
+        writeln!(child.stdin.take().unwrap(), "{pw}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("nope");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refused"));
+    assert!(!file.exists(), "a refused login stored credentials");
+    let out = login(PASSWORD);
+    common::assert_success(&out, "login");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains(&reg.host()), "{text}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o077,
+        0
+    );
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    ok(
+        kc(&k, &reg, Some(&file)),
+        &["push", "bb", &format!("{}/x/bb:1", reg.host())],
+    );
+    ok(kc(&k, &reg, Some(&file)), &["logout", &reg.host()]);
+    assert!(!std::fs::read_to_string(&file)
+        .unwrap()
+        .contains(&reg.host()));
+    let err = fails(
+        kc(&k, &reg, Some(&file)),
+        &["push", "bb", &format!("{}/x/bb:2", reg.host())],
+    );
+    assert!(err.contains("keel login"), "{err}");
+}
+
+/// Issue 13: FROM a registry image pulls it (default --pull=missing); --pull=never fails
+/// clearly; podman pulls what keel pushed and runs it.
+#[test]
+fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_a, _) = seed(&reg, &good);
+    let b = Keel::new();
+    let ctx = b.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {}/test/bb:1\nRUN echo built > /built.txt\nCMD [\"cat\", \"/built.txt\"]\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let ctx_s = ctx.display().to_string();
+    let err = fails(
+        kc(&b, &reg, Some(&good)),
+        &["build", "--pull=never", "-t", "app", &ctx_s],
+    );
+    assert!(
+        err.contains("--pull=never") && err.contains("test/bb:1"),
+        "{err}"
+    );
+    assert_eq!(blob_count(&b), 0);
+    let err = fails(
+        kc(&b, &reg, Some(&good)),
+        &[
+            "run",
+            "--pull=never",
+            "--rm",
+            &format!("{}/test/bb:1", reg.host()),
+            "true",
+        ],
+    );
+    assert!(err.contains("no such image"), "{err}");
+    ok(kc(&b, &reg, Some(&good)), &["build", "-t", "app", &ctx_s]);
+    assert_eq!(b.ok(&["run", "--rm", "app"]), "built\n");
+    let dest = format!("{}/test/app:1", reg.host());
+    ok(kc(&b, &reg, Some(&good)), &["push", "app", &dest]);
+    if !common::have("podman") {
+        crate::require!(false, "podman is not installed (apt-get install podman)");
+    }
+    let pd = b.path("podman");
+    let podman_cmd = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root")
+            .arg(pd.join("root"))
+            .arg("--runroot")
+            .arg(pd.join("run"))
+            .args([
+                "--storage-driver",
+                "vfs",
+                "--cgroup-manager",
+                "cgroupfs",
+                "--events-backend",
+                "file",
+            ])
+            .env("REGISTRY_AUTH_FILE", &good)
+            .args(args);
+        c
+    };
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    common::run_ok(&mut podman_cmd(&["pull", "--cert-dir", &certs, &dest]));
+    let out = podman_cmd(&["run", "--rm", "--net", "none", &dest])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    if err.contains("error setting rlimit") {
+        // Some sandboxes refuse runc's prlimit() on the container process (podman sets
+        // RLIMIT_NOFILE for every container): check the image podman pulled by its files.
+        eprintln!(
+            "podman cannot start containers here ({}); checking its copy of the image instead",
+            err.trim()
+        );
+        let id = common::run_ok(&mut podman_cmd(&["create", &dest]))
+            .trim()
+            .to_string();
+        let tar = b.path("podman-export.tar");
+        common::run_ok(&mut podman_cmd(&[
+            "export",
+            "-o",
+            &tar.display().to_string(),
+            &id,
+        ]));
+        let built = common::run_ok(
+            Command::new("tar")
+                .arg("-xOf")
+                .arg(&tar)
+                .arg("--wildcards")
+                .arg("*built.txt"),
+        );
+        assert_eq!(built, "built\n");
+    } else {
+        common::assert_success(&out, "podman run");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "built\n");
+    }
+}
+
+/// Issue 13: a multi-platform index (a buildah manifest list copied with `skopeo copy
+/// --all`) pulls the host's platform; `--platform` picks another; an absent one is an
+/// error listing what the index has.
+#[test]
+fn multi_platform_index_pushed_by_skopeo() {
+    if !regserver::available() {
+        return;
+    }
+    if !(common::have("buildah") && common::have("skopeo")) {
+        crate::require!(
+            false,
+            "buildah and skopeo are needed (apt-get install buildah skopeo)"
+        );
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let k = Keel::new();
+    let bd = k.path("buildah");
+    let buildah = |args: &[&str]| {
+        let mut c = Command::new("buildah");
+        c.arg("--root")
+            .arg(bd.join("root"))
+            .arg("--runroot")
+            .arg(bd.join("run"))
+            .args(["--storage-driver", "vfs"])
+            .args(args);
+        common::run_ok(&mut c).trim().to_string()
+    };
+    let host_arch = if cfg!(target_arch = "aarch64") {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    let other = if host_arch == "amd64" {
+        "arm64"
+    } else {
+        "amd64"
+    };
+    buildah(&["manifest", "create", "multi"]);
+    for arch in [host_arch, other] {
+        let ctr = buildah(&["from", "scratch"]);
+        let f = k.path(&format!("{arch}.txt"));
+        std::fs::write(&f, arch).unwrap();
+        buildah(&["copy", &ctr, &f.display().to_string(), "/arch.txt"]);
+        buildah(&["config", "--arch", arch, "--os", "linux", &ctr]);
+        let img = format!("img-{arch}");
+        buildah(&["commit", &ctr, &img]);
+        buildah(&["manifest", "add", "multi", &img]);
+    }
+    let layout = k.path("layout");
+    buildah(&[
+        "manifest",
+        "push",
+        "--all",
+        "multi",
+        &format!("oci:{}", layout.display()),
+    ]);
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let name = format!("{}/test/multi:1", reg.host());
+    common::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--dest-cert-dir",
+        &certs,
+        "--dest-creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{name}"),
+    ]));
+    let arch_of = |k: &Keel| {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+        v.to_string()
+    };
+    let h = Keel::new();
+    ok(kc(&h, &reg, Some(&good)), &["pull", &name]);
+    let info = arch_of(&h);
+    assert!(
+        info.contains(&format!("\"architecture\":\"{host_arch}\"")),
+        "{info}"
+    );
+    let o = Keel::new();
+    ok(
+        kc(&o, &reg, Some(&good)),
+        &["pull", "--platform", &format!("linux/{other}"), &name],
+    );
+    let info = arch_of(&o);
+    assert!(
+        info.contains(&format!("\"architecture\":\"{other}\"")),
+        "{info}"
+    );
+    // --all-platforms: both images (config, layer, manifest each) and the index stored.
+    let all = Keel::new();
+    ok(
+        kc(&all, &reg, Some(&good)),
+        &["pull", "--all-platforms", &name],
+    );
+    assert_eq!(blob_count(&all), 7);
+    assert!(arch_of(&all).contains(&format!("\"architecture\":\"{host_arch}\"")));
+    let err = fails(
+        kc(&o, &reg, Some(&good)),
+        &["pull", "--platform", "linux/s390x", &name],
+    );
+    assert!(
+        err.contains(&format!("linux/{host_arch}")) && err.contains(&format!("linux/{other}")),
+        "{err}"
+    );
+}
+
+/// Issue 13: push compresses layers with gzip (smaller than the stored tar), skips what
+/// the registry has, mounts a shared blob from another repository instead of uploading
+/// it again, and does not recompress a layer it compressed before; skopeo reads it.
+#[test]
+fn push_compresses_skips_and_mounts() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Token);
+    let good = reg.auth_file(PASSWORD);
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let stored: u64 = {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "bb"])).unwrap();
+        let m = &v[0]["Manifest"]["layers"];
+        m.as_array()
+            .map(|a| a.iter().map(|l| l["size"].as_u64().unwrap()).sum())
+            .unwrap_or(0)
+    };
+    let push = |dest: &str| {
+        let out = kc(&k, &reg, Some(&good))
+            .args(["push", "bb", dest])
+            .output()
+            .unwrap();
+        common::assert_success(&out, dest);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = push(&format!("{}/one/bb:1", reg.host()));
+    assert!(
+        first.contains("2 blobs uploaded") && first.contains("1 layers compressed"),
+        "{first}"
+    );
+    let again = push(&format!("{}/one/bb:1", reg.host()));
+    assert!(
+        again.contains("0 blobs uploaded")
+            && again.contains("2 already there")
+            && again.contains("0 layers compressed"),
+        "{again}"
+    );
+    let other = push(&format!("{}/two/bb:1", reg.host()));
+    assert!(
+        other.contains("1 mounted") && other.contains("0 layers compressed"),
+        "{other}"
+    );
+    // The registry holds a gzip layer smaller than the stored tar; skopeo reads it.
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let raw = common::run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &certs,
+        "--creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("docker://{}/two/bb:1", reg.host()),
+    ]));
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let layer = &m["layers"][0];
+    assert_eq!(
+        layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "{raw}"
+    );
+    assert!(
+        layer["size"].as_u64().unwrap() < stored / 2,
+        "{raw} vs {stored}"
+    );
+    // And keel pulls it back into a fresh root, checking diff_ids against the gzip layer.
+    let b = Keel::new();
+    ok(
+        kc(&b, &reg, Some(&good)),
+        &["pull", &format!("{}/two/bb:1", reg.host())],
+    );
+    assert_eq!(
+        b.ok(&[
+            "run",
+            "--rm",
+            &format!("{}/two/bb:1", reg.host()),
+            "echo",
+            "ok"
+        ]),
+        "ok\n"
+    );
+}
+
+/// Issue 13: two roots as two CI agents sharing a cache through the registry. A builds
+/// with `--cache-to`; B, a fresh root, builds with `--cache-from`: every step is CACHED,
+/// the image is the same (same id, same manifest), and B downloads only the layers its
+/// image needs that it lacks (here: the steps' layers, not the base it already has).
+#[test]
+fn build_cache_shared_through_the_registry() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let cache = format!("registry:{}/test/cache:main,mode=max", reg.host());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(ctx.path().join("f.txt"), "from the context\n").unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nRUN dd if=/dev/urandom of=/big bs=1024 count=256 2>/dev/null\nRUN echo two > /two\nCOPY f.txt /f.txt\n"),
+    )
+    .unwrap();
+    let ctx_s = ctx.path().display().to_string();
+    let build = |k: &Keel, extra: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(extra);
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        (
+            String::from_utf8(out.stdout).unwrap().trim().to_string(),
+            String::from_utf8(out.stderr).unwrap(),
+        )
+    };
+    let a = Keel::new();
+    let (id_a, log_a) = build(&a, &["--cache-to", &cache]);
+    assert!(!log_a.contains("CACHED"), "{log_a}");
+    assert!(log_a.contains("cache-to"), "{log_a}");
+    let manifest = |k: &Keel| {
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "app"])).unwrap();
+        let sizes: u64 = v[0]["Manifest"]["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["size"].as_u64().unwrap())
+            .sum();
+        (v[0]["Digest"].as_str().unwrap().to_string(), sizes)
+    };
+    let (digest_a, full) = manifest(&a);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let from = format!("registry:{}/test/cache:main", reg.host());
+    let (id_b, log_b) = build(&b, &["--cache-from", &from]);
+    assert_eq!(log_b.matches("CACHED").count(), 3, "{log_b}");
+    assert_eq!(id_a, id_b, "{log_b}");
+    assert_eq!(manifest(&b).0, digest_a);
+    let line = log_b
+        .lines()
+        .find(|l| l.starts_with("cache-from:") && l.contains("downloaded"))
+        .unwrap_or_else(|| panic!("{log_b}"));
+    let bytes: u64 = line
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        bytes > 256 * 1024 && bytes < full,
+        "downloaded {bytes} of a {full}-byte image: {log_b}"
+    );
+    assert_eq!(
+        b.ok(&["run", "--rm", "app", "cat", "/two", "/f.txt"]),
+        "two\nfrom the context\n"
+    );
+    b.ok(&["fsck"]);
+}
+
+/// Issue 13: registries.toml — a short name goes through the search list, a registry's
+/// mirror serves its pulls; and a digest-pinned FROM the store has never touches the
+/// network (the registry is gone when it builds).
+#[test]
+fn search_list_mirrors_and_digest_pins() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, digest) = seed(&reg, &good);
+    let k = Keel::new();
+    k.ok(&["images"]);
+    std::fs::write(
+        k.root().join("registries.toml"),
+        format!(
+            "unqualified-search-registries = [\"{}\"]\n[[registry]]\nlocation = \"mirrored.invalid:5000\"\nmirrors = [\"{}\"]\n",
+            reg.host(),
+            reg.host()
+        ),
+    )
+    .unwrap();
+    ok(kc(&k, &reg, Some(&good)), &["pull", "test/bb:1"]);
+    assert_eq!(
+        k.ok(&["run", "--rm", "test/bb:1", "echo", "short"]),
+        "short\n"
+    );
+    ok(
+        kc(&k, &reg, Some(&good)),
+        &["pull", "mirrored.invalid:5000/test/bb:1"],
+    );
+    let pinned = format!("{}/test/bb@{digest}", reg.host());
+    ok(kc(&k, &reg, Some(&good)), &["pull", &pinned]);
+    drop(reg);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {pinned}\nRUN echo pinned > /p\n"),
+    )
+    .unwrap();
+    k.ok(&[
+        "build",
+        "--pull=always",
+        "-t",
+        "pinned",
+        &ctx.display().to_string(),
+    ]);
+    assert_eq!(k.ok(&["run", "--rm", "pinned", "cat", "/p"]), "pinned\n");
+}
+
+/// Issue 13: a pull killed after some blobs are stored resumes: the next pull downloads
+/// only what is missing, and the store stays consistent throughout.
+#[test]
+fn a_killed_pull_resumes_from_the_blobs_it_stored() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let name = format!("{}/test/bb:1", reg.host());
+    let k = Keel::new();
+    // Killed right after the second blob (the layer; the config is the first) is stored.
+    let out = kc(&k, &reg, Some(none))
+        .args(["pull", &name])
+        .env("KEEL_FAULT_POINT", "pull.blob-stored#2")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the pull was not killed");
+    k.ok(&["fsck"]);
+    assert!(!k.ok(&["images"]).contains("test/bb"));
+    let out = kc(&k, &reg, Some(none))
+        .args(["pull", &name])
+        .output()
+        .unwrap();
+    common::assert_success(&out, "resumed pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("0 blobs (0 bytes) downloaded, 2 already present"),
+        "{err}"
+    );
+    assert_eq!(
+        k.ok(&["run", "--rm", &name, "echo", "resumed"]),
+        "resumed\n"
+    );
+    k.ok(&["fsck"]);
+}
