@@ -10,8 +10,16 @@
 # refreshed by `keel context-files` each time make reads this file, so set KEEL before
 # the include (or on the command line).
 
+# Including this file leaves the includer's default goal alone (its first target, or
+# .DEFAULT_GOAL): the goal is saved here and restored at the end.
+KEEL_SAVED_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
 KEEL ?= {{keel}}
 KEEL_DIR ?= .keel
+# Whether keel can run here: not inside a build environment (`$(KEEL_IN) make` reads
+# this file again where there is no keel), so the context lists are refreshed only
+# where it can.
+KEEL_FOUND := $(shell command -v $(firstword $(KEEL)) 2>/dev/null)
 # Extra flags for `keel run` in run-NAME (e.g. KEEL_RUN_FLAGS = -p 8080:80).
 KEEL_RUN_FLAGS ?=
 # This file: regenerating it rebuilds the images.
@@ -23,3 +31,5 @@ images:{{image_targets}}
 $(KEEL_DIR):
 	mkdir -p $@
 {{envs}}{{images}}
+
+.DEFAULT_GOAL := $(KEEL_SAVED_DEFAULT_GOAL)

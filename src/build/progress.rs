@@ -2,11 +2,58 @@
 //! `#N ...` line and every line of RUN output in full; on a terminal each step is a
 //! spinner that keeps the last lines of its output underneath and collapses into one
 //! summary line when the step ends. Either way the full output of every step is in the
-//! step logs under `<root>/logs/last-build`.
+//! step logs of that build: `<root>/logs/builds/<build id>/` (`step-N.log` per RUN, and
+//! `build.log`, the whole plain transcript whatever the display mode). Concurrent builds
+//! each write their own directory; `<root>/logs/last-build` is a symlink to the one
+//! started last, and `keel build --log-file FILE` copies the transcript to FILE too.
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
+
+/// Build log directories kept (the oldest go when a build starts).
+const KEEP_BUILD_LOGS: usize = 20;
+
+/// Makes this build's log directory `<root>/logs/builds/<id>`, points
+/// `<root>/logs/last-build` at it (atomically: a symlink renamed over the old one) and
+/// drops the oldest directories beyond [`KEEP_BUILD_LOGS`].
+pub fn new_build_log(root: &Path, build_id: &str) -> PathBuf {
+    let logs = root.join("logs");
+    let builds = logs.join("builds");
+    let dir = builds.join(build_id);
+    let _ = std::fs::create_dir_all(&dir);
+    let last = logs.join("last-build");
+    // An older keel kept a plain directory there.
+    if std::fs::symlink_metadata(&last).is_ok_and(|m| m.is_dir()) {
+        let _ = std::fs::remove_dir_all(&last);
+    }
+    let tmp = logs.join(format!(".last-build-{build_id}"));
+    let _ = std::fs::remove_file(&tmp);
+    if std::os::unix::fs::symlink(Path::new("builds").join(build_id), &tmp).is_ok() {
+        let _ = std::fs::rename(&tmp, &last);
+    }
+    prune_build_logs(&builds, build_id);
+    tracing::debug!(dir = %dir.display(), "build log directory");
+    dir
+}
+
+fn prune_build_logs(builds: &Path, keep: &str) {
+    let Ok(rd) = std::fs::read_dir(builds) else {
+        return;
+    };
+    let mut dirs: Vec<(std::time::SystemTime, PathBuf)> = rd
+        .flatten()
+        .filter(|e| e.file_name() != keep)
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .collect();
+    dirs.sort();
+    let excess = (dirs.len() + 1).saturating_sub(KEEP_BUILD_LOGS);
+    for (_, d) in dirs.into_iter().take(excess) {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
 
 /// Lines of RUN output kept under a step's spinner.
 const TAIL: usize = 6;
@@ -60,6 +107,8 @@ pub struct BuildView {
     mode: ViewMode,
     width: usize,
     step: Mutex<Option<StepLine>>,
+    /// Plain transcripts (the build's `build.log`, `--log-file`), whatever the mode.
+    transcripts: Mutex<Vec<File>>,
 }
 
 impl BuildView {
@@ -70,6 +119,18 @@ impl BuildView {
             mode,
             width,
             step: Mutex::new(None),
+            transcripts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Also writes every event, as plain mode prints it, to `file`.
+    pub fn add_transcript(&self, file: File) {
+        self.transcripts.lock().expect("view lock").push(file);
+    }
+
+    fn record(&self, line: &str) {
+        for f in self.transcripts.lock().expect("view lock").iter_mut() {
+            let _ = writeln!(f, "{line}");
         }
     }
 
@@ -79,6 +140,7 @@ impl BuildView {
 
     /// A line outside any step (stage headers, the summary).
     pub fn line(&self, text: &str) {
+        self.record(text);
         match self.mode {
             ViewMode::Quiet => {}
             ViewMode::Plain => self.print(text),
@@ -91,6 +153,7 @@ impl BuildView {
 
     /// Step `n` starts.
     pub fn step_start(&self, n: usize, header: &str) {
+        self.record(&format!("#{n} {header}"));
         match self.mode {
             ViewMode::Quiet => {}
             ViewMode::Plain => self.print(&format!("#{n} {header}")),
@@ -116,6 +179,7 @@ impl BuildView {
 
     /// Why step `n` runs (a cache miss explained).
     pub fn step_note(&self, n: usize, note: &str) {
+        self.record(&format!("#{n} {note}"));
         match self.mode {
             ViewMode::Quiet => {}
             ViewMode::Plain => self.print(&format!("#{n} {note}")),
@@ -130,6 +194,7 @@ impl BuildView {
 
     /// One line of step `n`'s output.
     pub fn step_output(&self, n: usize, line: &str) {
+        self.record(&format!("#{n} {line}"));
         match self.mode {
             ViewMode::Quiet => {}
             ViewMode::Plain => self.print(&format!("#{n} {line}")),
@@ -147,6 +212,9 @@ impl BuildView {
 
     /// Step `n` ended: `CACHED`, `DONE 1.20s`, or nothing for a metadata step.
     pub fn step_end(&self, n: usize, result: Option<&str>) {
+        if let Some(r) = result {
+            self.record(&format!("#{n} {r}"));
+        }
         match self.mode {
             ViewMode::Quiet => {}
             ViewMode::Plain => {
@@ -172,6 +240,7 @@ impl BuildView {
 
     /// The step in progress failed: on a terminal its spinner goes, its output stays.
     pub fn step_failed(&self) {
+        self.record("ERROR");
         if let Some(s) = self.step.lock().expect("view lock").take() {
             s.bar.finish_and_clear();
             self.print(&format!("#{} {} ERROR", s.n, s.header));
@@ -191,5 +260,35 @@ mod tests {
         assert_eq!(clip("short", 10), "short");
         assert_eq!(clip("0123456789abc", 8), "0123456…");
         assert_eq!(clip("a\tb\rc", 10), "a b c");
+    }
+
+    #[test]
+    fn each_build_gets_its_own_log_and_last_build_points_at_the_newest() {
+        let d = tempfile::tempdir().unwrap();
+        // A directory left by an older keel is replaced by the link.
+        std::fs::create_dir_all(d.path().join("logs/last-build")).unwrap();
+        let a = new_build_log(d.path(), "aaa");
+        let b = new_build_log(d.path(), "bbb");
+        assert_ne!(a, b);
+        assert!(a.is_dir() && b.is_dir());
+        let last = std::fs::canonicalize(d.path().join("logs/last-build")).unwrap();
+        assert_eq!(last, std::fs::canonicalize(&b).unwrap());
+        for i in 0..KEEP_BUILD_LOGS + 3 {
+            new_build_log(d.path(), &format!("x{i:03}"));
+        }
+        let n = std::fs::read_dir(d.path().join("logs/builds"))
+            .unwrap()
+            .count();
+        assert_eq!(n, KEEP_BUILD_LOGS);
+        let view = BuildView::new(ViewMode::Quiet);
+        let path = d.path().join("t.log");
+        view.add_transcript(File::create(&path).unwrap());
+        view.step_start(1, "RUN x");
+        view.step_output(1, "out");
+        view.step_end(1, Some("DONE 0.10s"));
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "#1 RUN x\n#1 out\n#1 DONE 0.10s\n"
+        );
     }
 }

@@ -105,6 +105,8 @@ pub fn run(
     log: &Path,
     mut line: impl FnMut(&str),
 ) -> Result<(), StepError> {
+    tracing::debug!(backend = backend.name(), rootfs = %snap.rootfs.display(), args = ?spec.args, mounts = spec.mounts.len(), "starting the RUN container");
+    tracing::trace!(mounts = ?spec.mounts, "RUN mounts");
     let (read_end, write_end) = crate::sys::proc::pipe().map_err(runtime::RuntimeError::from)?;
     let err_end = write_end.try_clone().map_err(io(log))?;
     let stdin = fs::File::open("/dev/null")

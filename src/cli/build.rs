@@ -54,6 +54,10 @@ pub struct BuildArgs {
     /// Write the image id to this file.
     #[arg(long, value_name = "FILE")]
     iidfile: Option<PathBuf>,
+    /// Also write the build's full plain log (every step, all RUN output) to this file;
+    /// each build's log is kept under <root>/logs/builds/ too (logs/last-build: the newest).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Target platform; only the host's is supported.
     #[arg(long, value_name = "OS/ARCH")]
     platform: Option<String>,
@@ -393,10 +397,16 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             );
         }
     }
-    let outcome = match Executor::new(&store, &plan, &opts, &context)?.build() {
+    let executor = Executor::new(&store, &plan, &opts, &context)?;
+    if let Some(f) = &a.log_file {
+        let file = std::fs::File::create(f)
+            .with_context(|| format!("creating --log-file {}", f.display()))?;
+        executor.add_transcript(file);
+    }
+    let logs = executor.log_dir().to_path_buf();
+    let outcome = match executor.build() {
         Ok(o) => o,
         Err(e) => {
-            let logs = store.root().join("logs/last-build");
             return Err(anyhow::Error::new(e).context(format!(
                 "build failed; nothing was tagged; step logs are in {}",
                 logs.display()

@@ -247,30 +247,18 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-#[derive(Debug, Args)]
-pub struct InspectArgs {
-    /// Image names or ids.
-    #[arg(required = true)]
-    images: Vec<String>,
-}
-
-pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
-    let store = ctx.store()?;
-    let mut docs = Vec::new();
-    for i in &a.images {
-        let rec = store.resolve(i)?;
-        docs.push(serde_json::json!({
-            "Id": rec.id().to_string(),
-            "Digest": rec.manifest_digest().to_string(),
-            "RepoTags": rec.names,
-            "Size": rec.size(),
-            "Manifest": rec.manifest,
-            // The stored document itself: docker's fields (Healthcheck, Shell, OnBuild) included.
-            "Config": store.read_json::<serde_json::Value>("config", rec.id())?,
-        }));
-    }
-    println!("{}", serde_json::to_string_pretty(&docs)?);
-    Ok(0)
+/// One image's `keel inspect` document (also used when `keel inspect` finds no container).
+pub(super) fn inspect_doc(store: &crate::store::Store, name: &str) -> Result<serde_json::Value> {
+    let rec = store.resolve(name)?;
+    Ok(serde_json::json!({
+        "Id": rec.id().to_string(),
+        "Digest": rec.manifest_digest().to_string(),
+        "RepoTags": rec.names,
+        "Size": rec.size(),
+        "Manifest": rec.manifest,
+        // The stored document itself: docker's fields (Healthcheck, Shell, OnBuild) included.
+        "Config": store.read_json::<serde_json::Value>("config", rec.id())?,
+    }))
 }
 
 #[derive(Debug, Args)]

@@ -55,8 +55,8 @@ enum Command {
     /// List images.
     #[command(alias = "image-ls")]
     Images(image::ImagesArgs),
-    /// Show an image's manifest and config as JSON.
-    Inspect(image::InspectArgs),
+    /// Show a container's (docker-like) or an image's details as JSON.
+    Inspect(run::InspectArgs),
     /// Give an image another name.
     Tag(image::TagArgs),
     /// Remove image names (their blobs go at the next `keel gc`).
@@ -85,6 +85,21 @@ enum Command {
     Ps(run::PsArgs),
     /// Print a container's output.
     Logs(run::LogsArgs),
+    /// Start stopped containers again, as they were made.
+    Start(run::StartArgs),
+    /// Stop containers and start them again.
+    Restart(run::RestartArgs),
+    /// Copy files between a container and the host (CONTAINER:PATH on one side).
+    Cp(run::CpArgs),
+    /// Give a container another name.
+    Rename(run::RenameArgs),
+    /// List a running container's processes.
+    Top(run::TopArgs),
+    /// Show containers' CPU, memory and process counts (from their cgroups).
+    Stats(run::StatsArgs),
+    /// Disk usage (df) and cleanup (prune) of the whole root.
+    #[command(subcommand)]
+    System(run::SystemCommand),
     /// Stop containers (their StopSignal, then SIGKILL).
     Stop(run::StopArgs),
     /// Send a signal to containers.
@@ -173,10 +188,15 @@ fn init_logging(verbose: u8) {
             _ => "keel=trace",
         }),
     };
+    // A span's close event carries its time (time.busy): per build step, per container
+    // start, per glue command, so a slow step shows in a CI log.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        // Colour codes only on a terminal: a CI log must stay greppable.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
@@ -251,7 +271,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Import(a) => image::import(a, ctx),
         Command::Bootstrap(c) => image::bootstrap(c, ctx),
         Command::Images(a) => image::images(a, ctx),
-        Command::Inspect(a) => image::inspect(a, ctx),
+        Command::Inspect(a) => run::inspect(a, ctx),
         Command::Tag(a) => image::tag(a, ctx),
         Command::Rmi(a) => image::rmi(a, ctx),
         Command::Save(a) => image::save(a, ctx),
@@ -266,6 +286,13 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::Run(a) => run::run(*a, ctx),
         Command::Ps(a) => run::ps(a, ctx),
         Command::Logs(a) => run::logs(a, ctx),
+        Command::Start(a) => run::start(a, ctx),
+        Command::Restart(a) => run::restart(a, ctx),
+        Command::Cp(a) => run::cp(a, ctx),
+        Command::Rename(a) => run::rename(a, ctx),
+        Command::Top(a) => run::top(a, ctx),
+        Command::Stats(a) => run::stats(a, ctx),
+        Command::System(c) => run::system(c, ctx),
         Command::Stop(a) => run::stop(a, ctx),
         Command::Kill(a) => run::kill(a, ctx),
         Command::Rm(a) => run::rm(a, ctx),

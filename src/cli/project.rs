@@ -81,6 +81,7 @@ pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
         files.extend(project::context_files(&p, img, &*ign)?);
     }
     let files: Vec<String> = files.into_iter().collect();
+    tracing::debug!(files = files.len(), "context files listed");
     let out = match &a.make_deps {
         Some(target) => project::render_make_deps(target, &files),
         None => files.iter().map(|f| format!("{f}\n")).collect(),
@@ -141,6 +142,7 @@ pub fn exec_in(a: ExecInArgs, ctx: &Ctx) -> Result<i32> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let cwd = cwd.canonicalize().unwrap_or(cwd);
     let plan = project::plan_exec(&p, &a.env, &p.dir, &cwd, &owner_of(&p.dir)?, &a.command)?;
+    tracing::debug!(env = ?a.env, build_first = ?plan.build_first, command = ?a.command, "exec-in plan");
     let keel = std::env::current_exe().context("finding the keel binary")?;
     if let Some(image) = &plan.build_first {
         let status = std::process::Command::new(&keel)
@@ -195,6 +197,13 @@ pub struct IntegrateArgs {
     /// Publish a port (process managers; passed to `keel run -p`).
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
     publish: Vec<String>,
+    /// CI glue: the registry pushes go to (HOST[:PORT]) unless the agent sets
+    /// KEEL_REGISTRY (default: the registry the project's tags name, else localhost:5000).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    registry: Option<String>,
+    /// CI glue: the repository a job checks out (default: the project's git remote origin).
+    #[arg(long, value_name = "URL")]
+    scm: Option<String>,
     /// How the generated files call keel (default: `keel`; the absolute path of this
     /// binary for process managers).
     #[arg(long, value_name = "PATH")]
@@ -204,7 +213,31 @@ pub struct IntegrateArgs {
     file: Option<PathBuf>,
 }
 
-pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
+/// `p` made absolute against the current directory (glue runs from elsewhere).
+fn absolute(p: &Path) -> Result<std::path::PathBuf> {
+    if p.is_absolute() {
+        return Ok(p.to_path_buf());
+    }
+    Ok(std::env::current_dir()
+        .context("reading the current directory")?
+        .join(p))
+}
+
+/// A service for an image the root does not hold would fail at every start: say so now
+/// (not an error: the image may be built or loaded before the service starts).
+fn warn_missing_image(opts: &AdapterOptions, ctx: &Ctx) {
+    let Some(image) = &opts.image else { return };
+    let found = ctx.root.is_dir()
+        && crate::store::Store::open(&ctx.root).is_ok_and(|s| s.resolve(image).is_ok());
+    if !found {
+        eprintln!(
+            "keel: warning: no image {image} in {}; build or load it there before the service starts (or pass --root)",
+            ctx.root.display()
+        );
+    }
+}
+
+pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     if a.list {
         for ad in integrate::builtin() {
@@ -228,7 +261,7 @@ pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
             .to_string(),
         None => "keel".into(),
     };
-    let opts = AdapterOptions {
+    let mut opts = AdapterOptions {
         keel,
         name: a.name,
         image: a.image,
@@ -237,7 +270,13 @@ pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
         test: a.test,
         publish: a.publish,
         write: a.write.as_ref().map(|w| w.display().to_string()),
+        registry: a.registry,
+        root: Some(absolute(&ctx.root)?.display().to_string()),
+        scm: a.scm,
     };
+    if service {
+        warn_missing_image(&opts, ctx);
+    }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = if service {
         ResolvedProject::empty(&cwd)
@@ -246,6 +285,19 @@ pub fn integrate(a: IntegrateArgs, _ctx: &Ctx) -> Result<i32> {
     } else {
         ResolvedProject::empty(&cwd)
     };
+    if opts.scm.is_none() && !service {
+        // The repository the project lives in, for CI jobs that check it out.
+        opts.scm = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&project.dir)
+            .args(["remote", "get-url", "origin"])
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|u| !u.is_empty());
+    }
     let files = match builtin {
         Some(ad) => ad.render(&project, &opts)?,
         None => {

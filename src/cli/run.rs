@@ -103,6 +103,16 @@ pub struct RunArgs {
     /// Security options: seccomp=unconfined, seccomp=default, no-new-privileges.
     #[arg(long, value_name = "OPT")]
     security_opt: Vec<String>,
+    /// Restart policy, kept by the container's supervisor: no, on-failure[:N], always,
+    /// unless-stopped (`keel stop`/`kill`/`rm` always end it for good).
+    #[arg(long, value_name = "POLICY")]
+    restart: Option<String>,
+    /// Run keel's init as PID 1 (forwards signals, reaps zombies): the default.
+    #[arg(long, overrides_with = "no_init")]
+    init: bool,
+    /// Make the command itself PID 1 (it then gets only the signals it handles).
+    #[arg(long)]
+    no_init: bool,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -160,6 +170,12 @@ impl RunArgs {
             // Set by `keel exec-in` (see src/project/exec.rs).
             add_passwd: std::env::var(crate::project::PASSWD_VAR).ok(),
             add_group: std::env::var(crate::project::GROUP_VAR).ok(),
+            restart: self.restart,
+            init: match (self.init, self.no_init) {
+                (_, true) => Some(false),
+                (true, false) => Some(true),
+                _ => None,
+            },
         })
     }
 }
@@ -183,13 +199,26 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     store.lease()?.protect_temp(&request_file)?;
     std::fs::write(&request_file, serde_json::to_vec(&req)?)?;
     crate::fault::point("run.request-written");
-    let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("--root")
+    let started = spawn_supervisor(&store, &id, false);
+    let _ = std::fs::remove_file(&request_file);
+    println!("{}", started?);
+    Ok(0)
+}
+
+/// Starts a detached supervisor for container `id` (a new one, or with `resume` a
+/// stopped one) and waits for its word that the container runs; returns the id.
+fn spawn_supervisor(store: &crate::store::Store, id: &str, resume: bool) -> Result<String> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("--root")
         .arg(store.root())
         .arg("--progress")
         .arg("quiet")
         .arg("__supervise")
-        .arg(&id)
+        .arg(id);
+    if resume {
+        cmd.arg("--resume");
+    }
+    let mut child = cmd
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -197,12 +226,8 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
         .context("starting the container supervisor")?;
     let mut line = String::new();
     std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line)?;
-    let _ = std::fs::remove_file(&request_file);
     match line.trim().split_once(' ') {
-        Some(("started", id)) => {
-            println!("{id}");
-            Ok(0)
-        }
+        Some(("started", id)) => Ok(id.to_string()),
         Some(("error", msg)) => bail!("{msg}"),
         _ => {
             let status = child.wait()?;
@@ -214,19 +239,27 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
 #[derive(Debug, Args)]
 pub struct SuperviseArgs {
     id: String,
+    /// Start the existing (stopped) container `id` again.
+    #[arg(long)]
+    resume: bool,
 }
 
 /// The detached container's supervisor: prepares and runs it, reporting on stdout.
 pub fn supervise(a: SuperviseArgs, ctx: &Ctx) -> Result<i32> {
     crate::sys::session::new_session()?;
     let store = ctx.store()?;
-    let request_file = store
-        .root()
-        .join("containers")
-        .join(format!(".request-{}.json", a.id));
-    let req: RunRequest = serde_json::from_slice(&std::fs::read(&request_file)?)?;
     let mut report = std::io::stdout();
-    let prepared = match launch::prepare(&store, req, &a.id) {
+    let prepared = if a.resume {
+        launch::resume(&store, &a.id)
+    } else {
+        let request_file = store
+            .root()
+            .join("containers")
+            .join(format!(".request-{}.json", a.id));
+        let req: RunRequest = serde_json::from_slice(&std::fs::read(&request_file)?)?;
+        launch::prepare(&store, req, &a.id)
+    };
+    let prepared = match prepared {
         Ok(p) => p,
         Err(e) => {
             let _ = writeln!(report, "error {e:#}");
@@ -250,42 +283,38 @@ pub struct PsArgs {
     /// Show all containers (default: running only).
     #[arg(short, long)]
     all: bool,
-    /// Output format: table or json.
-    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    /// Keep containers that match: name=, id=, status=created|running|exited,
+    /// ancestor=IMAGE, exited=CODE (repeat a key for alternatives).
+    #[arg(short, long, value_name = "KEY=VALUE")]
+    filter: Vec<String>,
+    /// Output: table, json (one JSON array), or a template such as
+    /// '{{.ID}} {{.Names}} {{.Image}} {{.Status}}' ('table …' adds a header line).
+    #[arg(long, default_value = "table")]
     format: String,
     /// Only print container ids.
     #[arg(short, long)]
     quiet: bool,
 }
 
-fn status_text(s: &container::ContainerState) -> String {
-    match s.status {
-        Status::Created => "Created".into(),
-        Status::Running => "Up".into(),
-        Status::Exited => format!("Exited ({})", s.exit_code.unwrap_or(-1)),
-    }
-}
-
-fn ports_text(c: &ContainerConfig) -> String {
-    c.ports
-        .iter()
-        .map(|p| {
-            format!(
-                "{}:{}->{}/{}",
-                p.host_ip, p.host_port, p.container_port, p.proto
-            )
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
 pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
+    use crate::container::query::{self, Filter, Template};
+    let filters = a
+        .filter
+        .iter()
+        .map(|f| Filter::parse(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let template = match a.format.as_str() {
+        "table" | "json" => None,
+        f => Some(Template::parse(f)?),
+    };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
     let mut rows = Vec::new();
     for c in containers.list()? {
         let st = containers.refresh(&c)?;
-        if a.all || st.status == Status::Running {
+        // A status filter other than running implies -a, as in docker.
+        let shown = a.all || st.status == Status::Running || !filters.is_empty();
+        if shown && query::matches(&filters, &c, &st) {
             rows.push((c, st));
         }
     }
@@ -294,8 +323,15 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
         for (c, _) in &rows {
             writeln!(out, "{}", &c.id[..12])?;
         }
+    } else if let Some(t) = template {
+        if t.table {
+            writeln!(out, "{}", t.header())?;
+        }
+        for (c, s) in &rows {
+            writeln!(out, "{}", t.render(c, s))?;
+        }
     } else if a.format == "json" {
-        let v: Vec<_> = rows.iter().map(|(c, s)| serde_json::json!({"id": c.id, "name": c.name, "image": c.image, "command": c.command, "created": c.created, "status": s.status, "exit_code": s.exit_code, "pid": s.pid, "ports": c.ports})).collect();
+        let v: Vec<_> = rows.iter().map(|(c, s)| query::ps_json(c, s)).collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
         writeln!(
@@ -311,8 +347,8 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
                 &c.id[..12],
                 c.image,
                 cmd,
-                status_text(s),
-                ports_text(c),
+                query::status_text(s),
+                query::ports_text(c),
                 c.name
             )?;
         }
@@ -325,10 +361,29 @@ pub struct LogsArgs {
     /// Keep printing new output until the container exits.
     #[arg(short, long)]
     follow: bool,
+    /// Only the last N lines (or all).
+    #[arg(short = 'n', long, value_name = "N")]
+    tail: Option<String>,
+    /// Only lines written since: an RFC 3339 time, unix seconds, or a duration (10m).
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// Prefix each line with the time it was written (RFC 3339, nanoseconds).
+    #[arg(short, long)]
+    timestamps: bool,
     container: String,
 }
 
 pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
+    use crate::container::logs::{parse_since, parse_tail, select, times_path, Selection};
+    let sel = Selection {
+        tail: a.tail.as_deref().map(parse_tail).transpose()?.flatten(),
+        since: a
+            .since
+            .as_deref()
+            .map(|s| parse_since(s, std::time::SystemTime::now()))
+            .transpose()?,
+        timestamps: a.timestamps,
+    };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
     let c = containers.find(&a.container)?;
@@ -338,23 +393,47 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
         Err(_) => return Ok(0),
     };
     let mut out = std::io::stdout().lock();
+    // What is there now, selected; then (with -f) everything new as it comes.
+    let mut log = Vec::new();
+    f.read_to_end(&mut log)?;
+    let times = std::fs::read_to_string(times_path(&path)).unwrap_or_default();
+    out.write_all(&select(&log, &times, &sel))?;
+    let mut lines_seen = log.iter().filter(|b| **b == b'\n').count();
     let mut buf = vec![0u8; 1 << 16];
     loop {
+        out.flush()?;
+        let ended = containers
+            .refresh(&c)
+            .map(|s| s.status != Status::Running)
+            .unwrap_or(true);
+        if !a.follow {
+            return Ok(0);
+        }
         let n = f.read(&mut buf)?;
         if n > 0 {
-            out.write_all(&buf[..n])?;
+            let chunk = &buf[..n];
+            if a.timestamps {
+                let times = std::fs::read_to_string(times_path(&path)).unwrap_or_default();
+                let rest: String = times
+                    .lines()
+                    .skip(lines_seen)
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                out.write_all(&select(
+                    chunk,
+                    &rest,
+                    &Selection {
+                        timestamps: true,
+                        ..Default::default()
+                    },
+                ))?;
+            } else {
+                out.write_all(chunk)?;
+            }
+            lines_seen += chunk.iter().filter(|b| **b == b'\n').count();
             continue;
         }
-        out.flush()?;
-        if !a.follow
-            || containers
-                .refresh(&c)
-                .map(|s| s.status == Status::Exited)
-                .unwrap_or(true)
-        {
-            // One more read: output written just before the exit.
-            let n = f.read(&mut buf)?;
-            out.write_all(&buf[..n])?;
+        if ended {
             return Ok(0);
         }
         std::thread::sleep(Duration::from_millis(50));
@@ -405,6 +484,8 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
         let c = containers.find(name)?;
         // Only a process provably keel's is signalled (a stale pid may be anyone's now).
         let st = containers.refresh(&c)?;
+        // Before the signal: the supervisor must not restart what the user stopped.
+        containers.mark_stopped_by_user(&c.id)?;
         if st.status == Status::Running {
             let sig = signal_number(c.stop_signal.as_deref().unwrap_or("TERM"))?;
             let _ = st.signal(sig);
@@ -434,6 +515,9 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
     for name in &a.containers {
         let c = containers.find(name)?;
         let st = containers.refresh(&c)?;
+        if st.status == Status::Running {
+            containers.mark_stopped_by_user(&c.id)?;
+        }
         if st.status != Status::Running || !st.signal(sig)? {
             bail!("container {name} is not running");
         }
@@ -457,6 +541,8 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
     for name in &a.containers {
         let c = containers.find(name)?;
         let st = containers.refresh(&c)?;
+        // A supervisor waiting to restart it (--restart) must not bring it back.
+        containers.mark_stopped_by_user(&c.id)?;
         // Should this rm die half-way, gc finishes the removal.
         store.lease()?.protect_container(&c.id)?;
         if st.status == Status::Running {
@@ -470,6 +556,13 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
         }
         if st.supervisor_alive() {
             wait_exited(&containers, &c, Duration::from_secs(30));
+            // Its supervisor may be between restarts: it sees the mark and ends.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while containers.state(&c.id).is_ok_and(|s| s.supervisor_alive())
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         if containers.find(&c.id).is_err() {
             println!("{name}");
@@ -663,4 +756,329 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         eprintln!("keel: {msg}");
     }
     Ok(exit.code)
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Stopped containers to start again (as they were made: command, flags, rootfs).
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+/// Starts each stopped container under a new supervisor; a running one is left alone.
+fn start_one(store: &crate::store::Store, containers: &Containers, name: &str) -> Result<()> {
+    let c = containers.find(name)?;
+    let st = containers.refresh(&c)?;
+    if st.status == Status::Running || st.supervisor_alive() {
+        return Ok(());
+    }
+    containers.clear_stopped_by_user(&c.id)?;
+    spawn_supervisor(store, &c.id, true).with_context(|| format!("starting container {name}"))?;
+    Ok(())
+}
+
+pub fn start(a: StartArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let containers = Containers::new(store.root());
+    for name in &a.containers {
+        start_one(&store, &containers, name)?;
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct RestartArgs {
+    /// Seconds to wait after the stop signal before SIGKILL.
+    #[arg(short, long, default_value_t = 10)]
+    time: u64,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn restart(a: RestartArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let containers = Containers::new(store.root());
+    for name in &a.containers {
+        let c = containers.find(name)?;
+        containers.mark_stopped_by_user(&c.id)?;
+        let st = containers.refresh(&c)?;
+        if st.status == Status::Running {
+            let sig = signal_number(c.stop_signal.as_deref().unwrap_or("TERM"))?;
+            let _ = st.signal(sig);
+            if !wait_exited(&containers, &c, Duration::from_secs(a.time)) {
+                let _ = st.signal(libc::SIGKILL);
+            }
+        }
+        // The old supervisor must be gone before a new one takes the container.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while containers.state(&c.id).is_ok_and(|s| s.supervisor_alive())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        start_one(&store, &containers, name)?;
+        println!("{name}");
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct RenameArgs {
+    container: String,
+    new_name: String,
+}
+
+pub fn rename(a: RenameArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    Containers::new(store.root()).rename(&a.container, &a.new_name)?;
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// CONTAINER:PATH or a host path.
+    src: String,
+    /// CONTAINER:PATH or a host path (exactly one side is a container's).
+    dst: String,
+}
+
+/// `keel cp`: the container's tree is opened as an in-root handle on its rootfs, so a
+/// symlink inside it can never lead to a host path.
+pub fn cp(a: CpArgs, ctx: &Ctx) -> Result<i32> {
+    use crate::container::cp::{self, Direction};
+    let dir = cp::parse(&a.src, &a.dst)?;
+    let store = ctx.store()?;
+    let containers = Containers::new(store.root());
+    let name = match &dir {
+        Direction::Out { container, .. } | Direction::In { container, .. } => container,
+    };
+    let c = containers.find(name)?;
+    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+    let rootfs = snapshotter.get(&c.id)?.rootfs;
+    let tree = crate::sys::rootfs::Rootfs::open(&rootfs)?;
+    match &dir {
+        Direction::Out { path, host, .. } => cp::copy_out(&tree, path, host)?,
+        Direction::In { host, path, .. } => cp::copy_in(host, &tree, path)?,
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    container: String,
+}
+
+/// The running container's processes (every process whose root is its rootfs).
+fn container_pids(ctx: &Ctx, name: &str) -> Result<(ContainerConfig, Vec<i32>)> {
+    let store = ctx.store()?;
+    let containers = Containers::new(store.root());
+    let c = containers.find(name)?;
+    let st = containers.refresh(&c)?;
+    if st.status != Status::Running {
+        bail!("container {name} is not running; `keel start {name}` starts it again");
+    }
+    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+    let rootfs = snapshotter.get(&c.id)?.rootfs;
+    let mut pids = crate::runtime::reclaim::rooted_in(&rootfs);
+    pids.sort_unstable();
+    Ok((c, pids))
+}
+
+pub fn top(a: TopArgs, ctx: &Ctx) -> Result<i32> {
+    let (_, pids) = container_pids(ctx, &a.container)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<8} {:<8} {:<9} CMD", "PID", "PPID", "TIME")?;
+    for row in pids
+        .iter()
+        .filter_map(|p| crate::container::stats::process_row(*p))
+    {
+        writeln!(out, "{:<8} {:<8} {:<9} {}", row[0], row[1], row[2], row[3])?;
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Print one sample and exit (default: refresh every second until interrupted).
+    #[arg(long)]
+    no_stream: bool,
+    /// Output: table or json.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    format: String,
+    #[arg(required = true)]
+    containers: Vec<String>,
+}
+
+pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
+    use crate::container::stats::{cpu_percent, human_bytes, sample};
+    let interval = Duration::from_millis(500);
+    loop {
+        let mut rows = Vec::new();
+        for name in &a.containers {
+            let (c, pids) = container_pids(ctx, name)?;
+            let before = sample(&c.id, &pids);
+            rows.push((c, pids, before));
+        }
+        std::thread::sleep(interval);
+        let mut out = std::io::stdout().lock();
+        if a.format == "table" {
+            writeln!(
+                out,
+                "{:<12}   {:<20}   {:<7}   {:<24}   PIDS",
+                "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT"
+            )?;
+        }
+        for (c, pids, before) in rows {
+            let after = sample(&c.id, &pids);
+            let cpu = cpu_percent(&before, &after, interval);
+            let limit = after
+                .memory_limit
+                .map_or_else(|| "-".to_string(), human_bytes);
+            if a.format == "json" {
+                let v = serde_json::json!({"ID": &c.id[..12], "Name": c.name, "CPUPerc": cpu,
+                    "MemUsage": after.memory, "MemLimit": after.memory_limit, "PIDs": after.pids});
+                writeln!(out, "{v}")?;
+            } else {
+                writeln!(
+                    out,
+                    "{:<12}   {:<20}   {:<7}   {:<24}   {}",
+                    &c.id[..12],
+                    c.name,
+                    format!("{cpu:.2}%"),
+                    format!("{} / {limit}", human_bytes(after.memory)),
+                    after.pids
+                )?;
+            }
+        }
+        if a.no_stream {
+            return Ok(0);
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// What to look for: container, image, or (default) a container first, then an image.
+    #[arg(long = "type", value_name = "KIND", value_parser = ["container", "image"])]
+    kind: Option<String>,
+    /// Print nothing: only the exit status says whether everything named exists.
+    #[arg(short, long)]
+    quiet: bool,
+    /// Container or image names or ids.
+    #[arg(required = true)]
+    names: Vec<String>,
+}
+
+/// `keel inspect`: docker's order, a container of that name or id first, then an image.
+pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let containers = Containers::new(store.root());
+    let mut docs = Vec::new();
+    for n in &a.names {
+        let found = match a.kind.as_deref() {
+            Some("image") => None,
+            _ => containers.find(n).ok(),
+        };
+        match found {
+            Some(c) => {
+                let st = containers.refresh(&c)?;
+                let kept = containers.kept_request(&c.id)?;
+                let extra = serde_json::json!({
+                    "RestartCount": st.restart_count,
+                    "LogPath": containers.log_path(&c.id),
+                    "HostConfig": {
+                        "RestartPolicy": {"Name": kept.as_ref().and_then(|k| k.request.restart.clone()).unwrap_or_else(|| "no".into())},
+                        "Init": kept.as_ref().map(|k| k.request.init != Some(false)),
+                    },
+                    "Config": {"Env": kept.as_ref().map(|k| k.request.env.clone())},
+                });
+                docs.push(crate::container::query::inspect_json(&c, &st, extra));
+            }
+            None if a.kind.as_deref() == Some("container") => {
+                bail!("no such container: {n}; `keel ps -a` lists them")
+            }
+            None => docs.push(super::image::inspect_doc(&store, n).with_context(|| {
+                format!(
+                    "looking for image {n} in the keel root {}",
+                    store.root().display()
+                )
+            })?),
+        }
+    }
+    if !a.quiet {
+        println!("{}", serde_json::to_string_pretty(&docs)?);
+    }
+    Ok(0)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show what the root holds: images, containers, volumes, build cache.
+    Df,
+    /// Remove stopped containers, then unreferenced blobs and stale caches (`keel gc`).
+    Prune {
+        /// Also drop the whole build cache, not only entries unused for 7 days.
+        #[arg(short, long)]
+        all: bool,
+        /// Also remove volumes no container uses.
+        #[arg(long)]
+        volumes: bool,
+    },
+}
+
+pub fn system(c: SystemCommand, ctx: &Ctx) -> Result<i32> {
+    match c {
+        SystemCommand::Df => system_df(ctx),
+        SystemCommand::Prune { all, volumes } => {
+            let store = ctx.store()?;
+            let containers = Containers::new(store.root());
+            let mut stopped = Vec::new();
+            for c in containers.list()? {
+                let st = containers.refresh(&c)?;
+                if st.status != Status::Running && !st.supervisor_alive() {
+                    stopped.push(c.id.clone());
+                }
+            }
+            println!("removing {} stopped containers", stopped.len());
+            if !stopped.is_empty() {
+                rm(
+                    RmArgs {
+                        force: false,
+                        containers: stopped,
+                    },
+                    ctx,
+                )?;
+            }
+            if volumes {
+                let vols = Volumes::new(store.root());
+                for n in vols.prune(&containers)? {
+                    println!("removed volume {n}");
+                }
+            }
+            super::system::gc(super::system::GcArgs { cache: all }, ctx)
+        }
+    }
+}
+
+fn system_df(ctx: &Ctx) -> Result<i32> {
+    use crate::container::usage::{disk_usage, reclaimable_text};
+    let store = ctx.store()?;
+    let rows = disk_usage(&store)?;
+    let human = super::image::human_size;
+    println!(
+        "{:<15} {:<7} {:<7} {:<12} RECLAIMABLE",
+        "TYPE", "TOTAL", "ACTIVE", "SIZE"
+    );
+    for r in &rows {
+        println!(
+            "{:<15} {:<7} {:<7} {:<12} {}",
+            r.kind,
+            r.total,
+            r.active,
+            human(r.size),
+            reclaimable_text(r, human)
+        );
+    }
+    Ok(0)
 }

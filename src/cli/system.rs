@@ -9,7 +9,7 @@ use super::Ctx;
 pub struct GcArgs {
     /// Also drop the whole build cache (by default entries used in the last 7 days stay).
     #[arg(long)]
-    cache: bool,
+    pub(super) cache: bool,
 }
 
 pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {

@@ -67,6 +67,8 @@ pub struct Prepared {
     anonymous: Vec<String>,
     root: PathBuf,
     started: bool,
+    /// Made by [`resume`] (`keel start`): a failed start leaves the record alone.
+    resumed: bool,
     /// Names the container until it runs; released then (its record owns it).
     lease: crate::store::Lease,
 }
@@ -178,6 +180,15 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
             return Err(e.into());
         }
     };
+    // For `keel start` and the supervisor's restarts.
+    containers.keep_request(
+        id,
+        &super::restart::Kept {
+            request: req.clone(),
+            private_port,
+            anonymous: anonymous.clone(),
+        },
+    )?;
     Ok(Prepared {
         config,
         request: req,
@@ -190,6 +201,51 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         anonymous,
         root,
         started: false,
+        resumed: false,
+        lease,
+    })
+}
+
+/// `keel start`: the stopped container `id` made ready to run again as it was made
+/// (the kept request, its rootfs, its host ports and volumes).
+pub fn resume(store: &Store, id: &str) -> Result<Prepared, LaunchError> {
+    let root = store.root().to_path_buf();
+    let containers = Containers::new(&root);
+    let config = containers.find(id)?;
+    let kept = containers
+        .kept_request(&config.id)?
+        .ok_or_else(|| ContainerError::NotKept(config.name.clone()))?;
+    let req = kept.request;
+    let validated = validate(&req)?;
+    let image = store.resolve(config.image_digest.as_ref())?;
+    // The same host ports as before (a port taken meanwhile is an error, as in docker).
+    let plan: Vec<ports::PortSpec> = config
+        .ports
+        .iter()
+        .map(|m| ports::PortSpec {
+            host_ip: m.host_ip.parse().ok(),
+            host_port: m.host_port,
+            container_port: m.container_port,
+        })
+        .collect();
+    let published = ports::bind(&plan)?;
+    let snapshotter = storage::open(Some(&config.storage_driver), &root)?;
+    let snapshot = snapshotter.get(&config.id)?;
+    let lease = store.lease()?;
+    store.protect_image(&image)?;
+    Ok(Prepared {
+        config,
+        request: req,
+        validated,
+        image,
+        snapshotter,
+        snapshot,
+        published,
+        private_port: kept.private_port,
+        anonymous: kept.anonymous,
+        root,
+        started: false,
+        resumed: true,
         lease,
     })
 }
@@ -377,11 +433,14 @@ impl Prepared {
             shm_size: None,
             ulimits: Vec::new(),
             seccomp: self.validated.seccomp,
+            no_init: r.init == Some(false),
         })
     }
 
     /// Runs the container to its end and returns its exit code; `on_started` sees the
-    /// container's pid once its command runs. Cleans up with `--rm`.
+    /// container's pid once its command runs. Under a `--restart` policy the container
+    /// is started again (same rootfs, ports and volumes) until the policy says no or the
+    /// user stops it. Cleans up with `--rm`.
     pub fn run(
         mut self,
         output: Output,
@@ -389,44 +448,71 @@ impl Prepared {
         on_started: impl FnOnce(i32),
     ) -> Result<i32, LaunchError> {
         let containers = Containers::new(&self.root);
-        let result = self.run_inner(&containers, output, foreground, on_started);
-        if result.is_err() && !self.started {
-            // It never ran: leave nothing behind, as if it had not been asked for.
-            let _ = remove(
-                &self.root,
-                &self.config,
-                self.snapshotter.as_ref(),
-                &self.snapshot,
-                &self.anonymous,
-            );
+        let mut on_started = Some(on_started);
+        loop {
+            let result = self.run_inner(&containers, &output, foreground, |pid| {
+                if let Some(f) = on_started.take() {
+                    f(pid)
+                }
+            });
+            if result.is_err() && !self.started {
+                if !self.resumed {
+                    // It never ran: leave nothing behind, as if it had not been asked for.
+                    let _ = self.remove_all();
+                }
+                return result;
+            }
+            let code = result.as_ref().map(|c| *c).unwrap_or(125);
+            let mut st = containers
+                .state(&self.config.id)
+                .unwrap_or_else(|_| ContainerState::created());
+            st.status = Status::Exited;
+            st.exit_code = Some(code);
+            st.finished = Some(rfc3339(std::time::SystemTime::now()));
+            let again = result.is_ok()
+                && self.validated.restart.restarts(
+                    code,
+                    st.restart_count,
+                    containers.stopped_by_user(&self.config.id),
+                );
+            let _ = containers.set_state(&self.config.id, &st);
+            if again {
+                tracing::debug!(id = %self.config.id, code, restarts = st.restart_count, "restarting per --restart");
+                // In slices: `keel stop`/`rm` during the back-off end it at once.
+                let until = std::time::Instant::now() + super::restart::backoff(st.restart_count);
+                while std::time::Instant::now() < until
+                    && !containers.stopped_by_user(&self.config.id)
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                st.restart_count += 1;
+                let _ = containers.set_state(&self.config.id, &st);
+                if !containers.stopped_by_user(&self.config.id) {
+                    continue;
+                }
+            }
+            if self.request.rm {
+                self.remove_all()?;
+            }
+            self.published.clear();
             return result;
         }
-        let code = result.as_ref().map(|c| *c).unwrap_or(125);
-        let now = rfc3339(std::time::SystemTime::now());
-        let mut st = containers
-            .state(&self.config.id)
-            .unwrap_or_else(|_| ContainerState::created());
-        st.status = Status::Exited;
-        st.exit_code = Some(code);
-        st.finished = Some(now);
-        let _ = containers.set_state(&self.config.id, &st);
-        if self.request.rm {
-            remove(
-                &self.root,
-                &self.config,
-                self.snapshotter.as_ref(),
-                &self.snapshot,
-                &self.anonymous,
-            )?;
-        }
-        self.published.clear();
-        result
+    }
+
+    fn remove_all(&self) -> Result<(), LaunchError> {
+        remove(
+            &self.root,
+            &self.config,
+            self.snapshotter.as_ref(),
+            &self.snapshot,
+            &self.anonymous,
+        )
     }
 
     fn run_inner(
         &mut self,
         containers: &Containers,
-        output: Output,
+        output: &Output,
         foreground: bool,
         on_started: impl FnOnce(i32),
     ) -> Result<i32, LaunchError> {
@@ -440,7 +526,8 @@ impl Prepared {
             &self.root,
         )?;
         let mut pty_master: Option<OwnedFd> = None;
-        let stdio = match &output {
+        let mut log_relay = None;
+        let stdio = match output {
             Output::Inherit if self.request.tty => {
                 let (master, slave) = crate::sys::tty::open_pty().map_err(LaunchError::Proxy)?;
                 let dup = |fd: &OwnedFd| {
@@ -467,15 +554,15 @@ impl Prepared {
                 stderr: None,
             },
             Output::Log(path) => {
-                let f = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|source| LaunchError::Io {
-                        path: path.clone(),
-                        source,
-                    })?;
-                let out = OwnedFd::from(f);
+                // Through a pipe, so every line gets its time (`keel logs --timestamps`).
+                let (read, out) = crate::sys::proc::pipe().map_err(LaunchError::Proxy)?;
+                log_relay =
+                    Some(
+                        super::logs::relay(read, path).map_err(|source| LaunchError::Io {
+                            path: path.clone(),
+                            source,
+                        })?,
+                    );
                 let err = out.try_clone().map_err(|source| LaunchError::Io {
                     path: path.clone(),
                     source,
@@ -492,7 +579,13 @@ impl Prepared {
             // killing keel before the container is there to receive them.
             crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
         }
+        let _span =
+            tracing::info_span!("container", id = %&self.config.id[..12], backend = backend.name())
+                .entered();
+        tracing::debug!(rootfs = %self.snapshot.rootfs.display(), driver = self.snapshotter.name(), args = ?spec.args, mounts = spec.mounts.len(), "starting the container");
+        tracing::trace!(mounts = ?spec.mounts, "container mounts");
         let mut container = backend.start(&spec, &self.snapshot.rootfs, stdio)?;
+        tracing::debug!(pid = container.pid, "container started");
         self.started = true;
         crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the
@@ -522,6 +615,8 @@ impl Prepared {
         }
         let mut st = containers.state(&self.config.id)?;
         st.status = Status::Running;
+        st.exit_code = None;
+        st.finished = None;
         st.pid = Some(container.pid);
         st.pid_start = crate::sys::proc::start_time(container.pid);
         let me = std::process::id() as i32;
@@ -529,7 +624,20 @@ impl Prepared {
         st.supervisor_start = crate::sys::proc::start_time(me);
         st.started = Some(rfc3339(std::time::SystemTime::now()));
         containers.set_state(&self.config.id, &st)?;
-        let published = std::mem::take(&mut self.published);
+        // Copies of the listeners: the originals stay for a restart's proxy.
+        let published = self
+            .published
+            .iter()
+            .map(|p| {
+                Ok(ports::Published {
+                    listener: p.listener.try_clone().map_err(|source| LaunchError::Io {
+                        path: format!("port {}", p.mapping.host_port).into(),
+                        source,
+                    })?,
+                    mapping: p.mapping.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, LaunchError>>()?;
         let _proxy = if published.is_empty() {
             None
         } else {
@@ -551,6 +659,14 @@ impl Prepared {
         let _ = self.lease.release_container(&self.config.id);
         crate::fault::point("run.container-running");
         let exit = container.wait()?;
+        if let Some(r) = log_relay {
+            // Output the container wrote just before it ended; a process it left behind
+            // (chroot has no PID namespace) may hold the pipe, so only briefly.
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while !r.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         if let Some(r) = relay {
             let _ = r.join(); // the master reads EOF/EIO once the last slave is closed
         }

@@ -2,12 +2,19 @@
 //! where it is in its life (state.json), its log, and the `image` file that keeps its
 //! image alive through `rmi`/`gc`. Running is the runtime's business; this module only
 //! keeps the books, atomically and under a lock so names stay unique.
+pub mod cp;
 pub mod exec;
 pub mod flags;
 pub mod launch;
+pub mod logs;
 pub mod ports;
 pub mod proxy;
+pub mod query;
+pub mod rename;
+pub mod restart;
 pub mod run;
+pub mod stats;
+pub mod usage;
 pub mod volume;
 
 use std::fs;
@@ -28,6 +35,8 @@ pub enum ContainerError {
     BadVolumeName(String),
     #[error("no such container: {0}; `keel ps -a` lists them")]
     NotFound(String),
+    #[error("container {0} was made by an older keel that did not keep its run flags, so it cannot be started again; run a new one with `keel run`")]
+    NotKept(String),
     #[error("{0:?} matches several containers; give more of the id")]
     Ambiguous(String),
     #[error("{op} {path}: {source}")]
@@ -117,6 +126,9 @@ pub struct ContainerState {
     pub exit_code: Option<i32>,
     pub started: Option<String>,
     pub finished: Option<String>,
+    /// How often the supervisor restarted the container (`--restart`).
+    #[serde(default)]
+    pub restart_count: u32,
 }
 
 /// `(pid, start)` when the process `pid` is alive and still the one that started at
@@ -138,6 +150,7 @@ impl ContainerState {
             exit_code: None,
             started: None,
             finished: None,
+            restart_count: 0,
         }
     }
 

@@ -53,6 +53,12 @@ pub struct RunRequest {
     pub add_passwd: Option<String>,
     #[serde(default)]
     pub add_group: Option<String>,
+    /// `--restart` policy text (`no`, `on-failure[:N]`, `always`, `unless-stopped`).
+    #[serde(default)]
+    pub restart: Option<String>,
+    /// `--init` (true) / `--no-init` (false); unset means keel's default, an init.
+    #[serde(default)]
+    pub init: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +87,10 @@ pub enum RequestError {
     CpusRange { value: f64, max: usize },
     #[error("invalid --security-opt {0:?}: use seccomp=unconfined, seccomp=default or no-new-privileges (keel reads no custom seccomp profiles)")]
     SecurityOpt(String),
+    #[error(transparent)]
+    Restart(#[from] super::restart::RestartError),
+    #[error("--init needs --isolation namespaces: under oci the runtime makes the command PID 1 and keel adds no init; drop --init or use --isolation namespaces")]
+    InitWithOci,
     #[error("{flag} cannot be honoured by --isolation chroot, which has no {what} namespace; use --isolation namespaces or --isolation oci")]
     Chroot { flag: String, what: &'static str },
 }
@@ -95,6 +105,7 @@ pub struct Validated {
     pub seccomp: Seccomp,
     /// The checked `--dns*`/`--add-host` flags (`host-gateway` resolved).
     pub etc: EtcOptions,
+    pub restart: super::restart::RestartPolicy,
 }
 
 /// Parses every flag of `req`; nothing is created or started.
@@ -162,6 +173,15 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
         check_cpus(c, max)?;
     }
     let seccomp = parse_security_opts(&req.security_opt)?;
+    let restart = super::restart::RestartPolicy::parse(req.restart.as_deref().unwrap_or("no"))?;
+    if req.rm && restart != super::restart::RestartPolicy::No {
+        return Err(
+            super::restart::RestartError::WithRm(req.restart.clone().unwrap_or_default()).into(),
+        );
+    }
+    if req.init == Some(true) && req.isolation.as_deref() == Some("oci") {
+        return Err(RequestError::InitWithOci);
+    }
     if req.detach && (req.interactive || req.tty) {
         return Err(RequestError::InteractiveDetached);
     }
@@ -180,6 +200,7 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
             cpus: req.cpus,
         },
         seccomp,
+        restart,
     })
 }
 

@@ -34,19 +34,62 @@ pub(crate) fn stage_commands(
         )],
         None => vec![opts.test_command().to_string()],
     };
-    let push = p
-        .images
+    (build, test, push_commands(p))
+}
+
+/// The repository path and tag of `r` without its registry host: `app:1.0` for
+/// `registry.example/app:1.0`, `team/app:latest` for `team/app`.
+fn path_and_tag(r: &str) -> String {
+    let parsed = crate::reference::ImageRef::parse(r).ok();
+    let (repo, tag) = match &parsed {
+        Some(p) => (p.repository.as_str(), p.tag_or_latest()),
+        None => (r, "latest"),
+    };
+    let path = match repo.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => {
+            rest
+        }
+        _ => repo,
+    };
+    format!("{path}:{tag}")
+}
+
+/// Push lines: every image name (its tags, or its name) goes to `$KEEL_REGISTRY` under
+/// its repository path, so the stage works against whatever registry the agent sets
+/// (a bare `keel push NAME` names no registry and fails).
+pub(crate) fn push_commands(p: &ResolvedProject) -> Vec<String> {
+    let refs = p.images.iter().flat_map(|i| {
+        if i.tags.is_empty() {
+            vec![i.name.clone()]
+        } else {
+            i.tags.clone()
+        }
+    });
+    refs.map(|r| {
+        format!(
+            "\"$KEEL\" push {} \"$KEEL_REGISTRY\"/{}",
+            shell_quote(&r),
+            shell_quote(&path_and_tag(&r))
+        )
+    })
+    .collect()
+}
+
+/// The registry pushes go to unless the agent sets `KEEL_REGISTRY`: `--registry`, else
+/// the registry the project's first registry-qualified tag names, else localhost:5000.
+pub(crate) fn default_registry(p: &ResolvedProject, opts: &AdapterOptions) -> String {
+    if let Some(r) = &opts.registry {
+        return r.clone();
+    }
+    p.images
         .iter()
-        .flat_map(|i| {
-            if i.tags.is_empty() {
-                vec![i.name.clone()]
-            } else {
-                i.tags.clone()
-            }
+        .flat_map(|i| i.tags.iter())
+        .find_map(|t| {
+            let (host, _) = t.split_once('/')?;
+            (host.contains('.') || host.contains(':') || host == "localhost")
+                .then(|| host.to_string())
         })
-        .map(|r| format!("\"$KEEL\" push {}", shell_quote(&r)))
-        .collect();
-    (build, test, push)
+        .unwrap_or_else(|| "localhost:5000".into())
 }
 
 fn groovy_steps(lines: &[String]) -> String {
@@ -77,6 +120,12 @@ impl Adapter for Jenkins {
                     opts.test_env(p).map_or("(none)".into(), |e| e.name.clone()),
                 ),
                 ("keel", py_str(&opts.keel).trim_matches('\'').to_string()),
+                (
+                    "registry",
+                    py_str(&default_registry(p, opts))
+                        .trim_matches('\'')
+                        .to_string(),
+                ),
                 ("build", groovy_steps(&build)),
                 ("test", groovy_steps(&test)),
                 (
@@ -102,6 +151,18 @@ impl Adapter for Jenkins {
             .chain(&test)
             .map(|l| format!("          {}\n", braces(l)))
             .collect();
+        // Pushes only when the job (or the agent) names a registry.
+        let pushes: String = push
+            .iter()
+            .map(|l| format!("            {}\n", braces(l)))
+            .collect();
+        let commands = if pushes.is_empty() {
+            commands
+        } else {
+            format!(
+                "{commands}          if [ -n \"${{{{KEEL_REGISTRY:-}}}}\" ]; then\n{pushes}          fi\n"
+            )
+        };
         let jjb = fill(
             "jenkins/keel-jobs.yaml",
             JJB,
@@ -111,6 +172,12 @@ impl Adapter for Jenkins {
                 ("commands", commands),
                 ("project", p.name.clone()),
                 ("project_file", p.file.clone()),
+                (
+                    "scm_url",
+                    opts.scm
+                        .clone()
+                        .unwrap_or_else(|| "CHANGE-ME (keel integrate jenkins --scm URL)".into()),
+                ),
             ],
         )?;
         Ok(vec![

@@ -73,6 +73,7 @@ impl Adapter for Maven {
                 ("keel", xml_escape(&opts.keel)),
             ],
         )?;
+        let executions_for_plugin = executions.clone();
         let plugin = fill(
             "maven/plugin.xml",
             PLUGIN,
@@ -80,12 +81,23 @@ impl Adapter for Maven {
                 ("header", header(Comment::Xml, &p.file, &regen)),
                 ("project_file", p.file.clone()),
                 ("main", main.name.clone()),
-                ("executions", executions),
+                ("executions", executions_for_plugin),
             ],
         )?;
+        // For a pom that already declares exec-maven-plugin: a second <plugin> of the
+        // same artifact is a duplicate declaration (Maven warns and keeps only one), so
+        // keel's executions go into the existing plugin's <executions> instead.
+        let only_executions = format!(
+            "{}<!-- If pom.xml already declares exec-maven-plugin, paste these <execution>s into
+     its <executions> instead of adding plugin.xml (a second declaration of the same
+     plugin is a duplicate: Maven warns and ignores one of them). -->
+{executions}",
+            header(Comment::Xml, &p.file, &regen)
+        );
         Ok(vec![
             GeneratedFile::new("keel-maven/properties.xml", props),
             GeneratedFile::new("keel-maven/plugin.xml", plugin),
+            GeneratedFile::new("keel-maven/executions.xml", only_executions),
         ])
     }
 }

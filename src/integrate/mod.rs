@@ -113,6 +113,14 @@ pub struct AdapterOptions {
     pub publish: Vec<String>,
     /// `--write DIR` as the user typed it (only shown in the regenerate hint).
     pub write: Option<String>,
+    /// `--registry HOST[:PORT]`: where CI pushes go unless the agent sets KEEL_REGISTRY.
+    pub registry: Option<String>,
+    /// The keel root (absolute) process-manager glue pins with KEEL_ROOT, so a service
+    /// started at boot finds the images of the root it was generated from.
+    pub root: Option<String>,
+    /// `--scm URL`: the repository a CI job checks out (default: the project's git
+    /// remote `origin`, when it has one).
+    pub scm: Option<String>,
 }
 
 impl Default for AdapterOptions {
@@ -126,6 +134,9 @@ impl Default for AdapterOptions {
             test: None,
             publish: Vec::new(),
             write: None,
+            registry: None,
+            root: None,
+            scm: None,
         }
     }
 }
@@ -349,6 +360,7 @@ pub fn needs_project(tool: &str) -> bool {
 /// fsync, rename), creating parent directories. Returns the written paths.
 pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> {
     use std::os::unix::fs::PermissionsExt;
+    tracing::debug!(dir = %dir.display(), files = files.len(), "writing generated glue");
     let mut out = Vec::new();
     for f in files {
         let rel = Path::new(&f.path);

@@ -52,6 +52,11 @@ fn run_words(opts: &AdapterOptions, image: &str) -> Vec<String> {
     w
 }
 
+/// The root the service's keel uses (`--root`/KEEL_ROOT when the glue was generated).
+fn root(opts: &AdapterOptions) -> String {
+    opts.root.clone().unwrap_or_else(|| "/var/lib/keel".into())
+}
+
 fn prefixed(s: String) -> String {
     format!(" {s}")
 }
@@ -118,6 +123,8 @@ impl Adapter for Systemd {
                 ("name", name.to_string()),
                 ("image", image.replace('%', "%%")),
                 ("keel", systemd_quote(&opts.keel)),
+                ("image_arg", systemd_quote(image)),
+                ("root", systemd_quote(&root(opts))),
                 ("run_args", prefixed(run_args.join(" "))),
             ],
         )?;
@@ -154,6 +161,15 @@ impl Adapter for Supervisord {
                 ("name", name.to_string()),
                 ("image", image.replace('%', "%%")),
                 ("keel_sh", esc(shell_quote(&opts.keel))),
+                ("image_sh", esc(shell_quote(image))),
+                // An ini value in double quotes: `"` and `\` escaped, `%` doubled.
+                (
+                    "root",
+                    root(opts)
+                        .replace('\\', "\\\\")
+                        .replace('"', "\\\"")
+                        .replace('%', "%%"),
+                ),
                 (
                     "run_args_sh",
                     esc(prefixed(shell_join(&run_words(opts, image)))),
@@ -182,9 +198,11 @@ impl Adapter for Runit {
             ("header", hdr),
             ("name", name.to_string()),
             ("keel_sh", shell_quote(&opts.keel)),
+            ("root_sh", shell_quote(&root(opts))),
         ];
         let mut run_vals = base.to_vec();
         run_vals.push(("image", image.to_string()));
+        run_vals.push(("image_sh", shell_quote(image)));
         run_vals.push(("run_args_sh", prefixed(shell_join(&run_words(opts, image)))));
         Ok(vec![
             GeneratedFile::new(

@@ -162,7 +162,10 @@ impl Cgroup {
     ) -> Result<Cgroup, CgroupError> {
         let mut cg = Cgroup::default();
         match cg.fill(layout, id, limits, devices) {
-            Ok(()) => Ok(cg),
+            Ok(()) => {
+                tracing::debug!(id, layout = layout.kind(), limits = ?limits, "cgroups created");
+                Ok(cg)
+            }
             Err(e) => {
                 let _ = cg.destroy();
                 Err(e)

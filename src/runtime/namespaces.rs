@@ -6,7 +6,7 @@
 //! inside; forwards signals, reaps) → command.
 //! An init is used (like `docker run --init`) because the kernel ignores signals without
 //! a handler sent to a namespace's PID 1, so `kill -9 $$` and SIGTERM would otherwise
-//! not end a shell.
+//! not end a shell. `keel run --no-init` leaves it out: the command is PID 1 itself.
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 
@@ -106,6 +106,10 @@ fn init(
         .and_then(|_| prepare_root(spec, rootfs))
     {
         setup(m);
+    }
+    if spec.no_init {
+        // `--no-init`: the command is PID 1 and gets only the signals it handles.
+        setup::exec_child(spec, prep, stdio, report);
     }
     let child = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => setup::exec_child(spec, prep, stdio, report),

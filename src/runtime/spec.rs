@@ -289,6 +289,9 @@ pub struct RunOptions {
     /// Resource limits set on the process (`--ulimit`).
     pub ulimits: Vec<Ulimit>,
     pub seccomp: Seccomp,
+    /// `--no-init`: the command itself is PID 1 (namespaces backend), with no init to
+    /// forward signals and reap zombies.
+    pub no_init: bool,
 }
 
 /// One `--ulimit NAME=SOFT[:HARD]` (docker's names: `nofile`, `nproc`, `core`, …);
@@ -429,6 +432,10 @@ pub struct ContainerSpec {
     pub denied_syscalls: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<Ulimit>,
+    /// The command is PID 1 itself (`--no-init`); only the namespaces backend has an
+    /// init to leave out. Not in golden files unless set.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_init: bool,
 }
 
 impl ContainerSpec {
@@ -748,6 +755,7 @@ pub fn plan(
         seccomp: opts.seccomp,
         denied_syscalls: Vec::new(),
         ulimits: opts.ulimits.clone(),
+        no_init: opts.no_init,
     })
 }
 
@@ -1312,6 +1320,7 @@ mod tests {
             shm_size: None,
             ulimits: Vec::new(),
             seccomp: Seccomp::Unconfined,
+            no_init: false,
         };
         let cases = [
             (

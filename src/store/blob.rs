@@ -243,9 +243,12 @@ impl Store {
                 return Ok((d.clone(), len));
             }
         }
+        let t = std::time::Instant::now();
         let mut w = self.blob_writer()?;
         io::copy(&mut r, &mut w).map_err(io_err("writing blob into", &self.tmp_dir()))?;
-        w.commit(expected)
+        let stored = w.commit(expected)?;
+        tracing::debug!(digest = %stored.0, bytes = stored.1, elapsed_ms = t.elapsed().as_millis() as u64, "blob written");
+        Ok(stored)
     }
 
     /// Stores a JSON document (canonical bytes) and returns its digest and size.

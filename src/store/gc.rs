@@ -56,6 +56,7 @@ impl Store {
     /// `extra_roots` (the build cache's layers), nor from a live lease; and temp files
     /// whose owner is gone.
     pub fn gc(&self, extra_roots: &[Digest]) -> Result<GcReport> {
+        let _span = tracing::info_span!("gc", extra_roots = extra_roots.len()).entered();
         let _lock = self.gc_guard()?;
         let mut report = GcReport::default();
         // Leases are read under the lock: a writer protects a blob before it is looked up

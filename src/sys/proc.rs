@@ -445,6 +445,22 @@ pub fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<(), SysError> {
         .map_err(|e| SysError::at("setrlimit", Path::new(name), std::io::Error::from(e)))
 }
 
+/// Clock ticks per second (`/proc/PID/stat` times are in these); 100 if unknown.
+pub fn clock_ticks_per_second() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .map_or(100, |v| v as u64)
+}
+
+/// The page size in bytes (`/proc/PID/statm` counts pages); 4096 if unknown.
+pub fn page_size() -> u64 {
+    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+        .ok()
+        .flatten()
+        .map_or(4096, |v| v as u64)
+}
+
 /// Sets the process's file mode creation mask.
 pub fn set_umask(mask: u32) {
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));

@@ -514,6 +514,30 @@ impl Rootfs {
         Ok(out)
     }
 
+    /// Opens the regular file `p` (the final name never followed) for streaming reads
+    /// (`keel cp` out of a container); anything else is refused unopened.
+    pub fn open_read(&self, p: &Path) -> Result<File, RootfsError> {
+        let fd = self
+            .resolve_raw(p, OFlag::O_PATH, false)
+            .map_err(|e| Self::err("opening", p, e))?;
+        let st = nix::sys::stat::fstat(&fd).map_err(|e| Self::err("stat", p, e))?;
+        if Kind::of(&st) != Kind::File {
+            return Err(RootfsError::NotRegular {
+                path: show(p),
+                kind: "a directory, link or special file",
+            });
+        }
+        let f = reopen(&fd, OFlag::O_RDONLY).map_err(|e| Self::err("opening", p, e))?;
+        Ok(File::from(f))
+    }
+
+    /// The target of the symlink `p` (stored text, not resolved).
+    pub fn readlink(&self, p: &Path) -> Result<OsString, RootfsError> {
+        let (d, name) = self.parent(p)?;
+        nix::fcntl::readlinkat(&d.fd, name.as_os_str())
+            .map_err(|e| Self::err("reading the link", p, e))
+    }
+
     /// Like [`Rootfs::read`], but a missing file (or parent) is `None`.
     pub fn read_opt(&self, p: &Path, cap: u64) -> Result<Option<Vec<u8>>, RootfsError> {
         match self.read(p, cap) {

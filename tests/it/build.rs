@@ -765,7 +765,7 @@ fn a_failing_step_names_itself_tags_nothing_and_caches_nothing() {
         "the command's output is shown: {err}"
     );
     assert!(
-        err.contains("logs/last-build"),
+        err.contains("logs/builds/"),
         "the log path is printed: {err}"
     );
     assert!(!err.contains("echo never"), "{err}");

@@ -555,6 +555,8 @@ fn jenkins_pipeline_commands_run() {
             .arg("-c")
             .arg(cmd)
             .env("KEEL", &rec)
+            // What the pipeline's environment block sets (the agent's value wins).
+            .env("KEEL_REGISTRY", "registry.example")
             .env("ARGV_LOG", &log)
             .output()
             .unwrap();
@@ -565,8 +567,8 @@ fn jenkins_pipeline_commands_run() {
         "[build][-f][base/Dockerfile][-t][base][base]\n\
          [build][-f][Dockerfile][-t][app][-t][registry.example/app:1.0][--build-arg][GREETING=hello world][.]\n\
          [exec-in][dev][--][sh][-c][make test]\n\
-         [push][base]\n\
-         [push][registry.example/app:1.0]\n"
+         [push][base][registry.example/base:latest]\n\
+         [push][registry.example/app:1.0][registry.example/app:1.0]\n"
     );
 }
 
@@ -796,6 +798,10 @@ fn supervisord_reads_the_program_section() {
     );
     let got = std::fs::read_to_string(&log).unwrap();
     let mut lines = got.lines();
+    assert_eq!(
+        lines.next(),
+        Some("[inspect][--type][image][--quiet][registry.example/app:1.0]")
+    );
     assert_eq!(lines.next(), Some("[rm][-f][web]"));
     assert_eq!(
         lines.next(),
@@ -830,7 +836,8 @@ fn runit_scripts_are_valid_sh() {
     }
     assert_eq!(
         std::fs::read_to_string(&log).unwrap(),
-        "[rm][-f][web]\n\
+        "[inspect][--type][image][--quiet][registry.example/app:1.0]\n\
+         [rm][-f][web]\n\
          [run][--rm][--name][web][-p][8080:8080][registry.example/app:1.0][httpd][-f][-p][8080][-h][/srv][a 'b' $c]\n\
          [stop][web]\n\
          [rm][-f][web]\n"

@@ -3,10 +3,12 @@
 mod common;
 
 mod build;
+mod commands;
 mod parity;
 
 mod dockerfile;
 mod execin;
+mod glue;
 mod integrate;
 mod layer;
 mod registry;

@@ -11,6 +11,7 @@ mod canary;
 
 mod build;
 mod context;
+mod cp;
 mod faults;
 mod runtime;
 mod store;

@@ -217,6 +217,7 @@ pub(super) struct Scope<'s> {
     pub cmd_set: bool,
 }
 
+#[derive(Debug)]
 enum Outcome {
     Cached,
     /// Ran (a cache miss is explained when it is reported).
@@ -249,14 +250,16 @@ impl<'a> Executor<'a> {
         // between steps with everything cleaned up (rather than dying mid-step).
         crate::sys::proc::catch_termination().map_err(runtime::RuntimeError::from)?;
         let build_id = crate::container::new_id()[..12].to_string();
-        let log_dir = store.root().join("logs").join("last-build");
-        let _ = std::fs::remove_dir_all(&log_dir);
-        let _ = std::fs::create_dir_all(&log_dir);
+        let log_dir = super::progress::new_build_log(store.root(), &build_id);
         let mode = match (opts.quiet, opts.terminal) {
             (true, _) => ViewMode::Quiet,
             (false, true) => ViewMode::Terminal,
             (false, false) => ViewMode::Plain,
         };
+        let view = BuildView::new(mode);
+        if let Ok(f) = std::fs::File::create(log_dir.join("build.log")) {
+            view.add_transcript(f);
+        }
         Ok(Executor {
             store,
             plan,
@@ -274,12 +277,22 @@ impl<'a> Executor<'a> {
             log_dir,
             build_id,
             started: Instant::now(),
-            view: BuildView::new(mode),
+            view,
             records: Vec::new(),
             named: BTreeMap::new(),
             stage_no_cache: opts.no_cache,
             keys: Default::default(),
         })
+    }
+
+    /// This build's log directory (its step logs and `build.log`).
+    pub fn log_dir(&self) -> &std::path::Path {
+        &self.log_dir
+    }
+
+    /// Writes the plain transcript of the build to `file` as well.
+    pub fn add_transcript(&self, file: std::fs::File) {
+        self.view.add_transcript(file);
     }
 
     fn say(&self, line: impl AsRef<str>) {
@@ -495,6 +508,9 @@ impl<'a> Executor<'a> {
             .map_or(0, |p| p + 1);
         self.view
             .step_start(n, &format!("[{label} {pos}/{}] {}", steps.len(), s.text));
+        // `-v`: the span's close event carries the step's time (time.busy).
+        let span = tracing::info_span!("step", n, stage = label, line = s.line, text = %s.text);
+        let _entered = span.enter();
         let t = Instant::now();
         let (state, outcome) = match self.dispatch(n, scope, s, state) {
             Ok(done) => done,
@@ -503,6 +519,11 @@ impl<'a> Executor<'a> {
                 return Err(self.fail(s.line, &s.text, e));
             }
         };
+        tracing::debug!(
+            outcome = ?outcome,
+            elapsed_ms = t.elapsed().as_millis() as u64,
+            "step finished"
+        );
         let cache = match outcome {
             Outcome::Cached => "cached",
             Outcome::Ran => "ran",
@@ -564,6 +585,7 @@ impl<'a> Executor<'a> {
         let key = inputs.key();
         if !self.stage_no_cache {
             if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
+                tracing::debug!(key = %key.0, "cache hit");
                 self.keys.borrow_mut().push(key);
                 return (Some(hit), None);
             }
@@ -573,6 +595,7 @@ impl<'a> Executor<'a> {
         } else {
             inputs.explain_change(self.cache.last_inputs(position).as_ref())
         };
+        tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
     }
 

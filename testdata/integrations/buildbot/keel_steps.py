@@ -4,7 +4,9 @@
 
 Put this module next to master.cfg and use it there:
 
-    from keel_steps import KeelBuild, KeelExec, keel_factory
+    from keel_steps import KeelBuild, KeelExec, keel_steps
+    factory = util.BuildFactory([steps.Git(repourl=..., mode='full')] + keel_steps())
+    # or one step at a time:
     factory = util.BuildFactory([steps.Git(repourl=..., mode='full'),
                                  KeelBuild('app'), KeelExec('make test')])
 

@@ -12,8 +12,16 @@
 # refreshed by `keel context-files` each time make reads this file, so set KEEL before
 # the include (or on the command line).
 
+# Including this file leaves the includer's default goal alone (its first target, or
+# .DEFAULT_GOAL): the goal is saved here and restored at the end.
+KEEL_SAVED_DEFAULT_GOAL := $(.DEFAULT_GOAL)
+
 KEEL ?= keel
 KEEL_DIR ?= .keel
+# Whether keel can run here: not inside a build environment (`$(KEEL_IN) make` reads
+# this file again where there is no keel), so the context lists are refreshed only
+# where it can.
+KEEL_FOUND := $(shell command -v $(firstword $(KEEL)) 2>/dev/null)
 # Extra flags for `keel run` in run-NAME (e.g. KEEL_RUN_FLAGS = -p 8080:80).
 KEEL_RUN_FLAGS ?=
 # This file: regenerating it rebuilds the images.
@@ -35,7 +43,9 @@ KEEL_IN = $(KEEL_IN_dev)
 image-base: $(KEEL_DIR)/base.iid
 # Its context files (after .dockerignore), refreshed on every make run; the file is
 # rewritten only when the list changes, so adding or removing a file rebuilds too.
+ifneq ($(KEEL_FOUND),)
 KEEL_REFRESH_base := $(shell $(KEEL) context-files base --make-deps $(KEEL_DIR)/base.iid --update $(KEEL_DIR)/base.d)
+endif
 -include $(KEEL_DIR)/base.d
 $(KEEL_DIR)/base.iid: keel.toml $(KEEL_MK) $(wildcard $(KEEL_DIR)/base.d) | $(KEEL_DIR)
 	$(KEEL) build -f base/Dockerfile -t base base --iidfile $@.tmp
@@ -50,7 +60,9 @@ run-base: image-base
 image-app: $(KEEL_DIR)/app.iid
 # Its context files (after .dockerignore), refreshed on every make run; the file is
 # rewritten only when the list changes, so adding or removing a file rebuilds too.
+ifneq ($(KEEL_FOUND),)
 KEEL_REFRESH_app := $(shell $(KEEL) context-files app --make-deps $(KEEL_DIR)/app.iid --update $(KEEL_DIR)/app.d)
+endif
 -include $(KEEL_DIR)/app.d
 $(KEEL_DIR)/app.iid: keel.toml $(KEEL_MK) $(wildcard $(KEEL_DIR)/app.d) $(KEEL_DIR)/base.iid | $(KEEL_DIR)
 	$(KEEL) build -f Dockerfile -t app -t registry.example/app:1.0 --build-arg 'GREETING=hello world' . --iidfile $@.tmp
@@ -60,3 +72,5 @@ push-app: image-app
 run-app: image-app
 	$(KEEL) run --rm $(KEEL_RUN_FLAGS) app
 
+
+.DEFAULT_GOAL := $(KEEL_SAVED_DEFAULT_GOAL)
