@@ -7,6 +7,7 @@ mod commands;
 mod parity;
 
 mod dockerfile;
+mod execin;
 mod glue;
 mod integrate;
 mod layer;
