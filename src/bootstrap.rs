@@ -235,15 +235,145 @@ pub fn busybox(
     )?)
 }
 
-/// `keel bootstrap debian NAME`: debootstrap into a scratch directory, then pack it as
-/// one layer.
+/// What `keel bootstrap debian` installs from where.
+#[derive(Debug, Clone)]
+pub struct DebianOptions {
+    pub suite: String,
+    pub variant: String,
+    /// The main archive (`--mirror`); security updates come from [`security_mirror`].
+    pub mirror: String,
+    /// Where downloaded packages are kept between bootstraps (`--cache-dir`); a
+    /// subdirectory per suite, variant, mirror and architecture ([`cache_key`]).
+    pub cache: PathBuf,
+}
+
+/// Suites that have no `-updates` and `-security` companions.
+const ROLLING: [&str; 4] = ["sid", "unstable", "experimental", "rc-buggy"];
+
+/// The security archive next to `mirror`: `…/debian` → `…/debian-security` (as on
+/// deb.debian.org and most mirrors), anything else → deb.debian.org's.
+pub fn security_mirror(mirror: &str) -> String {
+    let m = mirror.trim_end_matches('/');
+    match m.strip_suffix("/debian") {
+        Some(base) => format!("{base}/debian-security"),
+        None => "http://deb.debian.org/debian-security".to_string(),
+    }
+}
+
+/// The image's `/etc/apt/sources.list.d/debian.sources` (deb822, as the official image
+/// has since bookworm): the suite and its `-updates` from `mirror`, `-security` from the
+/// security archive; a rolling suite (sid) has only itself.
+pub fn debian_sources(suite: &str, mirror: &str) -> String {
+    let key = "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n";
+    let mirror = mirror.trim_end_matches('/');
+    if ROLLING.contains(&suite) {
+        return format!("Types: deb\nURIs: {mirror}\nSuites: {suite}\nComponents: main\n{key}");
+    }
+    format!(
+        "Types: deb\nURIs: {mirror}\nSuites: {suite} {suite}-updates\nComponents: main\n{key}\n\
+         Types: deb\nURIs: {}\nSuites: {suite}-security\nComponents: main\n{key}",
+        security_mirror(mirror)
+    )
+}
+
+/// The cache subdirectory for one set of inputs: `suite-variant-arch-<hash of mirror>`.
+pub fn cache_key(suite: &str, variant: &str, mirror: &str, arch: &str) -> String {
+    use sha2::Digest as _;
+    let h = sha2::Sha256::digest(mirror.trim_end_matches('/').as_bytes());
+    let safe = |s: &str| s.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_");
+    format!(
+        "{}-{}-{}-{}",
+        safe(suite),
+        safe(variant),
+        safe(arch),
+        &hex::encode(h)[..12]
+    )
+}
+
+/// The host's Debian architecture name (debootstrap's default target).
+fn host_arch() -> String {
+    Command::new("dpkg")
+        .arg("--print-architecture")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| match std::env::consts::ARCH {
+            "x86_64" => "amd64".into(),
+            "aarch64" => "arm64".into(),
+            other => other.into(),
+        })
+}
+
+/// Apt settings of the image: keep no package files or caches after installs, fetch no
+/// translations, keep indexes compressed (the official image's minimising choices).
+const APT_CONF: [(&str, &str); 3] = [
+    (
+        "keel-clean",
+        "// Installed packages' .deb files and apt's binary caches do not belong in layers.\n\
+         DPkg::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };\n\
+         APT::Update::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb /var/cache/apt/archives/partial/*.deb /var/cache/apt/*.bin || true\"; };\n\
+         Dir::Cache::pkgcache \"\";\nDir::Cache::srcpkgcache \"\";\n",
+    ),
+    ("keel-no-languages", "Acquire::Languages \"none\";\n"),
+    ("keel-gzip-indexes", "Acquire::GzipIndexes \"true\";\n"),
+];
+
+/// Turns debootstrap's tree into a base image's: the host's resolv.conf and hostname
+/// out (the runtime provides both), deb822 sources with updates and security, apt lists,
+/// caches and downloaded packages removed, apt's minimising settings in.
+fn finish_debian_rootfs(target: &Path, suite: &str, mirror: &str) -> Result<(), BootstrapError> {
+    for f in ["etc/resolv.conf", "etc/hostname", "etc/apt/sources.list"] {
+        match hostfs::remove_file(target.join(f)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    let apt = target.join("etc/apt");
+    hostfs::create_dir_all(apt.join("sources.list.d"))?;
+    hostfs::write(
+        apt.join("sources.list.d/debian.sources"),
+        debian_sources(suite, mirror),
+    )?;
+    hostfs::create_dir_all(apt.join("apt.conf.d"))?;
+    for (name, text) in APT_CONF {
+        hostfs::write(apt.join("apt.conf.d").join(name), text)?;
+    }
+    for dir in [
+        "var/lib/apt/lists",
+        "var/cache/apt/archives",
+        "var/cache/apt",
+    ] {
+        let Ok(entries) = std::fs::read_dir(target.join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let (p, t) = (e.path(), e.file_type()?);
+            if t.is_file() || t.is_symlink() {
+                if e.file_name() != "lock" {
+                    hostfs::remove_file(&p)?;
+                }
+            } else if dir == "var/lib/apt/lists" && e.file_name() != "partial" {
+                hostfs::remove_dir_all(&p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `keel bootstrap debian NAME`: debootstrap into a scratch directory (its downloads kept
+/// in the cache for the next time), make it a base image's tree, pack it as one layer.
 pub fn debian(
     store: &Store,
-    suite: &str,
-    variant: &str,
-    mirror: &str,
+    opts: &DebianOptions,
     name: &ImageRef,
 ) -> Result<ImageRecord, BootstrapError> {
+    let DebianOptions {
+        suite,
+        variant,
+        mirror,
+        ..
+    } = opts;
     let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
         .iter()
         .map(PathBuf::from)
@@ -253,12 +383,16 @@ pub fn debian(
         package: "debootstrap",
         flag: "mirror",
     })?;
+    let cache =
+        std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &host_arch()));
+    hostfs::create_dir_all(&cache)?;
     let scratch = tempfile::Builder::new()
         .prefix("debootstrap-")
         .tempdir_in(store.tmp_dir())?;
     let target = scratch.path().join("rootfs");
     let status = Command::new(&debootstrap)
         .arg(format!("--variant={variant}"))
+        .arg(format!("--cache-dir={}", cache.display()))
         .arg(suite)
         .arg(&target)
         .arg(mirror)
@@ -270,14 +404,14 @@ pub fn debian(
     if !status.success() {
         return Err(BootstrapError::Command {
             cmd: format!(
-                "debootstrap --variant={variant} {suite} {} {mirror}",
+                "debootstrap --variant={variant} --cache-dir={} {suite} {} {mirror}",
+                cache.display(),
                 target.display()
             ),
             why: format!("it exited with {status}; its log is in the output above"),
         });
     }
-    // apt caches are not part of a base image.
-    let _ = hostfs::remove_dir_all(target.join("var/cache/apt/archives"));
+    finish_debian_rootfs(&target, suite, mirror)?;
     let _writing = store.writer_guard()?;
     let mut blob = store.blob_writer()?;
     {
@@ -306,4 +440,87 @@ pub fn debian(
         &[layer],
         std::slice::from_ref(name),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_name_updates_and_security_next_to_the_mirror() {
+        let cases = [
+            (
+                "http://deb.debian.org/debian",
+                "http://deb.debian.org/debian-security",
+            ),
+            (
+                "http://mirror.example/debian/",
+                "http://mirror.example/debian-security",
+            ),
+            (
+                "http://apt.internal:3142/deb",
+                "http://deb.debian.org/debian-security",
+            ),
+        ];
+        for (mirror, security) in cases {
+            assert_eq!(security_mirror(mirror), security, "{mirror}");
+        }
+        let s = debian_sources("bookworm", "http://mirror.example/debian/");
+        assert!(s.starts_with("Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n"), "{s}");
+        assert!(s.contains("\n\nTypes: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\n"), "{s}");
+        assert_eq!(
+            s.matches("Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
+                .count(),
+            2
+        );
+        let sid = debian_sources("sid", "http://deb.debian.org/debian");
+        assert!(
+            !sid.contains("security") && !sid.contains("updates"),
+            "{sid}"
+        );
+    }
+
+    #[test]
+    fn cache_keys_follow_every_input() {
+        let k = cache_key(
+            "bookworm",
+            "minbase",
+            "http://deb.debian.org/debian",
+            "amd64",
+        );
+        assert!(k.starts_with("bookworm-minbase-amd64-"), "{k}");
+        assert_eq!(
+            k,
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://deb.debian.org/debian/",
+                "amd64"
+            )
+        );
+        for other in [
+            cache_key("trixie", "minbase", "http://deb.debian.org/debian", "amd64"),
+            cache_key(
+                "bookworm",
+                "buildd",
+                "http://deb.debian.org/debian",
+                "amd64",
+            ),
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://mirror.example/debian",
+                "amd64",
+            ),
+            cache_key(
+                "bookworm",
+                "minbase",
+                "http://deb.debian.org/debian",
+                "arm64",
+            ),
+        ] {
+            assert_ne!(k, other);
+        }
+        assert_eq!(cache_key("../x", "a/b", "m", "amd64").split('/').count(), 1);
+    }
 }

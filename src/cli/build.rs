@@ -466,6 +466,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     }
     if let Some(f) = &a.iidfile {
         hostfs::write(f, rec.id().to_string())
+            .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
     if !opts.quiet {

@@ -64,9 +64,13 @@ pub enum BootstrapCommand {
         /// debootstrap variant (minbase, buildd, …).
         #[arg(long, default_value = "minbase")]
         variant: String,
-        /// Debian mirror URL.
+        /// Debian mirror URL (security updates come from its `-security` sibling).
         #[arg(long, default_value = "http://deb.debian.org/debian")]
         mirror: String,
+        /// Keep debootstrap's downloads here between bootstraps (default:
+        /// <root>/cache/debootstrap), a subdirectory per suite, variant, mirror and arch.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
 }
 
@@ -89,12 +93,19 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
             suite,
             variant,
             mirror,
+            cache_dir,
         } => {
             let task = ctx.reporter.task(format!(
                 "debootstrap {suite} ({variant}) as {}",
                 name.tagged_name()
             ));
-            let rec = crate::bootstrap::debian(&store, &suite, &variant, &mirror, &name)?;
+            let opts = crate::bootstrap::DebianOptions {
+                cache: cache_dir.unwrap_or_else(|| store.root().join("cache/debootstrap")),
+                suite,
+                variant,
+                mirror,
+            };
+            let rec = crate::bootstrap::debian(&store, &opts, &name)?;
             task.done(rec.manifest_digest());
             rec
         }

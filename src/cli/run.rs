@@ -63,6 +63,18 @@ pub struct RunArgs {
     /// Container hostname (default: the short container id).
     #[arg(long)]
     hostname: Option<String>,
+    /// Nameserver for the container's /etc/resolv.conf (replaces the host's).
+    #[arg(long, value_name = "IP")]
+    dns: Vec<String>,
+    /// DNS search domain for /etc/resolv.conf (`.` for none).
+    #[arg(long, value_name = "DOMAIN")]
+    dns_search: Vec<String>,
+    /// Resolver option for /etc/resolv.conf (e.g. ndots:2).
+    #[arg(long, value_name = "OPT")]
+    dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP (IP may be host-gateway with --network host).
+    #[arg(long, value_name = "NAME:IP")]
+    add_host: Vec<String>,
     /// Mount the root filesystem read-only.
     #[arg(long)]
     read_only: bool,
@@ -151,6 +163,15 @@ impl RunArgs {
             storage_driver: self.storage_driver,
             runtime: self.runtime,
             security_opt: self.security_opt,
+            etc: crate::runtime::etc::EtcOptions {
+                dns: self.dns,
+                dns_search: self.dns_search,
+                dns_options: self.dns_option,
+                add_hosts: self.add_host,
+            },
+            // Set by `keel exec-in` (see src/project/exec.rs).
+            add_passwd: std::env::var(crate::project::PASSWD_VAR).ok(),
+            add_group: std::env::var(crate::project::GROUP_VAR).ok(),
             restart: self.restart,
             init: match (self.init, self.no_init) {
                 (_, true) => Some(false),
@@ -694,7 +715,7 @@ pub struct ExecArgs {
     /// Keep standard input open.
     #[arg(short, long)]
     interactive: bool,
-    /// Allocate a pseudo-terminal (accepted for docker compatibility).
+    /// Allocate a pseudo-terminal (the process's controlling terminal).
     #[arg(short, long)]
     tty: bool,
     container: String,
@@ -720,35 +741,21 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
     for e in &a.env {
         env.extend(parse_env(e, host_env)?);
     }
-    let opts = crate::runtime::RunOptions {
-        cmd: Some(a.command.clone()),
-        entrypoint: Some(Vec::new()),
+    let req = crate::container::exec::ExecRequest {
+        command: a.command.clone(),
         env,
         workdir: a.workdir.clone(),
         user: a.user.clone(),
-        hostname: Some(c.name.clone()),
+        interactive: a.interactive,
         tty: a.tty,
-        ..Default::default()
     };
+    let opts = crate::container::exec::options(&c, &req);
     let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
         bail!("container {} is not running", a.container);
     };
     let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
-    let stdin = if a.interactive {
-        use std::os::fd::AsFd;
-        std::io::stdin().as_fd().try_clone_to_owned().ok()
-    } else {
-        std::fs::File::open("/dev/null")
-            .ok()
-            .map(std::os::fd::OwnedFd::from)
-    };
     crate::fault::point("exec.joining");
-    let stdio = crate::runtime::Stdio {
-        stdin,
-        stdout: None,
-        stderr: None,
-    };
-    let exit = crate::container::exec::exec(store.root(), &c, pid, &root, &spec, stdio)?;
+    let exit = crate::container::exec::exec_attached(store.root(), &c, pid, &root, &spec, &req)?;
     if let Some(msg) = exit.exec_error {
         errln!("keel: {msg}");
     }

@@ -2,10 +2,95 @@
 //! backend the container was started with. `oci` containers go through the runtime
 //! (`runc exec`), `namespaces` and `chroot` ones through `runtime::join`; a chroot
 //! container's process gets the same reduced capabilities and syscalls as its first one.
+//!
+//! As with `docker exec`, the process starts from what the container was run with (the
+//! env of `-e`/`--env-file`/`PORT`, `-w`, `-u`, the hostname), and `-t` gives it a
+//! pseudo-terminal of its own as its controlling terminal (the user's terminal is relayed,
+//! never handed in: it is already the controlling terminal of the user's session).
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use super::{ContainerConfig, ContainerState};
-use crate::runtime::{self, ContainerSpec, Exit, RuntimeError, Stdio};
+use crate::runtime::{self, ContainerSpec, Exit, RunOptions, RuntimeError, Stdio};
+
+/// What `keel exec` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    /// `KEY=VALUE` entries added after the container's own env.
+    pub env: Vec<String>,
+    pub workdir: Option<String>,
+    pub user: Option<String>,
+    pub interactive: bool,
+    pub tty: bool,
+}
+
+/// The process options of an exec in `c`: the container's run-time env, workdir, user
+/// and hostname, overridden by the exec's flags.
+pub fn options(c: &ContainerConfig, r: &ExecRequest) -> RunOptions {
+    RunOptions {
+        cmd: Some(r.command.clone()),
+        entrypoint: Some(Vec::new()),
+        env: c.env.iter().chain(&r.env).cloned().collect(),
+        workdir: r.workdir.clone().or_else(|| c.workdir.clone()),
+        user: r.user.clone().or_else(|| c.user.clone()),
+        hostname: Some(
+            c.hostname
+                .clone()
+                .unwrap_or_else(|| c.id.chars().take(12).collect()),
+        ),
+        tty: r.tty,
+        ..Default::default()
+    }
+}
+
+/// Runs `spec` in the running container `c` (see [`exec`]) with the stdio `r` asks for:
+/// with `tty`, a new pseudo-terminal relayed to the user's (raw while it runs).
+pub fn exec_attached(
+    keel_root: &Path,
+    c: &ContainerConfig,
+    pid: i32,
+    root: &Path,
+    spec: &ContainerSpec,
+    r: &ExecRequest,
+) -> Result<Exit, RuntimeError> {
+    let stdin = || -> Option<OwnedFd> {
+        if r.interactive {
+            std::io::stdin().as_fd().try_clone_to_owned().ok()
+        } else {
+            std::fs::File::open("/dev/null").ok().map(OwnedFd::from)
+        }
+    };
+    if !r.tty {
+        let stdio = Stdio {
+            stdin: stdin(),
+            stdout: None,
+            stderr: None,
+        };
+        return exec(keel_root, c, pid, root, spec, stdio);
+    }
+    let (master, slave) = crate::sys::tty::open_pty()?;
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone().map_err(|source| RuntimeError::Io {
+            path: "/dev/ptmx".into(),
+            source,
+        })
+    };
+    let stdio = Stdio {
+        stdin: Some(dup(&slave)?),
+        stdout: Some(dup(&slave)?),
+        stderr: Some(slave),
+    };
+    let user = std::io::stdin();
+    let _raw = crate::sys::tty::is_terminal(user.as_fd()).then(|| {
+        crate::sys::tty::copy_window_size(user.as_fd(), master.as_fd());
+        crate::sys::tty::RawMode::enter(user.as_fd()).ok()
+    });
+    let relay = super::launch::relay_pty(master, r.interactive);
+    let exit = exec(keel_root, c, pid, root, spec, stdio);
+    let _ = relay.join(); // EOF/EIO once the exec'd process and its children close it
+    exit
+}
 
 /// Runs `spec` (planned against the container's image) inside the running container `c`
 /// whose main process is `pid` (proven by the caller) and whose root directory the host

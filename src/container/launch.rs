@@ -142,6 +142,15 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         stop_signal: cfg.stop_signal().clone(),
         auto_remove: req.rm,
         runtime: req.runtime.clone(),
+        env: req
+            .env
+            .iter()
+            .cloned()
+            .chain(private_port.map(|p| format!("PORT={p}")))
+            .collect(),
+        workdir: req.workdir.clone(),
+        user: req.user.clone(),
+        hostname: req.hostname.clone(),
     };
     // Leased before the record exists: should we die before the container runs, gc
     // removes it; and the image's blobs stay while we unpack them.
@@ -265,6 +274,29 @@ pub enum Output {
 }
 
 impl Prepared {
+    /// A named volume mounted below exec-in's mapped home (`~/.m2`, `~/.cache/pip`, …) is
+    /// a cache of the tree owner's tools: its top directory is given to the owner, so the
+    /// tools can write there (its content keeps whatever owners earlier runs gave it).
+    fn own_cache(&self, data: PathBuf, dst: &str) -> Result<PathBuf, LaunchError> {
+        let Some(user) = self
+            .request
+            .add_passwd
+            .as_deref()
+            .and_then(|l| runtime::etc::mapped_user(l).ok())
+        else {
+            return Ok(data);
+        };
+        if Path::new(dst).starts_with(&user.home) {
+            crate::sys::fs::lchown(&data, user.uid, user.gid).map_err(|source| {
+                LaunchError::Io {
+                    path: data.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(data)
+    }
+
     fn binds(&self) -> Result<Vec<BindMount>, LaunchError> {
         let volumes = Volumes::new(&self.root);
         let mut binds = Vec::new();
@@ -289,7 +321,7 @@ impl Prepared {
                     }
                 }
                 VolumeSpec::Named { name, dst, ro } => BindMount {
-                    src: volumes.ensure(name)?,
+                    src: self.own_cache(volumes.ensure(name)?, dst)?,
                     dst: dst.clone(),
                     ro: *ro,
                 },
@@ -322,6 +354,54 @@ impl Prepared {
         Ok(binds)
     }
 
+    /// Writes the container's resolv.conf, hosts and hostname into its record directory
+    /// and returns the binds that put them in `/etc`. A chroot container shares the
+    /// host's network and hostname, so it gets the host's view.
+    fn etc_files(&self) -> Result<Vec<BindMount>, LaunchError> {
+        let chroot = self.request.isolation.as_deref() == Some("chroot");
+        let (network, hostname) = if chroot {
+            let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            (runtime::NetworkMode::Host, host.trim().to_string())
+        } else {
+            let id: String = self.config.id.chars().take(12).collect();
+            let h = self.request.hostname.clone().unwrap_or(id);
+            (self.validated.network, h)
+        };
+        let dir = Containers::new(&self.root).dir_of(&self.config.id);
+        runtime::etc::write(&dir, network, &hostname, &self.validated.etc)
+            .map_err(|e| LaunchError::Request(e.into()))
+    }
+
+    /// `keel exec-in`'s user mapping: the image's /etc/passwd and /etc/group (read in the
+    /// tree) plus the owner's synthesised entries, bind-mounted from the container's
+    /// record; the home directory made in the container's own layer, owned by the user.
+    fn mapped_user(&self) -> Result<Vec<BindMount>, LaunchError> {
+        let Some(line) = &self.request.add_passwd else {
+            return Ok(Vec::new());
+        };
+        let bad = |e: runtime::etc::EtcError| LaunchError::Request(e.into());
+        let user = runtime::etc::mapped_user(line).map_err(bad)?;
+        let tree = crate::sys::rootfs::Rootfs::open(&self.snapshot.rootfs)
+            .map_err(|e| runtime::RuntimeError::Setup(e.to_string()))?;
+        let read = |p: &str| -> Result<String, LaunchError> {
+            let bytes = tree
+                .read_opt(Path::new(p), crate::sys::rootfs::READ_CAP)
+                .map_err(|e| runtime::RuntimeError::Setup(e.to_string()))?;
+            Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+        };
+        let passwd = runtime::etc::with_entry(&read("/etc/passwd")?, line);
+        let mut group = read("/etc/group")?;
+        if let Some(g) = &self.request.add_group {
+            group = runtime::etc::with_entry(&group, g);
+        }
+        if tree.lstat(Path::new(&user.home)).ok().flatten().is_none() {
+            tree.mkdir_all(Path::new(&user.home), 0o755, Some((user.uid, user.gid)))
+                .map_err(|e| runtime::RuntimeError::Setup(format!("home {}: {e}", user.home)))?;
+        }
+        let dir = Containers::new(&self.root).dir_of(&self.config.id);
+        runtime::etc::write_accounts(&dir, &passwd, &group).map_err(bad)
+    }
+
     fn options(&self) -> Result<RunOptions, LaunchError> {
         let r = &self.request;
         let mut env = r.env.clone();
@@ -343,7 +423,12 @@ impl Prepared {
             hostname: r.hostname.clone(),
             network: self.validated.network,
             read_only: r.read_only,
-            binds: self.binds()?,
+            binds: {
+                let mut b = self.etc_files()?;
+                b.extend(self.mapped_user()?);
+                b.extend(self.binds()?); // a `-v` over /etc/hosts wins, as in docker
+                b
+            },
             tmpfs: r.tmpfs.clone(),
             limits: self.validated.limits.clone(),
             tty: r.tty,
@@ -596,7 +681,7 @@ impl Prepared {
 
 /// Copies the pseudo-terminal's output to stdout (and, with `-i`, stdin to it); the
 /// returned thread ends when the container's side of the terminal is closed.
-fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
+pub(crate) fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
     use std::io::{Read, Write};
     let mut reader = fs::File::from(master);
     if interactive {

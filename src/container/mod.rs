@@ -85,6 +85,17 @@ pub struct ContainerConfig {
     /// The OCI runtime binary (`--runtime`) of an `oci` container, for `keel exec`.
     #[serde(default)]
     pub runtime: Option<PathBuf>,
+    /// What `keel exec` starts from, as `docker exec` does: the env set at `run` time
+    /// (`-e`, `--env-file`, `PORT`; the image's Env is added from the image), and the
+    /// `-w`, `-u` and `--hostname` given to `run`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    #[serde(default)]
+    pub workdir: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub hostname: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -234,6 +245,14 @@ impl Containers {
         let dir = self.dir_of(&config.id);
         let staging = self.dir.join(format!(".new-{}", config.id));
         hostfs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        // 0700: config.json keeps the run's env (`-e` values, for `keel exec`), which may
+        // hold secrets; the generated /etc files are bind-mounted, so no container user
+        // needs to reach them by path.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            hostfs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
+                .map_err(io_err("creating", &staging))?;
+        }
         write_json(&staging.join("config.json"), config)?;
         write_json(&staging.join("state.json"), &ContainerState::created())?;
         hostfs::write(staging.join("image"), config.image_digest.to_string())
@@ -357,6 +376,10 @@ mod tests {
             stop_signal: None,
             auto_remove: false,
             runtime: None,
+            env: vec![],
+            workdir: None,
+            user: None,
+            hostname: None,
         }
     }
 

@@ -217,6 +217,10 @@ fn dummy_config() -> ContainerConfig {
         stop_signal: None,
         auto_remove: false,
         runtime: None,
+        env: vec![],
+        workdir: None,
+        user: None,
+        hostname: None,
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::flags::{FlagError, VolumeSpec};
 use super::ports::PortSpec;
+use crate::runtime::etc::{self, EtcError, EtcOptions};
 use crate::runtime::spec::{parse_memory, Limits, NetworkMode, Seccomp, SpecError};
 
 /// Docker's smallest `--memory` (a smaller limit kills the process before it starts).
@@ -43,6 +44,15 @@ pub struct RunRequest {
     /// `--security-opt` values (`seccomp=unconfined`, `no-new-privileges`).
     #[serde(default)]
     pub security_opt: Vec<String>,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host`.
+    #[serde(default)]
+    pub etc: EtcOptions,
+    /// `keel exec-in`'s mapped user: a passwd(5) and a group(5) line for the tree owner
+    /// (from `KEEL_RUN_ADD_PASSWD` / `KEEL_RUN_ADD_GROUP` in keel's environment).
+    #[serde(default)]
+    pub add_passwd: Option<String>,
+    #[serde(default)]
+    pub add_group: Option<String>,
     /// `--restart` policy text (`no`, `on-failure[:N]`, `always`, `unless-stopped`).
     #[serde(default)]
     pub restart: Option<String>,
@@ -57,6 +67,8 @@ pub enum RequestError {
     Flag(#[from] FlagError),
     #[error(transparent)]
     Spec(#[from] SpecError),
+    #[error(transparent)]
+    Etc(#[from] EtcError),
     #[error("invalid --network value {0:?}: use host, none or private")]
     Network(String),
     #[error("-p/-P need a private network namespace; drop them with --network {0}")]
@@ -91,6 +103,8 @@ pub struct Validated {
     pub network: NetworkMode,
     pub limits: Limits,
     pub seccomp: Seccomp,
+    /// The checked `--dns*`/`--add-host` flags (`host-gateway` resolved).
+    pub etc: EtcOptions,
     pub restart: super::restart::RestartPolicy,
 }
 
@@ -171,7 +185,12 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
     if req.detach && (req.interactive || req.tty) {
         return Err(RequestError::InteractiveDetached);
     }
+    let etc = etc::validate(&req.etc, network)?;
+    if let Some(line) = &req.add_passwd {
+        etc::mapped_user(line)?;
+    }
     Ok(Validated {
+        etc,
         volumes,
         ports,
         network,

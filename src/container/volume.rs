@@ -22,7 +22,14 @@ impl Volumes {
     /// The data directory of volume `name`, created on first use.
     pub fn ensure(&self, name: &str) -> Result<PathBuf, ContainerError> {
         let data = self.dir_of(name)?.join("_data");
-        hostfs::create_dir_all(&data).map_err(io_err("creating volume", &data))?;
+        if !data.is_dir() {
+            hostfs::create_dir_all(&data).map_err(io_err("creating volume", &data))?;
+            // docker's 0755, whatever keel's umask: a 0700 volume would lock out every
+            // non-root container user.
+            use std::os::unix::fs::PermissionsExt;
+            hostfs::set_permissions(&data, fs::Permissions::from_mode(0o755))
+                .map_err(io_err("creating volume", &data))?;
+        }
         Ok(data)
     }
 

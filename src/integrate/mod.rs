@@ -390,6 +390,7 @@ pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> 
             .map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         tmp.persist(&path).map_err(|e| werr(e.error))?;
+        crate::sys::fs::give_to_tree_owner(&path).map_err(werr)?;
         out.push(path);
     }
     Ok(out)

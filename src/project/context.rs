@@ -78,7 +78,9 @@ pub fn render_make_deps(target: &str, files: &[String]) -> String {
 }
 
 /// Writes `contents` to `path` (atomically, creating parent directories) unless the file
-/// already holds exactly that, so its mtime only moves when the content changes.
+/// already holds exactly that, so its mtime only moves when the content changes. The file
+/// (and directories on the way) belong to the tree's owner, not root
+/// ([`crate::sys::fs::give_to_tree_owner`]).
 /// Returns whether it wrote.
 pub fn write_if_changed(path: &std::path::Path, contents: &str) -> std::io::Result<bool> {
     use std::io::Write;
@@ -95,6 +97,8 @@ pub fn write_if_changed(path: &std::path::Path, contents: &str) -> std::io::Resu
         .tempfile_in(parent)?;
     tmp.write_all(contents.as_bytes())?;
     tmp.persist(path).map_err(|e| e.error)?;
+    // Run as root (a root `make`), the file and a `.keel/` made for it stay the tree's.
+    crate::sys::fs::give_to_tree_owner(path)?;
     Ok(true)
 }
 

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod chroot;
 pub mod devices;
+pub mod etc;
 pub mod join;
 pub mod namespaces;
 pub mod oci;

@@ -101,6 +101,8 @@ pub fn process(spec: &ContainerSpec) -> Result<Process, RuntimeError> {
         .uid(spec.user.uid)
         .gid(spec.user.gid)
         .additional_gids(spec.user.additional_gids.clone())
+        // runc's default too, written out so the bundle says it.
+        .umask(super::setup::CONTAINER_UMASK)
         .build()
         .map_err(oci_err)?;
     ProcessBuilder::default()

@@ -198,6 +198,9 @@ pub fn find_command(argv0: &str, path_env: &str) -> Result<CString, (i32, String
     }
 }
 
+/// The umask of every container process, RUN step and `keel exec`: docker's and runc's.
+pub const CONTAINER_UMASK: u32 = 0o022;
+
 /// The stdio fds a container gets; `None` inherits the caller's.
 #[derive(Debug, Default)]
 pub struct Stdio {
@@ -243,7 +246,7 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
     }
     // The container's umask is docker's (runc's) 022, never keel's own: under a caller's
     // umask 077 RUN steps would otherwise make 0600 files and 0700 directories.
-    sys::proc::set_umask(0o022);
+    sys::proc::set_umask(CONTAINER_UMASK);
     if spec.no_new_privileges {
         if let Err(e) = sys::proc::set_no_new_privs() {
             setup(e.to_string());

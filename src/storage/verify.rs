@@ -45,6 +45,9 @@ pub struct Marker {
     /// Entries below `diff/` (not counting it) and bytes of regular files, when written.
     pub entries: u64,
     pub bytes: u64,
+    /// sha256 of every directory's path, mode and owner (absent in older markers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirs: Option<String>,
 }
 
 /// A reader that hashes what passes through it; shared so the digest can be finished
@@ -99,10 +102,13 @@ pub fn unpack_verified(
     Ok(stats)
 }
 
-/// Counts the entries below `tree` and the bytes of its regular files (stat only).
-pub fn summarize(tree: &Path) -> Result<(u64, u64)> {
+/// Counts the entries below `tree` and the bytes of its regular files, and hashes every
+/// directory's path, mode and owner (stat only): a directory left 0700 by a umask, or
+/// chmod'ed by hand, breaks every container of the image without changing a count.
+pub fn summarize(tree: &Path) -> Result<(u64, u64, String)> {
     let (mut entries, mut bytes) = (0u64, 0u64);
-    for e in walkdir::WalkDir::new(tree).min_depth(1) {
+    let mut dirs = sha2::Sha256::new();
+    for e in walkdir::WalkDir::new(tree).min_depth(1).sort_by_file_name() {
         let e = e.map_err(|e| StorageError::Io {
             what: "walking",
             path: tree.to_path_buf(),
@@ -116,19 +122,29 @@ pub fn summarize(tree: &Path) -> Result<(u64, u64)> {
         })?;
         if m.is_file() {
             bytes += m.len();
+        } else if m.is_dir() {
+            let rel = e.path().strip_prefix(tree).unwrap_or(e.path());
+            dirs.update(rel.as_os_str().as_encoded_bytes());
+            dirs.update(format!(
+                "\0{:o} {}:{}\n",
+                m.mode() & 0o7777,
+                m.uid(),
+                m.gid()
+            ));
         }
     }
-    Ok((entries, bytes))
+    Ok((entries, bytes, hex::encode(dirs.finalize())))
 }
 
 /// Writes the marker for the finished tree `<entry>/diff`.
 pub(crate) fn write_marker(entry: &Path, kind: &str, diff_ids: Vec<String>) -> Result<()> {
-    let (entries, bytes) = summarize(&entry.join(TREE))?;
+    let (entries, bytes, dirs) = summarize(&entry.join(TREE))?;
     let m = Marker {
         kind: kind.to_string(),
         diff_ids,
         entries,
         bytes,
+        dirs: Some(dirs),
     };
     let path = entry.join(MARKER);
     let json = serde_json::to_vec_pretty(&m).expect("a marker serialises");
@@ -303,12 +319,15 @@ fn check_entry(entry: &Path, name: &str, kind: &str) -> std::result::Result<(), 
             m.kind, m.diff_ids
         ));
     }
-    let (entries, bytes) = summarize(&entry.join(TREE)).map_err(|e| e.to_string())?;
+    let (entries, bytes, dirs) = summarize(&entry.join(TREE)).map_err(|e| e.to_string())?;
     if (entries, bytes) != (m.entries, m.bytes) {
         return Err(format!(
             "holds {entries} entries and {bytes} bytes but was unpacked with {} and {}",
             m.entries, m.bytes
         ));
+    }
+    if m.dirs.is_some_and(|d| d != dirs) {
+        return Err("a directory's mode or owner changed since it was unpacked".to_string());
     }
     Ok(())
 }

@@ -76,6 +76,22 @@ pub fn create_file_nofollow(path: &Path, mode: u32) -> io::Result<File> {
         .open(path)
 }
 
+/// Writes `bytes` to `path` (replacing a regular file there, never following a symlink
+/// in the final component) and gives it exactly `mode`, whatever the process's umask.
+pub fn write_file_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode & 0o7777)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777))?;
+    f.write_all(bytes)
+}
+
 /// Opens `rel` under the directory `root` for reading without following any symlink
 /// and without leaving `root` (openat2 `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), so a
 /// tree that changes under us cannot make us read a host file. Kernels before 5.6
@@ -207,6 +223,66 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     } else {
         Err(io::Error::last_os_error())
     }
+}
+
+/// When keel runs as root and has just written `path` in a tree another user owns (a
+/// project's `.keel/` stamps, an iid file): gives `path`, and the root-owned directories
+/// between it and the nearest ancestor that user owns, to that user, so a root `make`
+/// does not lock the owner out of their own tree. Does nothing when not root or when no
+/// ancestor belongs to another user.
+///
+/// The walk down from that ancestor opens each component with `O_NOFOLLOW` and changes
+/// the opened file (`fchown`), so a component swapped for a symlink meanwhile is refused,
+/// never followed; a regular file with other hard links is left alone.
+pub fn give_to_tree_owner(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    if !is_root() {
+        return Ok(());
+    }
+    let abs = std::path::absolute(path)?;
+    let mut names = vec![abs
+        .file_name()
+        .ok_or_else(|| io::Error::other("no file name"))?
+        .to_os_string()];
+    let mut anc = abs.parent();
+    let (top, uid, gid) = loop {
+        let Some(a) = anc else { return Ok(()) };
+        let m = std::fs::metadata(a)?;
+        if m.uid() != 0 {
+            break (a.to_path_buf(), m.uid(), m.gid());
+        }
+        match a.file_name() {
+            Some(n) => names.push(n.to_os_string()),
+            None => return Ok(()),
+        }
+        anc = a.parent();
+    };
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW
+        | nix::fcntl::OFlag::O_CLOEXEC
+        | nix::fcntl::OFlag::O_RDONLY
+        | nix::fcntl::OFlag::O_NONBLOCK;
+    let mut dir = nix::fcntl::open(&top, flags | nix::fcntl::OFlag::O_DIRECTORY, Mode::empty())?;
+    if nix::sys::stat::fstat(&dir)?.st_uid != uid {
+        return Ok(()); // changed under us: leave everything as it is
+    }
+    for name in names.iter().rev() {
+        let fd = nix::fcntl::openat(&dir, name.as_os_str(), flags, Mode::empty())?;
+        let st = nix::sys::stat::fstat(&fd)?;
+        let is_dir = st.st_mode & libc::S_IFMT == libc::S_IFDIR;
+        let single = st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1;
+        if st.st_uid == 0 && (is_dir || single) {
+            nix::unistd::fchown(
+                &fd,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )?;
+        }
+        if !is_dir {
+            break;
+        }
+        dir = fd;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

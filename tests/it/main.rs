@@ -11,6 +11,7 @@ mod commands;
 mod parity;
 
 mod dockerfile;
+mod execin;
 mod glue;
 mod integrate;
 mod layer;

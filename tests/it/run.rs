@@ -533,3 +533,324 @@ fn tty_gives_the_process_a_terminal() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stdout).contains("typed-42"));
 }
+
+/// The nameservers of a resolv.conf text.
+fn nameservers(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("nameserver "))
+        .map(|s| s.trim().to_string())
+        .collect()
+}
+
+/// r012: every container gets /etc/resolv.conf, /etc/hosts and /etc/hostname as in docker
+/// (the base image has none of them): loopback-safe resolvers in a private network, the
+/// host's file with --network host, --dns/--dns-search/--dns-option/--add-host/--hostname,
+/// and `localhost` and the hostname resolve.
+#[test]
+fn r012_containers_get_resolv_conf_hosts_and_hostname() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    let cat = |args: &[&str]| {
+        let (code, out, err) = run_code(&k, args);
+        assert_eq!(code, 0, "keel run {args:?}: {err}");
+        out
+    };
+    let private = cat(&["--rm", "bb", "cat", "/etc/resolv.conf"]);
+    let ns = nameservers(&private);
+    assert!(!ns.is_empty(), "no nameserver: {private:?}");
+    assert!(
+        ns.iter().all(|s| !s.starts_with("127.") && s != "::1"),
+        "a loopback resolver is unreachable from a private network: {private}"
+    );
+    let host_file = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    assert_eq!(
+        cat(&["--rm", "--network", "host", "bb", "cat", "/etc/resolv.conf"]),
+        host_file,
+        "--network host uses the host's file as it is"
+    );
+    let out = cat(&[
+        "--rm",
+        "--hostname",
+        "web1",
+        "--dns",
+        "9.9.9.9",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "ndots:2",
+        "--add-host",
+        "db:10.0.0.5",
+        "bb",
+        "sh",
+        "-c",
+        "cat /etc/resolv.conf /etc/hostname; grep -w db /etc/hosts; hostname",
+    ]);
+    assert_eq!(
+        out,
+        "nameserver 9.9.9.9\nsearch corp.example\noptions ndots:2\nweb1\n10.0.0.5\tdb\nweb1\n"
+    );
+    // localhost and the container's own name resolve (busybox ping uses getaddrinfo).
+    let out = cat(&[
+        "--rm",
+        "--hostname",
+        "web1",
+        "bb",
+        "sh",
+        "-c",
+        "ping -c1 -W2 localhost >/dev/null && ping -c1 -W2 web1 >/dev/null && echo resolved",
+    ]);
+    assert_eq!(out, "resolved\n");
+    let err = k.fails(&["run", "--rm", "--add-host", "nocolon", "bb", "true"]);
+    assert!(
+        err.contains("invalid --add-host value \"nocolon\""),
+        "{err}"
+    );
+    let err = k.fails(&["run", "--rm", "--add-host", "gw:host-gateway", "bb", "true"]);
+    assert!(err.contains("needs --network host"), "{err}");
+    assert_eq!(
+        cat(&[
+            "--rm",
+            "--network",
+            "host",
+            "--add-host",
+            "gw:host-gateway",
+            "bb",
+            "grep",
+            "-w",
+            "gw",
+            "/etc/hosts"
+        ]),
+        "127.0.0.1\tgw\n"
+    );
+    // The files are the container's, not the image's: nothing of them reaches `bb`.
+    for backend in ["oci", "chroot"] {
+        let out = cat(&["--rm", "--isolation", backend, "bb", "sh", "-c",
+            "test -s /etc/resolv.conf && grep -q localhost /etc/hosts && test -s /etc/hostname && echo ok"]);
+        assert_eq!(out, "ok\n", "{backend}");
+    }
+}
+
+/// r012: `keel exec -it` gives the process a terminal of its own as its controlling
+/// terminal (it failed with "TIOCSCTTY: Operation not permitted"), and `keel exec` starts
+/// from the env, workdir and user the container was run with; `-e`, `-w`, `-u` override.
+#[test]
+fn r012_exec_keeps_the_run_env_and_exec_it_has_a_controlling_terminal() {
+    require!(is_root(), "keel run needs root");
+    require!(
+        crate::common::have("script"),
+        "script(1) is not installed (bsdutils)"
+    );
+    let k = with_busybox();
+    let envfile = k.path("env");
+    std::fs::write(&envfile, "FROM_FILE=f1\n").unwrap();
+    for backend in ["namespaces", "chroot"] {
+        let name = format!("ex-{backend}");
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--isolation",
+            backend,
+            "-e",
+            "FOO=bar",
+            "--env-file",
+            envfile.to_str().unwrap(),
+            "-w",
+            "/tmp",
+            "-u",
+            "nobody",
+            "-p",
+            "0:0",
+            "bb",
+            "sleep",
+            "60",
+        ]
+        .into_iter()
+        .filter(|a| backend != "chroot" || (*a != "-p" && *a != "0:0"))
+        .collect::<Vec<_>>());
+        let got = k.ok(&[
+            "exec",
+            &name,
+            "sh",
+            "-c",
+            "echo $FOO $FROM_FILE; pwd; id -u; if [ -n \"$PORT\" ]; then echo port; fi",
+        ]);
+        let want = if backend == "chroot" {
+            "bar f1\n/tmp\n65534\n"
+        } else {
+            "bar f1\n/tmp\n65534\nport\n"
+        };
+        assert_eq!(got, want, "{backend}");
+        let got = k.ok(&[
+            "exec",
+            "-e",
+            "FOO=baz",
+            "-w",
+            "/",
+            "-u",
+            "root",
+            &name,
+            "sh",
+            "-c",
+            "echo $FOO $FROM_FILE; pwd; id -u",
+        ]);
+        assert_eq!(got, "baz f1\n/\n0\n", "{backend}");
+        // -it under script(1), which gives keel a terminal as a user's shell would.
+        let cmdline = format!(
+            "{} --root {} exec -it {name} sh -c 'test -t 0 && echo in-a-tty; awk \"{{print (\\$7 != 0) ? \\\"has-ctty\\\" : \\\"no-ctty\\\"}}\" /proc/self/stat; exit 3'",
+            env!("CARGO_BIN_EXE_keel"),
+            k.root().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("in-a-tty") && text.contains("has-ctty"),
+            "{backend}: {text}"
+        );
+        assert_eq!(out.status.code(), Some(3), "{backend}: {text}");
+        k.ok(&["rm", "-f", &name]);
+    }
+}
+
+/// r012: `keel bootstrap debian` gives a docker user's base: deb822 sources with
+/// -updates and -security, no host resolv.conf or hostname baked in, apt lists removed,
+/// `localhost` resolving through glibc, and a cache of debootstrap's downloads so the
+/// next bootstrap fetches no package again. One bootstrap per run; its download cache is
+/// kept outside the clone (/var/cache/keel-test/debootstrap, keyed by the inputs), so a
+/// warm run fetches only the archive's index.
+#[test]
+fn r012_bootstrap_debian_is_a_docker_like_base_and_caches_its_downloads() {
+    require!(is_root(), "debootstrap needs root");
+    require!(
+        crate::common::have("debootstrap")
+            || std::path::Path::new("/usr/sbin/debootstrap").exists(),
+        "debootstrap is not installed (apt-get install debootstrap)"
+    );
+    let cache = std::path::Path::new("/var/cache/keel-test/debootstrap");
+    let debs = || -> usize {
+        walkdir::WalkDir::new(cache)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+            .count()
+    };
+    let warm = debs() > 0;
+    let k = Keel::new();
+    let out = k
+        .cmd()
+        .args([
+            "bootstrap",
+            "debian",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "deb",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let log =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "bootstrap failed (is deb.debian.org reachable?):\n{log}"
+    );
+    if warm {
+        let fetched: Vec<&str> = log
+            .lines()
+            .filter(|l| {
+                l.starts_with("I: Retrieving ") && !l.contains("Release") && !l.contains("Packages")
+            })
+            .collect();
+        assert!(
+            fetched.is_empty(),
+            "a warm cache fetched packages again: {fetched:?}"
+        );
+    }
+    assert!(
+        debs() > 50,
+        "debootstrap's downloads were not kept in {}",
+        cache.display()
+    );
+    // The layer: no host files, no apt lists, the sources.
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "deb"])).unwrap();
+    let layer = v[0]["Manifest"]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob = k
+        .root()
+        .join("images/blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let names = crate::common::run_ok(Command::new("tar").arg("-tf").arg(&blob));
+    for gone in [
+        "./etc/resolv.conf",
+        "./etc/hostname",
+        "./etc/apt/sources.list",
+    ] {
+        assert!(
+            !names.lines().any(|l| l == gone || l == &gone[2..]),
+            "{gone} is in the image"
+        );
+    }
+    let lists: Vec<&str> = names
+        .lines()
+        .map(|l| l.trim_start_matches("./"))
+        .filter(|l| {
+            l.starts_with("var/lib/apt/lists/") && !l.starts_with("var/lib/apt/lists/partial")
+        })
+        .filter(|l| *l != "var/lib/apt/lists/" && *l != "var/lib/apt/lists/lock")
+        .collect();
+    assert!(lists.is_empty(), "apt lists left in the image: {lists:?}");
+    let (code, sources, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "deb",
+            "cat",
+            "/etc/apt/sources.list.d/debian.sources",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        sources.contains("Suites: bookworm bookworm-updates\n"),
+        "{sources}"
+    );
+    assert!(
+        sources
+            .contains("URIs: http://deb.debian.org/debian-security\nSuites: bookworm-security\n"),
+        "{sources}"
+    );
+    // glibc's resolver finds localhost and the container's name in the mounted hosts file.
+    let (code, hosts, err) = run_code(
+        &k,
+        &[
+            "--rm",
+            "--hostname",
+            "deb1",
+            "deb",
+            "sh",
+            "-c",
+            "getent hosts localhost deb1",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        hosts.contains("localhost") && hosts.contains("deb1"),
+        "{hosts}"
+    );
+    // The sources work: apt fetches the suite, its updates and security indexes.
+    let (code, upd, err) = run_code(
+        &k,
+        &["--rm", "--network", "host", "deb", "apt-get", "update"],
+    );
+    assert_eq!(code, 0, "apt-get update: {upd}{err}");
+    assert!(
+        upd.contains("bookworm-security") && upd.contains("bookworm-updates"),
+        "{upd}"
+    );
+}

@@ -451,3 +451,60 @@ fn hostile_account_files_fail_quickly_and_leak_nothing() {
         c.assert_intact();
     }
 }
+
+/// r012: a root keel gives the files it writes in a user's tree to that user. The user
+/// plants a symlink to a host file where keel writes a stamp (`.keel/app.d`): keel
+/// replaces the link with its own file and gives that to the user; the host file keeps
+/// its owner and content.
+#[test]
+fn r012_giving_written_files_to_the_tree_owner_never_follows_a_planted_link() {
+    require!(is_root(), "the point is keel running as root");
+    use std::os::unix::fs::MetadataExt;
+    let canary = CanaryDir::new();
+    let k = Keel::new();
+    let tree = k.path("proj");
+    fs::create_dir_all(tree.join(".keel")).unwrap();
+    fs::write(
+        tree.join("keel.toml"),
+        "[[image]]\nname = \"app\"\ncontext = \".\"\n",
+    )
+    .unwrap();
+    fs::write(tree.join("Dockerfile"), "FROM scratch\n").unwrap();
+    std::os::unix::fs::symlink(canary.file(), tree.join(".keel/app.d")).unwrap();
+    for p in [
+        tree.clone(),
+        tree.join(".keel"),
+        tree.join("keel.toml"),
+        tree.join("Dockerfile"),
+    ] {
+        std::os::unix::fs::lchown(&p, Some(4000), Some(4000)).unwrap();
+    }
+    std::os::unix::fs::lchown(tree.join(".keel/app.d"), Some(4000), Some(4000)).unwrap();
+    let out = k
+        .cmd()
+        .args([
+            "context-files",
+            "app",
+            "--make-deps",
+            ".keel/app.iid",
+            "--update",
+            ".keel/app.d",
+        ])
+        .current_dir(&tree)
+        .output()
+        .unwrap();
+    common::assert_success(&out, "keel context-files --update");
+    canary.assert_intact();
+    let host = fs::symlink_metadata(canary.file()).unwrap();
+    assert_eq!(
+        (host.uid(), host.gid()),
+        (0, 0),
+        "the host file was given away"
+    );
+    let stamp = fs::symlink_metadata(tree.join(".keel/app.d")).unwrap();
+    assert!(
+        stamp.file_type().is_file(),
+        "the planted link is still there"
+    );
+    assert_eq!((stamp.uid(), stamp.gid()), (4000, 4000));
+}

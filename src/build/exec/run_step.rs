@@ -316,7 +316,16 @@ impl Executor<'_> {
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let creds = mounts::credentials(mounts, &self.opts.credentials, &self.store.tmp_dir())
             .map_err(StepFailure::Invalid)?;
-        let mut binds = res.binds.clone();
+        let net = match network {
+            Network::None => NetworkMode::None,
+            Network::Host | Network::Default => NetworkMode::Host,
+        };
+        // resolv.conf, hosts and hostname as for a container, first so a step's own
+        // mounts win; mounted, never committed (their stubs are removed below).
+        let host: String = snap.id.chars().take(12).collect();
+        let (_etc_dir, mut binds) = runtime::etc::for_step(&self.store.tmp_dir(), net, &host)
+            .map_err(|e| StepFailure::Invalid(e.to_string()))?;
+        binds.extend(res.binds.iter().cloned());
         binds.extend(creds.binds.iter().cloned());
         let hosts = self.hosts_file()?;
         if let Some(h) = &hosts {
@@ -339,10 +348,7 @@ impl Executor<'_> {
             cmd: Some(argv.to_vec()),
             entrypoint: Some(Vec::new()),
             env,
-            network: match network {
-                Network::None => NetworkMode::None,
-                Network::Host | Network::Default => NetworkMode::Host,
-            },
+            network: net,
             binds,
             tmpfs: res.tmpfs.clone(),
             shm_size: self.opts.shm_size,
