@@ -1,6 +1,7 @@
 //! `keel bootstrap`: base images for users without registry access, made from what the
 //! host has: its static busybox (with every applet linked) or debootstrap. The busybox
 //! image is reproducible: same busybox binary, same image digest.
+use crate::sys::hostfs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -323,20 +324,20 @@ const APT_CONF: [(&str, &str); 3] = [
 /// caches and downloaded packages removed, apt's minimising settings in.
 fn finish_debian_rootfs(target: &Path, suite: &str, mirror: &str) -> Result<(), BootstrapError> {
     for f in ["etc/resolv.conf", "etc/hostname", "etc/apt/sources.list"] {
-        match std::fs::remove_file(target.join(f)) {
+        match hostfs::remove_file(target.join(f)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
             _ => {}
         }
     }
     let apt = target.join("etc/apt");
-    std::fs::create_dir_all(apt.join("sources.list.d"))?;
-    std::fs::write(
+    hostfs::create_dir_all(apt.join("sources.list.d"))?;
+    hostfs::write(
         apt.join("sources.list.d/debian.sources"),
         debian_sources(suite, mirror),
     )?;
-    std::fs::create_dir_all(apt.join("apt.conf.d"))?;
+    hostfs::create_dir_all(apt.join("apt.conf.d"))?;
     for (name, text) in APT_CONF {
-        std::fs::write(apt.join("apt.conf.d").join(name), text)?;
+        hostfs::write(apt.join("apt.conf.d").join(name), text)?;
     }
     for dir in [
         "var/lib/apt/lists",
@@ -350,10 +351,10 @@ fn finish_debian_rootfs(target: &Path, suite: &str, mirror: &str) -> Result<(), 
             let (p, t) = (e.path(), e.file_type()?);
             if t.is_file() || t.is_symlink() {
                 if e.file_name() != "lock" {
-                    std::fs::remove_file(&p)?;
+                    hostfs::remove_file(&p)?;
                 }
             } else if dir == "var/lib/apt/lists" && e.file_name() != "partial" {
-                std::fs::remove_dir_all(&p)?;
+                hostfs::remove_dir_all(&p)?;
             }
         }
     }
@@ -384,7 +385,7 @@ pub fn debian(
     })?;
     let cache =
         std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &host_arch()));
-    std::fs::create_dir_all(&cache)?;
+    hostfs::create_dir_all(&cache)?;
     let scratch = tempfile::Builder::new()
         .prefix("debootstrap-")
         .tempdir_in(store.tmp_dir())?;

@@ -98,11 +98,10 @@ pub fn point(name: &str) {
     }
     if let Some(log) = std::env::var_os("KEEL_FAULT_LOG") {
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
+        if let Ok(mut f) = crate::sys::hostfs::open_with(
+            std::fs::OpenOptions::new().create(true).append(true),
+            log,
+        ) {
             let _ = writeln!(f, "{name}");
         }
     }

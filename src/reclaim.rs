@@ -7,6 +7,7 @@
 //! Safe while other keels run: a live lease's containers, a snapshot whose owner lives,
 //! a container whose supervisor lives, and a temp entry whose owner lives are never
 //! touched. The decision rules are in docs/store.md ("Leases and reclamation").
+use crate::sys::hostfs;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,7 @@ pub fn reclaim(store: &Store) -> Result<Reclaimed, ReclaimError> {
     reclaim_storage(root, &mut r)?;
     sweep_container_leftovers(root, &leased, &mut r);
     for (path, _) in &dead {
-        if fs::remove_file(path).is_ok() {
+        if hostfs::remove_file(path).is_ok() {
             r.leases += 1;
         }
     }
@@ -103,9 +104,9 @@ fn reclaim_lease_resources(
     }
     for p in &l.temp {
         let gone = if p.is_dir() {
-            fs::remove_dir_all(p)
+            hostfs::remove_dir_all(p)
         } else {
-            fs::remove_file(p)
+            hostfs::remove_file(p)
         };
         if gone.is_ok() {
             r.temp += 1;
@@ -212,7 +213,7 @@ fn remove_container(root: &Path, id: &str, r: &mut Reclaimed) -> Result<(), Recl
         r.containers += 1;
     }
     let staging = root.join("containers").join(format!(".new-{id}"));
-    if fs::remove_dir_all(&staging).is_ok() {
+    if hostfs::remove_dir_all(&staging).is_ok() {
         r.containers += 1;
     }
     Ok(())
@@ -285,9 +286,9 @@ fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Rec
             continue;
         }
         let gone = if e.path().is_dir() {
-            fs::remove_dir_all(e.path())
+            hostfs::remove_dir_all(e.path())
         } else {
-            fs::remove_file(e.path())
+            hostfs::remove_file(e.path())
         };
         if gone.is_ok() {
             r.temp += 1;
@@ -304,7 +305,7 @@ fn sweep_lease_staging(root: &Path) {
         let name = e.file_name().to_string_lossy().into_owned();
         if let Some(rest) = name.strip_prefix('.') {
             if Owner::from_tag(rest).is_none_or(|o| !o.alive()) {
-                let _ = fs::remove_file(e.path());
+                let _ = hostfs::remove_file(e.path());
             }
         }
     }

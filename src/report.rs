@@ -7,8 +7,12 @@
 //! A closed stdout is normal: `keel images | head -1` closes the pipe after one line. Rust
 //! ignores SIGPIPE, so the next write fails with EPIPE; `out_line` returns that error for
 //! the caller to pass up (`?`), and `cli::main` exits 0 quietly on it (STYLE: "a broken
-//! pipe exits 0"). `install_broken_pipe_hook` does the same for output still written with
-//! `println!`, whose EPIPE is a panic.
+//! pipe exits 0"). `install_broken_pipe_hook` does the same for a `println!` that slips in
+//! anyway (whose EPIPE is a panic), e.g. from a dependency.
+//!
+//! Guard rail: Cargo.toml's `[lints.clippy]` warns on `print!`/`println!`/`eprint!`/
+//! `eprintln!` everywhere (`scripts/test` makes warnings errors), so user-facing output has
+//! this one home; test code is exempt.
 use std::fmt;
 use std::io::{self, IsTerminal, Write};
 use std::time::{Duration, Instant};
@@ -69,8 +73,8 @@ pub fn is_broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Makes the panic of `println!`/`print!` on a closed stdout exit 0 without a message;
-/// every other panic is reported as before. A backstop until every print site uses
-/// `out_line`.
+/// every other panic is reported as before. A backstop: keel's own code prints through
+/// `out_line` (the `print_stdout` lint), but a dependency might not.
 pub fn install_broken_pipe_hook() {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

@@ -7,6 +7,7 @@
 //! bumps `KEY_VERSION`; entries are stored with the version and read only when it matches,
 //! so an entry of another format never hits. docs/build.md describes the format. The same
 //! inputs are kept per step position so a miss can say what changed.
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -197,7 +198,7 @@ impl BuildCache {
     pub fn remember_stamp(&self, stamp: &SelectionStamp, key: &CacheKey) {
         let p = self.stamp_path(stamp);
         if self.key_by_stamp(stamp).as_ref() != Some(key) {
-            let _ = write_atomic(&p, key.0.to_string().as_bytes());
+            let _ = hostfs::write_atomic(&p, key.0.to_string().as_bytes());
         }
     }
 
@@ -210,9 +211,7 @@ impl BuildCache {
             return None;
         }
         let v = serde_json::from_value(v).ok()?;
-        let _ = fs::File::options()
-            .write(true)
-            .open(&p)
+        let _ = hostfs::open_with(fs::File::options().write(true), &p)
             .and_then(|f| f.set_modified(SystemTime::now()));
         Some(v)
     }
@@ -223,7 +222,7 @@ impl BuildCache {
         if let Some(m) = v.as_object_mut() {
             m.insert(ENTRY_VERSION.into(), KEY_VERSION.into());
         }
-        write_atomic(
+        hostfs::write_atomic(
             &self.entry_path(key),
             &serde_json::to_vec(&v).expect("cache entries serialise"),
         )
@@ -234,7 +233,7 @@ impl BuildCache {
         serde_json::from_slice(&fs::read(self.inputs_path(position)).ok()?).ok()
     }
     pub fn record_inputs(&self, position: &str, inputs: &KeyInputs) {
-        let _ = write_atomic(
+        let _ = hostfs::write_atomic(
             &self.inputs_path(position),
             &serde_json::to_vec(inputs).expect("inputs serialise"),
         );
@@ -253,7 +252,7 @@ impl BuildCache {
                     .ok()
                     .and_then(|t| t.elapsed().ok());
                 if age.is_some_and(|a| a >= keep) {
-                    let _ = fs::remove_file(e.path());
+                    let _ = hostfs::remove_file(e.path());
                 }
             }
         }
@@ -268,7 +267,7 @@ impl BuildCache {
                 .and_then(|t| t.elapsed().ok());
             if let (Some(keep), Some(age)) = (prune, old) {
                 if age >= keep {
-                    let _ = fs::remove_file(e.path());
+                    let _ = hostfs::remove_file(e.path());
                     continue;
                 }
             }
@@ -327,15 +326,6 @@ fn collect_digests(v: &serde_json::Value, out: &mut Vec<Digest>) {
     }
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("cache paths have parents");
-    fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,7 +379,7 @@ mod tests {
         let cache = BuildCache::new(d.path());
         let key = inputs().key();
         // What keel wrote before entries were versioned: the bare value.
-        write_atomic(&cache.entry_path(&key), br#"{"layers": []}"#).unwrap();
+        hostfs::write_atomic(&cache.entry_path(&key), br#"{"layers": []}"#).unwrap();
         assert_eq!(cache.get::<serde_json::Value>(&key), None);
         cache.put(&key, &serde_json::json!({"layers": []})).unwrap();
         assert!(cache.get::<serde_json::Value>(&key).is_some());

@@ -4,6 +4,7 @@
 //!
 //! Secrets never reach a layer or a cache key: their files live in a private temp
 //! directory for the step and are bind-mounted read-only over an empty stub.
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::os::unix::fs::PermissionsExt;
@@ -195,11 +196,10 @@ fn secret(
     }
     let dir = out.secret_dir.as_ref().expect("created above").path();
     let file = dir.join(out.binds.len().to_string());
-    std::fs::write(&file, &value)
-        .and_then(|()| std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)))
+    hostfs::write(&file, &value)
+        .and_then(|()| hostfs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)))
         .map_err(|e| format!("secret {id}: writing {}: {e}", file.display()))?;
-    std::os::unix::fs::chown(&file, Some(*uid), Some(*gid))
-        .map_err(|e| format!("secret {id}: {e}"))?;
+    hostfs::chown(&file, Some(*uid), Some(*gid)).map_err(|e| format!("secret {id}: {e}"))?;
     out.binds.push(BindMount {
         src: file,
         dst: target,

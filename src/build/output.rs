@@ -5,6 +5,7 @@
 //!
 //! Files a `local` export writes belong to the invoking user (the caller decides who that
 //! is: under sudo, the context directory's owner), as BuildKit's client writes them.
+use crate::sys::hostfs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -109,7 +110,7 @@ pub fn export(
                 source,
             };
             let made = !dir.exists();
-            std::fs::create_dir_all(dir).map_err(io)?;
+            hostfs::create_dir_all(dir).map_err(io)?;
             unpack_all(store, image, dir, false)?;
             own_written(store, image, dir, made, owner)
         }
@@ -196,7 +197,7 @@ fn own_written(
         }
     }
     if made {
-        std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).map_err(|source| OutputError::Io {
+        hostfs::lchown(dir, Some(uid), Some(gid)).map_err(|source| OutputError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -240,7 +241,7 @@ fn write_to(
                 path: p.clone(),
                 source,
             };
-            let mut file = std::io::BufWriter::new(std::fs::File::create(p).map_err(io)?);
+            let mut file = std::io::BufWriter::new(hostfs::create(p).map_err(io)?);
             f(&mut file).map_err(io)?;
             file.flush().map_err(io)
         }

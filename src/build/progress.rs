@@ -6,6 +6,7 @@
 //! `build.log`, the whole plain transcript whatever the display mode). Concurrent builds
 //! each write their own directory; `<root>/logs/last-build` is a symlink to the one
 //! started last, and `keel build --log-file FILE` copies the transcript to FILE too.
+use crate::sys::hostfs;
 use std::collections::VecDeque;
 use std::fs::File;
 use std::io::Write;
@@ -23,16 +24,16 @@ pub fn new_build_log(root: &Path, build_id: &str) -> PathBuf {
     let logs = root.join("logs");
     let builds = logs.join("builds");
     let dir = builds.join(build_id);
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = hostfs::create_dir_all(&dir);
     let last = logs.join("last-build");
     // An older keel kept a plain directory there.
     if std::fs::symlink_metadata(&last).is_ok_and(|m| m.is_dir()) {
-        let _ = std::fs::remove_dir_all(&last);
+        let _ = hostfs::remove_dir_all(&last);
     }
     let tmp = logs.join(format!(".last-build-{build_id}"));
-    let _ = std::fs::remove_file(&tmp);
-    if std::os::unix::fs::symlink(Path::new("builds").join(build_id), &tmp).is_ok() {
-        let _ = std::fs::rename(&tmp, &last);
+    let _ = hostfs::remove_file(&tmp);
+    if hostfs::symlink(Path::new("builds").join(build_id), &tmp).is_ok() {
+        let _ = hostfs::rename(&tmp, &last);
     }
     prune_build_logs(&builds, build_id);
     tracing::debug!(dir = %dir.display(), "build log directory");
@@ -51,7 +52,7 @@ fn prune_build_logs(builds: &Path, keep: &str) {
     dirs.sort();
     let excess = (dirs.len() + 1).saturating_sub(KEEP_BUILD_LOGS);
     for (_, d) in dirs.into_iter().take(excess) {
-        let _ = std::fs::remove_dir_all(d);
+        let _ = hostfs::remove_dir_all(d);
     }
 }
 

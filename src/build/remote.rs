@@ -7,6 +7,7 @@
 //! one, a cached URL is revalidated (`If-None-Match`/`If-Modified-Since`) and a 304 reuses
 //! the cached content. Git goes through the `git` binary. Must not decide where files
 //! land in the image (that is the copy's job).
+use crate::sys::hostfs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -164,9 +165,9 @@ pub fn fetch_http(
         .map_err(io(tmp))?;
     let name = file_name(url);
     let dest = dir.path().join(&name);
-    std::fs::copy(cache.blob(&hex), &dest).map_err(io(&dest))?;
+    hostfs::copy(cache.blob(&hex), &dest).map_err(io(&dest))?;
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
+    hostfs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
     Ok(Fetched { dir, name })
 }
 
@@ -213,8 +214,8 @@ fn download(cache: &Cache, url: &str) -> Result<String, RemoteError> {
         last_modified,
     };
     let path = cache.record_path(url);
-    let _ = std::fs::create_dir_all(path.parent().expect("urls/ has a parent"));
-    let _ = std::fs::write(&path, serde_json::to_vec(&record).unwrap_or_default());
+    let _ = hostfs::create_dir_all(path.parent().expect("urls/ has a parent"));
+    let _ = hostfs::write(&path, serde_json::to_vec(&record).unwrap_or_default());
     Ok(hex)
 }
 
@@ -225,7 +226,7 @@ fn store_body(cache: &Cache, url: &str, mut body: impl Read) -> Result<String, R
         let (url, path) = (url.to_string(), path.to_path_buf());
         move |source| RemoteError::Io { url, path, source }
     };
-    std::fs::create_dir_all(&blobs).map_err(io(&blobs))?;
+    hostfs::create_dir_all(&blobs).map_err(io(&blobs))?;
     let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(io(&blobs))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
@@ -287,7 +288,7 @@ pub fn fetch_git(
     git(&["-C", &repo_s, "checkout", "-q", "FETCH_HEAD"])?;
     if !keep_git_dir {
         let dotgit = repo.join(".git");
-        std::fs::remove_dir_all(&dotgit).map_err(|source| RemoteError::Io {
+        hostfs::remove_dir_all(&dotgit).map_err(|source| RemoteError::Io {
             url: url.into(),
             path: dotgit,
             source,

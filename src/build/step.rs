@@ -1,6 +1,7 @@
 //! Executing the steps that change the filesystem: RUN in a container of the step's
 //! snapshot, COPY/ADD into the snapshot; then committing the snapshot's changeset as a
 //! reproducible layer. Everything else a build does is metadata.
+use crate::sys::hostfs;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::os::fd::OwnedFd;
@@ -127,10 +128,7 @@ pub fn run(
         // Asked to stop while the container was starting: it missed the forwarded signal.
         let _ = container.kill(sig);
     }
-    let mut logf = fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
+    let mut logf = hostfs::open_with(fs::OpenOptions::new().create(true).append(true), log)
         .map_err(io(log))?;
     let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
     for l in BufReader::new(fs::File::from(read_end)).split(b'\n') {

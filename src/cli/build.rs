@@ -1,4 +1,6 @@
 //! `keel build`: Dockerfile + context → image, with reproducible defaults.
+use crate::sys::hostfs;
+use crate::{errln, outln};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -224,7 +226,7 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
         one.isolation = a.isolation.clone().or(one.isolation);
         one.storage_driver = a.storage_driver.clone().or(one.storage_driver);
         if !a.quiet {
-            eprintln!("== building {} ({})", img.name, img.dockerfile());
+            errln!("== building {} ({})", img.name, img.dockerfile());
         }
         let code = build(one, ctx)?;
         if code != 0 {
@@ -288,7 +290,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             build_args,
             arch: crate::image::host_arch().to_string(),
         };
-        print!("{}", crate::plan::dry_run(&plan, &opts)?);
+        crate::report::out_bytes(crate::plan::dry_run(&plan, &opts)?.as_bytes())?;
         return Ok(0);
     }
     let labels = a
@@ -391,16 +393,18 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         let got = crate::registry::cache::import(&store, c)
             .with_context(|| format!("--cache-from registry:{}", c.image))?;
         if !opts.quiet {
-            eprintln!(
+            errln!(
                 "cache-from {}: {} entries, {} layers available",
-                c.image, got.entries, got.layers
+                c.image,
+                got.entries,
+                got.layers
             );
         }
     }
     let executor = Executor::new(&store, &plan, &opts, &context)?;
     if let Some(f) = &a.log_file {
-        let file = std::fs::File::create(f)
-            .with_context(|| format!("creating --log-file {}", f.display()))?;
+        let file =
+            hostfs::create(f).with_context(|| format!("creating --log-file {}", f.display()))?;
         executor.add_transcript(file);
     }
     let logs = executor.log_dir().to_path_buf();
@@ -433,12 +437,12 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             "image.name": names.join(","),
             "keel.steps": outcome.steps,
         });
-        std::fs::write(f, serde_json::to_vec_pretty(&doc)?)
+        hostfs::write(f, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("writing --metadata-file {}", f.display()))?;
     }
     if !a.cache_from.is_empty() && !opts.quiet {
         let (n, bytes) = crate::registry::cache::fetched();
-        eprintln!("cache-from: {n} layers ({bytes} bytes) downloaded");
+        errln!("cache-from: {n} layers ({bytes} bytes) downloaded");
     }
     if let Some(c) = &a.cache_to {
         let finals: Vec<_> = rec
@@ -450,24 +454,28 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         let sent = crate::registry::cache::export(&store, c, &outcome.keys, &finals)
             .with_context(|| format!("--cache-to registry:{}", c.image))?;
         if !opts.quiet {
-            eprintln!(
+            errln!(
                 "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",
-                c.image, sent.entries, sent.layers, sent.uploaded, sent.manifest
+                c.image,
+                sent.entries,
+                sent.layers,
+                sent.uploaded,
+                sent.manifest
             );
         }
     }
     if let Some(f) = &a.iidfile {
-        std::fs::write(f, rec.id().to_string())
+        hostfs::write(f, rec.id().to_string())
             .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
     if !opts.quiet {
         for t in &a.tags {
-            eprintln!("tagged {}", t.tagged_name());
+            errln!("tagged {}", t.tagged_name());
         }
     }
     if !to_stdout {
-        println!("{}", rec.id());
+        outln!("{}", rec.id())?;
     }
     Ok(0)
 }
@@ -515,16 +523,16 @@ fn check_reproducible(
         roots.push(scratch);
     }
     if ids[0].manifest_digest() == ids[1].manifest_digest() {
-        println!(
+        outln!(
             "reproducible: both builds gave {}",
             ids[0].manifest_digest()
-        );
+        )?;
         return Ok(0);
     }
     let a = crate::store::Store::open(roots[0].path())?;
     let b = crate::store::Store::open(roots[1].path())?;
     let diff = crate::build::repro::first_difference(&a, &ids[0], &b, &ids[1])?;
-    eprintln!(
+    errln!(
         "keel: not reproducible: {} vs {}: {diff}",
         ids[0].manifest_digest(),
         ids[1].manifest_digest()
@@ -557,8 +565,8 @@ fn copy_bases(
         for d in digests {
             let dst = to.blob_path(&d);
             if !dst.exists() {
-                std::fs::hard_link(from.blob_path(&d), &dst)
-                    .or_else(|_| std::fs::copy(from.blob_path(&d), &dst).map(drop))?;
+                hostfs::hard_link(from.blob_path(&d), &dst)
+                    .or_else(|_| hostfs::copy(from.blob_path(&d), &dst).map(drop))?;
             }
         }
         if let Ok(r) = ImageRef::parse(&base) {

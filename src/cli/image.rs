@@ -1,4 +1,5 @@
 //! Image commands: import, bootstrap, images, inspect, tag, rmi, save, load.
+use crate::outln;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 
@@ -39,7 +40,7 @@ pub fn import(a: ImportArgs, ctx: &Ctx) -> Result<i32> {
     let rec = crate::image::import::import(&store, open_input(&a.file)?, &a.file, &a.name)
         .with_context(|| format!("importing {}", a.file))?;
     task.done(rec.manifest_digest());
-    println!("{}", rec.id());
+    outln!("{}", rec.id())?;
     Ok(0)
 }
 
@@ -109,7 +110,7 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
             rec
         }
     };
-    println!("{}", rec.id());
+    outln!("{}", rec.id())?;
     Ok(0)
 }
 
@@ -317,14 +318,14 @@ pub fn rmi(a: RmiArgs, ctx: &Ctx) -> Result<i32> {
         };
         store.untag(&names)?;
         for n in &names {
-            println!("Untagged: {n}");
+            outln!("Untagged: {n}")?;
         }
         if store
             .images()?
             .iter()
             .all(|r| r.manifest_digest() != rec.manifest_digest())
         {
-            println!("Deleted: {}", rec.id());
+            outln!("Deleted: {}", rec.id())?;
         }
     }
     Ok(0)
@@ -403,8 +404,8 @@ pub fn load(a: LoadArgs, ctx: &Ctx) -> Result<i32> {
     let loaded = archive::load(&store, src).with_context(|| format!("loading {name}"))?;
     for (n, rec) in loaded.images {
         match n {
-            Some(n) => println!("Loaded image: {n}"),
-            None => println!("Loaded image ID: {}", rec.id()),
+            Some(n) => outln!("Loaded image: {n}")?,
+            None => outln!("Loaded image ID: {}", rec.id())?,
         }
     }
     Ok(0)

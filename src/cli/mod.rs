@@ -7,6 +7,7 @@ mod registry;
 mod run;
 mod system;
 
+use crate::{errln, outln};
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -165,7 +166,7 @@ impl Ctx {
 }
 
 fn default_root() -> PathBuf {
-    if nix::unistd::geteuid().is_root() {
+    if crate::sys::proc::is_root() {
         return PathBuf::from("/var/lib/keel");
     }
     let data = std::env::var_os("XDG_DATA_HOME")
@@ -225,7 +226,7 @@ pub fn main() -> i32 {
             }) {
                 return 0;
             }
-            eprintln!("keel: error: {}", error_text(&e));
+            errln!("keel: error: {}", error_text(&e));
             1
         }
     }
@@ -311,7 +312,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
             let bytes =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let ast = crate::dockerfile::parse(&file.display().to_string(), &bytes)?;
-            println!("{}", ast.dump());
+            outln!("{}", ast.dump())?;
             Ok(0)
         }
     }

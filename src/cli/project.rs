@@ -12,6 +12,8 @@
 //! ```
 //! All the logic lives in `crate::project` and `crate::integrate`; this file finds the
 //! project file, calls them and prints.
+use crate::errln;
+use crate::outln;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -230,7 +232,7 @@ fn warn_missing_image(opts: &AdapterOptions, ctx: &Ctx) {
     let found = ctx.root.is_dir()
         && crate::store::Store::open(&ctx.root).is_ok_and(|s| s.resolve(image).is_ok());
     if !found {
-        eprintln!(
+        errln!(
             "keel: warning: no image {image} in {}; build or load it there before the service starts (or pass --root)",
             ctx.root.display()
         );
@@ -241,11 +243,11 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     if a.list {
         for ad in integrate::builtin() {
-            println!("{:<12} {}", ad.name(), ad.describe());
+            outln!("{:<12} {}", ad.name(), ad.describe())?;
         }
         for pl in plugin::find_plugins(&path_var) {
             if integrate::adapter(&pl.name).is_none() {
-                println!("{:<12} plugin {}", pl.name, pl.path.display());
+                outln!("{:<12} plugin {}", pl.name, pl.path.display())?;
             }
         }
         return Ok(0);
@@ -317,7 +319,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     match &a.write {
         Some(dir) => {
             for p in integrate::write_files(dir, &files)? {
-                println!("{}", p.display());
+                outln!("{}", p.display())?;
             }
         }
         None => {

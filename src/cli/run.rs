@@ -1,5 +1,7 @@
 //! Container commands: run, ps, logs, stop, kill, rm, wait, port, exec, volume, and the
 //! hidden supervisor a detached container runs under.
+use crate::sys::hostfs;
+use crate::{errln, outln};
 use std::io::{BufRead, Read, Write};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -194,14 +196,14 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     crate::container::run::validate(&req)?;
     store.resolve(&req.image)?;
     let dir = store.root().join("containers");
-    std::fs::create_dir_all(&dir)?;
+    hostfs::create_dir_all(&dir)?;
     let request_file = dir.join(format!(".request-{id}.json"));
     store.lease()?.protect_temp(&request_file)?;
-    std::fs::write(&request_file, serde_json::to_vec(&req)?)?;
+    hostfs::write(&request_file, serde_json::to_vec(&req)?)?;
     crate::fault::point("run.request-written");
     let started = spawn_supervisor(&store, &id, false);
-    let _ = std::fs::remove_file(&request_file);
-    println!("{}", started?);
+    let _ = hostfs::remove_file(&request_file);
+    outln!("{}", started?)?;
     Ok(0)
 }
 
@@ -494,7 +496,7 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
                 wait_exited(&containers, &c, Duration::from_secs(30));
             }
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -521,7 +523,7 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
         if st.status != Status::Running || !st.signal(sig)? {
             bail!("container {name} is not running");
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -565,7 +567,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             }
         }
         if containers.find(&c.id).is_err() {
-            println!("{name}");
+            outln!("{name}")?;
             continue; // it was --rm and is gone already
         }
         crate::fault::point("rm.stopped");
@@ -584,7 +586,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
         for v in anonymous {
             let _ = volumes.remove(&v, &containers);
         }
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -606,7 +608,7 @@ pub fn wait(a: WaitArgs, ctx: &Ctx) -> Result<i32> {
             .ok()
             .and_then(|s| s.exit_code)
             .unwrap_or(0);
-        println!("{code}");
+        outln!("{code}")?;
     }
     Ok(0)
 }
@@ -626,10 +628,13 @@ pub fn port(a: PortArgs, ctx: &Ctx) -> Result<i32> {
     match a.format.as_str() {
         "text" => {
             for p in &c.ports {
-                println!(
+                outln!(
                     "{}/{} -> {}:{}",
-                    p.container_port, p.proto, p.host_ip, p.host_port
-                );
+                    p.container_port,
+                    p.proto,
+                    p.host_ip,
+                    p.host_port
+                )?;
             }
         }
         other => {
@@ -649,10 +654,9 @@ pub fn port(a: PortArgs, ctx: &Ctx) -> Result<i32> {
                     host_port: p.host_port,
                 })
                 .collect();
-            print!(
-                "{}",
-                crate::project::render_ports(&c.name, &mappings, format)
-            );
+            crate::report::out_bytes(
+                crate::project::render_ports(&c.name, &mappings, format).as_bytes(),
+            )?;
         }
     }
     Ok(0)
@@ -677,20 +681,20 @@ pub fn volume(c: VolumeCommand, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     match c {
         VolumeCommand::Ls => {
-            println!("VOLUME NAME");
+            outln!("VOLUME NAME")?;
             for v in volumes.list() {
-                println!("{v}");
+                outln!("{v}")?;
             }
         }
         VolumeCommand::Rm { names } => {
             for n in names {
                 volumes.remove(&n, &containers)?;
-                println!("{n}");
+                outln!("{n}")?;
             }
         }
         VolumeCommand::Prune => {
             for n in volumes.prune(&containers)? {
-                println!("{n}");
+                outln!("{n}")?;
             }
         }
     }
@@ -753,7 +757,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
     crate::fault::point("exec.joining");
     let exit = crate::container::exec::exec_attached(store.root(), &c, pid, &root, &spec, &req)?;
     if let Some(msg) = exit.exec_error {
-        eprintln!("keel: {msg}");
+        errln!("keel: {msg}");
     }
     Ok(exit.code)
 }
@@ -782,7 +786,7 @@ pub fn start(a: StartArgs, ctx: &Ctx) -> Result<i32> {
     let containers = Containers::new(store.root());
     for name in &a.containers {
         start_one(&store, &containers, name)?;
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -818,7 +822,7 @@ pub fn restart(a: RestartArgs, ctx: &Ctx) -> Result<i32> {
             std::thread::sleep(Duration::from_millis(20));
         }
         start_one(&store, &containers, name)?;
-        println!("{name}");
+        outln!("{name}")?;
     }
     Ok(0)
 }
@@ -1007,7 +1011,7 @@ pub fn inspect(a: InspectArgs, ctx: &Ctx) -> Result<i32> {
         }
     }
     if !a.quiet {
-        println!("{}", serde_json::to_string_pretty(&docs)?);
+        outln!("{}", serde_json::to_string_pretty(&docs)?)?;
     }
     Ok(0)
 }
@@ -1040,7 +1044,7 @@ pub fn system(c: SystemCommand, ctx: &Ctx) -> Result<i32> {
                     stopped.push(c.id.clone());
                 }
             }
-            println!("removing {} stopped containers", stopped.len());
+            outln!("removing {} stopped containers", stopped.len())?;
             if !stopped.is_empty() {
                 rm(
                     RmArgs {
@@ -1053,7 +1057,7 @@ pub fn system(c: SystemCommand, ctx: &Ctx) -> Result<i32> {
             if volumes {
                 let vols = Volumes::new(store.root());
                 for n in vols.prune(&containers)? {
-                    println!("removed volume {n}");
+                    outln!("removed volume {n}")?;
                 }
             }
             super::system::gc(super::system::GcArgs { cache: all }, ctx)
@@ -1066,19 +1070,22 @@ fn system_df(ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let rows = disk_usage(&store)?;
     let human = super::image::human_size;
-    println!(
+    outln!(
         "{:<15} {:<7} {:<7} {:<12} RECLAIMABLE",
-        "TYPE", "TOTAL", "ACTIVE", "SIZE"
-    );
+        "TYPE",
+        "TOTAL",
+        "ACTIVE",
+        "SIZE"
+    )?;
     for r in &rows {
-        println!(
+        outln!(
             "{:<15} {:<7} {:<7} {:<12} {}",
             r.kind,
             r.total,
             r.active,
             human(r.size),
             reclaimable_text(r, human)
-        );
+        )?;
     }
     Ok(0)
 }

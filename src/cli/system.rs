@@ -1,4 +1,5 @@
 //! Store-wide and host commands: gc, fsck, info.
+use crate::{errln, outln};
 use anyhow::Result;
 use clap::Args;
 
@@ -18,10 +19,10 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     // files): their leases then stop protecting blobs.
     let left = crate::reclaim::reclaim(&store)?;
     if !left.is_empty() {
-        println!(
+        outln!(
             "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
             left.leases, left.containers, left.stopped, left.snapshots, left.processes, left.mounts, left.temp
-        );
+        )?;
     }
     let keep = if a.cache {
         std::time::Duration::ZERO
@@ -30,12 +31,12 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     };
     let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
     let r = store.gc(&roots)?;
-    println!(
+    outln!(
         "removed {} blobs and {} temporary files, freed {}",
         r.blobs_removed,
         r.temp_files_removed,
         human_size(r.bytes_freed)
-    );
+    )?;
     // Unpacked layers that no image, cached build step or container needs any more; left
     // alone while a running keel prepares snapshots (its lease holds a layer stack).
     let preparing = crate::store::lease::list(store.root())
@@ -58,10 +59,12 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     stacks.extend(crate::build::cache::BuildCache::new(store.root()).layer_stacks());
     let p = crate::storage::prune_cache(store.root(), &stacks)?;
     if p.layers + p.chains + p.temp > 0 {
-        println!(
+        outln!(
             "removed {} unpacked layers, {} merged trees and {} stale temporary directories",
-            p.layers, p.chains, p.temp
-        );
+            p.layers,
+            p.chains,
+            p.temp
+        )?;
     }
     Ok(0)
 }
@@ -133,7 +136,7 @@ pub fn fsck(a: FsckArgs, ctx: &Ctx) -> Result<i32> {
         a.full,
     )?);
     for p in &r.problems {
-        println!("{p}");
+        outln!("{p}")?;
     }
     if r.stray_temp_files > 0 {
         ctx.reporter.note(format!(
@@ -142,13 +145,14 @@ pub fn fsck(a: FsckArgs, ctx: &Ctx) -> Result<i32> {
         ));
     }
     if r.problems.is_empty() {
-        println!(
+        outln!(
             "ok: {} blobs and {} images checked",
-            r.blobs_checked, r.images_checked
-        );
+            r.blobs_checked,
+            r.images_checked
+        )?;
         Ok(0)
     } else {
-        eprintln!(
+        errln!(
             "keel: fsck found {} problem(s) in {}",
             r.problems.len(),
             store.root().display()
@@ -210,16 +214,16 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        outln!("{}", serde_json::to_string_pretty(&info)?)?;
     } else {
-        println!("keel version:  {}", env!("CARGO_PKG_VERSION"));
-        println!("root:          {}", ctx.root.display());
-        println!("kernel:        {kernel} ({})", std::env::consts::ARCH);
-        println!("cgroups:       {}", cgroups());
+        outln!("keel version:  {}", env!("CARGO_PKG_VERSION"))?;
+        outln!("root:          {}", ctx.root.display())?;
+        outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
+        outln!("cgroups:       {}", cgroups())?;
         for (name, r) in backends() {
             match r {
-                Ok(()) => println!("isolation:     {name}: available"),
-                Err(why) => println!("isolation:     {name}: unavailable ({why})"),
+                Ok(()) => outln!("isolation:     {name}: available")?,
+                Err(why) => outln!("isolation:     {name}: unavailable ({why})")?,
             }
         }
     }

@@ -2,6 +2,7 @@
 //! The container side is only ever reached through the in-root handle
 //! ([`crate::sys::rootfs::Rootfs`]): a symlink the container planted (`/etc -> /`)
 //! resolves inside its tree, never to the host's. The host side is the caller's own.
+use crate::sys::hostfs;
 use std::ffi::OsString;
 use std::fs;
 use std::io;
@@ -103,24 +104,24 @@ fn out_entry(tree: &Rootfs, p: &Path, kind: Kind, mode: u32, dst: &Path) -> Resu
     match kind {
         Kind::File => {
             let mut from = tree.open_read(p)?;
-            let mut to = fs::File::create(dst).map_err(host_err("creating", dst))?;
+            let mut to = hostfs::create(dst).map_err(host_err("creating", dst))?;
             io::copy(&mut from, &mut to).map_err(host_err("writing", dst))?;
-            fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+            hostfs::set_permissions(dst, fs::Permissions::from_mode(mode))
                 .map_err(host_err("chmod", dst))?;
         }
         Kind::Symlink => {
             let target = tree.readlink(p)?;
-            std::os::unix::fs::symlink(&target, dst).map_err(host_err("creating", dst))?;
+            hostfs::symlink(&target, dst).map_err(host_err("creating", dst))?;
         }
         Kind::Dir => {
-            fs::create_dir_all(dst).map_err(host_err("creating", dst))?;
+            hostfs::create_dir_all(dst).map_err(host_err("creating", dst))?;
             for (name, _) in tree.dir(p)?.list()? {
                 let child = p.join(&name);
                 if let Some(st) = tree.lstat(&child)? {
                     out_entry(tree, &child, st.kind, st.mode, &dst.join(&name))?;
                 }
             }
-            fs::set_permissions(dst, fs::Permissions::from_mode(mode))
+            hostfs::set_permissions(dst, fs::Permissions::from_mode(mode))
                 .map_err(host_err("chmod", dst))?;
         }
         // Devices, fifos and sockets are not copied out (docker skips them too).

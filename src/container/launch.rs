@@ -2,6 +2,8 @@
 //! run the keel process itself supervises; for `-d` a detached `keel` supervisor does.
 //! The steps: image → snapshot → volumes → spec → backend start → state + proxies →
 //! wait → state → cleanup (snapshot, anonymous volumes and record with `--rm`).
+use crate::errln;
+use crate::sys::hostfs;
 use std::fs;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
@@ -303,7 +305,7 @@ impl Prepared {
             binds.push(match v {
                 VolumeSpec::Bind { src, dst, ro } => {
                     if !src.exists() {
-                        fs::create_dir_all(src).map_err(|source| LaunchError::Io {
+                        hostfs::create_dir_all(src).map_err(|source| LaunchError::Io {
                             path: src.clone(),
                             source,
                         })?;
@@ -671,7 +673,7 @@ impl Prepared {
             let _ = r.join(); // the master reads EOF/EIO once the last slave is closed
         }
         if let Some(msg) = &exit.exec_error {
-            eprintln!("keel: {msg}");
+            errln!("keel: {msg}");
         }
         Ok(exit.code)
     }
@@ -737,7 +739,7 @@ pub fn reclaim_runtime(root: &Path, config: &ContainerConfig) -> Result<(), Laun
     let runc = config.runtime.clone().unwrap_or_else(|| "runc".into());
     runtime::oci::delete(&runc, None, &config.id)?;
     let bundle = runtime::oci::bundle_root(root).join(&config.id);
-    match fs::remove_dir_all(&bundle) {
+    match hostfs::remove_dir_all(&bundle) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LaunchError::Io {
             path: bundle,
             source: e,

@@ -3,6 +3,7 @@
 //! line began in `container.log.times` (one RFC 3339 time per line, line for line), so
 //! `keel logs --timestamps/--since/--tail` work as docker's do. The selection itself is
 //! pure and table-tested; the relay is the only I/O here.
+use crate::sys::hostfs;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
@@ -93,7 +94,7 @@ pub fn select(log: &[u8], times: &str, sel: &Selection) -> Vec<u8> {
 /// and the start time of each line into the times file; ends at EOF (the container and
 /// everything it started have closed their output).
 pub fn relay(from: OwnedFd, log: &Path) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let open = |p: &Path| File::options().create(true).append(true).open(p);
+    let open = |p: &Path| hostfs::open_with(File::options().create(true).append(true), p);
     let mut out = open(log)?;
     let mut times = open(&times_path(log))?;
     let mut from = File::from(from);

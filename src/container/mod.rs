@@ -17,6 +17,7 @@ pub mod stats;
 pub mod usage;
 pub mod volume;
 
+use crate::sys::hostfs;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -224,14 +225,16 @@ impl Containers {
         if !valid_name(&config.name) {
             return Err(ContainerError::BadName(config.name.clone()));
         }
-        fs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
+        hostfs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
         let lock_path = self.dir.join(".lock");
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io_err("opening", &lock_path))?;
+        let lock = hostfs::open_with(
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &lock_path,
+        )
+        .map_err(io_err("opening", &lock_path))?;
         lock.lock().map_err(io_err("locking", &lock_path))?;
         if let Some(other) = self.list()?.into_iter().find(|c| c.name == config.name) {
             return Err(ContainerError::NameInUse(
@@ -241,20 +244,20 @@ impl Containers {
         }
         let dir = self.dir_of(&config.id);
         let staging = self.dir.join(format!(".new-{}", config.id));
-        fs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
+        hostfs::create_dir_all(&staging).map_err(io_err("creating", &staging))?;
         // 0700: config.json keeps the run's env (`-e` values, for `keel exec`), which may
         // hold secrets; the generated /etc files are bind-mounted, so no container user
         // needs to reach them by path.
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
+            hostfs::set_permissions(&staging, fs::Permissions::from_mode(0o700))
                 .map_err(io_err("creating", &staging))?;
         }
         write_json(&staging.join("config.json"), config)?;
         write_json(&staging.join("state.json"), &ContainerState::created())?;
-        fs::write(staging.join("image"), config.image_digest.to_string())
+        hostfs::write(staging.join("image"), config.image_digest.to_string())
             .map_err(io_err("writing", &staging))?;
-        fs::rename(&staging, &dir).map_err(io_err("creating", &dir))?;
+        hostfs::rename(&staging, &dir).map_err(io_err("creating", &dir))?;
         Ok(())
     }
 
@@ -325,8 +328,8 @@ impl Containers {
         let dir = self.dir_of(id);
         // Rename first so a half-deleted record is never listed.
         let doomed = self.dir.join(format!(".rm-{id}"));
-        fs::rename(&dir, &doomed).map_err(io_err("removing", &dir))?;
-        fs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
+        hostfs::rename(&dir, &doomed).map_err(io_err("removing", &dir))?;
+        hostfs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
     }
 }
 

@@ -3,6 +3,7 @@
 //! when the container ends, and the books kept for it: the run request (so a stopped
 //! container can be started again as it was made) and the mark `keel stop`/`kill`/`rm`
 //! leave so the supervisor does not bring back a container the user ended.
+use crate::sys::hostfs;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -95,7 +96,7 @@ impl Containers {
     /// Marks `id` as ended by the user (`keel stop`, `kill`, `rm -f`): no restart.
     pub fn mark_stopped_by_user(&self, id: &str) -> Result<(), ContainerError> {
         let p = self.dir_of(id).join(STOP_MARK);
-        std::fs::write(&p, b"").map_err(io_err("writing", &p))
+        hostfs::write(&p, b"").map_err(io_err("writing", &p))
     }
     /// Whether the user ended `id` (a removed container counts: nothing to restart).
     pub fn stopped_by_user(&self, id: &str) -> bool {
@@ -105,7 +106,7 @@ impl Containers {
     /// `keel start`/`restart`: the policy applies again.
     pub fn clear_stopped_by_user(&self, id: &str) -> Result<(), ContainerError> {
         let p = self.dir_of(id).join(STOP_MARK);
-        match std::fs::remove_file(&p) {
+        match hostfs::remove_file(&p) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err("removing", &p)(e)),
             _ => Ok(()),
         }

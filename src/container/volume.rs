@@ -2,6 +2,7 @@
 //! containers; `keel volume ls|rm|prune`. A volume name becomes a directory name, so
 //! every entry point checks it against docker's `[a-zA-Z0-9][a-zA-Z0-9_.-]*` first: a
 //! name such as `../../etc` must never reach a path.
+use crate::sys::hostfs;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -22,11 +23,11 @@ impl Volumes {
     pub fn ensure(&self, name: &str) -> Result<PathBuf, ContainerError> {
         let data = self.dir_of(name)?.join("_data");
         if !data.is_dir() {
-            fs::create_dir_all(&data).map_err(io_err("creating volume", &data))?;
+            hostfs::create_dir_all(&data).map_err(io_err("creating volume", &data))?;
             // docker's 0755, whatever keel's umask: a 0700 volume would lock out every
             // non-root container user.
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&data, fs::Permissions::from_mode(0o755))
+            hostfs::set_permissions(&data, fs::Permissions::from_mode(0o755))
                 .map_err(io_err("creating volume", &data))?;
         }
         Ok(data)
@@ -76,7 +77,7 @@ impl Volumes {
         if !dir.exists() {
             return Err(ContainerError::NotFound(format!("volume {name}")));
         }
-        fs::remove_dir_all(&dir).map_err(io_err("removing volume", &dir))
+        hostfs::remove_dir_all(&dir).map_err(io_err("removing volume", &dir))
     }
 
     /// Removes every volume no container refers to; returns their names.

@@ -5,6 +5,7 @@
 //! written ("racily clean" files are re-hashed, as git does), so a changed file is never
 //! a stale hit even when its size and mtime were put back. The index is a plain text
 //! file, one line per file, so loading 10,000 entries costs about a millisecond.
+use crate::sys::hostfs;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -162,7 +163,7 @@ impl StatIndex {
             );
         }
         let Some(dir) = file.parent() else { return };
-        let _ = fs::create_dir_all(dir);
+        let _ = hostfs::create_dir_all(dir);
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
             if std::io::Write::write_all(&mut tmp, text.as_bytes()).is_ok() {
                 let _ = tmp.persist(file);

@@ -15,6 +15,7 @@ mod scons;
 mod service;
 pub mod template;
 
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -379,14 +380,13 @@ pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> 
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(parent).map_err(werr)?;
+        hostfs::create_dir_all(parent).map_err(werr)?;
         let mut tmp = tempfile::Builder::new()
             .prefix(".keel-integrate-")
             .tempfile_in(parent)
             .map_err(werr)?;
         tmp.write_all(f.contents.as_bytes()).map_err(werr)?;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(f.mode))
+        hostfs::set_file_permissions(tmp.as_file(), std::fs::Permissions::from_mode(f.mode))
             .map_err(werr)?;
         tmp.as_file().sync_all().map_err(werr)?;
         tmp.persist(&path).map_err(|e| werr(e.error))?;

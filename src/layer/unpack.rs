@@ -60,7 +60,7 @@ impl Default for UnpackOptions {
         UnpackOptions {
             whiteouts: Whiteouts::Apply,
             allow_devices: false,
-            preserve_owners: nix::unistd::geteuid().is_root(),
+            preserve_owners: crate::sys::proc::is_root(),
             xattrs: true,
         }
     }

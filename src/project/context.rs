@@ -4,6 +4,7 @@
 //! The walk reads the directory tree but never the file contents; the `.dockerignore`
 //! matcher is a predicate supplied by the caller, so this module does not depend on how
 //! ignore patterns are implemented.
+use crate::sys::hostfs;
 use std::collections::BTreeSet;
 
 use super::{join_rel, ImageSpec, Project, ProjectError, Result};
@@ -90,7 +91,7 @@ pub fn write_if_changed(path: &std::path::Path, contents: &str) -> std::io::Resu
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => std::path::Path::new("."),
     };
-    std::fs::create_dir_all(parent)?;
+    hostfs::create_dir_all(parent)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".keel-deps-")
         .tempfile_in(parent)?;

@@ -5,6 +5,7 @@
 //! registry, `credsStore` for all), run as `docker-credential-NAME get|store|erase` with
 //! the docker-credential-helpers protocol. `keel login` writes where `docker login` does
 //! (or `$REGISTRY_AUTH_FILE`). These are other programs' files: unknown fields are kept.
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -333,25 +334,27 @@ fn write_private(file: &Path, doc: &Value) -> Result<(), RegistryError> {
     let err =
         |e: std::io::Error| RegistryError::Credentials(format!("writing {}: {e}", file.display()));
     let dir = file.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(err)?;
+    hostfs::create_dir_all(dir).map_err(err)?;
     let tmp = dir.join(format!(
         ".{}.keel-{}",
         file.file_name().unwrap_or_default().to_string_lossy(),
         std::process::id()
     ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
+    let mut f = hostfs::open_with(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600),
+        &tmp,
+    )
+    .map_err(err)?;
     let mut bytes = serde_json::to_vec_pretty(doc).expect("a JSON value serialises");
     bytes.push(b'\n');
     f.write_all(&bytes)
         .and_then(|_| f.sync_all())
         .map_err(err)?;
-    std::fs::rename(&tmp, file).map_err(err)
+    hostfs::rename(&tmp, file).map_err(err)
 }
 
 #[cfg(test)]

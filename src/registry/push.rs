@@ -11,6 +11,7 @@ use super::RegistryError;
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Store};
+use crate::sys::hostfs;
 
 /// Where an image goes: a qualified reference (`host[:port]/path:tag`).
 pub fn target_of(r: &ImageRef) -> Result<Remote, RegistryError> {
@@ -364,10 +365,10 @@ impl Memo {
     }
     fn set_gzip(&self, d: &Digest, gz: &Digest, size: u64) {
         let dir = self.dir.join("gzip");
-        let _ = std::fs::create_dir_all(&dir);
+        let _ = hostfs::create_dir_all(&dir);
         let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
-        if std::fs::write(&tmp, format!("{gz} {size}\n")).is_ok() {
-            let _ = std::fs::rename(&tmp, dir.join(d.digest()));
+        if hostfs::write(&tmp, format!("{gz} {size}\n")).is_ok() {
+            let _ = hostfs::rename(&tmp, dir.join(d.digest()));
         }
     }
     /// Repositories on `host` known to hold `d`.
@@ -393,13 +394,12 @@ impl Memo {
             return;
         }
         let dir = self.dir.join("sources");
-        let _ = std::fs::create_dir_all(&dir);
+        let _ = hostfs::create_dir_all(&dir);
         use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(dir.join(d.digest()))
-        {
+        if let Ok(mut f) = hostfs::open_with(
+            std::fs::OpenOptions::new().create(true).append(true),
+            dir.join(d.digest()),
+        ) {
             let _ = writeln!(f, "{host} {repository}");
         }
     }

@@ -4,6 +4,7 @@
 //!
 //! Only plain file operations below a mount root taken from [`CgroupLayout`], so a
 //! tempdir can stand in for cgroupfs in tests (youki `v2/pids.rs` does the same).
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -132,7 +133,7 @@ pub struct Cgroup {
 }
 
 fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
-    std::fs::write(path, value).map_err(|source| CgroupError::Write {
+    hostfs::write(path, value).map_err(|source| CgroupError::Write {
         path: path.to_path_buf(),
         value: value.to_string(),
         source,
@@ -140,7 +141,7 @@ fn write(path: &Path, value: &str) -> Result<(), CgroupError> {
 }
 
 fn mkdir(path: &Path) -> Result<(), CgroupError> {
-    match std::fs::create_dir_all(path) {
+    match hostfs::create_dir_all(path) {
         Ok(()) => Ok(()),
         Err(source) => Err(CgroupError::Create {
             path: path.to_path_buf(),
@@ -341,7 +342,7 @@ impl Cgroup {
         for d in self.dirs.iter().rev() {
             let mut last = None;
             for _ in 0..500 {
-                match std::fs::remove_dir(d) {
+                match hostfs::remove_dir(d) {
                     Ok(()) => {
                         last = None;
                         break;

@@ -10,6 +10,7 @@
 //! a container cannot reach the host's loopback resolvers (127.0.0.0/8, ::1), so they are
 //! dropped, and Google's public resolvers stand in when none is left; with
 //! `--network host` the host's file is used as it is.
+use crate::sys::hostfs;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -230,7 +231,7 @@ pub fn for_step(
         path: scratch.to_path_buf(),
         source,
     };
-    std::fs::create_dir_all(scratch).map_err(io)?;
+    hostfs::create_dir_all(scratch).map_err(io)?;
     let dir = tempfile::Builder::new()
         .prefix("etc-")
         .tempdir_in(scratch)

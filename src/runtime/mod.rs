@@ -16,6 +16,7 @@ pub mod seccomp;
 pub mod setup;
 pub mod spec;
 
+use crate::sys::hostfs;
 use std::path::{Path, PathBuf};
 
 pub use cgroup::{cgroup_layout, CgroupLayout};
@@ -155,7 +156,7 @@ impl Container {
                 if let Err(e) = oci::delete(&runtime, root.as_deref(), &id) {
                     first.get_or_insert(e);
                 }
-                let _ = std::fs::remove_dir_all(&bundle);
+                let _ = hostfs::remove_dir_all(&bundle);
             }
         }
         if let Some(cg) = self.cgroup.take() {

@@ -4,6 +4,7 @@
 //!
 //! Differences from `namespaces`: the command is PID 1 itself (runc has no init), so it
 //! ignores signals it has no handler for when they come from inside the container.
+use crate::sys::hostfs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -75,12 +76,9 @@ fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
         path: dir.to_path_buf(),
         source,
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    hostfs::create_dir_with(std::fs::DirBuilder::new().recursive(true).mode(0o700), dir)
         .map_err(io)?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
+    hostfs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(io)
 }
 
 fn capabilities(names: &[String]) -> Result<oci_spec::runtime::Capabilities, RuntimeError> {
@@ -372,7 +370,7 @@ pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit
         })?;
     let json = serde_json::to_vec(&process(spec)?)
         .map_err(|e| RuntimeError::Setup(format!("serializing process.json: {e}")))?;
-    std::fs::write(file.path(), json).map_err(|source| RuntimeError::Io {
+    hostfs::write(file.path(), json).map_err(|source| RuntimeError::Io {
         path: file.path().to_path_buf(),
         source,
     })?;
@@ -481,11 +479,11 @@ impl Isolation for Oci {
         private_dir(&bundle)?;
         // First, so `reclaim::collect_orphans` knows the bundle has a live owner.
         let owner = serde_json::to_vec(&super::reclaim::Owner::current()).unwrap_or_default();
-        std::fs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
+        hostfs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
         let cfg = config(spec, &rootfs)?;
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
-        std::fs::write(bundle.join("config.json"), json).map_err(io)?;
+        hostfs::write(bundle.join("config.json"), json).map_err(io)?;
         let cleanup = || Cleanup::Oci {
             runtime: self.runtime.clone(),
             root: self.state_root.clone(),
@@ -494,7 +492,7 @@ impl Isolation for Oci {
         };
         if let Err((code, msg)) = check_command(&rootfs, spec) {
             // Nothing to run: pid 0 tells wait() there is no process.
-            let _ = std::fs::remove_dir_all(&bundle);
+            let _ = hostfs::remove_dir_all(&bundle);
             return Ok(Container {
                 pid: 0,
                 exec_error: Some((code, msg)),

@@ -14,6 +14,7 @@
 //! a detached supervisor or a build). While that process provably lives, it will clean up
 //! itself; once it is gone, nothing else will. Build steps have no container record, so a
 //! record check alone would kill a running build's step.
+use crate::sys::hostfs;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -83,7 +84,7 @@ pub fn remove_cgroups(id: &str) -> usize {
             for p in procs.split_whitespace().filter_map(|p| p.parse().ok()) {
                 let _ = crate::sys::proc::kill(p, libc::SIGKILL);
             }
-            match fs::remove_dir(&dir) {
+            match hostfs::remove_dir(&dir) {
                 Ok(()) => {
                     removed += 1;
                     break;
@@ -118,7 +119,7 @@ pub fn remove_oci_leftovers(root: &Path, id: &str) -> bool {
     let bundle = super::oci::bundle_root(root).join(id);
     if bundle.exists() {
         found = true;
-        let _ = fs::remove_dir_all(&bundle);
+        let _ = hostfs::remove_dir_all(&bundle);
     }
     found
 }
@@ -267,7 +268,7 @@ pub fn collect_orphans(
         }
     }
     for b in &o.bundles {
-        if let Err(source) = std::fs::remove_dir_all(b) {
+        if let Err(source) = hostfs::remove_dir_all(b) {
             first.get_or_insert(RuntimeError::Io {
                 path: b.clone(),
                 source,
@@ -279,7 +280,7 @@ pub fn collect_orphans(
         .map(|again| again.cgroups)
         .unwrap_or_default();
     for c in cgroups.iter().chain(o.cgroups.iter()) {
-        match std::fs::remove_dir(c) {
+        match hostfs::remove_dir(c) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             // A child cgroup or a process that arrived since: not an orphan after all.

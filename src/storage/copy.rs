@@ -5,6 +5,7 @@
 //!
 //! Copies keep owners, modes, mtimes, xattrs and hardlinks, so the tree diff of a
 //! snapshot against its chain sees only what the container changed.
+use crate::sys::hostfs;
 use std::collections::HashMap;
 use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
@@ -40,7 +41,7 @@ pub fn chain_ids(layers: &[LayerBlob]) -> Vec<Digest> {
 
 impl CopyDriver {
     pub fn new(storage: &Path) -> Result<CopyDriver> {
-        fs::create_dir_all(storage.join("chains"))
+        hostfs::create_dir_all(storage.join("chains"))
             .map_err(StorageError::io("creating", storage))?;
         Ok(CopyDriver {
             storage: storage.to_path_buf(),
@@ -91,7 +92,7 @@ impl CopyDriver {
             Some(top) => Ok((self.chain_dir(top).join(TREE), unpacked)),
             None => {
                 let empty = self.storage.join("empty");
-                fs::create_dir_all(&empty).map_err(StorageError::io("creating", &empty))?;
+                hostfs::create_dir_all(&empty).map_err(StorageError::io("creating", &empty))?;
                 Ok((empty, 0))
             }
         }
@@ -208,14 +209,14 @@ impl Snapshotter for CopyDriver {
             unpacked,
         };
         let made = (|| {
-            fs::create_dir(&snap.rootfs).map_err(StorageError::io("creating", &snap.rootfs))?;
+            hostfs::create_dir(&snap.rootfs).map_err(StorageError::io("creating", &snap.rootfs))?;
             copy_tree(&base, &snap.rootfs)?;
             // Files changed after this stamp have a newer ctime (see diff_trees_since).
-            fs::write(dir.join("stamp"), b"").map_err(StorageError::io("writing", &dir))?;
+            hostfs::write(dir.join("stamp"), b"").map_err(StorageError::io("writing", &dir))?;
             save_snapshot(&snap)
         })();
         if let Err(e) = made {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = hostfs::remove_dir_all(&dir);
             return Err(e);
         }
         crate::fault::point("storage.snapshot-mounted");
@@ -272,24 +273,24 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
         let ft = m.file_type();
         let fail = StorageError::io("copying to", &to);
         if ft.is_dir() {
-            fs::create_dir(&to).map_err(fail)?;
+            hostfs::create_dir(&to).map_err(fail)?;
             dirs.push((to.clone(), m.clone()));
             copy_attrs(from, &to, &m, false)?;
             continue;
         }
         if ft.is_file() && m.nlink() > 1 {
             if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                fs::hard_link(first, &to).map_err(fail)?;
+                hostfs::hard_link(first, &to).map_err(fail)?;
                 continue;
             }
             links.insert((m.dev(), m.ino()), to.clone());
         }
         if ft.is_file() {
             // std's copy uses copy_file_range, which reflinks where the filesystem can.
-            fs::copy(from, &to).map_err(fail)?;
+            hostfs::copy(from, &to).map_err(fail)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(from).map_err(StorageError::io("reading", from))?;
-            std::os::unix::fs::symlink(target, &to).map_err(fail)?;
+            hostfs::symlink(target, &to).map_err(fail)?;
         } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
             let kind = if ft.is_char_device() {
                 sysfs::NodeKind::Char
@@ -327,7 +328,7 @@ fn copy_attrs(from: &Path, to: &Path, m: &fs::Metadata, times: bool) -> Result<(
         sysfs::lchown(to, m.uid(), m.gid()).map_err(StorageError::io("chown", to))?;
     }
     if !m.file_type().is_symlink() {
-        fs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))
+        hostfs::set_permissions(to, fs::Permissions::from_mode(m.mode() & 0o7777))
             .map_err(StorageError::io("chmod", to))?;
     }
     if let Ok(names) = sysfs::list_xattrs(from) {

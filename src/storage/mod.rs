@@ -19,6 +19,7 @@
 //! entry records what it was unpacked from in `unpacked.json`, written last before the
 //! rename: a directory without it is not trusted. This module does not know about the
 //! image store: callers pass the blob paths and diff ids.
+use crate::sys::hostfs;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -159,7 +160,7 @@ pub struct DriverSupport {
 /// Which drivers work under `root` on this host (overlay is tried with a real mount).
 pub fn detect(root: &Path) -> Vec<DriverSupport> {
     let storage = root.join("storage");
-    let copy = match fs::create_dir_all(storage.join("tmp")) {
+    let copy = match hostfs::create_dir_all(storage.join("tmp")) {
         Ok(()) => DriverSupport {
             name: "copy",
             available: true,
@@ -307,7 +308,8 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
         };
         for e in rd.flatten() {
             if !keep.contains(&*e.file_name().to_string_lossy()) {
-                fs::remove_dir_all(e.path()).map_err(StorageError::io("removing", &e.path()))?;
+                hostfs::remove_dir_all(e.path())
+                    .map_err(StorageError::io("removing", &e.path()))?;
                 *count += 1;
             }
         }
@@ -323,7 +325,7 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > STALE_TMP);
-            if old && fs::remove_dir_all(e.path()).is_ok() {
+            if old && hostfs::remove_dir_all(e.path()).is_ok() {
                 stats.temp += 1;
             }
         }
@@ -383,7 +385,7 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
             source: io::Error::other("still mounted; refusing to delete below it"),
         });
     }
-    match fs::remove_dir_all(&real) {
+    match hostfs::remove_dir_all(&real) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StorageError::Io {
@@ -434,7 +436,7 @@ pub(crate) fn load_snapshot(dir: &Path, id: &str) -> Result<Snapshot> {
 pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
     let meta = snap.dir.join("snapshot.json");
     let json = serde_json::to_vec_pretty(snap).expect("snapshot serialises");
-    fs::write(&meta, json).map_err(StorageError::io("writing", &meta))
+    hostfs::write(&meta, json).map_err(StorageError::io("writing", &meta))
 }
 
 /// Creates `<storage>/snapshots/<id>`, failing when it exists. The directory appears
@@ -444,24 +446,24 @@ pub(crate) fn save_snapshot(snap: &Snapshot) -> Result<()> {
 pub(crate) fn new_snapshot_dir(storage: &Path, id: &str) -> Result<PathBuf> {
     let snapshots = storage.join("snapshots");
     let dir = snapshots.join(check_id(id)?);
-    fs::create_dir_all(&snapshots).map_err(StorageError::io("creating", &dir))?;
+    hostfs::create_dir_all(&snapshots).map_err(StorageError::io("creating", &dir))?;
     let owner = crate::store::lease::Owner::current().tag();
     let staging = snapshots.join(format!(".new-{owner}-{id}"));
     teardown(&staging)?;
-    fs::create_dir(&staging).map_err(StorageError::io("creating", &staging))?;
+    hostfs::create_dir(&staging).map_err(StorageError::io("creating", &staging))?;
     let owner_file = staging.join(reclaim::OWNER_FILE);
-    fs::write(&owner_file, &owner).map_err(StorageError::io("writing", &owner_file))?;
+    hostfs::write(&owner_file, &owner).map_err(StorageError::io("writing", &owner_file))?;
     // rename(2) replaces an empty directory and fails on a non-empty one.
-    let placed = match fs::rename(&staging, &dir) {
+    let placed = match hostfs::rename(&staging, &dir) {
         Err(_) if dir.is_dir() && !dir.join("snapshot.json").exists() => {
             // No metadata: a prepare killed before it finished. Its dir is garbage.
             teardown(&dir)?;
-            fs::rename(&staging, &dir)
+            hostfs::rename(&staging, &dir)
         }
         r => r,
     };
     if let Err(e) = placed {
-        let _ = fs::remove_dir_all(&staging);
+        let _ = hostfs::remove_dir_all(&staging);
         return Err(if dir.is_dir() {
             StorageError::Exists(id.to_string())
         } else {
@@ -491,9 +493,9 @@ pub(crate) fn build_cached(
         return Ok(false);
     }
     let tmp_root = storage.join("tmp");
-    fs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
+    hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
     if let Some(parent) = dest.parent() {
-        fs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
+        hostfs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
     }
     // An entry always appears with its marker (rename), so one without is not ours.
     if fs::symlink_metadata(dest).is_ok() && !dest.join(verify::MARKER).is_file() {
@@ -506,10 +508,10 @@ pub(crate) fn build_cached(
         .tempdir_in(&tmp_root)
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
     let tree = tmp.path().join(verify::TREE);
-    fs::create_dir(&tree).map_err(StorageError::io("creating", &tree))?;
+    hostfs::create_dir(&tree).map_err(StorageError::io("creating", &tree))?;
     use std::os::unix::fs::PermissionsExt;
     for dir in [tmp.path(), &tree] {
-        fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
+        hostfs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .map_err(StorageError::io("chmod", dir))?;
     }
     // On an error the temp entry is dropped, and with it whatever `fill` wrote.
@@ -517,14 +519,14 @@ pub(crate) fn build_cached(
     crate::fault::point("storage.unpack-partial");
     verify::write_marker(tmp.path(), kind, diff_ids)?;
     let tmp = tmp.keep();
-    match fs::rename(&tmp, dest) {
+    match hostfs::rename(&tmp, dest) {
         Ok(()) => Ok(true),
         Err(_) if dest.join(verify::MARKER).is_file() => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = hostfs::remove_dir_all(&tmp);
             Ok(true)
         }
         Err(e) => {
-            let _ = fs::remove_dir_all(&tmp);
+            let _ = hostfs::remove_dir_all(&tmp);
             Err(StorageError::Io {
                 what: "renaming into place",
                 path: dest.to_path_buf(),
@@ -543,7 +545,7 @@ fn set_aside(tmp_root: &Path, dest: &Path) -> Result<()> {
         .map_err(StorageError::io("creating a temp dir in", tmp_root))?
         .keep();
     let to = aside.join("entry");
-    match fs::rename(dest, &to) {
+    match hostfs::rename(dest, &to) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => {
@@ -554,7 +556,7 @@ fn set_aside(tmp_root: &Path, dest: &Path) -> Result<()> {
             })
         }
     }
-    let _ = fs::remove_dir_all(&aside);
+    let _ = hostfs::remove_dir_all(&aside);
     Ok(())
 }
 

@@ -10,6 +10,7 @@
 //!
 //! The driver owns its directories under `<root>/storage`; mounting goes through
 //! `sys::fs`.
+use crate::sys::hostfs;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,7 @@ pub struct OverlayDriver {
 impl OverlayDriver {
     /// A driver rooted at `<root>/storage` (created if missing; not probed).
     pub fn new(storage: &Path) -> Result<OverlayDriver> {
-        fs::create_dir_all(storage.join("layers"))
+        hostfs::create_dir_all(storage.join("layers"))
             .map_err(StorageError::io("creating", storage))?;
         Ok(OverlayDriver {
             storage: storage.to_path_buf(),
@@ -57,7 +58,7 @@ impl OverlayDriver {
 
     fn empty_lower(&self) -> Result<PathBuf> {
         let p = self.storage.join("empty");
-        fs::create_dir_all(&p).map_err(StorageError::io("creating", &p))?;
+        hostfs::create_dir_all(&p).map_err(StorageError::io("creating", &p))?;
         Ok(p)
     }
 }
@@ -118,11 +119,11 @@ impl OverlayDriver {
         };
         let made = (|| {
             for sub in ["upper", "work", "rootfs"] {
-                fs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
+                hostfs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
             }
             // The upper dir is the container's `/`: 0755 as in docker, not keel's umask
             // (under umask 077 a non-root container user could not even chdir to `/`).
-            fs::set_permissions(
+            hostfs::set_permissions(
                 dir.join("upper"),
                 std::os::unix::fs::PermissionsExt::from_mode(0o755),
             )
@@ -146,7 +147,7 @@ impl OverlayDriver {
                 .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
         })();
         if let Err(e) = made {
-            let _ = fs::remove_dir_all(&dir);
+            let _ = hostfs::remove_dir_all(&dir);
             return Err(e);
         }
         crate::fault::point("storage.snapshot-mounted");
@@ -188,7 +189,7 @@ pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
     probe(storage)?;
     if let Ok(m) = fs::metadata(storage) {
         // Best effort: without the marker the next call probes again.
-        let _ = fs::write(&marker, stamp(m.dev()));
+        let _ = hostfs::write(&marker, stamp(m.dev()));
     }
     Ok(())
 }
@@ -197,7 +198,7 @@ pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
 /// layer) under `<storage>/tmp`; the error says what is missing.
 pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     let tmp_root = storage.join("tmp");
-    fs::create_dir_all(&tmp_root)
+    hostfs::create_dir_all(&tmp_root)
         .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
     let prefix = format!("{}-probe-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
@@ -206,7 +207,7 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
     let d = |s: &str| tmp.path().join(s);
     for s in ["lower", "lower/opaque", "upper", "work", "merged"] {
-        fs::create_dir(d(s)).map_err(|e| e.to_string())?;
+        hostfs::create_dir(d(s)).map_err(|e| e.to_string())?;
     }
     sysfs::mknod(&d("lower/gone"), sysfs::NodeKind::Char, 0, 0, 0)
         .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;

@@ -12,6 +12,7 @@
 //!   unpacks again from the blobs and compares every file.
 //!
 //! It never decides what is referenced (the caller passes the image layer stacks).
+use crate::sys::hostfs;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -147,7 +148,7 @@ pub(crate) fn write_marker(entry: &Path, kind: &str, diff_ids: Vec<String>) -> R
     };
     let path = entry.join(MARKER);
     let json = serde_json::to_vec_pretty(&m).expect("a marker serialises");
-    fs::write(&path, json).map_err(StorageError::io("writing", &path))
+    hostfs::write(&path, json).map_err(StorageError::io("writing", &path))
 }
 
 /// Reads the marker of a cache entry; None when it is missing or unreadable.
@@ -334,7 +335,7 @@ fn check_entry(entry: &Path, name: &str, kind: &str) -> std::result::Result<(), 
 /// Unpacks `stack` again into a scratch directory and compares it with `entry`'s tree.
 fn recheck(storage: &Path, entry: &Path, kind: &str, stack: &[LayerBlob]) -> Result<Vec<String>> {
     let tmp_root = storage.join("tmp");
-    fs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
+    hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
     let scratch = tempfile::Builder::new()
         .prefix("fsck-")
         .tempdir_in(&tmp_root)

@@ -7,6 +7,7 @@
 //! ([`Store::protect`]), so a build never waits for a gc and a gc never takes a blob a
 //! live writer has written or is reading. A dead keel's leases are not roots: what they
 //! protected is collectable (`crate::reclaim` removes the rest of what it left).
+use crate::sys::hostfs;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
@@ -80,7 +81,7 @@ impl Store {
             let name = format!("sha256:{}", e.file_name().to_string_lossy());
             if !live.contains(&name) {
                 report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                fs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                hostfs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
                 report.blobs_removed += 1;
                 crate::fault::point("gc.sweeping");
             }
@@ -133,7 +134,7 @@ fn remove_any(p: &Path) -> Result<()> {
     let r = if p.is_dir() && !p.is_symlink() {
         crate::storage::reclaim::remove_temp(p).map_err(|e| std::io::Error::other(e.to_string()))
     } else {
-        fs::remove_file(p)
+        hostfs::remove_file(p)
     };
     match r {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -11,6 +11,7 @@
 //! tag ([`Owner::tag`]) in their names or an `owner` file, so they need no lease entry.
 //!
 //! This module only keeps the records; it never removes what they name.
+use crate::sys::hostfs;
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -111,7 +112,7 @@ struct Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        let _ = hostfs::remove_file(&self.path);
     }
 }
 
@@ -130,7 +131,7 @@ impl Lease {
     /// Writes a new, empty lease for this process under `root`.
     pub fn take(root: &Path) -> Result<Lease> {
         let dir = leases_dir(root);
-        fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+        hostfs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let owner = Owner::current();
         let id = format!("{}-{}", owner.tag(), &crate::container::new_id()[..8]);
         let lease = Lease {
@@ -165,8 +166,8 @@ impl Lease {
         let path = &self.inner.path;
         let tmp = path.with_file_name(format!(".{}.tmp", rec.id));
         let bytes = serde_json::to_vec(&*rec).expect("a lease serialises");
-        fs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
-        fs::rename(&tmp, path).map_err(io_err("renaming into", path))
+        hostfs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
+        hostfs::rename(&tmp, path).map_err(io_err("renaming into", path))
     }
 
     /// Protects blobs; call before the blob is written or looked up, so gc either sees

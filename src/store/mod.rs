@@ -9,6 +9,7 @@ mod index;
 pub mod lease;
 mod verify;
 
+use crate::sys::hostfs;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -116,7 +117,7 @@ impl Store {
             store.tmp_dir(),
             store.locks_dir(),
         ] {
-            fs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
+            hostfs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         }
         make_private(&store.root)?;
         let layout_file = store.layout().join("oci-layout");
@@ -329,7 +330,7 @@ fn make_private(root: &Path) -> Result<()> {
         .permissions()
         .mode();
     if mode & 0o067 != 0 {
-        fs::set_permissions(root, fs::Permissions::from_mode(0o700 | (mode & 0o010)))
+        hostfs::set_permissions(root, fs::Permissions::from_mode(0o700 | (mode & 0o010)))
             .map_err(io_err("making private", root))?;
     }
     Ok(())
@@ -342,12 +343,14 @@ pub struct LockGuard {
 
 impl LockGuard {
     fn take(path: &Path, exclusive: bool) -> Result<LockGuard> {
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(io_err("opening lock", path))?;
+        let file = hostfs::open_with(
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            path,
+        )
+        .map_err(io_err("opening lock", path))?;
         let r = if exclusive {
             file.lock()
         } else {

@@ -5,6 +5,7 @@ pub mod bpf;
 pub mod caps;
 pub mod error;
 pub mod fs;
+pub mod hostfs;
 pub mod mount;
 pub mod net;
 pub mod ns;

@@ -6,6 +6,10 @@
 //!
 //! One buildah root is shared by all cases (under `CARGO_TARGET_TMPDIR`, wiped once per
 //! run) and holds the same busybox base keel bootstraps, imported from `keel save`.
+// Test code writes fixtures with std::fs and prints diagnostics: exempt from the guard
+// rails (clippy.toml, Cargo.toml [lints.clippy]), which are for keel's own code.
+#![allow(clippy::disallowed_methods, clippy::print_stdout, clippy::print_stderr)]
+
 #[path = "../it/common.rs"]
 mod common;
 

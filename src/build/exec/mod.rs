@@ -5,6 +5,7 @@
 //!
 //! The state between steps is typed: `image::ImageConfig` and the layers. Must not parse
 //! Dockerfile text (the plan is the only input) or write images itself (`image::commit_image`).
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -257,7 +258,7 @@ impl<'a> Executor<'a> {
             (false, false) => ViewMode::Plain,
         };
         let view = BuildView::new(mode);
-        if let Ok(f) = std::fs::File::create(log_dir.join("build.log")) {
+        if let Ok(f) = hostfs::create(log_dir.join("build.log")) {
             view.add_transcript(f);
         }
         Ok(Executor {

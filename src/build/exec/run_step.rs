@@ -1,5 +1,6 @@
 //! RUN: the command line as it runs, its mounts expanded and resolved (and what of them is
 //! an input), its environment, and the container it runs in on the step's snapshot.
+use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -247,11 +248,11 @@ impl Executor<'_> {
         let base = self.cache.mounts_dir();
         let dir = base.join(crate::digest::of_bytes(id.as_bytes()).digest());
         if !dir.exists() {
-            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            hostfs::create_dir_all(&dir).map_err(io(&dir))?;
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
+            hostfs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
                 .map_err(io(&dir))?;
-            std::os::unix::fs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
+            hostfs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
             if let Some((st, name)) = seed {
                 let src = source.as_deref().unwrap_or("/");
                 self.seed_cache(st, &name, src, &dir)?;
@@ -262,7 +263,7 @@ impl Executor<'_> {
         // A step that mounts one cache twice takes its lock once (flock would deadlock).
         let held = res.locked.contains(&lock_path);
         if *sharing != crate::plan::mount::Sharing::Shared && !held {
-            let lock = std::fs::File::create(&lock_path).map_err(io(&lock_path))?;
+            let lock = hostfs::create(&lock_path).map_err(io(&lock_path))?;
             match sharing {
                 crate::plan::mount::Sharing::Locked => lock.lock().map_err(io(&lock_path))?,
                 _ if lock.try_lock().is_ok() => {}
@@ -394,7 +395,7 @@ impl Executor<'_> {
         let mut f = tempfile::NamedTempFile::new_in(&tmp).map_err(io)?;
         std::io::Write::write_all(&mut f, text.as_bytes()).map_err(io)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        hostfs::set_permissions(f.path(), std::fs::Permissions::from_mode(0o644)).map_err(io)?;
         Ok(Some(f))
     }
 }
