@@ -119,6 +119,26 @@ pub struct Platform {
     pub variant: Option<String>,
 }
 
+impl Platform {
+    /// The platform keel runs on.
+    pub fn host() -> Platform {
+        Platform {
+            os: "linux".into(),
+            arch: crate::image::host_arch().to_string(),
+            variant: None,
+        }
+    }
+}
+
+/// `--platform` on the command line (`keel pull`, `keel run`): the same rules as in a
+/// Dockerfile.
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Platform, String> {
+        Platform::from_word(s)
+    }
+}
+
 impl fmt::Display for Platform {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.os, self.arch)?;

@@ -5,7 +5,6 @@
 //! any point leaves only whole, verified blobs (which the next pull reuses: it resumes)
 //! and temp files gc reclaims. Layers download in parallel, at most `jobs` at once.
 use std::collections::VecDeque;
-use std::fmt;
 use std::io::Read;
 use std::sync::Mutex;
 
@@ -25,51 +24,8 @@ const MAX_LAYERS: usize = crate::archive::MAX_LAYERS;
 /// What `Accept` lists for manifests: OCI and Docker schema 2, single and multi-platform.
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform keel runs on.
-    pub fn host() -> Platform {
-        Platform {
-            os: "linux".into(),
-            arch: crate::image::host_arch().to_string(),
-            variant: None,
-        }
-    }
-}
-
-impl std::str::FromStr for Platform {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.split('/').collect();
-        match parts.as_slice() {
-            [os, arch] | [os, arch, _] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
-                os: os.to_ascii_lowercase(),
-                arch: arch.to_ascii_lowercase(),
-                variant: parts.get(2).map(|v| v.to_ascii_lowercase()),
-            }),
-            _ => Err(format!(
-                "--platform {s}: give OS/ARCH[/VARIANT], e.g. linux/arm64"
-            )),
-        }
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        if let Some(v) = &self.variant {
-            write!(f, "/{v}")?;
-        }
-        Ok(())
-    }
-}
+/// `os/arch[/variant]`: the build plan's type (one parser for `--platform` everywhere).
+pub use crate::plan::word::Platform;
 
 /// How to pull.
 #[derive(Debug, Clone)]
