@@ -177,7 +177,11 @@ impl Case {
         let tag = format!("localhost/{}", self.name.replace('_', "-"));
         common::run_ok(
             b.cmd()
-                .args(["bud", "-q", "--layers", "--runtime", "/usr/sbin/runc"])
+                // Layers as docker makes them, but no layer cache: cases run in parallel on
+                // one buildah root, and another case's cached layer must never stand in for
+                // this one's reference (it did: /f came back with another case's content).
+                .args(["bud", "-q", "--layers", "--no-cache"])
+                .args(["--runtime", "/usr/sbin/runc"])
                 .args(["--pull=never", "--format", "docker", "-t", &tag])
                 .args(self.flags(ctx))
                 .arg(ctx),
