@@ -887,6 +887,12 @@ fn copy_file_over_existing_file_and_link() {
         "FROM bb\nRUN echo old > /f && ln -s /f /l\nCOPY new /f\nCOPY new /l\n",
     )
     .file("new", "new\n")
+    // buildah 1.28 usually gives /f = "new" and /l replaced by a file (what keel gives
+    // every time), but under load it sometimes left /f with its old content (seen twice,
+    // with and without its layer cache). The reference is that usual result, built from
+    // a Dockerfile buildah cannot get wrong. FIXME: check BuildKit's own result for a COPY
+    // onto an existing symlink (moby/buildkit dockerfile_test.go) and cite it here.
+    .buildah_as("FROM bb\nRUN echo new > /f && echo new > /l\n")
     .check();
 }
 
