@@ -8,14 +8,14 @@ use std::process::{Command, Output, Stdio};
 use crate::common::{is_root, run_ok, Keel};
 use crate::require;
 
-fn with_base() -> Keel {
+pub(crate) fn with_base() -> Keel {
     let k = Keel::new();
     k.ok(&["bootstrap", "busybox", "bb"]);
     k
 }
 
 /// Writes `files` (path → content) under a fresh context directory.
-fn context(k: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn context(k: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
     let dir = k.path(name);
     for (p, body) in files {

@@ -3,26 +3,14 @@
 //! flags. Image-content parity with BuildKit is the differential suite's (`tests/diff/`).
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::common::{is_root, Keel};
 use crate::require;
 
-fn with_base() -> Keel {
-    let k = Keel::new();
-    k.ok(&["bootstrap", "busybox", "bb"]);
-    k
-}
-
-fn context(k: &Keel, name: &str, files: &[(&str, &str)]) -> PathBuf {
-    let dir = k.path(name);
-    for (p, body) in files {
-        let f = dir.join(p);
-        fs::create_dir_all(f.parent().unwrap()).unwrap();
-        fs::write(f, body).unwrap();
-    }
-    dir
-}
+// The build tests' helpers: a store with the busybox base, and a context whose files
+// have explicit modes (umask-proof).
+use crate::build::{context, with_base};
 
 /// Every path under `dir`, relative, sorted.
 fn tree(dir: &Path) -> Vec<String> {
