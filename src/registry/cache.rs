@@ -248,8 +248,18 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
         };
         let repo = client.repo_url(&repository);
         let mut stats = super::pull::Stats::default();
-        super::pull::fetch_blob(store, &client, &repo, &l.descriptor, None, &mut stats)?;
-        store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+        let fetched = super::pull::fetch_blob(
+            store,
+            &client,
+            &repo,
+            &l.descriptor,
+            Some(&l.diff_id),
+            None,
+            &mut stats,
+        )?;
+        if !fetched {
+            store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+        }
         FETCHED_BYTES.fetch_add(stats.bytes, Ordering::Relaxed);
         FETCHED_BLOBS.fetch_add(stats.fetched, Ordering::Relaxed);
     }

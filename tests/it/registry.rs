@@ -624,3 +624,40 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
     );
     k.ok(&["fsck"]);
 }
+
+/// Issue 13 (pull speed): a layer's diff_id is checked while it downloads, before the
+/// blob gets its name. A manifest whose config lies about a layer's diff_id fails the
+/// pull naming both digests, and the layer blob is not in the store afterwards (keel
+/// used to store it, then read it back to find the mismatch).
+#[test]
+fn a_layer_whose_diff_id_lies_is_never_stored() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.get("test/bb/manifests/1", oci)).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&reg.get(&format!("test/bb/blobs/{config}"), "*/*")).unwrap();
+    let lie = format!("sha256:{}", "ab".repeat(32));
+    c["rootfs"]["diff_ids"][0] = lie.clone().into();
+    let bad_config = reg.put_blob("test/bb", &serde_json::to_vec(&c).unwrap());
+    m["config"]["digest"] = bad_config.into();
+    m["config"]["size"] = serde_json::to_vec(&c).unwrap().len().into();
+    reg.put_manifest("test/bb", "lies", oci, &serde_json::to_vec(&m).unwrap());
+    let k = Keel::new();
+    let err = fails(
+        kc(&k, &reg, Some(none)),
+        &["pull", &format!("{}/test/bb:lies", reg.host())],
+    );
+    assert!(err.contains(&lie) && err.contains(&layer), "{err}");
+    let blob = k.root().join("images/blobs").join(layer.replace(':', "/"));
+    assert!(!blob.exists(), "the lying layer was stored: {err}");
+    k.ok(&["fsck"]);
+    assert!(!k.ok(&["images"]).contains("test/bb"));
+}
