@@ -661,3 +661,141 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     k.ok(&["fsck"]);
     assert!(!k.ok(&["images"]).contains("test/bb"));
 }
+
+/// skopeo with the test registry's CA and user.
+fn skopeo(reg: &Registry, args: &[&str]) -> String {
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let creds = format!("{USER}:{PASSWORD}");
+    let mut c = Command::new("skopeo");
+    c.arg(args[0]);
+    if args[0] == "copy" {
+        c.args(["--src-cert-dir", &certs, "--src-creds", &creds]);
+        c.args(["--dest-cert-dir", &certs, "--dest-creds", &creds]);
+    } else {
+        c.args(["--cert-dir", &certs, "--creds", &creds]);
+    }
+    common::run_ok(c.args(&args[1..]))
+}
+
+/// The layer media types of a manifest in the registry (read by skopeo).
+fn layer_types(reg: &Registry, name: &str) -> Vec<String> {
+    let raw = skopeo(reg, &["inspect", "--raw", &format!("docker://{name}")]);
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 13 (zstd), against a second implementation both ways: an image skopeo
+/// recompressed to zstd is pulled and run by keel; an image keel pushes with
+/// `--compression-format zstd` is copied by skopeo, whose zstd layers decompress to the
+/// config's diff_ids, and pulled by podman (which checks diff_ids itself). A second push
+/// reuses the remembered zstd digest: nothing is compressed again.
+#[test]
+fn zstd_layers_with_skopeo_and_podman() {
+    if !regserver::available() {
+        return;
+    }
+    crate::require!(common::have("skopeo"), "skopeo is not installed");
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (a, _) = seed(&reg, &good);
+    let (gz, zs) = (
+        format!("{}/test/bb:1", reg.host()),
+        format!("{}/test/bbz:1", reg.host()),
+    );
+    skopeo(
+        &reg,
+        &[
+            "copy",
+            "--dest-compress-format",
+            "zstd",
+            &format!("docker://{gz}"),
+            &format!("docker://{zs}"),
+        ],
+    );
+    let zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd";
+    assert_eq!(layer_types(&reg, &zs), [zstd_type]);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &zs]);
+    assert_eq!(b.ok(&["run", "--rm", &zs, "echo", "zstd"]), "zstd\n");
+    b.ok(&["fsck"]);
+    // keel pushes zstd; the second push (another repository) compresses nothing.
+    let kz = format!("{}/test/kz:1", reg.host());
+    let push = |dest: &str| {
+        let args = ["push", "--compression-format", "zstd", "bb", dest];
+        let out = kc(&a, &reg, Some(&good)).args(args).output().unwrap();
+        common::assert_success(&out, args);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = push(&kz);
+    assert!(first.contains("1 layers compressed"), "{first}");
+    assert_eq!(layer_types(&reg, &kz), [zstd_type]);
+    let again = push(&format!("{}/test/kz2:1", reg.host()));
+    assert!(
+        again.contains("0 layers compressed") && again.contains("1 mounted"),
+        "{again}"
+    );
+    let dir = a.path("skopeo-dir");
+    skopeo(
+        &reg,
+        &[
+            "copy",
+            &format!("docker://{kz}"),
+            &format!("dir:{}", dir.display()),
+        ],
+    );
+    check_diff_ids(&dir);
+    podman_pulls(&a, &reg, &good, &kz);
+}
+
+/// A `dir:` copy's layers decompress (zstd) to its config's diff_ids.
+fn check_diff_ids(dir: &std::path::Path) {
+    use sha2::Digest as _;
+    let blob = |d: &str| std::fs::read(dir.join(d.trim_start_matches("sha256:"))).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(m["config"]["digest"].as_str().unwrap())).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        config["rootfs"]["diff_ids"].as_array().unwrap().len()
+    );
+    for (l, want) in layers
+        .iter()
+        .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+    {
+        let plain = zstd::decode_all(&blob(l["digest"].as_str().unwrap())[..]).unwrap();
+        let got = format!("sha256:{:x}", sha2::Sha256::digest(&plain));
+        assert_eq!(got, want.as_str().unwrap());
+    }
+}
+
+/// podman pulls `name` (verifying diff_ids) and its copy holds busybox.
+fn podman_pulls(k: &Keel, reg: &Registry, auth: &std::path::Path, name: &str) {
+    crate::require!(common::have("podman"), "podman is not installed");
+    let pd = k.path("podman");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root").arg(pd.join("root"));
+        c.arg("--runroot").arg(pd.join("run"));
+        c.args(["--storage-driver", "vfs", "--events-backend", "file"]);
+        c.env("REGISTRY_AUTH_FILE", auth).args(args);
+        common::run_ok(&mut c)
+    };
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    podman(&["pull", "-q", "--cert-dir", &certs, name]);
+    let id = podman(&["create", name, "true"]).trim().to_string();
+    let tar = k.path("podman-export.tar");
+    podman(&["export", "-o", &tar.display().to_string(), &id]);
+    let listing = common::run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(
+        listing.lines().any(|l| l.ends_with("bin/busybox")),
+        "{listing}"
+    );
+    podman(&["rm", &id]);
+}
