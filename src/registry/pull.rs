@@ -427,7 +427,7 @@ fn fetch_layers(
     events: Events,
     stats: &mut Stats,
 ) -> Result<(), RegistryError> {
-    let unsynced = store.clone().without_fsync();
+    let unsynced = store.clone().syncing_later();
     let queue = Mutex::new(work.into_iter().collect::<VecDeque<_>>());
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
     let total = Mutex::new(Stats::default());
