@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::client::{scope, unexpected, Client, Connect};
 use super::config::RegistriesConfig;
 use super::name::{Reference, Remote};
-use super::push::{send_blob, target_of, Memo, Outgoing};
+use super::push::{layer_blob, send_blob, target_of, Compression, Memo, Outgoing};
 use super::RegistryError;
 use crate::build::cache::{BuildCache, CacheKey, KEY_VERSION};
 use crate::digest::{self, Digest};
@@ -30,8 +30,9 @@ use crate::store::Store;
 pub const ARTIFACT_TYPE: &str = "application/vnd.keel.build-cache.v1+json";
 /// The media type of its config (the entries).
 pub const CONFIG_TYPE: &str = "application/vnd.keel.build-cache.config.v1+json";
-/// The format of the config document.
-pub const FORMAT: u64 = 1;
+/// The format of the config document: 2 adds `compressed` (layers travel compressed);
+/// a reader of format 2 also reads format 1 (layers as stored).
+pub const FORMAT: u64 = 2;
 /// Largest cache config keel reads.
 const MAX_CONFIG: u64 = 64 << 20;
 
@@ -44,11 +45,13 @@ pub enum Mode {
     Max,
 }
 
-/// `registry:REF[,mode=min|max]`.
+/// `registry:REF[,mode=min|max][,compression=gzip|zstd|none]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRef {
     pub image: ImageRef,
     pub mode: Mode,
+    /// How keel's own (uncompressed) layers travel (gzip by default, as image layers).
+    pub compression: Compression,
 }
 
 impl std::str::FromStr for CacheRef {
@@ -68,19 +71,26 @@ impl std::str::FromStr for CacheRef {
         target_of(&image).map_err(|_| {
             format!("cache {s:?}: name the registry (registry:localhost:5000/team/cache)")
         })?;
-        let mut mode = Mode::Min;
+        let mut c = CacheRef {
+            image,
+            mode: Mode::Min,
+            compression: Compression::Gzip,
+        };
         for p in parts {
-            mode = match p {
-                "mode=min" => Mode::Min,
-                "mode=max" => Mode::Max,
-                o => {
+            match p.split_once('=') {
+                Some(("mode", "min")) => c.mode = Mode::Min,
+                Some(("mode", "max")) => c.mode = Mode::Max,
+                Some(("compression", f)) => {
+                    c.compression = f.parse().map_err(|e| format!("cache {s:?}: {e}"))?
+                }
+                _ => {
                     return Err(format!(
-                        "cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max"
+                        "cache {s:?}: unknown option {p:?}; the options are mode=min|max and compression=gzip|zstd|none"
                     ))
                 }
-            };
+            }
         }
-        Ok(CacheRef { image, mode })
+        Ok(c)
     }
 }
 
@@ -131,7 +141,7 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
         .ok_or_else(|| bad(&label, "its config has no valid digest"))?;
     let config = read_small_blob(&client, &repo, &config_digest)?;
     let config: Value = serde_json::from_slice(&config).map_err(|e| bad(&label, &e.to_string()))?;
-    if config["format"].as_u64() != Some(FORMAT)
+    if !matches!(config["format"].as_u64(), Some(1..=FORMAT))
         || config["key_version"].as_u64() != Some(KEY_VERSION.into())
     {
         tracing::warn!("{label}: cache of another format or key version; ignored");
@@ -150,6 +160,7 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
     }
     let memo = Memo::new(store);
     let host = Remote::endpoint_of(&remote.registry);
+    note_compressed(&memo, &config["compressed"]);
     for l in manifest["layers"].as_array().into_iter().flatten() {
         if let Some(d) = l["digest"].as_str().and_then(digest::parse) {
             memo.add_source(host, &d, &remote.repository);
@@ -157,6 +168,27 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
         }
     }
     Ok(out)
+}
+
+/// Remembers the compressed form of each uncompressed layer a cache lists (format 2's
+/// `compressed`): a fetch then downloads that and stores what it decompresses to, and a
+/// later push of the layer sends it without compressing.
+fn note_compressed(memo: &Memo, compressed: &Value) {
+    for (plain, packed) in compressed.as_object().into_iter().flatten() {
+        let format = match packed["mediaType"].as_str() {
+            Some(m) if m.ends_with("+gzip") => Compression::Gzip,
+            Some(m) if m.ends_with("+zstd") => Compression::Zstd,
+            _ => continue,
+        };
+        let (Some(plain), Some(d), Some(size)) = (
+            digest::parse(plain),
+            packed["digest"].as_str().and_then(digest::parse),
+            packed["size"].as_u64(),
+        ) else {
+            continue;
+        };
+        memo.set_compressed(&plain, format, &d, size);
+    }
 }
 
 fn bad(reference: &str, why: &str) -> RegistryError {
@@ -197,7 +229,22 @@ fn read_small_blob(client: &Client, repo: &str, d: &Digest) -> Result<Vec<u8>, R
 
 /// Whether a missing blob can be fetched from an imported cache.
 pub fn fetchable(store: &Store, d: &Digest) -> bool {
-    Memo::new(store).any_source(d).is_some()
+    source_of(&Memo::new(store), d).is_some()
+}
+
+/// Where a missing layer `d` can be fetched: `(host, repository, compressed form)`, the
+/// compressed form (when set) being what to download and decompress into `d`.
+fn source_of(memo: &Memo, d: &Digest) -> Option<(String, String, Option<(Digest, u64)>)> {
+    if let Some((h, r)) = memo.any_source(d) {
+        return Some((h, r, None));
+    }
+    [Compression::Gzip, Compression::Zstd]
+        .into_iter()
+        .filter_map(|f| memo.compressed(d, f))
+        .find_map(|(c, size)| {
+            let (h, r) = memo.any_source(&c)?;
+            Some((h, r, Some((c, size))))
+        })
 }
 
 static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -226,7 +273,7 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
         if store.has_blob(d) {
             continue;
         }
-        let Some((host, repository)) = memo.any_source(d) else {
+        let Some((host, repository, packed)) = source_of(&memo, d) else {
             continue;
         };
         let id = format!("{host}/{repository}");
@@ -247,6 +294,18 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
             }
         };
         let repo = client.repo_url(&repository);
+        if let Some((c, size)) = packed {
+            let packed = oci_spec::image::Descriptor::new(
+                oci_spec::image::MediaType::Other("application/octet-stream".into()),
+                size,
+                c,
+            );
+            let n = super::pull::fetch_unpacked(store, &client, &repo, &packed, d)?;
+            store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+            FETCHED_BYTES.fetch_add(n, Ordering::Relaxed);
+            FETCHED_BLOBS.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let mut stats = super::pull::Stats::default();
         let fetched = super::pull::fetch_blob(
             store,
@@ -282,6 +341,67 @@ pub fn export(
     keys: &[CacheKey],
     final_layers: &[Digest],
 ) -> Result<Exported, RegistryError> {
+    let (entries, layers) = select(store, cref.mode, keys, final_layers);
+    let remote = target_of(&cref.image)?;
+    let client = connect(store, &remote, "pull,push")?;
+    let repo = client.repo_url(&remote.repository);
+    let mut pushed = super::push::Pushed::default();
+    let memo = Memo::new(store);
+    let mut sent = Vec::new();
+    let mut compressed = BTreeMap::new();
+    for d in layers.values() {
+        let desc: oci_spec::image::Descriptor = serde_json::from_value(d.clone())
+            .map_err(|e| bad("cache", &format!("an entry has an invalid layer: {e}")))?;
+        let format = match crate::store::is_uncompressed(desc.media_type()) {
+            true => cref.compression,
+            false => Compression::None,
+        };
+        let blob = layer_blob(store, &memo, &desc, format, &mut pushed)?;
+        let (digest, size) = send_blob(store, &memo, &client, &repo, blob, &[], &mut pushed)?;
+        let host = Remote::endpoint_of(&remote.registry);
+        memo.add_source(host, &digest, &remote.repository);
+        if format == Compression::None {
+            sent.push(d.clone());
+            continue;
+        }
+        let packed = json!({"mediaType": format.layer_media_type(false), "digest": digest.to_string(), "size": size});
+        compressed.insert(desc.digest().to_string(), packed.clone());
+        sent.push(packed);
+    }
+    let config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": compressed});
+    let (config_digest, config_size) = store.put_json(&config)?;
+    let config_blob = Outgoing::stored(config_digest.clone(), config_size);
+    send_blob(store, &memo, &client, &repo, config_blob, &[], &mut pushed)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+        "layers": sent,
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    let url = format!("{repo}/manifests/{}", remote.reference);
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let resp = client.send("PUT", &url, &[("Content-Type", media)], &bytes[..])?;
+    if resp.status() != 201 {
+        return Err(unexpected("PUT", &url, resp));
+    }
+    Ok(Exported {
+        entries: entries.len(),
+        layers: layers.len(),
+        uploaded: pushed.uploaded,
+        manifest: digest::of_bytes(&bytes).to_string(),
+    })
+}
+
+/// The entries `mode` exports among `keys` (hex key → entry) and the layer descriptors
+/// they name (digest → descriptor as stored).
+fn select(
+    store: &Store,
+    mode: Mode,
+    keys: &[CacheKey],
+    final_layers: &[Digest],
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let cache = BuildCache::new(store.root());
     let finals: BTreeSet<String> = final_layers.iter().map(|d| d.to_string()).collect();
     let mut entries = BTreeMap::new();
@@ -299,7 +419,7 @@ pub fn export(
         let in_final = descs
             .iter()
             .all(|d| d["digest"].as_str().is_some_and(|d| finals.contains(d)));
-        if cref.mode == Mode::Min && !in_final {
+        if mode == Mode::Min && !in_final {
             continue;
         }
         if let Some(m) = entry.as_object_mut() {
@@ -312,62 +432,7 @@ pub fn export(
         }
         entries.insert(key.hex().to_string(), entry);
     }
-    let config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries});
-    let (config_digest, config_size) = store.put_json(&config)?;
-    let remote = target_of(&cref.image)?;
-    let client = connect(store, &remote, "pull,push")?;
-    let repo = client.repo_url(&remote.repository);
-    let mut pushed = super::push::Pushed::default();
-    let memo = Memo::new(store);
-    for d in layers.values() {
-        let digest = d["digest"]
-            .as_str()
-            .and_then(digest::parse)
-            .ok_or_else(|| bad("cache", "an entry has a layer without a digest"))?;
-        let size = d["size"].as_u64().unwrap_or(0);
-        send_blob(
-            store,
-            &memo,
-            &client,
-            &repo,
-            Outgoing::stored(digest, size),
-            &[],
-            &mut pushed,
-        )?;
-    }
-    send_blob(
-        store,
-        &memo,
-        &client,
-        &repo,
-        Outgoing::stored(config_digest.clone(), config_size),
-        &[],
-        &mut pushed,
-    )?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
-        "layers": layers.values().collect::<Vec<_>>(),
-    });
-    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    let url = format!("{repo}/manifests/{}", remote.reference);
-    let resp = client.send(
-        "PUT",
-        &url,
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        &bytes[..],
-    )?;
-    if resp.status() != 201 {
-        return Err(unexpected("PUT", &url, resp));
-    }
-    Ok(Exported {
-        entries: entries.len(),
-        layers: layers.len(),
-        uploaded: pushed.uploaded,
-        manifest: digest::of_bytes(&bytes).to_string(),
-    })
+    (entries, layers)
 }
 
 #[cfg(test)]

@@ -589,6 +589,46 @@ pub(super) fn fetch_blob(
     Ok(true)
 }
 
+/// Fetches the compressed blob `packed` and stores what it decompresses to as the blob
+/// `plain` (an uncompressed layer, whose digest is its diff_id), in one pass: network →
+/// decompressor → the store's verified writer, which refuses anything but `plain`'s
+/// bytes. How a build cache's compressed layers become the uncompressed layers its
+/// entries name. Returns the compressed bytes read.
+pub(super) fn fetch_unpacked(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    packed: &Descriptor,
+    plain: &Digest,
+) -> Result<u64, RegistryError> {
+    let (resp, source) = open_blob(client, repo, packed)?;
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = CountingOwned {
+        inner: resp.into_body().into_reader().take(packed.size()),
+        count: counted.clone(),
+    };
+    let unpacked =
+        crate::layer::decompressed(reader).map_err(|e| blob_err(packed, &source, e.to_string()))?;
+    store.put_blob(unpacked, Some(plain))?;
+    crate::fault::point("pull.blob-stored");
+    Ok(counted.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Counts the bytes read through it (for a reader that must be `'static`).
+struct CountingOwned<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for CountingOwned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
 fn blob_err(d: &Descriptor, source: &str, why: String) -> RegistryError {
     RegistryError::Blob {
         what: "blob",

@@ -41,7 +41,7 @@ pub enum Compression {
 
 impl Compression {
     /// Its name in the memo and in messages.
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
@@ -50,7 +50,7 @@ impl Compression {
     }
 
     /// The layer media type of this compression in an OCI or a Docker manifest.
-    fn layer_media_type(self, docker: bool) -> &'static str {
+    pub(super) fn layer_media_type(self, docker: bool) -> &'static str {
         match (self, docker) {
             (Compression::Gzip, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
             (Compression::Gzip, false) => "application/vnd.oci.image.layer.v1.tar+gzip",
@@ -224,16 +224,7 @@ impl<'a> Session<'a> {
         format: Compression,
         out: &mut Pushed,
     ) -> Result<(Digest, u64), RegistryError> {
-        let blob = match (format, self.memo.compressed(layer.digest(), format)) {
-            (Compression::None, _) => Outgoing::stored(layer.digest().clone(), layer.size()),
-            (_, Some((digest, size))) => Outgoing {
-                digest,
-                size,
-                file: None,
-                compressed_of: Some((layer.digest().clone(), format)),
-            },
-            (_, None) => compress_layer(self.store, &self.memo, layer.digest(), format, out)?,
-        };
+        let blob = layer_blob(self.store, &self.memo, layer, format, out)?;
         self.send(blob, true, out)
     }
 
@@ -274,6 +265,28 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// What a stored layer travels as in `format` (`None`: as stored): its remembered
+/// compressed form (compressed only if the registry turns out to lack it), or a fresh
+/// compression.
+pub(super) fn layer_blob(
+    store: &Store,
+    memo: &Memo,
+    layer: &Descriptor,
+    format: Compression,
+    out: &mut Pushed,
+) -> Result<Outgoing, RegistryError> {
+    Ok(match (format, memo.compressed(layer.digest(), format)) {
+        (Compression::None, _) => Outgoing::stored(layer.digest().clone(), layer.size()),
+        (_, Some((digest, size))) => Outgoing {
+            digest,
+            size,
+            file: None,
+            compressed_of: Some((layer.digest().clone(), format)),
+        },
+        (_, None) => compress_layer(store, memo, layer.digest(), format, out)?,
+    })
 }
 
 /// Compresses a stored uncompressed layer into a temp file and remembers the result
@@ -487,7 +500,7 @@ impl Memo {
         let (dg, size) = text.trim().split_once(' ')?;
         Some((crate::digest::parse(dg)?, size.parse().ok()?))
     }
-    fn set_compressed(&self, d: &Digest, format: Compression, gz: &Digest, size: u64) {
+    pub(super) fn set_compressed(&self, d: &Digest, format: Compression, gz: &Digest, size: u64) {
         let dir = self.dir.join(format.name());
         let _ = hostfs::create_dir_all(&dir);
         let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));

@@ -461,6 +461,8 @@ fn push_compresses_skips_and_mounts() {
 /// with `--cache-to`; B, a fresh root, builds with `--cache-from`: every step is CACHED,
 /// the image is the same (same id, same manifest), and B downloads only the layers its
 /// image needs that it lacks (here: the steps' layers, not the base it already has).
+/// The cache's layers are gzip-compressed in the registry, and B stores them as the
+/// uncompressed layers the entries name.
 #[test]
 fn build_cache_shared_through_the_registry() {
     if !regserver::available() {
@@ -505,6 +507,13 @@ fn build_cache_shared_through_the_registry() {
         (v[0]["Digest"].as_str().unwrap().to_string(), sizes)
     };
     let (digest_a, full) = manifest(&a);
+    // Cache layers travel compressed, like image layers (format 2).
+    let cache_ref = format!("{}/test/cache:main", reg.host());
+    let types = layer_types(&reg, &cache_ref);
+    assert!(
+        !types.is_empty() && types.iter().all(|t| t.ends_with("+gzip")),
+        "{types:?}"
+    );
     let b = Keel::new();
     ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
     let from = format!("registry:{}/test/cache:main", reg.host());
