@@ -225,13 +225,6 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
     }
 }
 
-/// Flushes every dirty page and inode of the filesystem holding `file` (syncfs(2)): one
-/// flush for many files written without their own fsync (`keel pull`'s layers).
-pub fn syncfs(file: &File) -> io::Result<()> {
-    nix::unistd::syncfs(file)?;
-    Ok(())
-}
-
 /// When keel runs as root and has just written `path` in a tree another user owns (a
 /// project's `.keel/` stamps, an iid file): gives `path`, and the root-owned directories
 /// between it and the nearest ancestor that user owns, to that user, so a root `make`

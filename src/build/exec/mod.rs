@@ -584,12 +584,8 @@ impl<'a> Executor<'a> {
             ));
         }
         let key = inputs.key();
-        if !self.stage_no_cache {
-            if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
-                tracing::debug!(key = %key.0, "cache hit");
-                self.keys.borrow_mut().push(key);
-                return (Some(hit), None);
-            }
+        if let Some(hit) = self.peek(inputs) {
+            return (Some(hit), None);
         }
         let why = if self.stage_no_cache {
             "--no-cache".to_string()
@@ -598,6 +594,19 @@ impl<'a> Executor<'a> {
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
+    }
+
+    /// The cached state for `inputs`, its layers leased (and noted for `--cache-to`),
+    /// unless the cache is bypassed.
+    fn peek(&self, inputs: &KeyInputs) -> Option<State> {
+        if self.stage_no_cache {
+            return None;
+        }
+        let key = inputs.key();
+        let hit = self.cache.get::<State>(&key).filter(|h| self.hold(h))?;
+        tracing::debug!(key = %key.0, "cache hit");
+        self.keys.borrow_mut().push(key);
+        Some(hit)
     }
 
     /// Leases a cached state's layers; false when one is gone (gc took it: a miss)
