@@ -808,3 +808,67 @@ fn podman_pulls(k: &Keel, reg: &Registry, auth: &std::path::Path, name: &str) {
     );
     podman(&["rm", &id]);
 }
+
+/// The bytes a build's `cache-from: N layers (B bytes) downloaded` line reports.
+fn cache_bytes(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("cache-from:") && l.contains("downloaded"))
+        .unwrap_or_else(|| panic!("no cache-from line: {log}"));
+    line.split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 13 (lazy multi-stage cache): a builder stage writes a 2 MiB file, the final
+/// stage copies a small one from it. Root B, fresh, with `--cache-from` (mode=max, so the
+/// builder's layer is in the cache too) runs every step CACHED, makes A's image, and
+/// never downloads the builder's layer: `COPY --from` is looked up by the builder's key
+/// before the builder would be materialised.
+#[test]
+fn multi_stage_cache_hits_fetch_no_builder_layers() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {base} AS builder\nRUN dd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null && echo small > /small\nFROM {base}\nCOPY --from=builder /small /small\n"
+        ),
+    )
+    .unwrap();
+    let ctx_s = ctx.path().display().to_string();
+    let build = |k: &Keel, cache: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(cache);
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        let log = String::from_utf8(out.stderr).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "app"])).unwrap();
+        let digest = v[0]["Digest"].as_str().unwrap().to_string();
+        (digest, log)
+    };
+    let cache = format!("registry:{}/test/ms:1", reg.host());
+    let a = Keel::new();
+    let (digest_a, _) = build(&a, &["--cache-to", &format!("{cache},mode=max")]);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let (digest_b, log) = build(&b, &["--cache-from", &cache]);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    assert_eq!(digest_a, digest_b, "{log}");
+    let bytes = cache_bytes(&log);
+    assert!(bytes < 512 * 1024, "downloaded {bytes} bytes: {log}");
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/small"]), "small\n");
+    b.ok(&["fsck"]);
+}
