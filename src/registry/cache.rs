@@ -45,13 +45,17 @@ pub enum Mode {
     Max,
 }
 
-/// `registry:REF[,mode=min|max][,compression=gzip|zstd|none]`.
+/// `registry:REF[,mode=min|max][,compression=gzip|zstd|none][,mounts=true][,mounts-max=SIZE]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRef {
     pub image: ImageRef,
     pub mode: Mode,
     /// How keel's own (uncompressed) layers travel (gzip by default, as image layers).
     pub compression: Compression,
+    /// Export the build's `RUN --mount=type=cache` directories too.
+    pub mounts: bool,
+    /// Largest cache mount exported, in bytes (a larger one is skipped with a warning).
+    pub mounts_max: u64,
 }
 
 impl std::str::FromStr for CacheRef {
@@ -75,9 +79,18 @@ impl std::str::FromStr for CacheRef {
             image,
             mode: Mode::Min,
             compression: Compression::Gzip,
+            mounts: false,
+            mounts_max: super::mounts::DEFAULT_MAX,
         };
         for p in parts {
             match p.split_once('=') {
+                Some(("mounts", "true")) => c.mounts = true,
+                Some(("mounts", "false")) => c.mounts = false,
+                Some(("mounts-max", n)) => {
+                    c.mounts_max = parse_size(n).ok_or_else(|| {
+                        format!("cache {s:?}: mounts-max={n}: give a size like 500M or 2G")
+                    })?
+                }
                 Some(("mode", "min")) => c.mode = Mode::Min,
                 Some(("mode", "max")) => c.mode = Mode::Max,
                 Some(("compression", f)) => {
@@ -85,13 +98,24 @@ impl std::str::FromStr for CacheRef {
                 }
                 _ => {
                     return Err(format!(
-                        "cache {s:?}: unknown option {p:?}; the options are mode=min|max and compression=gzip|zstd|none"
+                        "cache {s:?}: unknown option {p:?}; the options are mode=min|max compression=gzip|zstd|none, mounts=true and mounts-max=SIZE"
                     ))
                 }
             }
         }
         Ok(c)
     }
+}
+
+/// `123`, `64K`, `500M`, `2G` (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (n, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn connect(store: &Store, remote: &Remote, actions: &str) -> Result<Client, RegistryError> {
@@ -110,6 +134,8 @@ fn connect(store: &Store, remote: &Remote, actions: &str) -> Result<Client, Regi
 pub struct Imported {
     pub entries: usize,
     pub layers: usize,
+    /// Cache mounts offered (`mounts=true` at export).
+    pub mounts: usize,
 }
 
 /// Reads the cache at `cref` into the local build cache (entries only, no layers).
@@ -161,6 +187,7 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
     let memo = Memo::new(store);
     let host = Remote::endpoint_of(&remote.registry);
     note_compressed(&memo, &config["compressed"]);
+    out.mounts = super::mounts::note(&config["mounts"], host, &remote.repository);
     for l in manifest["layers"].as_array().into_iter().flatten() {
         if let Some(d) = l["digest"].as_str().and_then(digest::parse) {
             memo.add_source(host, &d, &remote.repository);
@@ -263,6 +290,34 @@ fn clients() -> &'static Mutex<HashMap<String, Arc<Client>>> {
     C.get_or_init(Default::default)
 }
 
+/// A client for `repository` on `host` with pull scope, shared by the fetches of one
+/// process.
+pub(super) fn client_for(
+    store: &Store,
+    host: &str,
+    repository: &str,
+) -> Result<Arc<Client>, RegistryError> {
+    let id = format!("{host}/{repository}");
+    let mut map = clients().lock().expect("clients");
+    if let Some(c) = map.get(&id) {
+        return Ok(c.clone());
+    }
+    let remote = Remote {
+        registry: host.to_string(),
+        repository: repository.to_string(),
+        reference: Reference::Tag("latest".into()),
+    };
+    let c = Arc::new(connect(store, &remote, "pull")?);
+    map.insert(id, c.clone());
+    Ok(c)
+}
+
+/// Counts bytes and blobs fetched for the build's `cache-from:` line.
+pub(super) fn count_fetched(bytes: u64, blobs: usize) {
+    FETCHED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    FETCHED_BLOBS.fetch_add(blobs, Ordering::Relaxed);
+}
+
 /// Fetches the layers of `layers` the store lacks from the cache that named them, each
 /// verified by digest and diff_id. A layer no cache names is left to the caller (the
 /// store reports it missing).
@@ -276,23 +331,7 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
         let Some((host, repository, packed)) = source_of(&memo, d) else {
             continue;
         };
-        let id = format!("{host}/{repository}");
-        let client = {
-            let mut map = clients().lock().expect("clients");
-            match map.get(&id) {
-                Some(c) => c.clone(),
-                None => {
-                    let remote = Remote {
-                        registry: host.clone(),
-                        repository: repository.clone(),
-                        reference: Reference::Tag("latest".into()),
-                    };
-                    let c = Arc::new(connect(store, &remote, "pull")?);
-                    map.insert(id, c.clone());
-                    c
-                }
-            }
-        };
+        let client = client_for(store, &host, &repository)?;
         let repo = client.repo_url(&repository);
         if let Some((c, size)) = packed {
             let packed = oci_spec::image::Descriptor::new(
@@ -332,7 +371,13 @@ pub struct Exported {
     pub layers: usize,
     pub uploaded: usize,
     pub manifest: String,
+    /// Cache mounts exported; those skipped as larger than `mounts-max` (id, bytes).
+    pub mounts: usize,
+    pub mounts_skipped: Vec<(String, u64)>,
 }
+
+/// A `RUN --mount=type=cache` a build named: its id and sharing.
+pub type MountUse = (String, crate::plan::mount::Sharing);
 
 /// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`.
 pub fn export(
@@ -340,8 +385,19 @@ pub fn export(
     cref: &CacheRef,
     keys: &[CacheKey],
     final_layers: &[Digest],
+    mounts: &[MountUse],
 ) -> Result<Exported, RegistryError> {
     let (entries, layers) = select(store, cref.mode, keys, final_layers);
+    let mut out = Exported::default();
+    let mut packed = Vec::new();
+    for (id, sharing) in mounts.iter().filter(|_| cref.mounts) {
+        let sharing = format!("{sharing:?}").to_lowercase();
+        match super::mounts::pack(store, id, &sharing, cref.mounts_max)? {
+            super::mounts::Export::Packed(p) => packed.push(p),
+            super::mounts::Export::TooLarge { id, bytes } => out.mounts_skipped.push((id, bytes)),
+            super::mounts::Export::Absent => {}
+        }
+    }
     let remote = target_of(&cref.image)?;
     let client = connect(store, &remote, "pull,push")?;
     let repo = client.repo_url(&remote.repository);
@@ -349,7 +405,16 @@ pub fn export(
     let memo = Memo::new(store);
     let mut sent = Vec::new();
     let mut compressed = BTreeMap::new();
-    for d in layers.values() {
+    let mut mount_entries = BTreeMap::new();
+    let mount_layers = packed
+        .iter()
+        .map(|p| serde_json::to_value(&p.layer).expect("a descriptor serialises"));
+    let all: Vec<(Option<&super::mounts::Packed>, Value)> = layers
+        .values()
+        .map(|d| (None, d.clone()))
+        .chain(packed.iter().map(Some).zip(mount_layers))
+        .collect();
+    for (mount, d) in &all {
         let desc: oci_spec::image::Descriptor = serde_json::from_value(d.clone())
             .map_err(|e| bad("cache", &format!("an entry has an invalid layer: {e}")))?;
         let format = match crate::store::is_uncompressed(desc.media_type()) {
@@ -360,15 +425,27 @@ pub fn export(
         let (digest, size) = send_blob(store, &memo, &client, &repo, blob, &[], &mut pushed)?;
         let host = Remote::endpoint_of(&remote.registry);
         memo.add_source(host, &digest, &remote.repository);
-        if format == Compression::None {
-            sent.push(d.clone());
-            continue;
+        let travels = match format {
+            Compression::None => d.clone(),
+            _ => {
+                json!({"mediaType": format.layer_media_type(false), "digest": digest.to_string(), "size": size})
+            }
+        };
+        match mount {
+            Some(p) => {
+                mount_entries.insert(p.id.clone(), super::mounts::entry(p, &travels));
+            }
+            None if format != Compression::None => {
+                compressed.insert(desc.digest().to_string(), travels.clone());
+            }
+            None => {}
         }
-        let packed = json!({"mediaType": format.layer_media_type(false), "digest": digest.to_string(), "size": size});
-        compressed.insert(desc.digest().to_string(), packed.clone());
-        sent.push(packed);
+        sent.push(travels);
     }
-    let config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": compressed});
+    let mut config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": compressed});
+    if !mount_entries.is_empty() {
+        config["mounts"] = json!(mount_entries);
+    }
     let (config_digest, config_size) = store.put_json(&config)?;
     let config_blob = Outgoing::stored(config_digest.clone(), config_size);
     send_blob(store, &memo, &client, &repo, config_blob, &[], &mut pushed)?;
@@ -386,12 +463,12 @@ pub fn export(
     if resp.status() != 201 {
         return Err(unexpected("PUT", &url, resp));
     }
-    Ok(Exported {
-        entries: entries.len(),
-        layers: layers.len(),
-        uploaded: pushed.uploaded,
-        manifest: digest::of_bytes(&bytes).to_string(),
-    })
+    out.entries = entries.len();
+    out.layers = layers.len();
+    out.uploaded = pushed.uploaded;
+    out.manifest = digest::of_bytes(&bytes).to_string();
+    out.mounts = mount_entries.len();
+    Ok(out)
 }
 
 /// The entries `mode` exports among `keys` (hex key → entry) and the layer descriptors

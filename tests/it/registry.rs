@@ -872,3 +872,51 @@ fn multi_stage_cache_hits_fetch_no_builder_layers() {
     assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/small"]), "small\n");
     b.ok(&["fsck"]);
 }
+
+/// Issue 13 (`--cache-to ...,mounts=true`): root A's RUN writes into a cache mount and
+/// exports it; root B, fresh, builds a changed step that reads the mount and sees A's
+/// file (the mount was seeded from the cache before the step ran). A mount larger than
+/// `mounts-max` is skipped with a warning naming it.
+#[test]
+fn cache_mounts_travel_through_the_registry_cache() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let dockerfile = |run: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        let text = format!("FROM {base}\nRUN --mount=type=cache,target=/cache {run}\n");
+        std::fs::write(ctx.path().join("Dockerfile"), text).unwrap();
+        ctx
+    };
+    let build = |k: &Keel, ctx: &std::path::Path, cache: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(cache);
+        let ctx_s = ctx.display().to_string();
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let cache = format!("registry:{}/test/mounts:1", reg.host());
+    let a = Keel::new();
+    let writer = dockerfile("mkdir -p /cache/m2 && echo warm > /cache/m2/seed && echo a > /a");
+    let log = build(
+        &a,
+        writer.path(),
+        &["--cache-to", &format!("{cache},mounts=true")],
+    );
+    assert!(log.contains("1 cache mounts"), "{log}");
+    let small = format!("{cache}-small,mounts=true,mounts-max=1");
+    let log = build(&a, writer.path(), &["--cache-to", &small]);
+    assert!(log.contains("cache mount /cache not exported"), "{log}");
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let reader = dockerfile("cat /cache/m2/seed > /seen");
+    build(&b, reader.path(), &["--cache-from", &cache]);
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
+    b.ok(&["fsck"]);
+}
