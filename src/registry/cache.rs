@@ -259,9 +259,12 @@ pub fn fetchable(store: &Store, d: &Digest) -> bool {
     source_of(&Memo::new(store), d).is_some()
 }
 
-/// Where a missing layer `d` can be fetched: `(host, repository, compressed form)`, the
-/// compressed form (when set) being what to download and decompress into `d`.
-fn source_of(memo: &Memo, d: &Digest) -> Option<(String, String, Option<(Digest, u64)>)> {
+/// Where a missing layer can be fetched: host, repository, and (when set) the compressed
+/// form to download and decompress into it (digest, size).
+type Source = (String, String, Option<(Digest, u64)>);
+
+/// Where a missing layer `d` can be fetched.
+fn source_of(memo: &Memo, d: &Digest) -> Option<Source> {
     if let Some((h, r)) = memo.any_source(d) {
         return Some((h, r, None));
     }
@@ -393,7 +396,7 @@ pub fn export(
     for (id, sharing) in mounts.iter().filter(|_| cref.mounts) {
         let sharing = format!("{sharing:?}").to_lowercase();
         match super::mounts::pack(store, id, &sharing, cref.mounts_max)? {
-            super::mounts::Export::Packed(p) => packed.push(p),
+            super::mounts::Export::Packed(p) => packed.push(*p),
             super::mounts::Export::TooLarge { id, bytes } => out.mounts_skipped.push((id, bytes)),
             super::mounts::Export::Absent => {}
         }

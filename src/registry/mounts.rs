@@ -32,7 +32,7 @@ pub struct Packed {
 
 /// What happened to one cache mount at export.
 pub enum Export {
-    Packed(Packed),
+    Packed(Box<Packed>),
     /// Not exported: larger than the limit (bytes found), or absent on this root.
     TooLarge {
         id: String,
@@ -87,11 +87,11 @@ pub fn pack(store: &Store, id: &str, sharing: &str, max: u64) -> Result<Export, 
     }
     let w = tar.into_inner().map_err(io)?;
     let (d, size) = w.commit(None)?;
-    Ok(Export::Packed(Packed {
+    Ok(Export::Packed(Box::new(Packed {
         id: id.to_string(),
         sharing: sharing.to_string(),
         layer: Descriptor::new(MediaType::ImageLayer, size, d),
-    }))
+    })))
 }
 
 /// A cache mount a `--cache-from` cache offers: where, what to fetch, what it must

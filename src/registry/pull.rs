@@ -454,12 +454,15 @@ fn fetch_layers(
                     Some(events),
                     &mut mine,
                 )
-                .and_then(|fetched| match fetched {
-                    true => Ok(written
-                        .lock()
-                        .expect("written")
-                        .push(layer.digest().clone())),
-                    false => Ok(store.verify_diff_id(&layer, &diff_id)?),
+                .and_then(|fetched| {
+                    if fetched {
+                        written
+                            .lock()
+                            .expect("written")
+                            .push(layer.digest().clone());
+                        return Ok(());
+                    }
+                    Ok(store.verify_diff_id(&layer, &diff_id)?)
                 });
                 let mut t = total.lock().expect("stats");
                 t.bytes += mine.bytes;

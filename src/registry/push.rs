@@ -165,7 +165,7 @@ pub fn push(
         serde_json::to_vec(&manifest).expect("a manifest serialises")
     };
     let media = image.manifest_descriptor.media_type().clone();
-    session.put_manifest(&target.reference.to_string(), &media.to_string(), &bytes)?;
+    session.put_manifest(&target.reference.to_string(), media.as_ref(), &bytes)?;
     let digest = crate::digest::of_bytes(&bytes);
     out.manifest = digest.to_string();
     out.descriptor = Some(Descriptor::new(media, bytes.len() as u64, digest));
