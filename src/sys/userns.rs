@@ -83,6 +83,13 @@ pub fn rootless() -> bool {
     root_is_unprivileged(&map)
 }
 
+/// [`rootless`], worked out once per process (keel never changes namespace after
+/// start-up, except in forked children that exec at once).
+pub fn rootless_cached() -> bool {
+    static ROOTLESS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ROOTLESS.get_or_init(rootless)
+}
+
 /// The host uid that is uid 0 here (the calling user's uid when rootless).
 pub fn host_uid() -> u32 {
     let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
