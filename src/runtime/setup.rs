@@ -106,7 +106,20 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
                     continue;
                 }
                 let t = tree.mount_target(Path::new(target), false).map_err(r)?;
-                sys::mount::mount_fs(fstype, source, &t.path(), options).map_err(e)?;
+                match sys::mount::mount_fs(fstype, source, &t.path(), options) {
+                    // Rootless with the host's network (`--network host`, RUN steps): a
+                    // new sysfs needs a network namespace of keel's own, so the host's
+                    // /sys is bound read-only instead, as podman does.
+                    Err(err)
+                        if fstype == "sysfs"
+                            && err.errno() == Some(libc::EPERM)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(e)?;
+                        remount_readonly(&tree, target)?;
+                    }
+                    other => other.map_err(e)?,
+                }
             }
             MountOp::Bind {
                 source,
