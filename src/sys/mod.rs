@@ -14,6 +14,7 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod session;
 pub mod tty;
+pub mod userfile;
 pub mod userns;
 
 pub use error::SysError;
