@@ -24,39 +24,6 @@ pub fn default_root() -> PathBuf {
     data.join("keel")
 }
 
-/// Runtime state that must not outlive a boot (OCI bundles): `/run/keel` for root,
-/// `$XDG_RUNTIME_DIR/keel` for an ordinary user, or `/tmp/keel-<uid>` (0700, checked to
-/// be the user's own) when `XDG_RUNTIME_DIR` is unset, as podman falls back.
-pub fn runtime_dir() -> PathBuf {
-    if !userns::rootless() {
-        return PathBuf::from("/run/keel");
-    }
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute() && p.is_dir())
-        .map(|p| p.join("keel"))
-        .unwrap_or_else(|| PathBuf::from(format!("/tmp/keel-{}", userns::host_uid())))
-}
-
-/// Creates [`runtime_dir`] with mode 0700 and refuses one somebody else made.
-pub fn ensure_runtime_dir() -> anyhow::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
-    let dir = runtime_dir();
-    let mut b = std::fs::DirBuilder::new();
-    b.mode(0o700).recursive(true);
-    crate::sys::hostfs::create_dir_with(&b, &dir)
-        .with_context(|| format!("creating the runtime directory {}", dir.display()))?;
-    let m = std::fs::symlink_metadata(&dir)?;
-    let me = crate::sys::proc::effective_ids().0;
-    if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
-        anyhow::bail!(
-            "runtime directory {} is not a private directory of this user; remove it or set XDG_RUNTIME_DIR",
-            dir.display()
-        );
-    }
-    Ok(dir)
-}
-
 /// Enters the rootless user namespace when keel runs as an ordinary user and the command
 /// needs one (`needs` false: commands that only read, or `keel exec`, which joins the
 /// container's own namespace instead). A user without a subordinate range gets a
@@ -81,5 +48,8 @@ pub fn enter_if_needed(needs: bool) -> anyhow::Result<()> {
     };
     userns::enter(&uids, &gids).with_context(|| {
         format!("entering a user namespace as {name} (rootless keel; see docs/rootless.md)")
-    })
+    })?;
+    userns::ensure_runtime_dir()
+        .with_context(|| format!("creating {}", userns::runtime_dir().display()))?;
+    Ok(())
 }

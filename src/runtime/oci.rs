@@ -44,8 +44,12 @@ impl Oci {
 
     /// Bundles under `<keel root>/runtime/bundles`.
     pub fn in_root(runtime: PathBuf, keel_root: &Path) -> Oci {
+        // Rootless, the runtime's default state dir (/run/runc for uid 0) is the host's.
+        let state_root = crate::sys::userns::rootless_cached()
+            .then(|| crate::sys::userns::runtime_dir().join("runc"));
         Oci {
             bundle_root: bundle_root(keel_root),
+            state_root,
             ..Oci::new(runtime)
         }
     }

@@ -8,7 +8,7 @@
 //! as podman's helper does; with no subordinate range, the process maps only itself
 //! (which needs no helper). Reading `/etc/subuid` and planning the maps is pure
 //! ([`subordinate_ranges`], [`plan_maps`]); policy (when to enter) lives in `cli`.
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::sched::CloneFlags;
 
@@ -114,6 +114,38 @@ pub fn current_user() -> (u32, u32, String) {
         .map(|u| u.name)
         .unwrap_or_else(|| uid.to_string());
     (uid.as_raw(), gid, name)
+}
+
+/// Runtime state that must not outlive a boot (OCI bundles): `/run/keel` for root,
+/// `$XDG_RUNTIME_DIR/keel` for an ordinary user, or `/tmp/keel-<uid>` (0700, checked to
+/// be the user's own) when `XDG_RUNTIME_DIR` is unset, as podman falls back.
+pub fn runtime_dir() -> PathBuf {
+    if !rootless() {
+        return PathBuf::from("/run/keel");
+    }
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute() && p.is_dir())
+        .map(|p| p.join("keel"))
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/keel-{}", host_uid())))
+}
+
+/// Creates [`runtime_dir`] with mode 0700 and refuses one somebody else made.
+pub fn ensure_runtime_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = runtime_dir();
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700).recursive(true);
+    super::hostfs::create_dir_with(&b, &dir)?;
+    let m = std::fs::symlink_metadata(&dir)?;
+    let me = super::proc::effective_ids().0;
+    if !m.is_dir() || m.uid() != me || m.mode() & 0o077 != 0 {
+        return Err(std::io::Error::other(format!(
+            "runtime directory {} is not a private directory of this user; remove it or set XDG_RUNTIME_DIR",
+            dir.display()
+        )));
+    }
+    Ok(dir)
 }
 
 /// Moves the calling (single-threaded) process into a new user namespace and a mount
