@@ -221,6 +221,10 @@ pub fn main() -> i32 {
         durable: !cli.no_fsync,
         reporter: Reporter::new(cli.progress),
     };
+    if let Err(e) = rootless::make_private_root(&ctx.root) {
+        errln!("keel: error: {}", error_text(&e));
+        return 1;
+    }
     match dispatch(cli.command, &ctx) {
         Ok(code) => code,
         Err(e) => {

@@ -24,6 +24,27 @@ pub fn default_root() -> PathBuf {
     data.join("keel")
 }
 
+/// Rootless, a store that does not exist yet is made private (0700): on a shared host
+/// another user must not read this user's images, containers or build cache.
+pub fn make_private_root(root: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !userns::rootless() || root.exists() {
+        return Ok(());
+    }
+    if let Some(parent) = root.parent() {
+        crate::sys::hostfs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut b = std::fs::DirBuilder::new();
+    b.mode(0o700);
+    match crate::sys::hostfs::create_dir_with(&b, root) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            Err(e).with_context(|| format!("creating the keel root {}", root.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Enters the rootless user namespace when keel runs as an ordinary user and the command
 /// needs one (`needs` false: commands that only read, or `keel exec`, which joins the
 /// container's own namespace instead). A user without a subordinate range gets a

@@ -200,6 +200,38 @@ fn cgroups() -> String {
     }
 }
 
+/// `keel info`'s rootless line: whether keel runs in a user namespace and what it maps.
+fn rootless_text() -> String {
+    if !crate::sys::userns::rootless() {
+        return "no (real root)".into();
+    }
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let lines: Vec<&str> = map.lines().collect();
+    let ids: u64 = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    let host = crate::sys::userns::host_uid();
+    match ids {
+        0 | 1 => format!("yes: uid 0 is host uid {host}, no subordinate ids (add a range to /etc/subuid and /etc/subgid; docs/rootless.md)"),
+        n => format!("yes: uid 0 is host uid {host}, {} subordinate ids mapped", n - 1),
+    }
+}
+
+/// `keel info`'s storage line: the driver a container would get here, and why.
+fn storage_text(root: &std::path::Path) -> String {
+    let found = crate::storage::detect(root);
+    let overlay = found.iter().find(|d| d.name == "overlay");
+    match overlay {
+        Some(o) if o.available && crate::sys::userns::rootless() => {
+            "overlay (mounted inside the user namespace with userxattr)".into()
+        }
+        Some(o) if o.available => "overlay".into(),
+        Some(o) => format!("copy (overlay is unavailable: {})", o.detail),
+        None => "copy".into(),
+    }
+}
+
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -211,6 +243,8 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
+        "rootless": rootless_text(),
+        "storage": storage_text(&ctx.root),
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -220,6 +254,8 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
+        outln!("rootless:      {}", rootless_text())?;
+        outln!("storage:       {}", storage_text(&ctx.root))?;
         for (name, r) in backends() {
             match r {
                 Ok(()) => outln!("isolation:     {name}: available")?,
