@@ -65,7 +65,10 @@ pub fn enter_if_needed(needs: bool) -> anyhow::Result<()> {
     let (uids, gids) = if subuid.is_empty() || subgid.is_empty() {
         (userns::plan_maps(uid, &[]), userns::plan_maps(gid, &[]))
     } else {
-        (userns::plan_maps(uid, &subuid), userns::plan_maps(gid, &subgid))
+        (
+            userns::plan_maps(uid, &subuid),
+            userns::plan_maps(gid, &subgid),
+        )
     };
     userns::enter(&uids, &gids).with_context(|| {
         format!("entering a user namespace as {name} (rootless keel; see docs/rootless.md)")

@@ -432,10 +432,7 @@ impl Unpacker<'_, '_> {
         }
         // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
         // must not forge it. Whiteouts are the only way to delete through a layer.
-        for (k, v) in xattrs
-            .into_iter()
-            .filter(|(k, _)| !is_overlay_metadata(k))
-        {
+        for (k, v) in xattrs.into_iter().filter(|(k, _)| !is_overlay_metadata(k)) {
             // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
             let _ = dir.set_xattr(name, &k, &v);
         }

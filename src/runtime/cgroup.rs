@@ -134,7 +134,10 @@ pub fn cgroup_layout() -> CgroupLayout {
 pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, String> {
     use std::os::unix::fs::MetadataExt;
     let Some(v2) = &layout.v2 else {
-        return Err(format!("this host has no cgroup2 mount (cgroup layout: {})", layout.kind()));
+        return Err(format!(
+            "this host has no cgroup2 mount (cgroup layout: {})",
+            layout.kind()
+        ));
     };
     if !layout.v1.is_empty() {
         return Err(format!(
@@ -151,7 +154,12 @@ pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, St
     let me = crate::sys::proc::effective_ids().0;
     match std::fs::metadata(&dir) {
         Ok(m) if m.uid() == me => {}
-        _ => return Err(format!("{} is not owned by this user (not delegated)", dir.display())),
+        _ => {
+            return Err(format!(
+                "{} is not owned by this user (not delegated)",
+                dir.display()
+            ))
+        }
     }
     let have = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
     let missing: Vec<&str> = ["memory", "pids", "cpu"]
@@ -159,7 +167,11 @@ pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, St
         .filter(|c| !have.split_whitespace().any(|h| h == *c))
         .collect();
     if !missing.is_empty() {
-        return Err(format!("{} lacks the {} controllers", dir.display(), missing.join(", ")));
+        return Err(format!(
+            "{} lacks the {} controllers",
+            dir.display(),
+            missing.join(", ")
+        ));
     }
     Ok(dir)
 }
@@ -226,7 +238,10 @@ impl Cgroup {
         limits: &Limits,
     ) -> Result<Cgroup, CgroupError> {
         let flag = match limits {
-            Limits { memory_bytes: Some(_), .. } => "memory",
+            Limits {
+                memory_bytes: Some(_),
+                ..
+            } => "memory",
             Limits { pids: Some(_), .. } => "pids-limit",
             Limits { cpus: Some(_), .. } => "cpus",
             _ => return Ok(Cgroup::default()),

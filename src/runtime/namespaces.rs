@@ -176,7 +176,10 @@ pub fn exec(
     // first: as its owner it then holds the capabilities the other joins need.
     let mut fds = Vec::new();
     let user: &[&str] = if sys::proc::is_root() { &[] } else { &["user"] };
-    for kind in user.iter().chain(&["ipc", "uts", "net", "pid_for_children", "mnt"]) {
+    for kind in user
+        .iter()
+        .chain(&["ipc", "uts", "net", "pid_for_children", "mnt"])
+    {
         fds.push(sys::ns::open_ns(container_pid, kind)?);
     }
     let dirs = super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id);

@@ -163,7 +163,8 @@ fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
         if lowers.contains(&t) {
             continue;
         }
-        let opaque = matches!(sysfs::get_xattr(&t, overlay_opaque_xattr()), Ok(Some(v)) if v == b"y");
+        let opaque =
+            matches!(sysfs::get_xattr(&t, overlay_opaque_xattr()), Ok(Some(v)) if v == b"y");
         lowers.push(t);
         if opaque {
             break;
@@ -212,7 +213,11 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     sysfs::mknod(&d("lower/gone"), sysfs::NodeKind::Char, 0, 0, 0)
         .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;
     sysfs::set_xattr(&d("lower/opaque"), overlay_opaque_xattr(), b"y").map_err(|e| {
-        format!("no {} xattrs on {}: {e}", overlay_opaque_xattr(), storage.display())
+        format!(
+            "no {} xattrs on {}: {e}",
+            overlay_opaque_xattr(),
+            storage.display()
+        )
     })?;
     sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"), false)
         .map_err(|e| format!("test mount failed: {e}"))?;

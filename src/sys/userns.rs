@@ -96,7 +96,10 @@ pub fn host_uid() -> u32 {
     let uid = nix::unistd::geteuid().as_raw();
     map.lines()
         .filter_map(|l| {
-            let f: Vec<u32> = l.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+            let f: Vec<u32> = l
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
             (f.len() == 3 && uid >= f[0] && uid - f[0] < f[2]).then(|| f[1] + (uid - f[0]))
         })
         .next()
@@ -174,7 +177,10 @@ pub fn enter(uids: &[IdRange], gids: &[IdRange]) -> Result<(), SysError> {
             if ended.code() != 0 {
                 return Err(SysError::new(
                     "newuidmap/newgidmap",
-                    std::io::Error::other(format!("the id map helper failed (exit {}); its message is above", ended.code())),
+                    std::io::Error::other(format!(
+                        "the id map helper failed (exit {}); its message is above",
+                        ended.code()
+                    )),
                 ));
             }
         }
@@ -256,7 +262,8 @@ mod tests {
 
     #[test]
     fn subordinate_ranges_by_name_or_id() {
-        let text = "# comment\nkdev:100000:65536\nbob:165536:65536\n4323:231072:10\nbob:x:1\nbob:5:0\n";
+        let text =
+            "# comment\nkdev:100000:65536\nbob:165536:65536\n4323:231072:10\nbob:x:1\nbob:5:0\n";
         assert_eq!(
             subordinate_ranges(text, "bob", 4323),
             [(165536, 65536), (231072, 10)]
@@ -270,9 +277,21 @@ mod tests {
         assert_eq!(
             m,
             [
-                IdRange { inside: 0, outside: 1000, count: 1 },
-                IdRange { inside: 1, outside: 100000, count: 65536 },
-                IdRange { inside: 65537, outside: 200000, count: 10 },
+                IdRange {
+                    inside: 0,
+                    outside: 1000,
+                    count: 1
+                },
+                IdRange {
+                    inside: 1,
+                    outside: 100000,
+                    count: 65536
+                },
+                IdRange {
+                    inside: 65537,
+                    outside: 200000,
+                    count: 10
+                },
             ]
         );
         assert_eq!(plan_maps(7, &[]).len(), 1);

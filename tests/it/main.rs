@@ -18,6 +18,7 @@ mod layer;
 mod registry;
 mod regserver;
 mod report;
+mod rootless;
 mod run;
 mod runtime;
 mod store;
