@@ -89,6 +89,27 @@ impl Snapshotter for OverlayDriver {
         "overlay"
     }
 
+    fn ensure_mounted(&self, snap: &Snapshot) -> Result<()> {
+        // As root the mount lives in the host's namespace until the snapshot goes.
+        if !crate::sys::userns::rootless_cached() {
+            return Ok(());
+        }
+        let mounted = crate::sys::mount::mount_points()
+            .map(|m| m.contains(&snap.rootfs))
+            .unwrap_or(false);
+        if mounted {
+            return Ok(());
+        }
+        sysfs::mount_overlay(
+            &snap.parents,
+            &snap.dir.join("upper"),
+            &snap.dir.join("work"),
+            &snap.rootfs,
+            false,
+        )
+        .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+    }
+
     fn storage_root(&self) -> &Path {
         &self.storage
     }
