@@ -118,6 +118,20 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
                         sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(e)?;
                         remount_readonly(&tree, target)?;
                     }
+                    // Rootless without subordinate ids gid 5 (tty) is not mapped, and
+                    // devpts refuses an unmapped gid: its ptys get the user's group.
+                    Err(err)
+                        if fstype == "devpts"
+                            && err.errno() == Some(libc::EINVAL)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        let opts: Vec<String> = options
+                            .iter()
+                            .filter(|o| !o.starts_with("gid="))
+                            .cloned()
+                            .collect();
+                        sys::mount::mount_fs(fstype, source, &t.path(), &opts).map_err(e)?;
+                    }
                     other => other.map_err(e)?,
                 }
             }

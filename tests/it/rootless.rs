@@ -58,11 +58,13 @@ fn ranges(file: &str, name: &str) -> Vec<(u32, u32)> {
         .collect()
 }
 
+/// Tests run in parallel: one useradd/usermod at a time (they lock /etc/subuid).
+static USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Makes (once) the user `name` with a subordinate uid/gid range: useradd gives one
 /// where login.defs says so; otherwise the range starting at `start` is added.
 fn user(name: &'static str, start: u32) -> User {
-    static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _once = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    let _once = USERS.lock().unwrap_or_else(|e| e.into_inner());
     let exists = Command::new("id")
         .arg(name)
         .output()
@@ -774,4 +776,87 @@ fn rootless_limits_fail_clearly_without_a_delegated_cgroup() {
     if hybrid {
         assert!(err.contains("hybrid"), "{err}");
     }
+}
+
+/// A detached container's whole lifecycle as the user: logs, exec, stop, start (its
+/// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` refuses a
+/// running container with a way out and works on a stopped one.
+#[test]
+fn rootless_detached_lifecycle_works_as_for_root() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lc",
+        "bb",
+        "sh",
+        "-c",
+        "echo started; exec sleep 600",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !r.ok(&["logs", "lc"]).contains("started") {
+        assert!(Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        r.ok(&["exec", "lc", "sh", "-c", "echo kept > /kept; id -u"]),
+        "0\n"
+    );
+    let file = r.path("home/in.txt");
+    std::fs::write(&file, "copied\n").unwrap();
+    r.give(&file);
+    let err = r.fails(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
+    assert!(
+        err.contains("stop it first") && err.contains("keel exec -i lc"),
+        "{err}"
+    );
+    r.ok(&["stop", "lc"]);
+    r.ok(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
+    r.ok(&["start", "lc"]);
+    assert_eq!(
+        r.ok(&["exec", "lc", "cat", "/kept", "/in.txt"]),
+        "kept\ncopied\n"
+    );
+    r.ok(&["restart", "lc"]);
+    assert_eq!(r.ok(&["exec", "lc", "cat", "/kept"]), "kept\n");
+    r.ok(&["kill", "lc"]);
+    r.ok(&["wait", "lc"]);
+    r.ok(&["rm", "lc"]);
+    assert!(!r.ok(&["ps", "-a"]).contains("lc"));
+}
+
+/// A user without a subordinate range still gets keel, with a single-id map and a
+/// warning that names the files to edit; an image of root-owned files runs.
+#[test]
+fn rootless_without_a_subordinate_range_maps_only_the_user_and_says_so() {
+    require_rootless!();
+    let name = "keel-rootless-nosub";
+    let mut u = user(name, 7_000_000);
+    let _edit = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (file, flag) in [
+        ("/etc/subuid", "--del-subuids"),
+        ("/etc/subgid", "--del-subgids"),
+    ] {
+        for (s, n) in ranges(file, name) {
+            run_ok(Command::new("usermod").args([flag, &format!("{s}-{}", s + n - 1), name]));
+        }
+    }
+    drop(_edit);
+    u.subuids.clear();
+    let r = Rootless::new(u);
+    let out = r.output(&["bootstrap", "busybox", "bb"]);
+    assert_success(&out, "bootstrap without a range");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no subordinate id range for user {name} in /etc/subuid and /etc/subgid"
+        )),
+        "{err}"
+    );
+    let out = r.ok(&["run", "--rm", "bb", "sh", "-c", "cat /proc/self/uid_map"]);
+    let map: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(map, ["0", &r.user.uid.to_string(), "1"], "{out}");
+    assert!(r.ok(&["info"]).contains("no subordinate ids"));
 }
