@@ -504,6 +504,35 @@ mod tests {
         assert_eq!(CgroupLayout::from_mountinfo("").kind(), "none");
     }
 
+    #[test]
+    fn a_delegated_subtree_is_found_or_the_reason_given() {
+        let hybrid = CgroupLayout::from_mountinfo(HYBRID);
+        let e = delegated_subtree(&hybrid, "0::/user.slice\n").unwrap_err();
+        assert!(
+            e.contains("hybrid") && e.contains("/sys/fs/cgroup/unified"),
+            "{e}"
+        );
+        let none = delegated_subtree(&CgroupLayout::default(), "").unwrap_err();
+        assert!(none.contains("no cgroup2 mount"), "{none}");
+        let d = tempfile::tempdir().unwrap();
+        let v2 = CgroupLayout {
+            v2: Some(d.path().to_path_buf()),
+            ..CgroupLayout::default()
+        };
+        let mine = d.path().join("user.slice/app");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let e = delegated_subtree(&v2, "0::/user.slice/app\n").unwrap_err();
+        assert!(e.contains("lacks the pids controllers"), "{e}");
+        std::fs::write(mine.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        assert_eq!(
+            delegated_subtree(&v2, "0::/user.slice/app\n").unwrap(),
+            mine
+        );
+        let e = delegated_subtree(&v2, "1:name=systemd:/\n").unwrap_err();
+        assert!(e.contains("no cgroup v2 path"), "{e}");
+    }
+
     fn limits() -> Limits {
         Limits {
             memory_bytes: Some(32 << 20),
