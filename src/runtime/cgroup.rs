@@ -176,6 +176,26 @@ pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, St
     Ok(dir)
 }
 
+/// Rootless `--isolation oci`: the runtime gets no cgroup, so any limit is refused with
+/// the reason (no delegated subtree here, or the namespaces backend to use where there is).
+pub fn refuse_rootless_runtime_limits(limits: &Limits) -> Result<(), CgroupError> {
+    let flag = match limits {
+        Limits {
+            memory_bytes: Some(_),
+            ..
+        } => "memory",
+        Limits { pids: Some(_), .. } => "pids-limit",
+        Limits { cpus: Some(_), .. } => "cpus",
+        _ => return Ok(()),
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let why = match delegated_subtree(&super::cgroup_layout(), &own) {
+        Err(why) => why,
+        Ok(_) => "rootless --isolation oci does not pass limits to the runtime yet; the default --isolation namespaces applies them here".into(),
+    };
+    Err(CgroupError::NotDelegated { flag, why })
+}
+
 /// The cgroup directories of one container.
 #[derive(Debug, Default)]
 pub struct Cgroup {

@@ -118,6 +118,15 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
                         sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(e)?;
                         remount_readonly(&tree, target)?;
                     }
+                    // Rootless `--isolation chroot` (no PID namespace of its own): a new
+                    // proc needs one, so the host's is bound, as it is shared anyway.
+                    Err(err)
+                        if fstype == "proc"
+                            && err.errno() == Some(libc::EPERM)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        sys::mount::bind(Path::new("/proc"), &t.path(), false).map_err(e)?;
+                    }
                     // Rootless without subordinate ids gid 5 (tty) is not mapped, and
                     // devpts refuses an unmapped gid: its ptys get the user's group.
                     Err(err)
