@@ -860,3 +860,48 @@ fn rootless_without_a_subordinate_range_maps_only_the_user_and_says_so() {
     assert_eq!(map, ["0", &r.user.uid.to_string(), "1"], "{out}");
     assert!(r.ok(&["info"]).contains("no subordinate ids"));
 }
+
+/// The other backends as the user: chroot (host /proc and /sys bound) and runc inside
+/// keel's user namespace; files written through a bind are the user's either way, and
+/// runc is never handed a limit it would drop.
+#[test]
+fn rootless_chroot_and_oci_backends_run() {
+    require_rootless!();
+    require!(have("runc"), "runc is not installed (apt-get install runc)");
+    let r = Rootless::with_busybox(user_a());
+    let dir = r.path("home/out");
+    std::fs::create_dir(&dir).unwrap();
+    r.give(&dir);
+    let bind = format!("{}:/w", dir.display());
+    for b in ["chroot", "oci"] {
+        let out = r.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            b,
+            "-v",
+            &bind,
+            "bb",
+            "sh",
+            "-c",
+            &format!("touch /w/{b}; id -u"),
+        ]);
+        assert_eq!(out, "0\n", "{b}");
+        let m = std::fs::metadata(dir.join(b)).unwrap();
+        assert_eq!(m.uid(), r.user.uid, "{b}");
+    }
+    let err = r.fails(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "oci",
+        "--pids-limit",
+        "20",
+        "bb",
+        "true",
+    ]);
+    assert!(
+        err.contains("--pids-limit needs a cgroup v2 subtree"),
+        "{err}"
+    );
+}
