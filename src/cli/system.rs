@@ -205,12 +205,18 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         .unwrap_or_default()
         .trim()
         .to_string();
+    // The driver `keel run`/`build` pick without --storage-driver, and what each needs.
+    let drivers = crate::storage::detect(&ctx.root);
+    let default = crate::storage::open(None, &ctx.root)
+        .map(|d| d.name())
+        .unwrap_or("none");
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "root": ctx.root.display().to_string(),
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
+        "storage": {"default": default, "drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>()},
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -220,6 +226,13 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
+        outln!("storage:       {default} (default)")?;
+        for d in &drivers {
+            match d.available {
+                true => outln!("storage:       {}: available", d.name)?,
+                false => outln!("storage:       {}: unavailable ({})", d.name, d.detail)?,
+            }
+        }
         for (name, r) in backends() {
             match r {
                 Ok(()) => outln!("isolation:     {name}: available")?,
