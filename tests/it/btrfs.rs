@@ -155,9 +155,17 @@ fn chardev(name: &str) -> Vec<u8> {
 }
 
 /// Every entry below `root` with its type, content, mode, owner, mtime, device number,
-/// every xattr, and which entries share an inode (hardlinks).
+/// every xattr, and which visible entries share its inode (hardlinks; overlayfs reports a
+/// lower file's own link count even when its peer is hidden, so nlink is not compared).
 fn exact_tree(root: &Path) -> BTreeMap<String, String> {
-    let mut inodes: BTreeMap<u64, String> = BTreeMap::new();
+    let mut inodes: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let rel = e.path().strip_prefix(root).unwrap().display().to_string();
+            inodes.entry(e.metadata().unwrap().ino()).or_default().push(rel);
+        }
+    }
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(root).min_depth(1).sort_by_file_name() {
         let e = e.unwrap();
@@ -181,10 +189,9 @@ fn exact_tree(root: &Path) -> BTreeMap<String, String> {
             })
             .collect();
         xattrs.sort();
-        let link = if ft.is_file() && m.nlink() > 1 {
-            inodes.entry(m.ino()).or_insert(rel.clone()).clone()
-        } else {
-            String::new()
+        let link = match inodes.get(&m.ino()) {
+            Some(peers) if ft.is_file() && peers.len() > 1 => peers.join(","),
+            _ => String::new(),
         };
         let mtime = if ft.is_dir() { 0 } else { m.mtime() };
         let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
