@@ -438,7 +438,8 @@ fn build_and_runtime_suites_pass_on_btrfs() {
         "the suites failed on btrfs:\n{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("test result: ok"), "{text}");
+    let passed = text.lines().filter(|l| l.ends_with("... ok")).count();
+    assert!(passed >= 40, "only {passed} tests ran on btrfs:\n{text}");
 }
 
 /// Fills a new file with `mib` MiB of non-zero data (real extents, not a hole).
