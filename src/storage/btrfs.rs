@@ -93,7 +93,10 @@ impl BtrfsDriver {
             })?;
             unpacked += fresh as usize;
         }
-        Ok((chains.last().map(|c| self.chain_dir(c).join(TREE)), unpacked))
+        Ok((
+            chains.last().map(|c| self.chain_dir(c).join(TREE)),
+            unpacked,
+        ))
     }
 
     /// An empty tree to diff a snapshot of no layers against.
@@ -191,7 +194,10 @@ pub(crate) fn destroy_subvolumes(dir: &Path) {
     for p in found {
         if matches!(sysbtrfs::is_subvolume(&p), Ok(true)) {
             if let Err(e) = sysbtrfs::destroy_subvolume(&p) {
-                tracing::debug!("destroying subvolume {}: {e}; removing its files", p.display());
+                tracing::debug!(
+                    "destroying subvolume {}: {e}; removing its files",
+                    p.display()
+                );
             }
         }
     }

@@ -209,9 +209,7 @@ pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
     match kind {
         Some("copy") => Ok(Box::new(copy::CopyDriver::new(&storage)?)),
         Some("btrfs") => Ok(Box::new(btrfs::BtrfsDriver::new(&storage)?)),
-        None if btrfs::probe(&storage).is_ok() => {
-            Ok(Box::new(btrfs::BtrfsDriver::new(&storage)?))
-        }
+        None if btrfs::probe(&storage).is_ok() => Ok(Box::new(btrfs::BtrfsDriver::new(&storage)?)),
         Some("overlay") => match overlay::probe_cached(&storage) {
             Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
             Err(why) => Err(StorageError::Unavailable {

@@ -137,7 +137,12 @@ pub fn clone_file(from: &File, to: &File) -> io::Result<()> {
     nix::ioctl_write_int!(ficlone, BTRFS_IOCTL_MAGIC, 9);
     // SAFETY: FICLONE takes the source fd by value and touches no memory of ours; both
     // files stay open for the call.
-    unsafe { ficlone(to.as_raw_fd(), from.as_raw_fd() as nix::sys::ioctl::ioctl_param_type) }?;
+    unsafe {
+        ficlone(
+            to.as_raw_fd(),
+            from.as_raw_fd() as nix::sys::ioctl::ioctl_param_type,
+        )
+    }?;
     Ok(())
 }
 
@@ -183,7 +188,8 @@ mod tests {
     #[test]
     fn parent_and_name_splits_the_last_component() {
         let tmp = tempfile::tempdir().unwrap();
-        let (_, name) = parent_and_name(&tmp.path().join("sub")).unwrap();
+        let sub = tmp.path().join("sub");
+        let (_, name) = parent_and_name(&sub).unwrap();
         assert_eq!(name, "sub");
         assert!(parent_and_name(Path::new("/")).is_err());
     }

@@ -30,10 +30,7 @@ impl LoopFs {
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
-        fs::File::create(&img)
-            .unwrap()
-            .set_len(gib << 30)
-            .unwrap();
+        fs::File::create(&img).unwrap().set_len(gib << 30).unwrap();
         let mut mkfs = match kind {
             "btrfs" => {
                 let mut c = Command::new("mkfs.btrfs");
@@ -48,7 +45,13 @@ impl LoopFs {
             other => panic!("no loop filesystem kind {other}"),
         };
         run_ok(mkfs.arg(&img));
-        run_ok(Command::new("mount").arg("-o").arg("loop").arg(&img).arg(&mnt));
+        run_ok(
+            Command::new("mount")
+                .arg("-o")
+                .arg("loop")
+                .arg(&img)
+                .arg(&mnt),
+        );
         LoopFs { mnt, _dir: dir }
     }
 
@@ -78,7 +81,11 @@ impl Drop for LoopFs {
 macro_rules! require_loopfs {
     ($kind:expr) => {
         crate::require!(is_root(), "loop mounts need root");
-        let tool = if $kind == "btrfs" { "mkfs.btrfs" } else { "mkfs.xfs" };
+        let tool = if $kind == "btrfs" {
+            "mkfs.btrfs"
+        } else {
+            "mkfs.xfs"
+        };
         crate::require!(
             crate::common::have(tool),
             format!("{tool} is missing (apt-get install btrfs-progs xfsprogs)")
@@ -163,7 +170,10 @@ fn exact_tree(root: &Path) -> BTreeMap<String, String> {
         let e = e.unwrap();
         if e.file_type().is_file() {
             let rel = e.path().strip_prefix(root).unwrap().display().to_string();
-            inodes.entry(e.metadata().unwrap().ino()).or_default().push(rel);
+            inodes
+                .entry(e.metadata().unwrap().ino())
+                .or_default()
+                .push(rel);
         }
     }
     let mut out = BTreeMap::new();
@@ -194,7 +204,11 @@ fn exact_tree(root: &Path) -> BTreeMap<String, String> {
             _ => String::new(),
         };
         let mtime = if ft.is_dir() { 0 } else { m.mtime() };
-        let mode = if ft.is_symlink() { 0 } else { m.mode() & 0o7777 };
+        let mode = if ft.is_symlink() {
+            0
+        } else {
+            m.mode() & 0o7777
+        };
         out.insert(
             rel,
             format!(
@@ -496,7 +510,15 @@ fn copy_driver_snapshots_are_reflinks_on_xfs() {
     let before = fs.used();
     let out = k
         .cmd()
-        .args(["-v", "run", "--name", "c", "--storage-driver", "copy", "big"])
+        .args([
+            "-v",
+            "run",
+            "--name",
+            "c",
+            "--storage-driver",
+            "copy",
+            "big",
+        ])
         .args(["wc", "-c", "/big"])
         .output()
         .unwrap();
@@ -523,10 +545,19 @@ fn reflink_fallback_is_silent_but_traced() {
         .unwrap();
     crate::common::assert_success(&plain, "run");
     assert!(plain.stderr.is_empty(), "{plain:?}");
-    let on_ext4 = crate::common::run_ok(Command::new("stat").args(["-f", "-c", "%T"]).arg(k.root()));
+    let on_ext4 =
+        crate::common::run_ok(Command::new("stat").args(["-f", "-c", "%T"]).arg(k.root()));
     let traced = k
         .cmd()
-        .args(["-v", "run", "--rm", "--storage-driver", "copy", "bb", "true"])
+        .args([
+            "-v",
+            "run",
+            "--rm",
+            "--storage-driver",
+            "copy",
+            "bb",
+            "true",
+        ])
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&traced.stderr);

@@ -969,8 +969,13 @@ pub(crate) fn snapshot_lifecycle_in(kind: &str, base: &Path) {
             .join(keel::digest::hex_of(&layers[0].diff_id))
     } else {
         let chains = storage::copy::chain_ids(&layers);
-        let sub = if kind == "btrfs" { "subvolumes" } else { "chains" };
-        root.join("storage").join(sub)
+        let sub = if kind == "btrfs" {
+            "subvolumes"
+        } else {
+            "chains"
+        };
+        root.join("storage")
+            .join(sub)
             .join(keel::digest::hex_of(&chains[2]))
     };
     let before = fs::metadata(&cache).unwrap().ino();
