@@ -425,6 +425,24 @@ fn gc_removes_the_subvolumes_of_a_killed_build() {
     // And the store still builds.
     fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY f /f\nRUN cat /f\n").unwrap();
     k.ok(&["build", "-t", "out", &c]);
+    let fsck = k.ok(&["fsck", "--full"]);
+    assert!(fsck.contains("ok:"), "{fsck}");
+    // fsck checks the btrfs chain subvolumes too: a file slipped into one is found.
+    let chains = k.root().join("storage/subvolumes");
+    let chain = fs::read_dir(&chains)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    fs::write(chain.join("diff/planted"), "x").unwrap();
+    let out = k.cmd().arg("fsck").output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && text.contains("storage/subvolumes/"),
+        "{text}"
+    );
 }
 
 /// The build and runtime suites of this binary, run again with every keel root on a
