@@ -583,3 +583,25 @@ fn reflink_fallback_is_silent_but_traced() {
         assert!(log.contains("no reflink"), "{log}");
     }
 }
+
+/// A layer that fails half-way through its unpack leaves no subvolume and no cache
+/// entry behind; the chains below it stay cached.
+#[test]
+fn a_failed_unpack_leaves_no_subvolume() {
+    require_loopfs!("btrfs");
+    let fs = LoopFs::new("btrfs", 1);
+    let root = fs.mnt.join("root");
+    let drv = storage::open(Some("btrfs"), &root).unwrap();
+    let mut layers = three_layers(&fs.mnt);
+    let full = fs::read(&layers[2].blob).unwrap();
+    let cut = fs.mnt.join("cut");
+    fs::write(&cut, &full[..3 * 512 + 1]).unwrap();
+    layers[2].blob = cut;
+    let err = drv.prepare("s", &layers).unwrap_err().to_string();
+    assert!(err.contains(&layers[2].diff_id.to_string()), "{err}");
+    let tmps: Vec<_> = fs::read_dir(root.join("storage/tmp")).unwrap().collect();
+    assert!(tmps.is_empty(), "temp dirs left: {tmps:?}");
+    let subs = subvolumes(&fs.mnt);
+    assert_eq!(subs.len(), 2, "the two good chains only: {subs:?}");
+    assert!(!root.join("storage/snapshots/s").exists());
+}
