@@ -57,14 +57,15 @@ bench_fs() { # FS KEEL_DRIVER BUILDAH_DRIVER
   $b bud -q --layers --isolation oci --runtime runc -t big "$mnt/big" >/dev/null
   # Each keel build commits a layer the store does not have yet (as in bench/build.sh).
   local fresh="$k rmi big >/dev/null 2>&1; $k gc --cache >/dev/null; sync"
-  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/$fs.md" \
+  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/$fs-start.md" \
     -n "keel run --rm bb true ($fs, $kd)" "$k run --rm --storage-driver $kd bb true" \
     -n "buildah from+run+rm bb ($fs, $bd)" "$b run --isolation oci --runtime runc \$($b from -q --pull=never bb) true; $b rm --all >/dev/null" \
     -n "keel run --rm big true ($fs, $kd)" "$k run --rm --storage-driver $kd big true" \
-    -n "buildah from+run+rm big ($fs, $bd)" "$b run --isolation oci --runtime runc \$($b from -q --pull=never big) true; $b rm --all >/dev/null" \
+    -n "buildah from+run+rm big ($fs, $bd)" "$b run --isolation oci --runtime runc \$($b from -q --pull=never big) true; $b rm --all >/dev/null" >/dev/null
+  hyperfine --runs "$runs" --export-markdown "$work/$fs-copy.md" \
     --prepare "$fresh" -n "keel COPY 944 MB ($fs, $kd)" "$k build --no-cache --storage-driver $kd -t big $mnt/big" \
     --prepare "sync" -n "buildah COPY 944 MB ($fs, $bd)" "$b bud -q --layers --no-cache --isolation oci --runtime runc -t big $mnt/big" >/dev/null
-  cat "$work/$fs.md"
+  cat "$work/$fs-start.md" "$work/$fs-copy.md" | awk 'NR==1 || !/^\| Command|^\|:---/'
   echo
   df -h "$mnt" | tail -1 | awk -v fs="$fs" '{print "used on " fs " after the runs: " $3}'
   echo
