@@ -5,9 +5,9 @@
 #   xfs   (loop, reflink=1)  keel copy (reflinks)  buildah overlay
 # Rows: container start (run --rm `true`) of busybox and of a 944 MB image, and the
 # 944 MB COPY build (4 files of 225 MiB, as bench/build.sh makes its COPY context).
-# Then, on btrfs, the changeset of a container of a 10,000-file image: keel's tree walk
-# (a RUN step that touches one file, against the same step on busybox) against
-# `btrfs subvolume find-new` (generation-based, BTRFS_IOC_TREE_SEARCH).
+# Then, on btrfs, the changeset of a 10,000-file snapshot: keel's tree walk against
+# `btrfs subvolume find-new` (generation-based, BTRFS_IOC_TREE_SEARCH), through the
+# ignored test `btrfs_changeset_walk_vs_find_new_bench` in tests/it/btrfs.rs.
 # All three filesystems are loop-mounted sparse images on the same disk, so the disk and
 # the loop device cost the same everywhere.
 # Usage (as root): bench/storage.sh [RUNS]   — prints markdown tables.
@@ -76,41 +76,6 @@ bench_fs xfs copy overlay
 bench_fs btrfs btrfs btrfs
 
 echo "### btrfs changesets: tree walk (keel) against generation search (find-new)"
-python3 - "$mnt/many" <<'PY'
-import os, sys
-d = sys.argv[1]
-for i in range(10000):
-    sub = os.path.join(d, "src", "d%03d" % (i % 100))
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, "f%05d.txt" % i), "wb") as f:
-        f.write(os.urandom(512))
-PY
-printf 'FROM bb\nCOPY src/ /app/\n' > "$mnt/many/Dockerfile"
-k="$keel --root $mnt/keel"
-$k --progress quiet build -t many "$mnt/many" >/dev/null
-mkdir -p "$mnt/touch-many" "$mnt/touch-bb"
-printf 'FROM many\nRUN touch /app/d000/f00000.txt\n' > "$mnt/touch-many/Dockerfile"
-printf 'FROM bb\nRUN touch /bin/busybox\n' > "$mnt/touch-bb/Dockerfile"
-for img in bb many; do
-  $k --progress plain build --no-cache -t "touched-$img" "$mnt/touch-$img" 2>&1 >/dev/null | grep -oE 'DONE [0-9.]+s' | tr '\n' ' '
-  for _ in 1 2 3; do
-    $k --progress plain build --no-cache -t "touched-$img" "$mnt/touch-$img" 2>&1 >/dev/null | grep -oE 'DONE [0-9.]+s' | tr '\n' ' '
-  done
-  echo " (keel RUN touch one file, image $img: the step's time, 4 runs)"
-done
-# The same change in a snapshot of the 10,000-file chain, listed by generation.
-chain=$(ls -d "$mnt"/keel/storage/subvolumes/*/diff/app/d000 | head -1)
-chain=${chain%/app/d000}
-btrfs subvolume snapshot "$chain" "$mnt/snap" >/dev/null
-gen=$(btrfs subvolume find-new "$mnt/snap" 999999999 | awk '{print $NF}')
-touch "$mnt/snap/app/d000/f00000.txt"
-echo x > "$mnt/snap/app/d000/f00000.txt"
-sync
-hyperfine --warmup 2 --runs 10 --export-markdown "$work/findnew.md" \
-  -n "btrfs subvolume find-new (10,000-file snapshot, one file changed)" "btrfs subvolume find-new $mnt/snap $gen" >/dev/null
-cat "$work/findnew.md"
-echo "find-new lists: $(btrfs subvolume find-new "$mnt/snap" "$gen" | grep -c inode) changed file extents"
-rm -f "$mnt/snap/app/d001/f00001.txt"
-chmod 600 "$mnt/snap/app/d002/f00002.txt"
-echo "after a delete and a chmod, find-new still lists: $(btrfs subvolume find-new "$mnt/snap" "$gen" | grep -c inode)"
-btrfs subvolume delete "$mnt/snap" >/dev/null
+# 10,000 files, one rewritten, one deleted, one chmod'ed; debug build of the test binary.
+cargo test -q --test it btrfs_changeset_walk_vs_find_new_bench -- --ignored --nocapture 2>/dev/null \
+  | grep -E '^(tree walk|find-new)'
