@@ -244,6 +244,9 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         .trim()
         .to_string();
     // The driver `keel run`/`build` pick without --storage-driver, and what each needs.
+    // Probing writes under the root: open the store first, so a new root is made private
+    // as the store makes it (best effort: info still reports the rest without one).
+    let _ = crate::store::Store::open(&ctx.root);
     let drivers = crate::storage::detect(&ctx.root);
     let default = crate::storage::open(None, &ctx.root)
         .map(|d| d.name())
