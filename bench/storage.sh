@@ -33,7 +33,7 @@ fresh_fs() {
   truncate -s 12G "$work/fs.img"
   case $1 in
     ext4) mkfs.ext4 -q -F "$work/fs.img" ;;
-    btrfs) mkfs.btrfs -q "$work/fs.img" ;;
+    btrfs) mkfs.btrfs -q "$work/fs.img" >/dev/null ;; # -q still prints a NOTE
     xfs) mkfs.xfs -q -m reflink=1 "$work/fs.img" ;;
   esac
   mount -o loop "$work/fs.img" "$mnt"
