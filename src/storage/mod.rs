@@ -127,6 +127,12 @@ pub trait Snapshotter: Send + Sync {
         teardown(&snap.dir)
     }
     fn name(&self) -> &'static str;
+    /// Mounts a prepared snapshot again when its mount is not in this mount namespace:
+    /// rootless keel's mounts live in the namespace of the keel that made them, so a
+    /// stopped container started by a later keel needs its rootfs mounted anew.
+    fn ensure_mounted(&self, _snap: &Snapshot) -> Result<()> {
+        Ok(())
+    }
     /// Loads a snapshot prepared earlier (possibly by another keel process).
     /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
     fn get(&self, id: &str) -> Result<Snapshot> {

@@ -16,5 +16,6 @@ pub mod seccomp;
 pub mod session;
 pub mod tty;
 pub mod userfile;
+pub mod userns;
 
 pub use error::SysError;

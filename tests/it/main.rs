@@ -19,6 +19,7 @@ mod layer;
 mod registry;
 mod regserver;
 mod report;
+mod rootless;
 mod run;
 mod runtime;
 mod store;
