@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// OCI runtime binary for --isolation oci (default: runc).
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
-    /// Storage driver: overlay or copy (default: overlay where it works).
+    /// Storage driver: btrfs, overlay or copy (default: btrfs when the root is on btrfs, else overlay where it works, else copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<String>,
     /// Override the image's entrypoint.

@@ -256,25 +256,19 @@ fn rootless_text() -> String {
     }
 }
 
-/// `keel info`'s storage line: the driver a container would get here, and why.
-fn storage_text(root: &std::path::Path) -> String {
-    let found = crate::storage::detect(root);
-    let overlay = found.iter().find(|d| d.name == "overlay");
-    match overlay {
-        Some(o) if o.available && crate::sys::userns::rootless() => {
-            "overlay (mounted inside the user namespace with userxattr)".into()
-        }
-        Some(o) if o.available => "overlay".into(),
-        Some(o) => format!("copy (overlay is unavailable: {})", o.detail),
-        None => "copy".into(),
-    }
-}
-
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
         .trim()
         .to_string();
+    // The driver `keel run`/`build` pick without --storage-driver, and what each needs.
+    // Probing writes under the root: open the store first, so a new root is made private
+    // as the store makes it (best effort: info still reports the rest without one).
+    let _ = crate::store::Store::open(&ctx.root);
+    let drivers = crate::storage::detect(&ctx.root);
+    let default = crate::storage::open(None, &ctx.root)
+        .map(|d| d.name())
+        .unwrap_or("none");
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "root": ctx.root.display().to_string(),
@@ -282,7 +276,7 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
         "rootless": rootless_text(),
-        "storage": storage_text(&ctx.root),
+        "storage": {"default": default, "drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>()},
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -293,7 +287,19 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
         outln!("rootless:      {}", rootless_text())?;
-        outln!("storage:       {}", storage_text(&ctx.root))?;
+        let how = match default {
+            "overlay" if crate::sys::userns::rootless() => {
+                ", mounted inside the user namespace with userxattr"
+            }
+            _ => "",
+        };
+        outln!("storage:       {default} (default{how})")?;
+        for d in &drivers {
+            match d.available {
+                true => outln!("storage:       {}: available", d.name)?,
+                false => outln!("storage:       {}: unavailable ({})", d.name, d.detail)?,
+            }
+        }
         for (name, r) in backends() {
             match r {
                 Ok(()) => outln!("isolation:     {name}: available")?,

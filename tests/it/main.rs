@@ -6,6 +6,7 @@
 
 mod common;
 
+mod btrfs;
 mod build;
 mod commands;
 mod parity;
