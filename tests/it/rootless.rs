@@ -778,7 +778,7 @@ fn rootless_limits_fail_clearly_without_a_delegated_cgroup() {
     }
 }
 
-/// A detached container's whole lifecycle as the user: logs, exec, stop, start (its
+/// A detached container's whole lifecycle as the user: logs, exec, top, stop, start (its
 /// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` refuses a
 /// running container with a way out and works on a stopped one.
 #[test]
@@ -804,6 +804,8 @@ fn rootless_detached_lifecycle_works_as_for_root() {
         r.ok(&["exec", "lc", "sh", "-c", "echo kept > /kept; id -u"]),
         "0\n"
     );
+    let top = r.ok(&["top", "lc"]);
+    assert!(top.contains("sleep 600"), "{top}");
     let file = r.path("home/in.txt");
     std::fs::write(&file, "copied\n").unwrap();
     r.give(&file);
