@@ -14,6 +14,7 @@
 pub mod archive;
 pub mod bootstrap;
 pub mod build;
+pub mod buildpack;
 pub mod cli;
 pub mod container;
 pub mod context;

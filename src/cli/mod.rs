@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. The only module that talks to the
 //! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
 mod build;
+mod buildpack;
 mod image;
 mod project;
 mod registry;
@@ -124,6 +125,9 @@ enum Command {
     ExecIn(project::ExecInArgs),
     /// Emit glue for a build tool or process manager (make, maven, scons, jenkins, …).
     Integrate(project::IntegrateArgs),
+    /// Build apps with Heroku classic buildpacks (no Dockerfile).
+    #[command(subcommand)]
+    Buildpack(buildpack::BuildpackCommand),
     /// Runs `keel-NAME` from PATH (git/cargo-style external subcommands).
     #[command(external_subcommand)]
     External(Vec<OsString>),
@@ -306,6 +310,7 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::ContextFiles(a) => project::context_files(a, ctx),
         Command::ExecIn(a) => project::exec_in(a, ctx),
         Command::Integrate(a) => project::integrate(a, ctx),
+        Command::Buildpack(c) => buildpack::buildpack(c, ctx),
         Command::External(args) => external(args, ctx),
         Command::Debug(DebugCommand::DumpAst { file }) => {
             use anyhow::Context;
