@@ -18,6 +18,7 @@ pub mod buildpack;
 pub mod cli;
 pub mod container;
 pub mod context;
+pub mod deploy;
 pub mod digest;
 pub mod dockerfile;
 pub mod fault;

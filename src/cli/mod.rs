@@ -128,6 +128,14 @@ enum Command {
     /// Build apps with Heroku classic buildpacks (no Dockerfile).
     #[command(subcommand)]
     Buildpack(buildpack::BuildpackCommand),
+    /// Build an app with its buildpacks and swap it in with no downtime (git-push style).
+    Deploy(Box<buildpack::DeployArgs>),
+    /// Bring an app's earlier release back.
+    Rollback(buildpack::RollbackArgs),
+    /// List deployed apps (`keel apps rm APP` forgets one).
+    Apps(buildpack::AppsArgs),
+    #[command(name = "__router", hide = true)]
+    Router(buildpack::RouterArgs),
     /// Runs `keel-NAME` from PATH (git/cargo-style external subcommands).
     #[command(external_subcommand)]
     External(Vec<OsString>),
@@ -311,6 +319,10 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::ExecIn(a) => project::exec_in(a, ctx),
         Command::Integrate(a) => project::integrate(a, ctx),
         Command::Buildpack(c) => buildpack::buildpack(c, ctx),
+        Command::Deploy(a) => buildpack::deploy_app(*a, ctx),
+        Command::Rollback(a) => buildpack::rollback(a, ctx),
+        Command::Apps(a) => buildpack::apps(a, ctx),
+        Command::Router(a) => buildpack::router(a, ctx),
         Command::External(args) => external(args, ctx),
         Command::Debug(DebugCommand::DumpAst { file }) => {
             use anyhow::Context;

@@ -191,6 +191,17 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
         let prepared = launch::prepare(&store, req, &id)?;
         return Ok(prepared.run(Output::Inherit, true, |_| {})?);
     }
+    outln!("{}", start_detached(&store, req, &id)?)?;
+    Ok(0)
+}
+
+/// Starts `req` as detached container `id` and returns its id once it runs (`keel run
+/// -d`, and `keel deploy`'s process containers).
+pub(super) fn start_detached(
+    store: &crate::store::Store,
+    req: RunRequest,
+    id: &str,
+) -> Result<String> {
     // Detached: check everything here, then hand over to a supervisor process that owns
     // the container (and its port proxy) and reports back on a pipe.
     crate::container::run::validate(&req)?;
@@ -201,10 +212,31 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     store.lease()?.protect_temp(&request_file)?;
     hostfs::write(&request_file, serde_json::to_vec(&req)?)?;
     crate::fault::point("run.request-written");
-    let started = spawn_supervisor(&store, &id, false);
+    let started = spawn_supervisor(store, id, false);
     let _ = hostfs::remove_file(&request_file);
-    outln!("{}", started?)?;
-    Ok(0)
+    started
+}
+
+/// `keel stop -t TIME` then `keel rm -f` of `names` (a deploy retiring a release).
+pub(super) fn stop_and_remove(names: &[String], time: u64, ctx: &Ctx) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    stop(
+        StopArgs {
+            time,
+            containers: names.to_vec(),
+        },
+        ctx,
+    )?;
+    rm(
+        RmArgs {
+            force: true,
+            containers: names.to_vec(),
+        },
+        ctx,
+    )?;
+    Ok(())
 }
 
 /// Starts a detached supervisor for container `id` (a new one, or with `resume` a
