@@ -511,3 +511,29 @@ pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
     }
     Ok(0)
 }
+
+/// `keel logs --app APP`: each current container's selected output, every line
+/// prefixed with its process (`web.1| `), one container after the other.
+pub fn app_logs(
+    containers: &crate::container::Containers,
+    app: &str,
+    sel: &crate::container::logs::Selection,
+    root: &std::path::Path,
+) -> Result<i32> {
+    use crate::container::logs::{select, times_path};
+    for name in deploy::current_containers(root, app)? {
+        let Ok(c) = containers.find(&name) else {
+            continue;
+        };
+        let path = containers.log_path(&c.id);
+        let log = std::fs::read(&path).unwrap_or_default();
+        let times = std::fs::read_to_string(times_path(&path)).unwrap_or_default();
+        let shown = select(&log, &times, sel);
+        // APP.vN.TYPE.I → TYPE.I
+        let process = name.splitn(3, '.').nth(2).unwrap_or(&name).to_string();
+        for line in String::from_utf8_lossy(&shown).lines() {
+            outln!("{process}| {line}")?;
+        }
+    }
+    Ok(0)
+}

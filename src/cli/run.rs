@@ -328,6 +328,9 @@ pub struct PsArgs {
     /// Only print container ids.
     #[arg(short, long)]
     quiet: bool,
+    /// Only the containers of a deployed app's current release (`keel deploy`).
+    #[arg(long, value_name = "APP")]
+    app: Option<String>,
 }
 
 pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
@@ -343,8 +346,15 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
     };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
+    let app = match &a.app {
+        Some(app) => Some(crate::deploy::current_containers(store.root(), app)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     for c in containers.list()? {
+        if app.as_ref().is_some_and(|names| !names.contains(&c.name)) {
+            continue;
+        }
         let st = containers.refresh(&c)?;
         // A status filter other than running implies -a, as in docker.
         let shown = a.all || st.status == Status::Running || !filters.is_empty();
@@ -404,7 +414,12 @@ pub struct LogsArgs {
     /// Prefix each line with the time it was written (RFC 3339, nanoseconds).
     #[arg(short, long)]
     timestamps: bool,
-    container: String,
+    #[arg(required_unless_present = "app")]
+    container: Option<String>,
+    /// The output of every container of a deployed app's current release, each line
+    /// prefixed with its process (`web.1| `).
+    #[arg(long, value_name = "APP", conflicts_with = "container")]
+    app: Option<String>,
 }
 
 pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
@@ -420,7 +435,14 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
     };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    let c = containers.find(&a.container)?;
+    if let Some(app) = &a.app {
+        return super::buildpack::app_logs(&containers, app, &sel, store.root());
+    }
+    let c = containers.find(
+        a.container
+            .as_deref()
+            .expect("clap requires CONTAINER or --app"),
+    )?;
     let path = containers.log_path(&c.id);
     let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,

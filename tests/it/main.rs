@@ -7,6 +7,7 @@
 mod common;
 
 mod build;
+mod buildpack;
 mod commands;
 mod parity;
 
