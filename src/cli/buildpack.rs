@@ -537,3 +537,28 @@ pub fn app_logs(
     }
     Ok(0)
 }
+
+/// `keel build` in a project: its `[[app]]` entries, each a buildpack build tagged with
+/// the app's name.
+pub fn build_project_apps(
+    project: &crate::project::Project,
+    apps: &[crate::project::AppSpec],
+    ctx: &Ctx,
+) -> Result<Option<i32>> {
+    for app in apps {
+        errln!("== building {} (buildpacks, {})", app.name, app.path);
+        let flags = AppFlags {
+            buildpacks: app.buildpacks.clone(),
+            stack: app
+                .stack
+                .clone()
+                .unwrap_or_else(|| buildpack::DEFAULT_STACK.into()),
+            ..Default::default()
+        };
+        let mut req = request(project.dir.join(&app.path), app.name.clone(), &flags)?;
+        req.env = app.env.clone();
+        let built = build_app(&req, ctx)?;
+        outln!("{}", built.record.id())?;
+    }
+    Ok(Some(0))
+}

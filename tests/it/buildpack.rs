@@ -278,16 +278,16 @@ fn r018_failing_compile_shows_its_output_and_tags_nothing() {
     );
     let k = with_stack();
     let bp = apps().join("failing-buildpack");
+    let app = apps().join("failing");
     let args = [
         "buildpack",
         "build",
-        apps().join("failing").to_str().unwrap().to_string(),
-        "-t".into(),
-        "broken".into(),
-        "--buildpack".into(),
-        bp.to_str().unwrap().to_string(),
+        app.to_str().unwrap(),
+        "-t",
+        "broken",
+        "--buildpack",
+        bp.to_str().unwrap(),
     ];
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (ok, out) = keel_out(&k, &args);
     assert!(!ok, "the build succeeded:\n{out}");
     assert!(out.contains("compiling with the broken buildpack"), "{out}");
