@@ -215,8 +215,11 @@ mod tests {
             ])
         );
         for (bad, want) in [
-            ("web python app.py\n", "line 1: expected `type: command`"),
-            ("\nw b: x\n", "line 2: a process type"),
+            (
+                "web python app.py\n",
+                "Procfile:1: expected `type: command`",
+            ),
+            ("\nw b: x\n", "Procfile:2: a process type"),
             ("web:\n", "the command is empty"),
         ] {
             let e = parse_procfile(bad).unwrap_err().to_string();

@@ -313,7 +313,7 @@ mod tests {
             assert_eq!(parse(text, base).unwrap(), want, "{text}");
         }
         let e = parse("pythn", base).unwrap_err().to_string();
-        assert!(e.contains("pythn") && e.contains("python, nodejs"), "{e}");
+        assert!(e.contains("pythn") && e.contains("nodejs, python"), "{e}");
         assert_eq!(
             last_component("https://x/heroku-buildpack-python.git"),
             "heroku-buildpack-python"
