@@ -528,6 +528,7 @@ fn r018_git_push_deploys_v1_then_v2_without_downtime_and_rollback_brings_v1_back
         ps.contains("site.v2.web.1") && !ps.contains("site.v1.web.1"),
         "{ps}"
     );
+    k.ok(&["logs", "--app", "site"]);
     k.ok(&["rollback", "site"]);
     assert_eq!(app_port(&k, "site"), port, "the app's address changed");
     wait_http(port, "v1");
