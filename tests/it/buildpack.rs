@@ -381,7 +381,10 @@ fn r018_shipped_buildpack_follows_the_heroku_contract_as_herokuish_runs_it() {
         .as_str()
         .unwrap()
         .contains("$PORT"));
-    assert!(bp.join("export").is_file(), "no export file for later buildpacks");
+    assert!(
+        bp.join("export").is_file(),
+        "no export file for later buildpacks"
+    );
     // .profile.d scripts use $HOME, never the build path.
     let profile = std::fs::read_to_string(build_dir.join(".profile.d/static.sh")).unwrap();
     assert!(
