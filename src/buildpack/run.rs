@@ -25,6 +25,8 @@ const CACHE: &str = "/tmp/cache";
 const ENV: &str = "/tmp/env";
 const BUILDPACKS: &str = "/tmp/buildpacks";
 const OUT: &str = "/tmp/keel";
+/// Debian's CA bundle, on the host and in the stack.
+const HOST_CAS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A finished buildpack build.
 #[derive(Debug)]
@@ -232,6 +234,12 @@ pub fn run(
             false,
         ));
     }
+    // Compile fetches dependencies over TLS as the host would: with the host's CA bundle
+    // (a host behind a TLS-inspecting proxy trusts its CA; the stack does not know it).
+    let host_cas = Path::new(HOST_CAS);
+    if host_cas.is_file() {
+        binds.push(bind(host_cas, HOST_CAS, true));
+    }
     let runner = Runner {
         store,
         snapshotter: crate::storage::open(None, store.root())?,
@@ -243,6 +251,8 @@ pub fn run(
             format!("HOME={APP}"),
             format!("STACK={}", plan.stack),
             format!("APP_DIR={APP}"),
+            // node reads only its own CA list unless told about the system's.
+            format!("NODE_EXTRA_CA_CERTS={HOST_CAS}"),
         ],
         log_dir,
         id: format!("bp-{}", crate::container::new_id().get(..12).unwrap_or("0")),
