@@ -780,7 +780,7 @@ mod tests {
             ("x = ", "keel.toml:1: invalid TOML; check quoting and brackets on this line"),
             (
                 "[imag]\n",
-                "keel.toml:1: unknown field `imag`, expected `image` or `env`; remove it or fix its spelling",
+                "keel.toml:1: unknown field `imag`, expected one of `image`, `env`, `app`; remove it or fix its spelling",
             ),
             (
                 "[[image]]\nname='A b'\n",
