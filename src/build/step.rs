@@ -85,7 +85,7 @@ pub fn commit(
 }
 
 /// Stores a finished layer tar (uncompressed, so its digest is also its diff_id).
-fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
+pub fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
     let (digest, size) = blob.commit(None)?;
     Ok(StoredLayer {
         descriptor: oci_spec::image::Descriptor::new(

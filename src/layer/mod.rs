@@ -2,6 +2,7 @@
 //! unpacking stacks of layers safely and packing changesets reproducibly.
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
+pub mod adopt;
 pub mod diff;
 pub mod guard;
 pub mod pack;

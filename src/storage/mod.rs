@@ -119,6 +119,19 @@ pub trait Snapshotter: Send + Sync {
     }
     /// What changed in the writable top against the layers, sorted by path.
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
+    /// Keeps the writable top of `snap` as the unpacked cache entry of `diff_id`, the
+    /// layer just committed from `changes` with `opts`, so the next step does not extract
+    /// it again. False when the driver cannot (the layer is unpacked when needed). The
+    /// snapshot is unmounted either way and is only good for `remove` afterwards.
+    fn keep_as_layer(
+        &self,
+        _snap: &Snapshot,
+        _diff_id: &Digest,
+        _changes: &[Change],
+        _opts: &PackOptions,
+    ) -> Result<bool> {
+        Ok(false)
+    }
     /// Unmounts and deletes the snapshot; nothing of it is left behind.
     fn remove(&self, snap: &Snapshot) -> Result<()> {
         teardown(&snap.dir)
@@ -353,10 +366,27 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    let Some(real) = unmount_below(dir)? else {
+        return Ok(());
+    };
+    match hostfs::remove_dir_all(&real) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::Io {
+            what: "removing",
+            path: real,
+            source: e,
+        }),
+    }
+}
+
+/// The first half of [`teardown`]: kills what runs in `dir/rootfs` and unmounts
+/// everything at or below `dir`. Returns `dir` resolved, or None when it does not exist.
+pub(crate) fn unmount_below(dir: &Path) -> Result<Option<PathBuf>> {
     crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(StorageError::Io {
                 what: "resolving",
@@ -385,15 +415,7 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
             source: io::Error::other("still mounted; refusing to delete below it"),
         });
     }
-    match hostfs::remove_dir_all(&real) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::Io {
-            what: "removing",
-            path: real,
-            source: e,
-        }),
-    }
+    Ok(Some(real))
 }
 
 /// Snapshot ids become directory names: keep them tame.

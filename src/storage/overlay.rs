@@ -19,8 +19,10 @@ use super::{
     build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
     StorageError,
 };
-use crate::digest::hex_of;
+use crate::digest::{hex_of, Digest};
+use crate::layer::adopt::settle_upper;
 use crate::layer::diff::{diff_overlay, Change};
+use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
 use crate::sys::fs as sysfs;
 
@@ -82,6 +84,32 @@ impl Snapshotter for OverlayDriver {
                 id: snap.id.clone(),
                 source,
             }
+        })
+    }
+
+    /// The upper dir already is the layer's tree, give or take what `settle_upper`
+    /// fixes: it is moved into a temp cache entry, settled, marked and renamed into place
+    /// (a kill before the rename leaves only a temp entry, which gc removes).
+    fn keep_as_layer(
+        &self,
+        snap: &Snapshot,
+        diff_id: &Digest,
+        changes: &[Change],
+        opts: &PackOptions,
+    ) -> Result<bool> {
+        super::unmount_below(&snap.dir)?;
+        let upper = snap.dir.join("upper");
+        let dest = self.storage.join("layers").join(hex_of(diff_id));
+        build_cached(&self.storage, &dest, "layer", |tree| {
+            // The temp entry's empty tree makes way for the upper dir (same filesystem).
+            hostfs::remove_dir(tree).map_err(StorageError::io("removing", tree))?;
+            hostfs::rename(&upper, tree).map_err(StorageError::io("moving", &upper))?;
+            crate::fault::point("storage.keep-layer-moved");
+            settle_upper(tree, changes, opts).map_err(|source| StorageError::Layer {
+                diff_id: diff_id.to_string(),
+                source,
+            })?;
+            Ok(vec![diff_id.to_string()])
         })
     }
 

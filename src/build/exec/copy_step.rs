@@ -401,12 +401,7 @@ impl Executor<'_> {
         for h in heredocs {
             self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
         }
-        Ok(step::commit(
-            self.store,
-            self.snapshotter.as_ref(),
-            snap,
-            self.opts.epoch,
-        )?)
+        self.commit_kept(snap)
     }
 
     /// A `COPY <<EOF` body as a file at (or in) the destination.
