@@ -393,6 +393,22 @@ pub fn commit_copy(
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
 ) -> Result<Option<StoredLayer>, StepError> {
+    let layer = commit_copy_into(store, ctx, rootfs, ops, dirs_owner, epoch, None)?;
+    Ok(layer.map(|(l, _)| l))
+}
+
+/// [`commit_copy`] that also unpacks the layer into the empty directory `unpack_into`
+/// while writing it (`layer::tee`), as the overlay driver's cache holds layers; says
+/// whether that directory now holds the whole layer.
+pub fn commit_copy_into(
+    store: &Store,
+    ctx: &Context,
+    rootfs: &Path,
+    ops: &[CopyOp],
+    dirs_owner: Option<Owner>,
+    epoch: Option<u64>,
+    unpack_into: Option<&Path>,
+) -> Result<Option<(StoredLayer, bool)>, StepError> {
     let Owner {
         uid: duid,
         gid: dgid,
@@ -437,7 +453,12 @@ pub fn commit_copy(
         .collect();
     all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
     all.dedup();
-    let mut blob = store.blob_writer()?;
+    let unpack_opts = layer::unpack::UnpackOptions {
+        whiteouts: layer::unpack::Whiteouts::Overlay,
+        allow_devices: true,
+        ..Default::default()
+    };
+    let mut blob = layer::tee::Tee::new(store.blob_writer()?, unpack_into, &unpack_opts);
     {
         let mut tar = tar::Builder::new(&mut blob);
         let header = |kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64| {
@@ -517,5 +538,20 @@ pub fn commit_copy(
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
-    Ok(Some(stored(blob)?))
+    let (blob, unpacked) = blob.finish().map_err(io(Path::new("layer")))?;
+    let whole = match unpacked {
+        Some(Err(e)) => {
+            tracing::debug!("the layer was not unpacked while written: {e}");
+            false
+        }
+        Some(Ok(_)) => true,
+        None => false,
+    };
+    Ok(Some((stored(blob)?, whole)))
+}
+
+impl layer::tee::ReadInto for crate::store::BlobWriter {
+    fn write_from(&mut self, r: &mut impl std::io::Read, len: u64) -> std::io::Result<()> {
+        crate::store::BlobWriter::write_from(self, r, len)
+    }
 }

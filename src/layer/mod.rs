@@ -6,6 +6,7 @@ pub mod adopt;
 pub mod diff;
 pub mod guard;
 pub mod pack;
+pub mod tee;
 pub mod unpack;
 
 use std::io::{self, BufRead, BufReader, Read};

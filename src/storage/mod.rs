@@ -132,6 +132,11 @@ pub trait Snapshotter: Send + Sync {
     ) -> Result<bool> {
         Ok(false)
     }
+    /// An empty tree to unpack a layer into while it is being written, for the driver's
+    /// cache to keep once its diff_id is known; None when the driver keeps no such trees.
+    fn pending_layer(&self) -> Result<Option<overlay::PendingLayer>> {
+        Ok(None)
+    }
     /// Unmounts and deletes the snapshot; nothing of it is left behind.
     fn remove(&self, snap: &Snapshot) -> Result<()> {
         teardown(&snap.dir)
@@ -514,16 +519,19 @@ pub(crate) fn build_cached(
     if dest.join(verify::MARKER).is_file() {
         return Ok(false);
     }
+    let tmp = new_entry(storage)?;
+    // On an error the temp entry is dropped, and with it whatever `fill` wrote.
+    let diff_ids = fill(&tmp.path().join(verify::TREE))?;
+    crate::fault::point("storage.unpack-partial");
+    place_entry(storage, tmp, dest, kind, diff_ids)?;
+    Ok(true)
+}
+
+/// A temp cache entry under `<storage>/tmp` with an empty tree `diff/` (mode 0755),
+/// named for its owner so gc removes it as soon as that process is gone.
+pub(crate) fn new_entry(storage: &Path) -> Result<tempfile::TempDir> {
     let tmp_root = storage.join("tmp");
     hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
-    if let Some(parent) = dest.parent() {
-        hostfs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
-    }
-    // An entry always appears with its marker (rename), so one without is not ours.
-    if fs::symlink_metadata(dest).is_ok() && !dest.join(verify::MARKER).is_file() {
-        set_aside(&tmp_root, dest)?;
-    }
-    // Named for its owner, so gc removes it as soon as that process is gone.
     let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
@@ -536,16 +544,35 @@ pub(crate) fn build_cached(
         hostfs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .map_err(StorageError::io("chmod", dir))?;
     }
-    // On an error the temp entry is dropped, and with it whatever `fill` wrote.
-    let diff_ids = fill(&tree)?;
-    crate::fault::point("storage.unpack-partial");
+    Ok(tmp)
+}
+
+/// Marks the filled temp entry `tmp` as holding `diff_ids` and renames it to `dest`
+/// (moving aside a `dest` without a marker; keeping another process's complete one).
+pub(crate) fn place_entry(
+    storage: &Path,
+    tmp: tempfile::TempDir,
+    dest: &Path,
+    kind: &str,
+    diff_ids: Vec<String>,
+) -> Result<()> {
+    if dest.join(verify::MARKER).is_file() {
+        return Ok(()); // another process was first; `tmp` is dropped
+    }
+    if let Some(parent) = dest.parent() {
+        hostfs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
+    }
+    // An entry always appears with its marker (rename), so one without is not ours.
+    if fs::symlink_metadata(dest).is_ok() {
+        set_aside(&storage.join("tmp"), dest)?;
+    }
     verify::write_marker(tmp.path(), kind, diff_ids)?;
     let tmp = tmp.keep();
     match hostfs::rename(&tmp, dest) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(()),
         Err(_) if dest.join(verify::MARKER).is_file() => {
             let _ = hostfs::remove_dir_all(&tmp);
-            Ok(true)
+            Ok(())
         }
         Err(e) => {
             let _ = hostfs::remove_dir_all(&tmp);

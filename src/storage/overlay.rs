@@ -113,6 +113,13 @@ impl Snapshotter for OverlayDriver {
         })
     }
 
+    fn pending_layer(&self) -> Result<Option<PendingLayer>> {
+        Ok(Some(PendingLayer {
+            tmp: super::new_entry(&self.storage)?,
+            storage: self.storage.clone(),
+        }))
+    }
+
     fn name(&self) -> &'static str {
         "overlay"
     }
@@ -180,6 +187,34 @@ impl OverlayDriver {
         }
         crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
+    }
+}
+
+/// A layer's cache entry filled while the layer is written (`layer::tee`): a temp entry
+/// until [`PendingLayer::keep`] names it for the layer's diff_id. Dropped, it is deleted.
+pub struct PendingLayer {
+    tmp: tempfile::TempDir,
+    storage: PathBuf,
+}
+
+impl PendingLayer {
+    /// The empty tree to unpack into.
+    pub fn tree(&self) -> PathBuf {
+        self.tmp.path().join(TREE)
+    }
+
+    /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
+    /// it): marked and renamed into the cache, unless a complete entry is there already.
+    pub fn keep(self, diff_id: &Digest) -> Result<()> {
+        let dest = self.storage.join("layers").join(hex_of(diff_id));
+        crate::fault::point("storage.unpack-partial");
+        super::place_entry(
+            &self.storage,
+            self.tmp,
+            &dest,
+            "layer",
+            vec![diff_id.to_string()],
+        )
     }
 }
 

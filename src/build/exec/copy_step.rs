@@ -388,14 +388,28 @@ impl Executor<'_> {
         let all_plain = !archives && heredocs.is_empty();
         if !ops.is_empty() && all_plain {
             // A plain copy: the layer is written straight from the sources.
-            return Ok(step::commit_copy(
+            // Unpacked into the driver's layer cache while it is written: the next
+            // step mounts that tree instead of extracting the layer (issue 14).
+            let pending = self.snapshotter.pending_layer()?;
+            let tree = pending.as_ref().map(|p| p.tree());
+            let written = step::commit_copy_into(
                 self.store,
                 ctx,
                 &snap.rootfs,
                 &ops,
                 owner,
                 self.opts.epoch,
-            )?);
+                tree.as_deref(),
+            )?;
+            let Some((layer, whole)) = written else {
+                return Ok(None);
+            };
+            if let (Some(p), true) = (pending, whole) {
+                if let Err(e) = p.keep(&layer.diff_id) {
+                    tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
+                }
+            }
+            return Ok(Some(layer));
         }
         step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
