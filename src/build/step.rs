@@ -397,8 +397,9 @@ pub fn commit_copy(
     Ok(layer.map(|(l, _)| l))
 }
 
-/// [`commit_copy`] that also unpacks the layer into the empty directory `unpack_into`
-/// while writing it (`layer::tee`), as the overlay driver's cache holds layers; says
+/// [`commit_copy`] that also unpacks the layer into the directory `unpack_into` while
+/// writing it (`layer::tee`), as the overlay driver's cache holds layers — an empty one,
+/// or (flag set) one holding an earlier version of the layer to patch (`reuse`); says
 /// whether that directory now holds the whole layer.
 pub fn commit_copy_into(
     store: &Store,
@@ -407,7 +408,7 @@ pub fn commit_copy_into(
     ops: &[CopyOp],
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
-    unpack_into: Option<&Path>,
+    unpack_into: Option<(&Path, bool)>,
 ) -> Result<Option<(StoredLayer, bool)>, StepError> {
     let Owner {
         uid: duid,
@@ -456,9 +457,11 @@ pub fn commit_copy_into(
     let unpack_opts = layer::unpack::UnpackOptions {
         whiteouts: layer::unpack::Whiteouts::Overlay,
         allow_devices: true,
+        reuse: unpack_into.is_some_and(|(_, reuse)| reuse),
         ..Default::default()
     };
-    let mut blob = layer::tee::Tee::new(store.blob_writer()?, unpack_into, &unpack_opts);
+    let into = unpack_into.map(|(tree, _)| tree);
+    let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
     {
         let mut tar = tar::Builder::new(&mut blob);
         let header = |kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64| {

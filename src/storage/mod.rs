@@ -132,9 +132,11 @@ pub trait Snapshotter: Send + Sync {
     ) -> Result<bool> {
         Ok(false)
     }
-    /// An empty tree to unpack a layer into while it is being written, for the driver's
-    /// cache to keep once its diff_id is known; None when the driver keeps no such trees.
-    fn pending_layer(&self) -> Result<Option<overlay::PendingLayer>> {
+    /// A tree to unpack a layer into while it is being written, for the driver's cache to
+    /// keep once its diff_id is known: empty, or the cached tree of `base` (an earlier
+    /// version of the layer, taken out of the cache) when no snapshot uses it. None when
+    /// the driver keeps no such trees.
+    fn pending_layer(&self, _base: Option<&Digest>) -> Result<Option<overlay::PendingLayer>> {
         Ok(None)
     }
     /// Unmounts and deletes the snapshot; nothing of it is left behind.
