@@ -165,3 +165,114 @@ impl<W: Write> Write for Tee<W> {
         self.out.flush()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A tar of `files` (path → content; a trailing `/` makes a directory), mtimes 1.
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1);
+            if path.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, io::empty()).unwrap();
+            } else {
+                h.set_mode(0o644);
+                h.set_size(body.len() as u64);
+                b.append_data(&mut h, path, body.as_bytes()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every entry below `dir`: path, mode, size, mtime, content.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let body = if m.is_file() {
+                std::fs::read_to_string(e.path()).unwrap()
+            } else {
+                String::new()
+            };
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            out.push(format!(
+                "{rel} {:o} {} {} {body:?}",
+                m.mode(),
+                m.len(),
+                m.mtime()
+            ));
+        }
+        out
+    }
+
+    fn opts(reuse: bool) -> UnpackOptions {
+        UnpackOptions {
+            reuse,
+            ..UnpackOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_tree_is_the_unpack_of_exactly_what_was_written() {
+        let files = [("a/", ""), ("a/one", "1"), ("two", &"x".repeat(3 << 20))];
+        let tree = tempfile::tempdir().unwrap();
+        let mut tee = Tee::new(Vec::new(), Some(tree.path()), &opts(false));
+        tee.write_all(&tar_of(&files)).unwrap();
+        let (bytes, unpacked) = tee.finish().unwrap();
+        assert_eq!(bytes, tar_of(&files));
+        assert!(unpacked.unwrap().is_ok());
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(bytes), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(tree.path()), listing(fresh.path()));
+    }
+
+    #[test]
+    fn a_failing_unpacker_neither_blocks_nor_spoils_the_tar() {
+        let gone = tempfile::tempdir().unwrap().path().join("missing");
+        let big = "y".repeat(40 << 20); // more than the channel holds
+        let files = [("big", big.as_str())];
+        let mut tee = Tee::new(Vec::new(), Some(&gone), &opts(false));
+        tee.write_all(&tar_of(&files)).unwrap();
+        let (bytes, unpacked) = tee.finish().unwrap();
+        assert_eq!(bytes, tar_of(&files));
+        assert!(unpacked.unwrap().is_err());
+    }
+
+    /// `reuse`: unpacking a new version of a layer over the old one's tree gives the
+    /// tree an unpack into an empty directory gives (same-size changes, deletions,
+    /// additions, a file turned into a directory).
+    #[test]
+    fn reuse_patches_an_old_tree_into_the_new_layers() {
+        let old = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abcd"),
+            ("d/gone", "x"),
+            ("grow", "1"),
+            ("f", "file"),
+        ]);
+        let new = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abXd"),
+            ("d/new", "n"),
+            ("f/", ""),
+            ("f/inner", "i"),
+            ("grow", "12345"),
+        ]);
+        let patched = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(old), patched.path(), &opts(false)).unwrap();
+        unpack(io::Cursor::new(new.clone()), patched.path(), &opts(true)).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
+}
