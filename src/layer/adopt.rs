@@ -65,7 +65,7 @@ pub fn settle_upper(
     for victim in &deleted {
         let p = upper.join(victim);
         match fs::symlink_metadata(&p) {
-            Ok(m) if is_overlay_whiteout(&m) && m.mode() & 0o7777 == 0 && m.uid() == 0 => continue,
+            Ok(m) if is_overlay_whiteout(&m) && m.mode() & 0o7777 == 0 => continue,
             Ok(m) if m.is_dir() => hostfs::remove_dir_all(&p).map_err(fail(&p, "removing"))?,
             Ok(_) => hostfs::remove_file(&p).map_err(fail(&p, "removing"))?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -2,6 +2,7 @@
 //! Each function wraps one operation, returns [`SysError`] naming the operation and path,
 //! and makes no policy decisions (those live in `runtime::spec` and the backends).
 pub mod bpf;
+pub mod btrfs;
 pub mod caps;
 pub mod error;
 pub mod fs;
@@ -15,5 +16,6 @@ pub mod seccomp;
 pub mod session;
 pub mod tty;
 pub mod userfile;
+pub mod userns;
 
 pub use error::SysError;
