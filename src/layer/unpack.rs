@@ -317,41 +317,7 @@ impl Unpacker<'_, '_> {
                         "GNU sparse files are not supported; repack the layer without --sparse",
                     ));
                 }
-                let kept = match self.opts.reuse {
-                    true => self.reuse_file(&parent, name, &rel, &shown, entry)?,
-                    false => Reused::No,
-                };
-                let (prefix, mut old) = match kept {
-                    Reused::Whole => return Ok(()),
-                    Reused::Prefix(p, old) => (p, Some(old)),
-                    Reused::No => (Vec::new(), None),
-                };
-                self.replace(&parent, name, &shown)?;
-                let mode = entry.header().mode().unwrap_or(0o644);
-                let mut f = parent
-                    .create_file(name, mode & 0o700 | 0o600)
-                    .map_err(bad(&shown))?;
-                let want = entry.size();
-                // With a reused file that differs: the part known equal comes from the old
-                // file (unlinked, still open), then what the stream still holds.
-                let mut n = 0;
-                if let Some((old, same)) = old.as_mut() {
-                    use std::io::Seek;
-                    let copied = old
-                        .rewind()
-                        .and_then(|()| io::copy(&mut Read::take(&mut *old, *same), &mut f))
-                        .and_then(|c| io::Write::write_all(&mut f, &prefix).map(|()| c))
-                        .map_err(|e| LayerError::bad(&shown, format!("rewriting: {e}")))?;
-                    n = copied + prefix.len() as u64;
-                }
-                n += io::copy(entry, &mut f)
-                    .map_err(|e| LayerError::bad(&shown, format!("reading file content: {e}")))?;
-                if n != want {
-                    return Err(LayerError::bad(shown, format!("file content is truncated: the header claims {want} bytes, the stream has {n}")));
-                }
-                self.stats.files += 1;
-                self.stats.bytes += n;
-                self.metadata(&shown, At::Open(&f), &rel, entry, false)?;
+                self.regular(&parent, name, &rel, &shown, entry)?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -415,6 +381,58 @@ impl Unpacker<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// A regular file entry: written anew, or in `reuse` mode kept (or rewritten from
+    /// the first byte that differs) when the tree already has it.
+    fn regular<R: Read>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        shown: &str,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let kept = match self.opts.reuse {
+            true => self.reuse_file(parent, name, rel, shown, entry)?,
+            false => Reused::No,
+        };
+        let (prefix, mut old) = match kept {
+            Reused::Whole => return Ok(()),
+            Reused::Prefix(p, old) => (p, Some(old)),
+            Reused::No => (Vec::new(), None),
+        };
+        self.replace(parent, name, shown)?;
+        let mode = entry.header().mode().unwrap_or(0o644);
+        let mut f = parent
+            .create_file(name, mode & 0o700 | 0o600)
+            .map_err(bad(shown))?;
+        let want = entry.size();
+        // With a reused file that differs: the part known equal comes from the old
+        // file (unlinked, still open), then what the stream still holds.
+        let mut n = 0;
+        if let Some((old, same)) = old.as_mut() {
+            use std::io::Seek;
+            let copied = old
+                .rewind()
+                .and_then(|()| io::copy(&mut Read::take(&mut *old, *same), &mut f))
+                .and_then(|c| io::Write::write_all(&mut f, &prefix).map(|()| c))
+                .map_err(|e| LayerError::bad(shown, format!("rewriting: {e}")))?;
+            n = copied + prefix.len() as u64;
+        }
+        n += io::copy(entry, &mut f)
+            .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
+        if n != want {
+            return Err(LayerError::bad(
+                shown,
+                format!(
+                    "file content is truncated: the header claims {want} bytes, the stream has {n}"
+                ),
+            ));
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        self.metadata(shown, At::Open(&f), rel, entry, false)
     }
 
     /// In `reuse` mode: whether the regular file the entry describes is already at
