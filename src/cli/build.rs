@@ -451,8 +451,23 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             .iter()
             .map(|l| l.digest().clone())
             .collect();
-        let sent = crate::registry::cache::export(&store, c, &outcome.keys, &finals)
-            .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        let sent = crate::registry::cache::export(
+            &store,
+            c,
+            &outcome.keys,
+            &finals,
+            &outcome.cache_mounts,
+        )
+        .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        for (id, bytes) in &sent.mounts_skipped {
+            errln!(
+                "warning: cache mount {id} not exported: {bytes} bytes, more than mounts-max={} (raise it in --cache-to)",
+                c.mounts_max
+            );
+        }
+        if !opts.quiet && sent.mounts > 0 {
+            errln!("cache-to {}: {} cache mounts", c.image, sent.mounts);
+        }
         if !opts.quiet {
             errln!(
                 "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",

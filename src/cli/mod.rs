@@ -206,6 +206,8 @@ pub fn main() -> i32 {
     let needs_userns = !matches!(
         cli.command,
         Command::Exec(_)
+            | Command::Top(_)
+            | Command::Stats(_)
             | Command::External(_)
             | Command::Debug(_)
             | Command::Login(_)

@@ -891,8 +891,17 @@ fn container_pids(ctx: &Ctx, name: &str) -> Result<(ContainerConfig, Vec<i32>)> 
     if st.status != Status::Running {
         bail!("container {name} is not running; `keel start {name}` starts it again");
     }
-    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
-    let rootfs = snapshotter.get(&c.id)?.rootfs;
+    let rootfs = if crate::sys::userns::rootless() {
+        // Rootless, the rootfs is mounted only in the container's own namespace: the
+        // root of its first process that left the host's root stands for it (keel top
+        // and stats run outside any user namespace, as its owner, to read /proc).
+        st.live_pid()
+            .and_then(|(pid, _)| crate::runtime::reclaim::contained_root(pid))
+            .with_context(|| format!("finding the root of container {name}"))?
+    } else {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+        snapshotter.get(&c.id)?.rootfs
+    };
     let mut pids = crate::runtime::reclaim::rooted_in(&rootfs);
     pids.sort_unstable();
     Ok((c, pids))

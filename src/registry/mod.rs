@@ -8,6 +8,8 @@ pub mod auth;
 pub mod cache;
 pub mod client;
 pub mod config;
+pub mod diffid;
+pub mod mounts;
 pub mod name;
 pub mod pull;
 pub mod push;
