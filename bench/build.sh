@@ -1,84 +1,172 @@
 #!/usr/bin/env bash
-# keel build against buildah (runc runtime, --layers) on this machine in the same run:
-# cold build, no-op rebuild and one-file-changed rebuild for a 200-file and a 10,000-file
-# context, and COPY of 1 GB of large files (compared with single-core SHA-256 speed).
-# Usage (as root): bench/build.sh [RUNS]   — prints markdown tables.
+# keel build against buildah (`bud --layers`, runc) in the same run, the rows of issue 14:
+#   big   3 × 300 MiB files: COPY, RUN sha256sum, COPY VERSION — cold
+#   10k   10,000 small files: COPY . /app, RUN — cold, no-op rebuild, one file changed
+#   deb   a Debian base (keel bootstrap debian): apt-get install of a few hundred MB,
+#         then COPY — cold (apt's downloads come from cache mounts on both sides, so the
+#         network is not what is timed)
+# then the regression checks (no-op rebuild of 10k files, container start against runc)
+# and this machine's limits measured in the same run: a 1 GiB fdatasync'ed write (dd)
+# and single-core SHA-256 (openssl). Medians of RUNS runs; the load average is printed.
+# A line starting with WARNING names each figure that misses its goal.
+# Cold keel builds start from a store without the image, its cache entries or its
+# unpacked layers (`keel rmi` + `keel gc --cache`), as buildah's `--no-cache` does.
+# Usage (as root): bench/build.sh [RUNS] [--no-debian]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs="${1:-10}"
+runs="${1:-5}"
+debian=1
+[[ "${2:-}" == "--no-debian" ]] && debian=0
 cargo build --release --locked -q
 keel="$PWD/target/release/keel"
 work=$(mktemp -d /var/tmp/keel-bench-build.XXXXXX)
 trap 'rm -rf "$work"; buildah rm --all >/dev/null 2>&1 || true' EXIT
 export KEEL_ROOT="$work/root"
-$keel --progress quiet bootstrap busybox bb >/dev/null
-$keel save bb -o "$work/bb.tar"
-buildah pull -q "oci-archive:$work/bb.tar" >/dev/null
-buildah tag "$(buildah images -q --filter reference=bb | head -1)" localhost/bb >/dev/null 2>&1 || true
+bud="buildah bud -q --layers --isolation oci --runtime runc"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
 
-make_ctx() { # DIR COUNT BYTES
-  mkdir -p "$1"
-  python3 - "$1" "$2" "$3" <<'PY'
+import_base() { # NAME: a keel image into buildah's store under the same name
+  $keel save "$1" -o "$work/$1.tar"
+  buildah pull -q "oci-archive:$work/$1.tar" >/dev/null
+  buildah tag "$(buildah images -q --filter "reference=$1" | head -1)" "localhost/$1" >/dev/null 2>&1 || true
+  rm -f "$work/$1.tar"
+}
+$keel --progress quiet bootstrap busybox bb >/dev/null
+import_base bb
+
+# hyperfine's JSON → the median (seconds) of command $2 in file $1.
+median() { jq -r ".results[$2].median" "$1"; }
+fresh() { echo "$keel rmi $1 >/dev/null 2>&1; $keel gc --cache >/dev/null; sync"; }
+
+# ROW TITLE JSON GOAL-RATIO: prints "| title | buildah | keel | keel/buildah |" (keel is
+# command 0, buildah command 1) and a WARNING when the ratio is above the goal.
+row() {
+  python3 - "$@" <<'PY' | tee -a "$work/rows.md"
+import json, sys
+title, path, goal = sys.argv[1], sys.argv[2], float(sys.argv[3])
+r = json.load(open(path))["results"]
+k, b = r[0]["median"], r[1]["median"]
+print(f"| {title} | {b:.2f} s | {k:.2f} s | {k / b:.2f} (goal ≤ {goal}) |")
+PY
+  python3 - "$@" <<'PY' >>"$work/warnings"
+import json, sys
+title, path, goal = sys.argv[1], sys.argv[2], float(sys.argv[3])
+r = json.load(open(path))["results"]
+k, b = r[0]["median"], r[1]["median"]
+if k / b > goal:
+    print(f"WARNING: {title}: keel/buildah {k / b:.2f} misses its goal of ≤ {goal}")
+PY
+}
+: >"$work/rows.md"
+: >"$work/warnings"
+
+# --- 3 × 300 MiB ------------------------------------------------------------------------
+mkdir -p "$work/big/big"
+for i in 1 2 3; do head -c $((300 << 20)) /dev/urandom >"$work/big/big/blob$i"; done
+echo 1 >"$work/big/VERSION"
+printf 'FROM bb\nCOPY big/ /data/\nRUN sha256sum /data/* > /sums\nCOPY VERSION /VERSION\n' >"$work/big/Dockerfile"
+$keel --progress quiet build -t big "$work/big" >/dev/null # the context's digests are known
+hyperfine --runs "$runs" --export-json "$work/big.json" \
+  --prepare "$(fresh big)" -n "keel" "$keel --progress quiet build --no-cache -t big $work/big" \
+  --prepare "sync" -n "buildah" "$bud --no-cache -t big $work/big" >/dev/null
+row "3 × 300 MiB: COPY, RUN sha256sum, COPY VERSION, cold" "$work/big.json" 0.2
+bytes=$(du -sb "$work/big/big" | cut -f1)
+python3 - "$work/big.json" "$bytes" "$work/warnings" <<'PY' | tee -a "$work/rows.md"
+import json, sys
+k = json.load(open(sys.argv[1]))["results"][0]["median"]
+mb = int(sys.argv[2]) / 1e6
+print(f"| keel end to end, {mb:.0f} MB context | | {mb / k:.0f} MB/s | (goal ≥ 300 MB/s) |")
+if mb / k < 300:
+    print(f"WARNING: 3 × 300 MiB: {mb / k:.0f} MB/s end to end misses its goal of ≥ 300 MB/s", file=open(sys.argv[3], "a"))
+PY
+$keel rmi big >/dev/null; $keel gc --cache >/dev/null; rm -rf "$work/big"
+
+# --- 10,000 small files -----------------------------------------------------------------
+python3 - "$work/ctx10k" <<'PY'
 import os, sys
-d, n, size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-for i in range(n):
+d = sys.argv[1]
+for i in range(10000):
     sub = os.path.join(d, "src", "d%03d" % (i % 100))
     os.makedirs(sub, exist_ok=True)
     with open(os.path.join(sub, "f%05d.txt" % i), "wb") as f:
-        f.write(os.urandom(size))
+        f.write(os.urandom(512))
 PY
-  printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' > "$1/Dockerfile"
-  sleep 2 # let timestamps age past the stat index's racy window
-}
+printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' >"$work/ctx10k/Dockerfile"
+sleep 2 # let timestamps age past the stat index's racy window
+c="$work/ctx10k"
+$keel --progress quiet build -t c10k "$c" >/dev/null
+hyperfine --runs "$runs" --export-json "$work/cold.json" \
+  --prepare "$(fresh c10k)" -n "keel" "$keel --progress quiet build --no-cache -t c10k $c" \
+  --prepare "sync" -n "buildah" "$bud --no-cache -t c10k $c" >/dev/null
+row "10,000 small files: COPY . /app, RUN, cold" "$work/cold.json" 0.1
+$keel --progress quiet build -t c10k "$c" >/dev/null
+$bud -t c10k "$c" >/dev/null
+hyperfine --runs "$runs" --export-json "$work/one.json" \
+  --prepare "head -c 512 /dev/urandom > $c/src/d000/f00000.txt" \
+  -n "keel" "$keel --progress quiet build -t c10k $c" \
+  -n "buildah" "$bud -t c10k $c" >/dev/null
+row "10,000 small files, one file changed" "$work/one.json" 0.05
+hyperfine -N --warmup 3 --runs $((runs * 4)) --export-json "$work/noop.json" \
+  -n "keel" "$keel --progress quiet build -t c10k $c" >/dev/null
+noop=$(median "$work/noop.json" 0)
+python3 -c "import sys; m=float(sys.argv[1])*1000; print(f'| 10,000 small files, no-op rebuild | | {m:.1f} ms | (goal ≤ 25 ms) |'); \
+  m > 25 and print(f'WARNING: no-op rebuild of 10,000 files takes {m:.1f} ms, more than 25 ms', file=open(sys.argv[2], 'a'))" \
+  "$noop" "$work/warnings" | tee -a "$work/rows.md"
 
-bench_ctx() { # NAME DIR
-  local name=$1 dir=$2
-  echo "### $name"
-  hyperfine --warmup 1 --runs "$runs" --export-markdown "$work/$name-cold.md" \
-    -n "keel cold (--no-cache)" "$keel --progress quiet build --no-cache -t b-$name $dir" \
-    -n "buildah cold (--no-cache)" "buildah bud -q --layers --no-cache --isolation oci --runtime runc -t b-$name $dir" >/dev/null
-  $keel --progress quiet build -t b-$name "$dir" >/dev/null
-  buildah bud -q --layers --isolation oci --runtime runc -t b-$name "$dir" >/dev/null
-  hyperfine --warmup 2 --runs "$runs" --export-markdown "$work/$name-noop.md" \
-    -n "keel no-op rebuild" "$keel --progress quiet build -t b-$name $dir" \
-    -n "buildah no-op rebuild" "buildah bud -q --layers --isolation oci --runtime runc -t b-$name $dir" >/dev/null
-  hyperfine --runs "$runs" --export-markdown "$work/$name-one.md" \
-    --prepare "head -c 64 /dev/urandom > $dir/src/d000/f00000.txt" \
-    -n "keel one file changed" "$keel --progress quiet build -t b-$name $dir" \
-    -n "buildah one file changed" "buildah bud -q --layers --isolation oci --runtime runc -t b-$name $dir" >/dev/null
-  cat "$work/$name-cold.md" "$work/$name-noop.md" "$work/$name-one.md" | awk 'NR==1 || !/^\| Command|^\|:---/'
-  echo
-}
+# --- Debian: apt-get install, then COPY ---------------------------------------------------
+if [[ $debian == 1 ]]; then
+  cache=/var/cache/keel-test/debootstrap # shared with tests/it/run.rs r012
+  $keel --progress quiet bootstrap debian --cache-dir "$cache" deb >/dev/null
+  import_base deb
+  mkdir -p "$work/deb/app"
+  for i in $(seq 50); do head -c 4096 /dev/urandom >"$work/deb/app/f$i"; done
+  cat >"$work/deb/Dockerfile" <<'EOF'
+FROM deb
+RUN --mount=type=cache,target=/var/cache/apt/archives,sharing=locked --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    rm -f /etc/apt/apt.conf.d/keel-clean && apt-get update -qq && \
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 gcc g++ make >/dev/null
+COPY app/ /app/
+EOF
+  # `gc --cache` would drop the apt cache mount too: keel's cold runs keep their cache
+  # (a RUN makes a new layer every time anyway: apt's logs and dpkg's state differ).
+  hyperfine --warmup 1 --runs "$runs" --export-json "$work/deb.json" \
+    --prepare "sync" -n "keel" "$keel --progress quiet build --no-cache -t debapp $work/deb" \
+    --prepare "sync" -n "buildah" "$bud --network host --no-cache -t debapp $work/deb" >/dev/null
+  row "Debian: apt-get install python3 gcc g++ make, then COPY, cold" "$work/deb.json" 0.7
+fi
 
-make_ctx "$work/ctx200" 200 4096
-make_ctx "$work/ctx10k" 10000 512
-bench_ctx ctx200 "$work/ctx200"
-bench_ctx ctx10k "$work/ctx10k"
+# --- container start against runc -------------------------------------------------------
+$keel save bb -o "$work/bb.tar"
+mkdir -p "$work/layout" && tar -C "$work/layout" -xf "$work/bb.tar"
+umoci unpack --image "$work/layout:bb:latest" "$work/bundle" >/dev/null
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+json.dump(c, open(sys.argv[1], "w"))
+PY
+hyperfine --warmup 3 --runs $((runs * 4)) --export-json "$work/start.json" \
+  -n "keel" "$keel run --rm bb /bin/true" \
+  -n "runc" "runc run --bundle $work/bundle bench-\$\$" >/dev/null
+python3 - "$work/start.json" "$work/warnings" <<'PY' | tee -a "$work/rows.md"
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+k, b = r[0]["median"], r[1]["median"]
+print(f"| container start (`run --rm bb /bin/true` vs `runc run`) | {b*1000:.0f} ms (runc) | {k*1000:.0f} ms | {k / b:.2f} (goal ≤ 0.5) |")
+if k / b > 0.5:
+    print(f"WARNING: container start is {k / b:.2f}× runc's, above the goal of 0.5", file=open(sys.argv[2], "a"))
+PY
 
-echo "### COPY of 1 GB (4 files of 256 MiB)"
-mkdir -p "$work/big/src"
-for i in 1 2 3 4; do head -c $((256 << 20)) /dev/urandom > "$work/big/src/blob$i"; done
-printf 'FROM bb\nCOPY src/ /data/\n' > "$work/big/Dockerfile"
-$keel --progress quiet build -t big "$work/big" >/dev/null # the context's digests are now known
-# Each run commits a layer the store does not have yet: the image, its cache entries and
-# its blobs are dropped first (the context's file digests stay remembered, so what is
-# timed is walking, writing the tar, hashing it and storing the blob).
-fresh="$keel rmi big >/dev/null 2>&1; $keel gc --cache >/dev/null; sync"
-hyperfine --runs "$runs" --export-markdown "$work/big.md" \
-  --prepare "$fresh" -n "keel COPY 1 GB (fsync)" "$keel --progress quiet build --no-cache -t big $work/big" \
-  --prepare "$fresh" -n "keel --no-fsync COPY 1 GB" "$keel --no-fsync --progress quiet build --no-cache -t big $work/big" \
-  --prepare "sync" -n "buildah COPY 1 GB (--no-cache)" "buildah bud -q --layers --no-cache --isolation oci --runtime runc -t big $work/big" >/dev/null
-cat "$work/big.md"
+# --- this machine's limits, in the same run ---------------------------------------------
 echo
-echo "COPY step as keel reports it (plain progress), three fresh runs each:"
-for flags in "" "--no-fsync"; do
-  for _ in 1 2 3; do
-    eval "$fresh"
-    $keel $flags --progress plain build --no-cache -t big "$work/big" 2>&1 | grep -oE 'DONE [0-9.]+s' | tr '\n' ' '
-  done
-  echo " (keel $flags)"
-done
 rm -f "$work/dd"; sync
 dd if=/dev/zero of="$work/dd" bs=1M count=1024 conv=fdatasync 2>&1 | tail -1 | sed 's/^/disk, 1 GiB written and fdatasync-ed (dd): /'
 rm -f "$work/dd"
 openssl speed -evp sha256 -bytes 16384 -seconds 3 2>/dev/null | tail -1 | awk '{printf "single-core SHA-256 (openssl speed -evp sha256, 16 KiB blocks): %s\n", $2}'
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+echo "| workload | buildah | keel | keel/buildah |"
+echo "|---|---|---|---|"
+cat "$work/rows.md"
+cat "$work/warnings"

@@ -23,6 +23,12 @@ pub const POINTS: &[&str] = &[
     "store.index-temp",
     // A layer is being unpacked into the storage cache (temp dir, not renamed).
     "storage.unpack-partial",
+    // A build step's overlay upper dir was moved into a temp layer-cache entry (to become
+    // the committed layer's unpacked tree), not yet settled, marked or renamed.
+    "storage.keep-layer-moved",
+    // An incremental COPY took the previous layer's tree out of the cache (into a temp
+    // entry) to patch it into the new layer's; nothing of it changed yet.
+    "storage.reuse-taken",
     // A snapshot directory exists (metadata written), nothing mounted yet.
     "storage.snapshot-dir",
     // A snapshot's rootfs is mounted (overlay) or copied (copy driver).

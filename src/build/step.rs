@@ -85,7 +85,7 @@ pub fn commit(
 }
 
 /// Stores a finished layer tar (uncompressed, so its digest is also its diff_id).
-fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
+pub fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
     let (digest, size) = blob.commit(None)?;
     Ok(StoredLayer {
         descriptor: oci_spec::image::Descriptor::new(
@@ -393,6 +393,23 @@ pub fn commit_copy(
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
 ) -> Result<Option<StoredLayer>, StepError> {
+    let layer = commit_copy_into(store, ctx, rootfs, ops, dirs_owner, epoch, None)?;
+    Ok(layer.map(|(l, _)| l))
+}
+
+/// [`commit_copy`] that also unpacks the layer into the directory `unpack_into` while
+/// writing it (`layer::tee`), as the overlay driver's cache holds layers — an empty one,
+/// or (flag set) one holding an earlier version of the layer to patch (`reuse`); says
+/// whether that directory now holds the whole layer.
+pub fn commit_copy_into(
+    store: &Store,
+    ctx: &Context,
+    rootfs: &Path,
+    ops: &[CopyOp],
+    dirs_owner: Option<Owner>,
+    epoch: Option<u64>,
+    unpack_into: Option<(&Path, bool)>,
+) -> Result<Option<(StoredLayer, bool)>, StepError> {
     let Owner {
         uid: duid,
         gid: dgid,
@@ -437,7 +454,14 @@ pub fn commit_copy(
         .collect();
     all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
     all.dedup();
-    let mut blob = store.blob_writer()?;
+    let unpack_opts = layer::unpack::UnpackOptions {
+        whiteouts: layer::unpack::Whiteouts::Overlay,
+        allow_devices: true,
+        reuse: unpack_into.is_some_and(|(_, reuse)| reuse),
+        ..Default::default()
+    };
+    let into = unpack_into.map(|(tree, _)| tree);
+    let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
     {
         let mut tar = tar::Builder::new(&mut blob);
         let header = |kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64| {
@@ -517,5 +541,20 @@ pub fn commit_copy(
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
-    Ok(Some(stored(blob)?))
+    let (blob, unpacked) = blob.finish().map_err(io(Path::new("layer")))?;
+    let whole = match unpacked {
+        Some(Err(e)) => {
+            tracing::debug!("the layer was not unpacked while written: {e}");
+            false
+        }
+        Some(Ok(_)) => true,
+        None => false,
+    };
+    Ok(Some((stored(blob)?, whole)))
+}
+
+impl layer::tee::ReadInto for crate::store::BlobWriter {
+    fn write_from(&mut self, r: &mut impl std::io::Read, len: u64) -> std::io::Result<()> {
+        crate::store::BlobWriter::write_from(self, r, len)
+    }
 }

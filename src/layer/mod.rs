@@ -2,9 +2,11 @@
 //! unpacking stacks of layers safely and packing changesets reproducibly.
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
+pub mod adopt;
 pub mod diff;
 pub mod guard;
 pub mod pack;
+pub mod tee;
 pub mod unpack;
 
 use std::io::{self, BufRead, BufReader, Read};

@@ -45,13 +45,13 @@ pub struct PackStats {
 }
 
 /// Extended attributes that are part of an image (others are host noise).
-fn keep_xattr(name: &str, opts: &PackOptions) -> bool {
+pub(crate) fn keep_xattr(name: &str, opts: &PackOptions) -> bool {
     // `user.overlay.*` is a rootless overlay's own metadata, never the file's.
     name == "security.capability"
         || (opts.user_xattrs && name.starts_with("user.") && !name.starts_with("user.overlay."))
 }
 
-enum Item {
+pub(crate) enum Item {
     Entry,
     Whiteout,
 }
@@ -91,14 +91,9 @@ pub fn write_padding(out: &mut impl Write, size: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes the layer for `changes`, reading added and modified paths (and the parents
-/// of every change) from `root` — the snapshot's merged root filesystem.
-pub fn pack(
-    changes: &[Change],
-    root: &Path,
-    out: impl Write,
-    opts: &PackOptions,
-) -> Result<PackStats, LayerError> {
+/// What the layer of `changes` holds, in tar order: every added or modified path, the
+/// parents of every change, and a `.wh.NAME` whiteout for every deletion.
+pub(crate) fn layer_items(changes: &[Change]) -> Result<BTreeMap<PathBuf, Item>, LayerError> {
     let mut items: BTreeMap<PathBuf, Item> = BTreeMap::new();
     for c in changes {
         let parent = c.path.parent().unwrap_or(Path::new(""));
@@ -120,7 +115,18 @@ pub fn pack(
             }
         }
     }
+    Ok(items)
+}
 
+/// Writes the layer for `changes`, reading added and modified paths (and the parents
+/// of every change) from `root` — the snapshot's merged root filesystem.
+pub fn pack(
+    changes: &[Change],
+    root: &Path,
+    out: impl Write,
+    opts: &PackOptions,
+) -> Result<PackStats, LayerError> {
+    let items = layer_items(changes)?;
     let root_dir = fs::File::open(root).map_err(|e| {
         LayerError::bad(
             root.display().to_string(),

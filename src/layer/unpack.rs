@@ -71,6 +71,11 @@ pub struct UnpackOptions {
     pub preserve_owners: bool,
     /// Apply `SCHILY.xattr.*` PAX records (errors setting them are ignored unless strict).
     pub xattrs: bool,
+    /// The target holds an earlier version of this layer (issue 14's incremental COPY):
+    /// regular files whose content is already there are kept (content compared, their
+    /// metadata and xattrs set again), and at the end everything the layer does not
+    /// write is removed, so the result is what unpacking into an empty tree gives.
+    pub reuse: bool,
 }
 
 impl Default for UnpackOptions {
@@ -80,6 +85,7 @@ impl Default for UnpackOptions {
             allow_devices: false,
             preserve_owners: crate::sys::proc::is_root(),
             xattrs: true,
+            reuse: false,
         }
     }
 }
@@ -156,6 +162,9 @@ pub fn unpack_tree(
             other => other,
         })?;
     }
+    if opts.reuse {
+        sweep(&tree.root_dir(), Path::new(""), &u.touched)?;
+    }
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -170,6 +179,41 @@ pub fn unpack_tree(
         })?;
     }
     Ok(u.stats)
+}
+
+/// What `reuse_file` found at an entry's name.
+enum Reused {
+    /// Nothing usable: write the file as usual.
+    No,
+    /// The same file: done.
+    Whole,
+    /// The first bytes read from the entry that differ, and the old file with the
+    /// length of its prefix known equal.
+    Prefix(Vec<u8>, (fs::File, u64)),
+}
+
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// In `reuse` mode, after the last entry: removes what the layer did not write.
+fn sweep(dir: &Dir, rel: &Path, touched: &HashSet<PathBuf>) -> Result<(), LayerError> {
+    for (name, kind) in dir.list().map_err(bad(dir.shown()))? {
+        let r = rel.join(&name);
+        if !touched.contains(&r) {
+            dir.remove_all(&name).map_err(bad(dir.shown()))?;
+        } else if kind == Kind::Dir {
+            sweep(&dir.subdir(&name).map_err(bad(dir.shown()))?, &r, touched)?;
+        }
+    }
+    Ok(())
 }
 
 /// A `RootfsError` as a layer error on entry `shown`.
@@ -240,6 +284,11 @@ impl Unpacker<'_, '_> {
 
         if is_whiteout {
             self.stats.whiteouts += 1;
+            if self.opts.whiteouts == Whiteouts::Overlay {
+                // The whiteout device is made under the victim's name (kept by `sweep`).
+                let victim = OsStr::from_bytes(&name_bytes[WHITEOUT_PREFIX.len()..]);
+                self.touch(&parent_rel.join(victim));
+            }
             return self.whiteout(
                 &shown,
                 &parent,
@@ -268,20 +317,7 @@ impl Unpacker<'_, '_> {
                         "GNU sparse files are not supported; repack the layer without --sparse",
                     ));
                 }
-                self.replace(&parent, name, &shown)?;
-                let mode = entry.header().mode().unwrap_or(0o644);
-                let mut f = parent
-                    .create_file(name, mode & 0o700 | 0o600)
-                    .map_err(bad(&shown))?;
-                let want = entry.size();
-                let n = io::copy(entry, &mut f)
-                    .map_err(|e| LayerError::bad(&shown, format!("reading file content: {e}")))?;
-                if n != want {
-                    return Err(LayerError::bad(shown, format!("file content is truncated: the header claims {want} bytes, the stream has {n}")));
-                }
-                self.stats.files += 1;
-                self.stats.bytes += n;
-                self.metadata(&shown, At::Open(&f), &rel, entry, false)?;
+                self.regular(&parent, name, &rel, &shown, entry)?;
             }
             EntryType::Symlink => {
                 let target = entry
@@ -345,6 +381,104 @@ impl Unpacker<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// A regular file entry: written anew, or in `reuse` mode kept (or rewritten from
+    /// the first byte that differs) when the tree already has it.
+    fn regular<R: Read>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        shown: &str,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let kept = match self.opts.reuse {
+            true => self.reuse_file(parent, name, rel, shown, entry)?,
+            false => Reused::No,
+        };
+        let (prefix, mut old) = match kept {
+            Reused::Whole => return Ok(()),
+            Reused::Prefix(p, old) => (p, Some(old)),
+            Reused::No => (Vec::new(), None),
+        };
+        self.replace(parent, name, shown)?;
+        let mode = entry.header().mode().unwrap_or(0o644);
+        let mut f = parent
+            .create_file(name, mode & 0o700 | 0o600)
+            .map_err(bad(shown))?;
+        let want = entry.size();
+        // With a reused file that differs: the part known equal comes from the old
+        // file (unlinked, still open), then what the stream still holds.
+        let mut n = 0;
+        if let Some((old, same)) = old.as_mut() {
+            use std::io::Seek;
+            let copied = old
+                .rewind()
+                .and_then(|()| io::copy(&mut Read::take(&mut *old, *same), &mut f))
+                .and_then(|c| io::Write::write_all(&mut f, &prefix).map(|()| c))
+                .map_err(|e| LayerError::bad(shown, format!("rewriting: {e}")))?;
+            n = copied + prefix.len() as u64;
+        }
+        n += io::copy(entry, &mut f)
+            .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
+        if n != want {
+            return Err(LayerError::bad(
+                shown,
+                format!(
+                    "file content is truncated: the header claims {want} bytes, the stream has {n}"
+                ),
+            ));
+        }
+        self.stats.files += 1;
+        self.stats.bytes += n;
+        self.metadata(shown, At::Open(&f), rel, entry, false)
+    }
+
+    /// In `reuse` mode: whether the regular file the entry describes is already at
+    /// `name` (same size, one link, same bytes — compared as the entry is read). A
+    /// match gets the entry's metadata and its xattrs only. On a difference the bytes
+    /// read so far that differ (`Prefix`) and the old file with the length known equal
+    /// are handed back for the caller to write the file anew.
+    fn reuse_file<R: Read>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        shown: &str,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<Reused, LayerError> {
+        use std::os::unix::fs::MetadataExt;
+        match parent.stat(name).map_err(bad(shown))? {
+            Some(st) if st.kind == Kind::File && st.size == entry.size() => {}
+            _ => return Ok(Reused::No),
+        }
+        let mut old = self.tree.open_read(rel).map_err(bad(shown))?;
+        let io_err = |e: io::Error| LayerError::bad(shown, format!("comparing content: {e}"));
+        if old.metadata().map_err(io_err)?.nlink() != 1 {
+            return Ok(Reused::No);
+        }
+        let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+        let mut same = 0u64;
+        loop {
+            let n = read_full(entry, &mut a).map_err(io_err)?;
+            if n == 0 {
+                break;
+            }
+            let m = read_full(&mut old, &mut b[..n]).map_err(io_err)?;
+            if m != n || a[..n] != b[..n] {
+                return Ok(Reused::Prefix(a[..n].to_vec(), (old, same)));
+            }
+            same += n as u64;
+        }
+        // Kept: only what a fresh file would get from the entry.
+        for x in parent.xattr_names(name).map_err(bad(shown))? {
+            parent.remove_xattr(name, &x).map_err(bad(shown))?;
+        }
+        self.stats.files += 1;
+        self.stats.bytes += same;
+        self.metadata(shown, At::Name(parent, name), rel, entry, false)?;
+        Ok(Reused::Whole)
     }
 
     fn touch(&mut self, rel: &Path) {

@@ -122,6 +122,26 @@ pub trait Snapshotter: Send + Sync {
     }
     /// What changed in the writable top against the layers, sorted by path.
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
+    /// Keeps the writable top of `snap` as the unpacked cache entry of `diff_id`, the
+    /// layer just committed from `changes` with `opts`, so the next step does not extract
+    /// it again. False when the driver cannot (the layer is unpacked when needed). The
+    /// snapshot is unmounted either way and is only good for `remove` afterwards.
+    fn keep_as_layer(
+        &self,
+        _snap: &Snapshot,
+        _diff_id: &Digest,
+        _changes: &[Change],
+        _opts: &PackOptions,
+    ) -> Result<bool> {
+        Ok(false)
+    }
+    /// A tree to unpack a layer into while it is being written, for the driver's cache to
+    /// keep once its diff_id is known: empty, or the cached tree of `base` (an earlier
+    /// version of the layer, taken out of the cache) when no snapshot uses it. None when
+    /// the driver keeps no such trees.
+    fn pending_layer(&self, _base: Option<&Digest>) -> Result<Option<overlay::PendingLayer>> {
+        Ok(None)
+    }
     /// Unmounts and deletes the snapshot; nothing of it is left behind.
     fn remove(&self, snap: &Snapshot) -> Result<()> {
         teardown(&snap.dir)
@@ -377,10 +397,27 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
+    let Some(real) = unmount_below(dir)? else {
+        return Ok(());
+    };
+    match remove_tree(&real) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::Io {
+            what: "removing",
+            path: real,
+            source: e,
+        }),
+    }
+}
+
+/// The first half of [`teardown`]: kills what runs in `dir/rootfs` and unmounts
+/// everything at or below `dir`. Returns `dir` resolved, or None when it does not exist.
+pub(crate) fn unmount_below(dir: &Path) -> Result<Option<PathBuf>> {
     crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             return Err(StorageError::Io {
                 what: "resolving",
@@ -409,15 +446,7 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
             source: io::Error::other("still mounted; refusing to delete below it"),
         });
     }
-    match remove_tree(&real) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StorageError::Io {
-            what: "removing",
-            path: real,
-            source: e,
-        }),
-    }
+    Ok(Some(real))
 }
 
 /// Deletes the directory tree `path`; btrfs subvolumes where keel makes them go with one
@@ -527,16 +556,19 @@ pub(crate) fn build_cached(
     if dest.join(verify::MARKER).is_file() {
         return Ok(false);
     }
+    let tmp = new_entry(storage)?;
+    // On an error the temp entry is dropped, and with it whatever `fill` wrote.
+    let diff_ids = fill(&tmp.path().join(verify::TREE))?;
+    crate::fault::point("storage.unpack-partial");
+    place_entry(storage, tmp, dest, kind, diff_ids)?;
+    Ok(true)
+}
+
+/// A temp cache entry under `<storage>/tmp` with an empty tree `diff/` (mode 0755),
+/// named for its owner so gc removes it as soon as that process is gone.
+pub(crate) fn new_entry(storage: &Path) -> Result<tempfile::TempDir> {
     let tmp_root = storage.join("tmp");
     hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
-    if let Some(parent) = dest.parent() {
-        hostfs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
-    }
-    // An entry always appears with its marker (rename), so one without is not ours.
-    if fs::symlink_metadata(dest).is_ok() && !dest.join(verify::MARKER).is_file() {
-        set_aside(&tmp_root, dest)?;
-    }
-    // Named for its owner, so gc removes it as soon as that process is gone.
     let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
@@ -549,16 +581,35 @@ pub(crate) fn build_cached(
         hostfs::set_permissions(dir, fs::Permissions::from_mode(0o755))
             .map_err(StorageError::io("chmod", dir))?;
     }
-    // On an error the temp entry is dropped, and with it whatever `fill` wrote.
-    let diff_ids = fill(&tree)?;
-    crate::fault::point("storage.unpack-partial");
+    Ok(tmp)
+}
+
+/// Marks the filled temp entry `tmp` as holding `diff_ids` and renames it to `dest`
+/// (moving aside a `dest` without a marker; keeping another process's complete one).
+pub(crate) fn place_entry(
+    storage: &Path,
+    tmp: tempfile::TempDir,
+    dest: &Path,
+    kind: &str,
+    diff_ids: Vec<String>,
+) -> Result<()> {
+    if dest.join(verify::MARKER).is_file() {
+        return Ok(()); // another process was first; `tmp` is dropped
+    }
+    if let Some(parent) = dest.parent() {
+        hostfs::create_dir_all(parent).map_err(StorageError::io("creating", parent))?;
+    }
+    // An entry always appears with its marker (rename), so one without is not ours.
+    if fs::symlink_metadata(dest).is_ok() {
+        set_aside(&storage.join("tmp"), dest)?;
+    }
     verify::write_marker(tmp.path(), kind, diff_ids)?;
     let tmp = tmp.keep();
     match hostfs::rename(&tmp, dest) {
-        Ok(()) => Ok(true),
+        Ok(()) => Ok(()),
         Err(_) if dest.join(verify::MARKER).is_file() => {
             let _ = remove_tree(&tmp);
-            Ok(true)
+            Ok(())
         }
         Err(e) => {
             let _ = remove_tree(&tmp);

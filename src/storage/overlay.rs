@@ -19,8 +19,10 @@ use super::{
     build_cached, new_snapshot_dir, save_snapshot, LayerBlob, Result, Snapshot, Snapshotter,
     StorageError,
 };
-use crate::digest::hex_of;
+use crate::digest::{hex_of, Digest};
+use crate::layer::adopt::settle_upper;
 use crate::layer::diff::{diff_overlay, Change};
+use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
 
@@ -56,6 +58,48 @@ impl OverlayDriver {
         Ok((dest.join(TREE), fresh))
     }
 
+    /// Moves the cached tree of layer `base` into the temp entry `tmp` (for it to be
+    /// patched into a new layer), unless a snapshot uses that layer. A snapshot is
+    /// recorded before its overlay is mounted and its lower dirs are looked up when it is
+    /// mounted, so checking after the entry has left the cache is enough: a snapshot
+    /// recorded earlier is seen (and the tree goes back untouched), one mounted later
+    /// finds the entry gone and has the layer extracted again (`prepare_mount`).
+    fn take_tree(&self, base: &Digest, tmp: &tempfile::TempDir) -> Result<bool> {
+        let entry = self.storage.join("layers").join(hex_of(base));
+        if !entry.join(super::verify::MARKER).is_file() {
+            return Ok(false);
+        }
+        let aside = tmp.path().join("base");
+        if hostfs::rename(&entry, &aside).is_err() {
+            return Ok(false); // another process took it first
+        }
+        let in_use = match self.storage.parent() {
+            Some(root) => super::list_snapshots(root)?
+                .iter()
+                .any(|s| s.layers.contains(&base.to_string())),
+            None => true,
+        };
+        if in_use {
+            if hostfs::rename(&aside, &entry).is_err() {
+                // Extracted again meanwhile: keep the mounted copy out of gc's way (only
+                // the day-old sweep of tmp/ removes an entry not named for its owner).
+                let held = self
+                    .storage
+                    .join("tmp")
+                    .join(format!("held-{}", hex_of(base)));
+                let _ = hostfs::rename(&aside, held);
+            }
+            return Ok(false);
+        }
+        crate::fault::point("storage.reuse-taken");
+        tracing::debug!(base = %base, "patching the cached tree of the previous layer");
+        let tree = tmp.path().join(TREE);
+        hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
+        hostfs::rename(aside.join(TREE), &tree).map_err(StorageError::io("moving", &aside))?;
+        hostfs::remove_dir_all(&aside).map_err(StorageError::io("removing", &aside))?;
+        Ok(true)
+    }
+
     fn empty_lower(&self) -> Result<PathBuf> {
         let p = self.storage.join("empty");
         hostfs::create_dir_all(&p).map_err(StorageError::io("creating", &p))?;
@@ -83,6 +127,45 @@ impl Snapshotter for OverlayDriver {
                 source,
             }
         })
+    }
+
+    /// The upper dir already is the layer's tree, give or take what `settle_upper`
+    /// fixes: it is moved into a temp cache entry, settled, marked and renamed into place
+    /// (a kill before the rename leaves only a temp entry, which gc removes).
+    fn keep_as_layer(
+        &self,
+        snap: &Snapshot,
+        diff_id: &Digest,
+        changes: &[Change],
+        opts: &PackOptions,
+    ) -> Result<bool> {
+        super::unmount_below(&snap.dir)?;
+        let upper = snap.dir.join("upper");
+        let dest = self.storage.join("layers").join(hex_of(diff_id));
+        build_cached(&self.storage, &dest, "layer", |tree| {
+            // The temp entry's empty tree makes way for the upper dir (same filesystem).
+            hostfs::remove_dir(tree).map_err(StorageError::io("removing", tree))?;
+            hostfs::rename(&upper, tree).map_err(StorageError::io("moving", &upper))?;
+            crate::fault::point("storage.keep-layer-moved");
+            settle_upper(tree, changes, opts).map_err(|source| StorageError::Layer {
+                diff_id: diff_id.to_string(),
+                source,
+            })?;
+            Ok(vec![diff_id.to_string()])
+        })
+    }
+
+    fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
+        let tmp = super::new_entry(&self.storage)?;
+        let reused = match base {
+            Some(b) => self.take_tree(b, &tmp)?,
+            None => false,
+        };
+        Ok(Some(PendingLayer {
+            tmp,
+            storage: self.storage.clone(),
+            reused,
+        }))
     }
 
     fn name(&self) -> &'static str {
@@ -116,7 +199,26 @@ impl Snapshotter for OverlayDriver {
 }
 
 impl OverlayDriver {
+    /// A layer's tree may leave the cache between being looked up and being mounted (a
+    /// build patching it into its next version, `take_tree`): the mount then fails with
+    /// ENOENT, and one more try extracts the layer again.
     fn prepare_mount(&self, id: &str, layers: &[LayerBlob], volatile: bool) -> Result<Snapshot> {
+        match self.prepare_mount_once(id, layers, volatile) {
+            Err(StorageError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                self.prepare_mount_once(id, layers, volatile)
+            }
+            r => r,
+        }
+    }
+
+    fn prepare_mount_once(
+        &self,
+        id: &str,
+        layers: &[LayerBlob],
+        volatile: bool,
+    ) -> Result<Snapshot> {
         let mut trees = Vec::with_capacity(layers.len());
         let mut unpacked = 0;
         for l in layers {
@@ -173,6 +275,40 @@ impl OverlayDriver {
         }
         crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
+    }
+}
+
+/// A layer's cache entry filled while the layer is written (`layer::tee`): a temp entry
+/// until [`PendingLayer::keep`] names it for the layer's diff_id. Dropped, it is deleted.
+pub struct PendingLayer {
+    tmp: tempfile::TempDir,
+    storage: PathBuf,
+    reused: bool,
+}
+
+impl PendingLayer {
+    /// The tree to unpack into.
+    pub fn tree(&self) -> PathBuf {
+        self.tmp.path().join(TREE)
+    }
+
+    /// Whether the tree holds an earlier version of the layer (else it is empty).
+    pub fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
+    /// it): marked and renamed into the cache, unless a complete entry is there already.
+    pub fn keep(self, diff_id: &Digest) -> Result<()> {
+        let dest = self.storage.join("layers").join(hex_of(diff_id));
+        crate::fault::point("storage.unpack-partial");
+        super::place_entry(
+            &self.storage,
+            self.tmp,
+            &dest,
+            "layer",
+            vec![diff_id.to_string()],
+        )
     }
 }
 

@@ -126,6 +126,14 @@ pub fn get_xattr(path: &Path, name: &str) -> io::Result<Option<Vec<u8>>> {
     xattr::get(path, name)
 }
 
+/// Removes an extended attribute of `path` itself; a missing one is not an error.
+pub fn remove_xattr(path: &Path, name: &str) -> io::Result<()> {
+    match xattr::remove(path, name) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODATA) => Ok(()),
+        r => r,
+    }
+}
+
 /// Lists extended attribute names of `path` itself, sorted for reproducible output.
 pub fn list_xattrs(path: &Path) -> io::Result<Vec<String>> {
     let mut names: Vec<String> = xattr::list(path)?

@@ -949,6 +949,22 @@ impl Dir {
         xattr::set(&p, key, value).map_err(|e| self.err("setting xattr on", name, e))
     }
 
+    /// The extended attribute names of `name` itself (none for a symlink).
+    pub fn xattr_names(&self, name: &OsStr) -> Result<Vec<String>, RootfsError> {
+        let p = Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name);
+        match xattr::list(&p) {
+            Ok(names) => Ok(names.filter_map(|n| n.into_string().ok()).collect()),
+            Err(e) if e.raw_os_error() == Some(libc::EPERM) => Ok(Vec::new()),
+            Err(e) => Err(self.err("listing xattrs of", name, e)),
+        }
+    }
+
+    /// Removes the extended attribute `key` of `name` itself.
+    pub fn remove_xattr(&self, name: &OsStr, key: &str) -> Result<(), RootfsError> {
+        let p = Path::new(&format!("/proc/self/fd/{}", self.fd.as_raw_fd())).join(name);
+        xattr::remove(&p, key).map_err(|e| self.err("removing an xattr of", name, e))
+    }
+
     /// Removes `name` (a directory with everything in it, never following a symlink);
     /// a missing name is not an error.
     pub fn remove_all(&self, name: &OsStr) -> Result<(), RootfsError> {

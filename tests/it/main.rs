@@ -17,6 +17,7 @@ mod execin;
 mod glue;
 mod integrate;
 mod layer;
+mod perf;
 mod registry;
 mod regserver;
 mod report;

@@ -53,11 +53,15 @@ const CASES: &[Case] = &[
     c("build", "build.run-started", 1),
     c("build", "store.blob-temp", 2),
     c("build", "store.blob-stored", 2),
+    c("build", "storage.keep-layer-moved", 1),
     c("build", "build.step-done", 2),
     c("build", "store.blob-stored", 3),
     c("build", "build.image-config", 1),
     c("build", "build.image-manifest", 1),
     c("build", "store.index-temp", 1),
+    // A rebuild after the context file changed: the COPY patches its last layer's tree.
+    c("build-incremental", "storage.reuse-taken", 1),
+    c("build-incremental", "store.blob-stored", 1),
     c("build-copy", "storage.unpack-partial", 1),
     c("build-copy", "storage.snapshot-mounted", 2),
     c("build-copy", "build.run-started", 1),
@@ -144,6 +148,13 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     let ctx = k.path("ctx").display().to_string();
     match area {
         "build" => s(&["build", "--no-cache", "-t", "out", &ctx]),
+        "build-incremental" => {
+            let ctx_dir = k.path("ctx");
+            std::fs::write(ctx_dir.join("a.txt"), "an older version\n").unwrap();
+            k.ok(&["build", "-t", "out", &ctx]);
+            std::fs::write(ctx_dir.join("a.txt"), "from the context\n").unwrap();
+            s(&["build", "-t", "out", &ctx])
+        }
         "build-copy" => s(&[
             "build",
             "--no-cache",
@@ -588,7 +599,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         .unwrap();
     common::assert_success(&out, format!("{what}: then {args:?}"));
     match case.area {
-        "build" | "build-copy" | "build-chroot" => {
+        "build" | "build-incremental" | "build-copy" | "build-chroot" => {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
@@ -628,7 +639,7 @@ fn run_area(areas: &[&str]) {
 /// temp files that nothing ever collected, and its RUN container could outlive it.
 #[test]
 fn sigkill_during_build_then_gc_leaves_the_host_as_before() {
-    run_area(&["build", "build-copy", "build-chroot"]);
+    run_area(&["build", "build-incremental", "build-copy", "build-chroot"]);
 }
 
 /// Break (item 11): killed load, save and import left temp files (a `.keel-save-*` next

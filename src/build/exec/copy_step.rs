@@ -220,8 +220,9 @@ impl Executor<'_> {
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let key = inputs.key();
+        let base = self.previous_layer(&state, &inputs, &position);
         let body = |snap: &crate::storage::Snapshot, state: &State| {
-            self.write_copy(snap, state, ctx, x, placed, heredocs, owner)
+            self.write_copy(snap, state, ctx, x, placed, heredocs, owner, base.as_ref())
         };
         let label = format!("{}: ", x.what());
         let done = if x.link {
@@ -393,6 +394,7 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
         owner: Option<Owner>,
+        base: Option<&crate::digest::Digest>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let owner = match (&x.chown, owner) {
             (Some(c), None) => {
@@ -423,25 +425,71 @@ impl Executor<'_> {
         let all_plain = !archives && heredocs.is_empty();
         if !ops.is_empty() && all_plain {
             // A plain copy: the layer is written straight from the sources.
-            return Ok(step::commit_copy(
-                self.store,
-                ctx,
-                &snap.rootfs,
-                &ops,
-                owner,
-                self.opts.epoch,
-            )?);
+            return self.commit_plain(ctx, snap, &ops, owner, base);
         }
         step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
             self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
         }
-        Ok(step::commit(
+        self.commit_kept(snap)
+    }
+
+    /// Commits a plain copy as a layer written straight from its sources, unpacked into
+    /// the driver's layer cache while it is written so the next step mounts that tree
+    /// instead of extracting the layer (issue 14). With `base` (this step's layer from the
+    /// previous build, same parent and instruction) that layer's cached tree is patched
+    /// into the new one: only files whose bytes changed are written again.
+    fn commit_plain(
+        &self,
+        ctx: &Context,
+        snap: &crate::storage::Snapshot,
+        ops: &[copy::CopyOp],
+        owner: Option<Owner>,
+        base: Option<&crate::digest::Digest>,
+    ) -> Result<Option<StoredLayer>, StepFailure> {
+        let pending = self.snapshotter.pending_layer(base)?;
+        let tree = pending.as_ref().map(|p| (p.tree(), p.reused()));
+        let written = step::commit_copy_into(
             self.store,
-            self.snapshotter.as_ref(),
-            snap,
+            ctx,
+            &snap.rootfs,
+            ops,
+            owner,
             self.opts.epoch,
-        )?)
+            tree.as_ref().map(|(t, r)| (t.as_path(), *r)),
+        )?;
+        let Some((layer, whole)) = written else {
+            return Ok(None);
+        };
+        if let (Some(p), true) = (pending, whole) {
+            if let Err(e) = p.keep(&layer.diff_id) {
+                tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
+            }
+        }
+        Ok(Some(layer))
+    }
+
+    /// This COPY's layer from the last build when only its files changed since (same
+    /// parent, same instruction): the tree to patch into this build's (`commit_plain`).
+    /// None under --no-cache, which rebuilds everything from scratch.
+    fn previous_layer(
+        &self,
+        state: &State,
+        inputs: &KeyInputs,
+        position: &str,
+    ) -> Option<crate::digest::Digest> {
+        if self.stage_no_cache {
+            return None;
+        }
+        let last = self.cache.last_inputs(position)?;
+        if last.parent != inputs.parent || last.instruction != inputs.instruction {
+            return None;
+        }
+        let before: State = self.cache.get(&last.key())?;
+        if before.layers.len() != state.layers.len() + 1 {
+            return None; // that copy made no layer
+        }
+        before.layers.last().map(|l| l.diff_id.clone())
     }
 
     /// A `COPY <<EOF` body as a file at (or in) the destination.

@@ -393,12 +393,35 @@ impl Executor<'_> {
         // Mount points belong to the mounts, not to the image.
         mounts::remove_stubs(&snap.rootfs, &stubs);
         ran?;
-        Ok(step::commit(
-            self.store,
-            self.snapshotter.as_ref(),
-            snap,
-            self.opts.epoch,
-        )?)
+        self.commit_kept(snap)
+    }
+
+    /// Commits what changed in `snap` as one layer (`None` when nothing did), then keeps
+    /// the snapshot's writes as that layer's unpacked tree where the driver can, so the
+    /// next step mounts it without extracting the tar just written (issue 14). `snap` is
+    /// only good for removal afterwards.
+    pub(super) fn commit_kept(&self, snap: &Snapshot) -> Result<Option<StoredLayer>, StepFailure> {
+        let changes = self.snapshotter.changes(snap)?;
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        let opts = crate::layer::pack::PackOptions {
+            epoch: self.opts.epoch,
+            ..Default::default()
+        };
+        let mut blob = self.store.blob_writer()?;
+        crate::layer::pack::pack(&changes, &snap.rootfs, &mut blob, &opts)
+            .map_err(StepError::from)?;
+        let layer = step::stored(blob)?;
+        // Only a shortcut: when it fails the layer is extracted when needed, as before.
+        match self
+            .snapshotter
+            .keep_as_layer(snap, &layer.diff_id, &changes, &opts)
+        {
+            Ok(kept) => tracing::debug!(kept, diff_id = %layer.diff_id, "layer tree kept"),
+            Err(e) => tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id),
+        }
+        Ok(Some(layer))
     }
 }
 

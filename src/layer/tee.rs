@@ -1,0 +1,278 @@
+//! Writing a layer's tar and unpacking it at once: one read of each source file, two
+//! sinks — the tar (the store's blob writer) and, on a second thread, the unpacker
+//! filling the layer's cache tree. The next step then mounts the tree instead of
+//! extracting the tar it would otherwise read back (issue 14, "unpack while committing").
+//!
+//! Both sinks get the very same bytes, so the tree is the unpack of the blob whose digest
+//! the blob writer computes. The unpacker may fail (say, a device node without
+//! CAP_MKNOD): the tar is still written whole and the failure is returned at the end, for
+//! the caller to drop the tree and let the layer be extracted later as before.
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use super::unpack::{unpack, UnpackOptions, UnpackStats};
+use super::LayerError;
+
+/// How much is handed to the unpacker at a time.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight between the two sinks (bounded memory: 8 MiB).
+const IN_FLIGHT: usize = 8;
+
+/// A writer of a layer tar that also unpacks it into a tree (when given one).
+pub struct Tee<W: Write> {
+    out: W,
+    side: Option<Side>,
+}
+
+struct Side {
+    buf: Vec<u8>,
+    tx: SyncSender<Vec<u8>>,
+    worker: JoinHandle<Result<UnpackStats, LayerError>>,
+}
+
+/// The unpacker's end of the channel.
+struct ChunkReader {
+    rx: Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    at: usize,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.at == self.cur.len() {
+            match self.rx.recv() {
+                Ok(next) => (self.cur, self.at) = (next, 0),
+                Err(_) => return Ok(0), // the writer is done
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.at);
+        buf[..n].copy_from_slice(&self.cur[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+impl<W: Write> Tee<W> {
+    /// Writes to `out`, and unpacks what is written into the existing directory `tree`
+    /// (with `opts`) when there is one.
+    pub fn new(out: W, tree: Option<&Path>, opts: &UnpackOptions) -> Tee<W> {
+        let side = tree.map(|tree| {
+            let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
+            let (tree, opts) = (tree.to_path_buf(), opts.clone());
+            let worker = std::thread::spawn(move || {
+                let reader = ChunkReader {
+                    rx,
+                    cur: Vec::new(),
+                    at: 0,
+                };
+                // Once the unpacker returns (at the end marker, or on an error) its end of
+                // the channel is gone and the writer's sends fail at once: never a block.
+                unpack(reader, &tree, &opts)
+            });
+            Side {
+                buf: Vec::with_capacity(CHUNK),
+                tx,
+                worker,
+            }
+        });
+        Tee { out, side }
+    }
+
+    /// The tar writer, to hand to callers that write straight into it.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
+
+    /// Ends both sinks: the tar writer back, and what the unpacker made of the stream
+    /// (None when there was no tree).
+    pub fn finish(mut self) -> io::Result<(W, Option<Result<UnpackStats, LayerError>>)> {
+        let side = self.side.take();
+        let unpacked = match side {
+            None => None,
+            Some(mut s) => {
+                let rest = std::mem::take(&mut s.buf);
+                let _ = s.tx.send(rest);
+                drop(s.tx);
+                Some(s.worker.join().unwrap_or_else(|_| {
+                    Err(LayerError::bad("<layer>", "the unpacker thread panicked"))
+                }))
+            }
+        };
+        Ok((self.out, unpacked))
+    }
+
+    /// Passes a full chunk to the unpacker.
+    fn hand_on(&mut self) {
+        let Some(s) = self.side.as_mut() else { return };
+        if s.buf.len() >= CHUNK {
+            let full = std::mem::replace(&mut s.buf, Vec::with_capacity(CHUNK));
+            // A closed channel means the unpacker stopped; its error comes with `finish`.
+            let _ = s.tx.send(full);
+        }
+    }
+}
+
+/// A sink that can take a source's bytes straight into its own buffers (the store's blob
+/// writer does, saving a copy).
+pub trait ReadInto: Write {
+    /// Appends exactly `len` bytes read from `r`; fails if `r` ends early.
+    fn write_from(&mut self, r: &mut impl Read, len: u64) -> io::Result<()>;
+}
+
+impl<W: ReadInto> Tee<W> {
+    /// Appends exactly `len` bytes of `r` (a source file's content): straight into the
+    /// tar writer's buffers without a tree, else read once and passed to both sinks.
+    pub fn write_from(&mut self, r: &mut impl Read, len: u64) -> io::Result<()> {
+        if self.side.is_none() {
+            return self.out.write_from(r, len);
+        }
+        let mut left = len;
+        while left > 0 {
+            let s = self.side.as_mut().expect("checked above");
+            let start = s.buf.len();
+            let room = (CHUNK.max(start + 1) - start).min(left.min(usize::MAX as u64) as usize);
+            s.buf.resize(start + room, 0);
+            let n = r.read(&mut s.buf[start..])?;
+            s.buf.truncate(start + n);
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the source ended {left} bytes early (did it change while being read?)"
+                    ),
+                ));
+            }
+            self.out.write_all(&s.buf[start..start + n])?;
+            left -= n as u64;
+            self.hand_on();
+        }
+        Ok(())
+    }
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(data)?;
+        if let Some(s) = self.side.as_mut() {
+            s.buf.extend_from_slice(&data[..n]);
+            self.hand_on();
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A tar of `files` (path → content; a trailing `/` makes a directory), mtimes 1.
+    fn tar_of(files: &[(&str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, body) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1);
+            if path.ends_with('/') {
+                h.set_entry_type(tar::EntryType::Directory);
+                h.set_mode(0o755);
+                h.set_size(0);
+                b.append_data(&mut h, path, io::empty()).unwrap();
+            } else {
+                h.set_mode(0o644);
+                h.set_size(body.len() as u64);
+                b.append_data(&mut h, path, body.as_bytes()).unwrap();
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every entry below `dir`: path, mode, size, mtime, content.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            let body = if m.is_file() {
+                std::fs::read_to_string(e.path()).unwrap()
+            } else {
+                String::new()
+            };
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            out.push(format!(
+                "{rel} {:o} {} {} {body:?}",
+                m.mode(),
+                m.len(),
+                m.mtime()
+            ));
+        }
+        out
+    }
+
+    fn opts(reuse: bool) -> UnpackOptions {
+        UnpackOptions {
+            reuse,
+            ..UnpackOptions::default()
+        }
+    }
+
+    #[test]
+    fn the_tree_is_the_unpack_of_exactly_what_was_written() {
+        let files = [("a/", ""), ("a/one", "1"), ("two", &"x".repeat(3 << 20))];
+        let tree = tempfile::tempdir().unwrap();
+        let mut tee = Tee::new(Vec::new(), Some(tree.path()), &opts(false));
+        tee.write_all(&tar_of(&files)).unwrap();
+        let (bytes, unpacked) = tee.finish().unwrap();
+        assert_eq!(bytes, tar_of(&files));
+        assert!(unpacked.unwrap().is_ok());
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(bytes), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(tree.path()), listing(fresh.path()));
+    }
+
+    #[test]
+    fn a_failing_unpacker_neither_blocks_nor_spoils_the_tar() {
+        let gone = tempfile::tempdir().unwrap().path().join("missing");
+        let big = "y".repeat(40 << 20); // more than the channel holds
+        let files = [("big", big.as_str())];
+        let mut tee = Tee::new(Vec::new(), Some(&gone), &opts(false));
+        tee.write_all(&tar_of(&files)).unwrap();
+        let (bytes, unpacked) = tee.finish().unwrap();
+        assert_eq!(bytes, tar_of(&files));
+        assert!(unpacked.unwrap().is_err());
+    }
+
+    /// `reuse`: unpacking a new version of a layer over the old one's tree gives the
+    /// tree an unpack into an empty directory gives (same-size changes, deletions,
+    /// additions, a file turned into a directory).
+    #[test]
+    fn reuse_patches_an_old_tree_into_the_new_layers() {
+        let old = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abcd"),
+            ("d/gone", "x"),
+            ("grow", "1"),
+            ("f", "file"),
+        ]);
+        let new = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abXd"),
+            ("d/new", "n"),
+            ("f/", ""),
+            ("f/inner", "i"),
+            ("grow", "12345"),
+        ]);
+        let patched = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(old), patched.path(), &opts(false)).unwrap();
+        unpack(io::Cursor::new(new.clone()), patched.path(), &opts(true)).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
+}
