@@ -200,6 +200,21 @@ fn cgroups() -> String {
     }
 }
 
+/// The platforms this host runs, natively or through a qemu emulator in binfmt_misc.
+fn platforms_json() -> Vec<serde_json::Value> {
+    crate::platform::runnable()
+        .into_iter()
+        .map(|(p, how)| match how {
+            crate::platform::Runs::Native => {
+                serde_json::json!({"platform": p.to_string(), "native": true})
+            }
+            crate::platform::Runs::Emulated { interpreter } => serde_json::json!({
+                "platform": p.to_string(), "native": false, "emulator": interpreter,
+            }),
+        })
+        .collect()
+}
+
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -211,6 +226,7 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
+        "platforms": platforms_json(),
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -220,6 +236,14 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
+        for (p, how) in crate::platform::runnable() {
+            match how {
+                crate::platform::Runs::Native => outln!("platform:      {p} (native)")?,
+                crate::platform::Runs::Emulated { interpreter } => {
+                    outln!("platform:      {p} (emulated: {interpreter})")?
+                }
+            }
+        }
         for (name, r) in backends() {
             match r {
                 Ok(()) => outln!("isolation:     {name}: available")?,
