@@ -21,7 +21,7 @@ pub enum PlatformError {
         host: String,
         arch: String,
     },
-    #[error("platform {platform} needs the emulator qemu-{qemu}, but {why}; install and register it with `apt-get install {EMULATOR_PACKAGES}` (Debian registers qemu with the F flag), or build for the host ({host})")]
+    #[error("platform {platform} needs the emulator qemu-{qemu}, but {why}; install and register it with `apt-get install {EMULATOR_PACKAGES}` (Debian registers qemu with the F flag), or use the host's platform ({host})")]
     NoEmulator {
         platform: String,
         qemu: String,
