@@ -112,10 +112,12 @@ fn run(cmd: &mut Command) -> Result<Vec<u8>, BootstrapError> {
 /// into `cache/busybox-static_<version>_<arch>/`, reused while apt's version stays.
 pub fn foreign_busybox(arch: &str, cache: &Path) -> Result<PathBuf, BootstrapError> {
     let pkg = format!("busybox-static:{arch}");
-    let show = run(Command::new("apt-cache").args(["show", "--no-all-versions", &pkg]))
-        .map_err(|e| BootstrapError::NoForeignPackage {
-            arch: arch.into(),
-            why: e.to_string(),
+    let show =
+        run(Command::new("apt-cache").args(["show", "--no-all-versions", &pkg])).map_err(|e| {
+            BootstrapError::NoForeignPackage {
+                arch: arch.into(),
+                why: e.to_string(),
+            }
         })?;
     let show = String::from_utf8_lossy(&show);
     let version = show
@@ -607,8 +609,14 @@ fn run_debootstrap(
             .status()?;
         if !status.success() {
             return Err(BootstrapError::Command {
-                cmd: format!("chroot {} /debootstrap/debootstrap --second-stage", target.display()),
-                why: format!("it exited with {status}; its log is in {}/debootstrap/debootstrap.log", target.display()),
+                cmd: format!(
+                    "chroot {} /debootstrap/debootstrap --second-stage",
+                    target.display()
+                ),
+                why: format!(
+                    "it exited with {status}; its log is in {}/debootstrap/debootstrap.log",
+                    target.display()
+                ),
             });
         }
     }

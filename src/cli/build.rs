@@ -511,7 +511,9 @@ fn build_platforms(
         ("--cache-from", !a.cache_from.is_empty()),
     ];
     if let Some((flag, _)) = unsupported.iter().find(|(_, set)| *set) {
-        bail!("{flag} works with one platform at a time; build each platform with its own --platform");
+        bail!(
+            "{flag} works with one platform at a time; build each platform with its own --platform"
+        );
     }
     let created = created.finish();
     let mut images = Vec::new();
@@ -532,7 +534,13 @@ fn build_platforms(
             ))
         })?;
         crate::registry::cache::fetch_missing(store, &outcome.state.layers)?;
-        images.push(exec::commit(store, &outcome.state, &created, &o.labels, &[])?);
+        images.push(exec::commit(
+            store,
+            &outcome.state,
+            &created,
+            &o.labels,
+            &[],
+        )?);
     }
     let index = store.commit_index(&images, &a.tags)?;
     if let Some(f) = &a.iidfile {

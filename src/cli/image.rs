@@ -305,8 +305,15 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
                 ]
             })
             .collect();
-        let head =
-            ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE", "PLATFORM"].map(String::from);
+        let head = [
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "PLATFORM",
+        ]
+        .map(String::from);
         let mut widths = head.clone().map(|h| h.len());
         for r in &table {
             for (w, c) in widths.iter_mut().zip(r) {

@@ -248,7 +248,10 @@ pub fn platform_args_for(target: &Platform, build: &Platform) -> BTreeMap<String
         out.insert(format!("{side}PLATFORM"), p.to_string());
         out.insert(format!("{side}OS"), p.os.clone());
         out.insert(format!("{side}ARCH"), p.arch.clone());
-        out.insert(format!("{side}VARIANT"), p.variant.clone().unwrap_or_default());
+        out.insert(
+            format!("{side}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     out
 }

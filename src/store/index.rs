@@ -308,7 +308,9 @@ impl Store {
             if let Some(i) = images.iter().find(|i| i.manifest_digest() == d) {
                 return Ok(i.clone());
             }
-            let by_index = images.iter().filter(|i| i.index.as_ref().is_some_and(|x| x.digest() == d));
+            let by_index = images
+                .iter()
+                .filter(|i| i.index.as_ref().is_some_and(|x| x.digest() == d));
             if let Some(i) = Self::prefer_host(by_index.collect()) {
                 return Ok(i);
             }

@@ -327,9 +327,8 @@ impl<'a> Executor<'a> {
         // Every stage's platform is runnable (an emulator is there) before any step runs.
         for i in self.plan.needed(target)? {
             let stage = &self.plan.stages[i];
-            self.stage_platform(stage).map_err(|e| {
-                self.fail(stage.line, &format!("FROM {}", stage.base), e)
-            })?;
+            self.stage_platform(stage)
+                .map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
         }
         for i in self.plan.needed(target)? {
             let st = self.build_stage(&self.plan.stages[i])?;
@@ -427,7 +426,8 @@ impl<'a> Executor<'a> {
         self.pull_base(stage, &base)?;
         // A plain host build takes the base as it is; a platform build (--platform or
         // FROM --platform) takes the base's manifest for that platform.
-        let wanted = (self.opts.platform.is_some() || stage.platform.is_some()).then_some(&platform);
+        let wanted =
+            (self.opts.platform.is_some() || stage.platform.is_some()).then_some(&platform);
         let rec = match self.store.resolve_platform(&base, wanted) {
             Ok(r) => r,
             Err(crate::store::StoreError::NoSuchImage(_)) => {
