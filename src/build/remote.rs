@@ -150,6 +150,9 @@ pub fn fetch_http(
         Some(h) => h.to_string(),
         None => download(&cache, url)?,
     };
+    // Marks the content (and the URL's record) used, for `keel gc`'s age rule.
+    touch(&cache.blob(&hex));
+    touch(&cache.record_path(url));
     if let Some(w) = want {
         if w != hex {
             return Err(RemoteError::Checksum {
@@ -169,6 +172,65 @@ pub fn fetch_http(
     use std::os::unix::fs::PermissionsExt;
     hostfs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
     Ok(Fetched { dir, name })
+}
+
+fn touch(p: &Path) {
+    let _ = hostfs::open_with(std::fs::File::options().write(true), p)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+}
+
+/// What [`prune`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pruned {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// The remote-ADD cache of a keel root.
+pub fn cache_dir(root: &Path) -> PathBuf {
+    root.join("cache").join("remote")
+}
+
+/// Removes URL records and downloads nobody used for `keep` (everything with
+/// `Duration::ZERO`), and download temp files a killed keel left. A download still
+/// named by a kept record stays, whatever its age.
+pub fn prune(cache_root: &Path, keep: std::time::Duration) -> Pruned {
+    let mut out = Pruned::default();
+    let old = |m: &std::fs::Metadata| {
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age >= keep)
+    };
+    let mut named = std::collections::HashSet::new();
+    for e in std::fs::read_dir(cache_root.join("urls"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(m) = e.metadata() else { continue };
+        if old(&m) && hostfs::remove_file(e.path()).is_ok() {
+            out.files += 1;
+            out.bytes += m.len();
+        } else if let Ok(r) =
+            serde_json::from_slice::<UrlRecord>(&std::fs::read(e.path()).unwrap_or_default())
+        {
+            named.insert(r.digest);
+        }
+    }
+    for e in std::fs::read_dir(cache_root.join("blobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let Ok(m) = e.metadata() else { continue };
+        let name = e.file_name().to_string_lossy().into_owned();
+        if old(&m) && !named.contains(&name) && hostfs::remove_file(e.path()).is_ok() {
+            out.files += 1;
+            out.bytes += m.len();
+        }
+    }
+    out
 }
 
 /// GETs `url`, revalidating a cached copy; returns the content's sha256 hex.

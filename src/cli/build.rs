@@ -1,5 +1,5 @@
 //! `keel build`: Dockerfile + context → image, with reproducible defaults.
-use crate::sys::hostfs;
+use crate::sys::{hostfs, userfile};
 use crate::{errln, outln};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -448,7 +448,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             "image.name": names.join(","),
             "keel.steps": outcome.steps,
         });
-        hostfs::write(f, serde_json::to_vec_pretty(&doc)?)
+        userfile::write(f, &serde_json::to_vec_pretty(&doc)?, Default::default())
             .with_context(|| format!("writing --metadata-file {}", f.display()))?;
     }
     if !a.cache_from.is_empty() && !opts.quiet {
@@ -476,7 +476,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         }
     }
     if let Some(f) = &a.iidfile {
-        hostfs::write(f, rec.id().to_string())
+        userfile::write(f, rec.id().to_string().as_bytes(), Default::default())
             .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }

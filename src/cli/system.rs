@@ -37,12 +37,22 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         r.temp_files_removed,
         human_size(r.bytes_freed)
     )?;
-    // Unpacked layers that no image, cached build step or container needs any more; left
-    // alone while a running keel prepares snapshots (its lease holds a layer stack).
-    let preparing = crate::store::lease::list(store.root())
+    // Unpacked layers that no image, cached build step or container needs any more, and
+    // build-side caches; left alone while another keel runs (its lease holds a layer
+    // stack, and a build may be using a download or a cache mount).
+    let leases = crate::store::lease::list(store.root());
+    let others = |l: &crate::store::lease::LeaseRecord| {
+        l.is_live()
+            && l.owner
+                .is_some_and(|o| i64::from(o.pid) != i64::from(std::process::id()))
+    };
+    if !leases.iter().any(|(_, l)| others(l)) {
+        prune_build_caches(store.root(), keep, a.cache)?;
+    }
+    if leases
         .iter()
-        .any(|(_, l)| l.is_live() && !l.stacks.is_empty());
-    if preparing {
+        .any(|(_, l)| l.is_live() && !l.stacks.is_empty())
+    {
         return Ok(0);
     }
     let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
@@ -67,6 +77,34 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         )?;
     }
     Ok(0)
+}
+
+/// Remote-ADD downloads unused for `keep`, and with `--cache` every RUN cache mount
+/// (`docker builder prune --all` drops those too).
+fn prune_build_caches(root: &std::path::Path, keep: std::time::Duration, all: bool) -> Result<()> {
+    let remote = crate::build::remote::prune(&crate::build::remote::cache_dir(root), keep);
+    let mut mounts = 0;
+    if all {
+        let dir = crate::build::cache::BuildCache::new(root).mounts_dir();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            match is_dir {
+                true => crate::sys::hostfs::remove_dir_all(&p),
+                false => crate::sys::hostfs::remove_file(&p), // its `.lock`
+            }
+            .map_err(|e| anyhow::anyhow!("removing cache mount {}: {e}", p.display()))?;
+            mounts += usize::from(is_dir);
+        }
+    }
+    if remote.files + mounts > 0 {
+        outln!(
+            "removed {} remote ADD downloads ({}) and {mounts} RUN cache mounts",
+            remote.files,
+            human_size(remote.bytes)
+        )?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Args)]

@@ -15,9 +15,8 @@ mod scons;
 mod service;
 pub mod template;
 
-use crate::sys::hostfs;
+use crate::sys::userfile;
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -360,7 +359,6 @@ pub fn needs_project(tool: &str) -> bool {
 /// Writes `files` under `dir`, each atomically (temporary file in the same directory,
 /// fsync, rename), creating parent directories. Returns the written paths.
 pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> {
-    use std::os::unix::fs::PermissionsExt;
     tracing::debug!(dir = %dir.display(), files = files.len(), "writing generated glue");
     let mut out = Vec::new();
     for f in files {
@@ -375,21 +373,15 @@ pub fn write_files(dir: &Path, files: &[GeneratedFile]) -> Result<Vec<PathBuf>> 
             });
         }
         let path = dir.join(rel);
-        let parent = path.parent().expect("joined path has a parent");
         let werr = |source| IntegrateError::Write {
             path: path.clone(),
             source,
         };
-        hostfs::create_dir_all(parent).map_err(werr)?;
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".keel-integrate-")
-            .tempfile_in(parent)
-            .map_err(werr)?;
-        tmp.write_all(f.contents.as_bytes()).map_err(werr)?;
-        hostfs::set_file_permissions(tmp.as_file(), std::fs::Permissions::from_mode(f.mode))
-            .map_err(werr)?;
-        tmp.as_file().sync_all().map_err(werr)?;
-        tmp.persist(&path).map_err(|e| werr(e.error))?;
+        let how = userfile::UserFile {
+            mode: Some(f.mode),
+            durable: true,
+        };
+        userfile::write(&path, f.contents.as_bytes(), how).map_err(werr)?;
         crate::sys::fs::give_to_tree_owner(&path).map_err(werr)?;
         out.push(path);
     }

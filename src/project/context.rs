@@ -4,7 +4,7 @@
 //! The walk reads the directory tree but never the file contents; the `.dockerignore`
 //! matcher is a predicate supplied by the caller, so this module does not depend on how
 //! ignore patterns are implemented.
-use crate::sys::hostfs;
+use crate::sys::userfile;
 use std::collections::BTreeSet;
 
 use super::{join_rel, ImageSpec, Project, ProjectError, Result};
@@ -80,23 +80,13 @@ pub fn render_make_deps(target: &str, files: &[String]) -> String {
 /// Writes `contents` to `path` (atomically, creating parent directories) unless the file
 /// already holds exactly that, so its mtime only moves when the content changes. The file
 /// (and directories on the way) belong to the tree's owner, not root
-/// ([`crate::sys::fs::give_to_tree_owner`]).
-/// Returns whether it wrote.
+/// ([`crate::sys::fs::give_to_tree_owner`]); a root keel never follows a link the
+/// tree's owner planted on the way ([`userfile`]). Returns whether it wrote.
 pub fn write_if_changed(path: &std::path::Path, contents: &str) -> std::io::Result<bool> {
-    use std::io::Write;
     if std::fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
         return Ok(false);
     }
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => std::path::Path::new("."),
-    };
-    hostfs::create_dir_all(parent)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".keel-deps-")
-        .tempfile_in(parent)?;
-    tmp.write_all(contents.as_bytes())?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    userfile::write(path, contents.as_bytes(), userfile::UserFile::default())?;
     // Run as root (a root `make`), the file and a `.keel/` made for it stay the tree's.
     crate::sys::fs::give_to_tree_owner(path)?;
     Ok(true)

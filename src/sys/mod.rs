@@ -15,5 +15,6 @@ pub mod rootfs;
 pub mod seccomp;
 pub mod session;
 pub mod tty;
+pub mod userfile;
 
 pub use error::SysError;

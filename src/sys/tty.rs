@@ -4,9 +4,18 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::error::{check, SysError};
 
-/// A new pseudo-terminal: (master, slave).
+/// A new pseudo-terminal: (master, slave), both close-on-exec: whoever hands the slave
+/// to a process as its stdio dup2()s it there, and neither end may stay open as an extra
+/// descriptor in the container.
 pub fn open_pty() -> Result<(OwnedFd, OwnedFd), SysError> {
     let p = check("openpty", nix::pty::openpty(None, None))?;
+    for fd in [&p.master, &p.slave] {
+        let flags = nix::fcntl::FdFlag::FD_CLOEXEC;
+        check(
+            "fcntl FD_CLOEXEC",
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)),
+        )?;
+    }
     Ok((p.master, p.slave))
 }
 

@@ -322,6 +322,58 @@ fn remote_add_without_checksum_revalidates() {
     assert!(err.contains("answered 404"), "{err}");
 }
 
+/// `keel gc` drops remote-ADD downloads nobody used for a week (fresh ones stay), and
+/// `keel gc --cache` drops every RUN cache mount too (as `docker builder prune --all`).
+#[test]
+fn gc_collects_old_remote_downloads_and_cache_mounts() {
+    require!(is_root(), "building needs root");
+    let srv = Server::start(vec![("/f.txt", b"payload\n".to_vec())]);
+    let k = with_base();
+    let df = format!(
+        "FROM bb\nADD {}/f.txt /f.txt\nRUN --mount=type=cache,target=/c echo hi > /c/x\n",
+        srv.base
+    );
+    let ctx = context(&k, "ctx", &[("Dockerfile", &df)]);
+    k.ok(&["build", ctx.to_str().unwrap()]);
+    let files = |dir: &str| -> Vec<std::path::PathBuf> {
+        walkdir::WalkDir::new(k.root().join(dir))
+            .min_depth(1)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_file())
+            .map(|e| e.into_path())
+            .collect()
+    };
+    assert_eq!(
+        files("cache/remote").len(),
+        2,
+        "one download and its URL record"
+    );
+    k.ok(&["gc"]);
+    assert_eq!(
+        files("cache/remote").len(),
+        2,
+        "a fresh download was collected"
+    );
+    for f in files("cache/remote") {
+        crate::common::run_ok(
+            std::process::Command::new("touch")
+                .args(["-m", "-d", "8 days ago"])
+                .arg(&f),
+        );
+    }
+    let out = k.ok(&["gc"]);
+    assert!(out.contains("removed 2 remote ADD downloads"), "{out}");
+    assert!(files("cache/remote").is_empty());
+    assert!(
+        !files("cache/mounts").is_empty(),
+        "the cache mount went without --cache"
+    );
+    let out = k.ok(&["gc", "--cache"]);
+    assert!(out.contains("1 RUN cache mounts"), "{out}");
+    assert!(files("cache/mounts").is_empty());
+}
+
 /// `ADD <repo>.git#ref` checks the ref out with git: the tree lands at the destination,
 /// without `.git` unless `--keep-git-dir`.
 #[test]

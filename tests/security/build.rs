@@ -508,3 +508,57 @@ fn r012_giving_written_files_to_the_tree_owner_never_follows_a_planted_link() {
     );
     assert_eq!((stamp.uid(), stamp.gid()), (4000, 4000));
 }
+
+/// A root keel writing where the user pointed it (`.keel/` stamps, `--iidfile`,
+/// `--metadata-file`, `integrate -w`) in a tree another user owns: that user made `.keel`
+/// a symlink to a host directory. keel refuses to follow the link (an error naming it),
+/// and nothing appears in the host directory.
+#[test]
+fn root_keel_never_writes_through_a_directory_link_the_tree_owner_planted() {
+    require!(is_root(), "the point is keel running as root");
+    let canary = CanaryDir::new();
+    let k = Keel::new();
+    let tree = k.path("proj");
+    fs::create_dir_all(&tree).unwrap();
+    fs::write(
+        tree.join("keel.toml"),
+        "[[image]]\nname = \"app\"\ncontext = \".\"\n",
+    )
+    .unwrap();
+    fs::write(tree.join("Dockerfile"), "FROM scratch\nLABEL a=b\n").unwrap();
+    std::os::unix::fs::symlink(canary.path(), tree.join(".keel")).unwrap();
+    for p in [
+        tree.clone(),
+        tree.join("keel.toml"),
+        tree.join("Dockerfile"),
+    ] {
+        std::os::unix::fs::lchown(&p, Some(4000), Some(4000)).unwrap();
+    }
+    std::os::unix::fs::lchown(tree.join(".keel"), Some(4000), Some(4000)).unwrap();
+    let runs: [&[&str]; 4] = [
+        &[
+            "context-files",
+            "app",
+            "--make-deps",
+            ".keel/app.iid",
+            "--update",
+            ".keel/app.d",
+        ],
+        &["build", "--iidfile", ".keel/app.iid", "."],
+        &["build", "--metadata-file", ".keel/sub/meta.json", "."],
+        &["integrate", "make", "-w", ".keel"],
+    ];
+    for args in runs {
+        let out = k.cmd().args(args).current_dir(&tree).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "{args:?} wrote through the link: {err}"
+        );
+        assert!(
+            err.contains(".keel is a symbolic link owned by uid 4000"),
+            "{args:?}: the error does not name the planted link: {err}"
+        );
+        canary.assert_intact();
+    }
+}
