@@ -544,7 +544,7 @@ fn build_platforms(
     }
     let index = store.commit_index(&images, &a.tags)?;
     if let Some(f) = &a.iidfile {
-        hostfs::write(f, index.digest().to_string())
+        userfile::write(f, index.digest().to_string().as_bytes(), Default::default())
             .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
@@ -559,7 +559,7 @@ fn build_platforms(
             })).collect::<Vec<_>>(),
             "image.name": names.join(","),
         });
-        hostfs::write(f, serde_json::to_vec_pretty(&doc)?)
+        userfile::write(f, &serde_json::to_vec_pretty(&doc)?, Default::default())
             .with_context(|| format!("writing --metadata-file {}", f.display()))?;
     }
     if !opts.quiet {
