@@ -188,6 +188,10 @@ impl RunArgs {
 }
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
+    // A foreign platform's emulator is there before the image is looked up or pulled.
+    if let Some(p) = &a.platform {
+        crate::platform::check(p)?;
+    }
     let store = ctx.store()?;
     super::registry::ensure_image(&store, ctx, &a.image, a.pull)?;
     let req = a.into_request()?;

@@ -60,6 +60,8 @@ pub struct Pushed {
     /// The digest of the manifest as pushed (it differs from the stored one when layers
     /// were compressed).
     pub manifest: String,
+    /// Its size in bytes as pushed (what an index entry for it gives).
+    pub manifest_size: u64,
 }
 
 /// One blob to send: where its bytes come from.
@@ -164,13 +166,19 @@ pub fn push(
     } else {
         serde_json::to_vec(&manifest).expect("a manifest serialises")
     };
-    let url = format!("{repo}/manifests/{}", target.reference);
+    // A push by digest names the manifest as sent (compression rewrites it).
+    let reference = match &target.reference {
+        Reference::Digest(_) => crate::digest::of_bytes(&bytes).to_string(),
+        r => r.to_string(),
+    };
+    let url = format!("{repo}/manifests/{reference}");
     let media = image.manifest_descriptor.media_type().to_string();
     let resp = client.send("PUT", &url, &[("Content-Type", &media)], &bytes[..])?;
     if resp.status() != 201 {
         return Err(unexpected("PUT", &url, resp));
     }
     out.manifest = crate::digest::of_bytes(&bytes).to_string();
+    out.manifest_size = bytes.len() as u64;
     Ok(out)
 }
 

@@ -8,6 +8,7 @@ mod common;
 
 mod build;
 mod commands;
+mod crossarch;
 mod parity;
 
 mod dockerfile;
