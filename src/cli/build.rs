@@ -638,8 +638,10 @@ fn copy_bases(
     plan: &crate::plan::Plan,
     opts: &BuildOptions,
 ) -> Result<()> {
-    let arch = crate::image::host_arch().to_string();
-    let globals = crate::plan::global_arg_values(&plan.global_args, &opts.build_args, &arch);
+    let host = crate::platform::host();
+    let target = opts.platform.clone().unwrap_or_else(|| host.clone());
+    let globals =
+        crate::plan::global_arg_values_for(&plan.global_args, &opts.build_args, &target, &host);
     for s in &plan.stages {
         let lookup = |k: &str| globals.get(k).cloned();
         let base = crate::dockerfile::expand::Lexer::new(plan.escape)
@@ -651,8 +653,16 @@ fn copy_bases(
         let Ok(rec) = from.resolve(&base) else {
             continue;
         };
-        let mut digests = vec![rec.manifest_digest().clone(), rec.id().clone()];
-        digests.extend(rec.manifest.layers().iter().map(|l| l.digest().clone()));
+        // A multi-platform base goes whole (its index and every platform's image).
+        let members = match &rec.index {
+            Some(i) => from.load_index_records(i, Vec::new())?,
+            None => vec![rec.clone()],
+        };
+        let mut digests: Vec<_> = rec.index.iter().map(|i| i.digest().clone()).collect();
+        for m in &members {
+            digests.extend([m.manifest_digest().clone(), m.id().clone()]);
+            digests.extend(m.manifest.layers().iter().map(|l| l.digest().clone()));
+        }
         for d in digests {
             let dst = to.blob_path(&d);
             if !dst.exists() {
@@ -661,7 +671,7 @@ fn copy_bases(
             }
         }
         if let Ok(r) = ImageRef::parse(&base) {
-            to.tag(&r, &rec.manifest_descriptor)?;
+            to.tag(&r, rec.target())?;
         }
     }
     Ok(())

@@ -781,7 +781,11 @@ impl<'a> Executor<'a> {
             image: from.to_string(),
             source: Box::new(source),
         };
-        let rec = self.store.resolve(from).map_err(|e| image(e.into()))?;
+        // An image's files for the build's platform (BuildKit: COPY --from=IMAGE).
+        let rec = self
+            .store
+            .resolve_platform(from, self.opts.platform.as_ref())
+            .map_err(|e| image(e.into()))?;
         self.store
             .protect_image(&rec)
             .map_err(|e| image(e.into()))?;
