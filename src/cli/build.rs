@@ -549,18 +549,7 @@ fn build_platforms(
             .with_context(|| format!("writing --iidfile {}", f.display()))?;
     }
     if let Some(f) = &a.metadata_file {
-        let names: Vec<String> = a.tags.iter().map(|t| t.tagged_name()).collect();
-        let doc = serde_json::json!({
-            "containerimage.digest": index.digest().to_string(),
-            "containerimage.platforms": images.iter().map(|r| serde_json::json!({
-                "platform": r.platform().to_string(),
-                "digest": r.manifest_digest().to_string(),
-                "config.digest": r.id().to_string(),
-            })).collect::<Vec<_>>(),
-            "image.name": names.join(","),
-        });
-        userfile::write(f, &serde_json::to_vec_pretty(&doc)?, Default::default())
-            .with_context(|| format!("writing --metadata-file {}", f.display()))?;
+        write_index_metadata(f, &index, &images, &a.tags)?;
     }
     if !opts.quiet {
         for t in &a.tags {
@@ -569,6 +558,27 @@ fn build_platforms(
     }
     outln!("{}", index.digest())?;
     Ok(0)
+}
+
+/// `--metadata-file` of a multi-platform build: the index, and each platform's image.
+fn write_index_metadata(
+    f: &Path,
+    index: &oci_spec::image::Descriptor,
+    images: &[crate::store::ImageRecord],
+    tags: &[ImageRef],
+) -> Result<()> {
+    let names: Vec<String> = tags.iter().map(|t| t.tagged_name()).collect();
+    let doc = serde_json::json!({
+        "containerimage.digest": index.digest().to_string(),
+        "containerimage.platforms": images.iter().map(|r| serde_json::json!({
+            "platform": r.platform().to_string(),
+            "digest": r.manifest_digest().to_string(),
+            "config.digest": r.id().to_string(),
+        })).collect::<Vec<_>>(),
+        "image.name": names.join(","),
+    });
+    userfile::write(f, &serde_json::to_vec_pretty(&doc)?, Default::default())
+        .with_context(|| format!("writing --metadata-file {}", f.display()))
 }
 
 /// Who `--output` files belong to: the caller, or under sudo (root with `SUDO_UID` set)

@@ -86,6 +86,64 @@ pub enum BootstrapCommand {
     },
 }
 
+/// `keel bootstrap busybox`: one image per platform, named (an index for several).
+fn bootstrap_busybox(
+    store: &crate::store::Store,
+    ctx: &Ctx,
+    name: &ImageRef,
+    busybox: Option<PathBuf>,
+    platform: Option<String>,
+    cache_dir: Option<PathBuf>,
+) -> Result<Vec<ImageRecord>> {
+    let platforms = platforms_of(platform.as_deref())?;
+    if busybox.is_some() && platforms.len() > 1 {
+        bail!("--busybox names one binary; bootstrap one platform at a time with it");
+    }
+    let cache = cache_dir.unwrap_or_else(|| store.root().join("cache/busybox"));
+    let mut recs = Vec::new();
+    for p in &platforms {
+        let bb = busybox_binary(busybox.as_deref(), p, &cache)?;
+        let task = ctx.reporter.task(format!(
+            "bootstrapping {} ({p}) from {}",
+            name.tagged_name(),
+            bb.display()
+        ));
+        let rec = crate::bootstrap::busybox_for(store, &bb, p)?;
+        task.done(rec.manifest_digest());
+        recs.push(rec);
+    }
+    name_images(store, &recs, name)?;
+    Ok(recs)
+}
+
+/// `keel bootstrap debian`: one debootstrap per platform, named (an index for several).
+fn bootstrap_debian(
+    store: &crate::store::Store,
+    ctx: &Ctx,
+    name: &ImageRef,
+    opts: crate::bootstrap::DebianOptions,
+    platform: Option<String>,
+) -> Result<Vec<ImageRecord>> {
+    let mut recs = Vec::new();
+    for p in platforms_of(platform.as_deref())? {
+        let task = ctx.reporter.task(format!(
+            "debootstrap {} ({}, {p}) as {}",
+            opts.suite,
+            opts.variant,
+            name.tagged_name()
+        ));
+        let one = crate::bootstrap::DebianOptions {
+            platform: Some(p),
+            ..opts.clone()
+        };
+        let rec = crate::bootstrap::debian(store, &one)?;
+        task.done(rec.manifest_digest());
+        recs.push(rec);
+    }
+    name_images(store, &recs, name)?;
+    Ok(recs)
+}
+
 /// `--platform` of bootstrap: the list, or the host's alone.
 fn platforms_of(arg: Option<&str>) -> Result<Vec<crate::platform::Platform>> {
     match arg {
@@ -123,33 +181,13 @@ fn busybox_binary(
 
 pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
-    let rec = match c {
+    let recs = match c {
         BootstrapCommand::Busybox {
             name,
             busybox,
             platform,
             cache_dir,
-        } => {
-            let platforms = platforms_of(platform.as_deref())?;
-            if busybox.is_some() && platforms.len() > 1 {
-                bail!("--busybox names one binary; bootstrap one platform at a time with it");
-            }
-            let cache = cache_dir.unwrap_or_else(|| store.root().join("cache/busybox"));
-            let mut recs = Vec::new();
-            for p in &platforms {
-                let bb = busybox_binary(busybox.as_deref(), p, &cache)?;
-                let task = ctx.reporter.task(format!(
-                    "bootstrapping {} ({p}) from {}",
-                    name.tagged_name(),
-                    bb.display()
-                ));
-                let rec = crate::bootstrap::busybox_for(&store, &bb, p)?;
-                task.done(rec.manifest_digest());
-                recs.push(rec);
-            }
-            name_images(&store, &recs, &name)?;
-            recs
-        }
+        } => bootstrap_busybox(&store, ctx, &name, busybox, platform, cache_dir)?,
         BootstrapCommand::Debian {
             name,
             suite,
@@ -158,30 +196,17 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
             cache_dir,
             platform,
         } => {
-            let mut recs = Vec::new();
-            for p in platforms_of(platform.as_deref())? {
-                let task = ctx.reporter.task(format!(
-                    "debootstrap {suite} ({variant}, {p}) as {}",
-                    name.tagged_name()
-                ));
-                let opts = crate::bootstrap::DebianOptions {
-                    cache: cache_dir
-                        .clone()
-                        .unwrap_or_else(|| store.root().join("cache/debootstrap")),
-                    suite: suite.clone(),
-                    variant: variant.clone(),
-                    mirror: mirror.clone(),
-                    platform: Some(p),
-                };
-                let rec = crate::bootstrap::debian(&store, &opts)?;
-                task.done(rec.manifest_digest());
-                recs.push(rec);
-            }
-            name_images(&store, &recs, &name)?;
-            recs
+            let opts = crate::bootstrap::DebianOptions {
+                cache: cache_dir.unwrap_or_else(|| store.root().join("cache/debootstrap")),
+                suite,
+                variant,
+                mirror,
+                platform: None,
+            };
+            bootstrap_debian(&store, ctx, &name, opts, platform)?
         }
     };
-    for rec in &rec {
+    for rec in &recs {
         outln!("{}", rec.id())?;
     }
     Ok(0)

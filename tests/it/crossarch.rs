@@ -394,3 +394,74 @@ fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
 }
+
+/// `keel bootstrap debian --platform` of the foreign platform: debootstrap's first stage
+/// natively, its second stage (dpkg configuring every package) under qemu, the image
+/// marked for that platform and running there. The emulated second stage takes minutes,
+/// so the resulting image is kept outside the clone (/var/cache/keel-test), keyed by
+/// keel's bootstrap and platform code, the suite and debootstrap's version: the real
+/// bootstrap runs again whenever one of those changes (and on a cold CI machine), and its
+/// package downloads are cached like r012's.
+#[test]
+fn bootstrap_debian_foreign_platform_runs_its_second_stage_under_emulation() {
+    crate::require!(common::is_root(), "debootstrap needs root");
+    require_emulation!();
+    crate::require!(
+        Path::new("/usr/sbin/debootstrap").exists(),
+        "debootstrap is not installed (apt-get install debootstrap)"
+    );
+    let (arch, uname) = foreign();
+    let key = {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(include_str!("../../src/bootstrap.rs"));
+        h.update(include_str!("../../src/platform.rs"));
+        h.update(format!("bookworm minbase {arch}\n"));
+        h.update(common::run_ok(Command::new("dpkg-query").args([
+            "-W",
+            "-f=${Version}",
+            "debootstrap",
+        ])));
+        hex::encode(h.finalize())
+    };
+    let dir = Path::new("/var/cache/keel-test");
+    std::fs::create_dir_all(dir).unwrap();
+    let saved = dir.join(format!("debian-{arch}-{}.tar", &key[..16]));
+    let k = Keel::new();
+    if saved.exists() {
+        k.ok(&["load", "-i", &saved.display().to_string()]);
+    } else {
+        let out = k
+            .cmd()
+            .args([
+                "bootstrap",
+                "debian",
+                "deb",
+                "--platform",
+                &format!("linux/{arch}"),
+            ])
+            .args(["--cache-dir", "/var/cache/keel-test/debootstrap"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        common::assert_success(&out, "keel bootstrap debian --platform");
+        let tmp = saved.with_extension("tmp");
+        k.ok(&["save", "deb", "-o", &tmp.display().to_string()]);
+        std::fs::rename(&tmp, &saved).unwrap();
+    }
+    let v = json(&k.ok(&["inspect", "deb"]));
+    assert_eq!(v[0]["Config"]["architecture"].as_str(), Some(arch));
+    assert_eq!(
+        v[0]["Platform"].as_str(),
+        Some(format!("linux/{arch}").as_str())
+    );
+    let out = k.ok(&[
+        "run",
+        "--rm",
+        "deb",
+        "sh",
+        "-c",
+        "uname -m; dpkg --print-architecture; dpkg-query -W -f='${db:Status-Abbrev}\\n' bash",
+    ]);
+    assert_eq!(out, format!("{uname}\n{arch}\nii \n"));
+}
