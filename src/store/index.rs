@@ -210,7 +210,9 @@ impl Store {
     /// Records for what one index.json entry points at (a manifest, or an index's).
     fn records_of(&self, d: Descriptor, names: Vec<String>) -> Result<Vec<ImageRecord>> {
         if is_index(&d) {
-            self.load_index_records(&d, names)
+            // The index itself, without index.json's name annotation.
+            let bare = Descriptor::new(d.media_type().clone(), d.size(), d.digest().clone());
+            self.load_index_records(&bare, names)
         } else {
             Ok(vec![self.load_record(d, names)?])
         }
@@ -341,5 +343,62 @@ impl Store {
             Descriptor::new(MediaType::ImageManifest, size, d.clone()),
             Vec::new(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{commit_image, ImageConfig};
+    use crate::platform::Platform;
+
+    /// An empty image for `arch` (no layers: only its config differs).
+    fn image(store: &Store, arch: &str) -> ImageRecord {
+        let mut c = ImageConfig::scratch();
+        c.architecture = arch.into();
+        commit_image(store, &c, &[], &[]).unwrap()
+    }
+
+    #[test]
+    fn a_multi_platform_name_resolves_per_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().without_fsync();
+        let host = crate::platform::host().arch;
+        let other = if host == "arm64" { "amd64" } else { "arm64" };
+        let (h, o) = (image(&store, &host), image(&store, other));
+        let name = ImageRef::parse("multi").unwrap();
+        let index = store
+            .commit_index(&[o.clone(), h.clone()], &[name])
+            .unwrap();
+        // Listed once per platform, each reached through the index.
+        let all = store.images().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|r| r.index.as_ref() == Some(&index)));
+        assert!(all.iter().all(|r| r.names == ["multi:latest"]));
+        // By name and by the index's digest: the host's; by platform: that one.
+        assert_eq!(
+            store.resolve("multi").unwrap().manifest_digest(),
+            h.manifest_digest()
+        );
+        let by_digest = store.resolve(&format!("multi@{}", index.digest())).unwrap();
+        assert_eq!(by_digest.manifest_digest(), h.manifest_digest());
+        let want: Platform = format!("linux/{other}").parse().unwrap();
+        let got = store.resolve_platform("multi", Some(&want)).unwrap();
+        assert_eq!(got.manifest_digest(), o.manifest_digest());
+        assert_eq!(got.target(), &index);
+        let err = store
+            .resolve_platform("multi", Some(&"linux/s390x".parse().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no image for platform linux/s390x"), "{err}");
+        assert!(err.contains(&format!("linux/{host}")), "{err}");
+        // The index lists the platforms in the order given.
+        let doc: ImageIndex = store.read_json("index", index.digest()).unwrap();
+        let archs: Vec<String> = doc
+            .manifests()
+            .iter()
+            .map(|m| m.platform().as_ref().unwrap().architecture().to_string())
+            .collect();
+        assert_eq!(archs, [other.to_string(), host]);
     }
 }
