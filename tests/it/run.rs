@@ -500,7 +500,7 @@ fn tty_gives_the_process_a_terminal() {
     );
     let k = with_busybox();
     // script(1) gives keel a terminal of its own, as a user's shell would.
-    let cmdline = format!("{} --root {} run --rm -t bb sh -c 'test -t 0 && test -t 1 && echo in-a-tty; echo TERM=$TERM'", env!("CARGO_BIN_EXE_keel"), k.root().display());
+    let cmdline = format!("{} --root {} run --rm -t bb sh -c 'test -t 0 && test -t 1 && echo in-a-tty; echo TERM=$TERM; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; true'", env!("CARGO_BIN_EXE_keel"), k.root().display());
     let out = Command::new("script")
         .args(["-qec", &cmdline, "/dev/null"])
         .stdin(Stdio::null())
@@ -512,6 +512,8 @@ fn tty_gives_the_process_a_terminal() {
         text.contains("in-a-tty") && text.contains("TERM=xterm"),
         "{text}"
     );
+    // The terminal's ends are not left open as extra descriptors in the container.
+    assert!(!text.contains("extra-fd"), "{text}");
     // Without -t the process has no terminal.
     let (_, plain, _) = run_code(&k, &["--rm", "bb", "sh", "-c", "test -t 1 || echo no-tty"]);
     assert_eq!(plain, "no-tty\n");
