@@ -205,7 +205,7 @@ pub fn apply_copy(
                 dir.remove_all(&name)?;
                 let mut from = fs::File::open(&src).map_err(io(&src))?;
                 let mut to = dir.create_file(&name, 0o600)?;
-                std::io::copy(&mut from, &mut to).map_err(io(&src))?;
+                crate::sys::btrfs::clone_or_copy(&mut from, &mut to, &src).map_err(io(&src))?;
             }
             FileKind::Symlink => {
                 dir.remove_all(&name)?;

@@ -107,7 +107,7 @@ pub struct BuildArgs {
     /// Isolation backend for RUN steps.
     #[arg(long, value_name = "BACKEND")]
     isolation: Option<String>,
-    /// Storage driver for build steps.
+    /// Storage driver for build steps: btrfs, overlay or copy (default as for `keel run`).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<String>,
     /// The build context directory (or, in a project with keel.toml, an image name).

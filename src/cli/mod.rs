@@ -4,6 +4,7 @@ mod build;
 mod image;
 mod project;
 mod registry;
+mod rootless;
 mod run;
 mod system;
 
@@ -166,17 +167,7 @@ impl Ctx {
 }
 
 fn default_root() -> PathBuf {
-    if crate::sys::proc::is_root() {
-        return PathBuf::from("/var/lib/keel");
-    }
-    let data = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute());
-    let data = data.unwrap_or_else(|| {
-        PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/tmp".into()))
-            .join(".local/share")
-    });
-    data.join("keel")
+    rootless::default_root()
 }
 
 fn init_logging(verbose: u8) {
@@ -211,12 +202,29 @@ pub fn main() -> i32 {
             return code;
         }
     };
+    // Before anything else runs: entering a user namespace needs a single thread.
+    let needs_userns = !matches!(
+        cli.command,
+        Command::Exec(_)
+            | Command::External(_)
+            | Command::Debug(_)
+            | Command::Login(_)
+            | Command::Logout(_)
+    );
+    if let Err(e) = rootless::enter_if_needed(needs_userns) {
+        errln!("keel: error: {}", error_text(&e));
+        return 1;
+    }
     init_logging(cli.verbose);
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(default_root),
         durable: !cli.no_fsync,
         reporter: Reporter::new(cli.progress),
     };
+    if let Err(e) = rootless::make_private_root(&ctx.root) {
+        errln!("keel: error: {}", error_text(&e));
+        return 1;
+    }
     match dispatch(cli.command, &ctx) {
         Ok(code) => code,
         Err(e) => {

@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// OCI runtime binary for --isolation oci (default: runc).
     #[arg(long, value_name = "PATH")]
     runtime: Option<PathBuf>,
-    /// Storage driver: overlay or copy (default: overlay where it works).
+    /// Storage driver: btrfs, overlay or copy (default: btrfs when the root is on btrfs, else overlay where it works, else copy).
     #[arg(long, value_name = "DRIVER")]
     storage_driver: Option<String>,
     /// Override the image's entrypoint.
@@ -868,7 +868,16 @@ pub fn cp(a: CpArgs, ctx: &Ctx) -> Result<i32> {
     };
     let c = containers.find(name)?;
     let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
-    let rootfs = snapshotter.get(&c.id)?.rootfs;
+    let snap = snapshotter.get(&c.id)?;
+    if crate::sys::userns::rootless() {
+        // Rootless, a running container's rootfs is mounted only in its own namespace:
+        // this keel would see the empty mount point (docs/rootless.md).
+        if containers.refresh(&c)?.status == Status::Running {
+            bail!("keel cp with a running rootless container is not supported yet; stop it first, or use `keel exec -i {name} sh -c 'cat > PATH' < FILE`");
+        }
+        snapshotter.ensure_mounted(&snap)?;
+    }
+    let rootfs = snap.rootfs;
     let tree = crate::sys::rootfs::Rootfs::open(&rootfs)?;
     match &dir {
         Direction::Out { path, host, .. } => cp::copy_out(&tree, path, host)?,

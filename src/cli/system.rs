@@ -238,6 +238,7 @@ fn cgroups() -> String {
     }
 }
 
+<<<<<<< HEAD
 /// The platforms this host runs, natively or through a qemu emulator in binfmt_misc.
 fn platforms_json() -> Vec<serde_json::Value> {
     crate::platform::runnable()
@@ -251,6 +252,24 @@ fn platforms_json() -> Vec<serde_json::Value> {
             }),
         })
         .collect()
+=======
+/// `keel info`'s rootless line: whether keel runs in a user namespace and what it maps.
+fn rootless_text() -> String {
+    if !crate::sys::userns::rootless() {
+        return "no (real root)".into();
+    }
+    let map = std::fs::read_to_string("/proc/self/uid_map").unwrap_or_default();
+    let lines: Vec<&str> = map.lines().collect();
+    let ids: u64 = lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    let host = crate::sys::userns::host_uid();
+    match ids {
+        0 | 1 => format!("yes: uid 0 is host uid {host}, no subordinate ids (add a range to /etc/subuid and /etc/subgid; docs/rootless.md)"),
+        n => format!("yes: uid 0 is host uid {host}, {} subordinate ids mapped", n - 1),
+    }
+>>>>>>> main
 }
 
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
@@ -258,13 +277,26 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         .unwrap_or_default()
         .trim()
         .to_string();
+    // The driver `keel run`/`build` pick without --storage-driver, and what each needs.
+    // Probing writes under the root: open the store first, so a new root is made private
+    // as the store makes it (best effort: info still reports the rest without one).
+    let _ = crate::store::Store::open(&ctx.root);
+    let drivers = crate::storage::detect(&ctx.root);
+    let default = crate::storage::open(None, &ctx.root)
+        .map(|d| d.name())
+        .unwrap_or("none");
     let info = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
         "root": ctx.root.display().to_string(),
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
+<<<<<<< HEAD
         "platforms": platforms_json(),
+=======
+        "rootless": rootless_text(),
+        "storage": {"default": default, "drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>()},
+>>>>>>> main
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -274,12 +306,27 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
+<<<<<<< HEAD
         for (p, how) in crate::platform::runnable() {
             match how {
                 crate::platform::Runs::Native => outln!("platform:      {p} (native)")?,
                 crate::platform::Runs::Emulated { interpreter } => {
                     outln!("platform:      {p} (emulated: {interpreter})")?
                 }
+=======
+        outln!("rootless:      {}", rootless_text())?;
+        let how = match default {
+            "overlay" if crate::sys::userns::rootless() => {
+                ", mounted inside the user namespace with userxattr"
+            }
+            _ => "",
+        };
+        outln!("storage:       {default} (default{how})")?;
+        for d in &drivers {
+            match d.available {
+                true => outln!("storage:       {}: available", d.name)?,
+                false => outln!("storage:       {}: unavailable ({})", d.name, d.detail)?,
+>>>>>>> main
             }
         }
         for (name, r) in backends() {

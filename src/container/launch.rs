@@ -237,6 +237,8 @@ pub fn resume(store: &Store, id: &str) -> Result<Prepared, LaunchError> {
     let published = ports::bind(&plan)?;
     let snapshotter = storage::open(Some(&config.storage_driver), &root)?;
     let snapshot = snapshotter.get(&config.id)?;
+    // Rootless, the rootfs was mounted in the namespace of the keel that made it.
+    snapshotter.ensure_mounted(&snapshot)?;
     let lease = store.lease()?;
     store.protect_image(&image)?;
     Ok(Prepared {

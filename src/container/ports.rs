@@ -150,6 +150,13 @@ pub fn exposed_tcp(exposed: &[String]) -> Vec<u16> {
 pub enum PortError {
     #[error("host port {addr} is already in use; pick another host port (-p OTHER:{container}) or let keel choose one (-p {container})")]
     InUse { addr: SocketAddr, container: u16 },
+    #[error("host port {addr} is below {start}, which only root may bind (net.ipv4.ip_unprivileged_port_start = {start}); publish on a port of {start} or above (-p {alt}:{container}), or lower the sysctl (docs/rootless.md)")]
+    Privileged {
+        addr: SocketAddr,
+        start: u16,
+        alt: u32,
+        container: u16,
+    },
     #[error("binding host port {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -165,6 +172,12 @@ pub fn bind(plan: &[PortSpec]) -> Result<Vec<Published>, PortError> {
         let listener = TcpListener::bind(addr).map_err(|source| match source.kind() {
             std::io::ErrorKind::AddrInUse => PortError::InUse {
                 addr,
+                container: s.container_port,
+            },
+            std::io::ErrorKind::PermissionDenied => PortError::Privileged {
+                addr,
+                start: crate::sys::userns::unprivileged_port_start(),
+                alt: 8000 + u32::from(s.host_port),
                 container: s.container_port,
             },
             _ => PortError::Bind { addr, source },

@@ -104,12 +104,17 @@ pub fn disk_usage(store: &crate::store::Store) -> Result<Vec<UsageRow>, UsageErr
             size: du(&root.join("volumes")),
             reclaimable: unused_vol,
         },
-        // The step cache and the unpacked layers (gc --cache gives back the former).
+        // The step cache and the unpacked layers (gc --cache gives back the former). The
+        // btrfs driver's chain subvolumes share their extents, so their apparent size
+        // counts a base once per chain above it.
         UsageRow {
             kind: "Build Cache",
             total: 0,
             active: 0,
-            size: cache + du(&root.join("storage/layers")) + du(&root.join("storage/chains")),
+            size: cache
+                + du(&root.join("storage/layers"))
+                + du(&root.join("storage/chains"))
+                + du(&root.join("storage/subvolumes")),
             reclaimable: cache,
         },
     ])

@@ -10,7 +10,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::unpack::OVERLAY_OPAQUE_XATTR;
+use super::unpack::overlay_opaque_xattr;
 use super::LayerError;
 use crate::sys::fs as sysfs;
 
@@ -232,7 +232,7 @@ pub fn is_overlay_whiteout(m: &Metadata) -> bool {
 }
 
 fn is_opaque(p: &Path) -> bool {
-    matches!(sysfs::get_xattr(p, OVERLAY_OPAQUE_XATTR), Ok(Some(v)) if v == b"y")
+    matches!(sysfs::get_xattr(p, overlay_opaque_xattr()), Ok(Some(v)) if v == b"y")
 }
 
 /// Reads an overlayfs upper directory: whiteouts (0:0 char devices) become deletions,

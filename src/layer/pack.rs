@@ -46,7 +46,9 @@ pub struct PackStats {
 
 /// Extended attributes that are part of an image (others are host noise).
 fn keep_xattr(name: &str, opts: &PackOptions) -> bool {
-    name == "security.capability" || (opts.user_xattrs && name.starts_with("user."))
+    // `user.overlay.*` is a rootless overlay's own metadata, never the file's.
+    name == "security.capability"
+        || (opts.user_xattrs && name.starts_with("user.") && !name.starts_with("user.overlay."))
 }
 
 enum Item {

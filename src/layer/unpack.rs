@@ -31,6 +31,24 @@ pub const WHITEOUT_PREFIX: &str = ".wh.";
 pub const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 /// The xattr overlayfs reads to treat a directory as opaque.
 pub const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+/// Its name for an overlay mounted in a user namespace (`userxattr`, rootless keel:
+/// `trusted.*` needs CAP_SYS_ADMIN in the host namespace).
+pub const OVERLAY_OPAQUE_USER_XATTR: &str = "user.overlay.opaque";
+
+/// `trusted.*` and, rootless, `user.overlay.*`: overlayfs's own metadata, which a layer
+/// must not forge (whiteouts are the only way to delete through a layer).
+fn is_overlay_metadata(name: &str) -> bool {
+    name.starts_with("trusted.") || name.starts_with("user.overlay.")
+}
+
+/// The opaque xattr this process's overlay mounts use (see `sys::fs::mount_overlay`).
+pub fn overlay_opaque_xattr() -> &'static str {
+    if crate::sys::userns::rootless_cached() {
+        OVERLAY_OPAQUE_USER_XATTR
+    } else {
+        OVERLAY_OPAQUE_XATTR
+    }
+}
 
 /// How whiteout entries are handled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,7 +406,7 @@ impl Unpacker<'_, '_> {
                         .map_err(|e| ctx("changing owner", &e))?;
                 }
                 open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
-                for (k, v) in xattrs.iter().filter(|(k, _)| !k.starts_with("trusted.")) {
+                for (k, v) in xattrs.iter().filter(|(k, _)| !is_overlay_metadata(k)) {
                     let _ = open_file::set_xattr(f, k, v);
                 }
                 return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
@@ -414,10 +432,7 @@ impl Unpacker<'_, '_> {
         }
         // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
         // must not forge it. Whiteouts are the only way to delete through a layer.
-        for (k, v) in xattrs
-            .into_iter()
-            .filter(|(k, _)| !k.starts_with("trusted."))
-        {
+        for (k, v) in xattrs.into_iter().filter(|(k, _)| !is_overlay_metadata(k)) {
             // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
             let _ = dir.set_xattr(name, &k, &v);
         }
@@ -458,7 +473,7 @@ impl Unpacker<'_, '_> {
                 })?;
             }
             (Whiteouts::Overlay, true) => parent
-                .set_xattr(OsStr::new("."), OVERLAY_OPAQUE_XATTR, b"y")
+                .set_xattr(OsStr::new("."), overlay_opaque_xattr(), b"y")
                 .map_err(|e| {
                     LayerError::bad(
                         shown,

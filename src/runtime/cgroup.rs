@@ -38,6 +38,8 @@ pub enum CgroupError {
     },
     #[error("this host mounts neither the cgroup v1 devices controller nor cgroup2, so keel cannot stop a container from opening host devices; mount one (or use --isolation oci with a runtime that manages cgroups)")]
     NoDeviceController,
+    #[error("--{flag} needs a cgroup v2 subtree delegated to this user, and there is none: {why}; rootless keel never ignores a limit, so run as root, or drop the flag, or run keel in a delegated systemd user scope on a unified (v2) host (`systemd-run --user --scope -p Delegate=yes keel run …`; docs/rootless.md)")]
+    NotDelegated { flag: &'static str, why: String },
     #[error("setting up the device allow-list on cgroup v2: {0}; use --isolation oci, where runc loads its own device program")]
     DeviceProgram(crate::sys::SysError),
 }
@@ -125,6 +127,75 @@ pub fn cgroup_layout() -> CgroupLayout {
     l
 }
 
+/// The cgroup v2 directory delegated to this (rootless) process, from its
+/// `/proc/self/cgroup` text `own`: a unified hierarchy whose `0::PATH` directory the
+/// caller owns and which offers the memory, pids and cpu controllers. The error says
+/// what is missing, naming a hybrid host as such.
+pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(v2) = &layout.v2 else {
+        return Err(format!(
+            "this host has no cgroup2 mount (cgroup layout: {})",
+            layout.kind()
+        ));
+    };
+    if !layout.v1.is_empty() {
+        return Err(format!(
+            "this host is hybrid: the controllers are on cgroup v1 and the cgroup2 mount at {} has {}",
+            v2.display(),
+            if layout.v2_controllers.is_empty() { "none".to_string() } else { layout.v2_controllers.join(" ") }
+        ));
+    }
+    let rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .ok_or("this process has no cgroup v2 path in /proc/self/cgroup")?;
+    let dir = v2.join(rel.trim_start_matches('/'));
+    let me = crate::sys::proc::effective_ids().0;
+    match std::fs::metadata(&dir) {
+        Ok(m) if m.uid() == me => {}
+        _ => {
+            return Err(format!(
+                "{} is not owned by this user (not delegated)",
+                dir.display()
+            ))
+        }
+    }
+    let have = std::fs::read_to_string(dir.join("cgroup.controllers")).unwrap_or_default();
+    let missing: Vec<&str> = ["memory", "pids", "cpu"]
+        .into_iter()
+        .filter(|c| !have.split_whitespace().any(|h| h == *c))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "{} lacks the {} controllers",
+            dir.display(),
+            missing.join(", ")
+        ));
+    }
+    Ok(dir)
+}
+
+/// Rootless `--isolation oci`: the runtime gets no cgroup, so any limit is refused with
+/// the reason (no delegated subtree here, or the namespaces backend to use where there is).
+pub fn refuse_rootless_runtime_limits(limits: &Limits) -> Result<(), CgroupError> {
+    let flag = match limits {
+        Limits {
+            memory_bytes: Some(_),
+            ..
+        } => "memory",
+        Limits { pids: Some(_), .. } => "pids-limit",
+        Limits { cpus: Some(_), .. } => "cpus",
+        _ => return Ok(()),
+    };
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let why = match delegated_subtree(&super::cgroup_layout(), &own) {
+        Err(why) => why,
+        Ok(_) => "rootless --isolation oci does not pass limits to the runtime yet; the default --isolation namespaces applies them here".into(),
+    };
+    Err(CgroupError::NotDelegated { flag, why })
+}
+
 /// The cgroup directories of one container.
 #[derive(Debug, Default)]
 pub struct Cgroup {
@@ -161,12 +232,64 @@ impl Cgroup {
         limits: &Limits,
         devices: &[DeviceRule],
     ) -> Result<Cgroup, CgroupError> {
+        if crate::sys::userns::rootless() {
+            return Cgroup::create_rootless(layout, id, limits);
+        }
         let mut cg = Cgroup::default();
         match cg.fill(layout, id, limits, devices) {
             Ok(()) => {
                 tracing::debug!(id, layout = layout.kind(), limits = ?limits, "cgroups created");
                 Ok(cg)
             }
+            Err(e) => {
+                let _ = cg.destroy();
+                Err(e)
+            }
+        }
+    }
+
+    /// Rootless: no device rules (in a user namespace no device node can be created, and
+    /// only the bind-mounted defaults exist in the container's `/dev`), and limits only in
+    /// a cgroup v2 subtree delegated to the user ([`delegated_subtree`]); with none,
+    /// a limit is an error, never dropped silently.
+    fn create_rootless(
+        layout: &CgroupLayout,
+        id: &str,
+        limits: &Limits,
+    ) -> Result<Cgroup, CgroupError> {
+        let flag = match limits {
+            Limits {
+                memory_bytes: Some(_),
+                ..
+            } => "memory",
+            Limits { pids: Some(_), .. } => "pids-limit",
+            Limits { cpus: Some(_), .. } => "cpus",
+            _ => return Ok(Cgroup::default()),
+        };
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let base = delegated_subtree(layout, &own)
+            .map_err(|why| CgroupError::NotDelegated { flag, why })?;
+        let mut cg = Cgroup::default();
+        let dir = base.join(format!("keel-{id}"));
+        let made = (|| {
+            let enable = ["pids", "memory", "cpu"].map(|c| format!("+{c}")).join(" ");
+            write(&base.join("cgroup.subtree_control"), &enable)?;
+            mkdir(&dir)?;
+            cg.dirs.push(dir.clone());
+            if let Some(m) = limits.memory_bytes {
+                write(&dir.join("memory.max"), &m.to_string())?;
+                let _ = write(&dir.join("memory.swap.max"), "0");
+            }
+            if let Some(p) = limits.pids {
+                write(&dir.join("pids.max"), &p.to_string())?;
+            }
+            if let Some(q) = limits.cpu_quota() {
+                write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
+            }
+            Ok(())
+        })();
+        match made {
+            Ok(()) => Ok(cg),
             Err(e) => {
                 let _ = cg.destroy();
                 Err(e)
@@ -399,6 +522,35 @@ mod tests {
         );
         assert_eq!(v2.kind(), "v2");
         assert_eq!(CgroupLayout::from_mountinfo("").kind(), "none");
+    }
+
+    #[test]
+    fn a_delegated_subtree_is_found_or_the_reason_given() {
+        let hybrid = CgroupLayout::from_mountinfo(HYBRID);
+        let e = delegated_subtree(&hybrid, "0::/user.slice\n").unwrap_err();
+        assert!(
+            e.contains("hybrid") && e.contains("/sys/fs/cgroup/unified"),
+            "{e}"
+        );
+        let none = delegated_subtree(&CgroupLayout::default(), "").unwrap_err();
+        assert!(none.contains("no cgroup2 mount"), "{none}");
+        let d = tempfile::tempdir().unwrap();
+        let v2 = CgroupLayout {
+            v2: Some(d.path().to_path_buf()),
+            ..CgroupLayout::default()
+        };
+        let mine = d.path().join("user.slice/app");
+        std::fs::create_dir_all(&mine).unwrap();
+        std::fs::write(mine.join("cgroup.controllers"), "cpu memory\n").unwrap();
+        let e = delegated_subtree(&v2, "0::/user.slice/app\n").unwrap_err();
+        assert!(e.contains("lacks the pids controllers"), "{e}");
+        std::fs::write(mine.join("cgroup.controllers"), "cpu io memory pids\n").unwrap();
+        assert_eq!(
+            delegated_subtree(&v2, "0::/user.slice/app\n").unwrap(),
+            mine
+        );
+        let e = delegated_subtree(&v2, "1:name=systemd:/\n").unwrap_err();
+        assert!(e.contains("no cgroup v2 path"), "{e}");
     }
 
     fn limits() -> Limits {

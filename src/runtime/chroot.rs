@@ -26,7 +26,7 @@ impl Isolation for Chroot {
         if !sys::proc::is_root() {
             return Err(RuntimeError::Unavailable {
                 backend: "chroot",
-                why: "keel must run as root for chroot and mounts".into(),
+                why: "keel must be root, or rootless in its user namespace, for chroot and mounts; see docs/rootless.md".into(),
             });
         }
         Ok(())

@@ -16,7 +16,9 @@ use crate::sys;
 /// Namespace kinds joined, the mount namespace last (it changes what /proc paths mean).
 /// The PID namespace is the one the process gives its children: a namespaces container's
 /// first process (keel's outer process) created that namespace without being in it.
-const KINDS: [&str; 5] = ["ipc", "uts", "net", "pid_for_children", "mnt"];
+/// The user namespace comes first: rootless, `keel exec` runs on the host as the
+/// namespace's owner, and joining it grants the capabilities the other joins need.
+const KINDS: [&str; 6] = ["user", "ipc", "uts", "net", "pid_for_children", "mnt"];
 
 fn same_ns(pid: i32, kind: &str) -> bool {
     let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));

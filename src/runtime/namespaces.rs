@@ -37,8 +37,9 @@ impl Isolation for Namespaces {
                 ));
             }
         }
+        // Rootless keel is uid 0 of its user namespace by now (cli enters it first).
         if !sys::proc::is_root() {
-            return why("keel must run as root; use --isolation oci with a rootless runtime");
+            return why("keel runs as an ordinary user outside a user namespace; unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1; docs/rootless.md)");
         }
         Ok(())
     }
@@ -171,8 +172,14 @@ pub fn exec(
 ) -> Result<Container, RuntimeError> {
     let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
     // Open every namespace before joining any: /proc changes meaning after the mount setns.
+    // Rootless, `keel exec` runs outside any user namespace and joins the container's
+    // first: as its owner it then holds the capabilities the other joins need.
     let mut fds = Vec::new();
-    for kind in ["ipc", "uts", "net", "pid_for_children", "mnt"] {
+    let user: &[&str] = if sys::proc::is_root() { &[] } else { &["user"] };
+    for kind in user
+        .iter()
+        .chain(&["ipc", "uts", "net", "pid_for_children", "mnt"])
+    {
         fds.push(sys::ns::open_ns(container_pid, kind)?);
     }
     let dirs = super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id);

@@ -44,8 +44,12 @@ impl Oci {
 
     /// Bundles under `<keel root>/runtime/bundles`.
     pub fn in_root(runtime: PathBuf, keel_root: &Path) -> Oci {
+        // Rootless, the runtime's default state dir (/run/runc for uid 0) is the host's.
+        let state_root = crate::sys::userns::rootless_cached()
+            .then(|| crate::sys::userns::runtime_dir().join("runc"));
         Oci {
             bundle_root: bundle_root(keel_root),
+            state_root,
             ..Oci::new(runtime)
         }
     }
@@ -258,7 +262,13 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 .map_err(oci_err)
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let mut res = LinuxResourcesBuilder::default().devices(device_rules(spec)?);
+    // Rootless there is no device cgroup to program (and none needed: a user namespace
+    // cannot open device nodes beyond the bound defaults); runc then leaves cgroups alone.
+    let mut res = if crate::sys::userns::rootless_cached() {
+        LinuxResourcesBuilder::default()
+    } else {
+        LinuxResourcesBuilder::default().devices(device_rules(spec)?)
+    };
     if let Some(m) = spec.limits.memory_bytes {
         res = res.memory(
             LinuxMemoryBuilder::default()
@@ -289,14 +299,15 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
     if let Some(sc) = seccomp(spec)? {
         linux = linux.seccomp(sc);
     }
-    let linux = linux
+    let mut linux = linux
         .namespaces(namespaces)
         .masked_paths(masked)
         .readonly_paths(readonly)
-        .resources(res.build().map_err(oci_err)?)
-        .cgroups_path(PathBuf::from(format!("/keel/{}", spec.id)))
-        .build()
-        .map_err(oci_err)?;
+        .resources(res.build().map_err(oci_err)?);
+    if !crate::sys::userns::rootless_cached() {
+        linux = linux.cgroups_path(PathBuf::from(format!("/keel/{}", spec.id)));
+    }
+    let linux = linux.build().map_err(oci_err)?;
     let root = RootBuilder::default()
         .path(rootfs)
         .readonly(root_ro)
@@ -468,6 +479,10 @@ impl Isolation for Oci {
         rootfs: &Path,
         stdio: Stdio,
     ) -> Result<Container, RuntimeError> {
+        if crate::sys::userns::rootless_cached() {
+            // Rootless, the config has no cgroup: a limit would be dropped silently.
+            super::cgroup::refuse_rootless_runtime_limits(&spec.limits)?;
+        }
         let rootfs = super::check_rootfs(rootfs)?;
         super::ensure_cwd(&rootfs, &spec.cwd)?;
         let bundle = self.bundle_root.join(&spec.id);

@@ -106,7 +106,43 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
                     continue;
                 }
                 let t = tree.mount_target(Path::new(target), false).map_err(r)?;
-                sys::mount::mount_fs(fstype, source, &t.path(), options).map_err(e)?;
+                match sys::mount::mount_fs(fstype, source, &t.path(), options) {
+                    // Rootless with the host's network (`--network host`, RUN steps): a
+                    // new sysfs needs a network namespace of keel's own, so the host's
+                    // /sys is bound read-only instead, as podman does.
+                    Err(err)
+                        if fstype == "sysfs"
+                            && err.errno() == Some(libc::EPERM)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(e)?;
+                        remount_readonly(&tree, target)?;
+                    }
+                    // Rootless `--isolation chroot` (no PID namespace of its own): a new
+                    // proc needs one, so the host's is bound, as it is shared anyway.
+                    Err(err)
+                        if fstype == "proc"
+                            && err.errno() == Some(libc::EPERM)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        sys::mount::bind(Path::new("/proc"), &t.path(), false).map_err(e)?;
+                    }
+                    // Rootless without subordinate ids gid 5 (tty) is not mapped, and
+                    // devpts refuses an unmapped gid: its ptys get the user's group.
+                    Err(err)
+                        if fstype == "devpts"
+                            && err.errno() == Some(libc::EINVAL)
+                            && sys::userns::rootless_cached() =>
+                    {
+                        let opts: Vec<String> = options
+                            .iter()
+                            .filter(|o| !o.starts_with("gid="))
+                            .cloned()
+                            .collect();
+                        sys::mount::mount_fs(fstype, source, &t.path(), &opts).map_err(e)?;
+                    }
+                    other => other.map_err(e)?,
+                }
             }
             MountOp::Bind {
                 source,

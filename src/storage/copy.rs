@@ -4,7 +4,9 @@
 //! verified against its diff_id while it is applied (`verify.rs`).
 //!
 //! Copies keep owners, modes, mtimes, xattrs and hardlinks, so the tree diff of a
-//! snapshot against its chain sees only what the container changed.
+//! snapshot against its chain sees only what the container changed. File data is
+//! reflinked where the filesystem can (`sys::btrfs::clone_or_copy`), so on btrfs or xfs
+//! with reflink=1 a snapshot costs metadata only.
 use crate::sys::hostfs;
 use std::collections::HashMap;
 use std::fs;
@@ -107,7 +109,7 @@ impl CopyDriver {
 /// through a symlink or directory of a lower layer). Stacked into one tree the link would
 /// work, but overlayfs unpacks each layer alone, and docker refuses it too; both drivers
 /// must build the same tree. Run only for layers with hardlinks (a second read).
-fn refuse_foreign_hardlinks(layer: &LayerBlob) -> Result<()> {
+pub(crate) fn refuse_foreign_hardlinks(layer: &LayerBlob) -> Result<()> {
     use std::collections::HashSet;
     use std::os::unix::ffi::OsStrExt;
     let bad = |entry: String, why: String| StorageError::Layer {
@@ -286,8 +288,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             links.insert((m.dev(), m.ino()), to.clone());
         }
         if ft.is_file() {
-            // std's copy uses copy_file_range, which reflinks where the filesystem can.
-            hostfs::copy(from, &to).map_err(fail)?;
+            copy_file(from, &to).map_err(fail)?;
         } else if ft.is_symlink() {
             let target = fs::read_link(from).map_err(StorageError::io("reading", from))?;
             hostfs::symlink(target, &to).map_err(fail)?;
@@ -319,6 +320,15 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
             .map_err(StorageError::io("setting times on", d))?;
     }
     Ok(())
+}
+
+/// Copies a regular file's data into a new file `to` (mode 0600 until `copy_attrs`):
+/// a reflink where the filesystem shares extents (btrfs, xfs with reflink=1), so a
+/// snapshot of a big tree writes metadata only; a plain copy elsewhere.
+fn copy_file(from: &Path, to: &Path) -> std::io::Result<()> {
+    let mut src = fs::File::open(from)?;
+    let mut dst = sysfs::create_file_nofollow(to, 0o600)?;
+    crate::sys::btrfs::clone_or_copy(&mut src, &mut dst, from).map(drop)
 }
 
 /// Owner, then mode (chown clears setuid), then xattrs, then (unless deferred) mtime.

@@ -1,14 +1,16 @@
 //! Storage drivers: root filesystems (snapshots) for containers and build steps, made
 //! from an image's layer stack plus a writable top.
 //!
-//! Two drivers implement [`Snapshotter`]: `overlay` (kernel overlayfs over layers
-//! unpacked once each) and `copy` (merged trees cached per layer-chain prefix, copied
-//! into a plain directory; works on any filesystem). Everything lives under
-//! `<root>/storage/`:
+//! Three drivers implement [`Snapshotter`]: `overlay` (kernel overlayfs over layers
+//! unpacked once each), `copy` (merged trees cached per layer-chain prefix, copied
+//! into a plain directory, with reflinks where the filesystem has them; works on any
+//! filesystem) and `btrfs` (a subvolume per layer-chain prefix, snapshots for the rest;
+//! chosen when the root is on btrfs). Everything lives under `<root>/storage/`:
 //!
 //! ```text
 //! layers/<diff-id hex>/      one unpacked layer: diff/ (overlay whiteouts) + unpacked.json
 //! chains/<chain-id hex>/     merged tree of layers 1..n: diff/ + unpacked.json (copy driver)
+//! subvolumes/<chain-id hex>/ the same as a btrfs subvolume diff/ + unpacked.json (btrfs)
 //! snapshots/<id>/            snapshot.json, rootfs/, and upper/ + work/ for overlay
 //! tmp/                       unpacks in progress; renamed into place when complete
 //! ```
@@ -31,6 +33,7 @@ use crate::layer::diff::Change;
 use crate::layer::pack::{pack, PackOptions, PackStats};
 use crate::layer::LayerError;
 
+pub mod btrfs;
 pub mod copy;
 pub mod overlay;
 pub mod reclaim;
@@ -56,7 +59,7 @@ pub enum StorageError {
     },
     #[error("{driver} not available ({why}); use --storage-driver copy")]
     Unavailable { driver: &'static str, why: String },
-    #[error("unknown storage driver {0:?}; use overlay or copy")]
+    #[error("unknown storage driver {0:?}; use overlay, copy or btrfs")]
     UnknownDriver(String),
     #[error("snapshot {0:?} already exists; remove it first or pick another id")]
     Exists(String),
@@ -124,6 +127,12 @@ pub trait Snapshotter: Send + Sync {
         teardown(&snap.dir)
     }
     fn name(&self) -> &'static str;
+    /// Mounts a prepared snapshot again when its mount is not in this mount namespace:
+    /// rootless keel's mounts live in the namespace of the keel that made them, so a
+    /// stopped container started by a later keel needs its rootfs mounted anew.
+    fn ensure_mounted(&self, _snap: &Snapshot) -> Result<()> {
+        Ok(())
+    }
     /// Loads a snapshot prepared earlier (possibly by another keel process).
     /// Fails with [`StorageError::OtherDriver`] for a snapshot another driver made.
     fn get(&self, id: &str) -> Result<Snapshot> {
@@ -184,15 +193,29 @@ pub fn detect(root: &Path) -> Vec<DriverSupport> {
             detail: why,
         },
     };
-    vec![overlay, copy]
+    let btrfs = match btrfs::probe(&storage) {
+        Ok(()) => DriverSupport {
+            name: "btrfs",
+            available: true,
+            detail: String::new(),
+        },
+        Err(why) => DriverSupport {
+            name: "btrfs",
+            available: false,
+            detail: why,
+        },
+    };
+    vec![overlay, copy, btrfs]
 }
 
-/// Opens the driver `kind` (`overlay` or `copy`), or picks overlay when it works here
-/// and copy otherwise.
+/// Opens the driver `kind` (`overlay`, `copy` or `btrfs`), or picks one: btrfs when the
+/// root is on btrfs (as docker and podman do), else overlay when it works here, else copy.
 pub fn open(kind: Option<&str>, root: &Path) -> Result<Box<dyn Snapshotter>> {
     let storage = root.join("storage");
     match kind {
         Some("copy") => Ok(Box::new(copy::CopyDriver::new(&storage)?)),
+        Some("btrfs") => Ok(Box::new(btrfs::BtrfsDriver::new(&storage)?)),
+        None if btrfs::probe(&storage).is_ok() => Ok(Box::new(btrfs::BtrfsDriver::new(&storage)?)),
         Some("overlay") => match overlay::probe_cached(&storage) {
             Ok(()) => Ok(Box::new(overlay::OverlayDriver::new(&storage)?)),
             Err(why) => Err(StorageError::Unavailable {
@@ -308,8 +331,7 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
         };
         for e in rd.flatten() {
             if !keep.contains(&*e.file_name().to_string_lossy()) {
-                hostfs::remove_dir_all(e.path())
-                    .map_err(StorageError::io("removing", &e.path()))?;
+                remove_tree(&e.path()).map_err(StorageError::io("removing", &e.path()))?;
                 *count += 1;
             }
         }
@@ -317,6 +339,7 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
     };
     sweep("layers", &layers, &mut stats.layers)?;
     sweep("chains", &chains, &mut stats.chains)?;
+    sweep(btrfs::SUBVOLUMES, &chains, &mut stats.chains)?;
     if let Ok(rd) = fs::read_dir(storage.join("tmp")) {
         for e in rd.flatten() {
             let old = e
@@ -325,7 +348,7 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
                 .and_then(|m| m.modified().ok())
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > STALE_TMP);
-            if old && hostfs::remove_dir_all(e.path()).is_ok() {
+            if old && remove_tree(&e.path()).is_ok() {
                 stats.temp += 1;
             }
         }
@@ -341,6 +364,7 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
     let drv: Box<dyn Snapshotter> = match snap.driver.as_str() {
         "overlay" => Box::new(overlay::OverlayDriver::new(&storage)?),
         "copy" => Box::new(copy::CopyDriver::new(&storage)?),
+        "btrfs" => Box::new(btrfs::BtrfsDriver::new(&storage)?),
         other => return Err(StorageError::UnknownDriver(other.to_string())),
     };
     Ok((drv, snap))
@@ -385,7 +409,7 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
             source: io::Error::other("still mounted; refusing to delete below it"),
         });
     }
-    match hostfs::remove_dir_all(&real) {
+    match remove_tree(&real) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StorageError::Io {
@@ -393,6 +417,17 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
             path: real,
             source: e,
         }),
+    }
+}
+
+/// Deletes the directory tree `path`; btrfs subvolumes where keel makes them go with one
+/// ioctl each instead of file by file (`btrfs::destroy_subvolumes`).
+pub(crate) fn remove_tree(path: &Path) -> io::Result<()> {
+    btrfs::destroy_subvolumes(path);
+    match hostfs::remove_dir_all(path) {
+        // The whole tree was one subvolume, now gone.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
@@ -522,11 +557,11 @@ pub(crate) fn build_cached(
     match hostfs::rename(&tmp, dest) {
         Ok(()) => Ok(true),
         Err(_) if dest.join(verify::MARKER).is_file() => {
-            let _ = hostfs::remove_dir_all(&tmp);
+            let _ = remove_tree(&tmp);
             Ok(true)
         }
         Err(e) => {
-            let _ = hostfs::remove_dir_all(&tmp);
+            let _ = remove_tree(&tmp);
             Err(StorageError::Io {
                 what: "renaming into place",
                 path: dest.to_path_buf(),
@@ -556,7 +591,7 @@ fn set_aside(tmp_root: &Path, dest: &Path) -> Result<()> {
             })
         }
     }
-    let _ = hostfs::remove_dir_all(&aside);
+    let _ = remove_tree(&aside);
     Ok(())
 }
 

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::digest::hex_of;
 use crate::layer::diff::{diff_overlay, Change};
-use crate::layer::unpack::{UnpackOptions, Whiteouts, OVERLAY_OPAQUE_XATTR};
+use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
 
 pub struct OverlayDriver {
@@ -87,6 +87,27 @@ impl Snapshotter for OverlayDriver {
 
     fn name(&self) -> &'static str {
         "overlay"
+    }
+
+    fn ensure_mounted(&self, snap: &Snapshot) -> Result<()> {
+        // As root the mount lives in the host's namespace until the snapshot goes.
+        if !crate::sys::userns::rootless_cached() {
+            return Ok(());
+        }
+        let mounted = crate::sys::mount::mount_points()
+            .map(|m| m.contains(&snap.rootfs))
+            .unwrap_or(false);
+        if mounted {
+            return Ok(());
+        }
+        sysfs::mount_overlay(
+            &snap.parents,
+            &snap.dir.join("upper"),
+            &snap.dir.join("work"),
+            &snap.rootfs,
+            false,
+        )
+        .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
     }
 
     fn storage_root(&self) -> &Path {
@@ -163,7 +184,8 @@ fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
         if lowers.contains(&t) {
             continue;
         }
-        let opaque = matches!(sysfs::get_xattr(&t, OVERLAY_OPAQUE_XATTR), Ok(Some(v)) if v == b"y");
+        let opaque =
+            matches!(sysfs::get_xattr(&t, overlay_opaque_xattr()), Ok(Some(v)) if v == b"y");
         lowers.push(t);
         if opaque {
             break;
@@ -211,8 +233,13 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     }
     sysfs::mknod(&d("lower/gone"), sysfs::NodeKind::Char, 0, 0, 0)
         .map_err(|e| format!("cannot create whiteout device nodes: {e}"))?;
-    sysfs::set_xattr(&d("lower/opaque"), OVERLAY_OPAQUE_XATTR, b"y")
-        .map_err(|e| format!("no trusted xattrs on {}: {e}", storage.display()))?;
+    sysfs::set_xattr(&d("lower/opaque"), overlay_opaque_xattr(), b"y").map_err(|e| {
+        format!(
+            "no {} xattrs on {}: {e}",
+            overlay_opaque_xattr(),
+            storage.display()
+        )
+    })?;
     sysfs::mount_overlay(&[d("lower")], &d("upper"), &d("work"), &d("merged"), false)
         .map_err(|e| format!("test mount failed: {e}"))?;
     let ok = !d("merged/gone").exists();

@@ -251,7 +251,13 @@ pub fn check(root: &Path, stacks: &[Vec<LayerBlob>], full: bool) -> Result<Vec<S
     let storage = root.join("storage");
     let (layers, chains) = expected(stacks);
     let mut problems = Vec::new();
-    for (sub, kind, expect) in [("layers", "layer", &layers), ("chains", "chain", &chains)] {
+    let checked = [
+        ("layers", "layer", &layers),
+        ("chains", "chain", &chains),
+        // The btrfs driver's chains: the same trees, as subvolumes.
+        (super::btrfs::SUBVOLUMES, "chain", &chains),
+    ];
+    for (sub, kind, expect) in checked {
         let dir = storage.join(sub);
         let Ok(rd) = fs::read_dir(&dir) else {
             continue;

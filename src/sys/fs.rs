@@ -149,11 +149,18 @@ pub fn mount_overlay(
     target: &Path,
     volatile: bool,
 ) -> io::Result<()> {
+    // In a user namespace overlayfs keeps its metadata in `user.overlay.*` (`userxattr`,
+    // which implies redirect_dir=nofollow and refuses an explicit redirect_dir).
+    let meta = if super::userns::rootless_cached() {
+        "userxattr"
+    } else {
+        "redirect_dir=off"
+    };
     let tail = format!(
-        ",upperdir={},workdir={},index=off,redirect_dir=off,metacopy=off{}",
+        ",upperdir={},workdir={},index=off,{meta},metacopy=off{}",
         escape_overlay_path(upper),
         escape_overlay_path(work),
-        if volatile { ",volatile" } else { "" }
+        if volatile { ",volatile" } else { "" },
     );
     let plain: Vec<String> = lowers.iter().map(|p| escape_overlay_path(p)).collect();
     let mut held = Vec::new();
@@ -236,7 +243,8 @@ pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
 /// never followed; a regular file with other hard links is left alone.
 pub fn give_to_tree_owner(path: &Path) -> io::Result<()> {
     use std::os::unix::fs::MetadataExt;
-    if !is_root() {
+    // Rootless, everything keel writes already belongs to the user.
+    if !is_root() || super::userns::rootless_cached() {
         return Ok(());
     }
     let abs = std::path::absolute(path)?;

@@ -3,6 +3,7 @@
 //! and makes no policy decisions (those live in `runtime::spec` and the backends).
 pub mod binfmt;
 pub mod bpf;
+pub mod btrfs;
 pub mod caps;
 pub mod error;
 pub mod fs;
@@ -16,5 +17,6 @@ pub mod seccomp;
 pub mod session;
 pub mod tty;
 pub mod userfile;
+pub mod userns;
 
 pub use error::SysError;

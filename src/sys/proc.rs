@@ -195,8 +195,16 @@ pub fn set_user(uid: u32, gid: u32, groups: &[u32]) -> Result<(), SysError> {
         .iter()
         .map(|g| nix::unistd::Gid::from_raw(*g))
         .collect();
-    check("setgroups", nix::unistd::setgroups(&groups))?;
     let g = nix::unistd::Gid::from_raw(gid);
+    match nix::unistd::setgroups(&groups) {
+        // Rootless with a single-id map (no /etc/subgid range) the kernel forbids
+        // setgroups (user_namespaces(7)); only the primary group exists there anyway.
+        Err(nix::errno::Errno::EPERM)
+            if groups.iter().all(|x| *x == g)
+                && std::fs::read_to_string("/proc/self/setgroups")
+                    .is_ok_and(|s| s.trim() == "deny") => {}
+        r => check("setgroups", r)?,
+    }
     check("setresgid", nix::unistd::setresgid(g, g, g))?;
     let u = nix::unistd::Uid::from_raw(uid);
     check("setresuid", nix::unistd::setresuid(u, u, u))

@@ -34,6 +34,16 @@ impl Keel {
                 .unwrap(),
         }
     }
+    /// Like [`Keel::new`], with the root in a temp dir below `base` (say, a loop-mounted
+    /// btrfs, where keel picks the btrfs driver).
+    pub fn new_in(base: &Path) -> Keel {
+        Keel {
+            dir: tempfile::Builder::new()
+                .prefix("keel-test-")
+                .tempdir_in(base)
+                .unwrap(),
+        }
+    }
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
     }

@@ -14,7 +14,7 @@ use tar::{EntryType, Header};
 
 /// One raw entry: a GNU header with `name`/`link` written straight into the header
 /// bytes (no validation, unlike `set_path`), followed by `data` padded to 512.
-fn raw(name: &[u8], kind: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
+pub(crate) fn raw(name: &[u8], kind: EntryType, link: &[u8], data: &[u8]) -> Vec<u8> {
     let mut h = Header::new_gnu();
     {
         let old = h.as_old_mut();
@@ -42,16 +42,16 @@ fn pad(v: &mut Vec<u8>) {
     }
 }
 
-fn file(name: &str, data: &str) -> Vec<u8> {
+pub(crate) fn file(name: &str, data: &str) -> Vec<u8> {
     raw(name.as_bytes(), EntryType::Regular, b"", data.as_bytes())
 }
-fn dir(name: &str) -> Vec<u8> {
+pub(crate) fn dir(name: &str) -> Vec<u8> {
     raw(name.as_bytes(), EntryType::Directory, b"", b"")
 }
-fn symlink(name: &str, target: &str) -> Vec<u8> {
+pub(crate) fn symlink(name: &str, target: &str) -> Vec<u8> {
     raw(name.as_bytes(), EntryType::Symlink, target.as_bytes(), b"")
 }
-fn hardlink(name: &str, target: &str) -> Vec<u8> {
+pub(crate) fn hardlink(name: &str, target: &str) -> Vec<u8> {
     raw(name.as_bytes(), EntryType::Link, target.as_bytes(), b"")
 }
 
@@ -70,7 +70,7 @@ fn pax_path(path: &[u8], next: Vec<u8>) -> Vec<u8> {
 }
 
 /// A PAX extended header with one record `key=value`, then `next`.
-fn pax(key: &str, value: &[u8], next: Vec<u8>) -> Vec<u8> {
+pub(crate) fn pax(key: &str, value: &[u8], next: Vec<u8>) -> Vec<u8> {
     let path = value;
     let body_len = 3 + key.len() + path.len();
     // The record length counts its own digits.
@@ -86,7 +86,7 @@ fn pax(key: &str, value: &[u8], next: Vec<u8>) -> Vec<u8> {
     out
 }
 
-fn tarball(entries: &[Vec<u8>]) -> Vec<u8> {
+pub(crate) fn tarball(entries: &[Vec<u8>]) -> Vec<u8> {
     let mut out: Vec<u8> = entries.concat();
     out.extend_from_slice(&[0u8; 1024]);
     out
@@ -527,7 +527,7 @@ fn upper_layer() -> Vec<u8> {
     ])
 }
 
-fn tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn tree(root: &Path) -> BTreeMap<String, String> {
     walkdir::WalkDir::new(root)
         .min_depth(1)
         .into_iter()
@@ -754,7 +754,7 @@ fn packing_is_reproducible_across_mtimes() {
 }
 
 /// Paths with type, mode, owner, content or link target, and xattr of a tree.
-fn full_tree(root: &Path) -> BTreeMap<String, String> {
+pub(crate) fn full_tree(root: &Path) -> BTreeMap<String, String> {
     tree(root)
         .into_iter()
         .map(|(k, v)| {
@@ -837,7 +837,7 @@ fn changesets_pack_into_layers_that_replay_the_change() {
 use keel::storage::{self, LayerBlob};
 
 /// Three layers: a base, one deleting a file (gzip blob), one making `b/` opaque.
-fn three_layers(at: &Path) -> Vec<LayerBlob> {
+pub(crate) fn three_layers(at: &Path) -> Vec<LayerBlob> {
     use std::io::Write;
     let tars = [
         tarball(&[
@@ -870,7 +870,7 @@ fn three_layers(at: &Path) -> Vec<LayerBlob> {
         .collect()
 }
 
-fn merged_three() -> BTreeMap<String, String> {
+pub(crate) fn merged_three() -> BTreeMap<String, String> {
     [
         ("a", "dir"),
         ("a/keep", "k"),
@@ -892,9 +892,15 @@ fn mounted(path: &Path) -> bool {
 }
 
 fn snapshot_lifecycle(kind: &str) {
+    snapshot_lifecycle_in(kind, &std::env::temp_dir());
+}
+
+/// The snapshot lifecycle of driver `kind`, with its root in a temp dir below `base`
+/// (the btrfs tests pass a loop-mounted btrfs).
+pub(crate) fn snapshot_lifecycle_in(kind: &str, base: &Path) {
     let tmp = tempfile::Builder::new()
         .prefix("keel-storage-")
-        .tempdir()
+        .tempdir_in(base)
         .unwrap();
     let root = tmp.path().join("root");
     let layers = three_layers(tmp.path());
@@ -963,7 +969,13 @@ fn snapshot_lifecycle(kind: &str) {
             .join(keel::digest::hex_of(&layers[0].diff_id))
     } else {
         let chains = storage::copy::chain_ids(&layers);
-        root.join("storage/chains")
+        let sub = if kind == "btrfs" {
+            "subvolumes"
+        } else {
+            "chains"
+        };
+        root.join("storage")
+            .join(sub)
             .join(keel::digest::hex_of(&chains[2]))
     };
     let before = fs::metadata(&cache).unwrap().ino();
@@ -1022,7 +1034,7 @@ fn drivers_are_detected_and_chosen() {
     let tmp = tempfile::tempdir().unwrap();
     let found = storage::detect(tmp.path());
     let names: Vec<_> = found.iter().map(|d| d.name).collect();
-    assert_eq!(names, ["overlay", "copy"]);
+    assert_eq!(names, ["overlay", "copy", "btrfs"]);
     assert!(found[1].available, "copy works everywhere");
     let auto = storage::open(None, tmp.path()).unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@
 
 mod common;
 
+mod btrfs;
 mod build;
 mod commands;
 mod crossarch;
@@ -19,6 +20,7 @@ mod layer;
 mod registry;
 mod regserver;
 mod report;
+mod rootless;
 mod run;
 mod runtime;
 mod store;

@@ -1,0 +1,907 @@
+//! Rootless keel (issue 15): the root test process makes ordinary users with subordinate
+//! id ranges (idempotently: `useradd`, `usermod --add-subuids`) and runs every keel
+//! command of these tests as one of them (`setpriv --reuid --regid --init-groups`, with
+//! HOME and XDG_* of its own and a copy of the keel binary it can execute). What they
+//! show: the README demo with a store the user owns, the same image digest as root for
+//! a base with files of uid 0, 100 and 65534, the four port flavours, make glue and
+//! `$(KEEL_IN)` writing user-owned files, nothing left after `run --rm`, users kept
+//! apart, seccomp and capabilities as for root, and limits refused without delegation.
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use crate::common::{assert_success, have, is_root, run_ok, Keel};
+use crate::require;
+
+/// A test user: its name, ids and its subordinate uid ranges (start, count), in the
+/// order keel maps them (container uid 1 is the first range's start).
+#[derive(Clone)]
+struct User {
+    name: &'static str,
+    uid: u32,
+    gid: u32,
+    subuids: Vec<(u32, u32)>,
+}
+
+impl User {
+    /// True for a host uid this user's namespace maps (itself or a subordinate id).
+    fn owns_uid(&self, uid: u32) -> bool {
+        uid == self.uid || self.subuids.iter().any(|&(s, n)| (s..s + n).contains(&uid))
+    }
+
+    /// The host uid of container uid `n` (> 0) as keel maps it.
+    fn host_uid_of(&self, n: u32) -> u32 {
+        let mut left = n - 1;
+        for &(s, count) in &self.subuids {
+            if left < count {
+                return s + left;
+            }
+            left -= count;
+        }
+        panic!("uid {n} is not mapped for {}", self.name)
+    }
+}
+
+/// The `(start, count)` ranges of `name` in an /etc/subuid-style file.
+fn ranges(file: &str, name: &str) -> Vec<(u32, u32)> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(':');
+            (f.next()? == name).then_some(())?;
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Tests run in parallel: one useradd/usermod at a time (they lock /etc/subuid).
+static USERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Makes (once) the user `name` with a subordinate uid/gid range: useradd gives one
+/// where login.defs says so; otherwise the range starting at `start` is added.
+fn user(name: &'static str, start: u32) -> User {
+    let _once = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    let exists = Command::new("id")
+        .arg(name)
+        .output()
+        .unwrap()
+        .status
+        .success();
+    if !exists {
+        run_ok(Command::new("useradd").args(["-M", "-U", "-s", "/bin/sh", name]));
+    }
+    let range = format!("{start}-{}", start + 65535);
+    for (file, flag) in [
+        ("/etc/subuid", "--add-subuids"),
+        ("/etc/subgid", "--add-subgids"),
+    ] {
+        if ranges(file, name).is_empty() {
+            run_ok(Command::new("usermod").args([flag, &range, name]));
+        }
+    }
+    let id = |flag: &str| -> u32 {
+        run_ok(Command::new("id").args([flag, name]))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    User {
+        name,
+        uid: id("-u"),
+        gid: id("-g"),
+        subuids: ranges("/etc/subuid", name),
+    }
+}
+
+// Ranges far above what useradd hands out itself, for hosts where it hands out none.
+fn user_a() -> User {
+    user("keel-rootless-a", 4_000_000)
+}
+
+fn user_b() -> User {
+    user("keel-rootless-b", 5_000_000)
+}
+
+/// Everything a rootless test needs: a user, a scratch directory the user can reach
+/// (its HOME, XDG dirs and a copy of keel), removed on drop with whatever keel left.
+struct Rootless {
+    user: User,
+    dir: tempfile::TempDir,
+}
+
+impl Rootless {
+    fn new(user: User) -> Rootless {
+        let dir = tempfile::Builder::new()
+            .prefix("keel-rootless-")
+            .tempdir()
+            .unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let r = Rootless { user, dir };
+        for (d, mode) in [("home", 0o755), ("run", 0o700), ("bin", 0o755)] {
+            std::fs::create_dir(r.path(d)).unwrap();
+            std::fs::set_permissions(r.path(d), std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        // cargo's target dir may not be reachable for other users: keel goes along.
+        std::fs::copy(env!("CARGO_BIN_EXE_keel"), r.keel()).unwrap();
+        std::fs::set_permissions(r.keel(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        r.give(&r.path("home"));
+        r.give(&r.path("run"));
+        r
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn keel(&self) -> PathBuf {
+        self.path("bin/keel")
+    }
+
+    /// The user's default store (`$XDG_DATA_HOME/keel`).
+    fn root(&self) -> PathBuf {
+        self.path("home/.local/share/keel")
+    }
+
+    /// Hands `p` (recursively) to the user, readable by it.
+    fn give(&self, p: &Path) {
+        let u = &self.user;
+        run_ok(
+            Command::new("chown")
+                .arg("-R")
+                .arg(format!("{}:{}", u.uid, u.gid))
+                .arg(p),
+        );
+        run_ok(Command::new("chmod").arg("-R").arg("u+rwX").arg(p));
+    }
+
+    /// `program args…` as the user, with its own HOME and XDG dirs, in HOME.
+    fn as_user(&self, program: &Path) -> Command {
+        let u = &self.user;
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid", &u.uid.to_string(), "--regid", &u.gid.to_string()])
+            .arg("--init-groups")
+            .arg("--")
+            .arg(program)
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.path("home"))
+            .env("USER", u.name)
+            .env("XDG_DATA_HOME", self.path("home/.local/share"))
+            .env("XDG_RUNTIME_DIR", self.path("run"))
+            .current_dir(self.path("home"));
+        c
+    }
+
+    /// `keel --progress plain args…` as the user.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.as_user(&self.keel());
+        c.args(["--progress", "plain"]).args(args);
+        c
+    }
+
+    fn output(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert_success(&out, (self.user.name, args));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.output(args);
+        assert!(
+            !out.status.success(),
+            "keel {args:?} as {} succeeded but should fail: {}",
+            self.user.name,
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn with_busybox(user: User) -> Rootless {
+        let r = Rootless::new(user);
+        r.ok(&["bootstrap", "busybox", "bb"]);
+        r
+    }
+}
+
+impl Drop for Rootless {
+    fn drop(&mut self) {
+        if let Ok(out) = self.cmd(&["ps", "-a", "-q"]).output() {
+            for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                let _ = self.cmd(&["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// Skips (fails under CI) unless the host can run rootless keel: root to make users,
+/// the shadow tools, setpriv and unprivileged user namespaces.
+macro_rules! require_rootless {
+    () => {
+        require!(
+            is_root(),
+            "the tests create users and drop to them, which needs root"
+        );
+        require!(
+            have("useradd") && have("usermod") && have("newuidmap") && have("newgidmap"),
+            "useradd, usermod, newuidmap and newgidmap are needed (apt-get install passwd uidmap)"
+        );
+        require!(have("setpriv"), "setpriv is needed (util-linux)");
+    };
+}
+
+/// Every path below `dir` (itself included) whose owner `pred` rejects.
+fn owners_not(dir: &Path, pred: impl Fn(u32) -> bool) -> Vec<String> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|e| !pred(e.metadata().map(|m| m.uid()).unwrap_or(0)))
+        .map(|e| e.path().display().to_string())
+        .collect()
+}
+
+/// The README demo as an ordinary user: bootstrap, build examples/hello, run it; the
+/// store is the user's, private (0700), and `keel info` says rootless and overlay.
+#[test]
+fn rootless_readme_demo_passes_and_the_store_is_the_users() {
+    require_rootless!();
+    let r = Rootless::new(user_a());
+    r.ok(&["bootstrap", "busybox", "busybox"]);
+    let ctx = r.path("hello");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/hello"))
+            .arg(&ctx),
+    );
+    r.give(&ctx);
+    r.ok(&["build", "-t", "hello", ctx.to_str().unwrap()]);
+    let out = r.ok(&["run", "--rm", "hello"]);
+    assert!(out.contains("Hello from keel!"), "{out}");
+    let u = &r.user;
+    let m = std::fs::metadata(r.root()).unwrap();
+    assert_eq!((m.uid(), m.mode() & 0o777), (u.uid, 0o700), "store root");
+    // Everything keel wrote is the user's; image files owned by other ids are the
+    // user's subordinate ids, never root's or another user's.
+    assert_eq!(
+        owners_not(&r.root().join("images"), |id| id == u.uid),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        owners_not(&r.root(), |id| u.owns_uid(id)),
+        Vec::<String>::new()
+    );
+    let info = r.ok(&["info"]);
+    assert!(
+        info.contains(&format!("root:          {}", r.root().display())),
+        "{info}"
+    );
+    assert!(
+        info.contains(&format!("rootless:      yes: uid 0 is host uid {}", u.uid)),
+        "{info}"
+    );
+    assert!(info.contains("storage:       overlay"), "{info}");
+}
+
+/// A one-layer base whose files belong to uid/gid 0, 100 and 65534 (busybox for RUN).
+fn many_owner_layer(path: &Path) {
+    let mut b = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add =
+        |name: &str, kind: tar::EntryType, mode: u32, id: u64, body: &[u8], link: Option<&str>| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(mode);
+            h.set_uid(id);
+            h.set_gid(id);
+            h.set_mtime(1_700_000_000);
+            h.set_size(body.len() as u64);
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_path(name).unwrap();
+            h.set_cksum();
+            b.append(&h, body).unwrap();
+        };
+    let dir = tar::EntryType::Directory;
+    for (d, id) in [
+        ("bin", 0),
+        ("etc", 0),
+        ("tmp", 0),
+        ("home", 0),
+        ("home/u100", 100),
+        ("var", 0),
+        ("var/nobody", 65534),
+    ] {
+        add(
+            d,
+            dir,
+            if d == "tmp" { 0o1777 } else { 0o755 },
+            id,
+            b"",
+            None,
+        );
+    }
+    add(
+        "bin/busybox",
+        tar::EntryType::Regular,
+        0o755,
+        0,
+        &std::fs::read("/bin/busybox").unwrap(),
+        None,
+    );
+    for a in ["sh", "mkdir", "touch", "chown", "ls"] {
+        add(
+            &format!("bin/{a}"),
+            tar::EntryType::Symlink,
+            0o777,
+            0,
+            b"",
+            Some("busybox"),
+        );
+    }
+    add("etc/passwd", tar::EntryType::Regular, 0o644, 0, b"root:x:0:0::/:/bin/sh\nu:x:100:100::/home/u100:/bin/sh\nnobody:x:65534:65534::/:/bin/sh\n", None);
+    add(
+        "home/u100/file",
+        tar::EntryType::Regular,
+        0o600,
+        100,
+        b"mine\n",
+        None,
+    );
+    add(
+        "var/nobody/file",
+        tar::EntryType::Regular,
+        0o640,
+        65534,
+        b"nobody's\n",
+        None,
+    );
+    b.finish().unwrap();
+}
+
+const MANY_OWNERS_DOCKERFILE: &str = "FROM base
+RUN mkdir /out && touch /out/root /out/u100 /out/nobody && chown 100:100 /out/u100 && chown 65534:65534 /out/nobody && echo more >> /home/u100/file
+COPY --chown=100:100 f /home/u100/f
+";
+
+/// A build on a base with files of uid 0, 100 and 65534 commits the same layers as
+/// root's build of the same Dockerfile and context: the same image digest.
+#[test]
+fn rootless_build_on_a_many_owner_base_matches_roots_digest() {
+    require_rootless!();
+    let r = Rootless::new(user_a());
+    let work = r.path("work");
+    std::fs::create_dir_all(work.join("ctx")).unwrap();
+    many_owner_layer(&work.join("base.tar"));
+    std::fs::write(work.join("ctx/Dockerfile"), MANY_OWNERS_DOCKERFILE).unwrap();
+    std::fs::write(work.join("ctx/f"), "context file\n").unwrap();
+    r.give(&work);
+    let (tar, ctx) = (work.join("base.tar"), work.join("ctx"));
+    let (tar, ctx) = (tar.to_str().unwrap(), ctx.to_str().unwrap());
+    // Root's reference, in a root store of its own.
+    let k = Keel::new();
+    k.ok(&["import", tar, "base"]);
+    // `keel import` stamps the time: the user loads root's very base image.
+    let archive = work.join("base-image.tar");
+    k.ok(&["save", "base", "-o", archive.to_str().unwrap()]);
+    r.give(&archive);
+    let root_iid = k.path("iid");
+    k.ok(&[
+        "build",
+        "-t",
+        "many",
+        "--iidfile",
+        root_iid.to_str().unwrap(),
+        ctx,
+    ]);
+    r.ok(&["load", "-i", archive.to_str().unwrap()]);
+    let iid = r.path("home/iid");
+    r.ok(&[
+        "build",
+        "-t",
+        "many",
+        "--iidfile",
+        iid.to_str().unwrap(),
+        ctx,
+    ]);
+    let (want, got) = (
+        std::fs::read_to_string(root_iid).unwrap(),
+        std::fs::read_to_string(iid).unwrap(),
+    );
+    assert_eq!(got, want, "rootless and root builds differ");
+    // The owners as the container sees them.
+    let out = r.ok(&[
+        "run",
+        "--rm",
+        "many",
+        "sh",
+        "-c",
+        "ls -ln /out /home/u100 /var/nobody | grep -v total",
+    ]);
+    let owners: Vec<(&str, &str)> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|f| f.len() >= 9)
+        .map(|f| (f[2], f[3]))
+        .collect();
+    for want in [("0", "0"), ("100", "100"), ("65534", "65534")] {
+        assert!(owners.contains(&want), "no file of {want:?}: {out}");
+    }
+    // The host sees the user's subordinate ids for them.
+    let u = &r.user;
+    let layers = r.root().join("storage/layers");
+    let subs: Vec<u32> = walkdir::WalkDir::new(&layers)
+        .into_iter()
+        .filter_map(Result::ok)
+        .map(|e| e.metadata().unwrap().uid())
+        .filter(|&id| id != u.uid)
+        .collect();
+    assert!(
+        subs.contains(&u.host_uid_of(100)) && subs.contains(&u.host_uid_of(65534)),
+        "{subs:?}"
+    );
+}
+
+/// GETs `/` from 127.0.0.1:port, retrying while the server starts.
+fn http_get(port: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_ok() && body.contains("200") {
+                return body;
+            }
+        }
+        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// STATIC1->STATIC2, STATIC->STATIC, RANDOM->STATIC and RANDOM->RANDOM answer HTTP from
+/// the host through the userland proxy; a port below ip_unprivileged_port_start is
+/// refused with a message naming the sysctl.
+#[test]
+fn rootless_four_port_flavours_answer_http_from_the_host() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let (p1, p2) = (free_port(), free_port());
+    let script = format!(
+        "mkdir -p /w && echo rootless-ok > /w/index.html && httpd -p 8080 -h /w && httpd -p {p2} -h /w && httpd -p 8081 -h /w && exec httpd -f -p $PORT -h /w"
+    );
+    let (s1, s2) = (format!("{p1}:8080"), format!("{p2}:{p2}"));
+    r.ok(&[
+        "run", "-d", "--name", "web", "-p", &s1, "-p", &s2, "-p", "8081", "-p", "0:0", "bb", "sh",
+        "-c", &script,
+    ]);
+    let ports: serde_json::Value =
+        serde_json::from_str(&r.ok(&["port", "web", "--format", "json"])).unwrap();
+    let ports = ports.as_array().unwrap();
+    assert_eq!(ports.len(), 4, "{ports:?}");
+    for p in ports {
+        let host = p["host_port"].as_u64().unwrap() as u16;
+        let body = http_get(host);
+        assert!(body.contains("rootless-ok"), "{p}: {body}");
+    }
+    let host_of = |c: &str| {
+        ports
+            .iter()
+            .find(|p| p["container"] == c)
+            .map(|p| p["host_port"].as_u64().unwrap() as u16)
+    };
+    assert_eq!(host_of("8080/tcp"), Some(p1));
+    assert_eq!(host_of(&format!("{p2}/tcp")), Some(p2));
+    r.ok(&["rm", "-f", "web"]);
+    let start: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .map(|s| s.trim().parse().unwrap_or(1024))
+        .unwrap_or(1024);
+    if start > 80 {
+        let err = r.fails(&["run", "--rm", "-p", "80:80", "bb", "true"]);
+        assert!(
+            err.contains("ip_unprivileged_port_start") && err.contains("-p 8080:80"),
+            "{err}"
+        );
+    }
+}
+
+/// `keel integrate make` glue and `$(KEEL_IN)` work as the user, and files written in
+/// containers — by `$(KEEL_IN)`, through a `-v` bind and by `keel exec` — are the
+/// user's on the host.
+#[test]
+fn rootless_make_glue_keel_in_binds_and_exec_write_user_owned_files() {
+    require_rootless!();
+    require!(have("make"), "make is needed");
+    let r = Rootless::with_busybox(user_a());
+    let u = &r.user;
+    let dir = r.path("proj");
+    std::fs::create_dir(&dir).unwrap();
+    for (f, body) in [
+        ("keel.toml", "[[image]]\nname = \"app\"\ncontext = \".\"\n\n[env.dev]\nimage = \"bb\"\n"),
+        ("Dockerfile", "FROM bb\nCOPY hello /hello\n"),
+        ("hello", "hi\n"),
+        ("Makefile", "include keel.mk\ncheck: images\n\t$(KEEL_IN) sh -c 'echo from-keel-in > out.txt; id -u >> out.txt'\n"),
+    ] {
+        std::fs::write(dir.join(f), body).unwrap();
+    }
+    r.give(&dir);
+    let d = dir.to_str().unwrap();
+    r.ok(&[
+        "integrate",
+        "make",
+        "-f",
+        &format!("{d}/keel.toml"),
+        "--write",
+        d,
+    ]);
+    let mut make = r.as_user(Path::new("/usr/bin/make"));
+    make.current_dir(&dir)
+        .arg(format!("KEEL={} --progress plain", r.keel().display()))
+        .arg("check");
+    let out = make.output().unwrap();
+    assert_success(&out, "make check (as the user)");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("out.txt")).unwrap(),
+        "from-keel-in\n0\n"
+    );
+    assert_eq!(
+        owners_not(&dir, |id| id == u.uid),
+        Vec::<String>::new(),
+        "not the user's"
+    );
+    let bind = format!("{d}:/w");
+    r.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &bind,
+        "bb",
+        "sh",
+        "-c",
+        "echo run > /w/from-run && mkdir /w/sub && touch /w/sub/f",
+    ]);
+    r.ok(&[
+        "run", "-d", "--name", "box", "-v", &bind, "bb", "sleep", "600",
+    ]);
+    r.ok(&["exec", "box", "sh", "-c", "echo exec > /w/from-exec"]);
+    r.ok(&["rm", "-f", "box"]);
+    for f in ["from-run", "sub", "sub/f", "from-exec"] {
+        let m = std::fs::metadata(dir.join(f)).unwrap();
+        assert_eq!((m.uid(), m.gid()), (u.uid, u.gid), "{f}");
+    }
+}
+
+/// Processes whose real uid is one of `user`'s (itself or its subordinate ids).
+fn processes_of(user: &User) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .bytes()
+                .all(|b| b.is_ascii_digit())
+        })
+        .filter_map(|e| {
+            let status = std::fs::read_to_string(e.path().join("status")).ok()?;
+            let uid: u32 = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()?;
+            user.owns_uid(uid).then(|| {
+                format!(
+                    "{} {}",
+                    e.file_name().to_string_lossy(),
+                    status.lines().next().unwrap_or("")
+                )
+            })
+        })
+        .collect()
+}
+
+/// `keel run --rm` as the user leaves no process, no mount and no container state or
+/// snapshot behind (the mounts lived in keel's own mount namespace).
+#[test]
+fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
+    require_rootless!();
+    // User b: the other tests run user a's containers in parallel.
+    let r = Rootless::with_busybox(user_b());
+    for args in [
+        &["run", "--rm", "bb", "true"][..],
+        &[
+            "run",
+            "--rm",
+            "-p",
+            "0:0",
+            "bb",
+            "sh",
+            "-c",
+            "sleep 0.2 & echo $PORT",
+        ],
+    ] {
+        r.ok(args);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !processes_of(&r.user).is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        processes_of(&r.user),
+        Vec::<String>::new(),
+        "processes left"
+    );
+    let root = r.root().display().to_string();
+    let mounts: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter_map(|e| std::fs::read_to_string(e.path().join("mountinfo")).ok())
+        .flat_map(|t| {
+            t.lines()
+                .filter(|l| l.contains(&root))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(mounts, Vec::<String>::new(), "mounts left");
+    let entries = |p: PathBuf| -> Vec<String> {
+        std::fs::read_dir(&p)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    // `.lock` guards the directory itself, as in root's store.
+                    .filter(|n| n != ".lock")
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        entries(r.root().join("containers")),
+        Vec::<String>::new(),
+        "container records left"
+    );
+    assert_eq!(
+        entries(r.root().join("storage/snapshots")),
+        Vec::<String>::new(),
+        "snapshots left"
+    );
+    let runtime: Vec<String> = entries(r.path("run/keel"))
+        .into_iter()
+        .filter(|e| e != "runc")
+        .collect();
+    assert_eq!(runtime, Vec::<String>::new(), "runtime state left");
+}
+
+/// Two users on one host never see each other's images or containers, and neither can
+/// read the other's store.
+#[test]
+fn rootless_users_never_see_each_others_images() {
+    require_rootless!();
+    let a = Rootless::new(user_a());
+    let b = Rootless::new(user_b());
+    a.ok(&["bootstrap", "busybox", "secret-a"]);
+    a.ok(&["run", "-d", "--name", "a-box", "secret-a", "sleep", "600"]);
+    b.ok(&["bootstrap", "busybox", "mine-b"]);
+    let images = b.ok(&["images"]);
+    assert!(
+        images.contains("mine-b") && !images.contains("secret-a"),
+        "{images}"
+    );
+    assert!(!b.ok(&["ps", "-a"]).contains("a-box"));
+    let err = b.fails(&["run", "--rm", "--pull", "never", "secret-a", "true"]);
+    assert!(err.contains("secret-a"), "{err}");
+    // Pointing at the other's store does not help: it is private to its owner.
+    let a_root = a.root().display().to_string();
+    let err = b.fails(&["--root", &a_root, "images"]);
+    assert!(err.to_lowercase().contains("permission denied"), "{err}");
+    assert!(!a.ok(&["images"]).contains("mine-b"));
+}
+
+/// seccomp, no_new_privs and the capability bounding set hold rootless exactly as for
+/// root: `unshare -U` is refused, and CapBnd equals root's.
+#[test]
+fn rootless_seccomp_and_capabilities_match_root() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let script = "unshare -U true && echo userns-$((6*7)); grep -E '^(CapBnd|CapInh|Seccomp|NoNewPrivs):' /proc/self/status";
+    let out = r.ok(&["run", "--rm", "bb", "sh", "-c", script]);
+    assert!(
+        !out.contains("userns-42"),
+        "unshare -U worked rootless: {out}"
+    );
+    for want in ["CapInh:\t0000000000000000", "Seccomp:\t2", "NoNewPrivs:\t1"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let root_out = k.ok(&["run", "--rm", "bb", "sh", "-c", script]);
+    let bnd = |s: &str| {
+        s.lines()
+            .find(|l| l.starts_with("CapBnd:"))
+            .map(str::to_string)
+    };
+    assert_eq!(bnd(&out), bnd(&root_out), "bounding sets differ");
+    assert!(bnd(&out).is_some());
+}
+
+/// `--memory` as the user: applied in a delegated cgroup v2 subtree, or refused with the
+/// reason — on a hybrid host (v1 controllers) it names that — never silently ignored.
+#[test]
+fn rootless_limits_fail_clearly_without_a_delegated_cgroup() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let out = r.output(&[
+        "run",
+        "--rm",
+        "-m",
+        "64m",
+        "bb",
+        "cat",
+        "/sys/fs/cgroup/memory.max",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "67108864",
+            "{err}"
+        );
+        return;
+    }
+    assert!(
+        err.contains("--memory needs a cgroup v2 subtree delegated to this user"),
+        "{err}"
+    );
+    let hybrid = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup "));
+    if hybrid {
+        assert!(err.contains("hybrid"), "{err}");
+    }
+}
+
+/// A detached container's whole lifecycle as the user: logs, exec, stop, start (its
+/// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` refuses a
+/// running container with a way out and works on a stopped one.
+#[test]
+fn rootless_detached_lifecycle_works_as_for_root() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    r.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "lc",
+        "bb",
+        "sh",
+        "-c",
+        "echo started; exec sleep 600",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !r.ok(&["logs", "lc"]).contains("started") {
+        assert!(Instant::now() < deadline, "no log line");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        r.ok(&["exec", "lc", "sh", "-c", "echo kept > /kept; id -u"]),
+        "0\n"
+    );
+    let file = r.path("home/in.txt");
+    std::fs::write(&file, "copied\n").unwrap();
+    r.give(&file);
+    let err = r.fails(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
+    assert!(
+        err.contains("stop it first") && err.contains("keel exec -i lc"),
+        "{err}"
+    );
+    r.ok(&["stop", "lc"]);
+    r.ok(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
+    r.ok(&["start", "lc"]);
+    assert_eq!(
+        r.ok(&["exec", "lc", "cat", "/kept", "/in.txt"]),
+        "kept\ncopied\n"
+    );
+    r.ok(&["restart", "lc"]);
+    assert_eq!(r.ok(&["exec", "lc", "cat", "/kept"]), "kept\n");
+    r.ok(&["kill", "lc"]);
+    r.ok(&["wait", "lc"]);
+    r.ok(&["rm", "lc"]);
+    assert!(!r.ok(&["ps", "-a"]).contains("lc"));
+}
+
+/// A user without a subordinate range still gets keel, with a single-id map and a
+/// warning that names the files to edit; an image of root-owned files runs.
+#[test]
+fn rootless_without_a_subordinate_range_maps_only_the_user_and_says_so() {
+    require_rootless!();
+    let name = "keel-rootless-nosub";
+    let mut u = user(name, 7_000_000);
+    let _edit = USERS.lock().unwrap_or_else(|e| e.into_inner());
+    for (file, flag) in [
+        ("/etc/subuid", "--del-subuids"),
+        ("/etc/subgid", "--del-subgids"),
+    ] {
+        for (s, n) in ranges(file, name) {
+            run_ok(Command::new("usermod").args([flag, &format!("{s}-{}", s + n - 1), name]));
+        }
+    }
+    drop(_edit);
+    u.subuids.clear();
+    let r = Rootless::new(u);
+    let out = r.output(&["bootstrap", "busybox", "bb"]);
+    assert_success(&out, "bootstrap without a range");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "no subordinate id range for user {name} in /etc/subuid and /etc/subgid"
+        )),
+        "{err}"
+    );
+    let out = r.ok(&["run", "--rm", "bb", "sh", "-c", "cat /proc/self/uid_map"]);
+    let map: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(map, ["0", &r.user.uid.to_string(), "1"], "{out}");
+    assert!(r.ok(&["info"]).contains("no subordinate ids"));
+}
+
+/// The other backends as the user: chroot (host /proc and /sys bound) and runc inside
+/// keel's user namespace; files written through a bind are the user's either way, and
+/// runc is never handed a limit it would drop.
+#[test]
+fn rootless_chroot_and_oci_backends_run() {
+    require_rootless!();
+    require!(have("runc"), "runc is not installed (apt-get install runc)");
+    let r = Rootless::with_busybox(user_a());
+    let dir = r.path("home/out");
+    std::fs::create_dir(&dir).unwrap();
+    r.give(&dir);
+    let bind = format!("{}:/w", dir.display());
+    for b in ["chroot", "oci"] {
+        let out = r.ok(&[
+            "run",
+            "--rm",
+            "--isolation",
+            b,
+            "-v",
+            &bind,
+            "bb",
+            "sh",
+            "-c",
+            &format!("touch /w/{b}; id -u"),
+        ]);
+        assert_eq!(out, "0\n", "{b}");
+        let m = std::fs::metadata(dir.join(b)).unwrap();
+        assert_eq!(m.uid(), r.user.uid, "{b}");
+    }
+    let err = r.fails(&[
+        "run",
+        "--rm",
+        "--isolation",
+        "oci",
+        "--pids-limit",
+        "20",
+        "bb",
+        "true",
+    ]);
+    assert!(
+        err.contains("--pids-limit needs a cgroup v2 subtree"),
+        "{err}"
+    );
+}
