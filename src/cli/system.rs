@@ -238,7 +238,6 @@ fn cgroups() -> String {
     }
 }
 
-<<<<<<< HEAD
 /// The platforms this host runs, natively or through a qemu emulator in binfmt_misc.
 fn platforms_json() -> Vec<serde_json::Value> {
     crate::platform::runnable()
@@ -252,7 +251,8 @@ fn platforms_json() -> Vec<serde_json::Value> {
             }),
         })
         .collect()
-=======
+}
+
 /// `keel info`'s rootless line: whether keel runs in a user namespace and what it maps.
 fn rootless_text() -> String {
     if !crate::sys::userns::rootless() {
@@ -269,7 +269,19 @@ fn rootless_text() -> String {
         0 | 1 => format!("yes: uid 0 is host uid {host}, no subordinate ids (add a range to /etc/subuid and /etc/subgid; docs/rootless.md)"),
         n => format!("yes: uid 0 is host uid {host}, {} subordinate ids mapped", n - 1),
     }
->>>>>>> main
+}
+
+/// `keel info`'s platform lines: native ones, then emulated ones with their emulator.
+fn print_platforms() -> Result<()> {
+    for (p, how) in crate::platform::runnable() {
+        match how {
+            crate::platform::Runs::Native => outln!("platform:      {p} (native)")?,
+            crate::platform::Runs::Emulated { interpreter } => {
+                outln!("platform:      {p} (emulated: {interpreter})")?
+            }
+        }
+    }
+    Ok(())
 }
 
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
@@ -291,12 +303,9 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
-<<<<<<< HEAD
         "platforms": platforms_json(),
-=======
         "rootless": rootless_text(),
         "storage": {"default": default, "drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>()},
->>>>>>> main
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -306,14 +315,7 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
-<<<<<<< HEAD
-        for (p, how) in crate::platform::runnable() {
-            match how {
-                crate::platform::Runs::Native => outln!("platform:      {p} (native)")?,
-                crate::platform::Runs::Emulated { interpreter } => {
-                    outln!("platform:      {p} (emulated: {interpreter})")?
-                }
-=======
+        print_platforms()?;
         outln!("rootless:      {}", rootless_text())?;
         let how = match default {
             "overlay" if crate::sys::userns::rootless() => {
@@ -326,7 +328,6 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
             match d.available {
                 true => outln!("storage:       {}: available", d.name)?,
                 false => outln!("storage:       {}: unavailable ({})", d.name, d.detail)?,
->>>>>>> main
             }
         }
         for (name, r) in backends() {
