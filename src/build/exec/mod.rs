@@ -438,6 +438,8 @@ impl<'a> Executor<'a> {
                 })
             }
             Err(e @ crate::store::StoreError::BadDocument { .. }) => return Err(bad(e.into())),
+            // The base lacks the stage's platform: located at the FROM line.
+            Err(e @ crate::store::StoreError::NoPlatform { .. }) => return Err(bad(e.into())),
             Err(e) => return Err(e.into()),
         };
         // Leased before use: a concurrent `rmi` + `gc` cannot take the base from under us.
