@@ -4,13 +4,14 @@
 # 5 random-content 100 MB layers (pushed gzip-compressed by keel, as docker would), each
 # tool starting from an empty store every run. Then a cache-from build on a fresh root
 # against the same build cold. Prints markdown tables (hyperfine does the timing).
-# Usage (as root): bench/pull.sh [RUNS] [MB_PER_LAYER]
+# Usage (as root): [KEEL=BINARY] bench/pull.sh [RUNS] [MB_PER_LAYER]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
 mb="${2:-100}"
-cargo build --release --locked -q
-keel="$PWD/target/release/keel"
+# KEEL=path/to/keel measures that binary (e.g. a copy of an older build) instead.
+if [ -z "${KEEL:-}" ]; then cargo build --release --locked -q; fi
+keel="${KEEL:-$PWD/target/release/keel}"
 work=$(mktemp -d /var/tmp/keel-bench-pull.XXXXXX)
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$work/registry.yml" <<EOF

@@ -623,6 +623,186 @@ fn run_debootstrap(
     Ok(())
 }
 
+/// The stack for buildpack apps (`keel bootstrap stack NAME`, docs/buildpacks.md): one
+/// debootstrap, then apt-get in a chroot installs the run packages (→ `NAME-run`, one
+/// layer) and on top the build packages (→ `NAME-build`: that layer plus the difference).
+/// debootstrap's own dependency resolution fails on npm's virtual packages, so apt
+/// resolves. `.deb`s are shared with debootstrap's download cache in both directions.
+pub struct StackImages {
+    pub build: ImageRecord,
+    pub run: ImageRecord,
+}
+
+/// Runs `chroot TARGET apt-get ARGS` non-interactively.
+fn chroot_apt(target: &Path, args: &[&str]) -> Result<(), BootstrapError> {
+    let status = Command::new("chroot")
+        .arg(target)
+        .arg("apt-get")
+        .args(["-q", "-y", "-o", "APT::Sandbox::User=root"])
+        .args(args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
+        .status()
+        .map_err(|e| BootstrapError::Command {
+            cmd: "chroot".into(),
+            why: e.to_string(),
+        })?;
+    if !status.success() {
+        return Err(BootstrapError::Command {
+            cmd: format!("chroot {} apt-get {}", target.display(), args.join(" ")),
+            why: format!("it exited with {status}; its output is above"),
+        });
+    }
+    Ok(())
+}
+
+/// Copies every `.deb` of `from` missing in `to`.
+fn share_debs(from: &Path, to: &Path) -> Result<(), BootstrapError> {
+    let Ok(entries) = std::fs::read_dir(from) else {
+        return Ok(());
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        if name.to_string_lossy().ends_with(".deb") && !to.join(&name).exists() {
+            hostfs::copy(e.path(), to.join(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// apt-get install `packages` into `target`, with `cache` as the download cache.
+fn apt_install(target: &Path, packages: &[&str], cache: &Path) -> Result<(), BootstrapError> {
+    let archives = target.join("var/cache/apt/archives");
+    hostfs::create_dir_all(&archives)?;
+    share_debs(cache, &archives)?;
+    // Name resolution for apt inside the chroot; finish_debian_rootfs removes it again.
+    hostfs::copy("/etc/resolv.conf", target.join("etc/resolv.conf"))?;
+    chroot_apt(target, &["update"])?;
+    let mut args = vec!["install", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    chroot_apt(target, &args)?;
+    share_debs(&archives, cache)
+}
+
+/// Runs debootstrap (minbase) for `opts` into `target`, downloads cached in `cache`.
+fn debootstrap_minbase(
+    opts: &DebianOptions,
+    target: &Path,
+    cache: &Path,
+) -> Result<(), BootstrapError> {
+    let status = Command::new("debootstrap")
+        .arg(format!("--variant={}", opts.variant))
+        .arg(format!("--cache-dir={}", cache.display()))
+        .arg(&opts.suite)
+        .arg(target)
+        .arg(&opts.mirror)
+        .status()
+        .map_err(|_| BootstrapError::ToolMissing {
+            tool: "debootstrap",
+            package: "debootstrap",
+            flag: "mirror",
+        })?;
+    if !status.success() {
+        return Err(BootstrapError::Command {
+            cmd: format!("debootstrap {} {}", opts.suite, target.display()),
+            why: format!("it exited with {status}; its log is in the output above"),
+        });
+    }
+    Ok(())
+}
+
+/// A layer of the whole tree `dir` (as `debian` makes its layer).
+fn tree_layer(store: &Store, dir: &Path) -> Result<StoredLayer, BootstrapError> {
+    let mut blob = store.blob_writer()?;
+    {
+        let mut tar = tar::Builder::new(&mut blob);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Complete);
+        tar.append_dir_all(".", dir)?;
+        tar.finish()?;
+    }
+    let (digest, size) = blob.commit(None)?;
+    Ok(StoredLayer {
+        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
+        diff_id: digest,
+    })
+}
+
+/// A layer of what changed from `lower` to `upper`.
+fn diff_layer(store: &Store, lower: &Path, upper: &Path) -> Result<StoredLayer, BootstrapError> {
+    let changes = crate::layer::diff::diff_trees(lower, upper)?;
+    let mut blob = store.blob_writer()?;
+    crate::layer::pack::pack(&changes, upper, &mut blob, &Default::default())?;
+    let (digest, size) = blob.commit(None)?;
+    Ok(StoredLayer {
+        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
+        diff_id: digest,
+    })
+}
+
+/// `NAME-run` and `NAME-build` (names from `buildpack::stack_images`).
+pub fn stack(
+    store: &Store,
+    opts: &DebianOptions,
+    run_name: &ImageRef,
+    build_name: &ImageRef,
+) -> Result<StackImages, BootstrapError> {
+    use crate::buildpack::shipped;
+    let cache = std::path::absolute(&opts.cache)?.join(cache_key(
+        &opts.suite,
+        &opts.variant,
+        &opts.mirror,
+        &host_arch(),
+    ));
+    hostfs::create_dir_all(&cache)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("stack-")
+        .tempdir_in(store.tmp_dir())?;
+    let target = scratch.path().join("rootfs");
+    debootstrap_minbase(opts, &target, &cache)?;
+    apt_install(&target, &shipped::packages(shipped::RUN_PACKAGES), &cache)?;
+    let run_tree = scratch.path().join("run");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(&target)
+        .arg(&run_tree)
+        .status()?;
+    if !cp.success() {
+        return Err(BootstrapError::Command {
+            cmd: "cp -a".into(),
+            why: format!("copying the run tree: {cp}"),
+        });
+    }
+    finish_debian_rootfs(&run_tree, &opts.suite, &opts.mirror)?;
+    apt_install(&target, &shipped::packages(shipped::BUILD_PACKAGES), &cache)?;
+    finish_debian_rootfs(&target, &opts.suite, &opts.mirror)?;
+    let _writing = store.writer_guard()?;
+    let run_layer = tree_layer(store, &run_tree)?;
+    let build_layer = diff_layer(store, &run_tree, &target)?;
+    let env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+        "LANG=C.UTF-8".to_string(),
+    ];
+    let commit = |layers: &[StoredLayer], name: &ImageRef, what: &str| {
+        let mut config = new_config(
+            layers,
+            crate::image::created_time(),
+            &format!("keel bootstrap stack ({what}) --suite {}", opts.suite),
+            env.clone(),
+            Some(vec!["bash".into()]),
+        );
+        let labels = config.config.labels.get_or_insert_with(Default::default);
+        labels.insert("io.keel.stack".into(), what.into());
+        commit_image(store, &config, layers, std::slice::from_ref(name))
+    };
+    let run = commit(std::slice::from_ref(&run_layer), run_name, "run")?;
+    let build = commit(&[run_layer, build_layer], build_name, "build")?;
+    Ok(StackImages { build, run })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,9 +14,11 @@
 pub mod archive;
 pub mod bootstrap;
 pub mod build;
+pub mod buildpack;
 pub mod cli;
 pub mod container;
 pub mod context;
+pub mod deploy;
 pub mod digest;
 pub mod dockerfile;
 pub mod fault;

@@ -185,6 +185,11 @@ impl BuildCache {
     pub fn mounts_dir(&self) -> PathBuf {
         self.dir.join("mounts")
     }
+    /// The directory of `RUN --mount=type=cache,id=ID` (named by the id's sha256).
+    pub fn mount_dir(&self, id: &str) -> PathBuf {
+        self.mounts_dir()
+            .join(crate::digest::of_bytes(id.as_bytes()).digest())
+    }
     fn stamp_path(&self, stamp: &SelectionStamp) -> PathBuf {
         self.dir.join("stamps").join(stamp.0.digest())
     }

@@ -202,10 +202,19 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
         _ => return Ok(None),
     };
     let project = crate::project::Project::load(&file)?;
-    if a.context.is_none() && project.images.is_empty() {
+    if a.context.is_none() && project.images.is_empty() && project.apps.is_empty() {
         return Ok(None);
     }
-    let order = crate::project::build_order(&project, a.context.as_deref())?;
+    // `[[app]]` entries build with buildpacks (keel buildpack build), after the images.
+    let app = |name: &str| project.apps.iter().find(|p| p.name == name);
+    if let Some(one) = a.context.as_deref().and_then(app) {
+        return super::buildpack::build_project_apps(&project, std::slice::from_ref(one), ctx);
+    }
+    let order = if a.context.is_none() && project.images.is_empty() {
+        Vec::new()
+    } else {
+        crate::project::build_order(&project, a.context.as_deref())?
+    };
     #[derive(clap::Parser)]
     struct One {
         #[command(flatten)]
@@ -234,6 +243,9 @@ fn build_project(a: &BuildArgs, ctx: &Ctx) -> Result<Option<i32>> {
         if code != 0 {
             return Ok(Some(code));
         }
+    }
+    if a.context.is_none() {
+        return super::buildpack::build_project_apps(&project, &project.apps, ctx);
     }
     Ok(Some(0))
 }
@@ -462,8 +474,23 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             .iter()
             .map(|l| l.digest().clone())
             .collect();
-        let sent = crate::registry::cache::export(&store, c, &outcome.keys, &finals)
-            .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        let sent = crate::registry::cache::export(
+            &store,
+            c,
+            &outcome.keys,
+            &finals,
+            &outcome.cache_mounts,
+        )
+        .with_context(|| format!("--cache-to registry:{}", c.image))?;
+        for (id, bytes) in &sent.mounts_skipped {
+            errln!(
+                "warning: cache mount {id} not exported: {bytes} bytes, more than mounts-max={} (raise it in --cache-to)",
+                c.mounts_max
+            );
+        }
+        if !opts.quiet && sent.mounts > 0 {
+            errln!("cache-to {}: {} cache mounts", c.image, sent.mounts);
+        }
         if !opts.quiet {
             errln!(
                 "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",

@@ -84,6 +84,23 @@ pub enum BootstrapCommand {
         #[arg(long, value_name = "OS/ARCH[,…]")]
         platform: Option<String>,
     },
+    /// The buildpack stack: NAME-build (compilers, python3, nodejs/npm, git) and NAME-run
+    /// (runtimes only) from Debian (docs/buildpacks.md lists the packages).
+    Stack {
+        /// The stack's name (its images are NAME-build and NAME-run).
+        #[arg(default_value = crate::buildpack::DEFAULT_STACK)]
+        name: String,
+        /// Debian suite to install.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Debian mirror URL (security updates come from its `-security` sibling).
+        #[arg(long, default_value = "http://deb.debian.org/debian")]
+        mirror: String,
+        /// Keep the downloaded packages here between bootstraps (default:
+        /// <root>/cache/debootstrap), a subdirectory per suite, mirror and arch.
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
 }
 
 /// `keel bootstrap busybox`: one image per platform, named (an index for several).
@@ -204,6 +221,29 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
                 platform: None,
             };
             bootstrap_debian(&store, ctx, &name, opts, platform)?
+        }
+        BootstrapCommand::Stack {
+            name,
+            suite,
+            mirror,
+            cache_dir,
+        } => {
+            let (build, run) = crate::buildpack::stack_images(&name);
+            let task = ctx.reporter.task(format!(
+                "stack {name} from Debian {suite}: {build} and {run}"
+            ));
+            let opts = crate::bootstrap::DebianOptions {
+                cache: cache_dir.unwrap_or_else(|| store.root().join("cache/debootstrap")),
+                suite,
+                variant: "minbase".into(),
+                mirror,
+                platform: None,
+            };
+            let (run, build) = (ImageRef::parse(&run)?, ImageRef::parse(&build)?);
+            let images = crate::bootstrap::stack(&store, &opts, &run, &build)?;
+            task.done(images.build.manifest_digest());
+            outln!("{}", images.run.id())?;
+            vec![images.build]
         }
     };
     for rec in &recs {

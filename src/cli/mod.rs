@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. The only module that talks to the
 //! user (through `Reporter` and stdout for results) and the only one that uses `anyhow`.
 mod build;
+mod buildpack;
 mod image;
 mod project;
 mod registry;
@@ -125,6 +126,17 @@ enum Command {
     ExecIn(project::ExecInArgs),
     /// Emit glue for a build tool or process manager (make, maven, scons, jenkins, …).
     Integrate(project::IntegrateArgs),
+    /// Build apps with Heroku classic buildpacks (no Dockerfile).
+    #[command(subcommand)]
+    Buildpack(buildpack::BuildpackCommand),
+    /// Build an app with its buildpacks and swap it in with no downtime (git-push style).
+    Deploy(Box<buildpack::DeployArgs>),
+    /// Bring an app's earlier release back.
+    Rollback(buildpack::RollbackArgs),
+    /// List deployed apps (`keel apps rm APP` forgets one).
+    Apps(buildpack::AppsArgs),
+    #[command(name = "__router", hide = true)]
+    Router(buildpack::RouterArgs),
     /// Runs `keel-NAME` from PATH (git/cargo-style external subcommands).
     #[command(external_subcommand)]
     External(Vec<OsString>),
@@ -206,6 +218,8 @@ pub fn main() -> i32 {
     let needs_userns = !matches!(
         cli.command,
         Command::Exec(_)
+            | Command::Top(_)
+            | Command::Stats(_)
             | Command::External(_)
             | Command::Debug(_)
             | Command::Login(_)
@@ -314,6 +328,11 @@ fn dispatch(cmd: Command, ctx: &Ctx) -> anyhow::Result<i32> {
         Command::ContextFiles(a) => project::context_files(a, ctx),
         Command::ExecIn(a) => project::exec_in(a, ctx),
         Command::Integrate(a) => project::integrate(a, ctx),
+        Command::Buildpack(c) => buildpack::buildpack(c, ctx),
+        Command::Deploy(a) => buildpack::deploy_app(*a, ctx),
+        Command::Rollback(a) => buildpack::rollback(a, ctx),
+        Command::Apps(a) => buildpack::apps(a, ctx),
+        Command::Router(a) => buildpack::router(a, ctx),
         Command::External(args) => external(args, ctx),
         Command::Debug(DebugCommand::DumpAst { file }) => {
             use anyhow::Context;

@@ -276,7 +276,8 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         root: Some(absolute(&ctx.root)?.display().to_string()),
         scm: a.scm,
     };
-    if service {
+    // git-deploy's positional is an app, which is deployed later, not an image.
+    if service && tool != "git-deploy" {
         warn_missing_image(&opts, ctx);
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;

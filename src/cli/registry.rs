@@ -182,7 +182,7 @@ pub struct PushArgs {
     /// Check TLS certificates (`false` also allows plain HTTP).
     #[arg(long = "tls-verify", default_value_t = true, action = clap::ArgAction::Set)]
     tls_verify: bool,
-    /// How layers travel: gzip (as docker and podman push) or none.
+    /// How layers travel: gzip (as docker and podman push), zstd, or none.
     #[arg(long, default_value = "gzip", value_name = "FORMAT")]
     compression_format: crate::registry::Compression,
 }

@@ -200,6 +200,17 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
         let prepared = launch::prepare(&store, req, &id)?;
         return Ok(prepared.run(Output::Inherit, true, |_| {})?);
     }
+    outln!("{}", start_detached(&store, req, &id)?)?;
+    Ok(0)
+}
+
+/// Starts `req` as detached container `id` and returns its id once it runs (`keel run
+/// -d`, and `keel deploy`'s process containers).
+pub(super) fn start_detached(
+    store: &crate::store::Store,
+    req: RunRequest,
+    id: &str,
+) -> Result<String> {
     // Detached: check everything here, then hand over to a supervisor process that owns
     // the container (and its port proxy) and reports back on a pipe.
     crate::container::run::validate(&req)?;
@@ -210,10 +221,31 @@ pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
     store.lease()?.protect_temp(&request_file)?;
     hostfs::write(&request_file, serde_json::to_vec(&req)?)?;
     crate::fault::point("run.request-written");
-    let started = spawn_supervisor(&store, &id, false);
+    let started = spawn_supervisor(store, id, false);
     let _ = hostfs::remove_file(&request_file);
-    outln!("{}", started?)?;
-    Ok(0)
+    started
+}
+
+/// `keel stop -t TIME` then `keel rm -f` of `names` (a deploy retiring a release).
+pub(super) fn stop_and_remove(names: &[String], time: u64, ctx: &Ctx) -> Result<()> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    stop(
+        StopArgs {
+            time,
+            containers: names.to_vec(),
+        },
+        ctx,
+    )?;
+    rm(
+        RmArgs {
+            force: true,
+            containers: names.to_vec(),
+        },
+        ctx,
+    )?;
+    Ok(())
 }
 
 /// Starts a detached supervisor for container `id` (a new one, or with `resume` a
@@ -305,6 +337,9 @@ pub struct PsArgs {
     /// Only print container ids.
     #[arg(short, long)]
     quiet: bool,
+    /// Only the containers of a deployed app's current release (`keel deploy`).
+    #[arg(long, value_name = "APP")]
+    app: Option<String>,
 }
 
 pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
@@ -320,8 +355,15 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
     };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
+    let app = match &a.app {
+        Some(app) => Some(crate::deploy::current_containers(store.root(), app)?),
+        None => None,
+    };
     let mut rows = Vec::new();
     for c in containers.list()? {
+        if app.as_ref().is_some_and(|names| !names.contains(&c.name)) {
+            continue;
+        }
         let st = containers.refresh(&c)?;
         // A status filter other than running implies -a, as in docker.
         let shown = a.all || st.status == Status::Running || !filters.is_empty();
@@ -381,7 +423,12 @@ pub struct LogsArgs {
     /// Prefix each line with the time it was written (RFC 3339, nanoseconds).
     #[arg(short, long)]
     timestamps: bool,
-    container: String,
+    #[arg(required_unless_present = "app")]
+    container: Option<String>,
+    /// The output of every container of a deployed app's current release, each line
+    /// prefixed with its process (`web.1| `).
+    #[arg(long, value_name = "APP", conflicts_with = "container")]
+    app: Option<String>,
 }
 
 pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
@@ -397,7 +444,14 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
     };
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    let c = containers.find(&a.container)?;
+    if let Some(app) = &a.app {
+        return super::buildpack::app_logs(&containers, app, &sel, store.root());
+    }
+    let c = containers.find(
+        a.container
+            .as_deref()
+            .expect("clap requires CONTAINER or --app"),
+    )?;
     let path = containers.log_path(&c.id);
     let mut f = match std::fs::File::open(&path) {
         Ok(f) => f,
@@ -900,8 +954,17 @@ fn container_pids(ctx: &Ctx, name: &str) -> Result<(ContainerConfig, Vec<i32>)> 
     if st.status != Status::Running {
         bail!("container {name} is not running; `keel start {name}` starts it again");
     }
-    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
-    let rootfs = snapshotter.get(&c.id)?.rootfs;
+    let rootfs = if crate::sys::userns::rootless() {
+        // Rootless, the rootfs is mounted only in the container's own namespace: the
+        // root of its first process that left the host's root stands for it (keel top
+        // and stats run outside any user namespace, as its owner, to read /proc).
+        st.live_pid()
+            .and_then(|(pid, _)| crate::runtime::reclaim::contained_root(pid))
+            .with_context(|| format!("finding the root of container {name}"))?
+    } else {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+        snapshotter.get(&c.id)?.rootfs
+    };
     let mut pids = crate::runtime::reclaim::rooted_in(&rootfs);
     pids.sort_unstable();
     Ok((c, pids))

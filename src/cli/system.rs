@@ -284,6 +284,23 @@ fn print_platforms() -> Result<()> {
     Ok(())
 }
 
+/// `keel info`'s storage line: the driver a container would get here (`default`, what
+/// `storage::open` picks), and why.
+fn storage_text(default: &str, found: &[crate::storage::DriverSupport]) -> String {
+    let overlay = found.iter().find(|d| d.name == "overlay");
+    match (default, overlay) {
+        ("btrfs", _) => "btrfs (the root is on btrfs)".into(),
+        ("overlay", _) if crate::sys::userns::rootless() => {
+            "overlay (mounted inside the user namespace with userxattr)".into()
+        }
+        ("overlay", _) => "overlay".into(),
+        ("copy", Some(o)) if !o.available => {
+            format!("copy (overlay is unavailable: {})", o.detail)
+        }
+        (other, _) => other.into(),
+    }
+}
+
 pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
         .unwrap_or_default()
@@ -305,7 +322,8 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "cgroups": cgroups(),
         "platforms": platforms_json(),
         "rootless": rootless_text(),
-        "storage": {"default": default, "drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>()},
+        "storage": storage_text(default, &drivers),
+        "storage_drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>(),
         "isolation": backends().into_iter().map(|(n, r)| (n.to_string(), serde_json::json!({"available": r.is_ok(), "why": r.err()}))).collect::<serde_json::Map<_, _>>(),
     });
     if a.format == "json" {
@@ -317,17 +335,11 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("cgroups:       {}", cgroups())?;
         print_platforms()?;
         outln!("rootless:      {}", rootless_text())?;
-        let how = match default {
-            "overlay" if crate::sys::userns::rootless() => {
-                ", mounted inside the user namespace with userxattr"
-            }
-            _ => "",
-        };
-        outln!("storage:       {default} (default{how})")?;
+        outln!("storage:       {}", storage_text(default, &drivers))?;
         for d in &drivers {
             match d.available {
-                true => outln!("storage:       {}: available", d.name)?,
-                false => outln!("storage:       {}: unavailable ({})", d.name, d.detail)?,
+                true => outln!("drivers:       {}: available", d.name)?,
+                false => outln!("drivers:       {}: unavailable ({})", d.name, d.detail)?,
             }
         }
         for (name, r) in backends() {

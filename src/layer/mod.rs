@@ -107,10 +107,7 @@ pub fn decompressed(r: impl Read + 'static) -> Result<Box<dyn Read>, LayerError>
     match Compression::sniff(head) {
         Compression::None => Ok(Box::new(br)),
         Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(br))),
-        Compression::Zstd => Err(LayerError::bad(
-            "<layer>",
-            "zstd-compressed layers are not supported yet; recompress with gzip",
-        )),
+        Compression::Zstd => Ok(Box::new(zstd::stream::read::Decoder::with_buffer(br)?)),
     }
 }
 

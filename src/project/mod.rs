@@ -97,6 +97,24 @@ pub struct Project {
     pub images: Vec<ImageSpec>,
     /// `[env.NAME]` entries by name.
     pub envs: BTreeMap<String, EnvSpec>,
+    /// `[[app]]` entries in file order: buildpack apps (`keel buildpack build`).
+    pub apps: Vec<AppSpec>,
+}
+
+/// One `[[app]]` entry: an app directory built with buildpacks, no Dockerfile
+/// (docs/buildpacks.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppSpec {
+    /// The image name the build tags.
+    pub name: String,
+    /// The app directory relative to the project directory ("." for itself).
+    pub path: String,
+    /// Buildpacks in order (empty: the app's .buildpacks, else detection).
+    pub buildpacks: Vec<String>,
+    /// The stack (default `keel-stack`).
+    pub stack: Option<String>,
+    /// Config vars.
+    pub env: BTreeMap<String, String>,
 }
 
 /// One `[[image]]` entry.
@@ -391,7 +409,39 @@ impl Project {
                 },
             );
         }
+        let mut apps: Vec<AppSpec> = Vec::new();
+        for ra in raw.app {
+            let span = ra.name.span();
+            let name = ra.name.into_inner();
+            if let Err(why) = check_name(&name) {
+                return Err(bad(span, "name", why));
+            }
+            if apps.iter().any(|a| a.name == name) || images.iter().any(|i| i.name == name) {
+                return Err(bad(
+                    span,
+                    "name",
+                    format!(
+                        "`{name}` is defined twice; give each [[app]] and [[image]] its own name"
+                    ),
+                ));
+            }
+            let path = match ra.path {
+                Some(p) => {
+                    let s = p.span();
+                    check_rel(p.get_ref(), "path").map_err(|m| bad(s, "path", m))?
+                }
+                None => ".".to_string(),
+            };
+            apps.push(AppSpec {
+                name,
+                path,
+                buildpacks: ra.buildpacks,
+                stack: ra.stack,
+                env: ra.env,
+            });
+        }
         Ok(Project {
+            apps,
             file: file.to_string(),
             dir: dir.to_path_buf(),
             images,
@@ -583,6 +633,21 @@ mod raw {
         pub image: Vec<Image>,
         #[serde(default)]
         pub env: BTreeMap<String, SpannedEnv>,
+        #[serde(default)]
+        pub app: Vec<App>,
+    }
+
+    /// `[[app]]`: a buildpack app.
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct App {
+        pub name: Spanned<String>,
+        pub path: Option<Spanned<String>>,
+        #[serde(default)]
+        pub buildpacks: Vec<String>,
+        pub stack: Option<String>,
+        #[serde(default)]
+        pub env: BTreeMap<String, String>,
     }
 
     #[derive(Deserialize)]
@@ -636,6 +701,28 @@ mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn app_entries_are_buildpack_apps() {
+        let p = Project::parse(
+            "[[image]]\nname = \"base\"\n\n[[app]]\nname = \"shop\"\npath = \"apps/shop\"\nbuildpacks = [\"nodejs\", \"python\"]\nstack = \"heroku\"\nenv = { A = \"1\" }\n\n[[app]]\nname = \"site\"\n",
+            "keel.toml",
+            Path::new("/p"),
+        )
+        .unwrap();
+        assert_eq!(p.apps.len(), 2);
+        assert_eq!(p.apps[0].path, "apps/shop");
+        assert_eq!(p.apps[0].buildpacks, ["nodejs", "python"]);
+        assert_eq!(p.apps[0].stack.as_deref(), Some("heroku"));
+        assert_eq!(p.apps[0].env["A"], "1");
+        assert_eq!(p.apps[1].path, ".");
+        let e = err("[[image]]\nname = \"x\"\n[[app]]\nname = \"x\"\n");
+        assert!(e.contains("defined twice"), "{e}");
+        let e = err("[[app]]\nname = \"x\"\npath = \"../up\"\n");
+        assert!(e.contains("path"), "{e}");
+        let e = err("[[app]]\nname = \"x\"\nbuildpack = \"python\"\n");
+        assert!(e.contains("buildpack"), "{e}");
+    }
 
     fn err(text: &str) -> String {
         Project::parse(text, "keel.toml", Path::new("/p"))

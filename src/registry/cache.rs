@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::client::{scope, unexpected, Client, Connect};
 use super::config::RegistriesConfig;
 use super::name::{Reference, Remote};
-use super::push::{send_blob, target_of, Memo, Outgoing};
+use super::push::{layer_blob, send_blob, target_of, Compression, Memo, Outgoing};
 use super::RegistryError;
 use crate::build::cache::{BuildCache, CacheKey, KEY_VERSION};
 use crate::digest::{self, Digest};
@@ -30,8 +30,9 @@ use crate::store::Store;
 pub const ARTIFACT_TYPE: &str = "application/vnd.keel.build-cache.v1+json";
 /// The media type of its config (the entries).
 pub const CONFIG_TYPE: &str = "application/vnd.keel.build-cache.config.v1+json";
-/// The format of the config document.
-pub const FORMAT: u64 = 1;
+/// The format of the config document: 2 adds `compressed` (layers travel compressed);
+/// a reader of format 2 also reads format 1 (layers as stored).
+pub const FORMAT: u64 = 2;
 /// Largest cache config keel reads.
 const MAX_CONFIG: u64 = 64 << 20;
 
@@ -44,11 +45,17 @@ pub enum Mode {
     Max,
 }
 
-/// `registry:REF[,mode=min|max]`.
+/// `registry:REF[,mode=min|max][,compression=gzip|zstd|none][,mounts=true][,mounts-max=SIZE]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheRef {
     pub image: ImageRef,
     pub mode: Mode,
+    /// How keel's own (uncompressed) layers travel (gzip by default, as image layers).
+    pub compression: Compression,
+    /// Export the build's `RUN --mount=type=cache` directories too.
+    pub mounts: bool,
+    /// Largest cache mount exported, in bytes (a larger one is skipped with a warning).
+    pub mounts_max: u64,
 }
 
 impl std::str::FromStr for CacheRef {
@@ -68,20 +75,47 @@ impl std::str::FromStr for CacheRef {
         target_of(&image).map_err(|_| {
             format!("cache {s:?}: name the registry (registry:localhost:5000/team/cache)")
         })?;
-        let mut mode = Mode::Min;
+        let mut c = CacheRef {
+            image,
+            mode: Mode::Min,
+            compression: Compression::Gzip,
+            mounts: false,
+            mounts_max: super::mounts::DEFAULT_MAX,
+        };
         for p in parts {
-            mode = match p {
-                "mode=min" => Mode::Min,
-                "mode=max" => Mode::Max,
-                o => {
+            match p.split_once('=') {
+                Some(("mounts", "true")) => c.mounts = true,
+                Some(("mounts", "false")) => c.mounts = false,
+                Some(("mounts-max", n)) => {
+                    c.mounts_max = parse_size(n).ok_or_else(|| {
+                        format!("cache {s:?}: mounts-max={n}: give a size like 500M or 2G")
+                    })?
+                }
+                Some(("mode", "min")) => c.mode = Mode::Min,
+                Some(("mode", "max")) => c.mode = Mode::Max,
+                Some(("compression", f)) => {
+                    c.compression = f.parse().map_err(|e| format!("cache {s:?}: {e}"))?
+                }
+                _ => {
                     return Err(format!(
-                        "cache {s:?}: unknown option {o:?}; the options are mode=min and mode=max"
+                        "cache {s:?}: unknown option {p:?}; the options are mode=min|max compression=gzip|zstd|none, mounts=true and mounts-max=SIZE"
                     ))
                 }
-            };
+            }
         }
-        Ok(CacheRef { image, mode })
+        Ok(c)
     }
+}
+
+/// `123`, `64K`, `500M`, `2G` (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (n, mult) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 1u64 << 10),
+        (i, 'm' | 'M') => (&s[..i], 1 << 20),
+        (i, 'g' | 'G') => (&s[..i], 1 << 30),
+        _ => (s, 1),
+    };
+    n.parse::<u64>().ok()?.checked_mul(mult)
 }
 
 fn connect(store: &Store, remote: &Remote, actions: &str) -> Result<Client, RegistryError> {
@@ -100,6 +134,8 @@ fn connect(store: &Store, remote: &Remote, actions: &str) -> Result<Client, Regi
 pub struct Imported {
     pub entries: usize,
     pub layers: usize,
+    /// Cache mounts offered (`mounts=true` at export).
+    pub mounts: usize,
 }
 
 /// Reads the cache at `cref` into the local build cache (entries only, no layers).
@@ -131,7 +167,7 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
         .ok_or_else(|| bad(&label, "its config has no valid digest"))?;
     let config = read_small_blob(&client, &repo, &config_digest)?;
     let config: Value = serde_json::from_slice(&config).map_err(|e| bad(&label, &e.to_string()))?;
-    if config["format"].as_u64() != Some(FORMAT)
+    if !matches!(config["format"].as_u64(), Some(1..=FORMAT))
         || config["key_version"].as_u64() != Some(KEY_VERSION.into())
     {
         tracing::warn!("{label}: cache of another format or key version; ignored");
@@ -150,6 +186,8 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
     }
     let memo = Memo::new(store);
     let host = Remote::endpoint_of(&remote.registry);
+    note_compressed(&memo, &config["compressed"]);
+    out.mounts = super::mounts::note(&config["mounts"], host, &remote.repository);
     for l in manifest["layers"].as_array().into_iter().flatten() {
         if let Some(d) = l["digest"].as_str().and_then(digest::parse) {
             memo.add_source(host, &d, &remote.repository);
@@ -157,6 +195,27 @@ pub fn import(store: &Store, cref: &CacheRef) -> Result<Imported, RegistryError>
         }
     }
     Ok(out)
+}
+
+/// Remembers the compressed form of each uncompressed layer a cache lists (format 2's
+/// `compressed`): a fetch then downloads that and stores what it decompresses to, and a
+/// later push of the layer sends it without compressing.
+fn note_compressed(memo: &Memo, compressed: &Value) {
+    for (plain, packed) in compressed.as_object().into_iter().flatten() {
+        let format = match packed["mediaType"].as_str() {
+            Some(m) if m.ends_with("+gzip") => Compression::Gzip,
+            Some(m) if m.ends_with("+zstd") => Compression::Zstd,
+            _ => continue,
+        };
+        let (Some(plain), Some(d), Some(size)) = (
+            digest::parse(plain),
+            packed["digest"].as_str().and_then(digest::parse),
+            packed["size"].as_u64(),
+        ) else {
+            continue;
+        };
+        memo.set_compressed(&plain, format, &d, size);
+    }
 }
 
 fn bad(reference: &str, why: &str) -> RegistryError {
@@ -197,7 +256,25 @@ fn read_small_blob(client: &Client, repo: &str, d: &Digest) -> Result<Vec<u8>, R
 
 /// Whether a missing blob can be fetched from an imported cache.
 pub fn fetchable(store: &Store, d: &Digest) -> bool {
-    Memo::new(store).any_source(d).is_some()
+    source_of(&Memo::new(store), d).is_some()
+}
+
+/// Where a missing layer can be fetched: host, repository, and (when set) the compressed
+/// form to download and decompress into it (digest, size).
+type Source = (String, String, Option<(Digest, u64)>);
+
+/// Where a missing layer `d` can be fetched.
+fn source_of(memo: &Memo, d: &Digest) -> Option<Source> {
+    if let Some((h, r)) = memo.any_source(d) {
+        return Some((h, r, None));
+    }
+    [Compression::Gzip, Compression::Zstd]
+        .into_iter()
+        .filter_map(|f| memo.compressed(d, f))
+        .find_map(|(c, size)| {
+            let (h, r) = memo.any_source(&c)?;
+            Some((h, r, Some((c, size))))
+        })
 }
 
 static FETCHED_BYTES: AtomicU64 = AtomicU64::new(0);
@@ -216,6 +293,34 @@ fn clients() -> &'static Mutex<HashMap<String, Arc<Client>>> {
     C.get_or_init(Default::default)
 }
 
+/// A client for `repository` on `host` with pull scope, shared by the fetches of one
+/// process.
+pub(super) fn client_for(
+    store: &Store,
+    host: &str,
+    repository: &str,
+) -> Result<Arc<Client>, RegistryError> {
+    let id = format!("{host}/{repository}");
+    let mut map = clients().lock().expect("clients");
+    if let Some(c) = map.get(&id) {
+        return Ok(c.clone());
+    }
+    let remote = Remote {
+        registry: host.to_string(),
+        repository: repository.to_string(),
+        reference: Reference::Tag("latest".into()),
+    };
+    let c = Arc::new(connect(store, &remote, "pull")?);
+    map.insert(id, c.clone());
+    Ok(c)
+}
+
+/// Counts bytes and blobs fetched for the build's `cache-from:` line.
+pub(super) fn count_fetched(bytes: u64, blobs: usize) {
+    FETCHED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+    FETCHED_BLOBS.fetch_add(blobs, Ordering::Relaxed);
+}
+
 /// Fetches the layers of `layers` the store lacks from the cache that named them, each
 /// verified by digest and diff_id. A layer no cache names is left to the caller (the
 /// store reports it missing).
@@ -226,30 +331,36 @@ pub fn fetch_missing(store: &Store, layers: &[StoredLayer]) -> Result<(), Regist
         if store.has_blob(d) {
             continue;
         }
-        let Some((host, repository)) = memo.any_source(d) else {
+        let Some((host, repository, packed)) = source_of(&memo, d) else {
             continue;
         };
-        let id = format!("{host}/{repository}");
-        let client = {
-            let mut map = clients().lock().expect("clients");
-            match map.get(&id) {
-                Some(c) => c.clone(),
-                None => {
-                    let remote = Remote {
-                        registry: host.clone(),
-                        repository: repository.clone(),
-                        reference: Reference::Tag("latest".into()),
-                    };
-                    let c = Arc::new(connect(store, &remote, "pull")?);
-                    map.insert(id, c.clone());
-                    c
-                }
-            }
-        };
+        let client = client_for(store, &host, &repository)?;
         let repo = client.repo_url(&repository);
+        if let Some((c, size)) = packed {
+            let packed = oci_spec::image::Descriptor::new(
+                oci_spec::image::MediaType::Other("application/octet-stream".into()),
+                size,
+                c,
+            );
+            let n = super::pull::fetch_unpacked(store, &client, &repo, &packed, d)?;
+            store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+            FETCHED_BYTES.fetch_add(n, Ordering::Relaxed);
+            FETCHED_BLOBS.fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
         let mut stats = super::pull::Stats::default();
-        super::pull::fetch_blob(store, &client, &repo, &l.descriptor, None, &mut stats)?;
-        store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+        let fetched = super::pull::fetch_blob(
+            store,
+            &client,
+            &repo,
+            &l.descriptor,
+            Some(&l.diff_id),
+            None,
+            &mut stats,
+        )?;
+        if !fetched {
+            store.verify_diff_id(&l.descriptor, &l.diff_id)?;
+        }
         FETCHED_BYTES.fetch_add(stats.bytes, Ordering::Relaxed);
         FETCHED_BLOBS.fetch_add(stats.fetched, Ordering::Relaxed);
     }
@@ -263,7 +374,13 @@ pub struct Exported {
     pub layers: usize,
     pub uploaded: usize,
     pub manifest: String,
+    /// Cache mounts exported; those skipped as larger than `mounts-max` (id, bytes).
+    pub mounts: usize,
+    pub mounts_skipped: Vec<(String, u64)>,
 }
+
+/// A `RUN --mount=type=cache` a build named: its id and sharing.
+pub type MountUse = (String, crate::plan::mount::Sharing);
 
 /// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`.
 pub fn export(
@@ -271,7 +388,100 @@ pub fn export(
     cref: &CacheRef,
     keys: &[CacheKey],
     final_layers: &[Digest],
+    mounts: &[MountUse],
 ) -> Result<Exported, RegistryError> {
+    let (entries, layers) = select(store, cref.mode, keys, final_layers);
+    let mut out = Exported::default();
+    let mut packed = Vec::new();
+    for (id, sharing) in mounts.iter().filter(|_| cref.mounts) {
+        let sharing = format!("{sharing:?}").to_lowercase();
+        match super::mounts::pack(store, id, &sharing, cref.mounts_max)? {
+            super::mounts::Export::Packed(p) => packed.push(*p),
+            super::mounts::Export::TooLarge { id, bytes } => out.mounts_skipped.push((id, bytes)),
+            super::mounts::Export::Absent => {}
+        }
+    }
+    let remote = target_of(&cref.image)?;
+    let client = connect(store, &remote, "pull,push")?;
+    let repo = client.repo_url(&remote.repository);
+    let mut pushed = super::push::Pushed::default();
+    let memo = Memo::new(store);
+    let mut sent = Vec::new();
+    let mut compressed = BTreeMap::new();
+    let mut mount_entries = BTreeMap::new();
+    let mount_layers = packed
+        .iter()
+        .map(|p| serde_json::to_value(&p.layer).expect("a descriptor serialises"));
+    let all: Vec<(Option<&super::mounts::Packed>, Value)> = layers
+        .values()
+        .map(|d| (None, d.clone()))
+        .chain(packed.iter().map(Some).zip(mount_layers))
+        .collect();
+    for (mount, d) in &all {
+        let desc: oci_spec::image::Descriptor = serde_json::from_value(d.clone())
+            .map_err(|e| bad("cache", &format!("an entry has an invalid layer: {e}")))?;
+        let format = match crate::store::is_uncompressed(desc.media_type()) {
+            true => cref.compression,
+            false => Compression::None,
+        };
+        let blob = layer_blob(store, &memo, &desc, format, &mut pushed)?;
+        let (digest, size) = send_blob(store, &memo, &client, &repo, blob, &[], &mut pushed)?;
+        let host = Remote::endpoint_of(&remote.registry);
+        memo.add_source(host, &digest, &remote.repository);
+        let travels = match format {
+            Compression::None => d.clone(),
+            _ => {
+                json!({"mediaType": format.layer_media_type(false), "digest": digest.to_string(), "size": size})
+            }
+        };
+        match mount {
+            Some(p) => {
+                mount_entries.insert(p.id.clone(), super::mounts::entry(p, &travels));
+            }
+            None if format != Compression::None => {
+                compressed.insert(desc.digest().to_string(), travels.clone());
+            }
+            None => {}
+        }
+        sent.push(travels);
+    }
+    let mut config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": compressed});
+    if !mount_entries.is_empty() {
+        config["mounts"] = json!(mount_entries);
+    }
+    let (config_digest, config_size) = store.put_json(&config)?;
+    let config_blob = Outgoing::stored(config_digest.clone(), config_size);
+    send_blob(store, &memo, &client, &repo, config_blob, &[], &mut pushed)?;
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": ARTIFACT_TYPE,
+        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+        "layers": sent,
+    });
+    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    let url = format!("{repo}/manifests/{}", remote.reference);
+    let media = "application/vnd.oci.image.manifest.v1+json";
+    let resp = client.send("PUT", &url, &[("Content-Type", media)], &bytes[..])?;
+    if resp.status() != 201 {
+        return Err(unexpected("PUT", &url, resp));
+    }
+    out.entries = entries.len();
+    out.layers = layers.len();
+    out.uploaded = pushed.uploaded;
+    out.manifest = digest::of_bytes(&bytes).to_string();
+    out.mounts = mount_entries.len();
+    Ok(out)
+}
+
+/// The entries `mode` exports among `keys` (hex key → entry) and the layer descriptors
+/// they name (digest → descriptor as stored).
+fn select(
+    store: &Store,
+    mode: Mode,
+    keys: &[CacheKey],
+    final_layers: &[Digest],
+) -> (BTreeMap<String, Value>, BTreeMap<String, Value>) {
     let cache = BuildCache::new(store.root());
     let finals: BTreeSet<String> = final_layers.iter().map(|d| d.to_string()).collect();
     let mut entries = BTreeMap::new();
@@ -289,7 +499,7 @@ pub fn export(
         let in_final = descs
             .iter()
             .all(|d| d["digest"].as_str().is_some_and(|d| finals.contains(d)));
-        if cref.mode == Mode::Min && !in_final {
+        if mode == Mode::Min && !in_final {
             continue;
         }
         if let Some(m) = entry.as_object_mut() {
@@ -302,62 +512,7 @@ pub fn export(
         }
         entries.insert(key.hex().to_string(), entry);
     }
-    let config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries});
-    let (config_digest, config_size) = store.put_json(&config)?;
-    let remote = target_of(&cref.image)?;
-    let client = connect(store, &remote, "pull,push")?;
-    let repo = client.repo_url(&remote.repository);
-    let mut pushed = super::push::Pushed::default();
-    let memo = Memo::new(store);
-    for d in layers.values() {
-        let digest = d["digest"]
-            .as_str()
-            .and_then(digest::parse)
-            .ok_or_else(|| bad("cache", "an entry has a layer without a digest"))?;
-        let size = d["size"].as_u64().unwrap_or(0);
-        send_blob(
-            store,
-            &memo,
-            &client,
-            &repo,
-            Outgoing::stored(digest, size),
-            &[],
-            &mut pushed,
-        )?;
-    }
-    send_blob(
-        store,
-        &memo,
-        &client,
-        &repo,
-        Outgoing::stored(config_digest.clone(), config_size),
-        &[],
-        &mut pushed,
-    )?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
-        "layers": layers.values().collect::<Vec<_>>(),
-    });
-    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    let url = format!("{repo}/manifests/{}", remote.reference);
-    let resp = client.send(
-        "PUT",
-        &url,
-        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
-        &bytes[..],
-    )?;
-    if resp.status() != 201 {
-        return Err(unexpected("PUT", &url, resp));
-    }
-    Ok(Exported {
-        entries: entries.len(),
-        layers: layers.len(),
-        uploaded: pushed.uploaded,
-        manifest: digest::of_bytes(&bytes).to_string(),
-    })
+    (entries, layers)
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub fn index_document(entries: &[(&ImageRecord, &Pushed)]) -> Vec<u8> {
             serde_json::json!({
                 "mediaType": rec.manifest_descriptor.media_type().to_string(),
                 "digest": pushed.manifest,
-                "size": pushed.manifest_size,
+                "size": pushed.descriptor.as_ref().map_or(0, |d| d.size()),
                 "platform": platform,
             })
         })

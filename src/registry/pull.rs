@@ -12,11 +12,12 @@ use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest,
 
 use super::client::{scope, unexpected, Client, Connect};
 use super::config::RegistriesConfig;
+use super::diffid::DiffIdHasher;
 use super::name::{candidates, Reference, Remote};
 use super::RegistryError;
 use crate::digest::{self, Digest};
 use crate::reference::ImageRef;
-use crate::store::{ImageRecord, Store, MAX_JSON};
+use crate::store::{ImageRecord, Store, StoreError, MAX_JSON};
 
 /// Most layers keel accepts in one image (as `keel load`).
 const MAX_LAYERS: usize = crate::archive::MAX_LAYERS;
@@ -237,7 +238,7 @@ fn store_image(
     if manifest.layers().len() > MAX_LAYERS {
         return Err(bad(label, &format!("it has more than {MAX_LAYERS} layers")));
     }
-    fetch_blob(store, client, repo, manifest.config(), None, stats)?;
+    fetch_blob(store, client, repo, manifest.config(), None, None, stats)?;
     let config: ImageConfiguration = store.read_json("config", manifest.config().digest())?;
     let diff_ids: Vec<Digest> = config
         .rootfs()
@@ -412,6 +413,14 @@ pub(super) struct Stats {
 }
 
 /// Downloads the layers the store lacks, `jobs` at once, and checks every diff_id.
+///
+/// Each layer is renamed into place as soon as both its digests check, unsynced (a kill
+/// cannot tear a renamed file: its pages are the kernel's, so the next pull resumes from
+/// it; writeback starts while it downloads), and one pass at the end makes them durable
+/// before the manifest that names them is stored: an fdatasync per layer fetched (in
+/// parallel, each waiting only for its tail) and one of the blobs directory, rather than
+/// a file and a directory sync per layer, each in the download's critical path. Not
+/// `syncfs`: that would also wait for every other writer of the filesystem.
 fn fetch_layers(
     store: &Store,
     client: &Client,
@@ -421,6 +430,8 @@ fn fetch_layers(
     events: Events,
     stats: &mut Stats,
 ) -> Result<(), RegistryError> {
+    let unsynced = store.clone().syncing_later();
+    let written = Mutex::new(Vec::new());
     let queue = Mutex::new(work.into_iter().collect::<VecDeque<_>>());
     let first_error: Mutex<Option<RegistryError>> = Mutex::new(None);
     let total = Mutex::new(Stats::default());
@@ -434,8 +445,25 @@ fn fetch_layers(
                     return;
                 };
                 let mut mine = Stats::default();
-                let r = fetch_blob(store, client, repo, &layer, Some(events), &mut mine)
-                    .and_then(|_| Ok(store.verify_diff_id(&layer, &diff_id)?));
+                let r = fetch_blob(
+                    &unsynced,
+                    client,
+                    repo,
+                    &layer,
+                    Some(&diff_id),
+                    Some(events),
+                    &mut mine,
+                )
+                .and_then(|fetched| {
+                    if fetched {
+                        written
+                            .lock()
+                            .expect("written")
+                            .push(layer.digest().clone());
+                        return Ok(());
+                    }
+                    Ok(store.verify_diff_id(&layer, &diff_id)?)
+                });
                 let mut t = total.lock().expect("stats");
                 t.bytes += mine.bytes;
                 t.fetched += mine.fetched;
@@ -451,22 +479,61 @@ fn fetch_layers(
     stats.bytes += t.bytes;
     stats.fetched += t.fetched;
     stats.present += t.present;
-    match first_error.into_inner().expect("error slot") {
-        Some(e) => Err(e),
-        None => Ok(()),
+    if let Some(e) = first_error.into_inner().expect("error slot") {
+        return Err(e);
     }
+    sync_blobs(store, &written.into_inner().expect("written"))?;
+    crate::fault::point("pull.layers-synced");
+    Ok(())
 }
 
-/// Reports bytes as they pass.
+/// Makes the blobs `written` unsynced durable, with the renames that named them: their
+/// data synced in parallel, then the directory once (nothing when the store is not
+/// durable).
+fn sync_blobs(store: &Store, written: &[Digest]) -> Result<(), RegistryError> {
+    if !store.is_durable() || written.is_empty() {
+        return Ok(());
+    }
+    let sync = |path: std::path::PathBuf| {
+        std::fs::File::open(&path)
+            .and_then(|f| f.sync_data())
+            .map_err(|source| {
+                RegistryError::Store(StoreError::Io {
+                    op: "syncing",
+                    path,
+                    source,
+                })
+            })
+    };
+    std::thread::scope(|s| {
+        let handles: Vec<_> = written
+            .iter()
+            .map(|d| {
+                let path = store.blob_path(d);
+                s.spawn(move || sync(path))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .try_for_each(|h| h.join().expect("sync thread"))
+    })?;
+    sync(store.layout().join("blobs/sha256"))
+}
+
+/// Reports bytes as they pass, and feeds them to the diff_id hasher when there is one.
 struct Counting<'a, R> {
     inner: R,
     digest: &'a Digest,
     events: Option<Events<'a>>,
+    diff: Option<DiffIdHasher>,
 }
 
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
+        if let Some(h) = self.diff.as_mut() {
+            h.update(&buf[..n])?;
+        }
         if let (Some(ev), true) = (self.events, n > 0) {
             ev(PullEvent::LayerBytes {
                 digest: self.digest.clone(),
@@ -477,15 +544,19 @@ impl<R: Read> Read for Counting<'_, R> {
     }
 }
 
-/// Streams one blob into the store unless it is there; its digest and size are checked.
+/// Streams one blob into the store unless it is there; its digest and size are checked,
+/// and with `diff_id` (a layer) the digest of its uncompressed content too, in the same
+/// pass, before the blob gets its name. Returns whether it was fetched: a blob the store
+/// had is the caller's to check against a diff_id (`Store::verify_diff_id`).
 pub(super) fn fetch_blob(
     store: &Store,
     client: &Client,
     repo: &str,
     d: &Descriptor,
+    diff_id: Option<&Digest>,
     events: Option<Events>,
     stats: &mut Stats,
-) -> Result<(), RegistryError> {
+) -> Result<bool, RegistryError> {
     let digest = d.digest();
     {
         let _held = store.protect([digest])?;
@@ -498,7 +569,7 @@ pub(super) fn fetch_blob(
                     fetched: false,
                 });
             }
-            return Ok(());
+            return Ok(false);
         }
     }
     if let Some(ev) = events {
@@ -507,12 +578,102 @@ pub(super) fn fetch_blob(
             size: d.size(),
         });
     }
-    let url = format!("{repo}/blobs/{digest}");
+    let (resp, source) = open_blob(client, repo, d)?;
+    // A plain layer's digest is its diff_id: nothing to decompress.
+    let diff_id = diff_id.filter(|want| *want != digest);
+    let mut reader = Counting {
+        inner: resp.into_body().into_reader(),
+        digest,
+        events,
+        diff: diff_id.map(|_| DiffIdHasher::default()),
+    };
+    let w = download(store, &mut reader, d, &source)?;
+    if let (Some(want), Some(h)) = (diff_id, reader.diff.take()) {
+        let actual = h
+            .finish()
+            .map_err(|e| blob_err(d, &source, e.to_string()))?;
+        if actual != *want {
+            return Err(RegistryError::Store(StoreError::DiffIdMismatch {
+                layer: digest.to_string(),
+                diff_id: want.to_string(),
+                actual: actual.to_string(),
+            }));
+        }
+    }
+    w.commit(Some(digest))?;
+    crate::fault::point("pull.blob-stored");
+    stats.bytes += d.size();
+    stats.fetched += 1;
+    if let Some(ev) = events {
+        ev(PullEvent::LayerDone {
+            digest: digest.clone(),
+            size: d.size(),
+            fetched: true,
+        });
+    }
+    Ok(true)
+}
+
+/// Fetches the compressed blob `packed` and stores what it decompresses to as the blob
+/// `plain` (an uncompressed layer, whose digest is its diff_id), in one pass: network →
+/// decompressor → the store's verified writer, which refuses anything but `plain`'s
+/// bytes. How a build cache's compressed layers become the uncompressed layers its
+/// entries name. Returns the compressed bytes read.
+pub(super) fn fetch_unpacked(
+    store: &Store,
+    client: &Client,
+    repo: &str,
+    packed: &Descriptor,
+    plain: &Digest,
+) -> Result<u64, RegistryError> {
+    let (resp, source) = open_blob(client, repo, packed)?;
+    let counted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let reader = CountingOwned {
+        inner: resp.into_body().into_reader().take(packed.size()),
+        count: counted.clone(),
+    };
+    let unpacked =
+        crate::layer::decompressed(reader).map_err(|e| blob_err(packed, &source, e.to_string()))?;
+    store.put_blob(unpacked, Some(plain))?;
+    crate::fault::point("pull.blob-stored");
+    Ok(counted.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Counts the bytes read through it (for a reader that must be `'static`).
+struct CountingOwned<R> {
+    inner: R,
+    count: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for CountingOwned<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn blob_err(d: &Descriptor, source: &str, why: String) -> RegistryError {
+    RegistryError::Blob {
+        what: "blob",
+        digest: d.digest().to_string(),
+        url: source.to_string(),
+        why,
+    }
+}
+
+/// GETs a blob: from the repository, else (foreign / non-distributable layers may live
+/// only at their `urls`, image-spec descriptor.md "urls") from those, over http(s) only.
+fn open_blob(
+    client: &Client,
+    repo: &str,
+    d: &Descriptor,
+) -> Result<(ureq::http::Response<ureq::Body>, String), RegistryError> {
+    let url = format!("{repo}/blobs/{}", d.digest());
     let mut resp = client.call("GET", &url, &[])?;
-    let mut source = url.clone();
+    let mut source = url;
     if resp.status() == 404 {
-        // Foreign / non-distributable layers may live only at their `urls` (image-spec
-        // descriptor.md "urls"): try those, over http(s) only.
         for u in d
             .urls()
             .iter()
@@ -530,43 +691,35 @@ pub(super) fn fetch_blob(
     if resp.status() != 200 {
         return Err(unexpected("GET", &source, resp));
     }
-    let blob_err = |why: String| RegistryError::Blob {
-        what: "blob",
-        digest: digest.to_string(),
-        url: source.clone(),
-        why,
-    };
-    let mut reader = Counting {
-        inner: resp.into_body().into_reader(),
-        digest,
-        events,
-    };
+    Ok((resp, source))
+}
+
+/// Exactly the descriptor's size from `reader` into a blob writer (not committed).
+fn download<R: Read>(
+    store: &Store,
+    reader: &mut Counting<R>,
+    d: &Descriptor,
+    source: &str,
+) -> Result<crate::store::BlobWriter, RegistryError> {
     let mut w = store.blob_writer()?;
-    w.write_from(&mut reader, d.size())
-        .map_err(|e| blob_err(e.to_string()))?;
+    w.write_from(reader, d.size())
+        .map_err(|e| blob_err(d, source, e.to_string()))?;
     let mut extra = [0u8; 1];
     if reader
         .read(&mut extra)
-        .map_err(|e| blob_err(e.to_string()))?
+        .map_err(|e| blob_err(d, source, e.to_string()))?
         > 0
     {
-        return Err(blob_err(format!(
-            "the registry sent more than the {} bytes its descriptor says",
-            d.size()
-        )));
+        return Err(blob_err(
+            d,
+            source,
+            format!(
+                "the registry sent more than the {} bytes its descriptor says",
+                d.size()
+            ),
+        ));
     }
-    w.commit(Some(digest))?;
-    crate::fault::point("pull.blob-stored");
-    stats.bytes += d.size();
-    stats.fetched += 1;
-    if let Some(ev) = events {
-        ev(PullEvent::LayerDone {
-            digest: digest.clone(),
-            size: d.size(),
-            fetched: true,
-        });
-    }
-    Ok(())
+    Ok(w)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
-//! `keel push`: layers are gzip-compressed on the way (keel stores its own layers
-//! uncompressed; the compressed digest is remembered so a second push does not
-//! recompress), each blob the registry lacks (HEAD) is mounted from another repository
+//! `keel push`: layers are gzip- (or zstd-) compressed on the way (keel stores its own
+//! layers uncompressed; the compressed digest per layer and format is remembered so a
+//! second push does not recompress), each blob the registry lacks (HEAD) is mounted from another repository
 //! of the same registry known to hold it, or uploaded in one monolithic PUT; then the
 //! manifest (rewritten for the compressed layers) is put under the tag. Authentication,
 //! TLS and the scheme are the client's (`client.rs`).
@@ -12,6 +12,7 @@ use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Store};
 use crate::sys::hostfs;
+use oci_spec::image::Descriptor;
 
 /// Where an image goes: a qualified reference (`host[:port]/path:tag`).
 pub fn target_of(r: &ImageRef) -> Result<Remote, RegistryError> {
@@ -31,8 +32,33 @@ pub enum Compression {
     /// gzip, as docker and podman push (the default).
     #[default]
     Gzip,
+    /// zstd (`application/vnd.oci.image.layer.v1.tar+zstd`): smaller and faster to
+    /// decompress; pulled by containerd 1.5+, podman, skopeo and keel.
+    Zstd,
     /// As stored (keel's own layers are uncompressed tars).
     None,
+}
+
+impl Compression {
+    /// Its name in the memo and in messages.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        }
+    }
+
+    /// The layer media type of this compression in an OCI or a Docker manifest.
+    pub(super) fn layer_media_type(self, docker: bool) -> &'static str {
+        match (self, docker) {
+            (Compression::Gzip, true) => "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            (Compression::Gzip, false) => "application/vnd.oci.image.layer.v1.tar+gzip",
+            (Compression::Zstd, _) => "application/vnd.oci.image.layer.v1.tar+zstd",
+            (Compression::None, true) => "application/vnd.docker.image.rootfs.diff.tar",
+            (Compression::None, false) => "application/vnd.oci.image.layer.v1.tar",
+        }
+    }
 }
 
 impl std::str::FromStr for Compression {
@@ -41,8 +67,8 @@ impl std::str::FromStr for Compression {
         match s {
             "gzip" => Ok(Compression::Gzip),
             "none" | "uncompressed" => Ok(Compression::None),
-            "zstd" => Err("--compression-format zstd: keel cannot read zstd layers yet, so it does not push them; use gzip".into()),
-            o => Err(format!("--compression-format {o}: give gzip or none")),
+            "zstd" => Ok(Compression::Zstd),
+            o => Err(format!("--compression-format {o}: give gzip, zstd or none")),
         }
     }
 }
@@ -60,8 +86,8 @@ pub struct Pushed {
     /// The digest of the manifest as pushed (it differs from the stored one when layers
     /// were compressed).
     pub manifest: String,
-    /// Its size in bytes as pushed (what an index entry for it gives).
-    pub manifest_size: u64,
+    /// The manifest as pushed: what an index pushed next lists for this image.
+    pub descriptor: Option<Descriptor>,
 }
 
 /// One blob to send: where its bytes come from.
@@ -70,12 +96,23 @@ pub(super) struct Outgoing {
     size: u64,
     /// A compressed copy in a temp file, or `None` for the stored blob.
     file: Option<tempfile::NamedTempFile>,
-    /// The uncompressed layer this is the remembered gzip form of (compressed only if
-    /// the registry lacks it).
-    gzip_of: Option<Digest>,
+    /// The uncompressed layer this is the remembered compressed form of (compressed
+    /// only if the registry lacks it).
+    compressed_of: Option<(Digest, Compression)>,
 }
 
-/// Pushes `image` to `target`.
+/// A connection to the repository a push goes to, and what it knows.
+struct Session<'a> {
+    store: &'a Store,
+    memo: Memo,
+    client: Client,
+    repo: String,
+    /// Other repositories of the registry known to hold some of the blobs (mountable).
+    sources: Vec<String>,
+}
+
+/// Pushes `image` to `target`: one manifest with its config and layers (an index push
+/// calls this per platform and lists the returned `Pushed::descriptor`).
 pub fn push(
     store: &Store,
     image: &ImageRecord,
@@ -84,31 +121,18 @@ pub fn push(
     skip_tls_verify: bool,
     compression: Compression,
 ) -> Result<Pushed, RegistryError> {
-    let host = Remote::endpoint_of(&target.registry);
-    let memo = Memo::new(store);
-    let mut sources: Vec<String> = Vec::new();
-    for l in image.manifest.layers() {
-        let gz = memo.gzip(l.digest()).map(|(d, _)| d);
-        let known = memo
-            .sources(host, l.digest())
-            .into_iter()
-            .chain(gz.iter().flat_map(|d| memo.sources(host, d)));
-        for repo in known {
-            if repo != target.repository && !sources.contains(&repo) {
-                sources.push(repo);
-            }
-        }
+    let docker = image
+        .manifest_descriptor
+        .media_type()
+        .to_string()
+        .contains("docker");
+    if docker && compression == Compression::Zstd {
+        return Err(RegistryError::BadManifest {
+            reference: image.manifest_digest().to_string(),
+            why: "it has a Docker schema 2 manifest, which has no zstd layer type; push it with --compression-format gzip".into(),
+        });
     }
-    sources.truncate(5);
-    let mut scopes = vec![scope(&target.repository, "pull,push")];
-    scopes.extend(sources.iter().map(|r| scope(r, "pull")));
-    let how = Connect {
-        skip_tls_verify,
-        insecure: registries.is_insecure(host),
-        credentials: None,
-    };
-    let client = Client::connect(host, &how, scopes)?;
-    let repo = client.repo_url(&target.repository);
+    let session = Session::open(store, image, target, registries, skip_tls_verify)?;
     let mut out = Pushed::default();
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&store.read_blob(image.manifest_digest())?).map_err(|e| {
@@ -117,77 +141,167 @@ pub fn push(
                 why: e.to_string(),
             }
         })?;
-    let docker = image
-        .manifest_descriptor
-        .media_type()
-        .to_string()
-        .contains("docker");
     for (i, layer) in image.manifest.layers().iter().enumerate() {
-        let gzip =
-            compression == Compression::Gzip && crate::store::is_uncompressed(layer.media_type());
-        let blob = match (gzip, memo.gzip(layer.digest())) {
-            (false, _) => Outgoing {
-                digest: layer.digest().clone(),
-                size: layer.size(),
-                file: None,
-                gzip_of: None,
-            },
-            (true, Some((digest, size))) => Outgoing {
-                digest,
-                size,
-                file: None,
-                gzip_of: Some(layer.digest().clone()),
-            },
-            (true, None) => gzip_layer(store, &memo, layer.digest(), &mut out)?,
+        let format = match compression {
+            Compression::None => Compression::None,
+            c if crate::store::is_uncompressed(layer.media_type()) => c,
+            // Already compressed (a pulled layer): sent as it is.
+            _ => Compression::None,
         };
-        let sent = send_blob(store, &memo, &client, &repo, blob, &sources, &mut out)?;
-        if gzip {
-            let media = if docker {
-                "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            } else {
-                "application/vnd.oci.image.layer.v1.tar+gzip"
-            };
+        let (digest, size) = session.send_layer(layer, format, &mut out)?;
+        if format != Compression::None {
             let entry = &mut manifest["layers"][i];
-            entry["mediaType"] = media.into();
-            entry["digest"] = sent.0.to_string().into();
-            entry["size"] = sent.1.into();
+            entry["mediaType"] = format.layer_media_type(docker).into();
+            entry["digest"] = digest.to_string().into();
+            entry["size"] = size.into();
         }
-        memo.add_source(host, &sent.0, &target.repository);
+        session.note(&digest, &target.repository);
     }
-    let config = Outgoing {
-        digest: image.id().clone(),
-        size: image.manifest.config().size(),
-        file: None,
-        gzip_of: None,
-    };
-    send_blob(store, &memo, &client, &repo, config, &[], &mut out)?;
+    let config = Outgoing::stored(image.id().clone(), image.manifest.config().size());
+    session.send(config, false, &mut out)?;
     let bytes = if compression == Compression::None {
         store.read_blob(image.manifest_digest())?
     } else {
         serde_json::to_vec(&manifest).expect("a manifest serialises")
     };
+    let media = image.manifest_descriptor.media_type().clone();
     // A push by digest names the manifest as sent (compression rewrites it).
     let reference = match &target.reference {
         Reference::Digest(_) => crate::digest::of_bytes(&bytes).to_string(),
         r => r.to_string(),
     };
-    let url = format!("{repo}/manifests/{reference}");
-    let media = image.manifest_descriptor.media_type().to_string();
-    let resp = client.send("PUT", &url, &[("Content-Type", &media)], &bytes[..])?;
-    if resp.status() != 201 {
-        return Err(unexpected("PUT", &url, resp));
-    }
-    out.manifest = crate::digest::of_bytes(&bytes).to_string();
-    out.manifest_size = bytes.len() as u64;
+    session.put_manifest(&reference, media.as_ref(), &bytes)?;
+    let digest = crate::digest::of_bytes(&bytes);
+    out.manifest = digest.to_string();
+    out.descriptor = Some(Descriptor::new(media, bytes.len() as u64, digest));
     Ok(out)
 }
 
+impl<'a> Session<'a> {
+    /// Connects with push scope on the target and pull scope on up to 5 repositories
+    /// known to hold some of the image's blobs (for cross-repository mounts).
+    fn open(
+        store: &'a Store,
+        image: &ImageRecord,
+        target: &Remote,
+        registries: &RegistriesConfig,
+        skip_tls_verify: bool,
+    ) -> Result<Session<'a>, RegistryError> {
+        let host = Remote::endpoint_of(&target.registry);
+        let memo = Memo::new(store);
+        let mut sources: Vec<String> = Vec::new();
+        for l in image.manifest.layers() {
+            let forms = [Compression::Gzip, Compression::Zstd]
+                .map(|f| memo.compressed(l.digest(), f).map(|(d, _)| d));
+            let known = std::iter::once(l.digest().clone())
+                .chain(forms.into_iter().flatten())
+                .flat_map(|d| memo.sources(host, &d));
+            for repo in known {
+                if repo != target.repository && !sources.contains(&repo) {
+                    sources.push(repo);
+                }
+            }
+        }
+        sources.truncate(5);
+        let mut scopes = vec![scope(&target.repository, "pull,push")];
+        scopes.extend(sources.iter().map(|r| scope(r, "pull")));
+        let how = Connect {
+            skip_tls_verify,
+            insecure: registries.is_insecure(host),
+            credentials: None,
+        };
+        let client = Client::connect(host, &how, scopes)?;
+        let repo = client.repo_url(&target.repository);
+        Ok(Session {
+            store,
+            memo,
+            client,
+            repo,
+            sources,
+        })
+    }
+
+    /// A layer in `format` (`None`: as stored): the remembered compressed digest when
+    /// there is one, else compressed now. Returns the digest and size sent.
+    fn send_layer(
+        &self,
+        layer: &Descriptor,
+        format: Compression,
+        out: &mut Pushed,
+    ) -> Result<(Digest, u64), RegistryError> {
+        let blob = layer_blob(self.store, &self.memo, layer, format, out)?;
+        self.send(blob, true, out)
+    }
+
+    fn send(
+        &self,
+        blob: Outgoing,
+        mount: bool,
+        out: &mut Pushed,
+    ) -> Result<(Digest, u64), RegistryError> {
+        let sources: &[String] = if mount { &self.sources } else { &[] };
+        send_blob(
+            self.store,
+            &self.memo,
+            &self.client,
+            &self.repo,
+            blob,
+            sources,
+            out,
+        )
+    }
+
+    fn note(&self, d: &Digest, repository: &str) {
+        self.memo.add_source(self.client.host(), d, repository);
+    }
+
+    fn put_manifest(
+        &self,
+        reference: &str,
+        media: &str,
+        bytes: &[u8],
+    ) -> Result<(), RegistryError> {
+        let url = format!("{}/manifests/{reference}", self.repo);
+        let resp = self
+            .client
+            .send("PUT", &url, &[("Content-Type", media)], bytes)?;
+        if resp.status() != 201 {
+            return Err(unexpected("PUT", &url, resp));
+        }
+        Ok(())
+    }
+}
+
+/// What a stored layer travels as in `format` (`None`: as stored): its remembered
+/// compressed form (compressed only if the registry turns out to lack it), or a fresh
+/// compression.
+pub(super) fn layer_blob(
+    store: &Store,
+    memo: &Memo,
+    layer: &Descriptor,
+    format: Compression,
+    out: &mut Pushed,
+) -> Result<Outgoing, RegistryError> {
+    Ok(match (format, memo.compressed(layer.digest(), format)) {
+        (Compression::None, _) => Outgoing::stored(layer.digest().clone(), layer.size()),
+        (_, Some((digest, size))) => Outgoing {
+            digest,
+            size,
+            file: None,
+            compressed_of: Some((layer.digest().clone(), format)),
+        },
+        (_, None) => compress_layer(store, memo, layer.digest(), format, out)?,
+    })
+}
+
 /// Compresses a stored uncompressed layer into a temp file and remembers the result
-/// (gzip with fixed settings is deterministic, so the digest stays the remembered one).
-fn gzip_layer(
+/// (gzip and zstd with fixed settings are deterministic, so the digest stays the
+/// remembered one).
+pub(super) fn compress_layer(
     store: &Store,
     memo: &Memo,
     digest: &Digest,
+    format: Compression,
     out: &mut Pushed,
 ) -> Result<Outgoing, RegistryError> {
     let io = |e: std::io::Error| {
@@ -197,7 +311,11 @@ fn gzip_layer(
             source: e,
         })
     };
-    let prefix = format!("{}-gzip-", crate::store::lease::Owner::current().tag());
+    let prefix = format!(
+        "{}-{}-",
+        crate::store::lease::Owner::current().tag(),
+        format.name()
+    );
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .tempfile_in(store.tmp_dir())
@@ -207,22 +325,35 @@ fn gzip_layer(
         hasher: sha2::Sha256::default(),
         len: 0,
     };
-    let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(6));
-    std::io::copy(&mut store.open_blob(digest)?, &mut gz).map_err(io)?;
-    let mut hashing = gz.finish().map_err(io)?;
+    let mut src = store.open_blob(digest)?;
+    let mut hashing = match format {
+        Compression::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(hashing, ZSTD_LEVEL).map_err(io)?;
+            std::io::copy(&mut src, &mut z).map_err(io)?;
+            z.finish().map_err(io)?
+        }
+        _ => {
+            let mut gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(6));
+            std::io::copy(&mut src, &mut gz).map_err(io)?;
+            gz.finish().map_err(io)?
+        }
+    };
     use std::io::Write;
     hashing.inner.flush().map_err(io)?;
     let (d, size) = (crate::digest::from_hasher(hashing.hasher), hashing.len);
     drop(hashing.inner);
-    memo.set_gzip(digest, &d, size);
+    memo.set_compressed(digest, format, &d, size);
     out.compressed += 1;
     Ok(Outgoing {
         digest: d,
         size,
         file: Some(tmp),
-        gzip_of: None,
+        compressed_of: None,
     })
 }
+
+/// zstd's default level (as `zstd` and containers/image use).
+const ZSTD_LEVEL: i32 = 3;
 
 impl Outgoing {
     /// A blob sent as the store has it.
@@ -231,7 +362,7 @@ impl Outgoing {
             digest,
             size,
             file: None,
-            gzip_of: None,
+            compressed_of: None,
         }
     }
 }
@@ -283,9 +414,9 @@ pub(super) fn send_blob(
             return Ok((blob.digest, blob.size));
         }
     }
-    if let Some(plain) = blob.gzip_of.take() {
+    if let Some((plain, format)) = blob.compressed_of.take() {
         // Remembered, but on neither this repository nor a mountable one: compress now.
-        blob = gzip_layer(store, memo, &plain, out)?;
+        blob = compress_layer(store, memo, &plain, format, out)?;
         if present(&blob.digest)? {
             out.present += 1;
             return Ok((blob.digest, blob.size));
@@ -351,8 +482,9 @@ fn upload(
     Ok(())
 }
 
-/// What keel remembers between transfers, under `<root>/cache/registry/`: the gzip
-/// digest of each uncompressed layer it compressed (`gzip/<hex>`: "digest size"), and
+/// What keel remembers between transfers, under `<root>/cache/registry/`: the gzip and
+/// zstd digests of each uncompressed layer it compressed (`gzip/<hex>`, `zstd/<hex>`:
+/// "digest size"), and
 /// the repositories each blob is known to be in (`sources/<hex>`: "host repository"
 /// lines), for cross-repository mounts. Only hints: a wrong or missing one costs a
 /// recompression or an upload, never correctness (the registry checks digests).
@@ -366,13 +498,15 @@ impl Memo {
             dir: store.root().join("cache/registry"),
         }
     }
-    fn gzip(&self, d: &Digest) -> Option<(Digest, u64)> {
-        let text = std::fs::read_to_string(self.dir.join("gzip").join(d.digest())).ok()?;
+    /// The remembered `format` form of uncompressed layer `d`: its digest and size.
+    pub(super) fn compressed(&self, d: &Digest, format: Compression) -> Option<(Digest, u64)> {
+        let path = self.dir.join(format.name()).join(d.digest());
+        let text = std::fs::read_to_string(path).ok()?;
         let (dg, size) = text.trim().split_once(' ')?;
         Some((crate::digest::parse(dg)?, size.parse().ok()?))
     }
-    fn set_gzip(&self, d: &Digest, gz: &Digest, size: u64) {
-        let dir = self.dir.join("gzip");
+    pub(super) fn set_compressed(&self, d: &Digest, format: Compression, gz: &Digest, size: u64) {
+        let dir = self.dir.join(format.name());
         let _ = hostfs::create_dir_all(&dir);
         let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
         if hostfs::write(&tmp, format!("{gz} {size}\n")).is_ok() {

@@ -48,6 +48,24 @@ pub fn rooted_in(rootfs: &Path) -> Vec<i32> {
         .collect()
 }
 
+/// `/proc/PID/root` of the first process at or below `pid` (following first children,
+/// a few levels: keel's outer process, the container's init) whose root is not this
+/// process's: where a rootless container's rootfs can be seen from the host.
+pub fn contained_root(pid: i32) -> Option<PathBuf> {
+    let id = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    let ours = id(Path::new("/"))?;
+    let mut pid = pid;
+    for _ in 0..4 {
+        let root = Path::new("/proc").join(pid.to_string()).join("root");
+        if id(&root).is_some_and(|r| r != ours) {
+            return Some(root);
+        }
+        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+        pid = children.split_whitespace().next()?.parse().ok()?;
+    }
+    None
+}
+
 /// SIGKILLs every process rooted in `rootfs` and waits (bounded) until none is left;
 /// returns how many were killed.
 pub fn kill_rooted_in(rootfs: &Path) -> usize {

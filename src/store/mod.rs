@@ -101,6 +101,9 @@ pub struct Store {
     /// it writes stay atomic (a killed keel leaves a consistent store), but a power loss
     /// can leave truncated blobs that `keel fsck` then names: for throwaway roots.
     durable: bool,
+    /// Durable, but the caller syncs the filesystem once after many writes (a pull's
+    /// layers): no per-blob fsync, while writeback still starts as blobs are written.
+    sync_later: bool,
     /// This process's lease on the store, taken at the first write and shared by every
     /// clone; released (its file removed) when the last clone is dropped.
     lease: std::sync::Arc<std::sync::Mutex<Option<Lease>>>,
@@ -115,6 +118,7 @@ impl Store {
         let store = Store {
             root: root.into(),
             durable: true,
+            sync_later: false,
             lease: Default::default(),
         };
         check_root(&store.root)?;
@@ -195,13 +199,20 @@ impl Store {
         self
     }
 
+    /// The same store with per-blob fsyncs left to the caller, who syncs the filesystem
+    /// (`sys::fs::syncfs`) before anything names the blobs written through it.
+    pub fn syncing_later(mut self) -> Store {
+        self.sync_later = true;
+        self
+    }
+
     /// Whether this store fsyncs its writes.
     pub fn is_durable(&self) -> bool {
         self.durable
     }
 
     pub(crate) fn sync_file(&self, f: &File, path: &Path) -> Result<()> {
-        if !self.durable {
+        if !self.durable || self.sync_later {
             return Ok(());
         }
         f.sync_all().map_err(io_err("syncing", path))
@@ -209,7 +220,7 @@ impl Store {
 
     /// fsyncs a directory so a rename inside it is durable.
     pub(crate) fn sync_dir(&self, dir: &Path) -> Result<()> {
-        if !self.durable {
+        if !self.durable || self.sync_later {
             return Ok(());
         }
         File::open(dir)

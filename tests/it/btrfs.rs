@@ -113,7 +113,10 @@ fn btrfs_is_chosen_on_btrfs_and_refused_elsewhere() {
     let fs = LoopFs::new("btrfs", 1);
     let k = keel_on(&fs);
     let info = k.ok(&["info"]);
-    assert!(info.contains("storage:       btrfs (default)"), "{info}");
+    assert!(
+        info.contains("storage:       btrfs (the root is on btrfs)"),
+        "{info}"
+    );
     k.ok(&["bootstrap", "busybox", "bb"]);
     k.ok(&["run", "--name", "c", "bb", "true"]);
     let inspect = k.ok(&["inspect", "c"]);
@@ -128,7 +131,7 @@ fn btrfs_is_chosen_on_btrfs_and_refused_elsewhere() {
         "{err}"
     );
     let info = other.ok(&["info"]);
-    assert!(info.contains("storage:       btrfs: unavailable"), "{info}");
+    assert!(info.contains("drivers:       btrfs: unavailable"), "{info}");
 }
 
 #[test]

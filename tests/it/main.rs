@@ -8,6 +8,7 @@ mod common;
 
 mod btrfs;
 mod build;
+mod buildpack;
 mod commands;
 mod crossarch;
 mod parity;

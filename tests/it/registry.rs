@@ -461,6 +461,8 @@ fn push_compresses_skips_and_mounts() {
 /// with `--cache-to`; B, a fresh root, builds with `--cache-from`: every step is CACHED,
 /// the image is the same (same id, same manifest), and B downloads only the layers its
 /// image needs that it lacks (here: the steps' layers, not the base it already has).
+/// The cache's layers are gzip-compressed in the registry, and B stores them as the
+/// uncompressed layers the entries name.
 #[test]
 fn build_cache_shared_through_the_registry() {
     if !regserver::available() {
@@ -505,6 +507,13 @@ fn build_cache_shared_through_the_registry() {
         (v[0]["Digest"].as_str().unwrap().to_string(), sizes)
     };
     let (digest_a, full) = manifest(&a);
+    // Cache layers travel compressed, like image layers (format 2).
+    let cache_ref = format!("{}/test/cache:main", reg.host());
+    let types = layer_types(&reg, &cache_ref);
+    assert!(
+        !types.is_empty() && types.iter().all(|t| t.ends_with("+gzip")),
+        "{types:?}"
+    );
     let b = Keel::new();
     ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
     let from = format!("registry:{}/test/cache:main", reg.host());
@@ -623,4 +632,291 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
         "resumed\n"
     );
     k.ok(&["fsck"]);
+}
+
+/// Issue 13 (pull speed): a layer's diff_id is checked while it downloads, before the
+/// blob gets its name. A manifest whose config lies about a layer's diff_id fails the
+/// pull naming both digests, and the layer blob is not in the store afterwards (keel
+/// used to store it, then read it back to find the mismatch).
+#[test]
+fn a_layer_whose_diff_id_lies_is_never_stored() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let oci = "application/vnd.oci.image.manifest.v1+json";
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&reg.get("test/bb/manifests/1", oci)).unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
+    let config = m["config"]["digest"].as_str().unwrap().to_string();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&reg.get(&format!("test/bb/blobs/{config}"), "*/*")).unwrap();
+    let lie = format!("sha256:{}", "ab".repeat(32));
+    c["rootfs"]["diff_ids"][0] = lie.clone().into();
+    let bad_config = reg.put_blob("test/bb", &serde_json::to_vec(&c).unwrap());
+    m["config"]["digest"] = bad_config.into();
+    m["config"]["size"] = serde_json::to_vec(&c).unwrap().len().into();
+    reg.put_manifest("test/bb", "lies", oci, &serde_json::to_vec(&m).unwrap());
+    let k = Keel::new();
+    let err = fails(
+        kc(&k, &reg, Some(none)),
+        &["pull", &format!("{}/test/bb:lies", reg.host())],
+    );
+    assert!(err.contains(&lie) && err.contains(&layer), "{err}");
+    let blob = k.root().join("images/blobs").join(layer.replace(':', "/"));
+    assert!(!blob.exists(), "the lying layer was stored: {err}");
+    k.ok(&["fsck"]);
+    assert!(!k.ok(&["images"]).contains("test/bb"));
+}
+
+/// skopeo with the test registry's CA and user.
+fn skopeo(reg: &Registry, args: &[&str]) -> String {
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    let creds = format!("{USER}:{PASSWORD}");
+    let mut c = Command::new("skopeo");
+    c.arg(args[0]);
+    if args[0] == "copy" {
+        c.args(["--src-cert-dir", &certs, "--src-creds", &creds]);
+        c.args(["--dest-cert-dir", &certs, "--dest-creds", &creds]);
+    } else {
+        c.args(["--cert-dir", &certs, "--creds", &creds]);
+    }
+    common::run_ok(c.args(&args[1..]))
+}
+
+/// The layer media types of a manifest in the registry (read by skopeo).
+fn layer_types(reg: &Registry, name: &str) -> Vec<String> {
+    let raw = skopeo(reg, &["inspect", "--raw", &format!("docker://{name}")]);
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Issue 13 (zstd), against a second implementation both ways: an image skopeo
+/// recompressed to zstd is pulled and run by keel; an image keel pushes with
+/// `--compression-format zstd` is copied by skopeo, whose zstd layers decompress to the
+/// config's diff_ids, and pulled by podman (which checks diff_ids itself). A second push
+/// reuses the remembered zstd digest: nothing is compressed again.
+#[test]
+fn zstd_layers_with_skopeo_and_podman() {
+    if !regserver::available() {
+        return;
+    }
+    crate::require!(common::have("skopeo"), "skopeo is not installed");
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (a, _) = seed(&reg, &good);
+    let (gz, zs) = (
+        format!("{}/test/bb:1", reg.host()),
+        format!("{}/test/bbz:1", reg.host()),
+    );
+    skopeo(
+        &reg,
+        &[
+            "copy",
+            "--dest-compress-format",
+            "zstd",
+            &format!("docker://{gz}"),
+            &format!("docker://{zs}"),
+        ],
+    );
+    let zstd_type = "application/vnd.oci.image.layer.v1.tar+zstd";
+    assert_eq!(layer_types(&reg, &zs), [zstd_type]);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &zs]);
+    assert_eq!(b.ok(&["run", "--rm", &zs, "echo", "zstd"]), "zstd\n");
+    b.ok(&["fsck"]);
+    // keel pushes zstd; the second push (another repository) compresses nothing.
+    let kz = format!("{}/test/kz:1", reg.host());
+    let push = |dest: &str| {
+        let args = ["push", "--compression-format", "zstd", "bb", dest];
+        let out = kc(&a, &reg, Some(&good)).args(args).output().unwrap();
+        common::assert_success(&out, args);
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = push(&kz);
+    assert!(first.contains("1 layers compressed"), "{first}");
+    assert_eq!(layer_types(&reg, &kz), [zstd_type]);
+    let again = push(&format!("{}/test/kz2:1", reg.host()));
+    assert!(
+        again.contains("0 layers compressed") && again.contains("1 mounted"),
+        "{again}"
+    );
+    let dir = a.path("skopeo-dir");
+    skopeo(
+        &reg,
+        &[
+            "copy",
+            &format!("docker://{kz}"),
+            &format!("dir:{}", dir.display()),
+        ],
+    );
+    check_diff_ids(&dir);
+    podman_pulls(&a, &reg, &good, &kz);
+}
+
+/// A `dir:` copy's layers decompress (zstd) to its config's diff_ids.
+fn check_diff_ids(dir: &std::path::Path) {
+    use sha2::Digest as _;
+    let blob = |d: &str| std::fs::read(dir.join(d.trim_start_matches("sha256:"))).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_slice(&blob(m["config"]["digest"].as_str().unwrap())).unwrap();
+    let layers = m["layers"].as_array().unwrap();
+    assert_eq!(
+        layers.len(),
+        config["rootfs"]["diff_ids"].as_array().unwrap().len()
+    );
+    for (l, want) in layers
+        .iter()
+        .zip(config["rootfs"]["diff_ids"].as_array().unwrap())
+    {
+        let plain = zstd::decode_all(&blob(l["digest"].as_str().unwrap())[..]).unwrap();
+        let got = format!("sha256:{:x}", sha2::Sha256::digest(&plain));
+        assert_eq!(got, want.as_str().unwrap());
+    }
+}
+
+/// podman pulls `name` (verifying diff_ids) and its copy holds busybox.
+fn podman_pulls(k: &Keel, reg: &Registry, auth: &std::path::Path, name: &str) {
+    crate::require!(common::have("podman"), "podman is not installed");
+    let pd = k.path("podman");
+    let podman = |args: &[&str]| {
+        let mut c = Command::new("podman");
+        c.arg("--root").arg(pd.join("root"));
+        c.arg("--runroot").arg(pd.join("run"));
+        c.args(["--storage-driver", "vfs", "--events-backend", "file"]);
+        c.env("REGISTRY_AUTH_FILE", auth).args(args);
+        common::run_ok(&mut c)
+    };
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    podman(&["pull", "-q", "--cert-dir", &certs, name]);
+    let id = podman(&["create", name, "true"]).trim().to_string();
+    let tar = k.path("podman-export.tar");
+    podman(&["export", "-o", &tar.display().to_string(), &id]);
+    let listing = common::run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(
+        listing.lines().any(|l| l.ends_with("bin/busybox")),
+        "{listing}"
+    );
+    podman(&["rm", &id]);
+}
+
+/// The bytes a build's `cache-from: N layers (B bytes) downloaded` line reports.
+fn cache_bytes(log: &str) -> u64 {
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("cache-from:") && l.contains("downloaded"))
+        .unwrap_or_else(|| panic!("no cache-from line: {log}"));
+    line.split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Issue 13 (lazy multi-stage cache): a builder stage writes a 2 MiB file, the final
+/// stage copies a small one from it. Root B, fresh, with `--cache-from` (mode=max, so the
+/// builder's layer is in the cache too) runs every step CACHED, makes A's image, and
+/// never downloads the builder's layer: `COPY --from` is looked up by the builder's key
+/// before the builder would be materialised.
+#[test]
+fn multi_stage_cache_hits_fetch_no_builder_layers() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!(
+            "FROM {base} AS builder\nRUN dd if=/dev/urandom of=/big bs=1024 count=2048 2>/dev/null && echo small > /small\nFROM {base}\nCOPY --from=builder /small /small\n"
+        ),
+    )
+    .unwrap();
+    let ctx_s = ctx.path().display().to_string();
+    let build = |k: &Keel, cache: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(cache);
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        let log = String::from_utf8(out.stderr).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "app"])).unwrap();
+        let digest = v[0]["Digest"].as_str().unwrap().to_string();
+        (digest, log)
+    };
+    let cache = format!("registry:{}/test/ms:1", reg.host());
+    let a = Keel::new();
+    let (digest_a, _) = build(&a, &["--cache-to", &format!("{cache},mode=max")]);
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let (digest_b, log) = build(&b, &["--cache-from", &cache]);
+    assert_eq!(log.matches("CACHED").count(), 2, "{log}");
+    assert_eq!(digest_a, digest_b, "{log}");
+    let bytes = cache_bytes(&log);
+    assert!(bytes < 512 * 1024, "downloaded {bytes} bytes: {log}");
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/small"]), "small\n");
+    b.ok(&["fsck"]);
+}
+
+/// Issue 13 (`--cache-to ...,mounts=true`): root A's RUN writes into a cache mount and
+/// exports it; root B, fresh, builds a changed step that reads the mount and sees A's
+/// file (the mount was seeded from the cache before the step ran). A mount larger than
+/// `mounts-max` is skipped with a warning naming it.
+#[test]
+fn cache_mounts_travel_through_the_registry_cache() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(true, Auth::Basic);
+    let good = reg.auth_file(PASSWORD);
+    let (_s, _) = seed(&reg, &good);
+    let base = format!("{}/test/bb:1", reg.host());
+    let dockerfile = |run: &str| {
+        let ctx = tempfile::tempdir().unwrap();
+        let text = format!("FROM {base}\nRUN --mount=type=cache,target=/cache {run}\n");
+        std::fs::write(ctx.path().join("Dockerfile"), text).unwrap();
+        ctx
+    };
+    let build = |k: &Keel, ctx: &std::path::Path, cache: &[&str]| {
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(cache);
+        let ctx_s = ctx.display().to_string();
+        args.push(&ctx_s);
+        let out = kc(k, &reg, Some(&good)).args(&args).output().unwrap();
+        common::assert_success(&out, &args);
+        String::from_utf8(out.stderr).unwrap()
+    };
+    let cache = format!("registry:{}/test/mounts:1", reg.host());
+    let a = Keel::new();
+    let writer = dockerfile("mkdir -p /cache/m2 && echo warm > /cache/m2/seed && echo a > /a");
+    let log = build(
+        &a,
+        writer.path(),
+        &["--cache-to", &format!("{cache},mounts=true")],
+    );
+    assert!(log.contains("1 cache mounts"), "{log}");
+    let small = format!("{cache}-small,mounts=true,mounts-max=1");
+    let log = build(&a, writer.path(), &["--cache-to", &small]);
+    assert!(log.contains("cache mount /cache not exported"), "{log}");
+    let b = Keel::new();
+    ok(kc(&b, &reg, Some(&good)), &["pull", &base]);
+    let reader = dockerfile("cat /cache/m2/seed > /seen");
+    build(&b, reader.path(), &["--cache-from", &cache]);
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
+    b.ok(&["fsck"]);
 }

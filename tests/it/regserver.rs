@@ -295,6 +295,50 @@ impl Registry {
         p
     }
 
+    /// GET of a path under `/v2/` on a plain-HTTP registry without auth (a test crafting
+    /// what a hostile or foreign registry would serve).
+    pub fn get(&self, path: &str, accept: &str) -> Vec<u8> {
+        assert!(!self.tls, "Registry::get speaks plain HTTP");
+        ureq::get(format!("http://{}/v2/{path}", self.host()))
+            .header("Accept", accept)
+            .call()
+            .unwrap()
+            .body_mut()
+            .with_config()
+            .limit(1 << 30)
+            .read_to_vec()
+            .unwrap()
+    }
+
+    /// Uploads a blob to `repo` (plain HTTP, no auth); returns its digest.
+    pub fn put_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        use sha2::Digest as _;
+        let digest = format!("sha256:{:x}", sha2::Sha256::digest(bytes));
+        let start = ureq::post(format!("http://{}/v2/{repo}/blobs/uploads/", self.host()))
+            .send_empty()
+            .unwrap();
+        let loc = start.headers()["location"].to_str().unwrap().to_string();
+        let loc = if loc.starts_with('/') {
+            format!("http://{}{loc}", self.host())
+        } else {
+            loc
+        };
+        let sep = if loc.contains('?') { '&' } else { '?' };
+        ureq::put(format!("{loc}{sep}digest={digest}"))
+            .header("Content-Type", "application/octet-stream")
+            .send(bytes)
+            .unwrap();
+        digest
+    }
+
+    /// Puts a manifest under `repo:tag` (plain HTTP, no auth).
+    pub fn put_manifest(&self, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) {
+        ureq::put(format!("http://{}/v2/{repo}/manifests/{tag}", self.host()))
+            .header("Content-Type", media_type)
+            .send(bytes)
+            .unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }

@@ -622,8 +622,8 @@ fn processes_of(user: &User) -> Vec<String> {
 #[test]
 fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
     require_rootless!();
-    // User b: the other tests run user a's containers in parallel.
-    let r = Rootless::with_busybox(user_b());
+    // A user of its own: the other tests run keel as users a and b in parallel.
+    let r = Rootless::with_busybox(user("keel-rootless-c", 8_000_000));
     for args in [
         &["run", "--rm", "bb", "true"][..],
         &[
@@ -634,7 +634,7 @@ fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
             "bb",
             "sh",
             "-c",
-            "sleep 0.2 & echo $PORT",
+            "echo $PORT; sleep 1 & sleep 0.5",
         ],
     ] {
         r.ok(args);
@@ -778,7 +778,7 @@ fn rootless_limits_fail_clearly_without_a_delegated_cgroup() {
     }
 }
 
-/// A detached container's whole lifecycle as the user: logs, exec, stop, start (its
+/// A detached container's whole lifecycle as the user: logs, exec, top, stop, start (its
 /// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` refuses a
 /// running container with a way out and works on a stopped one.
 #[test]
@@ -804,6 +804,8 @@ fn rootless_detached_lifecycle_works_as_for_root() {
         r.ok(&["exec", "lc", "sh", "-c", "echo kept > /kept; id -u"]),
         "0\n"
     );
+    let top = r.ok(&["top", "lc"]);
+    assert!(top.contains("sleep 600"), "{top}");
     let file = r.path("home/in.txt");
     std::fs::write(&file, "copied\n").unwrap();
     r.give(&file);
@@ -904,4 +906,34 @@ fn rootless_chroot_and_oci_backends_run() {
         err.contains("--pids-limit needs a cgroup v2 subtree"),
         "{err}"
     );
+}
+
+/// The attacker's side: container root is only the user. A root-owned host directory
+/// bound read-write stays unwritable, its file cannot be re-owned, and host root's
+/// files show as `nobody` (unmapped), never as the container's root.
+#[test]
+fn rootless_container_root_cannot_touch_host_roots_files() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let host = r.path("root-owned");
+    std::fs::create_dir(&host).unwrap();
+    std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(host.join("canary"), "host\n").unwrap();
+    std::fs::set_permissions(host.join("canary"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let bind = format!("{}:/h", host.display());
+    let script = "echo x >> /h/canary; touch /h/new; chown 0:0 /h/canary; rm -f /h/canary; stat -c '%u %U' /h/canary";
+    let out = r.output(&["run", "--rm", "-v", &bind, "bb", "sh", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        "65534 nobody",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.join("canary")).unwrap(),
+        "host\n"
+    );
+    assert!(!host.join("new").exists());
+    assert_eq!(std::fs::metadata(host.join("canary")).unwrap().uid(), 0);
 }

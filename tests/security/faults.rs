@@ -100,6 +100,7 @@ const CASES: &[Case] = &[
     c("pull", "store.blob-temp", 2),
     c("pull", "store.blob-stored", 2),
     c("pull", "pull.blob-stored", 2),
+    c("pull", "pull.layers-synced", 1),
     c("pull", "pull.blobs-stored", 1),
     c("pull", "store.blob-temp", 3),
     c("pull", "store.blob-stored", 3),

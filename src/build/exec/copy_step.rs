@@ -66,6 +66,14 @@ impl Executor<'_> {
             None => None,
             Some(f) => Some(self.state_from(&self.expand(f, vars)?)?),
         };
+        if let Some(st) = &from {
+            // Looked up before the source is materialised: a hit never needs its layers
+            // (which a fresh root with --cache-from may not have).
+            let heredocs = expand_heredocs(&c.heredocs, vars)?;
+            if let Some(hit) = self.copy_from_hit(n, &state, &x, st, &heredocs)? {
+                return Ok((hit, Outcome::Cached));
+            }
+        }
         let from_snap = match &from {
             Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers)?),
             None => None,
@@ -202,14 +210,13 @@ impl Executor<'_> {
             return Ok((hit, Outcome::Cached));
         }
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
-        inputs.files = self.copy_files(ctx, x, placed, heredocs, from.is_none())?;
+        // From a stage (or image), its key pins every file in it, so what the sources
+        // select follows from that key and the instruction: the key lists no files, and
+        // can be computed without the source's layers (`copy_from_hit`).
+        let listed = if from.is_none() { placed } else { &[] };
+        inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none())?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
-        let position = format!(
-            "{}|{}|{}",
-            self.context.root().display(),
-            self.opts.file_name,
-            s.line
-        );
+        let position = copy_position(self, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let key = inputs.key();
@@ -226,6 +233,34 @@ impl Executor<'_> {
             self.cache.remember_stamp(st, &key);
         }
         Ok(done)
+    }
+
+    /// The cached result of a `COPY --from`, found from the source's key alone (the same
+    /// key `copy_placed` computes, whose file list is empty for a stage source).
+    fn copy_from_hit(
+        &mut self,
+        n: usize,
+        state: &State,
+        x: &Copy,
+        from: &State,
+        heredocs: &[Heredoc],
+    ) -> Result<Option<State>, StepFailure> {
+        if self.stage_no_cache || self.opts.explain {
+            return Ok(None);
+        }
+        let owner = self.owner_before(n, state, x)?;
+        let link_owner = if x.link {
+            owner.map(|o| (o.uid, o.gid))
+        } else {
+            None
+        };
+        let instruction =
+            json!({"copy": {"step": x, "from": from.key.as_str(), "link_owner": link_owner}});
+        let workdir = state.config.config.working_dir.clone().unwrap_or_default();
+        let mut inputs = KeyInputs::new(state.key.clone(), instruction);
+        inputs.files = self.copy_files(self.context, x, &[], heredocs, false)?;
+        inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
+        Ok(self.peek(&inputs))
     }
 
     /// The owner known before the copy runs: numeric ids, or for `--link` a user name
@@ -516,6 +551,16 @@ fn copy_ops(
 }
 
 /// The history entry of a copy.
+/// Where a copy's last key inputs are remembered (to explain a later miss).
+fn copy_position(e: &Executor<'_>, s: &Step) -> String {
+    format!(
+        "{}|{}|{}",
+        e.context.root().display(),
+        e.opts.file_name,
+        s.line
+    )
+}
+
 fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
     let shown: Vec<String> = x
         .srcs

@@ -193,6 +193,9 @@ pub struct BuildOutcome {
     pub steps: Vec<StepRecord>,
     /// The cache entries this build used or made (what `--cache-to` exports).
     pub keys: Vec<super::cache::CacheKey>,
+    /// The `RUN --mount=type=cache` ids its RUN steps name, with their sharing (what
+    /// `--cache-to ...,mounts=true` exports).
+    pub cache_mounts: Vec<(String, crate::plan::mount::Sharing)>,
 }
 
 /// What happened to one step: `cached`, `ran` or `metadata` (config only).
@@ -229,6 +232,8 @@ pub struct Executor<'a> {
     /// The stage being built ignores the cache (`--no-cache`, `--no-cache-filter`).
     stage_no_cache: bool,
     keys: std::cell::RefCell<Vec<super::cache::CacheKey>>,
+    /// Cache mount ids named by RUN steps (see `BuildOutcome::cache_mounts`).
+    cache_mounts: std::cell::RefCell<Vec<(String, crate::plan::mount::Sharing)>>,
 }
 
 /// A stage while it is being built: its build args so far and whether ENTRYPOINT was
@@ -304,6 +309,7 @@ impl<'a> Executor<'a> {
             named: BTreeMap::new(),
             stage_no_cache: opts.no_cache,
             keys: Default::default(),
+            cache_mounts: Default::default(),
         })
     }
 
@@ -353,6 +359,7 @@ impl<'a> Executor<'a> {
             log_dir: self.log_dir,
             steps: self.records,
             keys: self.keys.into_inner(),
+            cache_mounts: self.cache_mounts.into_inner(),
         })
     }
 
@@ -635,12 +642,8 @@ impl<'a> Executor<'a> {
             ));
         }
         let key = inputs.key();
-        if !self.stage_no_cache {
-            if let Some(hit) = self.cache.get::<State>(&key).filter(|h| self.hold(h)) {
-                tracing::debug!(key = %key.0, "cache hit");
-                self.keys.borrow_mut().push(key);
-                return (Some(hit), None);
-            }
+        if let Some(hit) = self.peek(inputs) {
+            return (Some(hit), None);
         }
         let why = if self.stage_no_cache {
             "--no-cache".to_string()
@@ -649,6 +652,19 @@ impl<'a> Executor<'a> {
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
+    }
+
+    /// The cached state for `inputs`, its layers leased (and noted for `--cache-to`),
+    /// unless the cache is bypassed.
+    fn peek(&self, inputs: &KeyInputs) -> Option<State> {
+        if self.stage_no_cache {
+            return None;
+        }
+        let key = inputs.key();
+        let hit = self.cache.get::<State>(&key).filter(|h| self.hold(h))?;
+        tracing::debug!(key = %key.0, "cache hit");
+        self.keys.borrow_mut().push(key);
+        Some(hit)
     }
 
     /// Leases a cached state's layers; false when one is gone (gc took it: a miss)

@@ -43,6 +43,14 @@ impl Executor<'_> {
             .map(|m| m.expand(&expand))
             .collect::<Result<_, _>>()
             .map_err(StepFailure::Invalid)?;
+        for m in &mounts {
+            if let MountSpec::Cache { id, sharing, .. } = m {
+                let mut used = self.cache_mounts.borrow_mut();
+                if !used.iter().any(|(u, _)| u == id) {
+                    used.push((id.clone(), *sharing));
+                }
+            }
+        }
         let argv = run_argv(&shell_of(&state), &r.cmd, &r.heredocs);
         let from: Vec<Option<State>> = mounts
             .iter()
@@ -245,17 +253,23 @@ impl Executor<'_> {
             let path = path.to_path_buf();
             move |source| StepFailure::Step(StepError::Io { path, source })
         };
-        let base = self.cache.mounts_dir();
-        let dir = base.join(crate::digest::of_bytes(id.as_bytes()).digest());
+        let dir = self.cache.mount_dir(id);
+        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+        if empty && seed.is_none() {
+            self.seed_from_registry(id, &dir);
+        }
         if !dir.exists() {
             hostfs::create_dir_all(&dir).map_err(io(&dir))?;
             use std::os::unix::fs::PermissionsExt;
             hostfs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
                 .map_err(io(&dir))?;
             hostfs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
-            if let Some((st, name)) = seed {
-                let src = source.as_deref().unwrap_or("/");
-                self.seed_cache(st, &name, src, &dir)?;
+            match seed {
+                Some((st, name)) => {
+                    let src = source.as_deref().unwrap_or("/");
+                    self.seed_cache(st, &name, src, &dir)?;
+                }
+                None => self.seed_from_registry(id, &dir),
             }
         }
         let mut src = dir.clone();
@@ -283,6 +297,19 @@ impl Executor<'_> {
             ro: *readonly,
         });
         Ok(())
+    }
+
+    /// Fills a new (or empty) cache directory from a `--cache-from` cache that exported
+    /// it (`mounts=true`). Only a head start: a failure is a warning, the step runs with
+    /// what the directory has.
+    fn seed_from_registry(&self, id: &str, dir: &std::path::Path) {
+        match crate::registry::mounts::seed_mount(self.store, id, dir) {
+            Ok(true) => tracing::info!("cache mount {id} seeded from --cache-from"),
+            Ok(false) => {}
+            Err(e) => self.say(format!(
+                "warning: cache mount {id}: not seeded from --cache-from: {e}"
+            )),
+        }
     }
 
     /// Fills a new cache directory with `source` of a stage (BuildKit's `from=` base).

@@ -1,0 +1,323 @@
+//! Where buildpacks come from: a shipped NAME (`python`, embedded from `builders/`), a
+//! directory, a git URL (`URL[#REF]`) or a tarball URL. Parsing a `--buildpack` value
+//! is pure; fetching writes into `<root>/buildpacks/` only: a URL is fetched once and
+//! reused by later builds, every buildpack is pinned by the digest of its tree (and a git
+//! one by its commit too), which the build's record keeps.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest as _, Sha256};
+
+use super::shipped;
+use super::BuildpackError;
+use crate::sys::hostfs;
+
+/// A `--buildpack` value (or a `.buildpacks` line), parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Shipped(String),
+    Dir(PathBuf),
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
+    Tarball(String),
+}
+
+/// A buildpack ready to use: its pristine tree in the root and what pins it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct Fetched {
+    /// Short name for the build output: the shipped name or the tree's last component.
+    pub name: String,
+    /// What the user named (`python`, a path, a URL).
+    pub source: String,
+    /// `sha256:…` of the tree (paths, executable bits, contents, link targets).
+    pub digest: String,
+    /// The git commit a git buildpack was fetched at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    #[serde(skip)]
+    pub dir: PathBuf,
+}
+
+fn is_url(s: &str) -> bool {
+    [
+        "http://", "https://", "git://", "ssh://", "file://", "git@", "git+",
+    ]
+    .iter()
+    .any(|p| s.starts_with(p))
+}
+
+/// Parses one buildpack reference; `base` resolves relative directories.
+pub fn parse(s: &str, base: &Path) -> Result<Source, BuildpackError> {
+    let s = s.trim();
+    if shipped::names().contains(&s) {
+        return Ok(Source::Shipped(s.to_string()));
+    }
+    if is_url(s) {
+        let (url, reference) = match s.split_once('#') {
+            Some((u, r)) if !r.is_empty() => (u, Some(r.to_string())),
+            _ => (s.trim_end_matches('#'), None),
+        };
+        let path = url.split('?').next().unwrap_or(url);
+        let tarball = [".tgz", ".tar.gz", ".tar"]
+            .iter()
+            .any(|e| path.ends_with(e));
+        if tarball && (url.starts_with("http://") || url.starts_with("https://")) {
+            return Ok(Source::Tarball(url.to_string()));
+        }
+        let url = url.strip_prefix("git+").unwrap_or(url).to_string();
+        return Ok(Source::Git { url, reference });
+    }
+    let dir = base.join(s);
+    if s.contains('/') || s.starts_with('.') || dir.is_dir() {
+        return Ok(Source::Dir(dir));
+    }
+    Err(BuildpackError::UnknownBuildpack {
+        name: s.to_string(),
+        shipped: shipped::names().join(", "),
+    })
+}
+
+/// The digest of a buildpack tree: every path (sorted), its kind, its executable bit and
+/// its content or link target; `.git` is left out.
+pub fn tree_digest(dir: &Path) -> Result<String, BuildpackError> {
+    use std::os::unix::fs::PermissionsExt;
+    let io = |path: &Path, source| BuildpackError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut h = Sha256::new();
+    let walk = walkdir::WalkDir::new(dir)
+        .sort_by_file_name()
+        .into_iter()
+        .filter_entry(|e| e.file_name() != ".git");
+    for e in walk {
+        let e = e.map_err(|e| io(dir, e.into()))?;
+        let rel = e.path().strip_prefix(dir).unwrap_or(e.path());
+        let meta = e.path().symlink_metadata().map_err(|s| io(e.path(), s))?;
+        h.update(rel.as_os_str().as_encoded_bytes());
+        if meta.is_symlink() {
+            let t = std::fs::read_link(e.path()).map_err(|s| io(e.path(), s))?;
+            h.update(b"\0l\0");
+            h.update(t.as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            let exec = meta.permissions().mode() & 0o111 != 0;
+            h.update(if exec { b"\0x\0" } else { b"\0f\0" });
+            let bytes = std::fs::read(e.path()).map_err(|s| io(e.path(), s))?;
+            h.update(Sha256::digest(&bytes));
+        } else {
+            h.update(b"\0d\0");
+        }
+        h.update(b"\n");
+    }
+    Ok(format!("sha256:{}", hex::encode(h.finalize())))
+}
+
+/// Where a URL's buildpack is kept in the root (one directory per URL and ref).
+fn fetched_dir(root: &Path, key: &str) -> PathBuf {
+    let h = hex::encode(Sha256::digest(key.as_bytes()));
+    root.join("buildpacks/fetched").join(&h[..24])
+}
+
+fn last_component(s: &str) -> String {
+    let s = s.trim_end_matches('/').trim_end_matches(".git");
+    let s = s.rsplit(['/', ':']).next().unwrap_or(s);
+    [".tar.gz", ".tgz", ".tar"]
+        .iter()
+        .fold(s.to_string(), |n, e| n.trim_end_matches(e).to_string())
+}
+
+/// Makes `src` usable: shipped buildpacks are written out, URLs fetched (once), and the
+/// tree's digest computed.
+pub fn fetch(src: &Source, text: &str, root: &Path) -> Result<Fetched, BuildpackError> {
+    let (name, dir, commit) = match src {
+        Source::Shipped(n) => (n.clone(), shipped::write_out(root, n)?, None),
+        Source::Dir(d) => {
+            if !d.join("bin/detect").is_file() || !d.join("bin/compile").is_file() {
+                return Err(BuildpackError::NotABuildpack(d.clone()));
+            }
+            (last_component(&d.display().to_string()), d.clone(), None)
+        }
+        Source::Git { url, reference } => {
+            let dir = fetched_dir(root, text);
+            if !dir.is_dir() {
+                fetch_git(url, reference.as_deref(), &dir, root)?;
+            }
+            let commit = std::fs::read_to_string(dir.join(".keel-commit")).ok();
+            (
+                last_component(url),
+                dir,
+                commit.map(|c| c.trim().to_string()),
+            )
+        }
+        Source::Tarball(url) => {
+            let dir = fetched_dir(root, text);
+            if !dir.is_dir() {
+                fetch_tarball(url, &dir, root)?;
+            }
+            (last_component(url), dir, None)
+        }
+    };
+    if !dir.join("bin/compile").is_file() {
+        return Err(BuildpackError::NotABuildpack(dir));
+    }
+    Ok(Fetched {
+        name,
+        source: text.to_string(),
+        digest: tree_digest(&dir)?,
+        commit,
+        dir,
+    })
+}
+
+fn scratch(root: &Path) -> Result<tempfile::TempDir, BuildpackError> {
+    let parent = root.join("buildpacks/fetched");
+    hostfs::create_dir_all(&parent).map_err(|source| BuildpackError::Io {
+        path: parent.clone(),
+        source,
+    })?;
+    tempfile::Builder::new()
+        .prefix(".fetch-")
+        .tempdir_in(&parent)
+        .map_err(|source| BuildpackError::Io {
+            path: parent,
+            source,
+        })
+}
+
+/// `git clone` (at `reference` when given) into `dest`, recording the commit.
+fn fetch_git(
+    url: &str,
+    reference: Option<&str>,
+    dest: &Path,
+    root: &Path,
+) -> Result<(), BuildpackError> {
+    let tmp = scratch(root)?;
+    let tree = tmp.path().join("tree");
+    let git = |args: &[&str], cwd: Option<&Path>| -> Result<String, BuildpackError> {
+        let mut c = Command::new("git");
+        c.args(args);
+        if let Some(d) = cwd {
+            c.current_dir(d);
+        }
+        let out = c.output().map_err(|e| BuildpackError::Fetch {
+            source_text: url.to_string(),
+            why: format!("running git: {e}; install git"),
+        })?;
+        if !out.status.success() {
+            return Err(BuildpackError::Fetch {
+                source_text: url.to_string(),
+                why: format!(
+                    "git {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let tree_s = tree.display().to_string();
+    git(&["clone", "--quiet", url, &tree_s], None)?;
+    if let Some(r) = reference {
+        git(&["checkout", "--quiet", r], Some(&tree))?;
+    }
+    let commit = git(&["rev-parse", "HEAD"], Some(&tree))?;
+    let io = |path: &Path, source| BuildpackError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    hostfs::remove_dir_all(tree.join(".git")).map_err(|s| io(&tree, s))?;
+    hostfs::write(tree.join(".keel-commit"), format!("{commit}\n")).map_err(|s| io(&tree, s))?;
+    hostfs::rename(&tree, dest).map_err(|s| io(dest, s))
+}
+
+/// Downloads a (gzipped) tarball and unpacks it into `dest`; a single top directory is
+/// stripped, as tarballs of a repository carry one.
+fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackError> {
+    let fail = |why: String| BuildpackError::Fetch {
+        source_text: url.to_string(),
+        why,
+    };
+    let tmp = scratch(root)?;
+    let mut body = Vec::new();
+    ureq::get(url)
+        .call()
+        .map_err(|e| fail(format!("downloading: {e}")))?
+        .into_body()
+        .into_reader()
+        .read_to_end(&mut body)
+        .map_err(|e| fail(format!("downloading: {e}")))?;
+    let reader: Box<dyn Read> = if body.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(&body[..]))
+    } else {
+        Box::new(&body[..])
+    };
+    let out = tmp.path().join("tree");
+    tar::Archive::new(reader)
+        .unpack(&out)
+        .map_err(|e| fail(format!("unpacking: {e}")))?;
+    let entries: Vec<_> = std::fs::read_dir(&out)
+        .map_err(|e| fail(e.to_string()))?
+        .flatten()
+        .collect();
+    let top = match entries.as_slice() {
+        [one] if one.path().is_dir() && !out.join("bin").is_dir() => one.path(),
+        _ => out,
+    };
+    hostfs::rename(&top, dest).map_err(|source| BuildpackError::Io {
+        path: dest.to_path_buf(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buildpack_references() {
+        let base = Path::new("/srv/app");
+        let cases = [
+            ("python", Source::Shipped("python".into())),
+            ("./bp", Source::Dir("/srv/app/./bp".into())),
+            ("/opt/bp", Source::Dir("/opt/bp".into())),
+            (
+                "https://github.com/heroku/heroku-buildpack-python.git#v250",
+                Source::Git {
+                    url: "https://github.com/heroku/heroku-buildpack-python.git".into(),
+                    reference: Some("v250".into()),
+                },
+            ),
+            (
+                "file:///srv/bp.git",
+                Source::Git {
+                    url: "file:///srv/bp.git".into(),
+                    reference: None,
+                },
+            ),
+            (
+                "git+https://example.com/bp",
+                Source::Git {
+                    url: "https://example.com/bp".into(),
+                    reference: None,
+                },
+            ),
+            (
+                "https://example.com/bp/v1.tar.gz",
+                Source::Tarball("https://example.com/bp/v1.tar.gz".into()),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(text, base).unwrap(), want, "{text}");
+        }
+        let e = parse("pythn", base).unwrap_err().to_string();
+        assert!(e.contains("pythn") && e.contains("nodejs, python"), "{e}");
+        assert_eq!(
+            last_component("https://x/heroku-buildpack-python.git"),
+            "heroku-buildpack-python"
+        );
+        assert_eq!(last_component("https://x/bp/v1.tar.gz"), "v1");
+    }
+}
