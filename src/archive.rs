@@ -60,16 +60,26 @@ pub fn save(store: &Store, items: &[SaveItem], out: impl Write) -> Result<(), Ar
     let mut docker = Vec::new();
     for item in items {
         let img = &item.image;
-        blobs.insert(img.manifest_digest().to_string());
-        blobs.insert(img.id().to_string());
-        blobs.extend(img.manifest.layers().iter().map(|l| l.digest().to_string()));
+        // A multi-platform image travels whole: its index and every platform's image.
+        let members = match &img.index {
+            Some(i) => {
+                blobs.insert(i.digest().to_string());
+                store.load_index_records(i, Vec::new())?
+            }
+            None => vec![img.clone()],
+        };
+        for m in &members {
+            blobs.insert(m.manifest_digest().to_string());
+            blobs.insert(m.id().to_string());
+            blobs.extend(m.manifest.layers().iter().map(|l| l.digest().to_string()));
+        }
         let names: Vec<Option<&String>> = if item.names.is_empty() {
             vec![None]
         } else {
             item.names.iter().map(Some).collect()
         };
         for n in names {
-            let mut d = img.manifest_descriptor.clone();
+            let mut d = img.target().clone();
             d.set_annotations(n.map(|n| HashMap::from([(REF_NAME.to_string(), n.clone())])));
             index_entries.push(d);
         }
@@ -160,6 +170,8 @@ struct Contents {
 struct Ready {
     names: Vec<ImageRef>,
     record: ImageRecord,
+    /// What the names point at: the manifest, or the multi-platform index over it.
+    target: Descriptor,
 }
 
 fn malformed(file: impl Into<String>, why: impl Into<String>) -> ArchiveError {
@@ -188,7 +200,7 @@ pub fn load(store: &Store, input: impl Read + 'static) -> Result<Loaded, Archive
     let mut loaded = Loaded { images: Vec::new() };
     for r in ready {
         for n in &r.names {
-            store.tag(n, &r.record.manifest_descriptor)?;
+            store.tag(n, &r.target)?;
         }
         let first = r.names.first().map(ImageRef::tagged_name);
         loaded.images.push((first, r.record));
@@ -294,17 +306,68 @@ fn plan_oci(store: &Store, c: &Contents, index_bytes: &[u8]) -> Result<Vec<Ready
     }
     let mut ready = Vec::new();
     for d in index.manifests() {
-        let manifest = pick_manifest(store, &have, d)?;
         let name = entry_name(d);
         let label = format!("image {}", name.as_deref().unwrap_or(d.digest().as_ref()));
-        let record = verify_image(store, &have, &label, manifest)?;
         let names = match &name {
             Some(n) => vec![ImageRef::parse(n).map_err(StoreError::from)?],
             None => Vec::new(),
         };
-        ready.push(Ready { names, record });
+        if let Some(ready_index) = plan_index(store, &have, &label, d, &names)? {
+            ready.push(ready_index);
+            continue;
+        }
+        let manifest = pick_manifest(store, &have, d)?;
+        let record = verify_image(store, &have, &label, manifest)?;
+        let target = record.manifest_descriptor.clone();
+        ready.push(Ready {
+            names,
+            record,
+            target,
+        });
     }
     Ok(ready)
+}
+
+/// A multi-platform entry (an index whose manifests all carry platforms): every
+/// platform's image verified, the name kept on the index. `None` for anything else
+/// (a manifest, or an index of other kinds, which [`pick_manifest`] follows).
+fn plan_index(
+    store: &Store,
+    have: &HashSet<&Digest>,
+    label: &str,
+    d: &Descriptor,
+    names: &[ImageRef],
+) -> Result<Option<Ready>, ArchiveError> {
+    if !matches!(d.media_type(), MediaType::ImageIndex) {
+        return Ok(None);
+    }
+    check_blob(store, have, label, d)?;
+    let idx: ImageIndex = store.read_json("index", d.digest())?;
+    let flat = idx
+        .manifests()
+        .iter()
+        .all(|m| matches!(m.media_type(), MediaType::ImageManifest) && m.platform().is_some());
+    if !flat || idx.manifests().is_empty() || idx.manifests().len() > MAX_IMAGES {
+        return Ok(None);
+    }
+    let mut records = Vec::new();
+    for m in idx.manifests() {
+        records.push(verify_image(store, have, label, m.clone())?);
+    }
+    let mut target = Descriptor::new(MediaType::ImageIndex, d.size(), d.digest().clone());
+    target.set_annotations(None);
+    let host = crate::platform::host();
+    let pick = records
+        .iter()
+        .position(|r| r.platform().arch == host.arch)
+        .unwrap_or(0);
+    let mut record = records.swap_remove(pick);
+    record.index = Some(target.clone());
+    Ok(Some(Ready {
+        names: names.to_vec(),
+        record,
+        target,
+    }))
 }
 
 /// Checks a blob that a descriptor names: in the archive (an archive must be complete,
@@ -459,7 +522,12 @@ fn plan_docker_entry(store: &Store, c: &Contents, e: &DockerEntry) -> Result<Rea
     }
     // Names are written last, by `load`, once every image has passed.
     let record = crate::image::commit_stored_config(store, &config_digest, &layers, &[])?;
-    Ok(Ready { names, record })
+    let target = record.manifest_descriptor.clone();
+    Ok(Ready {
+        names,
+        record,
+        target,
+    })
 }
 
 /// The stored config a `manifest.json` entry names; a name of the form `<hex>.json` must
@@ -526,8 +594,8 @@ fn check_unique_names(ready: &[Ready]) -> Result<(), ArchiveError> {
     for r in ready {
         for n in &r.names {
             let full = n.tagged_name();
-            match seen.insert(full.clone(), r.record.manifest_digest()) {
-                Some(other) if other != r.record.manifest_digest() => {
+            match seen.insert(full.clone(), r.target.digest()) {
+                Some(other) if other != r.target.digest() => {
                     return Err(malformed(
                         "<archive>",
                         format!("two different images are both named {full}"),

@@ -1,6 +1,12 @@
 //! `keel bootstrap`: base images for users without registry access, made from what the
 //! host has: its static busybox (with every applet linked) or debootstrap. The busybox
 //! image is reproducible: same busybox binary, same image digest.
+//!
+//! For another platform (`--platform linux/arm64`) the busybox comes from Debian's
+//! `busybox-static` package of that architecture (downloaded with apt, kept in a cache
+//! keyed by version), and debootstrap runs in foreign mode with its second stage under
+//! the qemu emulator binfmt_misc provides; several platforms make one multi-platform
+//! image (an OCI index).
 use crate::sys::hostfs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -30,6 +36,125 @@ pub enum BootstrapError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Layer(#[from] crate::layer::LayerError),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+    #[error("{path} is a {have} binary, not one for {want}; give a busybox built for {want}")]
+    WrongArch {
+        path: PathBuf,
+        have: String,
+        want: String,
+    },
+    #[error("no busybox-static package for {arch} in apt's index ({why}); add the architecture (`dpkg --add-architecture {arch} && apt-get update`) or pass --busybox PATH of a static {arch} busybox")]
+    NoForeignPackage { arch: String, why: String },
+}
+
+/// The ELF `e_machine` of each architecture keel can bootstrap.
+fn elf_machine(arch: &str) -> Option<u16> {
+    Some(match arch {
+        "amd64" => 62,
+        "arm64" => 183,
+        "arm" => 40,
+        "386" => 3,
+        "s390x" => 22,
+        "ppc64le" => 21,
+        "riscv64" => 243,
+        _ => return None,
+    })
+}
+
+/// The Debian architecture name of an OCI platform (`arm/v7` → armhf).
+pub fn debian_arch(p: &crate::platform::Platform) -> String {
+    let p = crate::platform::normalize(p);
+    match (p.arch.as_str(), p.variant.as_deref()) {
+        ("arm", Some("v7")) => "armhf".into(),
+        ("arm", _) => "armel".into(),
+        ("386", _) => "i386".into(),
+        ("ppc64le", _) => "ppc64el".into(),
+        ("mips64le", _) => "mips64el".into(),
+        (a, _) => a.to_string(),
+    }
+}
+
+/// Fails unless `bin` is an ELF file for `p`'s architecture.
+fn check_machine(bin: &Path, p: &crate::platform::Platform) -> Result<(), BootstrapError> {
+    let mut head = [0u8; 20];
+    std::io::Read::read_exact(&mut std::fs::File::open(bin)?, &mut head)?;
+    let machine = u16::from_le_bytes([head[18], head[19]]);
+    let want = crate::platform::normalize(p);
+    match elf_machine(&want.arch) {
+        Some(m) if m != machine => Err(BootstrapError::WrongArch {
+            path: bin.into(),
+            have: format!("ELF machine {machine}"),
+            want: want.to_string(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `cmd`, mapping a failure to [`BootstrapError::Command`] with its stderr.
+fn run(cmd: &mut Command) -> Result<Vec<u8>, BootstrapError> {
+    let text = format!("{cmd:?}");
+    let out = cmd.output().map_err(|e| BootstrapError::Command {
+        cmd: text.clone(),
+        why: e.to_string(),
+    })?;
+    if !out.status.success() {
+        return Err(BootstrapError::Command {
+            cmd: text,
+            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out.stdout)
+}
+
+/// Debian's static busybox for `arch` (a Debian architecture name): downloaded with
+/// `apt-get download` (apt checks the archive's signature) and unpacked with dpkg-deb
+/// into `cache/busybox-static_<version>_<arch>/`, reused while apt's version stays.
+pub fn foreign_busybox(arch: &str, cache: &Path) -> Result<PathBuf, BootstrapError> {
+    let pkg = format!("busybox-static:{arch}");
+    let show =
+        run(Command::new("apt-cache").args(["show", "--no-all-versions", &pkg])).map_err(|e| {
+            BootstrapError::NoForeignPackage {
+                arch: arch.into(),
+                why: e.to_string(),
+            }
+        })?;
+    let show = String::from_utf8_lossy(&show);
+    let version = show
+        .lines()
+        .find_map(|l| l.strip_prefix("Version: "))
+        .ok_or_else(|| BootstrapError::NoForeignPackage {
+            arch: arch.into(),
+            why: "apt-cache shows no Version".into(),
+        })?;
+    let safe = version.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_");
+    let dir = std::path::absolute(cache)?.join(format!("busybox-static_{safe}_{arch}"));
+    let bin = dir.join("bin/busybox");
+    if bin.is_file() {
+        return Ok(bin);
+    }
+    hostfs::create_dir_all(cache)?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(cache)?;
+    run(Command::new("apt-get")
+        .args(["download", "-q", &format!("{pkg}={version}")])
+        .current_dir(scratch.path()))?;
+    let deb = std::fs::read_dir(scratch.path())?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "deb"))
+        .ok_or_else(|| BootstrapError::NoForeignPackage {
+            arch: arch.into(),
+            why: "apt-get download left no .deb".into(),
+        })?;
+    let tree = scratch.path().join("tree");
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&tree))?;
+    // Renamed into place whole: a concurrent bootstrap sees the tree or nothing.
+    match hostfs::rename(&tree, &dir) {
+        Err(e) if !bin.is_file() => Err(e.into()),
+        _ => Ok(bin),
+    }
 }
 
 /// Where Debian's busybox-static puts its binary, and the usual fallbacks.
@@ -205,12 +330,26 @@ pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), Boots
     Ok(())
 }
 
-/// `keel bootstrap busybox NAME`.
+/// `keel bootstrap busybox NAME` (for the host).
 pub fn busybox(
     store: &Store,
     busybox: &Path,
     name: &ImageRef,
 ) -> Result<ImageRecord, BootstrapError> {
+    let rec = busybox_for(store, busybox, &crate::platform::host())?;
+    store.tag(name, &rec.manifest_descriptor)?;
+    Ok(rec)
+}
+
+/// `keel bootstrap busybox NAME --platform P`: the untagged image of `busybox` (an ELF
+/// binary for `platform`, run under emulation to list its applets) for `platform`.
+pub fn busybox_for(
+    store: &Store,
+    busybox: &Path,
+    platform: &crate::platform::Platform,
+) -> Result<ImageRecord, BootstrapError> {
+    crate::platform::check(platform)?;
+    check_machine(busybox, platform)?;
     let _writing = store.writer_guard()?;
     let mut blob = store.blob_writer()?;
     write_busybox_rootfs(busybox, &mut blob)?;
@@ -220,19 +359,23 @@ pub fn busybox(
         diff_id: digest,
     };
     let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
-    let config = new_config(
+    let mut config = new_config(
         std::slice::from_ref(&layer),
         crate::image::reproducible_time(),
         "keel bootstrap busybox",
         env,
         Some(vec!["sh".into()]),
     );
-    Ok(commit_image(
-        store,
-        &config,
-        &[layer],
-        std::slice::from_ref(name),
-    )?)
+    set_platform(&mut config, platform);
+    Ok(commit_image(store, &config, &[layer], &[])?)
+}
+
+/// Makes `config` describe an image for `p`.
+fn set_platform(config: &mut crate::image::ImageConfig, p: &crate::platform::Platform) {
+    let p = crate::platform::normalize(p);
+    config.os = p.os;
+    config.architecture = p.arch;
+    config.variant = p.variant;
 }
 
 /// What `keel bootstrap debian` installs from where.
@@ -245,6 +388,9 @@ pub struct DebianOptions {
     /// Where downloaded packages are kept between bootstraps (`--cache-dir`); a
     /// subdirectory per suite, variant, mirror and architecture ([`cache_key`]).
     pub cache: PathBuf,
+    /// Another platform than the host's: debootstrap's foreign mode, second stage
+    /// under emulation.
+    pub platform: Option<crate::platform::Platform>,
 }
 
 /// Suites that have no `-updates` and `-security` companions.
@@ -363,54 +509,30 @@ fn finish_debian_rootfs(target: &Path, suite: &str, mirror: &str) -> Result<(), 
 
 /// `keel bootstrap debian NAME`: debootstrap into a scratch directory (its downloads kept
 /// in the cache for the next time), make it a base image's tree, pack it as one layer.
-pub fn debian(
-    store: &Store,
-    opts: &DebianOptions,
-    name: &ImageRef,
-) -> Result<ImageRecord, BootstrapError> {
+/// The image is untagged: the caller names it (or an index over several platforms).
+pub fn debian(store: &Store, opts: &DebianOptions) -> Result<ImageRecord, BootstrapError> {
     let DebianOptions {
         suite,
         variant,
         mirror,
         ..
     } = opts;
-    let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file());
-    let debootstrap = debootstrap.ok_or(BootstrapError::ToolMissing {
-        tool: "debootstrap",
-        package: "debootstrap",
-        flag: "mirror",
-    })?;
-    let cache =
-        std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &host_arch()));
+    let foreign = opts
+        .platform
+        .as_ref()
+        .filter(|p| crate::platform::normalize(p).arch != crate::platform::host().arch);
+    let emulated = match foreign {
+        Some(p) => crate::platform::check(p)? != crate::platform::Runs::Native,
+        None => false,
+    };
+    let arch = foreign.map_or_else(host_arch, debian_arch);
+    let cache = std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &arch));
     hostfs::create_dir_all(&cache)?;
     let scratch = tempfile::Builder::new()
         .prefix("debootstrap-")
         .tempdir_in(store.tmp_dir())?;
     let target = scratch.path().join("rootfs");
-    let status = Command::new(&debootstrap)
-        .arg(format!("--variant={variant}"))
-        .arg(format!("--cache-dir={}", cache.display()))
-        .arg(suite)
-        .arg(&target)
-        .arg(mirror)
-        .status()
-        .map_err(|e| BootstrapError::Command {
-            cmd: debootstrap.display().to_string(),
-            why: e.to_string(),
-        })?;
-    if !status.success() {
-        return Err(BootstrapError::Command {
-            cmd: format!(
-                "debootstrap --variant={variant} --cache-dir={} {suite} {} {mirror}",
-                cache.display(),
-                target.display()
-            ),
-            why: format!("it exited with {status}; its log is in the output above"),
-        });
-    }
+    run_debootstrap(opts, &arch, emulated, &cache, &target)?;
     finish_debian_rootfs(&target, suite, mirror)?;
     let _writing = store.writer_guard()?;
     let mut blob = store.blob_writer()?;
@@ -427,19 +549,78 @@ pub fn debian(
         diff_id: digest,
     };
     let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
-    let config = new_config(
+    let mut config = new_config(
         std::slice::from_ref(&layer),
         crate::image::created_time(),
         &format!("keel bootstrap debian --suite {suite} --variant {variant}"),
         env,
         Some(vec!["bash".into()]),
     );
-    Ok(commit_image(
-        store,
-        &config,
-        &[layer],
-        std::slice::from_ref(name),
-    )?)
+    set_platform(
+        &mut config,
+        opts.platform.as_ref().unwrap_or(&crate::platform::host()),
+    );
+    Ok(commit_image(store, &config, &[layer], &[])?)
+}
+
+/// Runs debootstrap into `target`; for a foreign `arch`, its first stage (`--foreign`:
+/// download and unpack) then its second stage (configure) inside the tree, where the
+/// kernel runs the tree's binaries through qemu (binfmt_misc's F flag).
+fn run_debootstrap(
+    opts: &DebianOptions,
+    arch: &str,
+    foreign: bool,
+    cache: &Path,
+    target: &Path,
+) -> Result<(), BootstrapError> {
+    let debootstrap = ["/usr/sbin/debootstrap", "/usr/bin/debootstrap"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or(BootstrapError::ToolMissing {
+            tool: "debootstrap",
+            package: "debootstrap",
+            flag: "mirror",
+        })?;
+    let mut cmd = Command::new(&debootstrap);
+    cmd.arg(format!("--variant={}", opts.variant))
+        .arg(format!("--cache-dir={}", cache.display()))
+        .arg(format!("--arch={arch}"));
+    if foreign {
+        cmd.arg("--foreign");
+    }
+    cmd.arg(&opts.suite).arg(target).arg(&opts.mirror);
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().map_err(|e| BootstrapError::Command {
+        cmd: debootstrap.display().to_string(),
+        why: e.to_string(),
+    })?;
+    if !status.success() {
+        return Err(BootstrapError::Command {
+            cmd: shown,
+            why: format!("it exited with {status}; its log is in the output above"),
+        });
+    }
+    if foreign {
+        // chroot(8) runs the tree's own debootstrap; its shell is the target's, emulated.
+        let status = Command::new("chroot")
+            .arg(target)
+            .args(["/debootstrap/debootstrap", "--second-stage"])
+            .status()?;
+        if !status.success() {
+            return Err(BootstrapError::Command {
+                cmd: format!(
+                    "chroot {} /debootstrap/debootstrap --second-stage",
+                    target.display()
+                ),
+                why: format!(
+                    "it exited with {status}; its log is in {}/debootstrap/debootstrap.log",
+                    target.display()
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The stack for buildpack apps (`keel bootstrap stack NAME`, docs/buildpacks.md): one

@@ -26,6 +26,7 @@ pub mod image;
 pub mod integrate;
 pub mod layer;
 pub mod plan;
+pub mod platform;
 pub mod project;
 pub mod reclaim;
 pub mod reference;

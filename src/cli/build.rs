@@ -60,8 +60,10 @@ pub struct BuildArgs {
     /// each build's log is kept under <root>/logs/builds/ too (logs/last-build: the newest).
     #[arg(long, value_name = "FILE")]
     log_file: Option<PathBuf>,
-    /// Target platform; only the host's is supported.
-    #[arg(long, value_name = "OS/ARCH")]
+    /// Target platforms, comma-separated (e.g. linux/amd64,linux/arm64): one image per
+    /// platform, under one multi-platform name (an OCI index) when there are several.
+    /// Another architecture's RUN steps run under qemu emulation.
+    #[arg(long, value_name = "OS/ARCH[,…]")]
     platform: Option<String>,
     /// Print only the image id.
     #[arg(short, long)]
@@ -256,11 +258,13 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     if !context_dir.is_dir() {
         bail!("build context {} is not a directory; give the directory holding your sources (e.g. `keel build .`)", context_dir.display());
     }
-    if let Some(p) = &a.platform {
-        let host = format!("linux/{}", crate::image::host_arch());
-        if p != &host {
-            bail!("--platform {p}: keel builds for the host platform ({host}) only");
-        }
+    let platforms = match &a.platform {
+        Some(list) => crate::platform::parse_list(list).map_err(anyhow::Error::msg)?,
+        None => Vec::new(),
+    };
+    // An emulator a platform needs is there before anything is read or run.
+    for p in &platforms {
+        crate::platform::check(p)?;
     }
     let (file_name, bytes) = match a.file.as_deref() {
         Some("-") => {
@@ -297,10 +301,13 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         build_args.insert(k, val);
     }
     if a.dry_run {
+        let arch = platforms
+            .first()
+            .map_or_else(|| crate::image::host_arch().to_string(), |p| p.arch.clone());
         let opts = crate::plan::DryRun {
             target: a.target.clone(),
             build_args,
-            arch: crate::image::host_arch().to_string(),
+            arch,
         };
         crate::report::out_bytes(crate::plan::dry_run(&plan, &opts)?.as_bytes())?;
         return Ok(0);
@@ -395,7 +402,11 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         ulimits,
         contexts,
         pull: a.pull,
+        platform: platforms.first().cloned(),
     };
+    if platforms.len() > 1 {
+        return build_platforms(&store, &plan, &opts, &context_dir, &platforms, &a, created);
+    }
     if a.check_reproducible {
         return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
     }
@@ -507,6 +518,96 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
+/// `keel build --platform A,B,…`: the target once per platform (sequentially: each
+/// build already uses the cores it can), then one OCI index over the images, tagged.
+/// Stages on `$BUILDPLATFORM` are the same for every platform and hit the cache after
+/// the first.
+fn build_platforms(
+    store: &crate::store::Store,
+    plan: &crate::plan::Plan,
+    opts: &BuildOptions,
+    context_dir: &Path,
+    platforms: &[crate::platform::Platform],
+    a: &BuildArgs,
+    created: CreatedTime,
+) -> Result<i32> {
+    let unsupported = [
+        ("--output", !a.output.is_empty()),
+        ("--check-reproducible", a.check_reproducible),
+        ("--cache-to", a.cache_to.is_some()),
+        ("--cache-from", !a.cache_from.is_empty()),
+    ];
+    if let Some((flag, _)) = unsupported.iter().find(|(_, set)| *set) {
+        bail!(
+            "{flag} works with one platform at a time; build each platform with its own --platform"
+        );
+    }
+    let created = created.finish();
+    let mut images = Vec::new();
+    for p in platforms {
+        let mut o = opts.clone();
+        o.platform = Some(p.clone());
+        if !o.quiet {
+            errln!("== platform {p}");
+        }
+        let ignore = crate::build::front::dockerignore(context_dir)?;
+        let context = crate::context::Context::new(context_dir, ignore)?;
+        let executor = Executor::new(store, plan, &o, &context)?;
+        let logs = executor.log_dir().to_path_buf();
+        let outcome = executor.build().map_err(|e| {
+            anyhow::Error::new(e).context(format!(
+                "build for {p} failed; nothing was tagged; step logs are in {}",
+                logs.display()
+            ))
+        })?;
+        crate::registry::cache::fetch_missing(store, &outcome.state.layers)?;
+        images.push(exec::commit(
+            store,
+            &outcome.state,
+            &created,
+            &o.labels,
+            &[],
+        )?);
+    }
+    let index = store.commit_index(&images, &a.tags)?;
+    if let Some(f) = &a.iidfile {
+        userfile::write(f, index.digest().to_string().as_bytes(), Default::default())
+            .and_then(|()| crate::sys::fs::give_to_tree_owner(f))
+            .with_context(|| format!("writing --iidfile {}", f.display()))?;
+    }
+    if let Some(f) = &a.metadata_file {
+        write_index_metadata(f, &index, &images, &a.tags)?;
+    }
+    if !opts.quiet {
+        for t in &a.tags {
+            errln!("tagged {} ({} platforms)", t.tagged_name(), images.len());
+        }
+    }
+    outln!("{}", index.digest())?;
+    Ok(0)
+}
+
+/// `--metadata-file` of a multi-platform build: the index, and each platform's image.
+fn write_index_metadata(
+    f: &Path,
+    index: &oci_spec::image::Descriptor,
+    images: &[crate::store::ImageRecord],
+    tags: &[ImageRef],
+) -> Result<()> {
+    let names: Vec<String> = tags.iter().map(|t| t.tagged_name()).collect();
+    let doc = serde_json::json!({
+        "containerimage.digest": index.digest().to_string(),
+        "containerimage.platforms": images.iter().map(|r| serde_json::json!({
+            "platform": r.platform().to_string(),
+            "digest": r.manifest_digest().to_string(),
+            "config.digest": r.id().to_string(),
+        })).collect::<Vec<_>>(),
+        "image.name": names.join(","),
+    });
+    userfile::write(f, &serde_json::to_vec_pretty(&doc)?, Default::default())
+        .with_context(|| format!("writing --metadata-file {}", f.display()))
+}
+
 /// Who `--output` files belong to: the caller, or under sudo (root with `SUDO_UID` set)
 /// the owner of the context directory — the user who ran sudo in their own project.
 fn invoking_user(context: &Path) -> (u32, u32) {
@@ -574,8 +675,10 @@ fn copy_bases(
     plan: &crate::plan::Plan,
     opts: &BuildOptions,
 ) -> Result<()> {
-    let arch = crate::image::host_arch().to_string();
-    let globals = crate::plan::global_arg_values(&plan.global_args, &opts.build_args, &arch);
+    let host = crate::platform::host();
+    let target = opts.platform.clone().unwrap_or_else(|| host.clone());
+    let globals =
+        crate::plan::global_arg_values_for(&plan.global_args, &opts.build_args, &target, &host);
     for s in &plan.stages {
         let lookup = |k: &str| globals.get(k).cloned();
         let base = crate::dockerfile::expand::Lexer::new(plan.escape)
@@ -587,8 +690,16 @@ fn copy_bases(
         let Ok(rec) = from.resolve(&base) else {
             continue;
         };
-        let mut digests = vec![rec.manifest_digest().clone(), rec.id().clone()];
-        digests.extend(rec.manifest.layers().iter().map(|l| l.digest().clone()));
+        // A multi-platform base goes whole (its index and every platform's image).
+        let members = match &rec.index {
+            Some(i) => from.load_index_records(i, Vec::new())?,
+            None => vec![rec.clone()],
+        };
+        let mut digests: Vec<_> = rec.index.iter().map(|i| i.digest().clone()).collect();
+        for m in &members {
+            digests.extend([m.manifest_digest().clone(), m.id().clone()]);
+            digests.extend(m.manifest.layers().iter().map(|l| l.digest().clone()));
+        }
         for d in digests {
             let dst = to.blob_path(&d);
             if !dst.exists() {
@@ -597,7 +708,7 @@ fn copy_bases(
             }
         }
         if let Ok(r) = ImageRef::parse(&base) {
-            to.tag(&r, &rec.manifest_descriptor)?;
+            to.tag(&r, rec.target())?;
         }
     }
     Ok(())

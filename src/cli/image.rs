@@ -50,9 +50,17 @@ pub enum BootstrapCommand {
     Busybox {
         #[arg(value_parser = parse_ref)]
         name: ImageRef,
-        /// Path of the static busybox binary (default: /bin/busybox from busybox-static).
+        /// Path of the static busybox binary (default: /bin/busybox from busybox-static;
+        /// for another architecture, Debian's busybox-static of that architecture).
         #[arg(long, value_name = "PATH")]
         busybox: Option<PathBuf>,
+        /// Platforms to make the image for (comma-separated, e.g. linux/amd64,linux/arm64);
+        /// more than one makes a multi-platform image.
+        #[arg(long, value_name = "OS/ARCH[,…]")]
+        platform: Option<String>,
+        /// Keep downloaded foreign busybox packages here (default: <root>/cache/busybox).
+        #[arg(long, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
     },
     /// A Debian image made with debootstrap (needs network access to the mirror).
     Debian {
@@ -71,6 +79,10 @@ pub enum BootstrapCommand {
         /// <root>/cache/debootstrap), a subdirectory per suite, variant, mirror and arch.
         #[arg(long, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
+        /// Platforms to make the image for (comma-separated); another architecture runs
+        /// debootstrap's second stage under qemu emulation.
+        #[arg(long, value_name = "OS/ARCH[,…]")]
+        platform: Option<String>,
     },
     /// The buildpack stack: NAME-build (compilers, python3, nodejs/npm, git) and NAME-run
     /// (runtimes only) from Debian (docs/buildpacks.md lists the packages).
@@ -91,40 +103,124 @@ pub enum BootstrapCommand {
     },
 }
 
+/// `keel bootstrap busybox`: one image per platform, named (an index for several).
+fn bootstrap_busybox(
+    store: &crate::store::Store,
+    ctx: &Ctx,
+    name: &ImageRef,
+    busybox: Option<PathBuf>,
+    platform: Option<String>,
+    cache_dir: Option<PathBuf>,
+) -> Result<Vec<ImageRecord>> {
+    let platforms = platforms_of(platform.as_deref())?;
+    if busybox.is_some() && platforms.len() > 1 {
+        bail!("--busybox names one binary; bootstrap one platform at a time with it");
+    }
+    let cache = cache_dir.unwrap_or_else(|| store.root().join("cache/busybox"));
+    let mut recs = Vec::new();
+    for p in &platforms {
+        let bb = busybox_binary(busybox.as_deref(), p, &cache)?;
+        let task = ctx.reporter.task(format!(
+            "bootstrapping {} ({p}) from {}",
+            name.tagged_name(),
+            bb.display()
+        ));
+        let rec = crate::bootstrap::busybox_for(store, &bb, p)?;
+        task.done(rec.manifest_digest());
+        recs.push(rec);
+    }
+    name_images(store, &recs, name)?;
+    Ok(recs)
+}
+
+/// `keel bootstrap debian`: one debootstrap per platform, named (an index for several).
+fn bootstrap_debian(
+    store: &crate::store::Store,
+    ctx: &Ctx,
+    name: &ImageRef,
+    opts: crate::bootstrap::DebianOptions,
+    platform: Option<String>,
+) -> Result<Vec<ImageRecord>> {
+    let mut recs = Vec::new();
+    for p in platforms_of(platform.as_deref())? {
+        let task = ctx.reporter.task(format!(
+            "debootstrap {} ({}, {p}) as {}",
+            opts.suite,
+            opts.variant,
+            name.tagged_name()
+        ));
+        let one = crate::bootstrap::DebianOptions {
+            platform: Some(p),
+            ..opts.clone()
+        };
+        let rec = crate::bootstrap::debian(store, &one)?;
+        task.done(rec.manifest_digest());
+        recs.push(rec);
+    }
+    name_images(store, &recs, name)?;
+    Ok(recs)
+}
+
+/// `--platform` of bootstrap: the list, or the host's alone.
+fn platforms_of(arg: Option<&str>) -> Result<Vec<crate::platform::Platform>> {
+    match arg {
+        Some(s) => crate::platform::parse_list(s).map_err(anyhow::Error::msg),
+        None => Ok(vec![crate::platform::host()]),
+    }
+}
+
+/// Names one image, or an index over several platforms' images.
+fn name_images(store: &crate::store::Store, recs: &[ImageRecord], name: &ImageRef) -> Result<()> {
+    match recs {
+        [one] => store.tag(name, &one.manifest_descriptor)?,
+        _ => {
+            store.commit_index(recs, std::slice::from_ref(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The busybox binary for `p`: --busybox, the host's, or Debian's for that architecture.
+fn busybox_binary(
+    explicit: Option<&std::path::Path>,
+    p: &crate::platform::Platform,
+    cache: &std::path::Path,
+) -> Result<PathBuf> {
+    if explicit.is_some() || p.arch == crate::platform::host().arch {
+        return Ok(crate::bootstrap::find_busybox(explicit)?);
+    }
+    crate::platform::check(p)?;
+    Ok(crate::bootstrap::foreign_busybox(
+        &crate::bootstrap::debian_arch(p),
+        cache,
+    )?)
+}
+
 pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
-    let rec = match c {
-        BootstrapCommand::Busybox { name, busybox } => {
-            let bb = crate::bootstrap::find_busybox(busybox.as_deref())?;
-            let task = ctx.reporter.task(format!(
-                "bootstrapping {} from {}",
-                name.tagged_name(),
-                bb.display()
-            ));
-            let rec = crate::bootstrap::busybox(&store, &bb, &name)?;
-            task.done(rec.manifest_digest());
-            rec
-        }
+    let recs = match c {
+        BootstrapCommand::Busybox {
+            name,
+            busybox,
+            platform,
+            cache_dir,
+        } => bootstrap_busybox(&store, ctx, &name, busybox, platform, cache_dir)?,
         BootstrapCommand::Debian {
             name,
             suite,
             variant,
             mirror,
             cache_dir,
+            platform,
         } => {
-            let task = ctx.reporter.task(format!(
-                "debootstrap {suite} ({variant}) as {}",
-                name.tagged_name()
-            ));
             let opts = crate::bootstrap::DebianOptions {
                 cache: cache_dir.unwrap_or_else(|| store.root().join("cache/debootstrap")),
                 suite,
                 variant,
                 mirror,
+                platform: None,
             };
-            let rec = crate::bootstrap::debian(&store, &opts, &name)?;
-            task.done(rec.manifest_digest());
-            rec
+            bootstrap_debian(&store, ctx, &name, opts, platform)?
         }
         BootstrapCommand::Stack {
             name,
@@ -141,15 +237,18 @@ pub fn bootstrap(c: BootstrapCommand, ctx: &Ctx) -> Result<i32> {
                 suite,
                 variant: "minbase".into(),
                 mirror,
+                platform: None,
             };
             let (run, build) = (ImageRef::parse(&run)?, ImageRef::parse(&build)?);
             let images = crate::bootstrap::stack(&store, &opts, &run, &build)?;
             task.done(images.build.manifest_digest());
             outln!("{}", images.run.id())?;
-            images.build
+            vec![images.build]
         }
     };
-    outln!("{}", rec.id())?;
+    for rec in &recs {
+        outln!("{}", rec.id())?;
+    }
     Ok(0)
 }
 
@@ -246,12 +345,14 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
                 serde_json::json!({
                     "repository": repo, "tag": tag, "id": rec.id().to_string(), "digest": rec.manifest_digest().to_string(),
                     "created": rec.config.created(), "size": rec.size(),
+                    "platform": rec.platform().to_string(),
+                    "index": rec.index.as_ref().map(|i| i.digest().to_string()),
                 })
             })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
     } else {
-        let table: Vec<[String; 5]> = rows
+        let table: Vec<[String; 6]> = rows
             .iter()
             .map(|(repo, tag, rec)| {
                 let id = if a.no_trunc {
@@ -265,10 +366,19 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
                     id,
                     created_of(rec).map(human_ago).unwrap_or_default(),
                     human_size(rec.size()),
+                    rec.platform().to_string(),
                 ]
             })
             .collect();
-        let head = ["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"].map(String::from);
+        let head = [
+            "REPOSITORY",
+            "TAG",
+            "IMAGE ID",
+            "CREATED",
+            "SIZE",
+            "PLATFORM",
+        ]
+        .map(String::from);
         let mut widths = head.clone().map(|h| h.len());
         for r in &table {
             for (w, c) in widths.iter_mut().zip(r) {
@@ -290,15 +400,22 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
 /// One image's `keel inspect` document (also used when `keel inspect` finds no container).
 pub(super) fn inspect_doc(store: &crate::store::Store, name: &str) -> Result<serde_json::Value> {
     let rec = store.resolve(name)?;
-    Ok(serde_json::json!({
+    let mut doc = serde_json::json!({
         "Id": rec.id().to_string(),
         "Digest": rec.manifest_digest().to_string(),
         "RepoTags": rec.names,
         "Size": rec.size(),
+        "Platform": rec.platform().to_string(),
         "Manifest": rec.manifest,
         // The stored document itself: docker's fields (Healthcheck, Shell, OnBuild) included.
         "Config": store.read_json::<serde_json::Value>("config", rec.id())?,
-    }))
+    });
+    // A multi-platform name: the index it points at (the fields above are the host's).
+    if let Some(i) = &rec.index {
+        doc["IndexDigest"] = i.digest().to_string().into();
+        doc["Index"] = store.read_json::<serde_json::Value>("index", i.digest())?;
+    }
+    Ok(doc)
 }
 
 #[derive(Debug, Args)]
@@ -313,7 +430,8 @@ pub struct TagArgs {
 pub fn tag(a: TagArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let rec = store.resolve(&a.source)?;
-    store.tag(&a.target, &rec.manifest_descriptor)?;
+    // A multi-platform image is tagged whole: the new name points at its index too.
+    store.tag(&a.target, rec.target())?;
     Ok(0)
 }
 

@@ -187,12 +187,47 @@ pub struct PushArgs {
     compression_format: crate::registry::Compression,
 }
 
+/// `keel push` of a multi-platform name: every platform's image, then the index.
+fn push_index(
+    store: &Store,
+    image: &crate::store::ImageRecord,
+    a: &PushArgs,
+    dest: &ImageRef,
+    ctx: &Ctx,
+) -> Result<i32> {
+    let target = crate::registry::target_of(dest)?;
+    let registries = RegistriesConfig::load(store.root())?;
+    let task = ctx
+        .reporter
+        .task(format!("pushing {} (multi-platform) to {dest}", a.image));
+    let pushed = crate::registry::index_push::push_index(
+        store,
+        image,
+        &target,
+        &registries,
+        !a.tls_verify,
+        a.compression_format,
+    )
+    .with_context(|| format!("pushing {dest}"))?;
+    let each: Vec<String> = pushed
+        .manifests
+        .iter()
+        .map(|(p, m)| format!("{p} {} ({} blobs uploaded)", m.manifest, m.uploaded))
+        .collect();
+    task.done(format!("{}; index {}", each.join(", "), pushed.index));
+    crate::report::out_line(&pushed.index)?;
+    Ok(0)
+}
+
 pub fn push(a: PushArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let image = store.resolve(&a.image)?;
     let dest = ImageRef::parse(a.destination.as_deref().unwrap_or(&a.image))?;
     let target = crate::registry::target_of(&dest)?;
     let registries = RegistriesConfig::load(store.root())?;
+    if image.index.is_some() {
+        return push_index(&store, &image, &a, &dest, ctx);
+    }
     let task = ctx
         .reporter
         .task(format!("pushing {} to {}", a.image, dest));

@@ -115,6 +115,10 @@ pub struct RunArgs {
     /// Make the command itself PID 1 (it then gets only the signals it handles).
     #[arg(long)]
     no_init: bool,
+    /// Platform of a multi-platform image to run (default: the host's); another
+    /// architecture runs under qemu emulation (`keel info` lists what this host runs).
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<crate::platform::Platform>,
     /// Image to run.
     image: String,
     /// Command and arguments (replace the image's Cmd).
@@ -173,6 +177,7 @@ impl RunArgs {
             add_passwd: std::env::var(crate::project::PASSWD_VAR).ok(),
             add_group: std::env::var(crate::project::GROUP_VAR).ok(),
             restart: self.restart,
+            platform: self.platform.as_ref().map(crate::platform::normalize),
             init: match (self.init, self.no_init) {
                 (_, true) => Some(false),
                 (true, false) => Some(true),
@@ -183,6 +188,10 @@ impl RunArgs {
 }
 
 pub fn run(a: RunArgs, ctx: &Ctx) -> Result<i32> {
+    // A foreign platform's emulator is there before the image is looked up or pulled.
+    if let Some(p) = &a.platform {
+        crate::platform::check(p)?;
+    }
     let store = ctx.store()?;
     super::registry::ensure_image(&store, ctx, &a.image, a.pull)?;
     let req = a.into_request()?;

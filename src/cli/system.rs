@@ -238,6 +238,21 @@ fn cgroups() -> String {
     }
 }
 
+/// The platforms this host runs, natively or through a qemu emulator in binfmt_misc.
+fn platforms_json() -> Vec<serde_json::Value> {
+    crate::platform::runnable()
+        .into_iter()
+        .map(|(p, how)| match how {
+            crate::platform::Runs::Native => {
+                serde_json::json!({"platform": p.to_string(), "native": true})
+            }
+            crate::platform::Runs::Emulated { interpreter } => serde_json::json!({
+                "platform": p.to_string(), "native": false, "emulator": interpreter,
+            }),
+        })
+        .collect()
+}
+
 /// `keel info`'s rootless line: whether keel runs in a user namespace and what it maps.
 fn rootless_text() -> String {
     if !crate::sys::userns::rootless() {
@@ -254,6 +269,19 @@ fn rootless_text() -> String {
         0 | 1 => format!("yes: uid 0 is host uid {host}, no subordinate ids (add a range to /etc/subuid and /etc/subgid; docs/rootless.md)"),
         n => format!("yes: uid 0 is host uid {host}, {} subordinate ids mapped", n - 1),
     }
+}
+
+/// `keel info`'s platform lines: native ones, then emulated ones with their emulator.
+fn print_platforms() -> Result<()> {
+    for (p, how) in crate::platform::runnable() {
+        match how {
+            crate::platform::Runs::Native => outln!("platform:      {p} (native)")?,
+            crate::platform::Runs::Emulated { interpreter } => {
+                outln!("platform:      {p} (emulated: {interpreter})")?
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `keel info`'s storage line: the driver a container would get here (`default`, what
@@ -292,6 +320,7 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         "kernel": kernel,
         "arch": std::env::consts::ARCH,
         "cgroups": cgroups(),
+        "platforms": platforms_json(),
         "rootless": rootless_text(),
         "storage": storage_text(default, &drivers),
         "storage_drivers": drivers.iter().map(|d| (d.name.to_string(), serde_json::json!({"available": d.available, "why": (!d.available).then_some(&d.detail)}))).collect::<serde_json::Map<_, _>>(),
@@ -304,6 +333,7 @@ pub fn info(a: InfoArgs, ctx: &Ctx) -> Result<i32> {
         outln!("root:          {}", ctx.root.display())?;
         outln!("kernel:        {kernel} ({})", std::env::consts::ARCH)?;
         outln!("cgroups:       {}", cgroups())?;
+        print_platforms()?;
         outln!("rootless:      {}", rootless_text())?;
         outln!("storage:       {}", storage_text(default, &drivers))?;
         for d in &drivers {

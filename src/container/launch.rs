@@ -34,6 +34,8 @@ pub enum LaunchError {
     Storage(#[from] storage::StorageError),
     #[error("unknown isolation {0:?}: use namespaces, chroot or oci")]
     UnknownIsolation(String),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
     #[error("starting the port proxy: {0}")]
     Proxy(crate::sys::SysError),
     #[error("{path}: {source}")]
@@ -88,7 +90,9 @@ fn pick_private_port() -> u16 {
 /// and prepares its rootfs. Every user error surfaces here, before anything starts.
 pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, LaunchError> {
     let validated = validate(&req)?;
-    let image = store.resolve(&req.image)?;
+    // `--platform` picks a multi-platform image's manifest; a foreign one needs qemu.
+    let image = store.resolve_platform(&req.image, req.platform.as_ref())?;
+    crate::platform::check(&image.platform())?;
     let cfg = image.config.config().clone().unwrap_or_default();
     let exposed = ports::exposed_tcp(&cfg.exposed_ports().clone().unwrap_or_default());
     let private_port = ports::needs_private_port(&validated.ports, req.publish_all, &exposed)

@@ -59,6 +59,9 @@ pub struct RunRequest {
     /// `--init` (true) / `--no-init` (false); unset means keel's default, an init.
     #[serde(default)]
     pub init: Option<bool>,
+    /// `--platform`: which manifest of a multi-platform image (default: the host's).
+    #[serde(default)]
+    pub platform: Option<crate::platform::Platform>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -231,12 +231,27 @@ impl Stage {
 /// `BUILDOS`, …) for a build on and for `os/arch`: visible in FROM lines without a
 /// declaration, and in a stage once it declares them (`ARG TARGETARCH`).
 pub fn platform_args(os: &str, arch: &str) -> BTreeMap<String, String> {
+    let p = Platform {
+        os: os.to_string(),
+        arch: arch.to_string(),
+        variant: None,
+    };
+    platform_args_for(&p, &p)
+}
+
+/// [`platform_args`] for a build on `build` (the host: `BUILD*`) producing an image for
+/// `target` (`TARGET*`), as BuildKit sets them: `TARGETPLATFORM` is `os/arch[/variant]`
+/// and `TARGETVARIANT` is empty when the platform has none.
+pub fn platform_args_for(target: &Platform, build: &Platform) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    for side in ["TARGET", "BUILD"] {
-        out.insert(format!("{side}PLATFORM"), format!("{os}/{arch}"));
-        out.insert(format!("{side}OS"), os.to_string());
-        out.insert(format!("{side}ARCH"), arch.to_string());
-        out.insert(format!("{side}VARIANT"), String::new());
+    for (side, p) in [("TARGET", target), ("BUILD", build)] {
+        out.insert(format!("{side}PLATFORM"), p.to_string());
+        out.insert(format!("{side}OS"), p.os.clone());
+        out.insert(format!("{side}ARCH"), p.arch.clone());
+        out.insert(
+            format!("{side}VARIANT"),
+            p.variant.clone().unwrap_or_default(),
+        );
     }
     out
 }
@@ -248,7 +263,22 @@ pub fn global_arg_values(
     build_args: &BTreeMap<String, String>,
     arch: &str,
 ) -> BTreeMap<String, String> {
-    let mut out = platform_args("linux", arch);
+    let p = Platform {
+        os: "linux".into(),
+        arch: arch.to_string(),
+        variant: None,
+    };
+    global_arg_values_for(global, build_args, &p, &p)
+}
+
+/// [`global_arg_values`] for a build on `build` for `target`.
+pub fn global_arg_values_for(
+    global: &[(String, Option<String>)],
+    build_args: &BTreeMap<String, String>,
+    target: &Platform,
+    build: &Platform,
+) -> BTreeMap<String, String> {
+    let mut out = platform_args_for(target, build);
     for (k, default) in global {
         if let Some(v) = build_args.get(k).cloned().or_else(|| default.clone()) {
             out.insert(k.clone(), v);
@@ -260,6 +290,25 @@ pub fn global_arg_values(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cross_builds_set_target_and_build_sides_apart() {
+        let target: Platform = "linux/arm/v7".parse().unwrap();
+        let build: Platform = "linux/amd64".parse().unwrap();
+        let p = platform_args_for(&target, &build);
+        let want = [
+            ("TARGETPLATFORM", "linux/arm/v7"),
+            ("TARGETOS", "linux"),
+            ("TARGETARCH", "arm"),
+            ("TARGETVARIANT", "v7"),
+            ("BUILDPLATFORM", "linux/amd64"),
+            ("BUILDARCH", "amd64"),
+            ("BUILDVARIANT", ""),
+        ];
+        for (k, v) in want {
+            assert_eq!(p[k], v, "{k}");
+        }
+    }
 
     #[test]
     fn platform_args_are_global_and_declared_args_override_them() {

@@ -112,7 +112,7 @@ impl FromWord for Chown {
 }
 
 /// `--platform=os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Platform {
     pub os: String,
     pub arch: String,

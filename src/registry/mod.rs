@@ -9,6 +9,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod diffid;
+pub mod index_push;
 pub mod mounts;
 pub mod name;
 pub mod pull;

@@ -165,7 +165,12 @@ pub fn push(
         serde_json::to_vec(&manifest).expect("a manifest serialises")
     };
     let media = image.manifest_descriptor.media_type().clone();
-    session.put_manifest(&target.reference.to_string(), media.as_ref(), &bytes)?;
+    // A push by digest names the manifest as sent (compression rewrites it).
+    let reference = match &target.reference {
+        Reference::Digest(_) => crate::digest::of_bytes(&bytes).to_string(),
+        r => r.to_string(),
+    };
+    session.put_manifest(&reference, media.as_ref(), &bytes)?;
     let digest = crate::digest::of_bytes(&bytes);
     out.manifest = digest.to_string();
     out.descriptor = Some(Descriptor::new(media, bytes.len() as u64, digest));

@@ -1,5 +1,10 @@
 //! `index.json`: the list of tagged images. Reads are lock-free (the file is only ever
 //! replaced by rename); updates take `locks/index.lock`, re-read, modify, and replace.
+//!
+//! A name points at a manifest or, for a multi-platform image, at an OCI image index
+//! (one manifest per platform): such a name lists as one record per platform, resolves
+//! to the host's platform by default and to any of its platforms with
+//! [`Store::resolve_platform`].
 use std::collections::HashMap;
 use std::fs;
 use std::io;
@@ -23,6 +28,8 @@ pub struct ImageRecord {
     pub config: ImageConfiguration,
     /// `repository:tag` names, sorted; empty for an image addressed by digest only.
     pub names: Vec<String>,
+    /// The multi-platform index the names point at, when this is one of its manifests.
+    pub index: Option<Descriptor>,
 }
 
 impl ImageRecord {
@@ -37,6 +44,23 @@ impl ImageRecord {
     pub fn size(&self) -> u64 {
         self.manifest.config().size() + self.manifest.layers().iter().map(|l| l.size()).sum::<u64>()
     }
+    /// The image's platform, from its config (`linux/arm64`, `linux/arm/v7`).
+    pub fn platform(&self) -> crate::platform::Platform {
+        crate::platform::normalize(&crate::platform::Platform {
+            os: self.config.os().to_string(),
+            arch: self.config.architecture().to_string(),
+            variant: self.config.variant().clone().filter(|v| !v.is_empty()),
+        })
+    }
+    /// What a name for this image points at: its index, or the manifest itself.
+    pub fn target(&self) -> &Descriptor {
+        self.index.as_ref().unwrap_or(&self.manifest_descriptor)
+    }
+}
+
+fn is_index(d: &Descriptor) -> bool {
+    matches!(d.media_type(), MediaType::ImageIndex)
+        || d.media_type().to_string() == "application/vnd.docker.distribution.manifest.list.v2+json"
 }
 
 fn empty_index() -> ImageIndex {
@@ -105,6 +129,31 @@ impl Store {
         })
     }
 
+    /// Stores an OCI image index over `images` (one entry per platform, in the order given,
+    /// each entry's platform taken from its config) and points `names` at it.
+    pub fn commit_index(&self, images: &[ImageRecord], names: &[ImageRef]) -> Result<Descriptor> {
+        let entries: Vec<Descriptor> = images
+            .iter()
+            .map(|r| {
+                let mut d = Descriptor::new(
+                    MediaType::ImageManifest,
+                    r.manifest_descriptor.size(),
+                    r.manifest_digest().clone(),
+                );
+                d.set_platform(Some(crate::platform::to_oci(&r.platform())));
+                d
+            })
+            .collect();
+        let mut index = empty_index();
+        index.set_manifests(entries);
+        let (digest, size) = self.put_json(&index)?;
+        let desc = Descriptor::new(MediaType::ImageIndex, size, digest);
+        for n in names {
+            self.tag(n, &desc)?;
+        }
+        Ok(desc)
+    }
+
     /// Removes the names in `names` from the index; returns how many entries went.
     pub fn untag(&self, names: &[String]) -> Result<usize> {
         self.update_index(|index| {
@@ -130,7 +179,43 @@ impl Store {
             manifest,
             config,
             names,
+            index: None,
         })
+    }
+
+    /// The records of every platform manifest a (multi-platform) index lists, in its
+    /// order; entries without a platform (attestations, nested indexes) are left out.
+    pub fn load_index_records(
+        &self,
+        index: &Descriptor,
+        names: Vec<String>,
+    ) -> Result<Vec<ImageRecord>> {
+        let doc: ImageIndex = self.read_json("index", index.digest())?;
+        let mut out = Vec::new();
+        for m in doc.manifests() {
+            let unknown = m
+                .platform()
+                .as_ref()
+                .is_none_or(|p| p.os().to_string() == "unknown");
+            if unknown || is_index(m) {
+                continue;
+            }
+            let mut rec = self.load_record(m.clone(), names.clone())?;
+            rec.index = Some(index.clone());
+            out.push(rec);
+        }
+        Ok(out)
+    }
+
+    /// Records for what one index.json entry points at (a manifest, or an index's).
+    fn records_of(&self, d: Descriptor, names: Vec<String>) -> Result<Vec<ImageRecord>> {
+        if is_index(&d) {
+            // The index itself, without index.json's name annotation.
+            let bare = Descriptor::new(d.media_type().clone(), d.size(), d.digest().clone());
+            self.load_index_records(&bare, names)
+        } else {
+            Ok(vec![self.load_record(d, names)?])
+        }
     }
 
     /// Every tagged image, one record per manifest, names grouped.
@@ -144,13 +229,49 @@ impl Store {
                 None => by_digest.push((d.clone(), name.into_iter().collect())),
             }
         }
-        by_digest
-            .into_iter()
-            .map(|(d, mut names)| {
-                names.sort();
-                self.load_record(d, names)
-            })
-            .collect()
+        let mut out = Vec::new();
+        for (d, mut names) in by_digest {
+            names.sort();
+            out.extend(self.records_of(d, names)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Store::resolve`], then, for `Some(platform)`, that platform's manifest of a
+    /// multi-platform image (or the image itself if it is that platform).
+    pub fn resolve_platform(
+        &self,
+        input: &str,
+        want: Option<&crate::platform::Platform>,
+    ) -> Result<ImageRecord> {
+        let rec = self.resolve(input)?;
+        let Some(want) = want else { return Ok(rec) };
+        let fits = |r: &ImageRecord| {
+            let p = r.platform();
+            crate::platform::matches(want, &p.os, &p.arch, p.variant.as_deref())
+        };
+        let siblings = match &rec.index {
+            Some(i) => self.load_index_records(i, rec.names.clone())?,
+            None => vec![rec],
+        };
+        if let Some(r) = siblings.iter().find(|r| fits(r)) {
+            return Ok(r.clone());
+        }
+        let have: Vec<String> = siblings.iter().map(|r| r.platform().to_string()).collect();
+        Err(StoreError::NoPlatform {
+            image: input.to_string(),
+            wanted: crate::platform::normalize(want).to_string(),
+            have: have.join(", "),
+        })
+    }
+
+    /// Among records reached the same way, the host's platform first.
+    fn prefer_host(hits: Vec<&ImageRecord>) -> Option<ImageRecord> {
+        let host = crate::platform::host();
+        hits.iter()
+            .find(|r| r.platform().arch == host.arch)
+            .or(hits.first())
+            .map(|r| (*r).clone())
     }
 
     /// Finds an image by name (`app`, `app:tag`), by `name@sha256:…`, by manifest digest,
@@ -189,6 +310,12 @@ impl Store {
             if let Some(i) = images.iter().find(|i| i.manifest_digest() == d) {
                 return Ok(i.clone());
             }
+            let by_index = images
+                .iter()
+                .filter(|i| i.index.as_ref().is_some_and(|x| x.digest() == d));
+            if let Some(i) = Self::prefer_host(by_index.collect()) {
+                return Ok(i);
+            }
             return if self.has_blob(d) {
                 self.manifest_by_digest(d)
             } else {
@@ -196,9 +323,7 @@ impl Store {
             };
         }
         let want = r.tagged_name();
-        images
-            .into_iter()
-            .find(|i| i.names.contains(&want))
+        Self::prefer_host(images.iter().filter(|i| i.names.contains(&want)).collect())
             .ok_or(StoreError::NoSuchImage(input.to_string()))
     }
 
@@ -206,9 +331,74 @@ impl Store {
         let size = fs::metadata(self.blob_path(d))
             .map_err(io_err("reading", &self.blob_path(d)))?
             .len();
+        // An untagged multi-platform index: its host manifest (or its first).
+        let peek: serde_json::Value = self.read_json("manifest", d)?;
+        if peek.get("manifests").is_some() {
+            let index = Descriptor::new(MediaType::ImageIndex, size, d.clone());
+            let recs = self.load_index_records(&index, Vec::new())?;
+            return Self::prefer_host(recs.iter().collect())
+                .ok_or(StoreError::NoSuchImage(d.to_string()));
+        }
         self.load_record(
             Descriptor::new(MediaType::ImageManifest, size, d.clone()),
             Vec::new(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{commit_image, ImageConfig};
+    use crate::platform::Platform;
+
+    /// An empty image for `arch` (no layers: only its config differs).
+    fn image(store: &Store, arch: &str) -> ImageRecord {
+        let mut c = ImageConfig::scratch();
+        c.architecture = arch.into();
+        commit_image(store, &c, &[], &[]).unwrap()
+    }
+
+    #[test]
+    fn a_multi_platform_name_resolves_per_platform() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().without_fsync();
+        let host = crate::platform::host().arch;
+        let other = if host == "arm64" { "amd64" } else { "arm64" };
+        let (h, o) = (image(&store, &host), image(&store, other));
+        let name = ImageRef::parse("multi").unwrap();
+        let index = store
+            .commit_index(&[o.clone(), h.clone()], &[name])
+            .unwrap();
+        // Listed once per platform, each reached through the index.
+        let all = store.images().unwrap();
+        assert_eq!(all.len(), 2);
+        assert!(all.iter().all(|r| r.index.as_ref() == Some(&index)));
+        assert!(all.iter().all(|r| r.names == ["multi:latest"]));
+        // By name and by the index's digest: the host's; by platform: that one.
+        assert_eq!(
+            store.resolve("multi").unwrap().manifest_digest(),
+            h.manifest_digest()
+        );
+        let by_digest = store.resolve(&format!("multi@{}", index.digest())).unwrap();
+        assert_eq!(by_digest.manifest_digest(), h.manifest_digest());
+        let want: Platform = format!("linux/{other}").parse().unwrap();
+        let got = store.resolve_platform("multi", Some(&want)).unwrap();
+        assert_eq!(got.manifest_digest(), o.manifest_digest());
+        assert_eq!(got.target(), &index);
+        let err = store
+            .resolve_platform("multi", Some(&"linux/s390x".parse().unwrap()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no image for platform linux/s390x"), "{err}");
+        assert!(err.contains(&format!("linux/{host}")), "{err}");
+        // The index lists the platforms in the order given.
+        let doc: ImageIndex = store.read_json("index", index.digest()).unwrap();
+        let archs: Vec<String> = doc
+            .manifests()
+            .iter()
+            .map(|m| m.platform().as_ref().unwrap().architecture().to_string())
+            .collect();
+        assert_eq!(archs, [other.to_string(), host]);
     }
 }

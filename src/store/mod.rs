@@ -67,6 +67,12 @@ pub enum StoreError {
     },
     #[error("no such image: {0}; `keel images` lists what the store has")]
     NoSuchImage(String),
+    #[error("{image} has no image for platform {wanted} (it has {have}); build or pull that platform, or pick one of those with --platform")]
+    NoPlatform {
+        image: String,
+        wanted: String,
+        have: String,
+    },
     #[error("{0:?} matches more than one image; give more of the id or a full name")]
     Ambiguous(String),
     #[error(

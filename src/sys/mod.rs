@@ -1,6 +1,7 @@
 //! Thin wrappers over kernel operations: the only module that calls nix/libc directly.
 //! Each function wraps one operation, returns [`SysError`] naming the operation and path,
 //! and makes no policy decisions (those live in `runtime::spec` and the backends).
+pub mod binfmt;
 pub mod bpf;
 pub mod btrfs;
 pub mod caps;

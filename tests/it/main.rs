@@ -10,6 +10,7 @@ mod btrfs;
 mod build;
 mod buildpack;
 mod commands;
+mod crossarch;
 mod parity;
 
 mod dockerfile;

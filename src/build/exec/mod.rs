@@ -32,6 +32,24 @@ use crate::storage::Snapshotter;
 use crate::store::{ImageRecord, Store};
 pub use named::NamedContext;
 
+/// The start of `FROM scratch` for `platform`; the key names a foreign platform, so
+/// each platform's steps cache apart (the host's keeps the plain key).
+fn scratch_state(platform: &crate::platform::Platform) -> State {
+    let mut config = ImageConfig::scratch();
+    let mut key = "scratch".to_string();
+    if platform.arch != crate::platform::host().arch || platform.variant.is_some() {
+        config.os = platform.os.clone();
+        config.architecture = platform.arch.clone();
+        config.variant = platform.variant.clone();
+        key = format!("scratch:{platform}");
+    }
+    State {
+        config,
+        layers: Vec::new(),
+        key,
+    }
+}
+
 /// The PATH a stage gets when its base sets none (BuildKit's `system.DefaultPathEnv`).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -160,6 +178,9 @@ pub struct BuildOptions {
     pub contexts: BTreeMap<String, NamedContext>,
     /// When a FROM image is fetched from its registry (`--pull`).
     pub pull: crate::registry::PullPolicy,
+    /// `--platform`: the platform this build produces (`None`: the host's). Sets the
+    /// `TARGET*` args and picks each FROM image's manifest for that platform.
+    pub platform: Option<crate::platform::Platform>,
 }
 
 /// What a build produced and did.
@@ -309,6 +330,12 @@ impl<'a> Executor<'a> {
     /// Builds the target stage and everything it needs.
     pub fn build(mut self) -> Result<BuildOutcome, BuildError> {
         let target = self.plan.target_index(self.opts.target.as_deref())?;
+        // Every stage's platform is runnable (an emulator is there) before any step runs.
+        for i in self.plan.needed(target)? {
+            let stage = &self.plan.stages[i];
+            self.stage_platform(stage)
+                .map_err(|e| self.fail(stage.line, &format!("FROM {}", stage.base), e))?;
+        }
         for i in self.plan.needed(target)? {
             let st = self.build_stage(&self.plan.stages[i])?;
             self.results.insert(i, st);
@@ -337,8 +364,20 @@ impl<'a> Executor<'a> {
     }
 
     fn global_args(&self) -> BTreeMap<String, String> {
-        let arch = crate::image::host_arch().to_string();
-        crate::plan::global_arg_values(&self.plan.global_args, &self.opts.build_args, &arch)
+        crate::plan::global_arg_values_for(
+            &self.plan.global_args,
+            &self.opts.build_args,
+            &self.target_platform(),
+            &crate::platform::host(),
+        )
+    }
+
+    /// The platform this build produces (`--platform`, else the host's).
+    fn target_platform(&self) -> crate::platform::Platform {
+        self.opts
+            .platform
+            .clone()
+            .unwrap_or_else(crate::platform::host)
     }
 
     /// Expands `word` with `vars` (the file's escape character, BuildKit's rules).
@@ -373,22 +412,11 @@ impl<'a> Executor<'a> {
         let base = self
             .expand(&stage.base, &globals)
             .map_err(|e| self.fail(stage.line, &text, e))?;
-        if let Some(p) = &stage.platform {
-            let wanted = p
-                .resolve(&self.expander(&globals))
-                .map_err(|e| self.fail(stage.line, &text, StepFailure::Invalid(e)))?;
-            let host = format!("linux/{}", crate::image::host_arch());
-            if format!("{}/{}", wanted.os, wanted.arch) != host {
-                let why = format!("--platform={wanted}: keel builds for the host platform ({host}) only; drop --platform or use $BUILDPLATFORM");
-                return Err(self.fail(stage.line, &text, StepFailure::Invalid(why)));
-            }
-        }
+        let platform = self
+            .stage_platform(stage)
+            .map_err(|e| self.fail(stage.line, &text, e))?;
         if base == "scratch" {
-            return Ok(State {
-                config: ImageConfig::scratch(),
-                layers: Vec::new(),
-                key: "scratch".into(),
-            });
+            return Ok(scratch_state(&platform));
         }
         if let Some(j) = self.plan.stage_by_ref(&base).filter(|j| *j < stage.index) {
             return Ok(self.results[&j].clone());
@@ -403,7 +431,11 @@ impl<'a> Executor<'a> {
             source: Box::new(source),
         };
         self.pull_base(stage, &base)?;
-        let rec = match self.store.resolve(&base) {
+        // A plain host build takes the base as it is; a platform build (--platform or
+        // FROM --platform) takes the base's manifest for that platform.
+        let wanted =
+            (self.opts.platform.is_some() || stage.platform.is_some()).then_some(&platform);
+        let rec = match self.store.resolve_platform(&base, wanted) {
             Ok(r) => r,
             Err(crate::store::StoreError::NoSuchImage(_)) => {
                 return Err(BuildError::MissingBase {
@@ -413,12 +445,31 @@ impl<'a> Executor<'a> {
                 })
             }
             Err(e @ crate::store::StoreError::BadDocument { .. }) => return Err(bad(e.into())),
+            // The base lacks the stage's platform: located at the FROM line.
+            Err(e @ crate::store::StoreError::NoPlatform { .. }) => return Err(bad(e.into())),
             Err(e) => return Err(e.into()),
         };
         // Leased before use: a concurrent `rmi` + `gc` cannot take the base from under us.
         self.store.protect_image(&rec)?;
+        if let Err(e) = crate::platform::check(&rec.platform()) {
+            return Err(self.fail(stage.line, &text, StepFailure::Invalid(e.to_string())));
+        }
         crate::fault::point("build.base-resolved");
         state_of_image(self.store, &rec).map_err(bad)
+    }
+
+    /// The platform a stage runs on: its `FROM --platform` (expanded with the global
+    /// args, so `$BUILDPLATFORM` is the host) or the build's target; checked runnable.
+    fn stage_platform(&self, stage: &Stage) -> Result<crate::platform::Platform, StepFailure> {
+        let p = match &stage.platform {
+            Some(p) => crate::platform::normalize(
+                &p.resolve(&self.expander(&self.global_args()))
+                    .map_err(StepFailure::Invalid)?,
+            ),
+            None => self.target_platform(),
+        };
+        crate::platform::check(&p).map_err(|e| StepFailure::Invalid(e.to_string()))?;
+        Ok(p)
     }
 
     /// Applies `--pull` to a FROM image: fetched when missing (or always); a digest-pinned
@@ -748,7 +799,11 @@ impl<'a> Executor<'a> {
             image: from.to_string(),
             source: Box::new(source),
         };
-        let rec = self.store.resolve(from).map_err(|e| image(e.into()))?;
+        // An image's files for the build's platform (BuildKit: COPY --from=IMAGE).
+        let rec = self
+            .store
+            .resolve_platform(from, self.opts.platform.as_ref())
+            .map_err(|e| image(e.into()))?;
         self.store
             .protect_image(&rec)
             .map_err(|e| image(e.into()))?;
