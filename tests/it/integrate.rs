@@ -62,6 +62,11 @@ fn golden_opts(tool: &str) -> AdapterOptions {
             .map(String::from)
             .to_vec();
     }
+    if tool == "git-deploy" {
+        // Its one argument is an app name, not an image reference.
+        o.image = Some("shop".into());
+        (o.name, o.publish, o.command) = (None, Vec::new(), Vec::new());
+    }
     o
 }
 
@@ -162,6 +167,10 @@ fn golden_supervisord() {
 #[test]
 fn golden_runit() {
     golden("runit");
+}
+#[test]
+fn golden_git_deploy() {
+    golden("git-deploy");
 }
 
 #[test]
