@@ -20,7 +20,7 @@ use super::{
     Snapshotter, StorageError,
 };
 use crate::digest::{hex_of, Digest};
-use crate::layer::diff::{diff_trees_since, Change};
+use crate::layer::diff::Change;
 use crate::layer::unpack::{UnpackOptions, Whiteouts};
 use crate::sys::{btrfs as sysbtrfs, hostfs};
 
@@ -155,18 +155,7 @@ impl Snapshotter for BtrfsDriver {
     }
 
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
-        use std::os::unix::fs::MetadataExt;
-        let stamp = std::fs::symlink_metadata(snap.dir.join("stamp"))
-            .ok()
-            .map(|m| (m.ctime(), m.ctime_nsec()));
-        let base = snap
-            .parents
-            .first()
-            .ok_or_else(|| StorageError::NotFound(snap.id.clone()))?;
-        diff_trees_since(base, &snap.rootfs, stamp).map_err(|source| StorageError::Changes {
-            id: snap.id.clone(),
-            source,
-        })
+        super::copy::tree_changes(snap)
     }
 
     fn name(&self) -> &'static str {

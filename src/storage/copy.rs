@@ -226,17 +226,7 @@ impl Snapshotter for CopyDriver {
     }
 
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
-        let stamp = fs::symlink_metadata(snap.dir.join("stamp"))
-            .ok()
-            .map(|m| (m.ctime(), m.ctime_nsec()));
-        let base = snap
-            .parents
-            .first()
-            .ok_or_else(|| StorageError::NotFound(snap.id.clone()))?;
-        diff_trees_since(base, &snap.rootfs, stamp).map_err(|source| StorageError::Changes {
-            id: snap.id.clone(),
-            source,
-        })
+        tree_changes(snap)
     }
 
     fn name(&self) -> &'static str {
@@ -353,6 +343,23 @@ fn copy_attrs(from: &Path, to: &Path, m: &fs::Metadata, times: bool) -> Result<(
         sysfs::set_times_nofollow(to, m.mtime(), m.mtime_nsec()).map_err(fail)?;
     }
     Ok(())
+}
+
+/// What changed in a plain-directory snapshot (the copy and btrfs drivers): a walk
+/// against its parent tree that reads only files whose ctime is newer than the
+/// snapshot's `stamp`.
+pub(super) fn tree_changes(snap: &Snapshot) -> Result<Vec<Change>> {
+    let stamp = fs::symlink_metadata(snap.dir.join("stamp"))
+        .ok()
+        .map(|m| (m.ctime(), m.ctime_nsec()));
+    let base = snap
+        .parents
+        .first()
+        .ok_or_else(|| StorageError::NotFound(snap.id.clone()))?;
+    diff_trees_since(base, &snap.rootfs, stamp).map_err(|source| StorageError::Changes {
+        id: snap.id.clone(),
+        source,
+    })
 }
 
 #[cfg(test)]
