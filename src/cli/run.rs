@@ -813,7 +813,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         tty: a.tty,
     };
     let opts = crate::container::exec::options(&c, &req);
-    let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
+    let Some(root) = crate::container::exec::accounts_root(store.root(), &c, &st) else {
         bail!("container {} is not running", a.container);
     };
     let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;

@@ -937,3 +937,70 @@ fn rootless_container_root_cannot_touch_host_roots_files() {
     assert!(!host.join("new").exists());
     assert_eq!(std::fs::metadata(host.join("canary")).unwrap().uid(), 0);
 }
+
+/// A detached container's lifecycle driven through `ok` (root's keel or the user's):
+/// waits for its first log line, then what each exec, stop and rm printed, and the
+/// status `ps -a` gave it after the stop. Container ids are left out (they differ).
+fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<String> {
+    ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        isolation,
+        "--name",
+        "d1",
+        "bb",
+        "sh",
+        "-c",
+        "echo up; exec sleep 600",
+    ]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok(&["logs", "d1"]).contains("up") {
+        assert!(Instant::now() < deadline, "no log line from d1");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut seen = vec![
+        ok(&["exec", "d1", "sh", "-c", "echo hi > /f; id -u"]),
+        ok(&["exec", "d1", "cat", "/f"]),
+        ok(&["exec", "-u", "100", "d1", "id"]),
+        ok(&[
+            "exec",
+            "-e",
+            "A=b",
+            "-w",
+            "/tmp",
+            "d1",
+            "sh",
+            "-c",
+            "echo $A; pwd",
+        ]),
+        ok(&["stop", "-t", "1", "d1"]),
+    ];
+    let ps = ok(&["ps", "-a"]);
+    let line = ps.lines().find(|l| l.ends_with(" d1")).unwrap_or("");
+    seen.push(format!("exited 137: {}", line.contains("Exited (137)")));
+    seen.push(ok(&["rm", "d1"]));
+    seen.push(format!("listed: {}", ok(&["ps", "-a"]).contains(" d1")));
+    seen
+}
+
+/// `run -d --isolation oci` + `exec` + `stop` + `rm` as the user print what root's do:
+/// `keel exec` stays on the host, finds runc's state under the user's runtime directory
+/// and runs `runc exec` in the container's user namespace. Nothing of the container is
+/// left in runc's state directory.
+#[test]
+fn rootless_detached_oci_exec_stop_rm_as_for_root() {
+    require_rootless!();
+    require!(have("runc"), "runc is not installed (apt-get install runc)");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let want = detached_lifecycle(&|a: &[&str]| k.ok(a), "oci");
+    assert_eq!(want[0], "0\n", "root's exec: {want:?}");
+    let r = Rootless::with_busybox(user_a());
+    let got = detached_lifecycle(&|a: &[&str]| r.ok(a), "oci");
+    assert_eq!(got, want, "rootless differs from root");
+    let left: Vec<_> = std::fs::read_dir(r.path("run/keel/runc"))
+        .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert_eq!(left, Vec::<std::ffi::OsString>::new(), "runc state left");
+}
