@@ -921,23 +921,45 @@ pub fn cp(a: CpArgs, ctx: &Ctx) -> Result<i32> {
         Direction::Out { container, .. } | Direction::In { container, .. } => container,
     };
     let c = containers.find(name)?;
-    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
-    let snap = snapshotter.get(&c.id)?;
-    if crate::sys::userns::rootless() {
-        // Rootless, a running container's rootfs is mounted only in its own namespace:
-        // this keel would see the empty mount point (docs/rootless.md).
-        if containers.refresh(&c)?.status == Status::Running {
-            bail!("keel cp with a running rootless container is not supported yet; stop it first, or use `keel exec -i {name} sh -c 'cat > PATH' < FILE`");
-        }
-        snapshotter.ensure_mounted(&snap)?;
-    }
-    let rootfs = snap.rootfs;
+    let rootfs = if crate::sys::userns::rootless() {
+        rootless_cp_rootfs(store.root(), &containers, &c, name)?
+    } else {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+        snapshotter.get(&c.id)?.rootfs
+    };
     let tree = crate::sys::rootfs::Rootfs::open(&rootfs)?;
     match &dir {
         Direction::Out { path, host, .. } => cp::copy_out(&tree, path, host)?,
         Direction::In { host, path, .. } => cp::copy_in(host, &tree, path)?,
     }
     Ok(0)
+}
+
+/// Rootless `keel cp` starts outside any user namespace (see `main`) and picks one here:
+/// for a running container, the container's own (joined: its owner may), with the rootfs
+/// reached through the root of the keel that mounted it; for a stopped one, a namespace
+/// of its own in which the rootfs is mounted again. Either way files it writes belong to
+/// the container's root (the user), and files of every container user can be read.
+fn rootless_cp_rootfs(
+    keel_root: &std::path::Path,
+    containers: &Containers,
+    c: &ContainerConfig,
+    name: &str,
+) -> Result<PathBuf> {
+    let st = containers.refresh(c)?;
+    if let (Status::Running, Some((pid, _))) = (st.status, st.live_pid()) {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), keel_root)?;
+        let snap = snapshotter.get(&c.id)?;
+        let (mounter, rootfs) = crate::container::cp::running_rootfs(name, pid, &snap.rootfs)?;
+        crate::sys::userns::join_user_ns_of(mounter)
+            .with_context(|| format!("joining the user namespace of container {name}"))?;
+        return Ok(rootfs);
+    }
+    super::rootless::enter_if_needed(true)?;
+    let snapshotter = crate::storage::open(Some(&c.storage_driver), keel_root)?;
+    let snap = snapshotter.get(&c.id)?;
+    snapshotter.ensure_mounted(&snap)?;
+    Ok(snap.rootfs)
 }
 
 #[derive(Debug, Args)]

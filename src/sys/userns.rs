@@ -239,6 +239,16 @@ fn write_self_maps(uids: &[IdRange], gids: &[IdRange]) -> Result<(), SysError> {
     Ok(())
 }
 
+/// Moves the calling (single-threaded) process into the user namespace of process `pid`
+/// (nothing when it is already there). Its owner gets every capability in it, so rootless
+/// `keel cp` can then read and write a running container's files of any of its users.
+pub fn join_user_ns_of(pid: i32) -> Result<(), SysError> {
+    if super::ns::same_as_ours(pid, "user") {
+        return Ok(());
+    }
+    super::ns::setns(&super::ns::open_ns(pid, "user")?)
+}
+
 /// Makes the child `cmd` spawns join the user namespace of process `pid` before it execs
 /// (nothing when this process is already in it). Rootless, `keel exec` runs on the host
 /// as the namespace's owner; an OCI runtime it starts (`runc exec`) must be uid 0 of the

@@ -779,8 +779,8 @@ fn rootless_limits_fail_clearly_without_a_delegated_cgroup() {
 }
 
 /// A detached container's whole lifecycle as the user: logs, exec, top, stop, start (its
-/// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` refuses a
-/// running container with a way out and works on a stopped one.
+/// rootfs mounted again by the starting keel), restart, wait, rm; `keel cp` into it
+/// running and stopped.
 #[test]
 fn rootless_detached_lifecycle_works_as_for_root() {
     require_rootless!();
@@ -809,17 +809,13 @@ fn rootless_detached_lifecycle_works_as_for_root() {
     let file = r.path("home/in.txt");
     std::fs::write(&file, "copied\n").unwrap();
     r.give(&file);
-    let err = r.fails(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
-    assert!(
-        err.contains("stop it first") && err.contains("keel exec -i lc"),
-        "{err}"
-    );
-    r.ok(&["stop", "lc"]);
     r.ok(&["cp", file.to_str().unwrap(), "lc:/in.txt"]);
+    r.ok(&["stop", "lc"]);
+    r.ok(&["cp", file.to_str().unwrap(), "lc:/in2.txt"]);
     r.ok(&["start", "lc"]);
     assert_eq!(
-        r.ok(&["exec", "lc", "cat", "/kept", "/in.txt"]),
-        "kept\ncopied\n"
+        r.ok(&["exec", "lc", "cat", "/kept", "/in.txt", "/in2.txt"]),
+        "kept\ncopied\ncopied\n"
     );
     r.ok(&["restart", "lc"]);
     assert_eq!(r.ok(&["exec", "lc", "cat", "/kept"]), "kept\n");
@@ -1003,4 +999,80 @@ fn rootless_detached_oci_exec_stop_rm_as_for_root() {
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert_eq!(left, Vec::<std::ffi::OsString>::new(), "runc state left");
+}
+
+/// `keel cp` both ways with a running container (`isolation`) through `ok`, with host
+/// files under `host`: what the container then sees (names, owners, modes, contents).
+fn cp_running(ok: &dyn Fn(&[&str]) -> String, isolation: &str, host: &Path) -> String {
+    ok(&[
+        "run",
+        "-d",
+        "--isolation",
+        isolation,
+        "--name",
+        "c1",
+        "bb",
+        "sleep",
+        "600",
+    ]);
+    // A directory only container uid 100 may enter, with a file only it may read.
+    ok(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "mkdir /u && echo s > /u/secret && chown -R 100:100 /u && chmod 700 /u && chmod 600 /u/secret",
+    ]);
+    let h = |rel: &str| host.join(rel).display().to_string();
+    ok(&["cp", &h("in.txt"), "c1:/in.txt"]);
+    ok(&["cp", &h("in.txt"), "c1:/u/"]);
+    ok(&["cp", &h("dir"), "c1:/d"]);
+    ok(&["cp", "c1:/u", &h("out")]);
+    let seen = ok(&[
+        "exec",
+        "c1",
+        "sh",
+        "-c",
+        "stat -c '%n %u %g %a' /in.txt /u /u/* /d /d/*; cat /in.txt /u/in.txt /d/f",
+    ]);
+    ok(&["rm", "-f", "c1"]);
+    seen
+}
+
+/// `keel cp` to and from a *running* container as the user, for both the namespaces and
+/// the oci backend, gives what root's gives: copied-in files belong to the container's
+/// root (the user on the host), files of other container users are read and written
+/// through, and copied-out files belong to the caller.
+#[test]
+fn rootless_cp_with_a_running_container_as_for_root() {
+    require_rootless!();
+    require!(have("runc"), "runc is not installed (apt-get install runc)");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let r = Rootless::with_busybox(user_a());
+    let fill = |host: &Path| {
+        std::fs::create_dir_all(host.join("dir")).unwrap();
+        std::fs::write(host.join("in.txt"), "copied\n").unwrap();
+        std::fs::write(host.join("dir/f"), "in a dir\n").unwrap();
+        std::fs::set_permissions(host.join("dir/f"), std::fs::Permissions::from_mode(0o640))
+            .unwrap();
+    };
+    for isolation in ["namespaces", "oci"] {
+        let (root_host, user_host) = (k.path(isolation), r.path(isolation));
+        fill(&root_host);
+        fill(&user_host);
+        r.give(&user_host);
+        let want = cp_running(&|a: &[&str]| k.ok(a), isolation, &root_host);
+        assert!(want.contains("/u/secret 100 100 600"), "root: {want}");
+        let got = cp_running(&|a: &[&str]| r.ok(a), isolation, &user_host);
+        assert_eq!(got, want, "{isolation}: rootless differs from root");
+        for f in ["out", "out/secret", "out/in.txt"] {
+            let m = std::fs::metadata(user_host.join(f)).unwrap();
+            assert_eq!(m.uid(), r.user.uid, "{isolation}: {f}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(user_host.join("out/secret")).unwrap(),
+            "s\n"
+        );
+    }
 }
