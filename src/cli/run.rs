@@ -1017,15 +1017,38 @@ pub struct StatsArgs {
     containers: Vec<String>,
 }
 
+/// The cgroup directories of container `c` for `keel stats`; with none to read (rootless
+/// without a delegated subtree), one line saying why, once per container.
+fn stats_cgroups(
+    c: &ContainerConfig,
+    pids: &[i32],
+    noted: &mut std::collections::BTreeSet<String>,
+) -> Vec<PathBuf> {
+    match crate::container::stats::cgroup_dirs(&c.id, pids) {
+        Ok(dirs) => dirs,
+        Err(why) => {
+            if noted.insert(c.id.clone()) {
+                errln!(
+                    "keel: no cgroup figures for container {}: {why}; its CPU, memory and PIDS are summed over its processes, and no limit is shown",
+                    c.name
+                );
+            }
+            Vec::new()
+        }
+    }
+}
+
 pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
     use crate::container::stats::{cpu_percent, human_bytes, sample};
     let interval = Duration::from_millis(500);
+    let mut noted = std::collections::BTreeSet::new();
     loop {
         let mut rows = Vec::new();
         for name in &a.containers {
             let (c, pids) = container_pids(ctx, name)?;
-            let before = sample(&c.id, &pids);
-            rows.push((c, pids, before));
+            let dirs = stats_cgroups(&c, &pids, &mut noted);
+            let before = sample(&dirs, &pids);
+            rows.push((c, pids, dirs, before));
         }
         std::thread::sleep(interval);
         let mut out = std::io::stdout().lock();
@@ -1036,8 +1059,8 @@ pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
                 "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT"
             )?;
         }
-        for (c, pids, before) in rows {
-            let after = sample(&c.id, &pids);
+        for (c, pids, dirs, before) in rows {
+            let after = sample(&dirs, &pids);
             let cpu = cpu_percent(&before, &after, interval);
             let limit = after
                 .memory_limit

@@ -1076,3 +1076,49 @@ fn rootless_cp_with_a_running_container_as_for_root() {
         );
     }
 }
+
+/// `keel stats` as the user: with a delegated cgroup v2 subtree a container run with
+/// `--memory` shows its cgroup's figures and limit; without one (this hybrid host) the
+/// table still has the figures its processes give, and one line says why no cgroup
+/// figures exist — never an unexplained gap.
+#[test]
+fn rootless_stats_shows_cgroup_figures_or_says_why_not() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let limited = r
+        .output(&[
+            "run", "-d", "--name", "st", "-m", "64m", "bb", "sleep", "600",
+        ])
+        .status
+        .success();
+    if !limited {
+        r.ok(&["run", "-d", "--name", "st", "bb", "sleep", "600"]);
+    }
+    let out = r.output(&["stats", "--no-stream", "st"]);
+    assert_success(&out, "keel stats as the user");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let row = stdout.lines().find(|l| l.contains(" st ")).unwrap_or("");
+    assert!(!row.is_empty() && !row.ends_with(" 0"), "{stdout}");
+    if limited {
+        assert!(row.contains("/ 64.00MiB"), "{stdout}");
+        assert_eq!(stderr, "", "figures from the delegated cgroup");
+        return;
+    }
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "one line saying why: {stderr}");
+    assert!(
+        lines[0].contains("no cgroup figures for container st: ")
+            && lines[0].contains("summed over its processes"),
+        "{stderr}"
+    );
+    let hybrid = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(" - cgroup "));
+    if hybrid {
+        assert!(lines[0].contains("this host is hybrid"), "{stderr}");
+    }
+}
