@@ -1122,3 +1122,157 @@ fn rootless_stats_shows_cgroup_figures_or_says_why_not() {
         assert!(lines[0].contains("this host is hybrid"), "{stderr}");
     }
 }
+
+/// A copy of the integration sample project (tests/it/integrate.rs) handed to the user,
+/// with the `busybox` base image it builds on.
+fn user_sample(r: &Rootless) -> PathBuf {
+    r.ok(&["bootstrap", "busybox", "busybox"]);
+    let dst = r.path("sample");
+    run_ok(
+        Command::new("cp")
+            .arg("-r")
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/testdata/integrations/sample"
+            ))
+            .arg(&dst),
+    );
+    r.give(&dst);
+    dst
+}
+
+/// Waits for `GET /index.html` on 127.0.0.1:port to answer with the sample's page.
+fn wait_sample(port: u16) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            if s.read_to_string(&mut body).is_ok() && body.contains("sample") {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "nothing served on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every builtin `keel integrate` glue as the user: each generates; the project glue
+/// (make, maven, scons, jenkins, buildbot) pins nothing of root's, and the process
+/// managers' (systemd, supervisord, runit) pin the user's store — systemd's as a *user*
+/// unit (`systemctl --user`, default.target), since a system unit would run root's keel
+/// on the user's store. scons builds once and is then up to date, as for root.
+#[test]
+fn rootless_every_integrate_glue_generates_and_scons_builds() {
+    require_rootless!();
+    let r = Rootless::with_busybox(user_a());
+    let dir = user_sample(&r);
+    let (d, toml) = (
+        dir.display().to_string(),
+        dir.join("keel.toml").display().to_string(),
+    );
+    for tool in ["make", "maven", "scons", "jenkins", "buildbot"] {
+        let out = r.ok(&["integrate", tool, "-f", &toml, "--write", &d]);
+        assert!(!out.trim().is_empty(), "{tool} wrote nothing");
+    }
+    assert_eq!(
+        owners_not(&dir, |id| id == r.user.uid),
+        Vec::<String>::new()
+    );
+    let store = r.root().display().to_string();
+    let keel = r.keel().display().to_string();
+    for tool in ["systemd", "supervisord", "runit"] {
+        let out = r.ok(&["integrate", tool, "--keel", &keel, "--name", "web", "bb"]);
+        assert!(out.contains(&store), "{tool} does not pin {store}: {out}");
+    }
+    let unit = r.ok(&[
+        "integrate",
+        "systemd",
+        "--keel",
+        &keel,
+        "--name",
+        "web",
+        "bb",
+    ]);
+    for want in [
+        "cp keel-web.service ~/.config/systemd/user/ && systemctl --user daemon-reload",
+        "WantedBy=default.target",
+    ] {
+        assert!(unit.contains(want), "{want}: {unit}");
+    }
+    assert!(!unit.contains("multi-user.target") && !unit.contains("network-online"));
+    if have("systemd-analyze") {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("keel-web.service"), &unit).unwrap();
+        let o = Command::new("systemd-analyze")
+            .current_dir(t.path())
+            .args(["verify", "--man=no", "./keel-web.service"])
+            .output()
+            .unwrap();
+        assert_success(&o, "systemd-analyze verify (the user unit)");
+    }
+    if !have("scons") {
+        require!(false, "scons is needed (apt-get install scons)");
+    }
+    let scons = |args: &[&str]| {
+        let mut c = r.as_user(Path::new("/usr/bin/scons"));
+        c.current_dir(&dir)
+            .env("KEEL", format!("{keel} --progress plain"))
+            .args(args);
+        c.output().unwrap()
+    };
+    assert_success(&scons(&["-Q"]), "scons as the user");
+    assert_eq!(scons(&["-q"]).status.code(), Some(0), "up to date");
+    assert!(r.ok(&["images"]).contains("registry.example/app"));
+}
+
+/// runit keeps a container serving as the user: runsv (as the user) runs the generated
+/// service, a killed container comes back, `sv down` stops it and nothing is left.
+#[test]
+fn rootless_runit_glue_keeps_a_container_serving() {
+    require_rootless!();
+    require!(
+        have("runsv") && have("sv"),
+        "runit is needed (apt-get install runit)"
+    );
+    let r = Rootless::with_busybox(user("keel-rootless-c", 8_000_000));
+    let dir = user_sample(&r);
+    r.ok(&["build", "-t", "base", dir.join("base").to_str().unwrap()]);
+    r.ok(&["build", "-t", "sample-web", dir.to_str().unwrap()]);
+    let port = free_port();
+    let name = format!("runit-{port}");
+    let svc = r.path("home/svc");
+    let keel = r.keel().display().to_string();
+    r.ok(&[
+        "integrate",
+        "runit",
+        "--keel",
+        &keel,
+        "--name",
+        &name,
+        "--write",
+        svc.to_str().unwrap(),
+        "-p",
+        &format!("127.0.0.1:{port}:8080"),
+        "sample-web",
+    ]);
+    let sdir = svc.join(&name);
+    let mut runsv = r.as_user(Path::new("/usr/bin/runsv"));
+    let mut runsv = runsv.arg(&sdir).spawn().unwrap();
+    wait_sample(port);
+    let sv = |args: &[&str]| {
+        let mut c = r.as_user(Path::new("/usr/bin/sv"));
+        run_ok(c.args(args).arg(&sdir));
+    };
+    run_ok(Command::new("pkill").args(["-KILL", "-f", "--", &format!("--name {name} ")]));
+    wait_sample(port);
+    sv(&["-w", "30", "down"]);
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still serving after sv down"
+    );
+    sv(&["-w", "30", "exit"]);
+    runsv.wait().unwrap();
+    assert!(!r.ok(&["ps", "-a"]).contains(&name), "container left");
+}
