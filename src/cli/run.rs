@@ -836,7 +836,21 @@ pub struct StartArgs {
 fn start_one(store: &crate::store::Store, containers: &Containers, name: &str) -> Result<()> {
     let c = containers.find(name)?;
     let st = containers.refresh(&c)?;
-    if st.status == Status::Running || st.supervisor_alive() {
+    if st.status == Status::Running {
+        return Ok(());
+    }
+    // Right after `keel stop` the supervisor is still winding down (runtime delete,
+    // unmounts; rootless and `--isolation oci` take a second): wait for it rather than
+    // take it for one about to restart the container and start nothing.
+    if containers.stopped_by_user(&c.id) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while containers.state(&c.id).is_ok_and(|s| s.supervisor_alive())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if containers.state(&c.id)?.supervisor_alive() {
         return Ok(());
     }
     containers.clear_stopped_by_user(&c.id)?;

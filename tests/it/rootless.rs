@@ -935,8 +935,8 @@ fn rootless_container_root_cannot_touch_host_roots_files() {
 }
 
 /// A detached container's lifecycle driven through `ok` (root's keel or the user's):
-/// waits for its first log line, then what each exec, stop and rm printed, and the
-/// status `ps -a` gave it after the stop. Container ids are left out (they differ).
+/// waits for its first log line, then what each exec, stop, start, top and rm printed,
+/// and the status `ps -a` gave it after the stop. Container ids are left out.
 fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<String> {
     ok(&[
         "run",
@@ -975,15 +975,21 @@ fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<St
     let ps = ok(&["ps", "-a"]);
     let line = ps.lines().find(|l| l.ends_with(" d1")).unwrap_or("");
     seen.push(format!("exited 137: {}", line.contains("Exited (137)")));
-    seen.push(ok(&["rm", "d1"]));
+    // Started again at once (its supervisor may still be winding down), then top.
+    seen.push(ok(&["start", "d1"]));
+    seen.push(ok(&["exec", "d1", "echo", "again"]));
+    let top = ok(&["top", "d1"]);
+    seen.push(format!("top shows sleep: {}", top.contains("sleep 600")));
+    seen.push(ok(&["rm", "-f", "d1"]));
     seen.push(format!("listed: {}", ok(&["ps", "-a"]).contains(" d1")));
     seen
 }
 
-/// `run -d --isolation oci` + `exec` + `stop` + `rm` as the user print what root's do:
-/// `keel exec` stays on the host, finds runc's state under the user's runtime directory
-/// and runs `runc exec` in the container's user namespace. Nothing of the container is
-/// left in runc's state directory.
+/// `run -d --isolation oci` + `exec` + `stop` + `start` + `top` + `rm` as the user print
+/// what root's do: `keel exec` stays on the host, finds runc's state under the user's
+/// runtime directory and runs `runc exec` in the container's user namespace; `top`
+/// finds the container below the multi-threaded `runc run`; `start` right after `stop`
+/// waits for the old supervisor. Nothing is left in runc's state directory.
 #[test]
 fn rootless_detached_oci_exec_stop_rm_as_for_root() {
     require_rootless!();
