@@ -1234,7 +1234,8 @@ fn rootless_every_integrate_glue_generates_and_scons_builds() {
 }
 
 /// runit keeps a container serving as the user: runsv (as the user) runs the generated
-/// service, a killed container comes back, `sv down` stops it and nothing is left.
+/// service, a killed container comes back, `sv down` stops it and nothing is left. (A
+/// user of its own: `rootless_run_rm_…` counts user c's processes.)
 #[test]
 fn rootless_runit_glue_keeps_a_container_serving() {
     require_rootless!();
@@ -1242,7 +1243,7 @@ fn rootless_runit_glue_keeps_a_container_serving() {
         have("runsv") && have("sv"),
         "runit is needed (apt-get install runit)"
     );
-    let r = Rootless::with_busybox(user("keel-rootless-c", 8_000_000));
+    let r = Rootless::with_busybox(user("keel-rootless-d", 9_000_000));
     let dir = user_sample(&r);
     r.ok(&["build", "-t", "base", dir.join("base").to_str().unwrap()]);
     r.ok(&["build", "-t", "sample-web", dir.to_str().unwrap()]);
