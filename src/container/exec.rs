@@ -116,8 +116,8 @@ pub fn exec(
             let oci = runtime::oci::Oci::in_root(runc, keel_root);
             runtime::oci::exec(&oci, pid, spec, stdio)
         }
-        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio),
-        _ => runtime::join::exec_in(pid, spec, stdio),
+        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio, true),
+        _ => runtime::join::exec_in(pid, spec, stdio, false),
     }
 }
 

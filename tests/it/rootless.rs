@@ -937,7 +937,11 @@ fn rootless_container_root_cannot_touch_host_roots_files() {
 /// A detached container's lifecycle driven through `ok` (root's keel or the user's):
 /// waits for its first log line, then what each exec, stop, start, top and rm printed,
 /// and the status `ps -a` gave it after the stop. Container ids are left out.
-fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<String> {
+fn detached_lifecycle(
+    ok: &dyn Fn(&[&str]) -> String,
+    isolation: &str,
+    restart: bool,
+) -> Vec<String> {
     ok(&[
         "run",
         "-d",
@@ -956,6 +960,8 @@ fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<St
         std::thread::sleep(Duration::from_millis(50));
     }
     let mut seen = vec![
+        // The container's own tree, never the host's (`/linuxrc` is busybox's).
+        ok(&["exec", "d1", "sh", "-c", "test -e /linuxrc && ls /"]),
         ok(&["exec", "d1", "sh", "-c", "echo hi > /f; id -u"]),
         ok(&["exec", "d1", "cat", "/f"]),
         ok(&["exec", "-u", "100", "d1", "id"]),
@@ -975,11 +981,13 @@ fn detached_lifecycle(ok: &dyn Fn(&[&str]) -> String, isolation: &str) -> Vec<St
     let ps = ok(&["ps", "-a"]);
     let line = ps.lines().find(|l| l.ends_with(" d1")).unwrap_or("");
     seen.push(format!("exited 137: {}", line.contains("Exited (137)")));
-    // Started again at once (its supervisor may still be winding down), then top.
-    seen.push(ok(&["start", "d1"]));
-    seen.push(ok(&["exec", "d1", "echo", "again"]));
-    let top = ok(&["top", "d1"]);
-    seen.push(format!("top shows sleep: {}", top.contains("sleep 600")));
+    if restart {
+        // Started again at once (its supervisor may still be winding down), then top.
+        seen.push(ok(&["start", "d1"]));
+        seen.push(ok(&["exec", "d1", "echo", "again"]));
+        let top = ok(&["top", "d1"]);
+        seen.push(format!("top shows sleep: {}", top.contains("sleep 600")));
+    }
     seen.push(ok(&["rm", "-f", "d1"]));
     seen.push(format!("listed: {}", ok(&["ps", "-a"]).contains(" d1")));
     seen
@@ -996,10 +1004,10 @@ fn rootless_detached_oci_exec_stop_rm_as_for_root() {
     require!(have("runc"), "runc is not installed (apt-get install runc)");
     let k = Keel::new();
     k.ok(&["bootstrap", "busybox", "bb"]);
-    let want = detached_lifecycle(&|a: &[&str]| k.ok(a), "oci");
-    assert_eq!(want[0], "0\n", "root's exec: {want:?}");
+    let want = detached_lifecycle(&|a: &[&str]| k.ok(a), "oci", true);
+    assert_eq!(want[1], "0\n", "root's exec: {want:?}");
     let r = Rootless::with_busybox(user_a());
-    let got = detached_lifecycle(&|a: &[&str]| r.ok(a), "oci");
+    let got = detached_lifecycle(&|a: &[&str]| r.ok(a), "oci", true);
     assert_eq!(got, want, "rootless differs from root");
     let left: Vec<_> = std::fs::read_dir(r.path("run/keel/runc"))
         .map(|rd| rd.filter_map(Result::ok).map(|e| e.file_name()).collect())
@@ -1282,4 +1290,20 @@ fn rootless_runit_glue_keeps_a_container_serving() {
     sv(&["-w", "30", "exit"]);
     runsv.wait().unwrap();
     assert!(!r.ok(&["ps", "-a"]).contains(&name), "container left");
+}
+
+/// `keel exec` into a detached `--isolation chroot` container as the user runs in the
+/// container's tree, as root's does (it joins the mount namespace of the keel that runs
+/// the container, then chroots into the container's root), and stop and rm print what
+/// root's do. (No `start` here: root's own chroot containers exit 127 when started
+/// again, a separate bug.)
+#[test]
+fn rootless_detached_chroot_exec_stays_in_the_container() {
+    require_rootless!();
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let want = detached_lifecycle(&|a: &[&str]| k.ok(a), "chroot", false);
+    let r = Rootless::with_busybox(user_a());
+    let got = detached_lifecycle(&|a: &[&str]| r.ok(a), "chroot", false);
+    assert_eq!(got, want, "rootless differs from root");
 }
