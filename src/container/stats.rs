@@ -104,7 +104,7 @@ pub fn cgroup_dirs(id: &str, pids: &[i32]) -> Result<Vec<PathBuf>, String> {
 /// Pure part of [`cgroup_dirs`] rootless: the first of the container's processes (their
 /// `/proc/PID/cgroup` texts) in a cgroup v2 directory named `keel-<id>` on a unified host.
 /// Rootless keel makes that directory only for `--memory`, `--pids-limit` or `--cpus`, in
-/// a delegated subtree; the error says which of these is missing.
+/// a delegated subtree; the error says why there is none.
 pub fn rootless_cgroup(
     layout: &crate::runtime::cgroup::CgroupLayout,
     proc_cgroups: &[String],
