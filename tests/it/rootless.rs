@@ -1307,3 +1307,118 @@ fn rootless_detached_chroot_exec_stays_in_the_container() {
     let got = detached_lifecycle(&|a: &[&str]| r.ok(a), "chroot", false);
     assert_eq!(got, want, "rootless differs from root");
 }
+
+/// The rest of the glue the suite drives as root, as the user: `mvn -o package` runs the
+/// generated exec-maven-plugin executions (the image gets the pom's coordinates), the
+/// Jenkinsfile's Build and Test `sh` steps run with `$KEEL` (files `exec-in` writes are
+/// the user's), and supervisord — the user's own — keeps the generated program serving
+/// until it is shut down, leaving no container behind.
+#[test]
+fn rootless_maven_jenkins_and_supervisord_glue_run_as_the_user() {
+    require_rootless!();
+    require!(
+        have("mvn") && have("supervisord") && have("supervisorctl"),
+        "maven and supervisor are needed (apt-get install maven supervisor)"
+    );
+    let r = Rootless::with_busybox(user_a());
+    let dir = user_sample(&r);
+    let (d, toml) = (
+        dir.display().to_string(),
+        dir.join("keel.toml").display().to_string(),
+    );
+    let keel = r.keel().display().to_string();
+    r.ok(&["integrate", "maven", "-f", &toml, "--write", &d]);
+    std::fs::write(dir.join("pom.xml"), crate::integrate::sample_pom(&dir)).unwrap();
+    let wrapper = r.path("bin/keel-plain");
+    std::fs::write(
+        &wrapper,
+        format!("#!/bin/sh\nexec {keel} --progress plain \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    r.give(&dir);
+    let mut mvn = r.as_user(Path::new("/usr/bin/mvn"));
+    mvn.current_dir(&dir)
+        .args(["-o", "-B", "-q", "-Dmaven.repo.local=/usr/share/maven-repo"])
+        .arg(format!("-Dkeel.executable={}", wrapper.display()))
+        .arg("package");
+    assert_success(&mvn.output().unwrap(), "mvn package as the user");
+    assert!(r.ok(&["images"]).contains("0.3.1"));
+    // Jenkins: every `sh` step of the Build and Test stages, as the agent would.
+    r.ok(&[
+        "integrate",
+        "jenkins",
+        "-f",
+        &toml,
+        "--test",
+        "id -u > check.uid",
+        "--write",
+        &d,
+    ]);
+    let jf = std::fs::read_to_string(dir.join("Jenkinsfile")).unwrap();
+    let steps = crate::integrate::jenkinsfile_sh_steps(&jf);
+    let mut ran = 0;
+    for (_, cmd) in steps.iter().filter(|(stage, _)| stage != "Push") {
+        let mut sh = r.as_user(Path::new("/bin/sh"));
+        sh.current_dir(&dir).env("KEEL", &wrapper).args(["-c", cmd]);
+        assert_success(&sh.output().unwrap(), cmd);
+        ran += 1;
+    }
+    assert_eq!(ran, 3, "{steps:?}");
+    let m = std::fs::metadata(dir.join("check.uid")).unwrap();
+    assert_eq!((m.uid(), m.gid()), (r.user.uid, r.user.gid));
+    supervise_as_user(&r, &keel, &dir);
+}
+
+/// supervisord run by the user keeps `keel integrate supervisord`'s program serving
+/// (again after its container is killed) and stops it cleanly on shutdown.
+fn supervise_as_user(r: &Rootless, keel: &str, dir: &Path) {
+    r.ok(&["build", "-t", "base", dir.join("base").to_str().unwrap()]);
+    r.ok(&["build", "-t", "sample-web", dir.to_str().unwrap()]);
+    let port = free_port();
+    let name = format!("sup-{port}");
+    let publish = format!("127.0.0.1:{port}:8080");
+    let prog = r.ok(&[
+        "integrate",
+        "supervisord",
+        "--keel",
+        keel,
+        "--name",
+        &name,
+        "-p",
+        &publish,
+        "sample-web",
+    ]);
+    let s = r.path("home/sup");
+    std::fs::create_dir(&s).unwrap();
+    std::fs::write(s.join("prog.conf"), prog).unwrap();
+    std::fs::write(
+        s.join("supervisord.conf"),
+        format!(
+            "[supervisord]\nnodaemon=true\ndirectory={d}\nlogfile={d}/supervisord.log\n\
+             pidfile={d}/supervisord.pid\nchildlogdir={d}\n\
+             [unix_http_server]\nfile={d}/supervisor.sock\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
+             [include]\nfiles = {d}/prog.conf\n",
+            d = s.display()
+        ),
+    )
+    .unwrap();
+    r.give(&s);
+    let conf = s.join("supervisord.conf");
+    let mut sup = r.as_user(Path::new("/usr/bin/supervisord"));
+    let mut sup = sup.arg("-c").arg(&conf).spawn().unwrap();
+    wait_sample(port);
+    run_ok(Command::new("pkill").args(["-KILL", "-f", "--", &format!("--name {name} ")]));
+    wait_sample(port);
+    let mut ctl = r.as_user(Path::new("/usr/bin/supervisorctl"));
+    run_ok(ctl.arg("-c").arg(&conf).arg("shutdown"));
+    sup.wait().unwrap();
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still serving after shutdown"
+    );
+    assert!(!r.ok(&["ps", "-a"]).contains(&name), "container left");
+}
