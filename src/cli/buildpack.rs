@@ -539,11 +539,14 @@ pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
     if let Some(AppsCommand::Rm { app }) = a.command {
         let state = deploy::load(store.root(), &app)?
             .ok_or_else(|| deploy::DeployError::NoApp(app.clone()))?;
-        let names: Vec<String> = state
+        let mut names: Vec<String> = state
             .releases
             .iter()
             .flat_map(|r| r.processes.iter().map(|p| p.name.clone()))
             .collect();
+        // Containers already gone (removed by hand, lost in a reboot) are not an error.
+        let containers = crate::container::Containers::new(store.root());
+        names.retain(|n| containers.find(n).is_ok());
         super::run::stop_and_remove(&names, 10, ctx)?;
         if let Some(pid) = state.router_pid.filter(|p| crate::sys::session::alive(*p)) {
             crate::sys::proc::kill(pid, libc::SIGTERM)?;

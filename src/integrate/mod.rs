@@ -122,6 +122,9 @@ pub struct AdapterOptions {
     /// `--scm URL`: the repository a CI job checks out (default: the project's git
     /// remote `origin`, when it has one).
     pub scm: Option<String>,
+    /// `--app APP`: process managers keep a deployed app up (`keel apps up APP`)
+    /// instead of one container of an image.
+    pub app: Option<String>,
 }
 
 impl Default for AdapterOptions {
@@ -138,6 +141,7 @@ impl Default for AdapterOptions {
             registry: None,
             root: None,
             scm: None,
+            app: None,
         }
     }
 }
@@ -152,6 +156,9 @@ impl AdapterOptions {
         }
         if let Some(n) = &self.name {
             s += &format!(" --name {}", q(n));
+        }
+        if let Some(a) = &self.app {
+            s += &format!(" --app {}", q(a));
         }
         if let Some(e) = &self.env {
             s += &format!(" --env {}", q(e));
