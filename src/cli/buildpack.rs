@@ -678,7 +678,9 @@ fn apps_up(app: &str, ctx: &Ctx) -> Result<i32> {
     let mut first = true;
     loop {
         if let Some(sig) = crate::sys::proc::termination_requested() {
-            let names = deploy::current_containers(store.root(), app)?;
+            let containers = crate::container::Containers::new(store.root());
+            let mut names = deploy::current_containers(store.root(), app)?;
+            names.retain(|n| containers.find(n).is_ok());
             errln!("{app}: signal {sig}: stopping {}", names.join(", "));
             super::run::stop_and_remove(&names, 10, ctx)?;
             return Ok(0);

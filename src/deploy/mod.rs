@@ -395,7 +395,11 @@ mod tests {
     #[test]
     fn dockerfile_apps() {
         assert_eq!(kind_of(true, false, false), AppKind::Dockerfile);
-        for (d, b, f) in [(true, true, false), (true, false, true), (false, false, false)] {
+        for (d, b, f) in [
+            (true, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
             assert_eq!(kind_of(d, b, f), AppKind::Buildpacks, "{d} {b} {f}");
         }
         let none = dockerfile_commands(None);

@@ -49,7 +49,10 @@ fn name_image<'a>(tool: &'static str, opts: &'a AdapterOptions) -> Result<(&'a s
 }
 
 /// The app (`--app`) and the service name (`--name`, default the app's).
-fn app_name<'a>(tool: &'static str, opts: &'a AdapterOptions) -> Result<Option<(&'a str, &'a str)>> {
+fn app_name<'a>(
+    tool: &'static str,
+    opts: &'a AdapterOptions,
+) -> Result<Option<(&'a str, &'a str)>> {
     let Some(app) = opts.app.as_deref() else {
         return Ok(None);
     };
@@ -103,7 +106,10 @@ fn systemd_app(opts: &AdapterOptions, app: &str, name: &str) -> Result<Vec<Gener
             ("root", systemd_quote(&root(opts))),
         ],
     )?;
-    Ok(vec![GeneratedFile::new(format!("keel-{name}.service"), text)])
+    Ok(vec![GeneratedFile::new(
+        format!("keel-{name}.service"),
+        text,
+    )])
 }
 
 /// `[program:NAME]` running `keel apps up APP`.
