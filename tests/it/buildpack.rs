@@ -937,3 +937,137 @@ fn r018_tarball_and_git_buildpacks_are_fetched_once_and_pinned() {
     build(&k, &app, "git2", &[stack[0], stack[1], stack[2], &git_url]);
     assert!(pinned(&k, "git2").contains(&commit));
 }
+
+/// The pid of the app's router (`keel apps up` once a process manager runs it).
+fn router_pid(k: &Keel, app: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(k.root().join("apps").join(app).join("app.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["router_pid"].as_i64().map(|p| p as i32)
+}
+
+/// Waits until the app's router is a `keel apps up` (the process manager's) other
+/// than `not`; returns its pid.
+fn wait_new_router(k: &Keel, app: &str, not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = router_pid(k, app).filter(|p| Some(*p) != not) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("apps\0up\0") {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new router for {app}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A "reboot" of the app: everything keel started for it is killed (its containers
+/// removed, the router process killed); the process manager must bring it back on the
+/// same port.
+fn reboot_and_recover(k: &Keel, app: &str, port: u16, want: &str) {
+    let before = wait_new_router(k, app, None);
+    wait_http(port, want);
+    let ids = k.ok(&["ps", "--app", app, "-q"]);
+    assert!(!ids.trim().is_empty(), "{app} runs no container");
+    run_ok(Command::new("kill").args(["-KILL", &before.to_string()]));
+    for name in k
+        .ok(&["ps", "--app", app, "--format", "{{.Names}}"])
+        .lines()
+    {
+        let _ = k.cmd().args(["rm", "-f", name.trim()]).output();
+    }
+    wait_new_router(k, app, Some(before));
+    wait_http(port, want);
+    let after = k.ok(&["ps", "--app", app, "-q"]);
+    assert!(
+        !after.trim().is_empty() && after.lines().all(|id| !ids.contains(id)),
+        "the containers were not started again: before {ids:?}, after {after:?}"
+    );
+    let ps = k.ok(&["ps", "--app", app]);
+    assert!(ps.contains(&format!("{app}.v1.web.1")), "{ps}");
+}
+
+/// Deploys the Dockerfile app as `app` and writes `keel integrate TOOL --app APP` into
+/// `out` (a dir); returns the app's port.
+fn deploy_for_glue(k: &Keel, app: &str, tool: &str, out: &Path) -> u16 {
+    let dir = app_copy(k, "dockerfile");
+    deploy(k, &[app, "--path", dir.to_str().unwrap()]);
+    std::fs::create_dir_all(out).unwrap();
+    k.ok(&["integrate", tool, "--app", app, "-w", out.to_str().unwrap()]);
+    app_port(k, app)
+}
+
+/// Issue 18 gap: `keel integrate supervisord --app APP` keeps a deployed app up under a
+/// real supervisord: it answers, comes back after a "reboot", and `supervisorctl
+/// shutdown` stops its containers.
+#[test]
+fn r018_supervisord_keeps_a_deployed_app_up_across_a_reboot() {
+    require!(
+        is_root() && have("supervisord"),
+        "needs root and supervisor"
+    );
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "supapp");
+    let glue = k.path("glue");
+    let port = deploy_for_glue(&k, "supapp", "supervisord", &glue);
+    let d = k.path("sup");
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\ndirectory={d}\nlogfile={d}/supervisord.log\n\
+             pidfile={d}/supervisord.pid\nchildlogdir={d}\nuser=root\n\
+             [unix_http_server]\nfile={d}/supervisor.sock\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
+             [include]\nfiles = {p}\n",
+            d = d.display(),
+            p = glue.join("keel-supapp.conf").display()
+        ),
+    )
+    .unwrap();
+    // As at boot: no KEEL_ROOT but the one the glue pins.
+    let mut sup = Command::new("supervisord")
+        .arg("-c")
+        .arg(&conf)
+        .env_remove("KEEL_ROOT")
+        .spawn()
+        .unwrap();
+    reboot_and_recover(&k, "supapp", port, "v1 from a Dockerfile");
+    run_ok(
+        Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&conf)
+            .arg("shutdown"),
+    );
+    sup.wait().unwrap();
+    assert!(http_get(port).is_err(), "still answering after shutdown");
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("supapp."), "containers left behind: {ps}");
+}
+
+/// Issue 18 gap: `keel integrate runit --app APP` under a real runsv: the app answers,
+/// comes back after a "reboot", and `sv down` stops its containers.
+#[test]
+fn r018_runit_keeps_a_deployed_app_up_across_a_reboot() {
+    require!(is_root() && have("runsv"), "needs root and runit");
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "runapp");
+    let glue = k.path("glue");
+    let port = deploy_for_glue(&k, "runapp", "runit", &glue);
+    let sdir = glue.join("runapp");
+    let mut runsv = Command::new("runsv")
+        .arg(&sdir)
+        .env_remove("KEEL_ROOT")
+        .spawn()
+        .unwrap();
+    reboot_and_recover(&k, "runapp", port, "v1 from a Dockerfile");
+    run_ok(Command::new("sv").args(["-w", "30", "down"]).arg(&sdir));
+    assert!(http_get(port).is_err(), "still answering after sv down");
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("runapp."), "containers left behind: {ps}");
+    run_ok(Command::new("sv").args(["-w", "30", "exit"]).arg(&sdir));
+    runsv.wait().unwrap();
+}
