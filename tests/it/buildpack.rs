@@ -914,7 +914,7 @@ fn r018_tarball_and_git_buildpacks_are_fetched_once_and_pinned() {
     build(&k, &app, "tar2", &[stack[0], stack[1], stack[2], &url]);
     let gets = std::fs::read_to_string(&log).unwrap();
     assert_eq!(gets.matches("GET /hello.tgz").count(), 1, "{gets}");
-    assert_eq!(pinned(&k, "tar2").contains(&url), true);
+    assert!(pinned(&k, "tar2").contains(&url));
     // A git repository, by file:// URL.
     let repo = k.path("hello-buildpack.git");
     run_ok(Command::new("cp").arg("-r").arg(&bp).arg(&repo));
