@@ -306,22 +306,14 @@ fn wait_healthy(
 
 /// Starts the new release beside the current one, waits for web, switches the router
 /// to it, then stops the previous release: the zero-downtime swap.
-fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
+/// Starts release `version`'s containers (`s.scale` of each type); when one fails to
+/// start, those already started are removed.
+fn start_release(app: &str, version: u32, s: &Swap, ctx: &Ctx) -> Result<Vec<Process>> {
     let store = ctx.store()?;
-    ensure_router(state, ctx)?;
-    let version = state.next_version();
-    let names = deploy::container_names(&state.name, version, &s.scale);
+    let names = deploy::container_names(app, version, &s.scale);
     let mut procs = Vec::new();
-    let release_commands = Release {
-        version,
-        image: s.image.clone(),
-        created: String::new(),
-        description: String::new(),
-        processes: Vec::new(),
-        commands: s.commands.clone(),
-    };
     for (kind, name) in &names {
-        let command = deploy::command_for(&release_commands, kind);
+        let command = deploy::command_for(&s.commands, kind);
         match start_process(&store, &s.image, kind, name, command) {
             Ok(p) => procs.push(p),
             Err(e) => {
@@ -331,14 +323,17 @@ fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
             }
         }
     }
-    ctx.reporter.note(format!(
-        "v{version}: started {}",
-        names
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let names: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
+    ctx.reporter
+        .note(format!("v{version}: started {}", names.join(", ")));
+    Ok(procs)
+}
+
+fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
+    let store = ctx.store()?;
+    ensure_router(state, ctx)?;
+    let version = state.next_version();
+    let procs = start_release(&state.name, version, &s, ctx)?;
     if let Err((last, container)) = wait_healthy(&procs, s.timeout, s.check) {
         let started: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
         super::run::stop_and_remove(&started, 5, ctx)?;
@@ -530,6 +525,27 @@ pub fn rollback(a: RollbackArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
+/// `keel apps rm APP`: its containers and router stopped, its state removed.
+fn apps_rm(app: &str, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let state =
+        deploy::load(store.root(), app)?.ok_or_else(|| deploy::DeployError::NoApp(app.into()))?;
+    let mut names: Vec<String> = state
+        .releases
+        .iter()
+        .flat_map(|r| r.processes.iter().map(|p| p.name.clone()))
+        .collect();
+    // Containers already gone (removed by hand, lost in a reboot) are not an error.
+    let containers = crate::container::Containers::new(store.root());
+    names.retain(|n| containers.find(n).is_ok());
+    super::run::stop_and_remove(&names, 10, ctx)?;
+    if let Some(pid) = state.router_pid.filter(|p| crate::sys::session::alive(*p)) {
+        crate::sys::proc::kill(pid, libc::SIGTERM)?;
+    }
+    crate::sys::hostfs::remove_dir_all(deploy::app_dir(store.root(), app))?;
+    Ok(0)
+}
+
 /// `keel apps`: every app, its current release and address; `keel apps rm APP`.
 pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
@@ -537,22 +553,7 @@ pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
         return apps_up(app, ctx);
     }
     if let Some(AppsCommand::Rm { app }) = a.command {
-        let state = deploy::load(store.root(), &app)?
-            .ok_or_else(|| deploy::DeployError::NoApp(app.clone()))?;
-        let mut names: Vec<String> = state
-            .releases
-            .iter()
-            .flat_map(|r| r.processes.iter().map(|p| p.name.clone()))
-            .collect();
-        // Containers already gone (removed by hand, lost in a reboot) are not an error.
-        let containers = crate::container::Containers::new(store.root());
-        names.retain(|n| containers.find(n).is_ok());
-        super::run::stop_and_remove(&names, 10, ctx)?;
-        if let Some(pid) = state.router_pid.filter(|p| crate::sys::session::alive(*p)) {
-            crate::sys::proc::kill(pid, libc::SIGTERM)?;
-        }
-        crate::sys::hostfs::remove_dir_all(deploy::app_dir(store.root(), &app))?;
-        return Ok(0);
+        return apps_rm(&app, ctx);
     }
     outln!(
         "{:<20} {:<8} {:<28} {:<24} DESCRIPTION",
@@ -646,7 +647,7 @@ fn heal(app: &str, ctx: &Ctx) -> Result<Vec<String>> {
         if found.is_some() {
             super::run::stop_and_remove(std::slice::from_ref(&p.name), 1, ctx)?;
         }
-        let command = deploy::command_for(&release, &p.kind);
+        let command = deploy::command_for(&release.commands, &p.kind);
         let fresh = start_process(&store, &release.image, &p.kind, &p.name, command)?;
         if let Some(r) = state
             .releases

@@ -136,11 +136,10 @@ pub fn dockerfile_commands(
     out
 }
 
-/// The command a container of process type `kind` runs for `release`: its recorded
-/// command, else the type itself (a buildpack image's launcher argument).
-pub fn command_for(release: &Release, kind: &str) -> Vec<String> {
-    release
-        .commands
+/// The command a container of process type `kind` runs, given a release's `commands`:
+/// the recorded one, else the type itself (a buildpack image's launcher argument).
+pub fn command_for(commands: &BTreeMap<String, Vec<String>>, kind: &str) -> Vec<String> {
+    commands
         .get(kind)
         .cloned()
         .unwrap_or_else(|| vec![kind.to_string()])
@@ -412,10 +411,8 @@ mod tests {
         let cmds = dockerfile_commands(Some(&procfile));
         assert_eq!(cmds["web"], ["/bin/sh", "-c", "httpd -f -p $PORT"]);
         assert_eq!(cmds["worker"], ["/bin/sh", "-c", "./work"]);
-        let mut r = release(1, "a:v1");
-        assert_eq!(command_for(&r, "web"), ["web"]);
-        r.commands = none;
-        assert!(command_for(&r, "web").is_empty());
+        assert_eq!(command_for(&BTreeMap::new(), "web"), ["web"]);
+        assert!(command_for(&none, "web").is_empty());
     }
 
     #[test]
