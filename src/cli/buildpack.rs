@@ -666,8 +666,8 @@ fn heal(app: &str, ctx: &Ctx) -> Result<Vec<String>> {
     Ok(started)
 }
 
-/// `keel apps up APP`: the router in a thread, and every second the current release's
-/// containers checked and started again; on SIGTERM/SIGINT they are stopped.
+/// `keel apps up APP`: the router in a thread, and every half second the current
+/// release's containers checked and started again; on SIGTERM/SIGINT they are stopped.
 fn apps_up(app: &str, ctx: &Ctx) -> Result<i32> {
     deploy::check_name(app)?;
     crate::sys::proc::catch_termination()?;
@@ -709,8 +709,9 @@ pub fn app_logs(
     follow: bool,
 ) -> Result<i32> {
     use crate::container::logs::{select, times_path};
-    // How far each container's log has been shown, by container name.
-    let mut shown_to = std::collections::BTreeMap::<String, usize>::new();
+    // How far each container's log has been shown, by container id (`keel apps up`
+    // starts a container again under its name, with a new id and log).
+    let mut shown_to = std::collections::BTreeMap::<String, u64>::new();
     for name in deploy::current_containers(root, app)? {
         let Ok(c) = containers.find(&name) else {
             continue;
@@ -719,7 +720,7 @@ pub fn app_logs(
         let log = std::fs::read(&path).unwrap_or_default();
         let times = std::fs::read_to_string(times_path(&path)).unwrap_or_default();
         print_prefixed(&name, &select(&log, &times, sel))?;
-        shown_to.insert(name, log.len());
+        shown_to.insert(c.id.clone(), log.len() as u64);
     }
     if !follow {
         return Ok(0);
@@ -730,19 +731,28 @@ pub fn app_logs(
             let Ok(c) = containers.find(&name) else {
                 continue;
             };
-            let log = std::fs::read(containers.log_path(&c.id)).unwrap_or_default();
-            let from = shown_to.entry(name.clone()).or_insert(0);
+            let from = shown_to.entry(c.id.clone()).or_insert(0);
+            let new = read_from(&containers.log_path(&c.id), *from);
             // Whole lines only: a partial last line waits for its newline.
-            let end = log[*from..]
-                .iter()
-                .rposition(|b| *b == b'\n')
-                .map_or(*from, |i| *from + i + 1);
-            print_prefixed(&name, &log[*from..end])?;
-            *from = end;
+            let end = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            print_prefixed(&name, &new[..end])?;
+            *from += end as u64;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
     Ok(0)
+}
+
+/// The bytes of file `path` from `offset` on (none when it cannot be read).
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut out);
+        }
+    }
+    out
 }
 
 /// Prints `bytes`' lines as `TYPE.I| line` for container `APP.vN.TYPE.I`.
