@@ -445,7 +445,7 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
     if let Some(app) = &a.app {
-        return super::buildpack::app_logs(&containers, app, &sel, store.root());
+        return super::buildpack::app_logs(&containers, app, &sel, store.root(), a.follow);
     }
     let c = containers.find(
         a.container
