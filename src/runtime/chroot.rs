@@ -45,7 +45,7 @@ impl Isolation for Chroot {
             spec,
             rootfs,
             stdio,
-            Cleanup::UnmountBelow,
+            Cleanup::unmount_below,
             |rootfs, prep, stdio, report| {
                 if let Err(m) = enter(spec, rootfs) {
                     setup::fail(report, Report::Setup(m), 255);

@@ -81,8 +81,13 @@ pub struct Container {
 /// Backend-specific teardown after the process ends.
 enum Cleanup {
     None,
-    /// Unmount everything at or below the rootfs (chroot mounts live in the host namespace).
-    UnmountBelow(PathBuf),
+    /// Unmount what the container mounted at or below the rootfs (chroot mounts live in
+    /// the host namespace); `keep` mounts at the rootfs itself (the snapshot's overlay)
+    /// were there before and stay, so `keel start` finds the tree again.
+    UnmountBelow {
+        root: PathBuf,
+        keep: usize,
+    },
     /// `runtime delete -f ID` and remove the bundle directory.
     Oci {
         runtime: PathBuf,
@@ -139,11 +144,11 @@ impl Container {
         let mut first: Option<RuntimeError> = None;
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
             Cleanup::None => {}
-            Cleanup::UnmountBelow(root) => {
+            Cleanup::UnmountBelow { root, keep } => {
                 // Without a PID namespace (chroot) the first process's children outlive
                 // it; once the rootfs is unmounted nothing could find them any more.
                 reclaim::kill_rooted_in(&root);
-                if let Err(e) = unmount_below(&root) {
+                if let Err(e) = unmount_below(&root, keep) {
                     first.get_or_insert(e);
                 }
             }
@@ -179,21 +184,47 @@ impl Drop for Container {
     }
 }
 
-/// Unmounts every mount point at or below `root`, deepest first.
-fn unmount_below(root: &Path) -> Result<(), RuntimeError> {
-    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
-        .into_iter()
-        .filter(|p| p.starts_with(root))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
-    for p in points {
+impl Cleanup {
+    /// The chroot backend's cleanup for `root`, counting the mounts already at `root`
+    /// (the snapshot's overlay, as root) so that cleanup leaves them in place.
+    fn unmount_below(root: PathBuf) -> Cleanup {
+        let keep = crate::sys::mount::mount_points()
+            .map(|m| m.iter().filter(|p| **p == root).count())
+            .unwrap_or(0);
+        Cleanup::UnmountBelow { root, keep }
+    }
+}
+
+/// Unmounts what a chroot container mounted at or below `root`: see [`unmount_order`].
+fn unmount_below(root: &Path, keep: usize) -> Result<(), RuntimeError> {
+    for p in unmount_order(&crate::sys::mount::mount_points()?, root, keep) {
         match crate::sys::mount::umount_detach(&p) {
             Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {}
             r => r?,
         }
     }
     Ok(())
+}
+
+/// Pure part of [`unmount_below`]: the mount points strictly below `root`, deepest
+/// first (each once: a detached unmount takes a stack), then `root` itself once per
+/// mount above the `keep` that were there before the container (`--read-only`'s bind).
+/// Unmounting the snapshot's own overlay here left `keel start` an empty directory to
+/// chroot into (exit 127: the command was not found).
+fn unmount_order(points: &[PathBuf], root: &Path, keep: usize) -> Vec<PathBuf> {
+    let mut below: Vec<PathBuf> = points
+        .iter()
+        .filter(|p| p.starts_with(root) && p.as_path() != root)
+        .cloned()
+        .collect();
+    below.sort_by(|a, b| (b.components().count(), b).cmp(&(a.components().count(), a)));
+    below.dedup();
+    let at_root = points.iter().filter(|p| p.as_path() == root).count();
+    below.extend(std::iter::repeat_n(
+        root.to_path_buf(),
+        at_root.saturating_sub(keep),
+    ));
+    below
 }
 
 /// An isolation backend: applies a [`ContainerSpec`] to a prepared rootfs directory.
@@ -376,4 +407,42 @@ fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
         .map(|f| f.as_raw_fd())
         .chain(io.into_iter().flatten().map(|f| f.as_raw_fd()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What a chroot container's cleanup unmounts, given the mount table afterwards.
+    #[test]
+    fn unmount_order_keeps_the_snapshot_mount() {
+        let r = "/s/rootfs";
+        let p = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let cases: &[(&[&str], usize, &[&str])] = &[
+            // As root: the overlay at the rootfs was there before and stays.
+            (
+                &[
+                    "/",
+                    r,
+                    "/s/rootfs/proc",
+                    "/s/rootfs/dev",
+                    "/s/rootfs/dev/pts",
+                ],
+                1,
+                &["/s/rootfs/dev/pts", "/s/rootfs/proc", "/s/rootfs/dev"],
+            ),
+            // --read-only: the bind on top of the overlay goes, the overlay stays.
+            (&[r, r, "/s/rootfs/proc"], 1, &["/s/rootfs/proc", r]),
+            // The copy snapshotter: a plain directory, the read-only bind goes.
+            (&[r, "/s/rootfs/proc"], 0, &["/s/rootfs/proc", r]),
+            // A sibling sharing the prefix is not below the rootfs.
+            (&["/s/rootfs2", "/s/rootfs/a"], 0, &["/s/rootfs/a"]),
+            // Nothing left to unmount.
+            (&["/", r], 1, &[]),
+        ];
+        for (points, keep, want) in cases {
+            let got = unmount_order(&p(points), Path::new(r), *keep);
+            assert_eq!(got, p(want), "{points:?} keep {keep}");
+        }
+    }
 }

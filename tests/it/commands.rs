@@ -129,17 +129,31 @@ fn always_restarts_until_the_user_stops_it_and_start_brings_it_back() {
 #[test]
 fn start_and_restart_keep_the_rootfs_and_log() {
     require!(is_root(), "keel run needs root");
+    start_and_restart(&[]);
+}
+
+/// Regression: a stopped `--isolation chroot` container exited 127 on `keel start`
+/// (its command not found): the container's cleanup unmounted the snapshot's overlay
+/// along with its own mounts below it, leaving an empty directory to chroot into.
+#[test]
+fn start_and_restart_keep_the_rootfs_and_log_under_chroot() {
+    require!(is_root(), "keel run needs root");
+    start_and_restart(&["--isolation", "chroot"]);
+}
+
+/// run -d, stop, start, restart, rm of one container made with `flags`: each run sees
+/// the file the previous ones appended to, and the log keeps every run's lines.
+fn start_and_restart(flags: &[&str]) {
     let k = with_busybox();
-    k.ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web",
+    let mut args = vec!["run", "-d", "--name", "web"];
+    args.extend_from_slice(flags);
+    args.extend_from_slice(&[
         "bb",
         "sh",
         "-c",
         "echo run >> /count; cat /count | wc -l; exec sleep 100",
     ]);
+    k.ok(&args);
     eventually("first output", || k.ok(&["logs", "web"]).contains('1'));
     k.ok(&["stop", "-t", "1", "web"]);
     assert_eq!(status(&k, "web"), "exited");
