@@ -184,6 +184,101 @@ pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, St
     Ok(dir)
 }
 
+/// The leaf a rootless keel moves the processes of its delegated cgroup into before it
+/// enables controllers there. cgroup v2's "no internal processes" rule makes writing
+/// `cgroup.subtree_control` of a cgroup with member processes fail with EBUSY
+/// (Documentation/admin-guide/cgroup-v2.rst, "No Internal Process Constraint"); podman
+/// moves its processes to a `runtime` (split cgroups mode) or `init` (when in the root
+/// cgroup) child first (`MoveUnderCgroupSubtree` in containers/common
+/// `pkg/cgroups/utils_linux.go`), and keel does the same under a name of its own.
+pub const INIT_LEAF: &str = "keel-init";
+
+/// One file operation of preparing a delegated cgroup v2 subtree for a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DelegateStep {
+    /// Make the leaf for the processes already in the delegated cgroup.
+    MakeLeaf(PathBuf),
+    /// Move process `pid` into cgroup `to` (write it to `to/cgroup.procs`).
+    Move { pid: i32, to: PathBuf },
+    /// Write `value` to `path`; a failure is an error.
+    Write { path: PathBuf, value: String },
+    /// Write `value` to `path` where the kernel offers it (`memory.swap.max`).
+    TryWrite { path: PathBuf, value: String },
+    /// Make the container's cgroup (removed again by [`Cgroup::destroy`]).
+    MakeContainer(PathBuf),
+}
+
+/// Pure: the steps that give container `id` a cgroup with `limits` in the delegated
+/// subtree `own` (this process's cgroup), from what `read` says the cgroup files hold.
+/// The base is `own`, or its parent when `own` is already the [`INIT_LEAF`] an earlier
+/// keel moved this process into (a detached container's supervisor inherits it). When
+/// the base lists processes they move to its leaf first, controllers not yet enabled
+/// in its `cgroup.subtree_control` are enabled, and the container's cgroup goes beside
+/// the leaf as `keel-<id>`.
+pub fn plan_delegation(
+    own: &Path,
+    read: &dyn Fn(&Path) -> String,
+    id: &str,
+    limits: &Limits,
+) -> Vec<DelegateStep> {
+    let base = match own.parent() {
+        Some(parent) if own.file_name() == Some(INIT_LEAF.as_ref()) => parent,
+        _ => own,
+    };
+    let mut steps = Vec::new();
+    let pids: Vec<i32> = read(&base.join("cgroup.procs"))
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if !pids.is_empty() {
+        let leaf = base.join(INIT_LEAF);
+        steps.push(DelegateStep::MakeLeaf(leaf.clone()));
+        steps.extend(pids.into_iter().map(|pid| DelegateStep::Move {
+            pid,
+            to: leaf.clone(),
+        }));
+    }
+    let enabled = read(&base.join("cgroup.subtree_control"));
+    let enable: Vec<String> = ["pids", "memory", "cpu"]
+        .into_iter()
+        .filter(|c| !enabled.split_whitespace().any(|e| e == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if !enable.is_empty() {
+        steps.push(DelegateStep::Write {
+            path: base.join("cgroup.subtree_control"),
+            value: enable.join(" "),
+        });
+    }
+    let dir = base.join(format!("keel-{id}"));
+    steps.push(DelegateStep::MakeContainer(dir.clone()));
+    steps.extend(limit_steps(&dir, limits));
+    steps
+}
+
+/// The limit files of a delegated container cgroup `dir`.
+fn limit_steps(dir: &Path, limits: &Limits) -> Vec<DelegateStep> {
+    let set = |file: &str, value: String| DelegateStep::Write {
+        path: dir.join(file),
+        value,
+    };
+    let mut steps = Vec::new();
+    if let Some(m) = limits.memory_bytes {
+        steps.push(set("memory.max", m.to_string()));
+        steps.push(DelegateStep::TryWrite {
+            path: dir.join("memory.swap.max"),
+            value: "0".into(),
+        });
+    }
+    if let Some(p) = limits.pids {
+        steps.push(set("pids.max", p.to_string()));
+    }
+    if let Some(q) = limits.cpu_quota() {
+        steps.push(set("cpu.max", format!("{q} {}", Limits::CPU_PERIOD)));
+    }
+    steps
+}
+
 /// Rootless `--isolation oci`: the runtime gets no cgroup, so any limit is refused with
 /// the reason (no delegated subtree here, or the namespaces backend to use where there is).
 pub fn refuse_rootless_runtime_limits(limits: &Limits) -> Result<(), CgroupError> {
@@ -275,34 +370,44 @@ impl Cgroup {
             _ => return Ok(Cgroup::default()),
         };
         let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let base = delegated_subtree(layout, &own)
+        let own = delegated_subtree(layout, &own)
             .map_err(|why| CgroupError::NotDelegated { flag, why })?;
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let plan = plan_delegation(&own, &read, id, limits);
         let mut cg = Cgroup::default();
-        let dir = base.join(format!("keel-{id}"));
-        let made = (|| {
-            let enable = ["pids", "memory", "cpu"].map(|c| format!("+{c}")).join(" ");
-            write(&base.join("cgroup.subtree_control"), &enable)?;
-            mkdir(&dir)?;
-            cg.dirs.push(dir.clone());
-            if let Some(m) = limits.memory_bytes {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                let _ = write(&dir.join("memory.swap.max"), "0");
-            }
-            if let Some(p) = limits.pids {
-                write(&dir.join("pids.max"), &p.to_string())?;
-            }
-            if let Some(q) = limits.cpu_quota() {
-                write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
-            }
-            Ok(())
-        })();
-        match made {
+        match cg.apply(&plan) {
             Ok(()) => Ok(cg),
             Err(e) => {
                 let _ = cg.destroy();
                 Err(e)
             }
         }
+    }
+
+    /// Runs a [`plan_delegation`] plan. A process that exits between the read of
+    /// `cgroup.procs` and its move (ESRCH) needs no moving.
+    fn apply(&mut self, plan: &[DelegateStep]) -> Result<(), CgroupError> {
+        for step in plan {
+            match step {
+                DelegateStep::MakeLeaf(dir) => mkdir(dir)?,
+                DelegateStep::Move { pid, to } => {
+                    match write(&to.join("cgroup.procs"), &pid.to_string()) {
+                        Err(CgroupError::Write { source, .. })
+                            if source.raw_os_error() == Some(libc::ESRCH) => {}
+                        r => r?,
+                    }
+                }
+                DelegateStep::Write { path, value } => write(path, value)?,
+                DelegateStep::TryWrite { path, value } => {
+                    let _ = write(path, value);
+                }
+                DelegateStep::MakeContainer(dir) => {
+                    mkdir(dir)?;
+                    self.dirs.push(dir.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the device rules into `devices/keel/<id>` (deny-all first, then the allow
@@ -559,6 +664,126 @@ mod tests {
         );
         let e = delegated_subtree(&v2, "1:name=systemd:/\n").unwrap_err();
         assert!(e.contains("no cgroup v2 path"), "{e}");
+    }
+
+    /// The delegation plan for the cases a rootless keel meets in a delegated subtree.
+    #[test]
+    fn delegation_moves_own_processes_to_a_leaf_first() {
+        use DelegateStep::*;
+        let scope = Path::new("/cg/user.slice/run-u7.scope");
+        let leaf = scope.join(INIT_LEAF);
+        let ctr = scope.join("keel-c1");
+        let procs = scope.join("cgroup.procs");
+        let control = scope.join("cgroup.subtree_control");
+        let enable = |v: &str| Write {
+            path: control.clone(),
+            value: v.into(),
+        };
+        let pids_only = Limits {
+            pids: Some(20),
+            ..Limits::default()
+        };
+        let pids_max = Write {
+            path: ctr.join("pids.max"),
+            value: "20".into(),
+        };
+        let mv = |pid| Move {
+            pid,
+            to: leaf.clone(),
+        };
+        let cases: Vec<(&str, &Path, Vec<(&Path, &str)>, Vec<DelegateStep>)> = vec![
+            (
+                "systemd-run --scope: keel (and its shell) are in the scope itself",
+                scope,
+                vec![(&procs, "41\n42\n"), (&control, "")],
+                vec![
+                    MakeLeaf(leaf.clone()),
+                    mv(41),
+                    mv(42),
+                    enable("+pids +memory +cpu"),
+                    MakeContainer(ctr.clone()),
+                    pids_max.clone(),
+                ],
+            ),
+            (
+                "an empty delegated cgroup with the controllers on: nothing moves",
+                scope,
+                vec![(&procs, ""), (&control, "cpu memory pids")],
+                vec![MakeContainer(ctr.clone()), pids_max.clone()],
+            ),
+            (
+                "a later keel (or a supervisor) already in the leaf: the container goes beside it",
+                &leaf,
+                vec![(&procs, ""), (&control, "memory pids cpu")],
+                vec![MakeContainer(ctr.clone()), pids_max.clone()],
+            ),
+            (
+                "in the leaf, with a new process in the scope since: it joins the leaf",
+                &leaf,
+                vec![(&procs, "77\n"), (&control, "memory")],
+                vec![
+                    MakeLeaf(leaf.clone()),
+                    mv(77),
+                    enable("+pids +cpu"),
+                    MakeContainer(ctr.clone()),
+                    pids_max.clone(),
+                ],
+            ),
+        ];
+        for (what, own, files, want) in cases {
+            let files: BTreeMap<PathBuf, String> = files
+                .into_iter()
+                .map(|(p, v)| (p.to_path_buf(), v.to_string()))
+                .collect();
+            let read = |p: &Path| files.get(p).cloned().unwrap_or_default();
+            assert_eq!(
+                plan_delegation(own, &read, "c1", &pids_only),
+                want,
+                "{what}"
+            );
+        }
+        // Every limit, in the container's cgroup only.
+        let read = |_: &Path| String::new();
+        let all = plan_delegation(scope, &read, "c1", &limits());
+        let files: Vec<_> = all
+            .iter()
+            .filter_map(|s| match s {
+                Write { path, value } | TryWrite { path, value } => Some(format!(
+                    "{}={value}",
+                    path.strip_prefix(scope).unwrap().display()
+                )),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            files,
+            [
+                "cgroup.subtree_control=+pids +memory +cpu",
+                "keel-c1/memory.max=33554432",
+                "keel-c1/memory.swap.max=0",
+                "keel-c1/pids.max=20",
+                "keel-c1/cpu.max=50000 100000",
+            ]
+        );
+    }
+
+    /// The plan applied to a tempdir standing in for the delegated cgroup: the leaf
+    /// holds the moved pid, the container's cgroup its limits.
+    #[test]
+    fn a_delegation_plan_applies_to_the_files() {
+        let d = tempfile::tempdir().unwrap();
+        let own = d.path().join("scope");
+        std::fs::create_dir(&own).unwrap();
+        std::fs::write(own.join("cgroup.procs"), "41\n").unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        let plan = plan_delegation(&own, &read, "c1", &limits());
+        let mut cg = Cgroup::default();
+        cg.apply(&plan).unwrap();
+        let get = |p: &str| std::fs::read_to_string(own.join(p)).unwrap();
+        assert_eq!(get("keel-init/cgroup.procs"), "41");
+        assert_eq!(get("cgroup.subtree_control"), "+pids +memory +cpu");
+        assert_eq!(get("keel-c1/pids.max"), "20");
+        assert_eq!(cg.dirs, [own.join("keel-c1")]);
     }
 
     fn limits() -> Limits {
