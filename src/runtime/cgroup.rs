@@ -691,7 +691,14 @@ mod tests {
             pid,
             to: leaf.clone(),
         };
-        let cases: Vec<(&str, &Path, Vec<(&Path, &str)>, Vec<DelegateStep>)> = vec![
+        // (what, this process's cgroup, the cgroup files' contents, the plan)
+        type Case<'a> = (
+            &'a str,
+            &'a Path,
+            Vec<(&'a Path, &'a str)>,
+            Vec<DelegateStep>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "systemd-run --scope: keel (and its shell) are in the scope itself",
                 scope,
