@@ -76,6 +76,8 @@ pub struct Container {
     cleanup: Cleanup,
     waited: bool,
     _forwarding: Option<crate::sys::proc::Forwarding>,
+    /// With [`Stdio::terminal`]: the master of the container's pseudo-terminal.
+    console: Option<std::os::fd::OwnedFd>,
 }
 
 /// Backend-specific teardown after the process ends.
@@ -93,6 +95,12 @@ enum Cleanup {
 }
 
 impl Container {
+    /// The master of the terminal the container got with [`Stdio::terminal`] (once); `None`
+    /// when none was asked for or the container ended before it made one.
+    pub fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.console.take()
+    }
+
     /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH received by this
     /// process to the container until it is waited for (for a foreground `keel run`).
     pub fn forward_signals(&mut self) -> Result<(), RuntimeError> {
@@ -286,7 +294,7 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
 fn fork_container(
     spec: &ContainerSpec,
     rootfs: &Path,
-    stdio: Stdio,
+    mut stdio: Stdio,
     cleanup: impl FnOnce(PathBuf) -> Cleanup,
     child: impl FnOnce(
         &Path,
@@ -302,6 +310,14 @@ fn fork_container(
     let cgroup = make_cgroup(spec)?;
     let (go_r, go_w) = sys::proc::pipe()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
+    let console = match stdio.terminal {
+        Some(_) => {
+            let (keel_end, child_end) = sys::tty::console_pair()?;
+            stdio.console = Some(child_end);
+            Some(keel_end)
+        }
+        None => None,
+    };
     let pid = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => {
             sys::proc::close_fds_except(&keep_fds(&[&go_r, &rep_w], &stdio));
@@ -320,8 +336,13 @@ fn fork_container(
             return Err(e.into());
         }
     };
-    drop((go_r, rep_w));
-    handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))
+    drop((go_r, rep_w, stdio));
+    let mut c = handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))?;
+    if let Some(sock) = console {
+        // Sent before exec, and the handshake returns after it: queued by now.
+        c.console = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)?;
+    }
+    Ok(c)
 }
 
 /// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
@@ -340,6 +361,7 @@ fn handshake(
         cleanup,
         waited: false,
         _forwarding: None,
+        console: None,
     };
     if let Some(cg) = &c.cgroup {
         cg.add(pid)?; // on error, Drop kills the child and cleans up
@@ -370,7 +392,7 @@ fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
 /// The fds a forked child keeps: its pipe ends and the container's stdio.
 fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
     use std::os::fd::AsRawFd;
-    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr, &stdio.console];
     pipes
         .iter()
         .map(|f| f.as_raw_fd())

@@ -252,6 +252,15 @@ pub fn set_cmdline(name: &str) -> Result<(), SysError> {
     check("prctl PR_SET_NAME", nix::sys::prctl::set_name(&comm))
 }
 
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants become this process's children,
+/// so a container a detached OCI runtime started can be waited for here.
+pub fn become_subreaper() -> Result<(), SysError> {
+    check(
+        "prctl PR_SET_CHILD_SUBREAPER",
+        nix::sys::prctl::set_child_subreaper(true),
+    )
+}
+
 /// prctl(PR_SET_PDEATHSIG): the kernel sends `SIGKILL` when the parent dies.
 pub fn kill_with_parent() -> Result<(), SysError> {
     check(
