@@ -83,8 +83,13 @@ pub struct Container {
 /// Backend-specific teardown after the process ends.
 enum Cleanup {
     None,
-    /// Unmount everything at or below the rootfs (chroot mounts live in the host namespace).
-    UnmountBelow(PathBuf),
+    /// Unmount what the container mounted at or below the rootfs (chroot mounts live in
+    /// the host namespace): every mount there but those in `kept`, the ones that were
+    /// there before it started (an overlay snapshot's rootfs is itself a mount).
+    UnmountBelow {
+        root: PathBuf,
+        kept: Vec<PathBuf>,
+    },
     /// `runtime delete -f ID` and remove the bundle directory.
     Oci {
         runtime: PathBuf,
@@ -147,11 +152,11 @@ impl Container {
         let mut first: Option<RuntimeError> = None;
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
             Cleanup::None => {}
-            Cleanup::UnmountBelow(root) => {
+            Cleanup::UnmountBelow { root, kept } => {
                 // Without a PID namespace (chroot) the first process's children outlive
                 // it; once the rootfs is unmounted nothing could find them any more.
                 reclaim::kill_rooted_in(&root);
-                if let Err(e) = unmount_below(&root) {
+                if let Err(e) = unmount_below(&root, &kept) {
                     first.get_or_insert(e);
                 }
             }
@@ -187,14 +192,25 @@ impl Drop for Container {
     }
 }
 
-/// Unmounts every mount point at or below `root`, deepest first.
-fn unmount_below(root: &Path) -> Result<(), RuntimeError> {
-    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
+/// The mount points at or below `root`, one entry per mount (stacked mounts repeat).
+fn mounts_below(root: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    Ok(crate::sys::mount::mount_points()?
         .into_iter()
         .filter(|p| p.starts_with(root))
-        .collect();
+        .collect())
+}
+
+/// Unmounts every mount at or below `root` but those in `kept` (one per entry; mounts
+/// that were there before the container), deepest first, the newest of a stack first.
+fn unmount_below(root: &Path, kept: &[PathBuf]) -> Result<(), RuntimeError> {
+    let mut points = mounts_below(root)?;
+    for k in kept {
+        // The oldest of a stack is listed first in mountinfo: keep that one.
+        if let Some(i) = points.iter().position(|p| p == k) {
+            points.remove(i);
+        }
+    }
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
     for p in points {
         match crate::sys::mount::umount_detach(&p) {
             Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {}
@@ -295,7 +311,7 @@ fn fork_container(
     spec: &ContainerSpec,
     rootfs: &Path,
     mut stdio: Stdio,
-    cleanup: impl FnOnce(PathBuf) -> Cleanup,
+    cleanup: impl FnOnce(PathBuf) -> Result<Cleanup, RuntimeError>,
     child: impl FnOnce(
         &Path,
         &setup::Prepared,
@@ -337,7 +353,19 @@ fn fork_container(
         }
     };
     drop((go_r, rep_w, stdio));
-    let mut c = handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))?;
+    // Before the go byte: the child has mounted nothing yet.
+    let cleanup = match cleanup(rootfs) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sys::proc::kill(pid, libc::SIGKILL);
+            let _ = sys::proc::wait(pid);
+            if let Some(cg) = cgroup {
+                let _ = cg.destroy();
+            }
+            return Err(e);
+        }
+    };
+    let mut c = handshake(pid, cgroup, go_w, rep_r, cleanup)?;
     if let Some(sock) = console {
         // Sent before exec, and the handshake returns after it: queued by now.
         c.console = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)?;

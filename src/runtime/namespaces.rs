@@ -54,7 +54,7 @@ impl Isolation for Namespaces {
             spec,
             rootfs,
             stdio,
-            |_| Cleanup::None,
+            |_| Ok(Cleanup::None),
             |rootfs, prep, stdio, report| outer(spec, rootfs, prep, stdio, report),
         )
     }

@@ -615,6 +615,95 @@ fn published_container_that_ends_at_once_passes_its_status_through() {
     }
 }
 
+/// r-followups-4: the chroot backend has no network namespace, so a RUN step that asks for
+/// none is refused by name with the fix, rather than silently running on the host's
+/// network (it was accepted and `ip link` showed the host's interfaces). The other RUN
+/// features that need no namespace work under chroot: a secret mount is readable and
+/// leaves no mount behind; `--security=insecure` is refused for every backend.
+#[test]
+fn run_network_none_is_refused_under_chroot() {
+    require!(is_root(), "keel build needs root");
+    let k = with_busybox();
+    let ctx = k.path("ctx-netnone");
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nENV A=1\nRUN --network=none cat /proc/net/dev\n",
+    )
+    .unwrap();
+    let ctx_s = ctx.to_str().unwrap();
+    let err = k.fails(&["build", "--isolation", "chroot", "-t", "n", ctx_s]);
+    for want in [
+        "Dockerfile:3",
+        "RUN --network=none cannot be honoured by --isolation chroot",
+        "use --isolation namespaces or --isolation oci",
+    ] {
+        assert!(err.contains(want), "lacks {want:?}: {err}");
+    }
+    // The build's own flag is refused the same way, naming that flag.
+    std::fs::write(ctx.join("Dockerfile"), "FROM bb\nRUN true\n").unwrap();
+    let err = k.fails(&[
+        "build",
+        "--isolation",
+        "chroot",
+        "--network",
+        "none",
+        "-t",
+        "n",
+        ctx_s,
+    ]);
+    assert!(
+        err.contains("keel build --network none cannot be honoured"),
+        "{err}"
+    );
+    // With namespaces the step runs without a network (only loopback).
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN --network=none ls /sys/class/net > /nets\n",
+    )
+    .unwrap();
+    k.ok(&["build", "-t", "n", ctx_s]);
+    let (_, nets, _) = run_code(&k, &["--rm", "n", "cat", "/nets"]);
+    assert_eq!(nets.trim(), "lo");
+    // A secret mount under chroot: readable in the step, gone from the host afterwards.
+    let secret = k.path("secret.txt");
+    std::fs::write(&secret, "s3cret").unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN --mount=type=secret,id=s cat /run/secrets/s > /seen\n",
+    )
+    .unwrap();
+    let spec = format!("id=s,src={}", secret.display());
+    k.ok(&[
+        "build",
+        "--isolation",
+        "chroot",
+        "--secret",
+        &spec,
+        "-t",
+        "s",
+        ctx_s,
+    ]);
+    let (_, seen, _) = run_code(&k, &["--rm", "s", "cat", "/seen"]);
+    assert_eq!(seen, "s3cret");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = k.root().display().to_string();
+    assert!(
+        !mounts.contains(&root),
+        "mounts left below the root: {mounts}"
+    );
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nRUN --security=insecure true\n",
+    )
+    .unwrap();
+    let err = k.fails(&["build", "--isolation", "chroot", "-t", "i", ctx_s]);
+    assert!(
+        err.contains("--security=insecure is not supported"),
+        "{err}"
+    );
+}
+
 /// The nameservers of a resolv.conf text.
 fn nameservers(text: &str) -> Vec<String> {
     text.lines()
