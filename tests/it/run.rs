@@ -617,7 +617,7 @@ fn published_container_that_ends_at_once_passes_its_status_through() {
 
 /// r-followups-4: the chroot backend has no network namespace, so a RUN step that asks for
 /// none is refused by name with the fix, rather than silently running on the host's
-/// network (it was accepted and `ip link` showed the host's interfaces). The other RUN
+/// network (main accepted it and ran the step on the host's network). The other RUN
 /// features that need no namespace work under chroot: a secret mount is readable and
 /// leaves no mount behind; `--security=insecure` is refused for every backend.
 #[test]
