@@ -361,7 +361,7 @@ fn store_body(
     }
     let hex = hex::encode(hasher.finalize());
     let dest = cache.blob(&hex);
-    tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
+    hostfs::persist(tmp, &dest).map_err(io(&dest))?;
     Ok(hex)
 }
 

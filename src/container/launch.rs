@@ -709,7 +709,7 @@ pub(crate) fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::Join
     }
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
-        let mut out = std::io::stdout();
+        let mut out = crate::report::stdout();
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
                 break;
