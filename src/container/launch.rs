@@ -591,8 +591,11 @@ impl Prepared {
         crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the
         // pseudo-terminal's master.
+        let mut resize_fd: Option<OwnedFd> = None;
         let (_raw, relay) = match container.take_console() {
             Some(master) => {
+                // A copy of the master for the SIGWINCH handler (the relay owns the other).
+                resize_fd = master.try_clone().ok();
                 let raw = {
                     use std::os::fd::AsFd;
                     let stdin = std::io::stdin();
@@ -607,6 +610,10 @@ impl Prepared {
             }
             None => (None, None),
         };
+        // `-t`: a resize of the user's terminal resizes the container's (SIGWINCH).
+        let _resize = resize_fd
+            .as_ref()
+            .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
         if foreground {
             container.forward_signals()?;
             // A signal that came while the container was starting was only recorded.

@@ -177,6 +177,27 @@ pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
     }
 }
 
+/// From a signal handler: copies the window size of terminal fd `from` to `to`; nothing
+/// when `to` is negative or either is not a terminal. Only ioctl(2): async-signal-safe.
+pub(super) fn copy_size_raw(from: i32, to: i32) {
+    if to < 0 {
+        return;
+    }
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
+    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
+    // SAFETY: ws is a valid winsize for the kernel to fill, then only to read.
+    if unsafe { get_winsize(from, &mut ws) }.is_ok() {
+        // SAFETY: as above; a stale fd number fails with EBADF/ENOTTY and changes nothing.
+        let _ = unsafe { set_winsize(to, &ws) };
+    }
+}
+
 /// The number of columns of terminal `fd`, if it is one.
 pub fn columns(fd: BorrowedFd<'_>) -> Option<u16> {
     window_size(fd).map(|ws| ws.ws_col).filter(|c| *c > 0)

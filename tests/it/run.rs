@@ -575,6 +575,22 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
             "{backend}: {text}"
         );
         assert!(!text.contains("extra-fd"), "{backend}: {text}");
+        // A resize of keel's terminal while the container runs reaches its terminal.
+        let cmdline = format!(
+            "stty rows 33 cols 101; {} --root {} run --rm -t --isolation {backend} bb sh -c 'sleep 2; stty size' </dev/tty & sleep 1; stty rows 50 cols 120; wait",
+            env!("CARGO_BIN_EXE_keel"),
+            k.root().display()
+        );
+        let out = Command::new("script")
+            .args(["-qec", &cmdline, "/dev/null"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert!(
+            text.contains("50 120\n"),
+            "{backend}: after a resize: {text}"
+        );
     }
 }
 
