@@ -120,6 +120,7 @@ pub fn run(
             stdin: Some(stdin),
             stdout: Some(write_end),
             stderr: Some(err_end),
+            ..Default::default()
         },
     )?;
     container.forward_signals()?;
