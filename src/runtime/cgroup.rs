@@ -527,7 +527,8 @@ impl Cgroup {
 /// `cgroup.procs`, at a fraction of the cost: for a pid, or for a whole thread group, the
 /// kernel write-locks `cgroup_threadgroup_rwsem`, which waits out an RCU grace period
 /// (5–10 ms per container start on the project VM, measured); a thread moving itself
-/// through v1's `tasks` skips that lock (Linux 6.0+, `cgroup_procs_write_start`), 0.1 ms.
+/// through v1's `tasks` skips that lock (`cgroup_procs_write_start` in recent kernels;
+/// older ones take it either way, so this is never slower), 0.1 ms.
 pub fn join_self(files: Vec<std::os::fd::OwnedFd>) -> Result<(), String> {
     for f in files {
         crate::sys::proc::write_all(&f, b"0")
