@@ -954,3 +954,63 @@ fn cache_mounts_travel_through_the_registry_cache() {
     assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
     b.ok(&["fsck"]);
 }
+
+/// Issue 13 (session 5): seeding a cache mount from `--cache-from` is decided once per
+/// mount, across builds: a fresh root's mount is seeded and records which cache and
+/// layer it came from; a later build (another process) whose mount a step has emptied
+/// since does not seed it again (keel used to, as offers were only remembered in the
+/// process); `keel gc --cache` drops mount and record, so the next build seeds again.
+#[test]
+fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let base = format!("{}/test/bb:1", reg.host());
+    let build = |k: &Keel, run: &str, cache: &[&str]| {
+        let ctx = k.path("ctx");
+        std::fs::create_dir_all(&ctx).unwrap();
+        let text = format!("FROM {base}\nRUN --mount=type=cache,target=/cache {run}\n");
+        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+        let mut args = vec!["build", "-t", "app"];
+        args.extend_from_slice(cache);
+        let ctx_s = ctx.display().to_string();
+        args.push(&ctx_s);
+        ok(kc(k, &reg, Some(none)), &args);
+    };
+    let cache = format!("registry:{}/test/seeds:1", reg.host());
+    let a = Keel::new();
+    let write = "mkdir -p /cache/m2 && echo warm > /cache/m2/seed";
+    build(&a, write, &["--cache-to", &format!("{cache},mounts=true")]);
+    let b = Keel::new();
+    let from = ["--cache-from", cache.as_str()];
+    let read = |n: u32| format!("cat /cache/m2/seed > /seen || echo cold > /seen; echo {n}");
+    build(&b, &read(1), &from);
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
+    let records: Vec<_> = std::fs::read_dir(b.root().join("cache/mounts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seeded"))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&records[0]).unwrap()).unwrap();
+    assert_eq!(record["id"], "/cache", "{record}");
+    assert_eq!(
+        record["cache"],
+        format!("{}/test/seeds", reg.host()).as_str(),
+        "{record}"
+    );
+    // A step empties the mount; the next builds find it empty but seeded before.
+    build(&b, "rm -rf /cache/m2 /cache/* && echo emptied", &from);
+    build(&b, &read(2), &from);
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "cold\n");
+    // Dropped with its record, the mount is a cold one again.
+    b.ok(&["gc", "--cache"]);
+    build(&b, &read(3), &from);
+    assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
+    b.ok(&["fsck"]);
+}
