@@ -79,6 +79,9 @@ pub struct Pulled {
     pub fetched_bytes: u64,
     pub fetched_blobs: usize,
     pub present_blobs: usize,
+    /// With `--all-platforms` from an index: the index as stored (the name points at it,
+    /// `Store::load_index_records` lists its images).
+    pub index: Option<Descriptor>,
 }
 
 type Events<'a> = &'a (dyn Fn(PullEvent) + Sync);
@@ -102,6 +105,7 @@ pub fn pull(
                 fetched_bytes: 0,
                 fetched_blobs: 0,
                 present_blobs: 0,
+                index: None,
             });
         }
     }
@@ -114,7 +118,10 @@ pub fn pull(
             match pull_from(store, host, &remote, opts, events) {
                 Ok(mut p) => {
                     if name.digest.is_none() {
-                        store.tag(name, &p.record.manifest_descriptor)?;
+                        // A multi-platform pull names the index, as a multi-platform
+                        // build does (`Store::commit_index`).
+                        let target = p.index.as_ref().unwrap_or(&p.record.manifest_descriptor);
+                        store.tag(name, target)?;
                         p.record.names = vec![name.tagged_name()];
                     }
                     return Ok(p);
@@ -164,25 +171,34 @@ fn pull_from(
         &label,
     )?;
     let mut stats = Stats::default();
+    let mut index = None;
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
         if opts.all_platforms {
-            // Every other platform's image is stored too (by digest; the name goes to the
-            // chosen one), then the index itself.
+            // Every other platform's image is stored too (the index, naming them all, is
+            // stored after the last of them).
             for other in platform_manifests(&doc.bytes, &label)? {
                 if other != chosen {
                     let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
                     store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
                 }
             }
-            store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
+            index = Some(doc);
         }
         doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
     }
     let descriptor = store_image(
         store, &client, &repo, &doc, &label, opts, events, &mut stats,
     )?;
-    let record = store.load_record(descriptor, Vec::new())?;
+    let index = match index {
+        Some(i) => {
+            let (d, size) = store.put_blob(&i.bytes[..], Some(&i.digest))?;
+            Some(Descriptor::new(i.media_type, size, d))
+        }
+        None => None,
+    };
+    let mut record = store.load_record(descriptor, Vec::new())?;
+    record.index = index.clone();
     let memo = super::push::Memo::new(store);
     for l in record.manifest.layers() {
         memo.add_source(host, l.digest(), &remote.repository);
@@ -193,6 +209,7 @@ fn pull_from(
         fetched_bytes: stats.bytes,
         fetched_blobs: stats.fetched,
         present_blobs: stats.present,
+        index,
     })
 }
 

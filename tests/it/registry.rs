@@ -356,14 +356,53 @@ fn multi_platform_index_pushed_by_skopeo() {
         info.contains(&format!("\"architecture\":\"{other}\"")),
         "{info}"
     );
-    // --all-platforms: both images (config, layer, manifest each) and the index stored.
+    // --all-platforms: both images (config, layer, manifest each) and the index stored;
+    // the name points at the index (session 5), the pull prints it and each platform's
+    // manifest, and `keel images` / `inspect` show it.
     let all = Keel::new();
-    ok(
+    let out = ok(
         kc(&all, &reg, Some(&good)),
         &["pull", "--all-platforms", &name],
     );
     assert_eq!(blob_count(&all), 7);
     assert!(arch_of(&all).contains(&format!("\"architecture\":\"{host_arch}\"")));
+    let raw = skopeo(&reg, &["inspect", "--raw", &format!("docker://{name}")]);
+    let index = {
+        use sha2::Digest as _;
+        format!("sha256:{:x}", sha2::Sha256::digest(raw.as_bytes()))
+    };
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[0], format!("index {index}"), "{out}");
+    for arch in [host_arch, other] {
+        assert!(
+            lines[1..]
+                .iter()
+                .any(|l| l.starts_with(&format!("linux/{arch} sha256:"))),
+            "{out}"
+        );
+    }
+    let rows: serde_json::Value =
+        serde_json::from_str(&all.ok(&["images", "--format", "json"])).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r["index"] == index.as_str()),
+        "{rows:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&all.ok(&["inspect", &name])).unwrap();
+    assert_eq!(v[0]["IndexDigest"], index.as_str(), "{v}");
+    let digest_of = |arch: &str| {
+        let l = lines
+            .iter()
+            .find(|l| l.starts_with(&format!("linux/{arch} ")))
+            .unwrap();
+        l.split(' ').nth(1).unwrap().to_string()
+    };
+    assert_eq!(v[0]["Digest"], digest_of(host_arch).as_str(), "{v}");
+    all.ok(&["gc"]);
+    assert_eq!(blob_count(&all), 7, "gc took a blob the index names");
+    all.ok(&["fsck"]);
     let err = fails(
         kc(&o, &reg, Some(&good)),
         &["pull", "--platform", "linux/s390x", &name],
