@@ -1053,3 +1053,50 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
     assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
     b.ok(&["fsck"]);
 }
+
+/// Issue 13 (session 5): pulling an image the store has reads no layer blob: each was
+/// checked by digest when stored, and its diff_id is checked where it is unpacked. keel
+/// used to decompress every present layer again (0.7–1 s for bench/pull.sh's image).
+#[test]
+fn pulling_a_present_image_reads_no_layer() {
+    if !regserver::available() {
+        return;
+    }
+    crate::require!(
+        common::have("strace"),
+        "needs strace (apt-get install strace)"
+    );
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let name = format!("{}/test/bb:1", reg.host());
+    let k = Keel::new();
+    ok(kc(&k, &reg, Some(none)), &["pull", &name]);
+    let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
+    let layer = v[0]["Manifest"]["layers"][0]["digest"].as_str().unwrap();
+    let hex = &layer["sha256:".len()..];
+    let log = k.path("strace.log");
+    let out = Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat", "-o"])
+        .arg(&log)
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .arg("--root")
+        .arg(k.root())
+        .args(["pull", &name])
+        .env("REGISTRY_AUTH_FILE", none)
+        .env("HOME", k.path("home"))
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    common::assert_success(&out, "second pull");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 blobs (0 bytes) downloaded"), "{err}");
+    let opened = std::fs::read_to_string(&log).unwrap();
+    let blob = format!("blobs/sha256/{hex}");
+    let reads: Vec<&str> = opened.lines().filter(|l| l.contains(&blob)).collect();
+    assert!(
+        reads.is_empty(),
+        "the present layer was read again: {reads:?}"
+    );
+}
