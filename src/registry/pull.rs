@@ -213,14 +213,20 @@ fn pull_from(
     })
 }
 
-/// The manifests an index lists with a platform.
+/// The manifests an index lists with a platform. Entries for `unknown/unknown` are
+/// attestations (BuildKit's provenance and SBOM manifests, as Docker Hub serves them),
+/// not images: left out, as `Store::load_index_records` leaves them out.
 fn platform_manifests(index: &[u8], label: &str) -> Result<Vec<Digest>, RegistryError> {
     let index: ImageIndex = serde_json::from_slice(index)
         .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
     Ok(index
         .manifests()
         .iter()
-        .filter(|m| m.platform().is_some())
+        .filter(|m| {
+            m.platform()
+                .as_ref()
+                .is_some_and(|p| p.os().to_string() != "unknown")
+        })
         .map(|m| m.digest().clone())
         .collect())
 }
@@ -759,6 +765,21 @@ mod tests {
             .collect();
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
             .unwrap()
+    }
+
+    #[test]
+    fn attestation_entries_are_not_platform_images() {
+        let idx = index(&[
+            ("linux", "amd64", None),
+            ("unknown", "unknown", None),
+            ("linux", "arm64", Some("v8")),
+        ]);
+        let got = platform_manifests(&idx, "x").unwrap();
+        let firsts: Vec<String> = got
+            .iter()
+            .map(|d| d.to_string()[7..8].to_string())
+            .collect();
+        assert_eq!(firsts, ["0", "2"]);
     }
 
     #[test]
