@@ -1,9 +1,19 @@
 //! `keel pull`: a manifest (or an index, resolved to one platform's manifest), its config
 //! and its layers, each streamed into the store's verified writer (`BlobWriter::commit`
-//! checks the digest before the blob gets its name), every layer then checked against
-//! its diff_id, the manifest stored last and the name set after that. A pull killed at
-//! any point leaves only whole, verified blobs (which the next pull reuses: it resumes)
-//! and temp files gc reclaims. Layers download in parallel, at most `jobs` at once.
+//! checks the digest before the blob gets its name), the manifest stored last and the
+//! name set after that. A pull killed at any point leaves only whole, verified blobs
+//! (which the next pull reuses: it resumes) and temp files gc reclaims. Layers download
+//! in parallel, at most `jobs` at once.
+//!
+//! A pull checks a layer's *compressed* digest only, as skopeo and containerd's content
+//! fetch do; its diff_id (the digest of the uncompressed tar) is checked where the
+//! uncompressed stream is read anyway, as containerd checks it at unpack: by the storage
+//! drivers while unpacking (`storage::verify::unpack_verified`, so no unverified tree is
+//! ever used), by push before it sends a stored compressed layer (`push::verify_layers`,
+//! once per blob), by `keel load` and by `keel fsck --full`. Hashing the uncompressed
+//! stream here too cost a third to a half of a pull's CPU time (docs/performance.md,
+//! Session 5). The build cache's and cache mounts' layers (`fetch_blob` with a diff_id)
+//! are still checked as they download: their users trust them without unpacking first.
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Mutex;
