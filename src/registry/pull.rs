@@ -13,7 +13,8 @@
 //! once per blob), by `keel load` and by `keel fsck --full`. Hashing the uncompressed
 //! stream here too cost a third to a half of a pull's CPU time (docs/performance.md,
 //! Session 5). The build cache's and cache mounts' layers (`fetch_blob` with a diff_id)
-//! are still checked as they download: their users trust them without unpacking first.
+//! are still checked as they download (a seeded cache mount is unpacked by
+//! `layer::unpack`, which checks no diff_id of its own).
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Mutex;
