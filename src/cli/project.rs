@@ -275,6 +275,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         registry: a.registry,
         root: Some(absolute(&ctx.root)?.display().to_string()),
         scm: a.scm,
+        user_service: crate::sys::userns::rootless(),
     };
     // git-deploy's positional is an app, which is deployed later, not an image.
     if service && tool != "git-deploy" {

@@ -127,12 +127,10 @@ pub fn cgroup_layout() -> CgroupLayout {
     l
 }
 
-/// The cgroup v2 directory delegated to this (rootless) process, from its
-/// `/proc/self/cgroup` text `own`: a unified hierarchy whose `0::PATH` directory the
-/// caller owns and which offers the memory, pids and cpu controllers. The error says
-/// what is missing, naming a hybrid host as such.
-pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, String> {
-    use std::os::unix::fs::MetadataExt;
+/// The cgroup2 mount of a unified (v2-only) host: the only kind where an ordinary user
+/// can be given a cgroup subtree. The error names what the host has instead (a hybrid
+/// host as such, with the controllers its cgroup2 mount offers).
+pub fn unified_mount(layout: &CgroupLayout) -> Result<&Path, String> {
     let Some(v2) = &layout.v2 else {
         return Err(format!(
             "this host has no cgroup2 mount (cgroup layout: {})",
@@ -146,6 +144,16 @@ pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, St
             if layout.v2_controllers.is_empty() { "none".to_string() } else { layout.v2_controllers.join(" ") }
         ));
     }
+    Ok(v2)
+}
+
+/// The cgroup v2 directory delegated to this (rootless) process, from its
+/// `/proc/self/cgroup` text `own`: a unified hierarchy whose `0::PATH` directory the
+/// caller owns and which offers the memory, pids and cpu controllers. The error says
+/// what is missing, naming a hybrid host as such.
+pub fn delegated_subtree(layout: &CgroupLayout, own: &str) -> Result<PathBuf, String> {
+    use std::os::unix::fs::MetadataExt;
+    let v2 = unified_mount(layout)?;
     let rel = own
         .lines()
         .find_map(|l| l.strip_prefix("0::"))
