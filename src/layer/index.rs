@@ -155,7 +155,12 @@ mod tests {
     #[test]
     fn only_an_identical_entry_matches() {
         let long = format!("d/{}", "n".repeat(150)); // a GNU long name
-        let old = tar_of(&[("a", "1", 1), ("b", "2", 1), (&long, "x", 1), ("dup", "", 1)]);
+        let old = tar_of(&[
+            ("a", "1", 1),
+            ("b", "2", 1),
+            (&long, "x", 1),
+            ("dup", "", 1),
+        ]);
         let idx = EntryIndex::of_tar(Cursor::new(old.clone())).unwrap();
         for (rel, fp) in prints(&old) {
             assert!(idx.has(&rel, &fp.unwrap()), "{rel:?}");

@@ -524,10 +524,12 @@ impl Unpacker<'_, '_> {
         entry
             .read_to_end(&mut body)
             .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
-        Ok(match self.unchanged(parent, name, rel, entry, &body, Kind::File)? {
-            true => Reused::Whole,
-            false => Reused::Read(body),
-        })
+        Ok(
+            match self.unchanged(parent, name, rel, entry, &body, Kind::File)? {
+                true => Reused::Whole,
+                false => Reused::Read(body),
+            },
+        )
     }
 
     /// Whether the entry (content `body`) is one the old layer had exactly so, and the

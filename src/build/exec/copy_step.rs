@@ -447,9 +447,7 @@ impl Executor<'_> {
         owner: Option<Owner>,
         base: Option<&StoredLayer>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
-        let pending = self
-            .snapshotter
-            .pending_layer(base.map(|b| &b.diff_id))?;
+        let pending = self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?;
         let tree = pending.as_ref().map(|p| {
             let old = match (p.reused(), base) {
                 (true, Some(b)) => Some(std::sync::Arc::new(self.entry_index(b))),
