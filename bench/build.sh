@@ -97,8 +97,10 @@ mb = int(sys.argv[3]) / 1e6
 print(f"| floor: the RUN's `busybox sha256sum` of the same files on the host (warm cache) | | {f:.2f} s | |")
 print(f"| 3 × 300 MiB, above the floor (total − floor) | {b - f:.2f} s | {k - f:.2f} s | {(k - f) / (b - f):.2f} |")
 print(f"| keel end to end excluding the floor, {mb:.0f} MB | | {mb / max(k - f, 1e-9):.0f} MB/s | |")
-print(f"NOTE: the RUN step's command alone takes {f:.2f} s here, so ≤ 0.2× buildah ({0.2 * b:.2f} s) and ≥ 300 MB/s ({mb / 300:.2f} s) "
-      f"are {'below' if f > min(0.2 * b, mb / 300) else 'above'} the floor this workload sets", file=open(sys.argv[4], "a"))
+notes = open(sys.argv[4], "a")
+for goal, t in (("≤ 0.2× buildah", 0.2 * b), ("≥ 300 MB/s end to end", mb / 300)):
+    where = "below" if t < f else "above"
+    print(f"NOTE: {goal} means {t:.2f} s, {where} the {f:.2f} s the RUN step's own command takes here", file=notes)
 PY2
 $keel rmi big >/dev/null; $keel gc --cache >/dev/null; rm -rf "$work/big"
 
