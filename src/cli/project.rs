@@ -95,7 +95,7 @@ pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
         }
         None => {
             use std::io::Write;
-            std::io::stdout().write_all(out.as_bytes())?;
+            crate::report::stdout().write_all(out.as_bytes())?;
         }
     }
     Ok(0)
@@ -331,7 +331,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         }
         None => {
             use std::io::Write;
-            std::io::stdout().write_all(integrate::to_stdout(&files).as_bytes())?;
+            crate::report::stdout().write_all(integrate::to_stdout(&files).as_bytes())?;
         }
     }
     Ok(0)

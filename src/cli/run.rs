@@ -291,7 +291,7 @@ pub struct SuperviseArgs {
 pub fn supervise(a: SuperviseArgs, ctx: &Ctx) -> Result<i32> {
     crate::sys::session::new_session()?;
     let store = ctx.store()?;
-    let mut report = std::io::stdout();
+    let mut report = crate::report::stdout();
     let prepared = if a.resume {
         launch::resume(&store, &a.id)
     } else {
@@ -316,7 +316,7 @@ pub fn supervise(a: SuperviseArgs, ctx: &Ctx) -> Result<i32> {
         let _ = report.flush();
     });
     if let Err(e) = &result {
-        let _ = writeln!(std::io::stdout(), "error {e:#}");
+        let _ = writeln!(crate::report::stdout(), "error {e:#}");
     }
     Ok(result.unwrap_or(125))
 }
@@ -371,7 +371,7 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
             rows.push((c, st));
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     if a.quiet {
         for (c, _) in &rows {
             writeln!(out, "{}", &c.id[..12])?;
@@ -457,7 +457,7 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
         Ok(f) => f,
         Err(_) => return Ok(0),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     // What is there now, selected; then (with -f) everything new as it comes.
     let mut log = Vec::new();
     f.read_to_end(&mut log)?;
@@ -1008,7 +1008,7 @@ fn container_pids(ctx: &Ctx, name: &str) -> Result<(ContainerConfig, Vec<i32>)> 
 
 pub fn top(a: TopArgs, ctx: &Ctx) -> Result<i32> {
     let (_, pids) = container_pids(ctx, &a.container)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     writeln!(out, "{:<8} {:<8} {:<9} CMD", "PID", "PPID", "TIME")?;
     for row in pids
         .iter()
@@ -1065,7 +1065,7 @@ pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
             rows.push((c, pids, dirs, before));
         }
         std::thread::sleep(interval);
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::report::stdout().lock();
         if a.format == "table" {
             writeln!(
                 out,

@@ -64,8 +64,7 @@ pub fn exec_attached(
     if !r.tty {
         let stdio = Stdio {
             stdin: stdin(),
-            stdout: None,
-            stderr: None,
+            ..Default::default()
         };
         return exec(keel_root, c, pid, root, spec, stdio);
     }
@@ -80,6 +79,7 @@ pub fn exec_attached(
         stdin: Some(dup(&slave)?),
         stdout: Some(dup(&slave)?),
         stderr: Some(slave),
+        ..Default::default()
     };
     let user = std::io::stdin();
     let _raw = crate::sys::tty::is_terminal(user.as_fd()).then(|| {

@@ -76,17 +76,19 @@ pub struct Container {
     cleanup: Cleanup,
     waited: bool,
     _forwarding: Option<crate::sys::proc::Forwarding>,
+    /// With [`Stdio::terminal`]: the master of the container's pseudo-terminal.
+    console: Option<std::os::fd::OwnedFd>,
 }
 
 /// Backend-specific teardown after the process ends.
 enum Cleanup {
     None,
     /// Unmount what the container mounted at or below the rootfs (chroot mounts live in
-    /// the host namespace); `keep` mounts at the rootfs itself (the snapshot's overlay)
-    /// were there before and stay, so `keel start` finds the tree again.
+    /// the host namespace): every mount there but those in `kept`, the ones that were
+    /// there before it started (an overlay snapshot's rootfs is itself a mount).
     UnmountBelow {
         root: PathBuf,
-        keep: usize,
+        kept: Vec<PathBuf>,
     },
     /// `runtime delete -f ID` and remove the bundle directory.
     Oci {
@@ -98,6 +100,12 @@ enum Cleanup {
 }
 
 impl Container {
+    /// The master of the terminal the container got with [`Stdio::terminal`] (once); `None`
+    /// when none was asked for or the container ended before it made one.
+    pub fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.console.take()
+    }
+
     /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH received by this
     /// process to the container until it is waited for (for a foreground `keel run`).
     pub fn forward_signals(&mut self) -> Result<(), RuntimeError> {
@@ -144,11 +152,11 @@ impl Container {
         let mut first: Option<RuntimeError> = None;
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
             Cleanup::None => {}
-            Cleanup::UnmountBelow { root, keep } => {
+            Cleanup::UnmountBelow { root, kept } => {
                 // Without a PID namespace (chroot) the first process's children outlive
                 // it; once the rootfs is unmounted nothing could find them any more.
                 reclaim::kill_rooted_in(&root);
-                if let Err(e) = unmount_below(&root, keep) {
+                if let Err(e) = unmount_below(&root, &kept) {
                     first.get_or_insert(e);
                 }
             }
@@ -184,47 +192,32 @@ impl Drop for Container {
     }
 }
 
-impl Cleanup {
-    /// The chroot backend's cleanup for `root`, counting the mounts already at `root`
-    /// (the snapshot's overlay, as root) so that cleanup leaves them in place.
-    fn unmount_below(root: PathBuf) -> Cleanup {
-        let keep = crate::sys::mount::mount_points()
-            .map(|m| m.iter().filter(|p| **p == root).count())
-            .unwrap_or(0);
-        Cleanup::UnmountBelow { root, keep }
-    }
+/// The mount points at or below `root`, one entry per mount (stacked mounts repeat).
+fn mounts_below(root: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    Ok(crate::sys::mount::mount_points()?
+        .into_iter()
+        .filter(|p| p.starts_with(root))
+        .collect())
 }
 
-/// Unmounts what a chroot container mounted at or below `root`: see [`unmount_order`].
-fn unmount_below(root: &Path, keep: usize) -> Result<(), RuntimeError> {
-    for p in unmount_order(&crate::sys::mount::mount_points()?, root, keep) {
+/// Unmounts every mount at or below `root` but those in `kept` (one per entry; mounts
+/// that were there before the container), deepest first, the newest of a stack first.
+fn unmount_below(root: &Path, kept: &[PathBuf]) -> Result<(), RuntimeError> {
+    let mut points = mounts_below(root)?;
+    for k in kept {
+        // The oldest of a stack is listed first in mountinfo: keep that one.
+        if let Some(i) = points.iter().position(|p| p == k) {
+            points.remove(i);
+        }
+    }
+    points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    for p in points {
         match crate::sys::mount::umount_detach(&p) {
             Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {}
             r => r?,
         }
     }
     Ok(())
-}
-
-/// Pure part of [`unmount_below`]: the mount points strictly below `root`, deepest
-/// first (each once: a detached unmount takes a stack), then `root` itself once per
-/// mount above the `keep` that were there before the container (`--read-only`'s bind).
-/// Unmounting the snapshot's own overlay here left `keel start` an empty directory to
-/// chroot into (exit 127: the command was not found).
-fn unmount_order(points: &[PathBuf], root: &Path, keep: usize) -> Vec<PathBuf> {
-    let mut below: Vec<PathBuf> = points
-        .iter()
-        .filter(|p| p.starts_with(root) && p.as_path() != root)
-        .cloned()
-        .collect();
-    below.sort_by(|a, b| (b.components().count(), b).cmp(&(a.components().count(), a)));
-    below.dedup();
-    let at_root = points.iter().filter(|p| p.as_path() == root).count();
-    below.extend(std::iter::repeat_n(
-        root.to_path_buf(),
-        at_root.saturating_sub(keep),
-    ));
-    below
 }
 
 /// An isolation backend: applies a [`ContainerSpec`] to a prepared rootfs directory.
@@ -317,8 +310,8 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
 fn fork_container(
     spec: &ContainerSpec,
     rootfs: &Path,
-    stdio: Stdio,
-    cleanup: impl FnOnce(PathBuf) -> Cleanup,
+    mut stdio: Stdio,
+    cleanup: impl FnOnce(PathBuf) -> Result<Cleanup, RuntimeError>,
     child: impl FnOnce(
         &Path,
         &setup::Prepared,
@@ -331,11 +324,32 @@ fn fork_container(
     let prep = setup::Prepared::new(spec).map_err(RuntimeError::Setup)?;
     ensure_cwd(&rootfs, &spec.cwd)?;
     let cgroup = make_cgroup(spec)?;
+    let joins = match cgroup.as_ref().map(cgroup::Cgroup::self_join_files) {
+        Some(Err(e)) => {
+            let _ = cgroup.map(cgroup::Cgroup::destroy);
+            return Err(e.into());
+        }
+        j => j.and_then(Result::ok).unwrap_or_default(),
+    };
     let (go_r, go_w) = sys::proc::pipe()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
+    let console = match stdio.terminal {
+        Some(_) => {
+            let (keel_end, child_end) = sys::tty::console_pair()?;
+            stdio.console = Some(child_end);
+            Some(keel_end)
+        }
+        None => None,
+    };
     let pid = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => {
-            sys::proc::close_fds_except(&keep_fds(&[&go_r, &rep_w], &stdio));
+            let mut keep: Vec<&std::os::fd::OwnedFd> = vec![&go_r, &rep_w];
+            keep.extend(joins.iter());
+            sys::proc::close_fds_except(&keep_fds(&keep, &stdio));
+            // Into the cgroup (device allow-list, limits) before anything else runs.
+            if let Err(m) = cgroup::join_self(joins) {
+                setup::fail(&rep_w, setup::Report::Setup(m), 255);
+            }
             if !await_go(&go_r) {
                 sys::proc::exit(1);
             }
@@ -351,12 +365,29 @@ fn fork_container(
             return Err(e.into());
         }
     };
-    drop((go_r, rep_w));
-    handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))
+    drop((go_r, rep_w, stdio, joins));
+    // Before the go byte: the child has mounted nothing yet.
+    let cleanup = match cleanup(rootfs) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sys::proc::kill(pid, libc::SIGKILL);
+            let _ = sys::proc::wait(pid);
+            if let Some(cg) = cgroup {
+                let _ = cg.destroy();
+            }
+            return Err(e);
+        }
+    };
+    let mut c = handshake(pid, cgroup, go_w, rep_r, cleanup)?;
+    if let Some(sock) = console {
+        // Sent before exec, and the handshake returns after it: queued by now.
+        c.console = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)?;
+    }
+    Ok(c)
 }
 
-/// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
-/// child into its cgroup, let it go, then read what it reports before exec.
+/// Parent side of the start handshake shared by `namespaces` and `chroot`: let the child
+/// go (it has moved itself into `cgroup`), then read what it reports before exec.
 fn handshake(
     pid: i32,
     cgroup: Option<cgroup::Cgroup>,
@@ -371,15 +402,18 @@ fn handshake(
         cleanup,
         waited: false,
         _forwarding: None,
+        console: None,
     };
-    if let Some(cg) = &c.cgroup {
-        cg.add(pid)?; // on error, Drop kills the child and cleans up
-    }
-    crate::sys::proc::write_all(&go, b"g")?;
+    // A child that failed to join its cgroup has reported and exited: the go byte then
+    // meets a closed pipe, and the report says why.
+    let went = crate::sys::proc::write_all(&go, b"g");
     drop(go);
     let bytes = crate::sys::proc::read_to_end(&report)?;
     match setup::Report::decode(&bytes) {
-        None => Ok(c),
+        None => {
+            went?;
+            Ok(c)
+        }
         Some(setup::Report::Exec { code, message }) => {
             c.exec_error = Some((code, message));
             Ok(c)
@@ -401,48 +435,10 @@ fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
 /// The fds a forked child keeps: its pipe ends and the container's stdio.
 fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
     use std::os::fd::AsRawFd;
-    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr, &stdio.console];
     pipes
         .iter()
         .map(|f| f.as_raw_fd())
         .chain(io.into_iter().flatten().map(|f| f.as_raw_fd()))
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// What a chroot container's cleanup unmounts, given the mount table afterwards.
-    #[test]
-    fn unmount_order_keeps_the_snapshot_mount() {
-        let r = "/s/rootfs";
-        let p = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
-        let cases: &[(&[&str], usize, &[&str])] = &[
-            // As root: the overlay at the rootfs was there before and stays.
-            (
-                &[
-                    "/",
-                    r,
-                    "/s/rootfs/proc",
-                    "/s/rootfs/dev",
-                    "/s/rootfs/dev/pts",
-                ],
-                1,
-                &["/s/rootfs/dev/pts", "/s/rootfs/proc", "/s/rootfs/dev"],
-            ),
-            // --read-only: the bind on top of the overlay goes, the overlay stays.
-            (&[r, r, "/s/rootfs/proc"], 1, &["/s/rootfs/proc", r]),
-            // The copy snapshotter: a plain directory, the read-only bind goes.
-            (&[r, "/s/rootfs/proc"], 0, &["/s/rootfs/proc", r]),
-            // A sibling sharing the prefix is not below the rootfs.
-            (&["/s/rootfs2", "/s/rootfs/a"], 0, &["/s/rootfs/a"]),
-            // Nothing left to unmount.
-            (&["/", r], 1, &[]),
-        ];
-        for (points, keep, want) in cases {
-            let got = unmount_order(&p(points), Path::new(r), *keep);
-            assert_eq!(got, p(want), "{points:?} keep {keep}");
-        }
-    }
 }
