@@ -178,6 +178,11 @@ pub struct AppsArgs {
 pub enum AppsCommand {
     /// Stop an app's containers and router and forget it (its images stay).
     Rm { app: String },
+    /// Keep an app up, in the foreground: serve its router and start the current
+    /// release's containers again whenever they are gone (after a reboot, a crash, a
+    /// `keel rm`); SIGTERM stops them. What `keel integrate systemd|supervisord|runit
+    /// --app APP` runs.
+    Up { app: String },
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +199,8 @@ struct Swap {
     image: String,
     description: String,
     scale: std::collections::BTreeMap<String, u32>,
+    /// Each type's command (empty: the buildpack launcher's `TYPE`).
+    commands: std::collections::BTreeMap<String, Vec<String>>,
     timeout: u64,
     check: Check,
 }
@@ -251,11 +258,12 @@ fn start_process(
     image: &str,
     kind: &str,
     name: &str,
+    command: Vec<String>,
 ) -> Result<Process> {
     let i = name.rsplit('.').next().unwrap_or("1");
     let req = crate::container::run::RunRequest {
         image: image.to_string(),
-        command: vec![kind.to_string()],
+        command,
         name: Some(name.to_string()),
         detach: true,
         env: vec![format!("DYNO={kind}.{i}")],
@@ -298,14 +306,15 @@ fn wait_healthy(
 
 /// Starts the new release beside the current one, waits for web, switches the router
 /// to it, then stops the previous release: the zero-downtime swap.
-fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
+/// Starts release `version`'s containers (`s.scale` of each type); when one fails to
+/// start, those already started are removed.
+fn start_release(app: &str, version: u32, s: &Swap, ctx: &Ctx) -> Result<Vec<Process>> {
     let store = ctx.store()?;
-    ensure_router(state, ctx)?;
-    let version = state.next_version();
-    let names = deploy::container_names(&state.name, version, &s.scale);
+    let names = deploy::container_names(app, version, &s.scale);
     let mut procs = Vec::new();
     for (kind, name) in &names {
-        match start_process(&store, &s.image, kind, name) {
+        let command = deploy::command_for(&s.commands, kind);
+        match start_process(&store, &s.image, kind, name, command) {
             Ok(p) => procs.push(p),
             Err(e) => {
                 let started: Vec<String> = procs.iter().map(|p: &Process| p.name.clone()).collect();
@@ -314,14 +323,17 @@ fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
             }
         }
     }
-    ctx.reporter.note(format!(
-        "v{version}: started {}",
-        names
-            .iter()
-            .map(|(_, n)| n.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
+    let names: Vec<&str> = names.iter().map(|(_, n)| n.as_str()).collect();
+    ctx.reporter
+        .note(format!("v{version}: started {}", names.join(", ")));
+    Ok(procs)
+}
+
+fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
+    let store = ctx.store()?;
+    ensure_router(state, ctx)?;
+    let version = state.next_version();
+    let procs = start_release(&state.name, version, &s, ctx)?;
     if let Err((last, container)) = wait_healthy(&procs, s.timeout, s.check) {
         let started: Vec<String> = procs.iter().map(|p| p.name.clone()).collect();
         super::run::stop_and_remove(&started, 5, ctx)?;
@@ -334,6 +346,13 @@ fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
         }
         .into());
     }
+    // `keel apps up` must not restart the previous release's containers as they stop.
+    let _lock = deploy::lock(store.root(), &state.name)?;
+    if let Some(fresh) = deploy::load(store.root(), &state.name)? {
+        // Ports `keel apps up` gave restarted containers since this deploy began.
+        state.releases = fresh.releases;
+        state.router_pid = fresh.router_pid;
+    }
     let previous = state
         .current_release()
         .map(|r| r.processes.clone())
@@ -344,6 +363,7 @@ fn swap(state: &mut AppState, s: Swap, ctx: &Ctx) -> Result<u32> {
         created: crate::image::rfc3339(std::time::SystemTime::now()),
         description: s.description,
         processes: procs,
+        commands: s.commands,
     });
     state.current = Some(version);
     state.scale = s.scale;
@@ -409,8 +429,22 @@ pub fn deploy_app(a: DeployArgs, ctx: &Ctx) -> Result<i32> {
         .ok_or_else(|| anyhow::anyhow!("{}: say where the app is with --path DIR", a.app))?;
     let path = std::path::absolute(&path)?;
     let image = format!("{}:v{}", a.app, state.next_version());
-    let built = build_app(&request(path.clone(), image.clone(), &a.flags)?, ctx)?;
-    let types: Vec<String> = built.release.processes.keys().cloned().collect();
+    let kind = deploy::kind_of(
+        path.join("Dockerfile").is_file(),
+        path.join(".buildpacks").is_file(),
+        !a.flags.buildpacks.is_empty(),
+    );
+    let (types, commands) = match kind {
+        deploy::AppKind::Buildpacks => {
+            let built = build_app(&request(path.clone(), image.clone(), &a.flags)?, ctx)?;
+            let types: Vec<String> = built.release.processes.keys().cloned().collect();
+            (types, Default::default())
+        }
+        deploy::AppKind::Dockerfile => {
+            let commands = build_dockerfile_app(&path, &image, ctx)?;
+            (commands.keys().cloned().collect(), commands)
+        }
+    };
     let asked = match &a.scale {
         Some(s) => deploy::parse_scale(s)?,
         None => Default::default(),
@@ -426,12 +460,44 @@ pub fn deploy_app(a: DeployArgs, ctx: &Ctx) -> Result<i32> {
             .description
             .unwrap_or_else(|| format!("deploy {}", path.display())),
         scale,
+        commands,
         timeout: a.timeout,
         check: a.check,
     };
     let version = swap(&mut state, swap_req, ctx)?;
     print_up(&state, version)?;
     Ok(0)
+}
+
+/// A Dockerfile app: `keel build -t IMAGE DIR` through the same code as the command
+/// (the Dockerfile front end, the build cache); returns each process type's command
+/// (`web`: the image's CMD, unless the app's Procfile says otherwise).
+fn build_dockerfile_app(
+    dir: &std::path::Path,
+    image: &str,
+    ctx: &Ctx,
+) -> Result<std::collections::BTreeMap<String, Vec<String>>> {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct One {
+        #[command(flatten)]
+        args: super::build::BuildArgs,
+    }
+    errln!("== building {} (Dockerfile, {})", image, dir.display());
+    let dir_arg = dir.display().to_string();
+    let one = One::try_parse_from(["keel", "-t", image, dir_arg.as_str()])?;
+    let code = super::build::build(one.args, ctx)?;
+    if code != 0 {
+        anyhow::bail!("building {image} from {}/Dockerfile failed", dir.display());
+    }
+    let procfile = match std::fs::read_to_string(dir.join("Procfile")) {
+        Ok(text) => Some(buildpack::release::parse_procfile(&text)?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(e).with_context(|| format!("reading {}/Procfile", dir.display()));
+        }
+    };
+    Ok(deploy::dockerfile_commands(procfile.as_ref()))
 }
 
 /// `keel rollback APP`: start an earlier release's image again as a new release.
@@ -440,12 +506,17 @@ pub fn rollback(a: RollbackArgs, ctx: &Ctx) -> Result<i32> {
     let mut state = deploy::load(store.root(), &a.app)?
         .ok_or_else(|| deploy::DeployError::NoApp(a.app.clone()))?;
     let target = state.rollback_target(a.to)?.clone();
-    let types = image_types(&target.image, ctx)?;
+    let types = if target.commands.is_empty() {
+        image_types(&target.image, ctx)?
+    } else {
+        target.commands.keys().cloned().collect()
+    };
     let scale = deploy::formation(&types, &state.scale, &Default::default())?;
     let swap_req = Swap {
         image: target.image.clone(),
         description: format!("rollback to v{}", target.version),
         scale,
+        commands: target.commands.clone(),
         timeout: a.timeout,
         check: a.check,
     };
@@ -454,23 +525,35 @@ pub fn rollback(a: RollbackArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
+/// `keel apps rm APP`: its containers and router stopped, its state removed.
+fn apps_rm(app: &str, ctx: &Ctx) -> Result<i32> {
+    let store = ctx.store()?;
+    let state =
+        deploy::load(store.root(), app)?.ok_or_else(|| deploy::DeployError::NoApp(app.into()))?;
+    let mut names: Vec<String> = state
+        .releases
+        .iter()
+        .flat_map(|r| r.processes.iter().map(|p| p.name.clone()))
+        .collect();
+    // Containers already gone (removed by hand, lost in a reboot) are not an error.
+    let containers = crate::container::Containers::new(store.root());
+    names.retain(|n| containers.find(n).is_ok());
+    super::run::stop_and_remove(&names, 10, ctx)?;
+    if let Some(pid) = state.router_pid.filter(|p| crate::sys::session::alive(*p)) {
+        crate::sys::proc::kill(pid, libc::SIGTERM)?;
+    }
+    crate::sys::hostfs::remove_dir_all(deploy::app_dir(store.root(), app))?;
+    Ok(0)
+}
+
 /// `keel apps`: every app, its current release and address; `keel apps rm APP`.
 pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
+    if let Some(AppsCommand::Up { app }) = &a.command {
+        return apps_up(app, ctx);
+    }
     if let Some(AppsCommand::Rm { app }) = a.command {
-        let state = deploy::load(store.root(), &app)?
-            .ok_or_else(|| deploy::DeployError::NoApp(app.clone()))?;
-        let names: Vec<String> = state
-            .releases
-            .iter()
-            .flat_map(|r| r.processes.iter().map(|p| p.name.clone()))
-            .collect();
-        super::run::stop_and_remove(&names, 10, ctx)?;
-        if let Some(pid) = state.router_pid.filter(|p| crate::sys::session::alive(*p)) {
-            crate::sys::proc::kill(pid, libc::SIGTERM)?;
-        }
-        crate::sys::hostfs::remove_dir_all(deploy::app_dir(store.root(), &app))?;
-        return Ok(0);
+        return apps_rm(&app, ctx);
     }
     outln!(
         "{:<20} {:<8} {:<28} {:<24} DESCRIPTION",
@@ -512,15 +595,123 @@ pub fn apps(a: AppsArgs, ctx: &Ctx) -> Result<i32> {
     Ok(0)
 }
 
-/// `keel logs --app APP`: each current container's selected output, every line
-/// prefixed with its process (`web.1| `), one container after the other.
+/// Takes the app's router over: an earlier router (a deploy's `keel __router`, or a
+/// previous `keel apps up`) is stopped, its port bound here and this process recorded.
+fn take_router(app: &str, ctx: &Ctx) -> Result<std::net::TcpListener> {
+    let store = ctx.store()?;
+    let state =
+        deploy::load(store.root(), app)?.ok_or_else(|| deploy::DeployError::NoApp(app.into()))?;
+    let me = std::process::id() as i32;
+    if let Some(pid) = state.router_pid.filter(|p| *p != me) {
+        if crate::sys::session::alive(pid) {
+            let _ = crate::sys::proc::kill(pid, libc::SIGTERM);
+            let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while crate::sys::session::alive(pid) && std::time::Instant::now() < until {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+        }
+    }
+    let (listener, port) = deploy::router::bind(state.router_port)
+        .with_context(|| format!("binding the router port {} of {app}", state.router_port))?;
+    let _lock = deploy::lock(store.root(), app)?;
+    let mut state =
+        deploy::load(store.root(), app)?.ok_or_else(|| deploy::DeployError::NoApp(app.into()))?;
+    state.router_port = port;
+    state.router_pid = Some(me);
+    deploy::save(store.root(), &state)?;
+    Ok(listener)
+}
+
+/// Starts every container of the app's current release that is not running (a stale
+/// one is removed first) under its own name; returns the names started.
+fn heal(app: &str, ctx: &Ctx) -> Result<Vec<String>> {
+    let store = ctx.store()?;
+    let _lock = deploy::lock(store.root(), app)?;
+    let mut state =
+        deploy::load(store.root(), app)?.ok_or_else(|| deploy::DeployError::NoApp(app.into()))?;
+    let Some(release) = state.current_release().cloned() else {
+        return Ok(Vec::new());
+    };
+    let containers = crate::container::Containers::new(store.root());
+    let mut started = Vec::new();
+    for p in &release.processes {
+        let found = containers.find(&p.name).ok();
+        let running = found.as_ref().is_some_and(|c| {
+            containers
+                .refresh(c)
+                .is_ok_and(|st| st.status == crate::container::Status::Running)
+        });
+        if running {
+            continue;
+        }
+        if found.is_some() {
+            super::run::stop_and_remove(std::slice::from_ref(&p.name), 1, ctx)?;
+        }
+        let command = deploy::command_for(&release.commands, &p.kind);
+        let fresh = start_process(&store, &release.image, &p.kind, &p.name, command)?;
+        if let Some(r) = state
+            .releases
+            .iter_mut()
+            .find(|r| r.version == release.version)
+        {
+            for q in r.processes.iter_mut().filter(|q| q.name == p.name) {
+                q.port = fresh.port;
+            }
+        }
+        started.push(p.name.clone());
+    }
+    if !started.is_empty() {
+        deploy::save(store.root(), &state)?;
+    }
+    Ok(started)
+}
+
+/// `keel apps up APP`: the router in a thread, and every half second the current
+/// release's containers checked and started again; on SIGTERM/SIGINT they are stopped.
+fn apps_up(app: &str, ctx: &Ctx) -> Result<i32> {
+    deploy::check_name(app)?;
+    crate::sys::proc::catch_termination()?;
+    let store = ctx.store()?;
+    let listener = take_router(app, ctx)?;
+    let port = listener.local_addr()?.port();
+    let (root, name) = (store.root().to_path_buf(), app.to_string());
+    std::thread::spawn(move || deploy::router::serve(listener, root, name));
+    let mut first = true;
+    loop {
+        if let Some(sig) = crate::sys::proc::termination_requested() {
+            let containers = crate::container::Containers::new(store.root());
+            let mut names = deploy::current_containers(store.root(), app)?;
+            names.retain(|n| containers.find(n).is_ok());
+            errln!("{app}: signal {sig}: stopping {}", names.join(", "));
+            super::run::stop_and_remove(&names, 10, ctx)?;
+            return Ok(0);
+        }
+        let started = heal(app, ctx)?;
+        if !started.is_empty() {
+            errln!("{app}: started {}", started.join(", "));
+        }
+        if std::mem::take(&mut first) {
+            outln!("{app} is up at http://127.0.0.1:{port}/")?;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `keel logs --app APP [-f]`: each current container's selected output, every line
+/// prefixed with its process (`web.1| `), one container after the other; with `follow`,
+/// then every new line of the current release's containers (a deploy's new ones too)
+/// until the process is interrupted.
 pub fn app_logs(
     containers: &crate::container::Containers,
     app: &str,
     sel: &crate::container::logs::Selection,
     root: &std::path::Path,
+    follow: bool,
 ) -> Result<i32> {
     use crate::container::logs::{select, times_path};
+    // How far each container's log has been shown, by container id (`keel apps up`
+    // starts a container again under its name, with a new id and log).
+    let mut shown_to = std::collections::BTreeMap::<String, u64>::new();
     for name in deploy::current_containers(root, app)? {
         let Ok(c) = containers.find(&name) else {
             continue;
@@ -528,14 +719,49 @@ pub fn app_logs(
         let path = containers.log_path(&c.id);
         let log = std::fs::read(&path).unwrap_or_default();
         let times = std::fs::read_to_string(times_path(&path)).unwrap_or_default();
-        let shown = select(&log, &times, sel);
-        // APP.vN.TYPE.I → TYPE.I
-        let process = name.splitn(3, '.').nth(2).unwrap_or(&name).to_string();
-        for line in String::from_utf8_lossy(&shown).lines() {
-            outln!("{process}| {line}")?;
+        print_prefixed(&name, &select(&log, &times, sel))?;
+        shown_to.insert(c.id.clone(), log.len() as u64);
+    }
+    if !follow {
+        return Ok(0);
+    }
+    crate::sys::proc::catch_termination()?;
+    while crate::sys::proc::termination_requested().is_none() {
+        for name in deploy::current_containers(root, app)? {
+            let Ok(c) = containers.find(&name) else {
+                continue;
+            };
+            let from = shown_to.entry(c.id.clone()).or_insert(0);
+            let new = read_from(&containers.log_path(&c.id), *from);
+            // Whole lines only: a partial last line waits for its newline.
+            let end = new.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            print_prefixed(&name, &new[..end])?;
+            *from += end as u64;
         }
+        std::thread::sleep(std::time::Duration::from_millis(200));
     }
     Ok(0)
+}
+
+/// The bytes of file `path` from `offset` on (none when it cannot be read).
+fn read_from(path: &std::path::Path, offset: u64) -> Vec<u8> {
+    use std::io::{Read, Seek};
+    let mut out = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        if f.seek(std::io::SeekFrom::Start(offset)).is_ok() {
+            let _ = f.read_to_end(&mut out);
+        }
+    }
+    out
+}
+
+/// Prints `bytes`' lines as `TYPE.I| line` for container `APP.vN.TYPE.I`.
+fn print_prefixed(name: &str, bytes: &[u8]) -> Result<()> {
+    let process = name.splitn(3, '.').nth(2).unwrap_or(name);
+    for line in String::from_utf8_lossy(bytes).lines() {
+        outln!("{process}| {line}")?;
+    }
+    Ok(())
 }
 
 /// `keel build` in a project: its `[[app]]` entries, each a buildpack build tagged with

@@ -215,9 +215,11 @@ pub fn main() -> i32 {
         }
     };
     // Before anything else runs: entering a user namespace needs a single thread.
+    // `keel cp` enters (or joins a running container's) later, once it knows which.
     let needs_userns = !matches!(
         cli.command,
         Command::Exec(_)
+            | Command::Cp(_)
             | Command::Top(_)
             | Command::Stats(_)
             | Command::External(_)

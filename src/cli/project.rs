@@ -190,6 +190,10 @@ pub struct IntegrateArgs {
     /// Service name (process managers).
     #[arg(long, value_name = "NAME")]
     name: Option<String>,
+    /// Process managers: keep this deployed app up (`keel apps up APP`: its router and
+    /// the current release's containers) instead of running IMAGE.
+    #[arg(long, value_name = "APP", conflicts_with_all = ["image", "publish", "command"])]
+    app: Option<String>,
     /// The [env] test steps run in (default: dev, else the first).
     #[arg(long, value_name = "ENV")]
     env: Option<String>,
@@ -275,6 +279,8 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         registry: a.registry,
         root: Some(absolute(&ctx.root)?.display().to_string()),
         scm: a.scm,
+        user_service: crate::sys::userns::rootless(),
+        app: a.app,
     };
     // git-deploy's positional is an app, which is deployed later, not an image.
     if service && tool != "git-deploy" {

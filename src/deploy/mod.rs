@@ -73,6 +73,11 @@ pub struct Release {
     /// What made it: `git abc123`, `deploy DIR`, `rollback to v1`.
     pub description: String,
     pub processes: Vec<Process>,
+    /// The command each process type's container runs. Empty for a buildpack image,
+    /// whose launcher takes the type (`web`); a Dockerfile image's `web` with no
+    /// Procfile line runs the image's own CMD/ENTRYPOINT (an empty command).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub commands: BTreeMap<String, Vec<String>>,
 }
 
 /// `<root>/apps/<APP>/app.json`.
@@ -94,6 +99,50 @@ pub struct AppState {
     pub router_port: u16,
     #[serde(default)]
     pub router_pid: Option<i32>,
+}
+
+/// How an app directory is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// Heroku classic buildpacks (`keel buildpack build`).
+    Buildpacks,
+    /// keel's Dockerfile front end (`keel build`).
+    Dockerfile,
+}
+
+/// A directory with a Dockerfile builds from it, unless buildpacks are asked for
+/// (`--buildpack` or a `.buildpacks` file): Dokku's rule.
+pub fn kind_of(has_dockerfile: bool, has_dot_buildpacks: bool, flag_buildpacks: bool) -> AppKind {
+    if has_dockerfile && !has_dot_buildpacks && !flag_buildpacks {
+        AppKind::Dockerfile
+    } else {
+        AppKind::Buildpacks
+    }
+}
+
+/// The process types of a Dockerfile app and the command each runs: `web` is the
+/// image's CMD/ENTRYPOINT (an empty command) unless the Procfile names it; every
+/// Procfile line runs through `/bin/sh -c`, so `$PORT` expands in the container.
+pub fn dockerfile_commands(
+    procfile: Option<&BTreeMap<String, String>>,
+) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::from([("web".to_string(), Vec::new())]);
+    for (kind, cmd) in procfile.into_iter().flatten() {
+        out.insert(
+            kind.clone(),
+            vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+        );
+    }
+    out
+}
+
+/// The command a container of process type `kind` runs, given a release's `commands`:
+/// the recorded one, else the type itself (a buildpack image's launcher argument).
+pub fn command_for(commands: &BTreeMap<String, Vec<String>>, kind: &str) -> Vec<String> {
+    commands
+        .get(kind)
+        .cloned()
+        .unwrap_or_else(|| vec![kind.to_string()])
 }
 
 /// App names become image names and container names: lowercase, digits, `-`.
@@ -239,6 +288,29 @@ pub fn save(root: &Path, state: &AppState) -> Result<(), DeployError> {
     hostfs::write_atomic(&dir.join("app.json"), &bytes).map_err(io)
 }
 
+/// Holds `<root>/apps/<APP>/lock` (flock) while the guard lives: a swap's switch of
+/// releases and `keel apps up` restarting the current release's containers exclude
+/// each other, so neither restarts a container the other just stopped.
+pub fn lock(root: &Path, app: &str) -> Result<std::fs::File, DeployError> {
+    let dir = app_dir(root, app);
+    let path = dir.join("lock");
+    let io = |source| DeployError::Io {
+        path: path.clone(),
+        source,
+    };
+    hostfs::create_dir_all(&dir).map_err(io)?;
+    let f = hostfs::open_with(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+        &path,
+    )
+    .map_err(io)?;
+    f.lock().map_err(io)?;
+    Ok(f)
+}
+
 /// Every deployed app, sorted by name.
 pub fn list(root: &Path) -> Result<Vec<AppState>, DeployError> {
     let dir = root.join("apps");
@@ -315,7 +387,32 @@ mod tests {
             created: String::new(),
             description: String::new(),
             processes: Vec::new(),
+            commands: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn dockerfile_apps() {
+        assert_eq!(kind_of(true, false, false), AppKind::Dockerfile);
+        for (d, b, f) in [
+            (true, true, false),
+            (true, false, true),
+            (false, false, false),
+        ] {
+            assert_eq!(kind_of(d, b, f), AppKind::Buildpacks, "{d} {b} {f}");
+        }
+        let none = dockerfile_commands(None);
+        assert_eq!(none.len(), 1);
+        assert!(none["web"].is_empty(), "web runs the image's CMD");
+        let procfile = BTreeMap::from([
+            ("web".to_string(), "httpd -f -p $PORT".to_string()),
+            ("worker".to_string(), "./work".to_string()),
+        ]);
+        let cmds = dockerfile_commands(Some(&procfile));
+        assert_eq!(cmds["web"], ["/bin/sh", "-c", "httpd -f -p $PORT"]);
+        assert_eq!(cmds["worker"], ["/bin/sh", "-c", "./work"]);
+        assert_eq!(command_for(&BTreeMap::new(), "web"), ["web"]);
+        assert!(command_for(&none, "web").is_empty());
     }
 
     #[test]

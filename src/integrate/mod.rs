@@ -122,6 +122,12 @@ pub struct AdapterOptions {
     /// `--scm URL`: the repository a CI job checks out (default: the project's git
     /// remote `origin`, when it has one).
     pub scm: Option<String>,
+    /// Rootless keel (docs/rootless.md): process-manager glue is for the user's own
+    /// manager — a systemd *user* unit — since the root it pins is the user's store.
+    pub user_service: bool,
+    /// `--app APP`: process managers keep a deployed app up (`keel apps up APP`)
+    /// instead of one container of an image.
+    pub app: Option<String>,
 }
 
 impl Default for AdapterOptions {
@@ -138,6 +144,8 @@ impl Default for AdapterOptions {
             registry: None,
             root: None,
             scm: None,
+            user_service: false,
+            app: None,
         }
     }
 }
@@ -152,6 +160,9 @@ impl AdapterOptions {
         }
         if let Some(n) = &self.name {
             s += &format!(" --name {}", q(n));
+        }
+        if let Some(a) = &self.app {
+            s += &format!(" --app {}", q(a));
         }
         if let Some(e) = &self.env {
             s += &format!(" --env {}", q(e));

@@ -3,6 +3,11 @@
 //! foreground, removes a stale container of that name first, stops it cleanly (`keel
 //! stop N`, or SIGTERM to `keel run`, which stops the container) and restarts it when it
 //! fails. No keel.toml is needed.
+//!
+//! With `--app APP` they keep a deployed app up instead (integrations/systemd/keel-app.service,
+//! supervisord/keel-app.conf, runit/app-run): the service runs `keel apps up APP` in the
+//! foreground, which serves the app's router and starts the current release's containers
+//! again whenever they are gone; SIGTERM stops them.
 use super::template::{fill, header, shell_join, shell_quote, Comment};
 use super::{Adapter, AdapterOptions, GeneratedFile, IntegrateError, ResolvedProject, Result};
 
@@ -11,6 +16,9 @@ const SUPERVISORD: &str = include_str!("../../integrations/supervisord/keel.conf
 const RUNIT_RUN: &str = include_str!("../../integrations/runit/run");
 const RUNIT_FINISH: &str = include_str!("../../integrations/runit/finish");
 const RUNIT_CONTROL_T: &str = include_str!("../../integrations/runit/control-t");
+const APP_UNIT: &str = include_str!("../../integrations/systemd/keel-app.service");
+const APP_SUPERVISORD: &str = include_str!("../../integrations/supervisord/keel-app.conf");
+const APP_RUNIT_RUN: &str = include_str!("../../integrations/runit/app-run");
 
 pub struct Systemd;
 pub struct Supervisord;
@@ -38,6 +46,117 @@ fn name_image<'a>(tool: &'static str, opts: &'a AdapterOptions) -> Result<(&'a s
         });
     }
     Ok((name, image))
+}
+
+/// The app (`--app`) and the service name (`--name`, default the app's).
+fn app_name<'a>(
+    tool: &'static str,
+    opts: &'a AdapterOptions,
+) -> Result<Option<(&'a str, &'a str)>> {
+    let Some(app) = opts.app.as_deref() else {
+        return Ok(None);
+    };
+    if crate::deploy::check_name(app).is_err() {
+        return Err(IntegrateError::Options {
+            adapter: tool,
+            message: format!(
+                "--app `{app}` is not an app name (lowercase letters, digits and '-', as `keel deploy` takes)"
+            ),
+        });
+    }
+    if opts.image.is_some() || !opts.command.is_empty() || !opts.publish.is_empty() {
+        return Err(IntegrateError::Options {
+            adapter: tool,
+            message: "--app takes no IMAGE, -p or command: the app's release says what runs".into(),
+        });
+    }
+    let name = opts.name.as_deref().unwrap_or(app);
+    Ok(Some((app, name)))
+}
+
+fn absolute_keel(tool: &'static str, opts: &AdapterOptions) -> Result<()> {
+    if opts.keel.starts_with('/') {
+        return Ok(());
+    }
+    Err(IntegrateError::Options {
+        adapter: tool,
+        message: format!(
+            "{tool} needs an absolute path for keel, not `{}`; pass --keel /usr/local/bin/keel",
+            opts.keel
+        ),
+    })
+}
+
+fn app_header(tool: &str, opts: &AdapterOptions) -> String {
+    header(Comment::Hash, "the command line", &opts.regen_command(tool))
+}
+
+/// `keel-NAME.service` running `keel apps up APP`.
+fn systemd_app(opts: &AdapterOptions, app: &str, name: &str) -> Result<Vec<GeneratedFile>> {
+    absolute_keel("systemd", opts)?;
+    let text = fill(
+        "systemd/keel-app.service",
+        APP_UNIT,
+        &[
+            ("header", app_header("systemd", opts)),
+            ("app", app.to_string()),
+            ("name", name.to_string()),
+            ("keel", systemd_quote(&opts.keel)),
+            ("app_arg", systemd_quote(app)),
+            ("root", systemd_quote(&root(opts))),
+        ]
+        .into_iter()
+        .chain(unit_kind(opts.user_service))
+        .collect::<Vec<_>>(),
+    )?;
+    Ok(vec![GeneratedFile::new(
+        format!("keel-{name}.service"),
+        text,
+    )])
+}
+
+/// `[program:NAME]` running `keel apps up APP`.
+fn supervisord_app(opts: &AdapterOptions, app: &str, name: &str) -> Result<Vec<GeneratedFile>> {
+    let esc = |s: String| in_single_quotes(&s).replace('%', "%%");
+    let text = fill(
+        "supervisord/keel-app.conf",
+        APP_SUPERVISORD,
+        &[
+            ("header", app_header("supervisord", opts)),
+            ("app", app.to_string()),
+            ("name", name.to_string()),
+            ("keel_sh", esc(shell_quote(&opts.keel))),
+            ("app_sh", esc(shell_quote(app))),
+            (
+                "root",
+                root(opts)
+                    .replace('\\', "\\\\")
+                    .replace('"', "\\\"")
+                    .replace('%', "%%"),
+            ),
+        ],
+    )?;
+    Ok(vec![GeneratedFile::new(format!("keel-{name}.conf"), text)])
+}
+
+/// Service directory NAME/ whose run script execs `keel apps up APP` (runsv's TERM on
+/// `sv down` reaches keel directly: no control/t or finish script is needed).
+fn runit_app(opts: &AdapterOptions, app: &str, name: &str) -> Result<Vec<GeneratedFile>> {
+    let text = fill(
+        "runit/app-run",
+        APP_RUNIT_RUN,
+        &[
+            ("header", app_header("runit", opts)),
+            ("app", app.to_string()),
+            ("name", name.to_string()),
+            ("keel_sh", shell_quote(&opts.keel)),
+            ("root_sh", shell_quote(&root(opts))),
+            ("app_sh", shell_quote(app)),
+        ],
+    )?;
+    Ok(vec![
+        GeneratedFile::new(format!("{name}/run"), text).executable()
+    ])
 }
 
 /// `keel run` arguments after `--name N`: publish flags, image, command.
@@ -86,6 +205,37 @@ fn in_single_quotes(s: &str) -> String {
     s.replace('\'', r"'\''")
 }
 
+/// What differs between a system unit (root's keel) and a user unit (rootless keel,
+/// started by the user's own `systemd --user`): where it is installed, how systemctl is
+/// called, what it is wanted by, and the system's network-online target, which a user
+/// manager cannot order against. A user unit outlives the login only with lingering.
+fn unit_kind(user: bool) -> [(&'static str, String); 5] {
+    let (dir, ctl, wanted, network, linger) = if user {
+        (
+            "~/.config/systemd/user/",
+            "systemctl --user",
+            "default.target",
+            "",
+            "\n#          (rootless keel: a user unit; `loginctl enable-linger` keeps it running\n#          while you are logged out)",
+        )
+    } else {
+        (
+            "/etc/systemd/system/",
+            "systemctl",
+            "multi-user.target",
+            "\nWants=network-online.target\nAfter=network-online.target",
+            "",
+        )
+    };
+    [
+        ("unit_dir", dir.to_string()),
+        ("systemctl", ctl.to_string()),
+        ("wanted_by", wanted.to_string()),
+        ("network", network.to_string()),
+        ("linger", linger.to_string()),
+    ]
+}
+
 impl Adapter for Systemd {
     fn name(&self) -> &'static str {
         "systemd"
@@ -94,6 +244,9 @@ impl Adapter for Systemd {
         "keel-NAME.service running `keel run --rm --name NAME IMAGE` (Restart=on-failure)"
     }
     fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        if let Some((app, name)) = app_name("systemd", opts)? {
+            return systemd_app(opts, app, name);
+        }
         let (name, image) = name_image("systemd", opts)?;
         if !opts.keel.starts_with('/') {
             return Err(IntegrateError::Options {
@@ -126,7 +279,10 @@ impl Adapter for Systemd {
                 ("image_arg", systemd_quote(image)),
                 ("root", systemd_quote(&root(opts))),
                 ("run_args", prefixed(run_args.join(" "))),
-            ],
+            ]
+            .into_iter()
+            .chain(unit_kind(opts.user_service))
+            .collect::<Vec<_>>(),
         )?;
         Ok(vec![GeneratedFile::new(
             format!("keel-{name}.service"),
@@ -143,6 +299,9 @@ impl Adapter for Supervisord {
         "[program:NAME] section running `keel run --rm --name NAME IMAGE` (autorestart)"
     }
     fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        if let Some((app, name)) = app_name("supervisord", opts)? {
+            return supervisord_app(opts, app, name);
+        }
         let (name, image) = name_image("supervisord", opts)?;
         // supervisord expands %(name)s in values: a literal % is written %%.
         let esc = |s: String| in_single_quotes(&s).replace('%', "%%");
@@ -188,6 +347,9 @@ impl Adapter for Runit {
         "service directory NAME/ (run, finish, control/t) running `keel run --rm --name NAME IMAGE`"
     }
     fn render(&self, _p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
+        if let Some((app, name)) = app_name("runit", opts)? {
+            return runit_app(opts, app, name);
+        }
         let (name, image) = name_image("runit", opts)?;
         let hdr = header(
             Comment::Hash,

@@ -324,6 +324,13 @@ fn fork_container(
     let prep = setup::Prepared::new(spec).map_err(RuntimeError::Setup)?;
     ensure_cwd(&rootfs, &spec.cwd)?;
     let cgroup = make_cgroup(spec)?;
+    let joins = match cgroup.as_ref().map(cgroup::Cgroup::self_join_files) {
+        Some(Err(e)) => {
+            let _ = cgroup.map(cgroup::Cgroup::destroy);
+            return Err(e.into());
+        }
+        j => j.and_then(Result::ok).unwrap_or_default(),
+    };
     let (go_r, go_w) = sys::proc::pipe()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
     let console = match stdio.terminal {
@@ -336,7 +343,13 @@ fn fork_container(
     };
     let pid = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => {
-            sys::proc::close_fds_except(&keep_fds(&[&go_r, &rep_w], &stdio));
+            let mut keep: Vec<&std::os::fd::OwnedFd> = vec![&go_r, &rep_w];
+            keep.extend(joins.iter());
+            sys::proc::close_fds_except(&keep_fds(&keep, &stdio));
+            // Into the cgroup (device allow-list, limits) before anything else runs.
+            if let Err(m) = cgroup::join_self(joins) {
+                setup::fail(&rep_w, setup::Report::Setup(m), 255);
+            }
             if !await_go(&go_r) {
                 sys::proc::exit(1);
             }
@@ -352,7 +365,7 @@ fn fork_container(
             return Err(e.into());
         }
     };
-    drop((go_r, rep_w, stdio));
+    drop((go_r, rep_w, stdio, joins));
     // Before the go byte: the child has mounted nothing yet.
     let cleanup = match cleanup(rootfs) {
         Ok(c) => c,
@@ -373,8 +386,8 @@ fn fork_container(
     Ok(c)
 }
 
-/// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
-/// child into its cgroup, let it go, then read what it reports before exec.
+/// Parent side of the start handshake shared by `namespaces` and `chroot`: let the child
+/// go (it has moved itself into `cgroup`), then read what it reports before exec.
 fn handshake(
     pid: i32,
     cgroup: Option<cgroup::Cgroup>,
@@ -391,14 +404,16 @@ fn handshake(
         _forwarding: None,
         console: None,
     };
-    if let Some(cg) = &c.cgroup {
-        cg.add(pid)?; // on error, Drop kills the child and cleans up
-    }
-    crate::sys::proc::write_all(&go, b"g")?;
+    // A child that failed to join its cgroup has reported and exited: the go byte then
+    // meets a closed pipe, and the report says why.
+    let went = crate::sys::proc::write_all(&go, b"g");
     drop(go);
     let bytes = crate::sys::proc::read_to_end(&report)?;
     match setup::Report::decode(&bytes) {
-        None => Ok(c),
+        None => {
+            went?;
+            Ok(c)
+        }
         Some(setup::Report::Exec { code, message }) => {
             c.exec_error = Some((code, message));
             Ok(c)

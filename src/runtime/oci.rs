@@ -368,7 +368,14 @@ pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, St
 /// (`keel exec`): the process joins the container's namespaces, cgroups, seccomp
 /// filter and root as runc sets them up. The process description goes to a private file
 /// in the container's bundle directory. Waits for the process and returns how it ended.
-pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit, RuntimeError> {
+/// The runtime runs in the user namespace of `pid` (a process of the container): rootless,
+/// `keel exec` itself stays on the host, and runc must be the namespace's root to join.
+pub fn exec(
+    oci: &Oci,
+    pid: i32,
+    spec: &ContainerSpec,
+    stdio: Stdio,
+) -> Result<super::Exit, RuntimeError> {
     let dir = oci.bundle_root.join(&spec.id);
     private_dir(&dir)?;
     let file = tempfile::Builder::new()
@@ -390,6 +397,7 @@ pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit
         .arg("--process")
         .arg(file.path())
         .arg(&spec.id);
+    crate::sys::userns::join_user_ns_of_in_child(&mut cmd, pid)?;
     if let Some(fd) = stdio.stdin {
         cmd.stdin(std::process::Stdio::from(fd));
     }

@@ -72,13 +72,55 @@ fn stack_tar() -> PathBuf {
     .clone()
 }
 
-/// A root with the stack loaded.
+/// A keel root holding only the loaded stack, made once per stack beside stack.tar
+/// (`root/`) and never written afterwards: the tests' roots share its image store.
+fn stack_root() -> PathBuf {
+    static ROOT: OnceLock<PathBuf> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let dir = stack_cache().join("root");
+        if !dir.join("images/index.json").is_file() {
+            let tar = stack_tar();
+            // Loaded beside it, then renamed into place: another test run racing this
+            // one finds either nothing or a whole root.
+            let tmp = tempfile::Builder::new()
+                .prefix(".root-")
+                .tempdir_in(stack_cache())
+                .unwrap();
+            let t = Instant::now();
+            run_ok(
+                Command::new(env!("CARGO_BIN_EXE_keel"))
+                    .arg("--root")
+                    .arg(tmp.path().join("root"))
+                    .args(["--progress", "plain", "--no-fsync", "load", "-i"])
+                    .arg(&tar)
+                    .env_remove("KEEL_ROOT"),
+            );
+            eprintln!("loaded the shared stack root in {:?}", t.elapsed());
+            let _ = std::fs::remove_dir_all(&dir);
+            if std::fs::rename(tmp.path().join("root"), &dir).is_err() {
+                assert!(dir.join("images/index.json").is_file(), "no stack root");
+            }
+        }
+        dir
+    })
+    .clone()
+}
+
+/// A fresh root with the stack in it: its image store is the shared stack root's, hard
+/// linked (`cp -al`: blobs are immutable and written by rename, index.json too, so
+/// nothing a test does reaches the shared copy), instead of loading 800 MB per test.
 fn with_stack() -> Keel {
     let k = Keel::new();
-    // A throwaway root: no fsync (the blobs are still written atomically).
+    let shared = stack_root();
     let t = Instant::now();
-    k.ok(&["--no-fsync", "load", "-i", stack_tar().to_str().unwrap()]);
-    eprintln!("loaded the stack in {:?}", t.elapsed());
+    std::fs::create_dir_all(k.root()).unwrap();
+    run_ok(
+        Command::new("cp")
+            .arg("-al")
+            .arg(shared.join("images"))
+            .arg(k.root().join("images")),
+    );
+    eprintln!("linked the stack in {:?}", t.elapsed());
     k
 }
 
@@ -538,4 +580,494 @@ fn r018_git_push_deploys_v1_then_v2_without_downtime_and_rollback_brings_v1_back
     wait_http(port, "v1");
     let apps = k.ok(&["apps"]);
     assert!(apps.contains("rollback to v1"), "{apps}");
+}
+
+/// A root with busybox as `bb`, the base of the Dockerfile apps below.
+fn with_busybox() -> Keel {
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    k
+}
+
+/// A copy of testdata/apps/`app` in `k`'s temp dir (deploys change it).
+fn app_copy(k: &Keel, app: &str) -> PathBuf {
+    let dir = k.path(app);
+    run_ok(Command::new("cp").arg("-r").arg(apps().join(app)).arg(&dir));
+    dir
+}
+
+/// `keel deploy ARGS…`: asserts success, returns stdout + stderr.
+fn deploy(k: &Keel, args: &[&str]) -> String {
+    let mut all = vec!["deploy"];
+    all.extend_from_slice(args);
+    let (ok, out) = keel_out(k, &all);
+    assert!(ok, "keel {all:?} failed:\n{out}");
+    out
+}
+
+/// Runs `swap` while a client polls `GET /` on `port` every 50 ms; asserts that every
+/// poll answered 200 with `old` or `new` and that `new` was seen.
+fn without_downtime(port: u16, old: &'static str, new: &'static str, swap: impl FnOnce()) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (errors, seen_new) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let poller = {
+        let (stop, errors, seen_new) = (stop.clone(), errors.clone(), seen_new.clone());
+        std::thread::spawn(move || {
+            let mut polls = 0;
+            while !stop.load(Ordering::SeqCst) {
+                polls += 1;
+                match http_get(port) {
+                    Ok((200, body)) if body.contains(old) || body.contains(new) => {
+                        if body.contains(new) {
+                            seen_new.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    other => {
+                        eprintln!("poll {polls}: {other:?}");
+                        errors.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            polls
+        })
+    };
+    swap();
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, Ordering::SeqCst);
+    let polls = poller.join().unwrap();
+    assert!(polls > 10, "the client polled only {polls} times");
+    assert_eq!(errors.load(Ordering::SeqCst), 0, "the client saw errors");
+    assert!(
+        seen_new.load(Ordering::SeqCst),
+        "the client never saw {new}"
+    );
+}
+
+/// `keel logs --app APP -f` in the background, its stdout lines sent to the receiver.
+fn follow_logs(k: &Keel, app: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    let mut child = k
+        .cmd()
+        .args(["logs", "--app", app, "-f"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Waits up to 20 s for a line containing `want`; returns every line read.
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, want: &str) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let hit = line.contains(want);
+                seen.push(line);
+                if hit {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {want:?} in 20 s; read: {seen:?}");
+}
+
+/// Issue 18 gap: `keel deploy` of an app with a Dockerfile (and no buildpack) builds it
+/// with keel's Dockerfile front end; web runs the image's CMD with PORT passed in, or
+/// the Procfile's web line; v1 → v2 swaps with no failed request; rollback brings v1
+/// back; `keel logs --app -f` follows the new release's output.
+#[test]
+fn r018_dockerfile_app_deploys_swaps_without_downtime_and_rolls_back() {
+    require!(is_root(), "deploys run containers, which needs root");
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "dapp");
+    let dir = app_copy(&k, "dockerfile");
+    let out = deploy(&k, &["dapp", "--path", dir.to_str().unwrap()]);
+    assert!(
+        out.contains("Dockerfile") && out.contains("tagged dapp:v1"),
+        "{out}"
+    );
+    assert!(out.contains("dapp v1 is up"), "{out}");
+    let port = app_port(&k, "dapp");
+    wait_http(port, "v1 from a Dockerfile");
+    // v2: a Procfile's web line overrides the image's CMD (through /bin/sh -c, with
+    // $PORT), and the app directory is the one remembered from v1.
+    std::fs::write(
+        dir.join("Procfile"),
+        "web: echo 'v2 from the Procfile' > /www/index.html && exec httpd -f -v -p $PORT -h /www\n",
+    )
+    .unwrap();
+    without_downtime(port, "v1 from a Dockerfile", "v2 from the Procfile", || {
+        let out = deploy(&k, &["dapp"]);
+        assert!(out.contains("dapp v2 is up"), "{out}");
+    });
+    let ps = k.ok(&["ps", "--app", "dapp"]);
+    assert!(
+        ps.contains("dapp.v2.web.1") && !ps.contains("dapp.v1.web.1"),
+        "{ps}"
+    );
+    without_downtime(port, "v2 from the Procfile", "v1 from a Dockerfile", || {
+        k.ok(&["rollback", "dapp"]);
+    });
+    assert!(k.ok(&["apps"]).contains("rollback to v1"));
+    // `keel logs --app -f`: the health checks' lines, then a line for a request made
+    // after it started (httpd -v logs each response).
+    let (mut child, rx) = follow_logs(&k, "dapp");
+    let first = wait_line(&rx, "web.1| ");
+    assert!(first[0].starts_with("web.1| "), "{first:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET /no-such-page HTTP/1.0\r\n\r\n").unwrap();
+    let _ = s.read_to_end(&mut Vec::new());
+    wait_line(&rx, "response:404");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "logs -f ended by itself"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// Issue 18 gap: the TCP health check. An app that accepts TCP but speaks no HTTP (an
+/// echo server) deploys with `--check tcp`; a release whose web never listens fails the
+/// deploy after `--timeout`, its containers are removed and the previous one serves on.
+#[test]
+fn r018_tcp_check_deploys_a_non_http_app_and_a_silent_release_fails() {
+    require!(is_root(), "deploys run containers, which needs root");
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "echo");
+    let dir = k.path("echo");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM bb\nCMD nc -ll -p $PORT -e cat\n",
+    )
+    .unwrap();
+    let d = dir.to_str().unwrap();
+    let out = deploy(
+        &k,
+        &["echo", "--path", d, "--check", "tcp", "--timeout", "30"],
+    );
+    assert!(out.contains("echo v1 is up"), "{out}");
+    let port = app_port(&k, "echo");
+    let echo = || -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"ping\n").unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        String::from_utf8_lossy(&b).into_owned()
+    };
+    assert_eq!(echo(), "ping\n");
+    // v2's web never listens.
+    std::fs::write(dir.join("Procfile"), "web: sleep 1000\n").unwrap();
+    let t = Instant::now();
+    let (ok, out) = keel_out(&k, &["deploy", "echo", "--check", "tcp", "--timeout", "5"]);
+    assert!(!ok, "a release that never listens deployed:\n{out}");
+    assert!(
+        out.contains("release v2 of echo did not answer on its web port within 5s")
+            && out.contains("the previous release keeps running"),
+        "{out}"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_secs(5),
+        "failed before the timeout"
+    );
+    assert_eq!(echo(), "ping\n", "the previous release stopped serving");
+    let ps = k.ok(&["ps", "-a"]);
+    assert!(
+        ps.contains("echo.v1.web.1") && !ps.contains("echo.v2"),
+        "{ps}"
+    );
+}
+
+/// Issue 18 gap: `keel deploy --scale web=2` runs two web containers; both answer on
+/// their own ports, both are in `keel ps --app`, and the router spreads requests.
+#[test]
+fn r018_deploy_scale_web_2_runs_two_answering_web_containers() {
+    require!(is_root(), "deploys run containers, which needs root");
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "pair");
+    let dir = k.path("pair");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        "FROM bb\nRUN mkdir /www\nCMD echo \"i am $DYNO\" > /www/index.html && exec httpd -f -p $PORT -h /www\n",
+    )
+    .unwrap();
+    let out = deploy(
+        &k,
+        &["pair", "--path", dir.to_str().unwrap(), "--scale", "web=2"],
+    );
+    assert!(out.contains("pair v1 is up"), "{out}");
+    let ps = k.ok(&["ps", "--app", "pair"]);
+    for i in [1, 2] {
+        let name = format!("pair.v1.web.{i}");
+        assert!(ps.contains(&name), "{ps}");
+        wait_http(host_port(&k, &name), &format!("i am web.{i}"));
+    }
+    let port = app_port(&k, "pair");
+    let bodies: Vec<String> = (0..6).map(|_| http_get(port).unwrap().1).collect();
+    for i in [1, 2] {
+        assert!(
+            bodies.iter().any(|b| b.contains(&format!("i am web.{i}"))),
+            "the router never reached web.{i}: {bodies:?}"
+        );
+    }
+    assert!(k.ok(&["apps"]).contains("web=2"));
+}
+
+/// A one-shot `python3 -m http.server` serving `dir` on 127.0.0.1; its access log goes
+/// to `log`.
+fn http_server(dir: &Path, log: &Path) -> (std::process::Child, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(dir)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server never listened");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (child, port)
+}
+
+/// The `io.keel.buildpacks` label of image `name` (what the build pinned).
+fn pinned(k: &Keel, name: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(&k.ok(&["inspect", "--type", "image", name])).unwrap();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v.to_string()
+}
+
+/// Issue 18 gap: a tarball-URL and a git-URL buildpack build end to end (on a busybox
+/// stack: the hello buildpack needs only sh); each is pinned by its tree digest (the
+/// git one by its commit too) and a second build does not fetch it again.
+#[test]
+fn r018_tarball_and_git_buildpacks_are_fetched_once_and_pinned() {
+    require!(
+        is_root(),
+        "buildpack builds run containers, which needs root"
+    );
+    require!(have("python3") && have("git"), "needs python3 and git");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bbstack-build"]);
+    k.ok(&["tag", "bbstack-build", "bbstack-run"]);
+    let app = apps().join("hello");
+    let bp = apps().join("hello-buildpack");
+    let serve = k.path("serve");
+    std::fs::create_dir_all(&serve).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("czf")
+            .arg(serve.join("hello.tgz"))
+            .arg("-C")
+            .arg(&bp)
+            .arg("."),
+    );
+    let log = k.path("http.log");
+    let (mut server, port) = http_server(&serve, &log);
+    let url = format!("http://127.0.0.1:{port}/hello.tgz");
+    let stack = ["--stack", "bbstack", "--buildpack"];
+    let out = build(&k, &app, "tar1", &[stack[0], stack[1], stack[2], &url]);
+    assert!(out.contains("hello buildpack: compiling"), "{out}");
+    let ran = k.ok(&["run", "--rm", "tar1"]);
+    assert!(
+        ran.contains("compiled by the hello buildpack: hi there"),
+        "{ran}"
+    );
+    let label = pinned(&k, "tar1");
+    assert!(label.contains(&url) && label.contains("sha256:"), "{label}");
+    // The server is gone: a second build uses the copy in the root.
+    server.kill().unwrap();
+    server.wait().unwrap();
+    build(&k, &app, "tar2", &[stack[0], stack[1], stack[2], &url]);
+    let gets = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(gets.matches("GET /hello.tgz").count(), 1, "{gets}");
+    assert!(pinned(&k, "tar2").contains(&url));
+    // A git repository, by file:// URL.
+    let repo = k.path("hello-buildpack.git");
+    run_ok(Command::new("cp").arg("-r").arg(&bp).arg(&repo));
+    run_ok(
+        Command::new("git")
+            .args(["init", "--quiet", "-b", "main"])
+            .arg(&repo),
+    );
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "hello buildpack"]);
+    let commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let git_url = format!("file://{}", repo.display());
+    build(&k, &app, "git1", &[stack[0], stack[1], stack[2], &git_url]);
+    let label = pinned(&k, "git1");
+    assert!(
+        label.contains(&commit) && label.contains("sha256:"),
+        "{label}"
+    );
+    std::fs::rename(&repo, k.path("moved.git")).unwrap();
+    build(&k, &app, "git2", &[stack[0], stack[1], stack[2], &git_url]);
+    assert!(pinned(&k, "git2").contains(&commit));
+}
+
+/// The pid of the app's router (`keel apps up` once a process manager runs it).
+fn router_pid(k: &Keel, app: &str) -> Option<i32> {
+    let text = std::fs::read_to_string(k.root().join("apps").join(app).join("app.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    v["router_pid"].as_i64().map(|p| p as i32)
+}
+
+/// Waits until the app's router is a `keel apps up` (the process manager's) other
+/// than `not`; returns its pid.
+fn wait_new_router(k: &Keel, app: &str, not: Option<i32>) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = router_pid(k, app).filter(|p| Some(*p) != not) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("apps\0up\0") {
+                return pid;
+            }
+        }
+        assert!(Instant::now() < deadline, "no new router for {app}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A "reboot" of the app: everything keel started for it is killed (its containers
+/// removed, the router process killed); the process manager must bring it back on the
+/// same port.
+fn reboot_and_recover(k: &Keel, app: &str, port: u16, want: &str) {
+    let before = wait_new_router(k, app, None);
+    wait_http(port, want);
+    let ids = k.ok(&["ps", "--app", app, "-q"]);
+    assert!(!ids.trim().is_empty(), "{app} runs no container");
+    run_ok(Command::new("kill").args(["-KILL", &before.to_string()]));
+    for name in k
+        .ok(&["ps", "--app", app, "--format", "{{.Names}}"])
+        .lines()
+    {
+        let _ = k.cmd().args(["rm", "-f", name.trim()]).output();
+    }
+    wait_new_router(k, app, Some(before));
+    wait_http(port, want);
+    let after = k.ok(&["ps", "--app", app, "-q"]);
+    assert!(
+        !after.trim().is_empty() && after.lines().all(|id| !ids.contains(id)),
+        "the containers were not started again: before {ids:?}, after {after:?}"
+    );
+    let ps = k.ok(&["ps", "--app", app]);
+    assert!(ps.contains(&format!("{app}.v1.web.1")), "{ps}");
+}
+
+/// Deploys the Dockerfile app as `app` and writes `keel integrate TOOL --app APP` into
+/// `out` (a dir); returns the app's port.
+fn deploy_for_glue(k: &Keel, app: &str, tool: &str, out: &Path) -> u16 {
+    let dir = app_copy(k, "dockerfile");
+    deploy(k, &[app, "--path", dir.to_str().unwrap()]);
+    std::fs::create_dir_all(out).unwrap();
+    k.ok(&["integrate", tool, "--app", app, "-w", out.to_str().unwrap()]);
+    app_port(k, app)
+}
+
+/// Issue 18 gap: `keel integrate supervisord --app APP` keeps a deployed app up under a
+/// real supervisord: it answers, comes back after a "reboot", and `supervisorctl
+/// shutdown` stops its containers.
+#[test]
+fn r018_supervisord_keeps_a_deployed_app_up_across_a_reboot() {
+    require!(
+        is_root() && have("supervisord"),
+        "needs root and supervisor"
+    );
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "supapp");
+    let glue = k.path("glue");
+    let port = deploy_for_glue(&k, "supapp", "supervisord", &glue);
+    let d = k.path("sup");
+    std::fs::create_dir_all(&d).unwrap();
+    let conf = d.join("supervisord.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[supervisord]\nnodaemon=true\ndirectory={d}\nlogfile={d}/supervisord.log\n\
+             pidfile={d}/supervisord.pid\nchildlogdir={d}\nuser=root\n\
+             [unix_http_server]\nfile={d}/supervisor.sock\n\
+             [rpcinterface:supervisor]\n\
+             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
+             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
+             [include]\nfiles = {p}\n",
+            d = d.display(),
+            p = glue.join("keel-supapp.conf").display()
+        ),
+    )
+    .unwrap();
+    // As at boot: no KEEL_ROOT but the one the glue pins.
+    let mut sup = Command::new("supervisord")
+        .arg("-c")
+        .arg(&conf)
+        .env_remove("KEEL_ROOT")
+        .spawn()
+        .unwrap();
+    reboot_and_recover(&k, "supapp", port, "v1 from a Dockerfile");
+    run_ok(
+        Command::new("supervisorctl")
+            .arg("-c")
+            .arg(&conf)
+            .arg("shutdown"),
+    );
+    sup.wait().unwrap();
+    assert!(http_get(port).is_err(), "still answering after shutdown");
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("supapp."), "containers left behind: {ps}");
+}
+
+/// Issue 18 gap: `keel integrate runit --app APP` under a real runsv: the app answers,
+/// comes back after a "reboot", and `sv down` stops its containers.
+#[test]
+fn r018_runit_keeps_a_deployed_app_up_across_a_reboot() {
+    require!(is_root() && have("runsv"), "needs root and runit");
+    let k = with_busybox();
+    let _guard = AppGuard(&k, "runapp");
+    let glue = k.path("glue");
+    let port = deploy_for_glue(&k, "runapp", "runit", &glue);
+    let sdir = glue.join("runapp");
+    let mut runsv = Command::new("runsv")
+        .arg(&sdir)
+        .env_remove("KEEL_ROOT")
+        .spawn()
+        .unwrap();
+    reboot_and_recover(&k, "runapp", port, "v1 from a Dockerfile");
+    run_ok(Command::new("sv").args(["-w", "30", "down"]).arg(&sdir));
+    assert!(http_get(port).is_err(), "still answering after sv down");
+    let ps = k.ok(&["ps", "-a", "--format", "{{.Names}}"]);
+    assert!(!ps.contains("runapp."), "containers left behind: {ps}");
+    run_ok(Command::new("sv").args(["-w", "30", "exit"]).arg(&sdir));
+    runsv.wait().unwrap();
 }

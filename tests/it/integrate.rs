@@ -88,8 +88,23 @@ fn render_into(tool: &str, project: &Path, out: &Path, opts: &AdapterOptions) ->
 /// Compares `tool`'s output for the sample with testdata/integrations/<tool>/;
 /// KEEL_BLESS=1 rewrites the golden files.
 fn golden(tool: &str) {
-    let files = render(tool, &sample_dir(), &golden_opts(tool));
-    let dir = testdata().join("integrations").join(tool);
+    golden_in(tool, tool, &golden_opts(tool));
+}
+
+/// The options `--app` golden files are rendered with (`keel integrate TOOL --app shop`).
+fn golden_app_opts() -> AdapterOptions {
+    AdapterOptions {
+        write: Some(".".into()),
+        keel: "/usr/local/bin/keel".into(),
+        app: Some("shop".into()),
+        ..Default::default()
+    }
+}
+
+/// Compares `tool`'s output for `opts` with testdata/integrations/<golden>/.
+fn golden_in(tool: &str, golden: &str, opts: &AdapterOptions) {
+    let files = render(tool, &sample_dir(), opts);
+    let dir = testdata().join("integrations").join(golden);
     if std::env::var_os("KEEL_BLESS").is_some() {
         let _ = std::fs::remove_dir_all(&dir);
         integrate::write_files(&dir, &files).unwrap();
@@ -167,6 +182,18 @@ fn golden_supervisord() {
 #[test]
 fn golden_runit() {
     golden("runit");
+}
+#[test]
+fn golden_systemd_app() {
+    golden_in("systemd", "systemd-app", &golden_app_opts());
+}
+#[test]
+fn golden_supervisord_app() {
+    golden_in("supervisord", "supervisord-app", &golden_app_opts());
+}
+#[test]
+fn golden_runit_app() {
+    golden_in("runit", "runit-app", &golden_app_opts());
 }
 #[test]
 fn golden_git_deploy() {
@@ -414,7 +441,7 @@ fn argv_recorder(dir: &Path) -> PathBuf {
     p
 }
 
-fn sample_pom(dir: &Path) -> String {
+pub(crate) fn sample_pom(dir: &Path) -> String {
     let props = std::fs::read_to_string(dir.join("keel-maven/properties.xml")).unwrap();
     let plugin = std::fs::read_to_string(dir.join("keel-maven/plugin.xml")).unwrap();
     let strip = |s: &str| -> String {
@@ -519,7 +546,7 @@ fn jenkins_groovy_parses() {
 
 /// The `sh '…'` steps of a generated Jenkinsfile with their stage names, unescaped from
 /// Groovy single-quoted strings.
-fn jenkinsfile_sh_steps(text: &str) -> Vec<(String, String)> {
+pub(crate) fn jenkinsfile_sh_steps(text: &str) -> Vec<(String, String)> {
     let mut stage = String::new();
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {
@@ -731,6 +758,40 @@ fn systemd_unit_verifies() {
         o.status.success() && all.trim().is_empty(),
         "systemd-analyze verify: {all}"
     );
+}
+
+/// The `--app` unit passes `systemd-analyze verify` with no diagnostics at all; `--app`
+/// refuses an image or a bad app name.
+#[test]
+fn systemd_app_unit_verifies() {
+    require!(have("systemd-analyze"), "systemd-analyze is not installed");
+    let t = tempfile::tempdir().unwrap();
+    let mut opts = golden_app_opts();
+    opts.keel = env!("CARGO_BIN_EXE_keel").into();
+    render_into("systemd", t.path(), t.path(), &opts);
+    let o = Command::new("systemd-analyze")
+        .current_dir(t.path())
+        .args(["verify", "--man=no", "./keel-shop.service"])
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(
+        o.status.success() && all.trim().is_empty(),
+        "systemd-analyze verify: {all}"
+    );
+    let p = ResolvedProject::empty(t.path());
+    let a = integrate::adapter("runit").unwrap();
+    opts.image = Some("busybox".into());
+    let e = a.render(&p, &opts).unwrap_err().to_string();
+    assert!(e.contains("--app takes no IMAGE"), "{e}");
+    opts.image = None;
+    opts.app = Some("Not_An_App".into());
+    let e = a.render(&p, &opts).unwrap_err().to_string();
+    assert!(e.contains("is not an app name"), "{e}");
 }
 
 fn supervisord_conf(dir: &Path, program: &Path) -> PathBuf {

@@ -641,7 +641,10 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
     for src in &x.srcs {
         for mut sel in ctx.select(src)? {
             let top = sel.top.rel.clone();
-            sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
+            if !excludes.is_empty() {
+                // Each entry's every ancestor is tried: not worth it for nothing to match.
+                sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
+            }
             let dest = if x.parents {
                 parents_dest(&x.dest, src, &sel)
             } else {
