@@ -73,7 +73,8 @@ pub const POINTS: &[&str] = &[
     "pull.manifest-fetched",
     // `keel pull`: one blob (config or layer) is downloaded and stored.
     "pull.blob-stored",
-    // `keel pull`: every layer is stored (unsynced) and verified, and the final sync pass
+    // `keel pull`: every layer is stored (unsynced) with its compressed digest verified
+    // (diff_ids are checked at unpack, push and fsck), and the final sync pass
     // made them durable; the manifest is not stored.
     "pull.layers-synced",
     // `keel pull`: every blob is stored and verified; the manifest is not.

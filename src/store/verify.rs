@@ -1,7 +1,8 @@
 //! Proof that a layer blob is what an image config says it is: its uncompressed stream
 //! must hash to the config's diff_id (image-spec config.md, "rootfs.diff_ids"). Load,
-//! import, fsck and (when it lands) pull call [`Store::verify_diff_id`] before an image
-//! gets a name; the storage drivers check the same while unpacking.
+//! import and fsck call [`Store::verify_diff_id`] before an image gets a name, push before
+//! it sends a layer; a pull checks only the compressed digest (as skopeo does) and leaves
+//! the diff_id to the storage drivers, which check it while unpacking (docs/registry.md).
 use std::io::{self, Read};
 
 use oci_spec::image::{Descriptor, MediaType};

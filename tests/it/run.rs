@@ -555,18 +555,8 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
         }
         let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
         // script(1) gives keel a terminal of 33 rows × 101 columns.
-        let cmdline = format!(
-            "stty rows 33 cols 101; {} --root {} run --rm -t --isolation {backend} bb sh -c '{inner}'",
-            env!("CARGO_BIN_EXE_keel"),
-            k.root().display()
-        );
-        let out = Command::new("script")
-            .args(["-qec", &cmdline, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
-        assert_eq!(out.status.code(), Some(3), "{backend}: {text}");
+        let (code, text) = in_terminal(&k, backend, &format!("sh -c '{inner}'"), "");
+        assert_eq!(code, Some(3), "{backend}: {text}");
         assert!(text.contains("/dev/pts/0\n"), "{backend}: tty: {text}");
         assert!(!text.contains("not a tty"), "{backend}: {text}");
         assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
@@ -576,22 +566,31 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
         );
         assert!(!text.contains("extra-fd"), "{backend}: {text}");
         // A resize of keel's terminal while the container runs reaches its terminal.
-        let cmdline = format!(
-            "stty rows 33 cols 101; {} --root {} run --rm -t --isolation {backend} bb sh -c 'sleep 2; stty size' </dev/tty & sleep 1; stty rows 50 cols 120; wait",
-            env!("CARGO_BIN_EXE_keel"),
-            k.root().display()
-        );
-        let out = Command::new("script")
-            .args(["-qec", &cmdline, "/dev/null"])
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
+        let (_, text) = in_terminal(&k, backend, "sh -c 'sleep 2; stty size'", resize);
         assert!(
             text.contains("50 120\n"),
             "{backend}: after a resize: {text}"
         );
     }
+}
+
+/// Runs `keel run --rm -t --isolation BACKEND bb CMD` in a terminal of 33 × 101 that
+/// script(1) makes, `then` appended to the shell line; returns the status and the output
+/// with the terminal's CRs removed.
+fn in_terminal(k: &Keel, backend: &str, cmd: &str, then: &str) -> (Option<i32>, String) {
+    let line = format!(
+        "stty rows 33 cols 101; {} --root {} run --rm -t --isolation {backend} bb {cmd}{then}",
+        env!("CARGO_BIN_EXE_keel"),
+        k.root().display()
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    (out.status.code(), text)
 }
 
 /// r-followups-2: a published container that ends before its port proxy starts is no
