@@ -4,7 +4,8 @@
 # 5 random-content 100 MB layers (pushed gzip-compressed by keel, as docker would), each
 # tool starting from an empty store every run. Then a cache-from build on a fresh root
 # against the same build cold. Prints markdown tables (hyperfine does the timing).
-# Usage (as root): [KEEL=BINARY] bench/pull.sh [RUNS] [MB_PER_LAYER]
+# Usage (as root): [KEEL=BINARY] [KEEL_BEFORE=BINARY] bench/pull.sh [RUNS] [MB_PER_LAYER]
+# KEEL_BEFORE adds rows for an older keel binary (a before/after in the same run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-3}"
@@ -47,13 +48,32 @@ $keel --progress quiet push big "$reg/bench/big:1" >/dev/null
 size=$($keel inspect big | python3 -c 'import json,sys; v=json.load(sys.stdin)[0]; print(sum(l["size"] for l in v["Manifest"]["layers"]))')
 echo "### Pull of a $((size / 1000000)) MB, 6-layer image (5 × $mb MB random + busybox) from a local registry"
 echo
+before=()
+if [ -n "${KEEL_BEFORE:-}" ]; then
+  before=(-n "keel pull (before)" "$KEEL_BEFORE --root $work/k --progress quiet pull $reg/bench/big:1"
+    -n "keel pull --no-fsync (before)" "$KEEL_BEFORE --root $work/k --no-fsync --progress quiet pull $reg/bench/big:1")
+fi
 hyperfine --runs "$runs" --export-markdown "$work/pull.md" \
   --prepare "rm -rf $work/k $work/sk; podman $podman_flags rmi -a -f >/dev/null 2>&1 || true; sync" \
+  "${before[@]}" \
   -n "keel pull" "$keel --root $work/k --progress quiet pull $reg/bench/big:1" \
   -n "keel pull --no-fsync" "$keel --root $work/k --no-fsync --progress quiet pull $reg/bench/big:1" \
   -n "skopeo copy docker:// oci:" "skopeo copy -q --src-tls-verify=false docker://$reg/bench/big:1 oci:$work/sk:big" \
   -n "podman pull" "podman $podman_flags pull -q --tls-verify=false $reg/bench/big:1" >/dev/null
 cat "$work/pull.md"
+echo
+
+# A pull of the image the store already has (only the manifest is fetched).
+echo "### Pull of the same image when the store has it"
+echo
+$keel --root "$work/kp" --progress quiet pull "$reg/bench/big:1" >/dev/null
+present=()
+if [ -n "${KEEL_BEFORE:-}" ]; then
+  present=(-n "keel pull, present (before)" "$KEEL_BEFORE --root $work/kp --progress quiet pull $reg/bench/big:1")
+fi
+hyperfine --runs "$runs" --warmup 1 --export-markdown "$work/present.md" "${present[@]}" \
+  -n "keel pull, present" "$keel --root $work/kp --progress quiet pull $reg/bench/big:1" >/dev/null
+cat "$work/present.md"
 echo
 
 # The shared cache, on a build shaped like a CI job's: a CPU-bound step (a shell loop

@@ -82,6 +82,30 @@ pub const POINTS: &[&str] = &[
     "pull.manifest-stored",
 ];
 
+/// Named delay points: `KEEL_FAULT_DELAY=NAME=MS` makes keel sleep MS milliseconds at
+/// NAME, so a regression test can make a race certain instead of hoping for it.
+pub const DELAYS: &[&str] = &[
+    // `keel run -p`: the container was started, its port proxy not yet (a container that
+    // ends within the delay has exited before the proxy looks for its network namespace).
+    "run.before-proxy",
+];
+
+/// Marks delay point `name`: sleeps when `KEEL_FAULT_DELAY` names it.
+pub fn delay(name: &str) {
+    static ARMED: OnceLock<Option<(String, u64)>> = OnceLock::new();
+    debug_assert!(DELAYS.contains(&name), "delay point {name:?} is not listed");
+    let armed = ARMED.get_or_init(|| {
+        let v = std::env::var("KEEL_FAULT_DELAY").ok()?;
+        let (point, ms) = v.split_once('=')?;
+        Some((point.to_string(), ms.parse().ok()?))
+    });
+    if let Some((point, ms)) = armed {
+        if point == name {
+            std::thread::sleep(std::time::Duration::from_millis(*ms));
+        }
+    }
+}
+
 fn armed() -> Option<&'static (String, usize)> {
     static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
     ARMED

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 /// Writes one line of command output (data, not messages) to stdout. The error, a
 /// `BrokenPipe` when the reader went away, is meant to be passed up with `?`.
 pub fn out_line(line: impl fmt::Display) -> io::Result<()> {
-    let mut out = io::stdout().lock();
+    let mut out = stdout().lock();
     writeln!(out, "{line}")?;
     // Flushed per line so a pipe reader sees results as they come and a closed pipe shows
     // up at the line that hit it, not at exit (where the error would have nowhere to go).
@@ -29,15 +29,35 @@ pub fn out_line(line: impl fmt::Display) -> io::Result<()> {
 
 /// Writes command output as it is (no newline added), e.g. a JSON document or a tar.
 pub fn out_bytes(bytes: &[u8]) -> io::Result<()> {
-    let mut out = io::stdout().lock();
+    let mut out = stdout().lock();
     out.write_all(bytes)?;
     out.flush()
+}
+
+/// keel's stdout for what is not a line of text: an archive (`keel save`), a container's
+/// relayed terminal, a generated file (`std::io::stdout` is refused elsewhere by clippy.toml).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "report.rs is the one home of keel's output"
+)]
+pub fn stdout() -> io::Stdout {
+    io::stdout()
+}
+
+/// keel's stderr, for the progress display and the log subscriber (`std::io::stderr` is
+/// refused elsewhere by clippy.toml).
+#[allow(
+    clippy::disallowed_methods,
+    reason = "report.rs is the one home of keel's output"
+)]
+pub fn stderr() -> io::Stderr {
+    io::stderr()
 }
 
 /// Writes one message line for the user to stderr. A stderr that cannot be written is
 /// dropped silently: there is nowhere left to report it.
 pub fn err_line(line: impl fmt::Display) {
-    let _ = writeln!(io::stderr().lock(), "{line}");
+    let _ = writeln!(stderr().lock(), "{line}");
 }
 
 /// `outln!("{x} {y}")?`: `println!` for command output, returning the write's error.
@@ -121,7 +141,7 @@ impl Reporter {
     pub fn new(mode: Progress) -> Reporter {
         Reporter {
             mode,
-            tty: std::io::stderr().is_terminal(),
+            tty: stderr().is_terminal(),
         }
     }
     pub fn is_quiet(&self) -> bool {
@@ -138,7 +158,7 @@ impl Reporter {
     /// A one-off status line (stderr).
     pub fn note(&self, msg: impl AsRef<str>) {
         if !self.is_quiet() {
-            let _ = writeln!(std::io::stderr(), "{}", msg.as_ref());
+            let _ = writeln!(stderr(), "{}", msg.as_ref());
         }
     }
 
@@ -159,7 +179,7 @@ impl Reporter {
         };
         let plain = !self.fancy() && !self.is_quiet();
         if plain {
-            let _ = writeln!(std::io::stderr(), "{label} ...");
+            let _ = writeln!(stderr(), "{label} ...");
         }
         Task {
             bar,
@@ -177,9 +197,9 @@ impl Task {
         let line = format!("{}: {} ({secs:.2}s)", self.label, summary.as_ref());
         if let Some(b) = &self.bar {
             b.finish_and_clear();
-            let _ = writeln!(std::io::stderr(), "{line}");
+            let _ = writeln!(stderr(), "{line}");
         } else if self.plain {
-            let _ = writeln!(std::io::stderr(), "{line}");
+            let _ = writeln!(stderr(), "{line}");
         }
     }
 }

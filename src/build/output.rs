@@ -229,7 +229,7 @@ fn write_to(
 ) -> Result<(), OutputError> {
     match dest {
         Dest::Stdout => {
-            let out = std::io::stdout();
+            let out = crate::report::stdout();
             let mut lock = out.lock();
             f(&mut lock).map_err(|source| OutputError::Io {
                 path: "-".into(),

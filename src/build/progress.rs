@@ -114,7 +114,7 @@ pub struct BuildView {
 
 impl BuildView {
     pub fn new(mode: ViewMode) -> BuildView {
-        let width = crate::sys::tty::columns(std::os::fd::AsFd::as_fd(&std::io::stderr()))
+        let width = crate::sys::tty::columns(std::os::fd::AsFd::as_fd(&crate::report::stderr()))
             .map_or(100, usize::from);
         BuildView {
             mode,
@@ -136,7 +136,7 @@ impl BuildView {
     }
 
     fn print(&self, line: &str) {
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let _ = writeln!(crate::report::stderr(), "{line}");
     }
 
     /// A line outside any step (stage headers, the summary).

@@ -7,6 +7,10 @@
 //! one, a cached URL is revalidated (`If-None-Match`/`If-Modified-Since`) and a 304 reuses
 //! the cached content. Git goes through the `git` binary. Must not decide where files
 //! land in the image (that is the copy's job).
+//!
+//! A download is bounded ([`MAX_DOWNLOAD`], raised with `KEEL_ADD_MAX_SIZE`): a hostile URL
+//! must not fill the disk. A `Content-Length` over the bound fails before the body is
+//! read; a body that streams past it is cut off and its temp file removed.
 use crate::sys::hostfs;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -32,12 +36,38 @@ pub enum RemoteError {
         args: String,
         why: String,
     },
+    #[error("ADD {url}: the download is larger than the limit of {limit} bytes ({seen}); if the file is expected, raise the limit with {MAX_DOWNLOAD_ENV}=SIZE (bytes, or with a k/m/g suffix)")]
+    TooLarge {
+        url: String,
+        limit: u64,
+        seen: String,
+    },
+    #[error(
+        "{MAX_DOWNLOAD_ENV}={0}: not a size; use bytes or a number with a k/m/g suffix, e.g. 16g"
+    )]
+    BadLimit(String),
     #[error("ADD {url}: {} : {source}", path.display())]
     Io {
         url: String,
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// The largest file `ADD <url>` downloads: 4 GiB, far above any sane single download in
+/// an image build, far below a disk a hostile endless body would fill.
+pub const MAX_DOWNLOAD: u64 = 4 << 30;
+/// The environment variable that sets another bound (`KEEL_ADD_MAX_SIZE=16g`).
+pub const MAX_DOWNLOAD_ENV: &str = "KEEL_ADD_MAX_SIZE";
+
+/// The download bound in force: [`MAX_DOWNLOAD`] or `KEEL_ADD_MAX_SIZE`.
+pub fn max_download() -> Result<u64, RemoteError> {
+    match std::env::var(MAX_DOWNLOAD_ENV) {
+        Ok(v) => {
+            crate::dockerfile::instruction::parse_size(v.trim()).ok_or(RemoteError::BadLimit(v))
+        }
+        Err(_) => Ok(MAX_DOWNLOAD),
+    }
 }
 
 /// A remote source word.
@@ -268,7 +298,20 @@ fn download(cache: &Cache, url: &str) -> Result<String, RemoteError> {
             .map(str::to_string)
     };
     let (etag, last_modified) = (header("etag"), header("last-modified"));
-    let hex = store_body(cache, url, resp.into_body().into_reader())?;
+    let limit = max_download()?;
+    let too_large = |seen: String| RemoteError::TooLarge {
+        url: url.into(),
+        limit,
+        seen,
+    };
+    // Refused before a byte of the body is read when the server says how much it sends.
+    if let Some(len) = header("content-length").and_then(|l| l.trim().parse::<u64>().ok()) {
+        if len > limit {
+            return Err(too_large(format!("the server announces {len} bytes")));
+        }
+    }
+    let body = resp.into_body().into_reader().take(limit + 1);
+    let hex = store_body(cache, url, body, limit)?;
     let record = UrlRecord {
         url: url.into(),
         digest: hex.clone(),
@@ -282,7 +325,13 @@ fn download(cache: &Cache, url: &str) -> Result<String, RemoteError> {
 }
 
 /// Streams a body into `blobs/`, hashing it on the way; returns its sha256 hex.
-fn store_body(cache: &Cache, url: &str, mut body: impl Read) -> Result<String, RemoteError> {
+/// More than `limit` bytes fail with [`RemoteError::TooLarge`]; the temp file goes with it.
+fn store_body(
+    cache: &Cache,
+    url: &str,
+    mut body: impl Read,
+    limit: u64,
+) -> Result<String, RemoteError> {
     let blobs = cache.dir.join("blobs");
     let io = |path: &Path| {
         let (url, path) = (url.to_string(), path.to_path_buf());
@@ -292,17 +341,27 @@ fn store_body(cache: &Cache, url: &str, mut body: impl Read) -> Result<String, R
     let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(io(&blobs))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0u64;
     loop {
         let n = body.read(&mut buf).map_err(io(tmp.path()))?;
         if n == 0 {
             break;
+        }
+        total += n as u64;
+        if total > limit {
+            // Dropping `tmp` removes the partial download.
+            return Err(RemoteError::TooLarge {
+                url: url.into(),
+                limit,
+                seen: "the body went on past it and was cut off".into(),
+            });
         }
         hasher.update(&buf[..n]);
         tmp.write_all(&buf[..n]).map_err(io(tmp.path()))?;
     }
     let hex = hex::encode(hasher.finalize());
     let dest = cache.blob(&hex);
-    tmp.persist(&dest).map_err(|e| io(&dest)(e.error))?;
+    hostfs::persist(tmp, &dest).map_err(io(&dest))?;
     Ok(hex)
 }
 

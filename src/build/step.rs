@@ -120,6 +120,7 @@ pub fn run(
             stdin: Some(stdin),
             stdout: Some(write_end),
             stderr: Some(err_end),
+            ..Default::default()
         },
     )?;
     container.forward_signals()?;
@@ -399,7 +400,8 @@ pub fn commit_copy(
 
 /// [`commit_copy`] that also unpacks the layer into the directory `unpack_into` while
 /// writing it (`layer::tee`), as the overlay driver's cache holds layers — an empty one,
-/// or (flag set) one holding an earlier version of the layer to patch (`reuse`); says
+/// or (with the old layer's entry index) one holding an earlier version of the layer to
+/// patch (`reuse`: entries the index has exactly so are left alone); says
 /// whether that directory now holds the whole layer.
 pub fn commit_copy_into(
     store: &Store,
@@ -408,7 +410,7 @@ pub fn commit_copy_into(
     ops: &[CopyOp],
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
-    unpack_into: Option<(&Path, bool)>,
+    unpack_into: Option<(&Path, Option<std::sync::Arc<layer::index::EntryIndex>>)>,
 ) -> Result<Option<(StoredLayer, bool)>, StepError> {
     let Owner {
         uid: duid,
@@ -457,7 +459,8 @@ pub fn commit_copy_into(
     let unpack_opts = layer::unpack::UnpackOptions {
         whiteouts: layer::unpack::Whiteouts::Overlay,
         allow_devices: true,
-        reuse: unpack_into.is_some_and(|(_, reuse)| reuse),
+        reuse: unpack_into.as_ref().is_some_and(|(_, old)| old.is_some()),
+        known: unpack_into.as_ref().and_then(|(_, old)| old.clone()),
         ..Default::default()
     };
     let into = unpack_into.map(|(tree, _)| tree);

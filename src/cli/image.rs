@@ -325,7 +325,7 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
             rows.push((repo, tag, rec.clone()));
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     if a.quiet {
         for (_, _, rec) in &rows {
             writeln!(
@@ -525,17 +525,17 @@ pub fn save(a: SaveArgs, ctx: &Ctx) -> Result<i32> {
             archive::save(&store, &items, std::io::BufWriter::new(tmp.as_file_mut()))?;
             crate::fault::point("save.partial");
             tmp.as_file().sync_all()?;
-            tmp.persist(path)
+            crate::sys::hostfs::persist(tmp, path)
                 .with_context(|| format!("writing {}", path.display()))?;
         }
         None => {
-            if std::io::stdout().is_terminal() {
+            if crate::report::stdout().is_terminal() {
                 bail!("refusing to write an archive to a terminal; use -o FILE or redirect the output");
             }
             archive::save(
                 &store,
                 &items,
-                std::io::BufWriter::new(std::io::stdout().lock()),
+                std::io::BufWriter::new(crate::report::stdout().lock()),
             )?;
         }
     }

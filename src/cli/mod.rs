@@ -196,11 +196,11 @@ fn init_logging(verbose: u8) {
     // start, per glue command, so a slow step shows in a CI log.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::report::stderr)
         .with_target(false)
         .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
         // Colour codes only on a terminal: a CI log must stay greppable.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&crate::report::stderr()))
         .try_init();
 }
 
@@ -215,9 +215,11 @@ pub fn main() -> i32 {
         }
     };
     // Before anything else runs: entering a user namespace needs a single thread.
+    // `keel cp` enters (or joins a running container's) later, once it knows which.
     let needs_userns = !matches!(
         cli.command,
         Command::Exec(_)
+            | Command::Cp(_)
             | Command::Top(_)
             | Command::Stats(_)
             | Command::External(_)

@@ -95,7 +95,7 @@ pub fn context_files(a: ContextFilesArgs, _ctx: &Ctx) -> Result<i32> {
         }
         None => {
             use std::io::Write;
-            std::io::stdout().write_all(out.as_bytes())?;
+            crate::report::stdout().write_all(out.as_bytes())?;
         }
     }
     Ok(0)
@@ -291,6 +291,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         registry: a.registry,
         root: Some(absolute(&ctx.root)?.display().to_string()),
         scm: a.scm,
+        user_service: crate::sys::userns::rootless(),
         app: a.app,
     };
     // git-deploy's positional is an app, which is deployed later, not an image.
@@ -343,7 +344,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         }
         None => {
             use std::io::Write;
-            std::io::stdout().write_all(integrate::to_stdout(&files).as_bytes())?;
+            crate::report::stdout().write_all(integrate::to_stdout(&files).as_bytes())?;
         }
     }
     Ok(0)

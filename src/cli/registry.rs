@@ -142,8 +142,26 @@ pub fn pull(a: PullArgs, ctx: &Ctx) -> Result<i32> {
             pulled.remote, pulled.fetched_blobs, pulled.fetched_bytes, pulled.present_blobs
         ));
     }
-    crate::report::out_line(pulled.record.id())?;
+    match &pulled.index {
+        Some(index) => print_index(&store, index)?,
+        None => crate::report::out_line(pulled.record.id())?,
+    }
     Ok(0)
+}
+
+/// What `keel pull --all-platforms` stored from an index: the index digest, then a line
+/// per platform (`PLATFORM MANIFEST-DIGEST IMAGE-ID`), as `keel images` will list them.
+fn print_index(store: &Store, index: &oci_spec::image::Descriptor) -> Result<()> {
+    crate::report::out_line(format!("index {}", index.digest()))?;
+    for r in store.load_index_records(index, Vec::new())? {
+        crate::report::out_line(format!(
+            "{} {} {}",
+            r.platform(),
+            r.manifest_digest(),
+            r.id()
+        ))?;
+    }
+    Ok(())
 }
 
 /// Applies `--pull` for an image a command is about to use.

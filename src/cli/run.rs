@@ -291,7 +291,7 @@ pub struct SuperviseArgs {
 pub fn supervise(a: SuperviseArgs, ctx: &Ctx) -> Result<i32> {
     crate::sys::session::new_session()?;
     let store = ctx.store()?;
-    let mut report = std::io::stdout();
+    let mut report = crate::report::stdout();
     let prepared = if a.resume {
         launch::resume(&store, &a.id)
     } else {
@@ -316,7 +316,7 @@ pub fn supervise(a: SuperviseArgs, ctx: &Ctx) -> Result<i32> {
         let _ = report.flush();
     });
     if let Err(e) = &result {
-        let _ = writeln!(std::io::stdout(), "error {e:#}");
+        let _ = writeln!(crate::report::stdout(), "error {e:#}");
     }
     Ok(result.unwrap_or(125))
 }
@@ -371,7 +371,7 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
             rows.push((c, st));
         }
     }
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     if a.quiet {
         for (c, _) in &rows {
             writeln!(out, "{}", &c.id[..12])?;
@@ -457,7 +457,7 @@ pub fn logs(a: LogsArgs, ctx: &Ctx) -> Result<i32> {
         Ok(f) => f,
         Err(_) => return Ok(0),
     };
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     // What is there now, selected; then (with -f) everything new as it comes.
     let mut log = Vec::new();
     f.read_to_end(&mut log)?;
@@ -813,7 +813,7 @@ pub fn exec(a: ExecArgs, ctx: &Ctx) -> Result<i32> {
         tty: a.tty,
     };
     let opts = crate::container::exec::options(&c, &req);
-    let Some(root) = crate::container::exec::accounts_root(&c, &st) else {
+    let Some(root) = crate::container::exec::accounts_root(store.root(), &c, &st) else {
         bail!("container {} is not running", a.container);
     };
     let spec = crate::runtime::plan_for_rootfs(&c.id, &config, &opts, &root)?;
@@ -836,7 +836,21 @@ pub struct StartArgs {
 fn start_one(store: &crate::store::Store, containers: &Containers, name: &str) -> Result<()> {
     let c = containers.find(name)?;
     let st = containers.refresh(&c)?;
-    if st.status == Status::Running || st.supervisor_alive() {
+    if st.status == Status::Running {
+        return Ok(());
+    }
+    // Right after `keel stop` the supervisor is still winding down (runtime delete,
+    // unmounts; rootless and `--isolation oci` take a second): wait for it rather than
+    // take it for one about to restart the container and start nothing.
+    if containers.stopped_by_user(&c.id) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while containers.state(&c.id).is_ok_and(|s| s.supervisor_alive())
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    if containers.state(&c.id)?.supervisor_alive() {
         return Ok(());
     }
     containers.clear_stopped_by_user(&c.id)?;
@@ -921,23 +935,45 @@ pub fn cp(a: CpArgs, ctx: &Ctx) -> Result<i32> {
         Direction::Out { container, .. } | Direction::In { container, .. } => container,
     };
     let c = containers.find(name)?;
-    let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
-    let snap = snapshotter.get(&c.id)?;
-    if crate::sys::userns::rootless() {
-        // Rootless, a running container's rootfs is mounted only in its own namespace:
-        // this keel would see the empty mount point (docs/rootless.md).
-        if containers.refresh(&c)?.status == Status::Running {
-            bail!("keel cp with a running rootless container is not supported yet; stop it first, or use `keel exec -i {name} sh -c 'cat > PATH' < FILE`");
-        }
-        snapshotter.ensure_mounted(&snap)?;
-    }
-    let rootfs = snap.rootfs;
+    let rootfs = if crate::sys::userns::rootless() {
+        rootless_cp_rootfs(store.root(), &containers, &c, name)?
+    } else {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), store.root())?;
+        snapshotter.get(&c.id)?.rootfs
+    };
     let tree = crate::sys::rootfs::Rootfs::open(&rootfs)?;
     match &dir {
         Direction::Out { path, host, .. } => cp::copy_out(&tree, path, host)?,
         Direction::In { host, path, .. } => cp::copy_in(host, &tree, path)?,
     }
     Ok(0)
+}
+
+/// Rootless `keel cp` starts outside any user namespace (see `main`) and picks one here:
+/// for a running container, the container's own (joined: its owner may), with the rootfs
+/// reached through the root of the keel that mounted it; for a stopped one, a namespace
+/// of its own in which the rootfs is mounted again. Either way files it writes belong to
+/// the container's root (the user), and files of every container user can be read.
+fn rootless_cp_rootfs(
+    keel_root: &std::path::Path,
+    containers: &Containers,
+    c: &ContainerConfig,
+    name: &str,
+) -> Result<PathBuf> {
+    let st = containers.refresh(c)?;
+    if let (Status::Running, Some((pid, _))) = (st.status, st.live_pid()) {
+        let snapshotter = crate::storage::open(Some(&c.storage_driver), keel_root)?;
+        let snap = snapshotter.get(&c.id)?;
+        let (mounter, rootfs) = crate::container::cp::running_rootfs(name, pid, &snap.rootfs)?;
+        crate::sys::userns::join_user_ns_of(mounter)
+            .with_context(|| format!("joining the user namespace of container {name}"))?;
+        return Ok(rootfs);
+    }
+    super::rootless::enter_if_needed(true)?;
+    let snapshotter = crate::storage::open(Some(&c.storage_driver), keel_root)?;
+    let snap = snapshotter.get(&c.id)?;
+    snapshotter.ensure_mounted(&snap)?;
+    Ok(snap.rootfs)
 }
 
 #[derive(Debug, Args)]
@@ -972,7 +1008,7 @@ fn container_pids(ctx: &Ctx, name: &str) -> Result<(ContainerConfig, Vec<i32>)> 
 
 pub fn top(a: TopArgs, ctx: &Ctx) -> Result<i32> {
     let (_, pids) = container_pids(ctx, &a.container)?;
-    let mut out = std::io::stdout().lock();
+    let mut out = crate::report::stdout().lock();
     writeln!(out, "{:<8} {:<8} {:<9} CMD", "PID", "PPID", "TIME")?;
     for row in pids
         .iter()
@@ -995,18 +1031,41 @@ pub struct StatsArgs {
     containers: Vec<String>,
 }
 
+/// The cgroup directories of container `c` for `keel stats`; with none to read (rootless
+/// without a delegated subtree), one line saying why, once per container.
+fn stats_cgroups(
+    c: &ContainerConfig,
+    pids: &[i32],
+    noted: &mut std::collections::BTreeSet<String>,
+) -> Vec<PathBuf> {
+    match crate::container::stats::cgroup_dirs(&c.id, pids) {
+        Ok(dirs) => dirs,
+        Err(why) => {
+            if noted.insert(c.id.clone()) {
+                errln!(
+                    "keel: no cgroup figures for container {}: {why}; its CPU, memory and PIDS are summed over its processes, and no limit is shown",
+                    c.name
+                );
+            }
+            Vec::new()
+        }
+    }
+}
+
 pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
     use crate::container::stats::{cpu_percent, human_bytes, sample};
     let interval = Duration::from_millis(500);
+    let mut noted = std::collections::BTreeSet::new();
     loop {
         let mut rows = Vec::new();
         for name in &a.containers {
             let (c, pids) = container_pids(ctx, name)?;
-            let before = sample(&c.id, &pids);
-            rows.push((c, pids, before));
+            let dirs = stats_cgroups(&c, &pids, &mut noted);
+            let before = sample(&dirs, &pids);
+            rows.push((c, pids, dirs, before));
         }
         std::thread::sleep(interval);
-        let mut out = std::io::stdout().lock();
+        let mut out = crate::report::stdout().lock();
         if a.format == "table" {
             writeln!(
                 out,
@@ -1014,8 +1073,8 @@ pub fn stats(a: StatsArgs, ctx: &Ctx) -> Result<i32> {
                 "CONTAINER ID", "NAME", "CPU %", "MEM USAGE / LIMIT"
             )?;
         }
-        for (c, pids, before) in rows {
-            let after = sample(&c.id, &pids);
+        for (c, pids, dirs, before) in rows {
+            let after = sample(&dirs, &pids);
             let cpu = cpu_percent(&before, &after, interval);
             let limit = after
                 .memory_limit

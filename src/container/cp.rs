@@ -17,6 +17,8 @@ pub enum CpError {
     Usage,
     #[error("{0} does not exist in the container")]
     MissingInContainer(String),
+    #[error("the keel that runs container {0} is gone, so its root filesystem (mounted only in that keel's namespace) cannot be reached; `keel stop {0}` and copy again")]
+    Unreachable(String),
     #[error(transparent)]
     Rootfs(#[from] RootfsError),
     #[error("{op} {}: {source}", path.display())]
@@ -77,6 +79,39 @@ pub fn parse(src: &str, dst: &str) -> Result<Direction, CpError> {
         }),
         _ => Err(CpError::Usage),
     }
+}
+
+/// The `PPid:` of `/proc/PID/status` text.
+pub fn parent_pid(status: &str) -> Option<i32> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|p| p.trim().parse().ok())
+        .filter(|&p| p > 0)
+}
+
+/// `rootfs` as seen through the root of process `mounter`: the path that reaches a mount
+/// living only in `mounter`'s mount namespace (`/proc/M/root/<rootfs>`).
+pub fn through_root_of(mounter: i32, rootfs: &Path) -> PathBuf {
+    let rel = rootfs.strip_prefix("/").unwrap_or(rootfs);
+    Path::new("/proc")
+        .join(mounter.to_string())
+        .join("root")
+        .join(rel)
+}
+
+/// Rootless, a running container's rootfs is mounted only in the mount namespace of the
+/// keel that runs it (its supervisor, or a foreground `keel run`): the parent of the
+/// container's first process `pid`. Returns that keel's pid and the rootfs through its
+/// root, so `keel cp` sees exactly what root's sees (the rootfs, not the container's
+/// volumes or /proc). A parent in our own mount namespace means that keel is gone.
+pub fn running_rootfs(name: &str, pid: i32, rootfs: &Path) -> Result<(i32, PathBuf), CpError> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let ours = fs::read_link("/proc/self/ns/mnt").ok();
+    parent_pid(&status)
+        .filter(|m| fs::read_link(format!("/proc/{m}/ns/mnt")).ok() != ours)
+        .map(|m| (m, through_root_of(m, rootfs)))
+        .ok_or_else(|| CpError::Unreachable(name.to_string()))
 }
 
 fn base_name(p: &str) -> OsString {
@@ -193,6 +228,21 @@ mod tests {
         ));
         assert!(parse("a", "b").is_err());
         assert!(parse("a:/x", "b:/y").is_err());
+    }
+
+    #[test]
+    fn a_running_rootfs_is_reached_through_its_keels_root() {
+        let status = "Name:\tkeel\nState:\tS (sleeping)\nTgid:\t11111\nPid:\t11111\nPPid:\t11109\n";
+        assert_eq!(parent_pid(status), Some(11109));
+        assert_eq!(parent_pid("PPid:\t0\n"), None);
+        assert_eq!(parent_pid(""), None);
+        assert_eq!(
+            through_root_of(
+                11109,
+                Path::new("/home/u/.local/share/keel/storage/snapshots/c/rootfs")
+            ),
+            Path::new("/proc/11109/root/home/u/.local/share/keel/storage/snapshots/c/rootfs")
+        );
     }
 
     #[test]

@@ -64,8 +64,7 @@ pub fn exec_attached(
     if !r.tty {
         let stdio = Stdio {
             stdin: stdin(),
-            stdout: None,
-            stderr: None,
+            ..Default::default()
         };
         return exec(keel_root, c, pid, root, spec, stdio);
     }
@@ -80,6 +79,7 @@ pub fn exec_attached(
         stdin: Some(dup(&slave)?),
         stdout: Some(dup(&slave)?),
         stderr: Some(slave),
+        ..Default::default()
     };
     let user = std::io::stdin();
     let _raw = crate::sys::tty::is_terminal(user.as_fd()).then(|| {
@@ -114,22 +114,27 @@ pub fn exec(
             }
             let runc = c.runtime.clone().unwrap_or_else(|| "runc".into());
             let oci = runtime::oci::Oci::in_root(runc, keel_root);
-            runtime::oci::exec(&oci, spec, stdio)
+            runtime::oci::exec(&oci, pid, spec, stdio)
         }
-        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio),
-        _ => runtime::join::exec_in(pid, spec, stdio),
+        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio, true),
+        _ => runtime::join::exec_in(pid, spec, stdio, false),
     }
 }
 
 /// The root directory to read a running container's accounts from (`-u NAME`): the
 /// main process's root for namespaces and chroot; for oci the runtime's process is on the
 /// host, so the container's first process as the runtime reports it.
-pub fn accounts_root(c: &ContainerConfig, st: &ContainerState) -> Option<std::path::PathBuf> {
+pub fn accounts_root(
+    keel_root: &Path,
+    c: &ContainerConfig,
+    st: &ContainerState,
+) -> Option<std::path::PathBuf> {
     let (pid, _) = st.live_pid()?;
     if c.isolation == "oci" {
         let runc = c.runtime.clone().unwrap_or_else(|| "runc".into());
-        // Right after `keel run -d` the runtime may still be creating the container.
-        let oci = runtime::oci::Oci::new(runc);
+        // Right after `keel run -d` the runtime may still be creating the container. Its
+        // state is where keel's runs keep it (rootless: under the user's runtime dir).
+        let oci = runtime::oci::Oci::in_root(runc, keel_root);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         loop {
             if let Some(init) = runtime::oci::init_pid(&oci, &c.id) {

@@ -533,23 +533,16 @@ impl Prepared {
             self.request.runtime.as_deref(),
             &self.root,
         )?;
-        let mut pty_master: Option<OwnedFd> = None;
         let mut log_relay = None;
         let stdio = match output {
             Output::Inherit if self.request.tty => {
-                let (master, slave) = crate::sys::tty::open_pty().map_err(LaunchError::Proxy)?;
-                let dup = |fd: &OwnedFd| {
-                    fd.try_clone().map_err(|source| LaunchError::Io {
-                        path: "/dev/ptmx".into(),
-                        source,
-                    })
-                };
-                let (out, err) = (dup(&slave)?, dup(&slave)?);
-                pty_master = Some(master);
+                // The terminal is made inside the container (its own devpts, as runc
+                // does); the backend hands keel the master once the command runs.
+                use std::os::fd::AsFd;
+                let size = crate::sys::tty::size_of(std::io::stdin().as_fd());
                 runtime::Stdio {
-                    stdin: Some(slave),
-                    stdout: Some(out),
-                    stderr: Some(err),
+                    terminal: Some(size.unwrap_or_default()),
+                    ..Default::default()
                 }
             }
             Output::Inherit => runtime::Stdio {
@@ -558,8 +551,7 @@ impl Prepared {
                 } else {
                     devnull()
                 },
-                stdout: None,
-                stderr: None,
+                ..Default::default()
             },
             Output::Log(path) => {
                 // Through a pipe, so every line gets its time (`keel logs --timestamps`).
@@ -579,6 +571,7 @@ impl Prepared {
                     stdin: devnull(),
                     stdout: Some(out),
                     stderr: Some(err),
+                    ..Default::default()
                 }
             }
         };
@@ -598,8 +591,11 @@ impl Prepared {
         crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the
         // pseudo-terminal's master.
-        let (_raw, relay) = match pty_master.take() {
+        let mut resize_fd: Option<OwnedFd> = None;
+        let (_raw, relay) = match container.take_console() {
             Some(master) => {
+                // A copy of the master for the SIGWINCH handler (the relay owns the other).
+                resize_fd = master.try_clone().ok();
                 let raw = {
                     use std::os::fd::AsFd;
                     let stdin = std::io::stdin();
@@ -614,6 +610,10 @@ impl Prepared {
             }
             None => (None, None),
         };
+        // `-t`: a resize of the user's terminal resizes the container's (SIGWINCH).
+        let _resize = resize_fd
+            .as_ref()
+            .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
         if foreground {
             container.forward_signals()?;
             // A signal that came while the container was starting was only recorded.
@@ -649,19 +649,7 @@ impl Prepared {
         let _proxy = if published.is_empty() {
             None
         } else {
-            // The sockets must be made in the container's network namespace, which under
-            // an OCI runtime belongs to a process below the runtime's.
-            let holder = crate::sys::session::netns_holder(
-                container.pid,
-                std::time::Duration::from_secs(10),
-            )
-            .ok_or_else(|| {
-                LaunchError::Proxy(crate::sys::SysError::new(
-                    "publish ports",
-                    std::io::Error::other("the container has no network namespace of its own"),
-                ))
-            })?;
-            Some(super::proxy::start(published, holder).map_err(LaunchError::Proxy)?)
+            start_proxy(published, container.pid)?
         };
         on_started(container.pid);
         let _ = self.lease.release_container(&self.config.id);
@@ -685,6 +673,35 @@ impl Prepared {
     }
 }
 
+/// Starts the port proxy of a container whose first process is `pid`. The sockets must be
+/// made in the container's network namespace, which under an OCI runtime belongs to a
+/// process below the runtime's. A container that ended before the proxy found it (a
+/// short-lived `keel run -p … true`) gets none: as with docker, the run then just ends
+/// with the container's status; only a running container without a namespace is an error.
+fn start_proxy(
+    published: Vec<ports::Published>,
+    pid: i32,
+) -> Result<Option<super::proxy::Proxy>, LaunchError> {
+    crate::fault::delay("run.before-proxy");
+    let ended = || !crate::sys::session::alive(pid);
+    let Some(holder) = crate::sys::session::netns_holder(pid, std::time::Duration::from_secs(10))
+    else {
+        if ended() {
+            return Ok(None);
+        }
+        return Err(LaunchError::Proxy(crate::sys::SysError::new(
+            "publish ports",
+            std::io::Error::other("the container has no network namespace of its own"),
+        )));
+    };
+    match super::proxy::start(published, holder) {
+        Ok(p) => Ok(Some(p)),
+        // The namespace went away with the container between the look-up and the join.
+        Err(_) if ended() => Ok(None),
+        Err(e) => Err(LaunchError::Proxy(e)),
+    }
+}
+
 /// Copies the pseudo-terminal's output to stdout (and, with `-i`, stdin to it); the
 /// returned thread ends when the container's side of the terminal is closed.
 pub(crate) fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::JoinHandle<()> {
@@ -699,7 +716,7 @@ pub(crate) fn relay_pty(master: OwnedFd, interactive: bool) -> std::thread::Join
     }
     std::thread::spawn(move || {
         let mut buf = [0u8; 8192];
-        let mut out = std::io::stdout();
+        let mut out = crate::report::stdout();
         while let Ok(n) = reader.read(&mut buf) {
             if n == 0 || out.write_all(&buf[..n]).and_then(|_| out.flush()).is_err() {
                 break;

@@ -352,8 +352,7 @@ fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), ContainerError> {
         source: io::Error::other(e),
     })?;
     io::Write::write_all(&mut tmp, &bytes).map_err(io_err("writing", path))?;
-    tmp.persist(path)
-        .map_err(|e| io_err("writing", path)(e.error))?;
+    crate::sys::hostfs::persist(tmp, path).map_err(io_err("writing", path))?;
     Ok(())
 }
 

@@ -86,10 +86,48 @@ fn read(p: &Path) -> Option<String> {
     std::fs::read_to_string(p).ok()
 }
 
+/// Where the cgroup figures of container `id` come from: root's `keel/<id>` in every
+/// hierarchy; rootless, the cgroup v2 directory keel made for it in a delegated subtree
+/// (`keel-<id>`, found from its processes `pids`), or why there is none.
+pub fn cgroup_dirs(id: &str, pids: &[i32]) -> Result<Vec<PathBuf>, String> {
+    if !crate::sys::userns::rootless() {
+        return Ok(crate::runtime::reclaim::cgroups_of(id));
+    }
+    let layout = crate::runtime::cgroup_layout();
+    let texts: Vec<String> = pids
+        .iter()
+        .filter_map(|p| read(Path::new(&format!("/proc/{p}/cgroup"))))
+        .collect();
+    rootless_cgroup(&layout, &texts, id).map(|d| vec![d])
+}
+
+/// Pure part of [`cgroup_dirs`] rootless: the first of the container's processes (their
+/// `/proc/PID/cgroup` texts) in a cgroup v2 directory named `keel-<id>` on a unified host.
+/// Rootless keel makes that directory only for `--memory`, `--pids-limit` or `--cpus`, in
+/// a delegated subtree; the error says why there is none.
+pub fn rootless_cgroup(
+    layout: &crate::runtime::cgroup::CgroupLayout,
+    proc_cgroups: &[String],
+    id: &str,
+) -> Result<PathBuf, String> {
+    let v2 = crate::runtime::cgroup::unified_mount(layout)
+        .map_err(|why| format!("no delegated cgroup v2 subtree can exist: {why}"))?;
+    let leaf = format!("keel-{id}");
+    proc_cgroups
+        .iter()
+        .filter_map(|t| t.lines().find_map(|l| l.strip_prefix("0::")))
+        .map(|rel| v2.join(rel.trim().trim_start_matches('/')))
+        .find(|d| d.file_name().is_some_and(|n| n == leaf.as_str()))
+        .ok_or_else(|| {
+            "rootless keel makes a cgroup only for --memory, --pids-limit or --cpus, in a delegated cgroup v2 subtree, and this container was started without them".to_string()
+        })
+}
+
 /// A sample of container `id`, whose processes are `pids` (its rootfs's, see
-/// [`crate::runtime::reclaim::rooted_in`]).
-pub fn sample(id: &str, pids: &[i32]) -> Sample {
-    let cg = from_cgroups(&crate::runtime::reclaim::cgroups_of(id), read);
+/// [`crate::runtime::reclaim::rooted_in`]), from its cgroup directories `dirs`
+/// ([`cgroup_dirs`]) and, for what they do not say, its processes.
+pub fn sample(dirs: &[PathBuf], pids: &[i32]) -> Sample {
+    let cg = from_cgroups(dirs, read);
     let (mut ticks, mut pages) = (0u64, 0u64);
     for p in pids {
         ticks += read(Path::new(&format!("/proc/{p}/stat")))
@@ -175,6 +213,38 @@ mod tests {
         assert_eq!(v1.limit, None);
         assert_eq!(v1.cpu, Some(Duration::from_millis(2)));
         assert_eq!(from_cgroups(&[], read), CgroupFigures::default());
+    }
+
+    #[test]
+    fn rootless_figures_come_from_the_containers_keel_cgroup() {
+        use crate::runtime::cgroup::CgroupLayout;
+        let unified = CgroupLayout {
+            v2: Some("/sys/fs/cgroup".into()),
+            v2_controllers: vec!["cpu".into(), "memory".into(), "pids".into()],
+            ..Default::default()
+        };
+        let scope = "/user.slice/user-1000.slice/user@1000.service/app.slice/run-r1.scope";
+        let texts = [format!("0::{scope}\n"), format!("0::{scope}/keel-abc\n")];
+        assert_eq!(
+            rootless_cgroup(&unified, &texts, "abc").unwrap(),
+            Path::new("/sys/fs/cgroup")
+                .join(&scope[1..])
+                .join("keel-abc")
+        );
+        // Another container's cgroup, or none of keel's: started without limits.
+        let err = rootless_cgroup(&unified, &texts, "other").unwrap_err();
+        assert!(err.contains("without them"), "{err}");
+        assert!(rootless_cgroup(&unified, &[], "abc").is_err());
+        let mut hybrid = unified.clone();
+        hybrid
+            .v1
+            .insert("memory".into(), "/sys/fs/cgroup/memory".into());
+        let err = rootless_cgroup(&hybrid, &texts, "abc").unwrap_err();
+        assert!(err.contains("this host is hybrid"), "{err}");
+        let none = CgroupLayout::default();
+        assert!(rootless_cgroup(&none, &texts, "abc")
+            .unwrap_err()
+            .contains("no cgroup2 mount"));
     }
 
     #[test]

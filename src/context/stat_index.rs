@@ -166,7 +166,7 @@ impl StatIndex {
         let _ = hostfs::create_dir_all(dir);
         if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
             if std::io::Write::write_all(&mut tmp, text.as_bytes()).is_ok() {
-                let _ = tmp.persist(file);
+                let _ = hostfs::persist(tmp, file);
             }
         }
         self.dirty = false;

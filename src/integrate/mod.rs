@@ -122,6 +122,9 @@ pub struct AdapterOptions {
     /// `--scm URL`: the repository a CI job checks out (default: the project's git
     /// remote `origin`, when it has one).
     pub scm: Option<String>,
+    /// Rootless keel (docs/rootless.md): process-manager glue is for the user's own
+    /// manager — a systemd *user* unit — since the root it pins is the user's store.
+    pub user_service: bool,
     /// `--app APP`: process managers keep a deployed app up (`keel apps up APP`)
     /// instead of one container of an image.
     pub app: Option<String>,
@@ -141,6 +144,7 @@ impl Default for AdapterOptions {
             registry: None,
             root: None,
             scm: None,
+            user_service: false,
             app: None,
         }
     }

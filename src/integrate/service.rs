@@ -104,7 +104,10 @@ fn systemd_app(opts: &AdapterOptions, app: &str, name: &str) -> Result<Vec<Gener
             ("keel", systemd_quote(&opts.keel)),
             ("app_arg", systemd_quote(app)),
             ("root", systemd_quote(&root(opts))),
-        ],
+        ]
+        .into_iter()
+        .chain(unit_kind(opts.user_service))
+        .collect::<Vec<_>>(),
     )?;
     Ok(vec![GeneratedFile::new(
         format!("keel-{name}.service"),
@@ -202,6 +205,37 @@ fn in_single_quotes(s: &str) -> String {
     s.replace('\'', r"'\''")
 }
 
+/// What differs between a system unit (root's keel) and a user unit (rootless keel,
+/// started by the user's own `systemd --user`): where it is installed, how systemctl is
+/// called, what it is wanted by, and the system's network-online target, which a user
+/// manager cannot order against. A user unit outlives the login only with lingering.
+fn unit_kind(user: bool) -> [(&'static str, String); 5] {
+    let (dir, ctl, wanted, network, linger) = if user {
+        (
+            "~/.config/systemd/user/",
+            "systemctl --user",
+            "default.target",
+            "",
+            "\n#          (rootless keel: a user unit; `loginctl enable-linger` keeps it running\n#          while you are logged out)",
+        )
+    } else {
+        (
+            "/etc/systemd/system/",
+            "systemctl",
+            "multi-user.target",
+            "\nWants=network-online.target\nAfter=network-online.target",
+            "",
+        )
+    };
+    [
+        ("unit_dir", dir.to_string()),
+        ("systemctl", ctl.to_string()),
+        ("wanted_by", wanted.to_string()),
+        ("network", network.to_string()),
+        ("linger", linger.to_string()),
+    ]
+}
+
 impl Adapter for Systemd {
     fn name(&self) -> &'static str {
         "systemd"
@@ -245,7 +279,10 @@ impl Adapter for Systemd {
                 ("image_arg", systemd_quote(image)),
                 ("root", systemd_quote(&root(opts))),
                 ("run_args", prefixed(run_args.join(" "))),
-            ],
+            ]
+            .into_iter()
+            .chain(unit_kind(opts.user_service))
+            .collect::<Vec<_>>(),
         )?;
         Ok(vec![GeneratedFile::new(
             format!("keel-{name}.service"),

@@ -5,6 +5,7 @@
 pub mod adopt;
 pub mod diff;
 pub mod guard;
+pub mod index;
 pub mod pack;
 pub mod tee;
 pub mod unpack;

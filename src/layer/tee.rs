@@ -275,4 +275,35 @@ mod tests {
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(patched.path()), listing(fresh.path()));
     }
+
+    /// With the old layer's entry index, only the entries that changed are written: the
+    /// rest are left as they are, and the tree is still what a fresh unpack gives.
+    #[test]
+    fn an_indexed_reuse_touches_only_changed_entries() {
+        let old = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abcd"),
+            ("gone", "x"),
+        ]);
+        let new = tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abXd"),
+            ("n", "n"),
+        ]);
+        let patched = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(old.clone()), patched.path(), &opts(false)).unwrap();
+        let known = super::super::index::EntryIndex::of_tar(io::Cursor::new(old)).unwrap();
+        let with_index = UnpackOptions {
+            known: Some(std::sync::Arc::new(known)),
+            ..opts(true)
+        };
+        let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &with_index).unwrap();
+        assert_eq!(stats.unchanged, 1, "{stats:?}");
+        assert_eq!(stats.bytes, 5, "only d/edit and n are written: {stats:?}");
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
 }

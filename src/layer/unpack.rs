@@ -22,6 +22,7 @@ use std::rc::Rc;
 
 use tar::EntryType;
 
+use super::index::{self, EntryIndex};
 use super::{clean_entry_path, decompressed, LayerError};
 use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
 
@@ -76,6 +77,10 @@ pub struct UnpackOptions {
     /// metadata and xattrs set again), and at the end everything the layer does not
     /// write is removed, so the result is what unpacking into an empty tree gives.
     pub reuse: bool,
+    /// With `reuse`: fingerprints of the old layer's entries. An entry the old layer had
+    /// exactly so (`index::EntryIndex::has`), still in the tree as a file or symlink, is
+    /// left as it is — not even its metadata is set again.
+    pub known: Option<std::sync::Arc<EntryIndex>>,
 }
 
 impl Default for UnpackOptions {
@@ -86,6 +91,7 @@ impl Default for UnpackOptions {
             preserve_owners: crate::sys::proc::is_root(),
             xattrs: true,
             reuse: false,
+            known: None,
         }
     }
 }
@@ -102,6 +108,8 @@ pub struct UnpackStats {
     pub whiteouts: u64,
     /// Bytes of regular-file content written.
     pub bytes: u64,
+    /// Files and symlinks left untouched because the old layer had them exactly so.
+    pub unchanged: u64,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -164,6 +172,12 @@ pub fn unpack_tree(
     }
     if opts.reuse {
         sweep(&tree.root_dir(), Path::new(""), &u.touched)?;
+        tracing::debug!(
+            entries = u.stats.entries,
+            unchanged = u.stats.unchanged,
+            indexed = opts.known.as_ref().map_or(0, |k| k.len()),
+            "patched the old layer's tree"
+        );
     }
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
@@ -190,6 +204,8 @@ enum Reused {
     /// The first bytes read from the entry that differ, and the old file with the
     /// length of its prefix known equal.
     Prefix(Vec<u8>, (fs::File, u64)),
+    /// The entry's whole content, read to fingerprint it: write the file from it.
+    Read(Vec<u8>),
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -280,6 +296,9 @@ impl Unpacker<'_, '_> {
             }
         }
         let parent = self.parent_dir(&parent_rel, &shown)?;
+        // Named for the first time in this stream: only then can the tree's file at
+        // `rel` still be the old layer's.
+        let first = !self.touched.contains(&rel);
         self.touch(&rel);
 
         if is_whiteout {
@@ -317,13 +336,16 @@ impl Unpacker<'_, '_> {
                         "GNU sparse files are not supported; repack the layer without --sparse",
                     ));
                 }
-                self.regular(&parent, name, &rel, &shown, entry)?;
+                self.regular(&parent, name, &rel, &shown, entry, first)?;
             }
             EntryType::Symlink => {
                 let target = entry
                     .link_name_bytes()
                     .ok_or_else(|| LayerError::bad(&shown, "symlink without a target"))?
                     .into_owned();
+                if first && self.unchanged(&parent, name, &rel, entry, &[], Kind::Symlink)? {
+                    return Ok(());
+                }
                 self.replace(&parent, name, &shown)?;
                 parent
                     .symlink(OsStr::from_bytes(&target), name)
@@ -392,14 +414,19 @@ impl Unpacker<'_, '_> {
         rel: &Path,
         shown: &str,
         entry: &mut tar::Entry<R>,
+        first: bool,
     ) -> Result<(), LayerError> {
-        let kept = match self.opts.reuse {
-            true => self.reuse_file(parent, name, rel, shown, entry)?,
-            false => Reused::No,
+        let kept = match (self.opts.reuse, &self.opts.known) {
+            (true, Some(_)) if first && index::indexable(EntryType::Regular, entry.size()) => {
+                self.known_file(parent, name, rel, shown, entry)?
+            }
+            (true, _) => self.reuse_file(parent, name, rel, shown, entry)?,
+            (false, _) => Reused::No,
         };
         let (prefix, mut old) = match kept {
             Reused::Whole => return Ok(()),
             Reused::Prefix(p, old) => (p, Some(old)),
+            Reused::Read(p) => (p, None),
             Reused::No => (Vec::new(), None),
         };
         self.replace(parent, name, shown)?;
@@ -416,10 +443,12 @@ impl Unpacker<'_, '_> {
             let copied = old
                 .rewind()
                 .and_then(|()| io::copy(&mut Read::take(&mut *old, *same), &mut f))
-                .and_then(|c| io::Write::write_all(&mut f, &prefix).map(|()| c))
                 .map_err(|e| LayerError::bad(shown, format!("rewriting: {e}")))?;
-            n = copied + prefix.len() as u64;
+            n = copied;
         }
+        io::Write::write_all(&mut f, &prefix)
+            .map_err(|e| LayerError::bad(shown, format!("writing file content: {e}")))?;
+        n += prefix.len() as u64;
         n += io::copy(entry, &mut f)
             .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
         if n != want {
@@ -479,6 +508,63 @@ impl Unpacker<'_, '_> {
         self.stats.bytes += same;
         self.metadata(shown, At::Name(parent, name), rel, entry, false)?;
         Ok(Reused::Whole)
+    }
+
+    /// In `reuse` mode with an index: the entry (content read whole, it is small) is
+    /// kept as the old layer left it when its fingerprint is the old entry's.
+    fn known_file<R: Read>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        shown: &str,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<Reused, LayerError> {
+        let mut body = Vec::with_capacity(entry.size() as usize);
+        entry
+            .read_to_end(&mut body)
+            .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
+        Ok(
+            match self.unchanged(parent, name, rel, entry, &body, Kind::File)? {
+                true => Reused::Whole,
+                false => Reused::Read(body),
+            },
+        )
+    }
+
+    /// Whether the entry (content `body`) is one the old layer had exactly so, and the
+    /// tree still has a `kind` of its size at `name`: then it is counted and left alone.
+    fn unchanged<R: Read>(
+        &mut self,
+        parent: &Dir,
+        name: &OsStr,
+        rel: &Path,
+        entry: &mut tar::Entry<R>,
+        body: &[u8],
+        kind: Kind,
+    ) -> Result<bool, LayerError> {
+        let Some(known) = self.opts.known.as_ref().filter(|_| self.opts.reuse) else {
+            return Ok(false);
+        };
+        let fp = index::fingerprint_with(entry, body)?;
+        if !known.has(rel, &fp) {
+            return Ok(false);
+        }
+        let shown = rel.display().to_string();
+        let there = parent.stat(name).map_err(bad(&shown))?;
+        let size = match kind {
+            Kind::File => Some(body.len() as u64),
+            _ => None,
+        };
+        if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
+            return Ok(false);
+        }
+        self.stats.unchanged += 1;
+        match kind {
+            Kind::File => self.stats.files += 1,
+            _ => self.stats.symlinks += 1,
+        }
+        Ok(true)
     }
 
     fn touch(&mut self, rel: &Path) {

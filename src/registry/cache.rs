@@ -382,7 +382,9 @@ pub struct Exported {
 /// A `RUN --mount=type=cache` a build named: its id and sharing.
 pub type MountUse = (String, crate::plan::mount::Sharing);
 
-/// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`.
+/// Pushes the entries of `keys` (filtered by the mode) and their layers to `cref`: the
+/// cache mounts are packed first (so a failure uploads nothing), then every layer is
+/// sent, then the config naming them, then the manifest.
 pub fn export(
     store: &Store,
     cref: &CacheRef,
@@ -392,6 +394,43 @@ pub fn export(
 ) -> Result<Exported, RegistryError> {
     let (entries, layers) = select(store, cref.mode, keys, final_layers);
     let mut out = Exported::default();
+    let packed = pack_mounts(store, cref, mounts, &mut out)?;
+    let remote = target_of(&cref.image)?;
+    let mut up = Upload {
+        store,
+        client: connect(store, &remote, "pull,push")?,
+        memo: Memo::new(store),
+        pushed: super::push::Pushed::default(),
+        remote,
+    };
+    let mut sent = Sent::default();
+    for d in layers.values() {
+        up.send_layer(None, d, cref.compression, &mut sent)?;
+    }
+    for p in &packed {
+        let d = serde_json::to_value(&p.layer).expect("a descriptor serialises");
+        up.send_layer(Some(p), &d, cref.compression, &mut sent)?;
+    }
+    let mut config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": sent.compressed});
+    if !sent.mounts.is_empty() {
+        config["mounts"] = json!(sent.mounts);
+    }
+    out.manifest = up.put_manifest(config, sent.layers)?;
+    out.entries = entries.len();
+    out.layers = layers.len();
+    out.uploaded = up.pushed.uploaded;
+    out.mounts = sent.mounts.len();
+    Ok(out)
+}
+
+/// Packs the build's cache mounts when `cref` asks for them (`mounts=true`); notes those
+/// too large in `out`.
+fn pack_mounts(
+    store: &Store,
+    cref: &CacheRef,
+    mounts: &[MountUse],
+    out: &mut Exported,
+) -> Result<Vec<super::mounts::Packed>, RegistryError> {
     let mut packed = Vec::new();
     for (id, sharing) in mounts.iter().filter(|_| cref.mounts) {
         let sharing = format!("{sharing:?}").to_lowercase();
@@ -401,33 +440,60 @@ pub fn export(
             super::mounts::Export::Absent => {}
         }
     }
-    let remote = target_of(&cref.image)?;
-    let client = connect(store, &remote, "pull,push")?;
-    let repo = client.repo_url(&remote.repository);
-    let mut pushed = super::push::Pushed::default();
-    let memo = Memo::new(store);
-    let mut sent = Vec::new();
-    let mut compressed = BTreeMap::new();
-    let mut mount_entries = BTreeMap::new();
-    let mount_layers = packed
-        .iter()
-        .map(|p| serde_json::to_value(&p.layer).expect("a descriptor serialises"));
-    let all: Vec<(Option<&super::mounts::Packed>, Value)> = layers
-        .values()
-        .map(|d| (None, d.clone()))
-        .chain(packed.iter().map(Some).zip(mount_layers))
-        .collect();
-    for (mount, d) in &all {
+    Ok(packed)
+}
+
+/// What an export has sent so far: the manifest's layer descriptors (as they travel),
+/// the compressed form of each of keel's uncompressed layers, and the mount entries.
+#[derive(Default)]
+struct Sent {
+    layers: Vec<Value>,
+    compressed: BTreeMap<String, Value>,
+    mounts: BTreeMap<String, Value>,
+}
+
+/// One export's connection to the cache repository.
+struct Upload<'a> {
+    store: &'a Store,
+    client: Client,
+    memo: Memo,
+    pushed: super::push::Pushed,
+    remote: Remote,
+}
+
+impl Upload<'_> {
+    fn repo(&self) -> String {
+        self.client.repo_url(&self.remote.repository)
+    }
+
+    /// Sends one layer (descriptor `d` as stored; `mount`: the cache mount it packs),
+    /// compressed with `compression` if it is stored uncompressed, and records it.
+    fn send_layer(
+        &mut self,
+        mount: Option<&super::mounts::Packed>,
+        d: &Value,
+        compression: Compression,
+        sent: &mut Sent,
+    ) -> Result<(), RegistryError> {
         let desc: oci_spec::image::Descriptor = serde_json::from_value(d.clone())
             .map_err(|e| bad("cache", &format!("an entry has an invalid layer: {e}")))?;
         let format = match crate::store::is_uncompressed(desc.media_type()) {
-            true => cref.compression,
+            true => compression,
             false => Compression::None,
         };
-        let blob = layer_blob(store, &memo, &desc, format, &mut pushed)?;
-        let (digest, size) = send_blob(store, &memo, &client, &repo, blob, &[], &mut pushed)?;
-        let host = Remote::endpoint_of(&remote.registry);
-        memo.add_source(host, &digest, &remote.repository);
+        let blob = layer_blob(self.store, &self.memo, &desc, format, &mut self.pushed)?;
+        let repo = self.repo();
+        let (digest, size) = send_blob(
+            self.store,
+            &self.memo,
+            &self.client,
+            &repo,
+            blob,
+            &[],
+            &mut self.pushed,
+        )?;
+        let host = Remote::endpoint_of(&self.remote.registry);
+        self.memo.add_source(host, &digest, &self.remote.repository);
         let travels = match format {
             Compression::None => d.clone(),
             _ => {
@@ -436,42 +502,52 @@ pub fn export(
         };
         match mount {
             Some(p) => {
-                mount_entries.insert(p.id.clone(), super::mounts::entry(p, &travels));
+                let entry = super::mounts::entry(p, &travels);
+                sent.mounts.insert(p.id.clone(), entry);
             }
             None if format != Compression::None => {
-                compressed.insert(desc.digest().to_string(), travels.clone());
+                sent.compressed
+                    .insert(desc.digest().to_string(), travels.clone());
             }
             None => {}
         }
-        sent.push(travels);
+        sent.layers.push(travels);
+        Ok(())
     }
-    let mut config = json!({"format": FORMAT, "key_version": KEY_VERSION, "entries": entries, "compressed": compressed});
-    if !mount_entries.is_empty() {
-        config["mounts"] = json!(mount_entries);
+
+    /// Stores and sends `config`, then puts the artifact manifest listing `layers` under
+    /// the cache reference; returns the manifest's digest.
+    fn put_manifest(&mut self, config: Value, layers: Vec<Value>) -> Result<String, RegistryError> {
+        let (config_digest, config_size) = self.store.put_json(&config)?;
+        let config_blob = Outgoing::stored(config_digest.clone(), config_size);
+        let repo = self.repo();
+        send_blob(
+            self.store,
+            &self.memo,
+            &self.client,
+            &repo,
+            config_blob,
+            &[],
+            &mut self.pushed,
+        )?;
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": ARTIFACT_TYPE,
+            "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
+        let url = format!("{repo}/manifests/{}", self.remote.reference);
+        let media = "application/vnd.oci.image.manifest.v1+json";
+        let resp = self
+            .client
+            .send("PUT", &url, &[("Content-Type", media)], &bytes[..])?;
+        if resp.status() != 201 {
+            return Err(unexpected("PUT", &url, resp));
+        }
+        Ok(digest::of_bytes(&bytes).to_string())
     }
-    let (config_digest, config_size) = store.put_json(&config)?;
-    let config_blob = Outgoing::stored(config_digest.clone(), config_size);
-    send_blob(store, &memo, &client, &repo, config_blob, &[], &mut pushed)?;
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "artifactType": ARTIFACT_TYPE,
-        "config": {"mediaType": CONFIG_TYPE, "digest": config_digest.to_string(), "size": config_size},
-        "layers": sent,
-    });
-    let bytes = serde_json::to_vec(&manifest).expect("a manifest serialises");
-    let url = format!("{repo}/manifests/{}", remote.reference);
-    let media = "application/vnd.oci.image.manifest.v1+json";
-    let resp = client.send("PUT", &url, &[("Content-Type", media)], &bytes[..])?;
-    if resp.status() != 201 {
-        return Err(unexpected("PUT", &url, resp));
-    }
-    out.entries = entries.len();
-    out.layers = layers.len();
-    out.uploaded = pushed.uploaded;
-    out.manifest = digest::of_bytes(&bytes).to_string();
-    out.mounts = mount_entries.len();
-    Ok(out)
 }
 
 /// The entries `mode` exports among `keys` (hex key → entry) and the layer descriptors

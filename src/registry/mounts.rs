@@ -18,6 +18,7 @@ use serde_json::{json, Value};
 use super::RegistryError;
 use crate::digest::{self, Digest};
 use crate::store::{Store, StoreError};
+use crate::sys::hostfs;
 
 /// Default largest cache mount exported (`mounts-max=`): 1 GiB.
 pub const DEFAULT_MAX: u64 = 1 << 30;
@@ -140,12 +141,65 @@ pub fn entry(p: &Packed, sent: &Value) -> Value {
     json!({"sharing": p.sharing, "diff_id": p.layer.digest().to_string(), "layer": sent})
 }
 
-/// Unpacks the cache mount `id` a `--cache-from` cache offers into `dir` (which the
-/// caller found absent or empty). False when no cache offers it.
+/// Where a seeded cache mount came from (`<dir>.seeded`, JSON).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct Seeded {
+    pub id: String,
+    /// `host/repository` of the cache that offered it.
+    pub cache: String,
+    /// The layer fetched (as it travels) and the tar it decompresses to.
+    pub layer: Digest,
+    pub diff_id: Digest,
+}
+
+/// The record of where the cache mount at `dir` was seeded from, if it was.
+pub fn seeded(dir: &Path) -> Option<Seeded> {
+    let text = std::fs::read(dir.with_extension("seeded")).ok()?;
+    serde_json::from_slice(&text).ok()
+}
+
+/// Unpacks the cache mount `id` a `--cache-from` cache offers into `dir` when `dir` is
+/// absent or empty and was never seeded before (its `<dir>.seeded` record). False when
+/// nothing was seeded (no cache offers it, or the mount is not a cold one).
 pub fn seed_mount(store: &Store, id: &str, dir: &Path) -> Result<bool, RegistryError> {
     let Some(o) = offers().lock().expect("offers").get(id).cloned() else {
         return Ok(false);
     };
+    if seeded(dir).is_some() || !is_empty_or_absent(dir) {
+        return Ok(false);
+    }
+    fetch_offer(store, &o)?;
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| RegistryError::Store(StoreError::Io { op, path, source })
+    };
+    let tmp = tempfile::tempdir_in(store.tmp_dir()).map_err(io("creating", &store.tmp_dir()))?;
+    let blob = store.open_blob(o.packed.digest())?;
+    let opts = crate::layer::unpack::UnpackOptions::default();
+    crate::layer::unpack::unpack(blob, tmp.path(), &opts).map_err(|e| RegistryError::Blob {
+        what: "cache mount",
+        digest: o.packed.digest().to_string(),
+        url: format!("{}/{}", o.host, o.repository),
+        why: e.to_string(),
+    })?;
+    if let Ok(m) = std::fs::metadata(dir) {
+        // The mount's mode and owner (the step's `mode=`, `uid=`, `gid=`) stay.
+        use std::os::unix::fs::MetadataExt;
+        hostfs::set_permissions(tmp.path(), m.permissions()).map_err(io("chmod", tmp.path()))?;
+        hostfs::chown(tmp.path(), Some(m.uid()), Some(m.gid())).map_err(io("chown", tmp.path()))?;
+    }
+    // rename(2) replaces an empty directory and fails on one another build filled since.
+    let tmp = tmp.keep();
+    if hostfs::rename(&tmp, dir).is_err() {
+        let _ = hostfs::remove_dir_all(&tmp);
+        return Ok(false);
+    }
+    record_seed(id, dir, &o).map_err(io("writing", &dir.with_extension("seeded")))?;
+    Ok(true)
+}
+
+/// Fetches the layer of offer `o` into the store (verified by digest and diff_id).
+fn fetch_offer(store: &Store, o: &Offer) -> Result<(), RegistryError> {
     let client = super::cache::client_for(store, &o.host, &o.repository)?;
     let repo = client.repo_url(&o.repository);
     let mut stats = super::pull::Stats::default();
@@ -162,22 +216,23 @@ pub fn seed_mount(store: &Store, id: &str, dir: &Path) -> Result<bool, RegistryE
         store.verify_diff_id(&o.packed, &o.diff_id)?;
     }
     super::cache::count_fetched(stats.bytes, stats.fetched);
-    if !dir.exists() {
-        crate::sys::hostfs::create_dir_all(dir).map_err(|e| {
-            RegistryError::Store(StoreError::Io {
-                op: "creating",
-                path: dir.to_path_buf(),
-                source: e,
-            })
-        })?;
+    Ok(())
+}
+
+fn is_empty_or_absent(dir: &Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut d) => d.next().is_none(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
     }
-    let blob = store.open_blob(o.packed.digest())?;
-    let opts = crate::layer::unpack::UnpackOptions::default();
-    crate::layer::unpack::unpack(blob, dir, &opts).map_err(|e| RegistryError::Blob {
-        what: "cache mount",
-        digest: o.packed.digest().to_string(),
-        url: format!("{}/{}", o.host, o.repository),
-        why: e.to_string(),
-    })?;
-    Ok(true)
+}
+
+fn record_seed(id: &str, dir: &Path, o: &Offer) -> std::io::Result<()> {
+    let record = Seeded {
+        id: id.to_string(),
+        cache: format!("{}/{}", o.host, o.repository),
+        layer: o.packed.digest().clone(),
+        diff_id: o.diff_id.clone(),
+    };
+    let text = serde_json::to_vec(&record).expect("a record serialises");
+    hostfs::write_atomic(&dir.with_extension("seeded"), &text)
 }

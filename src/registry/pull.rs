@@ -1,9 +1,20 @@
 //! `keel pull`: a manifest (or an index, resolved to one platform's manifest), its config
 //! and its layers, each streamed into the store's verified writer (`BlobWriter::commit`
-//! checks the digest before the blob gets its name), every layer then checked against
-//! its diff_id, the manifest stored last and the name set after that. A pull killed at
-//! any point leaves only whole, verified blobs (which the next pull reuses: it resumes)
-//! and temp files gc reclaims. Layers download in parallel, at most `jobs` at once.
+//! checks the digest before the blob gets its name), the manifest stored last and the
+//! name set after that. A pull killed at any point leaves only whole, verified blobs
+//! (which the next pull reuses: it resumes) and temp files gc reclaims. Layers download
+//! in parallel, at most `jobs` at once.
+//!
+//! A pull checks a layer's *compressed* digest only, as skopeo and containerd's content
+//! fetch do; its diff_id (the digest of the uncompressed tar) is checked where the
+//! uncompressed stream is read anyway, as containerd checks it at unpack: by the storage
+//! drivers while unpacking (`storage::verify::unpack_verified`, so no unverified tree is
+//! ever used), by push before it sends a stored compressed layer (`push::verify_layers`,
+//! once per blob), by `keel load` and by `keel fsck --full`. Hashing the uncompressed
+//! stream here too cost a third to a half of a pull's CPU time (docs/performance.md,
+//! Session 5). The build cache's and cache mounts' layers (`fetch_blob` with a diff_id)
+//! are still checked as they download (a seeded cache mount is unpacked by
+//! `layer::unpack`, which checks no diff_id of its own).
 use std::collections::VecDeque;
 use std::io::Read;
 use std::sync::Mutex;
@@ -79,6 +90,9 @@ pub struct Pulled {
     pub fetched_bytes: u64,
     pub fetched_blobs: usize,
     pub present_blobs: usize,
+    /// With `--all-platforms` from an index: the index as stored (the name points at it,
+    /// `Store::load_index_records` lists its images).
+    pub index: Option<Descriptor>,
 }
 
 type Events<'a> = &'a (dyn Fn(PullEvent) + Sync);
@@ -102,6 +116,7 @@ pub fn pull(
                 fetched_bytes: 0,
                 fetched_blobs: 0,
                 present_blobs: 0,
+                index: None,
             });
         }
     }
@@ -114,7 +129,10 @@ pub fn pull(
             match pull_from(store, host, &remote, opts, events) {
                 Ok(mut p) => {
                     if name.digest.is_none() {
-                        store.tag(name, &p.record.manifest_descriptor)?;
+                        // A multi-platform pull names the index, as a multi-platform
+                        // build does (`Store::commit_index`).
+                        let target = p.index.as_ref().unwrap_or(&p.record.manifest_descriptor);
+                        store.tag(name, target)?;
                         p.record.names = vec![name.tagged_name()];
                     }
                     return Ok(p);
@@ -164,25 +182,34 @@ fn pull_from(
         &label,
     )?;
     let mut stats = Stats::default();
+    let mut index = None;
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
         if opts.all_platforms {
-            // Every other platform's image is stored too (by digest; the name goes to the
-            // chosen one), then the index itself.
+            // Every other platform's image is stored too (the index, naming them all, is
+            // stored after the last of them).
             for other in platform_manifests(&doc.bytes, &label)? {
                 if other != chosen {
                     let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
                     store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
                 }
             }
-            store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
+            index = Some(doc);
         }
         doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
     }
     let descriptor = store_image(
         store, &client, &repo, &doc, &label, opts, events, &mut stats,
     )?;
-    let record = store.load_record(descriptor, Vec::new())?;
+    let index = match index {
+        Some(i) => {
+            let (d, size) = store.put_blob(&i.bytes[..], Some(&i.digest))?;
+            Some(Descriptor::new(i.media_type, size, d))
+        }
+        None => None,
+    };
+    let mut record = store.load_record(descriptor, Vec::new())?;
+    record.index = index.clone();
     let memo = super::push::Memo::new(store);
     for l in record.manifest.layers() {
         memo.add_source(host, l.digest(), &remote.repository);
@@ -193,17 +220,24 @@ fn pull_from(
         fetched_bytes: stats.bytes,
         fetched_blobs: stats.fetched,
         present_blobs: stats.present,
+        index,
     })
 }
 
-/// The manifests an index lists with a platform.
+/// The manifests an index lists with a platform. Entries for `unknown/unknown` are
+/// attestations (BuildKit's provenance and SBOM manifests, as Docker Hub serves them),
+/// not images: left out, as `Store::load_index_records` leaves them out.
 fn platform_manifests(index: &[u8], label: &str) -> Result<Vec<Digest>, RegistryError> {
     let index: ImageIndex = serde_json::from_slice(index)
         .map_err(|e| bad(label, &format!("its index is not valid: {e}")))?;
     Ok(index
         .manifests()
         .iter()
-        .filter(|m| m.platform().is_some())
+        .filter(|m| {
+            m.platform()
+                .as_ref()
+                .is_some_and(|p| p.os().to_string() != "unknown")
+        })
         .map(|m| m.digest().clone())
         .collect())
 }
@@ -259,7 +293,7 @@ fn store_image(
             ),
         ));
     }
-    let work: Vec<(Descriptor, Digest)> = manifest.layers().iter().cloned().zip(diff_ids).collect();
+    let work: Vec<Descriptor> = manifest.layers().to_vec();
     fetch_layers(store, client, repo, work, opts.jobs.max(1), events, stats)?;
     crate::fault::point("pull.blobs-stored");
     let (d, size) = store.put_blob(&doc.bytes[..], Some(&doc.digest))?;
@@ -412,9 +446,10 @@ pub(super) struct Stats {
     pub(super) present: usize,
 }
 
-/// Downloads the layers the store lacks, `jobs` at once, and checks every diff_id.
+/// Downloads the layers the store lacks, `jobs` at once (a layer the store has is not
+/// read: its digest was checked when it was stored, its diff_id is checked on use).
 ///
-/// Each layer is renamed into place as soon as both its digests check, unsynced (a kill
+/// Each layer is renamed into place as soon as its digest checks, unsynced (a kill
 /// cannot tear a renamed file: its pages are the kernel's, so the next pull resumes from
 /// it; writeback starts while it downloads), and one pass at the end makes them durable
 /// before the manifest that names them is stored: an fdatasync per layer fetched (in
@@ -425,7 +460,7 @@ fn fetch_layers(
     store: &Store,
     client: &Client,
     repo: &str,
-    work: Vec<(Descriptor, Digest)>,
+    work: Vec<Descriptor>,
     jobs: usize,
     events: Events,
     stats: &mut Stats,
@@ -441,7 +476,7 @@ fn fetch_layers(
                 if first_error.lock().expect("error slot").is_some() {
                     return;
                 }
-                let Some((layer, diff_id)) = queue.lock().expect("queue").pop_front() else {
+                let Some(layer) = queue.lock().expect("queue").pop_front() else {
                     return;
                 };
                 let mut mine = Stats::default();
@@ -450,19 +485,15 @@ fn fetch_layers(
                     client,
                     repo,
                     &layer,
-                    Some(&diff_id),
+                    None,
                     Some(events),
                     &mut mine,
                 )
-                .and_then(|fetched| {
+                .map(|fetched| {
                     if fetched {
-                        written
-                            .lock()
-                            .expect("written")
-                            .push(layer.digest().clone());
-                        return Ok(());
+                        let mut w = written.lock().expect("written");
+                        w.push(layer.digest().clone());
                     }
-                    Ok(store.verify_diff_id(&layer, &diff_id)?)
                 });
                 let mut t = total.lock().expect("stats");
                 t.bytes += mine.bytes;
@@ -745,6 +776,21 @@ mod tests {
             .collect();
         serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": manifests}))
             .unwrap()
+    }
+
+    #[test]
+    fn attestation_entries_are_not_platform_images() {
+        let idx = index(&[
+            ("linux", "amd64", None),
+            ("unknown", "unknown", None),
+            ("linux", "arm64", Some("v8")),
+        ]);
+        let got = platform_manifests(&idx, "x").unwrap();
+        let firsts: Vec<String> = got
+            .iter()
+            .map(|d| d.to_string()[7..8].to_string())
+            .collect();
+        assert_eq!(firsts, ["0", "2"]);
     }
 
     #[test]

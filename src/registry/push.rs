@@ -133,6 +133,7 @@ pub fn push(
         });
     }
     let session = Session::open(store, image, target, registries, skip_tls_verify)?;
+    verify_layers(store, &session.memo, image)?;
     let mut out = Pushed::default();
     let mut manifest: serde_json::Value =
         serde_json::from_slice(&store.read_blob(image.manifest_digest())?).map_err(|e| {
@@ -270,6 +271,45 @@ impl<'a> Session<'a> {
         }
         Ok(())
     }
+}
+
+/// Checks every layer of `image` against its config's diff_id before anything is sent,
+/// so a layer whose diff_id lies is never pushed. A pull checks only a layer's compressed
+/// digest (pull.rs), so a stored compressed layer is decompressed and hashed here, once:
+/// the verified pair is remembered (`Memo::verified`; a blob's content never changes). A
+/// layer keel built is stored uncompressed, its digest is its diff_id: nothing to read.
+pub(super) fn verify_layers(
+    store: &Store,
+    memo: &Memo,
+    image: &ImageRecord,
+) -> Result<(), RegistryError> {
+    let diff_ids = image.config.rootfs().diff_ids();
+    let layers = image.manifest.layers();
+    let label = image.manifest_digest().to_string();
+    if diff_ids.len() != layers.len() {
+        return Err(RegistryError::BadManifest {
+            reference: label,
+            why: format!(
+                "its config lists {} diff_ids for {} layers",
+                diff_ids.len(),
+                layers.len()
+            ),
+        });
+    }
+    for (layer, d) in layers.iter().zip(diff_ids) {
+        let want = crate::digest::parse(d).ok_or_else(|| RegistryError::BadManifest {
+            reference: label.clone(),
+            why: format!("its config has an invalid diff_id {d:?}"),
+        })?;
+        if memo.verified(layer.digest()).as_ref() == Some(&want) {
+            continue;
+        }
+        store.verify_diff_id(layer, &want)?;
+        if !crate::store::is_uncompressed(layer.media_type()) {
+            memo.set_verified(layer.digest(), &want);
+        }
+    }
+    Ok(())
 }
 
 /// What a stored layer travels as in `format` (`None`: as stored): its remembered
@@ -484,10 +524,11 @@ fn upload(
 
 /// What keel remembers between transfers, under `<root>/cache/registry/`: the gzip and
 /// zstd digests of each uncompressed layer it compressed (`gzip/<hex>`, `zstd/<hex>`:
-/// "digest size"), and
-/// the repositories each blob is known to be in (`sources/<hex>`: "host repository"
-/// lines), for cross-repository mounts. Only hints: a wrong or missing one costs a
-/// recompression or an upload, never correctness (the registry checks digests).
+/// "digest size"), the repositories each blob is known to be in (`sources/<hex>`: "host
+/// repository" lines), for cross-repository mounts, and the diff_id each pulled
+/// compressed layer was checked against (`verified/<hex>`). The first two are only
+/// hints: a wrong or missing one costs a recompression or an upload, never correctness
+/// (the registry checks digests); `verified/` is written only after a check passed.
 pub struct Memo {
     dir: std::path::PathBuf,
 }
@@ -510,6 +551,22 @@ impl Memo {
         let _ = hostfs::create_dir_all(&dir);
         let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
         if hostfs::write(&tmp, format!("{gz} {size}\n")).is_ok() {
+            let _ = hostfs::rename(&tmp, dir.join(d.digest()));
+        }
+    }
+    /// The diff_id stored compressed layer `d` was checked to decompress to. Unlike the
+    /// rest of the memo this is a proof, not a hint: it is written only after
+    /// `Store::verify_diff_id` passed, and a blob's content never changes under its name
+    /// (fsck checks that).
+    pub(super) fn verified(&self, d: &Digest) -> Option<Digest> {
+        let text = std::fs::read_to_string(self.dir.join("verified").join(d.digest())).ok()?;
+        crate::digest::parse(text.trim())
+    }
+    pub(super) fn set_verified(&self, d: &Digest, diff_id: &Digest) {
+        let dir = self.dir.join("verified");
+        let _ = hostfs::create_dir_all(&dir);
+        let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
+        if hostfs::write(&tmp, format!("{diff_id}\n")).is_ok() {
             let _ = hostfs::rename(&tmp, dir.join(d.digest()));
         }
     }

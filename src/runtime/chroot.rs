@@ -45,7 +45,10 @@ impl Isolation for Chroot {
             spec,
             rootfs,
             stdio,
-            Cleanup::UnmountBelow,
+            |root| {
+                let kept = super::mounts_below(&root)?;
+                Ok(Cleanup::UnmountBelow { root, kept })
+            },
             |rootfs, prep, stdio, report| {
                 if let Err(m) = enter(spec, rootfs) {
                     setup::fail(report, Report::Setup(m), 255);

@@ -20,23 +20,28 @@ use crate::sys;
 /// namespace's owner, and joining it grants the capabilities the other joins need.
 const KINDS: [&str; 6] = ["user", "ipc", "uts", "net", "pid_for_children", "mnt"];
 
-fn same_ns(pid: i32, kind: &str) -> bool {
-    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));
-    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}"));
-    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
-}
-
 /// Runs `spec`'s command inside the container whose first process is `pid`; waits.
-pub fn exec_in(pid: i32, spec: &ContainerSpec, stdio: Stdio) -> Result<Exit, RuntimeError> {
+/// `chrooted`: the container is a chroot (`--isolation chroot`), so the process also
+/// chroots into the first process's root — whether or not it shares our mount namespace
+/// (rootless, it is the mount namespace of the keel that started it, not ours; joining
+/// that alone would leave the process at the host's `/`).
+pub fn exec_in(
+    pid: i32,
+    spec: &ContainerSpec,
+    stdio: Stdio,
+    chrooted: bool,
+) -> Result<Exit, RuntimeError> {
     let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
     let mut joins: Vec<OwnedFd> = Vec::new();
     for kind in KINDS {
-        if !same_ns(pid, kind) {
+        if !sys::ns::same_as_ours(pid, kind) {
             joins.push(sys::ns::open_ns(pid, kind)?);
         }
     }
-    let chroot_into =
-        same_ns(pid, "mnt").then(|| std::path::PathBuf::from(format!("/proc/{pid}/root")));
+    // Resolved after the joins: a chroot container shares the mount namespace (and PID
+    // namespace) of its keel, whose /proc still shows `pid`.
+    let chroot_into = (chrooted || sys::ns::same_as_ours(pid, "mnt"))
+        .then(|| std::path::PathBuf::from(format!("/proc/{pid}/root")));
     let cgroups = super::cgroup::Cgroup {
         dirs: super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id),
     };

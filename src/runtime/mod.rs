@@ -76,13 +76,20 @@ pub struct Container {
     cleanup: Cleanup,
     waited: bool,
     _forwarding: Option<crate::sys::proc::Forwarding>,
+    /// With [`Stdio::terminal`]: the master of the container's pseudo-terminal.
+    console: Option<std::os::fd::OwnedFd>,
 }
 
 /// Backend-specific teardown after the process ends.
 enum Cleanup {
     None,
-    /// Unmount everything at or below the rootfs (chroot mounts live in the host namespace).
-    UnmountBelow(PathBuf),
+    /// Unmount what the container mounted at or below the rootfs (chroot mounts live in
+    /// the host namespace): every mount there but those in `kept`, the ones that were
+    /// there before it started (an overlay snapshot's rootfs is itself a mount).
+    UnmountBelow {
+        root: PathBuf,
+        kept: Vec<PathBuf>,
+    },
     /// `runtime delete -f ID` and remove the bundle directory.
     Oci {
         runtime: PathBuf,
@@ -93,6 +100,12 @@ enum Cleanup {
 }
 
 impl Container {
+    /// The master of the terminal the container got with [`Stdio::terminal`] (once); `None`
+    /// when none was asked for or the container ended before it made one.
+    pub fn take_console(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.console.take()
+    }
+
     /// Forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT/SIGUSR1/SIGUSR2/SIGWINCH received by this
     /// process to the container until it is waited for (for a foreground `keel run`).
     pub fn forward_signals(&mut self) -> Result<(), RuntimeError> {
@@ -139,11 +152,11 @@ impl Container {
         let mut first: Option<RuntimeError> = None;
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
             Cleanup::None => {}
-            Cleanup::UnmountBelow(root) => {
+            Cleanup::UnmountBelow { root, kept } => {
                 // Without a PID namespace (chroot) the first process's children outlive
                 // it; once the rootfs is unmounted nothing could find them any more.
                 reclaim::kill_rooted_in(&root);
-                if let Err(e) = unmount_below(&root) {
+                if let Err(e) = unmount_below(&root, &kept) {
                     first.get_or_insert(e);
                 }
             }
@@ -179,14 +192,25 @@ impl Drop for Container {
     }
 }
 
-/// Unmounts every mount point at or below `root`, deepest first.
-fn unmount_below(root: &Path) -> Result<(), RuntimeError> {
-    let mut points: Vec<PathBuf> = crate::sys::mount::mount_points()?
+/// The mount points at or below `root`, one entry per mount (stacked mounts repeat).
+fn mounts_below(root: &Path) -> Result<Vec<PathBuf>, RuntimeError> {
+    Ok(crate::sys::mount::mount_points()?
         .into_iter()
         .filter(|p| p.starts_with(root))
-        .collect();
+        .collect())
+}
+
+/// Unmounts every mount at or below `root` but those in `kept` (one per entry; mounts
+/// that were there before the container), deepest first, the newest of a stack first.
+fn unmount_below(root: &Path, kept: &[PathBuf]) -> Result<(), RuntimeError> {
+    let mut points = mounts_below(root)?;
+    for k in kept {
+        // The oldest of a stack is listed first in mountinfo: keep that one.
+        if let Some(i) = points.iter().position(|p| p == k) {
+            points.remove(i);
+        }
+    }
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
-    points.dedup();
     for p in points {
         match crate::sys::mount::umount_detach(&p) {
             Err(e) if e.errno() == Some(libc::EINVAL) || e.errno() == Some(libc::ENOENT) => {}
@@ -286,8 +310,8 @@ fn make_cgroup(spec: &ContainerSpec) -> Result<Option<cgroup::Cgroup>, RuntimeEr
 fn fork_container(
     spec: &ContainerSpec,
     rootfs: &Path,
-    stdio: Stdio,
-    cleanup: impl FnOnce(PathBuf) -> Cleanup,
+    mut stdio: Stdio,
+    cleanup: impl FnOnce(PathBuf) -> Result<Cleanup, RuntimeError>,
     child: impl FnOnce(
         &Path,
         &setup::Prepared,
@@ -300,11 +324,32 @@ fn fork_container(
     let prep = setup::Prepared::new(spec).map_err(RuntimeError::Setup)?;
     ensure_cwd(&rootfs, &spec.cwd)?;
     let cgroup = make_cgroup(spec)?;
+    let joins = match cgroup.as_ref().map(cgroup::Cgroup::self_join_files) {
+        Some(Err(e)) => {
+            let _ = cgroup.map(cgroup::Cgroup::destroy);
+            return Err(e.into());
+        }
+        j => j.and_then(Result::ok).unwrap_or_default(),
+    };
     let (go_r, go_w) = sys::proc::pipe()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
+    let console = match stdio.terminal {
+        Some(_) => {
+            let (keel_end, child_end) = sys::tty::console_pair()?;
+            stdio.console = Some(child_end);
+            Some(keel_end)
+        }
+        None => None,
+    };
     let pid = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => {
-            sys::proc::close_fds_except(&keep_fds(&[&go_r, &rep_w], &stdio));
+            let mut keep: Vec<&std::os::fd::OwnedFd> = vec![&go_r, &rep_w];
+            keep.extend(joins.iter());
+            sys::proc::close_fds_except(&keep_fds(&keep, &stdio));
+            // Into the cgroup (device allow-list, limits) before anything else runs.
+            if let Err(m) = cgroup::join_self(joins) {
+                setup::fail(&rep_w, setup::Report::Setup(m), 255);
+            }
             if !await_go(&go_r) {
                 sys::proc::exit(1);
             }
@@ -320,12 +365,29 @@ fn fork_container(
             return Err(e.into());
         }
     };
-    drop((go_r, rep_w));
-    handshake(pid, cgroup, go_w, rep_r, cleanup(rootfs))
+    drop((go_r, rep_w, stdio, joins));
+    // Before the go byte: the child has mounted nothing yet.
+    let cleanup = match cleanup(rootfs) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = sys::proc::kill(pid, libc::SIGKILL);
+            let _ = sys::proc::wait(pid);
+            if let Some(cg) = cgroup {
+                let _ = cg.destroy();
+            }
+            return Err(e);
+        }
+    };
+    let mut c = handshake(pid, cgroup, go_w, rep_r, cleanup)?;
+    if let Some(sock) = console {
+        // Sent before exec, and the handshake returns after it: queued by now.
+        c.console = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)?;
+    }
+    Ok(c)
 }
 
-/// Parent side of the start handshake shared by `namespaces` and `chroot`: move the
-/// child into its cgroup, let it go, then read what it reports before exec.
+/// Parent side of the start handshake shared by `namespaces` and `chroot`: let the child
+/// go (it has moved itself into `cgroup`), then read what it reports before exec.
 fn handshake(
     pid: i32,
     cgroup: Option<cgroup::Cgroup>,
@@ -340,15 +402,18 @@ fn handshake(
         cleanup,
         waited: false,
         _forwarding: None,
+        console: None,
     };
-    if let Some(cg) = &c.cgroup {
-        cg.add(pid)?; // on error, Drop kills the child and cleans up
-    }
-    crate::sys::proc::write_all(&go, b"g")?;
+    // A child that failed to join its cgroup has reported and exited: the go byte then
+    // meets a closed pipe, and the report says why.
+    let went = crate::sys::proc::write_all(&go, b"g");
     drop(go);
     let bytes = crate::sys::proc::read_to_end(&report)?;
     match setup::Report::decode(&bytes) {
-        None => Ok(c),
+        None => {
+            went?;
+            Ok(c)
+        }
         Some(setup::Report::Exec { code, message }) => {
             c.exec_error = Some((code, message));
             Ok(c)
@@ -370,7 +435,7 @@ fn await_go(go_read: &std::os::fd::OwnedFd) -> bool {
 /// The fds a forked child keeps: its pipe ends and the container's stdio.
 fn keep_fds(pipes: &[&std::os::fd::OwnedFd], stdio: &Stdio) -> Vec<i32> {
     use std::os::fd::AsRawFd;
-    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr];
+    let io = [&stdio.stdin, &stdio.stdout, &stdio.stderr, &stdio.console];
     pipes
         .iter()
         .map(|f| f.as_raw_fd())

@@ -54,7 +54,7 @@ impl Isolation for Namespaces {
             spec,
             rootfs,
             stdio,
-            |_| Cleanup::None,
+            |_| Ok(Cleanup::None),
             |rootfs, prep, stdio, report| outer(spec, rootfs, prep, stdio, report),
         )
     }
@@ -117,8 +117,12 @@ fn init(
         Ok(sys::proc::Fork::Parent(pid)) => pid,
         Err(err) => setup(err.to_string()),
     };
-    // Our copy of the report pipe must close so the parent sees EOF once the command execs.
+    // Our copy of the report pipe must close so the parent sees EOF once the command execs;
+    // the terminal's socket to keel is not PID 1's to keep either.
     sys::proc::close_raw(report.as_raw_fd());
+    if let Some(sock) = &stdio.console {
+        sys::proc::close_raw(sock.as_raw_fd());
+    }
     supervise(child)
 }
 

@@ -368,7 +368,14 @@ pub fn check_command(rootfs: &Path, spec: &ContainerSpec) -> Result<(), (i32, St
 /// (`keel exec`): the process joins the container's namespaces, cgroups, seccomp
 /// filter and root as runc sets them up. The process description goes to a private file
 /// in the container's bundle directory. Waits for the process and returns how it ended.
-pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit, RuntimeError> {
+/// The runtime runs in the user namespace of `pid` (a process of the container): rootless,
+/// `keel exec` itself stays on the host, and runc must be the namespace's root to join.
+pub fn exec(
+    oci: &Oci,
+    pid: i32,
+    spec: &ContainerSpec,
+    stdio: Stdio,
+) -> Result<super::Exit, RuntimeError> {
     let dir = oci.bundle_root.join(&spec.id);
     private_dir(&dir)?;
     let file = tempfile::Builder::new()
@@ -390,6 +397,7 @@ pub fn exec(oci: &Oci, spec: &ContainerSpec, stdio: Stdio) -> Result<super::Exit
         .arg("--process")
         .arg(file.path())
         .arg(&spec.id);
+    crate::sys::userns::join_user_ns_of_in_child(&mut cmd, pid)?;
     if let Some(fd) = stdio.stdin {
         cmd.stdin(std::process::Stdio::from(fd));
     }
@@ -495,7 +503,18 @@ impl Isolation for Oci {
         // First, so `reclaim::collect_orphans` knows the bundle has a live owner.
         let owner = serde_json::to_vec(&super::reclaim::Owner::current()).unwrap_or_default();
         hostfs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
-        let cfg = config(spec, &rootfs)?;
+        let mut cfg = config(spec, &rootfs)?;
+        if let (Some(size), Some(p)) = (stdio.terminal, cfg.process_mut()) {
+            // The runtime makes the terminal in the container's devpts and sends its
+            // master to `--console-socket` (runtime-spec config.md "terminal").
+            p.set_terminal(Some(true));
+            let b = oci_spec::runtime::BoxBuilder::default()
+                .height(u64::from(size.rows))
+                .width(u64::from(size.cols))
+                .build()
+                .map_err(oci_err)?;
+            p.set_console_size((size != Default::default()).then_some(b));
+        }
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
         hostfs::write(bundle.join("config.json"), json).map_err(io)?;
@@ -515,7 +534,11 @@ impl Isolation for Oci {
                 cleanup: Cleanup::None,
                 waited: true,
                 _forwarding: None,
+                console: None,
             });
+        }
+        if stdio.terminal.is_some() {
+            return self.start_with_terminal(&bundle, spec, cleanup());
         }
         let mut cmd = self.base();
         cmd.arg("run").arg("--bundle").arg(&bundle).arg(&spec.id);
@@ -540,7 +563,75 @@ impl Isolation for Oci {
             cleanup: cleanup(),
             waited: false,
             _forwarding: None,
+            console: None,
         })
+    }
+}
+
+impl Oci {
+    /// `keel run -t`: `runc run --detach --console-socket` (a foreground `runc run` ignores
+    /// the socket and relays the terminal itself), so keel becomes a subreaper first: the
+    /// container's process is reparented to keel when runc exits and is waited for like
+    /// the other backends' first process. The master arrives on the socket.
+    fn start_with_terminal(
+        &self,
+        bundle: &Path,
+        spec: &ContainerSpec,
+        cleanup: super::Cleanup,
+    ) -> Result<Container, RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            path: bundle.to_path_buf(),
+            source,
+        };
+        crate::sys::proc::become_subreaper()?;
+        // Not in the bundle: a unix socket path has at most 107 bytes (SUN_LEN), and a
+        // private (0700) temp directory keeps other users from connecting first.
+        let sock_dir = tempfile::Builder::new()
+            .prefix("keel-console-")
+            .tempdir()
+            .map_err(io)?;
+        let sock_path = sock_dir.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock_path).map_err(io)?;
+        let pid_file = bundle.join("container.pid");
+        let mut cmd = self.base();
+        cmd.arg("run")
+            .arg("--detach")
+            .arg("--console-socket")
+            .arg(&sock_path);
+        cmd.arg("--pid-file").arg(&pid_file);
+        cmd.arg("--bundle").arg(bundle).arg(&spec.id);
+        cmd.stdin(std::process::Stdio::null());
+        let out = cmd.output().map_err(|source| RuntimeError::Io {
+            path: self.runtime.clone(),
+            source,
+        })?;
+        let mut c = Container {
+            pid: 0,
+            exec_error: None,
+            cgroup: None,
+            cleanup,
+            waited: true,
+            _forwarding: None,
+            console: None,
+        };
+        if !out.status.success() {
+            let _ = c.cleanup();
+            return Err(RuntimeError::Runtime {
+                runtime: self.runtime.display().to_string(),
+                args: format!("run --detach --console-socket {}", sock_path.display()),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let pid = std::fs::read_to_string(&pid_file).map_err(io)?;
+        c.pid = pid.trim().parse().unwrap_or(0);
+        c.waited = c.pid == 0;
+        // runc connected and sent the master before it exited: both are queued.
+        listener.set_nonblocking(true).map_err(io)?;
+        if let Ok((conn, _)) = listener.accept() {
+            c.console = crate::sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&conn), false)?;
+        }
+        Ok(c)
     }
 }
 

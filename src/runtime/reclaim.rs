@@ -60,10 +60,25 @@ pub fn contained_root(pid: i32) -> Option<PathBuf> {
         if id(&root).is_some_and(|r| r != ours) {
             return Some(root);
         }
-        let children = fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
-        pid = children.split_whitespace().next()?.parse().ok()?;
+        pid = first_child(pid)?;
     }
     None
+}
+
+/// The lowest-numbered child of `pid`, forked by any of its threads: a multi-threaded
+/// parent such as `runc run` (Go) forks from whichever thread, and
+/// `/proc/PID/task/TID/children` lists only the children of that thread.
+fn first_child(pid: i32) -> Option<i32> {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(Result::ok)
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+                .collect::<Vec<_>>()
+        })
+        .min()
 }
 
 /// SIGKILLs every process rooted in `rootfs` and waits (bounded) until none is left;

@@ -243,6 +243,31 @@ pub struct Stdio {
     pub stdin: Option<OwnedFd>,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// `keel run -t`: the container gets a pseudo-terminal of its own devpts (of this
+    /// size) as stdin, stdout and stderr, and [`super::Container::take_console`] hands keel
+    /// its master. The fds above are then unused.
+    pub terminal: Option<sys::tty::WindowSize>,
+    /// The container's end of the socket the master goes back on: set by the backend
+    /// itself, callers leave it `None`.
+    pub console: Option<OwnedFd>,
+}
+
+/// With `stdio.console`: opens the terminal in the container's devpts (the mounts are
+/// made and the root entered by now), sends its master to keel and makes the slave fds
+/// 0, 1 and 2. Neither the master nor the socket stays open in the container (both are
+/// close-on-exec and dropped here).
+fn attach_terminal(stdio: &Stdio) -> Result<bool, SysError> {
+    let Some(sock) = &stdio.console else {
+        return Ok(false);
+    };
+    use std::os::fd::AsFd;
+    let (master, slave) = sys::tty::open_pty_in_root(stdio.terminal.unwrap_or_default())?;
+    sys::tty::send_fd(sock.as_fd(), master.as_fd())?;
+    drop(master);
+    for n in 0..3 {
+        sys::proc::dup_to(&slave, n)?;
+    }
+    Ok(true)
 }
 
 /// Final steps in the child that becomes the container process: capabilities, user,
@@ -256,7 +281,11 @@ pub fn exec_child(spec: &ContainerSpec, prep: &Prepared, stdio: &Stdio, report: 
             }
         }
     }
-    if spec.tty && stdio.stdin.is_some() {
+    let own_terminal = match attach_terminal(stdio) {
+        Ok(t) => t,
+        Err(e) => setup(format!("keel run -t: {e}")),
+    };
+    if spec.tty && (stdio.stdin.is_some() || own_terminal) {
         // `-t`: the pseudo-terminal on fd 0 becomes the process's controlling terminal.
         if let Err(e) = sys::tty::take_controlling_terminal() {
             setup(e.to_string());

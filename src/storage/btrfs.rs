@@ -13,15 +13,14 @@
 //! drivers"). The kernel work is in `sys::btrfs`; this module never runs `btrfs`.
 use std::path::{Path, PathBuf};
 
-use super::copy::{chain_ids, refuse_foreign_hardlinks};
-use super::verify::{unpack_verified, MARKER, TREE};
+use super::copy::{apply_layer, chain_ids};
+use super::verify::{MARKER, TREE};
 use super::{
     build_cached, new_snapshot_dir, save_snapshot, teardown, LayerBlob, Result, Snapshot,
     Snapshotter, StorageError,
 };
 use crate::digest::{hex_of, Digest};
 use crate::layer::diff::Change;
-use crate::layer::unpack::{UnpackOptions, Whiteouts};
 use crate::sys::{btrfs as sysbtrfs, hostfs};
 
 /// Where the chain subvolumes live, below `<root>/storage`.
@@ -80,15 +79,7 @@ impl BtrfsDriver {
                 // build_cached made `t` a plain directory; it must be a subvolume.
                 hostfs::remove_dir(t).map_err(StorageError::io("replacing", t))?;
                 new_subvolume(parent.as_deref(), t)?;
-                let opts = UnpackOptions {
-                    whiteouts: Whiteouts::Apply,
-                    allow_devices: true,
-                    ..UnpackOptions::default()
-                };
-                let stats = unpack_verified(layer, t, &opts)?;
-                if stats.hardlinks > 0 {
-                    refuse_foreign_hardlinks(layer)?;
-                }
+                apply_layer(layer, t)?;
                 Ok(layers[..=i].iter().map(|l| l.diff_id.to_string()).collect())
             })?;
             unpacked += fresh as usize;

@@ -77,15 +77,7 @@ impl CopyDriver {
                 if let Some(p) = &parent {
                     copy_tree(&p.join(TREE), tmp)?;
                 }
-                let opts = UnpackOptions {
-                    whiteouts: Whiteouts::Apply,
-                    allow_devices: true,
-                    ..UnpackOptions::default()
-                };
-                let stats = unpack_verified(layer, tmp, &opts)?;
-                if stats.hardlinks > 0 {
-                    refuse_foreign_hardlinks(layer)?;
-                }
+                apply_layer(layer, tmp)?;
                 Ok(layers[..=i].iter().map(|l| l.diff_id.to_string()).collect())
             })?;
             unpacked += fresh as usize;
@@ -103,6 +95,23 @@ impl CopyDriver {
     fn chain_dir(&self, chain: &Digest) -> PathBuf {
         self.storage.join("chains").join(hex_of(chain))
     }
+}
+
+/// Applies `layer` onto the merged tree `tree` (the tree of the layers below it): entries
+/// unpacked verified, whiteouts applied by removing what they hide, devices allowed (the
+/// tree is keel's, never mounted for a container as it is). The one way the copy and btrfs
+/// drivers stack a layer.
+pub(crate) fn apply_layer(layer: &LayerBlob, tree: &Path) -> Result<()> {
+    let opts = UnpackOptions {
+        whiteouts: Whiteouts::Apply,
+        allow_devices: true,
+        ..UnpackOptions::default()
+    };
+    let stats = unpack_verified(layer, tree, &opts)?;
+    if stats.hardlinks > 0 {
+        refuse_foreign_hardlinks(layer)?;
+    }
+    Ok(())
 }
 
 /// Refuses a layer with a hardlink to a file the layer itself does not contain (say,

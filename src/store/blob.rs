@@ -189,9 +189,7 @@ impl BlobWriter {
         }
         self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
         crate::fault::point("store.blob-temp");
-        self.tmp
-            .persist(&dest)
-            .map_err(|e| io_err("renaming into", &dest)(e.error))?;
+        crate::sys::hostfs::persist(self.tmp, &dest).map_err(io_err("renaming into", &dest))?;
         drop(_protected);
         crate::fault::point("store.blob-stored");
         self.store

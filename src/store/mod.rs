@@ -188,8 +188,7 @@ impl Store {
             .map_err(io_err("writing", tmp.path()))?;
         self.sync_file(tmp.as_file(), tmp.path())?;
         crate::fault::point("store.index-temp");
-        tmp.persist(path)
-            .map_err(|e| io_err("renaming into", path)(e.error))?;
+        crate::sys::hostfs::persist(tmp, path).map_err(io_err("renaming into", path))?;
         self.sync_dir(dir)
     }
 

@@ -31,8 +31,14 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(contents)?;
-    tmp.persist(path).map_err(|e| e.error)?;
+    persist(tmp, path)?;
     Ok(())
+}
+
+/// Renames the finished temp file `tmp` onto `path` (`NamedTempFile::persist`), the one
+/// way keel moves a temp file into place; on failure the temp file is removed.
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<File> {
+    tmp.persist(path).map_err(|e| e.error)
 }
 
 /// Creates the file at `path` for writing, truncating it (`File::create`).

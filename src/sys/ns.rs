@@ -34,6 +34,14 @@ pub fn open_ns(pid: i32, kind: &str) -> Result<OwnedFd, SysError> {
         .map_err(|e| SysError::at("open namespace", Path::new(&path), e))
 }
 
+/// True when process `pid` is in this process's namespace of `kind` (`user`, `mnt`, …);
+/// false when either cannot be read.
+pub fn same_as_ours(pid: i32, kind: &str) -> bool {
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/{kind}"));
+    let ours = std::fs::read_link(format!("/proc/self/ns/{kind}"));
+    matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+}
+
 /// Moves the calling thread into the namespace `fd` refers to.
 pub fn setns(fd: &OwnedFd) -> Result<(), SysError> {
     check("setns", nix::sched::setns(fd.as_fd(), CloneFlags::empty()))

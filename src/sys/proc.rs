@@ -252,6 +252,15 @@ pub fn set_cmdline(name: &str) -> Result<(), SysError> {
     check("prctl PR_SET_NAME", nix::sys::prctl::set_name(&comm))
 }
 
+/// prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants become this process's children,
+/// so a container a detached OCI runtime started can be waited for here.
+pub fn become_subreaper() -> Result<(), SysError> {
+    check(
+        "prctl PR_SET_CHILD_SUBREAPER",
+        nix::sys::prctl::set_child_subreaper(true),
+    )
+}
+
 /// prctl(PR_SET_PDEATHSIG): the kernel sends `SIGKILL` when the parent dies.
 pub fn kill_with_parent() -> Result<(), SysError> {
     check(
@@ -316,9 +325,16 @@ static TARGETS: [AtomicI32; SLOTS] = [const { AtomicI32::new(0) }; SLOTS];
 /// The last terminating signal (INT, TERM, HUP) received while the handlers were installed.
 static TERMINATION: AtomicI32 = AtomicI32::new(0);
 
+/// `keel run -t`: the master of the container's terminal, which follows the size of keel's
+/// stdin on SIGWINCH (-1: none).
+static RESIZE_MASTER: AtomicI32 = AtomicI32::new(-1);
+
 extern "C" fn forward(sig: libc::c_int) {
     if matches!(sig, libc::SIGINT | libc::SIGTERM | libc::SIGHUP) {
         TERMINATION.store(sig, Ordering::Relaxed);
+    }
+    if sig == libc::SIGWINCH {
+        super::tty::copy_size_raw(0, RESIZE_MASTER.load(Ordering::Relaxed));
     }
     for t in &TARGETS {
         let pid = t.load(Ordering::Relaxed);
@@ -380,6 +396,24 @@ pub fn forward_signals(pid: i32) -> Result<Forwarding, SysError> {
 impl Drop for Forwarding {
     fn drop(&mut self) {
         TARGETS[self.slot].store(0, Ordering::SeqCst);
+    }
+}
+
+/// While alive (with [`forward_signals`] installed), a SIGWINCH to this process copies the
+/// window size of its stdin to the terminal `master` (the kernel then signals the
+/// terminal's foreground process group, as a resized terminal does).
+pub struct FollowWindowSize(());
+
+/// Starts [`FollowWindowSize`] for `master` (one at a time per process).
+pub fn follow_window_size(master: std::os::fd::BorrowedFd<'_>) -> FollowWindowSize {
+    use std::os::fd::AsRawFd;
+    RESIZE_MASTER.store(master.as_raw_fd(), Ordering::SeqCst);
+    FollowWindowSize(())
+}
+
+impl Drop for FollowWindowSize {
+    fn drop(&mut self) {
+        RESIZE_MASTER.store(-1, Ordering::SeqCst);
     }
 }
 

@@ -44,7 +44,8 @@ pub fn signal_number(name: &str) -> Option<i32> {
 /// The first process at or below `pid` (breadth first) whose network namespace differs
 /// from this process's: where a container's sockets live, whether the backend put the
 /// container process right at `pid` (namespaces) or below a runtime (runc's children).
-/// Waits up to `timeout` for a runtime that is still setting the container up.
+/// Waits up to `timeout` for a runtime that is still setting the container up; `None` at
+/// once when `pid` has ended (a zombie has no namespaces to look at).
 pub fn netns_holder(pid: i32, timeout: std::time::Duration) -> Option<i32> {
     let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
     let deadline = std::time::Instant::now() + timeout;
@@ -68,7 +69,7 @@ pub fn netns_holder(pid: i32, timeout: std::time::Duration) -> Option<i32> {
                 }
             }
         }
-        if std::time::Instant::now() >= deadline {
+        if std::time::Instant::now() >= deadline || !alive(pid) {
             return None;
         }
         std::thread::sleep(std::time::Duration::from_millis(5));

@@ -239,12 +239,37 @@ fn write_self_maps(uids: &[IdRange], gids: &[IdRange]) -> Result<(), SysError> {
     Ok(())
 }
 
-/// Joins the user namespace of process `pid` (a running container's supervisor): the
-/// owner of a user namespace holds every capability in it from the parent namespace,
-/// so `keel exec` as that user can then join the container's other namespaces.
+/// Moves the calling (single-threaded) process into the user namespace of process `pid`
+/// (nothing when it is already there). Its owner gets every capability in it, so rootless
+/// `keel cp` can then read and write a running container's files of any of its users.
 pub fn join_user_ns_of(pid: i32) -> Result<(), SysError> {
+    if super::ns::same_as_ours(pid, "user") {
+        return Ok(());
+    }
+    super::ns::setns(&super::ns::open_ns(pid, "user")?)
+}
+
+/// Makes the child `cmd` spawns join the user namespace of process `pid` before it execs
+/// (nothing when this process is already in it). Rootless, `keel exec` runs on the host
+/// as the namespace's owner; an OCI runtime it starts (`runc exec`) must be uid 0 of the
+/// container's user namespace to join its other namespaces, as `nsenter -U` would make it.
+/// The namespace is opened here, so a container that ends meanwhile fails the open, not
+/// the child.
+pub fn join_user_ns_of_in_child(cmd: &mut std::process::Command, pid: i32) -> Result<(), SysError> {
+    use std::os::fd::AsFd;
+    use std::os::unix::process::CommandExt;
+    if super::ns::same_as_ours(pid, "user") {
+        return Ok(());
+    }
     let fd = super::ns::open_ns(pid, "user")?;
-    super::ns::setns(&fd)
+    // SAFETY: the hook runs in the forked child before exec and makes one syscall
+    // (setns), which is async-signal-safe; it only borrows `fd`, which the closure owns.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sched::setns(fd.as_fd(), CloneFlags::CLONE_NEWUSER).map_err(std::io::Error::from)
+        });
+    }
+    Ok(())
 }
 
 /// `net.ipv4.ip_unprivileged_port_start`: the lowest port an ordinary user may bind

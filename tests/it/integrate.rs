@@ -441,7 +441,7 @@ fn argv_recorder(dir: &Path) -> PathBuf {
     p
 }
 
-fn sample_pom(dir: &Path) -> String {
+pub(crate) fn sample_pom(dir: &Path) -> String {
     let props = std::fs::read_to_string(dir.join("keel-maven/properties.xml")).unwrap();
     let plugin = std::fs::read_to_string(dir.join("keel-maven/plugin.xml")).unwrap();
     let strip = |s: &str| -> String {
@@ -546,7 +546,7 @@ fn jenkins_groovy_parses() {
 
 /// The `sh '…'` steps of a generated Jenkinsfile with their stage names, unescaped from
 /// Groovy single-quoted strings.
-fn jenkinsfile_sh_steps(text: &str) -> Vec<(String, String)> {
+pub(crate) fn jenkinsfile_sh_steps(text: &str) -> Vec<(String, String)> {
     let mut stage = String::new();
     let mut out = Vec::new();
     for line in text.lines().map(str::trim) {

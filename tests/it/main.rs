@@ -17,6 +17,7 @@ mod dockerfile;
 mod execin;
 mod glue;
 mod integrate;
+mod latency;
 mod layer;
 mod perf;
 mod registry;

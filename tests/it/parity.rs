@@ -544,6 +544,52 @@ fn build_wide_network_hosts_and_shm() {
     assert!(err.contains("expected NAME:IP"), "{err}");
 }
 
+/// A named directory context applies its own `.dockerignore` (BuildKit's dockerui
+/// namedcontext.go, case "local"), not the main context's: keel copied every file of it.
+#[test]
+fn named_directory_context_applies_its_own_dockerignore() {
+    require!(is_root(), "building needs root");
+    let k = with_base();
+    let lib = context(
+        &k,
+        "lib-ignored",
+        &[
+            ("keep.txt", "keep\n"),
+            ("secret.key", "key\n"),
+            ("sub/a.log", "log\n"),
+            ("sub/b.txt", "b\n"),
+            (".dockerignore", "*.key\nsub/*.log\n"),
+        ],
+    );
+    let df = "FROM scratch\nCOPY --from=lib / /x/\n";
+    // The main context's .dockerignore names keep.txt: it must not reach the named one.
+    let ctx = context(
+        &k,
+        "ctx-ignored",
+        &[("Dockerfile", df), (".dockerignore", "keep.txt\n")],
+    );
+    let out = k.path("out-ignored");
+    k.ok(&[
+        "build",
+        "-q",
+        "--build-context",
+        &format!("lib={}", lib.display()),
+        "-o",
+        out.to_str().unwrap(),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        fs::read_to_string(out.join("x/keep.txt")).unwrap(),
+        "keep\n"
+    );
+    assert!(out.join("x/sub/b.txt").is_file());
+    assert!(!out.join("x/secret.key").exists(), "*.key was not excluded");
+    assert!(
+        !out.join("x/sub/a.log").exists(),
+        "sub/*.log was not excluded"
+    );
+}
+
 /// `--build-context`: a directory, a store image (`docker-image://`) and an OCI layout
 /// (`oci-layout://`) stand for their names in FROM and COPY --from.
 #[test]

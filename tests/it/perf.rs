@@ -103,8 +103,9 @@ fn kept_layer_trees_are_exactly_the_unpacked_layers() {
     assert!(fsck.starts_with("ok"), "{fsck}");
 }
 
-/// Issue 14: a rebuild after context files changed (one rewritten, one deleted, one
-/// added) patches the COPY's previous tree instead of writing every file again, and
+/// Issue 14: a rebuild after context files changed (one rewritten in place, one grown,
+/// one deleted, one added, one chmod-ed) patches the COPY's previous tree — touching
+/// only the entries the previous layer did not have exactly so — and
 /// gives the image a `--no-cache` build of the same context gives; the RUN step after
 /// the COPY sees the same files, and the patched tree equals a fresh unpack of its layer.
 #[test]
@@ -132,6 +133,11 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
+    std::fs::set_permissions(
+        ctx.join("app/many/f010.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
     let out = k
         .cmd()
         .args(["-v", "build", "-t", "out"])
@@ -144,6 +150,17 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
     assert!(
         log.contains("patching the cached tree of the previous layer"),
         "the rebuild did not take the incremental path:\n{log}"
+    );
+    // Of the 200 + 4 files, the three rewritten or chmod-ed and the new one are written;
+    // all the others (and the symlink) are left alone.
+    let unchanged = log
+        .split_once("unchanged=")
+        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse::<u64>().ok());
+    assert_eq!(
+        unchanged,
+        Some(200 + 4 - 1 - 3),
+        "entries left alone by the patch:\n{log}"
     );
     let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seen = k.ok(&["run", "--rm", "out", "cat", "/list"]);

@@ -98,6 +98,7 @@ fn run(backend: &dyn Isolation, rootfs: &Path, opts: RunOptions) -> Outcome {
         stdin: None,
         stdout: Some(out.try_clone().unwrap().into()),
         stderr: Some(err.try_clone().unwrap().into()),
+        ..Default::default()
     };
     let before = mounts_below(rootfs);
     let exit = backend
@@ -523,6 +524,7 @@ fn signals_reach_the_command() {
                         stdin: None,
                         stdout: Some(wr),
                         stderr: None,
+                        ..Default::default()
                     },
                 )
                 .unwrap();
@@ -573,6 +575,7 @@ fn exec_joins_a_running_container() {
                 stdin: None,
                 stdout: Some(wr),
                 stderr: None,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -592,6 +595,7 @@ fn exec_joins_a_running_container() {
             stdin: None,
             stdout: Some(out.try_clone().unwrap().into()),
             stderr: None,
+            ..Default::default()
         },
     )
     .unwrap();

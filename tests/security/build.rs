@@ -562,3 +562,120 @@ fn root_keel_never_writes_through_a_directory_link_the_tree_owner_planted() {
         canary.assert_intact();
     }
 }
+
+/// A local HTTP server that answers every GET with an endless body: `/announced` says
+/// `Content-Length: 10 GiB` first, any other path sends no length at all. Killed on drop.
+struct EndlessServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl EndlessServer {
+    fn start() -> EndlessServer {
+        const SERVER: &str = r#"
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/announced":
+            self.send_header("Content-Length", str(10 << 30))
+        self.end_headers()
+        chunk = b"A" * 65536
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except Exception:
+            pass
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the endless HTTP server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        EndlessServer {
+            port: line.trim().parse().expect("the server prints its port"),
+            child,
+        }
+    }
+}
+
+impl Drop for EndlessServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every file below `dir` (none when it does not exist).
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+/// Break: `ADD <url>` of a hostile server fills keel's disk. A body that streams past the
+/// bound (here lowered with KEEL_ADD_MAX_SIZE) is cut off; a Content-Length over the default
+/// bound is refused before the body is read. Either way the build fails naming the
+/// Dockerfile line, the URL, the limit and how to raise it, and no partial download stays
+/// under the root's temp or cache directories.
+#[test]
+fn add_url_of_an_endless_body_is_cut_off_at_the_bound() {
+    require!(is_root(), "keel build needs root");
+    require!(
+        crate::common::have("python3"),
+        "python3 is not installed (the test's HTTP server)"
+    );
+    let k = with_base();
+    let canary = CanaryDir::new();
+    let server = EndlessServer::start();
+    for (path, limit, shown) in [
+        ("/endless", Some("1m"), "1048576"),
+        ("/announced", None, "4294967296"),
+    ] {
+        let url = format!("http://127.0.0.1:{}{path}", server.port);
+        let df = format!("FROM bb\nRUN true\nADD {url} /big\n");
+        let ctx = context(
+            &k,
+            &format!("ctx{}", path.replace('/', "-")),
+            &[("Dockerfile", &df)],
+        );
+        let mut c = Command::new("timeout");
+        c.args(["-s", "KILL", "120", env!("CARGO_BIN_EXE_keel")])
+            .arg("--root")
+            .arg(k.root())
+            .args(["--progress", "plain", "build", "-t", "big"])
+            .arg(&ctx)
+            .env_remove("KEEL_ADD_MAX_SIZE")
+            .stdin(Stdio::null());
+        if let Some(l) = limit {
+            c.env("KEEL_ADD_MAX_SIZE", l);
+        }
+        let out = c.output().unwrap();
+        let t = text(&out);
+        assert!(!out.status.success(), "{path}: the build succeeded: {t}");
+        assert_ne!(out.status.code(), Some(137), "{path}: keel was killed: {t}");
+        for want in ["Dockerfile:3", url.as_str(), shown, "KEEL_ADD_MAX_SIZE"] {
+            assert!(t.contains(want), "{path}: the error lacks {want:?}: {t}");
+        }
+        for dir in ["tmp", "cache/remote"] {
+            let left = files_below(&k.root().join(dir));
+            assert!(left.is_empty(), "{path}: left under {dir}: {left:?}");
+        }
+    }
+    canary.assert_intact();
+}

@@ -394,7 +394,7 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
         owner: Option<Owner>,
-        base: Option<&crate::digest::Digest>,
+        base: Option<&StoredLayer>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let owner = match (&x.chown, owner) {
             (Some(c), None) => {
@@ -445,10 +445,16 @@ impl Executor<'_> {
         snap: &crate::storage::Snapshot,
         ops: &[copy::CopyOp],
         owner: Option<Owner>,
-        base: Option<&crate::digest::Digest>,
+        base: Option<&StoredLayer>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
-        let pending = self.snapshotter.pending_layer(base)?;
-        let tree = pending.as_ref().map(|p| (p.tree(), p.reused()));
+        let pending = self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?;
+        let tree = pending.as_ref().map(|p| {
+            let old = match (p.reused(), base) {
+                (true, Some(b)) => Some(std::sync::Arc::new(self.entry_index(b))),
+                _ => None,
+            };
+            (p.tree(), old)
+        });
         let written = step::commit_copy_into(
             self.store,
             ctx,
@@ -456,7 +462,7 @@ impl Executor<'_> {
             ops,
             owner,
             self.opts.epoch,
-            tree.as_ref().map(|(t, r)| (t.as_path(), *r)),
+            tree.as_ref().map(|(t, old)| (t.as_path(), old.clone())),
         )?;
         let Some((layer, whole)) = written else {
             return Ok(None);
@@ -469,6 +475,28 @@ impl Executor<'_> {
         Ok(Some(layer))
     }
 
+    /// The entry index of `layer`'s blob, for patching its tree with only the entries
+    /// that changed; empty (every entry compared with the tree, as before) when the blob
+    /// is compressed or unreadable.
+    fn entry_index(&self, layer: &StoredLayer) -> crate::layer::index::EntryIndex {
+        use crate::layer::{index::EntryIndex, Compression};
+        let built = (|| {
+            let mut f = self.store.open_blob(layer.descriptor.digest()).ok()?;
+            let mut head = [0u8; 4];
+            std::io::Read::read_exact(&mut f, &mut head).ok()?;
+            if Compression::sniff(&head) != Compression::None {
+                return None;
+            }
+            std::io::Seek::rewind(&mut f).ok()?;
+            EntryIndex::of_tar(std::io::BufReader::with_capacity(1 << 16, f)).ok()
+        })();
+        tracing::debug!(
+            entries = built.as_ref().map_or(0, EntryIndex::len),
+            "indexed the previous layer's entries"
+        );
+        built.unwrap_or_default()
+    }
+
     /// This COPY's layer from the last build when only its files changed since (same
     /// parent, same instruction): the tree to patch into this build's (`commit_plain`).
     /// None under --no-cache, which rebuilds everything from scratch.
@@ -477,7 +505,7 @@ impl Executor<'_> {
         state: &State,
         inputs: &KeyInputs,
         position: &str,
-    ) -> Option<crate::digest::Digest> {
+    ) -> Option<StoredLayer> {
         if self.stage_no_cache {
             return None;
         }
@@ -489,7 +517,7 @@ impl Executor<'_> {
         if before.layers.len() != state.layers.len() + 1 {
             return None; // that copy made no layer
         }
-        before.layers.last().map(|l| l.diff_id.clone())
+        before.layers.last().cloned()
     }
 
     /// A `COPY <<EOF` body as a file at (or in) the destination.
@@ -641,7 +669,10 @@ fn place(ctx: &Context, x: &Copy) -> Result<Vec<Placed>, StepFailure> {
     for src in &x.srcs {
         for mut sel in ctx.select(src)? {
             let top = sel.top.rel.clone();
-            sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
+            if !excludes.is_empty() {
+                // Each entry's every ancestor is tried: not worth it for nothing to match.
+                sel.entries.retain(|e| !excluded(&excludes, &top, &e.rel));
+            }
             let dest = if x.parents {
                 parents_dest(&x.dest, src, &sel)
             } else {

@@ -77,9 +77,14 @@ impl Executor<'_> {
         state_of_image(self.store, &rec).map_err(image)
     }
 
-    /// A directory's files as one layer on scratch (owned by root, as a context copy).
+    /// A directory's files as one layer on scratch (owned by root, as a context copy),
+    /// less what the directory's own `.dockerignore` excludes. BuildKit does the same: for
+    /// a `local` named context, frontend/dockerui/namedcontext.go (`NamedContext.load`,
+    /// case "local") reads `.dockerignore` at the root of that directory and passes its
+    /// patterns as the context's exclude patterns; the main context's `.dockerignore` and
+    /// `<Dockerfile>.dockerignore` do not apply to it.
     fn dir_state(&self, name: &str, dir: &Path) -> Result<State, StepFailure> {
-        let ctx = Context::new(dir, Box::new(|_: &str| false))?;
+        let ctx = Context::new(dir, crate::context::dockerignore(dir)?)?;
         let sels = ctx.select(".")?;
         let ops = copy::plan("--build-context", &sels, "/", "/", None, None, true)?;
         let empty = tempfile::Builder::new()

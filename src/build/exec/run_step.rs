@@ -26,6 +26,26 @@ struct Resolved {
     locked: Vec<PathBuf>,
 }
 
+/// The chroot backend makes no network namespace: a RUN step that asked for none
+/// (`RUN --network=none`, or `keel build --network none`) would silently reach the host's
+/// network, so it is refused by name, as `keel run --isolation chroot --network none` is.
+fn refuse_under_chroot(
+    isolation: Option<&str>,
+    own: Network,
+    network: Network,
+) -> Result<(), StepFailure> {
+    if isolation != Some("chroot") || network != Network::None {
+        return Ok(());
+    }
+    let flag = match own {
+        Network::None => "RUN --network=none",
+        _ => "keel build --network none",
+    };
+    Err(StepFailure::Invalid(format!(
+        "{flag} cannot be honoured by --isolation chroot, which has no network namespace (the step would reach the host's network); use --isolation namespaces or --isolation oci"
+    )))
+}
+
 impl Executor<'_> {
     pub(super) fn dispatch_run(
         &mut self,
@@ -61,6 +81,7 @@ impl Executor<'_> {
             (Network::Default, Some(build)) => build,
             (own, _) => own,
         };
+        refuse_under_chroot(self.opts.isolation.as_deref(), r.network, network)?;
         let inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
         let position = self.position(scope.stage, s);
         let created_by = format!("RUN {}", argv.join(" "));

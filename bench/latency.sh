@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Issue 14's two latency goals, old keel against new in the same run: the no-op rebuild
+# of a 10,000-file context (goal ≤ 25 ms median) and `keel run --rm bb /bin/true` against
+# `runc run` of the same rootfs (goal ≤ 0.5× runc). hyperfine -N, medians and minimums;
+# the load average is printed, since other work on the machine moves every figure.
+# OLD is a keel binary to compare with (say, main's release build); without it only the
+# working tree's build is timed.
+# Usage (as root): bench/latency.sh [RUNS] [OLD]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs="${1:-50}"
+old="${2:-}"
+cargo build --release --locked -q
+new="$PWD/target/release/keel"
+work=$(mktemp -d /var/tmp/keel-bench-latency.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
+sides=(new)
+[[ -n "$old" ]] && sides=(old new)
+
+python3 - "$work/ctx10k" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(10000):
+    sub = os.path.join(d, "src", "d%03d" % (i % 100))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d.txt" % i), "wb") as f:
+        f.write(os.urandom(512))
+PY
+printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' >"$work/ctx10k/Dockerfile"
+sleep 2 # past the stat index's racy window
+for side in "${sides[@]}"; do
+  bin=${!side}
+  $bin --root "$work/r-$side" --progress quiet bootstrap busybox bb >/dev/null
+  $bin --root "$work/r-$side" --progress quiet build -t c10k "$work/ctx10k" >/dev/null
+done
+
+# The same rootfs for runc, as an OCI bundle (bench/run-latency.sh does the same).
+$new --root "$work/r-new" save bb -o "$work/bb.tar"
+mkdir -p "$work/layout" && tar -C "$work/layout" -xf "$work/bb.tar"
+umoci unpack --image "$work/layout:bb:latest" "$work/bundle" >/dev/null
+python3 - "$work/bundle/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1]))
+c["process"]["args"] = ["/bin/true"]
+c["process"]["terminal"] = False
+json.dump(c, open(sys.argv[1], "w"))
+PY
+
+# TITLE JSON: one markdown row per command (median, min, mean ± σ in ms).
+table() {
+  python3 - "$@" <<'PY'
+import json, sys
+title, path = sys.argv[1], sys.argv[2]
+print(f"### {title}\n\n| command | median | min | mean ± σ |\n|---|---:|---:|---:|")
+for r in json.load(open(path))["results"]:
+    ms = lambda s: s * 1000
+    print(f"| {r['command']} | {ms(r['median']):.1f} ms | {ms(r['min']):.1f} ms | {ms(r['mean']):.1f} ± {ms(r['stddev']):.1f} ms |")
+print()
+PY
+}
+args=()
+for side in "${sides[@]}"; do
+  args+=(-n "$side: keel build (no-op, 10,000 files)" "${!side} --root $work/r-$side --progress quiet build -t c10k $work/ctx10k")
+done
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/noop.json" "${args[@]}" >/dev/null
+table "no-op rebuild, 10,000 files (goal ≤ 25 ms median)" "$work/noop.json"
+
+args=()
+for side in "${sides[@]}"; do
+  args+=(-n "$side: keel run --rm bb /bin/true" "${!side} --root $work/r-$side run --rm bb /bin/true")
+done
+args+=(-n "runc run (same rootfs)" "runc run --bundle $work/bundle bench-latency")
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/start.json" "${args[@]}" >/dev/null
+table "container start (goal ≤ 0.5× runc)" "$work/start.json"
+python3 - "$work/start.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))["results"]
+runc = r[-1]["median"]
+for x in r[:-1]:
+    print(f"{x['command']}: {x['median'] / runc:.2f}× runc (medians)")
+PY
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

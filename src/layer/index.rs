@@ -1,0 +1,183 @@
+//! A fingerprint of every small entry of a layer tar, so a new version of the layer can
+//! be unpacked over the old one's tree touching only the entries that changed (issue
+//! 14, one file changed in a 10,000-file COPY).
+//!
+//! An entry's fingerprint covers everything `unpack` reads from it — the 512-byte
+//! header, the full path and link name (GNU long names included), the PAX records
+//! (xattrs) and the content — so two entries with the same fingerprint at the same
+//! path unpack to the same file. The index is built from the old layer's blob, never
+//! from the old tree: the tree is trusted only to be the unpack of that blob (the
+//! layer cache's invariant, checked by `keel fsck --full`).
+//!
+//! Must not touch any tree: this module reads a tar and compares fingerprints.
+use std::collections::HashMap;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+use tar::EntryType;
+
+use super::{clean_entry_path, LayerError};
+
+/// Entries with more content than this are left out of the index: hashing them costs
+/// what comparing them with the old tree's file does (`unpack`'s `reuse` mode).
+pub const MAX_INDEXED: u64 = 1 << 20;
+
+/// A sha256 over an entry's header, names, PAX records and content.
+pub type Fingerprint = [u8; 32];
+
+/// Path (cleaned, as `unpack` sees it) → fingerprint of the one entry at that path.
+#[derive(Debug, Default)]
+pub struct EntryIndex {
+    entries: HashMap<PathBuf, Option<Fingerprint>>,
+}
+
+impl EntryIndex {
+    /// Indexes an uncompressed layer tar, seeking over the content of entries too big
+    /// to index. A path named twice is never matched (which of its entries won is a
+    /// question for the unpacker, not for a shortcut).
+    pub fn of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        let mut archive = tar::Archive::new(r);
+        let mut entries = HashMap::new();
+        for entry in archive.entries_with_seek()? {
+            let mut entry = entry?;
+            let kind = entry.header().entry_type();
+            let rel = clean_entry_path(&entry.path_bytes())?;
+            let fp = match indexable(kind, entry.size()) {
+                true => Some(fingerprint(&mut entry)?),
+                false => None,
+            };
+            if entries.insert(rel.clone(), fp).is_some() {
+                entries.insert(rel, None);
+            }
+        }
+        Ok(EntryIndex { entries })
+    }
+
+    /// Whether the old layer had exactly this entry at `rel`.
+    pub fn has(&self, rel: &Path, fp: &Fingerprint) -> bool {
+        matches!(self.entries.get(rel), Some(Some(old)) if old == fp)
+    }
+
+    /// How many entries can be matched.
+    pub fn len(&self) -> usize {
+        self.entries.values().filter(|f| f.is_some()).count()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The entry kinds a fingerprint may stand for: regular files (up to `MAX_INDEXED`
+/// bytes) and symlinks. Directories always get their metadata again (their mtime moves
+/// with their children), hardlinks are always linked again (their target may be new).
+pub fn indexable(kind: EntryType, size: u64) -> bool {
+    match kind {
+        EntryType::Regular | EntryType::Continuous => size <= MAX_INDEXED,
+        EntryType::Symlink => true,
+        _ => false,
+    }
+}
+
+/// Fingerprints `entry`, reading its content (the caller checked `indexable`).
+pub fn fingerprint<R: Read>(entry: &mut tar::Entry<R>) -> Result<Fingerprint, LayerError> {
+    let mut h = head(entry)?;
+    std::io::copy(entry, &mut h)?;
+    Ok(h.finalize().into())
+}
+
+/// Fingerprints `entry` whose content was read into `body` already.
+pub fn fingerprint_with<R: Read>(
+    entry: &mut tar::Entry<R>,
+    body: &[u8],
+) -> Result<Fingerprint, LayerError> {
+    let mut h = head(entry)?;
+    h.update(body);
+    Ok(h.finalize().into())
+}
+
+/// The hasher fed with everything but the content. Each variable-length part is
+/// length-prefixed, so no two entries feed the same bytes.
+fn head<R: Read>(entry: &mut tar::Entry<R>) -> Result<Sha256, LayerError> {
+    let mut h = Sha256::new();
+    let mut part = |bytes: &[u8]| {
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    part(entry.header().as_bytes());
+    part(&entry.path_bytes());
+    match entry.link_name_bytes() {
+        Some(l) => part(&l),
+        None => part(b"\0no link"),
+    }
+    if let Some(exts) = entry.pax_extensions()? {
+        for e in exts {
+            let e = e?;
+            part(e.key_bytes());
+            part(e.value_bytes());
+        }
+    }
+    Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn tar_of(files: &[(&str, &str, u64)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (path, body, mtime) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(*mtime);
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            b.append_data(&mut h, path, body.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every fingerprint of `tar`'s entries, by path.
+    fn prints(tar: &[u8]) -> Vec<(PathBuf, Option<Fingerprint>)> {
+        let mut a = tar::Archive::new(Cursor::new(tar.to_vec()));
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let rel = clean_entry_path(&e.path_bytes()).unwrap();
+                let ok = indexable(e.header().entry_type(), e.size());
+                (rel, ok.then(|| fingerprint(&mut e).unwrap()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_an_identical_entry_matches() {
+        let long = format!("d/{}", "n".repeat(150)); // a GNU long name
+        let old = tar_of(&[
+            ("a", "1", 1),
+            ("b", "2", 1),
+            (&long, "x", 1),
+            ("dup", "", 1),
+        ]);
+        let idx = EntryIndex::of_tar(Cursor::new(old.clone())).unwrap();
+        for (rel, fp) in prints(&old) {
+            assert!(idx.has(&rel, &fp.unwrap()), "{rel:?}");
+        }
+        let cases: &[(&str, (&str, &str, u64))] = &[
+            ("other content", ("a", "9", 1)),
+            ("other mtime", ("a", "1", 2)),
+            ("other size", ("b", "22", 1)),
+            ("other path", ("c", "1", 1)),
+        ];
+        for (why, entry) in cases {
+            let (rel, fp) = prints(&tar_of(&[*entry])).remove(0);
+            assert!(!idx.has(&rel, &fp.unwrap()), "{why}");
+        }
+        let twice = tar_of(&[("a", "1", 1), ("a", "1", 1)]);
+        let idx = EntryIndex::of_tar(Cursor::new(twice.clone())).unwrap();
+        let (rel, fp) = prints(&twice).remove(0);
+        assert!(!idx.has(&rel, &fp.unwrap()), "a path named twice");
+    }
+}
