@@ -243,6 +243,18 @@ fn warn_missing_image(opts: &AdapterOptions, ctx: &Ctx) {
     }
 }
 
+/// Glue for an app the root has never deployed would fail at every start: say so now
+/// (not an error: the app may be deployed before the service starts).
+fn warn_missing_app(opts: &AdapterOptions, ctx: &Ctx) {
+    let Some(app) = &opts.app else { return };
+    if !matches!(crate::deploy::load(&ctx.root, app), Ok(Some(_))) {
+        errln!(
+            "keel: warning: no app {app} deployed in {}; `keel deploy {app} --path DIR` there before the service starts (or pass --root)",
+            ctx.root.display()
+        );
+    }
+}
+
 pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     if a.list {
@@ -285,6 +297,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     // git-deploy's positional is an app, which is deployed later, not an image.
     if service && tool != "git-deploy" {
         warn_missing_image(&opts, ctx);
+        warn_missing_app(&opts, ctx);
     }
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = if service {
