@@ -53,7 +53,7 @@ if [ -n "${KEEL_BEFORE:-}" ]; then
   before=(-n "keel pull (before)" "$KEEL_BEFORE --root $work/k --progress quiet pull $reg/bench/big:1"
     -n "keel pull --no-fsync (before)" "$KEEL_BEFORE --root $work/k --no-fsync --progress quiet pull $reg/bench/big:1")
 fi
-hyperfine --runs "$runs" --export-markdown "$work/pull.md" \
+hyperfine --runs "$runs" --export-markdown "$work/pull.md" --export-json "$work/pull.json" \
   --prepare "rm -rf $work/k $work/sk; podman $podman_flags rmi -a -f >/dev/null 2>&1 || true; sync" \
   "${before[@]}" \
   -n "keel pull" "$keel --root $work/k --progress quiet pull $reg/bench/big:1" \
@@ -61,6 +61,18 @@ hyperfine --runs "$runs" --export-markdown "$work/pull.md" \
   -n "skopeo copy docker:// oci:" "skopeo copy -q --src-tls-verify=false docker://$reg/bench/big:1 oci:$work/sk:big" \
   -n "podman pull" "podman $podman_flags pull -q --tls-verify=false $reg/bench/big:1" >/dev/null
 cat "$work/pull.md"
+echo
+# The goal is stated against skopeo; medians, since one slow writeback skews a mean.
+python3 - "$work/pull.json" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] for x in json.load(open(sys.argv[1]))["results"]}
+sk = r["skopeo copy docker:// oci:"]
+for name in ("keel pull", "keel pull --no-fsync"):
+    ratio = r[name] / sk
+    print(f"median: {name} {r[name]:.3f} s, skopeo {sk:.3f} s: {ratio:.2f}× (goal ≤ 0.5)")
+    if ratio > 0.5:
+        print(f"WARNING: {name} is {ratio:.2f}× skopeo's median, above the goal of 0.5")
+PY
 echo
 
 # A pull of the image the store already has (only the manifest is fetched).
