@@ -1012,22 +1012,7 @@ fn r018_supervisord_keeps_a_deployed_app_up_across_a_reboot() {
     let port = deploy_for_glue(&k, "supapp", "supervisord", &glue);
     let d = k.path("sup");
     std::fs::create_dir_all(&d).unwrap();
-    let conf = d.join("supervisord.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[supervisord]\nnodaemon=true\ndirectory={d}\nlogfile={d}/supervisord.log\n\
-             pidfile={d}/supervisord.pid\nchildlogdir={d}\nuser=root\n\
-             [unix_http_server]\nfile={d}/supervisor.sock\n\
-             [rpcinterface:supervisor]\n\
-             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
-             [include]\nfiles = {p}\n",
-            d = d.display(),
-            p = glue.join("keel-supapp.conf").display()
-        ),
-    )
-    .unwrap();
+    let conf = crate::integrate::supervisord_conf(&d, &glue.join("keel-supapp.conf"));
     // As at boot: no KEEL_ROOT but the one the glue pins.
     let mut sup = Command::new("supervisord")
         .arg("-c")

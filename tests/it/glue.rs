@@ -422,22 +422,7 @@ fn supervisord_and_runit_glue_use_the_root_they_were_made_for() {
     gen("supervisord", "ssvc", "bb");
     let sup = t.path().join("sup");
     std::fs::create_dir(&sup).unwrap();
-    let conf = sup.join("supervisord.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[supervisord]\nnodaemon=true\ndirectory={d}\nlogfile={d}/supervisord.log\n\
-             pidfile={d}/supervisord.pid\nchildlogdir={d}\nuser=root\n\
-             [unix_http_server]\nfile={d}/supervisor.sock\n\
-             [rpcinterface:supervisor]\n\
-             supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\
-             [supervisorctl]\nserverurl=unix://{d}/supervisor.sock\n\
-             [include]\nfiles = {p}\n",
-            d = sup.display(),
-            p = t.path().join("keel-ssvc.conf").display()
-        ),
-    )
-    .unwrap();
+    let conf = crate::integrate::supervisord_conf(&sup, &t.path().join("keel-ssvc.conf"));
     let mut daemon = clean_env(Command::new("supervisord").arg("-c").arg(&conf))
         .stdout(Stdio::null())
         .stderr(Stdio::null())

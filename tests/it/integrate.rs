@@ -794,7 +794,8 @@ fn systemd_app_unit_verifies() {
     assert!(e.contains("is not an app name"), "{e}");
 }
 
-fn supervisord_conf(dir: &Path, program: &Path) -> PathBuf {
+/// A supervisord.conf in `dir` that runs in the foreground and includes `program`.
+pub(crate) fn supervisord_conf(dir: &Path, program: &Path) -> PathBuf {
     let conf = dir.join("supervisord.conf");
     std::fs::write(
         &conf,
