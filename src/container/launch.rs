@@ -73,6 +73,9 @@ pub struct Prepared {
     started: bool,
     /// Made by [`resume`] (`keel start`): a failed start leaves the record alone.
     resumed: bool,
+    /// The last run ended with its PID namespace's init reaped: no process of it is left,
+    /// so `--rm` removes the rootfs without looking for any (`Container::wait_all`).
+    all_ended: bool,
     /// Names the container until it runs; released then (its record owns it).
     lease: crate::store::Lease,
 }
@@ -208,6 +211,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         root,
         started: false,
         resumed: false,
+        all_ended: false,
         lease,
     })
 }
@@ -254,6 +258,7 @@ pub fn resume(store: &Store, id: &str) -> Result<Prepared, LaunchError> {
         root,
         started: false,
         resumed: true,
+        all_ended: false,
         lease,
     })
 }
@@ -514,6 +519,7 @@ impl Prepared {
             self.snapshotter.as_ref(),
             &self.snapshot,
             &self.anonymous,
+            self.all_ended,
         )
     }
 
@@ -654,7 +660,8 @@ impl Prepared {
         on_started(container.pid);
         let _ = self.lease.release_container(&self.config.id);
         crate::fault::point("run.container-running");
-        let exit = container.wait()?;
+        let (exit, all_ended) = container.wait_all()?;
+        self.all_ended = all_ended;
         if let Some(r) = log_relay {
             // Output the container wrote just before it ended; a process it left behind
             // (chroot has no PID namespace) may hold the pipe, so only briefly.
@@ -734,15 +741,21 @@ fn stdin_fd() -> Option<OwnedFd> {
     std::io::stdin().as_fd().try_clone_to_owned().ok()
 }
 
-/// Removes a stopped container's rootfs, anonymous volumes and record.
+/// Removes a stopped container's rootfs, anonymous volumes and record. `all_ended`: no
+/// process of the container can be left (see [`Prepared::all_ended`]).
 pub fn remove(
     root: &Path,
     config: &ContainerConfig,
     snapshotter: &dyn Snapshotter,
     snapshot: &storage::Snapshot,
     anonymous: &[String],
+    all_ended: bool,
 ) -> Result<(), LaunchError> {
-    snapshotter.remove(snapshot)?;
+    if all_ended {
+        snapshotter.remove_unused(snapshot)?;
+    } else {
+        snapshotter.remove(snapshot)?;
+    }
     let containers = Containers::new(root);
     containers.remove(&config.id)?;
     let volumes = Volumes::new(root);

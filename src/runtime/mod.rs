@@ -83,6 +83,11 @@ pub struct Container {
 /// Backend-specific teardown after the process ends.
 enum Cleanup {
     None,
+    /// Nothing to undo, and nothing can be left running: the first process is the outer
+    /// child of `namespaces`, which exits normally only after reaping the PID namespace's
+    /// init, and the kernel kills every other process of a namespace before its init is
+    /// gone (`zap_pid_ns_processes`). Lets teardown skip its `/proc/*/root` scan.
+    PidNamespace,
     /// Unmount what the container mounted at or below the rootfs (chroot mounts live in
     /// the host namespace): every mount there but those in `kept`, the ones that were
     /// there before it started (an overlay snapshot's rootfs is itself a mount).
@@ -125,7 +130,15 @@ impl Container {
     }
 
     /// Waits for the container to end, then removes its cgroups, mounts and state.
-    pub fn wait(mut self) -> Result<Exit, RuntimeError> {
+    pub fn wait(self) -> Result<Exit, RuntimeError> {
+        self.wait_all().map(|(exit, _)| exit)
+    }
+
+    /// [`Container::wait`], also saying whether every process of the container is known
+    /// to have ended (its own PID namespace's init was reaped): teardown then need not
+    /// look for processes left in the rootfs. False under chroot and oci, and when the
+    /// first process was killed by a signal (its init may still be dying).
+    pub fn wait_all(mut self) -> Result<(Exit, bool), RuntimeError> {
         let ended = if self.pid == 0 {
             Ok(crate::sys::proc::Ended::Exited(0))
         } else {
@@ -133,10 +146,12 @@ impl Container {
         };
         self.waited = true;
         self._forwarding = None;
+        let all_ended = matches!(self.cleanup, Cleanup::PidNamespace)
+            && matches!(ended, Ok(crate::sys::proc::Ended::Exited(_)));
         let cleaned = self.cleanup();
         let code = ended?.code();
         cleaned?;
-        Ok(match self.exec_error.take() {
+        let exit = match self.exec_error.take() {
             Some((code, msg)) => Exit {
                 code,
                 exec_error: Some(msg),
@@ -145,13 +160,14 @@ impl Container {
                 code,
                 exec_error: None,
             },
-        })
+        };
+        Ok((exit, all_ended))
     }
 
     fn cleanup(&mut self) -> Result<(), RuntimeError> {
         let mut first: Option<RuntimeError> = None;
         match std::mem::replace(&mut self.cleanup, Cleanup::None) {
-            Cleanup::None => {}
+            Cleanup::None | Cleanup::PidNamespace => {}
             Cleanup::UnmountBelow { root, kept } => {
                 // Without a PID namespace (chroot) the first process's children outlive
                 // it; once the rootfs is unmounted nothing could find them any more.

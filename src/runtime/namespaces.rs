@@ -54,7 +54,13 @@ impl Isolation for Namespaces {
             spec,
             rootfs,
             stdio,
-            |_| Ok(Cleanup::None),
+            |_| {
+                Ok(if spec.namespaces.contains(&Namespace::Pid) {
+                    Cleanup::PidNamespace
+                } else {
+                    Cleanup::None
+                })
+            },
             |rootfs, prep, stdio, report| outer(spec, rootfs, prep, stdio, report),
         )
     }
@@ -127,10 +133,14 @@ fn init(
 }
 
 /// With all signals blocked: forward every signal but SIGCHLD to `child`, reap any child
-/// that ends, and exit with `child`'s status (128+N for signal N) when it ends.
+/// that ends, and exit with `child`'s status (128+N for signal N) when it ends. Never exits
+/// before `child` is reaped: keel takes the outer's normal exit to mean the container's
+/// init, and so every process of its PID namespace, is gone (`Cleanup::PidNamespace`).
 fn supervise(child: i32) -> ! {
     loop {
         let Ok(sig) = sys::proc::sigwait() else {
+            let _ = sys::proc::kill(child, libc::SIGKILL);
+            let _ = sys::proc::wait(child);
             sys::proc::exit(255)
         };
         if sig == libc::SIGCHLD {

@@ -146,6 +146,12 @@ pub trait Snapshotter: Send + Sync {
     fn remove(&self, snap: &Snapshot) -> Result<()> {
         teardown(&snap.dir)
     }
+    /// [`Snapshotter::remove`] for a snapshot no process can still be using (the container
+    /// that ran in it had its own PID namespace, and its init was reaped): skips the scan
+    /// of every host process's `/proc/PID/root`, one `stat` per process on the host.
+    fn remove_unused(&self, snap: &Snapshot) -> Result<()> {
+        teardown_with(&snap.dir, Scan::Skip)
+    }
     fn name(&self) -> &'static str;
     /// Mounts a prepared snapshot again when its mount is not in this mount namespace:
     /// rootless keel's mounts live in the namespace of the keel that made them, so a
@@ -397,7 +403,21 @@ pub fn load(root: &Path, id: &str) -> Result<(Box<dyn Snapshotter>, Snapshot)> {
 /// `dir`. Unmounting first matters: deleting through a bind-mounted volume would delete
 /// the volume's data.
 pub(crate) fn teardown(dir: &Path) -> Result<()> {
-    let Some(real) = unmount_below(dir)? else {
+    teardown_with(dir, Scan::Kill)
+}
+
+/// Whether teardown looks for processes still rooted in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scan {
+    /// Kill whatever runs in `dir/rootfs` first (a chroot container's leftovers).
+    Kill,
+    /// The caller knows nothing can run there (its PID namespace's init was reaped).
+    Skip,
+}
+
+/// [`teardown`], with the scan for leftover processes as `scan` says.
+pub(crate) fn teardown_with(dir: &Path, scan: Scan) -> Result<()> {
+    let Some(real) = unmount_below_with(dir, scan)? else {
         return Ok(());
     };
     match remove_tree(&real) {
@@ -414,7 +434,14 @@ pub(crate) fn teardown(dir: &Path) -> Result<()> {
 /// The first half of [`teardown`]: kills what runs in `dir/rootfs` and unmounts
 /// everything at or below `dir`. Returns `dir` resolved, or None when it does not exist.
 pub(crate) fn unmount_below(dir: &Path) -> Result<Option<PathBuf>> {
-    crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
+    unmount_below_with(dir, Scan::Kill)
+}
+
+/// [`unmount_below`]; with [`Scan::Skip`] without the `/proc/*/root` scan.
+fn unmount_below_with(dir: &Path, scan: Scan) -> Result<Option<PathBuf>> {
+    if scan == Scan::Kill {
+        crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
+    }
     let real = match fs::canonicalize(dir) {
         Ok(p) => p,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
