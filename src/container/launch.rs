@@ -161,9 +161,8 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
     };
     // Leased before the record exists: should we die before the container runs, gc
     // removes it; and the image's blobs stay while we unpack them.
+    store.protect_image_for(&image, Some(id))?;
     let lease = store.lease()?;
-    lease.protect_container(id)?;
-    store.protect_image(&image)?;
     let containers = Containers::new(&root);
     containers.create(&config)?;
     crate::fault::point("run.container-created");

@@ -98,6 +98,40 @@ impl LeaseRecord {
     }
 }
 
+/// What one write of a lease adds: everything a step protects at once (`keel run`
+/// protects its container, its image's blobs and its layer stack before it makes the
+/// container's record), so the file is written once rather than once per kind.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protection {
+    /// Blob digests, as [`Lease::protect_blobs`].
+    pub digests: Vec<String>,
+    /// A layer stack (diff ids, bottom first), as [`Lease::protect_stack`]; empty: none.
+    pub stack: Vec<String>,
+    /// A container being created, as [`Lease::protect_container`].
+    pub container: Option<String>,
+}
+
+impl Protection {
+    /// Whether `rec` already holds all of it (nothing to write).
+    fn held_by(&self, rec: &LeaseRecord) -> bool {
+        self.digests.iter().all(|d| rec.digests.contains(d))
+            && (self.stack.is_empty() || rec.stacks.contains(&self.stack))
+            && self
+                .container
+                .as_ref()
+                .is_none_or(|c| rec.containers.contains(c))
+    }
+
+    /// Adds it to `rec`.
+    fn add_to(self, rec: &mut LeaseRecord) {
+        rec.digests.extend(self.digests);
+        if !self.stack.is_empty() {
+            rec.stacks.insert(self.stack);
+        }
+        rec.containers.extend(self.container);
+    }
+}
+
 /// A lease held by this process; cloning shares it, and the file is removed when the
 /// last clone is dropped.
 #[derive(Clone)]
@@ -130,6 +164,13 @@ pub fn leases_dir(root: &Path) -> PathBuf {
 impl Lease {
     /// Writes a new, empty lease for this process under `root`.
     pub fn take(root: &Path) -> Result<Lease> {
+        Lease::take_protecting(root, Protection::default())
+    }
+
+    /// Writes a new lease for this process under `root` that already holds `first`: one
+    /// write where [`Lease::take`] and [`Lease::protect`] would make two. The file exists
+    /// before the caller's first write either way, which is all gc needs of it.
+    pub fn take_protecting(root: &Path, first: Protection) -> Result<Lease> {
         let dir = leases_dir(root);
         hostfs::create_dir_all(&dir).map_err(io_err("creating", &dir))?;
         let owner = Owner::current();
@@ -144,7 +185,7 @@ impl Lease {
                 }),
             }),
         };
-        lease.update(|_| {})?;
+        lease.update(|r| first.add_to(r))?;
         crate::fault::point("lease.taken");
         Ok(lease)
     }
@@ -168,6 +209,15 @@ impl Lease {
         let bytes = serde_json::to_vec(&*rec).expect("a lease serialises");
         hostfs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
         hostfs::rename(&tmp, path).map_err(io_err("renaming into", path))
+    }
+
+    /// Adds every protection of `p` with one write of the file (none when it holds them
+    /// all already). The same rules as the single-kind calls below apply to each part.
+    pub fn protect(&self, p: Protection) -> Result<()> {
+        if p.held_by(&self.inner.record.lock().expect("lease lock")) {
+            return Ok(());
+        }
+        self.update(|r| p.add_to(r))
     }
 
     /// Protects blobs; call before the blob is written or looked up, so gc either sees

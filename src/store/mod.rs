@@ -258,23 +258,47 @@ impl Store {
 
     /// Protects every blob of an image (manifest, config, layers) and its layer stack.
     pub fn protect_image(&self, rec: &ImageRecord) -> Result<()> {
+        self.protect_image_for(rec, None)
+    }
+
+    /// [`Store::protect_image`], also naming `container` as being created
+    /// ([`Lease::protect_container`]): the lease is written once for all of it (and taken
+    /// with it when this process has none yet) — `keel run` rewrote it three times here.
+    pub fn protect_image_for(&self, rec: &ImageRecord, container: Option<&str>) -> Result<()> {
         let mut ds = vec![rec.manifest_digest(), rec.manifest.config().digest()];
         ds.extend(rec.manifest.layers().iter().map(|l| l.digest()));
-        let _held = self.protect(ds.iter().copied())?;
+        let first = lease::Protection {
+            digests: ds.iter().map(|d| d.to_string()).collect(),
+            stack: (rec.config.rootfs().diff_ids().iter())
+                .filter_map(|d| crate::digest::parse(d))
+                .map(|d| d.to_string())
+                .collect(),
+            container: container.map(str::to_string),
+        };
+        // Held while the protection is written and the blobs are looked up, so a gc sweep
+        // in progress either finished before or sees the protection (as `protect`).
+        let _held = LockGuard::take(&self.locks_dir().join("gc.lock"), false)?;
+        self.lease_protecting(first)?;
         // Resolved before it was protected: a gc in between may have taken it.
         if let Some(gone) = ds.into_iter().find(|d| !self.has_blob(d)) {
             return Err(StoreError::MissingBlob {
                 digest: gone.clone(),
             });
         }
-        let diff_ids: Vec<Digest> = rec
-            .config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .filter_map(|d| crate::digest::parse(d))
-            .collect();
-        self.lease()?.protect_stack(&diff_ids)
+        Ok(())
+    }
+
+    /// This process's lease with `p` added: taken with it in its first write when there
+    /// is none yet, else one more write (none when `p` is held already).
+    fn lease_protecting(&self, p: lease::Protection) -> Result<Lease> {
+        let mut slot = self.lease.lock().expect("lease slot");
+        if let Some(l) = slot.as_ref() {
+            l.protect(p)?;
+            return Ok(l.clone());
+        }
+        let l = Lease::take_protecting(&self.root, p)?;
+        *slot = Some(l.clone());
+        Ok(l)
     }
 
     /// The exclusive side of `locks/gc.lock`, held by gc only while it marks and sweeps.

@@ -93,6 +93,9 @@ fn run_rm_stays_within_its_syscall_and_process_budget() {
         );
     }
     let proc_scan = calls.iter().filter(|c| is_proc_pid_path(c.line)).count();
+    eprintln!("DEBUG counted {} proc {} roots {}", calls.len() - proc_scan, proc_scan, calls.iter().filter(|c| c.line.contains("/root\"")).count());
+    eprintln!("{}", calls.iter().filter(|c| is_proc_pid_path(c.line)).map(|c| c.line).collect::<Vec<_>>().join("\n"));
+    eprintln!("{}", histogram(&calls));
     let counted = calls.len() - proc_scan;
     // Measured when written: 1,007 with a release build, 1,103 with the debug build the
     // tests use (its std checks fds with fcntl) — keel, the outer child, init, /bin/true.
