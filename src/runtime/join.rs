@@ -42,17 +42,21 @@ pub fn exec_in(
     // namespace) of its keel, whose /proc still shows `pid`.
     let chroot_into = (chrooted || sys::ns::same_as_ours(pid, "mnt"))
         .then(|| std::path::PathBuf::from(format!("/proc/{pid}/root")));
+    // Opened here, while the host's cgroupfs is in view: the child moves itself in by
+    // writing "0" (`cgroup::join_self`), which spares the RCU grace period a move by pid
+    // waits out (docs/performance.md, Session 5 — latency).
     let cgroups = super::cgroup::Cgroup {
         dirs: super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id),
-    };
+    }
+    .self_join_files()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
     let child = match sys::proc::fork()? {
         sys::proc::Fork::Child => {
             sys::proc::close_raw(rep_r.as_raw_fd());
-            // Into the container's cgroups first, while the host's cgroupfs is in view;
-            // everything forked from here on stays inside them.
-            if let Err(e) = cgroups.add(std::process::id() as i32) {
-                setup::fail(&rep_w, Report::Setup(e.to_string()), 255);
+            // Into the container's cgroups first; everything forked from here on stays
+            // inside them.
+            if let Err(m) = super::cgroup::join_self(cgroups) {
+                setup::fail(&rep_w, Report::Setup(m), 255);
             }
             for fd in &joins {
                 if let Err(e) = sys::ns::setns(fd) {
@@ -77,7 +81,7 @@ pub fn exec_in(
         }
         sys::proc::Fork::Parent(child) => child,
     };
-    drop(rep_w);
+    drop((rep_w, cgroups));
     let forwarding = sys::proc::forward_signals(child).ok();
     let report = sys::proc::read_to_end(&rep_r)?;
     let code = sys::proc::wait(child)?.code();

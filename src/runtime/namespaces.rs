@@ -196,18 +196,30 @@ pub fn exec(
     {
         fds.push(sys::ns::open_ns(container_pid, kind)?);
     }
-    let dirs = super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id);
+    // Joined, not owned (the container's own handle removes the cgroups), and by the
+    // child itself: it writes "0" to the files opened here, sparing the RCU grace period
+    // that moving it by pid waits out (docs/performance.md, Session 5 — latency).
+    let joins = super::cgroup::Cgroup {
+        dirs: super::cgroup::Cgroup::existing(&super::cgroup_layout(), &spec.id),
+    }
+    .self_join_files()?;
     let (go_r, go_w) = sys::proc::pipe()?;
     let (rep_r, rep_w) = sys::proc::pipe()?;
     let mut keep: Vec<&OwnedFd> = vec![&go_r, &rep_w];
     keep.extend(fds.iter());
+    keep.extend(joins.iter());
     let pid = match sys::proc::fork()? {
         sys::proc::Fork::Child => {
             sys::proc::close_fds_except(&super::keep_fds(&keep, &stdio));
+            let setup = |m: String| -> ! { setup::fail(&rep_w, Report::Setup(m), 255) };
+            // Into the cgroups (device allow-list, limits) before anything else runs;
+            // a failure is reported through the handshake, as for `keel run`.
+            if let Err(m) = super::cgroup::join_self(joins) {
+                setup(m);
+            }
             if !super::await_go(&go_r) {
                 sys::proc::exit(1);
             }
-            let setup = |m: String| -> ! { setup::fail(&rep_w, Report::Setup(m), 255) };
             if let Err(e) = sys::proc::kill_with_parent() {
                 setup(e.to_string());
             }
@@ -229,12 +241,6 @@ pub fn exec(
         }
         sys::proc::Fork::Parent(pid) => pid,
     };
-    drop((go_r, rep_w, fds));
-    // Joined, not owned: the container's own handle removes the cgroups.
-    if let Err(e) = (super::cgroup::Cgroup { dirs }).add(pid) {
-        let _ = sys::proc::kill(pid, libc::SIGKILL);
-        let _ = sys::proc::wait(pid);
-        return Err(e.into());
-    }
+    drop((go_r, rep_w, fds, joins));
     super::handshake(pid, None, go_w, rep_r, Cleanup::None)
 }
