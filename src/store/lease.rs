@@ -360,4 +360,32 @@ mod tests {
         assert!(list(dir.path()).is_empty());
         assert!(!any_dead(dir.path()));
     }
+
+    #[test]
+    fn a_protection_is_taken_with_the_lease_and_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = Protection {
+            digests: vec!["sha256:aa".into()],
+            stack: vec!["sha256:bb".into()],
+            container: Some("c1".into()),
+        };
+        let l = Lease::take_protecting(dir.path(), p.clone()).unwrap();
+        let rec = &list(dir.path())[0].1;
+        assert!(p.held_by(rec), "{rec:?}");
+        assert_eq!(rec.stacks.len(), 1);
+        // Held already: no write (the file's inode would change with the rename).
+        let ino = |d: &Path| std::os::unix::fs::MetadataExt::ino(&fs::metadata(d).unwrap());
+        let file = list(dir.path())[0].0.clone();
+        let before = ino(&file);
+        l.protect(p).unwrap();
+        assert_eq!(ino(&file), before);
+        // An empty stack protects none; a new container is one more write.
+        let more = Protection {
+            container: Some("c2".into()),
+            ..Protection::default()
+        };
+        l.protect(more.clone()).unwrap();
+        let rec = &list(dir.path())[0].1;
+        assert!(more.held_by(rec) && rec.stacks.len() == 1 && rec.containers.len() == 2);
+    }
 }
