@@ -25,13 +25,26 @@ const KINDS: [&str; 6] = ["user", "ipc", "uts", "net", "pid_for_children", "mnt"
 /// chroots into the first process's root — whether or not it shares our mount namespace
 /// (rootless, it is the mount namespace of the keel that started it, not ours; joining
 /// that alone would leave the process at the host's `/`).
+///
+/// With `stdio.terminal` (`keel exec -t`) the process opens its terminal in the
+/// container's own devpts once it is in the container's root, as `keel run -t` does, and
+/// sends the master back: `on_console` gets it before the wait starts.
 pub fn exec_in(
     pid: i32,
     spec: &ContainerSpec,
-    stdio: Stdio,
+    mut stdio: Stdio,
     chrooted: bool,
+    on_console: &mut dyn FnMut(OwnedFd),
 ) -> Result<Exit, RuntimeError> {
     let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+    let console = match stdio.terminal {
+        Some(_) => {
+            let (keel_end, child_end) = sys::tty::console_pair()?;
+            stdio.console = Some(child_end);
+            Some(keel_end)
+        }
+        None => None,
+    };
     let mut joins: Vec<OwnedFd> = Vec::new();
     for kind in KINDS {
         if !sys::ns::same_as_ours(pid, kind) {
@@ -77,9 +90,15 @@ pub fn exec_in(
         }
         sys::proc::Fork::Parent(child) => child,
     };
-    drop(rep_w);
+    drop((rep_w, stdio));
     let forwarding = sys::proc::forward_signals(child).ok();
     let report = sys::proc::read_to_end(&rep_r)?;
+    // The master is sent before exec, and the report ends at exec: queued by now.
+    if let Some(sock) = console {
+        if let Some(master) = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)? {
+            on_console(master);
+        }
+    }
     let code = sys::proc::wait(child)?.code();
     drop(forwarding);
     match setup::Report::decode(&report) {
