@@ -37,14 +37,7 @@ pub fn exec_in(
     on_console: &mut dyn FnMut(OwnedFd),
 ) -> Result<Exit, RuntimeError> {
     let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
-    let console = match stdio.terminal {
-        Some(_) => {
-            let (keel_end, child_end) = sys::tty::console_pair()?;
-            stdio.console = Some(child_end);
-            Some(keel_end)
-        }
-        None => None,
-    };
+    let console = console_socket(&mut stdio)?;
     let mut joins: Vec<OwnedFd> = Vec::new();
     for kind in KINDS {
         if !sys::ns::same_as_ours(pid, kind) {
@@ -91,8 +84,30 @@ pub fn exec_in(
         sys::proc::Fork::Parent(child) => child,
     };
     drop((rep_w, stdio));
+    finish(child, &rep_r, console, on_console)
+}
+
+/// With `stdio.terminal`: a socket pair whose far end the process sends its terminal's
+/// master on (kept in `stdio.console`); keel's end is returned.
+fn console_socket(stdio: &mut Stdio) -> Result<Option<OwnedFd>, RuntimeError> {
+    if stdio.terminal.is_none() {
+        return Ok(None);
+    }
+    let (keel_end, child_end) = sys::tty::console_pair()?;
+    stdio.console = Some(child_end);
+    Ok(Some(keel_end))
+}
+
+/// keel's side once the process is forked: forward signals to it, read its report (EOF
+/// at exec), hand over its terminal's master, wait for it.
+fn finish(
+    child: i32,
+    rep_r: &OwnedFd,
+    console: Option<OwnedFd>,
+    on_console: &mut dyn FnMut(OwnedFd),
+) -> Result<Exit, RuntimeError> {
     let forwarding = sys::proc::forward_signals(child).ok();
-    let report = sys::proc::read_to_end(&rep_r)?;
+    let report = sys::proc::read_to_end(rep_r)?;
     // The master is sent before exec, and the report ends at exec: queued by now.
     if let Some(sock) = console {
         if let Some(master) = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)? {

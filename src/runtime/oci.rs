@@ -479,21 +479,12 @@ fn exec_with_terminal(
         .arg(&pid_file)
         .arg(id)
         .stdin(std::process::Stdio::null());
-    let out = cmd.output().map_err(|source| RuntimeError::Io {
-        path: oci.runtime.clone(),
-        source,
+    run_quoting_stderr(oci, cmd, || {
+        format!(
+            "exec --detach --tty --console-socket {}",
+            sock_path.display()
+        )
     })?;
-    if !out.status.success() {
-        return Err(RuntimeError::Runtime {
-            runtime: oci.runtime.display().to_string(),
-            args: format!(
-                "exec --detach --tty --console-socket {}",
-                sock_path.display()
-            ),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
     let pid: i32 = std::fs::read_to_string(&pid_file)
         .map_err(io)?
         .trim()
@@ -514,6 +505,27 @@ fn exec_with_terminal(
     Ok(super::Exit {
         code,
         exec_error: None,
+    })
+}
+
+/// Runs the runtime to its end; a failure quotes its stderr (`args` names the call).
+fn run_quoting_stderr(
+    oci: &Oci,
+    mut cmd: Command,
+    args: impl FnOnce() -> String,
+) -> Result<(), RuntimeError> {
+    let out = cmd.output().map_err(|source| RuntimeError::Io {
+        path: oci.runtime.clone(),
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(RuntimeError::Runtime {
+        runtime: oci.runtime.display().to_string(),
+        args: args(),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
 }
 
