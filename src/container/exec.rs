@@ -5,8 +5,9 @@
 //!
 //! As with `docker exec`, the process starts from what the container was run with (the
 //! env of `-e`/`--env-file`/`PORT`, `-w`, `-u`, the hostname), and `-t` gives it a
-//! pseudo-terminal of its own as its controlling terminal (the user's terminal is relayed,
-//! never handed in: it is already the controlling terminal of the user's session).
+//! pseudo-terminal of its own as its controlling terminal, opened in the container's own
+//! devpts like `keel run -t`'s (the user's terminal is relayed, never handed in: it is
+//! already the controlling terminal of the user's session).
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
@@ -45,7 +46,8 @@ pub fn options(c: &ContainerConfig, r: &ExecRequest) -> RunOptions {
 }
 
 /// Runs `spec` in the running container `c` (see [`exec`]) with the stdio `r` asks for:
-/// with `tty`, a new pseudo-terminal relayed to the user's (raw while it runs).
+/// with `tty`, a new pseudo-terminal in the container relayed to the user's (raw while it
+/// runs, resized with it on SIGWINCH).
 pub fn exec_attached(
     keel_root: &Path,
     c: &ContainerConfig,
@@ -66,29 +68,38 @@ pub fn exec_attached(
             stdin: stdin(),
             ..Default::default()
         };
-        return exec(keel_root, c, pid, root, spec, stdio);
+        return exec(keel_root, c, pid, root, spec, stdio, &mut |_| {});
     }
-    let (master, slave) = crate::sys::tty::open_pty()?;
-    let dup = |fd: &OwnedFd| {
-        fd.try_clone().map_err(|source| RuntimeError::Io {
-            path: "/dev/ptmx".into(),
-            source,
-        })
-    };
+    // The terminal is made inside the container (its own devpts, as for `keel run -t`);
+    // its master comes back before the wait, and the relay starts there.
+    let user = std::io::stdin();
+    let on_tty = crate::sys::tty::is_terminal(user.as_fd());
+    let size = on_tty.then(|| crate::sys::tty::size_of(user.as_fd()));
     let stdio = Stdio {
-        stdin: Some(dup(&slave)?),
-        stdout: Some(dup(&slave)?),
-        stderr: Some(slave),
+        terminal: Some(size.flatten().unwrap_or_default()),
         ..Default::default()
     };
-    let user = std::io::stdin();
-    let _raw = crate::sys::tty::is_terminal(user.as_fd()).then(|| {
-        crate::sys::tty::copy_window_size(user.as_fd(), master.as_fd());
-        crate::sys::tty::RawMode::enter(user.as_fd()).ok()
-    });
-    let relay = super::launch::relay_pty(master, r.interactive);
-    let exit = exec(keel_root, c, pid, root, spec, stdio);
-    let _ = relay.join(); // EOF/EIO once the exec'd process and its children close it
+    let mut relay = None;
+    let mut on_console = |master: OwnedFd| {
+        let raw = on_tty.then(|| {
+            crate::sys::tty::copy_window_size(user.as_fd(), master.as_fd());
+            crate::sys::tty::RawMode::enter(user.as_fd()).ok()
+        });
+        // A copy of the master for the SIGWINCH handler (the relay owns the other).
+        let resize = master.try_clone().ok();
+        let follow = resize
+            .as_ref()
+            .map(|m| crate::sys::proc::follow_window_size(m.as_fd()));
+        let thread = super::launch::relay_pty(master, r.interactive);
+        relay = Some((raw, follow, resize, thread));
+    };
+    let exit = exec(keel_root, c, pid, root, spec, stdio, &mut on_console);
+    if let Some((raw, follow, resize, thread)) = relay {
+        drop(follow);
+        drop(resize);
+        let _ = thread.join(); // EOF/EIO once the exec'd process and its children close it
+        drop(raw);
+    }
     exit
 }
 
@@ -102,6 +113,7 @@ pub fn exec(
     root: &Path,
     spec: &ContainerSpec,
     stdio: Stdio,
+    on_console: &mut dyn FnMut(OwnedFd),
 ) -> Result<Exit, RuntimeError> {
     match c.isolation.as_str() {
         "oci" => {
@@ -114,10 +126,10 @@ pub fn exec(
             }
             let runc = c.runtime.clone().unwrap_or_else(|| "runc".into());
             let oci = runtime::oci::Oci::in_root(runc, keel_root);
-            runtime::oci::exec(&oci, pid, spec, stdio)
+            runtime::oci::exec(&oci, pid, spec, stdio, on_console)
         }
-        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio, true),
-        _ => runtime::join::exec_in(pid, spec, stdio, false),
+        "chroot" => runtime::join::exec_in(pid, &spec.for_chroot(), stdio, true, on_console),
+        _ => runtime::join::exec_in(pid, spec, stdio, false, on_console),
     }
 }
 

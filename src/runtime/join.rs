@@ -25,13 +25,19 @@ const KINDS: [&str; 6] = ["user", "ipc", "uts", "net", "pid_for_children", "mnt"
 /// chroots into the first process's root — whether or not it shares our mount namespace
 /// (rootless, it is the mount namespace of the keel that started it, not ours; joining
 /// that alone would leave the process at the host's `/`).
+///
+/// With `stdio.terminal` (`keel exec -t`) the process opens its terminal in the
+/// container's own devpts once it is in the container's root, as `keel run -t` does, and
+/// sends the master back: `on_console` gets it before the wait starts.
 pub fn exec_in(
     pid: i32,
     spec: &ContainerSpec,
-    stdio: Stdio,
+    mut stdio: Stdio,
     chrooted: bool,
+    on_console: &mut dyn FnMut(OwnedFd),
 ) -> Result<Exit, RuntimeError> {
     let prep = Prepared::new(spec).map_err(RuntimeError::Setup)?;
+    let console = console_socket(&mut stdio)?;
     let mut joins: Vec<OwnedFd> = Vec::new();
     for kind in KINDS {
         if !sys::ns::same_as_ours(pid, kind) {
@@ -81,9 +87,37 @@ pub fn exec_in(
         }
         sys::proc::Fork::Parent(child) => child,
     };
-    drop((rep_w, cgroups));
+    drop((rep_w, stdio, cgroups));
+    finish(child, &rep_r, console, on_console)
+}
+
+/// With `stdio.terminal`: a socket pair whose far end the process sends its terminal's
+/// master on (kept in `stdio.console`); keel's end is returned.
+fn console_socket(stdio: &mut Stdio) -> Result<Option<OwnedFd>, RuntimeError> {
+    if stdio.terminal.is_none() {
+        return Ok(None);
+    }
+    let (keel_end, child_end) = sys::tty::console_pair()?;
+    stdio.console = Some(child_end);
+    Ok(Some(keel_end))
+}
+
+/// keel's side once the process is forked: forward signals to it, read its report (EOF
+/// at exec), hand over its terminal's master, wait for it.
+fn finish(
+    child: i32,
+    rep_r: &OwnedFd,
+    console: Option<OwnedFd>,
+    on_console: &mut dyn FnMut(OwnedFd),
+) -> Result<Exit, RuntimeError> {
     let forwarding = sys::proc::forward_signals(child).ok();
-    let report = sys::proc::read_to_end(&rep_r)?;
+    let report = sys::proc::read_to_end(rep_r)?;
+    // The master is sent before exec, and the report ends at exec: queued by now.
+    if let Some(sock) = console {
+        if let Some(master) = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)? {
+            on_console(master);
+        }
+    }
     let code = sys::proc::wait(child)?.code();
     drop(forwarding);
     match setup::Report::decode(&report) {

@@ -110,7 +110,7 @@ pub fn process(spec: &ContainerSpec) -> Result<Process, RuntimeError> {
         .build()
         .map_err(oci_err)?;
     ProcessBuilder::default()
-        // keel hands the runtime a pseudo-terminal as stdio itself (no console socket).
+        // `-t` callers turn it on and pass a console socket (the terminal is made inside).
         .terminal(false)
         .user(user)
         .args(spec.args.clone())
@@ -375,6 +375,7 @@ pub fn exec(
     pid: i32,
     spec: &ContainerSpec,
     stdio: Stdio,
+    on_console: &mut dyn FnMut(std::os::fd::OwnedFd),
 ) -> Result<super::Exit, RuntimeError> {
     let dir = oci.bundle_root.join(&spec.id);
     private_dir(&dir)?;
@@ -386,18 +387,25 @@ pub fn exec(
             path: dir.clone(),
             source,
         })?;
-    let json = serde_json::to_vec(&process(spec)?)
+    let mut p = process(spec)?;
+    if let Some(size) = stdio.terminal {
+        // As for `keel run -t`: the runtime makes the terminal in the container's devpts.
+        p.set_terminal(Some(true));
+        p.set_console_size(console_size(size)?);
+    }
+    let json = serde_json::to_vec(&p)
         .map_err(|e| RuntimeError::Setup(format!("serializing process.json: {e}")))?;
     hostfs::write(file.path(), json).map_err(|source| RuntimeError::Io {
         path: file.path().to_path_buf(),
         source,
     })?;
     let mut cmd = oci.base();
-    cmd.arg("exec")
-        .arg("--process")
-        .arg(file.path())
-        .arg(&spec.id);
+    cmd.arg("exec").arg("--process").arg(file.path());
     crate::sys::userns::join_user_ns_of_in_child(&mut cmd, pid)?;
+    if stdio.terminal.is_some() {
+        return exec_with_terminal(oci, cmd, &dir, &spec.id, on_console);
+    }
+    cmd.arg(&spec.id);
     if let Some(fd) = stdio.stdin {
         cmd.stdin(std::process::Stdio::from(fd));
     }
@@ -419,6 +427,105 @@ pub fn exec(
     Ok(super::Exit {
         code,
         exec_error: None,
+    })
+}
+
+/// `process.consoleSize` for a terminal of `size` (none when keel's stdin is no terminal).
+fn console_size(
+    size: crate::sys::tty::WindowSize,
+) -> Result<Option<oci_spec::runtime::Box>, RuntimeError> {
+    if size == Default::default() {
+        return Ok(None);
+    }
+    oci_spec::runtime::BoxBuilder::default()
+        .height(u64::from(size.rows))
+        .width(u64::from(size.cols))
+        .build()
+        .map(Some)
+        .map_err(oci_err)
+}
+
+/// `keel exec -t`: `runtime exec --detach --tty --console-socket` (a foreground one relays
+/// the terminal itself), like [`Oci::start_with_terminal`]: keel is a subreaper, so the
+/// exec'd process is reparented to keel when the runtime exits, and keel waits for it.
+fn exec_with_terminal(
+    oci: &Oci,
+    mut cmd: Command,
+    dir: &Path,
+    id: &str,
+    on_console: &mut dyn FnMut(std::os::fd::OwnedFd),
+) -> Result<super::Exit, RuntimeError> {
+    let io = |source| RuntimeError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    crate::sys::proc::become_subreaper()?;
+    // Outside the bundle (SUN_LEN), private (0700) so no other user connects first.
+    let sock_dir = tempfile::Builder::new()
+        .prefix("keel-console-")
+        .tempdir()
+        .map_err(io)?;
+    let sock_path = sock_dir.path().join("sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock_path).map_err(io)?;
+    let pid_file = tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(".pid")
+        .tempfile_in(dir)
+        .map_err(io)?
+        .into_temp_path();
+    cmd.args(["--detach", "--tty", "--console-socket"])
+        .arg(&sock_path)
+        .arg("--pid-file")
+        .arg(&pid_file)
+        .arg(id)
+        .stdin(std::process::Stdio::null());
+    run_quoting_stderr(oci, cmd, || {
+        format!(
+            "exec --detach --tty --console-socket {}",
+            sock_path.display()
+        )
+    })?;
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .map_err(io)?
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    // The runtime connected and sent the master before it exited: both are queued.
+    listener.set_nonblocking(true).map_err(io)?;
+    if let Ok((conn, _)) = listener.accept() {
+        if let Some(master) = crate::sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&conn), false)? {
+            on_console(master);
+        }
+    }
+    if pid <= 0 {
+        return Err(io(std::io::Error::other("the runtime wrote no exec pid")));
+    }
+    let _forwarding = crate::sys::proc::forward_signals(pid).ok();
+    let code = crate::sys::proc::wait(pid)?.code();
+    Ok(super::Exit {
+        code,
+        exec_error: None,
+    })
+}
+
+/// Runs the runtime to its end; a failure quotes its stderr (`args` names the call).
+fn run_quoting_stderr(
+    oci: &Oci,
+    mut cmd: Command,
+    args: impl FnOnce() -> String,
+) -> Result<(), RuntimeError> {
+    let out = cmd.output().map_err(|source| RuntimeError::Io {
+        path: oci.runtime.clone(),
+        source,
+    })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(RuntimeError::Runtime {
+        runtime: oci.runtime.display().to_string(),
+        args: args(),
+        status: out.status.to_string(),
+        stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
     })
 }
 
@@ -508,12 +615,7 @@ impl Isolation for Oci {
             // The runtime makes the terminal in the container's devpts and sends its
             // master to `--console-socket` (runtime-spec config.md "terminal").
             p.set_terminal(Some(true));
-            let b = oci_spec::runtime::BoxBuilder::default()
-                .height(u64::from(size.rows))
-                .width(u64::from(size.cols))
-                .build()
-                .map_err(oci_err)?;
-            p.set_console_size((size != Default::default()).then_some(b));
+            p.set_console_size(console_size(size)?);
         }
         let json = serde_json::to_vec_pretty(&cfg)
             .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;

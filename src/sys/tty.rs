@@ -1,25 +1,10 @@
-//! Pseudo-terminals for `keel run -t`: open a pair (on the host for `keel exec -t`, in the
-//! container's own devpts for `keel run -t`), pass a master between processes over a unix
+//! Pseudo-terminals for `keel run -t` and `keel exec -t`: open a pair in the container's
+//! own devpts, pass a master between processes over a unix
 //! socket (SCM_RIGHTS), make the slave the controlling terminal of the container's process,
 //! put the user's terminal in raw mode while it is relayed.
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 
 use super::error::{check, SysError};
-
-/// A new pseudo-terminal: (master, slave), both close-on-exec: whoever hands the slave
-/// to a process as its stdio dup2()s it there, and neither end may stay open as an extra
-/// descriptor in the container.
-pub fn open_pty() -> Result<(OwnedFd, OwnedFd), SysError> {
-    let p = check("openpty", nix::pty::openpty(None, None))?;
-    for fd in [&p.master, &p.slave] {
-        let flags = nix::fcntl::FdFlag::FD_CLOEXEC;
-        check(
-            "fcntl FD_CLOEXEC",
-            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(flags)),
-        )?;
-    }
-    Ok((p.master, p.slave))
-}
 
 /// A terminal size in character cells (0 × 0 when keel's own stdin is no terminal).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

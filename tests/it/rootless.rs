@@ -1422,3 +1422,51 @@ fn supervise_as_user(r: &Rootless, keel: &str, dir: &Path) {
     );
     assert!(!r.ok(&["ps", "-a"]).contains(&name), "container left");
 }
+
+/// r-exectty-2: rootless, `keel exec -t` into a detached container also gets a terminal of
+/// the container's own devpts with keel's window size (namespaces, chroot, oci). script(1)
+/// runs as the user and gives keel a terminal of 33 × 101.
+#[test]
+fn rootless_exec_tty_is_a_terminal_of_the_containers_own_devpts() {
+    require_rootless!();
+    require!(have("script"), "script(1) is not installed (bsdutils)");
+    let r = Rootless::with_busybox(user_a());
+    let mut backends = vec!["namespaces", "chroot"];
+    if have("runc") {
+        backends.push("oci");
+    } else {
+        require!(false, "runc is not installed (apt-get install runc)");
+    }
+    for b in backends {
+        let name = format!("et-{b}");
+        r.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--isolation",
+            b,
+            "bb",
+            "sleep",
+            "60",
+        ]);
+        let inner = "tty; stty size; : </dev/tty && echo has-ctty; exit 3";
+        let line = format!(
+            "stty rows 33 cols 101; {} exec -t {name} sh -c '{inner}'",
+            r.keel().display()
+        );
+        let out = r
+            .as_user(Path::new("/usr/bin/script"))
+            .args(["-qec", &line, "/dev/null"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+        assert_eq!(out.status.code(), Some(3), "{b}: {text}");
+        assert!(text.contains("/dev/pts/"), "{b}: tty: {text}");
+        assert!(!text.contains("not a tty"), "{b}: {text}");
+        assert!(text.contains("33 101\n"), "{b}: stty size: {text}");
+        assert!(text.contains("has-ctty"), "{b}: {text}");
+        r.ok(&["rm", "-f", &name]);
+    }
+}

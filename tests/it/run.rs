@@ -575,12 +575,74 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
     }
 }
 
+/// r-exectty-1: `keel exec -t` gets its terminal from the container's own devpts too, as
+/// `docker exec -t` / `runc exec --tty` do. It was a host pty (no name inside the
+/// container: `tty` printed "not a tty"). `stty size` reads keel's window size and follows
+/// a resize, it is the controlling terminal, and no master or socket is left open.
+#[test]
+fn exec_tty_is_a_terminal_of_the_containers_own_devpts() {
+    require!(is_root(), "keel exec needs root");
+    require!(
+        crate::common::have("script"),
+        "script(1) is not installed (bsdutils)"
+    );
+    let k = with_busybox();
+    for backend in ["namespaces", "oci", "chroot"] {
+        if backend == "oci" && !crate::common::have("runc") {
+            require!(false, "runc is not installed (apt-get install runc)");
+            continue;
+        }
+        let name = format!("exectty-{backend}");
+        k.ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--isolation",
+            backend,
+            "bb",
+            "sleep",
+            "60",
+        ]);
+        let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
+        let (code, text) = keel_in_terminal(&k, &format!("exec -t {name} sh -c '{inner}'"), "");
+        assert_eq!(code, Some(3), "{backend}: {text}");
+        let pts = text.lines().any(|l| {
+            l.strip_prefix("/dev/pts/")
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        });
+        assert!(pts, "{backend}: tty: {text}");
+        assert!(!text.contains("not a tty"), "{backend}: {text}");
+        assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
+        assert!(
+            text.contains("in-a-tty") && text.contains("has-ctty"),
+            "{backend}: {text}"
+        );
+        assert!(!text.contains("extra-fd"), "{backend}: {text}");
+        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
+        let args = format!("exec -t {name} sh -c 'sleep 2; stty size'");
+        let (_, text) = keel_in_terminal(&k, &args, resize);
+        assert!(
+            text.contains("50 120\n"),
+            "{backend}: after a resize: {text}"
+        );
+        k.ok(&["rm", "-f", &name]);
+    }
+}
+
 /// Runs `keel run --rm -t --isolation BACKEND bb CMD` in a terminal of 33 × 101 that
 /// script(1) makes, `then` appended to the shell line; returns the status and the output
 /// with the terminal's CRs removed.
 fn in_terminal(k: &Keel, backend: &str, cmd: &str, then: &str) -> (Option<i32>, String) {
+    let args = format!("run --rm -t --isolation {backend} bb {cmd}");
+    keel_in_terminal(k, &args, then)
+}
+
+/// Runs `keel ARGS` (a shell word list) in a terminal of 33 × 101 that script(1) makes,
+/// `then` appended to the shell line; the status and the output without CRs.
+fn keel_in_terminal(k: &Keel, args: &str, then: &str) -> (Option<i32>, String) {
     let line = format!(
-        "stty rows 33 cols 101; {} --root {} run --rm -t --isolation {backend} bb {cmd}{then}",
+        "stty rows 33 cols 101; {} --root {} {args}{then}",
         env!("CARGO_BIN_EXE_keel"),
         k.root().display()
     );
