@@ -81,15 +81,16 @@ pub fn exec_attached(
     };
     let mut relay = None;
     let mut on_console = |master: OwnedFd| {
-        let raw = on_tty.then(|| {
-            crate::sys::tty::copy_window_size(user.as_fd(), master.as_fd());
-            crate::sys::tty::RawMode::enter(user.as_fd()).ok()
-        });
-        // A copy of the master for the SIGWINCH handler (the relay owns the other).
+        // A copy of the master for the SIGWINCH handler (the relay owns the other),
+        // followed before the size is copied: a resize in between is not lost.
         let resize = master.try_clone().ok();
         let follow = resize
             .as_ref()
             .map(|m| crate::sys::proc::follow_window_size(m.as_fd()));
+        let raw = on_tty.then(|| {
+            crate::sys::tty::copy_window_size(user.as_fd(), master.as_fd());
+            crate::sys::tty::RawMode::enter(user.as_fd()).ok()
+        });
         let thread = super::launch::relay_pty(master, r.interactive);
         relay = Some((raw, follow, resize, thread));
     };

@@ -596,11 +596,16 @@ impl Prepared {
         crate::fault::point("run.container-started");
         // `-t`: relay between the user's terminal (raw while the container runs) and the
         // pseudo-terminal's master.
-        let mut resize_fd: Option<OwnedFd> = None;
-        let (_raw, relay) = match container.take_console() {
+        // `_resize` holds the SIGWINCH follower and its own copy of the master; the
+        // follower drops first, so the handler never resizes a closed fd number.
+        let (_raw, relay, _resize) = match container.take_console() {
             Some(master) => {
-                // A copy of the master for the SIGWINCH handler (the relay owns the other).
-                resize_fd = master.try_clone().ok();
+                // A copy of the master for the SIGWINCH handler (the relay owns the other),
+                // followed before the size is copied: a resize in between is not lost.
+                let resize_fd: Option<OwnedFd> = master.try_clone().ok();
+                let follow = resize_fd
+                    .as_ref()
+                    .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
                 let raw = {
                     use std::os::fd::AsFd;
                     let stdin = std::io::stdin();
@@ -611,14 +616,11 @@ impl Prepared {
                         None
                     }
                 };
-                (raw, Some(relay_pty(master, self.request.interactive)))
+                let relay = relay_pty(master, self.request.interactive);
+                (raw, Some(relay), Some((follow, resize_fd)))
             }
-            None => (None, None),
+            None => (None, None, None),
         };
-        // `-t`: a resize of the user's terminal resizes the container's (SIGWINCH).
-        let _resize = resize_fd
-            .as_ref()
-            .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
         if foreground {
             container.forward_signals()?;
             // A signal that came while the container was starting was only recorded.
