@@ -459,14 +459,7 @@ fn exec_with_terminal(
         path: dir.to_path_buf(),
         source,
     };
-    crate::sys::proc::become_subreaper()?;
-    // Outside the bundle (SUN_LEN), private (0700) so no other user connects first.
-    let sock_dir = tempfile::Builder::new()
-        .prefix("keel-console-")
-        .tempdir()
-        .map_err(io)?;
-    let sock_path = sock_dir.path().join("sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock_path).map_err(io)?;
+    let console = ConsoleSocket::bind(dir)?;
     let pid_file = tempfile::Builder::new()
         .prefix("exec-")
         .suffix(".pid")
@@ -474,7 +467,7 @@ fn exec_with_terminal(
         .map_err(io)?
         .into_temp_path();
     cmd.args(["--detach", "--tty", "--console-socket"])
-        .arg(&sock_path)
+        .arg(&console.path)
         .arg("--pid-file")
         .arg(&pid_file)
         .arg(id)
@@ -482,7 +475,7 @@ fn exec_with_terminal(
     run_quoting_stderr(oci, cmd, || {
         format!(
             "exec --detach --tty --console-socket {}",
-            sock_path.display()
+            console.path.display()
         )
     })?;
     let pid: i32 = std::fs::read_to_string(&pid_file)
@@ -490,12 +483,8 @@ fn exec_with_terminal(
         .trim()
         .parse()
         .unwrap_or(0);
-    // The runtime connected and sent the master before it exited: both are queued.
-    listener.set_nonblocking(true).map_err(io)?;
-    if let Ok((conn, _)) = listener.accept() {
-        if let Some(master) = crate::sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&conn), false)? {
-            on_console(master);
-        }
+    if let Some(master) = console.master()? {
+        on_console(master);
     }
     if pid <= 0 {
         return Err(io(std::io::Error::other("the runtime wrote no exec pid")));
@@ -506,6 +495,57 @@ fn exec_with_terminal(
         code,
         exec_error: None,
     })
+}
+
+/// The unix socket a runtime's `--console-socket` sends a terminal's master to. Binding it
+/// makes keel a subreaper first: the runtime then runs `--detach`, so the process it
+/// starts is reparented to keel when the runtime exits and keel waits for it.
+struct ConsoleSocket {
+    _dir: tempfile::TempDir,
+    path: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl ConsoleSocket {
+    /// `near` only names errors: the socket is not in the bundle, since a unix socket path
+    /// has at most 107 bytes (SUN_LEN), and a private (0700) temp directory keeps other
+    /// users from connecting first.
+    fn bind(near: &Path) -> Result<Self, RuntimeError> {
+        let io = |source| RuntimeError::Io {
+            path: near.to_path_buf(),
+            source,
+        };
+        crate::sys::proc::become_subreaper()?;
+        let dir = tempfile::Builder::new()
+            .prefix("keel-console-")
+            .tempdir()
+            .map_err(io)?;
+        let path = dir.path().join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).map_err(io)?;
+        Ok(Self {
+            _dir: dir,
+            path,
+            listener,
+        })
+    }
+
+    /// The master, once the runtime has exited: it connected and sent it before, so both
+    /// are queued and nothing waits.
+    fn master(&self) -> Result<Option<std::os::fd::OwnedFd>, RuntimeError> {
+        self.listener
+            .set_nonblocking(true)
+            .map_err(|source| RuntimeError::Io {
+                path: self.path.clone(),
+                source,
+            })?;
+        match self.listener.accept() {
+            Ok((conn, _)) => Ok(crate::sys::tty::recv_fd(
+                std::os::fd::AsFd::as_fd(&conn),
+                false,
+            )?),
+            Err(_) => Ok(None),
+        }
+    }
 }
 
 /// Runs the runtime to its end; a failure quotes its stderr (`args` names the call).
@@ -685,28 +725,19 @@ impl Oci {
             path: bundle.to_path_buf(),
             source,
         };
-        crate::sys::proc::become_subreaper()?;
-        // Not in the bundle: a unix socket path has at most 107 bytes (SUN_LEN), and a
-        // private (0700) temp directory keeps other users from connecting first.
-        let sock_dir = tempfile::Builder::new()
-            .prefix("keel-console-")
-            .tempdir()
-            .map_err(io)?;
-        let sock_path = sock_dir.path().join("sock");
-        let listener = std::os::unix::net::UnixListener::bind(&sock_path).map_err(io)?;
+        let console = ConsoleSocket::bind(bundle)?;
         let pid_file = bundle.join("container.pid");
         let mut cmd = self.base();
         cmd.arg("run")
             .arg("--detach")
             .arg("--console-socket")
-            .arg(&sock_path);
+            .arg(&console.path);
         cmd.arg("--pid-file").arg(&pid_file);
         cmd.arg("--bundle").arg(bundle).arg(&spec.id);
         cmd.stdin(std::process::Stdio::null());
-        let out = cmd.output().map_err(|source| RuntimeError::Io {
-            path: self.runtime.clone(),
-            source,
-        })?;
+        let ran = run_quoting_stderr(self, cmd, || {
+            format!("run --detach --console-socket {}", console.path.display())
+        });
         let mut c = Container {
             pid: 0,
             exec_error: None,
@@ -716,23 +747,14 @@ impl Oci {
             _forwarding: None,
             console: None,
         };
-        if !out.status.success() {
+        if let Err(e) = ran {
             let _ = c.cleanup();
-            return Err(RuntimeError::Runtime {
-                runtime: self.runtime.display().to_string(),
-                args: format!("run --detach --console-socket {}", sock_path.display()),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+            return Err(e);
         }
         let pid = std::fs::read_to_string(&pid_file).map_err(io)?;
         c.pid = pid.trim().parse().unwrap_or(0);
         c.waited = c.pid == 0;
-        // runc connected and sent the master before it exited: both are queued.
-        listener.set_nonblocking(true).map_err(io)?;
-        if let Ok((conn, _)) = listener.accept() {
-            c.console = crate::sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&conn), false)?;
-        }
+        c.console = console.master()?;
         Ok(c)
     }
 }
