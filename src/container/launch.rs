@@ -692,22 +692,31 @@ fn start_proxy(
 ) -> Result<Option<super::proxy::Proxy>, LaunchError> {
     crate::fault::delay("run.before-proxy");
     let ended = || !crate::sys::session::alive(pid);
-    let Some(holder) = crate::sys::session::netns_holder(pid, std::time::Duration::from_secs(10))
-    else {
-        if ended() {
-            return Ok(None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let netns = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(holder) = crate::sys::session::netns_holder(pid, left) else {
+            if ended() {
+                return Ok(None);
+            }
+            return Err(LaunchError::Proxy(crate::sys::SysError::new(
+                "publish ports",
+                std::io::Error::other("the container has no network namespace of its own"),
+            )));
+        };
+        match crate::sys::ns::open_ns(holder, "net") {
+            Ok(ns) => break ns,
+            // The namespace went away with the container between the look-up and the open.
+            Err(_) if ended() => return Ok(None),
+            // A runtime's namespace-setup stage (runc's intermediate child) held it for a
+            // moment and exited; the container's init holds the same one: look again.
+            Err(_) if std::time::Instant::now() < deadline => continue,
+            Err(e) => return Err(LaunchError::Proxy(e)),
         }
-        return Err(LaunchError::Proxy(crate::sys::SysError::new(
-            "publish ports",
-            std::io::Error::other("the container has no network namespace of its own"),
-        )));
     };
-    match super::proxy::start(published, holder) {
-        Ok(p) => Ok(Some(p)),
-        // The namespace went away with the container between the look-up and the join.
-        Err(_) if ended() => Ok(None),
-        Err(e) => Err(LaunchError::Proxy(e)),
-    }
+    super::proxy::start(published, netns)
+        .map(Some)
+        .map_err(LaunchError::Proxy)
 }
 
 /// Copies the pseudo-terminal's output to stdout (and, with `-i`, stdin to it); the

@@ -34,10 +34,12 @@ impl Drop for Proxy {
     }
 }
 
-/// Starts relaying every published listener to its port in the network namespace of
-/// process `pid`.
-pub fn start(published: Vec<Published>, pid: i32) -> Result<Proxy, crate::sys::SysError> {
-    let netns = crate::sys::ns::open_ns(pid, "net")?;
+/// Starts relaying every published listener to its port in network namespace `netns`
+/// (an open `/proc/PID/ns/net`, which keeps the namespace whoever held it).
+pub fn start(
+    published: Vec<Published>,
+    netns: std::os::fd::OwnedFd,
+) -> Result<Proxy, crate::sys::SysError> {
     let (dial_tx, dial_rx) = mpsc::channel::<DialRequest>();
     // One thread lives in the container's network namespace and creates the sockets;
     // a socket keeps the namespace it was made in, so the relays can run anywhere.
