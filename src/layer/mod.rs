@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
 pub mod adopt;
+pub mod derive;
 pub mod diff;
 pub mod guard;
 pub mod index;

@@ -312,6 +312,13 @@ impl PendingLayer {
     }
 }
 
+/// Whether the overlay driver's cache under `storage` holds layer `diff_id`'s tree
+/// (complete: its marker is there).
+pub fn has_layer_tree(storage: &Path, diff_id: &Digest) -> bool {
+    let entry = storage.join("layers").join(hex_of(diff_id));
+    entry.join(super::verify::MARKER).is_file()
+}
+
 /// The overlay lower dirs (top-most first) for layer trees given bottom first: a tree
 /// already above is skipped, and nothing below a tree with an opaque root is visible.
 fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
