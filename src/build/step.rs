@@ -417,8 +417,8 @@ pub struct Derive<'a> {
     pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
 }
 
-/// [`commit_copy`] into `sinks`; says whether the unpack directory now holds the whole
-/// layer.
+/// [`commit_copy`] into `sinks`; when the unpack directory now holds the whole layer,
+/// what the unpacker made of it.
 pub fn commit_copy_into(
     store: &Store,
     ctx: &Context,
@@ -427,7 +427,7 @@ pub fn commit_copy_into(
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
     sinks: CopySinks<'_>,
-) -> Result<Option<(StoredLayer, bool)>, StepError> {
+) -> Result<Option<(StoredLayer, Option<layer::unpack::UnpackStats>)>, StepError> {
     let dirs_owner = dirs_owner.unwrap_or(Owner { uid: 0, gid: 0 });
     let tree = Rootfs::open(rootfs)?;
     let Some(plan) = plan_entries(&tree, ops)? else {
@@ -482,10 +482,10 @@ pub fn commit_copy_into(
     let whole = match unpacked {
         Some(Err(e)) => {
             tracing::debug!("the layer was not unpacked while written: {e}");
-            false
+            None
         }
-        Some(Ok(_)) => true,
-        None => false,
+        Some(Ok(stats)) => Some(stats),
+        None => None,
     };
     Ok(Some((stored(blob)?, whole)))
 }

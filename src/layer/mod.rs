@@ -8,6 +8,7 @@ pub mod diff;
 pub mod guard;
 pub mod index;
 pub mod pack;
+pub mod tally;
 pub mod tee;
 pub mod unpack;
 

@@ -110,6 +110,9 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Files and symlinks left untouched because the old layer had them exactly so.
     pub unchanged: u64,
+    /// What the tree holds now, counted from the stream (`layer::tally`): when the
+    /// stream was simple enough to tell.
+    pub summary: Option<super::tally::Summary>,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -157,6 +160,7 @@ pub fn unpack_tree(
         dir_times: Vec::new(),
         touched: HashSet::new(),
         parent: None,
+        tally: super::tally::Tally::default(),
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -179,6 +183,7 @@ pub fn unpack_tree(
             "patched the old layer's tree"
         );
     }
+    u.stats.summary = std::mem::take(&mut u.tally).finish();
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -255,6 +260,8 @@ struct Unpacker<'t, 'o> {
     /// The last parent directory resolved (entries come grouped by directory). Dropped
     /// whenever anything is removed, since a removal can change what a path resolves to.
     parent: Option<(PathBuf, Rc<Dir>)>,
+    /// The tree's summary as the stream builds it.
+    tally: super::tally::Tally,
 }
 
 impl Unpacker<'_, '_> {
@@ -283,6 +290,9 @@ impl Unpacker<'_, '_> {
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name.as_bytes();
         let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
+        if is_whiteout {
+            self.tally.broken();
+        }
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
@@ -300,6 +310,10 @@ impl Unpacker<'_, '_> {
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
         self.touch(&rel);
+        if !is_whiteout {
+            let size = entry.size();
+            self.count(&rel, first, entry.header(), size);
+        }
 
         if is_whiteout {
             self.stats.whiteouts += 1;
@@ -565,6 +579,17 @@ impl Unpacker<'_, '_> {
             _ => self.stats.symlinks += 1,
         }
         Ok(true)
+    }
+
+    /// Counts the entry in the tally with the mode and owner `metadata` gives it.
+    fn count(&mut self, rel: &Path, first: bool, h: &tar::Header, size: u64) {
+        if !self.opts.preserve_owners {
+            return self.tally.broken(); // owners are then this process's
+        }
+        let kind = h.entry_type();
+        let mode = h.mode().unwrap_or(if kind.is_dir() { 0o755 } else { 0o644 }) & 0o7777;
+        let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+        self.tally.note(rel, first, kind, size, mode, uid, gid);
     }
 
     fn touch(&mut self, rel: &Path) {

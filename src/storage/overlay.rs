@@ -298,8 +298,9 @@ impl PendingLayer {
     }
 
     /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
-    /// it): marked and renamed into the cache, unless a complete entry is there already.
-    pub fn keep(self, diff_id: &Digest) -> Result<()> {
+    /// it): marked (with `counted`, the summary the unpack counted, when it could) and
+    /// renamed into the cache, unless a complete entry is there already.
+    pub fn keep(self, diff_id: &Digest, counted: Option<crate::layer::tally::Summary>) -> Result<()> {
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         crate::fault::point("storage.unpack-partial");
         super::place_entry(
@@ -308,6 +309,7 @@ impl PendingLayer {
             &dest,
             "layer",
             vec![diff_id.to_string()],
+            counted,
         )
     }
 }

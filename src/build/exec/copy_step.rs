@@ -512,8 +512,8 @@ impl Executor<'_> {
         let Some((layer, whole)) = written else {
             return Ok(None);
         };
-        if let (Some(p), true) = (pending, whole) {
-            if let Err(e) = p.keep(&layer.diff_id) {
+        if let (Some(p), Some(stats)) = (pending, whole) {
+            if let Err(e) = p.keep(&layer.diff_id, stats.summary) {
                 tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
             }
         }
