@@ -104,8 +104,21 @@ pub fn run(
     spec: &ContainerSpec,
     snap: &Snapshot,
     log: &Path,
-    mut line: impl FnMut(&str),
+    line: impl FnMut(&str),
 ) -> Result<(), StepError> {
+    run_ended(backend, spec, snap, log, line).map(|_| ())
+}
+
+/// [`run`], saying whether every process of the container is known to have ended
+/// (`Container::wait_all`: its PID namespace's init was reaped), so that nothing can
+/// still use the snapshot.
+pub fn run_ended(
+    backend: &dyn Isolation,
+    spec: &ContainerSpec,
+    snap: &Snapshot,
+    log: &Path,
+    mut line: impl FnMut(&str),
+) -> Result<bool, StepError> {
     tracing::debug!(backend = backend.name(), rootfs = %snap.rootfs.display(), args = ?spec.args, mounts = spec.mounts.len(), "starting the RUN container");
     tracing::trace!(mounts = ?spec.mounts, "RUN mounts");
     let (read_end, write_end) = crate::sys::proc::pipe().map_err(runtime::RuntimeError::from)?;
@@ -142,7 +155,7 @@ pub fn run(
             tail.pop_front();
         }
     }
-    let exit = container.wait()?;
+    let (exit, all_ended) = container.wait_all()?;
     if let Some(msg) = &exit.exec_error {
         tail.push_back(msg.clone());
     }
@@ -152,7 +165,7 @@ pub fn run(
             tail: tail.into(),
         });
     }
-    Ok(())
+    Ok(all_ended)
 }
 
 /// Whether container path `p` is a directory in `rootfs` (symlinks followed inside it).

@@ -86,7 +86,8 @@ impl Tally {
         }
         // A walk visits each directory's children sorted by name, depth first: the
         // order of paths compared component by component.
-        self.dirs.sort_by(|a, b| a.0.components().cmp(b.0.components()));
+        self.dirs
+            .sort_by(|a, b| a.0.components().cmp(b.0.components()));
         let mut h = Sha256::new();
         for (rel, mode, uid, gid) in &self.dirs {
             dir_line(&mut h, rel, *mode, *uid, *gid);
@@ -145,7 +146,11 @@ mod tests {
     /// stream the count cannot follow gives none.
     #[test]
     fn the_count_is_what_a_walk_of_the_tree_finds() {
-        let old = tar_of(&[("a/", "", 0o755), ("a/x", "xx", 0o644), ("gone", "g", 0o600)]);
+        let old = tar_of(&[
+            ("a/", "", 0o755),
+            ("a/x", "xx", 0o644),
+            ("gone", "g", 0o600),
+        ]);
         let new = tar_of(&[
             ("a/", "", 0o2750),
             ("a/b/", "", 0o700),
@@ -171,7 +176,11 @@ mod tests {
         let stats = unpack(Cursor::new(new), patched.path(), &reuse).unwrap();
         assert_eq!(stats.summary, Some(walked(patched.path())));
         for odd in [
-            tar_of(&[("a/", "", 0o755), ("a/x", "1", 0o644), ("a/h", "=>a/x", 0o644)]),
+            tar_of(&[
+                ("a/", "", 0o755),
+                ("a/x", "1", 0o644),
+                ("a/h", "=>a/x", 0o644),
+            ]),
             tar_of(&[("a/x", "1", 0o644)]),
             tar_of(&[("a", "1", 0o644), ("a", "2", 0o644)]),
             tar_of(&[("d/", "", 0o755), ("d/.wh.x", "", 0o644)]),

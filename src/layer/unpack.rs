@@ -587,7 +587,10 @@ impl Unpacker<'_, '_> {
             return self.tally.broken(); // owners are then this process's
         }
         let kind = h.entry_type();
-        let mode = h.mode().unwrap_or(if kind.is_dir() { 0o755 } else { 0o644 }) & 0o7777;
+        let mode = h
+            .mode()
+            .unwrap_or(if kind.is_dir() { 0o755 } else { 0o644 })
+            & 0o7777;
         let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
         self.tally.note(rel, first, kind, size, mode, uid, gid);
     }

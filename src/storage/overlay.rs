@@ -300,7 +300,11 @@ impl PendingLayer {
     /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
     /// it): marked (with `counted`, the summary the unpack counted, when it could) and
     /// renamed into the cache, unless a complete entry is there already.
-    pub fn keep(self, diff_id: &Digest, counted: Option<crate::layer::tally::Summary>) -> Result<()> {
+    pub fn keep(
+        self,
+        diff_id: &Digest,
+        counted: Option<crate::layer::tally::Summary>,
+    ) -> Result<()> {
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         crate::fault::point("storage.unpack-partial");
         super::place_entry(

@@ -210,7 +210,10 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
 fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
     require!(is_root(), "overlay snapshots need root");
     let k = with_base();
-    let ctx = app(&k, "FROM bb\nCOPY app/ /app/\nRUN cat /app/a.txt /app/b.txt > /both\n");
+    let ctx = app(
+        &k,
+        "FROM bb\nCOPY app/ /app/\nRUN cat /app/a.txt /app/b.txt > /both\n",
+    );
     build_id(&k, &ctx, &[]);
     // The COPY layer's blob: the one tar in the store holding app/b.txt.
     let blobs = k.root().join("images/blobs/sha256");

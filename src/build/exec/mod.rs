@@ -214,6 +214,9 @@ pub struct Executor<'a> {
     opts: &'a BuildOptions,
     context: &'a Context,
     stat: StatIndex,
+    /// A process may still run in the current step's snapshot (a RUN step's container
+    /// whose end was not proven, `step::run`): its removal looks for one first.
+    live: std::cell::Cell<bool>,
     cache: BuildCache,
     snapshotter: Box<dyn Snapshotter>,
     backend: Box<dyn Isolation>,
@@ -293,6 +296,7 @@ impl<'a> Executor<'a> {
             opts,
             context,
             stat,
+            live: std::cell::Cell::new(false),
             cache,
             snapshotter,
             backend,
@@ -706,9 +710,15 @@ impl<'a> Executor<'a> {
         }
         let snap = self.snapshot(&format!("{n}"), &state.layers)?;
         crate::fault::point("build.step-snapshot");
+        self.live.set(false);
         let result = body(&snap, &state);
         crate::fault::point("build.step-done");
-        let _ = self.snapshotter.remove(&snap);
+        // Without a process that could still be in it (a COPY, or a RUN whose PID
+        // namespace's init was reaped), no host process is looked at on the way out.
+        let _ = match self.live.get() {
+            true => self.snapshotter.remove(&snap),
+            false => self.snapshotter.remove_unused(&snap),
+        };
         Ok(self.finish(state, result?, inputs, position, created_by))
     }
 
