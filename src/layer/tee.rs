@@ -306,4 +306,32 @@ mod tests {
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(patched.path()), listing(fresh.path()));
     }
+
+    /// An entry the old layer had exactly so is left alone only while the tree still
+    /// leads to it: here the old layer's `p` was a symlink (so its `p/q` landed in `r`),
+    /// the new one's `p` is a directory, and `p/q` must be written into it.
+    #[test]
+    fn an_indexed_reuse_writes_an_entry_whose_path_was_reshaped() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, "p", "r").unwrap();
+        let mut old = b.into_inner().unwrap();
+        old.truncate(old.len() - 1024); // no end marker yet
+        old.extend(tar_of(&[("r/", ""), ("p/q", "same")]));
+        let new = tar_of(&[("p/", ""), ("p/q", "same"), ("r/", "")]);
+        let patched = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(old.clone()), patched.path(), &opts(false)).unwrap();
+        let known = super::super::index::EntryIndex::of_tar(io::Cursor::new(old)).unwrap();
+        let with_index = UnpackOptions {
+            known: Some(std::sync::Arc::new(known)),
+            ..opts(true)
+        };
+        unpack(io::Cursor::new(new.clone()), patched.path(), &with_index).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
 }

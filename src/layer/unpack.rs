@@ -161,6 +161,7 @@ pub fn unpack_tree(
         touched: HashSet::new(),
         parent: None,
         tally: super::tally::Tally::default(),
+        reshaped: false,
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -262,6 +263,9 @@ struct Unpacker<'t, 'o> {
     parent: Option<(PathBuf, Rc<Dir>)>,
     /// The tree's summary as the stream builds it.
     tally: super::tally::Tally,
+    /// A directory or symlink was removed from the tree in this stream, so a path may no
+    /// longer lead where the old layer's unpack put it: `unchanged` looks again.
+    reshaped: bool,
 }
 
 impl Unpacker<'_, '_> {
@@ -546,8 +550,9 @@ impl Unpacker<'_, '_> {
         )
     }
 
-    /// Whether the entry (content `body`) is one the old layer had exactly so, and the
-    /// tree still has a `kind` of its size at `name`: then it is counted and left alone.
+    /// Whether the entry (content `body`) is one the old layer had exactly so (and, after
+    /// a reshaping removal, the tree still has a `kind` of its size at `name`): then it
+    /// is counted and left alone.
     fn unchanged<R: Read>(
         &mut self,
         parent: &Dir,
@@ -564,14 +569,20 @@ impl Unpacker<'_, '_> {
         if !known.has(rel, &fp) {
             return Ok(false);
         }
-        let shown = rel.display().to_string();
-        let there = parent.stat(name).map_err(bad(&shown))?;
-        let size = match kind {
-            Kind::File => Some(body.len() as u64),
-            _ => None,
-        };
-        if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
-            return Ok(false);
+        // The old tree is the unpack of the old blob (the layer cache's invariant, which
+        // mounting it as a lower layer relies on as well), so the entry is there as the
+        // old layer left it — unless this stream removed a directory or symlink on the
+        // way to it: only then is it looked at.
+        if self.reshaped {
+            let shown = rel.display().to_string();
+            let there = parent.stat(name).map_err(bad(&shown))?;
+            let size = match kind {
+                Kind::File => Some(body.len() as u64),
+                _ => None,
+            };
+            if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
+                return Ok(false);
+            }
         }
         self.stats.unchanged += 1;
         match kind {
@@ -606,8 +617,9 @@ impl Unpacker<'_, '_> {
 
     /// Clears `name` in `dir` so the new entry replaces it (never following it).
     fn replace(&mut self, dir: &Dir, name: &OsStr, shown: &str) -> Result<(), LayerError> {
-        if dir.stat(name).map_err(bad(shown))?.is_some() {
+        if let Some(st) = dir.stat(name).map_err(bad(shown))? {
             self.parent = None;
+            self.reshaped |= matches!(st.kind, Kind::Dir | Kind::Symlink);
             dir.remove_all(name).map_err(bad(shown))?;
         }
         Ok(())
@@ -709,6 +721,7 @@ impl Unpacker<'_, '_> {
             (Whiteouts::Apply, false) => self.replace(parent, victim, shown)?,
             (Whiteouts::Apply, true) => {
                 self.parent = None;
+                self.reshaped = true;
                 self.prune_lower(parent, parent_rel, shown)?
             }
             (Whiteouts::Overlay, false) => {

@@ -254,3 +254,34 @@ fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
     let cold = build_id(&k, &ctx, &["--no-cache"]);
     assert_eq!(rebuilt, cold, "the corrupted blob reached the new layer");
 }
+
+/// Issue 14: `--no-cache` of a COPY whose files did not change writes its layer again
+/// but does not unpack it into a temp tree only to throw that away (the layer cache
+/// holds its tree already); the next step still sees the layer, and the store is sound.
+#[test]
+fn a_no_cache_copy_of_a_cached_layer_is_not_unpacked_again() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = with_base();
+    let ctx = app(
+        &k,
+        "FROM bb\nCOPY app/ /app/\nRUN cat /app/a.txt /app/sub/c.txt > /both\n",
+    );
+    let first = build_id(&k, &ctx, &[]);
+    let out = k
+        .cmd()
+        .args(["-v", "build", "--no-cache", "-t", "out"])
+        .arg(&ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, "the --no-cache build");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("not unpacked again"),
+        "the layer was unpacked again:\n{log}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+    assert_eq!(k.ok(&["run", "--rm", "out", "cat", "/both"]), "a\nc\n");
+    let fsck = k.ok(&["fsck", "--full"]);
+    assert!(fsck.starts_with("ok"), "{fsck}");
+}

@@ -483,7 +483,10 @@ impl Executor<'_> {
             crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
         });
         let pending = match cached {
-            true => None,
+            true => {
+                tracing::debug!("the layer's tree is cached already: not unpacked again");
+                None
+            }
             false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
         };
         let old = base.and_then(|b| self.old_blob(b));
