@@ -51,9 +51,17 @@ impl EntryIndex {
     /// Indexes an uncompressed layer tar, seeking over the content of entries too big
     /// to index. A path named twice is never matched (which of its entries won is a
     /// question for the unpacker, not for a shortcut).
-    pub fn of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+    pub fn of_tar(mut r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        // Sized for small entries (a header and a block of content each) up front:
+        // growing two maps of 10,000s of entries rehashes them into fresh memory.
+        let len = r.seek(SeekFrom::End(0))?;
+        r.rewind()?;
+        let guess = (len / 1024).min(1 << 20) as usize;
         let mut archive = tar::Archive::new(Skipping::new(r));
-        let mut idx = EntryIndex::default();
+        let mut idx = EntryIndex {
+            entries: HashMap::with_capacity(guess),
+            contents: HashMap::with_capacity(guess),
+        };
         let mut body = Vec::new();
         for entry in archive.entries_with_seek()? {
             let mut entry = entry?;

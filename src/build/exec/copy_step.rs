@@ -361,6 +361,7 @@ impl Executor<'_> {
         digests: &mut Digests,
     ) -> Result<BTreeMap<String, String>, StepFailure> {
         let mut files = BTreeMap::new();
+        digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
             for (f, rel) in p.sel.files() {
                 let mode = match (x.chmod, f.kind) {
