@@ -463,20 +463,7 @@ pub fn commit_copy_into(
         let mut tar = tar::Builder::new(&mut blob);
         for path in &plan.all {
             let Some(op) = plan.entries.get(path) else {
-                let (mode, uid, gid) = plan.existing.get(path).copied().unwrap_or((
-                    0o755,
-                    dirs_owner.uid,
-                    dirs_owner.gid,
-                ));
-                let mut h = header(
-                    tar::EntryType::Directory,
-                    mode,
-                    uid,
-                    gid,
-                    epoch.unwrap_or(0),
-                );
-                tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                    .map_err(io(Path::new(&path)))?;
+                append_parent(&mut tar, path, &plan, dirs_owner, epoch)?;
                 continue;
             };
             let mtime = epoch.unwrap_or(op.mtime.max(0) as u64);
@@ -554,6 +541,30 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
         existing,
         all,
     }))
+}
+
+/// Appends a directory the copy creates (`dirs_owner`'s) or carries (as it is).
+fn append_parent(
+    tar: &mut tar::Builder<impl std::io::Write>,
+    path: &str,
+    plan: &EntryPlan<'_>,
+    dirs_owner: Owner,
+    epoch: Option<u64>,
+) -> Result<(), StepError> {
+    let (mode, uid, gid) =
+        plan.existing
+            .get(path)
+            .copied()
+            .unwrap_or((0o755, dirs_owner.uid, dirs_owner.gid));
+    let mut h = header(
+        tar::EntryType::Directory,
+        mode,
+        uid,
+        gid,
+        epoch.unwrap_or(0),
+    );
+    tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+        .map_err(io(Path::new(path)))
 }
 
 /// A GNU header with everything but the name and size (0) set.

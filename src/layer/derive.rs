@@ -56,10 +56,8 @@ impl OldBlob {
 
     /// The `len` bytes of content hashing to `digest`, when the old blob has them.
     pub fn content(&mut self, digest: &ContentDigest, len: u64) -> Option<&[u8]> {
-        let span = self.index.content(digest).filter(|s| s.len == len);
-        let Some(span) = span.filter(|s| s.len <= MAX_INDEXED) else {
-            return None;
-        };
+        let span = self.index.content(digest);
+        let span = span.filter(|s| s.len == len && s.len <= MAX_INDEXED)?;
         let ok = self.fill(span).is_ok() && {
             let at = (span.offset - self.start) as usize;
             let bytes = &self.window[at..at + span.len as usize];
