@@ -281,7 +281,7 @@ impl Executor<'_> {
         let mut digests = Digests::new();
         inputs.files = self.copy_files(self.context, x, &[], heredocs, false, &mut digests)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
-        Ok(self.peek(&inputs))
+        Ok(self.peek(&inputs.key()))
     }
 
     /// The owner known before the copy runs: numeric ids, or for `--link` a user name
@@ -561,10 +561,11 @@ impl Executor<'_> {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        if last.key() != inputs.key() {
+        let last_key = last.key();
+        if last_key != inputs.key() {
             return None;
         }
-        let before: State = self.cache.get(&last.key())?;
+        let before: State = self.cache.get(&last_key)?;
         if before.layers.len() != state.layers.len() + 1 {
             return None;
         }
