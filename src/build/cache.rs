@@ -11,6 +11,7 @@ use crate::sys::hostfs;
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -186,12 +187,17 @@ pub const KEEP_UNUSED: Duration = Duration::from_secs(7 * 24 * 3600);
 /// The build cache under `<root>/cache`.
 pub struct BuildCache {
     dir: PathBuf,
+    /// The last `last_inputs` read (position and what it found): a step that misses asks
+    /// for it more than once (why it missed, whether its previous layer can be patched),
+    /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
+    last_read: std::sync::Mutex<Option<(String, Option<Arc<KeyInputs>>)>>,
 }
 
 impl BuildCache {
     pub fn new(root: &Path) -> BuildCache {
         BuildCache {
             dir: root.join("cache"),
+            last_read: std::sync::Mutex::new(None),
         }
     }
     fn entry_path(&self, key: &CacheKey) -> PathBuf {
@@ -258,10 +264,20 @@ impl BuildCache {
     }
 
     /// The inputs the previous build used at `position` (Dockerfile, stage and step).
-    pub fn last_inputs(&self, position: &str) -> Option<KeyInputs> {
-        serde_json::from_slice(&fs::read(self.inputs_path(position)).ok()?).ok()
+    pub fn last_inputs(&self, position: &str) -> Option<Arc<KeyInputs>> {
+        let mut memo = self.last_read.lock().expect("inputs memo lock");
+        if let Some((_, found)) = memo.as_ref().filter(|(p, _)| p == position) {
+            return found.clone();
+        }
+        let found: Option<Arc<KeyInputs>> = fs::read(self.inputs_path(position))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .map(Arc::new);
+        *memo = Some((position.to_string(), found.clone()));
+        found
     }
     pub fn record_inputs(&self, position: &str, inputs: &KeyInputs) {
+        *self.last_read.lock().expect("inputs memo lock") = None;
         let _ = hostfs::write_atomic(
             &self.inputs_path(position),
             &serde_json::to_vec(inputs).expect("inputs serialise"),

@@ -652,7 +652,7 @@ impl<'a> Executor<'a> {
         let why = if self.stage_no_cache {
             "--no-cache".to_string()
         } else {
-            inputs.explain_change(self.cache.last_inputs(position).as_ref())
+            inputs.explain_change(self.cache.last_inputs(position).as_deref())
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
