@@ -5,7 +5,6 @@
 //! (image-spec config.md "rootfs.diff_ids"). Owns no file and no store state.
 use std::io::{self, Write};
 
-
 use crate::digest::{Digest, HashSink};
 
 /// Bytes needed to tell the compression apart (the zstd magic is 4 bytes).
