@@ -698,7 +698,7 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     let lie = format!("sha256:{}", "ab".repeat(32));
     c["rootfs"]["diff_ids"][0] = lie.clone().into();
     let bad_config = reg.put_blob("test/bb", &serde_json::to_vec(&c).unwrap());
-    m["config"]["digest"] = bad_config.into();
+    m["config"]["digest"] = bad_config.clone().into();
     m["config"]["size"] = serde_json::to_vec(&c).unwrap().len().into();
     reg.put_manifest("test/bb", "lies", oci, &serde_json::to_vec(&m).unwrap());
     let k = Keel::new();
@@ -730,9 +730,35 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
         "push",
         &fails(kc(&k, &reg, Some(none)), &["push", &name, &relay]),
     );
+    // `keel save` refuses it before writing a byte: no file, no temp file, empty stdout.
+    let out_dir = k.path("saved");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let tar = out_dir.join("lies.tar");
+    for _ in 0..2 {
+        names_both(
+            "save -o",
+            &k.fails(&["save", "-o", tar.to_str().unwrap(), &name]),
+        );
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+        assert!(left.is_empty(), "a refused save left {left:?}");
+    }
+    let to_stdout = k.cmd().args(["save", &name]).output().unwrap();
+    assert!(!to_stdout.status.success(), "save to stdout passed the lie");
+    assert!(
+        to_stdout.stdout.is_empty(),
+        "a refused save wrote {} bytes",
+        to_stdout.stdout.len()
+    );
+    names_both("save", &String::from_utf8_lossy(&to_stdout.stderr));
+    // An archive carrying the lie (written here from the registry's blobs, as another
+    // tool would): `keel load` checks every diff_id.
     let tar = k.path("lies.tar");
-    // An archive carries the config as it is; `keel load` checks every diff_id.
-    k.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
+    let blobs = [&layer, &bad_config].map(|d| reg.get(&format!("test/bb/blobs/{d}"), "*/*"));
+    oci_archive(
+        &tar,
+        &serde_json::to_vec(&m).unwrap(),
+        &[&blobs[0], &blobs[1]],
+    );
     let other = Keel::new();
     names_both("load", &other.fails(&["load", "-i", tar.to_str().unwrap()]));
     let fsck = k.cmd().args(["fsck", "--full"]).output().unwrap();
@@ -742,6 +768,46 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     let honest = format!("{}/test/bb:1", reg.host());
     ok(kc(&k, &reg, Some(none)), &["pull", &honest]);
     assert_eq!(k.ok(&["run", "--rm", &honest, "echo", "ok"]), "ok\n");
+    // It saves, and the check of its compressed layer is remembered (as push's is), so
+    // the next save or push does not decompress it again.
+    let honest_tar = k.path("honest.tar");
+    k.ok(&["save", "-o", honest_tar.to_str().unwrap(), &honest]);
+    let memo = k.root().join("cache/registry/verified").join(hex);
+    assert!(
+        memo.is_file(),
+        "save did not remember the checked layer at {}",
+        memo.display()
+    );
+    names_both("save after the honest one", &k.fails(&["save", &name]));
+}
+
+/// Writes an OCI-layout tarball holding `manifest` and `blobs`, with `manifest` in its
+/// index (named `lies:1`).
+fn oci_archive(path: &std::path::Path, manifest: &[u8], blobs: &[&[u8]]) {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", hex(manifest)),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "lies:1"},
+        }],
+    });
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}");
+    add("index.json", &serde_json::to_vec(&index).unwrap());
+    for b in blobs.iter().copied().chain([manifest]) {
+        add(&format!("blobs/sha256/{}", hex(b)), b);
+    }
+    tar.into_inner().unwrap();
 }
 
 /// skopeo with the test registry's CA and user.
