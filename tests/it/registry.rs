@@ -1120,6 +1120,99 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
     b.ok(&["fsck"]);
 }
 
+/// Session 6 follow-up: a cache mount is seeded from `--cache-from` only while no step
+/// uses it. Build W (no cache) holds the cold, empty mount `shared` and waits; build S
+/// (same root, `--cache-from` offering `shared`) runs meanwhile, then W writes. keel
+/// used to seed first and lock later: S renamed the seed over the empty directory W had
+/// mounted, and W's write went into the unlinked directory, lost.
+#[test]
+fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
+    if !regserver::available() {
+        return;
+    }
+    let reg = Registry::start(false, Auth::None);
+    let none = std::path::Path::new("/nonexistent/auth.json");
+    let (_s, _) = seed(&reg, none);
+    let base = format!("{}/test/bb:1", reg.host());
+    let mounts =
+        "--mount=type=cache,id=shared,target=/cache \\\n  --mount=type=cache,id=sync,target=/sync";
+    let ctx = |k: &Keel, name: &str, run: &str| {
+        let ctx = k.path(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        let text = format!("FROM {base}\nRUN {mounts} \\\n  {run}\n");
+        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+        ctx.display().to_string()
+    };
+    let cache = format!("registry:{}/test/inuse:1", reg.host());
+    let a = Keel::new();
+    let export = ctx(&a, "a", "echo seed > /cache/seed");
+    ok(
+        kc(&a, &reg, Some(none)),
+        &[
+            "build",
+            "--cache-to",
+            &format!("{cache},mounts=true"),
+            &export,
+        ],
+    );
+    let k = Keel::new();
+    ok(kc(&k, &reg, Some(none)), &["pull", &base]);
+    let w = ctx(
+        &k,
+        "w",
+        "touch /sync/w-in; i=0; while [ ! -e /sync/s-ran ] && [ $i -lt 600 ]; \
+         do sleep 0.1; i=$((i+1)); done; echo mine > /cache/mine || echo lost",
+    );
+    let s = ctx(&k, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
+    let writer = kc(&k, &reg, Some(none))
+        .args(["build", "-t", "w", &w])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mount = |k: &Keel, id: &str| {
+        use sha2::Digest as _;
+        let hex = format!("{:x}", sha2::Sha256::digest(id.as_bytes()));
+        k.root().join("cache/mounts").join(hex)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !mount(&k, "sync").join("w-in").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build W never started its step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok(
+        kc(&k, &reg, Some(none)),
+        &["build", "-t", "s", "--cache-from", &cache, &s],
+    );
+    let out = writer.wait_with_output().unwrap();
+    common::assert_success(&out, "build W");
+    let shared = mount(&k, "shared");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("mine")).ok().as_deref(),
+        Some("mine\n"),
+        "W's write into the mount was lost; the mount holds {:?}",
+        std::fs::read_dir(&shared).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(
+        !shared.with_extension("seeded").exists(),
+        "the mount W was using was seeded"
+    );
+    // Cold and unused, the same mount in a fresh root is seeded as before.
+    let fresh = Keel::new();
+    ok(kc(&fresh, &reg, Some(none)), &["pull", &base]);
+    let s = ctx(&fresh, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
+    ok(
+        kc(&fresh, &reg, Some(none)),
+        &["build", "--cache-from", &cache, &s],
+    );
+    let saw = std::fs::read_to_string(mount(&fresh, "sync").join("s-saw")).unwrap();
+    assert_eq!(saw, "seed\n", "a cold mount was not seeded");
+    assert!(mount(&fresh, "shared").with_extension("seeded").exists());
+    k.ok(&["fsck"]);
+}
+
 /// Issue 13 (session 5): pulling an image the store has reads no layer blob: each was
 /// checked by digest when stored, and its diff_id is checked where it is unpacked. keel
 /// used to decompress every present layer again (0.7–1 s for bench/pull.sh's image).
