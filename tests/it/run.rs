@@ -1101,3 +1101,89 @@ fn r012_bootstrap_debian_is_a_docker_like_base_and_caches_its_downloads() {
         "{upd}"
     );
 }
+
+/// Session 6 follow-up: `keel ps -a` once printed "removing …/containers/<id>: No such
+/// file or directory" beside a `keel rm`. A listing reads each record while `rm` may be
+/// deleting it ("reading …/state.json: No such file" here, for about one `ps` in three),
+/// and a `ps` that finds a killed keel's lease reclaims that keel's containers at
+/// start-up, racing the `rm` that removes the same one. Each round copies one exited
+/// container's record 150 times, leaves a dead lease (an `rm` of one copy killed at its
+/// fault point), then removes them all in one `rm` while `ps -a` runs in a loop: a
+/// container removed while listed is simply not listed.
+#[test]
+fn ps_beside_a_concurrent_rm_lists_or_skips_but_never_fails() {
+    require!(is_root(), "running containers needs root");
+    let k = with_busybox();
+    k.ok(&["run", "--name", "model", "bb", "true"]);
+    let model: Vec<_> = std::fs::read_dir(k.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let [model] = &model[..] else {
+        panic!("one container record expected: {model:?}")
+    };
+    for round in 0..3 {
+        let names: Vec<String> = (0..150).map(|i| format!("r{round}-{i}")).collect();
+        for n in &names {
+            copy_record(&k, model, n);
+        }
+        let killed = k
+            .cmd()
+            .args(["rm", &names[0]])
+            .env("KEEL_FAULT_POINT", "rm.stopped")
+            .output()
+            .unwrap();
+        assert!(!killed.status.success(), "the fault point did not kill rm");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let listings = std::thread::scope(|s| {
+            s.spawn(|| {
+                // The first is the dead lease's: the reclaimers of this rm and of the
+                // ps runs remove it, racing each other.
+                let out = k.cmd().arg("rm").args(&names[1..]).output().unwrap();
+                crate::common::assert_success(&out, "rm");
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut listings = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = k
+                    .cmd()
+                    .args(["ps", "-a", "--format", "{{.Names}}"])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    out.status.success() && err.is_empty(),
+                    "ps -a beside rm: {err}"
+                );
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    assert!(
+                        line == "model" || names.iter().any(|n| n == line),
+                        "{line:?}"
+                    );
+                }
+                listings += 1;
+            }
+            listings
+        });
+        eprintln!("round {round}: {listings} listings beside rm");
+        assert_eq!(k.ok(&["ps", "-a", "--format", "{{.Names}}"]), "model\n");
+    }
+}
+
+/// Copies container `model`'s record as a new exited container called `name` (the
+/// record only: it never ran, so there is nothing else of it to remove).
+fn copy_record(k: &Keel, model: &str, name: &str) {
+    use sha2::Digest as _;
+    let id = format!("{:x}", sha2::Sha256::digest(name.as_bytes()));
+    let dir = k.root().join("containers").join(&id);
+    std::fs::create_dir(&dir).unwrap();
+    let from = k.root().join("containers").join(model);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join("config.json")).unwrap()).unwrap();
+    config["id"] = id.into();
+    config["name"] = name.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(from.join("state.json"), dir.join("state.json")).unwrap();
+}
