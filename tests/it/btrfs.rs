@@ -22,11 +22,9 @@ pub struct LoopFs {
 impl LoopFs {
     /// A fresh `kind` (`btrfs` or `xfs`) filesystem of `gib` GiB (sparse), mounted.
     pub fn new(kind: &str, gib: u64) -> LoopFs {
-        // Outside TMPDIR: the nested suite run points TMPDIR at a loop filesystem.
-        let dir = tempfile::Builder::new()
-            .prefix("keel-loopfs-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        // Outside TMPDIR: the nested suite run points TMPDIR at a loop filesystem. A
+        // scratch dir of this process: a killed run's mount and image are swept.
+        let dir = crate::common::scratch_dir(Path::new("/var/tmp"));
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
