@@ -52,13 +52,26 @@ fn seed(reg: &Registry, auth: &std::path::Path) -> (Keel, String) {
     (a, digest.trim().to_string())
 }
 
-fn pull_round_trip(auth: Auth) {
+/// A test registry holding busybox as `test/bb:1`, pushed from the returned keel root
+/// (with its manifest digest), and the auth file to use: a password one over TLS, none
+/// over plain HTTP. None when the registry's tools are missing (a failure under CI).
+fn seeded(tls: bool, auth: Auth) -> Option<(Registry, std::path::PathBuf, Keel, String)> {
     if !regserver::available() {
-        return;
+        return None;
     }
-    let reg = Registry::start(true, auth);
-    let good = reg.auth_file(PASSWORD);
-    let (_a, digest) = seed(&reg, &good);
+    let reg = Registry::start(tls, auth);
+    let auth = match tls {
+        true => reg.auth_file(PASSWORD),
+        false => "/nonexistent/auth.json".into(),
+    };
+    let (seeder, digest) = seed(&reg, &auth);
+    Some((reg, auth, seeder, digest))
+}
+
+fn pull_round_trip(auth: Auth) {
+    let Some((reg, good, _a, digest)) = seeded(true, auth) else {
+        return;
+    };
     let name = format!("{}/test/bb:1", reg.host());
     // Wrong password: a clear error naming the registry, and nothing in the store.
     let c = Keel::new();
@@ -165,12 +178,9 @@ fn login_and_logout() {
 /// clearly; podman pulls what keel pushed and runs it.
 #[test]
 fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
-    if !regserver::available() {
+    let Some((reg, good, _a, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_a, _) = seed(&reg, &good);
+    };
     let b = Keel::new();
     let ctx = b.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -504,12 +514,9 @@ fn push_compresses_skips_and_mounts() {
 /// uncompressed layers the entries name.
 #[test]
 fn build_cache_shared_through_the_registry() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let cache = format!("registry:{}/test/cache:main,mode=max", reg.host());
     let ctx = tempfile::tempdir().unwrap();
@@ -589,12 +596,9 @@ fn build_cache_shared_through_the_registry() {
 /// network (the registry is gone when it builds).
 #[test]
 fn search_list_mirrors_and_digest_pins() {
-    if !regserver::available() {
+    let Some((reg, good, _s, digest)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, digest) = seed(&reg, &good);
+    };
     let k = Keel::new();
     k.ok(&["images"]);
     std::fs::write(
@@ -639,16 +643,13 @@ fn search_list_mirrors_and_digest_pins() {
 /// only what is missing, and the store stays consistent throughout.
 #[test]
 fn a_killed_pull_resumes_from_the_blobs_it_stored() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let name = format!("{}/test/bb:1", reg.host());
     let k = Keel::new();
     // Killed right after the second blob (the layer; the config is the first) is stored.
-    let out = kc(&k, &reg, Some(none))
+    let out = kc(&k, &reg, Some(&none))
         .args(["pull", &name])
         .env("KEEL_FAULT_POINT", "pull.blob-stored#2")
         .output()
@@ -656,7 +657,7 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
     assert!(!out.status.success(), "the pull was not killed");
     k.ok(&["fsck"]);
     assert!(!k.ok(&["images"]).contains("test/bb"));
-    let out = kc(&k, &reg, Some(none))
+    let out = kc(&k, &reg, Some(&none))
         .args(["pull", &name])
         .output()
         .unwrap();
@@ -682,12 +683,9 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
 /// `keel fsck --full`.
 #[test]
 fn a_layer_whose_diff_id_lies_is_never_stored() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let oci = "application/vnd.oci.image.manifest.v1+json";
     let mut m: serde_json::Value =
         serde_json::from_slice(&reg.get("test/bb/manifests/1", oci)).unwrap();
@@ -703,7 +701,7 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     reg.put_manifest("test/bb", "lies", oci, &serde_json::to_vec(&m).unwrap());
     let k = Keel::new();
     let name = format!("{}/test/bb:lies", reg.host());
-    ok(kc(&k, &reg, Some(none)), &["pull", &name]);
+    ok(kc(&k, &reg, Some(&none)), &["pull", &name]);
     let hex = &layer["sha256:".len()..];
     let names_both = |what: &str, err: &str| {
         assert!(
@@ -728,7 +726,7 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     let relay = format!("{}/test/relay:1", reg.host());
     names_both(
         "push",
-        &fails(kc(&k, &reg, Some(none)), &["push", &name, &relay]),
+        &fails(kc(&k, &reg, Some(&none)), &["push", &name, &relay]),
     );
     // `keel save` refuses it before writing a byte: no file, no temp file, empty stdout.
     let out_dir = k.path("saved");
@@ -766,7 +764,7 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     names_both("fsck --full", &String::from_utf8_lossy(&fsck.stdout));
     // The honest image, pulled into the same root, still runs.
     let honest = format!("{}/test/bb:1", reg.host());
-    ok(kc(&k, &reg, Some(none)), &["pull", &honest]);
+    ok(kc(&k, &reg, Some(&none)), &["pull", &honest]);
     assert_eq!(k.ok(&["run", "--rm", &honest, "echo", "ok"]), "ok\n");
     // It saves, and the check of its compressed layer is remembered (as push's is), so
     // the next save or push does not decompress it again.
@@ -971,12 +969,9 @@ fn cache_bytes(log: &str) -> u64 {
 /// before the builder would be materialised.
 #[test]
 fn multi_stage_cache_hits_fetch_no_builder_layers() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -1018,12 +1013,9 @@ fn multi_stage_cache_hits_fetch_no_builder_layers() {
 /// `mounts-max` is skipped with a warning naming it.
 #[test]
 fn cache_mounts_travel_through_the_registry_cache() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let dockerfile = |run: &str| {
         let ctx = tempfile::tempdir().unwrap();
@@ -1067,12 +1059,9 @@ fn cache_mounts_travel_through_the_registry_cache() {
 /// process); `keel gc --cache` drops mount and record, so the next build seeds again.
 #[test]
 fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let build = |k: &Keel, run: &str, cache: &[&str]| {
         let ctx = k.path("ctx");
@@ -1083,7 +1072,7 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
         args.extend_from_slice(cache);
         let ctx_s = ctx.display().to_string();
         args.push(&ctx_s);
-        ok(kc(k, &reg, Some(none)), &args);
+        ok(kc(k, &reg, Some(&none)), &args);
     };
     let cache = format!("registry:{}/test/seeds:1", reg.host());
     let a = Keel::new();
@@ -1127,12 +1116,9 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
 /// mounted, and W's write went into the unlinked directory, lost.
 #[test]
 fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let mounts =
         "--mount=type=cache,id=shared,target=/cache \\\n  --mount=type=cache,id=sync,target=/sync";
@@ -1147,7 +1133,7 @@ fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
     let a = Keel::new();
     let export = ctx(&a, "a", "echo seed > /cache/seed");
     ok(
-        kc(&a, &reg, Some(none)),
+        kc(&a, &reg, Some(&none)),
         &[
             "build",
             "--cache-to",
@@ -1156,7 +1142,7 @@ fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
         ],
     );
     let k = Keel::new();
-    ok(kc(&k, &reg, Some(none)), &["pull", &base]);
+    ok(kc(&k, &reg, Some(&none)), &["pull", &base]);
     let w = ctx(
         &k,
         "w",
@@ -1164,7 +1150,7 @@ fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
          do sleep 0.1; i=$((i+1)); done; echo mine > /cache/mine || echo lost",
     );
     let s = ctx(&k, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
-    let writer = kc(&k, &reg, Some(none))
+    let writer = kc(&k, &reg, Some(&none))
         .args(["build", "-t", "w", &w])
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -1183,7 +1169,7 @@ fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     ok(
-        kc(&k, &reg, Some(none)),
+        kc(&k, &reg, Some(&none)),
         &["build", "-t", "s", "--cache-from", &cache, &s],
     );
     let out = writer.wait_with_output().unwrap();
@@ -1201,10 +1187,10 @@ fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
     );
     // Cold and unused, the same mount in a fresh root is seeded as before.
     let fresh = Keel::new();
-    ok(kc(&fresh, &reg, Some(none)), &["pull", &base]);
+    ok(kc(&fresh, &reg, Some(&none)), &["pull", &base]);
     let s = ctx(&fresh, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
     ok(
-        kc(&fresh, &reg, Some(none)),
+        kc(&fresh, &reg, Some(&none)),
         &["build", "--cache-from", &cache, &s],
     );
     let saw = std::fs::read_to_string(mount(&fresh, "sync").join("s-saw")).unwrap();
