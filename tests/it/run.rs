@@ -255,7 +255,7 @@ fn runtime_flags_docker_refuses_are_refused_up_front() {
 }
 
 /// GETs `/` from 127.0.0.1:port, retrying while the server starts.
-fn http_get(port: u16) -> String {
+pub(crate) fn http_get(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -271,7 +271,7 @@ fn http_get(port: u16) -> String {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -553,21 +553,12 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
             require!(false, "runc is not installed (apt-get install runc)");
             continue;
         }
-        let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
         // script(1) gives keel a terminal of 33 rows × 101 columns.
-        let (code, text) = in_terminal(&k, backend, &format!("sh -c '{inner}'"), "");
-        assert_eq!(code, Some(3), "{backend}: {text}");
+        let (code, text) = in_terminal(&k, backend, &format!("sh -c '{TTY_PROBE}'"), "");
+        assert_probe_saw_its_terminal(backend, code, &text);
         assert!(text.contains("/dev/pts/0\n"), "{backend}: tty: {text}");
-        assert!(!text.contains("not a tty"), "{backend}: {text}");
-        assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
-        assert!(
-            text.contains("in-a-tty") && text.contains("has-ctty"),
-            "{backend}: {text}"
-        );
-        assert!(!text.contains("extra-fd"), "{backend}: {text}");
         // A resize of keel's terminal while the container runs reaches its terminal.
-        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
-        let (_, text) = in_terminal(&k, backend, "sh -c 'sleep 2; stty size'", resize);
+        let (_, text) = in_terminal(&k, backend, "sh -c 'sleep 2; stty size'", RESIZE);
         assert!(
             text.contains("50 120\n"),
             "{backend}: after a resize: {text}"
@@ -604,30 +595,45 @@ fn exec_tty_is_a_terminal_of_the_containers_own_devpts() {
             "sleep",
             "60",
         ]);
-        let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
-        let (code, text) = keel_in_terminal(&k, &format!("exec -t {name} sh -c '{inner}'"), "");
-        assert_eq!(code, Some(3), "{backend}: {text}");
+        let args = format!("exec -t {name} sh -c '{TTY_PROBE}'");
+        let (code, text) = keel_in_terminal(&k, &args, "");
+        assert_probe_saw_its_terminal(backend, code, &text);
         let pts = text.lines().any(|l| {
             l.strip_prefix("/dev/pts/")
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         });
         assert!(pts, "{backend}: tty: {text}");
-        assert!(!text.contains("not a tty"), "{backend}: {text}");
-        assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
-        assert!(
-            text.contains("in-a-tty") && text.contains("has-ctty"),
-            "{backend}: {text}"
-        );
-        assert!(!text.contains("extra-fd"), "{backend}: {text}");
-        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
         let args = format!("exec -t {name} sh -c 'sleep 2; stty size'");
-        let (_, text) = keel_in_terminal(&k, &args, resize);
+        let (_, text) = keel_in_terminal(&k, &args, RESIZE);
         assert!(
             text.contains("50 120\n"),
             "{backend}: after a resize: {text}"
         );
         k.ok(&["rm", "-f", &name]);
     }
+}
+
+/// What the `-t` tests run in the container: the terminal's name and size, whether
+/// stdin is a terminal and /dev/tty opens (a controlling terminal), any fd beyond 0–2
+/// left open; it exits 3.
+const TTY_PROBE: &str = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
+
+/// Appended to the shell line of [`keel_in_terminal`]: resizes keel's terminal to
+/// 50 × 120 a second into the run.
+const RESIZE: &str = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
+
+/// What [`TTY_PROBE`] must print in script(1)'s 33 × 101 terminal (`what` names the case):
+/// status 3, a terminal of that size that is stdin's and the controlling one, no
+/// "not a tty", no extra fd.
+fn assert_probe_saw_its_terminal(what: &str, code: Option<i32>, text: &str) {
+    assert_eq!(code, Some(3), "{what}: {text}");
+    assert!(!text.contains("not a tty"), "{what}: {text}");
+    assert!(text.contains("33 101\n"), "{what}: stty size: {text}");
+    assert!(
+        text.contains("in-a-tty") && text.contains("has-ctty"),
+        "{what}: {text}"
+    );
+    assert!(!text.contains("extra-fd"), "{what}: {text}");
 }
 
 /// Runs `keel run --rm -t --isolation BACKEND bb CMD` in a terminal of 33 × 101 that
