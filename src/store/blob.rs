@@ -3,11 +3,16 @@
 //! `blobs/sha256/<hex>`: a blob path either does not exist or holds exactly its content.
 //!
 //! Large blobs (layers) are hashed on the caller's thread while a second thread writes the
-//! already-hashed chunks to the temp file and starts their writeback to disk, so hashing,
-//! copying into the page cache and the disk all work at once and the final fsync only
-//! waits for the tail.
+//! already-hashed chunks to the temp file, so hashing and the disk work at once. In a
+//! durable store that thread writes with `O_DIRECT` (where the filesystem allows it): the
+//! blob must reach the disk before it is named anyway, and writing it straight from the
+//! chunk buffers skips the copy into the page cache — the largest CPU cost of a pull —
+//! and leaves the final fsync only the metadata and the unaligned tail to wait for.
+//! Elsewhere (`--no-fsync`, tmpfs) it writes through the page cache and starts writeback
+//! as it goes.
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::sync::mpsc;
 
 use serde::Serialize;
@@ -16,35 +21,96 @@ use sha2::Digest as _;
 use super::{canonical_json, io_err, Result, Store, StoreError};
 use crate::digest::{self, Digest};
 
-/// Bytes handed to the disk thread at a time.
-const CHUNK: usize = 4 << 20;
+/// Bytes handed to the disk thread at a time: small enough that a chunk is still in the
+/// CPU's cache when it is hashed and written, large enough for few syscalls.
+const CHUNK: usize = 1 << 20;
 /// Chunks queued for the disk thread before the hashing side waits.
 const QUEUED: usize = 4;
-/// Writeback is started every this many bytes.
+/// Chunk buffers one writer allocates at most; they are handed back and forth with its
+/// disk thread, so their pages are faulted in once, not once per chunk.
+const POOL: usize = QUEUED + 2;
+/// What `O_DIRECT` needs buffers, offsets and lengths aligned to (any logical block size
+/// up to a page).
+const ALIGN: usize = 4096;
+/// Writeback is started every this many bytes (page-cache writes only).
 const WRITEBACK_EVERY: u64 = 8 << 20;
 
+/// A chunk buffer whose `CHUNK` usable bytes start on an `ALIGN` boundary.
+struct ChunkBuf {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl ChunkBuf {
+    fn new() -> ChunkBuf {
+        let bytes = vec![0u8; CHUNK + ALIGN];
+        let start = bytes.as_ptr().align_offset(ALIGN).min(ALIGN);
+        ChunkBuf { bytes, start }
+    }
+    /// A placeholder for a finished writer's buffer (allocates nothing; never read).
+    fn empty() -> ChunkBuf {
+        ChunkBuf {
+            bytes: Vec::new(),
+            start: 0,
+        }
+    }
+    fn get(&self) -> &[u8] {
+        &self.bytes[self.start..self.start + CHUNK]
+    }
+    fn get_mut(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + CHUNK]
+    }
+}
+
 /// A chunk on its way to the temp file: the buffer and how much of it is filled.
-type Chunk = (Vec<u8>, usize);
+type Chunk = (ChunkBuf, usize);
+
+/// Where the disk thread writes: through `O_DIRECT` (and the page cache for an
+/// unaligned tail), or through the page cache only.
+struct Sink {
+    buffered: File,
+    direct: Option<File>,
+    /// Page-cache writes: start their writeback as they go.
+    writeback: bool,
+}
+
+impl Sink {
+    /// Writes `data` at `offset`. An aligned chunk goes through `O_DIRECT`; a filesystem
+    /// that refuses it (EINVAL) gets this and every later chunk through the page cache.
+    fn write_at(&mut self, data: &[u8], offset: u64) -> io::Result<()> {
+        let aligned = data.len().is_multiple_of(ALIGN) && data.as_ptr().align_offset(ALIGN) == 0;
+        if let (Some(direct), true) = (&self.direct, aligned) {
+            match direct.write_all_at(data, offset) {
+                Err(e) if e.raw_os_error() == Some(crate::sys::fs::EINVAL) => {
+                    self.direct = None;
+                }
+                r => return r,
+            }
+        }
+        self.buffered.write_all_at(data, offset)
+    }
+}
 
 /// The disk side of a blob write, started when the first chunk fills.
 struct DiskThread {
     to_disk: mpsc::SyncSender<Chunk>,
-    spare: mpsc::Receiver<Vec<u8>>,
+    spare: mpsc::Receiver<ChunkBuf>,
     handle: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl DiskThread {
-    fn start(mut file: File, writeback: bool) -> DiskThread {
+    fn start(mut sink: Sink) -> DiskThread {
         let (to_disk, chunks) = mpsc::sync_channel::<Chunk>(QUEUED);
         let (give_back, spare) = mpsc::channel();
         let handle = std::thread::spawn(move || {
             let (mut written, mut kicked) = (0u64, 0u64);
             for (buf, filled) in chunks {
-                file.write_all(&buf[..filled])?;
+                sink.write_at(&buf.get()[..filled], written)?;
                 written += filled as u64;
-                if writeback && written - kicked >= WRITEBACK_EVERY {
+                if sink.writeback && written - kicked >= WRITEBACK_EVERY {
                     // Only a hint: the fsync at commit is what makes the blob durable.
-                    let _ = crate::sys::fs::start_writeback(&file, kicked, written - kicked);
+                    let _ =
+                        crate::sys::fs::start_writeback(&sink.buffered, kicked, written - kicked);
                     kicked = written;
                 }
                 let _ = give_back.send(buf);
@@ -73,16 +139,18 @@ pub struct BlobWriter {
     tmp: tempfile::NamedTempFile,
     hasher: sha2::Sha256,
     len: u64,
-    /// The chunk being filled (always `CHUNK` long) and how much of it is.
-    buf: Vec<u8>,
+    /// The chunk being filled and how much of it is.
+    buf: ChunkBuf,
     filled: usize,
+    /// Chunk buffers allocated so far (at most `POOL`).
+    allocated: usize,
     disk: Option<DiskThread>,
 }
 
 impl Write for BlobWriter {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = data.len().min(CHUNK - self.filled);
-        self.buf[self.filled..self.filled + n].copy_from_slice(&data[..n]);
+        self.buf.get_mut()[self.filled..self.filled + n].copy_from_slice(&data[..n]);
         self.took(n)?;
         Ok(n)
     }
@@ -106,7 +174,7 @@ impl BlobWriter {
         let mut left = len;
         while left > 0 {
             let room = (CHUNK - self.filled).min(left.min(usize::MAX as u64) as usize);
-            let n = r.read(&mut self.buf[self.filled..self.filled + room])?;
+            let n = r.read(&mut self.buf.get_mut()[self.filled..self.filled + room])?;
             if n == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -123,7 +191,8 @@ impl BlobWriter {
 
     /// `n` more bytes of the chunk are filled: hash them, and pass a full chunk on.
     fn took(&mut self, n: usize) -> io::Result<()> {
-        self.hasher.update(&self.buf[self.filled..self.filled + n]);
+        self.hasher
+            .update(&self.buf.get()[self.filled..self.filled + n]);
         self.filled += n;
         self.len += n as u64;
         if self.filled == CHUNK {
@@ -134,19 +203,46 @@ impl BlobWriter {
 
     fn pass_on(&mut self) -> io::Result<()> {
         if self.disk.is_none() {
-            let file = self.tmp.as_file().try_clone()?;
-            self.disk = Some(DiskThread::start(file, self.store.is_durable()));
+            self.disk = Some(DiskThread::start(self.sink()?));
         }
         let disk = self.disk.as_ref().expect("started above");
-        let next = disk.spare.try_recv().unwrap_or_else(|_| vec![0; CHUNK]);
-        let full = std::mem::replace(&mut self.buf, next);
-        if disk.to_disk.send((full, self.filled)).is_err() {
+        let next = match disk.spare.try_recv() {
+            Ok(b) => Some(b),
+            Err(_) if self.allocated < POOL => {
+                self.allocated += 1;
+                Some(ChunkBuf::new())
+            }
+            // Every buffer is queued or being written: wait for one.
+            Err(_) => disk.spare.recv().ok(),
+        };
+        let sent = next.and_then(|next| {
+            let full = std::mem::replace(&mut self.buf, next);
+            disk.to_disk.send((full, self.filled)).ok()
+        });
+        if sent.is_none() {
             // The disk thread stopped on an error: collect it.
             let e = self.disk.take().expect("present").finish().err();
             return Err(e.unwrap_or_else(|| io::Error::other("the blob writer thread stopped")));
         }
         self.filled = 0;
         Ok(())
+    }
+
+    /// The disk thread's files: `O_DIRECT` when the store is durable and the filesystem
+    /// takes it.
+    fn sink(&self) -> io::Result<Sink> {
+        let buffered = self.tmp.as_file().try_clone()?;
+        let durable = self.store.is_durable();
+        let direct = if durable {
+            crate::sys::fs::open_direct_for_write(self.tmp.path()).ok()
+        } else {
+            None
+        };
+        Ok(Sink {
+            writeback: durable && direct.is_none(),
+            buffered,
+            direct,
+        })
     }
 
     /// Makes the blob durable under its digest. With `expected`, a mismatch is an error
@@ -157,8 +253,9 @@ impl BlobWriter {
             Some(disk) => {
                 let tail = self.filled;
                 let r = if tail > 0 {
+                    let last = std::mem::replace(&mut self.buf, ChunkBuf::empty());
                     disk.to_disk
-                        .send((std::mem::take(&mut self.buf), tail))
+                        .send((last, tail))
                         .map_err(|_| io::Error::other("the blob writer thread stopped"))
                 } else {
                     Ok(())
@@ -166,7 +263,7 @@ impl BlobWriter {
                 let done = disk.finish();
                 r.and(done)
             }
-            None => self.tmp.as_file().write_all(&self.buf[..self.filled]),
+            None => self.tmp.as_file().write_all(&self.buf.get()[..self.filled]),
         };
         written.map_err(io_err("writing", &tmp_dir))?;
         let actual = digest::from_hasher(std::mem::take(&mut self.hasher));
@@ -214,8 +311,9 @@ impl Store {
             tmp,
             hasher: sha2::Sha256::new(),
             len: 0,
-            buf: vec![0; CHUNK],
+            buf: ChunkBuf::new(),
             filled: 0,
+            allocated: 1,
             disk: None,
         })
     }
@@ -304,5 +402,83 @@ impl Store {
             digest: d.clone(),
             why: e.to_string(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Bytes no two chunks of which are alike (a shifted chunk would not hash the same).
+    fn pattern(len: usize) -> Vec<u8> {
+        (0..len)
+            .map(|i| (i % 251) as u8 ^ (i / 4093) as u8)
+            .collect()
+    }
+
+    /// Every size around the chunk and alignment boundaries, more chunks than the pool
+    /// holds, durable (`O_DIRECT`) and not, on the temp dir's filesystem and on tmpfs
+    /// (no direct I/O: the page-cache path): the stored blob is exactly the bytes.
+    #[test]
+    fn blobs_of_every_shape_store_exactly_their_bytes() {
+        let sizes = [
+            0,
+            1,
+            ALIGN - 1,
+            ALIGN + 1,
+            CHUNK - 1,
+            CHUNK,
+            CHUNK + 1,
+            3 * CHUNK + ALIGN,
+            (POOL + 3) * CHUNK + 4097,
+        ];
+        for parent in [std::env::temp_dir(), std::path::PathBuf::from("/dev/shm")] {
+            let dir = tempfile::tempdir_in(&parent).unwrap();
+            for durable in [true, false] {
+                let store = Store::open(dir.path()).unwrap();
+                let store = if durable {
+                    store
+                } else {
+                    store.without_fsync()
+                };
+                for &len in &sizes {
+                    let bytes = pattern(len);
+                    let want = digest::of_bytes(&bytes);
+                    let mut w = store.blob_writer().unwrap();
+                    w.write_from(&mut &bytes[..], len as u64).unwrap();
+                    let (got, n) = w.commit(Some(&want)).unwrap();
+                    assert_eq!(
+                        (got, n),
+                        (want.clone(), len as u64),
+                        "{len} bytes in {parent:?}"
+                    );
+                    assert_eq!(
+                        store.read_blob(&want).unwrap(),
+                        bytes,
+                        "{len} bytes in {parent:?}"
+                    );
+                    std::fs::remove_file(store.blob_path(&want)).unwrap();
+                }
+            }
+        }
+    }
+
+    /// A blob that is not what it was expected to be is not stored, and leaves no temp
+    /// file behind, whichever path its chunks took.
+    #[test]
+    fn a_mismatching_large_blob_is_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = pattern(2 * CHUNK + 17);
+        let wrong = digest::of_bytes(b"something else");
+        let mut w = store.blob_writer().unwrap();
+        w.write_from(&mut &bytes[..], bytes.len() as u64).unwrap();
+        assert!(matches!(
+            w.commit(Some(&wrong)),
+            Err(StoreError::DigestMismatch { .. })
+        ));
+        assert!(!store.has_blob(&digest::of_bytes(&bytes)));
+        let left: Vec<_> = std::fs::read_dir(store.tmp_dir()).unwrap().collect();
+        assert!(left.is_empty(), "temp files left: {left:?}");
     }
 }

@@ -221,6 +221,20 @@ pub fn unmount(target: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The errno a filesystem returns for an `O_DIRECT` write it cannot take (misaligned, or
+/// no direct I/O at all).
+pub const EINVAL: i32 = libc::EINVAL;
+
+/// Opens an existing file for writes that bypass the page cache (`O_DIRECT`): each write
+/// must be aligned, and fails with `EINVAL` where the filesystem cannot take it. Fails
+/// where the filesystem has no direct I/O (tmpfs).
+pub fn open_direct_for_write(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Starts writing back `len` bytes of `file` from `offset` without waiting for them (or
 /// for a disk cache flush): a later fsync then has less left to wait for.
 pub fn start_writeback(file: &File, offset: u64, len: u64) -> io::Result<()> {
