@@ -91,6 +91,18 @@ macro_rules! require_loopfs {
     };
 }
 
+/// A fresh loop filesystem `kind` of `gib` GiB (after `require_loopfs!`) and a keel root
+/// on it holding `bb` (busybox).
+macro_rules! loopfs_with_busybox {
+    ($kind:expr, $gib:expr) => {{
+        require_loopfs!($kind);
+        let fs = LoopFs::new($kind, $gib);
+        let k = keel_on(&fs);
+        k.ok(&["bootstrap", "busybox", "bb"]);
+        (fs, k)
+    }};
+}
+
 /// A keel root inside the loop filesystem `fs`.
 fn keel_on(fs: &LoopFs) -> Keel {
     Keel::new_in(&fs.mnt)
@@ -331,10 +343,7 @@ RUN mknod /dev2 c 1 3 && ln /data/f /data/g && rm /data/f
 /// The same build gives the same image digest with every driver.
 #[test]
 fn the_same_build_gives_the_same_digest_on_every_driver() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), EQUIV_DOCKERFILE).unwrap();
@@ -358,10 +367,7 @@ fn the_same_build_gives_the_same_digest_on_every_driver() {
 
 #[test]
 fn run_rm_leaves_no_subvolume_behind() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
     k.ok(&["run", "--rm", "bb", "true"]);
     let before = subvolumes(&fs.mnt);
     assert_eq!(before.len(), 1, "one chain subvolume: {before:?}");
@@ -381,10 +387,7 @@ fn run_rm_leaves_no_subvolume_behind() {
 /// gc` removes every one no image needs, and `fsck` is clean.
 #[test]
 fn gc_removes_the_subvolumes_of_a_killed_build() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("f"), "f\n").unwrap();
@@ -514,10 +517,7 @@ fn a_1gib_copy_is_a_reflink_on_btrfs_and_xfs() {
 /// byte count only, as a control).
 #[test]
 fn copy_driver_snapshots_are_reflinks_on_xfs() {
-    require_loopfs!("xfs");
-    let fs = LoopFs::new("xfs", 2);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("xfs", 2);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     write_data(&ctx.join("big"), 128);
