@@ -5,6 +5,7 @@
 //! An archive to load is hostile: its tar headers pass the layer unpacker's guard, its
 //! JSON documents, entries, images and layers are bounded, its links may not leave it,
 //! and every image is verified in full (sizes, diff_ids) before the first name is written.
+//! An archive to save is checked too: no layer whose diff_id lies leaves the store in one.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};

@@ -679,8 +679,9 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
 /// So an image whose config lies about a layer's diff_id is stored by `keel pull`, and
 /// every command that would trust the lie refuses it, naming the layer and the diff_id:
 /// run and build (the unpack checks it, and keeps no tree of it: a second run fails the
-/// same way), push (before anything is sent), `keel load` of what `keel save` wrote, and
-/// `keel fsck --full`.
+/// same way), push (before anything is sent), `keel save` (before it writes a byte; it
+/// wrote the lie into the archive until session 6), `keel load` of an archive carrying
+/// it, and `keel fsck --full`.
 #[test]
 fn a_layer_whose_diff_id_lies_is_never_stored() {
     let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
