@@ -50,6 +50,28 @@ pub fn from_hasher(h: Sha256) -> Digest {
         .expect("a sha256 hex string is a valid digest")
 }
 
+/// A writer that only hashes what it is given: a stream or a document serialised
+/// straight into its digest, without keeping the bytes.
+#[derive(Default)]
+pub struct HashSink(Sha256);
+
+impl HashSink {
+    /// The digest of everything written.
+    pub fn finish(self) -> Digest {
+        from_hasher(self.0)
+    }
+}
+
+impl io::Write for HashSink {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0.update(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The hex part of a digest (what blob file names use).
 pub fn hex_of(d: &Digest) -> &str {
     d.digest()

@@ -29,6 +29,9 @@ pub const POINTS: &[&str] = &[
     // An incremental COPY took the previous layer's tree out of the cache (into a temp
     // entry) to patch it into the new layer's; nothing of it changed yet.
     "storage.reuse-taken",
+    // An incremental COPY is writing its layer's tar from the previous layer's blob (an
+    // unchanged file's content about to be taken from it) while patching the old tree.
+    "build.copy-derived",
     // A snapshot directory exists (metadata written), nothing mounted yet.
     "storage.snapshot-dir",
     // A snapshot's rootfs is mounted (overlay) or copied (copy driver).

@@ -34,6 +34,10 @@ pub struct CopyOp {
     pub mode: u32,
     pub owner: Owner,
     pub link_target: Option<String>,
+    /// The source's size (regular files) and mtime in seconds, as the context walk saw
+    /// them: what the layer's tar header says (a layer is written without a second stat).
+    pub size: u64,
+    pub mtime: i64,
 }
 
 pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
@@ -101,6 +105,8 @@ pub fn plan(
                     .link_target
                     .as_ref()
                     .map(|t| t.to_string_lossy().into_owned()),
+                size: f.size,
+                mtime: f.stamp.mtime_ns.div_euclid(1_000_000_000) as i64,
             });
         }
     }

@@ -104,8 +104,21 @@ pub fn run(
     spec: &ContainerSpec,
     snap: &Snapshot,
     log: &Path,
-    mut line: impl FnMut(&str),
+    line: impl FnMut(&str),
 ) -> Result<(), StepError> {
+    run_ended(backend, spec, snap, log, line).map(|_| ())
+}
+
+/// [`run`], saying whether every process of the container is known to have ended
+/// (`Container::wait_all`: its PID namespace's init was reaped), so that nothing can
+/// still use the snapshot.
+pub fn run_ended(
+    backend: &dyn Isolation,
+    spec: &ContainerSpec,
+    snap: &Snapshot,
+    log: &Path,
+    mut line: impl FnMut(&str),
+) -> Result<bool, StepError> {
     tracing::debug!(backend = backend.name(), rootfs = %snap.rootfs.display(), args = ?spec.args, mounts = spec.mounts.len(), "starting the RUN container");
     tracing::trace!(mounts = ?spec.mounts, "RUN mounts");
     let (read_end, write_end) = crate::sys::proc::pipe().map_err(runtime::RuntimeError::from)?;
@@ -142,7 +155,7 @@ pub fn run(
             tail.pop_front();
         }
     }
-    let exit = container.wait()?;
+    let (exit, all_ended) = container.wait_all()?;
     if let Some(msg) = &exit.exec_error {
         tail.push_back(msg.clone());
     }
@@ -152,7 +165,7 @@ pub fn run(
             tail: tail.into(),
         });
     }
-    Ok(())
+    Ok(all_ended)
 }
 
 /// Whether container path `p` is a directory in `rootfs` (symlinks followed inside it).
@@ -394,15 +407,31 @@ pub fn commit_copy(
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
 ) -> Result<Option<StoredLayer>, StepError> {
-    let layer = commit_copy_into(store, ctx, rootfs, ops, dirs_owner, epoch, None)?;
+    let sinks = CopySinks::default();
+    let layer = commit_copy_into(store, ctx, rootfs, ops, dirs_owner, epoch, sinks)?;
     Ok(layer.map(|(l, _)| l))
 }
 
-/// [`commit_copy`] that also unpacks the layer into the directory `unpack_into` while
-/// writing it (`layer::tee`), as the overlay driver's cache holds layers — an empty one,
-/// or (with the old layer's entry index) one holding an earlier version of the layer to
-/// patch (`reuse`: entries the index has exactly so are left alone); says
-/// whether that directory now holds the whole layer.
+/// Where a copy's layer goes besides the store: the directory it is unpacked into while
+/// written (`layer::tee`) — an empty one, or (with the old layer's entry index) one
+/// holding an earlier version of the layer to patch (`reuse`: entries the index has
+/// exactly so are left alone) — and the old layer's blob to take unchanged content from.
+#[derive(Default)]
+pub struct CopySinks<'a> {
+    pub unpack_into: Option<(&'a Path, Option<std::sync::Arc<layer::index::EntryIndex>>)>,
+    pub derive: Option<Derive<'a>>,
+}
+
+/// The previous version of a layer as a source of content (`layer::derive`): a file
+/// whose sha256 (by context path, from the key's inputs) the old blob holds is copied
+/// from there — every byte hashed again on the way — instead of read from the context.
+pub struct Derive<'a> {
+    pub old: layer::derive::OldBlob,
+    pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
+}
+
+/// [`commit_copy`] into `sinks`; when the unpack directory now holds the whole layer,
+/// what the unpacker made of it.
 pub fn commit_copy_into(
     store: &Store,
     ctx: &Context,
@@ -410,26 +439,77 @@ pub fn commit_copy_into(
     ops: &[CopyOp],
     dirs_owner: Option<Owner>,
     epoch: Option<u64>,
-    unpack_into: Option<(&Path, Option<std::sync::Arc<layer::index::EntryIndex>>)>,
-) -> Result<Option<(StoredLayer, bool)>, StepError> {
-    let Owner {
-        uid: duid,
-        gid: dgid,
-    } = dirs_owner.unwrap_or(Owner { uid: 0, gid: 0 });
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::os::unix::fs::MetadataExt;
+    sinks: CopySinks<'_>,
+) -> Result<Option<(StoredLayer, Option<layer::unpack::UnpackStats>)>, StepError> {
+    let dirs_owner = dirs_owner.unwrap_or(Owner { uid: 0, gid: 0 });
     let tree = Rootfs::open(rootfs)?;
+    let Some(plan) = plan_entries(&tree, ops)? else {
+        return Ok(None);
+    };
+    let CopySinks {
+        unpack_into,
+        mut derive,
+    } = sinks;
+    let unpack_opts = layer::unpack::UnpackOptions {
+        whiteouts: layer::unpack::Whiteouts::Overlay,
+        allow_devices: true,
+        reuse: unpack_into.as_ref().is_some_and(|(_, old)| old.is_some()),
+        known: unpack_into.as_ref().and_then(|(_, old)| old.clone()),
+        ..Default::default()
+    };
+    let into = unpack_into.map(|(tree, _)| tree);
+    let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
+    {
+        let mut tar = tar::Builder::new(&mut blob);
+        for path in &plan.all {
+            let Some(op) = plan.entries.get(path) else {
+                append_parent(&mut tar, path, &plan, dirs_owner, epoch)?;
+                continue;
+            };
+            let mtime = epoch.unwrap_or(op.mtime.max(0) as u64);
+            append_op(&mut tar, ctx, path, op, mtime, derive.as_mut())?;
+        }
+        tar.finish().map_err(io(Path::new("layer")))?;
+    }
+    if let Some(d) = &derive {
+        tracing::debug!(
+            from_old_blob = d.old.used,
+            refused = d.old.refused,
+            "wrote the layer from the previous layer's blob and the changed files"
+        );
+    }
+    let (blob, unpacked) = blob.finish().map_err(io(Path::new("layer")))?;
+    let whole = match unpacked {
+        Some(Err(e)) => {
+            tracing::debug!("the layer was not unpacked while written: {e}");
+            None
+        }
+        Some(Ok(stats)) => Some(stats),
+        None => None,
+    };
+    Ok(Some((stored(blob)?, whole)))
+}
+
+/// What a copy's layer holds: layer path → the op that writes it (later ops win, as with
+/// a real copy), the directories it creates, the existing parents it carries, and all of
+/// those paths in tar order. None when there is nothing to write.
+struct EntryPlan<'o> {
+    entries: std::collections::BTreeMap<String, &'o CopyOp>,
+    existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
+    all: Vec<String>,
+}
+
+fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan<'o>>, StepError> {
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
     let mut created: BTreeSet<String> = BTreeSet::new();
-    let mut canon_dirs: std::collections::HashMap<String, String> =
-        std::collections::HashMap::new();
-    // Layer path → the op that writes it (later ops win, as with a real copy).
+    let mut canon_dirs: HashMap<String, String> = HashMap::new();
     let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
     for op in ops {
         let (parent, name) = op.dest.rsplit_once('/').unwrap_or(("", &op.dest));
         let canon = match canon_dirs.get(parent) {
             Some(c) => c.clone(),
             None => {
-                let c = canonical_dir(&tree, parent, &mut created)?;
+                let c = canonical_dir(tree, parent, &mut created)?;
                 canon_dirs.insert(parent.to_string(), c.clone());
                 c
             }
@@ -447,7 +527,7 @@ pub fn commit_copy_into(
     if entries.is_empty() && created.is_empty() {
         return Ok(None);
     }
-    let existing = existing_parents(&tree, &entries, &created)?;
+    let existing = existing_parents(tree, &entries, &created)?;
     let mut all: Vec<String> = entries
         .keys()
         .cloned()
@@ -456,104 +536,91 @@ pub fn commit_copy_into(
         .collect();
     all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
     all.dedup();
-    let unpack_opts = layer::unpack::UnpackOptions {
-        whiteouts: layer::unpack::Whiteouts::Overlay,
-        allow_devices: true,
-        reuse: unpack_into.as_ref().is_some_and(|(_, old)| old.is_some()),
-        known: unpack_into.as_ref().and_then(|(_, old)| old.clone()),
-        ..Default::default()
-    };
-    let into = unpack_into.map(|(tree, _)| tree);
-    let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
-    {
-        let mut tar = tar::Builder::new(&mut blob);
-        let header = |kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64| {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_mode(mode);
-            h.set_uid(uid as u64);
-            h.set_gid(gid as u64);
-            h.set_mtime(mtime);
-            h.set_size(0);
-            h
-        };
-        for path in all {
-            match entries.get(&path) {
-                None => {
-                    let (mode, uid, gid) =
-                        existing.get(&path).copied().unwrap_or((0o755, duid, dgid));
-                    let mut h = header(
-                        tar::EntryType::Directory,
-                        mode,
-                        uid,
-                        gid,
-                        epoch.unwrap_or(0),
-                    );
-                    tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                        .map_err(io(Path::new(&path)))?;
-                }
-                Some(op) => {
-                    let src = ctx.path_of(&op.src);
-                    let m = fs::symlink_metadata(&src).map_err(io(&src))?;
-                    let mtime = epoch.unwrap_or(m.mtime().max(0) as u64);
-                    match op.kind {
-                        FileKind::Dir => {
-                            let mut h = header(
-                                tar::EntryType::Directory,
-                                op.mode,
-                                op.owner.uid,
-                                op.owner.gid,
-                                mtime,
-                            );
-                            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                                .map_err(io(&src))?;
-                        }
-                        FileKind::Symlink => {
-                            let mut h = header(
-                                tar::EntryType::Symlink,
-                                0o777,
-                                op.owner.uid,
-                                op.owner.gid,
-                                mtime,
-                            );
-                            tar.append_link(&mut h, &path, op.link_target.as_deref().unwrap_or(""))
-                                .map_err(io(&src))?;
-                        }
-                        FileKind::File => {
-                            // The content goes straight from the source into the blob's
-                            // buffers (hashed there), not through tar's small copies.
-                            let mut f = fs::File::open(&src).map_err(io(&src))?;
-                            let size = f.metadata().map_err(io(&src))?.len();
-                            let mut h = header(
-                                tar::EntryType::Regular,
-                                op.mode,
-                                op.owner.uid,
-                                op.owner.gid,
-                                mtime,
-                            );
-                            h.set_size(size);
-                            let out = tar.get_mut();
-                            crate::layer::pack::write_header(out, &mut h, &path)
-                                .and_then(|()| out.write_from(&mut f, size))
-                                .and_then(|()| crate::layer::pack::write_padding(out, size))
-                                .map_err(io(&src))?;
-                        }
-                    }
-                }
+    Ok(Some(EntryPlan {
+        entries,
+        existing,
+        all,
+    }))
+}
+
+/// Appends a directory the copy creates (`dirs_owner`'s) or carries (as it is).
+fn append_parent(
+    tar: &mut tar::Builder<impl std::io::Write>,
+    path: &str,
+    plan: &EntryPlan<'_>,
+    dirs_owner: Owner,
+    epoch: Option<u64>,
+) -> Result<(), StepError> {
+    let (mode, uid, gid) =
+        plan.existing
+            .get(path)
+            .copied()
+            .unwrap_or((0o755, dirs_owner.uid, dirs_owner.gid));
+    let mut h = header(
+        tar::EntryType::Directory,
+        mode,
+        uid,
+        gid,
+        epoch.unwrap_or(0),
+    );
+    tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+        .map_err(io(Path::new(path)))
+}
+
+/// A GNU header with everything but the name and size (0) set.
+fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode);
+    h.set_uid(uid as u64);
+    h.set_gid(gid as u64);
+    h.set_mtime(mtime);
+    h.set_size(0);
+    h
+}
+
+/// Appends the entry `op` writes at `path`. A regular file's content comes from the
+/// old blob when `derive` has it (checked there), else straight from the source into
+/// the blob's buffers (hashed there), not through tar's small copies.
+fn append_op<W: std::io::Write + layer::tee::ReadInto>(
+    tar: &mut tar::Builder<&mut layer::tee::Tee<W>>,
+    ctx: &Context,
+    path: &str,
+    op: &CopyOp,
+    mtime: u64,
+    derive: Option<&mut Derive<'_>>,
+) -> Result<(), StepError> {
+    let (uid, gid) = (op.owner.uid, op.owner.gid);
+    let src = ctx.path_of(&op.src);
+    match op.kind {
+        FileKind::Dir => {
+            let mut h = header(tar::EntryType::Directory, op.mode, uid, gid, mtime);
+            tar.append_data(&mut h, format!("{path}/"), std::io::empty())
+                .map_err(io(&src))
+        }
+        FileKind::Symlink => {
+            let mut h = header(tar::EntryType::Symlink, 0o777, uid, gid, mtime);
+            let target = op.link_target.as_deref().unwrap_or("");
+            tar.append_link(&mut h, path, target).map_err(io(&src))
+        }
+        FileKind::File => {
+            let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
+            h.set_size(op.size);
+            let out = tar.get_mut();
+            crate::layer::pack::write_header(out, &mut h, path).map_err(io(&src))?;
+            let old = derive.and_then(|d| {
+                let digest = d.digests.get(&op.src)?;
+                crate::fault::point("build.copy-derived");
+                d.old.content(digest, op.size)
+            });
+            match old {
+                Some(bytes) => std::io::Write::write_all(out, bytes),
+                None => fs::File::open(&src).and_then(|mut f| out.write_from(&mut f, op.size)),
             }
+            .and_then(|()| crate::layer::pack::write_padding(out, op.size))
+            .map_err(io(&src))
         }
-        tar.finish().map_err(io(Path::new("layer")))?;
     }
-    let (blob, unpacked) = blob.finish().map_err(io(Path::new("layer")))?;
-    let whole = match unpacked {
-        Some(Err(e)) => {
-            tracing::debug!("the layer was not unpacked while written: {e}");
-            false
-        }
-        Some(Ok(_)) => true,
-        None => false,
-    };
-    Ok(Some((stored(blob)?, whole)))
 }
 
 impl layer::tee::ReadInto for crate::store::BlobWriter {

@@ -268,9 +268,16 @@ impl Context {
                 .map(|h| h.join().expect("walker threads do not panic"))
                 .collect()
         });
-        let mut out = Vec::new();
-        for p in parts {
-            out.extend(p?);
+        // The largest part is grown into the whole (one reallocation at most, not a
+        // copy of every part: a 10,000-file walk's page faults were mostly this).
+        let mut parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        let total: usize = parts.iter().map(Vec::len).sum();
+        let mut rest = parts.into_iter();
+        let mut out = rest.next().unwrap_or_default();
+        out.reserve(total - out.len());
+        for p in rest {
+            out.extend(p);
         }
         // One sort at the end (by path string) is cheaper than sorting every directory.
         out.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));

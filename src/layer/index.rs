@@ -1,17 +1,20 @@
-//! A fingerprint of every small entry of a layer tar, so a new version of the layer can
-//! be unpacked over the old one's tree touching only the entries that changed (issue
-//! 14, one file changed in a 10,000-file COPY).
+//! An index of every small entry of a layer tar, so a new version of the layer can be
+//! made from the old one touching only the entries that changed (issue 14, one file
+//! changed in a 10,000-file COPY): a fingerprint per path, for unpacking the new
+//! version over the old one's tree, and where each content lies in the blob, for
+//! writing the new version's tar from the old blob (`layer::derive`).
 //!
 //! An entry's fingerprint covers everything `unpack` reads from it — the 512-byte
 //! header, the full path and link name (GNU long names included), the PAX records
-//! (xattrs) and the content — so two entries with the same fingerprint at the same
-//! path unpack to the same file. The index is built from the old layer's blob, never
-//! from the old tree: the tree is trusted only to be the unpack of that blob (the
-//! layer cache's invariant, checked by `keel fsck --full`).
+//! (xattrs) and the content (through its sha256) — so two entries with the same
+//! fingerprint at the same path unpack to the same file. The index is built from the old
+//! layer's blob itself, never from the old tree or a stored record: the tree is trusted
+//! only to be the unpack of that blob (the layer cache's invariant, checked by `keel
+//! fsck --full`), and content found through the index is hashed again when it is used.
 //!
 //! Must not touch any tree: this module reads a tar and compares fingerprints.
 use std::collections::HashMap;
-use std::io::{Read, Seek};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
@@ -23,35 +26,73 @@ use super::{clean_entry_path, LayerError};
 /// what comparing them with the old tree's file does (`unpack`'s `reuse` mode).
 pub const MAX_INDEXED: u64 = 1 << 20;
 
-/// A sha256 over an entry's header, names, PAX records and content.
+/// A sha256 over an entry's header, names, PAX records and content digest.
 pub type Fingerprint = [u8; 32];
 
-/// Path (cleaned, as `unpack` sees it) → fingerprint of the one entry at that path.
+/// The sha256 of an entry's content.
+pub type ContentDigest = [u8; 32];
+
+/// Path (cleaned, as `unpack` sees it) → fingerprint of the one entry at that path; and
+/// content digest → where in the tar such content lies.
 #[derive(Debug, Default)]
 pub struct EntryIndex {
     entries: HashMap<PathBuf, Option<Fingerprint>>,
+    contents: HashMap<ContentDigest, Span>,
+}
+
+/// Where an entry's content lies in the tar: its offset and length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub offset: u64,
+    pub len: u64,
 }
 
 impl EntryIndex {
     /// Indexes an uncompressed layer tar, seeking over the content of entries too big
     /// to index. A path named twice is never matched (which of its entries won is a
     /// question for the unpacker, not for a shortcut).
-    pub fn of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
-        let mut archive = tar::Archive::new(r);
-        let mut entries = HashMap::new();
+    pub fn of_tar(mut r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        // Sized for small entries (a header and a block of content each) up front:
+        // growing two maps of 10,000s of entries rehashes them into fresh memory.
+        let len = r.seek(SeekFrom::End(0))?;
+        r.rewind()?;
+        let guess = (len / 1024).min(1 << 20) as usize;
+        let mut archive = tar::Archive::new(Skipping::new(r));
+        let mut idx = EntryIndex {
+            entries: HashMap::with_capacity(guess),
+            contents: HashMap::with_capacity(guess),
+        };
+        let mut body = Vec::new();
         for entry in archive.entries_with_seek()? {
             let mut entry = entry?;
             let kind = entry.header().entry_type();
             let rel = clean_entry_path(&entry.path_bytes())?;
             let fp = match indexable(kind, entry.size()) {
-                true => Some(fingerprint(&mut entry)?),
+                true => {
+                    body.clear();
+                    entry.read_to_end(&mut body)?;
+                    let content: ContentDigest = Sha256::digest(&body).into();
+                    if kind != EntryType::Symlink {
+                        let at = Span {
+                            offset: entry.raw_file_position(),
+                            len: body.len() as u64,
+                        };
+                        idx.contents.entry(content).or_insert(at);
+                    }
+                    Some(fingerprint_of(&mut entry, &content)?)
+                }
                 false => None,
             };
-            if entries.insert(rel.clone(), fp).is_some() {
-                entries.insert(rel, None);
+            if idx.entries.insert(rel.clone(), fp).is_some() {
+                idx.entries.insert(rel, None);
             }
         }
-        Ok(EntryIndex { entries })
+        Ok(idx)
+    }
+
+    /// Where the tar holds a regular file's content with this sha256, if it does.
+    pub fn content(&self, digest: &ContentDigest) -> Option<Span> {
+        self.contents.get(digest).copied()
     }
 
     /// Whether the old layer had exactly this entry at `rel`.
@@ -82,9 +123,9 @@ pub fn indexable(kind: EntryType, size: u64) -> bool {
 
 /// Fingerprints `entry`, reading its content (the caller checked `indexable`).
 pub fn fingerprint<R: Read>(entry: &mut tar::Entry<R>) -> Result<Fingerprint, LayerError> {
-    let mut h = head(entry)?;
-    std::io::copy(entry, &mut h)?;
-    Ok(h.finalize().into())
+    let mut body = Vec::new();
+    entry.read_to_end(&mut body)?;
+    fingerprint_with(entry, &body)
 }
 
 /// Fingerprints `entry` whose content was read into `body` already.
@@ -92,9 +133,57 @@ pub fn fingerprint_with<R: Read>(
     entry: &mut tar::Entry<R>,
     body: &[u8],
 ) -> Result<Fingerprint, LayerError> {
+    fingerprint_of(entry, &Sha256::digest(body).into())
+}
+
+/// Fingerprints `entry` whose content hashes to `content`.
+fn fingerprint_of<R: Read>(
+    entry: &mut tar::Entry<R>,
+    content: &ContentDigest,
+) -> Result<Fingerprint, LayerError> {
     let mut h = head(entry)?;
-    h.update(body);
+    h.update(content);
     Ok(h.finalize().into())
+}
+
+/// A buffered reader whose forward seeks stay in its buffer when they can: the tar
+/// reader seeks over every entry's padding, and `BufReader::seek` would throw the
+/// buffer away each time (a `lseek` and a fresh `read` per entry).
+struct Skipping<R> {
+    inner: BufReader<R>,
+    pos: u64,
+}
+
+impl<R: Read + Seek> Skipping<R> {
+    fn new(r: R) -> Self {
+        Skipping {
+            inner: BufReader::with_capacity(1 << 20, r),
+            pos: 0,
+        }
+    }
+}
+
+impl<R: Read> Read for Skipping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Skipping<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(n) => {
+                self.inner.seek_relative(n)?;
+                self.pos = self.pos.checked_add_signed(n).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+                })?;
+            }
+            other => self.pos = self.inner.seek(other)?,
+        }
+        Ok(self.pos)
+    }
 }
 
 /// The hasher fed with everything but the content. Each variable-length part is

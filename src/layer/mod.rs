@@ -3,10 +3,12 @@
 //!
 //! Nothing here knows about the store; callers hand in readers and target directories.
 pub mod adopt;
+pub mod derive;
 pub mod diff;
 pub mod guard;
 pub mod index;
 pub mod pack;
+pub mod tally;
 pub mod tee;
 pub mod unpack;
 

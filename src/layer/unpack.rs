@@ -110,6 +110,9 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Files and symlinks left untouched because the old layer had them exactly so.
     pub unchanged: u64,
+    /// What the tree holds now, counted from the stream (`layer::tally`): when the
+    /// stream was simple enough to tell.
+    pub summary: Option<super::tally::Summary>,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -157,6 +160,8 @@ pub fn unpack_tree(
         dir_times: Vec::new(),
         touched: HashSet::new(),
         parent: None,
+        tally: super::tally::Tally::default(),
+        reshaped: false,
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -179,6 +184,7 @@ pub fn unpack_tree(
             "patched the old layer's tree"
         );
     }
+    u.stats.summary = std::mem::take(&mut u.tally).finish();
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -255,6 +261,11 @@ struct Unpacker<'t, 'o> {
     /// The last parent directory resolved (entries come grouped by directory). Dropped
     /// whenever anything is removed, since a removal can change what a path resolves to.
     parent: Option<(PathBuf, Rc<Dir>)>,
+    /// The tree's summary as the stream builds it.
+    tally: super::tally::Tally,
+    /// A directory or symlink was removed from the tree in this stream, so a path may no
+    /// longer lead where the old layer's unpack put it: `unchanged` looks again.
+    reshaped: bool,
 }
 
 impl Unpacker<'_, '_> {
@@ -283,6 +294,9 @@ impl Unpacker<'_, '_> {
         let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
         let name_bytes = name.as_bytes();
         let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
+        if is_whiteout {
+            self.tally.broken();
+        }
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
@@ -300,6 +314,10 @@ impl Unpacker<'_, '_> {
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
         self.touch(&rel);
+        if !is_whiteout {
+            let size = entry.size();
+            self.count(&rel, first, entry.header(), size);
+        }
 
         if is_whiteout {
             self.stats.whiteouts += 1;
@@ -532,8 +550,9 @@ impl Unpacker<'_, '_> {
         )
     }
 
-    /// Whether the entry (content `body`) is one the old layer had exactly so, and the
-    /// tree still has a `kind` of its size at `name`: then it is counted and left alone.
+    /// Whether the entry (content `body`) is one the old layer had exactly so (and, after
+    /// a reshaping removal, the tree still has a `kind` of its size at `name`): then it
+    /// is counted and left alone.
     fn unchanged<R: Read>(
         &mut self,
         parent: &Dir,
@@ -550,14 +569,20 @@ impl Unpacker<'_, '_> {
         if !known.has(rel, &fp) {
             return Ok(false);
         }
-        let shown = rel.display().to_string();
-        let there = parent.stat(name).map_err(bad(&shown))?;
-        let size = match kind {
-            Kind::File => Some(body.len() as u64),
-            _ => None,
-        };
-        if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
-            return Ok(false);
+        // The old tree is the unpack of the old blob (the layer cache's invariant, which
+        // mounting it as a lower layer relies on as well), so the entry is there as the
+        // old layer left it — unless this stream removed a directory or symlink on the
+        // way to it: only then is it looked at.
+        if self.reshaped {
+            let shown = rel.display().to_string();
+            let there = parent.stat(name).map_err(bad(&shown))?;
+            let size = match kind {
+                Kind::File => Some(body.len() as u64),
+                _ => None,
+            };
+            if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
+                return Ok(false);
+            }
         }
         self.stats.unchanged += 1;
         match kind {
@@ -565,6 +590,20 @@ impl Unpacker<'_, '_> {
             _ => self.stats.symlinks += 1,
         }
         Ok(true)
+    }
+
+    /// Counts the entry in the tally with the mode and owner `metadata` gives it.
+    fn count(&mut self, rel: &Path, first: bool, h: &tar::Header, size: u64) {
+        if !self.opts.preserve_owners {
+            return self.tally.broken(); // owners are then this process's
+        }
+        let kind = h.entry_type();
+        let mode = h
+            .mode()
+            .unwrap_or(if kind.is_dir() { 0o755 } else { 0o644 })
+            & 0o7777;
+        let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
+        self.tally.note(rel, first, kind, size, mode, uid, gid);
     }
 
     fn touch(&mut self, rel: &Path) {
@@ -578,8 +617,9 @@ impl Unpacker<'_, '_> {
 
     /// Clears `name` in `dir` so the new entry replaces it (never following it).
     fn replace(&mut self, dir: &Dir, name: &OsStr, shown: &str) -> Result<(), LayerError> {
-        if dir.stat(name).map_err(bad(shown))?.is_some() {
+        if let Some(st) = dir.stat(name).map_err(bad(shown))? {
             self.parent = None;
+            self.reshaped |= matches!(st.kind, Kind::Dir | Kind::Symlink);
             dir.remove_all(name).map_err(bad(shown))?;
         }
         Ok(())
@@ -681,6 +721,7 @@ impl Unpacker<'_, '_> {
             (Whiteouts::Apply, false) => self.replace(parent, victim, shown)?,
             (Whiteouts::Apply, true) => {
                 self.parent = None;
+                self.reshaped = true;
                 self.prune_lower(parent, parent_rel, shown)?
             }
             (Whiteouts::Overlay, false) => {

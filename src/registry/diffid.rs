@@ -5,26 +5,11 @@
 //! (image-spec config.md "rootfs.diff_ids"). Owns no file and no store state.
 use std::io::{self, Write};
 
-use sha2::Digest as _;
 
-use crate::digest::{self, Digest};
+use crate::digest::{Digest, HashSink};
 
 /// Bytes needed to tell the compression apart (the zstd magic is 4 bytes).
 const MAGIC: usize = 4;
-
-/// A writer that only hashes what it is given.
-#[derive(Default)]
-struct HashSink(sha2::Sha256);
-
-impl Write for HashSink {
-    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        self.0.update(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
 
 enum State {
     /// Fewer than `MAGIC` bytes seen: the compression is not known yet.
@@ -114,13 +99,14 @@ impl DiffIdHasher {
                 d.into_inner()
             }
         };
-        Ok(digest::from_hasher(sink.0))
+        Ok(sink.finish())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::digest;
 
     fn gzip(b: &[u8]) -> Vec<u8> {
         let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

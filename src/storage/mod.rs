@@ -587,7 +587,7 @@ pub(crate) fn build_cached(
     // On an error the temp entry is dropped, and with it whatever `fill` wrote.
     let diff_ids = fill(&tmp.path().join(verify::TREE))?;
     crate::fault::point("storage.unpack-partial");
-    place_entry(storage, tmp, dest, kind, diff_ids)?;
+    place_entry(storage, tmp, dest, kind, diff_ids, None)?;
     Ok(true)
 }
 
@@ -611,14 +611,16 @@ pub(crate) fn new_entry(storage: &Path) -> Result<tempfile::TempDir> {
     Ok(tmp)
 }
 
-/// Marks the filled temp entry `tmp` as holding `diff_ids` and renames it to `dest`
-/// (moving aside a `dest` without a marker; keeping another process's complete one).
+/// Marks the filled temp entry `tmp` as holding `diff_ids` (with the tree's summary
+/// when it was counted while unpacking) and renames it to `dest` (moving aside a `dest`
+/// without a marker; keeping another process's complete one).
 pub(crate) fn place_entry(
     storage: &Path,
     tmp: tempfile::TempDir,
     dest: &Path,
     kind: &str,
     diff_ids: Vec<String>,
+    counted: Option<crate::layer::tally::Summary>,
 ) -> Result<()> {
     if dest.join(verify::MARKER).is_file() {
         return Ok(()); // another process was first; `tmp` is dropped
@@ -630,7 +632,7 @@ pub(crate) fn place_entry(
     if fs::symlink_metadata(dest).is_ok() {
         set_aside(&storage.join("tmp"), dest)?;
     }
-    verify::write_marker(tmp.path(), kind, diff_ids)?;
+    verify::write_marker(tmp.path(), kind, diff_ids, counted)?;
     let tmp = tmp.keep();
     match hostfs::rename(&tmp, dest) {
         Ok(()) => Ok(()),

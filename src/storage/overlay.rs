@@ -298,8 +298,13 @@ impl PendingLayer {
     }
 
     /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
-    /// it): marked and renamed into the cache, unless a complete entry is there already.
-    pub fn keep(self, diff_id: &Digest) -> Result<()> {
+    /// it): marked (with `counted`, the summary the unpack counted, when it could) and
+    /// renamed into the cache, unless a complete entry is there already.
+    pub fn keep(
+        self,
+        diff_id: &Digest,
+        counted: Option<crate::layer::tally::Summary>,
+    ) -> Result<()> {
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         crate::fault::point("storage.unpack-partial");
         super::place_entry(
@@ -308,8 +313,16 @@ impl PendingLayer {
             &dest,
             "layer",
             vec![diff_id.to_string()],
+            counted,
         )
     }
+}
+
+/// Whether the overlay driver's cache under `storage` holds layer `diff_id`'s tree
+/// (complete: its marker is there).
+pub fn has_layer_tree(storage: &Path, diff_id: &Digest) -> bool {
+    let entry = storage.join("layers").join(hex_of(diff_id));
+    entry.join(super::verify::MARKER).is_file()
 }
 
 /// The overlay lower dirs (top-most first) for layer trees given bottom first: a tree

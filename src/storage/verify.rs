@@ -26,6 +26,7 @@ use sha2::Digest as _;
 
 use super::{copy, LayerBlob, Result, StorageError};
 use crate::digest::{self, hex_of, Digest};
+use crate::layer::tally::Summary;
 use crate::layer::unpack::{unpack, UnpackOptions, UnpackStats, Whiteouts};
 
 /// The record of what a cache entry was unpacked from; its presence means "complete".
@@ -124,21 +125,24 @@ pub fn summarize(tree: &Path) -> Result<(u64, u64, String)> {
             bytes += m.len();
         } else if m.is_dir() {
             let rel = e.path().strip_prefix(tree).unwrap_or(e.path());
-            dirs.update(rel.as_os_str().as_encoded_bytes());
-            dirs.update(format!(
-                "\0{:o} {}:{}\n",
-                m.mode() & 0o7777,
-                m.uid(),
-                m.gid()
-            ));
+            crate::layer::tally::dir_line(&mut dirs, rel, m.mode(), m.uid(), m.gid());
         }
     }
     Ok((entries, bytes, hex::encode(dirs.finalize())))
 }
 
-/// Writes the marker for the finished tree `<entry>/diff`.
-pub(crate) fn write_marker(entry: &Path, kind: &str, diff_ids: Vec<String>) -> Result<()> {
-    let (entries, bytes, dirs) = summarize(&entry.join(TREE))?;
+/// Writes the marker for the finished tree `<entry>/diff`, with the summary counted
+/// while the tree was unpacked when there is one (else the tree is walked).
+pub(crate) fn write_marker(
+    entry: &Path,
+    kind: &str,
+    diff_ids: Vec<String>,
+    counted: Option<Summary>,
+) -> Result<()> {
+    let (entries, bytes, dirs) = match counted {
+        Some(s) => (s.entries, s.bytes, s.dirs),
+        None => summarize(&entry.join(TREE))?,
+    };
     let m = Marker {
         kind: kind.to_string(),
         diff_ids,

@@ -104,10 +104,12 @@ fn kept_layer_trees_are_exactly_the_unpacked_layers() {
 }
 
 /// Issue 14: a rebuild after context files changed (one rewritten in place, one grown,
-/// one deleted, one added, one chmod-ed) patches the COPY's previous tree — touching
-/// only the entries the previous layer did not have exactly so — and
-/// gives the image a `--no-cache` build of the same context gives; the RUN step after
-/// the COPY sees the same files, and the patched tree equals a fresh unpack of its layer.
+/// one deleted, one added, one chmod-ed, a symlink pointed elsewhere, one added in a new
+/// directory) writes the COPY's tar taking every unchanged content from the previous
+/// layer's blob, patches the COPY's previous tree — touching only the entries the
+/// previous layer did not have exactly so — and gives the image a `--no-cache` build of
+/// the same context gives; the RUN step after the COPY sees the same files, and the
+/// patched tree equals a fresh unpack of its layer.
 #[test]
 fn one_file_changed_rebuild_equals_a_no_cache_build() {
     require!(is_root(), "overlay snapshots need root");
@@ -138,6 +140,19 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
+    std::fs::remove_file(ctx.join("app/link")).unwrap();
+    std::os::unix::fs::symlink("sub/c.txt", ctx.join("app/link")).unwrap();
+    std::fs::create_dir_all(ctx.join("app/newdir/deep")).unwrap();
+    std::fs::write(ctx.join("app/newdir/deep/x.txt"), "in a new directory\n").unwrap();
+    for d in ["app/newdir", "app/newdir/deep"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(ctx.join(d), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(
+        ctx.join("app/newdir/deep/x.txt"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
     let out = k
         .cmd()
         .args(["-v", "build", "-t", "out"])
@@ -151,17 +166,27 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         log.contains("patching the cached tree of the previous layer"),
         "the rebuild did not take the incremental path:\n{log}"
     );
-    // Of the 200 + 4 files, the three rewritten or chmod-ed and the new one are written;
-    // all the others (and the symlink) are left alone.
-    let unchanged = log
-        .split_once("unchanged=")
-        .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse::<u64>().ok());
+    // Of the 200 files and the 4 of app/ (a symlink among them), the deleted one is
+    // gone, the three rewritten or chmod-ed, the re-pointed symlink and the two new files
+    // are written; all the others are left alone.
+    let count = |what: &str| {
+        log.split_once(what)
+            .and_then(|(_, rest)| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse::<u64>().ok())
+    };
     assert_eq!(
-        unchanged,
-        Some(200 + 4 - 1 - 3),
+        count("unchanged="),
+        Some(200 + 4 - 1 - 3 - 1),
         "entries left alone by the patch:\n{log}"
     );
+    // Every file whose content the old layer had is taken from its blob: the 3 of app/
+    // and 198 of the 199 left in many/ (f007 now has what f070 had; f009 is new bytes).
+    assert_eq!(
+        count("from_old_blob="),
+        Some(3 + 198),
+        "contents taken from the previous blob:\n{log}"
+    );
+    assert_eq!(count("refused="), Some(0), "{log}");
     let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seen = k.ok(&["run", "--rm", "out", "cat", "/list"]);
     // The patched tree against a fresh unpack of its blob, file by file.
@@ -175,4 +200,88 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         rebuilt, cold,
         "the one-file rebuild differs from a --no-cache build"
     );
+}
+
+/// Issue 14: the previous layer's blob is read, never trusted. Its bytes changed behind
+/// keel's back (one unchanged file's content, so the blob no longer hashes to its
+/// digest): the rebuild after another file changed still writes that file from the
+/// context, and the image is the one a `--no-cache` build gives.
+#[test]
+fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = with_base();
+    let ctx = app(
+        &k,
+        "FROM bb\nCOPY app/ /app/\nRUN cat /app/a.txt /app/b.txt > /both\n",
+    );
+    build_id(&k, &ctx, &[]);
+    // The COPY layer's blob: the one tar in the store holding app/b.txt.
+    let blobs = k.root().join("images/blobs/sha256");
+    let mut hit = 0;
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let path = e.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut ar = tar::Archive::new(std::io::Cursor::new(bytes.clone()));
+        let Ok(entries) = ar.entries() else { continue };
+        let at = entries.flatten().find_map(|en| {
+            let p = en.path().ok()?.to_string_lossy().into_owned();
+            (p == "app/b.txt").then(|| en.raw_file_position() as usize)
+        });
+        if let Some(at) = at {
+            let mut bad = bytes;
+            bad[at] = b'X'; // "b\n" becomes "X\n"
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            std::fs::write(&path, bad).unwrap();
+            hit += 1;
+        }
+    }
+    assert_eq!(hit, 1, "the COPY layer's blob was not found");
+    std::fs::write(ctx.join("app/a.txt"), "A\n").unwrap();
+    let out = k
+        .cmd()
+        .args(["-v", "build", "-t", "out"])
+        .arg(&ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, "the rebuild over a corrupted blob");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("from_old_blob="), "not derived:\n{log}");
+    let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(k.ok(&["run", "--rm", "out", "cat", "/both"]), "A\nb\n");
+    drop_layer_cache(&k);
+    let cold = build_id(&k, &ctx, &["--no-cache"]);
+    assert_eq!(rebuilt, cold, "the corrupted blob reached the new layer");
+}
+
+/// Issue 14: `--no-cache` of a COPY whose files did not change writes its layer again
+/// but does not unpack it into a temp tree only to throw that away (the layer cache
+/// holds its tree already); the next step still sees the layer, and the store is sound.
+#[test]
+fn a_no_cache_copy_of_a_cached_layer_is_not_unpacked_again() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = with_base();
+    let ctx = app(
+        &k,
+        "FROM bb\nCOPY app/ /app/\nRUN cat /app/a.txt /app/sub/c.txt > /both\n",
+    );
+    let first = build_id(&k, &ctx, &[]);
+    let out = k
+        .cmd()
+        .args(["-v", "build", "--no-cache", "-t", "out"])
+        .arg(&ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, "the --no-cache build");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("not unpacked again"),
+        "the layer was unpacked again:\n{log}"
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), first);
+    assert_eq!(k.ok(&["run", "--rm", "out", "cat", "/both"]), "a\nc\n");
+    let fsck = k.ok(&["fsck", "--full"]);
+    assert!(fsck.starts_with("ok"), "{fsck}");
 }

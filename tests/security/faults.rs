@@ -61,6 +61,7 @@ const CASES: &[Case] = &[
     c("build", "store.index-temp", 1),
     // A rebuild after the context file changed: the COPY patches its last layer's tree.
     c("build-incremental", "storage.reuse-taken", 1),
+    c("build-incremental", "build.copy-derived", 1),
     c("build-incremental", "store.blob-stored", 1),
     c("build-copy", "storage.unpack-partial", 1),
     c("build-copy", "storage.snapshot-mounted", 2),

@@ -33,6 +33,19 @@ struct Copy {
     remote: bool,
 }
 
+/// Content digests of a copy's regular files, by context path.
+type Digests = std::collections::HashMap<String, crate::layer::index::ContentDigest>;
+
+/// What the last build of a copy offers this one (`commit_plain`).
+struct Prior<'a> {
+    /// This step's layer from the last build, when only the files changed since.
+    base: Option<&'a StoredLayer>,
+    /// This copy's content digests by context path.
+    digests: &'a Digests,
+    /// Under `--no-cache`: the layer the same inputs made last time.
+    same: Option<crate::digest::Digest>,
+}
+
 /// One selected source and the destination it is copied to.
 struct Placed {
     sel: Selection,
@@ -214,15 +227,21 @@ impl Executor<'_> {
         // select follows from that key and the instruction: the key lists no files, and
         // can be computed without the source's layers (`copy_from_hit`).
         let listed = if from.is_none() { placed } else { &[] };
-        inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none())?;
+        let mut digests = Digests::new();
+        inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut digests)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
         let position = copy_position(self, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let key = inputs.key();
         let base = self.previous_layer(&state, &inputs, &position);
+        let prior = Prior {
+            base: base.as_ref(),
+            digests: &digests,
+            same: self.same_as_last(&state, &inputs, &position),
+        };
         let body = |snap: &crate::storage::Snapshot, state: &State| {
-            self.write_copy(snap, state, ctx, x, placed, heredocs, owner, base.as_ref())
+            self.write_copy(snap, state, ctx, x, placed, heredocs, owner, &prior)
         };
         let label = format!("{}: ", x.what());
         let done = if x.link {
@@ -259,9 +278,10 @@ impl Executor<'_> {
             json!({"copy": {"step": x, "from": from.key.as_str(), "link_owner": link_owner}});
         let workdir = state.config.config.working_dir.clone().unwrap_or_default();
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
-        inputs.files = self.copy_files(self.context, x, &[], heredocs, false)?;
+        let mut digests = Digests::new();
+        inputs.files = self.copy_files(self.context, x, &[], heredocs, false, &mut digests)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
-        Ok(self.peek(&inputs))
+        Ok(self.peek(&inputs.key()))
     }
 
     /// The owner known before the copy runs: numeric ids, or for `--link` a user name
@@ -329,7 +349,8 @@ impl Executor<'_> {
     }
 
     /// Key entries: every selected file's path, type, mode and owner as they will land,
-    /// and its content digest (files from a stage: that stage's key pins their content).
+    /// and its content digest (files from a stage: that stage's key pins their content),
+    /// which also goes into `digests` by context path.
     fn copy_files(
         &mut self,
         ctx: &Context,
@@ -337,8 +358,10 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
         hash: bool,
+        digests: &mut Digests,
     ) -> Result<BTreeMap<String, String>, StepFailure> {
         let mut files = BTreeMap::new();
+        digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
             for (f, rel) in p.sel.files() {
                 let mode = match (x.chmod, f.kind) {
@@ -362,6 +385,12 @@ impl Executor<'_> {
                     }
                     _ => self.content_input(ctx, f, hash)?,
                 };
+                if let (FileKind::File, Some(d)) = (f.kind, crate::digest::parse(&content)) {
+                    let mut raw = [0u8; 32];
+                    if hex::decode_to_slice(crate::digest::hex_of(&d), &mut raw).is_ok() {
+                        digests.insert(f.rel.clone(), raw);
+                    }
+                }
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
                     format!("{}>{}", p.dest, p.sel.name)
@@ -394,7 +423,7 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
         owner: Option<Owner>,
-        base: Option<&StoredLayer>,
+        prior: &Prior<'_>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let owner = match (&x.chown, owner) {
             (Some(c), None) => {
@@ -425,7 +454,7 @@ impl Executor<'_> {
         let all_plain = !archives && heredocs.is_empty();
         if !ops.is_empty() && all_plain {
             // A plain copy: the layer is written straight from the sources.
-            return self.commit_plain(ctx, snap, &ops, owner, base);
+            return self.commit_plain(ctx, snap, &ops, owner, prior);
         }
         step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
@@ -436,24 +465,44 @@ impl Executor<'_> {
 
     /// Commits a plain copy as a layer written straight from its sources, unpacked into
     /// the driver's layer cache while it is written so the next step mounts that tree
-    /// instead of extracting the layer (issue 14). With `base` (this step's layer from the
-    /// previous build, same parent and instruction) that layer's cached tree is patched
-    /// into the new one: only files whose bytes changed are written again.
+    /// instead of extracting the layer (issue 14). With a base (this step's layer from
+    /// the previous build, same parent and instruction) the new tar takes unchanged
+    /// files' content from the base's blob, and the base's cached tree is patched into
+    /// the new one: only files whose bytes changed are written again. When the layer
+    /// will be the one whose tree is cached already (`--no-cache` of unchanged files),
+    /// nothing is unpacked.
     fn commit_plain(
         &self,
         ctx: &Context,
         snap: &crate::storage::Snapshot,
         ops: &[copy::CopyOp],
         owner: Option<Owner>,
-        base: Option<&StoredLayer>,
+        prior: &Prior<'_>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
-        let pending = self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?;
-        let tree = pending.as_ref().map(|p| {
-            let old = match (p.reused(), base) {
-                (true, Some(b)) => Some(std::sync::Arc::new(self.entry_index(b))),
-                _ => None,
-            };
-            (p.tree(), old)
+        let base = prior.base;
+        let cached = prior.same.as_ref().is_some_and(|d| {
+            crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
+        });
+        let pending = match cached {
+            true => {
+                tracing::debug!("the layer's tree is cached already: not unpacked again");
+                None
+            }
+            false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
+        };
+        let old = base.and_then(|b| self.old_blob(b));
+        let mut sinks = step::CopySinks::default();
+        let tree = pending.as_ref().map(|p| p.tree());
+        if let (Some(p), Some(t)) = (&pending, &tree) {
+            let known = old
+                .as_ref()
+                .filter(|_| p.reused())
+                .map(|o| o.index().clone());
+            sinks.unpack_into = Some((t.as_path(), known));
+        }
+        sinks.derive = old.map(|old| step::Derive {
+            old,
+            digests: prior.digests,
         });
         let written = step::commit_copy_into(
             self.store,
@@ -462,39 +511,65 @@ impl Executor<'_> {
             ops,
             owner,
             self.opts.epoch,
-            tree.as_ref().map(|(t, old)| (t.as_path(), old.clone())),
+            sinks,
         )?;
         let Some((layer, whole)) = written else {
             return Ok(None);
         };
-        if let (Some(p), true) = (pending, whole) {
-            if let Err(e) = p.keep(&layer.diff_id) {
+        if let (Some(p), Some(stats)) = (pending, whole) {
+            if let Err(e) = p.keep(&layer.diff_id, stats.summary) {
                 tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
             }
         }
         Ok(Some(layer))
     }
 
-    /// The entry index of `layer`'s blob, for patching its tree with only the entries
-    /// that changed; empty (every entry compared with the tree, as before) when the blob
-    /// is compressed or unreadable.
-    fn entry_index(&self, layer: &StoredLayer) -> crate::layer::index::EntryIndex {
+    /// The blob of `layer` with its entry index, for taking unchanged content from it
+    /// and patching its tree with only the entries that changed; None when the blob is
+    /// compressed or unreadable (every file is then read from the context, and every
+    /// entry compared with the tree, as before).
+    fn old_blob(&self, layer: &StoredLayer) -> Option<crate::layer::derive::OldBlob> {
         use crate::layer::{index::EntryIndex, Compression};
-        let built = (|| {
-            let mut f = self.store.open_blob(layer.descriptor.digest()).ok()?;
-            let mut head = [0u8; 4];
-            std::io::Read::read_exact(&mut f, &mut head).ok()?;
-            if Compression::sniff(&head) != Compression::None {
-                return None;
-            }
-            std::io::Seek::rewind(&mut f).ok()?;
-            EntryIndex::of_tar(std::io::BufReader::with_capacity(1 << 16, f)).ok()
-        })();
+        let open = || self.store.open_blob(layer.descriptor.digest()).ok();
+        let mut f = open()?;
+        let mut head = [0u8; 4];
+        std::io::Read::read_exact(&mut f, &mut head).ok()?;
+        if Compression::sniff(&head) != Compression::None {
+            return None;
+        }
+        std::io::Seek::rewind(&mut f).ok()?;
+        let index = EntryIndex::of_tar(f).ok()?;
         tracing::debug!(
-            entries = built.as_ref().map_or(0, EntryIndex::len),
+            entries = index.len(),
             "indexed the previous layer's entries"
         );
-        built.unwrap_or_default()
+        Some(crate::layer::derive::OldBlob::new(
+            open()?,
+            std::sync::Arc::new(index),
+        ))
+    }
+
+    /// Under `--no-cache`: the layer this copy made last time when its inputs are the
+    /// same now (so, most likely, the layer it makes now).
+    fn same_as_last(
+        &self,
+        state: &State,
+        inputs: &KeyInputs,
+        position: &str,
+    ) -> Option<crate::digest::Digest> {
+        if !self.stage_no_cache {
+            return None;
+        }
+        let last = self.cache.last_inputs(position)?;
+        let last_key = last.key();
+        if last_key != inputs.key() {
+            return None;
+        }
+        let before: State = self.cache.get(&last_key)?;
+        if before.layers.len() != state.layers.len() + 1 {
+            return None;
+        }
+        before.layers.last().map(|l| l.diff_id.clone())
     }
 
     /// This COPY's layer from the last build when only its files changed since (same

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{BuildCache, KeyInputs};
+use super::cache::{BuildCache, CacheKey, KeyInputs};
 use super::copy::{self, Owner};
 use super::mounts;
 
@@ -214,6 +214,9 @@ pub struct Executor<'a> {
     opts: &'a BuildOptions,
     context: &'a Context,
     stat: StatIndex,
+    /// A process may still run in the current step's snapshot (a RUN step's container
+    /// whose end was not proven, `step::run`): its removal looks for one first.
+    live: std::cell::Cell<bool>,
     cache: BuildCache,
     snapshotter: Box<dyn Snapshotter>,
     backend: Box<dyn Isolation>,
@@ -293,6 +296,7 @@ impl<'a> Executor<'a> {
             opts,
             context,
             stat,
+            live: std::cell::Cell::new(false),
             cache,
             snapshotter,
             backend,
@@ -642,7 +646,7 @@ impl<'a> Executor<'a> {
             ));
         }
         let key = inputs.key();
-        if let Some(hit) = self.peek(inputs) {
+        if let Some(hit) = self.peek(&key) {
             return (Some(hit), None);
         }
         let why = if self.stage_no_cache {
@@ -654,16 +658,15 @@ impl<'a> Executor<'a> {
         (None, Some(why))
     }
 
-    /// The cached state for `inputs`, its layers leased (and noted for `--cache-to`),
+    /// The cached state for `key`, its layers leased (and noted for `--cache-to`),
     /// unless the cache is bypassed.
-    fn peek(&self, inputs: &KeyInputs) -> Option<State> {
+    fn peek(&self, key: &CacheKey) -> Option<State> {
         if self.stage_no_cache {
             return None;
         }
-        let key = inputs.key();
-        let hit = self.cache.get::<State>(&key).filter(|h| self.hold(h))?;
+        let hit = self.cache.get::<State>(key).filter(|h| self.hold(h))?;
         tracing::debug!(key = %key.0, "cache hit");
-        self.keys.borrow_mut().push(key);
+        self.keys.borrow_mut().push(key.clone());
         Some(hit)
     }
 
@@ -677,9 +680,9 @@ impl<'a> Executor<'a> {
                 .all(|d| self.store.has_blob(d) || crate::registry::cache::fetchable(self.store, d))
     }
 
-    fn remember(&self, inputs: &KeyInputs, position: &str, state: &State) {
-        let _ = self.cache.put(&inputs.key(), state);
-        self.keys.borrow_mut().push(inputs.key());
+    fn remember(&self, key: &CacheKey, inputs: &KeyInputs, position: &str, state: &State) {
+        let _ = self.cache.put(key, state);
+        self.keys.borrow_mut().push(key.clone());
         self.cache.record_inputs(position, inputs);
     }
 
@@ -706,9 +709,15 @@ impl<'a> Executor<'a> {
         }
         let snap = self.snapshot(&format!("{n}"), &state.layers)?;
         crate::fault::point("build.step-snapshot");
+        self.live.set(false);
         let result = body(&snap, &state);
         crate::fault::point("build.step-done");
-        let _ = self.snapshotter.remove(&snap);
+        // Without a process that could still be in it (a COPY, or a RUN whose PID
+        // namespace's init was reaped), no host process is looked at on the way out.
+        let _ = match self.live.get() {
+            true => self.snapshotter.remove(&snap),
+            false => self.snapshotter.remove_unused(&snap),
+        };
         Ok(self.finish(state, result?, inputs, position, created_by))
     }
 
@@ -743,8 +752,9 @@ impl<'a> Executor<'a> {
         created_by: &str,
     ) -> (State, Outcome) {
         add_layer(&mut state, layer, created_by);
-        state.key = inputs.key().0.to_string();
-        self.remember(inputs, position, &state);
+        let key = inputs.key();
+        state.key = key.0.to_string();
+        self.remember(&key, inputs, position, &state);
         (state, Outcome::Ran)
     }
 

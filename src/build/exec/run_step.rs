@@ -461,12 +461,15 @@ impl Executor<'_> {
             .map_err(|e| StepFailure::Invalid(e.to_string()))?;
         let spec = runtime::plan_for_rootfs(&snap.id, &oci, &opts, &snap.rootfs)?;
         let log = self.log_dir.join(format!("step-{n}.log"));
-        let ran = step::run(self.backend.as_ref(), &spec, snap, &log, |l| {
+        self.live.set(true);
+        let ran = step::run_ended(self.backend.as_ref(), &spec, snap, &log, |l| {
             self.view.step_output(n, l)
         });
         // Mount points belong to the mounts, not to the image.
         mounts::remove_stubs(&snap.rootfs, &stubs);
-        ran?;
+        if ran? {
+            self.live.set(false);
+        }
         self.commit_kept(snap)
     }
 
