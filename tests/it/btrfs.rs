@@ -343,7 +343,7 @@ RUN mknod /dev2 c 1 3 && ln /data/f /data/g && rm /data/f
 /// The same build gives the same image digest with every driver.
 #[test]
 fn the_same_build_gives_the_same_digest_on_every_driver() {
-    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
+    let (_fs, k) = loopfs_with_busybox!("btrfs", 1);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), EQUIV_DOCKERFILE).unwrap();
