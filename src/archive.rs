@@ -5,6 +5,7 @@
 //! An archive to load is hostile: its tar headers pass the layer unpacker's guard, its
 //! JSON documents, entries, images and layers are bounded, its links may not leave it,
 //! and every image is verified in full (sizes, diff_ids) before the first name is written.
+//! An archive to save is checked too: no layer whose diff_id lies leaves the store in one.
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -26,6 +27,8 @@ pub enum ArchiveError {
     Io(#[from] io::Error),
     #[error("{0}")]
     Layer(#[from] layer::LayerError),
+    #[error("{0}")]
+    Registry(#[from] crate::registry::RegistryError),
     #[error("archive is neither an OCI layout (index.json + oci-layout) nor a docker-archive (manifest.json); was it written by `keel save`, `podman save` or `docker save`?")]
     UnknownFormat,
     #[error("archive {file} is malformed: {why}")]
@@ -52,9 +55,29 @@ fn blob_entry_name(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.digest())
 }
 
-/// Writes `items` as one tar (OCI layout + docker `manifest.json`) to `out`.
+/// Checks every layer of every image `save` would write against its config's diff_id, so
+/// an archive never carries a layer whose diff_id lies (a pull checks only the compressed
+/// digest). It shares push's remembered checks (`cache/registry/verified/`): a compressed
+/// layer is decompressed once per blob, not once per save.
+pub fn verify(store: &Store, items: &[SaveItem]) -> Result<(), ArchiveError> {
+    let memo = crate::registry::push::Memo::new(store);
+    for item in items {
+        let members = match &item.image.index {
+            Some(i) => store.load_index_records(i, Vec::new())?,
+            None => vec![item.image.clone()],
+        };
+        for m in &members {
+            crate::registry::push::verify_layers(store, &memo, m)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes `items` as one tar (OCI layout + docker `manifest.json`) to `out`, after
+/// [`verify`] passed: a refused image leaves not one byte written to `out`.
 /// Entries are sorted and carry fixed metadata, so equal images give equal archives.
 pub fn save(store: &Store, items: &[SaveItem], out: impl Write) -> Result<(), ArchiveError> {
+    verify(store, items)?;
     let mut blobs: BTreeSet<String> = BTreeSet::new();
     let mut index_entries = Vec::new();
     let mut docker = Vec::new();

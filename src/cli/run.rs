@@ -360,11 +360,10 @@ pub fn ps(a: PsArgs, ctx: &Ctx) -> Result<i32> {
         None => None,
     };
     let mut rows = Vec::new();
-    for c in containers.list()? {
+    for (c, st) in containers.list_with_state()? {
         if app.as_ref().is_some_and(|names| !names.contains(&c.name)) {
             continue;
         }
-        let st = containers.refresh(&c)?;
         // A status filter other than running implies -a, as in docker.
         let shown = a.all || st.status == Status::Running || !filters.is_empty();
         if shown && query::matches(&filters, &c, &st) {
@@ -1178,8 +1177,7 @@ pub fn system(c: SystemCommand, ctx: &Ctx) -> Result<i32> {
             let store = ctx.store()?;
             let containers = Containers::new(store.root());
             let mut stopped = Vec::new();
-            for c in containers.list()? {
-                let st = containers.refresh(&c)?;
+            for (c, st) in containers.list_with_state()? {
                 if st.status != Status::Running && !st.supervisor_alive() {
                     stopped.push(c.id.clone());
                 }

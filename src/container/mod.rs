@@ -48,6 +48,13 @@ pub enum ContainerError {
     },
 }
 
+impl ContainerError {
+    /// Whether this is a record (or a file of it) that is no longer there.
+    pub fn is_gone(&self) -> bool {
+        matches!(self, ContainerError::Io { source, .. } if source.kind() == io::ErrorKind::NotFound)
+    }
+}
+
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> ContainerError {
     let path = path.to_path_buf();
     move |source| ContainerError::Io { op, path, source }
@@ -278,6 +285,23 @@ impl Containers {
         Ok(out)
     }
 
+    /// Every container with its (refreshed) state, newest first. A record `keel rm`
+    /// deletes while it is listed is simply not listed: its directory can vanish between
+    /// reading its config and its state (`remove` renames it away first).
+    pub fn list_with_state(
+        &self,
+    ) -> Result<Vec<(ContainerConfig, ContainerState)>, ContainerError> {
+        let mut out = Vec::new();
+        for c in self.list()? {
+            match self.refresh(&c) {
+                Ok(st) => out.push((c, st)),
+                Err(e) if e.is_gone() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
     /// Finds a container by name, full id or unique id prefix.
     pub fn find(&self, key: &str) -> Result<ContainerConfig, ContainerError> {
         let all = self.list()?;
@@ -324,11 +348,17 @@ impl Containers {
     }
 
     /// Deletes the record (the caller has stopped the container and removed its rootfs).
+    /// A record another keel removed meanwhile (a concurrent `rm`, or a reclaimer of a
+    /// killed keel's containers) is not an error: the outcome is the same.
     pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
         let dir = self.dir_of(id);
-        // Rename first so a half-deleted record is never listed.
+        // Rename first so a half-deleted record is never listed; the rename is also what
+        // decides which of two removers deletes it.
         let doomed = self.dir.join(format!(".rm-{id}"));
-        hostfs::rename(&dir, &doomed).map_err(io_err("removing", &dir))?;
+        match hostfs::rename(&dir, &doomed) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            r => r.map_err(io_err("removing", &dir))?,
+        }
         hostfs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
     }
 }

@@ -55,11 +55,10 @@ pub fn disk_usage(store: &crate::store::Store) -> Result<Vec<UsageRow>, UsageErr
     use super::{Containers, Status};
     let root = store.root();
     let containers = Containers::new(root);
-    let all = containers.list()?;
+    let all = containers.list_with_state()?;
     let mut used_images = std::collections::BTreeSet::new();
     let (mut running, mut stopped_size, mut ctr_size) = (0, 0u64, 0u64);
-    for c in &all {
-        let st = containers.refresh(c)?;
+    for (c, st) in &all {
         used_images.insert(c.image_digest.to_string());
         let size = du(&root.join("storage/snapshots").join(&c.id)) + du(&containers.dir_of(&c.id));
         ctr_size += size;
@@ -75,7 +74,7 @@ pub fn disk_usage(store: &crate::store::Store) -> Result<Vec<UsageRow>, UsageErr
         .partition(|i| used_images.contains(&i.manifest_digest().to_string()));
     let vols = super::volume::Volumes::new(root);
     let vol_names = vols.list();
-    let in_use: BTreeSet<&String> = all.iter().flat_map(|c| c.volumes.iter()).collect();
+    let in_use: BTreeSet<&String> = all.iter().flat_map(|(c, _)| c.volumes.iter()).collect();
     let unused_vol: u64 = vol_names
         .iter()
         .filter(|v| !in_use.contains(v))

@@ -278,7 +278,8 @@ impl<'a> Session<'a> {
 /// digest (pull.rs), so a stored compressed layer is decompressed and hashed here, once:
 /// the verified pair is remembered (`Memo::verified`; a blob's content never changes). A
 /// layer keel built is stored uncompressed, its digest is its diff_id: nothing to read.
-pub(super) fn verify_layers(
+/// `keel save` calls it too (archive.rs), so the two share the remembered checks.
+pub(crate) fn verify_layers(
     store: &Store,
     memo: &Memo,
     image: &ImageRecord,

@@ -22,11 +22,9 @@ pub struct LoopFs {
 impl LoopFs {
     /// A fresh `kind` (`btrfs` or `xfs`) filesystem of `gib` GiB (sparse), mounted.
     pub fn new(kind: &str, gib: u64) -> LoopFs {
-        // Outside TMPDIR: the nested suite run points TMPDIR at a loop filesystem.
-        let dir = tempfile::Builder::new()
-            .prefix("keel-loopfs-")
-            .tempdir_in("/var/tmp")
-            .unwrap();
+        // Outside TMPDIR: the nested suite run points TMPDIR at a loop filesystem. A
+        // scratch dir of this process: a killed run's mount and image are swept.
+        let dir = crate::common::scratch_dir(Path::new("/var/tmp"));
         let img = dir.path().join("fs.img");
         let mnt = dir.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
@@ -91,6 +89,18 @@ macro_rules! require_loopfs {
             format!("{tool} is missing (apt-get install btrfs-progs xfsprogs)")
         );
     };
+}
+
+/// A fresh loop filesystem `kind` of `gib` GiB (after `require_loopfs!`) and a keel root
+/// on it holding `bb` (busybox).
+macro_rules! loopfs_with_busybox {
+    ($kind:expr, $gib:expr) => {{
+        require_loopfs!($kind);
+        let fs = LoopFs::new($kind, $gib);
+        let k = keel_on(&fs);
+        k.ok(&["bootstrap", "busybox", "bb"]);
+        (fs, k)
+    }};
 }
 
 /// A keel root inside the loop filesystem `fs`.
@@ -333,10 +343,7 @@ RUN mknod /dev2 c 1 3 && ln /data/f /data/g && rm /data/f
 /// The same build gives the same image digest with every driver.
 #[test]
 fn the_same_build_gives_the_same_digest_on_every_driver() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (_fs, k) = loopfs_with_busybox!("btrfs", 1);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("Dockerfile"), EQUIV_DOCKERFILE).unwrap();
@@ -360,10 +367,7 @@ fn the_same_build_gives_the_same_digest_on_every_driver() {
 
 #[test]
 fn run_rm_leaves_no_subvolume_behind() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
     k.ok(&["run", "--rm", "bb", "true"]);
     let before = subvolumes(&fs.mnt);
     assert_eq!(before.len(), 1, "one chain subvolume: {before:?}");
@@ -383,10 +387,7 @@ fn run_rm_leaves_no_subvolume_behind() {
 /// gc` removes every one no image needs, and `fsck` is clean.
 #[test]
 fn gc_removes_the_subvolumes_of_a_killed_build() {
-    require_loopfs!("btrfs");
-    let fs = LoopFs::new("btrfs", 1);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("btrfs", 1);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     fs::write(ctx.join("f"), "f\n").unwrap();
@@ -516,10 +517,7 @@ fn a_1gib_copy_is_a_reflink_on_btrfs_and_xfs() {
 /// byte count only, as a control).
 #[test]
 fn copy_driver_snapshots_are_reflinks_on_xfs() {
-    require_loopfs!("xfs");
-    let fs = LoopFs::new("xfs", 2);
-    let k = keel_on(&fs);
-    k.ok(&["bootstrap", "busybox", "bb"]);
+    let (fs, k) = loopfs_with_busybox!("xfs", 2);
     let ctx = k.path("ctx");
     fs::create_dir_all(&ctx).unwrap();
     write_data(&ctx.join("big"), 128);

@@ -1,7 +1,12 @@
-//! Shared test helpers: a temporary keel root and a `keel` command bound to it.
+//! Shared test helpers: a temporary keel root and a `keel` command bound to it, and the
+//! scratch directories of test processes, swept when their process was killed.
 #![allow(dead_code)]
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, OnceLock};
 
 /// A scratch keel root (deleted on drop) and helpers to run `keel` against it.
 pub struct Keel {
@@ -28,20 +33,14 @@ impl Drop for Keel {
 impl Keel {
     pub fn new() -> Keel {
         Keel {
-            dir: tempfile::Builder::new()
-                .prefix("keel-test-")
-                .tempdir()
-                .unwrap(),
+            dir: scratch_dir(&std::env::temp_dir()),
         }
     }
     /// Like [`Keel::new`], with the root in a temp dir below `base` (say, a loop-mounted
     /// btrfs, where keel picks the btrfs driver).
     pub fn new_in(base: &Path) -> Keel {
         Keel {
-            dir: tempfile::Builder::new()
-                .prefix("keel-test-")
-                .tempdir_in(base)
-                .unwrap(),
+            dir: scratch_dir(base),
         }
     }
     pub fn root(&self) -> PathBuf {
@@ -149,4 +148,239 @@ pub fn busybox_rootfs(dir: &Path) {
     )
     .unwrap();
     std::fs::write(dir.join("etc/group"), "root:x:0:\nalice:x:1000:\n").unwrap();
+}
+
+/// A scratch directory below `base` owned by this test process: `keel-test-<pid>-XXXXXX`,
+/// deleted on drop. A killed test process drops nothing, and its roots may hold mounts (a
+/// container's rootfs, a debootstrap chroot's `/proc`): the first scratch directory a
+/// process makes in a `base` sweeps that base of the directories of dead test processes.
+/// A process holds a lock on its owner file (`/tmp/keel-test-owner-<pid>.lock`) for its
+/// lifetime, so a directory whose owner file is unlocked (or gone) is a dead process's.
+pub fn scratch_dir(base: &Path) -> tempfile::TempDir {
+    claim_owner();
+    static SWEPT: OnceLock<Mutex<BTreeSet<PathBuf>>> = OnceLock::new();
+    let swept = SWEPT.get_or_init(Default::default);
+    if swept.lock().unwrap().insert(base.to_path_buf()) {
+        sweep_stale_scratch(base);
+    }
+    tempfile::Builder::new()
+        .prefix(&format!("keel-test-{}-", std::process::id()))
+        .tempdir_in(base)
+        .unwrap()
+}
+
+fn owner_file(pid: u32) -> PathBuf {
+    PathBuf::from(format!("/tmp/keel-test-owner-{pid}.lock"))
+}
+
+/// Takes this process's owner lock, once; held until the process ends.
+fn claim_owner() {
+    static OWNER: OnceLock<File> = OnceLock::new();
+    OWNER.get_or_init(|| loop {
+        let path = owner_file(std::process::id());
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        f.lock().unwrap();
+        // A sweeper may have unlinked the file of a dead process with this pid after
+        // we opened it: the lock counts only on the file at the path.
+        let same = std::fs::metadata(&path).is_ok_and(|m| m.ino() == f.metadata().unwrap().ino());
+        if same {
+            sweep_dead_owner_files();
+            return f;
+        }
+    });
+}
+
+/// Owner files of dead processes (their directories count as dead without them too).
+fn sweep_dead_owner_files() {
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("keel-test-owner-")
+            .and_then(|n| n.strip_suffix(".lock"))
+            .and_then(|n| n.parse::<u32>().ok());
+        if let Some(Some(Some(_lock))) = pid.map(dead_owner) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
+/// The pid in a scratch directory's name `keel-test-<pid>-XXXXXX`. (Roots made before
+/// owners were recorded, `keel-test-XXXXXX`, carry no pid and are left alone.)
+fn scratch_owner(name: &str) -> Option<u32> {
+    let (pid, rest) = name.strip_prefix("keel-test-")?.split_once('-')?;
+    (!rest.is_empty() && !rest.contains('-')).then_some(())?;
+    pid.parse().ok()
+}
+
+/// The owner lock of `pid` when that process is gone (taken here: held while its
+/// directories are swept, so a new process that reuses the pid waits for the sweep).
+fn dead_owner(pid: u32) -> Option<Option<File>> {
+    let Ok(f) = File::open(owner_file(pid)) else {
+        return Some(None);
+    };
+    f.try_lock().ok().map(|()| Some(f))
+}
+
+/// Removes the scratch directories in `base` of dead test processes: what is mounted
+/// below one is detached (lazily) first, and one that still has a mount is left whole.
+/// Returns the directories removed.
+pub fn sweep_stale_scratch(base: &Path) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return removed;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = scratch_owner(&name) else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        let Some(_lock) = dead_owner(pid) else {
+            continue;
+        };
+        let dir = e.path();
+        // Deepest first; a few passes for mounts stacked on one point.
+        for _ in 0..8 {
+            for m in mounts_below(&dir).iter().rev() {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+        let left = mounts_below(&dir);
+        if !left.is_empty() {
+            eprintln!(
+                "not sweeping {}: still mounted there: {left:?}",
+                dir.display()
+            );
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => removed.push(dir),
+            Err(e) => eprintln!("sweeping {}: {e}", dir.display()),
+        }
+    }
+    removed
+}
+
+/// Mount points at or below `dir` in this process's mount namespace, outermost first.
+pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+fn unescape_mountinfo(p: &str) -> String {
+    let mut out = Vec::new();
+    let b = p.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let oct = b
+            .get(i + 1..i + 4)
+            .and_then(|o| std::str::from_utf8(o).ok());
+        match oct.map(|o| u8::from_str_radix(o, 8)) {
+            Some(Ok(c)) if b[i] == b'\\' => {
+                out.push(c);
+                i += 4;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Session 6 follow-up: a killed test run left `/tmp/keel-test-*` roots behind, one with
+/// a debootstrap chroot's `/proc` still mounted inside. The sweep removes a dead test
+/// process's directory, detaching its (nested) mounts first, and leaves alone the
+/// directory of a live test process (mount included) and roots without an owner pid.
+/// (This file is shared by tests/it, tests/security and tests/diff: each runs it.)
+#[test]
+fn a_killed_test_process_scratch_dir_is_swept_with_its_mounts() {
+    crate::require!(is_root(), "mounting needs root");
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    // Owned itself: should this test die half-way, the next run sweeps it.
+    let base = scratch_dir(&std::env::temp_dir());
+    // Test processes as sh processes that exec flock(1) on their owner file: one
+    // finished (its lock is free), one alive (holding it).
+    let owner = "exec flock /tmp/keel-test-owner-$$.lock";
+    let mut dead = Command::new("sh")
+        .args(["-c", &format!("{owner} true")])
+        .spawn()
+        .unwrap();
+    assert!(dead.wait().unwrap().success());
+    let mut live = Command::new("sh")
+        .args(["-c", &format!("{owner} sleep 600")])
+        .spawn()
+        .unwrap();
+    for _ in 0..200 {
+        if dead_owner(live.id()).is_none() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    assert!(
+        dead_owner(live.id()).is_none(),
+        "the live owner never took its lock"
+    );
+    let tmpfs = |at: &Path| {
+        std::fs::create_dir_all(at).unwrap();
+        let none: Option<&str> = None;
+        mount(Some("tmpfs"), at, Some("tmpfs"), MsFlags::empty(), none).unwrap();
+    };
+    let stale = base.path().join(format!("keel-test-{}-aBc123", dead.id()));
+    let chroot = stale.join("root/storage/chroot");
+    tmpfs(&chroot);
+    std::fs::create_dir(chroot.join("proc")).unwrap();
+    let none: Option<&str> = None;
+    mount(
+        Some("proc"),
+        &chroot.join("proc"),
+        Some("proc"),
+        MsFlags::empty(),
+        none,
+    )
+    .unwrap();
+    let running = base.path().join(format!("keel-test-{}-dEf456", live.id()));
+    tmpfs(&running.join("root/mnt"));
+    let unowned = base.path().join("keel-test-gHi789");
+    std::fs::create_dir(&unowned).unwrap();
+    assert_eq!(mounts_below(&stale).len(), 2);
+
+    let removed = sweep_stale_scratch(base.path());
+    let still_mounted = mounts_below(&running);
+    let _ = live.kill();
+    let _ = live.wait();
+    for m in &still_mounted {
+        let _ = umount2(m, MntFlags::MNT_DETACH);
+    }
+    for pid in [dead.id(), live.id()] {
+        let _ = std::fs::remove_file(owner_file(pid));
+    }
+    assert_eq!(removed, vec![stale.clone()]);
+    assert!(!stale.exists() && mounts_below(&stale).is_empty());
+    assert_eq!(
+        still_mounted,
+        vec![running.join("root/mnt")],
+        "the live one's mount"
+    );
+    assert!(running.exists() && unowned.exists());
 }

@@ -52,13 +52,26 @@ fn seed(reg: &Registry, auth: &std::path::Path) -> (Keel, String) {
     (a, digest.trim().to_string())
 }
 
-fn pull_round_trip(auth: Auth) {
+/// A test registry holding busybox as `test/bb:1`, pushed from the returned keel root
+/// (with its manifest digest), and the auth file to use: a password one over TLS, none
+/// over plain HTTP. None when the registry's tools are missing (a failure under CI).
+fn seeded(tls: bool, auth: Auth) -> Option<(Registry, std::path::PathBuf, Keel, String)> {
     if !regserver::available() {
-        return;
+        return None;
     }
-    let reg = Registry::start(true, auth);
-    let good = reg.auth_file(PASSWORD);
-    let (_a, digest) = seed(&reg, &good);
+    let reg = Registry::start(tls, auth);
+    let auth = match tls {
+        true => reg.auth_file(PASSWORD),
+        false => "/nonexistent/auth.json".into(),
+    };
+    let (seeder, digest) = seed(&reg, &auth);
+    Some((reg, auth, seeder, digest))
+}
+
+fn pull_round_trip(auth: Auth) {
+    let Some((reg, good, _a, digest)) = seeded(true, auth) else {
+        return;
+    };
     let name = format!("{}/test/bb:1", reg.host());
     // Wrong password: a clear error naming the registry, and nothing in the store.
     let c = Keel::new();
@@ -165,12 +178,9 @@ fn login_and_logout() {
 /// clearly; podman pulls what keel pushed and runs it.
 #[test]
 fn build_pulls_its_base_and_podman_runs_what_keel_pushed() {
-    if !regserver::available() {
+    let Some((reg, good, _a, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_a, _) = seed(&reg, &good);
+    };
     let b = Keel::new();
     let ctx = b.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -504,12 +514,9 @@ fn push_compresses_skips_and_mounts() {
 /// uncompressed layers the entries name.
 #[test]
 fn build_cache_shared_through_the_registry() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let cache = format!("registry:{}/test/cache:main,mode=max", reg.host());
     let ctx = tempfile::tempdir().unwrap();
@@ -589,12 +596,9 @@ fn build_cache_shared_through_the_registry() {
 /// network (the registry is gone when it builds).
 #[test]
 fn search_list_mirrors_and_digest_pins() {
-    if !regserver::available() {
+    let Some((reg, good, _s, digest)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, digest) = seed(&reg, &good);
+    };
     let k = Keel::new();
     k.ok(&["images"]);
     std::fs::write(
@@ -639,16 +643,13 @@ fn search_list_mirrors_and_digest_pins() {
 /// only what is missing, and the store stays consistent throughout.
 #[test]
 fn a_killed_pull_resumes_from_the_blobs_it_stored() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let name = format!("{}/test/bb:1", reg.host());
     let k = Keel::new();
     // Killed right after the second blob (the layer; the config is the first) is stored.
-    let out = kc(&k, &reg, Some(none))
+    let out = kc(&k, &reg, Some(&none))
         .args(["pull", &name])
         .env("KEEL_FAULT_POINT", "pull.blob-stored#2")
         .output()
@@ -656,7 +657,7 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
     assert!(!out.status.success(), "the pull was not killed");
     k.ok(&["fsck"]);
     assert!(!k.ok(&["images"]).contains("test/bb"));
-    let out = kc(&k, &reg, Some(none))
+    let out = kc(&k, &reg, Some(&none))
         .args(["pull", &name])
         .output()
         .unwrap();
@@ -678,16 +679,14 @@ fn a_killed_pull_resumes_from_the_blobs_it_stored() {
 /// So an image whose config lies about a layer's diff_id is stored by `keel pull`, and
 /// every command that would trust the lie refuses it, naming the layer and the diff_id:
 /// run and build (the unpack checks it, and keeps no tree of it: a second run fails the
-/// same way), push (before anything is sent), `keel load` of what `keel save` wrote, and
-/// `keel fsck --full`.
+/// same way), push (before anything is sent), `keel save` (before it writes a byte; it
+/// wrote the lie into the archive until session 6), `keel load` of an archive carrying
+/// it, and `keel fsck --full`.
 #[test]
 fn a_layer_whose_diff_id_lies_is_never_stored() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let oci = "application/vnd.oci.image.manifest.v1+json";
     let mut m: serde_json::Value =
         serde_json::from_slice(&reg.get("test/bb/manifests/1", oci)).unwrap();
@@ -698,12 +697,12 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     let lie = format!("sha256:{}", "ab".repeat(32));
     c["rootfs"]["diff_ids"][0] = lie.clone().into();
     let bad_config = reg.put_blob("test/bb", &serde_json::to_vec(&c).unwrap());
-    m["config"]["digest"] = bad_config.into();
+    m["config"]["digest"] = bad_config.clone().into();
     m["config"]["size"] = serde_json::to_vec(&c).unwrap().len().into();
     reg.put_manifest("test/bb", "lies", oci, &serde_json::to_vec(&m).unwrap());
     let k = Keel::new();
     let name = format!("{}/test/bb:lies", reg.host());
-    ok(kc(&k, &reg, Some(none)), &["pull", &name]);
+    ok(kc(&k, &reg, Some(&none)), &["pull", &name]);
     let hex = &layer["sha256:".len()..];
     let names_both = |what: &str, err: &str| {
         assert!(
@@ -728,11 +727,37 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     let relay = format!("{}/test/relay:1", reg.host());
     names_both(
         "push",
-        &fails(kc(&k, &reg, Some(none)), &["push", &name, &relay]),
+        &fails(kc(&k, &reg, Some(&none)), &["push", &name, &relay]),
     );
+    // `keel save` refuses it before writing a byte: no file, no temp file, empty stdout.
+    let out_dir = k.path("saved");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let tar = out_dir.join("lies.tar");
+    for _ in 0..2 {
+        names_both(
+            "save -o",
+            &k.fails(&["save", "-o", tar.to_str().unwrap(), &name]),
+        );
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().collect();
+        assert!(left.is_empty(), "a refused save left {left:?}");
+    }
+    let to_stdout = k.cmd().args(["save", &name]).output().unwrap();
+    assert!(!to_stdout.status.success(), "save to stdout passed the lie");
+    assert!(
+        to_stdout.stdout.is_empty(),
+        "a refused save wrote {} bytes",
+        to_stdout.stdout.len()
+    );
+    names_both("save", &String::from_utf8_lossy(&to_stdout.stderr));
+    // An archive carrying the lie (written here from the registry's blobs, as another
+    // tool would): `keel load` checks every diff_id.
     let tar = k.path("lies.tar");
-    // An archive carries the config as it is; `keel load` checks every diff_id.
-    k.ok(&["save", "-o", tar.to_str().unwrap(), &name]);
+    let blobs = [&layer, &bad_config].map(|d| reg.get(&format!("test/bb/blobs/{d}"), "*/*"));
+    oci_archive(
+        &tar,
+        &serde_json::to_vec(&m).unwrap(),
+        &[&blobs[0], &blobs[1]],
+    );
     let other = Keel::new();
     names_both("load", &other.fails(&["load", "-i", tar.to_str().unwrap()]));
     let fsck = k.cmd().args(["fsck", "--full"]).output().unwrap();
@@ -740,8 +765,48 @@ fn a_layer_whose_diff_id_lies_is_never_stored() {
     names_both("fsck --full", &String::from_utf8_lossy(&fsck.stdout));
     // The honest image, pulled into the same root, still runs.
     let honest = format!("{}/test/bb:1", reg.host());
-    ok(kc(&k, &reg, Some(none)), &["pull", &honest]);
+    ok(kc(&k, &reg, Some(&none)), &["pull", &honest]);
     assert_eq!(k.ok(&["run", "--rm", &honest, "echo", "ok"]), "ok\n");
+    // It saves, and the check of its compressed layer is remembered (as push's is), so
+    // the next save or push does not decompress it again.
+    let honest_tar = k.path("honest.tar");
+    k.ok(&["save", "-o", honest_tar.to_str().unwrap(), &honest]);
+    let memo = k.root().join("cache/registry/verified").join(hex);
+    assert!(
+        memo.is_file(),
+        "save did not remember the checked layer at {}",
+        memo.display()
+    );
+    names_both("save after the honest one", &k.fails(&["save", &name]));
+}
+
+/// Writes an OCI-layout tarball holding `manifest` and `blobs`, with `manifest` in its
+/// index (named `lies:1`).
+fn oci_archive(path: &std::path::Path, manifest: &[u8], blobs: &[&[u8]]) {
+    use sha2::Digest as _;
+    let hex = |b: &[u8]| format!("{:x}", sha2::Sha256::digest(b));
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": format!("sha256:{}", hex(manifest)),
+            "size": manifest.len(),
+            "annotations": {"org.opencontainers.image.ref.name": "lies:1"},
+        }],
+    });
+    let mut tar = tar::Builder::new(std::fs::File::create(path).unwrap());
+    let mut add = |name: &str, bytes: &[u8]| {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(bytes.len() as u64);
+        h.set_mode(0o644);
+        tar.append_data(&mut h, name, bytes).unwrap();
+    };
+    add("oci-layout", b"{\"imageLayoutVersion\":\"1.0.0\"}");
+    add("index.json", &serde_json::to_vec(&index).unwrap());
+    for b in blobs.iter().copied().chain([manifest]) {
+        add(&format!("blobs/sha256/{}", hex(b)), b);
+    }
+    tar.into_inner().unwrap();
 }
 
 /// skopeo with the test registry's CA and user.
@@ -905,12 +970,9 @@ fn cache_bytes(log: &str) -> u64 {
 /// before the builder would be materialised.
 #[test]
 fn multi_stage_cache_hits_fetch_no_builder_layers() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let ctx = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -952,12 +1014,9 @@ fn multi_stage_cache_hits_fetch_no_builder_layers() {
 /// `mounts-max` is skipped with a warning naming it.
 #[test]
 fn cache_mounts_travel_through_the_registry_cache() {
-    if !regserver::available() {
+    let Some((reg, good, _s, _)) = seeded(true, Auth::Basic) else {
         return;
-    }
-    let reg = Registry::start(true, Auth::Basic);
-    let good = reg.auth_file(PASSWORD);
-    let (_s, _) = seed(&reg, &good);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let dockerfile = |run: &str| {
         let ctx = tempfile::tempdir().unwrap();
@@ -1001,12 +1060,9 @@ fn cache_mounts_travel_through_the_registry_cache() {
 /// process); `keel gc --cache` drops mount and record, so the next build seeds again.
 #[test]
 fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
-    if !regserver::available() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
         return;
-    }
-    let reg = Registry::start(false, Auth::None);
-    let none = std::path::Path::new("/nonexistent/auth.json");
-    let (_s, _) = seed(&reg, none);
+    };
     let base = format!("{}/test/bb:1", reg.host());
     let build = |k: &Keel, run: &str, cache: &[&str]| {
         let ctx = k.path("ctx");
@@ -1017,7 +1073,7 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
         args.extend_from_slice(cache);
         let ctx_s = ctx.display().to_string();
         args.push(&ctx_s);
-        ok(kc(k, &reg, Some(none)), &args);
+        ok(kc(k, &reg, Some(&none)), &args);
     };
     let cache = format!("registry:{}/test/seeds:1", reg.host());
     let a = Keel::new();
@@ -1052,6 +1108,96 @@ fn a_cache_mount_is_seeded_once_and_remembers_its_cache() {
     build(&b, &read(3), &from);
     assert_eq!(b.ok(&["run", "--rm", "app", "cat", "/seen"]), "warm\n");
     b.ok(&["fsck"]);
+}
+
+/// Session 6 follow-up: a cache mount is seeded from `--cache-from` only while no step
+/// uses it. Build W (no cache) holds the cold, empty mount `shared` and waits; build S
+/// (same root, `--cache-from` offering `shared`) runs meanwhile, then W writes. keel
+/// used to seed first and lock later: S renamed the seed over the empty directory W had
+/// mounted, and W's write went into the unlinked directory, lost.
+#[test]
+fn a_cache_mount_in_use_is_not_seeded_under_its_writer() {
+    let Some((reg, none, _s, _)) = seeded(false, Auth::None) else {
+        return;
+    };
+    let base = format!("{}/test/bb:1", reg.host());
+    let mounts =
+        "--mount=type=cache,id=shared,target=/cache \\\n  --mount=type=cache,id=sync,target=/sync";
+    let ctx = |k: &Keel, name: &str, run: &str| {
+        let ctx = k.path(name);
+        std::fs::create_dir_all(&ctx).unwrap();
+        let text = format!("FROM {base}\nRUN {mounts} \\\n  {run}\n");
+        std::fs::write(ctx.join("Dockerfile"), text).unwrap();
+        ctx.display().to_string()
+    };
+    let cache = format!("registry:{}/test/inuse:1", reg.host());
+    let a = Keel::new();
+    let export = ctx(&a, "a", "echo seed > /cache/seed");
+    ok(
+        kc(&a, &reg, Some(&none)),
+        &[
+            "build",
+            "--cache-to",
+            &format!("{cache},mounts=true"),
+            &export,
+        ],
+    );
+    let k = Keel::new();
+    ok(kc(&k, &reg, Some(&none)), &["pull", &base]);
+    let w = ctx(
+        &k,
+        "w",
+        "touch /sync/w-in; i=0; while [ ! -e /sync/s-ran ] && [ $i -lt 600 ]; \
+         do sleep 0.1; i=$((i+1)); done; echo mine > /cache/mine || echo lost",
+    );
+    let s = ctx(&k, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
+    let writer = kc(&k, &reg, Some(&none))
+        .args(["build", "-t", "w", &w])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mount = |k: &Keel, id: &str| {
+        use sha2::Digest as _;
+        let hex = format!("{:x}", sha2::Sha256::digest(id.as_bytes()));
+        k.root().join("cache/mounts").join(hex)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !mount(&k, "sync").join("w-in").exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "build W never started its step"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok(
+        kc(&k, &reg, Some(&none)),
+        &["build", "-t", "s", "--cache-from", &cache, &s],
+    );
+    let out = writer.wait_with_output().unwrap();
+    common::assert_success(&out, "build W");
+    let shared = mount(&k, "shared");
+    assert_eq!(
+        std::fs::read_to_string(shared.join("mine")).ok().as_deref(),
+        Some("mine\n"),
+        "W's write into the mount was lost; the mount holds {:?}",
+        std::fs::read_dir(&shared).map(|d| d.flatten().map(|e| e.file_name()).collect::<Vec<_>>())
+    );
+    assert!(
+        !shared.with_extension("seeded").exists(),
+        "the mount W was using was seeded"
+    );
+    // Cold and unused, the same mount in a fresh root is seeded as before.
+    let fresh = Keel::new();
+    ok(kc(&fresh, &reg, Some(&none)), &["pull", &base]);
+    let s = ctx(&fresh, "s", "ls /cache > /sync/s-saw; touch /sync/s-ran");
+    ok(
+        kc(&fresh, &reg, Some(&none)),
+        &["build", "--cache-from", &cache, &s],
+    );
+    let saw = std::fs::read_to_string(mount(&fresh, "sync").join("s-saw")).unwrap();
+    assert_eq!(saw, "seed\n", "a cold mount was not seeded");
+    assert!(mount(&fresh, "shared").with_extension("seeded").exists());
+    k.ok(&["fsck"]);
 }
 
 /// Issue 13 (session 5): pulling an image the store has reads no layer blob: each was

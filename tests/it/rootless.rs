@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{assert_success, have, is_root, run_ok, Keel};
 use crate::require;
+use crate::run::{free_port, http_get};
 
 /// A test user: its name, ids and its subordinate uid ranges (start, count), in the
 /// order keel maps them (container uid 1 is the first range's start).
@@ -447,31 +448,6 @@ fn rootless_build_on_a_many_owner_base_matches_roots_digest() {
         subs.contains(&u.host_uid_of(100)) && subs.contains(&u.host_uid_of(65534)),
         "{subs:?}"
     );
-}
-
-/// GETs `/` from 127.0.0.1:port, retrying while the server starts.
-fn http_get(port: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n");
-            let mut body = String::new();
-            if s.read_to_string(&mut body).is_ok() && body.contains("200") {
-                return body;
-            }
-        }
-        assert!(Instant::now() < deadline, "no HTTP answer on port {port}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// STATIC1->STATIC2, STATIC->STATIC, RANDOM->STATIC and RANDOM->RANDOM answer HTTP from

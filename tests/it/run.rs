@@ -255,7 +255,7 @@ fn runtime_flags_docker_refuses_are_refused_up_front() {
 }
 
 /// GETs `/` from 127.0.0.1:port, retrying while the server starts.
-fn http_get(port: u16) -> String {
+pub(crate) fn http_get(port: u16) -> String {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
@@ -271,7 +271,7 @@ fn http_get(port: u16) -> String {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -553,21 +553,12 @@ fn tty_is_a_terminal_of_the_containers_own_devpts() {
             require!(false, "runc is not installed (apt-get install runc)");
             continue;
         }
-        let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
         // script(1) gives keel a terminal of 33 rows × 101 columns.
-        let (code, text) = in_terminal(&k, backend, &format!("sh -c '{inner}'"), "");
-        assert_eq!(code, Some(3), "{backend}: {text}");
+        let (code, text) = in_terminal(&k, backend, &format!("sh -c '{TTY_PROBE}'"), "");
+        assert_probe_saw_its_terminal(backend, code, &text);
         assert!(text.contains("/dev/pts/0\n"), "{backend}: tty: {text}");
-        assert!(!text.contains("not a tty"), "{backend}: {text}");
-        assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
-        assert!(
-            text.contains("in-a-tty") && text.contains("has-ctty"),
-            "{backend}: {text}"
-        );
-        assert!(!text.contains("extra-fd"), "{backend}: {text}");
         // A resize of keel's terminal while the container runs reaches its terminal.
-        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
-        let (_, text) = in_terminal(&k, backend, "sh -c 'sleep 2; stty size'", resize);
+        let (_, text) = in_terminal(&k, backend, "sh -c 'sleep 2; stty size'", RESIZE);
         assert!(
             text.contains("50 120\n"),
             "{backend}: after a resize: {text}"
@@ -604,30 +595,45 @@ fn exec_tty_is_a_terminal_of_the_containers_own_devpts() {
             "sleep",
             "60",
         ]);
-        let inner = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
-        let (code, text) = keel_in_terminal(&k, &format!("exec -t {name} sh -c '{inner}'"), "");
-        assert_eq!(code, Some(3), "{backend}: {text}");
+        let args = format!("exec -t {name} sh -c '{TTY_PROBE}'");
+        let (code, text) = keel_in_terminal(&k, &args, "");
+        assert_probe_saw_its_terminal(backend, code, &text);
         let pts = text.lines().any(|l| {
             l.strip_prefix("/dev/pts/")
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         });
         assert!(pts, "{backend}: tty: {text}");
-        assert!(!text.contains("not a tty"), "{backend}: {text}");
-        assert!(text.contains("33 101\n"), "{backend}: stty size: {text}");
-        assert!(
-            text.contains("in-a-tty") && text.contains("has-ctty"),
-            "{backend}: {text}"
-        );
-        assert!(!text.contains("extra-fd"), "{backend}: {text}");
-        let resize = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
         let args = format!("exec -t {name} sh -c 'sleep 2; stty size'");
-        let (_, text) = keel_in_terminal(&k, &args, resize);
+        let (_, text) = keel_in_terminal(&k, &args, RESIZE);
         assert!(
             text.contains("50 120\n"),
             "{backend}: after a resize: {text}"
         );
         k.ok(&["rm", "-f", &name]);
     }
+}
+
+/// What the `-t` tests run in the container: the terminal's name and size, whether
+/// stdin is a terminal and /dev/tty opens (a controlling terminal), any fd beyond 0–2
+/// left open; it exits 3.
+const TTY_PROBE: &str = "tty; stty size; test -t 0 && echo in-a-tty; : </dev/tty && echo has-ctty; for f in 3 4 5 6 7 8 9; do test -e /proc/self/fd/$f && echo extra-fd-$f; done; exit 3";
+
+/// Appended to the shell line of [`keel_in_terminal`]: resizes keel's terminal to
+/// 50 × 120 a second into the run.
+const RESIZE: &str = " </dev/tty & sleep 1; stty rows 50 cols 120; wait";
+
+/// What [`TTY_PROBE`] must print in script(1)'s 33 × 101 terminal (`what` names the case):
+/// status 3, a terminal of that size that is stdin's and the controlling one, no
+/// "not a tty", no extra fd.
+fn assert_probe_saw_its_terminal(what: &str, code: Option<i32>, text: &str) {
+    assert_eq!(code, Some(3), "{what}: {text}");
+    assert!(!text.contains("not a tty"), "{what}: {text}");
+    assert!(text.contains("33 101\n"), "{what}: stty size: {text}");
+    assert!(
+        text.contains("in-a-tty") && text.contains("has-ctty"),
+        "{what}: {text}"
+    );
+    assert!(!text.contains("extra-fd"), "{what}: {text}");
 }
 
 /// Runs `keel run --rm -t --isolation BACKEND bb CMD` in a terminal of 33 × 101 that
@@ -1100,4 +1106,90 @@ fn r012_bootstrap_debian_is_a_docker_like_base_and_caches_its_downloads() {
         upd.contains("bookworm-security") && upd.contains("bookworm-updates"),
         "{upd}"
     );
+}
+
+/// Session 6 follow-up: `keel ps -a` once printed "removing …/containers/<id>: No such
+/// file or directory" beside a `keel rm`. A listing reads each record while `rm` may be
+/// deleting it ("reading …/state.json: No such file" here, for about one `ps` in three),
+/// and a `ps` that finds a killed keel's lease reclaims that keel's containers at
+/// start-up, racing the `rm` that removes the same one. Each round copies one exited
+/// container's record 150 times, leaves a dead lease (an `rm` of one copy killed at its
+/// fault point), then removes them all in one `rm` while `ps -a` runs in a loop: a
+/// container removed while listed is simply not listed.
+#[test]
+fn ps_beside_a_concurrent_rm_lists_or_skips_but_never_fails() {
+    require!(is_root(), "running containers needs root");
+    let k = with_busybox();
+    k.ok(&["run", "--name", "model", "bb", "true"]);
+    let model: Vec<_> = std::fs::read_dir(k.root().join("containers"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    let [model] = &model[..] else {
+        panic!("one container record expected: {model:?}")
+    };
+    for round in 0..3 {
+        let names: Vec<String> = (0..150).map(|i| format!("r{round}-{i}")).collect();
+        for n in &names {
+            copy_record(&k, model, n);
+        }
+        let killed = k
+            .cmd()
+            .args(["rm", &names[0]])
+            .env("KEEL_FAULT_POINT", "rm.stopped")
+            .output()
+            .unwrap();
+        assert!(!killed.status.success(), "the fault point did not kill rm");
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let listings = std::thread::scope(|s| {
+            s.spawn(|| {
+                // The first is the dead lease's: the reclaimers of this rm and of the
+                // ps runs remove it, racing each other.
+                let out = k.cmd().arg("rm").args(&names[1..]).output().unwrap();
+                crate::common::assert_success(&out, "rm");
+                done.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            let mut listings = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let out = k
+                    .cmd()
+                    .args(["ps", "-a", "--format", "{{.Names}}"])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    out.status.success() && err.is_empty(),
+                    "ps -a beside rm: {err}"
+                );
+                for line in String::from_utf8_lossy(&out.stdout).lines() {
+                    assert!(
+                        line == "model" || names.iter().any(|n| n == line),
+                        "{line:?}"
+                    );
+                }
+                listings += 1;
+            }
+            listings
+        });
+        eprintln!("round {round}: {listings} listings beside rm");
+        assert_eq!(k.ok(&["ps", "-a", "--format", "{{.Names}}"]), "model\n");
+    }
+}
+
+/// Copies container `model`'s record as a new exited container called `name` (the
+/// record only: it never ran, so there is nothing else of it to remove).
+fn copy_record(k: &Keel, model: &str, name: &str) {
+    use sha2::Digest as _;
+    let id = format!("{:x}", sha2::Sha256::digest(name.as_bytes()));
+    let dir = k.root().join("containers").join(&id);
+    std::fs::create_dir(&dir).unwrap();
+    let from = k.root().join("containers").join(model);
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(from.join("config.json")).unwrap()).unwrap();
+    config["id"] = id.into();
+    config["name"] = name.into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    std::fs::copy(from.join("state.json"), dir.join("state.json")).unwrap();
 }

@@ -147,8 +147,33 @@ fn setup() -> Keel {
 fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     let ctx = k.path("ctx").display().to_string();
+    // `build FLAGS -t out CTX`
+    let build = |flags: &[&str]| {
+        let mut v = s(&["build"]);
+        v.extend(s(flags));
+        v.extend(s(&["-t", "out", &ctx]));
+        v
+    };
+    // The container's command sleeps and carries the mark (its processes are found by it).
+    let sleeper = format!("sleep 1000; echo {}", mark(k));
+    // `run FLAGS -e MARK --name c1 bb sh -c SLEEPER`
+    let run = |flags: &[&str]| {
+        let mut v = s(&["run"]);
+        v.extend(s(flags));
+        v.extend(s(&[
+            "-e",
+            &env_mark(k),
+            "--name",
+            "c1",
+            "bb",
+            "sh",
+            "-c",
+            &sleeper,
+        ]));
+        v
+    };
     match area {
-        "build" => s(&["build", "--no-cache", "-t", "out", &ctx]),
+        "build" => build(&["--no-cache"]),
         "build-incremental" => {
             let ctx_dir = k.path("ctx");
             std::fs::write(ctx_dir.join("a.txt"), "an older version\n").unwrap();
@@ -156,28 +181,16 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
             std::fs::write(ctx_dir.join("a.txt"), "from the context\n").unwrap();
             s(&["build", "-t", "out", &ctx])
         }
-        "build-copy" => s(&[
-            "build",
-            "--no-cache",
-            "--storage-driver",
-            "copy",
-            "-t",
-            "out",
-            &ctx,
-        ]),
+        "build-copy" => build(&["--no-cache", "--storage-driver", "copy"]),
         // No PID namespace: the RUN shell's `sleep` outlives a killed keel. The copy
         // driver, because a chroot RUN on an overlay snapshot fails today: the chroot
         // backend's cleanup unmounts the overlay before the step is committed.
-        "build-chroot" => s(&[
-            "build",
+        "build-chroot" => build(&[
             "--no-cache",
             "--isolation",
             "chroot",
             "--storage-driver",
             "copy",
-            "-t",
-            "out",
-            &ctx,
         ]),
         "load" => {
             let tar = k.path("bb.tar").display().to_string();
@@ -209,96 +222,18 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
             );
             s(&["import", &tar.display().to_string(), "imp"])
         }
-        "run-d" => s(&[
-            "run",
-            "-d",
-            "-e",
-            &env_mark(k),
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]),
-        "run-d-oci" => s(&[
-            "run",
-            "-d",
-            "-e",
-            &env_mark(k),
-            "--isolation",
-            "oci",
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]),
+        "run-d" => run(&["-d"]),
+        "run-d-oci" => run(&["-d", "--isolation", "oci"]),
         // Limits put the container in `keel/<id>` cgroups, which gc must remove.
-        "run-d-limits" => s(&[
-            "run",
-            "-d",
-            "-e",
-            &env_mark(k),
-            "--pids-limit",
-            "50",
-            "--memory",
-            "64m",
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]),
+        "run-d-limits" => run(&["-d", "--pids-limit", "50", "--memory", "64m"]),
         // chroot mounts /proc, /dev, … inside the rootfs itself.
-        "run-d-chroot" => s(&[
-            "run",
-            "-d",
-            "-e",
-            &env_mark(k),
-            "--isolation",
-            "chroot",
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]),
+        "run-d-chroot" => run(&["-d", "--isolation", "chroot"]),
         // In the foreground keel is the supervisor; `--rm` must still remove it.
-        "run-rm" => s(&[
-            "run",
-            "--rm",
-            "-e",
-            &env_mark(k),
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]),
+        "run-rm" => run(&["--rm"]),
         "exec" | "rm" => {
-            k.ok(&[
-                "run",
-                "-d",
-                "--name",
-                "c1",
-                "bb",
-                "sh",
-                "-c",
-                &format!("sleep 1000; echo {}", mark(k)),
-            ]);
+            k.ok(&["run", "-d", "--name", "c1", "bb", "sh", "-c", &sleeper]);
             if area == "exec" {
-                s(&[
-                    "exec",
-                    "c1",
-                    "sh",
-                    "-c",
-                    &format!("sleep 1000; echo {}", mark(k)),
-                ])
+                s(&["exec", "c1", "sh", "-c", &sleeper])
             } else {
                 s(&["rm", "-f", "c1"])
             }
@@ -317,6 +252,18 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
         }
         other => panic!("unknown area {other}"),
     }
+}
+
+/// `keel build FLAGS CTX` started in the background, its output collected.
+fn spawn_build(k: &Keel, flags: &[&str], ctx: &Path) -> std::process::Child {
+    k.cmd()
+        .arg("build")
+        .args(flags)
+        .arg(ctx)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// What a keel may leave on the host, as far as this root is concerned.
@@ -731,13 +678,7 @@ fn gc_in_a_loop_beside_eight_parallel_builds_breaks_none() {
                 format!("FROM bb\nCOPY f /f\nRUN cat /f > /g && echo step {i} >> /g\n"),
             )
             .unwrap();
-            k.cmd()
-                .args(["build", "-t", &format!("img{i}")])
-                .arg(&ctx)
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            spawn_build(&k, &["-t", &format!("img{i}")], &ctx)
         })
         .collect();
     let outs: Vec<_> = builds
@@ -780,14 +721,7 @@ fn removing_the_base_mid_build_leaves_no_dangling_reference() {
         "FROM bb\nRUN sleep 2\nRUN echo done > /done\n",
     )
     .unwrap();
-    let build = k
-        .cmd()
-        .args(["build", "--no-cache", "-t", "slow"])
-        .arg(&ctx)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let build = spawn_build(&k, &["--no-cache", "-t", "slow"], &ctx);
     // Wait until the build has its lease (and so the base) before removing the base.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while names(&k.root().join("storage/snapshots")).is_empty() {

@@ -21,9 +21,20 @@ struct Resolved {
     snaps: Vec<Snapshot>,
     /// Throwaway copies for read-write binds and private caches.
     scratch: Vec<tempfile::TempDir>,
-    /// Locks of `sharing=locked` caches, held while the step runs.
+    /// Locks of `sharing=locked` caches and every cache's use lock, held while the step
+    /// runs.
     locks: Vec<std::fs::File>,
     locked: Vec<PathBuf>,
+}
+
+/// How to make a cache mount's directory when it does not exist yet: its mode and owner,
+/// and the `from=` stage, snapshot name and `source=` path to seed it with, if any.
+struct FreshMount<'a> {
+    id: &'a str,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    seed: Option<(&'a State, String, &'a str)>,
 }
 
 /// The chroot backend makes no network namespace: a RUN step that asked for none
@@ -275,24 +286,14 @@ impl Executor<'_> {
             move |source| StepFailure::Step(StepError::Io { path, source })
         };
         let dir = self.cache.mount_dir(id);
-        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
-        if empty && seed.is_none() {
-            self.seed_from_registry(id, &dir);
-        }
-        if !dir.exists() {
-            hostfs::create_dir_all(&dir).map_err(io(&dir))?;
-            use std::os::unix::fs::PermissionsExt;
-            hostfs::set_permissions(&dir, std::fs::Permissions::from_mode(*mode))
-                .map_err(io(&dir))?;
-            hostfs::chown(&dir, Some(*uid), Some(*gid)).map_err(io(&dir))?;
-            match seed {
-                Some((st, name)) => {
-                    let src = source.as_deref().unwrap_or("/");
-                    self.seed_cache(st, &name, src, &dir)?;
-                }
-                None => self.seed_from_registry(id, &dir),
-            }
-        }
+        let fresh = FreshMount {
+            id,
+            mode: *mode,
+            uid: *uid,
+            gid: *gid,
+            seed: seed.map(|(st, name)| (st, name, source.as_deref().unwrap_or("/"))),
+        };
+        self.seed_under_use_lock(&dir, fresh, res)?;
         let mut src = dir.clone();
         let lock_path = dir.with_extension("lock");
         // A step that mounts one cache twice takes its lock once (flock would deadlock).
@@ -317,6 +318,58 @@ impl Executor<'_> {
             dst: target.clone(),
             ro: *readonly,
         });
+        Ok(())
+    }
+
+    /// Holds the cache directory `dir`'s use lock (`<dir>.use`) shared for the step, after
+    /// creating and seeding it if it is cold. Every step using a cache mount holds that
+    /// lock shared while it runs, whatever its `sharing=`; seeding holds it exclusive,
+    /// taken without waiting: a mount some step is using is not seeded (a seed renamed
+    /// over the directory a running step has mounted would swallow that step's writes),
+    /// and a step arriving while a seed is unpacked waits for it.
+    fn seed_under_use_lock(
+        &self,
+        dir: &std::path::Path,
+        fresh: FreshMount<'_>,
+        res: &mut Resolved,
+    ) -> Result<(), StepFailure> {
+        let io = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| StepFailure::Step(StepError::Io { path, source })
+        };
+        let use_path = dir.with_extension("use");
+        // A step that mounts one cache twice took (and seeded under) it the first time.
+        if res.locked.contains(&use_path) {
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent() {
+            hostfs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        let lock = hostfs::create(&use_path).map_err(io(&use_path))?;
+        let exclusive = lock.try_lock().is_ok();
+        if !exclusive {
+            // In use (it exists, unseeded stays so), or being seeded: wait for the seed.
+            lock.lock_shared().map_err(io(&use_path))?;
+        }
+        if !dir.exists() {
+            hostfs::create_dir_all(dir).map_err(io(dir))?;
+            use std::os::unix::fs::PermissionsExt;
+            hostfs::set_permissions(dir, std::fs::Permissions::from_mode(fresh.mode))
+                .map_err(io(dir))?;
+            hostfs::chown(dir, Some(fresh.uid), Some(fresh.gid)).map_err(io(dir))?;
+            if let (true, Some((st, name, src))) = (exclusive, &fresh.seed) {
+                self.seed_cache(st, name, src, dir)?;
+            }
+        }
+        if exclusive && fresh.seed.is_none() {
+            self.seed_from_registry(fresh.id, dir);
+        }
+        if exclusive {
+            // flock(2) converts the exclusive lock in place.
+            lock.lock_shared().map_err(io(&use_path))?;
+        }
+        res.locks.push(lock);
+        res.locked.push(use_path);
         Ok(())
     }
 
