@@ -315,19 +315,26 @@ mod tests {
             ("d/edit", "abXd"),
             ("n", "n"),
         ]);
-        let patched = tempfile::tempdir().unwrap();
-        unpack(io::Cursor::new(old.clone()), patched.path(), &opts(false)).unwrap();
-        let known = super::super::index::EntryIndex::of_tar(io::Cursor::new(old)).unwrap();
-        let with_index = UnpackOptions {
-            known: Some(std::sync::Arc::new(known)),
-            ..opts(true)
-        };
+        let (patched, with_index) = unpacked_and_indexed(old);
         let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &with_index).unwrap();
         assert_eq!(stats.unchanged, 1, "{stats:?}");
         assert_eq!(stats.bytes, 5, "only d/edit and n are written: {stats:?}");
         let fresh = tempfile::tempdir().unwrap();
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
+
+    /// The tree of the layer `old` and unpack options that patch it with `old` as the
+    /// known previous layer.
+    fn unpacked_and_indexed(old: Vec<u8>) -> (tempfile::TempDir, UnpackOptions) {
+        let tree = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(old.clone()), tree.path(), &opts(false)).unwrap();
+        let known = super::super::index::EntryIndex::of_tar(io::Cursor::new(old)).unwrap();
+        let with_index = UnpackOptions {
+            known: Some(std::sync::Arc::new(known)),
+            ..opts(true)
+        };
+        (tree, with_index)
     }
 
     /// An entry the old layer had exactly so is left alone only while the tree still
@@ -345,13 +352,7 @@ mod tests {
         old.truncate(old.len() - 1024); // no end marker yet
         old.extend(tar_of(&[("r/", ""), ("p/q", "same")]));
         let new = tar_of(&[("p/", ""), ("p/q", "same"), ("r/", "")]);
-        let patched = tempfile::tempdir().unwrap();
-        unpack(io::Cursor::new(old.clone()), patched.path(), &opts(false)).unwrap();
-        let known = super::super::index::EntryIndex::of_tar(io::Cursor::new(old)).unwrap();
-        let with_index = UnpackOptions {
-            known: Some(std::sync::Arc::new(known)),
-            ..opts(true)
-        };
+        let (patched, with_index) = unpacked_and_indexed(old);
         unpack(io::Cursor::new(new.clone()), patched.path(), &with_index).unwrap();
         let fresh = tempfile::tempdir().unwrap();
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();

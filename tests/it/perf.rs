@@ -39,6 +39,20 @@ fn build_id(k: &Keel, ctx: &Path, extra: &[&str]) -> String {
 }
 
 /// The two listings agree; otherwise the lines that differ are shown.
+/// `keel -v build -t out CTX`, which must succeed: its output and its `-v` log.
+fn verbose_build(k: &Keel, ctx: &Path, what: &str) -> (std::process::Output, String) {
+    let out = k
+        .cmd()
+        .args(["-v", "build", "-t", "out"])
+        .arg(ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    crate::common::assert_success(&out, what);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out, log)
+}
+
 fn same_listing(want: &str, have: &str, what: &str) {
     let w: std::collections::BTreeSet<&str> = want.lines().collect();
     let h: std::collections::BTreeSet<&str> = have.lines().collect();
@@ -153,15 +167,7 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         std::os::unix::fs::PermissionsExt::from_mode(0o644),
     )
     .unwrap();
-    let out = k
-        .cmd()
-        .args(["-v", "build", "-t", "out"])
-        .arg(&ctx)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    crate::common::assert_success(&out, "the one-file rebuild");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let (out, log) = verbose_build(&k, &ctx, "the one-file rebuild");
     assert!(
         log.contains("patching the cached tree of the previous layer"),
         "the rebuild did not take the incremental path:\n{log}"
@@ -238,15 +244,7 @@ fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
     }
     assert_eq!(hit, 1, "the COPY layer's blob was not found");
     std::fs::write(ctx.join("app/a.txt"), "A\n").unwrap();
-    let out = k
-        .cmd()
-        .args(["-v", "build", "-t", "out"])
-        .arg(&ctx)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    crate::common::assert_success(&out, "the rebuild over a corrupted blob");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let (out, log) = verbose_build(&k, &ctx, "the rebuild over a corrupted blob");
     assert!(log.contains("from_old_blob="), "not derived:\n{log}");
     let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert_eq!(k.ok(&["run", "--rm", "out", "cat", "/both"]), "A\nb\n");

@@ -155,23 +155,8 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
         v
     };
     // The container's command sleeps and carries the mark (its processes are found by it).
-    let sleeper = format!("sleep 1000; echo {}", mark(k));
-    // `run FLAGS -e MARK --name c1 bb sh -c SLEEPER`
-    let run = |flags: &[&str]| {
-        let mut v = s(&["run"]);
-        v.extend(s(flags));
-        v.extend(s(&[
-            "-e",
-            &env_mark(k),
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &sleeper,
-        ]));
-        v
-    };
+    let sleeper = sleeper(k);
+    let run = |flags: &[&str]| run_sleeper(k, flags);
     match area {
         "build" => build(&["--no-cache"]),
         "build-incremental" => {
@@ -515,6 +500,25 @@ fn after_gc(k: &Keel, case: &Case, what: &str, ids: &BTreeSet<String>) {
     }
 }
 
+/// A command that sleeps and carries the mark.
+fn sleeper(k: &Keel) -> String {
+    format!("sleep 1000; echo {}", mark(k))
+}
+
+/// `run FLAGS -e MARK --name c1 bb sh -c SLEEPER`: a container whose command sleeps and
+/// carries the mark (its processes are found by it).
+fn run_sleeper(k: &Keel, flags: &[&str]) -> Vec<String> {
+    let sleeper = sleeper(k);
+    let mark_env = env_mark(k);
+    let tail = ["-e", &mark_env, "--name", "c1", "bb", "sh", "-c", &sleeper];
+    ["run"]
+        .iter()
+        .chain(flags)
+        .chain(&tail)
+        .map(|x| x.to_string())
+        .collect()
+}
+
 /// The same command succeeds after the cleanup (and a built image runs).
 fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
     let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -523,18 +527,8 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
     }
     if matches!(case.area, "exec" | "rm") {
         // gc removed the container (or the test did): start it again.
-        k.ok(&[
-            "run",
-            "-d",
-            "-e",
-            &env_mark(k),
-            "--name",
-            "c1",
-            "bb",
-            "sh",
-            "-c",
-            &format!("sleep 1000; echo {}", mark(k)),
-        ]);
+        let again = run_sleeper(k, &["-d"]);
+        k.ok(&again.iter().map(String::as_str).collect::<Vec<_>>());
         if case.area == "exec" {
             args = vec!["exec", "c1", "true"];
         }
