@@ -277,7 +277,7 @@ fn external(args: Vec<std::ffi::OsString>, ctx: &Ctx) -> anyhow::Result<i32> {
 
 /// The error and its causes on one line, each cause once (many library errors already
 /// quote their source in their own message).
-fn error_text(e: &anyhow::Error) -> String {
+pub(crate) fn error_text(e: &anyhow::Error) -> String {
     let mut msg = String::new();
     for cause in e.chain() {
         let s = cause.to_string();

@@ -541,10 +541,27 @@ fn wait_exited(containers: &Containers, c: &ContainerConfig, limit: Duration) ->
     }
 }
 
+/// Runs `one` for every named container and prints each name it did, as docker and podman
+/// do for stop, kill, rm, start and restart: a name that fails is reported and the others
+/// are still done; the exit status is 1 when any failed.
+fn for_each_container(names: &[String], mut one: impl FnMut(&str) -> Result<()>) -> Result<i32> {
+    let mut failed = false;
+    for name in names {
+        match one(name) {
+            Ok(()) => outln!("{name}")?,
+            Err(e) => {
+                errln!("keel: error: {}", super::error_text(&e));
+                failed = true;
+            }
+        }
+    }
+    Ok(i32::from(failed))
+}
+
 pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    for name in &a.containers {
+    for_each_container(&a.containers, |name| {
         let c = containers.find(name)?;
         // Only a process provably keel's is signalled (a stale pid may be anyone's now).
         let st = containers.refresh(&c)?;
@@ -558,9 +575,8 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
                 wait_exited(&containers, &c, Duration::from_secs(30));
             }
         }
-        outln!("{name}")?;
-    }
-    Ok(0)
+        Ok(())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -576,7 +592,7 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
     let sig = signal_number(&a.signal)?;
-    for name in &a.containers {
+    for_each_container(&a.containers, |name| {
         let c = containers.find(name)?;
         let st = containers.refresh(&c)?;
         if st.status == Status::Running {
@@ -585,9 +601,8 @@ pub fn kill(a: KillArgs, ctx: &Ctx) -> Result<i32> {
         if st.status != Status::Running || !st.signal(sig)? {
             bail!("container {name} is not running");
         }
-        outln!("{name}")?;
-    }
-    Ok(0)
+        Ok(())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -602,7 +617,7 @@ pub struct RmArgs {
 pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    for name in &a.containers {
+    for_each_container(&a.containers, |name| {
         let c = containers.find(name)?;
         let st = containers.refresh(&c)?;
         // A supervisor waiting to restart it (--restart) must not bring it back.
@@ -629,8 +644,7 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
             }
         }
         if containers.find(&c.id).is_err() {
-            outln!("{name}")?;
-            continue; // it was --rm and is gone already
+            return Ok(()); // it was --rm and is gone already
         }
         crate::fault::point("rm.stopped");
         launch::reclaim_runtime(store.root(), &c)?;
@@ -648,9 +662,8 @@ pub fn rm(a: RmArgs, ctx: &Ctx) -> Result<i32> {
         for v in anonymous {
             let _ = volumes.remove(&v, &containers);
         }
-        outln!("{name}")?;
-    }
-    Ok(0)
+        Ok(())
+    })
 }
 
 #[derive(Debug, Args)]
@@ -860,11 +873,7 @@ fn start_one(store: &crate::store::Store, containers: &Containers, name: &str) -
 pub fn start(a: StartArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    for name in &a.containers {
-        start_one(&store, &containers, name)?;
-        outln!("{name}")?;
-    }
-    Ok(0)
+    for_each_container(&a.containers, |name| start_one(&store, &containers, name))
 }
 
 #[derive(Debug, Args)]
@@ -879,7 +888,7 @@ pub struct RestartArgs {
 pub fn restart(a: RestartArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     let containers = Containers::new(store.root());
-    for name in &a.containers {
+    for_each_container(&a.containers, |name| {
         let c = containers.find(name)?;
         containers.mark_stopped_by_user(&c.id)?;
         let st = containers.refresh(&c)?;
@@ -897,10 +906,8 @@ pub fn restart(a: RestartArgs, ctx: &Ctx) -> Result<i32> {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
-        start_one(&store, &containers, name)?;
-        outln!("{name}")?;
-    }
-    Ok(0)
+        start_one(&store, &containers, name)
+    })
 }
 
 #[derive(Debug, Args)]

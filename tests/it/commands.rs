@@ -521,3 +521,37 @@ fn concurrent_builds_get_their_own_logs_and_log_file() {
             .contains("doomed")
     );
 }
+
+/// `stop`, `kill`, `rm` with several names go on past one that fails, as docker's and
+/// podman's do: the others are done and printed, the failure is named on stderr, and the
+/// exit status is 1.
+#[test]
+fn a_failing_name_does_not_stop_the_others() {
+    require!(is_root(), "keel run needs root");
+    let k = with_busybox();
+    for name in ["one", "two"] {
+        k.ok(&["run", "-d", "--name", name, "bb", "sleep", "1000"]);
+    }
+    let multi = |args: &[&str]| {
+        let out = k.cmd().args(args).output().unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, out, err) = multi(&["stop", "-t", "1", "one", "nosuch", "two"]);
+    assert_eq!((code, out.as_str()), (Some(1), "one\ntwo\n"), "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(
+        (status(&k, "one"), status(&k, "two")),
+        ("exited".into(), "exited".into())
+    );
+    let (code, out, err) = multi(&["kill", "one", "nosuch"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        err.contains("one is not running") && err.contains("nosuch"),
+        "{err}"
+    );
+    let (code, out, err) = multi(&["rm", "nosuch", "one", "two"]);
+    assert_eq!((code, out.as_str()), (Some(1), "one\ntwo\n"), "{err}");
+    assert!(err.contains("nosuch"), "{err}");
+    assert_eq!(k.ok(&["ps", "-a", "-q"]), "");
+}
