@@ -23,6 +23,9 @@ pub const POINTS: &[&str] = &[
     "store.index-temp",
     // A layer is being unpacked into the storage cache (temp dir, not renamed).
     "storage.unpack-partial",
+    // A RUN step's overlay was detached from the mount table while a handle held it (its
+    // superblock is taken down on another thread), before its upper dir is moved.
+    "storage.unmount-deferred",
     // A build step's overlay upper dir was moved into a temp layer-cache entry (to become
     // the committed layer's unpacked tree), not yet settled, marked or renamed.
     "storage.keep-layer-moved",

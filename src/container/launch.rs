@@ -475,12 +475,20 @@ impl Prepared {
                 return result;
             }
             let code = result.as_ref().map(|c| *c).unwrap_or(125);
-            let mut st = containers
-                .state(&self.config.id)
-                .unwrap_or_else(|_| ContainerState::created());
-            st.status = Status::Exited;
-            st.exit_code = Some(code);
-            st.finished = Some(rfc3339(std::time::SystemTime::now()));
+            if self.request.rm && foreground {
+                // Nothing but this process can ask for the exit status of a foreground
+                // `--rm` container, and its record goes now: recording it as exited
+                // first is one more rewrite (and, on ext4 with `discard`, one more
+                // synchronous discard) for a state no one reads, unless removal fails.
+                if let Err(e) = self.remove_all() {
+                    let _ = containers
+                        .set_state(&self.config.id, &exited(&containers, &self.config.id, code));
+                    return Err(e);
+                }
+                self.published.clear();
+                return result;
+            }
+            let mut st = exited(&containers, &self.config.id, code);
             let again = result.is_ok()
                 && self.validated.restart.restarts(
                     code,
@@ -659,7 +667,14 @@ impl Prepared {
             start_proxy(published, container.pid)?
         };
         on_started(container.pid);
-        let _ = self.lease.release_container(&self.config.id);
+        if !(foreground && self.request.rm) {
+            // The record owns the container from now on. A foreground `--rm` container
+            // stays in this keel's lease until it is removed instead: its whole life is
+            // this process, and should it die, the dead lease has the container removed,
+            // which is what `--rm` asks (the rewrite saved is a lease file that would
+            // otherwise reach the disk and be discarded when it goes).
+            let _ = self.lease.release_container(&self.config.id);
+        }
         crate::fault::point("run.container-running");
         let (exit, all_ended) = container.wait_all()?;
         self.all_ended = all_ended;
@@ -679,6 +694,17 @@ impl Prepared {
         }
         Ok(exit.code)
     }
+}
+
+/// Container `id`'s recorded state, marked as exited with `code` now.
+fn exited(containers: &Containers, id: &str, code: i32) -> ContainerState {
+    let mut st = containers
+        .state(id)
+        .unwrap_or_else(|_| ContainerState::created());
+    st.status = Status::Exited;
+    st.exit_code = Some(code);
+    st.finished = Some(rfc3339(std::time::SystemTime::now()));
+    st
 }
 
 /// Starts the port proxy of a container whose first process is `pid`. The sockets must be

@@ -431,14 +431,31 @@ pub(crate) fn teardown_with(dir: &Path, scan: Scan) -> Result<()> {
     }
 }
 
-/// The first half of [`teardown`]: kills what runs in `dir/rootfs` and unmounts
-/// everything at or below `dir`. Returns `dir` resolved, or None when it does not exist.
-pub(crate) fn unmount_below(dir: &Path) -> Result<Option<PathBuf>> {
-    unmount_below_with(dir, Scan::Kill)
+/// The first half of [`teardown`]: kills what runs in `dir/rootfs` (unless `scan` is
+/// [`Scan::Skip`]) and unmounts everything at or below `dir`. Returns `dir` resolved, or
+/// None when it does not exist.
+fn unmount_below_with(dir: &Path, scan: Scan) -> Result<Option<PathBuf>> {
+    Ok(detach_below(dir, scan, false)?.map(|(real, _)| real))
 }
 
-/// [`unmount_below`]; with [`Scan::Skip`] without the `/proc/*/root` scan.
-fn unmount_below_with(dir: &Path, scan: Scan) -> Result<Option<PathBuf>> {
+/// The mounts at or below `dir` detached as [`unmount_below_with`] does, but each pinned
+/// first (`sys::mount::pin`): they are gone from the mount table when this returns, and
+/// the kernel finishes taking them down when the returned handles are closed. Lets a
+/// build hand that work (the eviction of everything a RUN step's overlay cached) to
+/// another thread while it goes on. Returns `dir` resolved, or None when it is missing.
+pub(crate) fn detach_pinned(
+    dir: &Path,
+    scan: Scan,
+) -> Result<Option<(PathBuf, Vec<std::os::fd::OwnedFd>)>> {
+    detach_below(dir, scan, true)
+}
+
+/// [`unmount_below_with`], pinning each mount before detaching it when `pin` says so.
+fn detach_below(
+    dir: &Path,
+    scan: Scan,
+    pin: bool,
+) -> Result<Option<(PathBuf, Vec<std::os::fd::OwnedFd>)>> {
     if scan == Scan::Kill {
         crate::runtime::reclaim::kill_rooted_in(&dir.join("rootfs"));
     }
@@ -459,7 +476,12 @@ fn unmount_below_with(dir: &Path, scan: Scan) -> Result<Option<PathBuf>> {
         .collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
     points.dedup();
+    let mut pins = Vec::new();
     for p in &points {
+        // Unpinned when it cannot be opened: then the detach below does all the work.
+        if let Some(fd) = pin.then(|| crate::sys::mount::pin(p).ok()).flatten() {
+            pins.push(fd);
+        }
         // A stacked mount point appears once per mount; detaching twice fails harmlessly.
         let _ = crate::sys::mount::umount_detach(p);
     }
@@ -473,7 +495,7 @@ fn unmount_below_with(dir: &Path, scan: Scan) -> Result<Option<PathBuf>> {
             source: io::Error::other("still mounted; refusing to delete below it"),
         });
     }
-    Ok(Some(real))
+    Ok(Some((real, pins)))
 }
 
 /// Deletes the directory tree `path`; btrfs subvolumes where keel makes them go with one

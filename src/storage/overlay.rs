@@ -28,6 +28,15 @@ use crate::sys::fs as sysfs;
 
 pub struct OverlayDriver {
     storage: PathBuf,
+    /// Threads closing the last handles on RUN snapshots' detached overlays
+    /// ([`OverlayDriver::keep_as_layer`]); joined before the next mount and on drop.
+    releasing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for OverlayDriver {
+    fn drop(&mut self) {
+        self.settle();
+    }
 }
 
 impl OverlayDriver {
@@ -37,7 +46,38 @@ impl OverlayDriver {
             .map_err(StorageError::io("creating", storage))?;
         Ok(OverlayDriver {
             storage: storage.to_path_buf(),
+            releasing: Default::default(),
         })
+    }
+
+    /// Waits until every overlay detached by `keep_as_layer` is taken down. Called before
+    /// each mount: an overlay whose upper dir became a layer tree must be gone before
+    /// that tree is mounted as a lower dir (the kernel would warn that it is in use, and
+    /// two live overlays sharing it is undefined behaviour), and when the build ends.
+    fn settle(&self) {
+        let pending =
+            std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in pending {
+            let _ = t.join();
+        }
+    }
+
+    /// Closes `pins` (handles on detached overlays) on another thread, so the kernel's
+    /// eviction of what they cached overlaps with the build's next work. Closed here when
+    /// no thread can be started.
+    fn release(&self, pins: Vec<std::os::fd::OwnedFd>) {
+        if pins.is_empty() {
+            return;
+        }
+        let spawned = std::thread::Builder::new()
+            .name("keel-unmount".into())
+            .spawn(move || drop(pins));
+        if let Ok(t) = spawned {
+            self.releasing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(t);
+        }
     }
 
     /// Unpacks `layer` into the cache unless it is there (verifying its diff_id); returns
@@ -139,7 +179,12 @@ impl Snapshotter for OverlayDriver {
         changes: &[Change],
         opts: &PackOptions,
     ) -> Result<bool> {
-        super::unmount_below(&snap.dir)?;
+        // Detached now, taken down on another thread (`release`): after a RUN step that
+        // walked many files that is the slowest part of an unmount (issue 14).
+        if let Some((_, pins)) = super::detach_pinned(&snap.dir, super::Scan::Kill)? {
+            crate::fault::point("storage.unmount-deferred");
+            self.release(pins);
+        }
         let upper = snap.dir.join("upper");
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         build_cached(&self.storage, &dest, "layer", |tree| {
@@ -219,6 +264,7 @@ impl OverlayDriver {
         layers: &[LayerBlob],
         volatile: bool,
     ) -> Result<Snapshot> {
+        self.settle();
         let mut trees = Vec::with_capacity(layers.len());
         let mut unpacked = 0;
         for l in layers {

@@ -53,6 +53,7 @@ const CASES: &[Case] = &[
     c("build", "build.run-started", 1),
     c("build", "store.blob-temp", 2),
     c("build", "store.blob-stored", 2),
+    c("build", "storage.unmount-deferred", 1),
     c("build", "storage.keep-layer-moved", 1),
     c("build", "build.step-done", 2),
     c("build", "store.blob-stored", 3),
