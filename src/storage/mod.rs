@@ -126,12 +126,15 @@ pub trait Snapshotter: Send + Sync {
     /// layer just committed from `changes` with `opts`, so the next step does not extract
     /// it again. False when the driver cannot (the layer is unpacked when needed). The
     /// snapshot is unmounted either way and is only good for `remove` afterwards.
+    /// `unused`: no process can still be in the snapshot (none ran in it, or its
+    /// container's PID namespace init was reaped), so no host process is looked at.
     fn keep_as_layer(
         &self,
         _snap: &Snapshot,
         _diff_id: &Digest,
         _changes: &[Change],
         _opts: &PackOptions,
+        _unused: bool,
     ) -> Result<bool> {
         Ok(false)
     }

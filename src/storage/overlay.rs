@@ -178,10 +178,15 @@ impl Snapshotter for OverlayDriver {
         diff_id: &Digest,
         changes: &[Change],
         opts: &PackOptions,
+        unused: bool,
     ) -> Result<bool> {
+        let scan = match unused {
+            true => super::Scan::Skip,
+            false => super::Scan::Kill,
+        };
         // Detached now, taken down on another thread (`release`): after a RUN step that
         // walked many files that is the slowest part of an unmount (issue 14).
-        if let Some((_, pins)) = super::detach_pinned(&snap.dir, super::Scan::Kill)? {
+        if let Some((_, pins)) = super::detach_pinned(&snap.dir, scan)? {
             crate::fault::point("storage.unmount-deferred");
             self.release(pins);
         }

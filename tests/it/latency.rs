@@ -306,8 +306,9 @@ fn a_no_op_rebuild_stats_each_file_once_and_reads_none() {
 /// A RUN step's overlay is detached while an `O_PATH` handle pins it, and that handle is
 /// closed by another thread: the kernel's eviction of what the step's walk cached (35–60
 /// ms after `find` over 10,000 files on the project machine, in the step's `umount2`
-/// before) overlaps the build's next work. Nothing stays mounted under the root, and the
-/// image is what the step made.
+/// before) overlaps the build's next work. No host process is looked at (the step's PID
+/// namespace ended with its init), nothing stays mounted under the root, and the image is
+/// what the step made.
 #[test]
 fn a_run_steps_overlay_is_taken_down_off_the_build_thread() {
     crate::require!(crate::common::is_root(), "needs root");
@@ -359,6 +360,9 @@ fn a_run_steps_overlay_is_taken_down_off_the_build_thread() {
         tid(umount),
         "the detached overlay was taken down on the build's thread:\n{log}"
     );
+    // The step's init was reaped: nothing can be left in its rootfs to look for.
+    let scan = roots_scanned(&calls);
+    assert_eq!(scan, 0, "the RUN step's teardown scanned /proc/PID/root of {scan} processes although its PID namespace had ended:\n{log}");
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let root = k.root().to_string_lossy().into_owned();
     assert!(

@@ -476,7 +476,8 @@ impl Executor<'_> {
     /// Commits what changed in `snap` as one layer (`None` when nothing did), then keeps
     /// the snapshot's writes as that layer's unpacked tree where the driver can, so the
     /// next step mounts it without extracting the tar just written (issue 14). `snap` is
-    /// only good for removal afterwards.
+    /// only good for removal afterwards. Unless a RUN's processes may outlive it (`live`:
+    /// chroot, oci, an init that did not end normally), no host process is looked at.
     pub(super) fn commit_kept(&self, snap: &Snapshot) -> Result<Option<StoredLayer>, StepFailure> {
         let changes = self.snapshotter.changes(snap)?;
         if changes.is_empty() {
@@ -491,10 +492,13 @@ impl Executor<'_> {
             .map_err(StepError::from)?;
         let layer = step::stored(blob)?;
         // Only a shortcut: when it fails the layer is extracted when needed, as before.
-        match self
-            .snapshotter
-            .keep_as_layer(snap, &layer.diff_id, &changes, &opts)
-        {
+        match self.snapshotter.keep_as_layer(
+            snap,
+            &layer.diff_id,
+            &changes,
+            &opts,
+            !self.live.get(),
+        ) {
             Ok(kept) => tracing::debug!(kept, diff_id = %layer.diff_id, "layer tree kept"),
             Err(e) => tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id),
         }
