@@ -66,6 +66,21 @@ done
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/noop.json" "${args[@]}" >/dev/null
 table "no-op rebuild, 10,000 files (goal ≤ 25 ms median)" "$work/noop.json"
 
+# keel's teardown frees disk blocks (the snapshot's and record's directories), runc's run
+# of a bundle none; on ext4 mounted with `discard` each free waits for the disk, and that
+# wait moves 50× from one minute to the next here (docs/performance.md, Session 7), so
+# the run says what it was.
+python3 - "$work" <<'PY'
+import os, statistics, sys, time
+ts = []
+for i in range(10):
+    d = os.path.join(sys.argv[1], "discard-probe-%d" % i)
+    os.mkdir(d)
+    t = time.perf_counter()
+    os.rmdir(d)
+    ts.append((time.perf_counter() - t) * 1000)
+print(f"disk: rmdir of a fresh directory (frees one block), median {statistics.median(ts):.2f} ms, max {max(ts):.2f} ms\n")
+PY
 args=()
 for side in "${sides[@]}"; do
   args+=(-n "$side: keel run --rm bb /bin/true" "${!side} --root $work/r-$side run --rm bb /bin/true")
