@@ -81,18 +81,35 @@ for i in range(10):
     ts.append((time.perf_counter() - t) * 1000)
 print(f"disk: rmdir of a fresh directory (frees one block), median {statistics.median(ts):.2f} ms, max {max(ts):.2f} ms\n")
 PY
-args=()
+# Alternating rounds (old, new, runc; then the other way round), not one command's runs
+# after another's: the disk's latency drifts within a minute (above), and hyperfine's
+# blocks would each see a different disk. Wall time and CPU (user + sys of the command
+# and its children), medians.
+start=("runc run (same rootfs)=runc run --bundle $work/bundle bench-latency")
 for side in "${sides[@]}"; do
-  args+=(-n "$side: keel run --rm bb /bin/true" "${!side} --root $work/r-$side run --rm bb /bin/true")
+  start=("$side: keel run --rm bb /bin/true=${!side} --root $work/r-$side run --rm bb /bin/true" "${start[@]}")
 done
-args+=(-n "runc run (same rootfs)" "runc run --bundle $work/bundle bench-latency")
-hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/start.json" "${args[@]}" >/dev/null
-table "container start (goal ≤ 0.5× runc)" "$work/start.json"
-python3 - "$work/start.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))["results"]
-runc = r[-1]["median"]
-for x in r[:-1]:
-    print(f"{x['command']}: {x['median'] / runc:.2f}× runc (medians)")
+python3 - "$runs" "${start[@]}" <<'PY'
+import resource, statistics, subprocess, sys, time
+runs, cmds = int(sys.argv[1]), [a.split("=", 1) for a in sys.argv[2:]]
+res = {n: [] for n, _ in cmds}
+for i in range(5 + runs):  # the first five rounds warm up
+    for n, c in (cmds if i % 2 == 0 else cmds[::-1]):
+        r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        subprocess.run(c.split(), check=True, stdout=subprocess.DEVNULL)
+        wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
+        if i >= 5:
+            res[n].append((wall * 1000, cpu * 1000))
+print("### container start (goal ≤ 0.5× runc)\n")
+print("| command | median | p25 | min | CPU median |\n|---|---:|---:|---:|---:|")
+med = {n: statistics.median(w for w, _ in v) for n, v in res.items()}
+for n, v in res.items():
+    w = sorted(x for x, _ in v)
+    print(f"| {n} | {med[n]:.1f} ms | {statistics.quantiles(w, n=4)[0]:.1f} ms | {w[0]:.1f} ms | {statistics.median(c for _, c in v):.1f} ms |")
+print()
+runc = med[cmds[-1][0]]
+for n, _ in cmds[:-1]:
+    print(f"{n}: {med[n] / runc:.2f}× runc (medians)")
 PY
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
