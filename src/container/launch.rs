@@ -476,17 +476,7 @@ impl Prepared {
             }
             let code = result.as_ref().map(|c| *c).unwrap_or(125);
             if self.request.rm && foreground {
-                // Nothing but this process can ask for the exit status of a foreground
-                // `--rm` container, and its record goes now: recording it as exited
-                // first is one more rewrite (and, on ext4 with `discard`, one more
-                // synchronous discard) for a state no one reads, unless removal fails.
-                if let Err(e) = self.remove_all() {
-                    let _ = containers
-                        .set_state(&self.config.id, &exited(&containers, &self.config.id, code));
-                    return Err(e);
-                }
-                self.published.clear();
-                return result;
+                return self.remove_foreground(&containers, code, result);
             }
             let mut st = exited(&containers, &self.config.id, code);
             let again = result.is_ok()
@@ -517,6 +507,25 @@ impl Prepared {
             self.published.clear();
             return result;
         }
+    }
+
+    /// The end of a foreground `--rm` run: the record goes at once. Nothing but this
+    /// process can ask for the exit status, so it is not first rewritten as exited (one
+    /// more rewrite, and on ext4 mounted with `discard` one more synchronous discard, for
+    /// a state no one reads) — unless the removal fails and the record stays.
+    fn remove_foreground(
+        &mut self,
+        containers: &Containers,
+        code: i32,
+        result: Result<i32, LaunchError>,
+    ) -> Result<i32, LaunchError> {
+        if let Err(e) = self.remove_all() {
+            let st = exited(containers, &self.config.id, code);
+            let _ = containers.set_state(&self.config.id, &st);
+            return Err(e);
+        }
+        self.published.clear();
+        result
     }
 
     fn remove_all(&self) -> Result<(), LaunchError> {

@@ -343,14 +343,8 @@ fn a_run_steps_overlay_is_taken_down_off_the_build_thread() {
     assert!(pin.line.contains("O_NOFOLLOW"), "not a pin: {}", pin.line);
     assert_eq!(tid(pin), tid(umount), "pinned on another thread:\n{log}");
     // No other close can take that fd number while the pin holds it: the first is its own.
-    let fd = pin
-        .line
-        .rsplit_once("= ")
-        .unwrap()
-        .1
-        .split('<')
-        .next()
-        .unwrap();
+    let fd = pin.line.rsplit_once("= ").unwrap().1;
+    let fd = fd.split('<').next().unwrap();
     let close = calls[at..]
         .iter()
         .find(|c| c.name == "close" && c.line.contains(&format!("close({fd}<")))
