@@ -113,6 +113,9 @@ pub struct UnpackStats {
     /// What the tree holds now, counted from the stream (`layer::tally`): when the
     /// stream was simple enough to tell.
     pub summary: Option<super::tally::Summary>,
+    /// With `known`: the index of the stream unpacked (`EntryIndex::of_tar` of it, but for
+    /// entries a whiteout named first, which it leaves out).
+    pub index: Option<Box<EntryIndex>>,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -162,6 +165,11 @@ pub fn unpack_tree(
         parent: None,
         tally: super::tally::Tally::default(),
         reshaped: false,
+        built: opts
+            .known
+            .as_ref()
+            .filter(|_| opts.reuse)
+            .map(|k| EntryIndex::with_capacity(k.len())),
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -185,6 +193,7 @@ pub fn unpack_tree(
         );
     }
     u.stats.summary = std::mem::take(&mut u.tally).finish();
+    u.stats.index = u.built.take().map(|b| Box::new(b.matchable()));
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -266,6 +275,9 @@ struct Unpacker<'t, 'o> {
     /// A directory or symlink was removed from the tree in this stream, so a path may no
     /// longer lead where the old layer's unpack put it: `unchanged` looks again.
     reshaped: bool,
+    /// With `known`: the index of this stream, from the fingerprints `unchanged` takes
+    /// anyway (stored beside the tree for the layer's next version).
+    built: Option<EntryIndex>,
 }
 
 impl Unpacker<'_, '_> {
@@ -313,6 +325,9 @@ impl Unpacker<'_, '_> {
         // Named for the first time in this stream: only then can the tree's file at
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
+        if let Some(b) = self.built.as_mut().filter(|_| !first) {
+            b.note_again(&rel);
+        }
         self.touch(&rel);
         if !is_whiteout {
             let size = entry.size();
@@ -565,7 +580,15 @@ impl Unpacker<'_, '_> {
         let Some(known) = self.opts.known.as_ref().filter(|_| self.opts.reuse) else {
             return Ok(false);
         };
-        let fp = index::fingerprint_with(entry, body)?;
+        let content: index::ContentDigest = <sha2::Sha256 as sha2::Digest>::digest(body).into();
+        let fp = index::fingerprint_of(entry, &content)?;
+        if let Some(b) = self.built.as_mut() {
+            let span = index::Span {
+                offset: entry.raw_file_position(),
+                len: body.len() as u64,
+            };
+            b.note(rel, fp, (kind == Kind::File).then_some((content, span)));
+        }
         if !known.has(rel, &fp) {
             return Ok(false);
         }

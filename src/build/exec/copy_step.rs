@@ -385,11 +385,10 @@ impl Executor<'_> {
                     }
                     _ => self.content_input(ctx, f, hash)?,
                 };
-                if let (FileKind::File, Some(d)) = (f.kind, crate::digest::parse(&content)) {
-                    let mut raw = [0u8; 32];
-                    if hex::decode_to_slice(crate::digest::hex_of(&d), &mut raw).is_ok() {
-                        digests.insert(f.rel.clone(), raw);
-                    }
+                let raw =
+                    crate::digest::parse(&content).and_then(|d| crate::digest::raw_sha256(&d));
+                if let (FileKind::File, Some(raw)) = (f.kind, raw) {
+                    digests.insert(f.rel.clone(), raw);
                 }
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
@@ -480,6 +479,7 @@ impl Executor<'_> {
         prior: &Prior<'_>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let base = prior.base;
+        let mut old = None;
         let cached = prior.same.as_ref().is_some_and(|d| {
             crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
         });
@@ -488,9 +488,12 @@ impl Executor<'_> {
                 tracing::debug!("the layer's tree is cached already: not unpacked again");
                 None
             }
-            false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
+            false => {
+                // Its stored index is read before `pending_layer` takes the old tree away.
+                old = base.and_then(|b| self.old_blob(b));
+                self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?
+            }
         };
-        let old = base.and_then(|b| self.old_blob(b));
         let mut sinks = step::CopySinks::default();
         let tree = pending.as_ref().map(|p| p.tree());
         if let (Some(p), Some(t)) = (&pending, &tree) {
@@ -517,6 +520,9 @@ impl Executor<'_> {
             return Ok(None);
         };
         if let (Some(p), Some(stats)) = (pending, whole) {
+            if let Some(index) = stats.index {
+                store_index(&p, &layer.diff_id, &index);
+            }
             if let Err(e) = p.keep(&layer.diff_id, stats.summary) {
                 tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
             }
@@ -537,10 +543,19 @@ impl Executor<'_> {
         if Compression::sniff(&head) != Compression::None {
             return None;
         }
-        std::io::Seek::rewind(&mut f).ok()?;
-        let index = EntryIndex::of_tar(f).ok()?;
+        let entry =
+            crate::storage::overlay::layer_entry(self.snapshotter.storage_root(), &layer.diff_id);
+        let raw = crate::digest::raw_sha256(layer.descriptor.digest())?;
+        let (index, stored) = match EntryIndex::stored(&entry, &raw) {
+            Some(index) => (index, true),
+            None => {
+                std::io::Seek::rewind(&mut f).ok()?;
+                (EntryIndex::of_tar(f).ok()?, false)
+            }
+        };
         tracing::debug!(
             entries = index.len(),
+            stored,
             "indexed the previous layer's entries"
         );
         Some(crate::layer::derive::OldBlob::new(
@@ -868,5 +883,24 @@ mod tests {
         for (src, rel, kind, dest, want) in cases {
             assert_eq!(parents_dest(dest, src, &sel(rel, kind)), want, "{src}");
         }
+    }
+}
+
+/// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
+/// the layer's next version to read instead of indexing the blob again. Best effort: a
+/// missing index only costs that.
+fn store_index(
+    pending: &crate::storage::overlay::PendingLayer,
+    diff_id: &crate::digest::Digest,
+    index: &crate::layer::index::EntryIndex,
+) {
+    let Some(raw) = crate::digest::raw_sha256(diff_id) else {
+        return;
+    };
+    let tree = pending.tree();
+    let Some(entry) = tree.parent() else { return };
+    let path = entry.join(crate::layer::index::STORED);
+    if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
+        tracing::debug!("the layer's entry index was not stored: {e}");
     }
 }
