@@ -819,6 +819,25 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
     }
 }
 
+/// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
+/// the layer's next version to read instead of indexing the blob again. Best effort: a
+/// missing index only costs that.
+fn store_index(
+    pending: &crate::storage::overlay::PendingLayer,
+    diff_id: &crate::digest::Digest,
+    index: &crate::layer::index::EntryIndex,
+) {
+    let Some(raw) = crate::digest::raw_sha256(diff_id) else {
+        return;
+    };
+    let tree = pending.tree();
+    let Some(entry) = tree.parent() else { return };
+    let path = entry.join(crate::layer::index::STORED);
+    if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
+        tracing::debug!("the layer's entry index was not stored: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -883,24 +902,5 @@ mod tests {
         for (src, rel, kind, dest, want) in cases {
             assert_eq!(parents_dest(dest, src, &sel(rel, kind)), want, "{src}");
         }
-    }
-}
-
-/// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
-/// the layer's next version to read instead of indexing the blob again. Best effort: a
-/// missing index only costs that.
-fn store_index(
-    pending: &crate::storage::overlay::PendingLayer,
-    diff_id: &crate::digest::Digest,
-    index: &crate::layer::index::EntryIndex,
-) {
-    let Some(raw) = crate::digest::raw_sha256(diff_id) else {
-        return;
-    };
-    let tree = pending.tree();
-    let Some(entry) = tree.parent() else { return };
-    let path = entry.join(crate::layer::index::STORED);
-    if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
-        tracing::debug!("the layer's entry index was not stored: {e}");
     }
 }
