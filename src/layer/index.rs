@@ -106,6 +106,11 @@ impl EntryIndex {
         self.entries.values().filter(|f| f.is_some()).count()
     }
 
+    /// How many paths the index names (matchable or not).
+    pub fn paths(&self) -> usize {
+        self.entries.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

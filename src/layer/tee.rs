@@ -16,9 +16,9 @@ use super::unpack::{unpack, UnpackOptions, UnpackStats};
 use super::LayerError;
 
 /// How much is handed to the unpacker at a time.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the two sinks (bounded memory: 8 MiB).
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 32;
 /// Used chunks the unpacker hands back for the writer to fill again: fresh memory costs
 /// a page fault per 4 KiB touched (and, in a VM, the host's zeroing of the page).
 const RECYCLED: usize = IN_FLIGHT + 2;

@@ -161,7 +161,9 @@ pub fn unpack_tree(
         opts,
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
-        touched: HashSet::new(),
+        // Sized for the old layer's entries when known: growing a set of 10,000s of
+        // paths rehashes it into fresh memory.
+        touched: HashSet::with_capacity(opts.known.as_ref().map_or(0, |k| k.paths())),
         parent: None,
         tally: super::tally::Tally::default(),
         reshaped: false,
