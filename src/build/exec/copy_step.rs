@@ -385,9 +385,7 @@ impl Executor<'_> {
                     }
                     _ => self.content_input(ctx, f, hash)?,
                 };
-                let raw =
-                    crate::digest::parse(&content).and_then(|d| crate::digest::raw_sha256(&d));
-                if let (FileKind::File, Some(raw)) = (f.kind, raw) {
+                if let (FileKind::File, Some(raw)) = (f.kind, raw_sha256_of(&content)) {
                     digests.insert(f.rel.clone(), raw);
                 }
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
@@ -398,7 +396,7 @@ impl Executor<'_> {
                 };
                 files.insert(
                     format!("{name}:{rel}"),
-                    format!("{:?} {mode:o} {owner} {content}", f.kind),
+                    key_entry(f.kind, mode, owner, &content),
                 );
             }
         }
@@ -686,7 +684,7 @@ fn copy_ops(
     t: &Target,
     owner: Option<Owner>,
 ) -> Result<(Vec<copy::CopyOp>, bool), StepFailure> {
-    let mut groups: Vec<(&str, Vec<Selection>)> = Vec::new();
+    let mut groups: Vec<(&str, Vec<&Selection>)> = Vec::new();
     let mut archives = false;
     for p in placed {
         let path = ctx.path_of(&p.sel.top.rel);
@@ -696,8 +694,8 @@ fn copy_ops(
             continue;
         }
         match groups.last_mut() {
-            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(p.sel.clone()),
-            _ => groups.push((&p.dest, vec![p.sel.clone()])),
+            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(&p.sel),
+            _ => groups.push((&p.dest, vec![&p.sel])),
         }
     }
     let mut ops = Vec::new();
@@ -819,6 +817,34 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
     }
 }
 
+/// The 32 bytes of a `sha256:<hex>` content input (what the stat index gives a file).
+fn raw_sha256_of(content: &str) -> Option<crate::layer::index::ContentDigest> {
+    let mut raw = [0u8; 32];
+    let hex = content.strip_prefix("sha256:")?;
+    hex::decode_to_slice(hex, &mut raw).ok()?;
+    Some(raw)
+}
+
+/// A file's entry in a COPY's key: `<kind as Debug spells it> <mode octal> <owner>
+/// <content>`, written without `format!`'s machinery (10,000s of entries per COPY).
+fn key_entry(kind: FileKind, mode: u32, owner: &str, content: &str) -> String {
+    let kind = match kind {
+        FileKind::File => "File",
+        FileKind::Dir => "Dir",
+        FileKind::Symlink => "Symlink",
+    };
+    let mut out = String::with_capacity(kind.len() + owner.len() + content.len() + 16);
+    out.push_str(kind);
+    out.push(' ');
+    use std::fmt::Write as _;
+    let _ = write!(out, "{mode:o}");
+    out.push(' ');
+    out.push_str(owner);
+    out.push(' ');
+    out.push_str(content);
+    out
+}
+
 /// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
 /// the layer's next version to read instead of indexing the blob again. Best effort: a
 /// missing index only costs that.
@@ -840,6 +866,21 @@ fn store_index(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_entry_is_spelled_as_format_spells_it() {
+        use crate::context::FileKind;
+        for kind in [FileKind::File, FileKind::Dir, FileKind::Symlink] {
+            for mode in [0, 0o7, 0o644, 0o755, 0o4755, 0o777, u32::MAX] {
+                for (owner, content) in [("0:0", "sha256:ab"), ("", ""), ("0:0", "../t")] {
+                    assert_eq!(
+                        super::key_entry(kind, mode, owner, content),
+                        format!("{kind:?} {mode:o} {owner} {content}")
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
