@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
@@ -37,7 +37,9 @@ pub type ContentDigest = [u8; 32];
 /// content digest → where in the tar such content lies.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EntryIndex {
-    entries: HashMap<PathBuf, Option<Fingerprint>>,
+    /// Keyed by the path's bytes: hashing and comparing a `Path` walks its components,
+    /// and paths here are clean (`clean_entry_path`), so bytes compare as paths do.
+    entries: HashMap<Box<[u8]>, Option<Fingerprint>>,
     contents: HashMap<ContentDigest, Span>,
 }
 
@@ -84,8 +86,9 @@ impl EntryIndex {
                 }
                 false => None,
             };
-            if idx.entries.insert(rel.clone(), fp).is_some() {
-                idx.entries.insert(rel, None);
+            let key = key_of(&rel);
+            if idx.entries.insert(key.clone(), fp).is_some() {
+                idx.entries.insert(key, None);
             }
         }
         Ok(idx)
@@ -98,7 +101,7 @@ impl EntryIndex {
 
     /// Whether the old layer had exactly this entry at `rel`.
     pub fn has(&self, rel: &Path, fp: &Fingerprint) -> bool {
-        matches!(self.entries.get(rel), Some(Some(old)) if old == fp)
+        matches!(self.entries.get(rel.as_os_str().as_bytes()), Some(Some(old)) if old == fp)
     }
 
     /// How many entries can be matched.
@@ -128,7 +131,7 @@ impl EntryIndex {
     /// indexed (`unpack` indexing the new version of a layer as it unpacks it), with
     /// where its content lies when it is a regular file.
     pub fn note(&mut self, rel: &Path, fp: Fingerprint, content: Option<(ContentDigest, Span)>) {
-        self.entries.insert(rel.to_path_buf(), Some(fp));
+        self.entries.insert(key_of(rel), Some(fp));
         if let Some((digest, at)) = content {
             self.contents.entry(digest).or_insert(at);
         }
@@ -136,7 +139,7 @@ impl EntryIndex {
 
     /// Records that `rel` is named again: it never matches.
     pub fn note_again(&mut self, rel: &Path) {
-        self.entries.insert(rel.to_path_buf(), None);
+        self.entries.insert(key_of(rel), None);
     }
 
     /// The index without the entries that can never match (they only served to spot a
@@ -172,8 +175,7 @@ impl EntryIndex {
         out.extend_from_slice(blob);
         out.extend_from_slice(&(matchable.len() as u64).to_le_bytes());
         out.extend_from_slice(&(self.contents.len() as u64).to_le_bytes());
-        for (path, fp) in matchable {
-            let bytes = path.as_os_str().as_encoded_bytes();
+        for (bytes, fp) in matchable {
             out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             out.extend_from_slice(bytes);
             out.extend_from_slice(&fp);
@@ -213,7 +215,7 @@ impl EntryIndex {
         };
         for _ in 0..n_entries {
             let len = r.u32()? as usize;
-            let path = PathBuf::from(std::ffi::OsStr::from_bytes(r.take(len)?));
+            let path = Box::from(r.take(len)?);
             idx.entries.insert(path, Some(r.take(32)?.try_into().ok()?));
         }
         for _ in 0..n_contents {
@@ -234,6 +236,11 @@ impl EntryIndex {
         }
         EntryIndex::decode(&bytes, blob)
     }
+}
+
+/// The map key of a (clean) path.
+fn key_of(rel: &Path) -> Box<[u8]> {
+    Box::from(rel.as_os_str().as_bytes())
 }
 
 /// Reads the stored form front to back; `None` past its end.
@@ -359,6 +366,7 @@ fn head<R: Read>(entry: &mut tar::Entry<R>) -> Result<Sha256, LayerError> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+    use std::path::PathBuf;
 
     fn tar_of(files: &[(&str, &str, u64)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

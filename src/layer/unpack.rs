@@ -163,7 +163,9 @@ pub fn unpack_tree(
         dir_times: Vec::new(),
         // Sized for the old layer's entries when known: growing a set of 10,000s of
         // paths rehashes it into fresh memory.
-        touched: HashSet::with_capacity(opts.known.as_ref().map_or(0, |k| k.paths())),
+        touched: Touched(HashSet::with_capacity(
+            opts.known.as_ref().map_or(0, |k| k.paths()),
+        )),
         parent: None,
         tally: super::tally::Tally::default(),
         reshaped: false,
@@ -236,8 +238,30 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Relative paths a layer wrote, and their ancestors, by their bytes: hashing and
+/// comparing a `Path` walks its components, and these paths are clean (made by
+/// `clean_entry_path` and joins of directory listings), so bytes compare as paths do.
+struct Touched(HashSet<Box<[u8]>>);
+
+impl Touched {
+    fn contains(&self, rel: &Path) -> bool {
+        self.0.contains(rel.as_os_str().as_bytes())
+    }
+
+    /// Adds `rel` and each ancestor up to the first one already there.
+    fn insert_with_parents(&mut self, rel: &Path) {
+        let mut p = rel.as_os_str().as_bytes();
+        while !p.is_empty() && self.0.insert(Box::from(p)) {
+            match p.iter().rposition(|&c| c == b'/') {
+                Some(slash) => p = &p[..slash],
+                None => break,
+            }
+        }
+    }
+}
+
 /// In `reuse` mode, after the last entry: removes what the layer did not write.
-fn sweep(dir: &Dir, rel: &Path, touched: &HashSet<PathBuf>) -> Result<(), LayerError> {
+fn sweep(dir: &Dir, rel: &Path, touched: &Touched) -> Result<(), LayerError> {
     for (name, kind) in dir.list().map_err(bad(dir.shown()))? {
         let r = rel.join(&name);
         if !touched.contains(&r) {
@@ -268,7 +292,7 @@ struct Unpacker<'t, 'o> {
     /// Directories (relative to the root) and the mtimes they get at the end.
     dir_times: Vec<(PathBuf, i64)>,
     /// Relative paths this layer wrote (and their ancestors): opaque markers keep them.
-    touched: HashSet<PathBuf>,
+    touched: Touched,
     /// The last parent directory resolved (entries come grouped by directory). Dropped
     /// whenever anything is removed, since a removal can change what a path resolves to.
     parent: Option<(PathBuf, Rc<Dir>)>,
@@ -632,12 +656,7 @@ impl Unpacker<'_, '_> {
     }
 
     fn touch(&mut self, rel: &Path) {
-        let mut p = rel.to_path_buf();
-        while !p.as_os_str().is_empty() && self.touched.insert(p.clone()) {
-            if !p.pop() {
-                break;
-            }
-        }
+        self.touched.insert_with_parents(rel);
     }
 
     /// Clears `name` in `dir` so the new entry replaces it (never following it).
