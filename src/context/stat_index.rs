@@ -5,7 +5,6 @@
 //! written ("racily clean" files are re-hashed, as git does), so a changed file is never
 //! a stale hit even when its size and mtime were put back. The index is a plain text
 //! file, one line per file, so loading 10,000 entries costs about a millisecond.
-use crate::sys::hostfs;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -162,13 +161,9 @@ impl StatIndex {
                 s.dev, s.ino, s.size, s.mtime_ns, s.ctime_ns
             );
         }
-        let Some(dir) = file.parent() else { return };
-        let _ = hostfs::create_dir_all(dir);
-        if let Ok(mut tmp) = tempfile::NamedTempFile::new_in(dir) {
-            if std::io::Write::write_all(&mut tmp, text.as_bytes()).is_ok() {
-                let _ = hostfs::persist(tmp, file);
-            }
-        }
+        // Not renamed over the old index (a 10,000-file index is ~1 MB, which ext4 would
+        // start writing out at once): an empty index after a crash only costs re-hashing.
+        let _ = crate::sys::hostfs::replace(file, text.as_bytes());
         self.dirty = false;
     }
 }

@@ -199,16 +199,18 @@ impl Lease {
         self.inner.record.lock().expect("lease lock").clone()
     }
 
-    /// Changes the record and rewrites the file (temp file, then rename: readers see the
-    /// old record or the new one). Not fsynced: after a crash every owner is dead anyway.
+    /// Changes the record and rewrites the file (a temp file exchanged with it: readers see
+    /// the old record or the new one, and the name never goes missing). Not fsynced: after
+    /// a crash every owner is dead anyway, and a lease that is empty then is a dead one.
+    /// `hostfs::write_replacing` rather than a rename over the file: ext4 flushes a file
+    /// renamed over another, ~0.2 ms per write, and a no-op build wrote its lease 5 times.
     fn update(&self, change: impl FnOnce(&mut LeaseRecord)) -> Result<()> {
         let mut rec = self.inner.record.lock().expect("lease lock");
         change(&mut rec);
         let path = &self.inner.path;
         let tmp = path.with_file_name(format!(".{}.tmp", rec.id));
         let bytes = serde_json::to_vec(&*rec).expect("a lease serialises");
-        hostfs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
-        hostfs::rename(&tmp, path).map_err(io_err("renaming into", path))
+        hostfs::write_replacing(path, &tmp, &bytes).map_err(io_err("writing", path))
     }
 
     /// Adds every protection of `p` with one write of the file (none when it holds them
