@@ -521,6 +521,41 @@ mod tests {
         (d, c)
     }
 
+    /// The index sort gives the order a plain sort by path gives, for any permutation
+    /// (cycles of every length, entries already in place, names that prefix others).
+    #[test]
+    fn the_walk_is_sorted_by_path_whatever_order_it_was_found_in() {
+        let names = [
+            "a", "a-b", "a/b", "a/b/c", "a.txt", "b", "ä", "a/c", "", "z/y",
+        ];
+        let file = |rel: &str| ContextFile {
+            rel: rel.to_string(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: rel.len() as u64,
+            link_target: None,
+            stamp: FileStamp::default(),
+        };
+        let mut want: Vec<ContextFile> = names.iter().map(|n| file(n)).collect();
+        want.sort_by(|a, b| a.rel.cmp(&b.rel));
+        // Every rotation and the reverse of every rotation, plus a fixed shuffle.
+        let mut orders: Vec<Vec<usize>> = Vec::new();
+        for r in 0..names.len() {
+            let rot: Vec<usize> = (0..names.len()).map(|i| (i + r) % names.len()).collect();
+            orders.push(rot.iter().rev().copied().collect());
+            orders.push(rot);
+        }
+        orders.push(vec![3, 0, 9, 1, 2, 8, 7, 4, 6, 5]);
+        for order in orders {
+            let mut got: Vec<ContextFile> = order.iter().map(|&i| file(names[i])).collect();
+            sort_by_path(&mut got);
+            assert_eq!(got, want, "{order:?}");
+        }
+        sort_by_path(&mut []);
+    }
+
     #[test]
     fn selection_follows_docker_rules() {
         let (d, c) = ctx_with(&[

@@ -363,6 +363,44 @@ mod tests {
         assert!(!any_dead(dir.path()));
     }
 
+    /// A reader never finds the lease missing or half written while it is rewritten (the
+    /// temp file is exchanged with it, not renamed over it), every record it reads holds
+    /// what was protected before, and no temp file is left behind.
+    #[test]
+    fn a_rewritten_lease_is_always_there_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::digest::of_bytes(b"first");
+        let l = Lease::take(dir.path()).unwrap();
+        l.protect_blobs([&first]).unwrap();
+        let path = list(dir.path())[0].0.clone();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let bytes = fs::read(&path).expect("the lease is never missing");
+                    let rec: LeaseRecord =
+                        serde_json::from_slice(&bytes).expect("the lease is never partial");
+                    assert!(rec.digests.contains(&first.to_string()), "{rec:?}");
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..300u32 {
+                l.protect_blobs([&crate::digest::of_bytes(&i.to_le_bytes())])
+                    .unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+        assert_eq!(list(dir.path())[0].1.digests.len(), 301);
+        let names: Vec<_> = fs::read_dir(leases_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
     #[test]
     fn a_protection_is_taken_with_the_lease_and_written_once() {
         let dir = tempfile::tempdir().unwrap();
