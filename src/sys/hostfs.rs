@@ -58,7 +58,10 @@ pub fn write_replacing(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<(
     let flags = nix::fcntl::RenameFlags::RENAME_EXCHANGE;
     let at = nix::fcntl::AT_FDCWD;
     match nix::fcntl::renameat2(at, tmp, at, path, flags) {
-        Ok(()) => fs::remove_file(tmp),
+        Ok(()) => {
+            crate::fault::point("hostfs.exchanged");
+            fs::remove_file(tmp)
+        }
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => fs::rename(tmp, path),
         Err(e) => {
             let _ = fs::remove_file(tmp);
