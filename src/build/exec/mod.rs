@@ -183,8 +183,19 @@ pub struct BuildOptions {
     pub platform: Option<crate::platform::Platform>,
 }
 
+/// A build's large in-memory indexes (the stat index, the last inputs it read), handed
+/// back with its outcome so that a command about to exit may skip freeing them
+/// (`std::mem::forget`): for a 10,000-file COPY that is ~40,000 small allocations,
+/// milliseconds of a rebuild. Dropped normally otherwise.
+pub struct Scratch {
+    _stat: StatIndex,
+    _cache: BuildCache,
+}
+
 /// What a build produced and did.
 pub struct BuildOutcome {
+    /// See [`Scratch`].
+    pub scratch: Option<Scratch>,
     pub state: State,
     pub ran: usize,
     pub cached: usize,
@@ -350,9 +361,16 @@ impl<'a> Executor<'a> {
 
     /// Builds the target stage and everything it needs.
     pub fn build(mut self) -> Result<BuildOutcome, BuildError> {
-        let built = self.build_target();
-        if built.is_err() {
-            self.open_log(); // the error names the log directory
+        let mut built = self.build_target();
+        match &mut built {
+            Err(_) => self.open_log(), // the error names the log directory
+            Ok(outcome) => {
+                let root = self.store.root();
+                outcome.scratch = Some(Scratch {
+                    _stat: std::mem::replace(&mut self.stat, StatIndex::in_memory()),
+                    _cache: std::mem::replace(&mut self.cache, BuildCache::new(root)),
+                });
+            }
         }
         built
     }
@@ -382,6 +400,7 @@ impl<'a> Executor<'a> {
             self.metadata
         ));
         Ok(BuildOutcome {
+            scratch: None,
             state,
             ran: self.ran,
             cached: self.cached,
