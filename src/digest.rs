@@ -77,6 +77,13 @@ pub fn hex_of(d: &Digest) -> &str {
     d.digest()
 }
 
+/// The 32 bytes of a sha256 digest (None for another algorithm).
+pub fn raw_sha256(d: &Digest) -> Option<[u8; 32]> {
+    let mut raw = [0u8; 32];
+    hex::decode_to_slice(hex_of(d), &mut raw).ok()?;
+    Some(raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -53,9 +53,9 @@ pub use crate::runtime::spec::clean as clean_abs;
 /// Resolves the destination against WORKDIR and decides whether it names a directory.
 /// `dest_is_dir_in_image` says whether the (single-file) destination already exists as a
 /// directory in the parent image.
-pub fn plan(
+pub fn plan<S: std::borrow::Borrow<Selection>>(
     instruction: &'static str,
-    selections: &[Selection],
+    selections: &[S],
     dest: &str,
     workdir: &str,
     chmod: Option<u32>,
@@ -68,7 +68,7 @@ pub fn plan(
         format!("{}/{}", workdir.trim_end_matches('/'), dest)
     };
     let ends_slash = dest.ends_with('/') || dest == "." || dest.ends_with("/.");
-    let single_file = selections.len() == 1 && selections[0].top.kind != FileKind::Dir;
+    let single_file = selections.len() == 1 && selections[0].borrow().top.kind != FileKind::Dir;
     if !single_file && selections.len() > 1 && !ends_slash && !dest_is_dir_in_image {
         return Err(CopyError::DestNotDir {
             instruction,
@@ -82,8 +82,14 @@ pub fn plan(
             gid: if chown.is_some() { gid } else { 0 },
         })
     };
-    let mut ops = Vec::new();
+    let mut ops = Vec::with_capacity(
+        selections
+            .iter()
+            .map(|s| s.borrow().entries.len() + 1)
+            .sum(),
+    );
     for s in selections {
+        let s = s.borrow();
         let into = |rel: &str| clean_abs(&format!("{root}/{rel}"));
         for (f, rel) in s.files() {
             // Into the destination directory, unless one file goes to a file path.

@@ -16,9 +16,9 @@ use super::unpack::{unpack, UnpackOptions, UnpackStats};
 use super::LayerError;
 
 /// How much is handed to the unpacker at a time.
-const CHUNK: usize = 1 << 20;
+const CHUNK: usize = 256 << 10;
 /// Chunks in flight between the two sinks (bounded memory: 8 MiB).
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 32;
 /// Used chunks the unpacker hands back for the writer to fill again: fresh memory costs
 /// a page fault per 4 KiB touched (and, in a VM, the host's zeroing of the page).
 const RECYCLED: usize = IN_FLIGHT + 2;
@@ -357,5 +357,40 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
+
+    /// The index an indexed reuse builds of the stream it unpacks is the one indexing the
+    /// new blob gives (what the next version of the layer reads instead of indexing it),
+    /// with a long name, a symlink, and an unchanged entry.
+    #[test]
+    fn an_indexed_reuse_indexes_the_new_layer_as_indexing_its_blob_does() {
+        let old = tar_of(&[("d/", ""), ("d/same", "same"), ("d/edit", "abcd")]);
+        let long = format!("d/{}", "n".repeat(150));
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_mode(0o777);
+        h.set_size(0);
+        b.append_link(&mut h, "link", "d/same").unwrap();
+        let mut new = b.into_inner().unwrap();
+        new.truncate(new.len() - 1024);
+        new.extend(tar_of(&[
+            ("d/", ""),
+            ("d/same", "same"),
+            ("d/edit", "abXd"),
+            (&long, "long"),
+        ]));
+        let (patched, with_index) = unpacked_and_indexed(old);
+        let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &with_index).unwrap();
+        let of_blob = super::super::index::EntryIndex::of_tar(io::Cursor::new(new)).unwrap();
+        assert_eq!(stats.index.map(|b| *b), Some(of_blob.matchable()));
+        // A path named twice never matches (its content may still be found by digest).
+        let twice = tar_of(&[("t", "1"), ("t", "1")]);
+        let (patched, with_index) = unpacked_and_indexed(tar_of(&[("t", "1")]));
+        let stats = unpack(io::Cursor::new(twice.clone()), patched.path(), &with_index).unwrap();
+        let mut a = tar::Archive::new(io::Cursor::new(twice));
+        let mut first = a.entries().unwrap().next().unwrap().unwrap();
+        let fp = super::super::index::fingerprint(&mut first).unwrap();
+        assert!(!stats.index.unwrap().has(Path::new("t"), &fp));
     }
 }

@@ -113,6 +113,9 @@ pub struct UnpackStats {
     /// What the tree holds now, counted from the stream (`layer::tally`): when the
     /// stream was simple enough to tell.
     pub summary: Option<super::tally::Summary>,
+    /// With `known`: the index of the stream unpacked (`EntryIndex::of_tar` of it, but for
+    /// entries a whiteout named first, which it leaves out).
+    pub index: Option<Box<EntryIndex>>,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -158,10 +161,19 @@ pub fn unpack_tree(
         opts,
         stats: UnpackStats::default(),
         dir_times: Vec::new(),
-        touched: HashSet::new(),
+        // Sized for the old layer's entries when known: growing a set of 10,000s of
+        // paths rehashes it into fresh memory.
+        touched: Touched(HashSet::with_capacity(
+            opts.known.as_ref().map_or(0, |k| k.paths()),
+        )),
         parent: None,
         tally: super::tally::Tally::default(),
         reshaped: false,
+        built: opts
+            .known
+            .as_ref()
+            .filter(|_| opts.reuse)
+            .map(|k| EntryIndex::with_capacity(k.len())),
     };
     // A broken header has no name of its own: name the entry before it.
     let mut last = String::from("<first header>");
@@ -185,6 +197,7 @@ pub fn unpack_tree(
         );
     }
     u.stats.summary = std::mem::take(&mut u.tally).finish();
+    u.stats.index = u.built.take().map(|b| Box::new(b.matchable()));
     // Directory mtimes last, deepest first, so creating children does not bump them.
     u.dir_times
         .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
@@ -225,8 +238,30 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(n)
 }
 
+/// Relative paths a layer wrote, and their ancestors, by their bytes: hashing and
+/// comparing a `Path` walks its components, and these paths are clean (made by
+/// `clean_entry_path` and joins of directory listings), so bytes compare as paths do.
+struct Touched(HashSet<Box<[u8]>>);
+
+impl Touched {
+    fn contains(&self, rel: &Path) -> bool {
+        self.0.contains(rel.as_os_str().as_bytes())
+    }
+
+    /// Adds `rel` and each ancestor up to the first one already there.
+    fn insert_with_parents(&mut self, rel: &Path) {
+        let mut p = rel.as_os_str().as_bytes();
+        while !p.is_empty() && self.0.insert(Box::from(p)) {
+            match p.iter().rposition(|&c| c == b'/') {
+                Some(slash) => p = &p[..slash],
+                None => break,
+            }
+        }
+    }
+}
+
 /// In `reuse` mode, after the last entry: removes what the layer did not write.
-fn sweep(dir: &Dir, rel: &Path, touched: &HashSet<PathBuf>) -> Result<(), LayerError> {
+fn sweep(dir: &Dir, rel: &Path, touched: &Touched) -> Result<(), LayerError> {
     for (name, kind) in dir.list().map_err(bad(dir.shown()))? {
         let r = rel.join(&name);
         if !touched.contains(&r) {
@@ -257,7 +292,7 @@ struct Unpacker<'t, 'o> {
     /// Directories (relative to the root) and the mtimes they get at the end.
     dir_times: Vec<(PathBuf, i64)>,
     /// Relative paths this layer wrote (and their ancestors): opaque markers keep them.
-    touched: HashSet<PathBuf>,
+    touched: Touched,
     /// The last parent directory resolved (entries come grouped by directory). Dropped
     /// whenever anything is removed, since a removal can change what a path resolves to.
     parent: Option<(PathBuf, Rc<Dir>)>,
@@ -266,6 +301,9 @@ struct Unpacker<'t, 'o> {
     /// A directory or symlink was removed from the tree in this stream, so a path may no
     /// longer lead where the old layer's unpack put it: `unchanged` looks again.
     reshaped: bool,
+    /// With `known`: the index of this stream, from the fingerprints `unchanged` takes
+    /// anyway (stored beside the tree for the layer's next version).
+    built: Option<EntryIndex>,
 }
 
 impl Unpacker<'_, '_> {
@@ -313,6 +351,9 @@ impl Unpacker<'_, '_> {
         // Named for the first time in this stream: only then can the tree's file at
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
+        if let Some(b) = self.built.as_mut().filter(|_| !first) {
+            b.note_again(&rel);
+        }
         self.touch(&rel);
         if !is_whiteout {
             let size = entry.size();
@@ -565,7 +606,15 @@ impl Unpacker<'_, '_> {
         let Some(known) = self.opts.known.as_ref().filter(|_| self.opts.reuse) else {
             return Ok(false);
         };
-        let fp = index::fingerprint_with(entry, body)?;
+        let content: index::ContentDigest = <sha2::Sha256 as sha2::Digest>::digest(body).into();
+        let fp = index::fingerprint_of(entry, &content)?;
+        if let Some(b) = self.built.as_mut() {
+            let span = index::Span {
+                offset: entry.raw_file_position(),
+                len: body.len() as u64,
+            };
+            b.note(rel, fp, (kind == Kind::File).then_some((content, span)));
+        }
         if !known.has(rel, &fp) {
             return Ok(false);
         }
@@ -607,12 +656,7 @@ impl Unpacker<'_, '_> {
     }
 
     fn touch(&mut self, rel: &Path) {
-        let mut p = rel.to_path_buf();
-        while !p.as_os_str().is_empty() && self.touched.insert(p.clone()) {
-            if !p.pop() {
-                break;
-            }
-        }
+        self.touched.insert_with_parents(rel);
     }
 
     /// Clears `name` in `dir` so the new entry replaces it (never following it).

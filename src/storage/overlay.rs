@@ -321,8 +321,15 @@ impl PendingLayer {
 /// Whether the overlay driver's cache under `storage` holds layer `diff_id`'s tree
 /// (complete: its marker is there).
 pub fn has_layer_tree(storage: &Path, diff_id: &Digest) -> bool {
-    let entry = storage.join("layers").join(hex_of(diff_id));
-    entry.join(super::verify::MARKER).is_file()
+    layer_entry(storage, diff_id)
+        .join(super::verify::MARKER)
+        .is_file()
+}
+
+/// The overlay driver's cache entry for layer `diff_id` under `storage` (its tree in
+/// `diff/`, its marker, and the tree's stored entry index when it has one).
+pub fn layer_entry(storage: &Path, diff_id: &Digest) -> PathBuf {
+    storage.join("layers").join(hex_of(diff_id))
 }
 
 /// The overlay lower dirs (top-most first) for layer trees given bottom first: a tree

@@ -253,6 +253,67 @@ fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
     assert_eq!(rebuilt, cold, "the corrupted blob reached the new layer");
 }
 
+/// Issue 14: a patched COPY tree keeps the index of its layer beside it, and the next
+/// rebuild reads that instead of indexing the blob again; a stored index whose bytes
+/// changed is not read (the blob is indexed again). Each rebuild still gives the image
+/// a `--no-cache` build gives, and `fsck --full` finds the trees sound.
+#[test]
+fn the_stored_entry_index_is_used_only_when_whole() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = with_base();
+    let ctx = app(&k, &format!("FROM bb\nCOPY app/ /app/\n{LISTING}\n"));
+    build_id(&k, &ctx, &[]);
+    let stored = |log: &str| {
+        log.split_once("stored=")
+            .map(|(_, r)| r.starts_with("true"))
+    };
+    std::fs::write(ctx.join("app/a.txt"), "A\n").unwrap();
+    let (_, log) = verbose_build(&k, &ctx, "the first rebuild");
+    assert_eq!(
+        stored(&log),
+        Some(false),
+        "a cold build stores no index:\n{log}"
+    );
+    std::fs::write(ctx.join("app/a.txt"), "B\n").unwrap();
+    let (_, log) = verbose_build(&k, &ctx, "the second rebuild");
+    assert_eq!(
+        stored(&log),
+        Some(true),
+        "the patched tree's index was not read:\n{log}"
+    );
+    let idx: Vec<_> = walkdir::WalkDir::new(k.root().join("storage/layers"))
+        .max_depth(2)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_name() == "entries.idx")
+        .map(|e| e.into_path())
+        .collect();
+    assert_eq!(idx.len(), 1, "{idx:?}");
+    let mut bytes = std::fs::read(&idx[0]).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&idx[0], bytes).unwrap();
+    std::fs::write(ctx.join("app/a.txt"), "C\n").unwrap();
+    let (out, log) = verbose_build(&k, &ctx, "the rebuild over a changed index");
+    assert_eq!(
+        stored(&log),
+        Some(false),
+        "a changed index was read:\n{log}"
+    );
+    let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let seen = k.ok(&["run", "--rm", "out", "cat", "/list"]);
+    let fsck = k.ok(&["fsck", "--full"]);
+    assert!(fsck.starts_with("ok"), "{fsck}");
+    drop_layer_cache(&k);
+    let cold = build_id(&k, &ctx, &["--no-cache"]);
+    same_listing(
+        &k.ok(&["run", "--rm", "out", "cat", "/list"]),
+        &seen,
+        "after three rebuilds",
+    );
+    assert_eq!(rebuilt, cold, "the rebuild differs from a --no-cache build");
+}
+
 /// Issue 14: `--no-cache` of a COPY whose files did not change writes its layer again
 /// but does not unpack it into a temp tree only to throw that away (the layer cache
 /// holds its tree already); the next step still sees the layer, and the store is sound.

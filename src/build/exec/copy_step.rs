@@ -385,11 +385,8 @@ impl Executor<'_> {
                     }
                     _ => self.content_input(ctx, f, hash)?,
                 };
-                if let (FileKind::File, Some(d)) = (f.kind, crate::digest::parse(&content)) {
-                    let mut raw = [0u8; 32];
-                    if hex::decode_to_slice(crate::digest::hex_of(&d), &mut raw).is_ok() {
-                        digests.insert(f.rel.clone(), raw);
-                    }
+                if let (FileKind::File, Some(raw)) = (f.kind, raw_sha256_of(&content)) {
+                    digests.insert(f.rel.clone(), raw);
                 }
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
@@ -399,7 +396,7 @@ impl Executor<'_> {
                 };
                 files.insert(
                     format!("{name}:{rel}"),
-                    format!("{:?} {mode:o} {owner} {content}", f.kind),
+                    key_entry(f.kind, mode, owner, &content),
                 );
             }
         }
@@ -480,6 +477,7 @@ impl Executor<'_> {
         prior: &Prior<'_>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let base = prior.base;
+        let mut old = None;
         let cached = prior.same.as_ref().is_some_and(|d| {
             crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
         });
@@ -488,9 +486,12 @@ impl Executor<'_> {
                 tracing::debug!("the layer's tree is cached already: not unpacked again");
                 None
             }
-            false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
+            false => {
+                // Its stored index is read before `pending_layer` takes the old tree away.
+                old = base.and_then(|b| self.old_blob(b));
+                self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?
+            }
         };
-        let old = base.and_then(|b| self.old_blob(b));
         let mut sinks = step::CopySinks::default();
         let tree = pending.as_ref().map(|p| p.tree());
         if let (Some(p), Some(t)) = (&pending, &tree) {
@@ -517,6 +518,9 @@ impl Executor<'_> {
             return Ok(None);
         };
         if let (Some(p), Some(stats)) = (pending, whole) {
+            if let Some(index) = stats.index {
+                store_index(&p, &layer.diff_id, &index);
+            }
             if let Err(e) = p.keep(&layer.diff_id, stats.summary) {
                 tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
             }
@@ -537,10 +541,19 @@ impl Executor<'_> {
         if Compression::sniff(&head) != Compression::None {
             return None;
         }
-        std::io::Seek::rewind(&mut f).ok()?;
-        let index = EntryIndex::of_tar(f).ok()?;
+        let entry =
+            crate::storage::overlay::layer_entry(self.snapshotter.storage_root(), &layer.diff_id);
+        let raw = crate::digest::raw_sha256(layer.descriptor.digest())?;
+        let (index, stored) = match EntryIndex::stored(&entry, &raw) {
+            Some(index) => (index, true),
+            None => {
+                std::io::Seek::rewind(&mut f).ok()?;
+                (EntryIndex::of_tar(f).ok()?, false)
+            }
+        };
         tracing::debug!(
             entries = index.len(),
+            stored,
             "indexed the previous layer's entries"
         );
         Some(crate::layer::derive::OldBlob::new(
@@ -671,7 +684,7 @@ fn copy_ops(
     t: &Target,
     owner: Option<Owner>,
 ) -> Result<(Vec<copy::CopyOp>, bool), StepFailure> {
-    let mut groups: Vec<(&str, Vec<Selection>)> = Vec::new();
+    let mut groups: Vec<(&str, Vec<&Selection>)> = Vec::new();
     let mut archives = false;
     for p in placed {
         let path = ctx.path_of(&p.sel.top.rel);
@@ -681,8 +694,8 @@ fn copy_ops(
             continue;
         }
         match groups.last_mut() {
-            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(p.sel.clone()),
-            _ => groups.push((&p.dest, vec![p.sel.clone()])),
+            Some((d, sels)) if *d == p.dest && !x.parents => sels.push(&p.sel),
+            _ => groups.push((&p.dest, vec![&p.sel])),
         }
     }
     let mut ops = Vec::new();
@@ -804,8 +817,70 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
     }
 }
 
+/// The 32 bytes of a `sha256:<hex>` content input (what the stat index gives a file).
+fn raw_sha256_of(content: &str) -> Option<crate::layer::index::ContentDigest> {
+    let mut raw = [0u8; 32];
+    let hex = content.strip_prefix("sha256:")?;
+    hex::decode_to_slice(hex, &mut raw).ok()?;
+    Some(raw)
+}
+
+/// A file's entry in a COPY's key: `<kind as Debug spells it> <mode octal> <owner>
+/// <content>`, written without `format!`'s machinery (10,000s of entries per COPY).
+fn key_entry(kind: FileKind, mode: u32, owner: &str, content: &str) -> String {
+    let kind = match kind {
+        FileKind::File => "File",
+        FileKind::Dir => "Dir",
+        FileKind::Symlink => "Symlink",
+    };
+    let mut out = String::with_capacity(kind.len() + owner.len() + content.len() + 16);
+    out.push_str(kind);
+    out.push(' ');
+    use std::fmt::Write as _;
+    let _ = write!(out, "{mode:o}");
+    out.push(' ');
+    out.push_str(owner);
+    out.push(' ');
+    out.push_str(content);
+    out
+}
+
+/// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
+/// the layer's next version to read instead of indexing the blob again. Best effort: a
+/// missing index only costs that.
+fn store_index(
+    pending: &crate::storage::overlay::PendingLayer,
+    diff_id: &crate::digest::Digest,
+    index: &crate::layer::index::EntryIndex,
+) {
+    let Some(raw) = crate::digest::raw_sha256(diff_id) else {
+        return;
+    };
+    let tree = pending.tree();
+    let Some(entry) = tree.parent() else { return };
+    let path = entry.join(crate::layer::index::STORED);
+    if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
+        tracing::debug!("the layer's entry index was not stored: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_key_entry_is_spelled_as_format_spells_it() {
+        use crate::context::FileKind;
+        for kind in [FileKind::File, FileKind::Dir, FileKind::Symlink] {
+            for mode in [0, 0o7, 0o644, 0o755, 0o4755, 0o777, u32::MAX] {
+                for (owner, content) in [("0:0", "sha256:ab"), ("", ""), ("0:0", "../t")] {
+                    assert_eq!(
+                        super::key_entry(kind, mode, owner, content),
+                        format!("{kind:?} {mode:o} {owner} {content}")
+                    );
+                }
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
