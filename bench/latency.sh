@@ -2,7 +2,8 @@
 # Issue 14's two latency goals, old keel against new in the same run: the no-op rebuild
 # of a 10,000-file context (goal ≤ 25 ms median) and `keel run --rm bb /bin/true` against
 # `runc run` of the same rootfs (goal ≤ 0.5× runc). hyperfine -N, medians and minimums;
-# the load average is printed, since other work on the machine moves every figure.
+# the load average is printed, since other work on the machine moves every figure, and
+# so is each command's CPU time (user + sys, hyperfine's means), which moves less.
 # OLD is a keel binary to compare with (say, main's release build); without it only the
 # working tree's build is timed.
 # Usage (as root): bench/latency.sh [RUNS] [OLD]
@@ -52,10 +53,11 @@ table() {
   python3 - "$@" <<'PY'
 import json, sys
 title, path = sys.argv[1], sys.argv[2]
-print(f"### {title}\n\n| command | median | min | mean ± σ |\n|---|---:|---:|---:|")
+print(f"### {title}\n\n| command | median | min | mean ± σ | CPU (user + sys) |\n|---|---:|---:|---:|---:|")
 for r in json.load(open(path))["results"]:
     ms = lambda s: s * 1000
-    print(f"| {r['command']} | {ms(r['median']):.1f} ms | {ms(r['min']):.1f} ms | {ms(r['mean']):.1f} ± {ms(r['stddev']):.1f} ms |")
+    cpu = f"{ms(r['user']):.1f} + {ms(r['system']):.1f} ms"
+    print(f"| {r['command']} | {ms(r['median']):.1f} ms | {ms(r['min']):.1f} ms | {ms(r['mean']):.1f} ± {ms(r['stddev']):.1f} ms | {cpu} |")
 print()
 PY
 }
@@ -65,6 +67,30 @@ for side in "${sides[@]}"; do
 done
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/noop.json" "${args[@]}" >/dev/null
 table "no-op rebuild, 10,000 files (goal ≤ 25 ms median)" "$work/noop.json"
+
+# Syscalls of one no-op rebuild per side (strace -c -f): what the CPU figures come from.
+if command -v strace >/dev/null; then
+  echo "### syscalls of one no-op rebuild (strace -c -f)"
+  echo
+  for side in "${sides[@]}"; do
+    strace -c -f -o "$work/strace-$side" "${!side}" --root "$work/r-$side" --progress quiet \
+      build -t c10k "$work/ctx10k" >/dev/null
+    python3 - "$side" "$work/strace-$side" <<'PY'
+import sys
+side, path = sys.argv[1], sys.argv[2]
+calls = {}
+for line in open(path):
+    f = line.split()
+    if len(f) >= 5 and f[0][0].isdigit() and f[-1] != "total":
+        calls[f[-1]] = int(f[3])
+total = sum(calls.values())
+top = sorted(calls.items(), key=lambda kv: -kv[1])[:8]
+writes = sum(calls.get(k, 0) for k in ("rename", "renameat2", "unlink", "unlinkat", "mkdir", "symlink", "utimensat", "write"))
+print(f"- {side}: {total} calls; " + ", ".join(f"{k} {v}" for k, v in top) + f"; rename/unlink/mkdir/symlink/utimensat/write {writes}")
+PY
+  done
+  echo
+fi
 
 # keel's teardown frees disk blocks (the snapshot's and record's directories), runc's run
 # of a bundle none; on ext4 mounted with `discard` each free waits for the disk, and that

@@ -15,6 +15,9 @@ use std::sync::OnceLock;
 pub const POINTS: &[&str] = &[
     // A lease was written (any writing command).
     "lease.taken",
+    // A file replaced by exchange (a lease, the stat index, last inputs) holds its new
+    // content; the temp name, holding the old, is not removed yet.
+    "hostfs.exchanged",
     // A blob is complete in its temp file, not yet protected or renamed into place.
     "store.blob-temp",
     // A blob was renamed into `blobs/`, before anything references it.

@@ -17,13 +17,18 @@ use std::time::Duration;
 /// Build log directories kept (the oldest go when a build starts).
 const KEEP_BUILD_LOGS: usize = 20;
 
+/// Where the log directory of build `build_id` is (made by [`new_build_log`]).
+pub fn build_log_dir(root: &Path, build_id: &str) -> PathBuf {
+    root.join("logs").join("builds").join(build_id)
+}
+
 /// Makes this build's log directory `<root>/logs/builds/<id>`, points
 /// `<root>/logs/last-build` at it (atomically: a symlink renamed over the old one) and
 /// drops the oldest directories beyond [`KEEP_BUILD_LOGS`].
 pub fn new_build_log(root: &Path, build_id: &str) -> PathBuf {
     let logs = root.join("logs");
     let builds = logs.join("builds");
-    let dir = builds.join(build_id);
+    let dir = build_log_dir(root, build_id);
     let _ = hostfs::create_dir_all(&dir);
     let last = logs.join("last-build");
     // An older keel kept a plain directory there.
@@ -110,6 +115,8 @@ pub struct BuildView {
     step: Mutex<Option<StepLine>>,
     /// Plain transcripts (the build's `build.log`, `--log-file`), whatever the mode.
     transcripts: Mutex<Vec<File>>,
+    /// A transcript kept in memory until its file exists (`hold_transcript`).
+    held: Mutex<Option<Vec<u8>>>,
 }
 
 impl BuildView {
@@ -121,6 +128,7 @@ impl BuildView {
             width,
             step: Mutex::new(None),
             transcripts: Mutex::new(Vec::new()),
+            held: Mutex::new(None),
         }
     }
 
@@ -129,7 +137,25 @@ impl BuildView {
         self.transcripts.lock().expect("view lock").push(file);
     }
 
+    /// Keeps a transcript in memory from now on, for a file that may never be made (a
+    /// build whose every step hits the cache keeps no log directory).
+    pub fn hold_transcript(&self) {
+        *self.held.lock().expect("view lock") = Some(Vec::new());
+    }
+
+    /// Writes the held transcript to `file`, which then gets every later event too.
+    pub fn release_transcript(&self, mut file: File) {
+        if let Some(held) = self.held.lock().expect("view lock").take() {
+            let _ = file.write_all(&held);
+        }
+        self.add_transcript(file);
+    }
+
     fn record(&self, line: &str) {
+        if let Some(held) = self.held.lock().expect("view lock").as_mut() {
+            held.extend_from_slice(line.as_bytes());
+            held.push(b'\n');
+        }
         for f in self.transcripts.lock().expect("view lock").iter_mut() {
             let _ = writeln!(f, "{line}");
         }

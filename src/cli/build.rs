@@ -431,7 +431,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         executor.add_transcript(file);
     }
     let logs = executor.log_dir().to_path_buf();
-    let outcome = match executor.build() {
+    let mut outcome = match executor.build() {
         Ok(o) => o,
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!(
@@ -515,6 +515,9 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     if !to_stdout {
         outln!("{}", rec.id())?;
     }
+    // The process exits next: its large indexes need not be freed one allocation at a
+    // time (the memory goes back with the process).
+    std::mem::forget(outcome.scratch.take());
     Ok(0)
 }
 

@@ -84,15 +84,27 @@ pub fn new_config(
 
 /// Stores `config` and a manifest over `layers`; tags the result with `names`. The one
 /// writer of image configs and manifests: build, import, bootstrap and load use it.
+///
+/// Both documents are named before either is stored and protected with one lease write
+/// (each `put_json` would write the lease again): a no-op rebuild stores nothing here,
+/// and what it cost was those writes.
 pub fn commit_image(
     store: &Store,
     config: &ImageConfig,
     layers: &[StoredLayer],
     names: &[ImageRef],
 ) -> Result<ImageRecord> {
-    let (digest, _) = store.put_json(config)?;
+    let config_bytes = crate::store::canonical_json(config);
+    let digest = crate::digest::of_bytes(&config_bytes);
+    let manifest = manifest_over(&digest, config_bytes.len() as u64, layers);
+    let manifest_bytes = crate::store::canonical_json(&manifest);
+    let manifest_digest = crate::digest::of_bytes(&manifest_bytes);
+    drop(store.protect([&digest, &manifest_digest])?);
+    store.put_blob(&config_bytes[..], Some(&digest))?;
     crate::fault::point("build.image-config");
-    commit_stored_config(store, &digest, layers, names)
+    let (_, size) = store.put_blob(&manifest_bytes[..], Some(&manifest_digest))?;
+    crate::fault::point("build.image-manifest");
+    tag_manifest(store, manifest_digest, size, names)
 }
 
 /// `commit_image` for a config blob already in the store, kept byte for byte (a loaded
@@ -111,12 +123,19 @@ pub fn commit_stored_config(
             source,
         })?
         .len();
-    let manifest: ImageManifest = ImageManifestBuilder::default()
+    let (digest, size) = store.put_json(&manifest_over(config, size, layers))?;
+    crate::fault::point("build.image-manifest");
+    tag_manifest(store, digest, size, names)
+}
+
+/// The image manifest over a config blob and layers.
+fn manifest_over(config: &Digest, config_size: u64, layers: &[StoredLayer]) -> ImageManifest {
+    ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
         .config(Descriptor::new(
             MediaType::ImageConfig,
-            size,
+            config_size,
             config.clone(),
         ))
         .layers(
@@ -126,9 +145,16 @@ pub fn commit_stored_config(
                 .collect::<Vec<_>>(),
         )
         .build()
-        .expect("required manifest fields are set");
-    let (digest, size) = store.put_json(&manifest)?;
-    crate::fault::point("build.image-manifest");
+        .expect("required manifest fields are set")
+}
+
+/// Points `names` at a stored manifest and returns its record.
+fn tag_manifest(
+    store: &Store,
+    digest: Digest,
+    size: u64,
+    names: &[ImageRef],
+) -> Result<ImageRecord> {
     let descriptor = Descriptor::new(MediaType::ImageManifest, size, digest);
     for name in names {
         store.tag(name, &descriptor)?;

@@ -199,16 +199,18 @@ impl Lease {
         self.inner.record.lock().expect("lease lock").clone()
     }
 
-    /// Changes the record and rewrites the file (temp file, then rename: readers see the
-    /// old record or the new one). Not fsynced: after a crash every owner is dead anyway.
+    /// Changes the record and rewrites the file (a temp file exchanged with it: readers see
+    /// the old record or the new one, and the name never goes missing). Not fsynced: after
+    /// a crash every owner is dead anyway, and a lease that is empty then is a dead one.
+    /// `hostfs::write_replacing` rather than a rename over the file: ext4 flushes a file
+    /// renamed over another, ~0.2 ms per write, and a no-op build wrote its lease 5 times.
     fn update(&self, change: impl FnOnce(&mut LeaseRecord)) -> Result<()> {
         let mut rec = self.inner.record.lock().expect("lease lock");
         change(&mut rec);
         let path = &self.inner.path;
         let tmp = path.with_file_name(format!(".{}.tmp", rec.id));
         let bytes = serde_json::to_vec(&*rec).expect("a lease serialises");
-        hostfs::write(&tmp, bytes).map_err(io_err("writing", &tmp))?;
-        hostfs::rename(&tmp, path).map_err(io_err("renaming into", path))
+        hostfs::write_replacing(path, &tmp, &bytes).map_err(io_err("writing", path))
     }
 
     /// Adds every protection of `p` with one write of the file (none when it holds them
@@ -359,6 +361,44 @@ mod tests {
         drop(l2);
         assert!(list(dir.path()).is_empty());
         assert!(!any_dead(dir.path()));
+    }
+
+    /// A reader never finds the lease missing or half written while it is rewritten (the
+    /// temp file is exchanged with it, not renamed over it), every record it reads holds
+    /// what was protected before, and no temp file is left behind.
+    #[test]
+    fn a_rewritten_lease_is_always_there_and_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = crate::digest::of_bytes(b"first");
+        let l = Lease::take(dir.path()).unwrap();
+        l.protect_blobs([&first]).unwrap();
+        let path = list(dir.path())[0].0.clone();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let mut reads = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let bytes = fs::read(&path).expect("the lease is never missing");
+                    let rec: LeaseRecord =
+                        serde_json::from_slice(&bytes).expect("the lease is never partial");
+                    assert!(rec.digests.contains(&first.to_string()), "{rec:?}");
+                    reads += 1;
+                }
+                reads
+            });
+            for i in 0..300u32 {
+                l.protect_blobs([&crate::digest::of_bytes(&i.to_le_bytes())])
+                    .unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(reader.join().unwrap() > 0);
+        });
+        assert_eq!(list(dir.path())[0].1.digests.len(), 301);
+        let names: Vec<_> = fs::read_dir(leases_dir(dir.path()))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
     }
 
     #[test]

@@ -35,6 +35,61 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Replaces `path` with `contents` like [`write_atomic`] (a reader sees the old file or
+/// the new one), for files replaced often whose content is read safely when empty:
+/// leases, the stat index, a step's last inputs. The temp file `tmp` (same directory,
+/// created afresh) and `path` are exchanged (`renameat2(RENAME_EXCHANGE)`), then `tmp`,
+/// holding the old content, is removed. A rename over an existing file makes ext4 start
+/// writing the new file's data at once (`auto_da_alloc`): 150–350 µs per small file on
+/// the project VM, ~30 µs exchanged. The price is durability: after a crash the new file
+/// may be empty (nothing here is fsynced either way). When `path` does not exist yet, or
+/// the filesystem cannot exchange (EINVAL), `tmp` is renamed onto it.
+pub fn write_replacing(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<()> {
+    let open = || OpenOptions::new().write(true).create_new(true).open(tmp);
+    let mut f = match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            fs::remove_file(tmp)?;
+            open()?
+        }
+        other => other?,
+    };
+    f.write_all(contents)?;
+    drop(f);
+    let flags = nix::fcntl::RenameFlags::RENAME_EXCHANGE;
+    let at = nix::fcntl::AT_FDCWD;
+    match nix::fcntl::renameat2(at, tmp, at, path, flags) {
+        Ok(()) => {
+            crate::fault::point("hostfs.exchanged");
+            fs::remove_file(tmp)
+        }
+        Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => fs::rename(tmp, path),
+        Err(e) => {
+            let _ = fs::remove_file(tmp);
+            Err(e.into())
+        }
+    }
+}
+
+/// [`write_replacing`] through `.<name>.<pid>.tmp` beside `path`, creating the
+/// directory when it is missing.
+pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return write_atomic(path, contents);
+    };
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    match write_replacing(path, &tmp, contents) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir_all(dir)?;
+            write_replacing(path, &tmp, contents)
+        }
+        done => done,
+    }
+}
+
 /// Renames the finished temp file `tmp` onto `path` (`NamedTempFile::persist`), the one
 /// way keel moves a temp file into place; on failure the temp file is removed.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<File> {

@@ -86,9 +86,12 @@ fn run_rm_stays_within_its_syscall_and_process_budget() {
     assert_self_joins(&calls, &log);
     let scan = roots_scanned(&calls);
     assert_eq!(scan, 0, "teardown scanned /proc/PID/root of {scan} processes although the container's PID namespace had ended:\n{log}");
+    // One temp file per write of the lease (it is then renamed or exchanged into place).
     let lease_writes = calls
         .iter()
-        .filter(|c| c.name == "rename" && c.line.contains("/leases/"))
+        .filter(|c| {
+            c.name == "openat" && c.line.contains("/leases/.") && c.line.contains("O_CREAT")
+        })
         .count();
     assert_eq!(lease_writes, 1, "lease writes:\n{log}");
     let state_writes = calls

@@ -19,6 +19,7 @@ mod glue;
 mod integrate;
 mod latency;
 mod layer;
+mod noop;
 mod perf;
 mod registry;
 mod regserver;

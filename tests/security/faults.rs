@@ -40,6 +40,8 @@ const fn c(area: &'static str, point: &'static str, hit: usize) -> Case {
 /// blob points hit for the COPY layer (1), the RUN layer (2) and the config (3).
 const CASES: &[Case] = &[
     c("build", "lease.taken", 1),
+    // The lease rewritten by exchange, its old record still under the temp name.
+    c("build", "hostfs.exchanged", 1),
     c("build", "build.base-resolved", 1),
     c("build", "storage.unpack-partial", 1),
     c("build", "storage.snapshot-dir", 1),
