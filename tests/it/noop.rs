@@ -161,3 +161,50 @@ fn emptied_stat_index_and_last_inputs_give_the_right_image() {
         "the rebuilt image has the changed file"
     );
 }
+
+/// A COPY found by its settled files' stamp is a cache hit like any other: its layers are
+/// leased, and a layer gone from the store (gc took it between builds, here deleted by
+/// hand) makes it a miss that writes the layer again — never an image naming a blob the
+/// store does not have.
+#[test]
+fn a_stamp_hit_whose_layer_is_gone_runs_the_copy_again() {
+    require!(is_root(), "RUN steps need root");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let ctx = context(&k);
+    std::thread::sleep(std::time::Duration::from_secs(2)); // past the stamp's racy window
+    build(&k, &ctx, &[]);
+    build(&k, &ctx, &[]); // the stamp is remembered once the files have settled
+    let blobs = k.root().join("images/blobs/sha256");
+    let mut gone = 0;
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let path = e.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        let mut ar = tar::Archive::new(std::io::Cursor::new(bytes));
+        let Ok(mut entries) = ar.entries() else {
+            continue;
+        };
+        if entries.any(|en| en.is_ok_and(|en| en.path().is_ok_and(|p| p == Path::new("app/a.txt"))))
+        {
+            std::fs::remove_file(&path).unwrap();
+            gone += 1;
+        }
+    }
+    assert_eq!(gone, 1, "the COPY layer's blob was not found");
+    let out = k
+        .cmd()
+        .args(["-v", "build", "-t", "t"])
+        .arg(&ctx)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_success(&out, "the rebuild without the COPY's layer");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("COPY src/ /app/}: cache miss"),
+        "the COPY hit a missing layer:\n{log}"
+    );
+    let fsck = k.ok(&["fsck"]);
+    assert!(fsck.starts_with("ok"), "{fsck}");
+    assert_eq!(k.ok(&["run", "--rm", "t", "cat", "/both"]), "a\nb\n");
+}

@@ -307,7 +307,9 @@ impl Executor<'_> {
             return None;
         }
         let key = self.cache.key_by_stamp(stamp)?;
-        let hit = self.cache.get::<State>(&key)?;
+        // Leased like any hit (`peek`): a concurrent gc must not take its layers, and a
+        // layer gc took already makes it a miss.
+        let hit = self.cache.get::<State>(&key).filter(|h| self.hold(h))?;
         self.keys.borrow_mut().push(key);
         Some(hit)
     }
