@@ -509,14 +509,10 @@ fn concurrent_builds_get_their_own_logs_and_log_file() {
     // A failed build names its own log directory.
     let bad = context(&k, "bad", "echo doomed; exit 7");
     let err = k.fails(&["build", bad.to_str().unwrap()]);
-    let dir = err
-        .split("step logs are in ")
-        .nth(1)
-        .and_then(|r| r.split([':', ' ', '\n']).next())
-        .unwrap_or_else(|| panic!("{err}"));
+    let dir = crate::common::step_log_dir(&err);
     assert!(dir.contains("logs/builds/"), "{err}");
     assert!(
-        std::fs::read_to_string(std::path::Path::new(dir).join("build.log"))
+        std::fs::read_to_string(std::path::Path::new(&dir).join("build.log"))
             .unwrap()
             .contains("doomed")
     );

@@ -79,6 +79,15 @@ impl Keel {
     }
 }
 
+/// The log directory a failed build's error names ("step logs are in DIR").
+pub fn step_log_dir(err: &str) -> String {
+    err.split("step logs are in ")
+        .nth(1)
+        .and_then(|r| r.split([':', ' ', '\n']).next())
+        .unwrap_or_else(|| panic!("no log directory named in: {err}"))
+        .to_string()
+}
+
 pub fn assert_success(out: &Output, what: impl std::fmt::Debug) {
     assert!(
         out.status.success(),

@@ -86,12 +86,8 @@ fn a_build_whose_every_step_hit_the_cache_keeps_no_log_directory() {
     )
     .unwrap();
     let err = k.fails(&["build", bad.to_str().unwrap()]);
-    let dir = err
-        .split("step logs are in ")
-        .nth(1)
-        .and_then(|r| r.split([':', ' ', '\n']).next())
-        .unwrap_or_else(|| panic!("{err}"));
-    let log = std::fs::read_to_string(Path::new(dir).join("build.log")).unwrap();
+    let dir = step_log_dir(&err);
+    let log = std::fs::read_to_string(Path::new(&dir).join("build.log")).unwrap();
     for want in ["#1 [stage-0] FROM bb", "RUN true", "CACHED", "exit 7"] {
         assert!(log.contains(want), "{want:?} missing from {log}");
     }

@@ -263,24 +263,18 @@ fn the_stored_entry_index_is_used_only_when_whole() {
     let k = with_base();
     let ctx = app(&k, &format!("FROM bb\nCOPY app/ /app/\n{LISTING}\n"));
     build_id(&k, &ctx, &[]);
-    let stored = |log: &str| {
-        log.split_once("stored=")
-            .map(|(_, r)| r.starts_with("true"))
+    // Rewrites app/a.txt, rebuilds, and checks whether the stored index was read.
+    let rebuild = |content: &str, want: bool, why: &str| {
+        std::fs::write(ctx.join("app/a.txt"), content).unwrap();
+        let (out, log) = verbose_build(&k, &ctx, why);
+        let stored = log
+            .split_once("stored=")
+            .map(|(_, r)| r.starts_with("true"));
+        assert_eq!(stored, Some(want), "{why}:\n{log}");
+        out
     };
-    std::fs::write(ctx.join("app/a.txt"), "A\n").unwrap();
-    let (_, log) = verbose_build(&k, &ctx, "the first rebuild");
-    assert_eq!(
-        stored(&log),
-        Some(false),
-        "a cold build stores no index:\n{log}"
-    );
-    std::fs::write(ctx.join("app/a.txt"), "B\n").unwrap();
-    let (_, log) = verbose_build(&k, &ctx, "the second rebuild");
-    assert_eq!(
-        stored(&log),
-        Some(true),
-        "the patched tree's index was not read:\n{log}"
-    );
+    rebuild("A\n", false, "a cold build stores no index");
+    rebuild("B\n", true, "the patched tree's index was not read");
     let idx: Vec<_> = walkdir::WalkDir::new(k.root().join("storage/layers"))
         .max_depth(2)
         .into_iter()
@@ -293,13 +287,7 @@ fn the_stored_entry_index_is_used_only_when_whole() {
     let at = bytes.len() / 2;
     bytes[at] ^= 1;
     std::fs::write(&idx[0], bytes).unwrap();
-    std::fs::write(ctx.join("app/a.txt"), "C\n").unwrap();
-    let (out, log) = verbose_build(&k, &ctx, "the rebuild over a changed index");
-    assert_eq!(
-        stored(&log),
-        Some(false),
-        "a changed index was read:\n{log}"
-    );
+    let out = rebuild("C\n", false, "a changed index was read");
     let rebuilt = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let seen = k.ok(&["run", "--rm", "out", "cat", "/list"]);
     let fsck = k.ok(&["fsck", "--full"]);
