@@ -79,14 +79,37 @@ pub fn hex_of(d: &Digest) -> &str {
 
 /// The 32 bytes of a sha256 digest (None for another algorithm).
 pub fn raw_sha256(d: &Digest) -> Option<[u8; 32]> {
+    if d.algorithm().as_ref() != "sha256" {
+        return None;
+    }
+    raw_of_hex(hex_of(d))
+}
+
+/// The 32 bytes of a digest's text form `sha256:<hex>`, without building a [`Digest`]
+/// (10,000s of context files' digests per COPY key).
+pub fn raw_sha256_text(s: &str) -> Option<[u8; 32]> {
+    raw_of_hex(s.strip_prefix("sha256:")?)
+}
+
+fn raw_of_hex(hex: &str) -> Option<[u8; 32]> {
     let mut raw = [0u8; 32];
-    hex::decode_to_slice(hex_of(d), &mut raw).ok()?;
+    hex::decode_to_slice(hex, &mut raw).ok()?;
     Some(raw)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn raw_bytes_of_a_digest_and_of_its_text_agree() {
+        let d = of_bytes(b"x");
+        let raw = raw_sha256(&d).unwrap();
+        assert_eq!(raw_sha256_text(d.as_ref()), Some(raw));
+        assert_eq!(hex::encode(raw), hex_of(&d));
+        assert_eq!(raw_sha256_text(hex_of(&d)), None, "no algorithm");
+        assert_eq!(raw_sha256_text("sha256:abc"), None, "short");
+    }
 
     #[test]
     fn empty_input_has_the_well_known_digest() {

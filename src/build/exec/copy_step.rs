@@ -387,7 +387,9 @@ impl Executor<'_> {
                     }
                     _ => self.content_input(ctx, f, hash)?,
                 };
-                if let (FileKind::File, Some(raw)) = (f.kind, raw_sha256_of(&content)) {
+                if let (FileKind::File, Some(raw)) =
+                    (f.kind, crate::digest::raw_sha256_text(&content))
+                {
                     digests.insert(f.rel.clone(), raw);
                 }
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
@@ -817,14 +819,6 @@ fn parents_dest(dest: &str, src: &str, sel: &Selection) -> String {
         "" => format!("{base}/"),
         d => format!("{base}/{d}/"),
     }
-}
-
-/// The 32 bytes of a `sha256:<hex>` content input (what the stat index gives a file).
-fn raw_sha256_of(content: &str) -> Option<crate::layer::index::ContentDigest> {
-    let mut raw = [0u8; 32];
-    let hex = content.strip_prefix("sha256:")?;
-    hex::decode_to_slice(hex, &mut raw).ok()?;
-    Some(raw)
 }
 
 /// A file's entry in a COPY's key: `<kind as Debug spells it> <mode octal> <owner>
