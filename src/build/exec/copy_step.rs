@@ -481,7 +481,8 @@ impl Executor<'_> {
         prior: &Prior<'_>,
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let base = prior.base;
-        let mut old = None;
+        // Read before `pending_layer` takes the old tree (and its stored index) away.
+        let old = base.and_then(|b| self.old_blob(b));
         let cached = prior.same.as_ref().is_some_and(|d| {
             crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
         });
@@ -490,11 +491,7 @@ impl Executor<'_> {
                 tracing::debug!("the layer's tree is cached already: not unpacked again");
                 None
             }
-            false => {
-                // Its stored index is read before `pending_layer` takes the old tree away.
-                old = base.and_then(|b| self.old_blob(b));
-                self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?
-            }
+            false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
         };
         let mut sinks = step::CopySinks::default();
         let tree = pending.as_ref().map(|p| p.tree());
