@@ -233,7 +233,8 @@ impl Executor<'_> {
         let position = copy_position(self, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
-        let key = inputs.key();
+        let inputs = inputs.keyed();
+        let key = inputs.key().clone();
         let base = self.previous_layer(&state, &inputs, &position);
         let prior = Prior {
             base: base.as_ref(),
@@ -568,18 +569,17 @@ impl Executor<'_> {
     fn same_as_last(
         &self,
         state: &State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
     ) -> Option<crate::digest::Digest> {
         if !self.stage_no_cache {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        let last_key = last.key();
-        if last_key != inputs.key() {
+        if last.key() != inputs.key() {
             return None;
         }
-        let before: State = self.cache.get(&last_key)?;
+        let before: State = self.cache.get(last.key())?;
         if before.layers.len() != state.layers.len() + 1 {
             return None;
         }
@@ -592,17 +592,18 @@ impl Executor<'_> {
     fn previous_layer(
         &self,
         state: &State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
     ) -> Option<StoredLayer> {
         if self.stage_no_cache {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        if last.parent != inputs.parent || last.instruction != inputs.instruction {
+        let (was, now) = (last.inputs(), inputs.inputs());
+        if was.parent != now.parent || was.instruction != now.instruction {
             return None;
         }
-        let before: State = self.cache.get(&last.key())?;
+        let before: State = self.cache.get(last.key())?;
         if before.layers.len() != state.layers.len() + 1 {
             return None; // that copy made no layer
         }

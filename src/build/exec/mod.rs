@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{BuildCache, CacheKey, KeyInputs};
+use super::cache::{BuildCache, CacheKey, KeyInputs, Keyed};
 use super::copy::{self, Owner};
 use super::mounts;
 
@@ -682,22 +682,25 @@ impl<'a> Executor<'a> {
     }
 
     /// Looks the key up; on a hit returns the cached state.
-    fn lookup(&self, inputs: &KeyInputs, position: &str) -> (Option<State>, Option<String>) {
+    fn lookup(&self, inputs: &Keyed, position: &str) -> (Option<State>, Option<String>) {
         if self.opts.explain {
             self.say(format!(
                 "  key inputs: {}",
-                serde_json::to_string(inputs).unwrap_or_default()
+                serde_json::to_string(inputs.inputs()).unwrap_or_default()
             ));
         }
         let key = inputs.key();
-        if let Some(hit) = self.peek(&key) {
+        if let Some(hit) = self.peek(key) {
             return (Some(hit), None);
         }
         self.open_log(); // a step runs: its log has a home from now on
         let why = if self.stage_no_cache {
             "--no-cache".to_string()
         } else {
-            inputs.explain_change(self.cache.last_inputs(position).as_deref())
+            let last = self.cache.last_inputs(position);
+            inputs
+                .inputs()
+                .explain_change(last.as_deref().map(Keyed::inputs))
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
@@ -725,9 +728,9 @@ impl<'a> Executor<'a> {
                 .all(|d| self.store.has_blob(d) || crate::registry::cache::fetchable(self.store, d))
     }
 
-    fn remember(&self, key: &CacheKey, inputs: &KeyInputs, position: &str, state: &State) {
-        let _ = self.cache.put(key, state);
-        self.keys.borrow_mut().push(key.clone());
+    fn remember(&self, inputs: &Keyed, position: &str, state: &State) {
+        let _ = self.cache.put(inputs.key(), state);
+        self.keys.borrow_mut().push(inputs.key().clone());
         self.cache.record_inputs(position, inputs);
     }
 
@@ -740,7 +743,7 @@ impl<'a> Executor<'a> {
         n: usize,
         what: &str,
         state: State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
@@ -793,14 +796,13 @@ impl<'a> Executor<'a> {
         &self,
         mut state: State,
         layer: Option<StoredLayer>,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
         created_by: &str,
     ) -> (State, Outcome) {
         add_layer(&mut state, layer, created_by);
-        let key = inputs.key();
-        state.key = key.0.to_string();
-        self.remember(&key, inputs, position, &state);
+        state.key = inputs.key().0.to_string();
+        self.remember(inputs, position, &state);
         (state, Outcome::Ran)
     }
 

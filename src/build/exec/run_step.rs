@@ -93,7 +93,9 @@ impl Executor<'_> {
             (own, _) => own,
         };
         refuse_under_chroot(self.opts.isolation.as_deref(), r.network, network)?;
-        let inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
+        let inputs = self
+            .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
+            .keyed();
         let position = self.position(scope.stage, s);
         let created_by = format!("RUN {}", argv.join(" "));
         self.in_snapshot(
