@@ -589,12 +589,7 @@ impl Executor<'_> {
     /// This COPY's layer from the last build when only its files changed since (same
     /// parent, same instruction): the tree to patch into this build's (`commit_plain`).
     /// None under --no-cache, which rebuilds everything from scratch.
-    fn previous_layer(
-        &self,
-        state: &State,
-        inputs: &Keyed,
-        position: &str,
-    ) -> Option<StoredLayer> {
+    fn previous_layer(&self, state: &State, inputs: &Keyed, position: &str) -> Option<StoredLayer> {
         if self.stage_no_cache {
             return None;
         }
