@@ -222,7 +222,9 @@ fn jenkins_job_builder_job_checks_out_the_repository() {
     // Without --scm, the project's git remote is used.
     let repo = t.path().join("repo");
     run_ok(Command::new("cp").arg("-a").arg(&dir).arg(&repo));
-    // The copy keeps the checkout's owner (maybe not root): the test trusts its own copy.
+    // The copy keeps the checkout's owner (maybe not root): the test trusts its own copy,
+    // and the owner, as whom keel then runs git, can reach it.
+    run_ok(Command::new("chmod").arg("a+x").arg(t.path()));
     let git = |args: &[&str]| {
         run_ok(
             Command::new("git")
@@ -238,6 +240,14 @@ fn jenkins_job_builder_job_checks_out_the_repository() {
         "origin",
         "https://git.example/from-remote.git",
     ]);
+    // A checkout's .git belongs to its owner, as the copy does.
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg("--reference")
+            .arg(&repo)
+            .arg(&repo),
+    );
     integrate(&k, &repo, "jenkins", &[]);
     let yaml = std::fs::read_to_string(repo.join("jenkins/keel-jobs.yaml")).unwrap();
     assert!(
