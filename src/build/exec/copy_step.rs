@@ -88,7 +88,7 @@ impl Executor<'_> {
             }
         }
         let from_snap = match &from {
-            Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers)?),
+            Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers, Tree::View)?),
             None => None,
         };
         let result = (|| {
@@ -247,6 +247,9 @@ impl Executor<'_> {
         let label = format!("{}: ", x.what());
         let done = if x.link {
             self.linked(n, &label, state, &inputs, &position, &created_by, body)?
+        } else if is_plain(ctx, x, placed, heredocs) {
+            // Written straight into its layer: the tree below is only looked at.
+            self.in_view(n, &label, state, &inputs, &position, &created_by, body)?
         } else {
             self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
         };
@@ -458,6 +461,10 @@ impl Executor<'_> {
             // A plain copy: the layer is written straight from the sources.
             return self.commit_plain(ctx, snap, &ops, owner, prior);
         }
+        debug_assert!(
+            !is_plain(ctx, x, placed, heredocs),
+            "a plain copy wrote into its view"
+        );
         step::apply_copy(ctx, &snap.rootfs, &ops, owner)?;
         for h in heredocs {
             self.write_heredoc(snap, h, &x.dest, &abs_dest, dest_is_dir, x.chmod, owner)?;
@@ -709,6 +716,19 @@ fn copy_ops(
         )?);
     }
     Ok((ops, archives))
+}
+
+/// Whether a copy is written straight into its layer (`commit_plain`), so its step only
+/// reads the tree below it: files to copy, no heredoc, no archive for ADD to extract (the
+/// test `copy_ops` applies).
+fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) -> bool {
+    let archive = |p: &Placed| {
+        x.add
+            && !x.remote
+            && p.sel.top.kind == FileKind::File
+            && step::is_archive(&ctx.path_of(&p.sel.top.rel))
+    };
+    !placed.is_empty() && heredocs.is_empty() && !placed.iter().any(archive)
 }
 
 /// The history entry of a copy.

@@ -183,6 +183,25 @@ pub struct BuildOptions {
     pub platform: Option<crate::platform::Platform>,
 }
 
+/// The tree a filesystem step's body gets.
+#[derive(Clone, Copy)]
+enum Tree {
+    /// A snapshot with a writable top, whose changes can become the layer.
+    Writable,
+    /// A read-only view of the layers below (`Snapshotter::prepare_view`).
+    View,
+}
+
+/// What `Executor::run_step_in` needs of a filesystem step besides its body.
+struct StepIn<'a> {
+    n: usize,
+    what: &'a str,
+    inputs: &'a Keyed,
+    position: &'a str,
+    created_by: &'a str,
+    tree: Tree,
+}
+
 /// A build's large in-memory indexes (the stat index, the last inputs it read), handed
 /// back with its outcome so that a command about to exit may skip freeing them
 /// (`std::mem::forget`): for a 10,000-file COPY that is ~40,000 small allocations,
@@ -754,6 +773,55 @@ impl<'a> Executor<'a> {
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
     ) -> Result<(State, Outcome), StepFailure> {
+        let step = StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree: Tree::Writable,
+        };
+        self.run_step_in(step, state, body)
+    }
+
+    /// [`Self::in_snapshot`] for a step whose body only reads the tree below it (a COPY
+    /// written straight into its layer): `body` gets a read-only view.
+    #[allow(clippy::too_many_arguments)]
+    fn in_view(
+        &self,
+        n: usize,
+        what: &str,
+        state: State,
+        inputs: &Keyed,
+        position: &str,
+        created_by: &str,
+        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let step = StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree: Tree::View,
+        };
+        self.run_step_in(step, state, body)
+    }
+
+    fn run_step_in(
+        &self,
+        step: StepIn<'_>,
+        state: State,
+        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree,
+        } = step;
         let (hit, why) = self.lookup(inputs, position);
         if let Some(hit) = hit {
             return Ok((hit, Outcome::Cached));
@@ -761,7 +829,7 @@ impl<'a> Executor<'a> {
         if let Some(why) = &why {
             self.view.step_note(n, &format!("running: {what}{why}"));
         }
-        let snap = self.snapshot(&format!("{n}"), &state.layers)?;
+        let snap = self.snapshot(&format!("{n}"), &state.layers, tree)?;
         crate::fault::point("build.step-snapshot");
         self.live.set(false);
         let result = body(&snap, &state);
@@ -780,6 +848,7 @@ impl<'a> Executor<'a> {
         &self,
         suffix: &str,
         layers: &[StoredLayer],
+        tree: Tree,
     ) -> Result<crate::storage::Snapshot, StepFailure> {
         self.open_log();
         let id = format!("build-{}-{suffix}", self.build_id);
@@ -788,12 +857,11 @@ impl<'a> Executor<'a> {
         // The stack is leased first: gc leaves its unpacked layers alone meanwhile.
         let stack: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
         self.store.lease()?.protect_stack(&stack)?;
-        Ok(step::snapshot(
-            self.store,
-            self.snapshotter.as_ref(),
-            &id,
-            layers,
-        )?)
+        let prepare = match tree {
+            Tree::Writable => step::snapshot,
+            Tree::View => step::view,
+        };
+        Ok(prepare(self.store, self.snapshotter.as_ref(), &id, layers)?)
     }
 
     /// A filesystem step that ran: its layer (if any) added with a history entry, its key
@@ -836,7 +904,7 @@ impl<'a> Executor<'a> {
 
     /// The uid and gid a `--chown` user has in `state`'s /etc/passwd and /etc/group.
     fn owner_in(&self, n: usize, state: &State, chown: &str) -> Result<Owner, StepFailure> {
-        let snap = self.snapshot(&format!("{n}-owner"), &state.layers)?;
+        let snap = self.snapshot(&format!("{n}-owner"), &state.layers, Tree::View)?;
         let resolved = runtime::spec::Accounts::read(&snap.rootfs)
             .and_then(|acc| acc.resolve(chown))
             .map(|u| Owner {
