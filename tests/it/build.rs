@@ -1373,4 +1373,9 @@ fn a_plain_copy_step_reads_the_tree_below_through_a_read_only_view() {
     );
     k.ok(&["build", "-q", "-t", "v", ctx.to_str().unwrap()]);
     assert_eq!(k.ok(&["run", "--rm", "v", "cat", "/a.txt"]), "a\n");
+    // A copy that selects nothing to write (an empty directory's contents) writes
+    // nothing into its view either.
+    fs::create_dir_all(ctx.join("empty")).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY empty/ /e/\n").unwrap();
+    k.ok(&["build", "-q", "-t", "e", ctx.to_str().unwrap()]);
 }
