@@ -59,7 +59,7 @@ fn prune_build_logs(builds: &Path, keep: &str) {
         .filter(|e| e.file_name() != keep)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
-    if dirs.len() + 1 <= KEEP_BUILD_LOGS + PRUNE_SLACK {
+    if dirs.len() < KEEP_BUILD_LOGS + PRUNE_SLACK {
         return;
     }
     dirs.sort();
