@@ -18,6 +18,9 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     // First what killed keels left (their leases, containers, snapshots, mounts, temp
     // files): their leases then stop protecting blobs.
     let left = crate::reclaim::reclaim(&store)?;
+    for w in &left.warnings {
+        errln!("warning: {w}");
+    }
     if !left.is_empty() {
         outln!(
             "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",

@@ -80,8 +80,13 @@ impl Store {
         {
             let name = format!("sha256:{}", e.file_name().to_string_lossy());
             if !live.contains(&name) {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                hostfs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match hostfs::remove_file(e.path()) {
+                    // Gone since the listing (only gc removes blobs, but a person may): done.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    r => r.map_err(io_err("removing", &e.path()))?,
+                }
+                report.bytes_freed += size;
                 report.blobs_removed += 1;
                 crate::fault::point("gc.sweeping");
             }
