@@ -66,6 +66,10 @@ const CASES: &[Case] = &[
     c("build-incremental", "storage.reuse-taken", 1),
     c("build-incremental", "build.copy-derived", 1),
     c("build-incremental", "store.blob-stored", 1),
+    // The step's last inputs (3) and the stat index (7) exchanged, the old content still
+    // under the temp name beside them (session 8: nothing swept those names).
+    c("build-replace", "hostfs.exchanged", 3),
+    c("build-replace", "hostfs.exchanged", 7),
     c("build-copy", "storage.unpack-partial", 1),
     c("build-copy", "storage.snapshot-mounted", 2),
     c("build-copy", "build.run-started", 1),
@@ -162,7 +166,8 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     let run = |flags: &[&str]| run_sleeper(k, flags);
     match area {
         "build" => build(&["--no-cache"]),
-        "build-incremental" => {
+        // `build-replace`: the same rebuild, killed as it replaces the build cache's files.
+        "build-incremental" | "build-replace" => {
             let ctx_dir = k.path("ctx");
             std::fs::write(ctx_dir.join("a.txt"), "an older version\n").unwrap();
             k.ok(&["build", "-t", "out", &ctx]);
@@ -329,6 +334,8 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
             .into_iter()
             .filter(|n| n.starts_with(".keel-save")),
     );
+    // Temp names beside files keel replaces (`.<name>.<writer>.tmp`, `.tmpXXXXXX`).
+    temp.extend(beside_temps(&root));
     let mut processes = Vec::new();
     for pid in names(Path::new("/proc"))
         .into_iter()
@@ -374,6 +381,36 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
         cgroups,
         oci_bundles,
     }
+}
+
+/// Temp names left beside the build cache's files (dot-names: the cache's own files have
+/// none), as `dir/name`.
+fn beside_temps(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in ["cache/stat", "cache/last", "cache/steps", "cache/stamps"] {
+        out.extend(
+            names(&root.join(d))
+                .into_iter()
+                .filter(|n| n.starts_with('.'))
+                .map(|n| format!("{d}/{n}")),
+        );
+    }
+    out
+}
+
+/// The kills whose point is a shared one (`hostfs.exchanged`) check that they hit the
+/// file they are meant to: the temp name is beside it when keel dies.
+fn left_before_gc(k: &Keel, case: &Case, what: &str) {
+    let dir = match (case.area, case.point, case.hit) {
+        ("build-replace", "hostfs.exchanged", 3) => "cache/last",
+        ("build-replace", "hostfs.exchanged", 7) => "cache/stat",
+        _ => return,
+    };
+    let left = beside_temps(&k.root());
+    assert!(
+        left.iter().any(|t| t.starts_with(dir)),
+        "{what}: no temp name was left in {dir} (the hit count moved?): {left:?}"
+    );
 }
 
 /// `keel __supervise` processes of this root.
@@ -459,6 +496,7 @@ fn run_case(case: &Case) {
         );
     }
     let ids = ids_under(&k.root());
+    left_before_gc(&k, case, &what);
     k.ok(&["gc"]);
     after_gc(&k, case, &what, &ids);
     fsck_clean(&k, &what);
@@ -544,7 +582,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         .unwrap();
     common::assert_success(&out, format!("{what}: then {args:?}"));
     match case.area {
-        "build" | "build-incremental" | "build-copy" | "build-chroot" => {
+        "build" | "build-incremental" | "build-replace" | "build-copy" | "build-chroot" => {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
@@ -585,6 +623,15 @@ fn run_area(areas: &[&str]) {
 #[test]
 fn sigkill_during_build_then_gc_leaves_the_host_as_before() {
     run_area(&["build", "build-incremental", "build-copy", "build-chroot"]);
+}
+
+/// Session 8 item 1: a rebuild killed between exchanging the stat index or a step's last
+/// inputs with its temp file and removing the temp name (which holds the old content)
+/// left `.<name>.<pid>.tmp` in `cache/stat` / `cache/last` for good: nothing swept it.
+/// gc takes it now (its name carries the writer's pid and start time).
+#[test]
+fn sigkill_while_replacing_a_cache_file_then_gc_takes_its_temp_name() {
+    run_area(&["build-replace"]);
 }
 
 /// Break (item 11): killed load, save and import left temp files (a `.keel-save-*` next
