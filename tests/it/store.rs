@@ -849,3 +849,67 @@ fn a_no_op_rebuild_flushes_nothing() {
         .collect();
     assert!(calls.is_empty(), "a no-op rebuild flushed: {calls:?}");
 }
+
+/// Clears the immutable attribute of `path` when dropped (so a failed test's root can
+/// still be deleted).
+struct Immutable(PathBuf);
+
+impl Immutable {
+    /// Sets it; `None` when the filesystem has no such attribute (chattr failed).
+    fn set(path: PathBuf) -> Option<Immutable> {
+        let ok = Command::new("chattr")
+            .arg("+i")
+            .arg(&path)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Immutable(path))
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// Session 8 item 2: one leftover that reclamation cannot remove (a dead keel's
+/// snapshot holding an immutable file) made `keel gc` fail there, before it reclaimed
+/// the rest (the next snapshot, the dead keel's temp directory) — and the start-up
+/// clean-up of every later command stopped at the same place. It is a warning naming
+/// the path and the fix now, and everything else is reclaimed.
+#[test]
+fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
+    require!(is_root(), "chattr +i needs root");
+    require!(have("chattr"), "chattr is not installed (apt-get install e2fsprogs)");
+    let k = Keel::new();
+    k.ok(&["images"]);
+    // Owned by pid 999999999, above any pid_max: dead.
+    let dead = "p999999999s1";
+    let snaps = k.root().join("storage/snapshots");
+    for id in ["a-stuck", "b-free"] {
+        std::fs::create_dir_all(snaps.join(id).join("rootfs/etc")).unwrap();
+        std::fs::write(snaps.join(id).join("owner"), dead).unwrap();
+        std::fs::write(snaps.join(id).join("rootfs/etc/f"), "x").unwrap();
+    }
+    let temp = k.root().join(format!("storage/tmp/{dead}-unpack-x"));
+    std::fs::create_dir_all(&temp).unwrap();
+    let stuck = snaps.join("a-stuck/rootfs/etc/f");
+    let Some(guard) = Immutable::set(stuck.clone()) else {
+        require!(false, "chattr +i does not work on the test filesystem");
+        return;
+    };
+    let out = k.cmd().arg("gc").output().unwrap();
+    crate::common::assert_success(&out, "gc with one leftover it cannot remove");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: could not reclaim snapshot")
+            && err.contains(&*snaps.join("a-stuck").to_string_lossy())
+            && err.contains("keel gc"),
+        "the warning names the snapshot and the fix: {err}"
+    );
+    assert!(!snaps.join("b-free").exists(), "the other snapshot was left");
+    assert!(!temp.exists(), "the dead keel's temp directory was left");
+    drop(guard);
+    let gc = k.ok(&["gc"]);
+    assert!(!snaps.join("a-stuck").exists(), "{gc}");
+}
