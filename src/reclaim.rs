@@ -547,4 +547,38 @@ mod tests {
         assert_eq!(rec.temp, gone.len() + 1);
         assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
     }
+
+    /// Item 2 (session 8): another keel's gc may remove a container's snapshot, or the
+    /// whole container, between this one's listing and its removal. What is already gone
+    /// is removed: no error, and only what this call removed is counted.
+    #[test]
+    fn removing_a_container_whose_snapshot_or_record_is_gone_is_done() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let containers = Containers::new(r);
+        let config = |id: &str| -> crate::container::ContainerConfig {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "name": format!("n{id}"), "image": "bb",
+                "image_digest": crate::digest::of_bytes(b"m").to_string(),
+                "command": ["true"], "created": "now", "isolation": "chroot",
+                "storage_driver": "copy",
+            }))
+            .unwrap()
+        };
+        // Snapshot gone, record there.
+        containers.create(&config("c1")).unwrap();
+        let mut rec = Reclaimed::default();
+        remove_container(r, "c1", &mut rec).unwrap();
+        assert!(containers.find("c1").is_err());
+        assert_eq!((rec.containers, rec.snapshots), (1, 0));
+        // Both gone: a second remover finds nothing left to do.
+        remove_container(r, "c1", &mut rec).unwrap();
+        assert_eq!((rec.containers, rec.snapshots), (1, 0));
+        // Snapshot there, record gone.
+        fs::create_dir_all(r.join("storage/snapshots/c2/rootfs")).unwrap();
+        remove_container(r, "c2", &mut rec).unwrap();
+        assert!(!r.join("storage/snapshots/c2").exists());
+        assert_eq!((rec.containers, rec.snapshots), (1, 1));
+        assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
+    }
 }

@@ -880,7 +880,10 @@ impl Drop for Immutable {
 #[test]
 fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
     require!(is_root(), "chattr +i needs root");
-    require!(have("chattr"), "chattr is not installed (apt-get install e2fsprogs)");
+    require!(
+        have("chattr"),
+        "chattr is not installed (apt-get install e2fsprogs)"
+    );
     let k = Keel::new();
     k.ok(&["images"]);
     // Owned by pid 999999999, above any pid_max: dead.
@@ -907,7 +910,10 @@ fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
             && err.contains("keel gc"),
         "the warning names the snapshot and the fix: {err}"
     );
-    assert!(!snaps.join("b-free").exists(), "the other snapshot was left");
+    assert!(
+        !snaps.join("b-free").exists(),
+        "the other snapshot was left"
+    );
     assert!(!temp.exists(), "the dead keel's temp directory was left");
     drop(guard);
     let gc = k.ok(&["gc"]);
