@@ -98,6 +98,8 @@ pub const DELAYS: &[&str] = &[
     // `keel run -p`: the container was started, its port proxy not yet (a container that
     // ends within the delay has exited before the proxy looks for its network namespace).
     "run.before-proxy",
+    // `Store::tag`: the name's target was resolved; nothing is locked or written yet.
+    "store.tag-resolved",
 ];
 
 /// Marks delay point `name`: sleeps when `KEEL_FAULT_DELAY` names it.

@@ -32,11 +32,17 @@ pub struct GcReport {
 impl Store {
     /// Digests reachable from the index and from containers.
     fn reachable(&self) -> Result<BTreeSet<String>> {
-        let mut live = BTreeSet::new();
         let mut todo: Vec<Descriptor> = self.read_index()?.manifests().clone();
         for (_, d) in self.container_images() {
             todo.push(Descriptor::new(MediaType::ImageManifest, 0, d));
         }
+        Ok(self.reachable_from(todo))
+    }
+
+    /// Digests reachable from `todo`: the manifests and indexes themselves, nested
+    /// manifests, configs and layers (what cannot be read leads nowhere further).
+    pub(super) fn reachable_from(&self, mut todo: Vec<Descriptor>) -> BTreeSet<String> {
+        let mut live = BTreeSet::new();
         while let Some(d) = todo.pop() {
             if !live.insert(d.digest().to_string()) {
                 continue;
@@ -50,7 +56,7 @@ impl Store {
                 live.extend(m.layers().iter().map(|l| l.digest().to_string()));
             }
         }
-        Ok(live)
+        live
     }
 
     /// Removes blobs reachable neither from the index, nor from containers, nor from

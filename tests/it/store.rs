@@ -919,3 +919,38 @@ fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
     let gc = k.ok(&["gc"]);
     assert!(!snaps.join("a-stuck").exists(), "{gc}");
 }
+
+/// Session 8 item 4: `keel tag a b` resolved `a`, then `keel rmi a` and `keel gc` ran
+/// before it wrote the name: gc swept a's blobs (nothing named or leased them) and the
+/// tag wrote `b` pointing at them anyway — `keel fsck` found a dangling reference. The
+/// tag now checks the blobs under the gc lock's shared side and refuses, saying why.
+#[test]
+fn tag_racing_rmi_and_gc_never_writes_a_dangling_name() {
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "a"]);
+    let tag = k
+        .cmd()
+        .args(["tag", "a", "b"])
+        .env("KEEL_FAULT_DELAY", "store.tag-resolved=3000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The tag resolves `a` within moments, then waits at the delay point.
+    std::thread::sleep(std::time::Duration::from_millis(700));
+    k.ok(&["rmi", "a"]);
+    let gc = k.ok(&["gc"]);
+    assert!(gc.contains("removed 3 blobs"), "{gc}");
+    let out = tag.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no longer in the store"),
+        "the tag must refuse a target gc took: {err}"
+    );
+    fsck_clean(&k);
+    k.fails(&["inspect", "b"]);
+    // Without the race the same tag works.
+    k.ok(&["bootstrap", "busybox", "a"]);
+    k.ok(&["tag", "a", "b"]);
+    fsck_clean(&k);
+}
