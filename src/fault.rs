@@ -90,6 +90,9 @@ pub const POINTS: &[&str] = &[
     "pull.blobs-stored",
     // `keel pull`: the manifest is stored; no name points at it yet.
     "pull.manifest-stored",
+    // `keel push`: a blob's upload session is open on the registry, its bytes not sent
+    // (a compressed layer is in its temp file under `tmp/`).
+    "push.blob-uploading",
 ];
 
 /// Named delay points: `KEEL_FAULT_DELAY=NAME=MS` makes keel sleep MS milliseconds at

@@ -118,6 +118,10 @@ const CASES: &[Case] = &[
     c("pull", "store.blob-stored", 3),
     c("pull", "pull.manifest-stored", 1),
     c("pull", "store.index-temp", 1),
+    // `keel push` (gzip) of the one-layer image: the layer (1, compressed into `tmp/`
+    // first) and the config (2).
+    c("push", "push.blob-uploading", 1),
+    c("push", "push.blob-uploading", 2),
 ];
 
 /// Whether the suite can run here; under CI a missing root is a failure, not a skip.
@@ -242,6 +246,10 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
             k.ok(&["rmi", "bb"]);
             k.ok(&["gc"]);
             s(&["pull", &name])
+        }
+        "push" => {
+            let name = format!("{}/faults/bb:1", reg.expect("a registry").host());
+            s(&["push", "--compression-format", "gzip", "bb", &name])
         }
         other => panic!("unknown area {other}"),
     }
@@ -453,7 +461,7 @@ fn fsck_clean(k: &Keel, what: &str) {
 fn run_case(case: &Case) {
     let what = format!("{} killed at {}#{}", case.area, case.point, case.hit);
     let k = setup();
-    let reg = (case.area == "pull").then(|| Registry::start(false, Auth::None));
+    let reg = matches!(case.area, "pull" | "push").then(|| Registry::start(false, Auth::None));
     let args = prepare(&k, case.area, reg.as_ref());
     let log = k.path("fault.log");
     let out = k
@@ -593,6 +601,13 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             let o = k.ok(&["run", "--rm", args[1], "echo", "pulled"]);
             assert_eq!(o, "pulled\n", "{what}");
         }
+        // What was pushed after the kill is whole: it comes back and runs.
+        "push" => {
+            let name = args.last().unwrap();
+            k.ok(&["pull", name]);
+            let o = k.ok(&["run", "--rm", name, "echo", "pushed"]);
+            assert_eq!(o, "pushed\n", "{what}");
+        }
         _ => {}
     }
     fsck_clean(k, &format!("{what}, after the re-run"));
@@ -664,6 +679,17 @@ fn sigkill_during_pull_then_gc_leaves_the_host_as_before() {
         return;
     }
     run_area(&["pull"]);
+}
+
+/// Session 8 item 4: a keel SIGKILLed mid-push (an upload session open, a compressed
+/// layer in its temp file) leaves a store `keel fsck` passes, gc takes the temp file and
+/// the lease, and the next push completes with an image that pulls back whole.
+#[test]
+fn sigkill_during_push_then_gc_leaves_the_host_as_before() {
+    if !crate::regserver::available() {
+        return;
+    }
+    run_area(&["push"]);
 }
 
 /// Every fault point keel lists is exercised by at least one case (each case asserts
