@@ -34,6 +34,9 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     };
     let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
     let r = store.gc(&roots)?;
+    for w in &r.warnings {
+        errln!("warning: {w}");
+    }
     outln!(
         "removed {} blobs and {} temporary files, freed {}",
         r.blobs_removed,

@@ -27,6 +27,17 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Leases of running keels whose blobs were kept.
     pub live_leases: usize,
+    /// What could not be removed (its path, why, the fix): the rest was swept all the
+    /// same. The caller shows them.
+    pub warnings: Vec<String>,
+}
+
+impl GcReport {
+    fn warn(&mut self, e: super::StoreError) {
+        self.warnings.push(format!(
+            "{e}; free it (clear an immutable attribute, fix its permissions) or remove it by hand, then run `keel gc` again"
+        ));
+    }
 }
 
 impl Store {
@@ -90,7 +101,11 @@ impl Store {
                 match hostfs::remove_file(e.path()) {
                     // Gone since the listing (only gc removes blobs, but a person may): done.
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
-                    r => r.map_err(io_err("removing", &e.path()))?,
+                    Err(err) => {
+                        report.warn(io_err("removing", &e.path())(err));
+                        continue;
+                    }
+                    Ok(()) => {}
                 }
                 report.bytes_freed += size;
                 report.blobs_removed += 1;
@@ -117,9 +132,14 @@ impl Store {
                 None => !someone_lives,
             };
             if stray {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                remove_any(&e.path())?;
-                report.temp_files_removed += 1;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match remove_any(&e.path()) {
+                    Ok(()) => {
+                        report.bytes_freed += size;
+                        report.temp_files_removed += 1;
+                    }
+                    Err(err) => report.warn(err),
+                }
             }
         }
         let _index = self.index_guard()?;
@@ -129,9 +149,14 @@ impl Store {
             .flatten()
         {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                remove_any(&e.path())?;
-                report.temp_files_removed += 1;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match remove_any(&e.path()) {
+                    Ok(()) => {
+                        report.bytes_freed += size;
+                        report.temp_files_removed += 1;
+                    }
+                    Err(err) => report.warn(err),
+                }
             }
         }
         Ok(())

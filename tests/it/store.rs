@@ -896,11 +896,17 @@ fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
     }
     let temp = k.root().join(format!("storage/tmp/{dead}-unpack-x"));
     std::fs::create_dir_all(&temp).unwrap();
+    // And the store's own temp files, which gc's blob sweep takes.
+    let blob_temps = ["a-stuck", "b-free"].map(|n| k.root().join(format!("tmp/{dead}-blob-{n}")));
+    for t in &blob_temps {
+        std::fs::write(t, "partial").unwrap();
+    }
     let stuck = snaps.join("a-stuck/rootfs/etc/f");
     let Some(guard) = Immutable::set(stuck.clone()) else {
         require!(false, "chattr +i does not work on the test filesystem");
         return;
     };
+    let guard2 = Immutable::set(blob_temps[0].clone()).expect("chattr +i worked above");
     let out = k.cmd().arg("gc").output().unwrap();
     crate::common::assert_success(&out, "gc with one leftover it cannot remove");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -911,13 +917,21 @@ fn a_leftover_gc_cannot_remove_is_a_warning_and_the_rest_is_reclaimed() {
         "the warning names the snapshot and the fix: {err}"
     );
     assert!(
+        err.contains("warning: removing") && err.contains(&*blob_temps[0].to_string_lossy()),
+        "the warning names the store's temp file: {err}"
+    );
+    assert!(
         !snaps.join("b-free").exists(),
         "the other snapshot was left"
     );
     assert!(!temp.exists(), "the dead keel's temp directory was left");
-    drop(guard);
+    assert!(!blob_temps[1].exists(), "the other temp file was left");
+    drop((guard, guard2));
     let gc = k.ok(&["gc"]);
-    assert!(!snaps.join("a-stuck").exists(), "{gc}");
+    assert!(
+        !snaps.join("a-stuck").exists() && !blob_temps[0].exists(),
+        "{gc}"
+    );
 }
 
 /// Session 8 item 4: `keel tag a b` resolved `a`, then `keel rmi a` and `keel gc` ran
