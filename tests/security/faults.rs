@@ -839,3 +839,26 @@ fn the_next_keel_reclaims_what_a_killed_one_left() {
     st.temp.retain(|t| !t.starts_with("tmp/"));
     assert_eq!(st, clean_state(), "start-up did not reclaim");
 }
+
+/// Session 8 item 1: start-up reclaims a killed keel's temp names beside the build
+/// cache's files too (here a rebuild killed as it replaced a step's last inputs), with
+/// no `keel gc`.
+#[test]
+fn the_next_keel_takes_the_temp_name_a_killed_rebuild_left() {
+    if !need_root() {
+        return;
+    }
+    let k = setup();
+    let case = c("build-replace", "hostfs.exchanged", 3);
+    let args = prepare(&k, case.area, None);
+    let out = k
+        .cmd()
+        .args(&args)
+        .env("KEEL_FAULT_POINT", format!("{}#{}", case.point, case.hit))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "the rebuild was not killed");
+    left_before_gc(&k, &case, "a rebuild killed replacing its last inputs");
+    k.ok(&["images"]);
+    assert_eq!(beside_temps(&k.root()), Vec::<String>::new());
+}
