@@ -385,6 +385,8 @@ const BESIDE_TEMP: &[(&str, bool)] = &[
     // Buildpacks written out (`<dir>.tmp-<pid>`) and fetched (`.fetch-XXXXXX`).
     ("buildpacks/shipped", false),
     ("buildpacks/fetched", false),
+    // Foreign busybox packages being downloaded (`.download-XXXXXX`, `keel bootstrap`).
+    ("cache/busybox", false),
 ];
 
 /// Temp names beside replaced files (see [`BESIDE_TEMP`]) whose writer is gone: a keel

@@ -111,7 +111,8 @@ pub enum TempWriter {
     /// push memo's `.<digest>.<pid>`, a shipped buildpack's `<dir>.tmp-<pid>`.
     Pid(i32),
     /// No writer at all: `tempfile`'s default `.tmpXXXXXX` (older keels' [`write_atomic`],
-    /// container records, remote ADD downloads), `.tmp-XXXXXX`, `.fetch-XXXXXX`.
+    /// container records, remote ADD downloads), `.tmp-XXXXXX`, `.fetch-XXXXXX`,
+    /// `.download-XXXXXX`.
     Unknown,
 }
 
@@ -119,7 +120,7 @@ pub enum TempWriter {
 /// keel's temp names. Pure: the caller decides what a dead writer's file is.
 pub fn temp_writer(name: &str) -> Option<TempWriter> {
     let random = |rest: &str| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric());
-    for prefix in [".tmp", ".tmp-", ".fetch-"] {
+    for prefix in [".tmp", ".tmp-", ".fetch-", ".download-"] {
         if name.strip_prefix(prefix).is_some_and(random) {
             return Some(TempWriter::Unknown);
         }
@@ -296,6 +297,7 @@ mod tests {
             (".tmpAbC123", Some(TempWriter::Unknown)),
             (".tmp-AbC123", Some(TempWriter::Unknown)),
             (".fetch-AbC123", Some(TempWriter::Unknown)),
+            (".download-AbC123", Some(TempWriter::Unknown)),
             // not temp names
             ("index", None),
             ("a1b2.json", None),
