@@ -121,27 +121,46 @@ pub fn delay(name: &str) {
     }
 }
 
-fn armed() -> Option<&'static (String, usize)> {
-    static ARMED: OnceLock<Option<(String, usize)>> = OnceLock::new();
+/// The armed point: its name, the text its hits must be at (`NAME@TEXT`), the hit.
+type Armed = (String, Option<String>, usize);
+
+fn armed() -> Option<&'static Armed> {
+    static ARMED: OnceLock<Option<Armed>> = OnceLock::new();
     ARMED
-        .get_or_init(|| {
-            let v = std::env::var("KEEL_FAULT_POINT").ok()?;
-            match v.split_once('#') {
-                Some((name, n)) => Some((name.to_string(), n.parse().ok()?)),
-                None => Some((v, 1)),
-            }
-        })
+        .get_or_init(|| parse_armed(&std::env::var("KEEL_FAULT_POINT").ok()?))
         .as_ref()
+}
+
+/// `NAME`, `NAME#N`, `NAME@TEXT` or `NAME@TEXT#N`.
+fn parse_armed(v: &str) -> Option<Armed> {
+    let (point, nth) = match v.rsplit_once('#') {
+        Some((point, n)) => (point, n.parse().ok()?),
+        None => (v, 1),
+    };
+    Some(match point.split_once('@') {
+        Some((name, at)) => (name.to_string(), Some(at.to_string()), nth),
+        None => (point.to_string(), None, nth),
+    })
 }
 
 /// Marks fault point `name`: SIGKILLs this process when the fault suite armed it.
 pub fn point(name: &str) {
+    point_at(name, "");
+}
+
+/// [`point`] at a place named by `at` (a path a shared point is reached for): armed as
+/// `NAME@TEXT`, only the hits whose `at` contains TEXT count, so a case can kill at the
+/// stat index's replacement whatever else was replaced before it.
+pub fn point_at(name: &str, at: &str) {
     static HITS: AtomicUsize = AtomicUsize::new(0);
     debug_assert!(POINTS.contains(&name), "fault point {name:?} is not listed");
-    let Some((want, nth)) = armed() else {
+    let Some((want, text, nth)) = armed() else {
         return;
     };
-    if want != name || HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
+    if want != name || text.as_ref().is_some_and(|t| !at.contains(t.as_str())) {
+        return;
+    }
+    if HITS.fetch_add(1, Ordering::SeqCst) + 1 != *nth {
         return;
     }
     if let Some(log) = std::env::var_os("KEEL_FAULT_LOG") {
@@ -150,7 +169,12 @@ pub fn point(name: &str) {
             std::fs::OpenOptions::new().create(true).append(true),
             log,
         ) {
-            let _ = writeln!(f, "{name}");
+            // The point as it was armed (`NAME` or `NAME@TEXT`).
+            match text {
+                Some(t) => writeln!(f, "{name}@{t}"),
+                None => writeln!(f, "{name}"),
+            }
+            .ok();
         }
     }
     let _ = crate::sys::proc::kill(std::process::id() as i32, libc::SIGKILL);
@@ -161,6 +185,19 @@ pub fn point(name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_armed_point_may_name_the_place_and_the_hit() {
+        let a = |v| parse_armed(v);
+        assert_eq!(a("x.y"), Some(("x.y".into(), None, 1)));
+        assert_eq!(a("x.y#3"), Some(("x.y".into(), None, 3)));
+        assert_eq!(
+            a("x.y@cache/last"),
+            Some(("x.y".into(), Some("cache/last".into()), 1))
+        );
+        assert_eq!(a("x.y@a#b#2"), Some(("x.y".into(), Some("a#b".into()), 2)));
+        assert_eq!(a("x.y#z"), None);
+    }
 
     #[test]
     fn points_are_unique_and_named_area_dot_event() {

@@ -65,7 +65,7 @@ pub fn write_replacing(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<(
     let at = nix::fcntl::AT_FDCWD;
     match nix::fcntl::renameat2(at, tmp, at, path, flags) {
         Ok(()) => {
-            crate::fault::point("hostfs.exchanged");
+            crate::fault::point_at("hostfs.exchanged", &path.to_string_lossy());
             fs::remove_file(tmp)
         }
         Err(nix::errno::Errno::ENOENT | nix::errno::Errno::EINVAL) => fs::rename(tmp, path),
