@@ -1114,3 +1114,350 @@ struct Place<'a> {
 fn same_entry(a: &Dir, an: &OsStr, b: &Dir, bn: &OsStr) -> bool {
     an == bn && a.same_dir(b)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+
+    /// One entry of a test tar: a path and what it is.
+    enum E<'a> {
+        Dir(&'a str, u32),
+        File(&'a str, u32, &'a [u8]),
+        Sym(&'a str, &'a str),
+        Hard(&'a str, &'a str),
+        /// A file with a PAX xattr record.
+        Xattr(&'a str, &'a str, &'a [u8]),
+    }
+
+    fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, e) in entries.iter().enumerate() {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_000 + i as u64);
+            h.set_uid(i as u64 % 3);
+            h.set_gid(i as u64 % 5);
+            h.set_size(0);
+            match e {
+                E::Dir(p, mode) => {
+                    h.set_entry_type(EntryType::Directory);
+                    h.set_mode(*mode);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                }
+                E::File(p, mode, body) => {
+                    h.set_mode(*mode);
+                    h.set_size(body.len() as u64);
+                    b.append_data(&mut h, p, *body).unwrap();
+                }
+                E::Sym(p, t) | E::Hard(p, t) => {
+                    let hard = matches!(e, E::Hard(..));
+                    h.set_entry_type(if hard {
+                        EntryType::Link
+                    } else {
+                        EntryType::Symlink
+                    });
+                    h.set_mode(0o777);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+                E::Xattr(p, key, value) => {
+                    let key = format!("SCHILY.xattr.{key}");
+                    b.append_pax_extensions([(key.as_str(), *value)]).unwrap();
+                    h.set_mode(0o644);
+                    h.set_size(1);
+                    b.append_data(&mut h, p, &b"x"[..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every entry below `dir`, sorted: path, type and mode, owner, size, mtime, content
+    /// or link target, xattrs, and for a hardlink the first path of its inode.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut inodes: HashMap<u64, String> = HashMap::new();
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+            } else if m.is_file() {
+                let same = inodes.entry(m.ino()).or_insert_with(|| rel.clone());
+                let body = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+                format!("{body:?} inode of {same}")
+            } else {
+                String::new()
+            };
+            let xattrs: Vec<_> = xattr::list(e.path())
+                .map(|l| l.map(|k| k.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            out.push(format!(
+                "{rel} {:o} {}:{} {} {} {what} {xattrs:?}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.len(),
+                m.mtime()
+            ));
+        }
+        out
+    }
+
+    fn with_workers(workers: usize) -> UnpackOptions {
+        UnpackOptions {
+            workers,
+            ..UnpackOptions::default()
+        }
+    }
+
+    /// Unpacks `tar` into a fresh directory with `workers`: the listing, or the error.
+    /// `seeded`: the directory holds a file first (left out of the listing), so the tree
+    /// is not empty and the unpack is the serial one from the first entry on.
+    fn unpacked(
+        tar: &[u8],
+        workers: usize,
+        seeded: bool,
+    ) -> (Result<Vec<String>, String>, Option<UnpackStats>) {
+        let t = tempfile::tempdir().unwrap();
+        if seeded {
+            std::fs::write(t.path().join("~seed"), "").unwrap();
+        }
+        match unpack(
+            io::Cursor::new(tar.to_vec()),
+            t.path(),
+            &with_workers(workers),
+        ) {
+            Ok(stats) => {
+                let mut l = listing(t.path());
+                l.retain(|e| !e.starts_with("~seed "));
+                (Ok(l), Some(stats))
+            }
+            Err(e) => (Err(e.to_string()), None),
+        }
+    }
+
+    /// The entry an unpack error names (`layer entry "NAME": why`).
+    fn entry_of(e: &str) -> &str {
+        e.split("\": ").next().unwrap_or(e)
+    }
+
+    /// The same listing (or an error on the same entry) and counts with the fast path,
+    /// with and without workers, as from the serial unpack.
+    fn same_as_serial(tar: &[u8], what: &str) -> Result<Vec<String>, String> {
+        let (serial, serial_stats) = unpacked(tar, 0, true);
+        for workers in [0, 1, 2, 3] {
+            let (fast, stats) = unpacked(tar, workers, false);
+            match (&fast, &serial) {
+                (Err(f), Err(s)) => {
+                    assert_eq!(entry_of(f), entry_of(s), "{what}, {workers} workers")
+                }
+                _ => assert_eq!(fast, serial, "{what}, {workers} workers"),
+            }
+            assert_eq!(stats, serial_stats, "{what}, {workers} workers");
+        }
+        serial
+    }
+
+    /// A layer like a big COPY's: many directories of small files with assorted modes
+    /// (setuid, read-only, executable), owners and mtimes, a read-only directory, a
+    /// large file (written by the unpacker itself), symlinks, an xattr, an empty file and
+    /// a nested directory — then a hardlink, which ends the fast path mid-stream.
+    #[test]
+    fn the_tree_with_workers_is_the_serial_unpacks() {
+        let names: Vec<(String, String)> = (0..40)
+            .flat_map(|d| (0..60).map(move |f| (format!("d{d:02}/"), format!("d{d:02}/f{f:03}"))))
+            .collect();
+        let big = vec![7u8; (pool::SMALL + 1) as usize];
+        let modes = [0o644, 0o4755, 0o400, 0o755, 0o2711, 0o600];
+        let mut entries = vec![E::Dir("ro/", 0o555), E::File("ro/in", 0o444, b"r")];
+        let mut last_dir = String::new();
+        for (i, (dir, file)) in names.iter().enumerate() {
+            if *dir != last_dir {
+                entries.push(E::Dir(dir, 0o755));
+                last_dir = dir.clone();
+            }
+            entries.push(E::File(file, modes[i % modes.len()], file.as_bytes()));
+        }
+        entries.extend([
+            E::File("d00/big", 0o644, &big),
+            E::File("d00/empty", 0o644, b""),
+            E::Sym("d01/link", "f000"),
+            E::Xattr("d01/x", "user.keel", b"v"),
+            E::Dir("d02/deeper/", 0o700),
+            E::File("d02/deeper/f", 0o644, b"deep"),
+        ]);
+        let simple = tar_of(&entries);
+        let listed = same_as_serial(&simple, "a simple stream").unwrap();
+        assert!(listed.len() > 2400, "{}", listed.len());
+        entries.extend([
+            E::Hard("d03/h", "d02/f000"),
+            E::File("d03/after", 0o644, b"a"),
+        ]);
+        same_as_serial(&tar_of(&entries), "a hardlink mid-stream").unwrap();
+    }
+
+    /// Hostile and odd streams give what the unpacker alone gives (the fast path ends
+    /// at the first entry it cannot vouch for, after the workers are done).
+    #[test]
+    fn hostile_streams_unpack_as_the_serial_unpack_does() {
+        use E::*;
+        let cases: Vec<(&str, Vec<E>)> = vec![
+            // A file below a symlinked parent, and the same file named through the link
+            // and then directly (the later one wins).
+            (
+                "symlinked parent",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/a", 0o644, b"1"),
+                    Sym("s", "d"),
+                    File("s/b", 0o644, b"2"),
+                    File("d/b", 0o644, b"3"),
+                ],
+            ),
+            (
+                "symlink to the root",
+                vec![
+                    Dir("d/", 0o755),
+                    Sym("d/up", "../.."),
+                    File("d/up/x", 0o644, b"x"),
+                    Sym("r", "/"),
+                    File("r/y", 0o644, b"y"),
+                ],
+            ),
+            (
+                "fast symlink then through it",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Sym("d/l", "f"),
+                    File("d/l", 0o644, b"2"),
+                ],
+            ),
+            // Hardlinks to a file still with a worker, to one not yet created, to itself.
+            (
+                "hardlink to a queued file",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Hard("d/h", "d/f"),
+                    Hard("h2", "d/h"),
+                ],
+            ),
+            (
+                "hardlink before its target",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/a", 0o644, b"1"),
+                    Hard("d/h", "d/f"),
+                    File("d/f", 0o644, b"2"),
+                ],
+            ),
+            (
+                "hardlink to itself",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Hard("d/f", "d/f"),
+                ],
+            ),
+            // Duplicate names: the later wins, whatever the kinds.
+            (
+                "a file twice",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/x", 0o644, b"1"),
+                    File("d/x", 0o600, b"22"),
+                ],
+            ),
+            (
+                "a directory over a file",
+                vec![
+                    File("x", 0o644, b"1"),
+                    Dir("x/", 0o700),
+                    File("x/y", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a file over a directory",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    File("x", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a symlink over a directory",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    Sym("x", "/"),
+                    File("x/z", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a directory twice",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    Dir("x/", 0o700),
+                    File("x/z", 0o644, b"2"),
+                ],
+            ),
+            // A file below a file; parents the stream never made.
+            (
+                "a file below a queued file",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    File("d/f/g", 0o644, b"2"),
+                ],
+            ),
+            (
+                "implied parents",
+                vec![
+                    File("a/b/c", 0o644, b"1"),
+                    File("a/b/d", 0o644, b"2"),
+                    Dir("a/", 0o700),
+                ],
+            ),
+        ];
+        for (what, entries) in cases {
+            same_as_serial(&tar_of(&entries), what).ok();
+        }
+    }
+
+    /// A file a worker cannot create (a name longer than the filesystem allows) fails the
+    /// unpack with that entry's name — the first such entry's, as the serial unpack's
+    /// error — and nothing is written after `unpack` returns.
+    #[test]
+    fn a_worker_failure_is_the_unpacks_error_with_the_entrys_path() {
+        let long = format!("d/{}", "n".repeat(300));
+        let longer = format!("d/{}", "m".repeat(400));
+        let mut entries = vec![E::Dir("d/", 0o755)];
+        let names: Vec<String> = (0..500).map(|i| format!("d/f{i:03}")).collect();
+        entries.extend(names[..250].iter().map(|n| E::File(n, 0o644, b"x")));
+        entries.push(E::File(&long, 0o644, b"x"));
+        entries.extend(names[250..].iter().map(|n| E::File(n, 0o644, b"x")));
+        entries.push(E::File(&longer, 0o644, b"x"));
+        let tar = tar_of(&entries);
+        same_as_serial(&tar, "a name too long").unwrap_err();
+        let t = tempfile::tempdir().unwrap();
+        let e = unpack(io::Cursor::new(tar), t.path(), &with_workers(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("layer entry {long:?}: creating file")),
+            "{e}"
+        );
+        assert!(e.contains("File name too long"), "{e}");
+        let now = listing(t.path());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            listing(t.path()),
+            now,
+            "nothing is written after unpack returns"
+        );
+    }
+}

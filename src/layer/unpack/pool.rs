@@ -165,7 +165,8 @@ impl Pool {
     /// nothing more is queued: the earliest failure is returned.
     pub fn submit(&mut self, job: Job) -> Result<(), LayerError> {
         if self.shared.failed.load(Ordering::Relaxed) {
-            return self.drain();
+            self.drain()?;
+            return Err(LayerError::bad("<layer>", "an earlier entry failed"));
         }
         let dir = Arc::as_ptr(&job.dir) as usize;
         if dir != self.last_dir || self.run >= RUN {
@@ -184,18 +185,16 @@ impl Pool {
         Ok(())
     }
 
-    /// Waits until every queued file is written; the earliest failure, if any.
+    /// Waits until every queued file is written; the earliest failure, unless returned
+    /// before.
     pub fn drain(&self) -> Result<(), LayerError> {
         let mut st = self.shared.lock();
         while st.outstanding > 0 {
             st = self.shared.idle.wait(st).unwrap_or_else(|p| p.into_inner());
         }
+        // A failure is returned once: the unpack stops at it.
         match st.error.take() {
             Some((_, e)) => Err(e),
-            None if self.shared.failed.load(Ordering::Relaxed) => {
-                // Its error was returned already; the unpack has stopped.
-                Err(LayerError::bad("<layer>", "an earlier entry failed"))
-            }
             None => Ok(()),
         }
     }
