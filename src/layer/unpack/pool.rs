@@ -35,13 +35,21 @@ const QUEUE: usize = 64;
 /// flat directory of thousands of files is still shared.
 const RUN: usize = 256;
 
-/// How many workers an unpack uses by default: one per CPU this process may use, at most
-/// four (the unpacker and the tar writer take CPU too); none on a single CPU.
+/// How many workers an unpack uses by default: none (the unpacker writes every file),
+/// unless `KEEL_UNPACK_WORKERS=N` asks for N (at most 16). Measured on this project's
+/// machine (docs/performance.md, "Session 8 — cold 10,000-file build"): on ext4 without
+/// a journal, whose inode allocator skips inodes deleted in the last minute by scanning
+/// the block group from its start on every creation, two threads creating a tree right
+/// after a tree was deleted collide on the same candidate inodes and rescan (up to 3×
+/// the kernel time of one thread); with a journal two threads were ~15 % faster.
 pub fn default_workers() -> usize {
-    match std::thread::available_parallelism().map_or(1, |n| n.get()) {
-        1 => 0,
-        n => n.min(4),
-    }
+    static N: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *N.get_or_init(|| {
+        std::env::var("KEEL_UNPACK_WORKERS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .map_or(0, |n| n.min(16))
+    })
 }
 
 /// One file for a worker to create.
