@@ -10,6 +10,11 @@
 //! the lower layers already in `target` ([`Whiteouts::Apply`]) or turned into overlayfs
 //! whiteouts for a layer unpacked into its own directory ([`Whiteouts::Overlay`]).
 //!
+//! A stream unpacked into an empty tree takes a fast path while it stays simple (see
+//! `Unpacker::fast`): new names are created without looking for something to replace,
+//! and small files may be written by worker threads (`unpack/pool.rs`); the first entry
+//! off that path waits for the workers and the rest is unpacked serially.
+//!
 //! This module must not know about the store or storage drivers: it gets a reader and a
 //! directory.
 use std::collections::HashSet;

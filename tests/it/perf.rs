@@ -363,7 +363,6 @@ fn unpack_workers_give_the_tree_the_unpacker_alone_gives() {
     std::os::unix::fs::symlink("f0000", ctx.join("src/d00/link")).unwrap();
     let mut seen = Vec::new();
     for n in ["0", "2"] {
-        drop_layer_cache(&k);
         let ctx_arg = ctx.to_str().unwrap();
         let out = with_workers(&k, n, &["build", "--no-cache", "-t", "out", ctx_arg]);
         crate::common::assert_success(&out, ("build with workers", n));
@@ -371,6 +370,7 @@ fn unpack_workers_give_the_tree_the_unpacker_alone_gives() {
         seen.push((id, k.ok(&["run", "--rm", "out", "cat", "/list"])));
         let fsck = k.ok(&["fsck", "--full"]);
         assert!(fsck.starts_with("ok"), "{n} workers: {fsck}");
+        drop_layer_cache(&k);
     }
     assert!(seen[0].1.contains("/app/d03/f0003"), "{}", seen[0].1);
     same_listing(&seen[0].1, &seen[1].1, "with unpack workers");
