@@ -90,6 +90,9 @@ pub const POINTS: &[&str] = &[
     "pull.blobs-stored",
     // `keel pull`: the manifest is stored; no name points at it yet.
     "pull.manifest-stored",
+    // `keel push`: a blob's upload session is open on the registry, its bytes not sent
+    // (a compressed layer is in its temp file under `tmp/`).
+    "push.blob-uploading",
 ];
 
 /// Named delay points: `KEEL_FAULT_DELAY=NAME=MS` makes keel sleep MS milliseconds at
@@ -98,6 +101,8 @@ pub const DELAYS: &[&str] = &[
     // `keel run -p`: the container was started, its port proxy not yet (a container that
     // ends within the delay has exited before the proxy looks for its network namespace).
     "run.before-proxy",
+    // `Store::tag`: the name's target was resolved; nothing is locked or written yet.
+    "store.tag-resolved",
 ];
 
 /// Marks delay point `name`: sleeps when `KEEL_FAULT_DELAY` names it.

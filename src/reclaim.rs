@@ -7,14 +7,19 @@
 //! Safe while other keels run: a live lease's containers, a snapshot whose owner lives,
 //! a container whose supervisor lives, and a temp entry whose owner lives are never
 //! touched. The decision rules are in docs/store.md ("Leases and reclamation").
-use crate::sys::hostfs;
+//!
+//! Racing other removers is expected: what is already gone counts as removed, and one
+//! thing that cannot be removed (a busy mount, an immutable file) is a warning naming
+//! it ([`Reclaimed::warnings`]), never the end of the clean-up of everything else.
+use crate::sys::hostfs::{self, TempWriter};
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::container::{ContainerState, Containers, Status};
 use crate::storage::reclaim as storage;
-use crate::store::lease::{self, LeaseRecord, Owner};
+use crate::store::lease::{self, LeaseRecord};
 use crate::store::Store;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +32,7 @@ pub enum ReclaimError {
     Container(#[from] crate::container::ContainerError),
 }
 
-/// What [`reclaim`] removed.
+/// What [`reclaim`] removed, and what it could not.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reclaimed {
     pub leases: usize,
@@ -37,11 +42,29 @@ pub struct Reclaimed {
     pub processes: usize,
     pub mounts: usize,
     pub temp: usize,
+    /// One line per leftover that could not be removed (its path, why, and the fix);
+    /// the caller shows them (`report::errln!`).
+    pub warnings: Vec<String>,
 }
 
 impl Reclaimed {
+    /// Whether nothing was removed (warnings aside).
     pub fn is_empty(&self) -> bool {
-        *self == Reclaimed::default()
+        let counts = Reclaimed {
+            warnings: Vec::new(),
+            ..self.clone()
+        };
+        counts == Reclaimed::default()
+    }
+
+    /// Notes that `what` at `path` could not be removed, and goes on.
+    fn warn(&mut self, what: &str, path: &Path, e: impl std::fmt::Display) {
+        self.warnings.push(format!(
+            "could not reclaim {what} {}: {e}; free it (unmount what is mounted there, stop \
+             what uses it, clear an immutable attribute) or remove it by hand, then run \
+             `keel gc` again",
+            path.display()
+        ));
     }
 }
 
@@ -50,7 +73,8 @@ impl Reclaimed {
 /// deleting it).
 const CONTAINER_LEFTOVER_AGE: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Reclaims everything dead keels left under the store's root.
+/// Reclaims everything dead keels left under the store's root. Fails only when the
+/// reclamation lock cannot be taken; what cannot be removed is in the warnings.
 pub fn reclaim(store: &Store) -> Result<Reclaimed, ReclaimError> {
     let _one_at_a_time = store.reclaim_guard()?;
     let root = store.root();
@@ -62,18 +86,18 @@ pub fn reclaim(store: &Store) -> Result<Reclaimed, ReclaimError> {
         .flat_map(|(_, l)| l.containers.iter().cloned())
         .collect();
     for (_, l) in &dead {
-        reclaim_lease_resources(root, l, &leased, &mut r)?;
+        reclaim_lease_resources(root, l, &leased, &mut r);
     }
-    reclaim_orphan_containers(root, &mut r)?;
+    reclaim_orphan_containers(root, &mut r);
     reclaim_runtime_orphans(root, &leased);
-    reclaim_storage(root, &mut r)?;
+    reclaim_storage(root, &mut r);
     sweep_container_leftovers(root, &leased, &mut r);
     for (path, _) in &dead {
         if hostfs::remove_file(path).is_ok() {
             r.leases += 1;
         }
     }
-    sweep_lease_staging(root);
+    sweep_beside_temps(root, &mut r);
     Ok(r)
 }
 
@@ -84,8 +108,14 @@ pub fn at_startup(store: &Store) {
         return;
     }
     match reclaim(store) {
-        Ok(r) if !r.is_empty() => tracing::info!("reclaimed what a killed keel left: {r:?}"),
-        Ok(_) => {}
+        Ok(r) => {
+            if !r.is_empty() {
+                tracing::info!("reclaimed what a killed keel left: {r:?}");
+            }
+            for w in &r.warnings {
+                crate::errln!("warning: {w}");
+            }
+        }
         Err(e) => tracing::warn!("reclaiming what a killed keel left: {e}"),
     }
 }
@@ -96,23 +126,34 @@ fn reclaim_lease_resources(
     l: &LeaseRecord,
     leased: &BTreeSet<String>,
     r: &mut Reclaimed,
-) -> Result<(), ReclaimError> {
+) {
     for id in l.containers.iter().filter(|id| !leased.contains(*id)) {
         if crate::storage::check_id(id).is_ok() {
-            remove_container(root, id, r)?;
+            remove_container_or_warn(root, id, r);
         }
     }
     for p in &l.temp {
-        let gone = if p.is_dir() {
-            hostfs::remove_dir_all(p)
-        } else {
-            hostfs::remove_file(p)
-        };
-        if gone.is_ok() {
-            r.temp += 1;
+        match remove_path(p) {
+            Ok(true) => r.temp += 1,
+            Ok(false) => {}
+            Err(e) => r.warn("temp file", p, e),
         }
     }
-    Ok(())
+}
+
+/// Removes a file, or a directory with everything below it; `Ok(false)` when it was
+/// already gone (another keel took it first).
+fn remove_path(p: &Path) -> std::io::Result<bool> {
+    let gone = match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => hostfs::remove_dir_all(p),
+        Ok(_) => hostfs::remove_file(p),
+        Err(e) => Err(e),
+    };
+    match gone {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// OCI runtime containers and bundles whose owning keel is gone, and empty `keel/<id>`
@@ -137,13 +178,17 @@ fn reclaim_runtime_orphans(root: &Path, leased: &BTreeSet<String>) {
 /// Containers no live keel is creating whose supervisor is gone: a record still
 /// `created` is a start that died (removed); a `running` one is stopped (its processes
 /// killed, marked exited 137) and removed if it was `--rm`.
-fn reclaim_orphan_containers(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
+fn reclaim_orphan_containers(root: &Path, r: &mut Reclaimed) {
     let containers = Containers::new(root);
     // Records and states first, leases after: a keel names a container in its lease
     // before making the record and drops it only once the record says running, so a
     // record seen `created` here is in a lease read afterwards while its maker lives.
     let mut seen = Vec::new();
-    for c in containers.list()? {
+    let listed = match containers.list() {
+        Ok(l) => l,
+        Err(e) => return r.warn("container records in", &root.join("containers"), e),
+    };
+    for c in listed {
         if let Ok(st) = containers.state(&c.id) {
             seen.push((c, st));
         }
@@ -155,18 +200,17 @@ fn reclaim_orphan_containers(root: &Path, r: &mut Reclaimed) -> Result<(), Recla
         }
         let supervisor_alive = st.supervisor_alive();
         match st.status {
-            Status::Created => remove_container(root, &c.id, r)?,
+            Status::Created => remove_container_or_warn(root, &c.id, r),
             Status::Running if !supervisor_alive => {
                 stop_container(root, &c.id, &mut st, r);
                 let _ = containers.set_state(&c.id, &st);
                 if c.auto_remove {
-                    remove_container(root, &c.id, r)?;
+                    remove_container_or_warn(root, &c.id, r);
                 }
             }
             _ => {}
         }
     }
-    Ok(())
 }
 
 /// Containers that live leases are creating or removing.
@@ -190,18 +234,28 @@ fn stop_container(root: &Path, id: &str, st: &mut ContainerState, r: &mut Reclai
     r.stopped += 1;
 }
 
+/// [`remove_container`]; what it cannot remove is a warning.
+fn remove_container_or_warn(root: &Path, id: &str, r: &mut Reclaimed) {
+    if let Err(e) = remove_container(root, id, r) {
+        r.warn("container", &root.join("containers").join(id), e);
+    }
+}
+
 /// Removes container `id` whatever state it is in: processes, cgroups, runtime state,
-/// snapshot, anonymous volumes, record.
+/// snapshot, anonymous volumes, record. A part already gone (another keel removing the
+/// same container) is done, not an error.
 fn remove_container(root: &Path, id: &str, r: &mut Reclaimed) -> Result<(), ReclaimError> {
     r.processes += crate::runtime::reclaim::reclaim_container(root, id, &rootfs_of(root, id));
     let snap = root.join("storage/snapshots").join(id);
-    if snap.exists() {
-        storage::remove(&snap)?;
+    if storage::remove(&snap)? {
         r.snapshots += 1;
     }
     let containers = Containers::new(root);
     if let Ok(c) = containers.find(id) {
-        containers.remove(&c.id)?;
+        match containers.remove(&c.id) {
+            Err(e) if e.is_gone() => {}
+            other => other?,
+        }
         let volumes = crate::container::volume::Volumes::new(root);
         for v in c
             .volumes
@@ -221,7 +275,7 @@ fn remove_container(root: &Path, id: &str, r: &mut Reclaimed) -> Result<(), Recl
 
 /// Snapshots nobody keeps (and the processes, cgroups and runc state of the build step
 /// or container that ran in them), dead owners' temp directories, stray mounts.
-fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
+fn reclaim_storage(root: &Path, r: &mut Reclaimed) {
     // Snapshot directories are listed before the container records are read: a record is
     // made before its snapshot, so a snapshot seen here has its record already.
     let names = storage::snapshot_names(root);
@@ -229,12 +283,17 @@ fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
     for s in storage::stale_snapshots(root, names, &|id| records.contains(id)) {
         r.processes +=
             crate::runtime::reclaim::reclaim_container(root, &s.id, &s.dir.join("rootfs"));
-        storage::remove(&s.dir)?;
-        r.snapshots += 1;
+        match storage::remove(&s.dir) {
+            Ok(true) => r.snapshots += 1,
+            Ok(false) => {}
+            Err(e) => r.warn("snapshot", &s.dir, e),
+        }
     }
     for t in storage::stale_temp(root) {
-        storage::remove_temp(&t)?;
-        r.temp += 1;
+        match storage::remove_temp(&t) {
+            Ok(()) => r.temp += 1,
+            Err(e) => r.warn("temp directory", &t, e),
+        }
     }
     let kept = || {
         let mut keep: Vec<PathBuf> = Vec::new();
@@ -246,8 +305,15 @@ fn reclaim_storage(root: &Path, r: &mut Reclaimed) -> Result<(), ReclaimError> {
         }
         keep
     };
-    r.mounts += storage::unmount_all(&storage::stray_mounts(root, kept)?)?;
-    Ok(())
+    let points = match storage::stray_mounts(root, kept) {
+        Ok(p) => p,
+        Err(e) => return r.warn("mounts under", root, e),
+    };
+    let (n, failed) = storage::unmount_all(&points);
+    r.mounts += n;
+    for (p, e) in failed {
+        r.warn("mount", &p, e);
+    }
 }
 
 /// Ids of the container records under `containers/`.
@@ -285,28 +351,236 @@ fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Rec
         if leased.contains(id) || !old {
             continue;
         }
-        let gone = if e.path().is_dir() {
-            hostfs::remove_dir_all(e.path())
-        } else {
-            hostfs::remove_file(e.path())
-        };
-        if gone.is_ok() {
-            r.temp += 1;
+        match remove_path(&e.path()) {
+            Ok(true) => r.temp += 1,
+            Ok(false) => {}
+            Err(err) => r.warn("container leftover", &e.path(), err),
         }
     }
 }
 
-/// `leases/.<id>.tmp` files of dead owners (a lease rewrite that was cut short).
-fn sweep_lease_staging(root: &Path) {
-    let Ok(rd) = fs::read_dir(lease::leases_dir(root)) else {
-        return;
-    };
-    for e in rd.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(rest) = name.strip_prefix('.') {
-            if Owner::from_tag(rest).is_none_or(|o| !o.alive()) {
-                let _ = hostfs::remove_file(e.path());
+/// Directories under the root where keel writes a file through a temp name beside it
+/// (what writes there, in `sys::hostfs::TempWriter`'s terms), and whether each of their
+/// subdirectories does too. Never a directory that holds an image tree or a user's data:
+/// a cache mount's contents, a volume, a snapshot.
+const BESIDE_TEMP: &[(&str, bool)] = &[
+    // Lease rewrites: `.<lease id>.tmp` (`store::lease`).
+    ("leases", false),
+    // The stat index and a step's last inputs (`hostfs::replace`).
+    ("cache/stat", false),
+    ("cache/last", false),
+    // Cache entries and selection stamps (`hostfs::write_atomic`).
+    ("cache/steps", false),
+    ("cache/stamps", false),
+    // A seeded cache mount's `<id>.seeded` record (`write_atomic`); not the mounts.
+    ("cache/mounts", false),
+    // Remote ADD downloads (a `tempfile` name).
+    ("cache/remote/blobs", false),
+    // Push's memo: `<format>/.<digest>.<pid>`, `verified/.<digest>.<pid>`.
+    ("cache/registry", true),
+    // Container records (`containers/<id>/*.json`, a `tempfile` name).
+    ("containers", true),
+    // Deployed apps' `app.json` (`write_atomic`).
+    ("apps", true),
+    // Buildpacks written out (`<dir>.tmp-<pid>`) and fetched (`.fetch-XXXXXX`).
+    ("buildpacks/shipped", false),
+    ("buildpacks/fetched", false),
+    // Foreign busybox packages being downloaded (`.download-XXXXXX`, `keel bootstrap`).
+    ("cache/busybox", false),
+];
+
+/// Temp names beside replaced files (see [`BESIDE_TEMP`]) whose writer is gone: a keel
+/// killed between writing the temp file and removing it (or renaming it into place).
+fn sweep_beside_temps(root: &Path, r: &mut Reclaimed) {
+    for (sub, nested) in BESIDE_TEMP {
+        let dir = root.join(sub);
+        let mut dirs = vec![dir.clone()];
+        if *nested {
+            let subdirs = fs::read_dir(&dir).into_iter().flatten().flatten();
+            dirs.extend(
+                subdirs
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+        for d in dirs {
+            for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let Some(writer) = hostfs::temp_writer(&name) else {
+                    continue;
+                };
+                let age = e
+                    .metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok());
+                if writer_gone(writer, age) {
+                    match remove_path(&e.path()) {
+                        Ok(true) => r.temp += 1,
+                        Ok(false) => {}
+                        Err(err) => r.warn("temp file", &e.path(), err),
+                    }
+                }
             }
         }
+    }
+}
+
+/// A temp file whose name carries no writer, or only a pid, is this old before it is
+/// taken for a leftover (a write takes moments; a pid may be reused meanwhile).
+const UNOWNED_TEMP_AGE: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether the writer of a temp file named as `writer` says is gone: an owner tag is
+/// decided by pid and start time; a bare pid when no process has it (a live one may be
+/// a later process with the same pid, so the file must then be a day old); no writer at
+/// all, a day old. `age` is `None` when the file's time cannot be read (kept).
+fn writer_gone(writer: TempWriter, age: Option<Duration>) -> bool {
+    let old = age.is_some_and(|a| a > UNOWNED_TEMP_AGE);
+    match writer {
+        TempWriter::Owner(o) => !o.alive(),
+        TempWriter::Pid(pid) => crate::sys::proc::start_time(pid).is_none() || old,
+        TempWriter::Unknown => old,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::lease::Owner;
+    use std::time::SystemTime;
+
+    /// A process that has exited (its pid is free, unless reused at once) and a live one.
+    fn dead_and_live() -> (i32, std::process::Child) {
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        let live = std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap();
+        (dead.id() as i32, live)
+    }
+
+    fn age(p: &Path, secs: u64) {
+        let f = fs::File::open(p).unwrap();
+        f.set_modified(SystemTime::now() - Duration::from_secs(secs))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_temp_file_goes_once_its_writer_is_gone() {
+        let (dead_pid, mut live) = dead_and_live();
+        let live_owner = Owner {
+            pid: live.id() as i32,
+            start: crate::sys::proc::start_time(live.id() as i32).unwrap(),
+        };
+        let reused = Owner {
+            start: live_owner.start + 1,
+            ..live_owner
+        };
+        let day = 24 * 3600;
+        let cases = [
+            (TempWriter::Owner(live_owner), 2 * day, false),
+            (TempWriter::Owner(reused), 0, true),
+            (TempWriter::Pid(dead_pid), 0, true),
+            (TempWriter::Pid(live_owner.pid), 0, false),
+            (TempWriter::Pid(live_owner.pid), 2 * day, true),
+            (TempWriter::Unknown, 60, false),
+            (TempWriter::Unknown, 2 * day, true),
+        ];
+        for (w, secs, gone) in cases {
+            let got = writer_gone(w, Some(Duration::from_secs(secs)));
+            assert_eq!(got, gone, "{w:?} {secs}s old");
+        }
+        assert!(!writer_gone(TempWriter::Unknown, None));
+        let _ = live.kill();
+        let _ = live.wait();
+    }
+
+    /// Item 1 (session 8): `.<name>.<pid>.tmp` beside the stat index, a step's last
+    /// inputs, a lease, … stayed forever when keel was killed before removing it. The
+    /// sweep takes dead writers' temp names in the directories keel writes that way,
+    /// keeps a live writer's, and never looks anywhere else.
+    #[test]
+    fn the_sweep_takes_dead_writers_temp_names_and_keeps_live_ones() {
+        let (dead_pid, mut live) = dead_and_live();
+        let live_tag = Owner {
+            pid: live.id() as i32,
+            start: crate::sys::proc::start_time(live.id() as i32).unwrap(),
+        }
+        .tag();
+        let dead_tag = format!("p{dead_pid}s1");
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let put = |rel: &str| {
+            let p = r.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, "old").unwrap();
+            p
+        };
+        let gone = [
+            put(&format!("cache/stat/.abc.{dead_tag}.tmp")),
+            put(&format!("cache/last/.abc.json.{dead_pid}.tmp")),
+            put(&format!("cache/steps/.abc.json.{dead_tag}-AbC123.tmp")),
+            put(&format!("leases/.{dead_tag}-0a1b2c3d.tmp")),
+            put(&format!("cache/registry/gzip/.abc.{dead_pid}")),
+        ];
+        let old_random = put("containers/c1/.tmpAbC123");
+        age(&old_random, 2 * 24 * 3600);
+        let kept = [
+            put(&format!("cache/stat/.abc.{live_tag}.tmp")),
+            put(&format!("cache/last/.abc.json.{}.tmp", live.id())),
+            put("cache/steps/.tmpXyZ789"),
+            put("cache/stat/abc"),
+            put("containers/.lock"),
+            // Not a directory keel replaces files in: an image tree, a cache mount.
+            put(&format!("storage/snapshots/s1/rootfs/.abc.{dead_tag}.tmp")),
+            put(&format!("cache/mounts/m1/.abc.{dead_tag}.tmp")),
+        ];
+        let mut rec = Reclaimed::default();
+        sweep_beside_temps(r, &mut rec);
+        let _ = live.kill();
+        let _ = live.wait();
+        for p in gone.iter().chain([&old_random]) {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{} was taken", p.display());
+        }
+        assert_eq!(rec.temp, gone.len() + 1);
+        assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
+    }
+
+    /// Item 2 (session 8): another keel's gc may remove a container's snapshot, or the
+    /// whole container, between this one's listing and its removal. What is already gone
+    /// is removed: no error, and only what this call removed is counted.
+    #[test]
+    fn removing_a_container_whose_snapshot_or_record_is_gone_is_done() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        let containers = Containers::new(r);
+        let config = |id: &str| -> crate::container::ContainerConfig {
+            serde_json::from_value(serde_json::json!({
+                "id": id, "name": format!("n{id}"), "image": "bb",
+                "image_digest": crate::digest::of_bytes(b"m").to_string(),
+                "command": ["true"], "created": "now", "isolation": "chroot",
+                "storage_driver": "copy",
+            }))
+            .unwrap()
+        };
+        // Snapshot gone, record there.
+        containers.create(&config("c1")).unwrap();
+        let mut rec = Reclaimed::default();
+        remove_container(r, "c1", &mut rec).unwrap();
+        assert!(containers.find("c1").is_err());
+        assert_eq!((rec.containers, rec.snapshots), (1, 0));
+        // Both gone: a second remover finds nothing left to do.
+        remove_container(r, "c1", &mut rec).unwrap();
+        assert_eq!((rec.containers, rec.snapshots), (1, 0));
+        // Snapshot there, record gone.
+        fs::create_dir_all(r.join("storage/snapshots/c2/rootfs")).unwrap();
+        remove_container(r, "c2", &mut rec).unwrap();
+        assert!(!r.join("storage/snapshots/c2").exists());
+        assert_eq!((rec.containers, rec.snapshots), (1, 1));
+        assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
     }
 }

@@ -57,30 +57,37 @@ impl KeyInputs {
     /// sha256 of the canonical JSON (object keys sorted, no whitespace). Written straight
     /// into the hasher: a COPY of 10,000 files has a key of ~1 MB of JSON, and going
     /// through `serde_json::Value` to sort the fields cost more than the hashing. The
-    /// fields are named in sorted order here, the maps are sorted already, and
+    /// fields are named in sorted order here (`Sorted`), the maps are sorted already, and
     /// `instruction`'s objects are sorted by serde_json's own map, so the bytes are
     /// those of `canonical_json` (`the_streamed_key_is_the_canonical_jsons_digest`).
     pub fn key(&self) -> CacheKey {
-        #[derive(Serialize)]
-        struct Sorted<'a> {
-            args: &'a BTreeMap<String, String>,
-            env: &'a BTreeMap<String, String>,
-            files: &'a BTreeMap<String, String>,
-            instruction: &'a serde_json::Value,
-            parent: &'a str,
-            version: u32,
+        let mut sink = digest::HashSink::default();
+        serde_json::to_writer(&mut sink, &self.sorted()).expect("key inputs serialise to JSON");
+        CacheKey(sink.finish())
+    }
+
+    /// These inputs with their canonical JSON and key, made once: a step needs its key
+    /// several times (lookup, result, its record as the last inputs), and for a COPY of
+    /// 10,000 files each serialisation is ~1 MB.
+    pub fn keyed(self) -> Keyed {
+        let canonical = serde_json::to_vec(&self.sorted()).expect("key inputs serialise to JSON");
+        let key = CacheKey(digest::of_bytes(&canonical));
+        Keyed {
+            inputs: self,
+            canonical,
+            key,
         }
-        let sorted = Sorted {
+    }
+
+    fn sorted(&self) -> Sorted<'_> {
+        Sorted {
             args: &self.args,
             env: &self.env,
             files: &self.files,
             instruction: &self.instruction,
             parent: &self.parent,
             version: self.version,
-        };
-        let mut sink = digest::HashSink::default();
-        serde_json::to_writer(&mut sink, &sorted).expect("key inputs serialise to JSON");
-        CacheKey(sink.finish())
+        }
     }
 
     /// One line naming the first input that differs from `before` (the previous build of
@@ -107,6 +114,52 @@ impl KeyInputs {
             1 => format!("{} changed", changed[0]),
             n => format!("{} and {} other files changed", changed[0], n - 1),
         }
+    }
+}
+
+/// `KeyInputs` with its fields in sorted order: serialised, the canonical JSON.
+#[derive(Serialize)]
+struct Sorted<'a> {
+    args: &'a BTreeMap<String, String>,
+    env: &'a BTreeMap<String, String>,
+    files: &'a BTreeMap<String, String>,
+    instruction: &'a serde_json::Value,
+    parent: &'a str,
+    version: u32,
+}
+
+/// Key inputs sealed with their canonical JSON and its digest, the key
+/// (`KeyInputs::keyed`; a step's last inputs as `BuildCache::last_inputs` reads them).
+#[derive(Debug)]
+pub struct Keyed {
+    inputs: KeyInputs,
+    canonical: Vec<u8>,
+    key: CacheKey,
+}
+
+impl Keyed {
+    pub fn inputs(&self) -> &KeyInputs {
+        &self.inputs
+    }
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+
+    /// Inputs recorded as their canonical JSON (what `record_inputs` writes, so the key is
+    /// the digest of the bytes read) or, from an older keel, as any JSON (the key is then
+    /// computed); None when the bytes are not key inputs.
+    fn read(bytes: Vec<u8>) -> Option<Keyed> {
+        let inputs: KeyInputs = serde_json::from_slice(&bytes).ok()?;
+        // The canonical form is the only one whose first field is `args`.
+        if !bytes.starts_with(br#"{"args":"#) {
+            return Some(inputs.keyed());
+        }
+        let key = CacheKey(digest::of_bytes(&bytes));
+        Some(Keyed {
+            inputs,
+            canonical: bytes,
+            key,
+        })
     }
 }
 
@@ -204,7 +257,7 @@ pub struct BuildCache {
     /// The last `last_inputs` read (position and what it found): a step that misses asks
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
-    last_read: std::sync::Mutex<Option<(String, Option<Arc<KeyInputs>>)>>,
+    last_read: std::sync::Mutex<Option<(String, Option<Arc<Keyed>>)>>,
 }
 
 impl BuildCache {
@@ -292,24 +345,25 @@ impl BuildCache {
     }
 
     /// The inputs the previous build used at `position` (Dockerfile, stage and step).
-    pub fn last_inputs(&self, position: &str) -> Option<Arc<KeyInputs>> {
+    pub fn last_inputs(&self, position: &str) -> Option<Arc<Keyed>> {
         let mut memo = self.last_read.lock().expect("inputs memo lock");
         if let Some((_, found)) = memo.as_ref().filter(|(p, _)| p == position) {
             return found.clone();
         }
-        let found: Option<Arc<KeyInputs>> = fs::read(self.inputs_path(position))
+        let found = fs::read(self.inputs_path(position))
             .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
+            .and_then(Keyed::read)
             .map(Arc::new);
         *memo = Some((position.to_string(), found.clone()));
         found
     }
-    pub fn record_inputs(&self, position: &str, inputs: &KeyInputs) {
+
+    /// Records `inputs` as the last ones at `position`, as their canonical JSON.
+    pub fn record_inputs(&self, position: &str, inputs: &Keyed) {
         *self.last_read.lock().expect("inputs memo lock") = None;
         // ~1 MB for a 10,000-file COPY: not renamed over the old file (see `replace`); an
         // empty file after a crash reads as no previous build.
-        let bytes = serde_json::to_vec(inputs).expect("inputs serialise");
-        let _ = hostfs::replace(&self.inputs_path(position), &bytes);
+        let _ = hostfs::replace(&self.inputs_path(position), &inputs.canonical);
     }
 
     /// Digests the live cache entries reference (they keep their layers through gc).
@@ -450,6 +504,8 @@ mod tests {
             .insert("/app/ü \"x\"".into(), "file 600 1:2 sha256:03".into());
         for v in [inputs(), a] {
             let canonical = crate::store::canonical_json(&v);
+            let keyed = v.clone().keyed();
+            assert_eq!((&keyed.canonical, keyed.key()), (&canonical, &v.key()));
             assert_eq!(
                 v.key().0,
                 digest::of_bytes(&canonical),
@@ -457,6 +513,29 @@ mod tests {
                 String::from_utf8_lossy(&canonical)
             );
         }
+    }
+
+    /// The last inputs are stored as their canonical JSON, so their key is the digest of
+    /// the bytes read; a record of an older keel (fields in declaration order) reads back
+    /// with its key computed, the same key.
+    #[test]
+    fn recorded_inputs_read_back_with_their_key_in_either_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = BuildCache::new(dir.path());
+        let a = inputs();
+        cache.record_inputs("step", &a.clone().keyed());
+        let read = cache.last_inputs("step").unwrap();
+        assert_eq!((read.key(), read.inputs()), (&a.key(), &a));
+        let old = cache.inputs_path("old step");
+        fs::create_dir_all(old.parent().unwrap()).unwrap();
+        let text = serde_json::to_vec(&a).unwrap();
+        assert!(text.starts_with(br#"{"version":"#), "declaration order");
+        fs::write(&old, text).unwrap();
+        let read = cache.last_inputs("old step").unwrap();
+        assert_eq!((read.key(), read.inputs()), (&a.key(), &a));
+        fs::write(&old, b"{").unwrap();
+        let cache = BuildCache::new(dir.path());
+        assert!(cache.last_inputs("old step").is_none());
     }
 
     #[test]

@@ -14,8 +14,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-/// Build log directories kept (the oldest go when a build starts).
+/// Build log directories kept (the oldest go when a build starts)...
 const KEEP_BUILD_LOGS: usize = 20;
+/// ...once this many more have piled up: the oldest go ten at a time, so most builds
+/// delete nothing (a deleted directory's blocks are discarded synchronously on a disk
+/// mounted with `discard`, milliseconds each on the project VM).
+const PRUNE_SLACK: usize = 10;
 
 /// Where the log directory of build `build_id` is (made by [`new_build_log`]).
 pub fn build_log_dir(root: &Path, build_id: &str) -> PathBuf {
@@ -24,7 +28,8 @@ pub fn build_log_dir(root: &Path, build_id: &str) -> PathBuf {
 
 /// Makes this build's log directory `<root>/logs/builds/<id>`, points
 /// `<root>/logs/last-build` at it (atomically: a symlink renamed over the old one) and
-/// drops the oldest directories beyond [`KEEP_BUILD_LOGS`].
+/// drops the oldest directories beyond [`KEEP_BUILD_LOGS`] once [`PRUNE_SLACK`] more
+/// have piled up.
 pub fn new_build_log(root: &Path, build_id: &str) -> PathBuf {
     let logs = root.join("logs");
     let builds = logs.join("builds");
@@ -54,6 +59,9 @@ fn prune_build_logs(builds: &Path, keep: &str) {
         .filter(|e| e.file_name() != keep)
         .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
         .collect();
+    if dirs.len() < KEEP_BUILD_LOGS + PRUNE_SLACK {
+        return;
+    }
     dirs.sort();
     let excess = (dirs.len() + 1).saturating_sub(KEEP_BUILD_LOGS);
     for (_, d) in dirs.into_iter().take(excess) {
@@ -300,13 +308,22 @@ mod tests {
         assert!(a.is_dir() && b.is_dir());
         let last = std::fs::canonicalize(d.path().join("logs/last-build")).unwrap();
         assert_eq!(last, std::fs::canonicalize(&b).unwrap());
-        for i in 0..KEEP_BUILD_LOGS + 3 {
+        let count = || {
+            std::fs::read_dir(d.path().join("logs/builds"))
+                .unwrap()
+                .count()
+        };
+        for i in 0..KEEP_BUILD_LOGS + PRUNE_SLACK - 2 {
             new_build_log(d.path(), &format!("x{i:03}"));
         }
-        let n = std::fs::read_dir(d.path().join("logs/builds"))
-            .unwrap()
-            .count();
-        assert_eq!(n, KEEP_BUILD_LOGS);
+        assert_eq!(
+            count(),
+            KEEP_BUILD_LOGS + PRUNE_SLACK,
+            "pruned within the slack"
+        );
+        let newest = new_build_log(d.path(), "newest");
+        assert_eq!(count(), KEEP_BUILD_LOGS, "the oldest go at once");
+        assert!(newest.is_dir() && b.parent().unwrap().join("x027").is_dir());
         let view = BuildView::new(ViewMode::Quiet);
         let path = d.path().join("t.log");
         view.add_transcript(File::create(&path).unwrap());

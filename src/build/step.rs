@@ -328,6 +328,17 @@ pub fn snapshot(
     Ok(snapshotter.prepare_scratch(id, &layer_blobs(store, layers))?)
 }
 
+/// A read-only view of `layers` for a step that only looks at the tree below it
+/// (`Snapshotter::prepare_view`).
+pub fn view(
+    store: &Store,
+    snapshotter: &dyn Snapshotter,
+    id: &str,
+    layers: &[StoredLayer],
+) -> Result<Snapshot, StepError> {
+    Ok(snapshotter.prepare_view(id, &layer_blobs(store, layers))?)
+}
+
 /// Where a container directory lands in the image, and the directories a layer has to
 /// create on the way: the longest existing prefix is resolved inside the image (so
 /// symlinked directories like `/var/run` are followed), the rest is new.

@@ -122,25 +122,17 @@ fn epoch() -> Option<u64> {
 
 /// The config's `created`: SOURCE_DATE_EPOCH, else the commit time of a clean git checkout,
 /// else the epoch: meaningful where possible, reproducible always. git runs only when the
-/// context is inside a work tree, and in the background while the build walks the context.
+/// context is inside a work tree (as the tree's owner: `context::git`), and in the
+/// background while the build walks the context.
 struct CreatedTime {
     status: Option<std::process::Child>,
     log: Option<std::process::Child>,
 }
 
-fn in_git_work_tree(dir: &Path) -> bool {
-    let Ok(abs) = std::fs::canonicalize(dir) else {
-        return false;
-    };
-    abs.ancestors().any(|d| d.join(".git").exists())
-}
-
 impl CreatedTime {
     fn start(context: &Path) -> CreatedTime {
         let git = |args: &[&str]| {
-            std::process::Command::new("git")
-                .arg("-C")
-                .arg(context)
+            crate::context::git::command(context)
                 .args(args)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::piped())
@@ -148,7 +140,7 @@ impl CreatedTime {
                 .spawn()
                 .ok()
         };
-        if epoch().is_some() || !in_git_work_tree(context) {
+        if epoch().is_some() || !crate::context::git::in_work_tree(context) {
             return CreatedTime {
                 status: None,
                 log: None,

@@ -309,9 +309,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     };
     if opts.scm.is_none() && !service {
         // The repository the project lives in, for CI jobs that check it out.
-        opts.scm = std::process::Command::new("git")
-            .arg("-C")
-            .arg(&project.dir)
+        opts.scm = crate::context::git::command(Path::new(&project.dir))
             .args(["remote", "get-url", "origin"])
             .stderr(std::process::Stdio::null())
             .output()

@@ -18,6 +18,9 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     // First what killed keels left (their leases, containers, snapshots, mounts, temp
     // files): their leases then stop protecting blobs.
     let left = crate::reclaim::reclaim(&store)?;
+    for w in &left.warnings {
+        errln!("warning: {w}");
+    }
     if !left.is_empty() {
         outln!(
             "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
@@ -31,6 +34,9 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     };
     let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
     let r = store.gc(&roots)?;
+    for w in &r.warnings {
+        errln!("warning: {w}");
+    }
     outln!(
         "removed {} blobs and {} temporary files, freed {}",
         r.blobs_removed,

@@ -6,6 +6,7 @@
 //! `.dockerignore` is enforced here and fails closed: a file that cannot be read or
 //! understood fails the build, and a path is judged by where its content really lies, so a
 //! symlink (`link -> secret`, `alias -> .`) never reaches a file the rules keep out.
+pub mod git;
 mod stat_index;
 
 use std::fs;

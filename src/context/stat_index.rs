@@ -24,8 +24,11 @@ pub struct StatIndex {
     /// path → (stamp, `sha256:<hex>`); digests stay strings (they go into cache keys).
     /// Read from `file` on first use: a rebuild that hits every step never needs it.
     files: Option<Remembered>,
-    /// Whether this run learned anything worth writing back.
-    dirty: bool,
+    /// The oldest time stamp (a file's newer of mtime and ctime) among the digests this
+    /// run learned, if it learned any: a digest is worth writing back only if it will be
+    /// trusted next time, that is if its file is past the racy window when the index is
+    /// written (`save`).
+    learned_oldest_ns: Option<i128>,
     /// How many files had to be read (for tests and `--explain`).
     pub hashed: usize,
 }
@@ -98,7 +101,7 @@ impl StatIndex {
             file: None,
             written_ns: 0,
             files: Some(HashMap::new()),
-            dirty: false,
+            learned_oldest_ns: None,
             hashed: 0,
         }
     }
@@ -111,7 +114,7 @@ impl StatIndex {
             file: Some(file),
             written_ns: 0,
             files: None,
-            dirty: false,
+            learned_oldest_ns: None,
             hashed: 0,
         }
     }
@@ -159,19 +162,29 @@ impl StatIndex {
             && !name.contains('\n')
         {
             self.files().insert(name.into_owned(), (stamp, d.clone()));
-            self.dirty = true;
+            let newest = stamp.mtime_ns.max(stamp.ctime_ns);
+            self.learned_oldest_ns = Some(self.learned_oldest_ns.map_or(newest, |o| o.min(newest)));
         }
         Ok(d)
     }
 
     /// Writes what this run learned (atomically; best effort: a failure only costs
-    /// re-hashing next time). Nothing is written when nothing was hashed.
+    /// re-hashing next time). Nothing is written when nothing was hashed, nor when every
+    /// file hashed was changed within the racy window: written now, the index would not
+    /// trust those digests next time either (a file is trusted only when it settled before
+    /// the index was written), and what it trusts already it goes on trusting — so a
+    /// rebuild right after an edit does not rewrite a 10,000-file index for one file.
     pub fn save(&mut self) {
+        self.save_at(now_ns());
+    }
+
+    fn save_at(&mut self, now: i128) {
         let Some(file) = &self.file else { return };
-        if !self.dirty {
-            return;
+        match self.learned_oldest_ns {
+            Some(oldest) if oldest < now - RACY_NS => {}
+            _ => return,
         }
-        self.written_ns = now_ns();
+        self.written_ns = now;
         let mut text = format!("{HEADER} {}\n", self.written_ns);
         let files = self.files.iter().flatten();
         text.reserve(files.clone().map(|(p, _)| p.len() + 140).sum());
@@ -189,7 +202,7 @@ impl StatIndex {
         // Not renamed over the old index (a 10,000-file index is ~1 MB, which ext4 would
         // start writing out at once): an empty index after a crash only costs re-hashing.
         let _ = crate::sys::hostfs::replace(file, text.as_bytes());
-        self.dirty = false;
+        self.learned_oldest_ns = None;
     }
 }
 
@@ -260,16 +273,32 @@ mod tests {
         let idx_dir = d.path().join("idx");
         let mut idx = StatIndex::load(&idx_dir, d.path());
         let first = idx.digest(&f).unwrap();
-        idx.save();
-        // Pretend the index was written long after the file settled.
-        let path = idx.file.clone().unwrap();
-        let text = fs::read_to_string(&path).unwrap();
-        let (head, rest) = text.split_once('\n').unwrap();
-        let later: i128 =
-            head.rsplit(' ').next().unwrap().parse::<i128>().unwrap() + 10_000_000_000;
-        fs::write(&path, format!("{HEADER} {later}\n{rest}")).unwrap();
+        // Written long after the file settled.
+        idx.save_at(now_ns() + 10 * RACY_NS);
         let mut idx = StatIndex::load(&idx_dir, d.path());
         assert_eq!(idx.digest(&f).unwrap(), first);
         assert_eq!(idx.hashed, 0, "a settled, unchanged file was read");
+    }
+
+    /// Digests of files changed within the racy window would not be trusted by an index
+    /// written now, so none is written for them alone; once one of them has settled, it is.
+    #[test]
+    fn an_index_that_would_trust_nothing_new_is_not_written() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("just-edited");
+        fs::write(&f, "x").unwrap();
+        let idx_dir = d.path().join("idx");
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        idx.digest(&f).unwrap();
+        idx.save();
+        assert!(
+            !idx_dir.exists(),
+            "an index was written for a racy file only"
+        );
+        idx.save_at(now_ns() + 2 * RACY_NS);
+        assert_eq!(fs::read_dir(&idx_dir).unwrap().count(), 1);
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        idx.digest(&f).unwrap();
+        assert_eq!(idx.hashed, 0, "the settled file's digest was not kept");
     }
 }

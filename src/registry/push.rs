@@ -506,6 +506,7 @@ fn upload(
         "{location}{}digest={digest}",
         if location.contains('?') { '&' } else { '?' }
     );
+    crate::fault::point("push.blob-uploading");
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let len = size.to_string();
     let resp = client.send(

@@ -120,6 +120,12 @@ pub trait Snapshotter: Send + Sync {
     fn prepare_scratch(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
         self.prepare(id, layers)
     }
+    /// A snapshot of `layers` that is only read, once (a build step that looks at the
+    /// tree below it and writes its layer elsewhere): a driver may make it read-only and
+    /// without a writable top, which is then cheaper to set up and to remove.
+    fn prepare_view(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        self.prepare_scratch(id, layers)
+    }
     /// What changed in the writable top against the layers, sorted by path.
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>>;
     /// Keeps the writable top of `snap` as the unpacked cache entry of `diff_id`, the

@@ -149,7 +149,7 @@ impl OverlayDriver {
 
 impl Snapshotter for OverlayDriver {
     fn prepare(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
-        self.prepare_mount(id, layers, false)
+        self.prepare_mount(id, layers, Top::Upper { volatile: false })
     }
 
     /// A `volatile` overlay: the upper filesystem is never synced on its behalf, so
@@ -157,7 +157,16 @@ impl Snapshotter for OverlayDriver {
     /// filesystem (a just-written layer blob, say). Kernels before 5.10 lack the option
     /// and get a plain mount.
     fn prepare_scratch(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
-        self.prepare_mount(id, layers, true)
+        self.prepare_mount(id, layers, Top::Upper { volatile: true })
+    }
+
+    /// A read-only overlay with no upper or work directory: the kernel sets up no work
+    /// directory (`work/work`, `incompat/volatile`) and nothing is written or removed but
+    /// the mount point and the snapshot's record — on a disk that discards freed blocks,
+    /// five directories fewer to wait for. Overlayfs wants two lower directories for such
+    /// a mount: a single layer is stacked on the empty directory; no layer is not mounted.
+    fn prepare_view(&self, id: &str, layers: &[LayerBlob]) -> Result<Snapshot> {
+        self.prepare_mount(id, layers, Top::None)
     }
 
     fn changes(&self, snap: &Snapshot) -> Result<Vec<Change>> {
@@ -233,14 +242,11 @@ impl Snapshotter for OverlayDriver {
         if mounted {
             return Ok(());
         }
-        sysfs::mount_overlay(
-            &snap.parents,
-            &snap.dir.join("upper"),
-            &snap.dir.join("work"),
-            &snap.rootfs,
-            false,
-        )
-        .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+        let top = match snap.dir.join("upper").exists() {
+            true => Top::Upper { volatile: false },
+            false => Top::None,
+        };
+        mount_snapshot(snap, top)
     }
 
     fn storage_root(&self) -> &Path {
@@ -252,23 +258,18 @@ impl OverlayDriver {
     /// A layer's tree may leave the cache between being looked up and being mounted (a
     /// build patching it into its next version, `take_tree`): the mount then fails with
     /// ENOENT, and one more try extracts the layer again.
-    fn prepare_mount(&self, id: &str, layers: &[LayerBlob], volatile: bool) -> Result<Snapshot> {
-        match self.prepare_mount_once(id, layers, volatile) {
+    fn prepare_mount(&self, id: &str, layers: &[LayerBlob], top: Top) -> Result<Snapshot> {
+        match self.prepare_mount_once(id, layers, top) {
             Err(StorageError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound =>
             {
-                self.prepare_mount_once(id, layers, volatile)
+                self.prepare_mount_once(id, layers, top)
             }
             r => r,
         }
     }
 
-    fn prepare_mount_once(
-        &self,
-        id: &str,
-        layers: &[LayerBlob],
-        volatile: bool,
-    ) -> Result<Snapshot> {
+    fn prepare_mount_once(&self, id: &str, layers: &[LayerBlob], top: Top) -> Result<Snapshot> {
         self.settle();
         let mut trees = Vec::with_capacity(layers.len());
         let mut unpacked = 0;
@@ -278,7 +279,7 @@ impl OverlayDriver {
             trees.push(dir);
         }
         let mut lowers = lower_stack(trees);
-        if lowers.is_empty() {
+        if lowers.is_empty() || (top == Top::None && lowers.len() == 1) {
             lowers.push(self.empty_lower()?);
         }
         let dir = new_snapshot_dir(&self.storage, id)?;
@@ -292,33 +293,24 @@ impl OverlayDriver {
             unpacked,
         };
         let made = (|| {
-            for sub in ["upper", "work", "rootfs"] {
+            let subs: &[&str] = match top {
+                Top::Upper { .. } => &["upper", "work", "rootfs"],
+                Top::None => &["rootfs"],
+            };
+            for sub in subs {
                 hostfs::create_dir(dir.join(sub)).map_err(StorageError::io("creating", &dir))?;
             }
-            // The upper dir is the container's `/`: 0755 as in docker, not keel's umask
-            // (under umask 077 a non-root container user could not even chdir to `/`).
-            hostfs::set_permissions(
-                dir.join("upper"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )
-            .map_err(StorageError::io("creating", &dir))?;
+            // The root is the container's `/`: 0755 as in docker, not keel's umask (under
+            // umask 077 a non-root container user could not even chdir to `/`).
+            let root = dir.join(subs[0]);
+            hostfs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(StorageError::io("creating", &dir))?;
             // The snapshot is recorded before mounting so `remove` can always find it.
             save_snapshot(&snap)?;
-            let mount = |volatile| {
-                sysfs::mount_overlay(
-                    &snap.parents,
-                    &dir.join("upper"),
-                    &dir.join("work"),
-                    &snap.rootfs,
-                    volatile,
-                )
-            };
-            mount(volatile)
-                .or_else(|e| match e.raw_os_error() {
-                    Some(libc::EINVAL) if volatile => mount(false),
-                    _ => Err(e),
-                })
-                .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
+            if top == Top::None && layers.is_empty() {
+                return Ok(()); // an empty view: the empty mount point is all of it
+            }
+            mount_snapshot(&snap, top)
         })();
         if let Err(e) = made {
             let _ = hostfs::remove_dir_all(&dir);
@@ -327,6 +319,37 @@ impl OverlayDriver {
         crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
+}
+
+/// What a snapshot has above its layers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Top {
+    /// A writable upper directory (with overlay's work directory beside it); a
+    /// `volatile` one is never synced (kernels before 5.10 get a plain mount).
+    Upper { volatile: bool },
+    /// Nothing: a read-only view of the layers.
+    None,
+}
+
+/// Mounts `snap`'s overlay with `top` above its lower directories.
+fn mount_snapshot(snap: &Snapshot, top: Top) -> Result<()> {
+    let mount = |volatile| {
+        sysfs::mount_overlay(
+            &snap.parents,
+            &snap.dir.join("upper"),
+            &snap.dir.join("work"),
+            &snap.rootfs,
+            volatile,
+        )
+    };
+    match top {
+        Top::Upper { volatile } => mount(volatile).or_else(|e| match e.raw_os_error() {
+            Some(libc::EINVAL) if volatile => mount(false),
+            _ => Err(e),
+        }),
+        Top::None => sysfs::mount_overlay_read_only(&snap.parents, &snap.rootfs),
+    }
+    .map_err(StorageError::io("mounting overlay on", &snap.rootfs))
 }
 
 /// A layer's cache entry filled while the layer is written (`layer::tee`): a temp entry

@@ -93,9 +93,16 @@ pub fn stale_temp(root: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Unmounts everything at or below `dir`, then deletes it (see [`teardown`]).
-pub fn remove(dir: &Path) -> Result<()> {
-    teardown(dir)
+/// Unmounts everything at or below `dir`, then deletes it (see [`teardown`]). `Ok(false)`
+/// when it was gone already: another keel removing it first is as good as removing it.
+pub fn remove(dir: &Path) -> Result<bool> {
+    let existed = fs::symlink_metadata(dir).is_ok();
+    match teardown(dir) {
+        Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            Ok(false)
+        }
+        r => r.map(|()| existed),
+    }
 }
 
 /// Mount points at or below `root` that are not at or below any of the directories
@@ -126,19 +133,21 @@ fn stray_of(points: &[PathBuf], root: &Path, keep: &[PathBuf]) -> Vec<PathBuf> {
     out
 }
 
-/// Detaches `points` (deepest first); returns how many went.
-pub fn unmount_all(points: &[PathBuf]) -> Result<usize> {
+/// Detaches `points` (deepest first); returns how many went, and the points that would
+/// not go with why (the others are detached all the same).
+pub fn unmount_all(points: &[PathBuf]) -> (usize, Vec<(PathBuf, StorageError)>) {
     let mut n = 0;
+    let mut failed = Vec::new();
     for p in points {
         match crate::sys::mount::umount_detach(p) {
             Ok(()) => n += 1,
             // Stacked mounts are listed once each, so the second detach finds nothing; and
             // a snapshot removed since the table was read took its mount with it.
             Err(e) if matches!(e.errno(), Some(libc::EINVAL) | Some(libc::ENOENT)) => {}
-            Err(e) => return Err(StorageError::Sys(e)),
+            Err(e) => failed.push((p.clone(), StorageError::Sys(e))),
         }
     }
-    Ok(n)
+    (n, failed)
 }
 
 /// Removes a temp entry, unmounting anything inside it first.

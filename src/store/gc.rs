@@ -27,16 +27,33 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Leases of running keels whose blobs were kept.
     pub live_leases: usize,
+    /// What could not be removed (its path, why, the fix): the rest was swept all the
+    /// same. The caller shows them.
+    pub warnings: Vec<String>,
+}
+
+impl GcReport {
+    fn warn(&mut self, e: super::StoreError) {
+        self.warnings.push(format!(
+            "{e}; free it (clear an immutable attribute, fix its permissions) or remove it by hand, then run `keel gc` again"
+        ));
+    }
 }
 
 impl Store {
     /// Digests reachable from the index and from containers.
     fn reachable(&self) -> Result<BTreeSet<String>> {
-        let mut live = BTreeSet::new();
         let mut todo: Vec<Descriptor> = self.read_index()?.manifests().clone();
         for (_, d) in self.container_images() {
             todo.push(Descriptor::new(MediaType::ImageManifest, 0, d));
         }
+        Ok(self.reachable_from(todo))
+    }
+
+    /// Digests reachable from `todo`: the manifests and indexes themselves, nested
+    /// manifests, configs and layers (what cannot be read leads nowhere further).
+    pub(super) fn reachable_from(&self, mut todo: Vec<Descriptor>) -> BTreeSet<String> {
+        let mut live = BTreeSet::new();
         while let Some(d) = todo.pop() {
             if !live.insert(d.digest().to_string()) {
                 continue;
@@ -50,7 +67,7 @@ impl Store {
                 live.extend(m.layers().iter().map(|l| l.digest().to_string()));
             }
         }
-        Ok(live)
+        live
     }
 
     /// Removes blobs reachable neither from the index, nor from containers, nor from
@@ -80,8 +97,17 @@ impl Store {
         {
             let name = format!("sha256:{}", e.file_name().to_string_lossy());
             if !live.contains(&name) {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                hostfs::remove_file(e.path()).map_err(io_err("removing", &e.path()))?;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match hostfs::remove_file(e.path()) {
+                    // Gone since the listing (only gc removes blobs, but a person may): done.
+                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(err) => {
+                        report.warn(io_err("removing", &e.path())(err));
+                        continue;
+                    }
+                    Ok(()) => {}
+                }
+                report.bytes_freed += size;
                 report.blobs_removed += 1;
                 crate::fault::point("gc.sweeping");
             }
@@ -106,9 +132,14 @@ impl Store {
                 None => !someone_lives,
             };
             if stray {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                remove_any(&e.path())?;
-                report.temp_files_removed += 1;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match remove_any(&e.path()) {
+                    Ok(()) => {
+                        report.bytes_freed += size;
+                        report.temp_files_removed += 1;
+                    }
+                    Err(err) => report.warn(err),
+                }
             }
         }
         let _index = self.index_guard()?;
@@ -118,9 +149,14 @@ impl Store {
             .flatten()
         {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                report.bytes_freed += e.metadata().map(|m| m.len()).unwrap_or(0);
-                remove_any(&e.path())?;
-                report.temp_files_removed += 1;
+                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+                match remove_any(&e.path()) {
+                    Ok(()) => {
+                        report.bytes_freed += size;
+                        report.temp_files_removed += 1;
+                    }
+                    Err(err) => report.warn(err),
+                }
             }
         }
         Ok(())

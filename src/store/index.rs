@@ -119,6 +119,13 @@ impl Store {
         {
             return Ok(());
         }
+        // gc sweeps only under the exclusive side of its lock, reading index.json once it
+        // has it: while this holds the shared side, what is checked here stays until the
+        // name is written, and from then on the name keeps it. Without it, `keel tag`
+        // racing `keel rmi` + `keel gc` wrote a name whose blobs were gone.
+        crate::fault::delay("store.tag-resolved");
+        let _no_sweep = super::LockGuard::take(&self.locks_dir().join("gc.lock"), false)?;
+        self.check_complete(&full, manifest)?;
         self.update_index(|index| {
             let mut list = index.manifests().clone();
             list.retain(|d| ref_name(d) != Some(full.as_str()));
@@ -127,6 +134,23 @@ impl Store {
             index.set_manifests(list);
             Ok(())
         })
+    }
+
+    /// Every blob of the image `manifest` describes is in the store (what a new name for
+    /// it would point at).
+    fn check_complete(&self, name: &str, manifest: &Descriptor) -> Result<()> {
+        let blobs = self.layout().join("blobs/sha256");
+        let reached = self.reachable_from(vec![manifest.clone()]);
+        match reached
+            .iter()
+            .find(|d| !blobs.join(d.trim_start_matches("sha256:")).is_file())
+        {
+            Some(d) => Err(StoreError::Vanished {
+                name: name.to_string(),
+                digest: d.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Stores an OCI image index over `images` (one entry per platform, in the order given,

@@ -81,6 +81,8 @@ pub enum StoreError {
     NotAStore { path: PathBuf, why: String },
     #[error("refusing to create a tag with a digest reference ({0}); name the new tag NAME[:TAG] without @sha256:…")]
     DigestTag(String),
+    #[error("not tagging {name}: blob {digest} of the image is no longer in the store (removed by `keel rmi` and `keel gc` meanwhile?); pull, load or build the image again, then tag it")]
+    Vanished { name: String, digest: String },
     #[error(transparent)]
     Reference(#[from] crate::reference::ReferenceError),
 }

@@ -157,19 +157,35 @@ pub fn mount_overlay(
     target: &Path,
     volatile: bool,
 ) -> io::Result<()> {
-    // In a user namespace overlayfs keeps its metadata in `user.overlay.*` (`userxattr`,
-    // which implies redirect_dir=nofollow and refuses an explicit redirect_dir).
-    let meta = if super::userns::rootless_cached() {
+    let tail = format!(
+        ",upperdir={},workdir={},index=off,{},metacopy=off{}",
+        escape_overlay_path(upper),
+        escape_overlay_path(work),
+        overlay_metadata_option(),
+        if volatile { ",volatile" } else { "" },
+    );
+    mount_overlay_with(lowers, target, &tail)
+}
+
+/// Mounts a read-only overlay of `lowers` (top-most first, at least two) at `target`:
+/// no upper or work directory, so nothing for the kernel to set up or clean.
+pub fn mount_overlay_read_only(lowers: &[PathBuf], target: &Path) -> io::Result<()> {
+    mount_overlay_with(lowers, target, &format!(",{}", overlay_metadata_option()))
+}
+
+/// In a user namespace overlayfs keeps its metadata (whiteouts, opaque directories) in
+/// `user.overlay.*` (`userxattr`, which implies redirect_dir=nofollow and refuses an
+/// explicit redirect_dir).
+fn overlay_metadata_option() -> &'static str {
+    if super::userns::rootless_cached() {
         "userxattr"
     } else {
         "redirect_dir=off"
-    };
-    let tail = format!(
-        ",upperdir={},workdir={},index=off,{meta},metacopy=off{}",
-        escape_overlay_path(upper),
-        escape_overlay_path(work),
-        if volatile { ",volatile" } else { "" },
-    );
+    }
+}
+
+/// [`mount_overlay`] with the options after `lowerdir=` given.
+fn mount_overlay_with(lowers: &[PathBuf], target: &Path, tail: &str) -> io::Result<()> {
     let plain: Vec<String> = lowers.iter().map(|p| escape_overlay_path(p)).collect();
     let mut held = Vec::new();
     let lower_opt =

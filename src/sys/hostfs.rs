@@ -21,15 +21,21 @@ pub fn write(path: impl AsRef<Path>, contents: impl AsRef<[u8]>) -> io::Result<(
     fs::write(path, contents)
 }
 
-/// Replaces `path` with `contents` through a temp file in the same directory and a
-/// rename, creating the directory first: a reader sees the old or the new file, never a
-/// part. No fsync (the store's `Store::write_atomic` is the durable variant).
+/// Replaces `path` with `contents` through a temp file in the same directory
+/// (`.<name>.<owner tag>-XXXXXX.tmp`) and a rename, creating the directory first: a reader
+/// sees the old or the new file, never a part. No fsync (the store's
+/// `Store::write_atomic` is the durable variant).
 pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent directory", path.display())))?;
     fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    // Named for its writer (see [`temp_writer`]): gc removes it once that process is gone.
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{name}.{}-", owner_tag()))
+        .suffix(".tmp")
+        .tempfile_in(dir)?;
     tmp.write_all(contents)?;
     persist(tmp, path)?;
     Ok(())
@@ -70,17 +76,14 @@ pub fn write_replacing(path: &Path, tmp: &Path, contents: &[u8]) -> io::Result<(
     }
 }
 
-/// [`write_replacing`] through `.<name>.<pid>.tmp` beside `path`, creating the
-/// directory when it is missing.
+/// [`write_replacing`] through `.<name>.<owner tag>.tmp` beside `path`, creating the
+/// directory when it is missing. A writer killed before the temp name is removed leaves
+/// it behind; its name says whose it was ([`temp_writer`]), so `keel gc` can tell.
 pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
         return write_atomic(path, contents);
     };
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), owner_tag()));
     match write_replacing(path, &tmp, contents) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             fs::create_dir_all(dir)?;
@@ -88,6 +91,63 @@ pub fn replace(path: &Path, contents: &[u8]) -> io::Result<()> {
         }
         done => done,
     }
+}
+
+/// This process's owner tag (`p<pid>s<start time>`, `store::lease::Owner::tag`): a
+/// later process that reuses the pid has another start time, so a temp name carrying the
+/// tag names its writer for good.
+fn owner_tag() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| crate::store::lease::Owner::current().tag())
+}
+
+/// Who wrote a temp file that keel leaves beside the file it replaces, as its name says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TempWriter {
+    /// The name carries the writer's owner tag: [`replace`]'s `.<name>.<tag>.tmp`,
+    /// [`write_atomic`]'s `.<name>.<tag>-XXXXXX.tmp`, a lease's `.<tag>-<id>.tmp`.
+    Owner(crate::store::lease::Owner),
+    /// Only a pid, which a later process may reuse: older keels' `.<name>.<pid>.tmp`, the
+    /// push memo's `.<digest>.<pid>`, a shipped buildpack's `<dir>.tmp-<pid>`.
+    Pid(i32),
+    /// No writer at all: `tempfile`'s default `.tmpXXXXXX` (older keels' [`write_atomic`],
+    /// container records, remote ADD downloads), `.tmp-XXXXXX`, `.fetch-XXXXXX`,
+    /// `.download-XXXXXX`.
+    Unknown,
+}
+
+/// The writer of temp file `name` (see [`TempWriter`]); `None` when `name` is not one of
+/// keel's temp names. Pure: the caller decides what a dead writer's file is.
+pub fn temp_writer(name: &str) -> Option<TempWriter> {
+    let random = |rest: &str| rest.len() == 6 && rest.bytes().all(|b| b.is_ascii_alphanumeric());
+    for prefix in [".tmp", ".tmp-", ".fetch-", ".download-"] {
+        if name.strip_prefix(prefix).is_some_and(random) {
+            return Some(TempWriter::Unknown);
+        }
+    }
+    let pid = |s: &str| s.parse::<i32>().ok().filter(|p| *p > 0);
+    let shipped = name.rsplit_once(".tmp-").filter(|(dir, _)| !dir.is_empty());
+    if let Some(p) = shipped.and_then(|(_, p)| pid(p)) {
+        return Some(TempWriter::Pid(p));
+    }
+    let body = name.strip_prefix('.')?;
+    let (body, suffixed) = match body.strip_suffix(".tmp") {
+        Some(b) => (b, true),
+        None => (body, false),
+    };
+    let (head, tail) = match body.rsplit_once('.') {
+        Some((h, t)) => (Some(h), t),
+        None => (None, body),
+    };
+    if suffixed {
+        if let Some(o) = crate::store::lease::Owner::from_tag(tail) {
+            return Some(TempWriter::Owner(o));
+        }
+    }
+    // A bare pid needs the name before it (`.<name>.<pid>`), with or without `.tmp`.
+    head.filter(|h| !h.is_empty())
+        .and_then(|_| pid(tail))
+        .map(TempWriter::Pid)
 }
 
 /// Renames the finished temp file `tmp` onto `path` (`NamedTempFile::persist`), the one
@@ -201,6 +261,64 @@ mod tests {
         assert_eq!(fs::read(&p).unwrap(), b"two");
         let names: Vec<_> = fs::read_dir(p.parent().unwrap()).unwrap().collect();
         assert_eq!(names.len(), 1, "no temp file is left beside the entry");
+    }
+
+    #[test]
+    fn replace_leaves_no_temp_name_and_its_names_carry_the_writer() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("d/index");
+        replace(&p, b"one").unwrap();
+        replace(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::read_dir(tmp.path().join("d")).unwrap().count(), 1);
+        let me = crate::store::lease::Owner::current();
+        let named = format!(".index.{}.tmp", owner_tag());
+        assert_eq!(temp_writer(&named), Some(TempWriter::Owner(me)));
+    }
+
+    #[test]
+    fn temp_names_say_their_writer() {
+        use crate::store::lease::Owner;
+        let o = Owner {
+            pid: 12,
+            start: 345,
+        };
+        let cases: &[(&str, Option<TempWriter>)] = &[
+            // replace, write_atomic, a lease rewrite
+            (".index.p12s345.tmp", Some(TempWriter::Owner(o))),
+            (".a1b2.json.p12s345-Xy9AbC.tmp", Some(TempWriter::Owner(o))),
+            (".p12s345-0a1b2c3d.tmp", Some(TempWriter::Owner(o))),
+            // older keels and writers with only a pid
+            (".index.12.tmp", Some(TempWriter::Pid(12))),
+            (".a1b2c3.12", Some(TempWriter::Pid(12))),
+            ("node-0123456789abcdef.tmp-12", Some(TempWriter::Pid(12))),
+            (".a.tmp-b.p12s345-Xy9AbC.tmp", Some(TempWriter::Owner(o))),
+            // no writer
+            (".tmpAbC123", Some(TempWriter::Unknown)),
+            (".tmp-AbC123", Some(TempWriter::Unknown)),
+            (".fetch-AbC123", Some(TempWriter::Unknown)),
+            (".download-AbC123", Some(TempWriter::Unknown)),
+            // not temp names
+            ("index", None),
+            ("a1b2.json", None),
+            (".lock", None),
+            (".new-abc", None),
+            (".rm-abc", None),
+            (".request-abc.json", None),
+            ("app.json", None),
+            ("x.seeded", None),
+            (".tmpAbC1234", None),
+            (".tmp", None),
+            (".12", None),
+            (".12.tmp", None),
+            (".index.0.tmp", None),
+            (".index.p12.tmp", None),
+            (".tmp-12", None),
+            (".index.p12s345", None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(temp_writer(name), *want, "{name}");
+        }
     }
 
     #[test]

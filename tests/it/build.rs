@@ -1311,3 +1311,71 @@ fn r012_run_steps_resolve_but_never_commit_etc_files() {
     let names = run_out(&k, &["r", "sh", "-c", "cat /seen"]);
     assert_eq!(names, "ok\n");
 }
+
+/// A COPY written straight into its layer only looks at the tree below it, through a
+/// read-only view: no upper or work directory (overlayfs sets up no work directory, and
+/// there is nothing to delete — on a disk that discards freed blocks, nothing to wait
+/// for), and nothing can be written into it. Killed while the view is mounted, keel
+/// leaves what `gc` reclaims, and the next build succeeds.
+#[test]
+fn a_plain_copy_step_reads_the_tree_below_through_a_read_only_view() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let ctx = context(
+        &k,
+        "ctx",
+        &[
+            ("Dockerfile", "FROM bb\nCOPY a.txt /a.txt\n"),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let killed = k
+        .cmd()
+        .args(["build", "--storage-driver", "overlay", "-t", "v"])
+        .arg(&ctx)
+        .env("KEEL_FAULT_POINT", "storage.snapshot-mounted")
+        .output()
+        .unwrap();
+    assert!(!killed.status.success(), "the fault point was not reached");
+    let snaps = k.root().join("storage/snapshots");
+    let dir = fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("build-")
+        })
+        .expect("the COPY step's snapshot");
+    let mut names: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert!(
+        names.contains(&"rootfs".to_string()) && !names.iter().any(|n| n == "upper" || n == "work"),
+        "not a bare view: {names:?}"
+    );
+    assert!(
+        dir.join("rootfs/bin/sh").exists(),
+        "the view shows the base"
+    );
+    let err = fs::write(dir.join("rootfs/written"), "x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(30), "not read-only (EROFS): {err}");
+    k.ok(&["gc"]);
+    assert!(!dir.exists(), "gc left the view");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&k.root().display().to_string()),
+        "a mount under the root is left:\n{mounts}"
+    );
+    k.ok(&["build", "-q", "-t", "v", ctx.to_str().unwrap()]);
+    assert_eq!(k.ok(&["run", "--rm", "v", "cat", "/a.txt"]), "a\n");
+    // A copy that selects nothing to write (an empty directory's contents) writes
+    // nothing into its view either.
+    fs::create_dir_all(ctx.join("empty")).unwrap();
+    fs::write(ctx.join("Dockerfile"), "FROM bb\nCOPY empty/ /e/\n").unwrap();
+    k.ok(&["build", "-q", "-t", "e", ctx.to_str().unwrap()]);
+}

@@ -222,11 +222,31 @@ fn sweep_dead_owner_files() {
 }
 
 /// The pid in a scratch directory's name `keel-test-<pid>-XXXXXX`. (Roots made before
-/// owners were recorded, `keel-test-XXXXXX`, carry no pid and are left alone.)
+/// owners were recorded, `keel-test-XXXXXX`, carry no pid: see [`unowned_scratch`].)
 fn scratch_owner(name: &str) -> Option<u32> {
     let (pid, rest) = name.strip_prefix("keel-test-")?.split_once('-')?;
     (!rest.is_empty() && !rest.contains('-')).then_some(())?;
     pid.parse().ok()
+}
+
+/// A scratch directory made before owners were recorded: `keel-test-XXXXXX` (tempfile's
+/// six random characters, no pid). Only a dead test run can have made one.
+fn unowned_scratch(name: &str) -> bool {
+    name.strip_prefix("keel-test-")
+        .is_some_and(|r| r.len() == 6 && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
+/// Unowned scratch directories are this old before the sweep takes them: no test process
+/// runs for a day, and a young one may be a test binary's of an older checkout running
+/// beside this one.
+const UNOWNED_SCRATCH_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+fn older_than(e: &std::fs::DirEntry, age: std::time::Duration) -> bool {
+    e.metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > age)
 }
 
 /// The owner lock of `pid` when that process is gone (taken here: held while its
@@ -238,9 +258,10 @@ fn dead_owner(pid: u32) -> Option<Option<File>> {
     f.try_lock().ok().map(|()| Some(f))
 }
 
-/// Removes the scratch directories in `base` of dead test processes: what is mounted
-/// below one is detached (lazily) first, and one that still has a mount is left whole.
-/// Returns the directories removed.
+/// Removes the scratch directories in `base` of dead test processes, and unowned ones
+/// (`keel-test-XXXXXX`, from runs before owners were recorded) once a day old: what is
+/// mounted below one is detached (lazily) first, and one that still has a mount is left
+/// whole. Returns the directories removed.
 pub fn sweep_stale_scratch(base: &Path) -> Vec<PathBuf> {
     let mut removed = Vec::new();
     let Ok(entries) = std::fs::read_dir(base) else {
@@ -248,36 +269,46 @@ pub fn sweep_stale_scratch(base: &Path) -> Vec<PathBuf> {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let Some(pid) = scratch_owner(&name) else {
-            continue;
+        let _lock = match scratch_owner(&name) {
+            Some(pid) if pid == std::process::id() => continue,
+            Some(pid) => match dead_owner(pid) {
+                Some(lock) => lock,
+                None => continue,
+            },
+            None if unowned_scratch(&name) && older_than(&e, UNOWNED_SCRATCH_AGE) => None,
+            None => continue,
         };
-        if pid == std::process::id() {
-            continue;
-        }
-        let Some(_lock) = dead_owner(pid) else {
-            continue;
-        };
-        let dir = e.path();
-        // Deepest first; a few passes for mounts stacked on one point.
-        for _ in 0..8 {
-            for m in mounts_below(&dir).iter().rev() {
-                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-        let left = mounts_below(&dir);
-        if !left.is_empty() {
-            eprintln!(
-                "not sweeping {}: still mounted there: {left:?}",
-                dir.display()
-            );
-            continue;
-        }
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => removed.push(dir),
-            Err(e) => eprintln!("sweeping {}: {e}", dir.display()),
+        if sweep_scratch(&e.path()) {
+            removed.push(e.path());
         }
     }
     removed
+}
+
+/// Detaches every mount below `dir` and deletes it; false (and why, on stderr) when a
+/// mount stays or the deletion fails.
+fn sweep_scratch(dir: &Path) -> bool {
+    // Deepest first; a few passes for mounts stacked on one point.
+    for _ in 0..8 {
+        for m in mounts_below(dir).iter().rev() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let left = mounts_below(dir);
+    if !left.is_empty() {
+        eprintln!(
+            "not sweeping {}: still mounted there: {left:?}",
+            dir.display()
+        );
+        return false;
+    }
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("sweeping {}: {e}", dir.display());
+            false
+        }
+    }
 }
 
 /// Mount points at or below `dir` in this process's mount namespace, outermost first.
@@ -320,7 +351,9 @@ fn unescape_mountinfo(p: &str) -> String {
 /// Session 6 follow-up: a killed test run left `/tmp/keel-test-*` roots behind, one with
 /// a debootstrap chroot's `/proc` still mounted inside. The sweep removes a dead test
 /// process's directory, detaching its (nested) mounts first, and leaves alone the
-/// directory of a live test process (mount included) and roots without an owner pid.
+/// directory of a live test process (mount included) and a young root without an owner
+/// pid. Session 8 item 3: a day-old root without an owner pid (`keel-test-XXXXXX`, from
+/// runs before owners were recorded) was never swept; it is now, mounts first.
 /// (This file is shared by tests/it, tests/security and tests/diff: each runs it.)
 #[test]
 fn a_killed_test_process_scratch_dir_is_swept_with_its_mounts() {
@@ -372,6 +405,13 @@ fn a_killed_test_process_scratch_dir_is_swept_with_its_mounts() {
     tmpfs(&running.join("root/mnt"));
     let unowned = base.path().join("keel-test-gHi789");
     std::fs::create_dir(&unowned).unwrap();
+    let unowned_old = base.path().join("keel-test-jKl012");
+    tmpfs(&unowned_old.join("root/storage/snapshots/x/rootfs"));
+    let two_days = std::time::Duration::from_secs(2 * 24 * 3600);
+    File::open(&unowned_old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - two_days)
+        .unwrap();
     assert_eq!(mounts_below(&stale).len(), 2);
 
     let removed = sweep_stale_scratch(base.path());
@@ -384,8 +424,13 @@ fn a_killed_test_process_scratch_dir_is_swept_with_its_mounts() {
     for pid in [dead.id(), live.id()] {
         let _ = std::fs::remove_file(owner_file(pid));
     }
-    assert_eq!(removed, vec![stale.clone()]);
+    let mut removed = removed;
+    removed.sort();
+    let mut want = vec![stale.clone(), unowned_old.clone()];
+    want.sort();
+    assert_eq!(removed, want);
     assert!(!stale.exists() && mounts_below(&stale).is_empty());
+    assert!(!unowned_old.exists() && mounts_below(&unowned_old).is_empty());
     assert_eq!(
         still_mounted,
         vec![running.join("root/mnt")],

@@ -8,9 +8,9 @@ use crate::common::{have, is_root, run_ok, Keel};
 use crate::require;
 
 /// The test owner: a host user made once (`useradd`), never root.
-const OWNER: &str = "keel-test-owner";
+pub(crate) const OWNER: &str = "keel-test-owner";
 
-fn owner_ids() -> (u32, u32) {
+pub(crate) fn owner_ids() -> (u32, u32) {
     // Tests run in parallel: one useradd at a time.
     static MADE: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _once = MADE.lock().unwrap_or_else(|e| e.into_inner());

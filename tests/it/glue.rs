@@ -222,18 +222,32 @@ fn jenkins_job_builder_job_checks_out_the_repository() {
     // Without --scm, the project's git remote is used.
     let repo = t.path().join("repo");
     run_ok(Command::new("cp").arg("-a").arg(&dir).arg(&repo));
-    run_ok(
-        Command::new("git")
-            .arg("-C")
-            .arg(&repo)
-            .args(["init", "-q"]),
-    );
-    run_ok(Command::new("git").arg("-C").arg(&repo).args([
+    // The copy keeps the checkout's owner (maybe not root): the test trusts its own copy,
+    // and the owner, as whom keel then runs git, can reach it.
+    run_ok(Command::new("chmod").arg("a+x").arg(t.path()));
+    let git = |args: &[&str]| {
+        run_ok(
+            Command::new("git")
+                .args(["-c", "safe.directory=*", "-C"])
+                .arg(&repo)
+                .args(args),
+        )
+    };
+    git(&["init", "-q"]);
+    git(&[
         "remote",
         "add",
         "origin",
         "https://git.example/from-remote.git",
-    ]));
+    ]);
+    // A checkout's .git belongs to its owner, as the copy does.
+    run_ok(
+        Command::new("chown")
+            .arg("-R")
+            .arg("--reference")
+            .arg(&repo)
+            .arg(&repo),
+    );
     integrate(&k, &repo, "jenkins", &[]);
     let yaml = std::fs::read_to_string(repo.join("jenkins/keel-jobs.yaml")).unwrap();
     assert!(

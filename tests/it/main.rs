@@ -20,6 +20,7 @@ mod integrate;
 mod latency;
 mod layer;
 mod noop;
+mod owner;
 mod perf;
 mod registry;
 mod regserver;

@@ -66,6 +66,10 @@ const CASES: &[Case] = &[
     c("build-incremental", "storage.reuse-taken", 1),
     c("build-incremental", "build.copy-derived", 1),
     c("build-incremental", "store.blob-stored", 1),
+    // The step's last inputs (3) and the stat index (7) exchanged, the old content still
+    // under the temp name beside them (session 8: nothing swept those names).
+    c("build-replace", "hostfs.exchanged", 3),
+    c("build-replace", "hostfs.exchanged", 7),
     c("build-copy", "storage.unpack-partial", 1),
     c("build-copy", "storage.snapshot-mounted", 2),
     c("build-copy", "build.run-started", 1),
@@ -114,6 +118,10 @@ const CASES: &[Case] = &[
     c("pull", "store.blob-stored", 3),
     c("pull", "pull.manifest-stored", 1),
     c("pull", "store.index-temp", 1),
+    // `keel push` (gzip) of the one-layer image: the layer (1, compressed into `tmp/`
+    // first) and the config (2).
+    c("push", "push.blob-uploading", 1),
+    c("push", "push.blob-uploading", 2),
 ];
 
 /// Whether the suite can run here; under CI a missing root is a failure, not a skip.
@@ -162,7 +170,8 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     let run = |flags: &[&str]| run_sleeper(k, flags);
     match area {
         "build" => build(&["--no-cache"]),
-        "build-incremental" => {
+        // `build-replace`: the same rebuild, killed as it replaces the build cache's files.
+        "build-incremental" | "build-replace" => {
             let ctx_dir = k.path("ctx");
             std::fs::write(ctx_dir.join("a.txt"), "an older version\n").unwrap();
             k.ok(&["build", "-t", "out", &ctx]);
@@ -237,6 +246,10 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
             k.ok(&["rmi", "bb"]);
             k.ok(&["gc"]);
             s(&["pull", &name])
+        }
+        "push" => {
+            let name = format!("{}/faults/bb:1", reg.expect("a registry").host());
+            s(&["push", "--compression-format", "gzip", "bb", &name])
         }
         other => panic!("unknown area {other}"),
     }
@@ -329,6 +342,8 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
             .into_iter()
             .filter(|n| n.starts_with(".keel-save")),
     );
+    // Temp names beside files keel replaces (`.<name>.<writer>.tmp`, `.tmpXXXXXX`).
+    temp.extend(beside_temps(&root));
     let mut processes = Vec::new();
     for pid in names(Path::new("/proc"))
         .into_iter()
@@ -376,6 +391,36 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     }
 }
 
+/// Temp names left beside the build cache's files (dot-names: the cache's own files have
+/// none), as `dir/name`.
+fn beside_temps(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for d in ["cache/stat", "cache/last", "cache/steps", "cache/stamps"] {
+        out.extend(
+            names(&root.join(d))
+                .into_iter()
+                .filter(|n| n.starts_with('.'))
+                .map(|n| format!("{d}/{n}")),
+        );
+    }
+    out
+}
+
+/// The kills whose point is a shared one (`hostfs.exchanged`) check that they hit the
+/// file they are meant to: the temp name is beside it when keel dies.
+fn left_before_gc(k: &Keel, case: &Case, what: &str) {
+    let dir = match (case.area, case.point, case.hit) {
+        ("build-replace", "hostfs.exchanged", 3) => "cache/last",
+        ("build-replace", "hostfs.exchanged", 7) => "cache/stat",
+        _ => return,
+    };
+    let left = beside_temps(&k.root());
+    assert!(
+        left.iter().any(|t| t.starts_with(dir)),
+        "{what}: no temp name was left in {dir} (the hit count moved?): {left:?}"
+    );
+}
+
 /// `keel __supervise` processes of this root.
 fn supervisors(k: &Keel) -> usize {
     let root = k.root().display().to_string();
@@ -416,7 +461,7 @@ fn fsck_clean(k: &Keel, what: &str) {
 fn run_case(case: &Case) {
     let what = format!("{} killed at {}#{}", case.area, case.point, case.hit);
     let k = setup();
-    let reg = (case.area == "pull").then(|| Registry::start(false, Auth::None));
+    let reg = matches!(case.area, "pull" | "push").then(|| Registry::start(false, Auth::None));
     let args = prepare(&k, case.area, reg.as_ref());
     let log = k.path("fault.log");
     let out = k
@@ -459,6 +504,7 @@ fn run_case(case: &Case) {
         );
     }
     let ids = ids_under(&k.root());
+    left_before_gc(&k, case, &what);
     k.ok(&["gc"]);
     after_gc(&k, case, &what, &ids);
     fsck_clean(&k, &what);
@@ -544,7 +590,7 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         .unwrap();
     common::assert_success(&out, format!("{what}: then {args:?}"));
     match case.area {
-        "build" | "build-incremental" | "build-copy" | "build-chroot" => {
+        "build" | "build-incremental" | "build-replace" | "build-copy" | "build-chroot" => {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
@@ -554,6 +600,13 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
         "pull" => {
             let o = k.ok(&["run", "--rm", args[1], "echo", "pulled"]);
             assert_eq!(o, "pulled\n", "{what}");
+        }
+        // What was pushed after the kill is whole: it comes back and runs.
+        "push" => {
+            let name = args.last().unwrap();
+            k.ok(&["pull", name]);
+            let o = k.ok(&["run", "--rm", name, "echo", "pushed"]);
+            assert_eq!(o, "pushed\n", "{what}");
         }
         _ => {}
     }
@@ -587,6 +640,15 @@ fn sigkill_during_build_then_gc_leaves_the_host_as_before() {
     run_area(&["build", "build-incremental", "build-copy", "build-chroot"]);
 }
 
+/// Session 8 item 1: a rebuild killed between exchanging the stat index or a step's last
+/// inputs with its temp file and removing the temp name (which holds the old content)
+/// left `.<name>.<pid>.tmp` in `cache/stat` / `cache/last` for good: nothing swept it.
+/// gc takes it now (its name carries the writer's pid and start time).
+#[test]
+fn sigkill_while_replacing_a_cache_file_then_gc_takes_its_temp_name() {
+    run_area(&["build-replace"]);
+}
+
 /// Break (item 11): killed load, save and import left temp files (a `.keel-save-*` next
 /// to the output) and unreferenced blobs; the store must stay consistent.
 #[test]
@@ -617,6 +679,17 @@ fn sigkill_during_pull_then_gc_leaves_the_host_as_before() {
         return;
     }
     run_area(&["pull"]);
+}
+
+/// Session 8 item 4: a keel SIGKILLed mid-push (an upload session open, a compressed
+/// layer in its temp file) leaves a store `keel fsck` passes, gc takes the temp file and
+/// the lease, and the next push completes with an image that pulls back whole.
+#[test]
+fn sigkill_during_push_then_gc_leaves_the_host_as_before() {
+    if !crate::regserver::available() {
+        return;
+    }
+    run_area(&["push"]);
 }
 
 /// Every fault point keel lists is exercised by at least one case (each case asserts
@@ -765,4 +838,27 @@ fn the_next_keel_reclaims_what_a_killed_one_left() {
     // The store's own temp files are gc's business, not start-up's.
     st.temp.retain(|t| !t.starts_with("tmp/"));
     assert_eq!(st, clean_state(), "start-up did not reclaim");
+}
+
+/// Session 8 item 1: start-up reclaims a killed keel's temp names beside the build
+/// cache's files too (here a rebuild killed as it replaced a step's last inputs), with
+/// no `keel gc`.
+#[test]
+fn the_next_keel_takes_the_temp_name_a_killed_rebuild_left() {
+    if !need_root() {
+        return;
+    }
+    let k = setup();
+    let case = c("build-replace", "hostfs.exchanged", 3);
+    let args = prepare(&k, case.area, None);
+    let out = k
+        .cmd()
+        .args(&args)
+        .env("KEEL_FAULT_POINT", format!("{}#{}", case.point, case.hit))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "the rebuild was not killed");
+    left_before_gc(&k, &case, "a rebuild killed replacing its last inputs");
+    k.ok(&["images"]);
+    assert_eq!(beside_temps(&k.root()), Vec::<String>::new());
 }

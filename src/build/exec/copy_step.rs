@@ -88,7 +88,7 @@ impl Executor<'_> {
             }
         }
         let from_snap = match &from {
-            Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers)?),
+            Some(st) => Some(self.snapshot(&format!("{n}-from"), &st.layers, Tree::View)?),
             None => None,
         };
         let result = (|| {
@@ -233,7 +233,8 @@ impl Executor<'_> {
         let position = copy_position(self, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
-        let key = inputs.key();
+        let inputs = inputs.keyed();
+        let key = inputs.key().clone();
         let base = self.previous_layer(&state, &inputs, &position);
         let prior = Prior {
             base: base.as_ref(),
@@ -246,6 +247,9 @@ impl Executor<'_> {
         let label = format!("{}: ", x.what());
         let done = if x.link {
             self.linked(n, &label, state, &inputs, &position, &created_by, body)?
+        } else if is_plain(ctx, x, placed, heredocs) {
+            // Written straight into its layer: the tree below is only looked at.
+            self.in_view(n, &label, state, &inputs, &position, &created_by, body)?
         } else {
             self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
         };
@@ -452,8 +456,12 @@ impl Executor<'_> {
             dest_is_dir,
         };
         let (ops, archives) = copy_ops(ctx, x, placed, &target, owner)?;
-        let all_plain = !archives && heredocs.is_empty();
-        if !ops.is_empty() && all_plain {
+        if !archives && heredocs.is_empty() {
+            if ops.is_empty() {
+                // Nothing to copy (an empty directory's contents): no layer, as a
+                // snapshot the copy left unchanged gives.
+                return Ok(None);
+            }
             // A plain copy: the layer is written straight from the sources.
             return self.commit_plain(ctx, snap, &ops, owner, prior);
         }
@@ -568,18 +576,17 @@ impl Executor<'_> {
     fn same_as_last(
         &self,
         state: &State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
     ) -> Option<crate::digest::Digest> {
         if !self.stage_no_cache {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        let last_key = last.key();
-        if last_key != inputs.key() {
+        if last.key() != inputs.key() {
             return None;
         }
-        let before: State = self.cache.get(&last_key)?;
+        let before: State = self.cache.get(last.key())?;
         if before.layers.len() != state.layers.len() + 1 {
             return None;
         }
@@ -589,20 +596,16 @@ impl Executor<'_> {
     /// This COPY's layer from the last build when only its files changed since (same
     /// parent, same instruction): the tree to patch into this build's (`commit_plain`).
     /// None under --no-cache, which rebuilds everything from scratch.
-    fn previous_layer(
-        &self,
-        state: &State,
-        inputs: &KeyInputs,
-        position: &str,
-    ) -> Option<StoredLayer> {
+    fn previous_layer(&self, state: &State, inputs: &Keyed, position: &str) -> Option<StoredLayer> {
         if self.stage_no_cache {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        if last.parent != inputs.parent || last.instruction != inputs.instruction {
+        let (was, now) = (last.inputs(), inputs.inputs());
+        if was.parent != now.parent || was.instruction != now.instruction {
             return None;
         }
-        let before: State = self.cache.get(&last.key())?;
+        let before: State = self.cache.get(last.key())?;
         if before.layers.len() != state.layers.len() + 1 {
             return None; // that copy made no layer
         }
@@ -713,6 +716,19 @@ fn copy_ops(
         )?);
     }
     Ok((ops, archives))
+}
+
+/// Whether a copy is written straight into its layer (`commit_plain`), so its step only
+/// reads the tree below it: files to copy, no heredoc, no archive for ADD to extract (the
+/// test `copy_ops` applies).
+fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) -> bool {
+    let archive = |p: &Placed| {
+        x.add
+            && !x.remote
+            && p.sel.top.kind == FileKind::File
+            && step::is_archive(&ctx.path_of(&p.sel.top.rel))
+    };
+    !placed.is_empty() && heredocs.is_empty() && !placed.iter().any(archive)
 }
 
 /// The history entry of a copy.

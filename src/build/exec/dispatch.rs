@@ -179,7 +179,7 @@ impl Executor<'_> {
         }
         let user = state.config.config.user.clone().filter(|u| !u.is_empty());
         let instruction = json!({"workdir": {"path": abs, "user": user}});
-        let inputs = KeyInputs::new(state.key.clone(), instruction);
+        let inputs = KeyInputs::new(state.key.clone(), instruction).keyed();
         let position = format!(
             "{}|{}|{}",
             self.context.root().display(),

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Executor, Outcome, State, StepFailure};
-use crate::build::cache::KeyInputs;
+use crate::build::cache::{KeyInputs, Keyed};
 use crate::build::step;
 use crate::image::StoredLayer;
 
@@ -24,7 +24,7 @@ impl Executor<'_> {
         n: usize,
         what: &str,
         state: State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
@@ -35,7 +35,7 @@ impl Executor<'_> {
         }
         let link_key = KeyInputs {
             parent: "linked".into(),
-            ..inputs.clone()
+            ..inputs.inputs().clone()
         }
         .key();
         let reused = if self.stage_no_cache {

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::cache::{BuildCache, CacheKey, KeyInputs};
+use super::cache::{BuildCache, CacheKey, KeyInputs, Keyed};
 use super::copy::{self, Owner};
 use super::mounts;
 
@@ -183,13 +183,37 @@ pub struct BuildOptions {
     pub platform: Option<crate::platform::Platform>,
 }
 
+/// The tree a filesystem step's body gets.
+#[derive(Clone, Copy)]
+enum Tree {
+    /// A snapshot with a writable top, whose changes can become the layer.
+    Writable,
+    /// A read-only view of the layers below (`Snapshotter::prepare_view`).
+    View,
+}
+
+/// What `Executor::run_step_in` needs of a filesystem step besides its body.
+struct StepIn<'a> {
+    n: usize,
+    what: &'a str,
+    inputs: &'a Keyed,
+    position: &'a str,
+    created_by: &'a str,
+    tree: Tree,
+}
+
 /// A build's large in-memory indexes (the stat index, the last inputs it read), handed
 /// back with its outcome so that a command about to exit may skip freeing them
 /// (`std::mem::forget`): for a 10,000-file COPY that is ~40,000 small allocations,
-/// milliseconds of a rebuild. Dropped normally otherwise.
+/// milliseconds of a rebuild. Dropped normally otherwise. With them goes the storage
+/// driver: dropping it waits for the overlays it detached to be taken down (the kernel
+/// evicts what a RUN step's overlay cached, tens of milliseconds after a `find` over
+/// 10,000 files), which can then overlap the image commit; a process that exits instead
+/// leaves that to its exit (the mounts are out of the mount table already).
 pub struct Scratch {
     _stat: StatIndex,
     _cache: BuildCache,
+    _snapshotter: Box<dyn Snapshotter>,
 }
 
 /// What a build produced and did.
@@ -369,6 +393,7 @@ impl<'a> Executor<'a> {
                 outcome.scratch = Some(Scratch {
                     _stat: std::mem::replace(&mut self.stat, StatIndex::in_memory()),
                     _cache: std::mem::replace(&mut self.cache, BuildCache::new(root)),
+                    _snapshotter: self.snapshotter,
                 });
             }
         }
@@ -682,22 +707,25 @@ impl<'a> Executor<'a> {
     }
 
     /// Looks the key up; on a hit returns the cached state.
-    fn lookup(&self, inputs: &KeyInputs, position: &str) -> (Option<State>, Option<String>) {
+    fn lookup(&self, inputs: &Keyed, position: &str) -> (Option<State>, Option<String>) {
         if self.opts.explain {
             self.say(format!(
                 "  key inputs: {}",
-                serde_json::to_string(inputs).unwrap_or_default()
+                serde_json::to_string(inputs.inputs()).unwrap_or_default()
             ));
         }
         let key = inputs.key();
-        if let Some(hit) = self.peek(&key) {
+        if let Some(hit) = self.peek(key) {
             return (Some(hit), None);
         }
         self.open_log(); // a step runs: its log has a home from now on
         let why = if self.stage_no_cache {
             "--no-cache".to_string()
         } else {
-            inputs.explain_change(self.cache.last_inputs(position).as_deref())
+            let last = self.cache.last_inputs(position);
+            inputs
+                .inputs()
+                .explain_change(last.as_deref().map(Keyed::inputs))
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
@@ -725,9 +753,9 @@ impl<'a> Executor<'a> {
                 .all(|d| self.store.has_blob(d) || crate::registry::cache::fetchable(self.store, d))
     }
 
-    fn remember(&self, key: &CacheKey, inputs: &KeyInputs, position: &str, state: &State) {
-        let _ = self.cache.put(key, state);
-        self.keys.borrow_mut().push(key.clone());
+    fn remember(&self, inputs: &Keyed, position: &str, state: &State) {
+        let _ = self.cache.put(inputs.key(), state);
+        self.keys.borrow_mut().push(inputs.key().clone());
         self.cache.record_inputs(position, inputs);
     }
 
@@ -740,11 +768,60 @@ impl<'a> Executor<'a> {
         n: usize,
         what: &str,
         state: State,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
     ) -> Result<(State, Outcome), StepFailure> {
+        let step = StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree: Tree::Writable,
+        };
+        self.run_step_in(step, state, body)
+    }
+
+    /// [`Self::in_snapshot`] for a step whose body only reads the tree below it (a COPY
+    /// written straight into its layer): `body` gets a read-only view.
+    #[allow(clippy::too_many_arguments)]
+    fn in_view(
+        &self,
+        n: usize,
+        what: &str,
+        state: State,
+        inputs: &Keyed,
+        position: &str,
+        created_by: &str,
+        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let step = StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree: Tree::View,
+        };
+        self.run_step_in(step, state, body)
+    }
+
+    fn run_step_in(
+        &self,
+        step: StepIn<'_>,
+        state: State,
+        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
+    ) -> Result<(State, Outcome), StepFailure> {
+        let StepIn {
+            n,
+            what,
+            inputs,
+            position,
+            created_by,
+            tree,
+        } = step;
         let (hit, why) = self.lookup(inputs, position);
         if let Some(hit) = hit {
             return Ok((hit, Outcome::Cached));
@@ -752,7 +829,7 @@ impl<'a> Executor<'a> {
         if let Some(why) = &why {
             self.view.step_note(n, &format!("running: {what}{why}"));
         }
-        let snap = self.snapshot(&format!("{n}"), &state.layers)?;
+        let snap = self.snapshot(&format!("{n}"), &state.layers, tree)?;
         crate::fault::point("build.step-snapshot");
         self.live.set(false);
         let result = body(&snap, &state);
@@ -771,6 +848,7 @@ impl<'a> Executor<'a> {
         &self,
         suffix: &str,
         layers: &[StoredLayer],
+        tree: Tree,
     ) -> Result<crate::storage::Snapshot, StepFailure> {
         self.open_log();
         let id = format!("build-{}-{suffix}", self.build_id);
@@ -779,12 +857,11 @@ impl<'a> Executor<'a> {
         // The stack is leased first: gc leaves its unpacked layers alone meanwhile.
         let stack: Vec<_> = layers.iter().map(|l| l.diff_id.clone()).collect();
         self.store.lease()?.protect_stack(&stack)?;
-        Ok(step::snapshot(
-            self.store,
-            self.snapshotter.as_ref(),
-            &id,
-            layers,
-        )?)
+        let prepare = match tree {
+            Tree::Writable => step::snapshot,
+            Tree::View => step::view,
+        };
+        Ok(prepare(self.store, self.snapshotter.as_ref(), &id, layers)?)
     }
 
     /// A filesystem step that ran: its layer (if any) added with a history entry, its key
@@ -793,14 +870,13 @@ impl<'a> Executor<'a> {
         &self,
         mut state: State,
         layer: Option<StoredLayer>,
-        inputs: &KeyInputs,
+        inputs: &Keyed,
         position: &str,
         created_by: &str,
     ) -> (State, Outcome) {
         add_layer(&mut state, layer, created_by);
-        let key = inputs.key();
-        state.key = key.0.to_string();
-        self.remember(&key, inputs, position, &state);
+        state.key = inputs.key().0.to_string();
+        self.remember(inputs, position, &state);
         (state, Outcome::Ran)
     }
 
@@ -828,7 +904,7 @@ impl<'a> Executor<'a> {
 
     /// The uid and gid a `--chown` user has in `state`'s /etc/passwd and /etc/group.
     fn owner_in(&self, n: usize, state: &State, chown: &str) -> Result<Owner, StepFailure> {
-        let snap = self.snapshot(&format!("{n}-owner"), &state.layers)?;
+        let snap = self.snapshot(&format!("{n}-owner"), &state.layers, Tree::View)?;
         let resolved = runtime::spec::Accounts::read(&snap.rootfs)
             .and_then(|acc| acc.resolve(chown))
             .map(|u| Owner {

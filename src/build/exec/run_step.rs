@@ -93,7 +93,9 @@ impl Executor<'_> {
             (own, _) => own,
         };
         refuse_under_chroot(self.opts.isolation.as_deref(), r.network, network)?;
-        let inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
+        let inputs = self
+            .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
+            .keyed();
         let position = self.position(scope.stage, s);
         let created_by = format!("RUN {}", argv.join(" "));
         self.in_snapshot(
@@ -230,7 +232,7 @@ impl Executor<'_> {
         res: &mut Resolved,
     ) -> Result<PathBuf, StepFailure> {
         let rel = crate::context::clean_source(source)?;
-        let snap = self.snapshot(&format!("{n}-mount{i}"), &st.layers)?;
+        let snap = self.snapshot(&format!("{n}-mount{i}"), &st.layers, Tree::Writable)?;
         let root = snap.rootfs.clone();
         res.snaps.push(snap);
         // Resolved inside the image it comes from (its symlinks re-rooted there, never
@@ -394,7 +396,7 @@ impl Executor<'_> {
         source: &str,
         dir: &std::path::Path,
     ) -> Result<(), StepFailure> {
-        let snap = self.snapshot(name, &st.layers)?;
+        let snap = self.snapshot(name, &st.layers, Tree::View)?;
         let seeded = Context::new(&snap.rootfs, Box::new(|_: &str| false))
             .map_err(StepFailure::from)
             .and_then(|ctx| copy_into(&ctx, source, dir).map(drop));
