@@ -10,6 +10,11 @@
 //! the lower layers already in `target` ([`Whiteouts::Apply`]) or turned into overlayfs
 //! whiteouts for a layer unpacked into its own directory ([`Whiteouts::Overlay`]).
 //!
+//! A stream unpacked into an empty tree takes a fast path while it stays simple (see
+//! `Unpacker::fast`): new names are created without looking for something to replace,
+//! and small files may be written by worker threads (`unpack/pool.rs`); the first entry
+//! off that path waits for the workers and the rest is unpacked serially.
+//!
 //! This module must not know about the store or storage drivers: it gets a reader and a
 //! directory.
 use std::collections::HashSet;
@@ -18,13 +23,16 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 
 use tar::EntryType;
 
 use super::index::{self, EntryIndex};
 use super::{clean_entry_path, decompressed, LayerError};
 use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
+
+mod pool;
+pub use pool::default_workers;
 
 /// Prefix of an OCI whiteout file name (`.wh.NAME` deletes NAME).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -81,6 +89,10 @@ pub struct UnpackOptions {
     /// exactly so (`index::EntryIndex::has`), still in the tree as a file or symlink, is
     /// left as it is — not even its metadata is set again.
     pub known: Option<std::sync::Arc<EntryIndex>>,
+    /// Threads creating small regular files ([`default_workers`]; 0: the unpacker alone).
+    /// Used for a stream unpacked into an empty tree while it stays simple (see
+    /// `Unpacker::fast`); the tree is the same either way.
+    pub workers: usize,
 }
 
 impl Default for UnpackOptions {
@@ -92,6 +104,7 @@ impl Default for UnpackOptions {
             xattrs: true,
             reuse: false,
             known: None,
+            workers: default_workers(),
         }
     }
 }
@@ -155,38 +168,12 @@ pub fn unpack_tree(
     tree: &Rootfs,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
-    let mut u = Unpacker {
-        tree,
-        opts,
-        stats: UnpackStats::default(),
-        dir_times: Vec::new(),
-        // Sized for the old layer's entries when known: growing a set of 10,000s of
-        // paths rehashes it into fresh memory.
-        touched: Touched(HashSet::with_capacity(
-            opts.known.as_ref().map_or(0, |k| k.paths()),
-        )),
-        parent: None,
-        tally: super::tally::Tally::default(),
-        reshaped: false,
-        built: opts
-            .known
-            .as_ref()
-            .filter(|_| opts.reuse)
-            .map(|k| EntryIndex::with_capacity(k.len())),
-    };
-    // A broken header has no name of its own: name the entry before it.
-    let mut last = String::from("<first header>");
-    for entry in archive.entries()? {
-        let mut entry = entry
-            .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
-        last = format!("<header after {}>", String::from_utf8_lossy(&raw));
-        u.entry(&raw, &mut entry).map_err(|e| match e {
-            LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(&raw), io.to_string()),
-            other => other,
-        })?;
-    }
+    let mut u = Unpacker::new(tree, opts);
+    let streamed = u.stream(reader);
+    // Every worker is done before the tree is looked at again or handed back, and a
+    // worker's failure (an entry earlier in the stream) is the one reported.
+    u.pool.take().map_or(Ok(()), pool::Pool::finish)?;
+    streamed?;
     if opts.reuse {
         sweep(&tree.root_dir(), Path::new(""), &u.touched)?;
         tracing::debug!(
@@ -198,19 +185,7 @@ pub fn unpack_tree(
     }
     u.stats.summary = std::mem::take(&mut u.tally).finish();
     u.stats.index = u.built.take().map(|b| Box::new(b.matchable()));
-    // Directory mtimes last, deepest first, so creating children does not bump them.
-    u.dir_times
-        .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
-    for (rel, secs) in &u.dir_times {
-        // Later entries may have replaced a directory (or one of its parents) with a
-        // symlink: re-resolve in-root and touch only what is still a directory there.
-        if !matches!(tree.lstat(rel), Ok(Some(s)) if s.kind == Kind::Dir) {
-            continue;
-        }
-        tree.set_times(rel, *secs, 0).map_err(|e| {
-            LayerError::bad(rel.display().to_string(), format!("setting mtime: {e}"))
-        })?;
-    }
+    u.set_dir_times()?;
     Ok(u.stats)
 }
 
@@ -295,7 +270,7 @@ struct Unpacker<'t, 'o> {
     touched: Touched,
     /// The last parent directory resolved (entries come grouped by directory). Dropped
     /// whenever anything is removed, since a removal can change what a path resolves to.
-    parent: Option<(PathBuf, Rc<Dir>)>,
+    parent: Option<(PathBuf, Arc<Dir>)>,
     /// The tree's summary as the stream builds it.
     tally: super::tally::Tally,
     /// A directory or symlink was removed from the tree in this stream, so a path may no
@@ -304,9 +279,111 @@ struct Unpacker<'t, 'o> {
     /// With `known`: the index of this stream, from the fingerprints `unchanged` takes
     /// anyway (stored beside the tree for the layer's next version).
     built: Option<EntryIndex>,
+    /// The tree was empty and every entry so far took the fast path (`fast`): each name
+    /// in the tree is one this stream gave, reached from the root through directories
+    /// it made — so a name given for the first time is not there yet.
+    simple: bool,
+    /// Directories the fast path made (by their path's bytes): a fast entry's parent.
+    made: HashSet<Box<[u8]>>,
+    /// Workers writing small files of the fast path, started with the first such file.
+    pool: Option<pool::Pool>,
 }
 
-impl Unpacker<'_, '_> {
+impl<'t, 'o> Unpacker<'t, 'o> {
+    fn new(tree: &'t Rootfs, opts: &'o UnpackOptions) -> Unpacker<'t, 'o> {
+        Unpacker {
+            tree,
+            opts,
+            stats: UnpackStats::default(),
+            dir_times: Vec::new(),
+            // Sized for the old layer's entries when known: growing a set of 10,000s of
+            // paths rehashes it into fresh memory.
+            touched: Touched(HashSet::with_capacity(
+                opts.known.as_ref().map_or(0, |k| k.paths()),
+            )),
+            parent: None,
+            tally: super::tally::Tally::default(),
+            reshaped: false,
+            built: opts
+                .known
+                .as_ref()
+                .filter(|_| opts.reuse)
+                .map(|k| EntryIndex::with_capacity(k.len())),
+            simple: !opts.reuse && tree.root_dir().list().is_ok_and(|l| l.is_empty()),
+            made: HashSet::new(),
+            pool: None,
+        }
+    }
+
+    /// Unpacks every entry of the stream (the pool may still be writing at the end).
+    fn stream(&mut self, reader: impl Read + 'static) -> Result<(), LayerError> {
+        let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
+        // A broken header has no name of its own: name the entry before it.
+        let mut last = String::from("<first header>");
+        for entry in archive.entries()? {
+            let mut entry = entry
+                .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
+            let raw = entry.path_bytes().into_owned();
+            last = format!("<header after {}>", String::from_utf8_lossy(&raw));
+            self.entry(&raw, &mut entry).map_err(|e| match e {
+                LayerError::Io(io) => {
+                    LayerError::bad(String::from_utf8_lossy(&raw), io.to_string())
+                }
+                other => other,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Directory mtimes last, deepest first, so creating children does not bump them.
+    fn set_dir_times(&mut self) -> Result<(), LayerError> {
+        self.dir_times
+            .sort_by_key(|d| std::cmp::Reverse(d.0.components().count()));
+        for (rel, secs) in &self.dir_times {
+            // Later entries may have replaced a directory (or one of its parents) with a
+            // symlink: re-resolve in-root and touch only what is still a directory there.
+            if !matches!(self.tree.lstat(rel), Ok(Some(s)) if s.kind == Kind::Dir) {
+                continue;
+            }
+            self.tree.set_times(rel, *secs, 0).map_err(|e| {
+                LayerError::bad(rel.display().to_string(), format!("setting mtime: {e}"))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Whether an entry takes the fast path: the stream is still simple, the name is new
+    /// in it, the kind is a directory, regular file or symlink, and the parent is the
+    /// root or a directory the fast path made. Then the name cannot be in the tree (no
+    /// stat before creating it), and nothing about it can be observed through another
+    /// path (a small file goes to a worker). The first entry that is not fast ends the
+    /// fast path for the rest of the stream and waits for the workers: from there on the
+    /// unpack is the serial one, on a tree the serial one would have made.
+    fn fast(
+        &mut self,
+        first: bool,
+        kind: EntryType,
+        parent_rel: &Path,
+    ) -> Result<bool, LayerError> {
+        let fast = self.simple
+            && first
+            && matches!(
+                kind,
+                EntryType::Directory
+                    | EntryType::Regular
+                    | EntryType::Continuous
+                    | EntryType::Symlink
+            )
+            && (parent_rel.as_os_str().is_empty()
+                || self.made.contains(parent_rel.as_os_str().as_bytes()));
+        if !fast {
+            self.simple = false;
+            if let Some(p) = self.pool.as_ref() {
+                p.drain()?;
+            }
+        }
+        Ok(fast)
+    }
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
@@ -324,7 +401,7 @@ impl Unpacker<'_, '_> {
         let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
-                let root = Rc::new(self.tree.root_dir());
+                let root = self.tree.root_dir();
                 self.metadata(&shown, At::Name(&root, OsStr::new(".")), &rel, entry, true)?;
             }
             return Ok(());
@@ -335,6 +412,10 @@ impl Unpacker<'_, '_> {
         if is_whiteout {
             self.tally.broken();
         }
+        // Named for the first time in this stream: only then can the tree's file at
+        // `rel` still be the old layer's.
+        let first = !self.touched.contains(&rel);
+        let fast = self.fast(first && !is_whiteout, kind, &parent_rel)?;
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
@@ -348,9 +429,6 @@ impl Unpacker<'_, '_> {
             }
         }
         let parent = self.parent_dir(&parent_rel, &shown)?;
-        // Named for the first time in this stream: only then can the tree's file at
-        // `rel` still be the old layer's.
-        let first = !self.touched.contains(&rel);
         if let Some(b) = self.built.as_mut().filter(|_| !first) {
             b.note_again(&rel);
         }
@@ -374,107 +452,194 @@ impl Unpacker<'_, '_> {
                 &name_bytes[WHITEOUT_PREFIX.len()..],
             );
         }
-        let name = name.as_os_str();
+        let at = Place {
+            parent: &parent,
+            name: name.as_os_str(),
+            rel: &rel,
+            shown: &shown,
+            first,
+            fast,
+        };
+        self.place(kind, at, entry)
+    }
+
+    /// Creates the entry `at` names (a directory, file, link or node) with its metadata.
+    fn place<R: Read>(
+        &mut self,
+        kind: EntryType,
+        at: Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let shown = at.shown;
         match kind {
-            EntryType::Directory => {
-                match parent.stat(name).map_err(bad(&shown))? {
-                    Some(m) if m.kind == Kind::Dir => {}
-                    Some(_) => {
-                        self.replace(&parent, name, &shown)?;
-                        parent.mkdir(name, 0o700).map_err(bad(&shown))?;
-                    }
-                    None => parent.mkdir(name, 0o700).map_err(bad(&shown))?,
-                }
-                self.stats.dirs += 1;
-                self.metadata(&shown, At::Name(&parent, name), &rel, entry, true)?;
-            }
-            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
-                if kind == EntryType::GNUSparse {
-                    return Err(LayerError::bad(
-                        shown,
-                        "GNU sparse files are not supported; repack the layer without --sparse",
-                    ));
-                }
-                self.regular(&parent, name, &rel, &shown, entry, first)?;
-            }
-            EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| LayerError::bad(&shown, "symlink without a target"))?
-                    .into_owned();
-                if first && self.unchanged(&parent, name, &rel, entry, &[], Kind::Symlink)? {
-                    return Ok(());
-                }
-                self.replace(&parent, name, &shown)?;
-                parent
-                    .symlink(OsStr::from_bytes(&target), name)
-                    .map_err(bad(&shown))?;
-                self.stats.symlinks += 1;
-                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
-            }
-            EntryType::Link => {
-                let link = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| LayerError::bad(&shown, "hardlink without a target"))?
-                    .into_owned();
-                let (src_dir, src_name) = self.hardlink_source(&link, &shown)?;
-                if same_entry(&src_dir, &src_name, &parent, name) {
-                    return Ok(());
-                }
-                self.replace(&parent, name, &shown)?;
-                // link(2) does not follow a symlink named as the source, so the new name
-                // shares the inode found inside the target.
-                parent
-                    .hardlink_from(&src_dir, &src_name, name)
-                    .map_err(bad(&shown))?;
-                self.stats.hardlinks += 1;
-            }
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                if !self.opts.allow_devices {
-                    let what = if kind == EntryType::Fifo {
-                        "fifo"
-                    } else {
-                        "device node"
-                    };
-                    return Err(LayerError::bad(shown, format!("{what} entries are not allowed here; only trusted layers may create them")));
-                }
-                let k = match kind {
-                    EntryType::Char => NodeKind::Char,
-                    EntryType::Block => NodeKind::Block,
-                    _ => NodeKind::Fifo,
-                };
-                let h = entry.header();
-                let major = h.device_major().ok().flatten().unwrap_or(0) as u64;
-                let minor = h.device_minor().ok().flatten().unwrap_or(0) as u64;
-                let mode = h.mode().unwrap_or(0o600);
-                self.replace(&parent, name, &shown)?;
-                parent
-                    .mknod(name, k, mode, major, minor)
-                    .map_err(bad(&shown))?;
-                self.stats.devices += 1;
-                self.metadata(&shown, At::Name(&parent, name), &rel, entry, false)?;
-            }
-            other => {
-                return Err(LayerError::bad(
-                    shown,
-                    format!("unsupported tar entry type {other:?}"),
-                ))
-            }
+            EntryType::Directory => self.directory(at, entry),
+            EntryType::Regular | EntryType::Continuous => self.regular(at, entry),
+            EntryType::GNUSparse => Err(LayerError::bad(
+                shown,
+                "GNU sparse files are not supported; repack the layer without --sparse",
+            )),
+            EntryType::Symlink => self.symlink(at, entry),
+            EntryType::Link => self.hardlink(at, entry),
+            EntryType::Char | EntryType::Block | EntryType::Fifo => self.node(kind, at, entry),
+            other => Err(LayerError::bad(
+                shown,
+                format!("unsupported tar entry type {other:?}"),
+            )),
         }
+    }
+
+    fn directory<R: Read>(
+        &mut self,
+        at: Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let Place {
+            parent,
+            name,
+            rel,
+            shown,
+            fast,
+            ..
+        } = at;
+        // The fast path knows the name is not there.
+        let there = match fast {
+            true => None,
+            false => parent.stat(name).map_err(bad(shown))?,
+        };
+        match there {
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(_) => {
+                self.replace(parent, name, shown)?;
+                parent.mkdir(name, 0o700).map_err(bad(shown))?;
+            }
+            None => parent.mkdir(name, 0o700).map_err(bad(shown))?,
+        }
+        if fast {
+            self.made.insert(Box::from(rel.as_os_str().as_bytes()));
+        }
+        self.stats.dirs += 1;
+        self.metadata(shown, At::Name(parent, name), rel, entry, true)
+    }
+
+    fn symlink<R: Read>(
+        &mut self,
+        at: Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let Place {
+            parent,
+            name,
+            rel,
+            shown,
+            first,
+            fast,
+        } = at;
+        let target = entry
+            .link_name_bytes()
+            .ok_or_else(|| LayerError::bad(shown, "symlink without a target"))?
+            .into_owned();
+        if first && self.unchanged(parent, name, rel, entry, &[], Kind::Symlink)? {
+            return Ok(());
+        }
+        if !fast {
+            self.replace(parent, name, shown)?;
+        }
+        parent
+            .symlink(OsStr::from_bytes(&target), name)
+            .map_err(bad(shown))?;
+        self.stats.symlinks += 1;
+        self.metadata(shown, At::Name(parent, name), rel, entry, false)
+    }
+
+    fn hardlink<R: Read>(
+        &mut self,
+        at: Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let Place {
+            parent,
+            name,
+            shown,
+            ..
+        } = at;
+        let link = entry
+            .link_name_bytes()
+            .ok_or_else(|| LayerError::bad(shown, "hardlink without a target"))?
+            .into_owned();
+        let (src_dir, src_name) = self.hardlink_source(&link, shown)?;
+        if same_entry(&src_dir, &src_name, parent, name) {
+            return Ok(());
+        }
+        self.replace(parent, name, shown)?;
+        // link(2) does not follow a symlink named as the source, so the new name
+        // shares the inode found inside the target.
+        parent
+            .hardlink_from(&src_dir, &src_name, name)
+            .map_err(bad(shown))?;
+        self.stats.hardlinks += 1;
         Ok(())
+    }
+
+    /// A device node or fifo (only with `allow_devices`).
+    fn node<R: Read>(
+        &mut self,
+        kind: EntryType,
+        at: Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let Place {
+            parent,
+            name,
+            rel,
+            shown,
+            ..
+        } = at;
+        if !self.opts.allow_devices {
+            let what = if kind == EntryType::Fifo {
+                "fifo"
+            } else {
+                "device node"
+            };
+            return Err(LayerError::bad(
+                shown,
+                format!("{what} entries are not allowed here; only trusted layers may create them"),
+            ));
+        }
+        let k = match kind {
+            EntryType::Char => NodeKind::Char,
+            EntryType::Block => NodeKind::Block,
+            _ => NodeKind::Fifo,
+        };
+        let h = entry.header();
+        let major = h.device_major().ok().flatten().unwrap_or(0) as u64;
+        let minor = h.device_minor().ok().flatten().unwrap_or(0) as u64;
+        let mode = h.mode().unwrap_or(0o600);
+        self.replace(parent, name, shown)?;
+        parent
+            .mknod(name, k, mode, major, minor)
+            .map_err(bad(shown))?;
+        self.stats.devices += 1;
+        self.metadata(shown, At::Name(parent, name), rel, entry, false)
     }
 
     /// A regular file entry: written anew, or in `reuse` mode kept (or rewritten from
     /// the first byte that differs) when the tree already has it.
     fn regular<R: Read>(
         &mut self,
-        parent: &Dir,
-        name: &OsStr,
-        rel: &Path,
-        shown: &str,
+        at: Place<'_>,
         entry: &mut tar::Entry<R>,
-        first: bool,
     ) -> Result<(), LayerError> {
+        if at.fast && self.opts.workers > 0 && entry.size() <= pool::SMALL {
+            return self.hand_over(&at, entry);
+        }
+        let Place {
+            parent,
+            name,
+            rel,
+            shown,
+            first,
+            fast,
+        } = at;
         let kept = match (self.opts.reuse, &self.opts.known) {
             (true, Some(_)) if first && index::indexable(EntryType::Regular, entry.size()) => {
                 self.known_file(parent, name, rel, shown, entry)?
@@ -488,7 +653,9 @@ impl Unpacker<'_, '_> {
             Reused::Read(p) => (p, None),
             Reused::No => (Vec::new(), None),
         };
-        self.replace(parent, name, shown)?;
+        if !fast {
+            self.replace(parent, name, shown)?;
+        }
         let mode = entry.header().mode().unwrap_or(0o644);
         let mut f = parent
             .create_file(name, mode & 0o700 | 0o600)
@@ -511,16 +678,42 @@ impl Unpacker<'_, '_> {
         n += io::copy(entry, &mut f)
             .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
         if n != want {
-            return Err(LayerError::bad(
-                shown,
-                format!(
-                    "file content is truncated: the header claims {want} bytes, the stream has {n}"
-                ),
-            ));
+            return Err(truncated(shown, want, n));
         }
         self.stats.files += 1;
         self.stats.bytes += n;
         self.metadata(shown, At::Open(&f), rel, entry, false)
+    }
+
+    /// The fast path's small file: its bytes read here, the file written by a worker.
+    fn hand_over<R: Read>(
+        &mut self,
+        at: &Place<'_>,
+        entry: &mut tar::Entry<R>,
+    ) -> Result<(), LayerError> {
+        let want = entry.size();
+        let mut body = Vec::with_capacity(want as usize);
+        entry
+            .read_to_end(&mut body)
+            .map_err(|e| LayerError::bad(at.shown, format!("reading file content: {e}")))?;
+        if body.len() as u64 != want {
+            return Err(truncated(at.shown, want, body.len() as u64));
+        }
+        let meta = self.meta_of(entry, false);
+        self.stats.files += 1;
+        self.stats.bytes += want;
+        let job = pool::Job {
+            seq: self.stats.entries,
+            dir: at.parent.clone(),
+            name: at.name.to_os_string(),
+            shown: at.shown.to_string(),
+            body,
+            meta,
+        };
+        let workers = self.opts.workers;
+        self.pool
+            .get_or_insert_with(|| pool::Pool::new(workers))
+            .submit(job)
     }
 
     /// In `reuse` mode: whether the regular file the entry describes is already at
@@ -678,8 +871,50 @@ impl Unpacker<'_, '_> {
         entry: &mut tar::Entry<R>,
         is_dir: bool,
     ) -> Result<(), LayerError> {
+        let m = self.meta_of(entry, is_dir);
+        let is_link = entry.header().entry_type() == EntryType::Symlink;
+        let (dir, name) = match at {
+            At::Name(dir, name) => (dir, name),
+            At::Open(f) => return apply_open(f, &m, shown),
+        };
+        let ctx =
+            |what: &str, e: &dyn std::fmt::Display| LayerError::bad(shown, format!("{what}: {e}"));
+        let root = name == ".";
+        if m.chown {
+            if root {
+                dir.lchown_self(m.uid, m.gid)
+            } else {
+                dir.lchown(name, m.uid, m.gid)
+            }
+            .map_err(|e| ctx("changing owner", &e))?;
+        }
+        // chmod after chown: chown clears setuid/setgid bits.
+        if !is_link {
+            if root {
+                dir.chmod_self(m.mode)
+            } else {
+                dir.chmod(name, m.mode)
+            }
+            .map_err(|e| ctx("changing mode", &e))?;
+        }
+        // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
+        // must not forge it. Whiteouts are the only way to delete through a layer.
+        for (k, v) in m.xattrs.iter().filter(|(k, _)| !is_overlay_metadata(k)) {
+            // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
+            let _ = dir.set_xattr(name, k, v);
+        }
+        if is_dir {
+            self.dir_times.push((rel.to_path_buf(), m.mtime));
+        } else {
+            dir.set_times(name, m.mtime, 0)
+                .map_err(|e| ctx("setting mtime", &e))?;
+        }
+        Ok(())
+    }
+
+    /// What `metadata` gives the entry, read from its header and PAX records.
+    fn meta_of<R: Read>(&self, entry: &mut tar::Entry<R>, is_dir: bool) -> FileMeta {
         let h = entry.header();
-        let is_link = h.entry_type() == EntryType::Symlink;
         let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
         let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
         let mtime = h.mtime().unwrap_or(0) as i64;
@@ -699,54 +934,14 @@ impl Unpacker<'_, '_> {
         } else {
             Vec::new()
         };
-        let ctx =
-            |what: &str, e: &dyn std::fmt::Display| LayerError::bad(shown, format!("{what}: {e}"));
-        let (dir, name) = match at {
-            At::Name(dir, name) => (dir, name),
-            At::Open(f) => {
-                // A regular file still open from its creation: metadata through its fd.
-                if self.opts.preserve_owners {
-                    open_file::chown(f, uid as u32, gid as u32)
-                        .map_err(|e| ctx("changing owner", &e))?;
-                }
-                open_file::chmod(f, mode).map_err(|e| ctx("changing mode", &e))?;
-                for (k, v) in xattrs.iter().filter(|(k, _)| !is_overlay_metadata(k)) {
-                    let _ = open_file::set_xattr(f, k, v);
-                }
-                return open_file::set_times(f, mtime, 0).map_err(|e| ctx("setting mtime", &e));
-            }
-        };
-        let root = name == ".";
-        if self.opts.preserve_owners {
-            if root {
-                dir.lchown_self(uid as u32, gid as u32)
-            } else {
-                dir.lchown(name, uid as u32, gid as u32)
-            }
-            .map_err(|e| ctx("changing owner", &e))?;
+        FileMeta {
+            uid: uid as u32,
+            gid: gid as u32,
+            mode,
+            mtime,
+            xattrs,
+            chown: self.opts.preserve_owners,
         }
-        // chmod after chown: chown clears setuid/setgid bits.
-        if !is_link {
-            if root {
-                dir.chmod_self(mode)
-            } else {
-                dir.chmod(name, mode)
-            }
-            .map_err(|e| ctx("changing mode", &e))?;
-        }
-        // `trusted.*` is overlayfs's own metadata (opaque, redirect, metacopy): a layer
-        // must not forge it. Whiteouts are the only way to delete through a layer.
-        for (k, v) in xattrs.into_iter().filter(|(k, _)| !is_overlay_metadata(k)) {
-            // Unprivileged or unsupported namespaces are skipped: xattrs are best effort.
-            let _ = dir.set_xattr(name, &k, &v);
-        }
-        if is_dir {
-            self.dir_times.push((rel.to_path_buf(), mtime));
-        } else {
-            dir.set_times(name, mtime, 0)
-                .map_err(|e| ctx("setting mtime", &e))?;
-        }
-        Ok(())
     }
 
     fn whiteout(
@@ -805,13 +1000,13 @@ impl Unpacker<'_, '_> {
 
     /// Resolves a relative directory path inside the root (symlinks followed in-root),
     /// creating missing directories.
-    fn parent_dir(&mut self, rel: &Path, shown: &str) -> Result<Rc<Dir>, LayerError> {
+    fn parent_dir(&mut self, rel: &Path, shown: &str) -> Result<Arc<Dir>, LayerError> {
         if let Some((p, d)) = &self.parent {
             if p == rel {
                 return Ok(d.clone());
             }
         }
-        let d = Rc::new(self.tree.mkdir_all(rel, 0o755, None).map_err(bad(shown))?);
+        let d = Arc::new(self.tree.mkdir_all(rel, 0o755, None).map_err(bad(shown))?);
         self.parent = Some((rel.to_path_buf(), d.clone()));
         Ok(d)
     }
@@ -858,7 +1053,416 @@ impl Unpacker<'_, '_> {
     }
 }
 
+/// An entry's owner, mode (its low 12 bits), mtime and xattrs, as applied to it.
+struct FileMeta {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+    mtime: i64,
+    xattrs: Vec<(String, Vec<u8>)>,
+    /// Whether the owner is set (`preserve_owners`).
+    chown: bool,
+}
+
+/// Metadata of a regular file still open from its creation, through its descriptor.
+fn apply_open(f: &fs::File, m: &FileMeta, shown: &str) -> Result<(), LayerError> {
+    let ctx = |what: &str, e: io::Error| LayerError::bad(shown, format!("{what}: {e}"));
+    if m.chown {
+        open_file::chown(f, m.uid, m.gid).map_err(|e| ctx("changing owner", e))?;
+    }
+    // chmod after chown: chown clears setuid/setgid bits.
+    open_file::chmod(f, m.mode).map_err(|e| ctx("changing mode", e))?;
+    for (k, v) in m.xattrs.iter().filter(|(k, _)| !is_overlay_metadata(k)) {
+        let _ = open_file::set_xattr(f, k, v);
+    }
+    open_file::set_times(f, m.mtime, 0).map_err(|e| ctx("setting mtime", e))
+}
+
+/// Creates the regular file `name` in `dir` (it must not exist) with `body` and `m`: the
+/// same calls, in the same order, as the unpacker's own writing of a file (created
+/// owner-only, filled, then owner, mode, xattrs and mtime through the descriptor).
+fn write_new_file(
+    dir: &Dir,
+    name: &OsStr,
+    shown: &str,
+    body: &[u8],
+    m: &FileMeta,
+) -> Result<(), LayerError> {
+    let mut f = dir
+        .create_file(name, m.mode & 0o700 | 0o600)
+        .map_err(bad(shown))?;
+    io::Write::write_all(&mut f, body)
+        .map_err(|e| LayerError::bad(shown, format!("writing file content: {e}")))?;
+    apply_open(&f, m, shown)
+}
+
+fn truncated(shown: &str, want: u64, n: u64) -> LayerError {
+    LayerError::bad(
+        shown,
+        format!("file content is truncated: the header claims {want} bytes, the stream has {n}"),
+    )
+}
+
+/// An entry's place in the tree: its resolved parent, final name, path, and how it is
+/// written (`first`: named for the first time in the stream; `fast`: see
+/// `Unpacker::fast`).
+struct Place<'a> {
+    parent: &'a Arc<Dir>,
+    name: &'a OsStr,
+    rel: &'a Path,
+    shown: &'a str,
+    first: bool,
+    fast: bool,
+}
+
 /// Whether `a/an` and `b/bn` are the same directory entry (a hardlink to itself).
 fn same_entry(a: &Dir, an: &OsStr, b: &Dir, bn: &OsStr) -> bool {
     an == bn && a.same_dir(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::os::unix::fs::MetadataExt;
+
+    /// One entry of a test tar: a path and what it is.
+    enum E<'a> {
+        Dir(&'a str, u32),
+        File(&'a str, u32, &'a [u8]),
+        Sym(&'a str, &'a str),
+        Hard(&'a str, &'a str),
+        /// A file with a PAX xattr record.
+        Xattr(&'a str, &'a str, &'a [u8]),
+    }
+
+    fn tar_of(entries: &[E]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (i, e) in entries.iter().enumerate() {
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1_000 + i as u64);
+            h.set_uid(i as u64 % 3);
+            h.set_gid(i as u64 % 5);
+            h.set_size(0);
+            match e {
+                E::Dir(p, mode) => {
+                    h.set_entry_type(EntryType::Directory);
+                    h.set_mode(*mode);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                }
+                E::File(p, mode, body) => {
+                    h.set_mode(*mode);
+                    h.set_size(body.len() as u64);
+                    b.append_data(&mut h, p, *body).unwrap();
+                }
+                E::Sym(p, t) | E::Hard(p, t) => {
+                    let hard = matches!(e, E::Hard(..));
+                    h.set_entry_type(if hard {
+                        EntryType::Link
+                    } else {
+                        EntryType::Symlink
+                    });
+                    h.set_mode(0o777);
+                    b.append_link(&mut h, p, t).unwrap();
+                }
+                E::Xattr(p, key, value) => {
+                    let key = format!("SCHILY.xattr.{key}");
+                    b.append_pax_extensions([(key.as_str(), *value)]).unwrap();
+                    h.set_mode(0o644);
+                    h.set_size(1);
+                    b.append_data(&mut h, p, &b"x"[..]).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    /// Every entry below `dir`, sorted: path, type and mode, owner, size, mtime, content
+    /// or link target, xattrs, and for a hardlink the first path of its inode.
+    fn listing(dir: &Path) -> Vec<String> {
+        let mut inodes: HashMap<u64, String> = HashMap::new();
+        let mut out = Vec::new();
+        for e in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+            let e = e.unwrap();
+            let m = e.path().symlink_metadata().unwrap();
+            let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+            let what = if m.file_type().is_symlink() {
+                format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+            } else if m.is_file() {
+                let same = inodes.entry(m.ino()).or_insert_with(|| rel.clone());
+                let body = String::from_utf8_lossy(&std::fs::read(e.path()).unwrap()).into_owned();
+                format!("{body:?} inode of {same}")
+            } else {
+                String::new()
+            };
+            let xattrs: Vec<_> = xattr::list(e.path())
+                .map(|l| l.map(|k| k.to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+            out.push(format!(
+                "{rel} {:o} {}:{} {} {} {what} {xattrs:?}",
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.len(),
+                m.mtime()
+            ));
+        }
+        out
+    }
+
+    fn with_workers(workers: usize) -> UnpackOptions {
+        UnpackOptions {
+            workers,
+            ..UnpackOptions::default()
+        }
+    }
+
+    /// Unpacks `tar` into a fresh directory with `workers`: the listing, or the error.
+    /// `seeded`: the directory holds a file first (left out of the listing), so the tree
+    /// is not empty and the unpack is the serial one from the first entry on.
+    fn unpacked(
+        tar: &[u8],
+        workers: usize,
+        seeded: bool,
+    ) -> (Result<Vec<String>, String>, Option<UnpackStats>) {
+        let t = tempfile::tempdir().unwrap();
+        if seeded {
+            std::fs::write(t.path().join("~seed"), "").unwrap();
+        }
+        match unpack(
+            io::Cursor::new(tar.to_vec()),
+            t.path(),
+            &with_workers(workers),
+        ) {
+            Ok(stats) => {
+                let mut l = listing(t.path());
+                l.retain(|e| !e.starts_with("~seed "));
+                (Ok(l), Some(stats))
+            }
+            Err(e) => (Err(e.to_string()), None),
+        }
+    }
+
+    /// The entry an unpack error names (`layer entry "NAME": why`).
+    fn entry_of(e: &str) -> &str {
+        e.split("\": ").next().unwrap_or(e)
+    }
+
+    /// The same listing (or an error on the same entry) and counts with the fast path,
+    /// with and without workers, as from the serial unpack.
+    fn same_as_serial(tar: &[u8], what: &str) -> Result<Vec<String>, String> {
+        let (serial, serial_stats) = unpacked(tar, 0, true);
+        for workers in [0, 1, 2, 3] {
+            let (fast, stats) = unpacked(tar, workers, false);
+            match (&fast, &serial) {
+                (Err(f), Err(s)) => {
+                    assert_eq!(entry_of(f), entry_of(s), "{what}, {workers} workers")
+                }
+                _ => assert_eq!(fast, serial, "{what}, {workers} workers"),
+            }
+            assert_eq!(stats, serial_stats, "{what}, {workers} workers");
+        }
+        serial
+    }
+
+    /// A layer like a big COPY's: many directories of small files with assorted modes
+    /// (setuid, read-only, executable), owners and mtimes, a read-only directory, a
+    /// large file (written by the unpacker itself), symlinks, an xattr, an empty file and
+    /// a nested directory — then a hardlink, which ends the fast path mid-stream.
+    #[test]
+    fn the_tree_with_workers_is_the_serial_unpacks() {
+        let names: Vec<(String, String)> = (0..40)
+            .flat_map(|d| (0..60).map(move |f| (format!("d{d:02}/"), format!("d{d:02}/f{f:03}"))))
+            .collect();
+        let big = vec![7u8; (pool::SMALL + 1) as usize];
+        let modes = [0o644, 0o4755, 0o400, 0o755, 0o2711, 0o600];
+        let mut entries = vec![E::Dir("ro/", 0o555), E::File("ro/in", 0o444, b"r")];
+        let mut last_dir = String::new();
+        for (i, (dir, file)) in names.iter().enumerate() {
+            if *dir != last_dir {
+                entries.push(E::Dir(dir, 0o755));
+                last_dir = dir.clone();
+            }
+            entries.push(E::File(file, modes[i % modes.len()], file.as_bytes()));
+        }
+        entries.extend([
+            E::File("d00/big", 0o644, &big),
+            E::File("d00/empty", 0o644, b""),
+            E::Sym("d01/link", "f000"),
+            E::Xattr("d01/x", "user.keel", b"v"),
+            E::Dir("d02/deeper/", 0o700),
+            E::File("d02/deeper/f", 0o644, b"deep"),
+        ]);
+        let simple = tar_of(&entries);
+        let listed = same_as_serial(&simple, "a simple stream").unwrap();
+        assert!(listed.len() > 2400, "{}", listed.len());
+        entries.extend([
+            E::Hard("d03/h", "d02/f000"),
+            E::File("d03/after", 0o644, b"a"),
+        ]);
+        same_as_serial(&tar_of(&entries), "a hardlink mid-stream").unwrap();
+    }
+
+    /// Hostile and odd streams give what the unpacker alone gives (the fast path ends
+    /// at the first entry it cannot vouch for, after the workers are done).
+    #[test]
+    fn hostile_streams_unpack_as_the_serial_unpack_does() {
+        use E::*;
+        let cases: Vec<(&str, Vec<E>)> = vec![
+            // A file below a symlinked parent, and the same file named through the link
+            // and then directly (the later one wins).
+            (
+                "symlinked parent",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/a", 0o644, b"1"),
+                    Sym("s", "d"),
+                    File("s/b", 0o644, b"2"),
+                    File("d/b", 0o644, b"3"),
+                ],
+            ),
+            (
+                "symlink to the root",
+                vec![
+                    Dir("d/", 0o755),
+                    Sym("d/up", "../.."),
+                    File("d/up/x", 0o644, b"x"),
+                    Sym("r", "/"),
+                    File("r/y", 0o644, b"y"),
+                ],
+            ),
+            (
+                "fast symlink then through it",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Sym("d/l", "f"),
+                    File("d/l", 0o644, b"2"),
+                ],
+            ),
+            // Hardlinks to a file still with a worker, to one not yet created, to itself.
+            (
+                "hardlink to a queued file",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Hard("d/h", "d/f"),
+                    Hard("h2", "d/h"),
+                ],
+            ),
+            (
+                "hardlink before its target",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/a", 0o644, b"1"),
+                    Hard("d/h", "d/f"),
+                    File("d/f", 0o644, b"2"),
+                ],
+            ),
+            (
+                "hardlink to itself",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    Hard("d/f", "d/f"),
+                ],
+            ),
+            // Duplicate names: the later wins, whatever the kinds.
+            (
+                "a file twice",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/x", 0o644, b"1"),
+                    File("d/x", 0o600, b"22"),
+                ],
+            ),
+            (
+                "a directory over a file",
+                vec![
+                    File("x", 0o644, b"1"),
+                    Dir("x/", 0o700),
+                    File("x/y", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a file over a directory",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    File("x", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a symlink over a directory",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    Sym("x", "/"),
+                    File("x/z", 0o644, b"2"),
+                ],
+            ),
+            (
+                "a directory twice",
+                vec![
+                    Dir("x/", 0o755),
+                    File("x/y", 0o644, b"1"),
+                    Dir("x/", 0o700),
+                    File("x/z", 0o644, b"2"),
+                ],
+            ),
+            // A file below a file; parents the stream never made.
+            (
+                "a file below a queued file",
+                vec![
+                    Dir("d/", 0o755),
+                    File("d/f", 0o644, b"1"),
+                    File("d/f/g", 0o644, b"2"),
+                ],
+            ),
+            (
+                "implied parents",
+                vec![
+                    File("a/b/c", 0o644, b"1"),
+                    File("a/b/d", 0o644, b"2"),
+                    Dir("a/", 0o700),
+                ],
+            ),
+        ];
+        for (what, entries) in cases {
+            same_as_serial(&tar_of(&entries), what).ok();
+        }
+    }
+
+    /// A file a worker cannot create (a name longer than the filesystem allows) fails the
+    /// unpack with that entry's name — the first such entry's, as the serial unpack's
+    /// error — and nothing is written after `unpack` returns.
+    #[test]
+    fn a_worker_failure_is_the_unpacks_error_with_the_entrys_path() {
+        let long = format!("d/{}", "n".repeat(300));
+        let longer = format!("d/{}", "m".repeat(400));
+        let mut entries = vec![E::Dir("d/", 0o755)];
+        let names: Vec<String> = (0..500).map(|i| format!("d/f{i:03}")).collect();
+        entries.extend(names[..250].iter().map(|n| E::File(n, 0o644, b"x")));
+        entries.push(E::File(&long, 0o644, b"x"));
+        entries.extend(names[250..].iter().map(|n| E::File(n, 0o644, b"x")));
+        entries.push(E::File(&longer, 0o644, b"x"));
+        let tar = tar_of(&entries);
+        same_as_serial(&tar, "a name too long").unwrap_err();
+        let t = tempfile::tempdir().unwrap();
+        let e = unpack(io::Cursor::new(tar), t.path(), &with_workers(2))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with(&format!("layer entry {long:?}: creating file")),
+            "{e}"
+        );
+        assert!(e.contains("File name too long"), "{e}");
+        let now = listing(t.path());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert_eq!(
+            listing(t.path()),
+            now,
+            "nothing is written after unpack returns"
+        );
+    }
 }
