@@ -247,11 +247,22 @@ impl Executor<'_> {
         let label = format!("{}: ", x.what());
         let done = if x.link {
             self.linked(n, &label, state, &inputs, &position, &created_by, body)?
-        } else if is_plain(ctx, x, placed, heredocs) {
-            // Written straight into its layer: the tree below is only looked at.
-            self.in_view(n, &label, state, &inputs, &position, &created_by, body)?
         } else {
-            self.in_snapshot(n, &label, state, &inputs, &position, &created_by, body)?
+            // Written straight into its layer, the tree below is only looked at.
+            let tree = match is_plain(ctx, x, placed, heredocs) {
+                true => Tree::View,
+                false => Tree::Writable,
+            };
+            self.in_tree(
+                tree,
+                n,
+                &label,
+                state,
+                &inputs,
+                &position,
+                &created_by,
+                body,
+            )?
         };
         if let Some((st, _)) = &stamp {
             self.cache.remember_stamp(st, &key);

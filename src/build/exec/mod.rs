@@ -192,16 +192,6 @@ enum Tree {
     View,
 }
 
-/// What `Executor::run_step_in` needs of a filesystem step besides its body.
-struct StepIn<'a> {
-    n: usize,
-    what: &'a str,
-    inputs: &'a Keyed,
-    position: &'a str,
-    created_by: &'a str,
-    tree: Tree,
-}
-
 /// A build's large in-memory indexes (the stat index, the last inputs it read), handed
 /// back with its outcome so that a command about to exit may skip freeing them
 /// (`std::mem::forget`): for a 10,000-file COPY that is ~40,000 small allocations,
@@ -773,22 +763,24 @@ impl<'a> Executor<'a> {
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
     ) -> Result<(State, Outcome), StepFailure> {
-        let step = StepIn {
+        self.in_tree(
+            Tree::Writable,
             n,
             what,
+            state,
             inputs,
             position,
             created_by,
-            tree: Tree::Writable,
-        };
-        self.run_step_in(step, state, body)
+            body,
+        )
     }
 
-    /// [`Self::in_snapshot`] for a step whose body only reads the tree below it (a COPY
-    /// written straight into its layer): `body` gets a read-only view.
+    /// [`Self::in_snapshot`] with the kind of tree `body` gets: a step that only reads the
+    /// tree below it (a COPY written straight into its layer) asks for a read-only view.
     #[allow(clippy::too_many_arguments)]
-    fn in_view(
+    fn in_tree(
         &self,
+        tree: Tree,
         n: usize,
         what: &str,
         state: State,
@@ -797,31 +789,6 @@ impl<'a> Executor<'a> {
         created_by: &str,
         body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
     ) -> Result<(State, Outcome), StepFailure> {
-        let step = StepIn {
-            n,
-            what,
-            inputs,
-            position,
-            created_by,
-            tree: Tree::View,
-        };
-        self.run_step_in(step, state, body)
-    }
-
-    fn run_step_in(
-        &self,
-        step: StepIn<'_>,
-        state: State,
-        body: impl FnOnce(&crate::storage::Snapshot, &State) -> Result<Option<StoredLayer>, StepFailure>,
-    ) -> Result<(State, Outcome), StepFailure> {
-        let StepIn {
-            n,
-            what,
-            inputs,
-            position,
-            created_by,
-            tree,
-        } = step;
         let (hit, why) = self.lookup(inputs, position);
         if let Some(hit) = hit {
             return Ok((hit, Outcome::Cached));
