@@ -7,6 +7,7 @@
 # Usage (as root): bench/ab.sh REV [RUNS]   — prints markdown tables.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 rev="$1"
 runs="${2:-10}"
 cargo build --release --locked -q
@@ -19,6 +20,7 @@ mkdir -p "$work/old-tree/target"
 cp -a --reflink=auto target/release "$work/old-tree/target/"
 (cd "$work/old-tree" && cargo build --release --locked -q)
 old="$work/old-tree/target/release/keel"
+drop_kernel_caches
 
 for side in old new; do
   bin=${!side}

@@ -16,6 +16,7 @@
 # Usage (as root): bench/build.sh [RUNS] [--no-debian]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 runs="${1:-5}"
 debian=1
 [[ "${2:-}" == "--no-debian" ]] && debian=0
@@ -26,6 +27,7 @@ trap 'rm -rf "$work"; buildah rm --all >/dev/null 2>&1 || true' EXIT
 export KEEL_ROOT="$work/root"
 bud="buildah bud -q --layers --isolation oci --runtime runc"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
+drop_kernel_caches
 
 import_base() { # NAME: a keel image into buildah's store under the same name
   $keel save "$1" -o "$work/$1.tar"

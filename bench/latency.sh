@@ -9,6 +9,7 @@
 # Usage (as root): bench/latency.sh [RUNS] [OLD]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/common.sh
 runs="${1:-50}"
 old="${2:-}"
 cargo build --release --locked -q
@@ -16,6 +17,7 @@ new="$PWD/target/release/keel"
 work=$(mktemp -d /var/tmp/keel-bench-latency.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
+drop_kernel_caches
 sides=(new)
 [[ -n "$old" ]] && sides=(old new)
 
