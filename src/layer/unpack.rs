@@ -11,9 +11,8 @@
 //! whiteouts for a layer unpacked into its own directory ([`Whiteouts::Overlay`]).
 //!
 //! A stream unpacked into an empty tree takes a fast path while it stays simple (see
-//! `Unpacker::fast`): new names are created without looking for something to replace,
-//! and small files may be written by worker threads (`unpack/pool.rs`); the first entry
-//! off that path waits for the workers and the rest is unpacked serially.
+//! `Unpacker::fast`): new names are created without looking for something to replace;
+//! the first entry off that path ends it, and the rest is unpacked as into any tree.
 //!
 //! This module must not know about the store or storage drivers: it gets a reader and a
 //! directory.
@@ -30,9 +29,6 @@ use tar::EntryType;
 use super::index::{self, EntryIndex};
 use super::{clean_entry_path, decompressed, LayerError};
 use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
-
-mod pool;
-pub use pool::default_workers;
 
 /// Prefix of an OCI whiteout file name (`.wh.NAME` deletes NAME).
 pub const WHITEOUT_PREFIX: &str = ".wh.";
@@ -89,10 +85,6 @@ pub struct UnpackOptions {
     /// exactly so (`index::EntryIndex::has`), still in the tree as a file or symlink, is
     /// left as it is — not even its metadata is set again.
     pub known: Option<std::sync::Arc<EntryIndex>>,
-    /// Threads creating small regular files ([`default_workers`]; 0: the unpacker alone).
-    /// Used for a stream unpacked into an empty tree while it stays simple (see
-    /// `Unpacker::fast`); the tree is the same either way.
-    pub workers: usize,
 }
 
 impl Default for UnpackOptions {
@@ -104,7 +96,6 @@ impl Default for UnpackOptions {
             xattrs: true,
             reuse: false,
             known: None,
-            workers: default_workers(),
         }
     }
 }
@@ -169,11 +160,7 @@ pub fn unpack_tree(
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
     let mut u = Unpacker::new(tree, opts);
-    let streamed = u.stream(reader);
-    // Every worker is done before the tree is looked at again or handed back, and a
-    // worker's failure (an entry earlier in the stream) is the one reported.
-    u.pool.take().map_or(Ok(()), pool::Pool::finish)?;
-    streamed?;
+    u.stream(reader)?;
     if opts.reuse {
         sweep(&tree.root_dir(), Path::new(""), &u.touched)?;
         tracing::debug!(
@@ -285,8 +272,6 @@ struct Unpacker<'t, 'o> {
     simple: bool,
     /// Directories the fast path made (by their path's bytes): a fast entry's parent.
     made: HashSet<Box<[u8]>>,
-    /// Workers writing small files of the fast path, started with the first such file.
-    pool: Option<pool::Pool>,
 }
 
 impl<'t, 'o> Unpacker<'t, 'o> {
@@ -311,11 +296,10 @@ impl<'t, 'o> Unpacker<'t, 'o> {
                 .map(|k| EntryIndex::with_capacity(k.len())),
             simple: !opts.reuse && tree.root_dir().list().is_ok_and(|l| l.is_empty()),
             made: HashSet::new(),
-            pool: None,
         }
     }
 
-    /// Unpacks every entry of the stream (the pool may still be writing at the end).
+    /// Unpacks every entry of the stream.
     fn stream(&mut self, reader: impl Read + 'static) -> Result<(), LayerError> {
         let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
         // A broken header has no name of its own: name the entry before it.
@@ -355,16 +339,10 @@ impl<'t, 'o> Unpacker<'t, 'o> {
     /// Whether an entry takes the fast path: the stream is still simple, the name is new
     /// in it, the kind is a directory, regular file or symlink, and the parent is the
     /// root or a directory the fast path made. Then the name cannot be in the tree (no
-    /// stat before creating it), and nothing about it can be observed through another
-    /// path (a small file goes to a worker). The first entry that is not fast ends the
-    /// fast path for the rest of the stream and waits for the workers: from there on the
-    /// unpack is the serial one, on a tree the serial one would have made.
-    fn fast(
-        &mut self,
-        first: bool,
-        kind: EntryType,
-        parent_rel: &Path,
-    ) -> Result<bool, LayerError> {
+    /// stat before creating it). The first entry that is not fast ends the fast path for
+    /// the rest of the stream: from there on the unpack is the serial one, on a tree the
+    /// serial one would have made.
+    fn fast(&mut self, first: bool, kind: EntryType, parent_rel: &Path) -> bool {
         let fast = self.simple
             && first
             && matches!(
@@ -378,11 +356,8 @@ impl<'t, 'o> Unpacker<'t, 'o> {
                 || self.made.contains(parent_rel.as_os_str().as_bytes()));
         if !fast {
             self.simple = false;
-            if let Some(p) = self.pool.as_ref() {
-                p.drain()?;
-            }
         }
-        Ok(fast)
+        fast
     }
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let shown = String::from_utf8_lossy(raw).into_owned();
@@ -415,7 +390,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         // Named for the first time in this stream: only then can the tree's file at
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
-        let fast = self.fast(first && !is_whiteout, kind, &parent_rel)?;
+        let fast = self.fast(first && !is_whiteout, kind, &parent_rel);
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
@@ -629,9 +604,6 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         at: Place<'_>,
         entry: &mut tar::Entry<R>,
     ) -> Result<(), LayerError> {
-        if at.fast && self.opts.workers > 0 && entry.size() <= pool::SMALL {
-            return self.hand_over(&at, entry);
-        }
         let Place {
             parent,
             name,
@@ -683,37 +655,6 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         self.stats.files += 1;
         self.stats.bytes += n;
         self.metadata(shown, At::Open(&f), rel, entry, false)
-    }
-
-    /// The fast path's small file: its bytes read here, the file written by a worker.
-    fn hand_over<R: Read>(
-        &mut self,
-        at: &Place<'_>,
-        entry: &mut tar::Entry<R>,
-    ) -> Result<(), LayerError> {
-        let want = entry.size();
-        let mut body = Vec::with_capacity(want as usize);
-        entry
-            .read_to_end(&mut body)
-            .map_err(|e| LayerError::bad(at.shown, format!("reading file content: {e}")))?;
-        if body.len() as u64 != want {
-            return Err(truncated(at.shown, want, body.len() as u64));
-        }
-        let meta = self.meta_of(entry, false);
-        self.stats.files += 1;
-        self.stats.bytes += want;
-        let job = pool::Job {
-            seq: self.stats.entries,
-            dir: at.parent.clone(),
-            name: at.name.to_os_string(),
-            shown: at.shown.to_string(),
-            body,
-            meta,
-        };
-        let workers = self.opts.workers;
-        self.pool
-            .get_or_insert_with(|| pool::Pool::new(workers))
-            .submit(job)
     }
 
     /// In `reuse` mode: whether the regular file the entry describes is already at
@@ -1078,24 +1019,6 @@ fn apply_open(f: &fs::File, m: &FileMeta, shown: &str) -> Result<(), LayerError>
     open_file::set_times(f, m.mtime, 0).map_err(|e| ctx("setting mtime", e))
 }
 
-/// Creates the regular file `name` in `dir` (it must not exist) with `body` and `m`: the
-/// same calls, in the same order, as the unpacker's own writing of a file (created
-/// owner-only, filled, then owner, mode, xattrs and mtime through the descriptor).
-fn write_new_file(
-    dir: &Dir,
-    name: &OsStr,
-    shown: &str,
-    body: &[u8],
-    m: &FileMeta,
-) -> Result<(), LayerError> {
-    let mut f = dir
-        .create_file(name, m.mode & 0o700 | 0o600)
-        .map_err(bad(shown))?;
-    io::Write::write_all(&mut f, body)
-        .map_err(|e| LayerError::bad(shown, format!("writing file content: {e}")))?;
-    apply_open(&f, m, shown)
-}
-
 fn truncated(shown: &str, want: u64, n: u64) -> LayerError {
     LayerError::bad(
         shown,
@@ -1210,21 +1133,10 @@ mod tests {
         out
     }
 
-    fn with_workers(workers: usize) -> UnpackOptions {
-        UnpackOptions {
-            workers,
-            ..UnpackOptions::default()
-        }
-    }
-
-    /// Unpacks `tar` into a fresh directory with `workers`: the listing, or the error.
-    /// `seeded`: the directory holds a file first (left out of the listing), so the tree
-    /// is not empty and the unpack is the serial one from the first entry on.
-    fn unpacked(
-        tar: &[u8],
-        workers: usize,
-        seeded: bool,
-    ) -> (Result<Vec<String>, String>, Option<UnpackStats>) {
+    /// Unpacks `tar` into a fresh directory: the listing, or the error. `seeded`: the
+    /// directory holds a file first (left out of the listing), so the tree is not empty
+    /// and the unpack is the serial one from the first entry on.
+    fn unpacked(tar: &[u8], seeded: bool) -> (Result<Vec<String>, String>, Option<UnpackStats>) {
         let t = tempfile::tempdir().unwrap();
         if seeded {
             std::fs::write(t.path().join("~seed"), "").unwrap();
@@ -1232,7 +1144,7 @@ mod tests {
         match unpack(
             io::Cursor::new(tar.to_vec()),
             t.path(),
-            &with_workers(workers),
+            &UnpackOptions::default(),
         ) {
             Ok(stats) => {
                 let mut l = listing(t.path());
@@ -1248,33 +1160,29 @@ mod tests {
         e.split("\": ").next().unwrap_or(e)
     }
 
-    /// The same listing (or an error on the same entry) and counts with the fast path,
-    /// with and without workers, as from the serial unpack.
+    /// The same listing (or an error on the same entry) and counts with the fast path as
+    /// from the serial unpack.
     fn same_as_serial(tar: &[u8], what: &str) -> Result<Vec<String>, String> {
-        let (serial, serial_stats) = unpacked(tar, 0, true);
-        for workers in [0, 1, 2, 3] {
-            let (fast, stats) = unpacked(tar, workers, false);
-            match (&fast, &serial) {
-                (Err(f), Err(s)) => {
-                    assert_eq!(entry_of(f), entry_of(s), "{what}, {workers} workers")
-                }
-                _ => assert_eq!(fast, serial, "{what}, {workers} workers"),
-            }
-            assert_eq!(stats, serial_stats, "{what}, {workers} workers");
+        let (serial, serial_stats) = unpacked(tar, true);
+        let (fast, stats) = unpacked(tar, false);
+        match (&fast, &serial) {
+            (Err(f), Err(s)) => assert_eq!(entry_of(f), entry_of(s), "{what}"),
+            _ => assert_eq!(fast, serial, "{what}"),
         }
+        assert_eq!(stats, serial_stats, "{what}");
         serial
     }
 
     /// A layer like a big COPY's: many directories of small files with assorted modes
     /// (setuid, read-only, executable), owners and mtimes, a read-only directory, a
-    /// large file (written by the unpacker itself), symlinks, an xattr, an empty file and
-    /// a nested directory — then a hardlink, which ends the fast path mid-stream.
+    /// large file, symlinks, an xattr, an empty file and a nested directory — then a
+    /// hardlink, which ends the fast path mid-stream.
     #[test]
-    fn the_tree_with_workers_is_the_serial_unpacks() {
+    fn the_fast_paths_tree_is_the_serial_unpacks() {
         let names: Vec<(String, String)> = (0..40)
             .flat_map(|d| (0..60).map(move |f| (format!("d{d:02}/"), format!("d{d:02}/f{f:03}"))))
             .collect();
-        let big = vec![7u8; (pool::SMALL + 1) as usize];
+        let big = vec![7u8; 100 << 10];
         let modes = [0o644, 0o4755, 0o400, 0o755, 0o2711, 0o600];
         let mut entries = vec![E::Dir("ro/", 0o555), E::File("ro/in", 0o444, b"r")];
         let mut last_dir = String::new();
@@ -1303,8 +1211,8 @@ mod tests {
         same_as_serial(&tar_of(&entries), "a hardlink mid-stream").unwrap();
     }
 
-    /// Hostile and odd streams give what the unpacker alone gives (the fast path ends
-    /// at the first entry it cannot vouch for, after the workers are done).
+    /// Hostile and odd streams give what the serial unpack gives (the fast path ends at
+    /// the first entry it cannot vouch for).
     #[test]
     fn hostile_streams_unpack_as_the_serial_unpack_does() {
         use E::*;
@@ -1340,9 +1248,9 @@ mod tests {
                     File("d/l", 0o644, b"2"),
                 ],
             ),
-            // Hardlinks to a file still with a worker, to one not yet created, to itself.
+            // Hardlinks to a file the fast path made, to one not yet created, to itself.
             (
-                "hardlink to a queued file",
+                "hardlink to a fast file",
                 vec![
                     Dir("d/", 0o755),
                     File("d/f", 0o644, b"1"),
@@ -1412,7 +1320,7 @@ mod tests {
             ),
             // A file below a file; parents the stream never made.
             (
-                "a file below a queued file",
+                "a file below a fast file",
                 vec![
                     Dir("d/", 0o755),
                     File("d/f", 0o644, b"1"),
@@ -1433,11 +1341,11 @@ mod tests {
         }
     }
 
-    /// A file a worker cannot create (a name longer than the filesystem allows) fails the
-    /// unpack with that entry's name — the first such entry's, as the serial unpack's
-    /// error — and nothing is written after `unpack` returns.
+    /// A file the fast path cannot create (a name longer than the filesystem allows)
+    /// fails the unpack with that entry's name — the first such entry's, as the serial
+    /// unpack's error.
     #[test]
-    fn a_worker_failure_is_the_unpacks_error_with_the_entrys_path() {
+    fn a_fast_path_failure_is_the_unpacks_error_with_the_entrys_path() {
         let long = format!("d/{}", "n".repeat(300));
         let longer = format!("d/{}", "m".repeat(400));
         let mut entries = vec![E::Dir("d/", 0o755)];
@@ -1448,21 +1356,12 @@ mod tests {
         entries.push(E::File(&longer, 0o644, b"x"));
         let tar = tar_of(&entries);
         same_as_serial(&tar, "a name too long").unwrap_err();
-        let t = tempfile::tempdir().unwrap();
-        let e = unpack(io::Cursor::new(tar), t.path(), &with_workers(2))
-            .unwrap_err()
-            .to_string();
+        let (fast, _) = unpacked(&tar, false);
+        let e = fast.unwrap_err();
         assert!(
             e.starts_with(&format!("layer entry {long:?}: creating file")),
             "{e}"
         );
         assert!(e.contains("File name too long"), "{e}");
-        let now = listing(t.path());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert_eq!(
-            listing(t.path()),
-            now,
-            "nothing is written after unpack returns"
-        );
     }
 }
