@@ -258,29 +258,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     for p in &platforms {
         crate::platform::check(p)?;
     }
-    let (file_name, bytes) = match a.file.as_deref() {
-        Some("-") => {
-            let mut b = Vec::new();
-            std::io::stdin().read_to_end(&mut b)?;
-            ("Dockerfile".to_string(), b)
-        }
-        Some(f) => (
-            f.to_string(),
-            std::fs::read(f).with_context(|| format!("reading the Dockerfile {f}"))?,
-        ),
-        None => {
-            let p = context_dir.join("Dockerfile");
-            (
-                p.display().to_string(),
-                std::fs::read(&p).with_context(|| {
-                    format!(
-                        "reading {}; pass -f FILE if the Dockerfile is elsewhere",
-                        p.display()
-                    )
-                })?,
-            )
-        }
-    };
+    let (file_name, bytes) = read_dockerfile(a.file.as_deref(), &context_dir)?;
     let outputs = a
         .output
         .iter()
@@ -293,27 +271,118 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         build_args.insert(k, val);
     }
     if a.dry_run {
-        let arch = platforms
-            .first()
-            .map_or_else(|| crate::image::host_arch().to_string(), |p| p.arch.clone());
-        let opts = crate::plan::DryRun {
-            target: a.target.clone(),
-            build_args,
-            arch,
-        };
-        crate::report::out_bytes(crate::plan::dry_run(&plan, &opts)?.as_bytes())?;
-        return Ok(0);
+        return dry_run(&plan, &a, build_args, &platforms);
     }
+    let opts = build_options(&a, ctx, file_name, build_args, &platforms)?;
+    let store = ctx.store()?;
+    let created = CreatedTime::start(&context_dir);
+    if platforms.len() > 1 {
+        return build_platforms(&store, &plan, &opts, &context_dir, &platforms, &a, created);
+    }
+    if a.check_reproducible {
+        return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
+    }
+    let outcome = build_one(&store, &plan, &opts, &context_dir, &a)?;
+    finish(&store, &a, &opts, &outputs, &context_dir, outcome, created)
+}
+
+/// The Dockerfile's name (for messages) and bytes: `-f FILE`, `-f -` (stdin), or the
+/// context's `Dockerfile`.
+fn read_dockerfile(file: Option<&str>, context_dir: &Path) -> Result<(String, Vec<u8>)> {
+    match file {
+        Some("-") => {
+            let mut b = Vec::new();
+            std::io::stdin().read_to_end(&mut b)?;
+            Ok(("Dockerfile".to_string(), b))
+        }
+        Some(f) => Ok((
+            f.to_string(),
+            std::fs::read(f).with_context(|| format!("reading the Dockerfile {f}"))?,
+        )),
+        None => {
+            let p = context_dir.join("Dockerfile");
+            let bytes = std::fs::read(&p).with_context(|| {
+                format!(
+                    "reading {}; pass -f FILE if the Dockerfile is elsewhere",
+                    p.display()
+                )
+            })?;
+            Ok((p.display().to_string(), bytes))
+        }
+    }
+}
+
+/// `keel build --dry-run`: the plan, printed; nothing run, the store not opened.
+fn dry_run(
+    plan: &crate::plan::Plan,
+    a: &BuildArgs,
+    build_args: BTreeMap<String, String>,
+    platforms: &[crate::platform::Platform],
+) -> Result<i32> {
+    let arch = platforms
+        .first()
+        .map_or_else(|| crate::image::host_arch().to_string(), |p| p.arch.clone());
+    let opts = crate::plan::DryRun {
+        target: a.target.clone(),
+        build_args,
+        arch,
+    };
+    crate::report::out_bytes(crate::plan::dry_run(plan, &opts)?.as_bytes())?;
+    Ok(0)
+}
+
+/// Every flag that shapes the build, checked and typed: a bad one fails here, naming
+/// the flag, before the store is opened or anything runs.
+fn build_options(
+    a: &BuildArgs,
+    ctx: &Ctx,
+    file_name: String,
+    build_args: BTreeMap<String, String>,
+    platforms: &[crate::platform::Platform],
+) -> Result<BuildOptions> {
     let labels = a
         .label
         .iter()
         .map(|l| parse_kv("--label", l, false))
         .collect::<Result<Vec<_>>>()?;
+    let credentials = credentials(a)?;
+    let run = run_flags(a)?;
+    Ok(BuildOptions {
+        file_name,
+        build_args,
+        target: a.target.clone(),
+        no_cache: a.no_cache,
+        no_cache_stages: a.no_cache_filter.clone(),
+        labels,
+        explain: a.explain,
+        isolation: a.isolation.clone(),
+        storage_driver: a.storage_driver.clone(),
+        epoch: if a.timestamps == "keep" {
+            None
+        } else {
+            Some(epoch().unwrap_or(0))
+        },
+        quiet: a.quiet || ctx.reporter.is_quiet(),
+        terminal: ctx.reporter.is_fancy(),
+        credentials,
+        network: run.network,
+        add_hosts: run.add_hosts,
+        shm_size: run.shm_size,
+        ulimits: run.ulimits,
+        contexts: named_contexts(a)?,
+        pull: a.pull,
+        platform: platforms.first().cloned(),
+    })
+}
+
+/// `--secret` and `--ssh`: what `RUN --mount=type=secret|ssh` may be given.
+fn credentials(a: &BuildArgs) -> Result<crate::build::mounts::Credentials> {
+    use crate::build::mounts::{parse_secret, parse_ssh, SecretSource};
     let mut credentials = crate::build::mounts::Credentials::default();
     for spec in &a.secret {
-        let (id, src) = crate::build::mounts::parse_secret(spec, |v| std::env::var_os(v).is_some())
-            .map_err(anyhow::Error::msg)?;
-        if let crate::build::mounts::SecretSource::File(p) = &src {
+        let (id, src) =
+            parse_secret(spec, |v| std::env::var_os(v).is_some()).map_err(anyhow::Error::msg)?;
+        if let SecretSource::File(p) = &src {
             if !p.is_file() {
                 bail!(
                     "--secret {spec}: {} is not a readable file; give src=FILE or env=VAR",
@@ -325,10 +394,21 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     }
     let agent = std::env::var("SSH_AUTH_SOCK").ok();
     for spec in &a.ssh {
-        let (id, sock) =
-            crate::build::mounts::parse_ssh(spec, agent.as_deref()).map_err(anyhow::Error::msg)?;
+        let (id, sock) = parse_ssh(spec, agent.as_deref()).map_err(anyhow::Error::msg)?;
         credentials.ssh.insert(id, sock);
     }
+    Ok(credentials)
+}
+
+/// The RUN steps' container flags (`--network`, `--add-host`, `--shm-size`, `--ulimit`).
+struct RunFlags {
+    network: Option<crate::plan::Network>,
+    add_hosts: Vec<(String, String)>,
+    shm_size: Option<u64>,
+    ulimits: Vec<crate::runtime::spec::Ulimit>,
+}
+
+fn run_flags(a: &BuildArgs) -> Result<RunFlags> {
     let mut add_hosts = Vec::new();
     for h in &a.add_host {
         match h.split_once(':') {
@@ -358,6 +438,16 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         "host" => crate::plan::Network::Host,
         _ => crate::plan::Network::Default,
     });
+    Ok(RunFlags {
+        network,
+        add_hosts,
+        shm_size,
+        ulimits,
+    })
+}
+
+/// `--build-context NAME=VALUE`, each checked.
+fn named_contexts(a: &BuildArgs) -> Result<BTreeMap<String, exec::NamedContext>> {
     let mut contexts = BTreeMap::new();
     for c in &a.build_context {
         let (name, value) = exec::NamedContext::parse(c).map_err(anyhow::Error::msg)?;
@@ -368,44 +458,21 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         }
         contexts.insert(name, value);
     }
-    let store = ctx.store()?;
-    let created = CreatedTime::start(&context_dir);
-    let opts = BuildOptions {
-        file_name: file_name.clone(),
-        build_args,
-        target: a.target.clone(),
-        no_cache: a.no_cache,
-        no_cache_stages: a.no_cache_filter.clone(),
-        labels: labels.clone(),
-        explain: a.explain,
-        isolation: a.isolation.clone(),
-        storage_driver: a.storage_driver.clone(),
-        epoch: if a.timestamps == "keep" {
-            None
-        } else {
-            Some(epoch().unwrap_or(0))
-        },
-        quiet: a.quiet || ctx.reporter.is_quiet(),
-        terminal: ctx.reporter.is_fancy(),
-        credentials,
-        network,
-        add_hosts,
-        shm_size,
-        ulimits,
-        contexts,
-        pull: a.pull,
-        platform: platforms.first().cloned(),
-    };
-    if platforms.len() > 1 {
-        return build_platforms(&store, &plan, &opts, &context_dir, &platforms, &a, created);
-    }
-    if a.check_reproducible {
-        return check_reproducible(&store, &plan, &opts, &context_dir, &created.finish());
-    }
-    let ignore = crate::build::front::dockerignore(&context_dir)?;
-    let context = crate::context::Context::new(&context_dir, ignore)?;
+    Ok(contexts)
+}
+
+/// One platform's build: read the context, import `--cache-from`, run the steps.
+fn build_one(
+    store: &crate::store::Store,
+    plan: &crate::plan::Plan,
+    opts: &BuildOptions,
+    context_dir: &Path,
+    a: &BuildArgs,
+) -> Result<exec::BuildOutcome> {
+    let ignore = crate::build::front::dockerignore(context_dir)?;
+    let context = crate::context::Context::new(context_dir, ignore)?;
     for c in &a.cache_from {
-        let got = crate::registry::cache::import(&store, c)
+        let got = crate::registry::cache::import(store, c)
             .with_context(|| format!("--cache-from registry:{}", c.image))?;
         if !opts.quiet {
             errln!(
@@ -416,33 +483,42 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             );
         }
     }
-    let executor = Executor::new(&store, &plan, &opts, &context)?;
+    let executor = Executor::new(store, plan, opts, &context)?;
     if let Some(f) = &a.log_file {
         let file =
             hostfs::create(f).with_context(|| format!("creating --log-file {}", f.display()))?;
         executor.add_transcript(file);
     }
     let logs = executor.log_dir().to_path_buf();
-    let mut outcome = match executor.build() {
-        Ok(o) => o,
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!(
-                "build failed; nothing was tagged; step logs are in {}",
-                logs.display()
-            )));
-        }
-    };
+    executor.build().map_err(|e| {
+        anyhow::Error::new(e).context(format!(
+            "build failed; nothing was tagged; step logs are in {}",
+            logs.display()
+        ))
+    })
+}
+
+/// After the steps: commit and tag the image, then every output the flags ask for.
+fn finish(
+    store: &crate::store::Store,
+    a: &BuildArgs,
+    opts: &BuildOptions,
+    outputs: &[crate::build::output::Output],
+    context_dir: &Path,
+    mut outcome: exec::BuildOutcome,
+    created: CreatedTime,
+) -> Result<i32> {
     // Layers of cache hits not fetched yet (no step needed their files) come now.
-    crate::registry::cache::fetch_missing(&store, &outcome.state.layers)?;
-    let rec = exec::commit(&store, &outcome.state, &created.finish(), &labels, &a.tags)?;
-    let to_stdout = outputs.iter().any(|o| {
-        matches!(
-            o,
-            crate::build::output::Output::Tar(crate::build::output::Dest::Stdout)
-        )
-    });
-    for o in &outputs {
-        crate::build::output::export(&store, &rec, o, invoking_user(&context_dir))?;
+    crate::registry::cache::fetch_missing(store, &outcome.state.layers)?;
+    let rec = exec::commit(
+        store,
+        &outcome.state,
+        &created.finish(),
+        &opts.labels,
+        &a.tags,
+    )?;
+    for o in outputs {
+        crate::build::output::export(store, &rec, o, invoking_user(context_dir))?;
     }
     if let Some(f) = &a.metadata_file {
         let names: Vec<String> = a.tags.iter().map(|t| t.tagged_name()).collect();
@@ -460,39 +536,7 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
         errln!("cache-from: {n} layers ({bytes} bytes) downloaded");
     }
     if let Some(c) = &a.cache_to {
-        let finals: Vec<_> = rec
-            .manifest
-            .layers()
-            .iter()
-            .map(|l| l.digest().clone())
-            .collect();
-        let sent = crate::registry::cache::export(
-            &store,
-            c,
-            &outcome.keys,
-            &finals,
-            &outcome.cache_mounts,
-        )
-        .with_context(|| format!("--cache-to registry:{}", c.image))?;
-        for (id, bytes) in &sent.mounts_skipped {
-            errln!(
-                "warning: cache mount {id} not exported: {bytes} bytes, more than mounts-max={} (raise it in --cache-to)",
-                c.mounts_max
-            );
-        }
-        if !opts.quiet && sent.mounts > 0 {
-            errln!("cache-to {}: {} cache mounts", c.image, sent.mounts);
-        }
-        if !opts.quiet {
-            errln!(
-                "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",
-                c.image,
-                sent.entries,
-                sent.layers,
-                sent.uploaded,
-                sent.manifest
-            );
-        }
+        export_cache(store, c, &outcome, &rec, opts.quiet)?;
     }
     if let Some(f) = &a.iidfile {
         userfile::write(f, rec.id().to_string().as_bytes(), Default::default())
@@ -504,6 +548,12 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
             errln!("tagged {}", t.tagged_name());
         }
     }
+    let to_stdout = outputs.iter().any(|o| {
+        matches!(
+            o,
+            crate::build::output::Output::Tar(crate::build::output::Dest::Stdout)
+        )
+    });
     if !to_stdout {
         outln!("{}", rec.id())?;
     }
@@ -511,6 +561,46 @@ pub fn build(a: BuildArgs, ctx: &Ctx) -> Result<i32> {
     // time (the memory goes back with the process).
     std::mem::forget(outcome.scratch.take());
     Ok(0)
+}
+
+/// `--cache-to registry:REF`: the entries this build used or made, its final layers and
+/// (with `mounts=true`) its cache mounts.
+fn export_cache(
+    store: &crate::store::Store,
+    c: &crate::registry::cache::CacheRef,
+    outcome: &exec::BuildOutcome,
+    rec: &crate::store::ImageRecord,
+    quiet: bool,
+) -> Result<()> {
+    let finals: Vec<_> = rec
+        .manifest
+        .layers()
+        .iter()
+        .map(|l| l.digest().clone())
+        .collect();
+    let sent =
+        crate::registry::cache::export(store, c, &outcome.keys, &finals, &outcome.cache_mounts)
+            .with_context(|| format!("--cache-to registry:{}", c.image))?;
+    for (id, bytes) in &sent.mounts_skipped {
+        errln!(
+            "warning: cache mount {id} not exported: {bytes} bytes, more than mounts-max={} (raise it in --cache-to)",
+            c.mounts_max
+        );
+    }
+    if !quiet && sent.mounts > 0 {
+        errln!("cache-to {}: {} cache mounts", c.image, sent.mounts);
+    }
+    if !quiet {
+        errln!(
+            "cache-to {}: {} entries, {} layers ({} uploaded), manifest {}",
+            c.image,
+            sent.entries,
+            sent.layers,
+            sent.uploaded,
+            sent.manifest
+        );
+    }
+    Ok(())
 }
 
 /// `keel build --platform A,B,…`: the target once per platform (sequentially: each
