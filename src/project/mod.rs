@@ -246,200 +246,10 @@ impl Project {
                 message: "contains a control character (a newline, tab or escape); values reach generated build files, where one would start a new rule or command: remove it".into(),
             });
         }
-        let line_of = |span: std::ops::Range<usize>| line_at(text, span.start);
-        let bad =
-            |span: std::ops::Range<usize>, key: &str, message: String| ProjectError::Invalid {
-                file: file.to_string(),
-                line: line_at(text, span.start),
-                key: key.to_string(),
-                message,
-            };
-        let mut images: Vec<ImageSpec> = Vec::new();
-        // depends_on names are checked once every image is known, so keep their spans.
-        let mut deps: Vec<toml::Spanned<String>> = Vec::new();
-        for ri in raw.image {
-            let span = ri.name.span();
-            let name = ri.name.into_inner();
-            if let Err(why) = check_name(&name) {
-                return Err(bad(span, "name", why));
-            }
-            if images.iter().any(|i| i.name == name) {
-                return Err(bad(
-                    span,
-                    "name",
-                    format!("image `{name}` is defined twice; give each [[image]] its own name"),
-                ));
-            }
-            let context = match ri.context {
-                Some(c) => {
-                    let s = c.span();
-                    check_rel(c.get_ref(), "context").map_err(|m| bad(s, "context", m))?
-                }
-                None => ".".to_string(),
-            };
-            let file_rel = match ri.file {
-                Some(f) => {
-                    let s = f.span();
-                    check_rel(f.get_ref(), "file").map_err(|m| bad(s, "file", m))?
-                }
-                None => "Dockerfile".to_string(),
-            };
-            for d in &ri.depends_on {
-                if *d.get_ref() == name {
-                    return Err(bad(
-                        d.span(),
-                        "depends_on",
-                        format!("image `{name}` depends on itself; remove it"),
-                    ));
-                }
-            }
-            let cache = match ri.cache {
-                Some(c) => {
-                    let s = c.span();
-                    c.get_ref()
-                        .parse::<crate::registry::cache::CacheRef>()
-                        .map_err(|m| bad(s, "cache", m))?;
-                    Some(c.into_inner())
-                }
-                None => None,
-            };
-            images.push(ImageSpec {
-                name,
-                cache,
-                context,
-                file: file_rel,
-                tags: ri.tags,
-                args: ri.args,
-                target: ri.target,
-                depends_on: ri.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
-                line: line_of(span),
-            });
-            deps.extend(ri.depends_on);
-        }
-        for d in &deps {
-            if !images.iter().any(|i| &i.name == d.get_ref()) {
-                return Err(bad(
-                    d.span(),
-                    "depends_on",
-                    format!(
-                        "no image named `{}` in this project; known images: {}",
-                        d.get_ref(),
-                        known(images.iter().map(|i| i.name.as_str()))
-                    ),
-                ));
-            }
-        }
-        let mut envs = BTreeMap::new();
-        for (
-            name,
-            raw::SpannedEnv {
-                span: tspan,
-                inner: re,
-            },
-        ) in raw.env
-        {
-            let line = line_of(tspan.clone());
-            if let Err(why) = check_name(&name) {
-                return Err(bad(tspan, &format!("env.{name}"), why));
-            }
-            let image = match (re.image, re.build) {
-                (Some(i), None) => EnvImage::Ref(i.into_inner()),
-                (None, Some(b)) => {
-                    if !images.iter().any(|i| i.name == *b.get_ref()) {
-                        return Err(bad(
-                            b.span(),
-                            &format!("env.{name}.build"),
-                            format!(
-                                "no image named `{}` in this project; known images: {}",
-                                b.get_ref(),
-                                known(images.iter().map(|i| i.name.as_str()))
-                            ),
-                        ));
-                    }
-                    EnvImage::Project(b.into_inner())
-                }
-                (Some(i), Some(_)) => {
-                    return Err(bad(
-                        i.span(),
-                        &format!("env.{name}"),
-                        "set either `image` (a reference) or `build` (an [[image]] of this project), not both".into(),
-                    ))
-                }
-                (None, None) => {
-                    return Err(bad(
-                        tspan,
-                        &format!("env.{name}"),
-                        "needs `image = \"REF\"` or `build = \"IMAGE\"`".into(),
-                    ))
-                }
-            };
-            let mount = match re.mount {
-                Some(m) if !m.get_ref().starts_with('/') => {
-                    return Err(bad(
-                        m.span(),
-                        &format!("env.{name}.mount"),
-                        "must be an absolute path such as /src".into(),
-                    ))
-                }
-                Some(m) => m.into_inner(),
-                None => "/src".into(),
-            };
-            let home = re.home.unwrap_or_else(|| "/home/keel".into());
-            for (vol, path) in &re.cache {
-                if check_name(vol).is_err() || !(path.starts_with('/') || path.starts_with("~/")) {
-                    return Err(bad(
-                        tspan.clone(),
-                        &format!("env.{name}.cache.{vol}"),
-                        "needs a volume name of [a-z0-9._-] and an absolute or ~/ path".into(),
-                    ));
-                }
-            }
-            envs.insert(
-                name.clone(),
-                EnvSpec {
-                    name,
-                    image,
-                    mount,
-                    workdir: re.workdir,
-                    cache: re.cache,
-                    env: re.env,
-                    user: re.user.unwrap_or(true),
-                    home,
-                    line,
-                },
-            );
-        }
-        let mut apps: Vec<AppSpec> = Vec::new();
-        for ra in raw.app {
-            let span = ra.name.span();
-            let name = ra.name.into_inner();
-            if let Err(why) = check_name(&name) {
-                return Err(bad(span, "name", why));
-            }
-            if apps.iter().any(|a| a.name == name) || images.iter().any(|i| i.name == name) {
-                return Err(bad(
-                    span,
-                    "name",
-                    format!(
-                        "`{name}` is defined twice; give each [[app]] and [[image]] its own name"
-                    ),
-                ));
-            }
-            let path = match ra.path {
-                Some(p) => {
-                    let s = p.span();
-                    check_rel(p.get_ref(), "path").map_err(|m| bad(s, "path", m))?
-                }
-                None => ".".to_string(),
-            };
-            apps.push(AppSpec {
-                name,
-                path,
-                buildpacks: ra.buildpacks,
-                stack: ra.stack,
-                env: ra.env,
-            });
-        }
+        let at = Located { text, file };
+        let images = parse_images(raw.image, &at)?;
+        let envs = parse_envs(raw.env, &images, &at)?;
+        let apps = parse_apps(raw.app, &images, &at)?;
         Ok(Project {
             apps,
             file: file.to_string(),
@@ -469,6 +279,211 @@ impl Project {
             known: known(self.envs.keys().map(|s| s.as_str())),
         })
     }
+}
+
+/// keel.toml's text and name, to say where a value is wrong.
+struct Located<'a> {
+    text: &'a str,
+    file: &'a str,
+}
+
+impl Located<'_> {
+    fn line(&self, span: std::ops::Range<usize>) -> usize {
+        line_at(self.text, span.start)
+    }
+
+    fn bad(&self, span: std::ops::Range<usize>, key: &str, message: String) -> ProjectError {
+        ProjectError::Invalid {
+            file: self.file.to_string(),
+            line: self.line(span),
+            key: key.to_string(),
+            message,
+        }
+    }
+}
+
+/// `[[image]]` tables, checked: names unique and well formed, paths relative and inside
+/// the project, `cache` a registry reference, `depends_on` naming images of the project.
+fn parse_images(raw: Vec<raw::Image>, at: &Located) -> Result<Vec<ImageSpec>> {
+    let mut images: Vec<ImageSpec> = Vec::new();
+    // depends_on names are checked once every image is known, so keep their spans.
+    let mut deps: Vec<toml::Spanned<String>> = Vec::new();
+    for ri in raw {
+        let span = ri.name.span();
+        let name = ri.name.into_inner();
+        if let Err(why) = check_name(&name) {
+            return Err(at.bad(span, "name", why));
+        }
+        if images.iter().any(|i| i.name == name) {
+            return Err(at.bad(
+                span,
+                "name",
+                format!("image `{name}` is defined twice; give each [[image]] its own name"),
+            ));
+        }
+        let context = relative_or(ri.context, "context", ".", at)?;
+        let file_rel = relative_or(ri.file, "file", "Dockerfile", at)?;
+        if let Some(d) = ri.depends_on.iter().find(|d| *d.get_ref() == name) {
+            return Err(at.bad(
+                d.span(),
+                "depends_on",
+                format!("image `{name}` depends on itself; remove it"),
+            ));
+        }
+        let cache = match ri.cache {
+            Some(c) => {
+                let s = c.span();
+                c.get_ref()
+                    .parse::<crate::registry::cache::CacheRef>()
+                    .map_err(|m| at.bad(s, "cache", m))?;
+                Some(c.into_inner())
+            }
+            None => None,
+        };
+        images.push(ImageSpec {
+            name,
+            cache,
+            context,
+            file: file_rel,
+            tags: ri.tags,
+            args: ri.args,
+            target: ri.target,
+            depends_on: ri.depends_on.iter().map(|d| d.get_ref().clone()).collect(),
+            line: at.line(span),
+        });
+        deps.extend(ri.depends_on);
+    }
+    if let Some(d) = deps.iter().find(|d| !has_image(&images, d.get_ref())) {
+        return Err(at.bad(d.span(), "depends_on", no_such_image(&images, d.get_ref())));
+    }
+    Ok(images)
+}
+
+fn has_image(images: &[ImageSpec], name: &str) -> bool {
+    images.iter().any(|i| i.name == name)
+}
+
+fn no_such_image(images: &[ImageSpec], name: &str) -> String {
+    format!(
+        "no image named `{name}` in this project; known images: {}",
+        known(images.iter().map(|i| i.name.as_str()))
+    )
+}
+
+/// A path key (`context`, `file`, `path`): relative and inside the project, else `default`.
+fn relative_or(
+    value: Option<toml::Spanned<String>>,
+    key: &str,
+    default: &str,
+    at: &Located,
+) -> Result<String> {
+    match value {
+        Some(v) => {
+            let s = v.span();
+            check_rel(v.get_ref(), key).map_err(|m| at.bad(s, key, m))
+        }
+        None => Ok(default.to_string()),
+    }
+}
+
+/// `[env.NAME]` tables, checked: one image source (`image` or a project `build`), an
+/// absolute mount, cache volumes with valid names and paths.
+fn parse_envs(
+    raw: BTreeMap<String, raw::SpannedEnv>,
+    images: &[ImageSpec],
+    at: &Located,
+) -> Result<BTreeMap<String, EnvSpec>> {
+    let mut envs = BTreeMap::new();
+    for (name, raw::SpannedEnv { span, inner: re }) in raw {
+        let line = at.line(span.clone());
+        if let Err(why) = check_name(&name) {
+            return Err(at.bad(span, &format!("env.{name}"), why));
+        }
+        let image = match (re.image, re.build) {
+            (Some(i), None) => EnvImage::Ref(i.into_inner()),
+            (None, Some(b)) if !has_image(images, b.get_ref()) => {
+                let why = no_such_image(images, b.get_ref());
+                return Err(at.bad(b.span(), &format!("env.{name}.build"), why));
+            }
+            (None, Some(b)) => EnvImage::Project(b.into_inner()),
+            (Some(i), Some(_)) => {
+                return Err(at.bad(
+                    i.span(),
+                    &format!("env.{name}"),
+                    "set either `image` (a reference) or `build` (an [[image]] of this project), not both".into(),
+                ))
+            }
+            (None, None) => {
+                return Err(at.bad(
+                    span,
+                    &format!("env.{name}"),
+                    "needs `image = \"REF\"` or `build = \"IMAGE\"`".into(),
+                ))
+            }
+        };
+        let mount = match re.mount {
+            Some(m) if !m.get_ref().starts_with('/') => {
+                return Err(at.bad(
+                    m.span(),
+                    &format!("env.{name}.mount"),
+                    "must be an absolute path such as /src".into(),
+                ))
+            }
+            Some(m) => m.into_inner(),
+            None => "/src".into(),
+        };
+        for (vol, path) in &re.cache {
+            if check_name(vol).is_err() || !(path.starts_with('/') || path.starts_with("~/")) {
+                return Err(at.bad(
+                    span.clone(),
+                    &format!("env.{name}.cache.{vol}"),
+                    "needs a volume name of [a-z0-9._-] and an absolute or ~/ path".into(),
+                ));
+            }
+        }
+        let env = EnvSpec {
+            name: name.clone(),
+            image,
+            mount,
+            workdir: re.workdir,
+            cache: re.cache,
+            env: re.env,
+            user: re.user.unwrap_or(true),
+            home: re.home.unwrap_or_else(|| "/home/keel".into()),
+            line,
+        };
+        envs.insert(name, env);
+    }
+    Ok(envs)
+}
+
+/// `[[app]]` tables (buildpack builds): names unique among apps and images, `path`
+/// relative and inside the project.
+fn parse_apps(raw: Vec<raw::App>, images: &[ImageSpec], at: &Located) -> Result<Vec<AppSpec>> {
+    let mut apps: Vec<AppSpec> = Vec::new();
+    for ra in raw {
+        let span = ra.name.span();
+        let name = ra.name.into_inner();
+        if let Err(why) = check_name(&name) {
+            return Err(at.bad(span, "name", why));
+        }
+        if apps.iter().any(|a| a.name == name) || has_image(images, &name) {
+            return Err(at.bad(
+                span,
+                "name",
+                format!("`{name}` is defined twice; give each [[app]] and [[image]] its own name"),
+            ));
+        }
+        let path = relative_or(ra.path, "path", ".", at)?;
+        apps.push(AppSpec {
+            name,
+            path,
+            buildpacks: ra.buildpacks,
+            stack: ra.stack,
+            env: ra.env,
+        });
+    }
+    Ok(apps)
 }
 
 fn known<'a>(names: impl Iterator<Item = &'a str>) -> String {
