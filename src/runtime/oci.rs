@@ -10,9 +10,9 @@ use std::process::Command;
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroupBuilder,
-    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    LinuxPidsBuilder, LinuxResourcesBuilder, LinuxSeccomp, MountBuilder, Process, ProcessBuilder,
-    RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespace, LinuxNamespaceBuilder, LinuxNamespaceType,
+    LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, LinuxSeccomp, Mount, MountBuilder,
+    Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 
 use super::setup::Stdio;
@@ -198,8 +198,61 @@ fn seccomp(spec: &ContainerSpec) -> Result<Option<LinuxSeccomp>, RuntimeError> {
 /// `/dev` symlinks are left to the runtime, which creates the default devices itself.
 pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError> {
     let process = process(spec)?;
-    let mut mounts = Vec::new();
-    let (mut masked, mut readonly, mut root_ro) = (Vec::new(), Vec::new(), false);
+    let planned = planned_mounts(spec)?;
+    let mut linux = LinuxBuilder::default();
+    if let Some(sc) = seccomp(spec)? {
+        linux = linux.seccomp(sc);
+    }
+    let mut linux = linux
+        .namespaces(namespaces(spec)?)
+        .masked_paths(planned.masked)
+        .readonly_paths(planned.readonly)
+        .resources(resources(spec)?);
+    if !crate::sys::userns::rootless_cached() {
+        linux = linux.cgroups_path(PathBuf::from(format!("/keel/{}", spec.id)));
+    }
+    let linux = linux.build().map_err(oci_err)?;
+    let root = RootBuilder::default()
+        .path(rootfs)
+        .readonly(planned.root_read_only)
+        .build()
+        .map_err(oci_err)?;
+    let mut b = SpecBuilder::default()
+        .version("1.0.2")
+        .root(root)
+        .process(process)
+        .mounts(planned.mounts)
+        .linux(linux);
+    if spec.namespaces.contains(&Namespace::Uts) {
+        b = b.hostname(spec.hostname.clone());
+    }
+    b.build().map_err(oci_err)
+}
+
+/// The spec's mount plan in config.json's terms: mounts, masked and read-only paths.
+struct PlannedMounts {
+    mounts: Vec<Mount>,
+    masked: Vec<String>,
+    readonly: Vec<String>,
+    root_read_only: bool,
+}
+
+fn planned_mounts(spec: &ContainerSpec) -> Result<PlannedMounts, RuntimeError> {
+    let mut p = PlannedMounts {
+        mounts: Vec::new(),
+        masked: Vec::new(),
+        readonly: Vec::new(),
+        root_read_only: false,
+    };
+    let mount = |target: &str, typ: &str, source: &Path, options: Vec<String>| {
+        MountBuilder::default()
+            .destination(target)
+            .typ(typ)
+            .source(source)
+            .options(options)
+            .build()
+            .map_err(oci_err)
+    };
     for op in &spec.mounts {
         match op {
             MountOp::Fs {
@@ -207,17 +260,9 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 source,
                 target,
                 options,
-            } => {
-                mounts.push(
-                    MountBuilder::default()
-                        .destination(target)
-                        .typ(fstype)
-                        .source(source)
-                        .options(options.clone())
-                        .build()
-                        .map_err(oci_err)?,
-                );
-            }
+            } => p
+                .mounts
+                .push(mount(target, fstype, Path::new(source), options.clone())?),
             MountOp::Bind { source, target, .. }
                 if source.starts_with("/dev") && target.starts_with("/dev/") => {}
             MountOp::Bind {
@@ -229,24 +274,19 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 if *readonly {
                     o.push("ro".into());
                 }
-                mounts.push(
-                    MountBuilder::default()
-                        .destination(target)
-                        .typ("bind")
-                        .source(source)
-                        .options(o)
-                        .build()
-                        .map_err(oci_err)?,
-                );
+                p.mounts.push(mount(target, "bind", source, o)?);
             }
             MountOp::Symlink { .. } => {}
-            MountOp::Mask { path } => masked.push(path.clone()),
-            MountOp::ReadOnly { path } => readonly.push(path.clone()),
-            MountOp::RootReadOnly => root_ro = true,
+            MountOp::Mask { path } => p.masked.push(path.clone()),
+            MountOp::ReadOnly { path } => p.readonly.push(path.clone()),
+            MountOp::RootReadOnly => p.root_read_only = true,
         }
     }
-    let namespaces = spec
-        .namespaces
+    Ok(p)
+}
+
+fn namespaces(spec: &ContainerSpec) -> Result<Vec<LinuxNamespace>, RuntimeError> {
+    spec.namespaces
         .iter()
         .map(|n| {
             let typ = match n {
@@ -261,7 +301,11 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 .build()
                 .map_err(oci_err)
         })
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect()
+}
+
+/// Devices, memory, pids and CPU limits.
+fn resources(spec: &ContainerSpec) -> Result<LinuxResources, RuntimeError> {
     // Rootless there is no device cgroup to program (and none needed: a user namespace
     // cannot open device nodes beyond the bound defaults); runc then leaves cgroups alone.
     let mut res = if crate::sys::userns::rootless_cached() {
@@ -295,34 +339,7 @@ pub fn config(spec: &ContainerSpec, rootfs: &Path) -> Result<Spec, RuntimeError>
                 .map_err(oci_err)?,
         );
     }
-    let mut linux = LinuxBuilder::default();
-    if let Some(sc) = seccomp(spec)? {
-        linux = linux.seccomp(sc);
-    }
-    let mut linux = linux
-        .namespaces(namespaces)
-        .masked_paths(masked)
-        .readonly_paths(readonly)
-        .resources(res.build().map_err(oci_err)?);
-    if !crate::sys::userns::rootless_cached() {
-        linux = linux.cgroups_path(PathBuf::from(format!("/keel/{}", spec.id)));
-    }
-    let linux = linux.build().map_err(oci_err)?;
-    let root = RootBuilder::default()
-        .path(rootfs)
-        .readonly(root_ro)
-        .build()
-        .map_err(oci_err)?;
-    let mut b = SpecBuilder::default()
-        .version("1.0.2")
-        .root(root)
-        .process(process)
-        .mounts(mounts)
-        .linux(linux);
-    if spec.namespaces.contains(&Namespace::Uts) {
-        b = b.hostname(spec.hostname.clone());
-    }
-    b.build().map_err(oci_err)
+    res.build().map_err(oci_err)
 }
 
 /// Looks the command up in the rootfs before starting the runtime, so a missing or
