@@ -135,73 +135,73 @@ pub fn pack(
     })?;
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
-    let mut stats = PackStats::default();
-    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut packer = Packer {
+        b,
+        root,
+        root_dir,
+        opts,
+        stats: PackStats::default(),
+        links: HashMap::new(),
+    };
     for (rel, item) in &items {
-        let shown = || rel.display().to_string();
-        let err = |e: io::Error| LayerError::bad(shown(), format!("packing: {e}"));
-        stats.entries += 1;
+        packer.item(rel, item)?;
+    }
+    packer
+        .b
+        .finish()
+        .map_err(|e| LayerError::bad("<end of layer>", format!("writing tar: {e}")))?;
+    Ok(packer.stats)
+}
+
+/// One `pack` call's writer and what it has written so far.
+struct Packer<'a, W: Write> {
+    b: tar::Builder<W>,
+    root: &'a Path,
+    root_dir: fs::File,
+    opts: &'a PackOptions,
+    stats: PackStats,
+    /// The first path packed of each multiply-linked file (by device and inode).
+    links: HashMap<(u64, u64), PathBuf>,
+}
+
+impl<W: Write> Packer<'_, W> {
+    fn item(&mut self, rel: &Path, item: &Item) -> Result<(), LayerError> {
+        let err =
+            |e: io::Error| LayerError::bad(rel.display().to_string(), format!("packing: {e}"));
         let mut h = Header::new_gnu();
         if let Item::Whiteout = item {
-            stats.whiteouts += 1;
+            self.stats.entries += 1;
+            self.stats.whiteouts += 1;
             h.set_entry_type(EntryType::Regular);
             h.set_mode(0o644);
-            h.set_mtime(opts.epoch.unwrap_or(0));
+            h.set_mtime(self.opts.epoch.unwrap_or(0));
             h.set_size(0);
-            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
-            continue;
+            return self.b.append_data(&mut h, rel, io::empty()).map_err(err);
         }
-        let p = root.join(rel);
+        let p = self.root.join(rel);
         let m = fs::symlink_metadata(&p).map_err(err)?;
+        let ft = m.file_type();
+        if ft.is_socket() {
+            // Sockets do not belong in images.
+            return Ok(());
+        }
+        self.stats.entries += 1;
         h.set_uid(m.uid() as u64);
         h.set_gid(m.gid() as u64);
         h.set_mode(m.mode() & 0o7777);
-        h.set_mtime(opts.epoch.unwrap_or(m.mtime().max(0) as u64));
+        h.set_mtime(self.opts.epoch.unwrap_or(m.mtime().max(0) as u64));
         h.set_size(0);
-        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
-        if let Ok(names) = sysfs::list_xattrs(&p) {
-            for n in names.into_iter().filter(|n| keep_xattr(n, opts)) {
-                if let Ok(Some(v)) = sysfs::get_xattr(&p, &n) {
-                    pax.push((format!("SCHILY.xattr.{n}"), v));
-                }
-            }
-        }
-        if !pax.is_empty() {
-            b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
-                .map_err(err)?;
-        }
-        let ft = m.file_type();
+        self.xattrs(&p).map_err(err)?;
         if ft.is_dir() {
             h.set_entry_type(EntryType::Directory);
-            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
+            self.b.append_data(&mut h, rel, io::empty()).map_err(err)
         } else if ft.is_symlink() {
             h.set_entry_type(EntryType::Symlink);
             let target = fs::read_link(&p).map_err(err)?;
-            b.append_link(&mut h, rel, &target).map_err(err)?;
+            self.b.append_link(&mut h, rel, &target).map_err(err)
         } else if ft.is_file() {
-            if m.nlink() > 1 {
-                if let Some(first) = links.get(&(m.dev(), m.ino())) {
-                    h.set_entry_type(EntryType::Link);
-                    b.append_link(&mut h, rel, first).map_err(err)?;
-                    continue;
-                }
-                links.insert((m.dev(), m.ino()), rel.clone());
-            }
-            h.set_entry_type(EntryType::Regular);
-            h.set_size(m.size());
-            let f = sysfs::open_beneath(&root_dir, rel).map_err(err)?;
-            let fm = f.metadata().map_err(err)?;
-            if (fm.dev(), fm.ino(), fm.size()) != (m.dev(), m.ino(), m.size()) {
-                return Err(LayerError::bad(
-                    shown(),
-                    "the file changed while it was being packed; pack only a quiescent tree",
-                ));
-            }
-            // A file that changes size while being packed would corrupt the stream.
-            b.append_data(&mut h, rel, io::Read::take(f, m.size()))
-                .map_err(err)?;
-            stats.bytes += m.size();
-        } else if ft.is_char_device() || ft.is_block_device() || ft.is_fifo() {
+            self.file(rel, &m, h)
+        } else {
             h.set_entry_type(if ft.is_char_device() {
                 EntryType::Char
             } else if ft.is_block_device() {
@@ -212,13 +212,54 @@ pub fn pack(
             let rdev = m.rdev();
             h.set_device_major(sysfs::dev_major(rdev)).map_err(err)?;
             h.set_device_minor(sysfs::dev_minor(rdev)).map_err(err)?;
-            b.append_data(&mut h, rel, io::empty()).map_err(err)?;
-        } else {
-            // Sockets do not belong in images.
-            stats.entries -= 1;
+            self.b.append_data(&mut h, rel, io::empty()).map_err(err)
         }
     }
-    b.finish()
-        .map_err(|e| LayerError::bad("<end of layer>", format!("writing tar: {e}")))?;
-    Ok(stats)
+
+    /// The xattrs that are part of an image, as a PAX header before the entry.
+    fn xattrs(&mut self, p: &Path) -> io::Result<()> {
+        let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Ok(names) = sysfs::list_xattrs(p) {
+            for n in names.into_iter().filter(|n| keep_xattr(n, self.opts)) {
+                if let Ok(Some(v)) = sysfs::get_xattr(p, &n) {
+                    pax.push((format!("SCHILY.xattr.{n}"), v));
+                }
+            }
+        }
+        if pax.is_empty() {
+            return Ok(());
+        }
+        self.b
+            .append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
+    }
+
+    /// A regular file: a hardlink entry to its first path when one was packed already,
+    /// else its content, read through a handle opened beneath the root.
+    fn file(&mut self, rel: &Path, m: &fs::Metadata, mut h: Header) -> Result<(), LayerError> {
+        let shown = || rel.display().to_string();
+        let err = |e: io::Error| LayerError::bad(shown(), format!("packing: {e}"));
+        if m.nlink() > 1 {
+            if let Some(first) = self.links.get(&(m.dev(), m.ino())) {
+                h.set_entry_type(EntryType::Link);
+                return self.b.append_link(&mut h, rel, first).map_err(err);
+            }
+            self.links.insert((m.dev(), m.ino()), rel.to_path_buf());
+        }
+        h.set_entry_type(EntryType::Regular);
+        h.set_size(m.size());
+        let f = sysfs::open_beneath(&self.root_dir, rel).map_err(err)?;
+        let fm = f.metadata().map_err(err)?;
+        if (fm.dev(), fm.ino(), fm.size()) != (m.dev(), m.ino(), m.size()) {
+            return Err(LayerError::bad(
+                shown(),
+                "the file changed while it was being packed; pack only a quiescent tree",
+            ));
+        }
+        // A file that changes size while being packed would corrupt the stream.
+        self.b
+            .append_data(&mut h, rel, io::Read::take(f, m.size()))
+            .map_err(err)?;
+        self.stats.bytes += m.size();
+        Ok(())
+    }
 }
