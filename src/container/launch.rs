@@ -114,27 +114,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
     )?;
     let snapshotter = storage::open(req.storage_driver.as_deref(), store.root())?;
     let root = store.root().to_path_buf();
-    let mut anonymous = Vec::new();
-    let mut volume_names = Vec::new();
-    for v in &validated.volumes {
-        match v {
-            VolumeSpec::Named { name, .. } => volume_names.push(name.clone()),
-            VolumeSpec::Anonymous { .. } => {
-                let n = format!("{}-{}", &id[..12], anonymous.len());
-                anonymous.push(n.clone());
-                volume_names.push(n);
-            }
-            VolumeSpec::Bind { .. } => {}
-        }
-    }
-    let taken: Vec<String> = validated.volumes.iter().map(vol_dst).collect();
-    for dst in cfg.volumes().clone().unwrap_or_default() {
-        if !taken.contains(&dst) {
-            let n = format!("{}-{}", &id[..12], anonymous.len());
-            anonymous.push(n.clone());
-            volume_names.push(n);
-        }
-    }
+    let (anonymous, volume_names) = volume_names(&validated, &cfg, id);
     let config = ContainerConfig {
         id: id.to_string(),
         name: req.name.clone().unwrap_or_else(|| id[..12].to_string()),
@@ -166,16 +146,7 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
     let containers = Containers::new(&root);
     containers.create(&config)?;
     crate::fault::point("run.container-created");
-    let layers: Vec<LayerBlob> = image
-        .manifest
-        .layers()
-        .iter()
-        .zip(image.config.rootfs().diff_ids())
-        .map(|(l, diff)| LayerBlob {
-            diff_id: crate::digest::parse(diff).unwrap_or_else(|| l.digest().clone()),
-            blob: store.blob_path(l.digest()),
-        })
-        .collect();
+    let layers = layer_blobs(store, &image);
     let made = if req.rm {
         snapshotter.prepare_scratch(id, &layers)
     } else {
@@ -213,6 +184,50 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         all_ended: false,
         lease,
     })
+}
+
+/// The container's volumes by name (`-v NAME:/dst` as given), and the anonymous ones
+/// (`-v /dst`, and the image's VOLUMEs no `-v` covers) named after the container.
+fn volume_names(
+    validated: &Validated,
+    cfg: &oci_spec::image::Config,
+    id: &str,
+) -> (Vec<String>, Vec<String>) {
+    let mut anonymous = Vec::new();
+    let mut names = Vec::new();
+    let new_anonymous = |anonymous: &mut Vec<String>| {
+        let n = format!("{}-{}", &id[..12], anonymous.len());
+        anonymous.push(n.clone());
+        n
+    };
+    for v in &validated.volumes {
+        match v {
+            VolumeSpec::Named { name, .. } => names.push(name.clone()),
+            VolumeSpec::Anonymous { .. } => names.push(new_anonymous(&mut anonymous)),
+            VolumeSpec::Bind { .. } => {}
+        }
+    }
+    let taken: Vec<String> = validated.volumes.iter().map(vol_dst).collect();
+    for dst in cfg.volumes().clone().unwrap_or_default() {
+        if !taken.contains(&dst) {
+            names.push(new_anonymous(&mut anonymous));
+        }
+    }
+    (anonymous, names)
+}
+
+/// The image's layers, bottom first, as the snapshotter takes them.
+fn layer_blobs(store: &Store, image: &crate::store::ImageRecord) -> Vec<LayerBlob> {
+    image
+        .manifest
+        .layers()
+        .iter()
+        .zip(image.config.rootfs().diff_ids())
+        .map(|(l, diff)| LayerBlob {
+            diff_id: crate::digest::parse(diff).unwrap_or_else(|| l.digest().clone()),
+            blob: store.blob_path(l.digest()),
+        })
+        .collect()
 }
 
 /// `keel start`: the stopped container `id` made ready to run again as it was made
@@ -555,48 +570,7 @@ impl Prepared {
             self.request.runtime.as_deref(),
             &self.root,
         )?;
-        let mut log_relay = None;
-        let stdio = match output {
-            Output::Inherit if self.request.tty => {
-                // The terminal is made inside the container (its own devpts, as runc
-                // does); the backend hands keel the master once the command runs.
-                use std::os::fd::AsFd;
-                let size = crate::sys::tty::size_of(std::io::stdin().as_fd());
-                runtime::Stdio {
-                    terminal: Some(size.unwrap_or_default()),
-                    ..Default::default()
-                }
-            }
-            Output::Inherit => runtime::Stdio {
-                stdin: if self.request.interactive {
-                    stdin_fd()
-                } else {
-                    devnull()
-                },
-                ..Default::default()
-            },
-            Output::Log(path) => {
-                // Through a pipe, so every line gets its time (`keel logs --timestamps`).
-                let (read, out) = crate::sys::proc::pipe().map_err(LaunchError::Proxy)?;
-                log_relay =
-                    Some(
-                        super::logs::relay(read, path).map_err(|source| LaunchError::Io {
-                            path: path.clone(),
-                            source,
-                        })?,
-                    );
-                let err = out.try_clone().map_err(|source| LaunchError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
-                runtime::Stdio {
-                    stdin: devnull(),
-                    stdout: Some(out),
-                    stderr: Some(err),
-                    ..Default::default()
-                }
-            }
-        };
+        let (stdio, log_relay) = self.stdio_for(output)?;
         if foreground {
             // From here on INT/TERM/HUP are recorded (and then passed on) rather than
             // killing keel before the container is there to receive them.
@@ -611,33 +585,9 @@ impl Prepared {
         tracing::debug!(pid = container.pid, "container started");
         self.started = true;
         crate::fault::point("run.container-started");
-        // `-t`: relay between the user's terminal (raw while the container runs) and the
-        // pseudo-terminal's master.
-        // `_resize` holds the SIGWINCH follower and its own copy of the master; the
-        // follower drops first, so the handler never resizes a closed fd number.
-        let (_raw, relay, _resize) = match container.take_console() {
-            Some(master) => {
-                // A copy of the master for the SIGWINCH handler (the relay owns the other),
-                // followed before the size is copied: a resize in between is not lost.
-                let resize_fd: Option<OwnedFd> = master.try_clone().ok();
-                let follow = resize_fd
-                    .as_ref()
-                    .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
-                let raw = {
-                    use std::os::fd::AsFd;
-                    let stdin = std::io::stdin();
-                    if crate::sys::tty::is_terminal(stdin.as_fd()) {
-                        crate::sys::tty::copy_window_size(stdin.as_fd(), master.as_fd());
-                        crate::sys::tty::RawMode::enter(stdin.as_fd()).ok()
-                    } else {
-                        None
-                    }
-                };
-                let relay = relay_pty(master, self.request.interactive);
-                (raw, Some(relay), Some((follow, resize_fd)))
-            }
-            None => (None, None, None),
-        };
+        // Dropped in reverse order at the end: the SIGWINCH follower, then the terminal's
+        // mode restored (the relay is joined before).
+        let (_raw, relay, _resize) = attach_console(&mut container, self.request.interactive);
         if foreground {
             container.forward_signals()?;
             // A signal that came while the container was starting was only recorded.
@@ -645,36 +595,8 @@ impl Prepared {
                 let _ = container.kill(sig);
             }
         }
-        let mut st = containers.state(&self.config.id)?;
-        st.status = Status::Running;
-        st.exit_code = None;
-        st.finished = None;
-        st.pid = Some(container.pid);
-        st.pid_start = crate::sys::proc::start_time(container.pid);
-        let me = std::process::id() as i32;
-        st.supervisor_pid = Some(me);
-        st.supervisor_start = crate::sys::proc::start_time(me);
-        st.started = Some(rfc3339(std::time::SystemTime::now()));
-        containers.set_state(&self.config.id, &st)?;
-        // Copies of the listeners: the originals stay for a restart's proxy.
-        let published = self
-            .published
-            .iter()
-            .map(|p| {
-                Ok(ports::Published {
-                    listener: p.listener.try_clone().map_err(|source| LaunchError::Io {
-                        path: format!("port {}", p.mapping.host_port).into(),
-                        source,
-                    })?,
-                    mapping: p.mapping.clone(),
-                })
-            })
-            .collect::<Result<Vec<_>, LaunchError>>()?;
-        let _proxy = if published.is_empty() {
-            None
-        } else {
-            start_proxy(published, container.pid)?
-        };
+        self.mark_running(containers, container.pid)?;
+        let _proxy = self.proxy_ports(container.pid)?;
         on_started(container.pid);
         if !(foreground && self.request.rm) {
             // The record owns the container from now on. A foreground `--rm` container
@@ -703,6 +625,133 @@ impl Prepared {
         }
         Ok(exit.code)
     }
+
+    /// The container's standard streams for `output`, and the thread relaying them to a
+    /// log file when they go to one.
+    fn stdio_for(
+        &self,
+        output: &Output,
+    ) -> Result<(runtime::Stdio, Option<std::thread::JoinHandle<()>>), LaunchError> {
+        match output {
+            Output::Inherit if self.request.tty => {
+                // The terminal is made inside the container (its own devpts, as runc
+                // does); the backend hands keel the master once the command runs.
+                use std::os::fd::AsFd;
+                let size = crate::sys::tty::size_of(std::io::stdin().as_fd());
+                let stdio = runtime::Stdio {
+                    terminal: Some(size.unwrap_or_default()),
+                    ..Default::default()
+                };
+                Ok((stdio, None))
+            }
+            Output::Inherit => {
+                let stdin = if self.request.interactive {
+                    stdin_fd()
+                } else {
+                    devnull()
+                };
+                Ok((
+                    runtime::Stdio {
+                        stdin,
+                        ..Default::default()
+                    },
+                    None,
+                ))
+            }
+            Output::Log(path) => {
+                let io_err = |source| LaunchError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                // Through a pipe, so every line gets its time (`keel logs --timestamps`).
+                let (read, out) = crate::sys::proc::pipe().map_err(LaunchError::Proxy)?;
+                let relay = super::logs::relay(read, path).map_err(io_err)?;
+                let err = out.try_clone().map_err(io_err)?;
+                let stdio = runtime::Stdio {
+                    stdin: devnull(),
+                    stdout: Some(out),
+                    stderr: Some(err),
+                    ..Default::default()
+                };
+                Ok((stdio, Some(relay)))
+            }
+        }
+    }
+
+    /// The record says the container runs as `pid`, supervised by this keel.
+    fn mark_running(&self, containers: &Containers, pid: i32) -> Result<(), LaunchError> {
+        let mut st = containers.state(&self.config.id)?;
+        st.status = Status::Running;
+        st.exit_code = None;
+        st.finished = None;
+        st.pid = Some(pid);
+        st.pid_start = crate::sys::proc::start_time(pid);
+        let me = std::process::id() as i32;
+        st.supervisor_pid = Some(me);
+        st.supervisor_start = crate::sys::proc::start_time(me);
+        st.started = Some(rfc3339(std::time::SystemTime::now()));
+        containers.set_state(&self.config.id, &st)?;
+        Ok(())
+    }
+
+    /// The proxy of the published ports into the container whose first process is `pid`,
+    /// on copies of the listeners (the originals stay for a restart's proxy).
+    fn proxy_ports(&self, pid: i32) -> Result<Option<super::proxy::Proxy>, LaunchError> {
+        if self.published.is_empty() {
+            return Ok(None);
+        }
+        let published = self
+            .published
+            .iter()
+            .map(|p| {
+                Ok(ports::Published {
+                    listener: p.listener.try_clone().map_err(|source| LaunchError::Io {
+                        path: format!("port {}", p.mapping.host_port).into(),
+                        source,
+                    })?,
+                    mapping: p.mapping.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, LaunchError>>()?;
+        start_proxy(published, pid)
+    }
+}
+
+/// Follows the window-size changes of a `-t` container's terminal.
+type ResizeFollower = (Option<crate::sys::proc::FollowWindowSize>, Option<OwnedFd>);
+
+/// `-t`: relay between the user's terminal (raw while the container runs) and the
+/// pseudo-terminal's master. The follower holds its own copy of the master and is
+/// dropped first, so the SIGWINCH handler never resizes a closed fd number.
+fn attach_console(
+    container: &mut runtime::Container,
+    interactive: bool,
+) -> (
+    Option<crate::sys::tty::RawMode>,
+    Option<std::thread::JoinHandle<()>>,
+    Option<ResizeFollower>,
+) {
+    let Some(master) = container.take_console() else {
+        return (None, None, None);
+    };
+    // A copy of the master for the SIGWINCH handler (the relay owns the other), followed
+    // before the size is copied: a resize in between is not lost.
+    let resize_fd: Option<OwnedFd> = master.try_clone().ok();
+    let follow = resize_fd
+        .as_ref()
+        .map(|m| crate::sys::proc::follow_window_size(std::os::fd::AsFd::as_fd(m)));
+    let raw = {
+        use std::os::fd::AsFd;
+        let stdin = std::io::stdin();
+        if crate::sys::tty::is_terminal(stdin.as_fd()) {
+            crate::sys::tty::copy_window_size(stdin.as_fd(), master.as_fd());
+            crate::sys::tty::RawMode::enter(stdin.as_fd()).ok()
+        } else {
+            None
+        }
+    };
+    let relay = relay_pty(master, interactive);
+    (raw, Some(relay), Some((follow, resize_fd)))
 }
 
 /// Container `id`'s recorded state, marked as exited with `code` now.
