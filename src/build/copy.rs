@@ -119,6 +119,23 @@ pub fn plan<S: std::borrow::Borrow<Selection>>(
     Ok(ops)
 }
 
+/// The directory a directory source's contents land in (`COPY src/ /app/` → `/app`), or
+/// None for a file source. The copy must make it even when the source is empty: BuildKit
+/// creates the destination of a directory's contents before copying any of them
+/// (tonistiigi/fsutil `copy/copy.go` `prepareTargetDir`: `MkdirAll(dest, 0755, chown)`),
+/// so an empty directory still yields `/app`, 0755, owned by `--chown`'s owner or root.
+pub fn contents_dest(sel: &Selection, dest: &str, workdir: &str) -> Option<String> {
+    if sel.top.kind != FileKind::Dir {
+        return None;
+    }
+    let abs = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    Some(clean_abs(&abs))
+}
+
 /// The cache-key entries of a copy: destination → "kind mode uid:gid content".
 pub fn key_entries(
     ops: &[CopyOp],

@@ -380,6 +380,11 @@ impl Executor<'_> {
         let mut files = BTreeMap::new();
         digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
+            if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
+                // An empty directory still makes its destination (`missing_dests`); the
+                // entry also keeps this key apart from older keel's, which made nothing.
+                files.insert(format!("{}:", p.sel.name), "Dir (empty)".into());
+            }
             for (f, rel) in p.sel.files() {
                 let mode = match (x.chmod, f.kind) {
                     (Some(m), FileKind::File | FileKind::Dir) => m,
@@ -716,6 +721,7 @@ fn copy_ops(
     let mut ops = Vec::new();
     for (d, sels) in &groups {
         let what = x.what();
+        ops.extend(missing_dests(sels, d, t, owner)?);
         ops.extend(copy::plan(
             what,
             sels,
@@ -727,6 +733,41 @@ fn copy_ops(
         )?);
     }
     Ok((ops, archives))
+}
+
+/// The directories that directory sources' contents go into and the image lacks, as ops
+/// creating them (0755, the copy's owner or root, mtime 0 as every directory a copy
+/// creates): made even when a source is empty (`copy::contents_dest`). An existing
+/// destination is left as it is, and one that is not a directory is left for the copy
+/// to refuse.
+fn missing_dests(
+    sels: &[&Selection],
+    dest: &str,
+    t: &Target,
+    owner: Option<Owner>,
+) -> Result<Vec<copy::CopyOp>, StepFailure> {
+    let tree = crate::sys::rootfs::Rootfs::open(t.rootfs).map_err(StepError::from)?;
+    let mut out: Vec<copy::CopyOp> = Vec::new();
+    for sel in sels {
+        let Some(dir) = copy::contents_dest(sel, dest, t.workdir) else {
+            continue;
+        };
+        let exists = !matches!(tree.stat(std::path::Path::new(&dir)), Ok(None));
+        if exists || out.iter().any(|o| o.dest == dir) {
+            continue;
+        }
+        out.push(copy::CopyOp {
+            src: sel.top.rel.clone(),
+            dest: dir,
+            kind: FileKind::Dir,
+            mode: 0o755,
+            owner: owner.unwrap_or(Owner { uid: 0, gid: 0 }),
+            link_target: None,
+            size: 0,
+            mtime: 0,
+        });
+    }
+    Ok(out)
 }
 
 /// Whether a copy is written straight into its layer (`commit_plain`), so its step only
