@@ -233,6 +233,10 @@ pub fn apply_copy(
         if op.kind != FileKind::Symlink {
             dir.chmod(&name, op.mode)?;
         }
+        // After the chown, which would clear it.
+        if let Some(cap) = file_capability(op.kind, &src) {
+            dir.set_xattr(&name, CAPABILITY, &cap)?;
+        }
         if op.kind == FileKind::Dir {
             let sub = dir.subdir(&name)?;
             dirs.insert(op.dest.clone(), sub);
@@ -590,6 +594,19 @@ fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> ta
     h
 }
 
+const CAPABILITY: &str = "security.capability";
+const PAX_CAPABILITY: &str = "SCHILY.xattr.security.capability";
+
+/// A copied file's file capabilities (`setcap`), which a copy keeps: BuildKit copies
+/// xattrs (tonistiigi/fsutil `copy/copy.go` `copyXAttrs`) and its layers carry
+/// `security.capability` (containerd `archive/tar.go`), as keel's RUN layers do.
+pub fn file_capability(kind: FileKind, src: &Path) -> Option<Vec<u8>> {
+    if kind != FileKind::File {
+        return None;
+    }
+    crate::sys::fs::get_xattr(src, CAPABILITY).ok().flatten()
+}
+
 /// Appends the entry `op` writes at `path`. A regular file's content comes from the
 /// old blob when `derive` has it (checked there), else straight from the source into
 /// the blob's buffers (hashed there), not through tar's small copies.
@@ -615,6 +632,10 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
             tar.append_link(&mut h, path, target).map_err(io(&src))
         }
         FileKind::File => {
+            if let Some(cap) = file_capability(op.kind, &src) {
+                tar.append_pax_extensions([(PAX_CAPABILITY, cap.as_slice())])
+                    .map_err(io(&src))?;
+            }
             let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
             h.set_size(op.size);
             let out = tar.get_mut();

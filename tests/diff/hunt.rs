@@ -52,3 +52,182 @@ fn copy_empty_dir_from_stage_add_and_wildcard() {
     .file("e2/", "")
     .check();
 }
+
+// ---- the hunt ----------------------------------------------------------------------
+
+/// Two hard-linked context files: one file and a hard link to it, as docker's copy keeps
+/// links within a copy (tonistiigi/fsutil `copy/copy.go`: `getLinkSource` → `os.Link`).
+/// FIXME: keel writes `/h/b` as a second regular file (the context walk keeps no inode
+/// numbers and `build::step::append_op` has no hard-link entry); buildah 1.28 writes a
+/// hard link, as BuildKit does.
+#[test]
+#[ignore = "keel copies hard-linked context files as separate files (see the FIXME)"]
+fn copy_hardlinks() {
+    Case::new(
+        "copy_hardlinks",
+        "FROM bb\nCOPY h/ /h/\nCOPY h/a h/b /two/\n",
+    )
+    .file("h/a", "same inode\n")
+    .setup(|d| std::fs::hard_link(d.join("h/a"), d.join("h/b")).unwrap())
+    .check();
+}
+
+fn tar_of(d: &Path, name: &str, entries: &[(&str, &[u8])]) {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1_600_000_000);
+        // Written raw: the tar crate refuses absolute and `..` names through set_path.
+        let raw = &mut h.as_old_mut().name;
+        raw[..p.len()].copy_from_slice(p.as_bytes());
+        h.set_cksum();
+        b.append(&h, *data).unwrap();
+    }
+    std::fs::write(d.join(name), b.into_inner().unwrap()).unwrap();
+}
+
+/// ADD extracts a local tar in any compression docker's `archive.DecompressStream`
+/// knows: gzip, bzip2, xz and zstd (Dockerfile reference, ADD: "identity, gzip, bzip2
+/// or xz"). FIXME: keel's `layer::decompressed` knows gzip and zstd only, so `.tar.xz`
+/// and `.tar.bz2` are copied as files (`/xz/a.tar.xz`) instead of extracted; buildah
+/// extracts all three. Needs an xz and a bzip2 decoder crate.
+#[test]
+#[ignore = "keel does not extract .tar.xz and .tar.bz2 (see the FIXME)"]
+fn add_tar_xz_bz2_zst() {
+    Case::new(
+        "add_tar_xz_bz2_zst",
+        "FROM bb\nADD a.tar.xz /xz/\nADD a.tar.bz2 /bz2/\nADD a.tar.zst /zst/\n",
+    )
+    .setup(|d| {
+        tar_of(d, "a.tar", &[("t/one", b"1"), ("t/two", b"22")]);
+        sh(
+            d,
+            "xz -k a.tar && bzip2 -k a.tar && zstd -q a.tar && rm a.tar",
+        );
+    })
+    .check();
+}
+
+/// A tar whose entries have absolute names extracts them under the destination
+/// (docker's `archive.Untar` joins every cleaned name to the destination). FIXME: keel
+/// refuses the archive ("layer entry \"/etc/f\": absolute paths are not allowed in a
+/// layer": ADD extracts through the layer unpacker's path guard); buildah extracts
+/// `/abs/etc/f`.
+#[test]
+#[ignore = "keel refuses an ADD archive with absolute names (see the FIXME)"]
+fn add_tar_absolute_names() {
+    Case::new("add_tar_absolute_names", "FROM bb\nADD abs.tar /abs/\n")
+        .setup(|d| tar_of(d, "abs.tar", &[("/etc/f", b"f"), ("./g", b"g")]))
+        .check();
+}
+
+/// A file named `.tar` that is not an archive is copied as it is.
+#[test]
+fn add_not_archive_named_tar() {
+    Case::new("add_not_archive_named_tar", "FROM bb\nADD fake.tar /d/\n")
+        .file("fake.tar", "not an archive at all\n")
+        .check();
+}
+
+/// `--chmod` applies to every file and directory a directory source copies (fsutil
+/// `copyFileInfo` sets the mode on each created entry), not to the destination made
+/// for it.
+#[test]
+fn copy_chmod_dir_source() {
+    Case::new("copy_chmod_dir_source", "FROM bb\nCOPY --chmod=710 d /x/\n")
+        .file("d/f", "f")
+        .file("d/sub/g", "g")
+        .check();
+}
+
+/// WORKDIR on an existing symlink to a directory: the link stays, RUN works through it.
+#[test]
+fn workdir_on_symlink() {
+    Case::new(
+        "workdir_on_symlink",
+        "FROM bb\nRUN mkdir /real && ln -s /real /lnk\nWORKDIR /lnk\nRUN touch here && pwd > /pwd\nCOPY a .\n",
+    )
+    .file("a", "a")
+    .check();
+}
+
+/// `USER name`: the primary group from /etc/passwd, supplementary groups from
+/// /etc/group (runc `GetExecUser`, implicit form only), the primary group among them
+/// (moby/buildkit#3651); `USER name:group` has just that group. keel's RUN had left the
+/// primary group out, and `name:group` had no groups at all.
+#[test]
+fn user_groups_from_etc_group() {
+    Case::new(
+        "user_groups_from_etc_group",
+        "FROM bb\nRUN echo 'app:x:1234:4321::/home/app:/bin/sh' >> /etc/passwd && echo 'appg:x:4321:' >> /etc/group && echo 'extra:x:999:app' >> /etc/group && mkdir /o && chmod 777 /o\nUSER app\nRUN id > /o/id && touch /o/made\nUSER app:extra\nRUN id > /o/id2\n",
+    )
+    .check();
+}
+
+/// `ENV A=` and `ENV B=""` set empty values; RUN sees them.
+#[test]
+fn env_empty_values() {
+    Case::new(
+        "env_empty_values",
+        "FROM bb\nENV A= B=\"\" C=x\nENV D \"\"\nRUN env | grep -E '^(A|B|C|D)=' | sort > /env\n",
+    )
+    .check();
+}
+
+/// LABEL values continued over lines, and with an escaped newline.
+#[test]
+fn label_multiline() {
+    Case::new(
+        "label_multiline",
+        "FROM bb\nLABEL a=\"one \\\n  two\" b=\"x\\ny\" c=one\\ two\n",
+    )
+    .check();
+}
+
+/// `--chown=UID` without a group: the group is the uid's own number (BuildKit
+/// `readUser`: `UserOpt_ByID` sets both ids), also for a uid /etc/passwd lacks.
+#[test]
+fn copy_chown_uid_only() {
+    Case::new(
+        "copy_chown_uid_only",
+        "FROM bb\nCOPY --chown=7 a /a\nCOPY --chown=4242 a /b\nCOPY --chown=daemon a /c\n",
+    )
+    .file("a", "a")
+    .check();
+}
+
+/// Names over tar's 100 bytes (PAX or GNU long names) round-trip, also for links.
+#[test]
+fn long_names() {
+    let long = "n".repeat(150);
+    let deep = format!("{}/{}/{}", "d".repeat(90), "e".repeat(90), "f".repeat(90));
+    Case::new("long_names", "FROM bb\nCOPY l/ /l/\n")
+        .file(&format!("l/{long}"), "long")
+        .file(&format!("l/{deep}/x"), "deep")
+        .setup(|d| {
+            let long = "n".repeat(150);
+            std::os::unix::fs::symlink(&long, d.join(format!("l/{}", "s".repeat(120)))).unwrap();
+        })
+        .check();
+}
+
+/// A context file's `security.capability` (setcap) survives COPY: BuildKit copies
+/// xattrs (fsutil `copyXAttrs`) and its layer keeps the capability (containerd
+/// `archive/tar.go` writes `SCHILY.xattr.security.capability`).
+#[test]
+fn copy_keeps_file_capabilities() {
+    // The ADD also extracts an archive, so it copies through a writable tree
+    // (`step::apply_copy`), not straight into the layer.
+    Case::new(
+        "copy_keeps_file_capabilities",
+        "FROM bb\nCOPY ping /bin2/\nADD t.tar ping /add/\n",
+    )
+    .file("ping", "#!/bin/sh\n")
+    .setup(|d| {
+        tar_of(d, "t.tar", &[("t/one", b"1")]);
+        sh(d, "setcap cap_net_raw+ep ping");
+    })
+    .check();
+}

@@ -412,6 +412,16 @@ impl Executor<'_> {
                 {
                     digests.insert(f.rel.clone(), raw);
                 }
+                // A context file's capabilities go into the layer (`step::file_capability`),
+                // so into the key; a stage's key pins its files' already.
+                let content =
+                    match hash.then(|| step::file_capability(f.kind, &ctx.path_of(&f.rel))) {
+                        Some(Some(cap)) => {
+                            let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("{content} cap:{hex}")
+                        }
+                        _ => content,
+                    };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
                     format!("{}>{}", p.dest, p.sel.name)
