@@ -37,6 +37,8 @@ pub enum StepError {
     Rootfs(#[from] crate::sys::rootfs::RootfsError),
     #[error("copying into {dest}: {why}")]
     Copy { dest: String, why: String },
+    #[error(transparent)]
+    Archive(#[from] crate::build::copy_archive::ArchiveError),
 }
 
 fn show_tail(tail: &[String]) -> String {
@@ -243,83 +245,6 @@ pub fn apply_copy(
         }
     }
     Ok(())
-}
-
-/// Extracts a local tar archive (ADD) into `dest` inside the rootfs; `dest` (created
-/// inside the tree) is the archive's root, as with Docker's chrooted extraction.
-pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
-    refuse_whiteout_names(archive)?;
-    let tree = Rootfs::open(rootfs)?;
-    let into = tree.subtree(Path::new(dest))?;
-    let f = fs::File::open(archive).map_err(io(archive))?;
-    let opts = layer::unpack::UnpackOptions::default();
-    layer::unpack::unpack_tree(f, &into, &opts)?;
-    Ok(())
-}
-
-/// docker's ADD extracts `.wh.NAME` as a plain file, but an image layer can only carry
-/// that name as a whiteout (deleting NAME when the layer is applied): such an archive is
-/// refused before anything is extracted, rather than deleting files of the image.
-fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
-    let f = fs::File::open(archive).map_err(io(archive))?;
-    let plain = layer::guard::HeaderGuard::new(layer::decompressed(f)?);
-    let mut tar = tar::Archive::new(plain);
-    for e in tar.entries().map_err(layer::LayerError::Io)? {
-        let e = e.map_err(layer::LayerError::Io)?;
-        let raw = e.path_bytes();
-        let base = raw.rsplit(|b| *b == b'/').find(|s| !s.is_empty());
-        if base.is_some_and(|b| b.starts_with(b".wh.")) {
-            return Err(layer::LayerError::bad(
-                String::from_utf8_lossy(&raw),
-                format!("ADD {}: names starting with .wh. are whiteouts in an image layer, so this file would delete its namesake from the image; rename it in the archive", archive.display()),
-            )
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Whether `path` is a tar archive ADD should extract: plain or gzip-compressed, its
-/// (decompressed) start a valid tar header. A compressed file that is not a tar archive
-/// (`notes.txt.gz`) is copied as it is, as BuildKit's `isArchivePath` decides.
-pub fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let Ok(f) = fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut plain) = layer::decompressed(f) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    if plain.read_exact(&mut head).is_err() {
-        return false;
-    }
-    is_tar_header(&head)
-}
-
-/// A ustar/GNU magic, or an old-style header whose checksum adds up.
-fn is_tar_header(head: &[u8; 512]) -> bool {
-    if &head[257..262] == b"ustar" {
-        return true;
-    }
-    let field = String::from_utf8_lossy(&head[148..156]);
-    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-    else {
-        return false;
-    };
-    // The checksum counts its own field as spaces.
-    let sum: u32 = head
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    head[0] != 0 && sum == want
 }
 
 /// Prepares a snapshot for a step, naming it so leftovers are recognisable.

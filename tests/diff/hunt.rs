@@ -90,11 +90,8 @@ fn tar_of(d: &Path, name: &str, entries: &[(&str, &[u8])]) {
 
 /// ADD extracts a local tar in any compression docker's `archive.DecompressStream`
 /// knows: gzip, bzip2, xz and zstd (Dockerfile reference, ADD: "identity, gzip, bzip2
-/// or xz"). FIXME: keel's `layer::decompressed` knows gzip and zstd only, so `.tar.xz`
-/// and `.tar.bz2` are copied as files (`/xz/a.tar.xz`) instead of extracted; buildah
-/// extracts all three. Needs an xz and a bzip2 decoder crate.
+/// or xz"). keel used to copy `.tar.xz` and `.tar.bz2` as files.
 #[test]
-#[ignore = "keel does not extract .tar.xz and .tar.bz2 (see the FIXME)"]
 fn add_tar_xz_bz2_zst() {
     Case::new(
         "add_tar_xz_bz2_zst",
@@ -111,15 +108,28 @@ fn add_tar_xz_bz2_zst() {
 }
 
 /// A tar whose entries have absolute names extracts them under the destination
-/// (docker's `archive.Untar` joins every cleaned name to the destination). FIXME: keel
-/// refuses the archive ("layer entry \"/etc/f\": absolute paths are not allowed in a
-/// layer": ADD extracts through the layer unpacker's path guard); buildah extracts
-/// `/abs/etc/f`.
+/// (docker's `archive.Untar` joins every cleaned name to the destination; so do hard
+/// link targets). keel used to refuse the archive ("absolute paths are not allowed in
+/// a layer").
 #[test]
-#[ignore = "keel refuses an ADD archive with absolute names (see the FIXME)"]
 fn add_tar_absolute_names() {
     Case::new("add_tar_absolute_names", "FROM bb\nADD abs.tar /abs/\n")
-        .setup(|d| tar_of(d, "abs.tar", &[("/etc/f", b"f"), ("./g", b"g")]))
+        .setup(|d| {
+            tar_of(d, "abs.tar", &[("/etc/f", b"f"), ("./g", b"g")]);
+            // And a hard link whose target is absolute: appended before the end blocks.
+            let mut raw = std::fs::read(d.join("abs.tar")).unwrap();
+            raw.truncate(raw.len() - 1024);
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_mode(0o644);
+            h.set_size(0);
+            h.as_old_mut().name[..9].copy_from_slice(b"/etc/link");
+            h.as_old_mut().linkname[..6].copy_from_slice(b"/etc/f");
+            h.set_cksum();
+            raw.extend_from_slice(h.as_bytes());
+            raw.extend_from_slice(&[0; 1024]);
+            std::fs::write(d.join("abs.tar"), raw).unwrap();
+        })
         .check();
 }
 

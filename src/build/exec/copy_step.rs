@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::*;
+use crate::build::copy_archive;
 use crate::context::{FileKind, Selection};
 use crate::plan::{Chown, CopyOp, Heredoc};
 
@@ -475,8 +476,10 @@ impl Executor<'_> {
             .unwrap_or_else(|| "/".into());
         let abs_dest = copy::clean_abs(&absolute(&x.dest, &workdir));
         let dest_is_dir = step::is_dir_in(&snap.rootfs, &abs_dest);
+        let tmp = self.store.tmp_dir();
         let target = Target {
             rootfs: &snap.rootfs,
+            tmp: &tmp,
             abs_dest: &abs_dest,
             workdir: &workdir,
             dest_is_dir,
@@ -698,6 +701,8 @@ fn expand_heredocs(
 /// Where a copy goes, as the step's snapshot shows it.
 struct Target<'a> {
     rootfs: &'a std::path::Path,
+    /// Where an ADD archive is decompressed or renamed on the way (`copy_archive`).
+    tmp: &'a std::path::Path,
     abs_dest: &'a str,
     workdir: &'a str,
     dest_is_dir: bool,
@@ -718,8 +723,9 @@ fn copy_ops(
     let mut archives = false;
     for p in placed {
         let path = ctx.path_of(&p.sel.top.rel);
-        if x.add && !x.remote && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
-            step::apply_add_archive(&path, t.rootfs, t.abs_dest)?;
+        if x.add && !x.remote && p.sel.top.kind == FileKind::File && copy_archive::is_archive(&path)
+        {
+            copy_archive::extract(&path, t.tmp, t.rootfs, t.abs_dest).map_err(StepError::from)?;
             archives = true;
             continue;
         }
@@ -788,7 +794,7 @@ fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) ->
         x.add
             && !x.remote
             && p.sel.top.kind == FileKind::File
-            && step::is_archive(&ctx.path_of(&p.sel.top.rel))
+            && copy_archive::is_archive(&ctx.path_of(&p.sel.top.rel))
     };
     !placed.is_empty() && heredocs.is_empty() && !placed.iter().any(archive)
 }
