@@ -423,6 +423,16 @@ impl Executor<'_> {
                         }
                         _ => content,
                     };
+                // ADD extracts an archive: the key says so, so that a file an older keel
+                // copied as it is (a `.tar.xz`) is not taken from its cache.
+                let content = match x.add
+                    && !x.remote
+                    && p.sel.top.kind == FileKind::File
+                    && copy_archive::is_archive(&ctx.path_of(&f.rel))
+                {
+                    true => format!("{content} extracted"),
+                    false => content,
+                };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
                     format!("{}>{}", p.dest, p.sel.name)
