@@ -191,6 +191,8 @@ pub fn apply_copy(
     let dirs_owner = dirs_owner.map(|o| (o.uid, o.gid));
     // Each destination directory is resolved inside the rootfs once, not once per file.
     let mut dirs: std::collections::HashMap<String, Dir> = std::collections::HashMap::new();
+    // Files written so far that hard links may point at (`CopyOp::link_to`).
+    let mut linked: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for op in ops {
         let parent = Path::new(&op.dest)
             .parent()
@@ -217,6 +219,12 @@ pub fn apply_copy(
                     dir.mkdir(&name, 0o755)?;
                 }
             }
+            FileKind::File if linked.contains(op.link_to.as_deref().unwrap_or("")) => {
+                dir.remove_all(&name)?;
+                let to = op.link_to.as_deref().unwrap_or_default();
+                tree.hardlink(Path::new(to), Path::new(&op.dest))?;
+                continue; // the link shares the target's owner, mode and xattrs
+            }
             FileKind::File => {
                 dir.remove_all(&name)?;
                 let mut from = fs::File::open(&src).map_err(io(&src))?;
@@ -242,6 +250,9 @@ pub fn apply_copy(
         if op.kind == FileKind::Dir {
             let sub = dir.subdir(&name)?;
             dirs.insert(op.dest.clone(), sub);
+        }
+        if op.kind == FileKind::File && op.link_to.is_none() {
+            linked.insert(op.dest.as_str());
         }
     }
     Ok(())
@@ -407,6 +418,18 @@ pub fn commit_copy_into(
                 continue;
             };
             let mtime = epoch.unwrap_or(op.mtime.max(0) as u64);
+            if let Some(to) = plan.link_target(op) {
+                let mut h = header(
+                    tar::EntryType::Link,
+                    op.mode,
+                    op.owner.uid,
+                    op.owner.gid,
+                    mtime,
+                );
+                tar.append_link(&mut h, path, to)
+                    .map_err(io(Path::new(path)))?;
+                continue;
+            }
             append_op(&mut tar, ctx, path, op, mtime, derive.as_mut())?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
@@ -435,6 +458,8 @@ pub fn commit_copy_into(
 /// those paths in tar order. None when there is nothing to write.
 struct EntryPlan<'o> {
     entries: std::collections::BTreeMap<String, &'o CopyOp>,
+    /// Each op's destination → its path in the layer (for hard links' targets).
+    paths: std::collections::HashMap<&'o str, String>,
     existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
     all: Vec<String>,
 }
@@ -444,6 +469,7 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut canon_dirs: HashMap<String, String> = HashMap::new();
     let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
+    let mut paths: HashMap<&str, String> = HashMap::new();
     for op in ops {
         let (parent, name) = op.dest.rsplit_once('/').unwrap_or(("", &op.dest));
         let canon = match canon_dirs.get(parent) {
@@ -462,6 +488,7 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
         if op.kind == FileKind::Dir {
             canon_dirs.insert(op.dest.clone(), path.clone());
         }
+        paths.insert(op.dest.as_str(), path.clone());
         entries.insert(path, op);
     }
     if entries.is_empty() && created.is_empty() {
@@ -478,9 +505,22 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
     all.dedup();
     Ok(Some(EntryPlan {
         entries,
+        paths,
         existing,
         all,
     }))
+}
+
+impl EntryPlan<'_> {
+    /// The layer path a hard-linked file (`CopyOp::link_to`) links to: its target's,
+    /// when the layer writes the target as a regular file of its own; else None (the
+    /// file is written whole).
+    fn link_target(&self, op: &CopyOp) -> Option<&str> {
+        let path = self.paths.get(op.link_to.as_deref()?)?;
+        let target = self.entries.get(path)?;
+        let whole = target.kind == FileKind::File && target.link_to.is_none();
+        (whole && Some(target.dest.as_str()) == op.link_to.as_deref()).then_some(path.as_str())
+    }
 }
 
 /// Appends a directory the copy creates (`dirs_owner`'s) or carries (as it is).

@@ -56,19 +56,23 @@ fn copy_empty_dir_from_stage_add_and_wildcard() {
 // ---- the hunt ----------------------------------------------------------------------
 
 /// Two hard-linked context files: one file and a hard link to it, as docker's copy keeps
-/// links within a copy (tonistiigi/fsutil `copy/copy.go`: `getLinkSource` → `os.Link`).
-/// FIXME: keel writes `/h/b` as a second regular file (the context walk keeps no inode
-/// numbers and `build::step::append_op` has no hard-link entry); buildah 1.28 writes a
-/// hard link, as BuildKit does.
+/// links within a copy (tonistiigi/fsutil `copy/copy.go`: `getLinkSource` → `os.Link`),
+/// and the layer keeps them (a hard link entry); two sources stay two files (each is
+/// its own fsutil `Copy`). keel used to write `/h/b` as a second file. The ADD extracts
+/// an archive too, so its copy goes through a writable tree (`step::apply_copy`).
 #[test]
-#[ignore = "keel copies hard-linked context files as separate files (see the FIXME)"]
 fn copy_hardlinks() {
     Case::new(
         "copy_hardlinks",
-        "FROM bb\nCOPY h/ /h/\nCOPY h/a h/b /two/\n",
+        "FROM bb\nCOPY h/ /h/\nCOPY h/a h/b /two/\nADD t.tar h /added/\n",
     )
     .file("h/a", "same inode\n")
-    .setup(|d| std::fs::hard_link(d.join("h/a"), d.join("h/b")).unwrap())
+    .file("h/sub/c", "deeper\n")
+    .setup(|d| {
+        std::fs::hard_link(d.join("h/a"), d.join("h/b")).unwrap();
+        std::fs::hard_link(d.join("h/sub/c"), d.join("h/0c")).unwrap();
+        tar_of(d, "t.tar", &[("t/one", b"1")]);
+    })
     .check();
 }
 

@@ -381,6 +381,7 @@ impl Executor<'_> {
         let mut files = BTreeMap::new();
         digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
+            let links = hard_link_groups(&p.sel);
             if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
                 // An empty directory still makes its destination (`missing_dests`); the
                 // entry also keeps this key apart from older keel's, which made nothing.
@@ -432,6 +433,13 @@ impl Executor<'_> {
                 {
                     true => format!("{content} extracted"),
                     false => content,
+                };
+                // Hard-linked files are written as links (`copy::CopyOp::link_to`).
+                let content = match links.get(&(f.stamp.dev, f.stamp.ino)) {
+                    Some(first) if f.kind == FileKind::File && f.stamp.ino != 0 => {
+                        format!("{content} link:{first}")
+                    }
+                    _ => content,
                 };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
@@ -791,9 +799,36 @@ fn missing_dests(
             link_target: None,
             size: 0,
             mtime: 0,
+            link_to: None,
         });
     }
     Ok(out)
+}
+
+/// The inodes more than one of a selection's regular files share, each with the first
+/// of its names (for the key: those files become hard links).
+fn hard_link_groups(sel: &Selection) -> std::collections::HashMap<(u64, u64), &str> {
+    use std::collections::HashMap;
+    let mut seen: HashMap<(u64, u64), (&str, usize)> = HashMap::new();
+    for f in &sel.entries {
+        if f.kind != FileKind::File || f.stamp.ino == 0 {
+            continue;
+        }
+        let e = seen
+            .entry((f.stamp.dev, f.stamp.ino))
+            .or_insert((f.rel.as_str(), 0));
+        let earlier = std::path::Path::new(&f.rel)
+            .components()
+            .lt(std::path::Path::new(e.0).components());
+        if earlier {
+            e.0 = f.rel.as_str();
+        }
+        e.1 += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, (_, n))| *n > 1)
+        .map(|(k, (first, _))| (k, first))
+        .collect()
 }
 
 /// Whether a copy is written straight into its layer (`commit_plain`), so its step only
