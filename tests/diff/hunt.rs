@@ -245,3 +245,55 @@ fn copy_keeps_file_capabilities() {
     })
     .check();
 }
+
+/// The history a Dockerfile build writes, as BuildKit writes it (moby/buildkit
+/// `frontend/dockerfile/dockerfile2llb/convert.go` `commitToHistory`): the instruction
+/// as `created_by` (no `/bin/sh -c #(nop)`, which is the legacy builder's and buildah's
+/// form, so buildah is no reference here), ` # buildkit` after a step with a layer (RUN,
+/// COPY, ADD; not WORKDIR), the comment `buildkit.dockerfile.v0` on each, `empty_layer`
+/// on each without a layer. keel checked alone: the entries after the base's.
+#[test]
+fn history_as_buildkit_writes_it() {
+    if !crate::ready() {
+        return;
+    }
+    let k = crate::common::Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let ctx = tmp.path();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM bb\nENV A=x\nRUN echo hi > /f\nCOPY a /a\nWORKDIR /w\nLABEL l=1\nCMD [\"x\"]\nADD a /b\n",
+    )
+    .unwrap();
+    std::fs::write(ctx.join("a"), "a").unwrap();
+    k.ok(&["build", "-q", "-t", "h", ctx.to_str().unwrap()]);
+    let out = k.ok(&["inspect", "h"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let history = v[0]["Config"]["history"].as_array().unwrap();
+    let got: Vec<(String, String, bool)> = history[history.len() - 7..]
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or("").to_string(),
+                h["comment"].as_str().unwrap_or("").to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let c = "buildkit.dockerfile.v0";
+    let want = [
+        ("ENV A=x", true),
+        ("RUN /bin/sh -c echo hi > /f # buildkit", false),
+        ("COPY a /a # buildkit", false),
+        ("WORKDIR /w", false),
+        ("LABEL l=1", true),
+        ("CMD [\"x\"]", true),
+        ("ADD a /b # buildkit", false),
+    ];
+    let want: Vec<(String, String, bool)> = want
+        .iter()
+        .map(|(b, e)| (b.to_string(), c.to_string(), *e))
+        .collect();
+    assert_eq!(got, want);
+}

@@ -844,7 +844,6 @@ fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) ->
     !placed.is_empty() && heredocs.is_empty() && !placed.iter().any(archive)
 }
 
-/// The history entry of a copy.
 /// Where a copy's last key inputs are remembered (to explain a later miss).
 fn copy_position(e: &Executor<'_>, s: &Step) -> String {
     format!(
@@ -855,6 +854,7 @@ fn copy_position(e: &Executor<'_>, s: &Step) -> String {
     )
 }
 
+/// The history entry of a copy.
 fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
     let shown: Vec<String> = x
         .srcs
@@ -862,7 +862,9 @@ fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
         .cloned()
         .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
         .collect();
-    format!("{} {} {}", x.what(), shown.join(" "), x.dest)
+    // BuildKit's form (convert.go `dispatchCopy`: the sources and destination as
+    // written, `# buildkit` for a step with a layer).
+    format!("{} {} {} # buildkit", x.what(), shown.join(" "), x.dest)
 }
 
 fn absolute(dest: &str, workdir: &str) -> String {

@@ -915,6 +915,7 @@ impl<'a> Executor<'a> {
 fn add_layer(state: &mut State, layer: Option<StoredLayer>, created_by: &str) {
     let mut entry = History {
         created_by: Some(created_by.to_string()),
+        comment: Some(crate::image::config::HISTORY_COMMENT.into()),
         ..Default::default()
     };
     match layer {
