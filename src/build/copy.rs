@@ -38,6 +38,11 @@ pub struct CopyOp {
     /// them: what the layer's tar header says (a layer is written without a second stat).
     pub size: u64,
     pub mtime: i64,
+    /// A regular file that is a hard link of another file this source copies: the
+    /// destination of that one (the first in layer order), which this becomes a hard link
+    /// to. docker keeps a context's hard links within one source (tonistiigi/fsutil
+    /// `copy/copy.go` `getLinkSource`); separate sources stay separate files.
+    pub link_to: Option<String>,
 }
 
 pub fn parse_chmod(s: &str) -> Result<u32, CopyError> {
@@ -113,10 +118,67 @@ pub fn plan<S: std::borrow::Borrow<Selection>>(
                     .map(|t| t.to_string_lossy().into_owned()),
                 size: f.size,
                 mtime: f.stamp.mtime_ns.div_euclid(1_000_000_000) as i64,
+                link_to: None,
             });
         }
+        let first = ops.len() - s.files().len();
+        link_hard_links(&mut ops[first..], s);
     }
     Ok(ops)
+}
+
+/// Marks the regular files of one selection that share an inode (`FileStamp` dev and
+/// ino) as hard links to the one of them that comes first in layer order (parents
+/// before children, as `layer::pack` sorts).
+fn link_hard_links(ops: &mut [CopyOp], s: &Selection) {
+    use std::collections::HashMap;
+    let files = s.files();
+    let mut first: HashMap<(u64, u64), usize> = HashMap::new();
+    for (i, (f, _)) in files.iter().enumerate() {
+        if f.kind != FileKind::File || f.stamp.ino == 0 {
+            continue;
+        }
+        let key = (f.stamp.dev, f.stamp.ino);
+        let earlier = |j: usize| {
+            let (a, b) = (
+                std::path::Path::new(&ops[i].dest),
+                std::path::Path::new(&ops[j].dest),
+            );
+            a.components().cmp(b.components()).is_lt()
+        };
+        match first.get(&key) {
+            Some(&j) if !earlier(j) => {}
+            _ => {
+                first.insert(key, i);
+            }
+        }
+    }
+    for (i, (f, _)) in files.iter().enumerate() {
+        let key = (f.stamp.dev, f.stamp.ino);
+        match first.get(&key) {
+            Some(&j) if j != i && f.kind == FileKind::File && f.stamp.ino != 0 => {
+                ops[i].link_to = Some(ops[j].dest.clone());
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The directory a directory source's contents land in (`COPY src/ /app/` → `/app`), or
+/// None for a file source. The copy must make it even when the source is empty: BuildKit
+/// creates the destination of a directory's contents before copying any of them
+/// (tonistiigi/fsutil `copy/copy.go` `prepareTargetDir`: `MkdirAll(dest, 0755, chown)`),
+/// so an empty directory still yields `/app`, 0755, owned by `--chown`'s owner or root.
+pub fn contents_dest(sel: &Selection, dest: &str, workdir: &str) -> Option<String> {
+    if sel.top.kind != FileKind::Dir {
+        return None;
+    }
+    let abs = if dest.starts_with('/') {
+        dest.to_string()
+    } else {
+        format!("{}/{}", workdir.trim_end_matches('/'), dest)
+    };
+    Some(clean_abs(&abs))
 }
 
 /// The cache-key entries of a copy: destination → "kind mode uid:gid content".

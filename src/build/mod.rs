@@ -6,6 +6,7 @@
 //! ADD's URLs and git repositories.
 pub mod cache;
 pub mod copy;
+pub mod copy_archive;
 pub mod exec;
 pub mod front;
 pub mod mounts;

@@ -37,6 +37,8 @@ pub enum StepError {
     Rootfs(#[from] crate::sys::rootfs::RootfsError),
     #[error("copying into {dest}: {why}")]
     Copy { dest: String, why: String },
+    #[error(transparent)]
+    Archive(#[from] crate::build::copy_archive::ArchiveError),
 }
 
 fn show_tail(tail: &[String]) -> String {
@@ -189,6 +191,8 @@ pub fn apply_copy(
     let dirs_owner = dirs_owner.map(|o| (o.uid, o.gid));
     // Each destination directory is resolved inside the rootfs once, not once per file.
     let mut dirs: std::collections::HashMap<String, Dir> = std::collections::HashMap::new();
+    // Files written so far that hard links may point at (`CopyOp::link_to`).
+    let mut linked: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for op in ops {
         let parent = Path::new(&op.dest)
             .parent()
@@ -215,6 +219,12 @@ pub fn apply_copy(
                     dir.mkdir(&name, 0o755)?;
                 }
             }
+            FileKind::File if linked.contains(op.link_to.as_deref().unwrap_or("")) => {
+                dir.remove_all(&name)?;
+                let to = op.link_to.as_deref().unwrap_or_default();
+                tree.hardlink(Path::new(to), Path::new(&op.dest))?;
+                continue; // the link shares the target's owner, mode and xattrs
+            }
             FileKind::File => {
                 dir.remove_all(&name)?;
                 let mut from = fs::File::open(&src).map_err(io(&src))?;
@@ -233,89 +243,19 @@ pub fn apply_copy(
         if op.kind != FileKind::Symlink {
             dir.chmod(&name, op.mode)?;
         }
+        // After the chown, which would clear it.
+        if let Some(cap) = file_capability(op.kind, &src) {
+            dir.set_xattr(&name, CAPABILITY, &cap)?;
+        }
         if op.kind == FileKind::Dir {
             let sub = dir.subdir(&name)?;
             dirs.insert(op.dest.clone(), sub);
         }
-    }
-    Ok(())
-}
-
-/// Extracts a local tar archive (ADD) into `dest` inside the rootfs; `dest` (created
-/// inside the tree) is the archive's root, as with Docker's chrooted extraction.
-pub fn apply_add_archive(archive: &Path, rootfs: &Path, dest: &str) -> Result<(), StepError> {
-    refuse_whiteout_names(archive)?;
-    let tree = Rootfs::open(rootfs)?;
-    let into = tree.subtree(Path::new(dest))?;
-    let f = fs::File::open(archive).map_err(io(archive))?;
-    let opts = layer::unpack::UnpackOptions::default();
-    layer::unpack::unpack_tree(f, &into, &opts)?;
-    Ok(())
-}
-
-/// docker's ADD extracts `.wh.NAME` as a plain file, but an image layer can only carry
-/// that name as a whiteout (deleting NAME when the layer is applied): such an archive is
-/// refused before anything is extracted, rather than deleting files of the image.
-fn refuse_whiteout_names(archive: &Path) -> Result<(), StepError> {
-    let f = fs::File::open(archive).map_err(io(archive))?;
-    let plain = layer::guard::HeaderGuard::new(layer::decompressed(f)?);
-    let mut tar = tar::Archive::new(plain);
-    for e in tar.entries().map_err(layer::LayerError::Io)? {
-        let e = e.map_err(layer::LayerError::Io)?;
-        let raw = e.path_bytes();
-        let base = raw.rsplit(|b| *b == b'/').find(|s| !s.is_empty());
-        if base.is_some_and(|b| b.starts_with(b".wh.")) {
-            return Err(layer::LayerError::bad(
-                String::from_utf8_lossy(&raw),
-                format!("ADD {}: names starting with .wh. are whiteouts in an image layer, so this file would delete its namesake from the image; rename it in the archive", archive.display()),
-            )
-            .into());
+        if op.kind == FileKind::File && op.link_to.is_none() {
+            linked.insert(op.dest.as_str());
         }
     }
     Ok(())
-}
-
-/// Whether `path` is a tar archive ADD should extract: plain or gzip-compressed, its
-/// (decompressed) start a valid tar header. A compressed file that is not a tar archive
-/// (`notes.txt.gz`) is copied as it is, as BuildKit's `isArchivePath` decides.
-pub fn is_archive(path: &Path) -> bool {
-    use std::io::Read;
-    let Ok(f) = fs::File::open(path) else {
-        return false;
-    };
-    let Ok(mut plain) = layer::decompressed(f) else {
-        return false;
-    };
-    let mut head = [0u8; 512];
-    if plain.read_exact(&mut head).is_err() {
-        return false;
-    }
-    is_tar_header(&head)
-}
-
-/// A ustar/GNU magic, or an old-style header whose checksum adds up.
-fn is_tar_header(head: &[u8; 512]) -> bool {
-    if &head[257..262] == b"ustar" {
-        return true;
-    }
-    let field = String::from_utf8_lossy(&head[148..156]);
-    let Ok(want) = u32::from_str_radix(field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
-    else {
-        return false;
-    };
-    // The checksum counts its own field as spaces.
-    let sum: u32 = head
-        .iter()
-        .enumerate()
-        .map(|(i, b)| {
-            if (148..156).contains(&i) {
-                32
-            } else {
-                u32::from(*b)
-            }
-        })
-        .sum();
-    head[0] != 0 && sum == want
 }
 
 /// Prepares a snapshot for a step, naming it so leftovers are recognisable.
@@ -478,6 +418,18 @@ pub fn commit_copy_into(
                 continue;
             };
             let mtime = epoch.unwrap_or(op.mtime.max(0) as u64);
+            if let Some(to) = plan.link_target(op) {
+                let mut h = header(
+                    tar::EntryType::Link,
+                    op.mode,
+                    op.owner.uid,
+                    op.owner.gid,
+                    mtime,
+                );
+                tar.append_link(&mut h, path, to)
+                    .map_err(io(Path::new(path)))?;
+                continue;
+            }
             append_op(&mut tar, ctx, path, op, mtime, derive.as_mut())?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
@@ -506,6 +458,8 @@ pub fn commit_copy_into(
 /// those paths in tar order. None when there is nothing to write.
 struct EntryPlan<'o> {
     entries: std::collections::BTreeMap<String, &'o CopyOp>,
+    /// Each op's destination → its path in the layer (for hard links' targets).
+    paths: std::collections::HashMap<&'o str, String>,
     existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
     all: Vec<String>,
 }
@@ -515,6 +469,7 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
     let mut created: BTreeSet<String> = BTreeSet::new();
     let mut canon_dirs: HashMap<String, String> = HashMap::new();
     let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
+    let mut paths: HashMap<&str, String> = HashMap::new();
     for op in ops {
         let (parent, name) = op.dest.rsplit_once('/').unwrap_or(("", &op.dest));
         let canon = match canon_dirs.get(parent) {
@@ -533,6 +488,7 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
         if op.kind == FileKind::Dir {
             canon_dirs.insert(op.dest.clone(), path.clone());
         }
+        paths.insert(op.dest.as_str(), path.clone());
         entries.insert(path, op);
     }
     if entries.is_empty() && created.is_empty() {
@@ -549,9 +505,22 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
     all.dedup();
     Ok(Some(EntryPlan {
         entries,
+        paths,
         existing,
         all,
     }))
+}
+
+impl EntryPlan<'_> {
+    /// The layer path a hard-linked file (`CopyOp::link_to`) links to: its target's,
+    /// when the layer writes the target as a regular file of its own; else None (the
+    /// file is written whole).
+    fn link_target(&self, op: &CopyOp) -> Option<&str> {
+        let path = self.paths.get(op.link_to.as_deref()?)?;
+        let target = self.entries.get(path)?;
+        let whole = target.kind == FileKind::File && target.link_to.is_none();
+        (whole && Some(target.dest.as_str()) == op.link_to.as_deref()).then_some(path.as_str())
+    }
 }
 
 /// Appends a directory the copy creates (`dirs_owner`'s) or carries (as it is).
@@ -590,6 +559,19 @@ fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> ta
     h
 }
 
+const CAPABILITY: &str = "security.capability";
+const PAX_CAPABILITY: &str = "SCHILY.xattr.security.capability";
+
+/// A copied file's file capabilities (`setcap`), which a copy keeps: BuildKit copies
+/// xattrs (tonistiigi/fsutil `copy/copy.go` `copyXAttrs`) and its layers carry
+/// `security.capability` (containerd `archive/tar.go`), as keel's RUN layers do.
+pub fn file_capability(kind: FileKind, src: &Path) -> Option<Vec<u8>> {
+    if kind != FileKind::File {
+        return None;
+    }
+    crate::sys::fs::get_xattr(src, CAPABILITY).ok().flatten()
+}
+
 /// Appends the entry `op` writes at `path`. A regular file's content comes from the
 /// old blob when `derive` has it (checked there), else straight from the source into
 /// the blob's buffers (hashed there), not through tar's small copies.
@@ -615,6 +597,10 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
             tar.append_link(&mut h, path, target).map_err(io(&src))
         }
         FileKind::File => {
+            if let Some(cap) = file_capability(op.kind, &src) {
+                tar.append_pax_extensions([(PAX_CAPABILITY, cap.as_slice())])
+                    .map_err(io(&src))?;
+            }
             let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
             h.set_size(op.size);
             let out = tar.get_mut();

@@ -91,6 +91,11 @@ impl Default for RootFs {
     }
 }
 
+/// The `comment` of every history entry a Dockerfile build adds, as BuildKit's Dockerfile
+/// frontend writes it (`dockerfile2llb/convert.go`: `historyComment`), so tools that tell
+/// a BuildKit image's history by it (`docker history`, dive) read keel's alike.
+pub const HISTORY_COMMENT: &str = "buildkit.dockerfile.v0";
+
 /// One `history` entry.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct History {

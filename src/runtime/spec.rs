@@ -588,9 +588,12 @@ impl Accounts {
                     .ok_or_else(|| SpecError::UnknownGroup(g.to_string()))?,
             },
         };
-        // Supplementary groups: every group listing the user by name (runc `GetExecUser`).
-        let mut additional_gids: Vec<u32> = Vec::new();
-        if !entry.name.is_empty() {
+        // Supplementary groups: the primary group first (BuildKit since v0.11 and moby
+        // since CVE-2022-36109 put it there: moby/buildkit#3651), then, only when no
+        // group was given, every group listing the user by name (runc `GetExecUser`:
+        // "supplementary group ids only make sense if in the implicit form").
+        let mut additional_gids: Vec<u32> = vec![gid];
+        if !entry.name.is_empty() && g.is_none() {
             for grp in &self.groups {
                 if grp.members.contains(&entry.name)
                     && grp.gid != gid
@@ -1090,14 +1093,14 @@ mod tests {
             })
         };
         let cases = [
-            ("alice", u(1000, 1000, &[10, 29], "/home/alice")),
-            ("1000", u(1000, 1000, &[10, 29], "/home/alice")),
-            ("1000:1000", u(1000, 1000, &[10, 29], "/home/alice")),
-            ("bob:wheel", u(1001, 10, &[], "/home/bob")),
-            ("alice:29", u(1000, 29, &[10], "/home/alice")),
-            ("4242", u(4242, 0, &[], "/")),
-            ("4242:77", u(4242, 77, &[], "/")),
-            ("root", u(0, 0, &[], "/root")),
+            ("alice", u(1000, 1000, &[1000, 10, 29], "/home/alice")),
+            ("1000", u(1000, 1000, &[1000, 10, 29], "/home/alice")),
+            ("1000:1000", u(1000, 1000, &[1000], "/home/alice")),
+            ("bob:wheel", u(1001, 10, &[10], "/home/bob")),
+            ("alice:29", u(1000, 29, &[29], "/home/alice")),
+            ("4242", u(4242, 0, &[0], "/")),
+            ("4242:77", u(4242, 77, &[77], "/")),
+            ("root", u(0, 0, &[0], "/root")),
             ("nobody", None),
             ("alice:nogroup", None),
             (":1", None),

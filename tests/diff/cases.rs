@@ -19,6 +19,8 @@ fn mode(p: &Path, m: u32) {
 /// A config with no PATH gets BuildKit's default, and RUN sees it: convert.go adds
 /// `PATH=` + `system.DefaultPathEnv` to a stage's env when the base has none (Dockerfile
 /// reference, ENV: "the default PATH"). buildah 1.28 only does so for RUN, not the config.
+/// `FROM scratch` also starts with WorkingDir "/" (dockerfile2llb `emptyImage`), which
+/// buildah leaves empty.
 #[test]
 fn divergence_default_path() {
     Case::new(
@@ -31,7 +33,8 @@ fn divergence_default_path() {
             Some(json!([
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
             ])),
-        )
+        );
+        i.set("WorkingDir", Some(json!("/")));
     })
     .check();
 }
@@ -814,6 +817,8 @@ fn multistage_copy_from_image() {
         "multistage_copy_from_image",
         "FROM scratch\nCOPY --from=bb /bin/busybox /bb\n",
     )
+    // WorkingDir "/" of `FROM scratch`: see divergence_default_path.
+    .buildkit(|i| i.set("WorkingDir", Some(json!("/"))))
     .check();
 }
 
@@ -824,13 +829,14 @@ fn multistage_scratch_files_only() {
         "FROM bb AS b\nRUN mkdir /o && echo a > /o/a\nFROM scratch\nCOPY --from=b /o/ /\n",
     )
     .buildkit(|i| {
-        // Default PATH: see divergence_default_path.
+        // Default PATH and WorkingDir: see divergence_default_path.
         i.set(
             "Env",
             Some(json!([
                 "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
             ])),
-        )
+        );
+        i.set("WorkingDir", Some(json!("/")));
     })
     .check();
 }

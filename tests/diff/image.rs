@@ -202,10 +202,11 @@ fn apply_layer(tree: &mut Tree, bytes: &[u8]) {
     }
     for (path, line) in entries {
         let line = match line.strip_prefix("hardlink ") {
-            // A hard link is a second name for the same file: compare what it holds.
+            // A hard link is a second name for the same file: compare what it holds, and
+            // that it is a link (docker keeps a context's hard links as links).
             Some(target) => tree
                 .get(&normalise(Path::new(target)))
-                .cloned()
+                .map(|t| format!("{t} (hard link)"))
                 .unwrap_or(line.clone()),
             None => line,
         };
@@ -220,6 +221,7 @@ fn remove_under(tree: &mut Tree, dir: &str, itself: bool) {
 
 /// `file 0644 0:0 12 sha256:…`, `dir 1777 0:0`, `symlink 0:0 -> target`.
 fn entry_line<R: Read>(e: &mut tar::Entry<R>) -> String {
+    let xattrs = xattrs(e);
     let h = e.header();
     let mode = h.mode().unwrap() & 0o7777;
     let owner = format!("{}:{}", h.uid().unwrap(), h.gid().unwrap());
@@ -228,7 +230,7 @@ fn entry_line<R: Read>(e: &mut tar::Entry<R>) -> String {
         .unwrap()
         .map(|l| l.to_string_lossy().into_owned())
         .unwrap_or_default();
-    match h.entry_type() {
+    let line = match h.entry_type() {
         tar::EntryType::Directory => format!("dir {mode:04o} {owner}"),
         tar::EntryType::Symlink => format!("symlink {owner} -> {link}"),
         tar::EntryType::Link => format!("hardlink {link}"),
@@ -243,5 +245,26 @@ fn entry_line<R: Read>(e: &mut tar::Entry<R>) -> String {
             )
         }
         other => format!("{other:?} {mode:04o} {owner}"),
-    }
+    };
+    line + &xattrs
+}
+
+/// The entry's extended attributes (PAX `SCHILY.xattr.*`), as ` xattr:NAME=HEX` each in
+/// name order; empty for none (so trees without any read as before).
+fn xattrs<R: Read>(e: &mut tar::Entry<R>) -> String {
+    let Ok(Some(exts)) = e.pax_extensions() else {
+        return String::new();
+    };
+    let mut found: Vec<(String, String)> = exts
+        .flatten()
+        .filter_map(|x| {
+            let name = x.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string();
+            Some((name, hex::encode(x.value_bytes())))
+        })
+        .collect();
+    found.sort();
+    found
+        .iter()
+        .map(|(n, v)| format!(" xattr:{n}={v}"))
+        .collect()
 }

@@ -14,6 +14,7 @@
 mod common;
 
 mod cases;
+mod hunt;
 mod image;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::*;
+use crate::build::copy_archive;
 use crate::context::{FileKind, Selection};
 use crate::plan::{Chown, CopyOp, Heredoc};
 
@@ -380,6 +381,12 @@ impl Executor<'_> {
         let mut files = BTreeMap::new();
         digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
+            let links = hard_link_groups(&p.sel);
+            if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
+                // An empty directory still makes its destination (`missing_dests`); the
+                // entry also keeps this key apart from older keel's, which made nothing.
+                files.insert(format!("{}:", p.sel.name), "Dir (empty)".into());
+            }
             for (f, rel) in p.sel.files() {
                 let mode = match (x.chmod, f.kind) {
                     (Some(m), FileKind::File | FileKind::Dir) => m,
@@ -407,6 +414,33 @@ impl Executor<'_> {
                 {
                     digests.insert(f.rel.clone(), raw);
                 }
+                // A context file's capabilities go into the layer (`step::file_capability`),
+                // so into the key; a stage's key pins its files' already.
+                let content =
+                    match hash.then(|| step::file_capability(f.kind, &ctx.path_of(&f.rel))) {
+                        Some(Some(cap)) => {
+                            let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
+                            format!("{content} cap:{hex}")
+                        }
+                        _ => content,
+                    };
+                // ADD extracts an archive: the key says so, so that a file an older keel
+                // copied as it is (a `.tar.xz`) is not taken from its cache.
+                let content = match x.add
+                    && !x.remote
+                    && p.sel.top.kind == FileKind::File
+                    && copy_archive::is_archive(&ctx.path_of(&f.rel))
+                {
+                    true => format!("{content} extracted"),
+                    false => content,
+                };
+                // Hard-linked files are written as links (`copy::CopyOp::link_to`).
+                let content = match links.get(&(f.stamp.dev, f.stamp.ino)) {
+                    Some(first) if f.kind == FileKind::File && f.stamp.ino != 0 => {
+                        format!("{content} link:{first}")
+                    }
+                    _ => content,
+                };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
                 let name = if x.parents {
                     format!("{}>{}", p.dest, p.sel.name)
@@ -460,8 +494,10 @@ impl Executor<'_> {
             .unwrap_or_else(|| "/".into());
         let abs_dest = copy::clean_abs(&absolute(&x.dest, &workdir));
         let dest_is_dir = step::is_dir_in(&snap.rootfs, &abs_dest);
+        let tmp = self.store.tmp_dir();
         let target = Target {
             rootfs: &snap.rootfs,
+            tmp: &tmp,
             abs_dest: &abs_dest,
             workdir: &workdir,
             dest_is_dir,
@@ -683,6 +719,8 @@ fn expand_heredocs(
 /// Where a copy goes, as the step's snapshot shows it.
 struct Target<'a> {
     rootfs: &'a std::path::Path,
+    /// Where an ADD archive is decompressed or renamed on the way (`copy_archive`).
+    tmp: &'a std::path::Path,
     abs_dest: &'a str,
     workdir: &'a str,
     dest_is_dir: bool,
@@ -703,8 +741,9 @@ fn copy_ops(
     let mut archives = false;
     for p in placed {
         let path = ctx.path_of(&p.sel.top.rel);
-        if x.add && !x.remote && p.sel.top.kind == FileKind::File && step::is_archive(&path) {
-            step::apply_add_archive(&path, t.rootfs, t.abs_dest)?;
+        if x.add && !x.remote && p.sel.top.kind == FileKind::File && copy_archive::is_archive(&path)
+        {
+            copy_archive::extract(&path, t.tmp, t.rootfs, t.abs_dest).map_err(StepError::from)?;
             archives = true;
             continue;
         }
@@ -716,6 +755,7 @@ fn copy_ops(
     let mut ops = Vec::new();
     for (d, sels) in &groups {
         let what = x.what();
+        ops.extend(missing_dests(sels, d, t, owner)?);
         ops.extend(copy::plan(
             what,
             sels,
@@ -729,6 +769,68 @@ fn copy_ops(
     Ok((ops, archives))
 }
 
+/// The directories that directory sources' contents go into and the image lacks, as ops
+/// creating them (0755, the copy's owner or root, mtime 0 as every directory a copy
+/// creates): made even when a source is empty (`copy::contents_dest`). An existing
+/// destination is left as it is, and one that is not a directory is left for the copy
+/// to refuse.
+fn missing_dests(
+    sels: &[&Selection],
+    dest: &str,
+    t: &Target,
+    owner: Option<Owner>,
+) -> Result<Vec<copy::CopyOp>, StepFailure> {
+    let tree = crate::sys::rootfs::Rootfs::open(t.rootfs).map_err(StepError::from)?;
+    let mut out: Vec<copy::CopyOp> = Vec::new();
+    for sel in sels {
+        let Some(dir) = copy::contents_dest(sel, dest, t.workdir) else {
+            continue;
+        };
+        let exists = !matches!(tree.stat(std::path::Path::new(&dir)), Ok(None));
+        if exists || out.iter().any(|o| o.dest == dir) {
+            continue;
+        }
+        out.push(copy::CopyOp {
+            src: sel.top.rel.clone(),
+            dest: dir,
+            kind: FileKind::Dir,
+            mode: 0o755,
+            owner: owner.unwrap_or(Owner { uid: 0, gid: 0 }),
+            link_target: None,
+            size: 0,
+            mtime: 0,
+            link_to: None,
+        });
+    }
+    Ok(out)
+}
+
+/// The inodes more than one of a selection's regular files share, each with the first
+/// of its names (for the key: those files become hard links).
+fn hard_link_groups(sel: &Selection) -> std::collections::HashMap<(u64, u64), &str> {
+    use std::collections::HashMap;
+    let mut seen: HashMap<(u64, u64), (&str, usize)> = HashMap::new();
+    for f in &sel.entries {
+        if f.kind != FileKind::File || f.stamp.ino == 0 {
+            continue;
+        }
+        let e = seen
+            .entry((f.stamp.dev, f.stamp.ino))
+            .or_insert((f.rel.as_str(), 0));
+        let earlier = std::path::Path::new(&f.rel)
+            .components()
+            .lt(std::path::Path::new(e.0).components());
+        if earlier {
+            e.0 = f.rel.as_str();
+        }
+        e.1 += 1;
+    }
+    seen.into_iter()
+        .filter(|(_, (_, n))| *n > 1)
+        .map(|(k, (first, _))| (k, first))
+        .collect()
+}
+
 /// Whether a copy is written straight into its layer (`commit_plain`), so its step only
 /// reads the tree below it: files to copy, no heredoc, no archive for ADD to extract (the
 /// test `copy_ops` applies).
@@ -737,12 +839,11 @@ fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) ->
         x.add
             && !x.remote
             && p.sel.top.kind == FileKind::File
-            && step::is_archive(&ctx.path_of(&p.sel.top.rel))
+            && copy_archive::is_archive(&ctx.path_of(&p.sel.top.rel))
     };
     !placed.is_empty() && heredocs.is_empty() && !placed.iter().any(archive)
 }
 
-/// The history entry of a copy.
 /// Where a copy's last key inputs are remembered (to explain a later miss).
 fn copy_position(e: &Executor<'_>, s: &Step) -> String {
     format!(
@@ -753,6 +854,7 @@ fn copy_position(e: &Executor<'_>, s: &Step) -> String {
     )
 }
 
+/// The history entry of a copy.
 fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
     let shown: Vec<String> = x
         .srcs
@@ -760,7 +862,9 @@ fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
         .cloned()
         .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
         .collect();
-    format!("{} {} {}", x.what(), shown.join(" "), x.dest)
+    // BuildKit's form (convert.go `dispatchCopy`: the sources and destination as
+    // written, `# buildkit` for a step with a layer).
+    format!("{} {} {} # buildkit", x.what(), shown.join(" "), x.dest)
 }
 
 fn absolute(dest: &str, workdir: &str) -> String {

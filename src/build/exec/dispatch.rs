@@ -290,10 +290,14 @@ fn dispatch_healthcheck(mut state: State, h: Option<&Healthcheck>) -> State {
 }
 
 /// A metadata step's history entry, and its key: it follows the resulting config.
+/// The entry reads as BuildKit writes it: the instruction, no `/bin/sh -c #(nop)` (the
+/// legacy builder's and buildah's form), BuildKit's comment (convert.go `commitToHistory`
+/// with no layer).
 fn metadata_done(mut state: State, s: &Step) -> State {
-    let created_by = format!("/bin/sh -c #(nop) {}", s.text);
+    let created_by = s.text.clone();
     state.config.history.push(History {
         created_by: Some(created_by.clone()),
+        comment: Some(crate::image::config::HISTORY_COMMENT.into()),
         empty_layer: true,
         ..Default::default()
     });

@@ -36,6 +36,9 @@ pub use named::NamedContext;
 /// each platform's steps cache apart (the host's keeps the plain key).
 fn scratch_state(platform: &crate::platform::Platform) -> State {
     let mut config = ImageConfig::scratch();
+    // `FROM scratch` starts with WorkingDir "/" (BuildKit dockerfile2llb `emptyImage`;
+    // PATH, its other default, is set for every stage in `build_stage`).
+    config.config.working_dir = Some("/".into());
     let mut key = "scratch".to_string();
     if platform.arch != crate::platform::host().arch || platform.variant.is_some() {
         config.os = platform.os.clone();
@@ -915,6 +918,7 @@ impl<'a> Executor<'a> {
 fn add_layer(state: &mut State, layer: Option<StoredLayer>, created_by: &str) {
     let mut entry = History {
         created_by: Some(created_by.to_string()),
+        comment: Some(crate::image::config::HISTORY_COMMENT.into()),
         ..Default::default()
     };
     match layer {

@@ -97,7 +97,9 @@ impl Executor<'_> {
             .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
             .keyed();
         let position = self.position(scope.stage, s);
-        let created_by = format!("RUN {}", argv.join(" "));
+        // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
+        // step with a layer `# buildkit`).
+        let created_by = format!("RUN {} # buildkit", argv.join(" "));
         self.in_snapshot(
             n,
             "",
