@@ -846,8 +846,8 @@ fn skopeo_alone(args: &[&str]) -> String {
     let mut c = match common::is_root() {
         true => {
             let mut c = Command::new("unshare");
-            c.args(["--mount", "--propagation", "private", "sh", "-c", PRIVATE_BIC]);
-            c.arg("skopeo");
+            c.args(["--mount", "--propagation", "private"]);
+            c.args(["sh", "-c", PRIVATE_BIC, "skopeo"]);
             c
         }
         false => {
