@@ -103,6 +103,9 @@ pub const DELAYS: &[&str] = &[
     "run.before-proxy",
     // `Store::tag`: the name's target was resolved; nothing is locked or written yet.
     "store.tag-resolved",
+    // `keel exec -t`: the container's terminal took keel's window size and is relayed;
+    // the backend has not yet started forwarding signals to the process.
+    "exec.terminal-sized",
 ];
 
 /// Marks delay point `name`: sleeps when `KEEL_FAULT_DELAY` names it.
