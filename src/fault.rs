@@ -20,6 +20,9 @@ pub const POINTS: &[&str] = &[
     "hostfs.exchanged",
     // A blob is complete in its temp file, not yet protected or renamed into place.
     "store.blob-temp",
+    // A file written through a temp name (`hostfs::persist`: a cache entry, a container
+    // record, a push memo, a remote ADD download) is complete under it, not yet renamed.
+    "hostfs.temp-written",
     // A blob was renamed into `blobs/`, before anything references it.
     "store.blob-stored",
     // A new index.json is written to its temp file, not yet renamed.
