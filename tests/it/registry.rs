@@ -1295,3 +1295,31 @@ fn pulling_a_present_image_reads_no_layer() {
         "the present layer was read again: {reads:?}"
     );
 }
+
+/// Session 9, item 4: a push killed while its memo of the layer's zstd digest is in its
+/// temp file leaves a name carrying its owner tag (it was `.<digest>.<pid>`, kept a day
+/// whenever the pid had been taken again): gc takes it at once and keeps a live keel's
+/// beside it, and the next push remembers the digest.
+#[test]
+fn a_killed_pushs_memo_temp_name_goes_at_once() {
+    let Some((reg, good, a, _)) = seeded(true, Auth::Basic) else {
+        return;
+    };
+    let dest = format!("{}/test/memo:1", reg.host());
+    let args = ["push", "--compression-format", "zstd", "bb", &dest];
+    let mut push = kc(&a, &reg, Some(&good));
+    push.args(args);
+    let memo = a.root().join("cache/registry");
+    let left = crate::temps::killed_writing(push, "cache/registry/zstd", &memo);
+    let live = crate::temps::LiveWriter::start();
+    let kept = live.plant_beside(&left);
+    crate::temps::gc_takes_only_the_dead(&a, &[left], &[kept]);
+    ok(kc(&a, &reg, Some(&good)), &args);
+    let remembered = std::fs::read_dir(memo.join("zstd")).unwrap().flatten();
+    assert!(
+        remembered
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .any(|n| !n.starts_with('.')),
+        "the push after gc remembered no zstd digest"
+    );
+}
