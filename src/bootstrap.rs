@@ -140,6 +140,7 @@ pub fn foreign_busybox(arch: &str, cache: &Path) -> Result<PathBuf, BootstrapErr
     run(Command::new("apt-get")
         .args(["download", "-q", &format!("{pkg}={version}")])
         .current_dir(scratch.path()))?;
+    crate::fault::delay("bootstrap.downloaded");
     let deb = std::fs::read_dir(scratch.path())?
         .flatten()
         .map(|e| e.path())

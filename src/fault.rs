@@ -106,6 +106,9 @@ pub const DELAYS: &[&str] = &[
     "run.before-proxy",
     // `Store::tag`: the name's target was resolved; nothing is locked or written yet.
     "store.tag-resolved",
+    // `keel bootstrap busybox` for another architecture: Debian's busybox-static is
+    // downloaded into its temp directory in the cache, not yet unpacked or renamed.
+    "bootstrap.downloaded",
     // `keel exec -t`: the container's terminal took keel's window size and is relayed;
     // the backend has not yet started forwarding signals to the process.
     "exec.terminal-sized",

@@ -145,3 +145,93 @@ fn killed_writers_temp_names_go_at_once_and_live_ones_stay() {
     k.ok(&["build", "-t", "app", &ctx_s]);
     assert_eq!(k.ok(&["run", "--rm", "app", "cat", "/f.txt"]), "payload\n");
 }
+
+/// `keel bootstrap busybox --platform <foreign> --cache-dir DIR`, DIR outside the root
+/// (where gc never looks): a bootstrap killed with the package downloaded leaves its
+/// scratch directory, named for it, in DIR (it was `.download-XXXXXX`, there for good).
+/// The next bootstrap with DIR removes it, keeps a live keel's, and completes.
+#[test]
+fn a_killed_bootstraps_download_goes_with_the_next_bootstrap() {
+    require!(is_root(), "bootstrapping needs root");
+    if let Err(why) = crate::crossarch::emulation() {
+        require!(false, why);
+    }
+    let k = Keel::new();
+    let cache = k.path("busybox-cache");
+    let platform = format!("linux/{}", crate::crossarch::foreign().0);
+    let bootstrap = |delay: Option<&str>| {
+        let mut c = k.cmd();
+        c.args(["bootstrap", "busybox", "bbf", "--platform", &platform])
+            .arg("--cache-dir")
+            .arg(&cache)
+            .stdin(std::process::Stdio::null());
+        if let Some(d) = delay {
+            c.env("KEEL_FAULT_DELAY", d);
+        }
+        c
+    };
+    let mut first = bootstrap(Some("bootstrap.downloaded=120000"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id() as i32;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(100);
+    let scratch = loop {
+        let downloaded = std::fs::read_dir(&cache)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .find(|e| {
+                let deb = std::fs::read_dir(e.path()).into_iter().flatten().flatten();
+                deb.map(|f| f.file_name().to_string_lossy().into_owned())
+                    .any(|n| n.ends_with(".deb"))
+            });
+        // Killed in the delay, once apt-get is done: no child is left writing there.
+        let children = format!("/proc/{pid}/task/{pid}/children");
+        let alone = std::fs::read_to_string(children).is_ok_and(|c| c.trim().is_empty());
+        if let Some(e) = downloaded.filter(|_| alone) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mine = matches!(temp_writer(&name), Some(TempWriter::Owner(o)) if o.pid == pid);
+            assert!(
+                mine,
+                "the download directory {name} does not name its keel ({pid})"
+            );
+            break e.path();
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "the bootstrap ended before its download was seen in {}",
+            cache.display()
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no download in {}",
+            cache.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(scratch.is_dir(), "{}", scratch.display());
+    let live = LiveWriter::start();
+    let kept = live.plant_beside(&scratch);
+    let out = bootstrap(None).output().unwrap();
+    crate::common::assert_success(&out, "the bootstrap after the killed one");
+    assert!(
+        !scratch.exists(),
+        "the killed bootstrap's {} was left",
+        scratch.display()
+    );
+    assert!(kept.exists(), "a live keel's {} was taken", kept.display());
+    let left: Vec<String> = std::fs::read_dir(&cache)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        left.len(),
+        2,
+        "the unpacked package and the live name: {left:?}"
+    );
+}
