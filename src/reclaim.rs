@@ -488,6 +488,13 @@ mod tests {
         (dead.id() as i32, live)
     }
 
+    /// The owner tags of the exited process `dead_pid` and of `live`.
+    fn tags(dead_pid: i32, live: &std::process::Child) -> (String, String) {
+        let pid = live.id() as i32;
+        let start = crate::sys::proc::start_time(pid).unwrap();
+        (format!("p{dead_pid}s1"), Owner { pid, start }.tag())
+    }
+
     fn age(p: &Path, secs: u64) {
         let f = fs::File::open(p).unwrap();
         f.set_modified(SystemTime::now() - Duration::from_secs(secs))
@@ -531,12 +538,7 @@ mod tests {
     #[test]
     fn the_sweep_takes_dead_writers_temp_names_and_keeps_live_ones() {
         let (dead_pid, mut live) = dead_and_live();
-        let live_tag = Owner {
-            pid: live.id() as i32,
-            start: crate::sys::proc::start_time(live.id() as i32).unwrap(),
-        }
-        .tag();
-        let dead_tag = format!("p{dead_pid}s1");
+        let (dead_tag, live_tag) = tags(dead_pid, &live);
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         let put = |rel: &str| {
@@ -584,12 +586,7 @@ mod tests {
     #[test]
     fn a_named_directory_loses_only_dead_keels_tagged_temp_names() {
         let (dead_pid, mut live) = dead_and_live();
-        let live_tag = Owner {
-            pid: live.id() as i32,
-            start: crate::sys::proc::start_time(live.id() as i32).unwrap(),
-        }
-        .tag();
-        let dead_tag = format!("p{dead_pid}s1");
+        let (dead_tag, live_tag) = tags(dead_pid, &live);
         let dir = tempfile::tempdir().unwrap();
         let put = |name: &str| {
             let p = dir.path().join(name);
