@@ -130,16 +130,17 @@ pub fn foreign_busybox(arch: &str, cache: &Path) -> Result<PathBuf, BootstrapErr
     let safe = version.replace(|c: char| !c.is_ascii_alphanumeric() && c != '.', "_");
     let dir = std::path::absolute(cache)?.join(format!("busybox-static_{safe}_{arch}"));
     let bin = dir.join("bin/busybox");
+    open_cache(cache)?;
     if bin.is_file() {
         return Ok(bin);
     }
-    hostfs::create_dir_all(cache)?;
-    let scratch = tempfile::Builder::new()
-        .prefix(".download-")
-        .tempdir_in(cache)?;
+    // Named for this keel: a bootstrap killed mid-download leaves it, the next one
+    // removes it (the cache may be outside the root, where `keel gc` never looks).
+    let scratch = hostfs::temp_dir_in(cache, "download")?;
     run(Command::new("apt-get")
         .args(["download", "-q", &format!("{pkg}={version}")])
         .current_dir(scratch.path()))?;
+    crate::fault::delay("bootstrap.downloaded");
     let deb = std::fs::read_dir(scratch.path())?
         .flatten()
         .map(|e| e.path())
@@ -155,6 +156,20 @@ pub fn foreign_busybox(arch: &str, cache: &Path) -> Result<PathBuf, BootstrapErr
         Err(e) if !bin.is_file() => Err(e.into()),
         _ => Ok(bin),
     }
+}
+
+/// Creates download cache `dir` (which may be outside the root: `--cache-dir`) if needed,
+/// and removes what bootstraps killed while writing to it left there: their temp names
+/// carry their owner tag, so a live bootstrap's are kept. Everything keel writes there
+/// goes through such a name and a rename (a download unpacked, a `.deb` copied), and
+/// debootstrap checks the `.deb`s it finds against their checksums itself.
+fn open_cache(dir: &Path) -> Result<(), BootstrapError> {
+    hostfs::create_dir_all(dir)?;
+    let removed = crate::reclaim::sweep_tagged_temps(dir);
+    if removed > 0 {
+        tracing::debug!(dir = %dir.display(), removed, "removed killed bootstraps' temp names");
+    }
+    Ok(())
 }
 
 /// Where Debian's busybox-static puts its binary, and the usual fallbacks.
@@ -527,7 +542,7 @@ pub fn debian(store: &Store, opts: &DebianOptions) -> Result<ImageRecord, Bootst
     };
     let arch = foreign.map_or_else(host_arch, debian_arch);
     let cache = std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &arch));
-    hostfs::create_dir_all(&cache)?;
+    open_cache(&cache)?;
     let scratch = tempfile::Builder::new()
         .prefix("debootstrap-")
         .tempdir_in(store.tmp_dir())?;
@@ -659,7 +674,10 @@ fn chroot_apt(target: &Path, args: &[&str]) -> Result<(), BootstrapError> {
     Ok(())
 }
 
-/// Copies every `.deb` of `from` missing in `to`.
+/// Copies every `.deb` of `from` missing in `to`, each through a temp name: a copy into
+/// the cache killed half-way left a short `.deb` under its name, which every later stack
+/// bootstrap then took for the package (apt fetched it again each time, and the cache
+/// never got the whole one, since the name was taken).
 fn share_debs(from: &Path, to: &Path) -> Result<(), BootstrapError> {
     let Ok(entries) = std::fs::read_dir(from) else {
         return Ok(());
@@ -667,7 +685,7 @@ fn share_debs(from: &Path, to: &Path) -> Result<(), BootstrapError> {
     for e in entries.flatten() {
         let name = e.file_name();
         if name.to_string_lossy().ends_with(".deb") && !to.join(&name).exists() {
-            hostfs::copy(e.path(), to.join(&name))?;
+            hostfs::copy_atomic(&e.path(), &to.join(&name))?;
         }
     }
     Ok(())
@@ -757,7 +775,7 @@ pub fn stack(
         &opts.mirror,
         &host_arch(),
     ));
-    hostfs::create_dir_all(&cache)?;
+    open_cache(&cache)?;
     let scratch = tempfile::Builder::new()
         .prefix("stack-")
         .tempdir_in(store.tmp_dir())?;

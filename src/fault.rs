@@ -20,6 +20,9 @@ pub const POINTS: &[&str] = &[
     "hostfs.exchanged",
     // A blob is complete in its temp file, not yet protected or renamed into place.
     "store.blob-temp",
+    // A file written through a temp name (`hostfs::persist`: a cache entry, a container
+    // record, a push memo, a remote ADD download) is complete under it, not yet renamed.
+    "hostfs.temp-written",
     // A blob was renamed into `blobs/`, before anything references it.
     "store.blob-stored",
     // A new index.json is written to its temp file, not yet renamed.
@@ -103,6 +106,12 @@ pub const DELAYS: &[&str] = &[
     "run.before-proxy",
     // `Store::tag`: the name's target was resolved; nothing is locked or written yet.
     "store.tag-resolved",
+    // `keel bootstrap busybox` for another architecture: Debian's busybox-static is
+    // downloaded into its temp directory in the cache, not yet unpacked or renamed.
+    "bootstrap.downloaded",
+    // `keel exec -t`: the container's terminal took keel's window size and is relayed;
+    // the backend has not yet started forwarding signals to the process.
+    "exec.terminal-sized",
 ];
 
 /// Marks delay point `name`: sleeps when `KEEL_FAULT_DELAY` names it.

@@ -374,11 +374,15 @@ const BESIDE_TEMP: &[(&str, bool)] = &[
     ("cache/stamps", false),
     // A seeded cache mount's `<id>.seeded` record (`write_atomic`); not the mounts.
     ("cache/mounts", false),
-    // Remote ADD downloads (a `tempfile` name).
+    // Remote ADD downloads (`hostfs::temp_file_in`) and their URLs' records
+    // (`write_atomic`); older keels' untagged `tempfile` names.
     ("cache/remote/blobs", false),
-    // Push's memo: `<format>/.<digest>.<pid>`, `verified/.<digest>.<pid>`.
+    ("cache/remote/urls", false),
+    // Push's memo (`write_atomic`): `<format>/<digest>`, `verified/<digest>`; older
+    // keels' `.<digest>.<pid>`.
     ("cache/registry", true),
-    // Container records (`containers/<id>/*.json`, a `tempfile` name).
+    // Container records (`containers/<id>/*.json`, `write_atomic`; older keels'
+    // untagged `tempfile` names).
     ("containers", true),
     // Deployed apps' `app.json` (`write_atomic`).
     ("apps", true),
@@ -405,25 +409,49 @@ fn sweep_beside_temps(root: &Path, r: &mut Reclaimed) {
         }
         for d in dirs {
             for e in fs::read_dir(&d).into_iter().flatten().flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let Some(writer) = hostfs::temp_writer(&name) else {
+                if stray_temp(&e) != Some(true) {
                     continue;
-                };
-                let age = e
-                    .metadata()
-                    .ok()
-                    .and_then(|m| m.modified().ok())
-                    .and_then(|t| t.elapsed().ok());
-                if writer_gone(writer, age) {
-                    match remove_path(&e.path()) {
-                        Ok(true) => r.temp += 1,
-                        Ok(false) => {}
-                        Err(err) => r.warn("temp file", &e.path(), err),
-                    }
+                }
+                match remove_path(&e.path()) {
+                    Ok(true) => r.temp += 1,
+                    Ok(false) => {}
+                    Err(err) => r.warn("temp file", &e.path(), err),
                 }
             }
         }
     }
+}
+
+/// Removes the temp names in `dir` that carry the owner tag of a keel that is gone
+/// ([`hostfs::temp_file_in`], [`hostfs::temp_dir_in`]); returns how many. For a directory
+/// outside the root that a command was pointed at (`keel bootstrap --cache-dir`), which
+/// `keel gc` never visits: only owner-tagged names are judged there (an untagged or
+/// pid-only name may be the user's), and what resists stays for the next time.
+pub fn sweep_tagged_temps(dir: &Path) -> usize {
+    let mut removed = 0;
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(TempWriter::Owner(o)) = hostfs::temp_writer(&name) else {
+            continue;
+        };
+        if !o.alive() && remove_path(&e.path()).is_ok_and(|gone| gone) {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Whether directory entry `e` is a temp name of keel's ([`hostfs::temp_writer`]) whose
+/// writer is gone ([`writer_gone`]); `None` when it is no temp name. For other sweeps of
+/// the directories in [`BESIDE_TEMP`], so that they leave a live writer's file alone.
+pub fn stray_temp(e: &fs::DirEntry) -> Option<bool> {
+    let writer = hostfs::temp_writer(&e.file_name().to_string_lossy())?;
+    let age = e
+        .metadata()
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok());
+    Some(writer_gone(writer, age))
 }
 
 /// A temp file whose name carries no writer, or only a pid, is this old before it is
@@ -458,6 +486,13 @@ mod tests {
             .spawn()
             .unwrap();
         (dead.id() as i32, live)
+    }
+
+    /// The owner tags of the exited process `dead_pid` and of `live`.
+    fn tags(dead_pid: i32, live: &std::process::Child) -> (String, String) {
+        let pid = live.id() as i32;
+        let start = crate::sys::proc::start_time(pid).unwrap();
+        (format!("p{dead_pid}s1"), Owner { pid, start }.tag())
     }
 
     fn age(p: &Path, secs: u64) {
@@ -503,12 +538,7 @@ mod tests {
     #[test]
     fn the_sweep_takes_dead_writers_temp_names_and_keeps_live_ones() {
         let (dead_pid, mut live) = dead_and_live();
-        let live_tag = Owner {
-            pid: live.id() as i32,
-            start: crate::sys::proc::start_time(live.id() as i32).unwrap(),
-        }
-        .tag();
-        let dead_tag = format!("p{dead_pid}s1");
+        let (dead_tag, live_tag) = tags(dead_pid, &live);
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
         let put = |rel: &str| {
@@ -548,6 +578,40 @@ mod tests {
         }
         assert_eq!(rec.temp, gone.len() + 1);
         assert!(rec.warnings.is_empty(), "{:?}", rec.warnings);
+    }
+
+    /// Session 9 item 4: in a directory outside the root (`bootstrap --cache-dir`), the
+    /// temp names of dead keels go; a live keel's, untagged and pid-only names (maybe the
+    /// user's) and everything else stay.
+    #[test]
+    fn a_named_directory_loses_only_dead_keels_tagged_temp_names() {
+        let (dead_pid, mut live) = dead_and_live();
+        let (dead_tag, live_tag) = tags(dead_pid, &live);
+        let dir = tempfile::tempdir().unwrap();
+        let put = |name: &str| {
+            let p = dir.path().join(name);
+            fs::write(&p, "x").unwrap();
+            p
+        };
+        let gone = [put(&format!(".a_1_amd64.deb.{dead_tag}-AbC123.tmp"))];
+        let scratch = dir.path().join(format!(".download.{dead_tag}-XyZ789.tmp"));
+        fs::create_dir_all(scratch.join("tree/bin")).unwrap();
+        let kept = [
+            put(&format!(".a_1_amd64.deb.{live_tag}-AbC123.tmp")),
+            put(&format!(".notes.{dead_pid}")),
+            put(".download-AbC123"),
+            put("a_1_amd64.deb"),
+        ];
+        let removed = sweep_tagged_temps(dir.path());
+        let _ = live.kill();
+        let _ = live.wait();
+        assert_eq!(removed, 2);
+        for p in gone.iter().chain([&scratch]) {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        for p in &kept {
+            assert!(p.exists(), "{} was taken", p.display());
+        }
     }
 
     /// Item 2 (session 8): another keel's gc may remove a container's snapshot, or the

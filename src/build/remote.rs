@@ -222,15 +222,18 @@ pub fn cache_dir(root: &Path) -> PathBuf {
 }
 
 /// Removes URL records and downloads nobody used for `keep` (everything with
-/// `Duration::ZERO`), and download temp files a killed keel left. A download still
-/// named by a kept record stays, whatever its age.
+/// `Duration::ZERO`), and temp files a killed keel left. A download still named by a kept
+/// record stays, whatever its age, and so does a temp file whose writer lives (a build
+/// downloading now), whatever `keep`.
 pub fn prune(cache_root: &Path, keep: std::time::Duration) -> Pruned {
     let mut out = Pruned::default();
-    let old = |m: &std::fs::Metadata| {
-        m.modified()
+    let old = |e: &std::fs::DirEntry, m: &std::fs::Metadata| match crate::reclaim::stray_temp(e) {
+        Some(stray) => stray,
+        None => m
+            .modified()
             .ok()
             .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age >= keep)
+            .is_some_and(|age| age >= keep),
     };
     let mut named = std::collections::HashSet::new();
     for e in std::fs::read_dir(cache_root.join("urls"))
@@ -239,7 +242,7 @@ pub fn prune(cache_root: &Path, keep: std::time::Duration) -> Pruned {
         .flatten()
     {
         let Ok(m) = e.metadata() else { continue };
-        if old(&m) && hostfs::remove_file(e.path()).is_ok() {
+        if old(&e, &m) && hostfs::remove_file(e.path()).is_ok() {
             out.files += 1;
             out.bytes += m.len();
         } else if let Ok(r) =
@@ -255,7 +258,7 @@ pub fn prune(cache_root: &Path, keep: std::time::Duration) -> Pruned {
     {
         let Ok(m) = e.metadata() else { continue };
         let name = e.file_name().to_string_lossy().into_owned();
-        if old(&m) && !named.contains(&name) && hostfs::remove_file(e.path()).is_ok() {
+        if old(&e, &m) && !named.contains(&name) && hostfs::remove_file(e.path()).is_ok() {
             out.files += 1;
             out.bytes += m.len();
         }
@@ -318,9 +321,9 @@ fn download(cache: &Cache, url: &str) -> Result<String, RemoteError> {
         etag,
         last_modified,
     };
+    // A hint for revalidation only (an unreadable one costs a download): not fsynced.
     let path = cache.record_path(url);
-    let _ = hostfs::create_dir_all(path.parent().expect("urls/ has a parent"));
-    let _ = hostfs::write(&path, serde_json::to_vec(&record).unwrap_or_default());
+    let _ = hostfs::write_atomic(&path, &serde_json::to_vec(&record).unwrap_or_default());
     Ok(hex)
 }
 
@@ -338,7 +341,8 @@ fn store_body(
         move |source| RemoteError::Io { url, path, source }
     };
     hostfs::create_dir_all(&blobs).map_err(io(&blobs))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(&blobs).map_err(io(&blobs))?;
+    // Named for this keel: a killed build's partial download goes once it is gone.
+    let mut tmp = hostfs::temp_file_in(&blobs, "download").map_err(io(&blobs))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
@@ -473,5 +477,32 @@ mod tests {
         for bad in ["sha256:ab", "md5:00", &h] {
             assert!(checksum_hex(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Session 9 item 4: pruning everything (`keel gc` with a zero age) while a build
+    /// downloads must not take that build's temp file; a killed build's goes at once.
+    #[test]
+    fn prune_takes_a_dead_downloads_temp_file_and_keeps_a_live_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = dir.path().join("blobs");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let live = hostfs::temp_file_in(&blobs, "download").unwrap();
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        dead.wait().unwrap();
+        let dead = blobs.join(format!(".download.p{}s1-AbC123.tmp", dead.id()));
+        std::fs::write(&dead, "partial").unwrap();
+        let done = blobs.join("ab".repeat(32));
+        std::fs::write(&done, "whole").unwrap();
+        let pruned = prune(dir.path(), std::time::Duration::ZERO);
+        assert!(live.path().exists(), "the live download's temp file went");
+        assert!(!dead.exists() && !done.exists());
+        assert_eq!(pruned.files, 2);
+        let week = std::time::Duration::from_secs(7 * 24 * 3600);
+        std::fs::write(&dead, "partial").unwrap();
+        assert_eq!(
+            prune(dir.path(), week).files,
+            1,
+            "a dead writer's file at once"
+        );
     }
 }

@@ -93,6 +93,7 @@ pub fn exec_attached(
         });
         let thread = super::launch::relay_pty(master, r.interactive);
         relay = Some((raw, follow, resize, thread));
+        crate::fault::delay("exec.terminal-sized");
     };
     let exit = exec(keel_root, c, pid, root, spec, stdio, &mut on_console);
     if let Some((raw, follow, resize, thread)) = relay {

@@ -372,18 +372,16 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, ContainerEr
     })
 }
 
+/// Replaces record file `path` with `v` through a temp name carrying this keel's owner
+/// tag, so what a killed keel left mid-write is reclaimed once it is gone (`reclaim`).
 fn write_json<T: Serialize>(path: &Path, v: &T) -> Result<(), ContainerError> {
-    let dir = path.parent().expect("record files have parents");
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io_err("writing", path))?;
     // One write, not one syscall per token.
     let bytes = serde_json::to_vec_pretty(v).map_err(|e| ContainerError::Io {
         op: "writing",
         path: path.to_path_buf(),
         source: io::Error::other(e),
     })?;
-    io::Write::write_all(&mut tmp, &bytes).map_err(io_err("writing", path))?;
-    crate::sys::hostfs::persist(tmp, path).map_err(io_err("writing", path))?;
-    Ok(())
+    crate::sys::hostfs::write_atomic(path, &bytes).map_err(io_err("writing", path))
 }
 
 #[cfg(test)]

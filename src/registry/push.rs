@@ -549,12 +549,10 @@ impl Memo {
         Some((crate::digest::parse(dg)?, size.parse().ok()?))
     }
     pub(super) fn set_compressed(&self, d: &Digest, format: Compression, gz: &Digest, size: u64) {
-        let dir = self.dir.join(format.name());
-        let _ = hostfs::create_dir_all(&dir);
-        let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
-        if hostfs::write(&tmp, format!("{gz} {size}\n")).is_ok() {
-            let _ = hostfs::rename(&tmp, dir.join(d.digest()));
-        }
+        // Through a temp name carrying this keel's owner tag: a killed push's leftover is
+        // reclaimed as soon as it is gone (`reclaim`), not a day later.
+        let path = self.dir.join(format.name()).join(d.digest());
+        let _ = hostfs::write_atomic(&path, format!("{gz} {size}\n").as_bytes());
     }
     /// The diff_id stored compressed layer `d` was checked to decompress to. Unlike the
     /// rest of the memo this is a proof, not a hint: it is written only after
@@ -565,12 +563,8 @@ impl Memo {
         crate::digest::parse(text.trim())
     }
     pub(super) fn set_verified(&self, d: &Digest, diff_id: &Digest) {
-        let dir = self.dir.join("verified");
-        let _ = hostfs::create_dir_all(&dir);
-        let tmp = dir.join(format!(".{}.{}", d.digest(), std::process::id()));
-        if hostfs::write(&tmp, format!("{diff_id}\n")).is_ok() {
-            let _ = hostfs::rename(&tmp, dir.join(d.digest()));
-        }
+        let path = self.dir.join("verified").join(d.digest());
+        let _ = hostfs::write_atomic(&path, format!("{diff_id}\n").as_bytes());
     }
     /// Repositories on `host` known to hold `d`.
     pub fn sources(&self, host: &str, d: &Digest) -> Vec<String> {

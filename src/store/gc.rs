@@ -38,6 +38,19 @@ impl GcReport {
             "{e}; free it (clear an immutable attribute, fix its permissions) or remove it by hand, then run `keel gc` again"
         ));
     }
+
+    /// Removes the temp file or directory `e` and counts it (its size is the entry's
+    /// own, as listed); what resists becomes a warning.
+    fn remove_temp(&mut self, e: &fs::DirEntry) {
+        let size = e.metadata().map(|m| m.len()).unwrap_or(0);
+        match remove_any(&e.path()) {
+            Ok(()) => {
+                self.bytes_freed += size;
+                self.temp_files_removed += 1;
+            }
+            Err(err) => self.warn(err),
+        }
+    }
 }
 
 impl Store {
@@ -132,14 +145,7 @@ impl Store {
                 None => !someone_lives,
             };
             if stray {
-                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                match remove_any(&e.path()) {
-                    Ok(()) => {
-                        report.bytes_freed += size;
-                        report.temp_files_removed += 1;
-                    }
-                    Err(err) => report.warn(err),
-                }
+                report.remove_temp(&e);
             }
         }
         let _index = self.index_guard()?;
@@ -149,14 +155,7 @@ impl Store {
             .flatten()
         {
             if e.file_name().to_string_lossy().starts_with(".tmp-") {
-                let size = e.metadata().map(|m| m.len()).unwrap_or(0);
-                match remove_any(&e.path()) {
-                    Ok(()) => {
-                        report.bytes_freed += size;
-                        report.temp_files_removed += 1;
-                    }
-                    Err(err) => report.warn(err),
-                }
+                report.remove_temp(&e);
             }
         }
         Ok(())

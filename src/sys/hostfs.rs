@@ -30,15 +30,59 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> io::Result<()> {
         .parent()
         .ok_or_else(|| io::Error::other(format!("{} has no parent directory", path.display())))?;
     fs::create_dir_all(dir)?;
-    // Named for its writer (see [`temp_writer`]): gc removes it once that process is gone.
     let name = path.file_name().unwrap_or_default().to_string_lossy();
-    let mut tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.{}-", owner_tag()))
-        .suffix(".tmp")
-        .tempfile_in(dir)?;
+    let mut tmp = temp_file_in(dir, &name)?;
     tmp.write_all(contents)?;
     persist(tmp, path)?;
     Ok(())
+}
+
+/// A new temp file in `dir` named for its writer, `.<name>.<owner tag>-XXXXXX.tmp` (see
+/// [`temp_writer`]), for content written before its final name is known or streamed:
+/// [`persist`] moves it into place, dropping it removes it, and one a killed keel left is
+/// reclaimed once that keel is gone. `dir` must be one `reclaim` sweeps.
+pub fn temp_file_in(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
+    let prefix = temp_prefix(name);
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempfile_in(dir)
+}
+
+/// Copies `from` to `to` (`std::fs::copy`: the content and the permission bits) through
+/// a temp name beside `to` carrying this keel's owner tag ([`temp_file_in`]) and a
+/// rename: a copy killed half-way never leaves a short file under the final name, and its
+/// temp name is reclaimed once the keel is gone.
+pub fn copy_atomic(from: &Path, to: &Path) -> io::Result<u64> {
+    let (Some(dir), Some(name)) = (to.parent(), to.file_name()) else {
+        return Err(io::Error::other(format!(
+            "{} has no parent directory",
+            to.display()
+        )));
+    };
+    let mut src = File::open(from)?;
+    let mut tmp = temp_file_in(dir, &name.to_string_lossy())?;
+    let n = io::copy(&mut src, &mut tmp)?;
+    tmp.as_file()
+        .set_permissions(src.metadata()?.permissions())?;
+    persist(tmp, to)?;
+    Ok(n)
+}
+
+/// A new temp directory in `dir` named for its writer like [`temp_file_in`]'s files
+/// (`.<name>.<owner tag>-XXXXXX.tmp`), for work filled in place and then renamed or
+/// dropped (a download unpacked in a cache directory).
+pub fn temp_dir_in(dir: &Path, name: &str) -> io::Result<tempfile::TempDir> {
+    let prefix = temp_prefix(name);
+    tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(".tmp")
+        .tempdir_in(dir)
+}
+
+/// `.<name>.<owner tag>-`: the start of this process's temp names (see [`temp_writer`]).
+fn temp_prefix(name: &str) -> String {
+    format!(".{name}.{}-", owner_tag())
 }
 
 /// Replaces `path` with `contents` like [`write_atomic`] (a reader sees the old file or
@@ -107,11 +151,11 @@ pub enum TempWriter {
     /// The name carries the writer's owner tag: [`replace`]'s `.<name>.<tag>.tmp`,
     /// [`write_atomic`]'s `.<name>.<tag>-XXXXXX.tmp`, a lease's `.<tag>-<id>.tmp`.
     Owner(crate::store::lease::Owner),
-    /// Only a pid, which a later process may reuse: older keels' `.<name>.<pid>.tmp`, the
-    /// push memo's `.<digest>.<pid>`, a shipped buildpack's `<dir>.tmp-<pid>`.
+    /// Only a pid, which a later process may reuse: older keels' `.<name>.<pid>.tmp` and
+    /// push memo `.<digest>.<pid>`, a shipped buildpack's `<dir>.tmp-<pid>`.
     Pid(i32),
     /// No writer at all: `tempfile`'s default `.tmpXXXXXX` (older keels' [`write_atomic`],
-    /// container records, remote ADD downloads), `.tmp-XXXXXX`, `.fetch-XXXXXX`,
+    /// container records and remote ADD downloads), `.tmp-XXXXXX`, `.fetch-XXXXXX`,
     /// `.download-XXXXXX`.
     Unknown,
 }
@@ -153,6 +197,7 @@ pub fn temp_writer(name: &str) -> Option<TempWriter> {
 /// Renames the finished temp file `tmp` onto `path` (`NamedTempFile::persist`), the one
 /// way keel moves a temp file into place; on failure the temp file is removed.
 pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> io::Result<File> {
+    crate::fault::point_at("hostfs.temp-written", &path.to_string_lossy());
     tmp.persist(path).map_err(|e| e.error)
 }
 
@@ -319,6 +364,33 @@ mod tests {
         for (name, want) in cases {
             assert_eq!(temp_writer(name), *want, "{name}");
         }
+    }
+
+    /// Session 9 item 4: a streamed download, a copied `.deb` and a scratch directory
+    /// are named for their writer too, and a copy leaves only the whole file.
+    #[test]
+    fn temp_files_dirs_and_copies_carry_the_writer() {
+        use std::os::unix::fs::PermissionsExt;
+        let me = Some(TempWriter::Owner(crate::store::lease::Owner::current()));
+        let tmp = tempfile::tempdir().unwrap();
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().into_owned();
+        let f = temp_file_in(tmp.path(), "download").unwrap();
+        assert!(name(f.path()).starts_with(".download."), "{:?}", f.path());
+        assert_eq!(temp_writer(&name(f.path())), me);
+        let d = temp_dir_in(tmp.path(), "download").unwrap();
+        assert_eq!(temp_writer(&name(d.path())), me);
+        drop((f, d));
+        let src = tmp.path().join("a_1.0_amd64.deb");
+        fs::write(&src, b"package").unwrap();
+        fs::set_permissions(&src, Permissions::from_mode(0o640)).unwrap();
+        let dest = tmp.path().join("cache/a_1.0_amd64.deb");
+        fs::create_dir(tmp.path().join("cache")).unwrap();
+        assert_eq!(copy_atomic(&src, &dest).unwrap(), 7);
+        assert_eq!(fs::read(&dest).unwrap(), b"package");
+        let mode = fs::metadata(&dest).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        let left: Vec<_> = fs::read_dir(tmp.path().join("cache")).unwrap().collect();
+        assert_eq!(left.len(), 1, "no temp name is left beside the copy");
     }
 
     #[test]

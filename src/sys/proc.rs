@@ -367,7 +367,6 @@ pub fn catch_termination() -> Result<(), SysError> {
 
 /// Starts forwarding [`FORWARDED`] signals to `pid` (at most 64 at once).
 pub fn forward_signals(pid: i32) -> Result<Forwarding, SysError> {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
     let slot = TARGETS
         .iter()
         .position(|t| {
@@ -380,17 +379,24 @@ pub fn forward_signals(pid: i32) -> Result<Forwarding, SysError> {
                 std::io::Error::other("too many containers in this process"),
             )
         })?;
+    for sig in FORWARDED {
+        let s = check("sigaction", Signal::try_from(*sig))?;
+        check("sigaction", install_forward(s))?;
+    }
+    Ok(Forwarding { slot })
+}
+
+/// Installs [`forward`] as the handler of `sig`.
+fn install_forward(sig: Signal) -> nix::Result<()> {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler};
     let act = SigAction::new(
         SigHandler::Handler(forward),
         SaFlags::SA_RESTART,
         SigSet::empty(),
     );
-    for sig in FORWARDED {
-        let s = check("sigaction", Signal::try_from(*sig))?;
-        // SAFETY: the handler only reads atomics and calls kill(2), both async-signal-safe.
-        check("sigaction", unsafe { sigaction(s, &act) })?;
-    }
-    Ok(Forwarding { slot })
+    // SAFETY: the handler only reads atomics and calls ioctl(2) and kill(2), all
+    // async-signal-safe.
+    unsafe { sigaction(sig, &act) }.map(drop)
 }
 
 impl Drop for Forwarding {
@@ -399,15 +405,22 @@ impl Drop for Forwarding {
     }
 }
 
-/// While alive (with [`forward_signals`] installed), a SIGWINCH to this process copies the
-/// window size of its stdin to the terminal `master` (the kernel then signals the
-/// terminal's foreground process group, as a resized terminal does).
+/// While alive, a SIGWINCH to this process copies the window size of its stdin to the
+/// terminal `master` (the kernel then signals the terminal's foreground process group, as
+/// a resized terminal does).
 pub struct FollowWindowSize(());
 
-/// Starts [`FollowWindowSize`] for `master` (one at a time per process).
+/// Starts [`FollowWindowSize`] for `master` (one at a time per process): the handler is
+/// in place when this returns, so a size the caller copies next is followed from then on.
+///
+/// It installs the handler itself: `keel exec -t` under oci forwards signals only once
+/// `runc exec` is done, after the size was copied, and a resize in that gap was lost
+/// (SIGWINCH is ignored by default; r-flaky-2 in tests/it/run.rs).
 pub fn follow_window_size(master: std::os::fd::BorrowedFd<'_>) -> FollowWindowSize {
     use std::os::fd::AsRawFd;
     RESIZE_MASTER.store(master.as_raw_fd(), Ordering::SeqCst);
+    // sigaction fails only for an invalid signal, which SIGWINCH is not.
+    let _ = install_forward(Signal::SIGWINCH);
     FollowWindowSize(())
 }
 

@@ -14,7 +14,7 @@ use crate::regserver::{self, Auth, Registry, PASSWORD, USER};
 const BUSYBOX_CACHE: &str = "/var/cache/keel-test/busybox-static";
 
 /// The platform that is not the host's (the one run under emulation).
-fn foreign() -> (&'static str, &'static str) {
+pub(crate) fn foreign() -> (&'static str, &'static str) {
     if cfg!(target_arch = "aarch64") {
         ("amd64", "x86_64")
     } else {
@@ -32,7 +32,7 @@ fn host() -> (&'static str, &'static str) {
 
 /// Whether this host runs the foreign platform through qemu with the F flag, and apt
 /// knows the foreign busybox-static; a clear reason when not.
-fn emulation() -> Result<(), String> {
+pub(crate) fn emulation() -> Result<(), String> {
     let qemu = format!("/proc/sys/fs/binfmt_misc/qemu-{}", foreign().1);
     let text = std::fs::read_to_string(&qemu).map_err(|e| {
         format!("{qemu}: {e}; install qemu-user-static binfmt-support and mount binfmt_misc (scripts/setup-debian)")

@@ -29,3 +29,4 @@ mod rootless;
 mod run;
 mod runtime;
 mod store;
+mod temps;

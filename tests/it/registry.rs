@@ -335,7 +335,7 @@ fn multi_platform_index_pushed_by_skopeo() {
     ]);
     let certs = reg.certs_d().join(reg.host()).display().to_string();
     let name = format!("{}/test/multi:1", reg.host());
-    common::run_ok(Command::new("skopeo").args([
+    skopeo_alone(&[
         "copy",
         "--all",
         "--dest-cert-dir",
@@ -344,7 +344,7 @@ fn multi_platform_index_pushed_by_skopeo() {
         &format!("{USER}:{PASSWORD}"),
         &format!("oci:{}", layout.display()),
         &format!("docker://{name}"),
-    ]));
+    ]);
     let arch_of = |k: &Keel| {
         let v: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", &name])).unwrap();
         v.to_string()
@@ -469,7 +469,7 @@ fn push_compresses_skips_and_mounts() {
     );
     // The registry holds a gzip layer smaller than the stored tar; skopeo reads it.
     let certs = reg.certs_d().join(reg.host()).display().to_string();
-    let raw = common::run_ok(Command::new("skopeo").args([
+    let raw = skopeo_alone(&[
         "inspect",
         "--raw",
         "--cert-dir",
@@ -477,7 +477,7 @@ fn push_compresses_skips_and_mounts() {
         "--creds",
         &format!("{USER}:{PASSWORD}"),
         &format!("docker://{}/two/bb:1", reg.host()),
-    ]));
+    ]);
     let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
     let layer = &m["layers"][0];
     assert_eq!(
@@ -809,19 +809,54 @@ fn oci_archive(path: &std::path::Path, manifest: &[u8], blobs: &[&[u8]]) {
     tar.into_inner().unwrap();
 }
 
-/// skopeo with the test registry's CA and user.
+/// skopeo with the test registry's CA and user (and a blob-info cache of its own).
 fn skopeo(reg: &Registry, args: &[&str]) -> String {
     let certs = reg.certs_d().join(reg.host()).display().to_string();
     let creds = format!("{USER}:{PASSWORD}");
-    let mut c = Command::new("skopeo");
-    c.arg(args[0]);
+    let mut full = vec![args[0]];
     if args[0] == "copy" {
-        c.args(["--src-cert-dir", &certs, "--src-creds", &creds]);
-        c.args(["--dest-cert-dir", &certs, "--dest-creds", &creds]);
+        full.extend(["--src-cert-dir", &certs, "--src-creds", &creds]);
+        full.extend(["--dest-cert-dir", &certs, "--dest-creds", &creds]);
     } else {
-        c.args(["--cert-dir", &certs, "--creds", &creds]);
+        full.extend(["--cert-dir", &certs, "--creds", &creds]);
     }
-    common::run_ok(c.args(&args[1..]))
+    full.extend(&args[1..]);
+    skopeo_alone(&full)
+}
+
+/// Mounts an empty tmpfs over root's blob-info cache directory, then runs `$0 "$@"`.
+const PRIVATE_BIC: &str = "mkdir -p /var/lib/containers/cache \
+    && mount -t tmpfs -o mode=0700 keel-test-bic /var/lib/containers/cache && exec \"$0\" \"$@\"";
+
+/// Runs skopeo with `args` and an empty blob-info cache of its own; returns its stdout.
+///
+/// Why: containers/image remembers, machine-wide and across runs, which blob digests it
+/// saw in which repository of which registry host:port (as root in
+/// /var/lib/containers/cache/blob-info-cache-v1.boltdb; `SystemContext.BlobInfoCacheDir`
+/// has no skopeo flag, env var or config knob in 5.23), and which compressed digests share
+/// an uncompressed one. Every test registry serves the same reproducible busybox layer on
+/// a random loopback port, so once a port comes round again the cache "knows" the gzip
+/// layer is in `test/bb` there, and `copy --dest-compress-format zstd` mounts that gzip
+/// blob instead of compressing (skopeo 1.9.3 has no `--dest-force-compress-format`): the
+/// zstd test failed whenever its port had been used by an earlier run. Root gets a mount
+/// namespace of its own with a tmpfs over the cache directory (gone when skopeo exits);
+/// anyone else gets the cache under a private XDG_DATA_HOME, where c/image puts theirs.
+fn skopeo_alone(args: &[&str]) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let mut c = match common::is_root() {
+        true => {
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private"]);
+            c.args(["sh", "-c", PRIVATE_BIC, "skopeo"]);
+            c
+        }
+        false => {
+            let mut c = Command::new("skopeo");
+            c.env("XDG_DATA_HOME", data.path());
+            c
+        }
+    };
+    common::run_ok(c.args(args))
 }
 
 /// The layer media types of a manifest in the registry (read by skopeo).
@@ -854,6 +889,20 @@ fn zstd_layers_with_skopeo_and_podman() {
         format!("{}/test/bb:1", reg.host()),
         format!("{}/test/bbz:1", reg.host()),
     );
+    // What an earlier run on this port leaves in the machine's shared blob-info cache:
+    // plain skopeo reading the gzip image records where its layer is. The zstd copy below
+    // (skopeo_alone) must not see it; with the shared cache it mounted the gzip layer.
+    let seen = a.path("seen-by-shared-cache");
+    let certs = reg.certs_d().join(reg.host()).display().to_string();
+    common::run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-cert-dir",
+        &certs,
+        "--src-creds",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("docker://{gz}"),
+        &format!("dir:{}", seen.display()),
+    ]));
     skopeo(
         &reg,
         &[
@@ -1244,5 +1293,33 @@ fn pulling_a_present_image_reads_no_layer() {
     assert!(
         reads.is_empty(),
         "the present layer was read again: {reads:?}"
+    );
+}
+
+/// Session 9, item 4: a push killed while its memo of the layer's zstd digest is in its
+/// temp file leaves a name carrying its owner tag (it was `.<digest>.<pid>`, kept a day
+/// whenever the pid had been taken again): gc takes it at once and keeps a live keel's
+/// beside it, and the next push remembers the digest.
+#[test]
+fn a_killed_pushs_memo_temp_name_goes_at_once() {
+    let Some((reg, good, a, _)) = seeded(true, Auth::Basic) else {
+        return;
+    };
+    let dest = format!("{}/test/memo:1", reg.host());
+    let args = ["push", "--compression-format", "zstd", "bb", &dest];
+    let mut push = kc(&a, &reg, Some(&good));
+    push.args(args);
+    let memo = a.root().join("cache/registry");
+    let left = crate::temps::killed_writing(push, "cache/registry/zstd", &memo);
+    let live = crate::temps::LiveWriter::start();
+    let kept = live.plant_beside(&left);
+    crate::temps::gc_takes_only_the_dead(&a, &[left], &[kept]);
+    ok(kc(&a, &reg, Some(&good)), &args);
+    let remembered = std::fs::read_dir(memo.join("zstd")).unwrap().flatten();
+    assert!(
+        remembered
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .any(|n| !n.starts_with('.')),
+        "the push after gc remembered no zstd digest"
     );
 }
