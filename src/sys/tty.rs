@@ -153,33 +153,52 @@ fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
     ok.then_some(ws)
 }
 
-/// Copies the window size of terminal `from` to terminal `to` (best effort).
+/// Copies the window size of terminal `from` to terminal `to` (best effort), as
+/// [`copy_size_raw`] does.
 pub fn copy_window_size(from: BorrowedFd<'_>, to: BorrowedFd<'_>) {
-    nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
-    if let Some(ws) = window_size(from) {
-        // SAFETY: ws is a valid winsize the kernel only reads.
-        let _ = unsafe { set_winsize(to.as_raw_fd(), &ws) };
-    }
+    copy_size_raw(from.as_raw_fd(), to.as_raw_fd());
 }
 
 /// From a signal handler: copies the window size of terminal fd `from` to `to`; nothing
 /// when `to` is negative or either is not a terminal. Only ioctl(2): async-signal-safe.
+///
+/// After each copy `from` is read again, and the copy repeats while it changed: copies
+/// can run at once (a process-directed SIGWINCH goes to any thread not blocking it, and
+/// the first copy after the console arrives runs on the main thread), and one that read
+/// the size before a resize must not be the last to write (`stty rows 50 cols 120` is two
+/// resizes; the container was left at the first's size). Whichever copy writes last then
+/// reads the size it wrote; the repeat is bounded for a terminal resized without pause.
 pub(super) fn copy_size_raw(from: i32, to: i32) {
     if to < 0 {
         return;
     }
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
     nix::ioctl_read_bad!(get_winsize, libc::TIOCGWINSZ, libc::winsize);
     nix::ioctl_write_ptr_bad!(set_winsize, libc::TIOCSWINSZ, libc::winsize);
-    // SAFETY: ws is a valid winsize for the kernel to fill, then only to read.
-    if unsafe { get_winsize(from, &mut ws) }.is_ok() {
-        // SAFETY: as above; a stale fd number fails with EBADF/ENOTTY and changes nothing.
-        let _ = unsafe { set_winsize(to, &ws) };
+    let read = || {
+        let mut ws = libc::winsize {
+            ws_row: 0,
+            ws_col: 0,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: ws is a valid winsize for the kernel to fill.
+        unsafe { get_winsize(from, &mut ws) }.ok().map(|_| ws)
+    };
+    let same = |a: &libc::winsize, b: &libc::winsize| {
+        (a.ws_row, a.ws_col, a.ws_xpixel, a.ws_ypixel)
+            == (b.ws_row, b.ws_col, b.ws_xpixel, b.ws_ypixel)
+    };
+    let Some(mut ws) = read() else { return };
+    for _ in 0..16 {
+        // SAFETY: ws is a valid winsize the kernel only reads; a stale fd number fails
+        // with EBADF/ENOTTY and changes nothing.
+        if unsafe { set_winsize(to, &ws) }.is_err() {
+            return;
+        }
+        match read() {
+            Some(now) if !same(&now, &ws) => ws = now,
+            _ => return,
+        }
     }
 }
 
