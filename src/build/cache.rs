@@ -20,8 +20,10 @@ use crate::context::ContextFile;
 use crate::digest::{self, Digest};
 
 /// The version of the key format (and of the cache entries). Bump it whenever a field of
-/// `KeyInputs`, or the serialised shape of a step in `instruction`, changes meaning.
-pub const KEY_VERSION: u32 = 3;
+/// `KeyInputs`, or the serialised shape of a step in `instruction`, changes meaning, or
+/// what a cached result puts into an image does (4: history entries as BuildKit writes
+/// them; a version-3 entry would give an image other than a fresh build's).
+pub const KEY_VERSION: u32 = 4;
 
 /// Everything a step's result depends on; its key is the digest of its canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -541,7 +543,7 @@ mod tests {
     #[test]
     fn keys_are_digests_of_canonical_json() {
         let a = inputs();
-        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":3}"#;
+        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":4}"#;
         assert_eq!(a.key().0, digest::of_bytes(text.as_bytes()));
     }
 
