@@ -59,7 +59,7 @@ pub fn is_archive(path: &Path) -> bool {
         return false;
     };
     let mut magic = [0u8; 6];
-    let n = read_up_to(&mut f, &mut magic).unwrap_or(0);
+    let n = crate::layer::read_up_to(&mut f, &mut magic).unwrap_or(0);
     if f.rewind().is_err() {
         return false;
     }
@@ -97,7 +97,7 @@ fn plain(archive: &Path, tmp: &Path) -> Result<Box<dyn Read>, ArchiveError> {
     };
     let mut f = File::open(archive).map_err(err)?;
     let mut magic = [0u8; 6];
-    let n = read_up_to(&mut f, &mut magic).map_err(err)?;
+    let n = crate::layer::read_up_to(&mut f, &mut magic).map_err(err)?;
     f.rewind().map_err(err)?;
     match sniff(&magic[..n]) {
         Format::Xz => {
@@ -258,17 +258,6 @@ fn xz_head(f: File, head: &mut [u8; 512]) -> io::Result<()> {
         true => Ok(()),
         false => Err(io::ErrorKind::UnexpectedEof.into()),
     }
-}
-
-fn read_up_to(f: &mut File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// A ustar/GNU magic, or an old-style header whose checksum adds up.

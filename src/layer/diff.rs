@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
@@ -204,8 +204,8 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
     let mut fb = fs::File::open(b).map_err(|e| io_err(b, e))?;
     let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
     loop {
-        let na = read_full(&mut fa, &mut ba).map_err(|e| io_err(a, e))?;
-        let nb = read_full(&mut fb, &mut bb).map_err(|e| io_err(b, e))?;
+        let na = super::read_up_to(&mut fa, &mut ba).map_err(|e| io_err(a, e))?;
+        let nb = super::read_up_to(&mut fb, &mut bb).map_err(|e| io_err(b, e))?;
         if na != nb || ba[..na] != bb[..nb] {
             return Ok(false);
         }
@@ -213,17 +213,6 @@ fn same_content(a: &Path, b: &Path) -> Result<bool, LayerError> {
             return Ok(true);
         }
     }
-}
-
-fn read_full(f: &mut fs::File, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match f.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// True for an overlayfs whiteout: a character device with device number 0:0.

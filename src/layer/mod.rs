@@ -105,6 +105,18 @@ impl Compression {
     }
 }
 
+/// Reads until `buf` is full or the reader ends: the count read (short only at the end).
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
 /// Wraps a (possibly gzip-compressed) tar stream so callers always read plain tar.
 pub fn decompressed(r: impl Read + 'static) -> Result<Box<dyn Read>, LayerError> {
     let mut br = BufReader::with_capacity(1 << 16, r);

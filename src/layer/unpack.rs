@@ -189,17 +189,6 @@ enum Reused {
     Read(Vec<u8>),
 }
 
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
 /// Relative paths a layer wrote, and their ancestors, by their bytes: hashing and
 /// comparing a `Path` walks its components, and these paths are clean (made by
 /// `clean_entry_path` and joins of directory listings), so bytes compare as paths do.
@@ -683,11 +672,11 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         let (mut a, mut b) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
         let mut same = 0u64;
         loop {
-            let n = read_full(entry, &mut a).map_err(io_err)?;
+            let n = super::read_up_to(entry, &mut a).map_err(io_err)?;
             if n == 0 {
                 break;
             }
-            let m = read_full(&mut old, &mut b[..n]).map_err(io_err)?;
+            let m = super::read_up_to(&mut old, &mut b[..n]).map_err(io_err)?;
             if m != n || a[..n] != b[..n] {
                 return Ok(Reused::Prefix(a[..n].to_vec(), (old, same)));
             }
