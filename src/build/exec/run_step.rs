@@ -99,7 +99,7 @@ impl Executor<'_> {
         let position = self.position(scope.stage, s);
         // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
         // step with a layer `# buildkit`).
-        let created_by = format!("RUN {} # buildkit", argv.join(" "));
+        let created_by = super::history::run(&argv, &run_args(scope, &vars));
         self.in_snapshot(
             n,
             "",
@@ -632,4 +632,15 @@ mod tests {
             assert_eq!(run_argv(&sh, &cmd, &docs), want, "{cmd:?}");
         }
     }
+}
+
+/// The ARGs a RUN's history lists (convert.go `runCommandString`): every declared ARG in
+/// declaration order, with the value the step sees (an ENV of the same name wins), or
+/// empty.
+fn run_args(scope: &Scope, vars: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    scope
+        .declared
+        .iter()
+        .map(|k| (k.clone(), vars.get(k).cloned().unwrap_or_default()))
+        .collect()
 }
