@@ -82,7 +82,10 @@ impl Image {
     /// `history_line`); the layer count follows from the entries with a layer.
     pub fn set_history(&mut self, lines: &[&str]) {
         self.history = lines.iter().map(|l| l.to_string()).collect();
-        self.layers = lines.iter().filter(|l| !l.ends_with(" [empty_layer]")).count();
+        self.layers = lines
+            .iter()
+            .filter(|l| !l.ends_with(" [empty_layer]"))
+            .count();
     }
 
     /// The image tagged `name` in an OCI layout (keel's `<root>/images`).

@@ -13,6 +13,7 @@
 #[path = "../it/common.rs"]
 mod common;
 
+mod archive;
 mod cases;
 mod history;
 mod hunt;
@@ -185,7 +186,10 @@ impl Case {
         args.extend(flags.iter().map(String::as_str));
         args.push(ctx.to_str().unwrap());
         k.ok(&args);
-        (Image::from_oci_layout(&k.root().join("images"), "case"), base)
+        (
+            Image::from_oci_layout(&k.root().join("images"), "case"),
+            base,
+        )
     }
 
     fn buildah(&self, ctx: &Path, out: &Path) -> Image {

@@ -55,7 +55,15 @@ impl Executor<'_> {
             ),
             Op::Healthcheck(h) => dispatch_healthcheck(state, h.as_ref()),
             // BuildKit's `dispatchOnbuild` writes no history entry.
-            Op::Onbuild(t) => (set(state, |c| c.config.on_build.get_or_insert_with(Vec::new).push(t.clone())), None),
+            Op::Onbuild(t) => (
+                set(state, |c| {
+                    c.config
+                        .on_build
+                        .get_or_insert_with(Vec::new)
+                        .push(t.clone())
+                }),
+                None,
+            ),
             Op::Maintainer(m) => (
                 set(state, |c| c.author = Some(m.clone())),
                 Some(format!("MAINTAINER {m}")),
@@ -93,7 +101,10 @@ impl Executor<'_> {
         // Build args reach the keys of the steps that see them (RUN env, expanded words),
         // not the chain itself: a new value reruns only those. So the entry is not in the
         // key either; a cached step after it takes the history as it is now (`step`).
-        state.config.history.push(metadata_entry(history::arg(&shown)));
+        state
+            .config
+            .history
+            .push(metadata_entry(history::arg(&shown)));
         Ok((state, Outcome::Metadata))
     }
 
