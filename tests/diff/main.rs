@@ -193,6 +193,11 @@ impl Case {
     }
 
     fn buildah(&self, ctx: &Path, out: &Path) -> Image {
+        self.buildah_image(ctx, out)
+    }
+
+    /// Builds with buildah and pushes the image to `out` (a `dir:` transport).
+    fn buildah_image(&self, ctx: &Path, out: &Path) -> Image {
         let b = buildah();
         let tag = format!("localhost/{}", self.name.replace('_', "-"));
         common::run_ok(
