@@ -593,6 +593,17 @@ fn run_argv(shell: &[String], cmd: &Cmdline, heredocs: &[crate::plan::Heredoc]) 
         .collect()
 }
 
+/// The ARGs a RUN's history lists (convert.go `runCommandString`): every declared ARG in
+/// declaration order, with the value the step sees (an ENV of the same name wins), or
+/// empty.
+fn run_args(scope: &Scope, vars: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    scope
+        .declared
+        .iter()
+        .map(|k| (k.clone(), vars.get(k).cloned().unwrap_or_default()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -632,15 +643,4 @@ mod tests {
             assert_eq!(run_argv(&sh, &cmd, &docs), want, "{cmd:?}");
         }
     }
-}
-
-/// The ARGs a RUN's history lists (convert.go `runCommandString`): every declared ARG in
-/// declaration order, with the value the step sees (an ENV of the same name wins), or
-/// empty.
-fn run_args(scope: &Scope, vars: &BTreeMap<String, String>) -> Vec<(String, String)> {
-    scope
-        .declared
-        .iter()
-        .map(|k| (k.clone(), vars.get(k).cloned().unwrap_or_default()))
-        .collect()
 }
