@@ -481,149 +481,25 @@ fn instruction(node: &Node) -> Result<Instruction, ErrorKind> {
     let kw = node.keyword.to_uppercase();
     let no_flags = |node: &Node| Flags::new(node, &[]).map(|_| ());
     Ok(match kw.as_str() {
-        "FROM" => {
-            let flags = Flags::new(node, &["platform"])?;
-            let (image, name) = match node.args.as_slice() {
-                [image] => (image.clone(), None),
-                [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    let name = name.to_lowercase();
-                    if !valid_stage_name(&name) {
-                        return Err(invalid("FROM", format!("invalid name for build stage: {name:?}"), Some("a stage name starts with a letter and holds letters, digits, '-', '_' and '.'")));
-                    }
-                    (image.clone(), Some(name))
-                }
-                _ => {
-                    return Err(invalid(
-                        "FROM",
-                        "FROM requires either one or three arguments",
-                        Some("write FROM image [AS name]"),
-                    ))
-                }
-            };
-            Instruction::From {
-                image,
-                name,
-                platform: flags.string("platform")?,
-            }
-        }
-        "RUN" => {
-            let flags = Flags::new(node, &["mount", "network", "security"])?;
-            at_least_one(node, "give the command to run")?;
-            let mounts = flags
-                .strings("mount")?
-                .iter()
-                .map(|m| parse_mount(m))
-                .collect::<Result<_, _>>()?;
-            let network = match flags.string("network")?.as_deref() {
-                None => None,
-                Some("default") => Some(Network::Default),
-                Some("none") => Some(Network::None),
-                Some("host") => Some(Network::Host),
-                Some(other) => {
-                    return Err(invalid(
-                        "RUN",
-                        format!("unsupported network mode: {other}"),
-                        Some("use --network=default, none or host"),
-                    ))
-                }
-            };
-            let security = flags.string("security")?;
-            if let Some(s) = &security {
-                if s != "sandbox" && s != "insecure" {
-                    return Err(invalid(
-                        "RUN",
-                        format!("unsupported security mode: {s}"),
-                        Some("use --security=sandbox or insecure"),
-                    ));
-                }
-            }
-            Instruction::Run {
-                command: command(node),
-                heredocs: node.heredocs.clone(),
-                mounts,
-                network,
-                security,
-            }
-        }
-        "CMD" | "ENTRYPOINT" => {
+        "FROM" => parse_from(node)?,
+        "RUN" => parse_run(node)?,
+        "CMD" => {
             no_flags(node)?;
-            let c = command(node);
-            if kw == "CMD" {
-                Instruction::Cmd(c)
-            } else {
-                Instruction::Entrypoint(c)
-            }
+            Instruction::Cmd(command(node))
         }
-        "ENV" | "LABEL" => {
+        "ENTRYPOINT" => {
             no_flags(node)?;
-            if node.args.is_empty() {
-                return Err(invalid(
-                    &kw,
-                    format!("{kw} requires at least one argument"),
-                    Some("write KEY=value"),
-                ));
-            }
-            let pairs: Vec<(String, String)> = node
-                .key_values()
-                .into_iter()
-                .map(|(k, v, _)| (k.to_string(), v.to_string()))
-                .collect();
-            if pairs.iter().any(|(k, _)| k.is_empty()) {
-                return Err(invalid(
-                    &kw,
-                    format!("{kw} names can not be blank"),
-                    Some("write KEY=value"),
-                ));
-            }
-            if kw == "ENV" {
-                Instruction::Env(pairs)
-            } else {
-                Instruction::Label(pairs)
-            }
+            Instruction::Entrypoint(command(node))
         }
-        "ARG" => {
-            no_flags(node)?;
-            if node.args.is_empty() {
-                return Err(invalid(
-                    "ARG",
-                    "ARG requires at least one argument",
-                    Some("write ARG NAME or ARG NAME=default"),
-                ));
-            }
-            let mut out = Vec::new();
-            for w in &node.args {
-                let (name, default) = match w.split_once('=') {
-                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                    None => (w.clone(), None),
-                };
-                if name.is_empty() {
-                    return Err(invalid(
-                        "ARG",
-                        format!("ARG names can not be blank ({w:?})"),
-                        Some("write ARG NAME=default"),
-                    ));
-                }
-                out.push((name, default));
-            }
-            Instruction::Arg(out)
-        }
+        "ENV" => Instruction::Env(parse_key_values(node, &kw)?),
+        "LABEL" => Instruction::Label(parse_key_values(node, &kw)?),
+        "ARG" => parse_arg(node)?,
         "EXPOSE" => {
             no_flags(node)?;
             at_least_one(node, "give a port such as 80 or 53/udp")?;
             Instruction::Expose(node.args.clone())
         }
-        "VOLUME" => {
-            no_flags(node)?;
-            at_least_one(node, "give a path such as /data")?;
-            if node.args.iter().any(|a| a.trim().is_empty()) {
-                return Err(invalid(
-                    "VOLUME",
-                    "VOLUME specified can not be an empty string",
-                    Some("remove the empty entry"),
-                ));
-            }
-            Instruction::Volume(node.args.clone())
-        }
+        "VOLUME" => parse_volume(node)?,
         "WORKDIR" => {
             no_flags(node)?;
             Instruction::Workdir(exactly_one(node, "give the directory, e.g. WORKDIR /app")?)
@@ -640,110 +516,250 @@ fn instruction(node: &Node) -> Result<Instruction, ErrorKind> {
             no_flags(node)?;
             Instruction::Maintainer(exactly_one(node, "give a name")?)
         }
-        "COPY" | "ADD" => {
-            let allowed: &[&str] = if kw == "COPY" {
-                &["from", "chown", "chmod", "link", "exclude", "parents"]
-            } else {
-                &[
-                    "chown",
-                    "chmod",
-                    "link",
-                    "exclude",
-                    "keep-git-dir",
-                    "checksum",
-                ]
-            };
-            let flags = Flags::new(node, allowed)?;
-            let (dest, srcs) = match node.args.split_last() {
-                Some((dest, srcs)) if !srcs.is_empty() => (dest.clone(), srcs.to_vec()),
-                _ => {
-                    return Err(invalid(
-                        &kw,
-                        format!(
-                            "{kw} requires at least two arguments, but only {} provided",
-                            node.args.len()
-                        ),
-                        Some("add the destination path"),
-                    ))
-                }
-            };
-            let args = CopyArgs {
-                srcs,
-                dest,
-                from: flags.string("from")?,
-                chown: flags.string("chown")?,
-                chmod: flags.string("chmod")?,
-                link: flags.bool("link")?,
-                exclude: flags.strings("exclude")?,
-                parents: flags.bool("parents")?,
-                keep_git_dir: flags.bool("keep-git-dir")?,
-                checksum: flags.string("checksum")?,
-                json: node.json,
-                heredocs: node.heredocs.clone(),
-            };
-            if kw == "COPY" {
-                Instruction::Copy(args)
-            } else {
-                Instruction::Add(args)
-            }
-        }
-        "SHELL" => {
-            no_flags(node)?;
-            if !node.json {
-                return Err(invalid(
-                    "SHELL",
-                    "SHELL requires the arguments to be in JSON form",
-                    Some("write SHELL [\"/bin/sh\", \"-c\"]"),
-                ));
-            }
-            if node.args.is_empty() {
-                return Err(invalid(
-                    "SHELL",
-                    "SHELL requires at least one argument",
-                    Some("write SHELL [\"/bin/sh\", \"-c\"]"),
-                ));
-            }
-            Instruction::Shell(node.args.clone())
-        }
+        "COPY" => Instruction::Copy(parse_copy(node, &kw)?),
+        "ADD" => Instruction::Add(parse_copy(node, &kw)?),
+        "SHELL" => parse_shell(node)?,
         "HEALTHCHECK" => Instruction::Healthcheck(health(node)?),
-        "ONBUILD" => {
-            no_flags(node)?;
-            let Some(sub) = &node.sub else {
-                return Err(invalid(
-                    "ONBUILD",
-                    "ONBUILD requires at least one argument",
-                    Some("give the instruction to run later, e.g. ONBUILD RUN make"),
-                ));
-            };
-            let sub_kw = sub.keyword.to_uppercase();
-            if matches!(sub_kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                let msg = if sub_kw == "ONBUILD" {
-                    "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()
-                } else {
-                    format!("{sub_kw} isn't allowed as an ONBUILD trigger")
-                };
-                return Err(invalid(
-                    "ONBUILD",
-                    msg,
-                    Some("use another instruction as the trigger"),
-                ));
-            }
-            let mut sub = (**sub).clone();
-            sub.heredocs = node.heredocs.clone();
-            let text = node.original.trim_start()[node.keyword.len()..]
-                .trim()
-                .to_string();
-            Instruction::Onbuild {
-                trigger: Box::new(instruction(&sub)?),
-                text,
-            }
-        }
+        "ONBUILD" => parse_onbuild(node)?,
         _ => {
             return Err(ErrorKind::UnknownInstruction {
                 name: kw.clone(),
                 suggestion: suggest(&kw),
             });
         }
+    })
+}
+
+/// `FROM image [AS name]` with `--platform`.
+fn parse_from(node: &Node) -> Result<Instruction, ErrorKind> {
+    let flags = Flags::new(node, &["platform"])?;
+    let (image, name) = match node.args.as_slice() {
+        [image] => (image.clone(), None),
+        [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let name = name.to_lowercase();
+            if !valid_stage_name(&name) {
+                return Err(invalid("FROM", format!("invalid name for build stage: {name:?}"), Some("a stage name starts with a letter and holds letters, digits, '-', '_' and '.'")));
+            }
+            (image.clone(), Some(name))
+        }
+        _ => {
+            return Err(invalid(
+                "FROM",
+                "FROM requires either one or three arguments",
+                Some("write FROM image [AS name]"),
+            ))
+        }
+    };
+    Ok(Instruction::From {
+        image,
+        name,
+        platform: flags.string("platform")?,
+    })
+}
+
+/// `RUN [--mount …] [--network …] [--security …] command`.
+fn parse_run(node: &Node) -> Result<Instruction, ErrorKind> {
+    let flags = Flags::new(node, &["mount", "network", "security"])?;
+    at_least_one(node, "give the command to run")?;
+    let mounts = flags
+        .strings("mount")?
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<Result<_, _>>()?;
+    let network = match flags.string("network")?.as_deref() {
+        None => None,
+        Some("default") => Some(Network::Default),
+        Some("none") => Some(Network::None),
+        Some("host") => Some(Network::Host),
+        Some(other) => {
+            return Err(invalid(
+                "RUN",
+                format!("unsupported network mode: {other}"),
+                Some("use --network=default, none or host"),
+            ))
+        }
+    };
+    let security = flags.string("security")?;
+    if let Some(s) = &security {
+        if s != "sandbox" && s != "insecure" {
+            return Err(invalid(
+                "RUN",
+                format!("unsupported security mode: {s}"),
+                Some("use --security=sandbox or insecure"),
+            ));
+        }
+    }
+    Ok(Instruction::Run {
+        command: command(node),
+        heredocs: node.heredocs.clone(),
+        mounts,
+        network,
+        security,
+    })
+}
+
+/// The `KEY=value` pairs of ENV and LABEL (`kw`), none blank.
+fn parse_key_values(node: &Node, kw: &str) -> Result<Vec<(String, String)>, ErrorKind> {
+    Flags::new(node, &[])?;
+    if node.args.is_empty() {
+        return Err(invalid(
+            kw,
+            format!("{kw} requires at least one argument"),
+            Some("write KEY=value"),
+        ));
+    }
+    let pairs: Vec<(String, String)> = node
+        .key_values()
+        .into_iter()
+        .map(|(k, v, _)| (k.to_string(), v.to_string()))
+        .collect();
+    if pairs.iter().any(|(k, _)| k.is_empty()) {
+        return Err(invalid(
+            kw,
+            format!("{kw} names can not be blank"),
+            Some("write KEY=value"),
+        ));
+    }
+    Ok(pairs)
+}
+
+/// `ARG NAME[=default] …`.
+fn parse_arg(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    if node.args.is_empty() {
+        return Err(invalid(
+            "ARG",
+            "ARG requires at least one argument",
+            Some("write ARG NAME or ARG NAME=default"),
+        ));
+    }
+    let mut out = Vec::new();
+    for w in &node.args {
+        let (name, default) = match w.split_once('=') {
+            Some((n, d)) => (n.to_string(), Some(d.to_string())),
+            None => (w.clone(), None),
+        };
+        if name.is_empty() {
+            return Err(invalid(
+                "ARG",
+                format!("ARG names can not be blank ({w:?})"),
+                Some("write ARG NAME=default"),
+            ));
+        }
+        out.push((name, default));
+    }
+    Ok(Instruction::Arg(out))
+}
+
+/// `VOLUME path …`, no entry empty.
+fn parse_volume(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    at_least_one(node, "give a path such as /data")?;
+    if node.args.iter().any(|a| a.trim().is_empty()) {
+        return Err(invalid(
+            "VOLUME",
+            "VOLUME specified can not be an empty string",
+            Some("remove the empty entry"),
+        ));
+    }
+    Ok(Instruction::Volume(node.args.clone()))
+}
+
+/// The sources, destination and flags of COPY or ADD (`kw`: each has its own flags).
+fn parse_copy(node: &Node, kw: &str) -> Result<CopyArgs, ErrorKind> {
+    let allowed: &[&str] = if kw == "COPY" {
+        &["from", "chown", "chmod", "link", "exclude", "parents"]
+    } else {
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "keep-git-dir",
+            "checksum",
+        ]
+    };
+    let flags = Flags::new(node, allowed)?;
+    let (dest, srcs) = match node.args.split_last() {
+        Some((dest, srcs)) if !srcs.is_empty() => (dest.clone(), srcs.to_vec()),
+        _ => {
+            return Err(invalid(
+                kw,
+                format!(
+                    "{kw} requires at least two arguments, but only {} provided",
+                    node.args.len()
+                ),
+                Some("add the destination path"),
+            ))
+        }
+    };
+    Ok(CopyArgs {
+        srcs,
+        dest,
+        from: flags.string("from")?,
+        chown: flags.string("chown")?,
+        chmod: flags.string("chmod")?,
+        link: flags.bool("link")?,
+        exclude: flags.strings("exclude")?,
+        parents: flags.bool("parents")?,
+        keep_git_dir: flags.bool("keep-git-dir")?,
+        checksum: flags.string("checksum")?,
+        json: node.json,
+        heredocs: node.heredocs.clone(),
+    })
+}
+
+/// `SHELL ["executable", "parameters"]`: JSON form only.
+fn parse_shell(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    if !node.json {
+        return Err(invalid(
+            "SHELL",
+            "SHELL requires the arguments to be in JSON form",
+            Some("write SHELL [\"/bin/sh\", \"-c\"]"),
+        ));
+    }
+    if node.args.is_empty() {
+        return Err(invalid(
+            "SHELL",
+            "SHELL requires at least one argument",
+            Some("write SHELL [\"/bin/sh\", \"-c\"]"),
+        ));
+    }
+    Ok(Instruction::Shell(node.args.clone()))
+}
+
+/// `ONBUILD INSTRUCTION`: any instruction but ONBUILD, FROM and MAINTAINER.
+fn parse_onbuild(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    let Some(sub) = &node.sub else {
+        return Err(invalid(
+            "ONBUILD",
+            "ONBUILD requires at least one argument",
+            Some("give the instruction to run later, e.g. ONBUILD RUN make"),
+        ));
+    };
+    let sub_kw = sub.keyword.to_uppercase();
+    if matches!(sub_kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        let msg = if sub_kw == "ONBUILD" {
+            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()
+        } else {
+            format!("{sub_kw} isn't allowed as an ONBUILD trigger")
+        };
+        return Err(invalid(
+            "ONBUILD",
+            msg,
+            Some("use another instruction as the trigger"),
+        ));
+    }
+    let mut sub = (**sub).clone();
+    sub.heredocs = node.heredocs.clone();
+    let text = node.original.trim_start()[node.keyword.len()..]
+        .trim()
+        .to_string();
+    Ok(Instruction::Onbuild {
+        trigger: Box::new(instruction(&sub)?),
+        text,
     })
 }
 
