@@ -937,7 +937,6 @@ pub fn parse_mount_expanded(
 type Expander<'a> = Option<&'a dyn Fn(&str) -> Result<String, String>>;
 
 fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind> {
-    let bad = |msg: String, hint: &str| invalid("RUN", msg, Some(hint));
     let mut m = RunMount {
         kind: MountType::Bind,
         target: None,
@@ -954,34 +953,10 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
         env: None,
         written: value.to_string(),
     };
-    let mut readonly: Option<bool> = None;
-    let mut fields = csv_fields(value);
-    if let Some(expand) = expand {
-        for f in fields.iter_mut() {
-            if let Some((k, v)) = f.split_once('=') {
-                let v = expand(v).map_err(|e| bad(e, "define the variable with ARG or ENV"))?;
-                *f = format!("{k}={v}");
-            }
-        }
-    }
+    let fields = mount_fields(value, expand)?;
     // The type decides defaults, so read it first.
-    for f in &fields {
-        if let Some(t) = f.trim().strip_prefix("type=") {
-            m.kind = match t.to_ascii_lowercase().as_str() {
-                "bind" => MountType::Bind,
-                "cache" => MountType::Cache,
-                "secret" => MountType::Secret,
-                "tmpfs" => MountType::Tmpfs,
-                "ssh" => MountType::Ssh,
-                other => {
-                    return Err(bad(
-                        format!("unsupported mount type {other:?}"),
-                        "use type=bind, cache, tmpfs, secret or ssh",
-                    ))
-                }
-            };
-        }
-    }
+    m.kind = mount_type(&fields)?.unwrap_or(MountType::Bind);
+    let mut readonly: Option<bool> = None;
     for f in fields {
         let f = f.trim();
         if f.is_empty() {
@@ -999,77 +974,145 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
         if expand.is_none() && typed && val.as_deref().is_some_and(|v| v.contains('$')) {
             continue;
         }
-        let need = |v: &Option<String>| {
-            v.clone().ok_or_else(|| {
-                bad(
-                    format!("mount option {key:?} needs a value"),
-                    "write key=value",
-                )
-            })
-        };
-        let num = |v: &Option<String>, radix: u32| -> Result<u32, ErrorKind> {
-            let s = need(v)?;
-            u32::from_str_radix(&s, radix).map_err(|_| {
-                bad(
-                    format!("invalid value {s:?} for mount option {key}"),
-                    "use a number",
-                )
-            })
-        };
-        let boolean =
-            |v: &Option<String>| match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("true") | Some("1") => Ok(true),
-                Some("false") | Some("0") => Ok(false),
-                Some(o) => Err(bad(
-                    format!("invalid boolean {o:?} for mount option {key}"),
-                    "use true or false",
-                )),
-            };
-        match key.as_str() {
-            "type" => {}
-            "target" | "dst" | "destination" => m.target = Some(need(&val)?),
-            "source" | "src" => m.source = Some(need(&val)?),
-            "from" => m.from = Some(need(&val)?),
-            "id" => m.id = Some(need(&val)?),
-            "mode" => m.mode = Some(num(&val, 8)?),
-            "uid" => m.uid = Some(num(&val, 10)?),
-            "gid" => m.gid = Some(num(&val, 10)?),
-            "readonly" | "ro" => readonly = Some(boolean(&val)?),
-            "readwrite" | "rw" => readonly = Some(!boolean(&val)?),
-            "required" => m.required = boolean(&val)?,
-            "env" => m.env = Some(need(&val)?),
-            "size" => {
-                let s = need(&val)?;
-                m.size = Some(parse_size(&s).ok_or_else(|| {
-                    bad(
-                        format!("invalid tmpfs size {s:?}"),
-                        "use bytes or a suffix like 64m",
-                    )
-                })?);
-            }
-            "sharing" => {
-                m.sharing = match need(&val)?.as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    o => {
-                        return Err(bad(
-                            format!("unsupported sharing value {o:?}"),
-                            "use shared, private or locked",
-                        ))
-                    }
-                }
-            }
-            _ => {
-                return Err(bad(
-                    format!("unexpected key {key:?} in mount option {value:?}"),
-                    "see the RUN --mount reference for the keys of each type",
-                ))
-            }
-        }
+        set_mount_option(&mut m, &mut readonly, &key, &val, value)?;
     }
     // Bind mounts are read-only unless asked otherwise; the rest are writable.
     m.readonly = readonly.unwrap_or(m.kind == MountType::Bind);
+    mount_defaults(m, value)
+}
+
+fn bad_mount(msg: String, hint: &str) -> ErrorKind {
+    invalid("RUN", msg, Some(hint))
+}
+
+/// The `key=value` fields of a `--mount` value, each value expanded when `expand` is given.
+fn mount_fields(value: &str, expand: Expander) -> Result<Vec<String>, ErrorKind> {
+    let mut fields = csv_fields(value);
+    if let Some(expand) = expand {
+        for f in fields.iter_mut() {
+            if let Some((k, v)) = f.split_once('=') {
+                let v =
+                    expand(v).map_err(|e| bad_mount(e, "define the variable with ARG or ENV"))?;
+                *f = format!("{k}={v}");
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// The mount's `type=` (the last one given), if any.
+fn mount_type(fields: &[String]) -> Result<Option<MountType>, ErrorKind> {
+    let mut kind = None;
+    for f in fields {
+        if let Some(t) = f.trim().strip_prefix("type=") {
+            kind = Some(match t.to_ascii_lowercase().as_str() {
+                "bind" => MountType::Bind,
+                "cache" => MountType::Cache,
+                "secret" => MountType::Secret,
+                "tmpfs" => MountType::Tmpfs,
+                "ssh" => MountType::Ssh,
+                other => {
+                    return Err(bad_mount(
+                        format!("unsupported mount type {other:?}"),
+                        "use type=bind, cache, tmpfs, secret or ssh",
+                    ))
+                }
+            });
+        }
+    }
+    Ok(kind)
+}
+
+/// A mount option's value, which it must have.
+fn mount_value(key: &str, v: &Option<String>) -> Result<String, ErrorKind> {
+    v.clone().ok_or_else(|| {
+        bad_mount(
+            format!("mount option {key:?} needs a value"),
+            "write key=value",
+        )
+    })
+}
+
+/// A numeric mount option (`mode` in octal, `uid`/`gid` in decimal).
+fn mount_number(key: &str, v: &Option<String>, radix: u32) -> Result<u32, ErrorKind> {
+    let s = mount_value(key, v)?;
+    u32::from_str_radix(&s, radix).map_err(|_| {
+        bad_mount(
+            format!("invalid value {s:?} for mount option {key}"),
+            "use a number",
+        )
+    })
+}
+
+/// A boolean mount option: a bare key is true.
+fn mount_bool(key: &str, v: &Option<String>) -> Result<bool, ErrorKind> {
+    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(o) => Err(bad_mount(
+            format!("invalid boolean {o:?} for mount option {key}"),
+            "use true or false",
+        )),
+    }
+}
+
+/// Sets one option `key[=val]` of the mount written `value` on `m`.
+fn set_mount_option(
+    m: &mut RunMount,
+    readonly: &mut Option<bool>,
+    key: &str,
+    val: &Option<String>,
+    value: &str,
+) -> Result<(), ErrorKind> {
+    let need = |v: &Option<String>| mount_value(key, v);
+    match key {
+        "type" => {}
+        "target" | "dst" | "destination" => m.target = Some(need(val)?),
+        "source" | "src" => m.source = Some(need(val)?),
+        "from" => m.from = Some(need(val)?),
+        "id" => m.id = Some(need(val)?),
+        "mode" => m.mode = Some(mount_number(key, val, 8)?),
+        "uid" => m.uid = Some(mount_number(key, val, 10)?),
+        "gid" => m.gid = Some(mount_number(key, val, 10)?),
+        "readonly" | "ro" => *readonly = Some(mount_bool(key, val)?),
+        "readwrite" | "rw" => *readonly = Some(!mount_bool(key, val)?),
+        "required" => m.required = mount_bool(key, val)?,
+        "env" => m.env = Some(need(val)?),
+        "size" => {
+            let s = need(val)?;
+            m.size = Some(parse_size(&s).ok_or_else(|| {
+                bad_mount(
+                    format!("invalid tmpfs size {s:?}"),
+                    "use bytes or a suffix like 64m",
+                )
+            })?);
+        }
+        "sharing" => {
+            m.sharing = match need(val)?.as_str() {
+                "shared" => Sharing::Shared,
+                "private" => Sharing::Private,
+                "locked" => Sharing::Locked,
+                o => {
+                    return Err(bad_mount(
+                        format!("unsupported sharing value {o:?}"),
+                        "use shared, private or locked",
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Err(bad_mount(
+                format!("unexpected key {key:?} in mount option {value:?}"),
+                "see the RUN --mount reference for the keys of each type",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The defaults each type fills in: a secret's id from its target and its target from
+/// its id, a cache's id from its target; every other type needs a target.
+fn mount_defaults(mut m: RunMount, value: &str) -> Result<RunMount, ErrorKind> {
     match m.kind {
         MountType::Secret | MountType::Ssh => {
             if m.id.is_none() && m.kind == MountType::Secret {
@@ -1080,14 +1123,14 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
             }
             if m.target.is_none() && m.kind == MountType::Secret && m.env.is_none() {
                 let id = m.id.clone().ok_or_else(|| {
-                    bad("secret mount needs an id or a target".into(), "add id=NAME")
+                    bad_mount("secret mount needs an id or a target".into(), "add id=NAME")
                 })?;
                 m.target = Some(format!("/run/secrets/{id}"));
             }
         }
         _ => {
             if m.target.is_none() {
-                return Err(bad(
+                return Err(bad_mount(
                     format!("mount {value:?} has no target"),
                     "add target=/path",
                 ));
