@@ -96,7 +96,7 @@ impl Executor<'_> {
         let inputs = self
             .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
             .keyed();
-        let position = self.position(scope.stage, s);
+        let position = self.position(Some(scope.stage), s);
         // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
         // step with a layer `# buildkit`).
         let created_by = super::history::run(&argv, &run_args(scope, &vars));
