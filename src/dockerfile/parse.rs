@@ -275,19 +275,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         .iter()
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let err = |kind: ErrorKind, line: usize, column: usize| {
-        let text = line
-            .checked_sub(1)
-            .and_then(|i| lines.get(i))
-            .cloned()
-            .unwrap_or_default();
-        ParseError::new(file, line, column, text, kind)
-    };
+    let err = |kind, line, column| located(file, &lines, kind, line, column);
     // Go's scanner refuses longer lines anywhere in the file.
     if let Some(i) = raw_lines.iter().position(|l| l.len() > MAX_LINE) {
         return Err(err(ErrorKind::LineTooLong, i + 1, MAX_LINE + 1));
     }
-
     let mut st = State {
         escape: '\\',
         directives: DirectiveParser::new("#", 0),
@@ -323,9 +315,9 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         let mut node = node_from_line(&buf, st.escape).map_err(|k| err(k, start_line, column))?;
         node.comments = std::mem::take(&mut comments);
         if node.can_contain_heredoc() && line.contains("<<") {
-            let docs = heredocs_from_line(&line).map_err(|k| err(k, start_line, column))?;
-            node.heredocs =
-                read_heredocs(&lines, &mut i, docs).map_err(|k| err(k, start_line, column))?;
+            node.heredocs = heredocs_from_line(&line)
+                .and_then(|docs| read_heredocs(&lines, &mut i, docs))
+                .map_err(|k| err(k, start_line, column))?;
         }
         node.start_line = start_line;
         node.end_line = i;
@@ -334,7 +326,18 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
     if children.is_empty() {
         return Err(err(ErrorKind::NoInstructions, lines.len().max(1), 1));
     }
-    Ok(Ast {
+    Ok(ast_of(file, children, warnings, st, lines))
+}
+
+/// The tree of a file with at least one instruction.
+fn ast_of(
+    file: &str,
+    children: Vec<Node>,
+    warnings: Vec<Warning>,
+    st: State,
+    lines: Vec<String>,
+) -> Ast {
+    Ast {
         file: file.to_string(),
         start_line: children[0].start_line,
         end_line: children.last().map(|c| c.end_line).unwrap_or(0),
@@ -343,7 +346,23 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         escape: st.escape,
         directives: st.directives.parsed,
         lines,
-    })
+    }
+}
+
+/// An error at `line`:`column` of `file`, quoting the line.
+fn located(
+    file: &str,
+    lines: &[String],
+    kind: ErrorKind,
+    line: usize,
+    column: usize,
+) -> ParseError {
+    let text = line
+        .checked_sub(1)
+        .and_then(|i| lines.get(i))
+        .cloned()
+        .unwrap_or_default();
+    ParseError::new(file, line, column, text, kind)
 }
 
 /// A `#` comment line's text joins the comments of the next instruction; an empty

@@ -676,6 +676,12 @@ impl<'a> Executor<'a> {
             Outcome::Cached => with_history(state, before),
             _ => state,
         };
+        self.step_ended(n, label, s, &outcome, t);
+        Ok(state)
+    }
+
+    /// Records a finished step (`--metadata-file`) and ends its progress line.
+    fn step_ended(&mut self, n: usize, label: &str, s: &Step, outcome: &Outcome, t: Instant) {
         let cache = match outcome {
             Outcome::Cached => "cached",
             Outcome::Ran => "ran",
@@ -702,7 +708,6 @@ impl<'a> Executor<'a> {
                 self.view.step_end(n, None);
             }
         }
-        Ok(state)
     }
 
     /// Variables a step's words expand with: ENV wins over ARG.

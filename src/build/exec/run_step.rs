@@ -74,14 +74,7 @@ impl Executor<'_> {
             .map(|m| m.expand(&expand))
             .collect::<Result<_, _>>()
             .map_err(StepFailure::Invalid)?;
-        for m in &mounts {
-            if let MountSpec::Cache { id, sharing, .. } = m {
-                let mut used = self.cache_mounts.borrow_mut();
-                if !used.iter().any(|(u, _)| u == id) {
-                    used.push((id.clone(), *sharing));
-                }
-            }
-        }
+        self.note_cache_mounts(&mounts);
         let argv = run_argv(&shell_of(&state), &r.cmd, &r.heredocs);
         let from: Vec<Option<State>> = mounts
             .iter()
@@ -93,13 +86,17 @@ impl Executor<'_> {
             (own, _) => own,
         };
         refuse_under_chroot(self.opts.isolation.as_deref(), r.network, network)?;
-        let inputs = self
-            .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
-            .keyed();
-        let position = self.position(Some(scope.stage), s);
         // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
         // step with a layer `# buildkit`).
         let created_by = super::history::run(&argv, &run_args(scope, &vars));
+        let mut inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
+        // The ARGs the history lists are part of the result a cache entry carries, and an
+        // ARG declared without a value is in no other input: the text is keyed too.
+        if !scope.declared.is_empty() {
+            inputs.instruction["run"]["history"] = json!(created_by);
+        }
+        let inputs = inputs.keyed();
+        let position = self.position(Some(scope.stage), s);
         self.in_snapshot(
             n,
             "",
@@ -120,6 +117,18 @@ impl Executor<'_> {
                 ran
             },
         )
+    }
+
+    /// Remembers the cache mounts this build uses (each id once, with its sharing).
+    fn note_cache_mounts(&self, mounts: &[MountSpec]) {
+        for m in mounts {
+            if let MountSpec::Cache { id, sharing, .. } = m {
+                let mut used = self.cache_mounts.borrow_mut();
+                if !used.iter().any(|(u, _)| u == id) {
+                    used.push((id.clone(), *sharing));
+                }
+            }
+        }
     }
 
     /// The key inputs of a RUN: the typed step after expansion, the args and config it
