@@ -90,10 +90,11 @@ impl Executor<'_> {
         // step with a layer `# buildkit`).
         let created_by = super::history::run(&argv, &run_args(scope, &vars));
         let mut inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
-        // The ARGs the history lists are part of the result a cache entry carries, and an
-        // ARG declared without a value is in no other input: the text is keyed too.
+        // The ARGs the history lists are part of the result a cache entry carries; their
+        // values are keyed as args and env, but an ARG declared without a value is in no
+        // other input: the names are keyed too.
         if !scope.declared.is_empty() {
-            inputs.instruction["run"]["history"] = json!(created_by);
+            inputs.instruction["run"]["declared_args"] = json!(scope.declared);
         }
         let inputs = inputs.keyed();
         let position = self.position(Some(scope.stage), s);
