@@ -2,8 +2,11 @@
 //! any format docker's `archive.DecompressStream` reads: gzip, bzip2, xz, zstd — the
 //! Dockerfile reference, ADD, "identity, gzip, bzip2 or xz"), and extracting it into the
 //! image as docker's `archive.Untar` does: every entry name is cleaned and joined to the
-//! destination, so `/etc/f` lands at `DEST/etc/f`, and a name that climbs out of the
-//! destination is refused. The extraction itself is the layer unpacker's (one way into a
+//! destination, so `/etc/f` lands at `DEST/etc/f`, and `..` stops at the destination as
+//! it stops at `/` (BuildKit runs `Untar` chrooted at the destination: moby/go-archive
+//! `chrootarchive.Untar` → `goInChroot`). Symlinks are kept as they are and resolve
+//! inside the destination, as in that chroot (the unpacker's tree is rooted there). The
+//! extraction itself is the layer unpacker's (one way into a
 //! tree); this module only hands it a plain tar with clean names.
 //!
 //! It must not decide where the archive goes (the copy plan does) nor write the layer.
@@ -18,8 +21,6 @@ use crate::sys::rootfs::{Rootfs, RootfsError};
 pub enum ArchiveError {
     #[error("ADD {archive}: {source}")]
     Io { archive: PathBuf, source: io::Error },
-    #[error("ADD {archive}: entry {entry:?} is outside of the destination; remove the `..` that climbs out of it from the archive")]
-    Escapes { archive: PathBuf, entry: String },
     #[error("ADD {archive}: names starting with .wh. are whiteouts in an image layer, so {entry:?} would delete its namesake from the image; rename it in the archive")]
     Whiteout { archive: PathBuf, entry: String },
     #[error(transparent)]
@@ -123,15 +124,15 @@ fn decoder(f: File, format: Format) -> io::Result<Box<dyn Read>> {
 }
 
 /// Reads the archive's entries once: refuses `.wh.` names (a layer could only carry
-/// them as whiteouts, deleting their namesakes from the image) and names that climb
-/// out of the destination; true when every name is clean already.
+/// them as whiteouts, deleting their namesakes from the image); true when every name
+/// is clean already.
 fn scan(plain: Box<dyn Read>, archive: &Path) -> Result<bool, ArchiveError> {
     let mut tar = tar::Archive::new(layer::guard::HeaderGuard::new(plain));
     let mut clean = true;
     for e in tar.entries().map_err(LayerError::Io)? {
         let e = e.map_err(LayerError::Io)?;
         let raw = e.path_bytes();
-        let name = clean_name(&raw, archive)?;
+        let name = clean_name(&raw);
         let base = name.rsplit('/').next().unwrap_or("");
         if base.starts_with(".wh.") {
             return Err(ArchiveError::Whiteout {
@@ -142,7 +143,7 @@ fn scan(plain: Box<dyn Read>, archive: &Path) -> Result<bool, ArchiveError> {
         clean &= unpacker_agrees(&raw, &name);
         if e.header().entry_type() == tar::EntryType::Link {
             let target = e.link_name_bytes().unwrap_or_default();
-            clean &= unpacker_agrees(&target, &clean_name(&target, archive)?);
+            clean &= unpacker_agrees(&target, &clean_name(&target));
         }
     }
     Ok(clean)
@@ -155,30 +156,25 @@ fn unpacker_agrees(raw: &[u8], name: &str) -> bool {
     layer::clean_entry_path(raw).is_ok_and(|p| p.as_os_str() == name)
 }
 
-/// docker `Untar`'s names: `filepath.Join(dest, filepath.Clean(name))`, so a leading `/`
-/// is dropped and `..` may not climb above the destination (a breakout error there).
-/// The destination itself is `./`.
-fn clean_name(raw: &[u8], archive: &Path) -> Result<String, ArchiveError> {
+/// docker `Untar`'s names as it sees them chrooted at the destination:
+/// `filepath.Join("/", filepath.Clean(name))`, so a leading `/` is dropped and `..` stops
+/// at the destination (`../x` is `x`). The destination itself is `./`.
+fn clean_name(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let mut parts: Vec<&str> = Vec::new();
     for c in text.split('/') {
         match c {
             "" | "." => {}
             ".." => {
-                if parts.pop().is_none() {
-                    return Err(ArchiveError::Escapes {
-                        archive: archive.to_path_buf(),
-                        entry: text.into_owned(),
-                    });
-                }
+                parts.pop();
             }
             c => parts.push(c),
         }
     }
-    Ok(match parts.is_empty() {
+    match parts.is_empty() {
         true => "./".into(),
         false => parts.join("/"),
-    })
+    }
 }
 
 /// The archive again as a plain tar in an unlinked file of `tmp`, every name (and hard
@@ -193,7 +189,7 @@ fn renamed(plain: Box<dyn Read>, archive: &Path, tmp: &Path) -> Result<File, Arc
     let mut tar = tar::Archive::new(layer::guard::HeaderGuard::new(plain));
     for e in tar.entries().map_err(LayerError::Io)? {
         let mut e = e.map_err(LayerError::Io)?;
-        let name = clean_name(&e.path_bytes(), archive)?;
+        let name = clean_name(&e.path_bytes());
         let xattrs: Vec<(String, Vec<u8>)> = match e.pax_extensions().map_err(err)? {
             None => Vec::new(),
             Some(exts) => exts
@@ -214,7 +210,7 @@ fn renamed(plain: Box<dyn Read>, archive: &Path, tmp: &Path) -> Result<File, Arc
         let mut h = e.header().clone();
         match h.entry_type() {
             tar::EntryType::Link => {
-                let target = clean_name(&e.link_name_bytes().unwrap_or_default(), archive)?;
+                let target = clean_name(&e.link_name_bytes().unwrap_or_default());
                 b.append_link(&mut h, &name, &target).map_err(err)?;
             }
             tar::EntryType::Symlink => {
@@ -288,20 +284,19 @@ mod tests {
 
     #[test]
     fn names_are_cleaned_as_docker_untar_joins_them() {
-        let a = Path::new("a.tar");
         let cases = [
-            ("/etc/f", Some("etc/f")),
-            ("./g", Some("g")),
-            ("a/./b/", Some("a/b")),
-            ("a/../b", Some("b")),
-            ("/", Some("./")),
-            ("./", Some("./")),
-            ("../x", None),
-            ("a/../../x", None),
+            ("/etc/f", "etc/f"),
+            ("./g", "g"),
+            ("a/./b/", "a/b"),
+            ("a/../b", "b"),
+            ("/", "./"),
+            ("./", "./"),
+            ("../x", "x"),
+            ("a/../../x", "x"),
+            ("../../..", "./"),
         ];
         for (raw, want) in cases {
-            let got = clean_name(raw.as_bytes(), a).ok();
-            assert_eq!(got.as_deref(), want, "{raw}");
+            assert_eq!(clean_name(raw.as_bytes()), want, "{raw}");
         }
     }
 

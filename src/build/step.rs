@@ -430,7 +430,10 @@ pub fn commit_copy_into(
                     .map_err(io(Path::new(path)))?;
                 continue;
             }
-            append_op(&mut tar, ctx, path, op, mtime, derive.as_mut())?;
+            // Before 1970 (kept mtimes only): a PAX `mtime` record, as Go's archive/tar
+            // writes it in BuildKit's and buildah's layers.
+            let negative = (epoch.is_none() && op.mtime < 0).then_some(op.mtime);
+            append_op(&mut tar, ctx, path, op, (mtime, negative), derive.as_mut())?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
@@ -580,11 +583,22 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     ctx: &Context,
     path: &str,
     op: &CopyOp,
-    mtime: u64,
+    (mtime, negative): (u64, Option<i64>),
     derive: Option<&mut Derive<'_>>,
 ) -> Result<(), StepError> {
     let (uid, gid) = (op.owner.uid, op.owner.gid);
     let src = ctx.path_of(&op.src);
+    let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
+    if let Some(t) = negative {
+        pax.push(("mtime", t.to_string().into_bytes()));
+    }
+    if let Some(cap) = file_capability(op.kind, &src) {
+        pax.push((PAX_CAPABILITY, cap));
+    }
+    if !pax.is_empty() {
+        tar.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
+            .map_err(io(&src))?;
+    }
     match op.kind {
         FileKind::Dir => {
             let mut h = header(tar::EntryType::Directory, op.mode, uid, gid, mtime);
@@ -597,10 +611,6 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
             tar.append_link(&mut h, path, target).map_err(io(&src))
         }
         FileKind::File => {
-            if let Some(cap) = file_capability(op.kind, &src) {
-                tar.append_pax_extensions([(PAX_CAPABILITY, cap.as_slice())])
-                    .map_err(io(&src))?;
-            }
             let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
             h.set_size(op.size);
             let out = tar.get_mut();

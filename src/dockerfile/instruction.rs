@@ -481,149 +481,25 @@ fn instruction(node: &Node) -> Result<Instruction, ErrorKind> {
     let kw = node.keyword.to_uppercase();
     let no_flags = |node: &Node| Flags::new(node, &[]).map(|_| ());
     Ok(match kw.as_str() {
-        "FROM" => {
-            let flags = Flags::new(node, &["platform"])?;
-            let (image, name) = match node.args.as_slice() {
-                [image] => (image.clone(), None),
-                [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    let name = name.to_lowercase();
-                    if !valid_stage_name(&name) {
-                        return Err(invalid("FROM", format!("invalid name for build stage: {name:?}"), Some("a stage name starts with a letter and holds letters, digits, '-', '_' and '.'")));
-                    }
-                    (image.clone(), Some(name))
-                }
-                _ => {
-                    return Err(invalid(
-                        "FROM",
-                        "FROM requires either one or three arguments",
-                        Some("write FROM image [AS name]"),
-                    ))
-                }
-            };
-            Instruction::From {
-                image,
-                name,
-                platform: flags.string("platform")?,
-            }
-        }
-        "RUN" => {
-            let flags = Flags::new(node, &["mount", "network", "security"])?;
-            at_least_one(node, "give the command to run")?;
-            let mounts = flags
-                .strings("mount")?
-                .iter()
-                .map(|m| parse_mount(m))
-                .collect::<Result<_, _>>()?;
-            let network = match flags.string("network")?.as_deref() {
-                None => None,
-                Some("default") => Some(Network::Default),
-                Some("none") => Some(Network::None),
-                Some("host") => Some(Network::Host),
-                Some(other) => {
-                    return Err(invalid(
-                        "RUN",
-                        format!("unsupported network mode: {other}"),
-                        Some("use --network=default, none or host"),
-                    ))
-                }
-            };
-            let security = flags.string("security")?;
-            if let Some(s) = &security {
-                if s != "sandbox" && s != "insecure" {
-                    return Err(invalid(
-                        "RUN",
-                        format!("unsupported security mode: {s}"),
-                        Some("use --security=sandbox or insecure"),
-                    ));
-                }
-            }
-            Instruction::Run {
-                command: command(node),
-                heredocs: node.heredocs.clone(),
-                mounts,
-                network,
-                security,
-            }
-        }
-        "CMD" | "ENTRYPOINT" => {
+        "FROM" => parse_from(node)?,
+        "RUN" => parse_run(node)?,
+        "CMD" => {
             no_flags(node)?;
-            let c = command(node);
-            if kw == "CMD" {
-                Instruction::Cmd(c)
-            } else {
-                Instruction::Entrypoint(c)
-            }
+            Instruction::Cmd(command(node))
         }
-        "ENV" | "LABEL" => {
+        "ENTRYPOINT" => {
             no_flags(node)?;
-            if node.args.is_empty() {
-                return Err(invalid(
-                    &kw,
-                    format!("{kw} requires at least one argument"),
-                    Some("write KEY=value"),
-                ));
-            }
-            let pairs: Vec<(String, String)> = node
-                .key_values()
-                .into_iter()
-                .map(|(k, v, _)| (k.to_string(), v.to_string()))
-                .collect();
-            if pairs.iter().any(|(k, _)| k.is_empty()) {
-                return Err(invalid(
-                    &kw,
-                    format!("{kw} names can not be blank"),
-                    Some("write KEY=value"),
-                ));
-            }
-            if kw == "ENV" {
-                Instruction::Env(pairs)
-            } else {
-                Instruction::Label(pairs)
-            }
+            Instruction::Entrypoint(command(node))
         }
-        "ARG" => {
-            no_flags(node)?;
-            if node.args.is_empty() {
-                return Err(invalid(
-                    "ARG",
-                    "ARG requires at least one argument",
-                    Some("write ARG NAME or ARG NAME=default"),
-                ));
-            }
-            let mut out = Vec::new();
-            for w in &node.args {
-                let (name, default) = match w.split_once('=') {
-                    Some((n, d)) => (n.to_string(), Some(d.to_string())),
-                    None => (w.clone(), None),
-                };
-                if name.is_empty() {
-                    return Err(invalid(
-                        "ARG",
-                        format!("ARG names can not be blank ({w:?})"),
-                        Some("write ARG NAME=default"),
-                    ));
-                }
-                out.push((name, default));
-            }
-            Instruction::Arg(out)
-        }
+        "ENV" => Instruction::Env(parse_key_values(node, &kw)?),
+        "LABEL" => Instruction::Label(parse_key_values(node, &kw)?),
+        "ARG" => parse_arg(node)?,
         "EXPOSE" => {
             no_flags(node)?;
             at_least_one(node, "give a port such as 80 or 53/udp")?;
             Instruction::Expose(node.args.clone())
         }
-        "VOLUME" => {
-            no_flags(node)?;
-            at_least_one(node, "give a path such as /data")?;
-            if node.args.iter().any(|a| a.trim().is_empty()) {
-                return Err(invalid(
-                    "VOLUME",
-                    "VOLUME specified can not be an empty string",
-                    Some("remove the empty entry"),
-                ));
-            }
-            Instruction::Volume(node.args.clone())
-        }
+        "VOLUME" => parse_volume(node)?,
         "WORKDIR" => {
             no_flags(node)?;
             Instruction::Workdir(exactly_one(node, "give the directory, e.g. WORKDIR /app")?)
@@ -640,110 +516,250 @@ fn instruction(node: &Node) -> Result<Instruction, ErrorKind> {
             no_flags(node)?;
             Instruction::Maintainer(exactly_one(node, "give a name")?)
         }
-        "COPY" | "ADD" => {
-            let allowed: &[&str] = if kw == "COPY" {
-                &["from", "chown", "chmod", "link", "exclude", "parents"]
-            } else {
-                &[
-                    "chown",
-                    "chmod",
-                    "link",
-                    "exclude",
-                    "keep-git-dir",
-                    "checksum",
-                ]
-            };
-            let flags = Flags::new(node, allowed)?;
-            let (dest, srcs) = match node.args.split_last() {
-                Some((dest, srcs)) if !srcs.is_empty() => (dest.clone(), srcs.to_vec()),
-                _ => {
-                    return Err(invalid(
-                        &kw,
-                        format!(
-                            "{kw} requires at least two arguments, but only {} provided",
-                            node.args.len()
-                        ),
-                        Some("add the destination path"),
-                    ))
-                }
-            };
-            let args = CopyArgs {
-                srcs,
-                dest,
-                from: flags.string("from")?,
-                chown: flags.string("chown")?,
-                chmod: flags.string("chmod")?,
-                link: flags.bool("link")?,
-                exclude: flags.strings("exclude")?,
-                parents: flags.bool("parents")?,
-                keep_git_dir: flags.bool("keep-git-dir")?,
-                checksum: flags.string("checksum")?,
-                json: node.json,
-                heredocs: node.heredocs.clone(),
-            };
-            if kw == "COPY" {
-                Instruction::Copy(args)
-            } else {
-                Instruction::Add(args)
-            }
-        }
-        "SHELL" => {
-            no_flags(node)?;
-            if !node.json {
-                return Err(invalid(
-                    "SHELL",
-                    "SHELL requires the arguments to be in JSON form",
-                    Some("write SHELL [\"/bin/sh\", \"-c\"]"),
-                ));
-            }
-            if node.args.is_empty() {
-                return Err(invalid(
-                    "SHELL",
-                    "SHELL requires at least one argument",
-                    Some("write SHELL [\"/bin/sh\", \"-c\"]"),
-                ));
-            }
-            Instruction::Shell(node.args.clone())
-        }
+        "COPY" => Instruction::Copy(parse_copy(node, &kw)?),
+        "ADD" => Instruction::Add(parse_copy(node, &kw)?),
+        "SHELL" => parse_shell(node)?,
         "HEALTHCHECK" => Instruction::Healthcheck(health(node)?),
-        "ONBUILD" => {
-            no_flags(node)?;
-            let Some(sub) = &node.sub else {
-                return Err(invalid(
-                    "ONBUILD",
-                    "ONBUILD requires at least one argument",
-                    Some("give the instruction to run later, e.g. ONBUILD RUN make"),
-                ));
-            };
-            let sub_kw = sub.keyword.to_uppercase();
-            if matches!(sub_kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
-                let msg = if sub_kw == "ONBUILD" {
-                    "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()
-                } else {
-                    format!("{sub_kw} isn't allowed as an ONBUILD trigger")
-                };
-                return Err(invalid(
-                    "ONBUILD",
-                    msg,
-                    Some("use another instruction as the trigger"),
-                ));
-            }
-            let mut sub = (**sub).clone();
-            sub.heredocs = node.heredocs.clone();
-            let text = node.original.trim_start()[node.keyword.len()..]
-                .trim()
-                .to_string();
-            Instruction::Onbuild {
-                trigger: Box::new(instruction(&sub)?),
-                text,
-            }
-        }
+        "ONBUILD" => parse_onbuild(node)?,
         _ => {
             return Err(ErrorKind::UnknownInstruction {
                 name: kw.clone(),
                 suggestion: suggest(&kw),
             });
         }
+    })
+}
+
+/// `FROM image [AS name]` with `--platform`.
+fn parse_from(node: &Node) -> Result<Instruction, ErrorKind> {
+    let flags = Flags::new(node, &["platform"])?;
+    let (image, name) = match node.args.as_slice() {
+        [image] => (image.clone(), None),
+        [image, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let name = name.to_lowercase();
+            if !valid_stage_name(&name) {
+                return Err(invalid("FROM", format!("invalid name for build stage: {name:?}"), Some("a stage name starts with a letter and holds letters, digits, '-', '_' and '.'")));
+            }
+            (image.clone(), Some(name))
+        }
+        _ => {
+            return Err(invalid(
+                "FROM",
+                "FROM requires either one or three arguments",
+                Some("write FROM image [AS name]"),
+            ))
+        }
+    };
+    Ok(Instruction::From {
+        image,
+        name,
+        platform: flags.string("platform")?,
+    })
+}
+
+/// `RUN [--mount …] [--network …] [--security …] command`.
+fn parse_run(node: &Node) -> Result<Instruction, ErrorKind> {
+    let flags = Flags::new(node, &["mount", "network", "security"])?;
+    at_least_one(node, "give the command to run")?;
+    let mounts = flags
+        .strings("mount")?
+        .iter()
+        .map(|m| parse_mount(m))
+        .collect::<Result<_, _>>()?;
+    let network = match flags.string("network")?.as_deref() {
+        None => None,
+        Some("default") => Some(Network::Default),
+        Some("none") => Some(Network::None),
+        Some("host") => Some(Network::Host),
+        Some(other) => {
+            return Err(invalid(
+                "RUN",
+                format!("unsupported network mode: {other}"),
+                Some("use --network=default, none or host"),
+            ))
+        }
+    };
+    let security = flags.string("security")?;
+    if let Some(s) = &security {
+        if s != "sandbox" && s != "insecure" {
+            return Err(invalid(
+                "RUN",
+                format!("unsupported security mode: {s}"),
+                Some("use --security=sandbox or insecure"),
+            ));
+        }
+    }
+    Ok(Instruction::Run {
+        command: command(node),
+        heredocs: node.heredocs.clone(),
+        mounts,
+        network,
+        security,
+    })
+}
+
+/// The `KEY=value` pairs of ENV and LABEL (`kw`), none blank.
+fn parse_key_values(node: &Node, kw: &str) -> Result<Vec<(String, String)>, ErrorKind> {
+    Flags::new(node, &[])?;
+    if node.args.is_empty() {
+        return Err(invalid(
+            kw,
+            format!("{kw} requires at least one argument"),
+            Some("write KEY=value"),
+        ));
+    }
+    let pairs: Vec<(String, String)> = node
+        .key_values()
+        .into_iter()
+        .map(|(k, v, _)| (k.to_string(), v.to_string()))
+        .collect();
+    if pairs.iter().any(|(k, _)| k.is_empty()) {
+        return Err(invalid(
+            kw,
+            format!("{kw} names can not be blank"),
+            Some("write KEY=value"),
+        ));
+    }
+    Ok(pairs)
+}
+
+/// `ARG NAME[=default] …`.
+fn parse_arg(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    if node.args.is_empty() {
+        return Err(invalid(
+            "ARG",
+            "ARG requires at least one argument",
+            Some("write ARG NAME or ARG NAME=default"),
+        ));
+    }
+    let mut out = Vec::new();
+    for w in &node.args {
+        let (name, default) = match w.split_once('=') {
+            Some((n, d)) => (n.to_string(), Some(d.to_string())),
+            None => (w.clone(), None),
+        };
+        if name.is_empty() {
+            return Err(invalid(
+                "ARG",
+                format!("ARG names can not be blank ({w:?})"),
+                Some("write ARG NAME=default"),
+            ));
+        }
+        out.push((name, default));
+    }
+    Ok(Instruction::Arg(out))
+}
+
+/// `VOLUME path …`, no entry empty.
+fn parse_volume(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    at_least_one(node, "give a path such as /data")?;
+    if node.args.iter().any(|a| a.trim().is_empty()) {
+        return Err(invalid(
+            "VOLUME",
+            "VOLUME specified can not be an empty string",
+            Some("remove the empty entry"),
+        ));
+    }
+    Ok(Instruction::Volume(node.args.clone()))
+}
+
+/// The sources, destination and flags of COPY or ADD (`kw`: each has its own flags).
+fn parse_copy(node: &Node, kw: &str) -> Result<CopyArgs, ErrorKind> {
+    let allowed: &[&str] = if kw == "COPY" {
+        &["from", "chown", "chmod", "link", "exclude", "parents"]
+    } else {
+        &[
+            "chown",
+            "chmod",
+            "link",
+            "exclude",
+            "keep-git-dir",
+            "checksum",
+        ]
+    };
+    let flags = Flags::new(node, allowed)?;
+    let (dest, srcs) = match node.args.split_last() {
+        Some((dest, srcs)) if !srcs.is_empty() => (dest.clone(), srcs.to_vec()),
+        _ => {
+            return Err(invalid(
+                kw,
+                format!(
+                    "{kw} requires at least two arguments, but only {} provided",
+                    node.args.len()
+                ),
+                Some("add the destination path"),
+            ))
+        }
+    };
+    Ok(CopyArgs {
+        srcs,
+        dest,
+        from: flags.string("from")?,
+        chown: flags.string("chown")?,
+        chmod: flags.string("chmod")?,
+        link: flags.bool("link")?,
+        exclude: flags.strings("exclude")?,
+        parents: flags.bool("parents")?,
+        keep_git_dir: flags.bool("keep-git-dir")?,
+        checksum: flags.string("checksum")?,
+        json: node.json,
+        heredocs: node.heredocs.clone(),
+    })
+}
+
+/// `SHELL ["executable", "parameters"]`: JSON form only.
+fn parse_shell(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    if !node.json {
+        return Err(invalid(
+            "SHELL",
+            "SHELL requires the arguments to be in JSON form",
+            Some("write SHELL [\"/bin/sh\", \"-c\"]"),
+        ));
+    }
+    if node.args.is_empty() {
+        return Err(invalid(
+            "SHELL",
+            "SHELL requires at least one argument",
+            Some("write SHELL [\"/bin/sh\", \"-c\"]"),
+        ));
+    }
+    Ok(Instruction::Shell(node.args.clone()))
+}
+
+/// `ONBUILD INSTRUCTION`: any instruction but ONBUILD, FROM and MAINTAINER.
+fn parse_onbuild(node: &Node) -> Result<Instruction, ErrorKind> {
+    Flags::new(node, &[])?;
+    let Some(sub) = &node.sub else {
+        return Err(invalid(
+            "ONBUILD",
+            "ONBUILD requires at least one argument",
+            Some("give the instruction to run later, e.g. ONBUILD RUN make"),
+        ));
+    };
+    let sub_kw = sub.keyword.to_uppercase();
+    if matches!(sub_kw.as_str(), "ONBUILD" | "FROM" | "MAINTAINER") {
+        let msg = if sub_kw == "ONBUILD" {
+            "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".to_string()
+        } else {
+            format!("{sub_kw} isn't allowed as an ONBUILD trigger")
+        };
+        return Err(invalid(
+            "ONBUILD",
+            msg,
+            Some("use another instruction as the trigger"),
+        ));
+    }
+    let mut sub = (**sub).clone();
+    sub.heredocs = node.heredocs.clone();
+    let text = node.original.trim_start()[node.keyword.len()..]
+        .trim()
+        .to_string();
+    Ok(Instruction::Onbuild {
+        trigger: Box::new(instruction(&sub)?),
+        text,
     })
 }
 
@@ -921,7 +937,6 @@ pub fn parse_mount_expanded(
 type Expander<'a> = Option<&'a dyn Fn(&str) -> Result<String, String>>;
 
 fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind> {
-    let bad = |msg: String, hint: &str| invalid("RUN", msg, Some(hint));
     let mut m = RunMount {
         kind: MountType::Bind,
         target: None,
@@ -938,34 +953,10 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
         env: None,
         written: value.to_string(),
     };
-    let mut readonly: Option<bool> = None;
-    let mut fields = csv_fields(value);
-    if let Some(expand) = expand {
-        for f in fields.iter_mut() {
-            if let Some((k, v)) = f.split_once('=') {
-                let v = expand(v).map_err(|e| bad(e, "define the variable with ARG or ENV"))?;
-                *f = format!("{k}={v}");
-            }
-        }
-    }
+    let fields = mount_fields(value, expand)?;
     // The type decides defaults, so read it first.
-    for f in &fields {
-        if let Some(t) = f.trim().strip_prefix("type=") {
-            m.kind = match t.to_ascii_lowercase().as_str() {
-                "bind" => MountType::Bind,
-                "cache" => MountType::Cache,
-                "secret" => MountType::Secret,
-                "tmpfs" => MountType::Tmpfs,
-                "ssh" => MountType::Ssh,
-                other => {
-                    return Err(bad(
-                        format!("unsupported mount type {other:?}"),
-                        "use type=bind, cache, tmpfs, secret or ssh",
-                    ))
-                }
-            };
-        }
-    }
+    m.kind = mount_type(&fields)?.unwrap_or(MountType::Bind);
+    let mut readonly: Option<bool> = None;
     for f in fields {
         let f = f.trim();
         if f.is_empty() {
@@ -983,77 +974,145 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
         if expand.is_none() && typed && val.as_deref().is_some_and(|v| v.contains('$')) {
             continue;
         }
-        let need = |v: &Option<String>| {
-            v.clone().ok_or_else(|| {
-                bad(
-                    format!("mount option {key:?} needs a value"),
-                    "write key=value",
-                )
-            })
-        };
-        let num = |v: &Option<String>, radix: u32| -> Result<u32, ErrorKind> {
-            let s = need(v)?;
-            u32::from_str_radix(&s, radix).map_err(|_| {
-                bad(
-                    format!("invalid value {s:?} for mount option {key}"),
-                    "use a number",
-                )
-            })
-        };
-        let boolean =
-            |v: &Option<String>| match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
-                None | Some("true") | Some("1") => Ok(true),
-                Some("false") | Some("0") => Ok(false),
-                Some(o) => Err(bad(
-                    format!("invalid boolean {o:?} for mount option {key}"),
-                    "use true or false",
-                )),
-            };
-        match key.as_str() {
-            "type" => {}
-            "target" | "dst" | "destination" => m.target = Some(need(&val)?),
-            "source" | "src" => m.source = Some(need(&val)?),
-            "from" => m.from = Some(need(&val)?),
-            "id" => m.id = Some(need(&val)?),
-            "mode" => m.mode = Some(num(&val, 8)?),
-            "uid" => m.uid = Some(num(&val, 10)?),
-            "gid" => m.gid = Some(num(&val, 10)?),
-            "readonly" | "ro" => readonly = Some(boolean(&val)?),
-            "readwrite" | "rw" => readonly = Some(!boolean(&val)?),
-            "required" => m.required = boolean(&val)?,
-            "env" => m.env = Some(need(&val)?),
-            "size" => {
-                let s = need(&val)?;
-                m.size = Some(parse_size(&s).ok_or_else(|| {
-                    bad(
-                        format!("invalid tmpfs size {s:?}"),
-                        "use bytes or a suffix like 64m",
-                    )
-                })?);
-            }
-            "sharing" => {
-                m.sharing = match need(&val)?.as_str() {
-                    "shared" => Sharing::Shared,
-                    "private" => Sharing::Private,
-                    "locked" => Sharing::Locked,
-                    o => {
-                        return Err(bad(
-                            format!("unsupported sharing value {o:?}"),
-                            "use shared, private or locked",
-                        ))
-                    }
-                }
-            }
-            _ => {
-                return Err(bad(
-                    format!("unexpected key {key:?} in mount option {value:?}"),
-                    "see the RUN --mount reference for the keys of each type",
-                ))
-            }
-        }
+        set_mount_option(&mut m, &mut readonly, &key, &val, value)?;
     }
     // Bind mounts are read-only unless asked otherwise; the rest are writable.
     m.readonly = readonly.unwrap_or(m.kind == MountType::Bind);
+    mount_defaults(m, value)
+}
+
+fn bad_mount(msg: String, hint: &str) -> ErrorKind {
+    invalid("RUN", msg, Some(hint))
+}
+
+/// The `key=value` fields of a `--mount` value, each value expanded when `expand` is given.
+fn mount_fields(value: &str, expand: Expander) -> Result<Vec<String>, ErrorKind> {
+    let mut fields = csv_fields(value);
+    if let Some(expand) = expand {
+        for f in fields.iter_mut() {
+            if let Some((k, v)) = f.split_once('=') {
+                let v =
+                    expand(v).map_err(|e| bad_mount(e, "define the variable with ARG or ENV"))?;
+                *f = format!("{k}={v}");
+            }
+        }
+    }
+    Ok(fields)
+}
+
+/// The mount's `type=` (the last one given), if any.
+fn mount_type(fields: &[String]) -> Result<Option<MountType>, ErrorKind> {
+    let mut kind = None;
+    for f in fields {
+        if let Some(t) = f.trim().strip_prefix("type=") {
+            kind = Some(match t.to_ascii_lowercase().as_str() {
+                "bind" => MountType::Bind,
+                "cache" => MountType::Cache,
+                "secret" => MountType::Secret,
+                "tmpfs" => MountType::Tmpfs,
+                "ssh" => MountType::Ssh,
+                other => {
+                    return Err(bad_mount(
+                        format!("unsupported mount type {other:?}"),
+                        "use type=bind, cache, tmpfs, secret or ssh",
+                    ))
+                }
+            });
+        }
+    }
+    Ok(kind)
+}
+
+/// A mount option's value, which it must have.
+fn mount_value(key: &str, v: &Option<String>) -> Result<String, ErrorKind> {
+    v.clone().ok_or_else(|| {
+        bad_mount(
+            format!("mount option {key:?} needs a value"),
+            "write key=value",
+        )
+    })
+}
+
+/// A numeric mount option (`mode` in octal, `uid`/`gid` in decimal).
+fn mount_number(key: &str, v: &Option<String>, radix: u32) -> Result<u32, ErrorKind> {
+    let s = mount_value(key, v)?;
+    u32::from_str_radix(&s, radix).map_err(|_| {
+        bad_mount(
+            format!("invalid value {s:?} for mount option {key}"),
+            "use a number",
+        )
+    })
+}
+
+/// A boolean mount option: a bare key is true.
+fn mount_bool(key: &str, v: &Option<String>) -> Result<bool, ErrorKind> {
+    match v.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("true") | Some("1") => Ok(true),
+        Some("false") | Some("0") => Ok(false),
+        Some(o) => Err(bad_mount(
+            format!("invalid boolean {o:?} for mount option {key}"),
+            "use true or false",
+        )),
+    }
+}
+
+/// Sets one option `key[=val]` of the mount written `value` on `m`.
+fn set_mount_option(
+    m: &mut RunMount,
+    readonly: &mut Option<bool>,
+    key: &str,
+    val: &Option<String>,
+    value: &str,
+) -> Result<(), ErrorKind> {
+    let need = |v: &Option<String>| mount_value(key, v);
+    match key {
+        "type" => {}
+        "target" | "dst" | "destination" => m.target = Some(need(val)?),
+        "source" | "src" => m.source = Some(need(val)?),
+        "from" => m.from = Some(need(val)?),
+        "id" => m.id = Some(need(val)?),
+        "mode" => m.mode = Some(mount_number(key, val, 8)?),
+        "uid" => m.uid = Some(mount_number(key, val, 10)?),
+        "gid" => m.gid = Some(mount_number(key, val, 10)?),
+        "readonly" | "ro" => *readonly = Some(mount_bool(key, val)?),
+        "readwrite" | "rw" => *readonly = Some(!mount_bool(key, val)?),
+        "required" => m.required = mount_bool(key, val)?,
+        "env" => m.env = Some(need(val)?),
+        "size" => {
+            let s = need(val)?;
+            m.size = Some(parse_size(&s).ok_or_else(|| {
+                bad_mount(
+                    format!("invalid tmpfs size {s:?}"),
+                    "use bytes or a suffix like 64m",
+                )
+            })?);
+        }
+        "sharing" => {
+            m.sharing = match need(val)?.as_str() {
+                "shared" => Sharing::Shared,
+                "private" => Sharing::Private,
+                "locked" => Sharing::Locked,
+                o => {
+                    return Err(bad_mount(
+                        format!("unsupported sharing value {o:?}"),
+                        "use shared, private or locked",
+                    ))
+                }
+            }
+        }
+        _ => {
+            return Err(bad_mount(
+                format!("unexpected key {key:?} in mount option {value:?}"),
+                "see the RUN --mount reference for the keys of each type",
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// The defaults each type fills in: a secret's id from its target and its target from
+/// its id, a cache's id from its target; every other type needs a target.
+fn mount_defaults(mut m: RunMount, value: &str) -> Result<RunMount, ErrorKind> {
     match m.kind {
         MountType::Secret | MountType::Ssh => {
             if m.id.is_none() && m.kind == MountType::Secret {
@@ -1064,14 +1123,14 @@ fn parse_mount_with(value: &str, expand: Expander) -> Result<RunMount, ErrorKind
             }
             if m.target.is_none() && m.kind == MountType::Secret && m.env.is_none() {
                 let id = m.id.clone().ok_or_else(|| {
-                    bad("secret mount needs an id or a target".into(), "add id=NAME")
+                    bad_mount("secret mount needs an id or a target".into(), "add id=NAME")
                 })?;
                 m.target = Some(format!("/run/secrets/{id}"));
             }
         }
         _ => {
             if m.target.is_none() {
-                return Err(bad(
+                return Err(bad_mount(
                     format!("mount {value:?} has no target"),
                     "add target=/path",
                 ));

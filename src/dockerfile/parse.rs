@@ -275,19 +275,11 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         .iter()
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .collect();
-    let err = |kind: ErrorKind, line: usize, column: usize| {
-        let text = line
-            .checked_sub(1)
-            .and_then(|i| lines.get(i))
-            .cloned()
-            .unwrap_or_default();
-        ParseError::new(file, line, column, text, kind)
-    };
+    let err = |kind, line, column| located(file, &lines, kind, line, column);
     // Go's scanner refuses longer lines anywhere in the file.
     if let Some(i) = raw_lines.iter().position(|l| l.len() > MAX_LINE) {
         return Err(err(ErrorKind::LineTooLong, i + 1, MAX_LINE + 1));
     }
-
     let mut st = State {
         escape: '\\',
         directives: DirectiveParser::new("#", 0),
@@ -304,76 +296,28 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         i += 1;
         let start_line = i;
         if is_comment(first) {
-            let c = first.trim_start()[1..].trim();
-            if c.is_empty() {
-                comments.clear();
-            } else {
-                comments.push(c.to_string());
-            }
+            add_comment(&mut comments, first);
         }
         let processed = st
             .process_line(first, true)
             .map_err(|k| err(k, start_line, 1))?;
-        let (line, mut eol) = st.trim_continuation(&processed);
+        let (line, eol) = st.trim_continuation(&processed);
         if eol && line.is_empty() {
             continue;
         }
         let mut buf = line.clone();
-        let mut empty_continuation = false;
-        while !eol && i < lines.len() {
-            let raw = &lines[i];
-            i += 1;
-            let processed = st.process_line(raw, false).map_err(|k| err(k, i, 1))?;
-            if is_comment(raw) {
-                continue;
-            }
-            if processed.trim_start().is_empty() {
-                empty_continuation = true;
-                continue;
-            }
-            let (l, e) = st.trim_continuation(&processed);
-            eol = e;
-            buf.push_str(&l);
-        }
+        let empty_continuation = join_continuations(&mut st, &lines, &mut i, &mut buf, eol)
+            .map_err(|(k, at)| err(k, at, 1))?;
         if empty_continuation {
-            warnings.push(Warning {
-                short: format!("Empty continuation line found in: {buf}"),
-                detail: "Empty continuation lines will become errors in a future release".into(),
-                url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
-                line: i,
-            });
+            warnings.push(empty_continuation_warning(&buf, i));
         }
         let column = first.len() - first.trim_start().len() + 1;
         let mut node = node_from_line(&buf, st.escape).map_err(|k| err(k, start_line, column))?;
         node.comments = std::mem::take(&mut comments);
         if node.can_contain_heredoc() && line.contains("<<") {
-            let docs = heredocs_from_line(&line).map_err(|k| err(k, start_line, column))?;
-            for mut doc in docs {
-                let mut terminated = false;
-                while i < lines.len() {
-                    let body = &lines[i];
-                    i += 1;
-                    let candidate = if doc.chomp {
-                        body.trim_start_matches('\t')
-                    } else {
-                        body.as_str()
-                    };
-                    if candidate == doc.name {
-                        terminated = true;
-                        break;
-                    }
-                    doc.content.push_str(body);
-                    doc.content.push('\n');
-                }
-                if !terminated {
-                    return Err(err(
-                        ErrorKind::UnterminatedHeredoc { name: doc.name },
-                        start_line,
-                        column,
-                    ));
-                }
-                node.heredocs.push(doc);
-            }
+            node.heredocs = heredocs_from_line(&line)
+                .and_then(|docs| read_heredocs(&lines, &mut i, docs))
+                .map_err(|k| err(k, start_line, column))?;
         }
         node.start_line = start_line;
         node.end_line = i;
@@ -382,7 +326,18 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
     if children.is_empty() {
         return Err(err(ErrorKind::NoInstructions, lines.len().max(1), 1));
     }
-    Ok(Ast {
+    Ok(ast_of(file, children, warnings, st, lines))
+}
+
+/// The tree of a file with at least one instruction.
+fn ast_of(
+    file: &str,
+    children: Vec<Node>,
+    warnings: Vec<Warning>,
+    st: State,
+    lines: Vec<String>,
+) -> Ast {
+    Ast {
         file: file.to_string(),
         start_line: children[0].start_line,
         end_line: children.last().map(|c| c.end_line).unwrap_or(0),
@@ -391,7 +346,105 @@ pub fn parse(file: &str, bytes: &[u8]) -> Result<Ast, ParseError> {
         escape: st.escape,
         directives: st.directives.parsed,
         lines,
-    })
+    }
+}
+
+/// An error at `line`:`column` of `file`, quoting the line.
+fn located(
+    file: &str,
+    lines: &[String],
+    kind: ErrorKind,
+    line: usize,
+    column: usize,
+) -> ParseError {
+    let text = line
+        .checked_sub(1)
+        .and_then(|i| lines.get(i))
+        .cloned()
+        .unwrap_or_default();
+    ParseError::new(file, line, column, text, kind)
+}
+
+/// A `#` comment line's text joins the comments of the next instruction; an empty
+/// comment clears them.
+fn add_comment(comments: &mut Vec<String>, line: &str) {
+    let c = line.trim_start()[1..].trim();
+    if c.is_empty() {
+        comments.clear();
+    } else {
+        comments.push(c.to_string());
+    }
+}
+
+/// Appends the continuation lines from `lines[*i]` on to `buf` until a line ends without
+/// the escape (`eol`: the first line already did); comment lines in between are skipped.
+/// True when an empty continuation line was skipped; an error names its line.
+fn join_continuations(
+    st: &mut State,
+    lines: &[String],
+    i: &mut usize,
+    buf: &mut String,
+    mut eol: bool,
+) -> Result<bool, (ErrorKind, usize)> {
+    let mut empty_continuation = false;
+    while !eol && *i < lines.len() {
+        let raw = &lines[*i];
+        *i += 1;
+        let processed = st.process_line(raw, false).map_err(|k| (k, *i))?;
+        if is_comment(raw) {
+            continue;
+        }
+        if processed.trim_start().is_empty() {
+            empty_continuation = true;
+            continue;
+        }
+        let (l, e) = st.trim_continuation(&processed);
+        eol = e;
+        buf.push_str(&l);
+    }
+    Ok(empty_continuation)
+}
+
+/// BuildKit's warning for an instruction continued over an empty line.
+fn empty_continuation_warning(buf: &str, line: usize) -> Warning {
+    Warning {
+        short: format!("Empty continuation line found in: {buf}"),
+        detail: "Empty continuation lines will become errors in a future release".into(),
+        url: "https://docs.docker.com/go/dockerfile/rule/no-empty-continuation/".into(),
+        line,
+    }
+}
+
+/// The bodies of `docs`, read from `lines[*i]` on: each runs to a line that is its name
+/// (after leading tabs, for `<<-`).
+fn read_heredocs(
+    lines: &[String],
+    i: &mut usize,
+    docs: Vec<Heredoc>,
+) -> Result<Vec<Heredoc>, ErrorKind> {
+    let mut out = Vec::new();
+    for mut doc in docs {
+        let mut terminated = false;
+        while *i < lines.len() {
+            let body = &lines[*i];
+            *i += 1;
+            let candidate = match doc.chomp {
+                true => body.trim_start_matches('\t'),
+                false => body.as_str(),
+            };
+            if candidate == doc.name {
+                terminated = true;
+                break;
+            }
+            doc.content.push_str(body);
+            doc.content.push('\n');
+        }
+        if !terminated {
+            return Err(ErrorKind::UnterminatedHeredoc { name: doc.name });
+        }
+        out.push(doc);
+    }
+    Ok(out)
 }
 
 /// BuildKit `splitCommand` + the per-instruction argument parser.

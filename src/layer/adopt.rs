@@ -52,7 +52,7 @@ pub fn settle_upper(
         if let Item::Entry = item {
             let p = upper.join(rel);
             let m = fs::symlink_metadata(&p).map_err(fail(&p, "reading"))?;
-            let mtime = opts.epoch.map_or(m.mtime().max(0), |e| e as i64);
+            let mtime = opts.epoch.map_or(m.mtime(), |e| e as i64);
             keep.insert(rel.clone(), mtime);
         }
     }

@@ -189,9 +189,12 @@ impl<W: Write> Packer<'_, W> {
         h.set_uid(m.uid() as u64);
         h.set_gid(m.gid() as u64);
         h.set_mode(m.mode() & 0o7777);
+        // A kept mtime before 1970 fits no ustar field: 0 there, the real value in a PAX
+        // `mtime` record, as Go's archive/tar writes it (BuildKit's and buildah's layers).
+        let before_1970 = (self.opts.epoch.is_none() && m.mtime() < 0).then(|| m.mtime());
         h.set_mtime(self.opts.epoch.unwrap_or(m.mtime().max(0) as u64));
         h.set_size(0);
-        self.xattrs(&p).map_err(err)?;
+        self.xattrs(&p, before_1970).map_err(err)?;
         if ft.is_dir() {
             h.set_entry_type(EntryType::Directory);
             self.b.append_data(&mut h, rel, io::empty()).map_err(err)
@@ -217,8 +220,11 @@ impl<W: Write> Packer<'_, W> {
     }
 
     /// The xattrs that are part of an image, as a PAX header before the entry.
-    fn xattrs(&mut self, p: &Path) -> io::Result<()> {
+    fn xattrs(&mut self, p: &Path, negative_mtime: Option<i64>) -> io::Result<()> {
         let mut pax: Vec<(String, Vec<u8>)> = Vec::new();
+        if let Some(t) = negative_mtime {
+            pax.push(("mtime".into(), t.to_string().into_bytes()));
+        }
         if let Ok(names) = sysfs::list_xattrs(p) {
             for n in names.into_iter().filter(|n| keep_xattr(n, self.opts)) {
                 if let Ok(Some(v)) = sysfs::get_xattr(p, &n) {

@@ -847,22 +847,28 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         let h = entry.header();
         let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
         let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
-        let mtime = h.mtime().unwrap_or(0) as i64;
-        let xattrs: Vec<(String, Vec<u8>)> = if self.opts.xattrs {
-            match entry.pax_extensions() {
-                Ok(Some(exts)) => exts
-                    .filter_map(Result::ok)
-                    .filter_map(|e| {
-                        Some((
-                            e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string(),
-                            e.value_bytes().to_vec(),
-                        ))
-                    })
-                    .collect(),
-                _ => Vec::new(),
-            }
-        } else {
-            Vec::new()
+        let header_mtime = h.mtime().unwrap_or(0) as i64;
+        let records: Vec<(String, Vec<u8>)> = match entry.pax_extensions() {
+            Ok(Some(exts)) => exts
+                .filter_map(Result::ok)
+                .filter_map(|e| Some((e.key().ok()?.to_string(), e.value_bytes().to_vec())))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // A PAX `mtime` record wins over the header: the only way to carry one before
+        // 1970 (Go's archive/tar writes it so; so does keel's packer).
+        let mtime = records
+            .iter()
+            .find(|(k, _)| k == "mtime")
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+            .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+            .unwrap_or(header_mtime);
+        let xattrs: Vec<(String, Vec<u8>)> = match self.opts.xattrs {
+            true => records
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v)))
+                .collect(),
+            false => Vec::new(),
         };
         FileMeta {
             uid: uid as u32,

@@ -18,6 +18,11 @@ pub struct Image {
     /// `Env`, `Cmd`, `Entrypoint`, … as JSON; absent and empty are the same (docker
     /// treats them alike).
     pub config: BTreeMap<String, Value>,
+    /// The history entries as `created_by`, ` [empty_layer]` after one without a layer,
+    /// and the layer count: compared only by the cases that ask (`Case::history`), after
+    /// the base image's entries are dropped (`skip_history`).
+    pub history: Vec<String>,
+    pub layers: usize,
 }
 
 /// The config fields a Dockerfile can set.
@@ -46,10 +51,41 @@ impl Image {
             let path = blob(layer["digest"].as_str().unwrap());
             apply_layer(&mut tree, &std::fs::read(path).unwrap());
         }
+        let history = cfg["history"]
+            .as_array()
+            .map(|h| h.iter().map(history_line).collect())
+            .unwrap_or_default();
         Image {
             tree,
             config: reduce_config(&cfg["config"]),
+            history,
+            layers: manifest["layers"].as_array().unwrap().len(),
         }
+    }
+
+    /// Drops the base image's `entries` history entries and `layers` layers, or, with
+    /// `None`, the history altogether (a case that does not compare it).
+    pub fn skip_history(&mut self, base: Option<(usize, usize)>) {
+        match base {
+            Some((entries, layers)) => {
+                self.history.drain(..entries.min(self.history.len()));
+                self.layers -= layers;
+            }
+            None => {
+                self.history.clear();
+                self.layers = 0;
+            }
+        }
+    }
+
+    /// States BuildKit's history for the steps after the base (one line per entry, see
+    /// `history_line`); the layer count follows from the entries with a layer.
+    pub fn set_history(&mut self, lines: &[&str]) {
+        self.history = lines.iter().map(|l| l.to_string()).collect();
+        self.layers = lines
+            .iter()
+            .filter(|l| !l.ends_with(" [empty_layer]"))
+            .count();
     }
 
     /// The image tagged `name` in an OCI layout (keel's `<root>/images`).
@@ -125,6 +161,15 @@ impl Image {
             Some(l) => self.tree.insert(path.into(), l.into()),
             None => self.tree.remove(path),
         };
+    }
+}
+
+/// One history entry as a line: `created_by`, then ` [empty_layer]` when it has no layer.
+fn history_line(h: &Value) -> String {
+    let by = h["created_by"].as_str().unwrap_or("");
+    match h["empty_layer"].as_bool().unwrap_or(false) {
+        true => format!("{by} [empty_layer]"),
+        false => by.to_string(),
     }
 }
 

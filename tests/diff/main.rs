@@ -13,7 +13,9 @@
 #[path = "../it/common.rs"]
 mod common;
 
+mod archive;
 mod cases;
+mod history;
 mod hunt;
 mod image;
 
@@ -97,6 +99,7 @@ pub struct Case {
     args: Vec<String>,
     buildkit: Option<fn(&mut Image)>,
     buildah_as: Option<String>,
+    history: bool,
 }
 
 impl Case {
@@ -109,7 +112,15 @@ impl Case {
             args: Vec::new(),
             buildkit: None,
             buildah_as: None,
+            history: false,
         }
+    }
+
+    /// Compares the history entries after the base (and the layer count) as well: the
+    /// case's `buildkit` adjustment states BuildKit's (`Image::set_history`).
+    pub fn history(mut self) -> Case {
+        self.history = true;
+        self
     }
     /// A context file (a path ending in `/` is a directory).
     pub fn file(mut self, path: &str, content: impl AsRef<[u8]>) -> Case {
@@ -162,18 +173,31 @@ impl Case {
         self.args.iter().map(|a| a.replace("{ctx}", ctx)).collect()
     }
 
-    fn keel(&self, ctx: &Path) -> Image {
+    fn keel(&self, ctx: &Path) -> (Image, (usize, usize)) {
         let k = Keel::new();
         k.ok(&["bootstrap", "busybox", "bb"]);
+        let base: serde_json::Value = serde_json::from_str(&k.ok(&["inspect", "bb"])).unwrap();
+        let base = (
+            base[0]["Config"]["history"].as_array().map_or(0, Vec::len),
+            base[0]["Manifest"]["layers"].as_array().map_or(0, Vec::len),
+        );
         let mut args = vec!["build", "-q", "-t", "case"];
         let flags = self.flags(ctx);
         args.extend(flags.iter().map(String::as_str));
         args.push(ctx.to_str().unwrap());
         k.ok(&args);
-        Image::from_oci_layout(&k.root().join("images"), "case")
+        (
+            Image::from_oci_layout(&k.root().join("images"), "case"),
+            base,
+        )
     }
 
     fn buildah(&self, ctx: &Path, out: &Path) -> Image {
+        self.buildah_image(ctx, out)
+    }
+
+    /// Builds with buildah and pushes the image to `out` (a `dir:` transport).
+    fn buildah_image(&self, ctx: &Path, out: &Path) -> Image {
         let b = buildah();
         let tag = format!("localhost/{}", self.name.replace('_', "-"));
         common::run_ok(
@@ -203,12 +227,15 @@ impl Case {
         let tmp = tempfile::tempdir().unwrap();
         let ctx = tmp.path().join("ctx");
         self.context(&ctx);
-        let got = self.keel(&ctx);
+        let (mut got, base) = self.keel(&ctx);
+        let base = self.history.then_some(base);
+        got.skip_history(base);
         if let Some(df) = &self.buildah_as {
             std::fs::write(ctx.join("Dockerfile"), df).unwrap();
         }
         let mut want = self.buildah(&ctx, &tmp.path().join("buildah"));
         want.drop_mount_stubs();
+        want.skip_history(base);
         if let Some(f) = self.buildkit {
             f(&mut want);
         }
@@ -240,6 +267,12 @@ fn diff(want: &Image, got: &Image) -> String {
         if w != g {
             out += &format!("  config {k}\n    - {w:?}\n    + {g:?}\n");
         }
+    }
+    if want.history != got.history || want.layers != got.layers {
+        out += &format!(
+            "  history ({} vs {} layers)\n    - {:#?}\n    + {:#?}\n",
+            want.layers, got.layers, want.history, got.history
+        );
     }
     out
 }

@@ -370,7 +370,9 @@ fn push_of_a_multi_platform_name_pushes_every_manifest_then_the_index() {
         index["mediaType"].as_str(),
         Some("application/vnd.oci.image.index.v1+json")
     );
-    let archs: Vec<String> = entries(&index).into_iter().map(|e| e.2).collect();
+    // `entries` sorts by digest: the architectures in name order to compare.
+    let mut archs: Vec<String> = entries(&index).into_iter().map(|e| e.2).collect();
+    archs.sort();
     let mut want = vec![host().0.to_string(), foreign().0.to_string()];
     want.sort();
     assert_eq!(archs, want, "{raw}");

@@ -13,6 +13,7 @@ mod regserver;
 
 mod canary;
 
+mod archive;
 mod build;
 mod context;
 mod cp;

@@ -28,6 +28,10 @@ struct Copy {
     checksum: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     keep_git_dir: bool,
+    /// `--parents`, `--chown=…`, `--chmod=…` as the history shows them (expanded, as
+    /// written: `--chmod=0755` and `--chmod=755` are one mode but two texts).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    shown_flags: Vec<String>,
     /// The source is a URL or git repository, fetched into a directory of its own: read
     /// as it is (never extracted, never stamped).
     #[serde(skip)]
@@ -159,8 +163,29 @@ impl Executor<'_> {
                 .map(|w| self.expand(w, vars))
                 .transpose()?,
             keep_git_dir: c.keep_git_dir,
+            shown_flags: self.shown_flags(c, vars)?,
             remote: remotes > 0,
         })
+    }
+
+    /// The flags BuildKit's `dispatchCopy` puts in the history text, in its order:
+    /// `--parents`, `--chown=` and `--chmod=` with their expanded values.
+    fn shown_flags(
+        &self,
+        c: &CopyOp,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Vec<String>, StepFailure> {
+        let mut flags = Vec::new();
+        if c.parents {
+            flags.push("--parents".to_string());
+        }
+        if let Some(w) = &c.chown {
+            flags.push(format!("--chown={}", self.expand(&w.written, vars)?));
+        }
+        if let Some(w) = &c.chmod {
+            flags.push(format!("--chmod={}", self.expand(&w.written, vars)?));
+        }
+        Ok(flags)
     }
 
     /// ADD of a URL or git repository: fetched into a directory of its own (a download
@@ -848,13 +873,15 @@ fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) ->
 /// The history entry of a copy.
 fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
     let shown: Vec<String> = x
-        .srcs
+        .shown_flags
         .iter()
+        .chain(&x.srcs)
         .cloned()
         .chain(heredocs.iter().map(|h| format!("<<{}", h.name)))
         .collect();
-    // BuildKit's form (convert.go `dispatchCopy`: the sources and destination as
-    // written, `# buildkit` for a step with a layer).
+    // BuildKit's form (convert_copy.go `dispatchCopy`: `--parents`, `--chown`, `--chmod`,
+    // the sources, heredocs and destination expanded, `# buildkit` for a step with a
+    // layer).
     format!("{} {} {} # buildkit", x.what(), shown.join(" "), x.dest)
 }
 

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use super::{Executor, Outcome, Scope, State, StepFailure};
+use super::{history, Executor, Outcome, Scope, State, StepFailure};
 use crate::build::cache::KeyInputs;
 use crate::build::step::{self, StepError};
 use crate::image::config::{Empty, HealthConfig, History};
@@ -24,60 +24,87 @@ pub(super) fn shell_of(state: &State) -> Vec<String> {
 type Done = Result<(State, Outcome), StepFailure>;
 
 impl Executor<'_> {
-    /// Runs one planned step on `state`.
+    /// Runs one planned step on `state`. A metadata step's history text is BuildKit's
+    /// (`history.rs`), made from the values after expansion.
     pub(super) fn dispatch(&mut self, n: usize, scope: &mut Scope, s: &Step, state: State) -> Done {
         let vars = self.vars(&state, &scope.args);
-        let state = match &s.op {
+        let (state, text) = match &s.op {
             Op::Run(r) => return self.dispatch_run(n, scope, s, state, r),
             Op::Copy(c) => return self.dispatch_copy(n, s, state, c, &vars),
             Op::Arg(decls) => return self.dispatch_arg(scope, state, decls, &vars),
+            Op::Workdir(w) => return self.dispatch_workdir(n, s, state, w, &vars),
             Op::Env(pairs) => self.dispatch_env(state, pairs, vars)?,
             Op::Label(pairs) => self.dispatch_label(state, pairs, &vars)?,
             Op::Expose(ports) => self.dispatch_expose(state, ports, &vars)?,
             Op::Volume(v) => self.dispatch_volume(state, v, &vars)?,
-            Op::Workdir(w) => return self.dispatch_workdir(n, s, state, w, &vars),
             Op::User(u) => {
                 let u = self.expand(u, &vars)?;
-                set(state, |c| c.config.user = Some(u))
+                let text = format!("USER {u}");
+                (set(state, |c| c.config.user = Some(u)), Some(text))
             }
             Op::StopSignal(sig) => {
                 let sig = self.expand(sig, &vars)?;
-                set(state, |c| c.config.stop_signal = Some(sig))
+                let text = format!("STOPSIGNAL {sig}");
+                (set(state, |c| c.config.stop_signal = Some(sig)), Some(text))
             }
             Op::Cmd(c) => dispatch_cmd(scope, state, c),
             Op::Entrypoint(c) => dispatch_entrypoint(scope, state, c),
-            Op::Shell(sh) => set(state, |c| c.config.shell = Some(sh.clone())),
+            Op::Shell(sh) => (
+                set(state, |c| c.config.shell = Some(sh.clone())),
+                Some(history::list("SHELL", sh)),
+            ),
             Op::Healthcheck(h) => dispatch_healthcheck(state, h.as_ref()),
-            Op::Onbuild(t) => set(state, |c| {
-                c.config
-                    .on_build
-                    .get_or_insert_with(Vec::new)
-                    .push(t.clone())
-            }),
-            Op::Maintainer(m) => set(state, |c| c.author = Some(m.clone())),
+            // BuildKit's `dispatchOnbuild` writes no history entry.
+            Op::Onbuild(t) => (
+                set(state, |c| {
+                    c.config
+                        .on_build
+                        .get_or_insert_with(Vec::new)
+                        .push(t.clone())
+                }),
+                None,
+            ),
+            Op::Maintainer(m) => (
+                set(state, |c| c.author = Some(m.clone())),
+                Some(format!("MAINTAINER {m}")),
+            ),
         };
-        Ok((metadata_done(state, s), Outcome::Metadata))
+        Ok((metadata_done(state, s, text), Outcome::Metadata))
     }
 
+    /// ARG: the value in scope (a `--build-arg`, else the expanded default, else the
+    /// global ARG's), remembered in declaration order for RUN's history, and a history
+    /// entry as BuildKit's `dispatchArg` writes (`ARG K=V`).
     fn dispatch_arg(
         &self,
         scope: &mut Scope,
-        state: State,
+        mut state: State,
         decls: &[(String, Option<String>)],
         vars: &BTreeMap<String, String>,
     ) -> Done {
         let globals = self.global_args();
+        let mut shown = Vec::new();
         for (k, default) in decls {
             let default = match default {
                 Some(d) => Some(self.expand(d, vars)?),
                 None => globals.get(k).cloned(),
             };
-            if let Some(v) = self.opts.build_args.get(k).cloned().or(default) {
-                scope.args.insert(k.clone(), v);
+            let value = self.opts.build_args.get(k).cloned().or(default);
+            if let Some(v) = &value {
+                scope.args.insert(k.clone(), v.clone());
             }
+            if !scope.declared.contains(k) {
+                scope.declared.push(k.clone());
+            }
+            shown.push((k.clone(), value));
         }
         // Build args reach the keys of the steps that see them (RUN env, expanded words),
-        // not the chain itself: a new value reruns only those.
+        // not the chain itself: a new value reruns only those. So the entry is not in the
+        // key either; a cached step after it takes the history as it is now (`step`).
+        state
+            .config
+            .history
+            .push(metadata_entry(history::arg(&shown)));
         Ok((state, Outcome::Metadata))
     }
 
@@ -88,16 +115,18 @@ impl Executor<'_> {
         state: State,
         pairs: &[(String, String)],
         vars: BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
+    ) -> Result<(State, Option<String>), StepFailure> {
         let values = pairs
             .iter()
-            .map(|(k, v)| Ok((k, self.expand(v, &vars)?)))
+            .map(|(k, v)| Ok((k.clone(), self.expand(v, &vars)?)))
             .collect::<Result<Vec<_>, StepFailure>>()?;
-        Ok(set(state, |c| {
-            for (k, v) in values {
-                c.config.set_env(k, &v);
+        let text = history::pairs("ENV", &values);
+        let state = set(state, |c| {
+            for (k, v) in &values {
+                c.config.set_env(k, v);
             }
-        }))
+        });
+        Ok((state, Some(text)))
     }
 
     fn dispatch_label(
@@ -105,14 +134,19 @@ impl Executor<'_> {
         state: State,
         pairs: &[(String, String)],
         vars: &BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
-        edit(state, |c| {
-            let labels = c.config.labels.get_or_insert_with(BTreeMap::new);
-            for (k, v) in pairs {
-                labels.insert(self.expand(k, vars)?, self.expand(v, vars)?);
-            }
-            Ok(())
-        })
+    ) -> Result<(State, Option<String>), StepFailure> {
+        let values = pairs
+            .iter()
+            .map(|(k, v)| Ok((self.expand(k, vars)?, self.expand(v, vars)?)))
+            .collect::<Result<Vec<_>, StepFailure>>()?;
+        let text = history::pairs("LABEL", &values);
+        let state = set(state, |c| {
+            c.config
+                .labels
+                .get_or_insert_with(BTreeMap::new)
+                .extend(values);
+        });
+        Ok((state, Some(text)))
     }
 
     fn dispatch_expose(
@@ -120,17 +154,21 @@ impl Executor<'_> {
         state: State,
         ports: &[String],
         vars: &BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
-        edit(state, |c| {
-            let all = c.config.exposed_ports.get_or_insert_with(BTreeMap::new);
-            for p in ports {
-                let p = self.expand(p, vars)?;
-                for port in exposed_ports(&p).map_err(StepFailure::Invalid)? {
-                    all.insert(port, Empty {});
-                }
-            }
-            Ok(())
-        })
+    ) -> Result<(State, Option<String>), StepFailure> {
+        // BuildKit's `parseExpose` sorts the words as written, before expanding them.
+        let mut words = ports.to_vec();
+        words.sort();
+        let mut all = Vec::new();
+        for p in &words {
+            let p = self.expand(p, vars)?;
+            all.extend(exposed_ports(&p).map_err(StepFailure::Invalid)?);
+        }
+        let text = history::expose(&all);
+        let state = set(state, |c| {
+            let ports = c.config.exposed_ports.get_or_insert_with(BTreeMap::new);
+            ports.extend(all.into_iter().map(|p| (p, Empty {})));
+        });
+        Ok((state, Some(text)))
     }
 
     fn dispatch_volume(
@@ -138,14 +176,17 @@ impl Executor<'_> {
         state: State,
         vols: &[String],
         vars: &BTreeMap<String, String>,
-    ) -> Result<State, StepFailure> {
-        edit(state, |c| {
+    ) -> Result<(State, Option<String>), StepFailure> {
+        let vols = vols
+            .iter()
+            .map(|v| self.expand(v, vars))
+            .collect::<Result<Vec<_>, StepFailure>>()?;
+        let text = history::list("VOLUME", &vols);
+        let state = set(state, |c| {
             let all = c.config.volumes.get_or_insert_with(BTreeMap::new);
-            for v in vols {
-                all.insert(self.expand(v, vars)?, Empty {});
-            }
-            Ok(())
-        })
+            all.extend(vols.into_iter().map(|v| (v, Empty {})));
+        });
+        Ok((state, Some(text)))
     }
 
     /// WORKDIR sets the config and creates the directory (with missing parents, mode
@@ -175,7 +216,8 @@ impl Executor<'_> {
         let abs = crate::build::copy::clean_abs(&abs);
         state.config.config.working_dir = Some(abs.clone());
         if abs == "/" {
-            return Ok((metadata_done(state, s), Outcome::Metadata));
+            let text = Some("WORKDIR /".to_string());
+            return Ok((metadata_done(state, s, text), Outcome::Metadata));
         }
         let user = state.config.config.user.clone().filter(|u| !u.is_empty());
         let instruction = json!({"workdir": {"path": abs, "user": user}});
@@ -231,38 +273,33 @@ pub(super) fn exposed_ports(word: &str) -> Result<Vec<String>, String> {
     Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
 }
 
-/// Applies `f` to the state's config.
-fn edit(
-    mut state: State,
-    f: impl FnOnce(&mut crate::image::ImageConfig) -> Result<(), StepFailure>,
-) -> Result<State, StepFailure> {
-    f(&mut state.config)?;
-    Ok(state)
-}
-
 /// Applies an edit that cannot fail.
 fn set(mut state: State, f: impl FnOnce(&mut crate::image::ImageConfig)) -> State {
     f(&mut state.config);
     state
 }
 
-fn dispatch_cmd(scope: &mut Scope, mut state: State, c: &Cmdline) -> State {
-    state.config.config.cmd = Some(c.argv(&shell_of(&state)));
+fn dispatch_cmd(scope: &mut Scope, mut state: State, c: &Cmdline) -> (State, Option<String>) {
+    let argv = c.argv(&shell_of(&state));
+    let text = history::quoted("CMD", &argv);
+    state.config.config.cmd = Some(argv);
     scope.cmd_set = true;
-    state
+    (state, Some(text))
 }
 
-fn dispatch_entrypoint(scope: &Scope, mut state: State, c: &Cmdline) -> State {
-    state.config.config.entrypoint = Some(c.argv(&shell_of(&state)));
+fn dispatch_entrypoint(scope: &Scope, mut state: State, c: &Cmdline) -> (State, Option<String>) {
+    let argv = c.argv(&shell_of(&state));
+    let text = history::quoted("ENTRYPOINT", &argv);
+    state.config.config.entrypoint = Some(argv);
     if !scope.cmd_set {
         state.config.config.cmd = None;
     }
-    state
+    (state, Some(text))
 }
 
-fn dispatch_healthcheck(mut state: State, h: Option<&Healthcheck>) -> State {
+fn dispatch_healthcheck(mut state: State, h: Option<&Healthcheck>) -> (State, Option<String>) {
     let ns = |d: Option<std::time::Duration>| d.map(|d| d.as_nanos() as u64);
-    state.config.config.healthcheck = Some(match h {
+    let config = match h {
         None => HealthConfig {
             test: vec!["NONE".into()],
             ..Default::default()
@@ -280,22 +317,30 @@ fn dispatch_healthcheck(mut state: State, h: Option<&Healthcheck>) -> State {
             start_interval: ns(h.start_interval),
             retries: h.retries,
         },
-    });
-    state
+    };
+    let text = history::healthcheck(&config);
+    state.config.config.healthcheck = Some(config);
+    (state, Some(text))
 }
 
-/// A metadata step's history entry, and its key: it follows the resulting config.
-/// The entry reads as BuildKit writes it: the instruction, no `/bin/sh -c #(nop)` (the
-/// legacy builder's and buildah's form), BuildKit's comment (convert.go `commitToHistory`
-/// with no layer).
-fn metadata_done(mut state: State, s: &Step) -> State {
-    let created_by = s.text.clone();
-    state.config.history.push(History {
-        created_by: Some(created_by.clone()),
+/// A history entry of a step without a layer (convert.go `commitToHistory` with
+/// `withLayer` false): BuildKit's comment, `empty_layer`.
+fn metadata_entry(created_by: String) -> History {
+    History {
+        created_by: Some(created_by),
         comment: Some(crate::image::config::HISTORY_COMMENT.into()),
         empty_layer: true,
         ..Default::default()
-    });
+    }
+}
+
+/// A metadata step's history entry (none for ONBUILD), and its key: it follows the
+/// resulting config and the entry's text.
+fn metadata_done(mut state: State, s: &Step, text: Option<String>) -> State {
+    let created_by = text.clone().unwrap_or_else(|| s.text.clone());
+    if let Some(text) = text {
+        state.config.history.push(metadata_entry(text));
+    }
     let instruction = json!({
         "metadata": {
             "created_by": created_by,

@@ -76,6 +76,6 @@ impl Executor<'_> {
                 made
             }
         };
-        Ok(self.finish(state, layer, inputs, position, created_by))
+        self.finish(state, layer, inputs, position, created_by)
     }
 }

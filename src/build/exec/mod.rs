@@ -18,6 +18,7 @@ use super::mounts;
 
 mod copy_step;
 mod dispatch;
+mod history;
 mod link;
 mod named;
 mod run_step;
@@ -249,6 +250,10 @@ pub struct Executor<'a> {
     snapshotter: Box<dyn Snapshotter>,
     backend: Box<dyn Isolation>,
     results: BTreeMap<usize, State>,
+    /// Each built stage's ARGs (values, declaration order): a stage based on it inherits
+    /// them (Dockerfile reference, ARG: "automatically inherited by other stages based on
+    /// that stage"; convert.go `dispatchState.init` copies `buildArgs` and the env).
+    stage_args: BTreeMap<usize, (BTreeMap<String, String>, Vec<String>)>,
     counter: usize,
     ran: usize,
     cached: usize,
@@ -274,6 +279,9 @@ pub struct Executor<'a> {
 pub(super) struct Scope<'s> {
     pub stage: &'s Stage,
     pub args: BTreeMap<String, String>,
+    /// Every ARG name declared in the stage (or the stage it is based on), in the order
+    /// first declared: RUN's history lists them (`history::run`).
+    pub declared: Vec<String>,
     pub cmd_set: bool,
 }
 
@@ -332,6 +340,7 @@ impl<'a> Executor<'a> {
             snapshotter,
             backend,
             results: BTreeMap::new(),
+            stage_args: BTreeMap::new(),
             counter: 0,
             ran: 0,
             cached: 0,
@@ -594,9 +603,11 @@ impl<'a> Executor<'a> {
                 .any(|f| Some(f.as_str()) == stage.name.as_deref() || *f == index);
         self.counter += 1;
         self.say(format!("#{} [{label}] FROM {}", self.counter, stage.base));
+        let (args, declared) = self.inherited_args(stage);
         let mut scope = Scope {
             stage,
-            args: BTreeMap::new(),
+            args,
+            declared,
             cmd_set: false,
         };
         // An image's ONBUILD triggers run first, and are not inherited further.
@@ -611,7 +622,18 @@ impl<'a> Executor<'a> {
         for s in &stage.steps {
             state = self.step(&label, &mut scope, s, state)?;
         }
+        self.stage_args
+            .insert(stage.index, (scope.args, scope.declared));
         Ok(state)
+    }
+
+    /// The ARGs a stage starts with: those of the earlier stage it is based on, if any.
+    fn inherited_args(&self, stage: &Stage) -> (BTreeMap<String, String>, Vec<String>) {
+        let base = self.expand(&stage.base, &self.global_args()).ok();
+        base.and_then(|b| self.plan.stage_by_ref(&b))
+            .filter(|j| *j < stage.index)
+            .and_then(|j| self.stage_args.get(&j).cloned())
+            .unwrap_or_default()
     }
 
     fn step(
@@ -637,6 +659,7 @@ impl<'a> Executor<'a> {
         let span = tracing::info_span!("step", n, stage = label, line = s.line, text = %s.text);
         let _entered = span.enter();
         let t = Instant::now();
+        let before = state.config.history.clone();
         let (state, outcome) = match self.dispatch(n, scope, s, state) {
             Ok(done) => done,
             Err(e) => {
@@ -649,6 +672,16 @@ impl<'a> Executor<'a> {
             elapsed_ms = t.elapsed().as_millis() as u64,
             "step finished"
         );
+        let state = match outcome {
+            Outcome::Cached => with_history(state, before),
+            _ => state,
+        };
+        self.step_ended(n, label, s, &outcome, t);
+        Ok(state)
+    }
+
+    /// Records a finished step (`--metadata-file`) and ends its progress line.
+    fn step_ended(&mut self, n: usize, label: &str, s: &Step, outcome: &Outcome, t: Instant) {
         let cache = match outcome {
             Outcome::Cached => "cached",
             Outcome::Ran => "ran",
@@ -675,7 +708,6 @@ impl<'a> Executor<'a> {
                 self.view.step_end(n, None);
             }
         }
-        Ok(state)
     }
 
     /// Variables a step's words expand with: ENV wins over ARG.
@@ -815,7 +847,7 @@ impl<'a> Executor<'a> {
             true => self.snapshotter.remove(&snap),
             false => self.snapshotter.remove_unused(&snap),
         };
-        Ok(self.finish(state, result?, inputs, position, created_by))
+        self.finish(state, result?, inputs, position, created_by)
     }
 
     /// A fresh snapshot of `layers` named for this build and `suffix`.
@@ -839,8 +871,11 @@ impl<'a> Executor<'a> {
         Ok(prepare(self.store, self.snapshotter.as_ref(), &id, layers)?)
     }
 
-    /// A filesystem step that ran: its layer (if any) added with a history entry, its key
-    /// set, and the result remembered.
+    /// A filesystem step that ran: its layer added with a history entry, its key set, and
+    /// the result remembered. A step that changed nothing still has a layer, the empty
+    /// tar (BuildKit commits every RUN/COPY/ADD/WORKDIR as a layer, and the image exporter
+    /// keeps an empty diff as a layer: `exporter/containerimage/writer.go`
+    /// `normalizeLayersAndHistory` drops nothing and marks no such entry `empty_layer`).
     fn finish(
         &self,
         mut state: State,
@@ -848,11 +883,28 @@ impl<'a> Executor<'a> {
         inputs: &Keyed,
         position: &str,
         created_by: &str,
-    ) -> (State, Outcome) {
+    ) -> Result<(State, Outcome), StepFailure> {
+        let layer = match layer {
+            Some(l) => l,
+            None => self.empty_layer()?,
+        };
         add_layer(&mut state, layer, created_by);
         state.key = inputs.key().0.to_string();
         self.remember(inputs, position, &state);
-        (state, Outcome::Ran)
+        Ok((state, Outcome::Ran))
+    }
+
+    /// The empty layer: a tar of no entries, its two zero end blocks (1024 bytes; the
+    /// diff_id `sha256:5f70bf18…` BuildKit's empty layers have too).
+    fn empty_layer(&self) -> Result<StoredLayer, StepFailure> {
+        use std::io::Write;
+        let mut blob = self.store.blob_writer()?;
+        blob.write_all(&[0u8; 1024])
+            .map_err(|source| StepError::Io {
+                path: self.store.root().join("tmp"),
+                source,
+            })?;
+        Ok(step::stored(blob)?)
     }
 
     /// What of a selected file goes into a key besides its path and mode: a regular file's
@@ -918,22 +970,26 @@ impl<'a> Executor<'a> {
     }
 }
 
+/// A cached step's result with the history as this build has it: the entries before the
+/// step are this build's (an ARG's entry, which is in no key, may differ from the cached
+/// build's), followed by the step's own entry from the cache.
+fn with_history(mut hit: State, before: Vec<History>) -> State {
+    let own = hit.config.history.pop();
+    hit.config.history = before;
+    hit.config.history.extend(own);
+    hit
+}
+
 /// History entries this build adds carry no time until `commit` stamps them all with the
 /// image's `created`: a cached step then gives the same history as a fresh one.
-fn add_layer(state: &mut State, layer: Option<StoredLayer>, created_by: &str) {
-    let mut entry = History {
+fn add_layer(state: &mut State, layer: StoredLayer, created_by: &str) {
+    state.config.rootfs.diff_ids.push(layer.diff_id.to_string());
+    state.layers.push(layer);
+    state.config.history.push(History {
         created_by: Some(created_by.to_string()),
         comment: Some(crate::image::config::HISTORY_COMMENT.into()),
         ..Default::default()
-    };
-    match layer {
-        Some(l) => {
-            state.config.rootfs.diff_ids.push(l.diff_id.to_string());
-            state.layers.push(l);
-        }
-        None => entry.empty_layer = true,
-    }
-    state.config.history.push(entry);
+    });
 }
 
 /// The build state of an image in the store; its config must deserialise as a config.

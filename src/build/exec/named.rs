@@ -103,6 +103,10 @@ impl Executor<'_> {
             .as_ref()
             .map(|l| l.diff_id.to_string())
             .unwrap_or_default();
+        let layer = match layer {
+            Some(l) => l,
+            None => self.empty_layer()?,
+        };
         add_layer(&mut state, layer, &format!("--build-context {name}"));
         state.key = format!("context:{diff}");
         Ok(state)

@@ -74,14 +74,7 @@ impl Executor<'_> {
             .map(|m| m.expand(&expand))
             .collect::<Result<_, _>>()
             .map_err(StepFailure::Invalid)?;
-        for m in &mounts {
-            if let MountSpec::Cache { id, sharing, .. } = m {
-                let mut used = self.cache_mounts.borrow_mut();
-                if !used.iter().any(|(u, _)| u == id) {
-                    used.push((id.clone(), *sharing));
-                }
-            }
-        }
+        self.note_cache_mounts(&mounts);
         let argv = run_argv(&shell_of(&state), &r.cmd, &r.heredocs);
         let from: Vec<Option<State>> = mounts
             .iter()
@@ -93,13 +86,18 @@ impl Executor<'_> {
             (own, _) => own,
         };
         refuse_under_chroot(self.opts.isolation.as_deref(), r.network, network)?;
-        let inputs = self
-            .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
-            .keyed();
-        let position = self.position(Some(scope.stage), s);
         // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
         // step with a layer `# buildkit`).
-        let created_by = format!("RUN {} # buildkit", argv.join(" "));
+        let created_by = super::history::run(&argv, &run_args(scope, &vars));
+        let mut inputs = self.run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?;
+        // The ARGs the history lists are part of the result a cache entry carries; their
+        // values are keyed as args and env, but an ARG declared without a value is in no
+        // other input: the names are keyed too.
+        if !scope.declared.is_empty() {
+            inputs.instruction["run"]["declared_args"] = json!(scope.declared);
+        }
+        let inputs = inputs.keyed();
+        let position = self.position(Some(scope.stage), s);
         self.in_snapshot(
             n,
             "",
@@ -120,6 +118,18 @@ impl Executor<'_> {
                 ran
             },
         )
+    }
+
+    /// Remembers the cache mounts this build uses (each id once, with its sharing).
+    fn note_cache_mounts(&self, mounts: &[MountSpec]) {
+        for m in mounts {
+            if let MountSpec::Cache { id, sharing, .. } = m {
+                let mut used = self.cache_mounts.borrow_mut();
+                if !used.iter().any(|(u, _)| u == id) {
+                    used.push((id.clone(), *sharing));
+                }
+            }
+        }
     }
 
     /// The key inputs of a RUN: the typed step after expansion, the args and config it
@@ -590,6 +600,17 @@ fn run_argv(shell: &[String], cmd: &Cmdline, heredocs: &[crate::plan::Heredoc]) 
         .iter()
         .cloned()
         .chain(std::iter::once(script))
+        .collect()
+}
+
+/// The ARGs a RUN's history lists (convert.go `runCommandString`): every declared ARG in
+/// declaration order, with the value the step sees (an ENV of the same name wins), or
+/// empty.
+fn run_args(scope: &Scope, vars: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    scope
+        .declared
+        .iter()
+        .map(|k| (k.clone(), vars.get(k).cloned().unwrap_or_default()))
         .collect()
 }
 
