@@ -22,8 +22,11 @@ use crate::digest::{self, Digest};
 /// The version of the key format (and of the cache entries). Bump it whenever a field of
 /// `KeyInputs`, or the serialised shape of a step in `instruction`, changes meaning, or
 /// what a cached result puts into an image does (4: history entries as BuildKit writes
-/// them; a version-3 entry would give an image other than a fresh build's).
-pub const KEY_VERSION: u32 = 4;
+/// them; a version-3 entry would give an image other than a fresh build's. 5: RUN history
+/// with its build args, metadata history texts, an empty layer for a step that changes
+/// nothing, pre-1970 mtimes kept; a version-4 entry would carry the old history or no
+/// layer).
+pub const KEY_VERSION: u32 = 5;
 
 /// Everything a step's result depends on; its key is the digest of its canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
