@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn keys_are_digests_of_canonical_json() {
         let a = inputs();
-        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":4}"#;
+        let text = r#"{"args":{"VERSION":"1"},"env":{},"files":{"/app/lib.rs":"file 644 0:0 sha256:02","/app/main.rs":"file 644 0:0 sha256:01"},"instruction":{"copy":{"dest":"/app","srcs":["src/"]}},"parent":"sha256:aa","version":5}"#;
         assert_eq!(a.key().0, digest::of_bytes(text.as_bytes()));
     }
 
