@@ -125,7 +125,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             budget: INLINE_BUDGET,
             stats: ImageStats::default(),
         };
-        w.tree.inodes.push(w.made(Body::Dir(BTreeMap::new()), 0o755));
+        w.tree
+            .inodes
+            .push(w.made(Body::Dir(BTreeMap::new()), 0o755));
         w
     }
 
@@ -177,7 +179,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             return Ok(());
         };
         let parent_rel = rel.parent().unwrap_or(Path::new(""));
-        let parent = self.resolve(parent_rel, true).map_err(|m| miss(&shown, parent_rel, m))?;
+        let parent = self
+            .resolve(parent_rel, true)
+            .map_err(|m| miss(&shown, parent_rel, m))?;
         if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
             self.stats.whiteouts += 1;
             return self.whiteout(&shown, parent, victim);
@@ -251,7 +255,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         if name.len() > NAME_MAX {
             return Err(LayerError::bad(
                 shown,
-                format!("a name in the path is longer than the {NAME_MAX} bytes a file name may have"),
+                format!(
+                    "a name in the path is longer than the {NAME_MAX} bytes a file name may have"
+                ),
             ));
         }
         self.children(dir).insert(name, i);
@@ -311,7 +317,12 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
     }
 
     /// Streams a file's content into whole data blocks.
-    fn blocks(&mut self, shown: &str, want: u64, entry: &mut impl Read) -> Result<Data, LayerError> {
+    fn blocks(
+        &mut self,
+        shown: &str,
+        want: u64,
+        entry: &mut impl Read,
+    ) -> Result<Data, LayerError> {
         let start = self.data_blk;
         let io = |e: io::Error| LayerError::bad(shown, format!("writing image data: {e}"));
         self.out
@@ -365,7 +376,10 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             .into_owned();
         let shown_link = String::from_utf8_lossy(&link);
         let rel = clean_entry_path(&link).map_err(|e| {
-            LayerError::bad(shown, format!("hardlink target {shown_link:?} is refused: {e}"))
+            LayerError::bad(
+                shown,
+                format!("hardlink target {shown_link:?} is refused: {e}"),
+            )
         })?;
         let src_name = rel
             .file_name()
@@ -406,7 +420,11 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         entry: &mut tar::Entry<R>,
     ) -> Result<(), LayerError> {
         if !self.opts.unpack.allow_devices {
-            let what = if kind == EntryType::Fifo { "fifo" } else { "device node" };
+            let what = if kind == EntryType::Fifo {
+                "fifo"
+            } else {
+                "device node"
+            };
             return Err(LayerError::bad(
                 shown,
                 format!("{what} entries are not allowed here; only trusted layers may create them"),
@@ -525,3 +543,6 @@ fn components_rev(p: &[u8]) -> Vec<Vec<u8>> {
         .map(<[u8]>::to_vec)
         .collect()
 }
+
+#[cfg(test)]
+mod tests;
