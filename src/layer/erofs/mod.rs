@@ -19,6 +19,7 @@
 pub mod format;
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -26,6 +27,7 @@ use std::path::Path;
 use tar::EntryType;
 
 use self::format::{Body, Data, Inode, Tree, BLOCK, NAME_MAX};
+use super::tally::{dir_line, Summary};
 use super::unpack::{
     is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, Whiteouts, OPAQUE_WHITEOUT,
     WHITEOUT_PREFIX,
@@ -33,6 +35,8 @@ use super::unpack::{
 use super::{clean_entry_path, decompressed, LayerError};
 use crate::sys::rootfs::MAX_SYMLINKS;
 
+/// The image file in an overlay layer cache entry kept as erofs (instead of `diff/`).
+pub const IMAGE: &str = "layer.erofs";
 /// Most bytes of small files held in memory for inline storage; later small files go to
 /// data blocks (a layer of a million 4 KiB-less files must not take gigabytes of memory).
 pub const INLINE_BUDGET: usize = 64 << 20;
@@ -64,6 +68,8 @@ pub struct ImageStats {
     pub bytes: u64,
     /// The image file's size.
     pub image_bytes: u64,
+    /// What `storage::verify::summarize` of the mounted image gives (for the marker).
+    pub summary: Option<Summary>,
 }
 
 /// Writes the erofs image of one layer tar (plain or compressed) to `out`.
@@ -94,7 +100,77 @@ pub fn write_image<W: Write + Seek>(
     let data_end = w.data_blk;
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end)?;
+    stats.summary = Some(summary_of(&w.tree));
     Ok(stats)
+}
+
+/// Writes the image of one layer tar to the file `path` (created; its data blocks go
+/// through a large buffer), with the unpacker's options as an overlay lower layer's.
+pub fn write_image_file(
+    reader: impl Read + 'static,
+    path: &Path,
+    unpack: &UnpackOptions,
+) -> Result<ImageStats, LayerError> {
+    let shown = || path.display().to_string();
+    let f = crate::sys::hostfs::create(path)
+        .map_err(|e| LayerError::bad(shown(), format!("creating the image: {e}")))?;
+    let mut out = io::BufWriter::with_capacity(1 << 20, f);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let opts = ImageOptions {
+        unpack: UnpackOptions {
+            whiteouts: Whiteouts::Overlay,
+            reuse: false,
+            known: None,
+            ..unpack.clone()
+        },
+        owner: (0, 0),
+        now,
+    };
+    let stats = write_image(reader, &mut out, &opts)?;
+    out.flush()
+        .map_err(|e| LayerError::bad(shown(), format!("writing the image: {e}")))?;
+    Ok(stats)
+}
+
+/// The tree's summary as `storage::verify::summarize` walks the mounted image: every
+/// path below the root in name order, depth first, the bytes of each regular file's
+/// path, and each directory's line.
+fn summary_of(tree: &Tree) -> Summary {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    let mut dirs = <sha2::Sha256 as sha2::Digest>::new();
+    let mut stack: Vec<(std::path::PathBuf, Vec<(Vec<u8>, usize)>)> = Vec::new();
+    let kids = |i: usize| -> Vec<(Vec<u8>, usize)> {
+        match &tree.inodes[i].body {
+            Body::Dir(c) => c.iter().rev().map(|(n, &k)| (n.clone(), k)).collect(),
+            _ => Vec::new(),
+        }
+    };
+    stack.push((std::path::PathBuf::new(), kids(0)));
+    while let Some((rel, todo)) = stack.last_mut() {
+        let Some((name, i)) = todo.pop() else {
+            stack.pop();
+            continue;
+        };
+        let path = rel.join(OsStr::from_bytes(&name));
+        entries += 1;
+        let node = &tree.inodes[i];
+        match &node.body {
+            Body::File(Data::Inline(b)) => bytes += b.len() as u64,
+            Body::File(Data::Blocks { len, .. }) => bytes += len,
+            Body::Dir(_) => {
+                dir_line(&mut dirs, &path, node.mode, node.uid, node.gid);
+                stack.push((path, kids(i)));
+            }
+            _ => {}
+        }
+    }
+    Summary {
+        entries,
+        bytes,
+        dirs: hex::encode(sha2::Digest::finalize(dirs)),
+    }
 }
 
 struct Writer<'w, 'o, W> {
