@@ -117,7 +117,7 @@ pub fn xattr_body(xattrs: &BTreeMap<String, Vec<u8>>) -> Vec<u8> {
 }
 
 /// A directory's dirent blocks for `entries` (name, nid, type; sorted by name): each
-/// block holds as many dirents as fit with their names; the last block is cut at its end.
+/// block holds as many dirents as fit with their names, zero-padded to the block's end.
 fn dir_blocks(entries: &[(Vec<u8>, u64, u8)]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut i = 0;
@@ -141,9 +141,10 @@ fn dir_blocks(entries: &[(Vec<u8>, u64, u8)]) -> Vec<u8> {
             b.extend_from_slice(name);
         }
         i += n;
-        if i < entries.len() {
-            b.resize(BLOCK as usize, 0);
-        }
+        // Every block padded whole, the last too: the kernel reads a name up to the
+        // first NUL or the block's end, and a directory's size is then whole blocks, as
+        // ext4's directories are (a RUN step's `ls -l` or `stat` of one sees the same).
+        b.resize(BLOCK as usize, 0);
         out.extend_from_slice(&b);
     }
     out
@@ -233,7 +234,12 @@ fn place(tree: &Tree, order: &[usize]) -> (Vec<Option<Placed>>, u64) {
 
 /// Writes the metadata area, directory blocks and superblock of `tree` after the data
 /// blocks already in `out` (which end at block `data_end`); returns the image's size.
-pub fn finish<W: Write + Seek>(tree: &Tree, out: &mut W, data_end: u32) -> io::Result<u64> {
+pub fn finish<W: Write + Seek>(
+    tree: &Tree,
+    out: &mut W,
+    data_end: u32,
+    uuid: [u8; 16],
+) -> io::Result<u64> {
     let (order, links) = reachable(tree);
     let (placed, meta_len) = place(tree, &order);
     let meta_blk = u64::from(data_end);
@@ -306,7 +312,13 @@ pub fn finish<W: Write + Seek>(tree: &Tree, out: &mut W, data_end: u32) -> io::R
     out.seek(SeekFrom::Start(total * BLOCK - 1))?;
     out.write_all(&[0])?;
     out.seek(SeekFrom::Start(SUPER_OFFSET))?;
-    out.write_all(&superblock(nid(0), order.len() as u64, total, meta_blk))?;
+    out.write_all(&superblock(
+        nid(0),
+        order.len() as u64,
+        total,
+        meta_blk,
+        uuid,
+    ))?;
     Ok(total * BLOCK)
 }
 
@@ -366,7 +378,7 @@ fn encode_dev(major: u32, minor: u32) -> u32 {
 }
 
 /// The 128-byte superblock.
-fn superblock(root: u64, inos: u64, blocks: u64, meta_blk: u64) -> Vec<u8> {
+fn superblock(root: u64, inos: u64, blocks: u64, meta_blk: u64, uuid: [u8; 16]) -> Vec<u8> {
     let mut s = vec![0u8; 128];
     s[0..4].copy_from_slice(&MAGIC.to_le_bytes());
     s[12] = BLKSZBITS;
@@ -374,6 +386,7 @@ fn superblock(root: u64, inos: u64, blocks: u64, meta_blk: u64) -> Vec<u8> {
     s[16..24].copy_from_slice(&inos.to_le_bytes());
     s[36..40].copy_from_slice(&(blocks as u32).to_le_bytes());
     s[40..44].copy_from_slice(&(meta_blk as u32).to_le_bytes());
+    s[48..64].copy_from_slice(&uuid);
     s
 }
 
@@ -382,13 +395,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn dirents_fill_blocks_and_cut_the_last() {
+    fn dirents_fill_whole_blocks() {
         let names: Vec<(Vec<u8>, u64, u8)> = (0..400)
             .map(|i| (format!("name-{i:05}").into_bytes(), i, 1))
             .collect();
         let b = dir_blocks(&names);
-        // 22 bytes each: 186 fit a block; 400 = 186 + 186 + 28.
-        assert_eq!(b.len(), 2 * 4096 + 28 * 22);
+        // 22 bytes each: 186 fit a block; 400 = 186 + 186 + 28, in three whole blocks.
+        assert_eq!(b.len(), 3 * 4096);
+        assert_eq!(
+            u16::from_le_bytes([b[8192 + 8], b[8192 + 9]]) as usize,
+            28 * 12
+        );
         assert_eq!(u16::from_le_bytes([b[8], b[9]]) as usize, 186 * 12);
         assert_eq!(&b[186 * 12..186 * 12 + 10], b"name-00000");
     }

@@ -45,13 +45,18 @@ const MAX_LINK_TARGET: usize = 4095;
 
 /// What the image is made with: the unpack's options (`whiteouts` must be `Overlay`,
 /// `reuse` is not supported), the owner of what the unpacker would create as itself
-/// (implied directories, whiteouts, every entry without `preserve_owners`) and the
-/// time such entries get.
+/// (implied directories, whiteouts, every entry without `preserve_owners`), the time
+/// such entries get, and the filesystem's UUID.
 #[derive(Debug, Clone)]
 pub struct ImageOptions {
     pub unpack: UnpackOptions,
     pub owner: (u32, u32),
     pub now: i64,
+    /// Must differ between images an overlay stacks: overlayfs records a copied-up
+    /// file's origin (and so keeps its inode number, which tells a hardlink made to it
+    /// from a copy) only for lower filesystems with a UUID of their own
+    /// (overlayfs.rst, "Non-standard behavior" / `ovl_lower_uuid_ok`).
+    pub uuid: [u8; 16],
 }
 
 /// Counts of what one image holds and its size.
@@ -99,7 +104,7 @@ pub fn write_image<W: Write + Seek>(
     }
     let data_end = w.data_blk;
     let mut stats = std::mem::take(&mut w.stats);
-    stats.image_bytes = format::finish(&w.tree, w.out, data_end)?;
+    stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid)?;
     stats.summary = Some(summary_of(&w.tree));
     Ok(stats)
 }
@@ -117,7 +122,7 @@ pub fn write_image_file(
     let mut out = io::BufWriter::with_capacity(1 << 20, f);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+        .unwrap_or_default();
     let opts = ImageOptions {
         unpack: UnpackOptions {
             whiteouts: Whiteouts::Overlay,
@@ -126,12 +131,28 @@ pub fn write_image_file(
             ..unpack.clone()
         },
         owner: (0, 0),
-        now,
+        now: now.as_secs() as i64,
+        uuid: fresh_uuid(path, now),
     };
     let stats = write_image(reader, &mut out, &opts)?;
     out.flush()
         .map_err(|e| LayerError::bad(shown(), format!("writing the image: {e}")))?;
     Ok(stats)
+}
+
+/// A UUID no other image has: a digest of the image's path, the time to the nanosecond
+/// and this process, shaped as a random (version 4) UUID.
+fn fresh_uuid(path: &Path, now: std::time::Duration) -> [u8; 16] {
+    let mut h = <sha2::Sha256 as sha2::Digest>::new();
+    sha2::Digest::update(&mut h, path.as_os_str().as_bytes());
+    sha2::Digest::update(&mut h, now.as_nanos().to_le_bytes());
+    sha2::Digest::update(&mut h, std::process::id().to_le_bytes());
+    let d = sha2::Digest::finalize(h);
+    let mut u = [0u8; 16];
+    u.copy_from_slice(&d[..16]);
+    u[6] = u[6] & 0x0f | 0x40;
+    u[8] = u[8] & 0x3f | 0x80;
+    u
 }
 
 /// The tree's summary as `storage::verify::summarize` walks the mounted image: every
@@ -140,7 +161,9 @@ pub fn write_image_file(
 fn summary_of(tree: &Tree) -> Summary {
     let (mut entries, mut bytes) = (0u64, 0u64);
     let mut dirs = <sha2::Sha256 as sha2::Digest>::new();
-    let mut stack: Vec<(std::path::PathBuf, Vec<(Vec<u8>, usize)>)> = Vec::new();
+    // A directory's path and its children still to visit (last first).
+    type Level = (std::path::PathBuf, Vec<(Vec<u8>, usize)>);
+    let mut stack: Vec<Level> = Vec::new();
     let kids = |i: usize| -> Vec<(Vec<u8>, usize)> {
         match &tree.inodes[i].body {
             Body::Dir(c) => c.iter().rev().map(|(n, &k)| (n.clone(), k)).collect(),

@@ -165,6 +165,7 @@ fn imaged(tar: &[u8], dir_times: bool) -> Result<Vec<String>, String> {
         unpack: overlay_opts(),
         owner: (0, 0),
         now: 0,
+        uuid: [7; 16],
     };
     if let Err(e) = write_image(io::Cursor::new(tar.to_vec()), &mut f, &opts) {
         return Err(entry_of(e));
@@ -383,6 +384,7 @@ fn refused_streams_are_refused_on_the_same_entry() {
             unpack: overlay_opts(),
             owner: (0, 0),
             now: 0,
+            uuid: [7; 16],
         };
         let have = write_image(
             io::Cursor::new(tar),
