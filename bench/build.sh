@@ -12,7 +12,8 @@
 # above that floor. Medians of RUNS runs; the load average is printed.
 # A line starting with WARNING names each figure that misses its goal.
 # Cold keel builds start from a store without the image, its cache entries or its
-# unpacked layers (`keel rmi` + `keel gc --cache`), as buildah's `--no-cache` does.
+# unpacked layers (`keel rmi` + `keel gc --cache`, or for the 10k row a copy of a store in
+# that state), as buildah's `--no-cache` does.
 # Usage (as root): bench/build.sh [RUNS] [--no-debian]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -119,9 +120,21 @@ PY
 printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' >"$work/ctx10k/Dockerfile"
 sleep 2 # let timestamps age past the stat index's racy window
 c="$work/ctx10k"
+# Each cold keel build gets its own copy of a store holding the base image and the
+# context's stat index (what `keel rmi` + `keel gc --cache` leave), and no store is
+# deleted until the script ends. Deleting the last build's 10,000 files right before
+# the next one (the gc) makes every creation on this VM's ext4 (no journal) scan past
+# the recently freed inodes: 0.3 s became 1.0–2.5 s (docs/performance.md, sessions 8
+# and 10). buildah's --no-cache builds delete nothing before they start either. The
+# cost of building right after such a gc is measured on its own below.
+cp -a "$KEEL_ROOT" "$work/cold-template"
 $keel --progress quiet build -t c10k "$c" >/dev/null
+cp -a "$KEEL_ROOT/cache/stat/." "$work/cold-template/cache/stat/"
+mkdir -p "$work/used-roots"
+cold="$work/cold-root"
+fresh_copy="mv $cold $work/used-roots/\$(date +%s%N) 2>/dev/null; cp -a $work/cold-template $cold; sync"
 hyperfine --runs "$runs" --export-json "$work/cold.json" \
-  --prepare "$(fresh c10k)" -n "keel" "$keel --progress quiet build --no-cache -t c10k $c" \
+  --prepare "$fresh_copy" -n "keel" "$keel --root $cold --progress quiet build --no-cache -t c10k $c" \
   --prepare "sync" -n "buildah" "$bud --no-cache -t c10k $c" >/dev/null
 row "10,000 small files: COPY . /app, RUN, cold" "$work/cold.json" 0.1
 $keel --progress quiet build -t c10k "$c" >/dev/null
@@ -137,6 +150,16 @@ noop=$(median "$work/noop.json" 0)
 python3 -c "import sys; m=float(sys.argv[1])*1000; print(f'| 10,000 small files, no-op rebuild | | {m:.1f} ms | (goal ≤ 25 ms) |'); \
   m > 25 and print(f'WARNING: no-op rebuild of 10,000 files takes {m:.1f} ms, more than 25 ms', file=open(sys.argv[2], 'a'))" \
   "$noop" "$work/warnings" | tee -a "$work/rows.md"
+# The cold build again, each right after `keel gc --cache` removed the last one's tree
+# (the protocol before session 10): what this machine's filesystem adds; no goal.
+hyperfine --runs "$runs" --export-json "$work/cold-gc.json" \
+  --prepare "$(fresh c10k)" -n "keel" "$keel --progress quiet build --no-cache -t c10k $c" >/dev/null
+python3 - "$work/cold-gc.json" "$work/cold.json" <<'PY' | tee -a "$work/rows.md"
+import json, sys
+k = json.load(open(sys.argv[1]))["results"][0]["median"]
+b = json.load(open(sys.argv[2]))["results"][1]["median"]
+print(f"| 10,000 small files, cold right after `keel gc --cache` deleted the last tree (no goal) | {b:.2f} s | {k:.2f} s | {k / b:.2f} |")
+PY
 
 # --- Debian: apt-get install, then COPY ---------------------------------------------------
 if [[ $debian == 1 ]]; then

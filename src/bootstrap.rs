@@ -543,9 +543,7 @@ pub fn debian(store: &Store, opts: &DebianOptions) -> Result<ImageRecord, Bootst
     let arch = foreign.map_or_else(host_arch, debian_arch);
     let cache = std::path::absolute(&opts.cache)?.join(cache_key(suite, variant, mirror, &arch));
     open_cache(&cache)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("debootstrap-")
-        .tempdir_in(store.tmp_dir())?;
+    let scratch = hostfs::scratch_dir_in(&store.tmp_dir(), "debootstrap")?;
     let target = scratch.path().join("rootfs");
     run_debootstrap(opts, &arch, emulated, &cache, &target)?;
     finish_debian_rootfs(&target, suite, mirror)?;
@@ -776,9 +774,7 @@ pub fn stack(
         &host_arch(),
     ));
     open_cache(&cache)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("stack-")
-        .tempdir_in(store.tmp_dir())?;
+    let scratch = hostfs::scratch_dir_in(&store.tmp_dir(), "stack")?;
     let target = scratch.path().join("rootfs");
     debootstrap_minbase(opts, &target, &cache)?;
     apt_install(&target, &shipped::packages(shipped::RUN_PACKAGES), &cache)?;

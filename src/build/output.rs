@@ -115,13 +115,12 @@ pub fn export(
             own_written(store, image, dir, made, owner)
         }
         Output::Tar(dest) => {
-            let staging = tempfile::Builder::new()
-                .prefix("keel-output-")
-                .tempdir_in(store.tmp_dir())
-                .map_err(|source| OutputError::Io {
+            let staging = crate::sys::hostfs::scratch_dir_in(&store.tmp_dir(), "output").map_err(
+                |source| OutputError::Io {
                     path: store.tmp_dir(),
                     source,
-                })?;
+                },
+            )?;
             unpack_all(store, image, staging.path(), true)?;
             write_to(dest, |w| tar_tree(staging.path(), w))
         }

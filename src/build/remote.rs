@@ -192,10 +192,7 @@ pub fn fetch_http(
             });
         }
     }
-    let dir = tempfile::Builder::new()
-        .prefix("keel-add-")
-        .tempdir_in(tmp)
-        .map_err(io(tmp))?;
+    let dir = crate::sys::hostfs::scratch_dir_in(tmp, "add").map_err(io(tmp))?;
     let name = file_name(url);
     let dest = dir.path().join(&name);
     hostfs::copy(cache.blob(&hex), &dest).map_err(io(&dest))?;
@@ -377,10 +374,8 @@ pub fn fetch_git(
     reference: Option<&str>,
     keep_git_dir: bool,
 ) -> Result<Fetched, RemoteError> {
-    let dir = tempfile::Builder::new()
-        .prefix("keel-add-git-")
-        .tempdir_in(tmp)
-        .map_err(|source| RemoteError::Io {
+    let dir =
+        crate::sys::hostfs::scratch_dir_in(tmp, "add-git").map_err(|source| RemoteError::Io {
             url: url.into(),
             path: tmp.to_path_buf(),
             source,

@@ -717,9 +717,7 @@ fn check_reproducible(
     let mut ids = Vec::new();
     let mut roots = Vec::new();
     for round in 0..2 {
-        let scratch = tempfile::Builder::new()
-            .prefix("keel-repro-")
-            .tempdir_in(store.tmp_dir())?;
+        let scratch = hostfs::scratch_dir_in(&store.tmp_dir(), "repro")?;
         // Scratch roots are thrown away: their writes need not reach the disk.
         let sub = crate::store::Store::open(scratch.path())?.without_fsync();
         copy_bases(store, &sub, plan, opts)?;

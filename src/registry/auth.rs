@@ -328,33 +328,25 @@ pub fn erase(registry: &str) -> Result<bool, RegistryError> {
     Ok(removed)
 }
 
-/// Writes a credentials file atomically, readable by its owner only.
+/// Writes a credentials file atomically, readable by its owner only, through a temp name
+/// carrying this keel's owner tag (`hostfs::temp_file_in`, created 0600). The directory is
+/// the user's (`~/.docker`, `$REGISTRY_AUTH_FILE`'s), which `keel gc` never visits, so a
+/// dead keel's temp names there are swept here, before writing; nothing else is touched.
 fn write_private(file: &Path, doc: &Value) -> Result<(), RegistryError> {
-    use std::os::unix::fs::OpenOptionsExt;
     let err =
         |e: std::io::Error| RegistryError::Credentials(format!("writing {}: {e}", file.display()));
     let dir = file.parent().unwrap_or(Path::new("."));
     hostfs::create_dir_all(dir).map_err(err)?;
-    let tmp = dir.join(format!(
-        ".{}.keel-{}",
-        file.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    let mut f = hostfs::open_with(
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600),
-        &tmp,
-    )
-    .map_err(err)?;
+    crate::reclaim::sweep_tagged_temps(dir);
+    let name = file.file_name().unwrap_or_default().to_string_lossy();
+    let mut tmp = hostfs::temp_file_in(dir, &name).map_err(err)?;
     let mut bytes = serde_json::to_vec_pretty(doc).expect("a JSON value serialises");
     bytes.push(b'\n');
-    f.write_all(&bytes)
-        .and_then(|_| f.sync_all())
+    tmp.write_all(&bytes)
+        .and_then(|_| tmp.as_file().sync_all())
         .map_err(err)?;
-    hostfs::rename(&tmp, file).map_err(err)
+    hostfs::persist(tmp, file).map_err(err)?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -173,7 +173,8 @@ pub fn seed_mount(store: &Store, id: &str, dir: &Path) -> Result<bool, RegistryE
         let path = path.to_path_buf();
         move |source| RegistryError::Store(StoreError::Io { op, path, source })
     };
-    let tmp = tempfile::tempdir_in(store.tmp_dir()).map_err(io("creating", &store.tmp_dir()))?;
+    let tmp = crate::sys::hostfs::scratch_dir_in(&store.tmp_dir(), "cache-mount")
+        .map_err(io("creating", &store.tmp_dir()))?;
     let blob = store.open_blob(o.packed.digest())?;
     let opts = crate::layer::unpack::UnpackOptions::default();
     crate::layer::unpack::unpack(blob, tmp.path(), &opts).map_err(|e| RegistryError::Blob {

@@ -352,15 +352,7 @@ pub(super) fn compress_layer(
             source: e,
         })
     };
-    let prefix = format!(
-        "{}-{}-",
-        crate::store::lease::Owner::current().tag(),
-        format.name()
-    );
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempfile_in(store.tmp_dir())
-        .map_err(io)?;
+    let tmp = crate::sys::hostfs::scratch_file_in(&store.tmp_dir(), format.name()).map_err(io)?;
     let hashing = HashingWriter {
         inner: std::io::BufWriter::with_capacity(1 << 20, tmp.reopen().map_err(io)?),
         hasher: sha2::Sha256::default(),

@@ -627,10 +627,7 @@ pub(crate) fn build_cached(
 pub(crate) fn new_entry(storage: &Path) -> Result<tempfile::TempDir> {
     let tmp_root = storage.join("tmp");
     hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
-    let prefix = format!("{}-unpack-", crate::store::lease::Owner::current().tag());
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&tmp_root)
+    let tmp = hostfs::scratch_dir_in(&tmp_root, "unpack")
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
     let tree = tmp.path().join(verify::TREE);
     hostfs::create_dir(&tree).map_err(StorageError::io("creating", &tree))?;

@@ -300,11 +300,8 @@ impl Store {
     pub fn blob_writer(&self) -> Result<BlobWriter> {
         let dir = self.tmp_dir();
         // Named for its owner: gc removes it only once that process is gone.
-        let prefix = format!("{}-blob-", super::lease::Owner::current().tag());
         self.lease()?;
-        let tmp = tempfile::Builder::new()
-            .prefix(&prefix)
-            .tempfile_in(&dir)
+        let tmp = crate::sys::hostfs::scratch_file_in(&dir, "blob")
             .map_err(io_err("creating a temp file in", &dir))?;
         Ok(BlobWriter {
             store: self.clone(),

@@ -80,6 +80,22 @@ pub fn temp_dir_in(dir: &Path, name: &str) -> io::Result<tempfile::TempDir> {
         .tempdir_in(dir)
 }
 
+/// A new scratch directory in the store's `tmp/` (or another directory `keel gc` sweeps
+/// the same way), named `<owner tag>-<what>-XXXXXX`: gc removes one a killed keel left at
+/// once, even while other keels run, and never a live keel's. Dropping it removes it.
+pub fn scratch_dir_in(dir: &Path, what: &str) -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix(&format!("{}-{what}-", owner_tag()))
+        .tempdir_in(dir)
+}
+
+/// A new scratch file named like [`scratch_dir_in`]'s directories.
+pub fn scratch_file_in(dir: &Path, what: &str) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{}-{what}-", owner_tag()))
+        .tempfile_in(dir)
+}
+
 /// `.<name>.<owner tag>-`: the start of this process's temp names (see [`temp_writer`]).
 fn temp_prefix(name: &str) -> String {
     format!(".{name}.{}-", owner_tag())
@@ -296,6 +312,20 @@ pub fn fchown(fd: impl AsFd, uid: Option<u32>, gid: Option<u32>) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every scratch entry in the store's `tmp/` names its keel the way gc's sweep reads
+    /// it (`Owner::from_tag`), so a killed keel's is removed while others run.
+    #[test]
+    fn scratch_names_carry_this_keels_owner_tag() {
+        use crate::store::lease::Owner;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = scratch_dir_in(tmp.path(), "debootstrap").unwrap();
+        let file = scratch_file_in(tmp.path(), "zstd").unwrap();
+        for p in [dir.path(), file.path()] {
+            let name = p.file_name().unwrap().to_string_lossy();
+            assert_eq!(Owner::from_tag(&name), Some(Owner::current()), "{name}");
+        }
+    }
 
     #[test]
     fn write_atomic_creates_the_directory_and_replaces_the_file() {

@@ -366,3 +366,33 @@ fn a_failing_unpack_names_its_entry_and_leaves_no_temp_tree() {
     let fsck = k.ok(&["fsck"]);
     assert!(fsck.starts_with("ok"), "{fsck}");
 }
+
+/// The previous build of a step is found by where the step is — the context and the
+/// Dockerfile — whatever path spelled them: built as `keel build /abs/ctx`, rebuilt
+/// after a change as `keel build .` (and `-f ./Dockerfile`) from inside the context, the
+/// COPY still takes the incremental path. It did not: the Dockerfile's path as typed
+/// was part of the step's place, so the rebuild was "not built before" and wrote every
+/// file again.
+#[test]
+fn a_rebuild_through_another_path_to_the_context_is_still_incremental() {
+    require!(is_root(), "overlay snapshots need root");
+    let k = with_base();
+    let ctx = app(&k, "FROM bb\nCOPY app/ /app/\n");
+    build_id(&k, &ctx, &[]);
+    for (n, file) in [(1, None), (2, Some("./Dockerfile"))] {
+        std::fs::write(ctx.join("app/a.txt"), format!("changed {n}\n")).unwrap();
+        let mut c = k.cmd();
+        c.args(["-v", "build", "-t", "out"]);
+        if let Some(f) = file {
+            c.args(["-f", f]);
+        }
+        let out = c.arg(".").current_dir(&ctx).stdin(Stdio::null()).output();
+        let out = out.unwrap();
+        crate::common::assert_success(&out, "the rebuild from inside the context");
+        let log = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            log.contains("patching the cached tree of the previous layer"),
+            "rebuild {n} did not take the incremental path:\n{log}"
+        );
+    }
+}

@@ -158,6 +158,27 @@ fn login_and_logout() {
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o077,
         0
     );
+    // A login killed with the new file complete under its temp name leaves that name,
+    // tagged with the killed keel, beside the file (it was `.auth.json.keel-<pid>`, there
+    // for good: gc never visits the user's directory). The next login sweeps it, keeps a
+    // live keel's, and the file it writes is whole.
+    let mut killed = kc(&k, &reg, Some(&file));
+    killed.args(["login", "-u", USER, "-p", PASSWORD, &reg.host()]);
+    let left = crate::temps::killed_writing(killed, "auth.json", &k.path(""));
+    assert_eq!(left.parent(), file.parent(), "{}", left.display());
+    let live = crate::temps::LiveWriter::start();
+    let planted = live.plant_beside(&left);
+    common::assert_success(&login(PASSWORD), "login after a killed login");
+    assert!(
+        !left.exists(),
+        "the killed login's {} stayed",
+        left.display()
+    );
+    assert!(planted.exists(), "a live keel's temp name was taken");
+    drop(live);
+    assert!(std::fs::read_to_string(&file)
+        .unwrap()
+        .contains(&reg.host()));
     k.ok(&["bootstrap", "busybox", "bb"]);
     ok(
         kc(&k, &reg, Some(&file)),

@@ -231,7 +231,7 @@ impl Executor<'_> {
         let mut digests = Digests::new();
         inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut digests)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
-        let position = copy_position(self, s);
+        let position = self.position(None, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let inputs = inputs.keyed();
@@ -845,15 +845,6 @@ fn is_plain(ctx: &Context, x: &Copy, placed: &[Placed], heredocs: &[Heredoc]) ->
 }
 
 /// Where a copy's last key inputs are remembered (to explain a later miss).
-fn copy_position(e: &Executor<'_>, s: &Step) -> String {
-    format!(
-        "{}|{}|{}",
-        e.context.root().display(),
-        e.opts.file_name,
-        s.line
-    )
-}
-
 /// The history entry of a copy.
 fn created_by(x: &Copy, heredocs: &[Heredoc]) -> String {
     let shown: Vec<String> = x

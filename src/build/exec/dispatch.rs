@@ -180,12 +180,7 @@ impl Executor<'_> {
         let user = state.config.config.user.clone().filter(|u| !u.is_empty());
         let instruction = json!({"workdir": {"path": abs, "user": user}});
         let inputs = KeyInputs::new(state.key.clone(), instruction).keyed();
-        let position = format!(
-            "{}|{}|{}",
-            self.context.root().display(),
-            self.opts.file_name,
-            s.line
-        );
+        let position = self.position(None, s);
         let created_by = format!("WORKDIR {abs}");
         self.in_snapshot(
             n,

@@ -689,14 +689,19 @@ impl<'a> Executor<'a> {
         v
     }
 
-    fn position(&self, stage: &Stage, s: &Step) -> String {
-        format!(
-            "{}|{}|{}|{}",
-            self.context.root().display(),
-            self.opts.file_name,
-            stage.index,
-            s.line
-        )
+    /// Where step `s` is, for finding the inputs the previous build used there
+    /// (`BuildCache::last_inputs`): the context, the Dockerfile, the stage (when given)
+    /// and the line. The Dockerfile is named by its canonical path, so `keel build .` in
+    /// the project and `keel build /abs/project` elsewhere are the same place (as the
+    /// context is); `file_name` is the name as given, for messages.
+    fn position(&self, stage: Option<&Stage>, s: &Step) -> String {
+        let file = std::fs::canonicalize(&self.opts.file_name)
+            .map_or_else(|_| self.opts.file_name.clone(), |p| p.display().to_string());
+        let root = self.context.root().display();
+        match stage {
+            Some(stage) => format!("{root}|{file}|{}|{}", stage.index, s.line),
+            None => format!("{root}|{file}|{}", s.line),
+        }
     }
 
     /// Looks the key up; on a hit returns the cached state.

@@ -87,13 +87,12 @@ impl Executor<'_> {
         let ctx = Context::new(dir, crate::context::dockerignore(dir)?)?;
         let sels = ctx.select(".")?;
         let ops = copy::plan("--build-context", &sels, "/", "/", None, None, true)?;
-        let empty = tempfile::Builder::new()
-            .prefix("keel-named-")
-            .tempdir_in(self.store.tmp_dir())
-            .map_err(|source| StepError::Io {
+        let empty = crate::sys::hostfs::scratch_dir_in(&self.store.tmp_dir(), "named").map_err(
+            |source| StepError::Io {
                 path: self.store.tmp_dir(),
                 source,
-            })?;
+            },
+        )?;
         let layer = step::commit_copy(self.store, &ctx, empty.path(), &ops, None, self.opts.epoch)?;
         let mut state = State {
             config: ImageConfig::scratch(),

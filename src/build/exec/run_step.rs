@@ -96,7 +96,7 @@ impl Executor<'_> {
         let inputs = self
             .run_inputs(&state, &scope.args, &argv, network, &mounts, &from)?
             .keyed();
-        let position = self.position(scope.stage, s);
+        let position = self.position(Some(scope.stage), s);
         // BuildKit's form (convert.go `dispatchRun` → `commitToHistory`, which marks a
         // step with a layer `# buildkit`).
         let created_by = format!("RUN {} # buildkit", argv.join(" "));
@@ -249,9 +249,7 @@ impl Executor<'_> {
     /// `.dockerignore`), so the step neither sees ignored files nor writes to the host's
     /// (BuildKit discards a read-write bind's writes too).
     fn context_copy(&self, source: &str, res: &mut Resolved) -> Result<PathBuf, StepFailure> {
-        let tmp = tempfile::Builder::new()
-            .prefix("rw-bind-")
-            .tempdir_in(self.store.tmp_dir())
+        let tmp = crate::sys::hostfs::scratch_dir_in(&self.store.tmp_dir(), "rw-bind")
             .map_err(|e| StepFailure::Invalid(format!("creating a copy of {source}: {e}")))?;
         let sels = copy_into(self.context, source, tmp.path())?;
         let path = match sels.as_slice() {
@@ -309,7 +307,9 @@ impl Executor<'_> {
                 _ if lock.try_lock().is_ok() => {}
                 _ => {
                     // Private and in use by another build: this step gets its own.
-                    let tmp = tempfile::tempdir_in(self.store.tmp_dir()).map_err(io(&dir))?;
+                    let tmp =
+                        crate::sys::hostfs::scratch_dir_in(&self.store.tmp_dir(), "cache-private")
+                            .map_err(io(&dir))?;
                     src = tmp.path().to_path_buf();
                     res.scratch.push(tmp);
                 }
