@@ -210,6 +210,7 @@ struct Writer<'w, 'o, W> {
 /// Why a path did not resolve: the unpacker's `RootfsError` causes.
 enum Miss {
     NotFound,
+    TooLong,
     NotDir,
     Loop,
 }
@@ -343,6 +344,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
                     self.children(here).insert(c, i);
                     stack.push(i);
                 }
+                None if create => return Err(Miss::TooLong),
                 None => return Err(Miss::NotFound),
             }
         }
@@ -354,8 +356,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         if name.len() > NAME_MAX {
             return Err(LayerError::bad(
                 shown,
+                // The words of the unpacker's error (ENAMETOOLONG from the kernel).
                 format!(
-                    "a name in the path is longer than the {NAME_MAX} bytes a file name may have"
+                    "File name too long: a name is longer than the {NAME_MAX} bytes a file name may have"
                 ),
             ));
         }
@@ -628,6 +631,7 @@ fn check_size(shown: &str, want: u64, n: u64) -> Result<(), LayerError> {
 fn miss(shown: &str, rel: &Path, m: Miss) -> LayerError {
     let why = match m {
         Miss::NotFound => "no such file or directory",
+        Miss::TooLong => "File name too long",
         Miss::NotDir => "a component is not a directory",
         Miss::Loop => "too many levels of symbolic links",
     };
