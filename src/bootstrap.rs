@@ -247,29 +247,47 @@ fn is_static(busybox: &Path) -> Result<(), BootstrapError> {
     Ok(())
 }
 
+/// The busybox image's directories and their modes.
+const BUSYBOX_DIRS: &[(&str, u32)] = &[
+    ("bin", 0o755),
+    ("dev", 0o755),
+    ("etc", 0o755),
+    ("home", 0o755),
+    ("proc", 0o555),
+    ("root", 0o700),
+    ("sbin", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("usr", 0o755),
+    ("usr/bin", 0o755),
+    ("usr/sbin", 0o755),
+    ("var", 0o755),
+    ("var/tmp", 0o1777),
+    ("var/www", 0o755),
+];
+
+/// The busybox image's /etc files.
+const BUSYBOX_FILES: &[(&str, &str)] = &[
+    ("etc/group", "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n"),
+    ("etc/hostname", "keel\n"),
+    ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"),
+    ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n"),
+    ("etc/shadow", "root:*:19000:0:99999:7:::\n"),
+];
+
+/// One entry of the busybox rootfs.
+enum BusyboxItem {
+    Dir(u32),
+    File(&'static str),
+    Busybox,
+    Link,
+}
+
 /// Writes a busybox rootfs as a tar stream: directories, /etc files, the binary and one
 /// symlink per applet. Entries are sorted with fixed times so the layer is reproducible.
 pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), BootstrapError> {
     is_static(busybox)?;
     let applets = applets(busybox)?;
-    let mut dirs: Vec<(&str, u32)> = vec![
-        ("bin", 0o755),
-        ("dev", 0o755),
-        ("etc", 0o755),
-        ("home", 0o755),
-        ("proc", 0o555),
-        ("root", 0o700),
-        ("sbin", 0o755),
-        ("sys", 0o555),
-        ("tmp", 0o1777),
-        ("usr", 0o755),
-        ("usr/bin", 0o755),
-        ("usr/sbin", 0o755),
-        ("var", 0o755),
-        ("var/tmp", 0o1777),
-        ("var/www", 0o755),
-    ];
-    dirs.sort();
     let mtime = crate::image::reproducible_time()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -284,44 +302,15 @@ pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), Boots
         h.set_gid(0);
         h
     };
-    let files: Vec<(&str, String)> = vec![
-        ("etc/group", "root:x:0:\ndaemon:x:1:\nnogroup:x:65534:\n".into()),
-        ("etc/hostname", "keel\n".into()),
-        ("etc/hosts", "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n".into()),
-        ("etc/passwd", "root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1:daemon:/usr/sbin:/bin/false\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".into()),
-        ("etc/shadow", "root:*:19000:0:99999:7:::\n".into()),
-    ];
     let mut tar = tar::Builder::new(out);
-    // Collect every path, then write in byte order (parents sort before children).
-    enum Item<'a> {
-        Dir(u32),
-        File(&'a str),
-        Busybox,
-        Link,
-    }
-    let mut items: Vec<(String, Item)> = Vec::new();
-    for (d, mode) in &dirs {
-        items.push((format!("{d}/"), Item::Dir(*mode)));
-    }
-    for (p, content) in &files {
-        items.push((p.to_string(), Item::File(content)));
-    }
-    items.push(("bin/busybox".into(), Item::Busybox));
-    for a in &applets {
-        if a != "bin/busybox" && !files.iter().any(|(p, _)| p == a) {
-            items.push((a.clone(), Item::Link));
-        }
-    }
-    items.sort_by(|a, b| a.0.cmp(&b.0));
-    items.dedup_by(|a, b| a.0 == b.0);
-    for (path, item) in items {
+    for (path, item) in busybox_items(&applets) {
         match item {
-            Item::Dir(mode) => tar.append_data(
+            BusyboxItem::Dir(mode) => tar.append_data(
                 &mut header(tar::EntryType::Directory, mode, 0),
                 &path,
                 io::empty(),
             )?,
-            Item::File(content) => {
+            BusyboxItem::File(content) => {
                 let mode = if path == "etc/shadow" { 0o640 } else { 0o644 };
                 tar.append_data(
                     &mut header(tar::EntryType::Regular, mode, content.len() as u64),
@@ -329,12 +318,12 @@ pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), Boots
                     content.as_bytes(),
                 )?
             }
-            Item::Busybox => {
+            BusyboxItem::Busybox => {
                 let f = std::fs::File::open(busybox)?;
                 let len = f.metadata()?.len();
                 tar.append_data(&mut header(tar::EntryType::Regular, 0o755, len), &path, f)?
             }
-            Item::Link => tar.append_link(
+            BusyboxItem::Link => tar.append_link(
                 &mut header(tar::EntryType::Symlink, 0o777, 0),
                 &path,
                 "/bin/busybox",
@@ -343,6 +332,28 @@ pub fn write_busybox_rootfs(busybox: &Path, out: impl Write) -> Result<(), Boots
     }
     tar.into_inner()?.flush()?;
     Ok(())
+}
+
+/// Every path of the busybox rootfs in byte order (parents sort before children), each
+/// once: the directories, the /etc files, the binary, and a link per applet that is
+/// none of those.
+fn busybox_items(applets: &[String]) -> Vec<(String, BusyboxItem)> {
+    let mut items: Vec<(String, BusyboxItem)> = Vec::new();
+    for (d, mode) in BUSYBOX_DIRS {
+        items.push((format!("{d}/"), BusyboxItem::Dir(*mode)));
+    }
+    for (p, content) in BUSYBOX_FILES {
+        items.push((p.to_string(), BusyboxItem::File(content)));
+    }
+    items.push(("bin/busybox".into(), BusyboxItem::Busybox));
+    for a in applets {
+        if a != "bin/busybox" && !BUSYBOX_FILES.iter().any(|(p, _)| p == a) {
+            items.push((a.clone(), BusyboxItem::Link));
+        }
+    }
+    items.sort_by(|a, b| a.0.cmp(&b.0));
+    items.dedup_by(|a, b| a.0 == b.0);
+    items
 }
 
 /// `keel bootstrap busybox NAME` (for the host).

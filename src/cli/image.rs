@@ -310,33 +310,15 @@ pub(crate) fn human_ago(t: std::time::SystemTime) -> String {
 
 pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
-    let mut rows = Vec::new();
-    for rec in store.images()? {
-        let names: Vec<Option<String>> = if rec.names.is_empty() {
-            vec![None]
-        } else {
-            rec.names.iter().cloned().map(Some).collect()
-        };
-        for n in names {
-            let (repo, tag) = match n.as_deref().map(ImageRef::parse) {
-                Some(Ok(r)) => (r.repository.clone(), r.tag_or_latest().to_string()),
-                _ => ("<none>".to_string(), "<none>".to_string()),
-            };
-            rows.push((repo, tag, rec.clone()));
-        }
-    }
+    let rows = image_rows(&store)?;
     let mut out = crate::report::stdout().lock();
+    let id = |rec: &ImageRecord| match a.no_trunc {
+        true => rec.id().to_string(),
+        false => short_id(rec),
+    };
     if a.quiet {
         for (_, _, rec) in &rows {
-            writeln!(
-                out,
-                "{}",
-                if a.no_trunc {
-                    rec.id().to_string()
-                } else {
-                    short_id(rec)
-                }
-            )?;
+            writeln!(out, "{}", id(rec))?;
         }
     } else if a.format == "json" {
         let v: Vec<_> = rows
@@ -355,15 +337,10 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
         let table: Vec<[String; 6]> = rows
             .iter()
             .map(|(repo, tag, rec)| {
-                let id = if a.no_trunc {
-                    rec.id().to_string()
-                } else {
-                    short_id(rec)
-                };
                 [
                     repo.clone(),
                     tag.clone(),
-                    id,
+                    id(rec),
                     created_of(rec).map(human_ago).unwrap_or_default(),
                     human_size(rec.size()),
                     rec.platform().to_string(),
@@ -377,24 +354,55 @@ pub fn images(a: ImagesArgs, ctx: &Ctx) -> Result<i32> {
             "CREATED",
             "SIZE",
             "PLATFORM",
-        ]
-        .map(String::from);
-        let mut widths = head.clone().map(|h| h.len());
-        for r in &table {
-            for (w, c) in widths.iter_mut().zip(r) {
-                *w = (*w).max(c.len());
-            }
-        }
-        for r in std::iter::once(&head).chain(&table) {
-            let line: Vec<String> = r
-                .iter()
-                .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
-                .collect();
-            writeln!(out, "{}", line.join("   ").trim_end())?;
-        }
+        ];
+        write_table(&mut out, head.map(String::from), &table)?;
     }
     Ok(0)
+}
+
+/// One row per name of each stored image (repository, tag, image); an image without a
+/// name is one `<none>` row, as docker lists it.
+fn image_rows(store: &crate::store::Store) -> Result<Vec<(String, String, ImageRecord)>> {
+    let mut rows = Vec::new();
+    for rec in store.images()? {
+        let names: Vec<Option<String>> = if rec.names.is_empty() {
+            vec![None]
+        } else {
+            rec.names.iter().cloned().map(Some).collect()
+        };
+        for n in names {
+            let (repo, tag) = match n.as_deref().map(ImageRef::parse) {
+                Some(Ok(r)) => (r.repository.clone(), r.tag_or_latest().to_string()),
+                _ => ("<none>".to_string(), "<none>".to_string()),
+            };
+            rows.push((repo, tag, rec.clone()));
+        }
+    }
+    Ok(rows)
+}
+
+/// Left-aligned columns as wide as their widest cell, three spaces apart, as docker
+/// prints its tables; no trailing blanks.
+fn write_table<const N: usize>(
+    out: &mut impl Write,
+    head: [String; N],
+    rows: &[[String; N]],
+) -> std::io::Result<()> {
+    let mut widths = head.clone().map(|h| h.len());
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    for r in std::iter::once(&head).chain(rows) {
+        let line: Vec<String> = r
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
 }
 
 /// One image's `keel inspect` document (also used when `keel inspect` finds no container).
@@ -566,4 +574,26 @@ pub fn load(a: LoadArgs, ctx: &Ctx) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_is_as_wide_as_its_widest_cells_without_trailing_blanks() {
+        let mut out = Vec::new();
+        let head = ["REPOSITORY", "TAG", "SIZE"].map(String::from);
+        let rows = [
+            ["bb", "latest", "2.1MB"].map(String::from),
+            ["registry.example/app", "1", ""].map(String::from),
+        ];
+        write_table(&mut out, head, &rows).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "REPOSITORY             TAG      SIZE\n\
+             bb                     latest   2.1MB\n\
+             registry.example/app   1\n"
+        );
+    }
 }

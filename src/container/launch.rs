@@ -139,35 +139,12 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         user: req.user.clone(),
         hostname: req.hostname.clone(),
     };
-    // Leased before the record exists: should we die before the container runs, gc
-    // removes it; and the image's blobs stay while we unpack them.
-    store.protect_image_for(&image, Some(id))?;
-    let lease = store.lease()?;
-    let containers = Containers::new(&root);
-    containers.create(&config)?;
-    crate::fault::point("run.container-created");
-    let layers = layer_blobs(store, &image);
-    let made = if req.rm {
-        snapshotter.prepare_scratch(id, &layers)
-    } else {
-        snapshotter.prepare(id, &layers)
+    let kept = super::restart::Kept {
+        request: req.clone(),
+        private_port,
+        anonymous: anonymous.clone(),
     };
-    let snapshot = match made {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = containers.remove(id);
-            return Err(e.into());
-        }
-    };
-    // For `keel start` and the supervisor's restarts.
-    containers.keep_request(
-        id,
-        &super::restart::Kept {
-            request: req.clone(),
-            private_port,
-            anonymous: anonymous.clone(),
-        },
-    )?;
+    let (snapshot, lease) = create(store, &config, &kept, &image, snapshotter.as_ref())?;
     Ok(Prepared {
         config,
         request: req,
@@ -184,6 +161,39 @@ pub fn prepare(store: &Store, req: RunRequest, id: &str) -> Result<Prepared, Lau
         all_ended: false,
         lease,
     })
+}
+
+/// Creates the container: its record (and the request `keel start` and the supervisor's
+/// restarts read back) and its rootfs snapshot, under a lease taken first.
+fn create(
+    store: &Store,
+    config: &ContainerConfig,
+    kept: &super::restart::Kept,
+    image: &ImageRecord,
+    snapshotter: &dyn storage::Snapshotter,
+) -> Result<(storage::Snapshot, crate::store::Lease), LaunchError> {
+    // Leased before the record exists: should we die before the container runs, gc
+    // removes it; and the image's blobs stay while we unpack them.
+    store.protect_image_for(image, Some(&config.id))?;
+    let lease = store.lease()?;
+    let containers = Containers::new(store.root());
+    containers.create(config)?;
+    crate::fault::point("run.container-created");
+    let layers = layer_blobs(store, image);
+    let made = if config.auto_remove {
+        snapshotter.prepare_scratch(&config.id, &layers)
+    } else {
+        snapshotter.prepare(&config.id, &layers)
+    };
+    let snapshot = match made {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = containers.remove(&config.id);
+            return Err(e.into());
+        }
+    };
+    containers.keep_request(&config.id, kept)?;
+    Ok((snapshot, lease))
 }
 
 /// The container's volumes by name (`-v NAME:/dst` as given), and the anonymous ones

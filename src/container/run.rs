@@ -113,68 +113,12 @@ pub struct Validated {
 
 /// Parses every flag of `req`; nothing is created or started.
 pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
-    let volumes = req
-        .volumes
-        .iter()
-        .map(|v| VolumeSpec::parse(v))
-        .collect::<Result<Vec<_>, _>>()?;
-    for v in &volumes {
-        if let VolumeSpec::Bind { src, ro: true, .. } = v {
-            if !src.exists() {
-                return Err(RequestError::MissingRoSource(src.clone()));
-            }
-        }
-    }
-    // Destinations and -w are checked here too, so nothing is created for a bad one.
-    for v in &volumes {
-        crate::runtime::spec::dest(&super::launch::volume_destination(v))?;
-    }
-    for t in &req.tmpfs {
-        crate::runtime::spec::dest(t)?;
-    }
-    if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty()) {
-        if !w.starts_with('/') {
-            return Err(SpecError::RelativeWorkdir(w.to_string()).into());
-        }
-    }
-    let ports = req
-        .publish
-        .iter()
-        .map(|p| PortSpec::parse(p))
-        .collect::<Result<Vec<_>, _>>()?;
-    let network = match req.network.as_deref().unwrap_or("private") {
-        "host" => NetworkMode::Host,
-        "none" => NetworkMode::None,
-        "private" | "bridge" | "default" => NetworkMode::Private,
-        other => return Err(RequestError::Network(other.to_string())),
-    };
-    if (!ports.is_empty() || req.publish_all) && req.isolation.as_deref() == Some("chroot") {
-        return Err(RequestError::PortsWithChroot);
-    }
+    let volumes = check_mounts(req)?;
+    let (ports, network) = check_network(req)?;
     if req.isolation.as_deref() == Some("chroot") {
         check_chroot(req)?;
     }
-    if (!ports.is_empty() || req.publish_all) && network != NetworkMode::Private {
-        return Err(RequestError::PortsWithoutNetwork(
-            req.network.clone().unwrap_or_default(),
-        ));
-    }
-    let memory_bytes = req.memory.as_deref().map(parse_memory).transpose()?;
-    if let (Some(m), Some(text)) = (memory_bytes, &req.memory) {
-        if m < MIN_MEMORY {
-            return Err(RequestError::MemoryTooSmall(text.clone()));
-        }
-    }
-    if req.pids_limit == Some(0) {
-        return Err(RequestError::Pids);
-    }
-    if let Some(c) = req.cpus {
-        if !(c > 0.0 && c.is_finite()) {
-            return Err(SpecError::BadCpus(c).into());
-        }
-        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
-        check_cpus(c, max)?;
-    }
+    let limits = check_limits(req)?;
     let seccomp = parse_security_opts(&req.security_opt)?;
     let restart = super::restart::RestartPolicy::parse(req.restart.as_deref().unwrap_or("no"))?;
     if req.rm && restart != super::restart::RestartPolicy::No {
@@ -197,13 +141,89 @@ pub fn validate(req: &RunRequest) -> Result<Validated, RequestError> {
         volumes,
         ports,
         network,
-        limits: Limits {
-            memory_bytes,
-            pids: req.pids_limit,
-            cpus: req.cpus,
-        },
+        limits,
         seccomp,
         restart,
+    })
+}
+
+/// `-v`, `--tmpfs` and `-w`: parsed, a read-only bind's source present, every
+/// destination one keel may mount on — checked here, so nothing is created for a bad one.
+fn check_mounts(req: &RunRequest) -> Result<Vec<VolumeSpec>, RequestError> {
+    let volumes = req
+        .volumes
+        .iter()
+        .map(|v| VolumeSpec::parse(v))
+        .collect::<Result<Vec<_>, _>>()?;
+    for v in &volumes {
+        if let VolumeSpec::Bind { src, ro: true, .. } = v {
+            if !src.exists() {
+                return Err(RequestError::MissingRoSource(src.clone()));
+            }
+        }
+    }
+    for v in &volumes {
+        crate::runtime::spec::dest(&super::launch::volume_destination(v))?;
+    }
+    for t in &req.tmpfs {
+        crate::runtime::spec::dest(t)?;
+    }
+    if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty()) {
+        if !w.starts_with('/') {
+            return Err(SpecError::RelativeWorkdir(w.to_string()).into());
+        }
+    }
+    Ok(volumes)
+}
+
+/// `--network` and `-p`/`-P`: published ports need a network of the container's own
+/// (not chroot isolation, not `host` or `none`).
+fn check_network(req: &RunRequest) -> Result<(Vec<PortSpec>, NetworkMode), RequestError> {
+    let ports = req
+        .publish
+        .iter()
+        .map(|p| PortSpec::parse(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let network = match req.network.as_deref().unwrap_or("private") {
+        "host" => NetworkMode::Host,
+        "none" => NetworkMode::None,
+        "private" | "bridge" | "default" => NetworkMode::Private,
+        other => return Err(RequestError::Network(other.to_string())),
+    };
+    let publishes = !ports.is_empty() || req.publish_all;
+    if publishes && req.isolation.as_deref() == Some("chroot") {
+        return Err(RequestError::PortsWithChroot);
+    }
+    if publishes && network != NetworkMode::Private {
+        return Err(RequestError::PortsWithoutNetwork(
+            req.network.clone().unwrap_or_default(),
+        ));
+    }
+    Ok((ports, network))
+}
+
+/// `--memory`, `--pids-limit` and `--cpus`, in the ranges the kernel accepts.
+fn check_limits(req: &RunRequest) -> Result<Limits, RequestError> {
+    let memory_bytes = req.memory.as_deref().map(parse_memory).transpose()?;
+    if let (Some(m), Some(text)) = (memory_bytes, &req.memory) {
+        if m < MIN_MEMORY {
+            return Err(RequestError::MemoryTooSmall(text.clone()));
+        }
+    }
+    if req.pids_limit == Some(0) {
+        return Err(RequestError::Pids);
+    }
+    if let Some(c) = req.cpus {
+        if !(c > 0.0 && c.is_finite()) {
+            return Err(SpecError::BadCpus(c).into());
+        }
+        let max = std::thread::available_parallelism().map_or(1, |n| n.get());
+        check_cpus(c, max)?;
+    }
+    Ok(Limits {
+        memory_bytes,
+        pids: req.pids_limit,
+        cpus: req.cpus,
     })
 }
 

@@ -657,26 +657,7 @@ impl Isolation for Oci {
         }
         let rootfs = super::check_rootfs(rootfs)?;
         super::ensure_cwd(&rootfs, &spec.cwd)?;
-        let bundle = self.bundle_root.join(&spec.id);
-        let io = |source| RuntimeError::Io {
-            path: bundle.clone(),
-            source,
-        };
-        private_dir(&self.bundle_root)?;
-        private_dir(&bundle)?;
-        // First, so `reclaim::collect_orphans` knows the bundle has a live owner.
-        let owner = serde_json::to_vec(&super::reclaim::Owner::current()).unwrap_or_default();
-        hostfs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
-        let mut cfg = config(spec, &rootfs)?;
-        if let (Some(size), Some(p)) = (stdio.terminal, cfg.process_mut()) {
-            // The runtime makes the terminal in the container's devpts and sends its
-            // master to `--console-socket` (runtime-spec config.md "terminal").
-            p.set_terminal(Some(true));
-            p.set_console_size(console_size(size)?);
-        }
-        let json = serde_json::to_vec_pretty(&cfg)
-            .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
-        hostfs::write(bundle.join("config.json"), json).map_err(io)?;
+        let bundle = self.write_bundle(spec, &rootfs, stdio.terminal)?;
         let cleanup = || Cleanup::Oci {
             runtime: self.runtime.clone(),
             root: self.state_root.clone(),
@@ -728,6 +709,36 @@ impl Isolation for Oci {
 }
 
 impl Oci {
+    /// Writes the container's bundle (private directories, its owner first, then
+    /// `config.json`, with a terminal of `terminal`'s size when asked); returns its path.
+    fn write_bundle(
+        &self,
+        spec: &ContainerSpec,
+        rootfs: &Path,
+        terminal: Option<crate::sys::tty::WindowSize>,
+    ) -> Result<PathBuf, RuntimeError> {
+        let bundle = self.bundle_root.join(&spec.id);
+        let io = |source| RuntimeError::Io {
+            path: bundle.clone(),
+            source,
+        };
+        private_dir(&self.bundle_root)?;
+        private_dir(&bundle)?;
+        // First, so `reclaim::collect_orphans` knows the bundle has a live owner.
+        let owner = serde_json::to_vec(&super::reclaim::Owner::current()).unwrap_or_default();
+        hostfs::write(super::reclaim::owner_file(&bundle), owner).map_err(io)?;
+        let mut cfg = config(spec, rootfs)?;
+        if let (Some(size), Some(p)) = (terminal, cfg.process_mut()) {
+            // The runtime makes the terminal in the container's devpts and sends its
+            // master to `--console-socket` (runtime-spec config.md "terminal").
+            p.set_terminal(Some(true));
+            p.set_console_size(console_size(size)?);
+        }
+        let json = serde_json::to_vec_pretty(&cfg)
+            .map_err(|e| RuntimeError::Setup(format!("serializing config.json: {e}")))?;
+        hostfs::write(bundle.join("config.json"), json).map_err(io)?;
+        Ok(bundle)
+    }
     /// `keel run -t`: `runc run --detach --console-socket` (a foreground `runc run` ignores
     /// the socket and relays the terminal itself), so keel becomes a subreaper first: the
     /// container's process is reparented to keel when runc exits and is waited for like

@@ -91,94 +91,31 @@ pub fn ensure_dir(root: &Path, p: &str) -> Result<(), String> {
 /// Every target is resolved inside the tree (`sys::rootfs`) and mounted on its
 /// `/proc/self/fd/N`, so a symlink in the image cannot move a mount out of the tree.
 pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<(), String> {
-    let e = |e: SysError| e.to_string();
-    let r = |e: RootfsError| format!("mount point: {e}");
     let tree = Rootfs::open(root).map_err(|e| e.to_string())?;
     for op in ops {
         match op {
+            MountOp::Fs { fstype, .. } if skip_fs.contains(&fstype.as_str()) => {}
             MountOp::Fs {
                 fstype,
                 source,
                 target,
                 options,
-            } => {
-                if skip_fs.contains(&fstype.as_str()) {
-                    continue;
-                }
-                let t = tree.mount_target(Path::new(target), false).map_err(r)?;
-                match sys::mount::mount_fs(fstype, source, &t.path(), options) {
-                    // Rootless with the host's network (`--network host`, RUN steps): a
-                    // new sysfs needs a network namespace of keel's own, so the host's
-                    // /sys is bound read-only instead, as podman does.
-                    Err(err)
-                        if fstype == "sysfs"
-                            && err.errno() == Some(libc::EPERM)
-                            && sys::userns::rootless_cached() =>
-                    {
-                        sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(e)?;
-                        remount_readonly(&tree, target)?;
-                    }
-                    // Rootless `--isolation chroot` (no PID namespace of its own): a new
-                    // proc needs one, so the host's is bound, as it is shared anyway.
-                    Err(err)
-                        if fstype == "proc"
-                            && err.errno() == Some(libc::EPERM)
-                            && sys::userns::rootless_cached() =>
-                    {
-                        sys::mount::bind(Path::new("/proc"), &t.path(), false).map_err(e)?;
-                    }
-                    // Rootless without subordinate ids gid 5 (tty) is not mapped, and
-                    // devpts refuses an unmapped gid: its ptys get the user's group.
-                    Err(err)
-                        if fstype == "devpts"
-                            && err.errno() == Some(libc::EINVAL)
-                            && sys::userns::rootless_cached() =>
-                    {
-                        let opts: Vec<String> = options
-                            .iter()
-                            .filter(|o| !o.starts_with("gid="))
-                            .cloned()
-                            .collect();
-                        sys::mount::mount_fs(fstype, source, &t.path(), &opts).map_err(e)?;
-                    }
-                    other => other.map_err(e)?,
-                }
-            }
+            } => mount_fs(&tree, fstype, source, target, options)?,
             MountOp::Bind {
                 source,
                 target,
                 readonly,
-            } => {
-                let meta = std::fs::metadata(source)
-                    .map_err(|err| format!("bind source {}: {err}", source.display()))?;
-                let t = tree
-                    .mount_target(Path::new(target), !meta.is_dir())
-                    .map_err(r)?;
-                sys::mount::bind(source, &t.path(), false).map_err(e)?;
-                if *readonly {
-                    remount_readonly(&tree, target)?;
-                }
-            }
+            } => bind(&tree, source, target, *readonly)?,
             MountOp::Symlink { target, link } => {
-                if tree.lstat(Path::new(link)).map_err(r)?.is_none() {
+                if tree.lstat(Path::new(link)).map_err(in_root)?.is_none() {
                     tree.symlink(std::ffi::OsStr::new(target), Path::new(link))
-                        .map_err(r)?;
+                        .map_err(in_root)?;
                 }
             }
-            MountOp::Mask { path } => {
-                let Some(t) = tree.existing_target(Path::new(path)).map_err(r)? else {
-                    continue;
-                };
-                if t.is_dir() {
-                    let ro = ["ro".to_string(), "size=0".to_string()];
-                    sys::mount::mount_fs("tmpfs", "tmpfs", &t.path(), &ro).map_err(e)?;
-                } else {
-                    sys::mount::bind(Path::new("/dev/null"), &t.path(), false).map_err(e)?;
-                }
-            }
+            MountOp::Mask { path } => mask(&tree, path)?,
             MountOp::ReadOnly { path } => {
-                if let Some(t) = tree.existing_target(Path::new(path)).map_err(r)? {
-                    sys::mount::bind(&t.path(), &t.path(), false).map_err(e)?;
+                if let Some(t) = tree.existing_target(Path::new(path)).map_err(in_root)? {
+                    sys::mount::bind(&t.path(), &t.path(), false).map_err(sys_err)?;
                     remount_readonly(&tree, path)?;
                 }
             }
@@ -186,6 +123,83 @@ pub fn apply_mounts(root: &Path, ops: &[MountOp], skip_fs: &[&str]) -> Result<()
         }
     }
     Ok(())
+}
+
+fn sys_err(e: SysError) -> String {
+    e.to_string()
+}
+
+fn in_root(e: RootfsError) -> String {
+    format!("mount point: {e}")
+}
+
+/// Mounts a new `fstype` at `target`; rootless, where the kernel refuses one that needs
+/// a namespace or id keel does not have, the host's is bound or the option dropped.
+fn mount_fs(
+    tree: &Rootfs,
+    fstype: &str,
+    source: &str,
+    target: &str,
+    options: &[String],
+) -> Result<(), String> {
+    let t = tree
+        .mount_target(Path::new(target), false)
+        .map_err(in_root)?;
+    let refused =
+        |err: &SysError, errno| err.errno() == Some(errno) && sys::userns::rootless_cached();
+    match sys::mount::mount_fs(fstype, source, &t.path(), options) {
+        // Rootless with the host's network (`--network host`, RUN steps): a new sysfs
+        // needs a network namespace of keel's own, so the host's /sys is bound
+        // read-only instead, as podman does.
+        Err(err) if fstype == "sysfs" && refused(&err, libc::EPERM) => {
+            sys::mount::bind(Path::new("/sys"), &t.path(), false).map_err(sys_err)?;
+            remount_readonly(tree, target)
+        }
+        // Rootless `--isolation chroot` (no PID namespace of its own): a new proc needs
+        // one, so the host's is bound, as it is shared anyway.
+        Err(err) if fstype == "proc" && refused(&err, libc::EPERM) => {
+            sys::mount::bind(Path::new("/proc"), &t.path(), false).map_err(sys_err)
+        }
+        // Rootless without subordinate ids gid 5 (tty) is not mapped, and devpts refuses
+        // an unmapped gid: its ptys get the user's group.
+        Err(err) if fstype == "devpts" && refused(&err, libc::EINVAL) => {
+            let opts: Vec<String> = options
+                .iter()
+                .filter(|o| !o.starts_with("gid="))
+                .cloned()
+                .collect();
+            sys::mount::mount_fs(fstype, source, &t.path(), &opts).map_err(sys_err)
+        }
+        other => other.map_err(sys_err),
+    }
+}
+
+/// Binds host path `source` at `target` (a file or a directory, as the source is).
+fn bind(tree: &Rootfs, source: &Path, target: &str, readonly: bool) -> Result<(), String> {
+    let meta = std::fs::metadata(source)
+        .map_err(|err| format!("bind source {}: {err}", source.display()))?;
+    let t = tree
+        .mount_target(Path::new(target), !meta.is_dir())
+        .map_err(in_root)?;
+    sys::mount::bind(source, &t.path(), false).map_err(sys_err)?;
+    if readonly {
+        remount_readonly(tree, target)?;
+    }
+    Ok(())
+}
+
+/// Hides `path` when the image has it: an empty read-only tmpfs over a directory,
+/// /dev/null over anything else.
+fn mask(tree: &Rootfs, path: &str) -> Result<(), String> {
+    let Some(t) = tree.existing_target(Path::new(path)).map_err(in_root)? else {
+        return Ok(());
+    };
+    if t.is_dir() {
+        let ro = ["ro".to_string(), "size=0".to_string()];
+        sys::mount::mount_fs("tmpfs", "tmpfs", &t.path(), &ro).map_err(sys_err)
+    } else {
+        sys::mount::bind(Path::new("/dev/null"), &t.path(), false).map_err(sys_err)
+    }
 }
 
 /// Remounts the mount just made at `target` read-only. The target is resolved afresh:

@@ -849,28 +849,54 @@ fn fs(fstype: &str, source: &str, target: &str, options: &[&str]) -> MountOp {
 /// then user binds and tmpfs sorted by depth (parents first, as Docker does), then masks,
 /// read-only paths and the root remount.
 fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
-    let shm_size = format!("size={}k", o.shm_size.map_or(65536, |b| b.div_ceil(1024)));
-    let mut m = vec![
+    let mut m = kernel_mounts(o.shm_size);
+    m.extend(DEVICES.iter().map(|d| MountOp::Bind {
+        source: PathBuf::from(format!("/dev/{d}")),
+        target: format!("/dev/{d}"),
+        readonly: false,
+    }));
+    for (target, link) in [
+        ("pts/ptmx", "/dev/ptmx"),
+        ("/proc/self/fd", "/dev/fd"),
+        ("/proc/self/fd/0", "/dev/stdin"),
+        ("/proc/self/fd/1", "/dev/stdout"),
+        ("/proc/self/fd/2", "/dev/stderr"),
+    ] {
+        m.push(MountOp::Symlink {
+            target: target.into(),
+            link: link.into(),
+        });
+    }
+    m.extend(user_mounts(o)?);
+    m.extend(MASKED_PATHS.iter().map(|p| MountOp::Mask {
+        path: p.to_string(),
+    }));
+    m.extend(READONLY_PATHS.iter().map(|p| MountOp::ReadOnly {
+        path: p.to_string(),
+    }));
+    if o.read_only {
+        m.push(MountOp::RootReadOnly);
+    }
+    Ok(m)
+}
+
+/// /proc, /dev (a tmpfs), its pts, shm and mqueue, and a read-only /sys, with Docker's
+/// options; `/dev/shm` is `shm_size` bytes (64 MiB when not given).
+fn kernel_mounts(shm_size: Option<u64>) -> Vec<MountOp> {
+    let shm_size = format!("size={}k", shm_size.map_or(65536, |b| b.div_ceil(1024)));
+    let devpts = [
+        "nosuid",
+        "noexec",
+        "newinstance",
+        "ptmxmode=0666",
+        "mode=0620",
+        "gid=5",
+    ];
+    let dev = ["nosuid", "strictatime", "mode=755", "size=65536k"];
+    vec![
         fs("proc", "proc", "/proc", &["nosuid", "noexec", "nodev"]),
-        fs(
-            "tmpfs",
-            "tmpfs",
-            "/dev",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        ),
-        fs(
-            "devpts",
-            "devpts",
-            "/dev/pts",
-            &[
-                "nosuid",
-                "noexec",
-                "newinstance",
-                "ptmxmode=0666",
-                "mode=0620",
-                "gid=5",
-            ],
-        ),
+        fs("tmpfs", "tmpfs", "/dev", &dev),
+        fs("devpts", "devpts", "/dev/pts", &devpts),
         fs(
             "tmpfs",
             "shm",
@@ -889,26 +915,11 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
             "/sys",
             &["nosuid", "noexec", "nodev", "ro"],
         ),
-    ];
-    for d in DEVICES {
-        m.push(MountOp::Bind {
-            source: PathBuf::from(format!("/dev/{d}")),
-            target: format!("/dev/{d}"),
-            readonly: false,
-        });
-    }
-    for (target, link) in [
-        ("pts/ptmx", "/dev/ptmx"),
-        ("/proc/self/fd", "/dev/fd"),
-        ("/proc/self/fd/0", "/dev/stdin"),
-        ("/proc/self/fd/1", "/dev/stdout"),
-        ("/proc/self/fd/2", "/dev/stderr"),
-    ] {
-        m.push(MountOp::Symlink {
-            target: target.into(),
-            link: link.into(),
-        });
-    }
+    ]
+}
+
+/// `-v` binds and `--tmpfs` mounts, parents before what they contain.
+fn user_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
     let mut user: Vec<MountOp> = Vec::new();
     for b in &o.binds {
         user.push(MountOp::Bind {
@@ -931,17 +942,7 @@ fn plan_mounts(o: &RunOptions) -> Result<Vec<MountOp>, SpecError> {
         MountOp::Bind { target, .. } | MountOp::Fs { target, .. } => target.matches('/').count(),
         _ => 0,
     });
-    m.extend(user);
-    m.extend(MASKED_PATHS.iter().map(|p| MountOp::Mask {
-        path: p.to_string(),
-    }));
-    m.extend(READONLY_PATHS.iter().map(|p| MountOp::ReadOnly {
-        path: p.to_string(),
-    }));
-    if o.read_only {
-        m.push(MountOp::RootReadOnly);
-    }
-    Ok(m)
+    Ok(user)
 }
 
 /// A mount destination, cleaned; refuses relative paths, `/` and the paths keel mounts

@@ -44,28 +44,7 @@ impl Store {
     /// decompresses every compressed layer to check its diff_id.
     pub fn fsck(&self, full: bool) -> Result<FsckReport> {
         let mut r = FsckReport::default();
-        let blobs = self.layout().join("blobs/sha256");
-        let mut names: Vec<_> = fs::read_dir(&blobs)
-            .map_err(io_err("listing", &blobs))?
-            .flatten()
-            .collect();
-        names.sort_by_key(|e| e.file_name());
-        for e in names {
-            let name = e.file_name().to_string_lossy().into_owned();
-            let Some(want) = digest::parse(&format!("sha256:{name}")) else {
-                r.problems
-                    .push(format!("stray file in blobs/sha256: {name} (not a digest)"));
-                continue;
-            };
-            match fs::File::open(e.path()).and_then(digest::of_reader) {
-                Ok((actual, _)) if actual == want => {}
-                Ok((actual, _)) => r
-                    .problems
-                    .push(format!("corrupt blob {want}: content hashes to {actual}")),
-                Err(err) => r.problems.push(format!("unreadable blob {want}: {err}")),
-            }
-            r.blobs_checked += 1;
-        }
+        self.check_blobs(&mut r)?;
         let index = match self.read_index() {
             Ok(i) => i,
             Err(e) => {
@@ -98,40 +77,68 @@ impl Store {
                 continue;
             }
             r.images_checked += 1;
-            let m = match self.read_json::<ImageManifest>("manifest", d.digest()) {
-                Ok(m) => m,
-                Err(e) => {
-                    r.problems.push(format!("{label}: {e}"));
-                    continue;
-                }
-            };
-            let mut diff_ids = Vec::new();
-            if self.check_descriptor(&format!("{label} config"), m.config(), &mut r.problems) {
-                match self
-                    .read_json::<oci_spec::image::ImageConfiguration>("config", m.config().digest())
-                {
-                    Ok(c) if c.rootfs().diff_ids().len() != m.layers().len() => {
-                        r.problems.push(format!(
-                            "{label}: config lists {} diff_ids but the manifest has {} layers",
-                            c.rootfs().diff_ids().len(),
-                            m.layers().len()
-                        ))
-                    }
-                    Ok(c) => diff_ids = c.rootfs().diff_ids().clone(),
-                    Err(e) => r.problems.push(format!("{label}: {e}")),
-                }
-            }
-            for (i, l) in m.layers().iter().enumerate() {
-                let label = format!("{label} layer {i}");
-                if self.check_descriptor(&label, l, &mut r.problems) {
-                    if let Some(d) = diff_ids.get(i) {
-                        self.check_diff_id(&label, l, d, full, &mut r.problems);
-                    }
-                }
-            }
+            self.check_image(&label, &d, full, &mut r.problems);
         }
         r.stray_temp_files = fs::read_dir(self.tmp_dir()).map(|d| d.count()).unwrap_or(0);
         Ok(r)
+    }
+
+    /// Hashes every file in `blobs/sha256` and compares it with its name.
+    fn check_blobs(&self, r: &mut FsckReport) -> Result<()> {
+        let blobs = self.layout().join("blobs/sha256");
+        let mut names: Vec<_> = fs::read_dir(&blobs)
+            .map_err(io_err("listing", &blobs))?
+            .flatten()
+            .collect();
+        names.sort_by_key(|e| e.file_name());
+        for e in names {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(want) = digest::parse(&format!("sha256:{name}")) else {
+                r.problems
+                    .push(format!("stray file in blobs/sha256: {name} (not a digest)"));
+                continue;
+            };
+            match fs::File::open(e.path()).and_then(digest::of_reader) {
+                Ok((actual, _)) if actual == want => {}
+                Ok((actual, _)) => r
+                    .problems
+                    .push(format!("corrupt blob {want}: content hashes to {actual}")),
+                Err(err) => r.problems.push(format!("unreadable blob {want}: {err}")),
+            }
+            r.blobs_checked += 1;
+        }
+        Ok(())
+    }
+
+    /// Checks the image manifest `d` (present and sized as described): its config, the
+    /// config's diff_ids against the layers, and each layer.
+    fn check_image(&self, label: &str, d: &Descriptor, full: bool, problems: &mut Vec<String>) {
+        let m = match self.read_json::<ImageManifest>("manifest", d.digest()) {
+            Ok(m) => m,
+            Err(e) => return problems.push(format!("{label}: {e}")),
+        };
+        let mut diff_ids = Vec::new();
+        if self.check_descriptor(&format!("{label} config"), m.config(), problems) {
+            match self
+                .read_json::<oci_spec::image::ImageConfiguration>("config", m.config().digest())
+            {
+                Ok(c) if c.rootfs().diff_ids().len() != m.layers().len() => problems.push(format!(
+                    "{label}: config lists {} diff_ids but the manifest has {} layers",
+                    c.rootfs().diff_ids().len(),
+                    m.layers().len()
+                )),
+                Ok(c) => diff_ids = c.rootfs().diff_ids().clone(),
+                Err(e) => problems.push(format!("{label}: {e}")),
+            }
+        }
+        for (i, l) in m.layers().iter().enumerate() {
+            let label = format!("{label} layer {i}");
+            if self.check_descriptor(&label, l, problems) {
+                if let Some(d) = diff_ids.get(i) {
+                    self.check_diff_id(&label, l, d, full, problems);
+                }
+            }
+        }
     }
 
     /// Checks a layer against its config's diff_id: by digest when it is stored
