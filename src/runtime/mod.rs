@@ -359,16 +359,13 @@ fn fork_container(
     };
     let pid = match sys::proc::fork() {
         Ok(sys::proc::Fork::Child) => {
-            let mut keep: Vec<&std::os::fd::OwnedFd> = vec![&go_r, &rep_w];
-            keep.extend(joins.iter());
-            sys::proc::close_fds_except(&keep_fds(&keep, &stdio));
-            // Into the cgroup (device allow-list, limits) before anything else runs.
-            if let Err(m) = cgroup::join_self(joins) {
-                setup::fail(&rep_w, setup::Report::Setup(m), 255);
-            }
-            if !await_go(&go_r) {
-                sys::proc::exit(1);
-            }
+            let ready = ForkedChild {
+                go: &go_r,
+                report: &rep_w,
+                joins,
+                stdio: &stdio,
+            };
+            ready.join_and_wait();
             // `child` never returns (it execs or exits); the match just says so to the types.
             #[allow(unreachable_code)]
             match child(&rootfs, &prep, &stdio, &rep_w) {}
@@ -400,6 +397,32 @@ fn fork_container(
         c.console = sys::tty::recv_fd(std::os::fd::AsFd::as_fd(&sock), false)?;
     }
     Ok(c)
+}
+
+/// What the forked child of [`fork_container`] holds before it runs its backend's code.
+struct ForkedChild<'a> {
+    go: &'a std::os::fd::OwnedFd,
+    report: &'a std::os::fd::OwnedFd,
+    joins: Vec<std::os::fd::OwnedFd>,
+    stdio: &'a Stdio,
+}
+
+impl ForkedChild<'_> {
+    /// Closes every descriptor the child does not need, joins the cgroup (device
+    /// allow-list, limits) before anything else runs, and waits for the parent's go
+    /// byte; exits if the parent gives up.
+    fn join_and_wait(self) {
+        use crate::sys;
+        let mut keep: Vec<&std::os::fd::OwnedFd> = vec![self.go, self.report];
+        keep.extend(self.joins.iter());
+        sys::proc::close_fds_except(&keep_fds(&keep, self.stdio));
+        if let Err(m) = cgroup::join_self(self.joins) {
+            setup::fail(self.report, setup::Report::Setup(m), 255);
+        }
+        if !await_go(self.go) {
+            sys::proc::exit(1);
+        }
+    }
 }
 
 /// Parent side of the start handshake shared by `namespaces` and `chroot`: let the child
