@@ -5,6 +5,7 @@
 pub mod adopt;
 pub mod derive;
 pub mod diff;
+pub mod erofs;
 pub mod guard;
 pub mod index;
 pub mod pack;

@@ -3,6 +3,9 @@
 //! filling the layer's cache tree. The next step then mounts the tree instead of
 //! extracting the tar it would otherwise read back (issue 14, "unpack while committing").
 //!
+//! A side path naming an erofs image (`layer::erofs::IMAGE`) gets the layer's image
+//! written there instead of a tree (the overlay driver's opt-in erofs cache).
+//!
 //! Both sinks get the very same bytes, so the tree is the unpack of the blob whose digest
 //! the blob writer computes. The unpacker may fail (say, a device node without
 //! CAP_MKNOD): the tar is still written whole and the failure is returned at the end, for
@@ -12,8 +15,31 @@ use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
+use super::erofs;
 use super::unpack::{unpack, UnpackOptions, UnpackStats};
 use super::LayerError;
+
+/// The side sink of a cache entry kept as an erofs image (its path names
+/// [`erofs::IMAGE`]): the image written instead of a tree, its counts as an unpack's.
+fn image(
+    reader: ChunkReader,
+    path: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackStats, LayerError> {
+    let s = erofs::write_image_file(reader, path, opts)?;
+    Ok(UnpackStats {
+        entries: s.entries,
+        files: s.files,
+        dirs: s.dirs,
+        symlinks: s.symlinks,
+        hardlinks: s.hardlinks,
+        devices: s.devices,
+        whiteouts: s.whiteouts,
+        bytes: s.bytes,
+        summary: s.summary,
+        ..UnpackStats::default()
+    })
+}
 
 /// How much is handed to the unpacker at a time.
 const CHUNK: usize = 256 << 10;
@@ -82,7 +108,10 @@ impl<W: Write> Tee<W> {
                 };
                 // Once the unpacker returns (at the end marker, or on an error) its end of
                 // the channel is gone and the writer's sends fail at once: never a block.
-                unpack(reader, &tree, &opts)
+                match tree.file_name() == Some(std::ffi::OsStr::new(erofs::IMAGE)) {
+                    true => image(reader, &tree, &opts),
+                    false => unpack(reader, &tree, &opts),
+                }
             });
             Side {
                 buf: Vec::with_capacity(CHUNK),

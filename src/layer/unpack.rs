@@ -42,7 +42,7 @@ pub const OVERLAY_OPAQUE_USER_XATTR: &str = "user.overlay.opaque";
 
 /// `trusted.*` and, rootless, `user.overlay.*`: overlayfs's own metadata, which a layer
 /// must not forge (whiteouts are the only way to delete through a layer).
-fn is_overlay_metadata(name: &str) -> bool {
+pub(crate) fn is_overlay_metadata(name: &str) -> bool {
     name.starts_with("trusted.") || name.starts_with("user.overlay.")
 }
 

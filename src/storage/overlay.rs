@@ -8,6 +8,15 @@
 //! Whiteout"), and a layer repeated in a manifest is mounted once, at its top-most place
 //! (the copy driver applies it twice, with the same result).
 //!
+//! Opt-in (`KEEL_LAYER_FORMAT=erofs`, as root): a layer unpacked or committed from now on
+//! is kept as one erofs image (`layers/<diff-id hex>/layer.erofs`, `layer::erofs`) instead
+//! of a tree of files (issue 14, "never unpack"). A snapshot mounts each such image
+//! read-only at `lower-<n>/` inside its own directory and stacks the overlay on those
+//! mounts, so the images' mounts go and stay exactly as the snapshot's overlay does: taken
+//! down with it (`detach_below` unmounts everything under a snapshot's directory), and a
+//! killed keel's left for `keel gc` to reclaim with the snapshot. RUN results stay trees
+//! (`keep_as_layer`); a cache may hold both kinds.
+//!
 //! The driver owns its directories under `<root>/storage`; mounting goes through
 //! `sys::fs`.
 use crate::sys::hostfs;
@@ -22,9 +31,29 @@ use super::{
 use crate::digest::{hex_of, Digest};
 use crate::layer::adopt::settle_upper;
 use crate::layer::diff::{diff_overlay, Change};
+use crate::layer::erofs::IMAGE;
 use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
+
+/// The environment variable that makes the layer cache keep new layers as erofs images.
+pub const LAYER_FORMAT_ENV: &str = "KEEL_LAYER_FORMAT";
+
+/// Whether new cache entries are erofs images: asked for, and as root (an erofs mount
+/// needs CAP_SYS_ADMIN in the host's namespace).
+fn erofs_layers() -> bool {
+    std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "erofs")
+        && !crate::sys::userns::rootless_cached()
+}
+
+/// The lower a cache entry gives a snapshot: its image when it holds one, else its tree.
+fn entry_lower(entry: &Path) -> PathBuf {
+    let image = entry.join(IMAGE);
+    match image.is_file() {
+        true => image,
+        false => entry.join(TREE),
+    }
+}
 
 pub struct OverlayDriver {
     storage: PathBuf,
@@ -81,21 +110,30 @@ impl OverlayDriver {
     }
 
     /// Unpacks `layer` into the cache unless it is there (verifying its diff_id); returns
-    /// its tree and whether it was extracted now.
+    /// its tree (or its erofs image, see the module doc) and whether it was made now.
     pub fn ensure_layer(&self, layer: &LayerBlob) -> Result<(PathBuf, bool)> {
         let dest = self.storage.join("layers").join(hex_of(&layer.diff_id));
+        // Image layers may carry device nodes (debootstrap's /dev); containers get
+        // their own /dev mounted over it, so they are kept.
+        let opts = UnpackOptions {
+            whiteouts: Whiteouts::Overlay,
+            allow_devices: true,
+            ..UnpackOptions::default()
+        };
+        if erofs_layers() && !dest.join(super::verify::MARKER).is_file() {
+            let tmp = super::new_entry(&self.storage)?;
+            let tree = tmp.path().join(TREE);
+            hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
+            let stats = super::verify::image_verified(layer, &tmp.path().join(IMAGE), &opts)?;
+            let ids = vec![layer.diff_id.to_string()];
+            super::place_entry(&self.storage, tmp, &dest, "layer", ids, stats.summary)?;
+            return Ok((entry_lower(&dest), true));
+        }
         let fresh = build_cached(&self.storage, &dest, "layer", |tmp| {
-            // Image layers may carry device nodes (debootstrap's /dev); containers get
-            // their own /dev mounted over it, so they are kept.
-            let opts = UnpackOptions {
-                whiteouts: Whiteouts::Overlay,
-                allow_devices: true,
-                ..UnpackOptions::default()
-            };
             unpack_verified(layer, tmp, &opts)?;
             Ok(vec![layer.diff_id.to_string()])
         })?;
-        Ok((dest.join(TREE), fresh))
+        Ok((entry_lower(&dest), fresh))
     }
 
     /// Moves the cached tree of layer `base` into the temp entry `tmp` (for it to be
@@ -106,7 +144,8 @@ impl OverlayDriver {
     /// finds the entry gone and has the layer extracted again (`prepare_mount`).
     fn take_tree(&self, base: &Digest, tmp: &tempfile::TempDir) -> Result<bool> {
         let entry = self.storage.join("layers").join(hex_of(base));
-        if !entry.join(super::verify::MARKER).is_file() {
+        // An image is written whole again (cheaply): only a tree is patched.
+        if !entry.join(super::verify::MARKER).is_file() || entry.join(IMAGE).exists() {
             return Ok(false);
         }
         let aside = tmp.path().join("base");
@@ -216,6 +255,16 @@ impl Snapshotter for OverlayDriver {
 
     fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
         let tmp = super::new_entry(&self.storage)?;
+        if erofs_layers() {
+            let tree = tmp.path().join(TREE);
+            hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
+            return Ok(Some(PendingLayer {
+                tmp,
+                storage: self.storage.clone(),
+                reused: false,
+                image: true,
+            }));
+        }
         let reused = match base {
             Some(b) => self.take_tree(b, &tmp)?,
             None => false,
@@ -224,6 +273,7 @@ impl Snapshotter for OverlayDriver {
             tmp,
             storage: self.storage.clone(),
             reused,
+            image: false,
         }))
     }
 
@@ -278,11 +328,20 @@ impl OverlayDriver {
             unpacked += fresh as usize;
             trees.push(dir);
         }
+        let dir = new_snapshot_dir(&self.storage, id)?;
+        // Images are mounted inside the snapshot's directory (before `lower_stack` reads
+        // their roots' opaque xattr), so its teardown unmounts them with the overlay.
+        let trees = match mount_images(&dir, trees) {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = super::teardown(&dir);
+                return Err(e);
+            }
+        };
         let mut lowers = lower_stack(trees);
         if lowers.is_empty() || (top == Top::None && lowers.len() == 1) {
             lowers.push(self.empty_lower()?);
         }
-        let dir = new_snapshot_dir(&self.storage, id)?;
         let snap = Snapshot {
             id: id.to_string(),
             rootfs: dir.join("rootfs"),
@@ -313,12 +372,37 @@ impl OverlayDriver {
             mount_snapshot(&snap, top)
         })();
         if let Err(e) = made {
-            let _ = hostfs::remove_dir_all(&dir);
+            // Unmounts the images first (a plain removal would walk into them).
+            let _ = super::teardown(&dir);
             return Err(e);
         }
         crate::fault::point("storage.snapshot-mounted");
         Ok(snap)
     }
+}
+
+/// Mounts each erofs image among `trees` (bottom first) read-only at `lower-<n>` in the
+/// snapshot directory `dir` (file-backed: no loop device) and gives the mount points in
+/// their places; trees are passed through. A layer given twice is mounted once.
+fn mount_images(dir: &Path, trees: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+    let mut done: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut out = Vec::with_capacity(trees.len());
+    for t in trees {
+        if t.file_name() != Some(std::ffi::OsStr::new(IMAGE)) {
+            out.push(t);
+            continue;
+        }
+        if let Some((_, m)) = done.iter().find(|(img, _)| *img == t) {
+            out.push(m.clone());
+            continue;
+        }
+        let at = dir.join(format!("lower-{}", done.len()));
+        hostfs::create_dir(&at).map_err(StorageError::io("creating", &at))?;
+        crate::sys::mount::mount_erofs(&t, &at)?;
+        done.push((t, at.clone()));
+        out.push(at);
+    }
+    Ok(out)
 }
 
 /// What a snapshot has above its layers.
@@ -358,12 +442,18 @@ pub struct PendingLayer {
     tmp: tempfile::TempDir,
     storage: PathBuf,
     reused: bool,
+    /// The entry is an erofs image: `tree()` names the image file to write (which
+    /// `layer::tee` recognises by its name).
+    image: bool,
 }
 
 impl PendingLayer {
-    /// The tree to unpack into.
+    /// The tree to unpack into (or the image to write, see `image`).
     pub fn tree(&self) -> PathBuf {
-        self.tmp.path().join(TREE)
+        match self.image {
+            true => self.tmp.path().join(IMAGE),
+            false => self.tmp.path().join(TREE),
+        }
     }
 
     /// Whether the tree holds an earlier version of the layer (else it is empty).

@@ -77,6 +77,27 @@ pub fn unpack_verified(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats> {
+    verified(layer, |r| unpack(r, target, opts))
+}
+
+/// [`unpack_verified`], writing the layer's erofs image to the file `image` instead of
+/// a tree (the overlay driver's opt-in erofs cache, `layer::erofs`).
+pub fn image_verified(
+    layer: &LayerBlob,
+    image: &Path,
+    opts: &UnpackOptions,
+) -> Result<crate::layer::erofs::ImageStats> {
+    verified(layer, |r| {
+        crate::layer::erofs::write_image_file(r, image, opts)
+    })
+}
+
+/// Hands `layer`'s uncompressed stream to `sink`, then proves that it hashes to
+/// `layer.diff_id`.
+fn verified<T>(
+    layer: &LayerBlob,
+    sink: impl FnOnce(Hashing) -> std::result::Result<T, crate::layer::LayerError>,
+) -> Result<T> {
     let layer_err = |source| StorageError::Layer {
         diff_id: layer.diff_id.to_string(),
         source,
@@ -87,7 +108,7 @@ pub fn unpack_verified(
         inner: plain,
         hasher: sha2::Sha256::new(),
     }));
-    let stats = unpack(Hashing(state.clone()), target, opts).map_err(layer_err)?;
+    let out = sink(Hashing(state.clone())).map_err(layer_err)?;
     // The unpacker stops at the end-of-archive marker; the rest counts too.
     io::copy(&mut Hashing(state.clone()), &mut io::sink())
         .map_err(StorageError::io("reading", &layer.blob))?;
@@ -100,7 +121,27 @@ pub fn unpack_verified(
             blob: layer.blob.clone(),
         });
     }
-    Ok(stats)
+    Ok(out)
+}
+
+/// Runs `f` on a cache entry's tree: `diff/`, or the entry's erofs image mounted
+/// read-only and detached at once (`sys::mount::mount_erofs_detached`), so nothing stays
+/// mounted whatever happens to this process; `f` gets a path into the detached mount.
+pub(crate) fn with_tree<T>(entry: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let image = entry.join(crate::layer::erofs::IMAGE);
+    if !image.is_file() {
+        return f(&entry.join(TREE));
+    }
+    let at = tempfile::Builder::new()
+        .prefix("keel-erofs-")
+        .tempdir()
+        .map_err(StorageError::io("creating a temp dir for", &image))?;
+    let root = crate::sys::mount::mount_erofs_detached(&image, at.path())?;
+    use std::os::fd::AsRawFd;
+    f(&PathBuf::from(format!(
+        "/proc/self/fd/{}",
+        root.as_raw_fd()
+    )))
 }
 
 /// Counts the entries below `tree` and the bytes of its regular files, and hashes every
@@ -300,7 +341,8 @@ pub fn check(root: &Path, stacks: &[Vec<LayerBlob>], full: bool) -> Result<Vec<S
 /// The cheap check of one cache entry: a marker naming this directory, and the same
 /// number of entries and bytes as when it was unpacked.
 fn check_entry(entry: &Path, name: &str, kind: &str) -> std::result::Result<(), String> {
-    if !entry.join(TREE).is_dir() {
+    let image = entry.join(crate::layer::erofs::IMAGE).is_file();
+    if !entry.join(TREE).is_dir() && !image {
         return Err(format!("has no {TREE}/ tree (not made by this keel)"));
     }
     let Some(m) = read_marker(entry) else {
@@ -329,7 +371,7 @@ fn check_entry(entry: &Path, name: &str, kind: &str) -> std::result::Result<(), 
             m.kind, m.diff_ids
         ));
     }
-    let (entries, bytes, dirs) = summarize(&entry.join(TREE)).map_err(|e| e.to_string())?;
+    let (entries, bytes, dirs) = with_tree(entry, summarize).map_err(|e| e.to_string())?;
     if (entries, bytes) != (m.entries, m.bytes) {
         return Err(format!(
             "holds {entries} entries and {bytes} bytes but was unpacked with {} and {}",
@@ -366,6 +408,6 @@ fn recheck(storage: &Path, entry: &Path, kind: &str, stack: &[LayerBlob]) -> Res
     }
     Ok(differences(
         &full_tree(scratch.path())?,
-        &full_tree(&entry.join(TREE))?,
+        &with_tree(entry, full_tree)?,
     ))
 }

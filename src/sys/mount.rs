@@ -46,6 +46,35 @@ pub fn mount_fs(
     )
 }
 
+/// Mounts the erofs image file `image` read-only on `target`, file-backed: the kernel
+/// (6.12 and later, `CONFIG_EROFS_FS_BACKED_BY_FILE`) reads the file itself, with no loop
+/// device to set up or leak (issue 14's erofs layers).
+pub fn mount_erofs(image: &Path, target: &Path) -> Result<(), SysError> {
+    check_at(
+        "mount erofs image",
+        target,
+        nix::mount::mount(
+            Some(image),
+            target,
+            Some("erofs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        ),
+    )
+}
+
+/// [`mount_erofs`], then the mount detached at once: the returned handle on its root is
+/// all that keeps it (reach it through `/proc/self/fd/N`), so it is gone when the handle
+/// is closed or this process dies — nothing is left mounted for anyone to clean up.
+pub fn mount_erofs_detached(image: &Path, target: &Path) -> Result<std::os::fd::OwnedFd, SysError> {
+    mount_erofs(image, target)?;
+    let root = pin(target);
+    let detached = umount_detach(target);
+    let root = root?;
+    detached?;
+    Ok(root)
+}
+
 /// Bind-mounts `source` on `target` (recursively), then remounts read-only when asked:
 /// the kernel ignores MS_RDONLY on the initial bind, so it takes a second call.
 pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), SysError> {

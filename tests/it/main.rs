@@ -14,6 +14,7 @@ mod crossarch;
 mod parity;
 
 mod dockerfile;
+mod erofs;
 mod execin;
 mod glue;
 mod integrate;

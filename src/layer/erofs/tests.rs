@@ -1,0 +1,427 @@
+//! The erofs writer against the unpacker: the same tar written as an image and unpacked
+//! with `Whiteouts::Overlay` must give the same tree (the image checked by `fsck.erofs`
+//! and mounted by the kernel), and a stream the unpacker refuses must be refused on the
+//! same entry.
+use super::*;
+use std::collections::HashMap;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::Command;
+
+use crate::layer::unpack::unpack;
+
+/// One entry of a test tar.
+enum E<'a> {
+    Dir(&'a str, u32),
+    File(&'a str, u32, Vec<u8>),
+    Sym(&'a str, &'a str),
+    Hard(&'a str, &'a str),
+    Dev(&'a str, EntryType, u32, u32),
+    /// A PAX xattr record on a file or (with a trailing `/`) a directory.
+    Xattr(&'a str, &'a str, &'a [u8]),
+}
+
+fn tar_of(entries: &[E]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (i, e) in entries.iter().enumerate() {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_000 + i as u64);
+        h.set_uid(i as u64 % 3);
+        h.set_gid(i as u64 % 5);
+        h.set_size(0);
+        match e {
+            E::Dir(p, mode) => {
+                h.set_entry_type(EntryType::Directory);
+                h.set_mode(*mode);
+                b.append_data(&mut h, p, io::empty()).unwrap();
+            }
+            E::File(p, mode, body) => {
+                h.set_mode(*mode);
+                h.set_size(body.len() as u64);
+                b.append_data(&mut h, p, body.as_slice()).unwrap();
+            }
+            E::Sym(p, t) | E::Hard(p, t) => {
+                let hard = matches!(e, E::Hard(..));
+                h.set_entry_type(if hard {
+                    EntryType::Link
+                } else {
+                    EntryType::Symlink
+                });
+                h.set_mode(0o777);
+                b.append_link(&mut h, p, t).unwrap();
+            }
+            E::Dev(p, kind, major, minor) => {
+                h.set_entry_type(*kind);
+                h.set_mode(0o640);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
+                b.append_data(&mut h, p, io::empty()).unwrap();
+            }
+            E::Xattr(p, key, value) => {
+                let key = format!("SCHILY.xattr.{key}");
+                b.append_pax_extensions([(key.as_str(), *value)]).unwrap();
+                if p.ends_with('/') {
+                    h.set_entry_type(EntryType::Directory);
+                    h.set_mode(0o751);
+                    b.append_data(&mut h, p, io::empty()).unwrap();
+                } else {
+                    h.set_mode(0o644);
+                    h.set_size(1);
+                    b.append_data(&mut h, p, &b"x"[..]).unwrap();
+                }
+            }
+        }
+    }
+    b.into_inner().unwrap()
+}
+
+/// Every entry below `dir` (and `dir` itself as `.`), sorted: path, type and mode,
+/// owner, size, mtime (directories' only with `dir_times`: implied ones get the time of
+/// the unpack), content or link target or device number, xattrs with values, and for a
+/// hardlinked file the first path of its inode.
+fn listing(dir: &Path, dir_times: bool) -> Vec<String> {
+    let mut inodes: HashMap<u64, String> = HashMap::new();
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(dir).sort_by_file_name() {
+        let e = e.unwrap();
+        let m = e.path().symlink_metadata().unwrap();
+        let rel = e.path().strip_prefix(dir).unwrap().display().to_string();
+        let ft = m.file_type();
+        let what = if ft.is_symlink() {
+            format!("-> {}", std::fs::read_link(e.path()).unwrap().display())
+        } else if m.is_file() {
+            let same = inodes.entry(m.ino()).or_insert_with(|| rel.clone());
+            let body = std::fs::read(e.path()).unwrap();
+            let digest = <sha2::Sha256 as sha2::Digest>::digest(&body);
+            format!("{:x} inode of {same}", digest)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            format!("dev {:x}", m.rdev())
+        } else {
+            String::new()
+        };
+        let mut xattrs: Vec<String> = xattr::list(e.path())
+            .map(|l| {
+                l.map(|k| {
+                    let v = xattr::get(e.path(), &k).ok().flatten().unwrap_or_default();
+                    format!("{}={}", k.to_string_lossy(), String::from_utf8_lossy(&v))
+                })
+                .collect()
+            })
+            .unwrap_or_default();
+        xattrs.sort();
+        let whiteout = ft.is_char_device() && m.rdev() == 0;
+        let mtime = match (m.is_dir(), whiteout) {
+            (true, false) if !dir_times || rel.is_empty() => "-".to_string(),
+            (false, true) => "-".to_string(),
+            _ => m.mtime().to_string(),
+        };
+        let size = if m.is_dir() { 0 } else { m.len() };
+        out.push(format!(
+            "{rel:?} {:o} {}:{} {size} {mtime} {what} {xattrs:?}",
+            m.mode(),
+            m.uid(),
+            m.gid(),
+        ));
+    }
+    out
+}
+
+fn overlay_opts() -> UnpackOptions {
+    UnpackOptions {
+        whiteouts: Whiteouts::Overlay,
+        allow_devices: true,
+        preserve_owners: true,
+        ..UnpackOptions::default()
+    }
+}
+
+/// Unpacks `tar`: the listing, or the entry the error names.
+fn unpacked(tar: &[u8], dir_times: bool) -> Result<Vec<String>, String> {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        t.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    match unpack(io::Cursor::new(tar.to_vec()), t.path(), &overlay_opts()) {
+        Ok(_) => Ok(listing(t.path(), dir_times)),
+        Err(e) => Err(entry_of(e)),
+    }
+}
+
+fn entry_of(e: LayerError) -> String {
+    match e {
+        LayerError::BadEntry { entry, .. } => entry,
+        other => format!("{other}"),
+    }
+}
+
+/// Writes `tar` as an image, checks it with `fsck.erofs`, mounts it: the listing, or the
+/// entry the error names.
+fn imaged(tar: &[u8], dir_times: bool) -> Result<Vec<String>, String> {
+    let t = tempfile::tempdir().unwrap();
+    let path = t.path().join("layer.erofs");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let opts = ImageOptions {
+        unpack: overlay_opts(),
+        owner: (0, 0),
+        now: 0,
+        uuid: [7; 16],
+    };
+    if let Err(e) = write_image(io::Cursor::new(tar.to_vec()), &mut f, &opts) {
+        return Err(entry_of(e));
+    }
+    drop(f);
+    let fsck = Command::new("fsck.erofs").arg(&path).output().unwrap();
+    assert!(
+        fsck.status.success(),
+        "fsck.erofs refused the image: {}{}",
+        String::from_utf8_lossy(&fsck.stdout),
+        String::from_utf8_lossy(&fsck.stderr)
+    );
+    let mnt = t.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    crate::sys::mount::mount_erofs(&path, &mnt).unwrap();
+    let l = listing(&mnt, dir_times);
+    crate::sys::mount::umount_detach(&mnt).unwrap();
+    Ok(l)
+}
+
+/// Whether the kernel-side checks can run here: root and fsck.erofs (CI has both).
+fn can_mount() -> bool {
+    let fsck = Command::new("fsck.erofs").arg("--help").output().is_ok();
+    let ok = crate::sys::proc::is_root() && fsck;
+    if !ok {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "root and fsck.erofs (apt-get install erofs-utils) are required under CI"
+        );
+        eprintln!("SKIP: needs root and fsck.erofs (apt-get install erofs-utils)");
+    }
+    ok
+}
+
+fn assert_same(tar: &[u8], dir_times: bool, what: &str) {
+    let want = unpacked(tar, dir_times);
+    let have = imaged(tar, dir_times);
+    if want != have {
+        let (w, h) = (format!("{want:#?}"), format!("{have:#?}"));
+        panic!("{what}: the image differs from the unpack\nunpack: {w}\nimage: {h}");
+    }
+}
+
+/// One table row per entry kind, each alone below a parent the tar makes.
+#[test]
+fn each_entry_kind_is_the_unpacks() {
+    if !can_mount() {
+        return;
+    }
+    let big: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let rows: Vec<(&str, Vec<E>)> = vec![
+        (
+            "directory",
+            vec![E::Dir("d/", 0o750), E::Dir("d/e/", 0o555)],
+        ),
+        (
+            "empty file",
+            vec![E::Dir("d/", 0o755), E::File("d/f", 0o600, vec![])],
+        ),
+        (
+            "small file",
+            vec![E::Dir("d/", 0o755), E::File("d/f", 0o4755, b"hi".to_vec())],
+        ),
+        (
+            "block-sized file",
+            vec![E::Dir("d/", 0o755), E::File("d/f", 0o644, vec![9; 8192])],
+        ),
+        (
+            "large file",
+            vec![E::Dir("d/", 0o755), E::File("d/f", 0o640, big.clone())],
+        ),
+        (
+            "symlink",
+            vec![E::Dir("d/", 0o755), E::Sym("d/l", "../x/y")],
+        ),
+        (
+            "hardlink",
+            vec![
+                E::Dir("d/", 0o755),
+                E::File("d/f", 0o644, b"a".to_vec()),
+                E::Hard("d/g", "d/f"),
+            ],
+        ),
+        (
+            "char device",
+            vec![E::Dir("d/", 0o755), E::Dev("d/c", EntryType::Char, 1, 3)],
+        ),
+        (
+            "block device",
+            vec![
+                E::Dir("d/", 0o755),
+                E::Dev("d/b", EntryType::Block, 8, 0x1234),
+            ],
+        ),
+        (
+            "fifo",
+            vec![E::Dir("d/", 0o755), E::Dev("d/p", EntryType::Fifo, 0, 0)],
+        ),
+        (
+            "whiteout",
+            vec![E::Dir("d/", 0o755), E::File("d/.wh.gone", 0o644, vec![])],
+        ),
+        (
+            "opaque directory",
+            vec![
+                E::Dir("d/", 0o755),
+                E::File("d/.wh..wh..opq", 0o644, vec![]),
+            ],
+        ),
+        (
+            "xattr on a file",
+            vec![E::Dir("d/", 0o755), E::Xattr("d/x", "user.k", b"v")],
+        ),
+        ("xattr on a directory", vec![E::Xattr("d/", "user.k", b"v")]),
+        (
+            "forged overlay xattr",
+            vec![E::Xattr("d/", "trusted.overlay.opaque", b"y")],
+        ),
+        (
+            "root entry",
+            vec![E::Dir("./", 0o750), E::File("f", 0o644, b"x".to_vec())],
+        ),
+    ];
+    for (what, entries) in rows {
+        assert_same(&tar_of(&entries), true, what);
+    }
+}
+
+/// A hostile-ish stream: names through symlinked parents (relative, absolute, climbing
+/// past the root, dangling), names given again in every combination, hardlinks to a
+/// symlink and through a symlinked parent, implied parents, a directory of more dirents
+/// than a block holds, and forged overlay metadata.
+#[test]
+fn a_hostile_stream_gives_the_unpacks_tree() {
+    if !can_mount() {
+        return;
+    }
+    let mut e = vec![
+        E::Dir("./", 0o755),
+        E::Dir("sub/", 0o755),
+        E::File("sub/file", 0o644, b"one".to_vec()),
+        E::Sym("link", "sub"),
+        E::File("link/via", 0o644, b"through a relative link".to_vec()),
+        E::Sym("abs", "/sub"),
+        E::File("abs/x", 0o600, b"through an absolute link".to_vec()),
+        E::Sym("up", "../../.."),
+        E::File("up/sub/y", 0o644, b"climbed and clamped".to_vec()),
+        E::Sym("dang", "made/here"),
+        E::File("dang/z", 0o644, b"a dangling link's target made".to_vec()),
+        E::Hard("hl", "sub/file"),
+        E::Hard("hl2", "link/file"),
+        E::Hard("hsym", "link"),
+        E::File("twice", 0o644, b"first".to_vec()),
+        E::File("twice", 0o600, b"second wins".to_vec()),
+        E::File("dir-over-file", 0o644, b"x".to_vec()),
+        E::Dir("dir-over-file/", 0o700),
+        E::Dir("file-over-dir/", 0o755),
+        E::File("file-over-dir/inner", 0o644, b"gone".to_vec()),
+        E::File("file-over-dir", 0o644, b"replaced a tree".to_vec()),
+        E::Dir("sym-over-dir/", 0o755),
+        E::Sym("sym-over-dir", "sub"),
+        E::Dir("sub/", 0o711),
+        E::File("implied/a/b.txt", 0o644, b"parents implied".to_vec()),
+        E::File(".wh.lower-only", 0o644, vec![]),
+        E::File("sub/.wh..wh..opq", 0o644, vec![]),
+        E::Xattr("sub/attr", "trusted.overlay.redirect", b"/etc"),
+        E::Xattr("sub/attr2", "user.overlay.opaque", b"y"),
+        E::Xattr("sub/attr3", "user.note", b"kept"),
+    ];
+    let names: Vec<String> = (0..400)
+        .map(|i| format!("many/name-{i:04}-padded"))
+        .collect();
+    for n in &names {
+        e.push(E::File(n, 0o644, vec![]));
+    }
+    assert_same(&tar_of(&e), false, "hostile stream");
+}
+
+/// Streams the unpacker refuses are refused on the same entry.
+#[test]
+fn refused_streams_are_refused_on_the_same_entry() {
+    let rows: Vec<(&str, Vec<E>)> = vec![
+        ("hardlink to an absent file", vec![E::Hard("h", "nope")]),
+        (
+            "hardlink to a directory",
+            vec![E::Dir("d/", 0o755), E::Hard("h", "d")],
+        ),
+        (
+            "hardlink below an absent directory",
+            vec![E::Hard("h", "no/where")],
+        ),
+        (
+            "a file below a file",
+            vec![E::File("f", 0o644, vec![]), E::File("f/x", 0o644, vec![])],
+        ),
+        (
+            "a symlink loop",
+            vec![
+                E::Sym("a", "b"),
+                E::Sym("b", "a"),
+                E::File("a/x", 0o644, vec![]),
+            ],
+        ),
+        ("an empty whiteout", vec![E::File(".wh.", 0o644, vec![])]),
+        ("a whiteout of ..", vec![E::File("d/.wh...", 0o644, vec![])]),
+        (
+            "a hardlink climbing out",
+            vec![E::Hard("h", "../etc/passwd")],
+        ),
+    ];
+    for (what, entries) in rows {
+        let tar = tar_of(&entries);
+        let want = unpacked(&tar, true);
+        let opts = ImageOptions {
+            unpack: overlay_opts(),
+            owner: (0, 0),
+            now: 0,
+            uuid: [7; 16],
+        };
+        let have = write_image(
+            io::Cursor::new(tar),
+            &mut io::Cursor::new(Vec::new()),
+            &opts,
+        );
+        match (want, have) {
+            (Err(w), Err(h)) => assert_eq!(w, entry_of(h), "{what}"),
+            (w, h) => panic!("{what}: unpack {w:?}, image {:?}", h.map(|_| ())),
+        }
+    }
+}
+
+/// The bench's 10,000-file layer (`bench/build.sh`: 512 random bytes each in 100
+/// directories) as an image is the unpack's tree.
+#[test]
+fn the_bench_layer_of_10000_files_is_the_unpacks() {
+    if !can_mount() {
+        return;
+    }
+    let mut e = vec![E::Dir("app/", 0o755)];
+    let dirs: Vec<String> = (0..100).map(|d| format!("app/d{d:03}/")).collect();
+    e.extend(dirs.iter().map(|d| E::Dir(d, 0o755)));
+    let files: Vec<String> = (0..10_000)
+        .map(|i| format!("app/d{:03}/f{i:05}.txt", i % 100))
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    for f in &files {
+        let body: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        e.push(E::File(f, 0o644, body));
+    }
+    assert_same(&tar_of(&e), true, "10,000 files");
+}
