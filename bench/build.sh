@@ -113,16 +113,7 @@ PY2
 $keel rmi big >/dev/null; $keel gc --cache >/dev/null; rm -rf "$work/big"
 
 # --- 10,000 small files -----------------------------------------------------------------
-python3 - "$work/ctx10k" <<'PY'
-import os, sys
-d = sys.argv[1]
-for i in range(10000):
-    sub = os.path.join(d, "src", "d%03d" % (i % 100))
-    os.makedirs(sub, exist_ok=True)
-    with open(os.path.join(sub, "f%05d.txt" % i), "wb") as f:
-        f.write(os.urandom(512))
-PY
-printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' >"$work/ctx10k/Dockerfile"
+make_ctx10k "$work/ctx10k"
 sleep 2 # let timestamps age past the stat index's racy window
 c="$work/ctx10k"
 # Each cold keel build gets its own copy of a store holding the base image and the

@@ -12,3 +12,18 @@ drop_kernel_caches() {
   sync
   echo 2 >/proc/sys/vm/drop_caches
 }
+
+# The 10,000-small-files context of issue 14's rows in DIR: 10,000 × 512 random bytes in
+# 100 directories under src/, and a Dockerfile copying them and walking them in a RUN.
+make_ctx10k() {
+  python3 - "$1" <<'PY'
+import os, sys
+d = sys.argv[1]
+for i in range(10000):
+    sub = os.path.join(d, "src", "d%03d" % (i % 100))
+    os.makedirs(sub, exist_ok=True)
+    with open(os.path.join(sub, "f%05d.txt" % i), "wb") as f:
+        f.write(os.urandom(512))
+PY
+  printf 'FROM bb\nCOPY src/ /app/\nRUN find /app -type f | wc -l > /count\n' >"$1/Dockerfile"
+}

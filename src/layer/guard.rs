@@ -77,14 +77,7 @@ impl<R: Read> HeaderGuard<R> {
         let h = Header::from_byte_slice(&raw);
         let kind = h.entry_type();
         let mut size = h.entry_size()?;
-        let is_ext = matches!(
-            kind,
-            EntryType::GNULongName
-                | EntryType::GNULongLink
-                | EntryType::XHeader
-                | EntryType::XGlobalHeader
-        );
-        if !is_ext {
+        if !super::is_header_only(kind) {
             if let Some(s) = self.pax_size.take() {
                 size = s;
             }

@@ -36,6 +36,19 @@ impl LayerError {
     }
 }
 
+/// Whether a tar entry of `kind` only carries headers for the entry after it (PAX
+/// records, GNU long names and link targets) rather than being a file of the layer.
+pub fn is_header_only(kind: tar::EntryType) -> bool {
+    use tar::EntryType;
+    matches!(
+        kind,
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    )
+}
+
 /// Turns a tar entry name into a clean relative path: strips `./` prefixes, refuses
 /// absolute paths, `..` components and over-long names. The empty result means the root.
 pub fn clean_entry_path(raw: &[u8]) -> Result<PathBuf, LayerError> {

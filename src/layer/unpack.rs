@@ -353,13 +353,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         let rel = clean_entry_path(raw)?;
         self.stats.entries += 1;
         let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+        if super::is_header_only(kind) {
             return Ok(());
         }
         let Some(name) = rel.file_name().map(OsStr::to_os_string) else {

@@ -263,13 +263,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         let rel = clean_entry_path(raw)?;
         self.stats.entries += 1;
         let kind = entry.header().entry_type();
-        if matches!(
-            kind,
-            EntryType::XGlobalHeader
-                | EntryType::XHeader
-                | EntryType::GNULongName
-                | EntryType::GNULongLink
-        ) {
+        if super::is_header_only(kind) {
             return Ok(());
         }
         let Some(name) = rel.file_name().map(|n| n.as_bytes().to_vec()) else {
