@@ -26,19 +26,7 @@ fn image(
     path: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    let s = erofs::write_image_file(reader, path, opts)?;
-    Ok(UnpackStats {
-        entries: s.entries,
-        files: s.files,
-        dirs: s.dirs,
-        symlinks: s.symlinks,
-        hardlinks: s.hardlinks,
-        devices: s.devices,
-        whiteouts: s.whiteouts,
-        bytes: s.bytes,
-        summary: s.summary,
-        ..UnpackStats::default()
-    })
+    Ok(erofs::write_image_file(reader, path, opts)?.counts)
 }
 
 /// How much is handed to the unpacker at a time.

@@ -126,7 +126,14 @@ impl OverlayDriver {
             hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
             let stats = super::verify::image_verified(layer, &tmp.path().join(IMAGE), &opts)?;
             let ids = vec![layer.diff_id.to_string()];
-            super::place_entry(&self.storage, tmp, &dest, "layer", ids, stats.summary)?;
+            super::place_entry(
+                &self.storage,
+                tmp,
+                &dest,
+                "layer",
+                ids,
+                stats.counts.summary,
+            )?;
             return Ok((entry_lower(&dest), true));
         }
         let fresh = build_cached(&self.storage, &dest, "layer", |tmp| {

@@ -29,8 +29,8 @@ use tar::EntryType;
 use self::format::{Body, Data, Inode, Tree, BLOCK, NAME_MAX};
 use super::tally::{dir_line, Summary};
 use super::unpack::{
-    is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, Whiteouts, OPAQUE_WHITEOUT,
-    WHITEOUT_PREFIX,
+    is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, UnpackStats, Whiteouts,
+    OPAQUE_WHITEOUT, WHITEOUT_PREFIX,
 };
 use super::{clean_entry_path, decompressed, LayerError};
 use crate::sys::rootfs::MAX_SYMLINKS;
@@ -59,22 +59,13 @@ pub struct ImageOptions {
     pub uuid: [u8; 16],
 }
 
-/// Counts of what one image holds and its size.
+/// What writing one image gave: the counts an unpack of the same stream gives (its
+/// `unchanged` and `index` stay empty; `summary` is what `storage::verify::summarize` of
+/// the mounted image gives, for the marker) and the image file's size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageStats {
-    pub entries: u64,
-    pub files: u64,
-    pub dirs: u64,
-    pub symlinks: u64,
-    pub hardlinks: u64,
-    pub devices: u64,
-    pub whiteouts: u64,
-    /// Bytes of regular-file content.
-    pub bytes: u64,
-    /// The image file's size.
+    pub counts: UnpackStats,
     pub image_bytes: u64,
-    /// What `storage::verify::summarize` of the mounted image gives (for the marker).
-    pub summary: Option<Summary>,
 }
 
 /// Writes the erofs image of one layer tar (plain or compressed) to `out`.
@@ -105,7 +96,7 @@ pub fn write_image<W: Write + Seek>(
     let data_end = w.data_blk;
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid)?;
-    stats.summary = Some(summary_of(&w.tree));
+    stats.counts.summary = Some(summary_of(&w.tree));
     Ok(stats)
 }
 
@@ -261,7 +252,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
-        self.stats.entries += 1;
+        self.stats.counts.entries += 1;
         let kind = entry.header().entry_type();
         if super::is_header_only(kind) {
             return Ok(());
@@ -277,7 +268,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             .resolve(parent_rel, true)
             .map_err(|m| miss(&shown, parent_rel, m))?;
         if let Some(victim) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            self.stats.whiteouts += 1;
+            self.stats.counts.whiteouts += 1;
             return self.whiteout(&shown, parent, victim);
         }
         match kind {
@@ -380,7 +371,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
                 i
             }
         };
-        self.stats.dirs += 1;
+        self.stats.counts.dirs += 1;
         self.metadata(i, entry, true);
         Ok(())
     }
@@ -404,8 +395,8 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         } else {
             self.blocks(shown, want, entry)?
         };
-        self.stats.files += 1;
-        self.stats.bytes += want;
+        self.stats.counts.files += 1;
+        self.stats.counts.bytes += want;
         let i = self.push(self.made(Body::File(data), 0o600));
         self.put(shown, parent, name, i)?;
         self.metadata(i, entry, false);
@@ -452,7 +443,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
                 ),
             ));
         }
-        self.stats.symlinks += 1;
+        self.stats.counts.symlinks += 1;
         let i = self.push(self.made(Body::Symlink(target), 0o777));
         self.put(shown, parent, name, i)?;
         self.metadata(i, entry, false);
@@ -503,7 +494,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             return Ok(());
         }
         self.put(shown, parent, name, src)?;
-        self.stats.hardlinks += 1;
+        self.stats.counts.hardlinks += 1;
         Ok(())
     }
 
@@ -537,7 +528,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         node.is_char = kind == EntryType::Char;
         let i = self.push(node);
         self.put(shown, parent, name, i)?;
-        self.stats.devices += 1;
+        self.stats.counts.devices += 1;
         self.metadata(i, entry, false);
         Ok(())
     }
