@@ -11,6 +11,8 @@ pub mod index;
 pub mod pack;
 pub mod tally;
 pub mod tee;
+#[cfg(test)]
+mod test_tar;
 pub mod unpack;
 
 use std::io::{self, BufRead, BufReader, Read};

@@ -1038,56 +1038,7 @@ mod tests {
     use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
 
-    /// One entry of a test tar: a path and what it is.
-    enum E<'a> {
-        Dir(&'a str, u32),
-        File(&'a str, u32, &'a [u8]),
-        Sym(&'a str, &'a str),
-        Hard(&'a str, &'a str),
-        /// A file with a PAX xattr record.
-        Xattr(&'a str, &'a str, &'a [u8]),
-    }
-
-    fn tar_of(entries: &[E]) -> Vec<u8> {
-        let mut b = tar::Builder::new(Vec::new());
-        for (i, e) in entries.iter().enumerate() {
-            let mut h = tar::Header::new_gnu();
-            h.set_mtime(1_000 + i as u64);
-            h.set_uid(i as u64 % 3);
-            h.set_gid(i as u64 % 5);
-            h.set_size(0);
-            match e {
-                E::Dir(p, mode) => {
-                    h.set_entry_type(EntryType::Directory);
-                    h.set_mode(*mode);
-                    b.append_data(&mut h, p, io::empty()).unwrap();
-                }
-                E::File(p, mode, body) => {
-                    h.set_mode(*mode);
-                    h.set_size(body.len() as u64);
-                    b.append_data(&mut h, p, *body).unwrap();
-                }
-                E::Sym(p, t) | E::Hard(p, t) => {
-                    let hard = matches!(e, E::Hard(..));
-                    h.set_entry_type(if hard {
-                        EntryType::Link
-                    } else {
-                        EntryType::Symlink
-                    });
-                    h.set_mode(0o777);
-                    b.append_link(&mut h, p, t).unwrap();
-                }
-                E::Xattr(p, key, value) => {
-                    let key = format!("SCHILY.xattr.{key}");
-                    b.append_pax_extensions([(key.as_str(), *value)]).unwrap();
-                    h.set_mode(0o644);
-                    h.set_size(1);
-                    b.append_data(&mut h, p, &b"x"[..]).unwrap();
-                }
-            }
-        }
-        b.into_inner().unwrap()
-    }
+    use crate::layer::test_tar::{tar_of, E};
 
     /// Every entry below `dir`, sorted: path, type and mode, owner, size, mtime, content
     /// or link target, xattrs, and for a hardlink the first path of its inode.
@@ -1173,29 +1124,33 @@ mod tests {
             .collect();
         let big = vec![7u8; 100 << 10];
         let modes = [0o644, 0o4755, 0o400, 0o755, 0o2711, 0o600];
-        let mut entries = vec![E::Dir("ro/", 0o555), E::File("ro/in", 0o444, b"r")];
+        let mut entries = vec![E::Dir("ro/", 0o555), E::File("ro/in", 0o444, b"r".to_vec())];
         let mut last_dir = String::new();
         for (i, (dir, file)) in names.iter().enumerate() {
             if *dir != last_dir {
                 entries.push(E::Dir(dir, 0o755));
                 last_dir = dir.clone();
             }
-            entries.push(E::File(file, modes[i % modes.len()], file.as_bytes()));
+            entries.push(E::File(
+                file,
+                modes[i % modes.len()],
+                file.as_bytes().to_vec(),
+            ));
         }
         entries.extend([
-            E::File("d00/big", 0o644, &big),
-            E::File("d00/empty", 0o644, b""),
+            E::File("d00/big", 0o644, big.clone()),
+            E::File("d00/empty", 0o644, b"".to_vec()),
             E::Sym("d01/link", "f000"),
             E::Xattr("d01/x", "user.keel", b"v"),
             E::Dir("d02/deeper/", 0o700),
-            E::File("d02/deeper/f", 0o644, b"deep"),
+            E::File("d02/deeper/f", 0o644, b"deep".to_vec()),
         ]);
         let simple = tar_of(&entries);
         let listed = same_as_serial(&simple, "a simple stream").unwrap();
         assert!(listed.len() > 2400, "{}", listed.len());
         entries.extend([
             E::Hard("d03/h", "d02/f000"),
-            E::File("d03/after", 0o644, b"a"),
+            E::File("d03/after", 0o644, b"a".to_vec()),
         ]);
         same_as_serial(&tar_of(&entries), "a hardlink mid-stream").unwrap();
     }
@@ -1212,10 +1167,10 @@ mod tests {
                 "symlinked parent",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/a", 0o644, b"1"),
+                    File("d/a", 0o644, b"1".to_vec()),
                     Sym("s", "d"),
-                    File("s/b", 0o644, b"2"),
-                    File("d/b", 0o644, b"3"),
+                    File("s/b", 0o644, b"2".to_vec()),
+                    File("d/b", 0o644, b"3".to_vec()),
                 ],
             ),
             (
@@ -1223,18 +1178,18 @@ mod tests {
                 vec![
                     Dir("d/", 0o755),
                     Sym("d/up", "../.."),
-                    File("d/up/x", 0o644, b"x"),
+                    File("d/up/x", 0o644, b"x".to_vec()),
                     Sym("r", "/"),
-                    File("r/y", 0o644, b"y"),
+                    File("r/y", 0o644, b"y".to_vec()),
                 ],
             ),
             (
                 "fast symlink then through it",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/f", 0o644, b"1"),
+                    File("d/f", 0o644, b"1".to_vec()),
                     Sym("d/l", "f"),
-                    File("d/l", 0o644, b"2"),
+                    File("d/l", 0o644, b"2".to_vec()),
                 ],
             ),
             // Hardlinks to a file the fast path made, to one not yet created, to itself.
@@ -1242,7 +1197,7 @@ mod tests {
                 "hardlink to a fast file",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/f", 0o644, b"1"),
+                    File("d/f", 0o644, b"1".to_vec()),
                     Hard("d/h", "d/f"),
                     Hard("h2", "d/h"),
                 ],
@@ -1251,16 +1206,16 @@ mod tests {
                 "hardlink before its target",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/a", 0o644, b"1"),
+                    File("d/a", 0o644, b"1".to_vec()),
                     Hard("d/h", "d/f"),
-                    File("d/f", 0o644, b"2"),
+                    File("d/f", 0o644, b"2".to_vec()),
                 ],
             ),
             (
                 "hardlink to itself",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/f", 0o644, b"1"),
+                    File("d/f", 0o644, b"1".to_vec()),
                     Hard("d/f", "d/f"),
                 ],
             ),
@@ -1269,42 +1224,42 @@ mod tests {
                 "a file twice",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/x", 0o644, b"1"),
-                    File("d/x", 0o600, b"22"),
+                    File("d/x", 0o644, b"1".to_vec()),
+                    File("d/x", 0o600, b"22".to_vec()),
                 ],
             ),
             (
                 "a directory over a file",
                 vec![
-                    File("x", 0o644, b"1"),
+                    File("x", 0o644, b"1".to_vec()),
                     Dir("x/", 0o700),
-                    File("x/y", 0o644, b"2"),
+                    File("x/y", 0o644, b"2".to_vec()),
                 ],
             ),
             (
                 "a file over a directory",
                 vec![
                     Dir("x/", 0o755),
-                    File("x/y", 0o644, b"1"),
-                    File("x", 0o644, b"2"),
+                    File("x/y", 0o644, b"1".to_vec()),
+                    File("x", 0o644, b"2".to_vec()),
                 ],
             ),
             (
                 "a symlink over a directory",
                 vec![
                     Dir("x/", 0o755),
-                    File("x/y", 0o644, b"1"),
+                    File("x/y", 0o644, b"1".to_vec()),
                     Sym("x", "/"),
-                    File("x/z", 0o644, b"2"),
+                    File("x/z", 0o644, b"2".to_vec()),
                 ],
             ),
             (
                 "a directory twice",
                 vec![
                     Dir("x/", 0o755),
-                    File("x/y", 0o644, b"1"),
+                    File("x/y", 0o644, b"1".to_vec()),
                     Dir("x/", 0o700),
-                    File("x/z", 0o644, b"2"),
+                    File("x/z", 0o644, b"2".to_vec()),
                 ],
             ),
             // A file below a file; parents the stream never made.
@@ -1312,15 +1267,15 @@ mod tests {
                 "a file below a fast file",
                 vec![
                     Dir("d/", 0o755),
-                    File("d/f", 0o644, b"1"),
-                    File("d/f/g", 0o644, b"2"),
+                    File("d/f", 0o644, b"1".to_vec()),
+                    File("d/f/g", 0o644, b"2".to_vec()),
                 ],
             ),
             (
                 "implied parents",
                 vec![
-                    File("a/b/c", 0o644, b"1"),
-                    File("a/b/d", 0o644, b"2"),
+                    File("a/b/c", 0o644, b"1".to_vec()),
+                    File("a/b/d", 0o644, b"2".to_vec()),
                     Dir("a/", 0o700),
                 ],
             ),
@@ -1339,10 +1294,18 @@ mod tests {
         let longer = format!("d/{}", "m".repeat(400));
         let mut entries = vec![E::Dir("d/", 0o755)];
         let names: Vec<String> = (0..500).map(|i| format!("d/f{i:03}")).collect();
-        entries.extend(names[..250].iter().map(|n| E::File(n, 0o644, b"x")));
-        entries.push(E::File(&long, 0o644, b"x"));
-        entries.extend(names[250..].iter().map(|n| E::File(n, 0o644, b"x")));
-        entries.push(E::File(&longer, 0o644, b"x"));
+        entries.extend(
+            names[..250]
+                .iter()
+                .map(|n| E::File(n, 0o644, b"x".to_vec())),
+        );
+        entries.push(E::File(&long, 0o644, b"x".to_vec()));
+        entries.extend(
+            names[250..]
+                .iter()
+                .map(|n| E::File(n, 0o644, b"x".to_vec())),
+        );
+        entries.push(E::File(&longer, 0o644, b"x".to_vec()));
         let tar = tar_of(&entries);
         same_as_serial(&tar, "a name too long").unwrap_err();
         let (fast, _) = unpacked(&tar, false);
