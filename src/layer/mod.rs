@@ -38,6 +38,32 @@ impl LayerError {
     }
 }
 
+/// The entries of a layer stream as the unpacker and the erofs writer read them.
+pub type LayerEntry<'a> = tar::Entry<'a, guard::HeaderGuard<Box<dyn Read>>>;
+
+/// Hands every entry of a layer stream (plain or compressed, read under the header
+/// guard) to `each` with its raw path. A broken header has no name of its own, so its
+/// error names the entry before it; an I/O error while handling an entry names that
+/// entry.
+pub fn each_entry(
+    reader: impl Read + 'static,
+    mut each: impl FnMut(&[u8], &mut LayerEntry<'_>) -> Result<(), LayerError>,
+) -> Result<(), LayerError> {
+    let mut archive = tar::Archive::new(guard::HeaderGuard::new(decompressed(reader)?));
+    let mut last = String::from("<first header>");
+    for entry in archive.entries()? {
+        let mut entry = entry
+            .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
+        let raw = entry.path_bytes().into_owned();
+        last = format!("<header after {}>", String::from_utf8_lossy(&raw));
+        each(&raw, &mut entry).map_err(|e| match e {
+            LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(&raw), io.to_string()),
+            other => other,
+        })?;
+    }
+    Ok(())
+}
+
 /// Whether a tar entry of `kind` only carries headers for the entry after it (PAX
 /// records, GNU long names and link targets) rather than being a file of the layer.
 pub fn is_header_only(kind: tar::EntryType) -> bool {

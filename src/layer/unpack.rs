@@ -27,7 +27,7 @@ use std::sync::Arc;
 use tar::EntryType;
 
 use super::index::{self, EntryIndex};
-use super::{clean_entry_path, decompressed, LayerError};
+use super::{clean_entry_path, LayerError};
 use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
 
 /// Prefix of an OCI whiteout file name (`.wh.NAME` deletes NAME).
@@ -290,22 +290,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
 
     /// Unpacks every entry of the stream.
     fn stream(&mut self, reader: impl Read + 'static) -> Result<(), LayerError> {
-        let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
-        // A broken header has no name of its own: name the entry before it.
-        let mut last = String::from("<first header>");
-        for entry in archive.entries()? {
-            let mut entry = entry
-                .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
-            let raw = entry.path_bytes().into_owned();
-            last = format!("<header after {}>", String::from_utf8_lossy(&raw));
-            self.entry(&raw, &mut entry).map_err(|e| match e {
-                LayerError::Io(io) => {
-                    LayerError::bad(String::from_utf8_lossy(&raw), io.to_string())
-                }
-                other => other,
-            })?;
-        }
-        Ok(())
+        super::each_entry(reader, |raw, entry| self.entry(raw, entry))
     }
 
     /// Directory mtimes last, deepest first, so creating children does not bump them.

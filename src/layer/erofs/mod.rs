@@ -32,7 +32,7 @@ use super::unpack::{
     is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, UnpackStats, Whiteouts,
     OPAQUE_WHITEOUT, WHITEOUT_PREFIX,
 };
-use super::{clean_entry_path, decompressed, LayerError};
+use super::{clean_entry_path, LayerError};
 use crate::sys::rootfs::MAX_SYMLINKS;
 
 /// The image file in an overlay layer cache entry kept as erofs (instead of `diff/`).
@@ -81,18 +81,7 @@ pub fn write_image<W: Write + Seek>(
         ));
     }
     let mut w = Writer::new(out, opts);
-    let mut archive = tar::Archive::new(super::guard::HeaderGuard::new(decompressed(reader)?));
-    let mut last = String::from("<first header>");
-    for entry in archive.entries()? {
-        let mut entry = entry
-            .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
-        last = format!("<header after {}>", String::from_utf8_lossy(&raw));
-        w.entry(&raw, &mut entry).map_err(|e| match e {
-            LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(&raw), io.to_string()),
-            other => other,
-        })?;
-    }
+    super::each_entry(reader, |raw, entry| w.entry(raw, entry))?;
     let data_end = w.data_blk;
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid)?;
