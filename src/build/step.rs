@@ -369,7 +369,10 @@ pub fn commit_copy(
 /// exactly so are left alone) — and the old layer's blob to take unchanged content from.
 #[derive(Default)]
 pub struct CopySinks<'a> {
-    pub unpack_into: Option<(&'a Path, Option<std::sync::Arc<layer::index::EntryIndex>>)>,
+    pub unpack_into: Option<(
+        layer::tee::SideSink<'a>,
+        Option<std::sync::Arc<layer::index::EntryIndex>>,
+    )>,
     pub derive: Option<Derive<'a>>,
 }
 

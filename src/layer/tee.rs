@@ -3,8 +3,8 @@
 //! filling the layer's cache tree. The next step then mounts the tree instead of
 //! extracting the tar it would otherwise read back (issue 14, "unpack while committing").
 //!
-//! A side path naming an erofs image (`layer::erofs::IMAGE`) gets the layer's image
-//! written there instead of a tree (the overlay driver's opt-in erofs cache).
+//! The second sink may be an erofs image file instead of a tree ([`SideSink::Image`], the
+//! overlay driver's opt-in erofs cache).
 //!
 //! Both sinks get the very same bytes, so the tree is the unpack of the blob whose digest
 //! the blob writer computes. The unpacker may fail (say, a device node without
@@ -19,8 +19,17 @@ use super::erofs;
 use super::unpack::{unpack, UnpackOptions, UnpackStats};
 use super::LayerError;
 
-/// The side sink of a cache entry kept as an erofs image (its path names
-/// [`erofs::IMAGE`]): the image written instead of a tree, its counts as an unpack's.
+/// Where the tee's second copy of the layer goes.
+#[derive(Debug, Clone, Copy)]
+pub enum SideSink<'a> {
+    /// Unpacked into this existing directory.
+    Tree(&'a Path),
+    /// Written as an erofs image to this (new) file.
+    Image(&'a Path),
+}
+
+/// The side sink of a cache entry kept as an erofs image: the image written instead of a
+/// tree, its counts as an unpack's.
 fn image(
     reader: ChunkReader,
     path: &Path,
@@ -80,13 +89,17 @@ impl Read for ChunkReader {
 }
 
 impl<W: Write> Tee<W> {
-    /// Writes to `out`, and unpacks what is written into the existing directory `tree`
-    /// (with `opts`) when there is one.
-    pub fn new(out: W, tree: Option<&Path>, opts: &UnpackOptions) -> Tee<W> {
-        let side = tree.map(|tree| {
+    /// Writes to `out`, and unpacks what is written (with `opts`) into `side` when there
+    /// is one.
+    pub fn new(out: W, side: Option<SideSink<'_>>, opts: &UnpackOptions) -> Tee<W> {
+        let side = side.map(|side| {
             let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
             let (back_tx, back) = sync_channel::<Vec<u8>>(RECYCLED);
-            let (tree, opts) = (tree.to_path_buf(), opts.clone());
+            let (path, image_file) = match side {
+                SideSink::Tree(p) => (p.to_path_buf(), false),
+                SideSink::Image(p) => (p.to_path_buf(), true),
+            };
+            let opts = opts.clone();
             let worker = std::thread::spawn(move || {
                 let reader = ChunkReader {
                     rx,
@@ -96,9 +109,9 @@ impl<W: Write> Tee<W> {
                 };
                 // Once the unpacker returns (at the end marker, or on an error) its end of
                 // the channel is gone and the writer's sends fail at once: never a block.
-                match tree.file_name() == Some(std::ffi::OsStr::new(erofs::IMAGE)) {
-                    true => image(reader, &tree, &opts),
-                    false => unpack(reader, &tree, &opts),
+                match image_file {
+                    true => image(reader, &path, &opts),
+                    false => unpack(reader, &path, &opts),
                 }
             });
             Side {
@@ -264,7 +277,7 @@ mod tests {
     fn the_tree_is_the_unpack_of_exactly_what_was_written() {
         let files = [("a/", ""), ("a/one", "1"), ("two", &"x".repeat(3 << 20))];
         let tree = tempfile::tempdir().unwrap();
-        let mut tee = Tee::new(Vec::new(), Some(tree.path()), &opts(false));
+        let mut tee = Tee::new(Vec::new(), Some(SideSink::Tree(tree.path())), &opts(false));
         tee.write_all(&tar_of(&files)).unwrap();
         let (bytes, unpacked) = tee.finish().unwrap();
         assert_eq!(bytes, tar_of(&files));
@@ -279,7 +292,7 @@ mod tests {
         let gone = tempfile::tempdir().unwrap().path().join("missing");
         let big = "y".repeat(40 << 20); // more than the channel holds
         let files = [("big", big.as_str())];
-        let mut tee = Tee::new(Vec::new(), Some(&gone), &opts(false));
+        let mut tee = Tee::new(Vec::new(), Some(SideSink::Tree(&gone)), &opts(false));
         tee.write_all(&tar_of(&files)).unwrap();
         let (bytes, unpacked) = tee.finish().unwrap();
         assert_eq!(bytes, tar_of(&files));

@@ -449,17 +449,29 @@ pub struct PendingLayer {
     tmp: tempfile::TempDir,
     storage: PathBuf,
     reused: bool,
-    /// The entry is an erofs image: `tree()` names the image file to write (which
-    /// `layer::tee` recognises by its name).
+    /// The entry is an erofs image (the opt-in erofs cache), not a tree.
     image: bool,
 }
 
 impl PendingLayer {
-    /// The tree to unpack into (or the image to write, see `image`).
-    pub fn tree(&self) -> PathBuf {
+    /// The entry's directory (the tree or image and what is stored beside them).
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// The path the layer is written to: the tree to unpack into, or the image file.
+    pub fn target(&self) -> PathBuf {
         match self.image {
             true => self.tmp.path().join(IMAGE),
             false => self.tmp.path().join(TREE),
+        }
+    }
+
+    /// The tee's second sink for `target` (this entry's [`PendingLayer::target`]).
+    pub fn sink<'a>(&self, target: &'a Path) -> crate::layer::tee::SideSink<'a> {
+        match self.image {
+            true => crate::layer::tee::SideSink::Image(target),
+            false => crate::layer::tee::SideSink::Tree(target),
         }
     }
 

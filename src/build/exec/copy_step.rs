@@ -574,13 +574,13 @@ impl Executor<'_> {
             false => self.snapshotter.pending_layer(base.map(|b| &b.diff_id))?,
         };
         let mut sinks = step::CopySinks::default();
-        let tree = pending.as_ref().map(|p| p.tree());
-        if let (Some(p), Some(t)) = (&pending, &tree) {
+        let target = pending.as_ref().map(|p| p.target());
+        if let (Some(p), Some(t)) = (&pending, &target) {
             let known = old
                 .as_ref()
                 .filter(|_| p.reused())
                 .map(|o| o.index().clone());
-            sinks.unpack_into = Some((t.as_path(), known));
+            sinks.unpack_into = Some((p.sink(t), known));
         }
         sinks.derive = old.map(|old| step::Derive {
             old,
@@ -998,9 +998,7 @@ fn store_index(
     let Some(raw) = crate::digest::raw_sha256(diff_id) else {
         return;
     };
-    let tree = pending.tree();
-    let Some(entry) = tree.parent() else { return };
-    let path = entry.join(crate::layer::index::STORED);
+    let path = pending.dir().join(crate::layer::index::STORED);
     if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
         tracing::debug!("the layer's entry index was not stored: {e}");
     }
