@@ -24,7 +24,16 @@ debian=1
 cargo build --release --locked -q
 keel="$PWD/target/release/keel"
 work=$(mktemp -d /var/tmp/keel-bench-build.XXXXXX)
-trap 'rm -rf "$work"; buildah rm --all >/dev/null 2>&1 || true' EXIT
+# buildah's images from before the run: every other one (the bases imported, each
+# --no-cache build's image and layers, ~3 GB per big-row run) goes at the end, or a few
+# runs fill the disk (session 10: 59 GB in /var/lib/containers).
+buildah images -a -q --no-trunc 2>/dev/null | sort >"$work/buildah-before"
+buildah_cleanup() {
+  buildah rm --all >/dev/null 2>&1 || true
+  buildah images -a -q --no-trunc 2>/dev/null | sort | comm -13 "$work/buildah-before" - |
+    xargs -r buildah rmi -f >/dev/null 2>&1 || true
+}
+trap 'buildah_cleanup; rm -rf "$work"' EXIT
 export KEEL_ROOT="$work/root"
 bud="buildah bud -q --layers --isolation oci --runtime runc"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores"
