@@ -87,6 +87,24 @@ pub struct UnpackOptions {
     pub known: Option<std::sync::Arc<EntryIndex>>,
 }
 
+impl UnpackOptions {
+    /// Refuses a device node or fifo entry unless the layer is trusted to make them
+    /// (`allow_devices`): the one rule for the unpacker and the erofs writer.
+    pub(crate) fn check_node(&self, shown: &str, kind: EntryType) -> Result<(), LayerError> {
+        if self.allow_devices {
+            return Ok(());
+        }
+        let what = match kind {
+            EntryType::Fifo => "fifo",
+            _ => "device node",
+        };
+        Err(LayerError::bad(
+            shown,
+            format!("{what} entries are not allowed here; only trusted layers may create them"),
+        ))
+    }
+}
+
 impl Default for UnpackOptions {
     fn default() -> Self {
         UnpackOptions {
@@ -537,17 +555,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             shown,
             ..
         } = at;
-        if !self.opts.allow_devices {
-            let what = if kind == EntryType::Fifo {
-                "fifo"
-            } else {
-                "device node"
-            };
-            return Err(LayerError::bad(
-                shown,
-                format!("{what} entries are not allowed here; only trusted layers may create them"),
-            ));
-        }
+        self.opts.check_node(shown, kind)?;
         let k = match kind {
             EntryType::Char => NodeKind::Char,
             EntryType::Block => NodeKind::Block,

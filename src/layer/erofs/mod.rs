@@ -495,17 +495,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         name: Vec<u8>,
         entry: &mut tar::Entry<R>,
     ) -> Result<(), LayerError> {
-        if !self.opts.unpack.allow_devices {
-            let what = if kind == EntryType::Fifo {
-                "fifo"
-            } else {
-                "device node"
-            };
-            return Err(LayerError::bad(
-                shown,
-                format!("{what} entries are not allowed here; only trusted layers may create them"),
-            ));
-        }
+        self.opts.unpack.check_node(shown, kind)?;
         let h = entry.header();
         let major = h.device_major().ok().flatten().unwrap_or(0);
         let minor = h.device_minor().ok().flatten().unwrap_or(0);
