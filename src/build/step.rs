@@ -374,6 +374,24 @@ pub struct CopySinks<'a> {
         Option<std::sync::Arc<layer::index::EntryIndex>>,
     )>,
     pub derive: Option<Derive<'a>>,
+    /// The capabilities the key computation read (none: each file's is read here).
+    pub caps: Option<KnownCaps<'a>>,
+}
+
+/// The capabilities of a copy's regular files as the key computation read them (through
+/// the stat index): a file in `digests` has the capability `caps` gives it, or none. The
+/// layer then carries what its key says, with no `lgetxattr` per file.
+pub struct KnownCaps<'a> {
+    pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
+    pub caps: &'a std::collections::HashMap<String, Vec<u8>>,
+}
+
+impl KnownCaps<'_> {
+    /// `op`'s capability if the key read it (`Some(None)`: it has none).
+    fn of(&self, op: &CopyOp) -> Option<Option<Vec<u8>>> {
+        (op.kind == FileKind::File && self.digests.contains_key(&op.src))
+            .then(|| self.caps.get(&op.src).cloned())
+    }
 }
 
 /// The previous version of a layer as a source of content (`layer::derive`): a file
@@ -403,6 +421,7 @@ pub fn commit_copy_into(
     let CopySinks {
         unpack_into,
         mut derive,
+        caps,
     } = sinks;
     let unpack_opts = layer::unpack::UnpackOptions {
         whiteouts: layer::unpack::Whiteouts::Overlay,
@@ -436,7 +455,12 @@ pub fn commit_copy_into(
             // Before 1970 (kept mtimes only): a PAX `mtime` record, as Go's archive/tar
             // writes it in BuildKit's and buildah's layers.
             let negative = (epoch.is_none() && op.mtime < 0).then_some(op.mtime);
-            append_op(&mut tar, ctx, path, op, (mtime, negative), derive.as_mut())?;
+            let cap = caps
+                .as_ref()
+                .and_then(|c| c.of(op))
+                .unwrap_or_else(|| file_capability(op.kind, &ctx.path_of(&op.src)));
+            let meta = (mtime, negative, cap);
+            append_op(&mut tar, ctx, path, op, meta, derive.as_mut())?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
@@ -578,7 +602,8 @@ pub fn file_capability(kind: FileKind, src: &Path) -> Option<Vec<u8>> {
     crate::sys::fs::get_xattr(src, CAPABILITY).ok().flatten()
 }
 
-/// Appends the entry `op` writes at `path`. A regular file's content comes from the
+/// Appends the entry `op` writes at `path`, with its mtime, a PAX mtime when negative and
+/// its capability (`meta`). A regular file's content comes from the
 /// old blob when `derive` has it (checked there), else straight from the source into
 /// the blob's buffers (hashed there), not through tar's small copies.
 fn append_op<W: std::io::Write + layer::tee::ReadInto>(
@@ -586,7 +611,7 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     ctx: &Context,
     path: &str,
     op: &CopyOp,
-    (mtime, negative): (u64, Option<i64>),
+    (mtime, negative, cap): (u64, Option<i64>, Option<Vec<u8>>),
     derive: Option<&mut Derive<'_>>,
 ) -> Result<(), StepError> {
     let (uid, gid) = (op.owner.uid, op.owner.gid);
@@ -595,7 +620,7 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     if let Some(t) = negative {
         pax.push(("mtime", t.to_string().into_bytes()));
     }
-    if let Some(cap) = file_capability(op.kind, &src) {
+    if let Some(cap) = cap {
         pax.push((PAX_CAPABILITY, cap));
     }
     if !pax.is_empty() {

@@ -5,6 +5,11 @@
 //! written ("racily clean" files are re-hashed, as git does), so a changed file is never
 //! a stale hit even when its size and mtime were put back. The index is a plain text
 //! file, one line per file, so loading 10,000 entries costs about a millisecond.
+//!
+//! Each entry also remembers the file's `security.capability` xattr (or that it has
+//! none), read with the content: a copy puts it into its key and its layer, and setting or
+//! removing it changes the file's ctime, which the stamp compares — so a trusted entry's
+//! capability is the file's, and a rebuild makes no `lgetxattr` per unchanged file.
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -14,14 +19,17 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{io_err, ContextError, FileStamp};
 use crate::digest;
 
-const HEADER: &str = "keel-stat-index v1";
+/// v2 added the capability field; a v1 index reads as empty (every file hashed once more).
+const HEADER: &str = "keel-stat-index v2";
+/// The xattr remembered with each digest (`build::step::file_capability`).
+const CAPABILITY: &str = "security.capability";
 
 /// Digest cache for one context directory, persisted under the keel root.
 pub struct StatIndex {
     file: Option<PathBuf>,
     /// When the index was last written (ns since the epoch).
     written_ns: i128,
-    /// path → (stamp, `sha256:<hex>`); digests stay strings (they go into cache keys).
+    /// path → what was read of it; digests stay strings (they go into cache keys).
     /// Read from `file` on first use: a rebuild that hits every step never needs it.
     files: Option<Remembered>,
     /// The oldest time stamp (a file's newer of mtime and ctime) among the digests this
@@ -49,9 +57,46 @@ pub fn is_settled(newest_ns: i128) -> bool {
     newest_ns < now_ns() - RACY_NS
 }
 
-/// Parses `dev ino size mtime_ns ctime_ns sha256:hex path` lines after the header.
-/// path → (stamp, `sha256:<hex>`).
-type Remembered = HashMap<String, (FileStamp, String)>;
+/// What the index remembers of one file: its stamp, `sha256:<hex>` and capability.
+#[derive(Clone)]
+struct Known {
+    stamp: FileStamp,
+    digest: String,
+    cap: Option<Vec<u8>>,
+}
+
+/// A regular file's content digest (`sha256:<hex>`) and its `security.capability` xattr
+/// (None: it has none), as one read of the file saw them.
+pub type FileInput = (String, Option<Vec<u8>>);
+
+/// path → what was read of the file.
+type Remembered = HashMap<String, Known>;
+
+/// The capability field: `-` for none, else the xattr's bytes in hex.
+fn push_cap(text: &mut String, cap: Option<&[u8]>) {
+    match cap {
+        None => text.push('-'),
+        Some(b) => b.iter().for_each(|x| {
+            let _ = write!(text, "{x:02x}");
+        }),
+    }
+}
+
+fn parse_cap(s: &str) -> Option<Option<Vec<u8>>> {
+    if s == "-" {
+        return Some(None);
+    }
+    if s.is_empty() || s.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
+    bytes.map(Some)
+}
+
+/// Parses `dev ino size mtime_ns ctime_ns sha256:hex cap path` lines after the header.
 
 fn parse(text: &str) -> Option<(i128, Remembered)> {
     let mut lines = text.lines();
@@ -59,7 +104,7 @@ fn parse(text: &str) -> Option<(i128, Remembered)> {
     // ~175 bytes a line: sized once rather than grown through every power of two.
     let mut files = HashMap::with_capacity(text.len() / 160);
     for line in lines {
-        let mut f = line.splitn(7, ' ');
+        let mut f = line.splitn(8, ' ');
         let stamp = FileStamp {
             dev: f.next()?.parse().ok()?,
             ino: f.next()?.parse().ok()?,
@@ -67,11 +112,13 @@ fn parse(text: &str) -> Option<(i128, Remembered)> {
             mtime_ns: parse_ns(f.next()?)?,
             ctime_ns: parse_ns(f.next()?)?,
         };
-        let d = f
+        let digest = f
             .next()
             .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
             .to_string();
-        files.insert(f.next()?.to_string(), (stamp, d));
+        let cap = parse_cap(f.next()?)?;
+        let known = Known { stamp, digest, cap };
+        files.insert(f.next()?.to_string(), known);
     }
     Some((written_ns, files))
 }
@@ -146,26 +193,44 @@ impl StatIndex {
         path: &Path,
         stamp: FileStamp,
     ) -> Result<String, ContextError> {
+        Ok(self.input_stamped(path, stamp)?.0)
+    }
+
+    /// The digest and capability of the regular file at `path` (lstat'ed as `stamp`),
+    /// reusing what is remembered when safe (the same rule for both: setting or removing
+    /// a capability gives the file a new ctime).
+    pub fn input_stamped(
+        &mut self,
+        path: &Path,
+        stamp: FileStamp,
+    ) -> Result<FileInput, ContextError> {
         let name = path.to_string_lossy();
         self.files(); // loads the index (and its write time) on first use
         let settled = self.written_ns - RACY_NS;
-        if let Some((s, d)) = self.files().get(name.as_ref()) {
-            if *s == stamp && stamp.mtime_ns < settled && stamp.ctime_ns < settled {
-                return Ok(d.clone());
+        if let Some(k) = self.files().get(name.as_ref()) {
+            if k.stamp == stamp && stamp.mtime_ns < settled && stamp.ctime_ns < settled {
+                return Ok((k.digest.clone(), k.cap.clone()));
             }
         }
         let f = fs::File::open(path).map_err(io_err(path))?;
-        let d = digest::of_reader(f).map_err(io_err(path))?.0.to_string();
+        let digest = digest::of_reader(f).map_err(io_err(path))?.0.to_string();
+        // As `build::step::file_capability` reads it: an error is no capability.
+        let cap = crate::sys::fs::get_xattr(path, CAPABILITY).ok().flatten();
         self.hashed += 1;
         // Re-stat: a file changing while it was read must not be remembered.
         if fs::symlink_metadata(path).map(|m| FileStamp::of(&m)).ok() == Some(stamp)
             && !name.contains('\n')
         {
-            self.files().insert(name.into_owned(), (stamp, d.clone()));
+            let known = Known {
+                stamp,
+                digest: digest.clone(),
+                cap: cap.clone(),
+            };
+            self.files().insert(name.into_owned(), known);
             let newest = stamp.mtime_ns.max(stamp.ctime_ns);
             self.learned_oldest_ns = Some(self.learned_oldest_ns.map_or(newest, |o| o.min(newest)));
         }
-        Ok(d)
+        Ok((digest, cap))
     }
 
     /// Writes what this run learned (atomically; best effort: a failure only costs
@@ -187,14 +252,17 @@ impl StatIndex {
         self.written_ns = now;
         let mut text = format!("{HEADER} {}\n", self.written_ns);
         let files = self.files.iter().flatten();
-        text.reserve(files.clone().map(|(p, _)| p.len() + 140).sum());
-        for (p, (s, d)) in files {
+        text.reserve(files.clone().map(|(p, _)| p.len() + 142).sum());
+        for (p, k) in files {
+            let s = &k.stamp;
             let _ = write!(text, "{} {} {} ", s.dev, s.ino, s.size);
             push_ns(&mut text, s.mtime_ns);
             text.push(' ');
             push_ns(&mut text, s.ctime_ns);
             text.push(' ');
-            text.push_str(d);
+            text.push_str(&k.digest);
+            text.push(' ');
+            push_cap(&mut text, k.cap.as_deref());
             text.push(' ');
             text.push_str(p);
             text.push('\n');
@@ -300,5 +368,74 @@ mod tests {
         let mut idx = StatIndex::load(&idx_dir, d.path());
         idx.digest(&f).unwrap();
         assert_eq!(idx.hashed, 0, "the settled file's digest was not kept");
+    }
+
+    /// The capability is remembered with the digest and read back from a settled entry
+    /// (a file with none as `-`); a capability set later gives the file a new ctime, so
+    /// the entry is not trusted and the new one is read; a v1 index (no capability field)
+    /// reads as empty.
+    #[test]
+    fn capabilities_round_trip_and_a_new_one_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let (with, without) = (d.path().join("with cap"), d.path().join("plain"));
+        fs::write(&with, "x").unwrap();
+        fs::write(&without, "y").unwrap();
+        // vfs_cap_data v2, effective, cap_net_raw permitted.
+        let cap = [
+            1u8, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        ];
+        if let Err(e) = crate::sys::fs::set_xattr(&with, CAPABILITY, &cap) {
+            // Not root, or a filesystem without security xattrs: never skipped in CI.
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "setting a capability: {e}"
+            );
+            return;
+        }
+        let idx_dir = d.path().join("idx");
+        let stamp = |p: &Path| FileStamp::of(&fs::symlink_metadata(p).unwrap());
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        let read = idx.input_stamped(&with, stamp(&with)).unwrap();
+        assert_eq!(read.1.as_deref(), Some(&cap[..]));
+        assert_eq!(
+            idx.input_stamped(&without, stamp(&without)).unwrap().1,
+            None
+        );
+        idx.save_at(now_ns() + 10 * RACY_NS);
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        assert_eq!(idx.input_stamped(&with, stamp(&with)).unwrap(), read);
+        assert_eq!(
+            idx.input_stamped(&without, stamp(&without)).unwrap().1,
+            None
+        );
+        assert_eq!(idx.hashed, 0, "settled entries were read again");
+        crate::sys::fs::remove_xattr(&with, CAPABILITY).unwrap();
+        assert_eq!(idx.input_stamped(&with, stamp(&with)).unwrap().1, None);
+        assert_eq!(idx.hashed, 1);
+        let file = fs::read_dir(&idx_dir)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let text = fs::read_to_string(&file)
+            .unwrap()
+            .replace(HEADER, "keel-stat-index v1");
+        fs::write(&file, text).unwrap();
+        let mut idx = StatIndex::load(&idx_dir, d.path());
+        idx.input_stamped(&without, stamp(&without)).unwrap();
+        assert_eq!(idx.hashed, 1, "a v1 index was trusted");
+    }
+
+    #[test]
+    fn capability_fields_parse_as_written() {
+        for cap in [None, Some(vec![0u8, 1, 0xab, 0xff])] {
+            let mut text = String::new();
+            push_cap(&mut text, cap.as_deref());
+            assert_eq!(parse_cap(&text), Some(cap));
+        }
+        for bad in ["", "a", "zz", "0g"] {
+            assert_eq!(parse_cap(bad), None, "{bad:?}");
+        }
     }
 }

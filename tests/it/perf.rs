@@ -396,3 +396,116 @@ fn a_rebuild_through_another_path_to_the_context_is_still_incremental() {
         );
     }
 }
+
+/// The capability (`SCHILY.xattr.security.capability`) of `file` in the last layer of
+/// image `image` that has it (from `keel save`); None when that layer's entry has none.
+fn layer_capability(k: &Keel, image: &str, file: &str) -> Option<Option<Vec<u8>>> {
+    let saved = k.root().with_file_name(format!("saved-{image}.tar"));
+    k.ok(&["save", image, "-o", saved.to_str().unwrap()]);
+    let mut outer = tar::Archive::new(std::fs::File::open(&saved).unwrap());
+    let mut found = None;
+    for blob in outer.entries().unwrap() {
+        let blob = blob.unwrap();
+        // The base's layers may be compressed: anything that is not a plain tar is skipped.
+        let mut layer = tar::Archive::new(blob);
+        let Ok(entries) = layer.entries() else {
+            continue;
+        };
+        for e in entries {
+            let Ok(mut e) = e else { break };
+            if e.path().ok().as_deref() != Some(Path::new(file)) {
+                continue;
+            }
+            let cap = e.pax_extensions().ok().flatten().and_then(|pax| {
+                pax.filter_map(Result::ok)
+                    .find(|x| x.key() == Ok("SCHILY.xattr.security.capability"))
+                    .map(|x| x.value_bytes().to_vec())
+            });
+            found = Some(cap);
+        }
+    }
+    std::fs::remove_file(&saved).unwrap();
+    found
+}
+
+/// Issue 14: the stat index remembers each context file's capability with its digest,
+/// and the COPY's tar writer takes the one the key read, so an unchanged file costs no
+/// `lgetxattr`. Exact because `setcap` (or removing a capability) gives the file a new
+/// ctime: a capability set between builds changes the key and reaches the layer; kept in
+/// the index (the file settled), a later incremental rebuild still writes it; removed, it
+/// is gone from key and layer. Each image equals a build of the same context in a store
+/// that has no stat index, and the capability is checked in the saved layer itself.
+#[test]
+fn a_capability_set_or_removed_between_builds_reaches_the_key_and_the_layer() {
+    require!(is_root(), "setting file capabilities needs root");
+    require!(
+        std::process::Command::new("setcap")
+            .arg("-v")
+            .output()
+            .is_ok(),
+        "setcap (libcap2-bin) is not installed"
+    );
+    let k = with_base();
+    let fresh = with_base();
+    let ctx = app(&k, "FROM bb\nCOPY app/ /app/\n");
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(2100));
+    let setcap = |args: &[&str]| {
+        let st = std::process::Command::new("setcap")
+            .args(args)
+            .arg(ctx.join("app/a.txt"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "setcap {args:?}");
+    };
+    // Built once the files settled, so the index is written and trusted from then on.
+    settle();
+    let plain = build_id(&k, &ctx, &[]);
+    let cold = |what: &str| {
+        let id = build_id(&fresh, &ctx, &["--no-cache"]);
+        let saw = layer_capability(&fresh, "out", "app/a.txt");
+        assert!(
+            saw.is_some(),
+            "app/a.txt is in no layer of the {what} cold build"
+        );
+        (id, saw.unwrap())
+    };
+    setcap(&["cap_net_raw+ep"]);
+    settle();
+    let with_cap = build_id(&k, &ctx, &[]);
+    assert_ne!(
+        with_cap, plain,
+        "a capability set since the last build left the key as it was"
+    );
+    let (want, cap) = cold("capability");
+    assert!(
+        cap.is_some(),
+        "the cold build's layer has no capability for app/a.txt"
+    );
+    assert_eq!(
+        with_cap, want,
+        "the rebuild after setcap differs from a cold build"
+    );
+    // Another file changes: the capability of a.txt now comes from the index (its entry
+    // settled and was written) and the writer takes it from the key's reading.
+    std::fs::write(ctx.join("app/b.txt"), "b changed\n").unwrap();
+    let (out, log) = verbose_build(&k, &ctx, "the rebuild after another file changed");
+    assert!(
+        log.contains("patching the cached tree"),
+        "not incremental:\n{log}"
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert_eq!(layer_capability(&k, "out", "app/a.txt"), Some(cap.clone()));
+    assert_eq!(
+        id,
+        cold("indexed capability").0,
+        "the index's capability differs"
+    );
+    setcap(&["-r"]);
+    let removed = build_id(&k, &ctx, &[]);
+    assert_eq!(layer_capability(&k, "out", "app/a.txt"), Some(None));
+    assert_eq!(
+        removed,
+        cold("removed capability").0,
+        "a removed capability stayed"
+    );
+}

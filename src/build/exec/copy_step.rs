@@ -41,12 +41,21 @@ struct Copy {
 /// Content digests of a copy's regular files, by context path.
 type Digests = std::collections::HashMap<String, crate::layer::index::ContentDigest>;
 
+/// What the key computation read of a copy's regular files, by context path: each one's
+/// content digest, and the capabilities of those that have one (a file in `digests` but
+/// not in `caps` has none), which the layer's writer takes instead of reading them again.
+#[derive(Default)]
+struct FilesRead {
+    digests: Digests,
+    caps: std::collections::HashMap<String, Vec<u8>>,
+}
+
 /// What the last build of a copy offers this one (`commit_plain`).
 struct Prior<'a> {
     /// This step's layer from the last build, when only the files changed since.
     base: Option<&'a StoredLayer>,
-    /// This copy's content digests by context path.
-    digests: &'a Digests,
+    /// This copy's content digests and capabilities by context path.
+    read: &'a FilesRead,
     /// Under `--no-cache`: the layer the same inputs made last time.
     same: Option<crate::digest::Digest>,
 }
@@ -253,8 +262,8 @@ impl Executor<'_> {
         // select follows from that key and the instruction: the key lists no files, and
         // can be computed without the source's layers (`copy_from_hit`).
         let listed = if from.is_none() { placed } else { &[] };
-        let mut digests = Digests::new();
-        inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut digests)?;
+        let mut read = FilesRead::default();
+        inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut read)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
         let position = self.position(None, s);
         let created_by = created_by(x, heredocs);
@@ -264,7 +273,7 @@ impl Executor<'_> {
         let base = self.previous_layer(&state, &inputs, &position);
         let prior = Prior {
             base: base.as_ref(),
-            digests: &digests,
+            read: &read,
             same: self.same_as_last(&state, &inputs, &position),
         };
         let body = |snap: &crate::storage::Snapshot, state: &State| {
@@ -319,8 +328,8 @@ impl Executor<'_> {
             json!({"copy": {"step": x, "from": from.key.as_str(), "link_owner": link_owner}});
         let workdir = state.config.config.working_dir.clone().unwrap_or_default();
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
-        let mut digests = Digests::new();
-        inputs.files = self.copy_files(self.context, x, &[], heredocs, false, &mut digests)?;
+        let mut read = FilesRead::default();
+        inputs.files = self.copy_files(self.context, x, &[], heredocs, false, &mut read)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
         Ok(self.peek(&inputs.key()))
     }
@@ -393,7 +402,7 @@ impl Executor<'_> {
 
     /// Key entries: every selected file's path, type, mode and owner as they will land,
     /// and its content digest (files from a stage: that stage's key pins their content),
-    /// which also goes into `digests` by context path.
+    /// which also goes into `read` by context path (with the file's capability).
     fn copy_files(
         &mut self,
         ctx: &Context,
@@ -401,10 +410,11 @@ impl Executor<'_> {
         placed: &[Placed],
         heredocs: &[Heredoc],
         hash: bool,
-        digests: &mut Digests,
+        read: &mut FilesRead,
     ) -> Result<BTreeMap<String, String>, StepFailure> {
         let mut files = BTreeMap::new();
-        digests.reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
+        read.digests
+            .reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
         for p in placed {
             let links = hard_link_groups(&p.sel);
             if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
@@ -418,37 +428,22 @@ impl Executor<'_> {
                     (_, FileKind::Symlink) => 0o777,
                     _ => f.mode,
                 };
-                let content = match (x.remote, f.kind) {
-                    // A fetched file is new every build: hashed directly, not indexed.
-                    (true, FileKind::File) => {
-                        let path = ctx.path_of(&f.rel);
-                        let file = std::fs::File::open(&path)
-                            .map_err(|source| StepError::Io { path, source })?;
-                        crate::digest::of_reader(file)
-                            .map_err(|source| StepError::Io {
-                                path: ctx.path_of(&f.rel),
-                                source,
-                            })?
-                            .0
-                            .to_string()
-                    }
-                    _ => self.content_input(ctx, f, hash)?,
-                };
+                let (content, cap) = self.file_input(ctx, x, f, hash)?;
                 if let (FileKind::File, Some(raw)) =
                     (f.kind, crate::digest::raw_sha256_text(&content))
                 {
-                    digests.insert(f.rel.clone(), raw);
+                    read.digests.insert(f.rel.clone(), raw);
                 }
                 // A context file's capabilities go into the layer (`step::file_capability`),
                 // so into the key; a stage's key pins its files' already.
-                let content =
-                    match hash.then(|| step::file_capability(f.kind, &ctx.path_of(&f.rel))) {
-                        Some(Some(cap)) => {
-                            let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
-                            format!("{content} cap:{hex}")
-                        }
-                        _ => content,
-                    };
+                let content = match cap {
+                    Some(cap) => {
+                        let hex: String = cap.iter().map(|b| format!("{b:02x}")).collect();
+                        read.caps.insert(f.rel.clone(), cap);
+                        format!("{content} cap:{hex}")
+                    }
+                    None => content,
+                };
                 // ADD extracts an archive: the key says so, so that a file an older keel
                 // copied as it is (a `.tar.xz`) is not taken from its cache.
                 let content = match x.add
@@ -485,6 +480,35 @@ impl Executor<'_> {
             );
         }
         Ok(files)
+    }
+
+    /// A selected file's content input (`content_input`) and, when hashed, its
+    /// capability: a fetched file's read directly (it is new every build), a context
+    /// file's through the stat index, which remembers both.
+    fn file_input(
+        &mut self,
+        ctx: &Context,
+        x: &Copy,
+        f: &crate::context::ContextFile,
+        hash: bool,
+    ) -> Result<(String, Option<Vec<u8>>), StepFailure> {
+        let path = ctx.path_of(&f.rel);
+        match (x.remote, f.kind, hash) {
+            (true, FileKind::File, _) => {
+                let io = |source| StepError::Io {
+                    path: path.clone(),
+                    source,
+                };
+                let file = std::fs::File::open(&path).map_err(io)?;
+                let digest = crate::digest::of_reader(file).map_err(io)?.0.to_string();
+                Ok((
+                    digest,
+                    step::file_capability(f.kind, &path).filter(|_| hash),
+                ))
+            }
+            (false, FileKind::File, true) => Ok(self.stat.input_stamped(&path, f.stamp)?),
+            _ => Ok((self.content_input(ctx, f, hash)?, None)),
+        }
     }
 
     /// Writes the copy into `snap` (or straight into a layer when it is plain).
@@ -584,7 +608,11 @@ impl Executor<'_> {
         }
         sinks.derive = old.map(|old| step::Derive {
             old,
-            digests: prior.digests,
+            digests: &prior.read.digests,
+        });
+        sinks.caps = Some(step::KnownCaps {
+            digests: &prior.read.digests,
+            caps: &prior.read.caps,
         });
         let written = step::commit_copy_into(
             self.store,
