@@ -86,7 +86,7 @@ fn parse_cap(s: &str) -> Option<Option<Vec<u8>>> {
     if s == "-" {
         return Some(None);
     }
-    if s.is_empty() || s.len() % 2 != 0 {
+    if s.is_empty() || !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> = (0..s.len())
@@ -97,7 +97,6 @@ fn parse_cap(s: &str) -> Option<Option<Vec<u8>>> {
 }
 
 /// Parses `dev ino size mtime_ns ctime_ns sha256:hex cap path` lines after the header.
-
 fn parse(text: &str) -> Option<(i128, Remembered)> {
     let mut lines = text.lines();
     let written_ns = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
