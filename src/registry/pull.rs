@@ -375,27 +375,41 @@ pub(super) fn fetch_manifest(
             ));
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
-    if v["schemaVersion"].as_u64() == Some(1) {
-        return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
+    Document::from_verified(bytes, digest, content_type.as_deref(), label)
+}
+
+impl Document {
+    /// A fetched manifest or index whose digest was checked. Its media type is its own
+    /// `mediaType`, else the reply's Content-Type, else what its fields say; a Docker
+    /// schema 1 manifest is refused.
+    fn from_verified(
+        bytes: Vec<u8>,
+        digest: Digest,
+        content_type: Option<&str>,
+        label: &str,
+    ) -> Result<Document, RegistryError> {
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
+        if v["schemaVersion"].as_u64() == Some(1) {
+            return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
+        }
+        let media = v["mediaType"]
+            .as_str()
+            .map(str::to_string)
+            .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
+            .unwrap_or_else(|| {
+                if v.get("manifests").is_some() {
+                    "application/vnd.oci.image.index.v1+json".into()
+                } else {
+                    "application/vnd.oci.image.manifest.v1+json".into()
+                }
+            });
+        Ok(Document {
+            bytes,
+            digest,
+            media_type: MediaType::from(media.as_str()),
+        })
     }
-    let media = v["mediaType"]
-        .as_str()
-        .map(str::to_string)
-        .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
-        .unwrap_or_else(|| {
-            if v.get("manifests").is_some() {
-                "application/vnd.oci.image.index.v1+json".into()
-            } else {
-                "application/vnd.oci.image.manifest.v1+json".into()
-            }
-        });
-    Ok(Document {
-        bytes,
-        digest,
-        media_type: MediaType::from(media.as_str()),
-    })
 }
 
 /// The manifest of `want` in an index, or an error listing what the index has.
