@@ -186,14 +186,12 @@ fn pull_from(
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
         if opts.all_platforms {
-            // Every other platform's image is stored too (the index, naming them all, is
-            // stored after the last of them).
-            for other in platform_manifests(&doc.bytes, &label)? {
-                if other != chosen {
-                    let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
-                    store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
-                }
-            }
+            let fetch = FetchFrom {
+                client: &client,
+                repo: &repo,
+                label: &label,
+            };
+            store_other_platforms(store, &fetch, &doc, &chosen, opts, events, &mut stats)?;
             index = Some(doc);
         }
         doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
@@ -222,6 +220,39 @@ fn pull_from(
         present_blobs: stats.present,
         index,
     })
+}
+
+/// Where an image's documents come from: the registry connection, the repository's URL
+/// and the name errors give it.
+struct FetchFrom<'a> {
+    client: &'a Client,
+    repo: &'a str,
+    label: &'a str,
+}
+
+/// With `--all-platforms`, every platform's image of `index` but the `chosen` one (the
+/// index, naming them all, is stored after the last of them).
+fn store_other_platforms(
+    store: &Store,
+    from: &FetchFrom,
+    index: &Document,
+    chosen: &Digest,
+    opts: &PullOptions,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
+    let FetchFrom {
+        client,
+        repo,
+        label,
+    } = *from;
+    for other in platform_manifests(&index.bytes, label)? {
+        if &other != chosen {
+            let d = fetch_manifest(client, repo, other.as_ref(), Some(&other), label)?;
+            store_image(store, client, repo, &d, label, opts, events, stats)?;
+        }
+    }
+    Ok(())
 }
 
 /// The manifests an index lists with a platform. Entries for `unknown/unknown` are
