@@ -376,6 +376,19 @@ impl Containers {
     /// A record another keel removed meanwhile (a concurrent `rm`, or a reclaimer of a
     /// killed keel's containers) is not an error: the outcome is the same.
     pub fn remove(&self, id: &str) -> Result<(), ContainerError> {
+        self.remove_keeping(id, false)
+    }
+
+    /// [`Containers::remove`] for the end of a foreground `run --rm`, the one removal on
+    /// the path of a container's start-to-exit time: the emptied directory is kept as the
+    /// spare for the next record (`create`) when there is none. Removing a directory
+    /// frees its block, and on ext4 mounted with `discard` that waits for the disk
+    /// (0.06–4 ms on the project VM); a rename does not. `keel gc` removes the spare.
+    pub fn remove_keeping_spare(&self, id: &str) -> Result<(), ContainerError> {
+        self.remove_keeping(id, true)
+    }
+
+    fn remove_keeping(&self, id: &str, spare: bool) -> Result<(), ContainerError> {
         let dir = self.dir_of(id);
         // Rename first so a half-deleted record is never listed; the rename is also what
         // decides which of two removers deletes it.
@@ -384,23 +397,20 @@ impl Containers {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
             r => r.map_err(io_err("removing", &dir))?,
         }
-        // Emptied and kept as the spare for the next record (`create`) when there is
-        // none: removing a directory frees its block, and on ext4 mounted with `discard`
-        // that waits for the disk (0.06–4 ms here); a rename does not.
-        let emptied = empty_dir(&doomed).is_ok();
-        if emptied
+        let kept = spare
             && !self.dir.join(SPARE).exists()
-            && hostfs::rename(&doomed, self.dir.join(SPARE)).is_ok()
-        {
+            && empty_dir(&doomed).is_ok()
+            && hostfs::rename(&doomed, self.dir.join(SPARE)).is_ok();
+        if kept {
             return Ok(());
         }
         hostfs::remove_dir_all(&doomed).map_err(io_err("removing", &doomed))
     }
 }
 
-/// The empty directory a removed record leaves for the next one (mode 0700, as every
-/// record's): `containers/.spare`. Dot names are not records (`list`), and reclaim
-/// sweeps only `.new-`, `.rm-` and `.request-` names, so a spare stays until used.
+/// The empty directory a foreground `run --rm` leaves for the next record (mode 0700, as
+/// every record's): `containers/.spare`. Dot names are not records (`list`); `keel gc`
+/// removes it while it is empty (`reclaim`).
 const SPARE: &str = ".spare";
 
 /// Deletes everything in `dir`, keeping `dir`.
