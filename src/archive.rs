@@ -78,23 +78,38 @@ pub fn verify(store: &Store, items: &[SaveItem]) -> Result<(), ArchiveError> {
 /// Entries are sorted and carry fixed metadata, so equal images give equal archives.
 pub fn save(store: &Store, items: &[SaveItem], out: impl Write) -> Result<(), ArchiveError> {
     verify(store, items)?;
-    let mut blobs: BTreeSet<String> = BTreeSet::new();
-    let mut index_entries = Vec::new();
-    let mut docker = Vec::new();
+    let mut contents = ArchiveContents::default();
     for item in items {
+        contents.add(store, item)?;
+    }
+    contents.write(store, out)
+}
+
+/// What one archive holds: every blob of its images, the OCI index's entries (one per
+/// name) and docker's `manifest.json` entries.
+#[derive(Default)]
+struct ArchiveContents {
+    blobs: BTreeSet<String>,
+    index_entries: Vec<Descriptor>,
+    docker: Vec<DockerEntry>,
+}
+
+impl ArchiveContents {
+    fn add(&mut self, store: &Store, item: &SaveItem) -> Result<(), ArchiveError> {
         let img = &item.image;
         // A multi-platform image travels whole: its index and every platform's image.
         let members = match &img.index {
             Some(i) => {
-                blobs.insert(i.digest().to_string());
+                self.blobs.insert(i.digest().to_string());
                 store.load_index_records(i, Vec::new())?
             }
             None => vec![img.clone()],
         };
         for m in &members {
-            blobs.insert(m.manifest_digest().to_string());
-            blobs.insert(m.id().to_string());
-            blobs.extend(m.manifest.layers().iter().map(|l| l.digest().to_string()));
+            self.blobs.insert(m.manifest_digest().to_string());
+            self.blobs.insert(m.id().to_string());
+            self.blobs
+                .extend(m.manifest.layers().iter().map(|l| l.digest().to_string()));
         }
         let names: Vec<Option<&String>> = if item.names.is_empty() {
             vec![None]
@@ -104,9 +119,9 @@ pub fn save(store: &Store, items: &[SaveItem], out: impl Write) -> Result<(), Ar
         for n in names {
             let mut d = img.target().clone();
             d.set_annotations(n.map(|n| HashMap::from([(REF_NAME.to_string(), n.clone())])));
-            index_entries.push(d);
+            self.index_entries.push(d);
         }
-        docker.push(DockerEntry {
+        self.docker.push(DockerEntry {
             config: blob_entry_name(img.id()),
             repo_tags: Some(item.names.clone()),
             layers: img
@@ -116,42 +131,47 @@ pub fn save(store: &Store, items: &[SaveItem], out: impl Write) -> Result<(), Ar
                 .map(|l| blob_entry_name(l.digest()))
                 .collect(),
         });
+        Ok(())
     }
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": index_entries,
-    });
-    let mut tar = tar::Builder::new(out);
-    let small = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> io::Result<()> {
-        let mut h = fixed_header(bytes.len() as u64);
-        tar.append_data(&mut h, name, bytes)
-    };
-    small(
-        &mut tar,
-        "oci-layout",
-        b"{\"imageLayoutVersion\":\"1.0.0\"}",
-    )?;
-    small(&mut tar, "index.json", &canonical_json(&index))?;
-    small(
-        &mut tar,
-        "manifest.json",
-        &serde_json::to_vec(&docker).expect("manifest.json serialises"),
-    )?;
-    for dir in ["blobs/", "blobs/sha256/"] {
-        let mut h = fixed_header(0);
-        h.set_entry_type(tar::EntryType::Directory);
-        h.set_mode(0o755);
-        tar.append_data(&mut h, dir, io::empty())?;
+
+    /// The tar: layout marker, index, manifest.json, then the blobs in digest order.
+    fn write(self, store: &Store, out: impl Write) -> Result<(), ArchiveError> {
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": self.index_entries,
+        });
+        let mut tar = tar::Builder::new(out);
+        let small = |tar: &mut tar::Builder<_>, name: &str, bytes: &[u8]| -> io::Result<()> {
+            let mut h = fixed_header(bytes.len() as u64);
+            tar.append_data(&mut h, name, bytes)
+        };
+        small(
+            &mut tar,
+            "oci-layout",
+            b"{\"imageLayoutVersion\":\"1.0.0\"}",
+        )?;
+        small(&mut tar, "index.json", &canonical_json(&index))?;
+        small(
+            &mut tar,
+            "manifest.json",
+            &serde_json::to_vec(&self.docker).expect("manifest.json serialises"),
+        )?;
+        for dir in ["blobs/", "blobs/sha256/"] {
+            let mut h = fixed_header(0);
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            tar.append_data(&mut h, dir, io::empty())?;
+        }
+        for b in &self.blobs {
+            let d: Digest = b.parse().expect("digests from the store parse");
+            let f = store.open_blob(&d)?;
+            let mut h = fixed_header(f.metadata()?.len());
+            tar.append_data(&mut h, blob_entry_name(&d), f)?;
+        }
+        tar.into_inner()?.flush()?;
+        Ok(())
     }
-    for b in &blobs {
-        let d: Digest = b.parse().expect("digests from the store parse");
-        let f = store.open_blob(&d)?;
-        let mut h = fixed_header(f.metadata()?.len());
-        tar.append_data(&mut h, blob_entry_name(&d), f)?;
-    }
-    tar.into_inner()?.flush()?;
-    Ok(())
 }
 
 fn fixed_header(size: u64) -> tar::Header {

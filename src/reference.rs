@@ -15,6 +15,37 @@ pub enum ReferenceError {
     Invalid(String, &'static str),
 }
 
+/// Each `/`-separated component is lowercase letters, digits and `._-`, starting with a
+/// letter or digit; the first of several may instead be a registry host (it has a `.` or
+/// a `:` port, or is `localhost`).
+fn valid_repository(repository: &str) -> bool {
+    repository.split('/').enumerate().all(|(i, component)| {
+        let is_host = i == 0
+            && repository.contains('/')
+            && (component.contains('.') || component.contains(':') || component == "localhost");
+        if is_host {
+            component
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        } else {
+            !component.is_empty()
+                && component
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && component.as_bytes()[0].is_ascii_alphanumeric()
+        }
+    })
+}
+
+/// Up to 128 letters, digits and `._-`, starting with a letter, digit or `_`.
+fn valid_tag(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 128
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_')
+}
+
 /// A parsed image reference.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ImageRef {
@@ -58,38 +89,15 @@ impl ImageRef {
         if repository.len() > MAX_REPOSITORY {
             return Err(bad("the repository name is longer than 255 bytes"));
         }
-        for (i, component) in repository.split('/').enumerate() {
-            let is_host = i == 0
-                && repository.contains('/')
-                && (component.contains('.') || component.contains(':') || component == "localhost");
-            let ok = if is_host {
-                component
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
-            } else {
-                !component.is_empty()
-                    && component.bytes().all(|b| {
-                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                    })
-                    && component.as_bytes()[0].is_ascii_alphanumeric()
-            };
-            if !ok {
-                return Err(bad(
-                    "repository names use lowercase letters, digits and . _ - separated by /",
-                ));
-            }
+        if !valid_repository(repository) {
+            return Err(bad(
+                "repository names use lowercase letters, digits and . _ - separated by /",
+            ));
         }
-        if let Some(t) = tag {
-            let ok = !t.is_empty()
-                && t.len() <= 128
-                && t.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                && (t.as_bytes()[0].is_ascii_alphanumeric() || t.as_bytes()[0] == b'_');
-            if !ok {
-                return Err(bad(
-                    "tags are up to 128 letters, digits, . _ - and start with a letter, digit or _",
-                ));
-            }
+        if tag.is_some_and(|t| !valid_tag(t)) {
+            return Err(bad(
+                "tags are up to 128 letters, digits, . _ - and start with a letter, digit or _",
+            ));
         }
         Ok(ImageRef {
             repository: repository.to_string(),

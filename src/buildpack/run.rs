@@ -89,10 +89,8 @@ fn work_tree(store: &Store, plan: &Plan) -> Result<Work, BuildpackError> {
     use std::os::unix::fs::PermissionsExt;
     let tmp = store.tmp_dir();
     hostfs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    let dir = tempfile::Builder::new()
-        .prefix("buildpack-")
-        .tempdir_in(&tmp)
-        .map_err(io(&tmp))?;
+    // Tagged with this keel's owner tag: gc removes a killed build's tree at once.
+    let dir = hostfs::scratch_dir_in(&tmp, "buildpack").map_err(io(&tmp))?;
     let d = dir.path();
     let work = Work {
         app: d.join("app"),
@@ -221,25 +219,7 @@ pub fn run(
     let build = stack_state(store, &plan.build_image, &plan.stack)?;
     let run_image = stack_state(store, &plan.run_image, &plan.stack)?;
     let work = work_tree(store, plan)?;
-    let mut binds = vec![
-        bind(&work.app, APP, false),
-        bind(&plan.cache_dir, CACHE, false),
-        bind(&work.env, ENV, true),
-        bind(&work.out, OUT, false),
-    ];
-    for i in 0..plan.buildpacks.len() {
-        binds.push(bind(
-            &work.bp.join(i.to_string()),
-            &format!("{BUILDPACKS}/{i}"),
-            false,
-        ));
-    }
-    // Compile fetches dependencies over TLS as the host would: with the host's CA bundle
-    // (a host behind a TLS-inspecting proxy trusts its CA; the stack does not know it).
-    let host_cas = Path::new(HOST_CAS);
-    if host_cas.is_file() {
-        binds.push(bind(host_cas, HOST_CAS, true));
-    }
+    let binds = stage_binds(plan, &work);
     let runner = Runner {
         store,
         snapshotter: crate::storage::open(None, store.root())?,
@@ -279,6 +259,31 @@ pub fn run(
         release: rel,
         used,
     })
+}
+
+/// What every stage container sees: the app, the cache, the env and output
+/// directories, each buildpack, and the host's CA bundle. Compile fetches dependencies
+/// over TLS as the host would: with the host's CAs (a host behind a TLS-inspecting proxy
+/// trusts its CA; the stack does not know it).
+fn stage_binds(plan: &Plan, work: &Work) -> Vec<BindMount> {
+    let mut binds = vec![
+        bind(&work.app, APP, false),
+        bind(&plan.cache_dir, CACHE, false),
+        bind(&work.env, ENV, true),
+        bind(&work.out, OUT, false),
+    ];
+    for i in 0..plan.buildpacks.len() {
+        binds.push(bind(
+            &work.bp.join(i.to_string()),
+            &format!("{BUILDPACKS}/{i}"),
+            false,
+        ));
+    }
+    let host_cas = Path::new(HOST_CAS);
+    if host_cas.is_file() {
+        binds.push(bind(host_cas, HOST_CAS, true));
+    }
+    binds
 }
 
 fn bind(src: &Path, dst: &str, ro: bool) -> BindMount {

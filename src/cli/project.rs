@@ -258,42 +258,15 @@ fn warn_missing_app(opts: &AdapterOptions, ctx: &Ctx) {
 pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     let path_var = std::env::var_os("PATH").unwrap_or_default();
     if a.list {
-        for ad in integrate::builtin() {
-            outln!("{:<12} {}", ad.name(), ad.describe())?;
-        }
-        for pl in plugin::find_plugins(&path_var) {
-            if integrate::adapter(&pl.name).is_none() {
-                outln!("{:<12} plugin {}", pl.name, pl.path.display())?;
-            }
-        }
+        list_adapters(&path_var)?;
         return Ok(0);
     }
-    let tool = a.tool.expect("clap requires TOOL without --list");
+    let tool = a.tool.clone().expect("clap requires TOOL without --list");
     let builtin = integrate::adapter(&tool);
     let service = !integrate::needs_project(&tool);
-    let keel = match a.keel {
-        Some(k) => k,
-        None if service => std::env::current_exe()
-            .context("finding the keel binary")?
-            .display()
-            .to_string(),
-        None => "keel".into(),
-    };
-    let mut opts = AdapterOptions {
-        keel,
-        name: a.name,
-        image: a.image,
-        command: a.command,
-        env: a.env,
-        test: a.test,
-        publish: a.publish,
-        write: a.write.as_ref().map(|w| w.display().to_string()),
-        registry: a.registry,
-        root: Some(absolute(&ctx.root)?.display().to_string()),
-        scm: a.scm,
-        user_service: crate::sys::userns::rootless(),
-        app: a.app,
-    };
+    let write = a.write.clone();
+    let file = a.file.clone();
+    let mut opts = adapter_options(a, service, ctx)?;
     // git-deploy's positional is an app, which is deployed later, not an image.
     if service && tool != "git-deploy" {
         warn_missing_image(&opts, ctx);
@@ -302,21 +275,13 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
     let cwd = std::env::current_dir().context("reading the current directory")?;
     let project = if service {
         ResolvedProject::empty(&cwd)
-    } else if builtin.is_some() || a.file.is_some() || Project::find(&cwd).is_some() {
-        ResolvedProject::resolve(&load_project(a.file.as_deref())?)?
+    } else if builtin.is_some() || file.is_some() || Project::find(&cwd).is_some() {
+        ResolvedProject::resolve(&load_project(file.as_deref())?)?
     } else {
         ResolvedProject::empty(&cwd)
     };
     if opts.scm.is_none() && !service {
-        // The repository the project lives in, for CI jobs that check it out.
-        opts.scm = crate::context::git::command(Path::new(&project.dir))
-            .args(["remote", "get-url", "origin"])
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .filter(|u| !u.is_empty());
+        opts.scm = origin_url(Path::new(&project.dir));
     }
     let files = match builtin {
         Some(ad) => ad.render(&project, &opts)?,
@@ -334,7 +299,7 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
             plugin::run_plugin(&pl, Path::new(&project.dir), &project, &opts)?
         }
     };
-    match &a.write {
+    match &write {
         Some(dir) => {
             for p in integrate::write_files(dir, &files)? {
                 outln!("{}", p.display())?;
@@ -346,4 +311,59 @@ pub fn integrate(a: IntegrateArgs, ctx: &Ctx) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `keel integrate --list`: the built-in adapters, then the plugins on PATH that do not
+/// shadow one.
+fn list_adapters(path_var: &std::ffi::OsStr) -> Result<()> {
+    for ad in integrate::builtin() {
+        outln!("{:<12} {}", ad.name(), ad.describe())?;
+    }
+    for pl in plugin::find_plugins(path_var) {
+        if integrate::adapter(&pl.name).is_none() {
+            outln!("{:<12} plugin {}", pl.name, pl.path.display())?;
+        }
+    }
+    Ok(())
+}
+
+/// The adapter's inputs from the command line. A service's glue runs keel outside any
+/// shell profile, so it names this binary by its absolute path; a project's glue runs
+/// `keel` from the PATH of whoever builds it.
+fn adapter_options(a: IntegrateArgs, service: bool, ctx: &Ctx) -> Result<AdapterOptions> {
+    let keel = match a.keel {
+        Some(k) => k,
+        None if service => std::env::current_exe()
+            .context("finding the keel binary")?
+            .display()
+            .to_string(),
+        None => "keel".into(),
+    };
+    Ok(AdapterOptions {
+        keel,
+        name: a.name,
+        image: a.image,
+        command: a.command,
+        env: a.env,
+        test: a.test,
+        publish: a.publish,
+        write: a.write.as_ref().map(|w| w.display().to_string()),
+        registry: a.registry,
+        root: Some(absolute(&ctx.root)?.display().to_string()),
+        scm: a.scm,
+        user_service: crate::sys::userns::rootless(),
+        app: a.app,
+    })
+}
+
+/// The repository the project lives in (its `origin`), for CI jobs that check it out.
+fn origin_url(dir: &Path) -> Option<String> {
+    crate::context::git::command(dir)
+        .args(["remote", "get-url", "origin"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .filter(|u| !u.is_empty())
 }

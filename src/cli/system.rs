@@ -17,16 +17,7 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     let store = ctx.store()?;
     // First what killed keels left (their leases, containers, snapshots, mounts, temp
     // files): their leases then stop protecting blobs.
-    let left = crate::reclaim::reclaim(&store)?;
-    for w in &left.warnings {
-        errln!("warning: {w}");
-    }
-    if !left.is_empty() {
-        outln!(
-            "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
-            left.leases, left.containers, left.stopped, left.snapshots, left.processes, left.mounts, left.temp
-        )?;
-    }
+    reclaim_killed(&store)?;
     let keep = if a.cache {
         std::time::Duration::ZERO
     } else {
@@ -55,12 +46,33 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     if !leases.iter().any(|(_, l)| others(l)) {
         prune_build_caches(store.root(), keep, a.cache)?;
     }
-    if leases
+    if !leases
         .iter()
         .any(|(_, l)| l.is_live() && !l.stacks.is_empty())
     {
-        return Ok(0);
+        prune_unpacked_layers(&store)?;
     }
+    Ok(0)
+}
+
+/// Reclaims what killed keels left and says what it found.
+fn reclaim_killed(store: &crate::store::Store) -> Result<()> {
+    let left = crate::reclaim::reclaim(store)?;
+    for w in &left.warnings {
+        errln!("warning: {w}");
+    }
+    if !left.is_empty() {
+        outln!(
+            "reclaimed from killed keels: {} leases, {} containers ({} stopped), {} snapshots, {} processes, {} mounts, {} temporary files",
+            left.leases, left.containers, left.stopped, left.snapshots, left.processes, left.mounts, left.temp
+        )?;
+    }
+    Ok(())
+}
+
+/// Unpacked layers and merged trees that neither an image nor a cached build step
+/// stacks on.
+fn prune_unpacked_layers(store: &crate::store::Store) -> Result<()> {
     let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
     for img in store.images()? {
         stacks.push(
@@ -82,7 +94,7 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
             p.temp
         )?;
     }
-    Ok(0)
+    Ok(())
 }
 
 /// Remote-ADD downloads unused for `keep`, and with `--cache` every RUN cache mount

@@ -306,46 +306,44 @@ impl ShellWord<'_> {
 
     fn process_dollar(&mut self) -> Result<String, Fail> {
         self.next(); // the '$'
-        if self.peek() != Some('{') {
-            let name = self.process_name();
-            if name.is_empty() {
-                return Ok("$".into());
-            }
-            return Ok(match self.lookup(&name) {
-                Some(v) => v,
-                None if self.lexer.skip_unset_env => format!("${name}"),
-                None => String::new(),
-            });
+        if self.peek() == Some('{') {
+            self.next();
+            return self.process_braced();
         }
-        self.next(); // the '{'
+        let name = self.process_name();
+        if name.is_empty() {
+            return Ok("$".into());
+        }
+        Ok(self.value_or_kept(&name, || format!("${name}")))
+    }
+
+    /// The variable's value; when it is unset, the reference as written (`kept`) if
+    /// unset variables are to be left for a later expansion, else nothing.
+    fn value_or_kept(&self, name: &str, kept: impl FnOnce() -> String) -> String {
+        match self.lookup(name) {
+            Some(v) => v,
+            None if self.lexer.skip_unset_env => kept(),
+            None => String::new(),
+        }
+    }
+
+    /// `${NAME}` and `${NAME<modifier>WORD}`, from after the opening brace.
+    fn process_braced(&mut self) -> Result<String, Fail> {
         match self.peek() {
             None => return Err(Fail::MissingBrace),
             Some('{' | '}' | ':') => return Err(Fail::BadSubstitution),
             _ => {}
         }
         let name = self.process_name();
-        let Some(mut ch) = self.next() else {
-            return Err(Fail::MissingBrace);
-        };
+        let mut ch = self.next().ok_or(Fail::MissingBrace)?;
         let mut modifier = ch.to_string();
         let mut null_is_unset = false;
         match ch {
-            '}' => {
-                return Ok(match self.lookup(&name) {
-                    Some(v) => v,
-                    None if self.lexer.skip_unset_env => format!("${{{name}}}"),
-                    None => String::new(),
-                })
-            }
+            '}' => return Ok(self.value_or_kept(&name, || format!("${{{name}}}"))),
             ':' => {
                 null_is_unset = true;
-                match self.next() {
-                    Some(c) => {
-                        ch = c;
-                        modifier.push(c);
-                    }
-                    None => return Err(Fail::MissingBrace),
-                }
+                ch = self.next().ok_or(Fail::MissingBrace)?;
+                modifier.push(ch);
             }
             _ => {}
         }
@@ -360,22 +358,15 @@ impl ShellWord<'_> {
         if null_is_unset && pattern_op {
             return Err(Fail::Modifier(modifier));
         }
-        let (word, _) = match self.process_stop_on(Some('}'), pattern_op) {
-            Ok(r) => r,
-            Err(e) if self.peek().is_none() => {
-                let _ = e;
-                return Err(Fail::MissingBrace);
-            }
+        let word = match self.process_stop_on(Some('}'), pattern_op) {
+            Ok((word, _)) => word,
+            Err(_) if self.peek().is_none() => return Err(Fail::MissingBrace),
             Err(e) => return Err(e),
         };
         let value = self.lookup(&name);
         if self.lexer.skip_unset_env && value.is_none() {
             return Ok(format!("${{{name}{modifier}{word}}}"));
         }
-        let empty_or_unset = match &value {
-            None => true,
-            Some(v) => null_is_unset && v.is_empty(),
-        };
         if pattern_op {
             let value = value.unwrap_or_default();
             let (greedy, pattern) = match word.strip_prefix(ch) {
@@ -384,21 +375,7 @@ impl ShellWord<'_> {
             };
             return trim_pattern(&value, &pattern, ch == '#', greedy);
         }
-        match ch {
-            '-' => Ok(if empty_or_unset {
-                word
-            } else {
-                value.unwrap_or_default()
-            }),
-            '+' => Ok(if empty_or_unset { String::new() } else { word }),
-            _ => match value {
-                None => Err(Fail::Required(name, or(word, "is not allowed to be unset"))),
-                Some(v) if null_is_unset && v.is_empty() => {
-                    Err(Fail::Required(name, or(word, "is not allowed to be empty")))
-                }
-                Some(v) => Ok(v),
-            },
-        }
+        apply_default(name, ch, null_is_unset, value, word)
     }
 
     /// `${V/pattern/replacement}` (first match) and `${V//pattern/replacement}` (all).
@@ -487,6 +464,36 @@ fn shell_pattern_regex(pattern: &str, greedy: bool) -> Option<String> {
         }
     }
     Some(out)
+}
+
+/// `${NAME-WORD}`, `${NAME+WORD}` and `${NAME?WORD}`, and with a colon
+/// (`null_is_unset`) their forms that treat an empty value as unset.
+fn apply_default(
+    name: String,
+    op: char,
+    null_is_unset: bool,
+    value: Option<String>,
+    word: String,
+) -> Result<String, Fail> {
+    let empty_or_unset = match &value {
+        None => true,
+        Some(v) => null_is_unset && v.is_empty(),
+    };
+    match op {
+        '-' => Ok(if empty_or_unset {
+            word
+        } else {
+            value.unwrap_or_default()
+        }),
+        '+' => Ok(if empty_or_unset { String::new() } else { word }),
+        _ => match value {
+            None => Err(Fail::Required(name, or(word, "is not allowed to be unset"))),
+            Some(v) if null_is_unset && v.is_empty() => {
+                Err(Fail::Required(name, or(word, "is not allowed to be empty")))
+            }
+            Some(v) => Ok(v),
+        },
+    }
 }
 
 /// `${V#p}`/`${V##p}` remove the shortest/longest matching prefix, `${V%p}`/`${V%%p}`

@@ -215,72 +215,36 @@ impl Instruction {
     /// (the shell, or the later build, sees them). `lexer` carries the file's escape
     /// character; `env` is what the step can see (build args and ENV so far).
     pub fn expand(&self, lexer: &Lexer, env: Env) -> Result<Instruction, ExpandError> {
-        let w = |s: &str| lexer.process_word(s, env);
-        let opt = |s: &Option<String>| s.as_deref().map(w).transpose();
-        let all = |v: &[String]| v.iter().map(|s| w(s)).collect::<Result<Vec<_>, _>>();
-        let pairs = |v: &[(String, String)]| {
-            v.iter()
-                .map(|(k, x)| Ok((w(k)?, w(x)?)))
-                .collect::<Result<Vec<_>, ExpandError>>()
-        };
+        let x = ArgExpander { lexer, env };
         Ok(match self {
             Instruction::From {
                 image,
                 name,
                 platform,
             } => Instruction::From {
-                image: w(image)?,
+                image: x.word(image)?,
                 name: name.clone(),
-                platform: opt(platform)?,
+                platform: x.opt(platform)?,
             },
-            Instruction::Env(v) => Instruction::Env(pairs(v)?),
-            Instruction::Label(v) => Instruction::Label(pairs(v)?),
+            Instruction::Env(v) => Instruction::Env(x.pairs(v)?),
+            Instruction::Label(v) => Instruction::Label(x.pairs(v)?),
             Instruction::Arg(v) => Instruction::Arg(
                 v.iter()
-                    .map(|(k, d)| Ok((w(k)?, opt(d)?)))
+                    .map(|(k, d)| Ok((x.word(k)?, x.opt(d)?)))
                     .collect::<Result<_, ExpandError>>()?,
             ),
-            Instruction::Workdir(s) => Instruction::Workdir(w(s)?),
-            Instruction::User(s) => Instruction::User(w(s)?),
-            Instruction::StopSignal(s) => Instruction::StopSignal(w(s)?),
+            Instruction::Workdir(s) => Instruction::Workdir(x.word(s)?),
+            Instruction::User(s) => Instruction::User(x.word(s)?),
+            Instruction::StopSignal(s) => Instruction::StopSignal(x.word(s)?),
             Instruction::Expose(v) => Instruction::Expose(
                 v.iter()
                     .map(|p| lexer.process_words(p, env))
                     .collect::<Result<Vec<_>, _>>()?
                     .concat(),
             ),
-            Instruction::Volume(v) => Instruction::Volume(all(v)?),
-            Instruction::Copy(c) | Instruction::Add(c) => {
-                let c = CopyArgs {
-                    // Heredoc sources (`<<EOF`) name their heredoc; they are not paths.
-                    srcs: c
-                        .srcs
-                        .iter()
-                        .map(|s| {
-                            if s.starts_with("<<")
-                                || s.trim_start_matches(|c: char| c.is_ascii_digit())
-                                    .starts_with("<<")
-                            {
-                                Ok(s.clone())
-                            } else {
-                                w(s)
-                            }
-                        })
-                        .collect::<Result<_, _>>()?,
-                    dest: w(&c.dest)?,
-                    from: opt(&c.from)?,
-                    chown: opt(&c.chown)?,
-                    chmod: opt(&c.chmod)?,
-                    exclude: all(&c.exclude)?,
-                    checksum: opt(&c.checksum)?,
-                    ..c.clone()
-                };
-                if matches!(self, Instruction::Copy(_)) {
-                    Instruction::Copy(c)
-                } else {
-                    Instruction::Add(c)
-                }
-            }
+            Instruction::Volume(v) => Instruction::Volume(x.all(v)?),
+            Instruction::Copy(c) => Instruction::Copy(x.copy_args(c)?),
+            Instruction::Add(c) => Instruction::Add(x.copy_args(c)?),
             Instruction::Run {
                 command,
                 heredocs,
@@ -292,21 +256,77 @@ impl Instruction {
                 heredocs: heredocs.clone(),
                 mounts: mounts
                     .iter()
-                    .map(|m| {
-                        Ok(RunMount {
-                            target: opt(&m.target)?,
-                            source: opt(&m.source)?,
-                            from: opt(&m.from)?,
-                            id: opt(&m.id)?,
-                            env: opt(&m.env)?,
-                            ..m.clone()
-                        })
-                    })
-                    .collect::<Result<_, ExpandError>>()?,
+                    .map(|m| x.run_mount(m))
+                    .collect::<Result<_, _>>()?,
                 network: *network,
                 security: security.clone(),
             },
             other => other.clone(),
+        })
+    }
+}
+
+/// What `Instruction::expand` applies to each kind of argument: one word (variables
+/// expanded, quotes removed), an optional one, a list, key/value pairs.
+struct ArgExpander<'a> {
+    lexer: &'a Lexer,
+    env: Env<'a>,
+}
+
+impl ArgExpander<'_> {
+    fn word(&self, s: &str) -> Result<String, ExpandError> {
+        self.lexer.process_word(s, self.env)
+    }
+
+    fn opt(&self, s: &Option<String>) -> Result<Option<String>, ExpandError> {
+        s.as_deref().map(|s| self.word(s)).transpose()
+    }
+
+    fn all(&self, v: &[String]) -> Result<Vec<String>, ExpandError> {
+        v.iter().map(|s| self.word(s)).collect()
+    }
+
+    fn pairs(&self, v: &[(String, String)]) -> Result<Vec<(String, String)>, ExpandError> {
+        v.iter()
+            .map(|(k, x)| Ok((self.word(k)?, self.word(x)?)))
+            .collect()
+    }
+
+    fn copy_args(&self, c: &CopyArgs) -> Result<CopyArgs, ExpandError> {
+        Ok(CopyArgs {
+            srcs: c
+                .srcs
+                .iter()
+                .map(|s| {
+                    // Heredoc sources (`<<EOF`) name their heredoc; they are not paths.
+                    let heredoc = s
+                        .trim_start_matches(|c: char| c.is_ascii_digit())
+                        .starts_with("<<");
+                    if heredoc {
+                        Ok(s.clone())
+                    } else {
+                        self.word(s)
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+            dest: self.word(&c.dest)?,
+            from: self.opt(&c.from)?,
+            chown: self.opt(&c.chown)?,
+            chmod: self.opt(&c.chmod)?,
+            exclude: self.all(&c.exclude)?,
+            checksum: self.opt(&c.checksum)?,
+            ..c.clone()
+        })
+    }
+
+    fn run_mount(&self, m: &RunMount) -> Result<RunMount, ExpandError> {
+        Ok(RunMount {
+            target: self.opt(&m.target)?,
+            source: self.opt(&m.source)?,
+            from: self.opt(&m.from)?,
+            id: self.opt(&m.id)?,
+            env: self.opt(&m.env)?,
+            ..m.clone()
         })
     }
 }
@@ -792,65 +812,70 @@ fn health(node: &Node) -> Result<Health, ErrorKind> {
             }
             Ok(Health::None)
         }
-        "CMD" => {
-            let rest = &node.args[1..];
-            if rest.is_empty() && !node.json {
-                return Err(invalid(
-                    "HEALTHCHECK",
-                    "missing command after HEALTHCHECK CMD",
-                    Some("write HEALTHCHECK CMD command"),
-                ));
-            }
-            let test = if node.json {
-                ShellOrExec::Exec(rest.to_vec())
-            } else {
-                ShellOrExec::Shell(rest[0].clone())
-            };
-            let dur = |name: &str| -> Result<Option<Duration>, ErrorKind> {
-                let Some(v) = flags.string(name)? else {
-                    return Ok(None);
-                };
-                let d = parse_go_duration(&v).ok_or_else(|| {
-                    invalid(
-                        "HEALTHCHECK",
-                        format!("invalid duration {v:?} for --{name}"),
-                        Some("use a duration like 30s, 1m30s or 500ms"),
-                    )
-                })?;
-                if !d.is_zero() && d < Duration::from_millis(1) {
-                    return Err(invalid(
-                        "HEALTHCHECK",
-                        format!("--{name} cannot be less than 1ms"),
-                        None,
-                    ));
-                }
-                Ok(Some(d))
-            };
-            let retries = match flags.string("retries")? {
-                None => None,
-                Some(v) => Some(v.parse::<u32>().map_err(|_| {
-                    invalid(
-                        "HEALTHCHECK",
-                        format!("invalid --retries value {v:?}"),
-                        Some("use a whole number"),
-                    )
-                })?),
-            };
-            Ok(Health::Cmd {
-                test,
-                interval: dur("interval")?,
-                timeout: dur("timeout")?,
-                start_period: dur("start-period")?,
-                start_interval: dur("start-interval")?,
-                retries,
-            })
-        }
+        "CMD" => health_cmd(node, &flags),
         other => Err(invalid(
             "HEALTHCHECK",
             format!("unknown type {other:?} in HEALTHCHECK"),
             Some("try CMD"),
         )),
     }
+}
+
+/// `HEALTHCHECK [--interval …] CMD command`.
+fn health_cmd(node: &Node, flags: &Flags) -> Result<Health, ErrorKind> {
+    let rest = &node.args[1..];
+    if rest.is_empty() && !node.json {
+        return Err(invalid(
+            "HEALTHCHECK",
+            "missing command after HEALTHCHECK CMD",
+            Some("write HEALTHCHECK CMD command"),
+        ));
+    }
+    let test = if node.json {
+        ShellOrExec::Exec(rest.to_vec())
+    } else {
+        ShellOrExec::Shell(rest[0].clone())
+    };
+    let retries = match flags.string("retries")? {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            invalid(
+                "HEALTHCHECK",
+                format!("invalid --retries value {v:?}"),
+                Some("use a whole number"),
+            )
+        })?),
+    };
+    Ok(Health::Cmd {
+        test,
+        interval: health_duration(flags, "interval")?,
+        timeout: health_duration(flags, "timeout")?,
+        start_period: health_duration(flags, "start-period")?,
+        start_interval: health_duration(flags, "start-interval")?,
+        retries,
+    })
+}
+
+/// A HEALTHCHECK duration flag: Go's syntax, zero (the default) or at least 1ms.
+fn health_duration(flags: &Flags, name: &str) -> Result<Option<Duration>, ErrorKind> {
+    let Some(v) = flags.string(name)? else {
+        return Ok(None);
+    };
+    let d = parse_go_duration(&v).ok_or_else(|| {
+        invalid(
+            "HEALTHCHECK",
+            format!("invalid duration {v:?} for --{name}"),
+            Some("use a duration like 30s, 1m30s or 500ms"),
+        )
+    })?;
+    if !d.is_zero() && d < Duration::from_millis(1) {
+        return Err(invalid(
+            "HEALTHCHECK",
+            format!("--{name} cannot be less than 1ms"),
+            None,
+        ));
+    }
+    Ok(Some(d))
 }
 
 /// Parses Go's `time.ParseDuration` syntax (`1h2m3.5s`, `500ms`, `0`).

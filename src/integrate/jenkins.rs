@@ -108,36 +108,9 @@ impl Adapter for Jenkins {
     }
     fn render(&self, p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
         let regen = opts.regen_command("jenkins");
-        let (build, test, push) = stage_commands(p, opts);
-        let jenkinsfile = fill(
-            "jenkins/Jenkinsfile",
-            JENKINSFILE,
-            &[
-                ("header", header(Comment::Slash, &p.file, &regen)),
-                ("project_file", p.file.clone()),
-                (
-                    "test_env",
-                    opts.test_env(p).map_or("(none)".into(), |e| e.name.clone()),
-                ),
-                ("keel", py_str(&opts.keel).trim_matches('\'').to_string()),
-                (
-                    "registry",
-                    py_str(&default_registry(p, opts))
-                        .trim_matches('\'')
-                        .to_string(),
-                ),
-                ("build", groovy_steps(&build)),
-                ("test", groovy_steps(&test)),
-                (
-                    "push",
-                    if push.is_empty() {
-                        "                echo 'nothing to push'\n".into()
-                    } else {
-                        groovy_steps(&push)
-                    },
-                ),
-            ],
-        )?;
+        let commands = stage_commands(p, opts);
+        let jenkinsfile = jenkinsfile(p, opts, &regen, &commands)?;
+        let jjb = jjb_jobs(p, opts, &regen, &commands)?;
         let step = |t: &'static str, text: &str| {
             fill(
                 t,
@@ -145,41 +118,6 @@ impl Adapter for Jenkins {
                 &[("header", header(Comment::Slash, &p.file, &regen))],
             )
         };
-        let braces = |s: &str| s.replace('{', "{{").replace('}', "}}");
-        let commands: String = build
-            .iter()
-            .chain(&test)
-            .map(|l| format!("          {}\n", braces(l)))
-            .collect();
-        // Pushes only when the job (or the agent) names a registry.
-        let pushes: String = push
-            .iter()
-            .map(|l| format!("            {}\n", braces(l)))
-            .collect();
-        let commands = if pushes.is_empty() {
-            commands
-        } else {
-            format!(
-                "{commands}          if [ -n \"${{{{KEEL_REGISTRY:-}}}}\" ]; then\n{pushes}          fi\n"
-            )
-        };
-        let jjb = fill(
-            "jenkins/keel-jobs.yaml",
-            JJB,
-            &[
-                ("header", header(Comment::Hash, &p.file, &regen)),
-                ("keel_braced", braces(&opts.keel)),
-                ("commands", commands),
-                ("project", p.name.clone()),
-                ("project_file", p.file.clone()),
-                (
-                    "scm_url",
-                    opts.scm
-                        .clone()
-                        .unwrap_or_else(|| "CHANGE-ME (keel integrate jenkins --scm URL)".into()),
-                ),
-            ],
-        )?;
         Ok(vec![
             GeneratedFile::new("Jenkinsfile", jenkinsfile),
             GeneratedFile::new(
@@ -193,4 +131,86 @@ impl Adapter for Jenkins {
             GeneratedFile::new("jenkins/keel-jobs.yaml", jjb),
         ])
     }
+}
+
+/// The declarative pipeline: one stage each for build, test and push.
+fn jenkinsfile(
+    p: &ResolvedProject,
+    opts: &AdapterOptions,
+    regen: &str,
+    (build, test, push): &(Vec<String>, Vec<String>, Vec<String>),
+) -> Result<String> {
+    fill(
+        "jenkins/Jenkinsfile",
+        JENKINSFILE,
+        &[
+            ("header", header(Comment::Slash, &p.file, regen)),
+            ("project_file", p.file.clone()),
+            (
+                "test_env",
+                opts.test_env(p).map_or("(none)".into(), |e| e.name.clone()),
+            ),
+            ("keel", py_str(&opts.keel).trim_matches('\'').to_string()),
+            (
+                "registry",
+                py_str(&default_registry(p, opts))
+                    .trim_matches('\'')
+                    .to_string(),
+            ),
+            ("build", groovy_steps(build)),
+            ("test", groovy_steps(test)),
+            (
+                "push",
+                if push.is_empty() {
+                    "                echo 'nothing to push'\n".into()
+                } else {
+                    groovy_steps(push)
+                },
+            ),
+        ],
+    )
+}
+
+/// The Jenkins Job Builder job: the same commands in one shell step, the pushes only
+/// when the job (or the agent) names a registry.
+fn jjb_jobs(
+    p: &ResolvedProject,
+    opts: &AdapterOptions,
+    regen: &str,
+    (build, test, push): &(Vec<String>, Vec<String>, Vec<String>),
+) -> Result<String> {
+    let braces = |s: &str| s.replace('{', "{{").replace('}', "}}");
+    let commands: String = build
+        .iter()
+        .chain(test)
+        .map(|l| format!("          {}\n", braces(l)))
+        .collect();
+    let pushes: String = push
+        .iter()
+        .map(|l| format!("            {}\n", braces(l)))
+        .collect();
+    let commands = if pushes.is_empty() {
+        commands
+    } else {
+        format!(
+            "{commands}          if [ -n \"${{{{KEEL_REGISTRY:-}}}}\" ]; then\n{pushes}          fi\n"
+        )
+    };
+    fill(
+        "jenkins/keel-jobs.yaml",
+        JJB,
+        &[
+            ("header", header(Comment::Hash, &p.file, regen)),
+            ("keel_braced", braces(&opts.keel)),
+            ("commands", commands),
+            ("project", p.name.clone()),
+            ("project_file", p.file.clone()),
+            (
+                "scm_url",
+                opts.scm
+                    .clone()
+                    .unwrap_or_else(|| "CHANGE-ME (keel integrate jenkins --scm URL)".into()),
+            ),
+        ],
+    )
 }

@@ -5,7 +5,7 @@
 //! `KEEL_IN*` are recursive (`=`) variables so `$(KEEL)` set later still applies; see
 //! docs/integrations/make.md.
 use super::template::{fill, header, shell_join, Comment};
-use super::{Adapter, AdapterOptions, GeneratedFile, ResolvedProject, Result};
+use super::{Adapter, AdapterOptions, GeneratedFile, ResolvedImage, ResolvedProject, Result};
 use crate::project::STATE_DIR;
 
 const KEEL_MK: &str = include_str!("../../integrations/make/keel.mk");
@@ -59,36 +59,11 @@ impl Adapter for Make {
         "keel.mk to include: image-NAME/push-NAME/run-NAME/images targets, $(KEEL_IN) for [env]s"
     }
     fn render(&self, p: &ResolvedProject, opts: &AdapterOptions) -> Result<Vec<GeneratedFile>> {
-        let mut images = String::new();
-        for img in &p.images {
-            let dep_iids: String = img
-                .depends_on
-                .iter()
-                .map(|d| format!(" $(KEEL_DIR)/{d}.iid"))
-                .collect();
-            let refs: Vec<&String> = if img.tags.is_empty() {
-                vec![&img.name]
-            } else {
-                img.tags.iter().collect()
-            };
-            let push: String = refs
-                .iter()
-                .map(|r| format!("\t$(KEEL) push {}\n", recipe_words(&[r.to_string()])))
-                .collect();
-            images += &fill(
-                "make/image.mk",
-                IMAGE_MK,
-                &[
-                    ("name", img.name.clone()),
-                    ("dockerfile", comment_text(&img.dockerfile)),
-                    ("context", comment_text(&img.context)),
-                    ("project_file", make_word(&p.file)),
-                    ("dep_iids", dep_iids),
-                    ("build_args", recipe_words(&img.build_args)),
-                    ("push", push.trim_end_matches('\n').to_string()),
-                ],
-            )?;
-        }
+        let images = p
+            .images
+            .iter()
+            .map(|img| image_rules(p, img))
+            .collect::<Result<String>>()?;
         let mut envs = String::new();
         if !p.envs.is_empty() {
             envs.push_str("\n# Prefixes that run the rest of a recipe line inside an [env].\n");
@@ -136,4 +111,36 @@ impl Adapter for Make {
         debug_assert_eq!(STATE_DIR, ".keel", "keel.mk's KEEL_DIR default");
         Ok(vec![GeneratedFile::new("keel.mk", text)])
     }
+}
+
+/// One image's rules: `image-NAME` (its `.iid` stamp, rebuilt after the images it
+/// depends on) and `push-NAME` for each of its tags.
+fn image_rules(p: &ResolvedProject, img: &ResolvedImage) -> Result<String> {
+    let dep_iids: String = img
+        .depends_on
+        .iter()
+        .map(|d| format!(" $(KEEL_DIR)/{d}.iid"))
+        .collect();
+    let refs: Vec<&String> = if img.tags.is_empty() {
+        vec![&img.name]
+    } else {
+        img.tags.iter().collect()
+    };
+    let push: String = refs
+        .iter()
+        .map(|r| format!("\t$(KEEL) push {}\n", recipe_words(&[r.to_string()])))
+        .collect();
+    fill(
+        "make/image.mk",
+        IMAGE_MK,
+        &[
+            ("name", img.name.clone()),
+            ("dockerfile", comment_text(&img.dockerfile)),
+            ("context", comment_text(&img.context)),
+            ("project_file", make_word(&p.file)),
+            ("dep_iids", dep_iids),
+            ("build_args", recipe_words(&img.build_args)),
+            ("push", push.trim_end_matches('\n').to_string()),
+        ],
+    )
 }

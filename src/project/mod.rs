@@ -399,28 +399,7 @@ fn parse_envs(
         if let Err(why) = check_name(&name) {
             return Err(at.bad(span, &format!("env.{name}"), why));
         }
-        let image = match (re.image, re.build) {
-            (Some(i), None) => EnvImage::Ref(i.into_inner()),
-            (None, Some(b)) if !has_image(images, b.get_ref()) => {
-                let why = no_such_image(images, b.get_ref());
-                return Err(at.bad(b.span(), &format!("env.{name}.build"), why));
-            }
-            (None, Some(b)) => EnvImage::Project(b.into_inner()),
-            (Some(i), Some(_)) => {
-                return Err(at.bad(
-                    i.span(),
-                    &format!("env.{name}"),
-                    "set either `image` (a reference) or `build` (an [[image]] of this project), not both".into(),
-                ))
-            }
-            (None, None) => {
-                return Err(at.bad(
-                    span,
-                    &format!("env.{name}"),
-                    "needs `image = \"REF\"` or `build = \"IMAGE\"`".into(),
-                ))
-            }
-        };
+        let image = env_image(&name, re.image, re.build, span.clone(), images, at)?;
         let mount = match re.mount {
             Some(m) if !m.get_ref().starts_with('/') => {
                 return Err(at.bad(
@@ -432,15 +411,7 @@ fn parse_envs(
             Some(m) => m.into_inner(),
             None => "/src".into(),
         };
-        for (vol, path) in &re.cache {
-            if check_name(vol).is_err() || !(path.starts_with('/') || path.starts_with("~/")) {
-                return Err(at.bad(
-                    span.clone(),
-                    &format!("env.{name}.cache.{vol}"),
-                    "needs a volume name of [a-z0-9._-] and an absolute or ~/ path".into(),
-                ));
-            }
-        }
+        check_env_caches(&name, &re.cache, span, at)?;
         let env = EnvSpec {
             name: name.clone(),
             image,
@@ -455,6 +426,56 @@ fn parse_envs(
         envs.insert(name, env);
     }
     Ok(envs)
+}
+
+/// Where an env's image comes from: a reference (`image`) or one of this project's
+/// `[[image]]`s (`build`), exactly one of the two.
+fn env_image(
+    name: &str,
+    image: Option<toml::Spanned<String>>,
+    build: Option<toml::Spanned<String>>,
+    span: std::ops::Range<usize>,
+    images: &[ImageSpec],
+    at: &Located,
+) -> Result<EnvImage> {
+    match (image, build) {
+        (Some(i), None) => Ok(EnvImage::Ref(i.into_inner())),
+        (None, Some(b)) if !has_image(images, b.get_ref()) => {
+            let why = no_such_image(images, b.get_ref());
+            Err(at.bad(b.span(), &format!("env.{name}.build"), why))
+        }
+        (None, Some(b)) => Ok(EnvImage::Project(b.into_inner())),
+        (Some(i), Some(_)) => Err(at.bad(
+            i.span(),
+            &format!("env.{name}"),
+            "set either `image` (a reference) or `build` (an [[image]] of this project), not both"
+                .into(),
+        )),
+        (None, None) => Err(at.bad(
+            span,
+            &format!("env.{name}"),
+            "needs `image = \"REF\"` or `build = \"IMAGE\"`".into(),
+        )),
+    }
+}
+
+/// An env's cache volumes: valid names, absolute or home-relative paths.
+fn check_env_caches(
+    name: &str,
+    cache: &BTreeMap<String, String>,
+    span: std::ops::Range<usize>,
+    at: &Located,
+) -> Result<()> {
+    for (vol, path) in cache {
+        if check_name(vol).is_err() || !(path.starts_with('/') || path.starts_with("~/")) {
+            return Err(at.bad(
+                span,
+                &format!("env.{name}.cache.{vol}"),
+                "needs a volume name of [a-z0-9._-] and an absolute or ~/ path".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `[[app]]` tables (buildpack builds): names unique among apps and images, `path`

@@ -186,14 +186,12 @@ fn pull_from(
     if doc.is_index() {
         let chosen = choose_platform(&doc.bytes, &opts.platform, &label)?;
         if opts.all_platforms {
-            // Every other platform's image is stored too (the index, naming them all, is
-            // stored after the last of them).
-            for other in platform_manifests(&doc.bytes, &label)? {
-                if other != chosen {
-                    let d = fetch_manifest(&client, &repo, other.as_ref(), Some(&other), &label)?;
-                    store_image(store, &client, &repo, &d, &label, opts, events, &mut stats)?;
-                }
-            }
+            let fetch = FetchFrom {
+                client: &client,
+                repo: &repo,
+                label: &label,
+            };
+            store_other_platforms(store, &fetch, &doc, &chosen, opts, events, &mut stats)?;
             index = Some(doc);
         }
         doc = fetch_manifest(&client, &repo, chosen.as_ref(), Some(&chosen), &label)?;
@@ -222,6 +220,39 @@ fn pull_from(
         present_blobs: stats.present,
         index,
     })
+}
+
+/// Where an image's documents come from: the registry connection, the repository's URL
+/// and the name errors give it.
+struct FetchFrom<'a> {
+    client: &'a Client,
+    repo: &'a str,
+    label: &'a str,
+}
+
+/// With `--all-platforms`, every platform's image of `index` but the `chosen` one (the
+/// index, naming them all, is stored after the last of them).
+fn store_other_platforms(
+    store: &Store,
+    from: &FetchFrom,
+    index: &Document,
+    chosen: &Digest,
+    opts: &PullOptions,
+    events: Events,
+    stats: &mut Stats,
+) -> Result<(), RegistryError> {
+    let FetchFrom {
+        client,
+        repo,
+        label,
+    } = *from;
+    for other in platform_manifests(&index.bytes, label)? {
+        if &other != chosen {
+            let d = fetch_manifest(client, repo, other.as_ref(), Some(&other), label)?;
+            store_image(store, client, repo, &d, label, opts, events, stats)?;
+        }
+    }
+    Ok(())
 }
 
 /// The manifests an index lists with a platform. Entries for `unknown/unknown` are
@@ -375,27 +406,41 @@ pub(super) fn fetch_manifest(
             ));
         }
     }
-    let v: serde_json::Value = serde_json::from_slice(&bytes)
-        .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
-    if v["schemaVersion"].as_u64() == Some(1) {
-        return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
+    Document::from_verified(bytes, digest, content_type.as_deref(), label)
+}
+
+impl Document {
+    /// A fetched manifest or index whose digest was checked. Its media type is its own
+    /// `mediaType`, else the reply's Content-Type, else what its fields say; a Docker
+    /// schema 1 manifest is refused.
+    fn from_verified(
+        bytes: Vec<u8>,
+        digest: Digest,
+        content_type: Option<&str>,
+        label: &str,
+    ) -> Result<Document, RegistryError> {
+        let v: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(label, &format!("its manifest is not JSON: {e}")))?;
+        if v["schemaVersion"].as_u64() == Some(1) {
+            return Err(bad(label, "it is a Docker schema 1 manifest, which keel does not pull (deprecated since 2017); push it again with a current tool"));
+        }
+        let media = v["mediaType"]
+            .as_str()
+            .map(str::to_string)
+            .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
+            .unwrap_or_else(|| {
+                if v.get("manifests").is_some() {
+                    "application/vnd.oci.image.index.v1+json".into()
+                } else {
+                    "application/vnd.oci.image.manifest.v1+json".into()
+                }
+            });
+        Ok(Document {
+            bytes,
+            digest,
+            media_type: MediaType::from(media.as_str()),
+        })
     }
-    let media = v["mediaType"]
-        .as_str()
-        .map(str::to_string)
-        .or(content_type.map(|c| c.split(';').next().unwrap_or_default().trim().to_string()))
-        .unwrap_or_else(|| {
-            if v.get("manifests").is_some() {
-                "application/vnd.oci.image.index.v1+json".into()
-            } else {
-                "application/vnd.oci.image.manifest.v1+json".into()
-            }
-        });
-    Ok(Document {
-        bytes,
-        digest,
-        media_type: MediaType::from(media.as_str()),
-    })
 }
 
 /// The manifest of `want` in an index, or an error listing what the index has.

@@ -221,6 +221,27 @@ fn every_instruction_reaches_the_image() {
     );
 }
 
+/// A stage based on another stage of the same Dockerfile runs that stage's ONBUILD
+/// triggers, once per stage based on it, as if the parent had been built into an image
+/// first (BuildKit since v0.17.1: moby/buildkit#5486, fixed by #5490; the classic
+/// builder ran them once in all, moby/moby#35652). A stage based on that child does not
+/// run them again: triggers are cleared once executed (moby/buildkit#1308).
+/// buildah cannot be the peer here: with OCI images it drops ONBUILD with a warning.
+#[test]
+fn onbuild_triggers_run_in_each_stage_based_on_the_stage() {
+    require!(is_root(), "RUN steps need root");
+    let k = with_base();
+    let dockerfile = "FROM bb AS base\nONBUILD RUN echo triggered >> /t\n\nFROM base AS child\n\nFROM base AS sibling\nRUN echo sibling >> /t\n\nFROM child\nCOPY --from=sibling /t /t-sibling\nRUN cat /t /t-sibling > /out\n";
+    let ctx = context(&k, "ctx", &[("Dockerfile", dockerfile)]);
+    build_ok(&k, &ctx, &["-t", "onbuild-stages"]);
+    assert_eq!(
+        run_out(&k, &["--entrypoint", "", "onbuild-stages", "cat", "/out"]),
+        "triggered\ntriggered\nsibling\n",
+        "child and sibling ran the trigger once each; the grandchild did not"
+    );
+    assert!(config(&k, "onbuild-stages")["config"]["OnBuild"].is_null());
+}
+
 #[test]
 fn multi_stage_builds_only_what_the_target_needs() {
     require!(is_root(), "RUN steps need root");
