@@ -431,8 +431,8 @@ fn insn(code: u16, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
 /// architecture, goes on to `tail`, which answers as it did alone. seccompiler lists
 /// calls one after another (5 instructions each: 1,503 for Docker's profile), so the
 /// kernel checked and JIT-compiled them all at every container start (0.7 ms here) and a
-/// call near the end of the list ran through ~600 comparisons; the search is ~500
-/// instructions and ~20 comparisons deep (docs/performance.md, Session 11). `tail` must
+/// call near the end of the list ran through ~600 comparisons; with the search the program
+/// is 601 instructions, ~20 comparisons deep (docs/performance.md, Session 11). `tail` must
 /// open with seccompiler's architecture check (`LD arch; JEQ arch,1,0; RET kill`), which
 /// the search repeats; otherwise `tail` is returned as it is.
 fn with_search(
