@@ -328,8 +328,8 @@ fn container_ids(root: &Path) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-/// `.new-<id>` (a create), `.rm-<id>` (a removal) and `.request-<id>.json` (a `run -d`
-/// hand-over) entries in `containers/` that no live lease names and that are old enough
+/// The spare record directory, and `.new-<id>` (a create), `.rm-<id>` (a removal) and
+/// `.request-<id>.json` (a `run -d` hand-over) entries in `containers/` that no live lease names and that are old enough
 /// that no running command can still be using them.
 fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Reclaimed) {
     let Ok(rd) = fs::read_dir(root.join("containers")) else {
@@ -337,6 +337,15 @@ fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Rec
     };
     for e in rd.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
+        // The empty directory a removed record left for the next one (`container::
+        // Containers::remove`): gc returns the root to what it was. Only while empty, so
+        // a record another keel has just made of it stays.
+        if name == ".spare" {
+            if hostfs::remove_dir(e.path()).is_ok() {
+                r.temp += 1;
+            }
+            continue;
+        }
         let id = [".new-", ".rm-", ".request-"]
             .iter()
             .find_map(|p| name.strip_prefix(p))

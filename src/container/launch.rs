@@ -495,7 +495,7 @@ impl Prepared {
             if result.is_err() && !self.started {
                 if !self.resumed {
                     // It never ran: leave nothing behind, as if it had not been asked for.
-                    let _ = self.remove_all();
+                    let _ = self.remove_all(false);
                 }
                 return result;
             }
@@ -527,7 +527,7 @@ impl Prepared {
                 }
             }
             if self.request.rm {
-                self.remove_all()?;
+                self.remove_all(false)?;
             }
             self.published.clear();
             return result;
@@ -544,7 +544,7 @@ impl Prepared {
         code: i32,
         result: Result<i32, LaunchError>,
     ) -> Result<i32, LaunchError> {
-        if let Err(e) = self.remove_all() {
+        if let Err(e) = self.remove_all(true) {
             let st = exited(containers, &self.config.id, code);
             let _ = containers.set_state(&self.config.id, &st);
             return Err(e);
@@ -553,14 +553,15 @@ impl Prepared {
         result
     }
 
-    fn remove_all(&self) -> Result<(), LaunchError> {
+    /// `spare`: keep the record's directory for the next one (a foreground `--rm`).
+    fn remove_all(&self, spare: bool) -> Result<(), LaunchError> {
         remove(
             &self.root,
             &self.config,
             self.snapshotter.as_ref(),
             &self.snapshot,
             &self.anonymous,
-            self.all_ended,
+            (self.all_ended, spare),
         )
     }
 
@@ -846,14 +847,15 @@ fn stdin_fd() -> Option<OwnedFd> {
 }
 
 /// Removes a stopped container's rootfs, anonymous volumes and record. `all_ended`: no
-/// process of the container can be left (see [`Prepared::all_ended`]).
+/// process of the container can be left (see [`Prepared::all_ended`]); `spare`: the
+/// record's directory is kept for the next one ([`Containers::remove_keeping_spare`]).
 pub fn remove(
     root: &Path,
     config: &ContainerConfig,
     snapshotter: &dyn Snapshotter,
     snapshot: &storage::Snapshot,
     anonymous: &[String],
-    all_ended: bool,
+    (all_ended, spare): (bool, bool),
 ) -> Result<(), LaunchError> {
     if all_ended {
         snapshotter.remove_unused(snapshot)?;
@@ -861,7 +863,11 @@ pub fn remove(
         snapshotter.remove(snapshot)?;
     }
     let containers = Containers::new(root);
-    containers.remove(&config.id)?;
+    if spare {
+        containers.remove_keeping_spare(&config.id)?;
+    } else {
+        containers.remove(&config.id)?;
+    }
     let volumes = Volumes::new(root);
     for a in anonymous {
         let _ = volumes.remove(a, &containers);

@@ -369,24 +369,126 @@ pub fn compile(policy: &Policy) -> Result<Vec<seccompiler::BpfProgram>, SeccompE
         if a == Action::Allow && policy.default == Action::Allow {
             continue;
         }
-        let (mut chains, always) = by_action.remove(&a).unwrap_or_default();
-        for nr in always {
-            chains.insert(nr, Vec::new());
-        }
-        let filter = seccompiler::SeccompFilter::new(
-            chains,
-            to_seccompiler(policy.default_for(a)),
-            to_seccompiler(a),
-            arch,
-        )
-        .map_err(|e| err(e.to_string()))?;
-        programs.push(
-            filter
-                .try_into()
-                .map_err(|e: seccompiler::BackendError| err(e.to_string()))?,
-        );
+        let (chains, always) = by_action.remove(&a).unwrap_or_default();
+        let (miss, hit) = (to_seccompiler(policy.default_for(a)), to_seccompiler(a));
+        programs.push(program(chains, &always, miss, hit, arch, true).map_err(err)?);
     }
     Ok(programs)
+}
+
+/// One program: calls in `always` answer `hit` whatever their arguments, calls in
+/// `chains` when a rule's conditions hold, everything else `miss`. With `search`, the
+/// `always` calls are found by a binary search ([`with_search`]) in front of
+/// seccompiler's program for the conditional calls alone; without it, seccompiler's
+/// linear program lists every call (the reference the tests check the search against).
+fn program(
+    mut chains: Chains,
+    always: &BTreeSet<i64>,
+    miss: seccompiler::SeccompAction,
+    hit: seccompiler::SeccompAction,
+    arch: seccompiler::TargetArch,
+    search: bool,
+) -> Result<seccompiler::BpfProgram, String> {
+    let searched = search && always.len() >= SEARCH_FROM;
+    if !searched {
+        for nr in always {
+            chains.insert(*nr, Vec::new());
+        }
+    }
+    let hit_code = u32::from(hit.clone());
+    let filter =
+        seccompiler::SeccompFilter::new(chains, miss, hit, arch).map_err(|e| e.to_string())?;
+    let tail: seccompiler::BpfProgram = filter
+        .try_into()
+        .map_err(|e: seccompiler::BackendError| e.to_string())?;
+    Ok(if searched {
+        with_search(always, tail, hit_code)
+    } else {
+        tail
+    })
+}
+
+/// Below this many unconditional calls a linear list is as short as the search.
+const SEARCH_FROM: usize = 16;
+/// Calls compared one by one at the bottom of the search.
+const LEAF: usize = 8;
+
+// Classic BPF opcodes (linux/bpf_common.h) and `struct seccomp_data` offsets.
+const LD_W_ABS: u16 = 0x20;
+const JA: u16 = 0x05;
+const JEQ_K: u16 = 0x15;
+const JGE_K: u16 = 0x35;
+const RET_K: u16 = 0x06;
+const NR_AT: u32 = 0;
+const ARCH_AT: u32 = 4;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> seccompiler::sock_filter {
+    seccompiler::sock_filter { code, jt, jf, k }
+}
+
+/// `tail` (a seccompiler program) behind a binary search for the calls in `always`,
+/// which answer `hit` at once; every other call, and every call of another
+/// architecture, goes on to `tail`, which answers as it did alone. seccompiler lists
+/// calls one after another (5 instructions each: 1,503 for Docker's profile), so the
+/// kernel checked and JIT-compiled them all at every container start (0.7 ms here) and a
+/// call near the end of the list ran through ~600 comparisons; with the search the program
+/// is 601 instructions, ~20 comparisons deep (docs/performance.md, Session 11). `tail` must
+/// open with seccompiler's architecture check (`LD arch; JEQ arch,1,0; RET kill`), which
+/// the search repeats; otherwise `tail` is returned as it is.
+fn with_search(
+    always: &BTreeSet<i64>,
+    tail: seccompiler::BpfProgram,
+    hit: u32,
+) -> seccompiler::BpfProgram {
+    let opens_with_arch_check = tail.len() > 3
+        && tail[0] == insn(LD_W_ABS, 0, 0, ARCH_AT)
+        && tail[1].code == JEQ_K
+        && (tail[1].jt, tail[1].jf) == (1, 0)
+        && tail[2].code == RET_K;
+    let keys: Option<Vec<u32>> = always.iter().map(|n| u32::try_from(*n).ok()).collect();
+    let (true, Some(keys)) = (opens_with_arch_check, keys) else {
+        return tail;
+    };
+    // `JA` with k = u32::MAX stands for "on to the tail" until the tail's place is known.
+    let mut out = vec![
+        insn(LD_W_ABS, 0, 0, ARCH_AT),
+        insn(JEQ_K, 1, 0, tail[1].k),
+        insn(JA, 0, 0, u32::MAX),
+        insn(LD_W_ABS, 0, 0, NR_AT),
+    ];
+    search(&keys, hit, &mut out);
+    let start = out.len();
+    for (i, ins) in out.iter_mut().enumerate() {
+        if ins.code == JA && ins.k == u32::MAX {
+            ins.k = (start - i - 1) as u32;
+        }
+    }
+    out.extend(tail);
+    out
+}
+
+/// Appends the search over sorted `keys` for the number in the accumulator: a node
+/// splits at its middle key (`JGE`, then a long jump over the lower half, since a
+/// conditional jump reaches only 255 instructions); a leaf compares up to [`LEAF`] keys,
+/// answers `hit` on a match and jumps on to the tail otherwise.
+fn search(keys: &[u32], hit: u32, out: &mut Vec<seccompiler::sock_filter>) {
+    if keys.len() <= LEAF {
+        let n = keys.len();
+        for (i, k) in keys.iter().enumerate() {
+            // Past the remaining comparisons and the jump to the tail, onto `RET hit`.
+            out.push(insn(JEQ_K, (n - i) as u8, 0, *k));
+        }
+        out.push(insn(JA, 0, 0, u32::MAX));
+        out.push(insn(RET_K, 0, 0, hit));
+        return;
+    }
+    let (low, high) = keys.split_at(keys.len() / 2);
+    out.push(insn(JGE_K, 0, 1, high[0]));
+    let over = out.len();
+    out.push(insn(JA, 0, 0, 0));
+    search(low, hit, out);
+    out[over].k = (out.len() - over - 1) as u32;
+    search(high, hit, out);
 }
 
 impl Policy {
@@ -506,6 +608,175 @@ mod tests {
         // chroot's denials get their own program even with the default's errno (EPERM).
         assert_eq!(compile(&p.clone().deny(&["kill".into()])).unwrap().len(), 3);
         assert!(compile(&Policy::allow_all()).unwrap().is_empty());
+    }
+
+    /// A classic-BPF interpreter for the instructions seccompiler and [`with_search`]
+    /// emit, over a `struct seccomp_data` (nr, arch, ip, six args); any other opcode fails
+    /// the test. Returns the program's answer.
+    fn run_bpf(prog: &[seccompiler::sock_filter], nr: u32, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = Vec::with_capacity(64);
+        data.extend(nr.to_le_bytes());
+        data.extend(arch.to_le_bytes());
+        data.extend(0u64.to_le_bytes());
+        for a in args {
+            data.extend(a.to_le_bytes());
+        }
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = &prog[pc];
+            pc += 1;
+            let jump = |taken: bool| if taken { i.jt as usize } else { i.jf as usize };
+            match i.code {
+                0x20 => {
+                    let at = i.k as usize;
+                    acc = u32::from_le_bytes(data[at..at + 4].try_into().unwrap());
+                }
+                0x54 => acc &= i.k,
+                0x05 => pc += i.k as usize,
+                0x15 => pc += jump(acc == i.k),
+                0x25 => pc += jump(acc > i.k),
+                0x35 => pc += jump(acc >= i.k),
+                0x45 => pc += jump(acc & i.k != 0),
+                0x06 => return i.k,
+                other => panic!("opcode {other:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    /// The searched programs answer exactly as seccompiler's linear ones for every call
+    /// number (native, x32's and other architectures') and argument patterns that the
+    /// profile's conditions tell apart (clone's namespace flags, personality's values,
+    /// socket's family, 64-bit halves), for Docker's profile with and without
+    /// CAP_SYS_ADMIN, chroot's denials and an allow-all policy with denials.
+    #[test]
+    fn the_searched_filter_answers_as_the_linear_one() {
+        let docker = caps(crate::runtime::spec::DEFAULT_CAPS);
+        let base = resolve(DEFAULT_PROFILE, Host::this(), &docker).unwrap();
+        let policies = [
+            base.clone(),
+            base.clone().deny(&["kill".into(), "chroot".into()]),
+            resolve(DEFAULT_PROFILE, Host::this(), &caps(&["CAP_SYS_ADMIN"])).unwrap(),
+            Policy::allow_all().deny(&["kill".into()]),
+        ];
+        let values: [u64; 12] = [
+            0,
+            1,
+            8,
+            40,
+            0x20000,
+            0x20008,
+            0xffff_ffff,
+            0x7e02_0000,
+            0x1000_0000,
+            1 << 32,
+            (1 << 32) | 0x20000,
+            u64::MAX,
+        ];
+        let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().unwrap();
+        let native = run_bpf(
+            &program(
+                Chains::new(),
+                &BTreeSet::from([0]),
+                seccompiler::SeccompAction::Errno(1),
+                seccompiler::SeccompAction::Allow,
+                arch,
+                false,
+            )
+            .unwrap(),
+            0,
+            0,
+            [0; 6],
+        );
+        assert_eq!(
+            native,
+            libc::SECCOMP_RET_KILL_PROCESS,
+            "an unknown arch is killed"
+        );
+        let audit = program(
+            Chains::new(),
+            &BTreeSet::from([0]),
+            seccompiler::SeccompAction::Errno(1),
+            seccompiler::SeccompAction::Allow,
+            arch,
+            false,
+        )
+        .unwrap()[1]
+            .k;
+        let mut checked = 0;
+        for p in &policies {
+            let (linear, searched) = (compile_with(p, false), compile(p).unwrap());
+            assert_eq!(linear.len(), searched.len());
+            for (l, s) in linear.iter().zip(&searched) {
+                for nr in (0..1024u32)
+                    .chain((0..600).map(|n| n | 0x4000_0000))
+                    .chain([u32::MAX])
+                {
+                    for a in [audit, 0x4000_0003, 0] {
+                        for v in values {
+                            let args = [v, v ^ 1, v, v, v, v];
+                            assert_eq!(
+                                run_bpf(l, nr, a, args),
+                                run_bpf(s, nr, a, args),
+                                "nr {nr} arch {a:#x} arg {v:#x}"
+                            );
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 100_000);
+        // And it is what makes the allow-list short.
+        let (linear, searched) = (compile_with(&base, false), compile(&base).unwrap());
+        assert!(
+            searched[0].len() * 2 < linear[0].len(),
+            "{} vs {}",
+            searched[0].len(),
+            linear[0].len()
+        );
+    }
+
+    /// [`compile`] with or without the search (the test's reference).
+    fn compile_with(policy: &Policy, search: bool) -> Vec<seccompiler::BpfProgram> {
+        let arch: seccompiler::TargetArch = std::env::consts::ARCH.try_into().unwrap();
+        let mut by_action: BTreeMap<Action, (Chains, BTreeSet<i64>)> = BTreeMap::new();
+        for r in &policy.rules {
+            let Ok(nr) = syscalls::Sysno::from_str(&r.name) else {
+                continue;
+            };
+            let (chains, always) = by_action.entry(r.action).or_default();
+            if r.args.is_empty() {
+                always.insert(nr.id() as i64);
+            } else {
+                let conds = r.args.iter().map(|a| condition(a).unwrap()).collect();
+                chains
+                    .entry(nr.id() as i64)
+                    .or_default()
+                    .push(seccompiler::SeccompRule::new(conds).unwrap());
+            }
+        }
+        let mut order: Vec<Action> = by_action.keys().copied().collect();
+        order.sort_by_key(|a| *a != Action::Allow);
+        let to = |a: Action| match a {
+            Action::Allow => seccompiler::SeccompAction::Allow,
+            Action::Errno(n) => seccompiler::SeccompAction::Errno(n),
+        };
+        order
+            .into_iter()
+            .filter(|a| !(*a == Action::Allow && policy.default == Action::Allow))
+            .map(|a| {
+                let (chains, always) = by_action.remove(&a).unwrap();
+                program(
+                    chains,
+                    &always,
+                    to(policy.default_for(a)),
+                    to(a),
+                    arch,
+                    search,
+                )
+                .unwrap()
+            })
+            .collect()
     }
 
     #[test]

@@ -110,6 +110,58 @@ fn run_rm_stays_within_its_syscall_and_process_budget() {
     );
 }
 
+/// A foreground `run --rm` frees no disk block for its record (on ext4 mounted with
+/// `discard`, as on the project VM, each freed block waits for the disk in the syscall
+/// that frees it; docs/performance.md, Session 11 — container start): the running state
+/// is exchanged into place (`RENAME_EXCHANGE`), not renamed over `state.json` (which
+/// makes ext4 write it at once), and the record's emptied directory is kept as
+/// `containers/.spare` for the next record instead of being removed; the next run takes
+/// it. Nothing of either container is left: `containers/` holds the lock and the spare.
+#[test]
+fn run_rm_frees_no_block_for_its_record() {
+    crate::require!(crate::common::is_root(), "needs root");
+    crate::require!(crate::common::have("strace"), "needs strace");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    k.ok(&["run", "--rm", "bb", "/bin/true"]);
+    let spare = k.root().join("containers/.spare");
+    assert!(
+        spare.is_dir(),
+        "the removed record's directory was not kept as the spare"
+    );
+    let ino = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = ino(&spare);
+    let log = traced(&k, &["run", "--rm", "bb", "/bin/true"]);
+    let calls = calls(&log);
+    let exchanged = calls
+        .iter()
+        .filter(|c| c.name == "renameat2" && c.line.contains("RENAME_EXCHANGE"))
+        .filter(|c| c.line.contains("/state.json"))
+        .count();
+    assert_eq!(
+        exchanged, 1,
+        "the running state was not exchanged in:\n{log}"
+    );
+    let removed = calls
+        .iter()
+        .filter(|c| c.line.contains("/containers/") && c.line.contains("AT_REMOVEDIR"))
+        .count();
+    assert_eq!(removed, 0, "the record's directory was removed:\n{log}");
+    assert_eq!(ino(&spare), before, "the spare was not the one reused");
+    let mut left: Vec<String> = std::fs::read_dir(k.root().join("containers"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, [".lock", ".spare"], "left in containers/");
+    assert_eq!(
+        std::fs::read_dir(&spare).unwrap().count(),
+        0,
+        "the spare is not empty"
+    );
+    k.ok(&["ps", "-a"]);
+}
+
 /// Every write into a cgroup's `tasks`/`cgroup.procs` in `calls` is a process moving
 /// itself ("0"), and there is at least one.
 fn assert_self_joins(calls: &[Call], log: &str) {

@@ -642,8 +642,9 @@ fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
             .map(|rd| {
                 rd.filter_map(Result::ok)
                     .map(|e| e.file_name().to_string_lossy().into_owned())
-                    // `.lock` guards the directory itself, as in root's store.
-                    .filter(|n| n != ".lock")
+                    // `.lock` guards the directory itself, as in root's store; `.spare`
+                    // is the empty directory the next record takes (checked below).
+                    .filter(|n| n != ".lock" && n != ".spare")
                     .collect()
             })
             .unwrap_or_default()
@@ -652,6 +653,11 @@ fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
         entries(r.root().join("containers")),
         Vec::<String>::new(),
         "container records left"
+    );
+    assert_eq!(
+        entries(r.root().join("containers/.spare")),
+        Vec::<String>::new(),
+        "the spare record directory is not empty"
     );
     assert_eq!(
         entries(r.root().join("storage/snapshots")),
