@@ -329,8 +329,8 @@ fn container_ids(root: &Path) -> BTreeSet<String> {
 }
 
 /// The spare record directory, and `.new-<id>` (a create), `.rm-<id>` (a removal) and
-/// `.request-<id>.json` (a `run -d` hand-over) entries in `containers/` that no live lease names and that are old enough
-/// that no running command can still be using them.
+/// `.request-<id>.json` (a `run -d` hand-over) entries in `containers/` that no live
+/// lease names and that are old enough that no running command can still be using them.
 fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Reclaimed) {
     let Ok(rd) = fs::read_dir(root.join("containers")) else {
         return;
@@ -340,7 +340,7 @@ fn sweep_container_leftovers(root: &Path, leased: &BTreeSet<String>, r: &mut Rec
         // The empty directory a removed record left for the next one (`container::
         // Containers::remove`): gc returns the root to what it was. Only while empty, so
         // a record another keel has just made of it stays.
-        if name == ".spare" {
+        if name == crate::container::SPARE {
             if hostfs::remove_dir(e.path()).is_ok() {
                 r.temp += 1;
             }

@@ -411,7 +411,7 @@ impl Containers {
 /// The empty directory a foreground `run --rm` leaves for the next record (mode 0700, as
 /// every record's): `containers/.spare`. Dot names are not records (`list`); `keel gc`
 /// removes it while it is empty (`reclaim`).
-const SPARE: &str = ".spare";
+pub(crate) const SPARE: &str = ".spare";
 
 /// Deletes everything in `dir`, keeping `dir`.
 fn empty_dir(dir: &Path) -> io::Result<()> {
