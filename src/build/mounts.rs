@@ -188,9 +188,7 @@ fn secret(
         (None, None) => format!("/run/secrets/{id}"),
     };
     if out.secret_dir.is_none() {
-        let dir = tempfile::Builder::new()
-            .prefix("secrets-")
-            .tempdir_in(scratch)
+        let dir = crate::sys::hostfs::scratch_dir_in(scratch, "secrets")
             .map_err(|e| format!("creating a secrets directory in {}: {e}", scratch.display()))?;
         out.secret_dir = Some(dir);
     }

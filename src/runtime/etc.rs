@@ -232,10 +232,7 @@ pub fn for_step(
         source,
     };
     hostfs::create_dir_all(scratch).map_err(io)?;
-    let dir = tempfile::Builder::new()
-        .prefix("etc-")
-        .tempdir_in(scratch)
-        .map_err(io)?;
+    let dir = hostfs::scratch_dir_in(scratch, "etc").map_err(io)?;
     let mut binds = write(dir.path(), network, hostname, &EtcOptions::default())?;
     // As in BuildKit, a step's hostname is only the UTS one: /etc/hostname stays the
     // image's file, which a step may change or delete like any other.

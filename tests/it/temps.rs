@@ -235,3 +235,62 @@ fn a_killed_bootstraps_download_goes_with_the_next_bootstrap() {
         "the unpacked package and the live name: {left:?}"
     );
 }
+
+/// A build killed while its RUN step runs leaves the step's `/etc` files and its secret
+/// mount's directory in the store's `tmp/`, named for it: `keel gc` takes them at once,
+/// even while another build holds a lease. They were `etc-XXXXXX` and `secrets-XXXXXX`,
+/// which gc took only when no keel ran at all.
+#[test]
+fn a_killed_run_steps_etc_and_secret_dirs_go_with_the_next_gc() {
+    require!(is_root(), "keel build needs root");
+    let k = Keel::new();
+    k.ok(&["bootstrap", "busybox", "bb"]);
+    let ctx = k.path("ctx");
+    std::fs::create_dir_all(&ctx).unwrap();
+    let run = "RUN --mount=type=secret,id=s cat /run/secrets/s >/dev/null; sleep 5\n";
+    std::fs::write(ctx.join("Dockerfile"), format!("FROM bb\n{run}")).unwrap();
+    let secret = k.path("s.txt");
+    std::fs::write(&secret, "hush\n").unwrap();
+    let ctx_s = ctx.display().to_string();
+    let secret_arg = format!("id=s,src={}", secret.display());
+    let build = |tag: &str| {
+        let mut c = k.cmd();
+        c.args(["build", "--no-cache", "--secret", &secret_arg, "-t", tag, &ctx_s]);
+        c
+    };
+    let out = build("killed")
+        .env("KEEL_FAULT_POINT", "build.run-started")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9), "the build was not killed");
+    let tmp = k.root().join("tmp");
+    let left = |what: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(&tmp)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().unwrap().to_string_lossy().contains(what))
+            .collect()
+    };
+    let killed: Vec<PathBuf> = [left("-etc-"), left("-secrets-")].concat();
+    assert_eq!(killed.len(), 2, "the kill left {killed:?} in {}", tmp.display());
+    for p in &killed {
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(Owner::from_tag(&name).is_some(), "untagged: {name}");
+    }
+    let mut live = build("live")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while left("-secrets-").len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "the live build never ran its step");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    gc_takes_only_the_dead(&k, &killed, &[]);
+    assert_eq!(left("-secrets-").len(), 1, "gc took the live build's secrets");
+    assert!(live.wait().unwrap().success(), "the live build failed");
+    k.ok(&["gc"]);
+    assert_eq!(left("-"), Vec::<PathBuf>::new());
+}
