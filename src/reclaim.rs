@@ -395,7 +395,8 @@ const BESIDE_TEMP: &[(&str, bool)] = &[
     ("containers", true),
     // Deployed apps' `app.json` (`write_atomic`).
     ("apps", true),
-    // Buildpacks written out (`<dir>.tmp-<pid>`) and fetched (`.fetch-XXXXXX`).
+    // Buildpacks written out (`<dir>.tmp-<pid>`) and fetched (`hostfs::temp_dir_in`;
+    // older keels' untagged `.fetch-XXXXXX`).
     ("buildpacks/shipped", false),
     ("buildpacks/fetched", false),
     // Foreign busybox packages being downloaded (`.download-XXXXXX`, `keel bootstrap`).

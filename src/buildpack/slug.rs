@@ -64,10 +64,7 @@ fn pack(store: &Store, app: &Path, rel: &Release) -> Result<StoredLayer, Buildpa
     };
     let procfile = app.join("Procfile");
     hostfs::write(&procfile, release::procfile_text(&rel.processes)).map_err(io(&procfile))?;
-    let staging = tempfile::Builder::new()
-        .prefix("slug-")
-        .tempdir_in(store.tmp_dir())
-        .map_err(io(&store.tmp_dir()))?;
+    let staging = hostfs::scratch_dir_in(&store.tmp_dir(), "slug").map_err(io(&store.tmp_dir()))?;
     let (tree, empty) = (staging.path().join("tree"), staging.path().join("empty"));
     let keel = tree.join("keel");
     for d in [&keel, &empty] {

@@ -178,13 +178,10 @@ fn scratch(root: &Path) -> Result<tempfile::TempDir, BuildpackError> {
         path: parent.clone(),
         source,
     })?;
-    tempfile::Builder::new()
-        .prefix(".fetch-")
-        .tempdir_in(&parent)
-        .map_err(|source| BuildpackError::Io {
-            path: parent,
-            source,
-        })
+    hostfs::temp_dir_in(&parent, "fetch").map_err(|source| BuildpackError::Io {
+        path: parent,
+        source,
+    })
 }
 
 /// `git clone` (at `reference` when given) into `dest`, recording the commit.

@@ -72,6 +72,17 @@ pub fn bundle_root(keel_root: &Path) -> PathBuf {
     keel_root.join("runtime").join("bundles")
 }
 
+/// A file for one `runc exec` (its process.json or pid file) in the container's bundle
+/// directory: it goes with the bundle, which the container's removal (or gc's reclaim of
+/// a dead container) deletes whole, so it needs no owner-tagged name.
+fn exec_file(bundle: &Path, suffix: &str) -> std::io::Result<tempfile::NamedTempFile> {
+    #[allow(clippy::disallowed_methods)]
+    tempfile::Builder::new()
+        .prefix("exec-")
+        .suffix(suffix)
+        .tempfile_in(bundle)
+}
+
 /// Creates `dir` (and missing parents) readable by root only, and tightens it if it
 /// already existed.
 fn private_dir(dir: &Path) -> Result<(), RuntimeError> {
@@ -396,14 +407,10 @@ pub fn exec(
 ) -> Result<super::Exit, RuntimeError> {
     let dir = oci.bundle_root.join(&spec.id);
     private_dir(&dir)?;
-    let file = tempfile::Builder::new()
-        .prefix("exec-")
-        .suffix(".json")
-        .tempfile_in(&dir)
-        .map_err(|source| RuntimeError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+    let file = exec_file(&dir, ".json").map_err(|source| RuntimeError::Io {
+        path: dir.clone(),
+        source,
+    })?;
     let mut p = process(spec)?;
     if let Some(size) = stdio.terminal {
         // As for `keel run -t`: the runtime makes the terminal in the container's devpts.
@@ -477,12 +484,7 @@ fn exec_with_terminal(
         source,
     };
     let console = ConsoleSocket::bind(dir)?;
-    let pid_file = tempfile::Builder::new()
-        .prefix("exec-")
-        .suffix(".pid")
-        .tempfile_in(dir)
-        .map_err(io)?
-        .into_temp_path();
+    let pid_file = exec_file(dir, ".pid").map_err(io)?.into_temp_path();
     cmd.args(["--detach", "--tty", "--console-socket"])
         .arg(&console.path)
         .arg("--pid-file")

@@ -682,9 +682,7 @@ pub(crate) fn place_entry(
 /// Moves an untrusted cache directory out of the way (into `tmp/`, where it is deleted
 /// now if possible and by `prune_cache` otherwise).
 fn set_aside(tmp_root: &Path, dest: &Path) -> Result<()> {
-    let aside = tempfile::Builder::new()
-        .prefix("stale-")
-        .tempdir_in(tmp_root)
+    let aside = hostfs::scratch_dir_in(tmp_root, "stale")
         .map_err(StorageError::io("creating a temp dir in", tmp_root))?
         .keep();
     let to = aside.join("entry");

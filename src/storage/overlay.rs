@@ -561,10 +561,7 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     let tmp_root = storage.join("tmp");
     hostfs::create_dir_all(&tmp_root)
         .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
-    let prefix = format!("{}-probe-", crate::store::lease::Owner::current().tag());
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .tempdir_in(&tmp_root)
+    let tmp = hostfs::scratch_dir_in(&tmp_root, "probe")
         .map_err(|e| format!("cannot create a temp dir in {}: {e}", tmp_root.display()))?;
     let d = |s: &str| tmp.path().join(s);
     for s in ["lower", "lower/opaque", "upper", "work", "merged"] {

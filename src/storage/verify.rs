@@ -388,9 +388,7 @@ fn check_entry(entry: &Path, name: &str, kind: &str) -> std::result::Result<(), 
 fn recheck(storage: &Path, entry: &Path, kind: &str, stack: &[LayerBlob]) -> Result<Vec<String>> {
     let tmp_root = storage.join("tmp");
     hostfs::create_dir_all(&tmp_root).map_err(StorageError::io("creating", &tmp_root))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("fsck-")
-        .tempdir_in(&tmp_root)
+    let scratch = hostfs::scratch_dir_in(&tmp_root, "fsck")
         .map_err(StorageError::io("creating a temp dir in", &tmp_root))?;
     let opts = UnpackOptions {
         whiteouts: if kind == "layer" {

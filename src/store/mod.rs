@@ -182,6 +182,9 @@ impl Store {
     pub(crate) fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
         let dir = path.parent().expect("store paths have parents");
+        // The layout's `.tmp-` names: gc sweeps them under the index lock, which every
+        // writer here holds while its file exists (`gc::sweep_temp`).
+        #[allow(clippy::disallowed_methods)]
         let mut tmp = tempfile::Builder::new()
             .prefix(".tmp-")
             .tempfile_in(dir)

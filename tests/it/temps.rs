@@ -255,7 +255,15 @@ fn a_killed_run_steps_etc_and_secret_dirs_go_with_the_next_gc() {
     let secret_arg = format!("id=s,src={}", secret.display());
     let build = |tag: &str| {
         let mut c = k.cmd();
-        c.args(["build", "--no-cache", "--secret", &secret_arg, "-t", tag, &ctx_s]);
+        c.args([
+            "build",
+            "--no-cache",
+            "--secret",
+            &secret_arg,
+            "-t",
+            tag,
+            &ctx_s,
+        ]);
         c
     };
     let out = build("killed")
@@ -273,7 +281,12 @@ fn a_killed_run_steps_etc_and_secret_dirs_go_with_the_next_gc() {
             .collect()
     };
     let killed: Vec<PathBuf> = [left("-etc-"), left("-secrets-")].concat();
-    assert_eq!(killed.len(), 2, "the kill left {killed:?} in {}", tmp.display());
+    assert_eq!(
+        killed.len(),
+        2,
+        "the kill left {killed:?} in {}",
+        tmp.display()
+    );
     for p in &killed {
         let name = p.file_name().unwrap().to_string_lossy().into_owned();
         assert!(Owner::from_tag(&name).is_some(), "untagged: {name}");
@@ -285,11 +298,18 @@ fn a_killed_run_steps_etc_and_secret_dirs_go_with_the_next_gc() {
         .unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while left("-secrets-").len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "the live build never ran its step");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the live build never ran its step"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     gc_takes_only_the_dead(&k, &killed, &[]);
-    assert_eq!(left("-secrets-").len(), 1, "gc took the live build's secrets");
+    assert_eq!(
+        left("-secrets-").len(),
+        1,
+        "gc took the live build's secrets"
+    );
     assert!(live.wait().unwrap().success(), "the live build failed");
     k.ok(&["gc"]);
     assert_eq!(left("-"), Vec::<PathBuf>::new());
