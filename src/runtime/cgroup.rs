@@ -459,40 +459,60 @@ impl Cgroup {
         limits: &Limits,
         devices: &[DeviceRule],
     ) -> Result<(), CgroupError> {
-        let cg = self;
         let rel = Path::new("keel").join(id);
         let v2_needed = ["pids", "memory", "cpu"].iter().any(|c| layout.use_v2(c));
-        if let (true, Some(v2)) = (v2_needed, &layout.v2) {
-            // v2: one directory; enable the controllers for keel's subtree.
-            let enable: Vec<String> = ["pids", "memory", "cpu"]
-                .iter()
-                .filter(|c| layout.use_v2(c))
-                .map(|c| format!("+{c}"))
-                .collect();
-            mkdir(&v2.join("keel"))?;
-            write(&v2.join("cgroup.subtree_control"), &enable.join(" "))?;
-            write(&v2.join("keel/cgroup.subtree_control"), &enable.join(" "))?;
-            let dir = v2.join(&rel);
-            mkdir(&dir)?;
-            cg.dirs.push(dir.clone());
-            if let Some(m) = limits.memory_bytes {
-                write(&dir.join("memory.max"), &m.to_string())?;
-                // Absent without swap accounting; the memory limit alone still holds.
-                let _ = write(&dir.join("memory.swap.max"), "0");
-            }
-            if let Some(p) = limits.pids {
-                write(&dir.join("pids.max"), &p.to_string())?;
-            }
-            if let Some(q) = limits.cpu_quota() {
-                write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
-            }
-            return cg.devices(layout, &rel, devices);
+        match (v2_needed, &layout.v2) {
+            (true, Some(v2)) => self.fill_v2(layout, v2, &rel, limits)?,
+            _ => self.fill_v1(layout, &rel, limits)?,
         }
+        self.devices(layout, &rel, devices)
+    }
+
+    /// v2: one directory, with the controllers enabled for keel's subtree.
+    fn fill_v2(
+        &mut self,
+        layout: &CgroupLayout,
+        v2: &Path,
+        rel: &Path,
+        limits: &Limits,
+    ) -> Result<(), CgroupError> {
+        let enable: Vec<String> = ["pids", "memory", "cpu"]
+            .iter()
+            .filter(|c| layout.use_v2(c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        mkdir(&v2.join("keel"))?;
+        write(&v2.join("cgroup.subtree_control"), &enable.join(" "))?;
+        write(&v2.join("keel/cgroup.subtree_control"), &enable.join(" "))?;
+        let dir = v2.join(rel);
+        mkdir(&dir)?;
+        self.dirs.push(dir.clone());
+        if let Some(m) = limits.memory_bytes {
+            write(&dir.join("memory.max"), &m.to_string())?;
+            // Absent without swap accounting; the memory limit alone still holds.
+            let _ = write(&dir.join("memory.swap.max"), "0");
+        }
+        if let Some(p) = limits.pids {
+            write(&dir.join("pids.max"), &p.to_string())?;
+        }
+        if let Some(q) = limits.cpu_quota() {
+            write(&dir.join("cpu.max"), &format!("{q} {}", Limits::CPU_PERIOD))?;
+        }
+        Ok(())
+    }
+
+    /// v1: a directory per controller a limit needs (and pids always, when mounted).
+    fn fill_v1(
+        &mut self,
+        layout: &CgroupLayout,
+        rel: &Path,
+        limits: &Limits,
+    ) -> Result<(), CgroupError> {
         let ctl = |name: &'static str, flag: &'static str| {
             layout
                 .v1
                 .get(name)
-                .map(|m| m.join(&rel))
+                .map(|m| m.join(rel))
                 .ok_or(CgroupError::Missing {
                     flag,
                     controller: name,
@@ -501,7 +521,7 @@ impl Cgroup {
         if layout.v1.contains_key("pids") || limits.pids.is_some() {
             let dir = ctl("pids", "pids-limit")?;
             mkdir(&dir)?;
-            cg.dirs.push(dir.clone());
+            self.dirs.push(dir.clone());
             if let Some(p) = limits.pids {
                 write(&dir.join("pids.max"), &p.to_string())?;
             }
@@ -509,7 +529,7 @@ impl Cgroup {
         if let Some(m) = limits.memory_bytes {
             let dir = ctl("memory", "memory")?;
             mkdir(&dir)?;
-            cg.dirs.push(dir.clone());
+            self.dirs.push(dir.clone());
             write(&dir.join("memory.limit_in_bytes"), &m.to_string())?;
             // No swap on top of the limit (Docker's default --memory-swap is 2x; keel
             // keeps the hog from swapping so the limit is the limit).
@@ -521,14 +541,14 @@ impl Cgroup {
         if let Some(q) = limits.cpu_quota() {
             let dir = ctl("cpu", "cpus")?;
             mkdir(&dir)?;
-            cg.dirs.push(dir.clone());
+            self.dirs.push(dir.clone());
             write(
                 &dir.join("cpu.cfs_period_us"),
                 &Limits::CPU_PERIOD.to_string(),
             )?;
             write(&dir.join("cpu.cfs_quota_us"), &q.to_string())?;
         }
-        cg.devices(layout, &rel, devices)
+        Ok(())
     }
 
     /// The directories `keel/<id>` that already exist (to join a running container).

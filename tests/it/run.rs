@@ -1014,7 +1014,10 @@ fn r012_bootstrap_debian_is_a_docker_like_base_and_caches_its_downloads() {
     // Only the host architecture's entries (`<suite>-<variant>-<arch>-<key>`): the
     // crossarch tests keep a foreign one in the same cache, and on a cold machine it
     // could be there first and make this run look warm.
-    let arch = format!("-{}-", keel::bootstrap::debian_arch(&keel::platform::host()));
+    let arch = format!(
+        "-{}-",
+        keel::bootstrap::debian_arch(&keel::platform::host())
+    );
     let debs = || -> usize {
         walkdir::WalkDir::new(cache)
             .into_iter()
