@@ -88,7 +88,7 @@ pub fn image_verified(
     opts: &UnpackOptions,
 ) -> Result<crate::layer::erofs::ImageStats> {
     verified(layer, |r| {
-        crate::layer::erofs::write_image_file(r, image, opts)
+        crate::layer::erofs::write_image_file(r, image, opts, false)
     })
 }
 
