@@ -755,4 +755,33 @@ mod tests {
             assert!(check_id(bad).is_err(), "{bad}");
         }
     }
+
+    /// gc's roots from the chunked entries: the blobs of those the prune keeps, or of
+    /// every one when no prune runs; trees name none.
+    #[test]
+    fn device_blobs_are_those_of_the_kept_chunked_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let layers = root.path().join("storage/layers");
+        let ids: Vec<Digest> = [b"a", b"b", b"c"]
+            .iter()
+            .map(|b| crate::digest::of_bytes(*b))
+            .collect();
+        for (i, d) in ids.iter().enumerate() {
+            let entry = layers.join(crate::digest::hex_of(d));
+            fs::create_dir_all(entry.join(verify::TREE)).unwrap();
+            if i < 2 {
+                fs::write(entry.join(crate::layer::erofs::DEVICE), d.to_string()).unwrap();
+            }
+        }
+        let keep = vec![vec![ids[0].clone(), ids[2].clone()]];
+        assert_eq!(
+            device_blobs(root.path(), Some(&keep)).unwrap(),
+            vec![ids[0].clone()]
+        );
+        let mut all = device_blobs(root.path(), None).unwrap();
+        all.sort_by_key(|d| d.to_string());
+        let mut want = vec![ids[0].clone(), ids[1].clone()];
+        want.sort_by_key(|d| d.to_string());
+        assert_eq!(all, want);
+    }
 }

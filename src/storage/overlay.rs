@@ -669,3 +669,46 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry whose chunked image's blob is gone is dropped by `ensure_layer`, which
+    /// extracts the layer again from the blob it is given (here another file with the
+    /// same diff_id, as a compressed copy of the layer would be): a tree, never the image.
+    #[test]
+    fn a_chunked_entry_without_its_blob_is_extracted_again() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = root.path().join("storage");
+        let drv = OverlayDriver::new(&storage).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let diff_id = crate::digest::of_bytes(&tar);
+        let blob = root.path().join("elsewhere.tar");
+        fs::write(&blob, &tar).unwrap();
+        let entry = layer_entry(&storage, &diff_id);
+        fs::create_dir_all(&entry).unwrap();
+        fs::write(entry.join(IMAGE), b"never mounted").unwrap();
+        fs::write(entry.join(DEVICE), diff_id.to_string()).unwrap();
+        let summary = crate::layer::tally::Summary {
+            entries: 1,
+            bytes: 2,
+            dirs: String::new(),
+        };
+        let ids = vec![diff_id.to_string()];
+        super::super::verify::write_marker(&entry, "layer", ids, Some(summary)).unwrap();
+        assert!(entry_device(&entry).unwrap().is_some_and(|b| !b.exists()));
+        let layer = LayerBlob { diff_id, blob };
+        let (lower, fresh) = drv.ensure_layer(&layer).unwrap();
+        assert!(fresh);
+        assert_eq!(lower, entry.join(TREE));
+        assert_eq!(fs::read(lower.join("f")).unwrap(), b"hi");
+        assert!(!entry.join(DEVICE).exists() && !entry.join(IMAGE).exists());
+    }
+}
