@@ -4,7 +4,9 @@
 //! extracting the tar it would otherwise read back (issue 14, "unpack while committing").
 //!
 //! The second sink may be an erofs image file instead of a tree ([`SideSink::Image`], the
-//! overlay driver's opt-in erofs cache).
+//! overlay driver's opt-in erofs cache), or a chunked erofs image holding only metadata
+//! whose files point into the tar this tee writes ([`SideSink::ChunkImage`]: the blob
+//! writer's stream is the blob, uncompressed, so its offsets are the blob's).
 //!
 //! Both sinks get the very same bytes, so the tree is the unpack of the blob whose digest
 //! the blob writer computes. The unpacker may fail (say, a device node without

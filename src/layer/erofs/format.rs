@@ -14,7 +14,8 @@
 //! `_DEVICE_TABLE`).
 //!
 //! This module only encodes: it gets a finished tree (`Tree`) whose large file contents
-//! are already in the image's data blocks, lays out the metadata and writes it. It knows
+//! are already in the image's data blocks (or, chunked, are chunk references into the
+//! device), lays out the metadata and writes it. It knows
 //! nothing about tar or about where the image goes.
 use std::collections::BTreeMap;
 use std::io::{self, Seek, SeekFrom, Write};
@@ -328,37 +329,13 @@ pub fn finish<W: Write + Seek>(
         .collect();
     let nid = |i: usize| nids[i];
     // Directory contents go in blocks after the metadata area.
-    let mut dir_at = meta_blk + meta_len.div_ceil(block);
-    let mut dirs: Vec<(usize, u64, Vec<u8>)> = Vec::new();
-    let mut parents = vec![0usize; tree.inodes.len()];
-    for &i in &order {
-        if let Body::Dir(children) = &tree.inodes[i].body {
-            for &c in children.values() {
-                if matches!(tree.inodes[c].body, Body::Dir(_)) {
-                    parents[c] = i;
-                }
-            }
-        }
-    }
-    for &i in &order {
-        let Body::Dir(children) = &tree.inodes[i].body else {
-            continue;
-        };
-        let mut entries: Vec<(Vec<u8>, u64, u8)> = vec![
-            (b".".to_vec(), nid(i), 2),
-            (b"..".to_vec(), nid(parents[i]), 2),
-        ];
-        entries.extend(
-            children
-                .iter()
-                .map(|(name, &c)| (name.clone(), nid(c), type_of(&tree.inodes[c]).1)),
-        );
-        entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let blocks = dir_blocks(&entries, block);
-        let start = dir_at;
-        dir_at += (blocks.len() as u64).div_ceil(block);
-        dirs.push((i, start, blocks));
-    }
+    let (dirs, mut dir_at) = dir_contents(
+        tree,
+        &order,
+        &nids,
+        meta_blk + meta_len.div_ceil(block),
+        block,
+    );
     let mut placed = placed;
     for p in placed.iter_mut().flatten() {
         if let Some((b, blk)) = p.spill.as_mut() {
@@ -391,20 +368,56 @@ pub fn finish<W: Write + Seek>(
     // The image's size is whole blocks (the last directory block is padded).
     out.seek(SeekFrom::Start(total * block - 1))?;
     out.write_all(&[0])?;
+    let sb = superblock(nid(0), order.len() as u64, total, meta_blk, uuid, geo);
     out.seek(SeekFrom::Start(SUPER_OFFSET))?;
-    out.write_all(&superblock(
-        nid(0),
-        order.len() as u64,
-        total,
-        meta_blk,
-        uuid,
-        geo,
-    ))?;
+    out.write_all(&sb)?;
     if let Some(blocks) = geo.device_blocks {
         out.seek(SeekFrom::Start(DEVICE_SLOT_OFFSET))?;
         out.write_all(&device_slot(blocks))?;
     }
     Ok(total * block)
+}
+
+/// Every directory's dirent blocks (inode, first block, bytes), laid out from block
+/// `first` on, and the block after them.
+fn dir_contents(
+    tree: &Tree,
+    order: &[usize],
+    nids: &[u64],
+    first: u64,
+    block: u64,
+) -> (Vec<(usize, u64, Vec<u8>)>, u64) {
+    let mut parents = vec![0usize; tree.inodes.len()];
+    for &i in order {
+        if let Body::Dir(children) = &tree.inodes[i].body {
+            for &c in children.values() {
+                if matches!(tree.inodes[c].body, Body::Dir(_)) {
+                    parents[c] = i;
+                }
+            }
+        }
+    }
+    let (mut dirs, mut at) = (Vec::new(), first);
+    for &i in order {
+        let Body::Dir(children) = &tree.inodes[i].body else {
+            continue;
+        };
+        let mut entries: Vec<(Vec<u8>, u64, u8)> = vec![
+            (b".".to_vec(), nids[i], 2),
+            (b"..".to_vec(), nids[parents[i]], 2),
+        ];
+        entries.extend(
+            children
+                .iter()
+                .map(|(name, &c)| (name.clone(), nids[c], type_of(&tree.inodes[c]).1)),
+        );
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let blocks = dir_blocks(&entries, block);
+        let start = at;
+        at += (blocks.len() as u64).div_ceil(block);
+        dirs.push((i, start, blocks));
+    }
+    (dirs, at)
 }
 
 /// One extended inode with its xattr body and inline bytes.
