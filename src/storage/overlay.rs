@@ -570,6 +570,16 @@ impl PendingLayer {
             }
             hostfs::write(&path, blob.to_string()).map_err(StorageError::io("writing", &path))?;
         }
+        // The cache's files are 0644 whatever keel's umask (a tree's modes are the
+        // layer's own): the same cache under umask 022 and 077.
+        use std::os::unix::fs::PermissionsExt;
+        for file in [IMAGE, DEVICE] {
+            let path = self.tmp.path().join(file);
+            if self.kind != EntryKind::Tree && path.is_file() {
+                hostfs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(StorageError::io("chmod", &path))?;
+            }
+        }
         crate::fault::point("storage.unpack-partial");
         super::place_entry(
             &self.storage,
