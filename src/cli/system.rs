@@ -26,11 +26,13 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     let mut roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
     // The blobs chunked layer entries read from stay while their entries do: those the
     // prune below keeps, or every one when it will not run.
-    let stacks = kept_stacks(&store)?;
+    // (An unreadable image list fails the prune below, as before, not the blob sweep.)
+    let stacks = kept_stacks(&store);
     let prunes = !holds_stacks(&crate::store::lease::list(store.root()));
+    let kept = stacks.as_ref().ok().filter(|_| prunes);
     roots.extend(crate::storage::device_blobs(
         store.root(),
-        prunes.then_some(stacks.as_slice()),
+        kept.map(Vec::as_slice),
     )?);
     let r = store.gc(&roots)?;
     for w in &r.warnings {
@@ -55,7 +57,7 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
         prune_build_caches(store.root(), keep, a.cache)?;
     }
     if !holds_stacks(&leases) {
-        prune_unpacked_layers(&store, &stacks)?;
+        prune_unpacked_layers(&store, &stacks?)?;
     }
     Ok(0)
 }
