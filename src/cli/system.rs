@@ -23,7 +23,17 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     } else {
         crate::build::cache::KEEP_UNUSED
     };
-    let roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
+    let mut roots = crate::build::cache::BuildCache::new(store.root()).roots(Some(keep));
+    // The blobs chunked layer entries read from stay while their entries do: those the
+    // prune below keeps, or every one when it will not run.
+    // (An unreadable image list fails the prune below, as before, not the blob sweep.)
+    let stacks = kept_stacks(&store);
+    let prunes = !holds_stacks(&crate::store::lease::list(store.root()));
+    let kept = stacks.as_ref().ok().filter(|_| prunes);
+    roots.extend(crate::storage::device_blobs(
+        store.root(),
+        kept.map(Vec::as_slice),
+    )?);
     let r = store.gc(&roots)?;
     for w in &r.warnings {
         errln!("warning: {w}");
@@ -46,13 +56,35 @@ pub fn gc(a: GcArgs, ctx: &Ctx) -> Result<i32> {
     if !leases.iter().any(|(_, l)| others(l)) {
         prune_build_caches(store.root(), keep, a.cache)?;
     }
-    if !leases
-        .iter()
-        .any(|(_, l)| l.is_live() && !l.stacks.is_empty())
-    {
-        prune_unpacked_layers(&store)?;
+    if !holds_stacks(&leases) {
+        prune_unpacked_layers(&store, &stacks?)?;
     }
     Ok(0)
+}
+
+/// Whether a live keel holds a layer stack (then no unpacked layer is pruned).
+fn holds_stacks(leases: &[(std::path::PathBuf, crate::store::lease::LeaseRecord)]) -> bool {
+    leases
+        .iter()
+        .any(|(_, l)| l.is_live() && !l.stacks.is_empty())
+}
+
+/// The layer stacks whose unpacked layers stay: every image's and every cached build
+/// step's.
+fn kept_stacks(store: &crate::store::Store) -> Result<Vec<Vec<crate::digest::Digest>>> {
+    let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
+    for img in store.images()? {
+        stacks.push(
+            img.config
+                .rootfs()
+                .diff_ids()
+                .iter()
+                .filter_map(|d| crate::digest::parse(d))
+                .collect(),
+        );
+    }
+    stacks.extend(crate::build::cache::BuildCache::new(store.root()).layer_stacks());
+    Ok(stacks)
 }
 
 /// Reclaims what killed keels left and says what it found.
@@ -70,22 +102,12 @@ fn reclaim_killed(store: &crate::store::Store) -> Result<()> {
     Ok(())
 }
 
-/// Unpacked layers and merged trees that neither an image nor a cached build step
-/// stacks on.
-fn prune_unpacked_layers(store: &crate::store::Store) -> Result<()> {
-    let mut stacks: Vec<Vec<crate::digest::Digest>> = Vec::new();
-    for img in store.images()? {
-        stacks.push(
-            img.config
-                .rootfs()
-                .diff_ids()
-                .iter()
-                .filter_map(|d| crate::digest::parse(d))
-                .collect(),
-        );
-    }
-    stacks.extend(crate::build::cache::BuildCache::new(store.root()).layer_stacks());
-    let p = crate::storage::prune_cache(store.root(), &stacks)?;
+/// Unpacked layers and merged trees that none of `stacks` (`kept_stacks`) stacks on.
+fn prune_unpacked_layers(
+    store: &crate::store::Store,
+    stacks: &[Vec<crate::digest::Digest>],
+) -> Result<()> {
+    let p = crate::storage::prune_cache(store.root(), stacks)?;
     if p.layers + p.chains + p.temp > 0 {
         outln!(
             "removed {} unpacked layers, {} merged trees and {} stale temporary directories",

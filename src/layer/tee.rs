@@ -4,7 +4,9 @@
 //! extracting the tar it would otherwise read back (issue 14, "unpack while committing").
 //!
 //! The second sink may be an erofs image file instead of a tree ([`SideSink::Image`], the
-//! overlay driver's opt-in erofs cache).
+//! overlay driver's opt-in erofs cache), or a chunked erofs image holding only metadata
+//! whose files point into the tar this tee writes ([`SideSink::ChunkImage`]: the blob
+//! writer's stream is the blob, uncompressed, so its offsets are the blob's).
 //!
 //! Both sinks get the very same bytes, so the tree is the unpack of the blob whose digest
 //! the blob writer computes. The unpacker may fail (say, a device node without
@@ -26,6 +28,9 @@ pub enum SideSink<'a> {
     Tree(&'a Path),
     /// Written as an erofs image to this (new) file.
     Image(&'a Path),
+    /// Written as a chunked erofs image to this (new) file: metadata only, each file's
+    /// data a reference into the tar being written (which must be the uncompressed blob).
+    ChunkImage(&'a Path),
 }
 
 /// The side sink of a cache entry kept as an erofs image: the image written instead of a
@@ -34,8 +39,9 @@ fn image(
     reader: ChunkReader,
     path: &Path,
     opts: &UnpackOptions,
+    chunked: bool,
 ) -> Result<UnpackStats, LayerError> {
-    Ok(erofs::write_image_file(reader, path, opts)?.counts)
+    Ok(erofs::write_image_file(reader, path, opts, chunked)?.counts)
 }
 
 /// How much is handed to the unpacker at a time.
@@ -96,8 +102,9 @@ impl<W: Write> Tee<W> {
             let (tx, rx) = sync_channel::<Vec<u8>>(IN_FLIGHT);
             let (back_tx, back) = sync_channel::<Vec<u8>>(RECYCLED);
             let (path, image_file) = match side {
-                SideSink::Tree(p) => (p.to_path_buf(), false),
-                SideSink::Image(p) => (p.to_path_buf(), true),
+                SideSink::Tree(p) => (p.to_path_buf(), None),
+                SideSink::Image(p) => (p.to_path_buf(), Some(false)),
+                SideSink::ChunkImage(p) => (p.to_path_buf(), Some(true)),
             };
             let opts = opts.clone();
             let worker = std::thread::spawn(move || {
@@ -110,8 +117,8 @@ impl<W: Write> Tee<W> {
                 // Once the unpacker returns (at the end marker, or on an error) its end of
                 // the channel is gone and the writer's sends fail at once: never a block.
                 match image_file {
-                    true => image(reader, &path, &opts),
-                    false => unpack(reader, &path, &opts),
+                    Some(chunked) => image(reader, &path, &opts, chunked),
+                    None => unpack(reader, &path, &opts),
                 }
             });
             Side {

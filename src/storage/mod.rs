@@ -326,12 +326,16 @@ pub struct PruneStats {
 /// Temp entries older than this are leftovers of a killed keel.
 const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// Removes cached layers and chain trees that neither an existing snapshot nor one of
-/// the `keep` layer stacks (bottom first, e.g. every image in the store) needs, and
-/// temp entries older than a day.
-pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
+/// The names of the layer and chain cache entries that an existing snapshot or one of
+/// the `keep` layer stacks (bottom first) needs.
+fn kept_entries(
+    root: &Path,
+    keep: &[Vec<Digest>],
+) -> Result<(
+    std::collections::HashSet<String>,
+    std::collections::HashSet<String>,
+)> {
     use std::collections::HashSet;
-    let storage = root.join("storage");
     let mut stacks: Vec<Vec<Digest>> = keep.to_vec();
     for snap in list_snapshots(root)? {
         stacks.push(
@@ -358,20 +362,55 @@ pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
                 .map(|d| crate::digest::hex_of(d).to_string()),
         );
     }
-    let mut stats = PruneStats::default();
-    let sweep = |sub: &str, keep: &HashSet<String>, count: &mut usize| -> Result<()> {
-        let dir = storage.join(sub);
-        let Ok(rd) = fs::read_dir(&dir) else {
-            return Ok(());
-        };
-        for e in rd.flatten() {
-            if !keep.contains(&*e.file_name().to_string_lossy()) {
-                remove_tree(&e.path()).map_err(StorageError::io("removing", &e.path()))?;
-                *count += 1;
-            }
-        }
-        Ok(())
+    Ok((layers, chains))
+}
+
+/// The blobs that chunked erofs layer entries read their files from (roots for the
+/// store's gc): of the entries [`prune_cache`] with `keep` keeps, or of every entry
+/// when it will not run (`None`). An entry's blob is never removed while it stays.
+pub fn device_blobs(root: &Path, keep: Option<&[Vec<Digest>]>) -> Result<Vec<Digest>> {
+    let kept = match keep {
+        Some(k) => Some(kept_entries(root, k)?.0),
+        None => None,
     };
+    let dir = root.join("storage").join("layers");
+    let mut out = Vec::new();
+    for e in fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if kept.as_ref().is_some_and(|k| !k.contains(&name)) {
+            continue;
+        }
+        let device = fs::read_to_string(e.path().join(crate::layer::erofs::DEVICE));
+        out.extend(device.ok().and_then(|t| crate::digest::parse(t.trim())));
+    }
+    Ok(out)
+}
+
+/// Removes cached layers and chain trees that neither an existing snapshot nor one of
+/// the `keep` layer stacks (bottom first, e.g. every image in the store) needs, chunked
+/// layer entries whose blob is gone, and temp entries older than a day.
+pub fn prune_cache(root: &Path, keep: &[Vec<Digest>]) -> Result<PruneStats> {
+    let storage = root.join("storage");
+    let (layers, chains) = kept_entries(root, keep)?;
+    let mut stats = PruneStats::default();
+    let sweep =
+        |sub: &str, keep: &std::collections::HashSet<String>, count: &mut usize| -> Result<()> {
+            let dir = storage.join(sub);
+            let Ok(rd) = fs::read_dir(&dir) else {
+                return Ok(());
+            };
+            for e in rd.flatten() {
+                let orphan = || {
+                    overlay::entry_device(&e.path())
+                        .map_or(true, |b| b.is_some_and(|b| !b.is_file()))
+                };
+                if !keep.contains(&*e.file_name().to_string_lossy()) || orphan() {
+                    remove_tree(&e.path()).map_err(StorageError::io("removing", &e.path()))?;
+                    *count += 1;
+                }
+            }
+            Ok(())
+        };
     sweep("layers", &layers, &mut stats.layers)?;
     sweep("chains", &chains, &mut stats.chains)?;
     sweep(btrfs::SUBVOLUMES, &chains, &mut stats.chains)?;
@@ -713,5 +752,34 @@ mod tests {
         for bad in ["", ".", "..", ".hidden", "a/b", "a b", &"x".repeat(129)] {
             assert!(check_id(bad).is_err(), "{bad}");
         }
+    }
+
+    /// gc's roots from the chunked entries: the blobs of those the prune keeps, or of
+    /// every one when no prune runs; trees name none.
+    #[test]
+    fn device_blobs_are_those_of_the_kept_chunked_entries() {
+        let root = tempfile::tempdir().unwrap();
+        let layers = root.path().join("storage/layers");
+        let ids: Vec<Digest> = [b"a", b"b", b"c"]
+            .iter()
+            .map(|b| crate::digest::of_bytes(*b))
+            .collect();
+        for (i, d) in ids.iter().enumerate() {
+            let entry = layers.join(crate::digest::hex_of(d));
+            fs::create_dir_all(entry.join(verify::TREE)).unwrap();
+            if i < 2 {
+                fs::write(entry.join(crate::layer::erofs::DEVICE), d.to_string()).unwrap();
+            }
+        }
+        let keep = vec![vec![ids[0].clone(), ids[2].clone()]];
+        assert_eq!(
+            device_blobs(root.path(), Some(&keep)).unwrap(),
+            vec![ids[0].clone()]
+        );
+        let mut all = device_blobs(root.path(), None).unwrap();
+        all.sort_by_key(|d| d.to_string());
+        let mut want = vec![ids[0].clone(), ids[1].clone()];
+        want.sort_by_key(|d| d.to_string());
+        assert_eq!(all, want);
     }
 }

@@ -17,6 +17,15 @@
 //! killed keel's left for `keel gc` to reclaim with the snapshot. RUN results stay trees
 //! (`keep_as_layer`); a cache may hold both kinds.
 //!
+//! Opt-in (`KEEL_LAYER_FORMAT=chunk`, as root): a layer keel commits itself from a plain
+//! COPY (`pending_layer`, written through `layer::tee` as the uncompressed blob) is kept
+//! as a chunked erofs image instead: metadata only, each file's data a chunk reference
+//! into the layer's blob, whose digest the entry records in `device` (issue 14, "each
+//! COPY'd byte written at most once"). The image is mounted with the store's blob as its
+//! extra device. An entry whose blob is gone is dropped and the layer extracted again,
+//! never mounted; `keel gc` keeps the blobs of the entries it keeps (`device_blobs`).
+//! Layers unpacked from other blobs (pulled, compressed) keep the tree or flat path.
+//!
 //! The driver owns its directories under `<root>/storage`; mounting goes through
 //! `sys::fs`.
 use crate::sys::hostfs;
@@ -31,7 +40,7 @@ use super::{
 use crate::digest::{hex_of, Digest};
 use crate::layer::adopt::settle_upper;
 use crate::layer::diff::{diff_overlay, Change};
-use crate::layer::erofs::IMAGE;
+use crate::layer::erofs::{DEVICE, IMAGE};
 use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
@@ -44,6 +53,47 @@ pub const LAYER_FORMAT_ENV: &str = "KEEL_LAYER_FORMAT";
 fn erofs_layers() -> bool {
     std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "erofs")
         && !crate::sys::userns::rootless_cached()
+}
+
+/// Whether layers keel commits from a plain COPY are kept as chunked erofs images over
+/// their blobs: asked for, and as root (as `erofs_layers`).
+fn chunk_layers() -> bool {
+    std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "chunk")
+        && !crate::sys::userns::rootless_cached()
+}
+
+/// The blob a chunked image in the cache entry `entry` (`<root>/storage/layers/<hex>`)
+/// reads its files from: None for a tree or a flat image.
+pub(crate) fn entry_device(entry: &Path) -> Result<Option<PathBuf>> {
+    let path = entry.join(DEVICE);
+    let text = match fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("reading", &path)(e)),
+    };
+    let bad = || {
+        StorageError::io("reading", &path)(std::io::Error::other(
+            "not a blob digest under <root>/storage/layers",
+        ))
+    };
+    let digest = crate::digest::parse(text.trim()).ok_or_else(bad)?;
+    let root = entry.ancestors().nth(3).ok_or_else(bad)?;
+    Ok(Some(crate::store::blob_path_in(root, &digest)))
+}
+
+/// Drops the cache entry `dest` when it is a chunked image whose blob is gone (the entry
+/// is extracted again instead of mounted over nothing); whether it did.
+fn drop_orphan(dest: &Path) -> Result<bool> {
+    let orphan = match entry_device(dest) {
+        Ok(Some(blob)) => !blob.is_file(),
+        Ok(None) => false,
+        Err(_) => true,
+    };
+    if orphan {
+        tracing::debug!(entry = %dest.display(), "a chunked layer's blob is gone: dropped");
+        super::remove_tree(dest).map_err(StorageError::io("removing", dest))?;
+    }
+    Ok(orphan)
 }
 
 /// The lower a cache entry gives a snapshot: its image when it holds one, else its tree.
@@ -113,6 +163,7 @@ impl OverlayDriver {
     /// its tree (or its erofs image, see the module doc) and whether it was made now.
     pub fn ensure_layer(&self, layer: &LayerBlob) -> Result<(PathBuf, bool)> {
         let dest = self.storage.join("layers").join(hex_of(&layer.diff_id));
+        drop_orphan(&dest)?;
         // Image layers may carry device nodes (debootstrap's /dev); containers get
         // their own /dev mounted over it, so they are kept.
         let opts = UnpackOptions {
@@ -262,14 +313,19 @@ impl Snapshotter for OverlayDriver {
 
     fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
         let tmp = super::new_entry(&self.storage)?;
-        if erofs_layers() {
+        let image = match (chunk_layers(), erofs_layers()) {
+            (true, _) => Some(EntryKind::Chunked),
+            (false, true) => Some(EntryKind::Image),
+            _ => None,
+        };
+        if let Some(kind) = image {
             let tree = tmp.path().join(TREE);
             hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
             return Ok(Some(PendingLayer {
                 tmp,
                 storage: self.storage.clone(),
                 reused: false,
-                image: true,
+                kind,
             }));
         }
         let reused = match base {
@@ -280,7 +336,7 @@ impl Snapshotter for OverlayDriver {
             tmp,
             storage: self.storage.clone(),
             reused,
-            image: false,
+            kind: EntryKind::Tree,
         }))
     }
 
@@ -405,7 +461,10 @@ fn mount_images(dir: &Path, trees: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
         }
         let at = dir.join(format!("lower-{}", done.len()));
         hostfs::create_dir(&at).map_err(StorageError::io("creating", &at))?;
-        crate::sys::mount::mount_erofs(&t, &at)?;
+        match entry_device(t.parent().unwrap_or(dir))? {
+            Some(blob) => crate::sys::mount::mount_erofs_with_device(&t, &blob, &at)?,
+            None => crate::sys::mount::mount_erofs(&t, &at)?,
+        }
         done.push((t, at.clone()));
         out.push(at);
     }
@@ -449,8 +508,17 @@ pub struct PendingLayer {
     tmp: tempfile::TempDir,
     storage: PathBuf,
     reused: bool,
-    /// The entry is an erofs image (the opt-in erofs cache), not a tree.
-    image: bool,
+    kind: EntryKind,
+}
+
+/// What a pending cache entry holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    Tree,
+    /// A flat erofs image (the opt-in erofs cache).
+    Image,
+    /// A chunked erofs image over the layer's blob (the opt-in chunk cache).
+    Chunked,
 }
 
 impl PendingLayer {
@@ -461,17 +529,18 @@ impl PendingLayer {
 
     /// The path the layer is written to: the tree to unpack into, or the image file.
     pub fn target(&self) -> PathBuf {
-        match self.image {
-            true => self.tmp.path().join(IMAGE),
-            false => self.tmp.path().join(TREE),
+        match self.kind {
+            EntryKind::Image | EntryKind::Chunked => self.tmp.path().join(IMAGE),
+            EntryKind::Tree => self.tmp.path().join(TREE),
         }
     }
 
     /// The tee's second sink for `target` (this entry's [`PendingLayer::target`]).
     pub fn sink<'a>(&self, target: &'a Path) -> crate::layer::tee::SideSink<'a> {
-        match self.image {
-            true => crate::layer::tee::SideSink::Image(target),
-            false => crate::layer::tee::SideSink::Tree(target),
+        match self.kind {
+            EntryKind::Image => crate::layer::tee::SideSink::Image(target),
+            EntryKind::Chunked => crate::layer::tee::SideSink::ChunkImage(target),
+            EntryKind::Tree => crate::layer::tee::SideSink::Tree(target),
         }
     }
 
@@ -482,13 +551,35 @@ impl PendingLayer {
 
     /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
     /// it): marked (with `counted`, the summary the unpack counted, when it could) and
-    /// renamed into the cache, unless a complete entry is there already.
+    /// renamed into the cache, unless a complete entry is there already. A chunked image
+    /// records `blob`, the store's blob it reads from, which must be the very stream it
+    /// was made of (so its digest is `diff_id`: the uncompressed tar).
     pub fn keep(
         self,
         diff_id: &Digest,
+        blob: &Digest,
         counted: Option<crate::layer::tally::Summary>,
     ) -> Result<()> {
         let dest = self.storage.join("layers").join(hex_of(diff_id));
+        if self.kind == EntryKind::Chunked {
+            let path = self.tmp.path().join(DEVICE);
+            if blob != diff_id {
+                return Err(StorageError::io("recording", &path)(std::io::Error::other(
+                    "a chunked image needs the layer's uncompressed blob",
+                )));
+            }
+            hostfs::write(&path, blob.to_string()).map_err(StorageError::io("writing", &path))?;
+        }
+        // The cache's files are 0644 whatever keel's umask (a tree's modes are the
+        // layer's own): the same cache under umask 022 and 077.
+        use std::os::unix::fs::PermissionsExt;
+        for file in [IMAGE, DEVICE] {
+            let path = self.tmp.path().join(file);
+            if self.kind != EntryKind::Tree && path.is_file() {
+                hostfs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+                    .map_err(StorageError::io("chmod", &path))?;
+            }
+        }
         crate::fault::point("storage.unpack-partial");
         super::place_entry(
             &self.storage,
@@ -584,4 +675,47 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
         return Err("whiteouts are not honoured".into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An entry whose chunked image's blob is gone is dropped by `ensure_layer`, which
+    /// extracts the layer again from the blob it is given (here another file with the
+    /// same diff_id, as a compressed copy of the layer would be): a tree, never the image.
+    #[test]
+    fn a_chunked_entry_without_its_blob_is_extracted_again() {
+        let root = tempfile::tempdir().unwrap();
+        let storage = root.path().join("storage");
+        let drv = OverlayDriver::new(&storage).unwrap();
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        b.append_data(&mut h, "f", &b"hi"[..]).unwrap();
+        let tar = b.into_inner().unwrap();
+        let diff_id = crate::digest::of_bytes(&tar);
+        let blob = root.path().join("elsewhere.tar");
+        fs::write(&blob, &tar).unwrap();
+        let entry = layer_entry(&storage, &diff_id);
+        fs::create_dir_all(&entry).unwrap();
+        fs::write(entry.join(IMAGE), b"never mounted").unwrap();
+        fs::write(entry.join(DEVICE), diff_id.to_string()).unwrap();
+        let summary = crate::layer::tally::Summary {
+            entries: 1,
+            bytes: 2,
+            dirs: String::new(),
+        };
+        let ids = vec![diff_id.to_string()];
+        super::super::verify::write_marker(&entry, "layer", ids, Some(summary)).unwrap();
+        assert!(entry_device(&entry).unwrap().is_some_and(|b| !b.exists()));
+        let layer = LayerBlob { diff_id, blob };
+        let (lower, fresh) = drv.ensure_layer(&layer).unwrap();
+        assert!(fresh);
+        assert_eq!(lower, entry.join(TREE));
+        assert_eq!(fs::read(lower.join("f")).unwrap(), b"hi");
+        assert!(!entry.join(DEVICE).exists() && !entry.join(IMAGE).exists());
+    }
 }

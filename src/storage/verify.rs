@@ -88,7 +88,7 @@ pub fn image_verified(
     opts: &UnpackOptions,
 ) -> Result<crate::layer::erofs::ImageStats> {
     verified(layer, |r| {
-        crate::layer::erofs::write_image_file(r, image, opts)
+        crate::layer::erofs::write_image_file(r, image, opts, false)
     })
 }
 
@@ -125,12 +125,26 @@ fn verified<T>(
 }
 
 /// Runs `f` on a cache entry's tree: `diff/`, or the entry's erofs image mounted
-/// read-only and detached at once (`sys::mount::mount_erofs_detached`), so nothing stays
-/// mounted whatever happens to this process; `f` gets a path into the detached mount.
+/// read-only and detached at once (`sys::mount::mount_erofs_detached`; a chunked one
+/// with its blob, `erofs_with_device`, never attached), so nothing stays mounted
+/// whatever happens to this process; `f` gets a path into the detached mount.
 pub(crate) fn with_tree<T>(entry: &Path, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
     let image = entry.join(crate::layer::erofs::IMAGE);
     if !image.is_file() {
         return f(&entry.join(TREE));
+    }
+    if let Some(blob) = super::overlay::entry_device(entry)? {
+        if !blob.is_file() {
+            return Err(StorageError::io("mounting", &image)(io::Error::other(
+                format!("its blob {} is gone", blob.display()),
+            )));
+        }
+        let root = crate::sys::mount::erofs_with_device(&image, &blob)?;
+        use std::os::fd::AsRawFd;
+        return f(&PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            root.as_raw_fd()
+        )));
     }
     let at = tempfile::Builder::new()
         .prefix("keel-erofs-")

@@ -113,6 +113,15 @@ pub struct Store {
 
 const OCI_LAYOUT: &str = "{\"imageLayoutVersion\":\"1.0.0\"}";
 
+/// Where the store rooted at `root` keeps blob `d` (for the storage cache, which names
+/// a chunked erofs entry's blob by digest and holds no `Store`).
+pub fn blob_path_in(root: &Path, d: &Digest) -> PathBuf {
+    root.join("images")
+        .join("blobs")
+        .join(d.algorithm().as_ref())
+        .join(d.digest())
+}
+
 impl Store {
     /// Opens (creating if needed) the store under `root`. A directory that holds other
     /// things than keel's own is refused: `--root /etc` must not become a store.
@@ -169,10 +178,7 @@ impl Store {
         self.root.join("locks")
     }
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
-        self.layout()
-            .join("blobs")
-            .join(d.algorithm().as_ref())
-            .join(d.digest())
+        blob_path_in(&self.root, d)
     }
     pub fn has_blob(&self, d: &Digest) -> bool {
         self.blob_path(d).is_file()

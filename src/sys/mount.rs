@@ -75,6 +75,125 @@ pub fn mount_erofs_detached(image: &Path, target: &Path) -> Result<std::os::fd::
     Ok(root)
 }
 
+/// `fsconfig(2)` commands and `fsmount`/`move_mount` flags (linux/mount.h; the libc
+/// crate has the call numbers but not these).
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 1;
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+
+/// A syscall's fd result (or -1 and errno) as an owned fd.
+fn fd_of(r: libc::c_long, op: &'static str, path: &Path) -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::FromRawFd;
+    if r < 0 {
+        return Err(SysError::at(op, path, std::io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
+}
+
+/// One `fsconfig(FSCONFIG_SET_STRING)` of `key` to the path `value` on `fs`.
+fn fsconfig_path(fs: &std::os::fd::OwnedFd, key: &str, value: &Path) -> Result<(), SysError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let key_c = std::ffi::CString::new(key).expect("keys have no NUL");
+    let value_c = std::ffi::CString::new(value.as_os_str().as_bytes())
+        .map_err(|e| SysError::at("fsconfig", value, std::io::Error::other(e)))?;
+    // SAFETY: both strings are NUL-terminated and outlive the call; `fs` is an open fs context.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_SET_STRING,
+            key_c.as_ptr(),
+            value_c.as_ptr(),
+            0,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(SysError::at(
+            "fsconfig",
+            value,
+            std::io::Error::last_os_error(),
+        )),
+    }
+}
+
+/// Mounts the chunked erofs image `image` read-only with the file `device` as its one
+/// extra device (both file-backed, kernel 6.12 and later) and returns the mount detached:
+/// the handle on its root is all that keeps it. Through the new mount API (`fsopen`,
+/// `fsconfig`, `fsmount`) because the device path is one `fsconfig` string: mount(2)'s
+/// option string would split a store path holding a comma.
+pub fn erofs_with_device(image: &Path, device: &Path) -> Result<std::os::fd::OwnedFd, SysError> {
+    use std::os::fd::AsRawFd;
+    let fstype = c"erofs";
+    // SAFETY: a NUL-terminated name and flags; the result is checked by `fd_of`.
+    let r = unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) };
+    let fs = fd_of(r, "fsopen erofs for", image)?;
+    fsconfig_path(&fs, "source", image)?;
+    fsconfig_path(&fs, "device", device)?;
+    let none: *const libc::c_char = std::ptr::null();
+    // SAFETY: `fs` is an open fs context; CMD_CREATE takes no key or value.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            none,
+            none,
+            0,
+        )
+    };
+    if r != 0 {
+        return Err(SysError::at(
+            "mount erofs image",
+            image,
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fs` holds a created superblock; flags as documented in fsmount(2).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_fsmount,
+            fs.as_raw_fd(),
+            FSMOUNT_CLOEXEC,
+            MOUNT_ATTR_RDONLY,
+        )
+    };
+    fd_of(r, "fsmount erofs image", image)
+}
+
+/// [`erofs_with_device`], attached at `target` (`move_mount`).
+pub fn mount_erofs_with_device(image: &Path, device: &Path, target: &Path) -> Result<(), SysError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::ffi::OsStrExt;
+    let mnt = erofs_with_device(image, device)?;
+    let to = std::ffi::CString::new(target.as_os_str().as_bytes())
+        .map_err(|e| SysError::at("move_mount", target, std::io::Error::other(e)))?;
+    // SAFETY: `mnt` is a detached mount; the strings are NUL-terminated and outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    };
+    match r {
+        0 => Ok(()),
+        _ => Err(SysError::at(
+            "move_mount",
+            target,
+            std::io::Error::last_os_error(),
+        )),
+    }
+}
+
 /// Bind-mounts `source` on `target` (recursively), then remounts read-only when asked:
 /// the kernel ignores MS_RDONLY on the initial bind, so it takes a second call.
 pub fn bind(source: &Path, target: &Path, readonly: bool) -> Result<(), SysError> {

@@ -630,7 +630,8 @@ impl Executor<'_> {
             if let Some(index) = stats.index {
                 store_index(&p, &layer.diff_id, &index);
             }
-            if let Err(e) = p.keep(&layer.diff_id, stats.summary) {
+            let blob = layer.descriptor.digest();
+            if let Err(e) = p.keep(&layer.diff_id, blob, stats.summary) {
                 tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
             }
         }

@@ -16,17 +16,26 @@
 //! stream past; smaller ones are kept (up to `INLINE_BUDGET` bytes in all) to be stored
 //! after their inodes. `format` lays out and writes the rest at the end. Nothing here
 //! touches the filesystem: the caller hands in a reader and a seekable writer.
+//!
+//! A chunked image (`ImageOptions::chunked`, issue 14's "each COPY'd byte written at most
+//! once") copies no file content at all: the stream must be the uncompressed tar that is
+//! (or becomes) the layer's blob, and each regular file's data is a chunk reference to its
+//! offset in that stream — the blob, attached as the image's extra device when mounted.
+//! Contents are still read past (and their length checked) so a truncated stream fails on
+//! the entry the unpacker names.
 pub mod format;
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
 
 use tar::EntryType;
 
-use self::format::{Body, Data, Inode, Tree, BLOCK, NAME_MAX};
+use self::format::{Body, Data, Geometry, Inode, Tree, BLOCK, CHUNKED_FIRST_BLOCK, NAME_MAX};
 use super::tally::{dir_line, Summary};
 use super::unpack::{
     is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, UnpackStats, Whiteouts,
@@ -37,6 +46,11 @@ use crate::sys::rootfs::MAX_SYMLINKS;
 
 /// The image file in an overlay layer cache entry kept as erofs (instead of `diff/`).
 pub const IMAGE: &str = "layer.erofs";
+/// Beside a chunked image in a cache entry: the digest of the blob its chunks point into
+/// (the device it must be mounted with).
+pub const DEVICE: &str = "device";
+/// A chunked image's block size: a tar's headers and data start on 512-byte boundaries.
+const TAR_BLOCK: u64 = 512;
 /// Most bytes of small files held in memory for inline storage; later small files go to
 /// data blocks (a layer of a million 4 KiB-less files must not take gigabytes of memory).
 pub const INLINE_BUDGET: usize = 64 << 20;
@@ -57,6 +71,9 @@ pub struct ImageOptions {
     /// from a copy) only for lower filesystems with a UUID of their own
     /// (overlayfs.rst, "Non-standard behavior" / `ovl_lower_uuid_ok`).
     pub uuid: [u8; 16],
+    /// Regular files' data as chunk references into the (uncompressed) stream itself
+    /// rather than copied into the image.
+    pub chunked: bool,
 }
 
 /// What writing one image gave: the counts an unpack of the same stream gives (its
@@ -81,12 +98,63 @@ pub fn write_image<W: Write + Seek>(
         ));
     }
     let mut w = Writer::new(out, opts);
-    super::each_entry(reader, |raw, entry| w.entry(raw, entry))?;
+    let geo = match opts.chunked {
+        false => {
+            super::each_entry(reader, |raw, entry| w.entry(raw, entry))?;
+            Geometry::FLAT
+        }
+        true => {
+            let len = with_plain_length(reader, |r| {
+                super::each_entry(r, |raw, entry| w.entry(raw, entry))
+            })?;
+            Geometry::chunked(len.div_ceil(TAR_BLOCK))
+        }
+    };
     let data_end = w.data_blk;
     let mut stats = std::mem::take(&mut w.stats);
-    stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid)?;
+    stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid, geo)?;
     stats.counts.summary = Some(summary_of(&w.tree));
     Ok(stats)
+}
+
+/// Hands `reader` to `f` (which may stop early, at the end-of-archive marker) and gives
+/// the length of the whole stream: the blob a chunked image points into is all of it.
+/// A compressed stream is refused: its offsets are not the blob's.
+fn with_plain_length<R: Read + 'static>(
+    reader: R,
+    f: impl FnOnce(Counted<io::Chain<io::Cursor<Vec<u8>>, R>>) -> Result<(), LayerError>,
+) -> Result<u64, LayerError> {
+    let mut reader = reader;
+    let mut head = Vec::with_capacity(6);
+    (&mut reader)
+        .take(6)
+        .read_to_end(&mut head)
+        .map_err(|e| LayerError::bad("<layer>", format!("reading the layer: {e}")))?;
+    if super::Compression::sniff(&head) != super::Compression::None {
+        return Err(LayerError::bad(
+            "<layer>",
+            "a chunked erofs image needs the uncompressed tar (its blob) as the stream",
+        ));
+    }
+    let shared = Rc::new(RefCell::new((io::Cursor::new(head).chain(reader), 0u64)));
+    f(Counted(shared.clone()))?;
+    io::copy(&mut Counted(shared.clone()), &mut io::sink())
+        .map_err(|e| LayerError::bad("<layer>", format!("reading the layer's end: {e}")))?;
+    let n = shared.borrow().1;
+    Ok(n)
+}
+
+/// A reader (shared, so what is left can be read after the tar parser is done with it)
+/// that counts the bytes read through it.
+struct Counted<R>(Rc<RefCell<(R, u64)>>);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut st = self.0.borrow_mut();
+        let n = st.0.read(buf)?;
+        st.1 += n as u64;
+        Ok(n)
+    }
 }
 
 /// Writes the image of one layer tar to the file `path` (created; its data blocks go
@@ -95,6 +163,7 @@ pub fn write_image_file(
     reader: impl Read + 'static,
     path: &Path,
     unpack: &UnpackOptions,
+    chunked: bool,
 ) -> Result<ImageStats, LayerError> {
     let shown = || path.display().to_string();
     let f = crate::sys::hostfs::create(path)
@@ -113,6 +182,7 @@ pub fn write_image_file(
         owner: (0, 0),
         now: now.as_secs() as i64,
         uuid: fresh_uuid(path, now),
+        chunked,
     };
     let stats = write_image(reader, &mut out, &opts)?;
     out.flush()
@@ -161,7 +231,7 @@ fn summary_of(tree: &Tree) -> Summary {
         let node = &tree.inodes[i];
         match &node.body {
             Body::File(Data::Inline(b)) => bytes += b.len() as u64,
-            Body::File(Data::Blocks { len, .. }) => bytes += len,
+            Body::File(Data::Blocks { len, .. } | Data::Chunk { len, .. }) => bytes += len,
             Body::Dir(_) => {
                 dir_line(&mut dirs, &path, node.mode, node.uid, node.gid);
                 stack.push((path, kids(i)));
@@ -201,7 +271,11 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             out,
             opts,
             tree: Tree::default(),
-            data_blk: 1,
+            // A chunked image's first blocks hold the superblock and the device table.
+            data_blk: match opts.chunked {
+                true => CHUNKED_FIRST_BLOCK,
+                false => 1,
+            },
             budget: INLINE_BUDGET,
             stats: ImageStats::default(),
         };
@@ -373,7 +447,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         entry: &mut tar::Entry<R>,
     ) -> Result<(), LayerError> {
         let want = entry.size();
-        let data = if want < BLOCK && (want as usize) <= self.budget {
+        let data = if self.opts.chunked {
+            chunk_of(shown, want, entry)?
+        } else if want < BLOCK && (want as usize) <= self.budget {
             let mut b = Vec::with_capacity(want as usize);
             entry
                 .read_to_end(&mut b)
@@ -577,6 +653,32 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// A regular file's content as a chunk reference to where it is in the stream (read
+/// past, not kept: its length is checked as the unpacker checks it).
+fn chunk_of<R: Read>(
+    shown: &str,
+    want: u64,
+    entry: &mut tar::Entry<R>,
+) -> Result<Data, LayerError> {
+    let at = entry.raw_file_position();
+    let n = io::copy(entry, &mut io::sink())
+        .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
+    check_size(shown, want, n)?;
+    if !at.is_multiple_of(TAR_BLOCK) {
+        return Err(LayerError::bad(
+            shown,
+            "file content is not 512-aligned in the tar",
+        ));
+    }
+    let start = u32::try_from(at / TAR_BLOCK)
+        .ok()
+        .filter(|s| u64::from(*s) + n.div_ceil(TAR_BLOCK) <= u64::from(u32::MAX))
+        .ok_or_else(|| {
+            LayerError::bad(shown, "the layer is too large for a chunked erofs image")
+        })?;
+    Ok(Data::Chunk { start, len: n })
 }
 
 fn check_size(shown: &str, want: u64, n: u64) -> Result<(), LayerError> {
