@@ -56,10 +56,25 @@ fn erofs_layers() -> bool {
 }
 
 /// Whether layers keel commits from a plain COPY are kept as chunked erofs images over
-/// their blobs: asked for, and as root (as `erofs_layers`).
-fn chunk_layers() -> bool {
-    std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "chunk")
-        && !crate::sys::userns::rootless_cached()
+/// their blobs: asked for, as root (as `erofs_layers`), and this kernel mounts one
+/// ([`probe_chunk`], kept per store and kernel). When it cannot, the layers are trees,
+/// as without the setting, and the reason is logged once.
+fn chunk_layers(storage: &Path) -> bool {
+    let asked = std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "chunk")
+        && !crate::sys::userns::rootless_cached();
+    if !asked {
+        return false;
+    }
+    match probed(storage, CHUNK_MARKER, probe_chunk) {
+        Ok(()) => true,
+        Err(why) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                tracing::warn!("{LAYER_FORMAT_ENV}=chunk: {why}; COPY layers are kept as trees")
+            });
+            false
+        }
+    }
 }
 
 /// The blob a chunked image in the cache entry `entry` (`<root>/storage/layers/<hex>`)
@@ -313,7 +328,7 @@ impl Snapshotter for OverlayDriver {
 
     fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
         let tmp = super::new_entry(&self.storage)?;
-        let image = match (chunk_layers(), erofs_layers()) {
+        let image = match (chunk_layers(&self.storage), erofs_layers()) {
             (true, _) => Some(EntryKind::Chunked),
             (false, true) => Some(EntryKind::Image),
             _ => None,
@@ -628,8 +643,21 @@ fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
 /// release and the storage directory's device), so starting a container does not pay
 /// for a test mount every time.
 pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
+    probed(storage, "overlay-ok", probe)
+}
+
+/// The marker of a store whose kernel mounted a chunked erofs image ([`probe_chunk`]).
+const CHUNK_MARKER: &str = "erofs-chunk-ok";
+
+/// `probe(storage)`, skipped when the marker file `marker` in `storage` says it passed
+/// on this kernel and filesystem; written when it passes now.
+fn probed(
+    storage: &Path,
+    marker: &str,
+    probe: fn(&Path) -> std::result::Result<(), String>,
+) -> std::result::Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let marker = storage.join("overlay-ok");
+    let marker = storage.join(marker);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let stamp = |dev: u64| format!("{} {dev}\n", kernel.trim());
     let dev = fs::metadata(storage).map(|m| m.dev()).ok();
@@ -644,6 +672,40 @@ pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
         let _ = hostfs::write(&marker, stamp(m.dev()));
     }
     Ok(())
+}
+
+/// Writes a one-file layer tar and its chunked erofs image under `<storage>/tmp`, mounts
+/// the image with the tar as its device (detached: nothing stays mounted) and reads the
+/// file back through it; the error says what failed (file-backed erofs with an extra
+/// device needs Linux 6.12 or later).
+fn probe_chunk(storage: &Path) -> std::result::Result<(), String> {
+    use std::os::fd::AsRawFd;
+    const BODY: &[u8] = b"keel chunk probe\n";
+    let tmp_root = storage.join("tmp");
+    hostfs::create_dir_all(&tmp_root).map_err(|e| format!("{}: {e}", tmp_root.display()))?;
+    let tmp = hostfs::scratch_dir_in(&tmp_root, "chunk-probe")
+        .map_err(|e| format!("a temp dir in {}: {e}", tmp_root.display()))?;
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(BODY.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "probe", BODY)
+        .map_err(|e| e.to_string())?;
+    let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+    let (blob, image) = (tmp.path().join("layer.tar"), tmp.path().join(IMAGE));
+    hostfs::write(&blob, &bytes).map_err(|e| format!("{}: {e}", blob.display()))?;
+    let opts = UnpackOptions::default();
+    crate::layer::erofs::write_image_file(std::io::Cursor::new(bytes), &image, &opts, true)
+        .map_err(|e| e.to_string())?;
+    let root = crate::sys::mount::erofs_with_device(&image, &blob)
+        .map_err(|e| format!("this kernel does not mount a chunked erofs image: {e}"))?;
+    let read = fs::read(format!("/proc/self/fd/{}/probe", root.as_raw_fd()));
+    match read {
+        Ok(got) if got == BODY => Ok(()),
+        Ok(_) => Err("a chunked erofs image read back other bytes than its blob's".into()),
+        Err(e) => Err(format!("reading through a chunked erofs image: {e}")),
+    }
 }
 
 /// Tries a real overlay mount (with a whiteout and an opaque directory in the lower
@@ -680,6 +742,32 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The chunk probe mounts a real chunked image on this kernel (6.12+, as root), keeps
+    /// its marker, and leaves nothing in the store's tmp; a failing probe leaves no
+    /// marker, so the next build asks the kernel again.
+    #[test]
+    fn the_chunk_probe_mounts_one_image_and_remembers_only_success() {
+        if !crate::sys::proc::is_root() {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "CI runs as root"
+            );
+            eprintln!("SKIP: mounting an erofs image needs root");
+            return;
+        }
+        let root = tempfile::tempdir().unwrap();
+        let storage = root.path().join("storage");
+        fs::create_dir_all(&storage).unwrap();
+        assert_eq!(probed(&storage, CHUNK_MARKER, probe_chunk), Ok(()));
+        assert!(storage.join(CHUNK_MARKER).is_file());
+        let left: Vec<_> = fs::read_dir(storage.join("tmp")).unwrap().collect();
+        assert!(left.is_empty(), "the probe left {left:?}");
+        let failing: fn(&Path) -> std::result::Result<(), String> = |_| Err("no".into());
+        assert_eq!(probed(&storage, "never-ok", failing), Err("no".to_string()));
+        assert!(!storage.join("never-ok").exists());
+    }
 
     /// An entry whose chunked image's blob is gone is dropped by `ensure_layer`, which
     /// extracts the layer again from the blob it is given (here another file with the
