@@ -352,8 +352,11 @@ impl Store {
         else {
             return Ok(());
         };
+        // The fault points `commit` passes for each blob, in the same order per blob.
         for (tmp, dest) in todo {
+            crate::fault::point("store.blob-temp");
             crate::sys::hostfs::persist(tmp, &dest).map_err(io_err("renaming into", &dest))?;
+            crate::fault::point("store.blob-stored");
         }
         self.sync_dir(&blobs)
     }
