@@ -321,29 +321,52 @@ fn canonical_dir(
 /// The directories above the copied entries that the image already has, with their mode
 /// and owner: the layer carries them as they are (as `layer::pack` does), since a layer
 /// without them gets them made with default metadata when it is unpacked, and an overlay
-/// of that layer would then hide their real owner and mode.
+/// of that layer would then hide their real owner and mode. Each ancestor is looked at
+/// once: siblings share theirs, and an ancestor seen before had its own ancestors seen
+/// then (10,000 files in 100 directories: 100 looks, not 30,000).
 fn existing_parents(
     tree: &Rootfs,
     entries: &std::collections::BTreeMap<String, &CopyOp>,
     created: &std::collections::BTreeSet<String>,
 ) -> Result<std::collections::BTreeMap<String, (u32, u32, u32)>, StepError> {
     let mut out = std::collections::BTreeMap::new();
+    let mut seen: std::collections::HashSet<&Path> = std::collections::HashSet::new();
     for path in entries.keys().chain(created.iter()) {
         for anc in Path::new(path).ancestors().skip(1) {
-            let a = anc.to_string_lossy().into_owned();
-            if a.is_empty()
-                || entries.contains_key(&a)
-                || created.contains(&a)
-                || out.contains_key(&a)
-            {
+            if anc.as_os_str().is_empty() || !seen.insert(anc) {
+                break;
+            }
+            let a = anc.to_string_lossy();
+            if entries.contains_key(a.as_ref()) || created.contains(a.as_ref()) {
                 continue;
             }
             if let Some(st) = tree.lstat(anc)?.filter(|st| st.kind == Kind::Dir) {
-                out.insert(a, (st.mode & 0o7777, st.uid, st.gid));
+                out.insert(a.into_owned(), (st.mode & 0o7777, st.uid, st.gid));
             }
         }
     }
     Ok(out)
+}
+
+/// Sorts a layer's paths into tar order: by path components, as `layer::pack` orders
+/// a changeset. When every path is clean (no empty, `.` or `..` component, no leading or
+/// trailing `/`, no NUL), that is the order of the bytes with `/` below every other byte (a name
+/// holds no NUL), compared without splitting each path into components for each of the
+/// ~130,000 comparisons a 10,000-file copy's sort makes; any other path keeps the
+/// component comparison for the whole sort.
+fn sort_in_tar_order<T>(all: &mut [(String, T)]) {
+    let clean = |p: &str| {
+        let name = |c: &str| !c.is_empty() && c != "." && c != ".." && !c.contains('\0');
+        !p.is_empty() && p.split('/').all(name)
+    };
+    if all.iter().all(|(p, _)| clean(p)) {
+        fn key(p: &str) -> impl Iterator<Item = u8> + '_ {
+            p.bytes().map(|b| if b == b'/' { 0 } else { b })
+        }
+        all.sort_by(|(a, _), (b, _)| key(a).cmp(key(b)));
+    } else {
+        all.sort_by(|(a, _), (b, _)| Path::new(a).components().cmp(Path::new(b).components()));
+    }
 }
 
 /// Commits a COPY as a layer written straight from its sources: each copied entry with the
@@ -434,8 +457,8 @@ pub fn commit_copy_into(
     let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
     {
         let mut tar = tar::Builder::new(&mut blob);
-        for path in &plan.all {
-            let Some(op) = plan.entries.get(path) else {
+        for (path, op) in &plan.all {
+            let Some(op) = op else {
                 append_parent(&mut tar, path, &plan, dirs_owner, epoch)?;
                 continue;
             };
@@ -491,7 +514,9 @@ struct EntryPlan<'o> {
     /// Each op's destination → its path in the layer (for hard links' targets).
     paths: std::collections::HashMap<&'o str, String>,
     existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
-    all: Vec<String>,
+    /// Every path in tar order, with the op that writes it (None: a directory the copy
+    /// creates or carries, `append_parent`).
+    all: Vec<(String, Option<&'o CopyOp>)>,
 }
 
 fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan<'o>>, StepError> {
@@ -525,14 +550,19 @@ fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan
         return Ok(None);
     }
     let existing = existing_parents(tree, &entries, &created)?;
-    let mut all: Vec<String> = entries
-        .keys()
-        .cloned()
-        .chain(created.iter().cloned())
-        .chain(existing.keys().cloned())
+    let mut all: Vec<(String, Option<&CopyOp>)> = entries
+        .iter()
+        .map(|(p, op)| (p.clone(), Some(*op)))
+        .chain(
+            created
+                .iter()
+                .chain(existing.keys())
+                .filter(|p| !entries.contains_key(*p))
+                .map(|p| (p.clone(), None)),
+        )
         .collect();
-    all.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
-    all.dedup();
+    sort_in_tar_order(&mut all);
+    all.dedup_by(|a, b| a.0 == b.0);
     Ok(Some(EntryPlan {
         entries,
         paths,
@@ -661,5 +691,41 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
 impl layer::tee::ReadInto for crate::store::BlobWriter {
     fn write_from(&mut self, r: &mut impl std::io::Read, len: u64) -> std::io::Result<()> {
         crate::store::BlobWriter::write_from(self, r, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The byte order used for clean paths is the component order `layer::pack` uses,
+    /// over names that sort around `/` (`-`, `.`, `0`), prefixes, and depths; a set with
+    /// one unclean path keeps the component order.
+    #[test]
+    fn tar_order_is_the_component_order() {
+        let names = [
+            "a", "a-b", "a.b", "a0", "a/b", "a/b/c", "a-b/c", "a/b-c", "ab", "b", "a/.c",
+        ];
+        let by_components = |mut v: Vec<String>| {
+            v.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
+            v
+        };
+        let mut all: Vec<(String, ())> = names.iter().rev().map(|n| (n.to_string(), ())).collect();
+        sort_in_tar_order(&mut all);
+        let got: Vec<String> = all.into_iter().map(|(p, _)| p).collect();
+        let want = by_components(names.iter().map(|n| n.to_string()).collect());
+        assert_eq!(got, want);
+        // `..` is a component of its own kind (it sorts before every name), `a//b` and
+        // `a/./b` are `a/b`: with one of them the whole sort is by components.
+        for odd in ["a/../b", "a//b", "a/./b", "/a", "a/"] {
+            let mut v: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+            v.push(odd.to_string());
+            let mut all: Vec<(String, ())> = v.iter().rev().map(|n| (n.clone(), ())).collect();
+            sort_in_tar_order(&mut all);
+            let got: Vec<String> = all.into_iter().map(|(p, _)| p).collect();
+            let mut want: Vec<String> = v.iter().rev().cloned().collect();
+            want.sort_by(|a, b| Path::new(a).components().cmp(Path::new(b).components()));
+            assert_eq!(got, want, "with {odd}");
+        }
     }
 }

@@ -132,6 +132,9 @@ pub struct UnpackStats {
     pub bytes: u64,
     /// Files and symlinks left untouched because the old layer had them exactly so.
     pub unchanged: u64,
+    /// Directories already there with the entry's owner and mode (no chown, no chmod;
+    /// only their mtime is set).
+    pub dirs_kept: u64,
     /// What the tree holds now, counted from the stream (`layer::tally`): when the
     /// stream was simple enough to tell.
     pub summary: Option<super::tally::Summary>,
@@ -184,6 +187,7 @@ pub fn unpack_tree(
         tracing::debug!(
             entries = u.stats.entries,
             unchanged = u.stats.unchanged,
+            dirs_kept = u.stats.dirs_kept,
             indexed = opts.known.as_ref().map_or(0, |k| k.len()),
             "patched the old layer's tree"
         );
@@ -467,18 +471,34 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             true => None,
             false => parent.stat(name).map_err(bad(shown))?,
         };
-        match there {
-            Some(m) if m.kind == Kind::Dir => {}
+        let kept = match there {
+            Some(m) if m.kind == Kind::Dir => Some(m),
             Some(_) => {
                 self.replace(parent, name, shown)?;
                 parent.mkdir(name, 0o700).map_err(bad(shown))?;
+                None
             }
-            None => parent.mkdir(name, 0o700).map_err(bad(shown))?,
-        }
+            None => {
+                parent.mkdir(name, 0o700).map_err(bad(shown))?;
+                None
+            }
+        };
         if fast {
             self.made.insert(Box::from(rel.as_os_str().as_bytes()));
         }
         self.stats.dirs += 1;
+        // A directory already there with the entry's owner and mode (a patched tree's
+        // unchanged directories, issue 14) needs neither chown nor chmod: the result is
+        // what they would leave. Its mtime is still set at the end, with the others'.
+        if let Some(st) = kept {
+            let m = self.meta_of(entry, true);
+            let owner_same = !m.chown || (st.uid, st.gid) == (m.uid, m.gid);
+            if owner_same && st.mode == m.mode && m.xattrs.is_empty() {
+                self.stats.dirs_kept += 1;
+                self.dir_times.push((rel.to_path_buf(), m.mtime));
+                return Ok(());
+            }
+        }
         self.metadata(shown, At::Name(parent, name), rel, entry, true)
     }
 
@@ -1086,6 +1106,53 @@ mod tests {
             }
             Err(e) => (Err(e.to_string()), None),
         }
+    }
+
+    /// A directory already in the tree with the entry's owner and mode is left as it is
+    /// (but for its mtime); one whose mode or owner differs is set again; either way
+    /// the tree is what an unpack into an empty directory gives.
+    #[test]
+    fn directories_already_right_are_not_chowned_or_chmodded_again() {
+        let body = || b"f".to_vec();
+        // Owners follow the entry's position (uid i % 3, gid i % 5): `c/` moves from
+        // position 2 to 3, so only its owner changes; `b/` keeps its place, not its mode.
+        let old = tar_of(&[
+            E::Dir("a/", 0o755),
+            E::Dir("b/", 0o700),
+            E::Dir("c/", 0o755),
+            E::File("a/f", 0o644, body()),
+        ]);
+        let new = tar_of(&[
+            E::Dir("a/", 0o755),
+            E::Dir("b/", 0o750),
+            E::Dir("x/", 0o755),
+            E::Dir("c/", 0o755),
+            E::File("a/f", 0o644, body()),
+        ]);
+        let patched = tempfile::tempdir().unwrap();
+        let reuse = UnpackOptions {
+            reuse: true,
+            ..UnpackOptions::default()
+        };
+        unpack(
+            io::Cursor::new(old),
+            patched.path(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &reuse).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(
+            io::Cursor::new(new),
+            fresh.path(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+        // Without owners (not root), `c/` is right as it is too.
+        let kept = if crate::sys::proc::is_root() { 1 } else { 2 };
+        assert_eq!(stats.dirs_kept, kept, "{stats:?}");
+        assert_eq!(stats.dirs, 4, "{stats:?}");
     }
 
     /// The entry an unpack error names (`layer entry "NAME": why`).

@@ -315,6 +315,91 @@ impl Store {
         })
     }
 
+    /// Stores small documents (an image's config and manifest) as blobs, each checked
+    /// against its digest, waiting for the disk once per kind of write instead of once per
+    /// document: the ones the store lacks are written to temp files, fsynced at once (one
+    /// thread each), renamed into place in the order given, and the blobs directory is
+    /// fsynced once. As with [`Store::put_blob`], a blob is named only after its bytes are
+    /// durable, and the names are durable before this returns. (`put_blob` one after the
+    /// other waited for four fsyncs in turn: ~4 ms each on this VM's disk at load 3.)
+    pub fn put_small_blobs(&self, docs: &[(&[u8], &Digest)]) -> Result<()> {
+        let _protected = self.protect(docs.iter().map(|(_, d)| *d))?;
+        let dir = self.tmp_dir();
+        let mut todo = Vec::new();
+        for (bytes, expected) in docs {
+            let actual = digest::of_bytes(bytes);
+            if actual != **expected {
+                return Err(StoreError::DigestMismatch {
+                    expected: (*expected).clone(),
+                    actual,
+                });
+            }
+            if self.has_blob(expected) {
+                continue; // content-addressed: these bytes are stored already
+            }
+            self.lease()?;
+            let mut tmp = crate::sys::hostfs::scratch_file_in(&dir, "blob")
+                .map_err(io_err("creating a temp file in", &dir))?;
+            tmp.as_file_mut()
+                .write_all(bytes)
+                .map_err(io_err("writing", tmp.path()))?;
+            todo.push((tmp, self.blob_path(expected)));
+        }
+        self.sync_files(todo.iter().map(|(tmp, _)| tmp))?;
+        let Some(blobs) = todo
+            .first()
+            .and_then(|(_, d)| d.parent().map(|p| p.to_path_buf()))
+        else {
+            return Ok(());
+        };
+        // The fault points `commit` passes for each blob, in the same order per blob.
+        for (tmp, dest) in todo {
+            crate::fault::point("store.blob-temp");
+            crate::sys::hostfs::persist(tmp, &dest).map_err(io_err("renaming into", &dest))?;
+            crate::fault::point("store.blob-stored");
+        }
+        self.sync_dir(&blobs)
+    }
+
+    /// fsyncs temp files at once, one thread each (the first on this one): the disk
+    /// writes them together and the caller waits about as long as for one.
+    fn sync_files<'a>(
+        &self,
+        files: impl Iterator<Item = &'a tempfile::NamedTempFile>,
+    ) -> Result<()> {
+        let files: Vec<_> = files.collect();
+        let Some((first, rest)) = files.split_first() else {
+            return Ok(());
+        };
+        std::thread::scope(|s| {
+            let others: Vec<_> = rest
+                .iter()
+                .map(|f| {
+                    let sync = move || self.sync_file(f.as_file(), f.path());
+                    std::thread::Builder::new()
+                        .spawn_scoped(s, sync)
+                        .map_err(|_| *f)
+                })
+                .collect();
+            let mut result = self.sync_file(first.as_file(), first.path());
+            for other in others {
+                let r = match other {
+                    Ok(h) => h.join().unwrap_or_else(|_| {
+                        Err(StoreError::Io {
+                            op: "syncing",
+                            path: first.path().to_path_buf(),
+                            source: io::Error::other("the syncing thread panicked"),
+                        })
+                    }),
+                    // No thread: synced here.
+                    Err(f) => self.sync_file(f.as_file(), f.path()),
+                };
+                result = result.and(r);
+            }
+            result
+        })
+    }
+
     /// Streams `r` into a blob, verified against `expected` when given. A blob the store
     /// has already is not written again, but the source is still hashed: a source that
     /// lies about its digest is an error either way.
@@ -411,6 +496,39 @@ mod tests {
         (0..len)
             .map(|i| (i % 251) as u8 ^ (i / 4093) as u8)
             .collect()
+    }
+
+    /// Small documents stored together are each stored exactly, a document the store has
+    /// is left as it is, and a digest that does not match refuses the whole call before
+    /// anything is named; no temp file is left either way.
+    #[test]
+    fn small_blobs_stored_together_are_each_exactly_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (config, manifest) = (b"{\"config\":1}".to_vec(), b"{\"manifest\":2}".to_vec());
+        let (c, m) = (digest::of_bytes(&config), digest::of_bytes(&manifest));
+        let temps = || std::fs::read_dir(store.tmp_dir()).map_or(0, |d| d.count());
+        store.put_small_blobs(&[(&config, &c)]).unwrap();
+        let before = std::fs::metadata(store.blob_path(&c)).unwrap();
+        store
+            .put_small_blobs(&[(&config, &c), (&manifest, &m)])
+            .unwrap();
+        assert_eq!(store.read_blob(&c).unwrap(), config);
+        assert_eq!(store.read_blob(&m).unwrap(), manifest);
+        use std::os::unix::fs::MetadataExt;
+        let after = std::fs::metadata(store.blob_path(&c)).unwrap();
+        assert_eq!(
+            before.ino(),
+            after.ino(),
+            "a stored blob is not written again"
+        );
+        let other = b"other".to_vec();
+        let err = store
+            .put_small_blobs(&[(&other, &digest::of_bytes(b"x")), (&manifest, &m)])
+            .unwrap_err();
+        assert!(matches!(err, StoreError::DigestMismatch { .. }), "{err}");
+        assert!(!store.has_blob(&digest::of_bytes(&other)));
+        assert_eq!(temps(), 0, "temp files left");
     }
 
     /// Every size around the chunk and alignment boundaries, more chunks than the pool

@@ -209,6 +209,13 @@ fn one_file_changed_rebuild_equals_a_no_cache_build() {
         "contents taken from the previous blob:\n{log}"
     );
     assert_eq!(count("refused="), Some(0), "{log}");
+    // The directories the old tree has with their owner and mode (/app, many/, sub/)
+    // are neither chowned nor chmodded again; newdir/ and newdir/deep/ are made.
+    assert_eq!(
+        count("dirs_kept="),
+        Some(3),
+        "directories left as they were:\n{log}"
+    );
     same_as_a_cold_build(&k, &ctx, &out, "the one-file rebuild");
 }
 

@@ -54,6 +54,9 @@ struct FilesRead {
 struct Prior<'a> {
     /// This step's layer from the last build, when only the files changed since.
     base: Option<&'a StoredLayer>,
+    /// `base`'s blob and entry index, being read since before the key was computed
+    /// (taken once, by `commit_plain`).
+    old: std::cell::RefCell<Option<OldBlobJob>>,
     /// This copy's content digests and capabilities by context path.
     read: &'a FilesRead,
     /// Under `--no-cache`: the layer the same inputs made last time.
@@ -258,6 +261,16 @@ impl Executor<'_> {
             return Ok((hit, Outcome::Cached));
         }
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
+        let position = self.position(None, s);
+        // The layer to patch depends on the parent and instruction only, so its blob's
+        // entry index is read on another thread while this one computes the key (a
+        // 10,000-file copy's stored index is ~1 MB to check and decode); a hit drops it.
+        let plain = !x.link && is_plain(ctx, x, placed, heredocs);
+        let base = self.previous_layer(&state, &inputs, &position);
+        let old = base
+            .as_ref()
+            .filter(|_| plain)
+            .map(|b| OldBlobJob::start(self.store, self.snapshotter.storage_root(), b));
         // From a stage (or image), its key pins every file in it, so what the sources
         // select follows from that key and the instruction: the key lists no files, and
         // can be computed without the source's layers (`copy_from_hit`).
@@ -265,14 +278,13 @@ impl Executor<'_> {
         let mut read = FilesRead::default();
         inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut read)?;
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
-        let position = self.position(None, s);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let inputs = inputs.keyed();
         let key = inputs.key().clone();
-        let base = self.previous_layer(&state, &inputs, &position);
         let prior = Prior {
             base: base.as_ref(),
+            old: std::cell::RefCell::new(old),
             read: &read,
             same: self.same_as_last(&state, &inputs, &position),
         };
@@ -284,7 +296,7 @@ impl Executor<'_> {
             self.linked(n, &label, state, &inputs, &position, &created_by, body)?
         } else {
             // Written straight into its layer, the tree below is only looked at.
-            let tree = match is_plain(ctx, x, placed, heredocs) {
+            let tree = match plain {
                 true => Tree::View,
                 false => Tree::Writable,
             };
@@ -586,7 +598,10 @@ impl Executor<'_> {
     ) -> Result<Option<StoredLayer>, StepFailure> {
         let base = prior.base;
         // Read before `pending_layer` takes the old tree (and its stored index) away.
-        let old = base.and_then(|b| self.old_blob(b));
+        let old = match prior.old.borrow_mut().take() {
+            Some(job) => job.finish(),
+            None => base.and_then(|b| old_blob(self.store, self.snapshotter.storage_root(), b)),
+        };
         let cached = prior.same.as_ref().is_some_and(|d| {
             crate::storage::overlay::has_layer_tree(self.snapshotter.storage_root(), d)
         });
@@ -638,40 +653,6 @@ impl Executor<'_> {
         Ok(Some(layer))
     }
 
-    /// The blob of `layer` with its entry index, for taking unchanged content from it
-    /// and patching its tree with only the entries that changed; None when the blob is
-    /// compressed or unreadable (every file is then read from the context, and every
-    /// entry compared with the tree, as before).
-    fn old_blob(&self, layer: &StoredLayer) -> Option<crate::layer::derive::OldBlob> {
-        use crate::layer::{index::EntryIndex, Compression};
-        let open = || self.store.open_blob(layer.descriptor.digest()).ok();
-        let mut f = open()?;
-        let mut head = [0u8; 4];
-        std::io::Read::read_exact(&mut f, &mut head).ok()?;
-        if Compression::sniff(&head) != Compression::None {
-            return None;
-        }
-        let entry =
-            crate::storage::overlay::layer_entry(self.snapshotter.storage_root(), &layer.diff_id);
-        let raw = crate::digest::raw_sha256(layer.descriptor.digest())?;
-        let (index, stored) = match EntryIndex::stored(&entry, &raw) {
-            Some(index) => (index, true),
-            None => {
-                std::io::Seek::rewind(&mut f).ok()?;
-                (EntryIndex::of_tar(f).ok()?, false)
-            }
-        };
-        tracing::debug!(
-            entries = index.len(),
-            stored,
-            "indexed the previous layer's entries"
-        );
-        Some(crate::layer::derive::OldBlob::new(
-            open()?,
-            std::sync::Arc::new(index),
-        ))
-    }
-
     /// Under `--no-cache`: the layer this copy made last time when its inputs are the
     /// same now (so, most likely, the layer it makes now).
     fn same_as_last(
@@ -697,12 +678,17 @@ impl Executor<'_> {
     /// This COPY's layer from the last build when only its files changed since (same
     /// parent, same instruction): the tree to patch into this build's (`commit_plain`).
     /// None under --no-cache, which rebuilds everything from scratch.
-    fn previous_layer(&self, state: &State, inputs: &Keyed, position: &str) -> Option<StoredLayer> {
+    fn previous_layer(
+        &self,
+        state: &State,
+        now: &KeyInputs,
+        position: &str,
+    ) -> Option<StoredLayer> {
         if self.stage_no_cache {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        let (was, now) = (last.inputs(), inputs.inputs());
+        let was = last.inputs();
         if was.parent != now.parent || was.instruction != now.instruction {
             return None;
         }
@@ -740,6 +726,76 @@ impl Executor<'_> {
             tree.lchown(path, o.uid, o.gid).map_err(StepError::from)?;
         }
         Ok(())
+    }
+}
+
+/// The blob of `layer` with its entry index, for taking unchanged content from it
+/// and patching its tree with only the entries that changed; None when the blob is
+/// compressed or unreadable (every file is then read from the context, and every
+/// entry compared with the tree, as before).
+fn old_blob(
+    store: &crate::store::Store,
+    storage_root: &std::path::Path,
+    layer: &StoredLayer,
+) -> Option<crate::layer::derive::OldBlob> {
+    use crate::layer::{index::EntryIndex, Compression};
+    let open = || store.open_blob(layer.descriptor.digest()).ok();
+    let mut f = open()?;
+    let mut head = [0u8; 4];
+    std::io::Read::read_exact(&mut f, &mut head).ok()?;
+    if Compression::sniff(&head) != Compression::None {
+        return None;
+    }
+    let entry = crate::storage::overlay::layer_entry(storage_root, &layer.diff_id);
+    let raw = crate::digest::raw_sha256(layer.descriptor.digest())?;
+    let (index, stored) = match EntryIndex::stored(&entry, &raw) {
+        Some(index) => (index, true),
+        None => {
+            std::io::Seek::rewind(&mut f).ok()?;
+            (EntryIndex::of_tar(f).ok()?, false)
+        }
+    };
+    tracing::debug!(
+        entries = index.len(),
+        stored,
+        "indexed the previous layer's entries"
+    );
+    Some(crate::layer::derive::OldBlob::new(
+        open()?,
+        std::sync::Arc::new(index),
+    ))
+}
+
+/// [`old_blob`] of the layer a copy will patch, read on a thread of its own from
+/// before the copy's key is computed until `commit_plain` needs it (or the step hits
+/// the cache and drops it). Where no thread can be started it is read at once.
+enum OldBlobJob {
+    Reading(std::thread::JoinHandle<Option<crate::layer::derive::OldBlob>>),
+    Read(Option<crate::layer::derive::OldBlob>),
+}
+
+impl OldBlobJob {
+    fn start(
+        store: &crate::store::Store,
+        storage_root: &std::path::Path,
+        layer: &StoredLayer,
+    ) -> OldBlobJob {
+        let (s, root, l) = (store.clone(), storage_root.to_path_buf(), layer.clone());
+        let spawned = std::thread::Builder::new()
+            .name("keel-old-index".into())
+            .spawn(move || old_blob(&s, &root, &l));
+        match spawned {
+            Ok(reading) => OldBlobJob::Reading(reading),
+            Err(_) => OldBlobJob::Read(old_blob(store, storage_root, layer)),
+        }
+    }
+
+    /// The blob and index (None as `old_blob` gives it, or if the thread panicked).
+    fn finish(self) -> Option<crate::layer::derive::OldBlob> {
+        match self {
+            OldBlobJob::Reading(reading) => reading.join().ok().flatten(),
+            OldBlobJob::Read(read) => read,
+        }
     }
 }
 
