@@ -84,15 +84,9 @@ PY
 # hashes with openssl, from a base image holding the host's openssl and its libraries
 # (both builders use the same base); the busybox workload of sessions 3–10 is still
 # measured, as its own row without a goal, so figures stay comparable across sessions.
-sslctx="$work/bbssl"
-mkdir -p "$sslctx/root"
 openssl_bin=$(command -v openssl)
-for f in "$openssl_bin" $(ldd "$openssl_bin" | grep -o '/[^ ]*'); do
-  mkdir -p "$sslctx/root$(dirname "$f")"
-  cp -L "$f" "$sslctx/root$f"
-done
-printf 'FROM bb\nCOPY root/ /\n' >"$sslctx/Dockerfile"
-$keel --progress quiet build -t bbssl "$sslctx" >/dev/null
+sslctx="$work/bbssl"
+make_bbssl "$keel" "$sslctx"
 import_base bbssl
 rm -rf "$sslctx"
 mkdir -p "$work/big/big"

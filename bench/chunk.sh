@@ -29,15 +29,7 @@ dev=$(lsblk -no pkname "$(findmnt -no source -T "$work")" 2>/dev/null || true)
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; disk $dev"
 drop_kernel_caches
 $keel --progress quiet bootstrap busybox bb >/dev/null
-sslctx="$work/bbssl"
-mkdir -p "$sslctx/root"
-openssl_bin=$(command -v openssl)
-for f in "$openssl_bin" $(ldd "$openssl_bin" | grep -o '/[^ ]*'); do
-  mkdir -p "$sslctx/root$(dirname "$f")"
-  cp -L "$f" "$sslctx/root$f"
-done
-printf 'FROM bb\nCOPY root/ /\n' >"$sslctx/Dockerfile"
-$keel --progress quiet build -t bbssl "$sslctx" >/dev/null
+make_bbssl "$keel" "$work/bbssl"
 mkdir -p "$work/big/big"
 for i in 1 2 3; do head -c $((300 << 20)) /dev/urandom >"$work/big/big/blob$i"; done
 echo 1 >"$work/big/VERSION"

@@ -13,6 +13,20 @@ drop_kernel_caches() {
   echo 2 >/proc/sys/vm/drop_caches
 }
 
+# KEEL CTX: the image bbssl (bench/build.sh's big goal row's base), built by KEEL from CTX
+# (made here): busybox's bb plus the host's openssl and the libraries it loads.
+make_bbssl() {
+  local keel="$1" ctx="$2" f bin
+  bin=$(command -v openssl)
+  mkdir -p "$ctx/root"
+  for f in "$bin" $(ldd "$bin" | grep -o '/[^ ]*'); do
+    mkdir -p "$ctx/root$(dirname "$f")"
+    cp -L "$f" "$ctx/root$f"
+  done
+  printf 'FROM bb\nCOPY root/ /\n' >"$ctx/Dockerfile"
+  $keel --progress quiet build -t bbssl "$ctx" >/dev/null
+}
+
 # The 10,000-small-files context of issue 14's rows in DIR: 10,000 × 512 random bytes in
 # 100 directories under src/, and a Dockerfile copying them and walking them in a RUN.
 make_ctx10k() {
