@@ -343,20 +343,23 @@ impl Store {
             tmp.as_file_mut()
                 .write_all(bytes)
                 .map_err(io_err("writing", tmp.path()))?;
-            todo.push((tmp, self.blob_path(expected)));
+            todo.push((tmp, *expected, bytes.len()));
         }
-        self.sync_files(todo.iter().map(|(tmp, _)| tmp))?;
+        self.sync_files(todo.iter().map(|(tmp, _, _)| tmp))?;
         let Some(blobs) = todo
             .first()
-            .and_then(|(_, d)| d.parent().map(|p| p.to_path_buf()))
+            .and_then(|(_, d, _)| self.blob_path(d).parent().map(|p| p.to_path_buf()))
         else {
             return Ok(());
         };
         // The fault points `commit` passes for each blob, in the same order per blob.
-        for (tmp, dest) in todo {
+        let t = std::time::Instant::now();
+        for (tmp, digest, bytes) in todo {
+            let dest = self.blob_path(digest);
             crate::fault::point("store.blob-temp");
             crate::sys::hostfs::persist(tmp, &dest).map_err(io_err("renaming into", &dest))?;
             crate::fault::point("store.blob-stored");
+            tracing::debug!(digest = %digest, bytes, elapsed_ms = t.elapsed().as_millis() as u64, "blob written");
         }
         self.sync_dir(&blobs)
     }
