@@ -37,3 +37,5 @@ pub mod storage;
 pub mod store;
 #[allow(unsafe_code, clippy::disallowed_methods)]
 pub mod sys;
+#[cfg(test)]
+mod testing;

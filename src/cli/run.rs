@@ -569,14 +569,28 @@ pub fn stop(a: StopArgs, ctx: &Ctx) -> Result<i32> {
         containers.mark_stopped_by_user(&c.id)?;
         if st.status == Status::Running {
             let sig = signal_number(c.stop_signal.as_deref().unwrap_or("TERM"))?;
-            let _ = st.signal(sig);
+            signal_for_stop(&st, sig, &c.id);
             if !wait_exited(&containers, &c, Duration::from_secs(a.time)) {
-                let _ = st.signal(libc::SIGKILL);
+                tracing::debug!(container = %c.id, seconds = a.time, "still running after the stop signal: SIGKILL");
+                signal_for_stop(&st, libc::SIGKILL, &c.id);
                 wait_exited(&containers, &c, Duration::from_secs(30));
             }
         }
         Ok(())
     })
+}
+
+/// Sends `stop`'s signal; one that could not be sent is said (the container is then
+/// waited for as if it had been: it may have ended on its own meanwhile).
+fn signal_for_stop(st: &crate::container::ContainerState, sig: i32, id: &str) {
+    match st.signal(sig) {
+        Ok(true) => {}
+        Ok(false) => tracing::warn!(
+            "container {}: signal {sig} not sent: its process is gone or no longer provably the container's",
+            &id[..12.min(id.len())]
+        ),
+        Err(e) => tracing::warn!("container {}: signal {sig}: {e}", &id[..12.min(id.len())]),
+    }
 }
 
 #[derive(Debug, Args)]

@@ -18,7 +18,7 @@ use std::sync::mpsc;
 use serde::Serialize;
 use sha2::Digest as _;
 
-use super::{canonical_json, io_err, Result, Store, StoreError};
+use super::{canonical_json, io_err, LockGuard, Result, Store, StoreError};
 use crate::digest::{self, Digest};
 
 /// Bytes handed to the disk thread at a time: small enough that a chunk is still in the
@@ -145,6 +145,8 @@ pub struct BlobWriter {
     /// Chunk buffers allocated so far (at most `POOL`).
     allocated: usize,
     disk: Option<DiskThread>,
+    /// When the write began (the "blob written" event's `elapsed_ms`).
+    started: std::time::Instant,
 }
 
 impl Write for BlobWriter {
@@ -276,23 +278,29 @@ impl BlobWriter {
                 });
             }
         }
-        let dest = self.store.blob_path(&actual);
         // Protected before it is looked up or renamed into place: gc cannot take it now.
-        let _protected = self.store.protect([&actual])?;
-        if dest.is_file() {
+        let protected = self.store.protect([&actual])?;
+        if self.store.has_blob(&actual) {
             // Content-addressed: an existing blob with this name has these bytes already
             // (and nothing was flushed for it: a no-op rebuild writes nothing to disk).
             return Ok((actual, len));
         }
-        self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
-        crate::fault::point("store.blob-temp");
-        crate::sys::hostfs::persist(self.tmp, &dest).map_err(io_err("renaming into", &dest))?;
-        drop(_protected);
-        crate::fault::point("store.blob-stored");
+        let verified = VerifiedTemp {
+            tmp: self.tmp,
+            digest: actual.clone(),
+            bytes: len,
+        };
         self.store
-            .sync_dir(dest.parent().expect("blob paths have parents"))?;
+            .name_blobs(vec![verified], protected, self.started)?;
         Ok((actual, len))
     }
+}
+
+/// A blob's bytes in a temp file of the store, already checked against `digest`.
+struct VerifiedTemp {
+    tmp: tempfile::NamedTempFile,
+    digest: Digest,
+    bytes: u64,
 }
 
 impl Store {
@@ -312,6 +320,7 @@ impl Store {
             filled: 0,
             allocated: 1,
             disk: None,
+            started: std::time::Instant::now(),
         })
     }
 
@@ -323,7 +332,8 @@ impl Store {
     /// durable, and the names are durable before this returns. (`put_blob` one after the
     /// other waited for four fsyncs in turn: ~4 ms each on this VM's disk at load 3.)
     pub fn put_small_blobs(&self, docs: &[(&[u8], &Digest)]) -> Result<()> {
-        let _protected = self.protect(docs.iter().map(|(_, d)| *d))?;
+        let started = std::time::Instant::now();
+        let protected = self.protect(docs.iter().map(|(_, d)| *d))?;
         let dir = self.tmp_dir();
         let mut todo = Vec::new();
         for (bytes, expected) in docs {
@@ -343,25 +353,42 @@ impl Store {
             tmp.as_file_mut()
                 .write_all(bytes)
                 .map_err(io_err("writing", tmp.path()))?;
-            todo.push((tmp, *expected, bytes.len()));
+            todo.push(VerifiedTemp {
+                tmp,
+                digest: actual,
+                bytes: bytes.len() as u64,
+            });
         }
-        self.sync_files(todo.iter().map(|(tmp, _, _)| tmp))?;
-        let Some(blobs) = todo
-            .first()
-            .and_then(|(_, d, _)| self.blob_path(d).parent().map(|p| p.to_path_buf()))
-        else {
+        self.name_blobs(todo, protected, started)
+    }
+
+    /// The one way a written blob gets its name. Its bytes are in a temp file already
+    /// checked against `digest`, and `protected` keeps gc off those digests. The temp files
+    /// are fsynced at once, then each is renamed to its digest's name in the order given
+    /// (fault points `store.blob-temp` before and `store.blob-stored` after, and a "blob
+    /// written" event), the protection is released, and the blobs directory is fsynced
+    /// once. A blob is named only after its bytes are durable, and every name is durable
+    /// before this returns.
+    fn name_blobs(
+        &self,
+        blobs: Vec<VerifiedTemp>,
+        protected: LockGuard,
+        started: std::time::Instant,
+    ) -> Result<()> {
+        self.sync_files(blobs.iter().map(|b| &b.tmp))?;
+        let Some(first) = blobs.first().map(|b| self.blob_path(&b.digest)) else {
             return Ok(());
         };
-        // The fault points `commit` passes for each blob, in the same order per blob.
-        let t = std::time::Instant::now();
-        for (tmp, digest, bytes) in todo {
-            let dest = self.blob_path(digest);
+        for b in blobs {
+            let dest = self.blob_path(&b.digest);
             crate::fault::point("store.blob-temp");
-            crate::sys::hostfs::persist(tmp, &dest).map_err(io_err("renaming into", &dest))?;
+            crate::sys::hostfs::persist(b.tmp, &dest).map_err(io_err("renaming into", &dest))?;
             crate::fault::point("store.blob-stored");
-            tracing::debug!(digest = %digest, bytes, elapsed_ms = t.elapsed().as_millis() as u64, "blob written");
+            let elapsed_ms = started.elapsed().as_millis() as u64;
+            tracing::debug!(digest = %b.digest, bytes = b.bytes, elapsed_ms, "blob written");
         }
-        self.sync_dir(&blobs)
+        drop(protected);
+        self.sync_dir(first.parent().expect("blob paths have parents"))
     }
 
     /// fsyncs temp files at once, one thread each (the first on this one): the disk
@@ -424,12 +451,9 @@ impl Store {
                 return Ok((d.clone(), len));
             }
         }
-        let t = std::time::Instant::now();
         let mut w = self.blob_writer()?;
         io::copy(&mut r, &mut w).map_err(io_err("writing blob into", &self.tmp_dir()))?;
-        let stored = w.commit(expected)?;
-        tracing::debug!(digest = %stored.0, bytes = stored.1, elapsed_ms = t.elapsed().as_millis() as u64, "blob written");
-        Ok(stored)
+        w.commit(expected)
     }
 
     /// Stores a JSON document (canonical bytes) and returns its digest and size.

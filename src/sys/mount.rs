@@ -94,13 +94,26 @@ fn fd_of(r: libc::c_long, op: &'static str, path: &Path) -> Result<std::os::fd::
     Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(r as i32) })
 }
 
+/// A syscall's 0 (or -1 and errno) as a result about `path`.
+fn zero_or_err(r: libc::c_long, op: &'static str, path: &Path) -> Result<(), SysError> {
+    match r {
+        0 => Ok(()),
+        _ => Err(SysError::at(op, path, std::io::Error::last_os_error())),
+    }
+}
+
+/// `path` as a C string for the raw mount-API calls (a path holding a NUL is refused).
+fn c_path(op: &'static str, path: &Path) -> Result<std::ffi::CString, SysError> {
+    use std::os::unix::ffi::OsStrExt;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| SysError::at(op, path, std::io::Error::other(e)))
+}
+
 /// One `fsconfig(FSCONFIG_SET_STRING)` of `key` to the path `value` on `fs`.
 fn fsconfig_path(fs: &std::os::fd::OwnedFd, key: &str, value: &Path) -> Result<(), SysError> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
     let key_c = std::ffi::CString::new(key).expect("keys have no NUL");
-    let value_c = std::ffi::CString::new(value.as_os_str().as_bytes())
-        .map_err(|e| SysError::at("fsconfig", value, std::io::Error::other(e)))?;
+    let value_c = c_path("fsconfig", value)?;
     // SAFETY: both strings are NUL-terminated and outlive the call; `fs` is an open fs context.
     let r = unsafe {
         libc::syscall(
@@ -112,14 +125,7 @@ fn fsconfig_path(fs: &std::os::fd::OwnedFd, key: &str, value: &Path) -> Result<(
             0,
         )
     };
-    match r {
-        0 => Ok(()),
-        _ => Err(SysError::at(
-            "fsconfig",
-            value,
-            std::io::Error::last_os_error(),
-        )),
-    }
+    zero_or_err(r, "fsconfig", value)
 }
 
 /// Mounts the chunked erofs image `image` read-only with the file `device` as its one
@@ -147,13 +153,7 @@ pub fn erofs_with_device(image: &Path, device: &Path) -> Result<std::os::fd::Own
             0,
         )
     };
-    if r != 0 {
-        return Err(SysError::at(
-            "mount erofs image",
-            image,
-            std::io::Error::last_os_error(),
-        ));
-    }
+    zero_or_err(r, "mount erofs image", image)?;
     // SAFETY: `fs` holds a created superblock; flags as documented in fsmount(2).
     let r = unsafe {
         libc::syscall(
@@ -169,10 +169,8 @@ pub fn erofs_with_device(image: &Path, device: &Path) -> Result<std::os::fd::Own
 /// [`erofs_with_device`], attached at `target` (`move_mount`).
 pub fn mount_erofs_with_device(image: &Path, device: &Path, target: &Path) -> Result<(), SysError> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::ffi::OsStrExt;
     let mnt = erofs_with_device(image, device)?;
-    let to = std::ffi::CString::new(target.as_os_str().as_bytes())
-        .map_err(|e| SysError::at("move_mount", target, std::io::Error::other(e)))?;
+    let to = c_path("move_mount", target)?;
     // SAFETY: `mnt` is a detached mount; the strings are NUL-terminated and outlive the call.
     let r = unsafe {
         libc::syscall(
@@ -184,14 +182,7 @@ pub fn mount_erofs_with_device(image: &Path, device: &Path, target: &Path) -> Re
             MOVE_MOUNT_F_EMPTY_PATH,
         )
     };
-    match r {
-        0 => Ok(()),
-        _ => Err(SysError::at(
-            "move_mount",
-            target,
-            std::io::Error::last_os_error(),
-        )),
-    }
+    zero_or_err(r, "move_mount", target)
 }
 
 /// Bind-mounts `source` on `target` (recursively), then remounts read-only when asked:

@@ -967,7 +967,14 @@ fn detached_lifecycle(
         // Started again at once (its supervisor may still be winding down), then top.
         seen.push(ok(&["start", "d1"]));
         seen.push(ok(&["exec", "d1", "echo", "again"]));
-        let top = ok(&["top", "d1"]);
+        // Until its shell has run `exec sleep 600`, the restarted container's process is
+        // still `sh -c …` (once missed under load: top ran before that exec).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut top = ok(&["top", "d1"]);
+        while !top.contains("sleep 600") && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            top = ok(&["top", "d1"]);
+        }
         seen.push(format!("top shows sleep: {}", top.contains("sleep 600")));
     }
     seen.push(ok(&["rm", "-f", "d1"]));

@@ -432,11 +432,20 @@ fn detached_lifecycle_logs_exec_stop_wait_rm() {
         String::from_utf8_lossy(&exec.stdout),
         format!("in-container\n{}\nin-pid-ns\n", &id[..12])
     );
-    k.ok(&["stop", "-t", "10", "svc"]);
-    assert_eq!(k.ok(&["wait", "svc"]).trim(), "0");
+    let stop = k
+        .cmd()
+        .args(["-v", "stop", "-t", "10", "svc"])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{stop:?}");
+    // On failure, what stop said (-v) and what the container printed tell a lost signal
+    // from a slow shell (seen once under load in the nested btrfs suite: 137).
+    let (waited, logs) = (k.ok(&["wait", "svc"]), k.ok(&["logs", "svc"]));
+    let said = String::from_utf8_lossy(&stop.stderr);
+    assert_eq!(waited.trim(), "0", "stop said: {said}\nlogs: {logs}");
     assert!(
-        k.ok(&["logs", "svc"]).contains("got-term"),
-        "stop did not send the stop signal"
+        logs.contains("got-term"),
+        "stop did not send the stop signal: {said}"
     );
     let ps = k.ok(&["ps", "-a", "--format", "json"]);
     assert!(ps.contains("\"exited\""), "{ps}");
