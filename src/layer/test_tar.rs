@@ -13,6 +13,9 @@ pub enum E<'a> {
     Dev(&'a str, EntryType, u32, u32),
     /// A PAX xattr record on a file or (with a trailing `/`) a directory.
     Xattr(&'a str, &'a str, &'a [u8]),
+    /// A one-byte file whose mtime (seconds, before 1970 when negative) is a PAX record,
+    /// as Go's archive/tar and keel's packer write one the header cannot hold.
+    PaxMtime(&'a str, i64),
 }
 
 pub fn tar_of(entries: &[E]) -> Vec<u8> {
@@ -63,6 +66,15 @@ pub fn tar_of(entries: &[E]) -> Vec<u8> {
                     h.set_size(1);
                     b.append_data(&mut h, p, &b"x"[..]).unwrap();
                 }
+            }
+            E::PaxMtime(p, secs) => {
+                let secs = secs.to_string();
+                b.append_pax_extensions([("mtime", secs.as_bytes())])
+                    .unwrap();
+                h.set_mtime(0);
+                h.set_mode(0o644);
+                h.set_size(1);
+                b.append_data(&mut h, p, &b"x"[..]).unwrap();
             }
         }
     }

@@ -849,42 +849,9 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         Ok(())
     }
 
-    /// What `metadata` gives the entry, read from its header and PAX records.
+    /// What `metadata` gives the entry (see [`entry_meta`]).
     fn meta_of<R: Read>(&self, entry: &mut tar::Entry<R>, is_dir: bool) -> FileMeta {
-        let h = entry.header();
-        let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
-        let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
-        let header_mtime = h.mtime().unwrap_or(0) as i64;
-        let records: Vec<(String, Vec<u8>)> = match entry.pax_extensions() {
-            Ok(Some(exts)) => exts
-                .filter_map(Result::ok)
-                .filter_map(|e| Some((e.key().ok()?.to_string(), e.value_bytes().to_vec())))
-                .collect(),
-            _ => Vec::new(),
-        };
-        // A PAX `mtime` record wins over the header: the only way to carry one before
-        // 1970 (Go's archive/tar writes it so; so does keel's packer).
-        let mtime = records
-            .iter()
-            .find(|(k, _)| k == "mtime")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
-            .unwrap_or(header_mtime);
-        let xattrs: Vec<(String, Vec<u8>)> = match self.opts.xattrs {
-            true => records
-                .into_iter()
-                .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v)))
-                .collect(),
-            false => Vec::new(),
-        };
-        FileMeta {
-            uid: uid as u32,
-            gid: gid as u32,
-            mode,
-            mtime,
-            xattrs,
-            chown: self.opts.preserve_owners,
-        }
+        entry_meta(entry, is_dir, self.opts)
     }
 
     fn whiteout(
@@ -996,15 +963,59 @@ impl<'t, 'o> Unpacker<'t, 'o> {
     }
 }
 
+/// An entry's owner, mode, mtime and xattrs as unpacking it under `opts` applies them,
+/// read from its header and PAX records: the one reading of them (the unpacker's and
+/// the erofs writer's).
+pub(crate) fn entry_meta<R: Read>(
+    entry: &mut tar::Entry<R>,
+    is_dir: bool,
+    opts: &UnpackOptions,
+) -> FileMeta {
+    let h = entry.header();
+    let (uid, gid) = (h.uid().unwrap_or(0), h.gid().unwrap_or(0));
+    let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
+    let header_mtime = h.mtime().unwrap_or(0) as i64;
+    let records: Vec<(String, Vec<u8>)> = match entry.pax_extensions() {
+        Ok(Some(exts)) => exts
+            .filter_map(Result::ok)
+            .filter_map(|e| Some((e.key().ok()?.to_string(), e.value_bytes().to_vec())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    // A PAX `mtime` record wins over the header: the only way to carry one before
+    // 1970 (Go's archive/tar writes it so; so does keel's packer).
+    let mtime = records
+        .iter()
+        .find(|(k, _)| k == "mtime")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+        .unwrap_or(header_mtime);
+    let xattrs: Vec<(String, Vec<u8>)> = match opts.xattrs {
+        true => records
+            .into_iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v)))
+            .collect(),
+        false => Vec::new(),
+    };
+    FileMeta {
+        uid: uid as u32,
+        gid: gid as u32,
+        mode,
+        mtime,
+        xattrs,
+        chown: opts.preserve_owners,
+    }
+}
+
 /// An entry's owner, mode (its low 12 bits), mtime and xattrs, as applied to it.
-struct FileMeta {
-    uid: u32,
-    gid: u32,
-    mode: u32,
-    mtime: i64,
-    xattrs: Vec<(String, Vec<u8>)>,
+pub(crate) struct FileMeta {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+    pub(crate) mtime: i64,
+    pub(crate) xattrs: Vec<(String, Vec<u8>)>,
     /// Whether the owner is set (`preserve_owners`).
-    chown: bool,
+    pub(crate) chown: bool,
 }
 
 /// Metadata of a regular file still open from its creation, through its descriptor.

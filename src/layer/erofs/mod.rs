@@ -607,51 +607,28 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         self.put(shown, parent, victim.to_vec(), i)
     }
 
-    /// Owner, mode, xattrs and mtime from the entry, as the unpacker's `metadata` sets
-    /// them (xattrs best effort: those ext4 refuses on the kind are dropped).
+    /// Owner, mode, xattrs and mtime from the entry, read as the unpacker reads them
+    /// (`unpack::entry_meta`: a PAX `mtime` before 1970 included) and set as it sets them
+    /// (xattrs best effort: those ext4 refuses on the kind are dropped).
     fn metadata<R: Read>(&mut self, i: usize, entry: &mut tar::Entry<R>, is_dir: bool) {
-        let h = entry.header();
-        let kind = h.entry_type();
-        let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
-        let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
-        let mtime = h.mtime().unwrap_or(0) as i64;
-        let xattrs = match self.opts.unpack.xattrs {
-            true => pax_xattrs(entry),
-            false => Vec::new(),
-        };
-        let preserve = self.opts.unpack.preserve_owners;
+        let kind = entry.header().entry_type();
+        let m = super::unpack::entry_meta(entry, is_dir, &self.opts.unpack);
         let node = &mut self.tree.inodes[i];
-        if preserve {
-            (node.uid, node.gid) = (uid, gid);
+        if m.chown {
+            (node.uid, node.gid) = (m.uid, m.gid);
         }
         if kind != EntryType::Symlink {
-            node.mode = mode;
+            node.mode = m.mode;
         }
         // user.* and ACLs only on regular files and directories (EPERM elsewhere on ext4).
         let plain = matches!(node.body, Body::File(_) | Body::Dir(_));
-        for (k, v) in xattrs {
+        for (k, v) in m.xattrs {
             if is_overlay_metadata(&k) || (!plain && !k.starts_with("security.")) {
                 continue;
             }
             node.xattrs.insert(k, v);
         }
-        node.mtime = mtime;
-    }
-}
-
-/// The `SCHILY.xattr.*` records of an entry's PAX header.
-fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
-    match entry.pax_extensions() {
-        Ok(Some(exts)) => exts
-            .filter_map(Result::ok)
-            .filter_map(|e| {
-                Some((
-                    e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string(),
-                    e.value_bytes().to_vec(),
-                ))
-            })
-            .collect(),
-        _ => Vec::new(),
+        node.mtime = m.mtime;
     }
 }
 
