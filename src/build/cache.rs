@@ -291,6 +291,11 @@ pub struct BuildCache {
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
     last_read: std::sync::Mutex<Option<(String, Option<Arc<Keyed>>)>>,
+    /// Large key inputs done with (a memo replaced, a COPY's own inputs once its step is
+    /// over), held until the cache is dropped: freeing a 10,000-file COPY's inputs is
+    /// ~20,000 frees on the build's critical path, and a command about to exit forgets
+    /// the cache instead (`build::exec::Scratch`).
+    set_aside: std::sync::Mutex<Vec<Arc<Keyed>>>,
 }
 
 impl BuildCache {
@@ -298,6 +303,7 @@ impl BuildCache {
         BuildCache {
             dir: root.join("cache"),
             last_read: std::sync::Mutex::new(None),
+            set_aside: std::sync::Mutex::new(Vec::new()),
         }
     }
     fn entry_path(&self, key: &CacheKey) -> PathBuf {
@@ -387,16 +393,36 @@ impl BuildCache {
             .ok()
             .and_then(Keyed::read)
             .map(Arc::new);
-        *memo = Some((position.to_string(), found.clone()));
+        let before = memo.replace((position.to_string(), found.clone()));
+        self.set_aside_memo(before);
         found
     }
 
     /// Records `inputs` as the last ones at `position`, as their canonical JSON.
     pub fn record_inputs(&self, position: &str, inputs: &Keyed) {
-        *self.last_read.lock().expect("inputs memo lock") = None;
+        let before = self.last_read.lock().expect("inputs memo lock").take();
+        self.set_aside_memo(before);
         // ~1 MB for a 10,000-file COPY: not renamed over the old file (see `replace`); an
         // empty file after a crash reads as no previous build.
         let _ = hostfs::replace(&self.inputs_path(position), &inputs.canonical);
+    }
+
+    /// Holds `inputs` until the cache is dropped (see `set_aside`).
+    pub fn set_aside(&self, inputs: Keyed) {
+        self.set_aside_arc(Arc::new(inputs));
+    }
+
+    fn set_aside_memo(&self, memo: Option<(String, Option<Arc<Keyed>>)>) {
+        if let Some((_, Some(inputs))) = memo {
+            self.set_aside_arc(inputs);
+        }
+    }
+
+    fn set_aside_arc(&self, inputs: Arc<Keyed>) {
+        self.set_aside
+            .lock()
+            .expect("set-aside inputs lock")
+            .push(inputs);
     }
 
     /// Digests the live cache entries reference (they keep their layers through gc).

@@ -325,6 +325,7 @@ impl Executor<'_> {
         if let Some((st, _)) = &stamp {
             self.cache.remember_stamp(st, &key);
         }
+        self.cache.set_aside(inputs);
         Ok(done)
     }
 
