@@ -75,7 +75,12 @@ impl KeyInputs {
     /// several times (lookup, result, its record as the last inputs), and for a COPY of
     /// 10,000 files each serialisation is ~1 MB.
     pub fn keyed(self) -> Keyed {
-        let canonical = serde_json::to_vec(&self.sorted()).expect("key inputs serialise to JSON");
+        // Sized for the files up front (each `"k":"v",`, before any escapes): grown from
+        // nothing, the ~1 MB buffer was copied a dozen times into fresh pages.
+        let files: usize = self.files.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        let mut canonical = Vec::with_capacity(files + 1024);
+        serde_json::to_writer(&mut canonical, &self.sorted())
+            .expect("key inputs serialise to JSON");
         let key = CacheKey(digest::of_bytes(&canonical));
         Keyed {
             inputs: self,

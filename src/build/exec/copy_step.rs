@@ -439,9 +439,11 @@ impl Executor<'_> {
         // Gathered in order and made into the map at once (`BTreeMap::from_iter` sorts
         // stably and keeps the last value of a key, as inserting one by one does): the
         // entries come sorted, and 10,000 inserts each searched the tree from its root.
-        let mut files: Vec<(String, String)> = Vec::new();
-        read.digests
-            .reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
+        let selected = placed.iter().map(|p| p.sel.entries.len().max(1)).sum();
+        let mut files: Vec<(String, String)> = Vec::with_capacity(selected + heredocs.len());
+        read.digests.reserve(selected);
+        // Each file's path on disk, built in one buffer (an allocation per file before).
+        let mut path = std::path::PathBuf::new();
         for p in placed {
             let links = hard_link_groups(&p.sel);
             if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
@@ -455,7 +457,10 @@ impl Executor<'_> {
                     (_, FileKind::Symlink) => 0o777,
                     _ => f.mode,
                 };
-                let (content, cap) = self.file_input(ctx, x, f, hash)?;
+                path.as_mut_os_string().clear();
+                path.push(ctx.root());
+                path.push(&f.rel); // as `ctx.path_of` joins them
+                let (content, cap) = self.file_input(ctx, x, f, &path, hash)?;
                 if let (FileKind::File, Some(raw)) =
                     (f.kind, crate::digest::raw_sha256_text(&content))
                 {
@@ -517,23 +522,20 @@ impl Executor<'_> {
         ctx: &Context,
         x: &Copy,
         f: &crate::context::ContextFile,
+        path: &std::path::Path,
         hash: bool,
     ) -> Result<(String, Option<Vec<u8>>), StepFailure> {
-        let path = ctx.path_of(&f.rel);
         match (x.remote, f.kind, hash) {
             (true, FileKind::File, _) => {
                 let io = |source| StepError::Io {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 };
-                let file = std::fs::File::open(&path).map_err(io)?;
+                let file = std::fs::File::open(path).map_err(io)?;
                 let digest = crate::digest::of_reader(file).map_err(io)?.0.to_string();
-                Ok((
-                    digest,
-                    step::file_capability(f.kind, &path).filter(|_| hash),
-                ))
+                Ok((digest, step::file_capability(f.kind, path).filter(|_| hash)))
             }
-            (false, FileKind::File, true) => Ok(self.stat.input_stamped(&path, f.stamp)?),
+            (false, FileKind::File, true) => Ok(self.stat.input_stamped(path, f.stamp)?),
             _ => Ok((self.content_input(ctx, f, hash)?, None)),
         }
     }
