@@ -173,10 +173,6 @@ impl Keyed {
     }
 }
 
-/// The keys whose values differ between `a` and `b` (in either only, or in both with
-/// different values), sorted. One merge walk over the two sorted maps: a 10,000-file COPY's
-/// inputs were looked up key by key in the other map (~14 string comparisons each) on
-/// every one-file rebuild's miss.
 /// The keys whose values differ between `a` and `b` (in one map only, or in both with
 /// different values), sorted: one merge walk over the two sorted maps. A 10,000-file
 /// COPY's inputs used to be looked up key by key in the other map (~14 string
