@@ -292,11 +292,11 @@ pub struct BuildCache {
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
     last_read: std::sync::Mutex<Option<(String, Option<Arc<Keyed>>)>>,
-    /// Large key inputs done with (a memo replaced, a COPY's own inputs once its step is
-    /// over), held until the cache is dropped: freeing a 10,000-file COPY's inputs is
-    /// ~20,000 frees on the build's critical path, and a command about to exit forgets
+    /// Large key inputs done with (a memo replaced, a COPY's own inputs and file digests
+    /// once its step is over), held until the cache is dropped: freeing a 10,000-file
+    /// COPY's inputs is ~20,000 frees on the build's critical path, and a command about to exit forgets
     /// the cache instead (`build::exec::Scratch`).
-    set_aside: std::sync::Mutex<Vec<Arc<Keyed>>>,
+    set_aside: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl BuildCache {
@@ -408,22 +408,19 @@ impl BuildCache {
         let _ = hostfs::replace(&self.inputs_path(position), &inputs.canonical);
     }
 
-    /// Holds `inputs` until the cache is dropped (see `set_aside`).
-    pub fn set_aside(&self, inputs: Keyed) {
-        self.set_aside_arc(Arc::new(inputs));
+    /// Holds a step's large inputs (its `Keyed` key inputs, what it read of its files)
+    /// until the cache is dropped (see `set_aside`).
+    pub fn set_aside(&self, done_with: impl std::any::Any + Send) {
+        self.set_aside
+            .lock()
+            .expect("set-aside inputs lock")
+            .push(Box::new(done_with));
     }
 
     fn set_aside_memo(&self, memo: Option<(String, Option<Arc<Keyed>>)>) {
         if let Some((_, Some(inputs))) = memo {
-            self.set_aside_arc(inputs);
+            self.set_aside(inputs);
         }
-    }
-
-    fn set_aside_arc(&self, inputs: Arc<Keyed>) {
-        self.set_aside
-            .lock()
-            .expect("set-aside inputs lock")
-            .push(inputs);
     }
 
     /// Digests the live cache entries reference (they keep their layers through gc).

@@ -325,7 +325,8 @@ impl Executor<'_> {
         if let Some((st, _)) = &stamp {
             self.cache.remember_stamp(st, &key);
         }
-        self.cache.set_aside(inputs);
+        drop(prior); // its borrow of `read`
+        self.cache.set_aside((inputs, read));
         Ok(done)
     }
 
