@@ -75,7 +75,12 @@ impl KeyInputs {
     /// several times (lookup, result, its record as the last inputs), and for a COPY of
     /// 10,000 files each serialisation is ~1 MB.
     pub fn keyed(self) -> Keyed {
-        let canonical = serde_json::to_vec(&self.sorted()).expect("key inputs serialise to JSON");
+        // Sized for the files up front (each `"k":"v",`, before any escapes): grown from
+        // nothing, the ~1 MB buffer was copied a dozen times into fresh pages.
+        let files: usize = self.files.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+        let mut canonical = Vec::with_capacity(files + 1024);
+        serde_json::to_writer(&mut canonical, &self.sorted())
+            .expect("key inputs serialise to JSON");
         let key = CacheKey(digest::of_bytes(&canonical));
         Keyed {
             inputs: self,
@@ -168,10 +173,6 @@ impl Keyed {
     }
 }
 
-/// The keys whose values differ between `a` and `b` (in either only, or in both with
-/// different values), sorted. One merge walk over the two sorted maps: a 10,000-file COPY's
-/// inputs were looked up key by key in the other map (~14 string comparisons each) on
-/// every one-file rebuild's miss.
 /// The keys whose values differ between `a` and `b` (in one map only, or in both with
 /// different values), sorted: one merge walk over the two sorted maps. A 10,000-file
 /// COPY's inputs used to be looked up key by key in the other map (~14 string
@@ -291,6 +292,11 @@ pub struct BuildCache {
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
     last_read: std::sync::Mutex<Option<(String, Option<Arc<Keyed>>)>>,
+    /// Large key inputs done with (a memo replaced, a COPY's own inputs and file digests
+    /// once its step is over), held until the cache is dropped: freeing a 10,000-file
+    /// COPY's inputs is ~20,000 frees on the build's critical path, and a command about to exit forgets
+    /// the cache instead (`build::exec::Scratch`).
+    set_aside: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
 }
 
 impl BuildCache {
@@ -298,6 +304,7 @@ impl BuildCache {
         BuildCache {
             dir: root.join("cache"),
             last_read: std::sync::Mutex::new(None),
+            set_aside: std::sync::Mutex::new(Vec::new()),
         }
     }
     fn entry_path(&self, key: &CacheKey) -> PathBuf {
@@ -387,16 +394,33 @@ impl BuildCache {
             .ok()
             .and_then(Keyed::read)
             .map(Arc::new);
-        *memo = Some((position.to_string(), found.clone()));
+        let before = memo.replace((position.to_string(), found.clone()));
+        self.set_aside_memo(before);
         found
     }
 
     /// Records `inputs` as the last ones at `position`, as their canonical JSON.
     pub fn record_inputs(&self, position: &str, inputs: &Keyed) {
-        *self.last_read.lock().expect("inputs memo lock") = None;
+        let before = self.last_read.lock().expect("inputs memo lock").take();
+        self.set_aside_memo(before);
         // ~1 MB for a 10,000-file COPY: not renamed over the old file (see `replace`); an
         // empty file after a crash reads as no previous build.
         let _ = hostfs::replace(&self.inputs_path(position), &inputs.canonical);
+    }
+
+    /// Holds a step's large inputs (its `Keyed` key inputs, what it read of its files)
+    /// until the cache is dropped (see `set_aside`).
+    pub fn set_aside(&self, done_with: impl std::any::Any + Send) {
+        self.set_aside
+            .lock()
+            .expect("set-aside inputs lock")
+            .push(Box::new(done_with));
+    }
+
+    fn set_aside_memo(&self, memo: Option<(String, Option<Arc<Keyed>>)>) {
+        if let Some((_, Some(inputs))) = memo {
+            self.set_aside(inputs);
+        }
     }
 
     /// Digests the live cache entries reference (they keep their layers through gc).

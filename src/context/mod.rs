@@ -255,6 +255,10 @@ impl Context {
                     }
                 }
             }
+            // Each thread sorts what it found, at the same time as the others: the
+            // parts are then merged (a 10,000-entry sort after the walk was ~1.5 ms of
+            // the no-op rebuild, on one core).
+            sort_by_path(&mut found);
             Ok(found)
         };
         let parts: Vec<Result<Vec<ContextFile>, ContextError>> = std::thread::scope(|scope| {
@@ -267,19 +271,8 @@ impl Context {
             );
             parts
         });
-        // The largest part is grown into the whole (one reallocation at most, not a
-        // copy of every part: a 10,000-file walk's page faults were mostly this).
-        let mut parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
-        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        let total: usize = parts.iter().map(Vec::len).sum();
-        let mut rest = parts.into_iter();
-        let mut out = rest.next().unwrap_or_default();
-        out.reserve(total - out.len());
-        for p in rest {
-            out.extend(p);
-        }
-        sort_by_path(&mut out);
-        Ok(out)
+        let parts = parts.into_iter().collect::<Result<Vec<_>, _>>()?;
+        Ok(merge_by_path(parts))
     }
 
     /// Reads one directory into `out` and returns its subdirectories. Entries are stat'ed
@@ -429,6 +422,53 @@ fn sort_by_path(files: &mut [ContextFile]) {
     }
 }
 
+/// The walk's parts, each sorted by path, as one list sorted by path: merged two at a
+/// time, the smallest parts first. With one part (one walk thread, or a single directory)
+/// nothing is moved.
+fn merge_by_path(mut parts: Vec<Vec<ContextFile>>) -> Vec<ContextFile> {
+    parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    while parts.len() > 1 {
+        let (b, a) = (
+            parts.pop().unwrap_or_default(),
+            parts.pop().unwrap_or_default(),
+        );
+        parts.push(merge_two(a, b));
+        parts.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    }
+    parts.pop().unwrap_or_default()
+}
+
+/// Two lists sorted by path as one (an entry of `a` first when two paths are equal,
+/// which a walk never gives: each path is found once). Merged from the back into `a`
+/// grown by `b`'s length, so no second buffer of the whole is allocated (a fresh one
+/// cost ~150 page faults for a 10,000-entry walk).
+fn merge_two(mut a: Vec<ContextFile>, mut b: Vec<ContextFile>) -> Vec<ContextFile> {
+    let placeholder = || ContextFile {
+        rel: String::new(),
+        kind: FileKind::File,
+        mode: 0,
+        uid: 0,
+        gid: 0,
+        size: 0,
+        link_target: None,
+        stamp: FileStamp::default(),
+    };
+    // `a[..from]` are `a`'s entries not yet placed; `a[to]` the next place to fill.
+    let mut from = a.len();
+    a.resize_with(a.len() + b.len(), placeholder);
+    let mut to = a.len();
+    while let Some(last_b) = b.last() {
+        to -= 1;
+        if from > 0 && a[from - 1].rel > last_b.rel {
+            from -= 1;
+            a.swap(from, to);
+        } else {
+            a[to] = b.pop().expect("b has a last entry");
+        }
+    }
+    a
+}
+
 /// Directories still to read, shared by the walker threads. The walk is over when the
 /// queue is empty and no thread is reading (a reading thread may add more).
 struct DirQueue {
@@ -555,6 +595,70 @@ mod tests {
             assert_eq!(got, want, "{order:?}");
         }
         sort_by_path(&mut []);
+    }
+
+    /// Parts sorted on their own and merged are the whole sorted at once: parts of every
+    /// size (none, empty, one entry, interleaved, one after the other, names that prefix
+    /// others or differ around `/`), and a real walk over a tree of such names equals its
+    /// entries sorted by path.
+    #[test]
+    fn merged_parts_are_the_whole_sorted_by_path() {
+        let names = [
+            "a", "a-b", "a/b", "a/b/c", "a.txt", "b", "ä", "a/c", "z/y", "a0", "a/", "ab/c",
+        ];
+        let file = |rel: &str| ContextFile {
+            rel: rel.to_string(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 0,
+            link_target: None,
+            stamp: FileStamp::default(),
+        };
+        let mut want: Vec<ContextFile> = names.iter().map(|n| file(n)).collect();
+        want.sort_by(|a, b| a.rel.cmp(&b.rel));
+        for split in [
+            vec![0, 12],
+            vec![12],
+            vec![1, 11],
+            vec![3, 4, 5],
+            vec![6, 0, 6],
+            vec![1; 12],
+        ] {
+            for stride in [1, 5, 7] {
+                let order: Vec<usize> = (0..12).map(|i| (i * stride) % 12).collect();
+                let mut parts = Vec::new();
+                let mut at = 0;
+                for len in &split {
+                    let mut part: Vec<ContextFile> = order[at..at + len]
+                        .iter()
+                        .map(|&i| file(names[i]))
+                        .collect();
+                    sort_by_path(&mut part);
+                    parts.push(part);
+                    at += len;
+                }
+                assert_eq!(merge_by_path(parts), want, "{split:?} {stride}");
+            }
+        }
+        assert!(merge_by_path(Vec::new()).is_empty());
+
+        let (_d, c) = ctx_with(&[
+            ("a/b/c", ""),
+            ("a-b/x", ""),
+            ("a.b/y", ""),
+            ("a0/z", ""),
+            ("a/b-c", ""),
+            ("b/c/d/e", ""),
+            ("b/c.d", ""),
+            ("top", ""),
+        ]);
+        let walked = c.walk("").unwrap();
+        let mut sorted = walked.clone();
+        sorted.sort_by(|a, b| a.rel.cmp(&b.rel));
+        assert_eq!(walked, sorted);
+        assert_eq!(walked.len(), 16, "every file and directory, once");
     }
 
     #[test]

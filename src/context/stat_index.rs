@@ -32,6 +32,9 @@ pub struct StatIndex {
     /// path → what was read of it; digests stay strings (they go into cache keys).
     /// Read from `file` on first use: a rebuild that hits every step never needs it.
     files: Option<Remembered>,
+    /// `file` being read and parsed on a thread of its own (`read_ahead`), until the
+    /// first use joins it.
+    reading: Option<std::thread::JoinHandle<Option<(i128, Remembered)>>>,
     /// The oldest time stamp (a file's newer of mtime and ctime) among the digests this
     /// run learned, if it learned any: a digest is worth writing back only if it will be
     /// trusted next time, that is if its file is past the racy window when the index is
@@ -122,6 +125,11 @@ fn parse(text: &str) -> Option<(i128, Remembered)> {
     Some((written_ns, files))
 }
 
+/// The index stored in `file` (None: missing, unreadable or not an index).
+fn read_file(file: &Path) -> Option<(i128, Remembered)> {
+    parse(&fs::read_to_string(file).ok()?)
+}
+
 /// A time in nanoseconds: every real one fits an `i64` (until 2262), whose parse is
 /// several times cheaper than an `i128`'s; anything longer is parsed as an `i128`.
 fn parse_ns(s: &str) -> Option<i128> {
@@ -147,6 +155,7 @@ impl StatIndex {
             file: None,
             written_ns: 0,
             files: Some(HashMap::new()),
+            reading: None,
             learned_oldest_ns: None,
             hashed: 0,
         }
@@ -160,19 +169,38 @@ impl StatIndex {
             file: Some(file),
             written_ns: 0,
             files: None,
+            reading: None,
             learned_oldest_ns: None,
             hashed: 0,
         }
     }
 
+    /// Starts reading and parsing the index on a thread of its own, for a caller that
+    /// knows it will need it soon and has other work meanwhile (a COPY whose stamp missed
+    /// reads the last build's inputs, ~1 MB of JSON, while this parses ~1 MB of lines).
+    /// Nothing happens if it is read already or no thread can be started: the first use
+    /// reads it then, as without this call.
+    pub fn read_ahead(&mut self) {
+        if self.files.is_some() || self.reading.is_some() {
+            return;
+        }
+        let Some(file) = self.file.clone() else {
+            return;
+        };
+        self.reading = std::thread::Builder::new()
+            .name("keel-stat-index".into())
+            .spawn(move || read_file(&file))
+            .ok();
+    }
+
     fn files(&mut self) -> &mut Remembered {
         if self.files.is_none() {
-            let (written_ns, files) = self
-                .file
-                .as_ref()
-                .and_then(|f| fs::read_to_string(f).ok())
-                .and_then(|t| parse(&t))
-                .unwrap_or_default();
+            let read = match self.reading.take() {
+                // A thread that panicked read nothing: the index is empty, as if unreadable.
+                Some(reading) => reading.join().ok().flatten(),
+                None => self.file.as_deref().and_then(read_file),
+            };
+            let (written_ns, files) = read.unwrap_or_default();
             self.written_ns = written_ns;
             self.files = Some(files);
         }
@@ -345,6 +373,37 @@ mod tests {
         let mut idx = StatIndex::load(&idx_dir, d.path());
         assert_eq!(idx.digest(&f).unwrap(), first);
         assert_eq!(idx.hashed, 0, "a settled, unchanged file was read");
+    }
+
+    /// An index read ahead on its own thread is the one read on first use: the same
+    /// settled digest trusted (nothing hashed), a changed file read again; read ahead
+    /// twice, or for a missing index (every file hashed), it is still one index.
+    #[test]
+    fn an_index_read_ahead_is_the_index_read_on_first_use() {
+        let d = tempfile::tempdir().unwrap();
+        let (a, b) = (d.path().join("a"), d.path().join("b"));
+        fs::write(&a, "a").unwrap();
+        fs::write(&b, "b").unwrap();
+        let idx_dir = d.path().join("idx");
+        let mut missing = StatIndex::load(&idx_dir, d.path());
+        missing.read_ahead();
+        let first = (missing.digest(&a).unwrap(), missing.digest(&b).unwrap());
+        assert_eq!(missing.hashed, 2);
+        missing.save_at(now_ns() + 10 * RACY_NS);
+        fs::write(&b, "changed").unwrap();
+        let mut lazy = StatIndex::load(&idx_dir, d.path());
+        let mut ahead = StatIndex::load(&idx_dir, d.path());
+        ahead.read_ahead();
+        ahead.read_ahead();
+        for idx in [&mut lazy, &mut ahead] {
+            assert_eq!(idx.digest(&a).unwrap(), first.0);
+            assert_ne!(idx.digest(&b).unwrap(), first.1);
+            assert_eq!(idx.hashed, 1, "only the changed file is read");
+        }
+        assert_eq!(lazy.written_ns, ahead.written_ns);
+        let mut in_memory = StatIndex::in_memory();
+        in_memory.read_ahead();
+        assert_eq!(in_memory.digest(&a).unwrap(), first.0);
     }
 
     /// Digests of files changed within the racy window would not be trusted by an index

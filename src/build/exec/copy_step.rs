@@ -260,6 +260,12 @@ impl Executor<'_> {
         if let Some(hit) = stamp.as_ref().and_then(|(st, _)| self.stamp_hit(st)) {
             return Ok((hit, Outcome::Cached));
         }
+        if stamp.is_some() {
+            // The key needs the context's digests: their index is parsed on a thread of
+            // its own while this one reads the last build's inputs (`previous_layer`).
+            self.stat.read_ahead();
+            tracing::debug!("selection stamp missed: computing the key");
+        }
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
         let position = self.position(None, s);
         // The layer to patch depends on the parent and instruction only, so its blob's
@@ -282,6 +288,11 @@ impl Executor<'_> {
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
         let inputs = inputs.keyed();
         let key = inputs.key().clone();
+        tracing::debug!(
+            files = inputs.inputs().files.len(),
+            hashed = self.stat.hashed,
+            "key computed"
+        );
         let prior = Prior {
             base: base.as_ref(),
             old: std::cell::RefCell::new(old),
@@ -314,6 +325,8 @@ impl Executor<'_> {
         if let Some((st, _)) = &stamp {
             self.cache.remember_stamp(st, &key);
         }
+        drop(prior); // its borrow of `read`
+        self.cache.set_aside((inputs, read));
         Ok(done)
     }
 
@@ -424,15 +437,20 @@ impl Executor<'_> {
         hash: bool,
         read: &mut FilesRead,
     ) -> Result<BTreeMap<String, String>, StepFailure> {
-        let mut files = BTreeMap::new();
-        read.digests
-            .reserve(placed.iter().map(|p| p.sel.entries.len().max(1)).sum());
+        // Gathered in order and made into the map at once (`BTreeMap::from_iter` sorts
+        // stably and keeps the last value of a key, as inserting one by one does): the
+        // entries come sorted, and 10,000 inserts each searched the tree from its root.
+        let selected = placed.iter().map(|p| p.sel.entries.len().max(1)).sum();
+        let mut files: Vec<(String, String)> = Vec::with_capacity(selected + heredocs.len());
+        read.digests.reserve(selected);
+        // Each file's path on disk, built in one buffer (an allocation per file before).
+        let mut path = std::path::PathBuf::new();
         for p in placed {
             let links = hard_link_groups(&p.sel);
             if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
                 // An empty directory still makes its destination (`missing_dests`); the
                 // entry also keeps this key apart from older keel's, which made nothing.
-                files.insert(format!("{}:", p.sel.name), "Dir (empty)".into());
+                files.push((format!("{}:", p.sel.name), "Dir (empty)".into()));
             }
             for (f, rel) in p.sel.files() {
                 let mode = match (x.chmod, f.kind) {
@@ -440,7 +458,10 @@ impl Executor<'_> {
                     (_, FileKind::Symlink) => 0o777,
                     _ => f.mode,
                 };
-                let (content, cap) = self.file_input(ctx, x, f, hash)?;
+                path.as_mut_os_string().clear();
+                path.push(ctx.root());
+                path.push(&f.rel); // as `ctx.path_of` joins them
+                let (content, cap) = self.file_input(ctx, x, f, &path, hash)?;
                 if let (FileKind::File, Some(raw)) =
                     (f.kind, crate::digest::raw_sha256_text(&content))
                 {
@@ -479,19 +500,19 @@ impl Executor<'_> {
                 } else {
                     p.sel.name.clone()
                 };
-                files.insert(
+                files.push((
                     format!("{name}:{rel}"),
                     key_entry(f.kind, mode, owner, &content),
-                );
+                ));
             }
         }
         for h in heredocs {
-            files.insert(
+            files.push((
                 format!("<<{}", h.name),
                 crate::digest::of_bytes(h.content.as_bytes()).to_string(),
-            );
+            ));
         }
-        Ok(files)
+        Ok(files.into_iter().collect())
     }
 
     /// A selected file's content input (`content_input`) and, when hashed, its
@@ -502,23 +523,20 @@ impl Executor<'_> {
         ctx: &Context,
         x: &Copy,
         f: &crate::context::ContextFile,
+        path: &std::path::Path,
         hash: bool,
     ) -> Result<(String, Option<Vec<u8>>), StepFailure> {
-        let path = ctx.path_of(&f.rel);
         match (x.remote, f.kind, hash) {
             (true, FileKind::File, _) => {
                 let io = |source| StepError::Io {
-                    path: path.clone(),
+                    path: path.to_path_buf(),
                     source,
                 };
-                let file = std::fs::File::open(&path).map_err(io)?;
+                let file = std::fs::File::open(path).map_err(io)?;
                 let digest = crate::digest::of_reader(file).map_err(io)?.0.to_string();
-                Ok((
-                    digest,
-                    step::file_capability(f.kind, &path).filter(|_| hash),
-                ))
+                Ok((digest, step::file_capability(f.kind, path).filter(|_| hash)))
             }
-            (false, FileKind::File, true) => Ok(self.stat.input_stamped(&path, f.stamp)?),
+            (false, FileKind::File, true) => Ok(self.stat.input_stamped(path, f.stamp)?),
             _ => Ok((self.content_input(ctx, f, hash)?, None)),
         }
     }
@@ -916,28 +934,37 @@ fn missing_dests(
 }
 
 /// The inodes more than one of a selection's regular files share, each with the first
-/// of its names (for the key: those files become hard links).
+/// of its names (for the key: those files become hard links). The files are sorted by
+/// inode (stably, so equal names keep the walk's order) and runs of one inode read off:
+/// a 10,000-file selection usually has no links at all, and a hash map counting every
+/// inode cost ~3 ms of the one-file rebuild's key (`hard_link_groups_as_counted_in_a_map`).
 fn hard_link_groups(sel: &Selection) -> std::collections::HashMap<(u64, u64), &str> {
-    use std::collections::HashMap;
-    let mut seen: HashMap<(u64, u64), (&str, usize)> = HashMap::new();
-    for f in &sel.entries {
-        if f.kind != FileKind::File || f.stamp.ino == 0 {
-            continue;
-        }
-        let e = seen
-            .entry((f.stamp.dev, f.stamp.ino))
-            .or_insert((f.rel.as_str(), 0));
-        let earlier = std::path::Path::new(&f.rel)
-            .components()
-            .lt(std::path::Path::new(e.0).components());
-        if earlier {
-            e.0 = f.rel.as_str();
-        }
-        e.1 += 1;
+    let mut inodes: Vec<((u64, u64), &str)> = sel
+        .entries
+        .iter()
+        .filter(|f| f.kind == FileKind::File && f.stamp.ino != 0)
+        .map(|f| ((f.stamp.dev, f.stamp.ino), f.rel.as_str()))
+        .collect();
+    inodes.sort_by_key(|(inode, _)| *inode);
+    fn components(rel: &str) -> std::path::Components<'_> {
+        std::path::Path::new(rel).components()
     }
-    seen.into_iter()
-        .filter(|(_, (_, n))| *n > 1)
-        .map(|(k, (first, _))| (k, first))
+    inodes
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1)
+        .map(|run| {
+            // The first of the smallest in component order, as a walk through the run
+            // replacing only on a strictly smaller name finds it.
+            let first = run
+                .iter()
+                .map(|(_, rel)| *rel)
+                .reduce(|a, b| match components(b).lt(components(a)) {
+                    true => b,
+                    false => a,
+                })
+                .expect("runs are never empty");
+            (run[0].0, first)
+        })
         .collect()
 }
 
@@ -1122,6 +1149,113 @@ mod tests {
         for (pat, top, rel, want) in cases {
             assert_eq!(excluded(&[m(pat)], top, rel), want, "{pat} {rel}");
         }
+    }
+
+    /// The definition `hard_link_groups` replaced: every inode counted in a map, its
+    /// first name replaced by each later one that is smaller in component order.
+    fn hard_link_groups_as_counted_in_a_map(
+        sel: &Selection,
+    ) -> std::collections::HashMap<(u64, u64), &str> {
+        use std::collections::HashMap;
+        let mut seen: HashMap<(u64, u64), (&str, usize)> = HashMap::new();
+        for f in &sel.entries {
+            if f.kind != FileKind::File || f.stamp.ino == 0 {
+                continue;
+            }
+            let e = seen
+                .entry((f.stamp.dev, f.stamp.ino))
+                .or_insert((f.rel.as_str(), 0));
+            let earlier = std::path::Path::new(&f.rel)
+                .components()
+                .lt(std::path::Path::new(e.0).components());
+            if earlier {
+                e.0 = f.rel.as_str();
+            }
+            e.1 += 1;
+        }
+        seen.into_iter()
+            .filter(|(_, (_, n))| *n > 1)
+            .map(|(k, (first, _))| (k, first))
+            .collect()
+    }
+
+    /// Groups of two and three names, names equal in component order (`a/./b`, `a/b`),
+    /// the same inode number on two devices, a directory and a symlink sharing an inode
+    /// number with files, inode 0, and no links at all: the sorted runs give what the map
+    /// gave, for the entries in several orders.
+    #[test]
+    fn hard_link_groups_are_those_counted_in_a_map() {
+        let entry = |rel: &str, kind: FileKind, dev: u64, ino: u64| crate::context::ContextFile {
+            stamp: crate::context::FileStamp {
+                dev,
+                ino,
+                ..Default::default()
+            },
+            ..sel(rel, kind).top
+        };
+        let entries = vec![
+            entry("z/one", FileKind::File, 1, 7),
+            entry("a/one", FileKind::File, 1, 7),
+            entry("m/one", FileKind::File, 1, 7),
+            entry("b/two", FileKind::File, 1, 9),
+            entry("b/./two", FileKind::File, 1, 9),
+            entry("a/b/two", FileKind::File, 1, 9),
+            entry("other-dev", FileKind::File, 2, 7),
+            entry("dir", FileKind::Dir, 1, 9),
+            entry("link", FileKind::Symlink, 1, 7),
+            entry("zero-a", FileKind::File, 1, 0),
+            entry("zero-b", FileKind::File, 1, 0),
+            entry("alone", FileKind::File, 1, 11),
+            entry("a-b", FileKind::File, 3, 5),
+            entry("a/b", FileKind::File, 3, 5),
+        ];
+        let mut orders = vec![entries.clone()];
+        orders.push(entries.iter().rev().cloned().collect());
+        let mut rotated = entries.clone();
+        rotated.rotate_left(5);
+        orders.push(rotated);
+        for entries in orders {
+            let s = Selection {
+                entries,
+                ..sel("src", FileKind::Dir)
+            };
+            assert_eq!(
+                hard_link_groups(&s),
+                hard_link_groups_as_counted_in_a_map(&s)
+            );
+            assert_eq!(hard_link_groups(&s).len(), 3);
+        }
+        let none = Selection {
+            entries: vec![
+                entry("a", FileKind::File, 1, 1),
+                entry("b", FileKind::File, 1, 2),
+            ],
+            ..sel("src", FileKind::Dir)
+        };
+        assert!(hard_link_groups(&none).is_empty());
+    }
+
+    /// A COPY's key entries are collected and made into the map at once: for keys given
+    /// more than once, out of order, the map holds what inserting them one by one gave.
+    #[test]
+    fn key_entries_collected_at_once_equal_the_ones_inserted() {
+        let pairs = [
+            ("b", "1"),
+            ("a", "2"),
+            ("b", "3"),
+            ("c", "4"),
+            ("a", "5"),
+            ("a", "6"),
+        ];
+        let mut inserted = BTreeMap::new();
+        for (k, v) in pairs {
+            inserted.insert(k.to_string(), v.to_string());
+        }
+        let collected: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(collected, inserted);
     }
 
     fn sel(rel: &str, kind: FileKind) -> Selection {
