@@ -535,7 +535,8 @@ enum EntryKind {
     Tree,
     /// A flat erofs image (the opt-in erofs cache).
     Image,
-    /// A chunked erofs image over the layer's blob (the opt-in chunk cache).
+    /// A chunked erofs image over the layer's blob (a plain COPY's layer as root, the
+    /// default).
     Chunked,
 }
 
