@@ -862,14 +862,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
                 .collect(),
             _ => Vec::new(),
         };
-        // A PAX `mtime` record wins over the header: the only way to carry one before
-        // 1970 (Go's archive/tar writes it so; so does keel's packer).
-        let mtime = records
-            .iter()
-            .find(|(k, _)| k == "mtime")
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-            .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
-            .unwrap_or(header_mtime);
+        let mtime = entry_mtime(header_mtime, &records);
         let xattrs: Vec<(String, Vec<u8>)> = match self.opts.xattrs {
             true => records
                 .into_iter()
@@ -994,6 +987,19 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             )),
         }
     }
+}
+
+/// An entry's mtime from its header's (`header_mtime`) and its PAX records: a PAX `mtime`
+/// record (its whole seconds) wins over the header, being the only way to carry one before
+/// 1970 (Go's archive/tar writes it so; so does keel's packer). The unpacker and the erofs
+/// writer both read it here.
+pub(crate) fn entry_mtime(header_mtime: i64, records: &[(String, Vec<u8>)]) -> i64 {
+    records
+        .iter()
+        .find(|(k, _)| k == "mtime")
+        .and_then(|(_, v)| std::str::from_utf8(v).ok())
+        .and_then(|v| v.split('.').next()?.parse::<i64>().ok())
+        .unwrap_or(header_mtime)
 }
 
 /// An entry's owner, mode (its low 12 bits), mtime and xattrs, as applied to it.

@@ -614,9 +614,15 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         let kind = h.entry_type();
         let (uid, gid) = (h.uid().unwrap_or(0) as u32, h.gid().unwrap_or(0) as u32);
         let mode = h.mode().unwrap_or(if is_dir { 0o755 } else { 0o644 }) & 0o7777;
-        let mtime = h.mtime().unwrap_or(0) as i64;
+        let header_mtime = h.mtime().unwrap_or(0) as i64;
+        let records = pax_records(entry);
+        // Before 1970 only a PAX record carries it (and erofs keeps it: i_mtime is signed).
+        let mtime = crate::layer::unpack::entry_mtime(header_mtime, &records);
         let xattrs = match self.opts.unpack.xattrs {
-            true => pax_xattrs(entry),
+            true => records
+                .into_iter()
+                .filter_map(|(k, v)| Some((k.strip_prefix("SCHILY.xattr.")?.to_string(), v)))
+                .collect(),
             false => Vec::new(),
         };
         let preserve = self.opts.unpack.preserve_owners;
@@ -639,17 +645,12 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
     }
 }
 
-/// The `SCHILY.xattr.*` records of an entry's PAX header.
-fn pax_xattrs<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
+/// Every record of an entry's PAX header (key, value).
+fn pax_records<R: Read>(entry: &mut tar::Entry<R>) -> Vec<(String, Vec<u8>)> {
     match entry.pax_extensions() {
         Ok(Some(exts)) => exts
             .filter_map(Result::ok)
-            .filter_map(|e| {
-                Some((
-                    e.key().ok()?.strip_prefix("SCHILY.xattr.")?.to_string(),
-                    e.value_bytes().to_vec(),
-                ))
-            })
+            .filter_map(|e| Some((e.key().ok()?.to_string(), e.value_bytes().to_vec())))
             .collect(),
         _ => Vec::new(),
     }
