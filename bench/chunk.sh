@@ -7,7 +7,8 @@
 #   big   FROM bbssl / COPY big/ /data/ (3 × 300 MiB) / RUN openssl dgst -sha256 -r
 #         /data/* > /sums / COPY VERSION /VERSION   (bench/build.sh's goal row)
 #   10k   bench/build.sh's 10,000 × 512-byte context: COPY src/ /app/ / RUN find | wc -l
-#         cold, then (c10k-one) one file changed and built again from the cache
+#         cold, then (c10k-one) one file changed and built again from the cache, then
+#         (c10k-start) `keel run --rm c10k /bin/true` of that image (hyperfine -N)
 # Each build starts after `keel rmi` + `keel gc --cache` + `sync`; its time is the build
 # and a `sync` after it (what it wrote reaches the disk). Bytes written: the keel process
 # tree's write_bytes − cancelled_write_bytes (/proc/PID/io of a shell that waited for it:
@@ -73,11 +74,23 @@ one_file() {
   echo "c10k-one $format load=$load build_ms=$wall written_kib=$(((wb - cwb) >> 10))" | tee -a "$work/runs"
 }
 
+# FORMAT: container start of the c10k image just built (its COPY layer's entry of that
+# format, the base and RUN layers trees): `keel run --rm c10k /bin/true`, hyperfine -N,
+# the median and the mean CPU (user + sys) in ms.
+start() {
+  local format=$1 load
+  load=$(cut -d' ' -f1 /proc/loadavg)
+  hyperfine -N --warmup 3 --runs 30 --export-json "$work/start.json" \
+    "$keel --progress quiet run --rm c10k /bin/true" >/dev/null 2>&1
+  echo "c10k-start $format load=$load median_us=$(jq -r '.results[0].median * 1e6 | floor' "$work/start.json") cpu_us=$(jq -r '(.results[0].user + .results[0].system) * 1e6 | floor' "$work/start.json")" | tee -a "$work/runs"
+}
+
 for i in $(seq "$runs"); do
   for format in tree chunk; do
     cold big "$format" "$work/big"
     cold c10k "$format" "$work/ctx10k"
     one_file "$format"
+    start "$format"
   done
 done
 # The image each format builds from scratch is the same.
@@ -87,7 +100,7 @@ done
 python3 - "$work/runs" <<'PY'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-for row in ("big", "c10k", "c10k-one"):
+for row in ("big", "c10k", "c10k-one", "c10k-start"):
     for f in ("tree", "chunk"):
         vals = {}
         for r in rows:

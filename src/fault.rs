@@ -41,6 +41,12 @@ pub const POINTS: &[&str] = &[
     // An incremental COPY is writing its layer's tar from the previous layer's blob (an
     // unchanged file's content about to be taken from it) while patching the old tree.
     "build.copy-derived",
+    // A COPY layer's chunked erofs image is complete in its temp cache entry; the blob its
+    // files point into is still being written (the store's temp file).
+    "layer.chunk-image-written",
+    // A chunked cache entry recorded the stored blob it reads from (`device`), the entry
+    // not yet marked or renamed into the cache.
+    "storage.chunk-device-recorded",
     // A snapshot directory exists (metadata written), nothing mounted yet.
     "storage.snapshot-dir",
     // A snapshot's rootfs is mounted (overlay) or copied (copy driver).

@@ -41,7 +41,11 @@ fn image(
     opts: &UnpackOptions,
     chunked: bool,
 ) -> Result<UnpackStats, LayerError> {
-    Ok(erofs::write_image_file(reader, path, opts, chunked)?.counts)
+    let stats = erofs::write_image_file(reader, path, opts, chunked)?;
+    if chunked {
+        crate::fault::point("layer.chunk-image-written");
+    }
+    Ok(stats.counts)
 }
 
 /// How much is handed to the unpacker at a time.

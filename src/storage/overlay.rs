@@ -17,7 +17,8 @@
 //! killed keel's left for `keel gc` to reclaim with the snapshot. RUN results stay trees
 //! (`keep_as_layer`); a cache may hold both kinds.
 //!
-//! Opt-in (`KEEL_LAYER_FORMAT=chunk`, as root): a layer keel commits itself from a plain
+//! The default as root (`KEEL_LAYER_FORMAT=tree` or `erofs` asks for the others; session
+//! 13), when the kernel mounts one (`probe_chunk`): a layer keel commits itself from a plain
 //! COPY (`pending_layer`, written through `layer::tee` as the uncompressed blob) is kept
 //! as a chunked erofs image instead: metadata only, each file's data a chunk reference
 //! into the layer's blob, whose digest the entry records in `device` (issue 14, "each
@@ -56,21 +57,26 @@ fn erofs_layers() -> bool {
 }
 
 /// Whether layers keel commits from a plain COPY are kept as chunked erofs images over
-/// their blobs: asked for, as root (as `erofs_layers`), and this kernel mounts one
-/// ([`probe_chunk`], kept per store and kernel). When it cannot, the layers are trees,
-/// as without the setting, and the reason is logged once.
+/// their blobs: the default as root (as `erofs_layers`, an erofs mount needs
+/// CAP_SYS_ADMIN) unless `KEEL_LAYER_FORMAT` asks for another format (`tree`, `erofs`),
+/// when this kernel mounts one ([`probe_chunk`], kept per store and kernel). When it
+/// cannot, the layers are trees, as rootless, and the reason is logged once.
 fn chunk_layers(storage: &Path) -> bool {
-    let asked = std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "chunk")
-        && !crate::sys::userns::rootless_cached();
-    if !asked {
+    let format = std::env::var(LAYER_FORMAT_ENV).unwrap_or_default();
+    if !matches!(format.as_str(), "" | "chunk") || crate::sys::userns::rootless_cached() {
         return false;
     }
     match probed(storage, CHUNK_MARKER, probe_chunk) {
         Ok(()) => true,
         Err(why) => {
+            // Said once per process; a warning only when the format was asked for (the
+            // default falls back quietly on a kernel older than 6.12).
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| {
-                tracing::warn!("{LAYER_FORMAT_ENV}=chunk: {why}; COPY layers are kept as trees")
+            SAID.call_once(|| match format.is_empty() {
+                true => tracing::debug!("chunked COPY layers: {why}; kept as trees"),
+                false => {
+                    tracing::warn!("{LAYER_FORMAT_ENV}=chunk: {why}; COPY layers are kept as trees")
+                }
             });
             false
         }
@@ -187,19 +193,10 @@ impl OverlayDriver {
             ..UnpackOptions::default()
         };
         if erofs_layers() && !dest.join(super::verify::MARKER).is_file() {
-            let tmp = super::new_entry(&self.storage)?;
-            let tree = tmp.path().join(TREE);
-            hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
-            let stats = super::verify::image_verified(layer, &tmp.path().join(IMAGE), &opts)?;
-            let ids = vec![layer.diff_id.to_string()];
-            super::place_entry(
-                &self.storage,
-                tmp,
-                &dest,
-                "layer",
-                ids,
-                stats.counts.summary,
-            )?;
+            let pending = self.pending_image(EntryKind::Image)?;
+            let target = pending.target();
+            let stats = super::verify::image_verified(layer, &target, &opts)?;
+            pending.keep(&layer.diff_id, &layer.diff_id, stats.counts.summary)?;
             return Ok((entry_lower(&dest), true));
         }
         let fresh = build_cached(&self.storage, &dest, "layer", |tmp| {
@@ -207,6 +204,19 @@ impl OverlayDriver {
             Ok(vec![layer.diff_id.to_string()])
         })?;
         Ok((entry_lower(&dest), fresh))
+    }
+
+    /// A temp cache entry for an image of `kind` (its empty tree removed).
+    fn pending_image(&self, kind: EntryKind) -> Result<PendingLayer> {
+        let tmp = super::new_entry(&self.storage)?;
+        let tree = tmp.path().join(TREE);
+        hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
+        Ok(PendingLayer {
+            tmp,
+            storage: self.storage.clone(),
+            reused: false,
+            kind,
+        })
     }
 
     /// Moves the cached tree of layer `base` into the temp entry `tmp` (for it to be
@@ -327,22 +337,15 @@ impl Snapshotter for OverlayDriver {
     }
 
     fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
-        let tmp = super::new_entry(&self.storage)?;
         let image = match (chunk_layers(&self.storage), erofs_layers()) {
             (true, _) => Some(EntryKind::Chunked),
             (false, true) => Some(EntryKind::Image),
             _ => None,
         };
         if let Some(kind) = image {
-            let tree = tmp.path().join(TREE);
-            hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
-            return Ok(Some(PendingLayer {
-                tmp,
-                storage: self.storage.clone(),
-                reused: false,
-                kind,
-            }));
+            return self.pending_image(kind).map(Some);
         }
+        let tmp = super::new_entry(&self.storage)?;
         let reused = match base {
             Some(b) => self.take_tree(b, &tmp)?,
             None => false,
@@ -532,7 +535,8 @@ enum EntryKind {
     Tree,
     /// A flat erofs image (the opt-in erofs cache).
     Image,
-    /// A chunked erofs image over the layer's blob (the opt-in chunk cache).
+    /// A chunked erofs image over the layer's blob (a plain COPY's layer as root, the
+    /// default).
     Chunked,
 }
 
@@ -584,6 +588,7 @@ impl PendingLayer {
                 )));
             }
             hostfs::write(&path, blob.to_string()).map_err(StorageError::io("writing", &path))?;
+            crate::fault::point("storage.chunk-device-recorded");
         }
         // The cache's files are 0644 whatever keel's umask (a tree's modes are the
         // layer's own): the same cache under umask 022 and 077.

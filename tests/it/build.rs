@@ -1210,10 +1210,22 @@ fn layer_cache_modes(k: &Keel) -> Vec<String> {
 /// r012: the caller's umask reaches neither RUN steps, containers, nor keel's own
 /// unpack and commit: a build + run under umask 077 gives the image (same digest) and
 /// the unpacked-layer cache a 022 one gives, and a non-root user can read what RUN wrote.
+/// Once with the default layer cache (as root on Linux 6.12+ the COPY layer is a chunked
+/// image, whose files must be 0644 whatever the umask) and once with the tree cache
+/// forced (the COPY layer a tree, whose directories keep the layer's modes).
 #[test]
 fn r012_umask_077_builds_the_same_image_as_022() {
     require!(is_root(), "RUN steps need root");
-    let (k22, k77) = (Keel::new(), Keel::new());
+    r012_umask_077_with(None);
+    r012_umask_077_with(Some("tree"));
+}
+
+fn r012_umask_077_with(format: Option<&str>) {
+    let with = |k: Keel| match format {
+        Some(f) => k.with_env("KEEL_LAYER_FORMAT", f),
+        None => k,
+    };
+    let (k22, k77) = (with(Keel::new()), with(Keel::new()));
     let ctx = context(&k22, "ctx", &[
         ("Dockerfile", "FROM bb\nCOPY f /deep/new/dir/f\nRUN mkdir -p /made/sub && echo run > /made/sub/file && touch /run-file\n"),
         ("f", "copied\n"),
@@ -1229,32 +1241,38 @@ fn r012_umask_077_builds_the_same_image_as_022() {
         ]);
         assert_eq!(
             seen, "copied\nrun\n644\n755\n755\n644\n0022\n",
-            "umask {mask:o}"
+            "umask {mask:o}, format {format:?}"
         );
     }
-    assert_eq!(ids[0], ids[1], "umask 077 changed the image");
-    assert_eq!(layer_cache_modes(&k22), layer_cache_modes(&k77));
-    // A cache directory left 0700 (by an older keel's umask, or by hand) is caught.
+    assert_eq!(ids[0], ids[1], "umask 077 changed the image ({format:?})");
+    let modes = layer_cache_modes(&k77);
+    assert_eq!(layer_cache_modes(&k22), modes, "{format:?}");
+    let chunked: Vec<_> = modes.iter().filter(|m| m.contains("/device ")).collect();
+    if format == Some("tree") {
+        assert!(chunked.is_empty(), "{modes:?}");
+    }
+    for m in modes
+        .iter()
+        .filter(|m| m.contains("/device ") || m.contains("/layer.erofs "))
+    {
+        assert!(m.ends_with(" 100644 0:0"), "{m} ({format:?})");
+    }
+    // A tree's directory left 0700 (by an older keel's umask, or by hand) is caught: the
+    // COPY layer's own tree when it is one (the tree cache), else the RUN layer's.
     k77.ok(&["fsck"]);
-    let layers = k77.root().join("storage/layers");
-    let entry = fs::read_dir(&layers)
+    let planted = if chunked.is_empty() { "deep" } else { "made" };
+    let dir = fs::read_dir(k77.root().join("storage/layers"))
         .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let dir = fs::read_dir(entry.join("diff"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
+        .map(|e| e.unwrap().path().join("diff").join(planted))
         .find(|p| p.is_dir() && !p.is_symlink())
-        .unwrap();
+        .unwrap_or_else(|| panic!("no cached tree holds /{planted}: {modes:?}"));
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
     let out = k77.cmd().arg("fsck").output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout);
     assert!(
         !out.status.success(),
-        "fsck missed a 0700 directory: {said}"
+        "fsck missed a 0700 directory ({format:?}): {said}"
     );
     assert!(
         said.contains("a directory's mode or owner changed"),

@@ -11,6 +11,8 @@ use std::sync::{Mutex, OnceLock};
 /// A scratch keel root (deleted on drop) and helpers to run `keel` against it.
 pub struct Keel {
     pub dir: tempfile::TempDir,
+    /// Environment every command of this root gets (say, a forced layer cache format).
+    env: Vec<(String, String)>,
 }
 
 /// A test that fails half-way must not leave a detached container running (its
@@ -34,6 +36,7 @@ impl Keel {
     pub fn new() -> Keel {
         Keel {
             dir: scratch_dir(&std::env::temp_dir()),
+            env: Vec::new(),
         }
     }
     /// Like [`Keel::new`], with the root in a temp dir below `base` (say, a loop-mounted
@@ -41,7 +44,13 @@ impl Keel {
     pub fn new_in(base: &Path) -> Keel {
         Keel {
             dir: scratch_dir(base),
+            env: Vec::new(),
         }
+    }
+    /// This root with `key=value` in the environment of every command it runs.
+    pub fn with_env(mut self, key: &str, value: &str) -> Keel {
+        self.env.push((key.to_string(), value.to_string()));
+        self
     }
     pub fn root(&self) -> PathBuf {
         self.dir.path().join("root")
@@ -56,6 +65,7 @@ impl Keel {
         c.env_remove("KEEL_ROOT")
             .env_remove("KEEL_LOG")
             .env_remove("KEEL_NO_FSYNC");
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
     /// Runs keel with `args` and asserts success; returns stdout.

@@ -68,6 +68,19 @@ fn kernel_has_erofs() -> bool {
     fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.contains("erofs"))
 }
 
+/// Whether keel keeps plain COPY layers as chunked erofs images here by default: root,
+/// erofs, and Linux 6.12 or later (file-backed erofs with an extra device; keel's own
+/// probe decides the same at build time).
+pub(crate) fn chunk_mounts() -> bool {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>());
+    let version = match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => (major, minor),
+        _ => (0, 0),
+    };
+    is_root() && kernel_has_erofs() && version >= (6, 12)
+}
+
 /// The mounts whose path is under the store `root`.
 fn mounts_under(root: &Path) -> Vec<String> {
     let root = fs::canonicalize(root).unwrap().display().to_string();

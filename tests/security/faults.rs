@@ -62,7 +62,8 @@ const CASES: &[Case] = &[
     c("build", "build.image-config", 1),
     c("build", "build.image-manifest", 1),
     c("build", "store.index-temp", 1),
-    // A rebuild after the context file changed: the COPY patches its last layer's tree.
+    // A rebuild after the context file changed, with the tree cache (KEEL_LAYER_FORMAT=tree):
+    // the COPY patches its last layer's tree.
     c("build-incremental", "storage.reuse-taken", 1),
     c("build-incremental", "build.copy-derived", 1),
     c("build-incremental", "store.blob-stored", 1),
@@ -70,12 +71,28 @@ const CASES: &[Case] = &[
     // under the temp name beside them (session 8: nothing swept those names).
     c("build-replace", "hostfs.exchanged@cache/last", 1),
     c("build-replace", "hostfs.exchanged@cache/stat", 1),
-    // The COPY layer kept as a chunked erofs image over its blob (KEEL_LAYER_FORMAT=chunk):
-    // killed before the entry is placed, after the blob is, and with the RUN step's
-    // snapshot mounted over the image and its blob.
+    // The same rebuild with the default chunked cache: the new blob derived from the old
+    // one (mid-way), the new image complete with its blob still a temp file, the blob
+    // stored, the entry's device recorded, and the entry complete but not placed.
+    c("build-chunk-incremental", "build.copy-derived", 1),
+    c("build-chunk-incremental", "layer.chunk-image-written", 1),
+    c("build-chunk-incremental", "store.blob-stored", 1),
+    c(
+        "build-chunk-incremental",
+        "storage.chunk-device-recorded",
+        1,
+    ),
+    c("build-chunk-incremental", "storage.unpack-partial", 1),
+    // The COPY layer kept as a chunked erofs image over its blob (KEEL_LAYER_FORMAT=chunk,
+    // the default): killed once its image is written, before the entry is placed, after
+    // the blob is, and with the RUN step's snapshot mounted over the image and its blob.
+    c("build-chunk", "layer.chunk-image-written", 1),
+    c("build-chunk", "storage.chunk-device-recorded", 1),
     c("build-chunk", "storage.unpack-partial", 1),
     c("build-chunk", "store.blob-stored", 1),
     c("build-chunk", "storage.snapshot-mounted", 2),
+    // The cold build with the tree cache (KEEL_LAYER_FORMAT=tree): killed mid-unpack.
+    c("build-tree", "storage.unpack-partial", 1),
     c("build-copy", "storage.unpack-partial", 1),
     c("build-copy", "storage.snapshot-mounted", 2),
     c("build-copy", "build.run-started", 1),
@@ -180,7 +197,7 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
     match area {
         "build" => build(&["--no-cache"]),
         // `build-replace`: the same rebuild, killed as it replaces the build cache's files.
-        "build-incremental" | "build-replace" => {
+        "build-incremental" | "build-chunk-incremental" | "build-replace" => {
             let ctx_dir = k.path("ctx");
             // `build-replace` waits out the racy window after each edit, so both builds
             // write the stat index (keel writes none that would trust nothing new) and the
@@ -192,13 +209,18 @@ fn prepare(k: &Keel, area: &str, reg: Option<&Registry>) -> Vec<String> {
             };
             std::fs::write(ctx_dir.join("a.txt"), "an older version\n").unwrap();
             settle();
-            k.ok(&["build", "-t", "out", &ctx]);
+            let mut first = k.cmd();
+            first.args(["build", "-t", "out", &ctx]);
+            if let Some(format) = layer_format(area) {
+                first.env("KEEL_LAYER_FORMAT", format);
+            }
+            common::assert_success(&first.output().unwrap(), "the first build");
             std::fs::write(ctx_dir.join("a.txt"), "from the context\n").unwrap();
             settle();
             s(&["build", "-t", "out", &ctx])
         }
         "build-copy" => build(&["--no-cache", "--storage-driver", "copy"]),
-        "build-chunk" => build(&["--no-cache", "--storage-driver", "overlay"]),
+        "build-chunk" | "build-tree" => build(&["--no-cache", "--storage-driver", "overlay"]),
         // No PID namespace: the RUN shell's `sleep` outlives a killed keel. The copy
         // driver, because a chroot RUN on an overlay snapshot fails today: the chroot
         // backend's cleanup unmounts the overlay before the step is committed.
@@ -485,6 +507,17 @@ fn fsck_clean(k: &Keel, what: &str) {
     );
 }
 
+/// The layer cache format an area's builds ask for: the tree cache where the area is
+/// about its tree (the patched tree of an incremental COPY), else the default (chunked
+/// COPY layers as root, when the kernel mounts them).
+fn layer_format(area: &str) -> Option<&'static str> {
+    match area {
+        "build-incremental" | "build-tree" => Some("tree"),
+        "build-chunk" | "build-chunk-incremental" => Some("chunk"),
+        _ => None,
+    }
+}
+
 /// Runs one case: kill, gc, check the host, re-run.
 fn run_case(case: &Case) {
     let what = format!("{} killed at {}#{}", case.area, case.point, case.hit);
@@ -493,8 +526,8 @@ fn run_case(case: &Case) {
     let args = prepare(&k, case.area, reg.as_ref());
     let log = k.path("fault.log");
     let mut cmd = k.cmd();
-    if case.area == "build-chunk" {
-        cmd.env("KEEL_LAYER_FORMAT", "chunk");
+    if let Some(format) = layer_format(case.area) {
+        cmd.env("KEEL_LAYER_FORMAT", format);
     }
     let out = cmd
         .args(&args)
@@ -613,16 +646,25 @@ fn rerun(k: &Keel, case: &Case, args: &[String], what: &str) {
             args = vec!["exec", "c1", "true"];
         }
     }
-    let out = k
-        .cmd()
+    let mut again = k.cmd();
+    if let Some(format) = layer_format(case.area) {
+        again.env("KEEL_LAYER_FORMAT", format);
+    }
+    let out = again
         .args(&args)
         .stdin(std::process::Stdio::null())
         .output()
         .unwrap();
     common::assert_success(&out, format!("{what}: then {args:?}"));
     match case.area {
-        "build" | "build-incremental" | "build-replace" | "build-copy" | "build-chroot"
-        | "build-chunk" => {
+        "build"
+        | "build-incremental"
+        | "build-replace"
+        | "build-copy"
+        | "build-chroot"
+        | "build-chunk"
+        | "build-chunk-incremental"
+        | "build-tree" => {
             let o = k.ok(&["run", "--rm", "out", "cat", "/b.txt"]);
             assert_eq!(o, "from the context\n", "{what}");
         }
@@ -669,7 +711,13 @@ fn run_area(areas: &[&str]) {
 /// temp files that nothing ever collected, and its RUN container could outlive it.
 #[test]
 fn sigkill_during_build_then_gc_leaves_the_host_as_before() {
-    run_area(&["build", "build-incremental", "build-copy", "build-chroot"]);
+    run_area(&[
+        "build",
+        "build-incremental",
+        "build-tree",
+        "build-copy",
+        "build-chroot",
+    ]);
 }
 
 /// Session 8 item 1: a rebuild killed between exchanging the stat index or a step's last
@@ -680,7 +728,7 @@ fn sigkill_during_build_then_gc_leaves_the_host_as_before() {
 /// nothing that `keel gc` does not take back, and `keel fsck` clean.
 #[test]
 fn sigkill_during_a_chunked_build_then_gc_leaves_the_host_as_before() {
-    run_area(&["build-chunk"]);
+    run_area(&["build-chunk", "build-chunk-incremental"]);
 }
 
 #[test]

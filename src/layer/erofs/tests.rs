@@ -240,6 +240,39 @@ fn each_entry_kind_is_the_unpacks() {
     }
 }
 
+/// A file whose mtime is before 1970 (a PAX `mtime` record, as keel's packer and Go's
+/// archive/tar write it): the image keeps it as the unpack does. The erofs writer read
+/// only the header's (0), so a RUN step over a chunked COPY layer saw 1970.
+#[test]
+fn a_pax_mtime_before_1970_is_the_unpacks() {
+    if !can_mount() {
+        return;
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    let mut d = tar::Header::new_ustar();
+    d.set_entry_type(EntryType::Directory);
+    d.set_mode(0o755);
+    d.set_size(0);
+    d.set_cksum();
+    b.append_data(&mut d, "d/", std::io::empty()).unwrap();
+    b.append_pax_extensions([("mtime", &b"-14182940"[..])])
+        .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_size(4);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_cksum();
+    b.append_data(&mut h, "d/old", &b"old\n"[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let want = unpacked(&tar, false).unwrap();
+    assert!(
+        want.iter()
+            .any(|l| l.contains("d/old") && l.contains(" -14182940 ")),
+        "{want:#?}"
+    );
+    assert_same(&tar, false, "a PAX mtime before 1970");
+}
+
 /// A hostile-ish stream: names through symlinked parents (relative, absolute, climbing
 /// past the root, dangling), names given again in every combination, hardlinks to a
 /// symlink and through a symlinked parent, implied parents, a directory of more dirents
