@@ -562,6 +562,20 @@ mod tests {
         (d, c)
     }
 
+    /// A regular file's walk entry at `rel` (mode 0644, root's) of `size` bytes.
+    fn file_entry(rel: &str, size: u64) -> ContextFile {
+        ContextFile {
+            rel: rel.to_string(),
+            kind: FileKind::File,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size,
+            link_target: None,
+            stamp: FileStamp::default(),
+        }
+    }
+
     /// The index sort gives the order a plain sort by path gives, for any permutation
     /// (cycles of every length, entries already in place, names that prefix others).
     #[test]
@@ -569,16 +583,7 @@ mod tests {
         let names = [
             "a", "a-b", "a/b", "a/b/c", "a.txt", "b", "ä", "a/c", "", "z/y",
         ];
-        let file = |rel: &str| ContextFile {
-            rel: rel.to_string(),
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: rel.len() as u64,
-            link_target: None,
-            stamp: FileStamp::default(),
-        };
+        let file = |rel: &str| file_entry(rel, rel.len() as u64);
         let mut want: Vec<ContextFile> = names.iter().map(|n| file(n)).collect();
         want.sort_by(|a, b| a.rel.cmp(&b.rel));
         // Every rotation and the reverse of every rotation, plus a fixed shuffle.
@@ -606,16 +611,7 @@ mod tests {
         let names = [
             "a", "a-b", "a/b", "a/b/c", "a.txt", "b", "ä", "a/c", "z/y", "a0", "a/", "ab/c",
         ];
-        let file = |rel: &str| ContextFile {
-            rel: rel.to_string(),
-            kind: FileKind::File,
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            size: 0,
-            link_target: None,
-            stamp: FileStamp::default(),
-        };
+        let file = |rel: &str| file_entry(rel, 0);
         let mut want: Vec<ContextFile> = names.iter().map(|n| file(n)).collect();
         want.sort_by(|a, b| a.rel.cmp(&b.rel));
         for split in [
