@@ -46,14 +46,59 @@ use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
 
-/// The environment variable that makes the layer cache keep new layers as erofs images.
+/// The environment variable that says how new layers are kept ([`LayerFormat`]).
 pub const LAYER_FORMAT_ENV: &str = "KEEL_LAYER_FORMAT";
+
+/// How the overlay driver keeps the layers it caches from now on (`KEEL_LAYER_FORMAT`).
+/// Only root can mount erofs images, so rootless keel keeps trees whatever is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// Unset: a plain COPY's layer as a chunked image when this kernel mounts one, every
+    /// other layer as a tree.
+    Default,
+    /// Every layer unpacked into a tree of files.
+    Tree,
+    /// Every layer as one flat erofs image (data included).
+    Erofs,
+    /// As the default, with a warning when the kernel cannot mount chunked images.
+    Chunk,
+}
+
+impl LayerFormat {
+    /// The format `value` names (empty is the default); the error says what is accepted.
+    pub fn parse(value: &str) -> std::result::Result<LayerFormat, String> {
+        match value {
+            "" => Ok(LayerFormat::Default),
+            "tree" => Ok(LayerFormat::Tree),
+            "erofs" => Ok(LayerFormat::Erofs),
+            "chunk" => Ok(LayerFormat::Chunk),
+            other => Err(format!(
+                "{LAYER_FORMAT_ENV}={other:?} is not a layer format: set it to tree, chunk or \
+                 erofs, or unset it for the default (docs/store.md)"
+            )),
+        }
+    }
+
+    /// The format this process's environment asks for (a value that is not valid UTF-8
+    /// is refused as any unknown one is).
+    pub fn from_env() -> std::result::Result<LayerFormat, String> {
+        match std::env::var_os(LAYER_FORMAT_ENV) {
+            None => Ok(LayerFormat::Default),
+            Some(v) => LayerFormat::parse(&v.to_string_lossy()),
+        }
+    }
+
+    /// [`LayerFormat::from_env`], an invalid value read as the default: the CLI refuses
+    /// one before any command runs (`cli::main`), so only library callers get here.
+    fn current() -> LayerFormat {
+        LayerFormat::from_env().unwrap_or(LayerFormat::Default)
+    }
+}
 
 /// Whether new cache entries are erofs images: asked for, and as root (an erofs mount
 /// needs CAP_SYS_ADMIN in the host's namespace).
 fn erofs_layers() -> bool {
-    std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "erofs")
-        && !crate::sys::userns::rootless_cached()
+    LayerFormat::current() == LayerFormat::Erofs && !crate::sys::userns::rootless_cached()
 }
 
 /// Whether layers keel commits from a plain COPY are kept as chunked erofs images over
@@ -62,8 +107,10 @@ fn erofs_layers() -> bool {
 /// when this kernel mounts one ([`probe_chunk`], kept per store and kernel). When it
 /// cannot, the layers are trees, as rootless, and the reason is logged once.
 fn chunk_layers(storage: &Path) -> bool {
-    let format = std::env::var(LAYER_FORMAT_ENV).unwrap_or_default();
-    if !matches!(format.as_str(), "" | "chunk") || crate::sys::userns::rootless_cached() {
+    let format = LayerFormat::current();
+    if !matches!(format, LayerFormat::Default | LayerFormat::Chunk)
+        || crate::sys::userns::rootless_cached()
+    {
         return false;
     }
     match probed(storage, CHUNK_MARKER, probe_chunk) {
@@ -72,11 +119,11 @@ fn chunk_layers(storage: &Path) -> bool {
             // Said once per process; a warning only when the format was asked for (the
             // default falls back quietly on a kernel older than 6.12).
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| match format.is_empty() {
-                true => tracing::debug!("chunked COPY layers: {why}; kept as trees"),
-                false => {
+            SAID.call_once(|| match format {
+                LayerFormat::Chunk => {
                     tracing::warn!("{LAYER_FORMAT_ENV}=chunk: {why}; COPY layers are kept as trees")
                 }
+                _ => tracing::debug!("chunked COPY layers: {why}; kept as trees"),
             });
             false
         }
@@ -747,6 +794,33 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `KEEL_LAYER_FORMAT`'s values: the three formats and unset; anything else (a typo,
+    /// another case, spaces) is refused with the accepted values named.
+    #[test]
+    fn layer_formats_are_the_three_names_or_unset() {
+        let cases = [
+            ("", Ok(LayerFormat::Default)),
+            ("tree", Ok(LayerFormat::Tree)),
+            ("erofs", Ok(LayerFormat::Erofs)),
+            ("chunk", Ok(LayerFormat::Chunk)),
+            ("Tree", Err(())),
+            ("chunked", Err(())),
+            (" tree", Err(())),
+            ("overlay", Err(())),
+        ];
+        for (value, want) in cases {
+            let got = LayerFormat::parse(value);
+            match (&got, want) {
+                (Ok(f), Ok(w)) => assert_eq!(*f, w, "{value:?}"),
+                (Err(e), Err(())) => {
+                    assert!(e.contains(&format!("{value:?}")), "{e}");
+                    assert!(e.contains("tree, chunk or erofs"), "{e}");
+                }
+                _ => panic!("{value:?}: {got:?}"),
+            }
+        }
+    }
 
     /// The chunk probe mounts a real chunked image on this kernel (6.12+, as root), keeps
     /// its marker, and leaves nothing in the store's tmp; a failing probe leaves no
