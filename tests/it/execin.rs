@@ -107,6 +107,10 @@ fn r012_exec_in_runs_as_the_tree_owner_with_passwd_home_and_caches() {
 /// Builds a small rootfs with the host's maven, its Debian repository (as a file mirror)
 /// and a jlink'ed JRE, as a tarball at $1.
 const MAVEN_ROOTFS: &str = r#"set -eu
+# The image's modes are the recipe's, not the test runner's: under umask 077 the root,
+# /etc/passwd and the copied libraries came out 0700/0600 and the tree's (non-root) owner
+# could not run java in the image.
+umask 022
 out=$1
 R=$(mktemp -d)
 trap 'rm -rf "$R"' EXIT
