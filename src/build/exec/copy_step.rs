@@ -706,8 +706,7 @@ impl Executor<'_> {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        let was = last.inputs();
-        if was.parent != now.parent || was.instruction != now.instruction {
+        if last.parent() != now.parent || last.instruction() != &now.instruction {
             return None;
         }
         let before: State = self.cache.get(last.key())?;
