@@ -118,6 +118,11 @@ impl Executor<'_> {
                 None => self.context,
             };
             let placed = place(ctx, &x)?;
+            // Ends the walk's phase in `-v` output (before the stamp, or the key).
+            tracing::debug!(
+                entries = placed.iter().map(|p| p.sel.entries.len()).sum::<usize>(),
+                "sources selected"
+            );
             let heredocs = expand_heredocs(&c.heredocs, vars)?;
             self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &heredocs)
         })();
