@@ -232,6 +232,11 @@ pub fn main() -> i32 {
         return 1;
     }
     init_logging(cli.verbose);
+    // A typo in the layer format would otherwise quietly give trees deep in a build.
+    if let Err(why) = crate::storage::overlay::LayerFormat::from_env() {
+        errln!("keel: error: {why}");
+        return 2;
+    }
     let ctx = Ctx {
         root: cli.root.clone().unwrap_or_else(default_root),
         durable: !cli.no_fsync,

@@ -46,14 +46,59 @@ use crate::layer::pack::PackOptions;
 use crate::layer::unpack::{overlay_opaque_xattr, UnpackOptions, Whiteouts};
 use crate::sys::fs as sysfs;
 
-/// The environment variable that makes the layer cache keep new layers as erofs images.
+/// The environment variable that says how new layers are kept ([`LayerFormat`]).
 pub const LAYER_FORMAT_ENV: &str = "KEEL_LAYER_FORMAT";
+
+/// How the overlay driver keeps the layers it caches from now on (`KEEL_LAYER_FORMAT`).
+/// Only root can mount erofs images, so rootless keel keeps trees whatever is asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerFormat {
+    /// Unset: a plain COPY's layer as a chunked image when this kernel mounts one, every
+    /// other layer as a tree.
+    Default,
+    /// Every layer unpacked into a tree of files.
+    Tree,
+    /// Every layer as one flat erofs image (data included).
+    Erofs,
+    /// As the default, with a warning when the kernel cannot mount chunked images.
+    Chunk,
+}
+
+impl LayerFormat {
+    /// The format `value` names (empty is the default); the error says what is accepted.
+    pub fn parse(value: &str) -> std::result::Result<LayerFormat, String> {
+        match value {
+            "" => Ok(LayerFormat::Default),
+            "tree" => Ok(LayerFormat::Tree),
+            "erofs" => Ok(LayerFormat::Erofs),
+            "chunk" => Ok(LayerFormat::Chunk),
+            other => Err(format!(
+                "{LAYER_FORMAT_ENV}={other:?} is not a layer format: set it to tree, chunk or \
+                 erofs, or unset it for the default (docs/store.md)"
+            )),
+        }
+    }
+
+    /// The format this process's environment asks for (a value that is not valid UTF-8
+    /// is refused as any unknown one is).
+    pub fn from_env() -> std::result::Result<LayerFormat, String> {
+        match std::env::var_os(LAYER_FORMAT_ENV) {
+            None => Ok(LayerFormat::Default),
+            Some(v) => LayerFormat::parse(&v.to_string_lossy()),
+        }
+    }
+
+    /// [`LayerFormat::from_env`], an invalid value read as the default: the CLI refuses
+    /// one before any command runs (`cli::main`), so only library callers get here.
+    fn current() -> LayerFormat {
+        LayerFormat::from_env().unwrap_or(LayerFormat::Default)
+    }
+}
 
 /// Whether new cache entries are erofs images: asked for, and as root (an erofs mount
 /// needs CAP_SYS_ADMIN in the host's namespace).
 fn erofs_layers() -> bool {
-    std::env::var(LAYER_FORMAT_ENV).is_ok_and(|v| v == "erofs")
-        && !crate::sys::userns::rootless_cached()
+    LayerFormat::current() == LayerFormat::Erofs && !crate::sys::userns::rootless_cached()
 }
 
 /// Whether layers keel commits from a plain COPY are kept as chunked erofs images over
@@ -62,21 +107,23 @@ fn erofs_layers() -> bool {
 /// when this kernel mounts one ([`probe_chunk`], kept per store and kernel). When it
 /// cannot, the layers are trees, as rootless, and the reason is logged once.
 fn chunk_layers(storage: &Path) -> bool {
-    let format = std::env::var(LAYER_FORMAT_ENV).unwrap_or_default();
-    if !matches!(format.as_str(), "" | "chunk") || crate::sys::userns::rootless_cached() {
+    let format = LayerFormat::current();
+    if !matches!(format, LayerFormat::Default | LayerFormat::Chunk)
+        || crate::sys::userns::rootless_cached()
+    {
         return false;
     }
-    match probed(storage, CHUNK_MARKER, probe_chunk) {
+    match probed(storage, CHUNK_MARKERS, probe_chunk) {
         Ok(()) => true,
         Err(why) => {
             // Said once per process; a warning only when the format was asked for (the
             // default falls back quietly on a kernel older than 6.12).
             static SAID: std::sync::Once = std::sync::Once::new();
-            SAID.call_once(|| match format.is_empty() {
-                true => tracing::debug!("chunked COPY layers: {why}; kept as trees"),
-                false => {
+            SAID.call_once(|| match format {
+                LayerFormat::Chunk => {
                     tracing::warn!("{LAYER_FORMAT_ENV}=chunk: {why}; COPY layers are kept as trees")
                 }
+                _ => tracing::debug!("chunked COPY layers: {why}; kept as trees"),
             });
             false
         }
@@ -648,68 +695,127 @@ fn lower_stack(trees: Vec<PathBuf>) -> Vec<PathBuf> {
 /// release and the storage directory's device), so starting a container does not pay
 /// for a test mount every time.
 pub fn probe_cached(storage: &Path) -> std::result::Result<(), String> {
-    probed(storage, "overlay-ok", probe)
+    let overlay: fn(&Path) -> std::result::Result<(), ProbeFailure> =
+        |s| probe(s).map_err(ProbeFailure::Failed);
+    probed(storage, OVERLAY_MARKERS, overlay)
 }
 
-/// The marker of a store whose kernel mounted a chunked erofs image ([`probe_chunk`]).
-const CHUNK_MARKER: &str = "erofs-chunk-ok";
+/// The marker files of a probe in `<root>/storage`: `ok` says it passed on this kernel
+/// and filesystem; `refused` (when kept) that this kernel refused it, and why.
+#[derive(Clone, Copy)]
+struct ProbeMarkers {
+    ok: &'static str,
+    refused: Option<&'static str>,
+}
 
-/// `probe(storage)`, skipped when the marker file `marker` in `storage` says it passed
-/// on this kernel and filesystem; written when it passes now.
+/// An overlay probe's failure may be of the moment (a full disk): only success is kept.
+const OVERLAY_MARKERS: ProbeMarkers = ProbeMarkers {
+    ok: "overlay-ok",
+    refused: None,
+};
+
+/// The chunk probe ([`probe_chunk`]) keeps a refusal too: without it a kernel older than
+/// 6.12 would be asked again at every COPY keel commits.
+const CHUNK_MARKERS: ProbeMarkers = ProbeMarkers {
+    ok: "erofs-chunk-ok",
+    refused: Some("erofs-chunk-refused"),
+};
+
+/// Why a probe failed.
+#[derive(Debug, PartialEq, Eq)]
+enum ProbeFailure {
+    /// The kernel refused what was tried: the same kernel will refuse it again.
+    Refused(String),
+    /// Something of the moment failed (a temp file not written): ask again next time.
+    Failed(String),
+}
+
+/// `probe(storage)`, skipped when a marker (see [`ProbeMarkers`]) in `storage` holds
+/// its outcome on this kernel and filesystem; the outcome kept when it is a pass or a
+/// refusal the markers keep. A kernel upgrade or another filesystem asks again.
 fn probed(
     storage: &Path,
-    marker: &str,
-    probe: fn(&Path) -> std::result::Result<(), String>,
+    markers: ProbeMarkers,
+    probe: fn(&Path) -> std::result::Result<(), ProbeFailure>,
 ) -> std::result::Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let marker = storage.join(marker);
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let stamp = |dev: u64| format!("{} {dev}\n", kernel.trim());
-    let dev = fs::metadata(storage).map(|m| m.dev()).ok();
-    if let (Some(dev), Ok(have)) = (dev, fs::read_to_string(&marker)) {
-        if have == stamp(dev) {
+    let ok = storage.join(markers.ok);
+    let refused = markers.refused.map(|r| storage.join(r));
+    if let Ok(dev) = fs::metadata(storage).map(|m| m.dev()) {
+        if fs::read_to_string(&ok).is_ok_and(|have| have == stamp(dev)) {
             return Ok(());
         }
+        if let Some(r) = &refused {
+            let kept = fs::read_to_string(r).unwrap_or_default();
+            if let Some(why) = kept.strip_prefix(&stamp(dev)) {
+                let kept_in = r.display();
+                return Err(format!("{why} (kept in {kept_in}; remove it to ask again)"));
+            }
+        }
     }
-    probe(storage)?;
-    if let Ok(m) = fs::metadata(storage) {
-        // Best effort: without the marker the next call probes again.
-        let _ = hostfs::write(&marker, stamp(m.dev()));
+    let outcome = probe(storage);
+    // Best effort: without a marker the next call probes again.
+    let Ok(dev) = fs::metadata(storage).map(|m| m.dev()) else {
+        return outcome.map_err(|(ProbeFailure::Refused(why) | ProbeFailure::Failed(why))| why);
+    };
+    match outcome {
+        Ok(()) => {
+            let _ = hostfs::write(&ok, stamp(dev));
+            Ok(())
+        }
+        Err(ProbeFailure::Refused(why)) => {
+            if let Some(r) = &refused {
+                let _ = hostfs::write(r, format!("{}{why}", stamp(dev)));
+            }
+            Err(why)
+        }
+        Err(ProbeFailure::Failed(why)) => Err(why),
     }
-    Ok(())
 }
 
 /// Writes a one-file layer tar and its chunked erofs image under `<storage>/tmp`, mounts
 /// the image with the tar as its device (detached: nothing stays mounted) and reads the
 /// file back through it; the error says what failed (file-backed erofs with an extra
-/// device needs Linux 6.12 or later).
-fn probe_chunk(storage: &Path) -> std::result::Result<(), String> {
+/// device needs Linux 6.12 or later). Only the mount and what it reads back are the
+/// kernel's answer ([`ProbeFailure::Refused`]); the files before them are ours.
+fn probe_chunk(storage: &Path) -> std::result::Result<(), ProbeFailure> {
     use std::os::fd::AsRawFd;
     const BODY: &[u8] = b"keel chunk probe\n";
+    let ours = ProbeFailure::Failed;
     let tmp_root = storage.join("tmp");
-    hostfs::create_dir_all(&tmp_root).map_err(|e| format!("{}: {e}", tmp_root.display()))?;
+    hostfs::create_dir_all(&tmp_root).map_err(|e| ours(format!("{}: {e}", tmp_root.display())))?;
     let tmp = hostfs::scratch_dir_in(&tmp_root, "chunk-probe")
-        .map_err(|e| format!("a temp dir in {}: {e}", tmp_root.display()))?;
+        .map_err(|e| ours(format!("a temp dir in {}: {e}", tmp_root.display())))?;
     let mut tar = tar::Builder::new(Vec::new());
     let mut header = tar::Header::new_ustar();
     header.set_size(BODY.len() as u64);
     header.set_mode(0o644);
     header.set_cksum();
     tar.append_data(&mut header, "probe", BODY)
-        .map_err(|e| e.to_string())?;
-    let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+        .map_err(|e| ours(e.to_string()))?;
+    let bytes = tar.into_inner().map_err(|e| ours(e.to_string()))?;
     let (blob, image) = (tmp.path().join("layer.tar"), tmp.path().join(IMAGE));
-    hostfs::write(&blob, &bytes).map_err(|e| format!("{}: {e}", blob.display()))?;
+    hostfs::write(&blob, &bytes).map_err(|e| ours(format!("{}: {e}", blob.display())))?;
     let opts = UnpackOptions::default();
     crate::layer::erofs::write_image_file(std::io::Cursor::new(bytes), &image, &opts, true)
-        .map_err(|e| e.to_string())?;
-    let root = crate::sys::mount::erofs_with_device(&image, &blob)
-        .map_err(|e| format!("this kernel does not mount a chunked erofs image: {e}"))?;
+        .map_err(|e| ours(e.to_string()))?;
+    let refused = ProbeFailure::Refused;
+    let root = crate::sys::mount::erofs_with_device(&image, &blob).map_err(|e| {
+        refused(format!(
+            "this kernel does not mount a chunked erofs image: {e}"
+        ))
+    })?;
     let read = fs::read(format!("/proc/self/fd/{}/probe", root.as_raw_fd()));
     match read {
         Ok(got) if got == BODY => Ok(()),
-        Ok(_) => Err("a chunked erofs image read back other bytes than its blob's".into()),
-        Err(e) => Err(format!("reading through a chunked erofs image: {e}")),
+        Ok(_) => Err(refused(
+            "a chunked erofs image read back other bytes than its blob's".into(),
+        )),
+        Err(e) => Err(refused(format!(
+            "reading through a chunked erofs image: {e}"
+        ))),
     }
 }
 
@@ -748,11 +854,37 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
 mod tests {
     use super::*;
 
-    /// The chunk probe mounts a real chunked image on this kernel (6.12+, as root), keeps
-    /// its marker, and leaves nothing in the store's tmp; a failing probe leaves no
-    /// marker, so the next build asks the kernel again.
+    /// `KEEL_LAYER_FORMAT`'s values: the three formats and unset; anything else (a typo,
+    /// another case, spaces) is refused with the accepted values named.
     #[test]
-    fn the_chunk_probe_mounts_one_image_and_remembers_only_success() {
+    fn layer_formats_are_the_three_names_or_unset() {
+        let cases = [
+            ("", Ok(LayerFormat::Default)),
+            ("tree", Ok(LayerFormat::Tree)),
+            ("erofs", Ok(LayerFormat::Erofs)),
+            ("chunk", Ok(LayerFormat::Chunk)),
+            ("Tree", Err(())),
+            ("chunked", Err(())),
+            (" tree", Err(())),
+            ("overlay", Err(())),
+        ];
+        for (value, want) in cases {
+            let got = LayerFormat::parse(value);
+            match (&got, want) {
+                (Ok(f), Ok(w)) => assert_eq!(*f, w, "{value:?}"),
+                (Err(e), Err(())) => {
+                    assert!(e.contains(&format!("{value:?}")), "{e}");
+                    assert!(e.contains("tree, chunk or erofs"), "{e}");
+                }
+                _ => panic!("{value:?}: {got:?}"),
+            }
+        }
+    }
+
+    /// The chunk probe mounts a real chunked image on this kernel (6.12+, as root), keeps
+    /// its marker, and leaves nothing in the store's tmp.
+    #[test]
+    fn the_chunk_probe_mounts_one_image_and_keeps_its_pass() {
         let why = "mounting an erofs image needs root";
         if !crate::testing::can_run(crate::sys::proc::is_root(), why) {
             return;
@@ -760,13 +892,80 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let storage = root.path().join("storage");
         fs::create_dir_all(&storage).unwrap();
-        assert_eq!(probed(&storage, CHUNK_MARKER, probe_chunk), Ok(()));
-        assert!(storage.join(CHUNK_MARKER).is_file());
+        assert_eq!(probed(&storage, CHUNK_MARKERS, probe_chunk), Ok(()));
+        assert!(storage.join(CHUNK_MARKERS.ok).is_file());
         let left: Vec<_> = fs::read_dir(storage.join("tmp")).unwrap().collect();
         assert!(left.is_empty(), "the probe left {left:?}");
-        let failing: fn(&Path) -> std::result::Result<(), String> = |_| Err("no".into());
-        assert_eq!(probed(&storage, "never-ok", failing), Err("no".to_string()));
-        assert!(!storage.join("never-ok").exists());
+    }
+
+    /// What `probed` keeps: a pass and, where the markers say so, a refusal (the next call
+    /// answers from the marker without probing, naming it); a failure of the moment, or a
+    /// refusal the markers don't keep, is asked again. A marker stamped for another
+    /// kernel or filesystem is not believed.
+    #[test]
+    fn probes_keep_passes_and_refusals_but_not_failures_of_the_moment() {
+        use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+        static CALLS: AtomicUsize = AtomicUsize::new(0);
+        type Probe = fn(&Path) -> std::result::Result<(), ProbeFailure>;
+        let pass: Probe = |_| {
+            CALLS.fetch_add(1, SeqCst);
+            Ok(())
+        };
+        let refuse: Probe = |_| {
+            CALLS.fetch_add(1, SeqCst);
+            Err(ProbeFailure::Refused("no erofs".into()))
+        };
+        let fail: Probe = |_| {
+            CALLS.fetch_add(1, SeqCst);
+            Err(ProbeFailure::Failed("disk full".into()))
+        };
+        let keeps = ProbeMarkers {
+            ok: "t-ok",
+            refused: Some("t-refused"),
+        };
+        let passes_only = ProbeMarkers {
+            ok: "u-ok",
+            refused: None,
+        };
+        // (markers, probe, first answer, whether the second call probes again)
+        let cases: [(ProbeMarkers, Probe, std::result::Result<(), &str>, bool); 5] = [
+            (keeps, pass, Ok(()), false),
+            (keeps, refuse, Err("no erofs"), false),
+            (keeps, fail, Err("disk full"), true),
+            (passes_only, refuse, Err("no erofs"), true),
+            (passes_only, pass, Ok(()), false),
+        ];
+        for (n, (markers, probe, want, again)) in cases.into_iter().enumerate() {
+            let root = tempfile::tempdir().unwrap();
+            let storage = root.path().to_path_buf();
+            CALLS.store(0, SeqCst);
+            let first = probed(&storage, markers, probe);
+            assert_eq!(first, want.map_err(String::from), "case {n}");
+            let second = probed(&storage, markers, probe);
+            assert_eq!(CALLS.load(SeqCst), if again { 2 } else { 1 }, "case {n}");
+            match (&second, want) {
+                (Ok(()), Ok(())) => {}
+                (Err(e), Err(w)) if again => assert_eq!(e, w, "case {n}"),
+                (Err(e), Err(w)) => assert!(
+                    e.starts_with(w) && e.contains("t-refused") && e.contains("remove it"),
+                    "case {n}: {e}"
+                ),
+                _ => panic!("case {n}: {second:?}"),
+            }
+            // Another kernel's (or filesystem's) marker is not believed.
+            for name in [markers.ok].into_iter().chain(markers.refused) {
+                if storage.join(name).exists() {
+                    fs::write(storage.join(name), "0.0-other 1\nno erofs").unwrap();
+                }
+            }
+            CALLS.store(0, SeqCst);
+            let _ = probed(&storage, markers, probe);
+            assert_eq!(
+                CALLS.load(SeqCst),
+                1,
+                "case {n}: a stale marker was believed"
+            );
+        }
     }
 
     /// An entry whose chunked image's blob is gone is dropped by `ensure_layer`, which

@@ -375,3 +375,24 @@ fn a_chunked_entry_without_its_blob_is_dropped() {
     assert!(blob_of(&k.root(), digest).is_file());
     ok_as(&k, "chunk", &["fsck"]);
 }
+
+/// A `KEEL_LAYER_FORMAT` keel does not know is refused before any command runs (exit 2,
+/// a usage error), naming the value and the accepted ones, with nothing made in the
+/// store: a typo must not quietly give another kind of layer.
+#[test]
+fn an_unknown_layer_format_is_refused_before_anything_runs() {
+    let k = Keel::new();
+    for value in ["chunked", "Tree", "overlay"] {
+        let out = keel_as(&k, value).args(["images"]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{value}: {out:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "KEEL_LAYER_FORMAT={value:?} is not a layer format"
+            )) && err.contains("tree, chunk or erofs"),
+            "{value}: {err}"
+        );
+        assert!(!k.root().exists(), "{value}: the store was made");
+    }
+    ok_as(&k, "chunk", &["images"]);
+}
