@@ -102,7 +102,7 @@ impl KeyInputs {
 
     /// One line naming the first input that differs from `before` (the previous build of
     /// the same step), for the progress output.
-    pub fn explain_change(&self, before: Option<&KeyInputs>) -> String {
+    pub fn explain_change(&self, before: Option<&LastInputs>) -> String {
         let Some(b) = before.filter(|b| b.version == self.version) else {
             return "not built before".into();
         };
@@ -112,13 +112,13 @@ impl KeyInputs {
         if b.instruction != self.instruction {
             return "instruction changed".into();
         }
-        if let Some(k) = diff_keys(&b.args, &self.args).first() {
+        if let Some(k) = diff_keys(pairs(&b.args), pairs(&self.args)).first() {
             return format!("build arg {k} changed");
         }
-        if let Some(k) = diff_keys(&b.env, &self.env).first() {
+        if let Some(k) = diff_keys(pairs(&b.env), pairs(&self.env)).first() {
             return format!("{k} changed");
         }
-        let changed = diff_keys(&b.files, &self.files);
+        let changed = diff_keys(b.files.iter(), pairs(&self.files));
         match changed.len() {
             0 => "cache entry missing (pruned by `keel gc --cache`?)".into(),
             1 => format!("{} changed", changed[0]),
@@ -139,7 +139,7 @@ struct Sorted<'a> {
 }
 
 /// Key inputs sealed with their canonical JSON and its digest, the key
-/// (`KeyInputs::keyed`; a step's last inputs as `BuildCache::last_inputs` reads them).
+/// (`KeyInputs::keyed`).
 #[derive(Debug)]
 pub struct Keyed {
     inputs: KeyInputs,
@@ -154,33 +154,164 @@ impl Keyed {
     pub fn key(&self) -> &CacheKey {
         &self.key
     }
+}
+
+/// A step's inputs as the previous build recorded them (`BuildCache::record_inputs`),
+/// with their key: what a miss is explained against and what tells whether the step's
+/// last layer can be patched. The files stay in one buffer, in key order: a 10,000-file
+/// COPY's ~1 MB record was parsed into a map of 20,000 strings on every one-file rebuild,
+/// only to be compared once.
+#[derive(Debug, Deserialize)]
+pub struct LastInputs {
+    version: u32,
+    parent: String,
+    instruction: serde_json::Value,
+    args: BTreeMap<String, String>,
+    env: BTreeMap<String, String>,
+    files: FileList,
+    #[serde(skip, default = "no_key")]
+    key: CacheKey,
+}
+
+fn no_key() -> CacheKey {
+    CacheKey(digest::of_bytes(b""))
+}
+
+impl LastInputs {
+    pub fn key(&self) -> &CacheKey {
+        &self.key
+    }
+    pub fn parent(&self) -> &str {
+        &self.parent
+    }
+    pub fn instruction(&self) -> &serde_json::Value {
+        &self.instruction
+    }
 
     /// Inputs recorded as their canonical JSON (what `record_inputs` writes, so the key is
     /// the digest of the bytes read) or, from an older keel, as any JSON (the key is then
     /// computed); None when the bytes are not key inputs.
-    fn read(bytes: Vec<u8>) -> Option<Keyed> {
-        let inputs: KeyInputs = serde_json::from_slice(&bytes).ok()?;
+    fn read(bytes: &[u8]) -> Option<LastInputs> {
         // The canonical form is the only one whose first field is `args`.
         if !bytes.starts_with(br#"{"args":"#) {
-            return Some(inputs.keyed());
+            let inputs: KeyInputs = serde_json::from_slice(bytes).ok()?;
+            return LastInputs::read(&inputs.keyed().canonical);
         }
-        let key = CacheKey(digest::of_bytes(&bytes));
-        Some(Keyed {
-            inputs,
-            canonical: bytes,
-            key,
+        let mut last: LastInputs = serde_json::from_slice(bytes).ok()?;
+        last.key = CacheKey(digest::of_bytes(bytes));
+        last.files.sort_if_needed();
+        Some(last)
+    }
+}
+
+/// A map of strings to strings as one buffer: each key then its value, and where each
+/// ends. Kept in key order (`sort_if_needed`), as a `BTreeMap` would iterate it.
+#[derive(Debug, Default)]
+struct FileList {
+    text: String,
+    /// (end of the key, end of the value) per entry; the key starts where the last value
+    /// ended.
+    ends: Vec<(usize, usize)>,
+}
+
+impl FileList {
+    fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(k, v)| {
+            let pair = (&self.text[start..k], &self.text[k..v]);
+            start = v;
+            pair
         })
     }
+
+    fn push(&mut self, key: &str, value: &str) {
+        self.text.push_str(key);
+        let k = self.text.len();
+        self.text.push_str(value);
+        self.ends.push((k, self.text.len()));
+    }
+
+    /// A record this keel wrote has its keys in order, once each; any other is put in
+    /// the order (and with the last value of a repeated key) a `BTreeMap` gives.
+    fn sort_if_needed(&mut self) {
+        let mut prev = None;
+        let sorted = self.iter().all(|(k, _)| {
+            let ok = prev < Some(k);
+            prev = Some(k);
+            ok
+        });
+        if !sorted {
+            let mut list = FileList::default();
+            let map: BTreeMap<&str, &str> = self.iter().collect();
+            map.into_iter().for_each(|(k, v)| list.push(k, v));
+            *self = list;
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for FileList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<FileList, D::Error> {
+        d.deserialize_map(FileListVisitor)
+    }
+}
+
+struct FileListVisitor;
+
+impl<'de> serde::de::Visitor<'de> for FileListVisitor {
+    type Value = FileList;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map of strings")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<FileList, A::Error> {
+        let mut list = FileList {
+            text: String::with_capacity(map.size_hint().unwrap_or(0) * 96),
+            ends: Vec::with_capacity(map.size_hint().unwrap_or(0)),
+        };
+        while map.next_key_seed(Append(&mut list.text))?.is_some() {
+            let k = list.text.len();
+            map.next_value_seed(Append(&mut list.text))?;
+            list.ends.push((k, list.text.len()));
+        }
+        Ok(list)
+    }
+}
+
+/// Deserialises a string by appending it to a buffer (no string of its own).
+struct Append<'a>(&'a mut String);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Append<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl serde::de::Visitor<'_> for Append<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<(), E> {
+        self.0.push_str(v);
+        Ok(())
+    }
+}
+
+/// A map's entries as string pairs.
+fn pairs(map: &BTreeMap<String, String>) -> impl Iterator<Item = (&str, &str)> {
+    map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
 }
 
 /// The keys whose values differ between `a` and `b` (in one map only, or in both with
 /// different values), sorted: one merge walk over the two sorted maps. A 10,000-file
 /// COPY's inputs used to be looked up key by key in the other map (~14 string
 /// comparisons each) on every one-file rebuild's miss.
-fn diff_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+fn diff_keys<'a, 'b>(
+    mut ia: impl Iterator<Item = (&'a str, &'a str)>,
+    mut ib: impl Iterator<Item = (&'b str, &'b str)>,
+) -> Vec<String> {
     use std::cmp::Ordering;
     let mut out = Vec::new();
-    let (mut ia, mut ib) = (a.iter(), b.iter());
     let (mut na, mut nb) = (ia.next(), ib.next());
     loop {
         let order = match (na, nb) {
@@ -191,16 +322,16 @@ fn diff_keys(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<
         };
         match (order, na, nb) {
             (Ordering::Less, Some((k, _)), _) => {
-                out.push(k.clone());
+                out.push(k.to_string());
                 na = ia.next();
             }
             (Ordering::Greater, _, Some((k, _))) => {
-                out.push(k.clone());
+                out.push(k.to_string());
                 nb = ib.next();
             }
             (_, Some((k, va)), Some((_, vb))) => {
                 if va != vb {
-                    out.push(k.clone());
+                    out.push(k.to_string());
                 }
                 (na, nb) = (ia.next(), ib.next());
             }
@@ -291,7 +422,7 @@ pub struct BuildCache {
     /// The last `last_inputs` read (position and what it found): a step that misses asks
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
-    last_read: std::sync::Mutex<Option<(String, Option<Arc<Keyed>>)>>,
+    last_read: std::sync::Mutex<Option<(String, Option<Arc<LastInputs>>)>>,
     /// Large key inputs done with (a memo replaced, a COPY's own inputs and file digests
     /// once its step is over), held until the cache is dropped: freeing a 10,000-file
     /// COPY's inputs is ~20,000 frees on the build's critical path, and a command about to exit forgets
@@ -385,14 +516,14 @@ impl BuildCache {
     }
 
     /// The inputs the previous build used at `position` (Dockerfile, stage and step).
-    pub fn last_inputs(&self, position: &str) -> Option<Arc<Keyed>> {
+    pub fn last_inputs(&self, position: &str) -> Option<Arc<LastInputs>> {
         let mut memo = self.last_read.lock().expect("inputs memo lock");
         if let Some((_, found)) = memo.as_ref().filter(|(p, _)| p == position) {
             return found.clone();
         }
         let found = fs::read(self.inputs_path(position))
             .ok()
-            .and_then(Keyed::read)
+            .and_then(|bytes| LastInputs::read(&bytes))
             .map(Arc::new);
         let before = memo.replace((position.to_string(), found.clone()));
         self.set_aside_memo(before);
@@ -417,7 +548,7 @@ impl BuildCache {
             .push(Box::new(done_with));
     }
 
-    fn set_aside_memo(&self, memo: Option<(String, Option<Arc<Keyed>>)>) {
+    fn set_aside_memo(&self, memo: Option<(String, Option<Arc<LastInputs>>)>) {
         if let Some((_, Some(inputs))) = memo {
             self.set_aside(inputs);
         }
@@ -559,9 +690,128 @@ mod tests {
         ];
         for a in &cases {
             for b in &cases {
-                assert_eq!(diff_keys(a, b), by_lookup(a, b), "{a:?} {b:?}");
+                assert_eq!(
+                    diff_keys(pairs(a), pairs(b)),
+                    by_lookup(a, b),
+                    "{a:?} {b:?}"
+                );
             }
         }
+    }
+
+    /// `inputs` as the last inputs a later build reads back.
+    fn last_of(inputs: &KeyInputs) -> LastInputs {
+        LastInputs::read(&inputs.clone().keyed().canonical).unwrap()
+    }
+
+    /// The definition `explain_change` had when the last inputs were parsed into
+    /// `KeyInputs` (maps of owned strings), kept to check the one-buffer reading against.
+    fn explain_by_maps(now: &KeyInputs, before: Option<&KeyInputs>) -> String {
+        let diff = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
+            let mut out: Vec<String> = a
+                .iter()
+                .filter(|(k, v)| b.get(*k) != Some(v))
+                .map(|(k, _)| k.clone())
+                .collect();
+            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+            out.sort();
+            out.dedup();
+            out
+        };
+        let Some(b) = before.filter(|b| b.version == now.version) else {
+            return "not built before".into();
+        };
+        if b.parent != now.parent {
+            return "parent step changed".into();
+        }
+        if b.instruction != now.instruction {
+            return "instruction changed".into();
+        }
+        if let Some(k) = diff(&b.args, &now.args).first() {
+            return format!("build arg {k} changed");
+        }
+        if let Some(k) = diff(&b.env, &now.env).first() {
+            return format!("{k} changed");
+        }
+        let changed = diff(&b.files, &now.files);
+        match changed.len() {
+            0 => "cache entry missing (pruned by `keel gc --cache`?)".into(),
+            1 => format!("{} changed", changed[0]),
+            n => format!("{} and {} other files changed", changed[0], n - 1),
+        }
+    }
+
+    /// Last inputs read into one buffer explain every change as the parsed maps did, and
+    /// give the same parent, instruction, key and files: over inputs that differ in each
+    /// part (files with escapes and non-ASCII names, added, dropped and changed, one or
+    /// many; another version), each read back both from the canonical record and from an
+    /// older keel's (fields in declaration order).
+    #[test]
+    fn last_inputs_in_one_buffer_explain_what_the_parsed_maps_explained() {
+        let mut cases = vec![inputs()];
+        let mut v = inputs();
+        v.files
+            .insert("/app/ü \"x\"\\\n".into(), "file 600 1:2 sha256:03".into());
+        cases.push(v.clone());
+        v.files.remove("/app/lib.rs");
+        cases.push(v.clone());
+        for i in 0..50 {
+            v.files.insert(
+                format!("/app/d/f{i:03}"),
+                format!("file 644 0:0 sha256:{i}"),
+            );
+        }
+        cases.push(v.clone());
+        v.files
+            .insert("/app/d/f007".into(), "file 644 0:0 sha256:x".into());
+        cases.push(v.clone());
+        v.files.insert("/app/d/f049".into(), "dir 755 0:0".into());
+        cases.push(v);
+        let mut v = inputs();
+        v.args.insert("A".into(), "1".into());
+        cases.push(v.clone());
+        v.env.insert("workdir".into(), "/w".into());
+        cases.push(v);
+        let mut v = inputs();
+        v.instruction = serde_json::json!({"copy": {"srcs": ["src/"], "dest": "/b"}});
+        cases.push(v);
+        let mut v = inputs();
+        v.parent = "sha256:\u{e9}".into();
+        cases.push(v);
+        let mut v = inputs();
+        v.version = 4;
+        cases.push(v);
+        let dir = tempfile::tempdir().unwrap();
+        let old_form = dir.path().join("old.json");
+        for before in &cases {
+            fs::write(&old_form, serde_json::to_vec(before).unwrap()).unwrap();
+            let older = LastInputs::read(&fs::read(&old_form).unwrap()).unwrap();
+            for last in [last_of(before), older] {
+                assert_eq!(last.key(), &before.key());
+                assert_eq!(last.parent(), before.parent);
+                assert_eq!(last.instruction(), &before.instruction);
+                assert!(last.files.iter().eq(pairs(&before.files)));
+                for now in &cases {
+                    assert_eq!(
+                        now.explain_change(Some(&last)),
+                        explain_by_maps(now, Some(before)),
+                        "{before:?} -> {now:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// A record whose files are out of order or name one twice (not one keel writes)
+    /// reads as the map parsing it gave: in key order, the last value of a repeated key.
+    #[test]
+    fn last_inputs_out_of_order_read_as_a_map() {
+        let text = br#"{"args":{},"env":{},"files":{"b":"1","a":"2","b":"3","\u00e9":"4"},"instruction":null,"parent":"p","version":5}"#;
+        let want: KeyInputs = serde_json::from_slice(text).unwrap();
+        let last = LastInputs::read(text).unwrap();
+        assert!(last.files.iter().eq(pairs(&want.files)));
+        assert_eq!(last.files.iter().count(), 3);
+        assert!(LastInputs::read(br#"{"args":{},"env":{},"files":{"a":1}}"#).is_none());
     }
 
     #[test]
@@ -572,18 +822,21 @@ mod tests {
         b.files
             .insert("/app/main.rs".into(), "file 644 0:0 sha256:03".into());
         assert_ne!(a.key(), b.key());
-        assert_eq!(b.explain_change(Some(&a)), "/app/main.rs changed");
+        assert_eq!(b.explain_change(Some(&last_of(&a))), "/app/main.rs changed");
         let mut c = inputs();
         c.args.insert("VERSION".into(), "2".into());
-        assert_eq!(c.explain_change(Some(&a)), "build arg VERSION changed");
+        assert_eq!(
+            c.explain_change(Some(&last_of(&a))),
+            "build arg VERSION changed"
+        );
         let mut d = inputs();
         d.parent = "sha256:bb".into();
-        assert_eq!(d.explain_change(Some(&a)), "parent step changed");
+        assert_eq!(d.explain_change(Some(&last_of(&a))), "parent step changed");
         assert_eq!(a.explain_change(None), "not built before");
         let mut old = inputs();
         old.version = 1;
         assert_ne!(old.key(), a.key(), "the version is part of the key");
-        assert_eq!(a.explain_change(Some(&old)), "not built before");
+        assert_eq!(a.explain_change(Some(&last_of(&old))), "not built before");
     }
 
     /// The key streamed into the hasher is the digest of `canonical_json`, whatever the
@@ -618,14 +871,16 @@ mod tests {
         let a = inputs();
         cache.record_inputs("step", &a.clone().keyed());
         let read = cache.last_inputs("step").unwrap();
-        assert_eq!((read.key(), read.inputs()), (&a.key(), &a));
+        assert_eq!((read.key(), read.parent()), (&a.key(), a.parent.as_str()));
+        assert!(read.files.iter().eq(pairs(&a.files)));
         let old = cache.inputs_path("old step");
         fs::create_dir_all(old.parent().unwrap()).unwrap();
         let text = serde_json::to_vec(&a).unwrap();
         assert!(text.starts_with(br#"{"version":"#), "declaration order");
         fs::write(&old, text).unwrap();
         let read = cache.last_inputs("old step").unwrap();
-        assert_eq!((read.key(), read.inputs()), (&a.key(), &a));
+        assert_eq!((read.key(), read.parent()), (&a.key(), a.parent.as_str()));
+        assert!(read.files.iter().eq(pairs(&a.files)));
         fs::write(&old, b"{").unwrap();
         let cache = BuildCache::new(dir.path());
         assert!(cache.last_inputs("old step").is_none());

@@ -4,7 +4,9 @@
 //! match and the file was not modified within two seconds of the moment the index was
 //! written ("racily clean" files are re-hashed, as git does), so a changed file is never
 //! a stale hit even when its size and mtime were put back. The index is a plain text
-//! file, one line per file, so loading 10,000 entries costs about a millisecond.
+//! file, one line per file sorted by path: loading it finds where each line's path
+//! starts, and a lookup parses only the line it finds (a COPY asks in path order, so
+//! mostly the line after the last one found).
 //!
 //! Each entry also remembers the file's `security.capability` xattr (or that it has
 //! none), read with the content: a copy puts it into its key and its layer, and setting or
@@ -19,8 +21,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use super::{io_err, ContextError, FileStamp};
 use crate::digest;
 
-/// v2 added the capability field; a v1 index reads as empty (every file hashed once more).
-const HEADER: &str = "keel-stat-index v2";
+/// v2 added the capability field; v3 keeps the lines sorted by path, so a load only
+/// finds where each line's path starts and a lookup parses the one line it finds. An index
+/// of an older version reads as empty (every file of the context hashed once more).
+const HEADER: &str = "keel-stat-index v3";
 /// The xattr remembered with each digest (`build::step::file_capability`).
 const CAPABILITY: &str = "security.capability";
 
@@ -29,7 +33,7 @@ pub struct StatIndex {
     file: Option<PathBuf>,
     /// When the index was last written (ns since the epoch).
     written_ns: i128,
-    /// path → what was read of it; digests stay strings (they go into cache keys).
+    /// What is remembered of each path; digests stay strings (they go into cache keys).
     /// Read from `file` on first use: a rebuild that hits every step never needs it.
     files: Option<Remembered>,
     /// `file` being read and parsed on a thread of its own (`read_ahead`), until the
@@ -61,7 +65,7 @@ pub fn is_settled(newest_ns: i128) -> bool {
 }
 
 /// What the index remembers of one file: its stamp, `sha256:<hex>` and capability.
-#[derive(Clone)]
+#[derive(Clone, Debug, PartialEq)]
 struct Known {
     stamp: FileStamp,
     digest: String,
@@ -72,8 +76,127 @@ struct Known {
 /// (None: it has none), as one read of the file saw them.
 pub type FileInput = (String, Option<Vec<u8>>);
 
-/// path → what was read of the file.
-type Remembered = HashMap<String, Known>;
+/// path → what was read of the file: the stored index's lines, looked up in place, and
+/// what this run learned (which replaces a stored line of the same path).
+#[derive(Default)]
+struct Remembered {
+    stored: Stored,
+    learned: HashMap<String, Known>,
+}
+
+impl Remembered {
+    fn get(&mut self, name: &str) -> Option<Known> {
+        match self.learned.get(name) {
+            Some(k) => Some(k.clone()),
+            None => self.stored.find(name),
+        }
+    }
+}
+
+/// The index file's lines in path order, each parsed only when its path is looked up:
+/// parsing 10,000 lines into a hash map of owned strings was ~9 ms of a one-file rebuild.
+#[derive(Default)]
+struct Stored {
+    text: String,
+    /// Each line's byte range in `text` and where its path (the last field) starts.
+    lines: Vec<Line>,
+    /// The line the next lookup tries first: the one after the last found.
+    next: usize,
+}
+
+#[derive(Clone, Copy)]
+struct Line {
+    start: usize,
+    path: usize,
+    end: usize,
+}
+
+impl Stored {
+    /// The lines of `text` from `body` on; None when a line has fewer than eight fields
+    /// or the paths are not strictly increasing (the whole index is then not trusted, as
+    /// a malformed one never was).
+    fn of(text: String, body: usize) -> Option<Stored> {
+        let mut lines: Vec<Line> = Vec::with_capacity(text.len().saturating_sub(body) / 160);
+        let mut start = body;
+        while start < text.len() {
+            let end = text[start..].find('\n').map_or(text.len(), |n| start + n);
+            let path = start + path_offset(&text[start..end])?;
+            if let Some(prev) = lines.last() {
+                if text[prev.path..prev.end] >= text[path..end] {
+                    return None;
+                }
+            }
+            lines.push(Line { start, path, end });
+            start = end + 1;
+        }
+        Some(Stored {
+            text,
+            lines,
+            next: 0,
+        })
+    }
+
+    fn path(&self, line: &Line) -> &str {
+        &self.text[line.path..line.end]
+    }
+
+    /// What the line for `name` says (None: no line, or one that does not parse).
+    fn find(&mut self, name: &str) -> Option<Known> {
+        let at = match self.lines.get(self.next) {
+            Some(l) if self.path(l) == name => self.next,
+            _ => self
+                .lines
+                .binary_search_by(|l| self.path(l).cmp(name))
+                .ok()?,
+        };
+        self.next = at + 1;
+        let line = self.lines[at];
+        parse_known(&self.text[line.start..line.path])
+    }
+}
+
+/// Where a line's path starts: after its seventh space (a path may hold spaces).
+fn path_offset(line: &str) -> Option<usize> {
+    let mut at = 0;
+    for _ in 0..7 {
+        at += line[at..].find(' ')? + 1;
+    }
+    Some(at)
+}
+
+/// The fields before a line's path: `dev ino size mtime_ns ctime_ns sha256:hex cap `.
+fn parse_known(fields: &str) -> Option<Known> {
+    let mut f = fields.split(' ');
+    let stamp = FileStamp {
+        dev: f.next()?.parse().ok()?,
+        ino: f.next()?.parse().ok()?,
+        size: f.next()?.parse().ok()?,
+        mtime_ns: parse_ns(f.next()?)?,
+        ctime_ns: parse_ns(f.next()?)?,
+    };
+    let digest = f
+        .next()
+        .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
+        .to_string();
+    let cap = parse_cap(f.next()?)?;
+    Some(Known { stamp, digest, cap })
+}
+
+/// Appends one index line for `path`.
+fn push_line(text: &mut String, path: &str, k: &Known) {
+    let s = &k.stamp;
+    let _ = write!(text, "{} {} {} ", s.dev, s.ino, s.size);
+    push_ns(text, s.mtime_ns);
+    text.push(' ');
+    push_ns(text, s.ctime_ns);
+    text.push(' ');
+    text.push_str(&k.digest);
+    text.push(' ');
+    push_cap(text, k.cap.as_deref());
+    text.push(' ');
+    text.push_str(path);
+    text.push('\n');
+}
 
 /// The capability field: `-` for none, else the xattr's bytes in hex.
 fn push_cap(text: &mut String, cap: Option<&[u8]>) {
@@ -99,35 +222,25 @@ fn parse_cap(s: &str) -> Option<Option<Vec<u8>>> {
     bytes.map(Some)
 }
 
-/// Parses `dev ino size mtime_ns ctime_ns sha256:hex cap path` lines after the header.
-fn parse(text: &str) -> Option<(i128, Remembered)> {
-    let mut lines = text.lines();
-    let written_ns = lines.next()?.strip_prefix(HEADER)?.trim().parse().ok()?;
-    // ~175 bytes a line: sized once rather than grown through every power of two.
-    let mut files = HashMap::with_capacity(text.len() / 160);
-    for line in lines {
-        let mut f = line.splitn(8, ' ');
-        let stamp = FileStamp {
-            dev: f.next()?.parse().ok()?,
-            ino: f.next()?.parse().ok()?,
-            size: f.next()?.parse().ok()?,
-            mtime_ns: parse_ns(f.next()?)?,
-            ctime_ns: parse_ns(f.next()?)?,
-        };
-        let digest = f
-            .next()
-            .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
-            .to_string();
-        let cap = parse_cap(f.next()?)?;
-        let known = Known { stamp, digest, cap };
-        files.insert(f.next()?.to_string(), known);
-    }
-    Some((written_ns, files))
+/// The header's write time and the `dev ino size mtime_ns ctime_ns sha256:hex cap path`
+/// lines after it, sorted by path.
+fn parse(text: String) -> Option<(i128, Remembered)> {
+    let first = text.find('\n').unwrap_or(text.len());
+    let written_ns = text[..first].strip_prefix(HEADER)?.trim().parse().ok()?;
+    let body = (first + 1).min(text.len());
+    let stored = Stored::of(text, body)?;
+    Some((
+        written_ns,
+        Remembered {
+            stored,
+            learned: HashMap::new(),
+        },
+    ))
 }
 
 /// The index stored in `file` (None: missing, unreadable or not an index).
 fn read_file(file: &Path) -> Option<(i128, Remembered)> {
-    parse(&fs::read_to_string(file).ok()?)
+    parse(fs::read_to_string(file).ok()?)
 }
 
 /// A time in nanoseconds: every real one fits an `i64` (until 2262), whose parse is
@@ -148,13 +261,36 @@ fn push_ns(text: &mut String, n: i128) {
     };
 }
 
+/// Every line of `files` in path order: the stored lines as they were read (a stored
+/// line is not parsed to be written again), merged with the learned ones, a learned line
+/// replacing the stored line of its path.
+fn push_merged(text: &mut String, files: &Remembered) {
+    let stored = &files.stored;
+    let mut learned: Vec<(&String, &Known)> = files.learned.iter().collect();
+    learned.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    text.reserve(stored.text.len() + learned.iter().map(|(p, _)| p.len() + 142).sum::<usize>());
+    let mut learned = learned.into_iter().peekable();
+    for line in &stored.lines {
+        let path = stored.path(line);
+        while let Some((p, k)) = learned.next_if(|(p, _)| p.as_str() < path) {
+            push_line(text, p, k);
+        }
+        if learned.peek().is_some_and(|(p, _)| p.as_str() == path) {
+            continue; // replaced: its learned line comes next
+        }
+        text.push_str(&stored.text[line.start..line.end]);
+        text.push('\n');
+    }
+    learned.for_each(|(p, k)| push_line(text, p, k));
+}
+
 impl StatIndex {
     /// An index with no persistence (every file is hashed once per process).
     pub fn in_memory() -> StatIndex {
         StatIndex {
             file: None,
             written_ns: 0,
-            files: Some(HashMap::new()),
+            files: Some(Remembered::default()),
             reading: None,
             learned_oldest_ns: None,
             hashed: 0,
@@ -204,7 +340,7 @@ impl StatIndex {
             self.written_ns = written_ns;
             self.files = Some(files);
         }
-        self.files.get_or_insert_with(HashMap::new)
+        self.files.get_or_insert_with(Remembered::default)
     }
 
     /// The sha256 (`sha256:<hex>`) of the regular file at `path`, reusing a remembered
@@ -236,7 +372,7 @@ impl StatIndex {
         let settled = self.written_ns - RACY_NS;
         if let Some(k) = self.files().get(name.as_ref()) {
             if k.stamp == stamp && stamp.mtime_ns < settled && stamp.ctime_ns < settled {
-                return Ok((k.digest.clone(), k.cap.clone()));
+                return Ok((k.digest, k.cap));
             }
         }
         let f = fs::File::open(path).map_err(io_err(path))?;
@@ -253,7 +389,7 @@ impl StatIndex {
                 digest: digest.clone(),
                 cap: cap.clone(),
             };
-            self.files().insert(name.into_owned(), known);
+            self.files().learned.insert(name.into_owned(), known);
             let newest = stamp.mtime_ns.max(stamp.ctime_ns);
             self.learned_oldest_ns = Some(self.learned_oldest_ns.map_or(newest, |o| o.min(newest)));
         }
@@ -278,21 +414,8 @@ impl StatIndex {
         }
         self.written_ns = now;
         let mut text = format!("{HEADER} {}\n", self.written_ns);
-        let files = self.files.iter().flatten();
-        text.reserve(files.clone().map(|(p, _)| p.len() + 142).sum());
-        for (p, k) in files {
-            let s = &k.stamp;
-            let _ = write!(text, "{} {} {} ", s.dev, s.ino, s.size);
-            push_ns(&mut text, s.mtime_ns);
-            text.push(' ');
-            push_ns(&mut text, s.ctime_ns);
-            text.push(' ');
-            text.push_str(&k.digest);
-            text.push(' ');
-            push_cap(&mut text, k.cap.as_deref());
-            text.push(' ');
-            text.push_str(p);
-            text.push('\n');
+        if let Some(files) = &self.files {
+            push_merged(&mut text, files);
         }
         // Not renamed over the old index (a 10,000-file index is ~1 MB, which ext4 would
         // start writing out at once): an empty index after a crash only costs re-hashing.
@@ -476,13 +599,156 @@ mod tests {
             .unwrap()
             .unwrap()
             .path();
-        let text = fs::read_to_string(&file)
-            .unwrap()
-            .replace(HEADER, "keel-stat-index v1");
-        fs::write(&file, text).unwrap();
-        let mut idx = StatIndex::load(&idx_dir, d.path());
-        idx.input_stamped(&without, stamp(&without)).unwrap();
-        assert_eq!(idx.hashed, 1, "a v1 index was trusted");
+        let text = fs::read_to_string(&file).unwrap();
+        for older in ["keel-stat-index v1", "keel-stat-index v2"] {
+            fs::write(&file, text.replace(HEADER, older)).unwrap();
+            let mut idx = StatIndex::load(&idx_dir, d.path());
+            idx.input_stamped(&without, stamp(&without)).unwrap();
+            assert_eq!(idx.hashed, 1, "a {older} index was trusted");
+        }
+    }
+
+    /// The v2 definition, kept to check v3 against: every line after the header parsed
+    /// into a map (in any order; a later line of the same path wins).
+    fn parse_v2(text: &str) -> Option<(i128, HashMap<String, Known>)> {
+        let mut lines = text.lines();
+        let written_ns = lines
+            .next()?
+            .strip_prefix("keel-stat-index v2")?
+            .trim()
+            .parse()
+            .ok()?;
+        let mut files = HashMap::new();
+        for line in lines {
+            let mut f = line.splitn(8, ' ');
+            let stamp = FileStamp {
+                dev: f.next()?.parse().ok()?,
+                ino: f.next()?.parse().ok()?,
+                size: f.next()?.parse().ok()?,
+                mtime_ns: parse_ns(f.next()?)?,
+                ctime_ns: parse_ns(f.next()?)?,
+            };
+            let digest = f
+                .next()
+                .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
+                .to_string();
+            let cap = parse_cap(f.next()?)?;
+            files.insert(f.next()?.to_string(), Known { stamp, digest, cap });
+        }
+        Some((written_ns, files))
+    }
+
+    /// Entries of every shape: names with spaces, that prefix others or differ around
+    /// `/`, non-ASCII, capabilities or none, times an `i64` does not hold.
+    fn sample_entries() -> HashMap<String, Known> {
+        let mut names: Vec<String> = [
+            "/c/a",
+            "/c/a b",
+            "/c/a/b",
+            "/c/a-b",
+            "/c/a.txt",
+            "/c/ä",
+            "/c/z y/x  y",
+            "/c/a/",
+            "/c/b",
+            "/d",
+            "/",
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        names.extend((0..300).map(|i| format!("/c/src/d{:03}/f{i:05}.txt", i % 7)));
+        names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let n = i as i128;
+                let known = Known {
+                    stamp: FileStamp {
+                        dev: 2049 + (i as u64 % 2),
+                        ino: 1000 + i as u64,
+                        size: i as u64 * 3,
+                        mtime_ns: 1_796_035_839_128_000_000 + n,
+                        ctime_ns: if i % 5 == 0 { i128::MIN + n } else { -n },
+                    },
+                    digest: digest::of_bytes(name.as_bytes()).to_string(),
+                    cap: (i % 3 == 0).then(|| vec![1, 0, i as u8, 0xff]),
+                };
+                (name, known)
+            })
+            .collect()
+    }
+
+    /// The sorted (v3) index finds for every path what the v2 index (every line parsed
+    /// into a map) found: paths present and absent, asked in path order (the next line),
+    /// in reverse and shuffled (a search); with learned entries replacing stored ones and
+    /// added beside them, as stored and as written again (merged, still sorted).
+    #[test]
+    fn sorted_lookups_find_what_the_v2_index_found() {
+        let entries = sample_entries();
+        let text_of = |files: &Remembered, header: &str| {
+            let mut text = format!("{header} 42\n");
+            push_merged(&mut text, files);
+            text
+        };
+        let fresh = Remembered {
+            stored: Stored::default(),
+            learned: entries.clone(),
+        };
+        let v3 = text_of(&fresh, HEADER);
+        // v2 lines were in hash-map order: the same lines reversed.
+        let body: Vec<&str> = v3.lines().skip(1).collect();
+        let v2 = format!(
+            "keel-stat-index v2 42\n{}\n",
+            body.iter().rev().copied().collect::<Vec<_>>().join("\n")
+        );
+        let (_, mut want) = parse_v2(&v2).unwrap();
+        assert_eq!(want, entries);
+        let mut asked: Vec<String> = want.keys().cloned().collect();
+        asked.extend(["", "/c", "/c/", "/c/a/b/c", "/c/src/d000/f", "/e"].map(String::from));
+        asked.sort();
+        let check = |got: &mut Remembered, want: &HashMap<String, Known>| {
+            let shuffled: Vec<String> = (0..asked.len())
+                .map(|i| asked[(i * 7) % asked.len()].clone())
+                .collect();
+            let reversed: Vec<String> = asked.iter().rev().cloned().collect();
+            for order in [&asked, &reversed, &shuffled, &asked] {
+                for p in order {
+                    assert_eq!(got.get(p), want.get(p).cloned(), "{p:?}");
+                }
+            }
+        };
+        let (written, mut got) = parse(v3.clone()).unwrap();
+        assert_eq!(written, 42);
+        check(&mut got, &want);
+
+        // What a run learns replaces a stored line (v2: inserted over it) or is new.
+        for (i, p) in asked.iter().enumerate().filter(|(i, _)| i % 4 == 0) {
+            let mut k = entries.values().next().unwrap().clone();
+            k.stamp.ino = 7_000_000 + i as u64;
+            got.learned.insert(p.clone(), k.clone());
+            want.insert(p.clone(), k);
+        }
+        check(&mut got, &want);
+        let (_, mut again) = parse(text_of(&got, HEADER)).unwrap();
+        check(&mut again, &want);
+    }
+
+    /// Lines out of path order or a path twice: not an index this keel wrote, so not
+    /// trusted at all (every file hashed), as a malformed v2 index was not.
+    #[test]
+    fn an_index_out_of_path_order_reads_as_empty() {
+        let line = |p: &str| format!("1 2 3 4 5 {} - {p}\n", digest::of_bytes(b"x"));
+        let ok = format!("{HEADER} 9\n{}{}", line("/a"), line("/b"));
+        assert!(parse(ok).is_some());
+        for bad in [
+            format!("{HEADER} 9\n{}{}", line("/b"), line("/a")),
+            format!("{HEADER} 9\n{}{}", line("/a"), line("/a")),
+            format!("{HEADER} 9\n{}1 2 3\n", line("/a")),
+        ] {
+            assert!(parse(bad).is_none());
+        }
+        assert!(parse(format!("{HEADER} 9\n")).is_some_and(|(_, r)| r.stored.lines.is_empty()));
     }
 
     #[test]

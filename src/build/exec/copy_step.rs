@@ -118,6 +118,11 @@ impl Executor<'_> {
                 None => self.context,
             };
             let placed = place(ctx, &x)?;
+            // Ends the walk's phase in `-v` output (before the stamp, or the key).
+            tracing::debug!(
+                entries = placed.iter().map(|p| p.sel.entries.len()).sum::<usize>(),
+                "sources selected"
+            );
             let heredocs = expand_heredocs(&c.heredocs, vars)?;
             self.copy_placed(n, s, state, &x, from.as_ref(), ctx, &placed, &heredocs)
         })();
@@ -706,8 +711,7 @@ impl Executor<'_> {
             return None;
         }
         let last = self.cache.last_inputs(position)?;
-        let was = last.inputs();
-        if was.parent != now.parent || was.instruction != now.instruction {
+        if last.parent() != now.parent || last.instruction() != &now.instruction {
             return None;
         }
         let before: State = self.cache.get(last.key())?;

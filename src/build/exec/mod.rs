@@ -753,9 +753,7 @@ impl<'a> Executor<'a> {
             "--no-cache".to_string()
         } else {
             let last = self.cache.last_inputs(position);
-            inputs
-                .inputs()
-                .explain_change(last.as_deref().map(Keyed::inputs))
+            inputs.inputs().explain_change(last.as_deref())
         };
         tracing::debug!(key = %key.0, reason = %why, "cache miss");
         (None, Some(why))
