@@ -68,30 +68,44 @@ impl EntryIndex {
         let mut body = Vec::new();
         for entry in archive.entries_with_seek()? {
             let mut entry = entry?;
-            let kind = entry.header().entry_type();
             let rel = clean_entry_path(&entry.path_bytes())?;
-            let fp = match indexable(kind, entry.size()) {
-                true => {
-                    body.clear();
-                    entry.read_to_end(&mut body)?;
-                    let content: ContentDigest = Sha256::digest(&body).into();
-                    if kind != EntryType::Symlink {
-                        let at = Span {
-                            offset: entry.raw_file_position(),
-                            len: body.len() as u64,
-                        };
-                        idx.contents.entry(content).or_insert(at);
-                    }
-                    Some(fingerprint_of(&mut entry, &content)?)
-                }
-                false => None,
-            };
-            let key = key_of(&rel);
-            if idx.entries.insert(key.clone(), fp).is_some() {
-                idx.entries.insert(key, None);
-            }
+            idx.add(&rel, &mut entry, &mut body)?;
         }
         Ok(idx)
+    }
+
+    /// Indexes the next entry of the stream being indexed, named `rel` (cleaned): an
+    /// indexable entry's content is read into `body` (what is left of it in `entry` is
+    /// nothing), anything else is left unread. The one rule of [`EntryIndex::of_tar`],
+    /// shared with the chunked erofs writer, which indexes the blob as it is written.
+    pub fn add<R: Read>(
+        &mut self,
+        rel: &Path,
+        entry: &mut tar::Entry<R>,
+        body: &mut Vec<u8>,
+    ) -> Result<(), LayerError> {
+        let kind = entry.header().entry_type();
+        body.clear();
+        let fp = match indexable(kind, entry.size()) {
+            true => {
+                entry.read_to_end(body)?;
+                let content: ContentDigest = Sha256::digest(&body).into();
+                if kind != EntryType::Symlink {
+                    let at = Span {
+                        offset: entry.raw_file_position(),
+                        len: body.len() as u64,
+                    };
+                    self.contents.entry(content).or_insert(at);
+                }
+                Some(fingerprint_of(entry, &content)?)
+            }
+            false => None,
+        };
+        let key = key_of(rel);
+        if self.entries.insert(key.clone(), fp).is_some() {
+            self.entries.insert(key, None);
+        }
+        Ok(())
     }
 
     /// Where the tar holds a regular file's content with this sha256, if it does.
