@@ -101,9 +101,15 @@ impl EntryIndex {
             }
             false => None,
         };
-        let key = key_of(rel);
-        if self.entries.insert(key.clone(), fp).is_some() {
-            self.entries.insert(key, None);
+        use std::collections::hash_map::Entry;
+        match self.entries.entry(key_of(rel)) {
+            // Named twice: never matched.
+            Entry::Occupied(mut again) => {
+                again.insert(None);
+            }
+            Entry::Vacant(first) => {
+                first.insert(fp);
+            }
         }
         Ok(())
     }

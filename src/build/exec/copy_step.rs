@@ -639,11 +639,8 @@ impl Executor<'_> {
                 .map(|o| o.index().clone());
             sinks.unpack_into = Some((p.sink(t), known));
         }
-        sinks.derive = old.map(|old| step::Derive {
-            old,
-            digests: &prior.read.digests,
-        });
-        sinks.caps = Some(step::KnownCaps {
+        sinks.derive = old;
+        sinks.known = Some(step::KnownFiles {
             digests: &prior.read.digests,
             caps: &prior.read.caps,
         });
