@@ -76,30 +76,16 @@ impl EntryIndex {
 
     /// Indexes the next entry of the stream being indexed, named `rel` (cleaned): an
     /// indexable entry's content is read into `body` (what is left of it in `entry` is
-    /// nothing), anything else is left unread. The one rule of [`EntryIndex::of_tar`],
-    /// shared with the chunked erofs writer, which indexes the blob as it is written.
+    /// nothing), anything else is left unread. The one rule of [`EntryIndex::of_tar`].
     pub fn add<R: Read>(
         &mut self,
         rel: &Path,
         entry: &mut tar::Entry<R>,
         body: &mut Vec<u8>,
     ) -> Result<(), LayerError> {
-        let kind = entry.header().entry_type();
-        body.clear();
-        let fp = match indexable(kind, entry.size()) {
-            true => {
-                entry.read_to_end(body)?;
-                let content: ContentDigest = Sha256::digest(&body).into();
-                if kind != EntryType::Symlink {
-                    let at = Span {
-                        offset: entry.raw_file_position(),
-                        len: body.len() as u64,
-                    };
-                    self.contents.entry(content).or_insert(at);
-                }
-                Some(fingerprint_of(entry, &content)?)
-            }
-            false => None,
+        let fp = match self.add_content(entry, body)? {
+            Some(content) => Some(fingerprint_of(entry, &content)?),
+            None => None,
         };
         use std::collections::hash_map::Entry;
         match self.entries.entry(key_of(rel)) {
@@ -112,6 +98,39 @@ impl EntryIndex {
             }
         }
         Ok(())
+    }
+
+    /// What [`EntryIndex::add`] records of where contents lie, alone: the digest of an
+    /// indexable entry's content (read into `body`). The chunked erofs writer indexes
+    /// the blob it is made of this way: a derived layer needs only the contents, and a
+    /// chunked entry is never patched as a tree, which is what fingerprints are for (an
+    /// index without them matches no path: every entry is written again).
+    pub fn add_content<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        body: &mut Vec<u8>,
+    ) -> Result<Option<ContentDigest>, LayerError> {
+        let kind = entry.header().entry_type();
+        body.clear();
+        if !indexable(kind, entry.size()) {
+            return Ok(None);
+        }
+        entry.read_to_end(body)?;
+        let content: ContentDigest = Sha256::digest(&body).into();
+        if kind != EntryType::Symlink {
+            let at = Span {
+                offset: entry.raw_file_position(),
+                len: body.len() as u64,
+            };
+            self.contents.entry(content).or_insert(at);
+        }
+        Ok(Some(content))
+    }
+
+    /// The index without its fingerprints: what [`EntryIndex::add_content`] alone gives.
+    pub fn contents_only(mut self) -> EntryIndex {
+        self.entries.clear();
+        self
     }
 
     /// Where the tar holds a regular file's content with this sha256, if it does.
@@ -171,12 +190,15 @@ impl EntryIndex {
 }
 
 /// The file beside a cached layer tree holding that tree's [`EntryIndex`] (written when
-/// the tree was patched from an earlier version, `unpack` indexing the stream as it went):
-/// the next incremental COPY reads it instead of indexing the blob again (~3 µs an
-/// entry). It is as trusted as the tree beside it — written into the entry before the
-/// entry is renamed into the cache, never changed after — and checked for the blob it
-/// claims to describe and for a torn or altered body (a trailing sha256); content found
-/// through it is hashed again when used, as with an index built from the blob.
+/// the tree was patched from an earlier version, `unpack` indexing the stream as it went),
+/// or beside a chunked erofs image where its blob holds each content (every chunked
+/// image: the writer indexes the contents of the stream, which is the blob, as it goes;
+/// no fingerprints): the next incremental COPY reads it instead of indexing the blob
+/// again (~3 µs an entry). It is as trusted as the tree or image beside it — written
+/// into the entry before the entry is renamed into the cache, never changed after — and
+/// checked for the blob it claims to describe and for a torn or altered body (a trailing
+/// sha256); content found through it is hashed again when used, as with an index built
+/// from the blob.
 pub const STORED: &str = "entries.idx";
 const MAGIC: &[u8; 8] = b"KEELIX01";
 /// Larger stored indexes are not read (10,000 entries take ~1 MB).

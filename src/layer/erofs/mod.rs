@@ -79,8 +79,9 @@ pub struct ImageOptions {
 
 /// What writing one image gave: the counts an unpack of the same stream gives (its
 /// `unchanged` stays empty; `summary` is what `storage::verify::summarize` of the mounted
-/// image gives, for the marker; `index`, for a chunked image only, is the stream's
-/// `EntryIndex::of_tar`, matchable entries only) and the image file's size.
+/// image gives, for the marker; `index`, for a chunked image only, is where the stream's
+/// contents lie: `EntryIndex::of_tar` of it without fingerprints) and the image file's
+/// size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageStats {
     pub counts: UnpackStats,
@@ -116,7 +117,7 @@ pub fn write_image<W: Write + Seek>(
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid, geo)?;
     stats.counts.summary = Some(summary_of(&w.tree));
-    stats.counts.index = w.index.take().map(|i| Box::new(i.matchable()));
+    stats.counts.index = w.index.take().map(Box::new);
     Ok(stats)
 }
 
@@ -258,9 +259,10 @@ struct Writer<'w, 'o, W> {
     /// Bytes of inline content still allowed in memory.
     budget: usize,
     stats: ImageStats,
-    /// A chunked image's stream is the layer's blob, so its entry index is the blob's:
-    /// built here as the stream goes by, it is stored beside the image for the layer's
-    /// next version (`layer::derive`) instead of that build reading the blob again.
+    /// A chunked image's stream is the layer's blob, so where its contents lie is where
+    /// the blob holds them: indexed here as the stream goes by (contents only,
+    /// `EntryIndex::add_content`), it is stored beside the image for the layer's next
+    /// version (`layer::derive`) instead of that build reading the blob again.
     index: Option<EntryIndex>,
     /// The content the index just read of the current entry (a regular file's, which
     /// is then no longer in the entry).
@@ -328,7 +330,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
         if let Some(index) = self.index.as_mut() {
-            index.add(&rel, entry, &mut self.body)?;
+            index.add_content(entry, &mut self.body)?;
         }
         self.stats.counts.entries += 1;
         let kind = entry.header().entry_type();
