@@ -454,6 +454,7 @@ pub fn commit_copy_into(
     };
     let into = unpack_into.map(|(tree, _)| tree);
     let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
+    let mut headers = Headers::default();
     {
         let mut tar = tar::Builder::new(&mut blob);
         for (path, op) in &plan.all {
@@ -484,7 +485,7 @@ pub fn commit_copy_into(
             };
             let meta = (mtime, negative, cap);
             let old = derive.as_mut().zip(digest.map(|(_, d)| d));
-            append_op(&mut tar, ctx, path, op, meta, old)?;
+            append_op(&mut tar, ctx, path, op, meta, old, &mut headers)?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
@@ -616,6 +617,32 @@ fn append_parent(
         .map_err(io(Path::new(path)))
 }
 
+/// What [`header`] is made from: kind, mode, uid, gid, mtime.
+type HeaderFields = (tar::EntryType, u32, u32, u32, u64);
+
+/// [`header`], remembering the last one made: a copy's files mostly share mode, owner
+/// and mtime, and `tar` spells each numeric field out through `format!` (an allocation
+/// per field, 5 per header). A copy of the header made from the same fields is that
+/// header, byte for byte.
+#[derive(Default)]
+struct Headers {
+    last: Option<(HeaderFields, tar::Header)>,
+}
+
+impl Headers {
+    fn header(&mut self, fields: HeaderFields) -> tar::Header {
+        match &self.last {
+            Some((made_of, h)) if *made_of == fields => h.clone(),
+            _ => {
+                let (kind, mode, uid, gid, mtime) = fields;
+                let h = header(kind, mode, uid, gid, mtime);
+                self.last = Some((fields, h.clone()));
+                h
+            }
+        }
+    }
+}
+
 /// A GNU header with everything but the name and size (0) set.
 fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -652,6 +679,7 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     op: &CopyOp,
     (mtime, negative, cap): (u64, Option<i64>, Option<Vec<u8>>),
     derive: Option<(&mut layer::derive::OldBlob, &layer::index::ContentDigest)>,
+    headers: &mut Headers,
 ) -> Result<(), StepError> {
     let (uid, gid) = (op.owner.uid, op.owner.gid);
     let src = ctx.path_of(&op.src);
@@ -678,7 +706,7 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
             tar.append_link(&mut h, path, target).map_err(io(&src))
         }
         FileKind::File => {
-            let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
+            let mut h = headers.header((tar::EntryType::Regular, op.mode, uid, gid, mtime));
             h.set_size(op.size);
             let out = tar.get_mut();
             crate::layer::pack::write_header(out, &mut h, path).map_err(io(&src))?;
@@ -705,6 +733,30 @@ impl layer::tee::ReadInto for crate::store::BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header given again from the last one made is the header made afresh, over
+    /// runs of the same fields and each field changing alone.
+    #[test]
+    fn a_remembered_header_is_the_one_made_afresh() {
+        use tar::EntryType::{Directory, Regular};
+        let mut headers = Headers::default();
+        let fields = [
+            (Regular, 0o644, 0, 0, 1_700_000_000),
+            (Regular, 0o644, 0, 0, 1_700_000_000),
+            (Regular, 0o600, 0, 0, 1_700_000_000),
+            (Regular, 0o600, 1000, 0, 1_700_000_000),
+            (Regular, 0o600, 1000, 1000, 1_700_000_000),
+            (Regular, 0o600, 1000, 1000, 0),
+            (Directory, 0o600, 1000, 1000, 0),
+            (Regular, 0o600, 1000, 1000, 0),
+            (Regular, 0o600, 1000, 1000, 0),
+        ];
+        for f in fields {
+            let (kind, mode, uid, gid, mtime) = f;
+            let fresh = header(kind, mode, uid, gid, mtime);
+            assert_eq!(headers.header(f).as_bytes(), fresh.as_bytes(), "{f:?}");
+        }
+    }
 
     /// The byte order used for clean paths is the component order `layer::pack` uses,
     /// over names that sort around `/` (`-`, `.`, `0`), prefixes, and depths; a set with
