@@ -54,7 +54,17 @@ impl EntryIndex {
     /// Indexes an uncompressed layer tar, seeking over the content of entries too big
     /// to index. A path named twice is never matched (which of its entries won is a
     /// question for the unpacker, not for a shortcut).
-    pub fn of_tar(mut r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+    pub fn of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        EntryIndex::read_tar(r, true)
+    }
+
+    /// [`EntryIndex::of_tar`] without fingerprints (`add_content` per entry): where the
+    /// tar holds each content, all a derived layer needs when no tree will be patched.
+    pub fn contents_of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        EntryIndex::read_tar(r, false)
+    }
+
+    fn read_tar(mut r: impl Read + Seek, fingerprints: bool) -> Result<EntryIndex, LayerError> {
         // Sized for small entries (a header and a block of content each) up front:
         // growing two maps of 10,000s of entries rehashes them into fresh memory.
         let len = r.seek(SeekFrom::End(0))?;
@@ -69,7 +79,12 @@ impl EntryIndex {
         for entry in archive.entries_with_seek()? {
             let mut entry = entry?;
             let rel = clean_entry_path(&entry.path_bytes())?;
-            idx.add(&rel, &mut entry, &mut body)?;
+            match fingerprints {
+                true => idx.add(&rel, &mut entry, &mut body)?,
+                false => {
+                    idx.add_content(&mut entry, &mut body)?;
+                }
+            }
         }
         Ok(idx)
     }
@@ -457,6 +472,17 @@ mod tests {
         let idx = EntryIndex::of_tar(Cursor::new(twice.clone())).unwrap();
         let (rel, fp) = prints(&twice).remove(0);
         assert!(!idx.has(&rel, &fp.unwrap()), "a path named twice");
+    }
+
+    /// The contents-only reading of a tar is the whole index without fingerprints.
+    #[test]
+    fn contents_of_a_tar_are_its_index_without_fingerprints() {
+        let long = format!("d/{}", "n".repeat(150));
+        let tar = tar_of(&[("a", "1", 1), ("b", "1", 2), (&long, "x", 1), ("a", "2", 1)]);
+        let whole = EntryIndex::of_tar(Cursor::new(tar.clone())).unwrap();
+        let contents = EntryIndex::contents_of_tar(Cursor::new(tar)).unwrap();
+        assert!(!whole.is_empty() && contents.is_empty());
+        assert_eq!(contents, whole.contents_only());
     }
 
     #[test]

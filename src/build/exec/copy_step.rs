@@ -767,7 +767,14 @@ fn old_blob(
         Some(index) => (index, true),
         None => {
             std::io::Seek::rewind(&mut f).ok()?;
-            (EntryIndex::of_tar(f).ok()?, false)
+            // Fingerprints serve only a tree patch, and an image entry is never patched
+            // (`take_tree`): its blob's contents are all the derived layer needs.
+            let image = entry.join(crate::layer::erofs::IMAGE).exists();
+            let index = match image {
+                true => EntryIndex::contents_of_tar(f),
+                false => EntryIndex::of_tar(f),
+            };
+            (index.ok()?, false)
         }
     };
     tracing::debug!(
