@@ -396,33 +396,32 @@ pub struct CopySinks<'a> {
         layer::tee::SideSink<'a>,
         Option<std::sync::Arc<layer::index::EntryIndex>>,
     )>,
-    pub derive: Option<Derive<'a>>,
-    /// The capabilities the key computation read (none: each file's is read here).
-    pub caps: Option<KnownCaps<'a>>,
+    /// The previous version of a layer as a source of content (`layer::derive`): a file
+    /// whose sha256 the key computation read (`known`) and the old blob holds is copied
+    /// from there — every byte hashed again on the way — instead of read from the context.
+    pub derive: Option<layer::derive::OldBlob>,
+    /// What the key computation read of the copy's files (none: each file's capability
+    /// is read here, and no content is taken from `derive`).
+    pub known: Option<KnownFiles<'a>>,
 }
 
-/// The capabilities of a copy's regular files as the key computation read them (through
-/// the stat index): a file in `digests` has the capability `caps` gives it, or none. The
-/// layer then carries what its key says, with no `lgetxattr` per file.
-pub struct KnownCaps<'a> {
+/// A copy's regular files as the key computation read them (through the stat index):
+/// their content digests, and the capability of those in `digests` that have one (the
+/// others have none). The layer then carries what its key says, with no `lgetxattr` per
+/// file, and one lookup per file serves both.
+pub struct KnownFiles<'a> {
     pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
     pub caps: &'a std::collections::HashMap<String, Vec<u8>>,
 }
 
-impl KnownCaps<'_> {
-    /// `op`'s capability if the key read it (`Some(None)`: it has none).
-    fn of(&self, op: &CopyOp) -> Option<Option<Vec<u8>>> {
-        (op.kind == FileKind::File && self.digests.contains_key(&op.src))
-            .then(|| self.caps.get(&op.src).cloned())
+impl KnownFiles<'_> {
+    /// `op`'s content digest, if the key read it.
+    fn digest(&self, op: &CopyOp) -> Option<&layer::index::ContentDigest> {
+        match op.kind {
+            FileKind::File => self.digests.get(&op.src),
+            _ => None,
+        }
     }
-}
-
-/// The previous version of a layer as a source of content (`layer::derive`): a file
-/// whose sha256 (by context path, from the key's inputs) the old blob holds is copied
-/// from there — every byte hashed again on the way — instead of read from the context.
-pub struct Derive<'a> {
-    pub old: layer::derive::OldBlob,
-    pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
 }
 
 /// [`commit_copy`] into `sinks`; when the unpack directory now holds the whole layer,
@@ -444,7 +443,7 @@ pub fn commit_copy_into(
     let CopySinks {
         unpack_into,
         mut derive,
-        caps,
+        known,
     } = sinks;
     let unpack_opts = layer::unpack::UnpackOptions {
         whiteouts: layer::unpack::Whiteouts::Overlay,
@@ -455,6 +454,7 @@ pub fn commit_copy_into(
     };
     let into = unpack_into.map(|(tree, _)| tree);
     let mut blob = layer::tee::Tee::new(store.blob_writer()?, into, &unpack_opts);
+    let mut headers = Headers::default();
     {
         let mut tar = tar::Builder::new(&mut blob);
         for (path, op) in &plan.all {
@@ -478,19 +478,21 @@ pub fn commit_copy_into(
             // Before 1970 (kept mtimes only): a PAX `mtime` record, as Go's archive/tar
             // writes it in BuildKit's and buildah's layers.
             let negative = (epoch.is_none() && op.mtime < 0).then_some(op.mtime);
-            let cap = caps
-                .as_ref()
-                .and_then(|c| c.of(op))
-                .unwrap_or_else(|| file_capability(op.kind, &ctx.path_of(&op.src)));
+            let digest = known.as_ref().and_then(|k| Some((k, k.digest(op)?)));
+            let cap = match digest {
+                Some((k, _)) => k.caps.get(&op.src).cloned(),
+                None => file_capability(op.kind, &ctx.path_of(&op.src)),
+            };
             let meta = (mtime, negative, cap);
-            append_op(&mut tar, ctx, path, op, meta, derive.as_mut())?;
+            let old = derive.as_mut().zip(digest.map(|(_, d)| d));
+            append_op(&mut tar, ctx, path, op, meta, old, &mut headers)?;
         }
         tar.finish().map_err(io(Path::new("layer")))?;
     }
-    if let Some(d) = &derive {
+    if let Some(old) = &derive {
         tracing::debug!(
-            from_old_blob = d.old.used,
-            refused = d.old.refused,
+            from_old_blob = old.used,
+            refused = old.refused,
             "wrote the layer from the previous layer's blob and the changed files"
         );
     }
@@ -500,7 +502,15 @@ pub fn commit_copy_into(
             tracing::debug!("the layer was not unpacked while written: {e}");
             None
         }
-        Some(Ok(stats)) => Some(stats),
+        Some(Ok(stats)) => {
+            // Where the tee's second sink ends: the `-v` phases of a commit tell the
+            // wait for it from the blob's own commit (docs/performance.md, session 14).
+            tracing::debug!(
+                entries = stats.entries,
+                "the layer's second copy is complete"
+            );
+            Some(stats)
+        }
         None => None,
     };
     Ok(Some((stored(blob)?, whole)))
@@ -607,6 +617,32 @@ fn append_parent(
         .map_err(io(Path::new(path)))
 }
 
+/// What [`header`] is made from: kind, mode, uid, gid, mtime.
+type HeaderFields = (tar::EntryType, u32, u32, u32, u64);
+
+/// [`header`], remembering the last one made: a copy's files mostly share mode, owner
+/// and mtime, and `tar` spells each numeric field out through `format!` (an allocation
+/// per field, 5 per header). A copy of the header made from the same fields is that
+/// header, byte for byte.
+#[derive(Default)]
+struct Headers {
+    last: Option<(HeaderFields, tar::Header)>,
+}
+
+impl Headers {
+    fn header(&mut self, fields: HeaderFields) -> tar::Header {
+        match &self.last {
+            Some((made_of, h)) if *made_of == fields => h.clone(),
+            _ => {
+                let (kind, mode, uid, gid, mtime) = fields;
+                let h = header(kind, mode, uid, gid, mtime);
+                self.last = Some((fields, h.clone()));
+                h
+            }
+        }
+    }
+}
+
 /// A GNU header with everything but the name and size (0) set.
 fn header(kind: tar::EntryType, mode: u32, uid: u32, gid: u32, mtime: u64) -> tar::Header {
     let mut h = tar::Header::new_gnu();
@@ -633,16 +669,17 @@ pub fn file_capability(kind: FileKind, src: &Path) -> Option<Vec<u8>> {
 }
 
 /// Appends the entry `op` writes at `path`, with its mtime, a PAX mtime when negative and
-/// its capability (`meta`). A regular file's content comes from the
-/// old blob when `derive` has it (checked there), else straight from the source into
-/// the blob's buffers (hashed there), not through tar's small copies.
+/// its capability (`meta`). A regular file's content comes from the old blob
+/// when `derive` (with the digest the key read) has it (checked there), else straight
+/// from the source into the blob's buffers (hashed there), not through tar's small copies.
 fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     tar: &mut tar::Builder<&mut layer::tee::Tee<W>>,
     ctx: &Context,
     path: &str,
     op: &CopyOp,
     (mtime, negative, cap): (u64, Option<i64>, Option<Vec<u8>>),
-    derive: Option<&mut Derive<'_>>,
+    derive: Option<(&mut layer::derive::OldBlob, &layer::index::ContentDigest)>,
+    headers: &mut Headers,
 ) -> Result<(), StepError> {
     let (uid, gid) = (op.owner.uid, op.owner.gid);
     let src = ctx.path_of(&op.src);
@@ -669,14 +706,13 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
             tar.append_link(&mut h, path, target).map_err(io(&src))
         }
         FileKind::File => {
-            let mut h = header(tar::EntryType::Regular, op.mode, uid, gid, mtime);
+            let mut h = headers.header((tar::EntryType::Regular, op.mode, uid, gid, mtime));
             h.set_size(op.size);
             let out = tar.get_mut();
             crate::layer::pack::write_header(out, &mut h, path).map_err(io(&src))?;
-            let old = derive.and_then(|d| {
-                let digest = d.digests.get(&op.src)?;
+            let old = derive.and_then(|(old, digest)| {
                 crate::fault::point("build.copy-derived");
-                d.old.content(digest, op.size)
+                old.content(digest, op.size)
             });
             match old {
                 Some(bytes) => std::io::Write::write_all(out, bytes),
@@ -697,6 +733,30 @@ impl layer::tee::ReadInto for crate::store::BlobWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A header given again from the last one made is the header made afresh, over
+    /// runs of the same fields and each field changing alone.
+    #[test]
+    fn a_remembered_header_is_the_one_made_afresh() {
+        use tar::EntryType::{Directory, Regular};
+        let mut headers = Headers::default();
+        let fields = [
+            (Regular, 0o644, 0, 0, 1_700_000_000),
+            (Regular, 0o644, 0, 0, 1_700_000_000),
+            (Regular, 0o600, 0, 0, 1_700_000_000),
+            (Regular, 0o600, 1000, 0, 1_700_000_000),
+            (Regular, 0o600, 1000, 1000, 1_700_000_000),
+            (Regular, 0o600, 1000, 1000, 0),
+            (Directory, 0o600, 1000, 1000, 0),
+            (Regular, 0o600, 1000, 1000, 0),
+            (Regular, 0o600, 1000, 1000, 0),
+        ];
+        for f in fields {
+            let (kind, mode, uid, gid, mtime) = f;
+            let fresh = header(kind, mode, uid, gid, mtime);
+            assert_eq!(headers.header(f).as_bytes(), fresh.as_bytes(), "{f:?}");
+        }
+    }
 
     /// The byte order used for clean paths is the component order `layer::pack` uses,
     /// over names that sort around `/` (`-`, `.`, `0`), prefixes, and depths; a set with

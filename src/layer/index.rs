@@ -54,7 +54,17 @@ impl EntryIndex {
     /// Indexes an uncompressed layer tar, seeking over the content of entries too big
     /// to index. A path named twice is never matched (which of its entries won is a
     /// question for the unpacker, not for a shortcut).
-    pub fn of_tar(mut r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+    pub fn of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        EntryIndex::read_tar(r, true)
+    }
+
+    /// [`EntryIndex::of_tar`] without fingerprints (`add_content` per entry): where the
+    /// tar holds each content, all a derived layer needs when no tree will be patched.
+    pub fn contents_of_tar(r: impl Read + Seek) -> Result<EntryIndex, LayerError> {
+        EntryIndex::read_tar(r, false)
+    }
+
+    fn read_tar(mut r: impl Read + Seek, fingerprints: bool) -> Result<EntryIndex, LayerError> {
         // Sized for small entries (a header and a block of content each) up front:
         // growing two maps of 10,000s of entries rehashes them into fresh memory.
         let len = r.seek(SeekFrom::End(0))?;
@@ -68,30 +78,74 @@ impl EntryIndex {
         let mut body = Vec::new();
         for entry in archive.entries_with_seek()? {
             let mut entry = entry?;
-            let kind = entry.header().entry_type();
             let rel = clean_entry_path(&entry.path_bytes())?;
-            let fp = match indexable(kind, entry.size()) {
-                true => {
-                    body.clear();
-                    entry.read_to_end(&mut body)?;
-                    let content: ContentDigest = Sha256::digest(&body).into();
-                    if kind != EntryType::Symlink {
-                        let at = Span {
-                            offset: entry.raw_file_position(),
-                            len: body.len() as u64,
-                        };
-                        idx.contents.entry(content).or_insert(at);
-                    }
-                    Some(fingerprint_of(&mut entry, &content)?)
+            match fingerprints {
+                true => idx.add(&rel, &mut entry, &mut body)?,
+                false => {
+                    idx.add_content(&mut entry, &mut body)?;
                 }
-                false => None,
-            };
-            let key = key_of(&rel);
-            if idx.entries.insert(key.clone(), fp).is_some() {
-                idx.entries.insert(key, None);
             }
         }
         Ok(idx)
+    }
+
+    /// Indexes the next entry of the stream being indexed, named `rel` (cleaned): an
+    /// indexable entry's content is read into `body` (what is left of it in `entry` is
+    /// nothing), anything else is left unread. The one rule of [`EntryIndex::of_tar`].
+    pub fn add<R: Read>(
+        &mut self,
+        rel: &Path,
+        entry: &mut tar::Entry<R>,
+        body: &mut Vec<u8>,
+    ) -> Result<(), LayerError> {
+        let fp = match self.add_content(entry, body)? {
+            Some(content) => Some(fingerprint_of(entry, &content)?),
+            None => None,
+        };
+        use std::collections::hash_map::Entry;
+        match self.entries.entry(key_of(rel)) {
+            // Named twice: never matched.
+            Entry::Occupied(mut again) => {
+                again.insert(None);
+            }
+            Entry::Vacant(first) => {
+                first.insert(fp);
+            }
+        }
+        Ok(())
+    }
+
+    /// What [`EntryIndex::add`] records of where contents lie, alone: the digest of an
+    /// indexable entry's content (read into `body`). The chunked erofs writer indexes
+    /// the blob it is made of this way: a derived layer needs only the contents, and a
+    /// chunked entry is never patched as a tree, which is what fingerprints are for (an
+    /// index without them matches no path: every entry is written again).
+    pub fn add_content<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<R>,
+        body: &mut Vec<u8>,
+    ) -> Result<Option<ContentDigest>, LayerError> {
+        let kind = entry.header().entry_type();
+        body.clear();
+        if !indexable(kind, entry.size()) {
+            return Ok(None);
+        }
+        entry.read_to_end(body)?;
+        let content: ContentDigest = Sha256::digest(&body).into();
+        if kind != EntryType::Symlink {
+            let at = Span {
+                offset: entry.raw_file_position(),
+                len: body.len() as u64,
+            };
+            self.contents.entry(content).or_insert(at);
+        }
+        Ok(Some(content))
+    }
+
+    /// The index without its fingerprints: what [`EntryIndex::add_content`] alone gives.
+    pub fn contents_only(mut self) -> EntryIndex {
+        self.entries.clear();
+        self
     }
 
     /// Where the tar holds a regular file's content with this sha256, if it does.
@@ -151,12 +205,15 @@ impl EntryIndex {
 }
 
 /// The file beside a cached layer tree holding that tree's [`EntryIndex`] (written when
-/// the tree was patched from an earlier version, `unpack` indexing the stream as it went):
-/// the next incremental COPY reads it instead of indexing the blob again (~3 µs an
-/// entry). It is as trusted as the tree beside it — written into the entry before the
-/// entry is renamed into the cache, never changed after — and checked for the blob it
-/// claims to describe and for a torn or altered body (a trailing sha256); content found
-/// through it is hashed again when used, as with an index built from the blob.
+/// the tree was patched from an earlier version, `unpack` indexing the stream as it went),
+/// or beside a chunked erofs image where its blob holds each content (every chunked
+/// image: the writer indexes the contents of the stream, which is the blob, as it goes;
+/// no fingerprints): the next incremental COPY reads it instead of indexing the blob
+/// again (~3 µs an entry). It is as trusted as the tree or image beside it — written
+/// into the entry before the entry is renamed into the cache, never changed after — and
+/// checked for the blob it claims to describe and for a torn or altered body (a trailing
+/// sha256); content found through it is hashed again when used, as with an index built
+/// from the blob.
 pub const STORED: &str = "entries.idx";
 const MAGIC: &[u8; 8] = b"KEELIX01";
 /// Larger stored indexes are not read (10,000 entries take ~1 MB).
@@ -415,6 +472,17 @@ mod tests {
         let idx = EntryIndex::of_tar(Cursor::new(twice.clone())).unwrap();
         let (rel, fp) = prints(&twice).remove(0);
         assert!(!idx.has(&rel, &fp.unwrap()), "a path named twice");
+    }
+
+    /// The contents-only reading of a tar is the whole index without fingerprints.
+    #[test]
+    fn contents_of_a_tar_are_its_index_without_fingerprints() {
+        let long = format!("d/{}", "n".repeat(150));
+        let tar = tar_of(&[("a", "1", 1), ("b", "1", 2), (&long, "x", 1), ("a", "2", 1)]);
+        let whole = EntryIndex::of_tar(Cursor::new(tar.clone())).unwrap();
+        let contents = EntryIndex::contents_of_tar(Cursor::new(tar)).unwrap();
+        assert!(!whole.is_empty() && contents.is_empty());
+        assert_eq!(contents, whole.contents_only());
     }
 
     #[test]

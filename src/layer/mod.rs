@@ -50,14 +50,19 @@ pub fn each_entry(
     mut each: impl FnMut(&[u8], &mut LayerEntry<'_>) -> Result<(), LayerError>,
 ) -> Result<(), LayerError> {
     let mut archive = tar::Archive::new(guard::HeaderGuard::new(decompressed(reader)?));
-    let mut last = String::from("<first header>");
+    // The last entry's raw path, spelled out only for an error (not once per entry).
+    let mut last: Option<Vec<u8>> = None;
     for entry in archive.entries()? {
-        let mut entry = entry
-            .map_err(|e| LayerError::bad(last.clone(), format!("malformed tar stream: {e}")))?;
-        let raw = entry.path_bytes().into_owned();
-        last = format!("<header after {}>", String::from_utf8_lossy(&raw));
-        each(&raw, &mut entry).map_err(|e| match e {
-            LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(&raw), io.to_string()),
+        let mut entry = entry.map_err(|e| {
+            let shown = match &last {
+                None => String::from("<first header>"),
+                Some(raw) => format!("<header after {}>", String::from_utf8_lossy(raw)),
+            };
+            LayerError::bad(shown, format!("malformed tar stream: {e}"))
+        })?;
+        let raw = last.insert(entry.path_bytes().into_owned());
+        each(raw, &mut entry).map_err(|e| match e {
+            LayerError::Io(io) => LayerError::bad(String::from_utf8_lossy(raw), io.to_string()),
             other => other,
         })?;
     }

@@ -640,9 +640,10 @@ impl PendingLayer {
         // The cache's files are 0644 whatever keel's umask (a tree's modes are the
         // layer's own): the same cache under umask 022 and 077.
         use std::os::unix::fs::PermissionsExt;
-        for file in [IMAGE, DEVICE] {
+        for file in [IMAGE, DEVICE, crate::layer::index::STORED] {
             let path = self.tmp.path().join(file);
-            if self.kind != EntryKind::Tree && path.is_file() {
+            let keels = self.kind != EntryKind::Tree || file == crate::layer::index::STORED;
+            if keels && path.is_file() {
                 hostfs::set_permissions(&path, fs::Permissions::from_mode(0o644))
                     .map_err(StorageError::io("chmod", &path))?;
             }

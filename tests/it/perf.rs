@@ -236,6 +236,13 @@ fn one_file_changed_rebuild(tree: bool) {
         "the rebuild did not derive its blob:\n{log}"
     );
     assert_eq!(log.contains(PATCHED), tree, "patched a tree or not:\n{log}");
+    // A chunked entry's index is stored with its image (a tree's only once patched), so
+    // this rebuild takes the old contents through the cold build's stored index.
+    assert_eq!(
+        log.contains("stored=true"),
+        !tree,
+        "the stored index read or not:\n{log}"
+    );
     // Every file whose content the old layer had is taken from its blob: the 3 of app/
     // and 198 of the 199 left in many/ (f007 now has what f070 had; f009 is new bytes).
     assert_eq!(
@@ -340,9 +347,20 @@ fn a_corrupted_previous_blob_never_reaches_the_new_layer() {
 #[test]
 fn the_stored_entry_index_is_used_only_when_whole() {
     require!(is_root(), "overlay snapshots need root");
-    // The index is stored beside a patched tree: a chunked entry keeps none (its blob
-    // is indexed again on the next rebuild).
-    let k = with_base().with_env("KEEL_LAYER_FORMAT", "tree");
+    stored_index_is_used_only_when_whole(true);
+    // The default: a chunked entry's index is written as its image is, from the very
+    // stream that is the blob, so a cold build's is read by the first rebuild.
+    stored_index_is_used_only_when_whole(false);
+}
+
+/// The index is stored beside a patched tree (`tree`: a cold build stores none), or
+/// beside every chunked image; the next rebuild reads it unless it changed, and each
+/// rebuild gives what a cold build gives.
+fn stored_index_is_used_only_when_whole(tree: bool) {
+    let k = match tree {
+        true => with_base().with_env("KEEL_LAYER_FORMAT", "tree"),
+        false => with_base(),
+    };
     let ctx = app(&k, &format!("FROM bb\nCOPY app/ /app/\n{LISTING}\n"));
     build_id(&k, &ctx, &[]);
     // Rewrites app/a.txt, rebuilds, and checks whether the stored index was read.
@@ -352,11 +370,11 @@ fn the_stored_entry_index_is_used_only_when_whole() {
         let stored = log
             .split_once("stored=")
             .map(|(_, r)| r.starts_with("true"));
-        assert_eq!(stored, Some(want), "{why}:\n{log}");
+        assert_eq!(stored, Some(want), "{why} (tree: {tree}):\n{log}");
         out
     };
-    rebuild("A\n", false, "a cold build stores no index");
-    rebuild("B\n", true, "the patched tree's index was not read");
+    rebuild("A\n", !tree, "the index stored with the cold build");
+    rebuild("B\n", true, "the index stored with the first rebuild");
     let idx: Vec<_> = walkdir::WalkDir::new(k.root().join("storage/layers"))
         .max_depth(2)
         .into_iter()
@@ -364,11 +382,14 @@ fn the_stored_entry_index_is_used_only_when_whole() {
         .filter(|e| e.file_name() == "entries.idx")
         .map(|e| e.into_path())
         .collect();
-    assert_eq!(idx.len(), 1, "{idx:?}");
-    let mut bytes = std::fs::read(&idx[0]).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 1;
-    std::fs::write(&idx[0], bytes).unwrap();
+    // The COPY layer's current entry; with chunks the ones before it are kept too.
+    assert!(!idx.is_empty() && (!tree || idx.len() == 1), "{idx:?}");
+    for path in &idx {
+        let mut bytes = std::fs::read(path).unwrap();
+        let at = bytes.len() / 2;
+        bytes[at] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    }
     let out = rebuild("C\n", false, "a changed index was read");
     same_as_a_cold_build(&k, &ctx, &out, "the rebuild over a changed index");
 }

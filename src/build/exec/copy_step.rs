@@ -644,11 +644,8 @@ impl Executor<'_> {
                 .map(|o| o.index().clone());
             sinks.unpack_into = Some((p.sink(t), known));
         }
-        sinks.derive = old.map(|old| step::Derive {
-            old,
-            digests: &prior.read.digests,
-        });
-        sinks.caps = Some(step::KnownCaps {
+        sinks.derive = old;
+        sinks.known = Some(step::KnownFiles {
             digests: &prior.read.digests,
             caps: &prior.read.caps,
         });
@@ -774,7 +771,14 @@ fn old_blob(
         Some(index) => (index, true),
         None => {
             std::io::Seek::rewind(&mut f).ok()?;
-            (EntryIndex::of_tar(f).ok()?, false)
+            // Fingerprints serve only a tree patch, and an image entry is never patched
+            // (`take_tree`): its blob's contents are all the derived layer needs.
+            let image = entry.join(crate::layer::erofs::IMAGE).exists();
+            let index = match image {
+                true => EntryIndex::contents_of_tar(f),
+                false => EntryIndex::of_tar(f),
+            };
+            (index.ok()?, false)
         }
     };
     tracing::debug!(

@@ -36,6 +36,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use self::format::{Body, Data, Geometry, Inode, Tree, BLOCK, CHUNKED_FIRST_BLOCK, NAME_MAX};
+use super::index::EntryIndex;
 use super::tally::{dir_line, Summary};
 use super::unpack::{
     is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, UnpackStats, Whiteouts,
@@ -77,8 +78,10 @@ pub struct ImageOptions {
 }
 
 /// What writing one image gave: the counts an unpack of the same stream gives (its
-/// `unchanged` and `index` stay empty; `summary` is what `storage::verify::summarize` of
-/// the mounted image gives, for the marker) and the image file's size.
+/// `unchanged` stays empty; `summary` is what `storage::verify::summarize` of the mounted
+/// image gives, for the marker; `index`, for a chunked image only, is where the stream's
+/// contents lie: `EntryIndex::of_tar` of it without fingerprints) and the image file's
+/// size.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImageStats {
     pub counts: UnpackStats,
@@ -114,6 +117,7 @@ pub fn write_image<W: Write + Seek>(
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid, geo)?;
     stats.counts.summary = Some(summary_of(&w.tree));
+    stats.counts.index = w.index.take().map(Box::new);
     Ok(stats)
 }
 
@@ -255,6 +259,14 @@ struct Writer<'w, 'o, W> {
     /// Bytes of inline content still allowed in memory.
     budget: usize,
     stats: ImageStats,
+    /// A chunked image's stream is the layer's blob, so where its contents lie is where
+    /// the blob holds them: indexed here as the stream goes by (contents only,
+    /// `EntryIndex::add_content`), it is stored beside the image for the layer's next
+    /// version (`layer::derive`) instead of that build reading the blob again.
+    index: Option<EntryIndex>,
+    /// The content the index just read of the current entry (a regular file's, which
+    /// is then no longer in the entry).
+    body: Vec<u8>,
 }
 
 /// Why a path did not resolve: the unpacker's `RootfsError` causes.
@@ -278,6 +290,8 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             },
             budget: INLINE_BUDGET,
             stats: ImageStats::default(),
+            index: opts.chunked.then(EntryIndex::default),
+            body: Vec::new(),
         };
         w.tree
             .inodes
@@ -315,6 +329,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
+        if let Some(index) = self.index.as_mut() {
+            index.add_content(entry, &mut self.body)?;
+        }
         self.stats.counts.entries += 1;
         let kind = entry.header().entry_type();
         if super::is_header_only(kind) {
@@ -448,7 +465,9 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
     ) -> Result<(), LayerError> {
         let want = entry.size();
         let data = if self.opts.chunked {
-            chunk_of(shown, want, entry)?
+            // What the index read of the content comes first (it read all or nothing).
+            let read = self.body.len() as u64;
+            chunk_of(shown, want, read, entry)?
         } else if want < BLOCK && (want as usize) <= self.budget {
             let mut b = Vec::with_capacity(want as usize);
             entry
@@ -633,15 +652,18 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
 }
 
 /// A regular file's content as a chunk reference to where it is in the stream (read
-/// past, not kept: its length is checked as the unpacker checks it).
+/// past, not kept: its length, `read` bytes of it already read from `entry`, is checked
+/// as the unpacker checks it).
 fn chunk_of<R: Read>(
     shown: &str,
     want: u64,
+    read: u64,
     entry: &mut tar::Entry<R>,
 ) -> Result<Data, LayerError> {
     let at = entry.raw_file_position();
-    let n = io::copy(entry, &mut io::sink())
+    let rest = io::copy(entry, &mut io::sink())
         .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
+    let n = read + rest;
     check_size(shown, want, n)?;
     if !at.is_multiple_of(TAR_BLOCK) {
         return Err(LayerError::bad(

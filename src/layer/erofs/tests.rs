@@ -437,3 +437,52 @@ fn a_chunked_images_files_are_read_from_the_blob() {
     let gz = gz.finish().unwrap();
     assert!(write_image(io::Cursor::new(gz), &mut io::Cursor::new(Vec::new()), &opts).is_err());
 }
+
+/// A chunked image's writer indexes the contents of the stream it is made of (its blob)
+/// as `EntryIndex::of_tar` indexes that blob: the same digests at the same spans (and no
+/// fingerprints), with every kind of entry, a GNU long name, PAX records, a path named
+/// twice, contents held twice and a file too large to index. A flat image's stream need
+/// not be its blob: no index.
+#[test]
+fn a_chunked_images_index_is_the_blobs() {
+    use crate::layer::index::{EntryIndex, MAX_INDEXED};
+    let long = format!("d/{}", "n".repeat(150));
+    let too_big = vec![3u8; MAX_INDEXED as usize + 1];
+    let tar = tar_of(&[
+        E::Dir("d/", 0o755),
+        E::File("d/a", 0o644, b"one".to_vec()),
+        E::File("d/same", 0o600, b"one".to_vec()),
+        E::File(&long, 0o644, vec![5; 700]),
+        E::File("d/empty", 0o644, vec![]),
+        E::File("d/big", 0o644, too_big),
+        E::Sym("d/l", "a"),
+        E::Hard("d/h", "d/a"),
+        E::Dev("d/p", EntryType::Fifo, 0, 0),
+        E::Xattr("d/x", "user.k", b"v"),
+        E::PaxMtime("d/old", -5),
+        E::File("d/twice", 0o644, b"1".to_vec()),
+        E::File("d/twice", 0o644, b"2".to_vec()),
+        E::File("d/.wh.gone", 0o644, vec![]),
+    ]);
+    let opts = |chunked| ImageOptions {
+        unpack: overlay_opts(),
+        owner: (0, 0),
+        now: 0,
+        uuid: [7; 16],
+        chunked,
+    };
+    let write = |chunked| {
+        let mut out = io::Cursor::new(Vec::new());
+        write_image(io::Cursor::new(tar.clone()), &mut out, &opts(chunked)).unwrap()
+    };
+    let whole = EntryIndex::of_tar(io::Cursor::new(tar.clone())).unwrap();
+    assert!(whole.len() >= 8, "{whole:?}");
+    let digest = |b: &[u8]| <sha2::Sha256 as sha2::Digest>::digest(b).into();
+    let have = write(true).counts.index.map(|i| *i).unwrap();
+    for content in [&b"one"[..], &[5; 700], b"", b"1", b"2", b"x"] {
+        assert!(have.content(&digest(content)).is_some(), "{content:?}");
+    }
+    assert_eq!(have, whole.contents_only());
+    assert_eq!(have.len(), 0, "no fingerprints");
+    assert_eq!(write(false).counts.index, None);
+}
