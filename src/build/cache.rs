@@ -659,21 +659,24 @@ mod tests {
         }
     }
 
+    /// `diff_keys`' old definition (lookups in the other map, then sorted and
+    /// deduplicated), kept to check the merge walk and `explain_change` against.
+    fn by_lookup(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
+        let mut out: Vec<String> = a
+            .iter()
+            .filter(|(k, v)| b.get(*k) != Some(v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The merge walk against the definition it replaced (lookups in the other map,
     /// then sorted and deduplicated), over maps that share, change, add and drop keys.
     #[test]
     fn diff_keys_is_every_key_whose_value_differs_sorted() {
-        fn by_lookup(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> Vec<String> {
-            let mut out: Vec<String> = a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
-            out.sort();
-            out.dedup();
-            out
-        }
         let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
             pairs
                 .iter()
@@ -707,17 +710,7 @@ mod tests {
     /// The definition `explain_change` had when the last inputs were parsed into
     /// `KeyInputs` (maps of owned strings), kept to check the one-buffer reading against.
     fn explain_by_maps(now: &KeyInputs, before: Option<&KeyInputs>) -> String {
-        let diff = |a: &BTreeMap<String, String>, b: &BTreeMap<String, String>| {
-            let mut out: Vec<String> = a
-                .iter()
-                .filter(|(k, v)| b.get(*k) != Some(v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            out.extend(b.keys().filter(|k| !a.contains_key(*k)).cloned());
-            out.sort();
-            out.dedup();
-            out
-        };
+        let diff = by_lookup;
         let Some(b) = before.filter(|b| b.version == now.version) else {
             return "not built before".into();
         };
