@@ -620,20 +620,11 @@ mod tests {
             .ok()?;
         let mut files = HashMap::new();
         for line in lines {
-            let mut f = line.splitn(8, ' ');
-            let stamp = FileStamp {
-                dev: f.next()?.parse().ok()?,
-                ino: f.next()?.parse().ok()?,
-                size: f.next()?.parse().ok()?,
-                mtime_ns: parse_ns(f.next()?)?,
-                ctime_ns: parse_ns(f.next()?)?,
-            };
-            let digest = f
-                .next()
-                .filter(|d| d.len() == 71 && d.starts_with("sha256:"))?
-                .to_string();
-            let cap = parse_cap(f.next()?)?;
-            files.insert(f.next()?.to_string(), Known { stamp, digest, cap });
+            // The fields are read as v3 reads them (`parse_known`, unchanged from v2):
+            // what this checks is where lines are found, not how one is spelt.
+            let (last_space, _) = line.match_indices(' ').nth(6)?;
+            let known = parse_known(&line[..=last_space])?;
+            files.insert(line[last_space + 1..].to_string(), known);
         }
         Some((written_ns, files))
     }
