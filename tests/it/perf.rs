@@ -295,6 +295,74 @@ fn one_file_changed_rebuild_with_the_tree_cache_patches_the_tree_exactly() {
     one_file_changed_rebuild(true);
 }
 
+/// A RUN step that lists every entry a step sees (type and mode, owner, link count,
+/// mtime; a symlink with its target) and the content digest of every file under /app,
+/// in two `xargs` calls: [`LISTING`]'s two commands per file take too long for a
+/// thousand files. Directory sizes are left out ([`listing_without_dir_sizes`]).
+const LISTING_MANY: &str = r#"RUN find / -xdev -mindepth 1 \( -path /proc -o -path /sys -o -path /dev -o -path /list -o -path /etc \) -prune -o -print | sort | xargs stat -c '%N %f %u:%g %h %Y' > /list && find /app -type f | sort | xargs md5sum >> /list"#;
+
+/// The log line of a COPY layer kept as a tree because it was edited (`EditedLayer`).
+const EDITED_AS_TREE: &str = "an edited layer of many small files: kept as a tree";
+
+/// Issue 14, the edit loop: under the default format a COPY layer of many small files is
+/// a chunked image when built cold; its next version (a file of it edited) is a tree,
+/// unpacked whole from the derived stream; the version after that patches that tree.
+/// Each gives the image a `--no-cache` build gives, the RUN step after it sees the same
+/// files, and `fsck --full` finds the trees sound. Asked for by name
+/// (`KEEL_LAYER_FORMAT=chunk`), the layer stays chunked.
+#[test]
+fn an_edited_layer_of_many_small_files_becomes_a_patched_tree() {
+    require!(is_root(), "overlay snapshots need root");
+    require!(
+        crate::erofs::chunk_mounts(),
+        "this kernel mounts no chunked erofs image"
+    );
+    for format in [None, Some("chunk")] {
+        let k = match format {
+            Some(f) => with_base().with_env("KEEL_LAYER_FORMAT", f),
+            None => with_base(),
+        };
+        let ctx = app(&k, &format!("FROM bb\nCOPY app/ /app/\n{LISTING_MANY}\n"));
+        for i in 0..1100 {
+            let f = ctx.join(format!("app/many/f{i:04}.txt"));
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, format!("{i}\n")).unwrap();
+        }
+        build_id(&k, &ctx, &[]);
+        let (chunked_cold, _) = entry_kinds(&k);
+        assert!(chunked_cold >= 1, "the cold COPY layer is not chunked");
+        std::fs::write(ctx.join("app/many/f0005.txt"), "five\n").unwrap();
+        let (first, log) = verbose_build(&k, &ctx, "the first rebuild");
+        assert!(log.contains(DERIVED), "not derived:\n{log}");
+        assert!(!log.contains(PATCHED), "nothing to patch yet:\n{log}");
+        let (chunked, _) = entry_kinds(&k);
+        if format.is_some() {
+            assert!(!log.contains(EDITED_AS_TREE), "{log}");
+            assert_eq!(
+                chunked,
+                chunked_cold + 1,
+                "the asked-for format was not kept"
+            );
+            same_as_a_cold_build(&k, &ctx, &first, "a rebuild with chunks asked for");
+            continue;
+        }
+        assert!(log.contains(EDITED_AS_TREE), "{log}");
+        assert_eq!(
+            chunked, chunked_cold,
+            "the edited layer was chunked:\n{log}"
+        );
+        // The converted layer against a build that writes every step again.
+        let first_id = String::from_utf8_lossy(&first.stdout).trim().to_string();
+        assert_eq!(first_id, build_id(&k, &ctx, &["--no-cache"]));
+        let fsck = k.ok(&["fsck", "--full"]);
+        assert!(fsck.starts_with("ok"), "{fsck}");
+        std::fs::write(ctx.join("app/many/f0006.txt"), "six\n").unwrap();
+        let (second, log) = verbose_build(&k, &ctx, "the second rebuild");
+        assert!(log.contains(PATCHED), "the tree was not patched:\n{log}");
+        same_as_a_cold_build(&k, &ctx, &second, "the patched edit");
+    }
+}
+
 /// Issue 14: the previous layer's blob is read, never trusted. Its bytes changed behind
 /// keel's back (one unchanged file's content, so the blob no longer hashes to its
 /// digest): the rebuild after another file changed still writes that file from the
