@@ -26,6 +26,8 @@
 //! extra device. An entry whose blob is gone is dropped and the layer extracted again,
 //! never mounted; `keel gc` keeps the blobs of the entries it keeps (`device_blobs`).
 //! Layers unpacked from other blobs (pulled, compressed) keep the tree or flat path.
+//! Under the default format, the next version of an edited COPY layer of many small
+//! files is a tree instead, patched from then on ([`EditedLayer`]).
 //!
 //! The driver owns its directories under `<root>/storage`; mounting goes through
 //! `sys::fs`.
