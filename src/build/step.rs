@@ -627,6 +627,9 @@ type HeaderFields = (tar::EntryType, u32, u32, u32, u64);
 #[derive(Default)]
 struct Headers {
     last: Option<(HeaderFields, tar::Header)>,
+    /// A derived file's header is spelled out here first, to know where its content
+    /// will start (`Tee::knows`).
+    scratch: Vec<u8>,
 }
 
 impl Headers {
@@ -640,6 +643,22 @@ impl Headers {
                 h
             }
         }
+    }
+}
+
+/// `h.set_size(size)` without `tar`'s `format!` per call (its `octal_into`): a size
+/// below 8^11 is 11 octal digits, zero-padded, and a NUL, as `tar` writes it; a larger
+/// one goes through `tar` (its binary form).
+fn set_size(h: &mut tar::Header, size: u64) {
+    if size >= 1 << 33 {
+        return h.set_size(size);
+    }
+    let field = &mut h.as_old_mut().size;
+    field[11] = 0;
+    let mut rest = size;
+    for digit in field[..11].iter_mut().rev() {
+        *digit = b'0' + (rest & 7) as u8;
+        rest >>= 3;
     }
 }
 
@@ -707,16 +726,26 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
         }
         FileKind::File => {
             let mut h = headers.header((tar::EntryType::Regular, op.mode, uid, gid, mtime));
-            h.set_size(op.size);
-            let out = tar.get_mut();
-            crate::layer::pack::write_header(out, &mut h, path).map_err(io(&src))?;
+            set_size(&mut h, op.size);
             let old = derive.and_then(|(old, digest)| {
                 crate::fault::point("build.copy-derived");
-                old.content(digest, op.size)
+                Some((old.content(digest, op.size)?, digest))
             });
+            let out = tar.get_mut();
             match old {
-                Some(bytes) => std::io::Write::write_all(out, bytes),
-                None => fs::File::open(&src).and_then(|mut f| out.write_from(&mut f, op.size)),
+                Some((bytes, digest)) => {
+                    // The content checked against `digest` (`OldBlob::content`): said to
+                    // the image writer before its header, so it is not hashed again.
+                    let head = &mut headers.scratch;
+                    head.clear();
+                    crate::layer::pack::write_header(head, &mut h, path).map_err(io(&src))?;
+                    out.knows(out.position() + head.len() as u64, op.size, digest);
+                    std::io::Write::write_all(out, head)
+                        .and_then(|()| std::io::Write::write_all(out, bytes))
+                }
+                None => crate::layer::pack::write_header(out, &mut h, path).and_then(|()| {
+                    fs::File::open(&src).and_then(|mut f| out.write_from(&mut f, op.size))
+                }),
             }
             .and_then(|()| crate::layer::pack::write_padding(out, op.size))
             .map_err(io(&src))
@@ -755,6 +784,27 @@ mod tests {
             let (kind, mode, uid, gid, mtime) = f;
             let fresh = header(kind, mode, uid, gid, mtime);
             assert_eq!(headers.header(f).as_bytes(), fresh.as_bytes(), "{f:?}");
+        }
+    }
+
+    /// The size field spelled by hand is `tar`'s, byte for byte, whatever size the
+    /// header held before: around each octal digit count, and the binary form.
+    #[test]
+    fn a_size_set_by_hand_is_the_one_tar_sets() {
+        let mut sizes = vec![0, 1, 7, 8, 511, 512, 513, 4096, 1 << 20, u64::MAX];
+        for bits in [21, 30, 33, 34, 40, 63] {
+            sizes.extend([(1u64 << bits) - 1, 1 << bits, (1 << bits) + 1]);
+        }
+        for before in [0, 12345, (1 << 33) + 5] {
+            for &size in &sizes {
+                let mut ours = header(tar::EntryType::Regular, 0o644, 0, 0, 1);
+                ours.set_size(before);
+                let mut theirs = ours.clone();
+                set_size(&mut ours, size);
+                theirs.set_size(size);
+                assert_eq!(ours.as_bytes(), theirs.as_bytes(), "{before} -> {size}");
+                assert_eq!(ours.size().unwrap(), size);
+            }
         }
     }
 
