@@ -180,20 +180,33 @@ impl<W: Write> Tee<W> {
 
     /// Ends both sinks: the tar writer back, and what the unpacker made of the stream
     /// (None when there was no tree).
-    pub fn finish(mut self) -> io::Result<(W, Option<Result<UnpackStats, LayerError>>)> {
+    pub fn finish(self) -> io::Result<(W, Option<Result<UnpackStats, LayerError>>)> {
+        self.finish_ending(|_| Ok(()))
+    }
+
+    /// [`Tee::finish`], running `end` on the tar writer once the second sink has the
+    /// whole stream and before waiting for it to finish: the store's blob writer writes
+    /// its last bytes and syncs them (`BlobWriter::end`) while the image writer lays out
+    /// its metadata. An error of `end` is returned after the second sink is done.
+    pub fn finish_ending<E>(
+        mut self,
+        end: impl FnOnce(&mut W) -> Result<(), E>,
+    ) -> Result<(W, Option<Result<UnpackStats, LayerError>>), E> {
         let side = self.side.take();
-        let unpacked = match side {
-            None => None,
+        let (ended, unpacked) = match side {
+            None => (end(&mut self.out), None),
             Some(mut s) => {
                 let rest = std::mem::take(&mut s.buf);
                 let _ = s.tx.send(rest);
                 drop(s.tx);
-                Some(s.worker.join().unwrap_or_else(|_| {
+                let ended = end(&mut self.out);
+                let unpacked = s.worker.join().unwrap_or_else(|_| {
                     Err(LayerError::bad("<layer>", "the unpacker thread panicked"))
-                }))
+                });
+                (ended, Some(unpacked))
             }
         };
-        Ok((self.out, unpacked))
+        ended.map(|()| (self.out, unpacked))
     }
 
     /// Passes a full chunk to the unpacker.

@@ -147,6 +147,9 @@ pub struct BlobWriter {
     disk: Option<DiskThread>,
     /// When the write began (the "blob written" event's `elapsed_ms`).
     started: std::time::Instant,
+    /// `end` ran: every byte is in the temp file, this is its digest, and whether the
+    /// file was made durable then (not when the store had the blob already).
+    ended: Option<(Digest, bool)>,
 }
 
 impl Write for BlobWriter {
@@ -247,9 +250,25 @@ impl BlobWriter {
         })
     }
 
-    /// Makes the blob durable under its digest. With `expected`, a mismatch is an error
-    /// and nothing is stored.
-    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+    /// Writes what is left of the blob to its temp file and makes it durable there
+    /// (when the store is), without naming it: the first half of [`BlobWriter::commit`],
+    /// for a caller with something else to wait for meanwhile (a layer's commit, while
+    /// its image writer finishes). Nothing more may be written after it.
+    pub fn end(&mut self) -> Result<()> {
+        if self.ended.is_some() {
+            return Ok(());
+        }
+        let digest = self.write_rest()?;
+        let sync = !self.store.has_blob(&digest);
+        if sync {
+            self.store.sync_file(self.tmp.as_file(), self.tmp.path())?;
+        }
+        self.ended = Some((digest, sync));
+        Ok(())
+    }
+
+    /// Writes the last chunk and waits for the disk thread: the blob's digest.
+    fn write_rest(&mut self) -> Result<Digest> {
         let tmp_dir = self.store.tmp_dir();
         let written = match self.disk.take() {
             Some(disk) => {
@@ -268,7 +287,17 @@ impl BlobWriter {
             None => self.tmp.as_file().write_all(&self.buf.get()[..self.filled]),
         };
         written.map_err(io_err("writing", &tmp_dir))?;
-        let actual = digest::from_hasher(std::mem::take(&mut self.hasher));
+        self.filled = 0;
+        Ok(digest::from_hasher(std::mem::take(&mut self.hasher)))
+    }
+
+    /// Makes the blob durable under its digest. With `expected`, a mismatch is an error
+    /// and nothing is stored.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (actual, synced) = match self.ended.take() {
+            Some(ended) => ended,
+            None => (self.write_rest()?, false),
+        };
         let len = self.len;
         if let Some(expected) = expected {
             if *expected != actual {
@@ -289,6 +318,7 @@ impl BlobWriter {
             tmp: self.tmp,
             digest: actual.clone(),
             bytes: len,
+            synced,
         };
         self.store
             .name_blobs(vec![verified], protected, self.started)?;
@@ -301,6 +331,8 @@ struct VerifiedTemp {
     tmp: tempfile::NamedTempFile,
     digest: Digest,
     bytes: u64,
+    /// fsynced already (`BlobWriter::end`).
+    synced: bool,
 }
 
 impl Store {
@@ -321,6 +353,7 @@ impl Store {
             allocated: 1,
             disk: None,
             started: std::time::Instant::now(),
+            ended: None,
         })
     }
 
@@ -357,6 +390,7 @@ impl Store {
                 tmp,
                 digest: actual,
                 bytes: bytes.len() as u64,
+                synced: false,
             });
         }
         self.name_blobs(todo, protected, started)
@@ -375,7 +409,7 @@ impl Store {
         protected: LockGuard,
         started: std::time::Instant,
     ) -> Result<()> {
-        self.sync_files(blobs.iter().map(|b| &b.tmp))?;
+        self.sync_files(blobs.iter().filter(|b| !b.synced).map(|b| &b.tmp))?;
         let Some(first) = blobs.first().map(|b| self.blob_path(&b.digest)) else {
             return Ok(());
         };
