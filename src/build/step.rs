@@ -330,7 +330,7 @@ fn existing_parents(
     created: &std::collections::BTreeSet<String>,
 ) -> Result<std::collections::BTreeMap<String, (u32, u32, u32)>, StepError> {
     let mut out = std::collections::BTreeMap::new();
-    let mut seen: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    let mut seen: foldhash::HashSet<&Path> = foldhash::HashSet::default();
     for path in entries.keys().chain(created.iter()) {
         for anc in Path::new(path).ancestors().skip(1) {
             if anc.as_os_str().is_empty() || !seen.insert(anc) {
@@ -524,8 +524,9 @@ pub fn commit_copy_into(
 /// those paths in tar order. None when there is nothing to write.
 struct EntryPlan<'o> {
     entries: std::collections::BTreeMap<String, &'o CopyOp>,
-    /// Each op's destination → its path in the layer (for hard links' targets).
-    paths: std::collections::HashMap<&'o str, String>,
+    /// Each op's destination → its path in the layer (for hard links' targets; empty
+    /// when the copy has none).
+    paths: foldhash::HashMap<&'o str, String>,
     existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
     /// Every path in tar order, with the op that writes it (None: a directory the copy
     /// creates or carries, `append_parent`).
@@ -533,11 +534,13 @@ struct EntryPlan<'o> {
 }
 
 fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan<'o>>, StepError> {
-    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::collections::{BTreeMap, BTreeSet};
+    // foldhash, not SipHash: a lookup per copied file (docs/performance.md, session 15).
+    use foldhash::HashMap;
     let mut created: BTreeSet<String> = BTreeSet::new();
-    let mut canon_dirs: HashMap<String, String> = HashMap::new();
+    let mut canon_dirs: HashMap<String, String> = HashMap::default();
     let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
-    let mut paths: HashMap<&str, String> = HashMap::new();
+    let mut paths: HashMap<&str, String> = HashMap::default();
     // Only hard links look their target's path up (`link_target`).
     let links = ops.iter().any(|op| op.link_to.is_some());
     for op in ops {

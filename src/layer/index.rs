@@ -34,9 +34,9 @@ pub type ContentDigest = [u8; 32];
 
 /// The maps of an index: keyed by sha256 digests and paths of 10,000s of entries, looked
 /// up once an entry on both sides of a commit. foldhash (seeded per process, as std's
-/// SipHash is) hashes a 32-byte key in a few instructions where SipHash-1-3 took ~5 % of
-/// the one-file rebuild's COPY commit (docs/performance.md, session 15); which hasher a
-/// map uses changes no lookup's answer.
+/// SipHash is) hashes a 32-byte key in a few instructions (docs/performance.md, session
+/// 15: the index's hashing ~0.9 → ~0.5 ms of a one-file rebuild); which hasher a map
+/// uses changes no lookup's answer.
 type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 fn map_with_capacity<K, V>(n: usize) -> Map<K, V> {
