@@ -330,7 +330,7 @@ fn existing_parents(
     created: &std::collections::BTreeSet<String>,
 ) -> Result<std::collections::BTreeMap<String, (u32, u32, u32)>, StepError> {
     let mut out = std::collections::BTreeMap::new();
-    let mut seen: std::collections::HashSet<&Path> = std::collections::HashSet::new();
+    let mut seen: foldhash::HashSet<&Path> = foldhash::HashSet::default();
     for path in entries.keys().chain(created.iter()) {
         for anc in Path::new(path).ancestors().skip(1) {
             if anc.as_os_str().is_empty() || !seen.insert(anc) {
@@ -496,7 +496,10 @@ pub fn commit_copy_into(
             "wrote the layer from the previous layer's blob and the changed files"
         );
     }
-    let (blob, unpacked) = blob.finish().map_err(io(Path::new("layer")))?;
+    // The blob's last bytes and its fsync overlap the image writer's last work (its
+    // layout of inodes and directories, which starts only at the stream's end); the
+    // blob is named after that, as before (`stored`).
+    let (blob, unpacked) = blob.finish_ending(|b| b.end())?;
     let whole = match unpacked {
         Some(Err(e)) => {
             tracing::debug!("the layer was not unpacked while written: {e}");
@@ -521,8 +524,9 @@ pub fn commit_copy_into(
 /// those paths in tar order. None when there is nothing to write.
 struct EntryPlan<'o> {
     entries: std::collections::BTreeMap<String, &'o CopyOp>,
-    /// Each op's destination → its path in the layer (for hard links' targets).
-    paths: std::collections::HashMap<&'o str, String>,
+    /// Each op's destination → its path in the layer (for hard links' targets; empty
+    /// when the copy has none).
+    paths: foldhash::HashMap<&'o str, String>,
     existing: std::collections::BTreeMap<String, (u32, u32, u32)>,
     /// Every path in tar order, with the op that writes it (None: a directory the copy
     /// creates or carries, `append_parent`).
@@ -530,30 +534,33 @@ struct EntryPlan<'o> {
 }
 
 fn plan_entries<'o>(tree: &Rootfs, ops: &'o [CopyOp]) -> Result<Option<EntryPlan<'o>>, StepError> {
-    use std::collections::{BTreeMap, BTreeSet, HashMap};
+    use std::collections::{BTreeMap, BTreeSet};
+    // foldhash, not SipHash: a lookup per copied file (docs/performance.md, session 15).
+    use foldhash::HashMap;
     let mut created: BTreeSet<String> = BTreeSet::new();
-    let mut canon_dirs: HashMap<String, String> = HashMap::new();
+    let mut canon_dirs: HashMap<String, String> = HashMap::default();
     let mut entries: BTreeMap<String, &CopyOp> = BTreeMap::new();
-    let mut paths: HashMap<&str, String> = HashMap::new();
+    let mut paths: HashMap<&str, String> = HashMap::default();
+    // Only hard links look their target's path up (`link_target`).
+    let links = ops.iter().any(|op| op.link_to.is_some());
     for op in ops {
         let (parent, name) = op.dest.rsplit_once('/').unwrap_or(("", &op.dest));
-        let canon = match canon_dirs.get(parent) {
-            Some(c) => c.clone(),
-            None => {
-                let c = canonical_dir(tree, parent, &mut created)?;
-                canon_dirs.insert(parent.to_string(), c.clone());
-                c
-            }
-        };
+        if !canon_dirs.contains_key(parent) {
+            let c = canonical_dir(tree, parent, &mut created)?;
+            canon_dirs.insert(parent.to_string(), c);
+        }
+        let canon = &canon_dirs[parent];
         let path = if canon.is_empty() {
             name.to_string()
         } else {
-            format!("{canon}/{name}")
+            [canon, "/", name].concat()
         };
         if op.kind == FileKind::Dir {
             canon_dirs.insert(op.dest.clone(), path.clone());
         }
-        paths.insert(op.dest.as_str(), path.clone());
+        if links {
+            paths.insert(op.dest.as_str(), path.clone());
+        }
         entries.insert(path, op);
     }
     if entries.is_empty() && created.is_empty() {
@@ -627,6 +634,9 @@ type HeaderFields = (tar::EntryType, u32, u32, u32, u64);
 #[derive(Default)]
 struct Headers {
     last: Option<(HeaderFields, tar::Header)>,
+    /// A derived file's header is spelled out here first, to know where its content
+    /// will start (`Tee::knows`).
+    scratch: Vec<u8>,
 }
 
 impl Headers {
@@ -640,6 +650,22 @@ impl Headers {
                 h
             }
         }
+    }
+}
+
+/// `h.set_size(size)` without `tar`'s `format!` per call (its `octal_into`): a size
+/// below 8^11 is 11 octal digits, zero-padded, and a NUL, as `tar` writes it; a larger
+/// one goes through `tar` (its binary form).
+fn set_size(h: &mut tar::Header, size: u64) {
+    if size >= 1 << 33 {
+        return h.set_size(size);
+    }
+    let field = &mut h.as_old_mut().size;
+    field[11] = 0;
+    let mut rest = size;
+    for digit in field[..11].iter_mut().rev() {
+        *digit = b'0' + (rest & 7) as u8;
+        rest >>= 3;
     }
 }
 
@@ -682,7 +708,12 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     headers: &mut Headers,
 ) -> Result<(), StepError> {
     let (uid, gid) = (op.owner.uid, op.owner.gid);
-    let src = ctx.path_of(&op.src);
+    // The source's host path only when it is opened or named in an error: joining it
+    // for each of a derived layer's 10,000 files cost ~1 ms (docs/performance.md, s15).
+    let err = |source| StepError::Io {
+        path: ctx.path_of(&op.src),
+        source,
+    };
     let mut pax: Vec<(&str, Vec<u8>)> = Vec::new();
     if let Some(t) = negative {
         pax.push(("mtime", t.to_string().into_bytes()));
@@ -692,34 +723,45 @@ fn append_op<W: std::io::Write + layer::tee::ReadInto>(
     }
     if !pax.is_empty() {
         tar.append_pax_extensions(pax.iter().map(|(k, v)| (*k, v.as_slice())))
-            .map_err(io(&src))?;
+            .map_err(err)?;
     }
     match op.kind {
         FileKind::Dir => {
             let mut h = header(tar::EntryType::Directory, op.mode, uid, gid, mtime);
             tar.append_data(&mut h, format!("{path}/"), std::io::empty())
-                .map_err(io(&src))
+                .map_err(err)
         }
         FileKind::Symlink => {
             let mut h = header(tar::EntryType::Symlink, 0o777, uid, gid, mtime);
             let target = op.link_target.as_deref().unwrap_or("");
-            tar.append_link(&mut h, path, target).map_err(io(&src))
+            tar.append_link(&mut h, path, target).map_err(err)
         }
         FileKind::File => {
             let mut h = headers.header((tar::EntryType::Regular, op.mode, uid, gid, mtime));
-            h.set_size(op.size);
-            let out = tar.get_mut();
-            crate::layer::pack::write_header(out, &mut h, path).map_err(io(&src))?;
+            set_size(&mut h, op.size);
             let old = derive.and_then(|(old, digest)| {
                 crate::fault::point("build.copy-derived");
-                old.content(digest, op.size)
+                Some((old.content(digest, op.size)?, digest))
             });
+            let out = tar.get_mut();
             match old {
-                Some(bytes) => std::io::Write::write_all(out, bytes),
-                None => fs::File::open(&src).and_then(|mut f| out.write_from(&mut f, op.size)),
+                Some((bytes, digest)) => {
+                    // The content checked against `digest` (`OldBlob::content`): said to
+                    // the image writer before its header, so it is not hashed again.
+                    let head = &mut headers.scratch;
+                    head.clear();
+                    crate::layer::pack::write_header(head, &mut h, path).map_err(err)?;
+                    out.knows(out.position() + head.len() as u64, op.size, digest);
+                    std::io::Write::write_all(out, head)
+                        .and_then(|()| std::io::Write::write_all(out, bytes))
+                }
+                None => crate::layer::pack::write_header(out, &mut h, path).and_then(|()| {
+                    fs::File::open(ctx.path_of(&op.src))
+                        .and_then(|mut f| out.write_from(&mut f, op.size))
+                }),
             }
             .and_then(|()| crate::layer::pack::write_padding(out, op.size))
-            .map_err(io(&src))
+            .map_err(err)
         }
     }
 }
@@ -755,6 +797,27 @@ mod tests {
             let (kind, mode, uid, gid, mtime) = f;
             let fresh = header(kind, mode, uid, gid, mtime);
             assert_eq!(headers.header(f).as_bytes(), fresh.as_bytes(), "{f:?}");
+        }
+    }
+
+    /// The size field spelled by hand is `tar`'s, byte for byte, whatever size the
+    /// header held before: around each octal digit count, and the binary form.
+    #[test]
+    fn a_size_set_by_hand_is_the_one_tar_sets() {
+        let mut sizes = vec![0, 1, 7, 8, 511, 512, 513, 4096, 1 << 20, u64::MAX];
+        for bits in [21, 30, 33, 34, 40, 63] {
+            sizes.extend([(1u64 << bits) - 1, 1 << bits, (1 << bits) + 1]);
+        }
+        for before in [0, 12345, (1 << 33) + 5] {
+            for &size in &sizes {
+                let mut ours = header(tar::EntryType::Regular, 0o644, 0, 0, 1);
+                ours.set_size(before);
+                let mut theirs = ours.clone();
+                set_size(&mut ours, size);
+                theirs.set_size(size);
+                assert_eq!(ours.as_bytes(), theirs.as_bytes(), "{before} -> {size}");
+                assert_eq!(ours.size().unwrap(), size);
+            }
         }
     }
 

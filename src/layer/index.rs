@@ -13,7 +13,6 @@
 //! fsck --full`), and content found through the index is hashed again when it is used.
 //!
 //! Must not touch any tree: this module reads a tar and compares fingerprints.
-use std::collections::HashMap;
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
@@ -33,14 +32,25 @@ pub type Fingerprint = [u8; 32];
 /// The sha256 of an entry's content.
 pub type ContentDigest = [u8; 32];
 
+/// The maps of an index: keyed by sha256 digests and paths of 10,000s of entries, looked
+/// up once an entry on both sides of a commit. foldhash (seeded per process, as std's
+/// SipHash is) hashes a 32-byte key in a few instructions (docs/performance.md, session
+/// 15: the index's hashing ~0.9 → ~0.5 ms of a one-file rebuild); which hasher a map
+/// uses changes no lookup's answer.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+fn map_with_capacity<K, V>(n: usize) -> Map<K, V> {
+    Map::with_capacity_and_hasher(n, foldhash::fast::RandomState::default())
+}
+
 /// Path (cleaned, as `unpack` sees it) → fingerprint of the one entry at that path; and
 /// content digest → where in the tar such content lies.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct EntryIndex {
     /// Keyed by the path's bytes: hashing and comparing a `Path` walks its components,
     /// and paths here are clean (`clean_entry_path`), so bytes compare as paths do.
-    entries: HashMap<Box<[u8]>, Option<Fingerprint>>,
-    contents: HashMap<ContentDigest, Span>,
+    entries: Map<Box<[u8]>, Option<Fingerprint>>,
+    contents: Map<ContentDigest, Span>,
 }
 
 /// Where an entry's content lies in the tar: its offset and length.
@@ -72,8 +82,8 @@ impl EntryIndex {
         let guess = (len / 1024).min(1 << 20) as usize;
         let mut archive = tar::Archive::new(Skipping::new(r));
         let mut idx = EntryIndex {
-            entries: HashMap::with_capacity(guess),
-            contents: HashMap::with_capacity(guess),
+            entries: map_with_capacity(guess),
+            contents: map_with_capacity(guess),
         };
         let mut body = Vec::new();
         for entry in archive.entries_with_seek()? {
@@ -142,6 +152,20 @@ impl EntryIndex {
         Ok(Some(content))
     }
 
+    /// [`EntryIndex::add_content`] of an entry whose content the stream's writer said
+    /// hashes to `digest` (`KnownContents`): the same record, without reading the
+    /// content (left in `entry` for the caller) or hashing it. Only for a regular file
+    /// `add_content` would index.
+    pub fn add_known_content<R: Read>(&mut self, entry: &tar::Entry<R>, digest: ContentDigest) {
+        let kind = entry.header().entry_type();
+        debug_assert!(kind != EntryType::Symlink && indexable(kind, entry.size()));
+        let at = Span {
+            offset: entry.raw_file_position(),
+            len: entry.size(),
+        };
+        self.contents.entry(digest).or_insert(at);
+    }
+
     /// The index without its fingerprints: what [`EntryIndex::add_content`] alone gives.
     pub fn contents_only(mut self) -> EntryIndex {
         self.entries.clear();
@@ -176,8 +200,8 @@ impl EntryIndex {
     /// rehashes them into fresh memory).
     pub fn with_capacity(n: usize) -> EntryIndex {
         EntryIndex {
-            entries: HashMap::with_capacity(n),
-            contents: HashMap::with_capacity(n),
+            entries: map_with_capacity(n),
+            contents: map_with_capacity(n),
         }
     }
 
@@ -201,6 +225,52 @@ impl EntryIndex {
     pub fn matchable(mut self) -> EntryIndex {
         self.entries.retain(|_, fp| fp.is_some());
         self
+    }
+}
+
+/// What the writer of a stream knows of a content it is about to write: the sha256 of
+/// the `len` bytes at `offset` (it hashed them, or checked them against that digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownContent {
+    pub offset: u64,
+    pub len: u64,
+    pub digest: ContentDigest,
+}
+
+/// The reader's end of what a stream's writer knows of its contents (`layer::tee`
+/// sends a [`KnownContent`] before the bytes of the header it belongs to, so by the time
+/// the reader parses that header the fact is here): an indexer takes a content's digest
+/// from it instead of hashing the content again.
+pub struct KnownContents {
+    rx: std::sync::mpsc::Receiver<KnownContent>,
+    /// A fact received for an entry further on.
+    next: Option<KnownContent>,
+}
+
+impl KnownContents {
+    pub fn new(rx: std::sync::mpsc::Receiver<KnownContent>) -> KnownContents {
+        KnownContents { rx, next: None }
+    }
+
+    /// The digest of the `len` bytes at `offset`, when the writer said what it is. Facts
+    /// arrive in stream order and are asked for in it: one for an earlier offset is
+    /// dropped, one for a later offset kept for its entry; only an exact offset and
+    /// length match.
+    pub fn at(&mut self, offset: u64, len: u64) -> Option<ContentDigest> {
+        loop {
+            let fact = match self.next.take() {
+                Some(f) => f,
+                None => self.rx.try_recv().ok()?,
+            };
+            if fact.offset < offset {
+                continue;
+            }
+            if fact.offset == offset && fact.len == len {
+                return Some(fact.digest);
+            }
+            self.next = Some(fact);
+            return None;
+        }
     }
 }
 
@@ -267,8 +337,8 @@ impl EntryIndex {
             return None;
         }
         let mut idx = EntryIndex {
-            entries: HashMap::with_capacity(n_entries as usize),
-            contents: HashMap::with_capacity(n_contents as usize),
+            entries: map_with_capacity(n_entries as usize),
+            contents: map_with_capacity(n_contents as usize),
         };
         for _ in 0..n_entries {
             let len = r.u32()? as usize;

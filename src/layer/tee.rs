@@ -18,6 +18,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use super::erofs;
+use super::index::{ContentDigest, KnownContent, KnownContents};
 use super::unpack::{unpack, UnpackOptions, UnpackStats};
 use super::LayerError;
 
@@ -40,8 +41,9 @@ fn image(
     path: &Path,
     opts: &UnpackOptions,
     chunked: bool,
+    known: Option<KnownContents>,
 ) -> Result<UnpackStats, LayerError> {
-    let stats = erofs::write_image_file(reader, path, opts, chunked)?;
+    let stats = erofs::write_image_file_knowing(reader, path, opts, chunked, known)?;
     if chunked {
         crate::fault::point("layer.chunk-image-written");
     }
@@ -60,6 +62,8 @@ const RECYCLED: usize = IN_FLIGHT + 2;
 pub struct Tee<W: Write> {
     out: W,
     side: Option<Side>,
+    /// Bytes written so far: the stream's offset (the blob's, for the store's writer).
+    at: u64,
 }
 
 struct Side {
@@ -67,6 +71,9 @@ struct Side {
     tx: SyncSender<Vec<u8>>,
     back: Receiver<Vec<u8>>,
     worker: JoinHandle<Result<UnpackStats, LayerError>>,
+    /// To a chunked image's writer, which indexes the stream's contents: the digests
+    /// the writer of the tar already knows (`Tee::knows`).
+    known: Option<std::sync::mpsc::Sender<KnownContent>>,
 }
 
 /// The unpacker's end of the channel.
@@ -110,6 +117,13 @@ impl<W: Write> Tee<W> {
                 SideSink::Image(p) => (p.to_path_buf(), Some(false)),
                 SideSink::ChunkImage(p) => (p.to_path_buf(), Some(true)),
             };
+            let (known, known_rx) = match image_file {
+                Some(true) => {
+                    let (tx, rx) = std::sync::mpsc::channel();
+                    (Some(tx), Some(KnownContents::new(rx)))
+                }
+                _ => (None, None),
+            };
             let opts = opts.clone();
             let worker = std::thread::spawn(move || {
                 let reader = ChunkReader {
@@ -121,7 +135,7 @@ impl<W: Write> Tee<W> {
                 // Once the unpacker returns (at the end marker, or on an error) its end of
                 // the channel is gone and the writer's sends fail at once: never a block.
                 match image_file {
-                    Some(chunked) => image(reader, &path, &opts, chunked),
+                    Some(chunked) => image(reader, &path, &opts, chunked, known_rx),
                     None => unpack(reader, &path, &opts),
                 }
             });
@@ -130,9 +144,33 @@ impl<W: Write> Tee<W> {
                 tx,
                 back,
                 worker,
+                known,
             }
         });
-        Tee { out, side }
+        Tee { out, side, at: 0 }
+    }
+
+    /// Bytes written so far (the offset in the stream of the next byte).
+    pub fn position(&self) -> u64 {
+        self.at
+    }
+
+    /// Says that the `len` bytes to be written at `offset` (at or after the stream's
+    /// position) hash to `digest`, which the caller hashed or checked: a chunked image's
+    /// writer then indexes that content without hashing it again. Must be called
+    /// before the header of the entry holding that content is written (the writer
+    /// looks for the fact when it parses the header). Without such a writer, nothing.
+    pub fn knows(&mut self, offset: u64, len: u64, digest: &ContentDigest) {
+        debug_assert!(offset >= self.at);
+        if let Some(tx) = self.side.as_ref().and_then(|s| s.known.as_ref()) {
+            let fact = KnownContent {
+                offset,
+                len,
+                digest: *digest,
+            };
+            // A closed channel means the writer stopped; its error comes with `finish`.
+            let _ = tx.send(fact);
+        }
     }
 
     /// The tar writer, to hand to callers that write straight into it.
@@ -142,20 +180,33 @@ impl<W: Write> Tee<W> {
 
     /// Ends both sinks: the tar writer back, and what the unpacker made of the stream
     /// (None when there was no tree).
-    pub fn finish(mut self) -> io::Result<(W, Option<Result<UnpackStats, LayerError>>)> {
+    pub fn finish(self) -> io::Result<(W, Option<Result<UnpackStats, LayerError>>)> {
+        self.finish_ending(|_| Ok(()))
+    }
+
+    /// [`Tee::finish`], running `end` on the tar writer once the second sink has the
+    /// whole stream and before waiting for it to finish: the store's blob writer writes
+    /// its last bytes and syncs them (`BlobWriter::end`) while the image writer lays out
+    /// its metadata. An error of `end` is returned after the second sink is done.
+    pub fn finish_ending<E>(
+        mut self,
+        end: impl FnOnce(&mut W) -> Result<(), E>,
+    ) -> Result<(W, Option<Result<UnpackStats, LayerError>>), E> {
         let side = self.side.take();
-        let unpacked = match side {
-            None => None,
+        let (ended, unpacked) = match side {
+            None => (end(&mut self.out), None),
             Some(mut s) => {
                 let rest = std::mem::take(&mut s.buf);
                 let _ = s.tx.send(rest);
                 drop(s.tx);
-                Some(s.worker.join().unwrap_or_else(|_| {
+                let ended = end(&mut self.out);
+                let unpacked = s.worker.join().unwrap_or_else(|_| {
                     Err(LayerError::bad("<layer>", "the unpacker thread panicked"))
-                }))
+                });
+                (ended, Some(unpacked))
             }
         };
-        Ok((self.out, unpacked))
+        ended.map(|()| (self.out, unpacked))
     }
 
     /// Passes a full chunk to the unpacker.
@@ -185,7 +236,9 @@ impl<W: ReadInto> Tee<W> {
     /// tar writer's buffers without a tree, else read once and passed to both sinks.
     pub fn write_from(&mut self, r: &mut impl Read, len: u64) -> io::Result<()> {
         if self.side.is_none() {
-            return self.out.write_from(r, len);
+            self.out.write_from(r, len)?;
+            self.at += len;
+            return Ok(());
         }
         let mut left = len;
         while left > 0 {
@@ -204,6 +257,7 @@ impl<W: ReadInto> Tee<W> {
                 ));
             }
             self.out.write_all(&s.buf[start..start + n])?;
+            self.at += n as u64;
             left -= n as u64;
             self.hand_on();
         }
@@ -214,6 +268,7 @@ impl<W: ReadInto> Tee<W> {
 impl<W: Write> Write for Tee<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let n = self.out.write(data)?;
+        self.at += n as u64;
         // Never past a chunk's capacity: growing a full chunk would copy it into fresh
         // memory twice its size.
         let mut rest = &data[..n];
@@ -296,6 +351,53 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         unpack(io::Cursor::new(bytes), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(tree.path()), listing(fresh.path()));
+    }
+
+    /// A chunked image written beside the tar, told each content's digest before its
+    /// header (as `build::step` tells it of contents taken from an old blob), indexes the
+    /// tar as indexing its bytes does; the stream's position is the bytes written.
+    #[test]
+    fn told_contents_index_the_stream_as_its_bytes_do() {
+        use crate::layer::index::EntryIndex;
+        use sha2::Digest as _;
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("layer.erofs");
+        let sink = Some(SideSink::ChunkImage(&image));
+        let overlay = UnpackOptions {
+            whiteouts: crate::layer::unpack::Whiteouts::Overlay,
+            ..UnpackOptions::default()
+        };
+        let mut tee = Tee::new(Vec::new(), sink, &overlay);
+        let mut expect = tar::Builder::new(Vec::new());
+        // Enough files to span many of the tee's chunks.
+        for i in 0..3000u32 {
+            let body = format!("content {}", i % 1000).repeat(1 + (i % 7) as usize);
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            let path = format!("d{}/f{i}", i % 10);
+            let mut head = Vec::new();
+            crate::layer::pack::write_header(&mut head, &mut h, &path).unwrap();
+            if i % 5 != 0 {
+                let at = tee.position() + head.len() as u64;
+                let digest: [u8; 32] = sha2::Sha256::digest(body.as_bytes()).into();
+                tee.knows(at, body.len() as u64, &digest);
+            }
+            tee.write_all(&head).unwrap();
+            tee.write_all(body.as_bytes()).unwrap();
+            crate::layer::pack::write_padding(&mut tee, body.len() as u64).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            expect.append_data(&mut h, &path, body.as_bytes()).unwrap();
+        }
+        tee.write_all(&[0; 1024]).unwrap();
+        assert_eq!(tee.position(), tee.get_mut().len() as u64);
+        let (bytes, side) = tee.finish().unwrap();
+        assert_eq!(bytes, expect.into_inner().unwrap());
+        let index = side.unwrap().unwrap().index.map(|i| *i).unwrap();
+        let of_blob = EntryIndex::contents_of_tar(io::Cursor::new(bytes)).unwrap();
+        assert_eq!(index, of_blob);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use std::rc::Rc;
 use tar::EntryType;
 
 use self::format::{Body, Data, Geometry, Inode, Tree, BLOCK, CHUNKED_FIRST_BLOCK, NAME_MAX};
-use super::index::EntryIndex;
+use super::index::{EntryIndex, KnownContents};
 use super::tally::{dir_line, Summary};
 use super::unpack::{
     is_overlay_metadata, overlay_opaque_xattr, UnpackOptions, UnpackStats, Whiteouts,
@@ -94,6 +94,17 @@ pub fn write_image<W: Write + Seek>(
     out: &mut W,
     opts: &ImageOptions,
 ) -> Result<ImageStats, LayerError> {
+    write_image_knowing(reader, out, opts, None)
+}
+
+/// [`write_image`], a chunked image's index taking the digests of contents the stream's
+/// writer knows from `known` instead of hashing them (`layer::tee`).
+pub fn write_image_knowing<W: Write + Seek>(
+    reader: impl Read + 'static,
+    out: &mut W,
+    opts: &ImageOptions,
+    known: Option<KnownContents>,
+) -> Result<ImageStats, LayerError> {
     if opts.unpack.whiteouts != Whiteouts::Overlay || opts.unpack.reuse {
         return Err(LayerError::bad(
             "<options>",
@@ -101,6 +112,7 @@ pub fn write_image<W: Write + Seek>(
         ));
     }
     let mut w = Writer::new(out, opts);
+    w.known = known.filter(|_| opts.chunked);
     let geo = match opts.chunked {
         false => {
             super::each_entry(reader, |raw, entry| w.entry(raw, entry))?;
@@ -169,6 +181,17 @@ pub fn write_image_file(
     unpack: &UnpackOptions,
     chunked: bool,
 ) -> Result<ImageStats, LayerError> {
+    write_image_file_knowing(reader, path, unpack, chunked, None)
+}
+
+/// [`write_image_file`] through [`write_image_knowing`].
+pub fn write_image_file_knowing(
+    reader: impl Read + 'static,
+    path: &Path,
+    unpack: &UnpackOptions,
+    chunked: bool,
+    known: Option<KnownContents>,
+) -> Result<ImageStats, LayerError> {
     let shown = || path.display().to_string();
     let f = crate::sys::hostfs::create(path)
         .map_err(|e| LayerError::bad(shown(), format!("creating the image: {e}")))?;
@@ -188,7 +211,7 @@ pub fn write_image_file(
         uuid: fresh_uuid(path, now),
         chunked,
     };
-    let stats = write_image(reader, &mut out, &opts)?;
+    let stats = write_image_knowing(reader, &mut out, &opts, known)?;
     out.flush()
         .map_err(|e| LayerError::bad(shown(), format!("writing the image: {e}")))?;
     Ok(stats)
@@ -267,6 +290,9 @@ struct Writer<'w, 'o, W> {
     /// The content the index just read of the current entry (a regular file's, which
     /// is then no longer in the entry).
     body: Vec<u8>,
+    /// What the stream's writer knows of its contents: those the index takes from here
+    /// are not read into `body` nor hashed again.
+    known: Option<KnownContents>,
 }
 
 /// Why a path did not resolve: the unpacker's `RootfsError` causes.
@@ -292,6 +318,7 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
             stats: ImageStats::default(),
             index: opts.chunked.then(EntryIndex::default),
             body: Vec::new(),
+            known: None,
         };
         w.tree
             .inodes
@@ -330,7 +357,15 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         let shown = String::from_utf8_lossy(raw).into_owned();
         let rel = clean_entry_path(raw)?;
         if let Some(index) = self.index.as_mut() {
-            index.add_content(entry, &mut self.body)?;
+            match known_digest(self.known.as_mut(), entry) {
+                Some(digest) => {
+                    self.body.clear();
+                    index.add_known_content(entry, digest);
+                }
+                None => {
+                    index.add_content(entry, &mut self.body)?;
+                }
+            }
         }
         self.stats.counts.entries += 1;
         let kind = entry.header().entry_type();
@@ -649,6 +684,20 @@ impl<'w, 'o, W: Write + Seek> Writer<'w, 'o, W> {
         }
         node.mtime = m.mtime;
     }
+}
+
+/// The digest the stream's writer gave for `entry`'s content: only for a regular file
+/// the index would read, at the offset and of the length the writer said.
+fn known_digest<R: Read>(
+    known: Option<&mut KnownContents>,
+    entry: &tar::Entry<R>,
+) -> Option<super::index::ContentDigest> {
+    let kind = entry.header().entry_type();
+    let file = matches!(kind, EntryType::Regular | EntryType::Continuous);
+    if !file || !super::index::indexable(kind, entry.size()) {
+        return None;
+    }
+    known?.at(entry.raw_file_position(), entry.size())
 }
 
 /// A regular file's content as a chunk reference to where it is in the stream (read

@@ -486,3 +486,86 @@ fn a_chunked_images_index_is_the_blobs() {
     assert_eq!(have.len(), 0, "no fingerprints");
     assert_eq!(write(false).counts.index, None);
 }
+
+/// The contents a chunked image's writer is told of (`KnownContents`, what `layer::tee`
+/// passes on from the tar's writer) make the index `EntryIndex::of_tar` gives of the
+/// blob, with facts for every indexable file, facts that match no entry (a header's
+/// offset, another length) and none for some files (hashed as before). A told digest is
+/// taken as it is, never hashed again: a lie at an exact offset and length shows in the
+/// index, one with another length does not.
+#[test]
+fn a_chunked_images_index_from_known_contents_is_the_blobs() {
+    use crate::layer::index::{EntryIndex, KnownContent, KnownContents, MAX_INDEXED};
+    let long = format!("d/{}", "n".repeat(150));
+    let tar = tar_of(&[
+        E::Dir("d/", 0o755),
+        E::File("d/a", 0o644, b"one".to_vec()),
+        E::File("d/same", 0o600, b"one".to_vec()),
+        E::File(&long, 0o644, vec![5; 700]),
+        E::File("d/empty", 0o644, vec![]),
+        E::File("d/big", 0o644, vec![3u8; MAX_INDEXED as usize + 1]),
+        E::Sym("d/l", "a"),
+        E::Hard("d/h", "d/a"),
+        E::Xattr("d/x", "user.k", b"v"),
+        E::File("d/twice", 0o644, b"1".to_vec()),
+        E::File("d/twice", 0o644, b"2".to_vec()),
+    ]);
+    let digest = |b: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(b).into() };
+    // Every regular file's content: offset, length, digest.
+    let mut files = Vec::new();
+    let mut a = tar::Archive::new(io::Cursor::new(tar.clone()));
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.header().entry_type() == EntryType::Regular {
+            let mut body = Vec::new();
+            io::Read::read_to_end(&mut e, &mut body).unwrap();
+            let at = e.raw_file_position();
+            files.push((at, body.len() as u64, digest(&body)));
+        }
+    }
+    let write = |facts: Vec<KnownContent>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        facts.into_iter().for_each(|f| tx.send(f).unwrap());
+        let opts = ImageOptions {
+            unpack: overlay_opts(),
+            owner: (0, 0),
+            now: 0,
+            uuid: [7; 16],
+            chunked: true,
+        };
+        let mut out = io::Cursor::new(Vec::new());
+        let known = Some(KnownContents::new(rx));
+        let stats = write_image_knowing(io::Cursor::new(tar.clone()), &mut out, &opts, known);
+        stats.unwrap().counts.index.map(|i| *i).unwrap()
+    };
+    let fact = |(offset, len, digest): (u64, u64, [u8; 32])| KnownContent {
+        offset,
+        len,
+        digest,
+    };
+    let whole = EntryIndex::of_tar(io::Cursor::new(tar.clone()))
+        .unwrap()
+        .contents_only();
+    let mut facts = Vec::new();
+    for (i, &f) in files.iter().enumerate() {
+        facts.push(fact((f.0 - 512, 512, digest(b"a header"))));
+        facts.push(fact((f.0, f.1 + 1, digest(b"another length"))));
+        if i % 3 != 1 {
+            facts.push(fact(f));
+        }
+    }
+    assert_eq!(write(facts), whole);
+    // Told lies: taken at their exact offset and length only.
+    let lie = digest(b"not its content");
+    let (at, len, _) = files[0];
+    let (at2, len2, _) = files[2];
+    let told = write(vec![fact((at, len, lie)), fact((at2, len2 + 1, lie))]);
+    assert_eq!(
+        told.content(&lie).map(|s| (s.offset, s.len)),
+        Some((at, len))
+    );
+    assert_eq!(
+        told.content(&digest(&[5; 700])),
+        whole.content(&digest(&[5; 700]))
+    );
+}
