@@ -19,7 +19,7 @@ use std::thread::JoinHandle;
 
 use super::erofs;
 use super::index::{ContentDigest, KnownContent, KnownContents};
-use super::unpack::{unpack, UnpackOptions, UnpackStats};
+use super::unpack::{unpack_knowing, UnpackOptions, UnpackStats};
 use super::LayerError;
 
 /// Where the tee's second copy of the layer goes.
@@ -117,12 +117,19 @@ impl<W: Write> Tee<W> {
                 SideSink::Image(p) => (p.to_path_buf(), Some(false)),
                 SideSink::ChunkImage(p) => (p.to_path_buf(), Some(true)),
             };
-            let (known, known_rx) = match image_file {
-                Some(true) => {
+            // Told contents are taken by the writers that hash each content: a chunked
+            // image's index, and a tree's patch (`unpack_knowing`) matching entries
+            // against the old layer's.
+            let told = match image_file {
+                Some(chunked) => chunked,
+                None => opts.reuse && opts.known.is_some(),
+            };
+            let (known, known_rx) = match told {
+                true => {
                     let (tx, rx) = std::sync::mpsc::channel();
                     (Some(tx), Some(KnownContents::new(rx)))
                 }
-                _ => (None, None),
+                false => (None, None),
             };
             let opts = opts.clone();
             let worker = std::thread::spawn(move || {
@@ -136,7 +143,7 @@ impl<W: Write> Tee<W> {
                 // the channel is gone and the writer's sends fail at once: never a block.
                 match image_file {
                     Some(chunked) => image(reader, &path, &opts, chunked, known_rx),
-                    None => unpack(reader, &path, &opts),
+                    None => unpack_knowing(reader, &path, &opts, known_rx),
                 }
             });
             Side {
@@ -288,6 +295,7 @@ impl<W: Write> Write for Tee<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::layer::unpack::unpack;
     use std::os::unix::fs::MetadataExt;
 
     /// A tar of `files` (path → content; a trailing `/` makes a directory), mtimes 1.
@@ -465,6 +473,65 @@ mod tests {
         let fresh = tempfile::tempdir().unwrap();
         unpack(io::Cursor::new(new), fresh.path(), &opts(false)).unwrap();
         assert_eq!(listing(patched.path()), listing(fresh.path()));
+    }
+
+    /// A tree's patch takes a told content's digest where it compares an entry with the
+    /// old layer's, and only at the exact offset and length: a lie told exactly (the old
+    /// bytes' digest for new bytes) leaves the old file, one told with another length is
+    /// not taken (the content is hashed and found changed), and what is told truly
+    /// changes nothing.
+    #[test]
+    fn a_patch_takes_told_contents_only_where_exact() {
+        use sha2::Digest as _;
+        let old = tar_of(&[
+            ("d/", ""),
+            ("d/a", "aaaa"),
+            ("d/b", "bbbb"),
+            ("d/c", "cccc"),
+        ]);
+        let (patched, with_index) = unpacked_and_indexed(old);
+        let mut tee = Tee::new(
+            Vec::new(),
+            Some(SideSink::Tree(patched.path())),
+            &with_index,
+        );
+        let digest = |b: &str| -> [u8; 32] { sha2::Sha256::digest(b.as_bytes()).into() };
+        // (path, new content, what is told: the digest of which bytes, and a length off by)
+        let entries = [
+            ("d/a", "aaaa", Some(("aaaa", 0))),
+            ("d/b", "BBBB", Some(("bbbb", 0))),
+            ("d/c", "CCCC", Some(("cccc", 1))),
+        ];
+        let mut dir = tar::Header::new_gnu();
+        dir.set_entry_type(tar::EntryType::Directory);
+        dir.set_mode(0o755);
+        dir.set_size(0);
+        dir.set_mtime(1);
+        crate::layer::pack::write_header(&mut tee, &mut dir, "d/").unwrap();
+        for (path, body, told) in entries {
+            // As `tar_of` writes them, so only the contents differ.
+            let mut h = tar::Header::new_gnu();
+            h.set_mtime(1);
+            h.set_mode(0o644);
+            h.set_size(body.len() as u64);
+            let mut head = Vec::new();
+            crate::layer::pack::write_header(&mut head, &mut h, path).unwrap();
+            if let Some((of, off_by)) = told {
+                let at = tee.position() + head.len() as u64;
+                tee.knows(at, body.len() as u64 + off_by, &digest(of));
+            }
+            tee.write_all(&head).unwrap();
+            tee.write_all(body.as_bytes()).unwrap();
+            crate::layer::pack::write_padding(&mut tee, body.len() as u64).unwrap();
+        }
+        tee.write_all(&[0; 1024]).unwrap();
+        let (_, side) = tee.finish().unwrap();
+        let stats = side.unwrap().unwrap();
+        assert_eq!(stats.unchanged, 2, "d/a and the lie about d/b: {stats:?}");
+        let read = |p: &str| std::fs::read_to_string(patched.path().join(p)).unwrap();
+        assert_eq!(read("d/a"), "aaaa");
+        assert_eq!(read("d/b"), "bbbb", "the exact lie was not taken");
+        assert_eq!(read("d/c"), "CCCC", "a fact of another length was taken");
     }
 
     /// The tree of the layer `old` and unpack options that patch it with `old` as the

@@ -26,7 +26,7 @@ use std::sync::Arc;
 
 use tar::EntryType;
 
-use super::index::{self, EntryIndex};
+use super::index::{self, EntryIndex, KnownContents};
 use super::{clean_entry_path, LayerError};
 use crate::sys::rootfs::{open_file, Dir, Kind, NodeKind, Rootfs, RootfsError};
 
@@ -164,13 +164,27 @@ pub fn unpack(
     target: &Path,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
+    unpack_knowing(reader, target, opts, None)
+}
+
+/// [`unpack`], taking the digests of contents the stream's writer knows from `told`
+/// (`layer::tee`) instead of hashing them again where a patch compares an entry with
+/// the old layer's (`Unpacker::unchanged`).
+pub fn unpack_knowing(
+    reader: impl Read + 'static,
+    target: &Path,
+    opts: &UnpackOptions,
+    told: Option<KnownContents>,
+) -> Result<UnpackStats, LayerError> {
     let tree = Rootfs::open(target).map_err(|e| {
         LayerError::bad(
             target.display().to_string(),
             format!("unpack target is not usable: {e}"),
         )
     })?;
-    unpack_tree(reader, &tree, opts)
+    let mut u = Unpacker::new(&tree, opts);
+    u.told = told;
+    u.run(reader)
 }
 
 /// Extracts one layer tar (plain or gzip) into the tree `tree` (ADD extracts into a
@@ -180,22 +194,29 @@ pub fn unpack_tree(
     tree: &Rootfs,
     opts: &UnpackOptions,
 ) -> Result<UnpackStats, LayerError> {
-    let mut u = Unpacker::new(tree, opts);
-    u.stream(reader)?;
-    if opts.reuse {
-        sweep(&tree.root_dir(), Path::new(""), &u.touched)?;
-        tracing::debug!(
-            entries = u.stats.entries,
-            unchanged = u.stats.unchanged,
-            dirs_kept = u.stats.dirs_kept,
-            indexed = opts.known.as_ref().map_or(0, |k| k.len()),
-            "patched the old layer's tree"
-        );
+    Unpacker::new(tree, opts).run(reader)
+}
+
+impl Unpacker<'_, '_> {
+    /// Unpacks the stream, then (for a patch) sweeps what the new layer no longer has,
+    /// and sets directories' times last.
+    fn run(mut self, reader: impl Read + 'static) -> Result<UnpackStats, LayerError> {
+        self.stream(reader)?;
+        if self.opts.reuse {
+            sweep(&self.tree.root_dir(), Path::new(""), &self.touched)?;
+            tracing::debug!(
+                entries = self.stats.entries,
+                unchanged = self.stats.unchanged,
+                dirs_kept = self.stats.dirs_kept,
+                indexed = self.opts.known.as_ref().map_or(0, |k| k.len()),
+                "patched the old layer's tree"
+            );
+        }
+        self.stats.summary = std::mem::take(&mut self.tally).finish();
+        self.stats.index = self.built.take().map(|b| Box::new(b.matchable()));
+        self.set_dir_times()?;
+        Ok(self.stats)
     }
-    u.stats.summary = std::mem::take(&mut u.tally).finish();
-    u.stats.index = u.built.take().map(|b| Box::new(b.matchable()));
-    u.set_dir_times()?;
-    Ok(u.stats)
 }
 
 /// What `reuse_file` found at an entry's name.
@@ -271,6 +292,8 @@ struct Unpacker<'t, 'o> {
     parent: Option<(PathBuf, Arc<Dir>)>,
     /// The tree's summary as the stream builds it.
     tally: super::tally::Tally,
+    /// What the stream's writer knows of its contents (`unpack_knowing`).
+    told: Option<KnownContents>,
     /// A directory or symlink was removed from the tree in this stream, so a path may no
     /// longer lead where the old layer's unpack put it: `unchanged` looks again.
     reshaped: bool,
@@ -299,6 +322,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             )),
             parent: None,
             tally: super::tally::Tally::default(),
+            told: None,
             reshaped: false,
             built: opts
                 .known
@@ -736,7 +760,15 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         let Some(known) = self.opts.known.as_ref().filter(|_| self.opts.reuse) else {
             return Ok(false);
         };
-        let content: index::ContentDigest = <sha2::Sha256 as sha2::Digest>::digest(body).into();
+        let told = match kind {
+            Kind::File => self
+                .told
+                .as_mut()
+                .and_then(|t| t.at(entry.raw_file_position(), body.len() as u64)),
+            _ => None,
+        };
+        let content: index::ContentDigest =
+            told.unwrap_or_else(|| <sha2::Sha256 as sha2::Digest>::digest(body).into());
         let fp = index::fingerprint_of(entry, &content)?;
         if let Some(b) = self.built.as_mut() {
             let span = index::Span {
