@@ -204,6 +204,15 @@ impl LastInputs {
     }
 }
 
+/// A read of the last inputs on a thread of its own (`BuildCache::read_inputs_ahead`).
+type InputsReading = std::thread::JoinHandle<Option<Arc<LastInputs>>>;
+
+/// The last inputs recorded at `path`; None when there are none or they do not read.
+fn read_inputs(path: &Path) -> Option<Arc<LastInputs>> {
+    let bytes = fs::read(path).ok()?;
+    LastInputs::read(&bytes).map(Arc::new)
+}
+
 /// A map of strings to strings as one buffer: each key then its value, and where each
 /// ends. Kept in key order (`sort_if_needed`), as a `BTreeMap` would iterate it.
 #[derive(Debug, Default)]
@@ -423,6 +432,9 @@ pub struct BuildCache {
     /// for it more than once (why it missed, whether its previous layer can be patched),
     /// and for a COPY of 10,000 files each read parses ~1 MB of JSON.
     last_read: std::sync::Mutex<Option<(String, Option<Arc<LastInputs>>)>>,
+    /// The last inputs of one position being read on a thread of its own
+    /// (`read_inputs_ahead`), until `last_inputs` asks for that position.
+    reading: std::sync::Mutex<Option<(String, InputsReading)>>,
     /// Large key inputs done with (a memo replaced, a COPY's own inputs and file digests
     /// once its step is over), held until the cache is dropped: freeing a 10,000-file
     /// COPY's inputs is ~20,000 frees on the build's critical path, and a command about to exit forgets
@@ -435,6 +447,7 @@ impl BuildCache {
         BuildCache {
             dir: root.join("cache"),
             last_read: std::sync::Mutex::new(None),
+            reading: std::sync::Mutex::new(None),
             set_aside: std::sync::Mutex::new(Vec::new()),
         }
     }
@@ -521,17 +534,54 @@ impl BuildCache {
         if let Some((_, found)) = memo.as_ref().filter(|(p, _)| p == position) {
             return found.clone();
         }
-        let found = fs::read(self.inputs_path(position))
-            .ok()
-            .and_then(|bytes| LastInputs::read(&bytes))
-            .map(Arc::new);
+        let ahead = {
+            let mut slot = self.reading.lock().expect("inputs reading lock");
+            match slot.as_ref() {
+                Some((p, _)) if p == position => slot.take().map(|(_, reading)| reading),
+                _ => None,
+            }
+        };
+        // A thread that panicked read nothing: they are read here, as without it.
+        let found = match ahead.map(std::thread::JoinHandle::join) {
+            Some(Ok(found)) => found,
+            _ => read_inputs(&self.inputs_path(position)),
+        };
         let before = memo.replace((position.to_string(), found.clone()));
         self.set_aside_memo(before);
         found
     }
 
+    /// Starts reading and parsing the last inputs at `position` on a thread of its own,
+    /// for a caller that will ask `last_inputs` for them after other work (a COPY whose
+    /// stamp missed computes its key's file entries meanwhile: ~1 MB of JSON parsed and
+    /// hashed off the main thread). Nothing happens when they are read already or no
+    /// thread can be started: `last_inputs` then reads them itself, as without this call.
+    pub fn read_inputs_ahead(&self, position: &str) {
+        let memo = self.last_read.lock().expect("inputs memo lock");
+        let mut slot = self.reading.lock().expect("inputs reading lock");
+        let known = |p: &String| p == position;
+        if memo.as_ref().is_some_and(|(p, _)| known(p))
+            || slot.as_ref().is_some_and(|(p, _)| known(p))
+        {
+            return;
+        }
+        let path = self.inputs_path(position);
+        let spawned = std::thread::Builder::new()
+            .name("keel-last-inputs".into())
+            .spawn(move || read_inputs(&path));
+        if let Ok(reading) = spawned {
+            // A read-ahead of another position nobody asked for is dropped (detached).
+            *slot = Some((position.to_string(), reading));
+        }
+    }
+
     /// Records `inputs` as the last ones at `position`, as their canonical JSON.
     pub fn record_inputs(&self, position: &str, inputs: &Keyed) {
+        // A read-ahead of the file about to be replaced must not be taken for it later.
+        let ahead = self.reading.lock().expect("inputs reading lock").take();
+        if let Some((_, reading)) = ahead {
+            let _ = reading.join();
+        }
         let before = self.last_read.lock().expect("inputs memo lock").take();
         self.set_aside_memo(before);
         // ~1 MB for a 10,000-file COPY: not renamed over the old file (see `replace`); an
@@ -877,6 +927,66 @@ mod tests {
         fs::write(&old, b"{").unwrap();
         let cache = BuildCache::new(dir.path());
         assert!(cache.last_inputs("old step").is_none());
+    }
+
+    /// What `last_inputs` gives after `read_inputs_ahead`, against a fresh cache reading
+    /// the same file itself: recorded, missing, older-keel and unreadable records; a
+    /// read-ahead of another position; asked twice; and a record written after a
+    /// read-ahead of its position (the new record is what is read).
+    #[test]
+    fn inputs_read_ahead_are_the_inputs_read_on_first_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let seen = |i: Option<Arc<LastInputs>>| {
+            i.map(|i| {
+                let files: Vec<(String, String)> =
+                    i.files.iter().map(|(k, v)| (k.into(), v.into())).collect();
+                (
+                    i.key().clone(),
+                    i.parent().to_string(),
+                    i.instruction().clone(),
+                    files,
+                )
+            })
+        };
+        let fresh = |position: &str| seen(BuildCache::new(dir.path()).last_inputs(position));
+        let (a, mut b) = (inputs(), inputs());
+        b.files
+            .insert("/app/new".into(), "File 644 0:0 sha256:03".into());
+        let writer = BuildCache::new(dir.path());
+        writer.record_inputs("a", &a.clone().keyed());
+        let older = writer.inputs_path("older");
+        fs::write(&older, serde_json::to_vec(&b).unwrap()).unwrap();
+        fs::write(writer.inputs_path("broken"), b"{").unwrap();
+        for position in ["a", "older", "broken", "missing"] {
+            let cache = BuildCache::new(dir.path());
+            cache.read_inputs_ahead(position);
+            cache.read_inputs_ahead(position); // a second call starts nothing new
+            assert_eq!(
+                seen(cache.last_inputs(position)),
+                fresh(position),
+                "{position}"
+            );
+            assert_eq!(
+                seen(cache.last_inputs(position)),
+                fresh(position),
+                "{position}"
+            );
+            let other = BuildCache::new(dir.path());
+            other.read_inputs_ahead("missing");
+            assert_eq!(
+                seen(other.last_inputs(position)),
+                fresh(position),
+                "{position}"
+            );
+        }
+        assert!(fresh("a").is_some() && fresh("older").is_some());
+        assert!(fresh("broken").is_none() && fresh("missing").is_none());
+        let cache = BuildCache::new(dir.path());
+        cache.read_inputs_ahead("a");
+        cache.record_inputs("a", &b.clone().keyed());
+        let read = cache.last_inputs("a").unwrap();
+        assert_eq!(read.key(), &b.key());
+        assert_eq!(seen(Some(read)), fresh("a"));
     }
 
     #[test]

@@ -86,6 +86,11 @@ struct Remembered {
 
 impl Remembered {
     fn get(&mut self, name: &str) -> Option<Known> {
+        // Nothing is learned before the first file is hashed: no path hashed to find out
+        // (10,000 SipHash runs over absolute paths on a one-file rebuild's key).
+        if self.learned.is_empty() {
+            return self.stored.find(name);
+        }
         match self.learned.get(name) {
             Some(k) => Some(k.clone()),
             None => self.stored.find(name),

@@ -265,29 +265,31 @@ impl Executor<'_> {
         if let Some(hit) = stamp.as_ref().and_then(|(st, _)| self.stamp_hit(st)) {
             return Ok((hit, Outcome::Cached));
         }
+        let position = self.position(None, s);
         if stamp.is_some() {
-            // The key needs the context's digests: their index is parsed on a thread of
-            // its own while this one reads the last build's inputs (`previous_layer`).
+            // The key needs the context's digests and `previous_layer` the last build's
+            // inputs: both ~1 MB files are parsed on threads of their own while this one
+            // gathers the key's file entries.
             self.stat.read_ahead();
+            self.cache.read_inputs_ahead(&position);
             tracing::debug!("selection stamp missed: computing the key");
         }
         let mut inputs = KeyInputs::new(state.key.clone(), instruction);
-        let position = self.position(None, s);
-        // The layer to patch depends on the parent and instruction only, so its blob's
-        // entry index is read on another thread while this one computes the key (a
-        // 10,000-file copy's stored index is ~1 MB to check and decode); a hit drops it.
-        let plain = !x.link && is_plain(ctx, x, placed, heredocs);
-        let base = self.previous_layer(&state, &inputs, &position);
-        let old = base
-            .as_ref()
-            .filter(|_| plain)
-            .map(|b| OldBlobJob::start(self.store, self.snapshotter.storage_root(), b));
         // From a stage (or image), its key pins every file in it, so what the sources
         // select follows from that key and the instruction: the key lists no files, and
         // can be computed without the source's layers (`copy_from_hit`).
         let listed = if from.is_none() { placed } else { &[] };
         let mut read = FilesRead::default();
         inputs.files = self.copy_files(ctx, x, listed, heredocs, from.is_none(), &mut read)?;
+        // The layer to patch depends on the parent and instruction only, so its blob's
+        // entry index is read on another thread while this one finishes the key and
+        // looks it up (a 10,000-file copy's stored index is ~1 MB); a hit drops it.
+        let plain = !x.link && is_plain(ctx, x, placed, heredocs);
+        let base = self.previous_layer(&state, &inputs, &position);
+        let old = base
+            .as_ref()
+            .filter(|_| plain)
+            .map(|b| OldBlobJob::start(self.store, self.snapshotter.storage_root(), b));
         inputs.env = BTreeMap::from([("workdir".into(), workdir)]);
         let created_by = created_by(x, heredocs);
         let stamp = stamp.filter(|(_, newest)| crate::context::is_settled(*newest));
@@ -452,6 +454,12 @@ impl Executor<'_> {
         let mut path = std::path::PathBuf::new();
         for p in placed {
             let links = hard_link_groups(&p.sel);
+            // Each entry is named `<name>:<rel>`; the name is the source's (or with
+            // `--parents`, the destination's and the source's), the same for all its files.
+            let name: std::borrow::Cow<str> = match x.parents {
+                true => format!("{}>{}", p.dest, p.sel.name).into(),
+                false => p.sel.name.as_str().into(),
+            };
             if p.sel.top.kind == FileKind::Dir && p.sel.entries.is_empty() {
                 // An empty directory still makes its destination (`missing_dests`); the
                 // entry also keeps this key apart from older keel's, which made nothing.
@@ -500,13 +508,8 @@ impl Executor<'_> {
                     _ => content,
                 };
                 let owner = if x.chown.is_some() { "" } else { "0:0" };
-                let name = if x.parents {
-                    format!("{}>{}", p.dest, p.sel.name)
-                } else {
-                    p.sel.name.clone()
-                };
                 files.push((
-                    format!("{name}:{rel}"),
+                    key_name(&name, rel),
                     key_entry(f.kind, mode, owner, &content),
                 ));
             }
@@ -1098,13 +1101,36 @@ fn key_entry(kind: FileKind, mode: u32, owner: &str, content: &str) -> String {
     let mut out = String::with_capacity(kind.len() + owner.len() + content.len() + 16);
     out.push_str(kind);
     out.push(' ');
-    use std::fmt::Write as _;
-    let _ = write!(out, "{mode:o}");
+    push_octal(&mut out, mode);
     out.push(' ');
     out.push_str(owner);
     out.push(' ');
     out.push_str(content);
     out
+}
+
+/// A file's name in a COPY's key, `<name>:<rel>` (as `format!` spelled it).
+fn key_name(name: &str, rel: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 1 + rel.len());
+    out.push_str(name);
+    out.push(':');
+    out.push_str(rel);
+    out
+}
+
+/// Appends `n` in octal digits, as `{n:o}` writes it (no leading zeros; `0` for zero).
+fn push_octal(out: &mut String, mut n: u32) {
+    let mut digits = [0u8; 11]; // 32 bits are at most 11 octal digits
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n & 7) as u8;
+        n >>= 3;
+        if n == 0 {
+            break;
+        }
+    }
+    digits[at..].iter().for_each(|&d| out.push(d as char));
 }
 
 /// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
@@ -1130,7 +1156,11 @@ mod tests {
     fn a_key_entry_is_spelled_as_format_spells_it() {
         use crate::context::FileKind;
         for kind in [FileKind::File, FileKind::Dir, FileKind::Symlink] {
-            for mode in [0, 0o7, 0o644, 0o755, 0o4755, 0o777, u32::MAX] {
+            let every_width = (0..32)
+                .map(|b| 1u32 << b)
+                .chain((0..32).map(|b| (1u32 << b) - 1));
+            let modes = [0, 0o7, 0o10, 0o644, 0o755, 0o4755, 0o777, u32::MAX];
+            for mode in modes.into_iter().chain(every_width) {
                 for (owner, content) in [("0:0", "sha256:ab"), ("", ""), ("0:0", "../t")] {
                     assert_eq!(
                         super::key_entry(kind, mode, owner, content),
@@ -1138,6 +1168,13 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_key_name_is_spelled_as_format_spells_it() {
+        for (name, rel) in [("src", "a/b"), ("", ""), ("d>src", "é x"), ("s:t", ":")] {
+            assert_eq!(super::key_name(name, rel), format!("{name}:{rel}"));
         }
     }
 
