@@ -95,7 +95,7 @@ impl Sink {
 struct DiskThread {
     to_disk: mpsc::SyncSender<Chunk>,
     spare: mpsc::Receiver<ChunkBuf>,
-    handle: std::thread::JoinHandle<io::Result<sha2::Sha256>>,
+    handle: std::thread::JoinHandle<io::Result<()>>,
 }
 
 impl DiskThread {
@@ -104,13 +104,7 @@ impl DiskThread {
         let (give_back, spare) = mpsc::channel();
         let handle = std::thread::spawn(move || {
             let (mut written, mut kicked) = (0u64, 0u64);
-            let mut hasher = sha2::Sha256::new();
             for (buf, filled) in chunks {
-                // Hashed here, chunk by chunk in the order written, rather than by the
-                // writer as bytes arrive: the same bytes in the same order, off the
-                // thread that makes them (a layer's tar writer; docs/performance.md,
-                // session 15).
-                hasher.update(&buf.get()[..filled]);
                 sink.write_at(&buf.get()[..filled], written)?;
                 written += filled as u64;
                 if sink.writeback && written - kicked >= WRITEBACK_EVERY {
@@ -121,7 +115,7 @@ impl DiskThread {
                 }
                 let _ = give_back.send(buf);
             }
-            Ok(hasher)
+            Ok(())
         });
         DiskThread {
             to_disk,
@@ -130,8 +124,8 @@ impl DiskThread {
         }
     }
 
-    /// Waits for every queued chunk to be written: the hash of all of them.
-    fn finish(self) -> io::Result<sha2::Sha256> {
+    /// Waits for every queued chunk to be written.
+    fn finish(self) -> io::Result<()> {
         drop(self.to_disk);
         self.handle
             .join()
@@ -143,6 +137,7 @@ impl DiskThread {
 pub struct BlobWriter {
     store: Store,
     tmp: tempfile::NamedTempFile,
+    hasher: sha2::Sha256,
     len: u64,
     /// The chunk being filled and how much of it is.
     buf: ChunkBuf,
@@ -199,9 +194,10 @@ impl BlobWriter {
         Ok(())
     }
 
-    /// `n` more bytes of the chunk are filled: a full chunk is passed on (to be hashed
-    /// and written).
+    /// `n` more bytes of the chunk are filled: hash them, and pass a full chunk on.
     fn took(&mut self, n: usize) -> io::Result<()> {
+        self.hasher
+            .update(&self.buf.get()[self.filled..self.filled + n]);
         self.filled += n;
         self.len += n as u64;
         if self.filled == CHUNK {
@@ -274,9 +270,9 @@ impl BlobWriter {
     /// Writes the last chunk and waits for the disk thread: the blob's digest.
     fn write_rest(&mut self) -> Result<Digest> {
         let tmp_dir = self.store.tmp_dir();
-        let tail = self.filled;
-        let hashed = match self.disk.take() {
+        let written = match self.disk.take() {
             Some(disk) => {
+                let tail = self.filled;
                 let r = if tail > 0 {
                     let last = std::mem::replace(&mut self.buf, ChunkBuf::empty());
                     disk.to_disk
@@ -288,16 +284,11 @@ impl BlobWriter {
                 let done = disk.finish();
                 r.and(done)
             }
-            None => {
-                // Never a full chunk: hashed and written here.
-                let bytes = &self.buf.get()[..tail];
-                let hasher = sha2::Sha256::new_with_prefix(bytes);
-                self.tmp.as_file().write_all(bytes).map(|()| hasher)
-            }
+            None => self.tmp.as_file().write_all(&self.buf.get()[..self.filled]),
         };
-        let hasher = hashed.map_err(io_err("writing", &tmp_dir))?;
+        written.map_err(io_err("writing", &tmp_dir))?;
         self.filled = 0;
-        Ok(digest::from_hasher(hasher))
+        Ok(digest::from_hasher(std::mem::take(&mut self.hasher)))
     }
 
     /// Makes the blob durable under its digest. With `expected`, a mismatch is an error
@@ -355,6 +346,7 @@ impl Store {
         Ok(BlobWriter {
             store: self.clone(),
             tmp,
+            hasher: sha2::Sha256::new(),
             len: 0,
             buf: ChunkBuf::new(),
             filled: 0,
@@ -649,51 +641,6 @@ mod tests {
 
     /// A blob that is not what it was expected to be is not stored, and leaves no temp
     /// file behind, whichever path its chunks took.
-    /// A blob written in pieces of odd sizes (headers and contents, as a layer's tar
-    /// writer gives them, across chunk boundaries; hashed on the disk thread) and ended
-    /// before its commit (`end`, as a layer's commit does while its image writer
-    /// finishes) is stored under the digest of its bytes, with those bytes; ending twice
-    /// or ending a blob the store has already changes nothing.
-    #[test]
-    fn a_blob_written_in_pieces_and_ended_early_is_its_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        for len in [
-            0,
-            700,
-            CHUNK + 1,
-            3 * CHUNK + 513,
-            (POOL + 3) * CHUNK + 4097,
-        ] {
-            let bytes = pattern(len);
-            let want = digest::of_bytes(&bytes);
-            for (end, again) in [(false, false), (true, false), (true, true)] {
-                let mut w = store.blob_writer().unwrap();
-                let (mut at, mut step) = (0, 1);
-                while at < len {
-                    let n = step.min(len - at);
-                    match step % 3 {
-                        0 => w.write_from(&mut &bytes[at..at + n], n as u64).unwrap(),
-                        _ => w.write_all(&bytes[at..at + n]).unwrap(),
-                    }
-                    at += n;
-                    step = (step * 7 + 511) % 300_001;
-                }
-                if end {
-                    w.end().unwrap();
-                    w.end().unwrap();
-                }
-                let (got, n) = w.commit(None).unwrap();
-                assert_eq!((got, n), (want.clone(), len as u64), "{len} {end}");
-                assert_eq!(store.read_blob(&want).unwrap(), bytes, "{len} {end}");
-                if !again {
-                    std::fs::remove_file(store.blob_path(&want)).unwrap();
-                }
-            }
-            std::fs::remove_file(store.blob_path(&want)).unwrap();
-        }
-    }
-
     #[test]
     fn a_mismatching_large_blob_is_not_stored() {
         let dir = tempfile::tempdir().unwrap();
