@@ -639,6 +639,50 @@ mod tests {
         }
     }
 
+    /// A blob written in pieces of odd sizes (headers and contents, as a layer's tar
+    /// writer gives them, across chunk boundaries) and ended before its commit (`end`, as
+    /// a layer's commit does while its image writer finishes) is stored under the digest of its bytes, with those bytes; ending twice
+    /// or ending a blob the store has already changes nothing.
+    #[test]
+    fn a_blob_written_in_pieces_and_ended_early_is_its_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for len in [
+            0,
+            700,
+            CHUNK + 1,
+            3 * CHUNK + 513,
+            (POOL + 3) * CHUNK + 4097,
+        ] {
+            let bytes = pattern(len);
+            let want = digest::of_bytes(&bytes);
+            for (end, again) in [(false, false), (true, false), (true, true)] {
+                let mut w = store.blob_writer().unwrap();
+                let (mut at, mut step) = (0, 1);
+                while at < len {
+                    let n = step.min(len - at);
+                    match step % 3 {
+                        0 => w.write_from(&mut &bytes[at..at + n], n as u64).unwrap(),
+                        _ => w.write_all(&bytes[at..at + n]).unwrap(),
+                    }
+                    at += n;
+                    step = (step * 7 + 511) % 300_001;
+                }
+                if end {
+                    w.end().unwrap();
+                    w.end().unwrap();
+                }
+                let (got, n) = w.commit(None).unwrap();
+                assert_eq!((got, n), (want.clone(), len as u64), "{len} {end}");
+                assert_eq!(store.read_blob(&want).unwrap(), bytes, "{len} {end}");
+                if !again {
+                    std::fs::remove_file(store.blob_path(&want)).unwrap();
+                }
+            }
+            std::fs::remove_file(store.blob_path(&want)).unwrap();
+        }
+    }
+
     /// A blob that is not what it was expected to be is not stored, and leaves no temp
     /// file behind, whichever path its chunks took.
     #[test]
