@@ -438,23 +438,18 @@ fn a_chunked_images_files_are_read_from_the_blob() {
     assert!(write_image(io::Cursor::new(gz), &mut io::Cursor::new(Vec::new()), &opts).is_err());
 }
 
-/// A chunked image's writer indexes the contents of the stream it is made of (its blob)
-/// as `EntryIndex::of_tar` indexes that blob: the same digests at the same spans (and no
-/// fingerprints), with every kind of entry, a GNU long name, PAX records, a path named
-/// twice, contents held twice and a file too large to index. A flat image's stream need
-/// not be its blob: no index.
-#[test]
-fn a_chunked_images_index_is_the_blobs() {
-    use crate::layer::index::{EntryIndex, MAX_INDEXED};
+/// A layer tar with every kind of entry an index meets: a GNU long name, PAX records, a
+/// path named twice, contents held twice, a file too large to index, a whiteout.
+fn every_kind_of_entry() -> Vec<u8> {
+    use crate::layer::index::MAX_INDEXED;
     let long = format!("d/{}", "n".repeat(150));
-    let too_big = vec![3u8; MAX_INDEXED as usize + 1];
-    let tar = tar_of(&[
+    tar_of(&[
         E::Dir("d/", 0o755),
         E::File("d/a", 0o644, b"one".to_vec()),
         E::File("d/same", 0o600, b"one".to_vec()),
         E::File(&long, 0o644, vec![5; 700]),
         E::File("d/empty", 0o644, vec![]),
-        E::File("d/big", 0o644, too_big),
+        E::File("d/big", 0o644, vec![3u8; MAX_INDEXED as usize + 1]),
         E::Sym("d/l", "a"),
         E::Hard("d/h", "d/a"),
         E::Dev("d/p", EntryType::Fifo, 0, 0),
@@ -463,7 +458,18 @@ fn a_chunked_images_index_is_the_blobs() {
         E::File("d/twice", 0o644, b"1".to_vec()),
         E::File("d/twice", 0o644, b"2".to_vec()),
         E::File("d/.wh.gone", 0o644, vec![]),
-    ]);
+    ])
+}
+
+/// A chunked image's writer indexes the contents of the stream it is made of (its blob)
+/// as `EntryIndex::of_tar` indexes that blob: the same digests at the same spans (and no
+/// fingerprints), with every kind of entry, a GNU long name, PAX records, a path named
+/// twice, contents held twice and a file too large to index. A flat image's stream need
+/// not be its blob: no index.
+#[test]
+fn a_chunked_images_index_is_the_blobs() {
+    use crate::layer::index::EntryIndex;
+    let tar = every_kind_of_entry();
     let opts = |chunked| ImageOptions {
         unpack: overlay_opts(),
         owner: (0, 0),
@@ -495,21 +501,8 @@ fn a_chunked_images_index_is_the_blobs() {
 /// index, one with another length does not.
 #[test]
 fn a_chunked_images_index_from_known_contents_is_the_blobs() {
-    use crate::layer::index::{EntryIndex, KnownContent, KnownContents, MAX_INDEXED};
-    let long = format!("d/{}", "n".repeat(150));
-    let tar = tar_of(&[
-        E::Dir("d/", 0o755),
-        E::File("d/a", 0o644, b"one".to_vec()),
-        E::File("d/same", 0o600, b"one".to_vec()),
-        E::File(&long, 0o644, vec![5; 700]),
-        E::File("d/empty", 0o644, vec![]),
-        E::File("d/big", 0o644, vec![3u8; MAX_INDEXED as usize + 1]),
-        E::Sym("d/l", "a"),
-        E::Hard("d/h", "d/a"),
-        E::Xattr("d/x", "user.k", b"v"),
-        E::File("d/twice", 0o644, b"1".to_vec()),
-        E::File("d/twice", 0o644, b"2".to_vec()),
-    ]);
+    use crate::layer::index::{EntryIndex, KnownContent, KnownContents};
+    let tar = every_kind_of_entry();
     let digest = |b: &[u8]| -> [u8; 32] { <sha2::Sha256 as sha2::Digest>::digest(b).into() };
     // Every regular file's content: offset, length, digest.
     let mut files = Vec::new();
