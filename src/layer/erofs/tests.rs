@@ -101,13 +101,7 @@ fn imaged(tar: &[u8], dir_times: bool, chunked: bool) -> Result<Vec<String>, Str
     let blob = t.path().join("blob");
     std::fs::write(&blob, tar).unwrap();
     let mut f = std::fs::File::create(&path).unwrap();
-    let opts = ImageOptions {
-        unpack: overlay_opts(),
-        owner: (0, 0),
-        now: 0,
-        uuid: [7; 16],
-        chunked,
-    };
+    let opts = image_options(chunked);
     if let Err(e) = write_image(io::Cursor::new(tar.to_vec()), &mut f, &opts) {
         return Err(entry_of(e));
     }
@@ -339,13 +333,7 @@ fn refused_streams_are_refused_on_the_same_entry() {
     for ((what, entries), chunked) in rows.iter().flat_map(|r| [(r, false), (r, true)]) {
         let tar = tar_of(entries);
         let want = unpacked(&tar, true);
-        let opts = ImageOptions {
-            unpack: overlay_opts(),
-            owner: (0, 0),
-            now: 0,
-            uuid: [7; 16],
-            chunked,
-        };
+        let opts = image_options(chunked);
         let have = write_image(
             io::Cursor::new(tar),
             &mut io::Cursor::new(Vec::new()),
@@ -402,13 +390,7 @@ fn a_chunked_images_files_are_read_from_the_blob() {
     ]);
     let t = tempfile::tempdir().unwrap();
     let (image, blob, mnt) = (t.path().join("i"), t.path().join("b"), t.path().join("m"));
-    let opts = ImageOptions {
-        unpack: overlay_opts(),
-        owner: (0, 0),
-        now: 0,
-        uuid: [7; 16],
-        chunked: true,
-    };
+    let opts = image_options(true);
     let mut f = std::fs::File::create(&image).unwrap();
     let stats = write_image(io::Cursor::new(tar.clone()), &mut f, &opts).unwrap();
     drop(f);
@@ -436,6 +418,18 @@ fn a_chunked_images_files_are_read_from_the_blob() {
     io::Write::write_all(&mut gz, &tar).unwrap();
     let gz = gz.finish().unwrap();
     assert!(write_image(io::Cursor::new(gz), &mut io::Cursor::new(Vec::new()), &opts).is_err());
+}
+
+/// The image options of these tests: overlay whiteouts, root's files, fixed time and
+/// uuid, chunked or flat.
+fn image_options(chunked: bool) -> ImageOptions {
+    ImageOptions {
+        unpack: overlay_opts(),
+        owner: (0, 0),
+        now: 0,
+        uuid: [7; 16],
+        chunked,
+    }
 }
 
 /// A layer tar with every kind of entry an index meets: a GNU long name, PAX records, a
@@ -470,16 +464,14 @@ fn every_kind_of_entry() -> Vec<u8> {
 fn a_chunked_images_index_is_the_blobs() {
     use crate::layer::index::EntryIndex;
     let tar = every_kind_of_entry();
-    let opts = |chunked| ImageOptions {
-        unpack: overlay_opts(),
-        owner: (0, 0),
-        now: 0,
-        uuid: [7; 16],
-        chunked,
-    };
     let write = |chunked| {
         let mut out = io::Cursor::new(Vec::new());
-        write_image(io::Cursor::new(tar.clone()), &mut out, &opts(chunked)).unwrap()
+        write_image(
+            io::Cursor::new(tar.clone()),
+            &mut out,
+            &image_options(chunked),
+        )
+        .unwrap()
     };
     let whole = EntryIndex::of_tar(io::Cursor::new(tar.clone())).unwrap();
     assert!(whole.len() >= 8, "{whole:?}");
@@ -519,13 +511,7 @@ fn a_chunked_images_index_from_known_contents_is_the_blobs() {
     let write = |facts: Vec<KnownContent>| {
         let (tx, rx) = std::sync::mpsc::channel();
         facts.into_iter().for_each(|f| tx.send(f).unwrap());
-        let opts = ImageOptions {
-            unpack: overlay_opts(),
-            owner: (0, 0),
-            now: 0,
-            uuid: [7; 16],
-            chunked: true,
-        };
+        let opts = image_options(true);
         let mut out = io::Cursor::new(Vec::new());
         let known = Some(KnownContents::new(rx));
         let stats = write_image_knowing(io::Cursor::new(tar.clone()), &mut out, &opts, known);
