@@ -9,9 +9,9 @@
 pub mod git;
 mod stat_index;
 
+use crate::sys::fs::EntryStat;
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
 pub use stat_index::{is_settled, StatIndex};
@@ -99,14 +99,19 @@ pub struct FileStamp {
 }
 
 impl FileStamp {
-    pub fn of(m: &fs::Metadata) -> FileStamp {
+    pub fn of(st: &EntryStat) -> FileStamp {
         FileStamp {
-            dev: m.dev(),
-            ino: m.ino(),
-            size: m.len(),
-            mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-            ctime_ns: m.ctime() as i128 * 1_000_000_000 + m.ctime_nsec() as i128,
+            dev: st.dev,
+            ino: st.ino,
+            size: st.size,
+            mtime_ns: st.mtime_ns,
+            ctime_ns: st.ctime_ns,
         }
+    }
+
+    /// The stamp of `path` itself (a symlink is not followed).
+    pub fn lstat(path: &Path) -> io::Result<FileStamp> {
+        crate::sys::fs::lstat(path).map(|st| FileStamp::of(&st))
     }
 }
 
@@ -188,8 +193,8 @@ impl Context {
 
     fn entry(&self, rel: &str) -> Result<ContextFile, ContextError> {
         let path = self.root.join(rel);
-        let m = fs::symlink_metadata(&path).map_err(io_err(&path))?;
-        self.entry_from(rel.to_string(), || path.clone(), &m)
+        let st = crate::sys::fs::lstat(&path).map_err(io_err(&path))?;
+        self.entry_from(rel.to_string(), || path.clone(), &st)
     }
 
     /// The entry at `rel` from its lstat result; `path` (the entry on disk) is only built
@@ -198,14 +203,13 @@ impl Context {
         &self,
         rel: String,
         path: impl FnOnce() -> PathBuf,
-        m: &fs::Metadata,
+        st: &EntryStat,
     ) -> Result<ContextFile, ContextError> {
-        let ft = m.file_type();
-        let kind = if ft.is_symlink() {
+        let kind = if st.is_symlink() {
             FileKind::Symlink
-        } else if ft.is_dir() {
+        } else if st.is_dir() {
             FileKind::Dir
-        } else if ft.is_file() {
+        } else if st.is_file() {
             FileKind::File
         } else {
             return Err(ContextError::Io {
@@ -224,12 +228,12 @@ impl Context {
         Ok(ContextFile {
             rel,
             kind,
-            mode: m.mode() & 0o7777,
-            uid: m.uid(),
-            gid: m.gid(),
-            size: if kind == FileKind::File { m.len() } else { 0 },
+            mode: st.mode & 0o7777,
+            uid: st.uid,
+            gid: st.gid,
+            size: if kind == FileKind::File { st.size } else { 0 },
             link_target,
-            stamp: FileStamp::of(m),
+            stamp: FileStamp::of(st),
         })
     }
 
@@ -275,9 +279,10 @@ impl Context {
         Ok(merge_by_path(parts))
     }
 
-    /// Reads one directory into `out` and returns its subdirectories. Entries are stat'ed
-    /// relative to the open directory (`DirEntry::metadata` is an `fstatat`), not by full
-    /// path: a no-op rebuild is mostly these calls.
+    /// Reads one directory into `out` and returns its subdirectories. Entries are
+    /// lstat'ed relative to the open directory (`sys::fs::list_lstat`), not by full path:
+    /// a no-op rebuild is mostly these calls. A directory swapped for a symlink during the
+    /// walk is refused, never followed.
     fn read_dir(
         &self,
         dir: &Path,
@@ -285,27 +290,27 @@ impl Context {
         out: &mut Vec<ContextFile>,
     ) -> Result<Vec<(PathBuf, String)>, ContextError> {
         let mut subdirs = Vec::new();
-        for e in fs::read_dir(dir).map_err(io_err(dir))? {
-            let e = e.map_err(io_err(dir))?;
-            let name = e.file_name();
-            let name = name.to_string_lossy();
+        let listed = crate::sys::fs::list_lstat(dir, |os_name, st| {
+            let st = st.map_err(io_err(&dir.join(os_name)))?;
+            let name = os_name.to_string_lossy();
             let mut child = String::with_capacity(rel.len() + 1 + name.len());
             if !rel.is_empty() {
                 child.push_str(rel);
                 child.push('/');
             }
             child.push_str(&name);
-            let m = e.metadata().map_err(io_err(&e.path()))?;
             // Entries below an ignored directory may still be re-included by a `!` rule,
             // so the walk goes on below it; only the entry itself is skipped.
             let keep = !self.is_ignored(&child);
-            if m.is_dir() {
-                subdirs.push((e.path(), child.clone()));
+            if st.is_dir() {
+                subdirs.push((dir.join(os_name), child.clone()));
             }
             if keep {
-                out.push(self.entry_from(child, || e.path(), &m)?);
+                out.push(self.entry_from(child, || dir.join(os_name), &st)?);
             }
-        }
+            Ok(())
+        });
+        listed.map_err(io_err(dir))??;
         Ok(subdirs)
     }
 

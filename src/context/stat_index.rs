@@ -351,8 +351,8 @@ impl StatIndex {
     /// The sha256 (`sha256:<hex>`) of the regular file at `path`, reusing a remembered
     /// digest when safe.
     pub fn digest(&mut self, path: &Path) -> Result<String, ContextError> {
-        let m = fs::symlink_metadata(path).map_err(io_err(path))?;
-        self.digest_stamped(path, FileStamp::of(&m))
+        let stamp = FileStamp::lstat(path).map_err(io_err(path))?;
+        self.digest_stamped(path, stamp)
     }
 
     /// Like `digest`, with the lstat result the caller already has.
@@ -386,9 +386,7 @@ impl StatIndex {
         let cap = crate::sys::fs::get_xattr(path, CAPABILITY).ok().flatten();
         self.hashed += 1;
         // Re-stat: a file changing while it was read must not be remembered.
-        if fs::symlink_metadata(path).map(|m| FileStamp::of(&m)).ok() == Some(stamp)
-            && !name.contains('\n')
-        {
+        if FileStamp::lstat(path).ok() == Some(stamp) && !name.contains('\n') {
             let known = Known {
                 stamp,
                 digest: digest.clone(),
@@ -579,7 +577,7 @@ mod tests {
             return;
         }
         let idx_dir = d.path().join("idx");
-        let stamp = |p: &Path| FileStamp::of(&fs::symlink_metadata(p).unwrap());
+        let stamp = |p: &Path| FileStamp::lstat(p).unwrap();
         let mut idx = StatIndex::load(&idx_dir, d.path());
         let read = idx.input_stamped(&with, stamp(&with)).unwrap();
         assert_eq!(read.1.as_deref(), Some(&cap[..]));
