@@ -108,27 +108,20 @@ start=("runc run (same rootfs)=runc run --bundle $work/bundle bench-latency")
 for side in "${sides[@]}"; do
   start=("$side: keel run --rm bb /bin/true=${!side} --root $work/r-$side run --rm bb /bin/true" "${start[@]}")
 done
-python3 - "$runs" "${start[@]}" <<'PY'
-import resource, statistics, subprocess, sys, time
-runs, cmds = int(sys.argv[1]), [a.split("=", 1) for a in sys.argv[2:]]
-res = {n: [] for n, _ in cmds}
-for i in range(5 + runs):  # the first five rounds warm up
-    for n, c in (cmds if i % 2 == 0 else cmds[::-1]):
-        r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
-        subprocess.run(c.split(), check=True, stdout=subprocess.DEVNULL)
-        wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
-        if i >= 5:
-            res[n].append((wall * 1000, cpu * 1000))
+args=()
+for c in "${start[@]}"; do args+=(-n "${c%%=*}" "${c#*=}"); done
+python3 bench/alternate.py --warmup 5 --runs "$runs" --export-json "$work/start.json" "${args[@]}"
+python3 - "$work/start.json" <<'PY'
+import json, statistics, sys
+res = json.load(open(sys.argv[1]))["results"]
 print("### container start (goal ≤ 0.5× runc)\n")
 print("| command | median | p25 | min | CPU median |\n|---|---:|---:|---:|---:|")
-med = {n: statistics.median(w for w, _ in v) for n, v in res.items()}
-for n, v in res.items():
-    w = sorted(x for x, _ in v)
-    print(f"| {n} | {med[n]:.1f} ms | {statistics.quantiles(w, n=4)[0]:.1f} ms | {w[0]:.1f} ms | {statistics.median(c for _, c in v):.1f} ms |")
+for r in res:
+    w = sorted(t * 1000 for t in r["times"])
+    print(f"| {r['command']} | {r['median'] * 1000:.1f} ms | {statistics.quantiles(w, n=4)[0]:.1f} ms | {w[0]:.1f} ms | {r['cpu_median'] * 1000:.1f} ms |")
 print()
-runc = med[cmds[-1][0]]
-for n, _ in cmds[:-1]:
-    print(f"{n}: {med[n] / runc:.2f}× runc (medians)")
+runc = res[-1]["median"]
+for r in res[:-1]:
+    print(f"{r['command']}: {r['median'] / runc:.2f}× runc (medians)")
 PY
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"

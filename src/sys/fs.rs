@@ -178,15 +178,17 @@ pub fn list_lstat<E>(
     use nix::fcntl::{AtFlags, OFlag};
     use std::os::unix::ffi::OsStrExt;
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let mut d = nix::dir::Dir::open(dir, flags, Mode::empty())?;
-    let fd = d.as_raw_fd();
-    for e in d.iter() {
+    // Owned, so nothing rewinds the directory (an lseek) when the listing ends.
+    let entries = nix::dir::Dir::open(dir, flags, Mode::empty())?.into_iter();
+    let fd = entries.as_raw_fd();
+    for e in entries {
         let e = e?;
         let name = e.file_name();
         if matches!(name.to_bytes(), b"." | b"..") {
             continue;
         }
-        // SAFETY: `fd` is the open directory `d`, which outlives this borrow.
+        // SAFETY: `fd` is the directory `entries` owns and closes only when this loop
+        // (which consumes it) ends, after this borrow's last use.
         let dirfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
         let st = nix::sys::stat::fstatat(dirfd, name, AtFlags::AT_SYMLINK_NOFOLLOW)
             .map(|st| EntryStat::of(&st))
