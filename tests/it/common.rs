@@ -372,8 +372,10 @@ fn a_killed_test_process_scratch_dir_is_swept_with_its_mounts() {
     // Owned itself: should this test die half-way, the next run sweeps it.
     let base = scratch_dir(&std::env::temp_dir());
     // Test processes as sh processes that exec flock(1) on their owner file: one
-    // finished (its lock is free), one alive (holding it).
-    let owner = "exec flock /tmp/keel-test-owner-$$.lock";
+    // finished (its lock is free), one alive (holding it). `--no-fork`: flock becomes the
+    // command, so killing `live` kills the process holding the lock (a forked `sleep 600`
+    // outlived the test by ten minutes, holding the harness's output pipe open).
+    let owner = "exec flock --no-fork /tmp/keel-test-owner-$$.lock";
     let mut dead = Command::new("sh")
         .args(["-c", &format!("{owner} true")])
         .spawn()
