@@ -10,6 +10,7 @@ pub mod git;
 mod stat_index;
 
 use crate::sys::fs::EntryStat;
+use crate::sys::rootfs::Kind;
 use std::fs;
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -205,19 +206,18 @@ impl Context {
         path: impl FnOnce() -> PathBuf,
         st: &EntryStat,
     ) -> Result<ContextFile, ContextError> {
-        let kind = if st.is_symlink() {
-            FileKind::Symlink
-        } else if st.is_dir() {
-            FileKind::Dir
-        } else if st.is_file() {
-            FileKind::File
-        } else {
-            return Err(ContextError::Io {
-                path: path(),
-                source: io::Error::other(
-                    "only regular files, directories and symlinks can be copied",
-                ),
-            });
+        let kind = match st.kind {
+            Kind::Symlink => FileKind::Symlink,
+            Kind::Dir => FileKind::Dir,
+            Kind::File => FileKind::File,
+            Kind::Other => {
+                return Err(ContextError::Io {
+                    path: path(),
+                    source: io::Error::other(
+                        "only regular files, directories and symlinks can be copied",
+                    ),
+                })
+            }
         };
         let link_target = if kind == FileKind::Symlink {
             let path = path();
@@ -228,7 +228,7 @@ impl Context {
         Ok(ContextFile {
             rel,
             kind,
-            mode: st.mode & 0o7777,
+            mode: st.mode,
             uid: st.uid,
             gid: st.gid,
             size: if kind == FileKind::File { st.size } else { 0 },
@@ -302,7 +302,7 @@ impl Context {
             // Entries below an ignored directory may still be re-included by a `!` rule,
             // so the walk goes on below it; only the entry itself is skipped.
             let keep = !self.is_ignored(&child);
-            if st.is_dir() {
+            if st.kind == Kind::Dir {
                 subdirs.push((dir.join(os_name), child.clone()));
             }
             if keep {

@@ -119,7 +119,8 @@ pub fn open_beneath(root: &File, rel: &Path) -> io::Result<File> {
 /// What `lstat` says of a directory entry, as [`list_lstat`] gives it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EntryStat {
-    /// File type and permission bits (`st_mode`).
+    pub kind: super::rootfs::Kind,
+    /// Permission bits (incl. setuid/setgid/sticky).
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
@@ -133,7 +134,8 @@ pub struct EntryStat {
 impl EntryStat {
     fn of(st: &nix::sys::stat::FileStat) -> EntryStat {
         EntryStat {
-            mode: st.st_mode,
+            kind: super::rootfs::Kind::of(st),
+            mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
             size: st.st_size as u64,
@@ -142,22 +144,6 @@ impl EntryStat {
             mtime_ns: st.st_mtime as i128 * 1_000_000_000 + st.st_mtime_nsec as i128,
             ctime_ns: st.st_ctime as i128 * 1_000_000_000 + st.st_ctime_nsec as i128,
         }
-    }
-
-    fn kind(&self) -> u32 {
-        self.mode & libc::S_IFMT
-    }
-
-    pub fn is_dir(&self) -> bool {
-        self.kind() == libc::S_IFDIR
-    }
-
-    pub fn is_file(&self) -> bool {
-        self.kind() == libc::S_IFREG
-    }
-
-    pub fn is_symlink(&self) -> bool {
-        self.kind() == libc::S_IFLNK
     }
 }
 
@@ -446,8 +432,16 @@ mod tests {
         assert_eq!(names, want);
         for (name, st) in &seen {
             let m = std::fs::symlink_metadata(d.join(name)).unwrap();
+            let ft = m.file_type();
+            let kind = match () {
+                _ if ft.is_file() => crate::sys::rootfs::Kind::File,
+                _ if ft.is_dir() => crate::sys::rootfs::Kind::Dir,
+                _ if ft.is_symlink() => crate::sys::rootfs::Kind::Symlink,
+                _ => crate::sys::rootfs::Kind::Other,
+            };
             let from_std = EntryStat {
-                mode: m.mode(),
+                kind,
+                mode: m.mode() & 0o7777,
                 uid: m.uid(),
                 gid: m.gid(),
                 size: m.size(),
@@ -459,14 +453,12 @@ mod tests {
             assert_eq!(*st, from_std, "{name:?}");
             assert_eq!(lstat(&d.join(name)).unwrap(), from_std, "{name:?}");
         }
-        let kinds = |n: &str| {
-            let st = seen.iter().find(|(x, _)| x == n).unwrap().1;
-            (st.is_dir(), st.is_file(), st.is_symlink())
-        };
-        assert_eq!(kinds("dir"), (true, false, false));
-        assert_eq!(kinds("file"), (false, true, false));
-        assert_eq!(kinds("link"), (false, false, true));
-        assert_eq!(kinds("fifo"), (false, false, false));
+        use crate::sys::rootfs::Kind;
+        let kind = |n: &str| seen.iter().find(|(x, _)| x == n).unwrap().1.kind;
+        assert_eq!(kind("dir"), Kind::Dir);
+        assert_eq!(kind("file"), Kind::File);
+        assert_eq!(kind("link"), Kind::Symlink);
+        assert_eq!(kind("fifo"), Kind::Other);
         let mut calls = 0;
         let stopped = list_lstat(d, |_, _| {
             calls += 1;

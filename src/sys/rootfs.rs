@@ -117,7 +117,7 @@ pub enum Kind {
 }
 
 impl Kind {
-    fn of(st: &FileStat) -> Kind {
+    pub(super) fn of(st: &FileStat) -> Kind {
         match SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT {
             SFlag::S_IFREG => Kind::File,
             SFlag::S_IFDIR => Kind::Dir,
