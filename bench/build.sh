@@ -51,8 +51,6 @@ import_base() { # NAME: a keel image into buildah's store under the same name
 $keel --progress quiet bootstrap busybox bb >/dev/null
 import_base bb
 
-# hyperfine's JSON → the median (seconds) of command $2 in file $1.
-median() { jq -r ".results[$2].median" "$1"; }
 fresh() { echo "$keel rmi $1 >/dev/null 2>&1; $keel gc --cache >/dev/null; sync"; }
 
 # ROW TITLE JSON GOAL-RATIO: prints "| title | buildah | keel | keel/buildah |" (keel is
