@@ -12,8 +12,6 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use oci_spec::image::{Descriptor, MediaType};
-
 use crate::image::{commit_image, new_config, StoredLayer};
 use crate::reference::ImageRef;
 use crate::store::{ImageRecord, Store, StoreError};
@@ -380,10 +378,7 @@ pub fn busybox_for(
     let mut blob = store.blob_writer()?;
     write_busybox_rootfs(busybox, &mut blob)?;
     let (digest, size) = blob.commit(None)?;
-    let layer = StoredLayer {
-        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
-        diff_id: digest,
-    };
+    let layer = StoredLayer::uncompressed(digest, size);
     let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     let mut config = new_config(
         std::slice::from_ref(&layer),
@@ -568,10 +563,7 @@ pub fn debian(store: &Store, opts: &DebianOptions) -> Result<ImageRecord, Bootst
         tar.finish()?;
     }
     let (digest, size) = blob.commit(None)?;
-    let layer = StoredLayer {
-        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
-        diff_id: digest,
-    };
+    let layer = StoredLayer::uncompressed(digest, size);
     let env = vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string()];
     let mut config = new_config(
         std::slice::from_ref(&layer),
@@ -752,10 +744,7 @@ fn tree_layer(store: &Store, dir: &Path) -> Result<StoredLayer, BootstrapError> 
         tar.finish()?;
     }
     let (digest, size) = blob.commit(None)?;
-    Ok(StoredLayer {
-        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
-        diff_id: digest,
-    })
+    Ok(StoredLayer::uncompressed(digest, size))
 }
 
 /// A layer of what changed from `lower` to `upper`.
@@ -764,10 +753,7 @@ fn diff_layer(store: &Store, lower: &Path, upper: &Path) -> Result<StoredLayer, 
     let mut blob = store.blob_writer()?;
     crate::layer::pack::pack(&changes, upper, &mut blob, &Default::default())?;
     let (digest, size) = blob.commit(None)?;
-    Ok(StoredLayer {
-        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
-        diff_id: digest,
-    })
+    Ok(StoredLayer::uncompressed(digest, size))
 }
 
 /// `NAME-run` and `NAME-build` (names from `buildpack::stack_images`).

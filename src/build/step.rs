@@ -89,14 +89,7 @@ pub fn commit(
 /// Stores a finished layer tar (uncompressed, so its digest is also its diff_id).
 pub fn stored(blob: crate::store::BlobWriter) -> Result<StoredLayer, StepError> {
     let (digest, size) = blob.commit(None)?;
-    Ok(StoredLayer {
-        descriptor: oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageLayer,
-            size,
-            digest.clone(),
-        ),
-        diff_id: digest,
-    })
+    Ok(StoredLayer::uncompressed(digest, size))
 }
 
 /// Runs `spec` in `snap`, streaming its output line by line to `line` (and the log file);

@@ -90,14 +90,7 @@ fn pack(store: &Store, app: &Path, rel: &Release) -> Result<StoredLayer, Buildpa
     };
     crate::layer::pack::pack(&changes, &tree, &mut blob, &opts)?;
     let (digest, size) = blob.commit(None)?;
-    Ok(StoredLayer {
-        descriptor: oci_spec::image::Descriptor::new(
-            oci_spec::image::MediaType::ImageLayer,
-            size,
-            digest.clone(),
-        ),
-        diff_id: digest,
-    })
+    Ok(StoredLayer::uncompressed(digest, size))
 }
 
 /// Stores the image: run image + slug layer, the launcher as Entrypoint (`web` by

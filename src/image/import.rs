@@ -4,8 +4,6 @@
 //! clean names, so the stored layer's digest is its diff_id by construction.
 use std::io::{self, Read, Write};
 
-use oci_spec::image::{Descriptor, MediaType};
-
 use super::{commit_image, new_config, StoredLayer};
 use crate::layer::{self, clean_entry_path, LayerError};
 use crate::reference::ImageRef;
@@ -94,10 +92,7 @@ pub fn import(
     })?;
     let (digest, size) = blob.commit(None)?;
     crate::fault::point("import.layer-stored");
-    let layer = StoredLayer {
-        descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
-        diff_id: digest,
-    };
+    let layer = StoredLayer::uncompressed(digest, size);
     let config = new_config(
         std::slice::from_ref(&layer),
         super::created_time(),

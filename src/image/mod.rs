@@ -20,6 +20,17 @@ pub struct StoredLayer {
     pub diff_id: Digest,
 }
 
+impl StoredLayer {
+    /// An uncompressed layer tar stored as `digest` (`size` bytes): its digest is also
+    /// its diff_id.
+    pub fn uncompressed(digest: Digest, size: u64) -> StoredLayer {
+        StoredLayer {
+            descriptor: Descriptor::new(MediaType::ImageLayer, size, digest.clone()),
+            diff_id: digest,
+        }
+    }
+}
+
 /// The OCI architecture name of the machine keel runs on.
 pub fn host_arch() -> Arch {
     match std::env::consts::ARCH {
