@@ -233,16 +233,7 @@ impl Containers {
             return Err(ContainerError::BadName(config.name.clone()));
         }
         hostfs::create_dir_all(&self.dir).map_err(io_err("creating", &self.dir))?;
-        let lock_path = self.dir.join(".lock");
-        let lock = hostfs::open_with(
-            fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-            &lock_path,
-        )
-        .map_err(io_err("opening", &lock_path))?;
-        lock.lock().map_err(io_err("locking", &lock_path))?;
+        let _names = self.names_lock()?;
         if let Some(other) = self.list()?.into_iter().find(|c| c.name == config.name) {
             return Err(ContainerError::NameInUse(
                 config.name.clone(),
@@ -269,6 +260,22 @@ impl Containers {
             .map_err(io_err("writing", &staging))?;
         hostfs::rename(&staging, &dir).map_err(io_err("creating", &dir))?;
         Ok(())
+    }
+
+    /// The lock names are given under (`create`, `rename`), so two of them never both
+    /// see a name free; held until the file returned is dropped.
+    fn names_lock(&self) -> Result<fs::File, ContainerError> {
+        let lock_path = self.dir.join(".lock");
+        let lock = hostfs::open_with(
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &lock_path,
+        )
+        .map_err(io_err("opening", &lock_path))?;
+        lock.lock().map_err(io_err("locking", &lock_path))?;
+        Ok(lock)
     }
 
     pub fn list(&self) -> Result<Vec<ContainerConfig>, ContainerError> {

@@ -1,10 +1,7 @@
 //! `keel rename`: a container's name changes under the same lock `create` takes, so
 //! two renames (or a rename and a `run --name`) can never leave two containers with one
 //! name. The id, and so everything stored under it, stays.
-use crate::sys::hostfs;
-use std::fs;
-
-use super::{io_err, valid_name, ContainerError, Containers};
+use super::{valid_name, ContainerError, Containers};
 
 impl Containers {
     /// Renames the container `key` (name, id or id prefix) to `new`.
@@ -12,16 +9,7 @@ impl Containers {
         if !valid_name(new) {
             return Err(ContainerError::BadName(new.to_string()));
         }
-        let lock_path = self.dir.join(".lock");
-        let lock = hostfs::open_with(
-            fs::OpenOptions::new()
-                .create(true)
-                .truncate(false)
-                .write(true),
-            &lock_path,
-        )
-        .map_err(io_err("opening", &lock_path))?;
-        lock.lock().map_err(io_err("locking", &lock_path))?;
+        let _names = self.names_lock()?;
         let mut c = self.find(key)?;
         if let Some(other) = self.list()?.into_iter().find(|o| o.name == new) {
             if other.id != c.id {
