@@ -200,22 +200,7 @@ pub fn write(
         ("hosts", hosts(&host_hosts, network, hostname, opts)),
         ("hostname", format!("{hostname}\n")),
     ];
-    let mut binds = Vec::new();
-    for (name, text) in files {
-        let path = dir.join(name);
-        crate::sys::fs::write_file_mode(&path, text.as_bytes(), 0o644).map_err(|source| {
-            EtcError::Io {
-                path: path.clone(),
-                source,
-            }
-        })?;
-        binds.push(BindMount {
-            src: path,
-            dst: format!("/etc/{name}"),
-            ro: false,
-        });
-    }
-    Ok(binds)
+    bound_files(dir, files.iter().map(|(name, text)| (*name, text.as_str())))
 }
 
 /// The files for one build step (RUN), resolv.conf and hosts as BuildKit mounts them:
@@ -282,8 +267,17 @@ pub fn with_entry(db: &str, line: &str) -> String {
 /// Writes `passwd` and `group` texts into `dir` (0644) and returns the binds that put
 /// them over the image's `/etc/passwd` and `/etc/group`.
 pub fn write_accounts(dir: &Path, passwd: &str, group: &str) -> Result<Vec<BindMount>, EtcError> {
+    bound_files(dir, [("passwd", passwd), ("group", group)])
+}
+
+/// Writes each `(name, text)` into `dir` (0644) and returns the binds that put them at
+/// `/etc/<name>` in the container.
+fn bound_files<'t>(
+    dir: &Path,
+    files: impl IntoIterator<Item = (&'t str, &'t str)>,
+) -> Result<Vec<BindMount>, EtcError> {
     let mut binds = Vec::new();
-    for (name, text) in [("passwd", passwd), ("group", group)] {
+    for (name, text) in files {
         let path = dir.join(name);
         crate::sys::fs::write_file_mode(&path, text.as_bytes(), 0o644).map_err(|source| {
             EtcError::Io {
