@@ -9,7 +9,6 @@
 //! checked) only when the build needs it: for a snapshot a step runs in, or for the
 //! final image. So a build whose steps all hit downloads only the image's own layers.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::io::Read;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -232,16 +231,14 @@ fn read_small_blob(client: &Client, repo: &str, d: &Digest) -> Result<Vec<u8>, R
     if resp.status() != 200 {
         return Err(unexpected("GET", &url, resp));
     }
-    let mut bytes = Vec::new();
-    resp.into_body()
-        .into_reader()
-        .take(MAX_CONFIG)
-        .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Http {
-            method: "GET",
-            url: url.clone(),
-            why: e.to_string(),
-        })?;
+    let Some(bytes) = super::client::read_body(resp, MAX_CONFIG, "GET", &url)? else {
+        return Err(RegistryError::Blob {
+            what: "cache config",
+            digest: d.to_string(),
+            url,
+            why: format!("it is larger than {} MiB", MAX_CONFIG >> 20),
+        });
+    };
     let actual = digest::of_bytes(&bytes);
     if actual != *d {
         return Err(RegistryError::Blob {

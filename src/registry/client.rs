@@ -15,6 +15,9 @@ use ureq::Body;
 use super::auth::{self, Challenge, Credentials};
 use super::RegistryError;
 
+/// Largest answer of a token service keel reads (a token is a few KiB).
+const MAX_TOKEN_ANSWER: u64 = 1 << 20;
+
 /// How to reach a registry.
 #[derive(Debug, Clone, Default)]
 pub struct Connect {
@@ -282,7 +285,7 @@ impl Client {
         if let Some(c) = &self.credentials {
             req = req.header("Authorization", &c.basic());
         }
-        let mut resp = req.call().map_err(|e| transport("GET", realm, e))?;
+        let resp = req.call().map_err(|e| transport("GET", realm, e))?;
         match resp.status().as_u16() {
             200 => {}
             401 | 403 if self.credentials.is_some() => {
@@ -306,12 +309,16 @@ impl Client {
                 })
             }
         }
-        let bytes = resp
-            .body_mut()
-            .with_config()
-            .limit(1 << 20)
-            .read_to_vec()
-            .map_err(|e| transport("GET", realm, e))?;
+        let bytes = read_body(resp, MAX_TOKEN_ANSWER, "GET", realm)?.ok_or_else(|| {
+            RegistryError::Http {
+                method: "GET",
+                url: realm.to_string(),
+                why: format!(
+                    "the token service's answer is larger than {} MiB",
+                    MAX_TOKEN_ANSWER >> 20
+                ),
+            }
+        })?;
         let v: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| RegistryError::Http {
                 method: "GET",
@@ -370,6 +377,22 @@ impl Client {
             why: e.to_string(),
         })?;
         self.agent.run(req).map_err(|e| transport(method, url, e))
+    }
+}
+
+/// An answer's whole body when it is at most `limit` bytes, None when it is longer: a
+/// registry (or token service) is never trusted to send a small document, so every
+/// body kept in memory is read through this bound.
+pub fn read_body(
+    resp: Response<Body>,
+    limit: u64,
+    method: &'static str,
+    url: &str,
+) -> Result<Option<Vec<u8>>, RegistryError> {
+    match resp.into_body().with_config().limit(limit).read_to_vec() {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(ureq::Error::BodyExceedsLimit(_)) => Ok(None),
+        Err(e) => Err(transport(method, url, e)),
     }
 }
 

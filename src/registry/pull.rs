@@ -381,22 +381,12 @@ pub(super) fn fetch_manifest(
     };
     let content_type = header("content-type");
     let claimed = header("docker-content-digest");
-    let mut bytes = Vec::new();
-    resp.into_body()
-        .into_reader()
-        .take(MAX_JSON + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| RegistryError::Http {
-            method: "GET",
-            url: url.clone(),
-            why: e.to_string(),
-        })?;
-    if bytes.len() as u64 > MAX_JSON {
+    let Some(bytes) = super::client::read_body(resp, MAX_JSON, "GET", &url)? else {
         return Err(bad(
             label,
-            &format!("its manifest is larger than {} MiB", MAX_JSON >> 20),
+            &format!("its manifest ({url}) is larger than {} MiB", MAX_JSON >> 20),
         ));
-    }
+    };
     let digest = digest::of_bytes(&bytes);
     if let Some(want) = pinned.map(Digest::to_string).or(claimed) {
         if want != digest.to_string() {

@@ -4,10 +4,10 @@
 //! chrooted extraction does, every link and name resolves with the destination as the
 //! root: the build writes inside the image, and the canary stays intact and unread.
 use std::fs;
-use std::process::Output;
 
 use crate::canary::CanaryDir;
 use crate::common::{self, is_root, Keel};
+use crate::hostile::text;
 use crate::require;
 
 /// A plain tar of (name, link target or "", data), names and targets written raw.
@@ -31,14 +31,6 @@ fn raw_tar(entries: &[(&str, &str, &[u8])]) -> Vec<u8> {
     }
     out.extend_from_slice(&[0; 1024]);
     out
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// Break: an archive whose own symlink points at a host directory, then a file written

@@ -11,37 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::canary::{self, CanaryDir};
 use crate::common::{self, is_root, Keel};
+use crate::hostile::{bounded, text, PyServer};
 use crate::require;
-
-/// A keel command bounded in time and address space: a hostile image that makes keel
-/// read forever (a fifo) or without bound (`/dev/zero`) must not hang or starve the
-/// machine running the suite. Returns the output and how long it took.
-fn bounded(k: &Keel, args: &[&str]) -> (Output, Duration) {
-    let mut c = Command::new("timeout");
-    c.args(["-s", "KILL", "60", "prlimit", "--as=2147483648", "--"])
-        .arg(env!("CARGO_BIN_EXE_keel"))
-        .arg("--root")
-        .arg(k.root())
-        .args(["--progress", "plain"])
-        .args(args)
-        .env_remove("KEEL_ROOT")
-        .env_remove("KEEL_LOG")
-        .env_remove("KEEL_NO_FSYNC")
-        .stdin(Stdio::null());
-    let start = Instant::now();
-    let out = c
-        .output()
-        .expect("spawning timeout/prlimit (coreutils, util-linux)");
-    (out, start.elapsed())
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
 
 fn with_base() -> Keel {
     let k = Keel::new();
@@ -563,16 +534,9 @@ fn root_keel_never_writes_through_a_directory_link_the_tree_owner_planted() {
     }
 }
 
-/// A local HTTP server that answers every GET with an endless body: `/announced` says
-/// `Content-Length: 10 GiB` first, any other path sends no length at all. Killed on drop.
-struct EndlessServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl EndlessServer {
-    fn start() -> EndlessServer {
-        const SERVER: &str = r#"
+/// A Python program answering every GET with an endless body: `/announced` says
+/// `Content-Length: 10 GiB` first, any other path sends no length at all.
+const ENDLESS_SERVER: &str = r#"
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.0"
@@ -593,30 +557,6 @@ s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
-        let mut child = Command::new("python3")
-            .args(["-c", SERVER])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("python3 runs the endless HTTP server");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        EndlessServer {
-            port: line.trim().parse().expect("the server prints its port"),
-            child,
-        }
-    }
-}
-
-impl Drop for EndlessServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Every file below `dir` (none when it does not exist).
 fn files_below(dir: &Path) -> Vec<PathBuf> {
@@ -642,7 +582,7 @@ fn add_url_of_an_endless_body_is_cut_off_at_the_bound() {
     );
     let k = with_base();
     let canary = CanaryDir::new();
-    let server = EndlessServer::start();
+    let server = PyServer::start(ENDLESS_SERVER, &[]);
     for (path, limit, shown) in [
         ("/endless", Some("1m"), "1048576"),
         ("/announced", None, "4294967296"),

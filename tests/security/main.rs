@@ -12,11 +12,13 @@ mod common;
 mod regserver;
 
 mod canary;
+mod hostile;
 
 mod archive;
 mod build;
 mod context;
 mod cp;
 mod faults;
+mod registry;
 mod runtime;
 mod store;

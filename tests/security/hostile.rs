@@ -1,0 +1,78 @@
+//! What the attacker-side tests share to run keel against hostile input: a keel command
+//! bounded in time and address space, its output as text, and hostile HTTP servers.
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::Keel;
+
+/// A keel command bounded in time and address space: a hostile image that makes keel
+/// read forever (a fifo) or without bound (`/dev/zero`, an endless HTTP body) must not
+/// hang or starve the machine running the suite. Returns the output and how long it took.
+pub fn bounded(k: &Keel, args: &[&str]) -> (Output, Duration) {
+    bounded_env(k, args, &[])
+}
+
+/// [`bounded`] with `env` (name, value) added to keel's environment.
+pub fn bounded_env(k: &Keel, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let mut c = Command::new("timeout");
+    c.args(["-s", "KILL", "60", "prlimit", "--as=2147483648", "--"])
+        .arg(env!("CARGO_BIN_EXE_keel"))
+        .arg("--root")
+        .arg(k.root())
+        .args(["--progress", "plain"])
+        .args(args)
+        .env_remove("KEEL_ROOT")
+        .env_remove("KEEL_LOG")
+        .env_remove("KEEL_NO_FSYNC")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    let start = Instant::now();
+    let out = c
+        .output()
+        .expect("spawning timeout/prlimit (coreutils, util-linux)");
+    (out, start.elapsed())
+}
+
+/// stdout then stderr, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A hostile HTTP server: a Python 3 stdlib `program` (run with `args`) that listens on
+/// a free loopback port and prints it on its first line. Killed on drop.
+pub struct PyServer {
+    child: Child,
+    pub port: u16,
+}
+
+impl PyServer {
+    pub fn start(program: &str, args: &[&str]) -> PyServer {
+        let mut child = Command::new("python3")
+            .args(["-c", program])
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3 runs the test's HTTP server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        PyServer {
+            port: line.trim().parse().expect("the server prints its port"),
+            child,
+        }
+    }
+}
+
+impl Drop for PyServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
