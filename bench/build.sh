@@ -8,8 +8,10 @@
 #         network is not what is timed)
 # then the regression checks (no-op rebuild of 10k files, container start against runc)
 # and this machine's limits measured in the same run: a 1 GiB fdatasync'ed write (dd)
-# and single-core SHA-256 (openssl), and the floor of each big row: its RUN command run
-# on the host over the same files, with keel's and buildah's time above that floor.
+# and single-core SHA-256 (openssl), and the floors: each big row's RUN command run on
+# the host over the same files, the one-file row's RUN alone (its overlay, `find` in a
+# chroot, the unmount) and the no-op row's walk (two finds), with keel's and buildah's
+# time above the floors of the build rows.
 # Medians of RUNS runs; keel's and buildah's runs alternate (bench/alternate.py), so a
 # drift of this VM's speed during a row moves both sides. The load average is printed.
 # A line starting with WARNING names each figure that misses its goal.
@@ -179,7 +181,7 @@ edit="head -c 512 /dev/urandom > $c/src/d000/f00000.txt"
 # chrooted into it, then the unmount (which drops the ~10,000 overlay inodes the
 # command's lstat's made). The overlay is `volatile`, as keel's RUN steps' are: without
 # it the unmount syncs the whole upper filesystem and waits for whatever the other
-# builder's run left dirty (0.15–0.35 s here instead of 0.13–0.15 s). No build of this
+# builder's run left dirty (0.15–0.35 s in one run, against 0.11–0.2 s). No build of this
 # Dockerfile's edit can take less than that plus the walk of its context (the no-op
 # row's floor, below).
 one_floor="$work/one-floor"

@@ -108,8 +108,10 @@ fn isolated(k: &Keel) -> Vec<(&'static str, String)> {
 }
 
 /// Runs keel (`args`) against a hostile registry in `mode` and checks the failure: not
-/// killed or aborted, the message has each of `want`, nothing was stored.
+/// killed or aborted, the message has each of `want`, nothing was stored, and the host's
+/// canaries are intact.
 fn refused(k: &Keel, mode: &str, args: impl Fn(u16) -> Vec<String>, want: &[&str]) {
+    let canary = CanaryDir::new();
     let server = PyServer::start(HOSTILE_REGISTRY, &[mode]);
     let args = args(server.port);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -137,6 +139,16 @@ fn refused(k: &Keel, mode: &str, args: impl Fn(u16) -> Vec<String>, want: &[&str
     );
     let tmp = files_below(&k.root().join("tmp"));
     assert!(tmp.is_empty(), "{mode}: left in the root's tmp: {tmp:?}");
+    assert!(
+        !k.ok(&["images"]).contains("hostile"),
+        "{mode}: an image was recorded"
+    );
+    canary.assert_intact();
+}
+
+/// `keel pull` of the hostile registry's image on `port`.
+fn pull_hostile_app(port: u16) -> Vec<String> {
+    vec!["pull".into(), format!("127.0.0.1:{port}/hostile/app:1")]
 }
 
 /// Every file below `dir`, sorted (none when it does not exist).
@@ -160,19 +172,12 @@ fn an_endless_manifest_is_refused_at_its_bound() {
         crate::common::have("python3"),
         "python3 is not installed (the hostile registry)"
     );
-    let canary = CanaryDir::new();
-    let k = Keel::new();
     refused(
-        &k,
+        &Keel::new(),
         "manifest",
-        |port| vec!["pull".into(), format!("127.0.0.1:{port}/hostile/app:1")],
+        pull_hostile_app,
         &["/hostile/app/manifests/1", "larger than 4 MiB"],
     );
-    assert!(
-        !k.ok(&["images"]).contains("hostile"),
-        "an image was recorded"
-    );
-    canary.assert_intact();
 }
 
 /// Break: the token service a registry names (`WWW-Authenticate: Bearer realm=…`) is
@@ -183,15 +188,12 @@ fn an_endless_token_answer_is_refused_at_its_bound() {
         crate::common::have("python3"),
         "python3 is not installed (the hostile registry)"
     );
-    let canary = CanaryDir::new();
-    let k = Keel::new();
     refused(
-        &k,
+        &Keel::new(),
         "token",
-        |port| vec!["pull".into(), format!("127.0.0.1:{port}/hostile/app:1")],
+        pull_hostile_app,
         &["/token", "the token service's answer is larger than 1 MiB"],
     );
-    canary.assert_intact();
 }
 
 /// Break: `--cache-from` names the attacker's registry, whose cache manifest points at
@@ -203,7 +205,6 @@ fn an_endless_cache_config_is_refused_at_its_bound() {
         crate::common::have("python3"),
         "python3 is not installed (the hostile registry)"
     );
-    let canary = CanaryDir::new();
     let k = Keel::new();
     let ctx = k.path("ctx");
     std::fs::create_dir_all(&ctx).unwrap();
@@ -228,7 +229,6 @@ fn an_endless_cache_config_is_refused_at_its_bound() {
             "larger than 64 MiB",
         ],
     );
-    canary.assert_intact();
 }
 
 /// Break: a manifest's blobs say 100 bytes, and the registry sends them without end, to
@@ -239,20 +239,13 @@ fn a_blob_longer_than_its_descriptor_is_cut_off() {
         crate::common::have("python3"),
         "python3 is not installed (the hostile registry)"
     );
-    let canary = CanaryDir::new();
-    let k = Keel::new();
     refused(
-        &k,
+        &Keel::new(),
         "blob",
-        |port| vec!["pull".into(), format!("127.0.0.1:{port}/hostile/app:1")],
+        pull_hostile_app,
         &[
             "/hostile/app/blobs/sha256:",
             "more than the 100 bytes its descriptor says",
         ],
     );
-    assert!(
-        !k.ok(&["images"]).contains("hostile"),
-        "an image was recorded"
-    );
-    canary.assert_intact();
 }
