@@ -211,7 +211,14 @@ pub struct Detection {
 /// What a buildpack looks for, for the error listing: its `# keel-detect:` line, else
 /// what its `bin/detect` said.
 fn looks_for(bp: &Fetched, d: &Detection) -> String {
-    let script = std::fs::read_to_string(bp.dir.join("bin/detect")).unwrap_or_default();
+    // Read inside the buildpack's tree (its links resolve there, never on the host),
+    // and only its start: the line sought is a comment at the top.
+    let mut script = String::new();
+    if let Ok(f) = crate::sys::rootfs::Rootfs::open(&bp.dir)
+        .and_then(|tree| tree.open_read(std::path::Path::new("bin/detect")))
+    {
+        let _ = std::io::Read::read_to_string(&mut std::io::Read::take(f, 64 << 10), &mut script);
+    }
     match shipped::looks_for(&script) {
         Some(s) => format!("looks for {s}"),
         None => {

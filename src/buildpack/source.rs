@@ -3,7 +3,7 @@
 //! is pure; fetching writes into `<root>/buildpacks/` only: a URL is fetched once and
 //! reused by later builds, every buildpack is pinned by the digest of its tree (and a git
 //! one by its commit too), which the build's record keeps.
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -230,43 +230,76 @@ fn fetch_git(
     hostfs::rename(&tree, dest).map_err(|s| io(dest, s))
 }
 
+/// Largest buildpack tarball keel downloads: buildpacks are a few MB, and a hostile or
+/// mistaken URL must not fill the disk.
+const MAX_TARBALL: u64 = 1 << 30;
+
 /// Downloads a (gzipped) tarball and unpacks it into `dest`; a single top directory is
-/// stripped, as tarballs of a repository carry one.
+/// stripped, as tarballs of a repository carry one. The tarball comes from anyone: it
+/// is read up to [`MAX_TARBALL`] into a temp file, and unpacked by the layer unpacker
+/// (its header guard, every path resolved inside the new tree, no devices), with owners
+/// and xattrs dropped.
 fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackError> {
     let fail = |why: String| BuildpackError::Fetch {
         source_text: url.to_string(),
         why,
     };
     let tmp = scratch(root)?;
-    let mut body = Vec::new();
-    ureq::get(url)
-        .call()
-        .map_err(|e| fail(format!("downloading: {e}")))?
-        .into_body()
-        .into_reader()
-        .read_to_end(&mut body)
-        .map_err(|e| fail(format!("downloading: {e}")))?;
-    let reader: Box<dyn Read> = if body.starts_with(&[0x1f, 0x8b]) {
-        Box::new(flate2::read::GzDecoder::new(&body[..]))
-    } else {
-        Box::new(&body[..])
-    };
+    let mut tarball = download(url, tmp.path()).map_err(fail)?;
     let out = tmp.path().join("tree");
-    tar::Archive::new(reader)
-        .unpack(&out)
+    hostfs::create_dir_all(&out).map_err(|source| BuildpackError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let tree = crate::sys::rootfs::Rootfs::open(&out).map_err(|e| fail(e.to_string()))?;
+    let opts = crate::layer::unpack::UnpackOptions {
+        preserve_owners: false,
+        xattrs: false,
+        ..Default::default()
+    };
+    tarball.rewind().map_err(|e| fail(e.to_string()))?;
+    crate::layer::decompressed(tarball)
+        .and_then(|plain| crate::layer::unpack::unpack_tree(plain, &tree, &opts))
         .map_err(|e| fail(format!("unpacking: {e}")))?;
     let entries: Vec<_> = std::fs::read_dir(&out)
         .map_err(|e| fail(e.to_string()))?
         .flatten()
         .collect();
+    // Looked at without following links: a top entry that is a link to a host
+    // directory must not become the buildpack.
+    let is_dir = |p: &Path| p.symlink_metadata().is_ok_and(|m| m.is_dir());
     let top = match entries.as_slice() {
-        [one] if one.path().is_dir() && !out.join("bin").is_dir() => one.path(),
+        [one] if is_dir(&one.path()) && !is_dir(&out.join("bin")) => one.path(),
         _ => out,
     };
     hostfs::rename(&top, dest).map_err(|source| BuildpackError::Io {
         path: dest.to_path_buf(),
         source,
     })
+}
+
+/// The body at `url` in an unlinked temp file under `tmp`, refused past [`MAX_TARBALL`]
+/// bytes (before reading when the server announces more).
+fn download(url: &str, tmp: &Path) -> Result<std::fs::File, String> {
+    let too_large = || format!("the tarball is larger than {} MiB", MAX_TARBALL >> 20);
+    let resp = ureq::get(url)
+        .call()
+        .map_err(|e| format!("downloading: {e}"))?;
+    let announced = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|n| n > MAX_TARBALL) {
+        return Err(too_large());
+    }
+    let mut file = tempfile::tempfile_in(tmp).map_err(|e| format!("downloading: {e}"))?;
+    let mut body = resp.into_body().into_reader().take(MAX_TARBALL + 1);
+    let n = std::io::copy(&mut body, &mut file).map_err(|e| format!("downloading: {e}"))?;
+    if n > MAX_TARBALL {
+        return Err(too_large());
+    }
+    Ok(file)
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ mod hostile;
 
 mod archive;
 mod build;
+mod buildpack;
 mod context;
 mod cp;
 mod faults;

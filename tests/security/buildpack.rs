@@ -1,0 +1,158 @@
+//! Attacker-side tests: buildpack tarballs. A `--buildpack` URL names a tarball anyone
+//! may serve. keel downloads it within a bound and unpacks it as it unpacks a layer, so
+//! the tarball can neither fill the disk or memory nor make a host directory the
+//! buildpack (which keel would then hash, copy into the build and run).
+use std::path::{Path, PathBuf};
+
+use crate::canary::CanaryDir;
+use crate::common::Keel;
+use crate::hostile::{bounded, text, PyServer};
+use crate::require;
+
+/// Serves `/link.tar` from the file argv[1]; `/announced.tgz` says `Content-Length:
+/// 10 GiB` and never ends, any other path never ends either and says no length.
+const TARBALL_SERVER: &str = r#"
+import http.server, sys
+LINK = open(sys.argv[1], "rb").read()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        self.send_response(200)
+        if self.path == "/link.tar":
+            self.send_header("Content-Length", str(len(LINK)))
+            self.end_headers()
+            self.wfile.write(LINK)
+            return
+        if self.path == "/announced.tgz":
+            self.send_header("Content-Length", str(10 << 30))
+        self.end_headers()
+        chunk = b"\0" * 65536
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except Exception:
+            pass
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// A host directory that looks like a buildpack, its scripts holding the canary's secret.
+fn host_buildpack(secret: &str) -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("keel-host-buildpack-")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir(d.path().join("bin")).unwrap();
+    for script in ["detect", "compile"] {
+        std::fs::write(
+            d.path().join("bin").join(script),
+            format!("#!/bin/sh\n# keel-detect: {secret}\nexit 0\n"),
+        )
+        .unwrap();
+    }
+    d
+}
+
+/// A tar whose only entry is the symlink `bp` → `target`.
+fn link_tarball(target: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    b.append_link(&mut h, "bp", target).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Every regular file below `dir`, links not followed.
+fn files_below(dir: &Path) -> Vec<PathBuf> {
+    walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect()
+}
+
+/// `keel buildpack build` of an empty app with the buildpack at `url`.
+fn build_with(k: &Keel, url: &str) -> (std::process::Output, String) {
+    let app = k.path("app");
+    std::fs::create_dir_all(&app).unwrap();
+    let app = app.display().to_string();
+    let (out, _) = bounded(
+        k,
+        &["buildpack", "build", &app, "-t", "app", "--buildpack", url],
+    );
+    let t = text(&out);
+    (out, t)
+}
+
+/// Break: the buildpack URL's server sends a tarball without end, announced as 10 GiB
+/// or with no length at all, to fill keel's memory or disk. keel refuses the announced
+/// one before reading it and stops the other at 1 GiB, naming the URL and the bound,
+/// and leaves no partial download in its root.
+#[test]
+fn an_endless_buildpack_tarball_is_refused_at_its_bound() {
+    require!(
+        crate::common::have("python3"),
+        "python3 is not installed (the test's HTTP server)"
+    );
+    let canary = CanaryDir::new();
+    let k = Keel::new();
+    let empty = k.path("empty.tar");
+    std::fs::write(&empty, b"").unwrap();
+    let server = PyServer::start(TARBALL_SERVER, &[empty.to_str().unwrap()]);
+    // A URL is a tarball's by its suffix (any other is cloned with git).
+    for path in ["/announced.tgz", "/endless.tgz"] {
+        let url = format!("http://127.0.0.1:{}{path}", server.port);
+        let (out, t) = build_with(&k, &url);
+        assert!(!out.status.success(), "{path}: the build succeeded: {t}");
+        assert!(
+            matches!(out.status.code(), Some(1..=125)),
+            "{path}: keel was killed or aborted ({:?}): {t}",
+            out.status
+        );
+        for want in [url.as_str(), "larger than 1024 MiB"] {
+            assert!(t.contains(want), "{path}: the error lacks {want:?}: {t}");
+        }
+        let left = files_below(&k.root().join("buildpacks"));
+        assert!(left.is_empty(), "{path}: left in the root: {left:?}");
+    }
+    canary.assert_intact();
+}
+
+/// Break: the tarball's only entry is a symlink to a host directory that looks like a
+/// buildpack. Before, keel stripped the "single top directory" by following the link,
+/// so the host directory became the buildpack: hashed, copied into the build, run. Now
+/// the link stays a link inside the fetched tree, the build fails as not a buildpack,
+/// and nothing of the host directory is read into keel's root or its output.
+#[test]
+fn a_buildpack_tarball_cannot_make_a_host_directory_the_buildpack() {
+    require!(
+        crate::common::have("python3"),
+        "python3 is not installed (the test's HTTP server)"
+    );
+    let canary = CanaryDir::new();
+    let host = host_buildpack(&canary.secret);
+    let k = Keel::new();
+    let tarball = k.path("link.tar");
+    std::fs::write(&tarball, link_tarball(host.path())).unwrap();
+    let server = PyServer::start(TARBALL_SERVER, &[tarball.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}/link.tar", server.port);
+    let (out, t) = build_with(&k, &url);
+    assert!(!out.status.success(), "the build succeeded: {t}");
+    assert!(t.contains("is not a buildpack"), "{t}");
+    canary.assert_not_leaked(&t);
+    for f in files_below(&k.root()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&canary.secret),
+            "the host buildpack's content is in keel's root: {}",
+            f.display()
+        );
+    }
+    canary.assert_intact();
+}
