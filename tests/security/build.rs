@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::canary::{self, CanaryDir};
 use crate::common::{self, is_root, Keel};
-use crate::hostile::{bounded, text, PyServer};
+use crate::hostile::{bounded, text, PyServer, ENDLESS_HTTP};
 use crate::require;
 
 fn with_base() -> Keel {
@@ -534,30 +534,6 @@ fn root_keel_never_writes_through_a_directory_link_the_tree_owner_planted() {
     }
 }
 
-/// A Python program answering every GET with an endless body: `/announced` says
-/// `Content-Length: 10 GiB` first, any other path sends no length at all.
-const ENDLESS_SERVER: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        self.send_response(200)
-        if self.path == "/announced":
-            self.send_header("Content-Length", str(10 << 30))
-        self.end_headers()
-        chunk = b"A" * 65536
-        try:
-            while True:
-                self.wfile.write(chunk)
-        except Exception:
-            pass
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
-
 /// Every file below `dir` (none when it does not exist).
 fn files_below(dir: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)
@@ -582,7 +558,7 @@ fn add_url_of_an_endless_body_is_cut_off_at_the_bound() {
     );
     let k = with_base();
     let canary = CanaryDir::new();
-    let server = PyServer::start(ENDLESS_SERVER, &[]);
+    let server = PyServer::start(ENDLESS_HTTP, &[]);
     for (path, limit, shown) in [
         ("/endless", Some("1m"), "1048576"),
         ("/announced", None, "4294967296"),

@@ -6,38 +6,8 @@ use std::path::{Path, PathBuf};
 
 use crate::canary::CanaryDir;
 use crate::common::Keel;
-use crate::hostile::{bounded, text, PyServer};
+use crate::hostile::{bounded, text, PyServer, ENDLESS_HTTP};
 use crate::require;
-
-/// Serves `/link.tar` from the file argv[1]; `/announced.tgz` says `Content-Length:
-/// 10 GiB` and never ends, any other path never ends either and says no length.
-const TARBALL_SERVER: &str = r#"
-import http.server, sys
-LINK = open(sys.argv[1], "rb").read()
-class H(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.0"
-    def do_GET(self):
-        self.send_response(200)
-        if self.path == "/link.tar":
-            self.send_header("Content-Length", str(len(LINK)))
-            self.end_headers()
-            self.wfile.write(LINK)
-            return
-        if self.path == "/announced.tgz":
-            self.send_header("Content-Length", str(10 << 30))
-        self.end_headers()
-        chunk = b"\0" * 65536
-        try:
-            while True:
-                self.wfile.write(chunk)
-        except Exception:
-            pass
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-"#;
 
 /// A host directory that looks like a buildpack, its scripts holding the canary's secret.
 fn host_buildpack(secret: &str) -> tempfile::TempDir {
@@ -102,9 +72,7 @@ fn an_endless_buildpack_tarball_is_refused_at_its_bound() {
     );
     let canary = CanaryDir::new();
     let k = Keel::new();
-    let empty = k.path("empty.tar");
-    std::fs::write(&empty, b"").unwrap();
-    let server = PyServer::start(TARBALL_SERVER, &[empty.to_str().unwrap()]);
+    let server = PyServer::start(ENDLESS_HTTP, &[]);
     // A URL is a tarball's by its suffix (any other is cloned with git).
     for path in ["/announced.tgz", "/endless.tgz"] {
         let url = format!("http://127.0.0.1:{}{path}", server.port);
@@ -138,10 +106,11 @@ fn a_buildpack_tarball_cannot_make_a_host_directory_the_buildpack() {
     let canary = CanaryDir::new();
     let host = host_buildpack(&canary.secret);
     let k = Keel::new();
-    let tarball = k.path("link.tar");
-    std::fs::write(&tarball, link_tarball(host.path())).unwrap();
-    let server = PyServer::start(TARBALL_SERVER, &[tarball.to_str().unwrap()]);
-    let url = format!("http://127.0.0.1:{}/link.tar", server.port);
+    let served = k.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    std::fs::write(served.join("link.tar"), link_tarball(host.path())).unwrap();
+    let server = PyServer::start(ENDLESS_HTTP, &[served.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}/files/link.tar", server.port);
     let (out, t) = build_with(&k, &url);
     assert!(!out.status.success(), "the build succeeded: {t}");
     assert!(t.contains("is not a buildpack"), "{t}");

@@ -42,6 +42,38 @@ pub fn text(out: &Output) -> String {
     )
 }
 
+/// A Python program answering every GET with a body that never ends: a path starting
+/// with `/announced` says `Content-Length: 10 GiB` first, any other sends no length. With
+/// a directory as argv[1], `/files/NAME` serves that directory's file NAME whole.
+pub const ENDLESS_HTTP: &str = r#"
+import http.server, os, sys
+FILES = sys.argv[1] if len(sys.argv) > 1 else None
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.0"
+    def do_GET(self):
+        self.send_response(200)
+        if FILES and self.path.startswith("/files/"):
+            body = open(os.path.join(FILES, os.path.basename(self.path)), "rb").read()
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        if self.path.startswith("/announced"):
+            self.send_header("Content-Length", str(10 << 30))
+        self.end_headers()
+        chunk = b"A" * 65536
+        try:
+            while True:
+                self.wfile.write(chunk)
+        except Exception:
+            pass
+    def log_message(self, *a):
+        pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
 /// A hostile HTTP server: a Python 3 stdlib `program` (run with `args`) that listens on
 /// a free loopback port and prints it on its first line. Killed on drop.
 pub struct PyServer {
