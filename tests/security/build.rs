@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::canary::{self, CanaryDir};
 use crate::common::{self, is_root, Keel};
-use crate::hostile::{bounded, text, PyServer, ENDLESS_HTTP};
+use crate::hostile::{bounded, files_below, text, PyServer, ENDLESS_HTTP};
 use crate::require;
 
 fn with_base() -> Keel {
@@ -532,16 +532,6 @@ fn root_keel_never_writes_through_a_directory_link_the_tree_owner_planted() {
         );
         canary.assert_intact();
     }
-}
-
-/// Every file below `dir` (none when it does not exist).
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().to_path_buf())
-        .collect()
 }
 
 /// Break: `ADD <url>` of a hostile server fills keel's disk. A body that streams past the

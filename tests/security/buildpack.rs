@@ -2,11 +2,11 @@
 //! may serve. keel downloads it within a bound and unpacks it as it unpacks a layer, so
 //! the tarball can neither fill the disk or memory nor make a host directory the
 //! buildpack (which keel would then hash, copy into the build and run).
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::canary::CanaryDir;
 use crate::common::Keel;
-use crate::hostile::{bounded, text, PyServer, ENDLESS_HTTP};
+use crate::hostile::{bounded, files_below, text, PyServer, ENDLESS_HTTP};
 use crate::require;
 
 /// A host directory that looks like a buildpack, its scripts holding the canary's secret.
@@ -35,16 +35,6 @@ fn link_tarball(target: &Path) -> Vec<u8> {
     h.set_size(0);
     b.append_link(&mut h, "bp", target).unwrap();
     b.into_inner().unwrap()
-}
-
-/// Every regular file below `dir`, links not followed.
-fn files_below(dir: &Path) -> Vec<PathBuf> {
-    walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().to_path_buf())
-        .collect()
 }
 
 /// `keel buildpack build` of an empty app with the buildpack at `url`.

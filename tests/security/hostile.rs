@@ -1,5 +1,6 @@
 //! What the attacker-side tests share to run keel against hostile input: a keel command
 //! bounded in time and address space, its output as text, and hostile HTTP servers.
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,19 @@ pub fn bounded_env(k: &Keel, args: &[&str], env: &[(&str, &str)]) -> (Output, Du
         .output()
         .expect("spawning timeout/prlimit (coreutils, util-linux)");
     (out, start.elapsed())
+}
+
+/// Every regular file below `dir`, sorted, links not followed (none when it does not
+/// exist).
+pub fn files_below(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<_> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
+        .map(|e| e.path().to_path_buf())
+        .collect();
+    v.sort();
+    v
 }
 
 /// stdout then stderr, as text.

@@ -3,11 +3,10 @@
 //! reads no reply past its bound: each pull or build fails naming what was too large and
 //! the bound, is neither killed (time) nor aborted (address space), stores nothing, and
 //! leaves the host's canaries alone.
-use std::path::Path;
 
 use crate::canary::CanaryDir;
 use crate::common::Keel;
-use crate::hostile::{bounded_env, text, PyServer};
+use crate::hostile::{bounded_env, files_below, text, PyServer};
 use crate::require;
 
 /// A registry on plain HTTP (keel allows it for loopback) whose answers depend on its
@@ -149,18 +148,6 @@ fn refused(k: &Keel, mode: &str, args: impl Fn(u16) -> Vec<String>, want: &[&str
 /// `keel pull` of the hostile registry's image on `port`.
 fn pull_hostile_app(port: u16) -> Vec<String> {
     vec!["pull".into(), format!("127.0.0.1:{port}/hostile/app:1")]
-}
-
-/// Every file below `dir`, sorted (none when it does not exist).
-fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .map(|e| e.path().to_path_buf())
-        .collect();
-    v.sort();
-    v
 }
 
 /// Break: a registry answers `keel pull`'s manifest request with a body that never
