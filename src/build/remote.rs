@@ -1,14 +1,15 @@
-//! Remote ADD sources: `ADD https://…` downloads and `ADD <git url>#ref` checkouts, each
-//! delivered as a directory the copy then reads like a context. Owns
-//! `<root>/cache/remote/`: downloaded contents by digest (`blobs/`) and, per URL, the
-//! digest with its `ETag`/`Last-Modified` (`urls/`) for revalidation.
+//! Remote sources: `ADD https://…` downloads and `ADD <git url>#ref` checkouts, each
+//! delivered as a directory the copy then reads like a context, and the same two for
+//! buildpacks fetched by URL (`buildpack::source`). Owns `<root>/cache/remote/`:
+//! downloaded contents by digest (`blobs/`) and, per URL, the digest with its
+//! `ETag`/`Last-Modified` (`urls/`) for revalidation.
 //!
 //! A download with `--checksum` whose content is cached makes no request at all; without
 //! one, a cached URL is revalidated (`If-None-Match`/`If-Modified-Since`) and a 304 reuses
 //! the cached content. Git goes through the `git` binary. Must not decide where files
 //! land in the image (that is the copy's job).
 //!
-//! A download is bounded ([`MAX_DOWNLOAD`], raised with `KEEL_ADD_MAX_SIZE`): a hostile URL
+//! A download is bounded ([`MAX_DOWNLOAD`], set with `KEEL_ADD_MAX_SIZE`): a hostile URL
 //! must not fill the disk. A `Content-Length` over the bound fails before the body is
 //! read; a body that streams past it is cut off and its temp file removed.
 use crate::sys::hostfs;
@@ -20,23 +21,25 @@ use sha2::{Digest as _, Sha256};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RemoteError {
-    #[error("ADD {url}: checksum mismatch: expected {expected}, got {actual}; fix --checksum or the URL")]
+    #[error(
+        "{url}: checksum mismatch: expected {expected}, got {actual}; fix --checksum or the URL"
+    )]
     Checksum {
         url: String,
         expected: String,
         actual: String,
     },
-    #[error("ADD --checksum={0}: use sha256:<64 hex digits>")]
+    #[error("--checksum={0}: use sha256:<64 hex digits>")]
     BadChecksum(String),
-    #[error("ADD {url}: {why}")]
+    #[error("{url}: {why}")]
     Fetch { url: String, why: String },
-    #[error("ADD {url}: git {args}: {why}")]
+    #[error("{url}: git {args}: {why}")]
     Git {
         url: String,
         args: String,
         why: String,
     },
-    #[error("ADD {url}: the download is larger than the limit of {limit} bytes ({seen}); if the file is expected, raise the limit with {MAX_DOWNLOAD_ENV}=SIZE (bytes, or with a k/m/g suffix)")]
+    #[error("{url}: the download is larger than the limit of {limit} bytes ({seen}); if the file is expected, raise the limit with {MAX_DOWNLOAD_ENV}=SIZE (bytes, or with a k/m/g suffix)")]
     TooLarge {
         url: String,
         limit: u64,
@@ -46,7 +49,7 @@ pub enum RemoteError {
         "{MAX_DOWNLOAD_ENV}={0}: not a size; use bytes or a number with a k/m/g suffix, e.g. 16g"
     )]
     BadLimit(String),
-    #[error("ADD {url}: {} : {source}", path.display())]
+    #[error("{url}: {}: {source}", path.display())]
     Io {
         url: String,
         path: PathBuf,
@@ -54,8 +57,9 @@ pub enum RemoteError {
     },
 }
 
-/// The largest file `ADD <url>` downloads: 4 GiB, far above any sane single download in
-/// an image build, far below a disk a hostile endless body would fill.
+/// The largest file keel downloads (`ADD <url>`, a buildpack tarball): 4 GiB, far above
+/// any sane single download in an image build, far below a disk a hostile endless body
+/// would fill.
 pub const MAX_DOWNLOAD: u64 = 4 << 30;
 /// The environment variable that sets another bound (`KEEL_ADD_MAX_SIZE=16g`).
 pub const MAX_DOWNLOAD_ENV: &str = "KEEL_ADD_MAX_SIZE";
@@ -107,6 +111,8 @@ pub fn classify(src: &str) -> Option<Remote> {
 pub struct Fetched {
     pub dir: tempfile::TempDir,
     pub name: String,
+    /// The commit a git checkout is at.
+    pub commit: Option<String>,
 }
 
 /// The file name a URL's content gets: the last path segment (BuildKit's rule).
@@ -168,12 +174,34 @@ pub fn fetch_http(
     url: &str,
     checksum: Option<&str>,
 ) -> Result<Fetched, RemoteError> {
-    let cache = Cache {
-        dir: cache_root.to_path_buf(),
-    };
     let io = |path: &Path| {
         let (url, path) = (url.to_string(), path.to_path_buf());
         move |source| RemoteError::Io { url, path, source }
+    };
+    let blob = fetch_cached(cache_root, url, checksum)?;
+    let dir = crate::sys::hostfs::scratch_dir_in(tmp, "add").map_err(io(tmp))?;
+    let name = file_name(url);
+    let dest = dir.path().join(&name);
+    hostfs::copy(&blob, &dest).map_err(io(&dest))?;
+    use std::os::unix::fs::PermissionsExt;
+    hostfs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
+    Ok(Fetched {
+        dir,
+        name,
+        commit: None,
+    })
+}
+
+/// The path of `url`'s content in the cache: downloaded within the bound, revalidated
+/// when cached, not fetched at all when `checksum` names content already cached. The
+/// file is the cache's own; read it, do not change it.
+pub fn fetch_cached(
+    cache_root: &Path,
+    url: &str,
+    checksum: Option<&str>,
+) -> Result<PathBuf, RemoteError> {
+    let cache = Cache {
+        dir: cache_root.to_path_buf(),
     };
     let want = checksum.map(checksum_hex).transpose()?;
     let hex = match want.as_deref().filter(|h| cache.blob(h).is_file()) {
@@ -192,13 +220,7 @@ pub fn fetch_http(
             });
         }
     }
-    let dir = crate::sys::hostfs::scratch_dir_in(tmp, "add").map_err(io(tmp))?;
-    let name = file_name(url);
-    let dest = dir.path().join(&name);
-    hostfs::copy(cache.blob(&hex), &dest).map_err(io(&dest))?;
-    use std::os::unix::fs::PermissionsExt;
-    hostfs::set_permissions(&dest, std::fs::Permissions::from_mode(0o600)).map_err(io(&dest))?;
-    Ok(Fetched { dir, name })
+    Ok(cache.blob(&hex))
 }
 
 fn touch(p: &Path) {
@@ -366,8 +388,9 @@ fn store_body(
     Ok(hex)
 }
 
-/// Checks `url` out at `reference` (default: the remote's HEAD) with the `git` binary,
-/// into a fresh directory under `tmp`; `.git` is removed unless `keep_git_dir`.
+/// Checks `url` out at `reference` (a branch, a tag or a full commit id; default: the
+/// remote's HEAD) with the `git` binary, into a fresh directory under `tmp`, fetching that
+/// commit alone; `.git` is removed unless `keep_git_dir`.
 pub fn fetch_git(
     tmp: &Path,
     url: &str,
@@ -382,7 +405,7 @@ pub fn fetch_git(
         })?;
     let repo = dir.path().join("checkout");
     let repo_s = repo.to_string_lossy().into_owned();
-    let git = |args: &[&str]| -> Result<(), RemoteError> {
+    let git = |args: &[&str]| -> Result<String, RemoteError> {
         let out = std::process::Command::new("git")
             .args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
@@ -394,7 +417,7 @@ pub fn fetch_git(
                 why: format!("{e}; install git"),
             })?;
         if out.status.success() {
-            return Ok(());
+            return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
         Err(RemoteError::Git {
             url: url.into(),
@@ -406,6 +429,7 @@ pub fn fetch_git(
     let fetch_ref = reference.unwrap_or("HEAD");
     git(&["-C", &repo_s, "fetch", "-q", "--depth", "1", url, fetch_ref])?;
     git(&["-C", &repo_s, "checkout", "-q", "FETCH_HEAD"])?;
+    let commit = git(&["-C", &repo_s, "rev-parse", "HEAD"])?;
     if !keep_git_dir {
         let dotgit = repo.join(".git");
         hostfs::remove_dir_all(&dotgit).map_err(|source| RemoteError::Io {
@@ -417,6 +441,7 @@ pub fn fetch_git(
     Ok(Fetched {
         dir,
         name: "checkout".into(),
+        commit: Some(commit),
     })
 }
 

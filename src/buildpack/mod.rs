@@ -30,6 +30,9 @@ pub enum BuildpackError {
     NotABuildpack(PathBuf),
     #[error("fetching buildpack {source_text}: {why}")]
     Fetch { source_text: String, why: String },
+    /// The download or checkout itself (its message names the URL).
+    #[error("fetching buildpack {0}")]
+    Remote(crate::build::remote::RemoteError),
     #[error("{0} is not a directory: give the app's directory")]
     NoApp(PathBuf),
     #[error("stack image {image} is missing: make the stack with `keel bootstrap stack {stack}` (or pass --stack)")]
@@ -76,6 +79,12 @@ pub enum BuildpackError {
     Image { image: String, why: String },
     #[error("no isolation backend {0:?}: use namespaces, chroot or oci")]
     Backend(String),
+}
+
+impl From<crate::build::remote::RemoteError> for BuildpackError {
+    fn from(e: crate::build::remote::RemoteError) -> Self {
+        BuildpackError::Remote(e)
+    }
 }
 
 /// What the user asked for (`keel buildpack build`, or an `[[app]]` entry).

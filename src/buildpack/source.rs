@@ -3,14 +3,13 @@
 //! is pure; fetching writes into `<root>/buildpacks/` only: a URL is fetched once and
 //! reused by later builds, every buildpack is pinned by the digest of its tree (and a git
 //! one by its commit too), which the build's record keeps.
-use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use sha2::{Digest as _, Sha256};
 
 use super::shipped;
 use super::BuildpackError;
+use crate::build::remote;
 use crate::sys::hostfs;
 
 /// A `--buildpack` value (or a `.buildpacks` line), parsed.
@@ -172,6 +171,8 @@ pub fn fetch(src: &Source, text: &str, root: &Path) -> Result<Fetched, Buildpack
     })
 }
 
+/// The directory fetches happen in: inside the root, next to where they land, so the
+/// finished tree is renamed into place and a failed fetch leaves only a temp dir.
 fn scratch(root: &Path) -> Result<tempfile::TempDir, BuildpackError> {
     let parent = root.join("buildpacks/fetched");
     hostfs::create_dir_all(&parent).map_err(|source| BuildpackError::Io {
@@ -184,7 +185,8 @@ fn scratch(root: &Path) -> Result<tempfile::TempDir, BuildpackError> {
     })
 }
 
-/// `git clone` (at `reference` when given) into `dest`, recording the commit.
+/// Checks `url` out at `reference` into `dest` (as `ADD <git url>` does), recording the
+/// commit in `.keel-commit`.
 fn fetch_git(
     url: &str,
     reference: Option<&str>,
@@ -192,60 +194,33 @@ fn fetch_git(
     root: &Path,
 ) -> Result<(), BuildpackError> {
     let tmp = scratch(root)?;
-    let tree = tmp.path().join("tree");
-    let git = |args: &[&str], cwd: Option<&Path>| -> Result<String, BuildpackError> {
-        let mut c = Command::new("git");
-        c.args(args);
-        if let Some(d) = cwd {
-            c.current_dir(d);
-        }
-        let out = c.output().map_err(|e| BuildpackError::Fetch {
-            source_text: url.to_string(),
-            why: format!("running git: {e}; install git"),
-        })?;
-        if !out.status.success() {
-            return Err(BuildpackError::Fetch {
-                source_text: url.to_string(),
-                why: format!(
-                    "git {} failed: {}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let tree_s = tree.display().to_string();
-    git(&["clone", "--quiet", url, &tree_s], None)?;
-    if let Some(r) = reference {
-        git(&["checkout", "--quiet", r], Some(&tree))?;
-    }
-    let commit = git(&["rev-parse", "HEAD"], Some(&tree))?;
+    let checkout = remote::fetch_git(tmp.path(), url, reference, false)?;
+    let tree = checkout.dir.path().join(&checkout.name);
     let io = |path: &Path, source| BuildpackError::Io {
         path: path.to_path_buf(),
         source,
     };
-    hostfs::remove_dir_all(tree.join(".git")).map_err(|s| io(&tree, s))?;
+    let commit = checkout.commit.unwrap_or_default();
     hostfs::write(tree.join(".keel-commit"), format!("{commit}\n")).map_err(|s| io(&tree, s))?;
     hostfs::rename(&tree, dest).map_err(|s| io(dest, s))
 }
 
-/// Largest buildpack tarball keel downloads: buildpacks are a few MB, and a hostile or
-/// mistaken URL must not fill the disk.
-const MAX_TARBALL: u64 = 1 << 30;
-
 /// Downloads a (gzipped) tarball and unpacks it into `dest`; a single top directory is
-/// stripped, as tarballs of a repository carry one. The tarball comes from anyone: it
-/// is read up to [`MAX_TARBALL`] into a temp file, and unpacked by the layer unpacker
-/// (its header guard, every path resolved inside the new tree, no devices), with owners
-/// and xattrs dropped.
+/// stripped, as tarballs of a repository carry one. The tarball comes from anyone: it is
+/// downloaded as `ADD <url>` downloads (within `KEEL_ADD_MAX_SIZE`, into the remote
+/// cache) and unpacked by the layer unpacker (its header guard, every path resolved
+/// inside the new tree, no devices), with owners and xattrs dropped.
 fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackError> {
     let fail = |why: String| BuildpackError::Fetch {
         source_text: url.to_string(),
         why,
     };
+    let blob = remote::fetch_cached(&remote::cache_dir(root), url, None)?;
+    let tarball = std::fs::File::open(&blob).map_err(|source| BuildpackError::Io {
+        path: blob.clone(),
+        source,
+    })?;
     let tmp = scratch(root)?;
-    let mut tarball = download(url, tmp.path()).map_err(fail)?;
     let out = tmp.path().join("tree");
     hostfs::create_dir_all(&out).map_err(|source| BuildpackError::Io {
         path: out.clone(),
@@ -257,7 +232,6 @@ fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackErr
         xattrs: false,
         ..Default::default()
     };
-    tarball.rewind().map_err(|e| fail(e.to_string()))?;
     crate::layer::decompressed(tarball)
         .and_then(|plain| crate::layer::unpack::unpack_tree(plain, &tree, &opts))
         .map_err(|e| fail(format!("unpacking: {e}")))?;
@@ -276,30 +250,6 @@ fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackErr
         path: dest.to_path_buf(),
         source,
     })
-}
-
-/// The body at `url` in an unlinked temp file under `tmp`, refused past [`MAX_TARBALL`]
-/// bytes (before reading when the server announces more).
-fn download(url: &str, tmp: &Path) -> Result<std::fs::File, String> {
-    let too_large = || format!("the tarball is larger than {} MiB", MAX_TARBALL >> 20);
-    let resp = ureq::get(url)
-        .call()
-        .map_err(|e| format!("downloading: {e}"))?;
-    let announced = resp
-        .headers()
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    if announced.is_some_and(|n| n > MAX_TARBALL) {
-        return Err(too_large());
-    }
-    let mut file = tempfile::tempfile_in(tmp).map_err(|e| format!("downloading: {e}"))?;
-    let mut body = resp.into_body().into_reader().take(MAX_TARBALL + 1);
-    let n = std::io::copy(&mut body, &mut file).map_err(|e| format!("downloading: {e}"))?;
-    if n > MAX_TARBALL {
-        return Err(too_large());
-    }
-    Ok(file)
 }
 
 #[cfg(test)]

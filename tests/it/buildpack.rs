@@ -872,7 +872,7 @@ fn pinned(k: &Keel, name: &str) -> String {
 
 /// Issue 18 gap: a tarball-URL and a git-URL buildpack build end to end (on a busybox
 /// stack: the hello buildpack needs only sh); each is pinned by its tree digest (the
-/// git one by its commit too) and a second build does not fetch it again.
+/// git one by the commit its `#REF` names too) and a second build does not fetch it again.
 #[test]
 fn r018_tarball_and_git_buildpacks_are_fetched_once_and_pinned() {
     require!(
@@ -926,11 +926,16 @@ fn r018_tarball_and_git_buildpacks_are_fetched_once_and_pinned() {
     git(&repo, &["add", "-A"]);
     git(&repo, &["commit", "--quiet", "-m", "hello buildpack"]);
     let commit = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
-    let git_url = format!("file://{}", repo.display());
+    // A later commit: `#<full commit id>` fetches the one named, not the head.
+    std::fs::write(repo.join("NOTES"), "later\n").unwrap();
+    git(&repo, &["add", "-A"]);
+    git(&repo, &["commit", "--quiet", "-m", "later"]);
+    let head = git(&repo, &["rev-parse", "HEAD"]).trim().to_string();
+    let git_url = format!("file://{}#{commit}", repo.display());
     build(&k, &app, "git1", &[stack[0], stack[1], stack[2], &git_url]);
     let label = pinned(&k, "git1");
     assert!(
-        label.contains(&commit) && label.contains("sha256:"),
+        label.contains(&commit) && !label.contains(&head) && label.contains("sha256:"),
         "{label}"
     );
     std::fs::rename(&repo, k.path("moved.git")).unwrap();

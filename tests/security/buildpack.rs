@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::canary::CanaryDir;
 use crate::common::Keel;
-use crate::hostile::{bounded, files_below, text, PyServer, ENDLESS_HTTP};
+use crate::hostile::{bounded_env, files_below, text, PyServer, ENDLESS_HTTP};
 use crate::require;
 
 /// A host directory that looks like a buildpack, its scripts holding the canary's secret.
@@ -37,23 +37,31 @@ fn link_tarball(target: &Path) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
-/// `keel buildpack build` of an empty app with the buildpack at `url`.
-fn build_with(k: &Keel, url: &str) -> (std::process::Output, String) {
+/// `keel buildpack build` of an empty app with the buildpack at `url`, downloads bounded
+/// by `limit` (KEEL_ADD_MAX_SIZE) when given.
+fn build_with(k: &Keel, url: &str, limit: Option<&str>) -> (std::process::Output, String) {
     let app = k.path("app");
     std::fs::create_dir_all(&app).unwrap();
     let app = app.display().to_string();
-    let (out, _) = bounded(
+    let env: Vec<_> = limit
+        .map(|l| ("KEEL_ADD_MAX_SIZE", l))
+        .into_iter()
+        .collect();
+    let (out, _) = bounded_env(
         k,
         &["buildpack", "build", &app, "-t", "app", "--buildpack", url],
+        &env,
     );
     let t = text(&out);
     (out, t)
 }
 
 /// Break: the buildpack URL's server sends a tarball without end, announced as 10 GiB
-/// or with no length at all, to fill keel's memory or disk. keel refuses the announced
-/// one before reading it and stops the other at 1 GiB, naming the URL and the bound,
-/// and leaves no partial download in its root.
+/// or with no length at all, to fill keel's memory or disk. keel downloads it as it
+/// downloads `ADD <url>`: it refuses the announced one before reading it (over the
+/// default 4 GiB bound) and stops the other at the bound (lowered here with
+/// KEEL_ADD_MAX_SIZE), naming the URL, the bound and how to raise it, and leaves no
+/// partial download in its root.
 #[test]
 fn an_endless_buildpack_tarball_is_refused_at_its_bound() {
     require!(
@@ -64,20 +72,25 @@ fn an_endless_buildpack_tarball_is_refused_at_its_bound() {
     let k = Keel::new();
     let server = PyServer::start(ENDLESS_HTTP, &[]);
     // A URL is a tarball's by its suffix (any other is cloned with git).
-    for path in ["/announced.tgz", "/endless.tgz"] {
+    for (path, limit, shown) in [
+        ("/announced.tgz", None, "4294967296"),
+        ("/endless.tgz", Some("1m"), "1048576"),
+    ] {
         let url = format!("http://127.0.0.1:{}{path}", server.port);
-        let (out, t) = build_with(&k, &url);
+        let (out, t) = build_with(&k, &url, limit);
         assert!(!out.status.success(), "{path}: the build succeeded: {t}");
         assert!(
             matches!(out.status.code(), Some(1..=125)),
             "{path}: keel was killed or aborted ({:?}): {t}",
             out.status
         );
-        for want in [url.as_str(), "larger than 1024 MiB"] {
+        for want in [url.as_str(), shown, "KEEL_ADD_MAX_SIZE"] {
             assert!(t.contains(want), "{path}: the error lacks {want:?}: {t}");
         }
-        let left = files_below(&k.root().join("buildpacks"));
-        assert!(left.is_empty(), "{path}: left in the root: {left:?}");
+        for dir in ["buildpacks", "cache/remote", "tmp"] {
+            let left = files_below(&k.root().join(dir));
+            assert!(left.is_empty(), "{path}: left under {dir}: {left:?}");
+        }
     }
     canary.assert_intact();
 }
@@ -101,7 +114,7 @@ fn a_buildpack_tarball_cannot_make_a_host_directory_the_buildpack() {
     std::fs::write(served.join("link.tar"), link_tarball(host.path())).unwrap();
     let server = PyServer::start(ENDLESS_HTTP, &[served.to_str().unwrap()]);
     let url = format!("http://127.0.0.1:{}/files/link.tar", server.port);
-    let (out, t) = build_with(&k, &url);
+    let (out, t) = build_with(&k, &url, None);
     assert!(!out.status.success(), "the build succeeded: {t}");
     assert!(t.contains("is not a buildpack"), "{t}");
     canary.assert_not_leaked(&t);

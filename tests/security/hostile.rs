@@ -25,6 +25,7 @@ pub fn bounded_env(k: &Keel, args: &[&str], env: &[(&str, &str)]) -> (Output, Du
         .env_remove("KEEL_ROOT")
         .env_remove("KEEL_LOG")
         .env_remove("KEEL_NO_FSYNC")
+        .env_remove("KEEL_ADD_MAX_SIZE")
         .envs(env.iter().copied())
         .stdin(Stdio::null());
     let start = Instant::now();

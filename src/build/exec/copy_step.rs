@@ -228,7 +228,7 @@ impl Executor<'_> {
             }
             _ => remote::fetch_http(&cache, &tmp, src, x.checksum.as_deref()),
         }
-        .map_err(|e| StepFailure::Invalid(e.to_string()))?;
+        .map_err(|e| StepFailure::Invalid(format!("ADD {e}")))?;
         let ctx = Context::new(fetched.dir.path(), Box::new(|_: &str| false))?;
         let mut local = x.clone();
         local.srcs = vec![fetched.name.clone()];
