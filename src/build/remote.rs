@@ -405,25 +405,30 @@ pub fn fetch_git(
         })?;
     let repo = dir.path().join("checkout");
     let repo_s = repo.to_string_lossy().into_owned();
+    let limits = git_limits(max_download()?);
     let git = |args: &[&str]| -> Result<String, RemoteError> {
-        let out = std::process::Command::new("git")
-            .args(args)
+        // `-C <scratch dir>` says nothing to the user.
+        let shown = match args {
+            ["-C", _, rest @ ..] => rest,
+            all => all,
+        };
+        let fail = |why: String| RemoteError::Git {
+            url: url.into(),
+            args: shown.join(" "),
+            why,
+        };
+        let mut cmd = std::process::Command::new("git");
+        cmd.args(args)
             .env("GIT_TERMINAL_PROMPT", "0")
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::null());
+        crate::sys::proc::limit_child(&mut cmd, &limits).map_err(|e| fail(e.to_string()))?;
+        let out = cmd
             .output()
-            .map_err(|e| RemoteError::Git {
-                url: url.into(),
-                args: args.join(" "),
-                why: format!("{e}; install git"),
-            })?;
+            .map_err(|e| fail(format!("{e}; install git")))?;
         if out.status.success() {
             return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
-        Err(RemoteError::Git {
-            url: url.into(),
-            args: args.join(" "),
-            why: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        })
+        Err(fail(git_failure(&out, &limits)))
     };
     git(&["init", "-q", &repo_s])?;
     let fetch_ref = reference.unwrap_or("HEAD");
@@ -443,6 +448,42 @@ pub fn fetch_git(
         name: "checkout".into(),
         commit: Some(commit),
     })
+}
+
+/// Memory `git` may take beyond the download bound: its own working set (libcurl, the
+/// pack index, delta bases) for any repository a build would sanely fetch.
+const GIT_MEMORY: u64 = 1 << 30;
+
+/// The limits `git` runs under: no file it writes (the fetched pack) larger than the
+/// download bound, and its address space that bound plus [`GIT_MEMORY`]. A hostile URL
+/// otherwise has git hold an endless answer in memory (dumb-HTTP ref lists are read
+/// whole) or write an endless pack.
+fn git_limits(download: u64) -> [(&'static str, u64); 2] {
+    [
+        ("fsize", download),
+        ("as", download.saturating_add(GIT_MEMORY)),
+    ]
+}
+
+/// Why `git` failed: its stderr, and the limits when they may be the reason (killed by
+/// a signal, as SIGXFSZ kills a writer past its file size, or out of memory).
+fn git_failure(out: &std::process::Output, limits: &[(&str, u64)]) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let killed = out.status.code().is_none();
+    let limited = killed
+        || ["out of memory", "index-pack", "file size"]
+            .iter()
+            .any(|w| stderr.to_ascii_lowercase().contains(w));
+    if !limited {
+        return stderr;
+    }
+    let bound = |n: &str| limits.iter().find(|(k, _)| *k == n).map_or(0, |(_, v)| *v);
+    format!(
+        "{stderr}{}git ran with at most {} bytes of memory and {} bytes per file written, from the download bound; if the repository is expected, raise it with {MAX_DOWNLOAD_ENV}=SIZE",
+        if stderr.is_empty() { "" } else { "; " },
+        bound("as"),
+        bound("fsize"),
+    )
 }
 
 #[cfg(test)]

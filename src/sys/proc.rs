@@ -467,11 +467,10 @@ pub fn is_root() -> bool {
     nix::unistd::geteuid().is_root()
 }
 
-/// Sets one resource limit of the calling process by docker's name for it (`nofile`,
-/// `nproc`, `core`, …); `u64::MAX` is unlimited.
-pub fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<(), SysError> {
+/// The resource docker's name for it stands for (`nofile`, `nproc`, `as`, …).
+fn resource(name: &str) -> Result<nix::sys::resource::Resource, SysError> {
     use nix::sys::resource::Resource as R;
-    let r = match name {
+    Ok(match name {
         "core" => R::RLIMIT_CORE,
         "cpu" => R::RLIMIT_CPU,
         "data" => R::RLIMIT_DATA,
@@ -495,9 +494,44 @@ pub fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<(), SysError> {
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ))
         }
-    };
-    nix::sys::resource::setrlimit(r, soft, hard)
+    })
+}
+
+/// Sets one resource limit of the calling process by docker's name for it (`nofile`,
+/// `nproc`, `core`, …); `u64::MAX` is unlimited.
+pub fn set_rlimit(name: &str, soft: u64, hard: u64) -> Result<(), SysError> {
+    nix::sys::resource::setrlimit(resource(name)?, soft, hard)
         .map_err(|e| SysError::at("setrlimit", Path::new(name), std::io::Error::from(e)))
+}
+
+/// Makes the process `cmd` spawns start with these limits (docker's names; soft and hard
+/// alike): a helper keel runs on input from outside (`git fetch` of a Dockerfile's URL)
+/// must not take the machine's memory or disk with it. Lowers limits only: one already
+/// tighter stays.
+pub fn limit_child(
+    cmd: &mut std::process::Command,
+    limits: &[(&str, u64)],
+) -> Result<(), SysError> {
+    use std::os::unix::process::CommandExt;
+    let mut set = Vec::with_capacity(limits.len());
+    for (name, value) in limits {
+        let r = resource(name)?;
+        let (soft, hard) = nix::sys::resource::getrlimit(r)
+            .map_err(|e| SysError::at("getrlimit", Path::new(name), std::io::Error::from(e)))?;
+        set.push((r, soft.min(*value), hard.min(*value)));
+    }
+    // SAFETY: the closure runs in the forked child before exec. It makes setrlimit calls
+    // alone (async-signal-safe) and allocates nothing: the limits were worked out above
+    // and an errno converts into an io::Error without allocating.
+    unsafe {
+        cmd.pre_exec(move || {
+            for (r, soft, hard) in &set {
+                nix::sys::resource::setrlimit(*r, *soft, *hard).map_err(std::io::Error::from)?;
+            }
+            Ok(())
+        });
+    }
+    Ok(())
 }
 
 /// Clock ticks per second (`/proc/PID/stat` times are in these); 100 if unknown.

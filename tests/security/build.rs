@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::canary::{self, CanaryDir};
 use crate::common::{self, is_root, Keel};
-use crate::hostile::{bounded, files_below, text, PyServer, ENDLESS_HTTP};
+use crate::hostile::{bounded, bounded_env, files_below, text, PyServer, ENDLESS_HTTP};
 use crate::require;
 
 fn with_base() -> Keel {
@@ -583,5 +583,50 @@ fn add_url_of_an_endless_body_is_cut_off_at_the_bound() {
             assert!(left.is_empty(), "{path}: left under {dir}: {left:?}");
         }
     }
+    canary.assert_intact();
+}
+
+/// Break: `ADD <url>.git` of a hostile server that answers git with a body without end.
+/// git reads a dumb-HTTP ref list whole, so before, git took memory until something
+/// killed it (keel set no bound). keel now runs git within the download bound (here
+/// lowered with KEEL_ADD_MAX_SIZE): the build fails naming the line, the URL and how to
+/// raise the bound, nothing stays under the root's temp directory, and the canaries are
+/// intact.
+#[test]
+fn add_git_url_of_an_endless_answer_is_stopped_at_keels_bound() {
+    require!(is_root(), "keel build needs root");
+    require!(
+        crate::common::have("python3") && crate::common::have("git"),
+        "python3 (the test's HTTP server) and git are needed"
+    );
+    let k = with_base();
+    let canary = CanaryDir::new();
+    let server = PyServer::start(ENDLESS_HTTP, &[]);
+    let url = format!("http://127.0.0.1:{}/repo.git", server.port);
+    let df = format!("FROM bb\nRUN true\nADD {url} /src\n");
+    let ctx = context(&k, "ctx-git", &[("Dockerfile", &df)]);
+    let ctx = ctx.display().to_string();
+    let (out, _) = bounded_env(
+        &k,
+        &["build", "-t", "git", &ctx],
+        &[("KEEL_ADD_MAX_SIZE", "64m")],
+    );
+    let t = text(&out);
+    assert!(!out.status.success(), "the build succeeded: {t}");
+    assert!(
+        matches!(out.status.code(), Some(1..=125)),
+        "keel was killed ({:?}): {t}",
+        out.status
+    );
+    for want in [
+        "Dockerfile:3",
+        url.as_str(),
+        "1140850688 bytes of memory",
+        "KEEL_ADD_MAX_SIZE",
+    ] {
+        assert!(t.contains(want), "the error lacks {want:?}: {t}");
+    }
+    let left = files_below(&k.root().join("tmp"));
+    assert!(left.is_empty(), "left under tmp: {left:?}");
     canary.assert_intact();
 }
