@@ -24,6 +24,8 @@ pub struct HeaderGuard<R> {
     pax: Option<Vec<u8>>,
     pax_end: u64,
     pax_size: Option<u64>,
+    /// Where skipped bytes are read to ([`io::Seek`]), allocated at the first skip.
+    skipped: Vec<u8>,
 }
 
 impl<R: Read> HeaderGuard<R> {
@@ -36,6 +38,7 @@ impl<R: Read> HeaderGuard<R> {
             pax: None,
             pax_end: 0,
             pax_size: None,
+            skipped: Vec::new(),
         }
     }
 
@@ -132,6 +135,43 @@ impl<R: Read> Read for HeaderGuard<R> {
     }
 }
 
+/// Forward skips only, which is all the tar reader asks for (`entries_with_seek`) to pass
+/// the data of an entry nobody read: the bytes are read and watched like any others, into
+/// one buffer kept for it. Without this the tar reader skips through a 32 KiB buffer it
+/// zeroes on its stack for every entry, twice when the entry's data was read but not its
+/// padding: 9 ms of a 10,000-file patch's 60 (issue 14).
+impl<R: Read> io::Seek for HeaderGuard<R> {
+    fn seek(&mut self, to: io::SeekFrom) -> io::Result<u64> {
+        let io::SeekFrom::Current(n) = to else {
+            return Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a layer stream is read forward only",
+            ));
+        };
+        let mut left = u64::try_from(n).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a layer stream is read forward only",
+            )
+        })?;
+        let mut buf = std::mem::take(&mut self.skipped);
+        buf.resize(32 << 10, 0);
+        while left > 0 {
+            let want = (left as usize).min(buf.len());
+            let got = self.read(&mut buf[..want])?;
+            if got == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "unexpected EOF during skip",
+                ));
+            }
+            left -= got as u64;
+        }
+        self.skipped = buf;
+        Ok(self.pos)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +222,45 @@ mod tests {
         }
         assert!(feed(&header(EntryType::XHeader, MAX_PAX + 1), 512).is_err());
         assert!(feed(&header(EntryType::GNUSparse, 0), 512).is_err());
+    }
+
+    /// The tar reader's seeks over data nobody read still pass every byte by the guard:
+    /// a hostile header after skipped entries is caught, every entry's name is seen, and
+    /// only forward seeks are taken.
+    #[test]
+    fn skipped_entries_are_still_watched() {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, size) in [("a", 700usize), ("b", 0), ("c", 40_000)] {
+            let mut h = Header::new_gnu();
+            h.set_size(size as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, &vec![b'x'; size][..]).unwrap();
+        }
+        let mut tar = b.into_inner().unwrap();
+        let names = |bytes: &[u8]| -> io::Result<Vec<String>> {
+            let mut a = tar::Archive::new(HeaderGuard::new(io::Cursor::new(bytes.to_vec())));
+            let mut out = Vec::new();
+            for e in a.entries_with_seek()? {
+                out.push(e?.path()?.display().to_string());
+            }
+            Ok(out)
+        };
+        assert_eq!(names(&tar).unwrap(), ["a", "b", "c"]);
+        let end = tar.len() - 1024; // before the two zero blocks
+        tar.truncate(end);
+        tar.extend(header(EntryType::GNULongName, 1 << 40));
+        let err = names(&tar).unwrap_err().to_string();
+        assert!(
+            err.contains("long name header of 1099511627776 bytes"),
+            "{err}"
+        );
+        let mut g = HeaderGuard::new(io::Cursor::new(vec![0u8; 2048]));
+        assert_eq!(
+            io::Seek::seek(&mut g, io::SeekFrom::Current(1000)).unwrap(),
+            1000
+        );
+        assert!(io::Seek::seek(&mut g, io::SeekFrom::Current(-1)).is_err());
+        assert!(io::Seek::seek(&mut g, io::SeekFrom::Start(0)).is_err());
+        assert!(io::Seek::seek(&mut g, io::SeekFrom::Current(2000)).is_err());
     }
 }

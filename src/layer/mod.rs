@@ -52,7 +52,8 @@ pub fn each_entry(
     let mut archive = tar::Archive::new(guard::HeaderGuard::new(decompressed(reader)?));
     // The last entry's raw path, spelled out only for an error (not once per entry).
     let mut last: Option<Vec<u8>> = None;
-    for entry in archive.entries()? {
+    // Entries' unread data is passed by the guard's forward seek (no zeroed buffer each).
+    for entry in archive.entries_with_seek()? {
         let mut entry = entry.map_err(|e| {
             let shown = match &last {
                 None => String::from("<first header>"),
