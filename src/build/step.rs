@@ -389,6 +389,9 @@ pub struct CopySinks<'a> {
         layer::tee::SideSink<'a>,
         Option<std::sync::Arc<layer::index::EntryIndex>>,
     )>,
+    /// With an index in `unpack_into`: the names of the tree's entries as its stream gave
+    /// them, hashed (`layer::unpack::UnpackOptions::old_names`).
+    pub old_names: Option<String>,
     /// The previous version of a layer as a source of content (`layer::derive`): a file
     /// whose sha256 the key computation read (`known`) and the old blob holds is copied
     /// from there — every byte hashed again on the way — instead of read from the context.
@@ -435,6 +438,7 @@ pub fn commit_copy_into(
     };
     let CopySinks {
         unpack_into,
+        old_names,
         mut derive,
         known,
     } = sinks;
@@ -443,6 +447,7 @@ pub fn commit_copy_into(
         allow_devices: true,
         reuse: unpack_into.as_ref().is_some_and(|(_, old)| old.is_some()),
         known: unpack_into.as_ref().and_then(|(_, old)| old.clone()),
+        old_names,
         ..Default::default()
     };
     let into = unpack_into.map(|(tree, _)| tree);

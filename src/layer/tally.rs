@@ -15,13 +15,19 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use tar::EntryType;
 
-/// A tree's summary, as `storage::verify::summarize` computes it by walking the tree.
+/// A tree's summary, as `storage::verify::summarize` computes it by walking the tree,
+/// and what only the stream can tell.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     pub entries: u64,
     pub bytes: u64,
     /// Hex sha256 of every directory's [`dir_line`], in walk order.
     pub dirs: String,
+    /// Hex sha256 of the entries' names (each ended by a NUL, which no name holds) in
+    /// the stream's order; None from a walk. The next version of the layer, patched into
+    /// this tree, has nothing to sweep when its stream names the same entries in the
+    /// same order (`unpack::UnpackOptions::old_names`).
+    pub names: Option<String>,
 }
 
 /// Feeds one directory's record into the directory hash (the one definition, shared
@@ -39,6 +45,7 @@ pub struct Tally {
     /// Directories: path, mode, owner.
     dirs: Vec<(PathBuf, u32, u32, u32)>,
     made: HashSet<PathBuf>,
+    names: Sha256,
     broken: bool,
 }
 
@@ -63,6 +70,8 @@ impl Tally {
             return;
         }
         self.entries += 1;
+        self.names.update(rel.as_os_str().as_encoded_bytes());
+        self.names.update([0]);
         match kind {
             EntryType::Directory => {
                 self.made.insert(rel.to_path_buf());
@@ -96,6 +105,7 @@ impl Tally {
             entries: self.entries,
             bytes: self.bytes,
             dirs: hex::encode(h.finalize()),
+            names: Some(hex::encode(self.names.finalize())),
         })
     }
 }
@@ -139,7 +149,13 @@ mod tests {
             entries,
             bytes,
             dirs,
+            names: None,
         }
+    }
+
+    /// A counted summary as a walk gives it (no names).
+    fn as_walked(s: Option<super::Summary>) -> Option<super::Summary> {
+        s.map(|s| super::Summary { names: None, ..s })
     }
 
     /// The count equals the walk, unpacked fresh and patched over an older version; a
@@ -166,7 +182,7 @@ mod tests {
             assert_eq!(stats.summary, None, "owners are this process's");
             return;
         }
-        assert_eq!(stats.summary, Some(walked(fresh.path())));
+        assert_eq!(as_walked(stats.summary), Some(walked(fresh.path())));
         let patched = tempfile::tempdir().unwrap();
         unpack(Cursor::new(old), patched.path(), &opts).unwrap();
         let reuse = UnpackOptions {
@@ -174,7 +190,7 @@ mod tests {
             ..opts.clone()
         };
         let stats = unpack(Cursor::new(new), patched.path(), &reuse).unwrap();
-        assert_eq!(stats.summary, Some(walked(patched.path())));
+        assert_eq!(as_walked(stats.summary), Some(walked(patched.path())));
         for odd in [
             tar_of(&[
                 ("a/", "", 0o755),

@@ -85,6 +85,12 @@ pub struct UnpackOptions {
     /// exactly so (`index::EntryIndex::has`), still in the tree as a file or symlink, is
     /// left as it is — not even its metadata is set again.
     pub known: Option<std::sync::Arc<EntryIndex>>,
+    /// With `reuse`: the names of the tree's entries as the stream that made it gave
+    /// them, hashed (`tally::Summary::names`, from its cache marker). A simple stream
+    /// (one the tally counts) that names the same entries in the same order writes every
+    /// name the tree has, so nothing is left to sweep: the ~10,000 names of a patched
+    /// COPY are not listed again.
+    pub old_names: Option<String>,
 }
 
 impl UnpackOptions {
@@ -114,6 +120,7 @@ impl Default for UnpackOptions {
             xattrs: true,
             reuse: false,
             known: None,
+            old_names: None,
         }
     }
 }
@@ -202,17 +209,23 @@ impl Unpacker<'_, '_> {
     /// and sets directories' times last.
     fn run(mut self, reader: impl Read + 'static) -> Result<UnpackStats, LayerError> {
         self.stream(reader)?;
+        let summary = std::mem::take(&mut self.tally).finish();
         if self.opts.reuse {
-            sweep(&self.tree.root_dir(), Path::new(""), &self.touched)?;
+            let names = summary.as_ref().and_then(|s| s.names.as_ref());
+            let same_names = names.is_some() && names == self.opts.old_names.as_ref();
+            if !same_names {
+                sweep(&self.tree.root_dir(), Path::new(""), &self.touched)?;
+            }
             tracing::debug!(
                 entries = self.stats.entries,
                 unchanged = self.stats.unchanged,
                 dirs_kept = self.stats.dirs_kept,
                 indexed = self.opts.known.as_ref().map_or(0, |k| k.len()),
+                swept = !same_names,
                 "patched the old layer's tree"
             );
         }
-        self.stats.summary = std::mem::take(&mut self.tally).finish();
+        self.stats.summary = summary;
         self.stats.index = self.built.take().map(|b| Box::new(b.matchable()));
         self.set_dir_times()?;
         Ok(self.stats)
@@ -1196,6 +1209,67 @@ mod tests {
         let kept = if crate::sys::proc::is_root() { 1 } else { 2 };
         assert_eq!(stats.dirs_kept, kept, "{stats:?}");
         assert_eq!(stats.dirs, 4, "{stats:?}");
+    }
+
+    /// A patch whose stream names the same entries in the same order as the stream that
+    /// made the tree (`old_names`, from the tree's marker) skips the sweep and still gives
+    /// what a fresh unpack gives; one naming fewer entries, or given other old names,
+    /// sweeps. A name planted in the tree outside any stream shows which happened: it
+    /// survives only a skipped sweep, which is why only the cache's own trees, whose
+    /// markers were written with them, pass their names.
+    #[test]
+    fn a_patch_naming_the_same_entries_skips_the_sweep() {
+        let file = |p, body: &str| E::File(p, 0o644, body.as_bytes().to_vec());
+        let old = || tar_of(&[E::Dir("a/", 0o755), file("a/f1", "1"), file("a/f2", "2")]);
+        let same = tar_of(&[E::Dir("a/", 0o755), file("a/f1", "one"), file("a/f2", "2")]);
+        let fewer = tar_of(&[E::Dir("a/", 0o755), file("a/f1", "one")]);
+        let plain = UnpackOptions::default();
+        // (new stream, old names known, names given wrong, a name planted): the tree
+        // must equal a fresh unpack's, but for a planted name a skipped sweep leaves.
+        for (new, wrong, plant) in [
+            (&same, false, false),
+            (&fewer, false, false),
+            (&same, true, false),
+            (&same, false, true),
+            (&same, true, true),
+        ] {
+            let tree = tempfile::tempdir().unwrap();
+            let made = unpack(io::Cursor::new(old()), tree.path(), &plain).unwrap();
+            let names = made.summary.and_then(|s| s.names);
+            if plant {
+                std::fs::write(tree.path().join("a/planted"), b"p").unwrap();
+            }
+            let reuse = UnpackOptions {
+                reuse: true,
+                old_names: if wrong {
+                    Some("0".repeat(64))
+                } else {
+                    names.clone()
+                },
+                ..UnpackOptions::default()
+            };
+            unpack(io::Cursor::new(new.clone()), tree.path(), &reuse).unwrap();
+            let fresh = tempfile::tempdir().unwrap();
+            unpack(io::Cursor::new(new.clone()), fresh.path(), &plain).unwrap();
+            // Names are counted only where the tree's owners are the layer's (root).
+            let skipped = plant && !wrong && names.is_some() && new == &same;
+            let case = format!("wrong {wrong}, planted {plant}, {} bytes", new.len());
+            let left = tree.path().join("a/planted").exists();
+            assert_eq!(left, skipped, "{case}: the planted name stayed: {left}");
+            let got: Vec<_> = listing(tree.path())
+                .into_iter()
+                .filter(|l| !l.starts_with("a/planted "))
+                .collect();
+            assert_eq!(got, listing(fresh.path()), "{case}");
+        }
+        if crate::sys::proc::is_root() {
+            let t = tempfile::tempdir().unwrap();
+            let made = unpack(io::Cursor::new(old()), t.path(), &plain).unwrap();
+            assert!(
+                made.summary.and_then(|s| s.names).is_some(),
+                "root counts names"
+            );
+        }
     }
 
     /// The entry an unpack error names (`layer entry "NAME": why`).

@@ -301,26 +301,31 @@ impl OverlayDriver {
         Ok(PendingLayer {
             tmp,
             storage: self.storage.clone(),
-            reused: false,
+            reused: None,
             kind,
         })
     }
 
     /// Moves the cached tree of layer `base` into the temp entry `tmp` (for it to be
-    /// patched into a new layer), unless a snapshot uses that layer. A snapshot is
+    /// patched into a new layer), unless a snapshot uses that layer; what its marker said
+    /// when it was taken. A snapshot is
     /// recorded before its overlay is mounted and its lower dirs are looked up when it is
     /// mounted, so checking after the entry has left the cache is enough: a snapshot
     /// recorded earlier is seen (and the tree goes back untouched), one mounted later
     /// finds the entry gone and has the layer extracted again (`prepare_mount`).
-    fn take_tree(&self, base: &Digest, tmp: &tempfile::TempDir) -> Result<bool> {
+    fn take_tree(
+        &self,
+        base: &Digest,
+        tmp: &tempfile::TempDir,
+    ) -> Result<Option<super::verify::Marker>> {
         let entry = self.storage.join("layers").join(hex_of(base));
         // An image is written whole again (cheaply): only a tree is patched.
         if !entry.join(super::verify::MARKER).is_file() || entry.join(IMAGE).exists() {
-            return Ok(false);
+            return Ok(None);
         }
         let aside = tmp.path().join("base");
         if hostfs::rename(&entry, &aside).is_err() {
-            return Ok(false); // another process took it first
+            return Ok(None); // another process took it first
         }
         let in_use = match self.storage.parent() {
             Some(root) => super::list_snapshots(root)?
@@ -338,15 +343,20 @@ impl OverlayDriver {
                     .join(format!("held-{}", hex_of(base)));
                 let _ = hostfs::rename(&aside, held);
             }
-            return Ok(false);
+            return Ok(None);
         }
+        // Read once the entry is this process's: what it says is of this very tree.
+        let Some(marker) = super::verify::read_marker(&aside) else {
+            let _ = hostfs::remove_dir_all(&aside); // unreadable: unpacked again when used
+            return Ok(None);
+        };
         crate::fault::point("storage.reuse-taken");
         tracing::debug!(base = %base, "patching the cached tree of the previous layer");
         let tree = tmp.path().join(TREE);
         hostfs::remove_dir(&tree).map_err(StorageError::io("removing", &tree))?;
         hostfs::rename(aside.join(TREE), &tree).map_err(StorageError::io("moving", &aside))?;
         hostfs::remove_dir_all(&aside).map_err(StorageError::io("removing", &aside))?;
-        Ok(true)
+        Ok(Some(marker))
     }
 
     fn empty_lower(&self) -> Result<PathBuf> {
@@ -436,7 +446,7 @@ impl Snapshotter for OverlayDriver {
         let tmp = super::new_entry(&self.storage)?;
         let reused = match base {
             Some(b) => self.take_tree(b, &tmp)?,
-            None => false,
+            None => None,
         };
         Ok(Some(PendingLayer {
             tmp,
@@ -636,7 +646,8 @@ fn mount_snapshot(snap: &Snapshot, top: Top) -> Result<()> {
 pub struct PendingLayer {
     tmp: tempfile::TempDir,
     storage: PathBuf,
-    reused: bool,
+    /// The marker of the earlier version of the layer the tree holds, if it holds one.
+    reused: Option<super::verify::Marker>,
     kind: EntryKind,
 }
 
@@ -676,7 +687,13 @@ impl PendingLayer {
 
     /// Whether the tree holds an earlier version of the layer (else it is empty).
     pub fn reused(&self) -> bool {
-        self.reused
+        self.reused.is_some()
+    }
+
+    /// The names of the earlier version's entries as its stream gave them, hashed
+    /// (`unpack::UnpackOptions::old_names`), when its marker recorded them.
+    pub fn old_names(&self) -> Option<&str> {
+        self.reused.as_ref()?.names.as_deref()
     }
 
     /// The tree holds the layer `diff_id` (the digest of exactly the bytes unpacked into
@@ -1083,6 +1100,7 @@ mod tests {
             entries: 1,
             bytes: 2,
             dirs: String::new(),
+            names: None,
         };
         let ids = vec![diff_id.to_string()];
         super::super::verify::write_marker(&entry, "layer", ids, Some(summary)).unwrap();

@@ -49,6 +49,10 @@ pub struct Marker {
     /// sha256 of every directory's path, mode and owner (absent in older markers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dirs: Option<String>,
+    /// The tree's entry names as the stream that made it gave them, hashed
+    /// (`tally::Summary::names`): absent when the tree was walked, or from older keels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub names: Option<String>,
 }
 
 /// A reader that hashes what passes through it; shared so the digest can be finished
@@ -194,9 +198,12 @@ pub(crate) fn write_marker(
     diff_ids: Vec<String>,
     counted: Option<Summary>,
 ) -> Result<()> {
-    let (entries, bytes, dirs) = match counted {
-        Some(s) => (s.entries, s.bytes, s.dirs),
-        None => summarize(&entry.join(TREE))?,
+    let (entries, bytes, dirs, names) = match counted {
+        Some(s) => (s.entries, s.bytes, s.dirs, s.names),
+        None => {
+            let (entries, bytes, dirs) = summarize(&entry.join(TREE))?;
+            (entries, bytes, dirs, None)
+        }
     };
     let m = Marker {
         kind: kind.to_string(),
@@ -204,6 +211,7 @@ pub(crate) fn write_marker(
         entries,
         bytes,
         dirs: Some(dirs),
+        names,
     };
     let path = entry.join(MARKER);
     let json = serde_json::to_vec_pretty(&m).expect("a marker serialises");

@@ -308,7 +308,8 @@ const EDITED_AS_TREE: &str = "an edited layer of many small files: kept as a tre
 /// a chunked image when built cold; its next version (a file of it edited) is a tree,
 /// unpacked whole from the derived stream; the version after that patches that tree.
 /// Each gives the image a `--no-cache` build gives, the RUN step after it sees the same
-/// files, and `fsck --full` finds the trees sound. Asked for by name
+/// files, and `fsck --full` finds the trees sound; a patch that keeps every name skips
+/// its sweep, one that drops a file sweeps. Asked for by name
 /// (`KEEL_LAYER_FORMAT=chunk`), the layer stays chunked.
 #[test]
 fn an_edited_layer_of_many_small_files_becomes_a_patched_tree() {
@@ -359,7 +360,24 @@ fn an_edited_layer_of_many_small_files_becomes_a_patched_tree() {
         std::fs::write(ctx.join("app/many/f0006.txt"), "six\n").unwrap();
         let (second, log) = verbose_build(&k, &ctx, "the second rebuild");
         assert!(log.contains(PATCHED), "the tree was not patched:\n{log}");
-        same_as_a_cold_build(&k, &ctx, &second, "the patched edit");
+        // The edit kept every name: the tree's marker named the same entries, so the
+        // patch had nothing to sweep (`UnpackOptions::old_names`), and its tree is still
+        // exactly a fresh unpack of its layer.
+        assert!(log.contains("swept=false"), "the patch swept:\n{log}");
+        let fsck = k.ok(&["fsck", "--full"]);
+        assert!(fsck.starts_with("ok"), "{fsck}");
+        let second_id = String::from_utf8_lossy(&second.stdout).trim().to_string();
+        // A file removed: the names differ, and the patch of that tree sweeps.
+        std::fs::remove_file(ctx.join("app/many/f0007.txt")).unwrap();
+        let (third, log) = verbose_build(&k, &ctx, "the rebuild without a file");
+        assert!(
+            log.contains("swept=true"),
+            "the patch did not sweep:\n{log}"
+        );
+        same_as_a_cold_build(&k, &ctx, &third, "a patch that removes a file");
+        // The unswept tree's image, against a build that writes every step again.
+        std::fs::write(ctx.join("app/many/f0007.txt"), "7\n").unwrap();
+        assert_eq!(second_id, build_id(&k, &ctx, &["--no-cache"]));
     }
 }
 

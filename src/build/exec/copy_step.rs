@@ -645,6 +645,7 @@ impl Executor<'_> {
                 .as_ref()
                 .filter(|_| p.reused())
                 .map(|o| o.index().clone());
+            sinks.old_names = known.as_ref().and(p.old_names()).map(str::to_string);
             sinks.unpack_into = Some((p.sink(t), known));
         }
         sinks.derive = old;

@@ -270,6 +270,8 @@ fn summary_of(tree: &Tree) -> Summary {
         entries,
         bytes,
         dirs: hex::encode(sha2::Digest::finalize(dirs)),
+        // An image is never patched (`take_tree`): its names serve nothing.
+        names: None,
     }
 }
 
