@@ -432,7 +432,8 @@ pub fn fetch_git(
     };
     git(&["init", "-q", &repo_s])?;
     let fetch_ref = reference.unwrap_or("HEAD");
-    git(&["-C", &repo_s, "fetch", "-q", "--depth", "1", url, fetch_ref])?;
+    git(&["-C", &repo_s, "fetch", "-q", "--depth", "1", url, fetch_ref])
+        .map_err(|e| abbreviation_hint(e, fetch_ref))?;
     git(&["-C", &repo_s, "checkout", "-q", "FETCH_HEAD"])?;
     let commit = git(&["-C", &repo_s, "rev-parse", "HEAD"])?;
     if !keep_git_dir {
@@ -448,6 +449,22 @@ pub fn fetch_git(
         name: "checkout".into(),
         commit: Some(commit),
     })
+}
+
+/// A failed fetch of what looks like an abbreviated commit id says what to write: a
+/// server hands out branches, tags and full commit ids only (as BuildKit, which resolves
+/// the ref on the remote, keel cannot expand an abbreviation without the whole history).
+fn abbreviation_hint(e: RemoteError, reference: &str) -> RemoteError {
+    let abbreviated =
+        (4..40).contains(&reference.len()) && reference.bytes().all(|b| b.is_ascii_hexdigit());
+    match e {
+        RemoteError::Git { url, args, why } if abbreviated => RemoteError::Git {
+            url,
+            args,
+            why: format!("{why}; `{reference}` looks like an abbreviated commit id: name the commit by its full 40-character id, or by a branch or tag"),
+        },
+        e => e,
+    }
 }
 
 /// Memory `git` may take beyond the download bound: its own working set (libcurl, the
@@ -489,6 +506,35 @@ fn git_failure(out: &std::process::Output, limits: &[(&str, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_fetch_of_an_abbreviated_commit_says_to_name_it_in_full() {
+        let failed = || RemoteError::Git {
+            url: "https://h/r.git".into(),
+            args: "fetch".into(),
+            why: "fatal: couldn't find remote ref".into(),
+        };
+        let cases = [
+            ("1a2b3c4", true),
+            ("deadbeef", true),
+            ("main", false),
+            ("v1.2.3", false),
+            ("abc", false), // too short to be taken for an id
+            ("0123456789abcdef0123456789abcdef01234567", false), // full: fetched as it is
+        ];
+        for (reference, hinted) in cases {
+            let shown = abbreviation_hint(failed(), reference).to_string();
+            assert_eq!(
+                shown.contains("full 40-character id"),
+                hinted,
+                "{reference}: {shown}"
+            );
+            assert!(
+                shown.starts_with("https://h/r.git: git fetch: fatal"),
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn sources_are_classified() {

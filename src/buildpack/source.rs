@@ -134,7 +134,7 @@ pub fn fetch(src: &Source, text: &str, root: &Path) -> Result<Fetched, Buildpack
     let (name, dir, commit) = match src {
         Source::Shipped(n) => (n.clone(), shipped::write_out(root, n)?, None),
         Source::Dir(d) => {
-            if !d.join("bin/detect").is_file() || !d.join("bin/compile").is_file() {
+            if !has_program(d, "bin/detect") || !has_program(d, "bin/compile") {
                 return Err(BuildpackError::NotABuildpack(d.clone()));
             }
             (last_component(&d.display().to_string()), d.clone(), None)
@@ -159,7 +159,7 @@ pub fn fetch(src: &Source, text: &str, root: &Path) -> Result<Fetched, Buildpack
             (last_component(url), dir, None)
         }
     };
-    if !dir.join("bin/compile").is_file() {
+    if !has_program(&dir, "bin/compile") {
         return Err(BuildpackError::NotABuildpack(dir));
     }
     Ok(Fetched {
@@ -169,6 +169,15 @@ pub fn fetch(src: &Source, text: &str, root: &Path) -> Result<Fetched, Buildpack
         commit,
         dir,
     })
+}
+
+/// Whether the buildpack in `dir` has the regular file `rel`, its links resolved inside
+/// `dir` as they are when it runs in the build's container: a fetched buildpack whose
+/// `bin/compile` links to a host path must not have keel look at that path.
+fn has_program(dir: &Path, rel: &str) -> bool {
+    crate::sys::rootfs::Rootfs::open(dir)
+        .and_then(|tree| tree.stat(Path::new(rel)))
+        .is_ok_and(|st| st.is_some_and(|st| st.kind == crate::sys::rootfs::Kind::File))
 }
 
 /// The directory fetches happen in: inside the root, next to where they land, so the
@@ -255,6 +264,35 @@ fn fetch_tarball(url: &str, dest: &Path, root: &Path) -> Result<(), BuildpackErr
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buildpack's programs are looked up inside its tree: a link to a host file that
+    /// exists does not make one (the host is not looked at), a link inside the tree does.
+    #[test]
+    fn programs_are_found_inside_the_buildpack_only() {
+        use std::os::unix::fs::symlink;
+        let host = tempfile::NamedTempFile::new().unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let bin = d.path().join("bin");
+        std::fs::create_dir_all(bin.join("dir")).unwrap();
+        std::fs::write(bin.join("real"), "#!/bin/sh\n").unwrap();
+        symlink(host.path(), bin.join("to-host")).unwrap();
+        symlink("real", bin.join("to-real")).unwrap();
+        symlink("../../../../../../..", bin.join("up")).unwrap();
+        let cases = [
+            ("bin/real", true),
+            ("bin/to-real", true),
+            ("bin/to-host", false),
+            ("bin/dir", false),
+            ("bin/missing", false),
+            // `..` stops at the buildpack's top: up/<host path> is looked for inside it.
+            ("bin/up/etc/passwd", false),
+        ];
+        for (rel, found) in cases {
+            assert_eq!(has_program(d.path(), rel), found, "{rel}");
+        }
+        let up = format!("bin/up{}", host.path().display());
+        assert!(!has_program(d.path(), &up), "{up}");
+    }
 
     #[test]
     fn buildpack_references() {

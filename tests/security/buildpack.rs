@@ -128,3 +128,55 @@ fn a_buildpack_tarball_cannot_make_a_host_directory_the_buildpack() {
     }
     canary.assert_intact();
 }
+
+/// A tar of a buildpack whose `bin/detect` is its own and whose `bin/compile` is a link
+/// to `target`.
+fn compile_link_tarball(target: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    let detect = b"#!/bin/sh\nexit 0\n";
+    h.set_mode(0o755);
+    h.set_size(detect.len() as u64);
+    b.append_data(&mut h, "bin/detect", &detect[..]).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_mode(0o777);
+    h.set_size(0);
+    b.append_link(&mut h, "bin/compile", target).unwrap();
+    b.into_inner().unwrap()
+}
+
+/// Break: the buildpack's `bin/compile` is a link to a host script. keel looked the
+/// program up on the host (`is_file`, following the link out of the buildpack), so the
+/// host's files decided whether the buildpack was taken. Now its links resolve inside the
+/// buildpack, as they do in the build's container: the link leads nowhere, the build
+/// fails as not a buildpack, and nothing of the host script is read or run.
+#[test]
+fn a_buildpack_program_linking_to_the_host_is_not_looked_up_there() {
+    require!(
+        crate::common::have("python3"),
+        "python3 is not installed (the test's HTTP server)"
+    );
+    let canary = CanaryDir::new();
+    let host = host_buildpack(&canary.secret);
+    let k = Keel::new();
+    let served = k.path("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let tarball = compile_link_tarball(&host.path().join("bin/compile"));
+    std::fs::write(served.join("bp.tar"), tarball).unwrap();
+    let server = PyServer::start(ENDLESS_HTTP, &[served.to_str().unwrap()]);
+    let url = format!("http://127.0.0.1:{}/files/bp.tar", server.port);
+    let (out, t) = build_with(&k, &url, None);
+    assert!(!out.status.success(), "the build succeeded: {t}");
+    assert!(t.contains("is not a buildpack"), "{t}");
+    canary.assert_not_leaked(&t);
+    for f in files_below(&k.root()) {
+        let bytes = std::fs::read(&f).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(&canary.secret),
+            "the host script's content is in keel's root: {}",
+            f.display()
+        );
+    }
+    canary.assert_intact();
+}
