@@ -108,12 +108,18 @@ fn a_buildpack_tarball_cannot_make_a_host_directory_the_buildpack() {
     );
     let canary = CanaryDir::new();
     let host = host_buildpack(&canary.secret);
+    refused_as_not_a_buildpack(&canary, link_tarball(host.path()));
+}
+
+/// Serves `tarball` as a buildpack and shows keel refuses it as not a buildpack, with
+/// nothing of the canary's secret (which the host buildpack holds) in its output or root.
+fn refused_as_not_a_buildpack(canary: &CanaryDir, tarball: Vec<u8>) {
     let k = Keel::new();
     let served = k.path("served");
     std::fs::create_dir_all(&served).unwrap();
-    std::fs::write(served.join("link.tar"), link_tarball(host.path())).unwrap();
+    std::fs::write(served.join("bp.tar"), tarball).unwrap();
     let server = PyServer::start(ENDLESS_HTTP, &[served.to_str().unwrap()]);
-    let url = format!("http://127.0.0.1:{}/files/link.tar", server.port);
+    let url = format!("http://127.0.0.1:{}/files/bp.tar", server.port);
     let (out, t) = build_with(&k, &url, None);
     assert!(!out.status.success(), "the build succeeded: {t}");
     assert!(t.contains("is not a buildpack"), "{t}");
@@ -159,24 +165,8 @@ fn a_buildpack_program_linking_to_the_host_is_not_looked_up_there() {
     );
     let canary = CanaryDir::new();
     let host = host_buildpack(&canary.secret);
-    let k = Keel::new();
-    let served = k.path("served");
-    std::fs::create_dir_all(&served).unwrap();
-    let tarball = compile_link_tarball(&host.path().join("bin/compile"));
-    std::fs::write(served.join("bp.tar"), tarball).unwrap();
-    let server = PyServer::start(ENDLESS_HTTP, &[served.to_str().unwrap()]);
-    let url = format!("http://127.0.0.1:{}/files/bp.tar", server.port);
-    let (out, t) = build_with(&k, &url, None);
-    assert!(!out.status.success(), "the build succeeded: {t}");
-    assert!(t.contains("is not a buildpack"), "{t}");
-    canary.assert_not_leaked(&t);
-    for f in files_below(&k.root()) {
-        let bytes = std::fs::read(&f).unwrap_or_default();
-        assert!(
-            !String::from_utf8_lossy(&bytes).contains(&canary.secret),
-            "the host script's content is in keel's root: {}",
-            f.display()
-        );
-    }
-    canary.assert_intact();
+    refused_as_not_a_buildpack(
+        &canary,
+        compile_link_tarball(&host.path().join("bin/compile")),
+    );
 }
