@@ -76,12 +76,7 @@ class H(http.server.BaseHTTPRequestHandler):
         if self.path.startswith("/announced"):
             self.send_header("Content-Length", str(10 << 30))
         self.end_headers()
-        chunk = b"A" * 65536
-        try:
-            while True:
-                self.wfile.write(chunk)
-        except Exception:
-            pass
+        write_forever(self.wfile, b"A")
     def log_message(self, *a):
         pass
 s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
@@ -89,8 +84,21 @@ print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
 
-/// A hostile HTTP server: a Python 3 stdlib `program` (run with `args`) that listens on
-/// a free loopback port and prints it on its first line. Killed on drop.
+/// What every [`PyServer`] program may call: `write_forever(wfile, byte)` sends that
+/// byte to the client until it goes away (a body that never ends).
+const PY_HELPERS: &str = r#"
+def write_forever(wfile, byte):
+    chunk = byte * 65536
+    try:
+        while True:
+            wfile.write(chunk)
+    except Exception:
+        pass
+"#;
+
+/// A hostile HTTP server: a Python 3 stdlib `program` (run with `args`, after
+/// [`PY_HELPERS`]) that listens on a free loopback port and prints it on its first line.
+/// Killed on drop.
 pub struct PyServer {
     child: Child,
     pub port: u16,
@@ -99,7 +107,7 @@ pub struct PyServer {
 impl PyServer {
     pub fn start(program: &str, args: &[&str]) -> PyServer {
         let mut child = Command::new("python3")
-            .args(["-c", program])
+            .args(["-c", &format!("{PY_HELPERS}{program}")])
             .args(args)
             .stdout(Stdio::piped())
             .spawn()

@@ -25,12 +25,7 @@ class H(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", media_type)
         self.end_headers()
-        chunk = b" " * 65536
-        try:
-            while True:
-                self.wfile.write(chunk)
-        except Exception:
-            pass
+        write_forever(self.wfile, b" ")
     def answer(self, status, media_type="application/json", body=b"", headers=()):
         self.send_response(status)
         self.send_header("Content-Type", media_type)
