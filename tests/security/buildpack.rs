@@ -26,14 +26,19 @@ fn host_buildpack(secret: &str) -> tempfile::TempDir {
     d
 }
 
-/// A tar whose only entry is the symlink `bp` → `target`.
-fn link_tarball(target: &Path) -> Vec<u8> {
-    let mut b = tar::Builder::new(Vec::new());
+/// Appends the symlink `name` → `target` to `b`.
+fn append_symlink(b: &mut tar::Builder<Vec<u8>>, name: &str, target: &Path) {
     let mut h = tar::Header::new_gnu();
     h.set_entry_type(tar::EntryType::Symlink);
     h.set_mode(0o777);
     h.set_size(0);
-    b.append_link(&mut h, "bp", target).unwrap();
+    b.append_link(&mut h, name, target).unwrap();
+}
+
+/// A tar whose only entry is the symlink `bp` → `target`.
+fn link_tarball(target: &Path) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    append_symlink(&mut b, "bp", target);
     b.into_inner().unwrap()
 }
 
@@ -144,11 +149,7 @@ fn compile_link_tarball(target: &Path) -> Vec<u8> {
     h.set_mode(0o755);
     h.set_size(detect.len() as u64);
     b.append_data(&mut h, "bin/detect", &detect[..]).unwrap();
-    let mut h = tar::Header::new_gnu();
-    h.set_entry_type(tar::EntryType::Symlink);
-    h.set_mode(0o777);
-    h.set_size(0);
-    b.append_link(&mut h, "bin/compile", target).unwrap();
+    append_symlink(&mut b, "bin/compile", target);
     b.into_inner().unwrap()
 }
 
