@@ -38,6 +38,9 @@ pub const POINTS: &[&str] = &[
     // An incremental COPY took the previous layer's tree out of the cache (into a temp
     // entry) to patch it into the new layer's; nothing of it changed yet.
     "storage.reuse-taken",
+    // A file kept beside a layer-cache entry (the layer's entry index, written behind the
+    // build while its next step runs) is half-written.
+    "storage.beside-partial",
     // An incremental COPY is writing its layer's tar from the previous layer's blob (an
     // unchanged file's content about to be taken from it) while patching the old tree.
     "build.copy-derived",

@@ -440,6 +440,12 @@ pub struct BuildCache {
     /// COPY's inputs is ~20,000 frees on the build's critical path, and a command about to exit forgets
     /// the cache instead (`build::exec::Scratch`).
     set_aside: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+    /// Writes for later builds (the last inputs; a layer's entry index), off the build's
+    /// critical path.
+    behind: super::behind::WriteBehind,
+    /// The last-inputs files with a write still queued in `behind`: a read of one waits
+    /// for it (a read of another, as a RUN after a COPY makes, does not).
+    writing: Arc<std::sync::Mutex<std::collections::HashSet<PathBuf>>>,
 }
 
 impl BuildCache {
@@ -449,7 +455,26 @@ impl BuildCache {
             last_read: std::sync::Mutex::new(None),
             reading: std::sync::Mutex::new(None),
             set_aside: std::sync::Mutex::new(Vec::new()),
+            behind: Default::default(),
+            writing: Default::default(),
         }
+    }
+
+    /// Waits for a queued write of the last-inputs file `path`, if there is one.
+    fn settle_inputs(&self, path: &Path) {
+        if self
+            .writing
+            .lock()
+            .expect("inputs writing lock")
+            .contains(path)
+        {
+            self.behind.settle();
+        }
+    }
+
+    /// The build's writes for later builds (see `build::behind`).
+    pub fn behind(&self) -> &super::behind::WriteBehind {
+        &self.behind
     }
     fn entry_path(&self, key: &CacheKey) -> PathBuf {
         self.dir.join("steps").join(format!("{}.json", key.hex()))
@@ -544,7 +569,11 @@ impl BuildCache {
         // A thread that panicked read nothing: they are read here, as without it.
         let found = match ahead.map(std::thread::JoinHandle::join) {
             Some(Ok(found)) => found,
-            _ => read_inputs(&self.inputs_path(position)),
+            _ => {
+                let path = self.inputs_path(position);
+                self.settle_inputs(&path);
+                read_inputs(&path)
+            }
         };
         let before = memo.replace((position.to_string(), found.clone()));
         self.set_aside_memo(before);
@@ -566,6 +595,7 @@ impl BuildCache {
             return;
         }
         let path = self.inputs_path(position);
+        self.settle_inputs(&path);
         let spawned = std::thread::Builder::new()
             .name("keel-last-inputs".into())
             .spawn(move || read_inputs(&path));
@@ -585,8 +615,18 @@ impl BuildCache {
         let before = self.last_read.lock().expect("inputs memo lock").take();
         self.set_aside_memo(before);
         // ~1 MB for a 10,000-file COPY: not renamed over the old file (see `replace`); an
-        // empty file after a crash reads as no previous build.
-        let _ = hostfs::replace(&self.inputs_path(position), &inputs.canonical);
+        // empty file after a crash reads as no previous build. Written behind: only a later
+        // build reads it (this one's reads wait for it).
+        let (path, text) = (self.inputs_path(position), inputs.canonical.clone());
+        let writing = Arc::clone(&self.writing);
+        writing
+            .lock()
+            .expect("inputs writing lock")
+            .insert(path.clone());
+        self.behind.submit(move || {
+            let _ = hostfs::replace(&path, &text);
+            writing.lock().expect("inputs writing lock").remove(&path);
+        });
     }
 
     /// Holds a step's large inputs (its `Keyed` key inputs, what it read of its files)
@@ -954,6 +994,7 @@ mod tests {
             .insert("/app/new".into(), "File 644 0:0 sha256:03".into());
         let writer = BuildCache::new(dir.path());
         writer.record_inputs("a", &a.clone().keyed());
+        writer.behind().finish(); // written behind: done once the writer's build ends
         let older = writer.inputs_path("older");
         fs::write(&older, serde_json::to_vec(&b).unwrap()).unwrap();
         fs::write(writer.inputs_path("broken"), b"{").unwrap();

@@ -406,8 +406,8 @@ pub struct CopySinks<'a> {
 /// others have none). The layer then carries what its key says, with no `lgetxattr` per
 /// file, and one lookup per file serves both.
 pub struct KnownFiles<'a> {
-    pub digests: &'a std::collections::HashMap<String, layer::index::ContentDigest>,
-    pub caps: &'a std::collections::HashMap<String, Vec<u8>>,
+    pub digests: &'a foldhash::HashMap<String, layer::index::ContentDigest>,
+    pub caps: &'a foldhash::HashMap<String, Vec<u8>>,
 }
 
 impl KnownFiles<'_> {

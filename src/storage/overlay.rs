@@ -700,13 +700,14 @@ impl PendingLayer {
     /// it): marked (with `counted`, the summary the unpack counted, when it could) and
     /// renamed into the cache, unless a complete entry is there already. A chunked image
     /// records `blob`, the store's blob it reads from, which must be the very stream it
-    /// was made of (so its digest is `diff_id`: the uncompressed tar).
+    /// was made of (so its digest is `diff_id`: the uncompressed tar). Returns the entry's
+    /// directory (for `store_beside`).
     pub fn keep(
         self,
         diff_id: &Digest,
         blob: &Digest,
         counted: Option<crate::layer::tally::Summary>,
-    ) -> Result<()> {
+    ) -> Result<PathBuf> {
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         if self.kind == EntryKind::Chunked {
             let path = self.tmp.path().join(DEVICE);
@@ -721,10 +722,9 @@ impl PendingLayer {
         // The cache's files are 0644 whatever keel's umask (a tree's modes are the
         // layer's own): the same cache under umask 022 and 077.
         use std::os::unix::fs::PermissionsExt;
-        for file in [IMAGE, DEVICE, crate::layer::index::STORED] {
+        for file in [IMAGE, DEVICE] {
             let path = self.tmp.path().join(file);
-            let keels = self.kind != EntryKind::Tree || file == crate::layer::index::STORED;
-            if keels && path.is_file() {
+            if self.kind != EntryKind::Tree && path.is_file() {
                 hostfs::set_permissions(&path, fs::Permissions::from_mode(0o644))
                     .map_err(StorageError::io("chmod", &path))?;
             }
@@ -737,8 +737,26 @@ impl PendingLayer {
             "layer",
             vec![diff_id.to_string()],
             counted,
-        )
+        )?;
+        Ok(dest)
     }
+}
+
+/// Writes `name` (a file keel reads back and checks itself, as the layer's entry index)
+/// into the cache entry `entry`, which is in place already: never makes the directory (an
+/// entry removed meanwhile stays removed), and is 0644 whatever keel's umask, as `keep`
+/// leaves the files it finds.
+pub fn store_beside(entry: &Path, name: &str, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut opts = fs::File::options();
+    opts.write(true).create(true).truncate(true).mode(0o644);
+    let mut f = hostfs::open_with(&opts, entry.join(name))?;
+    hostfs::set_file_permissions(&f, fs::Permissions::from_mode(0o644))?;
+    let (head, tail) = contents.split_at(contents.len() / 2);
+    f.write_all(head)?;
+    crate::fault::point("storage.beside-partial");
+    f.write_all(tail)
 }
 
 /// Whether the overlay driver's cache under `storage` holds layer `diff_id`'s tree

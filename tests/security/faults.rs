@@ -67,6 +67,8 @@ const CASES: &[Case] = &[
     c("build-incremental", "storage.reuse-taken", 1),
     c("build-incremental", "build.copy-derived", 1),
     c("build-incremental", "store.blob-stored", 1),
+    // The patched tree's entry index, half-written behind the build (the RUN running).
+    c("build-incremental", "storage.beside-partial", 1),
     // The step's last inputs (3) and the stat index (7) exchanged, the old content still
     // under the temp name beside them (session 8: nothing swept those names).
     c("build-replace", "hostfs.exchanged@cache/last", 1),
@@ -83,6 +85,7 @@ const CASES: &[Case] = &[
         1,
     ),
     c("build-chunk-incremental", "storage.unpack-partial", 1),
+    c("build-chunk-incremental", "storage.beside-partial", 1),
     // The COPY layer kept as a chunked erofs image over its blob (KEEL_LAYER_FORMAT=chunk,
     // the default): killed once its image is written, before the entry is placed, after
     // the blob is, and with the RUN step's snapshot mounted over the image and its blob.

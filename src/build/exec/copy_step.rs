@@ -38,8 +38,10 @@ struct Copy {
     remote: bool,
 }
 
-/// Content digests of a copy's regular files, by context path.
-type Digests = std::collections::HashMap<String, crate::layer::index::ContentDigest>;
+/// Content digests of a copy's regular files, by context path (foldhash: the layer's
+/// writer looks each file up, ~10,000 times for the one-file row, and SipHash's share of
+/// that showed in its profile).
+type Digests = foldhash::HashMap<String, crate::layer::index::ContentDigest>;
 
 /// What the key computation read of a copy's regular files, by context path: each one's
 /// content digest, and the capabilities of those that have one (a file in `digests` but
@@ -47,7 +49,7 @@ type Digests = std::collections::HashMap<String, crate::layer::index::ContentDig
 #[derive(Default)]
 struct FilesRead {
     digests: Digests,
-    caps: std::collections::HashMap<String, Vec<u8>>,
+    caps: foldhash::HashMap<String, Vec<u8>>,
 }
 
 /// What the last build of a copy offers this one (`commit_plain`).
@@ -666,12 +668,16 @@ impl Executor<'_> {
             return Ok(None);
         };
         if let (Some(p), Some(stats)) = (pending, whole) {
-            if let Some(index) = stats.index {
-                store_index(&p, &layer.diff_id, &index);
-            }
             let blob = layer.descriptor.digest();
-            if let Err(e) = p.keep(&layer.diff_id, blob, stats.summary) {
-                tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id);
+            match p.keep(&layer.diff_id, blob, stats.summary) {
+                Err(e) => tracing::debug!("layer {} not kept as a tree: {e}", layer.diff_id),
+                Ok(entry) => {
+                    if let Some(index) = stats.index {
+                        let diff_id = layer.diff_id.clone();
+                        let behind = move || store_index(&entry, &diff_id, &index);
+                        self.cache.behind().submit(behind);
+                    }
+                }
             }
         }
         Ok(Some(layer))
@@ -1134,19 +1140,24 @@ fn push_octal(out: &mut String, mut n: u32) {
     digits[at..].iter().for_each(|&d| out.push(d as char));
 }
 
-/// Stores `index` (of the layer `diff_id` now in `pending`'s tree) beside the tree, for
-/// the layer's next version to read instead of indexing the blob again. Best effort: a
-/// missing index only costs that.
+/// Stores `index` (of the layer `diff_id`) in its cache entry `entry`, for the layer's
+/// next version to read instead of indexing the blob again. Best effort (a missing index
+/// only costs that), and written behind the build: the entry is in place already, so
+/// this never makes a directory (an entry gc took meanwhile stays gone), and a torn file
+/// fails the index's checksum.
 fn store_index(
-    pending: &crate::storage::overlay::PendingLayer,
+    entry: &std::path::Path,
     diff_id: &crate::digest::Digest,
     index: &crate::layer::index::EntryIndex,
 ) {
     let Some(raw) = crate::digest::raw_sha256(diff_id) else {
         return;
     };
-    let path = pending.dir().join(crate::layer::index::STORED);
-    if let Err(e) = crate::sys::hostfs::write(&path, index.encode(&raw)) {
+    if let Err(e) = crate::storage::overlay::store_beside(
+        entry,
+        crate::layer::index::STORED,
+        &index.encode(&raw),
+    ) {
         tracing::debug!("the layer's entry index was not stored: {e}");
     }
 }

@@ -388,6 +388,8 @@ impl<'a> Executor<'a> {
     /// Builds the target stage and everything it needs.
     pub fn build(mut self) -> Result<BuildOutcome, BuildError> {
         let mut built = self.build_target();
+        // Before the cache can be forgotten with the scratch (the writes would be lost).
+        self.cache.behind().finish();
         match &mut built {
             Err(_) => self.open_log(), // the error names the log directory
             Ok(outcome) => {
