@@ -10,26 +10,23 @@
 //! A blob that changed under the index, or lies, yields `None` (the caller reads the
 //! source), never wrong bytes.
 //!
-//! Reads only: the old blob is read forward through a window, since the new tar asks for
-//! content in about the order the old one holds it.
+//! Reads only: the old blob is mapped (`sys::fs::MappedFile`) and each content hashed
+//! where it lies, with no copy out of the page cache (a `pread` window copied the whole
+//! blob once per derived layer: docs/performance.md, session 21). A store blob is never
+//! changed in place — written under a temp name, renamed in, removed by unlinking — so
+//! the mapping holds the bytes the index was read from, or the hash says otherwise.
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use super::index::{ContentDigest, EntryIndex, Span, MAX_INDEXED};
-
-/// How much of the old blob is read at a time.
-const WINDOW: usize = 1 << 20;
+use super::index::{ContentDigest, EntryIndex, MAX_INDEXED};
+use crate::sys::fs::MappedFile;
 
 /// The old blob of a layer and its index.
 pub struct OldBlob {
-    file: File,
+    blob: MappedFile,
     index: Arc<EntryIndex>,
-    window: Vec<u8>,
-    /// The blob offset of `window[0]`.
-    start: u64,
     /// Contents handed out, and asked for but refused (not there, or not what the index
     /// promised).
     pub used: u64,
@@ -37,16 +34,15 @@ pub struct OldBlob {
 }
 
 impl OldBlob {
-    /// The blob `file` (uncompressed, read from its start), indexed as `index`.
-    pub fn new(file: File, index: Arc<EntryIndex>) -> OldBlob {
-        OldBlob {
-            file,
+    /// The blob `file` (uncompressed), indexed as `index`; None when it cannot be mapped.
+    pub fn new(file: &File, index: Arc<EntryIndex>) -> Option<OldBlob> {
+        let blob = MappedFile::map(file).ok()?;
+        Some(OldBlob {
+            blob,
             index,
-            window: Vec::new(),
-            start: 0,
             used: 0,
             refused: 0,
-        }
+        })
     }
 
     /// The index this blob was read into.
@@ -58,45 +54,23 @@ impl OldBlob {
     pub fn content(&mut self, digest: &ContentDigest, len: u64) -> Option<&[u8]> {
         let span = self.index.content(digest);
         let span = span.filter(|s| s.len == len && s.len <= MAX_INDEXED)?;
-        let ok = self.fill(span).is_ok() && {
-            let at = (span.offset - self.start) as usize;
-            let bytes = &self.window[at..at + span.len as usize];
-            Sha256::digest(bytes).as_slice() == digest
-        };
-        if !ok {
-            self.refused += 1;
-            return None;
-        }
-        self.used += 1;
-        let at = (span.offset - self.start) as usize;
-        Some(&self.window[at..at + span.len as usize])
-    }
-
-    /// Makes the window cover `span` (reading from its offset on when it does not).
-    fn fill(&mut self, span: Span) -> std::io::Result<()> {
-        let end = span.offset + span.len;
-        let covered = span.offset >= self.start && end <= self.start + self.window.len() as u64;
-        if covered {
-            return Ok(());
-        }
-        let want = WINDOW.max(span.len as usize);
-        self.window.resize(want, 0);
-        let mut got = 0;
-        while got < want {
-            match self
-                .file
-                .read_at(&mut self.window[got..], span.offset + got as u64)?
-            {
-                0 => break,
-                n => got += n,
+        let bytes = usize::try_from(span.offset).ok().and_then(|at| {
+            let bytes = self
+                .blob
+                .bytes()
+                .get(at..at.checked_add(span.len as usize)?)?;
+            (Sha256::digest(bytes).as_slice() == digest).then_some(bytes)
+        });
+        match bytes {
+            Some(b) => {
+                self.used += 1;
+                Some(b)
+            }
+            None => {
+                self.refused += 1;
+                None
             }
         }
-        self.window.truncate(got);
-        self.start = span.offset;
-        if (got as u64) < span.len {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        Ok(())
     }
 }
 
@@ -130,7 +104,7 @@ mod tests {
     fn content_is_found_by_digest_and_checked_again() {
         let old = tar_of(&[("a", b"one"), ("d/b", b"two"), ("c", &[7u8; 3000])]);
         let idx = Arc::new(EntryIndex::of_tar(Cursor::new(old.clone())).unwrap());
-        let mut ob = OldBlob::new(blob(&old), idx.clone());
+        let mut ob = OldBlob::new(&blob(&old), idx.clone()).unwrap();
         assert_eq!(ob.content(&sha(b"two"), 3), Some(&b"two"[..]));
         assert_eq!(ob.content(&sha(b"one"), 3), Some(&b"one"[..]), "backwards");
         assert_eq!(
@@ -144,7 +118,7 @@ mod tests {
         let mut lying = old.clone();
         let at = idx.content(&sha(b"two")).unwrap().offset as usize;
         lying[at] = b'X';
-        let mut ob = OldBlob::new(blob(&lying), idx);
+        let mut ob = OldBlob::new(&blob(&lying), idx).unwrap();
         assert_eq!(ob.content(&sha(b"two"), 3), None);
         assert_eq!(ob.content(&sha(b"one"), 3), Some(&b"one"[..]));
         assert_eq!((ob.used, ob.refused), (1, 1));
@@ -154,7 +128,7 @@ mod tests {
     fn a_short_blob_is_refused() {
         let old = tar_of(&[("a", b"content")]);
         let idx = Arc::new(EntryIndex::of_tar(Cursor::new(old.clone())).unwrap());
-        let mut ob = OldBlob::new(blob(&old[..515]), idx);
+        let mut ob = OldBlob::new(&blob(&old[..515]), idx).unwrap();
         assert_eq!(ob.content(&sha(b"content"), 7), None);
     }
 }

@@ -401,9 +401,88 @@ pub fn give_to_tree_owner(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// A file's bytes mapped read-only (`mmap`, private, populated up front), read in place
+/// instead of copied out by `pread`. Only for files that are never changed in place
+/// while mapped — the store's blobs, written under a temp name and renamed in whole, and
+/// removed only by unlinking (which leaves a mapping intact): a file truncated under the
+/// mapping would fault on the bytes it lost.
+pub struct MappedFile {
+    ptr: std::ptr::NonNull<std::ffi::c_void>,
+    len: usize,
+}
+
+// SAFETY: the mapping is read-only and owned by this value alone (unmapped on drop); no
+// interior mutability is exposed, so moving or sharing it between threads is sound.
+unsafe impl Send for MappedFile {}
+// SAFETY: as above: `&MappedFile` only ever reads.
+unsafe impl Sync for MappedFile {}
+
+impl MappedFile {
+    /// Maps all of `file` (empty files map to an empty slice without a mapping).
+    pub fn map(file: &File) -> io::Result<MappedFile> {
+        use nix::sys::mman::{mmap, MapFlags, ProtFlags};
+        let len = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
+        let Some(size) = std::num::NonZeroUsize::new(len) else {
+            return Ok(MappedFile {
+                ptr: std::ptr::NonNull::dangling(),
+                len: 0,
+            });
+        };
+        // SAFETY: a fresh private read-only mapping of an open file at offset 0 for its
+        // current length: it aliases no Rust memory, and `file` may close afterwards (the
+        // mapping keeps its own reference).
+        let ptr = unsafe {
+            mmap(
+                None,
+                size,
+                ProtFlags::PROT_READ,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_POPULATE,
+                file,
+                0,
+            )
+        }?;
+        Ok(MappedFile { ptr, len })
+    }
+
+    /// The file's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        // SAFETY: `ptr` is a live mapping of `len` readable bytes (or dangling with
+        // `len` 0), unmapped only on drop, which this borrow of `self` precedes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) }
+    }
+}
+
+impl Drop for MappedFile {
+    fn drop(&mut self) {
+        if self.len > 0 {
+            // SAFETY: the mapping made in `map`, of `len` bytes, unmapped once; no borrow
+            // of its bytes outlives `self`.
+            let _ = unsafe { nix::sys::mman::munmap(self.ptr, self.len) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mapped file reads as its bytes, an empty one as nothing, and the mapping
+    /// outlives the handle it was made from (and the file's name).
+    #[test]
+    fn a_mapped_file_reads_as_its_bytes() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blob");
+        let body: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        File::create(&path).unwrap().write_all(&body).unwrap();
+        let map = MappedFile::map(&File::open(&path).unwrap()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(map.bytes(), &body[..]);
+        let empty = dir.path().join("empty");
+        File::create(&empty).unwrap();
+        let map = MappedFile::map(&File::open(&empty).unwrap()).unwrap();
+        assert!(map.bytes().is_empty());
+    }
 
     /// Each entry's lstat as `list_lstat` gives it is what std's `symlink_metadata` says
     /// (file, directory, symlink, fifo, a non-UTF-8 name), "." and ".." are not listed,

@@ -796,10 +796,7 @@ fn old_blob(
         stored,
         "indexed the previous layer's entries"
     );
-    Some(crate::layer::derive::OldBlob::new(
-        open()?,
-        std::sync::Arc::new(index),
-    ))
+    crate::layer::derive::OldBlob::new(&open()?, std::sync::Arc::new(index))
 }
 
 /// [`old_blob`] of the layer a copy will patch, read on a thread of its own from
