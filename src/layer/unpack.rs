@@ -359,8 +359,11 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         for (rel, secs) in &self.dir_times {
             // Later entries may have replaced a directory (or one of its parents) with a
             // symlink: re-resolve in-root and touch only what is still a directory there.
-            if !matches!(self.tree.lstat(rel), Ok(Some(s)) if s.kind == Kind::Dir) {
-                continue;
+            // One whose mtime is already the entry's (a patched tree's directory nothing
+            // was added to or removed from) is left as it is: only its atime would change.
+            match self.tree.lstat(rel) {
+                Ok(Some(s)) if s.kind == Kind::Dir && s.mtime != (*secs, 0) => {}
+                _ => continue,
             }
             self.tree.set_times(rel, *secs, 0).map_err(|e| {
                 LayerError::bad(rel.display().to_string(), format!("setting mtime: {e}"))
@@ -1209,6 +1212,59 @@ mod tests {
         let kept = if crate::sys::proc::is_root() { 1 } else { 2 };
         assert_eq!(stats.dirs_kept, kept, "{stats:?}");
         assert_eq!(stats.dirs, 4, "{stats:?}");
+    }
+
+    /// A patched tree's directory whose mtime is already the entry's is not touched at
+    /// the end (its ctime stays), while one the patch added a file to gets the entry's
+    /// mtime again: either way the tree lists as a fresh unpack's.
+    #[test]
+    fn directories_whose_mtime_is_right_are_not_touched_again() {
+        use std::os::unix::fs::MetadataExt;
+        let file = |p, body: &str| E::File(p, 0o644, body.as_bytes().to_vec());
+        let old = tar_of(&[
+            E::Dir("a/", 0o755),
+            E::Dir("b/", 0o755),
+            file("a/f", "1"),
+            file("b/g", "2"),
+        ]);
+        let new = tar_of(&[
+            E::Dir("a/", 0o755),
+            E::Dir("b/", 0o755),
+            file("a/f", "1"),
+            file("b/h", "3"),
+        ]);
+        let patched = tempfile::tempdir().unwrap();
+        unpack(
+            io::Cursor::new(old),
+            patched.path(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        let ctime = |rel: &str| {
+            let m = std::fs::symlink_metadata(patched.path().join(rel)).unwrap();
+            (m.ctime(), m.ctime_nsec())
+        };
+        let before = (ctime("a"), ctime("b"));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let reuse = UnpackOptions {
+            reuse: true,
+            ..UnpackOptions::default()
+        };
+        unpack(io::Cursor::new(new.clone()), patched.path(), &reuse).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(
+            io::Cursor::new(new),
+            fresh.path(),
+            &UnpackOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+        assert_eq!(ctime("a"), before.0, "a/ was right: left alone");
+        assert_ne!(
+            ctime("b"),
+            before.1,
+            "b/ gained and lost a file: its mtime set again"
+        );
     }
 
     /// A patch whose stream names the same entries in the same order as the stream that

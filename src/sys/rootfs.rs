@@ -135,6 +135,8 @@ pub struct Stat {
     pub mode: u32,
     pub uid: u32,
     pub gid: u32,
+    /// The modification time: seconds and nanoseconds.
+    pub mtime: (i64, i64),
 }
 
 impl From<FileStat> for Stat {
@@ -145,6 +147,7 @@ impl From<FileStat> for Stat {
             mode: st.st_mode & 0o7777,
             uid: st.st_uid,
             gid: st.st_gid,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
         }
     }
 }
