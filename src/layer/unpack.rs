@@ -248,17 +248,25 @@ enum Reused {
 /// Relative paths a layer wrote, and their ancestors, by their bytes: hashing and
 /// comparing a `Path` walks its components, and these paths are clean (made by
 /// `clean_entry_path` and joins of directory listings), so bytes compare as paths do.
-struct Touched(HashSet<Box<[u8]>>);
+/// foldhash (seeded per process, as std's SipHash is), as the entry index's maps: one
+/// lookup and one insert per entry of a 10,000-entry patch.
+struct Touched(HashSet<Box<[u8]>, foldhash::fast::RandomState>);
 
 impl Touched {
+    fn with_capacity(n: usize) -> Touched {
+        Touched(HashSet::with_capacity_and_hasher(n, Default::default()))
+    }
+
     fn contains(&self, rel: &Path) -> bool {
         self.0.contains(rel.as_os_str().as_bytes())
     }
 
-    /// Adds `rel` and each ancestor up to the first one already there.
+    /// Adds `rel` and each ancestor up to the first one already there (looked up before
+    /// a name is copied for the set: most entries' parents are there already).
     fn insert_with_parents(&mut self, rel: &Path) {
         let mut p = rel.as_os_str().as_bytes();
-        while !p.is_empty() && self.0.insert(Box::from(p)) {
+        while !p.is_empty() && !self.0.contains(p) {
+            self.0.insert(Box::from(p));
             match p.iter().rposition(|&c| c == b'/') {
                 Some(slash) => p = &p[..slash],
                 None => break,
@@ -330,9 +338,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             dir_times: Vec::new(),
             // Sized for the old layer's entries when known: growing a set of 10,000s of
             // paths rehashes it into fresh memory.
-            touched: Touched(HashSet::with_capacity(
-                opts.known.as_ref().map_or(0, |k| k.paths()),
-            )),
+            touched: Touched::with_capacity(opts.known.as_ref().map_or(0, |k| k.paths())),
             parent: None,
             tally: super::tally::Tally::default(),
             told: None,
@@ -396,22 +402,24 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         fast
     }
     fn entry<R: Read>(&mut self, raw: &[u8], entry: &mut tar::Entry<R>) -> Result<(), LayerError> {
-        let shown = String::from_utf8_lossy(raw).into_owned();
+        // Borrowed unless the name is not UTF-8: it only ever names the entry in errors.
+        let shown = String::from_utf8_lossy(raw);
+        let shown: &str = &shown;
         let rel = clean_entry_path(raw)?;
         self.stats.entries += 1;
         let kind = entry.header().entry_type();
         if super::is_header_only(kind) {
             return Ok(());
         }
-        let Some(name) = rel.file_name().map(OsStr::to_os_string) else {
+        let Some(name) = rel.file_name() else {
             // The root itself ("./"): only its metadata.
             if kind.is_dir() {
                 let root = self.tree.root_dir();
-                self.metadata(&shown, At::Name(&root, OsStr::new(".")), &rel, entry, true)?;
+                self.metadata(shown, At::Name(&root, OsStr::new(".")), &rel, entry, true)?;
             }
             return Ok(());
         };
-        let parent_rel = rel.parent().unwrap_or(Path::new("")).to_path_buf();
+        let parent_rel = rel.parent().unwrap_or(Path::new(""));
         let name_bytes = name.as_bytes();
         let is_whiteout = name_bytes.starts_with(WHITEOUT_PREFIX.as_bytes());
         if is_whiteout {
@@ -420,20 +428,20 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         // Named for the first time in this stream: only then can the tree's file at
         // `rel` still be the old layer's.
         let first = !self.touched.contains(&rel);
-        let fast = self.fast(first && !is_whiteout, kind, &parent_rel);
+        let fast = self.fast(first && !is_whiteout, kind, parent_rel);
         if is_whiteout && self.opts.whiteouts == Whiteouts::Apply {
             // Deleting under a directory the lower layers do not have deletes nothing;
             // it must not create that directory either.
-            match self.tree.dir(&parent_rel) {
+            match self.tree.dir(parent_rel) {
                 Err(e) if e.is_not_found() => {
                     self.stats.whiteouts += 1;
                     return Ok(());
                 }
-                Err(e) => return Err(bad(&shown)(e)),
+                Err(e) => return Err(bad(shown)(e)),
                 Ok(_) => {}
             }
         }
-        let parent = self.parent_dir(&parent_rel, &shown)?;
+        let parent = self.parent_dir(parent_rel, shown)?;
         if let Some(b) = self.built.as_mut().filter(|_| !first) {
             b.note_again(&rel);
         }
@@ -451,17 +459,17 @@ impl<'t, 'o> Unpacker<'t, 'o> {
                 self.touch(&parent_rel.join(victim));
             }
             return self.whiteout(
-                &shown,
+                shown,
                 &parent,
-                &parent_rel,
+                parent_rel,
                 &name_bytes[WHITEOUT_PREFIX.len()..],
             );
         }
         let at = Place {
             parent: &parent,
-            name: name.as_os_str(),
+            name,
             rel: &rel,
-            shown: &shown,
+            shown,
             first,
             fast,
         };
@@ -559,7 +567,8 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             .link_name_bytes()
             .ok_or_else(|| LayerError::bad(shown, "symlink without a target"))?
             .into_owned();
-        if first && self.unchanged(parent, name, rel, entry, &[], Kind::Symlink)? {
+        let empty = <sha2::Sha256 as sha2::Digest>::digest([]).into();
+        if first && self.unchanged(parent, name, rel, entry, (empty, 0), Kind::Symlink)? {
             return Ok(());
         }
         if !fast {
@@ -749,47 +758,56 @@ impl<'t, 'o> Unpacker<'t, 'o> {
         shown: &str,
         entry: &mut tar::Entry<R>,
     ) -> Result<Reused, LayerError> {
-        let mut body = Vec::with_capacity(entry.size() as usize);
-        entry
-            .read_to_end(&mut body)
-            .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))?;
-        Ok(
-            match self.unchanged(parent, name, rel, entry, &body, Kind::File)? {
-                true => Reused::Whole,
-                false => Reused::Read(body),
-            },
-        )
+        let len = entry.size();
+        let mut body = Vec::new();
+        let read = |entry: &mut tar::Entry<R>, body: &mut Vec<u8>| {
+            body.reserve_exact(len as usize);
+            entry
+                .read_to_end(body)
+                .map_err(|e| LayerError::bad(shown, format!("reading file content: {e}")))
+        };
+        // A content whose digest the writer told is read only when the entry changed: an
+        // unchanged one's bytes are skipped with the stream, never copied out.
+        let told = self
+            .told
+            .as_mut()
+            .and_then(|t| t.at(entry.raw_file_position(), len));
+        let content = match told {
+            Some(digest) => digest,
+            None => {
+                read(entry, &mut body)?;
+                <sha2::Sha256 as sha2::Digest>::digest(&body).into()
+            }
+        };
+        if self.unchanged(parent, name, rel, entry, (content, len), Kind::File)? {
+            return Ok(Reused::Whole);
+        }
+        if told.is_some() {
+            read(entry, &mut body)?;
+        }
+        Ok(Reused::Read(body))
     }
 
-    /// Whether the entry (content `body`) is one the old layer had exactly so (and, after
-    /// a reshaping removal, the tree still has a `kind` of its size at `name`): then it
-    /// is counted and left alone.
+    /// Whether the entry (its content's digest and length given) is one the old layer
+    /// had exactly so (and, after a reshaping removal, the tree still has a `kind` of its
+    /// size at `name`): then it is counted and left alone.
     fn unchanged<R: Read>(
         &mut self,
         parent: &Dir,
         name: &OsStr,
         rel: &Path,
         entry: &mut tar::Entry<R>,
-        body: &[u8],
+        (content, len): (index::ContentDigest, u64),
         kind: Kind,
     ) -> Result<bool, LayerError> {
         let Some(known) = self.opts.known.as_ref().filter(|_| self.opts.reuse) else {
             return Ok(false);
         };
-        let told = match kind {
-            Kind::File => self
-                .told
-                .as_mut()
-                .and_then(|t| t.at(entry.raw_file_position(), body.len() as u64)),
-            _ => None,
-        };
-        let content: index::ContentDigest =
-            told.unwrap_or_else(|| <sha2::Sha256 as sha2::Digest>::digest(body).into());
         let fp = index::fingerprint_of(entry, &content)?;
         if let Some(b) = self.built.as_mut() {
             let span = index::Span {
                 offset: entry.raw_file_position(),
-                len: body.len() as u64,
+                len,
             };
             b.note(rel, fp, (kind == Kind::File).then_some((content, span)));
         }
@@ -804,7 +822,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
             let shown = rel.display().to_string();
             let there = parent.stat(name).map_err(bad(&shown))?;
             let size = match kind {
-                Kind::File => Some(body.len() as u64),
+                Kind::File => Some(len),
                 _ => None,
             };
             if !matches!(there, Some(st) if st.kind == kind && size.is_none_or(|s| s == st.size)) {
