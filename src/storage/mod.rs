@@ -144,6 +144,13 @@ pub trait Snapshotter: Send + Sync {
     ) -> Result<bool> {
         Ok(false)
     }
+    /// Unmounts `snap` once nothing reads through its mount again (its changes packed),
+    /// the kernel's teardown of the mount going on while the caller stores the layer —
+    /// where the driver can hand it to another thread. The snapshot is then only good
+    /// for `keep_as_layer` and removal. `unused` as for [`Snapshotter::keep_as_layer`].
+    fn release_mount(&self, _snap: &Snapshot, _unused: bool) -> Result<()> {
+        Ok(())
+    }
     /// A tree to unpack a layer into while it is being written, for the driver's cache to
     /// keep once its diff_id is known: empty, or the cached tree of `base` (an earlier
     /// version of the layer, taken out of the cache) when no snapshot uses it. None when

@@ -433,6 +433,17 @@ impl Snapshotter for OverlayDriver {
         })
     }
 
+    fn release_mount(&self, snap: &Snapshot, unused: bool) -> Result<()> {
+        let scan = match unused {
+            true => super::Scan::Skip,
+            false => super::Scan::Kill,
+        };
+        if let Some((_, pins)) = super::detach_pinned(&snap.dir, scan)? {
+            self.release(pins);
+        }
+        Ok(())
+    }
+
     fn pending_layer(&self, base: Option<&Digest>) -> Result<Option<PendingLayer>> {
         let chunked = chunk_layers(&self.storage) && !self.edited_as_tree(base);
         let image = match (chunked, erofs_layers()) {

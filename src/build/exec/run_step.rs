@@ -504,6 +504,10 @@ impl Executor<'_> {
         let mut blob = self.store.blob_writer()?;
         crate::layer::pack::pack(&changes, &snap.rootfs, &mut blob, &opts)
             .map_err(StepError::from)?;
+        // Nothing reads through the mount from here on: its teardown (after a RUN that
+        // looked at many files, the slowest part of the step's end) overlaps the blob's
+        // fsync and the rest of the build. A failure leaves it to `keep_as_layer`.
+        let _ = self.snapshotter.release_mount(snap, !self.live.get());
         let layer = step::stored(blob)?;
         // Only a shortcut: when it fails the layer is extracted when needed, as before.
         match self.snapshotter.keep_as_layer(
