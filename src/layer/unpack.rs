@@ -1185,6 +1185,29 @@ mod tests {
         }
     }
 
+    /// `old` unpacked into a fresh directory, `between` run on it, then `new` patched in
+    /// (`reuse`): the patched tree and the patch's stats, once the tree is shown to list
+    /// as `new` unpacked into an empty directory does.
+    fn patched_as_fresh(
+        old: Vec<u8>,
+        new: Vec<u8>,
+        between: impl FnOnce(&Path),
+    ) -> (tempfile::TempDir, UnpackStats) {
+        let patched = tempfile::tempdir().unwrap();
+        let plain = UnpackOptions::default();
+        unpack(io::Cursor::new(old), patched.path(), &plain).unwrap();
+        between(patched.path());
+        let reuse = UnpackOptions {
+            reuse: true,
+            ..UnpackOptions::default()
+        };
+        let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &reuse).unwrap();
+        let fresh = tempfile::tempdir().unwrap();
+        unpack(io::Cursor::new(new), fresh.path(), &plain).unwrap();
+        assert_eq!(listing(patched.path()), listing(fresh.path()));
+        (patched, stats)
+    }
+
     /// A directory already in the tree with the entry's owner and mode is left as it is
     /// (but for its mtime); one whose mode or owner differs is set again; either way
     /// the tree is what an unpack into an empty directory gives.
@@ -1206,26 +1229,7 @@ mod tests {
             E::Dir("c/", 0o755),
             E::File("a/f", 0o644, body()),
         ]);
-        let patched = tempfile::tempdir().unwrap();
-        let reuse = UnpackOptions {
-            reuse: true,
-            ..UnpackOptions::default()
-        };
-        unpack(
-            io::Cursor::new(old),
-            patched.path(),
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        let stats = unpack(io::Cursor::new(new.clone()), patched.path(), &reuse).unwrap();
-        let fresh = tempfile::tempdir().unwrap();
-        unpack(
-            io::Cursor::new(new),
-            fresh.path(),
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(listing(patched.path()), listing(fresh.path()));
+        let (_, stats) = patched_as_fresh(old, new, |_| ());
         // Without owners (not root), `c/` is right as it is too.
         let kept = if crate::sys::proc::is_root() { 1 } else { 2 };
         assert_eq!(stats.dirs_kept, kept, "{stats:?}");
@@ -1251,36 +1255,20 @@ mod tests {
             file("a/f", "1"),
             file("b/h", "3"),
         ]);
-        let patched = tempfile::tempdir().unwrap();
-        unpack(
-            io::Cursor::new(old),
-            patched.path(),
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        let ctime = |rel: &str| {
-            let m = std::fs::symlink_metadata(patched.path().join(rel)).unwrap();
+        let ctime = |tree: &Path, rel: &str| {
+            let m = std::fs::symlink_metadata(tree.join(rel)).unwrap();
             (m.ctime(), m.ctime_nsec())
         };
-        let before = (ctime("a"), ctime("b"));
-        std::thread::sleep(std::time::Duration::from_millis(20));
-        let reuse = UnpackOptions {
-            reuse: true,
-            ..UnpackOptions::default()
-        };
-        unpack(io::Cursor::new(new.clone()), patched.path(), &reuse).unwrap();
-        let fresh = tempfile::tempdir().unwrap();
-        unpack(
-            io::Cursor::new(new),
-            fresh.path(),
-            &UnpackOptions::default(),
-        )
-        .unwrap();
-        assert_eq!(listing(patched.path()), listing(fresh.path()));
-        assert_eq!(ctime("a"), before.0, "a/ was right: left alone");
+        let mut before = None;
+        let (patched, _) = patched_as_fresh(old, new, |tree| {
+            before = Some((ctime(tree, "a"), ctime(tree, "b")));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        });
+        let (a, b) = before.unwrap();
+        assert_eq!(ctime(patched.path(), "a"), a, "a/ was right: left alone");
         assert_ne!(
-            ctime("b"),
-            before.1,
+            ctime(patched.path(), "b"),
+            b,
             "b/ gained and lost a file: its mtime set again"
         );
     }
