@@ -455,7 +455,7 @@ impl Executor<'_> {
         // Each file's path on disk, built in one buffer (an allocation per file before).
         let mut path = std::path::PathBuf::new();
         for p in placed {
-            let links = hard_link_groups(&p.sel);
+            let links = copy::hard_link_groups(&p.sel);
             // Each entry is named `<name>:<rel>`; the name is the source's (or with
             // `--parents`, the destination's and the source's), the same for all its files.
             let name: std::borrow::Cow<str> = match x.parents {
@@ -948,41 +948,6 @@ fn missing_dests(
     Ok(out)
 }
 
-/// The inodes more than one of a selection's regular files share, each with the first
-/// of its names (for the key: those files become hard links). The files are sorted by
-/// inode (stably, so equal names keep the walk's order) and runs of one inode read off:
-/// a 10,000-file selection usually has no links at all, and a hash map counting every
-/// inode cost ~3 ms of the one-file rebuild's key (`hard_link_groups_as_counted_in_a_map`).
-fn hard_link_groups(sel: &Selection) -> std::collections::HashMap<(u64, u64), &str> {
-    let mut inodes: Vec<((u64, u64), &str)> = sel
-        .entries
-        .iter()
-        .filter(|f| f.kind == FileKind::File && f.stamp.ino != 0)
-        .map(|f| ((f.stamp.dev, f.stamp.ino), f.rel.as_str()))
-        .collect();
-    inodes.sort_by_key(|(inode, _)| *inode);
-    fn components(rel: &str) -> std::path::Components<'_> {
-        std::path::Path::new(rel).components()
-    }
-    inodes
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter(|run| run.len() > 1)
-        .map(|run| {
-            // The first of the smallest in component order, as a walk through the run
-            // replacing only on a strictly smaller name finds it.
-            let first = run
-                .iter()
-                .map(|(_, rel)| *rel)
-                .reduce(|a, b| match components(b).lt(components(a)) {
-                    true => b,
-                    false => a,
-                })
-                .expect("runs are never empty");
-            (run[0].0, first)
-        })
-        .collect()
-}
-
 /// Whether a copy is written straight into its layer (`commit_plain`), so its step only
 /// reads the tree below it: files to copy, no heredoc, no archive for ADD to extract (the
 /// test `copy_ops` applies).
@@ -1203,90 +1168,6 @@ mod tests {
         for (pat, top, rel, want) in cases {
             assert_eq!(excluded(&[m(pat)], top, rel), want, "{pat} {rel}");
         }
-    }
-
-    /// The definition `hard_link_groups` replaced: every inode counted in a map, its
-    /// first name replaced by each later one that is smaller in component order.
-    fn hard_link_groups_as_counted_in_a_map(
-        sel: &Selection,
-    ) -> std::collections::HashMap<(u64, u64), &str> {
-        use std::collections::HashMap;
-        let mut seen: HashMap<(u64, u64), (&str, usize)> = HashMap::new();
-        for f in &sel.entries {
-            if f.kind != FileKind::File || f.stamp.ino == 0 {
-                continue;
-            }
-            let e = seen
-                .entry((f.stamp.dev, f.stamp.ino))
-                .or_insert((f.rel.as_str(), 0));
-            let earlier = std::path::Path::new(&f.rel)
-                .components()
-                .lt(std::path::Path::new(e.0).components());
-            if earlier {
-                e.0 = f.rel.as_str();
-            }
-            e.1 += 1;
-        }
-        seen.into_iter()
-            .filter(|(_, (_, n))| *n > 1)
-            .map(|(k, (first, _))| (k, first))
-            .collect()
-    }
-
-    /// Groups of two and three names, names equal in component order (`a/./b`, `a/b`),
-    /// the same inode number on two devices, a directory and a symlink sharing an inode
-    /// number with files, inode 0, and no links at all: the sorted runs give what the map
-    /// gave, for the entries in several orders.
-    #[test]
-    fn hard_link_groups_are_those_counted_in_a_map() {
-        let entry = |rel: &str, kind: FileKind, dev: u64, ino: u64| crate::context::ContextFile {
-            stamp: crate::context::FileStamp {
-                dev,
-                ino,
-                ..Default::default()
-            },
-            ..sel(rel, kind).top
-        };
-        let entries = vec![
-            entry("z/one", FileKind::File, 1, 7),
-            entry("a/one", FileKind::File, 1, 7),
-            entry("m/one", FileKind::File, 1, 7),
-            entry("b/two", FileKind::File, 1, 9),
-            entry("b/./two", FileKind::File, 1, 9),
-            entry("a/b/two", FileKind::File, 1, 9),
-            entry("other-dev", FileKind::File, 2, 7),
-            entry("dir", FileKind::Dir, 1, 9),
-            entry("link", FileKind::Symlink, 1, 7),
-            entry("zero-a", FileKind::File, 1, 0),
-            entry("zero-b", FileKind::File, 1, 0),
-            entry("alone", FileKind::File, 1, 11),
-            entry("a-b", FileKind::File, 3, 5),
-            entry("a/b", FileKind::File, 3, 5),
-        ];
-        let mut orders = vec![entries.clone()];
-        orders.push(entries.iter().rev().cloned().collect());
-        let mut rotated = entries.clone();
-        rotated.rotate_left(5);
-        orders.push(rotated);
-        for entries in orders {
-            let s = Selection {
-                entries,
-                ..sel("src", FileKind::Dir)
-            };
-            assert_eq!(
-                hard_link_groups(&s),
-                hard_link_groups_as_counted_in_a_map(&s)
-            );
-            assert_eq!(hard_link_groups(&s).len(), 3);
-        }
-        let none = Selection {
-            entries: vec![
-                entry("a", FileKind::File, 1, 1),
-                entry("b", FileKind::File, 1, 2),
-            ],
-            ..sel("src", FileKind::Dir)
-        };
-        assert!(hard_link_groups(&none).is_empty());
     }
 
     /// A COPY's key entries are collected and made into the map at once: for keys given
