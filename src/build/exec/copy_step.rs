@@ -38,17 +38,12 @@ struct Copy {
     remote: bool,
 }
 
-/// Content digests of a copy's regular files, by context path (foldhash: the layer's
-/// writer looks each file up, ~10,000 times for the one-file row, and SipHash's share of
-/// that showed in its profile).
-type Digests = foldhash::HashMap<String, crate::layer::index::ContentDigest>;
-
 /// What the key computation read of a copy's regular files, by context path: each one's
 /// content digest, and the capabilities of those that have one (a file in `digests` but
 /// not in `caps` has none), which the layer's writer takes instead of reading them again.
 #[derive(Default)]
 struct FilesRead {
-    digests: Digests,
+    digests: step::KnownDigests,
     caps: foldhash::HashMap<String, Vec<u8>>,
 }
 
@@ -522,6 +517,7 @@ impl Executor<'_> {
                 crate::digest::of_bytes(h.content.as_bytes()).to_string(),
             ));
         }
+        read.digests.seal();
         Ok(files.into_iter().collect())
     }
 
