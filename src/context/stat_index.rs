@@ -12,7 +12,6 @@
 //! none), read with the content: a copy puts it into its key and its layer, and setting or
 //! removing it changes the file's ctime, which the stamp compares — so a trusted entry's
 //! capability is the file's, and a rebuild makes no `lgetxattr` per unchanged file.
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -81,7 +80,9 @@ pub type FileInput = (String, Option<Vec<u8>>);
 #[derive(Default)]
 struct Remembered {
     stored: Stored,
-    learned: HashMap<String, Known>,
+    /// foldhash (seeded per process, as std's SipHash is): once one file is hashed —
+    /// the first of an edited context, often — every later lookup looks here first.
+    learned: foldhash::HashMap<String, Known>,
 }
 
 impl Remembered {
@@ -238,7 +239,7 @@ fn parse(text: String) -> Option<(i128, Remembered)> {
         written_ns,
         Remembered {
             stored,
-            learned: HashMap::new(),
+            learned: Default::default(),
         },
     ))
 }
@@ -430,6 +431,7 @@ impl StatIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
     use std::os::unix::fs::MetadataExt;
 
     fn set_mtime(p: &Path, secs: i64) {
@@ -687,7 +689,7 @@ mod tests {
         };
         let fresh = Remembered {
             stored: Stored::default(),
-            learned: entries.clone(),
+            learned: entries.clone().into_iter().collect(),
         };
         let v3 = text_of(&fresh, HEADER);
         // v2 lines were in hash-map order: the same lines reversed.
