@@ -640,16 +640,20 @@ fn de_error(text: &str, file: &str, e: &toml::de::Error) -> ProjectError {
     }
 }
 
-/// The last `[table]` / `[[array]]` header in `text`, verbatim (e.g. "[env.dev]").
+/// The last `[table]` / `[[array]]` header in `text`, verbatim (e.g. "[env.dev]"): up to
+/// its closing `]]` or `]` (ASCII, so always a character boundary), or the whole line when
+/// it has none.
 fn enclosing_table(text: &str) -> String {
     text.lines()
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| match l.find(']') {
-            Some(i) if l.starts_with("[[") => l[..(i + 2).min(l.len())].to_string(),
-            Some(i) => l[..=i].to_string(),
-            None => l.to_string(),
+        .map(|l| {
+            let array_end = l.starts_with("[[").then(|| l.find("]]")).flatten();
+            let end = array_end
+                .map(|i| i + 2)
+                .or_else(|| l.find(']').map(|i| i + 1));
+            l[..end.unwrap_or(l.len())].to_string()
         })
         .unwrap_or_default()
 }
@@ -737,6 +741,24 @@ mod raw {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The enclosing header of an error, read off the text before it: whole headers,
+    /// a header whose closing bracket a multi-byte character follows (a fuzz find: it
+    /// sliced inside the character), unclosed ones, none.
+    #[test]
+    fn the_enclosing_header_ends_at_its_brackets() {
+        let cases = [
+            ("[[image]]\nname = 1", "[[image]]"),
+            ("[env.dev]\nx = 1", "[env.dev]"),
+            ("[[image]\u{740}name = 1", "[[image]"),
+            ("[[image]]\n[env.a] # note ]", "[env.a]"),
+            ("[[image", "[[image"),
+            ("name = 1", ""),
+        ];
+        for (text, want) in cases {
+            assert_eq!(enclosing_table(text), want, "{text:?}");
+        }
+    }
 
     #[test]
     fn app_entries_are_buildpack_apps() {
