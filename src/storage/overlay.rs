@@ -408,16 +408,9 @@ impl Snapshotter for OverlayDriver {
         opts: &PackOptions,
         unused: bool,
     ) -> Result<bool> {
-        let scan = match unused {
-            true => super::Scan::Skip,
-            false => super::Scan::Kill,
-        };
-        // Detached now, taken down on another thread (`release`): after a RUN step that
-        // walked many files that is the slowest part of an unmount (issue 14).
-        if let Some((_, pins)) = super::detach_pinned(&snap.dir, scan)? {
-            crate::fault::point("storage.unmount-deferred");
-            self.release(pins);
-        }
+        // Usually released already (`release_mount` right after the pack): then nothing
+        // is left to detach.
+        self.release_mount(snap, unused)?;
         let upper = snap.dir.join("upper");
         let dest = self.storage.join("layers").join(hex_of(diff_id));
         build_cached(&self.storage, &dest, "layer", |tree| {
@@ -438,7 +431,10 @@ impl Snapshotter for OverlayDriver {
             true => super::Scan::Skip,
             false => super::Scan::Kill,
         };
+        // Detached now, taken down on another thread (`release`): after a RUN step that
+        // walked many files that is the slowest part of an unmount (issue 14).
         if let Some((_, pins)) = super::detach_pinned(&snap.dir, scan)? {
+            crate::fault::point("storage.unmount-deferred");
             self.release(pins);
         }
         Ok(())
