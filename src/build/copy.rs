@@ -155,8 +155,8 @@ fn link_hard_links(ops: &mut [CopyOp], s: &Selection) {
 
 /// The inodes more than one of a selection's regular files share, each with the first
 /// of its names: the others become hard links to it (in the key, and as the copy's
-/// `CopyOp::link_to`). The files are sorted by
-/// inode (stably, so equal names keep the walk's order) and runs of one inode read off:
+/// `CopyOp::link_to`). The files are sorted by inode (stably, so equal names keep the
+/// walk's order) and runs of one inode read off:
 /// a 10,000-file selection usually has no links at all, and a hash map counting every
 /// inode cost ~3 ms of the one-file rebuild's key (`hard_link_groups_as_counted_in_a_map`).
 pub fn hard_link_groups(sel: &Selection) -> std::collections::HashMap<(u64, u64), &str> {

@@ -412,8 +412,7 @@ pub struct KnownFiles<'a> {
 
 /// Content digests of a copy's regular files by context path: recorded as the key
 /// computation reads them, then sorted ([`KnownDigests::seal`]); looked up by the layer's
-/// writer in about that order, so a cursor tries the entry after the last one found
-/// before a binary search. A copy's 10,000 lookups then read the list in sequence instead
+/// writer in about that order, through a cursor (`context::find_from`). A copy's 10,000 lookups then read the list in sequence instead
 /// of hashing into a map whose buckets and keys each missed the cache (~2.6 ms of the
 /// one-file edit's stream: docs/performance.md, session 21).
 #[derive(Default)]
@@ -443,14 +442,8 @@ impl KnownDigests {
 
     /// `rel`'s digest, if recorded (after [`KnownDigests::seal`]).
     pub fn get(&self, rel: &str) -> Option<&layer::index::ContentDigest> {
-        let hinted = self.next.get();
-        let at = match self.entries.get(hinted) {
-            Some((r, _)) if r == rel => hinted,
-            _ => self
-                .entries
-                .binary_search_by(|(r, _)| r.as_str().cmp(rel))
-                .ok()?,
-        };
+        let at =
+            crate::context::find_from(&self.entries, self.next.get(), |e| e.0.as_str().cmp(rel))?;
         self.next.set(at + 1);
         Some(&self.entries[at].1)
     }

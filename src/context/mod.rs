@@ -395,6 +395,21 @@ impl Context {
     }
 }
 
+/// Where the element `against` finds equal is in `sorted` (ordered as `against`
+/// compares), trying `hint` first — the place after the last one found: lookups by
+/// context path mostly come in the walk's order, and a cursor reads such a list in
+/// sequence where a search or a hash map misses the cache — then a binary search.
+pub fn find_from<T>(
+    sorted: &[T],
+    hint: usize,
+    against: impl Fn(&T) -> std::cmp::Ordering,
+) -> Option<usize> {
+    match sorted.get(hint) {
+        Some(t) if against(t).is_eq() => Some(hint),
+        _ => sorted.binary_search_by(against).ok(),
+    }
+}
+
 /// How many threads walk a context: the cores this process may use (at most 8). Asked
 /// once per process: std reads the cgroup's CPU quota files for it.
 fn walk_threads() -> usize {

@@ -148,13 +148,7 @@ impl Stored {
 
     /// What the line for `name` says (None: no line, or one that does not parse).
     fn find(&mut self, name: &str) -> Option<Known> {
-        let at = match self.lines.get(self.next) {
-            Some(l) if self.path(l) == name => self.next,
-            _ => self
-                .lines
-                .binary_search_by(|l| self.path(l).cmp(name))
-                .ok()?,
-        };
+        let at = super::find_from(&self.lines, self.next, |l| self.path(l).cmp(name))?;
         self.next = at + 1;
         let line = self.lines[at];
         parse_known(&self.text[line.start..line.path])
