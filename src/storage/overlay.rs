@@ -204,6 +204,13 @@ fn drop_orphan(dest: &Path) -> Result<bool> {
     Ok(orphan)
 }
 
+fn push_release(release: Releasing) {
+    RELEASING
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(release);
+}
+
 /// The lower a cache entry gives a snapshot: its image when it holds one, else its tree.
 fn entry_lower(entry: &Path) -> PathBuf {
     let image = entry.join(IMAGE);
@@ -215,16 +222,23 @@ fn entry_lower(entry: &Path) -> PathBuf {
 
 pub struct OverlayDriver {
     storage: PathBuf,
-    /// Threads closing the last handles on RUN snapshots' detached overlays
-    /// ([`OverlayDriver::keep_as_layer`]); joined before the next mount and on drop.
-    releasing: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-impl Drop for OverlayDriver {
-    fn drop(&mut self) {
-        self.settle();
-    }
+/// Who is closing the last handles on a detached overlay ([`OverlayDriver::release`]).
+enum Releasing {
+    /// A child process, which holds `<storage>/releasing.lock` shared until it is done.
+    Child(crate::sys::proc::Closer),
+    /// A thread of this process (when no child could be started).
+    Thread(std::thread::JoinHandle<()>),
 }
+
+/// This process's releases not yet waited for, whichever driver started them: any
+/// driver's next mount waits for them all (`settle`), none waits at exit.
+static RELEASING: std::sync::Mutex<Vec<Releasing>> = std::sync::Mutex::new(Vec::new());
+
+/// Held shared by each child closing a detached overlay, and taken exclusively (then let
+/// go) before a mount, by any keel using the store: see [`OverlayDriver::settle`].
+const RELEASING_LOCK: &str = "releasing.lock";
 
 impl OverlayDriver {
     /// A driver rooted at `<root>/storage` (created if missing; not probed).
@@ -233,37 +247,77 @@ impl OverlayDriver {
             .map_err(StorageError::io("creating", storage))?;
         Ok(OverlayDriver {
             storage: storage.to_path_buf(),
-            releasing: Default::default(),
         })
     }
 
-    /// Waits until every overlay detached by `keep_as_layer` is taken down. Called before
-    /// each mount: an overlay whose upper dir became a layer tree must be gone before
-    /// that tree is mounted as a lower dir (the kernel would warn that it is in use, and
-    /// two live overlays sharing it is undefined behaviour), and when the build ends.
+    /// Waits until every overlay detached by `release_mount` is taken down, by this keel
+    /// or another one using the store. Called before each mount: an overlay whose upper
+    /// dir became a layer tree must be gone before that tree is mounted as a lower dir
+    /// (the kernel warns that it is in use, or refuses it when overlay's `index` feature
+    /// is on, and two live overlays sharing it is undefined behaviour). Not at exit: the
+    /// children closing them end on their own.
     fn settle(&self) {
-        let pending =
-            std::mem::take(&mut *self.releasing.lock().unwrap_or_else(|e| e.into_inner()));
-        for t in pending {
-            let _ = t.join();
+        // Granted once no child closing an overlay of this store holds it.
+        if let Ok(lock) = self.releasing_lock() {
+            let _ = lock.lock();
+        }
+        let pending = std::mem::take(&mut *RELEASING.lock().unwrap_or_else(|e| e.into_inner()));
+        for release in pending {
+            match release {
+                Releasing::Child(child) => child.wait(),
+                Releasing::Thread(t) => drop(t.join()),
+            }
         }
     }
 
-    /// Closes `pins` (handles on detached overlays) on another thread, so the kernel's
-    /// eviction of what they cached overlaps with the build's next work. Closed here when
-    /// no thread can be started.
+    /// `<storage>/releasing.lock`, opened (created if missing).
+    fn releasing_lock(&self) -> std::io::Result<fs::File> {
+        let path = self.storage.join(RELEASING_LOCK);
+        hostfs::open_with(
+            fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true),
+            &path,
+        )
+    }
+
+    /// Closes `pins` (handles on detached overlays) in a child process that holds the
+    /// releasing lock shared until it is done (`sys::proc::close_in_child`), so the
+    /// kernel's eviction of what they cached overlaps with the build's next work — and
+    /// this keel's exit does not wait for it (issue 14). On a thread when no child can be
+    /// started; here when no thread can be either.
     fn release(&self, pins: Vec<std::os::fd::OwnedFd>) {
         if pins.is_empty() {
             return;
         }
+        let lock = self
+            .releasing_lock()
+            .and_then(|f| f.lock_shared().map(|()| f));
+        let pins = match lock {
+            Ok(lock) => {
+                let mut fds = pins;
+                // Closed last, once the overlays are down.
+                fds.push(lock.into());
+                match crate::sys::proc::close_in_child(fds) {
+                    Ok(child) => return push_release(Releasing::Child(child)),
+                    Err((e, mut fds)) => {
+                        tracing::debug!("closing the overlay's handles here: {e}");
+                        fds.pop();
+                        fds
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::debug!("closing the overlay's handles here: {e}");
+                pins
+            }
+        };
         let spawned = std::thread::Builder::new()
             .name("keel-unmount".into())
             .spawn(move || drop(pins));
         if let Ok(t) = spawned {
-            self.releasing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(t);
+            push_release(Releasing::Thread(t));
         }
     }
 
@@ -960,6 +1014,49 @@ pub fn probe(storage: &Path) -> std::result::Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A mount waits while any keel's child still closes a detached overlay of the store
+    /// (holding the releasing lock shared, as `release` makes it), and goes on once it is
+    /// done; a release's child holds that lock until it has closed the overlay's handles.
+    #[test]
+    fn a_mount_waits_for_every_release_of_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let driver = OverlayDriver::new(dir.path()).unwrap();
+        // Another keel's child, mid-close.
+        let held = driver.releasing_lock().unwrap();
+        held.lock_shared().unwrap();
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let storage = dir.path().to_path_buf();
+        let waiter = std::thread::spawn(move || {
+            OverlayDriver::new(&storage).unwrap().settle();
+            done_tx.send(()).unwrap();
+        });
+        let early = done_rx.recv_timeout(std::time::Duration::from_millis(300));
+        assert!(early.is_err(), "settle did not wait for the lock's holder");
+        drop(held);
+        done_rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("settle still waiting once the holder let go");
+        waiter.join().unwrap();
+
+        // This process's own release: a child holds the lock until the handles are closed.
+        let (r, w) = crate::sys::proc::pipe().unwrap();
+        driver.release(vec![w]);
+        driver.settle();
+        let probe = driver.releasing_lock().unwrap();
+        assert!(
+            probe.try_lock().is_ok(),
+            "the lock is still held after settle"
+        );
+        let mut byte = [0u8; 1];
+        let mut end = std::fs::File::from(r);
+        use std::io::Read;
+        assert_eq!(
+            end.read(&mut byte).unwrap(),
+            0,
+            "the child did not close the handle"
+        );
+    }
 
     /// `KEEL_LAYER_FORMAT`'s values: the three formats and unset; anything else (a typo,
     /// another case, spaces) is refused with the accepted values named.

@@ -358,6 +358,41 @@ fn ids_under(root: &Path) -> BTreeSet<String> {
     ids
 }
 
+/// This root's processes (by the mark in their environment or command line) that are
+/// still there after up to two seconds: a child a build left closing its RUN step's
+/// detached overlay (`sys::proc::close_in_child`) ends on its own within milliseconds
+/// and is not a leak; a leaked process stays.
+fn marked_processes(k: &Keel, root: &Path) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        let found = scan_marked_processes(k, root);
+        if found.is_empty() || std::time::Instant::now() >= deadline {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn scan_marked_processes(k: &Keel, root: &Path) -> Vec<String> {
+    let mut processes = Vec::new();
+    for pid in names(Path::new("/proc"))
+        .into_iter()
+        .filter(|n| n.parse::<u32>().is_ok())
+    {
+        if pid == std::process::id().to_string() {
+            continue;
+        }
+        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        let marked = String::from_utf8_lossy(&env).contains(&env_mark(k));
+        if marked || cmd.contains(&mark(k)) || cmd.contains(&*root.to_string_lossy()) {
+            processes.push(format!("{pid}: {cmd}"));
+        }
+    }
+    processes
+}
+
 fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     let root = k.root();
     let real = std::fs::canonicalize(&root).unwrap_or(root.clone());
@@ -389,22 +424,7 @@ fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     );
     // Temp names beside files keel replaces (`.<name>.<writer>.tmp`, `.tmpXXXXXX`).
     temp.extend(beside_temps(&root));
-    let mut processes = Vec::new();
-    for pid in names(Path::new("/proc"))
-        .into_iter()
-        .filter(|n| n.parse::<u32>().is_ok())
-    {
-        if pid == std::process::id().to_string() {
-            continue;
-        }
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let marked = String::from_utf8_lossy(&env).contains(&env_mark(k));
-        if marked || cmd.contains(&mark(k)) || cmd.contains(&*root.to_string_lossy()) {
-            processes.push(format!("{pid}: {cmd}"));
-        }
-    }
+    let processes = marked_processes(k, &root);
     let mut cgroups = Vec::new();
     for hierarchy in names(Path::new("/sys/fs/cgroup")) {
         let base = Path::new("/sys/fs/cgroup").join(&hierarchy);
