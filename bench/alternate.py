@@ -12,7 +12,8 @@ subtracted), with stdin, stdout and stderr on /dev/null; its `--prepare` runs th
 before each of its runs, untimed. A command that fails stops the script with its status.
 OUT is hyperfine's JSON shape as far as bench/ reads it: results[i].command, .median,
 .mean, .min, .max and .times (seconds), plus .cpu_times and .cpu_median: user + sys of the
-command and its children (seconds), which moves less than wall time on a busy machine.
+command and its children (seconds), which moves less than wall time on a busy machine, and
+.warmup_times: the untimed rounds' times, for scripts that report them on their own.
 """
 import json
 import resource
@@ -61,6 +62,8 @@ def run(c, timed):
     if timed:
         c.setdefault("times", []).append(took)
         c.setdefault("cpu_times", []).append(cpu)
+    else:
+        c.setdefault("warmup_times", []).append(took)
 
 
 def main():
@@ -77,6 +80,7 @@ def main():
         "times": c["times"],
         "cpu_times": c["cpu_times"],
         "cpu_median": statistics.median(c["cpu_times"]),
+        "warmup_times": c.get("warmup_times", []),
     } for c in cmds]
     with open(out, "w") as f:
         json.dump({"results": results}, f, indent=1)
