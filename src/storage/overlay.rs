@@ -204,11 +204,30 @@ fn drop_orphan(dest: &Path) -> Result<bool> {
     Ok(orphan)
 }
 
-fn push_release(release: Releasing) {
-    RELEASING
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .push(release);
+/// [`OverlayDriver::release`]'s thread: forks the child that closes `pins` with the
+/// releasing `lock` held shared (closed last, once the overlays are down); closes them
+/// here when the lock or the child cannot be had.
+fn close_pins(
+    pins: Vec<std::os::fd::OwnedFd>,
+    lock: std::io::Result<fs::File>,
+) -> Option<crate::sys::proc::Closer> {
+    let lock = match lock.and_then(|f| f.lock_shared().map(|()| f)) {
+        Ok(lock) => lock,
+        Err(e) => {
+            tracing::debug!("closing a detached overlay's handles here: {e}");
+            return None;
+        }
+    };
+    let mut fds = pins;
+    fds.push(lock.into());
+    match crate::sys::proc::close_in_child(fds) {
+        Ok(child) => Some(child),
+        // Dropped in order: the pins, then the lock.
+        Err((e, _fds)) => {
+            tracing::debug!("closing a detached overlay's handles here: {e}");
+            None
+        }
+    }
 }
 
 /// The lower a cache entry gives a snapshot: its image when it holds one, else its tree.
@@ -224,17 +243,12 @@ pub struct OverlayDriver {
     storage: PathBuf,
 }
 
-/// Who is closing the last handles on a detached overlay ([`OverlayDriver::release`]).
-enum Releasing {
-    /// A child process, which holds `<storage>/releasing.lock` shared until it is done.
-    Child(crate::sys::proc::Closer),
-    /// A thread of this process (when no child could be started).
-    Thread(std::thread::JoinHandle<()>),
-}
-
-/// This process's releases not yet waited for, whichever driver started them: any
-/// driver's next mount waits for them all (`settle`), none waits at exit.
-static RELEASING: std::sync::Mutex<Vec<Releasing>> = std::sync::Mutex::new(Vec::new());
+/// This process's releases ([`OverlayDriver::release`]) not yet waited for, whichever
+/// driver started them: any driver's next mount waits for them all (`settle`), nothing
+/// waits at exit. Each thread ends once it has forked the child that closes the handles
+/// (returned), or has closed them itself (`None`).
+static RELEASING: std::sync::Mutex<Vec<std::thread::JoinHandle<Option<crate::sys::proc::Closer>>>> =
+    std::sync::Mutex::new(Vec::new());
 
 /// Held shared by each child closing a detached overlay, and taken exclusively (then let
 /// go) before a mount, by any keel using the store: see [`OverlayDriver::settle`].
@@ -257,16 +271,17 @@ impl OverlayDriver {
     /// is on, and two live overlays sharing it is undefined behaviour). Not at exit: the
     /// children closing them end on their own.
     fn settle(&self) {
+        let pending = std::mem::take(&mut *RELEASING.lock().unwrap_or_else(|e| e.into_inner()));
+        let children: Vec<_> = pending
+            .into_iter()
+            .filter_map(|t| t.join().ok().flatten())
+            .collect();
         // Granted once no child closing an overlay of this store holds it.
         if let Ok(lock) = self.releasing_lock() {
             let _ = lock.lock();
         }
-        let pending = std::mem::take(&mut *RELEASING.lock().unwrap_or_else(|e| e.into_inner()));
-        for release in pending {
-            match release {
-                Releasing::Child(child) => child.wait(),
-                Releasing::Thread(t) => drop(t.join()),
-            }
+        for child in children {
+            child.wait();
         }
     }
 
@@ -285,39 +300,19 @@ impl OverlayDriver {
     /// Closes `pins` (handles on detached overlays) in a child process that holds the
     /// releasing lock shared until it is done (`sys::proc::close_in_child`), so the
     /// kernel's eviction of what they cached overlaps with the build's next work — and
-    /// this keel's exit does not wait for it (issue 14). On a thread when no child can be
-    /// started; here when no thread can be either.
+    /// this keel's exit does not wait for it (issue 14). The child is forked on a thread
+    /// (the fork copies the page tables: ~1 ms off the build's path); the handles are
+    /// closed on that thread when no child can be started, and here when no thread can.
     fn release(&self, pins: Vec<std::os::fd::OwnedFd>) {
         if pins.is_empty() {
             return;
         }
-        let lock = self
-            .releasing_lock()
-            .and_then(|f| f.lock_shared().map(|()| f));
-        let pins = match lock {
-            Ok(lock) => {
-                let mut fds = pins;
-                // Closed last, once the overlays are down.
-                fds.push(lock.into());
-                match crate::sys::proc::close_in_child(fds) {
-                    Ok(child) => return push_release(Releasing::Child(child)),
-                    Err((e, mut fds)) => {
-                        tracing::debug!("closing the overlay's handles here: {e}");
-                        fds.pop();
-                        fds
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::debug!("closing the overlay's handles here: {e}");
-                pins
-            }
-        };
+        let lock = self.releasing_lock();
         let spawned = std::thread::Builder::new()
             .name("keel-unmount".into())
-            .spawn(move || drop(pins));
+            .spawn(move || close_pins(pins, lock));
         if let Ok(t) = spawned {
-            push_release(Releasing::Thread(t));
+            RELEASING.lock().unwrap_or_else(|e| e.into_inner()).push(t);
         }
     }
 

@@ -398,28 +398,26 @@ fn a_run_steps_overlay_is_taken_down_off_the_build_thread() {
     let pin = &calls[at];
     assert!(pin.line.contains("O_NOFOLLOW"), "not a pin: {}", pin.line);
     assert_eq!(tid(pin), tid(umount), "pinned on another thread:\n{log}");
-    // The build's thread closes its own copy of the pin (not the last: nothing is taken
-    // down there); a child forked with the pin closes the last one. In that child the
-    // number stays the pin's until it closes it.
+    // This process closes its own copies of the pin (not the last: nothing is taken down
+    // there); a child forked with the pin closes the last one. In that child the number
+    // stays the pin's until it closes it.
     let fd = pin.line.rsplit_once("= ").unwrap().1;
     let fd = fd.split('<').next().unwrap();
-    let close = calls[at..]
-        .iter()
-        .find(|c| {
-            c.name == "close" && c.line.contains(&format!("close({fd}<")) && tid(c) != tid(umount)
+    let forked = |pid: &str| {
+        log.lines().any(|l| {
+            (l.contains("clone(") || l.contains("clone resumed>") || l.contains("fork("))
+                && !l.contains("CLONE_THREAD")
+                && l.trim_end().ends_with(&format!("= {pid}"))
         })
-        .unwrap_or_else(|| {
-            panic!("the pin on {rootfs} was closed only on the build's thread:\n{log}")
-        });
-    let closer = tid(close);
-    let forked = log.lines().any(|l| {
-        (l.contains("clone(") || l.contains("clone resumed>") || l.contains("fork("))
-            && !l.contains("CLONE_THREAD")
-            && l.trim_end().ends_with(&format!("= {closer}"))
-    });
+    };
+    let closers: Vec<String> = calls[at..]
+        .iter()
+        .filter(|c| c.name == "close" && c.line.contains(&format!("close({fd}<")))
+        .map(tid)
+        .collect();
     assert!(
-        forked,
-        "the pin's last close ({closer}) was not in a child process, which the build's exit does not wait for:\n{log}"
+        closers.iter().any(|t| forked(t)),
+        "the pin on {rootfs} was not closed in a child process, which the build's exit does not wait for (closed by {closers:?}):\n{log}"
     );
     // The step's init was reaped: nothing can be left in its rootfs to look for.
     let scan = roots_scanned(&calls);
