@@ -449,17 +449,10 @@ pub fn close_raw(fd: i32) {
 /// multi-threaded parent inherits other threads' pipes; a long-lived child (an init)
 /// holding them would keep another container's start handshake from seeing EOF.
 pub fn close_fds_except(keep: &[i32]) {
-    let fds: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
-        Ok(d) => d
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-            .collect(),
-        Err(_) => return,
-    };
-    for fd in fds {
-        if fd > 2 && !keep.contains(&fd) {
-            let _ = nix::unistd::close(fd);
-        }
-    }
+    let mut kept: Vec<i32> = keep.iter().copied().chain(0..=2).collect();
+    kept.sort_unstable();
+    kept.dedup();
+    close_all_but(&kept);
 }
 
 /// A child process closing handles this process gave it ([`close_in_child`]).
@@ -522,10 +515,10 @@ pub fn close_in_child(fds: Vec<OwnedFd>) -> Result<Closer, (SysError, Vec<OwnedF
     }
 }
 
-/// Closes every fd but the sorted `keep` (in a forked child: no allocation).
+/// Closes every fd but the sorted, distinct `keep` (in a forked child: no allocation).
 fn close_all_but(keep: &[i32]) {
     let mut first: u32 = 0;
-    for &fd in keep {
+    for &fd in keep.iter().filter(|fd| **fd >= 0) {
         let fd = fd as u32;
         if fd > first {
             close_range(first, fd - 1);
