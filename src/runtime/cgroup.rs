@@ -118,7 +118,7 @@ impl CgroupLayout {
 
 /// The host's cgroup layout, from `/proc/self/mountinfo` (for `keel info` and limits).
 pub fn cgroup_layout() -> CgroupLayout {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let text = crate::sys::mount::mount_table().unwrap_or_default();
     let mut l = CgroupLayout::from_mountinfo(&text);
     if let Some(v2) = &l.v2 {
         let c = std::fs::read_to_string(v2.join("cgroup.controllers")).unwrap_or_default();

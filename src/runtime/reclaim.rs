@@ -259,7 +259,7 @@ pub fn find_orphans(
             }
         }
     }
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mountinfo = crate::sys::mount::mount_table().unwrap_or_default();
     for m in cgroup_mounts(&mountinfo) {
         let Ok(entries) = std::fs::read_dir(m.join("keel")) else {
             continue;
