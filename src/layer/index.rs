@@ -205,26 +205,84 @@ impl EntryIndex {
         }
     }
 
-    /// Records an indexable entry named at `rel` for the first time in the stream being
-    /// indexed (`unpack` indexing the new version of a layer as it unpacks it), with
-    /// where its content lies when it is a regular file.
-    pub fn note(&mut self, rel: &Path, fp: Fingerprint, content: Option<(ContentDigest, Span)>) {
-        self.entries.insert(key_of(rel), Some(fp));
-        if let Some((digest, at)) = content {
-            self.contents.entry(digest).or_insert(at);
-        }
-    }
-
-    /// Records that `rel` is named again: it never matches.
-    pub fn note_again(&mut self, rel: &Path) {
-        self.entries.insert(key_of(rel), None);
-    }
-
     /// The index without the entries that can never match (they only served to spot a
     /// path named twice while indexing).
     pub fn matchable(mut self) -> EntryIndex {
         self.entries.retain(|_, fp| fp.is_some());
         self
+    }
+}
+
+/// The index of a stream as `unpack` takes it down entry by entry, made only when it is
+/// used: the unpacker is the slower of a derived layer's two busy threads, and pushing
+/// each entry's facts in order costs it less than inserting them into the index's two
+/// maps of 10,000s of entries (docs/performance.md, session 22); the build makes the index
+/// on its write-behind thread, idle while the next step's container runs. Replayed in
+/// order, the notes make the index those inserts made.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Notes(Vec<Note>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Note {
+    key: Box<[u8]>,
+    /// None: the path was named again, and never matches.
+    fp: Option<Fingerprint>,
+    content: Option<(ContentDigest, Span)>,
+}
+
+impl Notes {
+    /// Room for `n` entries.
+    pub fn with_capacity(n: usize) -> Notes {
+        Notes(Vec::with_capacity(n))
+    }
+
+    /// Records an indexable entry named at `rel` for the first time in the stream being
+    /// indexed (`unpack` indexing the new version of a layer as it unpacks it), with
+    /// where its content lies when it is a regular file.
+    pub fn note(&mut self, rel: &Path, fp: Fingerprint, content: Option<(ContentDigest, Span)>) {
+        self.0.push(Note {
+            key: key_of(rel),
+            fp: Some(fp),
+            content,
+        });
+    }
+
+    /// Records that `rel` is named again: it never matches.
+    pub fn note_again(&mut self, rel: &Path) {
+        self.0.push(Note {
+            key: key_of(rel),
+            fp: None,
+            content: None,
+        });
+    }
+
+    /// The index the notes describe, without the paths that can never match.
+    pub fn index(self) -> EntryIndex {
+        let mut idx = EntryIndex::with_capacity(self.0.len());
+        for note in self.0 {
+            idx.entries.insert(note.key, note.fp);
+            if let Some((digest, at)) = note.content {
+                idx.contents.entry(digest).or_insert(at);
+            }
+        }
+        idx.matchable()
+    }
+}
+
+/// The index of a stream just unpacked or written (`unpack::UnpackStats::index`): made
+/// already, or the unpacker's notes, made into it when it is used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NewIndex {
+    Made(EntryIndex),
+    Noted(Notes),
+}
+
+impl NewIndex {
+    pub fn index(self) -> EntryIndex {
+        match self {
+            NewIndex::Made(idx) => idx,
+            NewIndex::Noted(notes) => notes.index(),
+        }
     }
 }
 
@@ -488,6 +546,30 @@ mod tests {
     use super::*;
     use std::io::Cursor;
     use std::path::PathBuf;
+
+    /// Notes replayed make the index the entries named: a path named again never matches,
+    /// a content named twice is found where it was first, and only matchable paths count.
+    #[test]
+    fn notes_make_the_index_their_order_describes() {
+        let (a, b, c) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let span = |offset| Span { offset, len: 5 };
+        let mut notes = Notes::with_capacity(4);
+        notes.note(Path::new("x"), a, Some((c, span(512))));
+        notes.note(Path::new("y"), b, Some((c, span(2048))));
+        notes.note(Path::new("l"), b, None);
+        notes.note_again(Path::new("y"));
+        let idx = notes.index();
+        assert!(idx.has(Path::new("x"), &a));
+        assert!(!idx.has(Path::new("x"), &b));
+        assert!(!idx.has(Path::new("y"), &b), "named again: never matched");
+        assert!(idx.has(Path::new("l"), &b));
+        assert_eq!(idx.content(&c), Some(span(512)));
+        assert_eq!((idx.len(), idx.paths()), (2, 2));
+        assert_eq!(
+            NewIndex::Noted(Notes::default()).index(),
+            EntryIndex::default()
+        );
+    }
 
     fn tar_of(files: &[(&str, &str, u64)]) -> Vec<u8> {
         let mut b = tar::Builder::new(Vec::new());

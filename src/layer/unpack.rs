@@ -147,7 +147,7 @@ pub struct UnpackStats {
     pub summary: Option<super::tally::Summary>,
     /// With `known`: the index of the stream unpacked (`EntryIndex::of_tar` of it, but for
     /// entries a whiteout named first, which it leaves out).
-    pub index: Option<Box<EntryIndex>>,
+    pub index: Option<Box<index::NewIndex>>,
 }
 
 /// Opens a layer blob file (plain or gzip) and unpacks it into `target`.
@@ -226,7 +226,10 @@ impl Unpacker<'_, '_> {
             );
         }
         self.stats.summary = summary;
-        self.stats.index = self.built.take().map(|b| Box::new(b.matchable()));
+        self.stats.index = self
+            .built
+            .take()
+            .map(|b| Box::new(index::NewIndex::Noted(b)));
         self.set_dir_times()?;
         Ok(self.stats)
     }
@@ -320,7 +323,7 @@ struct Unpacker<'t, 'o> {
     reshaped: bool,
     /// With `known`: the index of this stream, from the fingerprints `unchanged` takes
     /// anyway (stored beside the tree for the layer's next version).
-    built: Option<EntryIndex>,
+    built: Option<index::Notes>,
     /// The tree was empty and every entry so far took the fast path (`fast`): each name
     /// in the tree is one this stream gave, reached from the root through directories
     /// it made — so a name given for the first time is not there yet.
@@ -347,7 +350,7 @@ impl<'t, 'o> Unpacker<'t, 'o> {
                 .known
                 .as_ref()
                 .filter(|_| opts.reuse)
-                .map(|k| EntryIndex::with_capacity(k.len())),
+                .map(|k| index::Notes::with_capacity(k.len())),
             simple: !opts.reuse && tree.root_dir().list().is_ok_and(|l| l.is_empty()),
             made: HashSet::new(),
         }

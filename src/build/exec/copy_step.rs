@@ -670,7 +670,7 @@ impl Executor<'_> {
                 Ok(entry) => {
                     if let Some(index) = stats.index {
                         let diff_id = layer.diff_id.clone();
-                        let behind = move || store_index(&entry, &diff_id, &index);
+                        let behind = move || store_index(&entry, &diff_id, &index.index());
                         self.cache.behind().submit(behind);
                     }
                 }

@@ -129,7 +129,10 @@ pub fn write_image_knowing<W: Write + Seek>(
     let mut stats = std::mem::take(&mut w.stats);
     stats.image_bytes = format::finish(&w.tree, w.out, data_end, opts.uuid, geo)?;
     stats.counts.summary = Some(summary_of(&w.tree));
-    stats.counts.index = w.index.take().map(Box::new);
+    stats.counts.index = w
+        .index
+        .take()
+        .map(|i| Box::new(crate::layer::index::NewIndex::Made(i)));
     Ok(stats)
 }
 

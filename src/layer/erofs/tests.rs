@@ -476,7 +476,7 @@ fn a_chunked_images_index_is_the_blobs() {
     let whole = EntryIndex::of_tar(io::Cursor::new(tar.clone())).unwrap();
     assert!(whole.len() >= 8, "{whole:?}");
     let digest = |b: &[u8]| <sha2::Sha256 as sha2::Digest>::digest(b).into();
-    let have = write(true).counts.index.map(|i| *i).unwrap();
+    let have = write(true).counts.index.map(|i| i.index()).unwrap();
     for content in [&b"one"[..], &[5; 700], b"", b"1", b"2", b"x"] {
         assert!(have.content(&digest(content)).is_some(), "{content:?}");
     }
@@ -515,7 +515,7 @@ fn a_chunked_images_index_from_known_contents_is_the_blobs() {
         let mut out = io::Cursor::new(Vec::new());
         let known = Some(KnownContents::new(rx));
         let stats = write_image_knowing(io::Cursor::new(tar.clone()), &mut out, &opts, known);
-        stats.unwrap().counts.index.map(|i| *i).unwrap()
+        stats.unwrap().counts.index.map(|i| i.index()).unwrap()
     };
     let fact = |(offset, len, digest): (u64, u64, [u8; 32])| KnownContent {
         offset,
