@@ -465,12 +465,6 @@ impl Closer {
     pub fn wait(self) {
         let _ = wait(self.0);
     }
-
-    /// Reaps the child if it has ended; otherwise leaves it to end on its own (when this
-    /// process has ended first, its new parent reaps it).
-    pub fn reap_if_ended(self) {
-        let _ = nix::sys::wait::waitpid(Pid::from_raw(self.0), Some(WaitPidFlag::WNOHANG));
-    }
 }
 
 /// Closes `fds` in a forked child, so this process can go on — and end — before the
