@@ -244,6 +244,13 @@ impl Store {
 
     /// Every tagged image, one record per manifest, names grouped.
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        self.images_where(|_| true)
+    }
+
+    /// The tagged images whose names (all of a manifest's names, sorted) `keep` accepts:
+    /// only their manifests and configs are read, so looking up one name costs the same
+    /// in a store of two images as in one of hundreds.
+    fn images_where(&self, keep: impl Fn(&[String]) -> bool) -> Result<Vec<ImageRecord>> {
         let index = self.read_index()?;
         let mut by_digest: Vec<(Descriptor, Vec<String>)> = Vec::new();
         for d in index.manifests() {
@@ -256,7 +263,9 @@ impl Store {
         let mut out = Vec::new();
         for (d, mut names) in by_digest {
             names.sort();
-            out.extend(self.records_of(d, names)?);
+            if keep(&names) {
+                out.extend(self.records_of(d, names)?);
+            }
         }
         Ok(out)
     }
@@ -301,13 +310,24 @@ impl Store {
     /// Finds an image by name (`app`, `app:tag`), by `name@sha256:…`, by manifest digest,
     /// or by a unique prefix of its id (config digest) as `keel images` prints it.
     pub fn resolve(&self, input: &str) -> Result<ImageRecord> {
-        let images = self.images()?;
         let hexish = input.strip_prefix("sha256:").unwrap_or(input);
         let looks_like_id = hexish.len() >= 4
             && hexish.len() <= 64
             && hexish
                 .bytes()
                 .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase());
+        // A plain name (what `run` and `FROM` mostly get): only its images are read.
+        if let Some(want) = (!looks_like_id)
+            .then(|| ImageRef::parse(input).ok())
+            .flatten()
+            .filter(|r| r.digest.is_none())
+            .map(|r| r.tagged_name())
+        {
+            let named = self.images_where(|names| names.contains(&want))?;
+            return Self::prefer_host(named.iter().collect())
+                .ok_or(StoreError::NoSuchImage(input.to_string()));
+        }
+        let images = self.images()?;
         if looks_like_id {
             let hits: Vec<&ImageRecord> = images
                 .iter()
@@ -381,6 +401,40 @@ mod tests {
         let mut c = ImageConfig::scratch();
         c.architecture = arch.into();
         commit_image(store, &c, &[], &[]).unwrap()
+    }
+
+    #[test]
+    fn a_name_is_resolved_from_its_own_images_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap().without_fsync();
+        let (one, two) = (image(&store, "amd64"), image(&store, "arm64"));
+        for (rec, name) in [(&one, "one"), (&one, "alias:v1"), (&two, "two")] {
+            store
+                .tag(&ImageRef::parse(name).unwrap(), rec.target())
+                .unwrap();
+        }
+        // By name: the record `images` lists for it, every name of its manifest included.
+        let listed = store.images().unwrap();
+        let by_name = store.resolve("alias:v1").unwrap();
+        let same = listed
+            .iter()
+            .find(|r| r.manifest_digest() == one.manifest_digest())
+            .unwrap();
+        assert_eq!(by_name.names, ["alias:v1", "one:latest"]);
+        assert_eq!(by_name.names, same.names);
+        assert_eq!(by_name.config, same.config);
+        // Another image's manifest gone: listing fails, looking up `one` reads only its own.
+        crate::sys::hostfs::remove_file(store.blob_path(two.manifest_digest())).unwrap();
+        assert!(store.images().is_err());
+        assert_eq!(
+            store.resolve("one").unwrap().manifest_digest(),
+            one.manifest_digest()
+        );
+        assert!(store.resolve("two").is_err());
+        assert!(matches!(
+            store.resolve("three"),
+            Err(StoreError::NoSuchImage(_))
+        ));
     }
 
     #[test]
