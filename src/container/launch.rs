@@ -857,7 +857,10 @@ pub fn remove(
     anonymous: &[String],
     (all_ended, spare): (bool, bool),
 ) -> Result<(), LaunchError> {
-    if all_ended {
+    if all_ended && spare {
+        // The foreground `run --rm`'s end: keel exits next.
+        snapshotter.remove_unused_at_exit(snapshot)?;
+    } else if all_ended {
         snapshotter.remove_unused(snapshot)?;
     } else {
         snapshotter.remove(snapshot)?;

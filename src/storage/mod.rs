@@ -168,6 +168,12 @@ pub trait Snapshotter: Send + Sync {
     fn remove_unused(&self, snap: &Snapshot) -> Result<()> {
         teardown_with(&snap.dir, Scan::Skip)
     }
+    /// [`Snapshotter::remove_unused`] for a command about to end: a driver whose snapshots
+    /// are plain directories leaves deleting the files to a child process
+    /// ([`teardown_deferred`]); the snapshot is gone from the store either way.
+    fn remove_unused_at_exit(&self, snap: &Snapshot) -> Result<()> {
+        self.remove_unused(snap)
+    }
     fn name(&self) -> &'static str;
     /// Mounts a prepared snapshot again when its mount is not in this mount namespace:
     /// rootless keel's mounts live in the namespace of the keel that made them, so a
@@ -484,6 +490,49 @@ pub(crate) fn teardown_with(dir: &Path, scan: Scan) -> Result<()> {
             source: e,
         }),
     }
+}
+
+/// Where a snapshot being removed in a child process is while the child works:
+/// `<snapshots>/.rm-<id>`, locked (`flock`) by the child until it is done.
+pub(crate) const REMOVING: &str = ".rm-";
+
+/// [`teardown_with`] ([`Scan::Skip`]) for a command about to end (a foreground `run
+/// --rm`): the snapshot is unmounted and renamed to `.rm-<id>` now — its id is free and
+/// nothing takes it for a snapshot — and its files are removed by a child process that
+/// holds a lock on it until done (`sys::remove::remove_in_child`), so this command does not
+/// wait for the `rmdir`s, each of which waits for a discard on a filesystem mounted with
+/// `discard` (issue 14). `keel gc` removes what an interrupted child left (an unlocked
+/// `.rm-` entry). Removes it here when no child can be had.
+pub(crate) fn teardown_deferred(dir: &Path) -> Result<()> {
+    let Some(real) = unmount_below_with(dir, Scan::Skip)? else {
+        return Ok(());
+    };
+    let (Some(parent), Some(id)) = (real.parent(), real.file_name()) else {
+        return teardown_with(&real, Scan::Skip);
+    };
+    let name = format!("{REMOVING}{}", id.to_string_lossy());
+    let trash = parent.join(&name);
+    let handed =
+        hostfs::rename(&real, &trash).is_ok() && hand_to_child(parent, &name, &trash).is_ok();
+    match handed {
+        true => Ok(()),
+        false if trash.exists() => teardown_with(&trash, Scan::Skip),
+        false => teardown_with(&real, Scan::Skip),
+    }
+}
+
+/// Locks `trash` (`parent/name`) and forks the child that removes it.
+fn hand_to_child(parent: &Path, name: &str, trash: &Path) -> io::Result<()> {
+    let hold = fs::File::open(trash)?;
+    hold.try_lock().map_err(io::Error::other)?;
+    let parent = fs::File::open(parent)?;
+    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
+    crate::sys::remove::remove_in_child(parent.into(), &name, hold.into()).map_err(io::Error::other)
+}
+
+/// Whether `.rm-` entry `dir` is left over: no child is removing it (its lock is free).
+pub(crate) fn removal_abandoned(dir: &Path) -> bool {
+    fs::File::open(dir).is_ok_and(|f| f.try_lock().is_ok())
 }
 
 /// The first half of [`teardown`]: kills what runs in `dir/rootfs` (unless `scan` is

@@ -54,15 +54,22 @@ pub fn stale_snapshots(root: &Path, names: Vec<String>, kept: &dyn Fn(&str) -> b
     let mut out = Vec::new();
     for name in names {
         let path = dir.join(&name);
-        let stale = match name.strip_prefix(".new-") {
-            Some(rest) => Owner::from_tag(rest).is_none_or(|o| !o.alive()),
-            None => !kept(&name) && !owner_alive(&path),
+        let stale = match (
+            name.strip_prefix(".new-"),
+            name.strip_prefix(super::REMOVING),
+        ) {
+            (Some(rest), _) => Owner::from_tag(rest).is_none_or(|o| !o.alive()),
+            // Being removed by a child process unless its lock is free.
+            (_, Some(_)) => super::removal_abandoned(&path),
+            _ => !kept(&name) && !owner_alive(&path),
         };
         if stale {
             // `.new-<owner tag>-<id>`: the tag has no '-'.
             let id = match name.strip_prefix(".new-").and_then(|r| r.split_once('-')) {
                 Some((_, id)) => id.to_string(),
-                None => name,
+                None => name
+                    .strip_prefix(super::REMOVING)
+                    .map_or(name.clone(), str::to_string),
             };
             out.push(Stale { id, dir: path });
         }
@@ -211,6 +218,25 @@ mod tests {
         let stale = stale_snapshots(root.path(), names, &|id| id == "kept");
         let ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
         assert_eq!(ids, ["x1", "dead", "nobody"]);
+    }
+
+    #[test]
+    fn a_snapshot_being_removed_is_stale_only_once_its_remover_let_go() {
+        let root = tempfile::tempdir().unwrap();
+        let snaps = root.path().join("storage/snapshots");
+        for name in [".rm-busy", ".rm-left"] {
+            fs::create_dir_all(snaps.join(name).join("upper/etc")).unwrap();
+        }
+        // The remover's lock (its child holds it until the tree is gone).
+        let held = fs::File::open(snaps.join(".rm-busy")).unwrap();
+        held.try_lock().unwrap();
+        let stale = stale_snapshots(root.path(), snapshot_names(root.path()), &|_| false);
+        let ids: Vec<&str> = stale.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["left"]);
+        assert_eq!(stale[0].dir, snaps.join(".rm-left"));
+        drop(held);
+        let stale = stale_snapshots(root.path(), snapshot_names(root.path()), &|_| false);
+        assert_eq!(stale.len(), 2);
     }
 
     #[test]

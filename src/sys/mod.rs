@@ -12,6 +12,7 @@ pub mod mount;
 pub mod net;
 pub mod ns;
 pub mod proc;
+pub mod remove;
 pub mod rootfs;
 pub mod seccomp;
 pub mod session;

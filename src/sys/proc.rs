@@ -510,7 +510,7 @@ pub fn close_in_child(fds: Vec<OwnedFd>) -> Result<Closer, (SysError, Vec<OwnedF
 }
 
 /// Closes every fd but the sorted, distinct `keep` (in a forked child: no allocation).
-fn close_all_but(keep: &[i32]) {
+pub(super) fn close_all_but(keep: &[i32]) {
     let mut first: u32 = 0;
     for &fd in keep.iter().filter(|fd| **fd >= 0) {
         let fd = fd as u32;

@@ -87,6 +87,29 @@ impl Keel {
     pub fn path(&self, rel: &str) -> PathBuf {
         self.dir.path().join(rel)
     }
+    /// [`wait_removals`] for this root.
+    pub fn removals_done(&self) -> bool {
+        wait_removals(&self.root())
+    }
+}
+
+/// Waits up to 5 s for the children that remove finished `run --rm` snapshots
+/// (`storage/snapshots/.rm-*`, issue 14) to be done; true when none is left. A foreground
+/// `run --rm` returns once its snapshot is unmounted and renamed; its files go just after.
+pub fn wait_removals(root: &Path) -> bool {
+    let pending = || {
+        std::fs::read_dir(root.join("storage/snapshots"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().starts_with(".rm-"))
+            })
+            .unwrap_or(false)
+    };
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while pending() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    !pending()
 }
 
 /// The log directory a failed build's error names ("step logs are in DIR").

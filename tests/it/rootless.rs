@@ -659,6 +659,10 @@ fn rootless_run_rm_leaves_no_processes_mounts_or_state() {
         Vec::<String>::new(),
         "the spare record directory is not empty"
     );
+    assert!(
+        crate::common::wait_removals(&r.root()),
+        "a snapshot's removal did not end"
+    );
     assert_eq!(
         entries(r.root().join("storage/snapshots")),
         Vec::<String>::new(),

@@ -395,6 +395,9 @@ fn scan_marked_processes(k: &Keel, root: &Path) -> Vec<String> {
 
 fn host_state(k: &Keel, ids: &BTreeSet<String>) -> HostState {
     let root = k.root();
+    // A `run --rm` that ended hands its snapshot's files to a child that removes them
+    // (`.rm-*`); a removal that never ends shows up below as a snapshot left.
+    let _ = crate::common::wait_removals(&root);
     let real = std::fs::canonicalize(&root).unwrap_or(root.clone());
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     let mounts = mountinfo

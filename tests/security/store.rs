@@ -954,7 +954,10 @@ fn rootfs_tree(k: &Keel, driver: &str, image: &str) -> std::collections::BTreeMa
     let snaps = k.root().join("storage/snapshots");
     let mut found = None;
     for e in std::fs::read_dir(&snaps).unwrap().flatten() {
-        let meta = std::fs::read_to_string(e.path().join("snapshot.json")).unwrap();
+        // An earlier `run --rm`'s snapshot may still be going (`.rm-*`, no metadata).
+        let Ok(meta) = std::fs::read_to_string(e.path().join("snapshot.json")) else {
+            continue;
+        };
         if meta.contains(&format!("\"driver\": \"{driver}\"")) {
             found = Some(e.path().join("rootfs"));
         }
