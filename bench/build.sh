@@ -18,7 +18,7 @@
 # Cold keel builds start from a store without the image, its cache entries or its
 # unpacked layers (`keel rmi` + `keel gc --cache`, or for the 10k row a copy of a store in
 # that state), as buildah's `--no-cache` does.
-# Usage (as root): bench/build.sh [RUNS] [--no-debian]
+# Usage (as root): [KEEP_WORK=1] bench/build.sh [RUNS] [--no-debian]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . bench/common.sh
@@ -40,7 +40,10 @@ buildah_cleanup() {
 # The one-file row's floor mounts an overlay under $work: never delete through it.
 # Under `set -e` a failing command ends the trap too: the unmount of a floor that is not
 # mounted (the usual case) must not skip the rest.
-trap 'umount -q "$work/one-floor/m" 2>/dev/null || true; buildah_cleanup; rm -rf "$work"' EXIT
+# KEEP_WORK=1 leaves the work directory (its keel store, contexts, runc bundle) to look
+# into a figure afterwards (buildah's images go either way).
+trap 'umount -q "$work/one-floor/m" 2>/dev/null || true; buildah_cleanup
+  if [[ "${KEEP_WORK:-}" == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi' EXIT
 export KEEL_ROOT="$work/root"
 bud="buildah bud -q --layers --isolation oci --runtime runc"
 alternate="python3 bench/alternate.py"

@@ -266,6 +266,12 @@ fn rootless_readme_demo_passes_and_the_store_is_the_users() {
     r.ok(&["build", "-t", "hello", ctx.to_str().unwrap()]);
     let out = r.ok(&["run", "--rm", "hello"]);
     assert!(out.contains("Hello from keel!"), "{out}");
+    // The container's snapshot goes in a child after `run` returned: walk the store once
+    // it is gone (an entry removed during the walk has no owner to read).
+    assert!(
+        crate::common::wait_removals(&r.root()),
+        "a snapshot's removal did not end"
+    );
     let u = &r.user;
     let m = std::fs::metadata(r.root()).unwrap();
     assert_eq!((m.uid(), m.mode() & 0o777), (u.uid, 0o700), "store root");
