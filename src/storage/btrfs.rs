@@ -149,6 +149,11 @@ impl Snapshotter for BtrfsDriver {
         super::copy::tree_changes(snap)
     }
 
+    /// Subvolumes are destroyed by ioctl, which the removing child does not do.
+    fn remove_unused_at_exit(&self, snap: &Snapshot) -> Result<()> {
+        self.remove_unused(snap)
+    }
+
     fn name(&self) -> &'static str {
         "btrfs"
     }

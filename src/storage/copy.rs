@@ -238,10 +238,6 @@ impl Snapshotter for CopyDriver {
         tree_changes(snap)
     }
 
-    fn remove_unused_at_exit(&self, snap: &Snapshot) -> Result<()> {
-        super::teardown_deferred(&snap.dir)
-    }
-
     fn name(&self) -> &'static str {
         "copy"
     }

@@ -168,11 +168,11 @@ pub trait Snapshotter: Send + Sync {
     fn remove_unused(&self, snap: &Snapshot) -> Result<()> {
         teardown_with(&snap.dir, Scan::Skip)
     }
-    /// [`Snapshotter::remove_unused`] for a command about to end: a driver whose snapshots
-    /// are plain directories leaves deleting the files to a child process
-    /// ([`teardown_deferred`]); the snapshot is gone from the store either way.
+    /// [`Snapshotter::remove_unused`] for a command about to end: the snapshot is gone
+    /// from the store at once and a child process deletes its files
+    /// ([`teardown_deferred`]; plain directories only — btrfs removes its subvolumes here).
     fn remove_unused_at_exit(&self, snap: &Snapshot) -> Result<()> {
-        self.remove_unused(snap)
+        teardown_deferred(&snap.dir)
     }
     fn name(&self) -> &'static str;
     /// Mounts a prepared snapshot again when its mount is not in this mount namespace:

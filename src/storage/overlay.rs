@@ -512,10 +512,6 @@ impl Snapshotter for OverlayDriver {
         }))
     }
 
-    fn remove_unused_at_exit(&self, snap: &Snapshot) -> Result<()> {
-        super::teardown_deferred(&snap.dir)
-    }
-
     fn name(&self) -> &'static str {
         "overlay"
     }

@@ -119,7 +119,7 @@ fn remove_entry(dir: RawFd, entry: &CStr, kind: u8, dev: u64) -> Result<(), Opti
     if unsafe { libc::unlinkat(dir, entry.as_ptr(), flags) } == 0 {
         return Ok(());
     }
-    match errno() {
+    match nix::errno::Errno::last_raw() {
         libc::ENOENT => Ok(()),
         // An unknown type (DT_UNKNOWN) that is a directory.
         libc::EISDIR if flags == 0 => remove_entry(dir, entry, libc::DT_DIR, dev),
@@ -155,10 +155,6 @@ fn device(fd: RawFd) -> Option<u64> {
 fn close(fd: RawFd) {
     // SAFETY: each fd here is opened by this module and closed once.
     unsafe { libc::close(fd) };
-}
-
-fn errno() -> i32 {
-    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// Removes directory `name` of `parent` ([`remove_tree_at`]) in a forked child and
